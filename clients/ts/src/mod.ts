@@ -1,0 +1,26 @@
+/**
+ * @module
+ * The taskwire client SDK: a typed client for the TaskStats service
+ * (Linux taskstats over the network) and `watchExits`, an async iterator over
+ * a listener's exit records.
+ *
+ * ```ts
+ * import { createTaskwireClient, watchExits } from "@taskwire/client";
+ * const client = createTaskwireClient("http://127.0.0.1:7878");
+ * console.log(await client.getInfo({}));
+ * for await (const ev of watchExits(client, { cpumask: "0-3" })) {
+ *   if (ev.event.case === "exit") console.log(ev.cpu, ev.event.value.pidStats?.acComm);
+ * }
+ * ```
+ */
+export { createTaskwireClient, type TaskwireClient, type TaskwireClientOptions } from "./client.ts";
+export { watchExits, type WatchExitsOptions, type Subscribed } from "./watch.ts";
+export { Code, ConnectError } from "@connectrpc/connect";
+export {
+  TaskStats, LossReason, OverflowPolicy,
+  type ExitEvent, type Exit, type Lost, type GetInfoResponse, type RegisterResponse,
+  type DeregisterResponse, type GetPidResponse, type GetTgidResponse, type SubscribeExitsResponse,
+} from "./gen/taskwire/v1/taskstats_pb.ts";
+export { TaskStatsSchema } from "./gen/taskwire/kernel/v1/taskstats_pb.ts";
+/** struct taskstats as a message (the kernel's field names, camelCased). */
+export type { TaskStats as TaskStatsRecord } from "./gen/taskwire/kernel/v1/taskstats_pb.ts";

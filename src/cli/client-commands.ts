@@ -1,0 +1,67 @@
+/** `taskwire get | watch | info`: thin clients over the SDK. */
+import { toJsonString } from "@bufbuild/protobuf";
+import { createTaskwireClient, watchExits, type TaskwireClient } from "@taskwire/client";
+import { TaskStatsSchema } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { ExitEventSchema, GetInfoResponseSchema } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { formatEvent, formatStatsTable } from "./format.ts";
+
+const JSON_OPTS = { useProtoFieldName: true } as const;
+
+function client(url: string): TaskwireClient {
+  return createTaskwireClient(url);
+}
+
+/** `taskwire get pid N | tgid N`. */
+export async function getCommand(url: string, kind: "pid" | "tgid", id: number, json: boolean): Promise<void> {
+  const c = client(url);
+  const stats = kind === "pid" ? (await c.getPid({ pid: id })).stats : (await c.getTgid({ tgid: id })).stats;
+  if (stats === undefined) throw new Error(`the server sent no stats for ${kind} ${id}`);
+  console.log(json ? toJsonString(TaskStatsSchema, stats, JSON_OPTS) : formatStatsTable(stats));
+}
+
+/** `taskwire info`. */
+export async function infoCommand(url: string, json: boolean): Promise<void> {
+  const info = await client(url).getInfo({});
+  if (json) {
+    console.log(toJsonString(GetInfoResponseSchema, info, JSON_OPTS));
+    return;
+  }
+  const rows: [string, unknown][] = [
+    ["source", info.source], ["kernel", info.kernelRelease], ["server version", info.serverVersion],
+    ["possible CPUs", info.possibleCpus], ["taskstats version", `${info.taskstatsVersion} (${info.taskstatsSize} bytes)`],
+    ["delay accounting", info.delayacct ? "on" : "off (delay fields are zero; see kernel.task_delayacct)"],
+    ["watched CPUs", info.watchedCpus || "(none)"], ["listeners", info.listeners], ["streams", info.streams],
+    ["records produced", info.records], ["kernel drops", info.kernelDrops], ["subscriber drops", info.subscriberDrops],
+    ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`], ["lease", `${info.leaseMs} ms`],
+  ];
+  for (const [k, v] of rows) console.log(`${k.padEnd(18)} ${v}`);
+}
+
+/** Options of `taskwire watch`. */
+export interface WatchFlags {
+  url: string;
+  cpus?: string | undefined;
+  listener?: string | undefined;
+  json: boolean;
+  count?: number | undefined;
+  buffer?: number | undefined;
+}
+
+/** `taskwire watch`: one line per exit until interrupted (or --count events). */
+export async function watchCommand(flags: WatchFlags): Promise<void> {
+  const ctl = new AbortController();
+  process.once("SIGINT", () => ctl.abort());
+  const target = flags.listener !== undefined ? { listenerId: flags.listener } : { cpumask: flags.cpus ?? "" };
+  let seen = 0;
+  try {
+    for await (const ev of watchExits(client(flags.url), {
+      ...target, signal: ctl.signal, ...(flags.buffer !== undefined && { buffer: flags.buffer }),
+      onSubscribed: (s) => console.error(`taskwire: watching CPUs ${s.cpumask} (listener ${s.listenerId}); Ctrl-C stops`),
+    })) {
+      console.log(flags.json ? toJsonString(ExitEventSchema, ev, JSON_OPTS) : formatEvent(ev));
+      if (flags.count !== undefined && ++seen >= flags.count) break;
+    }
+  } catch (err) {
+    if (!ctl.signal.aborted) throw err;
+  }
+}

@@ -1,0 +1,113 @@
+/** The `taskwire` command line: serve | get | watch | info. */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { DEFAULT_LIMITS } from "../service/registry.ts";
+import { VERSION } from "../version.ts";
+import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
+import { serveCommand, UsageError, type ServeFlags } from "./serve.ts";
+
+const DEFAULT_URL = "http://127.0.0.1:7878";
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || n < min || n > max) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("expected a number >= 0");
+  return n;
+}
+
+function urlOption(): Option {
+  return new Option("--url <url>", "taskwire server to talk to").env("TASKWIRE_URL").default(DEFAULT_URL);
+}
+
+function buildProgram(): Command {
+  const program = new Command("taskwire")
+    .description("Linux taskstats (per-task CPU, delay, memory and I/O accounting) as a network service")
+    .version(VERSION)
+    .showHelpAfterError("(run with --help for usage)");
+
+  program.command("serve")
+    .description("run the server")
+    .addOption(new Option("--source <source>", "where stats come from: the real kernel (netlink), the simulated kernel (sim), or auto").choices(["auto", "netlink", "sim"]).default("auto"))
+    .option("--host <host>", "address to bind (127.0.0.1 keeps it local; 0.0.0.0 exposes it)", "127.0.0.1")
+    .option("--port <port>", "TCP port (0 picks a free one)", int(0, 65535), 7878)
+    .option("--sim-cpus <n>", "simulated possible CPUs", int(1, 65536), 8)
+    .option("--sim-exit-rate <r>", "simulated task exits per second", positiveNumber, 200)
+    .option("--sim-seed <s>", "simulation seed (same seed, same tasks)", int(0, 2 ** 32 - 1), 1)
+    .option("--lease-ms <ms>", "how long a listener outlives its stream", int(1), DEFAULT_LIMITS.leaseMs)
+    .option("--default-buffer <n>", "queue size (events) when a client asks for 0", int(1), DEFAULT_LIMITS.defaultBuffer)
+    .option("--max-buffer <n>", "cap on a client's queue size (events)", int(1), DEFAULT_LIMITS.maxBuffer)
+    .option("--max-listeners <n>", "most listeners at once", int(1), DEFAULT_LIMITS.maxListeners)
+    .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs)
+    .action(async (o: Record<string, unknown>) => {
+      const flags: ServeFlags = {
+        source: o["source"] as ServeFlags["source"], host: o["host"] as string, port: o["port"] as number,
+        simCpus: o["simCpus"] as number, simExitRate: o["simExitRate"] as number, simSeed: o["simSeed"] as number,
+        limits: {
+          leaseMs: o["leaseMs"] as number, defaultBuffer: o["defaultBuffer"] as number, maxBuffer: o["maxBuffer"] as number,
+          maxListeners: o["maxListeners"] as number, heartbeatMs: o["heartbeatMs"] as number,
+        },
+      };
+      if (flags.limits.defaultBuffer! > flags.limits.maxBuffer!) throw new UsageError("--default-buffer must not exceed --max-buffer");
+      await serveCommand(flags);
+    });
+
+  program.command("get")
+    .description("stats of a live task: get pid <N> (a thread) or get tgid <N> (a process, summed over its threads)")
+    .argument("<kind>", "pid or tgid")
+    .argument("<id>", "thread or process id", int(1, 2 ** 32 - 1))
+    .option("--json", "print JSON (kernel field names)")
+    .addOption(urlOption())
+    .action(async (kind: string, id: number, o: { json?: boolean; url: string }) => {
+      if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
+      await getCommand(o.url, kind, id, o.json === true);
+    });
+
+  program.command("watch")
+    .description("print one line per task exit on the given CPUs (like getdelays -l)")
+    .option("--cpus <cpulist>", 'CPUs to watch, kernel cpulist syntax: "0-3,5"')
+    .option("--listener <id>", "stream an existing listener (from Register) instead of --cpus")
+    .option("--json", "print JSON lines (kernel field names)")
+    .option("--count <n>", "stop after n events", int(1))
+    .option("--buffer <n>", "queue size to ask for (events)", int(1))
+    .addOption(urlOption())
+    .action(async (o: { cpus?: string; listener?: string; json?: boolean; count?: number; buffer?: number; url: string }) => {
+      if ((o.cpus === undefined) === (o.listener === undefined)) throw new UsageError("watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>");
+      await watchCommand({ url: o.url, cpus: o.cpus, listener: o.listener, json: o.json === true, count: o.count, buffer: o.buffer });
+    });
+
+  program.command("info")
+    .description("what the server is: source, kernel, CPUs, counters")
+    .option("--json", "print JSON")
+    .addOption(urlOption())
+    .action(async (o: { json?: boolean; url: string }) => infoCommand(o.url, o.json === true));
+  return program;
+}
+
+function explain(err: unknown, argv: readonly string[]): string {
+  if (err instanceof ConnectError) {
+    if (err.code === Code.Unavailable || /fetch failed|ECONNREFUSED/i.test(String(err.cause ?? err.message))) {
+      const url = argv[argv.indexOf("--url") + 1] ?? process.env["TASKWIRE_URL"] ?? DEFAULT_URL;
+      return `cannot reach a taskwire server (${err.rawMessage}); is \`taskwire serve\` running? Point at it with --url or TASKWIRE_URL (tried ${argv.includes("--url") ? url : process.env["TASKWIRE_URL"] ?? DEFAULT_URL})`;
+    }
+    return `${Code[err.code]}: ${err.rawMessage}`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync([...argv], { from: "user" });
+    return 0;
+  } catch (err) {
+    console.error(`taskwire: ${explain(err, argv)}`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * What a source hands the listener table for each task exit: the kernel's
+ * TASKSTATS_CMD_NEW message, already decoded. Pure types.
+ */
+import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+
+/** One exit as the kernel reports it to the listeners of `cpu`. */
+export interface ExitRecord {
+  /** CPU the task exited on (the kernel builds the record there). */
+  readonly cpu: number;
+  /** The kernel's per-CPU message number (nlmsg_seq from taskstats_seqnum). */
+  readonly cpuSeq: number;
+  /** The exiting thread. */
+  readonly pid: number;
+  /** Its thread group. */
+  readonly tgid: number;
+  /** TASKSTATS_TYPE_AGGR_PID's stats. */
+  readonly pidStats: TaskStats;
+  /** TASKSTATS_TYPE_AGGR_TGID's stats: the last thread of a group that was ever multithreaded. */
+  readonly tgidStats?: TaskStats | undefined;
+}

@@ -1,0 +1,35 @@
+/**
+ * createServer({source}): the registry, the service and the fetch app wired
+ * together. Runtime-neutral; see listen-node.ts for a Node socket.
+ */
+import type { Hono } from "hono";
+import { createRegistry, type Limits, type ListenerRegistry } from "../service/registry.ts";
+import type { TaskstatsSource } from "../sources/source.ts";
+import { createApp } from "./app.ts";
+
+/** Options of createServer. */
+export interface ServerOptions {
+  /** Where stats come from (netlink or sim). */
+  readonly source: TaskstatsSource;
+  /** Limits and defaults; unset ones keep DEFAULT_LIMITS. */
+  readonly limits?: Partial<Limits>;
+}
+
+/** A taskwire server not yet bound to a socket. */
+export interface TaskwireServer {
+  readonly source: TaskstatsSource;
+  readonly registry: ListenerRegistry;
+  readonly app: Hono;
+  /** The fetch handler (Deno.serve, Bun.serve, or any Fetch API host). */
+  fetch(request: Request): Response | Promise<Response>;
+  /** Ends every stream, removes every listener and closes the source. */
+  close(): Promise<void>;
+}
+
+/** Wires a source into a servable app. */
+export function createServer(options: ServerOptions): TaskwireServer {
+  const { source } = options;
+  const registry = createRegistry({ source, ...(options.limits && { limits: options.limits }) });
+  const app = createApp({ source, registry });
+  return { source, registry, app, fetch: (req) => app.fetch(req), close: () => registry.close() };
+}

@@ -1,0 +1,47 @@
+/** Conversions between the service's internal shapes and the proto messages. */
+import { create } from "@bufbuild/protobuf";
+import {
+  ExitEventSchema, LossReason, OverflowPolicy as PbOverflowPolicy, type ExitEvent,
+} from "../gen/taskwire/v1/taskstats_pb.ts";
+import type { LossKind, OverflowPolicy, QueueItem } from "./event-queue.ts";
+import { InvalidRequestError } from "./errors.ts";
+
+const REASONS: Record<LossKind, LossReason> = {
+  "subscriber-overflow": LossReason.SUBSCRIBER_OVERFLOW,
+  "kernel-overflow": LossReason.KERNEL_OVERFLOW,
+  retention: LossReason.RETENTION,
+  restart: LossReason.RESTART,
+};
+
+/** A queue item as a stream event. */
+export function toExitEvent(item: QueueItem): ExitEvent {
+  if (item.kind === "lost") {
+    return create(ExitEventSchema, {
+      seq: BigInt(item.last),
+      cpu: Math.max(item.cpu, 0),
+      event: {
+        case: "lost",
+        value: { count: BigInt(item.last - item.first + 1), firstSeq: BigInt(item.first), lastSeq: BigInt(item.last), reason: REASONS[item.reason] },
+      },
+    });
+  }
+  const r = item.record;
+  return create(ExitEventSchema, {
+    seq: BigInt(item.seq),
+    cpu: r.cpu,
+    event: { case: "exit", value: { pid: r.pid, tgid: r.tgid, pidStats: r.pidStats, ...(r.tgidStats && { tgidStats: r.tgidStats }) } },
+  });
+}
+
+/** The request's overflow policy (UNSPECIFIED is DROP_NEWEST, the kernel's behaviour). */
+export function toPolicy(p: PbOverflowPolicy): OverflowPolicy {
+  switch (p) {
+    case PbOverflowPolicy.UNSPECIFIED:
+    case PbOverflowPolicy.DROP_NEWEST:
+      return "drop-newest";
+    case PbOverflowPolicy.DROP_OLDEST:
+      return "drop-oldest";
+    default:
+      throw new InvalidRequestError(`overflow policy ${p} is unknown; use DROP_NEWEST or DROP_OLDEST`);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * A listener: what the kernel keys by netlink port id, taskwire keys by an
+ * unguessable id. It numbers its events 1, 2, 3, ... over everything
+ * produced for it, queues them boundedly, and wakes the one stream attached
+ * to it. Counters keep the invariant checkable: delivered + lost = produced.
+ */
+import type { ExitRecord } from "../kernel/exit-record.ts";
+import { createEventQueue, type EventQueue, type LossKind, type OverflowPolicy, type QueueItem } from "./event-queue.ts";
+
+/** Loss counters by reason. */
+export type LossCounters = Record<LossKind, number>;
+
+/** Options for a new listener. */
+export interface ListenerOptions {
+  readonly id: string;
+  readonly capacity: number;
+  readonly policy: OverflowPolicy;
+  /** Dies with its stream (inline cpumask subscription). */
+  readonly ephemeral: boolean;
+  readonly now: number;
+}
+
+/** A listener's state, owned by the registry. */
+export class Listener {
+  readonly id: string;
+  readonly ephemeral: boolean;
+  readonly queue: EventQueue;
+  readonly lost: LossCounters = { "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 };
+  /** Seq of the last event produced for this listener. */
+  produced = 0;
+  /** Exits handed to a stream. */
+  delivered = 0;
+  /** When the last stream went away (or the listener was made), for lease reaping. */
+  detachedAt: number;
+  /** The attached stream's wake-up, if any. */
+  #wake: (() => void) | undefined;
+  /** Ends the attached stream (takeover, removal). */
+  #end: ((why: string, takeover: boolean) => void) | undefined;
+
+  constructor(o: ListenerOptions) {
+    this.id = o.id;
+    this.ephemeral = o.ephemeral;
+    this.queue = createEventQueue(o.capacity, o.policy);
+    this.detachedAt = o.now;
+  }
+
+  get attached(): boolean {
+    return this.#end !== undefined;
+  }
+
+  /** An exit on one of this listener's CPUs. */
+  deliver(record: ExitRecord): void {
+    const dropped = this.queue.push(++this.produced, record);
+    if (dropped !== 0) this.lost["subscriber-overflow"]++;
+    this.#wake?.();
+  }
+
+  /** `count` events produced for this listener that it will never get. */
+  lose(count: number, reason: LossKind, cpu = -1): void {
+    if (count <= 0) return;
+    const first = this.produced + 1;
+    this.produced += count;
+    this.lost[reason] += count;
+    this.queue.pushLoss(first, this.produced, reason, cpu);
+    this.#wake?.();
+  }
+
+  /** Takes up to `max` queued items for the attached stream. */
+  take(max: number): QueueItem[] {
+    const items = this.queue.take(max);
+    for (const item of items) if (item.kind === "exit") this.delivered++;
+    return items;
+  }
+
+  /** Attaches a stream; an attached one is ended first (takeover). */
+  attach(wake: () => void, end: (why: string, takeover: boolean) => void): void {
+    this.#end?.("another stream subscribed to this listener", true);
+    this.#wake = wake;
+    this.#end = end;
+  }
+
+  /** Detaches the stream whose `end` this is (a stale detach is ignored). */
+  detach(end: (why: string, takeover: boolean) => void, now: number): void {
+    if (this.#end !== end) return;
+    this.#wake = undefined;
+    this.#end = undefined;
+    this.detachedAt = now;
+  }
+
+  /** Ends the attached stream, e.g. when the listener is removed. */
+  close(why: string): void {
+    const end = this.#end;
+    this.#wake = undefined;
+    this.#end = undefined;
+    end?.(why, false);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * One SubscribeExits stream: drains a listener's queue in batches (whatever
+ * is queued, up to a cap: one event when traffic is light, many when it is
+ * heavy) only as fast as the transport pulls, with heartbeats when idle.
+ * Cleanup hangs on the abort signal, since a generator's `finally` does not
+ * run reliably after a client cancels on HTTP/2.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { toExitEvent } from "./convert.ts";
+import type { Listener } from "./listener.ts";
+import type { ListenerRegistry } from "./registry.ts";
+
+/** How a stream runs. */
+export interface StreamOptions {
+  readonly maxBatch: number;
+  readonly heartbeatMs: number;
+  readonly signal: AbortSignal;
+}
+
+interface Ended {
+  readonly why: string;
+  /** Another stream subscribed to the listener: this one stops at once (ABORTED). */
+  readonly takeover: boolean;
+}
+
+/** Streams `listener` until the client goes, the listener is removed, or another stream takes over. */
+export async function* streamListener(registry: ListenerRegistry, listener: Listener, o: StreamOptions): AsyncGenerator<SubscribeExitsResponse> {
+  let resolveWait: ((woke: boolean) => void) | undefined;
+  let ended: Ended | undefined;
+  const wake = (): void => {
+    const r = resolveWait;
+    resolveWait = undefined;
+    r?.(true);
+  };
+  const end = (why: string, takeover: boolean): void => {
+    ended = { why, takeover };
+    wake();
+  };
+  listener.attach(wake, end);
+  const cleanup = (): void => {
+    listener.detach(end, registry.now());
+    if (listener.ephemeral) registry.remove(listener, "its stream ended");
+    wake();
+  };
+  o.signal.addEventListener("abort", cleanup, { once: true });
+  if (o.signal.aborted) cleanup();
+  const message = (fields: MessageInitShape<typeof SubscribeExitsResponseSchema>): SubscribeExitsResponse =>
+    create(SubscribeExitsResponseSchema, { cpumask: registry.cpumaskOf(listener), queued: listener.queue.depth, ...fields });
+  try {
+    yield message({ listenerId: listener.id });
+    for (;;) {
+      if (o.signal.aborted) return;
+      if (ended?.takeover) throw new ConnectError(`listener ${listener.id}: ${ended.why}`, Code.Aborted);
+      if (listener.queue.length > 0) {
+        const events = listener.take(o.maxBatch).map(toExitEvent);
+        yield create(SubscribeExitsResponseSchema, { events, queued: listener.queue.depth });
+        continue;
+      }
+      // A removed listener's stream ends normally once what it had queued is sent.
+      if (ended !== undefined) return;
+      const woke = await waitFor(o.heartbeatMs, (r) => (resolveWait = r));
+      resolveWait = undefined;
+      if (!woke && listener.queue.length === 0 && ended === undefined && !o.signal.aborted) yield message({ heartbeat: true });
+    }
+  } finally {
+    o.signal.removeEventListener("abort", cleanup);
+    cleanup();
+  }
+}
+
+function waitFor(ms: number, register: (resolve: (woke: boolean) => void) => void): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    register((woke) => {
+      clearTimeout(timer);
+      resolve(woke);
+    });
+  });
+}

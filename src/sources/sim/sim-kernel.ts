@@ -1,0 +1,272 @@
+/**
+ * A deterministic model of the kernel side of taskstats: processes with
+ * threads that fork and exit on simulated CPUs in virtual time, per-CPU
+ * message numbers, and the kernel's per-tgid rules. Everything is a function
+ * of the options (seed included) and of how far virtual time was advanced,
+ * never of wall-clock time. Pure: no I/O, no timers.
+ */
+import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import type { ExitRecord } from "../../kernel/exit-record.ts";
+import { addDelayacct, addLiveThread, copyTaskStats, zeroTaskStats } from "../../kernel/tgid.ts";
+import { createPrng, type Prng } from "./_prng.ts";
+import { drawProfile, threadStats, type StatsContext, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
+
+/** Options of the simulated kernel. */
+export interface SimKernelOptions {
+  /** Possible CPUs, numbered 0..cpus-1. */
+  cpus: number;
+  /** Mean task exits per virtual second. */
+  exitRate: number;
+  /** PRNG seed. */
+  seed: number;
+  /** Live threads kept alive (default max(64, 4 x cpus)). */
+  population?: number;
+  /** Wall-clock ms that virtual time 0 stands for (ac_btime). */
+  epochMs?: number;
+  /** kernel.task_delayacct: delay fields are zero when off. */
+  delayacct?: boolean;
+}
+
+/** The simulated kernel. */
+export interface SimKernel {
+  readonly cpus: number;
+  /** Virtual time now, ns. */
+  readonly nowNs: number;
+  /** Runs virtual time forward to `ns`, emitting the exits that fall in it. */
+  advanceTo(ns: number): void;
+  /** Runs exactly `n` exits now (for benchmarks at full speed). */
+  exitNow(n: number): void;
+  /** Where records for watched CPUs go. */
+  onRecord: ((record: ExitRecord) => void) | undefined;
+  /** Marks CPUs as having listeners; only they get records built. */
+  watch(cpus: readonly number[], on: boolean): void;
+  getPid(pid: number): TaskStats | undefined;
+  getTgid(tgid: number): TaskStats | undefined;
+  /** Live thread ids (for tests and the CLI's examples). */
+  livePids(): number[];
+  readonly records: number;
+}
+
+interface Thread {
+  readonly pid: number;
+  readonly startNs: number;
+  readonly comm: string;
+  readonly profile: ThreadProfile;
+  readonly proc: Process;
+  index: number; // position in the flat live array
+}
+
+interface Process {
+  readonly tgid: number;
+  readonly ppid: number;
+  readonly comm: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly nice: number;
+  readonly startNs: number;
+  readonly exeInode: number;
+  readonly forkedOnly: boolean;
+  readonly threads: Map<number, Thread>;
+  /** signal->stats: allocated when a thread exits while others remain. */
+  stats: TaskStats | undefined;
+}
+
+const COMMS = [
+  "bash", "sh", "make", "cc1", "gcc", "ld", "as", "python3", "node", "sshd", "cron", "postgres", "nginx",
+  "git", "grep", "sed", "awk", "curl", "tar", "gzip", "rustc", "java", "sort", "find", "ls", "cat",
+];
+const UIDS = [0, 0, 1000, 1000, 1000, 33, 999, 65534];
+const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
+
+/** Creates a simulated kernel. */
+export function createSimKernel(options: SimKernelOptions): SimKernel {
+  const { cpus, exitRate, seed } = options;
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 65536) throw new RangeError(`cpus must be an integer in 1-65536, got ${cpus}`);
+  if (!(exitRate >= 0) || !Number.isFinite(exitRate)) throw new RangeError(`exitRate must be a finite number >= 0, got ${exitRate}`);
+  if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+  const population = options.population ?? Math.max(64, 4 * cpus);
+  if (!Number.isInteger(population) || population < 2) throw new RangeError(`population must be an integer >= 2, got ${population}`);
+  return new _SimKernel({ ...options, population });
+}
+
+class _SimKernel implements SimKernel {
+  readonly cpus: number;
+  onRecord: ((record: ExitRecord) => void) | undefined;
+  records = 0;
+  #now = 0;
+  #nextExit: number;
+  #nextPid = 300;
+  readonly #meanGapNs: number;
+  readonly #rng: Prng;
+  readonly #ctx: { nowNs: number; epochMs: number; delayacct: boolean };
+  readonly #live: Thread[] = [];
+  readonly #threads = new Map<number, Thread>();
+  readonly #watched: Uint8Array;
+  readonly #cpuSeq: Uint32Array;
+
+  constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
+    this.cpus = o.cpus;
+    this.#rng = createPrng(o.seed);
+    this.#meanGapNs = o.exitRate > 0 ? 1e9 / o.exitRate : Infinity;
+    this.#ctx = { nowNs: 0, epochMs: o.epochMs ?? 1_767_225_600_000, delayacct: o.delayacct ?? true };
+    this.#watched = new Uint8Array(o.cpus);
+    this.#cpuSeq = new Uint32Array(o.cpus);
+    // Boot-time tasks started up to an hour before virtual time 0; their parent is init (pid 1, not simulated).
+    while (this.#live.length < o.population) this.#spawn(-this.#rng.next() * 3.6e12, undefined);
+    this.#nextExit = this.#rng.exp(this.#meanGapNs);
+  }
+
+  get nowNs(): number {
+    return this.#now;
+  }
+
+  advanceTo(ns: number): void {
+    while (this.#nextExit <= ns) {
+      this.#setNow(this.#nextExit);
+      this.#exitOne();
+      this.#nextExit += this.#rng.exp(this.#meanGapNs);
+    }
+    this.#setNow(Math.max(this.#now, ns));
+  }
+
+  exitNow(n: number): void {
+    for (let i = 0; i < n; i++) {
+      this.#setNow(this.#now + 1000);
+      this.#exitOne();
+    }
+    if (this.#nextExit < this.#now) this.#nextExit = this.#now + this.#rng.exp(this.#meanGapNs);
+  }
+
+  watch(cpus: readonly number[], on: boolean): void {
+    for (const cpu of cpus) {
+      if (cpu < 0 || cpu >= this.cpus) throw new RangeError(`CPU ${cpu} is outside 0-${this.cpus - 1}`);
+      this.#watched[cpu] = on ? 1 : 0;
+    }
+  }
+
+  getPid(pid: number): TaskStats | undefined {
+    const t = this.#threads.get(pid);
+    return t === undefined ? undefined : threadStats(this.#identity(t), t.profile, this.#ctx);
+  }
+
+  getTgid(tgid: number): TaskStats | undefined {
+    const proc = this.#threads.get(tgid)?.proc;
+    if (proc === undefined || proc.tgid !== tgid) return undefined;
+    const sum = proc.stats ? copyTaskStats(proc.stats) : zeroTaskStats();
+    for (const t of proc.threads.values()) addLiveThread(sum, this.#statsOf(t));
+    return sum;
+  }
+
+  livePids(): number[] {
+    return [...this.#threads.keys()].sort((a, b) => a - b);
+  }
+
+  #setNow(ns: number): void {
+    this.#now = ns;
+    this.#ctx.nowNs = ns;
+  }
+
+  #statsOf(t: Thread, exit?: { code: number; groupDead: boolean }): TaskStats {
+    return threadStats(this.#identity(t), t.profile, this.#ctx as StatsContext, exit);
+  }
+
+  #identity(t: Thread): ThreadIdentity {
+    const p = t.proc;
+    return {
+      pid: t.pid, tgid: p.tgid, ppid: p.ppid, comm: t.comm, uid: p.uid, gid: p.gid, nice: p.nice,
+      startNs: t.startNs, groupStartNs: p.startNs, exeInode: p.exeInode, forkedOnly: p.forkedOnly,
+    };
+  }
+
+  // One task exits on a random CPU; another is forked so the population holds.
+  #exitOne(): void {
+    const victim = this.#pickVictim();
+    const proc = victim.proc;
+    const cpu = this.#rng.int(this.cpus);
+    const groupDead = proc.threads.size === 1;
+    // taskstats_tgid_alloc(): a thread leaving a non-empty group allocates signal->stats.
+    if (!groupDead) proc.stats ??= zeroTaskStats();
+    const code = groupDead ? this.#exitCode() : 0;
+    const needRecord = this.#watched[cpu] === 1;
+    const stats = proc.stats !== undefined || needRecord ? this.#statsOf(victim, { code, groupDead }) : undefined;
+    if (proc.stats !== undefined && stats !== undefined) addDelayacct(proc.stats, stats); // fill_tgid_exit()
+    this.#remove(victim);
+    if (needRecord && stats !== undefined) this.#emit(cpu, victim, stats, groupDead);
+    this.#spawn(this.#now, this.#randomProcess());
+  }
+
+  #emit(cpu: number, t: Thread, pidStats: TaskStats, groupDead: boolean): void {
+    // prepare_reply(): nlmsg_seq comes from a per-CPU counter bumped only when a record is built.
+    const cpuSeq = this.#cpuSeq[cpu]!;
+    this.#cpuSeq[cpu] = cpuSeq + 1;
+    const tgidStats = groupDead && t.proc.stats !== undefined ? copyTaskStats(t.proc.stats) : undefined;
+    this.records++;
+    this.onRecord?.({ cpu, cpuSeq, pid: t.pid, tgid: t.proc.tgid, pidStats, tgidStats });
+  }
+
+  // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).
+  #pickVictim(): Thread {
+    const t = this.#live[this.#rng.int(this.#live.length)]!;
+    if (t.pid !== t.proc.tgid || t.proc.threads.size === 1) return t;
+    for (const other of t.proc.threads.values()) if (other.pid !== t.pid) return other;
+    return t;
+  }
+
+  #exitCode(): number {
+    const r = this.#rng.next();
+    if (r < 0.85) return 0;
+    if (r < 0.95) return (1 + this.#rng.int(3)) << 8; // exit(1..3): wait status code << 8
+    return this.#rng.pick([9, 15, 6 | 0x80]); // killed: SIGKILL, SIGTERM, SIGABRT with core
+  }
+
+  #randomProcess(): Process {
+    return this.#live[this.#rng.int(this.#live.length)]!.proc;
+  }
+
+  // A new thread in `parent`'s group (30%), else a forked process with 1-8 threads.
+  #spawn(atNs: number, parent: Process | undefined): void {
+    if (parent !== undefined && this.#rng.next() < 0.3) {
+      this.#addThread(parent, atNs, `${parent.comm.slice(0, 10)}-w${parent.threads.size}`);
+      return;
+    }
+    const proc = this.#spawnProcess(parent?.tgid ?? 1, this.#rng.pick(COMMS), atNs);
+    const extra = this.#rng.next() < 0.25 ? 1 + this.#rng.int(7) : 0;
+    for (let i = 1; i <= extra; i++) this.#addThread(proc, atNs + i * 1000, `${proc.comm.slice(0, 10)}-w${i}`);
+  }
+
+  #spawnProcess(ppid: number, comm: string, atNs: number): Process {
+    const tgid = this.#allocPid();
+    const uid = this.#rng.pick(UIDS);
+    const proc: Process = {
+      tgid, ppid, comm, uid, gid: uid, nice: this.#rng.next() < 0.9 ? 0 : this.#rng.int(20),
+      startNs: atNs, exeInode: 100_000 + this.#rng.int(900_000), forkedOnly: this.#rng.next() < 0.1,
+      threads: new Map(), stats: undefined,
+    };
+    this.#addThread(proc, atNs, comm, tgid);
+    return proc;
+  }
+
+  #addThread(proc: Process, atNs: number, comm: string, pid = this.#allocPid()): void {
+    const t: Thread = { pid, startNs: atNs, comm, profile: drawProfile(this.#rng), proc, index: this.#live.length };
+    proc.threads.set(pid, t);
+    this.#threads.set(pid, t);
+    this.#live.push(t);
+  }
+
+  #remove(t: Thread): void {
+    const last = this.#live.pop()!;
+    if (last !== t) {
+      this.#live[t.index] = last;
+      last.index = t.index;
+    }
+    t.proc.threads.delete(t.pid);
+    this.#threads.delete(t.pid);
+  }
+
+  #allocPid(): number {
+    do {
+      this.#nextPid = this.#nextPid >= PID_MAX ? 300 : this.#nextPid + 1;
+    } while (this.#threads.has(this.#nextPid));
+    return this.#nextPid;
+  }
+}

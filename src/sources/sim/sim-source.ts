@@ -1,0 +1,99 @@
+/**
+ * The sim source: the simulated kernel driven by the wall clock. Serves
+ * without privileges, on any OS, at any CPU count.
+ */
+import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { createPossibleCpus } from "../../kernel/cpulist.ts";
+import { TASKSTATS_SIZE, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
+import { SourceUnavailableError, TaskNotFoundError, type ExitSink, type SourceInfo, type TaskstatsSource } from "../source.ts";
+import { createSimKernel, type SimKernel } from "./sim-kernel.ts";
+
+/** Options of the sim source (the `--sim-*` flags). */
+export interface SimSourceOptions {
+  /** Possible CPUs (default 8). */
+  cpus?: number;
+  /** Mean exits per second (default 200). */
+  exitRate?: number;
+  /** PRNG seed (default 1). */
+  seed?: number;
+  /** How often virtual time catches up with the clock, ms (default 5). */
+  tickMs?: number;
+  /** Live threads kept alive. */
+  population?: number;
+  /** Simulated kernel.task_delayacct (default true). */
+  delayacct?: boolean;
+}
+
+/** The sim source plus its kernel, for tests and benchmarks that drive it directly. */
+export interface SimSource extends TaskstatsSource {
+  readonly kernel: SimKernel;
+}
+
+/** Creates the sim source; it produces nothing until start(). */
+export function createSimSource(options: SimSourceOptions = {}): SimSource {
+  const cpus = options.cpus ?? 8;
+  const kernel = createSimKernel({
+    cpus, exitRate: options.exitRate ?? 200, seed: options.seed ?? 1, epochMs: Date.now(),
+    ...(options.population !== undefined && { population: options.population }),
+    ...(options.delayacct !== undefined && { delayacct: options.delayacct }),
+  });
+  return new _SimSource(kernel, options.tickMs ?? 5, options.delayacct ?? true);
+}
+
+class _SimSource implements SimSource {
+  readonly name = "sim" as const;
+  readonly possible;
+  readonly kernel: SimKernel;
+  readonly #tickMs: number;
+  readonly #delayacct: boolean;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  constructor(kernel: SimKernel, tickMs: number, delayacct: boolean) {
+    this.kernel = kernel;
+    this.possible = createPossibleCpus(Array.from({ length: kernel.cpus }, (_, i) => i));
+    this.#tickMs = tickMs;
+    this.#delayacct = delayacct;
+  }
+
+  info(): SourceInfo {
+    return {
+      source: "sim", kernelRelease: `taskwire simulated kernel (${this.kernel.cpus} CPUs)`,
+      taskstatsVersion: TASKSTATS_VERSION, taskstatsSize: TASKSTATS_SIZE, delayacct: this.#delayacct,
+      socketBuffer: 0, kernelDrops: 0, records: this.kernel.records,
+    };
+  }
+
+  getPid(pid: number): Promise<TaskStats> {
+    return this.#lookup(() => this.kernel.getPid(pid), "pid", pid);
+  }
+
+  getTgid(tgid: number): Promise<TaskStats> {
+    return this.#lookup(() => this.kernel.getTgid(tgid), "tgid", tgid);
+  }
+
+  start(sink: ExitSink): void {
+    if (this.#timer !== undefined || this.#closed) throw new Error("sim source: start() may be called once, before close()");
+    this.kernel.onRecord = (r) => sink.exit(r);
+    const t0 = performance.now() * 1e6 - this.kernel.nowNs;
+    this.#timer = setInterval(() => this.kernel.advanceTo(performance.now() * 1e6 - t0), this.#tickMs);
+    (this.#timer as { unref?: () => void }).unref?.();
+  }
+
+  watch(cpus: readonly number[], on: boolean): void {
+    this.kernel.watch(cpus, on);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.kernel.onRecord = undefined;
+  }
+
+  async #lookup(find: () => TaskStats | undefined, kind: "pid" | "tgid", id: number): Promise<TaskStats> {
+    if (this.#closed) throw new SourceUnavailableError("the sim source is closed");
+    const stats = find();
+    if (stats === undefined) throw new TaskNotFoundError(kind, id);
+    return stats;
+  }
+}

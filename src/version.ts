@@ -1,0 +1,2 @@
+/** taskwire's version; test/version.test.ts keeps it equal to package.json's. */
+export const VERSION = "0.1.0";
