@@ -41,7 +41,7 @@ function buildProgram(): Command {
     .option("--sim-exit-rate <r>", "simulated task exits per second", positiveNumber, 200)
     .option("--sim-seed <s>", "simulation seed (same seed, same tasks)", int(0, 2 ** 32 - 1), 1)
     .option("--lease-ms <ms>", "how long a listener outlives its stream", int(1), DEFAULT_LIMITS.leaseMs)
-    .option("--default-buffer <n>", "queue size (events) when a client asks for 0", int(1), DEFAULT_LIMITS.defaultBuffer)
+    .option("--default-buffer <n>", `queue size (events) when a client asks for 0 (default ${DEFAULT_LIMITS.defaultBuffer}, or --max-buffer if smaller)`, int(1))
     .option("--max-buffer <n>", "cap on a client's queue size (events)", int(1), DEFAULT_LIMITS.maxBuffer)
     .option("--max-listeners <n>", "most listeners at once", int(1), DEFAULT_LIMITS.maxListeners)
     .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs)
@@ -50,11 +50,12 @@ function buildProgram(): Command {
         source: o["source"] as ServeFlags["source"], host: o["host"] as string, port: o["port"] as number,
         simCpus: o["simCpus"] as number, simExitRate: o["simExitRate"] as number, simSeed: o["simSeed"] as number,
         limits: {
-          leaseMs: o["leaseMs"] as number, defaultBuffer: o["defaultBuffer"] as number, maxBuffer: o["maxBuffer"] as number,
+          leaseMs: o["leaseMs"] as number, maxBuffer: o["maxBuffer"] as number,
           maxListeners: o["maxListeners"] as number, heartbeatMs: o["heartbeatMs"] as number,
+          ...(o["defaultBuffer"] !== undefined && { defaultBuffer: o["defaultBuffer"] as number }),
         },
       };
-      if (flags.limits.defaultBuffer! > flags.limits.maxBuffer!) throw new UsageError("--default-buffer must not exceed --max-buffer");
+      if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) throw new UsageError("--default-buffer must not exceed --max-buffer");
       await serveCommand(flags);
     });
 

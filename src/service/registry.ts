@@ -93,6 +93,8 @@ export interface ListenerRegistry {
 /** Creates the registry and starts the source into it. */
 export function createRegistry(options: RegistryOptions): ListenerRegistry {
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  // A lowered maxBuffer pulls the default down with it unless a default was given.
+  if (options.limits?.defaultBuffer === undefined) limits.defaultBuffer = Math.min(limits.defaultBuffer, limits.maxBuffer);
   for (const [k, v] of Object.entries(limits)) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`limit ${k} must be a positive integer, got ${v}`);
   }

@@ -1,0 +1,106 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { CpulistError, createPossibleCpus, formatCpulist, parseCpulist, parseCpumask } from "../src/kernel/cpulist.ts";
+
+const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+describe("parseCpulist (lib/bitmap-str.c bitmap_parselist)", () => {
+  it.each([
+    // Examples from the kernel's bitmap_parselist() documentation and Documentation/admin-guide/cputopology.
+    ["0-1023:2/256", 1024, [0, 1, 256, 257, 512, 513, 768, 769]],
+    ["1-3,5,7-8", 16, [1, 2, 3, 5, 7, 8]],
+    ["0-15:2/4", 16, [0, 1, 4, 5, 8, 9, 12, 13]],
+    ["0", 8, [0]],
+    ["all", 4, [0, 1, 2, 3]],
+    ["ALL:1/2", 6, [0, 2, 4]],
+    ["0-N", 4, [0, 1, 2, 3]],
+    ["N", 4, [3]],
+    ["3-N:1/2", 8, [3, 5, 7]],
+    [",,1,, 2\t3\n", 8, [1, 2, 3]],
+    ["5,1,5,1-2", 8, [1, 2, 5]],
+    ["", 8, []],
+    ["0-7:8/8", 8, range(0, 7)],
+  ])("%j on %i bits", (text, nbits, want) => {
+    expect(parseCpulist(text, nbits)).toEqual(want);
+  });
+
+  it.each([
+    ["1-", "EINVAL"], ["-1", "EINVAL"], ["1-2-3", "EINVAL"], ["a", "EINVAL"], ["3-1", "EINVAL"],
+    ["0-3:0/0", "EINVAL"], ["0-3:3/2", "EINVAL"], ["0-3:1", "EINVAL"], ["1;2", "EINVAL"], ["8", "ERANGE"],
+    ["0-8", "ERANGE"], ["99999999999", "EOVERFLOW"], ["0x1", "EINVAL"], ["+1", "EINVAL"],
+  ])("refuses %j with %s", (text, errno) => {
+    const err = (() => { try { parseCpulist(text, 8); } catch (e) { return e; } })();
+    expect(err).toBeInstanceOf(CpulistError);
+    expect((err as CpulistError).errno).toBe(errno);
+    expect((err as CpulistError).message).toContain(JSON.stringify(text));
+  });
+
+  it("rejects a bad bitmap width with RangeError", () => {
+    expect(() => parseCpulist("0", 0)).toThrow(RangeError);
+  });
+});
+
+describe("formatCpulist", () => {
+  it("prints ranges canonically", () => {
+    expect(formatCpulist([5, 1, 2, 3, 7, 8, 8])).toBe("1-3,5,7-8");
+    expect(formatCpulist([])).toBe("");
+    expect(formatCpulist([0])).toBe("0");
+  });
+
+  it("round-trips: parse(format(s)) = s for any set", () => {
+    fc.assert(fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 300 }), (cpus) => {
+      expect(parseCpulist(formatCpulist(cpus), 4096)).toEqual([...cpus].sort((a, b) => a - b));
+    }));
+  });
+
+  it("is canonical: format(parse(x)) is a fixed point for any parseable x", () => {
+    const token = fc.oneof(
+      fc.integer({ min: 0, max: 63 }).map(String),
+      fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 0, max: 63 })).map(([a, b]) => `${Math.min(a, b)}-${Math.max(a, b)}`),
+      fc.tuple(fc.integer({ min: 0, max: 31 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 8 }))
+        .map(([a, u, g]) => `${a}-63:${Math.min(u, g)}/${g}`),
+    );
+    fc.assert(fc.property(fc.array(token, { minLength: 1, maxLength: 8 }), (tokens) => {
+      const canonical = formatCpulist(parseCpulist(tokens.join(","), 64));
+      expect(formatCpulist(parseCpulist(canonical, 64))).toBe(canonical);
+    }));
+  });
+
+  it("never throws anything but CpulistError on garbage", () => {
+    const alphabet = fc.constantFrom(..."0123456789-,:/ N\nall\t;x".split(""));
+    fc.assert(fc.property(fc.oneof(fc.string(), fc.array(alphabet, { maxLength: 40 }).map((a) => a.join(""))), (text) => {
+      try {
+        const cpus = parseCpulist(text, 16);
+        expect(cpus.every((c) => Number.isInteger(c) && c >= 0 && c < 16)).toBe(true);
+      } catch (err) {
+        expect(err).toBeInstanceOf(CpulistError);
+      }
+    }), { numRuns: 2000 });
+  });
+});
+
+describe("parseCpumask (kernel/taskstats.c parse + add_del_listener)", () => {
+  const possible = createPossibleCpus("0-7");
+
+  it("accepts a subset of the possible CPUs", () => {
+    expect(parseCpumask("1-3,5", possible)).toEqual([1, 2, 3, 5]);
+  });
+
+  it("refuses CPUs outside the possible set, naming the CPU and the set", () => {
+    expect(() => parseCpumask("0-4096", possible)).toThrow(/CPU 4096 .*possible CPUs are 0-7/);
+    const sparse = createPossibleCpus([0, 1, 4, 5]);
+    expect(() => parseCpumask("1-4", sparse)).toThrow(/CPU 2-3 is not possible; possible CPUs are 0-1,4-5/);
+  });
+
+  it("refuses an empty mask with EINVAL", () => {
+    expect(() => parseCpumask(", ", possible)).toThrow(expect.objectContaining({ errno: "EINVAL" }));
+  });
+
+  it("refuses a mask longer than 100 + 6 x NR_CPUS bytes with E2BIG", () => {
+    const max = 100 + 6 * 8; // including the NUL
+    expect(parseCpumask("0,".repeat((max - 2) / 2).slice(0, max - 1), possible)).toEqual([0]);
+    const err = (() => { try { parseCpumask("0,".repeat(max), possible); } catch (e) { return e as CpulistError; } })();
+    expect(err?.errno).toBe("E2BIG");
+    expect(err?.message).toMatch(/over the limit of 148/);
+  });
+});

@@ -1,0 +1,31 @@
+/** Shared test helpers: a real server on an ephemeral loopback port, and an SDK client for it. */
+import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
+import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { createServer, type TaskwireServer } from "../src/server/server.ts";
+import type { Limits } from "../src/service/registry.ts";
+import type { TaskstatsSource } from "../src/sources/source.ts";
+
+export interface Running {
+  readonly server: TaskwireServer;
+  readonly listening: Listening;
+  readonly client: TaskwireClient;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+export async function startServer(source: TaskstatsSource, limits: Partial<Limits> = {}): Promise<Running> {
+  const server = createServer({ source, limits });
+  const listening = await listenNode(server, { host: "127.0.0.1", port: 0 });
+  return { server, listening, url: listening.url, client: createTaskwireClient(listening.url), close: () => listening.close() };
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns true or `ms` pass. */
+export async function eventually(check: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`condition not met within ${ms} ms`);
+    await sleep(20);
+  }
+}

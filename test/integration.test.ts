@@ -1,0 +1,229 @@
+import { Code, ConnectError, LossReason, OverflowPolicy, watchExits, type ExitEvent } from "@taskwire/client";
+import { afterEach, describe, expect, it } from "vitest";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { eventually, sleep, startServer, type Running } from "./helpers.ts";
+
+let running: Running | undefined;
+afterEach(async () => {
+  await running?.close();
+  running = undefined;
+});
+
+async function start(sim: Parameters<typeof createSimSource>[0] = {}, limits = {}) {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 1, ...sim });
+  running = await startServer(source, limits);
+  return { ...running, source: source as SimSource };
+}
+
+async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
+}
+
+async function errorOf(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("unary methods through the SDK", () => {
+  it("GetInfo names the live source and the possible CPUs", async () => {
+    const { client } = await start();
+    const info = await client.getInfo({});
+    expect(info.source).toBe("sim");
+    expect(info.possibleCpus).toBe("0-7");
+    expect(info.taskstatsVersion).toBe(16);
+    expect(info.serverVersion).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it("GetPid and GetTgid return live tasks; dead ones are NOT_FOUND; 0 is INVALID_ARGUMENT", async () => {
+    const { client, source } = await start();
+    const pid = source.kernel.livePids()[0]!;
+    const res = await client.getPid({ pid });
+    expect(res.pid).toBe(pid);
+    expect(res.stats?.acPid).toBe(pid);
+    const tgid = res.stats!.acTgid!;
+    expect((await client.getTgid({ tgid })).stats?.version).toBe(16);
+    expect(await codeOf(client.getPid({ pid: 4_000_000 }))).toBe(Code.NotFound);
+    expect(await codeOf(client.getTgid({ tgid: 4_000_000 }))).toBe(Code.NotFound);
+    const zero = await errorOf(client.getPid({ pid: 0 }));
+    expect(zero.code).toBe(Code.InvalidArgument);
+    expect(zero.rawMessage).toMatch(/pid is 0/);
+  });
+
+  it("Register on an 8-CPU sim refuses 0-4096 with INVALID_ARGUMENT naming the possible set", async () => {
+    const { client } = await start();
+    const err = await errorOf(client.register({ cpumask: "0-4096" }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toContain("possible CPUs are 0-7");
+    expect((await errorOf(client.register({ cpumask: "1-" }))).rawMessage).toMatch(/cpulist "1-": expected a CPU number/);
+    expect((await errorOf(client.register({ cpumask: "" }))).rawMessage).toMatch(/cpumask is empty/);
+    expect(await codeOf(client.register({ cpumask: "0,".repeat(100) }))).toBe(Code.InvalidArgument); // E2BIG
+  });
+
+  it("Register creates, extends (twice is a no-op) and caps the buffer; Deregister removes CPUs then the listener", async () => {
+    const { client } = await start({}, { maxBuffer: 1000 });
+    const reg = await client.register({ cpumask: "5,1-3", buffer: 50_000 });
+    expect(reg.listenerId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(reg.cpumask).toBe("1-3,5");
+    expect(reg.buffer).toBe(1000);
+    expect((await client.register({ listenerId: reg.listenerId, cpumask: "3-4" })).cpumask).toBe("1-5");
+    expect((await client.register({ listenerId: reg.listenerId, cpumask: "3-4" })).cpumask).toBe("1-5");
+    expect((await client.getInfo({})).watchedCpus).toBe("1-5");
+    expect((await client.deregister({ listenerId: reg.listenerId, cpumask: "2-3,7" })).cpumask).toBe("1,4-5");
+    expect((await client.deregister({ listenerId: reg.listenerId, cpumask: "all" })).cpumask).toBe("");
+    expect((await client.getInfo({})).listeners).toBe(0);
+    expect((await client.getInfo({})).watchedCpus).toBe("");
+    const gone = await errorOf(client.deregister({ listenerId: reg.listenerId, cpumask: "1" }));
+    expect(gone.code).toBe(Code.NotFound);
+    expect(gone.rawMessage).toMatch(/call Register again/);
+    expect(await codeOf(client.register({ listenerId: "nope", cpumask: "1" }))).toBe(Code.NotFound);
+    expect(await codeOf(client.deregister({ listenerId: "", cpumask: "1" }))).toBe(Code.InvalidArgument);
+  });
+
+  it("RESOURCE_EXHAUSTED past the listener limit", async () => {
+    const { client } = await start({}, { maxListeners: 2 });
+    await client.register({ cpumask: "0" });
+    await client.register({ cpumask: "0" });
+    expect(await codeOf(client.register({ cpumask: "0" }))).toBe(Code.ResourceExhausted);
+  });
+
+  it("a listener without a stream is reaped after its lease", async () => {
+    const { client } = await start({}, { leaseMs: 150 });
+    const reg = await client.register({ cpumask: "0" });
+    await eventually(async () => (await client.getInfo({})).listeners === 0, 3000);
+    expect(await codeOf(client.deregister({ listenerId: reg.listenerId, cpumask: "0" }))).toBe(Code.NotFound);
+  });
+});
+
+describe("SubscribeExits through the SDK", () => {
+  it("streams a registered listener's exits, only from its CPUs, numbered 1, 2, 3...", async () => {
+    const { client, source } = await start({ exitRate: 2000 });
+    const reg = await client.register({ cpumask: "2-3" });
+    const seen: ExitEvent[] = [];
+    let subscribed: { listenerId: string; cpumask: string } | undefined;
+    for await (const ev of watchExits(client, { listenerId: reg.listenerId, onSubscribed: (s) => (subscribed = s) })) {
+      seen.push(ev);
+      if (seen.length === 50) break;
+    }
+    expect(subscribed).toEqual({ listenerId: reg.listenerId, cpumask: "2-3" });
+    expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: 50 }, (_, i) => BigInt(i + 1)));
+    expect(seen.every((e) => e.event.case === "exit" && (e.cpu === 2 || e.cpu === 3))).toBe(true);
+    expect(source.info().records).toBeGreaterThanOrEqual(50);
+  });
+
+  it("the first message arrives at once with no events, and idle streams get heartbeats", async () => {
+    const { client } = await start({ exitRate: 0 });
+    const t0 = Date.now();
+    const msgs = [];
+    for await (const m of client.subscribeExits({ cpumask: "0", heartbeatMs: 100 })) {
+      msgs.push({ ...m, at: Date.now() - t0 });
+      if (msgs.length === 3) break;
+    }
+    expect(msgs[0]!.listenerId).not.toBe("");
+    expect(msgs[0]!.cpumask).toBe("0");
+    expect(msgs[0]!.at).toBeLessThan(1000);
+    expect(msgs.slice(1).every((m) => m.heartbeat && m.events.length === 0)).toBe(true);
+  });
+
+  it("an ephemeral listener lives exactly as long as its stream", async () => {
+    const { client } = await start({ exitRate: 100 });
+    const ctl = new AbortController();
+    const it = watchExits(client, { cpumask: "0-7", signal: ctl.signal, onSubscribed: () => {} })[Symbol.asyncIterator]();
+    const first = it.next();
+    await eventually(async () => (await client.getInfo({})).listeners === 1);
+    expect((await client.getInfo({})).streams).toBe(1);
+    await first;
+    ctl.abort();
+    await eventually(async () => (await client.getInfo({})).listeners === 0);
+    expect((await client.getInfo({})).watchedCpus).toBe("");
+  });
+
+  it("cancelling many streams leaves no listeners behind", async () => {
+    // A modest rate: client and server share this process's event loop.
+    const { client, server } = await start({ exitRate: 20 });
+    const ctls = Array.from({ length: 50 }, () => new AbortController());
+    const runs = ctls.map(async (ctl) => {
+      try {
+        for await (const _ of watchExits(client, { cpumask: "0-7", signal: ctl.signal })) { /* drain */ }
+      } catch { /* aborted */ }
+    });
+    await eventually(async () => (await client.getInfo({})).streams === 50);
+    for (const c of ctls) c.abort();
+    await Promise.all(runs);
+    await eventually(() => server.registry.stats().listeners === 0);
+    expect(server.registry.stats().watchedCpus).toBe("");
+  });
+
+  it("refuses a request naming both or neither of listener_id and cpumask", async () => {
+    const { client } = await start();
+    const drain = async (req: { listenerId?: string; cpumask?: string; heartbeatMs?: number }) => {
+      for await (const _ of client.subscribeExits(req)) { /* drain */ }
+    };
+    expect(await codeOf(drain({}))).toBe(Code.InvalidArgument);
+    expect(await codeOf(drain({ listenerId: "x", cpumask: "0" }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(drain({ listenerId: "missing" }))).toBe(Code.NotFound);
+    expect(await codeOf(drain({ cpumask: "0-99" }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(drain({ cpumask: "0", heartbeatMs: 5 }))).toBe(Code.InvalidArgument);
+  });
+
+  it("a second stream on the same listener takes over; the first ends ABORTED", async () => {
+    const { client } = await start({ exitRate: 200 });
+    const reg = await client.register({ cpumask: "0-7" });
+    const first = (async () => {
+      for await (const _ of client.subscribeExits({ listenerId: reg.listenerId })) { /* drain */ }
+    })();
+    await eventually(async () => (await client.getInfo({})).streams === 1);
+    const ctl = new AbortController();
+    const second = client.subscribeExits({ listenerId: reg.listenerId }, { signal: ctl.signal })[Symbol.asyncIterator]();
+    await second.next();
+    expect(await codeOf(first)).toBe(Code.Aborted);
+    ctl.abort();
+  });
+});
+
+describe("loss accounting under a deliberately slow reader", () => {
+  for (const overflow of [OverflowPolicy.DROP_NEWEST, OverflowPolicy.DROP_OLDEST]) {
+    it(`every seq is received or reported lost exactly once (${OverflowPolicy[overflow]})`, async () => {
+      const { client, source } = await start({ exitRate: 0 });
+      const reg = await client.register({ cpumask: "0-7", buffer: 32, overflow });
+      const received: bigint[] = [];
+      let lostCount = 0n;
+      const covered: bigint[] = [];
+      const reader = (async () => {
+        for await (const ev of watchExits(client, { listenerId: reg.listenerId, maxBatch: 4 })) {
+          if (ev.event.case === "exit") {
+            received.push(ev.seq);
+            covered.push(ev.seq);
+          } else if (ev.event.case === "lost") {
+            const l = ev.event.value;
+            expect(l.reason).toBe(LossReason.SUBSCRIBER_OVERFLOW);
+            expect(l.count).toBe(l.lastSeq - l.firstSeq + 1n);
+            lostCount += l.count;
+            for (let s = l.firstSeq; s <= l.lastSeq; s++) covered.push(s);
+          }
+          await sleep(2); // slow
+        }
+      })();
+      // Bursts far beyond the queue while the reader dawdles.
+      for (let i = 0; i < 20; i++) {
+        source.kernel.exitNow(400);
+        await sleep(10);
+      }
+      const produced = BigInt(source.info().records);
+      // Removing the listener stops production; its stream sends what it queued and ends.
+      await client.deregister({ listenerId: reg.listenerId, cpumask: "0-7" });
+      await reader;
+      expect(lostCount).toBeGreaterThan(0n);
+      expect(BigInt(received.length) + lostCount).toBe(produced);
+      expect(covered).toEqual(Array.from({ length: Number(produced) }, (_, i) => BigInt(i + 1)));
+    });
+  }
+});

@@ -1,0 +1,137 @@
+import { describe, expect, it } from "vitest";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { AcFlag } from "../src/kernel/taskstats.ts";
+import { createSimKernel, type SimKernel } from "../src/sources/sim/sim-kernel.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { sourceContract } from "./source-contract.ts";
+
+sourceContract("sim", {
+  open: async () => createSimSource({ cpus: 4, exitRate: 0, seed: 7 }),
+  liveTask: async (s) => {
+    const pid = (s as SimSource).kernel.livePids()[0]!;
+    return { pid, tgid: (await s.getPid(pid)).acTgid! };
+  },
+  causeExits: async (s) => {
+    (s as SimSource).kernel.exitNow(200);
+    return undefined;
+  },
+  deadPid: async () => 4_000_000,
+});
+
+function collect(k: SimKernel): ExitRecord[] {
+  const out: ExitRecord[] = [];
+  k.onRecord = (r) => out.push(r);
+  k.watch(Array.from({ length: k.cpus }, (_, i) => i), true);
+  return out;
+}
+
+const strip = (rs: ExitRecord[]) => rs.map((r) => ({ ...r, pidStats: { ...r.pidStats, acBtime: 0, acBtime64: 0n } }));
+
+describe("sim kernel", () => {
+  it("is deterministic for a seed", () => {
+    const a = createSimKernel({ cpus: 8, exitRate: 500, seed: 42 });
+    const b = createSimKernel({ cpus: 8, exitRate: 500, seed: 42 });
+    const ra = collect(a), rb = collect(b);
+    a.advanceTo(2e9);
+    b.advanceTo(1e9);
+    b.advanceTo(2e9); // the same virtual time in other steps
+    expect(ra.length).toBeGreaterThan(700);
+    expect(strip(rb)).toEqual(strip(ra));
+    const c = createSimKernel({ cpus: 8, exitRate: 500, seed: 43 });
+    const rc = collect(c);
+    c.advanceTo(2e9);
+    expect(strip(rc)).not.toEqual(strip(ra));
+  });
+
+  it("runs at about the requested exit rate", () => {
+    const k = createSimKernel({ cpus: 4, exitRate: 1000, seed: 1 });
+    const rs = collect(k);
+    k.advanceTo(10e9);
+    expect(rs.length).toBeGreaterThan(9000);
+    expect(rs.length).toBeLessThan(11000);
+  });
+
+  it("builds records only for watched CPUs and numbers each CPU's messages", () => {
+    const k = createSimKernel({ cpus: 8, exitRate: 0, seed: 3 });
+    const rs: ExitRecord[] = [];
+    k.onRecord = (r) => rs.push(r);
+    k.watch([2, 5], true);
+    k.exitNow(2000);
+    expect(new Set(rs.map((r) => r.cpu))).toEqual(new Set([2, 5]));
+    for (const cpu of [2, 5]) expect(rs.filter((r) => r.cpu === cpu).map((r) => r.cpuSeq)).toEqual([...Array(rs.filter((r) => r.cpu === cpu).length).keys()]);
+    expect(k.records).toBe(rs.length);
+  });
+
+  it("sends a tgid aggregate only when the last thread of an ever-multithreaded group exits", () => {
+    const k = createSimKernel({ cpus: 2, exitRate: 0, seed: 11 });
+    const rs = collect(k);
+    k.exitNow(5000);
+    const groups = new Map<number, ExitRecord[]>();
+    for (const r of rs) groups.set(r.tgid, [...(groups.get(r.tgid) ?? []), r]);
+    let multi = 0, single = 0;
+    for (const r of rs) {
+      const groupDead = (r.pidStats.acFlag! & AcFlag.AGROUP) !== 0;
+      if (r.tgidStats !== undefined) {
+        expect(groupDead).toBe(true);
+        expect(r.pid).toBe(r.tgid); // the leader goes last
+        multi++;
+        // fill_tgid_exit(): the aggregate is exactly the sum of the delays of every thread that exited.
+        const members = groups.get(r.tgid)!;
+        expect(r.tgidStats.cpuDelayTotal).toBe(members.reduce((a, x) => a + x.pidStats.cpuDelayTotal!, 0n));
+        expect(r.tgidStats.blkioCount).toBe(members.reduce((a, x) => a + x.pidStats.blkioCount!, 0n));
+        expect(members.length).toBeGreaterThan(1);
+        expect(r.tgidStats.acPid ?? 0).toBe(0); // the kernel fills only the summed fields
+      } else if (groupDead) {
+        single++;
+      }
+    }
+    expect(multi).toBeGreaterThan(10);
+    expect(single).toBeGreaterThan(10);
+  });
+
+  it("GetTgid sums the delays of live and exited threads; GetPid grows over time", () => {
+    const k = createSimKernel({ cpus: 2, exitRate: 0, seed: 5, population: 400 });
+    k.advanceTo(1e9);
+    const pids = k.livePids();
+    const tgids = new Set(pids.map((p) => k.getPid(p)!.acTgid!));
+    const multi = [...tgids].find((t) => pids.filter((p) => k.getPid(p)!.acTgid === t).length > 2)!;
+    expect(multi).toBeDefined();
+    const threads = pids.filter((p) => k.getPid(p)!.acTgid === multi);
+    const group = k.getTgid(multi)!;
+    const sum = threads.reduce((a, p) => a + k.getPid(p)!.cpuDelayTotal!, 0n);
+    expect(group.cpuDelayTotal).toBe(sum);
+    expect(group.nvcsw).toBe(threads.reduce((a, p) => a + k.getPid(p)!.nvcsw!, 0n));
+    const before = k.getPid(threads[0]!)!;
+    k.advanceTo(5e9);
+    const after = k.getPid(threads[0]!);
+    if (after !== undefined) {
+      expect(after.acEtime!).toBeGreaterThan(before.acEtime!);
+      expect(after.cpuRunRealTotal!).toBeGreaterThanOrEqual(before.cpuRunRealTotal!);
+    }
+    expect(k.getTgid(threads.find((p) => p !== multi) ?? 0)).toBeUndefined(); // a non-leader tid is not a tgid
+  });
+
+  it("an exited task is gone", () => {
+    const k = createSimKernel({ cpus: 2, exitRate: 0, seed: 9 });
+    const rs = collect(k);
+    k.exitNow(50);
+    for (const r of rs) expect(k.getPid(r.pid)).toBeUndefined();
+  });
+
+  it("refuses bad options with RangeError", () => {
+    expect(() => createSimKernel({ cpus: 0, exitRate: 1, seed: 1 })).toThrow(RangeError);
+    expect(() => createSimKernel({ cpus: 2, exitRate: -1, seed: 1 })).toThrow(RangeError);
+    expect(() => createSimKernel({ cpus: 2, exitRate: 1, seed: 1.5 })).toThrow(RangeError);
+  });
+
+  it("the source drives the kernel from the clock", async () => {
+    const s = createSimSource({ cpus: 2, exitRate: 2000, seed: 1, tickMs: 2 });
+    const rs: ExitRecord[] = [];
+    s.start({ exit: (r) => rs.push(r), kernelLoss: () => {} });
+    s.watch([0, 1], true);
+    await new Promise((r) => setTimeout(r, 300));
+    await s.close();
+    expect(rs.length).toBeGreaterThan(100);
+    expect(s.info().records).toBe(rs.length);
+  });
+});
