@@ -2,6 +2,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS } from "../service/registry.ts";
+import { DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
 import { serveCommand, UsageError, type ServeFlags } from "./serve.ts";
@@ -40,6 +41,8 @@ function buildProgram(): Command {
     .option("--sim-cpus <n>", "simulated possible CPUs", int(1, 65536), 8)
     .option("--sim-exit-rate <r>", "simulated task exits per second", positiveNumber, 200)
     .option("--sim-seed <s>", "simulation seed (same seed, same tasks)", int(0, 2 ** 32 - 1), 1)
+    .option("--socket-buffer <bytes>", "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)", int(4096, 2 ** 31 - 1), DEFAULT_SOCKET_BUFFER)
+    .option("--enable-delayacct", "set kernel.task_delayacct=1 while serving (restored on exit) so delay fields are filled")
     .option("--lease-ms <ms>", "how long a listener outlives its stream", int(1), DEFAULT_LIMITS.leaseMs)
     .option("--default-buffer <n>", `queue size (events) when a client asks for 0 (default ${DEFAULT_LIMITS.defaultBuffer}, or --max-buffer if smaller)`, int(1))
     .option("--max-buffer <n>", "cap on a client's queue size (events)", int(1), DEFAULT_LIMITS.maxBuffer)
@@ -49,6 +52,7 @@ function buildProgram(): Command {
       const flags: ServeFlags = {
         source: o["source"] as ServeFlags["source"], host: o["host"] as string, port: o["port"] as number,
         simCpus: o["simCpus"] as number, simExitRate: o["simExitRate"] as number, simSeed: o["simSeed"] as number,
+        socketBuffer: o["socketBuffer"] as number, enableDelayacct: o["enableDelayacct"] === true,
         limits: {
           leaseMs: o["leaseMs"] as number, maxBuffer: o["maxBuffer"] as number,
           maxListeners: o["maxListeners"] as number, heartbeatMs: o["heartbeatMs"] as number,

@@ -3,6 +3,8 @@ import { listenNode } from "../server/listen-node.ts";
 import { createServer } from "../server/server.ts";
 import type { Limits } from "../service/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
+import { enableDelayacct } from "../sources/netlink/delayacct.ts";
+import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
 import { createSimSource } from "../sources/sim/sim-source.ts";
 
 /** Parsed `serve` flags. */
@@ -13,8 +15,11 @@ export interface ServeFlags {
   simCpus: number;
   simExitRate: number;
   simSeed: number;
+  socketBuffer: number;
+  enableDelayacct: boolean;
   limits: Partial<Limits>;
 }
+
 
 /** A usage problem the CLI reports without a stack, exiting 2. */
 export class UsageError extends Error {
@@ -23,27 +28,48 @@ export class UsageError extends Error {
 
 async function openSource(flags: ServeFlags): Promise<TaskstatsSource> {
   if (flags.source === "sim") return createSimSource({ cpus: flags.simCpus, exitRate: flags.simExitRate, seed: flags.simSeed });
-  throw new UsageError(
-    `--source ${flags.source}: the netlink source (the real kernel) is not built in taskwire yet; ` +
-      "only the simulated kernel is available. Run: taskwire serve --source sim",
-  );
+  try {
+    return await openNetlinkSource({ socketBuffer: flags.socketBuffer });
+  } catch (err) {
+    // Never fall back to simulated data silently: say why and how to ask for it.
+    if (err instanceof NetlinkUnavailableError) throw new SourceError(`--source ${flags.source}: ${err.message}`);
+    throw err;
+  }
+}
+
+/** The chosen source cannot run here; the CLI exits 1 with this message. */
+export class SourceError extends Error {
+  override readonly name = "SourceError";
 }
 
 /** Runs the server until a signal arrives. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
+  if (flags.enableDelayacct && flags.source === "sim") throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
   const source = await openSource(flags);
+  let restoreDelayacct = (): void => {};
+  if (flags.enableDelayacct) {
+    const d = enableDelayacct();
+    restoreDelayacct = d.restore;
+    console.error(d.was ? "taskwire: kernel.task_delayacct was already 1" :
+      "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
+  }
   const server = createServer({ source, limits: flags.limits });
   const listening = await listenNode(server, { host: flags.host, port: flags.port }).catch(async (err: unknown) => {
     await server.close();
+    restoreDelayacct();
     throw err;
   });
   const info = source.info();
   console.error(`taskwire: serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url}`);
   if (info.source === "sim") console.error("taskwire: data is SIMULATED (--source sim); GetInfo reports source=sim");
+  else if (!info.delayacct && !flags.enableDelayacct) console.error("taskwire: kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       console.error(`taskwire: ${sig}, shutting down`);
-      listening.close().then(resolve, resolve);
+      listening.close().finally(() => {
+        restoreDelayacct();
+        resolve();
+      });
     };
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));

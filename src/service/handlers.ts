@@ -54,7 +54,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
     getPid: (req) => guard(async () => ({ pid: req.pid, stats: await source.getPid(requireId(req.pid, "pid")) })),
     getTgid: (req) => guard(async () => ({ tgid: req.tgid, stats: await source.getTgid(requireId(req.tgid, "tgid")) })),
     register: (req) =>
-      guard(() => {
+      guard(async () => {
         const cpus = requireMask(req.cpumask, deps, "cpumask");
         let listener: Listener;
         if (req.listenerId === "") {
@@ -63,6 +63,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
           listener = registry.get(req.listenerId);
           registry.add(listener, cpus);
         }
+        await source.synced(); // answer once the kernel is listening on these CPUs
         return { listenerId: listener.id, cpumask: registry.cpumaskOf(listener), buffer: listener.queue.capacity, leaseMs: registry.limits.leaseMs };
       }),
     deregister: (req) =>
@@ -81,7 +82,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
           source: info.source, possibleCpus: source.possible.list, taskstatsVersion: info.taskstatsVersion,
           taskstatsSize: info.taskstatsSize, kernelRelease: info.kernelRelease, delayacct: info.delayacct,
           watchedCpus: stats.watchedCpus, listeners: stats.listeners, streams: stats.streams,
-          records: BigInt(info.records), kernelDrops: BigInt(info.kernelDrops),
+          records: BigInt(info.records), kernelDrops: BigInt(info.kernelDrops), kernelOverruns: BigInt(info.overruns),
           subscriberDrops: BigInt(stats.lost["subscriber-overflow"]), serverVersion: deps.version,
           socketBuffer: info.socketBuffer, maxBuffer: limits.maxBuffer, defaultBuffer: limits.defaultBuffer, leaseMs: limits.leaseMs,
         });
@@ -109,6 +110,7 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
   }
   const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
   try {
+    await deps.source.synced(); // the opening message means the kernel is listening
     yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal });
   } catch (err) {
     throw toConnectError(err);

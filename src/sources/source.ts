@@ -30,6 +30,8 @@ export interface SourceInfo {
   readonly kernelDrops: number;
   /** Exit records produced so far. */
   readonly records: number;
+  /** Times the kernel reported a full receive buffer (ENOBUFS). */
+  readonly overruns: number;
 }
 
 /** A producer of taskstats: real kernel or simulation. */
@@ -46,6 +48,8 @@ export interface TaskstatsSource {
   start(sink: ExitSink): void;
   /** CPUs that gained their first listener (`on`) or lost their last. */
   watch(cpus: readonly number[], on: boolean): void;
+  /** Resolves once every watch change so far is in effect (the kernel is listening); rejects if one failed. */
+  synced(): Promise<void>;
   /** Stops producing and releases kernel resources. */
   close(): Promise<void>;
 }

@@ -60,7 +60,7 @@ class _SimSource implements SimSource {
     return {
       source: "sim", kernelRelease: `taskwire simulated kernel (${this.kernel.cpus} CPUs)`,
       taskstatsVersion: TASKSTATS_VERSION, taskstatsSize: TASKSTATS_SIZE, delayacct: this.#delayacct,
-      socketBuffer: 0, kernelDrops: 0, records: this.kernel.records,
+      socketBuffer: 0, kernelDrops: 0, overruns: 0, records: this.kernel.records,
     };
   }
 
@@ -82,6 +82,10 @@ class _SimSource implements SimSource {
 
   watch(cpus: readonly number[], on: boolean): void {
     this.kernel.watch(cpus, on);
+  }
+
+  synced(): Promise<void> {
+    return Promise.resolve(); // the simulated kernel applies watch changes at once
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,88 @@
+/**
+ * Decoding struct taskstats bytes into a TaskStats message, by version and
+ * by length. The struct is append-only except version 15, which inserted each
+ * delay class's *_delay_max and *_delay_min right after its *_delay_total;
+ * version 16 moved them all to the end (commit "taskstats: fix struct
+ * taskstats breaks backward compatibility since version 15"). A field exists
+ * when the struct is long enough to hold it; the rest stay unset. Pure.
+ */
+import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { DELAY_CLASSES, TASKSTATS_FIELDS, TS_COMM_LEN, type FieldSpec, type FieldType } from "./taskstats.ts";
+
+const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, comm: TS_COMM_LEN };
+const ALIGN: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, comm: 1 };
+
+/** Lays out fields in order with C's natural alignment (ac_uid is declared aligned(8)). */
+export function layout(order: readonly { name: FieldSpec["name"]; type: FieldType }[]): FieldSpec[] {
+  let off = 0;
+  return order.map((f) => {
+    const align = f.name === "acUid" ? 8 : ALIGN[f.type];
+    off = Math.ceil(off / align) * align;
+    const spec = { name: f.name, type: f.type, offset: off };
+    off += SIZE[f.type];
+    return spec;
+  });
+}
+
+/** Field order of version 15: max/min pairs follow their class's total. */
+function v15Order(): FieldSpec[] {
+  const isMaxMin = (f: FieldSpec) => /Delay(Max|Min)$/.test(f.name);
+  const byName = new Map(TASKSTATS_FIELDS.map((f) => [f.name, f]));
+  const out: FieldSpec[] = [];
+  for (const f of TASKSTATS_FIELDS.filter((x) => !isMaxMin(x))) {
+    out.push(f);
+    const cls = DELAY_CLASSES.find((c) => f.name === `${c}DelayTotal`);
+    if (cls !== undefined) out.push(byName.get(`${cls}DelayMax` as FieldSpec["name"])!, byName.get(`${cls}DelayMin` as FieldSpec["name"])!);
+  }
+  return out;
+}
+
+/** Layouts by struct version: 15 has its own; every other version is a prefix of 16's. */
+export const LAYOUT_V16: readonly FieldSpec[] = layout(TASKSTATS_FIELDS);
+export const LAYOUT_V15: readonly FieldSpec[] = layout(v15Order());
+
+/** The bytes a layout needs to hold `field`. */
+function end(f: FieldSpec): number {
+  return f.offset + SIZE[f.type];
+}
+
+function readField(dv: DataView, f: FieldSpec, bytes: Uint8Array): number | bigint | string {
+  switch (f.type) {
+    case "u8": return dv.getUint8(f.offset);
+    case "u16": return dv.getUint16(f.offset, true);
+    case "u32": return dv.getUint32(f.offset, true);
+    case "u64": return dv.getBigUint64(f.offset, true);
+    case "comm": {
+      const raw = bytes.subarray(f.offset, f.offset + TS_COMM_LEN);
+      const nul = raw.indexOf(0);
+      return new TextDecoder().decode(nul === -1 ? raw : raw.subarray(0, nul));
+    }
+  }
+}
+
+/** Decodes a TASKSTATS_TYPE_STATS payload. Throws RangeError when it is too short to hold even the version. */
+export function decodeTaskStats(bytes: Uint8Array): TaskStats {
+  if (bytes.byteLength < 2) throw new RangeError(`struct taskstats of ${bytes.byteLength} bytes has no version field`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = dv.getUint16(0, true);
+  const fields = version === 15 ? LAYOUT_V15 : LAYOUT_V16;
+  const out: Record<string, unknown> = { $typeName: "taskwire.kernel.v1.TaskStats" };
+  for (const f of fields) if (end(f) <= bytes.byteLength) out[f.name] = readField(dv, f, bytes);
+  return out as TaskStats;
+}
+
+/** Encodes a TaskStats as struct bytes of a version's layout (for tests and the simulator's fixtures). */
+export function encodeTaskStats(stats: TaskStats, size: number, version = stats.version ?? 16): Uint8Array {
+  const bytes = new Uint8Array(size);
+  const dv = new DataView(bytes.buffer);
+  for (const f of version === 15 ? LAYOUT_V15 : LAYOUT_V16) {
+    const v = stats[f.name];
+    if (v === undefined || end(f) > size) continue;
+    if (f.type === "u64") dv.setBigUint64(f.offset, v as bigint, true);
+    else if (f.type === "u32") dv.setUint32(f.offset, v as number, true);
+    else if (f.type === "u16") dv.setUint16(f.offset, v as number, true);
+    else if (f.type === "u8") dv.setUint8(f.offset, v as number);
+    else bytes.set(new TextEncoder().encode(v as string).subarray(0, TS_COMM_LEN - 1), f.offset);
+  }
+  return bytes;
+}

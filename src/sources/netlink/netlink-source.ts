@@ -1,0 +1,183 @@
+/**
+ * The netlink source: the real kernel's TASKSTATS family. GET requests run
+ * on a dedicated socket on the calling thread (the kernel answers inside
+ * send(), so they never block long); exit records come from the reader
+ * worker, one socket per watched CPU.
+ */
+import { readFileSync } from "node:fs";
+import { release } from "node:os";
+import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { createPossibleCpus, type PossibleCpus } from "../../kernel/cpulist.ts";
+import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
+import { SourcePermissionError, SourceUnavailableError, TaskNotFoundError, type ExitSink, type SourceInfo, type TaskstatsSource } from "../source.ts";
+import { encodeTaskstatsGet, parseTaskstatsNew } from "./codec.ts";
+import * as K from "./constants.ts";
+import { NetlinkRequestError, openGenlSocket, resolveFamily, type GenlSocket } from "./genl-socket.ts";
+import { startReader, type Reader } from "./reader.ts";
+import { loadSyscalls, SyscallError, type Syscalls } from "./syscalls.ts";
+
+/** Options of the netlink source. */
+export interface NetlinkSourceOptions {
+  /** Receive buffer per CPU socket in bytes (SO_RCVBUFFORCE as root). Default 32 MiB. */
+  socketBuffer?: number;
+  /** Syscalls to use (default: this runtime's FFI). */
+  syscalls?: Syscalls;
+}
+
+/** The netlink source, with the facts it learned at open. */
+export interface NetlinkSource extends TaskstatsSource {
+  /** The TASKSTATS generic netlink family id on this kernel. */
+  readonly family: number;
+}
+
+/** Why the real kernel cannot serve, in words that say what to do. */
+export class NetlinkUnavailableError extends SourceUnavailableError {
+  constructor(cause: string) {
+    super(`the netlink source cannot run: ${cause}. Run with --source sim to serve the simulated kernel instead`);
+  }
+}
+
+export const DEFAULT_SOCKET_BUFFER = 32 * 1024 * 1024;
+
+function readPossible(): PossibleCpus {
+  return createPossibleCpus(readFileSync("/sys/devices/system/cpu/possible", "utf8").trim());
+}
+
+function readDelayacct(): boolean {
+  try {
+    return readFileSync("/proc/sys/kernel/task_delayacct", "utf8").trim() === "1";
+  } catch {
+    return false; // kernels before 5.14 have no switch; delay accounting is then a boot option
+  }
+}
+
+function explainOpenFailure(err: unknown): string {
+  if (err instanceof SyscallError) {
+    if (err.errno === K.EAFNOSUPPORT || err.errno === K.EPROTONOSUPPORT) return "this kernel has no generic netlink (AF_NETLINK/NETLINK_GENERIC unsupported)";
+    if (err.errno === K.ENOENT && err.syscall.includes("GETFAMILY")) return "the TASKSTATS generic netlink family is absent (kernel built without CONFIG_TASKSTATS)";
+    if (err.errno === K.EPERM || err.errno === K.EACCES) return "TASKSTATS_CMD_GET was refused: it needs CAP_NET_ADMIN (run as root or grant the capability)";
+    return err.message;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Opens the netlink source: resolves the family and proves GET works on this process. */
+export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Promise<NetlinkSource> {
+  if (process.platform !== "linux") throw new NetlinkUnavailableError(`taskstats is a Linux interface and this is ${process.platform}`);
+  const socketBuffer = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
+  if (!Number.isInteger(socketBuffer) || socketBuffer < 4096 || socketBuffer > 2 ** 31 - 1) throw new RangeError(`socketBuffer must be 4096 bytes to 2 GiB, got ${socketBuffer}`);
+  let sys: Syscalls;
+  try {
+    sys = options.syscalls ?? (await loadSyscalls());
+  } catch (err) {
+    throw new NetlinkUnavailableError(`the FFI for syscalls could not load (${err instanceof Error ? err.message : String(err)})`);
+  }
+  let sock: GenlSocket | undefined;
+  try {
+    sock = openGenlSocket(sys);
+    const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
+    const probe = new _NetlinkSource(sock, family, socketBuffer);
+    const self = probe.getPidSync(process.pid);
+    probe.setStruct(self.version ?? 0, probe.lastStructSize);
+    return probe;
+  } catch (err) {
+    sock?.close();
+    throw new NetlinkUnavailableError(explainOpenFailure(err));
+  }
+}
+
+class _NetlinkSource implements NetlinkSource {
+  readonly name = "netlink" as const;
+  readonly possible = readPossible();
+  readonly family: number;
+  lastStructSize = 0;
+  readonly #sock: GenlSocket;
+  readonly #socketBuffer: number;
+  #reader: Reader | undefined;
+  #seq = 100;
+  #version = 0;
+  #size = 0;
+  #closed = false;
+
+  constructor(sock: GenlSocket, family: number, socketBuffer: number) {
+    this.#sock = sock;
+    this.family = family;
+    this.#socketBuffer = socketBuffer;
+  }
+
+  setStruct(version: number, size: number): void {
+    this.#version = version;
+    this.#size = size;
+  }
+
+  info(): SourceInfo {
+    const r = this.#reader?.stats();
+    return {
+      source: "netlink", kernelRelease: release(), taskstatsVersion: this.#version, taskstatsSize: this.#size,
+      delayacct: readDelayacct(), socketBuffer: r?.rcvbuf ?? 0, kernelDrops: r?.kernelDrops ?? 0, overruns: r?.enobufs ?? 0, records: r?.records ?? 0,
+    };
+  }
+
+  getPidSync(pid: number): TaskStats {
+    return this.#get({ type: K.TASKSTATS_CMD_ATTR_PID, u32: pid }, "pid", pid);
+  }
+
+  async getPid(pid: number): Promise<TaskStats> {
+    return this.getPidSync(pid);
+  }
+
+  async getTgid(tgid: number): Promise<TaskStats> {
+    return this.#get({ type: K.TASKSTATS_CMD_ATTR_TGID, u32: tgid }, "tgid", tgid);
+  }
+
+  start(sink: ExitSink): void {
+    if (this.#reader !== undefined || this.#closed) throw new Error("netlink source: start() may be called once, before close()");
+    this.#reader = startReader({
+      family: this.family, rcvbuf: this.#socketBuffer, sink,
+      onFatal: (message) => console.error(`taskwire: netlink reader failed: ${message}`),
+    });
+  }
+
+  watch(cpus: readonly number[], on: boolean): void {
+    if (this.#reader === undefined) throw new Error("netlink source: watch() before start()");
+    for (const cpu of cpus) this.#reader.watch(cpu, on);
+  }
+
+  synced(): Promise<void> {
+    return this.#reader?.synced() ?? Promise.resolve();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#reader?.close();
+    this.#sock.close();
+  }
+
+  #get(attr: { type: number; u32: number }, kind: "pid" | "tgid", id: number): TaskStats {
+    if (this.#closed) throw new SourceUnavailableError("the netlink source is closed");
+    const seq = ++this.#seq;
+    let replies;
+    try {
+      replies = this.#sock.transact(encodeTaskstatsGet(this.family, seq, attr), seq, `TASKSTATS_CMD_GET ${kind} ${id}`);
+    } catch (err) {
+      throw this.#mapError(err, kind, id);
+    }
+    const reply = replies.find((m) => m.type === this.family);
+    const parsed = reply === undefined ? undefined : parseTaskstatsNew(reply.payload);
+    const agg = kind === "pid" ? parsed?.pid : parsed?.tgid;
+    if (agg === undefined) throw new SourceUnavailableError(`the kernel's reply to TASKSTATS_CMD_GET ${kind} ${id} held no stats`);
+    this.lastStructSize = agg.stats.byteLength;
+    return decodeTaskStats(agg.stats);
+  }
+
+  #mapError(err: unknown, kind: "pid" | "tgid", id: number): Error {
+    if (err instanceof NetlinkRequestError) {
+      if (err.errno === K.ESRCH) return new TaskNotFoundError(kind, id);
+      if (err.errno === K.EPERM || err.errno === K.EACCES) {
+        return new SourcePermissionError(`the kernel refused TASKSTATS_CMD_GET (${err.message}): it needs CAP_NET_ADMIN in the initial user namespace`);
+      }
+    }
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * Main-thread side of the netlink reader: starts the worker, tells it which
+ * CPUs to watch, decodes the batches it sends, and turns per-CPU nlmsg_seq
+ * gaps into exact kernel-loss counts.
+ */
+import { Worker } from "node:worker_threads";
+import type { ExitRecord } from "../../kernel/exit-record.ts";
+import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
+import type { ExitSink } from "../source.ts";
+import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
+import { parseMessages, parseTaskstatsNew } from "./codec.ts";
+
+/** Options of the reader. */
+export interface ReaderOptions {
+  readonly family: number;
+  /** Receive buffer per CPU socket, bytes. */
+  readonly rcvbuf: number;
+  readonly sink: ExitSink;
+  /** Called when the worker fails for good. */
+  readonly onFatal: (message: string) => void;
+}
+
+/** Counters of the reader. */
+export interface ReaderStats {
+  records: number;
+  kernelDrops: number;
+  enobufs: number;
+  /** Receive buffer in effect (as getsockopt reports it), 0 until a CPU is watched. */
+  rcvbuf: number;
+  runtime: string;
+}
+
+/** The running reader. */
+export interface Reader {
+  watch(cpu: number, on: boolean): void;
+  /** Resolves once every watch change issued so far is in effect in the kernel; rejects with the first failure among them. */
+  synced(): Promise<void>;
+  stats(): ReaderStats;
+  close(): Promise<void>;
+}
+
+interface CpuState {
+  /** The nlmsg_seq the next record should carry. */
+  expected: number | undefined;
+  /** ENOBUFS seen since the last record. */
+  overrun: boolean;
+}
+
+function workerUrl(): URL {
+  const self = import.meta.url;
+  if (!self.endsWith(".ts")) return new URL("./reader-worker.js", self);
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  if (g.Deno !== undefined || g.Bun !== undefined) return new URL("./reader-worker.ts", self);
+  // Node runs no TypeScript in workers: from sources (tests), use the compiled worker.
+  return new URL("../../../dist/src/sources/netlink/reader-worker.js", self);
+}
+
+/** Starts the reader worker. */
+export function startReader(o: ReaderOptions): Reader {
+  return new _Reader(o);
+}
+
+class _Reader implements Reader {
+  readonly #o: ReaderOptions;
+  readonly #worker: Worker;
+  readonly #pending: Int32Array;
+  readonly #cpus = new Map<number, CpuState>();
+  readonly #stats: ReaderStats = { records: 0, kernelDrops: 0, enobufs: 0, rcvbuf: 0, runtime: "" };
+  #issued = 0;
+  #done = 0;
+  #failure: Error | undefined;
+  #waiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  #stopped: Promise<void>;
+
+  constructor(o: ReaderOptions) {
+    this.#o = o;
+    const pending = new SharedArrayBuffer(4);
+    this.#pending = new Int32Array(pending);
+    const data: WorkerOptions = { family: o.family, rcvbuf: o.rcvbuf, slabBytes: 256 * 1024, maxPendingBatches: 256, pending };
+    this.#worker = new Worker(workerUrl(), { workerData: data });
+    this.#worker.unref();
+    this.#stopped = new Promise((resolve) => {
+      this.#worker.on("message", (m: FromWorker) => {
+        if (m.op === "stopped") resolve();
+        this.#onMessage(m);
+      });
+      this.#worker.on("error", (err) => this.#fail(`netlink reader worker: ${err.message}`));
+      this.#worker.on("exit", () => resolve());
+    });
+  }
+
+  watch(cpu: number, on: boolean): void {
+    this.#issued++;
+    this.#post(on ? { op: "watch", cpu } : { op: "unwatch", cpu });
+  }
+
+  synced(): Promise<void> {
+    if (this.#done >= this.#issued) return this.#failure ? Promise.reject(this.#failure) : Promise.resolve();
+    return new Promise((resolve, reject) => this.#waiters.push({ target: this.#issued, resolve, reject }));
+  }
+
+  stats(): ReaderStats {
+    return { ...this.#stats };
+  }
+
+  async close(): Promise<void> {
+    this.#post({ op: "stop" });
+    const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
+    await Promise.race([this.#stopped, timeout]);
+    await this.#worker.terminate();
+  }
+
+  #post(m: ToWorker): void {
+    this.#worker.postMessage(m);
+  }
+
+  #onMessage(m: FromWorker): void {
+    switch (m.op) {
+      case "batch": return this.#batch(new Uint8Array(m.slab, 0, m.used));
+      case "enobufs":
+        this.#stats.enobufs++;
+        this.#state(m.cpu).overrun = true;
+        return;
+      case "watching":
+        this.#cpus.set(m.cpu, { expected: undefined, overrun: false });
+        this.#stats.rcvbuf = m.rcvbuf;
+        return this.#ack();
+      case "unwatched":
+        this.#cpus.delete(m.cpu);
+        return this.#ack();
+      case "watch-failed":
+        this.#failure ??= new Error(`registering CPU ${m.cpu} with the kernel failed: ${m.message}`);
+        return this.#ack();
+      case "ready":
+        this.#stats.runtime = m.runtime;
+        return;
+      case "fatal": return this.#fail(m.message);
+      case "stopped": return;
+    }
+  }
+
+  #ack(): void {
+    this.#done++;
+    const ready = this.#waiters.filter((w) => w.target <= this.#done);
+    this.#waiters = this.#waiters.filter((w) => w.target > this.#done);
+    const failure = this.#failure;
+    this.#failure = undefined;
+    for (const w of ready) (failure ? w.reject(failure) : w.resolve());
+  }
+
+  #fail(message: string): void {
+    const err = new Error(message);
+    for (const w of this.#waiters) w.reject(err);
+    this.#waiters = [];
+    this.#o.onFatal(message);
+  }
+
+  #state(cpu: number): CpuState {
+    let s = this.#cpus.get(cpu);
+    if (s === undefined) this.#cpus.set(cpu, (s = { expected: undefined, overrun: false }));
+    return s;
+  }
+
+  #batch(slab: Uint8Array): void {
+    try {
+      const dv = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
+      for (let off = 0; off < slab.byteLength; ) {
+        const cpu = dv.getUint32(off, true), len = dv.getUint32(off + 4, true);
+        for (const msg of parseMessages(slab.subarray(off + FRAME_HEADER, off + FRAME_HEADER + len))) {
+          if (msg.type === this.#o.family) this.#record(cpu, msg.seq, msg.payload);
+        }
+        off += FRAME_HEADER + ((len + 3) & ~3);
+      }
+    } finally {
+      Atomics.sub(this.#pending, 0, 1);
+    }
+  }
+
+  // prepare_reply() numbers exit messages from a per-CPU counter that every
+  // listener of the CPU shares, so a forward gap after ENOBUFS is exactly the
+  // records netlink_overrun() dropped for this socket. A gap with no ENOBUFS
+  // is not a drop (the exiting task migrated between taskstats_exit()'s
+  // listener lookup and its this_cpu_inc_return()): it only resynchronizes.
+  #record(cpu: number, seq: number, payload: Uint8Array): void {
+    const s = this.#state(cpu);
+    if (s.expected !== undefined && s.overrun) {
+      const gap = (seq - s.expected) >>> 0;
+      if (gap > 0 && gap < 0x80000000) {
+        this.#stats.kernelDrops += gap;
+        this.#o.sink.kernelLoss(cpu, gap);
+      }
+    }
+    s.expected = (seq + 1) >>> 0;
+    s.overrun = false;
+    const parsed = parseTaskstatsNew(payload);
+    if (parsed.pid === undefined) return;
+    const pidStats = decodeTaskStats(parsed.pid.stats);
+    const record: ExitRecord = {
+      cpu, cpuSeq: seq, pid: parsed.pid.id, tgid: parsed.tgid?.id ?? pidStats.acTgid ?? 0, pidStats,
+      tgidStats: parsed.tgid === undefined ? undefined : decodeTaskStats(parsed.tgid.stats),
+    };
+    this.#stats.records++;
+    this.#o.sink.exit(record);
+  }
+}
+

@@ -1,0 +1,63 @@
+/**
+ * The only runtime-specific surface of the netlink source: a handful of
+ * libc calls. Each runtime's implementation (sys-node via koffi, sys-deno via
+ * Deno.dlopen, sys-bun via bun:ffi) makes the calls and nothing else; all
+ * encoding and decoding is shared code.
+ */
+
+/** libc calls the netlink source needs. Failures return -errno (hot paths do not throw). */
+export interface Syscalls {
+  /** Which FFI this is ("koffi", "deno", "bun"). */
+  readonly runtime: string;
+  socket(domain: number, type: number, protocol: number): number;
+  bind(fd: number, addr: Uint8Array): number;
+  getsockname(fd: number, addr: Uint8Array): number;
+  setsockoptInt(fd: number, level: number, name: number, value: number): number;
+  getsockoptInt(fd: number, level: number, name: number): number;
+  send(fd: number, data: Uint8Array, flags: number): number;
+  recv(fd: number, buf: Uint8Array, flags: number): number;
+  /** poll(2) over `fds` (struct pollfd array, 8 bytes each). */
+  poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
+  close(fd: number): number;
+}
+
+/** A syscall failed; `errno` is the kernel's. */
+export class SyscallError extends Error {
+  override readonly name = "SyscallError";
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(syscall: string, errno: number, detail = "") {
+    super(`${syscall}: ${errnoName(errno)}${detail ? ` (${detail})` : ""}`);
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}
+
+const NAMES: Record<number, string> = {
+  1: "EPERM", 2: "ENOENT", 3: "ESRCH", 4: "EINTR", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM", 13: "EACCES", 22: "EINVAL",
+  24: "EMFILE", 93: "EPROTONOSUPPORT", 97: "EAFNOSUPPORT", 105: "ENOBUFS", 111: "ECONNREFUSED",
+};
+
+/** "EPERM (1)" */
+export function errnoName(errno: number): string {
+  return `${NAMES[errno] ?? "errno"} (${errno})`;
+}
+
+/** Throws SyscallError for a negative result, else returns it. */
+export function check(syscall: string, result: number, detail = ""): number {
+  if (result < 0) throw new SyscallError(syscall, -result, detail);
+  return result;
+}
+
+interface RuntimeGlobals {
+  Deno?: unknown;
+  Bun?: unknown;
+}
+
+/** Loads the current runtime's implementation. Throws SyscallError-free errors naming what is missing. */
+export async function loadSyscalls(): Promise<Syscalls> {
+  const g = globalThis as RuntimeGlobals;
+  if (g.Deno !== undefined) return (await import("./sys-deno.ts")).createDenoSyscalls();
+  if (g.Bun !== undefined) return await (await import("./sys-bun.ts")).createBunSyscalls();
+  return (await import("./sys-node.ts")).createNodeSyscalls();
+}
