@@ -3,8 +3,8 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   resolve: {
-    // Tests use the SDK's sources, so a change to clients/ts is tested without a build.
-    alias: { "@taskwire/client": fileURLToPath(new URL("./clients/ts/src/mod.ts", import.meta.url)) },
+    // Tests use the SDK's sources (its Node entry), so a change to clients/ts is tested without a build.
+    alias: { "@taskwire/client": fileURLToPath(new URL("./clients/ts/src/node.ts", import.meta.url)) },
   },
   test: {
     include: ["test/**/*.test.ts"],

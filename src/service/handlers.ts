@@ -113,6 +113,7 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
     await deps.source.synced(); // the opening message means the kernel is listening
     yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal });
   } catch (err) {
+    if (signal.aborted) return; // the client went away; nobody is left to tell
     throw toConnectError(err);
   }
 }

@@ -1,5 +1,4 @@
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
 import { TaskStats } from "./gen/taskwire/v1/taskstats_pb.ts";
 
 /** A typed client of the TaskStats service: getPid, getTgid, register, deregister, subscribeExits, getInfo. */
@@ -13,22 +12,27 @@ export interface TaskwireClientOptions {
   useBinaryFormat?: boolean;
   /** Headers sent with every call (e.g. authorization). */
   headers?: Record<string, string>;
-  /** A fetch implementation (default: the global one). */
+  /** A fetch implementation (fetch-based transports only; default: the global one). */
   fetch?: typeof globalThis.fetch;
   /** Extra Connect interceptors. */
   interceptors?: Interceptor[];
 }
 
-/**
- * Creates a client for the taskwire server at `baseUrl` (e.g.
- * "http://127.0.0.1:7878"). The default transport is the Connect protocol
- * over the runtime's fetch, which works on Node, Deno, Bun and browsers.
- */
-export function createTaskwireClient(baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient {
-  return createClient(TaskStats, options.transport ?? createTransport(baseUrl, options));
+/** What a runtime's default transport is built from. */
+export interface TransportSettings {
+  baseUrl: string;
+  useBinaryFormat: boolean;
+  interceptors: Interceptor[];
+  fetch?: typeof globalThis.fetch;
 }
 
-function createTransport(baseUrl: string, options: TaskwireClientOptions): Transport {
+/** Builds createTaskwireClient over a runtime's default transport (connect-web's fetch, or connect-node's on Node). */
+export function clientFactory(makeTransport: (s: TransportSettings) => Transport) {
+  return (baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient =>
+    createClient(TaskStats, options.transport ?? makeTransport(settings(baseUrl, options)));
+}
+
+function settings(baseUrl: string, options: TaskwireClientOptions): TransportSettings {
   let url: URL;
   try {
     url = new URL(baseUrl);
@@ -44,10 +48,10 @@ function createTransport(baseUrl: string, options: TaskwireClientOptions): Trans
       return next(req);
     });
   }
-  return createConnectTransport({
+  return {
     baseUrl: url.href.replace(/\/$/, ""),
     useBinaryFormat: options.useBinaryFormat ?? true,
     interceptors,
     ...(options.fetch !== undefined && { fetch: options.fetch }),
-  });
+  };
 }

@@ -13,7 +13,19 @@
  * }
  * ```
  */
-export { createTaskwireClient, type TaskwireClient, type TaskwireClientOptions } from "./client.ts";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { clientFactory } from "./client.ts";
+
+export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
+
+/**
+ * Creates a client for the taskwire server at `baseUrl` (e.g.
+ * "http://127.0.0.1:7878"), speaking the Connect protocol over the runtime's
+ * fetch (browsers, Deno, Bun). On Node the package's "node" export uses
+ * connect-node's HTTP client instead. Pass `transport` to choose your own
+ * (gRPC-Web, HTTP/2).
+ */
+export const createTaskwireClient = clientFactory((s) => createConnectTransport(s));
 export { watchExits, type WatchExitsOptions, type Subscribed } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
 export {

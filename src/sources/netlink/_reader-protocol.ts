@@ -15,6 +15,8 @@ export type FromWorker =
   /** Datagrams, each framed as [cpu u32][length u32][bytes, padded to 4]. */
   | { op: "batch"; slab: ArrayBuffer; used: number }
   | { op: "enobufs"; cpu: number }
+  /** The kernel dropped `count` more records for this CPU's socket (sk_drops delta), after the batches posted before. */
+  | { op: "drops"; cpu: number; count: number }
   | { op: "fatal"; message: string }
   | { op: "stopped" };
 

@@ -10,6 +10,10 @@ export const NETLINK_GENERIC = 16;
 export const SOL_SOCKET = 1;
 export const SO_RCVBUF = 8;
 export const SO_RCVBUFFORCE = 33;
+/** getsockopt(SO_MEMINFO) fills u32[SK_MEMINFO_VARS]; index SK_MEMINFO_DROPS is sk_drops. */
+export const SO_MEMINFO = 55;
+export const SK_MEMINFO_VARS = 9;
+export const SK_MEMINFO_DROPS = 8;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
 

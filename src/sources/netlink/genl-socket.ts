@@ -23,6 +23,8 @@ export interface GenlSocket {
   transact(request: Uint8Array, seq: number, what: string, timeoutMs?: number): NlMessage[];
   /** Sets the receive buffer, forcing past rmem_max when privileged (SO_RCVBUFFORCE). Returns the size in effect. */
   setReceiveBuffer(bytes: number): number;
+  /** Records the kernel dropped for this socket so far (sk_drops, which netlink_overrun() increments). */
+  drops(): number;
   close(): void;
 }
 
@@ -88,7 +90,15 @@ class _GenlSocket implements GenlSocket {
       check("setsockopt(SO_RCVBUF)", this.#sys.setsockoptInt(this.fd, K.SOL_SOCKET, K.SO_RCVBUF, bytes));
     }
     // The kernel doubles the value for bookkeeping overhead and reports the doubled size.
-    return check("getsockopt(SO_RCVBUF)", this.#sys.getsockoptInt(this.fd, K.SOL_SOCKET, K.SO_RCVBUF));
+    const out = new Int32Array(1);
+    check("getsockopt(SO_RCVBUF)", this.#sys.getsockopt(this.fd, K.SOL_SOCKET, K.SO_RCVBUF, new Uint8Array(out.buffer)));
+    return out[0]!;
+  }
+
+  drops(): number {
+    const meminfo = new Uint32Array(K.SK_MEMINFO_VARS);
+    check("getsockopt(SO_MEMINFO)", this.#sys.getsockopt(this.fd, K.SOL_SOCKET, K.SO_MEMINFO, new Uint8Array(meminfo.buffer)));
+    return meminfo[K.SK_MEMINFO_DROPS]!;
   }
 
   close(): void {

@@ -28,6 +28,10 @@ port.on("message", (m: ToWorker) => {
 interface CpuSocket {
   cpu: number;
   sock: GenlSocket;
+  /** sk_drops when last read. */
+  drops: number;
+  /** ENOBUFS seen and sk_drops not re-read since. */
+  overrun: boolean;
 }
 
 const sockets = new Map<number, CpuSocket>();
@@ -57,7 +61,7 @@ function watch(sys: Syscalls, cpu: number): void {
     const rcvbuf = sock.setReceiveBuffer(opts.rcvbuf);
     const s = seq++;
     sock.transact(encodeTaskstatsGet(opts.family, s, { type: K.TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, string: String(cpu) }), s, `register CPU ${cpu}`);
-    sockets.set(cpu, { cpu, sock });
+    sockets.set(cpu, { cpu, sock, drops: sock.drops(), overrun: false });
     rebuildPoll();
     post({ op: "watching", cpu, rcvbuf, portId: sock.portId });
   } catch (err) {
@@ -70,6 +74,7 @@ function unwatch(cpu: number): void {
   const s = sockets.get(cpu);
   if (s === undefined) return;
   flush(); // what was read before deregistering still counts
+  reportDrops(s);
   const q = seq++;
   try {
     s.sock.transact(encodeTaskstatsGet(opts.family, q, { type: K.TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, string: String(cpu) }), q, `deregister CPU ${cpu}`);
@@ -91,15 +96,34 @@ function flush(): void {
   used = 0;
 }
 
+// netlink_overrun() counts every record it drops in sk_drops, but raises
+// ENOBUFS only on the first drop of a congested spell (NETLINK_S_CONGESTED
+// holds until the queue is read empty). So after ENOBUFS the count is read
+// once the queue is empty: exact, and placed after the records read so far.
+// (nlmsg_seq gaps cannot count drops exactly: taskstats_exit() may migrate
+// between looking up a CPU's listeners and taking that CPU's sequence number.)
+function reportDrops(s: CpuSocket): void {
+  const now = s.sock.drops();
+  const delta = (now - s.drops) >>> 0;
+  s.drops = now;
+  s.overrun = false;
+  if (delta === 0) return;
+  flush();
+  post({ op: "drops", cpu: s.cpu, count: delta });
+}
+
 function drain(sys: Syscalls, s: CpuSocket): void {
   for (;;) {
     if (opts.slabBytes - used < FRAME_HEADER + MAX_DATAGRAM) flush();
     const room = slab.subarray(used + FRAME_HEADER, used + FRAME_HEADER + MAX_DATAGRAM);
     const n = sys.recv(s.sock.fd, room, K.MSG_DONTWAIT);
-    if (n === -K.EAGAIN) return;
+    if (n === -K.EAGAIN) {
+      if (s.overrun) reportDrops(s);
+      return;
+    }
     if (n === -K.EINTR) continue;
     if (n === -K.ENOBUFS) {
-      // netlink_overrun(): the kernel dropped records for this socket; seq gaps say how many.
+      s.overrun = true;
       post({ op: "enobufs", cpu: s.cpu });
       continue;
     }

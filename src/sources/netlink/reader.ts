@@ -1,7 +1,7 @@
 /**
  * Main-thread side of the netlink reader: starts the worker, tells it which
- * CPUs to watch, decodes the batches it sends, and turns per-CPU nlmsg_seq
- * gaps into exact kernel-loss counts.
+ * CPUs to watch, decodes the batches it sends, and passes on the worker's
+ * exact kernel-drop counts (sk_drops deltas) in stream order.
  */
 import { Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
@@ -39,13 +39,6 @@ export interface Reader {
   close(): Promise<void>;
 }
 
-interface CpuState {
-  /** The nlmsg_seq the next record should carry. */
-  expected: number | undefined;
-  /** ENOBUFS seen since the last record. */
-  overrun: boolean;
-}
-
 function workerUrl(): URL {
   const self = import.meta.url;
   if (!self.endsWith(".ts")) return new URL("./reader-worker.js", self);
@@ -64,7 +57,6 @@ class _Reader implements Reader {
   readonly #o: ReaderOptions;
   readonly #worker: Worker;
   readonly #pending: Int32Array;
-  readonly #cpus = new Map<number, CpuState>();
   readonly #stats: ReaderStats = { records: 0, kernelDrops: 0, enobufs: 0, rcvbuf: 0, runtime: "" };
   #issued = 0;
   #done = 0;
@@ -119,14 +111,15 @@ class _Reader implements Reader {
       case "batch": return this.#batch(new Uint8Array(m.slab, 0, m.used));
       case "enobufs":
         this.#stats.enobufs++;
-        this.#state(m.cpu).overrun = true;
+        return;
+      case "drops":
+        this.#stats.kernelDrops += m.count;
+        this.#o.sink.kernelLoss(m.cpu, m.count);
         return;
       case "watching":
-        this.#cpus.set(m.cpu, { expected: undefined, overrun: false });
         this.#stats.rcvbuf = m.rcvbuf;
         return this.#ack();
       case "unwatched":
-        this.#cpus.delete(m.cpu);
         return this.#ack();
       case "watch-failed":
         this.#failure ??= new Error(`registering CPU ${m.cpu} with the kernel failed: ${m.message}`);
@@ -155,12 +148,6 @@ class _Reader implements Reader {
     this.#o.onFatal(message);
   }
 
-  #state(cpu: number): CpuState {
-    let s = this.#cpus.get(cpu);
-    if (s === undefined) this.#cpus.set(cpu, (s = { expected: undefined, overrun: false }));
-    return s;
-  }
-
   #batch(slab: Uint8Array): void {
     try {
       const dv = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
@@ -176,22 +163,7 @@ class _Reader implements Reader {
     }
   }
 
-  // prepare_reply() numbers exit messages from a per-CPU counter that every
-  // listener of the CPU shares, so a forward gap after ENOBUFS is exactly the
-  // records netlink_overrun() dropped for this socket. A gap with no ENOBUFS
-  // is not a drop (the exiting task migrated between taskstats_exit()'s
-  // listener lookup and its this_cpu_inc_return()): it only resynchronizes.
   #record(cpu: number, seq: number, payload: Uint8Array): void {
-    const s = this.#state(cpu);
-    if (s.expected !== undefined && s.overrun) {
-      const gap = (seq - s.expected) >>> 0;
-      if (gap > 0 && gap < 0x80000000) {
-        this.#stats.kernelDrops += gap;
-        this.#o.sink.kernelLoss(cpu, gap);
-      }
-    }
-    s.expected = (seq + 1) >>> 0;
-    s.overrun = false;
     const parsed = parseTaskstatsNew(payload);
     if (parsed.pid === undefined) return;
     const pidStats = decodeTaskStats(parsed.pid.stats);

@@ -40,10 +40,10 @@ export function createDenoSyscalls(): Syscalls {
       int[0] = value;
       return r(s["setsockopt"]!(fd, level, name, int, 4));
     },
-    getsockoptInt: (fd, level, name) => {
-      len[0] = 4;
-      const res = r(s["getsockopt"]!(fd, level, name, int, len));
-      return res < 0 ? res : int[0]!;
+    getsockopt: (fd, level, name, buf) => {
+      len[0] = buf.byteLength;
+      const res = r(s["getsockopt"]!(fd, level, name, buf, len));
+      return res < 0 ? res : len[0]!;
     },
     send: (fd, data, flags) => r(s["send"]!(fd, data, BigInt(data.byteLength), flags)),
     recv: (fd, buf, flags) => r(s["recv"]!(fd, buf, BigInt(buf.byteLength), flags)),

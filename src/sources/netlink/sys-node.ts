@@ -30,9 +30,10 @@ export function createNodeSyscalls(): Syscalls {
       int[0] = value;
       return r(f.setsockopt(fd, level, name, int, 4));
     },
-    getsockoptInt: (fd, level, name) => {
-      const res = r(f.getsockopt(fd, level, name, int, [4]));
-      return res < 0 ? res : int[0]!;
+    getsockopt: (fd, level, name, buf) => {
+      const len = [buf.byteLength];
+      const res = r(f.getsockopt(fd, level, name, buf, len));
+      return res < 0 ? res : len[0]!;
     },
     send: (fd, data, flags) => r(f.send(fd, data, data.byteLength, flags)),
     recv: (fd, buf, flags) => r(f.recv(fd, buf, buf.byteLength, flags)),

@@ -13,7 +13,8 @@ export interface Syscalls {
   bind(fd: number, addr: Uint8Array): number;
   getsockname(fd: number, addr: Uint8Array): number;
   setsockoptInt(fd: number, level: number, name: number, value: number): number;
-  getsockoptInt(fd: number, level: number, name: number): number;
+  /** getsockopt(2) into `buf`; returns the length the kernel wrote. */
+  getsockopt(fd: number, level: number, name: number, buf: Uint8Array): number;
   send(fd: number, data: Uint8Array, flags: number): number;
   recv(fd: number, buf: Uint8Array, flags: number): number;
   /** poll(2) over `fds` (struct pollfd array, 8 bytes each). */

@@ -1,0 +1,38 @@
+/** Builds and runs test/native/tw-helper.c, the exit maker of the netlink tests and benchmarks. */
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+let built: string | undefined;
+
+/** Compiles the helper once per process; throws naming the missing compiler. */
+export function helperPath(): string {
+  if (built !== undefined) return built;
+  const src = new URL("./native/tw-helper.c", import.meta.url).pathname;
+  const out = join(mkdtempSync(join(tmpdir(), "tw-helper-")), "tw-helper");
+  try {
+    execFileSync("cc", ["-O2", "-pthread", "-o", out, src], { stdio: "pipe" });
+  } catch (err) {
+    throw new Error(`cannot build test/native/tw-helper.c with cc (install gcc and libc6-dev): ${(err as Error).message}`);
+  }
+  if (!existsSync(out)) throw new Error("cc produced no helper binary");
+  return (built = out);
+}
+
+/** Runs `tw-helper args...` pinned to `cpu` (taskset execs it, so the pid is the helper's). */
+export function spawnHelper(args: string[], cpu?: number): ChildProcessWithoutNullStreams {
+  const bin = helperPath();
+  return cpu === undefined ? spawn(bin, args) : spawn("taskset", ["-c", String(cpu), bin, ...args]);
+}
+
+/** Runs the helper to completion; resolves with its pid and stdout. */
+export function runHelper(args: string[], cpu?: number): Promise<{ pid: number; stdout: string; code: number | null }> {
+  const child = spawnHelper(args, cpu);
+  let stdout = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ pid: child.pid!, stdout, code }));
+  });
+}
