@@ -9,7 +9,8 @@ let built: string | undefined;
 /** Compiles the helper once per process; throws naming the missing compiler. */
 export function helperPath(): string {
   if (built !== undefined) return built;
-  const src = new URL("./native/tw-helper.c", import.meta.url).pathname;
+  // From sources (test/) or compiled (dist/test/, for bench/): the C file stays in test/native.
+  const src = new URL(import.meta.url.includes("/dist/") ? "../../test/native/tw-helper.c" : "./native/tw-helper.c", import.meta.url).pathname;
   const out = join(mkdtempSync(join(tmpdir(), "tw-helper-")), "tw-helper");
   try {
     execFileSync("cc", ["-O2", "-pthread", "-o", out, src], { stdio: "pipe" });

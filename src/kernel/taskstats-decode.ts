@@ -46,28 +46,42 @@ function end(f: FieldSpec): number {
   return f.offset + SIZE[f.type];
 }
 
-function readField(dv: DataView, f: FieldSpec, bytes: Uint8Array): number | bigint | string {
-  switch (f.type) {
-    case "u8": return dv.getUint8(f.offset);
-    case "u16": return dv.getUint16(f.offset, true);
-    case "u32": return dv.getUint32(f.offset, true);
-    case "u64": return dv.getBigUint64(f.offset, true);
-    case "comm": {
-      const raw = bytes.subarray(f.offset, f.offset + TS_COMM_LEN);
-      const nul = raw.indexOf(0);
-      return new TextDecoder().decode(nul === -1 ? raw : raw.subarray(0, nul));
-    }
-  }
+const utf8 = new TextDecoder();
+
+function readComm(bytes: Uint8Array, offset: number): string {
+  let end = offset;
+  while (end < offset + TS_COMM_LEN && bytes[end] !== 0) end++;
+  return utf8.decode(bytes.subarray(offset, end));
 }
+
+type Reader = (dv: DataView, bytes: Uint8Array, out: Record<string, unknown>) => void;
+
+// One reader per field, built once per layout: decoding is the hot path of
+// the netlink source (every exit record), so it does no per-field dispatch.
+function compile(fields: readonly FieldSpec[]): { need: number; read: Reader }[] {
+  return fields.map((f) => {
+    const { name, offset } = f;
+    const read: Reader =
+      f.type === "u64" ? (dv, _, o) => { o[name] = dv.getBigUint64(offset, true); }
+      : f.type === "u32" ? (dv, _, o) => { o[name] = dv.getUint32(offset, true); }
+      : f.type === "u16" ? (dv, _, o) => { o[name] = dv.getUint16(offset, true); }
+      : f.type === "u8" ? (dv, _, o) => { o[name] = dv.getUint8(offset); }
+      : (_, b, o) => { o[name] = readComm(b, offset); };
+    return { need: end(f), read };
+  });
+}
+
+const READ_V16 = compile(LAYOUT_V16);
+const READ_V15 = compile(LAYOUT_V15);
 
 /** Decodes a TASKSTATS_TYPE_STATS payload. Throws RangeError when it is too short to hold even the version. */
 export function decodeTaskStats(bytes: Uint8Array): TaskStats {
   if (bytes.byteLength < 2) throw new RangeError(`struct taskstats of ${bytes.byteLength} bytes has no version field`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const version = dv.getUint16(0, true);
-  const fields = version === 15 ? LAYOUT_V15 : LAYOUT_V16;
+  const readers = dv.getUint16(0, true) === 15 ? READ_V15 : READ_V16;
   const out: Record<string, unknown> = { $typeName: "taskwire.kernel.v1.TaskStats" };
-  for (const f of fields) if (end(f) <= bytes.byteLength) out[f.name] = readField(dv, f, bytes);
+  const len = bytes.byteLength;
+  for (const r of readers) if (r.need <= len) r.read(dv, bytes, out);
   return out as TaskStats;
 }
 
