@@ -1,5 +1,5 @@
 /** Shared test helpers: a real server on an ephemeral loopback port, and an SDK client for it. */
-import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
+import { createTaskwireClient, watchExits, type ExitEvent, type TaskwireClient, type WatchExitsOptions } from "@taskwire/client";
 import { listenNode, type Listening } from "../src/server/listen-node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import type { Limits } from "../src/service/registry.ts";
@@ -28,4 +28,28 @@ export async function eventually(check: () => boolean | Promise<boolean>, ms = 5
     if (Date.now() > until) throw new Error(`condition not met within ${ms} ms`);
     await sleep(20);
   }
+}
+
+/** A running subscription that collects its events until stopped. */
+export interface Collecting {
+  readonly events: ExitEvent[];
+  /** Ends the stream and waits for the loop to finish. */
+  stop(): Promise<void>;
+}
+
+/** Subscribes with watchExits and resolves once the server has confirmed the subscription. */
+export async function collectExits(client: TaskwireClient, options: Omit<WatchExitsOptions, "signal" | "onSubscribed">): Promise<Collecting> {
+  const ctl = new AbortController();
+  const events: ExitEvent[] = [];
+  let subscribed!: () => void;
+  const ready = new Promise<void>((r) => (subscribed = r));
+  const done = (async () => {
+    try {
+      for await (const ev of watchExits(client, { ...options, signal: ctl.signal, onSubscribed: () => subscribed() } as WatchExitsOptions)) events.push(ev);
+    } catch {
+      // aborted by stop()
+    }
+  })();
+  await Promise.race([ready, done]);
+  return { events, stop: async () => { ctl.abort(); await done; } };
 }

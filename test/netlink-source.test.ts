@@ -9,7 +9,7 @@ import { Code, ConnectError, LossReason, watchExits, type ExitEvent } from "@tas
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { openNetlinkSource, type NetlinkSource } from "../src/sources/netlink/netlink-source.ts";
-import { eventually, sleep, startServer, type Running } from "./helpers.ts";
+import { collectExits, eventually, sleep, startServer, type Running } from "./helpers.ts";
 import { helperPath, runHelper, spawnHelper } from "./native.ts";
 import { sourceContract } from "./source-contract.ts";
 
@@ -81,25 +81,12 @@ suite(title, () => {
     const cpus = source.possible.cpus;
     const target = cpus[cpus.length - 1]!, other = cpus[0]!;
     expect(target, "this test needs two possible CPUs").not.toBe(other);
-    const streams = await Promise.all([target, other].map(async (cpu) => {
-      const ctl = new AbortController();
-      const events: ExitEvent[] = [];
-      let subscribed!: () => void;
-      const ready = new Promise<void>((r) => (subscribed = r));
-      const done = (async () => {
-        try {
-          for await (const ev of watchExits(client, { cpumask: String(cpu), signal: ctl.signal, onSubscribed: () => subscribed() })) events.push(ev);
-        } catch { /* aborted */ }
-      })();
-      await ready;
-      return { cpu, ctl, events, done };
-    }));
+    const streams = await Promise.all([target, other].map((cpu) => collectExits(client, { cpumask: String(cpu) })));
     const child = await runHelper(["exit", "tw-known", "7"], target);
     const sentinel = await runHelper(["exit", "tw-sentinel", "0"], other);
     await eventually(() => exitsOf(streams[0]!.events).some((e) => e.pid === child.pid) && exitsOf(streams[1]!.events).some((e) => e.pid === sentinel.pid));
     await sleep(100);
-    for (const s of streams) s.ctl.abort();
-    await Promise.all(streams.map((s) => s.done));
+    await Promise.all(streams.map((s) => s.stop()));
     const mine = exitsOf(streams[0]!.events).filter((e) => e.pid === child.pid);
     expect(mine).toHaveLength(1);
     expect(mine[0]!.cpu).toBe(target);
@@ -113,16 +100,8 @@ suite(title, () => {
   it("a multithreaded child: GetTgid sums its threads; each thread exits once and the group aggregate comes last", async () => {
     const { client } = running;
     const cpu = source.possible.cpus[0]!;
-    const events: ExitEvent[] = [];
-    const ctl = new AbortController();
-    let subscribed!: () => void;
-    const ready = new Promise<void>((r) => (subscribed = r));
-    const done = (async () => {
-      try {
-        for await (const ev of watchExits(client, { cpumask: String(cpu), signal: ctl.signal, onSubscribed: () => subscribed() })) events.push(ev);
-      } catch { /* aborted */ }
-    })();
-    await ready;
+    const sub = await collectExits(client, { cpumask: String(cpu) });
+    const { events } = sub;
     const child = spawnHelper(["threads", "tw-mt", "3"], cpu);
     const line = await new Promise<string>((r) => child.stdout.once("data", (d: Buffer) => r(d.toString())));
     const tids = line.trim().split(" ").slice(1).map(Number);
@@ -136,8 +115,7 @@ suite(title, () => {
     child.stdin.end();
     await new Promise((r) => child.once("close", r));
     await eventually(() => exitsOf(events).some((e) => e.pid === child.pid));
-    ctl.abort();
-    await done;
+    await sub.stop();
     const mine = exitsOf(events).filter((e) => e.tgid === child.pid);
     expect(mine.map((e) => e.pid).sort()).toEqual([...all].sort());
     expect(mine.filter((e) => e.tgidStats !== undefined).map((e) => e.pid)).toEqual([child.pid]);
@@ -187,16 +165,8 @@ suite(title, () => {
       const cpus = tiny.possible.cpus;
       reference.watch(cpus, true);
       await reference.synced();
-      const events: ExitEvent[] = [];
-      const ctl = new AbortController();
-      let subscribed!: () => void;
-      const ready = new Promise<void>((r) => (subscribed = r));
-      const done = (async () => {
-        try {
-          for await (const ev of watchExits(small.client, { cpumask: tiny.possible.list, buffer: 500_000, signal: ctl.signal, onSubscribed: () => subscribed() })) events.push(ev);
-        } catch { /* aborted */ }
-      })();
-      await ready;
+      const sub = await collectExits(small.client, { cpumask: tiny.possible.list, buffer: 500_000 });
+      const { events } = sub;
       const starts = new Map<number, number>(), ends = new Map<number, number>();
       for (const cpu of cpus) starts.set(cpu, (await runHelper(["exit", "tw-start", "0"], cpu)).pid);
       await sleep(200);
@@ -205,8 +175,7 @@ suite(title, () => {
       for (const cpu of cpus) ends.set(cpu, (await runHelper(["exit", "tw-end", "0"], cpu)).pid);
       await eventually(() => cpus.every((c) => exitsOf(events).some((e) => e.pid === ends.get(c) && e.pidStats?.acComm === "tw-end")), 60_000);
       await eventually(() => cpus.every((c) => seen.some((r) => r.pid === ends.get(c) && r.pidStats.acComm === "tw-end")), 10_000);
-      ctl.abort();
-      await done;
+      await sub.stop();
       expect(reference.info().overruns, "the reference listener must see everything").toBe(0);
       let totalLost = 0n;
       for (const cpu of cpus) {
