@@ -2,6 +2,7 @@
  * `npm run bench`: prints each benchmark's table. Figures are measured in one
  * run beside their baselines, since absolute times wander on shared machines.
  */
+import { benchDispatch } from "./dispatch.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
 
 function table(title: string, rows: string[][]): string {
@@ -12,6 +13,7 @@ function table(title: string, rows: string[][]): string {
 
 const only = process.argv[2];
 const benches: [string, () => Promise<string[][]>][] = [
+  ["dispatch on a 4,096-CPU sim: per-CPU listener table vs scanning every listener", async () => benchDispatch()],
   ["netlink ingest during a thread-exit storm", () => benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) })],
 ];
 for (const [title, run] of benches) {
