@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import {
   ExitEventSchema, LossReason, OverflowPolicy as PbOverflowPolicy, type ExitEvent,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
+import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { LossKind, OverflowPolicy, QueueItem } from "./event-queue.ts";
 import { InvalidRequestError } from "./errors.ts";
 
@@ -13,8 +14,8 @@ const REASONS: Record<LossKind, LossReason> = {
   restart: LossReason.RESTART,
 };
 
-/** A queue item as a stream event. */
-export function toExitEvent(item: QueueItem): ExitEvent {
+/** A queue item as a stream event, with the stream's field mask applied. */
+export function toExitEvent(item: QueueItem, project?: (s: TaskStats) => TaskStats): ExitEvent {
   if (item.kind === "lost") {
     return create(ExitEventSchema, {
       seq: BigInt(item.last),
@@ -26,10 +27,12 @@ export function toExitEvent(item: QueueItem): ExitEvent {
     });
   }
   const r = item.record;
+  const pidStats = project ? project(r.pidStats) : r.pidStats;
+  const tgidStats = r.tgidStats && (project ? project(r.tgidStats) : r.tgidStats);
   return create(ExitEventSchema, {
     seq: BigInt(item.seq),
     cpu: r.cpu,
-    event: { case: "exit", value: { pid: r.pid, tgid: r.tgid, pidStats: r.pidStats, ...(r.tgidStats && { tgidStats: r.tgidStats }) } },
+    event: { case: "exit", value: { pid: r.pid, tgid: r.tgid, pidStats, ...(tgidStats && { tgidStats }) } },
   });
 }
 

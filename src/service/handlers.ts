@@ -12,6 +12,7 @@ import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, toConnectError } from "./errors.ts";
 import type { Listener } from "./listener.ts";
 import type { ListenerRegistry } from "./registry.ts";
+import { compileFieldMask, compileFilter, type Projection } from "./projection.ts";
 import { streamListener } from "./stream.ts";
 
 /** What the service needs. */
@@ -94,7 +95,10 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
   const { registry } = deps;
   let listener: Listener;
   let heartbeatMs: number;
+  let project: Projection;
   try {
+    project = compileFieldMask(req.fields);
+    const filter = compileFilter(req.filter);
     if ((req.listenerId === "") === (req.cpumask === "")) {
       throw new InvalidRequestError("set exactly one of listener_id (a listener from Register) or cpumask (an ephemeral listener for these CPUs)");
     }
@@ -105,13 +109,14 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
     listener = req.listenerId !== ""
       ? registry.get(req.listenerId)
       : registry.create(requireMask(req.cpumask, deps, "cpumask"), { buffer: req.buffer, policy: toPolicy(req.overflow), ephemeral: true });
+    listener.filter = filter;
   } catch (err) {
     throw toConnectError(err);
   }
   const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
   try {
     await deps.source.synced(); // the opening message means the kernel is listening
-    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal });
+    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, ...(project && { project }) });
   } catch (err) {
     if (signal.aborted) return; // the client went away; nobody is left to tell
     throw toConnectError(err);

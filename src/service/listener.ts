@@ -30,6 +30,8 @@ export class Listener {
   produced = 0;
   /** Exits handed to a stream. */
   delivered = 0;
+  /** Which records this listener wants (set by the stream that subscribes); others take no seq. */
+  filter: ((record: ExitRecord) => boolean) | undefined;
   /** When the last stream went away (or the listener was made), for lease reaping. */
   detachedAt: number;
   /** The attached stream's wake-up, if any. */
@@ -50,6 +52,7 @@ export class Listener {
 
   /** An exit on one of this listener's CPUs. */
   deliver(record: ExitRecord): void {
+    if (this.filter !== undefined && !this.filter(record)) return;
     const dropped = this.queue.push(++this.produced, record);
     if (dropped !== 0) this.lost["subscriber-overflow"]++;
     this.#wake?.();

@@ -11,6 +11,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toExitEvent } from "./convert.ts";
 import type { Listener } from "./listener.ts";
+import type { Projection } from "./projection.ts";
 import type { ListenerRegistry } from "./registry.ts";
 
 /** How a stream runs. */
@@ -18,6 +19,8 @@ export interface StreamOptions {
   readonly maxBatch: number;
   readonly heartbeatMs: number;
   readonly signal: AbortSignal;
+  /** Field mask for TaskStats, if any. */
+  readonly project?: Projection;
 }
 
 interface Ended {
@@ -55,7 +58,7 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
       if (o.signal.aborted) return;
       if (ended?.takeover) throw new ConnectError(`listener ${listener.id}: ${ended.why}`, Code.Aborted);
       if (listener.queue.length > 0) {
-        const events = listener.take(o.maxBatch).map(toExitEvent);
+        const events = listener.take(o.maxBatch).map((item) => toExitEvent(item, o.project));
         yield create(SubscribeExitsResponseSchema, { events, queued: listener.queue.depth });
         continue;
       }

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskwire/v1/taskstats.proto.
  */
 export const file_taskwire_v1_taskstats: GenFile = /*@__PURE__*/
-  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIqUBChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNIokBChZTdWJzY3JpYmVFeGl0c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnRhc2t3aXJlLnYxLkV4aXRFdmVudBITCgtsaXN0ZW5lcl9pZBgCIAEoCRIPCgdjcHVtYXNrGAMgASgJEhEKCWhlYXJ0YmVhdBgEIAEoCBIOCgZxdWV1ZWQYBSABKA0idAoJRXhpdEV2ZW50EgsKA3NlcRgBIAEoBBILCgNjcHUYAiABKA0SIQoEZXhpdBgDIAEoCzIRLnRhc2t3aXJlLnYxLkV4aXRIABIhCgRsb3N0GAQgASgLMhEudGFza3dpcmUudjEuTG9zdEgAQgcKBWV2ZW50IpoBCgRFeGl0EgsKA3BpZBgBIAEoDRIMCgR0Z2lkGAIgASgNEjAKCXBpZF9zdGF0cxgDIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHMSNgoKdGdpZF9zdGF0cxgEIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHNIAIgBAUINCgtfdGdpZF9zdGF0cyJjCgRMb3N0Eg0KBWNvdW50GAEgASgEEhEKCWZpcnN0X3NlcRgCIAEoBBIQCghsYXN0X3NlcRgDIAEoBBInCgZyZWFzb24YBCABKA4yFy50YXNrd2lyZS52MS5Mb3NzUmVhc29uIhAKDkdldEluZm9SZXF1ZXN0IpcDCg9HZXRJbmZvUmVzcG9uc2USDgoGc291cmNlGAEgASgJEhUKDXBvc3NpYmxlX2NwdXMYAiABKAkSGQoRdGFza3N0YXRzX3ZlcnNpb24YAyABKA0SFgoOdGFza3N0YXRzX3NpemUYBCABKA0SFgoOa2VybmVsX3JlbGVhc2UYBSABKAkSEQoJZGVsYXlhY2N0GAYgASgIEhQKDHdhdGNoZWRfY3B1cxgHIAEoCRIRCglsaXN0ZW5lcnMYCCABKA0SDwoHc3RyZWFtcxgJIAEoDRIPCgdyZWNvcmRzGAogASgEEhQKDGtlcm5lbF9kcm9wcxgLIAEoBBIYChBzdWJzY3JpYmVyX2Ryb3BzGAwgASgEEhYKDnNlcnZlcl92ZXJzaW9uGA0gASgJEhUKDXNvY2tldF9idWZmZXIYDiABKA0SEgoKbWF4X2J1ZmZlchgPIAEoDRIWCg5kZWZhdWx0X2J1ZmZlchgQIAEoDRIQCghsZWFzZV9tcxgRIAEoDRIXCg9rZXJuZWxfb3ZlcnJ1bnMYEiABKAQqcwoOT3ZlcmZsb3dQb2xpY3kSHwobT1ZFUkZMT1dfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobT1ZFUkZMT1dfUE9MSUNZX0RST1BfTkVXRVNUEAESHwobT1ZFUkZMT1dfUE9MSUNZX0RST1BfT0xERVNUEAIqowEKCkxvc3NSZWFzb24SGwoXTE9TU19SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9MT1NTX1JFQVNPTl9TVUJTQ1JJQkVSX09WRVJGTE9XEAESHwobTE9TU19SRUFTT05fS0VSTkVMX09WRVJGTE9XEAISGQoVTE9TU19SRUFTT05fUkVURU5USU9OEAMSFwoTTE9TU19SRUFTT05fUkVTVEFSVBAEMt4DCglUYXNrU3RhdHMSRgoGR2V0UGlkEhoudGFza3dpcmUudjEuR2V0UGlkUmVxdWVzdBobLnRhc2t3aXJlLnYxLkdldFBpZFJlc3BvbnNlIgOQAgESSQoHR2V0VGdpZBIbLnRhc2t3aXJlLnYxLkdldFRnaWRSZXF1ZXN0GhwudGFza3dpcmUudjEuR2V0VGdpZFJlc3BvbnNlIgOQAgESRwoIUmVnaXN0ZXISHC50YXNrd2lyZS52MS5SZWdpc3RlclJlcXVlc3QaHS50YXNrd2lyZS52MS5SZWdpc3RlclJlc3BvbnNlEk0KCkRlcmVnaXN0ZXISHi50YXNrd2lyZS52MS5EZXJlZ2lzdGVyUmVxdWVzdBofLnRhc2t3aXJlLnYxLkRlcmVnaXN0ZXJSZXNwb25zZRJbCg5TdWJzY3JpYmVFeGl0cxIiLnRhc2t3aXJlLnYxLlN1YnNjcmliZUV4aXRzUmVxdWVzdBojLnRhc2t3aXJlLnYxLlN1YnNjcmliZUV4aXRzUmVzcG9uc2UwARJJCgdHZXRJbmZvEhsudGFza3dpcmUudjEuR2V0SW5mb1JlcXVlc3QaHC50YXNrd2lyZS52MS5HZXRJbmZvUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_taskwire_kernel_v1_taskstats]);
+  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIt4BChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNEg4KBmZpZWxkcxgHIAMoCRInCgZmaWx0ZXIYCCABKAsyFy50YXNrd2lyZS52MS5FeGl0RmlsdGVyIlQKCkV4aXRGaWx0ZXISDQoFdGdpZHMYASADKA0SDAoEdWlkcxgCIAMoDRITCgtjb21tX3ByZWZpeBgDIAEoCRIUCgxub256ZXJvX2V4aXQYBCABKAgiiQEKFlN1YnNjcmliZUV4aXRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYudGFza3dpcmUudjEuRXhpdEV2ZW50EhMKC2xpc3RlbmVyX2lkGAIgASgJEg8KB2NwdW1hc2sYAyABKAkSEQoJaGVhcnRiZWF0GAQgASgIEg4KBnF1ZXVlZBgFIAEoDSJ0CglFeGl0RXZlbnQSCwoDc2VxGAEgASgEEgsKA2NwdRgCIAEoDRIhCgRleGl0GAMgASgLMhEudGFza3dpcmUudjEuRXhpdEgAEiEKBGxvc3QYBCABKAsyES50YXNrd2lyZS52MS5Mb3N0SABCBwoFZXZlbnQimgEKBEV4aXQSCwoDcGlkGAEgASgNEgwKBHRnaWQYAiABKA0SMAoJcGlkX3N0YXRzGAMgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxI2Cgp0Z2lkX3N0YXRzGAQgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0c0gAiAEBQg0KC190Z2lkX3N0YXRzImMKBExvc3QSDQoFY291bnQYASABKAQSEQoJZmlyc3Rfc2VxGAIgASgEEhAKCGxhc3Rfc2VxGAMgASgEEicKBnJlYXNvbhgEIAEoDjIXLnRhc2t3aXJlLnYxLkxvc3NSZWFzb24iEAoOR2V0SW5mb1JlcXVlc3QilwMKD0dldEluZm9SZXNwb25zZRIOCgZzb3VyY2UYASABKAkSFQoNcG9zc2libGVfY3B1cxgCIAEoCRIZChF0YXNrc3RhdHNfdmVyc2lvbhgDIAEoDRIWCg50YXNrc3RhdHNfc2l6ZRgEIAEoDRIWCg5rZXJuZWxfcmVsZWFzZRgFIAEoCRIRCglkZWxheWFjY3QYBiABKAgSFAoMd2F0Y2hlZF9jcHVzGAcgASgJEhEKCWxpc3RlbmVycxgIIAEoDRIPCgdzdHJlYW1zGAkgASgNEg8KB3JlY29yZHMYCiABKAQSFAoMa2VybmVsX2Ryb3BzGAsgASgEEhgKEHN1YnNjcmliZXJfZHJvcHMYDCABKAQSFgoOc2VydmVyX3ZlcnNpb24YDSABKAkSFQoNc29ja2V0X2J1ZmZlchgOIAEoDRISCgptYXhfYnVmZmVyGA8gASgNEhYKDmRlZmF1bHRfYnVmZmVyGBAgASgNEhAKCGxlYXNlX21zGBEgASgNEhcKD2tlcm5lbF9vdmVycnVucxgSIAEoBCpzCg5PdmVyZmxvd1BvbGljeRIfChtPVkVSRkxPV19QT0xJQ1lfVU5TUEVDSUZJRUQQABIfChtPVkVSRkxPV19QT0xJQ1lfRFJPUF9ORVdFU1QQARIfChtPVkVSRkxPV19QT0xJQ1lfRFJPUF9PTERFU1QQAiqjAQoKTG9zc1JlYXNvbhIbChdMT1NTX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0xPU1NfUkVBU09OX1NVQlNDUklCRVJfT1ZFUkZMT1cQARIfChtMT1NTX1JFQVNPTl9LRVJORUxfT1ZFUkZMT1cQAhIZChVMT1NTX1JFQVNPTl9SRVRFTlRJT04QAxIXChNMT1NTX1JFQVNPTl9SRVNUQVJUEAQy3gMKCVRhc2tTdGF0cxJGCgZHZXRQaWQSGi50YXNrd2lyZS52MS5HZXRQaWRSZXF1ZXN0GhsudGFza3dpcmUudjEuR2V0UGlkUmVzcG9uc2UiA5ACARJJCgdHZXRUZ2lkEhsudGFza3dpcmUudjEuR2V0VGdpZFJlcXVlc3QaHC50YXNrd2lyZS52MS5HZXRUZ2lkUmVzcG9uc2UiA5ACARJHCghSZWdpc3RlchIcLnRhc2t3aXJlLnYxLlJlZ2lzdGVyUmVxdWVzdBodLnRhc2t3aXJlLnYxLlJlZ2lzdGVyUmVzcG9uc2USTQoKRGVyZWdpc3RlchIeLnRhc2t3aXJlLnYxLkRlcmVnaXN0ZXJSZXF1ZXN0Gh8udGFza3dpcmUudjEuRGVyZWdpc3RlclJlc3BvbnNlElsKDlN1YnNjcmliZUV4aXRzEiIudGFza3dpcmUudjEuU3Vic2NyaWJlRXhpdHNSZXF1ZXN0GiMudGFza3dpcmUudjEuU3Vic2NyaWJlRXhpdHNSZXNwb25zZTABEkkKB0dldEluZm8SGy50YXNrd2lyZS52MS5HZXRJbmZvUmVxdWVzdBocLnRhc2t3aXJlLnYxLkdldEluZm9SZXNwb25zZSIDkAIBYgZwcm90bzM", [file_taskwire_kernel_v1_taskstats]);
 
 /**
  * @generated from message taskwire.v1.GetPidRequest
@@ -274,6 +274,23 @@ export type SubscribeExitsRequest = Message<"taskwire.v1.SubscribeExitsRequest">
    * @generated from field: uint32 heartbeat_ms = 6;
    */
   heartbeatMs: number;
+
+  /**
+   * Field mask: only these TaskStats fields are sent, by their kernel names
+   * ("ac_comm", "cpu_delay_total", ...). Empty sends every field.
+   *
+   * @generated from field: repeated string fields = 7;
+   */
+  fields: string[];
+
+  /**
+   * Server-side filter. A record that does not match is never produced for
+   * this listener: it takes no seq number and is not loss. It applies from
+   * the moment this stream opens (to a registered listener too).
+   *
+   * @generated from field: taskwire.v1.ExitFilter filter = 8;
+   */
+  filter?: ExitFilter | undefined;
 };
 
 /**
@@ -282,6 +299,49 @@ export type SubscribeExitsRequest = Message<"taskwire.v1.SubscribeExitsRequest">
  */
 export const SubscribeExitsRequestSchema: GenMessage<SubscribeExitsRequest> = /*@__PURE__*/
   messageDesc(file_taskwire_v1_taskstats, 8);
+
+/**
+ * Which exits a subscriber wants. Criteria combine with AND; the values of one
+ * criterion with OR. Unset criteria match everything.
+ *
+ * @generated from message taskwire.v1.ExitFilter
+ */
+export type ExitFilter = Message<"taskwire.v1.ExitFilter"> & {
+  /**
+   * Thread group ids (processes) whose threads' exits to send.
+   *
+   * @generated from field: repeated uint32 tgids = 1;
+   */
+  tgids: number[];
+
+  /**
+   * User ids (ac_uid) whose tasks' exits to send.
+   *
+   * @generated from field: repeated uint32 uids = 2;
+   */
+  uids: number[];
+
+  /**
+   * Only tasks whose ac_comm starts with this.
+   *
+   * @generated from field: string comm_prefix = 3;
+   */
+  commPrefix: string;
+
+  /**
+   * Only exits with a nonzero ac_exitcode (failed or killed).
+   *
+   * @generated from field: bool nonzero_exit = 4;
+   */
+  nonzeroExit: boolean;
+};
+
+/**
+ * Describes the message taskwire.v1.ExitFilter.
+ * Use `create(ExitFilterSchema)` to create a new message.
+ */
+export const ExitFilterSchema: GenMessage<ExitFilter> = /*@__PURE__*/
+  messageDesc(file_taskwire_v1_taskstats, 9);
 
 /**
  * @generated from message taskwire.v1.SubscribeExitsResponse
@@ -328,7 +388,7 @@ export type SubscribeExitsResponse = Message<"taskwire.v1.SubscribeExitsResponse
  * Use `create(SubscribeExitsResponseSchema)` to create a new message.
  */
 export const SubscribeExitsResponseSchema: GenMessage<SubscribeExitsResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 9);
+  messageDesc(file_taskwire_v1_taskstats, 10);
 
 /**
  * One event of a listener's stream. seq counts 1, 2, 3, ... per listener over
@@ -375,7 +435,7 @@ export type ExitEvent = Message<"taskwire.v1.ExitEvent"> & {
  * Use `create(ExitEventSchema)` to create a new message.
  */
 export const ExitEventSchema: GenMessage<ExitEvent> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 10);
+  messageDesc(file_taskwire_v1_taskstats, 11);
 
 /**
  * A task exit: the kernel's TASKSTATS_CMD_NEW message.
@@ -419,7 +479,7 @@ export type Exit = Message<"taskwire.v1.Exit"> & {
  * Use `create(ExitSchema)` to create a new message.
  */
 export const ExitSchema: GenMessage<Exit> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 11);
+  messageDesc(file_taskwire_v1_taskstats, 12);
 
 /**
  * Records produced for this listener that it will never receive.
@@ -453,7 +513,7 @@ export type Lost = Message<"taskwire.v1.Lost"> & {
  * Use `create(LostSchema)` to create a new message.
  */
 export const LostSchema: GenMessage<Lost> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 12);
+  messageDesc(file_taskwire_v1_taskstats, 13);
 
 /**
  * @generated from message taskwire.v1.GetInfoRequest
@@ -466,7 +526,7 @@ export type GetInfoRequest = Message<"taskwire.v1.GetInfoRequest"> & {
  * Use `create(GetInfoRequestSchema)` to create a new message.
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 13);
+  messageDesc(file_taskwire_v1_taskstats, 14);
 
 /**
  * @generated from message taskwire.v1.GetInfoResponse
@@ -597,7 +657,7 @@ export type GetInfoResponse = Message<"taskwire.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 14);
+  messageDesc(file_taskwire_v1_taskstats, 15);
 
 /**
  * What a listener's queue drops when it is full. Either way the stream
