@@ -146,21 +146,27 @@ describe("SubscribeExits through the SDK", () => {
     expect((await client.getInfo({})).watchedCpus).toBe("");
   });
 
-  it("cancelling many streams leaves no listeners behind", async () => {
+  it("cancelling 1,000 streams leaves no listeners, queues or timers behind", async () => {
     // A modest rate: client and server share this process's event loop.
-    const { client, server } = await start({ exitRate: 20 });
-    const ctls = Array.from({ length: 50 }, () => new AbortController());
-    const runs = ctls.map(async (ctl) => {
+    const { client, server } = await start({ exitRate: 50 });
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const ctls = Array.from({ length: 1000 }, () => new AbortController());
+    const runs = ctls.map(async (ctl, i) => {
       try {
-        for await (const _ of watchExits(client, { cpumask: "0-7", signal: ctl.signal })) { /* drain */ }
+        for await (const _ of watchExits(client, { cpumask: String(i % 8), heartbeatMs: 1000, signal: ctl.signal })) { /* drain */ }
       } catch { /* aborted */ }
     });
-    await eventually(async () => (await client.getInfo({})).streams === 50);
+    await eventually(() => server.registry.stats().streams === 1000, 30_000);
+    expect(server.registry.stats().listeners).toBe(1000);
+    expect(timers()).toBeGreaterThanOrEqual(before + 500); // idle streams wait on heartbeat timers
     for (const c of ctls) c.abort();
     await Promise.all(runs);
-    await eventually(() => server.registry.stats().listeners === 0);
-    expect(server.registry.stats().watchedCpus).toBe("");
-  });
+    await eventually(() => server.registry.stats().listeners === 0, 10_000);
+    expect(server.registry.stats()).toMatchObject({ listeners: 0, streams: 0, watchedCpus: "" });
+    expect([...server.registry.listeners()]).toEqual([]);
+    await eventually(() => timers() <= before, 5000);
+  }, 60_000);
 
   it("refuses a request naming both or neither of listener_id and cpumask", async () => {
     const { client } = await start();
@@ -186,6 +192,22 @@ describe("SubscribeExits through the SDK", () => {
     await second.next();
     expect(await codeOf(first)).toBe(Code.Aborted);
     ctl.abort();
+  });
+});
+
+describe("observability", () => {
+  it("GetInfo{listeners} shows each listener's queue depth, drops by reason and rate", async () => {
+    const { client, source } = await start({ exitRate: 0 });
+    const reg = await client.register({ cpumask: "0-7", buffer: 100 });
+    source.kernel.exitNow(500); // nobody reads: the queue fills and overflows
+    const info = await client.getInfo({ listeners: true });
+    expect(info.listenerDetails).toHaveLength(1);
+    const l = info.listenerDetails[0]!;
+    expect(l).toMatchObject({ listenerId: reg.listenerId, cpumask: "0-7", streaming: false, queueDepth: 100, queueCapacity: 100, produced: 500n, delivered: 0n });
+    expect(l.lostSubscriberOverflow).toBe(400n);
+    expect(info.subscriberDrops).toBe(400n);
+    expect((await client.getInfo({})).listenerDetails).toEqual([]);
+    await eventually(async () => (await client.getInfo({ listeners: true })).listenerDetails[0]!.eventsPerSecond > 0, 3000);
   });
 });
 

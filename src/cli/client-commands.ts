@@ -20,8 +20,8 @@ export async function getCommand(url: string, kind: "pid" | "tgid", id: number, 
 }
 
 /** `taskwire info`. */
-export async function infoCommand(url: string, json: boolean): Promise<void> {
-  const info = await client(url).getInfo({});
+export async function infoCommand(url: string, json: boolean, listeners = false): Promise<void> {
+  const info = await client(url).getInfo({ listeners });
   if (json) {
     console.log(toJsonString(GetInfoResponseSchema, info, JSON_OPTS));
     return;
@@ -35,6 +35,13 @@ export async function infoCommand(url: string, json: boolean): Promise<void> {
     ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`], ["lease", `${info.leaseMs} ms`],
   ];
   for (const [k, v] of rows) console.log(`${k.padEnd(18)} ${v}`);
+  if (!listeners) return;
+  console.log("\nlistener                              cpus        stream  queue          produced  lost(sub/kernel)  events/s");
+  for (const l of info.listenerDetails) {
+    console.log(`${l.listenerId.padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
+      `${`${l.queueDepth}/${l.queueCapacity}`.padEnd(14)} ${String(l.produced).padStart(8)}  ` +
+      `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}`.padEnd(16)}  ${l.eventsPerSecond.toFixed(1)}`);
+  }
 }
 
 /** Options of `taskwire watch`. */

@@ -90,8 +90,9 @@ function buildProgram(): Command {
   program.command("info")
     .description("what the server is: source, kernel, CPUs, counters")
     .option("--json", "print JSON")
+    .option("--listeners", "also list every listener: queue depth, drops by reason, events/s")
     .addOption(urlOption())
-    .action(async (o: { json?: boolean; url: string }) => infoCommand(o.url, o.json === true));
+    .action(async (o: { json?: boolean; listeners?: boolean; url: string }) => infoCommand(o.url, o.json === true, o.listeners === true));
   return program;
 }
 

@@ -3,9 +3,9 @@
  * source and a listener registry passed in. Domain errors become Connect
  * codes here and nowhere else.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { GetInfoResponseSchema, TaskStats, type SubscribeExitsRequest } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { GetInfoResponseSchema, ListenerInfoSchema, OverflowPolicy, TaskStats, type SubscribeExitsRequest } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
@@ -74,7 +74,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
         return { cpumask: left.length === 0 ? "" : registry.cpumaskOf(listener) };
       }),
     subscribeExits: (req, ctx) => subscribe(deps, req, ctx.signal),
-    getInfo: () =>
+    getInfo: (req) =>
       guard(() => {
         const info = source.info();
         const stats = registry.stats();
@@ -86,8 +86,19 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
           records: BigInt(info.records), kernelDrops: BigInt(info.kernelDrops), kernelOverruns: BigInt(info.overruns),
           subscriberDrops: BigInt(stats.lost["subscriber-overflow"]), serverVersion: deps.version,
           socketBuffer: info.socketBuffer, maxBuffer: limits.maxBuffer, defaultBuffer: limits.defaultBuffer, leaseMs: limits.leaseMs,
+          listenerDetails: req.listeners ? [...registry.listeners()].map((l) => listenerInfo(registry, l)) : [],
         });
       }),
+  };
+}
+
+function listenerInfo(registry: ListenerRegistry, l: Listener): MessageInitShape<typeof ListenerInfoSchema> {
+  return {
+    listenerId: l.id, cpumask: registry.cpumaskOf(l), streaming: l.attached, ephemeral: l.ephemeral,
+    overflow: l.queue.policy === "drop-oldest" ? OverflowPolicy.DROP_OLDEST : OverflowPolicy.DROP_NEWEST,
+    queueDepth: l.queue.depth, queueCapacity: l.queue.capacity, produced: BigInt(l.produced), delivered: BigInt(l.delivered),
+    lostSubscriberOverflow: BigInt(l.lost["subscriber-overflow"]), lostKernelOverflow: BigInt(l.lost["kernel-overflow"]),
+    lostRetention: BigInt(l.lost.retention), lostRestart: BigInt(l.lost.restart), eventsPerSecond: l.rate,
   };
 }
 

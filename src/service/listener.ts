@@ -30,6 +30,10 @@ export class Listener {
   produced = 0;
   /** Exits handed to a stream. */
   delivered = 0;
+  /** Events produced per second, an exponentially weighted average over samples. */
+  rate = 0;
+  #sampledProduced = 0;
+  #sampledAt: number;
   /** Which records this listener wants (set by the stream that subscribes); others take no seq. */
   filter: ((record: ExitRecord) => boolean) | undefined;
   /** When the last stream went away (or the listener was made), for lease reaping. */
@@ -44,6 +48,17 @@ export class Listener {
     this.ephemeral = o.ephemeral;
     this.queue = createEventQueue(o.capacity, o.policy);
     this.detachedAt = o.now;
+    this.#sampledAt = o.now;
+  }
+
+  /** Updates `rate` from what was produced since the last sample (the registry samples every second). */
+  sampleRate(now: number): void {
+    const dt = (now - this.#sampledAt) / 1000;
+    if (dt <= 0) return;
+    const current = (this.produced - this.#sampledProduced) / dt;
+    this.rate = this.rate === 0 ? current : 0.5 * this.rate + 0.5 * current;
+    this.#sampledProduced = this.produced;
+    this.#sampledAt = now;
   }
 
   get attached(): boolean {

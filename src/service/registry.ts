@@ -109,6 +109,7 @@ class _Registry implements ListenerRegistry {
   readonly #byId = new Map<string, Listener>();
   readonly #now: () => number;
   readonly #reaper: ReturnType<typeof setInterval>;
+  readonly #sampler: ReturnType<typeof setInterval>;
   /** Losses of listeners already removed, so totals never go backwards. */
   readonly #pastLost: LossCounters = { "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 };
 
@@ -120,6 +121,11 @@ class _Registry implements ListenerRegistry {
     source.start(this.#sink());
     this.#reaper = setInterval(() => this.reap(), Math.max(50, Math.floor(limits.leaseMs / 4)));
     (this.#reaper as { unref?: () => void }).unref?.();
+    this.#sampler = setInterval(() => {
+      const now = this.#now();
+      for (const l of this.#byId.values()) l.sampleRate(now);
+    }, 1000);
+    (this.#sampler as { unref?: () => void }).unref?.();
   }
 
   // The one path exits take: source -> per-CPU list -> each listener's queue.
@@ -210,6 +216,7 @@ class _Registry implements ListenerRegistry {
 
   async close(): Promise<void> {
     clearInterval(this.#reaper);
+    clearInterval(this.#sampler);
     for (const l of [...this.#byId.values()]) this.remove(l, "the server is shutting down");
     await this.#source.close();
   }

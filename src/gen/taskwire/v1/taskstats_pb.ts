@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskwire/v1/taskstats.proto.
  */
 export const file_taskwire_v1_taskstats: GenFile = /*@__PURE__*/
-  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIt4BChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNEg4KBmZpZWxkcxgHIAMoCRInCgZmaWx0ZXIYCCABKAsyFy50YXNrd2lyZS52MS5FeGl0RmlsdGVyIlQKCkV4aXRGaWx0ZXISDQoFdGdpZHMYASADKA0SDAoEdWlkcxgCIAMoDRITCgtjb21tX3ByZWZpeBgDIAEoCRIUCgxub256ZXJvX2V4aXQYBCABKAgiiQEKFlN1YnNjcmliZUV4aXRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYudGFza3dpcmUudjEuRXhpdEV2ZW50EhMKC2xpc3RlbmVyX2lkGAIgASgJEg8KB2NwdW1hc2sYAyABKAkSEQoJaGVhcnRiZWF0GAQgASgIEg4KBnF1ZXVlZBgFIAEoDSJ0CglFeGl0RXZlbnQSCwoDc2VxGAEgASgEEgsKA2NwdRgCIAEoDRIhCgRleGl0GAMgASgLMhEudGFza3dpcmUudjEuRXhpdEgAEiEKBGxvc3QYBCABKAsyES50YXNrd2lyZS52MS5Mb3N0SABCBwoFZXZlbnQimgEKBEV4aXQSCwoDcGlkGAEgASgNEgwKBHRnaWQYAiABKA0SMAoJcGlkX3N0YXRzGAMgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxI2Cgp0Z2lkX3N0YXRzGAQgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0c0gAiAEBQg0KC190Z2lkX3N0YXRzImMKBExvc3QSDQoFY291bnQYASABKAQSEQoJZmlyc3Rfc2VxGAIgASgEEhAKCGxhc3Rfc2VxGAMgASgEEicKBnJlYXNvbhgEIAEoDjIXLnRhc2t3aXJlLnYxLkxvc3NSZWFzb24iEAoOR2V0SW5mb1JlcXVlc3QilwMKD0dldEluZm9SZXNwb25zZRIOCgZzb3VyY2UYASABKAkSFQoNcG9zc2libGVfY3B1cxgCIAEoCRIZChF0YXNrc3RhdHNfdmVyc2lvbhgDIAEoDRIWCg50YXNrc3RhdHNfc2l6ZRgEIAEoDRIWCg5rZXJuZWxfcmVsZWFzZRgFIAEoCRIRCglkZWxheWFjY3QYBiABKAgSFAoMd2F0Y2hlZF9jcHVzGAcgASgJEhEKCWxpc3RlbmVycxgIIAEoDRIPCgdzdHJlYW1zGAkgASgNEg8KB3JlY29yZHMYCiABKAQSFAoMa2VybmVsX2Ryb3BzGAsgASgEEhgKEHN1YnNjcmliZXJfZHJvcHMYDCABKAQSFgoOc2VydmVyX3ZlcnNpb24YDSABKAkSFQoNc29ja2V0X2J1ZmZlchgOIAEoDRISCgptYXhfYnVmZmVyGA8gASgNEhYKDmRlZmF1bHRfYnVmZmVyGBAgASgNEhAKCGxlYXNlX21zGBEgASgNEhcKD2tlcm5lbF9vdmVycnVucxgSIAEoBCpzCg5PdmVyZmxvd1BvbGljeRIfChtPVkVSRkxPV19QT0xJQ1lfVU5TUEVDSUZJRUQQABIfChtPVkVSRkxPV19QT0xJQ1lfRFJPUF9ORVdFU1QQARIfChtPVkVSRkxPV19QT0xJQ1lfRFJPUF9PTERFU1QQAiqjAQoKTG9zc1JlYXNvbhIbChdMT1NTX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0xPU1NfUkVBU09OX1NVQlNDUklCRVJfT1ZFUkZMT1cQARIfChtMT1NTX1JFQVNPTl9LRVJORUxfT1ZFUkZMT1cQAhIZChVMT1NTX1JFQVNPTl9SRVRFTlRJT04QAxIXChNMT1NTX1JFQVNPTl9SRVNUQVJUEAQy3gMKCVRhc2tTdGF0cxJGCgZHZXRQaWQSGi50YXNrd2lyZS52MS5HZXRQaWRSZXF1ZXN0GhsudGFza3dpcmUudjEuR2V0UGlkUmVzcG9uc2UiA5ACARJJCgdHZXRUZ2lkEhsudGFza3dpcmUudjEuR2V0VGdpZFJlcXVlc3QaHC50YXNrd2lyZS52MS5HZXRUZ2lkUmVzcG9uc2UiA5ACARJHCghSZWdpc3RlchIcLnRhc2t3aXJlLnYxLlJlZ2lzdGVyUmVxdWVzdBodLnRhc2t3aXJlLnYxLlJlZ2lzdGVyUmVzcG9uc2USTQoKRGVyZWdpc3RlchIeLnRhc2t3aXJlLnYxLkRlcmVnaXN0ZXJSZXF1ZXN0Gh8udGFza3dpcmUudjEuRGVyZWdpc3RlclJlc3BvbnNlElsKDlN1YnNjcmliZUV4aXRzEiIudGFza3dpcmUudjEuU3Vic2NyaWJlRXhpdHNSZXF1ZXN0GiMudGFza3dpcmUudjEuU3Vic2NyaWJlRXhpdHNSZXNwb25zZTABEkkKB0dldEluZm8SGy50YXNrd2lyZS52MS5HZXRJbmZvUmVxdWVzdBocLnRhc2t3aXJlLnYxLkdldEluZm9SZXNwb25zZSIDkAIBYgZwcm90bzM", [file_taskwire_kernel_v1_taskstats]);
+  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIt4BChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNEg4KBmZpZWxkcxgHIAMoCRInCgZmaWx0ZXIYCCABKAsyFy50YXNrd2lyZS52MS5FeGl0RmlsdGVyIlQKCkV4aXRGaWx0ZXISDQoFdGdpZHMYASADKA0SDAoEdWlkcxgCIAMoDRITCgtjb21tX3ByZWZpeBgDIAEoCRIUCgxub256ZXJvX2V4aXQYBCABKAgiiQEKFlN1YnNjcmliZUV4aXRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYudGFza3dpcmUudjEuRXhpdEV2ZW50EhMKC2xpc3RlbmVyX2lkGAIgASgJEg8KB2NwdW1hc2sYAyABKAkSEQoJaGVhcnRiZWF0GAQgASgIEg4KBnF1ZXVlZBgFIAEoDSJ0CglFeGl0RXZlbnQSCwoDc2VxGAEgASgEEgsKA2NwdRgCIAEoDRIhCgRleGl0GAMgASgLMhEudGFza3dpcmUudjEuRXhpdEgAEiEKBGxvc3QYBCABKAsyES50YXNrd2lyZS52MS5Mb3N0SABCBwoFZXZlbnQimgEKBEV4aXQSCwoDcGlkGAEgASgNEgwKBHRnaWQYAiABKA0SMAoJcGlkX3N0YXRzGAMgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxI2Cgp0Z2lkX3N0YXRzGAQgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0c0gAiAEBQg0KC190Z2lkX3N0YXRzImMKBExvc3QSDQoFY291bnQYASABKAQSEQoJZmlyc3Rfc2VxGAIgASgEEhAKCGxhc3Rfc2VxGAMgASgEEicKBnJlYXNvbhgEIAEoDjIXLnRhc2t3aXJlLnYxLkxvc3NSZWFzb24iIwoOR2V0SW5mb1JlcXVlc3QSEQoJbGlzdGVuZXJzGAEgASgIIuQCCgxMaXN0ZW5lckluZm8SEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIRCglzdHJlYW1pbmcYAyABKAgSEQoJZXBoZW1lcmFsGAQgASgIEi0KCG92ZXJmbG93GAUgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kSEwoLcXVldWVfZGVwdGgYBiABKA0SFgoOcXVldWVfY2FwYWNpdHkYByABKA0SEAoIcHJvZHVjZWQYCCABKAQSEQoJZGVsaXZlcmVkGAkgASgEEiAKGGxvc3Rfc3Vic2NyaWJlcl9vdmVyZmxvdxgKIAEoBBIcChRsb3N0X2tlcm5lbF9vdmVyZmxvdxgLIAEoBBIWCg5sb3N0X3JldGVudGlvbhgMIAEoBBIUCgxsb3N0X3Jlc3RhcnQYDSABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYDiABKAEizAMKD0dldEluZm9SZXNwb25zZRIOCgZzb3VyY2UYASABKAkSFQoNcG9zc2libGVfY3B1cxgCIAEoCRIZChF0YXNrc3RhdHNfdmVyc2lvbhgDIAEoDRIWCg50YXNrc3RhdHNfc2l6ZRgEIAEoDRIWCg5rZXJuZWxfcmVsZWFzZRgFIAEoCRIRCglkZWxheWFjY3QYBiABKAgSFAoMd2F0Y2hlZF9jcHVzGAcgASgJEhEKCWxpc3RlbmVycxgIIAEoDRIPCgdzdHJlYW1zGAkgASgNEg8KB3JlY29yZHMYCiABKAQSFAoMa2VybmVsX2Ryb3BzGAsgASgEEhgKEHN1YnNjcmliZXJfZHJvcHMYDCABKAQSFgoOc2VydmVyX3ZlcnNpb24YDSABKAkSFQoNc29ja2V0X2J1ZmZlchgOIAEoDRISCgptYXhfYnVmZmVyGA8gASgNEhYKDmRlZmF1bHRfYnVmZmVyGBAgASgNEhAKCGxlYXNlX21zGBEgASgNEhcKD2tlcm5lbF9vdmVycnVucxgSIAEoBBIzChBsaXN0ZW5lcl9kZXRhaWxzGBMgAygLMhkudGFza3dpcmUudjEuTGlzdGVuZXJJbmZvKnMKDk92ZXJmbG93UG9saWN5Eh8KG09WRVJGTE9XX1BPTElDWV9VTlNQRUNJRklFRBAAEh8KG09WRVJGTE9XX1BPTElDWV9EUk9QX05FV0VTVBABEh8KG09WRVJGTE9XX1BPTElDWV9EUk9QX09MREVTVBACKqMBCgpMb3NzUmVhc29uEhsKF0xPU1NfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofTE9TU19SRUFTT05fU1VCU0NSSUJFUl9PVkVSRkxPVxABEh8KG0xPU1NfUkVBU09OX0tFUk5FTF9PVkVSRkxPVxACEhkKFUxPU1NfUkVBU09OX1JFVEVOVElPThADEhcKE0xPU1NfUkVBU09OX1JFU1RBUlQQBDLeAwoJVGFza1N0YXRzEkYKBkdldFBpZBIaLnRhc2t3aXJlLnYxLkdldFBpZFJlcXVlc3QaGy50YXNrd2lyZS52MS5HZXRQaWRSZXNwb25zZSIDkAIBEkkKB0dldFRnaWQSGy50YXNrd2lyZS52MS5HZXRUZ2lkUmVxdWVzdBocLnRhc2t3aXJlLnYxLkdldFRnaWRSZXNwb25zZSIDkAIBEkcKCFJlZ2lzdGVyEhwudGFza3dpcmUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0udGFza3dpcmUudjEuUmVnaXN0ZXJSZXNwb25zZRJNCgpEZXJlZ2lzdGVyEh4udGFza3dpcmUudjEuRGVyZWdpc3RlclJlcXVlc3QaHy50YXNrd2lyZS52MS5EZXJlZ2lzdGVyUmVzcG9uc2USWwoOU3Vic2NyaWJlRXhpdHMSIi50YXNrd2lyZS52MS5TdWJzY3JpYmVFeGl0c1JlcXVlc3QaIy50YXNrd2lyZS52MS5TdWJzY3JpYmVFeGl0c1Jlc3BvbnNlMAESSQoHR2V0SW5mbxIbLnRhc2t3aXJlLnYxLkdldEluZm9SZXF1ZXN0GhwudGFza3dpcmUudjEuR2V0SW5mb1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_taskwire_kernel_v1_taskstats]);
 
 /**
  * @generated from message taskwire.v1.GetPidRequest
@@ -519,6 +519,12 @@ export const LostSchema: GenMessage<Lost> = /*@__PURE__*/
  * @generated from message taskwire.v1.GetInfoRequest
  */
 export type GetInfoRequest = Message<"taskwire.v1.GetInfoRequest"> & {
+  /**
+   * Include every listener's details (queue depth, drops by reason, rate).
+   *
+   * @generated from field: bool listeners = 1;
+   */
+  listeners: boolean;
 };
 
 /**
@@ -527,6 +533,102 @@ export type GetInfoRequest = Message<"taskwire.v1.GetInfoRequest"> & {
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
   messageDesc(file_taskwire_v1_taskstats, 14);
+
+/**
+ * One listener's state, for observability.
+ *
+ * @generated from message taskwire.v1.ListenerInfo
+ */
+export type ListenerInfo = Message<"taskwire.v1.ListenerInfo"> & {
+  /**
+   * @generated from field: string listener_id = 1;
+   */
+  listenerId: string;
+
+  /**
+   * @generated from field: string cpumask = 2;
+   */
+  cpumask: string;
+
+  /**
+   * A stream is attached now.
+   *
+   * @generated from field: bool streaming = 3;
+   */
+  streaming: boolean;
+
+  /**
+   * Made by an inline-cpumask subscription; dies with its stream.
+   *
+   * @generated from field: bool ephemeral = 4;
+   */
+  ephemeral: boolean;
+
+  /**
+   * @generated from field: taskwire.v1.OverflowPolicy overflow = 5;
+   */
+  overflow: OverflowPolicy;
+
+  /**
+   * Exits waiting in the queue, and the queue's size.
+   *
+   * @generated from field: uint32 queue_depth = 6;
+   */
+  queueDepth: number;
+
+  /**
+   * @generated from field: uint32 queue_capacity = 7;
+   */
+  queueCapacity: number;
+
+  /**
+   * Events produced for it (its last seq) and exits handed to streams.
+   *
+   * @generated from field: uint64 produced = 8;
+   */
+  produced: bigint;
+
+  /**
+   * @generated from field: uint64 delivered = 9;
+   */
+  delivered: bigint;
+
+  /**
+   * Events lost, by reason.
+   *
+   * @generated from field: uint64 lost_subscriber_overflow = 10;
+   */
+  lostSubscriberOverflow: bigint;
+
+  /**
+   * @generated from field: uint64 lost_kernel_overflow = 11;
+   */
+  lostKernelOverflow: bigint;
+
+  /**
+   * @generated from field: uint64 lost_retention = 12;
+   */
+  lostRetention: bigint;
+
+  /**
+   * @generated from field: uint64 lost_restart = 13;
+   */
+  lostRestart: bigint;
+
+  /**
+   * Events produced per second, averaged over the last few seconds.
+   *
+   * @generated from field: double events_per_second = 14;
+   */
+  eventsPerSecond: number;
+};
+
+/**
+ * Describes the message taskwire.v1.ListenerInfo.
+ * Use `create(ListenerInfoSchema)` to create a new message.
+ */
+export const ListenerInfoSchema: GenMessage<ListenerInfo> = /*@__PURE__*/
+  messageDesc(file_taskwire_v1_taskstats, 15);
 
 /**
  * @generated from message taskwire.v1.GetInfoResponse
@@ -650,6 +752,13 @@ export type GetInfoResponse = Message<"taskwire.v1.GetInfoResponse"> & {
    * @generated from field: uint64 kernel_overruns = 18;
    */
   kernelOverruns: bigint;
+
+  /**
+   * Per-listener details, when the request asked for them.
+   *
+   * @generated from field: repeated taskwire.v1.ListenerInfo listener_details = 19;
+   */
+  listenerDetails: ListenerInfo[];
 };
 
 /**
@@ -657,7 +766,7 @@ export type GetInfoResponse = Message<"taskwire.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 15);
+  messageDesc(file_taskwire_v1_taskstats, 16);
 
 /**
  * What a listener's queue drops when it is full. Either way the stream
