@@ -136,7 +136,7 @@ describe("SubscribeExits through the SDK", () => {
   it("an ephemeral listener lives exactly as long as its stream", async () => {
     const { client } = await start({ exitRate: 100 });
     const ctl = new AbortController();
-    const it = watchExits(client, { cpumask: "0-7", signal: ctl.signal, onSubscribed: () => {} })[Symbol.asyncIterator]();
+    const it = watchExits(client, { cpumask: "0-7", resume: false, signal: ctl.signal, onSubscribed: () => {} })[Symbol.asyncIterator]();
     const first = it.next();
     await eventually(async () => (await client.getInfo({})).listeners === 1);
     expect((await client.getInfo({})).streams).toBe(1);
@@ -154,7 +154,7 @@ describe("SubscribeExits through the SDK", () => {
     const ctls = Array.from({ length: 1000 }, () => new AbortController());
     const runs = ctls.map(async (ctl, i) => {
       try {
-        for await (const _ of watchExits(client, { cpumask: String(i % 8), heartbeatMs: 1000, signal: ctl.signal })) { /* drain */ }
+        for await (const _ of watchExits(client, { cpumask: String(i % 8), heartbeatMs: 1000, resume: false, signal: ctl.signal })) { /* drain */ }
       } catch { /* aborted */ }
     });
     await eventually(() => server.registry.stats().streams === 1000, 30_000);

@@ -111,6 +111,14 @@ describe("sim kernel", () => {
     expect(k.getTgid(threads.find((p) => p !== multi) ?? 0)).toBeUndefined(); // a non-leader tid is not a tgid
   });
 
+  it("holds its population steady however many tasks exit (no unbounded growth)", () => {
+    const k = createSimKernel({ cpus: 8, exitRate: 0, seed: 4, population: 500 });
+    k.exitNow(200_000);
+    expect(k.liveThreads).toBeGreaterThanOrEqual(500);
+    expect(k.liveThreads).toBeLessThan(500 + 8); // one new process brings at most 7 extra threads
+    expect(k.livePids().length).toBe(k.liveThreads);
+  });
+
   it("an exited task is gone", () => {
     const k = createSimKernel({ cpus: 2, exitRate: 0, seed: 9 });
     const rs = collect(k);

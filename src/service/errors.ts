@@ -13,6 +13,11 @@ export class InvalidRequestError extends Error {
   override readonly name = "InvalidRequestError";
 }
 
+/** A position the request names does not exist (e.g. a resume seq never sent). */
+export class OutOfRangeError extends Error {
+  override readonly name = "OutOfRangeError";
+}
+
 /** The source cannot do what was asked (e.g. lacks a feature). */
 export class UnsupportedError extends Error {
   override readonly name = "UnsupportedError";
@@ -27,6 +32,7 @@ const CODES: [new (...args: never[]) => Error, Code][] = [
   [SourcePermissionError, Code.PermissionDenied],
   [SourceUnavailableError, Code.Unavailable],
   [UnsupportedError, Code.FailedPrecondition],
+  [OutOfRangeError, Code.OutOfRange],
 ];
 
 /** Maps any thrown value to a ConnectError. */

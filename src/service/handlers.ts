@@ -9,7 +9,8 @@ import { GetInfoResponseSchema, ListenerInfoSchema, OverflowPolicy, TaskStats, t
 import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
-import { InvalidRequestError, toConnectError } from "./errors.ts";
+import { InvalidRequestError, OutOfRangeError, toConnectError } from "./errors.ts";
+import type { QueueItem } from "./event-queue.ts";
 import type { Listener } from "./listener.ts";
 import type { ListenerRegistry } from "./registry.ts";
 import { compileFieldMask, compileFilter, type Projection } from "./projection.ts";
@@ -92,6 +93,15 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
   };
 }
 
+function resume(listener: Listener, afterSeq: bigint): QueueItem[] {
+  try {
+    return listener.resumeAfter(Number(afterSeq));
+  } catch (err) {
+    if (err instanceof RangeError) throw new OutOfRangeError(err.message);
+    throw err;
+  }
+}
+
 function listenerInfo(registry: ListenerRegistry, l: Listener): MessageInitShape<typeof ListenerInfoSchema> {
   return {
     listenerId: l.id, cpumask: registry.cpumaskOf(l), streaming: l.attached, ephemeral: l.ephemeral,
@@ -107,6 +117,7 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
   let listener: Listener;
   let heartbeatMs: number;
   let project: Projection;
+  let replay: QueueItem[];
   try {
     project = compileFieldMask(req.fields);
     const filter = compileFilter(req.filter);
@@ -121,13 +132,15 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
       ? registry.get(req.listenerId)
       : registry.create(requireMask(req.cpumask, deps, "cpumask"), { buffer: req.buffer, policy: toPolicy(req.overflow), ephemeral: true });
     listener.filter = filter;
+    if (req.afterSeq !== 0n && req.listenerId === "") throw new InvalidRequestError("after_seq resumes a listener: pass listener_id with it");
+    replay = req.afterSeq === 0n ? [] : resume(listener, req.afterSeq);
   } catch (err) {
     throw toConnectError(err);
   }
   const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
   try {
     await deps.source.synced(); // the opening message means the kernel is listening
-    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, ...(project && { project }) });
+    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, replay, ...(project && { project }) });
   } catch (err) {
     if (signal.aborted) return; // the client went away; nobody is left to tell
     throw toConnectError(err);

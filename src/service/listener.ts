@@ -6,6 +6,10 @@
  */
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { createEventQueue, type EventQueue, type LossKind, type OverflowPolicy, type QueueItem } from "./event-queue.ts";
+import { lastSeqOf, Retention } from "./_retention.ts";
+
+/** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
+export type StreamEnd = "removed" | "takeover" | "shutdown";
 
 /** Loss counters by reason. */
 export type LossCounters = Record<LossKind, number>;
@@ -30,6 +34,9 @@ export class Listener {
   produced = 0;
   /** Exits handed to a stream. */
   delivered = 0;
+  /** The last seq handed to a stream. */
+  handedOut = 0;
+  readonly #retention: Retention;
   /** Events produced per second, an exponentially weighted average over samples. */
   rate = 0;
   #sampledProduced = 0;
@@ -41,12 +48,13 @@ export class Listener {
   /** The attached stream's wake-up, if any. */
   #wake: (() => void) | undefined;
   /** Ends the attached stream (takeover, removal). */
-  #end: ((why: string, takeover: boolean) => void) | undefined;
+  #end: ((why: string, code: StreamEnd) => void) | undefined;
 
   constructor(o: ListenerOptions) {
     this.id = o.id;
     this.ephemeral = o.ephemeral;
     this.queue = createEventQueue(o.capacity, o.policy);
+    this.#retention = new Retention(o.capacity);
     this.detachedAt = o.now;
     this.#sampledAt = o.now;
   }
@@ -86,30 +94,52 @@ export class Listener {
   /** Takes up to `max` queued items for the attached stream. */
   take(max: number): QueueItem[] {
     const items = this.queue.take(max);
-    for (const item of items) if (item.kind === "exit") this.delivered++;
+    for (const item of items) {
+      if (item.kind === "exit") this.delivered++;
+      this.handedOut = lastSeqOf(item);
+      this.#retention.push(item);
+    }
     return items;
   }
 
+  /**
+   * What a client that has everything up to `seq` missed of what was handed
+   * out: the retained items after it, preceded by a RETENTION loss for any
+   * seqs no longer retained. Throws RangeError when `seq` was never handed out.
+   */
+  resumeAfter(seq: number): QueueItem[] {
+    if (seq > this.handedOut) {
+      throw new RangeError(`after_seq ${seq} is beyond the last event this listener sent (${this.handedOut}); resume from a seq you received`);
+    }
+    const replay = this.#retention.after(seq);
+    const firstKept = replay.length > 0 ? (replay[0]!.kind === "exit" ? replay[0]!.seq : replay[0]!.first) : this.handedOut + 1;
+    if (firstKept > seq + 1) {
+      this.lost.retention += firstKept - seq - 1;
+      replay.unshift({ kind: "lost", first: seq + 1, last: firstKept - 1, reason: "retention", cpu: -1 });
+    }
+    return replay;
+  }
+
   /** Attaches a stream; an attached one is ended first (takeover). */
-  attach(wake: () => void, end: (why: string, takeover: boolean) => void): void {
-    this.#end?.("another stream subscribed to this listener", true);
+  attach(wake: () => void, end: (why: string, code: StreamEnd) => void): void {
+    this.#end?.("another stream subscribed to this listener", "takeover");
     this.#wake = wake;
     this.#end = end;
   }
 
   /** Detaches the stream whose `end` this is (a stale detach is ignored). */
-  detach(end: (why: string, takeover: boolean) => void, now: number): void {
+  detach(end: (why: string, code: StreamEnd) => void, now: number): void {
     if (this.#end !== end) return;
     this.#wake = undefined;
     this.#end = undefined;
     this.detachedAt = now;
   }
 
-  /** Ends the attached stream, e.g. when the listener is removed. */
-  close(why: string): void {
+  /** Ends the attached stream: normally once its queue is sent ("removed"), or at once as the server shuts down. */
+  close(why: string, how: StreamEnd = "removed"): void {
     const end = this.#end;
     this.#wake = undefined;
     this.#end = undefined;
-    end?.(why, false);
+    end?.(why, how);
   }
 }

@@ -9,7 +9,7 @@ import type { ExitRecord } from "../kernel/exit-record.ts";
 import { createListenerTable, type DemandChange, type ListenerTable } from "../kernel/listener-table.ts";
 import type { ExitSink, TaskstatsSource } from "../sources/source.ts";
 import type { OverflowPolicy } from "./event-queue.ts";
-import { Listener, type LossCounters } from "./listener.ts";
+import { Listener, type LossCounters, type StreamEnd } from "./listener.ts";
 
 /** Server-side limits and defaults. */
 export interface Limits {
@@ -75,8 +75,8 @@ export interface ListenerRegistry {
   add(listener: Listener, cpus: readonly number[]): void;
   /** Removes CPUs; a listener left with none is removed. Returns the CPUs left. */
   removeCpus(listener: Listener, cpus: readonly number[]): number[];
-  /** Removes a listener entirely and ends its stream. */
-  remove(listener: Listener, why: string): void;
+  /** Removes a listener entirely and ends its stream (after its queue, unless `how` says at once). */
+  remove(listener: Listener, why: string, how?: StreamEnd): void;
   get(id: string): Listener;
   cpusOf(listener: Listener): number[];
   /** Canonical cpulist of a listener's CPUs. */
@@ -163,11 +163,11 @@ class _Registry implements ListenerRegistry {
     return left;
   }
 
-  remove(listener: Listener, why: string): void {
+  remove(listener: Listener, why: string, how: StreamEnd = "removed"): void {
     if (!this.#byId.delete(listener.id)) return;
     this.#demand(this.#table.remove(listener, this.#table.cpusOf(listener)));
     for (const k of Object.keys(this.#pastLost) as (keyof LossCounters)[]) this.#pastLost[k] += listener.lost[k];
-    listener.close(why);
+    listener.close(why, how);
   }
 
   get(id: string): Listener {
@@ -217,7 +217,7 @@ class _Registry implements ListenerRegistry {
   async close(): Promise<void> {
     clearInterval(this.#reaper);
     clearInterval(this.#sampler);
-    for (const l of [...this.#byId.values()]) this.remove(l, "the server is shutting down");
+    for (const l of [...this.#byId.values()]) this.remove(l, "the server is shutting down; reconnect later", "shutdown");
     await this.#source.close();
   }
 

@@ -10,7 +10,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toExitEvent } from "./convert.ts";
-import type { Listener } from "./listener.ts";
+import type { QueueItem } from "./event-queue.ts";
+import type { Listener, StreamEnd } from "./listener.ts";
 import type { Projection } from "./projection.ts";
 import type { ListenerRegistry } from "./registry.ts";
 
@@ -21,13 +22,18 @@ export interface StreamOptions {
   readonly signal: AbortSignal;
   /** Field mask for TaskStats, if any. */
   readonly project?: Projection;
+  /** Items to send before the queue: a resumed stream's replay. */
+  readonly replay?: QueueItem[];
 }
 
 interface Ended {
   readonly why: string;
-  /** Another stream subscribed to the listener: this one stops at once (ABORTED). */
-  readonly takeover: boolean;
+  readonly how: StreamEnd;
 }
+
+// Takeover: another stream has the listener (ABORTED, do not retry). Shutdown:
+// the server is going away (UNAVAILABLE, reconnect elsewhere or later).
+const END_CODES: Partial<Record<StreamEnd, Code>> = { takeover: Code.Aborted, shutdown: Code.Unavailable };
 
 /** Streams `listener` until the client goes, the listener is removed, or another stream takes over. */
 export async function* streamListener(registry: ListenerRegistry, listener: Listener, o: StreamOptions): AsyncGenerator<SubscribeExitsResponse> {
@@ -38,8 +44,8 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
     resolveWait = undefined;
     r?.(true);
   };
-  const end = (why: string, takeover: boolean): void => {
-    ended = { why, takeover };
+  const end = (why: string, how: StreamEnd): void => {
+    ended = { why, how };
     wake();
   };
   listener.attach(wake, end);
@@ -54,9 +60,14 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
     create(SubscribeExitsResponseSchema, { cpumask: registry.cpumaskOf(listener), queued: listener.queue.depth, ...fields });
   try {
     yield message({ listenerId: listener.id });
+    const replay = o.replay ?? [];
+    for (let i = 0; i < replay.length && !o.signal.aborted && ended === undefined; i += o.maxBatch) {
+      yield create(SubscribeExitsResponseSchema, { events: replay.slice(i, i + o.maxBatch).map((item) => toExitEvent(item, o.project)), queued: listener.queue.depth });
+    }
     for (;;) {
       if (o.signal.aborted) return;
-      if (ended?.takeover) throw new ConnectError(`listener ${listener.id}: ${ended.why}`, Code.Aborted);
+      const code = ended && END_CODES[ended.how];
+      if (code !== undefined) throw new ConnectError(`listener ${listener.id}: ${ended!.why}`, code);
       if (listener.queue.length > 0) {
         const events = listener.take(o.maxBatch).map((item) => toExitEvent(item, o.project));
         yield create(SubscribeExitsResponseSchema, { events, queued: listener.queue.depth });

@@ -26,11 +26,11 @@ export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
  * (gRPC-Web, HTTP/2).
  */
 export const createTaskwireClient = clientFactory((s) => createConnectTransport(s));
-export { watchExits, type WatchExitsOptions, type Subscribed } from "./watch.ts";
+export { watchExits, type WatchExitsOptions, type Subscribed, type Reconnecting } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
 export {
   TaskStats, LossReason, OverflowPolicy,
-  type ExitEvent, type Exit, type Lost, type GetInfoResponse, type RegisterResponse,
+  type ExitEvent, type Exit, type Lost, type GetInfoResponse, type RegisterResponse, type ExitFilter, type ListenerInfo,
   type DeregisterResponse, type GetPidResponse, type GetTgidResponse, type SubscribeExitsResponse,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 export { TaskStatsSchema } from "./gen/taskwire/kernel/v1/taskstats_pb.ts";

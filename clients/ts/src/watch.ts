@@ -1,60 +1,207 @@
-import type { OverflowPolicy, ExitEvent } from "./gen/taskwire/v1/taskstats_pb.ts";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  ExitEventSchema, LossReason, type ExitEvent, type ExitFilterSchema, type OverflowPolicy,
+} from "./gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskwireClient } from "./client.ts";
 
-/** What the server said when the stream opened. */
+/** What the server said when a stream opened. */
 export interface Subscribed {
   readonly listenerId: string;
   readonly cpumask: string;
 }
 
+/** Why and when watchExits reconnects. */
+export interface Reconnecting {
+  /** 1 for the first retry after a failure, 2 for the next... */
+  readonly attempt: number;
+  readonly error: ConnectError;
+  readonly delayMs: number;
+}
+
 /** Options of watchExits: exactly one of `cpumask` and `listenerId`. */
 export type WatchExitsOptions = ({ cpumask: string; listenerId?: undefined } | { listenerId: string; cpumask?: undefined }) & {
-  /** Queue size for an ephemeral listener (0 or unset: the server default). */
+  /** Queue size for a listener made from `cpumask` (0 or unset: the server default). */
   buffer?: number;
-  /** Overflow policy for an ephemeral listener. */
+  /** Overflow policy for a listener made from `cpumask`. */
   overflow?: OverflowPolicy;
   /** Most events per stream message (unset: the server default). */
   maxBatch?: number;
-  /** Heartbeat interval on idle streams, ms (unset: the server default). */
+  /** Heartbeat interval on idle streams, ms (unset: the server default, 15 s). */
   heartbeatMs?: number;
+  /** Only these TaskStats fields, by kernel name ("ac_comm", ...). */
+  fields?: string[];
+  /** Server-side filter: tgids, uids, comm prefix, nonzero exit. */
+  filter?: MessageInitShape<typeof ExitFilterSchema>;
+  /**
+   * Reconnect with backoff and resume after a dropped stream (default true).
+   * With `cpumask`, the listener is registered (so it outlives a dropped
+   * connection for its lease) and deregistered when the iteration ends.
+   * false: one stream; with `cpumask`, an ephemeral listener that dies with it.
+   */
+  resume?: boolean;
+  /** Backoff between reconnects (defaults: 100 ms doubling to 5 s, unlimited attempts). */
+  backoff?: { initialMs?: number; maxMs?: number; maxAttempts?: number };
   /** Ends the iteration (and the server-side stream) when aborted. */
   signal?: AbortSignal;
-  /** Called once the server confirms the subscription, before any event. */
+  /** Called each time the server confirms a (re)subscription, before its events. */
   onSubscribed?: (info: Subscribed) => void;
+  /** Called before each reconnect attempt. */
+  onReconnect?: (info: Reconnecting) => void;
 };
+
+const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded, Code.Canceled]);
+const NETWORK = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ERR_STREAM_PREMATURE_CLOSE"]);
+
+// A connection that broke is worth another try whatever code the transport
+// gave it (connect-node reports a reset as ABORTED); a takeover's ABORTED is not.
+function retryable(err: ConnectError): boolean {
+  const cause = (err.cause as { code?: unknown } | undefined)?.code;
+  return RETRYABLE.has(err.code) || (typeof cause === "string" && NETWORK.has(cause));
+}
 
 /**
  * Iterates a listener's events: exits, and `lost` events that account for
- * every record this listener did not get (so received + lost = produced).
- * Heartbeats are consumed silently. Breaking out of the loop or aborting
- * `signal` ends the server-side stream.
+ * every record this listener did not get (received + lost = produced).
+ * Heartbeats are consumed silently. With `resume` (the default) a dropped
+ * stream is resumed where it stopped; if the server lost the listener
+ * (restart, expired lease) it is registered again and the gap is reported as
+ * a `lost` event with reason RESTART and `countUnknown` — never silently.
+ * Breaking out of the loop or aborting `signal` ends the server-side stream.
  */
 export async function* watchExits(client: TaskwireClient, options: WatchExitsOptions): AsyncGenerator<ExitEvent, void, undefined> {
   if ((options.cpumask === undefined) === (options.listenerId === undefined)) {
-    throw new TypeError("watchExits: pass exactly one of cpumask (an ephemeral listener) or listenerId (from register)");
+    throw new TypeError("watchExits: pass exactly one of cpumask (CPUs to watch) or listenerId (from register)");
   }
+  if (options.resume === false) {
+    yield* once(client, options);
+    return;
+  }
+  yield* resuming(client, options);
+}
+
+function streamRequest(options: WatchExitsOptions) {
+  return {
+    maxBatch: options.maxBatch ?? 0, heartbeatMs: options.heartbeatMs ?? 0, fields: options.fields ?? [],
+    ...(options.filter !== undefined && { filter: options.filter }),
+  };
+}
+
+function linked(signal: AbortSignal | undefined): { ctl: AbortController; unlink: () => void } {
   const ctl = new AbortController();
-  const onAbort = () => ctl.abort(options.signal?.reason);
-  options.signal?.addEventListener("abort", onAbort, { once: true });
+  const onAbort = () => ctl.abort(signal?.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) ctl.abort(signal.reason);
+  return { ctl, unlink: () => signal?.removeEventListener("abort", onAbort) };
+}
+
+async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncGenerator<ExitEvent, void, undefined> {
+  const { ctl, unlink } = linked(options.signal);
   try {
-    const stream = client.subscribeExits(
-      {
-        cpumask: options.cpumask ?? "", listenerId: options.listenerId ?? "", buffer: options.buffer ?? 0,
-        ...(options.overflow !== undefined && { overflow: options.overflow }),
-        maxBatch: options.maxBatch ?? 0, heartbeatMs: options.heartbeatMs ?? 0,
-      },
-      { signal: ctl.signal },
-    );
-    let first = true;
+    const stream = client.subscribeExits({
+      ...streamRequest(options), cpumask: options.cpumask ?? "", listenerId: options.listenerId ?? "", buffer: options.buffer ?? 0,
+      ...(options.overflow !== undefined && { overflow: options.overflow }),
+    }, { signal: ctl.signal });
     for await (const msg of stream) {
-      if (first) {
-        first = false;
-        options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
-      }
+      if (msg.listenerId !== "") options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
       yield* msg.events;
     }
   } finally {
-    options.signal?.removeEventListener("abort", onAbort);
+    unlink();
     ctl.abort();
+  }
+}
+
+async function register(client: TaskwireClient, options: WatchExitsOptions, signal: AbortSignal): Promise<string> {
+  const res = await client.register({
+    cpumask: options.cpumask!, buffer: options.buffer ?? 0, ...(options.overflow !== undefined && { overflow: options.overflow }),
+  }, { signal });
+  return res.listenerId;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function restartLoss(afterSeq: bigint): ExitEvent {
+  return create(ExitEventSchema, {
+    seq: afterSeq,
+    event: { case: "lost", value: { count: 0n, firstSeq: afterSeq + 1n, lastSeq: 0n, reason: LossReason.RESTART, countUnknown: true } },
+  });
+}
+
+async function* resuming(client: TaskwireClient, options: WatchExitsOptions): AsyncGenerator<ExitEvent, void, undefined> {
+  const { ctl, unlink } = linked(options.signal);
+  const initialMs = options.backoff?.initialMs ?? 100, maxMs = options.backoff?.maxMs ?? 5000;
+  const maxAttempts = options.backoff?.maxAttempts ?? Infinity;
+  // A stream silent for three heartbeats is dead (a half-open connection); reconnect.
+  const idleMs = 3 * (options.heartbeatMs ?? 15_000);
+  const owned = options.cpumask !== undefined;
+  let listenerId = options.listenerId;
+  let afterSeq = 0n;
+  let attempt = 0;
+  // A listener this iterator registered goes with it (best effort; its lease reaps it otherwise).
+  // Hung on the abort signal too: an iterator parked at a yield never reaches its finally.
+  const release = () => {
+    if (owned && listenerId !== undefined) client.deregister({ listenerId, cpumask: "all" }).catch(() => {});
+    listenerId = undefined;
+  };
+  ctl.signal.addEventListener("abort", release, { once: true });
+  try {
+    for (;;) {
+      const attemptCtl = new AbortController();
+      const stopAttempt = () => attemptCtl.abort();
+      ctl.signal.addEventListener("abort", stopAttempt, { once: true });
+      let idle: ReturnType<typeof setTimeout> | undefined;
+      const touch = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => attemptCtl.abort(new ConnectError("no message or heartbeat within 3 heartbeat intervals", Code.Unavailable)), idleMs);
+      };
+      try {
+        listenerId ??= await register(client, options, ctl.signal);
+        touch();
+        const stream = client.subscribeExits({ ...streamRequest(options), listenerId, afterSeq }, { signal: attemptCtl.signal });
+        for await (const msg of stream) {
+          touch();
+          attempt = 0;
+          if (msg.listenerId !== "") options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
+          for (const ev of msg.events) {
+            afterSeq = ev.seq;
+            yield ev;
+          }
+        }
+        return; // the server ended the stream: the listener was deregistered
+      } catch (e) {
+        if (ctl.signal.aborted) return;
+        const err = ConnectError.from(attemptCtl.signal.reason instanceof ConnectError ? attemptCtl.signal.reason : e);
+        if (err.code === Code.NotFound && owned && listenerId !== undefined) {
+          // The server no longer has the listener (it restarted, or the lease ran out): start over and say so.
+          listenerId = undefined;
+          if (afterSeq > 0n) yield restartLoss(afterSeq);
+          afterSeq = 0n;
+          continue;
+        }
+        if (!retryable(err) || ++attempt > maxAttempts) throw err;
+        const delayMs = Math.min(maxMs, initialMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+        options.onReconnect?.({ attempt, error: err, delayMs });
+        await sleep(delayMs, ctl.signal);
+        if (ctl.signal.aborted) return;
+      } finally {
+        clearTimeout(idle);
+        ctl.signal.removeEventListener("abort", stopAttempt);
+        attemptCtl.abort();
+      }
+    }
+  } finally {
+    unlink();
+    ctl.abort(); // runs release() once
   }
 }

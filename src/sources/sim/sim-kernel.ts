@@ -44,6 +44,8 @@ export interface SimKernel {
   getTgid(tgid: number): TaskStats | undefined;
   /** Live thread ids (for tests and the CLI's examples). */
   livePids(): number[];
+  /** Live threads now (stays near the population: exits are replaced). */
+  readonly liveThreads: number;
   readonly records: number;
 }
 
@@ -97,6 +99,7 @@ class _SimKernel implements SimKernel {
   #nextExit: number;
   #nextPid = 300;
   readonly #meanGapNs: number;
+  readonly #population: number;
   readonly #rng: Prng;
   readonly #ctx: { nowNs: number; epochMs: number; delayacct: boolean };
   readonly #live: Thread[] = [];
@@ -107,6 +110,7 @@ class _SimKernel implements SimKernel {
   constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
     this.cpus = o.cpus;
     this.#rng = createPrng(o.seed);
+    this.#population = o.population;
     this.#meanGapNs = o.exitRate > 0 ? 1e9 / o.exitRate : Infinity;
     this.#ctx = { nowNs: 0, epochMs: o.epochMs ?? 1_767_225_600_000, delayacct: o.delayacct ?? true };
     this.#watched = new Uint8Array(o.cpus);
@@ -118,6 +122,10 @@ class _SimKernel implements SimKernel {
 
   get nowNs(): number {
     return this.#now;
+  }
+
+  get liveThreads(): number {
+    return this.#live.length;
   }
 
   advanceTo(ns: number): void {
@@ -192,7 +200,8 @@ class _SimKernel implements SimKernel {
     if (proc.stats !== undefined && stats !== undefined) addDelayacct(proc.stats, stats); // fill_tgid_exit()
     this.#remove(victim);
     if (needRecord && stats !== undefined) this.#emit(cpu, victim, stats, groupDead);
-    this.#spawn(this.#now, this.#randomProcess());
+    // Fork replacements only up to the population: a new process may bring threads of its own.
+    while (this.#live.length < this.#population) this.#spawn(this.#now, this.#randomProcess());
   }
 
   #emit(cpu: number, t: Thread, pidStats: TaskStats, groupDead: boolean): void {
