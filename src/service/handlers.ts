@@ -74,7 +74,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
         const left = registry.removeCpus(listener, requireMask(req.cpumask, deps, "cpumask"));
         return { cpumask: left.length === 0 ? "" : registry.cpumaskOf(listener) };
       }),
-    subscribeExits: (req, ctx) => subscribe(deps, req, ctx.signal),
+    subscribeExits: (req, ctx) => subscribe(deps, req, ctx.signal, !/json/i.test(ctx.requestHeader.get("content-type") ?? "")),
     getInfo: (req) =>
       guard(() => {
         const info = source.info();
@@ -112,7 +112,7 @@ function listenerInfo(registry: ListenerRegistry, l: Listener): MessageInitShape
   };
 }
 
-async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal: AbortSignal) {
+async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal: AbortSignal, binary: boolean) {
   const { registry } = deps;
   let listener: Listener;
   let heartbeatMs: number;
@@ -140,7 +140,7 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
   const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
   try {
     await deps.source.synced(); // the opening message means the kernel is listening
-    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, replay, ...(project && { project }) });
+    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, replay, binary, ...(project && { project }) });
   } catch (err) {
     if (signal.aborted) return; // the client went away; nobody is left to tell
     throw toConnectError(err);

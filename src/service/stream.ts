@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
-import { toExitEvent } from "./convert.ts";
+import { toStreamEvent } from "./convert.ts";
 import type { QueueItem } from "./event-queue.ts";
 import type { Listener, StreamEnd } from "./listener.ts";
 import type { Projection } from "./projection.ts";
@@ -22,6 +22,8 @@ export interface StreamOptions {
   readonly signal: AbortSignal;
   /** Field mask for TaskStats, if any. */
   readonly project?: Projection;
+  /** The client reads protobuf binary. */
+  readonly binary?: boolean;
   /** Items to send before the queue: a resumed stream's replay. */
   readonly replay?: QueueItem[];
 }
@@ -62,14 +64,14 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
     yield message({ listenerId: listener.id });
     const replay = o.replay ?? [];
     for (let i = 0; i < replay.length && !o.signal.aborted && ended === undefined; i += o.maxBatch) {
-      yield create(SubscribeExitsResponseSchema, { events: replay.slice(i, i + o.maxBatch).map((item) => toExitEvent(item, o.project)), queued: listener.queue.depth });
+      yield create(SubscribeExitsResponseSchema, { events: replay.slice(i, i + o.maxBatch).map((item) => toStreamEvent(item, o)), queued: listener.queue.depth });
     }
     for (;;) {
       if (o.signal.aborted) return;
       const code = ended && END_CODES[ended.how];
       if (code !== undefined) throw new ConnectError(`listener ${listener.id}: ${ended!.why}`, code);
       if (listener.queue.length > 0) {
-        const events = listener.take(o.maxBatch).map((item) => toExitEvent(item, o.project));
+        const events = listener.take(o.maxBatch).map((item) => toStreamEvent(item, o));
         yield create(SubscribeExitsResponseSchema, { events, queued: listener.queue.depth });
         continue;
       }
