@@ -1,26 +1,35 @@
 /**
- * `npm run bench`: prints each benchmark's table. Figures are measured in one
- * run beside their baselines, since absolute times wander on shared machines.
+ * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
+ * e2e, netlink). Figures are measured in one run beside their baselines,
+ * since absolute times wander on shared machines.
  */
 import { benchDispatch } from "./dispatch.ts";
+import { benchE2e } from "./e2e.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
+
+type Tables = [title: string, rows: string[][]][];
 
 function table(title: string, rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-  return [`## ${title}`, "", ...rows.map(line)].join("\n");
+  const line = (r: string[]) => `| ${r.map((c, i) => (c ?? "").padEnd(widths[i]!)).join(" | ")} |`;
+  const rule = `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`;
+  return [`## ${title}`, "", line(rows[0]!), rule, ...rows.slice(1).map(line)].join("\n");
 }
 
-const only = process.argv[2];
-const benches: [string, () => Promise<string[][]>][] = [
-  ["dispatch on a 4,096-CPU sim: per-CPU listener table vs scanning every listener", async () => benchDispatch()],
-  ["netlink ingest during a thread-exit storm", () => benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) })],
+const benches: [name: string, run: () => Promise<Tables>][] = [
+  ["dispatch", async () => [["dispatch on a 4,096-CPU sim: per-CPU listener table vs scanning every listener", benchDispatch()]]],
+  ["e2e", () => benchE2e(Number(process.env["BENCH_WINDOW_MS"] ?? 3000))],
+  ["netlink", async () => [["netlink ingest during a thread-exit storm (real kernel)", await benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) })]]],
 ];
-for (const [title, run] of benches) {
-  if (only !== undefined && !title.includes(only)) continue;
+
+const only = process.argv[2];
+console.log(`# taskwire benchmarks\n\nnode ${process.version}, ${new Date().toISOString().slice(0, 10)}; run with \`npm run bench\`.\n`);
+for (const [name, run] of benches) {
+  if (only !== undefined && only !== name) continue;
   try {
-    console.log(table(title, await run()) + "\n");
+    for (const [title, rows] of await run()) console.log(table(title, rows) + "\n");
   } catch (err) {
-    console.log(`## ${title}\n\nnot run: ${(err as Error).message}\n`);
+    console.log(`## ${name}\n\nnot run: ${(err as Error).message}\n`);
   }
 }
+process.exit(0);

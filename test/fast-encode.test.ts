@@ -10,7 +10,7 @@ import { collectExits, eventually, startServer, type Running } from "./helpers.t
 
 const arbitraryStats: fc.Arbitrary<TaskStats> = fc.record(
   Object.fromEntries(TaskStatsSchema.fields.map((f) => {
-    const arb = f.fieldKind === "scalar" && f.scalar === 9 /* STRING */ ? fc.string({ maxLength: 31 })
+    const arb: fc.Arbitrary<unknown> = f.fieldKind === "scalar" && f.scalar === 9 /* STRING */ ? fc.string({ maxLength: 31 })
       : f.fieldKind === "scalar" && f.scalar === 4 /* UINT64 */ ? fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
       : fc.nat({ max: 0xffffffff });
     return [f.localName, fc.option(arb, { nil: undefined })];

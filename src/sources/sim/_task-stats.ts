@@ -4,7 +4,7 @@
  * a tick of every live task).
  */
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { AcFlag, DELAY_CLASSES, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
+import { AcFlag, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
 import type { Prng } from "./_prng.ts";
 
 /** Per-thread behaviour, drawn once at spawn. */
@@ -55,33 +55,19 @@ export interface StatsContext {
   readonly delayacct: boolean;
 }
 
-const big = (n: number): bigint => BigInt(Math.max(0, Math.floor(n)));
+const big = (n: number): bigint => BigInt(n > 0 ? Math.floor(n) : 0);
 
-function delays(p: ThreadProfile, runNs: number, ageS: number, on: boolean): Partial<TaskStats> {
-  const out: Record<string, bigint> = {};
-  const totals: Record<(typeof DELAY_CLASSES)[number], [number, number]> = {
-    cpu: [ageS * p.switchesPerSec + 1, runNs * p.waitShare],
-    blkio: [(ageS * p.ioBytesPerSec) / 1_000_000, (ageS * p.ioBytesPerSec) / 50],
-    swapin: [0, 0],
-    freepages: [ageS * 0.01, ageS * 2_000],
-    thrashing: [0, 0],
-    compact: [ageS * 0.005, ageS * 5_000],
-    wpcopy: [ageS * p.faultsPerSec * 0.05, ageS * p.faultsPerSec * 40],
-    irq: [ageS * 20, ageS * 20 * 3_000],
-  };
-  for (const c of DELAY_CLASSES) {
-    const [count, total] = totals[c];
-    const n = Math.floor(count), t = on && n > 0 ? total : 0;
-    if (c !== "cpu") out[`${c}Count`] = on ? big(n) : 0n;
-    out[`${c}DelayTotal`] = big(t);
-    out[`${c}DelayMax`] = big(n > 0 ? Math.min(t, (t / n) * 8) : 0);
-    out[`${c}DelayMin`] = big(n > 0 ? (t / n) / 8 : 0);
-  }
-  out["cpuCount"] = big(totals.cpu[0]);
-  return out as Partial<TaskStats>;
+// One delay class: [count, total, max, min], the way delayacct reports it.
+function delayClass(count: number, total: number, on: boolean): [bigint, bigint, bigint, bigint] {
+  const n = Math.floor(count), t = on && n > 0 ? total : 0;
+  return [on ? big(n) : 0n, big(t), big(n > 0 ? Math.min(t, (t / n) * 8) : 0), big(n > 0 ? t / n / 8 : 0)];
 }
 
-/** The full v16 record of a thread at ctx.nowNs (exit or GetPid). */
+/**
+ * The full v16 record of a thread at ctx.nowNs (exit or GetPid). Built as one
+ * object literal so every record has the same shape (fast property access in
+ * the encoder and filters; this is the sim's hot path).
+ */
 export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsContext, exit?: { code: number; groupDead: boolean }): TaskStats {
   const ageNs = Math.max(0, ctx.nowNs - id.startNs), ageS = ageNs / 1e9;
   const runNs = ageNs * p.cpuShare;
@@ -92,13 +78,26 @@ export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsCont
   if (id.uid === 0) flag |= AcFlag.ASU;
   if (exit?.groupDead) flag |= AcFlag.AGROUP;
   if (exit !== undefined && (exit.code & 0x7f) !== 0) flag |= AcFlag.AXSIG;
+  const on = ctx.delayacct;
+  const switches = ageS * p.switchesPerSec + 1;
+  const cpu = delayClass(switches, runNs * p.waitShare, on);
+  const blkio = delayClass((ageS * p.ioBytesPerSec) / 1_000_000, (ageS * p.ioBytesPerSec) / 50, on);
+  const freepages = delayClass(ageS * 0.01, ageS * 2_000, on);
+  const compact = delayClass(ageS * 0.005, ageS * 5_000, on);
+  const wpcopy = delayClass(ageS * p.faultsPerSec * 0.05, ageS * p.faultsPerSec * 40, on);
+  const irq = delayClass(ageS * 20, ageS * 20 * 3_000, on);
   return {
     $typeName: "taskwire.kernel.v1.TaskStats",
     version: TASKSTATS_VERSION,
     acExitcode: exit?.code ?? 0,
     acFlag: flag,
     acNice: id.nice & 0xff,
-    ...delays(p, runNs, ageS, ctx.delayacct),
+    cpuCount: big(switches),
+    cpuDelayTotal: cpu[1],
+    blkioCount: blkio[0],
+    blkioDelayTotal: blkio[1],
+    swapinCount: 0n,
+    swapinDelayTotal: 0n,
     cpuRunRealTotal: big(runNs),
     cpuRunVirtualTotal: big(runNs * 0.995),
     acComm: id.comm,
@@ -129,10 +128,36 @@ export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsCont
     acUtimescaled: big(utimeUs),
     acStimescaled: big(stimeUs),
     cpuScaledRunRealTotal: big(runNs),
+    freepagesCount: freepages[0],
+    freepagesDelayTotal: freepages[1],
+    thrashingCount: 0n,
+    thrashingDelayTotal: 0n,
     acBtime64: BigInt(btime),
+    compactCount: compact[0],
+    compactDelayTotal: compact[1],
     acTgid: id.tgid,
     acTgetime: big((ctx.nowNs - id.groupStartNs) / 1000),
     acExeDev: 0x803n,
     acExeInode: BigInt(id.exeInode),
+    wpcopyCount: wpcopy[0],
+    wpcopyDelayTotal: wpcopy[1],
+    irqCount: irq[0],
+    irqDelayTotal: irq[1],
+    cpuDelayMax: cpu[2],
+    cpuDelayMin: cpu[3],
+    blkioDelayMax: blkio[2],
+    blkioDelayMin: blkio[3],
+    swapinDelayMax: 0n,
+    swapinDelayMin: 0n,
+    freepagesDelayMax: freepages[2],
+    freepagesDelayMin: freepages[3],
+    thrashingDelayMax: 0n,
+    thrashingDelayMin: 0n,
+    compactDelayMax: compact[2],
+    compactDelayMin: compact[3],
+    wpcopyDelayMax: wpcopy[2],
+    wpcopyDelayMin: wpcopy[3],
+    irqDelayMax: irq[2],
+    irqDelayMin: irq[3],
   };
 }

@@ -1,0 +1,38 @@
+/**
+ * A client process for the end-to-end benchmarks: opens N SubscribeExits
+ * streams (or N that never read), counts events, and answers "mark" on stdin
+ * with its count so the parent can time a window. Prints "ready" once every
+ * stream has its opening message.
+ */
+import { createInterface } from "node:readline";
+import { createTaskwireClient } from "@taskwire/client";
+
+const [url, n, cpumask, mode] = [process.argv[2]!, Number(process.argv[3]), process.argv[4]!, process.argv[5] ?? "read"];
+const client = createTaskwireClient(url);
+const ctl = new AbortController();
+let events = 0;
+let opened = 0;
+const latencies: number[] = [];
+
+async function one(): Promise<void> {
+  const it = client.subscribeExits({ cpumask, buffer: Number(process.env["BENCH_BUFFER"] ?? 0) }, { signal: ctl.signal })[Symbol.asyncIterator]();
+  await it.next(); // the opening message
+  if (++opened === n) process.stdout.write("ready\n");
+  if (mode === "idle") return; // never read again: the transport backs up to the server
+  for (let r = await it.next(); !r.done; r = await it.next()) {
+    events += r.value.events.length;
+    // Latency probe: the producer stamps ac_btime64 with its clock in microseconds.
+    if (mode === "latency") {
+      const now = Math.round((performance.timeOrigin + performance.now()) * 1000);
+      for (const e of r.value.events) if (e.event.case === "exit") latencies.push(now - Number(e.event.value.pidStats!.acBtime64));
+    }
+  }
+}
+
+for (let i = 0; i < n; i++) one().catch(() => {});
+createInterface({ input: process.stdin }).on("line", (line) => {
+  if (line === "mark") process.stdout.write(`${JSON.stringify({ events, latencies: latencies.splice(0) })}\n`);
+}).on("close", () => {
+  ctl.abort();
+  process.exit(0);
+});

@@ -1,0 +1,202 @@
+/**
+ * End to end over loopback: the sim source at the highest rate the stream
+ * takes, events/s received by 1 and by 100 client streams (in a separate
+ * process), beside the ceiling (a bare server streaming pre-encoded
+ * messages) in the same run; RSS with 1,000 subscribers that never read; a
+ * fast subscriber's rate beside them; latency at fixed rates.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createInterface } from "node:readline";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { createServer, type TaskwireServer } from "../src/server/server.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { startCeiling } from "./_ceiling.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Counter {
+  mark(): Promise<{ events: number; latencies: number[] }>;
+  stop(): void;
+}
+
+async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", env: Record<string, string> = {}): Promise<Counter> {
+  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [new URL("./_stream-counter.js", import.meta.url).pathname, url, String(streams), "0-7", mode], { env: { ...process.env, ...env } });
+  const lines = createInterface({ input: proc.stdout });
+  const waiting: ((line: string) => void)[] = [];
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => (ready = r));
+  lines.on("line", (line) => (line === "ready" ? ready() : waiting.shift()?.(line)));
+  await isReady;
+  return {
+    mark: () => new Promise((resolve) => {
+      waiting.push((line) => resolve(JSON.parse(line)));
+      proc.stdin.write("mark\n");
+    }),
+    stop: () => proc.stdin.end(),
+  };
+}
+
+/** Events/s a counter receives over `ms`. */
+async function rate(c: Counter, ms: number): Promise<number> {
+  const a = await c.mark(), t0 = performance.now();
+  await sleep(ms);
+  const b = await c.mark();
+  return (b.events - a.events) / ((performance.now() - t0) / 1000);
+}
+
+interface Taskwire {
+  source: SimSource;
+  server: TaskwireServer;
+  listening: Listening;
+  stopProducer(): void;
+}
+
+// Produces exits as fast as the listeners drain them: a batch whenever the fullest queue is under half full.
+async function startTaskwire(limits = {}): Promise<Taskwire> {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+  const server = createServer({ source, limits });
+  const listening = await listenNode(server, { port: 0 });
+  let running = true;
+  const tick = () => {
+    if (!running) return;
+    let deepest = 0, capacity = Infinity;
+    for (const l of server.registry.listeners()) {
+      if (l.queue.depth > deepest) deepest = l.queue.depth;
+      capacity = Math.min(capacity, l.queue.capacity);
+    }
+    if (deepest < capacity / 2) source.kernel.exitNow(256);
+    setImmediate(tick);
+  };
+  setImmediate(tick);
+  return { source, server, listening, stopProducer: () => (running = false) };
+}
+
+function sampleRecords(n: number): ExitRecord[] {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+  const out: ExitRecord[] = [];
+  source.kernel.onRecord = (r) => out.push(r);
+  source.kernel.watch([0, 1, 2, 3, 4, 5, 6, 7], true);
+  source.kernel.exitNow(n);
+  return out;
+}
+
+async function throughputRows(window: number): Promise<string[][]> {
+  const rows: string[][] = [["stream", "clients", "events/s received", "vs ceiling"]];
+  const ceiling = await startCeiling(sampleRecords(256), 256);
+  const ceilingRate: Record<number, number> = {};
+  for (const n of [1, 100]) {
+    const c = await startCounter(ceiling.url, n, "read");
+    ceilingRate[n] = await rate(c, window);
+    c.stop();
+    rows.push(["ceiling: bare server, pre-encoded messages (Connect, HTTP/1.1)", String(n), String(Math.round(ceilingRate[n]!)), "100%"]);
+  }
+  await ceiling.close();
+  for (const n of [1, 100]) {
+    const tw = await startTaskwire();
+    const c = await startCounter(tw.listening.url, n, "read");
+    const r = await rate(c, window);
+    c.stop();
+    tw.stopProducer();
+    await tw.listening.close();
+    rows.push(["taskwire: sim source -> listener -> stream (Connect, HTTP/1.1)", String(n), String(Math.round(r)), `${Math.round((100 * r) / ceilingRate[n]!)}%`]);
+  }
+  return rows;
+}
+
+function rss(): number {
+  return process.memoryUsage().rss / (1 << 20);
+}
+
+async function memoryRows(window: number): Promise<string[][]> {
+  const buffer = 256, perSecond = 5000;
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+  const server = createServer({ source, limits: { defaultBuffer: buffer } });
+  const listening = await listenNode(server, { port: 0 });
+  const stop = produceAt(source, perSecond);
+  const fastAlone = await startCounter(listening.url, 1, "read");
+  await sleep(500);
+  const rateAlone = await rate(fastAlone, window);
+  fastAlone.stop();
+  await sleep(500);
+  const base = rss();
+  const idle = await startCounter(listening.url, 1000, "idle");
+  const fast = await startCounter(listening.url, 1, "read");
+  await sleep(window); // let the idle subscribers' transports and queues fill
+  const rateBeside = await rate(fast, window);
+  const loaded = rss();
+  let queued = 0, dropped = 0;
+  for (const l of server.registry.listeners()) {
+    queued += l.queue.depth;
+    dropped += l.lost["subscriber-overflow"];
+  }
+  idle.stop();
+  fast.stop();
+  stop();
+  await listening.close();
+  return [
+    ["case (sim producing 5,000 exits/s on 8 CPUs)", "server RSS", "fast subscriber events/s"],
+    ["no idle subscribers", `${base.toFixed(0)} MiB`, String(Math.round(rateAlone))],
+    [`1,000 subscribers that never read (queues of ${buffer} events)`, `${loaded.toFixed(0)} MiB (+${(loaded - base).toFixed(0)})`, `${Math.round(rateBeside)} (${Math.round((100 * rateBeside) / rateAlone)}%)`],
+    ["the idle subscribers' queues", `${queued} events queued (bound ${1000 * buffer}), ${dropped} dropped and reported as lost`, ""],
+  ];
+}
+
+/**
+ * Produces `perSecond` exits per second in 1 ms ticks until stopped. A tick
+ * that comes late makes up at most 10 ms of backlog (the rest is skipped), so
+ * a stalled event loop does not turn into one huge burst.
+ */
+function produceAt(source: SimSource, perSecond: number): () => void {
+  let last = performance.now();
+  let carry = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    carry += (Math.min(now - last, 10) / 1000) * perSecond;
+    last = now;
+    const n = Math.floor(carry);
+    carry -= n;
+    if (n > 0) source.kernel.exitNow(n);
+  }, 1);
+  return () => clearInterval(timer);
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+async function latencyRows(window: number): Promise<string[][]> {
+  const rows = [["rate", "events", "p50", "p99", "max"]];
+  for (const perSecond of [1000, 10_000]) {
+    const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+    const server = createServer({ source });
+    const listening = await listenNode(server, { port: 0 });
+    // Stamp each record with the producer's clock (µs) in ac_btime64 as it enters the listener table.
+    const deliver = source.kernel.onRecord!;
+    source.kernel.onRecord = (r) => {
+      r.pidStats.acBtime64 = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000));
+      deliver(r);
+    };
+    const c = await startCounter(listening.url, 1, "latency");
+    await c.mark();
+    const stop = produceAt(source, perSecond);
+    await sleep(window);
+    stop();
+    await sleep(200);
+    const { latencies } = await c.mark();
+    c.stop();
+    await listening.close();
+    const sorted = latencies.sort((a, b) => a - b);
+    rows.push([`${perSecond}/s`, String(sorted.length), `${(percentile(sorted, 50) / 1000).toFixed(2)} ms`, `${(percentile(sorted, 99) / 1000).toFixed(2)} ms`, `${(sorted[sorted.length - 1]! / 1000).toFixed(2)} ms`]);
+  }
+  return rows;
+}
+
+/** All end-to-end tables. */
+export async function benchE2e(window = 3000): Promise<[string, string[][]][]> {
+  return [
+    ["end to end over loopback: events/s", await throughputRows(window)],
+    ["latency: produced -> received by a client process (same clock)", await latencyRows(window)],
+    ["memory: subscribers that never read", await memoryRows(window)],
+  ];
+}
