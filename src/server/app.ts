@@ -18,6 +18,8 @@ import { VERSION } from "../version.ts";
 export interface AppOptions {
   readonly source: TaskstatsSource;
   readonly registry: ListenerRegistry;
+  /** The Connect routes (default: createRoutes over source and registry). */
+  readonly routes?: (router: ConnectRouter) => void;
 }
 
 /** The Connect routes of the TaskStats service. */
@@ -30,7 +32,7 @@ export function createRoutes(options: AppOptions): (router: ConnectRouter) => vo
 export function createApp(options: AppOptions): Hono {
   const app = new Hono();
   const router = createConnectRouter({ grpc: false });
-  createRoutes(options)(router);
+  (options.routes ?? createRoutes(options))(router);
   for (const handler of router.handlers) {
     const fetchHandler = createFetchHandler(handler);
     app.on(handler.allowedMethods as string[], handler.requestPath, (c) => fetchHandler(c.req.raw));

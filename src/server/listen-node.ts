@@ -1,6 +1,16 @@
-/** Binds a taskwire server to a TCP port on Node (HTTP/1.1). */
-import { serve, type ServerType } from "@hono/node-server";
-import type { AddressInfo } from "node:net";
+/**
+ * Binds a taskwire server to one plaintext TCP port on Node, for every
+ * protocol: HTTP/1.1 goes to the hono app (Connect and gRPC-Web through the
+ * Fetch API, plus /healthz), HTTP/2 with prior knowledge (h2c) goes to
+ * connect-node's adapter (gRPC, gRPC-Web and Connect, which can send HTTP
+ * trailers), whose fallback is the hono app. Node's allowHTTP1 works only with
+ * TLS (ALPN), so the connection preface decides: "PRI * HTTP/2.0" is h2c.
+ */
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { getRequestListener } from "@hono/node-server";
+import { createServer as createHttp1Server } from "node:http";
+import { createServer as createHttp2Server } from "node:http2";
+import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import type { TaskwireServer } from "./server.ts";
 
 /** Where to listen. */
@@ -20,20 +30,41 @@ export interface Listening {
   close(): Promise<void>;
 }
 
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
+
 /** Listens on Node; resolves once the port is bound. */
 export function listenNode(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
   const host = options.host ?? "127.0.0.1";
   const port = options.port ?? 7878;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be 0-65535, got ${port}`);
-  return new Promise((resolve, reject) => {
-    let http: ServerType;
-    const onError = (err: Error) => reject(describeListenError(err, host, port));
-    http = serve({ fetch: server.fetch, hostname: host, port }, (info: AddressInfo) => {
-      http.off("error", onError);
-      const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
-      resolve({ url: `http://${urlHost}:${info.port}`, port: info.port, host, close: () => closeAll(http, server) });
+  const hono = getRequestListener(server.fetch);
+  const h1 = createHttp1Server(hono);
+  const h2 = createHttp2Server({}, connectNodeAdapter({ routes: server.routes, fallback: hono as never }));
+  const sockets = new Set<Socket>();
+  const tcp = createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.once("data", (first: Buffer) => {
+      socket.pause();
+      socket.unshift(first);
+      if (first.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) {
+        // The http2 session takes the bytes already buffered on the socket and then reads the handle itself.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
     });
-    http.once("error", onError);
+  });
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(describeListenError(err, host, port));
+    tcp.once("error", onError);
+    tcp.listen(port, host, () => {
+      tcp.off("error", onError);
+      const info = tcp.address() as AddressInfo;
+      const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
+      resolve({ url: `http://${urlHost}:${info.port}`, port: info.port, host, close: () => closeAll(tcp, sockets, server) });
+    });
   });
 }
 
@@ -45,10 +76,10 @@ function describeListenError(err: Error, host: string, port: number): Error {
   return err;
 }
 
-async function closeAll(http: ServerType, server: TaskwireServer): Promise<void> {
-  await server.close();
+async function closeAll(tcp: ReturnType<typeof createTcpServer>, sockets: Set<Socket>, server: TaskwireServer): Promise<void> {
+  await server.close(); // ends every stream (UNAVAILABLE) before the connections go
   await new Promise<void>((resolve) => {
-    http.close(() => resolve());
-    (http as { closeAllConnections?: () => void }).closeAllConnections?.();
+    tcp.close(() => resolve());
+    for (const s of sockets) s.destroy();
   });
 }

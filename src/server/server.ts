@@ -5,7 +5,8 @@
 import type { Hono } from "hono";
 import { createRegistry, type Limits, type ListenerRegistry } from "../service/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
-import { createApp } from "./app.ts";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { createApp, createRoutes } from "./app.ts";
 
 /** Options of createServer. */
 export interface ServerOptions {
@@ -20,6 +21,8 @@ export interface TaskwireServer {
   readonly source: TaskstatsSource;
   readonly registry: ListenerRegistry;
   readonly app: Hono;
+  /** The Connect routes, for hosts that serve RPC themselves (gRPC over HTTP/2 on Node). */
+  readonly routes: (router: ConnectRouter) => void;
   /** The fetch handler (Deno.serve, Bun.serve, or any Fetch API host). */
   fetch(request: Request): Response | Promise<Response>;
   /** Ends every stream, removes every listener and closes the source. */
@@ -30,6 +33,7 @@ export interface TaskwireServer {
 export function createServer(options: ServerOptions): TaskwireServer {
   const { source } = options;
   const registry = createRegistry({ source, ...(options.limits && { limits: options.limits }) });
-  const app = createApp({ source, registry });
-  return { source, registry, app, fetch: (req) => app.fetch(req), close: () => registry.close() };
+  const routes = createRoutes({ source, registry });
+  const app = createApp({ source, registry, routes });
+  return { source, registry, app, routes, fetch: (req) => app.fetch(req), close: () => registry.close() };
 }
