@@ -1,0 +1,67 @@
+/**
+ * Stock gRPC interop: Python stubs generated from proto/ with Debian's protoc
+ * and grpc_python_plugin, called with Debian's python3-grpcio over real gRPC.
+ * (Debian's python3-grpc-tools bundles a protoc from 2018 that rejects proto3
+ * `optional`, so the stubs come from protobuf-compiler + protobuf-compiler-grpc.)
+ */
+import { execFile, execFileSync } from "node:child_process";
+import { promisify } from "node:util";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { startServer, type Running } from "./helpers.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const PY = "/usr/bin/python3";
+
+function missingTools(): string | undefined {
+  try {
+    execFileSync("protoc", ["--version"], { stdio: "pipe" });
+    execFileSync("sh", ["-c", "command -v grpc_python_plugin"], { stdio: "pipe" });
+  } catch {
+    return "protoc and grpc_python_plugin (Debian: protobuf-compiler, protobuf-compiler-grpc)";
+  }
+  try {
+    execFileSync(PY, ["-c", "import grpc, google.protobuf"], { stdio: "pipe" });
+  } catch {
+    return `${PY} with grpc and protobuf (Debian: python3-grpcio, python3-protobuf)`;
+  }
+  return undefined;
+}
+
+const missing = missingTools();
+if (missing !== undefined && process.env["TASKWIRE_REQUIRE_INTEROP"] === "1") throw new Error(`TASKWIRE_REQUIRE_INTEROP=1 but ${missing} is missing`);
+
+describe.skipIf(missing !== undefined)(missing === undefined ? "python3-grpcio against the one port" : `python3-grpcio interop SKIPPED: needs ${missing}`, () => {
+  let running: Running;
+  let source: SimSource;
+  let stubs: string;
+  beforeAll(async () => {
+    stubs = mkdtempSync(join(tmpdir(), "taskwire-pystubs-"));
+    const plugin = execFileSync("which", ["grpc_python_plugin"]).toString().trim();
+    execFileSync("protoc", [`-I${root}proto`, `--python_out=${stubs}`, `--grpc_out=${stubs}`, `--plugin=protoc-gen-grpc=${plugin}`,
+      "taskwire/v1/taskstats.proto", "taskwire/kernel/v1/taskstats.proto"], { cwd: root });
+    source = createSimSource({ cpus: 8, exitRate: 500, seed: 14 }) as SimSource;
+    running = await startServer(source);
+  });
+  afterAll(() => running?.close());
+
+  it("calls GetInfo, GetPid, Register, SubscribeExits and Deregister; errors arrive as gRPC statuses", async () => {
+    const pid = source.kernel.livePids()[0]!;
+    // Asynchronously: the server runs in this process and must keep answering.
+    const { stdout } = await promisify(execFile)(PY, [`${root}test/interop/grpc_client.py`, stubs, `127.0.0.1:${running.listening.port}`, String(pid)], { timeout: 60_000 });
+    const out = JSON.parse(stdout);
+    expect(out.info).toEqual({ source: "sim", possible_cpus: "0-7", version: 16 });
+    expect(out.pid).toMatchObject({ ac_pid: pid, has_comm: true });
+    expect(out.bad_mask.code).toBe("INVALID_ARGUMENT");
+    expect(out.bad_mask.details).toContain("possible CPUs are 0-7");
+    expect(out.no_task.code).toBe("NOT_FOUND");
+    expect(out.register).toEqual({ cpumask: "0-7", id_len: 36 });
+    expect(out.events.length).toBeGreaterThanOrEqual(10);
+    expect(out.events.map((e: { seq: number }) => e.seq).slice(0, 10)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(out.events.every((e: { kind: string; comm: string }) => e.kind === "exit" && e.comm.length > 0)).toBe(true);
+    expect(out.deregister).toBe("");
+  }, 90_000);
+});

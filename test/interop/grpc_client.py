@@ -1,0 +1,42 @@
+"""A stock gRPC client (Debian's python3-grpcio) built only from proto/.
+
+Usage: grpc_client.py STUBS_DIR HOST:PORT LIVE_PID
+Calls GetInfo, GetPid, Register (good and bad), SubscribeExits and Deregister
+over real gRPC (HTTP/2) and prints one JSON object with what it saw.
+"""
+import json
+import sys
+
+sys.path.insert(0, sys.argv[1])
+import grpc  # noqa: E402
+from taskwire.v1 import taskstats_pb2 as pb  # noqa: E402
+from taskwire.v1 import taskstats_pb2_grpc as rpc  # noqa: E402
+
+target, live_pid = sys.argv[2], int(sys.argv[3])
+out = {}
+with grpc.insecure_channel(target) as channel:
+    stub = rpc.TaskStatsStub(channel)
+    info = stub.GetInfo(pb.GetInfoRequest(), timeout=10)
+    out["info"] = {"source": info.source, "possible_cpus": info.possible_cpus, "version": info.taskstats_version}
+    got = stub.GetPid(pb.GetPidRequest(pid=live_pid), timeout=10)
+    out["pid"] = {"ac_pid": got.stats.ac_pid, "has_comm": got.stats.HasField("ac_comm"), "comm": got.stats.ac_comm}
+    for name, call in [("bad_mask", lambda: stub.Register(pb.RegisterRequest(cpumask="0-4096"), timeout=10)),
+                       ("no_task", lambda: stub.GetPid(pb.GetPidRequest(pid=4000000), timeout=10))]:
+        try:
+            call()
+            out[name] = {"code": "OK"}
+        except grpc.RpcError as e:
+            out[name] = {"code": e.code().name, "details": e.details()}
+    reg = stub.Register(pb.RegisterRequest(cpumask="0-7"), timeout=10)
+    out["register"] = {"cpumask": reg.cpumask, "id_len": len(reg.listener_id)}
+    stream = stub.SubscribeExits(pb.SubscribeExitsRequest(listener_id=reg.listener_id), timeout=20)
+    events = []
+    for msg in stream:
+        for ev in msg.events:
+            events.append({"seq": ev.seq, "cpu": ev.cpu, "kind": ev.WhichOneof("event"), "comm": ev.exit.pid_stats.ac_comm})
+        if len(events) >= 10:
+            stream.cancel()
+            break
+    out["events"] = events
+    out["deregister"] = stub.Deregister(pb.DeregisterRequest(listener_id=reg.listener_id, cpumask="all"), timeout=10).cpumask
+print(json.dumps(out))
