@@ -7,6 +7,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
+import { createServer as createHttp2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { toExitEvent } from "../src/service/convert.ts";
@@ -43,4 +44,30 @@ export async function startCeiling(records: ExitRecord[], batch: number): Promis
     url: `http://127.0.0.1:${port}`,
     close: () => new Promise<void>((r) => { server.close(() => r()); (server as { closeAllConnections?: () => void }).closeAllConnections?.(); }),
   };
+}
+
+/** The same ceiling for gRPC over h2c: a bare HTTP/2 server writing pre-encoded gRPC frames, as fast as the client drains. */
+export async function startGrpcCeiling(records: ExitRecord[], batch: number): Promise<{ url: string; close: () => Promise<void> }> {
+  const events = records.slice(0, batch).map((record, i) => toExitEvent({ kind: "exit", seq: i + 1, record }));
+  const opening = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { listenerId: "ceiling", cpumask: "0-7" })));
+  const full = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { events })));
+  const server = createHttp2Server((req, res) => {
+    if (req.url !== "/taskwire.v1.TaskStats/SubscribeExits") {
+      res.writeHead(404).end();
+      return;
+    }
+    req.resume();
+    res.writeHead(200, { "content-type": "application/grpc" });
+    let open = true;
+    res.on("close", () => (open = false));
+    const pump = () => {
+      while (open && res.write(full)) { /* until the transport pushes back */ }
+      if (open) res.once("drain", pump);
+    };
+    res.write(opening);
+    pump();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as AddressInfo).port;
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise<void>((r) => server.close(() => r())) };
 }

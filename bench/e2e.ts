@@ -11,7 +11,7 @@ import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { listenNode, type Listening } from "../src/server/listen-node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { startCeiling } from "./_ceiling.ts";
+import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -81,25 +81,33 @@ function sampleRecords(n: number): ExitRecord[] {
   return out;
 }
 
+const PROTOCOLS = [
+  { name: "Connect, HTTP/1.1", env: {}, ceiling: startCeiling },
+  { name: "gRPC, h2c", env: { BENCH_PROTOCOL: "grpc" }, ceiling: startGrpcCeiling },
+] as const;
+
 async function throughputRows(window: number): Promise<string[][]> {
-  const rows: string[][] = [["stream", "clients", "events/s received", "vs ceiling"]];
-  const ceiling = await startCeiling(sampleRecords(256), 256);
-  const ceilingRate: Record<number, number> = {};
-  for (const n of [1, 100]) {
-    const c = await startCounter(ceiling.url, n, "read");
-    ceilingRate[n] = await rate(c, window);
-    c.stop();
-    rows.push(["ceiling: bare server, pre-encoded messages (Connect, HTTP/1.1)", String(n), String(Math.round(ceilingRate[n]!)), "100%"]);
-  }
-  await ceiling.close();
-  for (const n of [1, 100]) {
-    const tw = await startTaskwire();
-    const c = await startCounter(tw.listening.url, n, "read");
-    const r = await rate(c, window);
-    c.stop();
-    tw.stopProducer();
-    await tw.listening.close();
-    rows.push(["taskwire: sim source -> listener -> stream (Connect, HTTP/1.1)", String(n), String(Math.round(r)), `${Math.round((100 * r) / ceilingRate[n]!)}%`]);
+  const rows: string[][] = [["protocol", "stream", "clients", "events/s received", "vs ceiling"]];
+  const records = sampleRecords(256);
+  for (const p of PROTOCOLS) {
+    const ceilingRate: Record<number, number> = {};
+    const ceiling = await p.ceiling(records, 256);
+    for (const n of [1, 100]) {
+      const c = await startCounter(ceiling.url, n, "read", p.env);
+      ceilingRate[n] = await rate(c, window);
+      c.stop();
+      rows.push([p.name, "ceiling: bare server, pre-encoded messages", String(n), String(Math.round(ceilingRate[n]!)), "100%"]);
+    }
+    await ceiling.close();
+    for (const n of [1, 100]) {
+      const tw = await startTaskwire();
+      const c = await startCounter(tw.listening.url, n, "read", p.env);
+      const r = await rate(c, window);
+      c.stop();
+      tw.stopProducer();
+      await tw.listening.close();
+      rows.push([p.name, "taskwire: sim source -> listener -> stream", String(n), String(Math.round(r)), `${Math.round((100 * r) / ceilingRate[n]!)}%`]);
+    }
   }
   return rows;
 }
