@@ -11,6 +11,9 @@ import { getRequestListener } from "@hono/node-server";
 import { createServer as createHttp1Server } from "node:http";
 import { createServer as createHttp2Server } from "node:http2";
 import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { reflectionRoutes } from "./reflection.ts";
 import type { TaskwireServer } from "./server.ts";
 
 /** Where to listen. */
@@ -39,7 +42,12 @@ export function listenNode(server: TaskwireServer, options: ListenOptions = {}):
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be 0-65535, got ${port}`);
   const hono = getRequestListener(server.fetch);
   const h1 = createHttp1Server(hono);
-  const h2 = createHttp2Server({}, connectNodeAdapter({ routes: server.routes, fallback: hono as never }));
+  const reflection = reflectionRoutes([TaskStats]);
+  const routes = (router: ConnectRouter) => {
+    server.routes(router);
+    reflection(router); // bidirectional streaming: HTTP/2 only
+  };
+  const h2 = createHttp2Server({}, connectNodeAdapter({ routes, fallback: hono as never }));
   const sockets = new Set<Socket>();
   const tcp = createTcpServer((socket) => {
     sockets.add(socket);
