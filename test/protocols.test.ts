@@ -66,3 +66,38 @@ describe("non-RPC routes", () => {
     expect(res.status).toBe(415);
   });
 });
+
+describe("TLS: h2 and HTTP/1.1 by ALPN on one port", () => {
+  let tls: { listening: import("../src/server/listen-node.ts").Listening; ca: string } | undefined;
+  beforeAll(async () => {
+    const { execFileSync } = await import("node:child_process");
+    const { mkdtempSync, readFileSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+      "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stdio: "pipe" });
+    const cert = readFileSync(join(dir, "cert.pem"), "utf8");
+    const { listenNode } = await import("../src/server/listen-node.ts");
+    const { createServer } = await import("../src/server/server.ts");
+    const listening = await listenNode(createServer({ source: createSimSource({ cpus: 8, exitRate: 300, seed: 2 }) }), { port: 0, tls: { cert, key: readFileSync(join(dir, "key.pem"), "utf8") } });
+    tls = { listening, ca: cert };
+  });
+  afterAll(() => tls?.listening.close());
+
+  it.each([
+    ["gRPC over h2", () => createGrpcTransport({ baseUrl: tls!.listening.url, nodeOptions: { ca: tls!.ca } })],
+    ["Connect over h2", () => createConnectTransport({ baseUrl: tls!.listening.url, httpVersion: "2", nodeOptions: { ca: tls!.ca } })],
+    ["Connect over HTTP/1.1", () => createConnectTransport({ baseUrl: tls!.listening.url, httpVersion: "1.1", nodeOptions: { ca: tls!.ca } })],
+    ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: tls!.listening.url, httpVersion: "1.1", nodeOptions: { ca: tls!.ca } })],
+  ])("%s: unary and streaming", async (_name, transport) => {
+    expect(tls!.listening.url).toMatch(/^https:/);
+    const client = createTaskwireClient(tls!.listening.url, { transport: transport() });
+    expect((await client.getInfo({})).source).toBe("sim");
+    let n = 0;
+    for await (const ev of watchExits(client, { cpumask: "0-7", resume: false })) {
+      expect(ev.event.case).toBe("exit");
+      if (++n === 5) break;
+    }
+  });
+});

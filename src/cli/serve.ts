@@ -1,4 +1,5 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
+import { readFileSync } from "node:fs";
 import { listenNode } from "../server/listen-node.ts";
 import { createServer } from "../server/server.ts";
 import type { Limits } from "../service/registry.ts";
@@ -17,6 +18,8 @@ export interface ServeFlags {
   simSeed: number;
   socketBuffer: number;
   enableDelayacct: boolean;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
   limits: Partial<Limits>;
 }
 
@@ -43,7 +46,21 @@ export class SourceError extends Error {
 }
 
 /** Runs the server until a signal arrives. */
+function readTls(flags: ServeFlags): { cert: string; key: string } | undefined {
+  if (flags.tlsCert === undefined && flags.tlsKey === undefined) return undefined;
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
+  const read = (file: string, what: string) => {
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      throw new UsageError(`cannot read the TLS ${what} ${file}: ${(err as Error).message}`);
+    }
+  };
+  return { cert: read(flags.tlsCert, "certificate"), key: read(flags.tlsKey, "key") };
+}
+
 export async function serveCommand(flags: ServeFlags): Promise<void> {
+  const tls = readTls(flags);
   if (flags.enableDelayacct && flags.source === "sim") throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
   const source = await openSource(flags);
   let restoreDelayacct = (): void => {};
@@ -54,7 +71,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
   }
   const server = createServer({ source, limits: flags.limits });
-  const listening = await listenNode(server, { host: flags.host, port: flags.port }).catch(async (err: unknown) => {
+  const listening = await listenNode(server, { host: flags.host, port: flags.port, ...(tls && { tls }) }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();
     throw err;

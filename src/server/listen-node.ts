@@ -5,12 +5,13 @@
  * connect-node's adapter (gRPC, gRPC-Web and Connect, which can send HTTP
  * trailers), whose fallback is the hono app. Node's allowHTTP1 works only with
  * TLS (ALPN), so the connection preface decides: "PRI * HTTP/2.0" is h2c.
+ * With `tls`, one HTTP/2 server with allowHTTP1 takes both, chosen by ALPN.
  */
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { getRequestListener } from "@hono/node-server";
 import { createServer as createHttp1Server } from "node:http";
-import { createServer as createHttp2Server } from "node:http2";
-import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
+import { createSecureServer, createServer as createHttp2Server } from "node:http2";
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { reflectionRoutes } from "./reflection.ts";
@@ -22,6 +23,8 @@ export interface ListenOptions {
   readonly host?: string;
   /** Default 7878; 0 picks a free port. */
   readonly port?: number;
+  /** Serve HTTPS (h2 and HTTP/1.1 by ALPN) with this certificate chain and key (PEM). */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
 }
 
 /** A listening server. */
@@ -41,17 +44,36 @@ export function listenNode(server: TaskwireServer, options: ListenOptions = {}):
   const port = options.port ?? 7878;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be 0-65535, got ${port}`);
   const hono = getRequestListener(server.fetch);
-  const h1 = createHttp1Server(hono);
   const reflection = reflectionRoutes([TaskStats]);
   const routes = (router: ConnectRouter) => {
     server.routes(router);
     reflection(router); // bidirectional streaming: HTTP/2 only
   };
-  const h2 = createHttp2Server({}, connectNodeAdapter({ routes, fallback: hono as never }));
+  const rpc = connectNodeAdapter({ routes, fallback: hono as never });
+  const tcp = options.tls
+    ? createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, rpc)
+    : sniffing(createHttp1Server(hono), createHttp2Server({}, rpc));
   const sockets = new Set<Socket>();
-  const tcp = createTcpServer((socket) => {
+  tcp.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
+  });
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(describeListenError(err, host, port));
+    tcp.once("error", onError);
+    tcp.listen(port, host, () => {
+      tcp.off("error", onError);
+      const info = tcp.address() as AddressInfo;
+      const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
+      const scheme = options.tls ? "https" : "http";
+      resolve({ url: `${scheme}://${urlHost}:${info.port}`, port: info.port, host, close: () => closeAll(tcp, sockets, server) });
+    });
+  });
+}
+
+// One plaintext port for HTTP/1.1 and h2c: the first bytes decide which server gets the socket.
+function sniffing(h1: ReturnType<typeof createHttp1Server>, h2: ReturnType<typeof createHttp2Server>): Server {
+  return createTcpServer((socket) => {
     socket.once("data", (first: Buffer) => {
       socket.pause();
       socket.unshift(first);
@@ -64,16 +86,6 @@ export function listenNode(server: TaskwireServer, options: ListenOptions = {}):
       }
     });
   });
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(describeListenError(err, host, port));
-    tcp.once("error", onError);
-    tcp.listen(port, host, () => {
-      tcp.off("error", onError);
-      const info = tcp.address() as AddressInfo;
-      const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
-      resolve({ url: `http://${urlHost}:${info.port}`, port: info.port, host, close: () => closeAll(tcp, sockets, server) });
-    });
-  });
 }
 
 function describeListenError(err: Error, host: string, port: number): Error {
@@ -84,7 +96,7 @@ function describeListenError(err: Error, host: string, port: number): Error {
   return err;
 }
 
-async function closeAll(tcp: ReturnType<typeof createTcpServer>, sockets: Set<Socket>, server: TaskwireServer): Promise<void> {
+async function closeAll(tcp: Server, sockets: Set<Socket>, server: TaskwireServer): Promise<void> {
   await server.close(); // ends every stream (UNAVAILABLE) before the connections go
   await new Promise<void>((resolve) => {
     tcp.close(() => resolve());
