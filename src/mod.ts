@@ -11,6 +11,7 @@
  */
 export { createServer, type ServerOptions, type TaskwireServer } from "./server/server.ts";
 export { listenNode, type ListenOptions, type Listening } from "./server/listen-node.ts";
+export { listen } from "./server/listen.ts";
 export { createApp, createRoutes, type AppOptions } from "./server/app.ts";
 export { createSimSource, type SimSource, type SimSourceOptions } from "./sources/sim/sim-source.ts";
 export { createSimKernel, type SimKernel, type SimKernelOptions } from "./sources/sim/sim-kernel.ts";

@@ -1,5 +1,8 @@
 /** The netlink source under Deno and Bun (npm devDependencies), spawned from vitest against the real kernel. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { createTaskwireClient, watchExits } from "@taskwire/client";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { startServer } from "./helpers.ts";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
@@ -27,6 +30,79 @@ describe.skipIf(missing !== undefined)(missing === undefined ? "netlink source o
       expect(result.selfPid).toBe(true);
       expect(result.version).toBeGreaterThanOrEqual(1);
       expect(result.exit).toEqual({ pid: result.childPid, cpu: 0, comm, code: 5 << 8 });
+    }, 90_000);
+  }
+});
+
+describe("the server on Deno and Bun, the SDK as their client", () => {
+  const servers: [string, string, string[]][] = [
+    ["deno task start", `${root}node_modules/deno/deno`, ["task", "start", "--port", "0"]],
+    ["bun", `${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--port", "0"]],
+  ];
+  for (const [name, bin, args] of servers) {
+    it(`${name} serves the sim source to the SDK`, async () => {
+      const child = spawn(bin, args, { cwd: root });
+      try {
+        const url = await new Promise<string>((resolve, reject) => {
+          let err = "";
+          child.stderr.on("data", (d: Buffer) => {
+            err += d.toString();
+            const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+            if (m) resolve(m[1]!);
+          });
+          child.once("exit", (code) => reject(new Error(`${name} exited ${code}: ${err}`)));
+        });
+        const client = createTaskwireClient(url);
+        expect((await client.getInfo({})).source).toBe("sim");
+        let n = 0;
+        for await (const ev of watchExits(client, { cpumask: "0-7" })) {
+          expect(ev.event.case).toBe("exit");
+          if (++n === 5) break;
+        }
+      } finally {
+        child.kill("SIGTERM");
+      }
+    }, 60_000);
+  }
+
+  it("a quiet stream on Bun survives past Bun.serve's default 10 s idle timeout", async () => {
+    const child = spawn(`${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], { cwd: root });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let err = "";
+        child.stderr.on("data", (d: Buffer) => {
+          err += d.toString();
+          const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+          if (m) resolve(m[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`bun exited ${code}: ${err}`)));
+      });
+      const t0 = Date.now();
+      const kinds: string[] = [];
+      for await (const m of createTaskwireClient(url).subscribeExits({ cpumask: "0", heartbeatMs: 13_000 })) {
+        kinds.push(m.heartbeat ? "heartbeat" : "open");
+        if (m.heartbeat) break;
+      }
+      expect(kinds).toEqual(["open", "heartbeat"]);
+      expect(Date.now() - t0).toBeGreaterThan(12_000);
+    } finally {
+      child.kill("SIGTERM");
+    }
+  }, 60_000);
+
+  for (const [name, command] of runtimes) {
+    it(`the SDK runs on ${name} (fetch transport) against a Node server`, async () => {
+      const running = await startServer(createSimSource({ cpus: 4, exitRate: 500, seed: 2 }));
+      try {
+        const [bin, args] = command(`${root}test/runtimes/sdk-smoke.ts`, [running.url]);
+        const { stdout } = await promisify(execFile)(bin, args, { cwd: root, timeout: 60_000 });
+        const out = JSON.parse(stdout.trim().split("\n").pop()!);
+        expect(out.source).toBe("sim");
+        expect(out.cpus).toHaveLength(5);
+        expect(out.cpus.every((c: number) => c >= 0 && c <= 3)).toBe(true);
+      } finally {
+        await running.close();
+      }
     }, 90_000);
   }
 });

@@ -1,6 +1,6 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
 import { readFileSync } from "node:fs";
-import { listenNode } from "../server/listen-node.ts";
+import { listen } from "../server/listen.ts";
 import { createServer } from "../server/server.ts";
 import type { Limits } from "../service/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
@@ -71,7 +71,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
   }
   const server = createServer({ source, limits: flags.limits });
-  const listening = await listenNode(server, { host: flags.host, port: flags.port, ...(tls && { tls }) }).catch(async (err: unknown) => {
+  const listening = await listen(server, { host: flags.host, port: flags.port, ...(tls && { tls }) }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();
     throw err;
