@@ -41,6 +41,7 @@ function buildProgram(): Command {
     .option("--sim-cpus <n>", "simulated possible CPUs", int(1, 65536), 8)
     .option("--sim-exit-rate <r>", "simulated task exits per second", positiveNumber, 200)
     .option("--sim-seed <s>", "simulation seed (same seed, same tasks)", int(0, 2 ** 32 - 1), 1)
+    .option("--cors-origin <origins>", "comma-separated browser origins allowed to call the API (\"*\" for any)")
     .option("--tls-cert <file>", "serve HTTPS (h2 and HTTP/1.1 by ALPN) with this PEM certificate chain")
     .option("--tls-key <file>", "the PEM private key for --tls-cert")
     .option("--socket-buffer <bytes>", "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)", int(4096, 2 ** 31 - 1), DEFAULT_SOCKET_BUFFER)
@@ -56,6 +57,7 @@ function buildProgram(): Command {
         simCpus: o["simCpus"] as number, simExitRate: o["simExitRate"] as number, simSeed: o["simSeed"] as number,
         socketBuffer: o["socketBuffer"] as number, enableDelayacct: o["enableDelayacct"] === true,
         tlsCert: o["tlsCert"] as string | undefined, tlsKey: o["tlsKey"] as string | undefined,
+        corsOrigins: typeof o["corsOrigin"] === "string" ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean) : [],
         limits: {
           leaseMs: o["leaseMs"] as number, maxBuffer: o["maxBuffer"] as number,
           maxListeners: o["maxListeners"] as number, heartbeatMs: o["heartbeatMs"] as number,

@@ -19,6 +19,7 @@ export interface ServeFlags {
   socketBuffer: number;
   enableDelayacct: boolean;
   tlsCert?: string | undefined;
+  corsOrigins: string[];
   tlsKey?: string | undefined;
   limits: Partial<Limits>;
 }
@@ -70,7 +71,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     console.error(d.was ? "taskwire: kernel.task_delayacct was already 1" :
       "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
   }
-  const server = createServer({ source, limits: flags.limits });
+  const server = createServer({ source, limits: flags.limits, corsOrigins: flags.corsOrigins });
   const listening = await listen(server, { host: flags.host, port: flags.port, ...(tls && { tls }) }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();

@@ -14,6 +14,8 @@ export interface ServerOptions {
   readonly source: TaskstatsSource;
   /** Limits and defaults; unset ones keep DEFAULT_LIMITS. */
   readonly limits?: Partial<Limits>;
+  /** Browser origins allowed to call the API (CORS); none by default. */
+  readonly corsOrigins?: readonly string[];
 }
 
 /** A taskwire server not yet bound to a socket. */
@@ -34,6 +36,6 @@ export function createServer(options: ServerOptions): TaskwireServer {
   const { source } = options;
   const registry = createRegistry({ source, ...(options.limits && { limits: options.limits }) });
   const routes = createRoutes({ source, registry });
-  const app = createApp({ source, registry, routes });
+  const app = createApp({ source, registry, routes, ...(options.corsOrigins && { corsOrigins: options.corsOrigins }) });
   return { source, registry, app, routes, fetch: (req) => app.fetch(req), close: () => registry.close() };
 }
