@@ -1,8 +1,9 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnServer } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const bin = `${root}bin/taskwire.js`;
@@ -21,16 +22,7 @@ async function run(...args: string[]): Promise<{ code: number; out: string; err:
 
 beforeAll(async () => {
   if (!existsSync(`${root}dist/src/cli/main.js`)) throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
-  server = spawn("node", [bin, "serve", "--source", "sim", "--port", "0", "--sim-exit-rate", "400"], { cwd: root });
-  url = await new Promise<string>((resolve, reject) => {
-    let err = "";
-    server.stderr!.on("data", (d: Buffer) => {
-      err += d.toString();
-      const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-      if (m) resolve(m[1]!);
-    });
-    server.once("exit", (code) => reject(new Error(`serve exited ${code}: ${err}`)));
-  });
+  ({ url, child: server } = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0", "--sim-exit-rate", "400"], root));
 });
 afterAll(() => {
   server.kill("SIGTERM");

@@ -1,4 +1,5 @@
 /** Shared test helpers: a real server on an ephemeral loopback port, and an SDK client for it. */
+import { spawn, type ChildProcess } from "node:child_process";
 import { createTaskwireClient, watchExits, type ExitEvent, type TaskwireClient, type WatchExitsOptions } from "@taskwire/client";
 import { listenNode, type Listening } from "../src/server/listen-node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
@@ -52,4 +53,19 @@ export async function collectExits(client: TaskwireClient, options: Omit<WatchEx
   })();
   await Promise.race([ready, done]);
   return { events, stop: async () => { ctl.abort(); await done; } };
+}
+
+/** Starts a `taskwire serve` process and resolves with its URL once it says where it listens. */
+export async function spawnServer(bin: string, args: string[], cwd: string): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(bin, args, { cwd });
+  const url = await new Promise<string>((resolve, reject) => {
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => {
+      err += d.toString();
+      const m = /on (https?:\/\/127\.0\.0\.1:\d+)/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    child.once("exit", (code) => reject(new Error(`${bin} ${args.join(" ")} exited ${code}: ${err}`)));
+  });
+  return { url, child };
 }

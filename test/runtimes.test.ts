@@ -1,8 +1,8 @@
 /** The netlink source under Deno and Bun (npm devDependencies), spawned from vitest against the real kernel. */
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { startServer } from "./helpers.ts";
+import { spawnServer, startServer } from "./helpers.ts";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
@@ -41,17 +41,8 @@ describe("the server on Deno and Bun, the SDK as their client", () => {
   ];
   for (const [name, bin, args] of servers) {
     it(`${name} serves the sim source to the SDK`, async () => {
-      const child = spawn(bin, args, { cwd: root });
+      const { url, child } = await spawnServer(bin, args, root);
       try {
-        const url = await new Promise<string>((resolve, reject) => {
-          let err = "";
-          child.stderr.on("data", (d: Buffer) => {
-            err += d.toString();
-            const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-            if (m) resolve(m[1]!);
-          });
-          child.once("exit", (code) => reject(new Error(`${name} exited ${code}: ${err}`)));
-        });
         const client = createTaskwireClient(url);
         expect((await client.getInfo({})).source).toBe("sim");
         let n = 0;
@@ -66,17 +57,8 @@ describe("the server on Deno and Bun, the SDK as their client", () => {
   }
 
   it("a quiet stream on Bun survives past Bun.serve's default 10 s idle timeout", async () => {
-    const child = spawn(`${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], { cwd: root });
+    const { url, child } = await spawnServer(`${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], root);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let err = "";
-        child.stderr.on("data", (d: Buffer) => {
-          err += d.toString();
-          const m = /on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-          if (m) resolve(m[1]!);
-        });
-        child.once("exit", (code) => reject(new Error(`bun exited ${code}: ${err}`)));
-      });
       const t0 = Date.now();
       const kinds: string[] = [];
       for await (const m of createTaskwireClient(url).subscribeExits({ cpumask: "0", heartbeatMs: 13_000 })) {
