@@ -183,14 +183,15 @@ describe("SubscribeExits through the SDK", () => {
   it("a second stream on the same listener takes over; the first ends ABORTED", async () => {
     const { client } = await start({ exitRate: 200 });
     const reg = await client.register({ cpumask: "0-7" });
-    const first = (async () => {
+    // The outcome is observed from the start: the takeover may reject it before the test awaits it.
+    const first = codeOf((async () => {
       for await (const _ of client.subscribeExits({ listenerId: reg.listenerId })) { /* drain */ }
-    })();
+    })());
     await eventually(async () => (await client.getInfo({})).streams === 1);
     const ctl = new AbortController();
     const second = client.subscribeExits({ listenerId: reg.listenerId }, { signal: ctl.signal })[Symbol.asyncIterator]();
     await second.next();
-    expect(await codeOf(first)).toBe(Code.Aborted);
+    expect(await first).toBe(Code.Aborted);
     ctl.abort();
   });
 });
