@@ -59,13 +59,21 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
       guard(async () => {
         const cpus = requireMask(req.cpumask, deps, "cpumask");
         let listener: Listener;
+        let undo: () => void;
         if (req.listenerId === "") {
           listener = registry.create(cpus, { buffer: req.buffer, policy: toPolicy(req.overflow), ephemeral: false });
+          undo = () => registry.remove(listener, "the kernel did not register its CPUs");
         } else {
           listener = registry.get(req.listenerId);
+          const had = new Set(registry.cpusOf(listener));
           registry.add(listener, cpus);
+          undo = () => registry.removeCpus(listener, cpus.filter((c) => !had.has(c)));
         }
-        await source.synced(); // answer once the kernel is listening on these CPUs
+        // Answer once the kernel is listening on these CPUs; if it refused, take back what was added.
+        await source.synced().catch((err: unknown) => {
+          undo();
+          throw err;
+        });
         return { listenerId: listener.id, cpumask: registry.cpumaskOf(listener), buffer: listener.queue.capacity, leaseMs: registry.limits.leaseMs };
       }),
     deregister: (req) =>
@@ -139,7 +147,11 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
   }
   const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
   try {
-    await deps.source.synced(); // the opening message means the kernel is listening
+    // The opening message means the kernel is listening; an ephemeral listener it refused is not kept.
+    await deps.source.synced().catch((err: unknown) => {
+      if (listener.ephemeral) registry.remove(listener, "the kernel did not register its CPUs");
+      throw err;
+    });
     yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, replay, binary, ...(project && { project }) });
   } catch (err) {
     if (signal.aborted) return; // the client went away; nobody is left to tell

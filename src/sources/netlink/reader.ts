@@ -6,7 +6,7 @@
 import { Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
-import type { ExitSink } from "../source.ts";
+import { SourceUnavailableError, type ExitSink } from "../source.ts";
 import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
 import { parseMessages, parseTaskstatsNew } from "./codec.ts";
 
@@ -122,7 +122,7 @@ class _Reader implements Reader {
       case "unwatched":
         return this.#ack();
       case "watch-failed":
-        this.#failure ??= new Error(`registering CPU ${m.cpu} with the kernel failed: ${m.message}`);
+        this.#failure ??= new SourceUnavailableError(`the kernel did not register CPU ${m.cpu} for exit records: ${m.message}`);
         return this.#ack();
       case "ready":
         this.#stats.runtime = m.runtime;
