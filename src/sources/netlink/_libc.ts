@@ -1,6 +1,7 @@
 /**
- * The Syscalls object over a raw FFI symbol table, shared by the Deno and Bun
- * bindings (which differ only in how they open libc, pass sizes and read errno).
+ * The Syscalls object over a raw FFI symbol table, shared by the Node (koffi),
+ * Deno and Bun bindings (which differ only in how they open libc, pass sizes
+ * and read errno).
  */
 import type { Syscalls } from "./syscalls.ts";
 
