@@ -76,10 +76,9 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   try {
     sock = openGenlSocket(sys);
     const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
-    const probe = new _NetlinkSource(sock, family, socketBuffer);
-    const self = probe.getPidSync(process.pid);
-    probe.setStruct(self.version ?? 0, probe.lastStructSize);
-    return probe;
+    const source = new _NetlinkSource(sock, family, socketBuffer);
+    await source.getPid(process.pid); // proves GET works here, and learns the kernel's struct version and size
+    return source;
   } catch (err) {
     sock?.close();
     throw new NetlinkUnavailableError(explainOpenFailure(err));
@@ -90,7 +89,6 @@ class _NetlinkSource implements NetlinkSource {
   readonly name = "netlink" as const;
   readonly possible = readPossible();
   readonly family: number;
-  lastStructSize = 0;
   readonly #sock: GenlSocket;
   readonly #socketBuffer: number;
   #reader: Reader | undefined;
@@ -105,11 +103,6 @@ class _NetlinkSource implements NetlinkSource {
     this.#socketBuffer = socketBuffer;
   }
 
-  setStruct(version: number, size: number): void {
-    this.#version = version;
-    this.#size = size;
-  }
-
   info(): SourceInfo {
     const r = this.#reader?.stats();
     return {
@@ -118,12 +111,8 @@ class _NetlinkSource implements NetlinkSource {
     };
   }
 
-  getPidSync(pid: number): TaskStats {
-    return this.#get({ type: K.TASKSTATS_CMD_ATTR_PID, u32: pid }, "pid", pid);
-  }
-
   async getPid(pid: number): Promise<TaskStats> {
-    return this.getPidSync(pid);
+    return this.#get({ type: K.TASKSTATS_CMD_ATTR_PID, u32: pid }, "pid", pid);
   }
 
   async getTgid(tgid: number): Promise<TaskStats> {
@@ -167,8 +156,11 @@ class _NetlinkSource implements NetlinkSource {
     const parsed = reply === undefined ? undefined : parseTaskstatsNew(reply.payload);
     const agg = kind === "pid" ? parsed?.pid : parsed?.tgid;
     if (agg === undefined) throw new SourceUnavailableError(`the kernel's reply to TASKSTATS_CMD_GET ${kind} ${id} held no stats`);
-    this.lastStructSize = agg.stats.byteLength;
-    return decodeTaskStats(agg.stats);
+    // Every reply carries the running kernel's struct: what GetInfo reports comes from the latest one.
+    const stats = decodeTaskStats(agg.stats);
+    this.#version = stats.version ?? 0;
+    this.#size = agg.stats.byteLength;
+    return stats;
   }
 
   #mapError(err: unknown, kind: "pid" | "tgid", id: number): Error {
