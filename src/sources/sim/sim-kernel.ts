@@ -9,7 +9,7 @@ import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { addDelayacct, addLiveThread, copyTaskStats, zeroTaskStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
-import { drawProfile, threadStats, type StatsContext, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
+import { drawProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
 
 /** Options of the simulated kernel. */
 export interface SimKernelOptions {
@@ -95,12 +95,12 @@ class _SimKernel implements SimKernel {
   readonly cpus: number;
   onRecord: ((record: ExitRecord) => void) | undefined;
   records = 0;
-  #now = 0;
   #nextExit: number;
   #nextPid = 300;
   readonly #meanGapNs: number;
   readonly #population: number;
   readonly #rng: Prng;
+  /** Virtual time now (nowNs) and what stats are computed against. */
   readonly #ctx: { nowNs: number; epochMs: number; delayacct: boolean };
   readonly #live: Thread[] = [];
   readonly #threads = new Map<number, Thread>();
@@ -121,7 +121,7 @@ class _SimKernel implements SimKernel {
   }
 
   get nowNs(): number {
-    return this.#now;
+    return this.#ctx.nowNs;
   }
 
   get liveThreads(): number {
@@ -134,15 +134,15 @@ class _SimKernel implements SimKernel {
       this.#exitOne();
       this.#nextExit += this.#rng.exp(this.#meanGapNs);
     }
-    this.#setNow(Math.max(this.#now, ns));
+    this.#setNow(Math.max(this.#ctx.nowNs, ns));
   }
 
   exitNow(n: number): void {
     for (let i = 0; i < n; i++) {
-      this.#setNow(this.#now + 1000);
+      this.#setNow(this.#ctx.nowNs + 1000);
       this.#exitOne();
     }
-    if (this.#nextExit < this.#now) this.#nextExit = this.#now + this.#rng.exp(this.#meanGapNs);
+    if (this.#nextExit < this.#ctx.nowNs) this.#nextExit = this.#ctx.nowNs + this.#rng.exp(this.#meanGapNs);
   }
 
   watch(cpus: readonly number[], on: boolean): void {
@@ -170,12 +170,11 @@ class _SimKernel implements SimKernel {
   }
 
   #setNow(ns: number): void {
-    this.#now = ns;
     this.#ctx.nowNs = ns;
   }
 
   #statsOf(t: Thread, exit?: { code: number; groupDead: boolean }): TaskStats {
-    return threadStats(this.#identity(t), t.profile, this.#ctx as StatsContext, exit);
+    return threadStats(this.#identity(t), t.profile, this.#ctx, exit);
   }
 
   #identity(t: Thread): ThreadIdentity {
@@ -201,7 +200,7 @@ class _SimKernel implements SimKernel {
     this.#remove(victim);
     if (needRecord && stats !== undefined) this.#emit(cpu, victim, stats, groupDead);
     // Fork replacements only up to the population: a new process may bring threads of its own.
-    while (this.#live.length < this.#population) this.#spawn(this.#now, this.#randomProcess());
+    while (this.#live.length < this.#population) this.#spawn(this.#ctx.nowNs, this.#randomProcess());
   }
 
   #emit(cpu: number, t: Thread, pidStats: TaskStats, groupDead: boolean): void {
