@@ -37,3 +37,15 @@ export function runHelper(args: string[], cpu?: number): Promise<{ pid: number; 
     child.once("close", (code) => resolve({ pid: child.pid!, stdout, code }));
   });
 }
+
+/**
+ * Why the real kernel cannot be tested here (undefined when it can). With
+ * TASKWIRE_REQUIRE_NETLINK=1 (.ci/run on these machines) absence is an error,
+ * not a skip.
+ */
+export async function netlinkMissing(): Promise<string | undefined> {
+  const { openNetlinkSource } = await import("../src/sources/netlink/netlink-source.ts");
+  const missing = await openNetlinkSource().then(async (s) => { await s.close(); return undefined; }, (e: Error) => e.message);
+  if (missing !== undefined && process.env["TASKWIRE_REQUIRE_NETLINK"] === "1") throw new Error(`TASKWIRE_REQUIRE_NETLINK=1 but ${missing}`);
+  return missing;
+}

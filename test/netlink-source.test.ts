@@ -10,11 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { openNetlinkSource, type NetlinkSource } from "../src/sources/netlink/netlink-source.ts";
 import { collectExits, eventually, sleep, startServer, type Running } from "./helpers.ts";
-import { helperPath, runHelper, spawnHelper } from "./native.ts";
+import { helperPath, netlinkMissing, runHelper, spawnHelper } from "./native.ts";
 import { sourceContract } from "./source-contract.ts";
 
-const missing = await openNetlinkSource().then(async (s) => { await s.close(); return undefined; }, (e: Error) => e.message);
-if (missing !== undefined && process.env["TASKWIRE_REQUIRE_NETLINK"] === "1") throw new Error(`TASKWIRE_REQUIRE_NETLINK=1 but ${missing}`);
+const missing = await netlinkMissing();
 const suite = missing === undefined ? describe : describe.skip;
 const title = missing === undefined ? "netlink source (real kernel)" : `netlink source SKIPPED: ${missing}`;
 

@@ -5,12 +5,10 @@ import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { spawnServer, startServer } from "./helpers.ts";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
-import { helperPath } from "./native.ts";
+import { helperPath, netlinkMissing } from "./native.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const missing = await openNetlinkSource().then(async (s) => { await s.close(); return undefined; }, (e: Error) => e.message);
-if (missing !== undefined && process.env["TASKWIRE_REQUIRE_NETLINK"] === "1") throw new Error(`TASKWIRE_REQUIRE_NETLINK=1 but ${missing}`);
+const missing = await netlinkMissing();
 
 // Deno grants reads of /sys and /proc (the possible CPUs, the delayacct sysctl) only with --allow-all.
 const DENO_PERMS = ["--allow-all"];
