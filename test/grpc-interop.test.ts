@@ -1,8 +1,13 @@
 /**
- * Stock gRPC interop: Python stubs generated from proto/ with Debian's protoc
- * and grpc_python_plugin, called with Debian's python3-grpcio over real gRPC.
- * (Debian's python3-grpc-tools bundles a protoc from 2018 that rejects proto3
- * `optional`, so the stubs come from protobuf-compiler + protobuf-compiler-grpc.)
+ * Stock gRPC interop: Python stubs generated from proto/ with Debian's
+ * python3-grpc-tools, called with Debian's python3-grpcio over real gRPC.
+ *
+ * Debian's grpc_tools bundles protoc 3.5 (2018), whose parser rejects proto3
+ * `optional`. Its code generators still work from a compiled descriptor set, so
+ * buf (a devDependency) compiles proto/ and grpc_tools generates from that. That
+ * protoc predates the proto3_optional flag, so each optional field appears to
+ * Python inside a one-field oneof (`_ac_pid`): the same wire format and the same
+ * presence (`HasField`) that proto3 optional has.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
@@ -18,15 +23,9 @@ const PY = "/usr/bin/python3";
 
 function missingTools(): string | undefined {
   try {
-    execFileSync("protoc", ["--version"], { stdio: "pipe" });
-    execFileSync("sh", ["-c", "command -v grpc_python_plugin"], { stdio: "pipe" });
+    execFileSync(PY, ["-c", "import grpc, google.protobuf, grpc_tools.protoc"], { stdio: "pipe" });
   } catch {
-    return "protoc and grpc_python_plugin (Debian: protobuf-compiler, protobuf-compiler-grpc)";
-  }
-  try {
-    execFileSync(PY, ["-c", "import grpc, google.protobuf"], { stdio: "pipe" });
-  } catch {
-    return `${PY} with grpc and protobuf (Debian: python3-grpcio, python3-protobuf)`;
+    return `${PY} with grpc, protobuf and grpc_tools (Debian: python3-grpcio, python3-protobuf, python3-grpc-tools)`;
   }
   return undefined;
 }
@@ -40,9 +39,13 @@ describe.skipIf(missing !== undefined)(missing === undefined ? "python3-grpcio a
   let stubs: string;
   beforeAll(async () => {
     stubs = mkdtempSync(join(tmpdir(), "taskwire-pystubs-"));
-    const plugin = execFileSync("which", ["grpc_python_plugin"]).toString().trim();
-    execFileSync("protoc", [`-I${root}proto`, `--python_out=${stubs}`, `--grpc_out=${stubs}`, `--plugin=protoc-gen-grpc=${plugin}`,
-      "taskwire/v1/taskstats.proto", "taskwire/kernel/v1/taskstats.proto"], { cwd: root });
+    const set = join(stubs, "taskwire.binpb");
+    execFileSync(join(root, "node_modules/.bin/buf"), ["build", "-o", set], { cwd: root });
+    // grpc_tools.protoc.main directly: `python3 -m grpc_tools.protoc` adds an -I
+    // that protoc refuses beside --descriptor_set_in.
+    const generate = "import sys; from grpc_tools import protoc; sys.exit(protoc.main(sys.argv))";
+    execFileSync(PY, ["-c", generate, `--descriptor_set_in=${set}`, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`,
+      "taskwire/v1/taskstats.proto", "taskwire/kernel/v1/taskstats.proto"], { cwd: stubs });
     source = createSimSource({ cpus: 8, exitRate: 500, seed: 14 }) as SimSource;
     running = await startServer(source);
   });
