@@ -55,17 +55,28 @@ export async function collectExits(client: TaskwireClient, options: Omit<WatchEx
   return { events, stop: async () => { ctl.abort(); await done; } };
 }
 
-/** Starts a `taskwire serve` process and resolves with its URL once it says where it listens. */
-export async function spawnServer(bin: string, args: string[], cwd: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(bin, args, { cwd });
-  const url = await new Promise<string>((resolve, reject) => {
+/**
+ * Starts a `taskwire serve` process (in its own process group) and resolves with
+ * its URL and the runtime it names once it says where it listens. `stop()` ends
+ * the whole group: launchers such as `bun run start` do not pass signals on.
+ */
+export async function spawnServer(bin: string, args: string[], cwd: string): Promise<{ url: string; runtime: string; child: ChildProcess; stop: () => void }> {
+  const child = spawn(bin, args, { cwd, detached: true });
+  const { url, runtime } = await new Promise<{ url: string; runtime: string }>((resolve, reject) => {
     let err = "";
     child.stderr!.on("data", (d: Buffer) => {
       err += d.toString();
-      const m = /on (https?:\/\/127\.0\.0\.1:\d+)/.exec(err);
-      if (m) resolve(m[1]!);
+      const m = /on (https?:\/\/127\.0\.0\.1:\d+) with (\w+)/.exec(err);
+      if (m) resolve({ url: m[1]!, runtime: m[2]! });
     });
     child.once("exit", (code) => reject(new Error(`${bin} ${args.join(" ")} exited ${code}: ${err}`)));
   });
-  return { url, child };
+  const stop = () => {
+    try {
+      process.kill(-child.pid!, "SIGTERM");
+    } catch {
+      // already gone
+    }
+  };
+  return { url, runtime, child, stop };
 }

@@ -33,15 +33,17 @@ describe.skipIf(missing !== undefined)(missing === undefined ? "netlink source o
 });
 
 describe("the server on Deno and Bun, the SDK as their client", () => {
-  const servers: [string, string, string[]][] = [
-    ["deno task start", `${root}node_modules/deno/deno`, ["task", "start", "--port", "0"]],
-    ["bun", `${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--port", "0"]],
+  const servers: [string, string, string, string[]][] = [
+    ["deno task start", "deno", `${root}node_modules/deno/deno`, ["task", "start", "--port", "0"]],
+    // package.json's start script, as a Bun user runs it: Bun itself must serve, not the node on PATH.
+    ["bun run start", "bun", `${root}node_modules/.bin/bun`, ["run", "start", "--", "--port", "0"]],
   ];
-  for (const [name, bin, args] of servers) {
-    it(`${name} serves the sim source to the SDK`, async () => {
-      const { url, child } = await spawnServer(bin, args, root);
+  for (const [name, runtime, bin, args] of servers) {
+    it(`${name} serves the sim source to the SDK, running on ${runtime}`, async () => {
+      const server = await spawnServer(bin, args, root);
       try {
-        const client = createTaskwireClient(url);
+        expect(server.runtime).toBe(runtime);
+        const client = createTaskwireClient(server.url);
         expect((await client.getInfo({})).source).toBe("sim");
         let n = 0;
         for await (const ev of watchExits(client, { cpumask: "0-7" })) {
@@ -49,13 +51,13 @@ describe("the server on Deno and Bun, the SDK as their client", () => {
           if (++n === 5) break;
         }
       } finally {
-        child.kill("SIGTERM");
+        server.stop();
       }
     }, 60_000);
   }
 
   it("a quiet stream on Bun survives past Bun.serve's default 10 s idle timeout", async () => {
-    const { url, child } = await spawnServer(`${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], root);
+    const { url, stop } = await spawnServer(`${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], root);
     try {
       const t0 = Date.now();
       const kinds: string[] = [];
@@ -66,7 +68,7 @@ describe("the server on Deno and Bun, the SDK as their client", () => {
       expect(kinds).toEqual(["open", "heartbeat"]);
       expect(Date.now() - t0).toBeGreaterThan(12_000);
     } finally {
-      child.kill("SIGTERM");
+      stop();
     }
   }, 60_000);
 

@@ -60,6 +60,14 @@ function readTls(flags: ServeFlags): { cert: string; key: string } | undefined {
   return { cert: read(flags.tlsCert, "certificate"), key: read(flags.tlsKey, "key") };
 }
 
+/** "node 20.20.0", "deno 2.9.6", "bun 1.4.5": which runtime serves, since `bun run start` and `npm start` share a script. */
+function runtimeLabel(): string {
+  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
+  if (g.Deno !== undefined) return `deno ${g.Deno.version.deno}`;
+  if (g.Bun !== undefined) return `bun ${g.Bun.version}`;
+  return `node ${process.versions.node}`;
+}
+
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const tls = readTls(flags);
   if (flags.enableDelayacct && flags.source === "sim") throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
@@ -78,7 +86,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     throw err;
   });
   const info = source.info();
-  console.error(`taskwire: serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url}`);
+  console.error(`taskwire: serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}`);
   if (info.source === "sim") console.error("taskwire: data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) console.error("taskwire: kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
   await new Promise<void>((resolve) => {
