@@ -60,7 +60,9 @@ describe.skipIf(missing !== undefined)(missing === undefined ? "python3-grpcio a
     expect(out.pid).toMatchObject({ ac_pid: pid, has_comm: true });
     expect(out.bad_mask.code).toBe("INVALID_ARGUMENT");
     expect(out.bad_mask.details).toContain("possible CPUs are 0-7");
+    expect(out.bad_mask.detail).toEqual({ reason: "ERROR_REASON_INVALID_CPUMASK", metadata: { errno: "EINVAL" } });
     expect(out.no_task.code).toBe("NOT_FOUND");
+    expect(out.no_task.detail).toEqual({ reason: "ERROR_REASON_TASK_NOT_FOUND", metadata: { pid: "4000000" } });
     expect(out.register).toEqual({ cpumask: "0-7", id_len: 36 });
     expect(out.events.length).toBeGreaterThanOrEqual(10);
     expect(out.events.map((e: { seq: number }) => e.seq).slice(0, 10)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);

@@ -40,8 +40,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
 /** No listener has this id (never existed, deregistered or reaped). */
 export class ListenerNotFoundError extends Error {
   override readonly name = "ListenerNotFoundError";
+  readonly listenerId: string;
   constructor(id: string) {
     super(`no listener "${id}": it was never registered, was deregistered, or its lease expired; call Register again`);
+    this.listenerId = id;
   }
 }
 

@@ -6,10 +6,10 @@
  * run reliably after a client cancels on HTTP/2.
  */
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toStreamEvent } from "./convert.ts";
+import { ShuttingDownError, StreamTakenOverError } from "./errors.ts";
 import type { QueueItem } from "./event-queue.ts";
 import type { Listener, StreamEnd } from "./listener.ts";
 import type { Projection } from "./projection.ts";
@@ -35,7 +35,7 @@ interface Ended {
 
 // Takeover: another stream has the listener (ABORTED, do not retry). Shutdown:
 // the server is going away (UNAVAILABLE, reconnect elsewhere or later).
-const END_CODES: Partial<Record<StreamEnd, Code>> = { takeover: Code.Aborted, shutdown: Code.Unavailable };
+const END_ERRORS: Partial<Record<StreamEnd, new (message: string) => Error>> = { takeover: StreamTakenOverError, shutdown: ShuttingDownError };
 
 /** Streams `listener` until the client goes, the listener is removed, or another stream takes over. */
 export async function* streamListener(registry: ListenerRegistry, listener: Listener, o: StreamOptions): AsyncGenerator<SubscribeExitsResponse> {
@@ -68,8 +68,8 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
     }
     for (;;) {
       if (o.signal.aborted) return;
-      const code = ended && END_CODES[ended.how];
-      if (code !== undefined) throw new ConnectError(`listener ${listener.id}: ${ended!.why}`, code);
+      const error = ended && END_ERRORS[ended.how];
+      if (error !== undefined) throw new error(`listener ${listener.id}: ${ended!.why}`);
       if (listener.queue.length > 0) {
         const events = listener.take(o.maxBatch).map((item) => toStreamEvent(item, o));
         yield create(SubscribeExitsResponseSchema, { events, queued: listener.queue.depth });

@@ -12,6 +12,38 @@ import grpc  # noqa: E402
 from taskwire.v1 import taskstats_pb2 as pb  # noqa: E402
 from taskwire.v1 import taskstats_pb2_grpc as rpc  # noqa: E402
 
+
+
+def status_type():
+    """google.rpc.Status (code, message, details), declared here: Debian ships no googleapis protos for grpcio."""
+    from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+    fdp = descriptor_pb2.FileDescriptorProto(name="interop/status.proto", package="google.rpc", syntax="proto3",
+                                             dependency=["google/protobuf/any.proto"])
+    m = fdp.message_type.add(name="Status")
+    F = descriptor_pb2.FieldDescriptorProto
+    m.field.add(name="code", number=1, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
+    m.field.add(name="message", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    m.field.add(name="details", number=3, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".google.protobuf.Any")
+    pool = descriptor_pool.Default()
+    pool.FindFileByName(any_pb2.DESCRIPTOR.name)
+    pool.Add(fdp)
+    return message_factory.MessageFactory(pool).GetPrototype(pool.FindMessageTypeByName("google.rpc.Status"))
+
+
+Status = status_type()
+
+
+def error_detail(e):
+    """taskwire's ErrorDetail from grpc-status-details-bin, as {reason, metadata}."""
+    for key, value in e.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for any_detail in Status.FromString(value).details:
+                detail = pb.ErrorDetail()
+                if any_detail.Unpack(detail):
+                    return {"reason": pb.ErrorReason.Name(detail.reason), "metadata": dict(detail.metadata)}
+    return None
+
+
 target, live_pid = sys.argv[2], int(sys.argv[3])
 out = {}
 with grpc.insecure_channel(target) as channel:
@@ -26,7 +58,7 @@ with grpc.insecure_channel(target) as channel:
             call()
             out[name] = {"code": "OK"}
         except grpc.RpcError as e:
-            out[name] = {"code": e.code().name, "details": e.details()}
+            out[name] = {"code": e.code().name, "details": e.details(), "detail": error_detail(e)}
     reg = stub.Register(pb.RegisterRequest(cpumask="0-7"), timeout=10)
     out["register"] = {"cpumask": reg.cpumask, "id_len": len(reg.listener_id)}
     stream = stub.SubscribeExits(pb.SubscribeExitsRequest(listener_id=reg.listener_id), timeout=20)

@@ -1,4 +1,5 @@
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { toTaskwireError } from "./errors.ts";
 import { TaskStats } from "./gen/taskwire/v1/taskstats_pb.ts";
 
 /** A typed client of the TaskStats service: getPid, getTgid, register, deregister, subscribeExits, getInfo. */
@@ -29,7 +30,36 @@ export interface TransportSettings {
 /** Builds createTaskwireClient over a runtime's default transport (connect-web's fetch, or connect-node's on Node). */
 export function clientFactory(makeTransport: (s: TransportSettings) => Transport) {
   return (baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient =>
-    createClient(TaskStats, options.transport ?? makeTransport(settings(baseUrl, options)));
+    withTypedErrors(createClient(TaskStats, options.transport ?? makeTransport(settings(baseUrl, options))));
+}
+
+type AnyMethod = (...args: unknown[]) => unknown;
+
+/** The same client, throwing typed errors (errors.ts) from every method, the stream's iteration included. */
+function withTypedErrors(client: TaskwireClient): TaskwireClient {
+  const methods = client as unknown as Record<string, AnyMethod>;
+  const typed: Record<string, AnyMethod> = {};
+  for (const m of TaskStats.methods) {
+    const call = methods[m.localName]!;
+    typed[m.localName] = m.methodKind === "unary"
+      ? async (...args) => {
+        try {
+          return await call(...args);
+        } catch (err) {
+          throw toTaskwireError(err);
+        }
+      }
+      : (...args) => rethrowTyped(call(...args) as AsyncIterable<unknown>);
+  }
+  return typed as unknown as TaskwireClient;
+}
+
+async function* rethrowTyped<T>(stream: AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    yield* stream;
+  } catch (err) {
+    throw toTaskwireError(err);
+  }
 }
 
 function settings(baseUrl: string, options: TaskwireClientOptions): TransportSettings {

@@ -29,6 +29,11 @@ export const createTaskwireClient = clientFactory((s) => createConnectTransport(
 export { watchExits, type WatchExitsOptions, type Subscribed, type Reconnecting } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
 export {
+  TaskwireError, TaskNotFoundError, ListenerNotFoundError, InvalidCpumaskError, InvalidRequestError, LimitExceededError,
+  ServerPermissionError, SourceUnavailableError, UnsupportedError, SeqOutOfRangeError, StreamTakenOverError, ShuttingDownError,
+  toTaskwireError, ErrorReason,
+} from "./errors.ts";
+export {
   TaskStats, LossReason, OverflowPolicy,
   type ExitEvent, type Exit, type Lost, type GetInfoResponse, type RegisterResponse, type ExitFilter, type ListenerInfo,
   type DeregisterResponse, type GetPidResponse, type GetTgidResponse, type SubscribeExitsResponse,

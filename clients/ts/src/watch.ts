@@ -4,6 +4,7 @@ import {
   ExitEventSchema, LossReason, type ExitEvent, type ExitFilterSchema, type OverflowPolicy,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskwireClient } from "./client.ts";
+import { ListenerNotFoundError, TaskwireError, toTaskwireError } from "./errors.ts";
 
 /** What the server said when a stream opened. */
 export interface Subscribed {
@@ -58,6 +59,11 @@ const NETWORK = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EH
 function retryable(err: ConnectError): boolean {
   const cause = (err.cause as { code?: unknown } | undefined)?.code;
   return RETRYABLE.has(err.code) || (typeof cause === "string" && NETWORK.has(cause));
+}
+
+// NOT_FOUND without taskwire's detail (a client not built by this SDK) can only be the listener here.
+function listenerGone(err: ConnectError): boolean {
+  return err instanceof ListenerNotFoundError || (err.code === Code.NotFound && !(err instanceof TaskwireError));
 }
 
 /**
@@ -182,14 +188,14 @@ async function* resuming(client: TaskwireClient, options: WatchExitsOptions): As
       } catch (e) {
         if (ctl.signal.aborted) return;
         const err = ConnectError.from(attemptCtl.signal.reason instanceof ConnectError ? attemptCtl.signal.reason : e);
-        if (err.code === Code.NotFound && owned && listenerId !== undefined) {
+        if (listenerGone(err) && owned && listenerId !== undefined) {
           // The server no longer has the listener (it restarted, or the lease ran out): start over and say so.
           listenerId = undefined;
           if (afterSeq > 0n) yield restartLoss(afterSeq);
           afterSeq = 0n;
           continue;
         }
-        if (!retryable(err) || ++attempt > maxAttempts) throw err;
+        if (!retryable(err) || ++attempt > maxAttempts) throw toTaskwireError(err);
         const delayMs = Math.min(maxMs, initialMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
         options.onReconnect?.({ attempt, error: err, delayMs });
         await sleep(delayMs, ctl.signal);

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskwire/v1/taskstats.proto.
  */
 export const file_taskwire_v1_taskstats: GenFile = /*@__PURE__*/
-  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIvEBChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNEg4KBmZpZWxkcxgHIAMoCRInCgZmaWx0ZXIYCCABKAsyFy50YXNrd2lyZS52MS5FeGl0RmlsdGVyEhEKCWFmdGVyX3NlcRgJIAEoBCJUCgpFeGl0RmlsdGVyEg0KBXRnaWRzGAEgAygNEgwKBHVpZHMYAiADKA0SEwoLY29tbV9wcmVmaXgYAyABKAkSFAoMbm9uemVyb19leGl0GAQgASgIIokBChZTdWJzY3JpYmVFeGl0c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnRhc2t3aXJlLnYxLkV4aXRFdmVudBITCgtsaXN0ZW5lcl9pZBgCIAEoCRIPCgdjcHVtYXNrGAMgASgJEhEKCWhlYXJ0YmVhdBgEIAEoCBIOCgZxdWV1ZWQYBSABKA0idAoJRXhpdEV2ZW50EgsKA3NlcRgBIAEoBBILCgNjcHUYAiABKA0SIQoEZXhpdBgDIAEoCzIRLnRhc2t3aXJlLnYxLkV4aXRIABIhCgRsb3N0GAQgASgLMhEudGFza3dpcmUudjEuTG9zdEgAQgcKBWV2ZW50IpoBCgRFeGl0EgsKA3BpZBgBIAEoDRIMCgR0Z2lkGAIgASgNEjAKCXBpZF9zdGF0cxgDIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHMSNgoKdGdpZF9zdGF0cxgEIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHNIAIgBAUINCgtfdGdpZF9zdGF0cyJ6CgRMb3N0Eg0KBWNvdW50GAEgASgEEhEKCWZpcnN0X3NlcRgCIAEoBBIQCghsYXN0X3NlcRgDIAEoBBInCgZyZWFzb24YBCABKA4yFy50YXNrd2lyZS52MS5Mb3NzUmVhc29uEhUKDWNvdW50X3Vua25vd24YBSABKAgiIwoOR2V0SW5mb1JlcXVlc3QSEQoJbGlzdGVuZXJzGAEgASgIIuQCCgxMaXN0ZW5lckluZm8SEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIRCglzdHJlYW1pbmcYAyABKAgSEQoJZXBoZW1lcmFsGAQgASgIEi0KCG92ZXJmbG93GAUgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kSEwoLcXVldWVfZGVwdGgYBiABKA0SFgoOcXVldWVfY2FwYWNpdHkYByABKA0SEAoIcHJvZHVjZWQYCCABKAQSEQoJZGVsaXZlcmVkGAkgASgEEiAKGGxvc3Rfc3Vic2NyaWJlcl9vdmVyZmxvdxgKIAEoBBIcChRsb3N0X2tlcm5lbF9vdmVyZmxvdxgLIAEoBBIWCg5sb3N0X3JldGVudGlvbhgMIAEoBBIUCgxsb3N0X3Jlc3RhcnQYDSABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYDiABKAEizAMKD0dldEluZm9SZXNwb25zZRIOCgZzb3VyY2UYASABKAkSFQoNcG9zc2libGVfY3B1cxgCIAEoCRIZChF0YXNrc3RhdHNfdmVyc2lvbhgDIAEoDRIWCg50YXNrc3RhdHNfc2l6ZRgEIAEoDRIWCg5rZXJuZWxfcmVsZWFzZRgFIAEoCRIRCglkZWxheWFjY3QYBiABKAgSFAoMd2F0Y2hlZF9jcHVzGAcgASgJEhEKCWxpc3RlbmVycxgIIAEoDRIPCgdzdHJlYW1zGAkgASgNEg8KB3JlY29yZHMYCiABKAQSFAoMa2VybmVsX2Ryb3BzGAsgASgEEhgKEHN1YnNjcmliZXJfZHJvcHMYDCABKAQSFgoOc2VydmVyX3ZlcnNpb24YDSABKAkSFQoNc29ja2V0X2J1ZmZlchgOIAEoDRISCgptYXhfYnVmZmVyGA8gASgNEhYKDmRlZmF1bHRfYnVmZmVyGBAgASgNEhAKCGxlYXNlX21zGBEgASgNEhcKD2tlcm5lbF9vdmVycnVucxgSIAEoBBIzChBsaXN0ZW5lcl9kZXRhaWxzGBMgAygLMhkudGFza3dpcmUudjEuTGlzdGVuZXJJbmZvKnMKDk92ZXJmbG93UG9saWN5Eh8KG09WRVJGTE9XX1BPTElDWV9VTlNQRUNJRklFRBAAEh8KG09WRVJGTE9XX1BPTElDWV9EUk9QX05FV0VTVBABEh8KG09WRVJGTE9XX1BPTElDWV9EUk9QX09MREVTVBACKqMBCgpMb3NzUmVhc29uEhsKF0xPU1NfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofTE9TU19SRUFTT05fU1VCU0NSSUJFUl9PVkVSRkxPVxABEh8KG0xPU1NfUkVBU09OX0tFUk5FTF9PVkVSRkxPVxACEhkKFUxPU1NfUkVBU09OX1JFVEVOVElPThADEhcKE0xPU1NfUkVBU09OX1JFU1RBUlQQBDLeAwoJVGFza1N0YXRzEkYKBkdldFBpZBIaLnRhc2t3aXJlLnYxLkdldFBpZFJlcXVlc3QaGy50YXNrd2lyZS52MS5HZXRQaWRSZXNwb25zZSIDkAIBEkkKB0dldFRnaWQSGy50YXNrd2lyZS52MS5HZXRUZ2lkUmVxdWVzdBocLnRhc2t3aXJlLnYxLkdldFRnaWRSZXNwb25zZSIDkAIBEkcKCFJlZ2lzdGVyEhwudGFza3dpcmUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0udGFza3dpcmUudjEuUmVnaXN0ZXJSZXNwb25zZRJNCgpEZXJlZ2lzdGVyEh4udGFza3dpcmUudjEuRGVyZWdpc3RlclJlcXVlc3QaHy50YXNrd2lyZS52MS5EZXJlZ2lzdGVyUmVzcG9uc2USWwoOU3Vic2NyaWJlRXhpdHMSIi50YXNrd2lyZS52MS5TdWJzY3JpYmVFeGl0c1JlcXVlc3QaIy50YXNrd2lyZS52MS5TdWJzY3JpYmVFeGl0c1Jlc3BvbnNlMAESSQoHR2V0SW5mbxIbLnRhc2t3aXJlLnYxLkdldEluZm9SZXF1ZXN0GhwudGFza3dpcmUudjEuR2V0SW5mb1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_taskwire_kernel_v1_taskstats]);
+  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIvEBChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNEg4KBmZpZWxkcxgHIAMoCRInCgZmaWx0ZXIYCCABKAsyFy50YXNrd2lyZS52MS5FeGl0RmlsdGVyEhEKCWFmdGVyX3NlcRgJIAEoBCJUCgpFeGl0RmlsdGVyEg0KBXRnaWRzGAEgAygNEgwKBHVpZHMYAiADKA0SEwoLY29tbV9wcmVmaXgYAyABKAkSFAoMbm9uemVyb19leGl0GAQgASgIIokBChZTdWJzY3JpYmVFeGl0c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnRhc2t3aXJlLnYxLkV4aXRFdmVudBITCgtsaXN0ZW5lcl9pZBgCIAEoCRIPCgdjcHVtYXNrGAMgASgJEhEKCWhlYXJ0YmVhdBgEIAEoCBIOCgZxdWV1ZWQYBSABKA0idAoJRXhpdEV2ZW50EgsKA3NlcRgBIAEoBBILCgNjcHUYAiABKA0SIQoEZXhpdBgDIAEoCzIRLnRhc2t3aXJlLnYxLkV4aXRIABIhCgRsb3N0GAQgASgLMhEudGFza3dpcmUudjEuTG9zdEgAQgcKBWV2ZW50IpoBCgRFeGl0EgsKA3BpZBgBIAEoDRIMCgR0Z2lkGAIgASgNEjAKCXBpZF9zdGF0cxgDIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHMSNgoKdGdpZF9zdGF0cxgEIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHNIAIgBAUINCgtfdGdpZF9zdGF0cyJ6CgRMb3N0Eg0KBWNvdW50GAEgASgEEhEKCWZpcnN0X3NlcRgCIAEoBBIQCghsYXN0X3NlcRgDIAEoBBInCgZyZWFzb24YBCABKA4yFy50YXNrd2lyZS52MS5Mb3NzUmVhc29uEhUKDWNvdW50X3Vua25vd24YBSABKAgiIwoOR2V0SW5mb1JlcXVlc3QSEQoJbGlzdGVuZXJzGAEgASgIIuQCCgxMaXN0ZW5lckluZm8SEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIRCglzdHJlYW1pbmcYAyABKAgSEQoJZXBoZW1lcmFsGAQgASgIEi0KCG92ZXJmbG93GAUgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kSEwoLcXVldWVfZGVwdGgYBiABKA0SFgoOcXVldWVfY2FwYWNpdHkYByABKA0SEAoIcHJvZHVjZWQYCCABKAQSEQoJZGVsaXZlcmVkGAkgASgEEiAKGGxvc3Rfc3Vic2NyaWJlcl9vdmVyZmxvdxgKIAEoBBIcChRsb3N0X2tlcm5lbF9vdmVyZmxvdxgLIAEoBBIWCg5sb3N0X3JldGVudGlvbhgMIAEoBBIUCgxsb3N0X3Jlc3RhcnQYDSABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYDiABKAEizAMKD0dldEluZm9SZXNwb25zZRIOCgZzb3VyY2UYASABKAkSFQoNcG9zc2libGVfY3B1cxgCIAEoCRIZChF0YXNrc3RhdHNfdmVyc2lvbhgDIAEoDRIWCg50YXNrc3RhdHNfc2l6ZRgEIAEoDRIWCg5rZXJuZWxfcmVsZWFzZRgFIAEoCRIRCglkZWxheWFjY3QYBiABKAgSFAoMd2F0Y2hlZF9jcHVzGAcgASgJEhEKCWxpc3RlbmVycxgIIAEoDRIPCgdzdHJlYW1zGAkgASgNEg8KB3JlY29yZHMYCiABKAQSFAoMa2VybmVsX2Ryb3BzGAsgASgEEhgKEHN1YnNjcmliZXJfZHJvcHMYDCABKAQSFgoOc2VydmVyX3ZlcnNpb24YDSABKAkSFQoNc29ja2V0X2J1ZmZlchgOIAEoDRISCgptYXhfYnVmZmVyGA8gASgNEhYKDmRlZmF1bHRfYnVmZmVyGBAgASgNEhAKCGxlYXNlX21zGBEgASgNEhcKD2tlcm5lbF9vdmVycnVucxgSIAEoBBIzChBsaXN0ZW5lcl9kZXRhaWxzGBMgAygLMhkudGFza3dpcmUudjEuTGlzdGVuZXJJbmZvIqIBCgtFcnJvckRldGFpbBIoCgZyZWFzb24YASABKA4yGC50YXNrd2lyZS52MS5FcnJvclJlYXNvbhI4CghtZXRhZGF0YRgCIAMoCzImLnRhc2t3aXJlLnYxLkVycm9yRGV0YWlsLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKnMKDk92ZXJmbG93UG9saWN5Eh8KG09WRVJGTE9XX1BPTElDWV9VTlNQRUNJRklFRBAAEh8KG09WRVJGTE9XX1BPTElDWV9EUk9QX05FV0VTVBABEh8KG09WRVJGTE9XX1BPTElDWV9EUk9QX09MREVTVBACKqMBCgpMb3NzUmVhc29uEhsKF0xPU1NfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofTE9TU19SRUFTT05fU1VCU0NSSUJFUl9PVkVSRkxPVxABEh8KG0xPU1NfUkVBU09OX0tFUk5FTF9PVkVSRkxPVxACEhkKFUxPU1NfUkVBU09OX1JFVEVOVElPThADEhcKE0xPU1NfUkVBU09OX1JFU1RBUlQQBCqkAwoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASIAocRVJST1JfUkVBU09OX0lOVkFMSURfQ1BVTUFTSxABEiAKHEVSUk9SX1JFQVNPTl9JTlZBTElEX1JFUVVFU1QQAhIfChtFUlJPUl9SRUFTT05fVEFTS19OT1RfRk9VTkQQAxIjCh9FUlJPUl9SRUFTT05fTElTVEVORVJfTk9UX0ZPVU5EEAQSHwobRVJST1JfUkVBU09OX0xJTUlUX0VYQ0VFREVEEAUSIgoeRVJST1JfUkVBU09OX1BFUk1JU1NJT05fREVOSUVEEAYSIwofRVJST1JfUkVBU09OX1NPVVJDRV9VTkFWQUlMQUJMRRAHEhwKGEVSUk9SX1JFQVNPTl9VTlNVUFBPUlRFRBAIEiEKHUVSUk9SX1JFQVNPTl9TRVFfT1VUX09GX1JBTkdFEAkSIgoeRVJST1JfUkVBU09OX1NUUkVBTV9UQUtFTl9PVkVSEAoSHgoaRVJST1JfUkVBU09OX1NIVVRUSU5HX0RPV04QCzLeAwoJVGFza1N0YXRzEkYKBkdldFBpZBIaLnRhc2t3aXJlLnYxLkdldFBpZFJlcXVlc3QaGy50YXNrd2lyZS52MS5HZXRQaWRSZXNwb25zZSIDkAIBEkkKB0dldFRnaWQSGy50YXNrd2lyZS52MS5HZXRUZ2lkUmVxdWVzdBocLnRhc2t3aXJlLnYxLkdldFRnaWRSZXNwb25zZSIDkAIBEkcKCFJlZ2lzdGVyEhwudGFza3dpcmUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0udGFza3dpcmUudjEuUmVnaXN0ZXJSZXNwb25zZRJNCgpEZXJlZ2lzdGVyEh4udGFza3dpcmUudjEuRGVyZWdpc3RlclJlcXVlc3QaHy50YXNrd2lyZS52MS5EZXJlZ2lzdGVyUmVzcG9uc2USWwoOU3Vic2NyaWJlRXhpdHMSIi50YXNrd2lyZS52MS5TdWJzY3JpYmVFeGl0c1JlcXVlc3QaIy50YXNrd2lyZS52MS5TdWJzY3JpYmVFeGl0c1Jlc3BvbnNlMAESSQoHR2V0SW5mbxIbLnRhc2t3aXJlLnYxLkdldEluZm9SZXF1ZXN0GhwudGFza3dpcmUudjEuR2V0SW5mb1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_taskwire_kernel_v1_taskstats]);
 
 /**
  * @generated from message taskwire.v1.GetPidRequest
@@ -786,6 +786,36 @@ export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
   messageDesc(file_taskwire_v1_taskstats, 16);
 
 /**
+ * Why a call failed. Every error taskwire returns carries one ErrorDetail (in
+ * Connect's error details; for gRPC, in grpc-status-details-bin as a
+ * google.rpc.Status detail). The status code says what kind of failure; the
+ * reason says which one, so clients can act on it without parsing messages.
+ *
+ * @generated from message taskwire.v1.ErrorDetail
+ */
+export type ErrorDetail = Message<"taskwire.v1.ErrorDetail"> & {
+  /**
+   * @generated from field: taskwire.v1.ErrorReason reason = 1;
+   */
+  reason: ErrorReason;
+
+  /**
+   * The values the failure is about, by name: "pid", "tgid", "listener_id",
+   * "cpumask", "after_seq", "limit".
+   *
+   * @generated from field: map<string, string> metadata = 2;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message taskwire.v1.ErrorDetail.
+ * Use `create(ErrorDetailSchema)` to create a new message.
+ */
+export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
+  messageDesc(file_taskwire_v1_taskstats, 17);
+
+/**
  * What a listener's queue drops when it is full. Either way the stream
  * carries a Lost event with the exact count and seq range.
  *
@@ -863,6 +893,103 @@ export enum LossReason {
  */
 export const LossReasonSchema: GenEnum<LossReason> = /*@__PURE__*/
   enumDesc(file_taskwire_v1_taskstats, 1);
+
+/**
+ * The failures taskwire distinguishes; each maps to one status code.
+ *
+ * @generated from enum taskwire.v1.ErrorReason
+ */
+export enum ErrorReason {
+  /**
+   * @generated from enum value: ERROR_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * INVALID_ARGUMENT: a cpumask the kernel's cpulist rules reject, or CPUs
+   * outside the possible set.
+   *
+   * @generated from enum value: ERROR_REASON_INVALID_CPUMASK = 1;
+   */
+  INVALID_CPUMASK = 1,
+
+  /**
+   * INVALID_ARGUMENT: another request field is missing or out of range.
+   *
+   * @generated from enum value: ERROR_REASON_INVALID_REQUEST = 2;
+   */
+  INVALID_REQUEST = 2,
+
+  /**
+   * NOT_FOUND: no live task with that pid/tgid (it may have exited).
+   *
+   * @generated from enum value: ERROR_REASON_TASK_NOT_FOUND = 3;
+   */
+  TASK_NOT_FOUND = 3,
+
+  /**
+   * NOT_FOUND: the listener was never registered, was deregistered, or its
+   * lease expired (e.g. after a server restart); register again.
+   *
+   * @generated from enum value: ERROR_REASON_LISTENER_NOT_FOUND = 4;
+   */
+  LISTENER_NOT_FOUND = 4,
+
+  /**
+   * RESOURCE_EXHAUSTED: a server limit (listeners, streams, buffer) is reached.
+   *
+   * @generated from enum value: ERROR_REASON_LIMIT_EXCEEDED = 5;
+   */
+  LIMIT_EXCEEDED = 5,
+
+  /**
+   * PERMISSION_DENIED: the server itself lacks a kernel privilege (CAP_NET_ADMIN).
+   *
+   * @generated from enum value: ERROR_REASON_PERMISSION_DENIED = 6;
+   */
+  PERMISSION_DENIED = 6,
+
+  /**
+   * UNAVAILABLE: the source cannot serve (kernel refused, closed); retry later.
+   *
+   * @generated from enum value: ERROR_REASON_SOURCE_UNAVAILABLE = 7;
+   */
+  SOURCE_UNAVAILABLE = 7,
+
+  /**
+   * FAILED_PRECONDITION: this source lacks the feature asked for.
+   *
+   * @generated from enum value: ERROR_REASON_UNSUPPORTED = 8;
+   */
+  UNSUPPORTED = 8,
+
+  /**
+   * OUT_OF_RANGE: a resume position (after_seq) this listener never sent.
+   *
+   * @generated from enum value: ERROR_REASON_SEQ_OUT_OF_RANGE = 9;
+   */
+  SEQ_OUT_OF_RANGE = 9,
+
+  /**
+   * ABORTED: another SubscribeExits took over this listener's stream.
+   *
+   * @generated from enum value: ERROR_REASON_STREAM_TAKEN_OVER = 10;
+   */
+  STREAM_TAKEN_OVER = 10,
+
+  /**
+   * UNAVAILABLE: the server is shutting down; reconnect to its successor.
+   *
+   * @generated from enum value: ERROR_REASON_SHUTTING_DOWN = 11;
+   */
+  SHUTTING_DOWN = 11,
+}
+
+/**
+ * Describes the enum taskwire.v1.ErrorReason.
+ */
+export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
+  enumDesc(file_taskwire_v1_taskstats, 2);
 
 /**
  * TaskStats serves per-task accounting records: on demand for a live task
