@@ -1,21 +1,13 @@
 import { fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { createTaskwireClient } from "@taskwire/client";
 import fc from "fast-check";
+import { arbitraryStats } from "./arbitraries.ts";
 import { afterEach, describe, expect, it } from "vitest";
-import { TaskStatsSchema, type TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { ExitEventSchema, type ExitEvent } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { encodeTaskStatsFast } from "../src/service/_fast-encode.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { collectExits, eventually, startServer, type Running } from "./helpers.ts";
-
-const arbitraryStats: fc.Arbitrary<TaskStats> = fc.record(
-  Object.fromEntries(TaskStatsSchema.fields.map((f) => {
-    const arb: fc.Arbitrary<unknown> = f.fieldKind === "scalar" && f.scalar === 9 /* STRING */ ? fc.string({ maxLength: 31 })
-      : f.fieldKind === "scalar" && f.scalar === 4 /* UINT64 */ ? fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
-      : fc.nat({ max: 0xffffffff });
-    return [f.localName, fc.option(arb, { nil: undefined })];
-  })),
-).map((r) => ({ $typeName: "taskwire.kernel.v1.TaskStats", ...Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) }) as TaskStats);
 
 describe("fast TaskStats encoding", () => {
   it("writes exactly the bytes toBinary writes, for any record", () => {

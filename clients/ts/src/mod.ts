@@ -13,7 +13,7 @@
  * }
  * ```
  */
-import { createConnectTransport } from "@connectrpc/connect-web";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { clientFactory } from "./client.ts";
 
 export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
@@ -22,10 +22,13 @@ export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
  * Creates a client for the taskwire server at `baseUrl` (e.g.
  * "http://127.0.0.1:7878"), speaking the Connect protocol over the runtime's
  * fetch (browsers, Deno, Bun). On Node the package's "node" export uses
- * connect-node's HTTP client instead. Pass `transport` to choose your own
- * (gRPC-Web, HTTP/2).
+ * connect-node's HTTP client instead. `protocol: "grpc-web"` speaks gRPC-Web;
+ * pass `transport` to bring your own.
  */
-export const createTaskwireClient = clientFactory((s) => createConnectTransport(s));
+export const createTaskwireClient = clientFactory((s) => {
+  if (s.protocol === "grpc") throw new TypeError('protocol "grpc" needs HTTP/2 trailers, which fetch cannot read; use "grpc-web" or "connect" here (or the SDK on Node)');
+  return s.protocol === "grpc-web" ? createGrpcWebTransport(s) : createConnectTransport(s);
+});
 export { watchExits, type WatchExitsOptions, type Subscribed, type Reconnecting } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
 export {

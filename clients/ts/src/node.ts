@@ -4,14 +4,17 @@
  * connect-node's HTTP/1.1 client, which cancels streams reliably on Node
  * (aborting a long fetch body stream can hang on Node 20's fetch).
  */
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { clientFactory } from "./client.ts";
 
 export * from "./mod.ts";
 
 /**
  * Creates a client for the taskwire server at `baseUrl` (e.g.
- * "http://127.0.0.1:7878") over connect-node's HTTP/1.1 client. Pass
- * `transport` to choose your own (e.g. connect-node with httpVersion "2").
+ * "http://127.0.0.1:7878") over connect-node's HTTP/1.1 client, or real gRPC
+ * over HTTP/2 with `protocol: "grpc"`. Pass `transport` to bring your own.
  */
-export const createTaskwireClient = clientFactory((s) => createConnectTransport({ ...s, httpVersion: "1.1" }));
+export const createTaskwireClient = clientFactory((s) => {
+  if (s.protocol === "grpc") return createGrpcTransport(s);
+  return s.protocol === "grpc-web" ? createGrpcWebTransport({ ...s, httpVersion: "1.1" }) : createConnectTransport({ ...s, httpVersion: "1.1" });
+});
