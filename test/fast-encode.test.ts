@@ -1,10 +1,13 @@
-import { fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { createTaskwireClient } from "@taskwire/client";
 import fc from "fast-check";
 import { arbitraryStats } from "./arbitraries.ts";
 import { afterEach, describe, expect, it } from "vitest";
-import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { ExitEventSchema, type ExitEvent } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import { TaskStatsSchema, type TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { ExitEventSchema, SubscribeExitsResponseSchema, type ExitEvent } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import { preEncodedBatch } from "../src/service/_batch-encode.ts";
+import { toExitEvent } from "../src/service/convert.ts";
+import type { QueueItem } from "../src/service/event-queue.ts";
 import { encodeTaskStatsFast } from "../src/service/_fast-encode.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { collectExits, eventually, startServer, type Running } from "./helpers.ts";
@@ -16,6 +19,37 @@ describe("fast TaskStats encoding", () => {
       expect(fast).toEqual(toBinary(TaskStatsSchema, s));
       expect(fromBinary(TaskStatsSchema, fast)).toEqual(fromBinary(TaskStatsSchema, toBinary(TaskStatsSchema, s)));
     }), { numRuns: 500 });
+  });
+});
+
+const arbitraryItem: fc.Arbitrary<QueueItem> = fc.oneof(
+  fc.record({
+    seq: fc.nat({ max: 2 ** 53 - 1 }),
+    record: fc.record({
+      cpu: fc.nat({ max: 8191 }), cpuSeq: fc.nat(), pid: fc.nat({ max: 0xffffffff }), tgid: fc.nat({ max: 0xffffffff }),
+      pidStats: arbitraryStats, tgidStats: fc.option(arbitraryStats, { nil: undefined }),
+    }),
+  }).map((x) => ({ kind: "exit" as const, ...x })),
+  fc.record({
+    first: fc.nat({ max: 2 ** 40 }), n: fc.nat({ max: 1000 }), cpu: fc.integer({ min: -1, max: 4095 }),
+    reason: fc.constantFrom("subscriber-overflow", "kernel-overflow", "retention", "restart"),
+  }).map(({ first, n, ...rest }) => ({ kind: "lost" as const, first: first + 1, last: first + 1 + n, ...rest }) as QueueItem),
+);
+
+describe("pre-encoded batches", () => {
+  it("decode to exactly the response built the ordinary way, for any items", () => {
+    fc.assert(fc.property(fc.array(arbitraryItem, { maxLength: 8 }), fc.nat({ max: 100_000 }), (items, queued) => {
+      const fast = toBinary(SubscribeExitsResponseSchema, preEncodedBatch(items, queued));
+      const ordinary = create(SubscribeExitsResponseSchema, { events: items.map((i) => toExitEvent(i)), queued });
+      expect(fromBinary(SubscribeExitsResponseSchema, fast)).toEqual(fromBinary(SubscribeExitsResponseSchema, toBinary(SubscribeExitsResponseSchema, ordinary)));
+    }), { numRuns: 300 });
+  });
+
+  it("length-prefixes a record past 16 KiB (a 20,000-character comm)", () => {
+    const stats = { $typeName: "taskwire.kernel.v1.TaskStats", acComm: "é".repeat(20_000), acPid: 7 } as TaskStats;
+    const item: QueueItem = { kind: "exit", seq: 1, record: { cpu: 3, cpuSeq: 1, pid: 7, tgid: 7, pidStats: stats } };
+    const decoded = fromBinary(SubscribeExitsResponseSchema, toBinary(SubscribeExitsResponseSchema, preEncodedBatch([item], 0)));
+    expect(decoded.events[0]?.event.value).toMatchObject({ pid: 7, pidStats: { acComm: stats.acComm, acPid: 7 } });
   });
 });
 

@@ -8,7 +8,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
-import { toStreamEvent } from "./convert.ts";
+import { toExitEvent } from "./convert.ts";
+import { preEncodedBatch } from "./_batch-encode.ts";
 import { ShuttingDownError, StreamTakenOverError } from "./errors.ts";
 import type { QueueItem } from "./event-queue.ts";
 import type { Listener, StreamEnd } from "./listener.ts";
@@ -60,19 +61,22 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
   if (o.signal.aborted) cleanup();
   const message = (fields: MessageInitShape<typeof SubscribeExitsResponseSchema>): SubscribeExitsResponse =>
     create(SubscribeExitsResponseSchema, { cpumask: registry.cpumaskOf(listener), queued: listener.queue.depth, ...fields });
+  // Binary streams without a field mask get their batches pre-encoded (the hot path).
+  const batch = o.binary && o.project === undefined
+    ? (items: QueueItem[]) => preEncodedBatch(items, listener.queue.depth)
+    : (items: QueueItem[]) => create(SubscribeExitsResponseSchema, { events: items.map((item) => toExitEvent(item, o.project)), queued: listener.queue.depth });
   try {
     yield message({ listenerId: listener.id });
     const replay = o.replay ?? [];
     for (let i = 0; i < replay.length && !o.signal.aborted && ended === undefined; i += o.maxBatch) {
-      yield create(SubscribeExitsResponseSchema, { events: replay.slice(i, i + o.maxBatch).map((item) => toStreamEvent(item, o)), queued: listener.queue.depth });
+      yield batch(replay.slice(i, i + o.maxBatch));
     }
     for (;;) {
       if (o.signal.aborted) return;
       const error = ended && END_ERRORS[ended.how];
       if (error !== undefined) throw new error(`listener ${listener.id}: ${ended!.why}`);
       if (listener.queue.length > 0) {
-        const events = listener.take(o.maxBatch).map((item) => toStreamEvent(item, o));
-        yield create(SubscribeExitsResponseSchema, { events, queued: listener.queue.depth });
+        yield batch(listener.take(o.maxBatch));
         continue;
       }
       // A removed listener's stream ends normally once what it had queued is sent.
