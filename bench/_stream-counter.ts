@@ -32,7 +32,10 @@ async function one(): Promise<void> {
 
 for (let i = 0; i < n; i++) one().catch(() => {});
 createInterface({ input: process.stdin }).on("line", (line) => {
-  if (line === "mark") process.stdout.write(`${JSON.stringify({ events, latencies: latencies.splice(0) })}\n`);
+  if (line === "mark") {
+    const cpu = process.cpuUsage();
+    process.stdout.write(`${JSON.stringify({ events, cpuUs: cpu.user + cpu.system, latencies: latencies.splice(0) })}\n`);
+  }
 }).on("close", () => {
   ctl.abort();
   process.exit(0);

@@ -21,11 +21,30 @@ export const DELAYACCT_SUMS: readonly U64Field[] = [
 const MAXES = DELAY_CLASSES.map((c) => `${c}DelayMax` as U64Field);
 const MINS = DELAY_CLASSES.map((c) => `${c}DelayMin` as U64Field);
 
-/** A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out. */
+/** The fields a group's sum carries: what delayacct_add_tsk() and fill_stats_for_tgid() touch. */
+export const TGID_FIELDS: readonly U64Field[] = [...DELAYACCT_SUMS, ...MAXES, ...MINS, "nvcsw" as U64Field, "nivcsw" as U64Field];
+
+/**
+ * A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out. One
+ * literal on purpose: a group's sum is added to on every thread exit and
+ * copied when the group dies, and an object filled by computed property
+ * names falls into V8's slow dictionary mode (copies took microseconds).
+ * test/tgid.test.ts checks it holds exactly TGID_FIELDS.
+ */
 export function zeroTaskStats(): TaskStats {
-  const out: Record<string, unknown> = { $typeName: "taskwire.kernel.v1.TaskStats", version: TASKSTATS_VERSION };
-  for (const f of [...DELAYACCT_SUMS, ...MAXES, ...MINS, "nvcsw", "nivcsw"]) out[f] = 0n;
-  return out as TaskStats;
+  return {
+    $typeName: "taskwire.kernel.v1.TaskStats", version: TASKSTATS_VERSION,
+    cpuRunRealTotal: 0n, cpuScaledRunRealTotal: 0n, cpuRunVirtualTotal: 0n,
+    cpuCount: 0n, cpuDelayTotal: 0n, cpuDelayMax: 0n, cpuDelayMin: 0n,
+    blkioCount: 0n, blkioDelayTotal: 0n, blkioDelayMax: 0n, blkioDelayMin: 0n,
+    swapinCount: 0n, swapinDelayTotal: 0n, swapinDelayMax: 0n, swapinDelayMin: 0n,
+    freepagesCount: 0n, freepagesDelayTotal: 0n, freepagesDelayMax: 0n, freepagesDelayMin: 0n,
+    thrashingCount: 0n, thrashingDelayTotal: 0n, thrashingDelayMax: 0n, thrashingDelayMin: 0n,
+    compactCount: 0n, compactDelayTotal: 0n, compactDelayMax: 0n, compactDelayMin: 0n,
+    wpcopyCount: 0n, wpcopyDelayTotal: 0n, wpcopyDelayMax: 0n, wpcopyDelayMin: 0n,
+    irqCount: 0n, irqDelayTotal: 0n, irqDelayMax: 0n, irqDelayMin: 0n,
+    nvcsw: 0n, nivcsw: 0n,
+  };
 }
 
 function get(s: TaskStats, f: TaskStatsField): bigint {

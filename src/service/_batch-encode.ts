@@ -1,10 +1,11 @@
 /**
  * A whole batch of stream events in protobuf binary, for binary streams
  * without a field mask (the hot path). Encoding each ExitEvent wrapper by
- * reflection cost ~6 µs per event, more than the record itself; here every
- * exit is written directly around its TaskStats bytes (lengthDelimited(),
- * encoded once per record and shared by all listeners). Loss markers are rare
- * and go through toBinary().
+ * reflection cost ~6 µs per event, more than the record itself; here each
+ * record's Exit message (pid, tgid and both TaskStats) is encoded once, kept
+ * on the record and shared by every listener it goes to, and each listener's
+ * event only wraps it with its own seq. Loss markers are rare and go through
+ * toBinary().
  *
  * The result travels as the response's one unknown field: protobuf-es writes
  * an unknown field as its tag followed by its bytes verbatim, so the batch is
@@ -17,10 +18,11 @@ import { WireType } from "@bufbuild/protobuf/wire";
 import {
   ExitEventSchema, ExitSchema, SubscribeExitsResponseSchema, type SubscribeExitsResponse,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
+import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { toExitEvent } from "./convert.ts";
 import type { QueueItem } from "./event-queue.ts";
-import { lengthDelimited, Scratch, writeVarint } from "./_fast-encode.ts";
+import { maxTaskStatsSize, Scratch, writeTaskStats, writeVarint } from "./_fast-encode.ts";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
 const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
@@ -46,13 +48,57 @@ function field(t: number, body: Uint8Array): void {
   out.pos += body.length;
 }
 
-// Exit{pid, tgid, pid_stats, tgid_stats} inside ExitEvent{seq, cpu, exit}
-// inside the events field. Zero implicit fields are left out, as toBinary() does.
+// Exit bodies are written straight into shared 64 KiB slabs and handed out
+// as views: a Uint8Array with an ArrayBuffer of its own costs more to create
+// and collect than the encoding itself. A slab lives while any record encoded
+// in it is still queued somewhere (~200 records' worth).
+const SLAB = 64 * 1024;
+let slab = new Uint8Array(SLAB);
+let slabPos = 0;
+
+// The memo lives on the record under a symbol only this module knows: a
+// WeakMap keyed by record was the most expensive line of the stream's hot
+// path (ephemeron tables are costly to grow and to collect).
+const EXIT_BODY = Symbol("taskwire.exit-body");
+type Memo = ExitRecord & { [EXIT_BODY]?: Uint8Array };
+
+/** `field` (one-byte tag `t`) holding TaskStats `s`, written at `p`. */
+function statsField(b: Uint8Array, p: number, t: number, s: TaskStats): number {
+  // The body goes 5 bytes in (room for any length varint), then moves back behind its real prefix.
+  const start = p + 6;
+  const end = writeTaskStats(b, start, s);
+  b[p++] = t;
+  p = writeVarint(b, p, end - start);
+  b.copyWithin(p, start, end);
+  return p + (end - start);
+}
+
+/** Exit{pid, tgid, pid_stats, tgid_stats}'s bytes for this record, encoded once. */
+function exitBody(r: ExitRecord): Uint8Array {
+  const memo = (r as Memo)[EXIT_BODY];
+  if (memo !== undefined) return memo;
+  const room = 12 + 6 + maxTaskStatsSize(r.pidStats) + (r.tgidStats === undefined ? 0 : 6 + maxTaskStatsSize(r.tgidStats));
+  if (slabPos + room > slab.length) {
+    slab = new Uint8Array(Math.max(SLAB, room));
+    slabPos = 0;
+  }
+  const b = slab, start = slabPos;
+  let p = start;
+  if (r.pid !== 0) (b[p++] = PID), (p = writeVarint(b, p, r.pid));
+  if (r.tgid !== 0) (b[p++] = TGID), (p = writeVarint(b, p, r.tgid));
+  p = statsField(b, p, PID_STATS, r.pidStats);
+  if (r.tgidStats !== undefined) p = statsField(b, p, TGID_STATS, r.tgidStats);
+  slabPos = p;
+  const body = b.subarray(start, p);
+  (r as Memo)[EXIT_BODY] = body;
+  return body;
+}
+
+// ExitEvent{seq, cpu, exit} inside the events field. Zero implicit fields are
+// left out, as toBinary() does.
 function exitEvent(seq: number, r: ExitRecord): void {
-  const pid = lengthDelimited(r.pidStats);
-  const tgid = r.tgidStats === undefined ? undefined : lengthDelimited(r.tgidStats);
-  const exitLen = (r.pid === 0 ? 0 : 1 + varintSize(r.pid)) + (r.tgid === 0 ? 0 : 1 + varintSize(r.tgid)) + 1 + pid.length + (tgid === undefined ? 0 : 1 + tgid.length);
-  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (r.cpu === 0 ? 0 : 1 + varintSize(r.cpu)) + 1 + varintSize(exitLen) + exitLen;
+  const exit = exitBody(r);
+  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (r.cpu === 0 ? 0 : 1 + varintSize(r.cpu)) + 1 + varintSize(exit.length) + exit.length;
   out.reserve(1 + 5 + eventLen);
   const b = out.buf;
   let p = out.pos;
@@ -61,18 +107,9 @@ function exitEvent(seq: number, r: ExitRecord): void {
   if (seq !== 0) (b[p++] = SEQ), (p = writeVarint(b, p, seq));
   if (r.cpu !== 0) (b[p++] = CPU), (p = writeVarint(b, p, r.cpu));
   b[p++] = EXIT;
-  p = writeVarint(b, p, exitLen);
-  if (r.pid !== 0) (b[p++] = PID), (p = writeVarint(b, p, r.pid));
-  if (r.tgid !== 0) (b[p++] = TGID), (p = writeVarint(b, p, r.tgid));
-  b[p++] = PID_STATS;
-  b.set(pid, p);
-  p += pid.length;
-  if (tgid !== undefined) {
-    b[p++] = TGID_STATS;
-    b.set(tgid, p);
-    p += tgid.length;
-  }
-  out.pos = p;
+  p = writeVarint(b, p, exit.length);
+  b.set(exit, p);
+  out.pos = p + exit.length;
 }
 
 function varintSize(n: number): number {

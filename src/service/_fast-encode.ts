@@ -5,8 +5,7 @@
  * directly: an encoder compiled once from the generated schema (field
  * numbers and types; properties read by name, which V8 keeps fast), varints
  * written into a scratch buffer, and test/fast-encode.test.ts checks the
- * output against toBinary() byte for byte on arbitrary records. Each record
- * is encoded once and shared by every listener that gets it.
+ * output against toBinary() byte for byte on arbitrary records.
  */
 import { ScalarType } from "@bufbuild/protobuf";
 import { TaskStatsSchema, type TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
@@ -32,16 +31,26 @@ export class Scratch {
 
 /** Writes `n` (an integer 0..2^53) as a varint at `p`; returns the new position. */
 export function writeVarint(b: Uint8Array, p: number, n: number): number {
-  if (n < 0x80000000) {
-    while (n > 0x7f) {
-      b[p++] = (n & 0x7f) | 0x80;
-      n >>>= 7;
+  if (n >= 0x80000000) {
+    // Past 31 bits: the low 28 bits as four bytes with integer ops, then the rest (one division, not one per byte).
+    const lo = n % 0x10000000;
+    b[p++] = (lo & 0x7f) | 0x80;
+    b[p++] = ((lo >>> 7) & 0x7f) | 0x80;
+    b[p++] = ((lo >>> 14) & 0x7f) | 0x80;
+    b[p++] = ((lo >>> 21) & 0x7f) | 0x80;
+    n = (n - lo) / 0x10000000;
+    if (n >= 0x80000000) {
+      while (n > 0x7f) {
+        b[p++] = (n % 128) | 0x80;
+        n = Math.floor(n / 128);
+      }
+      b[p++] = n;
+      return p;
     }
-  } else {
-    while (n > 0x7f) {
-      b[p++] = (n % 128) | 0x80;
-      n = Math.floor(n / 128);
-    }
+  }
+  while (n > 0x7f) {
+    b[p++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
   }
   b[p++] = n;
   return p;
@@ -49,7 +58,8 @@ export function writeVarint(b: Uint8Array, p: number, n: number): number {
 
 /** Writes a uint64 as a varint. */
 export function writeVarint64(b: Uint8Array, p: number, v: bigint): number {
-  if (v <= 0x1fffffffffffffn) return writeVarint(b, p, Number(v)); // exact as a double up to 2^53
+  const n = Number(v);
+  if (n <= 0x1fffffffffffff) return writeVarint(b, p, n); // exact as a double up to 2^53
   while (v > 0x7fn) {
     b[p++] = Number(v & 0x7fn) | 0x80;
     v >>= 7n;
@@ -120,28 +130,10 @@ export function encodeTaskStatsFast(s: TaskStats): Uint8Array {
   return scratch.copy();
 }
 
-const cache = new WeakMap<TaskStats, Uint8Array>();
-
-/** The record as a length-delimited field body (length varint + message bytes), computed once per record. */
-export function lengthDelimited(s: TaskStats): Uint8Array {
-  let out = cache.get(s);
-  if (out === undefined) {
-    scratch.pos = 0;
-    scratch.reserve(maxSize(s) + 5);
-    // The body goes 2 bytes in (its length needs 2 varint bytes below 16 KiB), then the prefix goes before it.
-    const end = encode(s, scratch.buf, 2);
-    const len = end - 2;
-    const prefix = len < 0x80 ? 1 : len < 0x4000 ? 2 : 0;
-    if (prefix === 0) {
-      const body = scratch.buf.slice(2, end);
-      out = new Uint8Array(5 + len);
-      out = out.subarray(0, writeVarint(out, 0, len) + len);
-      out.set(body, out.length - len);
-    } else {
-      writeVarint(scratch.buf, 2 - prefix, len);
-      out = scratch.buf.slice(2 - prefix, end);
-    }
-    cache.set(s, out);
-  }
-  return out;
+/** Writes toBinary(TaskStatsSchema, s)'s bytes at `p` (room: maxTaskStatsSize(s)); returns the end. */
+export function writeTaskStats(b: Uint8Array, p: number, s: TaskStats): number {
+  return encode(s, b, p);
 }
+
+/** Bytes one TaskStats can take at most. */
+export const maxTaskStatsSize = maxSize;
