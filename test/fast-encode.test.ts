@@ -8,7 +8,9 @@ import { ExitEventSchema, SubscribeExitsResponseSchema, type ExitEvent } from ".
 import { preEncodedBatch } from "../src/service/_batch-encode.ts";
 import { toExitEvent } from "../src/service/convert.ts";
 import type { QueueItem } from "../src/service/event-queue.ts";
-import { encodeTaskStatsFast } from "../src/service/_fast-encode.ts";
+import { encodeTaskStatsFast, maxStatsVectorSize, writeStatsVector } from "../src/service/_fast-encode.ts";
+import { createStatsVector, SLOT, SLOTS, toTaskStats, type StatsVector } from "../src/kernel/stats-vector.ts";
+import { TASKSTATS_FIELDS } from "../src/kernel/taskstats.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { collectExits, eventually, startServer, type Running } from "./helpers.ts";
 
@@ -22,7 +24,39 @@ describe("fast TaskStats encoding", () => {
   });
 });
 
+/** Any stats vector: each slot set or not (integers below 2^53), any comm. */
+const arbitraryVector: fc.Arbitrary<StatsVector> = fc.tuple(
+  fc.array(fc.option(fc.maxSafeNat(), { nil: undefined }), { minLength: SLOTS, maxLength: SLOTS }),
+  fc.option(fc.string({ maxLength: 31, unit: "grapheme" }), { nil: undefined }),
+).map(([values, comm]) => {
+  const v = createStatsVector();
+  values.forEach((x, i) => {
+    if (x !== undefined && i !== SLOT.acComm) v.values[i] = TASKSTATS_FIELDS[i]!.type === "u64" ? x : x % 2 ** 32;
+  });
+  v.comm = comm;
+  return v;
+});
+
+const arbitraryVectorItem: fc.Arbitrary<QueueItem> = fc.record({
+  seq: fc.nat({ max: 2 ** 53 - 1 }), cpu: fc.nat({ max: 8191 }), pid: fc.nat({ max: 0xffffffff }), tgid: fc.nat({ max: 0xffffffff }),
+  pidVector: arbitraryVector, tgidVector: fc.option(arbitraryVector, { nil: undefined }),
+}).map(({ seq, pidVector, tgidVector, ...r }) => ({
+  kind: "exit" as const, seq,
+  record: { ...r, cpuSeq: 0, pidVector, tgidVector, pidStats: toTaskStats(pidVector), tgidStats: tgidVector && toTaskStats(tgidVector) },
+}));
+
+describe("fast encoding from stats vectors", () => {
+  it("writes exactly toBinary(toTaskStats(vector)), for any vector", () => {
+    fc.assert(fc.property(arbitraryVector, (v) => {
+      const b = new Uint8Array(maxStatsVectorSize(v));
+      const end = writeStatsVector(b, 0, v);
+      expect(b.subarray(0, end)).toEqual(toBinary(TaskStatsSchema, toTaskStats(v)));
+    }), { numRuns: 300 });
+  });
+});
+
 const arbitraryItem: fc.Arbitrary<QueueItem> = fc.oneof(
+  arbitraryVectorItem,
   fc.record({
     seq: fc.nat({ max: 2 ** 53 - 1 }),
     record: fc.record({

@@ -3,6 +3,7 @@
  * TASKSTATS_CMD_NEW message, already decoded. Pure types.
  */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import type { StatsVector } from "./stats-vector.ts";
 
 /** One exit as the kernel reports it to the listeners of `cpu`. */
 export interface ExitRecord {
@@ -18,4 +19,11 @@ export interface ExitRecord {
   readonly pidStats: TaskStats;
   /** TASKSTATS_TYPE_AGGR_TGID's stats: the last thread of a group that was ever multithreaded. */
   readonly tgidStats?: TaskStats | undefined;
+  /**
+   * The same stats as number vectors, when the source computes them that way
+   * (the sim). Encoders write from these directly; pidStats and tgidStats are
+   * then built only when something reads them.
+   */
+  readonly pidVector?: StatsVector | undefined;
+  readonly tgidVector?: StatsVector | undefined;
 }

@@ -6,9 +6,10 @@
  * sent as the TGID aggregate. TASKSTATS_CMD_GET for a tgid is that sum plus
  * every live thread's delayacct fields and context switches
  * (fill_stats_for_tgid). All other fields stay zero, as the kernel sends them.
+ * On stats vectors (stats-vector.ts): the sum is touched on every thread exit.
  * Pure: no I/O.
  */
-import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { copyStatsVector, createStatsVector, SLOT, type StatsVector } from "./stats-vector.ts";
 import { DELAY_CLASSES, TASKSTATS_VERSION, type TaskStatsField } from "./taskstats.ts";
 
 type U64Field = Extract<TaskStatsField, `${string}Total` | `${string}Count` | `${string}Max` | `${string}Min`>;
@@ -20,58 +21,42 @@ export const DELAYACCT_SUMS: readonly U64Field[] = [
 ];
 const MAXES = DELAY_CLASSES.map((c) => `${c}DelayMax` as U64Field);
 const MINS = DELAY_CLASSES.map((c) => `${c}DelayMin` as U64Field);
+const SWITCHES = ["nvcsw", "nivcsw"] as const;
 
 /** The fields a group's sum carries: what delayacct_add_tsk() and fill_stats_for_tgid() touch. */
-export const TGID_FIELDS: readonly U64Field[] = [...DELAYACCT_SUMS, ...MAXES, ...MINS, "nvcsw" as U64Field, "nivcsw" as U64Field];
+export const TGID_FIELDS: readonly TaskStatsField[] = [...DELAYACCT_SUMS, ...MAXES, ...MINS, ...SWITCHES];
 
-/**
- * A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out. One
- * literal on purpose: a group's sum is added to on every thread exit and
- * copied when the group dies, and an object filled by computed property
- * names falls into V8's slow dictionary mode (copies took microseconds).
- * test/tgid.test.ts checks it holds exactly TGID_FIELDS.
- */
-export function zeroTaskStats(): TaskStats {
-  return {
-    $typeName: "taskwire.kernel.v1.TaskStats", version: TASKSTATS_VERSION,
-    cpuRunRealTotal: 0n, cpuScaledRunRealTotal: 0n, cpuRunVirtualTotal: 0n,
-    cpuCount: 0n, cpuDelayTotal: 0n, cpuDelayMax: 0n, cpuDelayMin: 0n,
-    blkioCount: 0n, blkioDelayTotal: 0n, blkioDelayMax: 0n, blkioDelayMin: 0n,
-    swapinCount: 0n, swapinDelayTotal: 0n, swapinDelayMax: 0n, swapinDelayMin: 0n,
-    freepagesCount: 0n, freepagesDelayTotal: 0n, freepagesDelayMax: 0n, freepagesDelayMin: 0n,
-    thrashingCount: 0n, thrashingDelayTotal: 0n, thrashingDelayMax: 0n, thrashingDelayMin: 0n,
-    compactCount: 0n, compactDelayTotal: 0n, compactDelayMax: 0n, compactDelayMin: 0n,
-    wpcopyCount: 0n, wpcopyDelayTotal: 0n, wpcopyDelayMax: 0n, wpcopyDelayMin: 0n,
-    irqCount: 0n, irqDelayTotal: 0n, irqDelayMax: 0n, irqDelayMin: 0n,
-    nvcsw: 0n, nivcsw: 0n,
-  };
+const slots = (fields: readonly TaskStatsField[]) => Int32Array.from(fields, (f) => SLOT[f]);
+const SUM_SLOTS = slots(DELAYACCT_SUMS), MAX_SLOTS = slots(MAXES), MIN_SLOTS = slots(MINS), SWITCH_SLOTS = slots(SWITCHES);
+const ZERO_SLOTS = slots(TGID_FIELDS);
+
+/** A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out: the group fields zero, the version set. */
+export function zeroTaskStats(): StatsVector {
+  const v = createStatsVector();
+  for (const i of ZERO_SLOTS) v.values[i] = 0;
+  v.values[SLOT.version] = TASKSTATS_VERSION;
+  return v;
 }
 
-function get(s: TaskStats, f: TaskStatsField): bigint {
-  const v = s[f];
-  return typeof v === "bigint" ? v : 0n;
-}
+// An unset field counts as zero, as in the kernel's zeroed struct.
+const at = (v: Float64Array, i: number): number => (v[i]! === v[i]! ? v[i]! : 0);
 
 /** delayacct_add_tsk(into, from): sums, max of maxima, min of the non-zero minima. */
-export function addDelayacct(into: TaskStats, from: TaskStats): void {
-  const rec = into as unknown as Record<string, bigint>;
-  for (const f of DELAYACCT_SUMS) rec[f] = get(into, f) + get(from, f);
-  for (const f of MAXES) if (get(from, f) > get(into, f)) rec[f] = get(from, f);
-  for (const f of MINS) {
-    const a = get(into, f), b = get(from, f);
-    if (b !== 0n && (a === 0n || b < a)) rec[f] = b;
+export function addDelayacct(into: StatsVector, from: StatsVector): void {
+  const a = into.values, b = from.values;
+  for (const i of SUM_SLOTS) a[i] = at(a, i) + at(b, i);
+  for (const i of MAX_SLOTS) a[i] = Math.max(at(a, i), at(b, i));
+  for (const i of MIN_SLOTS) {
+    const x = at(a, i), y = at(b, i);
+    a[i] = y !== 0 && (x === 0 || y < x) ? y : x;
   }
 }
 
 /** fill_stats_for_tgid()'s per-live-thread step: delays plus context switches. */
-export function addLiveThread(into: TaskStats, thread: TaskStats): void {
+export function addLiveThread(into: StatsVector, thread: StatsVector): void {
   addDelayacct(into, thread);
-  const rec = into as unknown as Record<string, bigint>;
-  rec["nvcsw"] = get(into, "nvcsw") + get(thread, "nvcsw");
-  rec["nivcsw"] = get(into, "nivcsw") + get(thread, "nivcsw");
+  for (const i of SWITCH_SLOTS) into.values[i] = at(into.values, i) + at(thread.values, i);
 }
 
 /** A copy of a struct, as memcpy() of signal->stats makes one. */
-export function copyTaskStats(s: TaskStats): TaskStats {
-  return { ...s };
-}
+export const copyTaskStats = copyStatsVector;

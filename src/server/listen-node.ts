@@ -55,6 +55,11 @@ export function listenNode(server: TaskwireServer, options: ListenOptions = {}):
     : sniffing(createHttp1Server(hono), createHttp2Server({}, rpc));
   const sockets = new Set<Socket>();
   tcp.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
+    // A stream is many small writes: with Nagle's algorithm each one after the
+    // first waits for the client's (delayed) ACK, which cost tens of ms of
+    // latency. Node's http servers disable it on sockets they accept; these
+    // sockets are accepted here and handed over.
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   });

@@ -9,6 +9,8 @@
  */
 import { ScalarType } from "@bufbuild/protobuf";
 import { TaskStatsSchema, type TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { SLOT, type StatsVector } from "../kernel/stats-vector.ts";
+import type { TaskStatsField } from "../kernel/taskstats.ts";
 
 /** A growable byte buffer with a write position. */
 export class Scratch {
@@ -114,6 +116,40 @@ function compile(): Encode {
 }
 
 const encode = compile();
+
+type EncodeVector = (v: Float64Array, comm: string | undefined, b: Uint8Array, p: number) => number;
+
+// The same bytes from a stats vector: set slots (not NaN) as varints from
+// the numbers themselves (no bigint on the way), ac_comm from its string.
+function compileVector(): EncodeVector {
+  const lines = [...TaskStatsSchema.fields].sort((a, b) => a.number - b.number).map((f) => {
+    const kind = f.fieldKind === "scalar" ? KINDS[f.scalar] : undefined;
+    const tag = new Uint8Array(5);
+    const tagLength = writeVarint(tag, 0, (f.number << 3) | (kind === "string" ? 2 : 0));
+    const tagBytes = [...tag.subarray(0, tagLength)].map((byte) => `b[p++] = ${byte};`).join(" ");
+    if (kind === "string") {
+      if (f.localName !== "acComm") throw new Error(`stats vectors hold one string, ac_comm; ${f.name} is another`);
+      return `if (comm !== undefined) { ${tagBytes} p = writeString(b, p, comm); }`;
+    }
+    const slot = SLOT[f.localName as TaskStatsField];
+    if (slot === undefined) throw new Error(`no stats vector slot for ${f.name}`);
+    return `x = v[${slot}]; if (x === x) { ${tagBytes} p = writeVarint(b, p, x); }`;
+  });
+  const body = `return function encodeStatsVector(v, comm, b, p) { let x;\n${lines.join("\n")}\nreturn p; };`;
+  return new Function("writeVarint", "writeString", body)(writeVarint, writeString) as EncodeVector;
+}
+
+const encodeVector = compileVector();
+
+/** Writes toBinary(TaskStatsSchema, toTaskStats(v))'s bytes at `p` (room: maxStatsVectorSize(v)); returns the end. */
+export function writeStatsVector(b: Uint8Array, p: number, v: StatsVector): number {
+  return encodeVector(v.values, v.comm, b, p);
+}
+
+/** Bytes one vector's TaskStats can take at most. */
+export function maxStatsVectorSize(v: StatsVector): number {
+  return 1024 + 3 * (v.comm?.length ?? 0);
+}
 
 /** Bytes one TaskStats can take at most: 71 fields of tag (2) + varint (10), and the comm string. */
 function maxSize(s: TaskStats): number {

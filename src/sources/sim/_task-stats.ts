@@ -3,7 +3,7 @@
  * lazily from its age and a few per-thread rates (so an exit costs O(1), not
  * a tick of every live task).
  */
-import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { createStatsVector, SLOT, type StatsVector } from "../../kernel/stats-vector.ts";
 import { AcFlag, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
 import type { Prng } from "./_prng.ts";
 
@@ -55,20 +55,20 @@ export interface StatsContext {
   readonly delayacct: boolean;
 }
 
-const big = (n: number): bigint => BigInt(n > 0 ? Math.floor(n) : 0);
+const int = (n: number): number => (n > 0 ? Math.floor(n) : 0);
 
 // One delay class: [count, total, max, min], the way delayacct reports it.
-function delayClass(count: number, total: number, on: boolean): [bigint, bigint, bigint, bigint] {
+function delayClass(count: number, total: number, on: boolean): [number, number, number, number] {
   const n = Math.floor(count), t = on && n > 0 ? total : 0;
-  return [on ? big(n) : 0n, big(t), big(n > 0 ? Math.min(t, (t / n) * 8) : 0), big(n > 0 ? t / n / 8 : 0)];
+  return [on ? int(n) : 0, int(t), int(n > 0 ? Math.min(t, (t / n) * 8) : 0), int(n > 0 ? t / n / 8 : 0)];
 }
 
 /**
- * The full v16 record of a thread at ctx.nowNs (exit or GetPid). Built as one
- * object literal so every record has the same shape (fast property access in
- * the encoder and filters; this is the sim's hot path).
+ * The full v16 record of a thread at ctx.nowNs (exit or GetPid), as a stats
+ * vector: this is the sim's hot path, and numbers cost no allocation per
+ * field (a TaskStats message is built from it only when asked for).
  */
-export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsContext, exit?: { code: number; groupDead: boolean }): TaskStats {
+export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsContext, exit?: { code: number; groupDead: boolean }): StatsVector {
   const ageNs = Math.max(0, ctx.nowNs - id.startNs), ageS = ageNs / 1e9;
   const runNs = ageNs * p.cpuShare;
   const utimeUs = (runNs * (1 - p.sysShare)) / 1000, stimeUs = (runNs * p.sysShare) / 1000;
@@ -86,78 +86,78 @@ export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsCont
   const compact = delayClass(ageS * 0.005, ageS * 5_000, on);
   const wpcopy = delayClass(ageS * p.faultsPerSec * 0.05, ageS * p.faultsPerSec * 40, on);
   const irq = delayClass(ageS * 20, ageS * 20 * 3_000, on);
-  return {
-    $typeName: "taskwire.kernel.v1.TaskStats",
-    version: TASKSTATS_VERSION,
-    acExitcode: exit?.code ?? 0,
-    acFlag: flag,
-    acNice: id.nice & 0xff,
-    cpuCount: big(switches),
-    cpuDelayTotal: cpu[1],
-    blkioCount: blkio[0],
-    blkioDelayTotal: blkio[1],
-    swapinCount: 0n,
-    swapinDelayTotal: 0n,
-    cpuRunRealTotal: big(runNs),
-    cpuRunVirtualTotal: big(runNs * 0.995),
-    acComm: id.comm,
-    acSched: 0,
-    acUid: id.uid,
-    acGid: id.gid,
-    acPid: id.pid,
-    acPpid: id.ppid,
-    acBtime: btime,
-    acEtime: big(ageNs / 1000),
-    acUtime: big(utimeUs),
-    acStime: big(stimeUs),
-    acMinflt: big(ageS * p.faultsPerSec),
-    acMajflt: big(ageS * p.faultsPerSec * 0.001),
-    coremem: big(p.rssMb * (utimeUs + stimeUs)),
-    virtmem: big(p.vmMb * (utimeUs + stimeUs)),
-    hiwaterRss: big(p.rssMb * 1024),
-    hiwaterVm: big(p.vmMb * 1024),
-    readChar: big(readChar),
-    writeChar: big(writeChar),
-    readSyscalls: big(readChar / 4096 + ageS),
-    writeSyscalls: big(writeChar / 4096 + ageS),
-    readBytes: big(Math.floor(readChar / 4 / 4096) * 4096),
-    writeBytes: big(Math.floor(writeChar / 2 / 4096) * 4096),
-    cancelledWriteBytes: 0n,
-    nvcsw: big(ageS * p.switchesPerSec * 0.8),
-    nivcsw: big(ageS * p.switchesPerSec * 0.2),
-    acUtimescaled: big(utimeUs),
-    acStimescaled: big(stimeUs),
-    cpuScaledRunRealTotal: big(runNs),
-    freepagesCount: freepages[0],
-    freepagesDelayTotal: freepages[1],
-    thrashingCount: 0n,
-    thrashingDelayTotal: 0n,
-    acBtime64: BigInt(btime),
-    compactCount: compact[0],
-    compactDelayTotal: compact[1],
-    acTgid: id.tgid,
-    acTgetime: big((ctx.nowNs - id.groupStartNs) / 1000),
-    acExeDev: 0x803n,
-    acExeInode: BigInt(id.exeInode),
-    wpcopyCount: wpcopy[0],
-    wpcopyDelayTotal: wpcopy[1],
-    irqCount: irq[0],
-    irqDelayTotal: irq[1],
-    cpuDelayMax: cpu[2],
-    cpuDelayMin: cpu[3],
-    blkioDelayMax: blkio[2],
-    blkioDelayMin: blkio[3],
-    swapinDelayMax: 0n,
-    swapinDelayMin: 0n,
-    freepagesDelayMax: freepages[2],
-    freepagesDelayMin: freepages[3],
-    thrashingDelayMax: 0n,
-    thrashingDelayMin: 0n,
-    compactDelayMax: compact[2],
-    compactDelayMin: compact[3],
-    wpcopyDelayMax: wpcopy[2],
-    wpcopyDelayMin: wpcopy[3],
-    irqDelayMax: irq[2],
-    irqDelayMin: irq[3],
-  };
+  const v = createStatsVector();
+  const s = v.values;
+  s[SLOT.version] = TASKSTATS_VERSION;
+  s[SLOT.acExitcode] = exit?.code ?? 0;
+  s[SLOT.acFlag] = flag;
+  s[SLOT.acNice] = id.nice & 0xff;
+  s[SLOT.cpuCount] = int(switches);
+  s[SLOT.cpuDelayTotal] = cpu[1];
+  s[SLOT.blkioCount] = blkio[0];
+  s[SLOT.blkioDelayTotal] = blkio[1];
+  s[SLOT.swapinCount] = 0;
+  s[SLOT.swapinDelayTotal] = 0;
+  s[SLOT.cpuRunRealTotal] = int(runNs);
+  s[SLOT.cpuRunVirtualTotal] = int(runNs * 0.995);
+  v.comm = id.comm;
+  s[SLOT.acSched] = 0;
+  s[SLOT.acUid] = id.uid;
+  s[SLOT.acGid] = id.gid;
+  s[SLOT.acPid] = id.pid;
+  s[SLOT.acPpid] = id.ppid;
+  s[SLOT.acBtime] = btime;
+  s[SLOT.acEtime] = int(ageNs / 1000);
+  s[SLOT.acUtime] = int(utimeUs);
+  s[SLOT.acStime] = int(stimeUs);
+  s[SLOT.acMinflt] = int(ageS * p.faultsPerSec);
+  s[SLOT.acMajflt] = int(ageS * p.faultsPerSec * 0.001);
+  s[SLOT.coremem] = int(p.rssMb * (utimeUs + stimeUs));
+  s[SLOT.virtmem] = int(p.vmMb * (utimeUs + stimeUs));
+  s[SLOT.hiwaterRss] = int(p.rssMb * 1024);
+  s[SLOT.hiwaterVm] = int(p.vmMb * 1024);
+  s[SLOT.readChar] = int(readChar);
+  s[SLOT.writeChar] = int(writeChar);
+  s[SLOT.readSyscalls] = int(readChar / 4096 + ageS);
+  s[SLOT.writeSyscalls] = int(writeChar / 4096 + ageS);
+  s[SLOT.readBytes] = int(Math.floor(readChar / 4 / 4096) * 4096);
+  s[SLOT.writeBytes] = int(Math.floor(writeChar / 2 / 4096) * 4096);
+  s[SLOT.cancelledWriteBytes] = 0;
+  s[SLOT.nvcsw] = int(ageS * p.switchesPerSec * 0.8);
+  s[SLOT.nivcsw] = int(ageS * p.switchesPerSec * 0.2);
+  s[SLOT.acUtimescaled] = int(utimeUs);
+  s[SLOT.acStimescaled] = int(stimeUs);
+  s[SLOT.cpuScaledRunRealTotal] = int(runNs);
+  s[SLOT.freepagesCount] = freepages[0];
+  s[SLOT.freepagesDelayTotal] = freepages[1];
+  s[SLOT.thrashingCount] = 0;
+  s[SLOT.thrashingDelayTotal] = 0;
+  s[SLOT.acBtime64] = (btime);
+  s[SLOT.compactCount] = compact[0];
+  s[SLOT.compactDelayTotal] = compact[1];
+  s[SLOT.acTgid] = id.tgid;
+  s[SLOT.acTgetime] = int((ctx.nowNs - id.groupStartNs) / 1000);
+  s[SLOT.acExeDev] = 0x803;
+  s[SLOT.acExeInode] = (id.exeInode);
+  s[SLOT.wpcopyCount] = wpcopy[0];
+  s[SLOT.wpcopyDelayTotal] = wpcopy[1];
+  s[SLOT.irqCount] = irq[0];
+  s[SLOT.irqDelayTotal] = irq[1];
+  s[SLOT.cpuDelayMax] = cpu[2];
+  s[SLOT.cpuDelayMin] = cpu[3];
+  s[SLOT.blkioDelayMax] = blkio[2];
+  s[SLOT.blkioDelayMin] = blkio[3];
+  s[SLOT.swapinDelayMax] = 0;
+  s[SLOT.swapinDelayMin] = 0;
+  s[SLOT.freepagesDelayMax] = freepages[2];
+  s[SLOT.freepagesDelayMin] = freepages[3];
+  s[SLOT.thrashingDelayMax] = 0;
+  s[SLOT.thrashingDelayMin] = 0;
+  s[SLOT.compactDelayMax] = compact[2];
+  s[SLOT.compactDelayMin] = compact[3];
+  s[SLOT.wpcopyDelayMax] = wpcopy[2];
+  s[SLOT.wpcopyDelayMin] = wpcopy[3];
+  s[SLOT.irqDelayMax] = irq[2];
+  s[SLOT.irqDelayMin] = irq[3];
+  return v;
 }

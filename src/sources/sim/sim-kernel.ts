@@ -7,6 +7,7 @@
  */
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
+import { toTaskStats, type StatsVector } from "../../kernel/stats-vector.ts";
 import { addDelayacct, addLiveThread, copyTaskStats, zeroTaskStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
 import { drawProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
@@ -70,7 +71,7 @@ interface Process {
   readonly forkedOnly: boolean;
   readonly threads: Map<number, Thread>;
   /** signal->stats: allocated when a thread exits while others remain. */
-  stats: TaskStats | undefined;
+  stats: StatsVector | undefined;
 }
 
 const COMMS = [
@@ -79,6 +80,25 @@ const COMMS = [
 ];
 const UIDS = [0, 0, 1000, 1000, 1000, 33, 999, 65534];
 const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
+
+/**
+ * A record carrying its stats as vectors; the TaskStats messages are built on
+ * first access (JSON streams, masks, filters), once. The getters are own
+ * properties, so spreading or comparing a record sees the messages.
+ */
+function vectorRecord(cpu: number, cpuSeq: number, pid: number, tgid: number, pidVector: StatsVector, tgidVector: StatsVector | undefined): ExitRecord {
+  let pidStats: TaskStats | undefined;
+  let tgidStats: TaskStats | undefined;
+  return {
+    cpu, cpuSeq, pid, tgid, pidVector, tgidVector,
+    get pidStats() {
+      return (pidStats ??= toTaskStats(pidVector));
+    },
+    get tgidStats() {
+      return tgidVector === undefined ? undefined : (tgidStats ??= toTaskStats(tgidVector));
+    },
+  };
+}
 
 /** Creates a simulated kernel. */
 export function createSimKernel(options: SimKernelOptions): SimKernel {
@@ -154,7 +174,7 @@ class _SimKernel implements SimKernel {
 
   getPid(pid: number): TaskStats | undefined {
     const t = this.#threads.get(pid);
-    return t === undefined ? undefined : threadStats(this.#identity(t), t.profile, this.#ctx);
+    return t === undefined ? undefined : toTaskStats(threadStats(this.#identity(t), t.profile, this.#ctx));
   }
 
   getTgid(tgid: number): TaskStats | undefined {
@@ -162,7 +182,7 @@ class _SimKernel implements SimKernel {
     if (proc === undefined || proc.tgid !== tgid) return undefined;
     const sum = proc.stats ? copyTaskStats(proc.stats) : zeroTaskStats();
     for (const t of proc.threads.values()) addLiveThread(sum, this.#statsOf(t));
-    return sum;
+    return toTaskStats(sum);
   }
 
   livePids(): number[] {
@@ -173,7 +193,7 @@ class _SimKernel implements SimKernel {
     this.#ctx.nowNs = ns;
   }
 
-  #statsOf(t: Thread, exit?: { code: number; groupDead: boolean }): TaskStats {
+  #statsOf(t: Thread, exit?: { code: number; groupDead: boolean }): StatsVector {
     return threadStats(this.#identity(t), t.profile, this.#ctx, exit);
   }
 
@@ -203,13 +223,13 @@ class _SimKernel implements SimKernel {
     while (this.#live.length < this.#population) this.#spawn(this.#ctx.nowNs, this.#randomProcess());
   }
 
-  #emit(cpu: number, t: Thread, pidStats: TaskStats, groupDead: boolean): void {
+  #emit(cpu: number, t: Thread, pidVector: StatsVector, groupDead: boolean): void {
     // prepare_reply(): nlmsg_seq comes from a per-CPU counter bumped only when a record is built.
     const cpuSeq = this.#cpuSeq[cpu]!;
     this.#cpuSeq[cpu] = cpuSeq + 1;
-    const tgidStats = groupDead && t.proc.stats !== undefined ? copyTaskStats(t.proc.stats) : undefined;
+    const tgidVector = groupDead && t.proc.stats !== undefined ? copyTaskStats(t.proc.stats) : undefined;
     this.records++;
-    this.onRecord?.({ cpu, cpuSeq, pid: t.pid, tgid: t.proc.tgid, pidStats, tgidStats });
+    this.onRecord?.(vectorRecord(cpu, cpuSeq, t.pid, t.proc.tgid, pidVector, tgidVector));
   }
 
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).

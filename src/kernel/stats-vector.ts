@@ -1,0 +1,79 @@
+/**
+ * struct taskstats as a vector of numbers: one slot per field of
+ * TASKSTATS_FIELDS (NaN: not set), with ac_comm beside it. A source that
+ * computes stats (the sim) fills these instead of TaskStats messages: no
+ * BigInt and no garbage per field, so a record costs one small view into a
+ * shared buffer, and an encoder writes protobuf straight from the numbers.
+ * The TaskStats message is built only when something asks for it (JSON
+ * streams, field masks, filters). Slots hold integers below 2^53. Pure.
+ */
+import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { TASKSTATS_FIELDS, type TaskStatsField } from "./taskstats.ts";
+
+/** One record's stats as numbers. */
+export interface StatsVector {
+  /** Field values by TASKSTATS_FIELDS index; NaN where the field is not set. ac_comm's slot stays NaN. */
+  readonly values: Float64Array;
+  /** ac_comm, or undefined when not set. */
+  comm: string | undefined;
+}
+
+/** Slot index of each field. */
+export const SLOT = Object.freeze(Object.fromEntries(TASKSTATS_FIELDS.map((f, i) => [f.name, i]))) as Readonly<Record<TaskStatsField, number>>;
+
+/** Number of slots. */
+export const SLOTS = TASKSTATS_FIELDS.length;
+
+// Vectors are views into shared slabs: a Float64Array with a buffer of its
+// own costs a native allocation each. A slab lives while any view into it does.
+const SLAB_VECTORS = 1024;
+let slab = new Float64Array(SLOTS * SLAB_VECTORS);
+let next = 0;
+
+/** A vector with every field unset. */
+export function createStatsVector(): StatsVector {
+  if (next === SLAB_VECTORS) {
+    slab = new Float64Array(SLOTS * SLAB_VECTORS);
+    next = 0;
+  }
+  const values = slab.subarray(next * SLOTS, ++next * SLOTS);
+  values.fill(NaN);
+  return { values, comm: undefined };
+}
+
+/** A copy, as memcpy() of signal->stats makes one. */
+export function copyStatsVector(v: StatsVector): StatsVector {
+  const out = createStatsVector();
+  out.values.set(v.values);
+  out.comm = v.comm;
+  return out;
+}
+
+type Build = (v: Float64Array, comm: string | undefined) => TaskStats;
+
+// Compiled once from the field table: every field set (a thread's record)
+// becomes one object literal; otherwise (a group's sum) only the set fields
+// are added, by name. Computed property names would push V8 objects into slow
+// dictionary mode.
+function compile(): Build {
+  const value = (i: number) => (TASKSTATS_FIELDS[i]!.type === "u64" ? `BigInt(v[${i}])` : `v[${i}]`);
+  const all = TASKSTATS_FIELDS.map((f, i) => `${JSON.stringify(f.name)}: ${f.type === "comm" ? "comm" : value(i)}`);
+  const some = TASKSTATS_FIELDS.map((f, i) => f.type === "comm"
+    ? `if (comm !== undefined) o[${JSON.stringify(f.name)}] = comm;`
+    : `if (v[${i}] === v[${i}]) o[${JSON.stringify(f.name)}] = ${value(i)};`);
+  const everySet = TASKSTATS_FIELDS.map((f, i) => (f.type === "comm" ? "comm !== undefined" : `v[${i}] === v[${i}]`)).join(" && ");
+  const body = `return function toTaskStats(v, comm) {
+    if (${everySet}) return { $typeName: "taskwire.kernel.v1.TaskStats", ${all.join(", ")} };
+    const o = { $typeName: "taskwire.kernel.v1.TaskStats" };
+    ${some.join("\n")}
+    return o;
+  };`;
+  return new Function(body)() as Build;
+}
+
+const build = compile();
+
+/** The vector as a TaskStats message (u64 fields as bigint, unset fields absent). */
+export function toTaskStats(v: StatsVector): TaskStats {
+  return build(v.values, v.comm);
+}
