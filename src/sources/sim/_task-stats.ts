@@ -4,7 +4,7 @@
  * a tick of every live task).
  */
 import { createStatsVector, SLOT, type StatsVector } from "../../kernel/stats-vector.ts";
-import { AcFlag, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
+import { AcFlag, DELAY_CLASSES, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
 import type { Prng } from "./_prng.ts";
 
 /** Per-thread behaviour, drawn once at spawn. */
@@ -57,10 +57,18 @@ export interface StatsContext {
 
 const int = (n: number): number => (n > 0 ? Math.floor(n) : 0);
 
-// One delay class: [count, total, max, min], the way delayacct reports it.
-function delayClass(count: number, total: number, on: boolean): [number, number, number, number] {
-  const n = Math.floor(count), t = on && n > 0 ? total : 0;
-  return [on ? int(n) : 0, int(t), int(n > 0 ? Math.min(t, (t / n) * 8) : 0), int(n > 0 ? t / n / 8 : 0)];
+// Each delay class's slots: count, total, max, min.
+const DELAY_SLOTS = Object.fromEntries(DELAY_CLASSES.map((c) => [c, [
+  SLOT[`${c}Count`], SLOT[`${c}DelayTotal`], SLOT[`${c}DelayMax`], SLOT[`${c}DelayMin`],
+]])) as unknown as Record<(typeof DELAY_CLASSES)[number], readonly [number, number, number, number]>;
+
+// One delay class the way delayacct reports it, into its four slots.
+function delayClass(s: Float64Array, [count, total, max, min]: readonly [number, number, number, number], events: number, ns: number, on: boolean): void {
+  const n = Math.floor(events), t = on && n > 0 ? ns : 0;
+  s[count] = on ? int(n) : 0;
+  s[total] = int(t);
+  s[max] = int(n > 0 ? Math.min(t, (t / n) * 8) : 0);
+  s[min] = int(n > 0 ? t / n / 8 : 0);
 }
 
 /**
@@ -80,22 +88,19 @@ export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsCont
   if (exit !== undefined && (exit.code & 0x7f) !== 0) flag |= AcFlag.AXSIG;
   const on = ctx.delayacct;
   const switches = ageS * p.switchesPerSec + 1;
-  const cpu = delayClass(switches, runNs * p.waitShare, on);
-  const blkio = delayClass((ageS * p.ioBytesPerSec) / 1_000_000, (ageS * p.ioBytesPerSec) / 50, on);
-  const freepages = delayClass(ageS * 0.01, ageS * 2_000, on);
-  const compact = delayClass(ageS * 0.005, ageS * 5_000, on);
-  const wpcopy = delayClass(ageS * p.faultsPerSec * 0.05, ageS * p.faultsPerSec * 40, on);
-  const irq = delayClass(ageS * 20, ageS * 20 * 3_000, on);
   const v = createStatsVector();
   const s = v.values;
+  delayClass(s, DELAY_SLOTS.cpu, switches, runNs * p.waitShare, on);
+  delayClass(s, DELAY_SLOTS.blkio, (ageS * p.ioBytesPerSec) / 1_000_000, (ageS * p.ioBytesPerSec) / 50, on);
+  delayClass(s, DELAY_SLOTS.freepages, ageS * 0.01, ageS * 2_000, on);
+  delayClass(s, DELAY_SLOTS.compact, ageS * 0.005, ageS * 5_000, on);
+  delayClass(s, DELAY_SLOTS.wpcopy, ageS * p.faultsPerSec * 0.05, ageS * p.faultsPerSec * 40, on);
+  delayClass(s, DELAY_SLOTS.irq, ageS * 20, ageS * 20 * 3_000, on);
   s[SLOT.version] = TASKSTATS_VERSION;
   s[SLOT.acExitcode] = exit?.code ?? 0;
   s[SLOT.acFlag] = flag;
   s[SLOT.acNice] = id.nice & 0xff;
   s[SLOT.cpuCount] = int(switches);
-  s[SLOT.cpuDelayTotal] = cpu[1];
-  s[SLOT.blkioCount] = blkio[0];
-  s[SLOT.blkioDelayTotal] = blkio[1];
   s[SLOT.swapinCount] = 0;
   s[SLOT.swapinDelayTotal] = 0;
   s[SLOT.cpuRunRealTotal] = int(runNs);
@@ -128,36 +133,16 @@ export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsCont
   s[SLOT.acUtimescaled] = int(utimeUs);
   s[SLOT.acStimescaled] = int(stimeUs);
   s[SLOT.cpuScaledRunRealTotal] = int(runNs);
-  s[SLOT.freepagesCount] = freepages[0];
-  s[SLOT.freepagesDelayTotal] = freepages[1];
   s[SLOT.thrashingCount] = 0;
   s[SLOT.thrashingDelayTotal] = 0;
   s[SLOT.acBtime64] = (btime);
-  s[SLOT.compactCount] = compact[0];
-  s[SLOT.compactDelayTotal] = compact[1];
   s[SLOT.acTgid] = id.tgid;
   s[SLOT.acTgetime] = int((ctx.nowNs - id.groupStartNs) / 1000);
   s[SLOT.acExeDev] = 0x803;
   s[SLOT.acExeInode] = (id.exeInode);
-  s[SLOT.wpcopyCount] = wpcopy[0];
-  s[SLOT.wpcopyDelayTotal] = wpcopy[1];
-  s[SLOT.irqCount] = irq[0];
-  s[SLOT.irqDelayTotal] = irq[1];
-  s[SLOT.cpuDelayMax] = cpu[2];
-  s[SLOT.cpuDelayMin] = cpu[3];
-  s[SLOT.blkioDelayMax] = blkio[2];
-  s[SLOT.blkioDelayMin] = blkio[3];
   s[SLOT.swapinDelayMax] = 0;
   s[SLOT.swapinDelayMin] = 0;
-  s[SLOT.freepagesDelayMax] = freepages[2];
-  s[SLOT.freepagesDelayMin] = freepages[3];
   s[SLOT.thrashingDelayMax] = 0;
   s[SLOT.thrashingDelayMin] = 0;
-  s[SLOT.compactDelayMax] = compact[2];
-  s[SLOT.compactDelayMin] = compact[3];
-  s[SLOT.wpcopyDelayMax] = wpcopy[2];
-  s[SLOT.wpcopyDelayMin] = wpcopy[3];
-  s[SLOT.irqDelayMax] = irq[2];
-  s[SLOT.irqDelayMin] = irq[3];
   return v;
 }

@@ -56,6 +56,8 @@ interface Thread {
   readonly comm: string;
   readonly profile: ThreadProfile;
   readonly proc: Process;
+  /** Who it is, for the identity fields: fixed for its life, so built once. */
+  readonly identity: ThreadIdentity;
   index: number; // position in the flat live array
 }
 
@@ -83,21 +85,28 @@ const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
 
 /**
  * A record carrying its stats as vectors; the TaskStats messages are built on
- * first access (JSON streams, masks, filters), once. The getters are own
- * properties, so spreading or comparing a record sees the messages.
+ * first access (JSON streams, masks, filters), once. A class: an object
+ * literal with getters is built by a slow runtime path, on every exit.
  */
-function vectorRecord(cpu: number, cpuSeq: number, pid: number, tgid: number, pidVector: StatsVector, tgidVector: StatsVector | undefined): ExitRecord {
-  let pidStats: TaskStats | undefined;
-  let tgidStats: TaskStats | undefined;
-  return {
-    cpu, cpuSeq, pid, tgid, pidVector, tgidVector,
-    get pidStats() {
-      return (pidStats ??= toTaskStats(pidVector));
-    },
-    get tgidStats() {
-      return tgidVector === undefined ? undefined : (tgidStats ??= toTaskStats(tgidVector));
-    },
-  };
+class VectorRecord implements ExitRecord {
+  #pidStats: TaskStats | undefined;
+  #tgidStats: TaskStats | undefined;
+  constructor(
+    readonly cpu: number,
+    readonly cpuSeq: number,
+    readonly pid: number,
+    readonly tgid: number,
+    readonly pidVector: StatsVector,
+    readonly tgidVector: StatsVector | undefined,
+  ) {}
+
+  get pidStats(): TaskStats {
+    return (this.#pidStats ??= toTaskStats(this.pidVector));
+  }
+
+  get tgidStats(): TaskStats | undefined {
+    return this.tgidVector === undefined ? undefined : (this.#tgidStats ??= toTaskStats(this.tgidVector));
+  }
 }
 
 /** Creates a simulated kernel. */
@@ -174,7 +183,7 @@ class _SimKernel implements SimKernel {
 
   getPid(pid: number): TaskStats | undefined {
     const t = this.#threads.get(pid);
-    return t === undefined ? undefined : toTaskStats(threadStats(this.#identity(t), t.profile, this.#ctx));
+    return t === undefined ? undefined : toTaskStats(threadStats(t.identity, t.profile, this.#ctx));
   }
 
   getTgid(tgid: number): TaskStats | undefined {
@@ -194,14 +203,13 @@ class _SimKernel implements SimKernel {
   }
 
   #statsOf(t: Thread, exit?: { code: number; groupDead: boolean }): StatsVector {
-    return threadStats(this.#identity(t), t.profile, this.#ctx, exit);
+    return threadStats(t.identity, t.profile, this.#ctx, exit);
   }
 
-  #identity(t: Thread): ThreadIdentity {
-    const p = t.proc;
+  #identity(pid: number, startNs: number, comm: string, p: Process): ThreadIdentity {
     return {
-      pid: t.pid, tgid: p.tgid, ppid: p.ppid, comm: t.comm, uid: p.uid, gid: p.gid, nice: p.nice,
-      startNs: t.startNs, groupStartNs: p.startNs, exeInode: p.exeInode, forkedOnly: p.forkedOnly,
+      pid, tgid: p.tgid, ppid: p.ppid, comm, uid: p.uid, gid: p.gid, nice: p.nice,
+      startNs, groupStartNs: p.startNs, exeInode: p.exeInode, forkedOnly: p.forkedOnly,
     };
   }
 
@@ -229,7 +237,7 @@ class _SimKernel implements SimKernel {
     this.#cpuSeq[cpu] = cpuSeq + 1;
     const tgidVector = groupDead && t.proc.stats !== undefined ? copyTaskStats(t.proc.stats) : undefined;
     this.records++;
-    this.onRecord?.(vectorRecord(cpu, cpuSeq, t.pid, t.proc.tgid, pidVector, tgidVector));
+    this.onRecord?.(new VectorRecord(cpu, cpuSeq, t.pid, t.proc.tgid, pidVector, tgidVector));
   }
 
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).
@@ -275,7 +283,8 @@ class _SimKernel implements SimKernel {
   }
 
   #addThread(proc: Process, atNs: number, comm: string, pid = this.#allocPid()): void {
-    const t: Thread = { pid, startNs: atNs, comm, profile: drawProfile(this.#rng), proc, index: this.#live.length };
+    const identity = this.#identity(pid, atNs, comm, proc);
+    const t: Thread = { pid, startNs: atNs, comm, profile: drawProfile(this.#rng), proc, identity, index: this.#live.length };
     proc.threads.set(pid, t);
     this.#threads.set(pid, t);
     this.#live.push(t);
