@@ -17,6 +17,8 @@ export interface ServeFlags {
   simExitRate: number;
   simSeed: number;
   socketBuffer: number;
+  /** Kernel send buffer per client connection (bytes; 0 = autotuning). */
+  sendBuffer: number;
   enableDelayacct: boolean;
   tlsCert?: string | undefined;
   corsOrigins: string[];
@@ -80,7 +82,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
   }
   const server = createServer({ source, limits: flags.limits, corsOrigins: flags.corsOrigins });
-  const listening = await listen(server, { host: flags.host, port: flags.port, ...(tls && { tls }) }).catch(async (err: unknown) => {
+  const listening = await listen(server, { host: flags.host, port: flags.port, sendBuffer: flags.sendBuffer, ...(tls && { tls }) }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();
     throw err;

@@ -15,6 +15,7 @@ import { createServer as createTcpServer, type AddressInfo, type Server, type So
 import type { ConnectRouter } from "@connectrpc/connect";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { reflectionRoutes } from "./reflection.ts";
+import { createSendBufferCap } from "./_send-buffer.ts";
 import type { TaskwireServer } from "./server.ts";
 
 /** Where to listen. */
@@ -25,7 +26,17 @@ export interface ListenOptions {
   readonly port?: number;
   /** Serve HTTPS (h2 and HTTP/1.1 by ALPN) with this certificate chain and key (PEM). */
   readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+  /**
+   * Kernel send buffer per connection, bytes (Linux, Node; default 256 KiB, 0
+   * for the kernel's autotuning up to 4 MiB). Smaller: a client that stops
+   * reading is backpressured (and its overflow reported) sooner; larger:
+   * more throughput to distant clients (one buffer per round trip).
+   */
+  readonly sendBuffer?: number;
 }
+
+/** The default per-connection send buffer (see ListenOptions.sendBuffer). */
+export const DEFAULT_SEND_BUFFER = 256 * 1024;
 
 /** A listening server. */
 export interface Listening {
@@ -39,10 +50,13 @@ export interface Listening {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
 
 /** Listens on Node; resolves once the port is bound. */
-export function listenNode(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
+export async function listenNode(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
   const host = options.host ?? "127.0.0.1";
   const port = options.port ?? 7878;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be 0-65535, got ${port}`);
+  const sendBuffer = options.sendBuffer ?? DEFAULT_SEND_BUFFER;
+  if (!Number.isInteger(sendBuffer) || sendBuffer < 0) throw new RangeError(`sendBuffer must be a byte count >= 0, got ${sendBuffer}`);
+  const capSendBuffer = await createSendBufferCap(sendBuffer);
   const hono = getRequestListener(server.fetch);
   const reflection = reflectionRoutes([TaskStats]);
   const routes = (router: ConnectRouter) => {
@@ -54,6 +68,8 @@ export function listenNode(server: TaskwireServer, options: ListenOptions = {}):
     ? createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, rpc)
     : sniffing(createHttp1Server(hono), createHttp2Server({}, rpc));
   const sockets = new Set<Socket>();
+  // The raw TCP socket, before any TLS: both servers emit it as "connection".
+  tcp.on("connection", capSendBuffer);
   tcp.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
     // A stream is many small writes: with Nagle's algorithm each one after the
     // first waits for the client's (delayed) ACK, which cost tens of ms of

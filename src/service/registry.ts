@@ -10,6 +10,7 @@ import { createListenerTable, type DemandChange, type ListenerTable } from "../k
 import type { ExitSink, TaskstatsSource } from "../sources/source.ts";
 import type { OverflowPolicy } from "./event-queue.ts";
 import { Listener, type LossCounters, type StreamEnd } from "./listener.ts";
+import { createLoadMeter } from "./_load.ts";
 
 /** Server-side limits and defaults. */
 export interface Limits {
@@ -89,6 +90,12 @@ export interface ListenerRegistry {
   /** Iterates the live listeners (for GetInfo and tests). */
   listeners(): IterableIterator<Listener>;
   now(): number;
+  /**
+   * How long a stream that just sent a partial batch waits before the next
+   * one: 0 normally; 5-20 ms while the event loop is saturated, so batches
+   * grow instead of the loop drowning in per-message overhead.
+   */
+  lingerMs(): number;
   close(): Promise<void>;
 }
 
@@ -112,6 +119,7 @@ class _Registry implements ListenerRegistry {
   readonly #now: () => number;
   readonly #reaper: ReturnType<typeof setInterval>;
   readonly #sampler: ReturnType<typeof setInterval>;
+  readonly #load = createLoadMeter();
   /** Losses of listeners already removed, so totals never go backwards. */
   readonly #pastLost: LossCounters = { "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 };
 
@@ -216,9 +224,15 @@ class _Registry implements ListenerRegistry {
     return this.#now();
   }
 
+  lingerMs(): number {
+    const u = this.#load.utilization;
+    return u >= 0.9 ? 20 : u >= 0.75 ? 5 : 0;
+  }
+
   async close(): Promise<void> {
     clearInterval(this.#reaper);
     clearInterval(this.#sampler);
+    this.#load.close();
     for (const l of [...this.#byId.values()]) this.remove(l, "the server is shutting down; reconnect later", "shutdown");
     await this.#source.close();
   }

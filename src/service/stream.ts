@@ -41,6 +41,7 @@ const END_ERRORS: Partial<Record<StreamEnd, new (message: string) => Error>> = {
 /** Streams `listener` until the client goes, the listener is removed, or another stream takes over. */
 export async function* streamListener(registry: ListenerRegistry, listener: Listener, o: StreamOptions): AsyncGenerator<SubscribeExitsResponse> {
   let resolveWait: ((woke: boolean) => void) | undefined;
+  let resolvePause: (() => void) | undefined;
   let ended: Ended | undefined;
   const wake = (): void => {
     const r = resolveWait;
@@ -49,14 +50,26 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
   };
   const end = (why: string, how: StreamEnd): void => {
     ended = { why, how };
+    resolvePause?.();
     wake();
   };
   listener.attach(wake, end);
   const cleanup = (): void => {
     listener.detach(end, registry.now());
     if (listener.ephemeral) registry.remove(listener, "its stream ended");
+    resolvePause?.();
     wake();
   };
+  // A pause that only the stream's end or abort cuts short (new events do not).
+  const pause = (ms: number): Promise<void> => new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      resolvePause = undefined;
+      resolve();
+    }
+    resolvePause = done;
+  });
   o.signal.addEventListener("abort", cleanup, { once: true });
   if (o.signal.aborted) cleanup();
   const message = (fields: MessageInitShape<typeof SubscribeExitsResponseSchema>): SubscribeExitsResponse =>
@@ -76,7 +89,11 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
       const error = ended && END_ERRORS[ended.how];
       if (error !== undefined) throw new error(`listener ${listener.id}: ${ended!.why}`);
       if (listener.queue.length > 0) {
-        yield batch(listener.take(o.maxBatch));
+        const items = listener.take(o.maxBatch);
+        yield batch(items);
+        // A partial batch while the loop is saturated: let the next one grow (no delay otherwise).
+        const linger = items.length < o.maxBatch ? registry.lingerMs() : 0;
+        if (linger > 0 && !o.signal.aborted && ended === undefined) await pause(linger);
         continue;
       }
       // A removed listener's stream ends normally once what it had queued is sent.

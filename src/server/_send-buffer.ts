@@ -1,0 +1,36 @@
+/**
+ * Caps accepted TCP sockets' kernel send buffer (SO_SNDBUF). Linux autotunes
+ * it up to net.ipv4.tcp_wmem's maximum (4 MiB by default), and a client that
+ * stops reading has all of that filled before its stream feels backpressure:
+ * a thousand stuck clients then take seconds of the event loop (where records
+ * are dispatched) being written to. With a cap, backpressure reaches the
+ * listener's bounded queue, where overflow is counted and reported, after a
+ * few hundred KiB. Node has no API for it; the FFI the netlink source already
+ * uses makes the one call. Where that cannot load (not Linux, no FFI), sockets
+ * keep the kernel's default and this says so once.
+ */
+import type { Socket } from "node:net";
+
+const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
+
+type SetInt = (fd: number, level: number, name: number, value: number) => number;
+
+/** Applies `bytes` to each socket given (0: leave the kernel's autotuning alone). */
+export async function createSendBufferCap(bytes: number): Promise<(socket: Socket) => void> {
+  if (bytes === 0 || process.platform !== "linux") return () => {};
+  let setInt: SetInt;
+  try {
+    const { createNodeSyscalls } = await import("../sources/netlink/sys-node.ts");
+    const sys = createNodeSyscalls();
+    setInt = (fd, level, name, value) => sys.setsockoptInt(fd, level, name, value);
+  } catch (err) {
+    console.error(`taskwire: cannot cap socket send buffers (${(err as Error).message}); clients that stop reading take longer to be backpressured`);
+    return () => {};
+  }
+  return (socket) => {
+    // The kernel doubles the value (for its bookkeeping), as setsockopt(7) says.
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof fd === "number" && fd >= 0) setInt(fd, SOL_SOCKET, SO_SNDBUF, bytes);
+  };
+}
