@@ -47,6 +47,7 @@ function buildProgram(): Command {
     .option("--tls-key <file>", "the PEM private key for --tls-cert")
     .option("--socket-buffer <bytes>", "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)", int(4096, 2 ** 31 - 1), DEFAULT_SOCKET_BUFFER)
     .option("--send-buffer <bytes>", "kernel send buffer per client connection (Node on Linux; 0: the kernel's autotuning, up to 4 MiB); smaller backpressures clients that stop reading sooner", int(0, 2 ** 31 - 1), DEFAULT_SEND_BUFFER)
+    .option("--compress", "offer gzip and brotli response compression to clients that accept it (off: exit records are small and compressing them costs more CPU than streaming them)")
     .option("--enable-delayacct", "set kernel.task_delayacct=1 while serving (restored on exit) so delay fields are filled")
     .option("--lease-ms <ms>", "how long a listener outlives its stream", int(1), DEFAULT_LIMITS.leaseMs)
     .option("--default-buffer <n>", `queue size (events) when a client asks for 0 (default ${DEFAULT_LIMITS.defaultBuffer}, or --max-buffer if smaller)`, int(1))
@@ -57,7 +58,7 @@ function buildProgram(): Command {
       const flags: ServeFlags = {
         source: o["source"] as ServeFlags["source"], host: o["host"] as string, port: o["port"] as number,
         simCpus: o["simCpus"] as number, simExitRate: o["simExitRate"] as number, simSeed: o["simSeed"] as number,
-        socketBuffer: o["socketBuffer"] as number, sendBuffer: o["sendBuffer"] as number, enableDelayacct: o["enableDelayacct"] === true,
+        socketBuffer: o["socketBuffer"] as number, sendBuffer: o["sendBuffer"] as number, compress: o["compress"] === true, enableDelayacct: o["enableDelayacct"] === true,
         tlsCert: o["tlsCert"] as string | undefined, tlsKey: o["tlsKey"] as string | undefined,
         corsOrigins: typeof o["corsOrigin"] === "string" ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean) : [],
         limits: {

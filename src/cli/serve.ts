@@ -1,5 +1,6 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
 import { readFileSync } from "node:fs";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { listen } from "../server/listen.ts";
 import { createServer } from "../server/server.ts";
 import type { Limits } from "../service/registry.ts";
@@ -19,6 +20,8 @@ export interface ServeFlags {
   socketBuffer: number;
   /** Kernel send buffer per client connection (bytes; 0 = autotuning). */
   sendBuffer: number;
+  /** Offer gzip and brotli response compression. */
+  compress: boolean;
   enableDelayacct: boolean;
   tlsCert?: string | undefined;
   corsOrigins: string[];
@@ -81,7 +84,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     console.error(d.was ? "taskwire: kernel.task_delayacct was already 1" :
       "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
   }
-  const server = createServer({ source, limits: flags.limits, corsOrigins: flags.corsOrigins });
+  const compression = flags.compress ? [compressionGzip, compressionBrotli] : [];
+  const server = createServer({ source, limits: flags.limits, corsOrigins: flags.corsOrigins, compression });
   const listening = await listen(server, { host: flags.host, port: flags.port, sendBuffer: flags.sendBuffer, ...(tls && { tls }) }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();

@@ -6,6 +6,7 @@
  * 415 here.
  */
 import { cors as connectCors, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
+import type { Compression } from "@connectrpc/connect/protocol";
 import { createFetchHandler } from "@connectrpc/connect/protocol";
 import { Hono } from "hono";
 import { cors } from "hono/cors";
@@ -24,6 +25,8 @@ export interface AppOptions {
   readonly routes?: (router: ConnectRouter) => void;
   /** Origins other than the server's own allowed to call the API from browsers ("*" for any). */
   readonly corsOrigins?: readonly string[];
+  /** Response compression offered to clients that accept it (none by default). */
+  readonly compression?: readonly Compression[];
 }
 
 /** The Connect routes of the TaskStats service. */
@@ -45,7 +48,7 @@ export function createApp(options: AppOptions): Hono {
       maxAge: 7200,
     }));
   }
-  const router = createConnectRouter({ grpc: false });
+  const router = createConnectRouter({ grpc: false, acceptCompression: [...(options.compression ?? [])] });
   (options.routes ?? createRoutes(options))(router);
   for (const handler of router.handlers) {
     const fetchHandler = createFetchHandler(handler);

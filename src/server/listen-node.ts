@@ -63,7 +63,8 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     server.routes(router);
     reflection(router); // bidirectional streaming: HTTP/2 only
   };
-  const rpc = connectNodeAdapter({ routes, fallback: hono as never });
+  // connect-node would offer gzip and brotli by default; taskwire offers what the server was given (none by default).
+  const rpc = connectNodeAdapter({ routes, fallback: hono as never, acceptCompression: [...server.compression] });
   const tcp = options.tls
     ? createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, rpc)
     : sniffing(createHttp1Server(hono), createHttp2Server({}, rpc));
