@@ -12,6 +12,7 @@ import { listenNode, type Listening } from "../src/server/listen-node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { SLOT } from "../src/kernel/stats-vector.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { startBareServer } from "./_bare-latency.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -21,8 +22,8 @@ interface Counter {
   stop(): void;
 }
 
-async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", env: Record<string, string> = {}): Promise<Counter> {
-  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [new URL("./_stream-counter.js", import.meta.url).pathname, url, String(streams), "0-7", mode], { env: { ...process.env, ...env } });
+async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", env: Record<string, string> = {}, script = "_stream-counter.js"): Promise<Counter> {
+  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [new URL(`./${script}`, import.meta.url).pathname, url, String(streams), "0-7", mode], { env: { ...process.env, ...env } });
   const lines = createInterface({ input: proc.stdout });
   const waiting: ((line: string) => void)[] = [];
   let ready!: () => void;
@@ -179,34 +180,55 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-async function latencyRows(window: number): Promise<string[][]> {
-  const rows = [["rate", "events", "p50", "p99", "max"]];
+function latencyRow(what: string, perSecond: number, latencies: number[]): string[] {
+  const sorted = latencies.sort((a, b) => a - b);
+  const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`;
+  return [what, `${perSecond}/s`, String(sorted.length), ms(percentile(sorted, 50)), ms(percentile(sorted, 99)), ms(sorted[sorted.length - 1]!)];
+}
+
+// Steady state: the first second (both processes' code still being optimized) is not counted.
+async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<number[]> {
+  await sleep(1000);
+  await c.mark();
+  await sleep(ms);
+  stop();
+  await sleep(200);
+  const { latencies } = await c.mark();
+  c.stop();
+  return latencies;
+}
+
+async function taskwireLatency(perSecond: number, ms: number): Promise<number[]> {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+  const server = createServer({ source });
+  const listening = await listenNode(server, { port: 0 });
+  // Stamp each record with the producer's clock (µs) in ac_btime64 as it enters the listener table
+  // (in its stats vector: the sim's records are encoded from that).
+  const deliver = source.kernel.onRecord!;
+  source.kernel.onRecord = (r) => {
+    const now = Math.round((performance.timeOrigin + performance.now()) * 1000);
+    if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = now;
+    else r.pidStats.acBtime64 = BigInt(now);
+    deliver(r);
+  };
+  const c = await startCounter(listening.url, 1, "latency");
+  const latencies = await steadyWindow(c, ms, produceAt(source, perSecond));
+  await listening.close();
+  return latencies;
+}
+
+async function bareLatency(perSecond: number, ms: number): Promise<number[]> {
+  const bare = await startBareServer(perSecond);
+  const latencies = await steadyWindow(await startCounter(bare.url, 1, "latency", {}, "_bare-latency.js"), ms, () => {});
+  await bare.close();
+  return latencies;
+}
+
+async function latencyRows(ms: number): Promise<string[][]> {
+  const rows = [["stream", "rate", "events", "p50", "p99", "max"]];
   for (const perSecond of [1000, 10_000]) {
-    const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-    const server = createServer({ source });
-    const listening = await listenNode(server, { port: 0 });
-    // Stamp each record with the producer's clock (µs) in ac_btime64 as it enters the listener table
-    // (in its stats vector: the sim's records are encoded from that).
-    const deliver = source.kernel.onRecord!;
-    source.kernel.onRecord = (r) => {
-      const now = Math.round((performance.timeOrigin + performance.now()) * 1000);
-      if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = now;
-      else r.pidStats.acBtime64 = BigInt(now);
-      deliver(r);
-    };
-    const c = await startCounter(listening.url, 1, "latency");
-    const stop = produceAt(source, perSecond);
-    // Steady state: the first second (both processes' code still being optimized) is not counted.
-    await sleep(1000);
-    await c.mark();
-    await sleep(window);
-    stop();
-    await sleep(200);
-    const { latencies } = await c.mark();
-    c.stop();
-    await listening.close();
-    const sorted = latencies.sort((a, b) => a - b);
-    rows.push([`${perSecond}/s`, String(sorted.length), `${(percentile(sorted, 50) / 1000).toFixed(2)} ms`, `${(percentile(sorted, 99) / 1000).toFixed(2)} ms`, `${(sorted[sorted.length - 1]! / 1000).toFixed(2)} ms`]);
+    rows.push(latencyRow("baseline: bare node:http server and client, one chunk per event", perSecond, await bareLatency(perSecond, ms)));
+    rows.push(latencyRow("taskwire: sim -> listener -> Connect stream -> SDK", perSecond, await taskwireLatency(perSecond, ms)));
   }
   return rows;
 }
