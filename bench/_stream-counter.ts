@@ -9,7 +9,7 @@ import { createTaskwireClient } from "@taskwire/client";
 
 const [url, n, cpumask, mode] = [process.argv[2]!, Number(process.argv[3]), process.argv[4]!, process.argv[5] ?? "read"];
 // BENCH_PROTOCOL=grpc: real gRPC over h2c; otherwise the SDK's default (Connect over HTTP/1.1).
-const client = process.env["BENCH_SLOW"] ? createTaskwireClient(url, { transport: (await import("@connectrpc/connect-node")).createConnectTransport({ baseUrl: url, httpVersion: "1.1", useBinaryFormat: true }) }) : createTaskwireClient(url, { protocol: process.env["BENCH_PROTOCOL"] === "grpc" ? "grpc" : "connect" });
+const client = createTaskwireClient(url, { protocol: process.env["BENCH_PROTOCOL"] === "grpc" ? "grpc" : "connect" });
 const ctl = new AbortController();
 let events = 0;
 let opened = 0;

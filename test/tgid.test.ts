@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { createStatsVector, SLOT, toTaskStats } from "../src/kernel/stats-vector.ts";
 import { TASKSTATS_VERSION } from "../src/kernel/taskstats.ts";
-import { addDelayacct, TGID_FIELDS, zeroTaskStats } from "../src/kernel/tgid.ts";
+import { addDelayacct, TGID_FIELDS, zeroGroupStats } from "../src/kernel/tgid.ts";
 
 function delays(total: number, max: number, min: number) {
   const v = createStatsVector();
@@ -14,7 +14,7 @@ function delays(total: number, max: number, min: number) {
 
 describe("the group sum", () => {
   it("starts zeroed in exactly the group fields, with the version", () => {
-    const { $typeName, version, ...rest } = toTaskStats(zeroTaskStats());
+    const { $typeName, version, ...rest } = toTaskStats(zeroGroupStats());
     expect($typeName).toBe("taskwire.kernel.v1.TaskStats");
     expect(version).toBe(TASKSTATS_VERSION);
     expect(Object.keys(rest).sort()).toEqual([...TGID_FIELDS].sort());
@@ -22,7 +22,7 @@ describe("the group sum", () => {
   });
 
   it("addDelayacct sums totals, keeps the largest max and the smallest non-zero min; unset counts as zero", () => {
-    const sum = zeroTaskStats();
+    const sum = zeroGroupStats();
     addDelayacct(sum, delays(5, 3, 2));
     addDelayacct(sum, delays(7, 9, 0));
     addDelayacct(sum, delays(1, 1, 1));

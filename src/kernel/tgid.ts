@@ -9,7 +9,7 @@
  * On stats vectors (stats-vector.ts): the sum is touched on every thread exit.
  * Pure: no I/O.
  */
-import { copyStatsVector, createStatsVector, SLOT, type StatsVector } from "./stats-vector.ts";
+import { createStatsVector, SLOT, type StatsVector } from "./stats-vector.ts";
 import { DELAY_CLASSES, TASKSTATS_VERSION, type TaskStatsField } from "./taskstats.ts";
 
 type U64Field = Extract<TaskStatsField, `${string}Total` | `${string}Count` | `${string}Max` | `${string}Min`>;
@@ -31,7 +31,7 @@ const SUM_SLOTS = slots(DELAYACCT_SUMS), MAX_SLOTS = slots(MAXES), MIN_SLOTS = s
 const ZERO_SLOTS = slots(TGID_FIELDS);
 
 /** A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out: the group fields zero, the version set. */
-export function zeroTaskStats(): StatsVector {
+export function zeroGroupStats(): StatsVector {
   const v = createStatsVector();
   for (const i of ZERO_SLOTS) v.values[i] = 0;
   v.values[SLOT.version] = TASKSTATS_VERSION;
@@ -57,6 +57,3 @@ export function addLiveThread(into: StatsVector, thread: StatsVector): void {
   addDelayacct(into, thread);
   for (const i of SWITCH_SLOTS) into.values[i] = at(into.values, i) + at(thread.values, i);
 }
-
-/** A copy of a struct, as memcpy() of signal->stats makes one. */
-export const copyTaskStats = copyStatsVector;

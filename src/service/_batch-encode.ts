@@ -23,7 +23,7 @@ import type { ExitRecord } from "../kernel/exit-record.ts";
 import { toExitEvent } from "./convert.ts";
 import type { QueueItem } from "./event-queue.ts";
 import type { StatsVector } from "../kernel/stats-vector.ts";
-import { maxStatsVectorSize, maxTaskStatsSize, Scratch, writeStatsVector, writeTaskStats, writeVarint } from "./_fast-encode.ts";
+import { maxStatsVectorSize, maxTaskStatsSize, writeStatsVector, writeTaskStats, writeVarint } from "./_fast-encode.ts";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
 const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
@@ -36,6 +36,25 @@ const PID_STATS = tag(ExitSchema.field.pidStats.number, WireType.LengthDelimited
 const TGID_STATS = tag(ExitSchema.field.tgidStats.number, WireType.LengthDelimited);
 // Every tag above is below 128: one byte each.
 for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS]) if (t > 0x7f) throw new Error("batch encoding assumes one-byte tags");
+
+/** A growable byte buffer with a write position. */
+class Scratch {
+  buf = new Uint8Array(1 << 16);
+  pos = 0;
+
+  /** Makes room for `n` more bytes. */
+  reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+
+  /** A copy of bytes [from, pos). */
+  copy(from = 0): Uint8Array {
+    return this.buf.slice(from, this.pos);
+  }
+}
 
 const out = new Scratch();
 

@@ -12,25 +12,6 @@ import { TaskStatsSchema, type TaskStats } from "../gen/taskwire/kernel/v1/tasks
 import { SLOT, type StatsVector } from "../kernel/stats-vector.ts";
 import type { TaskStatsField } from "../kernel/taskstats.ts";
 
-/** A growable byte buffer with a write position. */
-export class Scratch {
-  buf = new Uint8Array(1 << 16);
-  pos = 0;
-
-  /** Makes room for `n` more bytes. */
-  reserve(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-  }
-
-  /** A copy of bytes [from, pos). */
-  copy(from = 0): Uint8Array {
-    return this.buf.slice(from, this.pos);
-  }
-}
-
 /** Writes `n` (an integer 0..2^53) as a varint at `p`; returns the new position. */
 export function writeVarint(b: Uint8Array, p: number, n: number): number {
   if (n >= 0x80000000) {
@@ -146,30 +127,17 @@ export function writeStatsVector(b: Uint8Array, p: number, v: StatsVector): numb
   return encodeVector(v.values, v.comm, b, p);
 }
 
-/** Bytes one vector's TaskStats can take at most. */
+/** Bytes one vector's TaskStats can take at most (as maxTaskStatsSize). */
 export function maxStatsVectorSize(v: StatsVector): number {
   return 1024 + 3 * (v.comm?.length ?? 0);
 }
 
 /** Bytes one TaskStats can take at most: 71 fields of tag (2) + varint (10), and the comm string. */
-function maxSize(s: TaskStats): number {
+export function maxTaskStatsSize(s: TaskStats): number {
   return 1024 + 3 * (s.acComm?.length ?? 0);
-}
-
-const scratch = new Scratch();
-
-/** toBinary(TaskStatsSchema, s), without reflection. */
-export function encodeTaskStatsFast(s: TaskStats): Uint8Array {
-  scratch.pos = 0;
-  scratch.reserve(maxSize(s));
-  scratch.pos = encode(s, scratch.buf, 0);
-  return scratch.copy();
 }
 
 /** Writes toBinary(TaskStatsSchema, s)'s bytes at `p` (room: maxTaskStatsSize(s)); returns the end. */
 export function writeTaskStats(b: Uint8Array, p: number, s: TaskStats): number {
   return encode(s, b, p);
 }
-
-/** Bytes one TaskStats can take at most. */
-export const maxTaskStatsSize = maxSize;

@@ -7,8 +7,8 @@
  */
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { toTaskStats, type StatsVector } from "../../kernel/stats-vector.ts";
-import { addDelayacct, addLiveThread, copyTaskStats, zeroTaskStats } from "../../kernel/tgid.ts";
+import { copyStatsVector, toTaskStats, type StatsVector } from "../../kernel/stats-vector.ts";
+import { addDelayacct, addLiveThread, zeroGroupStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
 import { drawProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
 
@@ -189,7 +189,7 @@ class _SimKernel implements SimKernel {
   getTgid(tgid: number): TaskStats | undefined {
     const proc = this.#threads.get(tgid)?.proc;
     if (proc === undefined || proc.tgid !== tgid) return undefined;
-    const sum = proc.stats ? copyTaskStats(proc.stats) : zeroTaskStats();
+    const sum = proc.stats ? copyStatsVector(proc.stats) : zeroGroupStats();
     for (const t of proc.threads.values()) addLiveThread(sum, this.#statsOf(t));
     return toTaskStats(sum);
   }
@@ -220,7 +220,7 @@ class _SimKernel implements SimKernel {
     const cpu = this.#rng.int(this.cpus);
     const groupDead = proc.threads.size === 1;
     // taskstats_tgid_alloc(): a thread leaving a non-empty group allocates signal->stats.
-    if (!groupDead) proc.stats ??= zeroTaskStats();
+    if (!groupDead) proc.stats ??= zeroGroupStats();
     const code = groupDead ? this.#exitCode() : 0;
     const needRecord = this.#watched[cpu] === 1;
     const stats = proc.stats !== undefined || needRecord ? this.#statsOf(victim, { code, groupDead }) : undefined;
@@ -235,7 +235,7 @@ class _SimKernel implements SimKernel {
     // prepare_reply(): nlmsg_seq comes from a per-CPU counter bumped only when a record is built.
     const cpuSeq = this.#cpuSeq[cpu]!;
     this.#cpuSeq[cpu] = cpuSeq + 1;
-    const tgidVector = groupDead && t.proc.stats !== undefined ? copyTaskStats(t.proc.stats) : undefined;
+    const tgidVector = groupDead && t.proc.stats !== undefined ? copyStatsVector(t.proc.stats) : undefined;
     this.records++;
     this.onRecord?.(new VectorRecord(cpu, cpuSeq, t.pid, t.proc.tgid, pidVector, tgidVector));
   }
