@@ -19,7 +19,8 @@ export {
   TaskNotFoundError, SourcePermissionError, SourceUnavailableError,
   type TaskstatsSource, type ExitSink, type SourceInfo,
 } from "./sources/source.ts";
-export { DEFAULT_LIMITS, ListenerNotFoundError, LimitExceededError, type Limits } from "./service/registry.ts";
+export { DEFAULT_LIMITS, type Limits } from "./service/registry.ts";
+export { ListenerNotFoundError, LimitExceededError } from "./service/errors.ts";
 export { CpulistError, parseCpulist, parseCpumask, formatCpulist, createPossibleCpus, type PossibleCpus } from "./kernel/cpulist.ts";
 export { createListenerTable, type ListenerTable } from "./kernel/listener-table.ts";
 export type { ExitRecord } from "./kernel/exit-record.ts";

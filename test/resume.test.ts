@@ -1,6 +1,8 @@
 /** Resuming listeners: server-side replay from retention, and the SDK's reconnecting watchExits. */
 import { createServer as createTcpServer, connect, type Server, type Socket } from "node:net";
+import { toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, LossReason, createTaskwireClient, watchExits, type ExitEvent } from "@taskwire/client";
+import { ExitEventSchema } from "../clients/ts/src/gen/taskwire/v1/taskstats_pb.ts";
 import { afterEach, describe, expect, it } from "vitest";
 import { listenNode, type Listening } from "../src/server/listen-node.ts";
 import { createServer } from "../src/server/server.ts";
@@ -50,6 +52,24 @@ describe("SubscribeExits{listener_id, after_seq}", () => {
     const second = await read(client.subscribeExits({ listenerId, afterSeq: BigInt(last) }, { signal: ctl2.signal }), ctl2, (s) => s.length >= 700 - last);
     expect(seqs(second)).toEqual(range(last + 1, 700)); // nothing lost, nothing twice
     expect(second.every((e) => e.event.case === "exit")).toBe(true);
+  });
+
+  it("a replay carries exactly the events first sent: binary as they were, JSON with a field mask projected", async () => {
+    const { client, source, url } = await start();
+    const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });
+    source.kernel.exitNow(300);
+    const ctl1 = new AbortController();
+    const first = await read(client.subscribeExits({ listenerId }, { signal: ctl1.signal }), ctl1, (s) => s.length >= 300);
+    expect(first.some((e) => e.event.case === "exit" && e.event.value.tgidStats !== undefined)).toBe(true);
+    const ctl2 = new AbortController();
+    const again = await read(client.subscribeExits({ listenerId, afterSeq: 100n }, { signal: ctl2.signal }), ctl2, (s) => s.length >= 200);
+    const json = (evs: ExitEvent[]) => evs.map((e) => toJson(ExitEventSchema, e));
+    expect(json(again)).toEqual(json(first.slice(100)));
+    const jsonClient = createTaskwireClient(url, { useBinaryFormat: false });
+    const ctl3 = new AbortController();
+    const masked = await read(jsonClient.subscribeExits({ listenerId, afterSeq: 250n, fields: ["ac_comm", "ac_pid"] }, { signal: ctl3.signal }), ctl3, (s) => s.length >= 50);
+    expect(masked.map((e) => e.event.case === "exit" ? [Number(e.seq), e.event.value.pid, e.event.value.pidStats] : undefined)).toEqual(
+      first.slice(250).map((e) => e.event.case === "exit" ? [Number(e.seq), e.event.value.pid, { $typeName: "taskwire.kernel.v1.TaskStats", acComm: e.event.value.pidStats!.acComm, acPid: e.event.value.pidStats!.acPid }] : undefined));
   });
 
   it("reports what is no longer retained as Lost(RETENTION) with the exact range", async () => {

@@ -21,7 +21,7 @@ import {
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { toExitEvent } from "./convert.ts";
-import type { QueueItem } from "./event-queue.ts";
+import type { StreamItem } from "./_retention.ts";
 import type { StatsVector } from "../kernel/stats-vector.ts";
 import { maxStatsVectorSize, maxTaskStatsSize, writeStatsVector, writeTaskStats, writeVarint } from "./_fast-encode.ts";
 
@@ -97,8 +97,8 @@ function statsField(b: Uint8Array, p: number, t: number, s: () => TaskStats, v: 
 const hasTgid = (r: ExitRecord): boolean => r.tgidVector !== undefined || (r.pidVector === undefined && r.tgidStats !== undefined);
 const statsRoom = (s: () => TaskStats, v: StatsVector | undefined): number => (v !== undefined ? maxStatsVectorSize(v) : maxTaskStatsSize(s()));
 
-/** Exit{pid, tgid, pid_stats, tgid_stats}'s bytes for this record, encoded once. */
-function exitBody(r: ExitRecord): Uint8Array {
+/** Exit{pid, tgid, pid_stats, tgid_stats}'s bytes for this record, encoded once (a view into a shared slab). */
+export function exitBody(r: ExitRecord): Uint8Array {
   const memo = (r as Memo)[EXIT_BODY];
   if (memo !== undefined) return memo;
   const room = 12 + 6 + statsRoom(() => r.pidStats, r.pidVector) + (hasTgid(r) ? 6 + statsRoom(() => r.tgidStats!, r.tgidVector) : 0);
@@ -120,16 +120,15 @@ function exitBody(r: ExitRecord): Uint8Array {
 
 // ExitEvent{seq, cpu, exit} inside the events field. Zero implicit fields are
 // left out, as toBinary() does.
-function exitEvent(seq: number, r: ExitRecord): void {
-  const exit = exitBody(r);
-  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (r.cpu === 0 ? 0 : 1 + varintSize(r.cpu)) + 1 + varintSize(exit.length) + exit.length;
+function exitEvent(seq: number, cpu: number, exit: Uint8Array): void {
+  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (cpu === 0 ? 0 : 1 + varintSize(cpu)) + 1 + varintSize(exit.length) + exit.length;
   out.reserve(1 + 5 + eventLen);
   const b = out.buf;
   let p = out.pos;
   b[p++] = EVENTS;
   p = writeVarint(b, p, eventLen);
   if (seq !== 0) (b[p++] = SEQ), (p = writeVarint(b, p, seq));
-  if (r.cpu !== 0) (b[p++] = CPU), (p = writeVarint(b, p, r.cpu));
+  if (cpu !== 0) (b[p++] = CPU), (p = writeVarint(b, p, cpu));
   b[p++] = EXIT;
   p = writeVarint(b, p, exit.length);
   b.set(exit, p);
@@ -146,17 +145,18 @@ function varintSize(n: number): number {
 }
 
 /** The `events` field entries for `items`, as toBinary() would write them. */
-export function encodeEvents(items: readonly QueueItem[]): Uint8Array {
+export function encodeEvents(items: readonly StreamItem[]): Uint8Array {
   out.pos = 0;
   for (const item of items) {
-    if (item.kind === "exit") exitEvent(item.seq, item.record);
+    if (item.kind === "exit") exitEvent(item.seq, item.record.cpu, exitBody(item.record));
+    else if (item.kind === "encoded") exitEvent(item.seq, item.cpu, item.exit);
     else field(EVENTS, toBinary(ExitEventSchema, toExitEvent(item)));
   }
   return out.copy();
 }
 
 /** A SubscribeExitsResponse carrying `items` pre-encoded (see the module comment), plus `queued`. */
-export function preEncodedBatch(items: readonly QueueItem[], queued: number): SubscribeExitsResponse {
+export function preEncodedBatch(items: readonly StreamItem[], queued: number): SubscribeExitsResponse {
   const msg = create(SubscribeExitsResponseSchema, { queued });
   if (items.length > 0) msg.$unknown = [{ no: EVENTS >>> 3, wireType: WireType.LengthDelimited, data: encodeEvents(items).subarray(1) }];
   return msg;

@@ -1,10 +1,11 @@
 /** Conversions between the service's internal shapes and the proto messages. */
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import {
-  ExitEventSchema, LossReason, OverflowPolicy as PbOverflowPolicy, type ExitEvent,
+  ExitEventSchema, ExitSchema, LossReason, OverflowPolicy as PbOverflowPolicy, type ExitEvent,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import type { LossKind, OverflowPolicy, QueueItem } from "./event-queue.ts";
+import type { LossKind, OverflowPolicy } from "./event-queue.ts";
+import type { EncodedExit, StreamItem } from "./_retention.ts";
 import { InvalidRequestError } from "./errors.ts";
 
 const REASONS: Record<LossKind, LossReason> = {
@@ -14,8 +15,9 @@ const REASONS: Record<LossKind, LossReason> = {
   restart: LossReason.RESTART,
 };
 
-/** A queue item as a stream event, with the stream's field mask applied. */
-export function toExitEvent(item: QueueItem, project?: (s: TaskStats) => TaskStats): ExitEvent {
+/** A queue or retained item as a stream event, with the stream's field mask applied. */
+export function toExitEvent(item: StreamItem, project?: (s: TaskStats) => TaskStats): ExitEvent {
+  if (item.kind === "encoded") return fromEncoded(item, project);
   if (item.kind === "lost") {
     return create(ExitEventSchema, {
       seq: BigInt(item.last),
@@ -34,6 +36,16 @@ export function toExitEvent(item: QueueItem, project?: (s: TaskStats) => TaskSta
     cpu: r.cpu,
     event: { case: "exit", value: { pid: r.pid, tgid: r.tgid, pidStats, ...(tgidStats && { tgidStats }) } },
   });
+}
+
+// A retained exit (JSON or masked replays only: binary streams send its bytes as they are).
+function fromEncoded(item: EncodedExit, project?: (s: TaskStats) => TaskStats): ExitEvent {
+  const exit = fromBinary(ExitSchema, item.exit);
+  if (project !== undefined) {
+    if (exit.pidStats !== undefined) exit.pidStats = project(exit.pidStats);
+    if (exit.tgidStats !== undefined) exit.tgidStats = project(exit.tgidStats);
+  }
+  return create(ExitEventSchema, { seq: BigInt(item.seq), cpu: item.cpu, event: { case: "exit", value: exit } });
 }
 
 /** The request's overflow policy (UNSPECIFIED is DROP_NEWEST, the kernel's behaviour). */

@@ -8,7 +8,21 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorDetailSchema, ErrorReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { CpulistError } from "../kernel/cpulist.ts";
 import { SourcePermissionError, SourceUnavailableError, TaskNotFoundError } from "../sources/source.ts";
-import { LimitExceededError, ListenerNotFoundError } from "./registry.ts";
+
+/** No listener has this id (never existed, deregistered or reaped). */
+export class ListenerNotFoundError extends Error {
+  override readonly name = "ListenerNotFoundError";
+  readonly listenerId: string;
+  constructor(id: string) {
+    super(`no listener "${id}": it was never registered, was deregistered, or its lease expired; call Register again`);
+    this.listenerId = id;
+  }
+}
+
+/** A server limit was reached. */
+export class LimitExceededError extends Error {
+  override readonly name = "LimitExceededError";
+}
 
 /** A request field is missing or out of range. */
 export class InvalidRequestError extends Error {

@@ -10,7 +10,7 @@ import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, OutOfRangeError, toConnectError } from "./errors.ts";
-import type { QueueItem } from "./event-queue.ts";
+import type { StreamItem } from "./_retention.ts";
 import type { Listener } from "./listener.ts";
 import type { ListenerRegistry } from "./registry.ts";
 import { compileFieldMask, compileFilter, type Projection } from "./projection.ts";
@@ -101,7 +101,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
   };
 }
 
-function resume(listener: Listener, afterSeq: bigint): QueueItem[] {
+function resume(listener: Listener, afterSeq: bigint): StreamItem[] {
   try {
     return listener.resumeAfter(Number(afterSeq));
   } catch (err) {
@@ -125,7 +125,7 @@ async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal:
   let listener: Listener;
   let heartbeatMs: number;
   let project: Projection;
-  let replay: QueueItem[];
+  let replay: StreamItem[];
   try {
     project = compileFieldMask(req.fields);
     const filter = compileFilter(req.filter);

@@ -11,6 +11,7 @@ import type { ExitSink, TaskstatsSource } from "../sources/source.ts";
 import type { OverflowPolicy } from "./event-queue.ts";
 import { Listener, type LossCounters, type StreamEnd } from "./listener.ts";
 import { createLoadMeter } from "./_load.ts";
+import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
 
 /** Server-side limits and defaults. */
 export interface Limits {
@@ -38,20 +39,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   heartbeatMs: 15_000,
 });
 
-/** No listener has this id (never existed, deregistered or reaped). */
-export class ListenerNotFoundError extends Error {
-  override readonly name = "ListenerNotFoundError";
-  readonly listenerId: string;
-  constructor(id: string) {
-    super(`no listener "${id}": it was never registered, was deregistered, or its lease expired; call Register again`);
-    this.listenerId = id;
-  }
-}
 
-/** A server limit was reached. */
-export class LimitExceededError extends Error {
-  override readonly name = "LimitExceededError";
-}
 
 /** Totals for GetInfo. */
 export interface RegistryStats {

@@ -11,7 +11,7 @@ import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../ge
 import { toExitEvent } from "./convert.ts";
 import { preEncodedBatch } from "./_batch-encode.ts";
 import { ShuttingDownError, StreamTakenOverError } from "./errors.ts";
-import type { QueueItem } from "./event-queue.ts";
+import type { StreamItem } from "./_retention.ts";
 import type { Listener, StreamEnd } from "./listener.ts";
 import type { Projection } from "./projection.ts";
 import type { ListenerRegistry } from "./registry.ts";
@@ -26,7 +26,7 @@ export interface StreamOptions {
   /** The client reads protobuf binary. */
   readonly binary?: boolean;
   /** Items to send before the queue: a resumed stream's replay. */
-  readonly replay?: QueueItem[];
+  readonly replay?: StreamItem[];
 }
 
 interface Ended {
@@ -76,8 +76,8 @@ export async function* streamListener(registry: ListenerRegistry, listener: List
     create(SubscribeExitsResponseSchema, { cpumask: registry.cpumaskOf(listener), queued: listener.queue.depth, ...fields });
   // Binary streams without a field mask get their batches pre-encoded (the hot path).
   const batch = o.binary && o.project === undefined
-    ? (items: QueueItem[]) => preEncodedBatch(items, listener.queue.depth)
-    : (items: QueueItem[]) => create(SubscribeExitsResponseSchema, { events: items.map((item) => toExitEvent(item, o.project)), queued: listener.queue.depth });
+    ? (items: StreamItem[]) => preEncodedBatch(items, listener.queue.depth)
+    : (items: StreamItem[]) => create(SubscribeExitsResponseSchema, { events: items.map((item) => toExitEvent(item, o.project)), queued: listener.queue.depth });
   try {
     yield message({ listenerId: listener.id });
     const replay = o.replay ?? [];
