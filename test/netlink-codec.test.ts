@@ -2,7 +2,8 @@
 import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeTaskStats, encodeTaskStats, LAYOUT_V15, LAYOUT_V16 } from "../src/kernel/taskstats-decode.ts";
+import { decodeStatsVector, decodeTaskStats, encodeTaskStats, LAYOUT_V15, LAYOUT_V16 } from "../src/kernel/taskstats-decode.ts";
+import { toTaskStats } from "../src/kernel/stats-vector.ts";
 import { TASKSTATS_FIELDS } from "../src/kernel/taskstats.ts";
 import {
   encodeGenlRequest, encodeTaskstatsGet, NetlinkFormatError, parseAttrs, parseErrorPayload, parseFamilyId, parseMessages, parseTaskstatsNew,
@@ -71,6 +72,31 @@ describe("struct taskstats layouts", () => {
 
   it("refuses a struct too short for its version field", () => {
     expect(() => decodeTaskStats(new Uint8Array(1))).toThrow(RangeError);
+    expect(() => decodeStatsVector(new Uint8Array(1))).toThrow(RangeError);
+  });
+
+  it("decodes into a stats vector exactly as into TaskStats, any struct of any version and length; a u64 of 2^53 or more is refused", () => {
+    const structs = fc.tuple(fc.constantFrom(8, 13, 15, 16), fc.constantFrom(328, 416, 560), fc.uint8Array({ minLength: 560, maxLength: 560 }));
+    // small: every u64 below 2^53; edge: the same but one just at or past 2^53; random: as the bytes fall (most past).
+    fc.assert(fc.property(structs, fc.constantFrom("small", "edge", "random"), fc.nat(), ([version, size, raw], mode, pick) => {
+      const b = raw.slice(0, size);
+      const dv = new DataView(b.buffer);
+      dv.setUint16(0, version, true);
+      const u64s = (version === 15 ? LAYOUT_V15 : LAYOUT_V16).filter((f) => f.type === "u64" && f.offset + 8 <= size);
+      if (mode !== "random") for (const f of u64s) dv.setBigUint64(f.offset, dv.getBigUint64(f.offset, true) & (2n ** 53n - 1n), true);
+      if (mode === "edge") dv.setBigUint64(u64s[pick % u64s.length]!.offset, 2n ** 53n + BigInt(pick % 3), true);
+      const v = decodeStatsVector(b);
+      const exact = u64s.every((f) => dv.getBigUint64(f.offset, true) < 2n ** 53n);
+      if (exact) expect(toTaskStats(v!)).toEqual(decodeTaskStats(b));
+      else expect(v).toBeUndefined();
+    }), { numRuns: 300 });
+  });
+
+  it("decodes the captured kernel records into vectors that equal the TaskStats decoding", () => {
+    for (const hex of [fx.getPidReply]) {
+      const stats = parseTaskstatsNew(parseMessages(bytes(hex))[0]!.payload).pid!.stats;
+      expect(toTaskStats(decodeStatsVector(stats)!)).toEqual(decodeTaskStats(stats));
+    }
   });
 });
 

@@ -7,6 +7,7 @@
  * when the struct is long enough to hold it; the rest stay unset. Pure.
  */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { createStatsVector, SLOT, type StatsVector } from "./stats-vector.ts";
 import { DELAY_CLASSES, TASKSTATS_FIELDS, TS_COMM_LEN, type FieldSpec, type FieldType } from "./taskstats.ts";
 
 const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, comm: TS_COMM_LEN };
@@ -83,6 +84,49 @@ export function decodeTaskStats(bytes: Uint8Array): TaskStats {
   const len = bytes.byteLength;
   for (const r of readers) if (r.need <= len) r.read(dv, bytes, out);
   return out as TaskStats;
+}
+
+type VectorReader = (dv: DataView, bytes: Uint8Array, v: StatsVector) => boolean;
+
+// The same fields into a stats vector: numbers, no BigInt. A u64 of 2^53 or
+// more has no exact double; the reader then reports false and the caller
+// decodes the record as a TaskStats instead.
+function compileVector(fields: readonly FieldSpec[]): { need: number; read: VectorReader }[] {
+  return fields.map((f) => {
+    const { offset } = f;
+    const slot = SLOT[f.name];
+    const read: VectorReader =
+      f.type === "u64" ? (dv, _, v) => {
+        const hi = dv.getUint32(offset + 4, true);
+        v.values[slot] = hi * 0x100000000 + dv.getUint32(offset, true);
+        return hi < 0x200000;
+      }
+      : f.type === "u32" ? (dv, _, v) => ((v.values[slot] = dv.getUint32(offset, true)), true)
+      : f.type === "u16" ? (dv, _, v) => ((v.values[slot] = dv.getUint16(offset, true)), true)
+      : f.type === "u8" ? (dv, _, v) => ((v.values[slot] = dv.getUint8(offset)), true)
+      : (_, b, v) => ((v.comm = readComm(b, offset)), true);
+    return { need: end(f), read };
+  });
+}
+
+const VECTOR_V16 = compileVector(LAYOUT_V16);
+const VECTOR_V15 = compileVector(LAYOUT_V15);
+
+/**
+ * Decodes a TASKSTATS_TYPE_STATS payload into a stats vector (the netlink
+ * source's hot path), or undefined when a 64-bit field is 2^53 or more (no
+ * exact double: decode it with decodeTaskStats). Fields the struct is too
+ * short for stay unset, as with decodeTaskStats.
+ */
+export function decodeStatsVector(bytes: Uint8Array): StatsVector | undefined {
+  if (bytes.byteLength < 2) throw new RangeError(`struct taskstats of ${bytes.byteLength} bytes has no version field`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const readers = dv.getUint16(0, true) === 15 ? VECTOR_V15 : VECTOR_V16;
+  const v = createStatsVector();
+  const len = bytes.byteLength;
+  let exact = true;
+  for (const r of readers) if (r.need <= len) exact = r.read(dv, bytes, v) && exact;
+  return exact ? v : undefined;
 }
 
 /** Encodes a TaskStats as struct bytes of a version's layout (for tests and the simulator's fixtures). */

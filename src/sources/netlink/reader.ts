@@ -5,10 +5,11 @@
  */
 import { Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
+import { decodeStatsVector, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
+import { SLOT, vectorRecord } from "../../kernel/stats-vector.ts";
 import { SourceUnavailableError, type ExitSink } from "../source.ts";
 import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
-import { parseMessages, parseTaskstatsNew } from "./codec.ts";
+import { parseMessages, parseTaskstatsNew, type TaskstatsNew } from "./codec.ts";
 
 /** Options of the reader. */
 export interface ReaderOptions {
@@ -164,15 +165,31 @@ class _Reader implements Reader {
   }
 
   #record(cpu: number, seq: number, payload: Uint8Array): void {
-    const parsed = parseTaskstatsNew(payload);
-    if (parsed.pid === undefined) return;
-    const pidStats = decodeTaskStats(parsed.pid.stats);
-    const record: ExitRecord = {
-      cpu, cpuSeq: seq, pid: parsed.pid.id, tgid: parsed.tgid?.id ?? pidStats.acTgid ?? 0, pidStats,
-      tgidStats: parsed.tgid === undefined ? undefined : decodeTaskStats(parsed.tgid.stats),
-    };
+    const { pid, tgid } = parseTaskstatsNew(payload);
+    if (pid === undefined) return;
     this.#stats.records++;
-    this.#o.sink.exit(record);
+    this.#o.sink.exit(vectors(cpu, seq, pid, tgid) ?? messages(cpu, seq, pid, tgid));
   }
+}
+
+type Aggregate = NonNullable<TaskstatsNew["pid"]>;
+
+// The usual case: the structs as number vectors (no BigInt per field; the
+// TaskStats messages are built only if something reads them).
+function vectors(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord | undefined {
+  const pidVector = decodeStatsVector(pid.stats);
+  const tgidVector = tgid === undefined ? undefined : decodeStatsVector(tgid.stats);
+  if (pidVector === undefined || (tgid !== undefined && tgidVector === undefined)) return undefined;
+  const acTgid = pidVector.values[SLOT.acTgid]!;
+  return vectorRecord({ cpu, cpuSeq: seq, pid: pid.id, tgid: tgid?.id ?? (acTgid === acTgid ? acTgid : 0), pidVector, tgidVector });
+}
+
+// A 64-bit value of 2^53 or more has no exact double: that record is decoded as TaskStats messages.
+function messages(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord {
+  const pidStats = decodeTaskStats(pid.stats);
+  return {
+    cpu, cpuSeq: seq, pid: pid.id, tgid: tgid?.id ?? pidStats.acTgid ?? 0, pidStats,
+    tgidStats: tgid === undefined ? undefined : decodeTaskStats(tgid.stats),
+  };
 }
 

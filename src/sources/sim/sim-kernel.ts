@@ -7,7 +7,7 @@
  */
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { copyStatsVector, toTaskStats, type StatsVector } from "../../kernel/stats-vector.ts";
+import { copyStatsVector, toTaskStats, vectorRecord, type StatsVector } from "../../kernel/stats-vector.ts";
 import { addDelayacct, addLiveThread, zeroGroupStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
 import { drawProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
@@ -82,32 +82,6 @@ const COMMS = [
 ];
 const UIDS = [0, 0, 1000, 1000, 1000, 33, 999, 65534];
 const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
-
-/**
- * A record carrying its stats as vectors; the TaskStats messages are built on
- * first access (JSON streams, masks, filters), once. A class: an object
- * literal with getters is built by a slow runtime path, on every exit.
- */
-class VectorRecord implements ExitRecord {
-  #pidStats: TaskStats | undefined;
-  #tgidStats: TaskStats | undefined;
-  constructor(
-    readonly cpu: number,
-    readonly cpuSeq: number,
-    readonly pid: number,
-    readonly tgid: number,
-    readonly pidVector: StatsVector,
-    readonly tgidVector: StatsVector | undefined,
-  ) {}
-
-  get pidStats(): TaskStats {
-    return (this.#pidStats ??= toTaskStats(this.pidVector));
-  }
-
-  get tgidStats(): TaskStats | undefined {
-    return this.tgidVector === undefined ? undefined : (this.#tgidStats ??= toTaskStats(this.tgidVector));
-  }
-}
 
 /** Creates a simulated kernel. */
 export function createSimKernel(options: SimKernelOptions): SimKernel {
@@ -237,7 +211,7 @@ class _SimKernel implements SimKernel {
     this.#cpuSeq[cpu] = cpuSeq + 1;
     const tgidVector = groupDead && t.proc.stats !== undefined ? copyStatsVector(t.proc.stats) : undefined;
     this.records++;
-    this.onRecord?.(new VectorRecord(cpu, cpuSeq, t.pid, t.proc.tgid, pidVector, tgidVector));
+    this.onRecord?.(vectorRecord({ cpu, cpuSeq, pid: t.pid, tgid: t.proc.tgid, pidVector, tgidVector }));
   }
 
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).
