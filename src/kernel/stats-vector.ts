@@ -1,9 +1,10 @@
 /**
  * struct taskstats as a vector of numbers: one slot per field of
- * TASKSTATS_FIELDS (NaN: not set), with ac_comm beside it. A source that
- * computes stats (the sim) fills these instead of TaskStats messages: no
- * BigInt and no garbage per field, so a record costs one small view into a
- * shared buffer, and an encoder writes protobuf straight from the numbers.
+ * TASKSTATS_FIELDS (NaN: not set), with ac_comm beside it. The sources fill
+ * these instead of TaskStats messages (the sim computes them, the netlink
+ * reader decodes kernel structs into them): no BigInt and no garbage per
+ * field, so a record costs one small view into a shared buffer, and an
+ * encoder writes protobuf straight from the numbers.
  * The TaskStats message is built only when something asks for it (JSON
  * streams, field masks, filters). Slots hold integers below 2^53. Pure.
  */
