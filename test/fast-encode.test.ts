@@ -8,7 +8,7 @@ import { ExitEventSchema, SubscribeExitsResponseSchema, type ExitEvent } from ".
 import { preEncodedBatch } from "../src/service/_batch-encode.ts";
 import { toExitEvent } from "../src/service/convert.ts";
 import type { QueueItem } from "../src/service/event-queue.ts";
-import { maxStatsVectorSize, maxTaskStatsSize, writeStatsVector, writeTaskStats } from "../src/service/_fast-encode.ts";
+import { maxStatsSize, writeStats } from "../src/service/_fast-encode.ts";
 import { createStatsVector, SLOT, SLOTS, toTaskStats, type StatsVector } from "../src/kernel/stats-vector.ts";
 import { TASKSTATS_FIELDS } from "../src/kernel/taskstats.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
@@ -17,8 +17,8 @@ import { collectExits, eventually, startServer, type Running } from "./helpers.t
 describe("fast TaskStats encoding", () => {
   it("writes exactly the bytes toBinary writes, for any record", () => {
     fc.assert(fc.property(arbitraryStats, (s) => {
-      const b = new Uint8Array(maxTaskStatsSize(s));
-      const fast = b.subarray(0, writeTaskStats(b, 0, s));
+      const b = new Uint8Array(maxStatsSize(s));
+      const fast = b.subarray(0, writeStats(b, 0, s));
       expect(fast).toEqual(toBinary(TaskStatsSchema, s));
       expect(fromBinary(TaskStatsSchema, fast)).toEqual(fromBinary(TaskStatsSchema, toBinary(TaskStatsSchema, s)));
     }), { numRuns: 500 });
@@ -49,8 +49,8 @@ const arbitraryVectorItem: fc.Arbitrary<QueueItem> = fc.record({
 describe("fast encoding from stats vectors", () => {
   it("writes exactly toBinary(toTaskStats(vector)), for any vector", () => {
     fc.assert(fc.property(arbitraryVector, (v) => {
-      const b = new Uint8Array(maxStatsVectorSize(v));
-      const end = writeStatsVector(b, 0, v);
+      const b = new Uint8Array(maxStatsSize(v));
+      const end = writeStats(b, 0, v);
       expect(b.subarray(0, end)).toEqual(toBinary(TaskStatsSchema, toTaskStats(v)));
     }), { numRuns: 300 });
   });

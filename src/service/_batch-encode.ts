@@ -18,12 +18,10 @@ import { WireType } from "@bufbuild/protobuf/wire";
 import {
   ExitEventSchema, ExitSchema, SubscribeExitsResponseSchema, type SubscribeExitsResponse,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
-import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { toExitEvent } from "./convert.ts";
 import type { StreamItem } from "./_retention.ts";
-import type { StatsVector } from "../kernel/stats-vector.ts";
-import { maxStatsVectorSize, maxTaskStatsSize, writeStatsVector, writeTaskStats, writeVarint } from "./_fast-encode.ts";
+import { maxStatsSize, writeStats, writeVarint, type AnyStats } from "./_fast-encode.ts";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
 const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
@@ -82,26 +80,29 @@ let slabPos = 0;
 const EXIT_BODY = Symbol("taskwire.exit-body");
 type Memo = ExitRecord & { [EXIT_BODY]?: Uint8Array };
 
-/** A field (one-byte tag `t`) holding TaskStats `s` (from its vector when the source gave one), written at `p`. */
-function statsField(b: Uint8Array, p: number, t: number, s: () => TaskStats, v: StatsVector | undefined): number {
+/** A field (one-byte tag `t`) holding stats `s`, written at `p`. */
+function statsField(b: Uint8Array, p: number, t: number, s: AnyStats): number {
   // The body goes 5 bytes in (room for any length varint), then moves back behind its real prefix.
   const start = p + 6;
-  const end = v !== undefined ? writeStatsVector(b, start, v) : writeTaskStats(b, start, s());
+  const end = writeStats(b, start, s);
   b[p++] = t;
   p = writeVarint(b, p, end - start);
   b.copyWithin(p, start, end);
   return p + (end - start);
 }
 
-// Vectors first: reading pidStats/tgidStats of a vector record would build the messages.
-const hasTgid = (r: ExitRecord): boolean => r.tgidVector !== undefined || (r.pidVector === undefined && r.tgidStats !== undefined);
-const statsRoom = (s: () => TaskStats, v: StatsVector | undefined): number => (v !== undefined ? maxStatsVectorSize(v) : maxTaskStatsSize(s()));
+// A record's stats as its source gave them: reading pidStats/tgidStats of a
+// vector record would build the messages.
+function statsOf(r: ExitRecord): [pid: AnyStats, tgid: AnyStats | undefined] {
+  return r.pidVector !== undefined ? [r.pidVector, r.tgidVector] : [r.pidStats, r.tgidStats];
+}
 
 /** Exit{pid, tgid, pid_stats, tgid_stats}'s bytes for this record, encoded once (a view into a shared slab). */
 export function exitBody(r: ExitRecord): Uint8Array {
   const memo = (r as Memo)[EXIT_BODY];
   if (memo !== undefined) return memo;
-  const room = 12 + 6 + statsRoom(() => r.pidStats, r.pidVector) + (hasTgid(r) ? 6 + statsRoom(() => r.tgidStats!, r.tgidVector) : 0);
+  const [pid, tgid] = statsOf(r);
+  const room = 12 + 6 + maxStatsSize(pid) + (tgid === undefined ? 0 : 6 + maxStatsSize(tgid));
   if (slabPos + room > slab.length) {
     slab = new Uint8Array(Math.max(SLAB, room));
     slabPos = 0;
@@ -110,8 +111,8 @@ export function exitBody(r: ExitRecord): Uint8Array {
   let p = start;
   if (r.pid !== 0) (b[p++] = PID), (p = writeVarint(b, p, r.pid));
   if (r.tgid !== 0) (b[p++] = TGID), (p = writeVarint(b, p, r.tgid));
-  p = statsField(b, p, PID_STATS, () => r.pidStats, r.pidVector);
-  if (hasTgid(r)) p = statsField(b, p, TGID_STATS, () => r.tgidStats!, r.tgidVector);
+  p = statsField(b, p, PID_STATS, pid);
+  if (tgid !== undefined) p = statsField(b, p, TGID_STATS, tgid);
   slabPos = p;
   const body = b.subarray(start, p);
   (r as Memo)[EXIT_BODY] = body;

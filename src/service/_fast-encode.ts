@@ -78,66 +78,59 @@ type Kind = "u32" | "u64" | "string";
 const KINDS: Partial<Record<ScalarType, Kind>> = { [ScalarType.UINT32]: "u32", [ScalarType.UINT64]: "u64", [ScalarType.STRING]: "string" };
 const WRITERS: Record<Kind, string> = { u32: "writeVarint", u64: "writeVarint64", string: "writeString" };
 
+// TaskStats' fields in number order, each with its kind and its tag as
+// constant byte writes: what both compiled encoders below are made of.
+const FIELDS = [...TaskStatsSchema.fields].sort((a, b) => a.number - b.number).map((f) => {
+  const kind = f.fieldKind === "scalar" ? KINDS[f.scalar] : undefined;
+  if (kind === undefined) throw new Error(`fast TaskStats encoding does not handle field ${f.name}; extend KINDS`);
+  const tag = new Uint8Array(5);
+  const tagLength = writeVarint(tag, 0, (f.number << 3) | (kind === "string" ? 2 : 0));
+  const tagBytes = [...tag.subarray(0, tagLength)].map((byte) => `b[p++] = ${byte};`).join(" ");
+  return { name: f.name, localName: f.localName, kind, tagBytes };
+});
+
 type Encode = (s: TaskStats, b: Uint8Array, p: number) => number;
 
-// Compiled once: one `if (v !== undefined)` per field in number order, tag
-// bytes as constants. Set optional fields are written even when zero, as
-// toBinary() writes them.
+// Compiled once: one `if (v !== undefined)` per field, properties read by
+// name. Set optional fields are written even when zero, as toBinary() does.
 function compile(): Encode {
-  const lines = [...TaskStatsSchema.fields].sort((a, b) => a.number - b.number).map((f) => {
-    const kind = f.fieldKind === "scalar" ? KINDS[f.scalar] : undefined;
-    if (kind === undefined) throw new Error(`fast TaskStats encoding does not handle field ${f.name}; extend KINDS`);
-    const tag = new Uint8Array(5);
-    const tagLength = writeVarint(tag, 0, (f.number << 3) | (kind === "string" ? 2 : 0));
-    const tagBytes = [...tag.subarray(0, tagLength)].map((byte) => `b[p++] = ${byte};`).join(" ");
-    return `v = s[${JSON.stringify(f.localName)}]; if (v !== undefined) { ${tagBytes} p = ${WRITERS[kind]}(b, p, v); }`;
-  });
+  const lines = FIELDS.map((f) => `v = s[${JSON.stringify(f.localName)}]; if (v !== undefined) { ${f.tagBytes} p = ${WRITERS[f.kind]}(b, p, v); }`);
   const body = `return function encodeTaskStats(s, b, p) { let v;\n${lines.join("\n")}\nreturn p; };`;
   return new Function("writeVarint", "writeVarint64", "writeString", body)(writeVarint, writeVarint64, writeString) as Encode;
 }
-
-const encode = compile();
 
 type EncodeVector = (v: Float64Array, comm: string | undefined, b: Uint8Array, p: number) => number;
 
 // The same bytes from a stats vector: set slots (not NaN) as varints from
 // the numbers themselves (no bigint on the way), ac_comm from its string.
 function compileVector(): EncodeVector {
-  const lines = [...TaskStatsSchema.fields].sort((a, b) => a.number - b.number).map((f) => {
-    const kind = f.fieldKind === "scalar" ? KINDS[f.scalar] : undefined;
-    const tag = new Uint8Array(5);
-    const tagLength = writeVarint(tag, 0, (f.number << 3) | (kind === "string" ? 2 : 0));
-    const tagBytes = [...tag.subarray(0, tagLength)].map((byte) => `b[p++] = ${byte};`).join(" ");
-    if (kind === "string") {
+  const lines = FIELDS.map((f) => {
+    if (f.kind === "string") {
       if (f.localName !== "acComm") throw new Error(`stats vectors hold one string, ac_comm; ${f.name} is another`);
-      return `if (comm !== undefined) { ${tagBytes} p = writeString(b, p, comm); }`;
+      return `if (comm !== undefined) { ${f.tagBytes} p = writeString(b, p, comm); }`;
     }
     const slot = SLOT[f.localName as TaskStatsField];
     if (slot === undefined) throw new Error(`no stats vector slot for ${f.name}`);
-    return `x = v[${slot}]; if (x === x) { ${tagBytes} p = writeVarint(b, p, x); }`;
+    return `x = v[${slot}]; if (x === x) { ${f.tagBytes} p = writeVarint(b, p, x); }`;
   });
   const body = `return function encodeStatsVector(v, comm, b, p) { let x;\n${lines.join("\n")}\nreturn p; };`;
   return new Function("writeVarint", "writeString", body)(writeVarint, writeString) as EncodeVector;
 }
 
+const encode = compile();
 const encodeVector = compileVector();
 
-/** Writes toBinary(TaskStatsSchema, toTaskStats(v))'s bytes at `p` (room: maxStatsVectorSize(v)); returns the end. */
-export function writeStatsVector(b: Uint8Array, p: number, v: StatsVector): number {
-  return encodeVector(v.values, v.comm, b, p);
+/** A record's stats as a source gave them: a message, or a vector (stats-vector.ts). */
+export type AnyStats = TaskStats | StatsVector;
+
+const isVector = (s: AnyStats): s is StatsVector => "values" in s;
+
+/** Bytes `s` can take encoded at most: 71 fields of tag (2) + varint (10), and the comm string. */
+export function maxStatsSize(s: AnyStats): number {
+  return 1024 + 3 * ((isVector(s) ? s.comm : s.acComm)?.length ?? 0);
 }
 
-/** Bytes one vector's TaskStats can take at most (as maxTaskStatsSize). */
-export function maxStatsVectorSize(v: StatsVector): number {
-  return 1024 + 3 * (v.comm?.length ?? 0);
-}
-
-/** Bytes one TaskStats can take at most: 71 fields of tag (2) + varint (10), and the comm string. */
-export function maxTaskStatsSize(s: TaskStats): number {
-  return 1024 + 3 * (s.acComm?.length ?? 0);
-}
-
-/** Writes toBinary(TaskStatsSchema, s)'s bytes at `p` (room: maxTaskStatsSize(s)); returns the end. */
-export function writeTaskStats(b: Uint8Array, p: number, s: TaskStats): number {
-  return encode(s, b, p);
+/** Writes toBinary(TaskStatsSchema, s)'s bytes (of toTaskStats(s) for a vector) at `p` (room: maxStatsSize(s)); returns the end. */
+export function writeStats(b: Uint8Array, p: number, s: AnyStats): number {
+  return isVector(s) ? encodeVector(s.values, s.comm, b, p) : encode(s, b, p);
 }
