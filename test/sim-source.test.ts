@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import type { TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { AcFlag } from "../src/kernel/taskstats.ts";
 import { createSimKernel, type SimKernel } from "../src/sources/sim/sim-kernel.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
@@ -117,6 +118,25 @@ describe("sim kernel", () => {
     expect(k.liveThreads).toBeGreaterThanOrEqual(500);
     expect(k.liveThreads).toBeLessThan(500 + 8); // one new process brings at most 7 extra threads
     expect(k.livePids().length).toBe(k.liveThreads);
+  });
+
+  it("a task keeps who it is from fork to exit, however many tasks came and went (threads and processes are reused)", () => {
+    const k = createSimKernel({ cpus: 4, exitRate: 0, seed: 12 });
+    const identity = (s: TaskStats) => ({ pid: s.acPid, tgid: s.acTgid, ppid: s.acPpid, comm: s.acComm, uid: s.acUid, gid: s.acGid, nice: s.acNice, btime: s.acBtime64, inode: s.acExeInode, flag: (s.acFlag ?? 0) & AcFlag.AFORK });
+    const rs = collect(k);
+    for (let round = 0; round < 20; round++) {
+      const seen = new Map(k.livePids().map((pid) => [pid, identity(k.getPid(pid)!)]));
+      rs.length = 0;
+      k.exitNow(150); // well past the population of 64: tasks forked during the round exit in it too
+      const checked = rs.filter((r) => seen.has(r.pid));
+      expect(checked.length).toBeGreaterThan(10);
+      for (const r of checked) expect(identity(r.pidStats)).toEqual(seen.get(r.pid));
+      for (const r of rs) {
+        expect(r.pidStats.acTgid).toBe(r.tgid);
+        // A group leader runs its program's name; other threads are named "<program>-wN".
+        expect(/-w\d+$/.test(r.pidStats.acComm ?? "")).toBe(r.pid !== r.tgid);
+      }
+    }
   });
 
   it("an exited task is gone", () => {

@@ -9,43 +9,52 @@ import type { Prng } from "./_prng.ts";
 
 /** Per-thread behaviour, drawn once at spawn. */
 export interface ThreadProfile {
-  readonly cpuShare: number; // fraction of wall time on CPU
-  readonly sysShare: number; // fraction of CPU time in the kernel
-  readonly waitShare: number; // runqueue delay relative to run time
-  readonly faultsPerSec: number;
-  readonly ioBytesPerSec: number;
-  readonly switchesPerSec: number;
-  readonly rssMb: number;
-  readonly vmMb: number;
+  cpuShare: number; // fraction of wall time on CPU
+  sysShare: number; // fraction of CPU time in the kernel
+  waitShare: number; // runqueue delay relative to run time
+  faultsPerSec: number;
+  ioBytesPerSec: number;
+  switchesPerSec: number;
+  rssMb: number;
+  vmMb: number;
 }
 
-export function drawProfile(rng: Prng): ThreadProfile {
+/**
+ * Draws a thread's profile into `p` (a pooled thread's, reused: the sim's
+ * threads live milliseconds at benchmark rates, and a fresh object per fork
+ * was most of the server's allocation in the latency benchmark).
+ */
+export function drawProfile(rng: Prng, p: ThreadProfile = emptyProfile()): ThreadProfile {
   const busy = rng.next() < 0.2;
-  return {
-    cpuShare: busy ? 0.3 + 0.7 * rng.next() : 0.001 + 0.05 * rng.next(),
-    sysShare: 0.05 + 0.4 * rng.next(),
-    waitShare: 0.01 + 0.2 * rng.next(),
-    faultsPerSec: 10 + rng.exp(2000),
-    ioBytesPerSec: rng.exp(2_000_000),
-    switchesPerSec: 1 + rng.exp(300),
-    rssMb: 1 + rng.exp(60),
-    vmMb: 8 + rng.exp(400),
-  };
+  p.cpuShare = busy ? 0.3 + 0.7 * rng.next() : 0.001 + 0.05 * rng.next();
+  p.sysShare = 0.05 + 0.4 * rng.next();
+  p.waitShare = 0.01 + 0.2 * rng.next();
+  p.faultsPerSec = 10 + rng.exp(2000);
+  p.ioBytesPerSec = rng.exp(2_000_000);
+  p.switchesPerSec = 1 + rng.exp(300);
+  p.rssMb = 1 + rng.exp(60);
+  p.vmMb = 8 + rng.exp(400);
+  return p;
+}
+
+// Doubles from the start, so V8 keeps these fields as doubles that later draws overwrite in place.
+export function emptyProfile(): ThreadProfile {
+  return { cpuShare: 0.5, sysShare: 0.5, waitShare: 0.5, faultsPerSec: 0.5, ioBytesPerSec: 0.5, switchesPerSec: 0.5, rssMb: 0.5, vmMb: 0.5 };
 }
 
 /** Who a thread is, for the identity fields. */
 export interface ThreadIdentity {
-  readonly pid: number;
-  readonly tgid: number;
-  readonly ppid: number;
-  readonly comm: string;
-  readonly uid: number;
-  readonly gid: number;
-  readonly nice: number;
-  readonly startNs: number;
-  readonly groupStartNs: number;
-  readonly exeInode: number;
-  readonly forkedOnly: boolean;
+  pid: number;
+  tgid: number;
+  ppid: number;
+  comm: string;
+  uid: number;
+  gid: number;
+  nice: number;
+  startNs: number;
+  groupStartNs: number;
+  exeInode: number;
+  forkedOnly: boolean;
 }
 
 export interface StatsContext {

@@ -10,7 +10,7 @@ import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { copyStatsVector, toTaskStats, vectorRecord, type StatsVector } from "../../kernel/stats-vector.ts";
 import { addDelayacct, addLiveThread, zeroGroupStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
-import { drawProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
+import { drawProfile, emptyProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
 
 /** Options of the simulated kernel. */
 export interface SimKernelOptions {
@@ -50,27 +50,26 @@ export interface SimKernel {
   readonly records: number;
 }
 
+// Threads and processes are pooled (see #addThread): their fields are
+// rewritten when reused, fixed for each life.
 interface Thread {
-  readonly pid: number;
-  readonly startNs: number;
-  readonly comm: string;
+  pid: number;
+  proc: Process;
   readonly profile: ThreadProfile;
-  readonly proc: Process;
-  /** Who it is, for the identity fields: fixed for its life, so built once. */
+  /** Who it is, for the identity fields (pid, start time and comm included). */
   readonly identity: ThreadIdentity;
   index: number; // position in the flat live array
 }
 
 interface Process {
-  readonly tgid: number;
-  readonly ppid: number;
-  readonly comm: string;
-  readonly uid: number;
-  readonly gid: number;
-  readonly nice: number;
-  readonly startNs: number;
-  readonly exeInode: number;
-  readonly forkedOnly: boolean;
+  tgid: number;
+  ppid: number;
+  comm: string;
+  uid: number;
+  nice: number;
+  startNs: number;
+  exeInode: number;
+  forkedOnly: boolean;
   readonly threads: Map<number, Thread>;
   /** signal->stats: allocated when a thread exits while others remain. */
   stats: StatsVector | undefined;
@@ -94,6 +93,31 @@ export function createSimKernel(options: SimKernelOptions): SimKernel {
   return new _SimKernel({ ...options, population });
 }
 
+function newProcess(): Process {
+  return { tgid: 0, ppid: 0, comm: "", uid: 0, nice: 0, startNs: 0.5, exeInode: 0, forkedOnly: false, threads: new Map(), stats: undefined };
+}
+
+function newThread(proc: Process): Thread {
+  const identity: ThreadIdentity = {
+    pid: 0, tgid: 0, ppid: 0, comm: "", uid: 0, gid: 0, nice: 0, startNs: 0.5, groupStartNs: 0.5, exeInode: 0, forkedOnly: false,
+  };
+  return { pid: 0, proc, profile: emptyProfile(), identity, index: 0 };
+}
+
+function setIdentity(id: ThreadIdentity, pid: number, startNs: number, comm: string, p: Process): void {
+  id.pid = pid;
+  id.tgid = p.tgid;
+  id.ppid = p.ppid;
+  id.comm = comm;
+  id.uid = p.uid;
+  id.gid = p.uid; // the sim's processes run with gid = uid
+  id.nice = p.nice;
+  id.startNs = startNs;
+  id.groupStartNs = p.startNs;
+  id.exeInode = p.exeInode;
+  id.forkedOnly = p.forkedOnly;
+}
+
 class _SimKernel implements SimKernel {
   readonly cpus: number;
   onRecord: ((record: ExitRecord) => void) | undefined;
@@ -109,6 +133,11 @@ class _SimKernel implements SimKernel {
   readonly #threads = new Map<number, Thread>();
   readonly #watched: Uint8Array;
   readonly #cpuSeq: Uint32Array;
+  // Exited threads and processes, reused by forks: at benchmark rates a
+  // thread lives milliseconds, and allocating each anew was most of the
+  // server's garbage in the latency benchmark (records reference neither).
+  readonly #freeThreads: Thread[] = [];
+  readonly #freeProcs: Process[] = [];
 
   constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
     this.cpus = o.cpus;
@@ -180,13 +209,6 @@ class _SimKernel implements SimKernel {
     return threadStats(t.identity, t.profile, this.#ctx, exit);
   }
 
-  #identity(pid: number, startNs: number, comm: string, p: Process): ThreadIdentity {
-    return {
-      pid, tgid: p.tgid, ppid: p.ppid, comm, uid: p.uid, gid: p.gid, nice: p.nice,
-      startNs, groupStartNs: p.startNs, exeInode: p.exeInode, forkedOnly: p.forkedOnly,
-    };
-  }
-
   // One task exits on a random CPU; another is forked so the population holds.
   #exitOne(): void {
     const victim = this.#pickVictim();
@@ -244,21 +266,29 @@ class _SimKernel implements SimKernel {
     for (let i = 1; i <= extra; i++) this.#addThread(proc, atNs + i * 1000, `${proc.comm.slice(0, 10)}-w${i}`);
   }
 
+  // The draws (and their order) are those of the unpooled version, so a seed gives the same run.
   #spawnProcess(ppid: number, comm: string, atNs: number): Process {
-    const tgid = this.#allocPid();
-    const uid = this.#rng.pick(UIDS);
-    const proc: Process = {
-      tgid, ppid, comm, uid, gid: uid, nice: this.#rng.next() < 0.9 ? 0 : this.#rng.int(20),
-      startNs: atNs, exeInode: 100_000 + this.#rng.int(900_000), forkedOnly: this.#rng.next() < 0.1,
-      threads: new Map(), stats: undefined,
-    };
-    this.#addThread(proc, atNs, comm, tgid);
+    const proc = this.#freeProcs.pop() ?? newProcess();
+    proc.tgid = this.#allocPid();
+    proc.ppid = ppid;
+    proc.comm = comm;
+    proc.uid = this.#rng.pick(UIDS);
+    proc.nice = this.#rng.next() < 0.9 ? 0 : this.#rng.int(20);
+    proc.startNs = atNs;
+    proc.exeInode = 100_000 + this.#rng.int(900_000);
+    proc.forkedOnly = this.#rng.next() < 0.1;
+    proc.stats = undefined;
+    this.#addThread(proc, atNs, comm, proc.tgid);
     return proc;
   }
 
   #addThread(proc: Process, atNs: number, comm: string, pid = this.#allocPid()): void {
-    const identity = this.#identity(pid, atNs, comm, proc);
-    const t: Thread = { pid, startNs: atNs, comm, profile: drawProfile(this.#rng), proc, identity, index: this.#live.length };
+    const t = this.#freeThreads.pop() ?? newThread(proc);
+    t.pid = pid;
+    t.proc = proc;
+    t.index = this.#live.length;
+    setIdentity(t.identity, pid, atNs, comm, proc);
+    drawProfile(this.#rng, t.profile);
     proc.threads.set(pid, t);
     this.#threads.set(pid, t);
     this.#live.push(t);
@@ -272,6 +302,8 @@ class _SimKernel implements SimKernel {
     }
     t.proc.threads.delete(t.pid);
     this.#threads.delete(t.pid);
+    this.#freeThreads.push(t);
+    if (t.proc.threads.size === 0) this.#freeProcs.push(t.proc);
   }
 
   #allocPid(): number {
