@@ -3,41 +3,13 @@
  * takes, events/s received by 1 and by 100 client streams (in a separate
  * process), beside the ceiling (a bare server streaming pre-encoded
  * messages) in the same run; RSS with 1,000 subscribers that never read; a
- * fast subscriber's rate beside them; latency at fixed rates.
+ * fast subscriber's rate beside them. (Latency: bench/latency.ts.)
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { createInterface } from "node:readline";
-import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { listenNode, type Listening } from "../src/server/listen-node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
-import { SLOT } from "../src/kernel/stats-vector.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { startBareServer } from "./_bare-latency.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Counter {
-  mark(): Promise<{ events: number; cpuUs: number; latencies: number[] }>;
-  stop(): void;
-}
-
-async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", env: Record<string, string> = {}, script = "_stream-counter.js"): Promise<Counter> {
-  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [new URL(`./${script}`, import.meta.url).pathname, url, String(streams), "0-7", mode], { env: { ...process.env, ...env } });
-  const lines = createInterface({ input: proc.stdout });
-  const waiting: ((line: string) => void)[] = [];
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  lines.on("line", (line) => (line === "ready" ? ready() : waiting.shift()?.(line)));
-  await isReady;
-  return {
-    mark: () => new Promise((resolve) => {
-      waiting.push((line) => resolve(JSON.parse(line)));
-      proc.stdin.write("mark\n");
-    }),
-    stop: () => proc.stdin.end(),
-  };
-}
+import { produceAt, sampleRecords, sleep, startCounter, type Counter } from "./_shared.ts";
 
 /** Events/s a counter receives over `ms`, and the client process's CPU per event. */
 async function measure(c: Counter, ms: number): Promise<{ rate: number; clientUs: number }> {
@@ -78,15 +50,6 @@ async function startTaskwire(limits = {}): Promise<Taskwire> {
   return { source, server, listening, stopProducer: () => (running = false) };
 }
 
-function sampleRecords(n: number): ExitRecord[] {
-  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const out: ExitRecord[] = [];
-  source.kernel.onRecord = (r) => out.push(r);
-  source.kernel.watch([0, 1, 2, 3, 4, 5, 6, 7], true);
-  source.kernel.exitNow(n);
-  return out;
-}
-
 const PROTOCOLS = [
   { name: "Connect, HTTP/1.1", env: {}, ceiling: startCeiling },
   { name: "gRPC, h2c", env: { BENCH_PROTOCOL: "grpc" }, ceiling: startGrpcCeiling },
@@ -99,7 +62,7 @@ async function throughputRows(window: number): Promise<string[][]> {
     const ceilingRate: Record<number, number> = {};
     const ceiling = await p.ceiling(records, 256);
     for (const n of [1, 100]) {
-      const c = await startCounter(ceiling.url, n, "read", p.env);
+      const c = await startCounter(ceiling.url, n, "read", { env: p.env });
       const m = await measure(c, window);
       ceilingRate[n] = m.rate;
       c.stop();
@@ -108,7 +71,7 @@ async function throughputRows(window: number): Promise<string[][]> {
     await ceiling.close();
     for (const n of [1, 100]) {
       const tw = await startTaskwire();
-      const c = await startCounter(tw.listening.url, n, "read", p.env);
+      const c = await startCounter(tw.listening.url, n, "read", { env: p.env });
       const { rate: r, clientUs } = await measure(c, window);
       c.stop();
       tw.stopProducer();
@@ -157,87 +120,10 @@ async function memoryRows(window: number): Promise<string[][]> {
   ];
 }
 
-/**
- * Produces `perSecond` exits per second in 1 ms ticks until stopped. A tick
- * that comes late makes up at most 10 ms of backlog (the rest is skipped), so
- * a stalled event loop does not turn into one huge burst.
- */
-function produceAt(source: SimSource, perSecond: number): () => void {
-  let last = performance.now();
-  let carry = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    carry += (Math.min(now - last, 10) / 1000) * perSecond;
-    last = now;
-    const n = Math.floor(carry);
-    carry -= n;
-    if (n > 0) source.kernel.exitNow(n);
-  }, 1);
-  return () => clearInterval(timer);
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-function latencyRow(what: string, perSecond: number, latencies: number[]): string[] {
-  const sorted = latencies.sort((a, b) => a - b);
-  const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`;
-  return [what, `${perSecond}/s`, String(sorted.length), ms(percentile(sorted, 50)), ms(percentile(sorted, 99)), ms(sorted[sorted.length - 1]!)];
-}
-
-// Steady state: the first second (both processes' code still being optimized) is not counted.
-async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<number[]> {
-  await sleep(1000);
-  await c.mark();
-  await sleep(ms);
-  stop();
-  await sleep(200);
-  const { latencies } = await c.mark();
-  c.stop();
-  return latencies;
-}
-
-async function taskwireLatency(perSecond: number, ms: number): Promise<number[]> {
-  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const server = createServer({ source });
-  const listening = await listenNode(server, { port: 0 });
-  // Stamp each record with the producer's clock (µs) in ac_btime64 as it enters the listener table
-  // (in its stats vector: the sim's records are encoded from that).
-  const deliver = source.kernel.onRecord!;
-  source.kernel.onRecord = (r) => {
-    const now = Math.round((performance.timeOrigin + performance.now()) * 1000);
-    if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = now;
-    else r.pidStats.acBtime64 = BigInt(now);
-    deliver(r);
-  };
-  const c = await startCounter(listening.url, 1, "latency");
-  const latencies = await steadyWindow(c, ms, produceAt(source, perSecond));
-  await listening.close();
-  return latencies;
-}
-
-async function bareLatency(perSecond: number, ms: number): Promise<number[]> {
-  const bare = await startBareServer(perSecond);
-  const latencies = await steadyWindow(await startCounter(bare.url, 1, "latency", {}, "_bare-latency.js"), ms, () => {});
-  await bare.close();
-  return latencies;
-}
-
-async function latencyRows(ms: number): Promise<string[][]> {
-  const rows = [["stream", "rate", "events", "p50", "p99", "max"]];
-  for (const perSecond of [1000, 10_000]) {
-    rows.push(latencyRow("baseline: bare node:http server and client, one chunk per event", perSecond, await bareLatency(perSecond, ms)));
-    rows.push(latencyRow("taskwire: sim -> listener -> Connect stream -> SDK", perSecond, await taskwireLatency(perSecond, ms)));
-  }
-  return rows;
-}
-
 /** All end-to-end tables. */
 export async function benchE2e(window = 3000): Promise<[string, string[][]][]> {
   return [
     ["end to end over loopback: events/s", await throughputRows(window)],
-    ["latency: produced -> received by a client process (same clock)", await latencyRows(window)],
     ["memory: subscribers that never read", await memoryRows(window)],
   ];
 }

@@ -1,10 +1,11 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, netlink). Figures are measured in one run beside their baselines,
+ * e2e, latency, netlink). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
 import { benchDispatch } from "./dispatch.ts";
 import { benchE2e } from "./e2e.ts";
+import { benchLatency } from "./latency.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
 
 type Tables = [title: string, rows: string[][]][];
@@ -19,6 +20,7 @@ function table(title: string, rows: string[][]): string {
 const benches: [name: string, run: () => Promise<Tables>][] = [
   ["dispatch", async () => [["dispatch on a 4,096-CPU sim: per-CPU listener table vs scanning every listener", benchDispatch()]]],
   ["e2e", () => benchE2e(Number(process.env["BENCH_WINDOW_MS"] ?? 3000))],
+  ["latency", async () => [["latency: produced -> received by a client process (same clock)", await benchLatency({ rounds: Number(process.env["BENCH_ROUNDS"] ?? 3), windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 2000) })]]],
   ["netlink", async () => [["netlink ingest during a thread-exit storm (real kernel)", await benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) })]]],
 ];
 

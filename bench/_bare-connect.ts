@@ -1,0 +1,99 @@
+/**
+ * The second latency baseline: a bare node:http server answering
+ * SubscribeExits with pre-encoded Connect envelopes of real exit events on
+ * the same 1 ms ticks, each event's ac_btime64 patched in place with the
+ * clock (µs), read by the same SDK client as taskwire's rows. What the
+ * Connect client stack and the machine give, without taskwire's server.
+ */
+import { create, toBinary } from "@bufbuild/protobuf";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { toExitEvent } from "../src/service/convert.ts";
+
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+/** One event as a whole one-event response, and where its ac_btime64 varint starts. */
+interface Template {
+  bytes: Uint8Array;
+  at: number;
+}
+
+// Encoded twice with two 8-byte varints that differ in their lowest bits: the first differing byte starts the field's value.
+function template(record: ExitRecord): Template {
+  const encode = (stamp: bigint) => {
+    record.pidStats.acBtime64 = stamp;
+    return toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { events: [toExitEvent({ kind: "exit", seq: 1, record })] }));
+  };
+  const a = encode(2n ** 52n + 1n), b = encode(2n ** 52n + 2n);
+  let at = 0;
+  while (a[at] === b[at]) at++;
+  return { bytes: a, at };
+}
+
+// Clock values in µs (~2^51) take 8 varint bytes, as the sentinels did.
+function writeVarint8(buf: Uint8Array, at: number, v: number): void {
+  for (let i = 0; i < 7; i++) {
+    buf[at + i] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  buf[at + 7] = v;
+}
+
+function envelope(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + body.length);
+  new DataView(out.buffer).setUint32(1, body.length); // flags 0, big-endian length
+  out.set(body, 5);
+  return out;
+}
+
+/** n events in one message: one-event responses concatenated are one response with n events (repeated field). */
+function message(templates: Template[], first: number, n: number): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = templates[(first + i) % templates.length]!;
+    writeVarint8(t.bytes, t.at, nowUs());
+    parts.push(t.bytes.slice());
+  }
+  const body = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    body.set(p, o);
+    o += p.length;
+  }
+  return envelope(body);
+}
+
+/** Starts the server over `records`; each stream gets `perSecond` events a second until closed. */
+export async function startBareConnect(records: ExitRecord[], perSecond: number): Promise<{ url: string; close: () => Promise<void> }> {
+  const templates = records.map(template);
+  const opening = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { listenerId: "bare", cpumask: "0-7" })));
+  const timers = new Set<ReturnType<typeof setInterval>>();
+  const server = http.createServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { "content-type": "application/connect+proto" });
+    res.write(opening);
+    let last = performance.now(), carry = 0, k = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      carry += (Math.min(now - last, 10) / 1000) * perSecond;
+      last = now;
+      const n = Math.floor(carry);
+      carry -= n;
+      if (n > 0) res.write(message(templates, k, n));
+      k += n;
+    }, 1);
+    timers.add(timer);
+    res.once("close", () => clearInterval(timer));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((r) => {
+      for (const t of timers) clearInterval(t);
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+}

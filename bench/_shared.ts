@@ -1,0 +1,76 @@
+/**
+ * What the end-to-end and latency benchmarks share: a client process that
+ * counts events (bench/_stream-counter.ts or another script with the same
+ * "ready"/"mark" protocol), a producer driving the sim at a fixed rate, and
+ * sample records.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createInterface } from "node:readline";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A client process, answering "mark" with what it has counted (and its latencies since the last mark). */
+export interface Counter {
+  mark(): Promise<{ events: number; cpuUs: number; latencies: number[] }>;
+  stop(): void;
+}
+
+/** How a counter process is started. */
+export interface CounterOptions {
+  /** Extra environment (e.g. BENCH_PROTOCOL). */
+  env?: Record<string, string>;
+  /** The script in bench/ (compiled name); default _stream-counter.js. */
+  script?: string;
+  /** Niceness to start it with (via nice(1), so every thread of the process has it); needs root below 0. */
+  nice?: number;
+}
+
+export async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", o: CounterOptions = {}): Promise<Counter> {
+  const args = [new URL(`./${o.script ?? "_stream-counter.js"}`, import.meta.url).pathname, url, String(streams), "0-7", mode];
+  const [cmd, argv] = o.nice === undefined ? [process.execPath, args] : ["nice", ["-n", String(o.nice), process.execPath, ...args]];
+  const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { env: { ...process.env, ...o.env } });
+  const lines = createInterface({ input: proc.stdout });
+  const waiting: ((line: string) => void)[] = [];
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => (ready = r));
+  lines.on("line", (line) => (line === "ready" ? ready() : waiting.shift()?.(line)));
+  await isReady;
+  return {
+    mark: () => new Promise((resolve) => {
+      waiting.push((line) => resolve(JSON.parse(line)));
+      proc.stdin.write("mark\n");
+    }),
+    stop: () => proc.stdin.end(),
+  };
+}
+
+/**
+ * Produces `perSecond` exits per second in 1 ms ticks until stopped. A tick
+ * that comes late makes up at most 10 ms of backlog (the rest is skipped), so
+ * a stalled event loop does not turn into one huge burst.
+ */
+export function produceAt(source: SimSource, perSecond: number): () => void {
+  let last = performance.now();
+  let carry = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    carry += (Math.min(now - last, 10) / 1000) * perSecond;
+    last = now;
+    const n = Math.floor(carry);
+    carry -= n;
+    if (n > 0) source.kernel.exitNow(n);
+  }, 1);
+  return () => clearInterval(timer);
+}
+
+/** `n` exit records from the sim (every CPU watched). */
+export function sampleRecords(n: number): ExitRecord[] {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+  const out: ExitRecord[] = [];
+  source.kernel.onRecord = (r) => out.push(r);
+  source.kernel.watch([0, 1, 2, 3, 4, 5, 6, 7], true);
+  source.kernel.exitNow(n);
+  return out;
+}
