@@ -11,8 +11,8 @@ import type { AddressInfo } from "node:net";
 import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { toExitEvent } from "../src/service/convert.ts";
-
-const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+import { envelope } from "./_ceiling.ts";
+import { everyTick, nowUs } from "./_clock.ts";
 
 /** One event as a whole one-event response, and where its ac_btime64 varint starts. */
 interface Template {
@@ -41,13 +41,6 @@ function writeVarint8(buf: Uint8Array, at: number, v: number): void {
   buf[at + 7] = v;
 }
 
-function envelope(body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + body.length);
-  new DataView(out.buffer).setUint32(1, body.length); // flags 0, big-endian length
-  out.set(body, 5);
-  return out;
-}
-
 /** n events in one message: one-event responses concatenated are one response with n events (repeated field). */
 function message(templates: Template[], first: number, n: number): Uint8Array {
   const parts: Uint8Array[] = [];
@@ -69,29 +62,24 @@ function message(templates: Template[], first: number, n: number): Uint8Array {
 export async function startBareConnect(records: ExitRecord[], perSecond: number): Promise<{ url: string; close: () => Promise<void> }> {
   const templates = records.map(template);
   const opening = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { listenerId: "bare", cpumask: "0-7" })));
-  const timers = new Set<ReturnType<typeof setInterval>>();
+  const streams = new Set<() => void>();
   const server = http.createServer((req, res) => {
     req.resume();
     res.writeHead(200, { "content-type": "application/connect+proto" });
     res.write(opening);
-    let last = performance.now(), carry = 0, k = 0;
-    const timer = setInterval(() => {
-      const now = performance.now();
-      carry += (Math.min(now - last, 10) / 1000) * perSecond;
-      last = now;
-      const n = Math.floor(carry);
-      carry -= n;
-      if (n > 0) res.write(message(templates, k, n));
+    let k = 0;
+    const stop = everyTick(perSecond, (n) => {
+      res.write(message(templates, k, n));
       k += n;
-    }, 1);
-    timers.add(timer);
-    res.once("close", () => clearInterval(timer));
+    });
+    streams.add(stop);
+    res.once("close", stop);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     close: () => new Promise((r) => {
-      for (const t of timers) clearInterval(t);
+      for (const stop of streams) stop();
       server.closeAllConnections();
       server.close(() => r());
     }),

@@ -9,29 +9,25 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { createInterface } from "node:readline";
+import { everyTick, nowUs } from "./_clock.ts";
 
-const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
 
 /** Starts the bare server; each connection gets `perSecond` chunks a second until closed. */
 export async function startBareServer(perSecond: number): Promise<{ url: string; close: () => Promise<void> }> {
-  const timers = new Set<ReturnType<typeof setInterval>>();
+  const streams = new Set<() => void>();
   const server = http.createServer((_req, res) => {
     res.writeHead(200, { "content-type": "text/plain" });
-    let last = performance.now(), carry = 0;
-    const timer = setInterval(() => {
-      const now = performance.now();
-      carry += (Math.min(now - last, 10) / 1000) * perSecond;
-      last = now;
-      for (; carry >= 1; carry--) res.write(`${nowUs()}${" ".repeat(300)}\n`);
-    }, 1);
-    timers.add(timer);
-    res.once("close", () => clearInterval(timer));
+    const stop = everyTick(perSecond, (n) => {
+      for (let i = 0; i < n; i++) res.write(`${nowUs()}${" ".repeat(300)}\n`);
+    });
+    streams.add(stop);
+    res.once("close", stop);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
     close: () => new Promise((r) => {
-      for (const t of timers) clearInterval(t);
+      for (const stop of streams) stop();
       server.closeAllConnections();
       server.close(() => r());
     }),

@@ -13,7 +13,8 @@ import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_p
 import { toExitEvent } from "../src/service/convert.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 
-function envelope(bytes: Uint8Array): Uint8Array {
+/** A Connect envelope around a message (flags 0). */
+export function envelope(bytes: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + bytes.length);
   new DataView(out.buffer).setUint32(1, bytes.length); // flags 0, big-endian length
   out.set(bytes, 5);

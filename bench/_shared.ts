@@ -8,6 +8,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createInterface } from "node:readline";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { everyTick } from "./_clock.ts";
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -47,22 +48,11 @@ export async function startCounter(url: string, streams: number, mode: "read" | 
 }
 
 /**
- * Produces `perSecond` exits per second in 1 ms ticks until stopped. A tick
- * that comes late makes up at most 10 ms of backlog (the rest is skipped), so
- * a stalled event loop does not turn into one huge burst.
+ * Produces `perSecond` exits per second in 1 ms ticks until stopped, making
+ * up at most `catchUpMs` of a late tick's backlog (everyTick).
  */
-export function produceAt(source: SimSource, perSecond: number): () => void {
-  let last = performance.now();
-  let carry = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    carry += (Math.min(now - last, 10) / 1000) * perSecond;
-    last = now;
-    const n = Math.floor(carry);
-    carry -= n;
-    if (n > 0) source.kernel.exitNow(n);
-  }, 1);
-  return () => clearInterval(timer);
+export function produceAt(source: SimSource, perSecond: number, catchUpMs?: number): () => void {
+  return everyTick(perSecond, (n) => source.kernel.exitNow(n), catchUpMs);
 }
 
 /** `n` exit records from the sim (every CPU watched). */

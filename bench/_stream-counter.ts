@@ -6,6 +6,7 @@
  */
 import { createInterface } from "node:readline";
 import { createTaskwireClient } from "@taskwire/client";
+import { nowUs } from "./_clock.ts";
 
 const [url, n, cpumask, mode] = [process.argv[2]!, Number(process.argv[3]), process.argv[4]!, process.argv[5] ?? "read"];
 // BENCH_PROTOCOL=grpc: real gRPC over h2c; otherwise the SDK's default (Connect over HTTP/1.1).
@@ -24,7 +25,7 @@ async function one(): Promise<void> {
     events += r.value.events.length;
     // Latency probe: the producer stamps ac_btime64 with its clock in microseconds.
     if (mode === "latency") {
-      const now = Math.round((performance.timeOrigin + performance.now()) * 1000);
+      const now = nowUs();
       for (const e of r.value.events) if (e.event.case === "exit") latencies.push(now - Number(e.event.value.pidStats!.acBtime64));
     }
   }

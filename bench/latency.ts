@@ -26,18 +26,18 @@ import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.t
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { startBareConnect } from "./_bare-connect.ts";
 import { startBareServer } from "./_bare-latency.ts";
+import { nowUs } from "./_clock.ts";
 import { produceAt, sampleRecords, sleep, startCounter, type Counter, type CounterOptions } from "./_shared.ts";
 
 /** How the latency rows are measured. */
 export interface LatencyOptions {
-  /** Rounds per row (each: one baseline window, one taskwire window). */
+  /** Rounds per row group (each: one window of every layer). */
   rounds: number;
   /** Window per round, ms (after a 1 s warm-up that is not counted). */
   windowMs: number;
 }
 
 const TARGET_MS = 2;
-const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 // Steady state: the first second (both processes' code still being optimized) is not counted.
 async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<number[]> {
