@@ -4,7 +4,8 @@
  * "ready"/"mark" protocol), a producer driving the sim at a fixed rate, and
  * sample records.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
@@ -26,11 +27,21 @@ export interface CounterOptions {
   script?: string;
   /** Niceness to start it with (via nice(1), so every thread of the process has it); needs root below 0. */
   nice?: number;
+  /** A CPU to run it on (via taskset(1), every thread); see pinSelf for the bench process's own. */
+  cpu?: number;
+}
+
+// The command line of a counter: node, behind taskset and nice when asked.
+function counterCommand(args: string[], o: CounterOptions): [string, string[]] {
+  let argv = [process.execPath, ...args];
+  if (o.cpu !== undefined) argv = ["taskset", "-c", String(o.cpu), ...argv];
+  if (o.nice !== undefined) argv = ["nice", "-n", String(o.nice), ...argv];
+  return [argv[0]!, argv.slice(1)];
 }
 
 export async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", o: CounterOptions = {}): Promise<Counter> {
   const args = [new URL(`./${o.script ?? "_stream-counter.js"}`, import.meta.url).pathname, url, String(streams), "0-7", mode];
-  const [cmd, argv] = o.nice === undefined ? [process.execPath, args] : ["nice", ["-n", String(o.nice), process.execPath, ...args]];
+  const [cmd, argv] = counterCommand(args, o);
   const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { env: { ...process.env, ...o.env } });
   const lines = createInterface({ input: proc.stdout });
   const waiting: ((line: string) => void)[] = [];
@@ -63,4 +74,22 @@ export function sampleRecords(n: number): ExitRecord[] {
   source.kernel.watch([0, 1, 2, 3, 4, 5, 6, 7], true);
   source.kernel.exitNow(n);
   return out;
+}
+
+/**
+ * Runs every thread of this process (the servers, their GC and libuv
+ * threads) on `cpu` until the returned function restores the affinity it
+ * had. Throws, saying what is missing, without taskset(1) or a second CPU.
+ */
+export function pinSelf(cpu: number): () => void {
+  if (availableParallelism() < 2) throw new Error("needs at least 2 CPUs");
+  const taskset = (...args: string[]) => execFileSync("taskset", args, { encoding: "utf8" });
+  let before: string;
+  try {
+    before = taskset("-c", "-p", String(process.pid)).trim().split(/:\s*/).pop()!;
+  } catch {
+    throw new Error("needs taskset(1) (util-linux)");
+  }
+  taskset("-a", "-c", "-p", String(cpu), String(process.pid));
+  return () => void taskset("-a", "-c", "-p", before, String(process.pid));
 }
