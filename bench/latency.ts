@@ -43,13 +43,13 @@ export interface LatencyOptions {
 
 const TARGET_MS = 2;
 
-// Steady state: the first second (both processes' code still being optimized) is not counted.
 /** A window's latencies (µs) and the host's CPU steal over it (%; undefined off Linux). */
 interface Window {
   latencies: number[];
   steal: number | undefined;
 }
 
+// Steady state: the first second (both processes' code still being optimized) is not counted.
 async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<Window> {
   await sleep(1000);
   await c.mark();
