@@ -48,9 +48,9 @@ class Scratch {
     this.buf = next;
   }
 
-  /** A copy of bytes [from, pos). */
-  copy(from = 0): Uint8Array {
-    return this.buf.slice(from, this.pos);
+  /** A copy of what was written. */
+  copy(): Uint8Array {
+    return this.buf.slice(0, this.pos);
   }
 }
 

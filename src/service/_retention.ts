@@ -29,6 +29,11 @@ export function lastSeqOf(item: StreamItem): number {
   return item.kind === "lost" ? item.last : item.seq;
 }
 
+/** The first seq an item covers. */
+export function firstSeqOf(item: StreamItem): number {
+  return item.kind === "lost" ? item.first : item.seq;
+}
+
 /** A ring of handed-out items that grows on demand up to its capacity (idle listeners cost nothing). */
 export class Retention {
   readonly capacity: number;

@@ -6,7 +6,7 @@
  */
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { createEventQueue, type EventQueue, type LossKind, type OverflowPolicy, type QueueItem } from "./event-queue.ts";
-import { lastSeqOf, Retention, type StreamItem } from "./_retention.ts";
+import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./_retention.ts";
 
 /** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
 export type StreamEnd = "removed" | "takeover" | "shutdown";
@@ -112,7 +112,7 @@ export class Listener {
       throw new RangeError(`after_seq ${seq} is beyond the last event this listener sent (${this.handedOut}); resume from a seq you received`);
     }
     const replay = this.#retention.after(seq);
-    const firstKept = replay.length > 0 ? (replay[0]!.kind === "lost" ? replay[0]!.first : replay[0]!.seq) : this.handedOut + 1;
+    const firstKept = replay.length > 0 ? firstSeqOf(replay[0]!) : this.handedOut + 1;
     if (firstKept > seq + 1) {
       this.lost.retention += firstKept - seq - 1;
       replay.unshift({ kind: "lost", first: seq + 1, last: firstKept - 1, reason: "retention", cpu: -1 });
