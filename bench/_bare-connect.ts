@@ -10,7 +10,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { toExitEvent } from "../src/service/convert.ts";
+import { toExitEvent } from "../src/rpc/convert.ts";
 import { envelope } from "./_ceiling.ts";
 import { everyTick, nowUs } from "./_clock.ts";
 

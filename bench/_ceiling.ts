@@ -10,7 +10,7 @@ import { Hono } from "hono";
 import { createServer as createHttp2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { toExitEvent } from "../src/service/convert.ts";
+import { toExitEvent } from "../src/rpc/convert.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 
 /** A Connect envelope around a message (flags 0). */

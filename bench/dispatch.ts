@@ -8,7 +8,7 @@ import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createListenerTable } from "../src/kernel/listener-table.ts";
 import { createPrng } from "../src/sources/sim/_prng.ts";
 import { createSimKernel } from "../src/sources/sim/sim-kernel.ts";
-import { Listener } from "../src/service/listener.ts";
+import { Listener } from "../src/core/listener.ts";
 
 const CPUS = 4096;
 

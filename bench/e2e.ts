@@ -5,7 +5,7 @@
  * messages) in the same run; RSS with 1,000 subscribers that never read; a
  * fast subscriber's rate beside them. (Latency: bench/latency.ts.)
  */
-import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { listenNode, type Listening } from "../src/runtime/node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";

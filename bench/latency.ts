@@ -24,7 +24,7 @@
  */
 import { readFileSync } from "node:fs";
 import { SLOT } from "../src/kernel/stats-vector.ts";
-import { listenNode } from "../src/server/listen-node.ts";
+import { listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";

@@ -6,7 +6,7 @@
  *   taskwire subscriber: a separate process streaming from the server over loopback.
  * taskwire's CPU time is this process's (server, source and worker), per 1,000 records.
  */
-import { listenNode } from "../src/server/listen-node.ts";
+import { listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
 import { runHelper } from "../test/native.ts";

@@ -10,8 +10,8 @@
  * ```
  */
 export { createServer, type ServerOptions, type TaskwireServer } from "./server/server.ts";
-export { listenNode, type ListenOptions, type Listening } from "./server/listen-node.ts";
-export { listen } from "./server/listen.ts";
+export { listenNode, type ListenOptions, type Listening } from "./runtime/node.ts";
+export { listen } from "./runtime/listen.ts";
 export { createApp, createRoutes, type AppOptions } from "./server/app.ts";
 export { createSimSource, type SimSource, type SimSourceOptions } from "./sources/sim/sim-source.ts";
 export { createSimKernel, type SimKernel, type SimKernelOptions } from "./sources/sim/sim-kernel.ts";
@@ -19,8 +19,8 @@ export {
   TaskNotFoundError, SourcePermissionError, SourceUnavailableError,
   type TaskstatsSource, type ExitSink, type SourceInfo,
 } from "./sources/source.ts";
-export { DEFAULT_LIMITS, type Limits } from "./service/registry.ts";
-export { ListenerNotFoundError, LimitExceededError } from "./service/errors.ts";
+export { DEFAULT_LIMITS, type Limits } from "./core/registry.ts";
+export { ListenerNotFoundError, LimitExceededError } from "./rpc/errors.ts";
 export { CpulistError, parseCpulist, parseCpumask, formatCpulist, createPossibleCpus, type PossibleCpus } from "./kernel/cpulist.ts";
 export { createListenerTable, type ListenerTable } from "./kernel/listener-table.ts";
 export type { ExitRecord } from "./kernel/exit-record.ts";

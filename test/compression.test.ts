@@ -2,7 +2,7 @@
 import { createGrpcTransport, compressionGzip } from "@connectrpc/connect-node";
 import { createTaskwireClient } from "@taskwire/client";
 import { afterEach, describe, expect, it } from "vitest";
-import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { listenNode, type Listening } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { createEventQueue, type QueueItem } from "../src/service/event-queue.ts";
+import { createEventQueue, type QueueItem } from "../src/core/event-queue.ts";
 
 const rec = (n: number): ExitRecord => ({ cpu: 0, cpuSeq: n, pid: n, tgid: n, pidStats: { $typeName: "taskwire.kernel.v1.TaskStats" } });
 const describeItems = (items: QueueItem[]) => items.map((i) => (i.kind === "exit" ? i.seq : `lost ${i.first}-${i.last} ${i.reason}`));

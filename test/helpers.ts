@@ -1,9 +1,9 @@
 /** Shared test helpers: a real server on an ephemeral loopback port, and an SDK client for it. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createTaskwireClient, watchExits, type ExitEvent, type TaskwireClient, type WatchExitsOptions } from "@taskwire/client";
-import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { listenNode, type Listening } from "../src/runtime/node.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
-import type { Limits } from "../src/service/registry.ts";
+import type { Limits } from "../src/core/registry.ts";
 import type { TaskstatsSource } from "../src/sources/source.ts";
 
 export interface Running {

@@ -68,7 +68,7 @@ describe("non-RPC routes", () => {
 });
 
 describe("TLS: h2 and HTTP/1.1 by ALPN on one port", () => {
-  let tls: { listening: import("../src/server/listen-node.ts").Listening; ca: string } | undefined;
+  let tls: { listening: import("../src/runtime/node.ts").Listening; ca: string } | undefined;
   beforeAll(async () => {
     const { execFileSync } = await import("node:child_process");
     const { mkdtempSync, readFileSync } = await import("node:fs");
@@ -78,7 +78,7 @@ describe("TLS: h2 and HTTP/1.1 by ALPN on one port", () => {
     execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
       "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stdio: "pipe" });
     const cert = readFileSync(join(dir, "cert.pem"), "utf8");
-    const { listenNode } = await import("../src/server/listen-node.ts");
+    const { listenNode } = await import("../src/runtime/node.ts");
     const { createServer } = await import("../src/server/server.ts");
     const listening = await listenNode(createServer({ source: createSimSource({ cpus: 8, exitRate: 300, seed: 2 }) }), { port: 0, tls: { cert, key: readFileSync(join(dir, "key.pem"), "utf8") } });
     tls = { listening, ca: cert };

@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ServerReflectionRequestSchema } from "../src/gen/grpc/reflection/v1/reflection_pb.ts";
 import { TaskStats } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { createReflector } from "../src/server/reflection.ts";
+import { createReflector } from "../src/rpc/reflection.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { startServer, type Running } from "./helpers.ts";
 

@@ -4,7 +4,7 @@ import { toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, LossReason, createTaskwireClient, watchExits, type ExitEvent } from "@taskwire/client";
 import { ExitEventSchema } from "../clients/ts/src/gen/taskwire/v1/taskstats_pb.ts";
 import { afterEach, describe, expect, it } from "vitest";
-import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { listenNode, type Listening } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, startServer, type Running } from "./helpers.ts";

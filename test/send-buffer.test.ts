@@ -8,7 +8,7 @@ import http from "node:http";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import { SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { listenNode, type Listening } from "../src/server/listen-node.ts";
+import { listenNode, type Listening } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, sleep } from "./helpers.ts";

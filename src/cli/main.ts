@@ -1,9 +1,9 @@
 /** The `taskwire` command line: serve | get | watch | info. */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { DEFAULT_LIMITS } from "../service/registry.ts";
+import { DEFAULT_LIMITS } from "../core/registry.ts";
 import { DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
-import { DEFAULT_SEND_BUFFER } from "../server/listen-node.ts";
+import { DEFAULT_SEND_BUFFER } from "../runtime/node.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
 import { serveCommand, UsageError, type ServeFlags } from "./serve.ts";

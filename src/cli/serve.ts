@@ -1,9 +1,9 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
 import { readFileSync } from "node:fs";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import { listen } from "../server/listen.ts";
+import { listen } from "../runtime/listen.ts";
 import { createServer } from "../server/server.ts";
-import type { Limits } from "../service/registry.ts";
+import type { Limits } from "../core/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";

@@ -12,8 +12,8 @@ import { Hono } from "hono";
 import { cors } from "hono/cors";
 import { addUi } from "./ui.ts";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
-import { createTaskStatsService } from "../service/handlers.ts";
-import type { ListenerRegistry } from "../service/registry.ts";
+import { createTaskStatsService } from "../rpc/service.ts";
+import type { ListenerRegistry } from "../core/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { VERSION } from "../version.ts";
 

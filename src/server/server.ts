@@ -3,7 +3,7 @@
  * together. Runtime-neutral; see listen-node.ts for a Node socket.
  */
 import type { Hono } from "hono";
-import { createRegistry, type Limits, type ListenerRegistry } from "../service/registry.ts";
+import { createRegistry, type Limits, type ListenerRegistry } from "../core/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";

@@ -5,7 +5,7 @@
  */
 import { encodeGetFamily, parseErrorPayload, parseFamilyId, parseMessages, type NlMessage } from "./codec.ts";
 import * as K from "./constants.ts";
-import { check, SyscallError, type Syscalls } from "./syscalls.ts";
+import { check, SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
 /** The kernel answered a request with an error (NLMSG_ERROR carrying errno). */
 export class NetlinkRequestError extends SyscallError {

@@ -14,7 +14,7 @@ import { encodeTaskstatsGet, parseTaskstatsNew } from "./codec.ts";
 import * as K from "./constants.ts";
 import { NetlinkRequestError, openGenlSocket, resolveFamily, type GenlSocket } from "./genl-socket.ts";
 import { startReader, type Reader } from "./reader.ts";
-import { loadSyscalls, SyscallError, type Syscalls } from "./syscalls.ts";
+import { loadSyscalls, SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
 /** Options of the netlink source. */
 export interface NetlinkSourceOptions {

@@ -9,12 +9,12 @@ import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toExitEvent } from "./convert.ts";
-import { preEncodedBatch } from "./_batch-encode.ts";
+import { preEncodedBatch } from "./fast-binary/batch.ts";
 import { ShuttingDownError, StreamTakenOverError } from "./errors.ts";
-import type { StreamItem } from "./_retention.ts";
-import type { Listener, StreamEnd } from "./listener.ts";
+import type { StreamItem } from "../core/retention.ts";
+import type { Listener, StreamEnd } from "../core/listener.ts";
 import type { Projection } from "./projection.ts";
-import type { ListenerRegistry } from "./registry.ts";
+import type { ListenerRegistry } from "../core/registry.ts";
 
 /** How a stream runs. */
 export interface StreamOptions {

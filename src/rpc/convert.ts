@@ -4,8 +4,8 @@ import {
   ExitEventSchema, ExitSchema, LossReason, OverflowPolicy as PbOverflowPolicy, type ExitEvent,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import type { LossKind, OverflowPolicy } from "./event-queue.ts";
-import type { EncodedExit, StreamItem } from "./_retention.ts";
+import type { LossKind, OverflowPolicy } from "../core/event-queue.ts";
+import type { EncodedExit, StreamItem } from "../core/retention.ts";
 import { InvalidRequestError } from "./errors.ts";
 
 const REASONS: Record<LossKind, LossReason> = {

@@ -6,7 +6,7 @@
  */
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { createEventQueue, type EventQueue, type LossKind, type OverflowPolicy, type QueueItem } from "./event-queue.ts";
-import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./_retention.ts";
+import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
 /** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
 export type StreamEnd = "removed" | "takeover" | "shutdown";

@@ -17,11 +17,11 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import {
   ExitEventSchema, ExitSchema, SubscribeExitsResponseSchema, type SubscribeExitsResponse,
-} from "../gen/taskwire/v1/taskstats_pb.ts";
-import type { ExitRecord } from "../kernel/exit-record.ts";
-import { toExitEvent } from "./convert.ts";
-import type { StreamItem } from "./_retention.ts";
-import { maxStatsSize, writeStats, writeVarint, type AnyStats } from "./_fast-encode.ts";
+} from "../../gen/taskwire/v1/taskstats_pb.ts";
+import type { ExitRecord } from "../../kernel/exit-record.ts";
+import { toExitEvent } from "../convert.ts";
+import type { StreamItem } from "../../core/retention.ts";
+import { maxStatsSize, writeStats, writeVarint, type AnyStats } from "./task-stats.ts";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
 const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);

@@ -1,7 +1,7 @@
 /** listen(): the best server this runtime has — Node's one port for every protocol, or Deno's / Bun's own. */
-import { listenBun, listenDeno } from "./listen-fetch.ts";
-import { listenNode, type ListenOptions, type Listening } from "./listen-node.ts";
-import type { TaskwireServer } from "./server.ts";
+import { listenBun, listenDeno } from "./fetch.ts";
+import { listenNode, type ListenOptions, type Listening } from "./node.ts";
+import type { TaskwireServer } from "../server/server.ts";
 
 /** Binds `server` on this runtime. TLS and real gRPC are Node's; elsewhere they are refused with a TypeError. */
 export async function listen(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {

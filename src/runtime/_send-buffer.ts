@@ -21,7 +21,7 @@ export async function createSendBufferCap(bytes: number): Promise<(socket: Socke
   if (bytes === 0 || process.platform !== "linux") return () => {};
   let setInt: SetInt;
   try {
-    const { createNodeSyscalls } = await import("../sources/netlink/sys-node.ts");
+    const { createNodeSyscalls } = await import("../sys/sys-node.ts");
     const sys = createNodeSyscalls();
     setInt = (fd, level, name, value) => sys.setsockoptInt(fd, level, name, value);
   } catch (err) {

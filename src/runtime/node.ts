@@ -14,9 +14,9 @@ import { createSecureServer, createServer as createHttp2Server } from "node:http
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
-import { reflectionRoutes } from "./reflection.ts";
+import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
-import type { TaskwireServer } from "./server.ts";
+import type { TaskwireServer } from "../server/server.ts";
 
 /** Where to listen. */
 export interface ListenOptions {

@@ -10,9 +10,9 @@ import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, OutOfRangeError, toConnectError } from "./errors.ts";
-import type { StreamItem } from "./_retention.ts";
-import type { Listener } from "./listener.ts";
-import type { ListenerRegistry } from "./registry.ts";
+import type { StreamItem } from "../core/retention.ts";
+import type { Listener } from "../core/listener.ts";
+import type { ListenerRegistry } from "../core/registry.ts";
 import { compileFieldMask, compileFilter, type Projection } from "./projection.ts";
 import { streamListener } from "./stream.ts";
 

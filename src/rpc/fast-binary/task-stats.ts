@@ -8,9 +8,9 @@
  * output against toBinary() byte for byte on arbitrary records.
  */
 import { ScalarType } from "@bufbuild/protobuf";
-import { TaskStatsSchema, type TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { SLOT, type StatsVector } from "../kernel/stats-vector.ts";
-import type { TaskStatsField } from "../kernel/taskstats.ts";
+import { TaskStatsSchema, type TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { SLOT, type StatsVector } from "../../kernel/stats-vector.ts";
+import type { TaskStatsField } from "../../kernel/taskstats.ts";
 
 /** Writes `n` (an integer 0..2^53) as a varint at `p`; returns the new position. */
 export function writeVarint(b: Uint8Array, p: number, n: number): number {

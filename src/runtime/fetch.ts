@@ -3,8 +3,8 @@
  * gRPC-Web through hono; real gRPC, which needs HTTP trailers, stays on
  * Node). Bun.serve's default idle timeout would cut quiet streams, so it is off.
  */
-import type { ListenOptions, Listening } from "./listen-node.ts";
-import type { TaskwireServer } from "./server.ts";
+import type { ListenOptions, Listening } from "./node.ts";
+import type { TaskwireServer } from "../server/server.ts";
 
 interface DenoServe {
   serve(o: { port: number; hostname: string; onListen?: (a: { port: number }) => void }, h: (r: Request) => Response | Promise<Response>): {

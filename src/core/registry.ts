@@ -10,8 +10,8 @@ import { createListenerTable, type DemandChange, type ListenerTable } from "../k
 import type { ExitSink, TaskstatsSource } from "../sources/source.ts";
 import type { OverflowPolicy } from "./event-queue.ts";
 import { Listener, type LossCounters, type StreamEnd } from "./listener.ts";
-import { createLoadMeter } from "./_load.ts";
-import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
+import { createLoadMeter } from "../server/load.ts";
+import { LimitExceededError, ListenerNotFoundError } from "../rpc/errors.ts";
 
 /** Server-side limits and defaults. */
 export interface Limits {

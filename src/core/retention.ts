@@ -11,7 +11,7 @@
  * (8-12 ms every ~200 ms at 10k events/s) were the stream's latency tail.
  */
 import type { QueuedLoss, QueueItem } from "./event-queue.ts";
-import { exitBody } from "./_batch-encode.ts";
+import { exitBody } from "../rpc/fast-binary/batch.ts";
 
 /** An exit as retained: its Exit message already encoded (pid, tgid, both TaskStats). */
 export interface EncodedExit {
