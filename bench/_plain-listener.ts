@@ -6,7 +6,7 @@
 import { encodeTaskstatsGet, parseMessages } from "../src/sources/netlink/codec.ts";
 import * as K from "../src/sources/netlink/constants.ts";
 import { openGenlSocket, resolveFamily } from "../src/sources/netlink/genl-socket.ts";
-import { loadSyscalls } from "../src/sys/syscalls.ts";
+import { loadSyscalls } from "../src/sys/load.ts";
 
 const cpus = process.argv[2] ?? "0";
 const sys = await loadSyscalls();

@@ -58,7 +58,7 @@ export function benchDispatch(counts: number[] = [10, 1000, 10_000]): string[][]
       for (const r of records) for (const l of ls) if (l.mask[r.cpu] === 1) l.n++;
     };
     // The same listeners as real Listeners with bounded queues, drained as a stream would.
-    const real = new Map(ls.map((l, i) => [l, new Listener({ id: String(i), capacity: 1 << 20, policy: "drop-newest", ephemeral: false, now: 0 })]));
+    const real = new Map(ls.map((l, i) => [l, new Listener({ id: String(i), capacity: 1 << 20, policy: "drop-newest", ephemeral: false, now: 0, retain: () => undefined })]));
     const queued = createListenerTable<Listener>(CPUS);
     for (const [l, q] of real) queued.add(q, l.cpus);
     const viaQueues = () => {

@@ -6,6 +6,7 @@
  * fast subscriber's rate beside them. (Latency: bench/latency.ts.)
  */
 import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { DEFAULT_LIMITS, type Limits } from "../src/core/registry.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";
@@ -31,18 +32,14 @@ interface Taskwire {
 }
 
 // Produces exits as fast as the listeners drain them: a batch whenever the fullest queue is under half full.
-async function startTaskwire(limits = {}): Promise<Taskwire> {
+async function startTaskwire(limits: Partial<Limits> = {}): Promise<Taskwire> {
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
   const server = createServer({ source, limits });
   const listening = await listenNode(server, { port: 0 });
   let running = true;
   const tick = () => {
     if (!running) return;
-    let deepest = 0, capacity = Infinity;
-    for (const l of server.registry.listeners()) {
-      if (l.queue.depth > deepest) deepest = l.queue.depth;
-      capacity = Math.min(capacity, l.queue.capacity);
-    }
+    const deepest = server.stats().deepestQueue, capacity = limits.defaultBuffer ?? DEFAULT_LIMITS.defaultBuffer;
     if (deepest < capacity / 2) source.kernel.exitNow(256);
     setImmediate(tick);
   };
@@ -87,12 +84,8 @@ function rss(): number {
 }
 
 function queuedAndDropped(server: TaskwireServer): { queued: number; dropped: number } {
-  let queued = 0, dropped = 0;
-  for (const l of server.registry.listeners()) {
-    queued += l.queue.depth;
-    dropped += l.lost["subscriber-overflow"];
-  }
-  return { queued, dropped };
+  const stats = server.stats();
+  return { queued: stats.queued, dropped: stats.lost["subscriber-overflow"] };
 }
 
 /**

@@ -1,27 +1,36 @@
 /**
  * @module
- * taskwire as a library: build a server over a taskstats source and serve it
- * from any Fetch API host, or on Node with `listenNode`.
+ * taskwire as a library: build a server over a taskstats source (the real
+ * kernel's netlink, or the simulated kernel) and serve it on this runtime.
  *
  * ```ts
- * import { createServer, createSimSource, listenNode } from "taskwire";
+ * import { createServer, createSimSource, listen } from "taskwire";
  * const server = createServer({ source: createSimSource({ cpus: 8 }) });
- * const { url } = await listenNode(server, { port: 7878 });
+ * const { url } = await listen(server, { port: 7878 });
  * ```
  */
-export { createServer, type ServerOptions, type TaskwireServer } from "./server/server.ts";
-export { listenNode, type ListenOptions, type Listening } from "./runtime/node.ts";
-export { listen } from "./runtime/listen.ts";
-export { createApp, createRoutes, type AppOptions } from "./server/app.ts";
+export { createServer, type ListenerSnapshot, type ServerOptions, type TaskwireServer } from "./server/server.ts";
+export { listen, runtimeLabel } from "./runtime/listen.ts";
+export { DEFAULT_SEND_BUFFER, listenNode, type Listening, type ListenOptions } from "./runtime/node.ts";
 export { createSimSource, type SimSource, type SimSourceOptions } from "./sources/sim/sim-source.ts";
 export { createSimKernel, type SimKernel, type SimKernelOptions } from "./sources/sim/sim-kernel.ts";
 export {
-  TaskNotFoundError, SourcePermissionError, SourceUnavailableError,
-  type TaskstatsSource, type ExitSink, type SourceInfo,
+  DEFAULT_SOCKET_BUFFER,
+  type NetlinkSource,
+  type NetlinkSourceOptions,
+  NetlinkUnavailableError,
+  openNetlinkSource,
+} from "./sources/netlink/netlink-source.ts";
+export {
+  type ExitSink,
+  SourcePermissionError,
+  type SourceInfo,
+  SourceUnavailableError,
+  type TaskstatsSource,
+  TaskNotFoundError,
 } from "./sources/source.ts";
-export { DEFAULT_LIMITS, type Limits } from "./core/registry.ts";
-export { ListenerNotFoundError, LimitExceededError } from "./rpc/errors.ts";
-export { CpulistError, parseCpulist, parseCpumask, formatCpulist, createPossibleCpus, type PossibleCpus } from "./kernel/cpulist.ts";
-export { createListenerTable, type ListenerTable } from "./kernel/listener-table.ts";
+export { DEFAULT_LIMITS, type Limits, type RegistryStats } from "./core/registry.ts";
+export { LimitExceededError, ListenerNotFoundError } from "./core/errors.ts";
+export { CpulistError, formatCpulist, parseCpulist, parseCpumask, type PossibleCpus } from "./kernel/cpulist.ts";
 export type { ExitRecord } from "./kernel/exit-record.ts";
 export { VERSION } from "./version.ts";

@@ -8,6 +8,7 @@ import { ExitEventSchema, SubscribeExitsResponseSchema, type ExitEvent } from ".
 import { preEncodedBatch } from "../src/rpc/fast-binary/batch.ts";
 import { toExitEvent } from "../src/rpc/convert.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { maxStatsSize, writeStats } from "../src/rpc/fast-binary/task-stats.ts";
 import { createStatsVector, SLOT, SLOTS, toTaskStats, type StatsVector } from "../src/kernel/stats-vector.ts";
 import { TASKSTATS_FIELDS } from "../src/kernel/taskstats.ts";
@@ -38,7 +39,7 @@ const arbitraryVector: fc.Arbitrary<StatsVector> = fc.tuple(
   return v;
 });
 
-const arbitraryVectorItem: fc.Arbitrary<QueueItem> = fc.record({
+const arbitraryVectorItem: fc.Arbitrary<QueueItem<ExitRecord>> = fc.record({
   seq: fc.nat({ max: 2 ** 53 - 1 }), cpu: fc.nat({ max: 8191 }), pid: fc.nat({ max: 0xffffffff }), tgid: fc.nat({ max: 0xffffffff }),
   pidVector: arbitraryVector, tgidVector: fc.option(arbitraryVector, { nil: undefined }),
 }).map(({ seq, pidVector, tgidVector, ...r }) => ({
@@ -56,7 +57,7 @@ describe("fast encoding from stats vectors", () => {
   });
 });
 
-const arbitraryItem: fc.Arbitrary<QueueItem> = fc.oneof(
+const arbitraryItem: fc.Arbitrary<QueueItem<ExitRecord>> = fc.oneof(
   arbitraryVectorItem,
   fc.record({
     seq: fc.nat({ max: 2 ** 53 - 1 }),
@@ -68,7 +69,7 @@ const arbitraryItem: fc.Arbitrary<QueueItem> = fc.oneof(
   fc.record({
     first: fc.nat({ max: 2 ** 40 }), n: fc.nat({ max: 1000 }), cpu: fc.integer({ min: -1, max: 4095 }),
     reason: fc.constantFrom("subscriber-overflow", "kernel-overflow", "retention", "restart"),
-  }).map(({ first, n, ...rest }) => ({ kind: "lost" as const, first: first + 1, last: first + 1 + n, ...rest }) as QueueItem),
+  }).map(({ first, n, ...rest }) => ({ kind: "lost" as const, first: first + 1, last: first + 1 + n, ...rest }) as QueueItem<ExitRecord>),
 );
 
 describe("pre-encoded batches", () => {
@@ -82,7 +83,7 @@ describe("pre-encoded batches", () => {
 
   it("length-prefixes a record past 16 KiB (a 20,000-character comm)", () => {
     const stats = { $typeName: "taskwire.kernel.v1.TaskStats", acComm: "é".repeat(20_000), acPid: 7 } as TaskStats;
-    const item: QueueItem = { kind: "exit", seq: 1, record: { cpu: 3, cpuSeq: 1, pid: 7, tgid: 7, pidStats: stats } };
+    const item: QueueItem<ExitRecord> = { kind: "exit", seq: 1, record: { cpu: 3, cpuSeq: 1, pid: 7, tgid: 7, pidStats: stats } };
     const decoded = fromBinary(SubscribeExitsResponseSchema, toBinary(SubscribeExitsResponseSchema, preEncodedBatch([item], 0)));
     expect(decoded.events[0]?.event.value).toMatchObject({ pid: 7, pidStats: { acComm: stats.acComm, acPid: 7 } });
   });

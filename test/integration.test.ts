@@ -158,14 +158,14 @@ describe("SubscribeExits through the SDK", () => {
       } catch { /* aborted */ }
     });
     // Slow under a loaded suite (client and server share this event loop); the point is the cleanup below.
-    await eventually(() => server.registry.stats().streams === 1000, 150_000);
-    expect(server.registry.stats().listeners).toBe(1000);
+    await eventually(() => server.stats().streams === 1000, 150_000);
+    expect(server.stats().listeners).toBe(1000);
     expect(timers()).toBeGreaterThanOrEqual(before + 500); // idle streams wait on heartbeat timers
     for (const c of ctls) c.abort();
     await Promise.all(runs);
-    await eventually(() => server.registry.stats().listeners === 0, 30_000);
-    expect(server.registry.stats()).toMatchObject({ listeners: 0, streams: 0, watchedCpus: "" });
-    expect([...server.registry.listeners()]).toEqual([]);
+    await eventually(() => server.stats().listeners === 0, 30_000);
+    expect(server.stats()).toMatchObject({ listeners: 0, streams: 0, watchedCpus: "" });
+    expect([...server.listeners()]).toEqual([]);
     await eventually(() => timers() <= before, 5000);
   }, 240_000);
 

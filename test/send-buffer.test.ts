@@ -44,14 +44,14 @@ async function inFlight(sendBuffer: number): Promise<{ inFlight: number; overflo
   const server = createServer({ source, limits: { defaultBuffer: 256 } });
   listening = await listenNode(server, { port: 0, sendBuffer });
   const res = await stalledStream(listening.url);
-  const [listener] = [...server.registry.listeners()];
+  const listener = () => server.listeners()[0]!;
   // ~20 MB of records, in steps so the stream can write between them.
   for (let i = 0; i < 400; i++) {
     source.kernel.exitNow(150);
     await sleep(1);
   }
-  await eventually(() => listener!.queue.depth === 256, 10_000);
-  const result = { inFlight: listener!.delivered, overflowed: listener!.lost["subscriber-overflow"] };
+  await eventually(() => listener().queueDepth === 256, 10_000);
+  const result = { inFlight: listener().delivered, overflowed: listener().lost["subscriber-overflow"] };
   res.destroy();
   await listening.close();
   listening = undefined;

@@ -31,7 +31,7 @@ describe("a kernel that refuses a registration", () => {
     const { client, server, refuseNext } = await refusingOnce();
     refuseNext();
     expect(await codeOf(client.register({ cpumask: "2-3" }))).toBe(Code.Unavailable);
-    expect(server.registry.stats()).toMatchObject({ listeners: 0, watchedCpus: "" });
+    expect(server.stats()).toMatchObject({ listeners: 0, watchedCpus: "" });
   });
 
   it("adding CPUs to a listener takes back only the CPUs that were added", async () => {
@@ -39,7 +39,7 @@ describe("a kernel that refuses a registration", () => {
     const { listenerId } = await client.register({ cpumask: "0-1" });
     refuseNext();
     expect(await codeOf(client.register({ listenerId, cpumask: "1-3" }))).toBe(Code.Unavailable);
-    expect(server.registry.stats().watchedCpus).toBe("0-1");
+    expect(server.stats().watchedCpus).toBe("0-1");
     expect((await client.getInfo({ listeners: true })).listenerDetails[0]!.cpumask).toBe("0-1");
   });
 
@@ -48,6 +48,6 @@ describe("a kernel that refuses a registration", () => {
     refuseNext();
     const drain = async () => { for await (const _ of client.subscribeExits({ cpumask: "4" })) { /* drain */ } };
     expect(await codeOf(drain())).toBe(Code.Unavailable);
-    expect(server.registry.stats()).toMatchObject({ listeners: 0, watchedCpus: "" });
+    expect(server.stats()).toMatchObject({ listeners: 0, watchedCpus: "" });
   });
 });

@@ -1,7 +1,7 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
 import { readFileSync } from "node:fs";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import { listen } from "../runtime/listen.ts";
+import { listen, runtimeLabel } from "../runtime/listen.ts";
 import { createServer } from "../server/server.ts";
 import type { Limits } from "../core/registry.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
@@ -65,14 +65,7 @@ function readTls(flags: ServeFlags): { cert: string; key: string } | undefined {
   return { cert: read(flags.tlsCert, "certificate"), key: read(flags.tlsKey, "key") };
 }
 
-/** "node 20.20.0", "deno 2.9.6", "bun 1.4.5": which runtime serves, since `bun run start` and `npm start` share a script. */
-function runtimeLabel(): string {
-  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
-  if (g.Deno !== undefined) return `deno ${g.Deno.version.deno}`;
-  if (g.Bun !== undefined) return `bun ${g.Bun.version}`;
-  return `node ${process.versions.node}`;
-}
-
+/** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const tls = readTls(flags);
   if (flags.enableDelayacct && flags.source === "sim") throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");

@@ -6,19 +6,22 @@
  * not count toward capacity; adjacent contiguous drops merge into one, so
  * markers stay bounded by the exits between them.
  */
-import type { ExitRecord } from "../kernel/exit-record.ts";
-
 /** Why events were lost (mirrors taskwire.v1.LossReason). */
 export type LossKind = "subscriber-overflow" | "kernel-overflow" | "retention" | "restart";
 
 /** What to drop when full. */
 export type OverflowPolicy = "drop-newest" | "drop-oldest";
 
+/** What the core needs of a record: the CPU it belongs to. Everything else is opaque here. */
+export interface CpuRecord {
+  readonly cpu: number;
+}
+
 /** A queued exit. */
-export interface QueuedExit {
+export interface QueuedExit<R extends CpuRecord = CpuRecord> {
   readonly kind: "exit";
   readonly seq: number;
-  readonly record: ExitRecord;
+  readonly record: R;
 }
 
 /** A queued loss marker covering seqs first..last (all of them lost). */
@@ -31,10 +34,11 @@ export interface QueuedLoss {
   readonly cpu: number;
 }
 
-export type QueueItem = QueuedExit | QueuedLoss;
+/** A queued exit or loss marker. */
+export type QueueItem<R extends CpuRecord = CpuRecord> = QueuedExit<R> | QueuedLoss;
 
 /** A bounded queue of exits and loss markers. */
-export interface EventQueue {
+export interface EventQueue<R extends CpuRecord = CpuRecord> {
   readonly capacity: number;
   readonly policy: OverflowPolicy;
   /** Exits queued (markers excluded). */
@@ -42,24 +46,24 @@ export interface EventQueue {
   /** Items queued (exits and markers). */
   readonly length: number;
   /** Queues an exit with its seq; returns the seq dropped to make room, or 0. */
-  push(seq: number, record: ExitRecord): number;
+  push(seq: number, record: R): number;
   /** Queues a loss marker at the tail (kernel overflow, restart, ...). */
   pushLoss(first: number, last: number, reason: LossKind, cpu?: number): void;
   /** Removes and returns up to `max` items from the head. */
-  take(max: number): QueueItem[];
+  take(max: number): QueueItem<R>[];
 }
 
 /** Creates an empty queue. */
-export function createEventQueue(capacity: number, policy: OverflowPolicy = "drop-newest"): EventQueue {
+export function createEventQueue<R extends CpuRecord>(capacity: number, policy: OverflowPolicy = "drop-newest"): EventQueue<R> {
   if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`queue capacity must be a positive integer, got ${capacity}`);
-  return new _EventQueue(capacity, policy);
+  return new _EventQueue<R>(capacity, policy);
 }
 
-class _EventQueue implements EventQueue {
+class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
   readonly capacity: number;
   readonly policy: OverflowPolicy;
   depth = 0;
-  #items: QueueItem[] = [];
+  #items: QueueItem<R>[] = [];
   #head = 0;
 
   constructor(capacity: number, policy: OverflowPolicy) {
@@ -71,7 +75,7 @@ class _EventQueue implements EventQueue {
     return this.#items.length - this.#head;
   }
 
-  push(seq: number, record: ExitRecord): number {
+  push(seq: number, record: R): number {
     if (this.depth < this.capacity) {
       this.#append({ kind: "exit", seq, record });
       return 0;
@@ -94,7 +98,7 @@ class _EventQueue implements EventQueue {
     this.#items.push({ kind: "lost", first, last, reason, cpu });
   }
 
-  take(max: number): QueueItem[] {
+  take(max: number): QueueItem<R>[] {
     const end = Math.min(this.#items.length, this.#head + max);
     const out = this.#items.slice(this.#head, end);
     this.#head = end;
@@ -103,7 +107,7 @@ class _EventQueue implements EventQueue {
     return out;
   }
 
-  #append(item: QueuedExit): void {
+  #append(item: QueuedExit<R>): void {
     this.#items.push(item);
     this.depth++;
   }
@@ -113,7 +117,7 @@ class _EventQueue implements EventQueue {
   #dropOldest(): number {
     let i = this.#head;
     while (this.#items[i]!.kind !== "exit") i++;
-    const seq = (this.#items[i] as QueuedExit).seq;
+    const seq = (this.#items[i] as QueuedExit<R>).seq;
     this.depth--;
     const prev = i > this.#head ? this.#items[i - 1]! : undefined;
     if (prev !== undefined && mergeable(prev, seq, "subscriber-overflow", -1)) {

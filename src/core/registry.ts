@@ -1,17 +1,36 @@
 /**
- * The listener registry: owns the per-CPU listener table, feeds it from the
- * source, tells the source which CPUs are watched, and reaps listeners whose
- * stream has been gone longer than their lease (the kernel's lazy cleanup of
- * dead listeners, done on time).
+ * The listener registry: owns the per-CPU listener table, feeds it from a
+ * source of exit records, tells the source which CPUs are watched, and
+ * removes listeners whose stream has been gone longer than their lease
+ * (`reap`, which housekeeping.ts runs on a timer: the kernel's lazy cleanup
+ * of dead listeners, done on time). Generic over the record (R) and what
+ * listeners retain of it (P); it knows no protocol.
  */
 import { formatCpulist } from "../kernel/cpulist.ts";
-import type { ExitRecord } from "../kernel/exit-record.ts";
 import { createListenerTable, type DemandChange, type ListenerTable } from "../kernel/listener-table.ts";
-import type { ExitSink, TaskstatsSource } from "../sources/source.ts";
-import type { OverflowPolicy } from "./event-queue.ts";
-import { Listener, type LossCounters, type StreamEnd } from "./listener.ts";
-import { createLoadMeter } from "../server/load.ts";
-import { LimitExceededError, ListenerNotFoundError } from "../rpc/errors.ts";
+import type { CpuRecord, OverflowPolicy } from "./event-queue.ts";
+import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
+import { Listener, noLosses, type LossCounters, type StreamEnd } from "./listener.ts";
+
+/** Where records come from, as the registry sees a source: it starts it, and says which CPUs are watched. */
+export interface ExitFeed<R extends CpuRecord> {
+  /** How many CPUs there can be (cpu_possible_mask's bits). */
+  readonly possible: { readonly nbits: number };
+  /** Starts producing into `sink`. Called once. */
+  start(sink: ExitSink<R>): void;
+  /** CPUs that gained their first listener (`on`) or lost their last. */
+  watch(cpus: readonly number[], on: boolean): void;
+  /** Stops producing. */
+  close(): Promise<void>;
+}
+
+/** Receives what a feed produces, in order, per CPU. */
+export interface ExitSink<R extends CpuRecord> {
+  /** One exit record for the listeners of `record.cpu`. */
+  exit(record: R): void;
+  /** `count` records for `cpu` were lost before they were read (the kernel's socket overflowed). */
+  kernelLoss(cpu: number, count: number): void;
+}
 
 /** Server-side limits and defaults. */
 export interface Limits {
@@ -47,90 +66,101 @@ export interface RegistryStats {
   streams: number;
   watchedCpus: string;
   lost: LossCounters;
+  /** Exits queued over all listeners. */
+  queued: number;
+  /** The deepest queue's exits. */
+  deepestQueue: number;
 }
 
 /** Options of the registry. */
-export interface RegistryOptions {
-  source: TaskstatsSource;
-  limits?: Partial<Limits>;
+export interface RegistryOptions<R extends CpuRecord, P> {
+  readonly feed: ExitFeed<R>;
+  /** What a listener keeps of each record it hands out, for resumes (see retention.ts). */
+  readonly retain: (record: R) => P;
+  readonly limits?: Partial<Limits> | undefined;
   /** Clock in ms (tests pass a fake one). */
-  now?: () => number;
+  readonly now?: () => number;
+}
+
+/** How a new listener queues. */
+export interface NewListener {
+  /** Queue size asked for; 0 takes the default, more than the limit takes the limit. */
+  readonly buffer: number;
+  readonly policy: OverflowPolicy;
+  readonly ephemeral: boolean;
 }
 
 /** The registry. */
-export interface ListenerRegistry {
+export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> {
   readonly limits: Readonly<Limits>;
-  /** Creates a listener on `cpus`. */
-  create(cpus: readonly number[], o: { buffer: number; policy: OverflowPolicy; ephemeral: boolean }): Listener;
+  /** Creates a listener on `cpus`; LimitExceededError when the server holds maxListeners. */
+  create(cpus: readonly number[], o: NewListener): Listener<R, P>;
   /** Adds CPUs to a listener (a CPU it has already is a no-op). */
-  add(listener: Listener, cpus: readonly number[]): void;
+  add(listener: Listener<R, P>, cpus: readonly number[]): void;
   /** Removes CPUs; a listener left with none is removed. Returns the CPUs left. */
-  removeCpus(listener: Listener, cpus: readonly number[]): number[];
+  removeCpus(listener: Listener<R, P>, cpus: readonly number[]): number[];
   /** Removes a listener entirely and ends its stream (after its queue, unless `how` says at once). */
-  remove(listener: Listener, why: string, how?: StreamEnd): void;
-  get(id: string): Listener;
-  cpusOf(listener: Listener): number[];
+  remove(listener: Listener<R, P>, why: string, how?: StreamEnd): void;
+  /** The listener with this id; ListenerNotFoundError when there is none. */
+  get(id: string): Listener<R, P>;
+  cpusOf(listener: Listener<R, P>): number[];
   /** Canonical cpulist of a listener's CPUs. */
-  cpumaskOf(listener: Listener): string;
-  /** Reaps listeners whose lease ran out; runs on a timer too. */
+  cpumaskOf(listener: Listener<R, P>): string;
+  /** Removes listeners whose lease ran out; returns how many. */
   reap(): number;
+  /** Updates every listener's events/s. */
+  sampleRates(): void;
   stats(): RegistryStats;
   /** Iterates the live listeners (for GetInfo and tests). */
-  listeners(): IterableIterator<Listener>;
+  listeners(): IterableIterator<Listener<R, P>>;
   now(): number;
-  /**
-   * How long a stream that just sent a partial batch waits before the next
-   * one: 0 normally; 5-20 ms while the event loop is saturated, so batches
-   * grow instead of the loop drowning in per-message overhead.
-   */
-  lingerMs(): number;
+  /** Ends every stream (UNAVAILABLE: shutting down), removes every listener and closes the feed. */
   close(): Promise<void>;
 }
 
-/** Creates the registry and starts the source into it. */
-export function createRegistry(options: RegistryOptions): ListenerRegistry {
-  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+/** Creates the registry and starts the feed into it. */
+export function createRegistry<R extends CpuRecord, P>(options: RegistryOptions<R, P>): ListenerRegistry<R, P> {
+  return new _Registry(options, resolveLimits(options.limits));
+}
+
+/** `partial` over DEFAULT_LIMITS, checked. */
+export function resolveLimits(partial: Partial<Limits> = {}): Limits {
+  const limits = { ...DEFAULT_LIMITS, ...partial };
   // A lowered maxBuffer pulls the default down with it unless a default was given.
-  if (options.limits?.defaultBuffer === undefined) limits.defaultBuffer = Math.min(limits.defaultBuffer, limits.maxBuffer);
+  if (partial.defaultBuffer === undefined) limits.defaultBuffer = Math.min(limits.defaultBuffer, limits.maxBuffer);
   for (const [k, v] of Object.entries(limits)) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`limit ${k} must be a positive integer, got ${v}`);
   }
-  if (limits.defaultBuffer > limits.maxBuffer) throw new RangeError(`defaultBuffer ${limits.defaultBuffer} exceeds maxBuffer ${limits.maxBuffer}`);
-  return new _Registry(options.source, limits, options.now ?? Date.now);
+  if (limits.defaultBuffer > limits.maxBuffer) {
+    throw new RangeError(`defaultBuffer ${limits.defaultBuffer} exceeds maxBuffer ${limits.maxBuffer}`);
+  }
+  return limits;
 }
 
-class _Registry implements ListenerRegistry {
+class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
   readonly limits: Readonly<Limits>;
-  readonly #source: TaskstatsSource;
-  readonly #table: ListenerTable<Listener>;
-  readonly #byId = new Map<string, Listener>();
+  readonly #feed: ExitFeed<R>;
+  readonly #retain: (record: R) => P;
+  readonly #table: ListenerTable<Listener<R, P>>;
+  readonly #byId = new Map<string, Listener<R, P>>();
   readonly #now: () => number;
-  readonly #reaper: ReturnType<typeof setInterval>;
-  readonly #sampler: ReturnType<typeof setInterval>;
-  readonly #load = createLoadMeter();
   /** Losses of listeners already removed, so totals never go backwards. */
-  readonly #pastLost: LossCounters = { "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 };
+  readonly #pastLost: LossCounters = noLosses();
 
-  constructor(source: TaskstatsSource, limits: Limits, now: () => number) {
+  constructor(o: RegistryOptions<R, P>, limits: Limits) {
     this.limits = limits;
-    this.#source = source;
-    this.#now = now;
-    this.#table = createListenerTable<Listener>(source.possible.nbits);
-    source.start(this.#sink());
-    this.#reaper = setInterval(() => this.reap(), Math.max(50, Math.floor(limits.leaseMs / 4)));
-    (this.#reaper as { unref?: () => void }).unref?.();
-    this.#sampler = setInterval(() => {
-      const now = this.#now();
-      for (const l of this.#byId.values()) l.sampleRate(now);
-    }, 1000);
-    (this.#sampler as { unref?: () => void }).unref?.();
+    this.#feed = o.feed;
+    this.#retain = o.retain;
+    this.#now = o.now ?? Date.now;
+    this.#table = createListenerTable<Listener<R, P>>(o.feed.possible.nbits);
+    o.feed.start(this.#sink());
   }
 
-  // The one path exits take: source -> per-CPU list -> each listener's queue.
-  #sink(): ExitSink {
+  // The one path exits take: feed -> per-CPU list -> each listener's queue.
+  #sink(): ExitSink<R> {
     const table = this.#table;
     return {
-      exit(record: ExitRecord): void {
+      exit(record: R): void {
         for (const l of table.on(record.cpu)) l.deliver(record);
       },
       kernelLoss(cpu: number, count: number): void {
@@ -139,46 +169,55 @@ class _Registry implements ListenerRegistry {
     };
   }
 
-  create(cpus: readonly number[], o: { buffer: number; policy: OverflowPolicy; ephemeral: boolean }): Listener {
+  create(cpus: readonly number[], o: NewListener): Listener<R, P> {
     if (this.#byId.size >= this.limits.maxListeners) {
-      throw new LimitExceededError(`the server holds its limit of ${this.limits.maxListeners} listeners; deregister unused ones or add CPUs to an existing listener`);
+      throw new LimitExceededError(
+        `the server holds its limit of ${this.limits.maxListeners} listeners; deregister unused ones or add CPUs to an existing listener`,
+      );
     }
     const capacity = Math.min(o.buffer === 0 ? this.limits.defaultBuffer : o.buffer, this.limits.maxBuffer);
-    const listener = new Listener({ id: crypto.randomUUID(), capacity, policy: o.policy, ephemeral: o.ephemeral, now: this.#now() });
+    const listener = new Listener<R, P>({
+      id: crypto.randomUUID(),
+      capacity,
+      policy: o.policy,
+      ephemeral: o.ephemeral,
+      now: this.#now(),
+      retain: this.#retain,
+    });
     this.#byId.set(listener.id, listener);
     this.add(listener, cpus);
     return listener;
   }
 
-  add(listener: Listener, cpus: readonly number[]): void {
+  add(listener: Listener<R, P>, cpus: readonly number[]): void {
     this.#demand(this.#table.add(listener, cpus));
   }
 
-  removeCpus(listener: Listener, cpus: readonly number[]): number[] {
+  removeCpus(listener: Listener<R, P>, cpus: readonly number[]): number[] {
     this.#demand(this.#table.remove(listener, cpus));
     const left = this.#table.cpusOf(listener);
     if (left.length === 0) this.remove(listener, "the listener has no CPUs left");
     return left;
   }
 
-  remove(listener: Listener, why: string, how: StreamEnd = "removed"): void {
+  remove(listener: Listener<R, P>, why: string, how: StreamEnd = "removed"): void {
     if (!this.#byId.delete(listener.id)) return;
     this.#demand(this.#table.remove(listener, this.#table.cpusOf(listener)));
     for (const k of Object.keys(this.#pastLost) as (keyof LossCounters)[]) this.#pastLost[k] += listener.lost[k];
     listener.close(why, how);
   }
 
-  get(id: string): Listener {
+  get(id: string): Listener<R, P> {
     const l = this.#byId.get(id);
     if (l === undefined) throw new ListenerNotFoundError(id);
     return l;
   }
 
-  cpusOf(listener: Listener): number[] {
+  cpusOf(listener: Listener<R, P>): number[] {
     return this.#table.cpusOf(listener);
   }
 
-  cpumaskOf(listener: Listener): string {
+  cpumaskOf(listener: Listener<R, P>): string {
     return formatCpulist(this.#table.cpusOf(listener));
   }
 
@@ -194,17 +233,25 @@ class _Registry implements ListenerRegistry {
     return reaped;
   }
 
-  stats(): RegistryStats {
-    const lost = { ...this.#pastLost };
-    let streams = 0;
-    for (const l of this.#byId.values()) {
-      if (l.attached) streams++;
-      for (const k of Object.keys(lost) as (keyof LossCounters)[]) lost[k] += l.lost[k];
-    }
-    return { listeners: this.#byId.size, streams, watchedCpus: formatCpulist(this.#table.watched()), lost };
+  sampleRates(): void {
+    const now = this.#now();
+    for (const l of this.#byId.values()) l.sampleRate(now);
   }
 
-  listeners(): IterableIterator<Listener> {
+  stats(): RegistryStats {
+    const lost = { ...this.#pastLost };
+    let streams = 0, queued = 0, deepestQueue = 0;
+    for (const l of this.#byId.values()) {
+      if (l.attached) streams++;
+      queued += l.queue.depth;
+      deepestQueue = Math.max(deepestQueue, l.queue.depth);
+      for (const k of Object.keys(lost) as (keyof LossCounters)[]) lost[k] += l.lost[k];
+    }
+    const watchedCpus = formatCpulist(this.#table.watched());
+    return { listeners: this.#byId.size, streams, watchedCpus, lost, queued, deepestQueue };
+  }
+
+  listeners(): IterableIterator<Listener<R, P>> {
     return this.#byId.values();
   }
 
@@ -212,21 +259,13 @@ class _Registry implements ListenerRegistry {
     return this.#now();
   }
 
-  lingerMs(): number {
-    const u = this.#load.utilization;
-    return u >= 0.9 ? 20 : u >= 0.75 ? 5 : 0;
-  }
-
   async close(): Promise<void> {
-    clearInterval(this.#reaper);
-    clearInterval(this.#sampler);
-    this.#load.close();
     for (const l of [...this.#byId.values()]) this.remove(l, "the server is shutting down; reconnect later", "shutdown");
-    await this.#source.close();
+    await this.#feed.close();
   }
 
   #demand(change: DemandChange): void {
-    if (change.added.length > 0) this.#source.watch(change.added, true);
-    if (change.removed.length > 0) this.#source.watch(change.removed, false);
+    if (change.added.length > 0) this.#feed.watch(change.added, true);
+    if (change.removed.length > 0) this.#feed.watch(change.removed, false);
   }
 }

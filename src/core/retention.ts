@@ -3,74 +3,77 @@
  * reconnects can resume: the last `capacity` items (exits and loss markers),
  * oldest first.
  *
- * Exits are kept as their encoded Exit message (the bytes every binary
- * stream sends, encoded once per record into shared slabs) plus seq and CPU
- * in typed arrays, not as the record: a retained event then costs no object
- * on the JS heap. Retaining records (8,192 per listener by default) made
- * nearly every record survive V8's young-generation collections, whose pauses
- * (8-12 ms every ~200 ms at 10k events/s) were the stream's latency tail.
+ * An exit is kept as an opaque payload the owner computes from the record
+ * (`retain`), plus its seq and CPU in typed arrays, never as the record
+ * itself: the server keeps each exit's encoded bytes, so a retained event
+ * costs no JS object and records die young (retained records would survive
+ * the young-generation collections, whose pauses are a stream's latency tail).
+ * The core never looks inside a payload.
  */
-import type { QueuedLoss, QueueItem } from "./event-queue.ts";
-import { exitBody } from "../rpc/fast-binary/batch.ts";
+import type { CpuRecord, QueuedLoss, QueueItem } from "./event-queue.ts";
 
-/** An exit as retained: its Exit message already encoded (pid, tgid, both TaskStats). */
-export interface EncodedExit {
-  readonly kind: "encoded";
+/** A retained exit: its seq, its CPU and the payload `retain` made of its record. */
+export interface RetainedExit<P> {
+  readonly kind: "retained";
   readonly seq: number;
   readonly cpu: number;
-  readonly exit: Uint8Array;
+  readonly payload: P;
 }
 
 /** What a stream sends: queued items, or retained ones on a resume. */
-export type StreamItem = QueueItem | EncodedExit;
+export type StreamItem<R extends CpuRecord, P> = QueueItem<R> | RetainedExit<P>;
 
 /** The last seq an item covers. */
-export function lastSeqOf(item: StreamItem): number {
-  return item.kind === "lost" ? item.last : item.seq;
+export function lastSeqOf(item: { kind: string; seq?: number; last?: number }): number {
+  return item.kind === "lost" ? item.last! : item.seq!;
 }
 
 /** The first seq an item covers. */
-export function firstSeqOf(item: StreamItem): number {
-  return item.kind === "lost" ? item.first : item.seq;
+export function firstSeqOf(item: { kind: string; seq?: number; first?: number }): number {
+  return item.kind === "lost" ? item.first! : item.seq!;
 }
 
 /** A ring of handed-out items that grows on demand up to its capacity (idle listeners cost nothing). */
-export class Retention {
+export class Retention<R extends CpuRecord, P> {
   readonly capacity: number;
+  readonly #retain: (record: R) => P;
   #size = 0;
   #start = 0;
   #seq = new Float64Array(0);
   #cpu = new Int32Array(0);
-  #offset = new Int32Array(0);
-  #length = new Int32Array(0);
-  /** Each exit's slab (shared, off-heap); undefined for a loss marker. */
-  #slab: (ArrayBufferLike | undefined)[] = [];
+  /** Each exit's payload; undefined for a loss marker. */
+  #payload: (P | undefined)[] = [];
   /** Loss markers by slot; undefined for an exit. */
   #loss: (QueuedLoss | undefined)[] = [];
 
-  constructor(capacity: number) {
+  constructor(capacity: number, retain: (record: R) => P) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`retention capacity must be a positive integer, got ${capacity}`);
     this.capacity = capacity;
+    this.#retain = retain;
   }
 
-  push(item: QueueItem): void {
+  /** Items retained now. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Keeps `item`, dropping the oldest once full. */
+  push(item: QueueItem<R>): void {
     const i = this.#slot();
     if (item.kind === "lost") {
-      this.#slab[i] = undefined;
+      this.#payload[i] = undefined;
       this.#loss[i] = item;
       return;
     }
-    const body = exitBody(item.record);
     this.#seq[i] = item.seq;
     this.#cpu[i] = item.record.cpu;
-    this.#slab[i] = body.buffer;
-    this.#offset[i] = body.byteOffset;
-    this.#length[i] = body.byteLength;
+    this.#payload[i] = this.#retain(item.record);
     this.#loss[i] = undefined;
   }
 
   /** Items covering seqs after `seq`, oldest first (a loss marker straddling it is trimmed). */
-  after(seq: number): StreamItem[] {
-    const out: StreamItem[] = [];
+  after(seq: number): (RetainedExit<P> | QueuedLoss)[] {
+    const out: (RetainedExit<P> | QueuedLoss)[] = [];
     for (let k = 0; k < this.#size; k++) {
       const item = this.#item((this.#start + k) % this.#size);
       if (lastSeqOf(item) <= seq) continue;
@@ -79,10 +82,10 @@ export class Retention {
     return out;
   }
 
-  #item(i: number): StreamItem {
+  #item(i: number): RetainedExit<P> | QueuedLoss {
     const loss = this.#loss[i];
     if (loss !== undefined) return loss;
-    return { kind: "encoded", seq: this.#seq[i]!, cpu: this.#cpu[i]!, exit: new Uint8Array(this.#slab[i]!, this.#offset[i]!, this.#length[i]!) };
+    return { kind: "retained", seq: this.#seq[i]!, cpu: this.#cpu[i]!, payload: this.#payload[i] as P };
   }
 
   // The slot for the next item: the next free one while growing, else the oldest.
@@ -99,14 +102,11 @@ export class Retention {
   // Growth happens only before the ring first wraps, so slots are in order.
   #grow(): void {
     const n = Math.min(this.capacity, Math.max(16, this.#seq.length * 2));
-    const grown = <T extends Float64Array | Int32Array>(old: T, make: (n: number) => T): T => {
-      const a = make(n);
-      a.set(old);
-      return a;
-    };
-    this.#seq = grown(this.#seq, (m) => new Float64Array(m));
-    this.#cpu = grown(this.#cpu, (m) => new Int32Array(m));
-    this.#offset = grown(this.#offset, (m) => new Int32Array(m));
-    this.#length = grown(this.#length, (m) => new Int32Array(m));
+    const seq = new Float64Array(n);
+    seq.set(this.#seq);
+    const cpu = new Int32Array(n);
+    cpu.set(this.#cpu);
+    this.#seq = seq;
+    this.#cpu = cpu;
   }
 }

@@ -9,7 +9,6 @@
  * streams, field masks, filters). Slots hold integers below 2^53. Pure.
  */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import type { ExitRecord } from "./exit-record.ts";
 import { TASKSTATS_FIELDS, type TaskStatsField } from "./taskstats.ts";
 
 /** One record's stats as numbers. */
@@ -78,35 +77,4 @@ const build = compile();
 /** The vector as a TaskStats message (u64 fields as bigint, unset fields absent). */
 export function toTaskStats(v: StatsVector): TaskStats {
   return build(v.values, v.comm);
-}
-
-/**
- * A record carrying its stats as vectors; the TaskStats messages are built on
- * first access (JSON streams, masks, filters), once. A class: an object
- * literal with getters is built by a slow runtime path, on every exit.
- */
-class VectorRecord implements ExitRecord {
-  #pidStats: TaskStats | undefined;
-  #tgidStats: TaskStats | undefined;
-  constructor(
-    readonly cpu: number,
-    readonly cpuSeq: number,
-    readonly pid: number,
-    readonly tgid: number,
-    readonly pidVector: StatsVector,
-    readonly tgidVector: StatsVector | undefined,
-  ) {}
-
-  get pidStats(): TaskStats {
-    return (this.#pidStats ??= toTaskStats(this.pidVector));
-  }
-
-  get tgidStats(): TaskStats | undefined {
-    return this.tgidVector === undefined ? undefined : (this.#tgidStats ??= toTaskStats(this.tgidVector));
-  }
-}
-
-/** An exit record whose stats are vectors (what the sim and the netlink reader produce). */
-export function vectorRecord(r: { cpu: number; cpuSeq: number; pid: number; tgid: number; pidVector: StatsVector; tgidVector: StatsVector | undefined }): ExitRecord {
-  return new VectorRecord(r.cpu, r.cpuSeq, r.pid, r.tgid, r.pidVector, r.tgidVector);
 }

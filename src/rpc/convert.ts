@@ -5,8 +5,12 @@ import {
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { LossKind, OverflowPolicy } from "../core/event-queue.ts";
-import type { EncodedExit, StreamItem } from "../core/retention.ts";
+import type { RetainedExit, StreamItem } from "../core/retention.ts";
+import type { ExitRecord } from "../kernel/exit-record.ts";
 import { InvalidRequestError } from "./errors.ts";
+
+/** What the server's listeners queue and retain: exit records, and each exit's encoded Exit message. */
+export type ServerItem = StreamItem<ExitRecord, Uint8Array>;
 
 const REASONS: Record<LossKind, LossReason> = {
   "subscriber-overflow": LossReason.SUBSCRIBER_OVERFLOW,
@@ -16,8 +20,8 @@ const REASONS: Record<LossKind, LossReason> = {
 };
 
 /** A queue or retained item as a stream event, with the stream's field mask applied. */
-export function toExitEvent(item: StreamItem, project?: (s: TaskStats) => TaskStats): ExitEvent {
-  if (item.kind === "encoded") return fromEncoded(item, project);
+export function toExitEvent(item: ServerItem, project?: (s: TaskStats) => TaskStats): ExitEvent {
+  if (item.kind === "retained") return fromRetained(item, project);
   if (item.kind === "lost") {
     return create(ExitEventSchema, {
       seq: BigInt(item.last),
@@ -39,8 +43,8 @@ export function toExitEvent(item: StreamItem, project?: (s: TaskStats) => TaskSt
 }
 
 // A retained exit (JSON or masked replays only: binary streams send its bytes as they are).
-function fromEncoded(item: EncodedExit, project?: (s: TaskStats) => TaskStats): ExitEvent {
-  const exit = fromBinary(ExitSchema, item.exit);
+function fromRetained(item: RetainedExit<Uint8Array>, project?: (s: TaskStats) => TaskStats): ExitEvent {
+  const exit = fromBinary(ExitSchema, item.payload);
   if (project !== undefined) {
     if (exit.pidStats !== undefined) exit.pidStats = project(exit.pidStats);
     if (exit.tgidStats !== undefined) exit.tgidStats = project(exit.tgidStats);

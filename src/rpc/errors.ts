@@ -8,45 +8,17 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorDetailSchema, ErrorReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { CpulistError } from "../kernel/cpulist.ts";
 import { SourcePermissionError, SourceUnavailableError, TaskNotFoundError } from "../sources/source.ts";
+import {
+  LimitExceededError,
+  ListenerNotFoundError,
+  SeqOutOfRangeError,
+  ShuttingDownError,
+  StreamTakenOverError,
+} from "../core/errors.ts";
 
-/** No listener has this id (never existed, deregistered or reaped). */
-export class ListenerNotFoundError extends Error {
-  override readonly name = "ListenerNotFoundError";
-  readonly listenerId: string;
-  constructor(id: string) {
-    super(`no listener "${id}": it was never registered, was deregistered, or its lease expired; call Register again`);
-    this.listenerId = id;
-  }
-}
-
-/** A server limit was reached. */
-export class LimitExceededError extends Error {
-  override readonly name = "LimitExceededError";
-}
-
-/** A request field is missing or out of range. */
+/** A request field is missing, malformed or out of range. */
 export class InvalidRequestError extends Error {
   override readonly name = "InvalidRequestError";
-}
-
-/** A resume position (after_seq) this listener never sent. */
-export class OutOfRangeError extends Error {
-  override readonly name = "OutOfRangeError";
-}
-
-/** The source cannot do what was asked (e.g. lacks a feature). */
-export class UnsupportedError extends Error {
-  override readonly name = "UnsupportedError";
-}
-
-/** Another stream took this listener over; this one must not retry. */
-export class StreamTakenOverError extends Error {
-  override readonly name = "StreamTakenOverError";
-}
-
-/** The server is shutting down; the client may reconnect later or elsewhere. */
-export class ShuttingDownError extends Error {
-  override readonly name = "ShuttingDownError";
 }
 
 type ErrorClass<E extends Error> = new (...args: never[]) => E;
@@ -70,8 +42,7 @@ const MAPPINGS: Mapping[] = [
   map(LimitExceededError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED),
   map(SourcePermissionError, Code.PermissionDenied, ErrorReason.PERMISSION_DENIED),
   map(SourceUnavailableError, Code.Unavailable, ErrorReason.SOURCE_UNAVAILABLE),
-  map(UnsupportedError, Code.FailedPrecondition, ErrorReason.UNSUPPORTED),
-  map(OutOfRangeError, Code.OutOfRange, ErrorReason.SEQ_OUT_OF_RANGE),
+  map(SeqOutOfRangeError, Code.OutOfRange, ErrorReason.SEQ_OUT_OF_RANGE),
   map(StreamTakenOverError, Code.Aborted, ErrorReason.STREAM_TAKEN_OVER),
   map(ShuttingDownError, Code.Unavailable, ErrorReason.SHUTTING_DOWN),
 ];

@@ -1,38 +1,52 @@
 /**
- * The TaskStats service: request validation and the six methods, over a
- * source and a listener registry passed in. Domain errors become Connect
- * codes here and nowhere else.
+ * The TaskStats service: the six methods over a source and a listener
+ * registry passed in. Every method validates the whole request first and
+ * only then acts, so a rejected request creates, changes and leaks nothing.
+ * Domain errors become Connect codes in errors.ts, nowhere else.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
-import { GetInfoResponseSchema, ListenerInfoSchema, OverflowPolicy, TaskStats, type SubscribeExitsRequest } from "../gen/taskwire/v1/taskstats_pb.ts";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
+import { subscribe } from "../core/subscription.ts";
+import {
+  GetInfoResponseSchema,
+  ListenerInfoSchema,
+  OverflowPolicy,
+  type SubscribeExitsRequest,
+  TaskStats,
+} from "../gen/taskwire/v1/taskstats_pb.ts";
 import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
-import { InvalidRequestError, OutOfRangeError, toConnectError } from "./errors.ts";
-import type { StreamItem } from "../core/retention.ts";
-import type { Listener } from "../core/listener.ts";
-import type { ListenerRegistry } from "../core/registry.ts";
-import { compileFieldMask, compileFilter, type Projection } from "./projection.ts";
-import { streamListener } from "./stream.ts";
+import { InvalidRequestError, toConnectError } from "./errors.ts";
+import { compileFieldMask, compileFilter, type Projection, type RecordFilter } from "./projection.ts";
+import { negotiatedCodec, type ServerListener, type ServerRegistry, streamEncoder } from "./stream.ts";
 
 /** What the service needs. */
 export interface ServiceDeps {
   readonly source: TaskstatsSource;
-  readonly registry: ListenerRegistry;
+  readonly registry: ServerRegistry;
   readonly version: string;
+  /** How long a stream lingers after a partial batch (the server's load meter); 0 when absent. */
+  readonly lingerMs?: () => number;
 }
 
 const MIN_HEARTBEAT_MS = 100;
 const MAX_HEARTBEAT_MS = 600_000;
 
 function requireId(value: number, what: "pid" | "tgid"): number {
-  if (value === 0) throw new InvalidRequestError(`${what} is 0; pass the ${what === "pid" ? "thread id" : "process id"} of a live task (>= 1)`);
+  if (value === 0) {
+    throw new InvalidRequestError(`${what} is 0; pass the ${what === "pid" ? "thread id" : "process id"} of a live task (>= 1)`);
+  }
   return value;
 }
 
 function requireMask(text: string, deps: ServiceDeps, field: string): number[] {
-  if (text === "") throw new InvalidRequestError(`${field} is empty; name CPUs in cpulist syntax, e.g. "0-3,5" (possible CPUs: ${deps.source.possible.list})`);
+  if (text === "") {
+    throw new InvalidRequestError(
+      `${field} is empty; name CPUs in cpulist syntax, e.g. "0-3,5" (possible CPUs: ${deps.source.possible.list})`,
+    );
+  }
   return parseCpumask(text, deps.source.possible);
 }
 
@@ -58,13 +72,15 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
     register: (req) =>
       guard(async () => {
         const cpus = requireMask(req.cpumask, deps, "cpumask");
-        let listener: Listener;
+        const policy = toPolicy(req.overflow);
+        const existing = req.listenerId === "" ? undefined : registry.get(req.listenerId);
+        let listener: ServerListener;
         let undo: () => void;
-        if (req.listenerId === "") {
-          listener = registry.create(cpus, { buffer: req.buffer, policy: toPolicy(req.overflow), ephemeral: false });
+        if (existing === undefined) {
+          listener = registry.create(cpus, { buffer: req.buffer, policy, ephemeral: false });
           undo = () => registry.remove(listener, "the kernel did not register its CPUs");
         } else {
-          listener = registry.get(req.listenerId);
+          listener = existing;
           const had = new Set(registry.cpusOf(listener));
           registry.add(listener, cpus);
           undo = () => registry.removeCpus(listener, cpus.filter((c) => !had.has(c)));
@@ -79,10 +95,11 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
     deregister: (req) =>
       guard(() => {
         const listener = registry.get(requireListenerId(req.listenerId));
-        const left = registry.removeCpus(listener, requireMask(req.cpumask, deps, "cpumask"));
+        const cpus = requireMask(req.cpumask, deps, "cpumask");
+        const left = registry.removeCpus(listener, cpus);
         return { cpumask: left.length === 0 ? "" : registry.cpumaskOf(listener) };
       }),
-    subscribeExits: (req, ctx) => subscribe(deps, req, ctx.signal, !/json/i.test(ctx.requestHeader.get("content-type") ?? "")),
+    subscribeExits: (req, ctx) => subscribeExits(deps, req, ctx),
     getInfo: (req) =>
       guard(() => {
         const info = source.info();
@@ -101,60 +118,94 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
   };
 }
 
-function resume(listener: Listener, afterSeq: bigint): StreamItem[] {
-  try {
-    return listener.resumeAfter(Number(afterSeq));
-  } catch (err) {
-    if (err instanceof RangeError) throw new OutOfRangeError(err.message);
-    throw err;
-  }
-}
-
-function listenerInfo(registry: ListenerRegistry, l: Listener): MessageInitShape<typeof ListenerInfoSchema> {
+function listenerInfo(registry: ServerRegistry, l: ServerListener): MessageInitShape<typeof ListenerInfoSchema> {
   return {
-    listenerId: l.id, cpumask: registry.cpumaskOf(l), streaming: l.attached, ephemeral: l.ephemeral,
+    listenerId: l.id,
+    cpumask: registry.cpumaskOf(l),
+    streaming: l.attached,
+    ephemeral: l.ephemeral,
     overflow: l.queue.policy === "drop-oldest" ? OverflowPolicy.DROP_OLDEST : OverflowPolicy.DROP_NEWEST,
-    queueDepth: l.queue.depth, queueCapacity: l.queue.capacity, produced: BigInt(l.produced), delivered: BigInt(l.delivered),
-    lostSubscriberOverflow: BigInt(l.lost["subscriber-overflow"]), lostKernelOverflow: BigInt(l.lost["kernel-overflow"]),
-    lostRetention: BigInt(l.lost.retention), lostRestart: BigInt(l.lost.restart), eventsPerSecond: l.rate,
+    queueDepth: l.queue.depth,
+    queueCapacity: l.queue.capacity,
+    produced: BigInt(l.produced),
+    delivered: BigInt(l.delivered),
+    lostSubscriberOverflow: BigInt(l.lost["subscriber-overflow"]),
+    lostKernelOverflow: BigInt(l.lost["kernel-overflow"]),
+    lostRetention: BigInt(l.lost.retention),
+    lostRestart: BigInt(l.lost.restart),
+    eventsPerSecond: l.rate,
   };
 }
 
-async function* subscribe(deps: ServiceDeps, req: SubscribeExitsRequest, signal: AbortSignal, binary: boolean) {
+/** A SubscribeExits request, validated: everything the stream needs, nothing done yet. */
+interface SubscribePlan {
+  /** The listener to stream, or undefined for a new ephemeral one on `cpus`. */
+  readonly existing: ServerListener | undefined;
+  readonly cpus: readonly number[];
+  readonly filter: RecordFilter;
+  readonly project: Projection;
+  readonly heartbeatMs: number;
+  readonly maxBatch: number;
+  readonly afterSeq: bigint;
+  readonly policy: QueuePolicy;
+}
+
+function planSubscribe(deps: ServiceDeps, req: SubscribeExitsRequest): SubscribePlan {
   const { registry } = deps;
-  let listener: Listener;
-  let heartbeatMs: number;
-  let project: Projection;
-  let replay: StreamItem[];
+  const project = compileFieldMask(req.fields);
+  const filter = compileFilter(req.filter);
+  if ((req.listenerId === "") === (req.cpumask === "")) {
+    throw new InvalidRequestError(
+      "set exactly one of listener_id (a listener from Register) or cpumask (an ephemeral listener for these CPUs)",
+    );
+  }
+  if (req.afterSeq !== 0n && req.listenerId === "") {
+    throw new InvalidRequestError("after_seq resumes a listener: pass listener_id with it");
+  }
+  const heartbeatMs = req.heartbeatMs === 0 ? registry.limits.heartbeatMs : req.heartbeatMs;
+  if (heartbeatMs < MIN_HEARTBEAT_MS || heartbeatMs > MAX_HEARTBEAT_MS) {
+    throw new InvalidRequestError(
+      `heartbeat_ms ${req.heartbeatMs} is out of range; use ${MIN_HEARTBEAT_MS}-${MAX_HEARTBEAT_MS} or 0 for the default`,
+    );
+  }
+  const policy = toPolicy(req.overflow);
+  const existing = req.listenerId === "" ? undefined : registry.get(req.listenerId);
+  const cpus = existing === undefined ? requireMask(req.cpumask, deps, "cpumask") : [];
+  existing?.checkResume(req.afterSeq);
+  const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
+  return { existing, cpus, filter, project, heartbeatMs, maxBatch, afterSeq: req.afterSeq, policy };
+}
+
+async function* subscribeExits(deps: ServiceDeps, req: SubscribeExitsRequest, ctx: HandlerContext) {
+  const { registry } = deps;
+  let plan: SubscribePlan;
   try {
-    project = compileFieldMask(req.fields);
-    const filter = compileFilter(req.filter);
-    if ((req.listenerId === "") === (req.cpumask === "")) {
-      throw new InvalidRequestError("set exactly one of listener_id (a listener from Register) or cpumask (an ephemeral listener for these CPUs)");
-    }
-    heartbeatMs = req.heartbeatMs === 0 ? registry.limits.heartbeatMs : req.heartbeatMs;
-    if (heartbeatMs < MIN_HEARTBEAT_MS || heartbeatMs > MAX_HEARTBEAT_MS) {
-      throw new InvalidRequestError(`heartbeat_ms ${req.heartbeatMs} is out of range; use ${MIN_HEARTBEAT_MS}-${MAX_HEARTBEAT_MS} or 0 for the default`);
-    }
-    listener = req.listenerId !== ""
-      ? registry.get(req.listenerId)
-      : registry.create(requireMask(req.cpumask, deps, "cpumask"), { buffer: req.buffer, policy: toPolicy(req.overflow), ephemeral: true });
-    listener.filter = filter;
-    if (req.afterSeq !== 0n && req.listenerId === "") throw new InvalidRequestError("after_seq resumes a listener: pass listener_id with it");
-    replay = req.afterSeq === 0n ? [] : resume(listener, req.afterSeq);
+    plan = planSubscribe(deps, req);
   } catch (err) {
     throw toConnectError(err);
   }
-  const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
+  const codec = negotiatedCodec(ctx);
   try {
+    const listener = plan.existing ??
+      registry.create(plan.cpus, { buffer: req.buffer, policy: plan.policy, ephemeral: true });
     // The opening message means the kernel is listening; an ephemeral listener it refused is not kept.
     await deps.source.synced().catch((err: unknown) => {
       if (listener.ephemeral) registry.remove(listener, "the kernel did not register its CPUs");
       throw err;
     });
-    yield* streamListener(registry, listener, { maxBatch, heartbeatMs, signal, replay, binary, ...(project && { project }) });
+    registry.get(listener.id); // still there after the wait (a Deregister may have raced it)
+    listener.filter = plan.filter;
+    const replay = plan.afterSeq === 0n ? [] : listener.resumeAfter(Number(plan.afterSeq));
+    yield* subscribe(registry, listener, {
+      maxBatch: plan.maxBatch,
+      heartbeatMs: plan.heartbeatMs,
+      signal: ctx.signal,
+      replay,
+      encode: streamEncoder(registry, listener, { codec, project: plan.project }),
+      ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
+    });
   } catch (err) {
-    if (signal.aborted) return; // the client went away; nobody is left to tell
+    if (ctx.signal.aborted) return; // the client went away; nobody is left to tell
     throw toConnectError(err);
   }
 }

@@ -1,13 +1,27 @@
-/** listen(): the best server this runtime has — Node's one port for every protocol, or Deno's / Bun's own. */
-import { listenBun, listenDeno } from "./fetch.ts";
-import { listenNode, type ListenOptions, type Listening } from "./node.ts";
+/**
+ * listen(): the one place that asks which runtime this is, and hands the
+ * server to that runtime's adapter (node.ts, deno.ts, bun.ts). Nothing else
+ * in the server checks for a runtime.
+ */
 import type { TaskwireServer } from "../server/server.ts";
+import type { ListenOptions, Listening } from "./node.ts";
 
-/** Binds `server` on this runtime. TLS and real gRPC are Node's; elsewhere they are refused with a TypeError. */
+/** Binds `server` on this runtime. TLS and real gRPC are Node's; elsewhere TLS is refused with a TypeError. */
 export async function listen(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  if (g.Deno === undefined && g.Bun === undefined) return listenNode(server, options);
-  if (options.tls !== undefined) throw new TypeError("TLS is served on Node only; put a TLS proxy in front, or run taskwire on Node");
+  if (g.Deno === undefined && g.Bun === undefined) return (await import("./node.ts")).listenNode(server, options);
+  if (options.tls !== undefined) {
+    throw new TypeError("TLS is served on Node only; put a TLS proxy in front, or run taskwire on Node");
+  }
   const o = { host: options.host ?? "127.0.0.1", port: options.port ?? 7878 };
-  return g.Deno !== undefined ? listenDeno(server, o) : listenBun(server, o);
+  if (g.Deno !== undefined) return (await import("./deno.ts")).listenDeno(server, o);
+  return (await import("./bun.ts")).listenBun(server, o);
+}
+
+/** The runtime serving, for logs: "node 20.20.0", "deno 2.9.6", "bun 1.4.5". */
+export function runtimeLabel(): string {
+  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
+  if (g.Deno !== undefined) return `deno ${g.Deno.version.deno}`;
+  if (g.Bun !== undefined) return `bun ${g.Bun.version}`;
+  return `node ${process.versions.node}`;
 }

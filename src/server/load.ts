@@ -1,9 +1,10 @@
 /**
  * How busy the event loop is, sampled every 100 ms from
- * performance.eventLoopUtilization() (Node; elsewhere it reads 0). Streams use
- * it to let batches grow when the loop is saturated: a thousand streams each
- * sending a few events per wake-up spend the loop on per-message overhead,
- * and the loop is also where records are dispatched.
+ * performance.eventLoopUtilization() (Node; where a runtime lacks it, the
+ * loop reads as idle). Streams use it to let batches grow when the loop is
+ * saturated: a thousand streams each sending a few events per wake-up spend
+ * the loop on per-message overhead, and the loop is also where records are
+ * dispatched.
  */
 import { performance } from "node:perf_hooks";
 
@@ -14,6 +15,8 @@ type EluFn = (a?: Elu, b?: Elu) => Elu;
 export interface LoadMeter {
   /** Share of the last interval the loop was busy, 0..1. */
   readonly utilization: number;
+  /** How long a stream that just sent a partial batch waits: 0 normally, 5-20 ms while the loop is saturated. */
+  lingerMs(): number;
   close(): void;
 }
 
@@ -33,6 +36,7 @@ export function createLoadMeter(intervalMs = 100): LoadMeter {
     get utilization() {
       return utilization;
     },
+    lingerMs: () => (utilization >= 0.9 ? 20 : utilization >= 0.75 ? 5 : 0),
     close: () => clearInterval(timer),
   };
 }

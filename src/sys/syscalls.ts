@@ -1,8 +1,9 @@
 /**
- * The only runtime-specific surface of the netlink source: a handful of
- * libc calls. Each runtime's implementation (sys-node via koffi, sys-deno via
- * Deno.dlopen, sys-bun via bun:ffi) makes the calls and nothing else; all
- * encoding and decoding is shared code.
+ * The only runtime-specific surface of taskwire: a handful of libc calls
+ * (the netlink source's sockets, and SO_SNDBUF on client connections). Each
+ * runtime's implementation (sys-node via koffi, sys-deno via Deno.dlopen,
+ * sys-bun via bun:ffi) makes the calls and nothing else; all encoding and
+ * decoding is shared code. load.ts picks the implementation.
  */
 
 /** libc calls the netlink source needs. Failures return -errno (hot paths do not throw). */
@@ -48,17 +49,4 @@ export function errnoName(errno: number): string {
 export function check(syscall: string, result: number, detail = ""): number {
   if (result < 0) throw new SyscallError(syscall, -result, detail);
   return result;
-}
-
-interface RuntimeGlobals {
-  Deno?: unknown;
-  Bun?: unknown;
-}
-
-/** Loads the current runtime's implementation. Throws SyscallError-free errors naming what is missing. */
-export async function loadSyscalls(): Promise<Syscalls> {
-  const g = globalThis as RuntimeGlobals;
-  if (g.Deno !== undefined) return (await import("./sys-deno.ts")).createDenoSyscalls();
-  if (g.Bun !== undefined) return await (await import("./sys-bun.ts")).createBunSyscalls();
-  return (await import("./sys-node.ts")).createNodeSyscalls();
 }

@@ -1,17 +1,17 @@
 /**
  * A whole batch of stream events in protobuf binary, for binary streams
- * without a field mask (the hot path). Encoding each ExitEvent wrapper by
- * reflection cost ~6 µs per event, more than the record itself; here each
- * record's Exit message (pid, tgid and both TaskStats) is encoded once, kept
- * on the record and shared by every listener it goes to, and each listener's
- * event only wraps it with its own seq. Loss markers are rare and go through
- * toBinary().
+ * without a field mask (the hot path). Each record's Exit message (pid, tgid
+ * and both TaskStats) is encoded once, kept on the record and shared by
+ * every listener it goes to (and by their retention), and each listener's
+ * event only wraps it with its own seq and CPU. Loss markers are rare and go
+ * through toBinary().
  *
- * The result travels as the response's one unknown field: protobuf-es writes
- * an unknown field as its tag followed by its bytes verbatim, so the batch is
- * the `events` tag's first occurrence plus everything after it.
- * test/fast-encode.test.ts decodes such responses and compares them with the
- * ordinary ones.
+ * connect-es serializes every response message itself and has no hook for a
+ * method's serializer, so the batch travels as the response's one unknown
+ * field: protobuf-es writes an unknown field as its tag followed by its bytes
+ * verbatim, so the batch is the `events` tag's first occurrence plus
+ * everything after it. test/fast-encode.test.ts decodes such responses and
+ * compares them with the ordinary ones.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
@@ -19,8 +19,8 @@ import {
   ExitEventSchema, ExitSchema, SubscribeExitsResponseSchema, type SubscribeExitsResponse,
 } from "../../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { toExitEvent } from "../convert.ts";
 import type { StreamItem } from "../../core/retention.ts";
+import { toExitEvent } from "../convert.ts";
 import { maxStatsSize, writeStats, writeVarint, type AnyStats } from "./task-stats.ts";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
@@ -69,14 +69,13 @@ function field(t: number, body: Uint8Array): void {
 // Exit bodies are written straight into shared 64 KiB slabs and handed out
 // as views: a Uint8Array with an ArrayBuffer of its own costs more to create
 // and collect than the encoding itself. A slab lives while any record encoded
-// in it is still queued somewhere (~200 records' worth).
+// in it is still queued or retained somewhere (~200 records' worth).
 const SLAB = 64 * 1024;
 let slab = new Uint8Array(SLAB);
 let slabPos = 0;
 
-// The memo lives on the record under a symbol only this module knows: a
-// WeakMap keyed by record was the most expensive line of the stream's hot
-// path (ephemeron tables are costly to grow and to collect).
+// The memo lives on the record under a symbol only this module knows, not in
+// a WeakMap keyed by record: ephemeron tables are costly to grow and collect.
 const EXIT_BODY = Symbol("taskwire.exit-body");
 type Memo = ExitRecord & { [EXIT_BODY]?: Uint8Array };
 
@@ -146,18 +145,18 @@ function varintSize(n: number): number {
 }
 
 /** The `events` field entries for `items`, as toBinary() would write them. */
-export function encodeEvents(items: readonly StreamItem[]): Uint8Array {
+export function encodeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[]): Uint8Array {
   out.pos = 0;
   for (const item of items) {
     if (item.kind === "exit") exitEvent(item.seq, item.record.cpu, exitBody(item.record));
-    else if (item.kind === "encoded") exitEvent(item.seq, item.cpu, item.exit);
+    else if (item.kind === "retained") exitEvent(item.seq, item.cpu, item.payload);
     else field(EVENTS, toBinary(ExitEventSchema, toExitEvent(item)));
   }
   return out.copy();
 }
 
 /** A SubscribeExitsResponse carrying `items` pre-encoded (see the module comment), plus `queued`. */
-export function preEncodedBatch(items: readonly StreamItem[], queued: number): SubscribeExitsResponse {
+export function preEncodedBatch(items: readonly StreamItem<ExitRecord, Uint8Array>[], queued: number): SubscribeExitsResponse {
   const msg = create(SubscribeExitsResponseSchema, { queued });
   if (items.length > 0) msg.$unknown = [{ no: EVENTS >>> 3, wireType: WireType.LengthDelimited, data: encodeEvents(items).subarray(1) }];
   return msg;

@@ -14,7 +14,9 @@ import { encodeTaskstatsGet, parseTaskstatsNew } from "./codec.ts";
 import * as K from "./constants.ts";
 import { NetlinkRequestError, openGenlSocket, resolveFamily, type GenlSocket } from "./genl-socket.ts";
 import { startReader, type Reader } from "./reader.ts";
-import { loadSyscalls, SyscallError, type Syscalls } from "../../sys/syscalls.ts";
+import { readerWorkerUrl } from "./_worker-url.ts";
+import { loadSyscalls } from "../../sys/load.ts";
+import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
 /** Options of the netlink source. */
 export interface NetlinkSourceOptions {
@@ -76,7 +78,7 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   try {
     sock = openGenlSocket(sys);
     const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
-    const source = new _NetlinkSource(sock, family, socketBuffer);
+    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl());
     await source.getPid(process.pid); // proves GET works here, and learns the kernel's struct version and size
     return source;
   } catch (err) {
@@ -91,14 +93,16 @@ class _NetlinkSource implements NetlinkSource {
   readonly family: number;
   readonly #sock: GenlSocket;
   readonly #socketBuffer: number;
+  readonly #workerUrl: URL;
   #reader: Reader | undefined;
   #seq = 100;
   #version = 0;
   #size = 0;
   #closed = false;
 
-  constructor(sock: GenlSocket, family: number, socketBuffer: number) {
+  constructor(sock: GenlSocket, family: number, socketBuffer: number, workerUrl: URL) {
     this.#sock = sock;
+    this.#workerUrl = workerUrl;
     this.family = family;
     this.#socketBuffer = socketBuffer;
   }
@@ -122,7 +126,7 @@ class _NetlinkSource implements NetlinkSource {
   start(sink: ExitSink): void {
     if (this.#reader !== undefined || this.#closed) throw new Error("netlink source: start() may be called once, before close()");
     this.#reader = startReader({
-      family: this.family, rcvbuf: this.#socketBuffer, sink,
+      family: this.family, rcvbuf: this.#socketBuffer, sink, workerUrl: this.#workerUrl,
       onFatal: (message) => console.error(`taskwire: netlink reader failed: ${message}`),
     });
   }

@@ -10,7 +10,8 @@ import { FRAME_HEADER } from "./_reader-protocol.ts";
 import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
 import { openGenlSocket, type GenlSocket } from "./genl-socket.ts";
-import { loadSyscalls, SyscallError, type Syscalls } from "../../sys/syscalls.ts";
+import { loadSyscalls } from "../../sys/load.ts";
+import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
 const MAX_DATAGRAM = 16 * 1024; // an exit message is ~1.2 KB; TASKSTATS never sends more than two structs
 

@@ -6,7 +6,8 @@
 import { Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { decodeStatsVector, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
-import { SLOT, vectorRecord } from "../../kernel/stats-vector.ts";
+import { SLOT } from "../../kernel/stats-vector.ts";
+import { vectorRecord } from "../../kernel/vector-record.ts";
 import { SourceUnavailableError, type ExitSink } from "../source.ts";
 import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
 import { parseMessages, parseTaskstatsNew, type TaskstatsNew } from "./codec.ts";
@@ -19,6 +20,8 @@ export interface ReaderOptions {
   readonly sink: ExitSink;
   /** Called when the worker fails for good. */
   readonly onFatal: (message: string) => void;
+  /** The worker module (see _worker-url.ts). */
+  readonly workerUrl: URL;
 }
 
 /** Counters of the reader. */
@@ -38,15 +41,6 @@ export interface Reader {
   synced(): Promise<void>;
   stats(): ReaderStats;
   close(): Promise<void>;
-}
-
-function workerUrl(): URL {
-  const self = import.meta.url;
-  if (!self.endsWith(".ts")) return new URL("./reader-worker.js", self);
-  const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  if (g.Deno !== undefined || g.Bun !== undefined) return new URL("./reader-worker.ts", self);
-  // Node runs no TypeScript in workers: from sources (tests), use the compiled worker.
-  return new URL("../../../dist/src/sources/netlink/reader-worker.js", self);
 }
 
 /** Starts the reader worker. */
@@ -70,7 +64,7 @@ class _Reader implements Reader {
     const pending = new SharedArrayBuffer(4);
     this.#pending = new Int32Array(pending);
     const data: WorkerOptions = { family: o.family, rcvbuf: o.rcvbuf, slabBytes: 256 * 1024, maxPendingBatches: 256, pending };
-    this.#worker = new Worker(workerUrl(), { workerData: data });
+    this.#worker = new Worker(o.workerUrl, { workerData: data });
     this.#worker.unref();
     this.#stopped = new Promise((resolve) => {
       this.#worker.on("message", (m: FromWorker) => {

@@ -7,7 +7,8 @@
  */
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { copyStatsVector, toTaskStats, vectorRecord, type StatsVector } from "../../kernel/stats-vector.ts";
+import { copyStatsVector, toTaskStats, type StatsVector } from "../../kernel/stats-vector.ts";
+import { vectorRecord } from "../../kernel/vector-record.ts";
 import { addDelayacct, addLiveThread, zeroGroupStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
 import { drawProfile, emptyProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";

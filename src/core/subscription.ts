@@ -1,0 +1,148 @@
+/**
+ * One subscription to a listener: drains its queue in batches (whatever is
+ * queued, up to a cap: one event when traffic is light, many when it is
+ * heavy) only as fast as the consumer pulls, with heartbeats when idle.
+ * What each step becomes on the wire is the caller's `encode`; the core only
+ * decides when to send what. Cleanup hangs on the abort signal, since a
+ * generator's `finally` does not run reliably after a client cancels on
+ * HTTP/2.
+ */
+import type { CpuRecord } from "./event-queue.ts";
+import { ShuttingDownError, StreamTakenOverError } from "./errors.ts";
+import type { Listener, StreamEnd } from "./listener.ts";
+import type { ListenerRegistry } from "./registry.ts";
+import type { StreamItem } from "./retention.ts";
+
+/** Turns a subscription's steps into messages of the caller's type M. */
+export interface StepEncoder<R extends CpuRecord, P, M> {
+  /** The opening message: the kernel is listening. */
+  open(): M;
+  /** A batch of events (exits and loss markers, in seq order). */
+  batch(items: readonly StreamItem<R, P>[]): M;
+  /** Nothing happened for `heartbeatMs`. */
+  heartbeat(): M;
+}
+
+/** How a subscription runs. */
+export interface SubscriptionOptions<R extends CpuRecord, P, M> {
+  readonly maxBatch: number;
+  readonly heartbeatMs: number;
+  readonly signal: AbortSignal;
+  readonly encode: StepEncoder<R, P, M>;
+  /** Items to send before the queue: a resumed stream's replay. */
+  readonly replay?: readonly StreamItem<R, P>[];
+  /**
+   * How long to wait after a partial batch before the next (0: at once).
+   * The server lingers while its event loop is saturated, so batches grow
+   * instead of the loop drowning in per-message overhead.
+   */
+  readonly lingerMs?: () => number;
+}
+
+interface Ended {
+  readonly why: string;
+  readonly how: StreamEnd;
+}
+
+// Takeover: another stream has the listener (do not retry). Shutdown: the
+// server is going away (reconnect elsewhere or later).
+const END_ERRORS: Partial<Record<StreamEnd, new (message: string) => Error>> = {
+  takeover: StreamTakenOverError,
+  shutdown: ShuttingDownError,
+};
+
+type Registry<R extends CpuRecord, P> = Pick<ListenerRegistry<R, P>, "now" | "remove">;
+
+/** Streams `listener` until the consumer goes, the listener is removed, or another subscription takes over. */
+export async function* subscribe<R extends CpuRecord, P, M>(
+  registry: Registry<R, P>,
+  listener: Listener<R, P>,
+  o: SubscriptionOptions<R, P, M>,
+): AsyncGenerator<M> {
+  const s = new _Signals();
+  listener.attach(s.wake, s.end);
+  const cleanup = (): void => {
+    listener.detach(s.end, registry.now());
+    if (listener.ephemeral) registry.remove(listener, "its stream ended");
+    s.release();
+  };
+  o.signal.addEventListener("abort", cleanup, { once: true });
+  if (o.signal.aborted) cleanup();
+  const live = (): boolean => !o.signal.aborted && s.ended === undefined;
+  try {
+    yield o.encode.open();
+    const replay = o.replay ?? [];
+    for (let i = 0; i < replay.length && live(); i += o.maxBatch) yield o.encode.batch(replay.slice(i, i + o.maxBatch));
+    for (;;) {
+      if (o.signal.aborted) return;
+      const error = s.ended && END_ERRORS[s.ended.how];
+      if (error !== undefined) throw new error(`listener ${listener.id}: ${s.ended!.why}`);
+      if (listener.queue.length > 0) {
+        const items = listener.take(o.maxBatch);
+        yield o.encode.batch(items);
+        const linger = items.length < o.maxBatch ? (o.lingerMs?.() ?? 0) : 0;
+        if (linger > 0 && live()) await s.pause(linger);
+        continue;
+      }
+      // A removed listener's stream ends normally once what it had queued is sent.
+      if (s.ended !== undefined) return;
+      const woke = await s.waitFor(o.heartbeatMs);
+      if (!woke && listener.queue.length === 0 && live()) yield o.encode.heartbeat();
+    }
+  } finally {
+    o.signal.removeEventListener("abort", cleanup);
+    cleanup();
+  }
+}
+
+// The wake-ups a subscription waits on: new events, its end, a timer.
+class _Signals {
+  ended: Ended | undefined;
+  #resolveWait: ((woke: boolean) => void) | undefined;
+  #resolvePause: (() => void) | undefined;
+
+  readonly wake = (): void => {
+    const r = this.#resolveWait;
+    this.#resolveWait = undefined;
+    r?.(true);
+  };
+
+  readonly end = (why: string, how: StreamEnd): void => {
+    this.ended = { why, how };
+    this.release();
+  };
+
+  /** Cuts short any pause or wait. */
+  release(): void {
+    this.#resolvePause?.();
+    this.wake();
+  }
+
+  /** Resolves true when woken, false after `ms`. */
+  waitFor(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#resolveWait = undefined;
+        resolve(false);
+      }, ms);
+      this.#resolveWait = (woke) => {
+        clearTimeout(timer);
+        resolve(woke);
+      };
+    });
+  }
+
+  /** A pause that only the end or an abort cuts short (new events do not). */
+  pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        self.#resolvePause = undefined;
+        resolve();
+      }
+      this.#resolvePause = done;
+    });
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * The Bun adapter: Bun.serve over the server's fetch app (Connect, gRPC-Web,
+ * /healthz, /ui). Bun.serve's default idle timeout (10 s) would cut quiet
+ * streams between heartbeats, so it is off. Real gRPC stays on Node.
+ */
+import type { TaskwireServer } from "../server/server.ts";
+import { httpUrl } from "./deno.ts";
+import type { Listening } from "./node.ts";
+
+interface BunServe {
+  serve(o: {
+    port: number;
+    hostname: string;
+    idleTimeout: number;
+    fetch: (r: Request) => Response | Promise<Response>;
+  }): { port: number; stop(force?: boolean): Promise<void> | void };
+}
+
+/** Listens with Bun.serve. */
+export function listenBun(server: TaskwireServer, o: { host: string; port: number }): Listening {
+  const bun = (globalThis as unknown as { Bun: BunServe }).Bun;
+  const srv = bun.serve({ port: o.port, hostname: o.host, idleTimeout: 0, fetch: (req) => server.fetch(req) });
+  return {
+    url: httpUrl(o.host, srv.port),
+    port: srv.port,
+    host: o.host,
+    close: async () => {
+      await server.close();
+      await srv.stop(true);
+    },
+  };
+}

@@ -1,0 +1,33 @@
+/**
+ * The Deno adapter: Deno.serve over the server's fetch app (Connect,
+ * gRPC-Web, /healthz, /ui). Real gRPC, which needs HTTP/2 trailers, stays on Node.
+ */
+import type { TaskwireServer } from "../server/server.ts";
+import type { Listening } from "./node.ts";
+
+interface DenoServe {
+  serve(
+    o: { port: number; hostname: string; onListen?: (a: { port: number }) => void },
+    h: (r: Request) => Response | Promise<Response>,
+  ): { addr: { port: number }; shutdown(): Promise<void> };
+}
+
+/** "http://host:port", with brackets for IPv6. */
+export function httpUrl(host: string, port: number): string {
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+/** Listens with Deno.serve. */
+export function listenDeno(server: TaskwireServer, o: { host: string; port: number }): Listening {
+  const deno = (globalThis as unknown as { Deno: DenoServe }).Deno;
+  const srv = deno.serve({ port: o.port, hostname: o.host, onListen: () => {} }, (req) => server.fetch(req));
+  return {
+    url: httpUrl(o.host, srv.addr.port),
+    port: srv.addr.port,
+    host: o.host,
+    close: async () => {
+      await server.close();
+      await srv.shutdown();
+    },
+  };
+}

@@ -1,0 +1,224 @@
+/**
+ * The listener core on its own: no socket, no protobuf. Records are plain
+ * objects and what a listener retains of each is a string, so resume, ring
+ * wrap and loss-marker trimming are checked directly.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { SeqOutOfRangeError } from "../src/core/errors.ts";
+import type { QueueItem } from "../src/core/event-queue.ts";
+import { Listener } from "../src/core/listener.ts";
+import { createRegistry, type ExitFeed, type ExitSink } from "../src/core/registry.ts";
+import { Retention, type StreamItem } from "../src/core/retention.ts";
+import { subscribe } from "../src/core/subscription.ts";
+
+interface Rec {
+  readonly cpu: number;
+  readonly n: number;
+}
+const rec = (n: number, cpu = 0): Rec => ({ cpu, n });
+const retain = (r: Rec) => `payload ${r.n}`;
+const listener = (capacity: number) =>
+  new Listener<Rec, string>({ id: "l", capacity, policy: "drop-newest", ephemeral: false, now: 0, retain });
+const show = (items: readonly StreamItem<Rec, string>[]) =>
+  items.map((i) =>
+    i.kind === "lost" ? `lost ${i.first}-${i.last} ${i.reason}` : i.kind === "retained" ? `${i.seq}:${i.payload}` : `${i.seq}`
+  );
+
+/** A feed the test drives by hand. */
+function manualFeed(nbits = 4): ExitFeed<Rec> & { sink: ExitSink<Rec>; watched: Set<number>; closed: boolean } {
+  const feed = {
+    possible: { nbits },
+    sink: undefined as unknown as ExitSink<Rec>,
+    watched: new Set<number>(),
+    closed: false,
+    start: (sink: ExitSink<Rec>) => (feed.sink = sink),
+    watch: (cpus: readonly number[], on: boolean) => cpus.forEach((c) => (on ? feed.watched.add(c) : feed.watched.delete(c))),
+    close: async () => {
+      feed.closed = true;
+    },
+  };
+  return feed;
+}
+
+describe("retention", () => {
+  it("keeps the last `capacity` items as payloads, oldest first, across ring wraps", () => {
+    const r = new Retention<Rec, string>(3, retain);
+    for (let s = 1; s <= 7; s++) r.push({ kind: "exit", seq: s, record: rec(s * 10) });
+    expect(r.size).toBe(3);
+    expect(show(r.after(0))).toEqual(["5:payload 50", "6:payload 60", "7:payload 70"]);
+    expect(show(r.after(6))).toEqual(["7:payload 70"]);
+    expect(show(r.after(7))).toEqual([]);
+  });
+
+  it("trims a loss marker that straddles the resume point", () => {
+    const r = new Retention<Rec, string>(8, retain);
+    r.push({ kind: "exit", seq: 1, record: rec(1) });
+    r.push({ kind: "lost", first: 2, last: 9, reason: "subscriber-overflow", cpu: -1 });
+    r.push({ kind: "exit", seq: 10, record: rec(10) });
+    expect(show(r.after(4))).toEqual(["lost 5-9 subscriber-overflow", "10:payload 10"]);
+    expect(show(r.after(1))).toEqual(["lost 2-9 subscriber-overflow", "10:payload 10"]);
+  });
+
+  it("computes each payload once, when the item is retained", () => {
+    let calls = 0;
+    const r = new Retention<Rec, string>(2, (x) => `${++calls}:${x.n}`);
+    r.push({ kind: "exit", seq: 1, record: rec(1) });
+    r.after(0);
+    r.after(0);
+    expect(calls).toBe(1);
+  });
+
+  it("matches a plain array model for any pushes and resume points", () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 40 }), fc.array(fc.boolean(), { maxLength: 120 }), fc.nat(130), (cap, kinds, at) => {
+      const r = new Retention<Rec, string>(cap, retain);
+      const model: QueueItem<Rec>[] = [];
+      let seq = 0;
+      for (const lossy of kinds) {
+        const item: QueueItem<Rec> = lossy
+          ? { kind: "lost", first: seq + 1, last: seq + 2, reason: "kernel-overflow", cpu: 1 }
+          : { kind: "exit", seq: seq + 1, record: rec(seq + 1) };
+        seq += lossy ? 2 : 1;
+        r.push(item);
+        model.push(item);
+      }
+      const expected = model.slice(-cap).filter((i) => (i.kind === "lost" ? i.last : i.seq) > at)
+        .map((i) => (i.kind === "lost" && i.first <= at ? { ...i, first: at + 1 } : i));
+      expect(show(r.after(at))).toEqual(show(expected.map((i) => (i.kind === "exit" ? { kind: "retained", seq: i.seq, cpu: 0, payload: retain(i.record) } : i))));
+    }));
+  });
+});
+
+describe("listener resume", () => {
+  it("replays what was handed out after the seq, and reports what is no longer retained as RETENTION loss once", () => {
+    const l = listener(2);
+    for (let n = 1; n <= 5; n++) {
+      l.deliver(rec(n));
+      l.take(10);
+    } // seqs 1-5 handed out; 4 and 5 retained
+    expect(show(l.resumeAfter(1))).toEqual(["lost 2-3 retention", "4:payload 4", "5:payload 5"]);
+    expect(l.lost.retention).toBe(2);
+    // The same client resuming again from the same point is not new loss.
+    expect(show(l.resumeAfter(1))).toEqual(["lost 2-3 retention", "4:payload 4", "5:payload 5"]);
+    expect(l.lost.retention).toBe(2);
+    // Resuming from further back reports the wider gap but counts only the seq not counted before.
+    l.resumeAfter(0);
+    expect(l.lost.retention).toBe(3);
+  });
+
+  it("counts each seq as RETENTION loss at most once over any resumes", () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 1, max: 5 }), fc.nat(60)), { maxLength: 30 }), (steps) => {
+      const l = listener(4);
+      const reported = new Set<number>();
+      for (const [n, back] of steps) {
+        for (let i = 0; i < n; i++) {
+          l.deliver(rec(i));
+          l.take(10);
+        }
+        const at = Math.max(0, l.handedOut - back);
+        for (const item of l.resumeAfter(at)) {
+          if (item.kind === "lost") for (let s = item.first; s <= item.last; s++) reported.add(s);
+        }
+        expect(l.lost.retention).toBe(reported.size);
+      }
+    }));
+  });
+
+  it("checkResume refuses a seq never sent and changes nothing", () => {
+    const l = listener(4);
+    l.deliver(rec(1));
+    l.take(1);
+    expect(() => l.checkResume(2n)).toThrow(SeqOutOfRangeError);
+    expect(() => l.checkResume(2n ** 64n - 1n)).toThrow(/after_seq 18446744073709551615 is beyond/);
+    expect(() => l.checkResume(1n)).not.toThrow();
+    expect({ produced: l.produced, handedOut: l.handedOut, depth: l.queue.depth }).toEqual({ produced: 1, handedOut: 1, depth: 0 });
+  });
+
+  it("a filter decides before a seq is taken: filtered records are not loss", () => {
+    const l = listener(8);
+    l.filter = (r) => r.n % 2 === 0;
+    for (let n = 1; n <= 6; n++) l.deliver(rec(n));
+    expect(show(l.take(10))).toEqual(["1", "2", "3"]);
+    expect(l.produced).toBe(3);
+  });
+});
+
+describe("registry", () => {
+  it("dispatches by CPU, watches only CPUs with listeners, and reaps after the lease", () => {
+    let now = 0;
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain, limits: { leaseMs: 1000 }, now: () => now });
+    const a = reg.create([0, 1], { buffer: 4, policy: "drop-newest", ephemeral: false });
+    const b = reg.create([1], { buffer: 4, policy: "drop-newest", ephemeral: false });
+    expect([...feed.watched].sort()).toEqual([0, 1]);
+    feed.sink.exit(rec(1, 0));
+    feed.sink.exit(rec(2, 1));
+    feed.sink.kernelLoss(1, 3);
+    expect([a.produced, b.produced]).toEqual([5, 4]);
+    expect(reg.stats()).toMatchObject({ listeners: 2, queued: 3, deepestQueue: 2, lost: { "kernel-overflow": 6 } });
+    now = 999;
+    expect(reg.reap()).toBe(0);
+    now = 1000;
+    expect(reg.reap()).toBe(2);
+    expect(feed.watched.size).toBe(0);
+    // Losses of removed listeners stay in the totals.
+    expect(reg.stats().lost["kernel-overflow"]).toBe(6);
+  });
+
+  it("refuses a listener past maxListeners before changing anything", () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain, limits: { maxListeners: 1 } });
+    reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false });
+    expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false })).toThrow(/limit of 1 listeners/);
+    expect([...feed.watched]).toEqual([0]);
+    expect(reg.stats().listeners).toBe(1);
+  });
+
+  it("close ends subscriptions as shutting down and closes the feed", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([2], { buffer: 4, policy: "drop-newest", ephemeral: false });
+    const encode = { open: () => "open", batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","), heartbeat: () => "hb" };
+    const sub = subscribe(reg, l, { maxBatch: 10, heartbeatMs: 60_000, signal: new AbortController().signal, encode });
+    expect((await sub.next()).value).toBe("open");
+    feed.sink.exit(rec(7, 2));
+    expect((await sub.next()).value).toBe("1");
+    const next = sub.next();
+    await reg.close();
+    await expect(next).rejects.toThrow(/shutting down/);
+    expect(feed.closed).toBe(true);
+  });
+});
+
+describe("subscription", () => {
+  it("sends the replay first, then the queue in batches of at most maxBatch, and heartbeats when idle", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false });
+    for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
+    const ctl = new AbortController();
+    const encode = { open: () => "open", batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","), heartbeat: () => "hb" };
+    const replay: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
+    const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 20, signal: ctl.signal, encode, replay });
+    const got: string[] = [];
+    for (let i = 0; i < 5; i++) got.push((await sub.next()).value as string);
+    expect(got).toEqual(["open", "0:old", "1,2", "3", "hb"]);
+    ctl.abort();
+    expect((await sub.next()).done).toBe(true);
+    expect(l.attached).toBe(false);
+  });
+
+  it("a second subscription takes the listener over; the first ends with StreamTakenOverError", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false });
+    const encode = { open: () => "open", batch: () => "batch", heartbeat: () => "hb" };
+    const opts = { maxBatch: 2, heartbeatMs: 60_000, encode };
+    const first = subscribe(reg, l, { ...opts, signal: new AbortController().signal });
+    await first.next();
+    const waiting = first.next();
+    const second = subscribe(reg, l, { ...opts, signal: new AbortController().signal });
+    await second.next();
+    await expect(waiting).rejects.toThrow(/another stream subscribed/);
+  });
+});
