@@ -32,11 +32,13 @@ describe.skipIf(missing !== undefined)(missing === undefined ? "netlink source o
   }
 });
 
-describe("the server on Deno and Bun, the SDK as their client", () => {
+describe("the server on Deno, Bun and Node (their start scripts), the SDK as their client", () => {
+  // Each start script serves on the runtime its name says (`taskwire serve`, same flags).
   const servers: [string, string, string, string[]][] = [
-    ["deno task start", "deno", `${root}node_modules/deno/deno`, ["task", "start", "--port", "0"]],
-    // package.json's start script, as a Bun user runs it: Bun itself must serve, not the node on PATH.
-    ["bun run start", "bun", `${root}node_modules/.bin/bun`, ["run", "start", "--", "--port", "0"]],
+    ["deno task start", "deno", `${root}node_modules/deno/deno`, ["task", "start", "--source", "sim", "--port", "0"]],
+    ["bun run start:bun", "bun", `${root}node_modules/.bin/bun`, ["run", "start:bun", "--", "--source", "sim", "--port", "0"]],
+    // --ignore-scripts skips only prestart's build (npm test built already); `bun run start` runs this same script.
+    ["npm start", "node", "npm", ["start", "--ignore-scripts", "--", "--source", "sim", "--port", "0"]],
   ];
   for (const [name, runtime, bin, args] of servers) {
     it(`${name} serves the sim source to the SDK, running on ${runtime}`, async () => {

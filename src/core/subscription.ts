@@ -135,13 +135,12 @@ class _Signals {
   /** A pause that only the end or an abort cuts short (new events do not). */
   pause(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
-        self.#resolvePause = undefined;
+        this.#resolvePause = undefined;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
       this.#resolvePause = done;
     });
   }

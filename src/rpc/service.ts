@@ -10,10 +10,10 @@ import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import { subscribe } from "../core/subscription.ts";
 import {
   GetInfoResponseSchema,
-  ListenerInfoSchema,
+  type ListenerInfoSchema,
   OverflowPolicy,
   type SubscribeExitsRequest,
-  TaskStats,
+  type TaskStats,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskstatsSource } from "../sources/source.ts";

@@ -25,7 +25,10 @@ export async function createSendBufferCap(bytes: number): Promise<(socket: Socke
     const sys = createNodeSyscalls();
     setInt = (fd, level, name, value) => sys.setsockoptInt(fd, level, name, value);
   } catch (err) {
-    console.error(`taskwire: cannot cap socket send buffers (${(err as Error).message}); clients that stop reading take longer to be backpressured`);
+    const why = (err as Error).name === "KoffiMissingError" ? "koffi is not installed (`npm install koffi`)" : (err as Error).message;
+    console.error(
+      `taskwire: cannot cap socket send buffers (${why}); clients that stop reading take longer to be backpressured`,
+    );
     return () => {};
   }
   return (socket) => {

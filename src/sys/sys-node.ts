@@ -1,7 +1,33 @@
-/** Syscalls on Node through koffi. Only calls libc; see syscalls.ts. */
-import koffi from "koffi";
+/**
+ * Syscalls on Node through koffi. Only calls libc; see syscalls.ts.
+ * koffi is an optional dependency (only the netlink source and the send-buffer
+ * cap need it), so it is imported here, where a missing install can be named.
+ */
 import { syscallsFrom } from "./_libc.ts";
 import type { Syscalls } from "./syscalls.ts";
+
+/** What a Node install without koffi is told (loadSyscalls' callers add the context). */
+const KOFFI_MISSING =
+  "koffi, the optional dependency taskwire's kernel calls use on Node, is not installed: run `npm install koffi`";
+
+/** koffi is not installed. A failed import leaves nothing to import, so callers tell it by `name`. */
+class KoffiMissingError extends Error {
+  override readonly name = "KoffiMissingError";
+}
+
+async function importKoffi(): Promise<typeof import("koffi").default> {
+  try {
+    return (await import("koffi")).default;
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const message = err instanceof Error ? err.message : String(err);
+    if (code === "ERR_MODULE_NOT_FOUND" && message.includes("'koffi'")) throw new KoffiMissingError(KOFFI_MISSING, { cause: err });
+    // Installed, but its native module did not load (no prebuilt binary for this platform, say).
+    throw new Error(`koffi is installed but did not load: ${message}`, { cause: err });
+  }
+}
+
+const koffi = await importKoffi();
 
 /** Binds the libc functions the netlink source uses (typed arrays are passed by pointer). */
 export function createNodeSyscalls(): Syscalls {

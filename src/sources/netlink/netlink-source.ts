@@ -72,6 +72,8 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   try {
     sys = options.syscalls ?? (await loadSyscalls());
   } catch (err) {
+    // A missing optional dependency says what to install; anything else is the FFI failing.
+    if (err instanceof Error && err.name === "KoffiMissingError") throw new NetlinkUnavailableError(err.message);
     throw new NetlinkUnavailableError(`the FFI for syscalls could not load (${err instanceof Error ? err.message : String(err)})`);
   }
   let sock: GenlSocket | undefined;

@@ -20,9 +20,9 @@ export interface ThreadProfile {
 }
 
 /**
- * Draws a thread's profile into `p` (a pooled thread's, reused: the sim's
- * threads live milliseconds at benchmark rates, and a fresh object per fork
- * was most of the server's allocation in the latency benchmark).
+ * Draws a thread's profile into `p` (a pooled thread's, reused: at high exit
+ * rates a thread lives milliseconds, and a fresh object per fork would be
+ * garbage made at the same rate as the records the server must stream).
  */
 export function drawProfile(rng: Prng, p: ThreadProfile = emptyProfile()): ThreadProfile {
   const busy = rng.next() < 0.2;

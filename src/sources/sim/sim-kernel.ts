@@ -134,9 +134,9 @@ class _SimKernel implements SimKernel {
   readonly #threads = new Map<number, Thread>();
   readonly #watched: Uint8Array;
   readonly #cpuSeq: Uint32Array;
-  // Exited threads and processes, reused by forks: at benchmark rates a
-  // thread lives milliseconds, and allocating each anew was most of the
-  // server's garbage in the latency benchmark (records reference neither).
+  // Exited threads and processes, reused by forks: at high exit rates a
+  // thread lives milliseconds, and allocating each anew would add garbage
+  // per exit to the server's process (records reference neither).
   readonly #freeThreads: Thread[] = [];
   readonly #freeProcs: Process[] = [];
 
@@ -267,7 +267,7 @@ class _SimKernel implements SimKernel {
     for (let i = 1; i <= extra; i++) this.#addThread(proc, atNs + i * 1000, `${proc.comm.slice(0, 10)}-w${i}`);
   }
 
-  // The draws (and their order) are those of the unpooled version, so a seed gives the same run.
+  // Reuse changes no random draw or its order: the same seed gives the same run whether or not a slot was reused.
   #spawnProcess(ppid: number, comm: string, atNs: number): Process {
     const proc = this.#freeProcs.pop() ?? newProcess();
     proc.tgid = this.#allocPid();
