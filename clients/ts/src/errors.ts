@@ -74,7 +74,11 @@ export class ServerPermissionError extends TaskwireError {}
 /** UNAVAILABLE: the server's source cannot serve now (the kernel refused, or it closed); retry later. */
 export class SourceUnavailableError extends TaskwireError {}
 
-/** FAILED_PRECONDITION: the server's source lacks the feature asked for. */
+/**
+ * FAILED_PRECONDITION: the server's source lacks the feature asked for.
+ * Reserved in the protocol (ERROR_REASON_UNSUPPORTED); no taskwire server
+ * sends it today, so code written against this SDK can handle it ahead of one.
+ */
 export class UnsupportedError extends TaskwireError {}
 
 /** OUT_OF_RANGE: a resume position (after_seq) this listener never sent. */
