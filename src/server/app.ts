@@ -16,7 +16,10 @@ import { addUi } from "./ui.ts";
 
 /** What the app serves. */
 export interface AppOptions {
-  /** The RPC handlers (one router's); bidirectional ones are left to HTTP/2 gRPC. */
+  /**
+   * The RPC handlers (one router's). Bidirectional ones (server reflection)
+   * work where the connection is full duplex: HTTP/2, on any protocol.
+   */
   readonly rpcHandlers: readonly UniversalHandler[];
   /** The /healthz body. */
   readonly health: () => Record<string, unknown>;
@@ -49,7 +52,6 @@ export function createApp(options: AppOptions): Hono {
     );
   }
   for (const handler of options.rpcHandlers) {
-    if (handler.method.methodKind === "bidi_streaming") continue;
     const fetchHandler = createFetchHandler(handler);
     app.on([...handler.allowedMethods], handler.requestPath, (c) => {
       if (isGrpc(c.req.header("content-type"))) return c.text(GRPC_NEEDS_H2, 415);
