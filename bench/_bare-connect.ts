@@ -24,7 +24,10 @@ interface Template {
 function template(record: ExitRecord): Template {
   const encode = (stamp: bigint) => {
     record.pidStats.acBtime64 = stamp;
-    return toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { events: [toExitEvent({ kind: "exit", seq: 1, record })] }));
+    return toBinary(
+      SubscribeExitsResponseSchema,
+      create(SubscribeExitsResponseSchema, { events: [toExitEvent({ kind: "exit", seq: 1, record })] }),
+    );
   };
   const a = encode(2n ** 52n + 1n), b = encode(2n ** 52n + 2n);
   let at = 0;
@@ -59,9 +62,17 @@ function message(templates: Template[], first: number, n: number): Uint8Array {
 }
 
 /** Starts the server over `records`; each stream gets `perSecond` events a second until closed. */
-export async function startBareConnect(records: ExitRecord[], perSecond: number): Promise<{ url: string; close: () => Promise<void> }> {
+export async function startBareConnect(
+  records: ExitRecord[],
+  perSecond: number,
+): Promise<{ url: string; close: () => Promise<void> }> {
   const templates = records.map(template);
-  const opening = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { listenerId: "bare", cpumask: "0-7" })));
+  const opening = envelope(
+    toBinary(
+      SubscribeExitsResponseSchema,
+      create(SubscribeExitsResponseSchema, { listenerId: "bare", cpumask: "0-7" }),
+    ),
+  );
   const streams = new Set<() => void>();
   const server = http.createServer((req, res) => {
     req.resume();
@@ -78,10 +89,11 @@ export async function startBareConnect(records: ExitRecord[], perSecond: number)
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise((r) => {
-      for (const stop of streams) stop();
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise((r) => {
+        for (const stop of streams) stop();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -11,7 +11,6 @@ import type { AddressInfo } from "node:net";
 import { createInterface } from "node:readline";
 import { everyTick, nowUs } from "./_clock.ts";
 
-
 /** Starts the bare server; each connection gets `perSecond` chunks a second until closed. */
 export async function startBareServer(perSecond: number): Promise<{ url: string; close: () => Promise<void> }> {
   const streams = new Set<() => void>();
@@ -26,11 +25,12 @@ export async function startBareServer(perSecond: number): Promise<{ url: string;
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    close: () => new Promise((r) => {
-      for (const stop of streams) stop();
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise((r) => {
+        for (const stop of streams) stop();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 

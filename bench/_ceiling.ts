@@ -22,9 +22,17 @@ export function envelope(bytes: Uint8Array): Uint8Array {
 }
 
 /** Starts the ceiling server over `records`; resolves with its URL and a closer. */
-export async function startCeiling(records: ExitRecord[], batch: number): Promise<{ url: string; close: () => Promise<void> }> {
+export async function startCeiling(
+  records: ExitRecord[],
+  batch: number,
+): Promise<{ url: string; close: () => Promise<void> }> {
   const events = records.slice(0, batch).map((record, i) => toExitEvent({ kind: "exit", seq: i + 1, record }));
-  const opening = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { listenerId: "ceiling", cpumask: "0-7" })));
+  const opening = envelope(
+    toBinary(
+      SubscribeExitsResponseSchema,
+      create(SubscribeExitsResponseSchema, { listenerId: "ceiling", cpumask: "0-7" }),
+    ),
+  );
   const full = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { events })));
   const app = new Hono();
   app.post("/taskwire.v1.TaskStats/SubscribeExits", () => {
@@ -43,14 +51,26 @@ export async function startCeiling(records: ExitRecord[], batch: number): Promis
   const port = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
-    close: () => new Promise<void>((r) => { server.close(() => r()); (server as { closeAllConnections?: () => void }).closeAllConnections?.(); }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      }),
   };
 }
 
 /** The same ceiling for gRPC over h2c: a bare HTTP/2 server writing pre-encoded gRPC frames, as fast as the client drains. */
-export async function startGrpcCeiling(records: ExitRecord[], batch: number): Promise<{ url: string; close: () => Promise<void> }> {
+export async function startGrpcCeiling(
+  records: ExitRecord[],
+  batch: number,
+): Promise<{ url: string; close: () => Promise<void> }> {
   const events = records.slice(0, batch).map((record, i) => toExitEvent({ kind: "exit", seq: i + 1, record }));
-  const opening = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { listenerId: "ceiling", cpumask: "0-7" })));
+  const opening = envelope(
+    toBinary(
+      SubscribeExitsResponseSchema,
+      create(SubscribeExitsResponseSchema, { listenerId: "ceiling", cpumask: "0-7" }),
+    ),
+  );
   const full = envelope(toBinary(SubscribeExitsResponseSchema, create(SubscribeExitsResponseSchema, { events })));
   const server = createHttp2Server((req, res) => {
     if (req.url !== "/taskwire.v1.TaskStats/SubscribeExits") {

@@ -1,5 +1,5 @@
 /** Runs a bench child process and talks to it over stdio: "ready" then a JSON result when stdin closes. */
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 
 export interface Child {
   readonly proc: ChildProcessWithoutNullStreams;

@@ -12,7 +12,12 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import http from "node:http";
 import { createInterface } from "node:readline";
-import { ExitEventSchema, ExitSchema, SubscribeExitsRequestSchema, SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import {
+  ExitEventSchema,
+  ExitSchema,
+  SubscribeExitsRequestSchema,
+  SubscribeExitsResponseSchema,
+} from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { envelope } from "./_ceiling.ts";
 import { nowUs } from "./_clock.ts";
 

@@ -12,7 +12,11 @@ const cpus = process.argv[2] ?? "0";
 const sys = await loadSyscalls();
 const sock = openGenlSocket(sys);
 const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
-sock.transact(encodeTaskstatsGet(family, 2, { type: K.TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, string: cpus }), 2, "register");
+sock.transact(
+  encodeTaskstatsGet(family, 2, { type: K.TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, string: cpus }),
+  2,
+  "register",
+);
 const fds = new Uint8Array(16);
 const dv = new DataView(fds.buffer);
 dv.setInt32(0, sock.fd, true);
@@ -29,7 +33,10 @@ for (;;) {
   for (;;) {
     const n = sys.recv(sock.fd, buf, K.MSG_DONTWAIT);
     if (n === -K.EAGAIN) break;
-    if (n === -K.ENOBUFS) { enobufs++; continue; }
+    if (n === -K.ENOBUFS) {
+      enobufs++;
+      continue;
+    }
     if (n < 0) throw new Error(`recv: errno ${-n}`);
     for (const m of parseMessages(buf.subarray(0, n))) if (m.type === family) records++;
   }
@@ -37,4 +44,7 @@ for (;;) {
 const cpu = process.cpuUsage(startCpu);
 const rcvbuf = new Int32Array(1);
 sys.getsockopt(sock.fd, K.SOL_SOCKET, K.SO_RCVBUF, new Uint8Array(rcvbuf.buffer));
-process.stdout.write(JSON.stringify({ records, drops: sock.drops(), enobufs, rcvbuf: rcvbuf[0], cpuMs: (cpu.user + cpu.system) / 1000 }) + "\n");
+process.stdout.write(
+  JSON.stringify({ records, drops: sock.drops(), enobufs, rcvbuf: rcvbuf[0], cpuMs: (cpu.user + cpu.system) / 1000 }) +
+    "\n",
+);

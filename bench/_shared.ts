@@ -4,7 +4,7 @@
  * "ready"/"mark" protocol), a producer driving the sim at a fixed rate, and
  * sample records.
  */
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -39,8 +39,19 @@ function counterCommand(args: string[], o: CounterOptions): [string, string[]] {
   return [argv[0]!, argv.slice(1)];
 }
 
-export async function startCounter(url: string, streams: number, mode: "read" | "idle" | "latency", o: CounterOptions = {}): Promise<Counter> {
-  const args = [new URL(`./${o.script ?? "_stream-counter.js"}`, import.meta.url).pathname, url, String(streams), "0-7", mode];
+export async function startCounter(
+  url: string,
+  streams: number,
+  mode: "read" | "idle" | "latency",
+  o: CounterOptions = {},
+): Promise<Counter> {
+  const args = [
+    new URL(`./${o.script ?? "_stream-counter.js"}`, import.meta.url).pathname,
+    url,
+    String(streams),
+    "0-7",
+    mode,
+  ];
   const [cmd, argv] = counterCommand(args, o);
   const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { env: { ...process.env, ...o.env } });
   const lines = createInterface({ input: proc.stdout });
@@ -50,10 +61,11 @@ export async function startCounter(url: string, streams: number, mode: "read" | 
   lines.on("line", (line) => (line === "ready" ? ready() : waiting.shift()?.(line)));
   await isReady;
   return {
-    mark: () => new Promise((resolve) => {
-      waiting.push((line) => resolve(JSON.parse(line)));
-      proc.stdin.write("mark\n");
-    }),
+    mark: () =>
+      new Promise((resolve) => {
+        waiting.push((line) => resolve(JSON.parse(line)));
+        proc.stdin.write("mark\n");
+      }),
     stop: () => proc.stdin.end(),
   };
 }

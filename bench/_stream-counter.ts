@@ -8,7 +8,12 @@ import { createInterface } from "node:readline";
 import { createTaskwireClient } from "@taskwire/client";
 import { nowUs } from "./_clock.ts";
 
-const [url, n, cpumask, mode] = [process.argv[2]!, Number(process.argv[3]), process.argv[4]!, process.argv[5] ?? "read"];
+const [url, n, cpumask, mode] = [
+  process.argv[2]!,
+  Number(process.argv[3]),
+  process.argv[4]!,
+  process.argv[5] ?? "read",
+];
 // BENCH_PROTOCOL=grpc: real gRPC over h2c; otherwise the SDK's default (Connect over HTTP/1.1).
 const client = createTaskwireClient(url, { protocol: process.env["BENCH_PROTOCOL"] === "grpc" ? "grpc" : "connect" });
 const ctl = new AbortController();
@@ -17,7 +22,9 @@ let opened = 0;
 const latencies: number[] = [];
 
 async function one(): Promise<void> {
-  const it = client.subscribeExits({ cpumask, buffer: Number(process.env["BENCH_BUFFER"] ?? 0) }, { signal: ctl.signal })[Symbol.asyncIterator]();
+  const it = client.subscribeExits({ cpumask, buffer: Number(process.env["BENCH_BUFFER"] ?? 0) }, {
+    signal: ctl.signal,
+  })[Symbol.asyncIterator]();
   await it.next(); // the opening message
   if (++opened === n) process.stdout.write("ready\n");
   if (mode === "idle") return; // never read again: the transport backs up to the server
@@ -26,7 +33,9 @@ async function one(): Promise<void> {
     // Latency probe: the producer stamps ac_btime64 with its clock in microseconds.
     if (mode === "latency") {
       const now = nowUs();
-      for (const e of r.value.events) if (e.event.case === "exit") latencies.push(now - Number(e.event.value.pidStats!.acBtime64));
+      for (const e of r.value.events) {
+        if (e.event.case === "exit") latencies.push(now - Number(e.event.value.pidStats!.acBtime64));
+      }
     }
   }
 }
@@ -35,7 +44,9 @@ for (let i = 0; i < n; i++) one().catch(() => {});
 createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "mark") {
     const cpu = process.cpuUsage();
-    process.stdout.write(`${JSON.stringify({ events, cpuUs: cpu.user + cpu.system, latencies: latencies.splice(0) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ events, cpuUs: cpu.user + cpu.system, latencies: latencies.splice(0) })}\n`,
+    );
   }
 }).on("close", () => {
   ctl.abort();

@@ -7,7 +7,14 @@ let exits = 0, lost = 0n, messages = 0;
 process.stdin.on("data", () => {});
 process.stdin.on("end", () => ctl.abort());
 try {
-  for await (const ev of watchExits(createTaskwireClient(url), { cpumask, buffer: 1 << 20, signal: ctl.signal, onSubscribed: () => process.stdout.write("ready\n") })) {
+  for await (
+    const ev of watchExits(createTaskwireClient(url), {
+      cpumask,
+      buffer: 1 << 20,
+      signal: ctl.signal,
+      onSubscribed: () => process.stdout.write("ready\n"),
+    })
+  ) {
     messages++;
     if (ev.event.case === "exit") exits++;
     else if (ev.event.case === "lost") lost += ev.event.value.count;

@@ -46,7 +46,16 @@ export function benchDispatch(counts: number[] = [10, 1000, 10_000]): string[][]
   kernel.onRecord = (r) => records.push(r);
   kernel.watch(Array.from({ length: CPUS }, (_, i) => i), true);
   kernel.exitNow(20_000);
-  const rows = [["listeners", "deliveries / exit", "table: deliveries/s", "table: ns / exit", "ns / delivery", "naive scan: ns / exit", "table speedup", "with queues: deliveries/s"]];
+  const rows = [[
+    "listeners",
+    "deliveries / exit",
+    "table: deliveries/s",
+    "table: ns / exit",
+    "ns / delivery",
+    "naive scan: ns / exit",
+    "table speedup",
+    "with queues: deliveries/s",
+  ]];
   for (const count of counts) {
     const ls = makeListeners(count, count);
     const table = createListenerTable<Counter>(CPUS);
@@ -58,20 +67,42 @@ export function benchDispatch(counts: number[] = [10, 1000, 10_000]): string[][]
       for (const r of records) for (const l of ls) if (l.mask[r.cpu] === 1) l.n++;
     };
     // The same listeners as real Listeners with bounded queues, drained as a stream would.
-    const real = new Map(ls.map((l, i) => [l, new Listener({ id: String(i), capacity: 1 << 20, policy: "drop-newest", ephemeral: false, now: 0, retain: () => undefined })]));
+    const real = new Map(
+      ls.map((
+        l,
+        i,
+      ) => [
+        l,
+        new Listener({
+          id: String(i),
+          capacity: 1 << 20,
+          policy: "drop-newest",
+          ephemeral: false,
+          now: 0,
+          retain: () => undefined,
+        }),
+      ]),
+    );
     const queued = createListenerTable<Listener>(CPUS);
     for (const [l, q] of real) queued.add(q, l.cpus);
     const viaQueues = () => {
       for (const r of records) for (const l of queued.on(r.cpu)) l.deliver(r);
       for (const l of real.values()) l.take(Infinity);
     };
-    viaTable(); naive(); viaQueues(); // warm up
+    viaTable();
+    naive();
+    viaQueues(); // warm up
     const tMs = time(viaTable), nMs = time(naive), qMs = time(viaQueues);
     const deliveries = records.reduce((a, r) => a + table.on(r.cpu).length, 0);
     rows.push([
-      String(count), (deliveries / records.length).toFixed(1), `${(deliveries / (tMs / 1000) / 1e6).toFixed(1)} M`,
-      ((tMs * 1e6) / records.length).toFixed(0), deliveries > 0 ? ((tMs * 1e6) / deliveries).toFixed(1) : "-",
-      ((nMs * 1e6) / records.length).toFixed(0), `${(nMs / tMs).toFixed(1)}x`, `${(deliveries / (qMs / 1000) / 1e6).toFixed(1)} M`,
+      String(count),
+      (deliveries / records.length).toFixed(1),
+      `${(deliveries / (tMs / 1000) / 1e6).toFixed(1)} M`,
+      ((tMs * 1e6) / records.length).toFixed(0),
+      deliveries > 0 ? ((tMs * 1e6) / deliveries).toFixed(1) : "-",
+      ((nMs * 1e6) / records.length).toFixed(0),
+      `${(nMs / tMs).toFixed(1)}x`,
+      `${(deliveries / (qMs / 1000) / 1e6).toFixed(1)} M`,
     ]);
   }
   return rows;

@@ -5,19 +5,22 @@
  * messages) in the same run; RSS with 1,000 subscribers that never read; a
  * fast subscriber's rate beside them. (Latency: bench/latency.ts.)
  */
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { DEFAULT_LIMITS, type Limits } from "../src/core/registry.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";
-import { produceAt, sampleRecords, sleep, startCounter, type Counter } from "./_shared.ts";
+import { type Counter, produceAt, sampleRecords, sleep, startCounter } from "./_shared.ts";
 
 /** Events/s a counter receives over `ms`, and the client process's CPU per event. */
 async function measure(c: Counter, ms: number): Promise<{ rate: number; clientUs: number }> {
   const a = await c.mark(), t0 = performance.now();
   await sleep(ms);
   const b = await c.mark();
-  return { rate: (b.events - a.events) / ((performance.now() - t0) / 1000), clientUs: (b.cpuUs - a.cpuUs) / Math.max(1, b.events - a.events) };
+  return {
+    rate: (b.events - a.events) / ((performance.now() - t0) / 1000),
+    clientUs: (b.cpuUs - a.cpuUs) / Math.max(1, b.events - a.events),
+  };
 }
 
 async function rate(c: Counter, ms: number): Promise<number> {
@@ -63,7 +66,14 @@ async function throughputRows(window: number): Promise<string[][]> {
       const m = await measure(c, window);
       ceilingRate[n] = m.rate;
       c.stop();
-      rows.push([p.name, "ceiling: bare server, pre-encoded messages", String(n), String(Math.round(m.rate)), "100%", `${m.clientUs.toFixed(1)} us`]);
+      rows.push([
+        p.name,
+        "ceiling: bare server, pre-encoded messages",
+        String(n),
+        String(Math.round(m.rate)),
+        "100%",
+        `${m.clientUs.toFixed(1)} us`,
+      ]);
     }
     await ceiling.close();
     for (const n of [1, 100]) {
@@ -73,7 +83,14 @@ async function throughputRows(window: number): Promise<string[][]> {
       c.stop();
       tw.stopProducer();
       await tw.listening.close();
-      rows.push([p.name, "taskwire: sim source -> listener -> stream", String(n), String(Math.round(r)), `${Math.round((100 * r) / ceilingRate[n]!)}%`, `${clientUs.toFixed(1)} us`]);
+      rows.push([
+        p.name,
+        "taskwire: sim source -> listener -> stream",
+        String(n),
+        String(Math.round(r)),
+        `${Math.round((100 * r) / ceilingRate[n]!)}%`,
+        `${clientUs.toFixed(1)} us`,
+      ]);
     }
   }
   return rows;
@@ -93,7 +110,11 @@ function queuedAndDropped(server: TaskwireServer): { queued: number; dropped: nu
  * full (so their streams are blocked on their transports), at most `maxMs`.
  * Returns them, how long that took, and the fast subscriber's events/s meanwhile.
  */
-async function stallMany(url: string, server: TaskwireServer, o: { n: number; buffer: number; fast: Counter; maxMs: number }): Promise<{ idle: Counter; ms: number; rate: number }> {
+async function stallMany(
+  url: string,
+  server: TaskwireServer,
+  o: { n: number; buffer: number; fast: Counter; maxMs: number },
+): Promise<{ idle: Counter; ms: number; rate: number }> {
   const t0 = performance.now(), a = await o.fast.mark();
   const idle = await startCounter(url, o.n, "idle");
   while (queuedAndDropped(server).queued < o.n * o.buffer && performance.now() - t0 < o.maxMs) await sleep(100);
@@ -133,9 +154,23 @@ async function memoryRows(window: number): Promise<string[][]> {
   return [
     ["case (sim producing 5,000 exits/s on 8 CPUs)", "server RSS", "fast subscriber events/s"],
     ["no idle subscribers", `${base.toFixed(0)} MiB`, String(Math.round(rateAlone))],
-    [`1,000 subscribers that never read, while they connect and their transports fill (${(fill.ms / 1000).toFixed(1)} s)`, "", share(fill.rate)],
-    [`1,000 subscribers that never read, after that (queues of ${buffer} events)`, `${loaded.toFixed(0)} MiB (+${(loaded - base).toFixed(0)})`, share(rateBeside)],
-    ["the idle subscribers' queues", `${queued} events queued (bound ${1000 * buffer}), ${dropped} dropped and reported as lost`, ""],
+    [
+      `1,000 subscribers that never read, while they connect and their transports fill (${
+        (fill.ms / 1000).toFixed(1)
+      } s)`,
+      "",
+      share(fill.rate),
+    ],
+    [
+      `1,000 subscribers that never read, after that (queues of ${buffer} events)`,
+      `${loaded.toFixed(0)} MiB (+${(loaded - base).toFixed(0)})`,
+      share(rateBeside),
+    ],
+    [
+      "the idle subscribers' queues",
+      `${queued} events queued (bound ${1000 * buffer}), ${dropped} dropped and reported as lost`,
+      "",
+    ],
   ];
 }
 

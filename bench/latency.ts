@@ -31,7 +31,15 @@ import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { startBareConnect } from "./_bare-connect.ts";
 import { startBareServer } from "./_bare-latency.ts";
 import { nowUs } from "./_clock.ts";
-import { pinSelf, produceAt, sampleRecords, sleep, startCounter, type Counter, type CounterOptions } from "./_shared.ts";
+import {
+  type Counter,
+  type CounterOptions,
+  pinSelf,
+  produceAt,
+  sampleRecords,
+  sleep,
+  startCounter,
+} from "./_shared.ts";
 
 /** How the latency rows are measured. */
 export interface LatencyOptions {
@@ -82,12 +90,21 @@ async function taskwireRound(perSecond: number, ms: number, client: CounterOptio
 
 async function bareRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
   const bare = await startBareServer(perSecond);
-  const window = await steadyWindow(await startCounter(bare.url, 1, "latency", { ...client, script: "_bare-latency.js" }), ms, () => {});
+  const window = await steadyWindow(
+    await startCounter(bare.url, 1, "latency", { ...client, script: "_bare-latency.js" }),
+    ms,
+    () => {},
+  );
   await bare.close();
   return window;
 }
 
-async function bareConnectRound(records: ExitRecord[], perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
+async function bareConnectRound(
+  records: ExitRecord[],
+  perSecond: number,
+  ms: number,
+  client: CounterOptions,
+): Promise<Window> {
   const bare = await startBareConnect(records, perSecond);
   const window = await steadyWindow(await startCounter(bare.url, 1, "latency", client), ms, () => {});
   await bare.close();
@@ -109,7 +126,13 @@ interface Round {
 
 function summarize({ latencies, steal }: Window): Round {
   const s = latencies.sort((a, b) => a - b);
-  return { events: s.length, p50: percentile(s, 50) / 1000, p99: percentile(s, 99) / 1000, max: (s[s.length - 1] ?? NaN) / 1000, steal };
+  return {
+    events: s.length,
+    p50: percentile(s, 50) / 1000,
+    p99: percentile(s, 99) / 1000,
+    max: (s[s.length - 1] ?? NaN) / 1000,
+    steal,
+  };
 }
 
 const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
@@ -124,9 +147,15 @@ function row(what: string, perSecond: number, placement: string, rounds: Round[]
   const steals = rounds.flatMap((r) => (r.steal === undefined ? [] : [r.steal]));
   const quiet = rounds.filter((r) => r.steal !== undefined && r.steal < QUIET_STEAL).map((r) => r.p99);
   return [
-    what, `${perSecond}/s`, placement, String(rounds.reduce((a, r) => a + r.events, 0)),
-    ms(median(rounds.map((r) => r.p50))), ms(median(p99s)), `${Math.min(...p99s).toFixed(2)}-${Math.max(...p99s).toFixed(2)} ms`,
-    ms(Math.max(...rounds.map((r) => r.max))), `${under}/${rounds.length}`,
+    what,
+    `${perSecond}/s`,
+    placement,
+    String(rounds.reduce((a, r) => a + r.events, 0)),
+    ms(median(rounds.map((r) => r.p50))),
+    ms(median(p99s)),
+    `${Math.min(...p99s).toFixed(2)}-${Math.max(...p99s).toFixed(2)} ms`,
+    ms(Math.max(...rounds.map((r) => r.max))),
+    `${under}/${rounds.length}`,
     steals.length === 0 ? "n/a" : `${Math.min(...steals).toFixed(1)}-${Math.max(...steals).toFixed(1)}%`,
     quiet.length === 0 ? "no such round" : `${ms(median(quiet))} (${quiet.length})`,
   ];
@@ -157,9 +186,15 @@ interface Layer {
 function layers(records: ExitRecord[]): Layer[] {
   return [
     { what: "1. baseline: bare node:http server and client, one chunk per event", round: bareRound },
-    { what: "2. baseline: bare server, pre-encoded Connect messages -> SDK", round: (r, ms, c) => bareConnectRound(records, r, ms, c) },
+    {
+      what: "2. baseline: bare server, pre-encoded Connect messages -> SDK",
+      round: (r, ms, c) => bareConnectRound(records, r, ms, c),
+    },
     { what: "3. taskwire: sim -> listener -> Connect stream -> SDK", round: taskwireRound },
-    { what: "4. taskwire -> minimal reader (node:http + wire walk, no connect-es/SDK)", round: (r, ms, c) => taskwireRound(r, ms, { ...c, script: "_min-reader.js" }) },
+    {
+      what: "4. taskwire -> minimal reader (node:http + wire walk, no connect-es/SDK)",
+      round: (r, ms, c) => taskwireRound(r, ms, { ...c, script: "_min-reader.js" }),
+    },
   ];
 }
 
@@ -189,13 +224,19 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
   try {
     undo = placement.setup?.() ?? (() => {});
   } catch (err) {
-    return [[`${placement.label}: not run (${(err as Error).message})`, `${perSecond}/s`, ...Array<string>(9).fill("")]];
+    return [[
+      `${placement.label}: not run (${(err as Error).message})`,
+      `${perSecond}/s`,
+      ...Array<string>(9).fill(""),
+    ]];
   }
   try {
     const all = layers(sampleRecords(256));
     const rounds: Round[][] = all.map(() => []);
     for (let i = 0; i < o.rounds; i++) {
-      for (const [k, layer] of all.entries()) rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client)));
+      for (const [k, layer] of all.entries()) {
+        rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client)));
+      }
     }
     return all.map((layer, k) => row(layer.what, perSecond, placement.label, rounds[k]!));
   } finally {
@@ -205,7 +246,19 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
 
 /** The latency table. */
 export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
-  const rows = [["stream", "rate", "placement", "events", "p50 (median)", "p99 (median)", "p99 range", "max", `rounds p99 < ${TARGET_MS} ms`, "host steal (rounds)", `p99 (median) in rounds with steal < ${QUIET_STEAL}%`]];
+  const rows = [[
+    "stream",
+    "rate",
+    "placement",
+    "events",
+    "p50 (median)",
+    "p99 (median)",
+    "p99 range",
+    "max",
+    `rounds p99 < ${TARGET_MS} ms`,
+    "host steal (rounds)",
+    `p99 (median) in rounds with steal < ${QUIET_STEAL}%`,
+  ]];
   rows.push(...(await rowGroup(1000, o, PLACEMENTS.shared)));
   for (const p of Object.values(PLACEMENTS)) rows.push(...(await rowGroup(10_000, o, p)));
   return rows;

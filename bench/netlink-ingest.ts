@@ -41,10 +41,28 @@ export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> 
     const tw = (cpu.user + cpu.system) / 1000;
     if (storm.code !== 0) throw new Error(`storm helper exited ${storm.code}`);
     return [
-      ["storm", `${o.threads} thread exits in ${seconds.toFixed(2)} s = ${Math.round(o.threads / seconds)} exits/s produced`, "", "", ""],
+      [
+        "storm",
+        `${o.threads} thread exits in ${seconds.toFixed(2)} s = ${Math.round(o.threads / seconds)} exits/s produced`,
+        "",
+        "",
+        "",
+      ],
       ["listener", "records received", "kernel drops", "CPU ms / 1k records", "receive buffer"],
-      ["plain (getdelays-style)", String(p.records), String(p.drops), (p.cpuMs / Math.max(p.records, 1) * 1000).toFixed(1), `${p.rcvbuf} B`],
-      ["taskwire netlink source", String(info.records), String(info.kernelDrops), (tw / Math.max(info.records, 1) * 1000).toFixed(1), `${info.socketBuffer} B per CPU`],
+      [
+        "plain (getdelays-style)",
+        String(p.records),
+        String(p.drops),
+        (p.cpuMs / Math.max(p.records, 1) * 1000).toFixed(1),
+        `${p.rcvbuf} B`,
+      ],
+      [
+        "taskwire netlink source",
+        String(info.records),
+        String(info.kernelDrops),
+        (tw / Math.max(info.records, 1) * 1000).toFixed(1),
+        `${info.socketBuffer} B per CPU`,
+      ],
       ["taskwire subscriber (loopback)", String(s.exits), `lost ${s.lost}`, "(separate process)", ""],
     ];
   } finally {

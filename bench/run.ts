@@ -18,14 +18,36 @@ function table(title: string, rows: string[][]): string {
 }
 
 const benches: [name: string, run: () => Promise<Tables>][] = [
-  ["dispatch", async () => [["dispatch on a 4,096-CPU sim: per-CPU listener table vs scanning every listener", benchDispatch()]]],
+  [
+    "dispatch",
+    async () => [["dispatch on a 4,096-CPU sim: per-CPU listener table vs scanning every listener", benchDispatch()]],
+  ],
   ["e2e", () => benchE2e(Number(process.env["BENCH_WINDOW_MS"] ?? 3000))],
-  ["latency", async () => [["latency: produced -> received by a client process (same clock)", await benchLatency({ rounds: Number(process.env["BENCH_ROUNDS"] ?? 3), windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 2000) })]]],
-  ["netlink", async () => [["netlink ingest during a thread-exit storm (real kernel)", await benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) })]]],
+  [
+    "latency",
+    async () => [[
+      "latency: produced -> received by a client process (same clock)",
+      await benchLatency({
+        rounds: Number(process.env["BENCH_ROUNDS"] ?? 3),
+        windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 2000),
+      }),
+    ]],
+  ],
+  [
+    "netlink",
+    async () => [[
+      "netlink ingest during a thread-exit storm (real kernel)",
+      await benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) }),
+    ]],
+  ],
 ];
 
 const only = process.argv[2];
-console.log(`# taskwire benchmarks\n\nnode ${process.version}, ${new Date().toISOString().slice(0, 10)}; run with \`npm run bench\`.\n`);
+console.log(
+  `# taskwire benchmarks\n\nnode ${process.version}, ${
+    new Date().toISOString().slice(0, 10)
+  }; run with \`npm run bench\`.\n`,
+);
 for (const [name, run] of benches) {
   if (only !== undefined && only !== name) continue;
   try {

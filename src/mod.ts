@@ -11,7 +11,7 @@
  */
 export { createServer, type ListenerSnapshot, type ServerOptions, type TaskwireServer } from "./server/server.ts";
 export { listen, runtimeLabel } from "./runtime/listen.ts";
-export { DEFAULT_SEND_BUFFER, listenNode, type Listening, type ListenOptions } from "./runtime/node.ts";
+export { DEFAULT_SEND_BUFFER, type Listening, listenNode, type ListenOptions } from "./runtime/node.ts";
 export { createSimSource, type SimSource, type SimSourceOptions } from "./sources/sim/sim-source.ts";
 export { createSimKernel, type SimKernel, type SimKernelOptions } from "./sources/sim/sim-kernel.ts";
 export {
@@ -23,11 +23,11 @@ export {
 } from "./sources/netlink/netlink-source.ts";
 export {
   type ExitSink,
-  SourcePermissionError,
   type SourceInfo,
+  SourcePermissionError,
   SourceUnavailableError,
-  type TaskstatsSource,
   TaskNotFoundError,
+  type TaskstatsSource,
 } from "./sources/source.ts";
 export { DEFAULT_LIMITS, type Limits, type RegistryStats } from "./core/registry.ts";
 export { LimitExceededError, ListenerNotFoundError } from "./core/errors.ts";

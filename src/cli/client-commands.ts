@@ -1,6 +1,6 @@
 /** `taskwire get | watch | info`: thin clients over the SDK. */
 import { toJsonString } from "@bufbuild/protobuf";
-import { createTaskwireClient, watchExits, type TaskwireClient } from "@taskwire/client";
+import { createTaskwireClient, type TaskwireClient, watchExits } from "@taskwire/client";
 import { TaskStatsSchema } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { ExitEventSchema, GetInfoResponseSchema } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { formatEvent, formatStatsTable } from "./format.ts";
@@ -27,20 +27,32 @@ export async function infoCommand(url: string, json: boolean, listeners = false)
     return;
   }
   const rows: [string, unknown][] = [
-    ["source", info.source], ["kernel", info.kernelRelease], ["server version", info.serverVersion],
-    ["possible CPUs", info.possibleCpus], ["taskstats version", `${info.taskstatsVersion} (${info.taskstatsSize} bytes)`],
+    ["source", info.source],
+    ["kernel", info.kernelRelease],
+    ["server version", info.serverVersion],
+    ["possible CPUs", info.possibleCpus],
+    ["taskstats version", `${info.taskstatsVersion} (${info.taskstatsSize} bytes)`],
     ["delay accounting", info.delayacct ? "on" : "off (delay fields are zero; see kernel.task_delayacct)"],
-    ["watched CPUs", info.watchedCpus || "(none)"], ["listeners", info.listeners], ["streams", info.streams],
-    ["records produced", info.records], ["kernel drops", info.kernelDrops], ["subscriber drops", info.subscriberDrops],
-    ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`], ["lease", `${info.leaseMs} ms`],
+    ["watched CPUs", info.watchedCpus || "(none)"],
+    ["listeners", info.listeners],
+    ["streams", info.streams],
+    ["records produced", info.records],
+    ["kernel drops", info.kernelDrops],
+    ["subscriber drops", info.subscriberDrops],
+    ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`],
+    ["lease", `${info.leaseMs} ms`],
   ];
   for (const [k, v] of rows) console.log(`${k.padEnd(18)} ${v}`);
   if (!listeners) return;
-  console.log("\nlistener                              cpus        stream  queue          produced  lost(sub/kernel)  events/s");
+  console.log(
+    "\nlistener                              cpus        stream  queue          produced  lost(sub/kernel)  events/s",
+  );
   for (const l of info.listenerDetails) {
-    console.log(`${l.listenerId.padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
-      `${`${l.queueDepth}/${l.queueCapacity}`.padEnd(14)} ${String(l.produced).padStart(8)}  ` +
-      `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}`.padEnd(16)}  ${l.eventsPerSecond.toFixed(1)}`);
+    console.log(
+      `${l.listenerId.padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
+        `${`${l.queueDepth}/${l.queueCapacity}`.padEnd(14)} ${String(l.produced).padStart(8)}  ` +
+        `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}`.padEnd(16)}  ${l.eventsPerSecond.toFixed(1)}`,
+    );
   }
 }
 
@@ -61,10 +73,15 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
   const target = flags.listener !== undefined ? { listenerId: flags.listener } : { cpumask: flags.cpus ?? "" };
   let seen = 0;
   try {
-    for await (const ev of watchExits(client(flags.url), {
-      ...target, signal: ctl.signal, ...(flags.buffer !== undefined && { buffer: flags.buffer }),
-      onSubscribed: (s) => console.error(`taskwire: watching CPUs ${s.cpumask} (listener ${s.listenerId}); Ctrl-C stops`),
-    })) {
+    for await (
+      const ev of watchExits(client(flags.url), {
+        ...target,
+        signal: ctl.signal,
+        ...(flags.buffer !== undefined && { buffer: flags.buffer }),
+        onSubscribed: (s) =>
+          console.error(`taskwire: watching CPUs ${s.cpumask} (listener ${s.listenerId}); Ctrl-C stops`),
+      })
+    ) {
       console.log(flags.json ? toJsonString(ExitEventSchema, ev, JSON_OPTS) : formatEvent(ev));
       if (flags.count !== undefined && ++seen >= flags.count) break;
     }

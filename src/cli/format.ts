@@ -1,6 +1,6 @@
 /** Human-readable renderings of stats and events for the CLI (getdelays-style). */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { LossReason, type ExitEvent } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { type ExitEvent, LossReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { FIELD_BY_KERNEL_NAME } from "../kernel/taskstats.ts";
 
 const UNITS: [RegExp, string][] = [
@@ -44,7 +44,11 @@ function bytes(n: bigint | undefined): string {
 export function formatStatsTable(stats: TaskStats): string {
   const rows = [...FIELD_BY_KERNEL_NAME].map(([kernel, spec]) => {
     const v = stats[spec.name];
-    return [kernel, v === undefined ? "(not in this kernel's struct)" : String(v), v === undefined ? "" : unitOf(kernel)];
+    return [
+      kernel,
+      v === undefined ? "(not in this kernel's struct)" : String(v),
+      v === undefined ? "" : unitOf(kernel),
+    ];
   });
   const w = Math.max(...rows.map((r) => r[0]!.length));
   return rows.map(([k, v, u]) => `${k!.padEnd(w)}  ${v}${u ? ` ${u}` : ""}`).join("\n");
@@ -55,13 +59,20 @@ export function formatEvent(ev: ExitEvent): string {
   const head = `seq ${ev.seq} cpu ${ev.cpu}`;
   if (ev.event.case === "lost") {
     const l = ev.event.value;
-    return `${head} LOST ${l.count} event(s), seq ${l.firstSeq}-${l.lastSeq}: ${LossReason[l.reason]?.toLowerCase().replace(/_/g, " ") ?? l.reason}`;
+    return `${head} LOST ${l.count} event(s), seq ${l.firstSeq}-${l.lastSeq}: ${
+      LossReason[l.reason]?.toLowerCase().replace(/_/g, " ") ?? l.reason
+    }`;
   }
   if (ev.event.case !== "exit") return `${head} (unknown event)`;
   const { pid, tgid, pidStats: s, tgidStats: g } = ev.event.value;
-  const line = `${head} pid ${pid} tgid ${tgid} comm ${JSON.stringify(s?.acComm ?? "")} ${describeExit(s?.acExitcode ?? 0)}` +
-    ` utime ${secs(s?.acUtime)} stime ${secs(s?.acStime)} cpu-delay ${ms(s?.cpuDelayTotal)} blkio-delay ${ms(s?.blkioDelayTotal)}` +
+  const line =
+    `${head} pid ${pid} tgid ${tgid} comm ${JSON.stringify(s?.acComm ?? "")} ${describeExit(s?.acExitcode ?? 0)}` +
+    ` utime ${secs(s?.acUtime)} stime ${secs(s?.acStime)} cpu-delay ${ms(s?.cpuDelayTotal)} blkio-delay ${
+      ms(s?.blkioDelayTotal)
+    }` +
     ` read ${bytes(s?.readBytes)} write ${bytes(s?.writeBytes)} csw ${s?.nvcsw ?? "-"}/${s?.nivcsw ?? "-"}`;
   if (g === undefined) return line;
-  return `${line}\n  group ${tgid}: cpu-delay ${ms(g.cpuDelayTotal)} blkio-delay ${ms(g.blkioDelayTotal)} cpu-run ${ms(g.cpuRunRealTotal)}`;
+  return `${line}\n  group ${tgid}: cpu-delay ${ms(g.cpuDelayTotal)} blkio-delay ${ms(g.blkioDelayTotal)} cpu-run ${
+    ms(g.cpuRunRealTotal)
+  }`;
 }

@@ -6,14 +6,16 @@ import { DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
 import { DEFAULT_SEND_BUFFER } from "../runtime/node.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
-import { serveCommand, UsageError, type ServeFlags } from "./serve.ts";
+import { serveCommand, type ServeFlags, UsageError } from "./serve.ts";
 
 const DEFAULT_URL = "http://127.0.0.1:7878";
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || n < min || n > max) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    }
     return n;
   };
 }
@@ -36,38 +38,77 @@ function buildProgram(): Command {
 
   program.command("serve")
     .description("run the server")
-    .addOption(new Option("--source <source>", "where stats come from: the real kernel (netlink), the simulated kernel (sim), or auto").choices(["auto", "netlink", "sim"]).default("auto"))
+    .addOption(
+      new Option(
+        "--source <source>",
+        "where stats come from: the real kernel (netlink), the simulated kernel (sim), or auto",
+      ).choices(["auto", "netlink", "sim"]).default("auto"),
+    )
     .option("--host <host>", "address to bind (127.0.0.1 keeps it local; 0.0.0.0 exposes it)", "127.0.0.1")
     .option("--port <port>", "TCP port (0 picks a free one)", int(0, 65535), 7878)
     .option("--sim-cpus <n>", "simulated possible CPUs", int(1, 65536), 8)
     .option("--sim-exit-rate <r>", "simulated task exits per second", positiveNumber, 200)
     .option("--sim-seed <s>", "simulation seed (same seed, same tasks)", int(0, 2 ** 32 - 1), 1)
-    .option("--cors-origin <origins>", "comma-separated browser origins allowed to call the API (\"*\" for any)")
+    .option("--cors-origin <origins>", 'comma-separated browser origins allowed to call the API ("*" for any)')
     .option("--tls-cert <file>", "serve HTTPS (h2 and HTTP/1.1 by ALPN) with this PEM certificate chain")
     .option("--tls-key <file>", "the PEM private key for --tls-cert")
-    .option("--socket-buffer <bytes>", "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)", int(4096, 2 ** 31 - 1), DEFAULT_SOCKET_BUFFER)
-    .option("--send-buffer <bytes>", "kernel send buffer per client connection (Node on Linux; 0: the kernel's autotuning, up to 4 MiB); smaller backpressures clients that stop reading sooner", int(0, 2 ** 31 - 1), DEFAULT_SEND_BUFFER)
-    .option("--compress", "offer gzip and brotli response compression to clients that accept it (off: exit records are small and compressing them costs more CPU than streaming them)")
-    .option("--enable-delayacct", "set kernel.task_delayacct=1 while serving (restored on exit) so delay fields are filled")
+    .option(
+      "--socket-buffer <bytes>",
+      "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)",
+      int(4096, 2 ** 31 - 1),
+      DEFAULT_SOCKET_BUFFER,
+    )
+    .option(
+      "--send-buffer <bytes>",
+      "kernel send buffer per client connection (Node on Linux; 0: the kernel's autotuning, up to 4 MiB); smaller backpressures clients that stop reading sooner",
+      int(0, 2 ** 31 - 1),
+      DEFAULT_SEND_BUFFER,
+    )
+    .option(
+      "--compress",
+      "offer gzip and brotli response compression to clients that accept it (off: exit records are small and compressing them costs more CPU than streaming them)",
+    )
+    .option(
+      "--enable-delayacct",
+      "set kernel.task_delayacct=1 while serving (restored on exit) so delay fields are filled",
+    )
     .option("--lease-ms <ms>", "how long a listener outlives its stream", int(1), DEFAULT_LIMITS.leaseMs)
-    .option("--default-buffer <n>", `queue size (events) when a client asks for 0 (default ${DEFAULT_LIMITS.defaultBuffer}, or --max-buffer if smaller)`, int(1))
+    .option(
+      "--default-buffer <n>",
+      `queue size (events) when a client asks for 0 (default ${DEFAULT_LIMITS.defaultBuffer}, or --max-buffer if smaller)`,
+      int(1),
+    )
     .option("--max-buffer <n>", "cap on a client's queue size (events)", int(1), DEFAULT_LIMITS.maxBuffer)
     .option("--max-listeners <n>", "most listeners at once", int(1), DEFAULT_LIMITS.maxListeners)
     .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs)
     .action(async (o: Record<string, unknown>) => {
       const flags: ServeFlags = {
-        source: o["source"] as ServeFlags["source"], host: o["host"] as string, port: o["port"] as number,
-        simCpus: o["simCpus"] as number, simExitRate: o["simExitRate"] as number, simSeed: o["simSeed"] as number,
-        socketBuffer: o["socketBuffer"] as number, sendBuffer: o["sendBuffer"] as number, compress: o["compress"] === true, enableDelayacct: o["enableDelayacct"] === true,
-        tlsCert: o["tlsCert"] as string | undefined, tlsKey: o["tlsKey"] as string | undefined,
-        corsOrigins: typeof o["corsOrigin"] === "string" ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean) : [],
+        source: o["source"] as ServeFlags["source"],
+        host: o["host"] as string,
+        port: o["port"] as number,
+        simCpus: o["simCpus"] as number,
+        simExitRate: o["simExitRate"] as number,
+        simSeed: o["simSeed"] as number,
+        socketBuffer: o["socketBuffer"] as number,
+        sendBuffer: o["sendBuffer"] as number,
+        compress: o["compress"] === true,
+        enableDelayacct: o["enableDelayacct"] === true,
+        tlsCert: o["tlsCert"] as string | undefined,
+        tlsKey: o["tlsKey"] as string | undefined,
+        corsOrigins: typeof o["corsOrigin"] === "string"
+          ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean)
+          : [],
         limits: {
-          leaseMs: o["leaseMs"] as number, maxBuffer: o["maxBuffer"] as number,
-          maxListeners: o["maxListeners"] as number, heartbeatMs: o["heartbeatMs"] as number,
+          leaseMs: o["leaseMs"] as number,
+          maxBuffer: o["maxBuffer"] as number,
+          maxListeners: o["maxListeners"] as number,
+          heartbeatMs: o["heartbeatMs"] as number,
           ...(o["defaultBuffer"] !== undefined && { defaultBuffer: o["defaultBuffer"] as number }),
         },
       };
-      if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) throw new UsageError("--default-buffer must not exceed --max-buffer");
+      if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
+        throw new UsageError("--default-buffer must not exceed --max-buffer");
+      }
       await serveCommand(flags);
     });
 
@@ -90,17 +131,30 @@ function buildProgram(): Command {
     .option("--count <n>", "stop after n events", int(1))
     .option("--buffer <n>", "queue size to ask for (events)", int(1))
     .addOption(urlOption())
-    .action(async (o: { cpus?: string; listener?: string; json?: boolean; count?: number; buffer?: number; url: string }) => {
-      if ((o.cpus === undefined) === (o.listener === undefined)) throw new UsageError("watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>");
-      await watchCommand({ url: o.url, cpus: o.cpus, listener: o.listener, json: o.json === true, count: o.count, buffer: o.buffer });
-    });
+    .action(
+      async (o: { cpus?: string; listener?: string; json?: boolean; count?: number; buffer?: number; url: string }) => {
+        if ((o.cpus === undefined) === (o.listener === undefined)) {
+          throw new UsageError("watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>");
+        }
+        await watchCommand({
+          url: o.url,
+          cpus: o.cpus,
+          listener: o.listener,
+          json: o.json === true,
+          count: o.count,
+          buffer: o.buffer,
+        });
+      },
+    );
 
   program.command("info")
     .description("what the server is: source, kernel, CPUs, counters")
     .option("--json", "print JSON")
     .option("--listeners", "also list every listener: queue depth, drops by reason, events/s")
     .addOption(urlOption())
-    .action(async (o: { json?: boolean; listeners?: boolean; url: string }) => infoCommand(o.url, o.json === true, o.listeners === true));
+    .action(async (o: { json?: boolean; listeners?: boolean; url: string }) =>
+      infoCommand(o.url, o.json === true, o.listeners === true)
+    );
   return program;
 }
 
@@ -108,7 +162,9 @@ function explain(err: unknown, argv: readonly string[]): string {
   if (err instanceof ConnectError) {
     if (err.code === Code.Unavailable || /fetch failed|ECONNREFUSED/i.test(String(err.cause ?? err.message))) {
       const url = argv[argv.indexOf("--url") + 1] ?? process.env["TASKWIRE_URL"] ?? DEFAULT_URL;
-      return `cannot reach a taskwire server (${err.rawMessage}); is \`taskwire serve\` running? Point at it with --url or TASKWIRE_URL (tried ${argv.includes("--url") ? url : process.env["TASKWIRE_URL"] ?? DEFAULT_URL})`;
+      return `cannot reach a taskwire server (${err.rawMessage}); is \`taskwire serve\` running? Point at it with --url or TASKWIRE_URL (tried ${
+        argv.includes("--url") ? url : process.env["TASKWIRE_URL"] ?? DEFAULT_URL
+      })`;
     }
     return `${Code[err.code]}: ${err.rawMessage}`;
   }

@@ -29,14 +29,15 @@ export interface ServeFlags {
   limits: Partial<Limits>;
 }
 
-
 /** A usage problem the CLI reports without a stack, exiting 2. */
 export class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
 async function openSource(flags: ServeFlags): Promise<TaskstatsSource> {
-  if (flags.source === "sim") return createSimSource({ cpus: flags.simCpus, exitRate: flags.simExitRate, seed: flags.simSeed });
+  if (flags.source === "sim") {
+    return createSimSource({ cpus: flags.simCpus, exitRate: flags.simExitRate, seed: flags.simSeed });
+  }
   try {
     return await openNetlinkSource({ socketBuffer: flags.socketBuffer });
   } catch (err) {
@@ -54,7 +55,9 @@ export class SourceError extends Error {
 /** Runs the server until a signal arrives. */
 function readTls(flags: ServeFlags): { cert: string; key: string } | undefined {
   if (flags.tlsCert === undefined && flags.tlsKey === undefined) return undefined;
-  if (flags.tlsCert === undefined || flags.tlsKey === undefined) throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
+    throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
+  }
   const read = (file: string, what: string) => {
     try {
       return readFileSync(file, "utf8");
@@ -68,26 +71,40 @@ function readTls(flags: ServeFlags): { cert: string; key: string } | undefined {
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const tls = readTls(flags);
-  if (flags.enableDelayacct && flags.source === "sim") throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
+  if (flags.enableDelayacct && flags.source === "sim") {
+    throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
+  }
   const source = await openSource(flags);
   let restoreDelayacct = (): void => {};
   if (flags.enableDelayacct) {
     const d = enableDelayacct();
     restoreDelayacct = d.restore;
-    console.error(d.was ? "taskwire: kernel.task_delayacct was already 1" :
-      "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields");
+    console.error(
+      d.was
+        ? "taskwire: kernel.task_delayacct was already 1"
+        : "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields",
+    );
   }
   const compression = flags.compress ? [compressionGzip, compressionBrotli] : [];
   const server = createServer({ source, limits: flags.limits, corsOrigins: flags.corsOrigins, compression });
-  const listening = await listen(server, { host: flags.host, port: flags.port, sendBuffer: flags.sendBuffer, ...(tls && { tls }) }).catch(async (err: unknown) => {
+  const listening = await listen(server, {
+    host: flags.host,
+    port: flags.port,
+    sendBuffer: flags.sendBuffer,
+    ...(tls && { tls }),
+  }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();
     throw err;
   });
   const info = source.info();
-  console.error(`taskwire: serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}`);
+  console.error(
+    `taskwire: serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}`,
+  );
   if (info.source === "sim") console.error("taskwire: data is SIMULATED (--source sim); GetInfo reports source=sim");
-  else if (!info.delayacct && !flags.enableDelayacct) console.error("taskwire: kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
+  else if (!info.delayacct && !flags.enableDelayacct) {
+    console.error("taskwire: kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       console.error(`taskwire: ${sig}, shutting down`);

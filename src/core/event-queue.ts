@@ -54,8 +54,13 @@ export interface EventQueue<R extends CpuRecord = CpuRecord> {
 }
 
 /** Creates an empty queue. */
-export function createEventQueue<R extends CpuRecord>(capacity: number, policy: OverflowPolicy = "drop-newest"): EventQueue<R> {
-  if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`queue capacity must be a positive integer, got ${capacity}`);
+export function createEventQueue<R extends CpuRecord>(
+  capacity: number,
+  policy: OverflowPolicy = "drop-newest",
+): EventQueue<R> {
+  if (!Number.isInteger(capacity) || capacity < 1) {
+    throw new RangeError(`queue capacity must be a positive integer, got ${capacity}`);
+  }
   return new _EventQueue<R>(capacity, policy);
 }
 

@@ -5,7 +5,14 @@
  * to it. Counters keep the invariant checkable: delivered + lost = produced.
  * Generic over the record (R) and over what is retained of it (P).
  */
-import { createEventQueue, type CpuRecord, type EventQueue, type LossKind, type OverflowPolicy, type QueueItem } from "./event-queue.ts";
+import {
+  type CpuRecord,
+  createEventQueue,
+  type EventQueue,
+  type LossKind,
+  type OverflowPolicy,
+  type QueueItem,
+} from "./event-queue.ts";
 import { SeqOutOfRangeError } from "./errors.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 

@@ -10,7 +10,7 @@ import { formatCpulist } from "../kernel/cpulist.ts";
 import { createListenerTable, type DemandChange, type ListenerTable } from "../kernel/listener-table.ts";
 import type { CpuRecord, OverflowPolicy } from "./event-queue.ts";
 import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
-import { Listener, noLosses, type LossCounters, type StreamEnd } from "./listener.ts";
+import { Listener, type LossCounters, noLosses, type StreamEnd } from "./listener.ts";
 
 /** Where records come from, as the registry sees a source: it starts it, and says which CPUs are watched. */
 export interface ExitFeed<R extends CpuRecord> {
@@ -57,8 +57,6 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxBatch: 256,
   heartbeatMs: 15_000,
 });
-
-
 
 /** Totals for GetInfo. */
 export interface RegistryStats {
@@ -260,7 +258,9 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
   }
 
   async close(): Promise<void> {
-    for (const l of [...this.#byId.values()]) this.remove(l, "the server is shutting down; reconnect later", "shutdown");
+    for (const l of [...this.#byId.values()]) {
+      this.remove(l, "the server is shutting down; reconnect later", "shutdown");
+    }
     await this.#feed.close();
   }
 

@@ -47,7 +47,9 @@ export class Retention<R extends CpuRecord, P> {
   #loss: (QueuedLoss | undefined)[] = [];
 
   constructor(capacity: number, retain: (record: R) => P) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`retention capacity must be a positive integer, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new RangeError(`retention capacity must be a positive integer, got ${capacity}`);
+    }
     this.capacity = capacity;
     this.#retain = retain;
   }

@@ -72,7 +72,10 @@ class _Cursor {
     if (this.pos === from) this.fail("expected a CPU number");
     const n = Number(this.text.slice(from, this.pos));
     if (n > 0xffffffff) {
-      throw new CpulistError("EOVERFLOW", `cpulist "${this.text}": ${this.text.slice(from, this.pos)} does not fit in 32 bits`);
+      throw new CpulistError(
+        "EOVERFLOW",
+        `cpulist "${this.text}": ${this.text.slice(from, this.pos)} does not fit in 32 bits`,
+      );
     }
     return n;
   }
@@ -111,7 +114,9 @@ function checkRegion(text: string, r: Region, nbits: number): void {
   const spec = `${r.start}-${r.end}:${r.used}/${r.group}`;
   if (r.start > r.end) throw new CpulistError("EINVAL", `cpulist "${text}": range ${r.start}-${r.end} runs backwards`);
   if (r.group === 0) throw new CpulistError("EINVAL", `cpulist "${text}": group size 0 in ${spec}`);
-  if (r.used > r.group) throw new CpulistError("EINVAL", `cpulist "${text}": ${spec} uses more CPUs than the group holds`);
+  if (r.used > r.group) {
+    throw new CpulistError("EINVAL", `cpulist "${text}": ${spec} uses more CPUs than the group holds`);
+  }
   if (r.end >= nbits) {
     throw new CpulistError("ERANGE", `cpulist "${text}": CPU ${r.end} is beyond the last CPU ${nbits - 1}`);
   }
@@ -147,7 +152,7 @@ export function parseCpulist(text: string, nbits: number): number[] {
 export function formatCpulist(cpus: Iterable<number>): string {
   const sorted = [...new Set(cpus)].sort((a, b) => a - b);
   const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     let j = i;
     while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
     parts.push(i === j ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`);
@@ -191,7 +196,10 @@ export function parseCpumask(text: string, possible: PossibleCpus): number[] {
   // nla_len counts the NUL the kernel needs after the string.
   const bytes = new TextEncoder().encode(text).length + 1;
   if (bytes > max) {
-    throw new CpulistError("E2BIG", `cpumask is ${bytes} bytes, over the limit of ${max} (100 + 6 x ${possible.cpus.length} CPUs)`);
+    throw new CpulistError(
+      "E2BIG",
+      `cpumask is ${bytes} bytes, over the limit of ${max} (100 + 6 x ${possible.cpus.length} CPUs)`,
+    );
   }
   let cpus: number[];
   try {
@@ -200,12 +208,20 @@ export function parseCpumask(text: string, possible: PossibleCpus): number[] {
     if (err instanceof CpulistError && err.errno === "ERANGE") throw notPossible(text, possible, err.message);
     throw err;
   }
-  if (cpus.length === 0) throw new CpulistError("EINVAL", `cpumask is empty; name CPUs from the possible set ${possible.list}, e.g. "${possible.list}"`);
+  if (cpus.length === 0) {
+    throw new CpulistError(
+      "EINVAL",
+      `cpumask is empty; name CPUs from the possible set ${possible.list}, e.g. "${possible.list}"`,
+    );
+  }
   const outside = cpus.filter((cpu) => !possible.has(cpu));
   if (outside.length > 0) throw notPossible(text, possible, `CPU ${formatCpulist(outside)} is not possible`);
   return cpus;
 }
 
 function notPossible(text: string, possible: PossibleCpus, why: string): CpulistError {
-  return new CpulistError("EINVAL", `cpumask "${text}": ${why.replace(/^cpulist "[^"]*": /, "")}; possible CPUs are ${possible.list}`);
+  return new CpulistError(
+    "EINVAL",
+    `cpumask "${text}": ${why.replace(/^cpulist "[^"]*": /, "")}; possible CPUs are ${possible.list}`,
+  );
 }

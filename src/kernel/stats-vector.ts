@@ -20,7 +20,9 @@ export interface StatsVector {
 }
 
 /** Slot index of each field. */
-export const SLOT = Object.freeze(Object.fromEntries(TASKSTATS_FIELDS.map((f, i) => [f.name, i]))) as Readonly<Record<TaskStatsField, number>>;
+export const SLOT = Object.freeze(Object.fromEntries(TASKSTATS_FIELDS.map((f, i) => [f.name, i]))) as Readonly<
+  Record<TaskStatsField, number>
+>;
 
 /** Number of slots. */
 export const SLOTS = TASKSTATS_FIELDS.length;
@@ -59,10 +61,13 @@ type Build = (v: Float64Array, comm: string | undefined) => TaskStats;
 function compile(): Build {
   const value = (i: number) => (TASKSTATS_FIELDS[i]!.type === "u64" ? `BigInt(v[${i}])` : `v[${i}]`);
   const all = TASKSTATS_FIELDS.map((f, i) => `${JSON.stringify(f.name)}: ${f.type === "comm" ? "comm" : value(i)}`);
-  const some = TASKSTATS_FIELDS.map((f, i) => f.type === "comm"
-    ? `if (comm !== undefined) o[${JSON.stringify(f.name)}] = comm;`
-    : `if (v[${i}] === v[${i}]) o[${JSON.stringify(f.name)}] = ${value(i)};`);
-  const everySet = TASKSTATS_FIELDS.map((f, i) => (f.type === "comm" ? "comm !== undefined" : `v[${i}] === v[${i}]`)).join(" && ");
+  const some = TASKSTATS_FIELDS.map((f, i) =>
+    f.type === "comm"
+      ? `if (comm !== undefined) o[${JSON.stringify(f.name)}] = comm;`
+      : `if (v[${i}] === v[${i}]) o[${JSON.stringify(f.name)}] = ${value(i)};`
+  );
+  const everySet = TASKSTATS_FIELDS.map((f, i) => (f.type === "comm" ? "comm !== undefined" : `v[${i}] === v[${i}]`))
+    .join(" && ");
   const body = `return function toTaskStats(v, comm) {
     if (${everySet}) return { $typeName: "taskwire.kernel.v1.TaskStats", ${all.join(", ")} };
     const o = { $typeName: "taskwire.kernel.v1.TaskStats" };

@@ -8,7 +8,7 @@
  */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createStatsVector, SLOT, type StatsVector } from "./stats-vector.ts";
-import { DELAY_CLASSES, TASKSTATS_FIELDS, TS_COMM_LEN, type FieldSpec, type FieldType } from "./taskstats.ts";
+import { DELAY_CLASSES, type FieldSpec, type FieldType, TASKSTATS_FIELDS, TS_COMM_LEN } from "./taskstats.ts";
 
 const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, comm: TS_COMM_LEN };
 const ALIGN: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, comm: 1 };
@@ -33,7 +33,9 @@ function v15Order(): FieldSpec[] {
   for (const f of TASKSTATS_FIELDS.filter((x) => !isMaxMin(x))) {
     out.push(f);
     const cls = DELAY_CLASSES.find((c) => f.name === `${c}DelayTotal`);
-    if (cls !== undefined) out.push(byName.get(`${cls}DelayMax` as FieldSpec["name"])!, byName.get(`${cls}DelayMin` as FieldSpec["name"])!);
+    if (cls !== undefined) {
+      out.push(byName.get(`${cls}DelayMax` as FieldSpec["name"])!, byName.get(`${cls}DelayMin` as FieldSpec["name"])!);
+    }
   }
   return out;
 }
@@ -62,12 +64,25 @@ type Reader = (dv: DataView, bytes: Uint8Array, out: Record<string, unknown>) =>
 function compile(fields: readonly FieldSpec[]): { need: number; read: Reader }[] {
   return fields.map((f) => {
     const { name, offset } = f;
-    const read: Reader =
-      f.type === "u64" ? (dv, _, o) => { o[name] = dv.getBigUint64(offset, true); }
-      : f.type === "u32" ? (dv, _, o) => { o[name] = dv.getUint32(offset, true); }
-      : f.type === "u16" ? (dv, _, o) => { o[name] = dv.getUint16(offset, true); }
-      : f.type === "u8" ? (dv, _, o) => { o[name] = dv.getUint8(offset); }
-      : (_, b, o) => { o[name] = readComm(b, offset); };
+    const read: Reader = f.type === "u64"
+      ? (dv, _, o) => {
+        o[name] = dv.getBigUint64(offset, true);
+      }
+      : f.type === "u32"
+      ? (dv, _, o) => {
+        o[name] = dv.getUint32(offset, true);
+      }
+      : f.type === "u16"
+      ? (dv, _, o) => {
+        o[name] = dv.getUint16(offset, true);
+      }
+      : f.type === "u8"
+      ? (dv, _, o) => {
+        o[name] = dv.getUint8(offset);
+      }
+      : (_, b, o) => {
+        o[name] = readComm(b, offset);
+      };
     return { need: end(f), read };
   });
 }
@@ -95,15 +110,18 @@ function compileVector(fields: readonly FieldSpec[]): { need: number; read: Vect
   return fields.map((f) => {
     const { offset } = f;
     const slot = SLOT[f.name];
-    const read: VectorReader =
-      f.type === "u64" ? (dv, _, v) => {
+    const read: VectorReader = f.type === "u64"
+      ? (dv, _, v) => {
         const hi = dv.getUint32(offset + 4, true);
         v.values[slot] = hi * 0x100000000 + dv.getUint32(offset, true);
         return hi < 0x200000;
       }
-      : f.type === "u32" ? (dv, _, v) => ((v.values[slot] = dv.getUint32(offset, true)), true)
-      : f.type === "u16" ? (dv, _, v) => ((v.values[slot] = dv.getUint16(offset, true)), true)
-      : f.type === "u8" ? (dv, _, v) => ((v.values[slot] = dv.getUint8(offset)), true)
+      : f.type === "u32"
+      ? (dv, _, v) => ((v.values[slot] = dv.getUint32(offset, true)), true)
+      : f.type === "u16"
+      ? (dv, _, v) => ((v.values[slot] = dv.getUint16(offset, true)), true)
+      : f.type === "u8"
+      ? (dv, _, v) => ((v.values[slot] = dv.getUint8(offset)), true)
       : (_, b, v) => ((v.comm = readComm(b, offset)), true);
     return { need: end(f), read };
   });

@@ -27,18 +27,53 @@ export interface FieldSpec {
 export type TaskStatsField = Exclude<keyof TaskStats, "$typeName" | "$unknown">;
 
 const U64_FIELDS_1 = [
-  "cpu_count", "cpu_delay_total", "blkio_count", "blkio_delay_total", "swapin_count",
-  "swapin_delay_total", "cpu_run_real_total", "cpu_run_virtual_total",
+  "cpu_count",
+  "cpu_delay_total",
+  "blkio_count",
+  "blkio_delay_total",
+  "swapin_count",
+  "swapin_delay_total",
+  "cpu_run_real_total",
+  "cpu_run_virtual_total",
 ] as const;
 const U64_FIELDS_2 = [
-  "ac_etime", "ac_utime", "ac_stime", "ac_minflt", "ac_majflt", "coremem", "virtmem", "hiwater_rss",
-  "hiwater_vm", "read_char", "write_char", "read_syscalls", "write_syscalls", "read_bytes", "write_bytes",
-  "cancelled_write_bytes", "nvcsw", "nivcsw", "ac_utimescaled", "ac_stimescaled", "cpu_scaled_run_real_total",
-  "freepages_count", "freepages_delay_total", "thrashing_count", "thrashing_delay_total", "ac_btime64",
-  "compact_count", "compact_delay_total",
+  "ac_etime",
+  "ac_utime",
+  "ac_stime",
+  "ac_minflt",
+  "ac_majflt",
+  "coremem",
+  "virtmem",
+  "hiwater_rss",
+  "hiwater_vm",
+  "read_char",
+  "write_char",
+  "read_syscalls",
+  "write_syscalls",
+  "read_bytes",
+  "write_bytes",
+  "cancelled_write_bytes",
+  "nvcsw",
+  "nivcsw",
+  "ac_utimescaled",
+  "ac_stimescaled",
+  "cpu_scaled_run_real_total",
+  "freepages_count",
+  "freepages_delay_total",
+  "thrashing_count",
+  "thrashing_delay_total",
+  "ac_btime64",
+  "compact_count",
+  "compact_delay_total",
 ] as const;
 const U64_FIELDS_3 = [
-  "ac_tgetime", "ac_exe_dev", "ac_exe_inode", "wpcopy_count", "wpcopy_delay_total", "irq_count", "irq_delay_total",
+  "ac_tgetime",
+  "ac_exe_dev",
+  "ac_exe_inode",
+  "wpcopy_count",
+  "wpcopy_delay_total",
+  "irq_count",
+  "irq_delay_total",
 ] as const;
 /** The delay classes that have *_delay_max and *_delay_min (v15+), in v16 order. */
 export const DELAY_CLASSES = ["cpu", "blkio", "swapin", "freepages", "thrashing", "compact", "wpcopy", "irq"] as const;
@@ -52,24 +87,26 @@ function u64s(names: readonly string[], from: number): FieldSpec[] {
 }
 
 /** Every field of struct taskstats v16, in struct order. */
-export const TASKSTATS_FIELDS: readonly FieldSpec[] = Object.freeze([
-  { name: "version", type: "u16", offset: 0 },
-  { name: "acExitcode", type: "u32", offset: 4 },
-  { name: "acFlag", type: "u8", offset: 8 },
-  { name: "acNice", type: "u8", offset: 9 },
-  ...u64s(U64_FIELDS_1, 16),
-  { name: "acComm", type: "comm", offset: 80 },
-  { name: "acSched", type: "u8", offset: 112 },
-  { name: "acUid", type: "u32", offset: 120 },
-  { name: "acGid", type: "u32", offset: 124 },
-  { name: "acPid", type: "u32", offset: 128 },
-  { name: "acPpid", type: "u32", offset: 132 },
-  { name: "acBtime", type: "u32", offset: 136 },
-  ...u64s(U64_FIELDS_2, 144),
-  { name: "acTgid", type: "u32", offset: 368 },
-  ...u64s(U64_FIELDS_3, 376),
-  ...u64s(DELAY_CLASSES.flatMap((c) => [`${c}_delay_max`, `${c}_delay_min`]), 432),
-] satisfies FieldSpec[]);
+export const TASKSTATS_FIELDS: readonly FieldSpec[] = Object.freeze(
+  [
+    { name: "version", type: "u16", offset: 0 },
+    { name: "acExitcode", type: "u32", offset: 4 },
+    { name: "acFlag", type: "u8", offset: 8 },
+    { name: "acNice", type: "u8", offset: 9 },
+    ...u64s(U64_FIELDS_1, 16),
+    { name: "acComm", type: "comm", offset: 80 },
+    { name: "acSched", type: "u8", offset: 112 },
+    { name: "acUid", type: "u32", offset: 120 },
+    { name: "acGid", type: "u32", offset: 124 },
+    { name: "acPid", type: "u32", offset: 128 },
+    { name: "acPpid", type: "u32", offset: 132 },
+    { name: "acBtime", type: "u32", offset: 136 },
+    ...u64s(U64_FIELDS_2, 144),
+    { name: "acTgid", type: "u32", offset: 368 },
+    ...u64s(U64_FIELDS_3, 376),
+    ...u64s(DELAY_CLASSES.flatMap((c) => [`${c}_delay_max`, `${c}_delay_min`]), 432),
+  ] satisfies FieldSpec[],
+);
 
 /** Field names by their proto (snake_case) spelling, for field masks and docs. */
 export const FIELD_BY_KERNEL_NAME: ReadonlyMap<string, FieldSpec> = new Map(

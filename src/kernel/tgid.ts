@@ -16,7 +16,9 @@ type U64Field = Extract<TaskStatsField, `${string}Total` | `${string}Count` | `$
 
 /** Fields delayacct_add_tsk() adds (the CPU run totals and every delay class). */
 export const DELAYACCT_SUMS: readonly U64Field[] = [
-  "cpuRunRealTotal", "cpuScaledRunRealTotal", "cpuRunVirtualTotal",
+  "cpuRunRealTotal",
+  "cpuScaledRunRealTotal",
+  "cpuRunVirtualTotal",
   ...DELAY_CLASSES.flatMap((c) => [`${c}Count`, `${c}DelayTotal`] as U64Field[]),
 ];
 const MAXES = DELAY_CLASSES.map((c) => `${c}DelayMax` as U64Field);
@@ -27,7 +29,10 @@ const SWITCHES = ["nvcsw", "nivcsw"] as const;
 export const TGID_FIELDS: readonly TaskStatsField[] = [...DELAYACCT_SUMS, ...MAXES, ...MINS, ...SWITCHES];
 
 const slots = (fields: readonly TaskStatsField[]) => Int32Array.from(fields, (f) => SLOT[f]);
-const SUM_SLOTS = slots(DELAYACCT_SUMS), MAX_SLOTS = slots(MAXES), MIN_SLOTS = slots(MINS), SWITCH_SLOTS = slots(SWITCHES);
+const SUM_SLOTS = slots(DELAYACCT_SUMS),
+  MAX_SLOTS = slots(MAXES),
+  MIN_SLOTS = slots(MINS),
+  SWITCH_SLOTS = slots(SWITCHES);
 const ZERO_SLOTS = slots(TGID_FIELDS);
 
 /** A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out: the group fields zero, the version set. */

@@ -30,6 +30,15 @@ class VectorRecord implements ExitRecord {
 }
 
 /** An exit record whose stats are vectors (what the sim and the netlink reader produce). */
-export function vectorRecord(r: { cpu: number; cpuSeq: number; pid: number; tgid: number; pidVector: StatsVector; tgidVector: StatsVector | undefined }): ExitRecord {
+export function vectorRecord(
+  r: {
+    cpu: number;
+    cpuSeq: number;
+    pid: number;
+    tgid: number;
+    pidVector: StatsVector;
+    tgidVector: StatsVector | undefined;
+  },
+): ExitRecord {
   return new VectorRecord(r.cpu, r.cpuSeq, r.pid, r.tgid, r.pidVector, r.tgidVector);
 }

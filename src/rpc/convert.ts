@@ -1,7 +1,11 @@
 /** Conversions between the service's internal shapes and the proto messages. */
 import { create, fromBinary } from "@bufbuild/protobuf";
 import {
-  ExitEventSchema, ExitSchema, LossReason, OverflowPolicy as PbOverflowPolicy, type ExitEvent,
+  type ExitEvent,
+  ExitEventSchema,
+  ExitSchema,
+  LossReason,
+  OverflowPolicy as PbOverflowPolicy,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { LossKind, OverflowPolicy } from "../core/event-queue.ts";
@@ -28,7 +32,12 @@ export function toExitEvent(item: ServerItem, project?: (s: TaskStats) => TaskSt
       cpu: Math.max(item.cpu, 0),
       event: {
         case: "lost",
-        value: { count: BigInt(item.last - item.first + 1), firstSeq: BigInt(item.first), lastSeq: BigInt(item.last), reason: REASONS[item.reason] },
+        value: {
+          count: BigInt(item.last - item.first + 1),
+          firstSeq: BigInt(item.first),
+          lastSeq: BigInt(item.last),
+          reason: REASONS[item.reason],
+        },
       },
     });
   }

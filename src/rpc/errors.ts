@@ -30,7 +30,12 @@ interface Mapping<E extends Error = Error> {
   metadata?: (err: E) => Record<string, string>;
 }
 
-function map<E extends Error>(type: ErrorClass<E>, code: Code, reason: ErrorReason, metadata?: (err: E) => Record<string, string>): Mapping {
+function map<E extends Error>(
+  type: ErrorClass<E>,
+  code: Code,
+  reason: ErrorReason,
+  metadata?: (err: E) => Record<string, string>,
+): Mapping {
   return { type, code, reason, ...(metadata && { metadata: metadata as (err: Error) => Record<string, string> }) };
 }
 

@@ -41,7 +41,11 @@ export function compileFieldMask(fields: readonly string[]): Projection {
   if (fields.length === 0) return undefined;
   const unknown = fields.filter((f) => !FIELD_BY_KERNEL_NAME.has(f));
   if (unknown.length > 0) {
-    throw new InvalidRequestError(`unknown TaskStats field(s) ${unknown.map((u) => JSON.stringify(u)).join(", ")} in fields; use the kernel's names, e.g. "ac_comm", "ac_exitcode", "cpu_delay_total"`);
+    throw new InvalidRequestError(
+      `unknown TaskStats field(s) ${
+        unknown.map((u) => JSON.stringify(u)).join(", ")
+      } in fields; use the kernel's names, e.g. "ac_comm", "ac_exitcode", "cpu_delay_total"`,
+    );
   }
   const names: TaskStatsField[] = [...new Set(fields)].map((f) => FIELD_BY_KERNEL_NAME.get(f)!.name);
   return (s) => {

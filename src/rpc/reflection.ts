@@ -3,7 +3,7 @@
  * descriptors, so grpcurl and buf curl can call taskwire without the .proto
  * files. It is a bidirectional stream, so it is served on HTTP/2 only.
  */
-import { create, createRegistry, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
+import { create, createRegistry, type DescFile, type DescService, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.ts";
@@ -33,7 +33,8 @@ export function createReflector(services: readonly DescService[]): (req: Request
     }),
   });
   const error = (code: Code, message: string): Response["messageResponse"] => ({
-    case: "errorResponse", value: create(v1.ErrorResponseSchema, { errorCode: code, errorMessage: message }),
+    case: "errorResponse",
+    value: create(v1.ErrorResponseSchema, { errorCode: code, errorMessage: message }),
   });
   const fileOfSymbol = (symbol: string): DescFile | undefined => {
     const direct = registry.get(symbol);
@@ -46,7 +47,10 @@ export function createReflector(services: readonly DescService[]): (req: Request
     const r = req.messageRequest;
     switch (r.case) {
       case "listServices":
-        return { case: "listServicesResponse", value: create(v1.ListServiceResponseSchema, { service: names.map((name) => ({ name })) }) };
+        return {
+          case: "listServicesResponse",
+          value: create(v1.ListServiceResponseSchema, { service: names.map((name) => ({ name })) }),
+        };
       case "fileByFilename": {
         const file = files.get(r.value);
         return file ? fileResponse(file) : error(Code.NotFound, `no file "${r.value}"`);
@@ -70,16 +74,24 @@ export function reflectionRoutes(services: readonly DescService[]): (router: Con
   return (router) => {
     router.service(v1.ServerReflection, {
       async *serverReflectionInfo(requests) {
-        for await (const req of requests) yield create(v1.ServerReflectionResponseSchema, { originalRequest: req, messageResponse: answer(req) });
+        for await (const req of requests) {
+          yield create(v1.ServerReflectionResponseSchema, { originalRequest: req, messageResponse: answer(req) });
+        }
       },
     });
     // v1alpha's messages are v1's field for field; convert through the wire format's JSON-free shape.
     router.service(v1alpha.ServerReflection, {
       async *serverReflectionInfo(requests) {
         for await (const req of requests) {
-          const asV1 = create(v1.ServerReflectionRequestSchema, { host: req.host, messageRequest: req.messageRequest as Request["messageRequest"] });
+          const asV1 = create(v1.ServerReflectionRequestSchema, {
+            host: req.host,
+            messageRequest: req.messageRequest as Request["messageRequest"],
+          });
           const res = answer(asV1);
-          yield create(v1alpha.ServerReflectionResponseSchema, { originalRequest: req, messageResponse: res as v1alpha.ServerReflectionResponse["messageResponse"] });
+          yield create(v1alpha.ServerReflectionResponseSchema, {
+            originalRequest: req,
+            messageResponse: res as v1alpha.ServerReflectionResponse["messageResponse"],
+          });
         }
       },
     });

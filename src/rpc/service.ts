@@ -36,7 +36,9 @@ const MAX_HEARTBEAT_MS = 600_000;
 
 function requireId(value: number, what: "pid" | "tgid"): number {
   if (value === 0) {
-    throw new InvalidRequestError(`${what} is 0; pass the ${what === "pid" ? "thread id" : "process id"} of a live task (>= 1)`);
+    throw new InvalidRequestError(
+      `${what} is 0; pass the ${what === "pid" ? "thread id" : "process id"} of a live task (>= 1)`,
+    );
   }
   return value;
 }
@@ -90,7 +92,12 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
           undo();
           throw err;
         });
-        return { listenerId: listener.id, cpumask: registry.cpumaskOf(listener), buffer: listener.queue.capacity, leaseMs: registry.limits.leaseMs };
+        return {
+          listenerId: listener.id,
+          cpumask: registry.cpumaskOf(listener),
+          buffer: listener.queue.capacity,
+          leaseMs: registry.limits.leaseMs,
+        };
       }),
     deregister: (req) =>
       guard(() => {
@@ -106,12 +113,24 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
         const stats = registry.stats();
         const { limits } = registry;
         return create(GetInfoResponseSchema, {
-          source: info.source, possibleCpus: source.possible.list, taskstatsVersion: info.taskstatsVersion,
-          taskstatsSize: info.taskstatsSize, kernelRelease: info.kernelRelease, delayacct: info.delayacct,
-          watchedCpus: stats.watchedCpus, listeners: stats.listeners, streams: stats.streams,
-          records: BigInt(info.records), kernelDrops: BigInt(info.kernelDrops), kernelOverruns: BigInt(info.overruns),
-          subscriberDrops: BigInt(stats.lost["subscriber-overflow"]), serverVersion: deps.version,
-          socketBuffer: info.socketBuffer, maxBuffer: limits.maxBuffer, defaultBuffer: limits.defaultBuffer, leaseMs: limits.leaseMs,
+          source: info.source,
+          possibleCpus: source.possible.list,
+          taskstatsVersion: info.taskstatsVersion,
+          taskstatsSize: info.taskstatsSize,
+          kernelRelease: info.kernelRelease,
+          delayacct: info.delayacct,
+          watchedCpus: stats.watchedCpus,
+          listeners: stats.listeners,
+          streams: stats.streams,
+          records: BigInt(info.records),
+          kernelDrops: BigInt(info.kernelDrops),
+          kernelOverruns: BigInt(info.overruns),
+          subscriberDrops: BigInt(stats.lost["subscriber-overflow"]),
+          serverVersion: deps.version,
+          socketBuffer: info.socketBuffer,
+          maxBuffer: limits.maxBuffer,
+          defaultBuffer: limits.defaultBuffer,
+          leaseMs: limits.leaseMs,
           listenerDetails: req.listeners ? [...registry.listeners()].map((l) => listenerInfo(registry, l)) : [],
         });
       }),

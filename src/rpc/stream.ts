@@ -12,9 +12,9 @@ import { parseContentType as grpcWebContentType } from "@connectrpc/connect/prot
 import type { Listener } from "../core/listener.ts";
 import type { ListenerRegistry } from "../core/registry.ts";
 import type { StepEncoder } from "../core/subscription.ts";
-import { SubscribeExitsResponseSchema, type SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { type SubscribeExitsResponse, SubscribeExitsResponseSchema } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
-import { toExitEvent, type ServerItem } from "./convert.ts";
+import { type ServerItem, toExitEvent } from "./convert.ts";
 import { preEncodedBatch } from "./fast-binary/batch.ts";
 import type { Projection } from "./projection.ts";
 
@@ -47,7 +47,11 @@ export function streamEncoder(
   o: { readonly codec: Codec; readonly project: Projection },
 ): StepEncoder<ExitRecord, Uint8Array, SubscribeExitsResponse> {
   const message = (fields: MessageInitShape<typeof SubscribeExitsResponseSchema>): SubscribeExitsResponse =>
-    create(SubscribeExitsResponseSchema, { cpumask: registry.cpumaskOf(listener), queued: listener.queue.depth, ...fields });
+    create(SubscribeExitsResponseSchema, {
+      cpumask: registry.cpumaskOf(listener),
+      queued: listener.queue.depth,
+      ...fields,
+    });
   const project = o.project;
   const batch = o.codec === "binary" && project === undefined
     ? (items: readonly ServerItem[]) => preEncodedBatch(items, listener.queue.depth)

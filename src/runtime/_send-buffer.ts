@@ -25,7 +25,9 @@ export async function createSendBufferCap(bytes: number): Promise<(socket: Socke
     const sys = createNodeSyscalls();
     setInt = (fd, level, name, value) => sys.setsockoptInt(fd, level, name, value);
   } catch (err) {
-    const why = (err as Error).name === "KoffiMissingError" ? "koffi is not installed (`npm install koffi`)" : (err as Error).message;
+    const why = (err as Error).name === "KoffiMissingError"
+      ? "koffi is not installed (`npm install koffi`)"
+      : (err as Error).message;
     console.error(
       `taskwire: cannot cap socket send buffers (${why}); clients that stop reading take longer to be backpressured`,
     );

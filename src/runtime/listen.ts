@@ -4,7 +4,7 @@
  * in the server checks for a runtime.
  */
 import type { TaskwireServer } from "../server/server.ts";
-import type { ListenOptions, Listening } from "./node.ts";
+import type { Listening, ListenOptions } from "./node.ts";
 
 /** Binds `server` on this runtime. TLS and real gRPC are Node's; elsewhere TLS is refused with a TypeError. */
 export async function listen(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {

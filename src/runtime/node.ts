@@ -116,7 +116,11 @@ function grpcListener(handlers: readonly UniversalHandler[]): (req: NodeRequest,
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
     if (handler === undefined) {
       // A trailers-only gRPC response: UNIMPLEMENTED, as gRPC servers answer unknown methods.
-      res.writeHead(200, { "content-type": "application/grpc", "grpc-status": "12", "grpc-message": `no method ${req.url}` });
+      res.writeHead(200, {
+        "content-type": "application/grpc",
+        "grpc-status": "12",
+        "grpc-message": `no method ${req.url}`,
+      });
       res.end();
       return;
     }
@@ -158,9 +162,13 @@ function sniffing(h1: ReturnType<typeof createHttp1Server>, h2: ReturnType<typeo
 function describeListenError(err: Error, host: string, port: number): Error {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "EADDRINUSE") {
-    return new Error(`port ${port} on ${host} is in use; pick another with --port (0 picks a free one)`, { cause: err });
+    return new Error(`port ${port} on ${host} is in use; pick another with --port (0 picks a free one)`, {
+      cause: err,
+    });
   }
-  if (code === "EACCES") return new Error(`no permission to listen on ${host}:${port}; use a port above 1023`, { cause: err });
+  if (code === "EACCES") {
+    return new Error(`no permission to listen on ${host}:${port}; use a port above 1023`, { cause: err });
+  }
   if (code === "EADDRNOTAVAIL") {
     return new Error(`${host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`, { cause: err });
   }

@@ -87,7 +87,12 @@ export function createServer(options: ServerOptions): TaskwireServer {
   reflectionRoutes([TaskStats])(router);
   const app = createApp({
     rpcHandlers: router.handlers,
-    health: () => ({ status: "ok", source: source.info().source, version: VERSION, listeners: registry.stats().listeners }),
+    health: () => ({
+      status: "ok",
+      source: source.info().source,
+      version: VERSION,
+      listeners: registry.stats().listeners,
+    }),
     ...(options.corsOrigins && { corsOrigins: options.corsOrigins }),
   });
   return {
@@ -95,17 +100,18 @@ export function createServer(options: ServerOptions): TaskwireServer {
     fetch: (req) => app.fetch(req),
     rpcHandlers: router.handlers,
     stats: () => registry.stats(),
-    listeners: () => [...registry.listeners()].map((l) => ({
-      id: l.id,
-      cpumask: registry.cpumaskOf(l),
-      streaming: l.attached,
-      ephemeral: l.ephemeral,
-      queueDepth: l.queue.depth,
-      queueCapacity: l.queue.capacity,
-      produced: l.produced,
-      delivered: l.delivered,
-      lost: { ...l.lost },
-    })),
+    listeners: () =>
+      [...registry.listeners()].map((l) => ({
+        id: l.id,
+        cpumask: registry.cpumaskOf(l),
+        streaming: l.attached,
+        ephemeral: l.ephemeral,
+        queueDepth: l.queue.depth,
+        queueCapacity: l.queue.capacity,
+        produced: l.produced,
+        delivered: l.delivered,
+        lost: { ...l.lost },
+      })),
     close: async () => {
       housekeeping.stop();
       load.close();

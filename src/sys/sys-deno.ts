@@ -4,17 +4,31 @@ import type { Syscalls } from "./syscalls.ts";
 
 // Deno's FFI types, declared here so the Node build type-checks without Deno's lib.
 interface DenoFfi {
-  dlopen(path: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: Record<string, (...args: unknown[]) => unknown> };
+  dlopen(
+    path: string,
+    symbols: Record<string, { parameters: string[]; result: string }>,
+  ): { symbols: Record<string, (...args: unknown[]) => unknown> };
   UnsafePointerView: new (ptr: unknown) => { getInt32(offset?: number): number };
 }
 
-const TYPE: Record<string, string> = { i32: "i32", u32: "u32", u64: "usize", i64: "isize", buf: "buffer", ptr: "pointer" };
+const TYPE: Record<string, string> = {
+  i32: "i32",
+  u32: "u32",
+  u64: "usize",
+  i64: "isize",
+  buf: "buffer",
+  ptr: "pointer",
+};
 
 /** Binds the libc functions the netlink source uses. */
 export function createDenoSyscalls(): Syscalls {
   const Deno = (globalThis as unknown as { Deno: DenoFfi }).Deno;
-  const spec = Object.fromEntries(Object.entries(LIBC_SIGNATURES).map(([name, [params, result]]) =>
-    [name, { parameters: params.map((t) => TYPE[t]!), result: TYPE[result]! }]));
+  const spec = Object.fromEntries(
+    Object.entries(LIBC_SIGNATURES).map(([name, [params, result]]) => [name, {
+      parameters: params.map((t) => TYPE[t]!),
+      result: TYPE[result]!,
+    }]),
+  );
   const { symbols } = Deno.dlopen("libc.so.6", spec);
   return syscallsFrom({
     runtime: "deno",

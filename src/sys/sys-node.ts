@@ -21,7 +21,9 @@ async function importKoffi(): Promise<typeof import("koffi").default> {
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     const message = err instanceof Error ? err.message : String(err);
-    if (code === "ERR_MODULE_NOT_FOUND" && message.includes("'koffi'")) throw new KoffiMissingError(KOFFI_MISSING, { cause: err });
+    if (code === "ERR_MODULE_NOT_FOUND" && message.includes("'koffi'")) {
+      throw new KoffiMissingError(KOFFI_MISSING, { cause: err });
+    }
     // Installed, but its native module did not load (no prebuilt binary for this platform, say).
     throw new Error(`koffi is installed but did not load: ${message}`, { cause: err });
   }

@@ -36,8 +36,20 @@ export class SyscallError extends Error {
 }
 
 const NAMES: Record<number, string> = {
-  1: "EPERM", 2: "ENOENT", 3: "ESRCH", 4: "EINTR", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM", 13: "EACCES", 22: "EINVAL",
-  24: "EMFILE", 93: "EPROTONOSUPPORT", 97: "EAFNOSUPPORT", 105: "ENOBUFS", 111: "ECONNREFUSED",
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  22: "EINVAL",
+  24: "EMFILE",
+  93: "EPROTONOSUPPORT",
+  97: "EAFNOSUPPORT",
+  105: "ENOBUFS",
+  111: "ECONNREFUSED",
 };
 
 /** "EPERM (1)" */

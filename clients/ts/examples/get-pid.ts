@@ -20,7 +20,9 @@ const { values, positionals } = parseArgs({
 });
 const client = createTaskwireClient(values.url);
 const ids = positionals.length > 0 ? positionals.map(Number) : [process.pid];
-for (const [i, id] of ids.entries()) if (!Number.isInteger(id) || id < 1) throw new RangeError(`not a pid: ${positionals[i]}`);
+for (const [i, id] of ids.entries()) {
+  if (!Number.isInteger(id) || id < 1) throw new RangeError(`not a pid: ${positionals[i]}`);
+}
 
 // The kernel counts CPU time in microseconds and delays in nanoseconds.
 const ms = (value: bigint | undefined, perMs: number) => `${(Number(value ?? 0n) / perMs).toFixed(1)} ms`;

@@ -20,7 +20,9 @@ const { values } = parseArgs({
   },
 });
 const count = Number(values.count);
-if (!Number.isInteger(count) || count < 1) throw new RangeError(`--count must be a whole number >= 1, got ${values.count}`);
+if (!Number.isInteger(count) || count < 1) {
+  throw new RangeError(`--count must be a whole number >= 1, got ${values.count}`);
+}
 
 // ac_exitcode is a wait(2) status: a signal number in the low 7 bits, else the exit code in bits 8-15.
 const ended = (status: number) => (status & 0x7f ? `killed by signal ${status & 0x7f}` : `exit ${status >> 8}`);

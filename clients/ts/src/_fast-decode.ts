@@ -14,7 +14,14 @@
  * input makes the caller fall back to fromBinary() for the whole message, so
  * errors are protobuf-es's own.
  */
-import { create, fromBinary, ScalarType, type DescField, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescField,
+  type DescMessage,
+  fromBinary,
+  type MessageShape,
+  ScalarType,
+} from "@bufbuild/protobuf";
 
 /** Read position in a buffer. */
 interface Cursor {
@@ -179,7 +186,9 @@ function slotFor(f: DescField, index: number): Slot | undefined {
     case "message":
       return f.delimitedEncoding ? undefined : new Slot(2, index, oneofCase, null, planFor(f.message), false);
     case "list":
-      return f.listKind === "message" && !f.delimitedEncoding ? new Slot(2, index, "", null, planFor(f.message), true) : undefined;
+      return f.listKind === "message" && !f.delimitedEncoding
+        ? new Slot(2, index, "", null, planFor(f.message), true)
+        : undefined;
     default:
       return undefined; // maps
   }
@@ -192,22 +201,44 @@ function slotFor(f: DescField, index: number): Slot | undefined {
 // 'unsafe-eval'), the same steps run as a loop.
 function builder(desc: DescMessage): Build {
   const zero = create(desc) as Fields;
-  const steps = desc.members.map((m, i) => ({ key: m.localName, i, always: m.localName in zero, zero: zero[m.localName] }));
-  const fresh = (v: unknown): unknown => (v instanceof Uint8Array ? new Uint8Array(0) : Array.isArray(v) ? [] : typeof v === "object" && v !== null ? { case: undefined } : v);
+  const steps = desc.members.map((m, i) => ({
+    key: m.localName,
+    i,
+    always: m.localName in zero,
+    zero: zero[m.localName],
+  }));
+  const fresh = (
+    v: unknown,
+  ): unknown => (v instanceof Uint8Array
+    ? new Uint8Array(0)
+    : Array.isArray(v)
+    ? []
+    : typeof v === "object" && v !== null
+    ? { case: undefined }
+    : v);
   // Every member set (TaskStats from a kernel that has all its fields): one object literal, one allocation.
   const all = steps.map((st) => `${JSON.stringify(st.key)}: v[${st.i}]`);
-  const code = [`if (n === ${steps.length}) { const o = { $typeName: T, ${all.join(", ")} }; if (u !== undefined) o.$unknown = u; return o; }`];
+  const code = [
+    `if (n === ${steps.length}) { const o = { $typeName: T, ${
+      all.join(", ")
+    } }; if (u !== undefined) o.$unknown = u; return o; }`,
+  ];
   code.push("const o = { $typeName: T };");
   for (const st of steps) {
     const key = JSON.stringify(st.key);
     if (!st.always) code.push(`if (v[${st.i}] !== undefined) o[${key}] = v[${st.i}];`);
-    else if (typeof st.zero === "object" && st.zero !== null) code.push(`o[${key}] = v[${st.i}] !== undefined ? v[${st.i}] : fresh(Z[${st.i}]);`);
-    else code.push(`o[${key}] = v[${st.i}] !== undefined ? v[${st.i}] : Z[${st.i}];`);
+    else if (typeof st.zero === "object" && st.zero !== null) {
+      code.push(`o[${key}] = v[${st.i}] !== undefined ? v[${st.i}] : fresh(Z[${st.i}]);`);
+    } else code.push(`o[${key}] = v[${st.i}] !== undefined ? v[${st.i}] : Z[${st.i}];`);
   }
   code.push("if (u !== undefined) o.$unknown = u;", "return o;");
   const zeros = steps.map((st) => st.zero);
   try {
-    return new Function("T", "Z", "fresh", `return function build(v, u, n) {\n${code.join("\n")}\n};`)(desc.typeName, zeros, fresh) as Build;
+    return new Function("T", "Z", "fresh", `return function build(v, u, n) {\n${code.join("\n")}\n};`)(
+      desc.typeName,
+      zeros,
+      fresh,
+    ) as Build;
   } catch {
     return (v, u) => {
       const o: Fields = { $typeName: desc.typeName };
@@ -252,7 +283,9 @@ function readMessageSlot(slot: Slot, values: unknown[], c: Cursor): void {
     return;
   }
   // A singular message field seen twice must merge: fromBinary() does that.
-  if (values[i] !== undefined && (slot.oneofCase === "" || (values[i] as { case: string }).case === slot.oneofCase)) throw new Malformed();
+  if (values[i] !== undefined && (slot.oneofCase === "" || (values[i] as { case: string }).case === slot.oneofCase)) {
+    throw new Malformed();
+  }
   const value = submessage(slot.message!, c);
   values[i] = slot.oneofCase === "" ? value : { case: slot.oneofCase, value };
 }
@@ -309,7 +342,10 @@ export interface WireField {
  * (a stream read as google.protobuf.Empty delivers every field this way),
  * decoding them as decodeFast() would.
  */
-export function decodeFastFromFields<Desc extends DescMessage>(desc: Desc, fields: readonly WireField[]): MessageShape<Desc> {
+export function decodeFastFromFields<Desc extends DescMessage>(
+  desc: Desc,
+  fields: readonly WireField[],
+): MessageShape<Desc> {
   let size = 0;
   for (const f of fields) size += tagSize(f.no, f.wireType) + f.data.length;
   const bytes = new Uint8Array(size);

@@ -1,9 +1,13 @@
 import type { DescMethodServerStreaming, DescService } from "@bufbuild/protobuf";
-import { EmptySchema, type Empty } from "@bufbuild/protobuf/wkt";
-import { createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { type Empty, EmptySchema } from "@bufbuild/protobuf/wkt";
+import { type CallOptions, type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { toTaskwireError } from "./errors.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
-import { SubscribeExitsResponseSchema, TaskStats, type SubscribeExitsResponse } from "./gen/taskwire/v1/taskstats_pb.ts";
+import {
+  type SubscribeExitsResponse,
+  SubscribeExitsResponseSchema,
+  TaskStats,
+} from "./gen/taskwire/v1/taskstats_pb.ts";
 
 /** A typed client of the TaskStats service: getPid, getTgid, register, deregister, subscribeExits, getInfo. */
 export type TaskwireClient = Client<typeof TaskStats>;
@@ -115,7 +119,9 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
   } catch {
     throw new TypeError(`baseUrl "${baseUrl}" is not a URL; pass e.g. "http://127.0.0.1:7878"`);
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError(`baseUrl must be http: or https:, got ${url.protocol}`);
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new TypeError(`baseUrl must be http: or https:, got ${url.protocol}`);
+  }
   const headers = options.headers;
   const interceptors: Interceptor[] = [...(options.interceptors ?? [])];
   if (headers !== undefined) {
@@ -125,8 +131,12 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
     });
   }
   const protocol = options.protocol ?? "connect";
-  if (!["connect", "grpc-web", "grpc"].includes(protocol)) throw new TypeError(`protocol "${protocol}" is unknown; use "connect", "grpc-web" or "grpc"`);
-  if (protocol === "grpc" && options.useBinaryFormat === false) throw new TypeError("gRPC is binary only; drop useBinaryFormat: false or use protocol \"connect\"");
+  if (!["connect", "grpc-web", "grpc"].includes(protocol)) {
+    throw new TypeError(`protocol "${protocol}" is unknown; use "connect", "grpc-web" or "grpc"`);
+  }
+  if (protocol === "grpc" && options.useBinaryFormat === false) {
+    throw new TypeError('gRPC is binary only; drop useBinaryFormat: false or use protocol "connect"');
+  }
   return {
     baseUrl: url.href.replace(/\/$/, ""),
     protocol,

@@ -22,7 +22,13 @@ export class TaskwireError extends ConnectError {
 
   /** Wraps `from`, a ConnectError whose ErrorDetail named `reason`. */
   constructor(from: ConnectError, reason: ErrorReason, metadata: Record<string, string>) {
-    super(from.rawMessage, from.code, from.metadata, from.details as ConstructorParameters<typeof ConnectError>[3], from.cause);
+    super(
+      from.rawMessage,
+      from.code,
+      from.metadata,
+      from.details as ConstructorParameters<typeof ConnectError>[3],
+      from.cause,
+    );
     this.reason = reason;
     this.values = Object.freeze({ ...metadata });
   }

@@ -26,20 +26,46 @@ export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
  * pass `transport` to bring your own.
  */
 export const createTaskwireClient = clientFactory((s) => {
-  if (s.protocol === "grpc") throw new TypeError('protocol "grpc" needs HTTP/2 trailers, which fetch cannot read; use "grpc-web" or "connect" here (or the SDK on Node)');
+  if (s.protocol === "grpc") {
+    throw new TypeError(
+      'protocol "grpc" needs HTTP/2 trailers, which fetch cannot read; use "grpc-web" or "connect" here (or the SDK on Node)',
+    );
+  }
   return s.protocol === "grpc-web" ? createGrpcWebTransport(s) : createConnectTransport(s);
 });
-export { watchExits, type WatchExitsOptions, type Subscribed, type Reconnecting } from "./watch.ts";
+export { type Reconnecting, type Subscribed, watchExits, type WatchExitsOptions } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
 export {
-  TaskwireError, TaskNotFoundError, ListenerNotFoundError, InvalidCpumaskError, InvalidRequestError, LimitExceededError,
-  ServerPermissionError, SourceUnavailableError, UnsupportedError, SeqOutOfRangeError, StreamTakenOverError, ShuttingDownError,
-  toTaskwireError, ErrorReason,
+  ErrorReason,
+  InvalidCpumaskError,
+  InvalidRequestError,
+  LimitExceededError,
+  ListenerNotFoundError,
+  SeqOutOfRangeError,
+  ServerPermissionError,
+  ShuttingDownError,
+  SourceUnavailableError,
+  StreamTakenOverError,
+  TaskNotFoundError,
+  TaskwireError,
+  toTaskwireError,
+  UnsupportedError,
 } from "./errors.ts";
 export {
-  TaskStats, LossReason, OverflowPolicy,
-  type ExitEvent, type Exit, type Lost, type GetInfoResponse, type RegisterResponse, type ExitFilter, type ListenerInfo,
-  type DeregisterResponse, type GetPidResponse, type GetTgidResponse, type SubscribeExitsResponse,
+  type DeregisterResponse,
+  type Exit,
+  type ExitEvent,
+  type ExitFilter,
+  type GetInfoResponse,
+  type GetPidResponse,
+  type GetTgidResponse,
+  type ListenerInfo,
+  LossReason,
+  type Lost,
+  OverflowPolicy,
+  type RegisterResponse,
+  type SubscribeExitsResponse,
+  TaskStats,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 export { TaskStatsSchema } from "./gen/taskwire/kernel/v1/taskstats_pb.ts";
 /** struct taskstats as a message (the kernel's field names, camelCased). */

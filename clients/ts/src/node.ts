@@ -16,5 +16,7 @@ export * from "./mod.ts";
  */
 export const createTaskwireClient = clientFactory((s) => {
   if (s.protocol === "grpc") return createGrpcTransport(s);
-  return s.protocol === "grpc-web" ? createGrpcWebTransport({ ...s, httpVersion: "1.1" }) : createConnectTransport({ ...s, httpVersion: "1.1" });
+  return s.protocol === "grpc-web"
+    ? createGrpcWebTransport({ ...s, httpVersion: "1.1" })
+    : createConnectTransport({ ...s, httpVersion: "1.1" });
 });

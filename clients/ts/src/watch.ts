@@ -1,7 +1,11 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  ExitEventSchema, LossReason, type ExitEvent, type ExitFilterSchema, type OverflowPolicy,
+  type ExitEvent,
+  ExitEventSchema,
+  type ExitFilterSchema,
+  LossReason,
+  type OverflowPolicy,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskwireClient } from "./client.ts";
 import { ListenerNotFoundError, TaskwireError, toTaskwireError } from "./errors.ts";
@@ -21,38 +25,48 @@ export interface Reconnecting {
 }
 
 /** Options of watchExits: exactly one of `cpumask` and `listenerId`. */
-export type WatchExitsOptions = ({ cpumask: string; listenerId?: undefined } | { listenerId: string; cpumask?: undefined }) & {
-  /** Queue size for a listener made from `cpumask` (0 or unset: the server default). */
-  buffer?: number;
-  /** Overflow policy for a listener made from `cpumask`. */
-  overflow?: OverflowPolicy;
-  /** Most events per stream message (unset: the server default). */
-  maxBatch?: number;
-  /** Heartbeat interval on idle streams, ms (unset: the server default, 15 s). */
-  heartbeatMs?: number;
-  /** Only these TaskStats fields, by kernel name ("ac_comm", ...). */
-  fields?: string[];
-  /** Server-side filter: tgids, uids, comm prefix, nonzero exit. */
-  filter?: MessageInitShape<typeof ExitFilterSchema>;
-  /**
-   * Reconnect with backoff and resume after a dropped stream (default true).
-   * With `cpumask`, the listener is registered (so it outlives a dropped
-   * connection for its lease) and deregistered when the iteration ends.
-   * false: one stream; with `cpumask`, an ephemeral listener that dies with it.
-   */
-  resume?: boolean;
-  /** Backoff between reconnects (defaults: 100 ms doubling to 5 s, unlimited attempts). */
-  backoff?: { initialMs?: number; maxMs?: number; maxAttempts?: number };
-  /** Ends the iteration (and the server-side stream) when aborted. */
-  signal?: AbortSignal;
-  /** Called each time the server confirms a (re)subscription, before its events. */
-  onSubscribed?: (info: Subscribed) => void;
-  /** Called before each reconnect attempt. */
-  onReconnect?: (info: Reconnecting) => void;
-};
+export type WatchExitsOptions =
+  & ({ cpumask: string; listenerId?: undefined } | { listenerId: string; cpumask?: undefined })
+  & {
+    /** Queue size for a listener made from `cpumask` (0 or unset: the server default). */
+    buffer?: number;
+    /** Overflow policy for a listener made from `cpumask`. */
+    overflow?: OverflowPolicy;
+    /** Most events per stream message (unset: the server default). */
+    maxBatch?: number;
+    /** Heartbeat interval on idle streams, ms (unset: the server default, 15 s). */
+    heartbeatMs?: number;
+    /** Only these TaskStats fields, by kernel name ("ac_comm", ...). */
+    fields?: string[];
+    /** Server-side filter: tgids, uids, comm prefix, nonzero exit. */
+    filter?: MessageInitShape<typeof ExitFilterSchema>;
+    /**
+     * Reconnect with backoff and resume after a dropped stream (default true).
+     * With `cpumask`, the listener is registered (so it outlives a dropped
+     * connection for its lease) and deregistered when the iteration ends.
+     * false: one stream; with `cpumask`, an ephemeral listener that dies with it.
+     */
+    resume?: boolean;
+    /** Backoff between reconnects (defaults: 100 ms doubling to 5 s, unlimited attempts). */
+    backoff?: { initialMs?: number; maxMs?: number; maxAttempts?: number };
+    /** Ends the iteration (and the server-side stream) when aborted. */
+    signal?: AbortSignal;
+    /** Called each time the server confirms a (re)subscription, before its events. */
+    onSubscribed?: (info: Subscribed) => void;
+    /** Called before each reconnect attempt. */
+    onReconnect?: (info: Reconnecting) => void;
+  };
 
 const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded, Code.Canceled]);
-const NETWORK = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ERR_STREAM_PREMATURE_CLOSE"]);
+const NETWORK = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ERR_STREAM_PREMATURE_CLOSE",
+]);
 
 // A connection that broke is worth another try whatever code the transport
 // gave it (connect-node reports a reset as ABORTED); a takeover's ABORTED is not.
@@ -75,7 +89,10 @@ function listenerGone(err: ConnectError): boolean {
  * a `lost` event with reason RESTART and `countUnknown` — never silently.
  * Breaking out of the loop or aborting `signal` ends the server-side stream.
  */
-export async function* watchExits(client: TaskwireClient, options: WatchExitsOptions): AsyncGenerator<ExitEvent, void, undefined> {
+export async function* watchExits(
+  client: TaskwireClient,
+  options: WatchExitsOptions,
+): AsyncGenerator<ExitEvent, void, undefined> {
   if ((options.cpumask === undefined) === (options.listenerId === undefined)) {
     throw new TypeError("watchExits: pass exactly one of cpumask (CPUs to watch) or listenerId (from register)");
   }
@@ -88,7 +105,9 @@ export async function* watchExits(client: TaskwireClient, options: WatchExitsOpt
 
 function streamRequest(options: WatchExitsOptions) {
   return {
-    maxBatch: options.maxBatch ?? 0, heartbeatMs: options.heartbeatMs ?? 0, fields: options.fields ?? [],
+    maxBatch: options.maxBatch ?? 0,
+    heartbeatMs: options.heartbeatMs ?? 0,
+    fields: options.fields ?? [],
     ...(options.filter !== undefined && { filter: options.filter }),
   };
 }
@@ -105,7 +124,10 @@ async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncG
   const { ctl, unlink } = linked(options.signal);
   try {
     const stream = client.subscribeExits({
-      ...streamRequest(options), cpumask: options.cpumask ?? "", listenerId: options.listenerId ?? "", buffer: options.buffer ?? 0,
+      ...streamRequest(options),
+      cpumask: options.cpumask ?? "",
+      listenerId: options.listenerId ?? "",
+      buffer: options.buffer ?? 0,
       ...(options.overflow !== undefined && { overflow: options.overflow }),
     }, { signal: ctl.signal });
     for await (const msg of stream) {
@@ -120,7 +142,9 @@ async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncG
 
 async function register(client: TaskwireClient, options: WatchExitsOptions, signal: AbortSignal): Promise<string> {
   const res = await client.register({
-    cpumask: options.cpumask!, buffer: options.buffer ?? 0, ...(options.overflow !== undefined && { overflow: options.overflow }),
+    cpumask: options.cpumask!,
+    buffer: options.buffer ?? 0,
+    ...(options.overflow !== undefined && { overflow: options.overflow }),
   }, { signal });
   return res.listenerId;
 }
@@ -140,11 +164,17 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 function restartLoss(afterSeq: bigint): ExitEvent {
   return create(ExitEventSchema, {
     seq: afterSeq,
-    event: { case: "lost", value: { count: 0n, firstSeq: afterSeq + 1n, lastSeq: 0n, reason: LossReason.RESTART, countUnknown: true } },
+    event: {
+      case: "lost",
+      value: { count: 0n, firstSeq: afterSeq + 1n, lastSeq: 0n, reason: LossReason.RESTART, countUnknown: true },
+    },
   });
 }
 
-async function* resuming(client: TaskwireClient, options: WatchExitsOptions): AsyncGenerator<ExitEvent, void, undefined> {
+async function* resuming(
+  client: TaskwireClient,
+  options: WatchExitsOptions,
+): AsyncGenerator<ExitEvent, void, undefined> {
   const { ctl, unlink } = linked(options.signal);
   const initialMs = options.backoff?.initialMs ?? 100, maxMs = options.backoff?.maxMs ?? 5000;
   const maxAttempts = options.backoff?.maxAttempts ?? Infinity;
@@ -169,12 +199,20 @@ async function* resuming(client: TaskwireClient, options: WatchExitsOptions): As
       let idle: ReturnType<typeof setTimeout> | undefined;
       const touch = () => {
         clearTimeout(idle);
-        idle = setTimeout(() => attemptCtl.abort(new ConnectError("no message or heartbeat within 3 heartbeat intervals", Code.Unavailable)), idleMs);
+        idle = setTimeout(
+          () =>
+            attemptCtl.abort(
+              new ConnectError("no message or heartbeat within 3 heartbeat intervals", Code.Unavailable),
+            ),
+          idleMs,
+        );
       };
       try {
         listenerId ??= await register(client, options, ctl.signal);
         touch();
-        const stream = client.subscribeExits({ ...streamRequest(options), listenerId, afterSeq }, { signal: attemptCtl.signal });
+        const stream = client.subscribeExits({ ...streamRequest(options), listenerId, afterSeq }, {
+          signal: attemptCtl.signal,
+        });
         for await (const msg of stream) {
           touch();
           attempt = 0;

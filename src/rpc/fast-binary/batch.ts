@@ -16,12 +16,15 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
 import {
-  ExitEventSchema, ExitSchema, SubscribeExitsResponseSchema, type SubscribeExitsResponse,
+  ExitEventSchema,
+  ExitSchema,
+  type SubscribeExitsResponse,
+  SubscribeExitsResponseSchema,
 } from "../../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
-import { maxStatsSize, writeStats, writeVarint, type AnyStats } from "./task-stats.ts";
+import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-stats.ts";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
 const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
@@ -33,7 +36,9 @@ const TGID = tag(ExitSchema.field.tgid.number, WireType.Varint);
 const PID_STATS = tag(ExitSchema.field.pidStats.number, WireType.LengthDelimited);
 const TGID_STATS = tag(ExitSchema.field.tgidStats.number, WireType.LengthDelimited);
 // Every tag above is below 128: one byte each.
-for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS]) if (t > 0x7f) throw new Error("batch encoding assumes one-byte tags");
+for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS]) {
+  if (t > 0x7f) throw new Error("batch encoding assumes one-byte tags");
+}
 
 /** A growable byte buffer with a write position. */
 class Scratch {
@@ -121,7 +126,8 @@ export function exitBody(r: ExitRecord): Uint8Array {
 // ExitEvent{seq, cpu, exit} inside the events field. Zero implicit fields are
 // left out, as toBinary() does.
 function exitEvent(seq: number, cpu: number, exit: Uint8Array): void {
-  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (cpu === 0 ? 0 : 1 + varintSize(cpu)) + 1 + varintSize(exit.length) + exit.length;
+  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (cpu === 0 ? 0 : 1 + varintSize(cpu)) + 1 +
+    varintSize(exit.length) + exit.length;
   out.reserve(1 + 5 + eventLen);
   const b = out.buf;
   let p = out.pos;
@@ -156,8 +162,13 @@ export function encodeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[
 }
 
 /** A SubscribeExitsResponse carrying `items` pre-encoded (see the module comment), plus `queued`. */
-export function preEncodedBatch(items: readonly StreamItem<ExitRecord, Uint8Array>[], queued: number): SubscribeExitsResponse {
+export function preEncodedBatch(
+  items: readonly StreamItem<ExitRecord, Uint8Array>[],
+  queued: number,
+): SubscribeExitsResponse {
   const msg = create(SubscribeExitsResponseSchema, { queued });
-  if (items.length > 0) msg.$unknown = [{ no: EVENTS >>> 3, wireType: WireType.LengthDelimited, data: encodeEvents(items).subarray(1) }];
+  if (items.length > 0) {
+    msg.$unknown = [{ no: EVENTS >>> 3, wireType: WireType.LengthDelimited, data: encodeEvents(items).subarray(1) }];
+  }
   return msg;
 }

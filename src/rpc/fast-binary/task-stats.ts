@@ -8,7 +8,7 @@
  * output against toBinary() byte for byte on arbitrary records.
  */
 import { ScalarType } from "@bufbuild/protobuf";
-import { TaskStatsSchema, type TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { type TaskStats, TaskStatsSchema } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { SLOT, type StatsVector } from "../../kernel/stats-vector.ts";
 import type { TaskStatsField } from "../../kernel/taskstats.ts";
 
@@ -75,7 +75,11 @@ export function writeString(b: Uint8Array, p: number, s: string): number {
 }
 
 type Kind = "u32" | "u64" | "string";
-const KINDS: Partial<Record<ScalarType, Kind>> = { [ScalarType.UINT32]: "u32", [ScalarType.UINT64]: "u64", [ScalarType.STRING]: "string" };
+const KINDS: Partial<Record<ScalarType, Kind>> = {
+  [ScalarType.UINT32]: "u32",
+  [ScalarType.UINT64]: "u64",
+  [ScalarType.STRING]: "string",
+};
 const WRITERS: Record<Kind, string> = { u32: "writeVarint", u64: "writeVarint64", string: "writeString" };
 
 // TaskStats' fields in number order, each with its kind and its tag as
@@ -94,9 +98,15 @@ type Encode = (s: TaskStats, b: Uint8Array, p: number) => number;
 // Compiled once: one `if (v !== undefined)` per field, properties read by
 // name. Set optional fields are written even when zero, as toBinary() does.
 function compile(): Encode {
-  const lines = FIELDS.map((f) => `v = s[${JSON.stringify(f.localName)}]; if (v !== undefined) { ${f.tagBytes} p = ${WRITERS[f.kind]}(b, p, v); }`);
+  const lines = FIELDS.map((f) =>
+    `v = s[${JSON.stringify(f.localName)}]; if (v !== undefined) { ${f.tagBytes} p = ${WRITERS[f.kind]}(b, p, v); }`
+  );
   const body = `return function encodeTaskStats(s, b, p) { let v;\n${lines.join("\n")}\nreturn p; };`;
-  return new Function("writeVarint", "writeVarint64", "writeString", body)(writeVarint, writeVarint64, writeString) as Encode;
+  return new Function("writeVarint", "writeVarint64", "writeString", body)(
+    writeVarint,
+    writeVarint64,
+    writeString,
+  ) as Encode;
 }
 
 type EncodeVector = (v: Float64Array, comm: string | undefined, b: Uint8Array, p: number) => number;

@@ -15,7 +15,9 @@ export class NetlinkFormatError extends Error {
 export type RequestAttr = { type: number; u32: number } | { type: number; string: string };
 
 /** Encodes a generic netlink request: nlmsghdr + genlmsghdr + attributes. */
-export function encodeGenlRequest(o: { family: number; cmd: number; version: number; seq: number; flags?: number; attrs: RequestAttr[] }): Uint8Array {
+export function encodeGenlRequest(
+  o: { family: number; cmd: number; version: number; seq: number; flags?: number; attrs: RequestAttr[] },
+): Uint8Array {
   const payloads = o.attrs.map((a) => ("u32" in a ? u32le(a.u32) : new TextEncoder().encode(`${a.string}\0`)));
   const size = K.NLMSG_HDRLEN + K.GENL_HDRLEN + payloads.reduce((s, p) => s + align4(K.NLA_HDRLEN + p.length), 0);
   const out = new Uint8Array(size);
@@ -46,13 +48,23 @@ function u32le(v: number): Uint8Array {
 
 /** CTRL_CMD_GETFAMILY for a family name. */
 export function encodeGetFamily(name: string, seq: number): Uint8Array {
-  return encodeGenlRequest({ family: K.GENL_ID_CTRL, cmd: K.CTRL_CMD_GETFAMILY, version: 1, seq, attrs: [{ type: K.CTRL_ATTR_FAMILY_NAME, string: name }] });
+  return encodeGenlRequest({
+    family: K.GENL_ID_CTRL,
+    cmd: K.CTRL_CMD_GETFAMILY,
+    version: 1,
+    seq,
+    attrs: [{ type: K.CTRL_ATTR_FAMILY_NAME, string: name }],
+  });
 }
 
 /** TASKSTATS_CMD_GET with one command attribute (pid, tgid, register or deregister cpumask). */
 export function encodeTaskstatsGet(family: number, seq: number, attr: RequestAttr, ack = true): Uint8Array {
   return encodeGenlRequest({
-    family, cmd: K.TASKSTATS_CMD_GET, version: K.TASKSTATS_GENL_VERSION, seq, attrs: [attr],
+    family,
+    cmd: K.TASKSTATS_CMD_GET,
+    version: K.TASKSTATS_GENL_VERSION,
+    seq,
+    attrs: [attr],
     flags: K.NLM_F_REQUEST | (ack ? K.NLM_F_ACK : 0),
   });
 }
@@ -73,10 +85,17 @@ export function parseMessages(buf: Uint8Array): NlMessage[] {
   let off = 0;
   while (off + K.NLMSG_HDRLEN <= buf.byteLength) {
     const len = dv.getUint32(off, true);
-    if (len < K.NLMSG_HDRLEN || off + len > buf.byteLength) throw new NetlinkFormatError(`nlmsg_len ${len} at offset ${off} does not fit the ${buf.byteLength}-byte datagram`);
+    if (len < K.NLMSG_HDRLEN || off + len > buf.byteLength) {
+      throw new NetlinkFormatError(
+        `nlmsg_len ${len} at offset ${off} does not fit the ${buf.byteLength}-byte datagram`,
+      );
+    }
     out.push({
-      type: dv.getUint16(off + 4, true), flags: dv.getUint16(off + 6, true), seq: dv.getUint32(off + 8, true),
-      portId: dv.getUint32(off + 12, true), payload: buf.subarray(off + K.NLMSG_HDRLEN, off + len),
+      type: dv.getUint16(off + 4, true),
+      flags: dv.getUint16(off + 6, true),
+      seq: dv.getUint32(off + 8, true),
+      portId: dv.getUint32(off + 12, true),
+      payload: buf.subarray(off + K.NLMSG_HDRLEN, off + len),
     });
     off += align4(len);
   }
@@ -103,7 +122,9 @@ export function parseAttrs(buf: Uint8Array, skipType = K.TASKSTATS_TYPE_NULL): N
   while (off + K.NLA_HDRLEN <= buf.byteLength) {
     const len = dv.getUint16(off, true);
     const type = dv.getUint16(off + 2, true) & K.NLA_TYPE_MASK;
-    if (len < K.NLA_HDRLEN || off + len > buf.byteLength) throw new NetlinkFormatError(`nla_len ${len} at offset ${off} does not fit ${buf.byteLength} bytes`);
+    if (len < K.NLA_HDRLEN || off + len > buf.byteLength) {
+      throw new NetlinkFormatError(`nla_len ${len} at offset ${off} does not fit ${buf.byteLength} bytes`);
+    }
     if (type !== skipType) out.push({ type, data: buf.subarray(off + K.NLA_HDRLEN, off + len) });
     off += align4(len);
   }
@@ -113,7 +134,9 @@ export function parseAttrs(buf: Uint8Array, skipType = K.TASKSTATS_TYPE_NULL): N
 /** The family id in a CTRL_CMD_NEWFAMILY reply payload. */
 export function parseFamilyId(payload: Uint8Array): number {
   const attr = parseAttrs(payload.subarray(K.GENL_HDRLEN), -1).find((a) => a.type === K.CTRL_ATTR_FAMILY_ID);
-  if (attr === undefined || attr.data.byteLength < 2) throw new NetlinkFormatError("CTRL_CMD_GETFAMILY reply has no CTRL_ATTR_FAMILY_ID");
+  if (attr === undefined || attr.data.byteLength < 2) {
+    throw new NetlinkFormatError("CTRL_CMD_GETFAMILY reply has no CTRL_ATTR_FAMILY_ID");
+  }
   return new DataView(attr.data.buffer, attr.data.byteOffset, 2).getUint16(0, true);
 }
 
@@ -127,10 +150,13 @@ function readAggregate(nest: Uint8Array, idType: number): { id: number; stats: U
   let id: number | undefined;
   let stats: Uint8Array | undefined;
   for (const a of parseAttrs(nest)) {
-    if (a.type === idType && a.data.byteLength >= 4) id = new DataView(a.data.buffer, a.data.byteOffset, 4).getUint32(0, true);
-    else if (a.type === K.TASKSTATS_TYPE_STATS) stats = a.data;
+    if (a.type === idType && a.data.byteLength >= 4) {
+      id = new DataView(a.data.buffer, a.data.byteOffset, 4).getUint32(0, true);
+    } else if (a.type === K.TASKSTATS_TYPE_STATS) stats = a.data;
   }
-  if (id === undefined || stats === undefined) throw new NetlinkFormatError(`aggregate attribute lacks its id or TASKSTATS_TYPE_STATS`);
+  if (id === undefined || stats === undefined) {
+    throw new NetlinkFormatError(`aggregate attribute lacks its id or TASKSTATS_TYPE_STATS`);
+  }
   return { id, stats };
 }
 

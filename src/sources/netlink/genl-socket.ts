@@ -3,7 +3,7 @@
  * receive buffer, and run request/ACK transactions. Shared by the main
  * thread (GET requests) and the reader worker (per-CPU listeners).
  */
-import { encodeGetFamily, parseErrorPayload, parseFamilyId, parseMessages, type NlMessage } from "./codec.ts";
+import { encodeGetFamily, type NlMessage, parseErrorPayload, parseFamilyId, parseMessages } from "./codec.ts";
 import * as K from "./constants.ts";
 import { check, SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
@@ -30,7 +30,10 @@ export interface GenlSocket {
 
 /** Opens and binds a NETLINK_GENERIC socket. */
 export function openGenlSocket(sys: Syscalls): GenlSocket {
-  const fd = check("socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC)", sys.socket(K.AF_NETLINK, K.SOCK_RAW | K.SOCK_CLOEXEC, K.NETLINK_GENERIC));
+  const fd = check(
+    "socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC)",
+    sys.socket(K.AF_NETLINK, K.SOCK_RAW | K.SOCK_CLOEXEC, K.NETLINK_GENERIC),
+  );
   try {
     const addr = new Uint8Array(12);
     new DataView(addr.buffer).setUint16(0, K.AF_NETLINK, true);
@@ -91,13 +94,19 @@ class _GenlSocket implements GenlSocket {
     }
     // The kernel doubles the value for bookkeeping overhead and reports the doubled size.
     const out = new Int32Array(1);
-    check("getsockopt(SO_RCVBUF)", this.#sys.getsockopt(this.fd, K.SOL_SOCKET, K.SO_RCVBUF, new Uint8Array(out.buffer)));
+    check(
+      "getsockopt(SO_RCVBUF)",
+      this.#sys.getsockopt(this.fd, K.SOL_SOCKET, K.SO_RCVBUF, new Uint8Array(out.buffer)),
+    );
     return out[0]!;
   }
 
   drops(): number {
     const meminfo = new Uint32Array(K.SK_MEMINFO_VARS);
-    check("getsockopt(SO_MEMINFO)", this.#sys.getsockopt(this.fd, K.SOL_SOCKET, K.SO_MEMINFO, new Uint8Array(meminfo.buffer)));
+    check(
+      "getsockopt(SO_MEMINFO)",
+      this.#sys.getsockopt(this.fd, K.SOL_SOCKET, K.SO_MEMINFO, new Uint8Array(meminfo.buffer)),
+    );
     return meminfo[K.SK_MEMINFO_DROPS]!;
   }
 

@@ -9,11 +9,18 @@ import { release } from "node:os";
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createPossibleCpus, type PossibleCpus } from "../../kernel/cpulist.ts";
 import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
-import { SourcePermissionError, SourceUnavailableError, TaskNotFoundError, type ExitSink, type SourceInfo, type TaskstatsSource } from "../source.ts";
+import {
+  type ExitSink,
+  type SourceInfo,
+  SourcePermissionError,
+  SourceUnavailableError,
+  TaskNotFoundError,
+  type TaskstatsSource,
+} from "../source.ts";
 import { encodeTaskstatsGet, parseTaskstatsNew } from "./codec.ts";
 import * as K from "./constants.ts";
-import { NetlinkRequestError, openGenlSocket, resolveFamily, type GenlSocket } from "./genl-socket.ts";
-import { startReader, type Reader } from "./reader.ts";
+import { type GenlSocket, NetlinkRequestError, openGenlSocket, resolveFamily } from "./genl-socket.ts";
+import { type Reader, startReader } from "./reader.ts";
 import { readerWorkerUrl } from "./_worker-url.ts";
 import { loadSyscalls } from "../../sys/load.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
@@ -55,9 +62,15 @@ function readDelayacct(): boolean {
 
 function explainOpenFailure(err: unknown): string {
   if (err instanceof SyscallError) {
-    if (err.errno === K.EAFNOSUPPORT || err.errno === K.EPROTONOSUPPORT) return "this kernel has no generic netlink (AF_NETLINK/NETLINK_GENERIC unsupported)";
-    if (err.errno === K.ENOENT && err.syscall.includes("GETFAMILY")) return "the TASKSTATS generic netlink family is absent (kernel built without CONFIG_TASKSTATS)";
-    if (err.errno === K.EPERM || err.errno === K.EACCES) return "TASKSTATS_CMD_GET was refused: it needs CAP_NET_ADMIN (run as root or grant the capability)";
+    if (err.errno === K.EAFNOSUPPORT || err.errno === K.EPROTONOSUPPORT) {
+      return "this kernel has no generic netlink (AF_NETLINK/NETLINK_GENERIC unsupported)";
+    }
+    if (err.errno === K.ENOENT && err.syscall.includes("GETFAMILY")) {
+      return "the TASKSTATS generic netlink family is absent (kernel built without CONFIG_TASKSTATS)";
+    }
+    if (err.errno === K.EPERM || err.errno === K.EACCES) {
+      return "TASKSTATS_CMD_GET was refused: it needs CAP_NET_ADMIN (run as root or grant the capability)";
+    }
     return err.message;
   }
   return err instanceof Error ? err.message : String(err);
@@ -65,16 +78,22 @@ function explainOpenFailure(err: unknown): string {
 
 /** Opens the netlink source: resolves the family and proves GET works on this process. */
 export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Promise<NetlinkSource> {
-  if (process.platform !== "linux") throw new NetlinkUnavailableError(`taskstats is a Linux interface and this is ${process.platform}`);
+  if (process.platform !== "linux") {
+    throw new NetlinkUnavailableError(`taskstats is a Linux interface and this is ${process.platform}`);
+  }
   const socketBuffer = options.socketBuffer ?? DEFAULT_SOCKET_BUFFER;
-  if (!Number.isInteger(socketBuffer) || socketBuffer < 4096 || socketBuffer > 2 ** 31 - 1) throw new RangeError(`socketBuffer must be 4096 bytes to 2 GiB, got ${socketBuffer}`);
+  if (!Number.isInteger(socketBuffer) || socketBuffer < 4096 || socketBuffer > 2 ** 31 - 1) {
+    throw new RangeError(`socketBuffer must be 4096 bytes to 2 GiB, got ${socketBuffer}`);
+  }
   let sys: Syscalls;
   try {
     sys = options.syscalls ?? (await loadSyscalls());
   } catch (err) {
     // A missing optional dependency says what to install; anything else is the FFI failing.
     if (err instanceof Error && err.name === "KoffiMissingError") throw new NetlinkUnavailableError(err.message);
-    throw new NetlinkUnavailableError(`the FFI for syscalls could not load (${err instanceof Error ? err.message : String(err)})`);
+    throw new NetlinkUnavailableError(
+      `the FFI for syscalls could not load (${err instanceof Error ? err.message : String(err)})`,
+    );
   }
   let sock: GenlSocket | undefined;
   try {
@@ -112,8 +131,15 @@ class _NetlinkSource implements NetlinkSource {
   info(): SourceInfo {
     const r = this.#reader?.stats();
     return {
-      source: "netlink", kernelRelease: release(), taskstatsVersion: this.#version, taskstatsSize: this.#size,
-      delayacct: readDelayacct(), socketBuffer: r?.rcvbuf ?? 0, kernelDrops: r?.kernelDrops ?? 0, overruns: r?.enobufs ?? 0, records: r?.records ?? 0,
+      source: "netlink",
+      kernelRelease: release(),
+      taskstatsVersion: this.#version,
+      taskstatsSize: this.#size,
+      delayacct: readDelayacct(),
+      socketBuffer: r?.rcvbuf ?? 0,
+      kernelDrops: r?.kernelDrops ?? 0,
+      overruns: r?.enobufs ?? 0,
+      records: r?.records ?? 0,
     };
   }
 
@@ -126,9 +152,14 @@ class _NetlinkSource implements NetlinkSource {
   }
 
   start(sink: ExitSink): void {
-    if (this.#reader !== undefined || this.#closed) throw new Error("netlink source: start() may be called once, before close()");
+    if (this.#reader !== undefined || this.#closed) {
+      throw new Error("netlink source: start() may be called once, before close()");
+    }
     this.#reader = startReader({
-      family: this.family, rcvbuf: this.#socketBuffer, sink, workerUrl: this.#workerUrl,
+      family: this.family,
+      rcvbuf: this.#socketBuffer,
+      sink,
+      workerUrl: this.#workerUrl,
       onFatal: (message) => console.error(`taskwire: netlink reader failed: ${message}`),
     });
   }
@@ -161,7 +192,9 @@ class _NetlinkSource implements NetlinkSource {
     const reply = replies.find((m) => m.type === this.family);
     const parsed = reply === undefined ? undefined : parseTaskstatsNew(reply.payload);
     const agg = kind === "pid" ? parsed?.pid : parsed?.tgid;
-    if (agg === undefined) throw new SourceUnavailableError(`the kernel's reply to TASKSTATS_CMD_GET ${kind} ${id} held no stats`);
+    if (agg === undefined) {
+      throw new SourceUnavailableError(`the kernel's reply to TASKSTATS_CMD_GET ${kind} ${id} held no stats`);
+    }
     // Every reply carries the running kernel's struct: what GetInfo reports comes from the latest one.
     const stats = decodeTaskStats(agg.stats);
     this.#version = stats.version ?? 0;
@@ -173,7 +206,9 @@ class _NetlinkSource implements NetlinkSource {
     if (err instanceof NetlinkRequestError) {
       if (err.errno === K.ESRCH) return new TaskNotFoundError(kind, id);
       if (err.errno === K.EPERM || err.errno === K.EACCES) {
-        return new SourcePermissionError(`the kernel refused TASKSTATS_CMD_GET (${err.message}): it needs CAP_NET_ADMIN in the initial user namespace`);
+        return new SourcePermissionError(
+          `the kernel refused TASKSTATS_CMD_GET (${err.message}): it needs CAP_NET_ADMIN in the initial user namespace`,
+        );
       }
     }
     return err instanceof Error ? err : new Error(String(err));

@@ -9,7 +9,7 @@ import type { FromWorker, ToWorker, WorkerOptions } from "./_reader-protocol.ts"
 import { FRAME_HEADER } from "./_reader-protocol.ts";
 import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
-import { openGenlSocket, type GenlSocket } from "./genl-socket.ts";
+import { type GenlSocket, openGenlSocket } from "./genl-socket.ts";
 import { loadSyscalls } from "../../sys/load.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
@@ -61,13 +61,22 @@ function watch(sys: Syscalls, cpu: number): void {
     sock = openGenlSocket(sys);
     const rcvbuf = sock.setReceiveBuffer(opts.rcvbuf);
     const s = seq++;
-    sock.transact(encodeTaskstatsGet(opts.family, s, { type: K.TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, string: String(cpu) }), s, `register CPU ${cpu}`);
+    sock.transact(
+      encodeTaskstatsGet(opts.family, s, { type: K.TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, string: String(cpu) }),
+      s,
+      `register CPU ${cpu}`,
+    );
     sockets.set(cpu, { cpu, sock, drops: sock.drops(), overrun: false });
     rebuildPoll();
     post({ op: "watching", cpu, rcvbuf, portId: sock.portId });
   } catch (err) {
     sock?.close();
-    post({ op: "watch-failed", cpu, errno: err instanceof SyscallError ? err.errno : 0, message: String((err as Error).message) });
+    post({
+      op: "watch-failed",
+      cpu,
+      errno: err instanceof SyscallError ? err.errno : 0,
+      message: String((err as Error).message),
+    });
   }
 }
 
@@ -78,7 +87,11 @@ function unwatch(cpu: number): void {
   reportDrops(s);
   const q = seq++;
   try {
-    s.sock.transact(encodeTaskstatsGet(opts.family, q, { type: K.TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, string: String(cpu) }), q, `deregister CPU ${cpu}`);
+    s.sock.transact(
+      encodeTaskstatsGet(opts.family, q, { type: K.TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, string: String(cpu) }),
+      q,
+      `deregister CPU ${cpu}`,
+    );
   } catch {
     // Closing the socket is enough: the kernel drops a listener whose port is gone on its next send.
   }

@@ -8,7 +8,7 @@ import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { decodeStatsVector, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
 import { SLOT } from "../../kernel/stats-vector.ts";
 import { vectorRecord } from "../../kernel/vector-record.ts";
-import { SourceUnavailableError, type ExitSink } from "../source.ts";
+import { type ExitSink, SourceUnavailableError } from "../source.ts";
 import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
 import { parseMessages, parseTaskstatsNew, type TaskstatsNew } from "./codec.ts";
 
@@ -63,7 +63,13 @@ class _Reader implements Reader {
     this.#o = o;
     const pending = new SharedArrayBuffer(4);
     this.#pending = new Int32Array(pending);
-    const data: WorkerOptions = { family: o.family, rcvbuf: o.rcvbuf, slabBytes: 256 * 1024, maxPendingBatches: 256, pending };
+    const data: WorkerOptions = {
+      family: o.family,
+      rcvbuf: o.rcvbuf,
+      slabBytes: 256 * 1024,
+      maxPendingBatches: 256,
+      pending,
+    };
     this.#worker = new Worker(o.workerUrl, { workerData: data });
     this.#worker.unref();
     this.#stopped = new Promise((resolve) => {
@@ -103,7 +109,8 @@ class _Reader implements Reader {
 
   #onMessage(m: FromWorker): void {
     switch (m.op) {
-      case "batch": return this.#batch(new Uint8Array(m.slab, 0, m.used));
+      case "batch":
+        return this.#batch(new Uint8Array(m.slab, 0, m.used));
       case "enobufs":
         this.#stats.enobufs++;
         return;
@@ -117,13 +124,17 @@ class _Reader implements Reader {
       case "unwatched":
         return this.#ack();
       case "watch-failed":
-        this.#failure ??= new SourceUnavailableError(`the kernel did not register CPU ${m.cpu} for exit records: ${m.message}`);
+        this.#failure ??= new SourceUnavailableError(
+          `the kernel did not register CPU ${m.cpu} for exit records: ${m.message}`,
+        );
         return this.#ack();
       case "ready":
         this.#stats.runtime = m.runtime;
         return;
-      case "fatal": return this.#fail(m.message);
-      case "stopped": return;
+      case "fatal":
+        return this.#fail(m.message);
+      case "stopped":
+        return;
     }
   }
 
@@ -133,7 +144,7 @@ class _Reader implements Reader {
     this.#waiters = this.#waiters.filter((w) => w.target > this.#done);
     const failure = this.#failure;
     this.#failure = undefined;
-    for (const w of ready) (failure ? w.reject(failure) : w.resolve());
+    for (const w of ready) failure ? w.reject(failure) : w.resolve();
   }
 
   #fail(message: string): void {
@@ -146,7 +157,7 @@ class _Reader implements Reader {
   #batch(slab: Uint8Array): void {
     try {
       const dv = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
-      for (let off = 0; off < slab.byteLength; ) {
+      for (let off = 0; off < slab.byteLength;) {
         const cpu = dv.getUint32(off, true), len = dv.getUint32(off + 4, true);
         for (const msg of parseMessages(slab.subarray(off + FRAME_HEADER, off + FRAME_HEADER + len))) {
           if (msg.type === this.#o.family) this.#record(cpu, msg.seq, msg.payload);
@@ -175,15 +186,25 @@ function vectors(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | und
   const tgidVector = tgid === undefined ? undefined : decodeStatsVector(tgid.stats);
   if (pidVector === undefined || (tgid !== undefined && tgidVector === undefined)) return undefined;
   const acTgid = pidVector.values[SLOT.acTgid]!;
-  return vectorRecord({ cpu, cpuSeq: seq, pid: pid.id, tgid: tgid?.id ?? (acTgid === acTgid ? acTgid : 0), pidVector, tgidVector });
+  return vectorRecord({
+    cpu,
+    cpuSeq: seq,
+    pid: pid.id,
+    tgid: tgid?.id ?? (acTgid === acTgid ? acTgid : 0),
+    pidVector,
+    tgidVector,
+  });
 }
 
 // A 64-bit value of 2^53 or more has no exact double: that record is decoded as TaskStats messages.
 function messages(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord {
   const pidStats = decodeTaskStats(pid.stats);
   return {
-    cpu, cpuSeq: seq, pid: pid.id, tgid: tgid?.id ?? pidStats.acTgid ?? 0, pidStats,
+    cpu,
+    cpuSeq: seq,
+    pid: pid.id,
+    tgid: tgid?.id ?? pidStats.acTgid ?? 0,
+    pidStats,
     tgidStats: tgid === undefined ? undefined : decodeTaskStats(tgid.stats),
   };
 }
-

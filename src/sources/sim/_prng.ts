@@ -12,7 +12,10 @@ export interface Prng {
 export function createPrng(seed: number): Prng {
   let a = 0x9e3779b9, b = 0x243f6a88, c = 0xb7e15162, d = seed >>> 0;
   const next = (): number => {
-    a >>>= 0; b >>>= 0; c >>>= 0; d >>>= 0;
+    a >>>= 0;
+    b >>>= 0;
+    c >>>= 0;
+    d >>>= 0;
     const t = (a + b | 0) + d | 0;
     d = d + 1 | 0;
     a = b ^ (b >>> 9);

@@ -39,7 +39,16 @@ export function drawProfile(rng: Prng, p: ThreadProfile = emptyProfile()): Threa
 
 // Doubles from the start, so V8 keeps these fields as doubles that later draws overwrite in place.
 export function emptyProfile(): ThreadProfile {
-  return { cpuShare: 0.5, sysShare: 0.5, waitShare: 0.5, faultsPerSec: 0.5, ioBytesPerSec: 0.5, switchesPerSec: 0.5, rssMb: 0.5, vmMb: 0.5 };
+  return {
+    cpuShare: 0.5,
+    sysShare: 0.5,
+    waitShare: 0.5,
+    faultsPerSec: 0.5,
+    ioBytesPerSec: 0.5,
+    switchesPerSec: 0.5,
+    rssMb: 0.5,
+    vmMb: 0.5,
+  };
 }
 
 /** Who a thread is, for the identity fields. */
@@ -68,11 +77,20 @@ const int = (n: number): number => (n > 0 ? Math.floor(n) : 0);
 
 // Each delay class's slots: count, total, max, min.
 const DELAY_SLOTS = Object.fromEntries(DELAY_CLASSES.map((c) => [c, [
-  SLOT[`${c}Count`], SLOT[`${c}DelayTotal`], SLOT[`${c}DelayMax`], SLOT[`${c}DelayMin`],
+  SLOT[`${c}Count`],
+  SLOT[`${c}DelayTotal`],
+  SLOT[`${c}DelayMax`],
+  SLOT[`${c}DelayMin`],
 ]])) as unknown as Record<(typeof DELAY_CLASSES)[number], readonly [number, number, number, number]>;
 
 // One delay class the way delayacct reports it, into its four slots.
-function delayClass(s: Float64Array, [count, total, max, min]: readonly [number, number, number, number], events: number, ns: number, on: boolean): void {
+function delayClass(
+  s: Float64Array,
+  [count, total, max, min]: readonly [number, number, number, number],
+  events: number,
+  ns: number,
+  on: boolean,
+): void {
   const n = Math.floor(events), t = on && n > 0 ? ns : 0;
   s[count] = on ? int(n) : 0;
   s[total] = int(t);
@@ -85,7 +103,12 @@ function delayClass(s: Float64Array, [count, total, max, min]: readonly [number,
  * vector: this is the sim's hot path, and numbers cost no allocation per
  * field (a TaskStats message is built from it only when asked for).
  */
-export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsContext, exit?: { code: number; groupDead: boolean }): StatsVector {
+export function threadStats(
+  id: ThreadIdentity,
+  p: ThreadProfile,
+  ctx: StatsContext,
+  exit?: { code: number; groupDead: boolean },
+): StatsVector {
   const ageNs = Math.max(0, ctx.nowNs - id.startNs), ageS = ageNs / 1e9;
   const runNs = ageNs * p.cpuShare;
   const utimeUs = (runNs * (1 - p.sysShare)) / 1000, stimeUs = (runNs * p.sysShare) / 1000;
@@ -144,11 +167,11 @@ export function threadStats(id: ThreadIdentity, p: ThreadProfile, ctx: StatsCont
   s[SLOT.cpuScaledRunRealTotal] = int(runNs);
   s[SLOT.thrashingCount] = 0;
   s[SLOT.thrashingDelayTotal] = 0;
-  s[SLOT.acBtime64] = (btime);
+  s[SLOT.acBtime64] = btime;
   s[SLOT.acTgid] = id.tgid;
   s[SLOT.acTgetime] = int((ctx.nowNs - id.groupStartNs) / 1000);
   s[SLOT.acExeDev] = 0x803;
-  s[SLOT.acExeInode] = (id.exeInode);
+  s[SLOT.acExeInode] = id.exeInode;
   s[SLOT.swapinDelayMax] = 0;
   s[SLOT.swapinDelayMin] = 0;
   s[SLOT.thrashingDelayMax] = 0;

@@ -7,11 +7,11 @@
  */
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { copyStatsVector, toTaskStats, type StatsVector } from "../../kernel/stats-vector.ts";
+import { copyStatsVector, type StatsVector, toTaskStats } from "../../kernel/stats-vector.ts";
 import { vectorRecord } from "../../kernel/vector-record.ts";
 import { addDelayacct, addLiveThread, zeroGroupStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
-import { drawProfile, emptyProfile, threadStats, type ThreadIdentity, type ThreadProfile } from "./_task-stats.ts";
+import { drawProfile, emptyProfile, type ThreadIdentity, type ThreadProfile, threadStats } from "./_task-stats.ts";
 
 /** Options of the simulated kernel. */
 export interface SimKernelOptions {
@@ -77,8 +77,32 @@ interface Process {
 }
 
 const COMMS = [
-  "bash", "sh", "make", "cc1", "gcc", "ld", "as", "python3", "node", "sshd", "cron", "postgres", "nginx",
-  "git", "grep", "sed", "awk", "curl", "tar", "gzip", "rustc", "java", "sort", "find", "ls", "cat",
+  "bash",
+  "sh",
+  "make",
+  "cc1",
+  "gcc",
+  "ld",
+  "as",
+  "python3",
+  "node",
+  "sshd",
+  "cron",
+  "postgres",
+  "nginx",
+  "git",
+  "grep",
+  "sed",
+  "awk",
+  "curl",
+  "tar",
+  "gzip",
+  "rustc",
+  "java",
+  "sort",
+  "find",
+  "ls",
+  "cat",
 ];
 const UIDS = [0, 0, 1000, 1000, 1000, 33, 999, 65534];
 const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
@@ -86,21 +110,48 @@ const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
 /** Creates a simulated kernel. */
 export function createSimKernel(options: SimKernelOptions): SimKernel {
   const { cpus, exitRate, seed } = options;
-  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 65536) throw new RangeError(`cpus must be an integer in 1-65536, got ${cpus}`);
-  if (!(exitRate >= 0) || !Number.isFinite(exitRate)) throw new RangeError(`exitRate must be a finite number >= 0, got ${exitRate}`);
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 65536) {
+    throw new RangeError(`cpus must be an integer in 1-65536, got ${cpus}`);
+  }
+  if (!(exitRate >= 0) || !Number.isFinite(exitRate)) {
+    throw new RangeError(`exitRate must be a finite number >= 0, got ${exitRate}`);
+  }
   if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
   const population = options.population ?? Math.max(64, 4 * cpus);
-  if (!Number.isInteger(population) || population < 2) throw new RangeError(`population must be an integer >= 2, got ${population}`);
+  if (!Number.isInteger(population) || population < 2) {
+    throw new RangeError(`population must be an integer >= 2, got ${population}`);
+  }
   return new _SimKernel({ ...options, population });
 }
 
 function newProcess(): Process {
-  return { tgid: 0, ppid: 0, comm: "", uid: 0, nice: 0, startNs: 0.5, exeInode: 0, forkedOnly: false, threads: new Map(), stats: undefined };
+  return {
+    tgid: 0,
+    ppid: 0,
+    comm: "",
+    uid: 0,
+    nice: 0,
+    startNs: 0.5,
+    exeInode: 0,
+    forkedOnly: false,
+    threads: new Map(),
+    stats: undefined,
+  };
 }
 
 function newThread(proc: Process): Thread {
   const identity: ThreadIdentity = {
-    pid: 0, tgid: 0, ppid: 0, comm: "", uid: 0, gid: 0, nice: 0, startNs: 0.5, groupStartNs: 0.5, exeInode: 0, forkedOnly: false,
+    pid: 0,
+    tgid: 0,
+    ppid: 0,
+    comm: "",
+    uid: 0,
+    gid: 0,
+    nice: 0,
+    startNs: 0.5,
+    groupStartNs: 0.5,
+    exeInode: 0,
+    forkedOnly: false,
   };
   return { pid: 0, proc, profile: emptyProfile(), identity, index: 0 };
 }

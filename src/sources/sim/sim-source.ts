@@ -5,7 +5,13 @@
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createPossibleCpus } from "../../kernel/cpulist.ts";
 import { TASKSTATS_SIZE, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
-import { SourceUnavailableError, TaskNotFoundError, type ExitSink, type SourceInfo, type TaskstatsSource } from "../source.ts";
+import {
+  type ExitSink,
+  type SourceInfo,
+  SourceUnavailableError,
+  TaskNotFoundError,
+  type TaskstatsSource,
+} from "../source.ts";
 import { createSimKernel, type SimKernel } from "./sim-kernel.ts";
 
 /** Options of the sim source (the `--sim-*` flags). */
@@ -33,7 +39,10 @@ export interface SimSource extends TaskstatsSource {
 export function createSimSource(options: SimSourceOptions = {}): SimSource {
   const cpus = options.cpus ?? 8;
   const kernel = createSimKernel({
-    cpus, exitRate: options.exitRate ?? 200, seed: options.seed ?? 1, epochMs: Date.now(),
+    cpus,
+    exitRate: options.exitRate ?? 200,
+    seed: options.seed ?? 1,
+    epochMs: Date.now(),
     ...(options.population !== undefined && { population: options.population }),
     ...(options.delayacct !== undefined && { delayacct: options.delayacct }),
   });
@@ -58,9 +67,15 @@ class _SimSource implements SimSource {
 
   info(): SourceInfo {
     return {
-      source: "sim", kernelRelease: `taskwire simulated kernel (${this.kernel.cpus} CPUs)`,
-      taskstatsVersion: TASKSTATS_VERSION, taskstatsSize: TASKSTATS_SIZE, delayacct: this.#delayacct,
-      socketBuffer: 0, kernelDrops: 0, overruns: 0, records: this.kernel.records,
+      source: "sim",
+      kernelRelease: `taskwire simulated kernel (${this.kernel.cpus} CPUs)`,
+      taskstatsVersion: TASKSTATS_VERSION,
+      taskstatsSize: TASKSTATS_SIZE,
+      delayacct: this.#delayacct,
+      socketBuffer: 0,
+      kernelDrops: 0,
+      overruns: 0,
+      records: this.kernel.records,
     };
   }
 
@@ -73,7 +88,9 @@ class _SimSource implements SimSource {
   }
 
   start(sink: ExitSink): void {
-    if (this.#timer !== undefined || this.#closed) throw new Error("sim source: start() may be called once, before close()");
+    if (this.#timer !== undefined || this.#closed) {
+      throw new Error("sim source: start() may be called once, before close()");
+    }
     this.kernel.onRecord = (r) => sink.exit(r);
     const t0 = performance.now() * 1e6 - this.kernel.nowNs;
     this.#timer = setInterval(() => this.kernel.advanceTo(performance.now() * 1e6 - t0), this.#tickMs);
