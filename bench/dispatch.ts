@@ -78,6 +78,7 @@ export function benchDispatch(counts: number[] = [10, 1000, 10_000]): string[][]
           capacity: 1 << 20,
           policy: "drop-newest",
           ephemeral: false,
+          owner: "bench",
           now: 0,
           retain: () => undefined,
         }),

@@ -19,7 +19,7 @@ interface Rec {
 const rec = (n: number, cpu = 0): Rec => ({ cpu, n });
 const retain = (r: Rec) => `payload ${r.n}`;
 const listener = (capacity: number) =>
-  new Listener<Rec, string>({ id: "l", capacity, policy: "drop-newest", ephemeral: false, now: 0, retain });
+  new Listener<Rec, string>({ id: "l", capacity, policy: "drop-newest", ephemeral: false, owner: "t", now: 0, retain });
 const show = (items: readonly StreamItem<Rec, string>[]) =>
   items.map((i) =>
     i.kind === "lost" ? `lost ${i.first}-${i.last} ${i.reason}` : i.kind === "retained" ? `${i.seq}:${i.payload}` : `${i.seq}`
@@ -148,8 +148,8 @@ describe("registry", () => {
     let now = 0;
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain, limits: { leaseMs: 1000 }, now: () => now });
-    const a = reg.create([0, 1], { buffer: 4, policy: "drop-newest", ephemeral: false });
-    const b = reg.create([1], { buffer: 4, policy: "drop-newest", ephemeral: false });
+    const a = reg.create([0, 1], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const b = reg.create([1], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
     expect([...feed.watched].sort()).toEqual([0, 1]);
     feed.sink.exit(rec(1, 0));
     feed.sink.exit(rec(2, 1));
@@ -168,8 +168,8 @@ describe("registry", () => {
   it("refuses a listener past maxListeners before changing anything", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain, limits: { maxListeners: 1 } });
-    reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false });
-    expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false })).toThrow(/limit of 1 listeners/);
+    reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "t" });
+    expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "t" })).toThrow(/limit of 1 listeners/);
     expect([...feed.watched]).toEqual([0]);
     expect(reg.stats().listeners).toBe(1);
   });
@@ -177,7 +177,7 @@ describe("registry", () => {
   it("close ends subscriptions as shutting down and closes the feed", async () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([2], { buffer: 4, policy: "drop-newest", ephemeral: false });
+    const l = reg.create([2], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
     const encode = { open: () => "open", batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","), heartbeat: () => "hb" };
     const sub = subscribe(reg, l, { maxBatch: 10, heartbeatMs: 60_000, signal: new AbortController().signal, encode });
     expect((await sub.next()).value).toBe("open");
@@ -194,7 +194,7 @@ describe("subscription", () => {
   it("sends the replay first, then the queue in batches of at most maxBatch, and heartbeats when idle", async () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
     for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
     const ctl = new AbortController();
     const encode = { open: () => "open", batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","), heartbeat: () => "hb" };
@@ -211,7 +211,7 @@ describe("subscription", () => {
   it("a second subscription takes the listener over; the first ends with StreamTakenOverError", async () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
     const encode = { open: () => "open", batch: () => "batch", heartbeat: () => "hb" };
     const opts = { maxBatch: 2, heartbeatMs: 60_000, encode };
     const first = subscribe(reg, l, { ...opts, signal: new AbortController().signal });

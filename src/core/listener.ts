@@ -29,6 +29,10 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly policy: OverflowPolicy;
   /** Dies with its stream (inline cpumask subscription). */
   readonly ephemeral: boolean;
+  /** The principal that made it (Principal.id). */
+  readonly owner: string;
+  /** Records its owner may see at all (applied before `filter`, for good); undefined for every record. */
+  readonly scope?: ((record: R) => boolean) | undefined;
   readonly now: number;
   /** What to keep of a record handed to a stream, for resumes. */
   readonly retain: (record: R) => P;
@@ -43,6 +47,7 @@ export function noLosses(): LossCounters {
 export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   readonly id: string;
   readonly ephemeral: boolean;
+  readonly owner: string;
   readonly queue: EventQueue<R>;
   readonly lost: LossCounters = noLosses();
   /** Seq of the last event produced for this listener. */
@@ -55,6 +60,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   rate = 0;
   /** Which records this listener wants (set by the stream that subscribes); others take no seq. */
   filter: ((record: R) => boolean) | undefined;
+  /** Which records its owner may see at all (fixed at creation); others take no seq. */
+  readonly scope: ((record: R) => boolean) | undefined;
   /** When the last stream went away (or the listener was made), for lease reaping. */
   detachedAt: number;
   readonly #retention: Retention<R, P>;
@@ -70,6 +77,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   constructor(o: ListenerOptions<R, P>) {
     this.id = o.id;
     this.ephemeral = o.ephemeral;
+    this.owner = o.owner;
+    this.scope = o.scope;
     this.queue = createEventQueue<R>(o.capacity, o.policy);
     this.#retention = new Retention<R, P>(o.capacity, o.retain);
     this.detachedAt = o.now;
@@ -93,6 +102,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
 
   /** An exit on one of this listener's CPUs. */
   deliver(record: R): void {
+    if (this.scope !== undefined && !this.scope(record)) return;
     if (this.filter !== undefined && !this.filter(record)) return;
     const dropped = this.queue.push(++this.produced, record);
     if (dropped !== 0) this.lost["subscriber-overflow"]++;

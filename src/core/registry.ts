@@ -81,26 +81,33 @@ export interface RegistryOptions<R extends CpuRecord, P> {
 }
 
 /** How a new listener queues. */
-export interface NewListener {
+export interface NewListener<R extends CpuRecord = CpuRecord> {
   /** Queue size asked for; 0 takes the default, more than the limit takes the limit. */
   readonly buffer: number;
   readonly policy: OverflowPolicy;
   readonly ephemeral: boolean;
+  /** The principal that owns it (Principal.id): only it (or an admin) can find it. */
+  readonly owner: string;
+  /** Records its owner may see at all; undefined for every record. */
+  readonly scope?: ((record: R) => boolean) | undefined;
 }
 
 /** The registry. */
 export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> {
   readonly limits: Readonly<Limits>;
   /** Creates a listener on `cpus`; LimitExceededError when the server holds maxListeners. */
-  create(cpus: readonly number[], o: NewListener): Listener<R, P>;
+  create(cpus: readonly number[], o: NewListener<R>): Listener<R, P>;
   /** Adds CPUs to a listener (a CPU it has already is a no-op). */
   add(listener: Listener<R, P>, cpus: readonly number[]): void;
   /** Removes CPUs; a listener left with none is removed. Returns the CPUs left. */
   removeCpus(listener: Listener<R, P>, cpus: readonly number[]): number[];
   /** Removes a listener entirely and ends its stream (after its queue, unless `how` says at once). */
   remove(listener: Listener<R, P>, why: string, how?: StreamEnd): void;
-  /** The listener with this id; ListenerNotFoundError when there is none. */
-  get(id: string): Listener<R, P>;
+  /**
+   * The listener with this id; ListenerNotFoundError when there is none, or
+   * when `owner` is given and is not its owner (exactly as if it did not exist).
+   */
+  get(id: string, owner?: string): Listener<R, P>;
   cpusOf(listener: Listener<R, P>): number[];
   /** Canonical cpulist of a listener's CPUs. */
   cpumaskOf(listener: Listener<R, P>): string;
@@ -109,8 +116,8 @@ export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> 
   /** Updates every listener's events/s. */
   sampleRates(): void;
   stats(): RegistryStats;
-  /** Iterates the live listeners (for GetInfo and tests). */
-  listeners(): IterableIterator<Listener<R, P>>;
+  /** The live listeners, or those `owner` owns. */
+  listeners(owner?: string): Listener<R, P>[];
   now(): number;
   /** Ends every stream (UNAVAILABLE: shutting down), removes every listener and closes the feed. */
   close(): Promise<void>;
@@ -167,7 +174,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     };
   }
 
-  create(cpus: readonly number[], o: NewListener): Listener<R, P> {
+  create(cpus: readonly number[], o: NewListener<R>): Listener<R, P> {
     if (this.#byId.size >= this.limits.maxListeners) {
       throw new LimitExceededError(
         `the server holds its limit of ${this.limits.maxListeners} listeners; deregister unused ones or add CPUs to an existing listener`,
@@ -179,6 +186,8 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       capacity,
       policy: o.policy,
       ephemeral: o.ephemeral,
+      owner: o.owner,
+      scope: o.scope,
       now: this.#now(),
       retain: this.#retain,
     });
@@ -205,9 +214,9 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     listener.close(why, how);
   }
 
-  get(id: string): Listener<R, P> {
+  get(id: string, owner?: string): Listener<R, P> {
     const l = this.#byId.get(id);
-    if (l === undefined) throw new ListenerNotFoundError(id);
+    if (l === undefined || (owner !== undefined && l.owner !== owner)) throw new ListenerNotFoundError(id);
     return l;
   }
 
@@ -249,8 +258,9 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     return { listeners: this.#byId.size, streams, watchedCpus, lost, queued, deepestQueue };
   }
 
-  listeners(): IterableIterator<Listener<R, P>> {
-    return this.#byId.values();
+  listeners(owner?: string): Listener<R, P>[] {
+    const all = [...this.#byId.values()];
+    return owner === undefined ? all : all.filter((l) => l.owner === owner);
   }
 
   now(): number {

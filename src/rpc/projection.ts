@@ -6,11 +6,33 @@
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitFilter } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
+import { SLOT } from "../kernel/stats-vector.ts";
 import { FIELD_BY_KERNEL_NAME, type TaskStatsField } from "../kernel/taskstats.ts";
 import { InvalidRequestError } from "./errors.ts";
 
 /** A record predicate; undefined means "everything". */
 export type RecordFilter = ((r: ExitRecord) => boolean) | undefined;
+
+// A record's fields as filters read them: from the stats vector where the
+// source gave one (reading pidStats would build the whole message).
+const UID = SLOT.acUid, EXIT = SLOT.acExitcode;
+
+/** ac_uid of the exiting thread, or undefined where its struct lacks it. */
+export function uidOf(r: ExitRecord): number | undefined {
+  if (r.pidVector === undefined) return r.pidStats.acUid;
+  const v = r.pidVector.values[UID]!;
+  return v === v ? v : undefined;
+}
+
+function commOf(r: ExitRecord): string {
+  return (r.pidVector === undefined ? r.pidStats.acComm : r.pidVector.comm) ?? "";
+}
+
+function exitCodeOf(r: ExitRecord): number {
+  if (r.pidVector === undefined) return r.pidStats.acExitcode ?? 0;
+  const v = r.pidVector.values[EXIT]!;
+  return v === v ? v : 0;
+}
 
 /** Compiles a request's filter, or undefined when it filters nothing. */
 export function compileFilter(f: ExitFilter | undefined): RecordFilter {
@@ -22,13 +44,16 @@ export function compileFilter(f: ExitFilter | undefined): RecordFilter {
   }
   if (f.uids.length > 0) {
     const uids = new Set(f.uids);
-    tests.push((r) => r.pidStats.acUid !== undefined && uids.has(r.pidStats.acUid));
+    tests.push((r) => {
+      const uid = uidOf(r);
+      return uid !== undefined && uids.has(uid);
+    });
   }
   if (f.commPrefix !== "") {
     const prefix = f.commPrefix;
-    tests.push((r) => (r.pidStats.acComm ?? "").startsWith(prefix));
+    tests.push((r) => commOf(r).startsWith(prefix));
   }
-  if (f.nonzeroExit) tests.push((r) => (r.pidStats.acExitcode ?? 0) !== 0);
+  if (f.nonzeroExit) tests.push((r) => exitCodeOf(r) !== 0);
   if (tests.length === 0) return undefined;
   return (r) => tests.every((t) => t(r));
 }

@@ -71,7 +71,7 @@ export class InvalidCpumaskError extends TaskwireError {}
 /** INVALID_ARGUMENT: another request field is missing or out of range (the message names it and the valid range). */
 export class InvalidRequestError extends TaskwireError {}
 
-/** RESOURCE_EXHAUSTED: a server limit (listeners, streams, buffer) is reached. */
+/** RESOURCE_EXHAUSTED: a server limit is reached; the message names it (`values.limit` too, where the server sets it). */
 export class LimitExceededError extends TaskwireError {}
 
 /** PERMISSION_DENIED: the server lacks a kernel privilege (CAP_NET_ADMIN); fix the server, not the request. */
@@ -96,6 +96,17 @@ export class StreamTakenOverError extends TaskwireError {}
 /** UNAVAILABLE: the server is shutting down; reconnect later (watchExits does). */
 export class ShuttingDownError extends TaskwireError {}
 
+/** UNAUTHENTICATED: no credentials, or ones the server does not accept; pass `token` (or a client certificate). */
+export class UnauthenticatedError extends TaskwireError {}
+
+/** PERMISSION_DENIED: the caller's principal lacks the role this call needs. */
+export class RoleRequiredError extends TaskwireError {
+  /** The role the call needs ("read", "subscribe", "admin", "metrics"). */
+  get role(): string | undefined {
+    return this.values["role"];
+  }
+}
+
 const CLASSES: Record<ErrorReason, typeof TaskwireError> = {
   [ErrorReason.UNSPECIFIED]: TaskwireError,
   [ErrorReason.INVALID_CPUMASK]: InvalidCpumaskError,
@@ -109,6 +120,8 @@ const CLASSES: Record<ErrorReason, typeof TaskwireError> = {
   [ErrorReason.SEQ_OUT_OF_RANGE]: SeqOutOfRangeError,
   [ErrorReason.STREAM_TAKEN_OVER]: StreamTakenOverError,
   [ErrorReason.SHUTTING_DOWN]: ShuttingDownError,
+  [ErrorReason.UNAUTHENTICATED]: UnauthenticatedError,
+  [ErrorReason.ROLE_REQUIRED]: RoleRequiredError,
 };
 
 /**

@@ -41,6 +41,7 @@ export {
   InvalidRequestError,
   LimitExceededError,
   ListenerNotFoundError,
+  RoleRequiredError,
   SeqOutOfRangeError,
   ServerPermissionError,
   ShuttingDownError,
@@ -49,6 +50,7 @@ export {
   TaskNotFoundError,
   TaskwireError,
   toTaskwireError,
+  UnauthenticatedError,
   UnsupportedError,
 } from "./errors.ts";
 export {

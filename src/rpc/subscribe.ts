@@ -1,0 +1,99 @@
+/**
+ * SubscribeExits: the whole request is validated into a plan first (nothing
+ * created or changed), then the listener is created or taken over and
+ * streamed through the core's subscription with the stream's encoder.
+ */
+import type { HandlerContext } from "@connectrpc/connect";
+import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
+import type { Principal } from "../core/principal.ts";
+import { subscribe } from "../core/subscription.ts";
+import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { toPolicy } from "./convert.ts";
+import { InvalidRequestError, toConnectError } from "./errors.ts";
+import { callerWith, ownerFilter } from "./principal.ts";
+import { compileFieldMask, compileFilter, type Projection, type RecordFilter } from "./projection.ts";
+import { ownership, requireMask, type ServiceDeps } from "./service.ts";
+import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts";
+
+const MIN_HEARTBEAT_MS = 100;
+const MAX_HEARTBEAT_MS = 600_000;
+
+/** A SubscribeExits request, validated: everything the stream needs, nothing done yet. */
+interface SubscribePlan {
+  /** The listener to stream, or undefined for a new ephemeral one on `cpus`. */
+  readonly existing: ServerListener | undefined;
+  readonly cpus: readonly number[];
+  readonly filter: RecordFilter;
+  readonly project: Projection;
+  readonly heartbeatMs: number;
+  readonly maxBatch: number;
+  readonly afterSeq: bigint;
+  readonly policy: QueuePolicy;
+}
+
+function planSubscribe(deps: ServiceDeps, req: SubscribeExitsRequest, who: Principal): SubscribePlan {
+  const { registry } = deps;
+  const project = compileFieldMask(req.fields);
+  const filter = compileFilter(req.filter);
+  if ((req.listenerId === "") === (req.cpumask === "")) {
+    throw new InvalidRequestError(
+      "set exactly one of listener_id (a listener from Register) or cpumask (an ephemeral listener for these CPUs)",
+    );
+  }
+  if (req.afterSeq !== 0n && req.listenerId === "") {
+    throw new InvalidRequestError("after_seq resumes a listener: pass listener_id with it");
+  }
+  const heartbeatMs = req.heartbeatMs === 0 ? registry.limits.heartbeatMs : req.heartbeatMs;
+  if (heartbeatMs < MIN_HEARTBEAT_MS || heartbeatMs > MAX_HEARTBEAT_MS) {
+    throw new InvalidRequestError(
+      `heartbeat_ms ${req.heartbeatMs} is out of range; use ${MIN_HEARTBEAT_MS}-${MAX_HEARTBEAT_MS} or 0 for the default`,
+    );
+  }
+  const policy = toPolicy(req.overflow);
+  const existing = req.listenerId === "" ? undefined : registry.get(req.listenerId, ownerFilter(who));
+  const cpus = existing === undefined ? requireMask(req.cpumask, deps, "cpumask") : [];
+  existing?.checkResume(req.afterSeq);
+  const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
+  return { existing, cpus, filter, project, heartbeatMs, maxBatch, afterSeq: req.afterSeq, policy };
+}
+
+/** SubscribeExits: validate the whole request, then create or take over the listener and stream it. */
+export async function* subscribeExits(
+  deps: ServiceDeps,
+  req: SubscribeExitsRequest,
+  ctx: HandlerContext,
+): AsyncGenerator<SubscribeExitsResponse> {
+  const { registry } = deps;
+  let plan: SubscribePlan;
+  let who: Principal;
+  try {
+    who = callerWith(ctx, "subscribe", "SubscribeExits");
+    plan = planSubscribe(deps, req, who);
+  } catch (err) {
+    throw toConnectError(err);
+  }
+  const codec = negotiatedCodec(ctx);
+  try {
+    const listener = plan.existing ??
+      registry.create(plan.cpus, { buffer: req.buffer, policy: plan.policy, ephemeral: true, ...ownership(who) });
+    // The opening message means the kernel is listening; an ephemeral listener it refused is not kept.
+    await deps.source.synced().catch((err: unknown) => {
+      if (listener.ephemeral) registry.remove(listener, "the kernel did not register its CPUs");
+      throw err;
+    });
+    registry.get(listener.id, listener.owner); // still there after the wait (a Deregister may have raced it)
+    listener.filter = plan.filter;
+    const replay = plan.afterSeq === 0n ? [] : listener.resumeAfter(Number(plan.afterSeq));
+    yield* subscribe(registry, listener, {
+      maxBatch: plan.maxBatch,
+      heartbeatMs: plan.heartbeatMs,
+      signal: ctx.signal,
+      replay,
+      encode: streamEncoder(registry, listener, { codec, project: plan.project }),
+      ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
+    });
+  } catch (err) {
+    if (ctx.signal.aborted) return; // the client went away; nobody is left to tell
+    throw toConnectError(err);
+  }
+}
