@@ -15,7 +15,12 @@ const [url, n, cpumask, mode] = [
   process.argv[5] ?? "read",
 ];
 // BENCH_PROTOCOL=grpc: real gRPC over h2c; otherwise the SDK's default (Connect over HTTP/1.1).
-const client = createTaskwireClient(url, { protocol: process.env["BENCH_PROTOCOL"] === "grpc" ? "grpc" : "connect" });
+// BENCH_TOKEN: a bearer token, for a server with authentication on.
+const token = process.env["BENCH_TOKEN"];
+const client = createTaskwireClient(url, {
+  protocol: process.env["BENCH_PROTOCOL"] === "grpc" ? "grpc" : "connect",
+  ...(token && { token }),
+});
 const ctl = new AbortController();
 let events = 0;
 let opened = 0;

@@ -1,8 +1,9 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, latency, netlink). Figures are measured in one run beside their baselines,
+ * e2e, latency, netlink, auth). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
+import { benchAuth } from "./auth.ts";
 import { benchDispatch } from "./dispatch.ts";
 import { benchE2e } from "./e2e.ts";
 import { benchLatency } from "./latency.ts";
@@ -38,6 +39,13 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
     async () => [[
       "netlink ingest during a thread-exit storm (real kernel)",
       await benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) }),
+    ]],
+  ],
+  [
+    "auth",
+    async () => [[
+      "authentication: the same server without and with bearer tokens, alternating rounds",
+      await benchAuth({ rounds: Number(process.env["BENCH_ROUNDS"] ?? 3), windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000) }),
     ]],
   ],
 ];

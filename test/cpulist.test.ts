@@ -20,6 +20,21 @@ describe("parseCpulist (lib/bitmap-str.c bitmap_parselist)", () => {
     ["5,1,5,1-2", 8, [1, 2, 5]],
     ["", 8, []],
     ["0-7:8/8", 8, range(0, 7)],
+    // Newlines, as kernel 6.18 parses them (checked against it through TASKSTATS_CMD_ATTR_REGISTER_CPUMASK):
+    // bitmap_parse_region() returns NULL (the end of the list) when a region without ":used/group" stops at
+    // end_of_str() ('\0' or '\n'), so nothing after such a newline is read, not even garbage...
+    ["1\n2", 8, [1]],
+    ["1\nx", 8, [1]],
+    ["3\nall", 4, [3]],
+    ["1\u00002", 8, [1]],
+    // ...while after a ":used/group" suffix, or a separator, bitmap_find_region() skips it as whitespace.
+    ["0-3:1/2\n5", 8, [0, 2, 5]],
+    ["1,\n2", 8, [1, 2]],
+    ["\n1", 8, [1]],
+    ["1\v2\f3\r4", 8, [1, 2, 3, 4]], // isspace(): \t \n \v \f \r and space
+    // bitmap_set_region() steps by group_len in unsigned int: a group within start of 2^32 wraps below start.
+    ["5-7:1/4294967295", 8, range(0, 5)],
+    ["5-7:1/4294967294", 8, [1, 3, 5]],
   ])("%j on %i bits", (text, nbits, want) => {
     expect(parseCpulist(text, nbits)).toEqual(want);
   });
@@ -28,11 +43,24 @@ describe("parseCpulist (lib/bitmap-str.c bitmap_parselist)", () => {
     ["1-", "EINVAL"], ["-1", "EINVAL"], ["1-2-3", "EINVAL"], ["a", "EINVAL"], ["3-1", "EINVAL"],
     ["0-3:0/0", "EINVAL"], ["0-3:3/2", "EINVAL"], ["0-3:1", "EINVAL"], ["1;2", "EINVAL"], ["8", "ERANGE"],
     ["0-8", "ERANGE"], ["99999999999", "EOVERFLOW"], ["0x1", "EINVAL"], ["+1", "EINVAL"],
+    // A newline that the list goes on after is whitespace, and what follows must parse.
+    ["1,\nx", "EINVAL"], ["0-3:1/2\nx", "EINVAL"],
+    // Only the kernel's isspace() separates: a Unicode space is a byte it refuses.
+    ["\u00a01", "EINVAL"], ["1\u20032", "EINVAL"], ["1\u3000", "EINVAL"],
+    // end + 1 wraps to a group of 0 in unsigned int: EINVAL before the ERANGE check.
+    ["4294967295", "EINVAL"], ["0-4294967295", "EINVAL"],
   ])("refuses %j with %s", (text, errno) => {
     const err = (() => { try { parseCpulist(text, 8); } catch (e) { return e; } })();
     expect(err).toBeInstanceOf(CpulistError);
     expect((err as CpulistError).errno).toBe(errno);
     expect((err as CpulistError).message).toContain(JSON.stringify(text));
+  });
+
+  it("sets overlapping wrapped groups in linear time, not CPU by CPU (a request cannot burn the CPU)", () => {
+    // 65536 groups, each from its base up to CPU 65535: 2^31 CPUs set one by one, or one merged span.
+    const t0 = performance.now();
+    expect(parseCpulist("N-N:4294967295/4294967295", 65536)).toEqual(range(0, 65535));
+    expect(performance.now() - t0).toBeLessThan(1000);
   });
 
   it("rejects a bad bitmap width with RangeError", () => {
@@ -81,6 +109,26 @@ describe("formatCpulist", () => {
 
 describe("parseCpumask (kernel/taskstats.c parse + add_del_listener)", () => {
   const possible = createPossibleCpus("0-7");
+
+  it("is ERANGE past nr_cpu_ids, EINVAL below it but outside the possible set, as the kernel answers", () => {
+    expect(() => parseCpumask("0-8", possible)).toThrow(expect.objectContaining({ errno: "ERANGE" }));
+    expect(() => parseCpumask("2", createPossibleCpus([0, 1, 4]))).toThrow(expect.objectContaining({ errno: "EINVAL" }));
+  });
+
+  it("echoes at most 64 characters of the mask, with its length, however long it is", () => {
+    const big = createPossibleCpus([0, 1 << 20]); // a mask limit of 112 bytes: long masks are E2BIG without an echo
+    for (const [text, errno] of [["7".repeat(5000) + "x", "EOVERFLOW"], [`${"0,".repeat(40)}x`, "EINVAL"]] as const) {
+      const wide = (() => { try { parseCpulist(text, 8); } catch (e) { return e as CpulistError; } })();
+      expect(wide?.errno).toBe(errno);
+      expect(wide!.message.length).toBeLessThan(400);
+      expect(wide!.message).toContain(`(${text.length} characters)`);
+    }
+    const e2big = (() => { try { parseCpumask("1".repeat(2 << 20), big); } catch (e) { return e as CpulistError; } })();
+    expect(e2big?.errno).toBe("E2BIG");
+    expect(e2big!.message.length).toBeLessThan(200);
+    const outside = (() => { try { parseCpumask(" 0,".repeat(30), createPossibleCpus([1])); } catch (e) { return e as CpulistError; } })();
+    expect(outside!.message).toMatch(/^cpumask " 0, 0,.*…" \(90 characters\): CPU 0 is not possible; possible CPUs are 1$/);
+  });
 
   it("accepts a subset of the possible CPUs", () => {
     expect(parseCpumask("1-3,5", possible)).toEqual([1, 2, 3, 5]);

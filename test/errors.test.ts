@@ -9,7 +9,10 @@ import {
   ListenerNotFoundError, SeqOutOfRangeError, StreamTakenOverError, TaskNotFoundError, TaskwireError, toTaskwireError,
   type TaskwireClient,
 } from "@taskwire/client";
+import { connect as h2connect } from "node:http2";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTaskwireClient as createFetchClient } from "../clients/ts/src/mod.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, startServer, type Running } from "./helpers.ts";
 
@@ -50,7 +53,9 @@ describe.each(transports)("typed errors over %s", (_name, make) => {
 
     const mask = await failure(client.register({ cpumask: "0-99" }));
     expect(mask).toBeInstanceOf(InvalidCpumaskError);
-    expect(mask).toMatchObject({ code: Code.InvalidArgument, values: { errno: "EINVAL" } });
+    // CPU 99 is past the last of the 8 (nr_cpu_ids): bitmap_parselist()'s ERANGE, as the kernel answers it.
+    expect(mask).toMatchObject({ code: Code.InvalidArgument, values: { errno: "ERANGE" } });
+    expect(await failure(client.register({ cpumask: "0-3:1/0" }))).toMatchObject({ values: { errno: "EINVAL" } });
     expect(await failure(client.getPid({ pid: 0 }))).toBeInstanceOf(InvalidRequestError);
 
     const listener = await failure(client.deregister({ listenerId: "gone", cpumask: "1" }));
@@ -108,5 +113,75 @@ describe("typed errors: the edges", () => {
     expect(plain).not.toBeInstanceOf(TaskNotFoundError);
     const other = new Error("x");
     expect(toTaskwireError(other)).toBe(other);
+  });
+});
+
+describe.each(transports)("errors echo at most a bounded part of a request over %s", (_name, make) => {
+  const HUGE_ID = "x".repeat(30_000);
+
+  it("a 30 KB listener id is NOT_FOUND with an ErrorDetail, message and metadata clipped (unary and stream)", async () => {
+    const client = make();
+    for (const call of [() => client.deregister({ listenerId: HUGE_ID, cpumask: "1" }), drain(client, { listenerId: HUGE_ID })]) {
+      const err = await failure(call);
+      expect(err).toBeInstanceOf(ListenerNotFoundError);
+      expect(err).toMatchObject({ code: Code.NotFound, reason: ErrorReason.LISTENER_NOT_FOUND });
+      const { rawMessage, listenerId } = err as ListenerNotFoundError;
+      expect(rawMessage).toMatch(/^no listener "x{64}…" \(30000 characters\): it was never registered/);
+      expect(listenerId).toBe(`${"x".repeat(128)}… (30000 characters)`);
+    }
+  });
+
+  it("so are unknown field names and long cpumasks", async () => {
+    const client = make();
+    const fields = await failure(drain(client, { cpumask: "0", fields: ["y".repeat(20_000), "z"] }));
+    expect(fields).toBeInstanceOf(InvalidRequestError);
+    expect((fields as ConnectError).rawMessage).toMatch(/^unknown TaskStats field\(s\) "y{64}…" \(20000 characters\), "z" in fields/);
+    const mask = await failure(client.register({ cpumask: `${"0,".repeat(70)}x` })); // 141 bytes: within 100 + 6 x 8
+    expect(mask).toBeInstanceOf(InvalidCpumaskError);
+    expect((mask as ConnectError).rawMessage).toMatch(/^cpulist "(0,){32}…" \(141 characters\): expected a CPU number/);
+  });
+});
+
+describe("a request that does not decode gets an ErrorDetail too (INVALID_REQUEST, typed by the SDK)", () => {
+  const JUNK = new Uint8Array([0x0a, 0xff, 0xff]); // field 1, length-delimited, of 32767 bytes that never come
+  const enveloped = (data: Uint8Array) => new Uint8Array([0, 0, 0, 0, data.byteLength, ...data]);
+
+  // The SDK's fetch client, whose request bodies are replaced on the way out.
+  const corrupting = (protocol: "connect" | "grpc-web", body: Uint8Array) =>
+    createFetchClient(running.url, {
+      protocol,
+      fetch: (input, init) => fetch(input, { ...init, body: body as Uint8Array<ArrayBuffer> }),
+    });
+
+  it.each([
+    ["Connect, protobuf", () => corrupting("connect", JUNK).register({ cpumask: "0" })],
+    ["Connect, JSON", () => createFetchClient(running.url, { useBinaryFormat: false, fetch: (i, init) => fetch(i, { ...init, body: "{oops" }) }).register({ cpumask: "0" })],
+    ["Connect streaming", () => drain(corrupting("connect", enveloped(JUNK)), { cpumask: "0" })()],
+    ["gRPC-Web", () => corrupting("grpc-web", enveloped(JUNK)).register({ cpumask: "0" })],
+    ["gRPC-Web streaming", () => drain(corrupting("grpc-web", enveloped(JUNK)), { cpumask: "0" })()],
+  ])("%s: InvalidRequestError, INVALID_ARGUMENT", async (_name, call) => {
+    const before = running.server.stats().listeners;
+    const err = await failure(call);
+    expect(err).toBeInstanceOf(InvalidRequestError);
+    expect(err).toMatchObject({ code: Code.InvalidArgument, reason: ErrorReason.INVALID_REQUEST });
+    expect(running.server.stats().listeners).toBe(before);
+  });
+
+  it.each(["Register", "SubscribeExits"])("gRPC %s: the trailers carry it", async (method) => {
+    const session = h2connect(running.url);
+    try {
+      const trailers = await new Promise<Headers>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": `/taskwire.v1.TaskStats/${method}`, "content-type": "application/grpc", te: "trailers" });
+        req.on("trailers", (t) => resolve(new Headers(Object.entries(t).map(([k, v]): [string, string] => [k, String(v)]))));
+        req.on("data", () => {});
+        req.on("error", reject);
+        req.end(enveloped(JUNK));
+      });
+      const err = toTaskwireError(findTrailerError(trailers));
+      expect(err).toBeInstanceOf(InvalidRequestError);
+      expect(err).toMatchObject({ code: Code.InvalidArgument });
+    } finally {
+      session.close();
+    }
   });
 });

@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createTaskwireClient, watchExits, type ExitEvent, type TaskwireClient, type WatchExitsOptions } from "@taskwire/client";
 import { listenNode, type Listening } from "../src/runtime/node.ts";
-import { createServer, type TaskwireServer } from "../src/server/server.ts";
+import { createServer, type ServerOptions, type TaskwireServer } from "../src/server/server.ts";
 import type { Limits } from "../src/core/registry.ts";
 import type { TaskstatsSource } from "../src/sources/source.ts";
 
@@ -14,8 +14,12 @@ export interface Running {
   close(): Promise<void>;
 }
 
-export async function startServer(source: TaskstatsSource, limits: Partial<Limits> = {}): Promise<Running> {
-  const server = createServer({ source, limits });
+export async function startServer(
+  source: TaskstatsSource,
+  limits: Partial<Limits> = {},
+  extra: Omit<ServerOptions, "source" | "limits"> = {},
+): Promise<Running> {
+  const server = createServer({ source, limits, ...extra });
   const listening = await listenNode(server, { host: "127.0.0.1", port: 0 });
   return { server, listening, url: listening.url, client: createTaskwireClient(listening.url), close: () => listening.close() };
 }

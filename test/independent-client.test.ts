@@ -5,16 +5,19 @@
 import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startServer, type Running } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const buf = `${root}node_modules/.bin/buf`;
 let running: Running;
+let source: SimSource;
 let livePid = 0;
 
 beforeAll(async () => {
-  const source = createSimSource({ cpus: 8, exitRate: 300, seed: 2 });
+  // No exits of its own (exitRate 0): livePid stays alive however long buf curl takes to start under load
+  // (at 300 exits/s it was gone within a second). The streaming test makes its exits with exitNow().
+  source = createSimSource({ cpus: 8, exitRate: 0, seed: 2 }) as SimSource;
   livePid = source.kernel.livePids()[0]!;
   running = await startServer(source);
 });
@@ -54,10 +57,15 @@ describe("an independent Connect client built from proto/ only (buf curl)", () =
   it("streams SubscribeExits", async () => {
     const child = spawn(buf, ["curl", "--schema", "proto", "--data", JSON.stringify({ cpumask: "0-7" }), `${running.url}/taskwire.v1.TaskStats/SubscribeExits`], { cwd: root });
     let out = "";
+    let produced = false;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no exit event from buf curl; got: ${out}`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`no exit event from buf curl; got: ${out}`)), 20_000);
       child.stdout.on("data", (d: Buffer) => {
         out += d.toString();
+        if (!produced && /"listenerId":/.test(out)) {
+          produced = true; // subscribed: its listener watches CPUs 0-7
+          source.kernel.exitNow(20);
+        }
         if (/"pidStats"/.test(out)) {
           clearTimeout(timer);
           resolve();

@@ -29,11 +29,16 @@ async function eventsFor(req: Req, exits = 3000) {
       if (!produced) {
         produced = true;
         source.kernel.exitNow(exits);
+        // Removing the listener ends its stream once everything queued is sent. (Stopping at the first heartbeat
+        // raced: a loop stalled 200 ms before the client read the opening message let a heartbeat in first.)
+        await client.deregister({ listenerId: m.listenerId, cpumask: "all" });
         continue;
       }
-      if (m.heartbeat) break; // idle again: everything produced has arrived
-      events.push(...m.events);
+      events.push(...m.events); // a heartbeat carries none
     }
+  } catch (err) {
+    // ...with LISTENER_NOT_FOUND: a stream never ends silently while its client reads.
+    if (!(err instanceof ConnectError && err.code === Code.NotFound)) throw err;
   } finally {
     ctl.abort();
   }

@@ -38,7 +38,7 @@ describe("reflection through buf curl (no schema given)", () => {
     const child = spawn(buf, ["curl", "--http2-prior-knowledge", "-d", '{"cpumask":"0-7"}', `${running.url}/taskwire.v1.TaskStats/SubscribeExits`], { cwd: "/" });
     let out = "";
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no exit from buf curl: ${out}`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`no exit from buf curl: ${out}`)), 20_000);
       child.stdout.on("data", (d: Buffer) => {
         out += d.toString();
         if (out.includes('"acComm"')) { clearTimeout(timer); resolve(); }

@@ -1,27 +1,28 @@
 /** `taskwire get | watch | info`: thin clients over the SDK. */
 import { toJsonString } from "@bufbuild/protobuf";
-import { createTaskwireClient, type TaskwireClient, watchExits } from "@taskwire/client";
+import { type TaskwireClient, watchExits } from "@taskwire/client";
 import { TaskStatsSchema } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { ExitEventSchema, GetInfoResponseSchema } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { clientFor, type Connection } from "./connection.ts";
 import { formatEvent, formatStatsTable } from "./format.ts";
 
 const JSON_OPTS = { useProtoFieldName: true } as const;
 
-function client(url: string): TaskwireClient {
-  return createTaskwireClient(url);
+function client(c: Connection): TaskwireClient {
+  return clientFor(c);
 }
 
 /** `taskwire get pid N | tgid N`. */
-export async function getCommand(url: string, kind: "pid" | "tgid", id: number, json: boolean): Promise<void> {
-  const c = client(url);
+export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: number, json: boolean): Promise<void> {
+  const c = client(conn);
   const stats = kind === "pid" ? (await c.getPid({ pid: id })).stats : (await c.getTgid({ tgid: id })).stats;
   if (stats === undefined) throw new Error(`the server sent no stats for ${kind} ${id}`);
   console.log(json ? toJsonString(TaskStatsSchema, stats, JSON_OPTS) : formatStatsTable(stats));
 }
 
 /** `taskwire info`. */
-export async function infoCommand(url: string, json: boolean, listeners = false): Promise<void> {
-  const info = await client(url).getInfo({ listeners });
+export async function infoCommand(conn: Connection, json: boolean, listeners = false): Promise<void> {
+  const info = await client(conn).getInfo({ listeners });
   if (json) {
     console.log(toJsonString(GetInfoResponseSchema, info, JSON_OPTS));
     return;
@@ -30,6 +31,8 @@ export async function infoCommand(url: string, json: boolean, listeners = false)
     ["source", info.source],
     ["kernel", info.kernelRelease],
     ["server version", info.serverVersion],
+    ["you are", `${info.principal} (roles: ${info.roles.join(", ") || "none"})`],
+    ["server holds", info.capabilities.join(", ") || "(no capabilities)"],
     ["possible CPUs", info.possibleCpus],
     ["taskstats version", `${info.taskstatsVersion} (${info.taskstatsSize} bytes)`],
     ["delay accounting", info.delayacct ? "on" : "off (delay fields are zero; see kernel.task_delayacct)"],
@@ -58,7 +61,7 @@ export async function infoCommand(url: string, json: boolean, listeners = false)
 
 /** Options of `taskwire watch`. */
 export interface WatchFlags {
-  url: string;
+  conn: Connection;
   cpus?: string | undefined;
   listener?: string | undefined;
   json: boolean;
@@ -74,7 +77,7 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
   let seen = 0;
   try {
     for await (
-      const ev of watchExits(client(flags.url), {
+      const ev of watchExits(client(flags.conn), {
         ...target,
         signal: ctl.signal,
         ...(flags.buffer !== undefined && { buffer: flags.buffer }),

@@ -2,13 +2,17 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS } from "../core/registry.ts";
+import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
+import { defaultMemoryBudget } from "../server/memory.ts";
 import { DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
-import { DEFAULT_SEND_BUFFER } from "../runtime/node.ts";
+import { DEFAULT_SEND_BUFFER, DEFAULT_TRANSPORT_LIMITS as TRANSPORT } from "../runtime/node.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../server/message-limit.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
+import { addConnectionOptions, connectionFrom, DEFAULT_URL } from "./connection.ts";
+import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
 import { serveCommand, type ServeFlags, UsageError } from "./serve.ts";
 
-const DEFAULT_URL = "http://127.0.0.1:7878";
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -26,8 +30,25 @@ function positiveNumber(value: string): number {
   return n;
 }
 
-function urlOption(): Option {
-  return new Option("--url <url>", "taskwire server to talk to").env("TASKWIRE_URL").default(DEFAULT_URL);
+
+// A parser for commander that reports a bad value as a usage error.
+function cliArg<T>(parse: (text: string) => T) {
+  return (value: string): T => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
+// The default is derived from this machine; --help shows it and how.
+function memoryBudgetOption(): Option {
+  const d = defaultMemoryBudget();
+  return new Option(
+    "--memory-budget <bytes>",
+    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused",
+  ).argParser(cliArg(parseBytes)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
 }
 
 function buildProgram(): Command {
@@ -36,7 +57,7 @@ function buildProgram(): Command {
     .version(VERSION)
     .showHelpAfterError("(run with --help for usage)");
 
-  program.command("serve")
+  const serve = program.command("serve")
     .description("run the server")
     .addOption(
       new Option(
@@ -65,6 +86,54 @@ function buildProgram(): Command {
       DEFAULT_SEND_BUFFER,
     )
     .option(
+      "--max-message-bytes <bytes>",
+      "largest request message; a larger one is refused (RESOURCE_EXHAUSTED) from its length, unread",
+      int(1, 2 ** 31 - 1),
+      DEFAULT_MAX_MESSAGE_BYTES,
+    )
+    .option(
+      "--max-connections <n>",
+      "most client connections at once (more are closed on accept; lowered to what ulimit -n leaves free)",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.maxConnections,
+    )
+    .option(
+      "--header-timeout-ms <ms>",
+      "time a connection has to send its first bytes, finish TLS, and send each HTTP/1.1 request's headers",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.headerTimeoutMs,
+    )
+    .option(
+      "--request-timeout-ms <ms>",
+      "time a request (not its response: streams may last hours) has to arrive whole",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.requestTimeoutMs,
+    )
+    .option(
+      "--idle-timeout-ms <ms>",
+      "an HTTP/1.1 connection between requests (plus Node's 1 s grace), or an HTTP/2 one with no stream, is closed after this",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.idleTimeoutMs,
+    )
+    .option(
+      "--h2-max-streams <n>",
+      "HTTP/2 streams open at once per connection",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.h2MaxStreams,
+    )
+    .option(
+      "--h2-session-memory-mb <MiB>",
+      "HTTP/2 memory per connection (header tables, queued frames); past it new streams are refused",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.h2SessionMemoryMb,
+    )
+    .option(
+      "--max-header-bytes <bytes>",
+      "request header size (HTTP/1.1 and HTTP/2)",
+      int(1024, 2 ** 31 - 1),
+      TRANSPORT.maxHeaderBytes,
+    )
+    .option(
       "--compress",
       "offer gzip and brotli response compression to clients that accept it (off: exit records are small and compressing them costs more CPU than streaming them)",
     )
@@ -80,8 +149,16 @@ function buildProgram(): Command {
     )
     .option("--max-buffer <n>", "cap on a client's queue size (events)", int(1), DEFAULT_LIMITS.maxBuffer)
     .option("--max-listeners <n>", "most listeners at once", int(1), DEFAULT_LIMITS.maxListeners)
-    .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs)
-    .action(async (o: Record<string, unknown>) => {
+    .addOption(memoryBudgetOption())
+    .addOption(
+      new Option(
+        "--memory-budget-per-principal <bytes|percent>",
+        "most of the memory budget one principal may hold, e.g. 25% or 256MiB",
+      ).argParser(cliArg(parseShare)).default({ fraction: 1 }, "100%, all of it"),
+    )
+    .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs);
+  addAuthOptions(serve, int);
+  serve.action(async (o: Record<string, unknown>) => {
       const flags: ServeFlags = {
         source: o["source"] as ServeFlags["source"],
         host: o["host"] as string,
@@ -91,10 +168,21 @@ function buildProgram(): Command {
         simSeed: o["simSeed"] as number,
         socketBuffer: o["socketBuffer"] as number,
         sendBuffer: o["sendBuffer"] as number,
+        maxMessageBytes: o["maxMessageBytes"] as number,
+        transport: {
+          maxConnections: o["maxConnections"] as number,
+          headerTimeoutMs: o["headerTimeoutMs"] as number,
+          requestTimeoutMs: o["requestTimeoutMs"] as number,
+          idleTimeoutMs: o["idleTimeoutMs"] as number,
+          h2MaxStreams: o["h2MaxStreams"] as number,
+          h2SessionMemoryMb: o["h2SessionMemoryMb"] as number,
+          maxHeaderBytes: o["maxHeaderBytes"] as number,
+        },
         compress: o["compress"] === true,
         enableDelayacct: o["enableDelayacct"] === true,
         tlsCert: o["tlsCert"] as string | undefined,
         tlsKey: o["tlsKey"] as string | undefined,
+        auth: authFlagsFrom(o),
         corsOrigins: typeof o["corsOrigin"] === "string"
           ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean)
           : [],
@@ -102,42 +190,47 @@ function buildProgram(): Command {
           leaseMs: o["leaseMs"] as number,
           maxBuffer: o["maxBuffer"] as number,
           maxListeners: o["maxListeners"] as number,
+          maxListenersPerPrincipal: o["maxListenersPerPrincipal"] as number,
           heartbeatMs: o["heartbeatMs"] as number,
           ...(o["defaultBuffer"] !== undefined && { defaultBuffer: o["defaultBuffer"] as number }),
         },
+        memoryBudget: o["memoryBudget"] as number,
+        memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
       };
       if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
         throw new UsageError("--default-buffer must not exceed --max-buffer");
       }
+      if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
+        throw new UsageError("--header-timeout-ms must not exceed --request-timeout-ms: headers are part of the request");
+      }
       await serveCommand(flags);
     });
 
-  program.command("get")
+  const get = program.command("get")
     .description("stats of a live task: get pid <N> (a thread) or get tgid <N> (a process, summed over its threads)")
     .argument("<kind>", "pid or tgid")
     .argument("<id>", "thread or process id", int(1, 2 ** 32 - 1))
     .option("--json", "print JSON (kernel field names)")
-    .addOption(urlOption())
-    .action(async (kind: string, id: number, o: { json?: boolean; url: string }) => {
+    .action(async (kind: string, id: number, o: { json?: boolean }) => {
       if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
-      await getCommand(o.url, kind, id, o.json === true);
+      await getCommand(connectionFrom(o), kind, id, o.json === true);
     });
+  addConnectionOptions(get);
 
-  program.command("watch")
+  const watch = program.command("watch")
     .description("print one line per task exit on the given CPUs (like getdelays -l)")
     .option("--cpus <cpulist>", 'CPUs to watch, kernel cpulist syntax: "0-3,5"')
     .option("--listener <id>", "stream an existing listener (from Register) instead of --cpus")
     .option("--json", "print JSON lines (kernel field names)")
     .option("--count <n>", "stop after n events", int(1))
     .option("--buffer <n>", "queue size to ask for (events)", int(1))
-    .addOption(urlOption())
     .action(
-      async (o: { cpus?: string; listener?: string; json?: boolean; count?: number; buffer?: number; url: string }) => {
+      async (o: { cpus?: string; listener?: string; json?: boolean; count?: number; buffer?: number }) => {
         if ((o.cpus === undefined) === (o.listener === undefined)) {
           throw new UsageError("watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>");
         }
         await watchCommand({
-          url: o.url,
+          conn: connectionFrom(o),
           cpus: o.cpus,
           listener: o.listener,
           json: o.json === true,
@@ -147,14 +240,16 @@ function buildProgram(): Command {
       },
     );
 
-  program.command("info")
+  const info = program.command("info")
     .description("what the server is: source, kernel, CPUs, counters")
     .option("--json", "print JSON")
-    .option("--listeners", "also list every listener: queue depth, drops by reason, events/s")
-    .addOption(urlOption())
-    .action(async (o: { json?: boolean; listeners?: boolean; url: string }) =>
-      infoCommand(o.url, o.json === true, o.listeners === true)
+    .option("--listeners", "also list your listeners (every listener, with the admin role): queue depth, drops, events/s")
+    .action(async (o: { json?: boolean; listeners?: boolean }) =>
+      infoCommand(connectionFrom(o), o.json === true, o.listeners === true)
     );
+  addConnectionOptions(watch);
+  addConnectionOptions(info);
+  addTokenCommand(program);
   return program;
 }
 

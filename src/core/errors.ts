@@ -3,13 +3,51 @@
  * no protocol: the RPC edge (rpc/errors.ts) maps each to a status code.
  */
 
+/** Most characters of a client's value that an error message or an ErrorDetail echoes. */
+export const ECHO_MAX = 64;
+
+/**
+ * A client's value as an error echoes it: at most `max` characters (never
+ * half a surrogate pair), then "…" and the value's length when it was cut.
+ * An error must stay small whatever the request held: gRPC carries the
+ * message and the details in HTTP/2 trailers, which a client refuses past
+ * its header size limit (a 30 KB listener id once reset the stream instead
+ * of answering NOT_FOUND).
+ */
+export function clip(value: string, max = ECHO_MAX): string {
+  return value.length <= max ? value : `${head(value, max)}… (${value.length} characters)`;
+}
+
+/** A client's value quoted for a message: JSON-escaped, and clipped as clip() does. */
+export function quote(value: string, max = ECHO_MAX): string {
+  return value.length <= max
+    ? JSON.stringify(value)
+    : `${JSON.stringify(`${head(value, max)}…`)} (${value.length} characters)`;
+}
+
+function head(value: string, max: number): string {
+  return value.slice(0, /[\ud800-\udbff]/.test(value[max - 1] ?? "") ? max - 1 : max);
+}
+
 /** No listener has this id (never existed, deregistered or reaped). */
 export class ListenerNotFoundError extends Error {
   override readonly name = "ListenerNotFoundError";
   readonly listenerId: string;
-  constructor(id: string) {
-    super(`no listener "${id}": it was never registered, was deregistered, or its lease expired; call Register again`);
+  /**
+   * Why a stream of the listener ended, when it was removed while streamed
+   * (deregistered by its owner, or by an admin); undefined when a request
+   * named an id the server does not have.
+   */
+  readonly removed: string | undefined;
+  constructor(id: string, removed?: string) {
+    const which = quote(id);
+    super(
+      removed === undefined
+        ? `no listener ${which}: it was never registered, was deregistered, or its lease expired; call Register again`
+        : `listener ${which} was deregistered while streamed (${removed}); its queued events were sent`,
+    );
     this.listenerId = id;
+    this.removed = removed;
   }
 }
 

@@ -9,8 +9,26 @@
  * costs no JS object and records die young (retained records would survive
  * the young-generation collections, whose pauses are a stream's latency tail).
  * The core never looks inside a payload.
+ *
+ * What it keeps is charged to a memory budget account (budget.ts): each
+ * payload what the owner says it costs, each marker its object, and the
+ * ring's slots as it grows. Retention is what a resume replays, not what a
+ * live stream needs, so it yields first: when a charge does not fit it
+ * evicts its oldest items to make room, and keeps fewer (or none). A resume
+ * over what it no longer has reports RETENTION loss, as for any eviction.
  */
-import type { CpuRecord, QueuedLoss, QueueItem } from "./event-queue.ts";
+import { type BudgetAccount, createMemoryBudget } from "./budget.ts";
+import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
+
+/** What one slot of the ring costs: its seq, CPU and charge in typed arrays, its payload and marker slots. */
+export const RETAINED_SLOT_BYTES = 40;
+
+/** Where retention charges what it keeps. */
+export interface RetentionMemory<P> {
+  readonly account: BudgetAccount;
+  /** Bytes a retained payload costs while kept. */
+  readonly sizeOfPayload: (payload: P) => number;
+}
 
 /** A retained exit: its seq, its CPU and the payload `retain` made of its record. */
 export interface RetainedExit<P> {
@@ -33,25 +51,37 @@ export function firstSeqOf(item: { kind: string; seq?: number; first?: number })
   return item.kind === "lost" ? item.first! : item.seq!;
 }
 
-/** A ring of handed-out items that grows on demand up to its capacity (idle listeners cost nothing). */
+/**
+ * A ring of handed-out items that grows on demand up to its capacity (idle
+ * listeners cost nothing), always the newest handed-out items without gaps.
+ */
 export class Retention<R extends CpuRecord, P> {
   readonly capacity: number;
   readonly #retain: (record: R) => P;
+  readonly #account: BudgetAccount;
+  // Typed for any payload so that a Retention<R, P> stays assignable to a Retention<R, unknown> (P only goes out).
+  readonly #sizeOfPayload: (payload: unknown) => number;
   #size = 0;
+  /** Slot of the oldest item. */
   #start = 0;
   #seq = new Float64Array(0);
   #cpu = new Int32Array(0);
+  /** What each slot's item is charged. */
+  #cost = new Float64Array(0);
   /** Each exit's payload; undefined for a loss marker. */
   #payload: (P | undefined)[] = [];
   /** Loss markers by slot; undefined for an exit. */
   #loss: (QueuedLoss | undefined)[] = [];
 
-  constructor(capacity: number, retain: (record: R) => P) {
+  /** Without `memory`, it charges an unlimited budget of its own and payloads cost nothing. */
+  constructor(capacity: number, retain: (record: R) => P, memory?: RetentionMemory<P>) {
     if (!Number.isInteger(capacity) || capacity < 1) {
       throw new RangeError(`retention capacity must be a positive integer, got ${capacity}`);
     }
     this.capacity = capacity;
     this.#retain = retain;
+    this.#account = memory?.account ?? createMemoryBudget().open("");
+    this.#sizeOfPayload = (memory?.sizeOfPayload ?? (() => 0)) as (payload: unknown) => number;
   }
 
   /** Items retained now. */
@@ -59,9 +89,22 @@ export class Retention<R extends CpuRecord, P> {
     return this.#size;
   }
 
-  /** Keeps `item`, dropping the oldest once full. */
+  /** Keeps `item`, dropping the oldest once full or to make room in the budget (none kept if none fits). */
   push(item: QueueItem<R>): void {
-    const i = this.#slot();
+    const payload = item.kind === "exit" ? this.#retain(item.record) : undefined;
+    const cost = item.kind === "exit" ? this.#sizeOfPayload(payload) : LOSS_MARKER_BYTES;
+    if (this.#size === this.capacity) this.evictOldest();
+    if (this.#size === this.#seq.length && !this.#grow()) {
+      // The ring is as large as the budget lets it be.
+      if (this.#size === 0) return;
+      this.evictOldest();
+    }
+    while (!this.#account.tryCharge(cost)) {
+      if (this.#size === 0) return;
+      this.evictOldest();
+    }
+    const i = (this.#start + this.#size++) % this.#seq.length;
+    this.#cost[i] = cost;
     if (item.kind === "lost") {
       this.#payload[i] = undefined;
       this.#loss[i] = item;
@@ -69,15 +112,44 @@ export class Retention<R extends CpuRecord, P> {
     }
     this.#seq[i] = item.seq;
     this.#cpu[i] = item.record.cpu;
-    this.#payload[i] = this.#retain(item.record);
+    this.#payload[i] = payload;
     this.#loss[i] = undefined;
+  }
+
+  /** Drops the oldest item and gives back its charge; false when empty. */
+  evictOldest(): boolean {
+    if (this.#size === 0) return false;
+    const i = this.#start;
+    this.#account.release(this.#cost[i]!);
+    this.#payload[i] = undefined;
+    this.#loss[i] = undefined;
+    this.#start = (i + 1) % this.#seq.length;
+    this.#size--;
+    return true;
+  }
+
+  /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
+  shed(bytes: number): void {
+    while (!this.#account.fits(bytes) && this.evictOldest());
+  }
+
+  /** Drops everything and the ring itself, giving back every charge. */
+  clear(): void {
+    while (this.evictOldest());
+    this.#account.release(this.#seq.length * RETAINED_SLOT_BYTES);
+    this.#seq = new Float64Array(0);
+    this.#cpu = new Int32Array(0);
+    this.#cost = new Float64Array(0);
+    this.#payload = [];
+    this.#loss = [];
+    this.#start = 0;
   }
 
   /** Items covering seqs after `seq`, oldest first (a loss marker straddling it is trimmed). */
   after(seq: number): (RetainedExit<P> | QueuedLoss)[] {
     const out: (RetainedExit<P> | QueuedLoss)[] = [];
     for (let k = 0; k < this.#size; k++) {
-      const item = this.#item((this.#start + k) % this.#size);
+      const item = this.#item((this.#start + k) % this.#seq.length);
       if (lastSeqOf(item) <= seq) continue;
       out.push(item.kind === "lost" && item.first <= seq ? { ...item, first: seq + 1 } : item);
     }
@@ -90,25 +162,28 @@ export class Retention<R extends CpuRecord, P> {
     return { kind: "retained", seq: this.#seq[i]!, cpu: this.#cpu[i]!, payload: this.#payload[i] as P };
   }
 
-  // The slot for the next item: the next free one while growing, else the oldest.
-  #slot(): number {
-    if (this.#size < this.capacity) {
-      if (this.#size === this.#seq.length) this.#grow();
-      return this.#size++;
+  // Doubles the ring (up to capacity) if the budget has room for the new
+  // slots, copying the items oldest first to slot 0; false if it cannot.
+  #grow(): boolean {
+    const old = this.#seq.length;
+    const n = Math.min(this.capacity, Math.max(16, old * 2));
+    if (n === old || !this.#account.tryCharge((n - old) * RETAINED_SLOT_BYTES)) return false;
+    const seq = new Float64Array(n), cpu = new Int32Array(n), cost = new Float64Array(n);
+    const payload = new Array<P | undefined>(n), loss = new Array<QueuedLoss | undefined>(n);
+    for (let k = 0; k < this.#size; k++) {
+      const i = (this.#start + k) % old;
+      seq[k] = this.#seq[i]!;
+      cpu[k] = this.#cpu[i]!;
+      cost[k] = this.#cost[i]!;
+      payload[k] = this.#payload[i];
+      loss[k] = this.#loss[i];
     }
-    const i = this.#start;
-    this.#start = (this.#start + 1) % this.capacity;
-    return i;
-  }
-
-  // Growth happens only before the ring first wraps, so slots are in order.
-  #grow(): void {
-    const n = Math.min(this.capacity, Math.max(16, this.#seq.length * 2));
-    const seq = new Float64Array(n);
-    seq.set(this.#seq);
-    const cpu = new Int32Array(n);
-    cpu.set(this.#cpu);
     this.#seq = seq;
     this.#cpu = cpu;
+    this.#cost = cost;
+    this.#payload = payload;
+    this.#loss = loss;
+    this.#start = 0;
+    return true;
   }
 }

@@ -8,7 +8,7 @@
  * HTTP/2.
  */
 import type { CpuRecord } from "./event-queue.ts";
-import { ShuttingDownError, StreamTakenOverError } from "./errors.ts";
+import { ListenerNotFoundError, ShuttingDownError, StreamTakenOverError } from "./errors.ts";
 import type { Listener, StreamEnd } from "./listener.ts";
 import type { ListenerRegistry } from "./registry.ts";
 import type { StreamItem } from "./retention.ts";
@@ -44,16 +44,25 @@ interface Ended {
   readonly how: StreamEnd;
 }
 
-// Takeover: another stream has the listener (do not retry). Shutdown: the
-// server is going away (reconnect elsewhere or later).
-const END_ERRORS: Partial<Record<StreamEnd, new (message: string) => Error>> = {
-  takeover: StreamTakenOverError,
-  shutdown: ShuttingDownError,
+// How each end reaches the consumer, always as an error: a stream never ends
+// silently while its consumer still reads. Takeover: another stream has the
+// listener (do not retry). Shutdown: the server is going away (reconnect
+// elsewhere or later). Removed: the listener was deregistered (by its owner
+// from elsewhere, or an admin); raised only once its queue is sent, so the
+// events produced before the removal still arrive.
+const END_ERRORS: Record<StreamEnd, (id: string, why: string) => Error> = {
+  takeover: (id, why) => new StreamTakenOverError(`listener ${id}: ${why}`),
+  shutdown: (id, why) => new ShuttingDownError(`listener ${id}: ${why}`),
+  removed: (id, why) => new ListenerNotFoundError(id, why),
 };
 
 type Registry<R extends CpuRecord, P> = Pick<ListenerRegistry<R, P>, "now" | "remove">;
 
-/** Streams `listener` until the consumer goes, the listener is removed, or another subscription takes over. */
+/**
+ * Streams `listener` until the consumer goes (the generator returns), or ends
+ * with an error: another subscription takes over, the server shuts down, or
+ * the listener is removed (after what it had queued).
+ */
 export async function* subscribe<R extends CpuRecord, P, M>(
   registry: Registry<R, P>,
   listener: Listener<R, P>,
@@ -75,8 +84,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
     for (let i = 0; i < replay.length && live(); i += o.maxBatch) yield o.encode.batch(replay.slice(i, i + o.maxBatch));
     for (;;) {
       if (o.signal.aborted) return;
-      const error = s.ended && END_ERRORS[s.ended.how];
-      if (error !== undefined) throw new error(`listener ${listener.id}: ${s.ended!.why}`);
+      if (s.ended !== undefined && s.ended.how !== "removed") throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
       if (listener.queue.length > 0) {
         const items = listener.take(o.maxBatch);
         yield o.encode.batch(items);
@@ -84,8 +92,8 @@ export async function* subscribe<R extends CpuRecord, P, M>(
         if (linger > 0 && live()) await s.pause(linger);
         continue;
       }
-      // A removed listener's stream ends normally once what it had queued is sent.
-      if (s.ended !== undefined) return;
+      // A removed listener's stream ends once what it had queued is sent.
+      if (s.ended !== undefined) throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
       const woke = await s.waitFor(o.heartbeatMs);
       if (!woke && listener.queue.length === 0 && live()) yield o.encode.heartbeat();
     }

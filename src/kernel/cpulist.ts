@@ -32,18 +32,51 @@ interface Region {
   end: number;
   used: number;
   group: number;
+  /**
+   * bitmap_parse_region() returns NULL, ending the whole list, when a region
+   * without a ":used/group" suffix stops at end_of_str() ('\0' or '\n'):
+   * "1\n2" is CPU 1 only, and whatever follows the newline is never read.
+   * After a suffix it returns the position as it is, and bitmap_find_region()
+   * then skips the newline as whitespace: "0-3:1/2\n5" is 0, 2 and 5.
+   */
+  last: boolean;
 }
 
 const DIGIT = /[0-9]/;
 
-// bitmap_find_region(): commas and whitespace may precede a region.
+// The kernel's isspace() on the bytes it is given (lib/ctype.c): \t \n \v \f
+// \r and space. (Its Latin-1 0xA0 is also space, but in UTF-8 that byte only
+// follows a lead byte, which no rule accepts.) Every other character,
+// Unicode spaces included, is a byte the kernel refuses wherever it stands.
+const SPACE = /^[\t\n\v\f\r ]$/;
+
+// __end_of_region(): commas and whitespace separate regions.
 function isSeparator(c: string | undefined): boolean {
-  return c === "," || (c !== undefined && /\s/.test(c));
+  return c === "," || (c !== undefined && SPACE.test(c));
 }
 
 // end_of_str(): the kernel stops at NUL or newline.
 function isEnd(c: string | undefined): boolean {
   return c === undefined || c === "\n" || c === "\0";
+}
+
+/** Most characters of a cpulist an error message echoes (as core/errors.ts quote() does; kernel/ imports no core). */
+const ECHO_MAX = 64;
+
+// The text as a message quotes it: JSON-escaped; when long, clipped and its length given.
+function quote(text: string): string {
+  return text.length <= ECHO_MAX
+    ? JSON.stringify(text)
+    : `${JSON.stringify(`${head(text)}…`)} (${text.length} characters)`;
+}
+
+// A list derived from the text, clipped the same way.
+function clip(text: string): string {
+  return text.length <= ECHO_MAX ? text : `${head(text)}… (${text.length} characters)`;
+}
+
+function head(text: string): string {
+  return text.slice(0, /[\ud800-\udbff]/.test(text[ECHO_MAX - 1]!) ? ECHO_MAX - 1 : ECHO_MAX);
 }
 
 class _Cursor {
@@ -58,8 +91,8 @@ class _Cursor {
     return this.text[this.pos];
   }
   fail(what: string): never {
-    const at = this.text.slice(this.pos, this.pos + 12) || "end of input";
-    throw new CpulistError("EINVAL", `cpulist "${this.text}": ${what} at "${at}" (position ${this.pos})`);
+    const at = this.pos < this.text.length ? JSON.stringify(this.text.slice(this.pos, this.pos + 12)) : "the end";
+    throw new CpulistError("EINVAL", `cpulist ${quote(this.text)}: ${what} at ${at} (position ${this.pos})`);
   }
   // bitmap_getnum(): a decimal u32, or "N" for the last bit.
   number(): number {
@@ -74,7 +107,7 @@ class _Cursor {
     if (n > 0xffffffff) {
       throw new CpulistError(
         "EOVERFLOW",
-        `cpulist "${this.text}": ${this.text.slice(from, this.pos)} does not fit in 32 bits`,
+        `cpulist ${quote(this.text)}: ${quote(this.text.slice(from, this.pos))} does not fit in 32 bits`,
       );
     }
     return n;
@@ -89,45 +122,74 @@ class _Cursor {
 function parseRegion(cur: _Cursor): Region {
   let start: number;
   let end: number;
-  if (cur.text.slice(cur.pos, cur.pos + 3).toLowerCase() === "all") {
+  // strncasecmp(str, "all", 3): ASCII case only.
+  if (/^all$/i.test(cur.text.slice(cur.pos, cur.pos + 3))) {
     cur.pos += 3;
     start = 0;
     end = cur.lastbit;
   } else {
     start = end = cur.number();
-    if (cur.endOfRegion()) return { start, end, used: end + 1, group: end + 1 };
+    if (cur.endOfRegion()) return whole(cur, start, end);
     if (cur.peek() !== "-") cur.fail('expected "-", "," or the end');
     cur.pos++;
     end = cur.number();
   }
-  if (cur.endOfRegion()) return { start, end, used: end + 1, group: end + 1 };
+  if (cur.endOfRegion()) return whole(cur, start, end);
   if (cur.peek() !== ":") cur.fail('expected ":used/group", "," or the end');
   cur.pos++;
   const used = cur.number();
   if (cur.peek() !== "/") cur.fail('expected "/group"');
   cur.pos++;
-  return { start, end, used, group: cur.number() };
+  return { start, end, used, group: cur.number(), last: false };
+}
+
+// no_pattern: off = group_len = end + 1, in unsigned int: for end 4294967295
+// both wrap to 0, which bitmap_check_region() refuses as EINVAL (group 0)
+// before its ERANGE check.
+function whole(cur: _Cursor, start: number, end: number): Region {
+  const size = (end + 1) >>> 0;
+  return { start, end, used: size, group: size, last: isEnd(cur.peek()) };
 }
 
 // bitmap_check_region()
 function checkRegion(text: string, r: Region, nbits: number): void {
   const spec = `${r.start}-${r.end}:${r.used}/${r.group}`;
-  if (r.start > r.end) throw new CpulistError("EINVAL", `cpulist "${text}": range ${r.start}-${r.end} runs backwards`);
-  if (r.group === 0) throw new CpulistError("EINVAL", `cpulist "${text}": group size 0 in ${spec}`);
+  if (r.start > r.end) {
+    throw new CpulistError("EINVAL", `cpulist ${quote(text)}: range ${r.start}-${r.end} runs backwards`);
+  }
+  if (r.group === 0) throw new CpulistError("EINVAL", `cpulist ${quote(text)}: group size 0 in ${spec}`);
   if (r.used > r.group) {
-    throw new CpulistError("EINVAL", `cpulist "${text}": ${spec} uses more CPUs than the group holds`);
+    throw new CpulistError("EINVAL", `cpulist ${quote(text)}: ${spec} uses more CPUs than the group holds`);
   }
   if (r.end >= nbits) {
-    throw new CpulistError("ERANGE", `cpulist "${text}": CPU ${r.end} is beyond the last CPU ${nbits - 1}`);
+    throw new CpulistError("ERANGE", `cpulist ${quote(text)}: CPU ${r.end} is beyond the last CPU ${nbits - 1}`);
   }
 }
 
-// bitmap_set_region()
-function setRegion(r: Region, into: Set<number>): void {
-  for (let base = r.start; base <= r.end; base += r.group) {
-    const stop = Math.min(r.end, base + r.used - 1);
-    for (let cpu = base; cpu <= stop; cpu++) into.add(cpu);
+// bitmap_set_region(): each group sets min(end - base + 1, used) bits from
+// its base. `start += group_len` is unsigned int arithmetic, so a group
+// within `start` of 2^32 wraps around below `start` and sets groups there too
+// ("5-7:1/4294967295" on 8 bits is CPUs 0-5). The walk stays within 0..end,
+// so it ends after at most end + 1 groups; but wrapped groups overlap (each
+// reaching up to `end`), so they are kept as spans and merged once, not set
+// CPU by CPU (that would be quadratic in the number of CPUs).
+function setRegion(r: Region, spans: [first: number, last: number][]): void {
+  if (r.used === 0) return;
+  for (let base = r.start; base <= r.end; base = (base + r.group) >>> 0) {
+    spans.push([base, Math.min(r.end, base + r.used - 1)]);
   }
+}
+
+// The sorted, distinct CPUs the spans cover, each visited once.
+function union(spans: [first: number, last: number][]): number[] {
+  spans.sort((a, b) => a[0] - b[0]);
+  const cpus: number[] = [];
+  let next = 0; // the lowest CPU not yet in `cpus` that a later span could add
+  for (const [first, last] of spans) {
+    for (let cpu = Math.max(first, next); cpu <= last; cpu++) cpus.push(cpu);
+    next = Math.max(next, last + 1);
+  }
+  return cpus;
 }
 
 /**
@@ -137,15 +199,17 @@ function setRegion(r: Region, into: Set<number>): void {
 export function parseCpulist(text: string, nbits: number): number[] {
   if (!Number.isInteger(nbits) || nbits < 1) throw new RangeError(`nbits must be a positive integer, got ${nbits}`);
   const cur = new _Cursor(text, nbits - 1);
-  const cpus = new Set<number>();
+  const spans: [number, number][] = [];
   for (;;) {
+    // bitmap_find_region(): skips separators (a newline among them), then stops only at '\0' or the end.
     while (isSeparator(cur.peek())) cur.pos++;
     if (isEnd(cur.peek())) break;
     const region = parseRegion(cur);
     checkRegion(text, region, nbits);
-    setRegion(region, cpus);
+    setRegion(region, spans);
+    if (region.last) break;
   }
-  return [...cpus].sort((a, b) => a - b);
+  return union(spans);
 }
 
 /** Canonical cpulist of a set of CPUs ("0-3,5"), as the kernel prints one. */
@@ -188,8 +252,12 @@ export function createPossibleCpus(spec: readonly number[] | string): PossibleCp
 /**
  * Parses a cpumask from a client the way kernel/taskstats.c's parse() and
  * add_del_listener() judge it: longer than TASKSTATS_CPUMASK_MAXLEN is
- * E2BIG; empty, malformed or naming a CPU outside cpu_possible_mask is
- * EINVAL. Returns the sorted CPUs (never empty).
+ * E2BIG; malformed is EINVAL (EOVERFLOW for a number past 32 bits); a CPU
+ * at or past nr_cpu_ids is ERANGE (cpulist_parse() parses nr_cpumask_bits
+ * bits); one below it but outside cpu_possible_mask is EINVAL. The kernel
+ * accepts an empty mask and registers nothing; taskwire refuses it (EINVAL),
+ * as a listener on no CPUs would never get an event. Returns the sorted CPUs
+ * (never empty).
  */
 export function parseCpumask(text: string, possible: PossibleCpus): number[] {
   const max = cpumaskMaxLength(possible.cpus.length);
@@ -205,7 +273,11 @@ export function parseCpumask(text: string, possible: PossibleCpus): number[] {
   try {
     cpus = parseCpulist(text, possible.nbits);
   } catch (err) {
-    if (err instanceof CpulistError && err.errno === "ERANGE") throw notPossible(text, possible, err.message);
+    if (err instanceof CpulistError && err.errno === "ERANGE") {
+      const prefix = `cpulist ${quote(text)}: `;
+      const why = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+      throw notPossible(text, possible, why, "ERANGE");
+    }
     throw err;
   }
   if (cpus.length === 0) {
@@ -215,13 +287,10 @@ export function parseCpumask(text: string, possible: PossibleCpus): number[] {
     );
   }
   const outside = cpus.filter((cpu) => !possible.has(cpu));
-  if (outside.length > 0) throw notPossible(text, possible, `CPU ${formatCpulist(outside)} is not possible`);
+  if (outside.length > 0) throw notPossible(text, possible, `CPU ${clip(formatCpulist(outside))} is not possible`);
   return cpus;
 }
 
-function notPossible(text: string, possible: PossibleCpus, why: string): CpulistError {
-  return new CpulistError(
-    "EINVAL",
-    `cpumask "${text}": ${why.replace(/^cpulist "[^"]*": /, "")}; possible CPUs are ${possible.list}`,
-  );
+function notPossible(text: string, possible: PossibleCpus, why: string, errno: CpulistErrno = "EINVAL"): CpulistError {
+  return new CpulistError(errno, `cpumask ${quote(text)}: ${why}; possible CPUs are ${possible.list}`);
 }

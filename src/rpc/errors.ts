@@ -3,12 +3,18 @@
  * with the right code and an ErrorDetail naming the reason (and the values
  * the failure is about), so clients act on a reason instead of parsing a
  * message; anything unexpected becomes INTERNAL without leaking a stack.
+ * Every error taskwire returns carries one ErrorDetail: connect-es's own
+ * (a body that does not decode, a protocol error) get one in withDetail(),
+ * which error-responses.ts applies where connect-es raises them. Messages
+ * and metadata stay small whatever the request held (see core/errors.ts clip).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorDetailSchema, ErrorReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { CpulistError } from "../kernel/cpulist.ts";
 import { SourcePermissionError, SourceUnavailableError, TaskNotFoundError } from "../sources/source.ts";
+import { RoleRequiredError, UnauthenticatedError } from "../auth/errors.ts";
 import {
+  clip,
   LimitExceededError,
   ListenerNotFoundError,
   SeqOutOfRangeError,
@@ -43,24 +49,89 @@ const MAPPINGS: Mapping[] = [
   map(CpulistError, Code.InvalidArgument, ErrorReason.INVALID_CPUMASK, (e) => ({ errno: e.errno })),
   map(InvalidRequestError, Code.InvalidArgument, ErrorReason.INVALID_REQUEST),
   map(TaskNotFoundError, Code.NotFound, ErrorReason.TASK_NOT_FOUND, (e) => ({ [e.kind]: String(e.id) })),
-  map(ListenerNotFoundError, Code.NotFound, ErrorReason.LISTENER_NOT_FOUND, (e) => ({ listener_id: e.listenerId })),
+  map(ListenerNotFoundError, Code.NotFound, ErrorReason.LISTENER_NOT_FOUND, (e) => ({
+    listener_id: e.listenerId,
+    ...(e.removed !== undefined && { removed: e.removed }),
+  })),
   map(LimitExceededError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED),
   map(SourcePermissionError, Code.PermissionDenied, ErrorReason.PERMISSION_DENIED),
   map(SourceUnavailableError, Code.Unavailable, ErrorReason.SOURCE_UNAVAILABLE),
   map(SeqOutOfRangeError, Code.OutOfRange, ErrorReason.SEQ_OUT_OF_RANGE),
+  map(UnauthenticatedError, Code.Unauthenticated, ErrorReason.UNAUTHENTICATED),
+  map(RoleRequiredError, Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, (e) => ({ role: e.role })),
   map(StreamTakenOverError, Code.Aborted, ErrorReason.STREAM_TAKEN_OVER),
   map(ShuttingDownError, Code.Unavailable, ErrorReason.SHUTTING_DOWN),
 ];
 
+/** Longest message an error carries; the values it echoes are clipped already, this bounds the rest. */
+export const MESSAGE_MAX = 1024;
+
+/** Longest ErrorDetail metadata value. */
+const METADATA_MAX = 128;
+
 /** Maps any thrown value to a ConnectError carrying one ErrorDetail. */
 export function toConnectError(err: unknown): ConnectError {
-  if (err instanceof ConnectError) return err;
+  if (err instanceof ConnectError) return withDetail(err);
   const m = MAPPINGS.find((m) => err instanceof m.type);
   if (m !== undefined) {
     const e = err as Error;
-    const detail = { desc: ErrorDetailSchema, value: { reason: m.reason, metadata: m.metadata?.(e) ?? {} } };
-    return new ConnectError(e.message, m.code, undefined, [detail], e);
+    return detailed(e.message, m.code, m.reason, m.metadata?.(e) ?? {}, e);
   }
   console.error("taskwire: unexpected error in a handler:", err);
-  return new ConnectError("internal error; the server log has details", Code.Internal, undefined, undefined, err);
+  return detailed("internal error; the server log has details", Code.Internal, ErrorReason.UNSPECIFIED, {}, err);
+}
+
+function detailed(
+  message: string,
+  code: Code,
+  reason: ErrorReason,
+  metadata: Record<string, string>,
+  cause: unknown,
+): ConnectError {
+  const values = Object.fromEntries(Object.entries(metadata).map(([k, v]) => [k, clip(v, METADATA_MAX)]));
+  const detail = { desc: ErrorDetailSchema, value: { reason, metadata: values } };
+  return new ConnectError(clip(message, MESSAGE_MAX), code, undefined, [detail], cause);
+}
+
+/** Whether `err` carries taskwire's ErrorDetail (as built here, or as received). */
+export function hasDetail(err: ConnectError): boolean {
+  return err.details.some((d) => ("desc" in d ? d.desc.typeName : d.type) === ErrorDetailSchema.typeName);
+}
+
+// connect-es reports some faults of a request as INTERNAL: a body that is
+// not valid protobuf ("parse binary: ..."), an envelope flagged compressed
+// without a compression named for the call, and a compressed body zlib
+// cannot inflate (other than corrupt data, e.g. cut short: connect-node's
+// "decompression failed"). It is the request that is wrong.
+const REQUEST_FAULT =
+  /^(?:parse binary: |received compressed envelope, but do not know how to decompress|decompression failed$)/;
+
+/**
+ * `err` with taskwire's ErrorDetail: itself when it has one; otherwise (an
+ * error connect-es raised: a body that does not decode, a message over
+ * readMaxBytes, a protocol error) the same code, message clipped, with the
+ * reason its code implies (INVALID_REQUEST for a malformed request).
+ */
+export function withDetail(err: ConnectError): ConnectError {
+  if (hasDetail(err)) return err;
+  const code = err.code === Code.Internal && REQUEST_FAULT.test(err.rawMessage) ? Code.InvalidArgument : err.code;
+  const out = detailed(err.rawMessage, code, reasonOf(code), {}, err.cause ?? err);
+  err.metadata.forEach((value, key) => out.metadata.append(key, value));
+  return out;
+}
+
+function reasonOf(code: Code): ErrorReason {
+  switch (code) {
+    case Code.InvalidArgument:
+    case Code.Unimplemented: // a protocol error: no message, two messages, an unknown compression
+    case Code.OutOfRange:
+    case Code.FailedPrecondition:
+      return ErrorReason.INVALID_REQUEST;
+    case Code.ResourceExhausted:
+      return ErrorReason.LIMIT_EXCEEDED;
+    case Code.Unauthenticated:
+      return ErrorReason.UNAUTHENTICATED;
+    default:
+      return ErrorReason.UNSPECIFIED;
+  }
 }

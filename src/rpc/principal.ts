@@ -1,18 +1,45 @@
 /**
- * The caller's principal as the RPC handlers see it: set per request by the
- * HTTP edge (auth middleware) in Connect's context values, read here.
+ * The caller as the RPC handlers see it. The HTTP edge authenticates each
+ * request and puts the outcome in Connect's context values (CALL_AUTH); a
+ * handler's first step is callerWith(), which refuses an unauthenticated
+ * caller or one without the role, and writes the audit line. A call that
+ * reaches a handler without the edge having run fails closed.
  */
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { RoleRequiredError } from "../auth/errors.ts";
-import { type Principal, type Role, UNAUTHENTICATED } from "../core/principal.ts";
+import type { AuditLog } from "../auth/audit.ts";
+import { RoleRequiredError, UnauthenticatedError } from "../auth/errors.ts";
+import type { Principal, Role } from "../core/principal.ts";
 
-/** The context key the HTTP edge sets; unset means no authentication is configured. */
-export const PRINCIPAL = createContextKey<Principal>(UNAUTHENTICATED, { description: "taskwire principal" });
+/** What the HTTP edge established about a call. */
+export interface CallAuth {
+  /** The caller, when authentication succeeded. */
+  readonly principal?: Principal | undefined;
+  /** Why it failed, otherwise. */
+  readonly failure?: UnauthenticatedError | undefined;
+  /** The peer's address, for the audit line. */
+  readonly address: string;
+  readonly audit?: AuditLog | undefined;
+}
 
-/** The caller, after checking it holds `role` for `what` (a method name, for the message). */
-export function callerWith(ctx: Pick<HandlerContext, "values">, role: Role, what: string): Principal {
-  const who = ctx.values.get(PRINCIPAL);
-  if (!who.roles.has(role)) throw new RoleRequiredError(role, who.id, what);
+/** The context key the HTTP edge sets for every call. */
+export const CALL_AUTH = createContextKey<CallAuth>(
+  { failure: new UnauthenticatedError("no authentication ran for this call (a server wiring fault)"), address: "" },
+  { description: "taskwire call authentication" },
+);
+
+/** The caller, after checking it authenticated and holds `role` for `method`. */
+export function callerWith(ctx: Pick<HandlerContext, "values">, role: Role, method: string): Principal {
+  const a = ctx.values.get(CALL_AUTH);
+  const who = a.principal;
+  if (who === undefined) {
+    const failure = a.failure ?? new UnauthenticatedError("not authenticated");
+    a.audit?.record({ kind: "unauthenticated", address: a.address, method, reason: failure.message });
+    throw failure;
+  }
+  if (!who.roles.has(role)) {
+    a.audit?.record({ kind: "permission-denied", address: a.address, principal: who.id, method, reason: `needs role ${role}` });
+    throw new RoleRequiredError(role, who.id, method);
+  }
   return who;
 }
 

@@ -8,6 +8,7 @@ import type { ExitFilter } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { SLOT } from "../kernel/stats-vector.ts";
 import { FIELD_BY_KERNEL_NAME, type TaskStatsField } from "../kernel/taskstats.ts";
+import { quote } from "../core/errors.ts";
 import { InvalidRequestError } from "./errors.ts";
 
 /** A record predicate; undefined means "everything". */
@@ -68,7 +69,8 @@ export function compileFieldMask(fields: readonly string[]): Projection {
   if (unknown.length > 0) {
     throw new InvalidRequestError(
       `unknown TaskStats field(s) ${
-        unknown.map((u) => JSON.stringify(u)).join(", ")
+        unknown.slice(0, 3).map((u) => quote(u)).join(", ") +
+        (unknown.length > 3 ? ` and ${unknown.length - 3} more` : "")
       } in fields; use the kernel's names, e.g. "ac_comm", "ac_exitcode", "cpu_delay_total"`,
     );
   }

@@ -5,9 +5,11 @@
  */
 import { create, createRegistry, type DescFile, type DescService, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Code, type ConnectRouter } from "@connectrpc/connect";
+import { Code, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.ts";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
+import { toConnectError } from "./errors.ts";
+import { callerWith } from "./principal.ts";
 
 type Request = v1.ServerReflectionRequest;
 type Response = v1.ServerReflectionResponse;
@@ -68,12 +70,22 @@ export function createReflector(services: readonly DescService[]): (req: Request
   };
 }
 
+function guarded(ctx: HandlerContext): void {
+  try {
+    callerWith(ctx, "read", "ServerReflectionInfo");
+  } catch (err) {
+    throw toConnectError(err);
+  }
+}
+
 /** Routes for both reflection versions; `services` are the ones to describe (reflection lists itself too). */
 export function reflectionRoutes(services: readonly DescService[]): (router: ConnectRouter) => void {
   const answer = createReflector([...services, v1.ServerReflection, v1alpha.ServerReflection]);
   return (router) => {
+    // Reflection describes the API, not the host: any authenticated caller with the read role may use it.
     router.service(v1.ServerReflection, {
-      async *serverReflectionInfo(requests) {
+      async *serverReflectionInfo(requests, ctx) {
+        guarded(ctx);
         for await (const req of requests) {
           yield create(v1.ServerReflectionResponseSchema, { originalRequest: req, messageResponse: answer(req) });
         }
@@ -81,7 +93,8 @@ export function reflectionRoutes(services: readonly DescService[]): (router: Con
     });
     // v1alpha's messages are v1's field for field; convert through the wire format's JSON-free shape.
     router.service(v1alpha.ServerReflection, {
-      async *serverReflectionInfo(requests) {
+      async *serverReflectionInfo(requests, ctx) {
+        guarded(ctx);
         for await (const req of requests) {
           const asV1 = create(v1.ServerReflectionRequestSchema, {
             host: req.host,

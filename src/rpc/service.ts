@@ -6,51 +6,29 @@
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { Principal } from "../core/principal.ts";
+import type { Principal, Role } from "../core/principal.ts";
 import {
   GetInfoResponseSchema,
   type ListenerInfoSchema,
   OverflowPolicy,
   type TaskStats,
 } from "../gen/taskwire/v1/taskstats_pb.ts";
-import { parseCpumask } from "../kernel/cpulist.ts";
 import type { TaskStats as TaskStatsRecord } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import type { ExitRecord } from "../kernel/exit-record.ts";
-import { TaskNotFoundError, type TaskstatsSource } from "../sources/source.ts";
+import { TaskNotFoundError } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, toConnectError } from "./errors.ts";
 import { callerWith, maySee, ownerFilter } from "./principal.ts";
-import { uidOf } from "./projection.ts";
 import type { ServerListener, ServerRegistry } from "./stream.ts";
+import { ownership, requireId, requireMask, type ServiceDeps } from "./requests.ts";
 import { subscribeExits } from "./subscribe.ts";
 
-/** What the service needs. */
-export interface ServiceDeps {
-  readonly source: TaskstatsSource;
-  readonly registry: ServerRegistry;
-  readonly version: string;
-  /** How long a stream lingers after a partial batch (the server's load meter); 0 when absent. */
-  readonly lingerMs?: () => number;
-}
+export type { ServiceDeps } from "./requests.ts";
 
-/** Checks a request field; throws InvalidRequestError naming it. */
-export function requireId(value: number, what: "pid" | "tgid"): number {
-  if (value === 0) {
-    throw new InvalidRequestError(
-      `${what} is 0; pass the ${what === "pid" ? "thread id" : "process id"} of a live task (>= 1)`,
-    );
-  }
-  return value;
-}
-
-/** A cpumask field parsed against the possible CPUs. */
-export function requireMask(text: string, deps: ServiceDeps, field: string): number[] {
-  if (text === "") {
-    throw new InvalidRequestError(
-      `${field} is empty; name CPUs in cpulist syntax, e.g. "0-3,5" (possible CPUs: ${deps.source.possible.list})`,
-    );
-  }
-  return parseCpumask(text, deps.source.possible);
+/** The caller of a unary method, checked for `role` and admitted under its call rate. */
+function admit(deps: ServiceDeps, ctx: Pick<HandlerContext, "values">, role: Role, method: string): Principal {
+  const who = callerWith(ctx, role, method);
+  deps.admission.call(who.id);
+  return who;
 }
 
 function requireListenerId(id: string): string {
@@ -72,19 +50,19 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
   return {
     getPid: (req, ctx) =>
       guard(async () => {
-        const who = callerWith(ctx, "read", "GetPid");
+        const who = admit(deps, ctx, "read", "GetPid");
         const pid = requireId(req.pid, "pid");
         return { pid: req.pid, stats: visible(who, await source.getPid(pid), "pid", pid) };
       }),
     getTgid: (req, ctx) =>
       guard(async () => {
-        const who = callerWith(ctx, "read", "GetTgid");
+        const who = admit(deps, ctx, "read", "GetTgid");
         const tgid = requireId(req.tgid, "tgid");
         return { tgid: req.tgid, stats: visible(who, await source.getTgid(tgid), "tgid", tgid) };
       }),
     register: (req, ctx) =>
       guard(async () => {
-        const who = callerWith(ctx, "subscribe", "Register");
+        const who = admit(deps, ctx, "subscribe", "Register");
         const cpus = requireMask(req.cpumask, deps, "cpumask");
         const policy = toPolicy(req.overflow);
         const existing = req.listenerId === "" ? undefined : registry.get(req.listenerId, ownerFilter(who));
@@ -113,7 +91,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
       }),
     deregister: (req, ctx) =>
       guard(() => {
-        const who = callerWith(ctx, "subscribe", "Deregister");
+        const who = admit(deps, ctx, "subscribe", "Deregister");
         const listener = registry.get(requireListenerId(req.listenerId), ownerFilter(who));
         const cpus = requireMask(req.cpumask, deps, "cpumask");
         const left = registry.removeCpus(listener, cpus);
@@ -122,22 +100,9 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
     subscribeExits: (req, ctx) => subscribeExits(deps, req, ctx),
     getInfo: (req, ctx) =>
       guard(() => {
-        const who = callerWith(ctx, "read", "GetInfo");
+        const who = admit(deps, ctx, "read", "GetInfo");
         return getInfo(deps, who, req.listeners);
       }),
-  };
-}
-
-/** What a new listener of `who` is: owned by it, and limited to its uids if it is limited. */
-export function ownership(who: Principal): { owner: string; scope?: (r: ExitRecord) => boolean } {
-  const uids = who.uids;
-  if (uids === undefined) return { owner: who.id };
-  return {
-    owner: who.id,
-    scope: (r) => {
-      const uid = uidOf(r);
-      return uid !== undefined && uids.has(uid);
-    },
   };
 }
 
@@ -174,6 +139,9 @@ function getInfo(deps: ServiceDeps, who: Principal, listeners: boolean) {
     listenerDetails: listeners ? registry.listeners(ownerFilter(who)).map((l) => listenerInfo(registry, l)) : [],
     principal: who.id,
     roles: [...who.roles],
+    capabilities: [...(deps.capabilities?.() ?? [])],
+    memoryBudget: BigInt(stats.memoryBudget),
+    memoryUsed: BigInt(stats.memoryUsed),
   });
 }
 
@@ -194,6 +162,7 @@ function listenerInfo(registry: ServerRegistry, l: ServerListener): MessageInitS
     lostRestart: BigInt(l.lost.restart),
     eventsPerSecond: l.rate,
     owner: l.owner,
+    memoryBytes: BigInt(l.memoryBytes),
   };
 }
 

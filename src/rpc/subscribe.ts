@@ -12,7 +12,7 @@ import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, toConnectError } from "./errors.ts";
 import { callerWith, ownerFilter } from "./principal.ts";
 import { compileFieldMask, compileFilter, type Projection, type RecordFilter } from "./projection.ts";
-import { ownership, requireMask, type ServiceDeps } from "./service.ts";
+import { ownership, requireMask, type ServiceDeps } from "./requests.ts";
 import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts";
 
 const MIN_HEARTBEAT_MS = 100;
@@ -73,6 +73,13 @@ export async function* subscribeExits(
     throw toConnectError(err);
   }
   const codec = negotiatedCodec(ctx);
+  let leave: () => void;
+  try {
+    leave = deps.admission.enterStream(who.id);
+  } catch (err) {
+    throw toConnectError(err);
+  }
+  ctx.signal.addEventListener("abort", leave, { once: true });
   try {
     const listener = plan.existing ??
       registry.create(plan.cpus, { buffer: req.buffer, policy: plan.policy, ephemeral: true, ...ownership(who) });
@@ -95,5 +102,7 @@ export async function* subscribeExits(
   } catch (err) {
     if (ctx.signal.aborted) return; // the client went away; nobody is left to tell
     throw toConnectError(err);
+  } finally {
+    leave();
   }
 }

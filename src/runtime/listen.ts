@@ -14,6 +14,11 @@ export async function listen(server: TaskwireServer, options: ListenOptions = {}
     throw new TypeError("TLS is served on Node only; put a TLS proxy in front, or run taskwire on Node");
   }
   const o = { host: options.host ?? "127.0.0.1", port: options.port ?? 7878 };
+  // Said once at start, so nobody assumes a flag protects a server it does not reach.
+  console.error(
+    "taskwire: connection limits and timeouts (--max-connections, --*-timeout-ms, --h2-*) are applied on Node; " +
+      `this runtime's server uses its own (message size, auth and per-principal limits apply everywhere)`,
+  );
   if (g.Deno !== undefined) return (await import("./deno.ts")).listenDeno(server, o);
   return (await import("./bun.ts")).listenBun(server, o);
 }

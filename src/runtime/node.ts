@@ -7,29 +7,53 @@
  * server's one fetch app through @hono/node-server.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { getRequestListener } from "@hono/node-server";
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
 import {
   createSecureServer,
   createServer as createHttp2Server,
+  type SecureServerOptions,
   type Http2ServerRequest,
+  type Http2SecureServer,
   type Http2ServerResponse,
 } from "node:http2";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { Peer } from "../auth/authenticator.ts";
 import { isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
+import {
+  applyHttp1Limits,
+  capConnections,
+  connectionBudget,
+  http1Options,
+  http2Options,
+  limitHttp2Sessions,
+  trackHttp1Deadlines,
+  type TransportLimits,
+  transportLimits,
+} from "./_transport-limits.ts";
 
-/** Where to listen. */
-export interface ListenOptions {
+export { DEFAULT_TRANSPORT_LIMITS, type TransportLimits } from "./_transport-limits.ts";
+
+/** Where to listen, and the transport limits (unset ones keep DEFAULT_TRANSPORT_LIMITS; see TransportLimits). */
+export interface ListenOptions extends Partial<TransportLimits> {
   /** Default 127.0.0.1: taskwire exposes host data, so it is local unless asked. */
   readonly host?: string;
   /** Default 7878; 0 picks a free port. */
   readonly port?: number;
-  /** Serve HTTPS (h2 and HTTP/1.1 by ALPN) with this certificate chain and key (PEM). Node only. */
-  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+  /**
+   * Serve HTTPS (h2 and HTTP/1.1 by ALPN) with this certificate chain and key
+   * (PEM). Node only. With `clientCa`, clients are asked for a certificate;
+   * one that chains to it authenticates (the server's authenticator decides).
+   */
+  readonly tls?: {
+    readonly cert: string | Buffer;
+    readonly key: string | Buffer;
+    readonly clientCa?: string | Buffer | undefined;
+  };
   /**
    * Kernel send buffer per connection, bytes (Linux, Node; default 256 KiB, 0
    * for the kernel's autotuning up to 4 MiB). Smaller: a client that stops
@@ -66,16 +90,31 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     throw new RangeError(`sendBuffer must be a byte count >= 0, got ${sendBuffer}`);
   }
   const capSendBuffer = await createSendBufferCap(sendBuffer);
-  const fetchListener = getRequestListener(server.fetch);
-  const grpc = grpcListener(server.rpcHandlers);
+  const fetchListener = getRequestListener((req, env) => server.fetch(req, { peer: peerOf(env.incoming) }));
+  const grpc = grpcListener(server);
+  const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
+    responses.add(res);
+    res.once("close", () => responses.delete(res));
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
     if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
     else void fetchListener(req, res as never);
   };
+  const limits = transportLimits(options);
+  const longRequests = longRequestPaths(server);
   const tcp = options.tls
-    ? createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, dispatch)
-    : sniffing(createHttp1Server(dispatch), createHttp2Server({}, dispatch));
+    ? limitedTls(
+      createSecureServer({
+        ...tlsOptions(options.tls),
+        allowHTTP1: true,
+        ...http2Options(limits),
+        handshakeTimeout: limits.headerTimeoutMs,
+      }, dispatch),
+      limits,
+      longRequests,
+    )
+    : plaintext(dispatch, limits, longRequests);
+  capConnections(tcp, connectionBudget(limits.maxConnections));
   const sockets = new Set<Socket>();
   // Per-socket settings go on the raw socket, before any TLS (both servers
   // emit it as "connection"): an error handler from accept on (a reset
@@ -103,28 +142,23 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
         url: `${scheme}://${urlHost}:${info.port}`,
         port: info.port,
         host,
-        close: () => closeAll(tcp, sockets, server),
+        close: () => closeAll(tcp, sockets, responses, server),
       });
     });
   });
 }
 
-// Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's handlers).
-function grpcListener(handlers: readonly UniversalHandler[]): (req: NodeRequest, res: NodeResponse) => void {
-  const paths = new Map(handlers.map((h) => [h.requestPath, h]));
+// Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
+// handlers), after the same checks the app makes (server.admit).
+function grpcListener(server: TaskwireServer): (req: NodeRequest, res: NodeResponse) => void {
+  const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
-    if (handler === undefined) {
-      // A trailers-only gRPC response: UNIMPLEMENTED, as gRPC servers answer unknown methods.
-      res.writeHead(200, {
-        "content-type": "application/grpc",
-        "grpc-status": "12",
-        "grpc-message": `no method ${req.url}`,
-      });
-      res.end();
-      return;
-    }
-    handler(universalRequestFromNodeRequest(req, res, undefined, undefined))
+    if (handler === undefined) return trailersOnly(res, 12, `no method ${(req.url ?? "").slice(0, 200)}`); // UNIMPLEMENTED
+    const host = req.headers[":authority"] ?? req.headers.host;
+    const admitted = server.admit(peerOf(req), typeof host === "string" ? host : undefined, req.headers.authorization);
+    if ("refusal" in admitted) return trailersOnly(res, 7, admitted.refusal); // PERMISSION_DENIED
+    handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
       .then((ures) => universalResponseToNodeResponse(ures, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
@@ -133,17 +167,95 @@ function grpcListener(handlers: readonly UniversalHandler[]): (req: NodeRequest,
   };
 }
 
+// A gRPC response with no messages: the status in the headers, as gRPC servers answer calls they refuse outright.
+function trailersOnly(res: NodeResponse, status: number, message: string): void {
+  res.writeHead(200, { "content-type": "application/grpc", "grpc-status": String(status), "grpc-message": encodeURIComponent(message) });
+  res.end();
+}
+
+function tlsOptions(tls: NonNullable<ListenOptions["tls"]>): SecureServerOptions {
+  const base = { cert: tls.cert, key: tls.key };
+  if (tls.clientCa === undefined) return base;
+  // Ask for a certificate but let the handshake finish without one, so that a
+  // missing or unknown certificate gets UNAUTHENTICATED and an audit line
+  // instead of a bare handshake failure; a bearer token may still authenticate.
+  return { ...base, ca: tls.clientCa, requestCert: true, rejectUnauthorized: false };
+}
+
+const peers = new WeakMap<object, Peer>();
+
+/** The request's peer: its address, and on TLS its client certificate (computed once per connection). */
+function peerOf(req: NodeRequest): Peer {
+  const socket = req.socket as TLSSocket;
+  const known = peers.get(socket);
+  if (known !== undefined) return known;
+  const address = socket.remoteAddress ?? "";
+  let peer: Peer = { address };
+  if (typeof socket.getPeerCertificate === "function") {
+    const cert = socket.getPeerCertificate();
+    if (cert !== undefined && Object.keys(cert).length > 0) {
+      const cn = cert.subject?.CN;
+      peer = {
+        address,
+        certificate: {
+          authorized: socket.authorized,
+          subject: Array.isArray(cn) ? cn[0] : cn,
+          error: socket.authorizationError === null ? undefined : String(socket.authorizationError),
+        },
+      };
+    }
+  }
+  peers.set(socket, peer);
+  return peer;
+}
+
+// Client- and bidi-streaming methods (server reflection): their requests keep coming, so no request deadline.
+function longRequestPaths(server: TaskwireServer): Set<string> {
+  const long = server.rpcHandlers.filter((h) => ["client_streaming", "bidi_streaming"].includes(h.method.methodKind));
+  return new Set(long.map((h) => h.requestPath));
+}
+
+// HTTP/1.1 and h2c on one port, each with the transport limits.
+function plaintext(
+  dispatch: (req: NodeRequest, res: NodeResponse) => void,
+  limits: TransportLimits,
+  longRequests: ReadonlySet<string>,
+): Server {
+  const h1 = createHttp1Server(http1Options(limits), dispatch);
+  const h2 = createHttp2Server(http2Options(limits), dispatch);
+  limitHttp2Sessions(h2, limits, longRequests);
+  const tcp = sniffing(h1, h2, limits.headerTimeoutMs);
+  trackHttp1Deadlines(h1, tcp);
+  return tcp;
+}
+
+// TLS: HTTP/2 options are set at creation; HTTP/1.1 (allowHTTP1) takes its limits as properties.
+function limitedTls(tls: Http2SecureServer, limits: TransportLimits, longRequests: ReadonlySet<string>): Server {
+  applyHttp1Limits(tls, limits);
+  limitHttp2Sessions(tls, limits, longRequests);
+  return tls;
+}
+
 // One plaintext port for HTTP/1.1 and h2c: the first bytes decide which
 // server gets the socket. The preface may arrive in pieces, so bytes are
 // gathered until they match it or cannot.
-function sniffing(h1: ReturnType<typeof createHttp1Server>, h2: ReturnType<typeof createHttp2Server>): Server {
+function sniffing(
+  h1: ReturnType<typeof createHttp1Server>,
+  h2: ReturnType<typeof createHttp2Server>,
+  firstBytesMs: number,
+): Server {
   return createTcpServer((socket) => {
     let seen = Buffer.alloc(0);
+    // A socket that sends nothing, or only part of the preface, reaches neither server and their timeouts:
+    // without this it would hold its descriptor for ever.
+    const deadline = setTimeout(() => socket.destroy(), firstBytesMs).unref();
+    socket.once("close", () => clearTimeout(deadline));
     const onData = (chunk: Buffer): void => {
       seen = Buffer.concat([seen, chunk]);
       const n = Math.min(seen.length, H2_PREFACE.length);
       const isPrefix = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (isPrefix && seen.length < H2_PREFACE.length) return; // could still be h2c: wait for more
+      clearTimeout(deadline);
       socket.off("data", onData);
       socket.pause();
       socket.unshift(seen);
@@ -167,7 +279,10 @@ function describeListenError(err: Error, host: string, port: number): Error {
     });
   }
   if (code === "EACCES") {
-    return new Error(`no permission to listen on ${host}:${port}; use a port above 1023`, { cause: err });
+    return new Error(
+      `no permission to listen on ${host}:${port}: ports below 1024 need CAP_NET_BIND_SERVICE (or a lower net.ipv4.ip_unprivileged_port_start); use a port above 1023`,
+      { cause: err },
+    );
   }
   if (code === "EADDRNOTAVAIL") {
     return new Error(`${host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`, { cause: err });
@@ -175,10 +290,42 @@ function describeListenError(err: Error, host: string, port: number): Error {
   return err;
 }
 
-async function closeAll(tcp: Server, sockets: Set<Socket>, server: TaskwireServer): Promise<void> {
-  await server.close(); // ends every stream (UNAVAILABLE) before the connections go
-  await new Promise<void>((resolve) => {
-    tcp.close(() => resolve());
-    for (const s of sockets) s.destroy();
+/** How long close() waits for responses to finish (the streams it ended, calls under way) before it cuts them. */
+const CLOSE_GRACE_MS = 2000;
+
+// server.close() ends every stream with UNAVAILABLE (SHUTTING_DOWN), but each
+// stream writes that status (Connect's end-stream message, gRPC-Web's
+// trailer frame, gRPC's trailers) a few turns later: destroying the sockets
+// at once discarded it, and clients saw the connection die instead (ABORTED
+// on HTTP/1.1, CANCEL on HTTP/2). So: stop accepting, end the streams, wait
+// for the responses under way to finish (at most CLOSE_GRACE_MS), then end
+// each connection after what it has buffered (destroyed if it lingers).
+async function closeAll(
+  tcp: Server,
+  sockets: Set<Socket>,
+  responses: Set<NodeResponse>,
+  server: TaskwireServer,
+): Promise<void> {
+  const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+  await server.close();
+  await finished(responses, CLOSE_GRACE_MS);
+  for (const s of sockets) {
+    s.end();
+    setTimeout(() => s.destroy(), CLOSE_GRACE_MS).unref();
+  }
+  await closed;
+}
+
+// Resolves once `responses` is empty (each removes itself on "close"), or after `ms`.
+function finished(responses: Set<NodeResponse>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const check = (): void => {
+      if (responses.size > 0) return;
+      clearTimeout(timer);
+      resolve();
+    };
+    for (const res of responses) res.once("close", check);
+    check();
   });
 }

@@ -1,16 +1,23 @@
 /**
  * The one HTTP app (hono) every request but real gRPC reaches, on every
  * runtime and protocol (HTTP/1.1, h2c, TLS): Connect and gRPC-Web through the
- * Fetch API, /healthz, /ui and the index. Middleware added here (CORS today)
- * therefore applies on every path. Real gRPC needs HTTP/2 trailers, which a
- * fetch Response cannot carry: runtime adapters that have them send
- * application/grpc to the universal handlers before this app; here it gets a
- * 415 that says so.
+ * Fetch API, /healthz, /ui and the index. Middleware added here (the Host
+ * check, CORS, authentication) therefore applies on every path. Real gRPC
+ * needs HTTP/2 trailers, which a fetch Response cannot carry: runtime
+ * adapters that have them send application/grpc to the universal handlers
+ * (through the server's `admit`, the same checks); here it gets a 415 that
+ * says so.
  */
-import { cors as connectCors } from "@connectrpc/connect";
-import { createFetchHandler, type UniversalHandler } from "@connectrpc/connect/protocol";
+import { cors as connectCors, createContextValues } from "@connectrpc/connect";
+import {
+  type UniversalHandler,
+  universalServerRequestFromFetch,
+  universalServerResponseToFetch,
+} from "@connectrpc/connect/protocol";
 import { Hono } from "hono";
 import { cors } from "hono/cors";
+import type { Peer } from "../auth/authenticator.ts";
+import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import { VERSION } from "../version.ts";
 import { addUi } from "./ui.ts";
 
@@ -23,8 +30,17 @@ export interface AppOptions {
   readonly rpcHandlers: readonly UniversalHandler[];
   /** The /healthz body. */
   readonly health: () => Record<string, unknown>;
+  /** Authenticates one call (the outcome goes to the handler, which refuses in the call's own protocol). */
+  readonly callAuth: (peer: Peer | undefined, authorization: string | null) => CallAuth;
+  /** Refuses requests whose Host is not one of this server's names (undefined: any Host). */
+  readonly hostAllowed?: ((host: string | null | undefined) => boolean) | undefined;
   /** Origins other than the server's own allowed to call the API from browsers ("*" for any). */
   readonly corsOrigins?: readonly string[];
+}
+
+/** The runtime adapter's per-request facts, as hono's env. */
+export interface AppEnv {
+  readonly peer?: Peer | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -35,27 +51,35 @@ export function isGrpc(contentType: string | null | undefined): boolean {
 const GRPC_NEEDS_H2 =
   "gRPC needs HTTP/2 with trailers: use an HTTP/2 client (h2c or TLS) against taskwire on Node, or the Connect or gRPC-Web protocol";
 
+/** What a refused Host is told. */
+export function hostRefusal(host: string | null | undefined): string {
+  const shown = (host ?? "").slice(0, 100);
+  return `Host "${shown}" is not a name of this server: a server on loopback answers only to localhost, 127.0.0.1 and [::1] ` +
+    "(and names given with --allowed-host), which keeps web pages from reaching it through DNS rebinding";
+}
+
 /** Builds the app. */
-export function createApp(options: AppOptions): Hono {
-  const app = new Hono();
-  const origins = options.corsOrigins ?? [];
-  if (origins.length > 0) {
-    app.use(
-      "/taskwire.v1.TaskStats/*",
-      cors({
-        origin: origins.includes("*") ? "*" : [...origins],
-        allowMethods: [...connectCors.allowedMethods],
-        allowHeaders: [...connectCors.allowedHeaders],
-        exposeHeaders: [...connectCors.exposedHeaders],
-        maxAge: 7200,
-      }),
-    );
+export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
+  const app = new Hono<{ Bindings: AppEnv }>();
+  const hostAllowed = options.hostAllowed;
+  if (hostAllowed !== undefined) {
+    app.use("*", async (c, next) => {
+      // The request URL's host is Host on HTTP/1.1 and :authority on HTTP/2, as the runtime's adapter built it.
+      const host = new URL(c.req.url).host;
+      if (!hostAllowed(host)) return c.text(hostRefusal(host), 403);
+      await next();
+    });
   }
+  addCors(app, options.corsOrigins ?? []);
   for (const handler of options.rpcHandlers) {
-    const fetchHandler = createFetchHandler(handler);
-    app.on([...handler.allowedMethods], handler.requestPath, (c) => {
+    app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
       if (isGrpc(c.req.header("content-type"))) return c.text(GRPC_NEEDS_H2, 415);
-      return fetchHandler(c.req.raw);
+      const auth = options.callAuth(c.env?.peer, c.req.header("authorization") ?? null);
+      const ureq = {
+        ...universalServerRequestFromFetch(c.req.raw, {}),
+        contextValues: createContextValues().set(CALL_AUTH, auth),
+      };
+      return universalServerResponseToFetch(await handler(ureq));
     });
   }
   addUi(app);
@@ -68,12 +92,24 @@ export function createApp(options: AppOptions): Hono {
     ));
   app.notFound((c) =>
     c.json(
-      {
-        code: "not_found",
-        message: `no route ${c.req.method} ${c.req.path}; the API lives under /taskwire.v1.TaskStats/`,
-      },
+      { code: "not_found", message: `no route ${c.req.method} ${c.req.path}; the API lives under /taskwire.v1.TaskStats/` },
       404,
     )
   );
   return app;
+}
+
+function addCors(app: Hono<{ Bindings: AppEnv }>, origins: readonly string[]): void {
+  if (origins.length === 0) return;
+  app.use(
+    "/taskwire.v1.TaskStats/*",
+    cors({
+      origin: origins.includes("*") ? "*" : [...origins],
+      allowMethods: [...connectCors.allowedMethods],
+      // Authorization: browsers send bearer tokens too.
+      allowHeaders: [...connectCors.allowedHeaders, "Authorization"],
+      exposeHeaders: [...connectCors.exposedHeaders],
+      maxAge: 7200,
+    }),
+  );
 }

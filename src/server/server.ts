@@ -3,21 +3,30 @@
  * HTTP app wired together. Runtime-neutral: a runtime adapter (runtime/)
  * binds it to a socket.
  */
-import { createConnectRouter } from "@connectrpc/connect";
+import { type ContextValues, createConnectRouter, createContextValues } from "@connectrpc/connect";
 import type { Compression, UniversalHandler } from "@connectrpc/connect/protocol";
+import { type AuditLog, createAuditLog } from "../auth/audit.ts";
+import { type Authenticator, createAuthenticator, type Peer } from "../auth/authenticator.ts";
+import type { UnauthenticatedError } from "../auth/errors.ts";
+import { type AdmissionLimits, createAdmission } from "../core/admission.ts";
+import type { Share } from "../core/budget.ts";
 import { startHousekeeping } from "../core/housekeeping.ts";
 import type { LossCounters } from "../core/listener.ts";
 import { createRegistry, type Limits, type RegistryStats } from "../core/registry.ts";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
-import { exitBody } from "../rpc/fast-binary/batch.ts";
+import { errorDetailInterceptor, withErrorDetails } from "../rpc/error-responses.ts";
 import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createTaskStatsService } from "../rpc/service.ts";
+import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import type { ServerRegistry } from "../rpc/stream.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
+import { readCapabilities } from "../sys/capabilities.ts";
 import { VERSION } from "../version.ts";
-import { createApp } from "./app.ts";
+import { type AppEnv, createApp, hostRefusal } from "./app.ts";
 import { createLoadMeter } from "./load.ts";
+import { retainPayload, serverMemory } from "./memory.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, limitMessageSize } from "./message-limit.ts";
 
 /** Options of createServer. */
 export interface ServerOptions {
@@ -33,7 +42,32 @@ export interface ServerOptions {
    * small, and compressing them costs more CPU than streaming them (BENCHMARKS.md).
    */
   readonly compression?: readonly Compression[];
+  /** How callers authenticate (bearer tokens, client certificates); none: every caller is anonymous with every role. */
+  readonly authenticator?: Authenticator;
+  /** Where refused calls are logged (default: stderr, rate-limited). */
+  readonly audit?: AuditLog;
+  /** Host header check (DNS rebinding): a function that says which Host values are this server's; none: any. */
+  readonly hostAllowed?: (host: string | null | undefined) => boolean;
+  /** Streams and unary call rates per principal; unset ones keep DEFAULT_ADMISSION. */
+  readonly admission?: Partial<AdmissionLimits>;
+  /**
+   * Largest request message accepted, bytes (default DEFAULT_MAX_MESSAGE_BYTES);
+   * a larger one is refused (RESOURCE_EXHAUSTED) from its length, before it is read.
+   */
+  readonly maxMessageBytes?: number;
+  /**
+   * Bytes everything held per client may take in all (queued and retained
+   * events, in-flight batches, listeners); default: defaultMemoryBudget() in
+   * memory.ts. Past it, exits are dropped with loss markers and new listeners
+   * are refused (RESOURCE_EXHAUSTED).
+   */
+  readonly memoryBudget?: number | undefined;
+  /** Most of the memory budget one principal may hold: bytes, or { fraction } of it; default: all of it. */
+  readonly memoryBudgetPerPrincipal?: Share | undefined;
 }
+
+/** What a runtime adapter does with a request it serves itself (real gRPC): go on with these context values, or refuse. */
+export type Admitted = { readonly values: ContextValues } | { readonly refusal: string };
 
 /** One listener as the server reports it (a snapshot). */
 export interface ListenerSnapshot {
@@ -57,13 +91,19 @@ export interface TaskwireServer {
    * runtime. Real gRPC (application/grpc) gets 415 here: it needs HTTP/2
    * trailers, which a fetch Response cannot carry.
    */
-  fetch(request: Request): Response | Promise<Response>;
+  fetch(request: Request, env?: AppEnv): Response | Promise<Response>;
   /**
    * The same RPC handlers in connect's runtime-neutral form, for a runtime
    * adapter whose HTTP/2 has trailers (Node's) to serve real gRPC with,
    * including server reflection (a bidirectional stream).
    */
   readonly rpcHandlers: readonly UniversalHandler[];
+  /**
+   * The checks the app makes before an RPC (Host, authentication), for a
+   * request an adapter serves with rpcHandlers: the context values to pass
+   * them, or why the request is refused.
+   */
+  admit(peer: Peer | undefined, host: string | null | undefined, authorization: string | null | undefined): Admitted;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -77,28 +117,64 @@ export function createServer(options: ServerOptions): TaskwireServer {
   const { source } = options;
   const registry: ServerRegistry = createRegistry<ExitRecord, Uint8Array>({
     feed: source,
-    retain: exitBody,
+    retain: retainPayload,
     limits: options.limits,
+    memory: serverMemory(options),
   });
   const housekeeping = startHousekeeping(registry);
   const load = createLoadMeter();
-  const router = createConnectRouter({ acceptCompression: [...(options.compression ?? [])] });
-  router.service(TaskStats, createTaskStatsService({ source, registry, version: VERSION, lingerMs: load.lingerMs }));
+  const admission = createAdmission(options.admission);
+  const authenticator = options.authenticator ?? createAuthenticator();
+  const audit = options.audit ?? createAuditLog();
+  const callAuth = (peer: Peer | undefined, authorization: string | null | undefined): CallAuth => {
+    const address = peer?.address ?? "";
+    try {
+      return { principal: authenticator.authenticate(peer, authorization), address, audit };
+    } catch (err) {
+      return { failure: err as UnauthenticatedError, address, audit };
+    }
+  };
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const router = createConnectRouter({
+    acceptCompression: [...(options.compression ?? [])],
+    readMaxBytes: maxMessageBytes,
+    // Every error carries an ErrorDetail, those connect-es raises included (withErrorDetails below for unary calls).
+    interceptors: [errorDetailInterceptor],
+  });
+  router.service(
+    TaskStats,
+    createTaskStatsService({
+      source,
+      registry,
+      version: VERSION,
+      lingerMs: load.lingerMs,
+      admission,
+      capabilities: readCapabilities,
+    }),
+  );
   reflectionRoutes([TaskStats])(router);
+  const rpcHandlers = withErrorDetails(limitMessageSize(router.handlers, maxMessageBytes), options.compression);
   const app = createApp({
-    rpcHandlers: router.handlers,
+    callAuth,
+    hostAllowed: options.hostAllowed,
+    rpcHandlers,
+    // Public (load balancers probe it): with authentication on, it says no more than that the server is up.
     health: () => ({
       status: "ok",
       source: source.info().source,
       version: VERSION,
-      listeners: registry.stats().listeners,
+      ...(!authenticator.required && { listeners: registry.stats().listeners }),
     }),
     ...(options.corsOrigins && { corsOrigins: options.corsOrigins }),
   });
   return {
     source,
-    fetch: (req) => app.fetch(req),
-    rpcHandlers: router.handlers,
+    fetch: (req, env) => app.fetch(req, env ?? {}),
+    rpcHandlers,
+    admit: (peer, host, authorization) => {
+      if (options.hostAllowed !== undefined && !options.hostAllowed(host)) return { refusal: hostRefusal(host) };
+      return { values: createContextValues().set(CALL_AUTH, callAuth(peer, authorization)) };
+    },
     stats: () => registry.stats(),
     listeners: () =>
       [...registry.listeners()].map((l) => ({

@@ -3,7 +3,7 @@
  * build`) subscribes to exits and shows them as they come.
  */
 import { readFile } from "node:fs/promises";
-import type { Hono } from "hono";
+import type { Env, Hono } from "hono";
 
 const BUNDLE_CANDIDATES = ["../../web/taskwire-client.js", "../../dist/web/taskwire-client.js"]; // from dist/src/server, or src/server
 
@@ -23,16 +23,22 @@ const PAGE = `<!doctype html>
 <style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}
 th{border-bottom:1px solid #999}td.comm{text-align:left;font-family:monospace}.lost{color:#b00}#status{color:#555}</style></head>
 <body><h1>taskwire: task exits</h1>
-<form id="f">CPUs <input id="cpus" value="all" size="12"> <button>watch</button> <span id="status">connecting…</span></form>
+<form id="f">CPUs <input id="cpus" value="all" size="12"> token <input id="token" type="password" size="24" placeholder="(if the server asks for one)" autocomplete="off"> <button>watch</button> <span id="status">connecting…</span></form>
 <p>exits: <b id="count">0</b> · lost: <b id="lost">0</b></p>
 <table><thead><tr><th>seq</th><th>cpu</th><th>pid</th><th>tgid</th><th>comm</th><th>exit</th><th>utime µs</th><th>stime µs</th></tr></thead><tbody id="rows"></tbody></table>
 <script type="module">
-import { createTaskwireClient, watchExits } from "/ui/taskwire-client.js";
+import { createTaskwireClient, UnauthenticatedError, watchExits } from "/ui/taskwire-client.js";
 const $ = (id) => document.getElementById(id);
-const client = createTaskwireClient(location.origin);
+// The token lives in this tab's session storage only: never in the URL, never sent anywhere but this origin.
+$("token").value = sessionStorage.getItem("taskwire-token") ?? "";
 let ctl;
 async function watch(cpumask) {
   ctl?.abort(); ctl = new AbortController();
+  const token = $("token").value.trim();
+  if (token) sessionStorage.setItem("taskwire-token", token); else sessionStorage.removeItem("taskwire-token");
+  let client;
+  try { client = createTaskwireClient(location.origin, token ? { token } : {}); }
+  catch (e) { $("status").textContent = "error: " + e.message; return; }
   $("rows").textContent = ""; let count = 0, lost = 0n;
   try {
     for await (const ev of watchExits(client, { cpumask, signal: ctl.signal, onSubscribed: (s) => ($("status").textContent = "watching CPUs " + s.cpumask) })) {
@@ -44,7 +50,10 @@ async function watch(cpumask) {
         tr.children[4].className = "comm"; }
       $("rows").prepend(tr); while ($("rows").children.length > 200) $("rows").lastChild.remove();
     }
-  } catch (e) { if (!ctl.signal.aborted) $("status").textContent = "error: " + e.message; }
+  } catch (e) {
+    if (ctl.signal.aborted) return;
+    $("status").textContent = e instanceof UnauthenticatedError ? "this server needs a token: enter it above and press watch" : "error: " + e.message;
+  }
 }
 $("f").onsubmit = (e) => { e.preventDefault(); watch($("cpus").value); };
 const q = new URLSearchParams(location.search).get("cpus"); if (q) $("cpus").value = q;
@@ -52,7 +61,7 @@ watch($("cpus").value);
 </script></body></html>`;
 
 /** Adds /ui and its script to the app. */
-export function addUi(app: Hono): void {
+export function addUi<E extends Env>(app: Hono<E>): void {
   app.get("/ui", (c) => c.html(PAGE));
   app.get("/ui/taskwire-client.js", async (c) => {
     const js = await bundle();

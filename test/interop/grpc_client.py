@@ -2,9 +2,12 @@
 
 Usage: grpc_client.py STUBS_DIR HOST:PORT LIVE_PID
 Calls GetInfo, GetPid, Register (good and bad), SubscribeExits and Deregister
-over real gRPC (HTTP/2) and prints one JSON object with what it saw.
+over real gRPC (HTTP/2) and prints one JSON object with what it saw. With
+TASKWIRE_TOKEN set, every call carries it as a bearer token (gRPC metadata
+"authorization: Bearer <token>"), and one call without it shows the refusal.
 """
 import json
+import os
 import sys
 
 sys.path.insert(0, sys.argv[1])
@@ -45,23 +48,31 @@ def error_detail(e):
 
 
 target, live_pid = sys.argv[2], int(sys.argv[3])
+token = os.environ.get("TASKWIRE_TOKEN")
+md = [("authorization", f"Bearer {token}")] if token else None
 out = {}
 with grpc.insecure_channel(target) as channel:
     stub = rpc.TaskStatsStub(channel)
-    info = stub.GetInfo(pb.GetInfoRequest(), timeout=10)
+    if token:
+        try:
+            stub.GetInfo(pb.GetInfoRequest(), timeout=10)
+            out["no_token"] = {"code": "OK"}
+        except grpc.RpcError as e:
+            out["no_token"] = {"code": e.code().name, "detail": error_detail(e)}
+    info = stub.GetInfo(pb.GetInfoRequest(), timeout=10, metadata=md)
     out["info"] = {"source": info.source, "possible_cpus": info.possible_cpus, "version": info.taskstats_version}
-    got = stub.GetPid(pb.GetPidRequest(pid=live_pid), timeout=10)
+    got = stub.GetPid(pb.GetPidRequest(pid=live_pid), timeout=10, metadata=md)
     out["pid"] = {"ac_pid": got.stats.ac_pid, "has_comm": got.stats.HasField("ac_comm"), "comm": got.stats.ac_comm}
-    for name, call in [("bad_mask", lambda: stub.Register(pb.RegisterRequest(cpumask="0-4096"), timeout=10)),
-                       ("no_task", lambda: stub.GetPid(pb.GetPidRequest(pid=4000000), timeout=10))]:
+    for name, call in [("bad_mask", lambda: stub.Register(pb.RegisterRequest(cpumask="0-4096"), timeout=10, metadata=md)),
+                       ("no_task", lambda: stub.GetPid(pb.GetPidRequest(pid=4000000), timeout=10, metadata=md))]:
         try:
             call()
             out[name] = {"code": "OK"}
         except grpc.RpcError as e:
             out[name] = {"code": e.code().name, "details": e.details(), "detail": error_detail(e)}
-    reg = stub.Register(pb.RegisterRequest(cpumask="0-7"), timeout=10)
+    reg = stub.Register(pb.RegisterRequest(cpumask="0-7"), timeout=10, metadata=md)
     out["register"] = {"cpumask": reg.cpumask, "id_len": len(reg.listener_id)}
-    stream = stub.SubscribeExits(pb.SubscribeExitsRequest(listener_id=reg.listener_id), timeout=20)
+    stream = stub.SubscribeExits(pb.SubscribeExitsRequest(listener_id=reg.listener_id), timeout=20, metadata=md)
     events = []
     for msg in stream:
         for ev in msg.events:
@@ -70,5 +81,5 @@ with grpc.insecure_channel(target) as channel:
             stream.cancel()
             break
     out["events"] = events
-    out["deregister"] = stub.Deregister(pb.DeregisterRequest(listener_id=reg.listener_id, cpumask="all"), timeout=10).cpumask
+    out["deregister"] = stub.Deregister(pb.DeregisterRequest(listener_id=reg.listener_id, cpumask="all"), timeout=10, metadata=md).cpumask
 print(json.dumps(out))

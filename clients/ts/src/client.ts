@@ -24,8 +24,21 @@ export interface TaskwireClientOptions {
   protocol?: "connect" | "grpc-web" | "grpc";
   /** Protobuf binary (default, compact, and decoded fastest) or JSON (readable in devtools). gRPC is binary only. */
   useBinaryFormat?: boolean;
-  /** Headers sent with every call (e.g. authorization). */
+  /** Headers sent with every call. */
   headers?: Record<string, string>;
+  /**
+   * A bearer token for a server with authentication on (sent as
+   * `Authorization: Bearer <token>`). The CLI reads it from --token or
+   * TASKWIRE_TOKEN.
+   */
+  token?: string;
+  /**
+   * TLS settings for https: URLs on Node (the package's `node` export): a CA
+   * to trust for the server (PEM), and a client certificate and key for a
+   * server that authenticates clients by certificate (--tls-client-ca).
+   * Browsers and other runtimes use their own trust store and certificates.
+   */
+  tls?: { ca?: string; cert?: string; key?: string };
   /** A fetch implementation (fetch-based transports only; default: the global one). */
   fetch?: typeof globalThis.fetch;
   /** Extra Connect interceptors. */
@@ -39,6 +52,7 @@ export interface TransportSettings {
   useBinaryFormat: boolean;
   interceptors: Interceptor[];
   fetch?: typeof globalThis.fetch;
+  tls?: TaskwireClientOptions["tls"];
 }
 
 /** Builds createTaskwireClient over a runtime's default transport (connect-web's fetch, or connect-node's on Node). */
@@ -112,6 +126,14 @@ async function* rethrowTyped<T>(stream: AsyncIterable<T>): AsyncGenerator<T> {
   }
 }
 
+// A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
+function bearer(token: string): string {
+  if (typeof token !== "string" || !/^[\x21-\x7e]{1,512}$/.test(token)) {
+    throw new TypeError("token must be 1-512 printable ASCII characters without spaces (as `taskwire token` prints it)");
+  }
+  return `Bearer ${token}`;
+}
+
 function settings(baseUrl: string, options: TaskwireClientOptions): TransportSettings {
   let url: URL;
   try {
@@ -122,9 +144,9 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new TypeError(`baseUrl must be http: or https:, got ${url.protocol}`);
   }
-  const headers = options.headers;
+  const headers = { ...options.headers, ...(options.token !== undefined && { authorization: bearer(options.token) }) };
   const interceptors: Interceptor[] = [...(options.interceptors ?? [])];
-  if (headers !== undefined) {
+  if (Object.keys(headers).length > 0) {
     interceptors.unshift((next) => (req) => {
       for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
       return next(req);
@@ -143,5 +165,6 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
     useBinaryFormat: options.useBinaryFormat ?? true,
     interceptors,
     ...(options.fetch !== undefined && { fetch: options.fetch }),
+    ...(options.tls !== undefined && { tls: options.tls }),
   };
 }

@@ -57,11 +57,20 @@ export class TaskNotFoundError extends TaskwireError {
   }
 }
 
-/** NOT_FOUND: the listener was never registered, was deregistered, or its lease expired (e.g. the server restarted). */
+/**
+ * NOT_FOUND: the listener was never registered, was deregistered, or its
+ * lease expired (e.g. the server restarted). A stream of a listener that is
+ * deregistered while it is read ends with this error too, after the events
+ * the listener had queued; `removed` then says why.
+ */
 export class ListenerNotFoundError extends TaskwireError {
-  /** The listener id asked for. */
+  /** The listener id asked for (clipped by the server when it was very long). */
   get listenerId(): string | undefined {
     return this.values["listener_id"];
+  }
+  /** Why the listener was removed while its stream read it; undefined when a request named an unknown id. */
+  get removed(): string | undefined {
+    return this.values["removed"];
   }
 }
 

@@ -25,7 +25,12 @@ export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
  * connect-node's HTTP client instead. `protocol: "grpc-web"` speaks gRPC-Web;
  * pass `transport` to bring your own.
  */
-export const createTaskwireClient = clientFactory((s) => {
+export const createTaskwireClient = clientFactory(({ tls, ...s }) => {
+  if (tls !== undefined) {
+    throw new TypeError(
+      "tls (CA, client certificate) is set on Node only; here the runtime's own trust store and certificates apply",
+    );
+  }
   if (s.protocol === "grpc") {
     throw new TypeError(
       'protocol "grpc" needs HTTP/2 trailers, which fetch cannot read; use "grpc-web" or "connect" here (or the SDK on Node)',

@@ -14,9 +14,11 @@ export * from "./mod.ts";
  * "http://127.0.0.1:7878") over connect-node's HTTP/1.1 client, or real gRPC
  * over HTTP/2 with `protocol: "grpc"`. Pass `transport` to bring your own.
  */
-export const createTaskwireClient = clientFactory((s) => {
-  if (s.protocol === "grpc") return createGrpcTransport(s);
+export const createTaskwireClient = clientFactory((settings) => {
+  const { tls, ...s } = settings;
+  const nodeOptions = tls === undefined ? {} : { nodeOptions: Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) };
+  if (s.protocol === "grpc") return createGrpcTransport({ ...s, ...nodeOptions });
   return s.protocol === "grpc-web"
-    ? createGrpcWebTransport({ ...s, httpVersion: "1.1" })
-    : createConnectTransport({ ...s, httpVersion: "1.1" });
+    ? createGrpcWebTransport({ ...s, httpVersion: "1.1", ...nodeOptions })
+    : createConnectTransport({ ...s, httpVersion: "1.1", ...nodeOptions });
 });

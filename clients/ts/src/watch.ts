@@ -8,7 +8,7 @@ import {
   type OverflowPolicy,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskwireClient } from "./client.ts";
-import { ListenerNotFoundError, TaskwireError, toTaskwireError } from "./errors.ts";
+import { ErrorReason, ListenerNotFoundError, TaskwireError, toTaskwireError } from "./errors.ts";
 
 /** What the server said when a stream opened. */
 export interface Subscribed {
@@ -80,6 +80,60 @@ function listenerGone(err: ConnectError): boolean {
   return err instanceof ListenerNotFoundError || (err.code === Code.NotFound && !(err instanceof TaskwireError));
 }
 
+// The listener was removed while this stream read it (deregistered by its owner from elsewhere, or an admin): the
+// server says so (values.removed), or, without that, its NOT_FOUND came after the stream had opened.
+function deregistered(err: ConnectError, opened: boolean): boolean {
+  return opened || (err instanceof ListenerNotFoundError && err.removed !== undefined);
+}
+
+// A server that ends a listener's stream without an error (older than this SDK) ended it for the same reason.
+function endedWithoutError(listenerId: string): ListenerNotFoundError {
+  const why = "the server ended its stream: the listener was deregistered";
+  return new ListenerNotFoundError(
+    new ConnectError(`listener ${listenerId}: ${why}`, Code.NotFound),
+    ErrorReason.LISTENER_NOT_FOUND,
+    { listener_id: listenerId, removed: why },
+  );
+}
+
+/**
+ * The stream's idle watchdog: `onDead` once no message came for `idleMs` of
+ * time the event loop ran. After the process was stopped (SIGSTOP) or its
+ * loop blocked, libuv runs the timers that fell due before it reads the
+ * sockets, so the timer fires although messages sent meanwhile are waiting
+ * to be read; judging the stream dead then would drop them (and resuming
+ * would report them as RETENTION loss). So a firing only arms a short check,
+ * and the check, too, is re-armed when it fires late (another stall); the
+ * stream is dead when a check fires on time with no message in between.
+ */
+function createWatchdog(idleMs: number, onDead: () => void): { touch(): void; stop(): void } {
+  const checkMs = Math.min(idleMs, IDLE_CHECK_MS);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let due = 0;
+  let checking = false;
+  const arm = (ms: number): void => {
+    clearTimeout(timer);
+    due = performance.now() + ms;
+    timer = setTimeout(fire, ms);
+  };
+  const fire = (): void => {
+    const late = performance.now() - due;
+    if (checking && late < checkMs) return onDead();
+    checking = true;
+    arm(checkMs);
+  };
+  return {
+    touch: () => {
+      checking = false;
+      arm(idleMs);
+    },
+    stop: () => clearTimeout(timer),
+  };
+}
+
+/** Longest wake-up check of the idle watchdog, ms. */
+const IDLE_CHECK_MS = 1000;
+
 /**
  * Iterates a listener's events: exits, and `lost` events that account for
  * every record this listener did not get (received + lost = produced).
@@ -87,6 +141,13 @@ function listenerGone(err: ConnectError): boolean {
  * stream is resumed where it stopped; if the server lost the listener
  * (restart, expired lease) it is registered again and the gap is reported as
  * a `lost` event with reason RESTART and `countUnknown` — never silently.
+ * A listener deregistered while it is streamed (by its owner from elsewhere,
+ * or an admin) ends the iteration with ListenerNotFoundError (`removed` says
+ * why) after the events it had queued; a `cpumask` watch is not registered
+ * again then, as that would undo the deregistration. The iteration never
+ * ends on its own without an error. A stream silent for three heartbeat
+ * intervals (of time the event loop ran, while the loop waits for the next
+ * event, not while the consumer holds one) is dead: it is resumed.
  * Breaking out of the loop or aborting `signal` ends the server-side stream.
  */
 export async function* watchExits(
@@ -130,10 +191,15 @@ async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncG
       buffer: options.buffer ?? 0,
       ...(options.overflow !== undefined && { overflow: options.overflow }),
     }, { signal: ctl.signal });
+    let listenerId = options.listenerId ?? "";
     for await (const msg of stream) {
-      if (msg.listenerId !== "") options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
+      if (msg.listenerId !== "") {
+        listenerId = msg.listenerId;
+        options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
+      }
       yield* msg.events;
     }
+    if (!ctl.signal.aborted) throw endedWithoutError(listenerId);
   } finally {
     unlink();
     ctl.abort();
@@ -196,36 +262,38 @@ async function* resuming(
       const attemptCtl = new AbortController();
       const stopAttempt = () => attemptCtl.abort();
       ctl.signal.addEventListener("abort", stopAttempt, { once: true });
-      let idle: ReturnType<typeof setTimeout> | undefined;
-      const touch = () => {
-        clearTimeout(idle);
-        idle = setTimeout(
-          () =>
-            attemptCtl.abort(
-              new ConnectError("no message or heartbeat within 3 heartbeat intervals", Code.Unavailable),
-            ),
-          idleMs,
-        );
-      };
+      const idle = createWatchdog(
+        idleMs,
+        () =>
+          attemptCtl.abort(new ConnectError("no message or heartbeat within 3 heartbeat intervals", Code.Unavailable)),
+      );
+      let opened = false; // this attempt's stream opened: the server had the listener
       try {
         listenerId ??= await register(client, options, ctl.signal);
-        touch();
+        idle.touch();
         const stream = client.subscribeExits({ ...streamRequest(options), listenerId, afterSeq }, {
           signal: attemptCtl.signal,
         });
         for await (const msg of stream) {
-          touch();
+          idle.stop(); // the time the consumer holds an event is not the stream's silence
           attempt = 0;
+          opened = true;
           if (msg.listenerId !== "") options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
           for (const ev of msg.events) {
             afterSeq = ev.seq;
             yield ev;
           }
+          idle.touch();
         }
-        return; // the server ended the stream: the listener was deregistered
+        throw endedWithoutError(listenerId);
       } catch (e) {
         if (ctl.signal.aborted) return;
         const err = ConnectError.from(attemptCtl.signal.reason instanceof ConnectError ? attemptCtl.signal.reason : e);
+        if (listenerGone(err) && deregistered(err, opened)) {
+          // Someone removed the listener while it was read: registering it again would undo that.
+          if (owned) listenerId = undefined; // nothing left to release
+          throw toTaskwireError(err);
+        }
         if (listenerGone(err) && owned && listenerId !== undefined) {
           // The server no longer has the listener (it restarted, or the lease ran out): start over and say so.
           listenerId = undefined;
@@ -239,7 +307,7 @@ async function* resuming(
         await sleep(delayMs, ctl.signal);
         if (ctl.signal.aborted) return;
       } finally {
-        clearTimeout(idle);
+        idle.stop();
         ctl.signal.removeEventListener("abort", stopAttempt);
         attemptCtl.abort();
       }

@@ -3,12 +3,12 @@
  * worker beside it; Deno and Bun run the TypeScript worker directly. Node
  * runs no TypeScript in workers, so when taskwire itself runs from its
  * TypeScript sources on Node (the tests, under vitest), the worker is
- * bundled from those same sources with rolldown (a devDependency) into
- * node_modules/.cache: a compiled dist/ is never used from sources, so a
- * stale build cannot stand in for the code under test.
+ * bundled from those same sources with rolldown (a devDependency) and run
+ * from a data: URL: a compiled dist/ is never used from sources, so a stale
+ * build cannot stand in for the code under test, and nothing is written to
+ * disk, so a server running as an unprivileged user (who may not write the
+ * checkout's node_modules) bundles its worker like root does.
  */
-import { createHash } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 /** The worker module's URL for the way this module is running. */
@@ -31,20 +31,18 @@ async function bundleFromSources(entry: URL): Promise<URL> {
       }); run \`npm ci\`, or run the compiled build (npm run build)`,
     );
   }
+  // A data: URL module resolves no bare specifier, so the bundle's one bare import (koffi)
+  // becomes the file URL the sources' own import resolves to. The caller loaded koffi already.
+  const koffi = import.meta.resolve("koffi");
   const out = await build({
     input: fileURLToPath(entry),
     write: false,
     platform: "node",
     external: [/^node:/, "koffi"],
     logLevel: "silent",
-    output: { format: "esm", codeSplitting: false },
+    output: { format: "esm", codeSplitting: false, paths: { koffi } },
   });
-  // Inside the project's node_modules, so the bundle's one bare import (koffi) resolves as the sources' would.
-  const dir = new URL("../../../node_modules/.cache/taskwire/", entry);
-  mkdirSync(dir, { recursive: true });
-  const code = out.output[0].code;
-  // Named by content: runs of the same sources share one file, and a changed source never meets an old bundle.
-  const file = new URL(`reader-worker-${createHash("sha256").update(code).digest("hex").slice(0, 16)}.mjs`, dir);
-  writeFileSync(file, code);
-  return file;
+  // Stack traces name the worker by this sourceURL rather than by the whole data: URL.
+  const code = `${out.output[0].code}\n//# sourceURL=${new URL("./reader-worker.bundle.mjs", entry).href}\n`;
+  return new URL(`data:text/javascript;base64,${Buffer.from(code).toString("base64")}`);
 }

@@ -1,0 +1,110 @@
+/**
+ * The auth file: principals (roles, optional uid limits) and the bearer
+ * tokens that name them, stored as SHA-256 hashes so the file never holds a
+ * usable credential. Tokens are random 256-bit secrets (`taskwire token`
+ * makes them), so a fast hash is enough: there is nothing to guess by
+ * brute force, unlike a password.
+ *
+ * ```json
+ * {
+ *   "principals": {
+ *     "team-web": { "roles": ["read", "subscribe"], "uids": [1000, 1001] },
+ *     "ops": { "roles": ["read", "subscribe", "admin", "metrics"] }
+ *   },
+ *   "tokens": { "<sha256 hex of the token>": "team-web" }
+ * }
+ * ```
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { type Principal, type Role, ROLES } from "../core/principal.ts";
+
+/** A parsed auth file: principals by name, and token hashes to principal names. */
+export interface AuthTable {
+  readonly principals: ReadonlyMap<string, Principal>;
+  readonly tokens: ReadonlyMap<string, string>;
+}
+
+/** The auth file is malformed; the message names the key and the problem. */
+export class AuthFileError extends Error {
+  override readonly name = "AuthFileError";
+}
+
+/** The SHA-256 of a token, lowercase hex: what the auth file stores. */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}
+
+/** A new random token (256 bits, base64url). */
+export function newToken(): string {
+  return `tw_${randomBytes(32).toString("base64url")}`;
+}
+
+/** Reads and checks the auth file at `path`. */
+export function readAuthFile(path: string): AuthTable {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new AuthFileError(`cannot read the auth file ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new AuthFileError(`the auth file ${path} is not JSON: ${(err as Error).message}`);
+  }
+  return parseAuthTable(json, path);
+}
+
+/** Checks a parsed auth file; `where` names it in errors. */
+export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
+  const top = objectAt(json, where);
+  for (const key of Object.keys(top)) {
+    if (key !== "principals" && key !== "tokens") fail(where, key, 'is not a known key; use "principals" and "tokens"');
+  }
+  const principals = new Map<string, Principal>();
+  for (const [name, spec] of Object.entries(objectAt(top["principals"] ?? {}, `${where}: principals`))) {
+    principals.set(name, principalAt(name, spec, where));
+  }
+  const tokens = new Map<string, string>();
+  for (const [hash, name] of Object.entries(objectAt(top["tokens"] ?? {}, `${where}: tokens`))) {
+    if (!/^[0-9a-f]{64}$/.test(hash)) fail(where, `tokens.${hash.slice(0, 16)}`, "must be a SHA-256 hash, 64 lowercase hex digits (`taskwire token` prints one)");
+    if (typeof name !== "string" || !principals.has(name)) {
+      fail(where, `tokens.${hash.slice(0, 12)}…`, `names ${JSON.stringify(name)}, which is not under "principals"`);
+    }
+    tokens.set(hash, name as string);
+  }
+  return { principals, tokens };
+}
+
+function principalAt(name: string, spec: unknown, where: string): Principal {
+  if (name === "" || name.length > 128 || /[\s"]/.test(name)) fail(where, `principals.${name}`, "names need 1-128 characters without spaces or quotes");
+  const o = objectAt(spec, `${where}: principals.${name}`);
+  for (const key of Object.keys(o)) {
+    if (key !== "roles" && key !== "uids") fail(where, `principals.${name}.${key}`, 'is not a known key; use "roles" and "uids"');
+  }
+  const roles = o["roles"];
+  if (!Array.isArray(roles) || roles.some((r) => !ROLES.includes(r as Role))) {
+    fail(where, `principals.${name}.roles`, `must be a list of ${ROLES.map((r) => `"${r}"`).join(", ")}`);
+  }
+  const uids = o["uids"];
+  if (uids !== undefined && (!Array.isArray(uids) || uids.some((u) => !Number.isInteger(u) || u < 0 || u > 0xffffffff))) {
+    fail(where, `principals.${name}.uids`, "must be a list of uids (whole numbers 0-4294967295)");
+  }
+  return {
+    id: name,
+    roles: new Set(roles as Role[]),
+    via: "token",
+    ...(uids !== undefined && { uids: new Set(uids as number[]) }),
+  };
+}
+
+function objectAt(v: unknown, where: string): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new AuthFileError(`${where} must be a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+function fail(where: string, key: string, problem: string): never {
+  throw new AuthFileError(`${where}: ${key} ${problem}`);
+}

@@ -1,0 +1,66 @@
+/**
+ * How client commands reach a server: --url, and the credentials a server
+ * with authentication on asks for (--token, or a client certificate), with
+ * environment variables so that a token need not appear in a process list.
+ */
+import { readFileSync } from "node:fs";
+import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
+import { type Command, Option } from "commander";
+import { UsageError } from "./errors.ts";
+
+/** The default server. */
+export const DEFAULT_URL = "http://127.0.0.1:7878";
+
+/** Where a client command connects, and with what. */
+export interface Connection {
+  readonly url: string;
+  readonly token?: string | undefined;
+  /** PEM files: a CA to trust for the server, a client certificate and its key. */
+  readonly ca?: string | undefined;
+  readonly cert?: string | undefined;
+  readonly key?: string | undefined;
+}
+
+/** Adds --url, --token, --ca, --cert and --key to a client command. */
+export function addConnectionOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--url <url>", "taskwire server to talk to").env("TASKWIRE_URL").default(DEFAULT_URL))
+    .addOption(
+      new Option("--token <token>", "bearer token for a server with authentication on (prefer the env var: argv is public)")
+        .env("TASKWIRE_TOKEN"),
+    )
+    .addOption(new Option("--ca <file>", "PEM CA to trust for an https:// server (e.g. a self-signed one)").env("TASKWIRE_CA"))
+    .addOption(new Option("--cert <file>", "PEM client certificate, for a server that authenticates clients by certificate").env("TASKWIRE_CERT"))
+    .addOption(new Option("--key <file>", "PEM private key of --cert").env("TASKWIRE_KEY"));
+}
+
+/** The connection named by a command's parsed options. */
+export function connectionFrom(o: Record<string, unknown>): Connection {
+  // An empty value (TASKWIRE_TOKEN= in a unit file, say) means "not set".
+  const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
+  if ((str("cert") === undefined) !== (str("key") === undefined)) throw new UsageError("--cert and --key go together: pass both PEM files");
+  return { url: str("url") ?? DEFAULT_URL, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
+}
+
+/** A client for the connection (files read now: a missing one is a usage error). */
+export function clientFor(c: Connection): TaskwireClient {
+  const read = (file: string | undefined, what: string) => {
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      throw new UsageError(`cannot read the ${what} ${file}: ${(err as Error).message}`);
+    }
+  };
+  const tls = { ca: read(c.ca, "CA file"), cert: read(c.cert, "client certificate"), key: read(c.key, "client key") };
+  const defined = Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
+  try {
+    return createTaskwireClient(c.url, {
+      ...(c.token !== undefined && { token: c.token }),
+      ...(Object.keys(defined).length > 0 && { tls: defined }),
+    });
+  } catch (err) {
+    if (err instanceof TypeError) throw new UsageError(err.message);
+    throw err;
+  }
+}

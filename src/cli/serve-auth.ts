@@ -1,0 +1,113 @@
+/**
+ * `taskwire serve`'s authentication, exposure and per-principal flags, and
+ * `taskwire token`, which makes a token and the auth file entry for it.
+ */
+import { type Command, InvalidArgumentError, Option } from "commander";
+import { DEFAULT_ADMISSION } from "../core/admission.ts";
+import { type Role, ROLES } from "../core/principal.ts";
+import { DEFAULT_LIMITS } from "../core/registry.ts";
+import { isLoopbackAddress } from "../auth/hosts.ts";
+import { hashToken, newToken } from "../auth/tokens.ts";
+import { UsageError } from "./errors.ts";
+
+/** The parsed flags. */
+export interface AuthFlags {
+  readonly tokenFile?: string | undefined;
+  readonly tlsClientCa?: string | undefined;
+  readonly tlsClientRoles: readonly Role[];
+  readonly allowUnauthenticated: boolean;
+  readonly allowedHosts: readonly string[];
+  readonly maxStreams: number;
+  readonly maxStreamsPerPrincipal: number;
+  readonly maxCallsPerSecond: number;
+}
+
+type IntParser = (min: number, max?: number) => (value: string) => number;
+
+function roles(value: string): Role[] {
+  const list = value.split(",").map((r) => r.trim()).filter(Boolean);
+  const bad = list.filter((r) => !ROLES.includes(r as Role));
+  if (bad.length > 0 || list.length === 0) throw new InvalidArgumentError(`expected roles from ${ROLES.join(", ")}`);
+  return list as Role[];
+}
+
+const list = (value: string): string[] => value.split(",").map((x) => x.trim()).filter(Boolean);
+
+/** Adds the flags to `serve`. */
+export function addAuthOptions(cmd: Command, int: IntParser): Command {
+  return cmd
+    .option("--token-file <file>", "auth file: principals, their roles (and uids), and SHA-256 hashes of their bearer tokens (JSON; reloaded on SIGHUP; `taskwire token` makes entries)")
+    .option("--tls-client-ca <file>", "ask TLS clients for a certificate; one signed by this PEM CA authenticates as its subject CN (needs --tls-cert)")
+    .addOption(
+      new Option("--tls-client-roles <roles>", "roles of a certificate whose CN is not a principal in --token-file")
+        .argParser(roles).default(["read", "subscribe"], "read,subscribe"),
+    )
+    .option("--allow-unauthenticated", "serve a non-loopback address without authentication (anyone who reaches the port can use it; logged as a warning)")
+    .addOption(
+      new Option("--allowed-host <names>", "comma-separated Host names a loopback server also answers to (DNS-rebinding guard)")
+        .argParser(list).default([]),
+    )
+    .option("--max-streams <n>", "SubscribeExits streams open at once, in all", int(1), DEFAULT_ADMISSION.maxStreams)
+    .option("--max-streams-per-principal <n>", "streams one principal (or, without auth, one address) has open at once", int(1), DEFAULT_ADMISSION.maxStreamsPerPrincipal)
+    .option("--max-calls-per-second <n>", "unary calls per second per principal (bursts of twice that)", int(1), DEFAULT_ADMISSION.callsPerSecond)
+    .option("--max-listeners-per-principal <n>", "listeners one principal owns at once", int(1), DEFAULT_LIMITS.maxListenersPerPrincipal);
+}
+
+/** The flags from parsed options. */
+export function authFlagsFrom(o: Record<string, unknown>): AuthFlags {
+  return {
+    tokenFile: o["tokenFile"] as string | undefined,
+    tlsClientCa: o["tlsClientCa"] as string | undefined,
+    tlsClientRoles: o["tlsClientRoles"] as Role[],
+    allowUnauthenticated: o["allowUnauthenticated"] === true,
+    allowedHosts: o["allowedHost"] as string[],
+    maxStreams: o["maxStreams"] as number,
+    maxStreamsPerPrincipal: o["maxStreamsPerPrincipal"] as number,
+    maxCallsPerSecond: o["maxCallsPerSecond"] as number,
+  };
+}
+
+/** `taskwire token --principal NAME`: a new token, and the auth file entry that admits it. */
+export function addTokenCommand(program: Command): void {
+  program.command("token")
+    .description("make a bearer token for a principal and print the auth file entry for it (the file stores only the hash)")
+    .requiredOption("--principal <name>", "the principal the token authenticates as")
+    .addOption(new Option("--roles <roles>", "its roles, if it is a new principal").argParser(roles).default(["read", "subscribe"], "read,subscribe"))
+    .action((o: { principal: string; roles: Role[] }) => {
+      const token = newToken();
+      const entry = {
+        principals: { [o.principal]: { roles: o.roles } },
+        tokens: { [hashToken(token)]: o.principal },
+      };
+      console.log(`token (give it to the client; it is not stored anywhere): ${token}`);
+      console.log("merge into the auth file (--token-file), then send the server SIGHUP:");
+      console.log(JSON.stringify(entry, null, 2));
+    });
+}
+
+/**
+ * Refuses configurations that expose the kernel's data to anyone who can
+ * reach the port: a non-loopback address without authentication (unless
+ * --allow-unauthenticated says so), and `--cors-origin '*'` without
+ * authentication (any web page could register listeners). Returns warnings to log.
+ */
+export function checkExposure(o: { host: string; auth: AuthFlags; corsOrigins: readonly string[]; tls: boolean }): string[] {
+  const authOn = o.auth.tokenFile !== undefined || o.auth.tlsClientCa !== undefined;
+  if (o.auth.tlsClientCa !== undefined && !o.tls) {
+    throw new UsageError("--tls-client-ca needs TLS: pass --tls-cert and --tls-key too");
+  }
+  if (o.corsOrigins.includes("*") && !authOn) {
+    throw new UsageError(
+      "--cors-origin '*' without authentication would let any web page use this server; name the origins (--cors-origin https://ops.example) or turn on --token-file",
+    );
+  }
+  if (isLoopbackAddress(o.host) || authOn) return [];
+  if (!o.auth.allowUnauthenticated) {
+    throw new UsageError(
+      `--host ${o.host} exposes the kernel's per-task accounting beyond this machine, and no authentication is configured: ` +
+        "pass --token-file FILE (bearer tokens; `taskwire token` makes them) or --tls-client-ca FILE (client certificates), " +
+        "or --allow-unauthenticated if anyone who can reach the port may use it",
+    );
+  }
+  return [`serving ${o.host} WITHOUT authentication (--allow-unauthenticated): anyone who reaches the port can read every task's accounting`];
+}

@@ -1,0 +1,120 @@
+/**
+ * Admission control per principal: concurrent streams (per principal and in
+ * all) and a unary call rate (a token bucket per principal). A refusal is a
+ * LimitExceededError naming the limit and the flag that sets it, raised
+ * before anything is done for the call.
+ */
+import { LimitExceededError } from "./errors.ts";
+
+/** Admission limits. */
+export interface AdmissionLimits {
+  /** Most SubscribeExits streams open at once, over all principals. */
+  readonly maxStreams: number;
+  /** Most streams one principal has open at once. */
+  readonly maxStreamsPerPrincipal: number;
+  /** Unary calls per second one principal may make, sustained. */
+  readonly callsPerSecond: number;
+  /** Unary calls one principal may make in a burst. */
+  readonly callBurst: number;
+}
+
+/** Defaults: generous for monitoring services, small enough that one client cannot crowd out the rest. */
+export const DEFAULT_ADMISSION: Readonly<AdmissionLimits> = Object.freeze({
+  maxStreams: 1024,
+  maxStreamsPerPrincipal: 128,
+  callsPerSecond: 200,
+  callBurst: 400,
+});
+
+/** The admission state. */
+export interface Admission {
+  readonly limits: Readonly<AdmissionLimits>;
+  /** Admits a stream for `principal`; call the returned function when it ends (once). */
+  enterStream(principal: string): () => void;
+  /** Admits one unary call for `principal`. */
+  call(principal: string): void;
+  /** Streams open now. */
+  readonly streams: number;
+}
+
+/** Creates admission control; `now` in ms (tests pass a fake clock). */
+export function createAdmission(limits: Partial<AdmissionLimits> = {}, now: () => number = Date.now): Admission {
+  const l = { ...DEFAULT_ADMISSION, ...limits };
+  for (const [k, v] of Object.entries(l)) {
+    if (!Number.isFinite(v) || v < 1) throw new RangeError(`admission limit ${k} must be >= 1, got ${v}`);
+  }
+  return new _Admission(l, now);
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+// Buckets idle this long are full again and are dropped, so the map stays as small as the set of active callers.
+const BUCKET_IDLE_MS = 60_000;
+
+class _Admission implements Admission {
+  readonly limits: Readonly<AdmissionLimits>;
+  readonly #now: () => number;
+  readonly #streams = new Map<string, number>();
+  readonly #buckets = new Map<string, Bucket>();
+  #total = 0;
+  #swept = 0;
+
+  constructor(limits: AdmissionLimits, now: () => number) {
+    this.limits = limits;
+    this.#now = now;
+  }
+
+  get streams(): number {
+    return this.#total;
+  }
+
+  enterStream(principal: string): () => void {
+    const mine = this.#streams.get(principal) ?? 0;
+    if (this.#total >= this.limits.maxStreams) {
+      throw new LimitExceededError(
+        `the server has its limit of ${this.limits.maxStreams} streams open (--max-streams); retry later`,
+      );
+    }
+    if (mine >= this.limits.maxStreamsPerPrincipal) {
+      throw new LimitExceededError(
+        `principal "${principal}" has its limit of ${this.limits.maxStreamsPerPrincipal} streams open (--max-streams-per-principal); close one first`,
+      );
+    }
+    this.#streams.set(principal, mine + 1);
+    this.#total++;
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      this.#total--;
+      const n = (this.#streams.get(principal) ?? 1) - 1;
+      if (n === 0) this.#streams.delete(principal);
+      else this.#streams.set(principal, n);
+    };
+  }
+
+  call(principal: string): void {
+    const t = this.#now();
+    this.#sweep(t);
+    const { callsPerSecond: rate, callBurst: burst } = this.limits;
+    const b = this.#buckets.get(principal) ?? { tokens: burst, at: t };
+    b.tokens = Math.min(burst, b.tokens + ((t - b.at) / 1000) * rate);
+    b.at = t;
+    this.#buckets.set(principal, b);
+    if (b.tokens < 1) {
+      throw new LimitExceededError(
+        `principal "${principal}" is over its call rate of ${rate}/s (burst ${burst}; --max-calls-per-second); slow down`,
+      );
+    }
+    b.tokens -= 1;
+  }
+
+  #sweep(t: number): void {
+    if (t - this.#swept < BUCKET_IDLE_MS) return;
+    this.#swept = t;
+    for (const [k, b] of this.#buckets) if (t - b.at > BUCKET_IDLE_MS) this.#buckets.delete(k);
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * Transport limits for the Node adapter: how many connections, how long each
+ * may take to say what it wants or sit idle, and what one HTTP/2 connection
+ * may hold. Node's defaults leave a plaintext port open to silent or
+ * half-sent connections (its HTTP/1.1 header and request timeouts run only on
+ * a server that listens itself, and taskwire's hands its HTTP/1.1 server
+ * sockets from the preface sniffer), HTTP/2 sessions that never open a
+ * stream, and unlimited streams per connection.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import type { Server as Http1Server, ServerOptions as Http1ServerOptions } from "node:http";
+import {
+  constants as h2,
+  type Http2SecureServer,
+  type Http2Server,
+  type Http2Session,
+  type ServerHttp2Stream,
+} from "node:http2";
+import type { Server } from "node:net";
+
+/** What any one client may take of the server at the connection and HTTP level. */
+export interface TransportLimits {
+  /**
+   * Connections open at once (TCP, counted before TLS); more are closed as
+   * they are accepted. Each holds a file descriptor: at listen it is lowered
+   * to what the process's descriptor limit (`ulimit -n`) leaves free.
+   */
+  readonly maxConnections: number;
+  /**
+   * Milliseconds a connection has to send its first bytes, finish its TLS
+   * handshake, and send each HTTP/1.1 request's headers.
+   */
+  readonly headerTimeoutMs: number;
+  /**
+   * Milliseconds an HTTP/1.1 request (headers and body), or an HTTP/2 unary
+   * or server-streaming request, has to arrive whole. The response is not
+   * bounded by it: a SubscribeExits stream may last for hours.
+   */
+  readonly requestTimeoutMs: number;
+  /**
+   * Milliseconds a connection with nothing in flight (HTTP/1.1 between
+   * requests, HTTP/2 with no open stream) stays open.
+   */
+  readonly idleTimeoutMs: number;
+  /** HTTP/2 streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. */
+  readonly h2MaxStreams: number;
+  /**
+   * HTTP/2 memory per connection, MiB (Node's maxSessionMemory: header
+   * tables, frames queued in nghttp2); past it new streams are refused.
+   */
+  readonly h2SessionMemoryMb: number;
+  /** Request header bytes: HTTP/1.1 headers (431 past it), HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE. */
+  readonly maxHeaderBytes: number;
+}
+
+/** The defaults. */
+export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze({
+  // An HTTP/1.1 stream holds a connection: room for a thousand or so of them besides unary traffic.
+  maxConnections: 2048,
+  // Far longer than any real client takes to send a preface, a TLS handshake or a few hundred header bytes.
+  headerTimeoutMs: 10_000,
+  // taskwire's requests are one small message; 30 s covers a slow link, not a trickle.
+  requestTimeoutMs: 30_000,
+  // Long enough for clients to reuse a connection between calls (undici keeps them 4 s, gRPC longer).
+  idleTimeoutMs: 30_000,
+  // RFC 9113 asks for no fewer than 100; Node's default is unlimited.
+  h2MaxStreams: 100,
+  // Node's default, now explicit.
+  h2SessionMemoryMb: 10,
+  // Node's HTTP/1.1 default; room for bearer tokens (HTTP/2's own default is 64 KiB).
+  maxHeaderBytes: 16 * 1024,
+});
+
+/** `partial` over DEFAULT_TRANSPORT_LIMITS, checked (RangeError names the option). */
+export function transportLimits(partial: Partial<TransportLimits>): TransportLimits {
+  const l: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS };
+  for (const key of Object.keys(DEFAULT_TRANSPORT_LIMITS) as (keyof TransportLimits)[]) {
+    const v = partial[key] ?? DEFAULT_TRANSPORT_LIMITS[key];
+    if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) {
+      throw new RangeError(`${key} must be a whole number from 1 to ${2 ** 31 - 1}, got ${v}`);
+    }
+    (l as Record<keyof TransportLimits, number>)[key] = v;
+  }
+  if (l.headerTimeoutMs > l.requestTimeoutMs) {
+    throw new RangeError(
+      `headerTimeoutMs (${l.headerTimeoutMs}) must not exceed requestTimeoutMs (${l.requestTimeoutMs}): headers are part of the request`,
+    );
+  }
+  return l;
+}
+
+// Node checks HTTP/1.1 header and request deadlines on an interval, not per
+// connection: a connection is closed up to one interval after its deadline.
+function checkingInterval(l: TransportLimits): number {
+  return Math.min(30_000, Math.max(50, Math.floor(Math.min(l.headerTimeoutMs, l.requestTimeoutMs) / 4)));
+}
+
+/** Options for node:http's createServer. */
+export function http1Options(l: TransportLimits): Http1ServerOptions {
+  return {
+    maxHeaderSize: l.maxHeaderBytes,
+    headersTimeout: l.headerTimeoutMs,
+    // Node's requestTimeout runs from a request's first byte until it is received whole (llhttp's message
+    // complete); a response, however long it streams, is not bounded by it.
+    requestTimeout: l.requestTimeoutMs,
+    keepAliveTimeout: l.idleTimeoutMs,
+    connectionsCheckingInterval: checkingInterval(l),
+  };
+}
+
+/**
+ * Starts Node's HTTP/1.1 header and request deadline checks on a server that
+ * never listens itself (the sniffer hands it sockets): Node starts them on
+ * 'listening', and a socket is only tracked if they run before it arrives.
+ * Stopped when `owner` (the listening server) closes.
+ */
+export function trackHttp1Deadlines(h1: Http1Server, owner: Server): void {
+  h1.emit("listening");
+  owner.once("close", () => h1.close());
+}
+
+/** HTTP/1.1 limits on a TLS server with allowHTTP1, which takes them as properties. */
+export function applyHttp1Limits(server: Http2SecureServer, l: TransportLimits): void {
+  const o = http1Options(l);
+  Object.assign(server, {
+    maxHeaderSize: o.maxHeaderSize,
+    headersTimeout: o.headersTimeout,
+    requestTimeout: o.requestTimeout,
+    keepAliveTimeout: o.keepAliveTimeout,
+    connectionsCheckingInterval: o.connectionsCheckingInterval,
+  });
+}
+
+/** Options for node:http2's createServer and createSecureServer. */
+export function http2Options(
+  l: TransportLimits,
+): { settings: { maxConcurrentStreams: number; maxHeaderListSize: number }; maxSessionMemory: number } {
+  return {
+    settings: { maxConcurrentStreams: l.h2MaxStreams, maxHeaderListSize: l.maxHeaderBytes },
+    maxSessionMemory: l.h2SessionMemoryMb,
+  };
+}
+
+/**
+ * Closes HTTP/2 sessions with no open stream after idleTimeoutMs (a GOAWAY,
+ * then the socket), and resets a stream whose request has not arrived whole
+ * within requestTimeoutMs, except on `longRequestPaths` (client and bidi
+ * streams, which legitimately keep sending).
+ */
+export function limitHttp2Sessions(
+  server: Http2Server | Http2SecureServer,
+  l: TransportLimits,
+  longRequestPaths: ReadonlySet<string>,
+): void {
+  server.on("session", (session: Http2Session) => {
+    let open = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      idle = setTimeout(() => session.close(), l.idleTimeoutMs).unref();
+    };
+    arm();
+    session.on("stream", (stream: ServerHttp2Stream, headers) => {
+      open++;
+      clearTimeout(idle);
+      const path = String(headers[":path"] ?? "").split("?", 1)[0]!;
+      const request = longRequestPaths.has(path) ? undefined : setTimeout(() => {
+        // remoteClose: the client has sent END_STREAM, so the whole request is in.
+        if (!stream.destroyed && stream.state.remoteClose !== 1) stream.close(h2.NGHTTP2_CANCEL);
+      }, l.requestTimeoutMs).unref();
+      stream.once("close", () => {
+        clearTimeout(request);
+        if (--open === 0 && !session.closed && !session.destroyed) arm();
+      });
+    });
+    session.once("close", () => clearTimeout(idle));
+  });
+}
+
+/**
+ * maxConnections lowered, where needed, to what the descriptor limit leaves
+ * free: past it accept() fails, and the server can open nothing else either
+ * (files, netlink sockets), which is how a flood of idle connections used to
+ * take /healthz down for everyone. Linux only (it reads /proc); elsewhere
+ * `requested` as is.
+ */
+export function connectionBudget(requested: number): number {
+  let limit: number;
+  let open: number;
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m === null) return requested;
+    limit = Number(m[1]);
+    open = readdirSync("/proc/self/fd").length;
+  } catch {
+    return requested;
+  }
+  // Headroom for what the server opens later: a netlink socket per newly watched CPU, TLS files, the event loop.
+  const budget = Math.max(1, limit - open - 128);
+  if (requested <= budget) return requested;
+  console.error(
+    `taskwire: --max-connections ${requested} lowered to ${budget}: the process may open ${limit} descriptors (ulimit -n) and has ${open} open; raise the limit to allow more`,
+  );
+  return budget;
+}
+
+/** Caps `tcp`'s connections, saying (at most every 10 s) when it refuses some. */
+export function capConnections(tcp: Server, max: number): void {
+  tcp.maxConnections = max;
+  let lastReport = -Infinity;
+  let unreported = 0;
+  tcp.on("drop", () => {
+    unreported++;
+    if (Date.now() - lastReport < 10_000) return;
+    lastReport = Date.now();
+    console.error(
+      `taskwire: refused ${unreported} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
+    );
+    unreported = 0;
+  });
+}

@@ -1,0 +1,153 @@
+/**
+ * What the server's listeners are charged against the memory budget
+ * (core/budget.ts) for the records they queue and the payloads they retain,
+ * and the budget a server gets when none is given. The core cannot look
+ * inside a record; these estimates can, and err on the high side.
+ *
+ * Figures measured on Node 20 x64 (no pointer compression) with the sim
+ * source, per record held with every other record of its slabs also held
+ * (100,000 records): 270 B of objects, 1,270 B per stats vector (71 slots
+ * of a shared Float64Array slab, plus the slab's share of the sim's live
+ * tasks), and 670 B for its encoded Exit body (a view object and its place
+ * in a 64 KiB slab, about twice its length with the slab's unused tail).
+ *
+ * Those slabs are why a record held apart from its neighbours costs far more
+ * than its share: it keeps its whole slab alive (581 KB of vectors, 64 KiB
+ * of bodies). A listener that holds records far apart queues an unshared
+ * copy instead (core/listener.ts SPARSE_GAP), and retains the copy's body
+ * in a buffer of its own.
+ */
+import { totalmem } from "node:os";
+import process from "node:process";
+import { getHeapStatistics } from "node:v8";
+import { createMemoryBudget, formatBytes, type Share } from "../core/budget.ts";
+import type { RegistryMemory } from "../core/registry.ts";
+import type { ExitRecord } from "../kernel/exit-record.ts";
+import type { StatsVector } from "../kernel/stats-vector.ts";
+import { vectorRecord } from "../kernel/vector-record.ts";
+import { exitBody } from "../rpc/fast-binary/batch.ts";
+
+/** A record's own objects (the record, its stats holders) and its Exit body's view and memo. */
+const RECORD_BYTES = 400;
+/** One stats vector: its slab slots, view and holder. */
+const VECTOR_BYTES = 1280;
+/** One TaskStats message (a record decoded as messages: 2^53 or more in a field), BigInts included. */
+const MESSAGE_BYTES = 4096;
+/** The Exit body every record gets once a binary stream or a retention encodes it. */
+const EXIT_BODY_BYTES = 700;
+/** A retained payload's view object. */
+const VIEW_BYTES = 160;
+
+/** Free bytes a new listener needs to be of use: room for a batch or so of events. */
+const LISTENER_RESERVE = 64 * 1024;
+
+/** The largest default budget: a monitoring service sharing its host should not take more by default. */
+const DEFAULT_CAP = 1024 ** 3;
+/** The smallest default budget, for tiny containers. */
+const DEFAULT_FLOOR = 16 * 1024 ** 2;
+
+/** What queueing `r` costs a listener (the whole record: it is shared, so this overcounts). */
+export function recordBytes(r: ExitRecord): number {
+  const stats = r.pidVector !== undefined
+    ? VECTOR_BYTES * (r.tgidVector === undefined ? 1 : 2)
+    : MESSAGE_BYTES * (r.tgidStats === undefined ? 1 : 2);
+  return RECORD_BYTES + stats + EXIT_BODY_BYTES;
+}
+
+/** What a retained Exit body costs: its view, and twice its length for its slab (shared, with an unused tail). */
+export function payloadBytes(p: Uint8Array): number {
+  return VIEW_BYTES + 2 * p.byteLength;
+}
+
+// On a record: its unshared copy; on a copy: the copy itself.
+const UNSHARED = Symbol("taskwire.unshared");
+type Memo = ExitRecord & { [UNSHARED]?: ExitRecord };
+
+/** `r` with stats vectors of its own (made once per record), so holding it keeps no slab alive. */
+export function unshareRecord(r: ExitRecord): ExitRecord {
+  if (r.pidVector === undefined) return r; // TaskStats messages: no slab
+  const memo = (r as Memo)[UNSHARED];
+  if (memo !== undefined) return memo;
+  const copy = vectorRecord({
+    cpu: r.cpu,
+    cpuSeq: r.cpuSeq,
+    pid: r.pid,
+    tgid: r.tgid,
+    pidVector: ownVector(r.pidVector),
+    tgidVector: r.tgidVector === undefined ? undefined : ownVector(r.tgidVector),
+  });
+  (r as Memo)[UNSHARED] = copy;
+  (copy as Memo)[UNSHARED] = copy;
+  return copy;
+}
+
+function ownVector(v: StatsVector): StatsVector {
+  return { values: new Float64Array(v.values), comm: v.comm };
+}
+
+/** What a listener retains of a record: its Exit body (a view into a shared slab), copied out for an unshared record. */
+export function retainPayload(r: ExitRecord): Uint8Array {
+  const body = exitBody(r);
+  return (r as Memo)[UNSHARED] === r ? body.slice() : body;
+}
+
+/** A default budget and how it was derived. */
+export interface DefaultBudget {
+  readonly bytes: number;
+  readonly why: string;
+}
+
+/**
+ * The default budget: a quarter of the memory this process may use (its
+ * cgroup's limit when it has one, else the machine's), at most half the
+ * JavaScript heap limit (queued records live on the heap, and the collector
+ * needs room beside them), and at most 1 GiB; never below 16 MiB.
+ */
+export function defaultMemoryBudget(): DefaultBudget {
+  const total = totalmem();
+  const constrained = _constrainedMemory();
+  const memory = constrained > 0 && constrained < total ? constrained : total;
+  const heap = _heapLimit();
+  const candidates: [number, string][] = [[Math.floor(memory / 4), `a quarter of ${formatBytes(memory)} of memory`]];
+  if (heap > 0) candidates.push([Math.floor(heap / 2), `half the ${formatBytes(heap)} heap limit`]);
+  candidates.push([DEFAULT_CAP, "the 1 GiB cap"]);
+  const [bytes, why] = candidates.reduce((a, b) => (b[0] < a[0] ? b : a));
+  const mib = Math.max(DEFAULT_FLOOR, Math.floor(bytes / 1024 ** 2) * 1024 ** 2);
+  return { bytes: mib, why: mib === DEFAULT_FLOOR && bytes < DEFAULT_FLOOR ? "the 16 MiB floor" : why };
+}
+
+/** The registry's memory for createServer's options: the budget and the server's record and payload sizes. */
+export function serverMemory(
+  o: { readonly memoryBudget?: number | undefined; readonly memoryBudgetPerPrincipal?: Share | undefined },
+): RegistryMemory<ExitRecord, Uint8Array> {
+  return {
+    budget: createMemoryBudget({
+      limit: o.memoryBudget ?? defaultMemoryBudget().bytes,
+      perOwner: o.memoryBudgetPerPrincipal,
+    }),
+    sizeOf: recordBytes,
+    sizeOfPayload: payloadBytes,
+    unshare: unshareRecord,
+    reserve: LISTENER_RESERVE,
+  };
+}
+
+// The cgroup limit where the runtime reports one (Node 19.6+); 0 when unknown.
+function _constrainedMemory(): number {
+  try {
+    const p = process as { constrainedMemory?: () => number | undefined };
+    return p.constrainedMemory?.() ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+// The heap limit where the runtime reports one; 0 when unknown.
+function _heapLimit(): number {
+  try {
+    return getHeapStatistics().heap_size_limit ?? 0;
+  } catch {
+    return 0;
+  }
+}
+

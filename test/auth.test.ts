@@ -1,0 +1,283 @@
+/**
+ * Authentication and authorization on every protocol: bearer tokens from the
+ * auth file and client certificates (mTLS); roles per method; a listener is
+ * its owner's alone (anyone else gets NOT_FOUND, exactly as if it did not
+ * exist); a uid-limited principal sees only its uids' tasks; every refusal
+ * is audited; the Host check keeps DNS-rebinding pages out.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import {
+  Code,
+  ConnectError,
+  createTaskwireClient,
+  ListenerNotFoundError,
+  RoleRequiredError,
+  type TaskwireClient,
+  TaskNotFoundError,
+  UnauthenticatedError,
+  watchExits,
+} from "@taskwire/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type AuditEvent, createAuditLog } from "../src/auth/audit.ts";
+import { type Authenticator, createAuthenticator } from "../src/auth/authenticator.ts";
+import { createHostCheck } from "../src/auth/hosts.ts";
+import { hashToken, newToken } from "../src/auth/tokens.ts";
+import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { createServer } from "../src/server/server.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { eventually } from "./helpers.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "taskwire-auth-"));
+const tokens = { alice: newToken(), bob: newToken(), admin: newToken(), reader: newToken(), web: newToken() };
+const authFile = join(dir, "auth.json");
+function writeAuth(entries: Record<string, string>): void {
+  writeFileSync(authFile, JSON.stringify({
+    principals: {
+      alice: { roles: ["read", "subscribe"] },
+      bob: { roles: ["read", "subscribe"] },
+      admin: { roles: ["read", "subscribe", "admin"] },
+      reader: { roles: ["read"] },
+      "team-web": { roles: ["read", "subscribe"], uids: [1000] },
+    },
+    tokens: Object.fromEntries(Object.entries(entries).map(([name, t]) => [hashToken(t), name === "web" ? "team-web" : name])),
+  }));
+}
+
+const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+function makeCertificates(): { serverCert: string; serverKey: string; ca: string; clientCert: string; clientKey: string; strangerCert: string; strangerKey: string } {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl("req", "-x509", ...ec, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "server.key", "-out", "server.pem");
+  for (const [ca, client, cn] of [["ca", "client", "carol"], ["other-ca", "stranger", "mallory"]] as const) {
+    openssl("req", "-x509", ...ec, "-days", "1", "-subj", `/CN=${ca}`, "-keyout", `${ca}.key`, "-out", `${ca}.pem`);
+    openssl("req", ...ec, "-subj", `/CN=${cn}`, "-keyout", `${client}.key`, "-out", `${client}.csr`);
+    openssl("x509", "-req", "-in", `${client}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-days", "1", "-out", `${client}.pem`);
+  }
+  const r = (f: string) => readFileSync(join(dir, f), "utf8");
+  return {
+    serverCert: r("server.pem"), serverKey: r("server.key"), ca: r("ca.pem"), clientCert: r("client.pem"), clientKey: r("client.key"),
+    strangerCert: r("stranger.pem"), strangerKey: r("stranger.key"),
+  };
+}
+
+let source: SimSource;
+let authenticator: Authenticator;
+let plain: Listening;
+let tls: Listening;
+let certs: ReturnType<typeof makeCertificates>;
+const audited: AuditEvent[] = [];
+
+beforeAll(async () => {
+  writeAuth({ alice: tokens.alice, bob: tokens.bob, admin: tokens.admin, reader: tokens.reader, web: tokens.web });
+  certs = makeCertificates();
+  source = createSimSource({ cpus: 4, exitRate: 0, seed: 5 }) as SimSource;
+  authenticator = createAuthenticator({ tokenFile: authFile, clientCertificates: { defaultRoles: ["read", "subscribe"] } });
+  const audit = createAuditLog({ write: () => {} });
+  const record = audit.record.bind(audit);
+  audit.record = (e) => {
+    audited.push(e);
+    record(e);
+  };
+  const server = createServer({ source, authenticator, audit, hostAllowed: createHostCheck() });
+  plain = await listenNode(server, { port: 0 });
+  tls = await listenNode(server, { port: 0, tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca } });
+}, 60_000);
+afterAll(async () => {
+  await plain?.close();
+  await tls?.close().catch(() => {});
+});
+
+type Protocol = "connect" | "grpc-web" | "grpc";
+const protocols: Protocol[] = ["connect", "grpc-web", "grpc"];
+
+function client(protocol: Protocol, token?: string): TaskwireClient {
+  return createTaskwireClient(plain.url, { protocol, ...(token !== undefined && { token }) });
+}
+
+async function failure(p: Promise<unknown>): Promise<ConnectError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  if (!(err instanceof ConnectError)) throw new Error(`expected a ConnectError, got ${String(err)}`);
+  return err;
+}
+
+describe.each(protocols)("over %s", (protocol) => {
+  it("refuses a call without credentials, or with an unknown token, as UNAUTHENTICATED and audits it", async () => {
+    const before = audited.length;
+    for (const c of [client(protocol), client(protocol, newToken())]) {
+      const err = await failure(c.getInfo({}));
+      expect(err.code).toBe(Code.Unauthenticated);
+      expect(err).toBeInstanceOf(UnauthenticatedError);
+    }
+    const none = await failure(client(protocol).getInfo({}));
+    expect(none.rawMessage).toMatch(/bearer token .*--token or TASKWIRE_TOKEN/);
+    expect(audited.length).toBe(before + 3);
+    expect(audited.at(-1)).toMatchObject({ kind: "unauthenticated", method: "GetInfo", address: "127.0.0.1" });
+  });
+
+  it("refuses a call that needs a role the principal lacks as PERMISSION_DENIED, naming the role", async () => {
+    const reader = client(protocol, tokens.reader);
+    expect((await reader.getInfo({})).principal).toBe("reader");
+    const err = await failure(reader.register({ cpumask: "0" }));
+    expect(err.code).toBe(Code.PermissionDenied);
+    expect(err).toBeInstanceOf(RoleRequiredError);
+    expect((err as RoleRequiredError).role).toBe("subscribe");
+    expect(audited.at(-1)).toMatchObject({ kind: "permission-denied", principal: "reader", method: "Register" });
+  });
+
+  it("keeps a listener its owner's: another principal gets NOT_FOUND for it; an admin sees and streams it", async () => {
+    const alice = client(protocol, tokens.alice), bob = client(protocol, tokens.bob), admin = client(protocol, tokens.admin);
+    const { listenerId } = await alice.register({ cpumask: "0-3" });
+    for (const call of [
+      () => bob.deregister({ listenerId, cpumask: "0" }),
+      () => bob.register({ listenerId, cpumask: "1" }),
+      async () => {
+        for await (const _ of bob.subscribeExits({ listenerId })) break;
+      },
+    ]) {
+      const err = await failure(call());
+      expect(err.code).toBe(Code.NotFound);
+      expect(err).toBeInstanceOf(ListenerNotFoundError);
+    }
+    const ids = async (c: TaskwireClient) => (await c.getInfo({ listeners: true })).listenerDetails.map((l) => l.listenerId);
+    expect(await ids(bob)).not.toContain(listenerId);
+    expect(await ids(alice)).toContain(listenerId);
+    expect(await ids(admin)).toContain(listenerId);
+    // Unchanged by bob's attempts: still on every CPU, owned by alice.
+    const mine = (await alice.getInfo({ listeners: true })).listenerDetails.find((l) => l.listenerId === listenerId)!;
+    expect(mine).toMatchObject({ cpumask: "0-3", owner: "alice" });
+    expect((await admin.deregister({ listenerId, cpumask: "0-3" })).cpumask).toBe("");
+  });
+});
+
+describe("a uid-limited principal", () => {
+  it("sees only its uids' tasks (others are NOT_FOUND) and only their exits", async () => {
+    const admin = client("connect", tokens.admin), web = client("connect", tokens.web);
+    const pids = source.kernel.livePids().slice(0, 40);
+    const uids = new Map<number, number>();
+    for (const pid of pids) uids.set(pid, (await admin.getPid({ pid })).stats!.acUid!);
+    const own = pids.filter((p) => uids.get(p) === 1000), other = pids.filter((p) => uids.get(p) !== 1000);
+    expect(own.length).toBeGreaterThan(0);
+    expect(other.length).toBeGreaterThan(0);
+    for (const pid of own) expect((await web.getPid({ pid })).stats?.acUid).toBe(1000);
+    for (const pid of other.slice(0, 5)) expect(await failure(web.getPid({ pid }))).toBeInstanceOf(TaskNotFoundError);
+
+    const seen = { web: [] as number[], all: [] as number[] };
+    const ctl = new AbortController();
+    let ready = 0;
+    const run = async (c: TaskwireClient, into: number[]) => {
+      try {
+        for await (const ev of watchExits(c, { cpumask: "0-3", resume: false, signal: ctl.signal, onSubscribed: () => ready++ })) {
+          if (ev.event.case === "exit") into.push(ev.event.value.pidStats!.acUid!);
+        }
+      } catch { /* aborted */ }
+    };
+    const done = Promise.all([run(web, seen.web), run(admin, seen.all)]);
+    await eventually(() => ready === 2);
+    source.kernel.exitNow(300);
+    await eventually(() => seen.all.length === 300);
+    await eventually(() => seen.web.length === seen.all.filter((u) => u === 1000).length);
+    ctl.abort();
+    await done;
+    expect(seen.web.length).toBeGreaterThan(0);
+    expect(new Set(seen.web)).toEqual(new Set([1000]));
+  });
+});
+
+describe("client certificates (mTLS)", () => {
+  const over = (protocol: Protocol, tlsOpts: { cert?: string; key?: string }, token?: string) => {
+    const nodeOptions = { ca: certs.serverCert, ...tlsOpts };
+    const transport = protocol === "grpc"
+      ? createGrpcTransport({ baseUrl: tls.url, nodeOptions })
+      : protocol === "grpc-web"
+      ? createGrpcWebTransport({ baseUrl: tls.url, httpVersion: "2", nodeOptions })
+      : createConnectTransport({ baseUrl: tls.url, httpVersion: "1.1", nodeOptions });
+    return createTaskwireClient(tls.url, { transport, ...(token !== undefined && { token }) });
+  };
+
+  it.each(protocols)("%s: a certificate signed by the client CA authenticates as its CN", async (protocol) => {
+    const info = await over(protocol, { cert: certs.clientCert, key: certs.clientKey }).getInfo({});
+    expect(info.principal).toBe("carol");
+    expect(info.roles).toEqual(["read", "subscribe"]);
+  });
+
+  it.each(protocols)("%s: no certificate, or one from another CA, is UNAUTHENTICATED", async (protocol) => {
+    expect((await failure(over(protocol, {}).getInfo({}))).code).toBe(Code.Unauthenticated);
+    const err = await failure(over(protocol, { cert: certs.strangerCert, key: certs.strangerKey }).getInfo({}));
+    expect(err.code).toBe(Code.Unauthenticated);
+    expect(err.rawMessage).toMatch(/client certificate is not accepted/);
+  });
+
+  it("the SDK's own tls option carries the CA and the client certificate", async () => {
+    const c = createTaskwireClient(tls.url, { tls: { ca: certs.serverCert, cert: certs.clientCert, key: certs.clientKey } });
+    expect((await c.getInfo({})).principal).toBe("carol");
+  });
+});
+
+describe("the auth file", () => {
+  it("reloads: a new token works and a removed one stops working; a bad file keeps the old tokens", async () => {
+    const fresh = newToken();
+    writeAuth({ alice: fresh, admin: tokens.admin, reader: tokens.reader, web: tokens.web }); // bob's token revoked, alice's replaced
+    authenticator.reload();
+    expect((await client("connect", fresh).getInfo({})).principal).toBe("alice");
+    expect((await failure(client("connect", tokens.bob).getInfo({}))).code).toBe(Code.Unauthenticated);
+    writeFileSync(authFile, '{"principals": {"x": {"roles": ["root"]}}}');
+    expect(() => authenticator.reload()).toThrow(/principals.x.roles must be a list of "read", "subscribe", "admin", "metrics"/);
+    expect((await client("connect", fresh).getInfo({})).principal).toBe("alice");
+    writeAuth({ alice: tokens.alice, bob: tokens.bob, admin: tokens.admin, reader: tokens.reader, web: tokens.web });
+    authenticator.reload();
+  });
+
+  it.each([
+    ['{"principals": {}, "tokens": {"abc": "x"}}', /tokens.abc must be a SHA-256 hash/],
+    [`{"principals": {}, "tokens": {"${"a".repeat(64)}": "nobody"}}`, /names "nobody", which is not under "principals"/],
+    ['{"principals": {"p": {"roles": ["read"], "uids": [-1]}}}', /principals.p.uids must be a list of uids/],
+    ['{"users": {}}', /users is not a known key/],
+    ["not json", /is not JSON/],
+  ])("refuses %s naming the key and the problem", (text, problem) => {
+    const f = join(dir, "bad.json");
+    writeFileSync(f, text);
+    expect(() => createAuthenticator({ tokenFile: f })).toThrow(problem);
+  });
+});
+
+describe("the Host check (DNS rebinding)", () => {
+  it("refuses a Host that is not a loopback name, on the app and on gRPC", async () => {
+    const { request } = await import("node:http");
+    const get = (host: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(`${plain.url}/healthz`, { headers: { host } }, (res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => (body += d.toString()));
+          res.on("end", () => resolve({ status: res.statusCode!, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    const evil = await get("evil.example");
+    expect(evil.status).toBe(403);
+    expect(evil.body).toMatch(/not a name of this server.*--allowed-host/);
+    expect((await get(`localhost:${plain.port}`)).status).toBe(200);
+    const { connect } = await import("node:http2");
+    const session = connect(plain.url);
+    try {
+      const status = await new Promise<string>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/taskwire.v1.TaskStats/GetInfo", ":authority": "evil.example", "content-type": "application/grpc" });
+        req.on("response", (h) => resolve(String(h["grpc-status"])));
+        req.on("error", reject);
+        req.end();
+      });
+      expect(status).toBe("7");
+    } finally {
+      session.close();
+    }
+  });
+
+  it("answers to loopback names and configured ones only", () => {
+    const check = createHostCheck(["taskwire.internal"]);
+    for (const ok of ["localhost", "localhost:7878", "127.0.0.1:1", "127.1.2.3", "[::1]:7878", "taskwire.internal:80", "a.localhost"]) expect(check(ok), ok).toBe(true);
+    for (const bad of ["evil.example", "127.0.0.1.evil.example", "", "[::2]", "localhost.evil.example"]) expect(check(bad), bad).toBe(false);
+  });
+});

@@ -1,0 +1,128 @@
+/**
+ * Authentication and exposure from the command line: `taskwire token`
+ * makes a working token, `serve --token-file` enforces it and reloads on
+ * SIGHUP, client commands authenticate with --token / TASKWIRE_TOKEN, and
+ * serve refuses configurations that would expose the kernel's data to anyone.
+ */
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually, spawnServer } from "./helpers.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const bin = `${root}bin/taskwire.js`;
+const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-auth-"));
+
+async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)("node", [bin, ...args], { cwd: root, env: { ...process.env, TASKWIRE_TOKEN: "", ...env }, timeout: 30_000 });
+    return { code: 0, out: stdout, err: stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
+}
+
+/** `taskwire token`'s token and the auth file entry it prints. */
+async function makeToken(principal: string, roles = "read,subscribe"): Promise<{ token: string; entry: { principals: object; tokens: object } }> {
+  const r = await run(["token", "--principal", principal, "--roles", roles]);
+  expect(r.code).toBe(0);
+  const token = /token \(.*\): (\S+)/.exec(r.out)![1]!;
+  return { token, entry: JSON.parse(r.out.slice(r.out.indexOf("{"))) };
+}
+
+let server: Awaited<ReturnType<typeof spawnServer>> | undefined;
+let stderr = "";
+const authFile = join(dir, "auth.json");
+let ops: { token: string; entry: { principals: object; tokens: object } };
+
+beforeAll(async () => {
+  if (!existsSync(`${root}dist/src/cli/main.js`)) throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
+  ops = await makeToken("ops");
+  writeFileSync(authFile, JSON.stringify(ops.entry));
+  server = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0", "--token-file", authFile], root);
+  server.child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+}, 60_000);
+afterAll(() => server?.stop());
+
+describe("a server with --token-file", () => {
+  it("answers a client command with TASKWIRE_TOKEN or --token, and refuses one without", async () => {
+    const viaEnv = await run(["info", "--json", "--url", server!.url], { TASKWIRE_TOKEN: ops.token });
+    expect(viaEnv.code).toBe(0);
+    expect(JSON.parse(viaEnv.out)).toMatchObject({ principal: "ops", roles: ["read", "subscribe"] });
+    expect((await run(["info", "--url", server!.url, "--token", ops.token])).code).toBe(0);
+    const none = await run(["info", "--url", server!.url]);
+    expect(none.code).toBe(1);
+    expect(none.err).toMatch(/Unauthenticated: this server needs a bearer token/);
+    await eventually(() => /audit: unauthenticated address=127\.0\.0\.1 method=GetInfo/.test(stderr));
+  });
+
+  it("takes a new token after SIGHUP, and keeps the old ones when the new file is bad", async () => {
+    const fresh = await makeToken("team", "read");
+    expect((await run(["info", "--url", server!.url, "--token", fresh.token])).code).toBe(1);
+    writeFileSync(authFile, "{ not json");
+    process.kill(server!.child.pid!, "SIGHUP");
+    await eventually(() => /SIGHUP: kept the previous tokens: .*is not JSON/.test(stderr));
+    expect((await run(["info", "--url", server!.url, "--token", ops.token])).code).toBe(0);
+    writeFileSync(authFile, JSON.stringify({
+      principals: { ...ops.entry.principals, ...fresh.entry.principals },
+      tokens: { ...ops.entry.tokens, ...fresh.entry.tokens },
+    }));
+    process.kill(server!.child.pid!, "SIGHUP");
+    await eventually(() => /SIGHUP: reloaded/.test(stderr));
+    const team = await run(["info", "--json", "--url", server!.url, "--token", fresh.token]);
+    expect(JSON.parse(team.out)).toMatchObject({ principal: "team", roles: ["read"] });
+    const denied = await run(["watch", "--cpus", "0", "--count", "1", "--url", server!.url, "--token", fresh.token]);
+    expect(denied.err).toMatch(/needs the "subscribe" role/);
+  });
+});
+
+describe("serve refuses to expose the kernel's data without authentication", () => {
+  it("on a non-loopback address, naming the flags that fix it", async () => {
+    const r = await run(["serve", "--source", "sim", "--host", "0.0.0.0", "--port", "0"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--token-file FILE/);
+    expect(r.err).toMatch(/--tls-client-ca FILE/);
+    expect(r.err).toMatch(/--allow-unauthenticated/);
+  });
+
+  it("with --allow-unauthenticated, serves and warns", async () => {
+    const child = spawn("node", [bin, "serve", "--source", "sim", "--host", "0.0.0.0", "--port", "0", "--allow-unauthenticated"], { cwd: root });
+    let err = "";
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on("data", (d: Buffer) => {
+          err += d.toString();
+          if (/WITHOUT authentication/.test(err) && /serving sim source/.test(err)) resolve();
+        });
+        child.once("exit", (code) => reject(new Error(`exited ${code}: ${err}`)));
+      });
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(err).toMatch(/warning: serving 0\.0\.0\.0 WITHOUT authentication \(--allow-unauthenticated\)/);
+  }, 30_000);
+
+  it("with --cors-origin '*'", async () => {
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--cors-origin", "*"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--cors-origin '\*' without authentication/);
+  });
+
+  it("with a bad auth file, naming the key and the problem", async () => {
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, JSON.stringify({ principals: { x: { roles: ["superuser"] } } }));
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--token-file", bad]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/principals\.x\.roles must be a list of "read", "subscribe", "admin", "metrics"/);
+  });
+
+  it("--tls-client-ca without TLS", async () => {
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--tls-client-ca", authFile]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--tls-client-ca needs TLS/);
+  });
+});

@@ -1,0 +1,632 @@
+/**
+ * The memory budget: the core's accounting on its own (every charge given
+ * back once everything is taken or removed; a full budget drops with exact
+ * loss; per-owner shares), then attacks on a real server in this process
+ * (the sim source, loopback only): streams that never read with the largest
+ * buffers, and thousands of Registers without a stream. Under attack the
+ * process's RSS stays within the budget plus a base measured first, /healthz
+ * answers, new listeners are refused naming the budget, and a well-behaved
+ * subscriber beside them still gets every seq as an event or inside exactly
+ * one loss marker.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, LossReason, OverflowPolicy, watchExits } from "@taskwire/client";
+import fc from "fast-check";
+import { afterEach, describe, expect, it } from "vitest";
+import { createMemoryBudget, formatBytes, parseBytes, parseShare } from "../src/core/budget.ts";
+import { LimitExceededError } from "../src/core/errors.ts";
+import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES, type QueueItem } from "../src/core/event-queue.ts";
+import { Listener } from "../src/core/listener.ts";
+import { createRegistry, CPU_ENTRY_BYTES, type ExitFeed, type ExitSink, LISTENER_BYTES } from "../src/core/registry.ts";
+import { subscribe } from "../src/core/subscription.ts";
+import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { compileFilter } from "../src/rpc/projection.ts";
+import { retainPayload, serverMemory } from "../src/server/memory.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { eventually, type Running, sleep, startServer } from "./helpers.ts";
+
+const MiB = 1024 ** 2;
+
+interface Rec {
+  readonly cpu: number;
+  readonly n: number;
+}
+const rec = (n: number, cpu = 0): Rec => ({ cpu, n });
+const retain = (r: Rec) => `payload ${r.n}`;
+
+/** Every seq an item covers. */
+function seqsOf(items: readonly { kind: string; seq?: number; first?: number; last?: number }[]): number[] {
+  const out: number[] = [];
+  for (const i of items) {
+    if (i.kind === "lost") for (let s = i.first!; s <= i.last!; s++) out.push(s);
+    else out.push(i.seq!);
+  }
+  return out;
+}
+
+function manualFeed(nbits = 4): ExitFeed<Rec> & { sink: ExitSink<Rec> } {
+  const feed = {
+    possible: { nbits },
+    sink: undefined as unknown as ExitSink<Rec>,
+    start: (sink: ExitSink<Rec>) => (feed.sink = sink),
+    watch: () => {},
+    close: async () => {},
+  };
+  return feed;
+}
+
+describe("budget", () => {
+  it("charges per owner, refuses past the budget or the owner's share, and gives everything back on close", () => {
+    const b = createMemoryBudget({ limit: 1000, perOwner: { fraction: 0.6 } });
+    expect(b.ownerLimit).toBe(600);
+    const a1 = b.open("a"), a2 = b.open("a"), c = b.open("c");
+    expect(a1.tryCharge(400)).toBe(true);
+    expect(a2.tryCharge(200)).toBe(true);
+    expect(a2.tryCharge(1)).toBe(false); // a holds its 600
+    expect(b.refusal("a", 1)).toBe("owner");
+    expect(c.tryCharge(400)).toBe(true);
+    expect(c.tryCharge(1)).toBe(false); // the budget is full
+    expect(b.refusal("c", 1)).toBe("budget");
+    expect({ used: b.used, a: b.usedBy("a"), c: b.usedBy("c") }).toEqual({ used: 1000, a: 600, c: 400 });
+    c.charge(50); // forced: may pass the limit
+    expect(b.used).toBe(1050);
+    a1.release(100);
+    expect(a1.bytes).toBe(300);
+    a1.close();
+    a1.release(5); // after close: no-op
+    expect(a1.tryCharge(1)).toBe(false);
+    expect({ used: b.used, a: b.usedBy("a") }).toEqual({ used: 650, a: 200 });
+    a2.close();
+    c.close();
+    expect({ used: b.used, a: b.usedBy("a"), c: b.usedBy("c") }).toEqual({ used: 0, a: 0, c: 0 });
+  });
+
+  it("takes shares as bytes or fractions, never more than the budget", () => {
+    expect(createMemoryBudget({ limit: 1000, perOwner: 300 }).ownerLimit).toBe(300);
+    expect(createMemoryBudget({ limit: 1000, perOwner: 5000 }).ownerLimit).toBe(1000);
+    expect(createMemoryBudget({ limit: 1000 }).ownerLimit).toBe(1000);
+    expect(() => createMemoryBudget({ limit: 0 })).toThrow(RangeError);
+    expect(() => createMemoryBudget({ limit: 100, perOwner: { fraction: 1.5 } })).toThrow(RangeError);
+  });
+
+  it("parses byte counts and shares as the flags take them", () => {
+    expect(parseBytes("67108864")).toBe(64 * MiB);
+    expect(parseBytes("64MiB")).toBe(64 * MiB);
+    expect(parseBytes("64m")).toBe(64 * MiB);
+    expect(parseBytes("64MB")).toBe(64_000_000);
+    expect(parseBytes("1.5GiB")).toBe(1.5 * 1024 * MiB);
+    expect(() => parseBytes("lots")).toThrow(/byte count/);
+    expect(() => parseBytes("0")).toThrow(RangeError);
+    expect(parseShare("25%")).toEqual({ fraction: 0.25 });
+    expect(parseShare("256MiB")).toBe(256 * MiB);
+    expect(() => parseShare("150%")).toThrow(RangeError);
+    expect(formatBytes(64 * MiB)).toBe("64 MiB");
+    expect(formatBytes(1536)).toBe("1.5 KiB");
+  });
+});
+
+describe("queue and listener accounting", () => {
+  it("a full budget drops like a full queue: exact loss, and charges back to zero once taken", () => {
+    const budget = createMemoryBudget({ limit: 10 * (QUEUED_EXIT_BYTES + 100) + 50 });
+    const account = budget.open("t");
+    const q = createEventQueue<Rec>(1000, "drop-newest", { account });
+    let dropped = 0;
+    for (let s = 1; s <= 25; s++) dropped += q.push(s, rec(s), 100);
+    expect(q.depth).toBe(10);
+    expect(dropped).toBe(15);
+    const items = q.take(100);
+    expect(seqsOf(items)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    expect(items.at(-1)).toMatchObject({ kind: "lost", first: 11, last: 25, reason: "subscriber-overflow" });
+    expect(account.bytes).toBe(0);
+    expect(budget.used).toBe(0);
+  });
+
+  it("drop-oldest gives up its own oldest exits to fit a new one", () => {
+    const budget = createMemoryBudget({ limit: 3 * (QUEUED_EXIT_BYTES + 100) + 2 * LOSS_MARKER_BYTES });
+    const account = budget.open("t");
+    const q = createEventQueue<Rec>(1000, "drop-oldest", { account });
+    let dropped = 0;
+    for (let s = 1; s <= 6; s++) dropped += q.push(s, rec(s), 100);
+    expect(dropped).toBe(3);
+    const items = q.take(100);
+    expect(items.map((i) => (i.kind === "exit" ? i.seq : `lost ${i.first}-${i.last}`))).toEqual(["lost 1-3", 4, 5, 6]);
+    expect(budget.used).toBe(0);
+  });
+
+  it("accounts every seq exactly once and balances to zero under random pushes, takes and budgets (both policies)", () => {
+    const step = fc.oneof(
+      fc.record({ push: fc.integer({ min: 1, max: 20 }), size: fc.integer({ min: 0, max: 400 }) }),
+      fc.record({ take: fc.integer({ min: 1, max: 20 }) }),
+      fc.record({ kernel: fc.integer({ min: 1, max: 5 }) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.constantFrom("drop-newest" as const, "drop-oldest" as const),
+        fc.integer({ min: 1, max: 30 }),
+        fc.integer({ min: 1, max: 5000 }),
+        fc.array(step, { maxLength: 80 }),
+        (policy, cap, limit, steps) => {
+          const budget = createMemoryBudget({ limit });
+          const q = createEventQueue<Rec>(cap, policy, { account: budget.open("t") });
+          let produced = 0;
+          const seen: number[] = [];
+          for (const s of steps) {
+            if ("push" in s) {
+              for (let i = 0; i < s.push; i++) {
+                produced++;
+                q.push(produced, rec(produced), s.size);
+              }
+            } else if ("kernel" in s) {
+              q.pushLoss(produced + 1, produced + s.kernel, "kernel-overflow", 0);
+              produced += s.kernel;
+            } else seen.push(...seqsOf(q.take(s.take)));
+            // Exits never pass the budget; only markers may (exact counts need them).
+            expect(q.depth * QUEUED_EXIT_BYTES).toBeLessThanOrEqual(limit);
+          }
+          seen.push(...seqsOf(q.take(Infinity)));
+          expect(seen).toEqual(Array.from({ length: produced }, (_, i) => i + 1));
+          expect(budget.used).toBe(0);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("a listener's queue, in-flight batch and retention balance to zero once it is closed, over random use", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 200, max: 20_000 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 6 }), fc.nat(30)), { maxLength: 40 }),
+        (capacity, limit, steps) => {
+          const budget = createMemoryBudget({ limit });
+          const l = new Listener<Rec, string>({
+            id: "l",
+            capacity,
+            policy: "drop-newest",
+            ephemeral: false,
+            owner: "t",
+            now: 0,
+            retain,
+            account: budget.open("t"),
+            sizeOf: () => 150,
+            sizeOfPayload: (p) => p.length * 10,
+          });
+          const got: number[] = [];
+          let n = 0;
+          for (const [deliver, take, back] of steps) {
+            for (let i = 0; i < deliver; i++) l.deliver(rec(++n));
+            if (take > 0) got.push(...seqsOf(l.take(take)));
+            expect(budget.used).toBeLessThanOrEqual(limit + 40 * LOSS_MARKER_BYTES);
+            // A resume replays retained items and reports what retention gave up as RETENTION loss.
+            const at = Math.max(0, l.handedOut - back);
+            const replay = l.resumeAfter(at);
+            expect(seqsOf(replay)).toEqual(Array.from({ length: l.handedOut - at }, (_, i) => at + i + 1));
+          }
+          got.push(...seqsOf(l.take(Infinity)));
+          expect(got).toEqual(Array.from({ length: l.produced }, (_, i) => i + 1));
+          expect(l.delivered + l.lost["subscriber-overflow"]).toBe(l.produced);
+          l.retire(false);
+          expect(budget.used).toBe(0);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("retention yields to the queue: a live exit that does not fit makes the retention give up its oldest", () => {
+    // Room for the ring's first 16 slots, one in-flight batch of one, and eight queued exits or so.
+    const budget = createMemoryBudget({ limit: 6000 });
+    const l = new Listener<Rec, string>({
+      id: "l",
+      capacity: 100,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "t",
+      now: 0,
+      retain,
+      account: budget.open("t"),
+      sizeOf: () => 500,
+      sizeOfPayload: () => 500,
+    });
+    for (let n = 1; n <= 5; n++) {
+      l.deliver(rec(n));
+      l.take(1);
+    }
+    expect(seqsOf(l.resumeAfter(0))).toEqual([1, 2, 3, 4, 5]);
+    expect(l.resumeAfter(0)[0]!.kind).toBe("retained");
+    for (let n = 6; n <= 12; n++) l.deliver(rec(n));
+    expect(l.lost["subscriber-overflow"]).toBe(0);
+    expect(l.queue.depth).toBe(7);
+    // What retention had to give up is reported once as RETENTION loss on a resume.
+    const replay = l.resumeAfter(0);
+    expect(replay[0]).toMatchObject({ kind: "lost", reason: "retention", first: 1 });
+    expect(seqsOf(replay)).toEqual([1, 2, 3, 4, 5]);
+  });
+});
+
+describe("records held apart", () => {
+  it("a listener whose records are far apart queues unshared copies; a dense one does not", () => {
+    const feed = manualFeed();
+    const copies: number[] = [];
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      memory: {
+        budget: createMemoryBudget(),
+        sizeOf: () => 100,
+        sizeOfPayload: () => 10,
+        unshare: (r) => (copies.push(r.n), { ...r }),
+      },
+    });
+    const dense = reg.create([0], { buffer: 1000, policy: "drop-newest", ephemeral: false, owner: "a" });
+    const sparse = reg.create([0], { buffer: 1000, policy: "drop-newest", ephemeral: false, owner: "a" });
+    sparse.filter = (r) => r.n % 10 === 0;
+    for (let n = 1; n <= 200; n++) feed.sink.exit(rec(n));
+    expect(copies.filter((n) => n % 10 !== 0)).toEqual([]); // the dense listener's records are not copied
+    expect(copies.length).toBeGreaterThanOrEqual(18); // the sparse one's are, once it is seen to be sparse
+    expect(sparse.take(100).length).toBe(20);
+    expect(dense.take(1000).length).toBe(200);
+  });
+
+  it("a never-read listener with a narrow filter holds no more memory than it is charged (the sim's slabs)", async () => {
+    const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 });
+    const reg = createRegistry<ExitRecord, Uint8Array>({
+      feed: source,
+      retain: retainPayload,
+      limits: { maxBuffer: 1 << 20 },
+      memory: serverMemory({ memoryBudget: 64 * MiB }),
+    });
+    try {
+      const l = reg.create([0, 1, 2, 3, 4, 5, 6, 7], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
+      l.filter = compileFilter(create(ExitFilterSchema, { nonzeroExit: true })); // about one exit in sixteen
+      await source.synced();
+      const before = live();
+      for (let i = 0; i < 400; i++) source.kernel.exitNow(200);
+      const held = live() - before;
+      expect(l.queue.depth).toBeGreaterThan(2000);
+      // Holding each record's shared slab (581 KB per 1,024 vectors) would be several times this.
+      expect(held).toBeLessThanOrEqual(l.memoryBytes);
+    } finally {
+      await reg.close();
+    }
+  });
+});
+
+describe("registry accounting", () => {
+  const registry = (limit: number, perOwner?: number) => {
+    const feed = manualFeed();
+    const budget = createMemoryBudget({ limit, perOwner });
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      limits: { maxBuffer: 1 << 20 },
+      memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => 300, reserve: 4096 },
+    });
+    return { feed, budget, reg };
+  };
+
+  it("charges each listener's fixed cost and gives everything back on removal, streamed or not", async () => {
+    const { feed, budget, reg } = registry(10 * MiB);
+    const a = reg.create([0, 1], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
+    expect(a.memoryBytes).toBe(LISTENER_BYTES + 2 * CPU_ENTRY_BYTES);
+    reg.add(a, [2]);
+    expect(a.memoryBytes).toBe(LISTENER_BYTES + 3 * CPU_ENTRY_BYTES);
+    const b = reg.create([0], { buffer: 10, policy: "drop-oldest", ephemeral: false, owner: "b" });
+    for (let n = 1; n <= 50; n++) feed.sink.exit(rec(n, n % 3));
+    feed.sink.kernelLoss(0, 3);
+    expect(reg.stats().memoryUsed).toBe(budget.used);
+    expect(budget.usedBy("a")).toBe(a.memoryBytes);
+    // A stream takes batches: the last one stays charged (in flight) until the next take or its end.
+    const ctl = new AbortController();
+    const stream = subscribe(reg, a, {
+      maxBatch: 8,
+      heartbeatMs: 60_000,
+      signal: ctl.signal,
+      encode: { open: () => "open", batch: (items) => `${items.length}`, heartbeat: () => "hb" },
+    });
+    await stream.next();
+    await stream.next();
+    expect(a.queue.depth).toBe(50 - 8);
+    // Removed while streamed: the queue drains through the stream, then everything is given back.
+    reg.remove(a, "test");
+    while (!(await stream.next().catch(() => ({ done: true }))).done);
+    ctl.abort();
+    expect(budget.usedBy("a")).toBe(0);
+    reg.removeCpus(b, [0]);
+    expect(budget.used).toBe(0);
+    expect(reg.stats()).toMatchObject({ listeners: 0, memoryUsed: 0, memoryBudget: 10 * MiB });
+  });
+
+  it("refuses a listener when the budget has no room for one, naming the budget, and changes nothing", () => {
+    const { feed, budget, reg } = registry(64 * 1024);
+    const a = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
+    for (let n = 1; n <= 200; n++) feed.sink.exit(rec(n));
+    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(a.queue.depth + a.lost["subscriber-overflow"]).toBe(a.produced);
+    const before = { used: budget.used, stats: reg.stats() };
+    const err = (() => {
+      try {
+        reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "b" });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(LimitExceededError);
+    expect((err as Error).message).toMatch(/memory budget of 64 KiB \(--memory-budget\) has no room for another listener/);
+    expect({ used: budget.used, stats: reg.stats() }).toEqual(before);
+  });
+
+  it("a principal past its share is refused and drops, while another still queues", () => {
+    const { feed, budget, reg } = registry(1 * MiB, 200 * 1024);
+    const a = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
+    const b = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "b" });
+    for (let n = 1; n <= 300; n++) feed.sink.exit(rec(n));
+    expect(budget.usedBy("a")).toBeLessThanOrEqual(200 * 1024);
+    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(b.lost["subscriber-overflow"]).toBe(a.lost["subscriber-overflow"]); // b has the same share and the same traffic
+    expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "a" })).toThrow(
+      /principal "a" holds its share of the server's memory budget, 200 KiB \(--memory-budget-per-principal\)/,
+    );
+    const c = reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "c" });
+    expect(c.memoryBytes).toBe(LISTENER_BYTES + CPU_ENTRY_BYTES);
+    for (const l of [a, b, c]) reg.remove(l, "test");
+    expect(budget.used).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Attacks on a real server in this process.
+
+const BUDGET = 64 * MiB;
+/**
+ * What RSS may grow past the base besides the budget: garbage the collector
+ * has not yet returned, and transport buffers outside the budget (each
+ * stalled stream's batch in the HTTP/2 session's queue).
+ */
+const SLACK = 48 * MiB;
+
+let running: Running | undefined;
+afterEach(async () => {
+  for (const child of attackers.splice(0)) child.kill();
+  await running?.close();
+  running = undefined;
+});
+
+async function startAttacked(extraLimits = {}) {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 }) as SimSource;
+  running = await startServer(source, { maxBuffer: 1 << 20, maxListenersPerPrincipal: 8192, ...extraLimits }, {
+    memoryBudget: BUDGET,
+    admission: { maxStreams: 4096, maxStreamsPerPrincipal: 4096, callsPerSecond: 1e6, callBurst: 1e6 },
+  });
+  return { ...running, source };
+}
+
+const rss = () => process.memoryUsage().rss;
+
+// Live memory (heap and ArrayBuffers after a full collection): what is really
+// held, without the garbage and allocator slack that RSS also shows.
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+function live(): number {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+// The attacker runs in a child process, so the RSS measured here is the
+// server's (and the well-behaved subscriber's) alone. It opens SubscribeExits
+// streams over raw HTTP/2 (Connect protocol) and never reads a byte of them,
+// printing "open" once every stream has its response headers.
+const STALLER = `
+const http2 = require("node:http2");
+const [url, n, ...masks] = process.argv.slice(1);
+const sessions = [];
+let open = 0;
+for (let i = 0; i < Number(n); i++) {
+  if (i % 50 === 0) sessions.push(http2.connect(url));
+  const frame = Buffer.from(masks[i % masks.length], "hex");
+  const req = sessions.at(-1).request({
+    ":method": "POST",
+    ":path": "/taskwire.v1.TaskStats/SubscribeExits",
+    "content-type": "application/connect+proto",
+    "connect-protocol-version": "1",
+  });
+  req.on("error", () => {});
+  req.on("response", () => { if (++open === Number(n)) console.log("open"); });
+  req.end(frame);
+  // No 'data' listener and never resumed: the response sits unread.
+}
+`;
+
+const attackers: ChildProcess[] = [];
+
+/** A SubscribeExits request for `cpumask` asking for the largest queue, as one Connect envelope (hex). */
+function subscribeFrame(cpumask: string): string {
+  const body = toBinary(SubscribeExitsRequestSchema, create(SubscribeExitsRequestSchema, { cpumask, buffer: 1 << 20 }));
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  return frame.toString("hex");
+}
+
+/** Opens `n` streams that never read, in a child process, cycling through `masks`; resolves once all are open. */
+async function stalledStreams(url: string, n: number, masks: readonly string[]): Promise<void> {
+  const child = spawn(process.execPath, ["-e", STALLER, url, String(n), ...masks.map(subscribeFrame)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  attackers.push(child);
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on("data", (d: Buffer) => d.toString().includes("open") && resolve());
+    child.once("exit", (code) => reject(new Error(`the attacker exited ${code}`)));
+  });
+}
+
+/** A well-behaved subscriber: registers first, then reads everything, tallying events and loss. */
+async function wellBehaved(r: Running) {
+  const reg = await r.client.register({ cpumask: "0-7", buffer: 8192, overflow: OverflowPolicy.DROP_NEWEST });
+  const tally = { received: 0, lost: 0, last: 0n, ordered: true };
+  const ctl = new AbortController();
+  let subscribed!: () => void;
+  const ready = new Promise<void>((resolve) => (subscribed = resolve));
+  const done = (async () => {
+    try {
+      for await (
+        const ev of watchExits(r.client, { listenerId: reg.listenerId, signal: ctl.signal, onSubscribed: () => subscribed() })
+      ) {
+        const first = ev.event.case === "lost" ? ev.event.value.firstSeq : ev.seq;
+        if (first !== tally.last + 1n) tally.ordered = false;
+        if (ev.event.case === "exit") {
+          tally.received++;
+          tally.last = ev.seq;
+        } else if (ev.event.case === "lost") {
+          expect(ev.event.value.reason).toBe(LossReason.SUBSCRIBER_OVERFLOW);
+          tally.lost += Number(ev.event.value.count);
+          tally.last = ev.event.value.lastSeq;
+        }
+      }
+    } catch {
+      // aborted
+    }
+  })();
+  await ready;
+  return {
+    tally,
+    /** Waits until it has everything its listener produced, then stops. */
+    async finish(): Promise<void> {
+      const l = r.server.listeners().find((x) => x.id === reg.listenerId)!;
+      await eventually(() => tally.received + tally.lost === l.produced && tally.last === BigInt(l.produced), 15_000);
+      ctl.abort();
+      await done;
+    },
+    produced: () => r.server.listeners().find((x) => x.id === reg.listenerId)!.produced,
+  };
+}
+
+/** Exits at `perTick` every 10 ms for `ms`, sampling RSS and /healthz meanwhile; the peak RSS. */
+async function flood(r: Running & { source: SimSource }, perTick: number, ms: number) {
+  let peak = rss(), healthMs = 0;
+  const until = Date.now() + ms;
+  const health = (async () => {
+    while (Date.now() < until) {
+      const t = performance.now();
+      const res = await fetch(`${r.url}/healthz`, { signal: AbortSignal.timeout(5000) });
+      expect(res.status).toBe(200);
+      await res.text();
+      healthMs = Math.max(healthMs, performance.now() - t);
+      await sleep(250);
+    }
+  })();
+  while (Date.now() < until) {
+    r.source.kernel.exitNow(perTick);
+    peak = Math.max(peak, rss());
+    await sleep(10);
+  }
+  await health;
+  return { peak, healthMs };
+}
+
+async function registerRefusal(r: Running): Promise<ConnectError> {
+  try {
+    await r.client.register({ cpumask: "0-7", buffer: 0 });
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected Register to be refused");
+}
+
+/** Warms the server and the subscriber up with traffic, then reads the base RSS and live memory. */
+async function baseline(r: Running & { source: SimSource }): Promise<{ rss: number; live: number }> {
+  for (let i = 0; i < 100; i++) {
+    r.source.kernel.exitNow(50);
+    await sleep(10);
+  }
+  await sleep(200);
+  return { rss: rss(), live: live() };
+}
+
+const mib = (n: number) => (n / MiB).toFixed(0);
+
+describe("attacks against the memory budget (64 MiB)", () => {
+  it("streams that never read, each asking for buffer=1048576, while exits flow", async () => {
+    const r = await startAttacked();
+    const good = await wellBehaved(r);
+    const base = await baseline(r);
+    // One stalled stream per CPU (no record shared by two: the estimates alone are checked), and 200 on every CPU.
+    await stalledStreams(r.url, 8, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+    await stalledStreams(r.url, 200, ["0-7"]);
+    await eventually(() => r.server.stats().streams === 209, 10_000);
+    const { peak, healthMs } = await flood(r, 100, 8000);
+    const held = live() - base.live;
+    const stats = r.server.stats();
+    console.log(
+      `[memory-budget] 209 stalled streams: RSS base ${mib(base.rss)} MiB, peak ${mib(peak)} MiB (+${
+        mib(peak - base.rss)
+      }); live +${mib(held)} MiB; budget used ${mib(stats.memoryUsed)} of ${mib(stats.memoryBudget)} MiB; ${stats.queued} queued, ${
+        stats.lost["subscriber-overflow"]
+      } dropped; slowest /healthz ${healthMs.toFixed(0)} ms`,
+    );
+    // Full, and never past it but for loss markers (a few per listener).
+    expect(stats.memoryUsed).toBeGreaterThan(BUDGET * 0.9);
+    expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 209 * 4 * LOSS_MARKER_BYTES);
+    expect(held).toBeLessThanOrEqual(BUDGET);
+    expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);
+    // A new listener is refused, naming the budget, and nothing changes.
+    const before = r.server.listeners().map((l) => l.id).sort();
+    const refusal = await registerRefusal(r);
+    expect(refusal.code).toBe(Code.ResourceExhausted);
+    expect(refusal.rawMessage).toMatch(/memory budget of 64 MiB \(--memory-budget\) has no room for another listener/);
+    expect(r.server.listeners().map((l) => l.id).sort()).toEqual(before);
+    // GetInfo reports the budget, and the listeners' bytes add up to what is used.
+    const info = await r.client.getInfo({ listeners: true });
+    expect(info.memoryBudget).toBe(BigInt(BUDGET));
+    expect(info.listenerDetails.reduce((a, l) => a + l.memoryBytes, 0n)).toBe(info.memoryUsed);
+    // The well-behaved subscriber lost much, but knows exactly what.
+    await good.finish();
+    expect(good.tally.ordered).toBe(true);
+    expect(good.tally.received + good.tally.lost).toBe(good.produced());
+    expect(good.tally.received).toBeGreaterThan(0);
+  });
+
+  it("thousands of Registers without a stream, while exits flow", async () => {
+    const r = await startAttacked({ maxListeners: 8192 });
+    const good = await wellBehaved(r);
+    const base = await baseline(r);
+    const attempts = 4000;
+    let registered = 0, refused: ConnectError | undefined, peak = base.rss;
+    const producing = flood(r, 50, 8000);
+    for (let i = 0; i < attempts; i++) {
+      try {
+        await r.client.register({ cpumask: "0-7", buffer: 1 << 20 });
+        registered++;
+      } catch (err) {
+        refused ??= ConnectError.from(err);
+      }
+      if (i % 50 === 0) peak = Math.max(peak, rss());
+    }
+    const flooded = await producing;
+    peak = Math.max(peak, flooded.peak);
+    const held = live() - base.live;
+    const stats = r.server.stats();
+    console.log(
+      `[memory-budget] ${attempts} Registers: ${registered} registered, ${attempts - registered} refused; RSS base ${
+        mib(base.rss)
+      } MiB, peak ${mib(peak)} MiB (+${mib(peak - base.rss)}); live +${mib(held)} MiB; budget used ${
+        mib(stats.memoryUsed)
+      } MiB; slowest /healthz ${flooded.healthMs.toFixed(0)} ms`,
+    );
+    expect(refused?.code).toBe(Code.ResourceExhausted);
+    expect(refused?.rawMessage).toMatch(/memory budget of 64 MiB \(--memory-budget\) has no room for another listener/);
+    expect(stats.listeners).toBe(registered + 1);
+    expect(held).toBeLessThanOrEqual(BUDGET);
+    expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);
+    await good.finish();
+    expect(good.tally.ordered).toBe(true);
+    expect(good.tally.received + good.tally.lost).toBe(good.produced());
+  });
+});

@@ -1,0 +1,154 @@
+/**
+ * How a stream ends, on every protocol, and what watchExits makes of it: a
+ * server shutting down ends each stream with UNAVAILABLE (SHUTTING_DOWN),
+ * delivered before the connection goes; a listener deregistered while it is
+ * streamed ends its stream with NOT_FOUND (LISTENER_NOT_FOUND) once its
+ * queued events are sent, and watchExits throws ListenerNotFoundError
+ * instead of returning or registering the listener again.
+ */
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import {
+  Code,
+  createTaskwireClient,
+  ErrorReason,
+  type ExitEvent,
+  ListenerNotFoundError,
+  ShuttingDownError,
+  type TaskwireClient,
+  watchExits,
+} from "@taskwire/client";
+import { afterEach, describe, expect, it } from "vitest";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { eventually, type Running, startServer } from "./helpers.ts";
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function start(): Promise<Running & { source: SimSource }> {
+  const source = createSimSource({ cpus: 4, exitRate: 0, seed: 9 }) as SimSource;
+  const running = await startServer(source);
+  cleanups.push(() => running.close());
+  return { ...running, source };
+}
+
+const protocols: [string, (url: string) => TaskwireClient][] = [
+  ["Connect over HTTP/1.1 (the SDK's default)", (url) => createTaskwireClient(url)],
+  [
+    "Connect over h2c",
+    (url) => createTaskwireClient(url, { transport: createConnectTransport({ baseUrl: url, httpVersion: "2" }) }),
+  ],
+  ["gRPC-Web", (url) => createTaskwireClient(url, { protocol: "grpc-web" })],
+  ["gRPC over h2c", (url) => createTaskwireClient(url, { transport: createGrpcTransport({ baseUrl: url }) })],
+  [
+    "gRPC-Web over h2c",
+    (url) => createTaskwireClient(url, { transport: createGrpcWebTransport({ baseUrl: url, httpVersion: "2" }) }),
+  ],
+];
+
+/** Reads a stream to its end; resolves with its events and the error it ended with. */
+async function readToEnd(
+  stream: AsyncIterable<{ events: ExitEvent[] }>,
+): Promise<{ events: ExitEvent[]; error: unknown }> {
+  const events: ExitEvent[] = [];
+  try {
+    for await (const m of stream) events.push(...m.events);
+  } catch (error) {
+    return { events, error };
+  }
+  return { events, error: undefined };
+}
+
+describe.each(protocols)("over %s", (_name, make) => {
+  it("a server shutting down ends a stream with UNAVAILABLE, SHUTTING_DOWN (not a dropped connection)", async () => {
+    const { url, server, listening } = await start();
+    const ended = readToEnd(make(url).subscribeExits({ cpumask: "0-3" }));
+    await eventually(() => server.stats().streams === 1);
+    const t0 = Date.now();
+    await listening.close();
+    const { error } = await ended;
+    expect(error).toBeInstanceOf(ShuttingDownError);
+    expect(error).toMatchObject({ code: Code.Unavailable, reason: ErrorReason.SHUTTING_DOWN });
+    expect(Date.now() - t0).toBeLessThan(1900); // the stream finished: close() did not wait out its 2 s grace
+  });
+
+  it("a listener deregistered while streamed: its queued events, then NOT_FOUND naming why", async () => {
+    const { url, client, server, source } = await start();
+    const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });
+    const ended = readToEnd(make(url).subscribeExits({ listenerId, maxBatch: 16 }));
+    await eventually(() => server.stats().streams === 1);
+    source.kernel.exitNow(300);
+    await client.deregister({ listenerId, cpumask: "all" }); // by its owner, from elsewhere
+    const { events, error } = await ended;
+    expect(events.map((e) => Number(e.seq))).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(error).toBeInstanceOf(ListenerNotFoundError);
+    expect(error).toMatchObject({ code: Code.NotFound, listenerId, removed: "the listener has no CPUs left" });
+  });
+});
+
+describe("watchExits when its listener is deregistered by someone else", () => {
+  it("on an explicit listenerId: the events queued, then ListenerNotFoundError (resuming or not)", async () => {
+    for (const resume of [true, false]) {
+      const { client, server, source } = await start();
+      const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });
+      const seen: ExitEvent[] = [];
+      const reconnects: unknown[] = [];
+      const run = (async () => {
+        for await (const ev of watchExits(client, { listenerId, resume, onReconnect: (r) => reconnects.push(r) })) {
+          seen.push(ev);
+        }
+      })();
+      await eventually(() => server.stats().streams === 1);
+      source.kernel.exitNow(100);
+      await client.deregister({ listenerId, cpumask: "all" });
+      await expect(run).rejects.toBeInstanceOf(ListenerNotFoundError);
+      await expect(run).rejects.toMatchObject({ removed: "the listener has no CPUs left" });
+      expect(seen).toHaveLength(100);
+      expect(reconnects).toEqual([]);
+    }
+  });
+
+  it("on a cpumask: ListenerNotFoundError, not registered again (that would undo the deregistration)", async () => {
+    const { client, server, source } = await start();
+    let own = "";
+    const seen: ExitEvent[] = [];
+    const run = (async () => {
+      const onSubscribed = ({ listenerId }: { listenerId: string }) => (own = listenerId);
+      for await (const ev of watchExits(client, { cpumask: "0-3", onSubscribed })) seen.push(ev);
+    })();
+    await eventually(() => own !== "" && server.stats().streams === 1);
+    expect(server.listeners().map((l) => l.ephemeral)).toEqual([false]); // watchExits registered it
+    source.kernel.exitNow(50);
+    await client.deregister({ listenerId: own, cpumask: "all" });
+    await expect(run).rejects.toBeInstanceOf(ListenerNotFoundError);
+    expect(seen).toHaveLength(50);
+    expect(seen.every((e) => e.event.case === "exit")).toBe(true); // no RESTART loss: it did not start over
+    expect(server.stats().listeners).toBe(0);
+  });
+
+  it("a stream the server ends without an error (an older server) is ListenerNotFoundError too, never a silent end", async () => {
+    const { client } = await start();
+    const { listenerId } = await client.register({ cpumask: "0" });
+    // A client whose stream ends at once, as an older server's did for a removed listener.
+    const ending: TaskwireClient = {
+      ...client,
+      subscribeExits: async function* () {
+        yield {
+          $typeName: "taskwire.v1.SubscribeExitsResponse",
+          events: [],
+          listenerId,
+          cpumask: "0",
+          queued: 0,
+          heartbeat: false,
+        };
+      },
+    } as TaskwireClient;
+    for (const resume of [true, false]) {
+      const run = (async () => {
+        for await (const _ of watchExits(ending, { listenerId, resume })) { /* none */ }
+      })();
+      await expect(run).rejects.toBeInstanceOf(ListenerNotFoundError);
+    }
+  });
+});

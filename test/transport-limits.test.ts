@@ -1,0 +1,668 @@
+/**
+ * Transport limits: nothing a client sends at the connection or HTTP level
+ * exhausts the server. Oversized request messages are refused from their
+ * length before they are read (every protocol); silent, half-sent and idle
+ * connections are closed after their timeout (plaintext and TLS); connections
+ * past the cap and HTTP/2 streams past the per-connection cap are refused;
+ * and a long, idle SubscribeExits stream outlives every one of these
+ * timeouts. After each attack /healthz still answers on a new connection.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { Agent, request as h1request } from "node:http";
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect as h2connect,
+  constants as h2,
+  type IncomingHttpHeaders,
+} from "node:http2";
+import { connect as tcpConnect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Writable } from "node:stream";
+import { connect as tlsConnect } from "node:tls";
+import { create } from "@bufbuild/protobuf";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SubscribeExitsRequestSchema, TaskStats } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import { DEFAULT_TRANSPORT_LIMITS, type Listening, listenNode, type ListenOptions } from "../src/runtime/node.ts";
+import { createServer } from "../src/server/server.ts";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { sleep } from "./helpers.ts";
+
+const MiB = 1024 * 1024;
+const LIMITS = { headerTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 500, h2MaxStreams: 4 } as const;
+// A timeout fires once Node's check runs after the deadline (HTTP/1.1 checks every headerTimeoutMs/4): allow
+// for that and a loaded machine, but far less than "never".
+const SLACK_MS = 1_500;
+// Node keeps an idle HTTP/1.1 connection 1 s past keepAliveTimeout (the Keep-Alive header announces the timeout
+// itself), so a client never sends on a connection the server is closing.
+const KEEP_ALIVE_GRACE_MS = 1_000;
+
+let plain: Listening;
+let tls: Listening;
+let ca: string;
+
+function serve(options: ListenOptions = {}): Promise<Listening> {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 });
+  return listenNode(createServer({ source, limits: { heartbeatMs: 200 } }), { port: 0, ...LIMITS, ...options });
+}
+
+beforeAll(async () => {
+  const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
+  // dprint-ignore
+  execFileSync("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    join(dir, "key.pem"),
+    "-out",
+    join(dir, "cert.pem"),
+  ], { stdio: "pipe" });
+  ca = readFileSync(join(dir, "cert.pem"), "utf8");
+  plain = await serve();
+  tls = await serve({ tls: { cert: ca, key: readFileSync(join(dir, "key.pem"), "utf8") } });
+});
+afterAll(async () => {
+  await plain?.close();
+  await tls?.close();
+});
+
+/** GET /healthz on a new HTTP/1.1 connection. */
+function healthz(url: string, agent: Agent | false = false): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = h1request(`${url}/healthz`, { agent }, (res) => {
+      res.resume();
+      res.once("end", () => resolve(res.statusCode!));
+    });
+    req.once("error", reject);
+    req.end();
+  });
+}
+
+async function expectHealthy(): Promise<void> {
+  expect(await healthz(plain.url)).toBe(200);
+}
+
+/**
+ * Writes `total` bytes of `fill` into `w` as fast as it takes them, never
+ * holding more than one chunk: a 300 MB body is not built in memory. Stops
+ * when told (the server answered).
+ */
+function pump(w: Writable, total: number, fill = 0x20): { sent(): number; stop(): void } {
+  const chunk = Buffer.alloc(256 * 1024, fill);
+  let sent = 0;
+  let stopped = false;
+  const step = (): void => {
+    while (!stopped && !w.destroyed && sent < total) {
+      const n = Math.min(chunk.length, total - sent);
+      sent += n;
+      if (!w.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+        w.once("drain", step);
+        return;
+      }
+    }
+    if (sent >= total && !w.destroyed) w.end();
+  };
+  w.on("error", () => {});
+  step();
+  return { sent: () => sent, stop: () => (stopped = true) };
+}
+
+/** A 5-byte envelope prefix announcing a message of `length` bytes. */
+function envelopePrefix(length: number): Buffer {
+  const b = Buffer.alloc(5);
+  b.writeUInt32BE(length, 1);
+  return b;
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, unknown>;
+  body: Buffer;
+  trailers: Record<string, unknown>;
+  /** Request bytes written before the answer was complete. */
+  sent: number;
+}
+
+/** POSTs a `total`-byte body over HTTP/1.1 (chunked unless `contentLength`), streamed lazily. */
+function postH1(
+  url: string,
+  path: string,
+  headers: Record<string, string>,
+  head: Buffer,
+  total: number,
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = h1request(`${url}${path}`, { method: "POST", headers, agent: false }, (res) => {
+      const body: Buffer[] = [];
+      res.on("data", (d: Buffer) => body.push(d));
+      res.once("end", () => {
+        p.stop();
+        resolve({
+          status: res.statusCode!,
+          headers: res.headers,
+          body: Buffer.concat(body),
+          trailers: res.trailers,
+          sent: p.sent(),
+        });
+        req.destroy();
+      });
+    });
+    req.once("error", reject);
+    req.write(head);
+    const p = pump(req, total - head.length);
+  });
+}
+
+/** POSTs a `total`-byte body on a new h2c session, streamed lazily. */
+function postH2(
+  url: string,
+  path: string,
+  headers: Record<string, string>,
+  head: Buffer,
+  total: number,
+): Promise<Answer> {
+  const session = h2connect(url);
+  session.on("error", () => {});
+  return new Promise<Answer>((resolve, reject) => {
+    const stream = session.request({ ":method": "POST", ":path": path, ...headers });
+    let status = 0;
+    let responseHeaders: IncomingHttpHeaders = {};
+    let trailers: IncomingHttpHeaders = {};
+    const body: Buffer[] = [];
+    stream.once("response", (h) => {
+      status = Number(h[":status"]);
+      responseHeaders = h;
+    });
+    stream.once("trailers", (t) => (trailers = t));
+    stream.on("data", (d: Buffer) => body.push(d));
+    stream.once("end", () => {
+      p.stop();
+      resolve({ status, headers: responseHeaders, body: Buffer.concat(body), trailers, sent: p.sent() });
+    });
+    stream.once("error", reject);
+    stream.write(head);
+    const p = pump(stream, total - head.length);
+  }).finally(() => session.destroy());
+}
+
+function rssMiB(): number {
+  return process.memoryUsage().rss / MiB;
+}
+
+describe("request message size (--max-message-bytes, default 64 KiB)", () => {
+  const NAMES_THE_FLAG = /65536 bytes per request message \(--max-message-bytes\)/;
+
+  it("Connect JSON on HTTP/1.1: a 300 MB body with Content-Length is refused unread", async () => {
+    const before = rssMiB();
+    const total = 300 * 1000 * 1000;
+    const head = Buffer.from('{"cpumask":"');
+    const a = await postH1(
+      plain.url,
+      "/taskwire.v1.TaskStats/Register",
+      {
+        "content-type": "application/json",
+        "content-length": String(total),
+      },
+      head,
+      total,
+    );
+    expect(a.status).toBe(429); // Connect's HTTP status for resource_exhausted
+    const err = JSON.parse(a.body.toString());
+    expect(err.code).toBe("resource_exhausted");
+    expect(err.message).toMatch(NAMES_THE_FLAG);
+    expect(err.message).toContain("300000000 bytes");
+    expect(a.sent).toBeLessThan(total / 4);
+    expect(rssMiB() - before).toBeLessThan(100);
+    await expectHealthy();
+  });
+
+  it("Connect JSON on HTTP/1.1, chunked: refused once past the limit, not after 300 MB", async () => {
+    const before = rssMiB();
+    const total = 300 * 1000 * 1000;
+    const a = await postH1(
+      plain.url,
+      "/taskwire.v1.TaskStats/Register",
+      {
+        "content-type": "application/json",
+      },
+      Buffer.from('{"cpumask":"'),
+      total,
+    );
+    expect(a.status).toBe(429);
+    expect(JSON.parse(a.body.toString()).message).toMatch(NAMES_THE_FLAG);
+    expect(a.sent).toBeLessThan(total / 4);
+    expect(rssMiB() - before).toBeLessThan(100);
+    await expectHealthy();
+  });
+
+  it("Connect binary streaming on h2c: an envelope announcing 300 MB is refused from its prefix", async () => {
+    const before = rssMiB();
+    const total = 300 * 1000 * 1000;
+    const a = await postH2(
+      plain.url,
+      "/taskwire.v1.TaskStats/SubscribeExits",
+      {
+        "content-type": "application/connect+proto",
+      },
+      envelopePrefix(total - 5),
+      total,
+    );
+    expect(a.status).toBe(200); // Connect streaming errors travel in the end-stream message
+    const end = JSON.parse(a.body.subarray(5).toString());
+    expect(a.body[0]! & 0b10).toBe(0b10);
+    expect(end.error.code).toBe("resource_exhausted");
+    expect(end.error.message).toMatch(NAMES_THE_FLAG);
+    expect(a.sent).toBeLessThan(total / 4);
+    expect(rssMiB() - before).toBeLessThan(100);
+    await expectHealthy();
+  });
+
+  it("Connect binary unary on h2c with Content-Length: refused unread", async () => {
+    const total = 300 * 1000 * 1000;
+    const a = await postH2(
+      plain.url,
+      "/taskwire.v1.TaskStats/GetInfo",
+      {
+        "content-type": "application/proto",
+        "content-length": String(total),
+      },
+      Buffer.alloc(0),
+      total,
+    );
+    expect(a.status).toBe(429);
+    expect(JSON.parse(a.body.toString()).message).toMatch(NAMES_THE_FLAG);
+    expect(a.sent).toBeLessThan(total / 4);
+    await expectHealthy();
+  });
+
+  it("gRPC on h2c: a 10 MiB message is refused with RESOURCE_EXHAUSTED before it is decoded", async () => {
+    const total = 5 + 10 * MiB;
+    const a = await postH2(
+      plain.url,
+      "/taskwire.v1.TaskStats/GetInfo",
+      {
+        "content-type": "application/grpc",
+        te: "trailers",
+      },
+      envelopePrefix(10 * MiB),
+      total,
+    );
+    const status = a.trailers["grpc-status"] ?? a.headers["grpc-status"];
+    const message = decodeURIComponent(String(a.trailers["grpc-message"] ?? a.headers["grpc-message"]));
+    expect(status).toBe(String(Code.ResourceExhausted));
+    expect(message).toMatch(NAMES_THE_FLAG);
+    expect(message).toContain(`${10 * MiB} bytes`);
+    expect(a.sent).toBeLessThan(total / 2);
+    await expectHealthy();
+  });
+
+  it("gRPC-Web on HTTP/1.1: an envelope announcing 300 MB is refused from its prefix", async () => {
+    const before = rssMiB();
+    const total = 300 * 1000 * 1000;
+    const a = await postH1(
+      plain.url,
+      "/taskwire.v1.TaskStats/SubscribeExits",
+      {
+        "content-type": "application/grpc-web+proto",
+      },
+      envelopePrefix(total - 5),
+      total,
+    );
+    const text = a.body.toString("latin1");
+    const status = a.headers["grpc-status"] ?? /grpc-status: ?(\d+)/.exec(text)?.[1];
+    expect(status).toBe(String(Code.ResourceExhausted));
+    expect(decodeURIComponent(String(a.headers["grpc-message"] ?? /grpc-message: ?([^\r\n]*)/.exec(text)?.[1])))
+      .toMatch(NAMES_THE_FLAG);
+    expect(a.sent).toBeLessThan(total / 4);
+    expect(rssMiB() - before).toBeLessThan(100);
+    await expectHealthy();
+  });
+
+  it("a request within the limit is served as before", async () => {
+    const client = createClient(TaskStats, createConnectTransport({ baseUrl: plain.url, httpVersion: "1.1" }));
+    expect((await client.getInfo({})).source).toBe("sim");
+    const grpc = createClient(TaskStats, createGrpcTransport({ baseUrl: plain.url }));
+    expect((await grpc.getInfo({})).source).toBe("sim");
+  });
+});
+
+/** Connects (plain TCP, or TLS if `secure`), writes `bytes` if any, and resolves with ms until the server closes. */
+function closedAfter(
+  url: string,
+  bytes?: Buffer | string,
+  secure?: { alpn: string },
+): Promise<{ ms: number; got: string }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    let got = "";
+    const socket: Socket = secure
+      ? tlsConnect({ host: u.hostname, port: Number(u.port), ca, ALPNProtocols: [secure.alpn] })
+      : tcpConnect(Number(u.port), u.hostname);
+    socket.once(secure ? "secureConnect" : "connect", () => {
+      if (bytes !== undefined) socket.write(bytes);
+    });
+    socket.on("data", (d: Buffer) => (got += d.toString("latin1")));
+    socket.once("close", () => resolve({ ms: Date.now() - started, got }));
+    socket.once("error", () => {});
+    setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the server kept the connection open for ${Date.now() - started} ms`));
+    }, 10_000).unref();
+  });
+}
+
+const PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+describe("connection timeouts (--header-timeout-ms, --request-timeout-ms, --idle-timeout-ms)", () => {
+  it("a silent plaintext socket is closed after the header timeout", async () => {
+    const { ms } = await closedAfter(plain.url);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.headerTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.headerTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("part of the h2c preface, then silence: closed after the header timeout", async () => {
+    const { ms } = await closedAfter(plain.url, PREFACE.slice(0, 16));
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.headerTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.headerTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("partial HTTP/1.1 headers: 408 and closed after the header timeout", async () => {
+    const { ms, got } = await closedAfter(plain.url, "POST /taskwire.v1.TaskStats/GetInfo HTTP/1.1\r\nHost: x\r\n");
+    expect(got).toMatch(/^HTTP\/1\.1 408/);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.headerTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.headerTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("an HTTP/1.1 body that stops short: 408 and closed after the request timeout", async () => {
+    const { ms, got } = await closedAfter(
+      plain.url,
+      "POST /taskwire.v1.TaskStats/GetInfo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    );
+    expect(got).toMatch(/^HTTP\/1\.1 408/);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.requestTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.requestTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("an idle HTTP/1.1 keep-alive connection is closed after the idle timeout (and Node's 1 s grace)", async () => {
+    const { ms, got } = await closedAfter(plain.url, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect(got).toMatch(/^HTTP\/1\.1 200/);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.idleTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.idleTimeoutMs + KEEP_ALIVE_GRACE_MS + SLACK_MS);
+  });
+
+  it("a preface-only h2c connection (no stream) is closed after the idle timeout", async () => {
+    const { ms, got } = await closedAfter(plain.url, PREFACE);
+    // The server's SETTINGS, then GOAWAY (type 7) before the close.
+    expect(got.length).toBeGreaterThan(0);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.idleTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.idleTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("an h2c request that never ends is reset (CANCEL) after the request timeout; its session then idles out", async () => {
+    const session = h2connect(plain.url);
+    session.on("error", () => {});
+    const started = Date.now();
+    const stream = session.request(
+      { ":method": "POST", ":path": "/taskwire.v1.TaskStats/GetInfo", "content-type": "application/proto" },
+      { endStream: false },
+    );
+    stream.on("error", () => {});
+    stream.resume();
+    const rst = await new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode!)));
+    const ms = Date.now() - started;
+    expect(rst).toBe(h2.NGHTTP2_CANCEL);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.requestTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.requestTimeoutMs + SLACK_MS);
+    await new Promise<void>((resolve) => session.once("close", () => resolve()));
+    expect(Date.now() - started).toBeLessThan(LIMITS.requestTimeoutMs + LIMITS.idleTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("TLS: a socket that never starts its handshake is closed after the header timeout", async () => {
+    const { ms } = await closedAfter(tls.url);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.headerTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.headerTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("TLS HTTP/1.1: partial headers get 408 and a close after the header timeout", async () => {
+    const { ms, got } = await closedAfter(tls.url, "GET /healthz HTTP/1.1\r\nHost: x\r\n", { alpn: "http/1.1" });
+    expect(got).toMatch(/^HTTP\/1\.1 408/);
+    expect(ms).toBeLessThan(LIMITS.headerTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+
+  it("TLS HTTP/1.1: an idle keep-alive connection is closed after the idle timeout", async () => {
+    const { ms, got } = await closedAfter(tls.url, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", { alpn: "http/1.1" });
+    expect(got).toMatch(/^HTTP\/1\.1 200/);
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.idleTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.idleTimeoutMs + KEEP_ALIVE_GRACE_MS + SLACK_MS);
+  });
+
+  it("TLS h2: a preface-only session is closed after the idle timeout", async () => {
+    const { ms } = await closedAfter(tls.url, PREFACE, { alpn: "h2" });
+    expect(ms).toBeGreaterThanOrEqual(LIMITS.idleTimeoutMs - 20);
+    expect(ms).toBeLessThan(LIMITS.idleTimeoutMs + SLACK_MS);
+    await expectHealthy();
+  });
+});
+
+/** Opens a TCP connection and resolves once connected. */
+function open(url: string): Promise<Socket> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = tcpConnect(Number(u.port), u.hostname, () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** One HTTP/2 frame. */
+function h2frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** An HPACK header block of literal fields without indexing (names and values under 127 bytes). */
+function hpack(headers: Record<string, string>): Buffer {
+  return Buffer.concat(
+    Object.entries(headers).map(([name, value]) =>
+      Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)])
+    ),
+  );
+}
+
+describe("connection and stream caps", () => {
+  it("connections past --max-connections are closed at once; one within the cap still gets /healthz", async () => {
+    const cap = 12;
+    // Long timeouts: the held connections must stay open for the whole test.
+    const server = await serve({
+      maxConnections: cap,
+      headerTimeoutMs: 20_000,
+      requestTimeoutMs: 20_000,
+      idleTimeoutMs: 20_000,
+    });
+    const held: Socket[] = [];
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < cap - 1; i++) held.push(await open(server.url));
+      expect(await healthz(server.url, agent)).toBe(200); // the cap-th connection, kept alive
+      await sleep(50);
+      const extra = await Promise.all(Array.from({ length: 20 }, async () => {
+        const s = await open(server.url).catch(() => undefined);
+        if (s === undefined) return 0;
+        const started = Date.now();
+        await new Promise((r) => s.once("close", r));
+        return Date.now() - started;
+      }));
+      expect(Math.max(...extra)).toBeLessThan(1_000);
+      // The held ones are still open, and the kept-alive one is still served.
+      expect(held.every((s) => !s.destroyed)).toBe(true);
+      expect(await healthz(server.url, agent)).toBe(200);
+      for (const s of held) s.destroy();
+      await sleep(100);
+      expect(await healthz(server.url)).toBe(200);
+    } finally {
+      agent.destroy();
+      for (const s of held) s.destroy();
+      await server.close();
+    }
+  });
+
+  it("streams past --h2-max-streams on one connection are refused (RST_STREAM REFUSED_STREAM)", async () => {
+    const session: ClientHttp2Session = h2connect(plain.url);
+    session.on("error", () => {});
+    try {
+      // Sent before the server's SETTINGS reach the client, so the client does not hold the extra ones back.
+      const streams: ClientHttp2Stream[] = Array.from({ length: LIMITS.h2MaxStreams + 3 }, () => {
+        const s = session.request({
+          ":method": "POST",
+          ":path": "/taskwire.v1.TaskStats/SubscribeExits",
+          "content-type": "application/connect+proto",
+        }, { endStream: false });
+        s.on("error", () => {});
+        return s;
+      });
+      const refused = await Promise.all(streams.map((s) =>
+        Promise.race([
+          new Promise<boolean>((r) => s.once("close", () => r(s.rstCode === h2.NGHTTP2_REFUSED_STREAM))),
+          sleep(LIMITS.requestTimeoutMs / 2).then(() => false),
+        ])
+      ));
+      expect(refused.filter(Boolean).length).toBe(3);
+      expect(refused.slice(0, LIMITS.h2MaxStreams).some(Boolean)).toBe(false);
+    } finally {
+      session.destroy();
+    }
+    await expectHealthy();
+  });
+
+  it("a client that opens more streams than the SETTINGS it acknowledged loses its connection, not the server", async () => {
+    const socket = await open(plain.url);
+    const got: { type: number; stream: number; code: number }[] = [];
+    let pending: Buffer = Buffer.alloc(0);
+    socket.on("data", (d: Buffer) => {
+      pending = Buffer.concat([pending, d]);
+      while (pending.length >= 9 && pending.length >= 9 + pending.readUIntBE(0, 3)) {
+        const len = pending.readUIntBE(0, 3);
+        const [type, flags, stream] = [pending[3]!, pending[4]!, pending.readUInt32BE(5) & 0x7fff_ffff];
+        const code = type === 3 ? pending.readUInt32BE(9) : type === 7 ? pending.readUInt32BE(13) : 0;
+        if (type === 4 && (flags & 1) === 0) socket.write(h2frame(4, 1, 0)); // acknowledge the server's SETTINGS
+        got.push({ type, stream, code });
+        pending = pending.subarray(9 + len);
+      }
+    });
+    const closed = new Promise((r) => socket.once("close", r));
+    socket.write(PREFACE);
+    socket.write(h2frame(4, 0, 0));
+    await sleep(100); // the server's SETTINGS (max 4 streams) are in, and acknowledged
+    const block = hpack({
+      ":method": "POST",
+      ":scheme": "http",
+      ":path": "/taskwire.v1.TaskStats/SubscribeExits",
+      ":authority": "127.0.0.1",
+      "content-type": "application/connect+proto",
+    });
+    for (let i = 0; i < LIMITS.h2MaxStreams + 3; i++) socket.write(h2frame(1, 4, 1 + 2 * i, block)); // HEADERS, END_HEADERS
+    await Promise.race([closed, sleep(2_000)]);
+    expect(socket.destroyed || socket.readableEnded).toBe(true);
+    expect(got.some((f) => f.type === 7)).toBe(true); // GOAWAY
+    socket.destroy();
+    await expectHealthy();
+  });
+
+  it("request headers past --max-header-bytes: 431 on HTTP/1.1 (plaintext and TLS), the stream reset on h2", async () => {
+    const big = "x".repeat(DEFAULT_TRANSPORT_LIMITS.maxHeaderBytes + 1024);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = h1request(`${plain.url}/healthz`, { agent: false, headers: { "x-big": big } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.once("error", reject);
+      req.end();
+    });
+    expect(status).toBe(431);
+    const overTls = await closedAfter(tls.url, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${big}\r\n\r\n`, {
+      alpn: "http/1.1",
+    });
+    expect(overTls.got).toMatch(/^HTTP\/1\.1 431/);
+    const session = h2connect(plain.url);
+    session.on("error", () => {});
+    try {
+      await new Promise((r) => session.once("remoteSettings", r)); // the limit applies once the client has acknowledged it
+      const stream = session.request({ ":path": "/healthz", "x-big": big });
+      stream.on("error", () => {});
+      stream.resume();
+      await new Promise((r) => stream.once("close", r));
+      expect(stream.rstCode).toBe(h2.NGHTTP2_ENHANCE_YOUR_CALM);
+    } finally {
+      session.destroy();
+    }
+    await expectHealthy();
+  });
+});
+
+describe("a long SubscribeExits stream outlives every timeout", () => {
+  const request = create(SubscribeExitsRequestSchema, { cpumask: "0-7", heartbeatMs: 200 });
+  const clients: [string, () => Client<typeof TaskStats>][] = [
+    [
+      "Connect on HTTP/1.1",
+      () => createClient(TaskStats, createConnectTransport({ baseUrl: plain.url, httpVersion: "1.1" })),
+    ],
+    ["gRPC on h2c", () => createClient(TaskStats, createGrpcTransport({ baseUrl: plain.url }))],
+    [
+      "Connect on TLS h2",
+      () =>
+        createClient(TaskStats, createConnectTransport({ baseUrl: tls.url, httpVersion: "2", nodeOptions: { ca } })),
+    ],
+    [
+      "Connect on TLS HTTP/1.1",
+      () =>
+        createClient(TaskStats, createConnectTransport({ baseUrl: tls.url, httpVersion: "1.1", nodeOptions: { ca } })),
+    ],
+  ];
+
+  it.each(clients)("%s: heartbeats for 3 s (5x the request timeout, 6x the idle timeout)", async (_name, make) => {
+    const ctl = new AbortController();
+    let heartbeats = 0;
+    let ended: unknown = "still open";
+    const run = (async () => {
+      try {
+        for await (const m of make().subscribeExits(request, { signal: ctl.signal })) if (m.heartbeat) heartbeats++;
+        ended = "ended by the server";
+      } catch (err) {
+        if (!ctl.signal.aborted) ended = ConnectError.from(err);
+      }
+    })();
+    await sleep(3_000);
+    expect(ended).toBe("still open");
+    expect(heartbeats).toBeGreaterThanOrEqual(8);
+    ctl.abort();
+    await run;
+    await expectHealthy();
+  });
+});

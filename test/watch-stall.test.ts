@@ -1,0 +1,184 @@
+/**
+ * watchExits in a client process that is stopped (SIGSTOP) while the server
+ * keeps sending, then resumed (SIGCONT): the events sent meanwhile wait in
+ * its socket, and must be read, not judged lost. On resume libuv runs the
+ * timers that fell due before it reads the sockets (epoll_wait returns EINTR
+ * after a stop signal), so an idle timer that simply fired would abort the
+ * stream with those events unread, and resuming would report them as
+ * RETENTION loss once they outnumber the listener's retention.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { connect, createServer as createTcpServer, type Socket } from "node:net";
+import { fileURLToPath } from "node:url";
+import { Code, createTaskwireClient, type ExitEvent, watchExits } from "@taskwire/client";
+import { afterEach, describe, expect, it } from "vitest";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { eventually, type Running, sleep, startServer } from "./helpers.ts";
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** The child script bundled from its TypeScript (and the SDK's) sources with rolldown: Node runs no TypeScript. */
+async function bundledChild(): Promise<string> {
+  const { build } = await import("rolldown");
+  const out = await build({
+    input: fileURLToPath(new URL("./stall/watch-child.ts", import.meta.url)),
+    write: false,
+    platform: "node",
+    external: [/^node:/],
+    logLevel: "silent",
+    output: { format: "esm", codeSplitting: false },
+  });
+  const code = out.output[0].code;
+  const dir = new URL("../node_modules/.cache/taskwire/", import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  const file = new URL(`watch-child-${createHash("sha256").update(code).digest("hex").slice(0, 16)}.mjs`, dir);
+  writeFileSync(file, code);
+  return fileURLToPath(file);
+}
+
+/** The child's stdout lines, as they come. */
+function lines(child: ChildProcessWithoutNullStreams): string[] {
+  const seen: string[] = [];
+  let partial = "";
+  child.stdout.on("data", (d: Buffer) => {
+    const parts = (partial + d.toString()).split("\n");
+    partial = parts.pop()!;
+    seen.push(...parts);
+  });
+  return seen;
+}
+
+describe("watchExits across a stopped and resumed client process", () => {
+  it("reads what arrived while it was stopped: no reconnect, no RETENTION loss", async () => {
+    const script = await bundledChild();
+    const source = createSimSource({ cpus: 2, exitRate: 0, seed: 4 }) as SimSource;
+    const running: Running = await startServer(source);
+    cleanups.push(() => running.close());
+    // Retention keeps the last 64 events handed out; far more than that are sent while the client is stopped.
+    const { listenerId } = await running.client.register({ cpumask: "0-1", buffer: 64 });
+    const before = 20, during = 240;
+    const child = spawn(process.execPath, [script, running.url, listenerId, String(before + during)]);
+    cleanups.push(() => child.kill("SIGKILL"));
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const out = lines(child);
+    await eventually(() => out.includes("subscribed"), 20_000);
+    source.kernel.exitNow(before);
+    await eventually(() => out.includes(`accounted ${before}`), 10_000);
+
+    child.kill("SIGSTOP");
+    // Bursts smaller than the queue (64), so none overflows it: every event is handed out, into the socket.
+    for (let sent = 0; sent < during; sent += 24) {
+      source.kernel.exitNow(24);
+      await sleep(15);
+    }
+    const listener = () => running.server.listeners().find((l) => l.id === listenerId)!;
+    await eventually(() => listener().queueDepth === 0, 10_000);
+    expect(listener().produced).toBe(before + during);
+    await sleep(1200); // stopped for well over the 300 ms idle timeout
+    child.kill("SIGCONT");
+
+    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    expect(await Promise.race([exited, sleep(20_000).then(() => "timeout")])).toBe(0);
+    const result = JSON.parse(out[out.length - 1]!) as {
+      exits: number;
+      lost: Record<string, number>;
+      reconnects: number;
+    };
+    expect({ ...result, stderr }).toEqual({ exits: before + during, lost: {}, reconnects: 0, stderr: "" });
+    expect(listener().lost).toEqual({ "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 });
+  }, 60_000);
+});
+
+/** A TCP proxy that can go silent: what the server sends on the connections open now stops reaching the client. */
+async function silencingProxy(target: number): Promise<{ url: string; silence(): void; close(): Promise<void> }> {
+  const pairs: [Socket, Socket][] = [];
+  const server = createTcpServer((c) => {
+    const u = connect(target, "127.0.0.1");
+    for (const s of [c, u]) s.on("error", () => {});
+    c.pipe(u);
+    u.pipe(c);
+    pairs.push([c, u]);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    silence: () => {
+      for (const [c, u] of pairs.splice(0)) u.unpipe(c); // half-open: the client hears nothing more
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+describe("watchExits's idle watchdog", () => {
+  it("still judges a silent stream dead (after its wake-up check) and resumes it without loss", async () => {
+    const source = createSimSource({ cpus: 2, exitRate: 0, seed: 4 }) as SimSource;
+    const running: Running = await startServer(source);
+    cleanups.push(() => running.close());
+    const proxy = await silencingProxy(running.listening.port);
+    cleanups.push(() => proxy.close());
+    const client = createTaskwireClient(proxy.url);
+    const { listenerId } = await client.register({ cpumask: "0-1", buffer: 1000 });
+    const seen: ExitEvent[] = [];
+    const reconnects: { code: Code; at: number }[] = [];
+    let silencedAt = 0;
+    const ctl = new AbortController();
+    cleanups.push(() => ctl.abort());
+    const onSubscribed = () => {
+      if (seen.length === 0) source.kernel.exitNow(10);
+    };
+    const onReconnect = (r: { error: { code: Code } }) =>
+      reconnects.push({ code: r.error.code, at: Date.now() - silencedAt });
+    for await (
+      const ev of watchExits(client, { listenerId, heartbeatMs: 100, signal: ctl.signal, onSubscribed, onReconnect })
+    ) {
+      seen.push(ev);
+      if (seen.length === 10) {
+        proxy.silence();
+        silencedAt = Date.now();
+        source.kernel.exitNow(10); // sent into the silent connection: these come again on the resumed stream
+      }
+      if (seen.length === 20) break;
+    }
+    expect(seen.map((e) => Number(e.seq))).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(reconnects).toHaveLength(1);
+    expect(reconnects[0]!.code).toBe(Code.Unavailable);
+    // 300 ms idle, then a 300 ms check: judged dead after about 600 ms (bounded loosely for a loaded machine).
+    expect(reconnects[0]!.at).toBeGreaterThanOrEqual(550);
+    expect(reconnects[0]!.at).toBeLessThan(5000);
+  }, 30_000);
+});
+
+describe("watchExits's idle watchdog and a slow consumer", () => {
+  it("a consumer that holds an event for longer than the idle timeout does not make the stream dead", async () => {
+    const source = createSimSource({ cpus: 2, exitRate: 0, seed: 4 }) as SimSource;
+    const running: Running = await startServer(source);
+    cleanups.push(() => running.close());
+    const { listenerId } = await running.client.register({ cpumask: "0-1", buffer: 1000 });
+    const reconnects: Code[] = [];
+    const seen: ExitEvent[] = [];
+    const onSubscribed = () => {
+      if (seen.length === 0) source.kernel.exitNow(1);
+    };
+    const options = {
+      listenerId,
+      heartbeatMs: 100,
+      maxBatch: 1, // one event a message: the next is read only after the consumer took this one
+      onSubscribed,
+      onReconnect: (r: { error: { code: Code } }) => reconnects.push(r.error.code),
+    };
+    for await (const ev of watchExits(running.client, options)) {
+      seen.push(ev);
+      await sleep(800); // the stream would be judged dead after 300 ms + a 300 ms check of silence
+      if (seen.length === 3) break;
+      source.kernel.exitNow(1); // the next event, sent only now: on a stream judged dead it would never come
+    }
+    expect(seen.map((e) => Number(e.seq))).toEqual([1, 2, 3]);
+    expect(reconnects).toEqual([]);
+  }, 30_000);
+});
