@@ -27,7 +27,12 @@ async function withServer<T>(
   run: (url: string) => Promise<T>,
 ): Promise<T> {
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const server = createServer({ source, admission: NO_LIMITS, audit: createAuditLog({ write: () => {} }), ...(auth && { authenticator: auth }) });
+  const server = createServer({
+    source,
+    admission: NO_LIMITS,
+    audit: createAuditLog({ write: () => {} }),
+    ...(auth && { authenticator: auth }),
+  });
   const listening = await listenNode(server, { port: 0 });
   let running = produce;
   const tick = () => {
@@ -67,7 +72,13 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 export async function benchAuth(o: { rounds: number; windowMs: number }): Promise<string[][]> {
   const token = newToken();
   const file = join(mkdtempSync(join(tmpdir(), "taskwire-bench-auth-")), "auth.json");
-  writeFileSync(file, JSON.stringify({ principals: { bench: { roles: ["read", "subscribe"] } }, tokens: { [hashToken(token)]: "bench" } }));
+  writeFileSync(
+    file,
+    JSON.stringify({
+      principals: { bench: { roles: ["read", "subscribe"] } },
+      tokens: { [hashToken(token)]: "bench" },
+    }),
+  );
   const authenticator = createAuthenticator({ tokenFile: file });
   const measures = [
     ["unary GetInfo calls/s (16 in flight, Connect/HTTP/1.1)", unaryRate, false],

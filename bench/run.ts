@@ -45,7 +45,10 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
     "auth",
     async () => [[
       "authentication: the same server without and with bearer tokens, alternating rounds",
-      await benchAuth({ rounds: Number(process.env["BENCH_ROUNDS"] ?? 3), windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000) }),
+      await benchAuth({
+        rounds: Number(process.env["BENCH_ROUNDS"] ?? 3),
+        windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000),
+      }),
     ]],
   ],
 ];

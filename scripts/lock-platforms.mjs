@@ -10,7 +10,10 @@ import { readFileSync, writeFileSync } from "node:fs";
 const path = new URL("../package-lock.json", import.meta.url);
 const lock = JSON.parse(readFileSync(path, "utf8"));
 const OS = [["darwin", "darwin"], ["linux", "linux"], ["win32", "win32"], ["windows", "win32"], ["freebsd", "freebsd"]];
-const CPU = [["aarch64", "arm64"], ["arm64", "arm64"], ["x86_64", "x64"], ["x64", "x64"], ["armv7", "arm"], ["ia32", "ia32"]];
+const CPU = [["aarch64", "arm64"], ["arm64", "arm64"], ["x86_64", "x64"], ["x64", "x64"], ["armv7", "arm"], [
+  "ia32",
+  "ia32",
+]];
 
 function platformOf(name) {
   const os = OS.find(([k]) => name.includes(k))?.[1];
@@ -25,7 +28,11 @@ for (const [key, pkg] of Object.entries(lock.packages)) {
     if (lock.packages[depKey] || lock.packages[`${key}/${depKey}`]) continue;
     const p = platformOf(dep);
     if (!p) {
-      console.error(`lock-platforms: ${dep} (optional dependency of ${key || "the root"}) is missing and names no platform; not stubbing it`);
+      console.error(
+        `lock-platforms: ${dep} (optional dependency of ${
+          key || "the root"
+        }) is missing and names no platform; not stubbing it`,
+      );
       process.exitCode = 1;
       continue;
     }
@@ -33,6 +40,8 @@ for (const [key, pkg] of Object.entries(lock.packages)) {
     added++;
   }
 }
-lock.packages = Object.fromEntries(Object.entries(lock.packages).sort(([a], [b]) => (a === "" ? -1 : b === "" ? 1 : a.localeCompare(b))));
+lock.packages = Object.fromEntries(
+  Object.entries(lock.packages).sort(([a], [b]) => (a === "" ? -1 : b === "" ? 1 : a.localeCompare(b))),
+);
 writeFileSync(path, JSON.stringify(lock, null, 2) + "\n");
 console.log(`lock-platforms: added ${added} entries`);

@@ -16,8 +16,8 @@ import {
   createTaskwireClient,
   ListenerNotFoundError,
   RoleRequiredError,
-  type TaskwireClient,
   TaskNotFoundError,
+  type TaskwireClient,
   UnauthenticatedError,
   watchExits,
 } from "@taskwire/client";
@@ -26,7 +26,7 @@ import { type AuditEvent, createAuditLog } from "../src/auth/audit.ts";
 import { type Authenticator, createAuthenticator } from "../src/auth/authenticator.ts";
 import { createHostCheck } from "../src/auth/hosts.ts";
 import { hashToken, newToken } from "../src/auth/tokens.ts";
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually } from "./helpers.ts";
@@ -35,31 +35,77 @@ const dir = mkdtempSync(join(tmpdir(), "taskwire-auth-"));
 const tokens = { alice: newToken(), bob: newToken(), admin: newToken(), reader: newToken(), web: newToken() };
 const authFile = join(dir, "auth.json");
 function writeAuth(entries: Record<string, string>): void {
-  writeFileSync(authFile, JSON.stringify({
-    principals: {
-      alice: { roles: ["read", "subscribe"] },
-      bob: { roles: ["read", "subscribe"] },
-      admin: { roles: ["read", "subscribe", "admin"] },
-      reader: { roles: ["read"] },
-      "team-web": { roles: ["read", "subscribe"], uids: [1000] },
-    },
-    tokens: Object.fromEntries(Object.entries(entries).map(([name, t]) => [hashToken(t), name === "web" ? "team-web" : name])),
-  }));
+  writeFileSync(
+    authFile,
+    JSON.stringify({
+      principals: {
+        alice: { roles: ["read", "subscribe"] },
+        bob: { roles: ["read", "subscribe"] },
+        admin: { roles: ["read", "subscribe", "admin"] },
+        reader: { roles: ["read"] },
+        "team-web": { roles: ["read", "subscribe"], uids: [1000] },
+      },
+      tokens: Object.fromEntries(
+        Object.entries(entries).map(([name, t]) => [hashToken(t), name === "web" ? "team-web" : name]),
+      ),
+    }),
+  );
 }
 
 const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-function makeCertificates(): { serverCert: string; serverKey: string; ca: string; clientCert: string; clientKey: string; strangerCert: string; strangerKey: string } {
+function makeCertificates(): {
+  serverCert: string;
+  serverKey: string;
+  ca: string;
+  clientCert: string;
+  clientKey: string;
+  strangerCert: string;
+  strangerKey: string;
+} {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  openssl("req", "-x509", ...ec, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "server.key", "-out", "server.pem");
+  openssl(
+    "req",
+    "-x509",
+    ...ec,
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.pem",
+  );
   for (const [ca, client, cn] of [["ca", "client", "carol"], ["other-ca", "stranger", "mallory"]] as const) {
     openssl("req", "-x509", ...ec, "-days", "1", "-subj", `/CN=${ca}`, "-keyout", `${ca}.key`, "-out", `${ca}.pem`);
     openssl("req", ...ec, "-subj", `/CN=${cn}`, "-keyout", `${client}.key`, "-out", `${client}.csr`);
-    openssl("x509", "-req", "-in", `${client}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-days", "1", "-out", `${client}.pem`);
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      `${client}.csr`,
+      "-CA",
+      `${ca}.pem`,
+      "-CAkey",
+      `${ca}.key`,
+      "-CAcreateserial",
+      "-days",
+      "1",
+      "-out",
+      `${client}.pem`,
+    );
   }
   const r = (f: string) => readFileSync(join(dir, f), "utf8");
   return {
-    serverCert: r("server.pem"), serverKey: r("server.key"), ca: r("ca.pem"), clientCert: r("client.pem"), clientKey: r("client.key"),
-    strangerCert: r("stranger.pem"), strangerKey: r("stranger.key"),
+    serverCert: r("server.pem"),
+    serverKey: r("server.key"),
+    ca: r("ca.pem"),
+    clientCert: r("client.pem"),
+    clientKey: r("client.key"),
+    strangerCert: r("stranger.pem"),
+    strangerKey: r("stranger.key"),
   };
 }
 
@@ -74,7 +120,10 @@ beforeAll(async () => {
   writeAuth({ alice: tokens.alice, bob: tokens.bob, admin: tokens.admin, reader: tokens.reader, web: tokens.web });
   certs = makeCertificates();
   source = createSimSource({ cpus: 4, exitRate: 0, seed: 5 }) as SimSource;
-  authenticator = createAuthenticator({ tokenFile: authFile, clientCertificates: { defaultRoles: ["read", "subscribe"] } });
+  authenticator = createAuthenticator({
+    tokenFile: authFile,
+    clientCertificates: { defaultRoles: ["read", "subscribe"] },
+  });
   const audit = createAuditLog({ write: () => {} });
   const record = audit.record.bind(audit);
   audit.record = (e) => {
@@ -83,7 +132,10 @@ beforeAll(async () => {
   };
   const server = createServer({ source, authenticator, audit, hostAllowed: createHostCheck() });
   plain = await listenNode(server, { port: 0 });
-  tls = await listenNode(server, { port: 0, tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca } });
+  tls = await listenNode(server, {
+    port: 0,
+    tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca },
+  });
 }, 60_000);
 afterAll(async () => {
   await plain?.close();
@@ -128,20 +180,25 @@ describe.each(protocols)("over %s", (protocol) => {
   });
 
   it("keeps a listener its owner's: another principal gets NOT_FOUND for it; an admin sees and streams it", async () => {
-    const alice = client(protocol, tokens.alice), bob = client(protocol, tokens.bob), admin = client(protocol, tokens.admin);
+    const alice = client(protocol, tokens.alice),
+      bob = client(protocol, tokens.bob),
+      admin = client(protocol, tokens.admin);
     const { listenerId } = await alice.register({ cpumask: "0-3" });
-    for (const call of [
-      () => bob.deregister({ listenerId, cpumask: "0" }),
-      () => bob.register({ listenerId, cpumask: "1" }),
-      async () => {
-        for await (const _ of bob.subscribeExits({ listenerId })) break;
-      },
-    ]) {
+    for (
+      const call of [
+        () => bob.deregister({ listenerId, cpumask: "0" }),
+        () => bob.register({ listenerId, cpumask: "1" }),
+        async () => {
+          for await (const _ of bob.subscribeExits({ listenerId })) break;
+        },
+      ]
+    ) {
       const err = await failure(call());
       expect(err.code).toBe(Code.NotFound);
       expect(err).toBeInstanceOf(ListenerNotFoundError);
     }
-    const ids = async (c: TaskwireClient) => (await c.getInfo({ listeners: true })).listenerDetails.map((l) => l.listenerId);
+    const ids = async (c: TaskwireClient) =>
+      (await c.getInfo({ listeners: true })).listenerDetails.map((l) => l.listenerId);
     expect(await ids(bob)).not.toContain(listenerId);
     expect(await ids(alice)).toContain(listenerId);
     expect(await ids(admin)).toContain(listenerId);
@@ -169,7 +226,14 @@ describe("a uid-limited principal", () => {
     let ready = 0;
     const run = async (c: TaskwireClient, into: number[]) => {
       try {
-        for await (const ev of watchExits(c, { cpumask: "0-3", resume: false, signal: ctl.signal, onSubscribed: () => ready++ })) {
+        for await (
+          const ev of watchExits(c, {
+            cpumask: "0-3",
+            resume: false,
+            signal: ctl.signal,
+            onSubscribed: () => ready++,
+          })
+        ) {
           if (ev.event.case === "exit") into.push(ev.event.value.pidStats!.acUid!);
         }
       } catch { /* aborted */ }
@@ -211,7 +275,9 @@ describe("client certificates (mTLS)", () => {
   });
 
   it("the SDK's own tls option carries the CA and the client certificate", async () => {
-    const c = createTaskwireClient(tls.url, { tls: { ca: certs.serverCert, cert: certs.clientCert, key: certs.clientKey } });
+    const c = createTaskwireClient(tls.url, {
+      tls: { ca: certs.serverCert, cert: certs.clientCert, key: certs.clientKey },
+    });
     expect((await c.getInfo({})).principal).toBe("carol");
   });
 });
@@ -224,7 +290,9 @@ describe("the auth file", () => {
     expect((await client("connect", fresh).getInfo({})).principal).toBe("alice");
     expect((await failure(client("connect", tokens.bob).getInfo({}))).code).toBe(Code.Unauthenticated);
     writeFileSync(authFile, '{"principals": {"x": {"roles": ["root"]}}}');
-    expect(() => authenticator.reload()).toThrow(/principals.x.roles must be a list of "read", "subscribe", "admin", "metrics"/);
+    expect(() => authenticator.reload()).toThrow(
+      /principals.x.roles must be a list of "read", "subscribe", "admin", "metrics"/,
+    );
     expect((await client("connect", fresh).getInfo({})).principal).toBe("alice");
     writeAuth({ alice: tokens.alice, bob: tokens.bob, admin: tokens.admin, reader: tokens.reader, web: tokens.web });
     authenticator.reload();
@@ -232,7 +300,10 @@ describe("the auth file", () => {
 
   it.each([
     ['{"principals": {}, "tokens": {"abc": "x"}}', /tokens.abc must be a SHA-256 hash/],
-    [`{"principals": {}, "tokens": {"${"a".repeat(64)}": "nobody"}}`, /names "nobody", which is not under "principals"/],
+    [
+      `{"principals": {}, "tokens": {"${"a".repeat(64)}": "nobody"}}`,
+      /names "nobody", which is not under "principals"/,
+    ],
     ['{"principals": {"p": {"roles": ["read"], "uids": [-1]}}}', /principals.p.uids must be a list of uids/],
     ['{"users": {}}', /users is not a known key/],
     ["not json", /is not JSON/],
@@ -264,7 +335,12 @@ describe("the Host check (DNS rebinding)", () => {
     const session = connect(plain.url);
     try {
       const status = await new Promise<string>((resolve, reject) => {
-        const req = session.request({ ":method": "POST", ":path": "/taskwire.v1.TaskStats/GetInfo", ":authority": "evil.example", "content-type": "application/grpc" });
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/taskwire.v1.TaskStats/GetInfo",
+          ":authority": "evil.example",
+          "content-type": "application/grpc",
+        });
         req.on("response", (h) => resolve(String(h["grpc-status"])));
         req.on("error", reject);
         req.end();
@@ -277,7 +353,19 @@ describe("the Host check (DNS rebinding)", () => {
 
   it("answers to loopback names and configured ones only", () => {
     const check = createHostCheck(["taskwire.internal"]);
-    for (const ok of ["localhost", "localhost:7878", "127.0.0.1:1", "127.1.2.3", "[::1]:7878", "taskwire.internal:80", "a.localhost"]) expect(check(ok), ok).toBe(true);
-    for (const bad of ["evil.example", "127.0.0.1.evil.example", "", "[::2]", "localhost.evil.example"]) expect(check(bad), bad).toBe(false);
+    for (
+      const ok of [
+        "localhost",
+        "localhost:7878",
+        "127.0.0.1:1",
+        "127.1.2.3",
+        "[::1]:7878",
+        "taskwire.internal:80",
+        "a.localhost",
+      ]
+    ) expect(check(ok), ok).toBe(true);
+    for (const bad of ["evil.example", "127.0.0.1.evil.example", "", "[::2]", "localhost.evil.example"]) {
+      expect(check(bad), bad).toBe(false);
+    }
   });
 });

@@ -16,9 +16,16 @@ const root = new URL("..", import.meta.url).pathname;
 const bin = `${root}bin/taskwire.js`;
 const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-auth-"));
 
-async function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+async function run(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string; err: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)("node", [bin, ...args], { cwd: root, env: { ...process.env, TASKWIRE_TOKEN: "", ...env }, timeout: 30_000 });
+    const { stdout, stderr } = await promisify(execFile)("node", [bin, ...args], {
+      cwd: root,
+      env: { ...process.env, TASKWIRE_TOKEN: "", ...env },
+      timeout: 30_000,
+    });
     return { code: 0, out: stdout, err: stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -27,7 +34,10 @@ async function run(args: string[], env: Record<string, string> = {}): Promise<{ 
 }
 
 /** `taskwire token`'s token and the auth file entry it prints. */
-async function makeToken(principal: string, roles = "read,subscribe"): Promise<{ token: string; entry: { principals: object; tokens: object } }> {
+async function makeToken(
+  principal: string,
+  roles = "read,subscribe",
+): Promise<{ token: string; entry: { principals: object; tokens: object } }> {
   const r = await run(["token", "--principal", principal, "--roles", roles]);
   expect(r.code).toBe(0);
   const token = /token \(.*\): (\S+)/.exec(r.out)![1]!;
@@ -40,7 +50,9 @@ const authFile = join(dir, "auth.json");
 let ops: { token: string; entry: { principals: object; tokens: object } };
 
 beforeAll(async () => {
-  if (!existsSync(`${root}dist/src/cli/main.js`)) throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
+  if (!existsSync(`${root}dist/src/cli/main.js`)) {
+    throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
+  }
   ops = await makeToken("ops");
   writeFileSync(authFile, JSON.stringify(ops.entry));
   server = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0", "--token-file", authFile], root);
@@ -67,10 +79,13 @@ describe("a server with --token-file", () => {
     process.kill(server!.child.pid!, "SIGHUP");
     await eventually(() => /SIGHUP: kept the previous tokens: .*is not JSON/.test(stderr));
     expect((await run(["info", "--url", server!.url, "--token", ops.token])).code).toBe(0);
-    writeFileSync(authFile, JSON.stringify({
-      principals: { ...ops.entry.principals, ...fresh.entry.principals },
-      tokens: { ...ops.entry.tokens, ...fresh.entry.tokens },
-    }));
+    writeFileSync(
+      authFile,
+      JSON.stringify({
+        principals: { ...ops.entry.principals, ...fresh.entry.principals },
+        tokens: { ...ops.entry.tokens, ...fresh.entry.tokens },
+      }),
+    );
     process.kill(server!.child.pid!, "SIGHUP");
     await eventually(() => /SIGHUP: reloaded/.test(stderr));
     const team = await run(["info", "--json", "--url", server!.url, "--token", fresh.token]);
@@ -90,7 +105,17 @@ describe("serve refuses to expose the kernel's data without authentication", () 
   });
 
   it("with --allow-unauthenticated, serves and warns", async () => {
-    const child = spawn("node", [bin, "serve", "--source", "sim", "--host", "0.0.0.0", "--port", "0", "--allow-unauthenticated"], { cwd: root });
+    const child = spawn("node", [
+      bin,
+      "serve",
+      "--source",
+      "sim",
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "0",
+      "--allow-unauthenticated",
+    ], { cwd: root });
     let err = "";
     try {
       await new Promise<void>((resolve, reject) => {

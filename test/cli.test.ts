@@ -1,5 +1,5 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
-import { execFile, type ChildProcess } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,7 +12,10 @@ let url = "";
 
 async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)("node", [bin, ...args], { cwd: root, env: { ...process.env, TASKWIRE_URL: url } });
+    const { stdout, stderr } = await promisify(execFile)("node", [bin, ...args], {
+      cwd: root,
+      env: { ...process.env, TASKWIRE_URL: url },
+    });
     return { code: 0, out: stdout, err: stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -21,8 +24,19 @@ async function run(...args: string[]): Promise<{ code: number; out: string; err:
 }
 
 beforeAll(async () => {
-  if (!existsSync(`${root}dist/src/cli/main.js`)) throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
-  ({ url, child: server } = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0", "--sim-exit-rate", "400"], root));
+  if (!existsSync(`${root}dist/src/cli/main.js`)) {
+    throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
+  }
+  ({ url, child: server } = await spawnServer("node", [
+    bin,
+    "serve",
+    "--source",
+    "sim",
+    "--port",
+    "0",
+    "--sim-exit-rate",
+    "400",
+  ], root));
 });
 afterAll(() => {
   server.kill("SIGTERM");
@@ -76,6 +90,8 @@ describe("taskwire CLI", () => {
 
   it("serve --help lists the flags", async () => {
     const r = await run("serve", "--help");
-    for (const flag of ["--source", "--host", "--port", "--sim-cpus", "--sim-exit-rate", "--sim-seed"]) expect(r.out).toContain(flag);
+    for (const flag of ["--source", "--host", "--port", "--sim-cpus", "--sim-exit-rate", "--sim-seed"]) {
+      expect(r.out).toContain(flag);
+    }
   });
 });

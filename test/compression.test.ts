@@ -1,8 +1,8 @@
 /** Response compression is offered only when the server is given it (`--compress`); off by default. */
-import { createGrpcTransport, compressionGzip } from "@connectrpc/connect-node";
+import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
 import { createTaskwireClient } from "@taskwire/client";
 import { afterEach, describe, expect, it } from "vitest";
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 
@@ -10,7 +10,10 @@ let listening: Listening | undefined;
 afterEach(() => listening?.close());
 
 async function encodingSeen(compression: boolean): Promise<string | null> {
-  const server = createServer({ source: createSimSource({ cpus: 2, exitRate: 0 }), ...(compression && { compression: [compressionGzip] }) });
+  const server = createServer({
+    source: createSimSource({ cpus: 2, exitRate: 0 }),
+    ...(compression && { compression: [compressionGzip] }),
+  });
   listening = await listenNode(server, { port: 0 });
   // A stock client that accepts gzip (connect-node's default).
   const client = createTaskwireClient(listening.url, { transport: createGrpcTransport({ baseUrl: listening.url }) });

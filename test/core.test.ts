@@ -22,7 +22,11 @@ const listener = (capacity: number) =>
   new Listener<Rec, string>({ id: "l", capacity, policy: "drop-newest", ephemeral: false, owner: "t", now: 0, retain });
 const show = (items: readonly StreamItem<Rec, string>[]) =>
   items.map((i) =>
-    i.kind === "lost" ? `lost ${i.first}-${i.last} ${i.reason}` : i.kind === "retained" ? `${i.seq}:${i.payload}` : `${i.seq}`
+    i.kind === "lost"
+      ? `lost ${i.first}-${i.last} ${i.reason}`
+      : i.kind === "retained"
+      ? `${i.seq}:${i.payload}`
+      : `${i.seq}`
   );
 
 /** A feed the test drives by hand. */
@@ -33,7 +37,8 @@ function manualFeed(nbits = 4): ExitFeed<Rec> & { sink: ExitSink<Rec>; watched: 
     watched: new Set<number>(),
     closed: false,
     start: (sink: ExitSink<Rec>) => (feed.sink = sink),
-    watch: (cpus: readonly number[], on: boolean) => cpus.forEach((c) => (on ? feed.watched.add(c) : feed.watched.delete(c))),
+    watch: (cpus: readonly number[], on: boolean) =>
+      cpus.forEach((c) => (on ? feed.watched.add(c) : feed.watched.delete(c))),
     close: async () => {
       feed.closed = true;
     },
@@ -70,22 +75,35 @@ describe("retention", () => {
   });
 
   it("matches a plain array model for any pushes and resume points", () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 40 }), fc.array(fc.boolean(), { maxLength: 120 }), fc.nat(130), (cap, kinds, at) => {
-      const r = new Retention<Rec, string>(cap, retain);
-      const model: QueueItem<Rec>[] = [];
-      let seq = 0;
-      for (const lossy of kinds) {
-        const item: QueueItem<Rec> = lossy
-          ? { kind: "lost", first: seq + 1, last: seq + 2, reason: "kernel-overflow", cpu: 1 }
-          : { kind: "exit", seq: seq + 1, record: rec(seq + 1) };
-        seq += lossy ? 2 : 1;
-        r.push(item);
-        model.push(item);
-      }
-      const expected = model.slice(-cap).filter((i) => (i.kind === "lost" ? i.last : i.seq) > at)
-        .map((i) => (i.kind === "lost" && i.first <= at ? { ...i, first: at + 1 } : i));
-      expect(show(r.after(at))).toEqual(show(expected.map((i) => (i.kind === "exit" ? { kind: "retained", seq: i.seq, cpu: 0, payload: retain(i.record) } : i))));
-    }));
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 40 }),
+        fc.array(fc.boolean(), { maxLength: 120 }),
+        fc.nat(130),
+        (cap, kinds, at) => {
+          const r = new Retention<Rec, string>(cap, retain);
+          const model: QueueItem<Rec>[] = [];
+          let seq = 0;
+          for (const lossy of kinds) {
+            const item: QueueItem<Rec> = lossy
+              ? { kind: "lost", first: seq + 1, last: seq + 2, reason: "kernel-overflow", cpu: 1 }
+              : { kind: "exit", seq: seq + 1, record: rec(seq + 1) };
+            seq += lossy ? 2 : 1;
+            r.push(item);
+            model.push(item);
+          }
+          const expected = model.slice(-cap).filter((i) => (i.kind === "lost" ? i.last : i.seq) > at)
+            .map((i) => (i.kind === "lost" && i.first <= at ? { ...i, first: at + 1 } : i));
+          expect(show(r.after(at))).toEqual(
+            show(
+              expected.map((
+                i,
+              ) => (i.kind === "exit" ? { kind: "retained", seq: i.seq, cpu: 0, payload: retain(i.record) } : i)),
+            ),
+          );
+        },
+      ),
+    );
   });
 });
 
@@ -107,21 +125,23 @@ describe("listener resume", () => {
   });
 
   it("counts each seq as RETENTION loss at most once over any resumes", () => {
-    fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 1, max: 5 }), fc.nat(60)), { maxLength: 30 }), (steps) => {
-      const l = listener(4);
-      const reported = new Set<number>();
-      for (const [n, back] of steps) {
-        for (let i = 0; i < n; i++) {
-          l.deliver(rec(i));
-          l.take(10);
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 1, max: 5 }), fc.nat(60)), { maxLength: 30 }), (steps) => {
+        const l = listener(4);
+        const reported = new Set<number>();
+        for (const [n, back] of steps) {
+          for (let i = 0; i < n; i++) {
+            l.deliver(rec(i));
+            l.take(10);
+          }
+          const at = Math.max(0, l.handedOut - back);
+          for (const item of l.resumeAfter(at)) {
+            if (item.kind === "lost") { for (let s = item.first; s <= item.last; s++) reported.add(s); }
+          }
+          expect(l.lost.retention).toBe(reported.size);
         }
-        const at = Math.max(0, l.handedOut - back);
-        for (const item of l.resumeAfter(at)) {
-          if (item.kind === "lost") for (let s = item.first; s <= item.last; s++) reported.add(s);
-        }
-        expect(l.lost.retention).toBe(reported.size);
-      }
-    }));
+      }),
+    );
   });
 
   it("checkResume refuses a seq never sent and changes nothing", () => {
@@ -131,7 +151,11 @@ describe("listener resume", () => {
     expect(() => l.checkResume(2n)).toThrow(SeqOutOfRangeError);
     expect(() => l.checkResume(2n ** 64n - 1n)).toThrow(/after_seq 18446744073709551615 is beyond/);
     expect(() => l.checkResume(1n)).not.toThrow();
-    expect({ produced: l.produced, handedOut: l.handedOut, depth: l.queue.depth }).toEqual({ produced: 1, handedOut: 1, depth: 0 });
+    expect({ produced: l.produced, handedOut: l.handedOut, depth: l.queue.depth }).toEqual({
+      produced: 1,
+      handedOut: 1,
+      depth: 0,
+    });
   });
 
   it("a filter decides before a seq is taken: filtered records are not loss", () => {
@@ -169,7 +193,9 @@ describe("registry", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain, limits: { maxListeners: 1 } });
     reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "t" });
-    expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "t" })).toThrow(/limit of 1 listeners/);
+    expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "t" })).toThrow(
+      /limit of 1 listeners/,
+    );
     expect([...feed.watched]).toEqual([0]);
     expect(reg.stats().listeners).toBe(1);
   });
@@ -178,7 +204,11 @@ describe("registry", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain });
     const l = reg.create([2], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
-    const encode = { open: () => "open", batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","), heartbeat: () => "hb" };
+    const encode = {
+      open: () => "open",
+      batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
+      heartbeat: () => "hb",
+    };
     const sub = subscribe(reg, l, { maxBatch: 10, heartbeatMs: 60_000, signal: new AbortController().signal, encode });
     expect((await sub.next()).value).toBe("open");
     feed.sink.exit(rec(7, 2));
@@ -197,7 +227,11 @@ describe("subscription", () => {
     const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
     for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
     const ctl = new AbortController();
-    const encode = { open: () => "open", batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","), heartbeat: () => "hb" };
+    const encode = {
+      open: () => "open",
+      batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
+      heartbeat: () => "hb",
+    };
     const replay: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
     const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 20, signal: ctl.signal, encode, replay });
     const got: string[] = [];

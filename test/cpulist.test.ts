@@ -40,17 +40,38 @@ describe("parseCpulist (lib/bitmap-str.c bitmap_parselist)", () => {
   });
 
   it.each([
-    ["1-", "EINVAL"], ["-1", "EINVAL"], ["1-2-3", "EINVAL"], ["a", "EINVAL"], ["3-1", "EINVAL"],
-    ["0-3:0/0", "EINVAL"], ["0-3:3/2", "EINVAL"], ["0-3:1", "EINVAL"], ["1;2", "EINVAL"], ["8", "ERANGE"],
-    ["0-8", "ERANGE"], ["99999999999", "EOVERFLOW"], ["0x1", "EINVAL"], ["+1", "EINVAL"],
+    ["1-", "EINVAL"],
+    ["-1", "EINVAL"],
+    ["1-2-3", "EINVAL"],
+    ["a", "EINVAL"],
+    ["3-1", "EINVAL"],
+    ["0-3:0/0", "EINVAL"],
+    ["0-3:3/2", "EINVAL"],
+    ["0-3:1", "EINVAL"],
+    ["1;2", "EINVAL"],
+    ["8", "ERANGE"],
+    ["0-8", "ERANGE"],
+    ["99999999999", "EOVERFLOW"],
+    ["0x1", "EINVAL"],
+    ["+1", "EINVAL"],
     // A newline that the list goes on after is whitespace, and what follows must parse.
-    ["1,\nx", "EINVAL"], ["0-3:1/2\nx", "EINVAL"],
+    ["1,\nx", "EINVAL"],
+    ["0-3:1/2\nx", "EINVAL"],
     // Only the kernel's isspace() separates: a Unicode space is a byte it refuses.
-    ["\u00a01", "EINVAL"], ["1\u20032", "EINVAL"], ["1\u3000", "EINVAL"],
+    ["\u00a01", "EINVAL"],
+    ["1\u20032", "EINVAL"],
+    ["1\u3000", "EINVAL"],
     // end + 1 wraps to a group of 0 in unsigned int: EINVAL before the ERANGE check.
-    ["4294967295", "EINVAL"], ["0-4294967295", "EINVAL"],
+    ["4294967295", "EINVAL"],
+    ["0-4294967295", "EINVAL"],
   ])("refuses %j with %s", (text, errno) => {
-    const err = (() => { try { parseCpulist(text, 8); } catch (e) { return e; } })();
+    const err = (() => {
+      try {
+        parseCpulist(text, 8);
+      } catch (e) {
+        return e;
+      }
+    })();
     expect(err).toBeInstanceOf(CpulistError);
     expect((err as CpulistError).errno).toBe(errno);
     expect((err as CpulistError).message).toContain(JSON.stringify(text));
@@ -84,7 +105,9 @@ describe("formatCpulist", () => {
   it("is canonical: format(parse(x)) is a fixed point for any parseable x", () => {
     const token = fc.oneof(
       fc.integer({ min: 0, max: 63 }).map(String),
-      fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 0, max: 63 })).map(([a, b]) => `${Math.min(a, b)}-${Math.max(a, b)}`),
+      fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 0, max: 63 })).map(([a, b]) =>
+        `${Math.min(a, b)}-${Math.max(a, b)}`
+      ),
       fc.tuple(fc.integer({ min: 0, max: 31 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 8 }))
         .map(([a, u, g]) => `${a}-63:${Math.min(u, g)}/${g}`),
     );
@@ -96,14 +119,17 @@ describe("formatCpulist", () => {
 
   it("never throws anything but CpulistError on garbage", () => {
     const alphabet = fc.constantFrom(..."0123456789-,:/ N\nall\t;x".split(""));
-    fc.assert(fc.property(fc.oneof(fc.string(), fc.array(alphabet, { maxLength: 40 }).map((a) => a.join(""))), (text) => {
-      try {
-        const cpus = parseCpulist(text, 16);
-        expect(cpus.every((c) => Number.isInteger(c) && c >= 0 && c < 16)).toBe(true);
-      } catch (err) {
-        expect(err).toBeInstanceOf(CpulistError);
-      }
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.array(alphabet, { maxLength: 40 }).map((a) => a.join(""))), (text) => {
+        try {
+          const cpus = parseCpulist(text, 16);
+          expect(cpus.every((c) => Number.isInteger(c) && c >= 0 && c < 16)).toBe(true);
+        } catch (err) {
+          expect(err).toBeInstanceOf(CpulistError);
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 
@@ -112,22 +138,44 @@ describe("parseCpumask (kernel/taskstats.c parse + add_del_listener)", () => {
 
   it("is ERANGE past nr_cpu_ids, EINVAL below it but outside the possible set, as the kernel answers", () => {
     expect(() => parseCpumask("0-8", possible)).toThrow(expect.objectContaining({ errno: "ERANGE" }));
-    expect(() => parseCpumask("2", createPossibleCpus([0, 1, 4]))).toThrow(expect.objectContaining({ errno: "EINVAL" }));
+    expect(() => parseCpumask("2", createPossibleCpus([0, 1, 4]))).toThrow(
+      expect.objectContaining({ errno: "EINVAL" }),
+    );
   });
 
   it("echoes at most 64 characters of the mask, with its length, however long it is", () => {
     const big = createPossibleCpus([0, 1 << 20]); // a mask limit of 112 bytes: long masks are E2BIG without an echo
     for (const [text, errno] of [["7".repeat(5000) + "x", "EOVERFLOW"], [`${"0,".repeat(40)}x`, "EINVAL"]] as const) {
-      const wide = (() => { try { parseCpulist(text, 8); } catch (e) { return e as CpulistError; } })();
+      const wide = (() => {
+        try {
+          parseCpulist(text, 8);
+        } catch (e) {
+          return e as CpulistError;
+        }
+      })();
       expect(wide?.errno).toBe(errno);
       expect(wide!.message.length).toBeLessThan(400);
       expect(wide!.message).toContain(`(${text.length} characters)`);
     }
-    const e2big = (() => { try { parseCpumask("1".repeat(2 << 20), big); } catch (e) { return e as CpulistError; } })();
+    const e2big = (() => {
+      try {
+        parseCpumask("1".repeat(2 << 20), big);
+      } catch (e) {
+        return e as CpulistError;
+      }
+    })();
     expect(e2big?.errno).toBe("E2BIG");
     expect(e2big!.message.length).toBeLessThan(200);
-    const outside = (() => { try { parseCpumask(" 0,".repeat(30), createPossibleCpus([1])); } catch (e) { return e as CpulistError; } })();
-    expect(outside!.message).toMatch(/^cpumask " 0, 0,.*…" \(90 characters\): CPU 0 is not possible; possible CPUs are 1$/);
+    const outside = (() => {
+      try {
+        parseCpumask(" 0,".repeat(30), createPossibleCpus([1]));
+      } catch (e) {
+        return e as CpulistError;
+      }
+    })();
+    expect(outside!.message).toMatch(
+      /^cpumask " 0, 0,.*…" \(90 characters\): CPU 0 is not possible; possible CPUs are 1$/,
+    );
   });
 
   it("accepts a subset of the possible CPUs", () => {
@@ -147,7 +195,13 @@ describe("parseCpumask (kernel/taskstats.c parse + add_del_listener)", () => {
   it("refuses a mask longer than 100 + 6 x NR_CPUS bytes with E2BIG", () => {
     const max = 100 + 6 * 8; // including the NUL
     expect(parseCpumask("0,".repeat((max - 2) / 2).slice(0, max - 1), possible)).toEqual([0]);
-    const err = (() => { try { parseCpumask("0,".repeat(max), possible); } catch (e) { return e as CpulistError; } })();
+    const err = (() => {
+      try {
+        parseCpumask("0,".repeat(max), possible);
+      } catch (e) {
+        return e as CpulistError;
+      }
+    })();
     expect(err?.errno).toBe("E2BIG");
     expect(err?.message).toMatch(/over the limit of 148/);
   });

@@ -5,16 +5,27 @@
  */
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
-  Code, ConnectError, createTaskwireClient, ErrorReason, InvalidCpumaskError, InvalidRequestError, LimitExceededError,
-  ListenerNotFoundError, SeqOutOfRangeError, StreamTakenOverError, TaskNotFoundError, TaskwireError, toTaskwireError,
+  Code,
+  ConnectError,
+  createTaskwireClient,
+  ErrorReason,
+  InvalidCpumaskError,
+  InvalidRequestError,
+  LimitExceededError,
+  ListenerNotFoundError,
+  SeqOutOfRangeError,
+  StreamTakenOverError,
+  TaskNotFoundError,
   type TaskwireClient,
+  TaskwireError,
+  toTaskwireError,
 } from "@taskwire/client";
 import { connect as h2connect } from "node:http2";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTaskwireClient as createFetchClient } from "../clients/ts/src/mod.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, startServer, type Running } from "./helpers.ts";
+import { eventually, type Running, startServer } from "./helpers.ts";
 
 let running: Running;
 beforeAll(async () => {
@@ -37,8 +48,17 @@ const drain = (client: TaskwireClient, req: Parameters<TaskwireClient["subscribe
 
 const transports: [string, () => TaskwireClient][] = [
   ["Connect (the SDK's default)", () => running.client],
-  ["gRPC over h2c (a transport of your own)", () => createTaskwireClient(running.url, { transport: createGrpcTransport({ baseUrl: running.url }) })],
-  ["gRPC-Web", () => createTaskwireClient(running.url, { transport: createGrpcWebTransport({ baseUrl: running.url, httpVersion: "1.1" }) })],
+  [
+    "gRPC over h2c (a transport of your own)",
+    () => createTaskwireClient(running.url, { transport: createGrpcTransport({ baseUrl: running.url }) }),
+  ],
+  [
+    "gRPC-Web",
+    () =>
+      createTaskwireClient(running.url, {
+        transport: createGrpcWebTransport({ baseUrl: running.url, httpVersion: "1.1" }),
+      }),
+  ],
 ];
 
 describe.each(transports)("typed errors over %s", (_name, make) => {
@@ -47,9 +67,17 @@ describe.each(transports)("typed errors over %s", (_name, make) => {
     const task = await failure(client.getPid({ pid: 4_000_000 }));
     expect(task).toBeInstanceOf(TaskNotFoundError);
     expect(task).toBeInstanceOf(ConnectError);
-    expect(task).toMatchObject({ code: Code.NotFound, reason: ErrorReason.TASK_NOT_FOUND, pid: 4_000_000, tgid: undefined });
+    expect(task).toMatchObject({
+      code: Code.NotFound,
+      reason: ErrorReason.TASK_NOT_FOUND,
+      pid: 4_000_000,
+      tgid: undefined,
+    });
     expect((task as ConnectError).rawMessage).toBe("no live task with pid 4000000");
-    expect(await failure(client.getTgid({ tgid: 4_000_001 }))).toMatchObject({ tgid: 4_000_001, reason: ErrorReason.TASK_NOT_FOUND });
+    expect(await failure(client.getTgid({ tgid: 4_000_001 }))).toMatchObject({
+      tgid: 4_000_001,
+      reason: ErrorReason.TASK_NOT_FOUND,
+    });
 
     const mask = await failure(client.register({ cpumask: "0-99" }));
     expect(mask).toBeInstanceOf(InvalidCpumaskError);
@@ -73,9 +101,12 @@ describe.each(transports)("typed errors over %s", (_name, make) => {
       expect(past).toBeInstanceOf(SeqOutOfRangeError);
       expect(past).toMatchObject({ code: Code.OutOfRange });
       const first = failure(drain(client, { listenerId: reg.listenerId }));
-      await eventually(async () => (await client.getInfo({ listeners: true })).listenerDetails.some((l) => l.streaming));
+      await eventually(async () =>
+        (await client.getInfo({ listeners: true })).listenerDetails.some((l) => l.streaming)
+      );
       const ctl = new AbortController();
-      const second = client.subscribeExits({ listenerId: reg.listenerId }, { signal: ctl.signal })[Symbol.asyncIterator]();
+      const second = client.subscribeExits({ listenerId: reg.listenerId }, { signal: ctl.signal })
+        [Symbol.asyncIterator]();
       await second.next();
       const taken = await first;
       expect(taken).toBeInstanceOf(StreamTakenOverError);
@@ -121,7 +152,12 @@ describe.each(transports)("errors echo at most a bounded part of a request over 
 
   it("a 30 KB listener id is NOT_FOUND with an ErrorDetail, message and metadata clipped (unary and stream)", async () => {
     const client = make();
-    for (const call of [() => client.deregister({ listenerId: HUGE_ID, cpumask: "1" }), drain(client, { listenerId: HUGE_ID })]) {
+    for (
+      const call of [
+        () => client.deregister({ listenerId: HUGE_ID, cpumask: "1" }),
+        drain(client, { listenerId: HUGE_ID }),
+      ]
+    ) {
       const err = await failure(call);
       expect(err).toBeInstanceOf(ListenerNotFoundError);
       expect(err).toMatchObject({ code: Code.NotFound, reason: ErrorReason.LISTENER_NOT_FOUND });
@@ -135,7 +171,9 @@ describe.each(transports)("errors echo at most a bounded part of a request over 
     const client = make();
     const fields = await failure(drain(client, { cpumask: "0", fields: ["y".repeat(20_000), "z"] }));
     expect(fields).toBeInstanceOf(InvalidRequestError);
-    expect((fields as ConnectError).rawMessage).toMatch(/^unknown TaskStats field\(s\) "y{64}…" \(20000 characters\), "z" in fields/);
+    expect((fields as ConnectError).rawMessage).toMatch(
+      /^unknown TaskStats field\(s\) "y{64}…" \(20000 characters\), "z" in fields/,
+    );
     const mask = await failure(client.register({ cpumask: `${"0,".repeat(70)}x` })); // 141 bytes: within 100 + 6 x 8
     expect(mask).toBeInstanceOf(InvalidCpumaskError);
     expect((mask as ConnectError).rawMessage).toMatch(/^cpulist "(0,){32}…" \(141 characters\): expected a CPU number/);
@@ -155,7 +193,14 @@ describe("a request that does not decode gets an ErrorDetail too (INVALID_REQUES
 
   it.each([
     ["Connect, protobuf", () => corrupting("connect", JUNK).register({ cpumask: "0" })],
-    ["Connect, JSON", () => createFetchClient(running.url, { useBinaryFormat: false, fetch: (i, init) => fetch(i, { ...init, body: "{oops" }) }).register({ cpumask: "0" })],
+    [
+      "Connect, JSON",
+      () =>
+        createFetchClient(running.url, {
+          useBinaryFormat: false,
+          fetch: (i, init) => fetch(i, { ...init, body: "{oops" }),
+        }).register({ cpumask: "0" }),
+    ],
     ["Connect streaming", () => drain(corrupting("connect", enveloped(JUNK)), { cpumask: "0" })()],
     ["gRPC-Web", () => corrupting("grpc-web", enveloped(JUNK)).register({ cpumask: "0" })],
     ["gRPC-Web streaming", () => drain(corrupting("grpc-web", enveloped(JUNK)), { cpumask: "0" })()],
@@ -171,8 +216,16 @@ describe("a request that does not decode gets an ErrorDetail too (INVALID_REQUES
     const session = h2connect(running.url);
     try {
       const trailers = await new Promise<Headers>((resolve, reject) => {
-        const req = session.request({ ":method": "POST", ":path": `/taskwire.v1.TaskStats/${method}`, "content-type": "application/grpc", te: "trailers" });
-        req.on("trailers", (t) => resolve(new Headers(Object.entries(t).map(([k, v]): [string, string] => [k, String(v)]))));
+        const req = session.request({
+          ":method": "POST",
+          ":path": `/taskwire.v1.TaskStats/${method}`,
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        req.on(
+          "trailers",
+          (t) => resolve(new Headers(Object.entries(t).map(([k, v]): [string, string] => [k, String(v)]))),
+        );
         req.on("data", () => {});
         req.on("error", reject);
         req.end(enveloped(JUNK));

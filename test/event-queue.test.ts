@@ -3,8 +3,15 @@ import { describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createEventQueue, type QueueItem } from "../src/core/event-queue.ts";
 
-const rec = (n: number): ExitRecord => ({ cpu: 0, cpuSeq: n, pid: n, tgid: n, pidStats: { $typeName: "taskwire.kernel.v1.TaskStats" } });
-const describeItems = (items: QueueItem[]) => items.map((i) => (i.kind === "exit" ? i.seq : `lost ${i.first}-${i.last} ${i.reason}`));
+const rec = (n: number): ExitRecord => ({
+  cpu: 0,
+  cpuSeq: n,
+  pid: n,
+  tgid: n,
+  pidStats: { $typeName: "taskwire.kernel.v1.TaskStats" },
+});
+const describeItems = (items: QueueItem[]) =>
+  items.map((i) => (i.kind === "exit" ? i.seq : `lost ${i.first}-${i.last} ${i.reason}`));
 
 describe("event queue", () => {
   it("DROP_NEWEST keeps the oldest and reports the dropped seqs after them", () => {
@@ -45,28 +52,44 @@ describe("event queue", () => {
   });
 
   it("accounts for every seq exactly once, in order, under random pushes and takes (both policies)", () => {
-    const step = fc.oneof(fc.record({ push: fc.integer({ min: 1, max: 20 }) }), fc.record({ take: fc.integer({ min: 1, max: 20 }) }),
-      fc.record({ kernel: fc.integer({ min: 1, max: 5 }) }));
-    fc.assert(fc.property(fc.constantFrom("drop-newest" as const, "drop-oldest" as const), fc.integer({ min: 1, max: 8 }), fc.array(step, { maxLength: 80 }),
-      (policy, cap, steps) => {
-        const q = createEventQueue(cap, policy);
-        let produced = 0;
-        const seen: number[] = [];
-        const drain = (n: number) => {
-          for (const item of q.take(n)) {
-            if (item.kind === "exit") seen.push(item.seq);
-            else for (let s = item.first; s <= item.last; s++) seen.push(s);
+    const step = fc.oneof(
+      fc.record({ push: fc.integer({ min: 1, max: 20 }) }),
+      fc.record({ take: fc.integer({ min: 1, max: 20 }) }),
+      fc.record({ kernel: fc.integer({ min: 1, max: 5 }) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.constantFrom("drop-newest" as const, "drop-oldest" as const),
+        fc.integer({ min: 1, max: 8 }),
+        fc.array(step, { maxLength: 80 }),
+        (policy, cap, steps) => {
+          const q = createEventQueue(cap, policy);
+          let produced = 0;
+          const seen: number[] = [];
+          const drain = (n: number) => {
+            for (const item of q.take(n)) {
+              if (item.kind === "exit") seen.push(item.seq);
+              else for (let s = item.first; s <= item.last; s++) seen.push(s);
+            }
+          };
+          for (const s of steps) {
+            if ("push" in s) {
+              for (let i = 0; i < s.push; i++) {
+                produced++;
+                q.push(produced, rec(produced));
+              }
+            } else if ("kernel" in s) {
+              q.pushLoss(produced + 1, produced + s.kernel, "kernel-overflow", 0);
+              produced += s.kernel;
+            } else drain(s.take);
+            expect(q.depth).toBeLessThanOrEqual(cap);
+            expect(q.length).toBeLessThanOrEqual(2 * cap + 2 * steps.length + 1);
           }
-        };
-        for (const s of steps) {
-          if ("push" in s) for (let i = 0; i < s.push; i++) { produced++; q.push(produced, rec(produced)); }
-          else if ("kernel" in s) { q.pushLoss(produced + 1, produced + s.kernel, "kernel-overflow", 0); produced += s.kernel; }
-          else drain(s.take);
-          expect(q.depth).toBeLessThanOrEqual(cap);
-          expect(q.length).toBeLessThanOrEqual(2 * cap + 2 * steps.length + 1);
-        }
-        drain(Infinity);
-        expect(seen).toEqual(Array.from({ length: produced }, (_, i) => i + 1));
-      }), { numRuns: 500 });
+          drain(Infinity);
+          expect(seen).toEqual(Array.from({ length: produced }, (_, i) => i + 1));
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });

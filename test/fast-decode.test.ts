@@ -26,45 +26,68 @@ function outcome(fn: () => unknown): unknown {
 
 describe("fast decoding (SDK)", () => {
   it("decodes any TaskStats exactly as fromBinary does", () => {
-    fc.assert(fc.property(arbitraryStats, (s) => {
-      const bytes = toBinary(TaskStatsSchema, s);
-      expect(decodeFast(SdkTaskStats, bytes)).toStrictEqual(fromBinary(SdkTaskStats, bytes));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(arbitraryStats, (s) => {
+        const bytes = toBinary(TaskStatsSchema, s);
+        expect(decodeFast(SdkTaskStats, bytes)).toStrictEqual(fromBinary(SdkTaskStats, bytes));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("decodes any SubscribeExitsResponse exactly as fromBinary does", () => {
-    fc.assert(fc.property(arbitraryResponse, (r) => {
-      const bytes = toBinary(SubscribeExitsResponseSchema, r);
-      expect(decodeFast(SdkResponse, bytes)).toStrictEqual(fromBinary(SdkResponse, bytes));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(arbitraryResponse, (r) => {
+        const bytes = toBinary(SubscribeExitsResponseSchema, r);
+        expect(decodeFast(SdkResponse, bytes)).toStrictEqual(fromBinary(SdkResponse, bytes));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("keeps unknown fields and merges repeated message fields as fromBinary does", () => {
-    fc.assert(fc.property(arbitraryResponse, fc.array(fc.tuple(fc.integer({ min: 6, max: 9000 }), fc.uint8Array({ maxLength: 8 }))), (r, extra) => {
-      const w = new BinaryWriter();
-      w.raw(toBinary(SubscribeExitsResponseSchema, r));
-      for (const [no, data] of extra) w.tag(no, WireType.LengthDelimited).bytes(data);
-      // The same message twice: singular message fields (pid_stats) must merge, not replace.
-      w.raw(toBinary(SubscribeExitsResponseSchema, r));
-      const bytes = w.finish();
-      expect(decodeFast(SdkResponse, bytes)).toStrictEqual(fromBinary(SdkResponse, bytes));
-    }), { numRuns: 200 });
+    fc.assert(
+      fc.property(
+        arbitraryResponse,
+        fc.array(fc.tuple(fc.integer({ min: 6, max: 9000 }), fc.uint8Array({ maxLength: 8 }))),
+        (r, extra) => {
+          const w = new BinaryWriter();
+          w.raw(toBinary(SubscribeExitsResponseSchema, r));
+          for (const [no, data] of extra) w.tag(no, WireType.LengthDelimited).bytes(data);
+          // The same message twice: singular message fields (pid_stats) must merge, not replace.
+          w.raw(toBinary(SubscribeExitsResponseSchema, r));
+          const bytes = w.finish();
+          expect(decodeFast(SdkResponse, bytes)).toStrictEqual(fromBinary(SdkResponse, bytes));
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   it("fails where fromBinary fails, with its error", () => {
-    fc.assert(fc.property(arbitraryResponse, fc.nat(), fc.uint8Array({ minLength: 1, maxLength: 4 }), (r, at, junk) => {
-      const good = toBinary(SubscribeExitsResponseSchema, r);
-      const i = good.length === 0 ? 0 : at % good.length;
-      const bytes = new Uint8Array([...good.subarray(0, i), ...junk, ...good.subarray(i)]);
-      expect(outcome(() => decodeFast(SdkResponse, bytes))).toStrictEqual(outcome(() => fromBinary(SdkResponse, bytes)));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(arbitraryResponse, fc.nat(), fc.uint8Array({ minLength: 1, maxLength: 4 }), (r, at, junk) => {
+        const good = toBinary(SubscribeExitsResponseSchema, r);
+        const i = good.length === 0 ? 0 : at % good.length;
+        const bytes = new Uint8Array([...good.subarray(0, i), ...junk, ...good.subarray(i)]);
+        expect(outcome(() => decodeFast(SdkResponse, bytes))).toStrictEqual(
+          outcome(() => fromBinary(SdkResponse, bytes)),
+        );
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("rebuilds a message from the fields another type left unknown (the SDK's stream path)", () => {
-    fc.assert(fc.property(arbitraryResponse, (r) => {
-      const bytes = toBinary(SubscribeExitsResponseSchema, r);
-      const { $unknown = [] } = fromBinary(EmptySchema, bytes) as { $unknown?: { no: number; wireType: number; data: Uint8Array }[] };
-      expect(decodeFastFromFields(SdkResponse, $unknown)).toStrictEqual(fromBinary(SdkResponse, bytes));
-    }), { numRuns: 200 });
+    fc.assert(
+      fc.property(arbitraryResponse, (r) => {
+        const bytes = toBinary(SubscribeExitsResponseSchema, r);
+        const { $unknown = [] } = fromBinary(EmptySchema, bytes) as {
+          $unknown?: { no: number; wireType: number; data: Uint8Array }[];
+        };
+        expect(decodeFastFromFields(SdkResponse, $unknown)).toStrictEqual(fromBinary(SdkResponse, bytes));
+      }),
+      { numRuns: 200 },
+    );
   });
 });

@@ -3,26 +3,29 @@ import { createTaskwireClient } from "@taskwire/client";
 import fc from "fast-check";
 import { arbitraryStats } from "./arbitraries.ts";
 import { afterEach, describe, expect, it } from "vitest";
-import { TaskStatsSchema, type TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { ExitEventSchema, SubscribeExitsResponseSchema, type ExitEvent } from "../src/gen/taskwire/v1/taskstats_pb.ts";
+import { type TaskStats, TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { type ExitEvent, ExitEventSchema, SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { preEncodedBatch } from "../src/rpc/fast-binary/batch.ts";
 import { toExitEvent } from "../src/rpc/convert.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { maxStatsSize, writeStats } from "../src/rpc/fast-binary/task-stats.ts";
-import { createStatsVector, SLOT, SLOTS, toTaskStats, type StatsVector } from "../src/kernel/stats-vector.ts";
+import { createStatsVector, SLOT, SLOTS, type StatsVector, toTaskStats } from "../src/kernel/stats-vector.ts";
 import { TASKSTATS_FIELDS } from "../src/kernel/taskstats.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { collectExits, eventually, startServer, type Running } from "./helpers.ts";
+import { collectExits, eventually, type Running, startServer } from "./helpers.ts";
 
 describe("fast TaskStats encoding", () => {
   it("writes exactly the bytes toBinary writes, for any record", () => {
-    fc.assert(fc.property(arbitraryStats, (s) => {
-      const b = new Uint8Array(maxStatsSize(s));
-      const fast = b.subarray(0, writeStats(b, 0, s));
-      expect(fast).toEqual(toBinary(TaskStatsSchema, s));
-      expect(fromBinary(TaskStatsSchema, fast)).toEqual(fromBinary(TaskStatsSchema, toBinary(TaskStatsSchema, s)));
-    }), { numRuns: 500 });
+    fc.assert(
+      fc.property(arbitraryStats, (s) => {
+        const b = new Uint8Array(maxStatsSize(s));
+        const fast = b.subarray(0, writeStats(b, 0, s));
+        expect(fast).toEqual(toBinary(TaskStatsSchema, s));
+        expect(fromBinary(TaskStatsSchema, fast)).toEqual(fromBinary(TaskStatsSchema, toBinary(TaskStatsSchema, s)));
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 
@@ -40,20 +43,35 @@ const arbitraryVector: fc.Arbitrary<StatsVector> = fc.tuple(
 });
 
 const arbitraryVectorItem: fc.Arbitrary<QueueItem<ExitRecord>> = fc.record({
-  seq: fc.nat({ max: 2 ** 53 - 1 }), cpu: fc.nat({ max: 8191 }), pid: fc.nat({ max: 0xffffffff }), tgid: fc.nat({ max: 0xffffffff }),
-  pidVector: arbitraryVector, tgidVector: fc.option(arbitraryVector, { nil: undefined }),
+  seq: fc.nat({ max: 2 ** 53 - 1 }),
+  cpu: fc.nat({ max: 8191 }),
+  pid: fc.nat({ max: 0xffffffff }),
+  tgid: fc.nat({ max: 0xffffffff }),
+  pidVector: arbitraryVector,
+  tgidVector: fc.option(arbitraryVector, { nil: undefined }),
 }).map(({ seq, pidVector, tgidVector, ...r }) => ({
-  kind: "exit" as const, seq,
-  record: { ...r, cpuSeq: 0, pidVector, tgidVector, pidStats: toTaskStats(pidVector), tgidStats: tgidVector && toTaskStats(tgidVector) },
+  kind: "exit" as const,
+  seq,
+  record: {
+    ...r,
+    cpuSeq: 0,
+    pidVector,
+    tgidVector,
+    pidStats: toTaskStats(pidVector),
+    tgidStats: tgidVector && toTaskStats(tgidVector),
+  },
 }));
 
 describe("fast encoding from stats vectors", () => {
   it("writes exactly toBinary(toTaskStats(vector)), for any vector", () => {
-    fc.assert(fc.property(arbitraryVector, (v) => {
-      const b = new Uint8Array(maxStatsSize(v));
-      const end = writeStats(b, 0, v);
-      expect(b.subarray(0, end)).toEqual(toBinary(TaskStatsSchema, toTaskStats(v)));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(arbitraryVector, (v) => {
+        const b = new Uint8Array(maxStatsSize(v));
+        const end = writeStats(b, 0, v);
+        expect(b.subarray(0, end)).toEqual(toBinary(TaskStatsSchema, toTaskStats(v)));
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
@@ -62,29 +80,49 @@ const arbitraryItem: fc.Arbitrary<QueueItem<ExitRecord>> = fc.oneof(
   fc.record({
     seq: fc.nat({ max: 2 ** 53 - 1 }),
     record: fc.record({
-      cpu: fc.nat({ max: 8191 }), cpuSeq: fc.nat(), pid: fc.nat({ max: 0xffffffff }), tgid: fc.nat({ max: 0xffffffff }),
-      pidStats: arbitraryStats, tgidStats: fc.option(arbitraryStats, { nil: undefined }),
+      cpu: fc.nat({ max: 8191 }),
+      cpuSeq: fc.nat(),
+      pid: fc.nat({ max: 0xffffffff }),
+      tgid: fc.nat({ max: 0xffffffff }),
+      pidStats: arbitraryStats,
+      tgidStats: fc.option(arbitraryStats, { nil: undefined }),
     }),
   }).map((x) => ({ kind: "exit" as const, ...x })),
   fc.record({
-    first: fc.nat({ max: 2 ** 40 }), n: fc.nat({ max: 1000 }), cpu: fc.integer({ min: -1, max: 4095 }),
+    first: fc.nat({ max: 2 ** 40 }),
+    n: fc.nat({ max: 1000 }),
+    cpu: fc.integer({ min: -1, max: 4095 }),
     reason: fc.constantFrom("subscriber-overflow", "kernel-overflow", "retention", "restart"),
-  }).map(({ first, n, ...rest }) => ({ kind: "lost" as const, first: first + 1, last: first + 1 + n, ...rest }) as QueueItem<ExitRecord>),
+  }).map(({ first, n, ...rest }) =>
+    ({ kind: "lost" as const, first: first + 1, last: first + 1 + n, ...rest }) as QueueItem<ExitRecord>
+  ),
 );
 
 describe("pre-encoded batches", () => {
   it("decode to exactly the response built the ordinary way, for any items", () => {
-    fc.assert(fc.property(fc.array(arbitraryItem, { maxLength: 8 }), fc.nat({ max: 100_000 }), (items, queued) => {
-      const fast = toBinary(SubscribeExitsResponseSchema, preEncodedBatch(items, queued));
-      const ordinary = create(SubscribeExitsResponseSchema, { events: items.map((i) => toExitEvent(i)), queued });
-      expect(fromBinary(SubscribeExitsResponseSchema, fast)).toEqual(fromBinary(SubscribeExitsResponseSchema, toBinary(SubscribeExitsResponseSchema, ordinary)));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(fc.array(arbitraryItem, { maxLength: 8 }), fc.nat({ max: 100_000 }), (items, queued) => {
+        const fast = toBinary(SubscribeExitsResponseSchema, preEncodedBatch(items, queued));
+        const ordinary = create(SubscribeExitsResponseSchema, { events: items.map((i) => toExitEvent(i)), queued });
+        expect(fromBinary(SubscribeExitsResponseSchema, fast)).toEqual(
+          fromBinary(SubscribeExitsResponseSchema, toBinary(SubscribeExitsResponseSchema, ordinary)),
+        );
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("length-prefixes a record past 16 KiB (a 20,000-character comm)", () => {
     const stats = { $typeName: "taskwire.kernel.v1.TaskStats", acComm: "é".repeat(20_000), acPid: 7 } as TaskStats;
-    const item: QueueItem<ExitRecord> = { kind: "exit", seq: 1, record: { cpu: 3, cpuSeq: 1, pid: 7, tgid: 7, pidStats: stats } };
-    const decoded = fromBinary(SubscribeExitsResponseSchema, toBinary(SubscribeExitsResponseSchema, preEncodedBatch([item], 0)));
+    const item: QueueItem<ExitRecord> = {
+      kind: "exit",
+      seq: 1,
+      record: { cpu: 3, cpuSeq: 1, pid: 7, tgid: 7, pidStats: stats },
+    };
+    const decoded = fromBinary(
+      SubscribeExitsResponseSchema,
+      toBinary(SubscribeExitsResponseSchema, preEncodedBatch([item], 0)),
+    );
     expect(decoded.events[0]?.event.value).toMatchObject({ pid: 7, pidStats: { acComm: stats.acComm, acPid: 7 } });
   });
 });
@@ -97,7 +135,10 @@ describe("binary and JSON subscribers", () => {
     const source = createSimSource({ cpus: 4, exitRate: 0, seed: 8 }) as SimSource;
     running = await startServer(source);
     const json = createTaskwireClient(running.url, { useBinaryFormat: false });
-    const [a, b] = await Promise.all([collectExits(running.client, { cpumask: "0-3" }), collectExits(json, { cpumask: "0-3" })]);
+    const [a, b] = await Promise.all([
+      collectExits(running.client, { cpumask: "0-3" }),
+      collectExits(json, { cpumask: "0-3" }),
+    ]);
     source.kernel.exitNow(400);
     await eventually(() => a.events.length >= 400 && b.events.length >= 400);
     await Promise.all([a.stop(), b.stop()]);

@@ -18,13 +18,19 @@ function files(dir: string): string[] {
 
 describe("generated code", () => {
   it("matches what buf generate makes from proto/ now", () => {
-    const templates: [template: string, committed: string][] = [["buf.gen.yaml", "src/gen"], ["buf.gen.sdk.yaml", "clients/ts/src/gen"]];
+    const templates: [template: string, committed: string][] = [["buf.gen.yaml", "src/gen"], [
+      "buf.gen.sdk.yaml",
+      "clients/ts/src/gen",
+    ]];
     for (const [template, committed] of templates) {
       const out = join(tmp, committed.replace(/\//g, "_"));
       const text = readFileSync(join(root, template), "utf8").replace(`out: ${committed}`, `out: ${out}`);
       expect(text, `${template} writes ${committed}`).toContain(out);
       writeFileSync(join(tmp, template), text);
-      execFileSync(join(root, "node_modules/.bin/buf"), ["generate", "--template", join(tmp, template)], { cwd: root, stdio: "pipe" });
+      execFileSync(join(root, "node_modules/.bin/buf"), ["generate", "--template", join(tmp, template)], {
+        cwd: root,
+        stdio: "pipe",
+      });
       const want = files(out).map((f) => relative(out, f)).sort();
       const have = files(join(root, committed)).map((f) => relative(join(root, committed), f)).sort();
       expect(have, `${committed} has other files than proto/ generates; run npm run generate`).toEqual(want);

@@ -1,7 +1,13 @@
 /** Shared test helpers: a real server on an ephemeral loopback port, and an SDK client for it. */
-import { spawn, type ChildProcess } from "node:child_process";
-import { createTaskwireClient, watchExits, type ExitEvent, type TaskwireClient, type WatchExitsOptions } from "@taskwire/client";
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type ChildProcess, spawn } from "node:child_process";
+import {
+  createTaskwireClient,
+  type ExitEvent,
+  type TaskwireClient,
+  watchExits,
+  type WatchExitsOptions,
+} from "@taskwire/client";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions, type TaskwireServer } from "../src/server/server.ts";
 import type { Limits } from "../src/core/registry.ts";
 import type { TaskstatsSource } from "../src/sources/source.ts";
@@ -21,7 +27,13 @@ export async function startServer(
 ): Promise<Running> {
   const server = createServer({ source, limits, ...extra });
   const listening = await listenNode(server, { host: "127.0.0.1", port: 0 });
-  return { server, listening, url: listening.url, client: createTaskwireClient(listening.url), close: () => listening.close() };
+  return {
+    server,
+    listening,
+    url: listening.url,
+    client: createTaskwireClient(listening.url),
+    close: () => listening.close(),
+  };
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -43,20 +55,35 @@ export interface Collecting {
 }
 
 /** Subscribes with watchExits and resolves once the server has confirmed the subscription. */
-export async function collectExits(client: TaskwireClient, options: Omit<WatchExitsOptions, "signal" | "onSubscribed">): Promise<Collecting> {
+export async function collectExits(
+  client: TaskwireClient,
+  options: Omit<WatchExitsOptions, "signal" | "onSubscribed">,
+): Promise<Collecting> {
   const ctl = new AbortController();
   const events: ExitEvent[] = [];
   let subscribed!: () => void;
   const ready = new Promise<void>((r) => (subscribed = r));
   const done = (async () => {
     try {
-      for await (const ev of watchExits(client, { ...options, signal: ctl.signal, onSubscribed: () => subscribed() } as WatchExitsOptions)) events.push(ev);
+      for await (
+        const ev of watchExits(client, {
+          ...options,
+          signal: ctl.signal,
+          onSubscribed: () => subscribed(),
+        } as WatchExitsOptions)
+      ) events.push(ev);
     } catch {
       // aborted by stop()
     }
   })();
   await Promise.race([ready, done]);
-  return { events, stop: async () => { ctl.abort(); await done; } };
+  return {
+    events,
+    stop: async () => {
+      ctl.abort();
+      await done;
+    },
+  };
 }
 
 /**
@@ -64,7 +91,11 @@ export async function collectExits(client: TaskwireClient, options: Omit<WatchEx
  * its URL and the runtime it names once it says where it listens. `stop()` ends
  * the whole group: launchers such as `bun run start` do not pass signals on.
  */
-export async function spawnServer(bin: string, args: string[], cwd: string): Promise<{ url: string; runtime: string; child: ChildProcess; stop: () => void }> {
+export async function spawnServer(
+  bin: string,
+  args: string[],
+  cwd: string,
+): Promise<{ url: string; runtime: string; child: ChildProcess; stop: () => void }> {
   const child = spawn(bin, args, { cwd, detached: true });
   const { url, runtime } = await new Promise<{ url: string; runtime: string }>((resolve, reject) => {
     let err = "";
@@ -83,4 +114,27 @@ export async function spawnServer(bin: string, args: string[], cwd: string): Pro
     }
   };
   return { url, runtime, child, stop };
+}
+
+/**
+ * startServer with listen options as well (transport limits). For tests whose
+ * client shares this process's event loop and opens many connections at once:
+ * on a loaded machine it may take longer than the default header timeout to
+ * send them, and the server then resets them.
+ */
+export async function startServerListening(
+  source: TaskstatsSource,
+  limits: Partial<Limits>,
+  extra: Omit<ServerOptions, "source" | "limits">,
+  listen: Omit<NonNullable<Parameters<typeof listenNode>[1]>, "host" | "port">,
+): Promise<Running> {
+  const server = createServer({ source, limits, ...extra });
+  const listening = await listenNode(server, { ...listen, host: "127.0.0.1", port: 0 });
+  return {
+    server,
+    listening,
+    url: listening.url,
+    client: createTaskwireClient(listening.url),
+    close: () => listening.close(),
+  };
 }

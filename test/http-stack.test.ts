@@ -7,13 +7,13 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { request as h1request } from "node:http";
-import { connect as h2connect, type ClientHttp2Session } from "node:http2";
+import { type ClientHttp2Session, connect as h2connect } from "node:http2";
 import { request as h1srequest } from "node:https";
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 
@@ -25,8 +25,23 @@ let ca: string;
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
   execFileSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    join(dir, "key.pem"),
+    "-out",
+    join(dir, "cert.pem"),
   ], { stdio: "pipe" });
   ca = readFileSync(join(dir, "cert.pem"), "utf8");
   const make = () => createServer({ source: createSimSource({ cpus: 2, exitRate: 0 }), corsOrigins: [ALLOWED] });
@@ -156,7 +171,12 @@ describe("the plaintext port's protocol sniffer", () => {
   });
 
   it("survives connections reset before, during and after the preface", async () => {
-    const resets = [Buffer.alloc(0), Buffer.from("PRI * HTTP/2"), Buffer.from("GET /healthz HTTP/1.1\r\nhost"), PREFACE];
+    const resets = [
+      Buffer.alloc(0),
+      Buffer.from("PRI * HTTP/2"),
+      Buffer.from("GET /healthz HTTP/1.1\r\nhost"),
+      PREFACE,
+    ];
     for (let i = 0; i < 60; i++) {
       await new Promise<void>((resolve) => {
         const s = tcpConnect(plain.port, "127.0.0.1", () => {
@@ -175,13 +195,20 @@ describe("the plaintext port's protocol sniffer", () => {
 
 describe("real gRPC", () => {
   it("over HTTP/1.1 gets a 415 that says what to use", async () => {
-    const res = await viaH1(false)("POST", "/taskwire.v1.TaskStats/GetInfo", { "content-type": "application/grpc" }, "");
+    const res = await viaH1(false)(
+      "POST",
+      "/taskwire.v1.TaskStats/GetInfo",
+      { "content-type": "application/grpc" },
+      "",
+    );
     expect(res.status).toBe(415);
     expect(res.body).toMatch(/HTTP\/2/);
   });
 
   it("to an unknown method over h2c gets UNIMPLEMENTED", async () => {
-    const res = await viaH2(false, sessions)("POST", "/taskwire.v1.TaskStats/Nope", { "content-type": "application/grpc" }, "");
+    const res = await viaH2(false, sessions)("POST", "/taskwire.v1.TaskStats/Nope", {
+      "content-type": "application/grpc",
+    }, "");
     expect(res.headers["grpc-status"]).toBe("12");
   });
 });

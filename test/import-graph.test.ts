@@ -84,7 +84,9 @@ describe("import graph", () => {
   const core = [...server.keys()].filter((f) => f.startsWith("src/core/"));
 
   it("the core exists and was scanned", () => {
-    expect(core).toEqual(expect.arrayContaining(["src/core/listener.ts", "src/core/registry.ts", "src/core/retention.ts"]));
+    expect(core).toEqual(
+      expect.arrayContaining(["src/core/listener.ts", "src/core/registry.ts", "src/core/retention.ts"]),
+    );
   });
 
   it.each(core)("%s reaches no generated code, Connect, hono or protobuf", (file) => {
@@ -95,7 +97,9 @@ describe("import graph", () => {
   });
 
   it("the core imports only the core and the pure kernel helpers", () => {
-    const outside = [...new Set(core.flatMap((f) => [...reachable(server, f)]))].filter((m) => !m.startsWith("src/core/"));
+    const outside = [...new Set(core.flatMap((f) => [...reachable(server, f)]))].filter((m) =>
+      !m.startsWith("src/core/")
+    );
     expect(outside.sort()).toEqual(["src/kernel/cpulist.ts", "src/kernel/listener-table.ts"]);
   });
 

@@ -6,7 +6,7 @@ import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { startServer, type Running } from "./helpers.ts";
+import { type Running, startServer } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const buf = `${root}node_modules/.bin/buf`;
@@ -24,7 +24,14 @@ beforeAll(async () => {
 afterAll(() => running.close());
 
 async function curl(method: string, data: object): Promise<{ code: number; out: string; err: string }> {
-  const args = ["curl", "--schema", "proto", "--data", JSON.stringify(data), `${running.url}/taskwire.v1.TaskStats/${method}`];
+  const args = [
+    "curl",
+    "--schema",
+    "proto",
+    "--data",
+    JSON.stringify(data),
+    `${running.url}/taskwire.v1.TaskStats/${method}`,
+  ];
   try {
     const { stdout, stderr } = await promisify(execFile)(buf, args, { cwd: root });
     return { code: 0, out: stdout, err: stderr };
@@ -36,7 +43,11 @@ async function curl(method: string, data: object): Promise<{ code: number; out: 
 
 describe("an independent Connect client built from proto/ only (buf curl)", () => {
   it("calls GetInfo, GetPid, GetTgid", async () => {
-    expect(JSON.parse((await curl("GetInfo", {})).out)).toMatchObject({ source: "sim", possibleCpus: "0-7", taskstatsVersion: 16 });
+    expect(JSON.parse((await curl("GetInfo", {})).out)).toMatchObject({
+      source: "sim",
+      possibleCpus: "0-7",
+      taskstatsVersion: 16,
+    });
     const pid = JSON.parse((await curl("GetPid", { pid: livePid })).out);
     expect(pid.stats.acPid).toBe(livePid);
     const tgid = JSON.parse((await curl("GetTgid", { tgid: pid.stats.acTgid })).out);
@@ -55,7 +66,14 @@ describe("an independent Connect client built from proto/ only (buf curl)", () =
   });
 
   it("streams SubscribeExits", async () => {
-    const child = spawn(buf, ["curl", "--schema", "proto", "--data", JSON.stringify({ cpumask: "0-7" }), `${running.url}/taskwire.v1.TaskStats/SubscribeExits`], { cwd: root });
+    const child = spawn(buf, [
+      "curl",
+      "--schema",
+      "proto",
+      "--data",
+      JSON.stringify({ cpumask: "0-7" }),
+      `${running.url}/taskwire.v1.TaskStats/SubscribeExits`,
+    ], { cwd: root });
     let out = "";
     let produced = false;
     await new Promise<void>((resolve, reject) => {

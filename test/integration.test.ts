@@ -1,7 +1,7 @@
-import { Code, ConnectError, LossReason, OverflowPolicy, watchExits, type ExitEvent } from "@taskwire/client";
+import { Code, ConnectError, type ExitEvent, LossReason, OverflowPolicy, watchExits } from "@taskwire/client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, sleep, startServer, type Running } from "./helpers.ts";
+import { eventually, type Running, sleep, startServerListening } from "./helpers.ts";
 
 let running: Running | undefined;
 afterEach(async () => {
@@ -12,9 +12,11 @@ afterEach(async () => {
 async function start(sim: Parameters<typeof createSimSource>[0] = {}, limits = {}) {
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 1, ...sim });
   // Some tests open a thousand streams from this one (anonymous) client: admission is tested elsewhere.
-  running = await startServer(source, { maxListenersPerPrincipal: 4096, ...limits }, {
+  // Their thousand HTTP/1.1 connections share this loop with the server: on a loaded machine sending all their
+  // headers can outlast the default 10 s header timeout (the server then resets them), so the timeouts are generous.
+  running = await startServerListening(source, { maxListenersPerPrincipal: 4096, ...limits }, {
     admission: { maxStreams: 4096, maxStreamsPerPrincipal: 4096 },
-  });
+  }, { headerTimeoutMs: 120_000, requestTimeoutMs: 120_000 });
   return { ...running, source: source as SimSource };
 }
 
@@ -66,7 +68,9 @@ describe("unary methods through the SDK", () => {
     const err = await errorOf(client.register({ cpumask: "0-4096" }));
     expect(err.code).toBe(Code.InvalidArgument);
     expect(err.rawMessage).toContain("possible CPUs are 0-7");
-    expect((await errorOf(client.register({ cpumask: "1-" }))).rawMessage).toMatch(/cpulist "1-": expected a CPU number/);
+    expect((await errorOf(client.register({ cpumask: "1-" }))).rawMessage).toMatch(
+      /cpulist "1-": expected a CPU number/,
+    );
     expect((await errorOf(client.register({ cpumask: "" }))).rawMessage).toMatch(/cpumask is empty/);
     expect(await codeOf(client.register({ cpumask: "0,".repeat(100) }))).toBe(Code.InvalidArgument); // E2BIG
   });
@@ -128,7 +132,8 @@ describe("SubscribeExits through the SDK", () => {
     // can send it. The bound is generous (a first call on a loaded machine can take a while), not 1 s of wall clock.
     const ctl = new AbortController();
     const t0 = Date.now();
-    const opening = await client.subscribeExits({ cpumask: "0", heartbeatMs: 600_000 }, { signal: ctl.signal })[Symbol.asyncIterator]().next();
+    const opening = await client.subscribeExits({ cpumask: "0", heartbeatMs: 600_000 }, { signal: ctl.signal })
+      [Symbol.asyncIterator]().next();
     const at = Date.now() - t0;
     ctl.abort();
     expect(opening.done).toBe(false);
@@ -149,7 +154,8 @@ describe("SubscribeExits through the SDK", () => {
   it("an ephemeral listener lives exactly as long as its stream", async () => {
     const { client } = await start({ exitRate: 100 });
     const ctl = new AbortController();
-    const it = watchExits(client, { cpumask: "0-7", resume: false, signal: ctl.signal, onSubscribed: () => {} })[Symbol.asyncIterator]();
+    const it = watchExits(client, { cpumask: "0-7", resume: false, signal: ctl.signal, onSubscribed: () => {} })
+      [Symbol.asyncIterator]();
     const first = it.next();
     await eventually(async () => (await client.getInfo({})).listeners === 1);
     expect((await client.getInfo({})).streams).toBe(1);
@@ -168,7 +174,14 @@ describe("SubscribeExits through the SDK", () => {
     const ctls = Array.from({ length: 1000 }, () => new AbortController());
     const runs = ctls.map(async (ctl, i) => {
       try {
-        for await (const _ of watchExits(client, { cpumask: String(i % 8), heartbeatMs: 1000, resume: false, signal: ctl.signal })) { /* drain */ }
+        for await (
+          const _ of watchExits(client, {
+            cpumask: String(i % 8),
+            heartbeatMs: 1000,
+            resume: false,
+            signal: ctl.signal,
+          })
+        ) { /* drain */ }
       } catch { /* aborted */ }
     });
     // Slow under a loaded suite (client and server share this event loop); the point is the cleanup below.
@@ -212,7 +225,8 @@ describe("SubscribeExits through the SDK", () => {
     })());
     await eventually(async () => (await client.getInfo({})).streams === 1);
     const ctl = new AbortController();
-    const second = client.subscribeExits({ listenerId: reg.listenerId }, { signal: ctl.signal })[Symbol.asyncIterator]();
+    const second = client.subscribeExits({ listenerId: reg.listenerId }, { signal: ctl.signal })
+      [Symbol.asyncIterator]();
     await second.next();
     expect(await first).toBe(Code.Aborted);
     ctl.abort();
@@ -227,11 +241,22 @@ describe("observability", () => {
     const info = await client.getInfo({ listeners: true });
     expect(info.listenerDetails).toHaveLength(1);
     const l = info.listenerDetails[0]!;
-    expect(l).toMatchObject({ listenerId: reg.listenerId, cpumask: "0-7", streaming: false, queueDepth: 100, queueCapacity: 100, produced: 500n, delivered: 0n });
+    expect(l).toMatchObject({
+      listenerId: reg.listenerId,
+      cpumask: "0-7",
+      streaming: false,
+      queueDepth: 100,
+      queueCapacity: 100,
+      produced: 500n,
+      delivered: 0n,
+    });
     expect(l.lostSubscriberOverflow).toBe(400n);
     expect(info.subscriberDrops).toBe(400n);
     expect((await client.getInfo({})).listenerDetails).toEqual([]);
-    await eventually(async () => (await client.getInfo({ listeners: true })).listenerDetails[0]!.eventsPerSecond > 0, 10_000); // sampled every second
+    await eventually(
+      async () => (await client.getInfo({ listeners: true })).listenerDetails[0]!.eventsPerSecond > 0,
+      10_000,
+    ); // sampled every second
   });
 });
 

@@ -39,14 +39,18 @@ describe("listener table", () => {
   });
 
   it("matches a naive model under random operations", () => {
-    const op = fc.record({ add: fc.boolean(), who: fc.integer({ min: 0, max: 5 }), cpus: fc.uniqueArray(fc.integer({ min: 0, max: 15 }), { maxLength: 6 }) });
+    const op = fc.record({
+      add: fc.boolean(),
+      who: fc.integer({ min: 0, max: 5 }),
+      cpus: fc.uniqueArray(fc.integer({ min: 0, max: 15 }), { maxLength: 6 }),
+    });
     fc.assert(fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
       const t = createListenerTable<number>(16);
       const model = new Map<number, Set<number>>();
       for (const o of ops) {
         const before = new Set([...model.values()].flatMap((s) => [...s]));
         const mine = model.get(o.who) ?? new Set<number>();
-        for (const c of o.cpus) (o.add ? mine.add(c) : mine.delete(c));
+        for (const c of o.cpus) o.add ? mine.add(c) : mine.delete(c);
         model.set(o.who, mine);
         const after = new Set([...model.values()].flatMap((s) => [...s]));
         const change = o.add ? t.add(o.who, o.cpus) : t.remove(o.who, o.cpus);

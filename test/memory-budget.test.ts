@@ -1,10 +1,12 @@
 /**
  * The memory budget: the core's accounting on its own (every charge given
  * back once everything is taken or removed; a full budget drops with exact
- * loss; per-owner shares), then attacks on a real server in this process
- * (the sim source, loopback only): streams that never read with the largest
- * buffers, and thousands of Registers without a stream. Under attack the
- * process's RSS stays within the budget plus a base measured first, /healthz
+ * loss; per-owner shares; records held apart are unshared), then attacks on
+ * a real server in this process (the sim source, loopback only; streams that
+ * never read come from a child process, so what is measured here is the
+ * server's): streams that never read with the largest buffers, and thousands
+ * of Registers without a stream. Under attack live memory stays within the
+ * budget and RSS within the budget plus a base measured first, /healthz
  * answers, new listeners are refused naming the budget, and a well-behaved
  * subscriber beside them still gets every seq as an event or inside exactly
  * one loss marker.
@@ -18,9 +20,9 @@ import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { createMemoryBudget, formatBytes, parseBytes, parseShare } from "../src/core/budget.ts";
 import { LimitExceededError } from "../src/core/errors.ts";
-import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES, type QueueItem } from "../src/core/event-queue.ts";
+import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
-import { createRegistry, CPU_ENTRY_BYTES, type ExitFeed, type ExitSink, LISTENER_BYTES } from "../src/core/registry.ts";
+import { CPU_ENTRY_BYTES, createRegistry, type ExitFeed, type ExitSink, LISTENER_BYTES } from "../src/core/registry.ts";
 import { subscribe } from "../src/core/subscription.ts";
 import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -42,7 +44,7 @@ const retain = (r: Rec) => `payload ${r.n}`;
 function seqsOf(items: readonly { kind: string; seq?: number; first?: number; last?: number }[]): number[] {
   const out: number[] = [];
   for (const i of items) {
-    if (i.kind === "lost") for (let s = i.first!; s <= i.last!; s++) out.push(s);
+    if (i.kind === "lost") { for (let s = i.first!; s <= i.last!; s++) out.push(s); }
     else out.push(i.seq!);
   }
   return out;
@@ -181,7 +183,9 @@ describe("queue and listener accounting", () => {
       fc.property(
         fc.integer({ min: 1, max: 20 }),
         fc.integer({ min: 200, max: 20_000 }),
-        fc.array(fc.tuple(fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 6 }), fc.nat(30)), { maxLength: 40 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 6 }), fc.nat(30)), {
+          maxLength: 40,
+        }),
         (capacity, limit, steps) => {
           const budget = createMemoryBudget({ limit });
           const l = new Listener<Rec, string>({
@@ -282,7 +286,12 @@ describe("records held apart", () => {
       memory: serverMemory({ memoryBudget: 64 * MiB }),
     });
     try {
-      const l = reg.create([0, 1, 2, 3, 4, 5, 6, 7], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
+      const l = reg.create([0, 1, 2, 3, 4, 5, 6, 7], {
+        buffer: 1 << 20,
+        policy: "drop-newest",
+        ephemeral: false,
+        owner: "a",
+      });
       l.filter = compileFilter(create(ExitFilterSchema, { nonzeroExit: true })); // about one exit in sixteen
       await source.synced();
       const before = live();
@@ -357,7 +366,9 @@ describe("registry accounting", () => {
       }
     })();
     expect(err).toBeInstanceOf(LimitExceededError);
-    expect((err as Error).message).toMatch(/memory budget of 64 KiB \(--memory-budget\) has no room for another listener/);
+    expect((err as Error).message).toMatch(
+      /memory budget of 64 KiB \(--memory-budget\) has no room for another listener/,
+    );
     expect({ used: budget.used, stats: reg.stats() }).toEqual(before);
   });
 
@@ -385,10 +396,12 @@ describe("registry accounting", () => {
 const BUDGET = 64 * MiB;
 /**
  * What RSS may grow past the base besides the budget: garbage the collector
- * has not yet returned, and transport buffers outside the budget (each
- * stalled stream's batch in the HTTP/2 session's queue).
+ * has not collected yet (measured: RSS grows 65-85 MiB past the base under
+ * these floods while live memory grows 2-45 MiB), and transport buffers
+ * outside the budget. Without the budget the first attack takes RSS up by
+ * about 700 MiB in the same 8 s.
  */
-const SLACK = 48 * MiB;
+const SLACK = 64 * MiB;
 
 let running: Running | undefined;
 afterEach(async () => {
@@ -477,7 +490,11 @@ async function wellBehaved(r: Running) {
   const done = (async () => {
     try {
       for await (
-        const ev of watchExits(r.client, { listenerId: reg.listenerId, signal: ctl.signal, onSubscribed: () => subscribed() })
+        const ev of watchExits(r.client, {
+          listenerId: reg.listenerId,
+          signal: ctl.signal,
+          onSubscribed: () => subscribed(),
+        })
       ) {
         const first = ev.event.case === "lost" ? ev.event.value.firstSeq : ev.seq;
         if (first !== tally.last + 1n) tally.ordered = false;
@@ -567,9 +584,11 @@ describe("attacks against the memory budget (64 MiB)", () => {
     console.log(
       `[memory-budget] 209 stalled streams: RSS base ${mib(base.rss)} MiB, peak ${mib(peak)} MiB (+${
         mib(peak - base.rss)
-      }); live +${mib(held)} MiB; budget used ${mib(stats.memoryUsed)} of ${mib(stats.memoryBudget)} MiB; ${stats.queued} queued, ${
-        stats.lost["subscriber-overflow"]
-      } dropped; slowest /healthz ${healthMs.toFixed(0)} ms`,
+      }); live +${mib(held)} MiB; budget used ${mib(stats.memoryUsed)} of ${
+        mib(stats.memoryBudget)
+      } MiB; ${stats.queued} queued, ${stats.lost["subscriber-overflow"]} dropped; slowest /healthz ${
+        healthMs.toFixed(0)
+      } ms`,
     );
     // Full, and never past it but for loss markers (a few per listener).
     expect(stats.memoryUsed).toBeGreaterThan(BUDGET * 0.9);

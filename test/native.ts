@@ -1,5 +1,5 @@
 /** Builds and runs test/native/tw-helper.c, the exit maker of the netlink tests and benchmarks. */
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,12 +10,17 @@ let built: string | undefined;
 export function helperPath(): string {
   if (built !== undefined) return built;
   // From sources (test/) or compiled (dist/test/, for bench/): the C file stays in test/native.
-  const src = new URL(import.meta.url.includes("/dist/") ? "../../test/native/tw-helper.c" : "./native/tw-helper.c", import.meta.url).pathname;
+  const src = new URL(
+    import.meta.url.includes("/dist/") ? "../../test/native/tw-helper.c" : "./native/tw-helper.c",
+    import.meta.url,
+  ).pathname;
   const out = join(mkdtempSync(join(tmpdir(), "tw-helper-")), "tw-helper");
   try {
     execFileSync("cc", ["-O2", "-pthread", "-o", out, src], { stdio: "pipe" });
   } catch (err) {
-    throw new Error(`cannot build test/native/tw-helper.c with cc (install gcc and libc6-dev): ${(err as Error).message}`);
+    throw new Error(
+      `cannot build test/native/tw-helper.c with cc (install gcc and libc6-dev): ${(err as Error).message}`,
+    );
   }
   if (!existsSync(out)) throw new Error("cc produced no helper binary");
   return (built = out);
@@ -45,7 +50,12 @@ export function runHelper(args: string[], cpu?: number): Promise<{ pid: number; 
  */
 export async function netlinkMissing(): Promise<string | undefined> {
   const { openNetlinkSource } = await import("../src/sources/netlink/netlink-source.ts");
-  const missing = await openNetlinkSource().then(async (s) => { await s.close(); return undefined; }, (e: Error) => e.message);
-  if (missing !== undefined && process.env["TASKWIRE_REQUIRE_NETLINK"] === "1") throw new Error(`TASKWIRE_REQUIRE_NETLINK=1 but ${missing}`);
+  const missing = await openNetlinkSource().then(async (s) => {
+    await s.close();
+    return undefined;
+  }, (e: Error) => e.message);
+  if (missing !== undefined && process.env["TASKWIRE_REQUIRE_NETLINK"] === "1") {
+    throw new Error(`TASKWIRE_REQUIRE_NETLINK=1 but ${missing}`);
+  }
   return missing;
 }

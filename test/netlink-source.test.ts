@@ -5,11 +5,11 @@
  */
 import { readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
-import { Code, ConnectError, LossReason, watchExits, type ExitEvent } from "@taskwire/client";
+import { Code, ConnectError, type ExitEvent, LossReason, watchExits } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { openNetlinkSource, type NetlinkSource } from "../src/sources/netlink/netlink-source.ts";
-import { collectExits, eventually, sleep, startServer, type Running } from "./helpers.ts";
+import { type NetlinkSource, openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
+import { collectExits, eventually, type Running, sleep, startServer } from "./helpers.ts";
 import { helperPath, netlinkMissing, runHelper, spawnHelper } from "./native.ts";
 import { sourceContract } from "./source-contract.ts";
 
@@ -17,7 +17,8 @@ const missing = await netlinkMissing();
 const suite = missing === undefined ? describe : describe.skip;
 const title = missing === undefined ? "netlink source (real kernel)" : `netlink source SKIPPED: ${missing}`;
 
-const exitsOf = (evs: ExitEvent[]) => evs.flatMap((e) => (e.event.case === "exit" ? [{ cpu: e.cpu, ...e.event.value }] : []));
+const exitsOf = (evs: ExitEvent[]) =>
+  evs.flatMap((e) => (e.event.case === "exit" ? [{ cpu: e.cpu, ...e.event.value }] : []));
 
 if (missing === undefined) {
   sourceContract("netlink", {
@@ -52,7 +53,11 @@ suite(title, () => {
     const procTicks = () => {
       const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return { comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+      return {
+        comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")),
+        ppid: Number(f[1]),
+        ticks: Number(f[11]) + Number(f[12]),
+      };
     };
     const before = procTicks();
     const { stats } = await running.client.getPid({ pid: process.pid });
@@ -89,7 +94,10 @@ suite(title, () => {
     const streams = await Promise.all([target, other].map((cpu) => collectExits(client, { cpumask: String(cpu) })));
     const child = await runHelper(["exit", "tw-known", "7"], target);
     const sentinel = await runHelper(["exit", "tw-sentinel", "0"], other);
-    await eventually(() => exitsOf(streams[0]!.events).some((e) => e.pid === child.pid) && exitsOf(streams[1]!.events).some((e) => e.pid === sentinel.pid));
+    await eventually(() =>
+      exitsOf(streams[0]!.events).some((e) => e.pid === child.pid) &&
+      exitsOf(streams[1]!.events).some((e) => e.pid === sentinel.pid)
+    );
     await sleep(100);
     await Promise.all(streams.map((s) => s.stop()));
     const mine = exitsOf(streams[0]!.events).filter((e) => e.pid === child.pid);
@@ -139,7 +147,14 @@ suite(title, () => {
     let lost = 0n;
     const done = (async () => {
       try {
-        for await (const ev of watchExits(client, { cpumask: source.possible.list, buffer: 200_000, signal: ctl.signal, onSubscribed: () => subscribed() })) {
+        for await (
+          const ev of watchExits(client, {
+            cpumask: source.possible.list,
+            buffer: 200_000,
+            signal: ctl.signal,
+            onSubscribed: () => subscribed(),
+          })
+        ) {
           if (ev.event.case === "exit") pids.set(ev.event.value.pid, (pids.get(ev.event.value.pid) ?? 0) + 1);
           else if (ev.event.case === "lost") lost += ev.event.value.count;
         }
@@ -165,7 +180,12 @@ suite(title, () => {
     const small = await startServer(tiny, { maxBuffer: 1 << 20 });
     const reference = await openNetlinkSource({ socketBuffer: 256 << 20 });
     const seen: ExitRecord[] = [];
-    reference.start({ exit: (r) => seen.push(r), kernelLoss: () => { throw new Error("the reference listener lost records"); } });
+    reference.start({
+      exit: (r) => seen.push(r),
+      kernelLoss: () => {
+        throw new Error("the reference listener lost records");
+      },
+    });
     try {
       const cpus = tiny.possible.cpus;
       reference.watch(cpus, true);
@@ -173,7 +193,8 @@ suite(title, () => {
       const sub = await collectExits(small.client, { cpumask: tiny.possible.list, buffer: 500_000 });
       const { events } = sub;
       const starts = new Map<number, number>(), ends = new Map<number, number>();
-      const arrived = (pid: number | undefined, comm: string) => exitsOf(events).some((e) => e.pid === pid && e.pidStats?.acComm === comm);
+      const arrived = (pid: number | undefined, comm: string) =>
+        exitsOf(events).some((e) => e.pid === pid && e.pidStats?.acComm === comm);
       for (const cpu of cpus) starts.set(cpu, (await runHelper(["exit", "tw-start", "0"], cpu)).pid);
       // The start markers must be read before the storm floods the tiny socket (waited for, not a fixed sleep).
       await eventually(() => cpus.every((c) => arrived(starts.get(c), "tw-start")), 30_000);
@@ -181,7 +202,7 @@ suite(title, () => {
       // An end marker is lost too if the tiny socket has not drained the storm yet (a loaded machine reads late):
       // make another until one arrives. The reference sees every one, so both windows still end on the same record.
       for (const cpu of cpus) {
-        for (let attempt = 1; ; attempt++) {
+        for (let attempt = 1;; attempt++) {
           ends.set(cpu, (await runHelper(["exit", "tw-end", "0"], cpu)).pid);
           const got = await eventually(() => arrived(ends.get(cpu), "tw-end"), 2000).then(() => true, () => false);
           if (got) break;
@@ -189,27 +210,39 @@ suite(title, () => {
         }
       }
       await eventually(() => cpus.every((c) => arrived(ends.get(c), "tw-end")), 60_000);
-      await eventually(() => cpus.every((c) => seen.some((r) => r.pid === ends.get(c) && r.pidStats.acComm === "tw-end")), 10_000);
+      await eventually(
+        () => cpus.every((c) => seen.some((r) => r.pid === ends.get(c) && r.pidStats.acComm === "tw-end")),
+        10_000,
+      );
       await sub.stop();
       expect(reference.info().overruns, "the reference listener must see everything").toBe(0);
       let totalLost = 0n;
       for (const cpu of cpus) {
         // The reference's records strictly between this CPU's start and end markers...
         const ref = seen.filter((r) => r.cpu === cpu);
-        const isMarker = (pid: number, comm: string | undefined, which: Map<number, number>, name: string) => pid === which.get(cpu) && comm === name;
+        const isMarker = (pid: number, comm: string | undefined, which: Map<number, number>, name: string) =>
+          pid === which.get(cpu) && comm === name;
         const refStart = ref.findIndex((r) => isMarker(r.pid, r.pidStats.acComm, starts, "tw-start"));
         const refEnd = ref.findIndex((r) => isMarker(r.pid, r.pidStats.acComm, ends, "tw-end"));
         expect(refStart >= 0 && refEnd > refStart, `the reference saw CPU ${cpu}'s markers in order`).toBe(true);
         const refWindow = ref.slice(refStart + 1, refEnd);
         // ...against what the tiny listener's stream carried for the CPU between the same markers.
         const mine = events.filter((e) => e.cpu === cpu || (e.event.case === "lost" && e.cpu === cpu));
-        const s = mine.findIndex((e) => e.event.case === "exit" && isMarker(e.event.value.pid, e.event.value.pidStats?.acComm, starts, "tw-start"));
-        const t = mine.findIndex((e) => e.event.case === "exit" && isMarker(e.event.value.pid, e.event.value.pidStats?.acComm, ends, "tw-end"));
+        const s = mine.findIndex((e) =>
+          e.event.case === "exit" && isMarker(e.event.value.pid, e.event.value.pidStats?.acComm, starts, "tw-start")
+        );
+        const t = mine.findIndex((e) =>
+          e.event.case === "exit" && isMarker(e.event.value.pid, e.event.value.pidStats?.acComm, ends, "tw-end")
+        );
         expect(s >= 0 && t > s, `CPU ${cpu}'s markers arrived in order`).toBe(true);
         const window = mine.slice(s + 1, t);
         const received = exitsOf(window);
         const lost = window.reduce((a, e) => a + (e.event.case === "lost" ? e.event.value.count : 0n), 0n);
-        expect(window.filter((e) => e.event.case === "lost").every((e) => e.event.case === "lost" && e.event.value.reason === LossReason.KERNEL_OVERFLOW)).toBe(true);
+        expect(
+          window.filter((e) => e.event.case === "lost").every((e) =>
+            e.event.case === "lost" && e.event.value.reason === LossReason.KERNEL_OVERFLOW
+          ),
+        ).toBe(true);
         expect(BigInt(received.length) + lost, `CPU ${cpu}: received + lost = produced`).toBe(BigInt(refWindow.length));
         const refPids = refWindow.map((r) => r.pid);
         expect(received.every((e) => refPids.includes(e.pid))).toBe(true);

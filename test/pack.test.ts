@@ -5,7 +5,17 @@
  * types, all run from there. Packs the build `npm test` made first.
  */
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,7 +23,9 @@ import { spawnServer } from "./helpers.ts";
 import { netlinkMissing } from "./native.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const missing = process.platform === "linux" ? await netlinkMissing() : `taskstats is a Linux interface and this is ${process.platform}`;
+const missing = process.platform === "linux"
+  ? await netlinkMissing()
+  : `taskstats is a Linux interface and this is ${process.platform}`;
 const dir = mkdtempSync(join(tmpdir(), "tw-pack-"));
 const project = join(dir, "project");
 const taskwire = join(project, "node_modules/.bin/taskwire");
@@ -30,7 +42,11 @@ function run(bin: string, args: string[], cwd: string, timeout = 30_000): Promis
   return new Promise((resolve) => {
     execFile(bin, args, { cwd, env, timeout, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof err.code === "number" ? err.code : 1;
-      resolve({ code, out: stdout, err: err !== null && typeof err.code !== "number" ? `${stderr}\n${err.message}` : stderr });
+      resolve({
+        code,
+        out: stdout,
+        err: err !== null && typeof err.code !== "number" ? `${stderr}\n${err.message}` : stderr,
+      });
     });
   });
 }
@@ -49,11 +65,31 @@ function compileExamples(): Promise<string> {
   return (compiled ??= (async () => {
     const examples = join(project, "examples");
     mkdirSync(examples);
-    for (const f of ["get-pid.ts", "watch-exits.ts"]) copyFileSync(join(project, "node_modules/@taskwire/client/examples", f), join(examples, f));
-    return ok(`${root}node_modules/.bin/tsc`, [
-      "--strict", "--module", "nodenext", "--moduleResolution", "nodenext", "--target", "es2022",
-      "--types", "node", "--typeRoots", `${root}node_modules/@types`, "--outDir", "out", "examples/get-pid.ts", "examples/watch-exits.ts",
-    ], project, 120_000);
+    for (const f of ["get-pid.ts", "watch-exits.ts"]) {
+      copyFileSync(join(project, "node_modules/@taskwire/client/examples", f), join(examples, f));
+    }
+    return ok(
+      `${root}node_modules/.bin/tsc`,
+      [
+        "--strict",
+        "--module",
+        "nodenext",
+        "--moduleResolution",
+        "nodenext",
+        "--target",
+        "es2022",
+        "--types",
+        "node",
+        "--typeRoots",
+        `${root}node_modules/@types`,
+        "--outDir",
+        "out",
+        "examples/get-pid.ts",
+        "examples/watch-exits.ts",
+      ],
+      project,
+      120_000,
+    );
   })());
 }
 
@@ -106,29 +142,43 @@ describe("the packages installed from their tarballs into an empty project", () 
     }
   }, 60_000);
 
-  it("the SDK's examples compile (strict, NodeNext) against the installed types and run against the sim server", async () => {
-    await compileExamples();
-    const sim = await spawnServer(taskwire, ["serve", "--source", "sim", "--port", "0"], project);
-    // No exits here, so the first simulated process (pid 301, the sim's first pid) stays alive.
-    const still = await spawnServer(taskwire, ["serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], project);
-    try {
-      const watched = lines(await ok("node", ["out/watch-exits.js", "--url", sim.url, "--count", "3"], project));
-      expect(watched).toHaveLength(3);
-      for (const l of watched) expect(l).toMatch(/^cpu 0 pid \d+ \S+ (exit \d+|killed by signal \d+)$/);
+  it(
+    "the SDK's examples compile (strict, NodeNext) against the installed types and run against the sim server",
+    async () => {
+      await compileExamples();
+      const sim = await spawnServer(taskwire, ["serve", "--source", "sim", "--port", "0"], project);
+      // No exits here, so the first simulated process (pid 301, the sim's first pid) stays alive.
+      const still = await spawnServer(
+        taskwire,
+        ["serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"],
+        project,
+      );
+      try {
+        const watched = lines(await ok("node", ["out/watch-exits.js", "--url", sim.url, "--count", "3"], project));
+        expect(watched).toHaveLength(3);
+        for (const l of watched) expect(l).toMatch(/^cpu 0 pid \d+ \S+ (exit \d+|killed by signal \d+)$/);
 
-      const got = await ok("node", ["out/get-pid.js", "--url", still.url, "301"], project);
-      expect(got).toMatch(/^pid 301 \S+, user \d+\.\d ms, system \d+\.\d ms, cpu delay \d+\.\d ms, max rss \d+ KiB, read \d+ B, written \d+ B\n$/);
-      expect(await ok("node", ["out/get-pid.js", "--url", still.url, "--tgid", "301"], project)).toMatch(/^tgid 301 \S+, user /);
-      const gone = await run("node", ["out/get-pid.js", "--url", still.url, "299"], project);
-      expect(gone).toMatchObject({ code: 1, out: "pid 299: no such live task\n" });
-    } finally {
-      sim.stop();
-      still.stop();
-    }
-  }, 120_000);
+        const got = await ok("node", ["out/get-pid.js", "--url", still.url, "301"], project);
+        expect(got).toMatch(
+          /^pid 301 \S+, user \d+\.\d ms, system \d+\.\d ms, cpu delay \d+\.\d ms, max rss \d+ KiB, read \d+ B, written \d+ B\n$/,
+        );
+        expect(await ok("node", ["out/get-pid.js", "--url", still.url, "--tgid", "301"], project)).toMatch(
+          /^tgid 301 \S+, user /,
+        );
+        const gone = await run("node", ["out/get-pid.js", "--url", still.url, "299"], project);
+        expect(gone).toMatchObject({ code: 1, out: "pid 299: no such live task\n" });
+      } finally {
+        sim.stop();
+        still.stop();
+      }
+    },
+    120_000,
+  );
 
   it.skipIf(missing !== undefined)(
-    missing === undefined ? "taskwire serve --source netlink serves the real kernel (koffi installed as an optional dependency)" : `taskwire serve --source netlink SKIPPED: ${missing}`,
+    missing === undefined
+      ? "taskwire serve --source netlink serves the real kernel (koffi installed as an optional dependency)"
+      : `taskwire serve --source netlink SKIPPED: ${missing}`,
     async () => {
       const server = await spawnServer(taskwire, ["serve", "--source", "netlink", "--port", "0"], project);
       try {
@@ -137,7 +187,9 @@ describe("the packages installed from their tarballs into an empty project", () 
         expect(info.source).toBe("netlink");
         // get-pid's default pid is its own, which the real kernel knows.
         await compileExamples();
-        expect(await ok("node", ["out/get-pid.js", "--url", server.url], project)).toMatch(/^pid \d+ \S+, user \d+\.\d ms, /);
+        expect(await ok("node", ["out/get-pid.js", "--url", server.url], project)).toMatch(
+          /^pid \d+ \S+, user \d+\.\d ms, /,
+        );
       } finally {
         server.stop();
       }
@@ -145,21 +197,27 @@ describe("the packages installed from their tarballs into an empty project", () 
     60_000,
   );
 
-  it.skipIf(process.platform !== "linux")("without koffi, --source netlink says in one line to install it, and --source sim still serves", async () => {
-    const koffi = join(project, "node_modules/koffi");
-    renameSync(koffi, `${koffi}.away`);
-    try {
-      const r = await run(taskwire, ["serve", "--source", "netlink", "--port", "0"], project);
-      expect(r.code).toBe(1);
-      expect(lines(r.err)).toHaveLength(1);
-      expect(r.err).toContain("koffi, the optional dependency taskwire's kernel calls use on Node, is not installed: run `npm install koffi`");
-      expect(r.err).toContain("Run with --source sim");
-      const server = await spawnServer(taskwire, ["serve", "--source", "sim", "--port", "0"], project);
-      server.stop();
-    } finally {
-      renameSync(`${koffi}.away`, koffi);
-    }
-  }, 60_000);
+  it.skipIf(process.platform !== "linux")(
+    "without koffi, --source netlink says in one line to install it, and --source sim still serves",
+    async () => {
+      const koffi = join(project, "node_modules/koffi");
+      renameSync(koffi, `${koffi}.away`);
+      try {
+        const r = await run(taskwire, ["serve", "--source", "netlink", "--port", "0"], project);
+        expect(r.code).toBe(1);
+        expect(lines(r.err)).toHaveLength(1);
+        expect(r.err).toContain(
+          "koffi, the optional dependency taskwire's kernel calls use on Node, is not installed: run `npm install koffi`",
+        );
+        expect(r.err).toContain("Run with --source sim");
+        const server = await spawnServer(taskwire, ["serve", "--source", "sim", "--port", "0"], project);
+        server.stop();
+      } finally {
+        renameSync(`${koffi}.away`, koffi);
+      }
+    },
+    60_000,
+  );
 
   it("bin/taskwire.js without dist/ says in one line to build", async () => {
     const bare = join(dir, "bare");
@@ -167,6 +225,10 @@ describe("the packages installed from their tarballs into an empty project", () 
     copyFileSync(join(root, "bin/taskwire.js"), join(bare, "bin/taskwire.js"));
     writeFileSync(join(bare, "package.json"), JSON.stringify({ type: "module" }));
     const r = await run("node", [join(bare, "bin/taskwire.js"), "--help"], bare);
-    expect(r).toMatchObject({ code: 1, out: "", err: "taskwire is not built: run `npm run build` (or use `npx bun src/cli/run.ts`)\n" });
+    expect(r).toMatchObject({
+      code: 1,
+      out: "",
+      err: "taskwire is not built: run `npm run build` (or use `npx bun src/cli/run.ts`)\n",
+    });
   });
 });

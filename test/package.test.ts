@@ -16,7 +16,17 @@ describe("@taskwire/client package", () => {
   it("packs its ESM build, types and sources (built by npm test's build step)", async () => {
     const { stdout } = await run("npm", ["pack", "--dry-run", "--json"], { cwd: `${root}clients/ts` });
     const files = (JSON.parse(stdout)[0].files as { path: string }[]).map((f) => f.path);
-    for (const f of ["dist/mod.js", "dist/mod.d.ts", "dist/node.js", "dist/node.d.ts", "src/mod.ts", "src/gen/taskwire/v1/taskstats_pb.ts", "package.json"]) {
+    for (
+      const f of [
+        "dist/mod.js",
+        "dist/mod.d.ts",
+        "dist/node.js",
+        "dist/node.d.ts",
+        "src/mod.ts",
+        "src/gen/taskwire/v1/taskstats_pb.ts",
+        "package.json",
+      ]
+    ) {
       expect(files, f).toContain(f);
     }
   }, 60_000);
@@ -27,6 +37,8 @@ describe("@taskwire/client package", () => {
     expect(jsr.name).toBe(pkg.name);
     expect(jsr.version).toBe(pkg.version);
     expect(jsr.exports["."]).toBe("./src/mod.ts");
-    for (const [dep, version] of Object.entries(pkg.dependencies as Record<string, string>)) expect(jsr.imports[dep]).toBe(`npm:${dep}@${version}`);
+    for (const [dep, version] of Object.entries(pkg.dependencies as Record<string, string>)) {
+      expect(jsr.imports[dep]).toBe(`npm:${dep}@${version}`);
+    }
   });
 });

@@ -2,7 +2,7 @@
 import { Code, ConnectError } from "@taskwire/client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { startServer, type Running } from "./helpers.ts";
+import { type Running, startServer } from "./helpers.ts";
 
 let running: Running | undefined;
 afterEach(async () => {
@@ -80,7 +80,8 @@ describe("field masks", () => {
     const { events } = await eventsFor({ fields: ["ac_comm", "ac_exitcode", "cpu_delay_total"] }, 1500);
     const exits = events.flatMap((e) => (e.event.case === "exit" ? [e.event.value] : []));
     expect(exits.length).toBeGreaterThan(100);
-    const keys = (s: object) => Object.keys(s).filter((k) => !k.startsWith("$") && (s as Record<string, unknown>)[k] !== undefined).sort();
+    const keys = (s: object) =>
+      Object.keys(s).filter((k) => !k.startsWith("$") && (s as Record<string, unknown>)[k] !== undefined).sort();
     for (const x of exits) {
       expect(keys(x.pidStats!)).toEqual(["acComm", "acExitcode", "cpuDelayTotal"]);
       // A tgid record holds only the kernel's summed fields, so of the mask only cpu_delay_total is in it.

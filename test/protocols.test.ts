@@ -4,7 +4,7 @@ import { Code, ConnectError, createTaskwireClient, watchExits } from "@taskwire/
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { startServer, type Running } from "./helpers.ts";
+import { type Running, startServer } from "./helpers.ts";
 
 let running: Running;
 let source: SimSource;
@@ -30,7 +30,10 @@ describe.each(Object.entries(transports))("%s on the one port", (_name, transpor
     expect((await client.getInfo({})).source).toBe("sim");
     const pid = source.kernel.livePids()[0]!;
     expect((await client.getPid({ pid })).stats?.acPid).toBe(pid);
-    const err = await client.register({ cpumask: "0-4096" }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    const err = await client.register({ cpumask: "0-4096" }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
     expect(err?.code).toBe(Code.InvalidArgument);
     expect(err?.rawMessage).toContain("possible CPUs are 0-7");
     const nf = await client.getPid({ pid: 4_000_000 }).then(() => undefined, (e: unknown) => ConnectError.from(e));
@@ -65,7 +68,11 @@ describe("non-RPC routes", () => {
   });
 
   it("gRPC over HTTP/1.1 is refused clearly (415), since gRPC needs HTTP/2 trailers", async () => {
-    const res = await fetch(`${running.url}/taskwire.v1.TaskStats/GetInfo`, { method: "POST", headers: { "content-type": "application/grpc" }, body: new Uint8Array(5) });
+    const res = await fetch(`${running.url}/taskwire.v1.TaskStats/GetInfo`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc" },
+      body: new Uint8Array(5),
+    });
     expect(res.status).toBe(415);
   });
 });
@@ -78,21 +85,50 @@ describe("TLS: h2 and HTTP/1.1 by ALPN on one port", () => {
     const { join } = await import("node:path");
     const { tmpdir } = await import("node:os");
     const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
-    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-      "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stdio: "pipe" });
+    execFileSync("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      join(dir, "key.pem"),
+      "-out",
+      join(dir, "cert.pem"),
+    ], { stdio: "pipe" });
     const cert = readFileSync(join(dir, "cert.pem"), "utf8");
     const { listenNode } = await import("../src/runtime/node.ts");
     const { createServer } = await import("../src/server/server.ts");
-    const listening = await listenNode(createServer({ source: createSimSource({ cpus: 8, exitRate: 300, seed: 2 }) }), { port: 0, tls: { cert, key: readFileSync(join(dir, "key.pem"), "utf8") } });
+    const listening = await listenNode(createServer({ source: createSimSource({ cpus: 8, exitRate: 300, seed: 2 }) }), {
+      port: 0,
+      tls: { cert, key: readFileSync(join(dir, "key.pem"), "utf8") },
+    });
     tls = { listening, ca: cert };
   });
   afterAll(() => tls?.listening.close());
 
   it.each([
     ["gRPC over h2", () => createGrpcTransport({ baseUrl: tls!.listening.url, nodeOptions: { ca: tls!.ca } })],
-    ["Connect over h2", () => createConnectTransport({ baseUrl: tls!.listening.url, httpVersion: "2", nodeOptions: { ca: tls!.ca } })],
-    ["Connect over HTTP/1.1", () => createConnectTransport({ baseUrl: tls!.listening.url, httpVersion: "1.1", nodeOptions: { ca: tls!.ca } })],
-    ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: tls!.listening.url, httpVersion: "1.1", nodeOptions: { ca: tls!.ca } })],
+    [
+      "Connect over h2",
+      () => createConnectTransport({ baseUrl: tls!.listening.url, httpVersion: "2", nodeOptions: { ca: tls!.ca } }),
+    ],
+    [
+      "Connect over HTTP/1.1",
+      () => createConnectTransport({ baseUrl: tls!.listening.url, httpVersion: "1.1", nodeOptions: { ca: tls!.ca } }),
+    ],
+    [
+      "gRPC-Web over HTTP/1.1",
+      () => createGrpcWebTransport({ baseUrl: tls!.listening.url, httpVersion: "1.1", nodeOptions: { ca: tls!.ca } }),
+    ],
   ])("%s: unary and streaming", async (_name, transport) => {
     expect(tls!.listening.url).toMatch(/^https:/);
     const client = createTaskwireClient(tls!.listening.url, { transport: transport() });

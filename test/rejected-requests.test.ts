@@ -8,7 +8,7 @@
 import { Code, ConnectError, type OverflowPolicy, type SubscribeExitsResponse } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, startServer, type Running } from "./helpers.ts";
+import { eventually, type Running, startServer } from "./helpers.ts";
 
 let running: Running;
 let source: SimSource;
@@ -51,19 +51,51 @@ const HUGE = 2n ** 64n - 1n;
 const cases: [string, Code, () => Promise<unknown>][] = [
   ["Register with an empty cpumask", Code.InvalidArgument, () => running.client.register({ cpumask: "" })],
   ["Register naming an impossible CPU", Code.InvalidArgument, () => running.client.register({ cpumask: "0-99" })],
-  ["Register adding CPUs to an unknown listener", Code.NotFound, () => running.client.register({ cpumask: "0", listenerId: "nope" })],
-  ["Register with an unknown overflow policy", Code.InvalidArgument, () => running.client.register({ cpumask: "0", overflow: 99 as OverflowPolicy })],
-  ["Register on an owned listener with a bad cpumask", Code.InvalidArgument, () => running.client.register({ cpumask: "0,x", listenerId: owned })],
+  [
+    "Register adding CPUs to an unknown listener",
+    Code.NotFound,
+    () => running.client.register({ cpumask: "0", listenerId: "nope" }),
+  ],
+  [
+    "Register with an unknown overflow policy",
+    Code.InvalidArgument,
+    () => running.client.register({ cpumask: "0", overflow: 99 as OverflowPolicy }),
+  ],
+  [
+    "Register on an owned listener with a bad cpumask",
+    Code.InvalidArgument,
+    () => running.client.register({ cpumask: "0,x", listenerId: owned }),
+  ],
   ["Deregister without a listener id", Code.InvalidArgument, () => running.client.deregister({ cpumask: "0" })],
-  ["Deregister with a bad cpumask", Code.InvalidArgument, () => running.client.deregister({ listenerId: owned, cpumask: "3-1" })],
-  ["Deregister of an unknown listener", Code.NotFound, () => running.client.deregister({ listenerId: "nope", cpumask: "0" })],
+  [
+    "Deregister with a bad cpumask",
+    Code.InvalidArgument,
+    () => running.client.deregister({ listenerId: owned, cpumask: "3-1" }),
+  ],
+  [
+    "Deregister of an unknown listener",
+    Code.NotFound,
+    () => running.client.deregister({ listenerId: "nope", cpumask: "0" }),
+  ],
   ["SubscribeExits with neither listener_id nor cpumask", Code.InvalidArgument, () => drain({})],
-  ["SubscribeExits with both listener_id and cpumask", Code.InvalidArgument, () => drain({ listenerId: owned, cpumask: "0" })],
+  [
+    "SubscribeExits with both listener_id and cpumask",
+    Code.InvalidArgument,
+    () => drain({ listenerId: owned, cpumask: "0" }),
+  ],
   ["SubscribeExits{cpumask, after_seq}", Code.InvalidArgument, () => drain({ cpumask: "0", afterSeq: 5n })],
   ["SubscribeExits with a bad cpumask", Code.InvalidArgument, () => drain({ cpumask: "0-99" })],
-  ["SubscribeExits with an unknown field in the mask", Code.InvalidArgument, () => drain({ cpumask: "0", fields: ["no_such"] })],
+  [
+    "SubscribeExits with an unknown field in the mask",
+    Code.InvalidArgument,
+    () => drain({ cpumask: "0", fields: ["no_such"] }),
+  ],
   ["SubscribeExits with a heartbeat out of range", Code.InvalidArgument, () => drain({ cpumask: "0", heartbeatMs: 5 })],
-  ["SubscribeExits with an unknown overflow policy", Code.InvalidArgument, () => drain({ cpumask: "0", overflow: 99 as OverflowPolicy })],
+  [
+    "SubscribeExits with an unknown overflow policy",
+    Code.InvalidArgument,
+    () => drain({ cpumask: "0", overflow: 99 as OverflowPolicy }),
+  ],
   ["SubscribeExits of an unknown listener", Code.NotFound, () => drain({ listenerId: "nope" })],
   [
     "SubscribeExits on an owned listener with a filter and an after_seq never sent",

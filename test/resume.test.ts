@@ -1,13 +1,13 @@
 /** Resuming listeners: server-side replay from retention, and the SDK's reconnecting watchExits. */
-import { createServer as createTcpServer, connect, type Server, type Socket } from "node:net";
+import { connect, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { toJson } from "@bufbuild/protobuf";
-import { Code, ConnectError, LossReason, createTaskwireClient, watchExits, type ExitEvent } from "@taskwire/client";
+import { Code, ConnectError, createTaskwireClient, type ExitEvent, LossReason, watchExits } from "@taskwire/client";
 import { ExitEventSchema } from "../clients/ts/src/gen/taskwire/v1/taskstats_pb.ts";
 import { afterEach, describe, expect, it } from "vitest";
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, startServer, type Running } from "./helpers.ts";
+import { eventually, type Running, startServer } from "./helpers.ts";
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
@@ -22,7 +22,11 @@ async function start(limits = {}) {
 }
 
 /** Reads a stream's events until `until` says stop (then aborts it). */
-async function read(stream: AsyncIterable<{ events: ExitEvent[] }>, ctl: AbortController, until: (seen: ExitEvent[]) => boolean) {
+async function read(
+  stream: AsyncIterable<{ events: ExitEvent[] }>,
+  ctl: AbortController,
+  until: (seen: ExitEvent[]) => boolean,
+) {
   const seen: ExitEvent[] = [];
   try {
     for await (const m of stream) {
@@ -44,12 +48,20 @@ describe("SubscribeExits{listener_id, after_seq}", () => {
     const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });
     source.kernel.exitNow(500);
     const ctl1 = new AbortController();
-    const first = await read(client.subscribeExits({ listenerId, maxBatch: 50 }, { signal: ctl1.signal }), ctl1, (s) => s.length >= 100);
+    const first = await read(
+      client.subscribeExits({ listenerId, maxBatch: 50 }, { signal: ctl1.signal }),
+      ctl1,
+      (s) => s.length >= 100,
+    );
     const last = Number(first[first.length - 1]!.seq);
     expect(seqs(first)).toEqual(range(1, last));
     source.kernel.exitNow(200);
     const ctl2 = new AbortController();
-    const second = await read(client.subscribeExits({ listenerId, afterSeq: BigInt(last) }, { signal: ctl2.signal }), ctl2, (s) => s.length >= 700 - last);
+    const second = await read(
+      client.subscribeExits({ listenerId, afterSeq: BigInt(last) }, { signal: ctl2.signal }),
+      ctl2,
+      (s) => s.length >= 700 - last,
+    );
     expect(seqs(second)).toEqual(range(last + 1, 700)); // nothing lost, nothing twice
     expect(second.every((e) => e.event.case === "exit")).toBe(true);
   });
@@ -59,17 +71,42 @@ describe("SubscribeExits{listener_id, after_seq}", () => {
     const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });
     source.kernel.exitNow(300);
     const ctl1 = new AbortController();
-    const first = await read(client.subscribeExits({ listenerId }, { signal: ctl1.signal }), ctl1, (s) => s.length >= 300);
+    const first = await read(
+      client.subscribeExits({ listenerId }, { signal: ctl1.signal }),
+      ctl1,
+      (s) => s.length >= 300,
+    );
     expect(first.some((e) => e.event.case === "exit" && e.event.value.tgidStats !== undefined)).toBe(true);
     const ctl2 = new AbortController();
-    const again = await read(client.subscribeExits({ listenerId, afterSeq: 100n }, { signal: ctl2.signal }), ctl2, (s) => s.length >= 200);
+    const again = await read(
+      client.subscribeExits({ listenerId, afterSeq: 100n }, { signal: ctl2.signal }),
+      ctl2,
+      (s) => s.length >= 200,
+    );
     const json = (evs: ExitEvent[]) => evs.map((e) => toJson(ExitEventSchema, e));
     expect(json(again)).toEqual(json(first.slice(100)));
     const jsonClient = createTaskwireClient(url, { useBinaryFormat: false });
     const ctl3 = new AbortController();
-    const masked = await read(jsonClient.subscribeExits({ listenerId, afterSeq: 250n, fields: ["ac_comm", "ac_pid"] }, { signal: ctl3.signal }), ctl3, (s) => s.length >= 50);
-    expect(masked.map((e) => e.event.case === "exit" ? [Number(e.seq), e.event.value.pid, e.event.value.pidStats] : undefined)).toEqual(
-      first.slice(250).map((e) => e.event.case === "exit" ? [Number(e.seq), e.event.value.pid, { $typeName: "taskwire.kernel.v1.TaskStats", acComm: e.event.value.pidStats!.acComm, acPid: e.event.value.pidStats!.acPid }] : undefined));
+    const masked = await read(
+      jsonClient.subscribeExits({ listenerId, afterSeq: 250n, fields: ["ac_comm", "ac_pid"] }, { signal: ctl3.signal }),
+      ctl3,
+      (s) => s.length >= 50,
+    );
+    expect(
+      masked.map((e) =>
+        e.event.case === "exit" ? [Number(e.seq), e.event.value.pid, e.event.value.pidStats] : undefined
+      ),
+    ).toEqual(
+      first.slice(250).map((e) =>
+        e.event.case === "exit"
+          ? [Number(e.seq), e.event.value.pid, {
+            $typeName: "taskwire.kernel.v1.TaskStats",
+            acComm: e.event.value.pidStats!.acComm,
+            acPid: e.event.value.pidStats!.acPid,
+          }]
+          : undefined
+      ),
+    );
   });
 
   it("reports what is no longer retained as Lost(RETENTION) with the exact range", async () => {
@@ -78,13 +115,20 @@ describe("SubscribeExits{listener_id, after_seq}", () => {
     const ctl1 = new AbortController();
     let produced = 0;
     const first = await read(client.subscribeExits({ listenerId }, { signal: ctl1.signal }), ctl1, (s) => {
-      if (produced < 500) { source.kernel.exitNow(25); produced += 25; } // feed slower than the queue fills
+      if (produced < 500) {
+        source.kernel.exitNow(25);
+        produced += 25;
+      } // feed slower than the queue fills
       return s.length >= 500;
     });
     expect(seqs(first)).toEqual(range(1, 500));
     // Pretend only the first 10 arrived: 11..450 were handed out and are no longer retained (retention = 50).
     const ctl2 = new AbortController();
-    const again = await read(client.subscribeExits({ listenerId, afterSeq: 10n }, { signal: ctl2.signal }), ctl2, (s) => s.length >= 51);
+    const again = await read(
+      client.subscribeExits({ listenerId, afterSeq: 10n }, { signal: ctl2.signal }),
+      ctl2,
+      (s) => s.length >= 51,
+    );
     expect(again[0]!.event.case).toBe("lost");
     const lost = again[0]!.event.value as { count: bigint; firstSeq: bigint; lastSeq: bigint; reason: LossReason };
     expect([lost.firstSeq, lost.lastSeq, lost.count, lost.reason]).toEqual([11n, 450n, 440n, LossReason.RETENTION]);
@@ -96,11 +140,14 @@ describe("SubscribeExits{listener_id, after_seq}", () => {
   it("refuses after_seq beyond what was sent (OUT_OF_RANGE) and after_seq without listener_id", async () => {
     const { client } = await start();
     const { listenerId } = await client.register({ cpumask: "0" });
-    const drain = async (req: object) => { for await (const _ of client.subscribeExits(req)) { /* drain */ } };
+    const drain = async (req: object) => {
+      for await (const _ of client.subscribeExits(req)) { /* drain */ }
+    };
     const err = await drain({ listenerId, afterSeq: 5n }).then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(err?.code).toBe(Code.OutOfRange);
     expect(err?.rawMessage).toMatch(/beyond the last event this listener sent \(0\)/);
-    expect(await drain({ cpumask: "0", afterSeq: 5n }).then(() => undefined, (e: unknown) => ConnectError.from(e).code)).toBe(Code.InvalidArgument);
+    expect(await drain({ cpumask: "0", afterSeq: 5n }).then(() => undefined, (e: unknown) => ConnectError.from(e).code))
+      .toBe(Code.InvalidArgument);
   });
 });
 
@@ -120,8 +167,14 @@ async function proxy(target: number): Promise<{ url: string; cut(): void; close(
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://127.0.0.1:${port}`,
-    cut: () => { for (const s of sockets) s.destroy(); },
-    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+    cut: () => {
+      for (const s of sockets) s.destroy();
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -134,8 +187,17 @@ describe("watchExits reconnects and resumes", () => {
     const seen: ExitEvent[] = [];
     const reconnects: Code[] = [];
     let cuts = 0;
-    const produceFirst = () => { if (seen.length === 0) source.kernel.exitNow(300); };
-    for await (const ev of watchExits(client, { cpumask: "0-3", backoff: { initialMs: 20 }, onSubscribed: produceFirst, onReconnect: (r) => reconnects.push(r.error.code) })) {
+    const produceFirst = () => {
+      if (seen.length === 0) source.kernel.exitNow(300);
+    };
+    for await (
+      const ev of watchExits(client, {
+        cpumask: "0-3",
+        backoff: { initialMs: 20 },
+        onSubscribed: produceFirst,
+        onReconnect: (r) => reconnects.push(r.error.code),
+      })
+    ) {
       seen.push(ev);
       if (seen.length % 300 === 0) source.kernel.exitNow(300);
       if (seen.length % 250 === 0 && cuts < 3) {
@@ -156,7 +218,9 @@ describe("watchExits reconnects and resumes", () => {
     const seen: ExitEvent[] = [];
     let second: SimSource | undefined;
     const produce = () => (second ?? first.source).kernel.exitNow(second ? 2 : 10);
-    for await (const ev of watchExits(client, { cpumask: "0-3", backoff: { initialMs: 20, maxMs: 200 }, onSubscribed: produce })) {
+    for await (
+      const ev of watchExits(client, { cpumask: "0-3", backoff: { initialMs: 20, maxMs: 200 }, onSubscribed: produce })
+    ) {
       seen.push(ev);
       if (seen.length === 10) {
         await first.listening.close(); // the server goes away, and its listeners with it
@@ -168,7 +232,12 @@ describe("watchExits reconnects and resumes", () => {
     }
     expect(seqs(seen.slice(0, 10))).toEqual(range(1, 10));
     expect(seen[10]!.event.case).toBe("lost");
-    expect(seen[10]!.event.value).toMatchObject({ reason: LossReason.RESTART, countUnknown: true, firstSeq: 11n, count: 0n });
+    expect(seen[10]!.event.value).toMatchObject({
+      reason: LossReason.RESTART,
+      countUnknown: true,
+      firstSeq: 11n,
+      count: 0n,
+    });
     expect(seqs(seen.slice(11))).toEqual([1, 2]); // the new listener numbers from 1
   });
 });

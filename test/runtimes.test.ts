@@ -17,26 +17,37 @@ const runtimes: [string, (script: string, args: string[]) => [string, string[]]]
   ["bun", (script, args) => [`${root}node_modules/.bin/bun`, [script, ...args]]],
 ];
 
-describe.skipIf(missing !== undefined)(missing === undefined ? "netlink source on Deno and Bun" : `netlink source on Deno and Bun SKIPPED: ${missing}`, () => {
-  for (const [name, command] of runtimes) {
-    it(`${name}: GET and a named child's exit record through ${name}'s FFI and worker`, async () => {
-      const comm = `tw-${name}`;
-      const [bin, args] = command(`${root}test/runtimes/netlink-smoke.ts`, [helperPath(), comm]);
-      const { stdout } = await promisify(execFile)(bin, args, { cwd: root, timeout: 60_000 });
-      const result = JSON.parse(stdout.trim().split("\n").pop()!);
-      expect(result.runtime).toBe(name);
-      expect(result.selfPid).toBe(true);
-      expect(result.version).toBeGreaterThanOrEqual(1);
-      expect(result.exit).toEqual({ pid: result.childPid, cpu: 0, comm, code: 5 << 8 });
-    }, 90_000);
-  }
-});
+describe.skipIf(missing !== undefined)(
+  missing === undefined ? "netlink source on Deno and Bun" : `netlink source on Deno and Bun SKIPPED: ${missing}`,
+  () => {
+    for (const [name, command] of runtimes) {
+      it(`${name}: GET and a named child's exit record through ${name}'s FFI and worker`, async () => {
+        const comm = `tw-${name}`;
+        const [bin, args] = command(`${root}test/runtimes/netlink-smoke.ts`, [helperPath(), comm]);
+        const { stdout } = await promisify(execFile)(bin, args, { cwd: root, timeout: 60_000 });
+        const result = JSON.parse(stdout.trim().split("\n").pop()!);
+        expect(result.runtime).toBe(name);
+        expect(result.selfPid).toBe(true);
+        expect(result.version).toBeGreaterThanOrEqual(1);
+        expect(result.exit).toEqual({ pid: result.childPid, cpu: 0, comm, code: 5 << 8 });
+      }, 90_000);
+    }
+  },
+);
 
 describe("the server on Deno, Bun and Node (their start scripts), the SDK as their client", () => {
   // Each start script serves on the runtime its name says (`taskwire serve`, same flags).
   const servers: [string, string, string, string[]][] = [
     ["deno task start", "deno", `${root}node_modules/deno/deno`, ["task", "start", "--source", "sim", "--port", "0"]],
-    ["bun run start:bun", "bun", `${root}node_modules/.bin/bun`, ["run", "start:bun", "--", "--source", "sim", "--port", "0"]],
+    ["bun run start:bun", "bun", `${root}node_modules/.bin/bun`, [
+      "run",
+      "start:bun",
+      "--",
+      "--source",
+      "sim",
+      "--port",
+      "0",
+    ]],
     // --ignore-scripts skips only prestart's build (npm test built already); `bun run start` runs this same script.
     ["npm start", "node", "npm", ["start", "--ignore-scripts", "--", "--source", "sim", "--port", "0"]],
   ];
@@ -59,7 +70,16 @@ describe("the server on Deno, Bun and Node (their start scripts), the SDK as the
   }
 
   it("a quiet stream on Bun survives past Bun.serve's default 10 s idle timeout", async () => {
-    const { url, stop } = await spawnServer(`${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", "--source", "sim", "--sim-exit-rate", "0", "--port", "0"], root);
+    const { url, stop } = await spawnServer(`${root}node_modules/.bin/bun`, [
+      "src/cli/run.ts",
+      "serve",
+      "--source",
+      "sim",
+      "--sim-exit-rate",
+      "0",
+      "--port",
+      "0",
+    ], root);
     try {
       const t0 = Date.now();
       const kinds: string[] = [];

@@ -8,7 +8,7 @@ import http from "node:http";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
 import { SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { listenNode, type Listening } from "../src/runtime/node.ts";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, sleep } from "./helpers.ts";
@@ -27,7 +27,14 @@ function stalledStream(url: string): Promise<http.IncomingMessage> {
   envelope.set(body, 5);
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, path: "/taskwire.v1.TaskStats/SubscribeExits", method: "POST", agent: false, headers: { "content-type": "application/connect+proto" } }, (res) => {
+    const req = http.request({
+      host: u.hostname,
+      port: u.port,
+      path: "/taskwire.v1.TaskStats/SubscribeExits",
+      method: "POST",
+      agent: false,
+      headers: { "content-type": "application/connect+proto" },
+    }, (res) => {
       res.once("data", () => {
         res.pause();
         resolve(res);

@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@taskwire/client";
 import { afterEach, describe, expect, it } from "vitest";
 import { SourceUnavailableError } from "../src/sources/source.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { startServer, type Running } from "./helpers.ts";
+import { type Running, startServer } from "./helpers.ts";
 
 let running: Running | undefined;
 afterEach(async () => {
@@ -46,7 +46,9 @@ describe("a kernel that refuses a registration", () => {
   it("an ephemeral subscription is refused without leaving its listener behind", async () => {
     const { client, server, refuseNext } = await refusingOnce();
     refuseNext();
-    const drain = async () => { for await (const _ of client.subscribeExits({ cpumask: "4" })) { /* drain */ } };
+    const drain = async () => {
+      for await (const _ of client.subscribeExits({ cpumask: "4" })) { /* drain */ }
+    };
     expect(await codeOf(drain())).toBe(Code.Unavailable);
     expect(server.stats()).toMatchObject({ listeners: 0, watchedCpus: "" });
   });

@@ -60,7 +60,11 @@ describe("sim kernel", () => {
     k.watch([2, 5], true);
     k.exitNow(2000);
     expect(new Set(rs.map((r) => r.cpu))).toEqual(new Set([2, 5]));
-    for (const cpu of [2, 5]) expect(rs.filter((r) => r.cpu === cpu).map((r) => r.cpuSeq)).toEqual([...Array(rs.filter((r) => r.cpu === cpu).length).keys()]);
+    for (const cpu of [2, 5]) {
+      expect(rs.filter((r) => r.cpu === cpu).map((r) => r.cpuSeq)).toEqual([
+        ...Array(rs.filter((r) => r.cpu === cpu).length).keys(),
+      ]);
+    }
     expect(k.records).toBe(rs.length);
   });
 
@@ -123,7 +127,18 @@ describe("sim kernel", () => {
 
   it("a task keeps who it is from fork to exit, however many tasks came and went (threads and processes are reused)", () => {
     const k = createSimKernel({ cpus: 4, exitRate: 0, seed: 12 });
-    const identity = (s: TaskStats) => ({ pid: s.acPid, tgid: s.acTgid, ppid: s.acPpid, comm: s.acComm, uid: s.acUid, gid: s.acGid, nice: s.acNice, btime: s.acBtime64, inode: s.acExeInode, flag: (s.acFlag ?? 0) & AcFlag.AFORK });
+    const identity = (s: TaskStats) => ({
+      pid: s.acPid,
+      tgid: s.acTgid,
+      ppid: s.acPpid,
+      comm: s.acComm,
+      uid: s.acUid,
+      gid: s.acGid,
+      nice: s.acNice,
+      btime: s.acBtime64,
+      inode: s.acExeInode,
+      flag: (s.acFlag ?? 0) & AcFlag.AFORK,
+    });
     const rs = collect(k);
     for (let round = 0; round < 20; round++) {
       const seen = new Map(k.livePids().map((pid) => [pid, identity(k.getPid(pid)!)]));

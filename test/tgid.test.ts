@@ -27,6 +27,11 @@ describe("the group sum", () => {
     addDelayacct(sum, delays(7, 9, 0));
     addDelayacct(sum, delays(1, 1, 1));
     addDelayacct(sum, createStatsVector());
-    expect(toTaskStats(sum)).toMatchObject({ cpuDelayTotal: 13n, cpuDelayMax: 9n, cpuDelayMin: 1n, blkioDelayTotal: 0n });
+    expect(toTaskStats(sum)).toMatchObject({
+      cpuDelayTotal: 13n,
+      cpuDelayMax: 9n,
+      cpuDelayMin: 1n,
+      blkioDelayTotal: 0n,
+    });
   });
 });

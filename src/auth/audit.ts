@@ -54,7 +54,11 @@ export function createAuditLog(o: AuditOptions = {}): AuditLog {
       }
       written++;
       const who = e.principal === undefined ? "" : ` principal=${JSON.stringify(e.principal)}`;
-      write(`taskwire: audit: ${e.kind} address=${e.address || "-"}${who} method=${e.method} reason=${JSON.stringify(e.reason)}`);
+      write(
+        `taskwire: audit: ${e.kind} address=${e.address || "-"}${who} method=${e.method} reason=${
+          JSON.stringify(e.reason)
+        }`,
+      );
     },
   };
 }

@@ -78,20 +78,30 @@ class _Authenticator implements Authenticator {
 
   #byToken(authorization: string): Principal {
     const m = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(authorization);
-    if (m === null) throw new UnauthenticatedError(`the Authorization header must be "Bearer <token>"; this server needs ${this.#wanted()}`);
+    if (m === null) {
+      throw new UnauthenticatedError(
+        `the Authorization header must be "Bearer <token>"; this server needs ${this.#wanted()}`,
+      );
+    }
     const name = this.#table.tokens.get(hashToken(m[1]!));
     const principal = name === undefined ? undefined : this.#table.principals.get(name);
     if (principal === undefined) {
-      throw new UnauthenticatedError("the bearer token is not one this server accepts (revoked, mistyped, or for another server)");
+      throw new UnauthenticatedError(
+        "the bearer token is not one this server accepts (revoked, mistyped, or for another server)",
+      );
     }
     return principal;
   }
 
   #byCertificate(cert: NonNullable<Peer["certificate"]>): Principal {
     if (!cert.authorized) {
-      throw new UnauthenticatedError(`the client certificate is not accepted (${cert.error ?? "not signed by the configured client CA"})`);
+      throw new UnauthenticatedError(
+        `the client certificate is not accepted (${cert.error ?? "not signed by the configured client CA"})`,
+      );
     }
-    if (cert.subject === undefined || cert.subject === "") throw new UnauthenticatedError("the client certificate has no subject CN to name a principal");
+    if (cert.subject === undefined || cert.subject === "") {
+      throw new UnauthenticatedError("the client certificate has no subject CN to name a principal");
+    }
     const known = this.#table.principals.get(cert.subject);
     if (known !== undefined) return { ...known, via: "mtls" };
     return { id: cert.subject, roles: new Set(this.#options.clientCertificates!.defaultRoles), via: "mtls" };
@@ -99,8 +109,14 @@ class _Authenticator implements Authenticator {
 
   #wanted(): string {
     const ways = [];
-    if (this.#options.tokenFile !== undefined) ways.push("a bearer token (Authorization: Bearer <token>; the CLI's --token or TASKWIRE_TOKEN; the SDK's token option)");
-    if (this.#options.clientCertificates !== undefined) ways.push("a client certificate signed by the server's client CA");
+    if (this.#options.tokenFile !== undefined) {
+      ways.push(
+        "a bearer token (Authorization: Bearer <token>; the CLI's --token or TASKWIRE_TOKEN; the SDK's token option)",
+      );
+    }
+    if (this.#options.clientCertificates !== undefined) {
+      ways.push("a client certificate signed by the server's client CA");
+    }
     return ways.join(" or ");
   }
 }

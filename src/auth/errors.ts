@@ -10,7 +10,9 @@ export class RoleRequiredError extends Error {
   override readonly name = "RoleRequiredError";
   readonly role: string;
   constructor(role: string, principal: string, what: string) {
-    super(`${what} needs the "${role}" role, which principal "${principal}" does not have; ask the server's operator to grant it`);
+    super(
+      `${what} needs the "${role}" role, which principal "${principal}" does not have; ask the server's operator to grant it`,
+    );
     this.role = role;
   }
 }

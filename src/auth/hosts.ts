@@ -22,7 +22,8 @@ export function createHostCheck(extra: readonly string[] = []): (header: string 
   return (header) => {
     if (header == null || header === "") return false;
     const name = hostName(header);
-    return LOOPBACK_NAMES.has(name) || /^127(\.\d{1,3}){3}$/.test(name) || name.endsWith(".localhost") || names.has(name);
+    return LOOPBACK_NAMES.has(name) || /^127(\.\d{1,3}){3}$/.test(name) || name.endsWith(".localhost") ||
+      names.has(name);
   };
 }
 

@@ -69,7 +69,13 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
   }
   const tokens = new Map<string, string>();
   for (const [hash, name] of Object.entries(objectAt(top["tokens"] ?? {}, `${where}: tokens`))) {
-    if (!/^[0-9a-f]{64}$/.test(hash)) fail(where, `tokens.${hash.slice(0, 16)}`, "must be a SHA-256 hash, 64 lowercase hex digits (`taskwire token` prints one)");
+    if (!/^[0-9a-f]{64}$/.test(hash)) {
+      fail(
+        where,
+        `tokens.${hash.slice(0, 16)}`,
+        "must be a SHA-256 hash, 64 lowercase hex digits (`taskwire token` prints one)",
+      );
+    }
     if (typeof name !== "string" || !principals.has(name)) {
       fail(where, `tokens.${hash.slice(0, 12)}…`, `names ${JSON.stringify(name)}, which is not under "principals"`);
     }
@@ -79,17 +85,23 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
 }
 
 function principalAt(name: string, spec: unknown, where: string): Principal {
-  if (name === "" || name.length > 128 || /[\s"]/.test(name)) fail(where, `principals.${name}`, "names need 1-128 characters without spaces or quotes");
+  if (name === "" || name.length > 128 || /[\s"]/.test(name)) {
+    fail(where, `principals.${name}`, "names need 1-128 characters without spaces or quotes");
+  }
   const o = objectAt(spec, `${where}: principals.${name}`);
   for (const key of Object.keys(o)) {
-    if (key !== "roles" && key !== "uids") fail(where, `principals.${name}.${key}`, 'is not a known key; use "roles" and "uids"');
+    if (key !== "roles" && key !== "uids") {
+      fail(where, `principals.${name}.${key}`, 'is not a known key; use "roles" and "uids"');
+    }
   }
   const roles = o["roles"];
   if (!Array.isArray(roles) || roles.some((r) => !ROLES.includes(r as Role))) {
     fail(where, `principals.${name}.roles`, `must be a list of ${ROLES.map((r) => `"${r}"`).join(", ")}`);
   }
   const uids = o["uids"];
-  if (uids !== undefined && (!Array.isArray(uids) || uids.some((u) => !Number.isInteger(u) || u < 0 || u > 0xffffffff))) {
+  if (
+    uids !== undefined && (!Array.isArray(uids) || uids.some((u) => !Number.isInteger(u) || u < 0 || u > 0xffffffff))
+  ) {
     fail(where, `principals.${name}.uids`, "must be a list of uids (whole numbers 0-4294967295)");
   }
   return {
@@ -101,7 +113,9 @@ function principalAt(name: string, spec: unknown, where: string): Principal {
 }
 
 function objectAt(v: unknown, where: string): Record<string, unknown> {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new AuthFileError(`${where} must be a JSON object`);
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new AuthFileError(`${where} must be a JSON object`);
+  }
   return v as Record<string, unknown>;
 }
 

@@ -26,11 +26,20 @@ export function addConnectionOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option("--url <url>", "taskwire server to talk to").env("TASKWIRE_URL").default(DEFAULT_URL))
     .addOption(
-      new Option("--token <token>", "bearer token for a server with authentication on (prefer the env var: argv is public)")
+      new Option(
+        "--token <token>",
+        "bearer token for a server with authentication on (prefer the env var: argv is public)",
+      )
         .env("TASKWIRE_TOKEN"),
     )
-    .addOption(new Option("--ca <file>", "PEM CA to trust for an https:// server (e.g. a self-signed one)").env("TASKWIRE_CA"))
-    .addOption(new Option("--cert <file>", "PEM client certificate, for a server that authenticates clients by certificate").env("TASKWIRE_CERT"))
+    .addOption(
+      new Option("--ca <file>", "PEM CA to trust for an https:// server (e.g. a self-signed one)").env("TASKWIRE_CA"),
+    )
+    .addOption(
+      new Option("--cert <file>", "PEM client certificate, for a server that authenticates clients by certificate").env(
+        "TASKWIRE_CERT",
+      ),
+    )
     .addOption(new Option("--key <file>", "PEM private key of --cert").env("TASKWIRE_KEY"));
 }
 
@@ -38,7 +47,9 @@ export function addConnectionOptions(cmd: Command): Command {
 export function connectionFrom(o: Record<string, unknown>): Connection {
   // An empty value (TASKWIRE_TOKEN= in a unit file, say) means "not set".
   const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
-  if ((str("cert") === undefined) !== (str("key") === undefined)) throw new UsageError("--cert and --key go together: pass both PEM files");
+  if ((str("cert") === undefined) !== (str("key") === undefined)) {
+    throw new UsageError("--cert and --key go together: pass both PEM files");
+  }
   return { url: str("url") ?? DEFAULT_URL, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
 }
 

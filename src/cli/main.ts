@@ -13,7 +13,6 @@ import { addConnectionOptions, connectionFrom, DEFAULT_URL } from "./connection.
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
 import { serveCommand, type ServeFlags, UsageError } from "./serve.ts";
 
-
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
@@ -29,7 +28,6 @@ function positiveNumber(value: string): number {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("expected a number >= 0");
   return n;
 }
-
 
 // A parser for commander that reports a bad value as a usage error.
 function cliArg<T>(parse: (text: string) => T) {
@@ -159,52 +157,52 @@ function buildProgram(): Command {
     .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs);
   addAuthOptions(serve, int);
   serve.action(async (o: Record<string, unknown>) => {
-      const flags: ServeFlags = {
-        source: o["source"] as ServeFlags["source"],
-        host: o["host"] as string,
-        port: o["port"] as number,
-        simCpus: o["simCpus"] as number,
-        simExitRate: o["simExitRate"] as number,
-        simSeed: o["simSeed"] as number,
-        socketBuffer: o["socketBuffer"] as number,
-        sendBuffer: o["sendBuffer"] as number,
-        maxMessageBytes: o["maxMessageBytes"] as number,
-        transport: {
-          maxConnections: o["maxConnections"] as number,
-          headerTimeoutMs: o["headerTimeoutMs"] as number,
-          requestTimeoutMs: o["requestTimeoutMs"] as number,
-          idleTimeoutMs: o["idleTimeoutMs"] as number,
-          h2MaxStreams: o["h2MaxStreams"] as number,
-          h2SessionMemoryMb: o["h2SessionMemoryMb"] as number,
-          maxHeaderBytes: o["maxHeaderBytes"] as number,
-        },
-        compress: o["compress"] === true,
-        enableDelayacct: o["enableDelayacct"] === true,
-        tlsCert: o["tlsCert"] as string | undefined,
-        tlsKey: o["tlsKey"] as string | undefined,
-        auth: authFlagsFrom(o),
-        corsOrigins: typeof o["corsOrigin"] === "string"
-          ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean)
-          : [],
-        limits: {
-          leaseMs: o["leaseMs"] as number,
-          maxBuffer: o["maxBuffer"] as number,
-          maxListeners: o["maxListeners"] as number,
-          maxListenersPerPrincipal: o["maxListenersPerPrincipal"] as number,
-          heartbeatMs: o["heartbeatMs"] as number,
-          ...(o["defaultBuffer"] !== undefined && { defaultBuffer: o["defaultBuffer"] as number }),
-        },
-        memoryBudget: o["memoryBudget"] as number,
-        memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
-      };
-      if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
-        throw new UsageError("--default-buffer must not exceed --max-buffer");
-      }
-      if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
-        throw new UsageError("--header-timeout-ms must not exceed --request-timeout-ms: headers are part of the request");
-      }
-      await serveCommand(flags);
-    });
+    const flags: ServeFlags = {
+      source: o["source"] as ServeFlags["source"],
+      host: o["host"] as string,
+      port: o["port"] as number,
+      simCpus: o["simCpus"] as number,
+      simExitRate: o["simExitRate"] as number,
+      simSeed: o["simSeed"] as number,
+      socketBuffer: o["socketBuffer"] as number,
+      sendBuffer: o["sendBuffer"] as number,
+      maxMessageBytes: o["maxMessageBytes"] as number,
+      transport: {
+        maxConnections: o["maxConnections"] as number,
+        headerTimeoutMs: o["headerTimeoutMs"] as number,
+        requestTimeoutMs: o["requestTimeoutMs"] as number,
+        idleTimeoutMs: o["idleTimeoutMs"] as number,
+        h2MaxStreams: o["h2MaxStreams"] as number,
+        h2SessionMemoryMb: o["h2SessionMemoryMb"] as number,
+        maxHeaderBytes: o["maxHeaderBytes"] as number,
+      },
+      compress: o["compress"] === true,
+      enableDelayacct: o["enableDelayacct"] === true,
+      tlsCert: o["tlsCert"] as string | undefined,
+      tlsKey: o["tlsKey"] as string | undefined,
+      auth: authFlagsFrom(o),
+      corsOrigins: typeof o["corsOrigin"] === "string"
+        ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean)
+        : [],
+      limits: {
+        leaseMs: o["leaseMs"] as number,
+        maxBuffer: o["maxBuffer"] as number,
+        maxListeners: o["maxListeners"] as number,
+        maxListenersPerPrincipal: o["maxListenersPerPrincipal"] as number,
+        heartbeatMs: o["heartbeatMs"] as number,
+        ...(o["defaultBuffer"] !== undefined && { defaultBuffer: o["defaultBuffer"] as number }),
+      },
+      memoryBudget: o["memoryBudget"] as number,
+      memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
+    };
+    if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
+      throw new UsageError("--default-buffer must not exceed --max-buffer");
+    }
+    if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
+      throw new UsageError("--header-timeout-ms must not exceed --request-timeout-ms: headers are part of the request");
+    }
+    await serveCommand(flags);
+  });
 
   const get = program.command("get")
     .description("stats of a live task: get pid <N> (a thread) or get tgid <N> (a process, summed over its threads)")
@@ -243,7 +241,10 @@ function buildProgram(): Command {
   const info = program.command("info")
     .description("what the server is: source, kernel, CPUs, counters")
     .option("--json", "print JSON")
-    .option("--listeners", "also list your listeners (every listener, with the admin role): queue depth, drops, events/s")
+    .option(
+      "--listeners",
+      "also list your listeners (every listener, with the admin role): queue depth, drops, events/s",
+    )
     .action(async (o: { json?: boolean; listeners?: boolean }) =>
       infoCommand(connectionFrom(o), o.json === true, o.listeners === true)
     );

@@ -36,21 +36,48 @@ const list = (value: string): string[] => value.split(",").map((x) => x.trim()).
 /** Adds the flags to `serve`. */
 export function addAuthOptions(cmd: Command, int: IntParser): Command {
   return cmd
-    .option("--token-file <file>", "auth file: principals, their roles (and uids), and SHA-256 hashes of their bearer tokens (JSON; reloaded on SIGHUP; `taskwire token` makes entries)")
-    .option("--tls-client-ca <file>", "ask TLS clients for a certificate; one signed by this PEM CA authenticates as its subject CN (needs --tls-cert)")
+    .option(
+      "--token-file <file>",
+      "auth file: principals, their roles (and uids), and SHA-256 hashes of their bearer tokens (JSON; reloaded on SIGHUP; `taskwire token` makes entries)",
+    )
+    .option(
+      "--tls-client-ca <file>",
+      "ask TLS clients for a certificate; one signed by this PEM CA authenticates as its subject CN (needs --tls-cert)",
+    )
     .addOption(
       new Option("--tls-client-roles <roles>", "roles of a certificate whose CN is not a principal in --token-file")
         .argParser(roles).default(["read", "subscribe"], "read,subscribe"),
     )
-    .option("--allow-unauthenticated", "serve a non-loopback address without authentication (anyone who reaches the port can use it; logged as a warning)")
+    .option(
+      "--allow-unauthenticated",
+      "serve a non-loopback address without authentication (anyone who reaches the port can use it; logged as a warning)",
+    )
     .addOption(
-      new Option("--allowed-host <names>", "comma-separated Host names a loopback server also answers to (DNS-rebinding guard)")
+      new Option(
+        "--allowed-host <names>",
+        "comma-separated Host names a loopback server also answers to (DNS-rebinding guard)",
+      )
         .argParser(list).default([]),
     )
     .option("--max-streams <n>", "SubscribeExits streams open at once, in all", int(1), DEFAULT_ADMISSION.maxStreams)
-    .option("--max-streams-per-principal <n>", "streams one principal (or, without auth, one address) has open at once", int(1), DEFAULT_ADMISSION.maxStreamsPerPrincipal)
-    .option("--max-calls-per-second <n>", "unary calls per second per principal (bursts of twice that)", int(1), DEFAULT_ADMISSION.callsPerSecond)
-    .option("--max-listeners-per-principal <n>", "listeners one principal owns at once", int(1), DEFAULT_LIMITS.maxListenersPerPrincipal);
+    .option(
+      "--max-streams-per-principal <n>",
+      "streams one principal (or, without auth, one address) has open at once",
+      int(1),
+      DEFAULT_ADMISSION.maxStreamsPerPrincipal,
+    )
+    .option(
+      "--max-calls-per-second <n>",
+      "unary calls per second per principal (bursts of twice that)",
+      int(1),
+      DEFAULT_ADMISSION.callsPerSecond,
+    )
+    .option(
+      "--max-listeners-per-principal <n>",
+      "listeners one principal owns at once",
+      int(1),
+      DEFAULT_LIMITS.maxListenersPerPrincipal,
+    );
 }
 
 /** The flags from parsed options. */
@@ -70,9 +97,16 @@ export function authFlagsFrom(o: Record<string, unknown>): AuthFlags {
 /** `taskwire token --principal NAME`: a new token, and the auth file entry that admits it. */
 export function addTokenCommand(program: Command): void {
   program.command("token")
-    .description("make a bearer token for a principal and print the auth file entry for it (the file stores only the hash)")
+    .description(
+      "make a bearer token for a principal and print the auth file entry for it (the file stores only the hash)",
+    )
     .requiredOption("--principal <name>", "the principal the token authenticates as")
-    .addOption(new Option("--roles <roles>", "its roles, if it is a new principal").argParser(roles).default(["read", "subscribe"], "read,subscribe"))
+    .addOption(
+      new Option("--roles <roles>", "its roles, if it is a new principal").argParser(roles).default([
+        "read",
+        "subscribe",
+      ], "read,subscribe"),
+    )
     .action((o: { principal: string; roles: Role[] }) => {
       const token = newToken();
       const entry = {
@@ -91,7 +125,9 @@ export function addTokenCommand(program: Command): void {
  * --allow-unauthenticated says so), and `--cors-origin '*'` without
  * authentication (any web page could register listeners). Returns warnings to log.
  */
-export function checkExposure(o: { host: string; auth: AuthFlags; corsOrigins: readonly string[]; tls: boolean }): string[] {
+export function checkExposure(
+  o: { host: string; auth: AuthFlags; corsOrigins: readonly string[]; tls: boolean },
+): string[] {
   const authOn = o.auth.tokenFile !== undefined || o.auth.tlsClientCa !== undefined;
   if (o.auth.tlsClientCa !== undefined && !o.tls) {
     throw new UsageError("--tls-client-ca needs TLS: pass --tls-cert and --tls-key too");
@@ -109,5 +145,7 @@ export function checkExposure(o: { host: string; auth: AuthFlags; corsOrigins: r
         "or --allow-unauthenticated if anyone who can reach the port may use it",
     );
   }
-  return [`serving ${o.host} WITHOUT authentication (--allow-unauthenticated): anyone who reaches the port can read every task's accounting`];
+  return [
+    `serving ${o.host} WITHOUT authentication (--allow-unauthenticated): anyone who reaches the port can read every task's accounting`,
+  ];
 }

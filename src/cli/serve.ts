@@ -11,7 +11,7 @@ import type { TaskstatsSource } from "../sources/source.ts";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
 import { createSimSource } from "../sources/sim/sim-source.ts";
-import { createAuthenticator, type Authenticator } from "../auth/authenticator.ts";
+import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
 import { createHostCheck, isLoopbackAddress } from "../auth/hosts.ts";
 import { AuthFileError } from "../auth/tokens.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";
@@ -115,13 +115,20 @@ function describeAuth(auth: AuthFlags): string {
     ...(auth.tokenFile === undefined ? [] : [`bearer tokens from ${auth.tokenFile} (SIGHUP reloads)`]),
     ...(auth.tlsClientCa === undefined ? [] : [`client certificates signed by ${auth.tlsClientCa}`]),
   ];
-  return ways.length === 0 ? "authentication: none (every caller has every role)" : `authentication: ${ways.join(", ")}`;
+  return ways.length === 0
+    ? "authentication: none (every caller has every role)"
+    : `authentication: ${ways.join(", ")}`;
 }
 
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const tls = readTls(flags);
-  const warnings = checkExposure({ host: flags.host, auth: flags.auth, corsOrigins: flags.corsOrigins, tls: tls !== undefined });
+  const warnings = checkExposure({
+    host: flags.host,
+    auth: flags.auth,
+    corsOrigins: flags.corsOrigins,
+    tls: tls !== undefined,
+  });
   const authenticator = authenticatorFor(flags.auth);
   if (flags.enableDelayacct && flags.source === "sim") {
     throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");

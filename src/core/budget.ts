@@ -39,12 +39,13 @@ export interface MemoryBudget {
   open(owner: string): BudgetAccount;
 }
 
-/** What one holder (a listener) has charged; closing it gives everything back. */
-export interface BudgetAccount {
-  readonly owner: string;
-  /** Bytes this account holds now. */
-  readonly bytes: number;
-  /** Whether `bytes` more would fit now (in all and in the owner's share). */
+/**
+ * Charges the budget and one owner's share, and nothing else: what a holder
+ * that counts its own bytes (a queue, a retention ring) charges through, so
+ * the hot path touches only objects shared by the owner's listeners.
+ */
+export interface BudgetPool {
+  /** Whether `bytes` more fit now (in all and in the owner's share). */
   fits(bytes: number): boolean;
   /** Charges `bytes` if they fit; false (and nothing charged) if not. */
   tryCharge(bytes: number): boolean;
@@ -52,10 +53,43 @@ export interface BudgetAccount {
   charge(bytes: number): void;
   /** Gives `bytes` back. */
   release(bytes: number): void;
-  /** Gives everything back; the account charges nothing after (tryCharge is false, charge and release no-ops). */
+}
+
+/** Something that charges an account's pool and counts its own bytes (see BudgetAccount.attach). */
+export interface BudgetHolder {
+  /** Bytes it holds now, charged through the pool. */
+  readonly bytes: number;
+  /** Its account closed and gave its bytes back: it charges nothing more (its pool refuses everything). */
+  detachBudget(): void;
+}
+
+/**
+ * What one listener holds: its own charges (fixed costs, the batch in
+ * flight) plus those of the holders attached to it (its queue, its
+ * retention). Closing it gives everything back.
+ */
+export interface BudgetAccount extends BudgetPool {
+  readonly owner: string;
+  /** Bytes this account holds now, its holders' included. */
+  readonly bytes: number;
+  /** The pool its holders charge through. */
+  readonly pool: BudgetPool;
+  /** Counts `holder`'s bytes in this account, and gives them back on close. */
+  attach(holder: BudgetHolder): void;
+  /** Takes over `bytes` a holder already charged (and stopped counting): they are this account's own now. */
+  adopt(bytes: number): void;
+  /** Gives everything back; the account and its holders charge nothing after. */
   close(): void;
   readonly closed: boolean;
 }
+
+/** A pool that refuses everything: what a holder charges once its account is closed. */
+export const CLOSED_POOL: BudgetPool = Object.freeze({
+  fits: () => false,
+  tryCharge: () => false,
+  charge: () => {},
+  release: () => {},
+});
 
 /** Creates a budget. */
 export function createMemoryBudget(o: BudgetOptions = {}): MemoryBudget {
@@ -64,6 +98,16 @@ export function createMemoryBudget(o: BudgetOptions = {}): MemoryBudget {
     throw new RangeError(`memory budget must be a positive whole number of bytes, got ${o.limit}`);
   }
   return new _Budget(limit, resolveShare(o.perOwner, limit));
+}
+
+// What holders made without a budget charge: unlimited, shared (so their hot
+// path is the same as under a real budget), and keeping no list of accounts.
+let _unbudgeted: BudgetPool | undefined;
+
+/** An account of an unlimited budget, for a listener, queue or retention made without one: counted, never refused. */
+export function unbudgeted(owner = ""): BudgetAccount {
+  _unbudgeted ??= new _Pool(new _Budget(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), undefined);
+  return new _Account(owner, _unbudgeted, () => {});
 }
 
 /** A share as bytes of a budget of `limit` bytes (never more than the budget). */
@@ -133,89 +177,154 @@ export function formatBytes(n: number): string {
   return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
 }
 
-/** One owner's total, shared by its accounts. */
+/** One owner's accounts, total (kept only when the budget caps owners) and pool. */
 interface _Owner {
   used: number;
-  accounts: number;
+  readonly accounts: Set<_Account>;
+  readonly pool: _Pool;
 }
 
 class _Budget implements MemoryBudget {
   readonly limit: number;
   readonly ownerLimit: number;
+  /** Whether owners are capped below the budget (else owners' totals are summed only when asked). */
+  readonly capped: boolean;
   used = 0;
   readonly #owners = new Map<string, _Owner>();
 
   constructor(limit: number, ownerLimit: number) {
     this.limit = limit;
     this.ownerLimit = ownerLimit;
+    this.capped = ownerLimit < limit;
   }
 
   usedBy(owner: string): number {
-    return this.#owners.get(owner)?.used ?? 0;
+    const o = this.#owners.get(owner);
+    if (o === undefined) return 0;
+    if (this.capped) return o.used;
+    let used = 0;
+    for (const a of o.accounts) used += a.bytes;
+    return used;
   }
 
   refusal(owner: string, bytes: number): "budget" | "owner" | undefined {
     if (this.used + bytes > this.limit) return "budget";
-    if (this.usedBy(owner) + bytes > this.ownerLimit) return "owner";
+    if (this.capped && this.usedBy(owner) + bytes > this.ownerLimit) return "owner";
     return undefined;
   }
 
   open(owner: string): BudgetAccount {
     let o = this.#owners.get(owner);
-    if (o === undefined) this.#owners.set(owner, (o = { used: 0, accounts: 0 }));
-    o.accounts++;
-    return new _Account(this, owner, o, () => {
-      if (--o.accounts === 0) this.#owners.delete(owner);
+    if (o === undefined) {
+      const record: { used: number; accounts: Set<_Account>; pool?: _Pool } = { used: 0, accounts: new Set() };
+      record.pool = new _Pool(this, this.capped ? record : undefined);
+      this.#owners.set(owner, o = record as _Owner);
+    }
+    const owned = o;
+    const account = new _Account(owner, owned.pool, () => {
+      owned.accounts.delete(account);
+      if (owned.accounts.size === 0) this.#owners.delete(owner);
     });
+    owned.accounts.add(account);
+    return account;
   }
 }
 
-// The hot path (a charge per queued exit per listener) is three additions and
-// two comparisons on plain fields.
-class _Account implements BudgetAccount {
-  readonly owner: string;
-  bytes = 0;
-  closed = false;
+// The hot path (a charge per queued exit per listener): two or three
+// additions and as many comparisons on objects every listener of the owner
+// shares.
+class _Pool implements BudgetPool {
   readonly #budget: _Budget;
-  readonly #owner: _Owner;
-  readonly #onClose: () => void;
+  /** The owner's total, when owners are capped. */
+  readonly #owner: { used: number } | undefined;
 
-  constructor(budget: _Budget, owner: string, o: _Owner, onClose: () => void) {
-    this.owner = owner;
+  constructor(budget: _Budget, owner: { used: number } | undefined) {
     this.#budget = budget;
-    this.#owner = o;
-    this.#onClose = onClose;
+    this.#owner = owner;
   }
 
   fits(bytes: number): boolean {
-    return !this.closed && this.#budget.used + bytes <= this.#budget.limit &&
-      this.#owner.used + bytes <= this.#budget.ownerLimit;
+    const b = this.#budget, o = this.#owner;
+    return b.used + bytes <= b.limit && (o === undefined || o.used + bytes <= b.ownerLimit);
   }
 
   tryCharge(bytes: number): boolean {
     if (!this.fits(bytes)) return false;
-    this.#add(bytes);
+    this.charge(bytes);
     return true;
   }
 
   charge(bytes: number): void {
-    if (!this.closed) this.#add(bytes);
+    this.#budget.used += bytes;
+    if (this.#owner !== undefined) this.#owner.used += bytes;
   }
 
   release(bytes: number): void {
-    if (!this.closed) this.#add(-bytes);
+    this.charge(-bytes);
+  }
+}
+
+class _Account implements BudgetAccount {
+  readonly owner: string;
+  /** Its own charges (its holders' not included). */
+  #own = 0;
+  closed = false;
+  #pool: BudgetPool;
+  readonly #holders: BudgetHolder[] = [];
+  readonly #onClose: () => void;
+
+  constructor(owner: string, pool: BudgetPool, onClose: () => void) {
+    this.owner = owner;
+    this.#pool = pool;
+    this.#onClose = onClose;
+  }
+
+  get pool(): BudgetPool {
+    return this.#pool;
+  }
+
+  get bytes(): number {
+    let bytes = this.#own;
+    for (const h of this.#holders) bytes += h.bytes;
+    return bytes;
+  }
+
+  attach(holder: BudgetHolder): void {
+    if (this.closed) holder.detachBudget();
+    else this.#holders.push(holder);
+  }
+
+  fits(bytes: number): boolean {
+    return this.#pool.fits(bytes);
+  }
+
+  tryCharge(bytes: number): boolean {
+    if (!this.#pool.tryCharge(bytes)) return false;
+    this.#own += bytes;
+    return true;
+  }
+
+  charge(bytes: number): void {
+    this.#pool.charge(bytes);
+    if (!this.closed) this.#own += bytes;
+  }
+
+  release(bytes: number): void {
+    this.#pool.release(bytes);
+    if (!this.closed) this.#own -= bytes;
+  }
+
+  adopt(bytes: number): void {
+    if (!this.closed) this.#own += bytes;
   }
 
   close(): void {
     if (this.closed) return;
-    this.#add(-this.bytes);
+    this.#pool.release(this.bytes);
+    for (const h of this.#holders.splice(0)) h.detachBudget();
+    this.#own = 0;
+    this.#pool = CLOSED_POOL;
     this.closed = true;
     this.#onClose();
-  }
-
-  #add(bytes: number): void {
-    this.#budget.used += bytes;
-    this.#owner.used += bytes;
-    this.bytes += bytes;
   }
 }

@@ -14,7 +14,7 @@
  * are taken; markers are charged even past the budget, since exact loss
  * counts depend on them and they stay bounded by the exits between them.
  */
-import { type BudgetAccount, createMemoryBudget } from "./budget.ts";
+import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 
 /** Why events were lost (mirrors taskwire.v1.LossReason). */
 export type LossKind = "subscriber-overflow" | "kernel-overflow" | "retention" | "restart";
@@ -99,7 +99,7 @@ export interface EventQueue<R extends CpuRecord = CpuRecord> {
   readonly heldBytes: number;
 }
 
-/** Creates an empty queue; without `memory` it charges an unlimited budget of its own. */
+/** Creates an empty queue; without `memory` it charges the shared unlimited budget (budget.ts unbudgeted()). */
 export function createEventQueue<R extends CpuRecord>(
   capacity: number,
   policy: OverflowPolicy = "drop-newest",
@@ -108,10 +108,10 @@ export function createEventQueue<R extends CpuRecord>(
   if (!Number.isInteger(capacity) || capacity < 1) {
     throw new RangeError(`queue capacity must be a positive integer, got ${capacity}`);
   }
-  return new _EventQueue<R>(capacity, policy, memory ?? { account: createMemoryBudget().open("") });
+  return new _EventQueue<R>(capacity, policy, memory ?? { account: unbudgeted() });
 }
 
-class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
+class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   readonly capacity: number;
   readonly policy: OverflowPolicy;
   depth = 0;
@@ -120,13 +120,16 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
   // Taken slots are cleared at once (so taken records can die young) and cut off now and then by #compact().
   #items: (QueueItem<R> | undefined)[] = [];
   #head = 0;
-  readonly #account: BudgetAccount;
+  /** Bytes its items are charged (counted here, so a push touches no per-listener object but the queue). */
+  bytes = 0;
+  #pool: BudgetPool;
   readonly #reclaim: ((bytes: number) => void) | undefined;
 
   constructor(capacity: number, policy: OverflowPolicy, memory: QueueMemory) {
     this.capacity = capacity;
     this.policy = policy;
-    this.#account = memory.account;
+    this.#pool = memory.account.pool;
+    memory.account.attach(this);
     this.#reclaim = memory.reclaim;
   }
 
@@ -136,14 +139,14 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
 
   push(seq: number, record: R, bytes = 0): number {
     const cost = bytes + QUEUED_EXIT_BYTES;
-    if (this.depth < this.capacity && this.#account.tryCharge(cost)) return this.#append(seq, record, cost);
+    if (this.depth < this.capacity && this.#pool.tryCharge(cost)) return this.#append(seq, record, cost);
     let dropped = 0;
     if (this.depth >= this.capacity) {
       if (this.policy === "drop-newest") return this.#lose(seq, dropped);
       this.#dropOldest();
       dropped++;
     }
-    while (!this.#charge(cost)) {
+    while (!this.#tryCharge(cost)) {
       // Over budget: drop-newest drops this exit; drop-oldest gives up its own oldest until this one fits.
       if (this.policy === "drop-newest" || this.depth === 0) return this.#lose(seq, dropped);
       this.#dropOldest();
@@ -153,6 +156,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
   }
 
   #append(seq: number, record: R, bytes: number): 0 {
+    this.bytes += bytes;
     this.#items.push({ kind: "exit", seq, record, bytes });
     this.depth++;
     this.lastQueued = seq;
@@ -165,14 +169,15 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
       tail.last = last;
       return;
     }
-    this.#account.charge(LOSS_MARKER_BYTES);
+    this.#charge(LOSS_MARKER_BYTES);
     this.#items.push({ kind: "lost", first, last, reason, cpu });
   }
 
   take(max: number, hold = false): QueueItem<R>[] {
     const end = Math.min(this.#items.length, this.#head + max);
     const out = this.#items.slice(this.#head, end) as QueueItem<R>[];
-    this.#items.fill(undefined, this.#head, end);
+    // Taking everything drops the whole array (#compact) instead.
+    if (end < this.#items.length) this.#items.fill(undefined, this.#head, end);
     this.#head = end;
     let bytes = 0, exits = 0;
     for (let i = 0; i < out.length; i++) {
@@ -183,17 +188,35 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
       } else bytes += LOSS_MARKER_BYTES;
     }
     this.depth -= exits;
+    this.bytes -= bytes;
     if (hold) this.heldBytes = bytes;
-    else this.#account.release(bytes);
+    else this.#pool.release(bytes);
     this.#compact();
     return out;
   }
 
-  #charge(cost: number): boolean {
-    if (this.#account.tryCharge(cost)) return true;
+  detachBudget(): void {
+    this.#pool = CLOSED_POOL;
+    this.bytes = 0;
+  }
+
+  // Charges the pool `cost` for an exit about to be appended (which counts it), after the reclaim hook has freed what it can if need be.
+  #tryCharge(cost: number): boolean {
+    if (this.#pool.tryCharge(cost)) return true;
     if (this.#reclaim === undefined) return false;
     this.#reclaim(cost);
-    return this.#account.tryCharge(cost);
+    return this.#pool.tryCharge(cost);
+  }
+
+  // Charges `cost` even past the budget.
+  #charge(cost: number): void {
+    this.#pool.charge(cost);
+    this.bytes += cost;
+  }
+
+  #release(cost: number): void {
+    this.#pool.release(cost);
+    this.bytes -= cost;
   }
 
   #lose(seq: number, dropped: number): number {
@@ -209,7 +232,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
     const exit = this.#items[i] as QueuedExit<R>;
     const seq = exit.seq;
     this.depth--;
-    this.#account.release(itemBytes(exit));
+    this.#release(itemBytes(exit));
     const prev = i > this.#head ? this.#items[i - 1]! : undefined;
     if (prev !== undefined && mergeable(prev, seq, "subscriber-overflow", -1)) {
       prev.last = seq;
@@ -217,7 +240,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R> {
       this.#items[this.#head] = undefined;
       this.#head++;
     } else {
-      this.#account.charge(LOSS_MARKER_BYTES);
+      this.#charge(LOSS_MARKER_BYTES);
       this.#items[i] = { kind: "lost", first: seq, last: seq, reason: "subscriber-overflow", cpu: -1 };
     }
   }

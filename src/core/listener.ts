@@ -11,15 +11,15 @@
  * registry's fixed cost for it. An exit that does not fit is dropped as from
  * a full queue, after the listener's own retention has given up what it can.
  */
-import { type BudgetAccount, createMemoryBudget } from "./budget.ts";
+import { type BudgetAccount, type BudgetPool, unbudgeted } from "./budget.ts";
 import {
   type CpuRecord,
   createEventQueue,
   type EventQueue,
   type LossKind,
   type OverflowPolicy,
-  type QueueItem,
   QUEUED_EXIT_BYTES,
+  type QueueItem,
 } from "./event-queue.ts";
 import { SeqOutOfRangeError } from "./errors.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
@@ -44,7 +44,7 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly now: number;
   /** What to keep of a record handed to a stream, for resumes. */
   readonly retain: (record: R) => P;
-  /** The budget account it charges; an unlimited one of its own when absent. */
+  /** The budget account it charges; when absent, one of the shared unlimited budget (budget.ts unbudgeted()). */
   readonly account?: BudgetAccount | undefined;
   /** Bytes a queued record costs, when deliver() is not told (the registry tells it); 0 when absent. */
   readonly sizeOf?: ((record: R) => number) | undefined;
@@ -100,6 +100,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   detachedAt: number;
   readonly #retention: Retention<R, P>;
   readonly #account: BudgetAccount;
+  /** Its account's pool (a stale one after the account closes is harmless: nothing is delivered then). */
+  readonly #pool: BudgetPool;
   readonly #sizeOf: ((record: R) => number) | undefined;
   readonly #unshare: ((record: R) => R) | undefined;
   /** The registry's count of the last record this listener queued. */
@@ -124,7 +126,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     this.ephemeral = o.ephemeral;
     this.owner = o.owner;
     this.scope = o.scope;
-    this.#account = o.account ?? createMemoryBudget().open(o.owner);
+    this.#account = o.account ?? unbudgeted(o.owner);
+    this.#pool = this.#account.pool;
     this.#sizeOf = o.sizeOf;
     this.#unshare = o.unshare;
     this.#retention = new Retention<R, P>(o.capacity, o.retain, {
@@ -170,27 +173,36 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
    * (see ListenerOptions.sizeOf), `ordinal` the registry's count of records
    * (for SPARSE_GAP).
    */
-  deliver(record: R, bytes = this.#sizeOf?.(record) ?? 0, ordinal?: number): void {
+  deliver(record: R, bytes?: number, ordinal?: number): void {
     if (this.scope !== undefined && !this.scope(record)) return;
     if (this.filter !== undefined && !this.filter(record)) return;
-    let gap = this.#gap;
-    if (ordinal !== undefined) {
-      gap += (Math.min(ordinal - this.#lastOrdinal, SPARSE_CAP) - gap) * SPARSE_WEIGHT;
-      if (gap > SPARSE_GAP && this.#unshare !== undefined && this.#mayQueue(bytes)) record = this.#unshare(record);
-    }
-    const dropped = this.queue.push(++this.produced, record, bytes);
+    const cost = bytes ?? (this.#sizeOf === undefined ? 0 : this.#sizeOf(record));
+    if (this.#unshare === undefined || ordinal === undefined) {
+      const dropped = this.queue.push(++this.produced, record, cost);
+      if (dropped !== 0) this.lost["subscriber-overflow"] += dropped;
+    } else this.#deliverTracked(record, cost, ordinal, this.#unshare);
+    this.#wake?.();
+  }
+
+  // deliver(), tracking how far apart the records it queues are (SPARSE_GAP).
+  #deliverTracked(record: R, bytes: number, ordinal: number, unshare: (record: R) => R): void {
+    const gap = this.#gap + (Math.min(ordinal - this.#lastOrdinal, SPARSE_CAP) - this.#gap) * SPARSE_WEIGHT;
+    const dropped = this.queue.push(
+      ++this.produced,
+      gap > SPARSE_GAP && this.#mayQueue(bytes) ? unshare(record) : record,
+      bytes,
+    );
     if (dropped !== 0) this.lost["subscriber-overflow"] += dropped;
-    if (ordinal !== undefined && this.queue.lastQueued === this.produced) {
+    if (this.queue.lastQueued === this.produced) {
       this.#lastOrdinal = ordinal;
       this.#gap = gap;
     }
-    this.#wake?.();
   }
 
   // Whether an exit costing `bytes` would be queued (an unshared copy is made only for one that is).
   #mayQueue(bytes: number): boolean {
     return this.queue.policy === "drop-oldest" ||
-      (this.queue.depth < this.queue.capacity && this.#account.fits(bytes + QUEUED_EXIT_BYTES));
+      (this.queue.depth < this.queue.capacity && this.#pool.fits(bytes + QUEUED_EXIT_BYTES));
   }
 
   /** `count` events produced for this listener that it will never get. */
@@ -213,6 +225,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     // The queue's charges for these items carry over to the batch in flight.
     const items = this.queue.take(max, true);
     this.#inFlight = this.queue.heldBytes;
+    this.#account.adopt(this.#inFlight);
     for (const item of items) {
       if (item.kind === "exit") this.delivered++;
       this.handedOut = lastSeqOf(item);

@@ -370,7 +370,9 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     const refusal = budget.refusal(owner, bytes);
     if (refusal === "budget") {
       throw new LimitExceededError(
-        `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) has no room for another listener (${
+        `the server's memory budget of ${
+          formatBytes(budget.limit)
+        } (--memory-budget) has no room for another listener (${
           formatBytes(budget.used)
         } held by listeners' queued and retained events); read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
       );

@@ -17,11 +17,11 @@
  * evicts its oldest items to make room, and keeps fewer (or none). A resume
  * over what it no longer has reports RETENTION loss, as for any eviction.
  */
-import { type BudgetAccount, createMemoryBudget } from "./budget.ts";
+import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
 /** What one slot of the ring costs: its seq, CPU and charge in typed arrays, its payload and marker slots. */
-export const RETAINED_SLOT_BYTES = 40;
+export const RETAINED_SLOT_BYTES = 36;
 
 /** Where retention charges what it keeps. */
 export interface RetentionMemory<P> {
@@ -55,10 +55,12 @@ export function firstSeqOf(item: { kind: string; seq?: number; first?: number })
  * A ring of handed-out items that grows on demand up to its capacity (idle
  * listeners cost nothing), always the newest handed-out items without gaps.
  */
-export class Retention<R extends CpuRecord, P> {
+export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   readonly capacity: number;
   readonly #retain: (record: R) => P;
-  readonly #account: BudgetAccount;
+  /** Bytes it holds (counted here, so a push touches no per-listener object but the ring). */
+  bytes = 0;
+  #pool: BudgetPool;
   // Typed for any payload so that a Retention<R, P> stays assignable to a Retention<R, unknown> (P only goes out).
   readonly #sizeOfPayload: (payload: unknown) => number;
   #size = 0;
@@ -67,20 +69,22 @@ export class Retention<R extends CpuRecord, P> {
   #seq = new Float64Array(0);
   #cpu = new Int32Array(0);
   /** What each slot's item is charged. */
-  #cost = new Float64Array(0);
+  #cost = new Int32Array(0);
   /** Each exit's payload; undefined for a loss marker. */
   #payload: (P | undefined)[] = [];
   /** Loss markers by slot; undefined for an exit. */
   #loss: (QueuedLoss | undefined)[] = [];
 
-  /** Without `memory`, it charges an unlimited budget of its own and payloads cost nothing. */
+  /** Without `memory`, it charges the shared unlimited budget (budget.ts unbudgeted()) and payloads cost nothing. */
   constructor(capacity: number, retain: (record: R) => P, memory?: RetentionMemory<P>) {
     if (!Number.isInteger(capacity) || capacity < 1) {
       throw new RangeError(`retention capacity must be a positive integer, got ${capacity}`);
     }
     this.capacity = capacity;
     this.#retain = retain;
-    this.#account = memory?.account ?? createMemoryBudget().open("");
+    const account = memory?.account ?? unbudgeted();
+    this.#pool = account.pool;
+    account.attach(this);
     this.#sizeOfPayload = (memory?.sizeOfPayload ?? (() => 0)) as (payload: unknown) => number;
   }
 
@@ -93,17 +97,13 @@ export class Retention<R extends CpuRecord, P> {
   push(item: QueueItem<R>): void {
     const payload = item.kind === "exit" ? this.#retain(item.record) : undefined;
     const cost = item.kind === "exit" ? this.#sizeOfPayload(payload) : LOSS_MARKER_BYTES;
-    if (this.#size === this.capacity) this.evictOldest();
-    if (this.#size === this.#seq.length && !this.#grow()) {
-      // The ring is as large as the budget lets it be.
-      if (this.#size === 0) return;
-      this.evictOldest();
-    }
-    while (!this.#account.tryCharge(cost)) {
-      if (this.#size === 0) return;
-      this.evictOldest();
-    }
-    const i = (this.#start + this.#size++) % this.#seq.length;
+    const i = this.#size < this.#seq.length && this.#pool.tryCharge(cost)
+      ? this.#next(cost)
+      : this.#size === this.capacity && this.#replaceOldest(cost)
+      ? this.#start++
+      : this.#place(cost);
+    if (i < 0) return;
+    if (this.#start === this.#seq.length) this.#start = 0;
     this.#cost[i] = cost;
     if (item.kind === "lost") {
       this.#payload[i] = undefined;
@@ -116,11 +116,54 @@ export class Retention<R extends CpuRecord, P> {
     this.#loss[i] = undefined;
   }
 
+  // The next free slot, for an item whose `cost` the pool has just been charged.
+  #next(cost: number): number {
+    this.bytes += cost;
+    const i = this.#start + this.#size++;
+    return i < this.#seq.length ? i : i - this.#seq.length;
+  }
+
+  // Full (the usual case once warm): the new item takes the oldest one's slot
+  // and the charge changes by the difference. False if the budget refuses it.
+  #replaceOldest(cost: number): boolean {
+    const delta = cost - this.#cost[this.#start]!;
+    if (delta > 0 && !this.#pool.tryCharge(delta)) return false;
+    if (delta < 0) this.#pool.release(-delta);
+    this.bytes += delta;
+    return true;
+  }
+
+  // A slot for an item costing `cost`, evicting and growing as the budget
+  // allows; -1 when not even an empty ring has room for it.
+  #place(cost: number): number {
+    if (this.#size === this.capacity) this.evictOldest();
+    if (this.#size === this.#seq.length && !this.#grow()) {
+      // The ring is as large as the budget lets it be.
+      if (this.#size === 0) return -1;
+      this.evictOldest();
+    }
+    while (!this.#pool.tryCharge(cost)) {
+      if (this.#size === 0) return -1;
+      this.evictOldest();
+    }
+    return this.#next(cost);
+  }
+
+  detachBudget(): void {
+    this.#pool = CLOSED_POOL;
+    this.bytes = 0;
+  }
+
+  #release(bytes: number): void {
+    this.#pool.release(bytes);
+    this.bytes -= bytes;
+  }
+
   /** Drops the oldest item and gives back its charge; false when empty. */
   evictOldest(): boolean {
     if (this.#size === 0) return false;
     const i = this.#start;
-    this.#account.release(this.#cost[i]!);
+    this.#release(this.#cost[i]!);
     this.#payload[i] = undefined;
     this.#loss[i] = undefined;
     this.#start = (i + 1) % this.#seq.length;
@@ -130,16 +173,16 @@ export class Retention<R extends CpuRecord, P> {
 
   /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
   shed(bytes: number): void {
-    while (!this.#account.fits(bytes) && this.evictOldest());
+    while (!this.#pool.fits(bytes) && this.evictOldest());
   }
 
   /** Drops everything and the ring itself, giving back every charge. */
   clear(): void {
     while (this.evictOldest());
-    this.#account.release(this.#seq.length * RETAINED_SLOT_BYTES);
+    this.#release(this.#seq.length * RETAINED_SLOT_BYTES);
     this.#seq = new Float64Array(0);
     this.#cpu = new Int32Array(0);
-    this.#cost = new Float64Array(0);
+    this.#cost = new Int32Array(0);
     this.#payload = [];
     this.#loss = [];
     this.#start = 0;
@@ -163,27 +206,40 @@ export class Retention<R extends CpuRecord, P> {
   }
 
   // Doubles the ring (up to capacity) if the budget has room for the new
-  // slots, copying the items oldest first to slot 0; false if it cannot.
+  // slots; false if it cannot. The payload and marker arrays grow as slots
+  // are first written (in order: the ring is linear while it grows), so they
+  // stay packed.
   #grow(): boolean {
     const old = this.#seq.length;
     const n = Math.min(this.capacity, Math.max(16, old * 2));
-    if (n === old || !this.#account.tryCharge((n - old) * RETAINED_SLOT_BYTES)) return false;
-    const seq = new Float64Array(n), cpu = new Int32Array(n), cost = new Float64Array(n);
-    const payload = new Array<P | undefined>(n), loss = new Array<QueuedLoss | undefined>(n);
-    for (let k = 0; k < this.#size; k++) {
-      const i = (this.#start + k) % old;
-      seq[k] = this.#seq[i]!;
-      cpu[k] = this.#cpu[i]!;
-      cost[k] = this.#cost[i]!;
-      payload[k] = this.#payload[i];
-      loss[k] = this.#loss[i];
-    }
-    this.#seq = seq;
-    this.#cpu = cpu;
-    this.#cost = cost;
-    this.#payload = payload;
-    this.#loss = loss;
-    this.#start = 0;
+    if (n === old || !this.#pool.tryCharge((n - old) * RETAINED_SLOT_BYTES)) return false;
+    this.bytes += (n - old) * RETAINED_SLOT_BYTES;
+    if (this.#start !== 0) this.#linearize();
+    this.#seq = grown(new Float64Array(n), this.#seq);
+    this.#cpu = grown(new Int32Array(n), this.#cpu);
+    this.#cost = grown(new Int32Array(n), this.#cost);
     return true;
   }
+
+  // Rotates the ring so the oldest item is in slot 0 (after evictions from a ring that has not wrapped).
+  #linearize(): void {
+    const k = this.#start;
+    const rotate = <T extends Float64Array | Int32Array>(a: T): T => {
+      const out = a.slice() as T;
+      out.set(a.subarray(k));
+      out.set(a.subarray(0, k), a.length - k);
+      return out;
+    };
+    this.#seq = rotate(this.#seq);
+    this.#cpu = rotate(this.#cpu);
+    this.#cost = rotate(this.#cost);
+    this.#payload = [...this.#payload.slice(k), ...this.#payload.slice(0, k)];
+    this.#loss = [...this.#loss.slice(k), ...this.#loss.slice(0, k)];
+    this.#start = 0;
+  }
+}
+
+function grown<T extends Float64Array | Int32Array>(into: T, from: T): T {
+  into.set(from);
+  return into;
 }

@@ -37,7 +37,13 @@ export function callerWith(ctx: Pick<HandlerContext, "values">, role: Role, meth
     throw failure;
   }
   if (!who.roles.has(role)) {
-    a.audit?.record({ kind: "permission-denied", address: a.address, principal: who.id, method, reason: `needs role ${role}` });
+    a.audit?.record({
+      kind: "permission-denied",
+      address: a.address,
+      principal: who.id,
+      method,
+      reason: `needs role ${role}`,
+    });
     throw new RoleRequiredError(role, who.id, method);
   }
   return who;

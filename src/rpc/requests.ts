@@ -57,4 +57,3 @@ export function ownership(who: Principal): { owner: string; scope?: (r: ExitReco
     },
   };
 }
-

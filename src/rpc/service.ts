@@ -165,4 +165,3 @@ function listenerInfo(registry: ServerRegistry, l: ServerListener): MessageInitS
     memoryBytes: BigInt(l.memoryBytes),
   };
 }
-

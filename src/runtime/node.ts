@@ -13,10 +13,10 @@ import { createServer as createHttp1Server, type IncomingMessage, type ServerRes
 import {
   createSecureServer,
   createServer as createHttp2Server,
-  type SecureServerOptions,
-  type Http2ServerRequest,
   type Http2SecureServer,
+  type Http2ServerRequest,
   type Http2ServerResponse,
+  type SecureServerOptions,
 } from "node:http2";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
@@ -169,7 +169,11 @@ function grpcListener(server: TaskwireServer): (req: NodeRequest, res: NodeRespo
 
 // A gRPC response with no messages: the status in the headers, as gRPC servers answer calls they refuse outright.
 function trailersOnly(res: NodeResponse, status: number, message: string): void {
-  res.writeHead(200, { "content-type": "application/grpc", "grpc-status": String(status), "grpc-message": encodeURIComponent(message) });
+  res.writeHead(200, {
+    "content-type": "application/grpc",
+    "grpc-status": String(status),
+    "grpc-message": encodeURIComponent(message),
+  });
   res.end();
 }
 

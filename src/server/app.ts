@@ -92,7 +92,10 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
     ));
   app.notFound((c) =>
     c.json(
-      { code: "not_found", message: `no route ${c.req.method} ${c.req.path}; the API lives under /taskwire.v1.TaskStats/` },
+      {
+        code: "not_found",
+        message: `no route ${c.req.method} ${c.req.path}; the API lives under /taskwire.v1.TaskStats/`,
+      },
       404,
     )
   );

@@ -108,12 +108,15 @@ export function defaultMemoryBudget(): DefaultBudget {
   const constrained = _constrainedMemory();
   const memory = constrained > 0 && constrained < total ? constrained : total;
   const heap = _heapLimit();
-  const candidates: [number, string][] = [[Math.floor(memory / 4), `a quarter of ${formatBytes(memory)} of memory`]];
-  if (heap > 0) candidates.push([Math.floor(heap / 2), `half the ${formatBytes(heap)} heap limit`]);
-  candidates.push([DEFAULT_CAP, "the 1 GiB cap"]);
-  const [bytes, why] = candidates.reduce((a, b) => (b[0] < a[0] ? b : a));
+  const quarter = Math.floor(memory / 4), half = heap > 0 ? Math.floor(heap / 2) : Infinity;
+  const bytes = Math.min(quarter, half, DEFAULT_CAP);
   const mib = Math.max(DEFAULT_FLOOR, Math.floor(bytes / 1024 ** 2) * 1024 ** 2);
-  return { bytes: mib, why: mib === DEFAULT_FLOOR && bytes < DEFAULT_FLOOR ? "the 16 MiB floor" : why };
+  const of = [
+    `a quarter of ${formatBytes(memory)}${memory === constrained ? " (cgroup limit)" : ""} of memory`,
+    ...(heap > 0 ? [`half the ${formatBytes(heap)} heap limit`] : []),
+    "1 GiB",
+  ];
+  return { bytes: mib, why: `the least of ${of.join(", ")}; at least 16 MiB` };
 }
 
 /** The registry's memory for createServer's options: the budget and the server's record and payload sizes. */
@@ -150,4 +153,3 @@ function _heapLimit(): number {
     return 0;
   }
 }
-

@@ -26,7 +26,9 @@ const info = source.info();
 await source.close();
 console.log(JSON.stringify({
   runtime: (globalThis as { Deno?: unknown }).Deno ? "deno" : (globalThis as { Bun?: unknown }).Bun ? "bun" : "node",
-  selfPid: self.acPid === process.pid, version: info.taskstatsVersion, childPid: child.pid,
+  selfPid: self.acPid === process.pid,
+  version: info.taskstatsVersion,
+  childPid: child.pid,
   exit: mine && { pid: mine.pid, cpu: mine.cpu, comm: mine.pidStats.acComm, code: mine.pidStats.acExitcode },
 }));
 process.exit(0);

@@ -129,7 +129,9 @@ async function* rethrowTyped<T>(stream: AsyncIterable<T>): AsyncGenerator<T> {
 // A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
 function bearer(token: string): string {
   if (typeof token !== "string" || !/^[\x21-\x7e]{1,512}$/.test(token)) {
-    throw new TypeError("token must be 1-512 printable ASCII characters without spaces (as `taskwire token` prints it)");
+    throw new TypeError(
+      "token must be 1-512 printable ASCII characters without spaces (as `taskwire token` prints it)",
+    );
   }
   return `Bearer ${token}`;
 }

@@ -16,7 +16,9 @@ export * from "./mod.ts";
  */
 export const createTaskwireClient = clientFactory((settings) => {
   const { tls, ...s } = settings;
-  const nodeOptions = tls === undefined ? {} : { nodeOptions: Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) };
+  const nodeOptions = tls === undefined
+    ? {}
+    : { nodeOptions: Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) };
   if (s.protocol === "grpc") return createGrpcTransport({ ...s, ...nodeOptions });
   return s.protocol === "grpc-web"
     ? createGrpcWebTransport({ ...s, httpVersion: "1.1", ...nodeOptions })
