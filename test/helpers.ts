@@ -1,5 +1,8 @@
 /** Shared test helpers: a real server on an ephemeral loopback port, and an SDK client for it. */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   createTaskwireClient,
   type ExitEvent,
@@ -137,4 +140,31 @@ export async function startServerListening(
     client: createTaskwireClient(listening.url),
     close: () => listening.close(),
   };
+}
+
+/** A self-signed certificate and key (PEM) for 127.0.0.1, made with openssl in a temporary directory. */
+export function loopbackCertificate(): { cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
+  const [key, cert] = [join(dir, "key.pem"), join(dir, "cert.pem")];
+  // dprint-ignore
+  execFileSync("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+  ], { stdio: "pipe" });
+  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
 }

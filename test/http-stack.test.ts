@@ -4,18 +4,15 @@
  * HTTP/1.1 by ALPN); the plaintext port tells HTTP/1.1 from h2c however the
  * preface is split; and connections that reset early do not take it down.
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
 import { request as h1request } from "node:http";
 import { type ClientHttp2Session, connect as h2connect } from "node:http2";
 import { request as h1srequest } from "node:https";
 import { connect as tcpConnect } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { loopbackCertificate } from "./helpers.ts";
 
 const ALLOWED = "https://ops.example";
 let plain: Listening;
@@ -23,30 +20,11 @@ let tls: Listening;
 let ca: string;
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
-  execFileSync("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-    "-keyout",
-    join(dir, "key.pem"),
-    "-out",
-    join(dir, "cert.pem"),
-  ], { stdio: "pipe" });
-  ca = readFileSync(join(dir, "cert.pem"), "utf8");
+  const made = loopbackCertificate();
+  ca = made.cert;
   const make = () => createServer({ source: createSimSource({ cpus: 2, exitRate: 0 }), corsOrigins: [ALLOWED] });
   plain = await listenNode(make(), { port: 0 });
-  tls = await listenNode(make(), { port: 0, tls: { cert: ca, key: readFileSync(join(dir, "key.pem"), "utf8") } });
+  tls = await listenNode(make(), { port: 0, tls: { cert: ca, key: made.key } });
 });
 afterAll(async () => {
   await plain?.close();

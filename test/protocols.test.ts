@@ -4,7 +4,7 @@ import { Code, ConnectError, createTaskwireClient, watchExits } from "@taskwire/
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { type Running, startServer } from "./helpers.ts";
+import { loopbackCertificate, type Running, startServer } from "./helpers.ts";
 
 let running: Running;
 let source: SimSource;
@@ -80,36 +80,13 @@ describe("non-RPC routes", () => {
 describe("TLS: h2 and HTTP/1.1 by ALPN on one port", () => {
   let tls: { listening: import("../src/runtime/node.ts").Listening; ca: string } | undefined;
   beforeAll(async () => {
-    const { execFileSync } = await import("node:child_process");
-    const { mkdtempSync, readFileSync } = await import("node:fs");
-    const { join } = await import("node:path");
-    const { tmpdir } = await import("node:os");
-    const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
-    execFileSync("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-    ], { stdio: "pipe" });
-    const cert = readFileSync(join(dir, "cert.pem"), "utf8");
+    const made = loopbackCertificate();
+    const cert = made.cert;
     const { listenNode } = await import("../src/runtime/node.ts");
     const { createServer } = await import("../src/server/server.ts");
     const listening = await listenNode(createServer({ source: createSimSource({ cpus: 8, exitRate: 300, seed: 2 }) }), {
       port: 0,
-      tls: { cert, key: readFileSync(join(dir, "key.pem"), "utf8") },
+      tls: { cert, key: made.key },
     });
     tls = { listening, ca: cert };
   });

@@ -7,8 +7,6 @@
  * and a long, idle SubscribeExits stream outlives every one of these
  * timeouts. After each attack /healthz still answers on a new connection.
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
 import { Agent, request as h1request } from "node:http";
 import {
   type ClientHttp2Session,
@@ -18,8 +16,6 @@ import {
   type IncomingHttpHeaders,
 } from "node:http2";
 import { connect as tcpConnect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Writable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 import { create } from "@bufbuild/protobuf";
@@ -30,7 +26,7 @@ import { SubscribeExitsRequestSchema, TaskStats } from "../src/gen/taskwire/v1/t
 import { DEFAULT_TRANSPORT_LIMITS, type Listening, listenNode, type ListenOptions } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { sleep } from "./helpers.ts";
+import { loopbackCertificate, sleep } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
 const LIMITS = { headerTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 500, h2MaxStreams: 4 } as const;
@@ -51,30 +47,10 @@ function serve(options: ListenOptions = {}): Promise<Listening> {
 }
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
-  // dprint-ignore
-  execFileSync("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-    "-keyout",
-    join(dir, "key.pem"),
-    "-out",
-    join(dir, "cert.pem"),
-  ], { stdio: "pipe" });
-  ca = readFileSync(join(dir, "cert.pem"), "utf8");
+  const made = loopbackCertificate();
+  ca = made.cert;
   plain = await serve();
-  tls = await serve({ tls: { cert: ca, key: readFileSync(join(dir, "key.pem"), "utf8") } });
+  tls = await serve({ tls: { cert: ca, key: made.key } });
 });
 afterAll(async () => {
   await plain?.close();
