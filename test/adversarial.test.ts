@@ -104,25 +104,41 @@ describe("a hostile principal", () => {
     "opening 2,000 streams gets its share (64 streams), while /healthz, unary calls and another principal's stream carry on",
     async () => {
       const good = await wellBehaved();
+      // A client with its connection open, as an SDK client keeps it between calls: new connections
+      // wait their turn behind the storm's in the kernel's accept queue (README, Security).
+      const unaryClient = alice();
+      await unaryClient.getInfo({});
       const health = probeHealth();
+      const unary: number[] = [];
+      let calling = true;
+      const calls = (async () => {
+        while (calling) {
+          source.kernel.exitNow(25);
+          const t = performance.now();
+          await unaryClient.getInfo({});
+          unary.push(performance.now() - t);
+          await sleep(20);
+        }
+      })();
+      const t0 = performance.now();
       const attacker = startAttacker(2000);
       try {
         await eventually(() => server.stats().streams >= 1 + 64, 30_000);
-        // Give the refused ones time to come and go while exits flow.
-        const t0 = performance.now(), unary: number[] = [];
-        for (let i = 0; i < 40; i++) {
-          source.kernel.exitNow(25);
-          const t = performance.now();
-          await alice().getInfo({});
-          unary.push(performance.now() - t);
-          await sleep(50);
-        }
+        await sleep(2000); // the refused ones come and go while exits flow
+        calling = false;
+        await calls;
         expect(server.stats().streams).toBeLessThanOrEqual(1 + 64);
         const times = await health.stop();
         console.log(
           `2,000 streams from one principal: /healthz p99 ${p99(times).toFixed(1)} ms over ${times.length} probes, ` +
-            `GetInfo p99 ${p99(unary).toFixed(1)} ms, ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+            `GetInfo p99 ${p99(unary).toFixed(1)} ms (max ${Math.max(...unary).toFixed(1)}), ${
+              ((performance.now() - t0) / 1000).toFixed(1)
+            } s`,
         );
+        // Before new connections' requests were paced (runtime/_pacer.ts), the storm's requests made
+        // turns of 0.5-2 s here, and every call on an open connection waited for them; paced, the
+        // longest call was 80-130 ms. The bound leaves room for this shared machine's stolen time.
+        expect(Math.max(...unary)).toBeLessThan(400);
         // Exact accounting for the well-behaved subscriber: every seq received or reported lost.
         await eventually(() => good.lastSeq() === 1000);
         expect(good.received() + good.lost()).toBe(1000);

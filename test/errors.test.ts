@@ -238,3 +238,20 @@ describe("a request that does not decode gets an ErrorDetail too (INVALID_REQUES
     }
   });
 });
+
+describe("errors that are not the server's", () => {
+  it("a client that leaves mid-request is CANCELED, not an internal error, and is not logged", async () => {
+    const { toConnectError } = await import("../src/rpc/errors.ts");
+    const logged: unknown[] = [];
+    const original = console.error;
+    console.error = (...a: unknown[]) => void logged.push(a);
+    try {
+      const left = new DOMException("The operation was aborted", "AbortError");
+      expect(toConnectError(left).code).toBe(Code.Canceled);
+      expect(toConnectError(new Error("bug")).code).toBe(Code.Internal);
+    } finally {
+      console.error = original;
+    }
+    expect(logged.length).toBe(1); // the bug only
+  });
+});

@@ -132,6 +132,12 @@ function buildProgram(): Command {
       TRANSPORT.maxHeaderBytes,
     )
     .option(
+      "--accepts-per-turn <n>",
+      "new connections' first requests served per event-loop turn, shared fairly between callers (pacing: during a connection storm, connections already open are served between batches)",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.acceptsPerTurn,
+    )
+    .option(
       "--compress",
       "offer gzip and brotli response compression to clients that accept it (off: exit records are small and compressing them costs more CPU than streaming them)",
     )
@@ -175,6 +181,7 @@ function buildProgram(): Command {
         h2MaxStreams: o["h2MaxStreams"] as number,
         h2SessionMemoryMb: o["h2SessionMemoryMb"] as number,
         maxHeaderBytes: o["maxHeaderBytes"] as number,
+        acceptsPerTurn: o["acceptsPerTurn"] as number,
       },
       compress: o["compress"] === true,
       enableDelayacct: o["enableDelayacct"] === true,

@@ -77,6 +77,11 @@ export function toConnectError(err: unknown): ConnectError {
     const e = err as Error;
     return detailed(e.message, m.code, m.reason, m.metadata?.(e) ?? {}, e);
   }
+  // The client left while its request was being read (Node's stream adapters raise AbortError,
+  // "Premature close"): no one is there to answer, and nothing went wrong in the server.
+  if (err instanceof Error && err.name === "AbortError") {
+    return detailed("the client closed the request", Code.Canceled, ErrorReason.UNSPECIFIED, {}, err);
+  }
   console.error("taskwire: unexpected error in a handler:", err);
   return detailed("internal error; the server log has details", Code.Internal, ErrorReason.UNSPECIFIED, {}, err);
 }

@@ -51,6 +51,12 @@ export interface TransportLimits {
   readonly h2SessionMemoryMb: number;
   /** Request header bytes: HTTP/1.1 headers (431 past it), HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE. */
   readonly maxHeaderBytes: number;
+  /**
+   * New connections' first requests served per event-loop turn (pacing, see
+   * _pacer.ts): during a connection storm, connections already serving go
+   * first, and the new ones are taken up a batch per turn.
+   */
+  readonly acceptsPerTurn: number;
 }
 
 /** The defaults. */
@@ -69,6 +75,8 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze
   h2SessionMemoryMb: 10,
   // Node's HTTP/1.1 default; room for bearer tokens (HTTP/2's own default is 64 KiB).
   maxHeaderBytes: 16 * 1024,
+  // A refused or unary request costs ~0.3 ms to handle: a batch adds at most ~5 ms to a turn.
+  acceptsPerTurn: 16,
 });
 
 /** `partial` over DEFAULT_TRANSPORT_LIMITS, checked (RangeError names the option). */
@@ -110,13 +118,13 @@ export function http1Options(l: TransportLimits): Http1ServerOptions {
 
 /**
  * Starts Node's HTTP/1.1 header and request deadline checks on a server that
- * never listens itself (the sniffer hands it sockets): Node starts them on
- * 'listening', and a socket is only tracked if they run before it arrives.
- * Stopped when `owner` (the listening server) closes.
+ * never listens itself (the front server hands it sockets): Node starts them
+ * on 'listening', and a socket is only tracked if they run before it
+ * arrives. Returns what stops them (closing the server).
  */
-export function trackHttp1Deadlines(h1: Http1Server, owner: Server): void {
+export function trackHttp1Deadlines(h1: Http1Server | Http2SecureServer): () => void {
   h1.emit("listening");
-  owner.once("close", () => h1.close());
+  return () => void h1.close();
 }
 
 /** HTTP/1.1 limits on a TLS server with allowHTTP1, which takes them as properties. */

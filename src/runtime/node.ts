@@ -13,7 +13,6 @@ import { createServer as createHttp1Server, type IncomingMessage, type ServerRes
 import {
   createSecureServer,
   createServer as createHttp2Server,
-  type Http2SecureServer,
   type Http2ServerRequest,
   type Http2ServerResponse,
   type SecureServerOptions,
@@ -23,6 +22,7 @@ import type { TLSSocket } from "node:tls";
 import type { Peer } from "../auth/authenticator.ts";
 import { isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
+import { createPacer } from "./_pacer.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
 import {
   applyHttp1Limits,
@@ -92,48 +92,42 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const capSendBuffer = await createSendBufferCap(sendBuffer);
   const fetchListener = getRequestListener((req, env) => server.fetch(req, { peer: peerOf(env.incoming) }));
   const grpc = grpcListener(server);
+  const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
-  const dispatch = (req: NodeRequest, res: NodeResponse): void => {
-    responses.add(res);
-    res.once("close", () => responses.delete(res));
+  const serve = (req: NodeRequest, res: NodeResponse): void => {
+    if (!responses.has(res)) return; // the client left while its request waited its turn
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
     if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
     else void fetchListener(req, res as never);
   };
-  const limits = transportLimits(options);
+  const pace = createPacer(limits.acceptsPerTurn);
+  const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
+  const dispatch = (req: NodeRequest, res: NodeResponse): void => {
+    responses.add(res);
+    res.once("close", () => responses.delete(res));
+    const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
+    if (serving.has(connection)) return serve(req, res);
+    serving.add(connection);
+    pace(server.callerKey(peerOf(req), req.headers.authorization), () => serve(req, res));
+  };
   const longRequests = longRequestPaths(server);
-  const tcp = options.tls
-    ? limitedTls(
-      createSecureServer({
-        ...tlsOptions(options.tls),
-        allowHTTP1: true,
-        ...http2Options(limits),
-        handshakeTimeout: limits.headerTimeoutMs,
-      }, dispatch),
-      limits,
-      longRequests,
-    )
-    : plaintext(dispatch, limits, longRequests);
-  capConnections(tcp, connectionBudget(limits.maxConnections));
   const sockets = new Set<Socket>();
-  // Per-socket settings go on the raw socket, before any TLS (both servers
-  // emit it as "connection"): an error handler from accept on (a reset
-  // before the first byte must not become an uncaught 'error'), no Nagle
-  // delay (a stream is many small writes; Node's own servers set it on
-  // sockets they accept, and these are accepted here), and the send buffer.
-  tcp.on("connection", (raw: Socket) => {
-    raw.on("error", () => raw.destroy());
-    raw.setNoDelay(true);
-    capSendBuffer(raw);
-  });
-  tcp.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
+  const track = (socket: Socket): void => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-  });
+  };
+  const start = options.tls
+    ? tlsStart(options.tls, dispatch, limits, longRequests, track)
+    : plaintextStart(dispatch, limits, longRequests, track);
+  const tcp = front(start.start, limits, capSendBuffer);
+  tcp.once("close", start.close);
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(describeListenError(err, host, port));
     tcp.once("error", onError);
-    tcp.listen(port, host, () => {
+    // The accept queue holds a whole storm: at Node's default of 511, a burst of connections arriving
+    // while the loop is busy overflowed it, and the kernel dropped the SYNs of everyone connecting
+    // then (clients retry after 1 s, then 3 s). The kernel caps it at net.core.somaxconn.
+    tcp.listen({ port, host, backlog: Math.max(511, tcp.maxConnections) }, () => {
       tcp.off("error", onError);
       const info = tcp.address() as AddressInfo;
       const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
@@ -219,60 +213,103 @@ function longRequestPaths(server: TaskwireServer): Set<string> {
   return new Set(long.map((h) => h.requestPath));
 }
 
-// HTTP/1.1 and h2c on one port, each with the transport limits.
-function plaintext(
-  dispatch: (req: NodeRequest, res: NodeResponse) => void,
-  limits: TransportLimits,
-  longRequests: ReadonlySet<string>,
-): Server {
-  const h1 = createHttp1Server(http1Options(limits), dispatch);
-  const h2 = createHttp2Server(http2Options(limits), dispatch);
-  limitHttp2Sessions(h2, limits, longRequests);
-  const tcp = sniffing(h1, h2, limits.headerTimeoutMs);
-  trackHttp1Deadlines(h1, tcp);
+// What the front does with a connection it has accepted.
+type StartConnection = (socket: Socket) => void;
+
+// How the front's connections are served (plaintext or TLS), and what stops that server's timers on close.
+interface Inner {
+  readonly start: StartConnection;
+  readonly close: () => void;
+}
+
+// The one listening server: it accepts (capped at maxConnections), sets up each raw socket, and hands it to `start`.
+function front(start: StartConnection, limits: TransportLimits, capSendBuffer: (s: Socket) => void): Server {
+  // Per-socket settings go on the raw socket, before any TLS: an error handler from accept on (a reset
+  // before the first byte must not become an uncaught 'error'), no Nagle delay (a stream is many small
+  // writes; Node's own servers set it on sockets they accept, and these are accepted here), and the send buffer.
+  const tcp = createTcpServer((raw) => {
+    raw.on("error", () => raw.destroy());
+    raw.setNoDelay(true);
+    capSendBuffer(raw);
+    start(raw);
+  });
+  capConnections(tcp, connectionBudget(limits.maxConnections));
   return tcp;
 }
 
-// TLS: HTTP/2 options are set at creation; HTTP/1.1 (allowHTTP1) takes its limits as properties.
-function limitedTls(tls: Http2SecureServer, limits: TransportLimits, longRequests: ReadonlySet<string>): Server {
-  applyHttp1Limits(tls, limits);
-  limitHttp2Sessions(tls, limits, longRequests);
-  return tls;
+// Plaintext: HTTP/1.1 and h2c on one port, each with the transport limits; the first bytes decide which.
+function plaintextStart(
+  dispatch: (req: NodeRequest, res: NodeResponse) => void,
+  limits: TransportLimits,
+  longRequests: ReadonlySet<string>,
+  track: (socket: Socket) => void,
+): Inner {
+  const h1 = createHttp1Server(http1Options(limits), dispatch);
+  const h2 = createHttp2Server(http2Options(limits), dispatch);
+  limitHttp2Sessions(h2, limits, longRequests);
+  return {
+    start: (socket) => {
+      track(socket);
+      sniff(socket, { h1, h2, firstBytesMs: limits.headerTimeoutMs });
+    },
+    close: trackHttp1Deadlines(h1),
+  };
+}
+
+// TLS: h2 and HTTP/1.1 by ALPN. HTTP/2 options are set at creation; HTTP/1.1 (allowHTTP1) takes its
+// limits as properties. The TLS server never listens itself: it is handed the front's paced sockets.
+function tlsStart(
+  tls: NonNullable<ListenOptions["tls"]>,
+  dispatch: (req: NodeRequest, res: NodeResponse) => void,
+  limits: TransportLimits,
+  longRequests: ReadonlySet<string>,
+  track: (socket: Socket) => void,
+): Inner {
+  const server = createSecureServer({
+    ...tlsOptions(tls),
+    allowHTTP1: true,
+    ...http2Options(limits),
+    handshakeTimeout: limits.headerTimeoutMs,
+  }, dispatch);
+  applyHttp1Limits(server, limits);
+  limitHttp2Sessions(server, limits, longRequests);
+  server.on("secureConnection", track);
+  return {
+    start: (socket) => server.emit("connection", socket),
+    close: trackHttp1Deadlines(server),
+  };
 }
 
 // One plaintext port for HTTP/1.1 and h2c: the first bytes decide which
 // server gets the socket. The preface may arrive in pieces, so bytes are
 // gathered until they match it or cannot.
-function sniffing(
-  h1: ReturnType<typeof createHttp1Server>,
-  h2: ReturnType<typeof createHttp2Server>,
-  firstBytesMs: number,
-): Server {
-  return createTcpServer((socket) => {
-    let seen = Buffer.alloc(0);
-    // A socket that sends nothing, or only part of the preface, reaches neither server and their timeouts:
-    // without this it would hold its descriptor for ever.
-    const deadline = setTimeout(() => socket.destroy(), firstBytesMs).unref();
-    socket.once("close", () => clearTimeout(deadline));
-    const onData = (chunk: Buffer): void => {
-      seen = Buffer.concat([seen, chunk]);
-      const n = Math.min(seen.length, H2_PREFACE.length);
-      const isPrefix = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      if (isPrefix && seen.length < H2_PREFACE.length) return; // could still be h2c: wait for more
-      clearTimeout(deadline);
-      socket.off("data", onData);
-      socket.pause();
-      socket.unshift(seen);
-      if (isPrefix) {
-        // The http2 session takes the bytes already buffered on the socket and then reads the handle itself.
-        h2.emit("connection", socket);
-      } else {
-        h1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", onData);
-  });
+function sniff(
+  socket: Socket,
+  o: { h1: ReturnType<typeof createHttp1Server>; h2: ReturnType<typeof createHttp2Server>; firstBytesMs: number },
+): void {
+  let seen = Buffer.alloc(0);
+  // A socket that sends nothing, or only part of the preface, reaches neither server and their timeouts:
+  // without this it would hold its descriptor for ever.
+  const deadline = setTimeout(() => socket.destroy(), o.firstBytesMs).unref();
+  socket.once("close", () => clearTimeout(deadline));
+  const onData = (chunk: Buffer): void => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const isPrefix = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (isPrefix && seen.length < H2_PREFACE.length) return; // could still be h2c: wait for more
+    clearTimeout(deadline);
+    socket.off("data", onData);
+    socket.pause();
+    socket.unshift(seen);
+    if (isPrefix) {
+      // The http2 session takes the bytes already buffered on the socket and then reads the handle itself.
+      o.h2.emit("connection", socket);
+    } else {
+      o.h1.emit("connection", socket);
+      socket.resume();
+    }
+  };
+  socket.on("data", onData);
 }
 
 function describeListenError(err: Error, host: string, port: number): Error {

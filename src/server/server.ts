@@ -104,6 +104,12 @@ export interface TaskwireServer {
    * them, or why the request is refused.
    */
   admit(peer: Peer | undefined, host: string | null | undefined, authorization: string | null | undefined): Admitted;
+  /**
+   * The name a caller is counted under where callers share something (the
+   * Node adapter's pacing of new connections): its principal, or for a
+   * caller that fails to authenticate, its address.
+   */
+  callerKey(peer: Peer | undefined, authorization: string | null | undefined): string;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -174,6 +180,10 @@ export function createServer(options: ServerOptions): TaskwireServer {
     admit: (peer, host, authorization) => {
       if (options.hostAllowed !== undefined && !options.hostAllowed(host)) return { refusal: hostRefusal(host) };
       return { values: createContextValues().set(CALL_AUTH, callAuth(peer, authorization)) };
+    },
+    callerKey: (peer, authorization) => {
+      const a = callAuth(peer, authorization);
+      return a.principal?.id ?? `unauthenticated@${a.address}`;
     },
     stats: () => registry.stats(),
     listeners: () =>

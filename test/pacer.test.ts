@@ -1,0 +1,52 @@
+import { describe, expect, it, vi } from "vitest";
+import { createPacer } from "../src/runtime/_pacer.ts";
+
+const turn = () => new Promise<void>((r) => setImmediate(r));
+
+describe("the pacer of new connections' first requests", () => {
+  it("runs at most perTurn tasks per event-loop turn, in arrival order, until none wait", async () => {
+    const pace = createPacer(4);
+    const ran: number[] = [];
+    for (let i = 0; i < 10; i++) pace("mallory", () => ran.push(i));
+    expect(ran).toEqual([]); // never in the caller's own turn
+    expect(pace.waiting).toBe(10);
+    const perTurn: number[] = [];
+    while (pace.waiting > 0) {
+      const before = ran.length;
+      await turn();
+      perTurn.push(ran.length - before);
+    }
+    expect(perTurn.filter((n) => n > 0)).toEqual([4, 4, 2]);
+    expect(ran).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it("shares each batch round-robin: another caller's request waits one turn, not the whole storm", async () => {
+    const pace = createPacer(4);
+    const ran: string[] = [];
+    for (let i = 0; i < 1000; i++) pace("mallory", () => ran.push(`m${i}`));
+    pace("alice", () => ran.push("a0"));
+    pace("alice", () => ran.push("a1"));
+    await turn();
+    expect(ran).toEqual(["m0", "a0", "m1", "a1"]);
+    await turn();
+    expect(ran.slice(4)).toEqual(["m2", "m3", "m4", "m5"]);
+  });
+
+  it("keeps running when a task throws, and refuses a batch size below 1", async () => {
+    const pace = createPacer(2);
+    const ran: number[] = [];
+    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
+    pace("a", () => {
+      throw new Error("boom");
+    });
+    pace("a", () => ran.push(1));
+    pace("a", () => ran.push(2));
+    await turn();
+    await turn();
+    expect(ran).toEqual([1, 2]);
+    expect(errors).toHaveBeenCalledOnce();
+    errors.mockRestore();
+    expect(() => createPacer(0)).toThrow(RangeError);
+    expect(() => createPacer(1.5)).toThrow(/whole number/);
+  });
+});
