@@ -11,6 +11,21 @@ import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { everyTick } from "./_clock.ts";
 
+/**
+ * Admission limits lifted: a benchmark's client process opens all its streams
+ * from one address, which the per-principal limits (one address is one
+ * principal without authentication) would refuse past 128.
+ */
+export const NO_ADMISSION_LIMITS = {
+  maxStreams: 1e9,
+  maxStreamsPerPrincipal: 1e9,
+  callsPerSecond: 1e9,
+  callBurst: 1e9,
+};
+
+/** The registry's per-principal listener limit lifted, for the same reason. */
+export const NO_PRINCIPAL_LISTENER_LIMIT = { maxListenersPerPrincipal: 1e9 };
+
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A client process, answering "mark" with what it has counted (and its latencies since the last mark). */
@@ -58,8 +73,19 @@ export async function startCounter(
   const waiting: ((line: string) => void)[] = [];
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
-  lines.on("line", (line) => (line === "ready" ? ready() : waiting.shift()?.(line)));
-  await isReady;
+  let refused!: (err: Error) => void;
+  const failed = new Promise<never>((_, reject) => (refused = reject));
+  lines.on("line", (line) => {
+    if (line === "ready") ready();
+    else if (line.startsWith("failed ")) refused(new Error(`a ${mode} stream was refused: ${line.slice(7)}`));
+    else waiting.shift()?.(line);
+  });
+  try {
+    await Promise.race([isReady, failed]);
+  } catch (err) {
+    proc.kill();
+    throw err;
+  }
   return {
     mark: () =>
       new Promise((resolve) => {

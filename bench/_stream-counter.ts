@@ -45,7 +45,16 @@ async function one(): Promise<void> {
   }
 }
 
-for (let i = 0; i < n; i++) one().catch(() => {});
+let failed = false;
+for (let i = 0; i < n; i++) {
+  one().catch((err: unknown) => {
+    // A stream refused before its opening message: say so once, so the parent fails instead of waiting for "ready".
+    if (opened < n && !failed && !ctl.signal.aborted) {
+      failed = true;
+      process.stdout.write(`failed ${String((err as Error).message ?? err).split("\n", 1)[0]}\n`);
+    }
+  });
+}
 createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "mark") {
     const cpu = process.cpuUsage();

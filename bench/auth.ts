@@ -17,9 +17,7 @@ import { DEFAULT_LIMITS } from "../src/core/registry.ts";
 import { listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { sleep, startCounter } from "./_shared.ts";
-
-const NO_LIMITS = { maxStreams: 1e9, maxStreamsPerPrincipal: 1e9, callsPerSecond: 1e9, callBurst: 1e9 };
+import { NO_ADMISSION_LIMITS, sleep, startCounter } from "./_shared.ts";
 
 async function withServer<T>(
   auth: ServerOptions["authenticator"],
@@ -29,7 +27,7 @@ async function withServer<T>(
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
   const server = createServer({
     source,
-    admission: NO_LIMITS,
+    admission: NO_ADMISSION_LIMITS,
     audit: createAuditLog({ write: () => {} }),
     ...(auth && { authenticator: auth }),
   });

@@ -10,7 +10,15 @@ import { DEFAULT_LIMITS, type Limits } from "../src/core/registry.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";
-import { type Counter, produceAt, sampleRecords, sleep, startCounter } from "./_shared.ts";
+import {
+  type Counter,
+  NO_ADMISSION_LIMITS,
+  NO_PRINCIPAL_LISTENER_LIMIT,
+  produceAt,
+  sampleRecords,
+  sleep,
+  startCounter,
+} from "./_shared.ts";
 
 /** Events/s a counter receives over `ms`, and the client process's CPU per event. */
 async function measure(c: Counter, ms: number): Promise<{ rate: number; clientUs: number }> {
@@ -37,7 +45,11 @@ interface Taskwire {
 // Produces exits as fast as the listeners drain them: a batch whenever the fullest queue is under half full.
 async function startTaskwire(limits: Partial<Limits> = {}): Promise<Taskwire> {
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const server = createServer({ source, limits });
+  const server = createServer({
+    source,
+    limits: { ...NO_PRINCIPAL_LISTENER_LIMIT, ...limits },
+    admission: NO_ADMISSION_LIMITS,
+  });
   const listening = await listenNode(server, { port: 0 });
   let running = true;
   const tick = () => {
@@ -125,7 +137,11 @@ async function stallMany(
 async function memoryRows(window: number): Promise<string[][]> {
   const buffer = 256, perSecond = 5000;
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const server = createServer({ source, limits: { defaultBuffer: buffer } });
+  const server = createServer({
+    source,
+    limits: { ...NO_PRINCIPAL_LISTENER_LIMIT, defaultBuffer: buffer },
+    admission: NO_ADMISSION_LIMITS,
+  });
   const listening = await listenNode(server, { port: 0 });
   // Late ticks make up the whole backlog, as both real sources do (the sim
   // source runs virtual time up to now; the kernel keeps records in the

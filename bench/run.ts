@@ -1,6 +1,6 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, latency, netlink, auth). Figures are measured in one run beside their baselines,
+ * e2e, latency, netlink, auth, observability). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
 import { benchAuth } from "./auth.ts";
@@ -8,6 +8,7 @@ import { benchDispatch } from "./dispatch.ts";
 import { benchE2e } from "./e2e.ts";
 import { benchLatency } from "./latency.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
+import { benchObservability } from "./observability.ts";
 
 type Tables = [title: string, rows: string[][]][];
 
@@ -47,6 +48,16 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
       "authentication: the same server without and with bearer tokens, alternating rounds",
       await benchAuth({
         rounds: Number(process.env["BENCH_ROUNDS"] ?? 3),
+        windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000),
+      }),
+    ]],
+  ],
+  [
+    "observability",
+    async () => [[
+      "observability: the same server with metrics and the access log off and on, alternating rounds (overhead: against off)",
+      await benchObservability({
+        rounds: Number(process.env["BENCH_ROUNDS"] ?? 5),
         windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000),
       }),
     ]],

@@ -110,10 +110,11 @@ describe("a hostile principal", () => {
       await unaryClient.getInfo({});
       const health = probeHealth();
       const unary: number[] = [];
-      let calling = true;
+      let calling = true, produced = 0;
       const calls = (async () => {
         while (calling) {
           source.kernel.exitNow(25);
+          produced += 25;
           const t = performance.now();
           await unaryClient.getInfo({});
           unary.push(performance.now() - t);
@@ -140,8 +141,8 @@ describe("a hostile principal", () => {
         // longest call was 80-130 ms. The bound leaves room for this shared machine's stolen time.
         expect(Math.max(...unary)).toBeLessThan(400);
         // Exact accounting for the well-behaved subscriber: every seq received or reported lost.
-        await eventually(() => good.lastSeq() === 1000);
-        expect(good.received() + good.lost()).toBe(1000);
+        await eventually(() => good.lastSeq() === produced);
+        expect(good.received() + good.lost()).toBe(produced);
       } finally {
         attacker.kill("SIGKILL");
         await good.stop();

@@ -55,16 +55,20 @@ describe("taskwire CLI", () => {
 
   it("watch prints one readable line per exit", async () => {
     const r = await run("watch", "--cpus", "0-7", "--count", "5");
-    expect(r.out.split("\n").filter((l) => l.startsWith("seq "))).toHaveLength(5);
-    expect(r.out).toMatch(/^seq 1 cpu \d+ pid \d+ tgid \d+ comm "[^"]+" (exit \d+|signal \d+)/m);
+    // Each line starts with the time the server received the record (local time of day, ms).
+    expect(r.out.split("\n").filter((l) => /^\d\d:\d\d:\d\d\.\d{3} seq /.test(l))).toHaveLength(5);
+    expect(r.out).toMatch(/^\d\d:\d\d:\d\d\.\d{3} seq 1 cpu \d+ pid \d+ tgid \d+ comm "[^"]+" (exit \d+|signal \d+)/m);
+    expect(r.err).toMatch(/watching CPUs 0-7 on \S+ \(sim, boot [0-9a-f]{8}\)/);
   });
 
   it("info and get pid/tgid print readable tables", async () => {
     const info = await run("info");
     expect(info.out).toMatch(/^source\s+sim$/m);
+    expect(info.out).toMatch(/^boot id\s+[0-9a-f-]{36}$/m);
     const json = JSON.parse((await run("info", "--json")).out);
     expect(json.possible_cpus).toBe("0-7");
     const ev = JSON.parse((await run("watch", "--cpus", "0-7", "--count", "1", "--json")).out);
+    expect(ev.exit.received_at).toMatch(/^\d{4}-\d\d-\d\dT/); // google.protobuf.Timestamp in JSON: RFC 3339
     const ppid = ev.exit.pid_stats.ac_ppid as number;
     const got = await run("get", "tgid", String(ppid));
     if (got.code === 0) expect(got.out).toMatch(/^cpu_delay_total\s+\d+ ns$/m);
@@ -92,6 +96,25 @@ describe("taskwire CLI", () => {
     const r = await run("serve", "--help");
     for (const flag of ["--source", "--host", "--port", "--sim-cpus", "--sim-exit-rate", "--sim-seed"]) {
       expect(r.out).toContain(flag);
+    }
+  });
+});
+
+describe("taskwire serve and signals", () => {
+  it("SIGHUP with no token file (a service manager's reload) keeps serving and says there is nothing to reload", async () => {
+    const s = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0"], root);
+    let err = "";
+    s.child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    try {
+      process.kill(s.child.pid!, "SIGHUP");
+      const until = Date.now() + 5000;
+      while (!/SIGHUP: nothing to reload/.test(err) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      expect(err).toMatch(/SIGHUP: nothing to reload \(no --token-file\)/);
+      expect(s.child.exitCode).toBe(null);
+      const r = await promisify(execFile)("node", [bin, "info", "--url", s.url], { cwd: root });
+      expect(r.stdout).toMatch(/^source\s+sim$/m);
+    } finally {
+      s.stop();
     }
   });
 });

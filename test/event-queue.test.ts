@@ -6,6 +6,7 @@ import { createEventQueue, type QueueItem } from "../src/core/event-queue.ts";
 const rec = (n: number): ExitRecord => ({
   cpu: 0,
   cpuSeq: n,
+  receivedAtMs: 0,
   pid: n,
   tgid: n,
   pidStats: { $typeName: "taskwire.kernel.v1.TaskStats" },

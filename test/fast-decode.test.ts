@@ -24,6 +24,8 @@ function outcome(fn: () => unknown): unknown {
   }
 }
 
+const UNKNOWN_FROM = Math.max(...SdkResponse.fields.map((f) => f.number)) + 1;
+
 describe("fast decoding (SDK)", () => {
   it("decodes any TaskStats exactly as fromBinary does", () => {
     fc.assert(
@@ -49,7 +51,8 @@ describe("fast decoding (SDK)", () => {
     fc.assert(
       fc.property(
         arbitraryResponse,
-        fc.array(fc.tuple(fc.integer({ min: 6, max: 9000 }), fc.uint8Array({ maxLength: 8 }))),
+        // Field numbers past the response's own (they stay unknown).
+        fc.array(fc.tuple(fc.integer({ min: UNKNOWN_FROM, max: 9000 }), fc.uint8Array({ maxLength: 8 }))),
         (r, extra) => {
           const w = new BinaryWriter();
           w.raw(toBinary(SubscribeExitsResponseSchema, r));
@@ -76,6 +79,17 @@ describe("fast decoding (SDK)", () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("refuses a tag past uint32 as fromBinary does (found by the property below: it used to read a wrapped field number)", () => {
+    // In the second event: cpu 0 (10 80 00), then a 6-byte tag varint (82 81 80 80 80 01).
+    const bytes = Buffer.from(
+      "0a10088080808080808080011080808080010a37088080808080808080011080008281808080800122250880808080808080808001" +
+        "10808080808080808080011880808080808080808001200328011201201a0720202020202020288080808001",
+      "hex",
+    );
+    expect(outcome(() => decodeFast(SdkResponse, bytes))).toStrictEqual(outcome(() => fromBinary(SdkResponse, bytes)));
+    expect(outcome(() => fromBinary(SdkResponse, bytes))).toHaveProperty("error");
   });
 
   it("rebuilds a message from the fields another type left unknown (the SDK's stream path)", () => {

@@ -42,8 +42,16 @@ const arbitraryVector: fc.Arbitrary<StatsVector> = fc.tuple(
   return v;
 });
 
+/** Any receive time from the epoch to past 2100, to the microsecond (the whole second and zero parts included). */
+const arbitraryReceivedAt = fc.oneof(
+  fc.integer({ min: 0, max: 2 ** 52 }).map((us) => us / 1000),
+  fc.integer({ min: 0, max: 2 ** 32 }).map((s) => s * 1000),
+  fc.constant(0),
+);
+
 const arbitraryVectorItem: fc.Arbitrary<QueueItem<ExitRecord>> = fc.record({
   seq: fc.nat({ max: 2 ** 53 - 1 }),
+  receivedAtMs: arbitraryReceivedAt,
   cpu: fc.nat({ max: 8191 }),
   pid: fc.nat({ max: 0xffffffff }),
   tgid: fc.nat({ max: 0xffffffff }),
@@ -82,6 +90,7 @@ const arbitraryItem: fc.Arbitrary<QueueItem<ExitRecord>> = fc.oneof(
     record: fc.record({
       cpu: fc.nat({ max: 8191 }),
       cpuSeq: fc.nat(),
+      receivedAtMs: arbitraryReceivedAt,
       pid: fc.nat({ max: 0xffffffff }),
       tgid: fc.nat({ max: 0xffffffff }),
       pidStats: arbitraryStats,
@@ -117,7 +126,7 @@ describe("pre-encoded batches", () => {
     const item: QueueItem<ExitRecord> = {
       kind: "exit",
       seq: 1,
-      record: { cpu: 3, cpuSeq: 1, pid: 7, tgid: 7, pidStats: stats },
+      record: { cpu: 3, cpuSeq: 1, receivedAtMs: 1_796_000_000_123.456, pid: 7, tgid: 7, pidStats: stats },
     };
     const decoded = fromBinary(
       SubscribeExitsResponseSchema,

@@ -8,7 +8,9 @@ import { request as h1request } from "node:http";
 import { type ClientHttp2Session, connect as h2connect } from "node:http2";
 import { request as h1srequest } from "node:https";
 import { connect as tcpConnect } from "node:net";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorDetailSchema, ErrorReason } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
@@ -183,10 +185,16 @@ describe("real gRPC", () => {
     expect(res.body).toMatch(/HTTP\/2/);
   });
 
-  it("to an unknown method over h2c gets UNIMPLEMENTED", async () => {
-    const res = await viaH2(false, sessions)("POST", "/taskwire.v1.TaskStats/Nope", {
+  it("to an unknown method over h2c gets UNIMPLEMENTED with an ErrorDetail, the path clipped", async () => {
+    const res = await viaH2(false, sessions)("POST", `/taskwire.v1.TaskStats/Nope${"x".repeat(5000)}`, {
       "content-type": "application/grpc",
     }, "");
     expect(res.headers["grpc-status"]).toBe("12");
+    const plainHeaders = Object.entries(res.headers).filter(([k]) => !k.startsWith(":")).map((
+      [k, v],
+    ) => [k, String(v)]);
+    const err = findTrailerError(new Headers(plainHeaders as [string, string][]));
+    expect(err?.rawMessage).toMatch(/^no method "\/taskwire\.v1\.TaskStats\/Nopex+…" \(5027 characters\)$/);
+    expect(err?.findDetails(ErrorDetailSchema)[0]?.reason).toBe(ErrorReason.INVALID_REQUEST);
   });
 });

@@ -120,7 +120,7 @@ describe("SubscribeExits through the SDK", () => {
       seen.push(ev);
       if (seen.length === 50) break;
     }
-    expect(subscribed).toEqual({ listenerId: reg.listenerId, cpumask: "2-3" });
+    expect(subscribed).toMatchObject({ listenerId: reg.listenerId, cpumask: "2-3", host: { source: "sim" } });
     expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: 50 }, (_, i) => BigInt(i + 1)));
     expect(seen.every((e) => e.event.case === "exit" && (e.cpu === 2 || e.cpu === 3))).toBe(true);
     expect(source.info().records).toBeGreaterThanOrEqual(50);

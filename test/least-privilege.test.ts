@@ -10,120 +10,20 @@
  * kernel's TASKSTATS family; where one is absent the suite skips naming it,
  * and with TASKWIRE_REQUIRE_NETLINK=1 (CI on these machines) absence fails.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createTaskwireClient } from "@taskwire/client";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_SOCKET_BUFFER } from "../src/sources/netlink/netlink-source.ts";
 import { readerWorkerUrl } from "../src/sources/netlink/_worker-url.ts";
 import { collectExits, eventually } from "./helpers.ts";
-import { helperPath, netlinkMissing, runHelper } from "./native.ts";
+import { helperPath, runHelper } from "./native.ts";
+import { bin, NET_ADMIN_MASK, procStatus, root, run, serve, setpriv, setprivMissing, UID } from "./setpriv.ts";
 
-const root = new URL("..", import.meta.url).pathname;
-const bin = `${root}bin/taskwire.js`;
-const UID = 65534; // nobody on Debian; setpriv needs no passwd entry for it
-
-/** setpriv's flags: uid and gid 65534, no supplementary groups, and exactly `caps` (setpriv's names). */
-function setpriv(caps: readonly string[]): string[] {
-  const set = ["-all", ...caps.map((c) => `+${c}`)].join(",");
-  return [
-    `--reuid=${UID}`,
-    `--regid=${UID}`,
-    "--clear-groups",
-    `--inh-caps=${set}`,
-    `--ambient-caps=${set}`,
-    `--bounding-set=${set}`,
-    // HOME=/nonexistent, PATH=/usr/local/bin:/bin:/usr/bin, nothing of the test's environment
-    "--reset-env",
-    "--",
-  ];
-}
-
-/** Why this suite cannot run here, or undefined. */
-async function missingHere(): Promise<string | undefined> {
-  if (process.platform !== "linux") return `capabilities are Linux's and this is ${process.platform}`;
-  if (process.getuid?.() !== 0) {
-    return `switching to uid ${UID} with CAP_NET_ADMIN needs root, and this is uid ${process.getuid?.()}`;
-  }
-  try {
-    execFileSync("setpriv", ["--version"], { stdio: "pipe" });
-  } catch {
-    return "setpriv is not installed (Debian and Ubuntu: apt-get install util-linux)";
-  }
-  const netlink = await netlinkMissing(); // throws itself under TASKWIRE_REQUIRE_NETLINK=1
-  if (netlink !== undefined) return netlink;
-  // A missing build is a failure, not a reason to skip: npm test builds first.
-  if (!existsSync(`${root}dist/src/cli/main.js`)) throw new Error("taskwire is not built: run `npm run build` first");
-  try {
-    execFileSync("setpriv", [...setpriv([]), process.execPath, bin, "--version"], { cwd: "/", stdio: "pipe" });
-  } catch (err) {
-    const stderr = String((err as { stderr?: Buffer }).stderr ?? "").trim();
-    return `uid ${UID} cannot run ${bin} (the checkout must be readable by all users): ${stderr}`;
-  }
-  return undefined;
-}
-
-const missing = await missingHere();
+const missing = await setprivMissing();
 if (missing !== undefined && process.env["TASKWIRE_REQUIRE_NETLINK"] === "1") {
   throw new Error(`TASKWIRE_REQUIRE_NETLINK=1 but ${missing}`);
 }
 
-/** A `taskwire serve` process and everything it wrote to stderr. */
-interface Served {
-  readonly url: string;
-  readonly child: ChildProcess;
-  stderr(): string;
-  /** SIGTERM, then the exit code. */
-  stop(): Promise<number | null>;
-}
-
-/** Runs `command` and resolves once it says where it listens; rejects with its stderr if it exits first. */
-async function serve(command: readonly string[], cwd: string): Promise<Served> {
-  const child = spawn(command[0]!, command.slice(1), { cwd, stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  // "close", not "exit": by then stderr has been read to its end.
-  const exited = new Promise<number | null>((r) => child.once("close", (code) => r(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr!.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      const m = /on (http:\/\/127\.0\.0\.1:\d+) with /.exec(stderr);
-      if (m) resolve(m[1]!);
-    });
-    void exited.then((code) => reject(new Error(`${command.join(" ")} exited ${code}: ${stderr}`)));
-  });
-  return {
-    url,
-    child,
-    stderr: () => stderr,
-    stop: async () => {
-      child.kill("SIGTERM");
-      return await exited;
-    },
-  };
-}
-
-/** Runs `command` to its end; resolves with its exit code and stderr. */
-function run(command: readonly string[], cwd = "/"): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(command[0]!, command.slice(1), { cwd, stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  return new Promise((resolve) =>
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    })
-  );
-}
-
-/** The Uid and capability lines of a process's /proc status. */
-function procStatus(pid: number): { uid: string; capEff: string; capAmb: string; capBnd: string } {
-  const text = readFileSync(`/proc/${pid}/status`, "utf8");
-  const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(text)![1]!.trim();
-  return { uid: field("Uid"), capEff: field("CapEff"), capAmb: field("CapAmb"), capBnd: field("CapBnd") };
-}
-
-const NET_ADMIN_MASK = (1n << 12n).toString(16).padStart(16, "0");
 // Twice rmem_max (at least the default), so only SO_RCVBUFFORCE can set it.
 const rmemMax = missing === undefined ? Number(readFileSync("/proc/sys/net/core/rmem_max", "utf8")) : 0;
 const SOCKET_BUFFER = Math.min(Math.max(DEFAULT_SOCKET_BUFFER, 2 * rmemMax), 2 ** 30);

@@ -1,4 +1,5 @@
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
+import { configureLogging } from "../src/log/logger.ts";
 import { createPacer } from "../src/runtime/_pacer.ts";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
@@ -33,9 +34,9 @@ describe("the pacer of new connections' first requests", () => {
   });
 
   it("keeps running when a task throws, and refuses a batch size below 1", async () => {
-    const pace = createPacer(2);
+    const errors: string[] = [];
+    const pace = createPacer(2, configureLogging({ write: (line) => errors.push(line) }));
     const ran: number[] = [];
-    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
     pace("a", () => {
       throw new Error("boom");
     });
@@ -44,8 +45,8 @@ describe("the pacer of new connections' first requests", () => {
     await turn();
     await turn();
     expect(ran).toEqual([1, 2]);
-    expect(errors).toHaveBeenCalledOnce();
-    errors.mockRestore();
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^taskwire: error: serving a request failed error="Error: boom/);
     expect(() => createPacer(0)).toThrow(RangeError);
     expect(() => createPacer(1.5)).toThrow(/whole number/);
   });

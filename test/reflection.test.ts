@@ -94,7 +94,7 @@ describe("the reflector", () => {
       expect(r.case, symbol).toBe("fileDescriptorResponse");
     }
     const r = ask({ messageRequest: { case: "fileByFilename", value: "taskwire/v1/taskstats.proto" } });
-    expect(r.case === "fileDescriptorResponse" && r.value.fileDescriptorProto.length).toBe(2); // the service file and the struct file it imports
+    expect(r.case === "fileDescriptorResponse" && r.value.fileDescriptorProto.length).toBe(3); // the service file, the struct file and google/protobuf/timestamp.proto it imports
   });
 
   it("answers NOT_FOUND for unknown symbols and files", () => {

@@ -2,8 +2,12 @@
  * The audit trail of refused calls: one line per authentication failure or
  * missing role (who, from where, which method, why). A flood of bad requests
  * must not become a flood of log lines, so lines are limited per second and
- * the rest counted and summarized.
+ * the rest counted and summarized. Lines are warning records of category
+ * ["taskwire", "audit"] (fields: address, principal, method, reason).
  */
+import type { Logger } from "@logtape/logtape";
+import { clip } from "../core/errors.ts";
+import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** A refused call. */
 export interface AuditEvent {
@@ -23,7 +27,9 @@ export interface AuditLog {
 
 /** Options of createAuditLog. */
 export interface AuditOptions {
-  /** Writes one line (default: stderr). */
+  /** taskwire's logger; lines go to its "audit" child at warning level (default: taskwireLogger()). */
+  readonly logger?: Logger;
+  /** Writes each line as text instead of logging it (tests). */
   readonly write?: (line: string) => void;
   /** Most lines per second; the rest are counted into one summary line (default 20). */
   readonly maxPerSecond?: number;
@@ -32,7 +38,7 @@ export interface AuditOptions {
 
 /** Creates an audit log. */
 export function createAuditLog(o: AuditOptions = {}): AuditLog {
-  const write = o.write ?? ((line: string) => console.error(line));
+  const out = auditOutput(o);
   const max = o.maxPerSecond ?? 20;
   const now = o.now ?? Date.now;
   const counts = { unauthenticated: 0, "permission-denied": 0 };
@@ -43,7 +49,7 @@ export function createAuditLog(o: AuditOptions = {}): AuditLog {
       counts[e.kind]++;
       const s = Math.floor(now() / 1000);
       if (s !== second) {
-        if (suppressed > 0) write(`taskwire: audit: ${suppressed} more refused calls not logged in the last second`);
+        if (suppressed > 0) out.summary(suppressed);
         second = s;
         written = 0;
         suppressed = 0;
@@ -53,12 +59,39 @@ export function createAuditLog(o: AuditOptions = {}): AuditLog {
         return;
       }
       written++;
-      const who = e.principal === undefined ? "" : ` principal=${JSON.stringify(e.principal)}`;
-      write(
-        `taskwire: audit: ${e.kind} address=${e.address || "-"}${who} method=${e.method} reason=${
-          JSON.stringify(e.reason)
-        }`,
-      );
+      out.event(e);
     },
+  };
+}
+
+interface AuditOutput {
+  event(e: AuditEvent): void;
+  summary(suppressed: number): void;
+}
+
+function auditOutput(o: AuditOptions): AuditOutput {
+  const summary = (n: number) => `${n} more refused calls not logged in the last second`;
+  const fields = (e: AuditEvent) => ({
+    address: clip(e.address || "-"),
+    ...(e.principal !== undefined && { principal: clip(e.principal) }),
+    method: clip(e.method),
+    reason: clip(e.reason),
+  });
+  const write = o.write;
+  if (write !== undefined) {
+    return {
+      event: (e) =>
+        write(
+          `taskwire: audit: ${e.kind} ${
+            Object.entries(fields(e)).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")
+          }`,
+        ),
+      summary: (n) => write(`taskwire: audit: ${summary(n)}`),
+    };
+  }
+  const logger = (o.logger ?? taskwireLogger()).getChild("audit");
+  return {
+    event: (e) => logText(logger, "warning", e.kind, fields(e)),
+    summary: (n) => logText(logger, "warning", summary(n)),
   };
 }

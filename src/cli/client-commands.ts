@@ -2,7 +2,7 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { type TaskwireClient, watchExits } from "@taskwire/client";
 import { TaskStatsSchema } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { ExitEventSchema, GetInfoResponseSchema } from "../gen/taskwire/v1/taskstats_pb.ts";
+import { ExitEventSchema, GetInfoResponseSchema, type HostIdentity } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { clientFor, type Connection } from "./connection.ts";
 import { formatEvent, formatStatsTable } from "./format.ts";
 
@@ -29,6 +29,9 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
   }
   const rows: [string, unknown][] = [
     ["source", info.source],
+    ["host", info.host?.hostname ?? "(not reported)"],
+    ["boot id", info.host?.bootId || "(unknown)"],
+    ["machine id", info.host?.machineId || "(none)"],
     ["kernel", info.kernelRelease],
     ["server version", info.serverVersion],
     ["you are", `${info.principal} (roles: ${info.roles.join(", ") || "none"})`],
@@ -82,7 +85,9 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
         signal: ctl.signal,
         ...(flags.buffer !== undefined && { buffer: flags.buffer }),
         onSubscribed: (s) =>
-          console.error(`taskwire: watching CPUs ${s.cpumask} (listener ${s.listenerId}); Ctrl-C stops`),
+          console.error(
+            `taskwire: watching CPUs ${s.cpumask} on ${describeHost(s.host)} (listener ${s.listenerId}); Ctrl-C stops`,
+          ),
       })
     ) {
       console.log(flags.json ? toJsonString(ExitEventSchema, ev, JSON_OPTS) : formatEvent(ev));
@@ -91,4 +96,9 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
   } catch (err) {
     if (!ctl.signal.aborted) throw err;
   }
+}
+
+function describeHost(host: HostIdentity | undefined): string {
+  if (host === undefined) return "the server's host";
+  return `${host.hostname} (${host.source}, boot ${host.bootId.slice(0, 8) || "unknown"})`;
 }

@@ -1,5 +1,6 @@
 /** Human-readable renderings of stats and events for the CLI (getdelays-style). */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import { type ExitEvent, LossReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { FIELD_BY_KERNEL_NAME } from "../kernel/taskstats.ts";
 
@@ -56,7 +57,8 @@ export function formatStatsTable(stats: TaskStats): string {
 
 /** One line for an exit or loss, like getdelays -l prints per record. */
 export function formatEvent(ev: ExitEvent): string {
-  const head = `seq ${ev.seq} cpu ${ev.cpu}`;
+  const at = ev.event.case === "exit" ? ev.event.value.receivedAt : undefined;
+  const head = `${at === undefined ? "" : `${clock(at)} `}seq ${ev.seq} cpu ${ev.cpu}`;
   if (ev.event.case === "lost") {
     const l = ev.event.value;
     return `${head} LOST ${l.count} event(s), seq ${l.firstSeq}-${l.lastSeq}: ${
@@ -75,4 +77,11 @@ export function formatEvent(ev: ExitEvent): string {
   return `${line}\n  group ${tgid}: cpu-delay ${ms(g.cpuDelayTotal)} blkio-delay ${ms(g.blkioDelayTotal)} cpu-run ${
     ms(g.cpuRunRealTotal)
   }`;
+}
+
+/** A receive time as local time of day to the millisecond, like exitsnoop's TIME column. */
+function clock(at: Timestamp): string {
+  const d = timestampDate(at);
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }

@@ -1,16 +1,20 @@
-/** The `taskwire` command line: serve | get | watch | info. */
+/** The `taskwire` command line: serve | get | watch | info | cgroup. */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS } from "../core/registry.ts";
 import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
 import { defaultMemoryBudget } from "../server/memory.ts";
 import { DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
+import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";
 import { DEFAULT_SEND_BUFFER, DEFAULT_TRANSPORT_LIMITS as TRANSPORT } from "../runtime/node.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../server/message-limit.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
+import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom, DEFAULT_URL } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
+import { addConfigOptions, effectiveConfig } from "./config.ts";
+import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { serveCommand, type ServeFlags, UsageError } from "./serve.ts";
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -76,6 +80,12 @@ function buildProgram(): Command {
       "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)",
       int(4096, 2 ** 31 - 1),
       DEFAULT_SOCKET_BUFFER,
+    )
+    .option(
+      "--cgroup-max-threads <n>",
+      "most threads GetCgroupStats reads from /proc for one cgroup v2 directory (a larger cgroup is RESOURCE_EXHAUSTED)",
+      int(1, 4194304),
+      DEFAULT_CGROUP_MAX_THREADS,
     )
     .option(
       "--send-buffer <bytes>",
@@ -160,9 +170,19 @@ function buildProgram(): Command {
         "most of the memory budget one principal may hold, e.g. 25% or 256MiB",
       ).argParser(cliArg(parseShare)).default({ fraction: 1 }, "100%, all of it"),
     )
-    .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs);
+    .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs)
+    .option(
+      "--no-metrics",
+      "no /metrics (by default: Prometheus metrics for principals with the metrics role, or anyone when authentication is off)",
+    );
   addAuthOptions(serve, int);
+  addLogOptions(serve, int);
+  addConfigOptions(serve); // after the last serve option: each becomes a config key and an env variable
   serve.action(async (o: Record<string, unknown>) => {
+    if (o["printConfig"] === true) {
+      process.stdout.write(effectiveConfig(serve));
+      return;
+    }
     const flags: ServeFlags = {
       source: o["source"] as ServeFlags["source"],
       host: o["host"] as string,
@@ -171,6 +191,7 @@ function buildProgram(): Command {
       simExitRate: o["simExitRate"] as number,
       simSeed: o["simSeed"] as number,
       socketBuffer: o["socketBuffer"] as number,
+      cgroupMaxThreads: o["cgroupMaxThreads"] as number,
       sendBuffer: o["sendBuffer"] as number,
       maxMessageBytes: o["maxMessageBytes"] as number,
       transport: {
@@ -184,6 +205,7 @@ function buildProgram(): Command {
         acceptsPerTurn: o["acceptsPerTurn"] as number,
       },
       compress: o["compress"] === true,
+      metrics: o["metrics"] !== false,
       enableDelayacct: o["enableDelayacct"] === true,
       tlsCert: o["tlsCert"] as string | undefined,
       tlsKey: o["tlsKey"] as string | undefined,
@@ -201,6 +223,7 @@ function buildProgram(): Command {
       },
       memoryBudget: o["memoryBudget"] as number,
       memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
+      log: logFlagsFrom(o),
     };
     if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
       throw new UsageError("--default-buffer must not exceed --max-buffer");
@@ -255,8 +278,14 @@ function buildProgram(): Command {
     .action(async (o: { json?: boolean; listeners?: boolean }) =>
       infoCommand(connectionFrom(o), o.json === true, o.listeners === true)
     );
+  const cgroup = program.command("cgroup")
+    .description("tasks of a cgroup by state, like getdelays -C (a directory under /sys/fs/cgroup on the server)")
+    .argument("<path>", "cgroup directory on the server, e.g. /sys/fs/cgroup/cpu/batch")
+    .option("--json", "print JSON, every field")
+    .action(async (path: string, o: { json?: boolean }) => cgroupCommand(connectionFrom(o), path, o.json === true));
   addConnectionOptions(watch);
   addConnectionOptions(info);
+  addConnectionOptions(cgroup);
   addTokenCommand(program);
   return program;
 }

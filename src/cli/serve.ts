@@ -16,6 +16,9 @@ import { createHostCheck, isLoopbackAddress } from "../auth/hosts.ts";
 import { AuthFileError } from "../auth/tokens.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";
 import { CAP_NET_ADMIN, describeCapabilities, excessCapabilities, readCapabilities } from "../sys/capabilities.ts";
+import type { Logger } from "@logtape/logtape";
+import { configureLogging, logText } from "../log/logger.ts";
+import type { LogFlags } from "./serve-log.ts";
 
 /** Parsed `serve` flags. */
 export interface ServeFlags {
@@ -26,6 +29,8 @@ export interface ServeFlags {
   simExitRate: number;
   simSeed: number;
   socketBuffer: number;
+  /** Most threads counted from /proc per cgroup v2 directory (--cgroup-max-threads). */
+  cgroupMaxThreads?: number;
   /** Kernel send buffer per client connection (bytes; 0 = autotuning). */
   sendBuffer: number;
   /** Largest request message accepted (bytes). */
@@ -34,6 +39,8 @@ export interface ServeFlags {
   transport: Partial<TransportLimits>;
   /** Offer gzip and brotli response compression. */
   compress: boolean;
+  /** Serve /metrics (--no-metrics: false); default true. */
+  metrics?: boolean;
   enableDelayacct: boolean;
   tlsCert?: string | undefined;
   corsOrigins: string[];
@@ -44,6 +51,8 @@ export interface ServeFlags {
   /** Most of it one principal may hold (--memory-budget-per-principal). */
   memoryBudgetPerPrincipal: Share;
   auth: AuthFlags;
+  /** --log-level, --log-format, --no-access-log, --access-log-rate. */
+  log: LogFlags;
 }
 
 export { UsageError } from "./errors.ts";
@@ -53,7 +62,10 @@ async function openSource(flags: ServeFlags): Promise<TaskstatsSource> {
     return createSimSource({ cpus: flags.simCpus, exitRate: flags.simExitRate, seed: flags.simSeed });
   }
   try {
-    return await openNetlinkSource({ socketBuffer: flags.socketBuffer });
+    return await openNetlinkSource({
+      socketBuffer: flags.socketBuffer,
+      ...(flags.cgroupMaxThreads !== undefined && { cgroupMaxThreads: flags.cgroupMaxThreads }),
+    });
   } catch (err) {
     // Never fall back to simulated data silently: say why and how to ask for it.
     if (err instanceof NetlinkUnavailableError) throw new SourceError(`--source ${flags.source}: ${err.message}`);
@@ -95,15 +107,17 @@ function authenticatorFor(auth: AuthFlags): Authenticator {
   }
 }
 
-// SIGHUP re-reads the auth file; a bad file keeps the tokens in force and says why.
-function reloadOnHangup(authenticator: Authenticator, file: string | undefined): () => void {
-  if (file === undefined) return () => {};
+// SIGHUP re-reads the auth file; a bad file keeps the tokens in force and says why. It is handled even
+// with no file: a service manager's reload (systemctl reload) must not kill the server, which is what
+// SIGHUP's default action does.
+function reloadOnHangup(authenticator: Authenticator, file: string | undefined, logger: Logger): () => void {
   const onHup = () => {
+    if (file === undefined) return logText(logger, "info", "SIGHUP: nothing to reload (no --token-file)");
     try {
       authenticator.reload();
-      console.error(`taskwire: SIGHUP: reloaded ${file}`);
+      logText(logger, "info", `SIGHUP: reloaded ${file}`);
     } catch (err) {
-      console.error(`taskwire: SIGHUP: kept the previous tokens: ${(err as Error).message}`);
+      logText(logger, "warning", `SIGHUP: kept the previous tokens: ${(err as Error).message}`);
     }
   };
   process.on("SIGHUP", onHup);
@@ -122,6 +136,7 @@ function describeAuth(auth: AuthFlags): string {
 
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
+  const logger = configureLogging({ level: flags.log.level, format: flags.log.format });
   const tls = readTls(flags);
   const warnings = checkExposure({
     host: flags.host,
@@ -130,6 +145,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     tls: tls !== undefined,
   });
   const authenticator = authenticatorFor(flags.auth);
+  // From the start, not once serving: a reload that comes early must not kill the server either.
+  const stopReloading = reloadOnHangup(authenticator, flags.auth.tokenFile, logger);
   if (flags.enableDelayacct && flags.source === "sim") {
     throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
   }
@@ -138,10 +155,12 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   if (flags.enableDelayacct) {
     const d = enableDelayacct();
     restoreDelayacct = d.restore;
-    console.error(
+    logText(
+      logger,
+      "info",
       d.was
-        ? "taskwire: kernel.task_delayacct was already 1"
-        : "taskwire: kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields",
+        ? "kernel.task_delayacct was already 1"
+        : "kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields",
     );
   }
   const compression = flags.compress ? [compressionGzip, compressionBrotli] : [];
@@ -154,6 +173,9 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     compression,
     maxMessageBytes: flags.maxMessageBytes,
     authenticator,
+    logger,
+    accessLog: flags.log.accessLog && { linesPerSecond: flags.log.accessLogRate },
+    metrics: flags.metrics !== false,
     admission: {
       maxStreams: flags.auth.maxStreams,
       maxStreamsPerPrincipal: flags.auth.maxStreamsPerPrincipal,
@@ -168,6 +190,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     sendBuffer: flags.sendBuffer,
     ...flags.transport,
     ...(tls && { tls }),
+    logger,
   }).catch(async (err: unknown) => {
     await server.close();
     restoreDelayacct();
@@ -176,22 +199,23 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   const info = source.info();
   const held = readCapabilities();
   const holding = process.platform === "linux" ? `, holding ${describeCapabilities(held)}` : "";
-  console.error(
-    `taskwire: serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}${holding}`,
+  logText(
+    logger,
+    "info",
+    `serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}${holding}`,
   );
   const needed = info.source === "netlink" ? [CAP_NET_ADMIN] : [];
   const excess = excessCapabilities({ held, needed, euid: process.geteuid?.() });
-  if (excess !== undefined) console.error(`taskwire: warning: ${excess}`);
-  for (const w of warnings) console.error(`taskwire: warning: ${w}`);
-  console.error(`taskwire: ${describeAuth(flags.auth)}`);
-  const stopReloading = reloadOnHangup(authenticator, flags.auth.tokenFile);
-  if (info.source === "sim") console.error("taskwire: data is SIMULATED (--source sim); GetInfo reports source=sim");
+  if (excess !== undefined) logText(logger, "warning", excess);
+  for (const w of warnings) logText(logger, "warning", w);
+  logText(logger, "info", describeAuth(flags.auth));
+  if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) {
-    console.error("taskwire: kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
+    logText(logger, "info", "kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
   }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
-      console.error(`taskwire: ${sig}, shutting down`);
+      logText(logger, "info", `${sig}, shutting down`);
       stopReloading();
       listening.close().finally(() => {
         restoreDelayacct();

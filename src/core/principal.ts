@@ -3,7 +3,7 @@
  * by `id` only; roles and uid limits are the RPC edge's to enforce.
  */
 
-/** What a principal may do: read (GetPid, GetTgid, GetInfo), subscribe (Register, Deregister, SubscribeExits), admin (every listener), metrics. */
+/** What a principal may do: read (GetPid, GetTgid, GetInfo, GetCgroupStats), subscribe (Register, Deregister, SubscribeExits), admin (every listener), metrics. */
 export type Role = "read" | "subscribe" | "admin" | "metrics";
 
 /** Every role, in the order help texts list them. */

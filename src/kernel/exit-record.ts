@@ -11,6 +11,12 @@ export interface ExitRecord {
   readonly cpu: number;
   /** The kernel's per-CPU message number (nlmsg_seq from taskstats_seqnum). */
   readonly cpuSeq: number;
+  /**
+   * When the server received the record, wall-clock milliseconds since the
+   * epoch (fractional: microseconds). The netlink reader stamps each batch as
+   * its poll returns; the sim stamps the virtual time of the exit.
+   */
+  readonly receivedAtMs: number;
   /** The exiting thread. */
   readonly pid: number;
   /** Its thread group. */
@@ -26,4 +32,16 @@ export interface ExitRecord {
    */
   readonly pidVector?: StatsVector | undefined;
   readonly tgidVector?: StatsVector | undefined;
+}
+
+/**
+ * A wall-clock time in ms (fractional) as google.protobuf.Timestamp's parts,
+ * to the microsecond: whole seconds, and nanoseconds 0-999,999,999 (times
+ * before the epoch are clamped to it). Computed from whole microseconds so
+ * that float error never rounds nanos up to a full second.
+ */
+export function timestampParts(ms: number): { seconds: number; nanos: number } {
+  const us = Math.max(0, Math.round(ms * 1000));
+  const seconds = Math.floor(us / 1e6);
+  return { seconds, nanos: (us - seconds * 1e6) * 1000 };
 }

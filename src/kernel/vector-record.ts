@@ -14,6 +14,7 @@ class VectorRecord implements ExitRecord {
   constructor(
     readonly cpu: number,
     readonly cpuSeq: number,
+    readonly receivedAtMs: number,
     readonly pid: number,
     readonly tgid: number,
     readonly pidVector: StatsVector,
@@ -34,11 +35,12 @@ export function vectorRecord(
   r: {
     cpu: number;
     cpuSeq: number;
+    receivedAtMs: number;
     pid: number;
     tgid: number;
     pidVector: StatsVector;
     tgidVector: StatsVector | undefined;
   },
 ): ExitRecord {
-  return new VectorRecord(r.cpu, r.cpuSeq, r.pid, r.tgid, r.pidVector, r.tgidVector);
+  return new VectorRecord(r.cpu, r.cpuSeq, r.receivedAtMs, r.pid, r.tgid, r.pidVector, r.tgidVector);
 }

@@ -10,7 +10,7 @@ import {
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { LossKind, OverflowPolicy } from "../core/event-queue.ts";
 import type { RetainedExit, StreamItem } from "../core/retention.ts";
-import type { ExitRecord } from "../kernel/exit-record.ts";
+import { type ExitRecord, timestampParts } from "../kernel/exit-record.ts";
 import { InvalidRequestError } from "./errors.ts";
 
 /** What the server's listeners queue and retain: exit records, and each exit's encoded Exit message. */
@@ -47,8 +47,16 @@ export function toExitEvent(item: ServerItem, project?: (s: TaskStats) => TaskSt
   return create(ExitEventSchema, {
     seq: BigInt(item.seq),
     cpu: r.cpu,
-    event: { case: "exit", value: { pid: r.pid, tgid: r.tgid, pidStats, ...(tgidStats && { tgidStats }) } },
+    event: {
+      case: "exit",
+      value: { pid: r.pid, tgid: r.tgid, pidStats, ...(tgidStats && { tgidStats }), receivedAt: receivedAt(r) },
+    },
   });
+}
+
+function receivedAt(r: ExitRecord): { seconds: bigint; nanos: number } {
+  const { seconds, nanos } = timestampParts(r.receivedAtMs);
+  return { seconds: BigInt(seconds), nanos };
 }
 
 // A retained exit (JSON or masked replays only: binary streams send its bytes as they are).

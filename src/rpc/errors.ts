@@ -11,7 +11,15 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorDetailSchema, ErrorReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { CpulistError } from "../kernel/cpulist.ts";
-import { SourcePermissionError, SourceUnavailableError, TaskNotFoundError } from "../sources/source.ts";
+import {
+  CgroupNotFoundError,
+  CgroupPathError,
+  CgroupTooLargeError,
+  SourcePermissionError,
+  SourceUnavailableError,
+  SourceUnsupportedError,
+  TaskNotFoundError,
+} from "../sources/source.ts";
 import { RoleRequiredError, UnauthenticatedError } from "../auth/errors.ts";
 import {
   clip,
@@ -25,6 +33,11 @@ import {
 /** A request field is missing, malformed or out of range. */
 export class InvalidRequestError extends Error {
   override readonly name = "InvalidRequestError";
+}
+
+/** A uid-limited principal asked for something that would show it tasks of other uids. */
+export class UidLimitedError extends Error {
+  override readonly name = "UidLimitedError";
 }
 
 type ErrorClass<E extends Error> = new (...args: never[]) => E;
@@ -61,6 +74,11 @@ const MAPPINGS: Mapping[] = [
   map(RoleRequiredError, Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, (e) => ({ role: e.role })),
   map(StreamTakenOverError, Code.Aborted, ErrorReason.STREAM_TAKEN_OVER),
   map(ShuttingDownError, Code.Unavailable, ErrorReason.SHUTTING_DOWN),
+  map(CgroupPathError, Code.InvalidArgument, ErrorReason.INVALID_REQUEST),
+  map(CgroupNotFoundError, Code.NotFound, ErrorReason.UNSPECIFIED),
+  map(CgroupTooLargeError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED, (e) => ({ limit: String(e.limit) })),
+  map(SourceUnsupportedError, Code.FailedPrecondition, ErrorReason.UNSUPPORTED),
+  map(UidLimitedError, Code.PermissionDenied, ErrorReason.ROLE_REQUIRED),
 ];
 
 /** Longest message an error carries; the values it echoes are clipped already, this bounds the rest. */

@@ -8,6 +8,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.ts";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
+import { quote } from "../core/errors.ts";
 import { toConnectError } from "./errors.ts";
 import { callerWith } from "./principal.ts";
 
@@ -55,11 +56,11 @@ export function createReflector(services: readonly DescService[]): (req: Request
         };
       case "fileByFilename": {
         const file = files.get(r.value);
-        return file ? fileResponse(file) : error(Code.NotFound, `no file "${r.value}"`);
+        return file ? fileResponse(file) : error(Code.NotFound, `no file ${quote(r.value)}`);
       }
       case "fileContainingSymbol": {
         const file = fileOfSymbol(r.value);
-        return file ? fileResponse(file) : error(Code.NotFound, `no symbol "${r.value}"`);
+        return file ? fileResponse(file) : error(Code.NotFound, `no symbol ${quote(r.value)}`);
       }
       case "fileContainingExtension":
       case "allExtensionNumbersOfType":

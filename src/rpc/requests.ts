@@ -10,7 +10,7 @@ import type { ExitRecord } from "../kernel/exit-record.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { InvalidRequestError } from "./errors.ts";
 import { uidOf } from "./projection.ts";
-import type { ServerRegistry } from "./stream.ts";
+import type { HostIdentityInit, ServerRegistry } from "./stream.ts";
 
 /** What the service needs. */
 export interface ServiceDeps {
@@ -23,6 +23,8 @@ export interface ServiceDeps {
   readonly admission: Admission;
   /** The Linux capabilities the server process holds now, for GetInfo; none when absent. */
   readonly capabilities?: () => readonly string[];
+  /** The host this server reports on (GetInfo and each stream's opening message); unset when absent. */
+  readonly host?: HostIdentityInit | undefined;
 }
 
 /** Checks a request field; throws InvalidRequestError naming it. */

@@ -1,5 +1,5 @@
 /**
- * The TaskStats service: the six methods over a source and a listener
+ * The TaskStats service: its methods over a source and a listener
  * registry passed in. Every method validates the whole request first and
  * only then acts, so a rejected request creates, changes and leaks nothing.
  * Domain errors become Connect codes in errors.ts, nowhere else.
@@ -20,6 +20,7 @@ import { InvalidRequestError, toConnectError } from "./errors.ts";
 import { callerWith, maySee, ownerFilter } from "./principal.ts";
 import type { ServerListener, ServerRegistry } from "./stream.ts";
 import { ownership, requireId, requireMask, type ServiceDeps } from "./requests.ts";
+import { getCgroupStats } from "./cgroup-stats.ts";
 import { subscribeExits } from "./subscribe.ts";
 
 export type { ServiceDeps } from "./requests.ts";
@@ -103,6 +104,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
         const who = admit(deps, ctx, "read", "GetInfo");
         return getInfo(deps, who, req.listeners);
       }),
+    getCgroupStats: (req, ctx) => getCgroupStats(deps, req, ctx),
   };
 }
 
@@ -142,6 +144,7 @@ function getInfo(deps: ServiceDeps, who: Principal, listeners: boolean) {
     capabilities: [...(deps.capabilities?.() ?? [])],
     memoryBudget: BigInt(stats.memoryBudget),
     memoryUsed: BigInt(stats.memoryUsed),
+    ...(deps.host && { host: deps.host }),
   });
 }
 

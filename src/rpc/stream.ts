@@ -12,7 +12,11 @@ import { parseContentType as grpcWebContentType } from "@connectrpc/connect/prot
 import type { Listener } from "../core/listener.ts";
 import type { ListenerRegistry } from "../core/registry.ts";
 import type { StepEncoder } from "../core/subscription.ts";
-import { type SubscribeExitsResponse, SubscribeExitsResponseSchema } from "../gen/taskwire/v1/taskstats_pb.ts";
+import {
+  type HostIdentitySchema,
+  type SubscribeExitsResponse,
+  SubscribeExitsResponseSchema,
+} from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { type ServerItem, toExitEvent } from "./convert.ts";
 import { preEncodedBatch } from "./fast-binary/batch.ts";
@@ -40,11 +44,14 @@ export function negotiatedCodec(ctx: Pick<HandlerContext, "protocolName" | "requ
   return parsed.binary ? "binary" : "json";
 }
 
+/** HostIdentity's fields (hostname, boot_id, machine_id, source). */
+export type HostIdentityInit = MessageInitShape<typeof HostIdentitySchema>;
+
 /** The stream's encoder: pre-encoded batches for binary without a mask, messages otherwise. */
 export function streamEncoder(
   registry: ServerRegistry,
   listener: ServerListener,
-  o: { readonly codec: Codec; readonly project: Projection },
+  o: { readonly codec: Codec; readonly project: Projection; readonly host?: HostIdentityInit | undefined },
 ): StepEncoder<ExitRecord, Uint8Array, SubscribeExitsResponse> {
   const message = (fields: MessageInitShape<typeof SubscribeExitsResponseSchema>): SubscribeExitsResponse =>
     create(SubscribeExitsResponseSchema, {
@@ -61,7 +68,7 @@ export function streamEncoder(
         queued: listener.queue.depth,
       });
   return {
-    open: () => message({ listenerId: listener.id }),
+    open: () => message({ listenerId: listener.id, ...(o.host && { host: o.host }) }),
     batch,
     heartbeat: () => message({ heartbeat: true }),
   };

@@ -14,6 +14,7 @@ import { callerWith, ownerFilter } from "./principal.ts";
 import { compileFieldMask, compileFilter, type Projection, type RecordFilter } from "./projection.ts";
 import { ownership, requireMask, type ServiceDeps } from "./requests.ts";
 import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts";
+import { countedEncoder, STREAM_REPORT } from "./stream-report.ts";
 
 const MIN_HEARTBEAT_MS = 100;
 const MAX_HEARTBEAT_MS = 600_000;
@@ -91,12 +92,17 @@ export async function* subscribeExits(
     registry.get(listener.id, listener.owner); // still there after the wait (a Deregister may have raced it)
     listener.filter = plan.filter;
     const replay = plan.afterSeq === 0n ? [] : listener.resumeAfter(Number(plan.afterSeq));
+    const report = ctx.values.get(STREAM_REPORT); // someone watching calls (the access log) wants the counts
+    if (report !== undefined) report.listenerId = listener.id;
     yield* subscribe(registry, listener, {
       maxBatch: plan.maxBatch,
       heartbeatMs: plan.heartbeatMs,
       signal: ctx.signal,
       replay,
-      encode: streamEncoder(registry, listener, { codec, project: plan.project }),
+      encode: countedEncoder(
+        streamEncoder(registry, listener, { codec, project: plan.project, host: deps.host }),
+        report,
+      ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
     });
   } catch (err) {

@@ -16,6 +16,8 @@
  * new connection by a turn, not by the whole storm. On an idle server a
  * paced request waits one setImmediate.
  */
+import type { Logger } from "@logtape/logtape";
+import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** A pacer: pace(caller, task) runs the task in this turn's batch or a later one. */
 export interface Pacer {
@@ -25,16 +27,18 @@ export interface Pacer {
 }
 
 // A task that throws fails its own request only (its connection's handlers answer or close it); the batch goes on.
-function run(task: () => void): void {
+function run(task: () => void, logger: Logger): void {
   try {
     task();
   } catch (err) {
-    console.error("taskwire: serving a request failed", err);
+    logText(logger, "error", "serving a request failed", {
+      error: err instanceof Error ? err.stack ?? err.message : String(err),
+    });
   }
 }
 
 /** Runs at most `perTurn` queued tasks per event-loop turn, round-robin between callers. */
-export function createPacer(perTurn: number): Pacer {
+export function createPacer(perTurn: number, logger: Logger = taskwireLogger()): Pacer {
   if (!Number.isInteger(perTurn) || perTurn < 1) {
     throw new RangeError(`perTurn must be a whole number >= 1, got ${perTurn}`);
   }
@@ -50,7 +54,7 @@ export function createPacer(perTurn: number): Pacer {
       const task = queue.shift()!;
       waiting--;
       if (queue.length > 0) queues.set(caller, queue);
-      run(task);
+      run(task, logger);
     }
     if (waiting > 0) schedule();
   };

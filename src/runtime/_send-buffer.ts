@@ -10,6 +10,8 @@
  * keep the kernel's default and this says so once.
  */
 import type { Socket } from "node:net";
+import type { Logger } from "@logtape/logtape";
+import { logText } from "../log/logger.ts";
 
 const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
@@ -17,7 +19,7 @@ const SO_SNDBUF = 7;
 type SetInt = (fd: number, level: number, name: number, value: number) => number;
 
 /** Applies `bytes` to each socket given (0: leave the kernel's autotuning alone). */
-export async function createSendBufferCap(bytes: number): Promise<(socket: Socket) => void> {
+export async function createSendBufferCap(bytes: number, logger: Logger): Promise<(socket: Socket) => void> {
   if (bytes === 0 || process.platform !== "linux") return () => {};
   let setInt: SetInt;
   try {
@@ -28,8 +30,10 @@ export async function createSendBufferCap(bytes: number): Promise<(socket: Socke
     const why = (err as Error).name === "KoffiMissingError"
       ? "koffi is not installed (`npm install koffi`)"
       : (err as Error).message;
-    console.error(
-      `taskwire: cannot cap socket send buffers (${why}); clients that stop reading take longer to be backpressured`,
+    logText(
+      logger,
+      "warning",
+      `cannot cap socket send buffers (${why}); clients that stop reading take longer to be backpressured`,
     );
     return () => {};
   }

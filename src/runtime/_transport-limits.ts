@@ -17,6 +17,8 @@ import {
   type ServerHttp2Stream,
 } from "node:http2";
 import type { Server } from "node:net";
+import type { Logger } from "@logtape/logtape";
+import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** What any one client may take of the server at the connection and HTTP level. */
 export interface TransportLimits {
@@ -191,7 +193,7 @@ export function limitHttp2Sessions(
  * take /healthz down for everyone. Linux only (it reads /proc); elsewhere
  * `requested` as is.
  */
-export function connectionBudget(requested: number): number {
+export function connectionBudget(requested: number, logger: Logger = taskwireLogger()): number {
   let limit: number;
   let open: number;
   try {
@@ -205,14 +207,16 @@ export function connectionBudget(requested: number): number {
   // Headroom for what the server opens later: a netlink socket per newly watched CPU, TLS files, the event loop.
   const budget = Math.max(1, limit - open - 128);
   if (requested <= budget) return requested;
-  console.error(
-    `taskwire: --max-connections ${requested} lowered to ${budget}: the process may open ${limit} descriptors (ulimit -n) and has ${open} open; raise the limit to allow more`,
+  logText(
+    logger,
+    "warning",
+    `--max-connections ${requested} lowered to ${budget}: the process may open ${limit} descriptors (ulimit -n) and has ${open} open; raise the limit to allow more`,
   );
   return budget;
 }
 
 /** Caps `tcp`'s connections, saying (at most every 10 s) when it refuses some. */
-export function capConnections(tcp: Server, max: number): void {
+export function capConnections(tcp: Server, max: number, logger: Logger = taskwireLogger()): void {
   tcp.maxConnections = max;
   let lastReport = -Infinity;
   let unreported = 0;
@@ -220,8 +224,10 @@ export function capConnections(tcp: Server, max: number): void {
     unreported++;
     if (Date.now() - lastReport < 10_000) return;
     lastReport = Date.now();
-    console.error(
-      `taskwire: refused ${unreported} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
+    logText(
+      logger,
+      "warning",
+      `refused ${unreported} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
     );
     unreported = 0;
   });

@@ -5,6 +5,7 @@
  */
 import type { TaskwireServer } from "../server/server.ts";
 import type { Listening, ListenOptions } from "./node.ts";
+import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** Binds `server` on this runtime. TLS and real gRPC are Node's; elsewhere TLS is refused with a TypeError. */
 export async function listen(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
@@ -15,8 +16,10 @@ export async function listen(server: TaskwireServer, options: ListenOptions = {}
   }
   const o = { host: options.host ?? "127.0.0.1", port: options.port ?? 7878 };
   // Said once at start, so nobody assumes a flag protects a server it does not reach.
-  console.error(
-    "taskwire: connection limits and timeouts (--max-connections, --*-timeout-ms, --h2-*) are applied on Node; " +
+  logText(
+    options.logger ?? taskwireLogger(),
+    "info",
+    "connection limits and timeouts (--max-connections, --*-timeout-ms, --h2-*) are applied on Node; " +
       `this runtime's server uses its own (message size, auth and per-principal limits apply everywhere)`,
   );
   if (g.Deno !== undefined) return (await import("./deno.ts")).listenDeno(server, o);

@@ -8,6 +8,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener } from "@hono/node-server";
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
 import {
@@ -19,7 +20,11 @@ import {
 } from "node:http2";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import type { Logger } from "@logtape/logtape";
+import { logText, taskwireLogger } from "../log/logger.ts";
 import type { Peer } from "../auth/authenticator.ts";
+import { quote } from "../core/errors.ts";
+import { withDetail } from "../rpc/errors.ts";
 import { isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
@@ -61,6 +66,8 @@ export interface ListenOptions extends Partial<TransportLimits> {
    * more throughput to distant clients (one buffer per round trip).
    */
   readonly sendBuffer?: number;
+  /** Where transport notices go (log/logger.ts); default taskwireLogger(). */
+  readonly logger?: Logger;
 }
 
 /** The default per-connection send buffer (see ListenOptions.sendBuffer). */
@@ -89,9 +96,10 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   if (!Number.isInteger(sendBuffer) || sendBuffer < 0) {
     throw new RangeError(`sendBuffer must be a byte count >= 0, got ${sendBuffer}`);
   }
-  const capSendBuffer = await createSendBufferCap(sendBuffer);
+  const logger = options.logger ?? taskwireLogger();
+  const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
   const fetchListener = getRequestListener((req, env) => server.fetch(req, { peer: peerOf(env.incoming) }));
-  const grpc = grpcListener(server);
+  const grpc = grpcListener(server, logger);
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
   const serve = (req: NodeRequest, res: NodeResponse): void => {
@@ -100,15 +108,19 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
     else void fetchListener(req, res as never);
   };
-  const pace = createPacer(limits.acceptsPerTurn);
+  const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
     res.once("close", () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
     if (serving.has(connection)) return serve(req, res);
-    serving.add(connection);
-    pace(server.callerKey(peerOf(req), req.headers.authorization), () => serve(req, res));
+    // Until its first request is served, everything a connection sends waits its turn (the other streams an
+    // HTTP/2 client opens at once included, or they would skip the pacing).
+    pace(server.callerKey(peerOf(req), req.headers.authorization), () => {
+      serving.add(connection);
+      serve(req, res);
+    });
   };
   const longRequests = longRequestPaths(server);
   const sockets = new Set<Socket>();
@@ -119,7 +131,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const start = options.tls
     ? tlsStart(options.tls, dispatch, limits, longRequests, track)
     : plaintextStart(dispatch, limits, longRequests, track);
-  const tcp = front(start.start, limits, capSendBuffer);
+  const tcp = front(start.start, limits, capSendBuffer, logger);
   tcp.once("close", start.close);
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(describeListenError(err, host, port));
@@ -144,30 +156,31 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
 
 // Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
 // handlers), after the same checks the app makes (server.admit).
-function grpcListener(server: TaskwireServer): (req: NodeRequest, res: NodeResponse) => void {
+function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
-    if (handler === undefined) return trailersOnly(res, 12, `no method ${(req.url ?? "").slice(0, 200)}`); // UNIMPLEMENTED
+    if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
     const host = req.headers[":authority"] ?? req.headers.host;
     const admitted = server.admit(peerOf(req), typeof host === "string" ? host : undefined, req.headers.authorization);
-    if ("refusal" in admitted) return trailersOnly(res, 7, admitted.refusal); // PERMISSION_DENIED
+    if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
     handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
       .then((ures) => universalResponseToNodeResponse(ures, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
-        console.error(`taskwire: gRPC ${handler.method.name} failed`, reason);
+        logText(logger, "error", `gRPC ${handler.method.name} failed`, { error: errorText(reason) });
       });
   };
 }
 
-// A gRPC response with no messages: the status in the headers, as gRPC servers answer calls they refuse outright.
-function trailersOnly(res: NodeResponse, status: number, message: string): void {
-  res.writeHead(200, {
-    "content-type": "application/grpc",
-    "grpc-status": String(status),
-    "grpc-message": encodeURIComponent(message),
-  });
+// A gRPC response with no messages: the status in the headers, as gRPC servers answer calls they refuse
+// outright, with an ErrorDetail in grpc-status-details-bin like every other error.
+function trailersOnly(res: NodeResponse, code: Code, message: string): void {
+  const headers = setTrailerStatus(
+    new Headers({ "content-type": "application/grpc" }),
+    withDetail(new ConnectError(message, code)),
+  );
+  res.writeHead(200, Object.fromEntries(headers));
   res.end();
 }
 
@@ -223,7 +236,12 @@ interface Inner {
 }
 
 // The one listening server: it accepts (capped at maxConnections), sets up each raw socket, and hands it to `start`.
-function front(start: StartConnection, limits: TransportLimits, capSendBuffer: (s: Socket) => void): Server {
+function front(
+  start: StartConnection,
+  limits: TransportLimits,
+  capSendBuffer: (s: Socket) => void,
+  logger: Logger,
+): Server {
   // Per-socket settings go on the raw socket, before any TLS: an error handler from accept on (a reset
   // before the first byte must not become an uncaught 'error'), no Nagle delay (a stream is many small
   // writes; Node's own servers set it on sockets they accept, and these are accepted here), and the send buffer.
@@ -233,7 +251,7 @@ function front(start: StartConnection, limits: TransportLimits, capSendBuffer: (
     capSendBuffer(raw);
     start(raw);
   });
-  capConnections(tcp, connectionBudget(limits.maxConnections));
+  capConnections(tcp, connectionBudget(limits.maxConnections, logger), logger);
   return tcp;
 }
 
@@ -369,4 +387,9 @@ function finished(responses: Set<NodeResponse>, ms: number): Promise<void> {
     for (const res of responses) res.once("close", check);
     check();
   });
+}
+
+// An unexpected error for a log line: its stack when it has one.
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.stack ?? err.message : String(err);
 }

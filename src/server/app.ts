@@ -19,6 +19,7 @@ import { cors } from "hono/cors";
 import type { Peer } from "../auth/authenticator.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import { VERSION } from "../version.ts";
+import { type Exposition, metricsResponse } from "./metrics.ts";
 import { addUi } from "./ui.ts";
 
 /** What the app serves. */
@@ -36,6 +37,8 @@ export interface AppOptions {
   readonly hostAllowed?: ((host: string | null | undefined) => boolean) | undefined;
   /** Origins other than the server's own allowed to call the API from browsers ("*" for any). */
   readonly corsOrigins?: readonly string[];
+  /** The /metrics exposition (served to callers with the "metrics" role); undefined: no /metrics. */
+  readonly metrics?: (() => Promise<Exposition>) | undefined;
 }
 
 /** The runtime adapter's per-request facts, as hono's env. */
@@ -84,6 +87,13 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
   }
   addUi(app);
   app.get("/healthz", (c) => c.json(options.health()));
+  const metrics = options.metrics;
+  if (metrics !== undefined) {
+    app.get(
+      "/metrics",
+      (c) => metricsResponse(metrics, options.callAuth(c.env?.peer, c.req.header("authorization") ?? null)),
+    );
+  }
   app.get("/", (c) =>
     c.text(
       `taskwire ${VERSION}: Linux taskstats over Connect, gRPC-Web and gRPC.\n` +

@@ -71,6 +71,7 @@ export function unshareRecord(r: ExitRecord): ExitRecord {
   const copy = vectorRecord({
     cpu: r.cpu,
     cpuSeq: r.cpuSeq,
+    receivedAtMs: r.receivedAtMs,
     pid: r.pid,
     tgid: r.tgid,
     pidVector: ownVector(r.pidVector),

@@ -23,10 +23,15 @@ import type { ServerRegistry } from "../rpc/stream.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { readCapabilities } from "../sys/capabilities.ts";
 import { VERSION } from "../version.ts";
+import type { Logger } from "@logtape/logtape";
+import { createAccessLog } from "../log/access-log.ts";
+import { taskwireLogger } from "../log/logger.ts";
 import { type AppEnv, createApp, hostRefusal } from "./app.ts";
+import { readHostIdentity } from "./host-identity.ts";
 import { createLoadMeter } from "./load.ts";
 import { retainPayload, serverMemory } from "./memory.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, limitMessageSize } from "./message-limit.ts";
+import { createServerMetrics } from "./metrics.ts";
 
 /** Options of createServer. */
 export interface ServerOptions {
@@ -44,8 +49,20 @@ export interface ServerOptions {
   readonly compression?: readonly Compression[];
   /** How callers authenticate (bearer tokens, client certificates); none: every caller is anonymous with every role. */
   readonly authenticator?: Authenticator;
-  /** Where refused calls are logged (default: stderr, rate-limited). */
+  /** Where refused calls are logged (default: warning records of taskwire.audit, rate-limited). */
   readonly audit?: AuditLog;
+  /** taskwire's logger (log/logger.ts); default taskwireLogger(), silent until LogTape is configured. */
+  readonly logger?: Logger;
+  /**
+   * The access log: one record per RPC and per stream end (default true);
+   * `linesPerSecond` caps it (failed calls: a tenth of it), default DEFAULT_ACCESS_LOG_RATE.
+   */
+  readonly accessLog?: boolean | { readonly linesPerSecond?: number };
+  /**
+   * Prometheus metrics at /metrics, for principals with the "metrics" role
+   * (default true); false: no /metrics and no counting.
+   */
+  readonly metrics?: boolean;
   /** Host header check (DNS rebinding): a function that says which Host values are this server's; none: any. */
   readonly hostAllowed?: (host: string | null | undefined) => boolean;
   /** Streams and unary call rates per principal; unset ones keep DEFAULT_ADMISSION. */
@@ -64,6 +81,8 @@ export interface ServerOptions {
   readonly memoryBudget?: number | undefined;
   /** Most of the memory budget one principal may hold: bytes, or { fraction } of it; default: all of it. */
   readonly memoryBudgetPerPrincipal?: Share | undefined;
+  /** The hostname the server reports (GetInfo, streams); default: this machine's (uname -n). */
+  readonly hostName?: string | undefined;
 }
 
 /** What a runtime adapter does with a request it serves itself (real gRPC): go on with these context values, or refuse. */
@@ -121,8 +140,16 @@ export interface TaskwireServer {
 /** Wires a source into a servable server. */
 export function createServer(options: ServerOptions): TaskwireServer {
   const { source } = options;
+  // Its inputs are read at scrape time, by then all made; its feed counts records per CPU on their way in.
+  const metrics = options.metrics === false ? undefined : createServerMetrics({
+    source,
+    stats: () => registry.stats(),
+    authFailures: () => audit.counts,
+    loopUtilization: () => load.utilization,
+    version: VERSION,
+  });
   const registry: ServerRegistry = createRegistry<ExitRecord, Uint8Array>({
-    feed: source,
+    feed: metrics?.feed ?? source,
     retain: retainPayload,
     limits: options.limits,
     memory: serverMemory(options),
@@ -131,7 +158,11 @@ export function createServer(options: ServerOptions): TaskwireServer {
   const load = createLoadMeter();
   const admission = createAdmission(options.admission);
   const authenticator = options.authenticator ?? createAuthenticator();
-  const audit = options.audit ?? createAuditLog();
+  const logger = options.logger ?? taskwireLogger();
+  const audit = options.audit ?? createAuditLog({ logger });
+  const access = options.accessLog === false
+    ? undefined
+    : createAccessLog({ logger, ...(typeof options.accessLog === "object" && options.accessLog) });
   const callAuth = (peer: Peer | undefined, authorization: string | null | undefined): CallAuth => {
     const address = peer?.address ?? "";
     try {
@@ -145,7 +176,11 @@ export function createServer(options: ServerOptions): TaskwireServer {
     acceptCompression: [...(options.compression ?? [])],
     readMaxBytes: maxMessageBytes,
     // Every error carries an ErrorDetail, those connect-es raises included (withErrorDetails below for unary calls).
-    interceptors: [errorDetailInterceptor],
+    interceptors: [
+      ...(access ? [access.interceptor] : []),
+      ...(metrics ? [metrics.interceptor] : []),
+      errorDetailInterceptor,
+    ],
   });
   router.service(
     TaskStats,
@@ -156,10 +191,13 @@ export function createServer(options: ServerOptions): TaskwireServer {
       lingerMs: load.lingerMs,
       admission,
       capabilities: readCapabilities,
+      host: readHostIdentity(source.info().source, options.hostName),
     }),
   );
   reflectionRoutes([TaskStats])(router);
-  const rpcHandlers = withErrorDetails(limitMessageSize(router.handlers, maxMessageBytes), options.compression);
+  const detailed = withErrorDetails(limitMessageSize(router.handlers, maxMessageBytes), options.compression);
+  // The access log is outermost: it counts the bytes the wire carried and sees the final response.
+  const rpcHandlers = access?.wrap(detailed) ?? detailed;
   const app = createApp({
     callAuth,
     hostAllowed: options.hostAllowed,
@@ -172,6 +210,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
       ...(!authenticator.required && { listeners: registry.stats().listeners }),
     }),
     ...(options.corsOrigins && { corsOrigins: options.corsOrigins }),
+    ...(metrics && { metrics: metrics.render }),
   });
   return {
     source,

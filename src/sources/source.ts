@@ -52,6 +52,18 @@ export interface TaskstatsSource {
   synced(): Promise<void>;
   /** Stops producing and releases kernel resources. */
   close(): Promise<void>;
+  /**
+   * Task counts by state of the cgroup directory at `path` (CGROUPSTATS_CMD_GET,
+   * or cgroup.threads and /proc on cgroup v2). Rejects with CgroupPathError,
+   * CgroupNotFoundError, CgroupTooLargeError, or SourceUnsupportedError.
+   */
+  cgroupStats(path: string): Promise<CgroupStats>;
+  /**
+   * CPU time, seconds, the thread reading the kernel has used (user and
+   * system), where a source has one (netlink's reader worker); undefined
+   * until it is known. Read on demand (a scrape), never per record.
+   */
+  readerCpuSeconds?(): number | undefined;
 }
 
 /** No live task has this id (the kernel's ESRCH). */
@@ -74,4 +86,49 @@ export class SourcePermissionError extends Error {
 /** The source cannot serve at all (not Linux, family absent, closed). */
 export class SourceUnavailableError extends Error {
   override readonly name = "SourceUnavailableError";
+}
+
+/** Where cgroup hierarchies are mounted (v1 hierarchies and cgroup2 alike); cgroup paths must lie under it. */
+export const CGROUP_ROOT = "/sys/fs/cgroup";
+
+/** Longest cgroup path accepted, bytes (the kernel's PATH_MAX less its NUL). */
+export const CGROUP_PATH_MAX = 4095;
+
+/** Tasks of one cgroup by state: struct cgroupstats (linux/cgroupstats.h). */
+export interface CgroupStats {
+  /** The cgroup directory counted (symlinks resolved). */
+  readonly path: string;
+  /** "kernel": CGROUPSTATS_CMD_GET (cgroup v1); "procfs": cgroup.threads and /proc/<tid>/stat (cgroup v2). */
+  readonly method: "kernel" | "procfs";
+  readonly sleeping: number;
+  readonly running: number;
+  readonly stopped: number;
+  readonly uninterruptible: number;
+  /** From the kernel only; undefined with "procfs" (/proc cannot tell I/O waiters from other sleepers). */
+  readonly ioWait?: number;
+}
+
+/** A cgroup path that is not a cgroup directory under the cgroup filesystem (the message says what to pass). */
+export class CgroupPathError extends Error {
+  override readonly name = "CgroupPathError";
+}
+
+/** No cgroup directory at this path (under the cgroup filesystem). */
+export class CgroupNotFoundError extends Error {
+  override readonly name = "CgroupNotFoundError";
+}
+
+/** The cgroup holds more threads than the server counts in one call. */
+export class CgroupTooLargeError extends Error {
+  override readonly name = "CgroupTooLargeError";
+  readonly limit: number;
+  constructor(message: string, limit: number) {
+    super(message);
+    this.limit = limit;
+  }
+}
+
+/** This source lacks the feature asked for (the sim source has no cgroups). */
+export class SourceUnsupportedError extends Error {
+  override readonly name = "SourceUnsupportedError";
 }

@@ -296,7 +296,11 @@ function decodeFields(plan: Plan, c: Cursor): Fields {
   let unknown: Unknown | undefined;
   let set = 0;
   while (c.pos < end) {
+    const at = c.pos;
     const tag = varint(c);
+    // A tag is a uint32 varint: fromBinary() refuses a longer or larger one ("varint overflows uint32"), so
+    // this hands such bytes to it (Malformed) rather than reading a wrapped field number.
+    if (tag > 0xffffffff || c.pos - at > 5) throw new Malformed();
     const no = tag >>> 3, wireType = tag & 7;
     const slot = slots[no];
     if (slot === undefined || slot.wireType !== wireType) {

@@ -90,9 +90,9 @@ export class ServerPermissionError extends TaskwireError {}
 export class SourceUnavailableError extends TaskwireError {}
 
 /**
- * FAILED_PRECONDITION: the server's source lacks the feature asked for.
- * Reserved in the protocol (ERROR_REASON_UNSUPPORTED); no taskwire server
- * sends it today, so code written against this SDK can handle it ahead of one.
+ * FAILED_PRECONDITION: the server's source lacks the feature asked for
+ * (GetCgroupStats on a server running the simulated kernel, which has no
+ * cgroups, or on a host without a cgroup filesystem).
  */
 export class UnsupportedError extends TaskwireError {}
 
@@ -108,7 +108,11 @@ export class ShuttingDownError extends TaskwireError {}
 /** UNAUTHENTICATED: no credentials, or ones the server does not accept; pass `token` (or a client certificate). */
 export class UnauthenticatedError extends TaskwireError {}
 
-/** PERMISSION_DENIED: the caller's principal lacks the role this call needs. */
+/**
+ * PERMISSION_DENIED: the caller's principal lacks the role this call needs
+ * (`role` names it), or is limited to some uids and the call would show it
+ * other users' tasks (GetCgroupStats; `role` is then undefined).
+ */
 export class RoleRequiredError extends TaskwireError {
   /** The role the call needs ("read", "subscribe", "admin", "metrics"). */
   get role(): string | undefined {

@@ -59,13 +59,16 @@ export {
   UnsupportedError,
 } from "./errors.ts";
 export {
+  CgroupStatsMethod,
   type DeregisterResponse,
   type Exit,
   type ExitEvent,
   type ExitFilter,
+  type GetCgroupStatsResponse,
   type GetInfoResponse,
   type GetPidResponse,
   type GetTgidResponse,
+  type HostIdentity,
   type ListenerInfo,
   LossReason,
   type Lost,

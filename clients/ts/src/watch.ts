@@ -4,6 +4,7 @@ import {
   type ExitEvent,
   ExitEventSchema,
   type ExitFilterSchema,
+  type HostIdentity,
   LossReason,
   type OverflowPolicy,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
@@ -14,6 +15,8 @@ import { ErrorReason, ListenerNotFoundError, TaskwireError, toTaskwireError } fr
 export interface Subscribed {
   readonly listenerId: string;
   readonly cpumask: string;
+  /** The host the events come from (hostname, boot_id, machine_id, source); unset from servers before 0.2. */
+  readonly host?: HostIdentity | undefined;
 }
 
 /** Why and when watchExits reconnects. */
@@ -195,7 +198,7 @@ async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncG
     for await (const msg of stream) {
       if (msg.listenerId !== "") {
         listenerId = msg.listenerId;
-        options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
+        options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask, host: msg.host });
       }
       yield* msg.events;
     }
@@ -278,7 +281,9 @@ async function* resuming(
           idle.stop(); // the time the consumer holds an event is not the stream's silence
           attempt = 0;
           opened = true;
-          if (msg.listenerId !== "") options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask });
+          if (msg.listenerId !== "") {
+            options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask, host: msg.host });
+          }
           for (const ev of msg.events) {
             afterSeq = ev.seq;
             yield ev;

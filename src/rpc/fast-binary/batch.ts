@@ -21,7 +21,8 @@ import {
   type SubscribeExitsResponse,
   SubscribeExitsResponseSchema,
 } from "../../gen/taskwire/v1/taskstats_pb.ts";
-import type { ExitRecord } from "../../kernel/exit-record.ts";
+import { type ExitRecord, timestampParts } from "../../kernel/exit-record.ts";
+import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
 import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-stats.ts";
@@ -35,8 +36,11 @@ const PID = tag(ExitSchema.field.pid.number, WireType.Varint);
 const TGID = tag(ExitSchema.field.tgid.number, WireType.Varint);
 const PID_STATS = tag(ExitSchema.field.pidStats.number, WireType.LengthDelimited);
 const TGID_STATS = tag(ExitSchema.field.tgidStats.number, WireType.LengthDelimited);
+const RECEIVED_AT = tag(ExitSchema.field.receivedAt.number, WireType.LengthDelimited);
+const SECONDS = tag(TimestampSchema.field.seconds.number, WireType.Varint);
+const NANOS = tag(TimestampSchema.field.nanos.number, WireType.Varint);
 // Every tag above is below 128: one byte each.
-for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS]) {
+for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS, RECEIVED_AT, SECONDS, NANOS]) {
   if (t > 0x7f) throw new Error("batch encoding assumes one-byte tags");
 }
 
@@ -101,12 +105,23 @@ function statsOf(r: ExitRecord): [pid: AnyStats, tgid: AnyStats | undefined] {
   return r.pidVector !== undefined ? [r.pidVector, r.tgidVector] : [r.pidStats, r.tgidStats];
 }
 
-/** Exit{pid, tgid, pid_stats, tgid_stats}'s bytes for this record, encoded once (a view into a shared slab). */
+// received_at: a Timestamp{seconds, nanos}, zero parts left out as toBinary() does (the field itself is always set).
+function timestampField(b: Uint8Array, p: number, ms: number): number {
+  const { seconds, nanos } = timestampParts(ms);
+  const len = (seconds === 0 ? 0 : 1 + varintSize(seconds)) + (nanos === 0 ? 0 : 1 + varintSize(nanos));
+  b[p++] = RECEIVED_AT;
+  b[p++] = len; // at most 1 + 8 + 1 + 5 bytes: one length byte
+  if (seconds !== 0) (b[p++] = SECONDS), (p = writeVarint(b, p, seconds));
+  if (nanos !== 0) (b[p++] = NANOS), (p = writeVarint(b, p, nanos));
+  return p;
+}
+
+/** Exit{pid, tgid, pid_stats, tgid_stats, received_at}'s bytes for this record, encoded once (a view into a shared slab). */
 export function exitBody(r: ExitRecord): Uint8Array {
   const memo = (r as Memo)[EXIT_BODY];
   if (memo !== undefined) return memo;
   const [pid, tgid] = statsOf(r);
-  const room = 12 + 6 + maxStatsSize(pid) + (tgid === undefined ? 0 : 6 + maxStatsSize(tgid));
+  const room = 12 + 6 + 17 + maxStatsSize(pid) + (tgid === undefined ? 0 : 6 + maxStatsSize(tgid));
   if (slabPos + room > slab.length) {
     slab = new Uint8Array(Math.max(SLAB, room));
     slabPos = 0;
@@ -117,6 +132,7 @@ export function exitBody(r: ExitRecord): Uint8Array {
   if (r.tgid !== 0) (b[p++] = TGID), (p = writeVarint(b, p, r.tgid));
   p = statsField(b, p, PID_STATS, pid);
   if (tgid !== undefined) p = statsField(b, p, TGID_STATS, tgid);
+  p = timestampField(b, p, r.receivedAtMs);
   slabPos = p;
   const body = b.subarray(start, p);
   (r as Memo)[EXIT_BODY] = body;

@@ -8,12 +8,16 @@ export type ToWorker =
 
 /** Worker -> main. */
 export type FromWorker =
-  | { op: "ready"; runtime: string }
+  /** `tid`: the worker's kernel thread id (for its CPU time), when /proc names it. */
+  | { op: "ready"; runtime: string; tid: number | undefined }
   | { op: "watching"; cpu: number; rcvbuf: number; portId: number }
   | { op: "watch-failed"; cpu: number; errno: number; message: string }
   | { op: "unwatched"; cpu: number }
-  /** Datagrams, each framed as [cpu u32][length u32][bytes, padded to 4]. */
-  | { op: "batch"; slab: ArrayBuffer; used: number }
+  /**
+   * Datagrams, each framed as [cpu u32][length u32][bytes, padded to 4]; `at`:
+   * wall-clock ms (fractional) when the poll that read them returned.
+   */
+  | { op: "batch"; slab: ArrayBuffer; used: number; at: number }
   | { op: "enobufs"; cpu: number }
   /** The kernel dropped `count` more records for this CPU's socket (sk_drops delta), after the batches posted before. */
   | { op: "drops"; cpu: number; count: number }

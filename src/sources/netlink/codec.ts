@@ -170,3 +170,43 @@ export function parseTaskstatsNew(payload: Uint8Array): TaskstatsNew {
   }
   return out;
 }
+
+/**
+ * CGROUPSTATS_CMD_GET for the cgroup directory open as `fd` in the sending
+ * process: cgroupstats_user_cmd() resolves the fd with fdget() in the sender's
+ * file table while it handles send(), so the directory must stay open until
+ * the reply is read.
+ */
+export function encodeCgroupstatsGet(family: number, seq: number, fd: number): Uint8Array {
+  return encodeGenlRequest({
+    family,
+    cmd: K.CGROUPSTATS_CMD_GET,
+    version: K.TASKSTATS_GENL_VERSION,
+    seq,
+    attrs: [{ type: K.CGROUPSTATS_CMD_ATTR_FD, u32: fd }],
+  });
+}
+
+/** struct cgroupstats (linux/cgroupstats.h), counts as numbers. */
+export interface CgroupstatsCounts {
+  readonly sleeping: number;
+  readonly running: number;
+  readonly stopped: number;
+  readonly uninterruptible: number;
+  readonly ioWait: number;
+}
+
+/** Parses a CGROUPSTATS_CMD_NEW payload (genl header included); undefined when it holds no stats. */
+export function parseCgroupstatsNew(payload: Uint8Array): CgroupstatsCounts | undefined {
+  if (payload.byteLength < K.GENL_HDRLEN) throw new NetlinkFormatError("genetlink payload shorter than its header");
+  const attr = parseAttrs(payload.subarray(K.GENL_HDRLEN), -1).find((a) => a.type === K.CGROUPSTATS_TYPE_CGROUP_STATS);
+  if (attr === undefined) return undefined;
+  if (attr.data.byteLength < K.CGROUPSTATS_SIZE) {
+    throw new NetlinkFormatError(
+      `CGROUPSTATS_TYPE_CGROUP_STATS holds ${attr.data.byteLength} bytes, struct cgroupstats is ${K.CGROUPSTATS_SIZE}`,
+    );
+  }
+  const dv = new DataView(attr.data.buffer, attr.data.byteOffset, K.CGROUPSTATS_SIZE);
+  const u64 = (i: number) => Number(dv.getBigUint64(i * 8, true));
+  return { sleeping: u64(0), running: u64(1), stopped: u64(2), uninterruptible: u64(3), ioWait: u64(4) };
+}

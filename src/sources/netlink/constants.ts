@@ -48,6 +48,20 @@ export const TASKSTATS_TYPE_AGGR_PID = 4;
 export const TASKSTATS_TYPE_AGGR_TGID = 5;
 export const TASKSTATS_TYPE_NULL = 6;
 
+/**
+ * linux/cgroupstats.h: the cgroup commands continue the taskstats family's
+ * command numbers (CGROUPSTATS_CMD_UNSPEC = __TASKSTATS_CMD_MAX = 3), while
+ * their attribute numbers start again from 1 in enums of their own.
+ */
+export const CGROUPSTATS_CMD_GET = 4;
+export const CGROUPSTATS_CMD_NEW = 5;
+/** u32: a file descriptor, in the sending process, of an open cgroup directory. */
+export const CGROUPSTATS_CMD_ATTR_FD = 1;
+/** struct cgroupstats: five __u64 counts. */
+export const CGROUPSTATS_TYPE_CGROUP_STATS = 1;
+/** sizeof(struct cgroupstats). */
+export const CGROUPSTATS_SIZE = 40;
+
 export const EPERM = 1;
 export const ESRCH = 3;
 export const EINTR = 4;

@@ -10,6 +10,7 @@ import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createPossibleCpus, type PossibleCpus } from "../../kernel/cpulist.ts";
 import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
 import {
+  type CgroupStats,
   type ExitSink,
   type SourceInfo,
   SourcePermissionError,
@@ -21,6 +22,9 @@ import { encodeTaskstatsGet, parseTaskstatsNew } from "./codec.ts";
 import * as K from "./constants.ts";
 import { type GenlSocket, NetlinkRequestError, openGenlSocket, resolveFamily } from "./genl-socket.ts";
 import { type Reader, startReader } from "./reader.ts";
+import { kernelCgroupstats } from "./cgroupstats.ts";
+import { type CgroupPathOptions, resolveCgroupDir } from "../cgroup/cgroup-path.ts";
+import { countProcfs, DEFAULT_CGROUP_MAX_THREADS } from "../cgroup/procfs-counts.ts";
 import { readerWorkerUrl } from "./_worker-url.ts";
 import { loadSyscalls } from "../../sys/load.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
@@ -31,6 +35,10 @@ export interface NetlinkSourceOptions {
   socketBuffer?: number;
   /** Syscalls to use (default: this runtime's FFI). */
   syscalls?: Syscalls;
+  /** Most threads a cgroup v2 may hold to be counted from /proc in one call (default 65536). */
+  cgroupMaxThreads?: number;
+  /** Where cgroup paths may point (tests only; default /sys/fs/cgroup and this process's mounts). */
+  cgroupPaths?: CgroupPathOptions;
 }
 
 /** The netlink source, with the facts it learned at open. */
@@ -85,6 +93,7 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   if (!Number.isInteger(socketBuffer) || socketBuffer < 4096 || socketBuffer > 2 ** 31 - 1) {
     throw new RangeError(`socketBuffer must be 4096 bytes to 2 GiB, got ${socketBuffer}`);
   }
+  const cgroups = cgroupOptions(options);
   let sys: Syscalls;
   try {
     sys = options.syscalls ?? (await loadSyscalls());
@@ -99,13 +108,26 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   try {
     sock = openGenlSocket(sys);
     const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
-    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl());
+    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl(), cgroups);
     await source.getPid(process.pid); // proves GET works here, and learns the kernel's struct version and size
     return source;
   } catch (err) {
     sock?.close();
     throw new NetlinkUnavailableError(explainOpenFailure(err));
   }
+}
+
+interface CgroupOptions {
+  readonly maxThreads: number;
+  readonly paths: CgroupPathOptions;
+}
+
+function cgroupOptions(options: NetlinkSourceOptions): CgroupOptions {
+  const maxThreads = options.cgroupMaxThreads ?? DEFAULT_CGROUP_MAX_THREADS;
+  if (!Number.isInteger(maxThreads) || maxThreads < 1 || maxThreads > 4194304) {
+    throw new RangeError(`cgroupMaxThreads must be 1 to 4194304 (PID_MAX_LIMIT), got ${maxThreads}`);
+  }
+  return { maxThreads, paths: options.cgroupPaths ?? {} };
 }
 
 class _NetlinkSource implements NetlinkSource {
@@ -116,13 +138,15 @@ class _NetlinkSource implements NetlinkSource {
   readonly #socketBuffer: number;
   readonly #workerUrl: URL;
   #reader: Reader | undefined;
+  readonly #cgroups: CgroupOptions;
   #seq = 100;
   #version = 0;
   #size = 0;
   #closed = false;
 
-  constructor(sock: GenlSocket, family: number, socketBuffer: number, workerUrl: URL) {
+  constructor(sock: GenlSocket, family: number, socketBuffer: number, workerUrl: URL, cgroups: CgroupOptions) {
     this.#sock = sock;
+    this.#cgroups = cgroups;
     this.#workerUrl = workerUrl;
     this.family = family;
     this.#socketBuffer = socketBuffer;
@@ -151,6 +175,14 @@ class _NetlinkSource implements NetlinkSource {
     return this.#get({ type: K.TASKSTATS_CMD_ATTR_TGID, u32: tgid }, "tgid", tgid);
   }
 
+  async cgroupStats(path: string): Promise<CgroupStats> {
+    if (this.#closed) throw new SourceUnavailableError("the netlink source is closed");
+    const dir = resolveCgroupDir(path, this.#cgroups.paths);
+    const kernel = kernelCgroupstats({ sock: this.#sock, family: this.family, seq: ++this.#seq }, dir);
+    if (kernel !== undefined) return { path: dir.path, method: "kernel", ...kernel };
+    return { path: dir.path, method: "procfs", ...(await countProcfs(dir.path, this.#cgroups)) };
+  }
+
   start(sink: ExitSink): void {
     if (this.#reader !== undefined || this.#closed) {
       throw new Error("netlink source: start() may be called once, before close()");
@@ -171,6 +203,10 @@ class _NetlinkSource implements NetlinkSource {
 
   synced(): Promise<void> {
     return this.#reader?.synced() ?? Promise.resolve();
+  }
+
+  readerCpuSeconds(): number | undefined {
+    return this.#reader?.cpuSeconds();
   }
 
   async close(): Promise<void> {

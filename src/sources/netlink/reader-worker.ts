@@ -7,6 +7,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { FromWorker, ToWorker, WorkerOptions } from "./_reader-protocol.ts";
 import { FRAME_HEADER } from "./_reader-protocol.ts";
+import { ownThreadId } from "./_thread-cpu.ts";
 import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
 import { type GenlSocket, openGenlSocket } from "./genl-socket.ts";
@@ -41,6 +42,9 @@ let order: CpuSocket[] = [];
 let seq = 1;
 let slab = new Uint8Array(opts.slabBytes);
 let used = 0;
+/** When the last poll returned, wall-clock ms: the receive time of what it read (one stamp per poll, not per record). */
+let polledAt = 0;
+const wallNow = (): number => performance.timeOrigin + performance.now();
 
 function rebuildPoll(): void {
   order = [...sockets.values()];
@@ -105,7 +109,7 @@ function flush(): void {
   if (used === 0) return;
   Atomics.add(pending, 0, 1);
   const buffer = slab.buffer as ArrayBuffer;
-  post({ op: "batch", slab: buffer, used }, [buffer]);
+  post({ op: "batch", slab: buffer, used, at: polledAt }, [buffer]);
   slab = new Uint8Array(opts.slabBytes);
   used = 0;
 }
@@ -155,7 +159,7 @@ const yieldNow: () => Promise<void> = typeof setImmediate === "function"
 
 async function run(): Promise<void> {
   const sys = await loadSyscalls();
-  post({ op: "ready", runtime: sys.runtime });
+  post({ op: "ready", runtime: sys.runtime, tid: ownThreadId() });
   let lastYield = performance.now();
   for (;;) {
     for (let c = controls.shift(); c !== undefined; c = controls.shift()) {
@@ -180,6 +184,7 @@ async function run(): Promise<void> {
     }
     const ready = sys.poll(pollfds, order.length, 20);
     if (ready > 0) {
+      polledAt = wallNow();
       const dv = new DataView(pollfds.buffer);
       order.forEach((s, i) => {
         if (dv.getInt16(8 * i + 6, true) !== 0) drain(sys, s);

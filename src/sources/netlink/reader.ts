@@ -11,6 +11,7 @@ import { vectorRecord } from "../../kernel/vector-record.ts";
 import { type ExitSink, SourceUnavailableError } from "../source.ts";
 import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
 import { parseMessages, parseTaskstatsNew, type TaskstatsNew } from "./codec.ts";
+import { threadCpuSeconds } from "./_thread-cpu.ts";
 
 /** Options of the reader. */
 export interface ReaderOptions {
@@ -40,6 +41,8 @@ export interface Reader {
   /** Resolves once every watch change issued so far is in effect in the kernel; rejects with the first failure among them. */
   synced(): Promise<void>;
   stats(): ReaderStats;
+  /** The worker thread's CPU time so far, seconds (read from /proc now); undefined until the worker named its thread. */
+  cpuSeconds(): number | undefined;
   close(): Promise<void>;
 }
 
@@ -58,6 +61,8 @@ class _Reader implements Reader {
   #failure: Error | undefined;
   #waiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   #stopped: Promise<void>;
+  /** The worker's kernel thread id, once it says. */
+  #tid: number | undefined;
 
   constructor(o: ReaderOptions) {
     this.#o = o;
@@ -96,6 +101,10 @@ class _Reader implements Reader {
     return { ...this.#stats };
   }
 
+  cpuSeconds(): number | undefined {
+    return this.#tid === undefined ? undefined : threadCpuSeconds(this.#tid);
+  }
+
   async close(): Promise<void> {
     this.#post({ op: "stop" });
     const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
@@ -110,7 +119,7 @@ class _Reader implements Reader {
   #onMessage(m: FromWorker): void {
     switch (m.op) {
       case "batch":
-        return this.#batch(new Uint8Array(m.slab, 0, m.used));
+        return this.#batch(new Uint8Array(m.slab, 0, m.used), m.at);
       case "enobufs":
         this.#stats.enobufs++;
         return;
@@ -130,6 +139,7 @@ class _Reader implements Reader {
         return this.#ack();
       case "ready":
         this.#stats.runtime = m.runtime;
+        this.#tid = m.tid;
         return;
       case "fatal":
         return this.#fail(m.message);
@@ -154,13 +164,13 @@ class _Reader implements Reader {
     this.#o.onFatal(message);
   }
 
-  #batch(slab: Uint8Array): void {
+  #batch(slab: Uint8Array, at: number): void {
     try {
       const dv = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
       for (let off = 0; off < slab.byteLength;) {
         const cpu = dv.getUint32(off, true), len = dv.getUint32(off + 4, true);
         for (const msg of parseMessages(slab.subarray(off + FRAME_HEADER, off + FRAME_HEADER + len))) {
-          if (msg.type === this.#o.family) this.#record(cpu, msg.seq, msg.payload);
+          if (msg.type === this.#o.family) this.#record({ cpu, cpuSeq: msg.seq, receivedAtMs: at }, msg.payload);
         }
         off += FRAME_HEADER + ((len + 3) & ~3);
       }
@@ -169,26 +179,32 @@ class _Reader implements Reader {
     }
   }
 
-  #record(cpu: number, seq: number, payload: Uint8Array): void {
+  #record(where: Where, payload: Uint8Array): void {
     const { pid, tgid } = parseTaskstatsNew(payload);
     if (pid === undefined) return;
     this.#stats.records++;
-    this.#o.sink.exit(vectors(cpu, seq, pid, tgid) ?? messages(cpu, seq, pid, tgid));
+    this.#o.sink.exit(vectors(where, pid, tgid) ?? messages(where, pid, tgid));
   }
 }
 
 type Aggregate = NonNullable<TaskstatsNew["pid"]>;
 
+/** Where and when a record was read: its CPU, the kernel's per-CPU seq, the receive time. */
+interface Where {
+  cpu: number;
+  cpuSeq: number;
+  receivedAtMs: number;
+}
+
 // The usual case: the structs as number vectors (no BigInt per field; the
 // TaskStats messages are built only if something reads them).
-function vectors(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord | undefined {
+function vectors(where: Where, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord | undefined {
   const pidVector = decodeStatsVector(pid.stats);
   const tgidVector = tgid === undefined ? undefined : decodeStatsVector(tgid.stats);
   if (pidVector === undefined || (tgid !== undefined && tgidVector === undefined)) return undefined;
   const acTgid = pidVector.values[SLOT.acTgid]!;
   return vectorRecord({
-    cpu,
-    cpuSeq: seq,
+    ...where,
     pid: pid.id,
     tgid: tgid?.id ?? (acTgid === acTgid ? acTgid : 0),
     pidVector,
@@ -197,11 +213,10 @@ function vectors(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | und
 }
 
 // A 64-bit value of 2^53 or more has no exact double: that record is decoded as TaskStats messages.
-function messages(cpu: number, seq: number, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord {
+function messages(where: Where, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord {
   const pidStats = decodeTaskStats(pid.stats);
   return {
-    cpu,
-    cpuSeq: seq,
+    ...where,
     pid: pid.id,
     tgid: tgid?.id ?? pidStats.acTgid ?? 0,
     pidStats,

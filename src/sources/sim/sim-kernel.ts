@@ -285,7 +285,8 @@ class _SimKernel implements SimKernel {
     this.#cpuSeq[cpu] = cpuSeq + 1;
     const tgidVector = groupDead && t.proc.stats !== undefined ? copyStatsVector(t.proc.stats) : undefined;
     this.records++;
-    this.onRecord?.(vectorRecord({ cpu, cpuSeq, pid: t.pid, tgid: t.proc.tgid, pidVector, tgidVector }));
+    const receivedAtMs = this.#ctx.epochMs + this.#ctx.nowNs / 1e6; // the exit's virtual time, as ac_btime is
+    this.onRecord?.(vectorRecord({ cpu, cpuSeq, receivedAtMs, pid: t.pid, tgid: t.proc.tgid, pidVector, tgidVector }));
   }
 
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).

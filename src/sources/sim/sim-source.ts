@@ -6,9 +6,11 @@ import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createPossibleCpus } from "../../kernel/cpulist.ts";
 import { TASKSTATS_SIZE, TASKSTATS_VERSION } from "../../kernel/taskstats.ts";
 import {
+  type CgroupStats,
   type ExitSink,
   type SourceInfo,
   SourceUnavailableError,
+  SourceUnsupportedError,
   TaskNotFoundError,
   type TaskstatsSource,
 } from "../source.ts";
@@ -103,6 +105,14 @@ class _SimSource implements SimSource {
 
   synced(): Promise<void> {
     return Promise.resolve(); // the simulated kernel applies watch changes at once
+  }
+
+  cgroupStats(_path: string): Promise<CgroupStats> {
+    return Promise.reject(
+      new SourceUnsupportedError(
+        "the simulated kernel has no cgroups; run the server with --source netlink to count a cgroup's tasks",
+      ),
+    );
   }
 
   async close(): Promise<void> {

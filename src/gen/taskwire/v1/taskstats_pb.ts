@@ -7,6 +7,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { TaskStats as TaskStats$1 } from "../kernel/v1/taskstats_pb.ts";
 import { file_taskwire_kernel_v1_taskstats } from "../kernel/v1/taskstats_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
@@ -15,7 +17,125 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file taskwire/v1/taskstats.proto.
  */
 export const file_taskwire_v1_taskstats: GenFile = /*@__PURE__*/
-  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIhwKDUdldFBpZFJlcXVlc3QSCwoDcGlkGAEgASgNIksKDkdldFBpZFJlc3BvbnNlEiwKBXN0YXRzGAEgASgLMh0udGFza3dpcmUua2VybmVsLnYxLlRhc2tTdGF0cxILCgNwaWQYAiABKA0iHgoOR2V0VGdpZFJlcXVlc3QSDAoEdGdpZBgBIAEoDSJNCg9HZXRUZ2lkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgwKBHRnaWQYAiABKA0idgoPUmVnaXN0ZXJSZXF1ZXN0Eg8KB2NwdW1hc2sYASABKAkSEwoLbGlzdGVuZXJfaWQYAiABKAkSDgoGYnVmZmVyGAMgASgNEi0KCG92ZXJmbG93GAQgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kiWgoQUmVnaXN0ZXJSZXNwb25zZRITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRIQCghsZWFzZV9tcxgEIAEoDSI5ChFEZXJlZ2lzdGVyUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJIiUKEkRlcmVnaXN0ZXJSZXNwb25zZRIPCgdjcHVtYXNrGAEgASgJIvEBChVTdWJzY3JpYmVFeGl0c1JlcXVlc3QSEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRIRCgltYXhfYmF0Y2gYBSABKA0SFAoMaGVhcnRiZWF0X21zGAYgASgNEg4KBmZpZWxkcxgHIAMoCRInCgZmaWx0ZXIYCCABKAsyFy50YXNrd2lyZS52MS5FeGl0RmlsdGVyEhEKCWFmdGVyX3NlcRgJIAEoBCJUCgpFeGl0RmlsdGVyEg0KBXRnaWRzGAEgAygNEgwKBHVpZHMYAiADKA0SEwoLY29tbV9wcmVmaXgYAyABKAkSFAoMbm9uemVyb19leGl0GAQgASgIIokBChZTdWJzY3JpYmVFeGl0c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnRhc2t3aXJlLnYxLkV4aXRFdmVudBITCgtsaXN0ZW5lcl9pZBgCIAEoCRIPCgdjcHVtYXNrGAMgASgJEhEKCWhlYXJ0YmVhdBgEIAEoCBIOCgZxdWV1ZWQYBSABKA0idAoJRXhpdEV2ZW50EgsKA3NlcRgBIAEoBBILCgNjcHUYAiABKA0SIQoEZXhpdBgDIAEoCzIRLnRhc2t3aXJlLnYxLkV4aXRIABIhCgRsb3N0GAQgASgLMhEudGFza3dpcmUudjEuTG9zdEgAQgcKBWV2ZW50IpoBCgRFeGl0EgsKA3BpZBgBIAEoDRIMCgR0Z2lkGAIgASgNEjAKCXBpZF9zdGF0cxgDIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHMSNgoKdGdpZF9zdGF0cxgEIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHNIAIgBAUINCgtfdGdpZF9zdGF0cyJ6CgRMb3N0Eg0KBWNvdW50GAEgASgEEhEKCWZpcnN0X3NlcRgCIAEoBBIQCghsYXN0X3NlcRgDIAEoBBInCgZyZWFzb24YBCABKA4yFy50YXNrd2lyZS52MS5Mb3NzUmVhc29uEhUKDWNvdW50X3Vua25vd24YBSABKAgiIwoOR2V0SW5mb1JlcXVlc3QSEQoJbGlzdGVuZXJzGAEgASgIIokDCgxMaXN0ZW5lckluZm8SEwoLbGlzdGVuZXJfaWQYASABKAkSDwoHY3B1bWFzaxgCIAEoCRIRCglzdHJlYW1pbmcYAyABKAgSEQoJZXBoZW1lcmFsGAQgASgIEi0KCG92ZXJmbG93GAUgASgOMhsudGFza3dpcmUudjEuT3ZlcmZsb3dQb2xpY3kSEwoLcXVldWVfZGVwdGgYBiABKA0SFgoOcXVldWVfY2FwYWNpdHkYByABKA0SEAoIcHJvZHVjZWQYCCABKAQSEQoJZGVsaXZlcmVkGAkgASgEEiAKGGxvc3Rfc3Vic2NyaWJlcl9vdmVyZmxvdxgKIAEoBBIcChRsb3N0X2tlcm5lbF9vdmVyZmxvdxgLIAEoBBIWCg5sb3N0X3JldGVudGlvbhgMIAEoBBIUCgxsb3N0X3Jlc3RhcnQYDSABKAQSGQoRZXZlbnRzX3Blcl9zZWNvbmQYDiABKAESDQoFb3duZXIYDyABKAkSFAoMbWVtb3J5X2J5dGVzGBAgASgEIrAECg9HZXRJbmZvUmVzcG9uc2USDgoGc291cmNlGAEgASgJEhUKDXBvc3NpYmxlX2NwdXMYAiABKAkSGQoRdGFza3N0YXRzX3ZlcnNpb24YAyABKA0SFgoOdGFza3N0YXRzX3NpemUYBCABKA0SFgoOa2VybmVsX3JlbGVhc2UYBSABKAkSEQoJZGVsYXlhY2N0GAYgASgIEhQKDHdhdGNoZWRfY3B1cxgHIAEoCRIRCglsaXN0ZW5lcnMYCCABKA0SDwoHc3RyZWFtcxgJIAEoDRIPCgdyZWNvcmRzGAogASgEEhQKDGtlcm5lbF9kcm9wcxgLIAEoBBIYChBzdWJzY3JpYmVyX2Ryb3BzGAwgASgEEhYKDnNlcnZlcl92ZXJzaW9uGA0gASgJEhUKDXNvY2tldF9idWZmZXIYDiABKA0SEgoKbWF4X2J1ZmZlchgPIAEoDRIWCg5kZWZhdWx0X2J1ZmZlchgQIAEoDRIQCghsZWFzZV9tcxgRIAEoDRIXCg9rZXJuZWxfb3ZlcnJ1bnMYEiABKAQSMwoQbGlzdGVuZXJfZGV0YWlscxgTIAMoCzIZLnRhc2t3aXJlLnYxLkxpc3RlbmVySW5mbxIRCglwcmluY2lwYWwYFCABKAkSDQoFcm9sZXMYFSADKAkSFAoMY2FwYWJpbGl0aWVzGBYgAygJEhUKDW1lbW9yeV9idWRnZXQYFyABKAQSEwoLbWVtb3J5X3VzZWQYGCABKAQiogEKC0Vycm9yRGV0YWlsEigKBnJlYXNvbhgBIAEoDjIYLnRhc2t3aXJlLnYxLkVycm9yUmVhc29uEjgKCG1ldGFkYXRhGAIgAygLMiYudGFza3dpcmUudjEuRXJyb3JEZXRhaWwuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqcwoOT3ZlcmZsb3dQb2xpY3kSHwobT1ZFUkZMT1dfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobT1ZFUkZMT1dfUE9MSUNZX0RST1BfTkVXRVNUEAESHwobT1ZFUkZMT1dfUE9MSUNZX0RST1BfT0xERVNUEAIqowEKCkxvc3NSZWFzb24SGwoXTE9TU19SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9MT1NTX1JFQVNPTl9TVUJTQ1JJQkVSX09WRVJGTE9XEAESHwobTE9TU19SRUFTT05fS0VSTkVMX09WRVJGTE9XEAISGQoVTE9TU19SRUFTT05fUkVURU5USU9OEAMSFwoTTE9TU19SRUFTT05fUkVTVEFSVBAEKuYDCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIgChxFUlJPUl9SRUFTT05fSU5WQUxJRF9DUFVNQVNLEAESIAocRVJST1JfUkVBU09OX0lOVkFMSURfUkVRVUVTVBACEh8KG0VSUk9SX1JFQVNPTl9UQVNLX05PVF9GT1VORBADEiMKH0VSUk9SX1JFQVNPTl9MSVNURU5FUl9OT1RfRk9VTkQQBBIfChtFUlJPUl9SRUFTT05fTElNSVRfRVhDRUVERUQQBRIiCh5FUlJPUl9SRUFTT05fUEVSTUlTU0lPTl9ERU5JRUQQBhIjCh9FUlJPUl9SRUFTT05fU09VUkNFX1VOQVZBSUxBQkxFEAcSHAoYRVJST1JfUkVBU09OX1VOU1VQUE9SVEVEEAgSIQodRVJST1JfUkVBU09OX1NFUV9PVVRfT0ZfUkFOR0UQCRIiCh5FUlJPUl9SRUFTT05fU1RSRUFNX1RBS0VOX09WRVIQChIeChpFUlJPUl9SRUFTT05fU0hVVFRJTkdfRE9XThALEiAKHEVSUk9SX1JFQVNPTl9VTkFVVEhFTlRJQ0FURUQQDBIeChpFUlJPUl9SRUFTT05fUk9MRV9SRVFVSVJFRBANMt4DCglUYXNrU3RhdHMSRgoGR2V0UGlkEhoudGFza3dpcmUudjEuR2V0UGlkUmVxdWVzdBobLnRhc2t3aXJlLnYxLkdldFBpZFJlc3BvbnNlIgOQAgESSQoHR2V0VGdpZBIbLnRhc2t3aXJlLnYxLkdldFRnaWRSZXF1ZXN0GhwudGFza3dpcmUudjEuR2V0VGdpZFJlc3BvbnNlIgOQAgESRwoIUmVnaXN0ZXISHC50YXNrd2lyZS52MS5SZWdpc3RlclJlcXVlc3QaHS50YXNrd2lyZS52MS5SZWdpc3RlclJlc3BvbnNlEk0KCkRlcmVnaXN0ZXISHi50YXNrd2lyZS52MS5EZXJlZ2lzdGVyUmVxdWVzdBofLnRhc2t3aXJlLnYxLkRlcmVnaXN0ZXJSZXNwb25zZRJbCg5TdWJzY3JpYmVFeGl0cxIiLnRhc2t3aXJlLnYxLlN1YnNjcmliZUV4aXRzUmVxdWVzdBojLnRhc2t3aXJlLnYxLlN1YnNjcmliZUV4aXRzUmVzcG9uc2UwARJJCgdHZXRJbmZvEhsudGFza3dpcmUudjEuR2V0SW5mb1JlcXVlc3QaHC50YXNrd2lyZS52MS5HZXRJbmZvUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_taskwire_kernel_v1_taskstats]);
+  fileDesc("Cht0YXNrd2lyZS92MS90YXNrc3RhdHMucHJvdG8SC3Rhc2t3aXJlLnYxIlUKDEhvc3RJZGVudGl0eRIQCghob3N0bmFtZRgBIAEoCRIPCgdib290X2lkGAIgASgJEhIKCm1hY2hpbmVfaWQYAyABKAkSDgoGc291cmNlGAQgASgJIiUKFUdldENncm91cFN0YXRzUmVxdWVzdBIMCgRwYXRoGAEgASgJItcBChZHZXRDZ3JvdXBTdGF0c1Jlc3BvbnNlEgwKBHBhdGgYASABKAkSLgoGbWV0aG9kGAIgASgOMh4udGFza3dpcmUudjEuQ2dyb3VwU3RhdHNNZXRob2QSEwoLbnJfc2xlZXBpbmcYAyABKAQSEgoKbnJfcnVubmluZxgEIAEoBBISCgpucl9zdG9wcGVkGAUgASgEEhoKEm5yX3VuaW50ZXJydXB0aWJsZRgGIAEoBBIXCgpucl9pb193YWl0GAcgASgESACIAQFCDQoLX25yX2lvX3dhaXQiHAoNR2V0UGlkUmVxdWVzdBILCgNwaWQYASABKA0iSwoOR2V0UGlkUmVzcG9uc2USLAoFc3RhdHMYASABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEgsKA3BpZBgCIAEoDSIeCg5HZXRUZ2lkUmVxdWVzdBIMCgR0Z2lkGAEgASgNIk0KD0dldFRnaWRSZXNwb25zZRIsCgVzdGF0cxgBIAEoCzIdLnRhc2t3aXJlLmtlcm5lbC52MS5UYXNrU3RhdHMSDAoEdGdpZBgCIAEoDSJ2Cg9SZWdpc3RlclJlcXVlc3QSDwoHY3B1bWFzaxgBIAEoCRITCgtsaXN0ZW5lcl9pZBgCIAEoCRIOCgZidWZmZXIYAyABKA0SLQoIb3ZlcmZsb3cYBCABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeSJaChBSZWdpc3RlclJlc3BvbnNlEhMKC2xpc3RlbmVyX2lkGAEgASgJEg8KB2NwdW1hc2sYAiABKAkSDgoGYnVmZmVyGAMgASgNEhAKCGxlYXNlX21zGAQgASgNIjkKEURlcmVnaXN0ZXJSZXF1ZXN0EhMKC2xpc3RlbmVyX2lkGAEgASgJEg8KB2NwdW1hc2sYAiABKAkiJQoSRGVyZWdpc3RlclJlc3BvbnNlEg8KB2NwdW1hc2sYASABKAki8QEKFVN1YnNjcmliZUV4aXRzUmVxdWVzdBITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEg4KBmJ1ZmZlchgDIAEoDRItCghvdmVyZmxvdxgEIAEoDjIbLnRhc2t3aXJlLnYxLk92ZXJmbG93UG9saWN5EhEKCW1heF9iYXRjaBgFIAEoDRIUCgxoZWFydGJlYXRfbXMYBiABKA0SDgoGZmllbGRzGAcgAygJEicKBmZpbHRlchgIIAEoCzIXLnRhc2t3aXJlLnYxLkV4aXRGaWx0ZXISEQoJYWZ0ZXJfc2VxGAkgASgEIlQKCkV4aXRGaWx0ZXISDQoFdGdpZHMYASADKA0SDAoEdWlkcxgCIAMoDRITCgtjb21tX3ByZWZpeBgDIAEoCRIUCgxub256ZXJvX2V4aXQYBCABKAgisgEKFlN1YnNjcmliZUV4aXRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYudGFza3dpcmUudjEuRXhpdEV2ZW50EhMKC2xpc3RlbmVyX2lkGAIgASgJEg8KB2NwdW1hc2sYAyABKAkSEQoJaGVhcnRiZWF0GAQgASgIEg4KBnF1ZXVlZBgFIAEoDRInCgRob3N0GAYgASgLMhkudGFza3dpcmUudjEuSG9zdElkZW50aXR5InQKCUV4aXRFdmVudBILCgNzZXEYASABKAQSCwoDY3B1GAIgASgNEiEKBGV4aXQYAyABKAsyES50YXNrd2lyZS52MS5FeGl0SAASIQoEbG9zdBgEIAEoCzIRLnRhc2t3aXJlLnYxLkxvc3RIAEIHCgVldmVudCLLAQoERXhpdBILCgNwaWQYASABKA0SDAoEdGdpZBgCIAEoDRIwCglwaWRfc3RhdHMYAyABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzEjYKCnRnaWRfc3RhdHMYBCABKAsyHS50YXNrd2lyZS5rZXJuZWwudjEuVGFza1N0YXRzSACIAQESLwoLcmVjZWl2ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQg0KC190Z2lkX3N0YXRzInoKBExvc3QSDQoFY291bnQYASABKAQSEQoJZmlyc3Rfc2VxGAIgASgEEhAKCGxhc3Rfc2VxGAMgASgEEicKBnJlYXNvbhgEIAEoDjIXLnRhc2t3aXJlLnYxLkxvc3NSZWFzb24SFQoNY291bnRfdW5rbm93bhgFIAEoCCIjCg5HZXRJbmZvUmVxdWVzdBIRCglsaXN0ZW5lcnMYASABKAgiiQMKDExpc3RlbmVySW5mbxITCgtsaXN0ZW5lcl9pZBgBIAEoCRIPCgdjcHVtYXNrGAIgASgJEhEKCXN0cmVhbWluZxgDIAEoCBIRCgllcGhlbWVyYWwYBCABKAgSLQoIb3ZlcmZsb3cYBSABKA4yGy50YXNrd2lyZS52MS5PdmVyZmxvd1BvbGljeRITCgtxdWV1ZV9kZXB0aBgGIAEoDRIWCg5xdWV1ZV9jYXBhY2l0eRgHIAEoDRIQCghwcm9kdWNlZBgIIAEoBBIRCglkZWxpdmVyZWQYCSABKAQSIAoYbG9zdF9zdWJzY3JpYmVyX292ZXJmbG93GAogASgEEhwKFGxvc3Rfa2VybmVsX292ZXJmbG93GAsgASgEEhYKDmxvc3RfcmV0ZW50aW9uGAwgASgEEhQKDGxvc3RfcmVzdGFydBgNIAEoBBIZChFldmVudHNfcGVyX3NlY29uZBgOIAEoARINCgVvd25lchgPIAEoCRIUCgxtZW1vcnlfYnl0ZXMYECABKAQi2QQKD0dldEluZm9SZXNwb25zZRIOCgZzb3VyY2UYASABKAkSFQoNcG9zc2libGVfY3B1cxgCIAEoCRIZChF0YXNrc3RhdHNfdmVyc2lvbhgDIAEoDRIWCg50YXNrc3RhdHNfc2l6ZRgEIAEoDRIWCg5rZXJuZWxfcmVsZWFzZRgFIAEoCRIRCglkZWxheWFjY3QYBiABKAgSFAoMd2F0Y2hlZF9jcHVzGAcgASgJEhEKCWxpc3RlbmVycxgIIAEoDRIPCgdzdHJlYW1zGAkgASgNEg8KB3JlY29yZHMYCiABKAQSFAoMa2VybmVsX2Ryb3BzGAsgASgEEhgKEHN1YnNjcmliZXJfZHJvcHMYDCABKAQSFgoOc2VydmVyX3ZlcnNpb24YDSABKAkSFQoNc29ja2V0X2J1ZmZlchgOIAEoDRISCgptYXhfYnVmZmVyGA8gASgNEhYKDmRlZmF1bHRfYnVmZmVyGBAgASgNEhAKCGxlYXNlX21zGBEgASgNEhcKD2tlcm5lbF9vdmVycnVucxgSIAEoBBIzChBsaXN0ZW5lcl9kZXRhaWxzGBMgAygLMhkudGFza3dpcmUudjEuTGlzdGVuZXJJbmZvEhEKCXByaW5jaXBhbBgUIAEoCRINCgVyb2xlcxgVIAMoCRIUCgxjYXBhYmlsaXRpZXMYFiADKAkSFQoNbWVtb3J5X2J1ZGdldBgXIAEoBBITCgttZW1vcnlfdXNlZBgYIAEoBBInCgRob3N0GBkgASgLMhkudGFza3dpcmUudjEuSG9zdElkZW50aXR5IqIBCgtFcnJvckRldGFpbBIoCgZyZWFzb24YASABKA4yGC50YXNrd2lyZS52MS5FcnJvclJlYXNvbhI4CghtZXRhZGF0YRgCIAMoCzImLnRhc2t3aXJlLnYxLkVycm9yRGV0YWlsLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKngKEUNncm91cFN0YXRzTWV0aG9kEiMKH0NHUk9VUF9TVEFUU19NRVRIT0RfVU5TUEVDSUZJRUQQABIeChpDR1JPVVBfU1RBVFNfTUVUSE9EX0tFUk5FTBABEh4KGkNHUk9VUF9TVEFUU19NRVRIT0RfUFJPQ0ZTEAIqcwoOT3ZlcmZsb3dQb2xpY3kSHwobT1ZFUkZMT1dfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobT1ZFUkZMT1dfUE9MSUNZX0RST1BfTkVXRVNUEAESHwobT1ZFUkZMT1dfUE9MSUNZX0RST1BfT0xERVNUEAIqowEKCkxvc3NSZWFzb24SGwoXTE9TU19SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9MT1NTX1JFQVNPTl9TVUJTQ1JJQkVSX09WRVJGTE9XEAESHwobTE9TU19SRUFTT05fS0VSTkVMX09WRVJGTE9XEAISGQoVTE9TU19SRUFTT05fUkVURU5USU9OEAMSFwoTTE9TU19SRUFTT05fUkVTVEFSVBAEKuYDCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIgChxFUlJPUl9SRUFTT05fSU5WQUxJRF9DUFVNQVNLEAESIAocRVJST1JfUkVBU09OX0lOVkFMSURfUkVRVUVTVBACEh8KG0VSUk9SX1JFQVNPTl9UQVNLX05PVF9GT1VORBADEiMKH0VSUk9SX1JFQVNPTl9MSVNURU5FUl9OT1RfRk9VTkQQBBIfChtFUlJPUl9SRUFTT05fTElNSVRfRVhDRUVERUQQBRIiCh5FUlJPUl9SRUFTT05fUEVSTUlTU0lPTl9ERU5JRUQQBhIjCh9FUlJPUl9SRUFTT05fU09VUkNFX1VOQVZBSUxBQkxFEAcSHAoYRVJST1JfUkVBU09OX1VOU1VQUE9SVEVEEAgSIQodRVJST1JfUkVBU09OX1NFUV9PVVRfT0ZfUkFOR0UQCRIiCh5FUlJPUl9SRUFTT05fU1RSRUFNX1RBS0VOX09WRVIQChIeChpFUlJPUl9SRUFTT05fU0hVVFRJTkdfRE9XThALEiAKHEVSUk9SX1JFQVNPTl9VTkFVVEhFTlRJQ0FURUQQDBIeChpFUlJPUl9SRUFTT05fUk9MRV9SRVFVSVJFRBANMr4ECglUYXNrU3RhdHMSRgoGR2V0UGlkEhoudGFza3dpcmUudjEuR2V0UGlkUmVxdWVzdBobLnRhc2t3aXJlLnYxLkdldFBpZFJlc3BvbnNlIgOQAgESSQoHR2V0VGdpZBIbLnRhc2t3aXJlLnYxLkdldFRnaWRSZXF1ZXN0GhwudGFza3dpcmUudjEuR2V0VGdpZFJlc3BvbnNlIgOQAgESRwoIUmVnaXN0ZXISHC50YXNrd2lyZS52MS5SZWdpc3RlclJlcXVlc3QaHS50YXNrd2lyZS52MS5SZWdpc3RlclJlc3BvbnNlEk0KCkRlcmVnaXN0ZXISHi50YXNrd2lyZS52MS5EZXJlZ2lzdGVyUmVxdWVzdBofLnRhc2t3aXJlLnYxLkRlcmVnaXN0ZXJSZXNwb25zZRJbCg5TdWJzY3JpYmVFeGl0cxIiLnRhc2t3aXJlLnYxLlN1YnNjcmliZUV4aXRzUmVxdWVzdBojLnRhc2t3aXJlLnYxLlN1YnNjcmliZUV4aXRzUmVzcG9uc2UwARJJCgdHZXRJbmZvEhsudGFza3dpcmUudjEuR2V0SW5mb1JlcXVlc3QaHC50YXNrd2lyZS52MS5HZXRJbmZvUmVzcG9uc2UiA5ACARJeCg5HZXRDZ3JvdXBTdGF0cxIiLnRhc2t3aXJlLnYxLkdldENncm91cFN0YXRzUmVxdWVzdBojLnRhc2t3aXJlLnYxLkdldENncm91cFN0YXRzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_taskwire_kernel_v1_taskstats]);
+
+/**
+ * Which machine and boot a server's records come from: records of one host
+ * are comparable only within one boot (pids and ac_btime restart).
+ *
+ * @generated from message taskwire.v1.HostIdentity
+ */
+export type HostIdentity = Message<"taskwire.v1.HostIdentity"> & {
+  /**
+   * The server's hostname (uname -n).
+   *
+   * @generated from field: string hostname = 1;
+   */
+  hostname: string;
+
+  /**
+   * /proc/sys/kernel/random/boot_id: new at every boot.
+   *
+   * @generated from field: string boot_id = 2;
+   */
+  bootId: string;
+
+  /**
+   * /etc/machine-id, where present (systemd hosts); empty otherwise.
+   *
+   * @generated from field: string machine_id = 3;
+   */
+  machineId: string;
+
+  /**
+   * "netlink" (the real kernel) or "sim" (the simulated kernel).
+   *
+   * @generated from field: string source = 4;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message taskwire.v1.HostIdentity.
+ * Use `create(HostIdentitySchema)` to create a new message.
+ */
+export const HostIdentitySchema: GenMessage<HostIdentity> = /*@__PURE__*/
+  messageDesc(file_taskwire_v1_taskstats, 0);
+
+/**
+ * @generated from message taskwire.v1.GetCgroupStatsRequest
+ */
+export type GetCgroupStatsRequest = Message<"taskwire.v1.GetCgroupStatsRequest"> & {
+  /**
+   * A cgroup directory in the cgroup filesystem, e.g.
+   * "/sys/fs/cgroup/cpu/batch" (v1) or "/sys/fs/cgroup/system.slice" (v2).
+   * A path that leaves the cgroup filesystem is INVALID_ARGUMENT.
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message taskwire.v1.GetCgroupStatsRequest.
+ * Use `create(GetCgroupStatsRequestSchema)` to create a new message.
+ */
+export const GetCgroupStatsRequestSchema: GenMessage<GetCgroupStatsRequest> = /*@__PURE__*/
+  messageDesc(file_taskwire_v1_taskstats, 1);
+
+/**
+ * struct cgroupstats (linux/cgroupstats.h): tasks of the cgroup by state.
+ *
+ * @generated from message taskwire.v1.GetCgroupStatsResponse
+ */
+export type GetCgroupStatsResponse = Message<"taskwire.v1.GetCgroupStatsResponse"> & {
+  /**
+   * The cgroup directory the counts are for (resolved).
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * @generated from field: taskwire.v1.CgroupStatsMethod method = 2;
+   */
+  method: CgroupStatsMethod;
+
+  /**
+   * @generated from field: uint64 nr_sleeping = 3;
+   */
+  nrSleeping: bigint;
+
+  /**
+   * @generated from field: uint64 nr_running = 4;
+   */
+  nrRunning: bigint;
+
+  /**
+   * @generated from field: uint64 nr_stopped = 5;
+   */
+  nrStopped: bigint;
+
+  /**
+   * @generated from field: uint64 nr_uninterruptible = 6;
+   */
+  nrUninterruptible: bigint;
+
+  /**
+   * Tasks waiting on I/O: from the kernel only (procfs cannot tell them
+   * from other sleepers), so unset with method PROCFS.
+   *
+   * @generated from field: optional uint64 nr_io_wait = 7;
+   */
+  nrIoWait?: bigint | undefined;
+};
+
+/**
+ * Describes the message taskwire.v1.GetCgroupStatsResponse.
+ * Use `create(GetCgroupStatsResponseSchema)` to create a new message.
+ */
+export const GetCgroupStatsResponseSchema: GenMessage<GetCgroupStatsResponse> = /*@__PURE__*/
+  messageDesc(file_taskwire_v1_taskstats, 2);
 
 /**
  * @generated from message taskwire.v1.GetPidRequest
@@ -34,7 +154,7 @@ export type GetPidRequest = Message<"taskwire.v1.GetPidRequest"> & {
  * Use `create(GetPidRequestSchema)` to create a new message.
  */
 export const GetPidRequestSchema: GenMessage<GetPidRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 0);
+  messageDesc(file_taskwire_v1_taskstats, 3);
 
 /**
  * @generated from message taskwire.v1.GetPidResponse
@@ -56,7 +176,7 @@ export type GetPidResponse = Message<"taskwire.v1.GetPidResponse"> & {
  * Use `create(GetPidResponseSchema)` to create a new message.
  */
 export const GetPidResponseSchema: GenMessage<GetPidResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 1);
+  messageDesc(file_taskwire_v1_taskstats, 4);
 
 /**
  * @generated from message taskwire.v1.GetTgidRequest
@@ -75,7 +195,7 @@ export type GetTgidRequest = Message<"taskwire.v1.GetTgidRequest"> & {
  * Use `create(GetTgidRequestSchema)` to create a new message.
  */
 export const GetTgidRequestSchema: GenMessage<GetTgidRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 2);
+  messageDesc(file_taskwire_v1_taskstats, 5);
 
 /**
  * @generated from message taskwire.v1.GetTgidResponse
@@ -100,7 +220,7 @@ export type GetTgidResponse = Message<"taskwire.v1.GetTgidResponse"> & {
  * Use `create(GetTgidResponseSchema)` to create a new message.
  */
 export const GetTgidResponseSchema: GenMessage<GetTgidResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 3);
+  messageDesc(file_taskwire_v1_taskstats, 6);
 
 /**
  * @generated from message taskwire.v1.RegisterRequest
@@ -141,7 +261,7 @@ export type RegisterRequest = Message<"taskwire.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 4);
+  messageDesc(file_taskwire_v1_taskstats, 7);
 
 /**
  * @generated from message taskwire.v1.RegisterResponse
@@ -181,7 +301,7 @@ export type RegisterResponse = Message<"taskwire.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 5);
+  messageDesc(file_taskwire_v1_taskstats, 8);
 
 /**
  * @generated from message taskwire.v1.DeregisterRequest
@@ -205,7 +325,7 @@ export type DeregisterRequest = Message<"taskwire.v1.DeregisterRequest"> & {
  * Use `create(DeregisterRequestSchema)` to create a new message.
  */
 export const DeregisterRequestSchema: GenMessage<DeregisterRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 6);
+  messageDesc(file_taskwire_v1_taskstats, 9);
 
 /**
  * @generated from message taskwire.v1.DeregisterResponse
@@ -224,7 +344,7 @@ export type DeregisterResponse = Message<"taskwire.v1.DeregisterResponse"> & {
  * Use `create(DeregisterResponseSchema)` to create a new message.
  */
 export const DeregisterResponseSchema: GenMessage<DeregisterResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 7);
+  messageDesc(file_taskwire_v1_taskstats, 10);
 
 /**
  * @generated from message taskwire.v1.SubscribeExitsRequest
@@ -307,7 +427,7 @@ export type SubscribeExitsRequest = Message<"taskwire.v1.SubscribeExitsRequest">
  * Use `create(SubscribeExitsRequestSchema)` to create a new message.
  */
 export const SubscribeExitsRequestSchema: GenMessage<SubscribeExitsRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 8);
+  messageDesc(file_taskwire_v1_taskstats, 11);
 
 /**
  * Which exits a subscriber wants. Criteria combine with AND; the values of one
@@ -350,7 +470,7 @@ export type ExitFilter = Message<"taskwire.v1.ExitFilter"> & {
  * Use `create(ExitFilterSchema)` to create a new message.
  */
 export const ExitFilterSchema: GenMessage<ExitFilter> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 9);
+  messageDesc(file_taskwire_v1_taskstats, 12);
 
 /**
  * @generated from message taskwire.v1.SubscribeExitsResponse
@@ -390,6 +510,13 @@ export type SubscribeExitsResponse = Message<"taskwire.v1.SubscribeExitsResponse
    * @generated from field: uint32 queued = 5;
    */
   queued: number;
+
+  /**
+   * Set in the first message of a stream: the host the events come from.
+   *
+   * @generated from field: taskwire.v1.HostIdentity host = 6;
+   */
+  host?: HostIdentity | undefined;
 };
 
 /**
@@ -397,7 +524,7 @@ export type SubscribeExitsResponse = Message<"taskwire.v1.SubscribeExitsResponse
  * Use `create(SubscribeExitsResponseSchema)` to create a new message.
  */
 export const SubscribeExitsResponseSchema: GenMessage<SubscribeExitsResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 10);
+  messageDesc(file_taskwire_v1_taskstats, 13);
 
 /**
  * One event of a listener's stream. seq counts 1, 2, 3, ... per listener over
@@ -444,7 +571,7 @@ export type ExitEvent = Message<"taskwire.v1.ExitEvent"> & {
  * Use `create(ExitEventSchema)` to create a new message.
  */
 export const ExitEventSchema: GenMessage<ExitEvent> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 11);
+  messageDesc(file_taskwire_v1_taskstats, 14);
 
 /**
  * A task exit: the kernel's TASKSTATS_CMD_NEW message.
@@ -481,6 +608,18 @@ export type Exit = Message<"taskwire.v1.Exit"> & {
    * @generated from field: optional taskwire.kernel.v1.TaskStats tgid_stats = 4;
    */
   tgidStats?: TaskStats$1 | undefined;
+
+  /**
+   * When the server received the kernel's record (wall clock). The kernel
+   * sends the record as the task exits, so this is the exit time plus the
+   * read latency (microseconds to milliseconds). The task started at
+   * ac_btime64 (seconds, wall clock) and ran ac_etime microseconds, so
+   * ac_btime64 + ac_etime is the kernel's own view of the exit time, to the
+   * second (ac_btime64 is whole seconds).
+   *
+   * @generated from field: google.protobuf.Timestamp received_at = 5;
+   */
+  receivedAt?: Timestamp | undefined;
 };
 
 /**
@@ -488,7 +627,7 @@ export type Exit = Message<"taskwire.v1.Exit"> & {
  * Use `create(ExitSchema)` to create a new message.
  */
 export const ExitSchema: GenMessage<Exit> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 12);
+  messageDesc(file_taskwire_v1_taskstats, 15);
 
 /**
  * Records produced for this listener that it will never receive.
@@ -530,7 +669,7 @@ export type Lost = Message<"taskwire.v1.Lost"> & {
  * Use `create(LostSchema)` to create a new message.
  */
 export const LostSchema: GenMessage<Lost> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 13);
+  messageDesc(file_taskwire_v1_taskstats, 16);
 
 /**
  * @generated from message taskwire.v1.GetInfoRequest
@@ -549,7 +688,7 @@ export type GetInfoRequest = Message<"taskwire.v1.GetInfoRequest"> & {
  * Use `create(GetInfoRequestSchema)` to create a new message.
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 14);
+  messageDesc(file_taskwire_v1_taskstats, 17);
 
 /**
  * One listener's state, for observability.
@@ -659,7 +798,7 @@ export type ListenerInfo = Message<"taskwire.v1.ListenerInfo"> & {
  * Use `create(ListenerInfoSchema)` to create a new message.
  */
 export const ListenerInfoSchema: GenMessage<ListenerInfo> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 15);
+  messageDesc(file_taskwire_v1_taskstats, 18);
 
 /**
  * @generated from message taskwire.v1.GetInfoResponse
@@ -825,6 +964,13 @@ export type GetInfoResponse = Message<"taskwire.v1.GetInfoResponse"> & {
    * @generated from field: uint64 memory_used = 24;
    */
   memoryUsed: bigint;
+
+  /**
+   * The host this server reports on.
+   *
+   * @generated from field: taskwire.v1.HostIdentity host = 25;
+   */
+  host?: HostIdentity | undefined;
 };
 
 /**
@@ -832,7 +978,7 @@ export type GetInfoResponse = Message<"taskwire.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 16);
+  messageDesc(file_taskwire_v1_taskstats, 19);
 
 /**
  * Why a call failed. Every error taskwire returns carries one ErrorDetail (in
@@ -862,7 +1008,39 @@ export type ErrorDetail = Message<"taskwire.v1.ErrorDetail"> & {
  * Use `create(ErrorDetailSchema)` to create a new message.
  */
 export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
-  messageDesc(file_taskwire_v1_taskstats, 17);
+  messageDesc(file_taskwire_v1_taskstats, 20);
+
+/**
+ * How the counts were taken.
+ *
+ * @generated from enum taskwire.v1.CgroupStatsMethod
+ */
+export enum CgroupStatsMethod {
+  /**
+   * @generated from enum value: CGROUP_STATS_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The kernel's CGROUPSTATS_CMD_GET (cgroup v1).
+   *
+   * @generated from enum value: CGROUP_STATS_METHOD_KERNEL = 1;
+   */
+  KERNEL = 1,
+
+  /**
+   * cgroup.threads and /proc/<tid>/stat (cgroup v2, where the kernel answers EINVAL).
+   *
+   * @generated from enum value: CGROUP_STATS_METHOD_PROCFS = 2;
+   */
+  PROCFS = 2,
+}
+
+/**
+ * Describes the enum taskwire.v1.CgroupStatsMethod.
+ */
+export const CgroupStatsMethodSchema: GenEnum<CgroupStatsMethod> = /*@__PURE__*/
+  enumDesc(file_taskwire_v1_taskstats, 0);
 
 /**
  * What a listener's queue drops when it is full. Either way the stream
@@ -897,7 +1075,7 @@ export enum OverflowPolicy {
  * Describes the enum taskwire.v1.OverflowPolicy.
  */
 export const OverflowPolicySchema: GenEnum<OverflowPolicy> = /*@__PURE__*/
-  enumDesc(file_taskwire_v1_taskstats, 0);
+  enumDesc(file_taskwire_v1_taskstats, 1);
 
 /**
  * @generated from enum taskwire.v1.LossReason
@@ -941,7 +1119,7 @@ export enum LossReason {
  * Describes the enum taskwire.v1.LossReason.
  */
 export const LossReasonSchema: GenEnum<LossReason> = /*@__PURE__*/
-  enumDesc(file_taskwire_v1_taskstats, 1);
+  enumDesc(file_taskwire_v1_taskstats, 2);
 
 /**
  * The failures taskwire distinguishes; each maps to one status code.
@@ -1054,7 +1232,7 @@ export enum ErrorReason {
  * Describes the enum taskwire.v1.ErrorReason.
  */
 export const ErrorReasonSchema: GenEnum<ErrorReason> = /*@__PURE__*/
-  enumDesc(file_taskwire_v1_taskstats, 2);
+  enumDesc(file_taskwire_v1_taskstats, 3);
 
 /**
  * TaskStats serves per-task accounting records: on demand for a live task
@@ -1130,6 +1308,18 @@ export const TaskStats: GenService<{
     methodKind: "unary";
     input: typeof GetInfoRequestSchema;
     output: typeof GetInfoResponseSchema;
+  },
+  /**
+   * Task counts by state for one cgroup, like CGROUPSTATS_CMD_GET (getdelays
+   * -C). The kernel answers for cgroup v1 hierarchies only; for a cgroup v2
+   * directory they are counted from its cgroup.threads and /proc.
+   *
+   * @generated from rpc taskwire.v1.TaskStats.GetCgroupStats
+   */
+  getCgroupStats: {
+    methodKind: "unary";
+    input: typeof GetCgroupStatsRequestSchema;
+    output: typeof GetCgroupStatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_taskwire_v1_taskstats, 0);

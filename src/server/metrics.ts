@@ -1,0 +1,259 @@
+/**
+ * The server's Prometheus series (prom-client, one Registry per server; the
+ * process's own series come from _metrics-process.ts). Nothing here runs per
+ * record but two array increments in the counting feed: gauges and the
+ * source's counters are read when a scrape asks (collect callbacks over
+ * registry.stats(), source.info() and the audit log's counts), and RPCs are
+ * counted once per call by an interceptor (_metrics-rpc.ts).
+ */
+import { createContextValues, type Interceptor } from "@connectrpc/connect";
+import { Counter, Gauge, Registry, type Registry as PromRegistry } from "prom-client";
+import type { AuditLog } from "../auth/audit.ts";
+import { UnauthenticatedError } from "../auth/errors.ts";
+import type { ExitFeed, RegistryStats } from "../core/registry.ts";
+import type { ExitRecord } from "../kernel/exit-record.ts";
+import { CALL_AUTH, type CallAuth, callerWith } from "../rpc/principal.ts";
+import type { TaskstatsSource } from "../sources/source.ts";
+import { createRpcMetrics } from "./_metrics-rpc.ts";
+import { processRegistry } from "./_metrics-process.ts";
+
+/** What the series are read from, at scrape time. */
+export interface MetricsInputs {
+  readonly source: TaskstatsSource;
+  /** The listener registry's totals (called per scrape, never per record). */
+  readonly stats: () => RegistryStats;
+  /** Refusals so far by kind (the audit log's counts). */
+  readonly authFailures: () => AuditLog["counts"];
+  /** The event loop's busy share, 0..1. */
+  readonly loopUtilization: () => number;
+  readonly version: string;
+}
+
+/** One exposition: its text and content type. */
+export interface Exposition {
+  readonly body: string;
+  readonly contentType: string;
+}
+
+/** A server's metrics. */
+export interface ServerMetrics {
+  /** The source as the listener registry should see it: the same, with each record and kernel drop counted per CPU. */
+  readonly feed: ExitFeed<ExitRecord>;
+  /** The router interceptor counting RPCs. */
+  readonly interceptor: Interceptor;
+  /** Everything, in the Prometheus text format (0.0.4). */
+  render(): Promise<Exposition>;
+}
+
+/**
+ * The /metrics response for a caller: the exposition for one with the
+ * "metrics" role; else 401 (not authenticated) or 403 (role missing), each
+ * audited as an RPC refusal is.
+ */
+export async function metricsResponse(render: () => Promise<Exposition>, auth: CallAuth): Promise<Response> {
+  try {
+    callerWith({ values: createContextValues().set(CALL_AUTH, auth) }, "metrics", "/metrics");
+  } catch (err) {
+    const message = (err as Error).message;
+    if (!(err instanceof UnauthenticatedError)) return text(`${message}\n`, 403);
+    const hint = 'needs a bearer token or client certificate of a principal with the "metrics" role';
+    return text(`${message}: /metrics ${hint}\n`, 401, { "WWW-Authenticate": 'Bearer realm="taskwire"' });
+  }
+  const { body, contentType } = await render();
+  return new Response(body, { headers: { "Content-Type": contentType, "Cache-Control": "no-store" } });
+}
+
+const text = (body: string, status: number, headers: Record<string, string> = {}) =>
+  new Response(body, { status, headers: { "Content-Type": "text/plain; charset=utf-8", ...headers } });
+
+/** The Prometheus text format's content type (what prom-client writes). */
+export const EXPOSITION_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+
+/** Makes a server's metrics over `inputs`. */
+export function createServerMetrics(inputs: MetricsInputs): ServerMetrics {
+  const registry = new Registry();
+  const processWide = processRegistry(); // made now, so its event-loop and CPU series have history by the first scrape
+  const perCpu = countingFeed(inputs.source);
+  addSourceSeries(registry, inputs.source, perCpu);
+  addRegistrySeries(registry, inputs.stats);
+  addServerSeries(registry, inputs);
+  const interceptor = createRpcMetrics(registry);
+  return {
+    feed: perCpu.feed,
+    interceptor,
+    render: async () => ({
+      body: `${await registry.metrics()}\n${await processWide.metrics()}`,
+      contentType: EXPOSITION_CONTENT_TYPE,
+    }),
+  };
+}
+
+interface PerCpu {
+  readonly feed: ExitFeed<ExitRecord>;
+  readonly received: Float64Array;
+  readonly dropped: Float64Array;
+}
+
+// The per-CPU counts are kept where records enter the registry, so every
+// source gets them without a per-record allocation: an increment of a typed array.
+function countingFeed(source: TaskstatsSource): PerCpu {
+  const received = new Float64Array(source.possible.nbits), dropped = new Float64Array(source.possible.nbits);
+  const feed: ExitFeed<ExitRecord> = {
+    possible: source.possible,
+    start: (sink) =>
+      source.start({
+        exit(record) {
+          received[record.cpu]!++;
+          sink.exit(record);
+        },
+        kernelLoss(cpu, count) {
+          dropped[cpu]! += count;
+          sink.kernelLoss(cpu, count);
+        },
+      }),
+    watch: (cpus, on) => source.watch(cpus, on),
+    close: () => source.close(),
+  };
+  return { feed, received, dropped };
+}
+
+// A counter per CPU, for the CPUs that have counted anything: bounded by
+// cpu_possible_mask, and by the CPUs that had exits (and listeners) in practice.
+function perCpuCounter(registry: PromRegistry, name: string, help: string, source: string, counts: Float64Array) {
+  return new Counter({
+    name,
+    help,
+    labelNames: ["source", "cpu"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (let cpu = 0; cpu < counts.length; cpu++) {
+        if (counts[cpu]! > 0) this.inc({ source, cpu: String(cpu) }, counts[cpu]!);
+      }
+    },
+  });
+}
+
+function addSourceSeries(registry: PromRegistry, source: TaskstatsSource, perCpu: PerCpu): void {
+  const name = source.name;
+  perCpuCounter(
+    registry,
+    "taskwire_records_received_total",
+    "Exit records the source delivered, by source and the CPU the task exited on.",
+    name,
+    perCpu.received,
+  );
+  perCpuCounter(
+    registry,
+    "taskwire_kernel_drops_total",
+    "Exit records the kernel dropped before the source read them (receive buffer overflow), by source and CPU.",
+    name,
+    perCpu.dropped,
+  );
+  counterFrom(
+    registry,
+    "taskwire_kernel_overruns_total",
+    "Times the kernel reported a full receive buffer (ENOBUFS).",
+    {
+      labels: { source: name },
+      read: () => source.info().overruns,
+    },
+  );
+  const readerCpu = source.readerCpuSeconds?.bind(source);
+  if (readerCpu === undefined) return;
+  counterFrom(
+    registry,
+    "taskwire_netlink_reader_cpu_seconds_total",
+    "CPU time (user and system) of the netlink reader worker's thread.",
+    { read: () => readerCpu() },
+  );
+}
+
+function addRegistrySeries(registry: PromRegistry, stats: () => RegistryStats): void {
+  const gauge = (name: string, help: string, read: (s: RegistryStats) => number) =>
+    gaugeFrom(registry, name, help, () => read(stats()));
+  gauge("taskwire_listeners", "Listeners registered.", (s) => s.listeners);
+  gauge("taskwire_streams", "SubscribeExits streams open.", (s) => s.streams);
+  gauge("taskwire_queued_events", "Events queued, over all listeners.", (s) => s.queued);
+  gauge("taskwire_queue_depth_max_events", "Events in the deepest listener queue.", (s) => s.deepestQueue);
+  gauge(
+    "taskwire_memory_used_bytes",
+    "Bytes held against the memory budget (queued and retained events, in-flight batches, listeners).",
+    (s) => s.memoryUsed,
+  );
+  gauge(
+    "taskwire_memory_budget_bytes",
+    "The memory budget, bytes (+Inf: unlimited).",
+    (s) => (s.memoryBudget >= Number.MAX_SAFE_INTEGER ? Infinity : s.memoryBudget),
+  );
+  new Counter({
+    name: "taskwire_subscriber_drops_total",
+    help: "Events listeners lost (each listener counts its own), by reason: subscriber_overflow (its queue was " +
+      "full), kernel_overflow (the kernel dropped them), retention (a resume asked for events no longer kept), restart.",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of Object.entries(stats().lost)) this.inc({ reason: reason.replaceAll("-", "_") }, n);
+    },
+  });
+}
+
+function addServerSeries(registry: PromRegistry, inputs: MetricsInputs): void {
+  new Counter({
+    name: "taskwire_auth_failures_total",
+    help: "Refused callers, by kind: unauthenticated (no or bad credentials) or permission_denied (a role missing).",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+    collect() {
+      const c = inputs.authFailures();
+      this.reset();
+      this.inc({ kind: "unauthenticated" }, c.unauthenticated);
+      this.inc({ kind: "permission_denied" }, c["permission-denied"]);
+    },
+  });
+  gaugeFrom(
+    registry,
+    "taskwire_event_loop_utilization_ratio",
+    "Share of the last 100 ms the main event loop was busy (0 to 1).",
+    inputs.loopUtilization,
+  );
+  new Gauge({
+    name: "taskwire_build_info",
+    help: "Always 1; the labels name the taskwire version and the source.",
+    labelNames: ["version", "source"] as const,
+    registers: [registry],
+  }).set({ version: inputs.version, source: inputs.source.name }, 1);
+}
+
+function gaugeFrom(registry: PromRegistry, name: string, help: string, read: () => number): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+// A counter whose total something else keeps: copied in at scrape time (undefined: not known yet, left out).
+function counterFrom(
+  registry: PromRegistry,
+  name: string,
+  help: string,
+  o: { labels?: Record<string, string>; read: () => number | undefined },
+): void {
+  const labels = o.labels ?? {};
+  new Counter({
+    name,
+    help,
+    labelNames: Object.keys(labels),
+    registers: [registry],
+    collect() {
+      const v = o.read();
+      this.reset();
+      if (v !== undefined) this.inc(labels, v);
+    },
+  });
+}

@@ -1,0 +1,145 @@
+/**
+ * `taskwire serve --config FILE` and TASKWIRE_* variables, through the built
+ * CLI: precedence flag > env > file > default (read from the start-up line,
+ * which names the possible CPUs --sim-cpus made), every flag a key and a
+ * variable, and a bad file (or variable) exits 2 naming the key and the problem.
+ */
+import { execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { beforeAll, describe, expect, it } from "vitest";
+import { spawnServer } from "./helpers.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const bin = resolve(root, "dist/src/cli/run.js");
+const dir = mkdtempSync(join(tmpdir(), "taskwire-config-"));
+// The variables these tests set, cleared from the inherited environment so a developer's own do not leak in.
+const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TASKWIRE_")));
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [bin, ...args], {
+      env: { ...clean, ...env },
+    });
+    return { code: 0, out: stdout, err: stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
+}
+
+// The possible CPUs a served sim source reports (--sim-cpus N: 0-(N-1)), asked with GetInfo.
+async function servedCpus(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const saved = process.env;
+  process.env = { ...clean, ...env }; // spawnServer's child inherits it
+  let s: Awaited<ReturnType<typeof spawnServer>>;
+  try {
+    s = await spawnServer(process.execPath, [bin, "serve", "--source", "sim", "--port", "0", ...args], root);
+  } finally {
+    process.env = saved;
+  }
+  try {
+    const info = await fetch(`${s.url}/taskwire.v1.TaskStats/GetInfo`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    return ((await info.json()) as { possibleCpus: string }).possibleCpus;
+  } finally {
+    s.stop();
+  }
+}
+
+beforeAll(() => {
+  execFileSync("npm", ["run", "build"], { cwd: root, stdio: "ignore" });
+}, 120_000);
+
+describe("precedence", () => {
+  const conf = () => file("cpus.toml", "# two CPUs\nsim-cpus = 2\n");
+
+  it("default < file < env < flag", async () => {
+    expect(await servedCpus([])).toBe("0-7");
+    expect(await servedCpus(["--config", conf()])).toBe("0-1");
+    expect(await servedCpus(["--config", conf()], { TASKWIRE_SIM_CPUS: "3" })).toBe("0-2");
+    expect(await servedCpus(["--config", conf(), "--sim-cpus", "4"], { TASKWIRE_SIM_CPUS: "3" })).toBe("0-3");
+    // TASKWIRE_CONFIG names the file.
+    expect(await servedCpus([], { TASKWIRE_CONFIG: conf() })).toBe("0-1");
+  }, 60_000);
+
+  it("--print-config shows every setting with its source; booleans take true/false from file and env", async () => {
+    const path = file(
+      "all.toml",
+      [
+        'source = "sim"',
+        "port = 7000",
+        'memory-budget = "256MiB"',
+        'memory-budget-per-principal = "25%"',
+        'cors-origin = ["https://a.example", "https://b.example"]',
+        "compress = true",
+        "access-log = false",
+        'log-level = "warn"',
+      ].join("\n"),
+    );
+    const r = await run(["serve", "--config", path, "--print-config", "--port", "7001"], {
+      TASKWIRE_COMPRESS: "false",
+      TASKWIRE_LOG_FORMAT: "json",
+    });
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^port = 7001 {3}# flag$/m);
+    expect(r.out).toMatch(/^compress = false {3}# env TASKWIRE_COMPRESS$/m);
+    expect(r.out).toMatch(/^log-format = "json" {3}# env TASKWIRE_LOG_FORMAT$/m);
+    expect(r.out).toMatch(/^log-level = "warning" {3}# config$/m);
+    expect(r.out).toMatch(/^access-log = false {3}# config$/m);
+    expect(r.out).toMatch(/^memory-budget = 268435456 {3}# config$/m);
+    expect(r.out).toMatch(/^memory-budget-per-principal = "25%" {3}# config$/m);
+    expect(r.out).toMatch(/^cors-origin = "https:\/\/a.example,https:\/\/b.example" {3}# config$/m);
+    expect(r.out).toMatch(/^max-streams = 1024 {3}# default$/m);
+    // Every long flag of `serve --help` is a key (or, unset, a commented one).
+    const help = (await run(["serve", "--help"])).out;
+    const flags = [...help.matchAll(/--(?:no-)?([a-z0-9-]+)/g)].map((m) => m[1]!)
+      .filter((f) => !["config", "print-config", "help"].includes(f));
+    for (const f of new Set(flags)) expect(r.out, f).toMatch(new RegExp(`^(# )?${f} =`, "m"));
+    // The printed settings read back as a config file.
+    const again = await run(["serve", "--config", file("printed.toml", r.out), "--print-config"]);
+    expect(again.code, again.err).toBe(0);
+  }, 30_000);
+});
+
+describe("bad settings exit 2 naming the key and the problem", () => {
+  const cases: [string, string, RegExp][] = [
+    ["unknown key", "prot = 1\n", /key `prot`: not a setting/],
+    ["wrong type", "port = true\n", /key `port`: expected a string or a number.*got boolean true/],
+    ["bad value", "port = 70000\n", /key `port`: expected a whole number from 0 to 65535 \(got "70000"\)/],
+    ["bad choice", 'log-format = "xml"\n', /key `log-format`: Allowed choices are text, json/],
+    ["boolean as a string", 'compress = "yes"\n', /key `compress`: expected true or false, got a string "yes"/],
+    ["a table", "[port]\nvalue = 1\n", /key `port`: expected a string or a number.*got a table/],
+    ["TOML syntax", 'port = 1\nhost = "x\n', /line 2, column \d+: /],
+  ];
+  it.each(cases)("%s", async (_, text, problem) => {
+    const path = file("bad.toml", text);
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--config", path]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(new RegExp(`^taskwire: config ${path.replaceAll(".", "\\.")}: `));
+    expect(r.err).toMatch(problem);
+  });
+
+  it("a missing file, and bad env values", async () => {
+    const missing = await run(["serve", "--config", join(dir, "none.toml")]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toMatch(/config .*none\.toml: cannot read it: ENOENT/);
+    const port = await run(["serve", "--source", "sim"], { TASKWIRE_PORT: "abc" });
+    expect(port.code).toBe(2);
+    expect(port.err).toMatch(/environment variable TASKWIRE_PORT: expected a whole number/);
+    const flag = await run(["serve", "--source", "sim"], { TASKWIRE_COMPRESS: "maybe" });
+    expect(flag.code).toBe(2);
+    expect(flag.err).toMatch(/environment variable TASKWIRE_COMPRESS: expected true or false/);
+  });
+});

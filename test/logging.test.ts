@@ -1,0 +1,178 @@
+/**
+ * Logs: levels and formats (text keeps the start-up lines' wording, json is
+ * one object per line), and the access log: one record per RPC on every
+ * protocol and one per stream end with its events and losses, never one per
+ * event, and a flood of failed calls bounded. Once through the CLI's stderr.
+ */
+import { execFileSync } from "node:child_process";
+import { resolve } from "node:path";
+import { createTaskwireClient } from "@taskwire/client";
+import type { Logger, LogRecord } from "@logtape/logtape";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { configureLogging, logText, parseLevel } from "../src/log/logger.ts";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { collectExits, eventually, type Running, spawnServer, startServer } from "./helpers.ts";
+
+const root = resolve(import.meta.dirname, "..");
+
+function lines(o: { level?: "debug" | "info" | "warning" | "error"; format?: "text" | "json" }) {
+  const out: string[] = [];
+  const logger = configureLogging({ ...o, write: (line) => out.push(line) });
+  return { logger, out };
+}
+
+describe("logger", () => {
+  it("filters by level; warn is an alias of warning", () => {
+    expect(parseLevel("warn")).toBe("warning");
+    expect(() => parseLevel("loud")).toThrow(/debug, info, warning, error/);
+    const { logger, out } = lines({ level: parseLevel("WARN") });
+    for (const level of ["debug", "info", "warning", "error"] as const) logText(logger, level, `at ${level}`);
+    expect(out).toEqual(["taskwire: warning: at warning\n", "taskwire: error: at error\n"]);
+  });
+
+  it("text: one line, the level unless info, the sub-category, key=value fields quoted when needed", () => {
+    const { logger, out } = lines({ level: "debug" });
+    logText(logger, "info", "serving {x} on http://127.0.0.1:1");
+    logText(logger.getChild("access"), "info", "rpc", { method: "GetInfo", peer: "a b", n: 3, evil: "x\ny=1" });
+    logText(logger, "debug", "line\nbreak");
+    expect(out).toEqual([
+      "taskwire: serving {x} on http://127.0.0.1:1\n",
+      'taskwire: access: rpc method=GetInfo peer="a b" n=3 evil="x\\ny=1"\n',
+      "taskwire: debug: line\\u000abreak\n",
+    ]);
+  });
+
+  it("json: one object per line with time, level, logger, message and the fields", () => {
+    const { logger, out } = lines({ format: "json" });
+    logText(logger.getChild("audit"), "warning", "unauthenticated {not a placeholder}", { method: "GetInfo", n: 2 });
+    expect(out).toHaveLength(1);
+    expect(out[0]!.endsWith("\n")).toBe(true);
+    const o = JSON.parse(out[0]!) as Record<string, unknown>;
+    expect(o).toMatchObject({
+      level: "WARN",
+      logger: "taskwire.audit",
+      message: "unauthenticated {not a placeholder}",
+      method: "GetInfo",
+      n: 2,
+    });
+    expect(Date.parse(o["@timestamp"] as string)).toBeGreaterThan(0);
+  });
+});
+
+describe("access log", () => {
+  const records: LogRecord[] = [];
+  const access = () => records.filter((r) => r.category.join(".") === "taskwire.access");
+  let running: Running;
+  let logger: Logger;
+  beforeAll(async () => {
+    logger = configureLogging({ level: "info", sink: (r) => records.push(r) });
+    running = await startServer(createSimSource({ cpus: 4, exitRate: 20_000, seed: 3 }), {}, { logger });
+  });
+  afterAll(() => running?.close());
+
+  it.each(["connect", "grpc-web", "grpc"] as const)("one record per unary call over %s", async (protocol) => {
+    records.length = 0;
+    const client = createTaskwireClient(running.url, { protocol });
+    await client.getInfo({});
+    await expect(client.deregister({ listenerId: "nope", cpumask: "0" })).rejects.toThrow(/no listener/);
+    await eventually(() => access().length === 2);
+    const [ok, failed] = access().map((r) => r.properties);
+    expect(ok).toMatchObject({ method: "GetInfo", protocol, code: "ok", peer: "127.0.0.1" });
+    expect(ok!["principal"]).toMatch(/^anonymous/);
+    expect(ok!["responseBytes"]).toBeGreaterThan(100);
+    expect(ok!["durationMs"]).toBeGreaterThanOrEqual(0);
+    expect(failed).toMatchObject({ method: "Deregister", code: "not_found" });
+    expect(failed!["requestBytes"]).toBeGreaterThan(0);
+    expect(access().every((r) => r.level === "info" && r.message.join("") === "rpc")).toBe(true);
+  });
+
+  it("one record per stream end, with events and the end code; none per event", async () => {
+    records.length = 0;
+    const c = await collectExits(running.client, { cpumask: "0-3", resume: false });
+    await eventually(() => c.events.length >= 1000);
+    await c.stop();
+    await eventually(() => access().length === 1);
+    await new Promise((r) => setTimeout(r, 200)); // nothing more comes
+    expect(c.events.length).toBeGreaterThanOrEqual(1000);
+    expect(records).toHaveLength(1);
+    const end = records[0]!;
+    expect(end.message.join("")).toBe("stream");
+    expect(end.properties).toMatchObject({ method: "SubscribeExits", code: "canceled", lost: 0 });
+    expect(end.properties["listenerId"]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(end.properties["events"]).toBeGreaterThanOrEqual(c.events.length);
+    expect(end.properties["responseBytes"]).toBeGreaterThan(1000 * 50);
+  });
+
+  it("reports a stream's losses by reason", async () => {
+    records.length = 0;
+    const reg = await running.client.register({ cpumask: "0-3", buffer: 16 });
+    await new Promise((r) => setTimeout(r, 300)); // 20,000 exits/s into a 16-event queue: it overflows
+    const c = await collectExits(running.client, { listenerId: reg.listenerId, resume: false });
+    await eventually(() => c.events.length >= 20);
+    await c.stop();
+    await running.client.deregister({ listenerId: reg.listenerId, cpumask: "0-3" });
+    await eventually(() => access().some((r) => r.message.join("") === "stream"));
+    const end = access().find((r) => r.message.join("") === "stream")!.properties;
+    expect(end["lost"]).toBeGreaterThan(0);
+    expect((end["lostByReason"] as Record<string, number>)["subscriber-overflow"]).toBe(end["lost"]);
+  });
+
+  it("bounds the lines a flood of failed calls makes, and says how many it left out", async () => {
+    const small = await startServer(createSimSource({ cpus: 1, exitRate: 0 }), {}, {
+      logger,
+      accessLog: { linesPerSecond: 20 },
+    });
+    records.length = 0;
+    const bad = () =>
+      fetch(`${small.url}/taskwire.v1.TaskStats/GetInfo`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "{not json",
+      });
+    const statuses = await Promise.all(Array.from({ length: 50 }, bad).map(async (p) => (await p).status));
+    await small.close();
+    expect(statuses.every((s) => s === 400)).toBe(true);
+    const logged = () => access().filter((r) => r.level === "info");
+    const skipped = () =>
+      records.filter((r) => r.level === "warning")
+        .map((r) => Number(/^(\d+) failed calls not logged/.exec(r.message.join(""))?.[1] ?? 0))
+        .reduce((a, b) => a + b, 0);
+    // Every call is either logged or counted in a summary (written when its second is over).
+    await eventually(() => logged().length + skipped() === 50, 3000);
+    // 20 lines/s, failed calls a tenth of it: 2 a second (the 50 may straddle a second boundary).
+    expect(logged().length).toBeGreaterThanOrEqual(2);
+    expect(logged().length).toBeLessThanOrEqual(4);
+    expect(logged()[0]!.properties).toMatchObject({ method: "GetInfo", code: "invalid_argument" });
+  });
+});
+
+describe("through the CLI", () => {
+  beforeAll(() => {
+    execFileSync("npm", ["run", "build"], { cwd: root, stdio: "ignore" });
+  }, 120_000);
+
+  it("--log-format json writes start-up, access and shutdown records as JSON lines on stderr", async () => {
+    const bin = resolve(root, "dist/src/cli/run.js");
+    const args = [bin, "serve", "--source", "sim", "--port", "0", "--log-format", "json"];
+    // spawnServer waits for "on http://... with" in stderr, which the JSON message carries too.
+    const s = await spawnServer(process.execPath, args, root);
+    let err = "";
+    s.child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    const exited = new Promise((r) => s.child.once("close", r));
+    try {
+      await createTaskwireClient(s.url).getInfo({});
+      await eventually(() => err.includes("taskwire.access"));
+    } finally {
+      s.stop();
+    }
+    await exited;
+    const records = err.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.find((r) => r["logger"] === "taskwire.access")).toMatchObject({
+      level: "INFO",
+      message: "rpc",
+      method: "GetInfo",
+      code: "ok",
+    });
+    expect(records.at(-1)).toMatchObject({ logger: "taskwire", message: "SIGTERM, shutting down" });
+  }, 60_000);
+});
