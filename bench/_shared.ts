@@ -23,6 +23,12 @@ export const NO_ADMISSION_LIMITS = {
   callBurst: 1e9,
 };
 
+/**
+ * BENCH_OBS=off: servers without /metrics and the access log (both on by
+ * default), to measure what they cost in a row of its own.
+ */
+export const OBSERVABILITY = process.env["BENCH_OBS"] === "off" ? { metrics: false, accessLog: false } : {};
+
 /** The registry's per-principal listener limit lifted, for the same reason. */
 export const NO_PRINCIPAL_LISTENER_LIMIT = { maxListenersPerPrincipal: 1e9 };
 
@@ -80,6 +86,7 @@ export async function startCounter(
     else if (line.startsWith("failed ")) refused(new Error(`a ${mode} stream was refused: ${line.slice(7)}`));
     else waiting.shift()?.(line);
   });
+  proc.once("exit", (code) => refused(new Error(`the ${mode} counter exited (${code}) before it was ready`)));
   try {
     await Promise.race([isReady, failed]);
   } catch (err) {

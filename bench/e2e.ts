@@ -14,6 +14,7 @@ import {
   type Counter,
   NO_ADMISSION_LIMITS,
   NO_PRINCIPAL_LISTENER_LIMIT,
+  OBSERVABILITY,
   produceAt,
   sampleRecords,
   sleep,
@@ -49,6 +50,7 @@ async function startTaskwire(limits: Partial<Limits> = {}): Promise<Taskwire> {
     source,
     limits: { ...NO_PRINCIPAL_LISTENER_LIMIT, ...limits },
     admission: NO_ADMISSION_LIMITS,
+    ...OBSERVABILITY,
   });
   const listening = await listenNode(server, { port: 0 });
   let running = true;
@@ -141,6 +143,7 @@ async function memoryRows(window: number): Promise<string[][]> {
     source,
     limits: { ...NO_PRINCIPAL_LISTENER_LIMIT, defaultBuffer: buffer },
     admission: NO_ADMISSION_LIMITS,
+    ...OBSERVABILITY,
   });
   const listening = await listenNode(server, { port: 0 });
   // Late ticks make up the whole backlog, as both real sources do (the sim

@@ -34,6 +34,7 @@ import { nowUs } from "./_clock.ts";
 import {
   type Counter,
   type CounterOptions,
+  OBSERVABILITY,
   pinSelf,
   produceAt,
   sampleRecords,
@@ -73,7 +74,7 @@ async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<W
 
 async function taskwireRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const listening = await listenNode(createServer({ source }), { port: 0 });
+  const listening = await listenNode(createServer({ source, ...OBSERVABILITY }), { port: 0 });
   // Stamp each record with the producer's clock (µs) in ac_btime64 as it enters the listener table
   // (in its stats vector: the sim's records are encoded from that).
   const deliver = source.kernel.onRecord!;
