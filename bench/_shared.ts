@@ -104,6 +104,25 @@ export async function startCounter(
 }
 
 /**
+ * Produces exits as fast as the listeners drain them: a batch of 256 whenever
+ * the fullest queue is under half of `capacity`. Returns what stops it.
+ */
+export function produceWhileDrained(
+  source: SimSource,
+  server: { stats(): { deepestQueue: number } },
+  capacity: number,
+): () => void {
+  let running = true;
+  const tick = () => {
+    if (!running) return;
+    if (server.stats().deepestQueue < capacity / 2) source.kernel.exitNow(256);
+    setImmediate(tick);
+  };
+  setImmediate(tick);
+  return () => (running = false);
+}
+
+/**
  * Produces `perSecond` exits per second in 1 ms ticks until stopped, making
  * up at most `catchUpMs` of a late tick's backlog (everyTick).
  */

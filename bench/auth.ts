@@ -17,7 +17,7 @@ import { DEFAULT_LIMITS } from "../src/core/registry.ts";
 import { listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { NO_ADMISSION_LIMITS, sleep, startCounter } from "./_shared.ts";
+import { NO_ADMISSION_LIMITS, produceWhileDrained, sleep, startCounter } from "./_shared.ts";
 
 async function withServer<T>(
   auth: ServerOptions["authenticator"],
@@ -32,17 +32,11 @@ async function withServer<T>(
     ...(auth && { authenticator: auth }),
   });
   const listening = await listenNode(server, { port: 0 });
-  let running = produce;
-  const tick = () => {
-    if (!running) return;
-    if (server.stats().deepestQueue < DEFAULT_LIMITS.defaultBuffer / 2) source.kernel.exitNow(256);
-    setImmediate(tick);
-  };
-  setImmediate(tick);
+  const stopProducing = produce ? produceWhileDrained(source, server, DEFAULT_LIMITS.defaultBuffer) : () => {};
   try {
     return await run(listening.url);
   } finally {
-    running = false;
+    stopProducing();
     await listening.close();
   }
 }

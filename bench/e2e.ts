@@ -16,6 +16,7 @@ import {
   NO_PRINCIPAL_LISTENER_LIMIT,
   OBSERVABILITY,
   produceAt,
+  produceWhileDrained,
   sampleRecords,
   sleep,
   startCounter,
@@ -53,15 +54,8 @@ async function startTaskwire(limits: Partial<Limits> = {}): Promise<Taskwire> {
     ...OBSERVABILITY,
   });
   const listening = await listenNode(server, { port: 0 });
-  let running = true;
-  const tick = () => {
-    if (!running) return;
-    const deepest = server.stats().deepestQueue, capacity = limits.defaultBuffer ?? DEFAULT_LIMITS.defaultBuffer;
-    if (deepest < capacity / 2) source.kernel.exitNow(256);
-    setImmediate(tick);
-  };
-  setImmediate(tick);
-  return { source, server, listening, stopProducer: () => (running = false) };
+  const stopProducer = produceWhileDrained(source, server, limits.defaultBuffer ?? DEFAULT_LIMITS.defaultBuffer);
+  return { source, server, listening, stopProducer };
 }
 
 const PROTOCOLS = [

@@ -16,7 +16,7 @@ import { configureLogging } from "../src/log/logger.ts";
 import { listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { NO_ADMISSION_LIMITS, sleep, startCounter } from "./_shared.ts";
+import { NO_ADMISSION_LIMITS, produceWhileDrained, sleep, startCounter } from "./_shared.ts";
 
 interface Setting {
   readonly name: string;
@@ -34,20 +34,14 @@ async function withServer<T>(s: Setting, produce: boolean, run: (url: string) =>
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
   const server = createServer({ source, admission: NO_ADMISSION_LIMITS, metrics: s.metrics, accessLog: s.accessLog });
   const listening = await listenNode(server, { port: 0 });
-  let running = produce;
-  const tick = () => {
-    if (!running) return;
-    if (server.stats().deepestQueue < DEFAULT_LIMITS.defaultBuffer / 2) source.kernel.exitNow(256);
-    setImmediate(tick);
-  };
-  setImmediate(tick);
+  const stopProducing = produce ? produceWhileDrained(source, server, DEFAULT_LIMITS.defaultBuffer) : () => {};
   const scraper = s.metrics
     ? setInterval(() => void fetch(`${listening.url}/metrics`).then((r) => r.text()), 1000)
     : undefined;
   try {
     return await run(listening.url);
   } finally {
-    running = false;
+    stopProducing();
     clearInterval(scraper);
     await listening.close();
   }
