@@ -187,10 +187,16 @@ async function memoryRows(window: number): Promise<string[][]> {
   ];
 }
 
-/** All end-to-end tables. */
+/** All end-to-end tables, or only those named in BENCH_E2E (comma-separated: throughput, memory). */
 export async function benchE2e(window = 3000): Promise<[string, string[][]][]> {
-  return [
-    ["end to end over loopback: events/s", await throughputRows(window)],
-    ["memory: subscribers that never read", await memoryRows(window)],
+  const only = process.env["BENCH_E2E"]?.split(",");
+  const tables: [string, string, () => Promise<string[][]>][] = [
+    ["throughput", "end to end over loopback: events/s", () => throughputRows(window)],
+    ["memory", "memory: subscribers that never read", () => memoryRows(window)],
   ];
+  const out: [string, string[][]][] = [];
+  for (const [name, title, rows] of tables) {
+    if (only === undefined || only.includes(name)) out.push([title, await rows()]);
+  }
+  return out;
 }

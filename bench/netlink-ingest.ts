@@ -1,71 +1,332 @@
 /**
- * Ingest during the fastest exit storm this machine makes (threads created
- * and joined four at a time): one storm, three listeners at once —
- *   plain: one socket for all CPUs, default buffer, main-thread loop (getdelays -l);
- *   taskwire source: per-CPU sockets, 32 MiB buffers, reader worker;
- *   taskwire subscriber: a separate process streaming from the server over loopback.
- * taskwire's CPU time is this process's (server, source and worker), per 1,000 records.
+ * Server CPU per kernel record during the fastest exit storm this machine
+ * makes (one thread-storm process per CPU, threads created and joined four
+ * at a time), against the real kernel. Each row is one storm: a taskwire
+ * server in its own process (Node from dist/, Deno and Bun from the sources,
+ * the netlink source at its defaults) streaming every record to 1, 10 or 100
+ * binary subscribers (one counting process, bench/_raw-counter.ts), and in
+ * the same storm the C reference listener (bench/c/ref-listener.c: per-CPU
+ * sockets, recvmmsg, every field decoded into a C struct). The server's CPU
+ * is utime+stime of its whole process (every thread) from /proc/<pid>/stat,
+ * from the storm's start until every record reached every subscriber.
  */
-import { listenNode } from "../src/runtime/node.ts";
-import { createServer } from "../src/server/server.ts";
-import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
-import { runHelper } from "../test/native.ts";
-import { startChild } from "./_child.ts";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { createInterface } from "node:readline";
+import { parseStatCpuSeconds } from "../src/sources/netlink/_thread-cpu.ts";
+import { helperPath, runHelper } from "../test/native.ts";
+import { buildRefListener } from "./_ref-listener.ts";
 
+/** Options of the netlink bench. */
 export interface IngestOptions {
+  /** Thread exits per storm (split between one storm process per CPU). */
   threads: number;
+  /** Storms per configuration (BENCH_ROUNDS; default 1). */
+  rounds?: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+type Runtime = "node" | "deno" | "bun";
+// BENCH_CONFIGS=node:1,bun:1 runs only those rows (for profiling).
+const CONFIGS: { runtime: Runtime; subscribers: number }[] = process.env["BENCH_CONFIGS"]?.split(",").map((c) => {
+  const [runtime, n] = c.split(":");
+  return { runtime: runtime as Runtime, subscribers: Number(n) };
+}) ?? [
+  { runtime: "node", subscribers: 1 },
+  { runtime: "node", subscribers: 10 },
+  { runtime: "node", subscribers: 100 },
+  { runtime: "deno", subscribers: 1 },
+  { runtime: "bun", subscribers: 1 },
+];
+const hasRow = (all: Measured[][], n: number) =>
+  all[0]?.some((m) => m.runtime.startsWith("node") && m.subscribers === n);
+/** taskwire's default receive buffer per CPU socket (the reference listener gets the same). */
+const RCVBUF = 32 * 1024 * 1024;
+const TARGET_US = 8, TARGET_EXTRA_US = 1, TARGET_RATIO = 3;
+/** Thread exits of the unmeasured warm-up storm of every row. */
+const WARM_UP = 2000;
 
-/** Runs the benchmark; returns rows for the table. */
-export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> {
-  const source = await openNetlinkSource();
-  const server = createServer({ source });
-  const listening = await listenNode(server, { port: 0 });
-  const cpus = source.possible.list;
-  try {
-    const plain = await startChild(new URL("./_plain-listener.js", import.meta.url), [cpus]);
-    const sub = await startChild(new URL("./_subscriber.js", import.meta.url), [listening.url, cpus]);
-    const cpu0 = process.cpuUsage();
-    const t0 = performance.now();
-    const storm = await runHelper(["storm", String(o.threads), "4"]);
-    const seconds = (performance.now() - t0) / 1000;
-    // Let every reader catch up: wait until the source's count stops moving.
-    for (let last = -1; source.info().records !== last; await sleep(300)) last = source.info().records;
-    const cpu = process.cpuUsage(cpu0);
-    await sleep(500);
-    const p = await plain.finish<{ records: number; drops: number; rcvbuf: number; cpuMs: number }>();
-    const s = await sub.finish<{ exits: number; lost: number }>();
-    const info = source.info();
-    const tw = (cpu.user + cpu.system) / 1000;
-    if (storm.code !== 0) throw new Error(`storm helper exited ${storm.code}`);
-    return [
-      [
-        "storm",
-        `${o.threads} thread exits in ${seconds.toFixed(2)} s = ${Math.round(o.threads / seconds)} exits/s produced`,
-        "",
-        "",
-        "",
-      ],
-      ["listener", "records received", "kernel drops", "CPU ms / 1k records", "receive buffer"],
-      [
-        "plain (getdelays-style)",
-        String(p.records),
-        String(p.drops),
-        (p.cpuMs / Math.max(p.records, 1) * 1000).toFixed(1),
-        `${p.rcvbuf} B`,
-      ],
-      [
-        "taskwire netlink source",
-        String(info.records),
-        String(info.kernelDrops),
-        (tw / Math.max(info.records, 1) * 1000).toFixed(1),
-        `${info.socketBuffer} B per CPU`,
-      ],
-      ["taskwire subscriber (loopback)", String(s.exits), `lost ${s.lost}`, "(separate process)", ""],
-    ];
-  } finally {
-    await listening.close();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const inDist = import.meta.url.includes("/dist/");
+const root = new URL(inDist ? "../../" : "../", import.meta.url).pathname;
+const script = (name: string) => new URL(`./${name}.${inDist ? "js" : "ts"}`, import.meta.url).pathname;
+
+/** A child speaking JSON lines: `ask` writes a line and resolves with the next JSON line. */
+interface Proc {
+  readonly proc: ChildProcessWithoutNullStreams;
+  ask<T>(line: string): Promise<T>;
+  /** Closes stdin; resolves with the last JSON line printed. */
+  end<T>(): Promise<T | undefined>;
+}
+
+function start(bin: string, args: string[], readyWhen: (line: string) => boolean): Promise<[Proc, string]> {
+  const proc = spawn(bin, args, { cwd: root });
+  let err = "", last: string | undefined;
+  const waiters: ((line: string) => void)[] = [];
+  proc.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  const p: Proc = {
+    proc,
+    ask: <T>(line: string) =>
+      new Promise<T>((resolve) => {
+        waiters.push((l) => resolve(JSON.parse(l) as T));
+        proc.stdin.write(`${line}\n`);
+      }),
+    end: <T>() =>
+      new Promise<T | undefined>((resolve) => {
+        proc.once("close", () => resolve(last === undefined ? undefined : (JSON.parse(last) as T)));
+        proc.stdin.end();
+      }),
+  };
+  return new Promise((resolve, reject) => {
+    let ready = false;
+    createInterface({ input: proc.stdout }).on("line", (line) => {
+      if (!ready) {
+        if (line.startsWith("failed")) reject(new Error(`${bin}: ${line}`));
+        if (readyWhen(line)) (ready = true), resolve([p, line]);
+        return;
+      }
+      if (line.startsWith("{")) (last = line), waiters.shift()?.(line);
+    });
+    proc.once("exit", (code) => !ready && reject(new Error(`${bin} ${args.join(" ")} exited ${code}: ${err}`)));
+  });
+}
+
+function serverCommand(runtime: Runtime): [string, string[]] {
+  // BENCH_NODE_FLAGS: extra flags for the Node server (--cpu-prof --cpu-prof-dir=DIR for the profiles in BENCHMARKS.md).
+  const flags = process.env["BENCH_NODE_FLAGS"]?.split(" ").filter((f) => f !== "") ?? [];
+  if (runtime === "node") return [process.execPath, [...flags, script("_netlink-server")]];
+  const src = `${root}bench/_netlink-server.ts`;
+  if (runtime === "deno") return [`${root}node_modules/.bin/deno`, ["run", "--allow-all", src]];
+  return [`${root}node_modules/.bin/bun`, [src]];
+}
+
+/** utime+stime of every thread of process `pid` (`tid`: of that thread only), µs. */
+function processCpuUs(pid: number, tid?: number): number {
+  const path = tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`;
+  return parseStatCpuSeconds(readFileSync(path, "utf8"))! * 1e6;
+}
+
+interface Info {
+  records: number;
+  kernelDrops: number;
+  socketBuffer: number;
+  /** The reader worker thread's CPU so far, when the runtime names its thread. */
+  readerCpuSeconds?: number;
+}
+interface Counts {
+  exits: number;
+  lost: number;
+  /** Response messages, and socket reads, the subscribers got. */
+  messages: number;
+  chunks: number;
+}
+interface Ref {
+  records: number;
+  drops: number;
+  cpuUs: number;
+}
+
+/**
+ * The storms of a row: one storm, or for 100 streams five storms a
+ * hundredth as long, each drained before the next. As fast, but 100 streams
+ * of a whole storm are more events than the memory budget lets the server
+ * queue while two cores encode and send them, and a row that overflows its
+ * queues measures the drops instead of the streams.
+ */
+function storms(threads: number, subscribers: number): number[] {
+  return subscribers >= 100 ? Array<number>(5).fill(Math.ceil(threads / 100)) : [threads];
+}
+
+/** One storm: the fastest this machine makes, one storm process per CPU. */
+async function storm(threads: number): Promise<number> {
+  const n = availableParallelism();
+  const t0 = performance.now();
+  const runs = await Promise.all(
+    Array.from({ length: n }, () => runHelper(["storm", String(Math.ceil(threads / n)), "4"])),
+  );
+  if (runs.some((r) => r.code !== 0)) throw new Error("the storm helper failed");
+  return (performance.now() - t0) / 1000;
+}
+
+interface Measured {
+  runtime: string;
+  subscribers: number;
+  records: number;
+  kernelDrops: number;
+  delivered: number;
+  lost: number;
+  /** Response messages the subscribers got (records per message: how well the hand-offs batch). */
+  messages: number;
+  serverUs: number;
+  /** Of serverUs: the main thread's, the reader worker's (the rest: GC and libuv helper threads). */
+  mainUs: number;
+  readerUs: number;
+  ref: Ref;
+  seconds: number;
+  rcvbuf: number;
+}
+
+// Waits until the server's record count and the subscribers' counts stop moving.
+async function settle(server: Proc, counter: Proc): Promise<[Info, Counts]> {
+  let last = "";
+  for (let i = 0; i < 100; i++) {
+    await sleep(300);
+    const info = await server.ask<Info>("info"), counts = await counter.ask<Counts>("mark");
+    const now = `${info.records} ${counts.exits} ${counts.lost}`;
+    if (now === last) return [info, counts];
+    last = now;
   }
+  throw new Error("the server or its subscribers never settled");
+}
+
+async function measure(runtime: Runtime, subscribers: number, o: { threads: number; ref: string }): Promise<Measured> {
+  const [bin, args] = serverCommand(runtime);
+  const [server, first] = await start(bin, args, (l) => l.startsWith("{"));
+  const { url, pid, runtime: label } = JSON.parse(first) as { url: string; pid: number; runtime: string };
+  try {
+    const cpus = `0-${availableParallelism() - 1}`;
+    const [counter] = await start(
+      process.execPath,
+      [script("_raw-counter"), url, String(subscribers), cpus],
+      (l) => l === "ready",
+    );
+    const [ref] = await start(o.ref, [String(availableParallelism()), String(RCVBUF)], (l) => l === "ready");
+    // A warm-up storm first (not measured): every row is measured with its code paths compiled.
+    await storm(WARM_UP);
+    await settle(server, counter);
+    const info0 = await server.ask<Info>("info"), counts0 = await counter.ask<Counts>("mark");
+    const cpu0 = processCpuUs(pid), main0 = processCpuUs(pid, pid);
+    let seconds = 0, settled: [Info, Counts] | undefined;
+    for (const threads of storms(o.threads, subscribers)) {
+      seconds += await storm(threads);
+      settled = await settle(server, counter);
+    }
+    const [info, counts] = settled!;
+    const serverUs = processCpuUs(pid) - cpu0, mainUs = processCpuUs(pid, pid) - main0;
+    const readerUs = info.readerCpuSeconds !== undefined && info0.readerCpuSeconds !== undefined
+      ? (info.readerCpuSeconds - info0.readerCpuSeconds) * 1e6
+      : NaN;
+    const refOut = (await ref.end<Ref>())!;
+    await counter.end();
+    const records = info.records - info0.records;
+    return {
+      runtime: label,
+      subscribers,
+      records,
+      kernelDrops: info.kernelDrops - info0.kernelDrops,
+      delivered: counts.exits - counts0.exits,
+      lost: counts.lost - counts0.lost,
+      messages: counts.messages - counts0.messages,
+      serverUs,
+      mainUs,
+      readerUs,
+      ref: refOut,
+      seconds,
+      rcvbuf: info.socketBuffer,
+    };
+  } finally {
+    await server.end();
+  }
+}
+
+const perRecord = (us: number, records: number) => us / Math.max(records, 1);
+const f1 = (n: number) => n.toFixed(1);
+const f2 = (n: number) => n.toFixed(2);
+const range = (xs: number[], fmt: (n: number) => string) =>
+  xs.length === 1 ? fmt(xs[0]!) : `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
+
+function row(m: Measured, one: Measured | undefined, round: number): string[] {
+  const us = perRecord(m.serverUs, m.records), refUs = perRecord(m.ref.cpuUs, m.ref.records);
+  const extra = one !== undefined && m.subscribers > 1
+    ? f2((us - perRecord(one.serverUs, one.records)) / (m.subscribers - 1))
+    : "";
+  return [
+    String(round),
+    `taskwire ${m.runtime}`,
+    String(m.subscribers),
+    `${Math.round(m.records / m.seconds)}/s`,
+    String(m.records),
+    String(m.kernelDrops),
+    `${m.delivered} (lost ${m.lost}) in ${Math.round(m.messages / m.subscribers)} messages`,
+    f1(us),
+    `${f1(perRecord(m.mainUs, m.records))} / ${f1(perRecord(m.readerUs, m.records))} / ${
+      f1(perRecord(m.serverUs - m.mainUs - m.readerUs, m.records))
+    }`,
+    f1(refUs),
+    f2(us / refUs),
+    extra,
+  ];
+}
+
+function verdicts(all: Measured[][]): string[][] {
+  const node = (n: number) => all.map((r) => r.find((m) => m.runtime.startsWith("node") && m.subscribers === n)!);
+  const us = (m: Measured) => perRecord(m.serverUs, m.records);
+  const one = node(1).map(us);
+  const extra = (n: number) => node(n).map((m, i) => (us(m) - one[i]!) / (n - 1));
+  const ratio = node(1).map((m) => us(m) / perRecord(m.ref.cpuUs, m.ref.records));
+  const drops = all.flat().map((m) => m.kernelDrops + m.ref.drops);
+  const lost = all.flat().map((m) => m.lost + (m.subscribers * m.records - m.delivered));
+  const met = (ok: boolean) => (ok ? "met" : "NOT met");
+  const v = (label: string, xs: number[], target: number, fmt: (n: number) => string) => [
+    label,
+    `${range(xs, fmt)} (target <= ${target})`,
+    met(xs.every((x) => x <= target)),
+  ];
+  if (!hasRow(all, 1)) return [];
+  return [
+    ["target", "measured (range over rounds)", "verdict"],
+    v("1. server CPU us/record, Node, 1 subscriber", one, TARGET_US, f1),
+    ...[10, 100].filter((n) => hasRow(all, n)).map((n) =>
+      v(`1. us per extra subscriber (${n})`, extra(n), TARGET_EXTRA_US, f2)
+    ),
+    v("2. ratio to the C reference (Node, 1 subscriber)", ratio, TARGET_RATIO, f2),
+    v("3. kernel drops, every row (taskwire and C)", drops, 0, String),
+    [
+      "   records not delivered to a subscriber, every row",
+      range(lost, String),
+      lost.every((x) => x === 0) ? "none" : "some",
+    ],
+  ];
+}
+
+/** Runs the benchmark; returns the table's rows. */
+export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> {
+  helperPath(); // compiled before any storm, not during one
+  const ref = buildRefListener();
+  const rounds = o.rounds ?? Number(process.env["BENCH_ROUNDS"] ?? 1);
+  const all: Measured[][] = [];
+  const rows: string[][] = [[
+    "round",
+    "server",
+    "subscribers",
+    "storm rate",
+    "records",
+    "kernel drops",
+    "delivered per subscriber",
+    "server CPU us/record",
+    "of which main / reader / other threads",
+    "C ref us/record",
+    "ratio to C",
+    "us per extra subscriber",
+  ]];
+  for (let r = 1; r <= rounds; r++) {
+    const round: Measured[] = [];
+    for (const c of CONFIGS) {
+      const m = await measure(c.runtime, c.subscribers, { threads: o.threads, ref });
+      round.push(m);
+      const one = round.find((x) => x.runtime === m.runtime && x.subscribers === 1);
+      rows.push(row({ ...m, delivered: Math.round(m.delivered / m.subscribers) }, one, r));
+    }
+    all.push(round);
+  }
+  const rcvbuf = all[0]?.[0]?.rcvbuf ?? 0;
+  rows.push([
+    "",
+    `storms: ${o.threads} thread exits each (5 x ${
+      storms(o.threads, 100)[0]
+    } for 100 subscribers); receive buffer ${rcvbuf} B per CPU (the default)`,
+    ...Array(10).fill(""),
+  ]);
+  for (const v of verdicts(all)) rows.push(["", ...v, ...Array(9).fill("")]);
+  return rows;
 }

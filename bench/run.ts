@@ -1,11 +1,12 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, latency, netlink, auth, observability). Figures are measured in one run beside their baselines,
+ * e2e, latency, netlink, auth, observability, fleet). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
 import { benchAuth } from "./auth.ts";
 import { benchDispatch } from "./dispatch.ts";
 import { benchE2e } from "./e2e.ts";
+import { benchFleet } from "./fleet.ts";
 import { benchLatency } from "./latency.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
 import { benchObservability } from "./observability.ts";
@@ -63,6 +64,16 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
     ]],
   ],
 ];
+
+benches.push([
+  "fleet",
+  () =>
+    benchFleet({
+      windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000),
+      rate: Number(process.env["BENCH_RATE"] ?? 20_000),
+      rounds: Number(process.env["BENCH_ROUNDS"] ?? 2),
+    }),
+]);
 
 const only = process.argv[2];
 console.log(

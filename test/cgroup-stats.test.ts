@@ -7,9 +7,11 @@
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import {
+  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   rmdirSync,
   rmSync,
@@ -19,6 +21,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
+import { performance } from "node:perf_hooks";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -37,6 +40,10 @@ import { type NetlinkSource, openNetlinkSource } from "../src/sources/netlink/ne
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { parseMountinfo, resolveCgroupDir } from "../src/sources/cgroup/cgroup-path.ts";
 import { CgroupNotFoundError, CgroupPathError } from "../src/sources/source.ts";
+import { readThreads, readThreadsFrom } from "../src/sources/cgroup/procfs-counts.ts";
+import { toConnectError } from "../src/rpc/errors.ts";
+import { configureLogging } from "../src/log/logger.ts";
+import type { LogRecord } from "@logtape/logtape";
 import {
   encodeCgroupstatsGet,
   NetlinkFormatError,
@@ -260,6 +267,30 @@ suite(title("GetCgroupStats (real kernel, real cgroups)"), () => {
     }
   });
 
+  it("a cgroup removed while it is counted is NOT_FOUND, not INTERNAL (ENOENT on open, ENODEV on read)", () => {
+    const dir = makeCgroup(V2);
+    const fd = openSync(join(dir, "cgroup.threads"), "r");
+    try {
+      rmdirSync(dir);
+      // kernfs deactivates the node at rmdir: a read of a file opened before it fails with ENODEV.
+      expect(() => readThreadsFrom(fd, 10)).toThrow(CgroupNotFoundError);
+    } finally {
+      closeSync(fd);
+    }
+    const gone = (() => {
+      try {
+        readThreads(join(dir, "cgroup.threads"), 10);
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(gone).toBeInstanceOf(CgroupNotFoundError);
+    expect(toConnectError(gone)).toMatchObject({
+      code: Code.NotFound,
+      rawMessage: /removed while it was being counted/,
+    });
+  });
+
   it("needs the read role, and refuses a uid-limited principal (PERMISSION_DENIED)", async () => {
     const tokens = { reader: newToken(), team: newToken(), sub: newToken() };
     const file = join(mkdtempSync(join(tmpdir(), "taskwire-cgroup-auth-")), "auth.json");
@@ -284,6 +315,10 @@ suite(title("GetCgroupStats (real kernel, real cgroups)"), () => {
       expect(sub).toMatchObject({ code: Code.PermissionDenied, message: /needs the "read" role/ });
       const team = await codeOf(as(tokens.team).getCgroupStats({ path: V1 }));
       expect(team).toMatchObject({ code: Code.PermissionDenied, message: /may see only its own uids' tasks/ });
+      // Told apart from a missing role (which names "role") by "limited_to".
+      const teamErr = await as(tokens.team).getCgroupStats({ path: V1 }).catch((e: unknown) => e);
+      expect(teamErr).toMatchObject({ values: { limited_to: "uids" } });
+      expect((teamErr as { values: Record<string, string> }).values["role"]).toBeUndefined();
       const anon = await codeOf(createTaskwireClient(guarded.url).getCgroupStats({ path: V1 }));
       expect(anon.code).toBe(Code.Unauthenticated);
     } finally {
@@ -421,5 +456,179 @@ describe("CGROUPSTATS codec (linux/cgroupstats.h)", () => {
     dv.setUint16(4, 12, true); // a struct cut short
     expect(() => parseCgroupstatsNew(payload.subarray(0, 16))).toThrow(NetlinkFormatError);
     expect(parseCgroupstatsNew(payload.subarray(0, 4))).toBeUndefined();
+  });
+});
+
+/**
+ * N threads asleep in pause() (state S), each on a 64 KiB stack; prints
+ * "ready" once all exist and exits when stdin closes. Run through a shell
+ * that first moves itself into the cgroup, so every thread is made there.
+ */
+const MANY_THREADS_C = `
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
+int main(int argc, char **argv) {
+  int n = atoi(argv[1]);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  for (int i = 0; i < n; i++) {
+    pthread_t t;
+    if (pthread_create(&t, &attr, sleeper, NULL) != 0) { perror("pthread_create"); return 1; }
+  }
+  printf("ready\\n");
+  fflush(stdout);
+  char buf[64];
+  while (read(0, buf, sizeof buf) > 0) {}
+  return 0;
+}
+`;
+
+/** A process with `n` sleeping threads in `cgroup`. */
+async function startManyThreads(n: number, cgroup: string): Promise<Child> {
+  const dir = mkdtempSync(join(tmpdir(), "taskwire-many-threads-"));
+  writeFileSync(join(dir, "many.c"), MANY_THREADS_C);
+  execFileSync("cc", ["-O2", "-pthread", "-o", join(dir, "many"), join(dir, "many.c")]);
+  const procs = join(cgroup, "cgroup.procs");
+  const child = spawn("sh", ["-c", `echo $$ > '${procs}' && exec '${join(dir, "many")}' ${n}`], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
+    child.once("exit", (code) => reject(new Error(`the thread maker exited (${code}) before its threads were ready`)));
+  });
+  return {
+    pid: child.pid!,
+    stop: async () => {
+      child.kill("SIGKILL");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const MANY = 20_000;
+
+suite(title(`GetCgroupStats of a ${MANY}-thread cgroup: bounded in time, in flight and in event-loop use`), () => {
+  let dir: string;
+  let many: Child;
+  const records: LogRecord[] = [];
+  beforeAll(async () => {
+    dir = makeCgroup(V2);
+    many = await startManyThreads(MANY, dir);
+    configureLogging({ level: "info", sink: (r) => records.push(r) });
+  }, 60_000);
+  afterAll(async () => {
+    configureLogging({ sink: () => {} });
+    await many?.stop();
+    if (dir !== undefined) await removeCgroup(dir);
+  });
+  const accessOf = (method: string) =>
+    records.filter((r) => r.category.join(".") === "taskwire.access" && r.properties["method"] === method);
+
+  it("counts every thread, then stops counting as soon as its client leaves; the access log records that end", async () => {
+    const running = await startServer(await openNetlinkSource({ cgroupMaxThreads: 65536 }));
+    try {
+      const t0 = performance.now();
+      const full = await counts(running.client, dir);
+      const fullMs = performance.now() - t0;
+      expect(full.sleeping).toBeGreaterThanOrEqual(MANY);
+      records.length = 0;
+      const ctl = new AbortController();
+      const call = running.client.getCgroupStats({ path: dir }, { signal: ctl.signal }).catch((e: unknown) => e);
+      await sleep(Math.min(30, fullMs / 10));
+      ctl.abort();
+      expect(await call).toMatchObject({ code: Code.Canceled });
+      await eventually(() => accessOf("GetCgroupStats").length === 1);
+      const [aborted] = accessOf("GetCgroupStats");
+      expect(aborted!.properties["code"]).toBe("canceled");
+      // Written when the handler stopped, which is well before a whole count would have ended.
+      expect(aborted!.properties["durationMs"]).toBeLessThan(fullMs / 2);
+      // The one count this caller may have in flight ended: a new one is admitted at once.
+      expect((await counts(running.client, dir)).sleeping).toBeGreaterThanOrEqual(MANY);
+    } finally {
+      await running.close();
+    }
+  });
+
+  it("admits one count per principal and --cgroup-max-concurrent in all (RESOURCE_EXHAUSTED saying what to do)", async () => {
+    const names = ["a", "b", "c"] as const;
+    const tokens = Object.fromEntries(names.map((n) => [n, newToken()])) as Record<(typeof names)[number], string>;
+    const file = join(mkdtempSync(join(tmpdir(), "taskwire-cgroup-gate-")), "auth.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        principals: Object.fromEntries(names.map((n) => [n, { roles: ["read"] }])),
+        tokens: Object.fromEntries(names.map((n) => [hashToken(tokens[n]), n])),
+      }),
+    );
+    const running = await startServer(await openNetlinkSource(), {}, {
+      authenticator: createAuthenticator({ tokenFile: file }),
+      cgroupCalls: { maxConcurrent: 2 },
+    });
+    const as = (n: (typeof names)[number]) => createTaskwireClient(running.url, { token: tokens[n] });
+    try {
+      const first = as("a").getCgroupStats({ path: dir });
+      const second = as("b").getCgroupStats({ path: dir });
+      await sleep(20); // both are counting (a count of this cgroup takes hundreds of ms)
+      const again = await as("a").getCgroupStats({ path: dir }).catch((e: unknown) => e);
+      expect(again).toBeInstanceOf(LimitExceededError);
+      expect((again as LimitExceededError).rawMessage).toMatch(/"a" already has 1 GetCgroupStats call in flight.*wait/);
+      const third = await as("c").getCgroupStats({ path: dir }).catch((e: unknown) => e);
+      expect(third).toBeInstanceOf(LimitExceededError);
+      expect((third as LimitExceededError).rawMessage).toMatch(
+        /counting 2 cgroups already.*--cgroup-max-concurrent.*retry/,
+      );
+      await Promise.all([first, second]);
+      expect(Number((await as("c").getCgroupStats({ path: dir })).nrSleeping)).toBeGreaterThanOrEqual(MANY);
+    } finally {
+      await running.close();
+    }
+  });
+
+  it("stops a count past --cgroup-timeout (RESOURCE_EXHAUSTED naming the flag), and frees its place", async () => {
+    const running = await startServer(await openNetlinkSource(), {}, { cgroupCalls: { timeoutMs: 20 } });
+    try {
+      const t0 = performance.now();
+      const err = await running.client.getCgroupStats({ path: dir }).catch((e: unknown) => e);
+      const ms = performance.now() - t0;
+      expect(err).toBeInstanceOf(LimitExceededError);
+      expect((err as LimitExceededError).rawMessage).toMatch(/longer than 20 ms.*--cgroup-timeout.*child cgroup/);
+      const again = await running.client.getCgroupStats({ path: dir }).catch((e: unknown) => e);
+      expect((again as LimitExceededError).rawMessage).toMatch(/--cgroup-timeout/); // not "in flight": the first ended
+      expect(ms).toBeLessThan(10_000); // it did end (a hung count would hit vitest's timeout instead)
+    } finally {
+      await running.close();
+    }
+  });
+
+  it("yields to other callers while it counts: GetInfo calls complete during one count", async () => {
+    const running = await startServer(await openNetlinkSource());
+    try {
+      let counting = true;
+      const count = running.client.getCgroupStats({ path: dir }).finally(() => (counting = false));
+      const other = createTaskwireClient(running.url);
+      await other.getInfo({}); // its connection is up before the count starts working
+      let during = 0;
+      let longest = 0;
+      while (counting) {
+        const t = performance.now();
+        await other.getInfo({});
+        if (counting) {
+          during++;
+          longest = Math.max(longest, performance.now() - t);
+        }
+      }
+      await count;
+      // A count that held the event loop until done would let none through.
+      expect(during).toBeGreaterThanOrEqual(3);
+      console.info(`GetInfo during a ${MANY}-thread count: ${during} calls, longest ${longest.toFixed(1)} ms`);
+    } finally {
+      await running.close();
+    }
   });
 });

@@ -1,5 +1,6 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
-import { type ChildProcess, execFile } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { createTaskwireClient } from "@taskwire/client";
 import { existsSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -48,7 +49,9 @@ describe("taskwire CLI", () => {
     expect(r.code).toBe(0);
     const events = r.out.trim().split("\n").map((l) => JSON.parse(l));
     expect(events).toHaveLength(40);
-    for (const ev of events) expect([undefined, 1]).toContain(ev.cpu); // proto JSON omits cpu 0
+    for (const ev of events) expect([0, 1]).toContain(ev.cpu); // every field, zero values included
+    expect(events.some((ev) => ev.cpu === 0)).toBe(true);
+    for (const ev of events) expect(Object.keys(ev.exit.pid_stats)).toHaveLength(71);
     expect(events.every((ev) => typeof ev.exit.pid_stats.ac_comm === "string")).toBe(true);
     expect(r.err).toMatch(/watching CPUs 0-1/);
   });
@@ -56,8 +59,10 @@ describe("taskwire CLI", () => {
   it("watch prints one readable line per exit", async () => {
     const r = await run("watch", "--cpus", "0-7", "--count", "5");
     // Each line starts with the time the server received the record (local time of day, ms).
-    expect(r.out.split("\n").filter((l) => /^\d\d:\d\d:\d\d\.\d{3} seq /.test(l))).toHaveLength(5);
-    expect(r.out).toMatch(/^\d\d:\d\d:\d\d\.\d{3} seq 1 cpu \d+ pid \d+ tgid \d+ comm "[^"]+" (exit \d+|signal \d+)/m);
+    expect(r.out.split("\n").filter((l) => /^\d\d:\d\d:\d\d\.\d{3} cpu /.test(l))).toHaveLength(5);
+    expect(r.out).toMatch(
+      /^\d\d:\d\d:\d\d\.\d{3} cpu \d+ pid \d+ ppid \d+ tgid \d+ uid \d+ comm "[^"]+" (exit \d+|signal \d+ \(SIG\w+(, core)?\)) age \S+ cpu \S+s cpu-delay \S+ms io-delay \S+ms rss \S+ read \S+ write \S+ csw \d+\/\d+ seq 1$/m,
+    );
     expect(r.err).toMatch(/watching CPUs 0-7 on \S+ \(sim, boot [0-9a-f]{8}\)/);
   });
 
@@ -67,12 +72,21 @@ describe("taskwire CLI", () => {
     expect(info.out).toMatch(/^boot id\s+[0-9a-f-]{36}$/m);
     const json = JSON.parse((await run("info", "--json")).out);
     expect(json.possible_cpus).toBe("0-7");
+    for (
+      const k of ["delayacct", "kernel_drops", "subscriber_drops", "listener_details", "default_buffer", "lease_ms"]
+    ) {
+      expect(json).toHaveProperty(k);
+    }
+    const withListeners = JSON.parse((await run("info", "--json", "--listeners")).out);
+    expect(Array.isArray(withListeners.listener_details)).toBe(true);
     const ev = JSON.parse((await run("watch", "--cpus", "0-7", "--count", "1", "--json")).out);
     expect(ev.exit.received_at).toMatch(/^\d{4}-\d\d-\d\dT/); // google.protobuf.Timestamp in JSON: RFC 3339
     const ppid = ev.exit.pid_stats.ac_ppid as number;
     const got = await run("get", "tgid", String(ppid));
-    if (got.code === 0) expect(got.out).toMatch(/^cpu_delay_total\s+\d+ ns$/m);
+    if (got.code === 0) expect(got.out).toMatch(/^DELAYS +class/m);
     else expect(got.err).toMatch(/NotFound: no live task with tgid/);
+    const all = await run("get", "tgid", String(ppid), "--all");
+    if (all.code === 0) expect(all.out).toMatch(/^cpu_delay_total\s+\d+ ns$/m);
     const dead = await run("get", "pid", String(ev.exit.pid));
     expect(dead.code).toBe(1);
     expect(dead.err).toMatch(/NotFound: no live task with pid/);
@@ -80,16 +94,28 @@ describe("taskwire CLI", () => {
 
   it("explains bad input and a missing server", async () => {
     const bad = await run("watch", "--cpus", "0-99", "--count", "1");
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2); // the server refused an argument: a usage error
     expect(bad.err).toMatch(/InvalidArgument: .*possible CPUs are 0-7/);
     const usage = await run("watch");
     expect(usage.code).toBe(2);
     expect(usage.err).toMatch(/--cpus/);
     const down = await run("info", "--url", "http://127.0.0.1:1");
     expect(down.code).toBe(1);
-    expect(down.err).toMatch(/cannot reach a taskwire server.*taskwire serve/);
+    expect(down.err).toMatch(
+      /^taskwire: cannot reach a taskwire server at http:\/\/127\.0\.0\.1:1: connect ECONNREFUSED .*taskwire serve/,
+    );
     const kind = await run("get", "proc", "1");
     expect(kind.code).toBe(2);
+    // commander's own usage errors: status 2 too, in the same format
+    for (
+      const args of [["watch", "--bogus"], ["nope"], ["get", "pid"], ["watch", "--cpus", "0", "--buffer", "4294967296"]]
+    ) {
+      const r = await run(...args);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.err, args.join(" ")).toMatch(/^taskwire: /);
+    }
+    expect((await run("--version")).code).toBe(0);
+    expect((await run("watch", "--help")).code).toBe(0);
   });
 
   it("serve --help lists the flags", async () => {
@@ -97,6 +123,94 @@ describe("taskwire CLI", () => {
     for (const flag of ["--source", "--host", "--port", "--sim-cpus", "--sim-exit-rate", "--sim-seed"]) {
       expect(r.out).toContain(flag);
     }
+  });
+});
+
+describe("taskwire watch: filters, fields, unreachable servers, EPIPE", () => {
+  it("filters server-side by comm, uid and nonzero exit, and projects --fields", async () => {
+    const comm = JSON.parse((await run("watch", "--cpus", "0-7", "--count", "1", "--json")).out).exit.pid_stats.ac_comm;
+    const r = await run(
+      "watch",
+      "--cpus",
+      "0-7",
+      "--count",
+      "10",
+      "--json",
+      "--comm",
+      comm.slice(0, 3),
+      "--nonzero-exit",
+    );
+    expect(r.code).toBe(0);
+    for (const ev of r.out.trim().split("\n").map((l) => JSON.parse(l))) {
+      expect(ev.exit.pid_stats.ac_comm.startsWith(comm.slice(0, 3))).toBe(true);
+      expect(ev.exit.pid_stats.ac_exitcode).not.toBe(0);
+    }
+    const f = JSON.parse(
+      (await run("watch", "--cpus", "0-7", "--count", "1", "--json", "--fields", "ac_comm,ac_uid")).out,
+    );
+    expect(f.exit.pid_stats.ac_utime).toBeNull(); // projected away: present, null
+    expect(typeof f.exit.pid_stats.ac_comm).toBe("string");
+    const u = await run("watch", "--cpus", "0-7", "--count", "3", "--json", "--uid", "0");
+    for (const ev of u.out.trim().split("\n").map((l) => JSON.parse(l))) expect(ev.exit.pid_stats.ac_uid).toBe(0);
+    expect((await run("watch", "--cpus", "0-7", "--fields", "no_such_field", "--count", "1")).code).toBe(2);
+  }, 30_000);
+
+  it("a server that is not there fails at once with the URL and the cause, not a silent hang", async () => {
+    const started = Date.now();
+    const r = await run("watch", "--cpus", "0", "--url", "http://127.0.0.1:1");
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(
+      /^taskwire: cannot reach a taskwire server at http:\/\/127\.0\.0\.1:1: connect ECONNREFUSED/m,
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it(
+    "a connection lost after the stream opened is retried, each retry said on stderr with the URL and cause",
+    async () => {
+      const own = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0"], root);
+      const child = spawn("node", [bin, "watch", "--cpus", "0-7", "--url", own.url], { cwd: root });
+      let err = "";
+      child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+      try {
+        await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()));
+        own.stop();
+        const until = Date.now() + 15_000;
+        while (!/reconnecting to/.test(err) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        const port = own.url.split(":").at(-1)!.replace(/[^0-9]/g, "");
+        expect(err).toMatch(
+          new RegExp(
+            `^taskwire: reconnecting to http://127\\.0\\.0\\.1:${port} in \\d+\\.\\d s \\(attempt 1\\): \\S`,
+            "m",
+          ),
+        );
+        expect(child.exitCode).toBe(null); // still trying
+      } finally {
+        child.kill("SIGINT");
+        own.stop();
+      }
+    },
+    30_000,
+  );
+
+  it("a reader that goes away (watch | head -1) ends watch quietly with 0, its listener deregistered", async () => {
+    const child = spawn("node", [bin, "watch", "--cpus", "0-7"], {
+      cwd: root,
+      env: { ...process.env, TASKWIRE_URL: url },
+    });
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once("data", () => resolve());
+      child.once("exit", (c) => reject(new Error(`watch exited ${c} before its first line: ${err}`)));
+    });
+    const client = createTaskwireClient(url);
+    expect((await client.getInfo({})).listeners).toBe(1);
+    child.stdout!.destroy(); // like head exiting after its line
+    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    expect(code).toBe(0);
+    expect(err).not.toMatch(/EPIPE|Error|at /);
+    expect((await client.getInfo({})).listeners).toBe(0); // right after exit: deregistered, not left to the lease
   });
 });
 

@@ -4,7 +4,7 @@
  * which names the possible CPUs --sim-cpus made), every flag a key and a
  * variable, and a bad file (or variable) exits 2 naming the key and the problem.
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -141,5 +141,100 @@ describe("bad settings exit 2 naming the key and the problem", () => {
     const flag = await run(["serve", "--source", "sim"], { TASKWIRE_COMPRESS: "maybe" });
     expect(flag.code).toBe(2);
     expect(flag.err).toMatch(/environment variable TASKWIRE_COMPRESS: expected true or false/);
+  });
+});
+
+describe("review hardening: what the configuration says back", () => {
+  it("warns of TASKWIRE_ variables that are no setting, naming the nearest, never echoing the value", async () => {
+    const env = {
+      TASKWIRE_MAX_STREAM: "5", // a typo of TASKWIRE_MAX_STREAMS
+      TASKWIRE_ZZZ_SECRET: "hunter2-secret-value",
+      // Expected around a server, so no warning: the unit's flag list, the client's, the test switches.
+      TASKWIRE_OPTS: "--port 1",
+      TASKWIRE_URL: "http://127.0.0.1:1",
+      TASKWIRE_TOKEN: "tw_x",
+      TASKWIRE_REQUIRE_NETLINK: "1",
+    };
+    const r = await run(["serve", "--source", "sim", "--print-config"], env);
+    expect(r.code, r.err).toBe(0);
+    const warnings = r.err.trim().split("\n");
+    expect(warnings).toEqual([
+      expect.stringMatching(
+        /^taskwire: warning: environment variable TASKWIRE_MAX_STREAM is no setting of taskwire serve and is ignored \(did you mean TASKWIRE_MAX_STREAMS\?\)/,
+      ),
+      expect.stringMatching(/^taskwire: warning: environment variable TASKWIRE_ZZZ_SECRET is no setting.*ignored;/),
+    ]);
+    expect(r.err).not.toContain("hunter2");
+    // A real start logs the same warning through the logger, before it serves.
+    const child = spawn(process.execPath, [bin, "serve", "--source", "sim", "--port", "0"], {
+      env: { ...clean, ...env },
+    });
+    let err = "";
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on("data", (d: Buffer) => (err += d.toString()) && /serving sim/.test(err) && resolve());
+        child.once("exit", (code) => reject(new Error(`serve exited ${code}: ${err}`)));
+      });
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(err.indexOf("warning: environment variable TASKWIRE_MAX_STREAM is no setting")).toBeGreaterThan(-1);
+    expect(err).not.toContain("hunter2");
+  }, 30_000);
+
+  it(
+    "--print-config refuses what a start would refuse: exposure without auth, --allowed-host '*', half a TLS pair",
+    async () => {
+      const exposed = await run(["serve", "--source", "sim", "--host", "0.0.0.0", "--print-config"]);
+      expect(exposed.code).toBe(2);
+      expect(exposed.out).toBe("");
+      expect(exposed.err).toMatch(/--host 0\.0\.0\.0 exposes the kernel's per-task accounting.*--token-file/);
+      const star = await run(["serve", "--source", "sim", "--print-config"], { TASKWIRE_ALLOWED_HOST: "*" });
+      expect(star.code).toBe(2);
+      expect(star.err).toMatch(/--allowed-host "\*": names are matched exactly.*switch off the DNS-rebinding guard/);
+      const starFlag = await run(["serve", "--source", "sim", "--allowed-host", "ok.example,*", "--print-config"]);
+      expect(starFlag.code).toBe(2);
+      const half = await run(["serve", "--source", "sim", "--tls-cert", "/nonexistent.pem", "--print-config"]);
+      expect(half.code).toBe(2);
+      expect(half.err).toMatch(/--tls-cert and --tls-key go together/);
+      const allowed = await run([
+        "serve",
+        "--source",
+        "sim",
+        "--host",
+        "0.0.0.0",
+        "--allow-unauthenticated",
+        "--print-config",
+      ]);
+      expect(allowed.code, allowed.err).toBe(0);
+      expect(allowed.out).toMatch(/^host = "0\.0\.0\.0" {3}# flag$/m);
+      expect(allowed.err).toMatch(/warning: serving 0\.0\.0\.0 WITHOUT authentication.*must name this machine in Host/);
+    },
+    30_000,
+  );
+
+  it("a bad value is quoted once", async () => {
+    const env = await run(["serve", "--source", "sim"], { TASKWIRE_MEMORY_BUDGET: "-5" });
+    expect(env.code).toBe(2);
+    expect(env.err.match(/got "-5"/g)).toHaveLength(1);
+    const conf = await run(["serve", "--source", "sim", "--config", file("budget.toml", 'memory-budget = "-5"\n')]);
+    expect(conf.code).toBe(2);
+    expect(conf.err.match(/got "-5"/g)).toHaveLength(1);
+    // A parser that does not name the value still gets it named, once.
+    const port = await run(["serve", "--source", "sim"], { TASKWIRE_PORT: "abc" });
+    expect(port.err.match(/got "abc"/g)).toHaveLength(1);
+  });
+
+  it("a token file that is not JSON is refused without echoing any of its content", async () => {
+    const secret = "tw_Qx7Zk9Vb2Lm4Np8Rt6Ws3Yh";
+    for (const text of [secret, `{"tokens": ${secret}}`, `{\n"principals": {},\n"x": "${secret}",\n}`]) {
+      const path = file("tokens.json", text);
+      const r = await run(["serve", "--source", "sim", "--port", "0", "--token-file", path]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(
+        /--token-file: the auth file .*tokens\.json is not JSON \(a syntax error.*\); check it with `jq/,
+      );
+      for (let i = 0; i + 5 <= secret.length; i++) expect(r.err).not.toContain(secret.slice(i, i + 5));
+    }
   });
 });

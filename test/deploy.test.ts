@@ -42,6 +42,9 @@ function parseUnit(text: string): Map<string, [string, string][]> {
 }
 
 const unit = parseUnit(readFileSync(`${deploy}taskwire.service`, "utf8"));
+/** The node and the script the unit's ExecStart names. */
+const UNIT_NODE = "/usr/bin/node";
+const UNIT_SCRIPT = "/usr/local/lib/node_modules/taskwire/bin/taskwire.js";
 const service = unit.get("Service") ?? [];
 const one = (key: string): string | undefined => service.findLast(([k]) => k === key)?.[1];
 
@@ -98,10 +101,19 @@ describe("deploy/taskwire.service, read as systemd would", () => {
     for (const key of ["MemoryDenyWriteExecute", "PrivateUsers", "PrivateNetwork", "ProtectProc", "ProcSubset"]) {
       expect(one(key), key).toBeUndefined();
     }
+    // No System V IPC or POSIX message queues shared with the host (taskwire uses neither).
+    expect([one("PrivateIPC"), one("RemoveIPC")]).toEqual(["yes", "yes"]);
   });
 
-  it("ExecStart is `taskwire serve $TASKWIRE_OPTS` and each flag in deploy/taskwire.env is one serve takes", () => {
-    expect(one("ExecStart")).toBe("/usr/local/bin/taskwire serve $TASKWIRE_OPTS");
+  it("ExecStart runs the installed package's bin with an absolute node, not PATH's; each flag in deploy/taskwire.env is one serve takes", () => {
+    // bin/taskwire.js starts with `#!/usr/bin/env node`: run by path, it would take whatever node PATH finds first.
+    expect(one("ExecStart")).toBe(`${UNIT_NODE} ${UNIT_SCRIPT} serve $TASKWIRE_OPTS`);
+    const pkg = JSON.parse(readFileSync(`${root}package.json`, "utf8")) as {
+      name: string;
+      bin: Record<string, string>;
+    };
+    expect(UNIT_SCRIPT).toBe(`/usr/local/lib/node_modules/${pkg.name}/${pkg.bin["taskwire"]}`);
+    expect(readFileSync(`${root}${pkg.bin["taskwire"]}`, "utf8")).toMatch(/^#!\/usr\/bin\/env node\n/);
     expect(one("EnvironmentFile")).toBe("-/etc/taskwire/taskwire.env");
     const known = helpFlags();
     const flags = envOptions().filter((a) => a.startsWith("--"));
@@ -124,7 +136,9 @@ describe("deploy/taskwire.service, read as systemd would", () => {
       // verify insists ExecStart's binary exists: point it at this checkout's, in a copy of the unit.
       const copy = join(tmp, "taskwire.service");
       const text = readFileSync(`${deploy}taskwire.service`, "utf8");
-      writeFileSync(copy, text.replace(/^ExecStart=\/usr\/local\/bin\/taskwire /m, `ExecStart=${bin} `));
+      const execStart = `ExecStart=${UNIT_NODE} ${UNIT_SCRIPT} `;
+      expect(text).toContain(execStart);
+      writeFileSync(copy, text.replace(execStart, `ExecStart=${process.execPath} ${bin} `));
       const verified = await run(["systemd-analyze", "verify", copy]);
       expect(verified, verified.stderr).toMatchObject({ code: 0, stderr: "" });
       const security = await run(["systemd-analyze", "security", "--offline=yes", copy]);
@@ -169,7 +183,29 @@ const stage = finalStage();
 const last = (instruction: string) => stage.findLast((i) => i.instruction === instruction)?.args;
 
 describe("deploy/Containerfile, read as a container runtime would", () => {
-  it("runs as a non-root USER, `taskwire` from /usr/local/bin as the unit does, with CMD's flags serve takes", () => {
+  it("builds and runs on one LTS line of the official node image (an even major past Node 20's end of life)", () => {
+    const text = readFileSync(`${deploy}Containerfile`, "utf8");
+    const froms = [...text.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]!);
+    expect(froms).toHaveLength(2);
+    const majors = froms.map((f) => {
+      const m = /^docker\.io\/library\/node:(\d+)-[a-z]+-slim(@sha256:[0-9a-f]{64})?$/.exec(f);
+      expect(m, f).not.toBeNull();
+      return Number(m![1]);
+    });
+    expect(new Set(majors).size).toBe(1); // the build's node is the runtime's
+    expect(majors[0]! % 2).toBe(0); // only even majors become LTS
+    expect(majors[0]!).toBeGreaterThan(20);
+    // Pinned by tag here; the file says a digest pin is set at release.
+    expect(text).toMatch(/pin\s+(?:#\s+)?both FROM lines by digest/);
+  });
+
+  it("does not advise running as uid 0 under Docker", () => {
+    const text = readFileSync(`${deploy}Containerfile`, "utf8");
+    expect(text).not.toMatch(/run it as `--user 0:0/);
+    expect(text).toMatch(/Do NOT\s+#?\s*answer that with `--user 0:0`/);
+  });
+
+  it("runs as a non-root USER, `taskwire` from /usr/local/bin (the image's own node), with CMD's flags serve takes", () => {
     const user = last("USER")!;
     expect(user).toMatch(/^\d+:\d+$/); // numeric, so runtimes can tell it is not root without the image's passwd
     expect(Number(user.split(":")[0])).toBeGreaterThan(0);

@@ -242,16 +242,16 @@ describe("a request that does not decode gets an ErrorDetail too (INVALID_REQUES
 describe("errors that are not the server's", () => {
   it("a client that leaves mid-request is CANCELED, not an internal error, and is not logged", async () => {
     const { toConnectError } = await import("../src/rpc/errors.ts");
-    const logged: unknown[] = [];
-    const original = console.error;
-    console.error = (...a: unknown[]) => void logged.push(a);
+    const { configureLogging } = await import("../src/log/logger.ts");
+    const logged: string[] = [];
+    configureLogging({ write: (line) => void logged.push(line) });
     try {
       const left = new DOMException("The operation was aborted", "AbortError");
       expect(toConnectError(left).code).toBe(Code.Canceled);
       expect(toConnectError(new Error("bug")).code).toBe(Code.Internal);
     } finally {
-      console.error = original;
+      configureLogging({ sink: () => {} });
     }
-    expect(logged.length).toBe(1); // the bug only
+    expect(logged).toEqual([expect.stringMatching(/^taskwire: error: unexpected error in a handler error=bug /)]); // the bug only
   });
 });

@@ -10,6 +10,9 @@ import { createTaskwireClient } from "@taskwire/client";
 import type { Logger, LogRecord } from "@logtape/logtape";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { configureLogging, logText, parseLevel } from "../src/log/logger.ts";
+import { UNEXPECTED_ERRORS_PER_SECOND } from "../src/log/error-log.ts";
+import { toConnectError } from "../src/rpc/errors.ts";
+import { Code } from "@connectrpc/connect";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { collectExits, eventually, type Running, spawnServer, startServer } from "./helpers.ts";
 
@@ -143,6 +146,66 @@ describe("access log", () => {
     expect(logged().length).toBeGreaterThanOrEqual(2);
     expect(logged().length).toBeLessThanOrEqual(4);
     expect(logged()[0]!.properties).toMatchObject({ method: "GetInfo", code: "invalid_argument" });
+  });
+});
+
+describe("unexpected errors", () => {
+  it("are one error record each: message and a clipped stack as fields, never multi-line text", () => {
+    const { out } = lines({});
+    const err = new Error("boom\nsecond line");
+    err.stack = `Error: boom\nsecond line\n${"    at frame (file.ts:1:1)\n".repeat(500)}`;
+    expect(toConnectError(err)).toMatchObject({ code: Code.Internal, rawMessage: /the server log has details/ });
+    expect(out).toHaveLength(1);
+    const line = out[0]!;
+    expect(line.indexOf("\n")).toBe(line.length - 1); // one line
+    expect(line).toMatch(
+      /^taskwire: error: unexpected error in a handler error="boom\\nsecond line" stack="Error: boom/,
+    );
+    expect(line).toMatch(/… \(\d+ characters\)"\n$/); // the stack, clipped
+    expect(line.length).toBeLessThan(2048 + 200);
+  });
+
+  it("a flood of them writes a few lines a second and one count of the rest", async () => {
+    const { out } = lines({ format: "json" });
+    for (let i = 0; i < 500; i++) toConnectError(new TypeError(`bug ${i}`));
+    const logged = () => out.map((l) => JSON.parse(l) as Record<string, unknown>);
+    await eventually(() => logged().some((r) => /more unexpected errors/.test(String(r["message"]))), 3000);
+    const records = logged();
+    const each = records.filter((r) => r["message"] === "unexpected error in a handler");
+    expect(each.length).toBeGreaterThanOrEqual(1);
+    expect(each.length).toBeLessThanOrEqual(2 * UNEXPECTED_ERRORS_PER_SECOND); // may straddle a second
+    expect(each[0]).toMatchObject({
+      level: "ERROR",
+      errorName: "TypeError",
+      error: expect.stringMatching(/^bug \d+$/),
+    });
+    const skipped = records.map((r) => Number(/^(\d+) more/.exec(String(r["message"]))?.[1] ?? 0));
+    expect(each.length + skipped.reduce((a, b) => a + b, 0)).toBe(500);
+  });
+
+  it("json: U+2028 and U+2029 are escaped, so no reader splits a record", () => {
+    const { logger, out } = lines({ format: "json" });
+    logText(logger, "info", "a\u2028b", { peer: "x\u2029y" });
+    expect(out[0]).not.toMatch(/[\u2028\u2029]/);
+    expect(out[0]).toContain("a\\u2028b");
+    expect(JSON.parse(out[0]!)).toMatchObject({ message: "a\u2028b", peer: "x\u2029y" });
+  });
+
+  it("a handler's unexpected error reaches the client as INTERNAL and the log as one record", async () => {
+    const { out } = lines({});
+    const source = createSimSource({ cpus: 1, exitRate: 0 });
+    source.getPid = () => Promise.reject(new RangeError("multi\nline\u2028fault"));
+    const running = await startServer(source);
+    try {
+      const err = await running.client.getPid({ pid: 1 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: Code.Internal });
+      expect((err as Error).message).not.toMatch(/multi/); // nothing of the fault leaks to the client
+      const faults = out.filter((l) => l.includes("unexpected error"));
+      expect(faults).toHaveLength(1);
+      expect(faults[0]).toMatch(/error="multi\\nline\\u2028fault" errorName=RangeError stack=/);
+    } finally {
+      await running.close();
+    }
   });
 });
 

@@ -46,7 +46,8 @@ describe("the pacer of new connections' first requests", () => {
     await turn();
     expect(ran).toEqual([1, 2]);
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/^taskwire: error: serving a request failed error="Error: boom/);
+    // One line: the message, then the stack as a field (escaped, clipped).
+    expect(errors[0]).toMatch(/^taskwire: error: serving a request failed error=boom stack="Error: boom\\n {4}at /);
     expect(() => createPacer(0)).toThrow(RangeError);
     expect(() => createPacer(1.5)).toThrow(/whole number/);
   });

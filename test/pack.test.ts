@@ -134,7 +134,7 @@ describe("the packages installed from their tarballs into an empty project", () 
       const out = await ok(taskwire, ["watch", "--cpus", "0", "--count", "3", "--url", server.url], project);
       const events = lines(out).filter((l) => !l.startsWith("  group ")); // a group's last exit adds its aggregate's line
       expect(events).toHaveLength(3);
-      for (const l of events) expect(l).toMatch(/^\d\d:\d\d:\d\d\.\d{3} seq \d+ cpu 0 pid \d+ /);
+      for (const l of events) expect(l).toMatch(/^\d\d:\d\d:\d\d\.\d{3} cpu 0 pid \d+ ppid \d+ /);
       const ui = await fetch(`${server.url}/ui/taskwire-client.js`);
       expect(ui.status).toBe(200); // the browser bundle (dist/web) shipped too
     } finally {

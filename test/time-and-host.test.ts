@@ -17,6 +17,13 @@ import { collectExits, eventually, type Running, startServer } from "./helpers.t
 import { netlinkMissing, runHelper } from "./native.ts";
 
 const bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+const rawMachineId = (() => {
+  try {
+    return readFileSync("/etc/machine-id", "utf8").trim();
+  } catch {
+    return "";
+  }
+})();
 const exitsIn = (evs: { event: { case: string | undefined; value?: unknown } }[]): Exit[] =>
   evs.flatMap((e) => (e.event.case === "exit" ? [e.event.value as Exit] : []));
 /** The kernel's own view of the exit: start (whole seconds) plus elapsed time, ms. */
@@ -53,6 +60,9 @@ describe("host identity", () => {
     const host = await seen;
     ctl.abort();
     expect(host).toMatchObject({ hostname: "sim-host-a", bootId, source: "sim" });
+    // The same identity GetInfo gives, machine id included: taskwire's app-specific one, never the raw one.
+    expect(host).toEqual((await running.client.getInfo({})).host);
+    if (rawMachineId !== "") expect(host?.machineId).not.toBe(rawMachineId);
   });
 
   it("defaults to this machine's hostname", async () => {

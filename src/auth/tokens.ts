@@ -52,7 +52,14 @@ export function readAuthFile(path: string): AuthTable {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new AuthFileError(`the auth file ${path} is not JSON: ${(err as Error).message}`);
+    // JSON.parse's message quotes the text around the fault, and this file holds token hashes: say where only.
+    const at = /(?:at )?position \d+(?: \(line \d+ column \d+\))?|line \d+ column \d+/.exec((err as Error).message)
+      ?.[0];
+    throw new AuthFileError(
+      `the auth file ${path} is not JSON (a syntax error${
+        at === undefined ? "" : ` at ${at.replace(/^at /, "")}`
+      }); check it with \`jq . ${path}\``,
+    );
   }
   return parseAuthTable(json, path);
 }

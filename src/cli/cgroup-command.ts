@@ -1,10 +1,11 @@
 /** `taskwire cgroup PATH`: a cgroup's tasks by state, like getdelays -C. */
-import { toJsonString } from "@bufbuild/protobuf";
 import {
   CgroupStatsMethod,
   type GetCgroupStatsResponse,
   GetCgroupStatsResponseSchema,
-} from "../gen/taskwire/v1/taskstats_pb.ts";
+  messageToJson,
+} from "@taskwire/client";
+import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
 
 const METHOD: Record<CgroupStatsMethod, string> = {
@@ -20,16 +21,12 @@ export function formatCgroupStats(r: GetCgroupStatsResponse): string {
   return [
     `sleeping ${r.nrSleeping}, running ${r.nrRunning}, stopped ${r.nrStopped}, ` +
     `uninterruptible ${r.nrUninterruptible}, io_wait ${ioWait}`,
-    `cgroup ${r.path}: ${METHOD[r.method] ?? METHOD[CgroupStatsMethod.UNSPECIFIED]}`,
+    `cgroup ${escapeControls(r.path)}: ${METHOD[r.method] ?? METHOD[CgroupStatsMethod.UNSPECIFIED]}`,
   ].join("\n");
 }
 
 /** `taskwire cgroup PATH [--json]`. */
 export async function cgroupCommand(conn: Connection, path: string, json: boolean): Promise<void> {
   const r = await clientFor(conn).getCgroupStats({ path });
-  console.log(
-    json
-      ? toJsonString(GetCgroupStatsResponseSchema, r, { useProtoFieldName: true, alwaysEmitImplicit: true })
-      : formatCgroupStats(r),
-  );
+  console.log(json ? JSON.stringify(messageToJson(GetCgroupStatsResponseSchema, r)) : formatCgroupStats(r));
 }

@@ -1,32 +1,30 @@
-/** `taskwire get | watch | info`: thin clients over the SDK. */
-import { toJsonString } from "@bufbuild/protobuf";
-import { type TaskwireClient, watchExits } from "@taskwire/client";
-import { TaskStatsSchema } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { ExitEventSchema, GetInfoResponseSchema, type HostIdentity } from "../gen/taskwire/v1/taskstats_pb.ts";
+/** `taskwire get | info`: thin clients over the SDK. */
+import { GetInfoResponseSchema, messageToJson, TaskStatsSchema } from "@taskwire/client";
+import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
-import { formatEvent, formatStatsTable } from "./format.ts";
+import { formatStatsTable } from "./format.ts";
+import { formatReport, TGID_NOTE } from "./report.ts";
 
-const JSON_OPTS = { useProtoFieldName: true } as const;
-
-function client(c: Connection): TaskwireClient {
-  return clientFor(c);
-}
+/** How `get` prints: a readable summary, every raw field, or JSON. */
+export type GetStyle = "summary" | "all" | "json";
 
 /** `taskwire get pid N | tgid N`. */
-export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: number, json: boolean): Promise<void> {
-  const c = client(conn);
+export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: number, style: GetStyle): Promise<void> {
+  const c = clientFor(conn);
   const stats = kind === "pid" ? (await c.getPid({ pid: id })).stats : (await c.getTgid({ tgid: id })).stats;
   if (stats === undefined) throw new Error(`the server sent no stats for ${kind} ${id}`);
-  console.log(json ? toJsonString(TaskStatsSchema, stats, JSON_OPTS) : formatStatsTable(stats));
+  if (style === "json") return console.log(JSON.stringify(messageToJson(TaskStatsSchema, stats)));
+  if (style === "all") return console.log(formatStatsTable(stats));
+  const notes = kind === "tgid"
+    ? [`process ${id}: ${TGID_NOTE}`]
+    : [`thread ${id}: its own counters; \`get tgid\` sums a process's threads`];
+  console.log(formatReport(stats, notes));
 }
 
 /** `taskwire info`. */
 export async function infoCommand(conn: Connection, json: boolean, listeners = false): Promise<void> {
-  const info = await client(conn).getInfo({ listeners });
-  if (json) {
-    console.log(toJsonString(GetInfoResponseSchema, info, JSON_OPTS));
-    return;
-  }
+  const info = await clientFor(conn).getInfo({ listeners });
+  if (json) return console.log(JSON.stringify(messageToJson(GetInfoResponseSchema, info)));
   const rows: [string, unknown][] = [
     ["source", info.source],
     ["host", info.host?.hostname ?? "(not reported)"],
@@ -38,7 +36,12 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["server holds", info.capabilities.join(", ") || "(no capabilities)"],
     ["possible CPUs", info.possibleCpus],
     ["taskstats version", `${info.taskstatsVersion} (${info.taskstatsSize} bytes)`],
-    ["delay accounting", info.delayacct ? "on" : "off (delay fields are zero; see kernel.task_delayacct)"],
+    [
+      "delay accounting",
+      info.delayacct
+        ? "on"
+        : "off (kernel.task_delayacct=0: I/O, swap, reclaim and other delays are zero; CPU delay is filled regardless)",
+    ],
     ["watched CPUs", info.watchedCpus || "(none)"],
     ["listeners", info.listeners],
     ["streams", info.streams],
@@ -48,57 +51,21 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`],
     ["lease", `${info.leaseMs} ms`],
   ];
-  for (const [k, v] of rows) console.log(`${k.padEnd(18)} ${v}`);
-  if (!listeners) return;
+  for (const [k, v] of rows) console.log(`${k.padEnd(18)} ${escapeControls(String(v))}`);
+  if (listeners) printListeners(info.listenerDetails);
+}
+
+function printListeners(details: Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["listenerDetails"]) {
   console.log(
-    "\nlistener                              cpus        stream  queue          produced  lost(sub/kernel)  events/s",
+    "\nlistener                              cpus        stream  queue          produced  lost(sub/kernel)  events/s  owner",
   );
-  for (const l of info.listenerDetails) {
+  for (const l of details) {
     console.log(
-      `${l.listenerId.padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
+      `${escapeControls(l.listenerId).padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
         `${`${l.queueDepth}/${l.queueCapacity}`.padEnd(14)} ${String(l.produced).padStart(8)}  ` +
-        `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}`.padEnd(16)}  ${l.eventsPerSecond.toFixed(1)}`,
+        `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}`.padEnd(16)}  ${
+          l.eventsPerSecond.toFixed(1).padStart(8)
+        }  ${escapeControls(l.owner)}`,
     );
   }
-}
-
-/** Options of `taskwire watch`. */
-export interface WatchFlags {
-  conn: Connection;
-  cpus?: string | undefined;
-  listener?: string | undefined;
-  json: boolean;
-  count?: number | undefined;
-  buffer?: number | undefined;
-}
-
-/** `taskwire watch`: one line per exit until interrupted (or --count events). */
-export async function watchCommand(flags: WatchFlags): Promise<void> {
-  const ctl = new AbortController();
-  process.once("SIGINT", () => ctl.abort());
-  const target = flags.listener !== undefined ? { listenerId: flags.listener } : { cpumask: flags.cpus ?? "" };
-  let seen = 0;
-  try {
-    for await (
-      const ev of watchExits(client(flags.conn), {
-        ...target,
-        signal: ctl.signal,
-        ...(flags.buffer !== undefined && { buffer: flags.buffer }),
-        onSubscribed: (s) =>
-          console.error(
-            `taskwire: watching CPUs ${s.cpumask} on ${describeHost(s.host)} (listener ${s.listenerId}); Ctrl-C stops`,
-          ),
-      })
-    ) {
-      console.log(flags.json ? toJsonString(ExitEventSchema, ev, JSON_OPTS) : formatEvent(ev));
-      if (flags.count !== undefined && ++seen >= flags.count) break;
-    }
-  } catch (err) {
-    if (!ctl.signal.aborted) throw err;
-  }
-}
-
-function describeHost(host: HostIdentity | undefined): string {
-  if (host === undefined) return "the server's host";
-  return `${host.hostname} (${host.source}, boot ${host.bootId.slice(0, 8) || "unknown"})`;
 }

@@ -29,6 +29,69 @@ const NOT_KEYS = new Set(["config", "printConfig", "help", "version"]);
 /** Environment variables the client commands read (--url, --token, --ca, --cert, --key); no serve key may map to one. */
 export const CLIENT_ENV = new Set(["TASKWIRE_URL", "TASKWIRE_TOKEN", "TASKWIRE_CA", "TASKWIRE_CERT", "TASKWIRE_KEY"]);
 
+/**
+ * TASKWIRE_ variables that are no serve setting but are expected in a
+ * server's environment: the client commands' (a shell that runs both), the
+ * systemd unit's flag list (deploy/taskwire.service), the test suite's
+ * switches, and --config's own.
+ */
+export const OTHER_ENV: ReadonlySet<string> = new Set([
+  ...CLIENT_ENV,
+  "TASKWIRE_CONFIG",
+  "TASKWIRE_OPTS",
+  "TASKWIRE_REQUIRE_NETLINK",
+  "TASKWIRE_REQUIRE_INTEROP",
+  "TASKWIRE_REQUIRE_BROWSER",
+  "TASKWIRE_FUZZ_SCALE",
+]);
+
+/**
+ * Warnings for TASKWIRE_ variables that are no setting of `cmd` (a typo,
+ * TASKWIRE_MAX_STREAM, would otherwise be ignored in silence): each names
+ * the variable (never its value, which may be a secret) and the nearest
+ * setting.
+ */
+export function unknownEnv(cmd: Command, env: Readonly<Record<string, string | undefined>> = process.env): string[] {
+  const known = new Set(configurable(cmd).map(envName));
+  return Object.keys(env)
+    .filter((name) => name.startsWith("TASKWIRE_") && !known.has(name) && !OTHER_ENV.has(name))
+    .sort()
+    .slice(0, 16)
+    .map((name) => {
+      const near = nearest(name, [...known]);
+      return `environment variable ${clipName(name)} is no setting of taskwire serve and is ignored${
+        near === undefined ? "" : ` (did you mean ${near}?)`
+      }; \`taskwire serve --help\` lists each flag's variable`;
+    });
+}
+
+const clipName = (name: string) => (name.length <= 64 ? name : `${name.slice(0, 64)}…`);
+
+// The known name at the least edit distance after the prefix, if close (a quarter of the name at most).
+function nearest(name: string, known: readonly string[]): string | undefined {
+  const part = (n: string) => n.slice("TASKWIRE_".length);
+  let best: string | undefined, bestDistance = Math.max(1, Math.floor(part(name).length / 4)) + 1;
+  for (const k of known) {
+    const d = distance(part(name), part(k));
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best;
+}
+
+// Levenshtein distance; names are short (and clipped).
+function distance(a: string, b: string): number {
+  if (a.length > 80 || b.length > 80) return Infinity;
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
+
 /** The config key of an option: its long name in kebab case, without a `no-` (`access-log = false`). */
 export function configKey(option: Option): string {
   return option.attributeName().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -150,8 +213,10 @@ function parsed(option: Option, text: string): unknown {
   try {
     return option.parseArg(text, undefined);
   } catch (err) {
-    if (err instanceof InvalidArgumentError) throw new RangeError(`${err.message} (got ${JSON.stringify(text)})`);
-    throw err;
+    if (!(err instanceof InvalidArgumentError)) throw err;
+    // Most parsers name the value already ("got \"-5\""); say it once.
+    const got = `got ${JSON.stringify(text)}`;
+    throw new RangeError(err.message.includes(got) ? err.message : `${err.message} (${got})`);
   }
 }
 

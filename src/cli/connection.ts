@@ -53,8 +53,16 @@ export function connectionFrom(o: Record<string, unknown>): Connection {
   return { url: str("url") ?? DEFAULT_URL, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
 }
 
+let _url: string | undefined;
+
+/** The URL of the last client made (what an error message names). */
+export function currentUrl(): string | undefined {
+  return _url;
+}
+
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
+  _url = c.url;
   const read = (file: string | undefined, what: string) => {
     if (file === undefined) return undefined;
     try {

@@ -1,6 +1,80 @@
-/** Errors the CLI reports without a stack. */
+/**
+ * Errors the CLI reports, in one format (`taskwire: <what happened>` on
+ * stderr, no stack), and the exit status of each: 0 ok, 1 a runtime error
+ * (the server is unreachable, a task is gone, the server failed), 2 a usage
+ * error (a bad flag or value, including one the server rejected as
+ * INVALID_ARGUMENT or OUT_OF_RANGE: the request built from the arguments).
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { CommanderError } from "commander";
+import { escapeControls } from "../log/logger.ts";
 
 /** A usage problem (a bad flag, a file that cannot be read): exit status 2. */
 export class UsageError extends Error {
   override readonly name = "UsageError";
+}
+
+/** The server could not be reached (never answered): exit status 1, said with the URL and the cause. */
+export class UnreachableError extends Error {
+  override readonly name = "UnreachableError";
+  /** `url`: the server tried; `cause`: the transport's error. */
+  constructor(readonly url: string, cause: unknown) {
+    super(`cannot reach a taskwire server at ${url}: ${causeOf(cause)}`, { cause });
+  }
+}
+
+const NETWORK =
+  /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|fetch failed|socket hang up/i;
+const USAGE_CODES = new Set([Code.InvalidArgument, Code.OutOfRange]);
+
+/** The transport-level cause of a failed call, e.g. "connect ECONNREFUSED 127.0.0.1:1". */
+export function causeOf(err: unknown): string {
+  let e: unknown = err;
+  for (let depth = 0; depth < 4 && e instanceof Error; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && NETWORK.test(code)) return `${e.message || code}`;
+    if (e.cause === undefined) break;
+    e = e.cause;
+  }
+  return err instanceof ConnectError ? err.rawMessage : err instanceof Error ? err.message : String(err);
+}
+
+/** True when `err` says no server answered at all (refused, unreachable, reset before a reply). */
+export function isUnreachable(err: unknown): boolean {
+  if (!(err instanceof ConnectError)) return false;
+  return err.code === Code.Unavailable || NETWORK.test(causeOf(err));
+}
+
+/** The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. */
+export function describeError(err: unknown, url: string | undefined): string {
+  if (err instanceof ExitStatus) return "";
+  if (err instanceof ConnectError && url !== undefined && isUnreachable(err)) {
+    return describeError(new UnreachableError(url, err), url);
+  }
+  if (err instanceof UnreachableError) {
+    return escapeControls(
+      `${err.message}; is \`taskwire serve\` running there? Point at it with --url or TASKWIRE_URL`,
+    );
+  }
+  if (err instanceof ConnectError) return escapeControls(`${Code[err.code]}: ${err.rawMessage}`);
+  return escapeControls(err instanceof Error ? err.message : String(err));
+}
+
+/** The exit status for `err`: 2 for usage errors (commander's own included), else 1. */
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof ExitStatus) return err.code;
+  if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+  if (err instanceof UsageError) return 2;
+  if (err instanceof RangeError) return 2; // the SDK's "bad argument" (a TypeError may be a bug: 1)
+  if (err instanceof ConnectError && USAGE_CODES.has(err.code)) return 2;
+  return 1;
+}
+
+/** Not an error: the status a command wants to exit with (`run` passes its command's on). Printed as nothing. */
+export class ExitStatus extends Error {
+  override readonly name = "ExitStatus";
+  /** `code`: the process's exit status. */
+  constructor(readonly code: number) {
+    super(`exit status ${code}`);
+  }
 }

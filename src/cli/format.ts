@@ -1,8 +1,8 @@
-/** Human-readable renderings of stats and events for the CLI (getdelays-style). */
-import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+/** Human-readable renderings of stats and events for the CLI (getdelays- and exitsnoop-style). */
+import { describeExit, type HostedExitEvent, LossReason, type Lost, type TaskStatsRecord } from "@taskwire/client";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { type ExitEvent, LossReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { FIELD_BY_KERNEL_NAME } from "../kernel/taskstats.ts";
+import { escapeControls } from "../log/logger.ts";
 
 const UNITS: [RegExp, string][] = [
   [/_delay_(total|max|min)$|^cpu_(run_real|run_virtual|scaled_run_real)_total$/, "ns"],
@@ -17,22 +17,18 @@ function unitOf(name: string): string {
   return UNITS.find(([re]) => re.test(name))?.[1] ?? "";
 }
 
-/** A wait(2) status as the kernel stores it in ac_exitcode. */
-export function describeExit(status: number): string {
-  const sig = status & 0x7f;
-  if (sig === 0) return `exit ${(status >> 8) & 0xff}`;
-  return `signal ${sig}${status & 0x80 ? " (core)" : ""}`;
-}
-
-function ms(ns: bigint | undefined): string {
+/** A nanosecond total as milliseconds ("-" when the record lacks it). */
+export function ms(ns: bigint | number | undefined): string {
   return ns === undefined ? "-" : `${(Number(ns) / 1e6).toFixed(3)}ms`;
 }
 
-function secs(us: bigint | undefined): string {
+/** A microsecond total as seconds. */
+export function secs(us: bigint | number | undefined): string {
   return us === undefined ? "-" : `${(Number(us) / 1e6).toFixed(3)}s`;
 }
 
-function bytes(n: bigint | undefined): string {
+/** A byte count with a binary unit. */
+export function bytes(n: bigint | number | undefined): string {
   if (n === undefined) return "-";
   const v = Number(n);
   if (v >= 1 << 30) return `${(v / (1 << 30)).toFixed(1)}GiB`;
@@ -41,46 +37,81 @@ function bytes(n: bigint | undefined): string {
   return `${v}B`;
 }
 
+/** An elapsed time in microseconds, compact: 850us, 12.3ms, 4.20s, 3m12s, 2h05m. */
+export function age(us: bigint | undefined): string {
+  if (us === undefined) return "-";
+  const s = Number(us) / 1e6;
+  if (s < 0.001) return `${Number(us)}us`;
+  if (s < 1) return `${(s * 1000).toFixed(1)}ms`;
+  if (s < 60) return `${s.toFixed(2)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+/** A comm (or any name a local user chose) quoted and escaped for the terminal. */
+export function quoted(text: string | undefined): string {
+  return escapeControls(JSON.stringify(text ?? ""));
+}
+
 /** Every field of a record, one per line: name, value, unit. Unset fields say so. */
-export function formatStatsTable(stats: TaskStats): string {
+export function formatStatsTable(stats: TaskStatsRecord): string {
   const rows = [...FIELD_BY_KERNEL_NAME].map(([kernel, spec]) => {
     const v = stats[spec.name];
-    return [
-      kernel,
-      v === undefined ? "(not in this kernel's struct)" : String(v),
-      v === undefined ? "" : unitOf(kernel),
-    ];
+    const text = v === undefined ? "(not in this kernel's struct)" : typeof v === "string" ? quoted(v) : String(v);
+    return [kernel, text, v === undefined ? "" : unitOf(kernel)];
   });
   const w = Math.max(...rows.map((r) => r[0]!.length));
   return rows.map(([k, v, u]) => `${k!.padEnd(w)}  ${v}${u ? ` ${u}` : ""}`).join("\n");
 }
 
-/** One line for an exit or loss, like getdelays -l prints per record. */
-export function formatEvent(ev: ExitEvent): string {
-  const at = ev.event.case === "exit" ? ev.event.value.receivedAt : undefined;
-  const head = `${at === undefined ? "" : `${clock(at)} `}seq ${ev.seq} cpu ${ev.cpu}`;
-  if (ev.event.case === "lost") {
-    const l = ev.event.value;
-    return `${head} LOST ${l.count} event(s), seq ${l.firstSeq}-${l.lastSeq}: ${
-      LossReason[l.reason]?.toLowerCase().replace(/_/g, " ") ?? l.reason
-    }`;
-  }
-  if (ev.event.case !== "exit") return `${head} (unknown event)`;
-  const { pid, tgid, pidStats: s, tgidStats: g } = ev.event.value;
-  const line =
-    `${head} pid ${pid} tgid ${tgid} comm ${JSON.stringify(s?.acComm ?? "")} ${describeExit(s?.acExitcode ?? 0)}` +
-    ` utime ${secs(s?.acUtime)} stime ${secs(s?.acStime)} cpu-delay ${ms(s?.cpuDelayTotal)} blkio-delay ${
-      ms(s?.blkioDelayTotal)
-    }` +
-    ` read ${bytes(s?.readBytes)} write ${bytes(s?.writeBytes)} csw ${s?.nvcsw ?? "-"}/${s?.nivcsw ?? "-"}`;
+const LOSS_WHY: Record<LossReason, string> = {
+  [LossReason.UNSPECIFIED]: "reason not given",
+  [LossReason.SUBSCRIBER_OVERFLOW]:
+    "subscriber overflow: this listener's queue was full (read faster or raise --buffer)",
+  [LossReason.KERNEL_OVERFLOW]: "kernel overflow: the kernel dropped records (netlink socket buffer full)",
+  [LossReason.RETENTION]: "retention: no longer retained when the stream resumed",
+  [LossReason.RESTART]: "restart: the server restarted and the listener was registered again",
+};
+
+/** A loss marker: how many, which seqs, and why (the CPU only where it means something: a kernel overflow). */
+export function formatLoss(seq: bigint, cpu: number, l: Lost): string {
+  const count = l.countUnknown ? "an unknown number of" : String(l.count);
+  const range = l.countUnknown ? `after seq ${l.firstSeq - 1n}` : `seq ${l.firstSeq}-${l.lastSeq}`;
+  const where = l.reason === LossReason.KERNEL_OVERFLOW ? ` on cpu ${cpu}` : "";
+  return `LOST ${count} event(s)${where}, ${range}: ${LOSS_WHY[l.reason] ?? `reason ${l.reason}`} (at seq ${seq})`;
+}
+
+/**
+ * One line for an exit or loss, like exitsnoop and getdelays -l together:
+ * time, host (fleet), cpu, pid, ppid, tgid, uid, comm, exit status, age,
+ * CPU time, CPU and I/O delay, peak RSS, I/O bytes, context switches.
+ */
+export function formatEvent(ev: HostedExitEvent, showHost = false): string {
+  const host = showHost && ev.host !== undefined ? `${escapeControls(ev.host)} ` : "";
+  if (ev.event.case === "lost") return `${host}${formatLoss(ev.seq, ev.cpu, ev.event.value)}`;
+  if (ev.event.case !== "exit") return `${host}seq ${ev.seq} (an event kind this CLI does not know)`;
+  const { pid, tgid, pidStats: s, tgidStats: g, receivedAt } = ev.event.value;
+  const at = receivedAt === undefined ? "" : `${clock(receivedAt)} `;
+  const status = s?.acExitcode === undefined ? "exit ?" : describeExit(s.acExitcode).text;
+  const line = `${at}${host}cpu ${ev.cpu} pid ${pid} ppid ${s?.acPpid ?? "-"} tgid ${tgid} uid ${s?.acUid ?? "-"} ` +
+    `comm ${quoted(s?.acComm)} ${status} age ${age(s?.acEtime)} ` +
+    `cpu ${secs(_sum(s?.acUtime, s?.acStime))} cpu-delay ${ms(s?.cpuDelayTotal)} io-delay ${ms(s?.blkioDelayTotal)} ` +
+    `rss ${s?.hiwaterRss === undefined ? "-" : bytes(s.hiwaterRss * 1024n)} ` +
+    `read ${bytes(s?.readBytes)} write ${bytes(s?.writeBytes)} csw ${s?.nvcsw ?? "-"}/${
+      s?.nivcsw ?? "-"
+    } seq ${ev.seq}`;
   if (g === undefined) return line;
-  return `${line}\n  group ${tgid}: cpu-delay ${ms(g.cpuDelayTotal)} blkio-delay ${ms(g.blkioDelayTotal)} cpu-run ${
-    ms(g.cpuRunRealTotal)
-  }`;
+  return `${line}\n  process ${tgid} ended (last thread): cpu-delay ${ms(g.cpuDelayTotal)} io-delay ${
+    ms(g.blkioDelayTotal)
+  } cpu-run ${ms(g.cpuRunRealTotal)} summed over its threads`;
+}
+
+function _sum(a: bigint | undefined, b: bigint | undefined): bigint | undefined {
+  return a === undefined || b === undefined ? undefined : a + b;
 }
 
 /** A receive time as local time of day to the millisecond, like exitsnoop's TIME column. */
-function clock(at: Timestamp): string {
+export function clock(at: Timestamp): string {
   const d = timestampDate(at);
   const pad = (n: number, w = 2) => String(n).padStart(w, "0");
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;

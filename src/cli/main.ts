@@ -1,21 +1,27 @@
 /** The `taskwire` command line: serve | get | watch | info | cgroup. */
-import { Code, ConnectError } from "@connectrpc/connect";
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS } from "../core/registry.ts";
 import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
 import { defaultMemoryBudget } from "../server/memory.ts";
-import { DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
+import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
 import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";
+import { DEFAULT_CGROUP_CALLS } from "../rpc/cgroup-stats.ts";
 import { DEFAULT_SEND_BUFFER, DEFAULT_TRANSPORT_LIMITS as TRANSPORT } from "../runtime/node.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../server/message-limit.ts";
 import { VERSION } from "../version.ts";
-import { getCommand, infoCommand, watchCommand } from "./client-commands.ts";
+import { getCommand, infoCommand } from "./client-commands.ts";
+import { addWatchCommand } from "./watch-command.ts";
+import { addTopCommand } from "./top-command.ts";
+import { addRunCommand } from "./run-command.ts";
+import { describeError, exitCodeFor } from "./errors.ts";
+import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
-import { addConnectionOptions, connectionFrom, DEFAULT_URL } from "./connection.ts";
+import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import { addConfigOptions, effectiveConfig } from "./config.ts";
+import { addConfigOptions, effectiveConfig, unknownEnv } from "./config.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
-import { serveCommand, type ServeFlags, UsageError } from "./serve.ts";
+import { addNatsOptions, natsFlagsFrom } from "./serve-nats.ts";
+import { printConfig, serveCommand, type ServeFlags, UsageError } from "./serve.ts";
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -57,7 +63,10 @@ function buildProgram(): Command {
   const program = new Command("taskwire")
     .description("Linux taskstats (per-task CPU, delay, memory and I/O accounting) as a network service")
     .version(VERSION)
-    .showHelpAfterError("(run with --help for usage)");
+    .showHelpAfterError("(run with --help for usage)")
+    // Usage errors from commander itself exit 2 like ours, in the same "taskwire: ..." format (inherited by subcommands).
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`taskwire: ${text.replace(/^error: /, "")}`) });
 
   const serve = program.command("serve")
     .description("run the server")
@@ -82,10 +91,28 @@ function buildProgram(): Command {
       DEFAULT_SOCKET_BUFFER,
     )
     .option(
+      "--netlink-batch-window-ms <ms>",
+      "how long the netlink reader may hold exit records before handing them on, 0-100 (more: less CPU per record, more latency)",
+      int(0, 100),
+      DEFAULT_BATCH_WINDOW_MS,
+    )
+    .option(
       "--cgroup-max-threads <n>",
       "most threads GetCgroupStats reads from /proc for one cgroup v2 directory (a larger cgroup is RESOURCE_EXHAUSTED)",
       int(1, 4194304),
       DEFAULT_CGROUP_MAX_THREADS,
+    )
+    .option(
+      "--cgroup-max-concurrent <n>",
+      "GetCgroupStats counts in flight at once, in all (one per principal); more are RESOURCE_EXHAUSTED",
+      int(1, 1024),
+      DEFAULT_CGROUP_CALLS.maxConcurrent,
+    )
+    .option(
+      "--cgroup-timeout <ms>",
+      "longest one GetCgroupStats count may take; past it the count stops and the call is RESOURCE_EXHAUSTED",
+      int(1, 2 ** 31 - 1),
+      DEFAULT_CGROUP_CALLS.timeoutMs,
     )
     .option(
       "--send-buffer <bytes>",
@@ -177,13 +204,11 @@ function buildProgram(): Command {
     );
   addAuthOptions(serve, int);
   addLogOptions(serve, int);
+  addNatsOptions(serve, int);
   addConfigOptions(serve); // after the last serve option: each becomes a config key and an env variable
   serve.action(async (o: Record<string, unknown>) => {
-    if (o["printConfig"] === true) {
-      process.stdout.write(effectiveConfig(serve));
-      return;
-    }
     const flags: ServeFlags = {
+      configWarnings: unknownEnv(serve),
       source: o["source"] as ServeFlags["source"],
       host: o["host"] as string,
       port: o["port"] as number,
@@ -191,7 +216,9 @@ function buildProgram(): Command {
       simExitRate: o["simExitRate"] as number,
       simSeed: o["simSeed"] as number,
       socketBuffer: o["socketBuffer"] as number,
+      netlinkBatchWindowMs: o["netlinkBatchWindowMs"] as number,
       cgroupMaxThreads: o["cgroupMaxThreads"] as number,
+      cgroupCalls: { maxConcurrent: o["cgroupMaxConcurrent"] as number, timeoutMs: o["cgroupTimeout"] as number },
       sendBuffer: o["sendBuffer"] as number,
       maxMessageBytes: o["maxMessageBytes"] as number,
       transport: {
@@ -224,6 +251,7 @@ function buildProgram(): Command {
       memoryBudget: o["memoryBudget"] as number,
       memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
       log: logFlagsFrom(o),
+      fleet: natsFlagsFrom(o),
     };
     if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
       throw new UsageError("--default-buffer must not exceed --max-buffer");
@@ -231,46 +259,31 @@ function buildProgram(): Command {
     if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
       throw new UsageError("--header-timeout-ms must not exceed --request-timeout-ms: headers are part of the request");
     }
+    // --print-config refuses what a start would refuse (exposure, TLS pairs) before printing.
+    if (o["printConfig"] === true) return printConfig(effectiveConfig(serve), flags);
     await serveCommand(flags);
   });
 
   const get = program.command("get")
-    .description("stats of a live task: get pid <N> (a thread) or get tgid <N> (a process, summed over its threads)")
+    .description(
+      "stats of a live task: get pid <N> (a thread) or get tgid <N> (a process, summed over its threads by the kernel)",
+    )
     .argument("<kind>", "pid or tgid")
     .argument("<id>", "thread or process id", int(1, 2 ** 32 - 1))
-    .option("--json", "print JSON (kernel field names)")
-    .action(async (kind: string, id: number, o: { json?: boolean }) => {
+    .option("--all", "every raw field, one per line, with units")
+    .option("--json", "print JSON: every field, kernel names (see README: JSON output)")
+    .action(async (kind: string, id: number, o: { json?: boolean; all?: boolean }) => {
       if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
-      await getCommand(connectionFrom(o), kind, id, o.json === true);
+      await getCommand(connectionFrom(o), kind, id, o.json === true ? "json" : o.all === true ? "all" : "summary");
     });
   addConnectionOptions(get);
-
-  const watch = program.command("watch")
-    .description("print one line per task exit on the given CPUs (like getdelays -l)")
-    .option("--cpus <cpulist>", 'CPUs to watch, kernel cpulist syntax: "0-3,5"')
-    .option("--listener <id>", "stream an existing listener (from Register) instead of --cpus")
-    .option("--json", "print JSON lines (kernel field names)")
-    .option("--count <n>", "stop after n events", int(1))
-    .option("--buffer <n>", "queue size to ask for (events)", int(1))
-    .action(
-      async (o: { cpus?: string; listener?: string; json?: boolean; count?: number; buffer?: number }) => {
-        if ((o.cpus === undefined) === (o.listener === undefined)) {
-          throw new UsageError("watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>");
-        }
-        await watchCommand({
-          conn: connectionFrom(o),
-          cpus: o.cpus,
-          listener: o.listener,
-          json: o.json === true,
-          count: o.count,
-          buffer: o.buffer,
-        });
-      },
-    );
+  const watch = addWatchCommand(program);
+  addTopCommand(program);
+  addRunCommand(program);
 
   const info = program.command("info")
     .description("what the server is: source, kernel, CPUs, counters")
-    .option("--json", "print JSON")
+    .option("--json", "print JSON: every GetInfo field (see README: JSON output)")
     .option(
       "--listeners",
       "also list your listeners (every listener, with the admin role): queue depth, drops, events/s",
@@ -283,24 +296,11 @@ function buildProgram(): Command {
     .argument("<path>", "cgroup directory on the server, e.g. /sys/fs/cgroup/cpu/batch")
     .option("--json", "print JSON, every field")
     .action(async (path: string, o: { json?: boolean }) => cgroupCommand(connectionFrom(o), path, o.json === true));
-  addConnectionOptions(watch);
+  void watch; // registered with its connection options by addWatchCommand
   addConnectionOptions(info);
   addConnectionOptions(cgroup);
   addTokenCommand(program);
   return program;
-}
-
-function explain(err: unknown, argv: readonly string[]): string {
-  if (err instanceof ConnectError) {
-    if (err.code === Code.Unavailable || /fetch failed|ECONNREFUSED/i.test(String(err.cause ?? err.message))) {
-      const url = argv[argv.indexOf("--url") + 1] ?? process.env["TASKWIRE_URL"] ?? DEFAULT_URL;
-      return `cannot reach a taskwire server (${err.rawMessage}); is \`taskwire serve\` running? Point at it with --url or TASKWIRE_URL (tried ${
-        argv.includes("--url") ? url : process.env["TASKWIRE_URL"] ?? DEFAULT_URL
-      })`;
-    }
-    return `${Code[err.code]}: ${err.rawMessage}`;
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Runs the CLI; returns the exit code. */
@@ -309,7 +309,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     await buildProgram().parseAsync([...argv], { from: "user" });
     return 0;
   } catch (err) {
-    console.error(`taskwire: ${explain(err, argv)}`);
-    return err instanceof UsageError ? 2 : 1;
+    // commander has printed its own usage errors (in the same format, see configureOutput)
+    const text = err instanceof CommanderError ? "" : describeError(err, currentUrl());
+    if (text !== "") console.error(`taskwire: ${text}`);
+    return exitCodeFor(err);
   }
 }

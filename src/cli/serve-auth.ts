@@ -6,7 +6,7 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_ADMISSION } from "../core/admission.ts";
 import { type Role, ROLES } from "../core/principal.ts";
 import { DEFAULT_LIMITS } from "../core/registry.ts";
-import { isLoopbackAddress } from "../auth/hosts.ts";
+import { allowedHostProblem, isLoopbackAddress } from "../auth/hosts.ts";
 import { hashToken, newToken } from "../auth/tokens.ts";
 import { UsageError } from "./errors.ts";
 
@@ -55,14 +55,14 @@ export function addAuthOptions(cmd: Command, int: IntParser): Command {
     .addOption(
       new Option(
         "--allowed-host <names>",
-        "comma-separated Host names a loopback server also answers to (DNS-rebinding guard)",
+        "comma-separated Host names the server also answers to, matched exactly (DNS-rebinding guard, on for a loopback address or without authentication; it already allows loopback names, the bind address and this machine's hostname and addresses)",
       )
         .argParser(list).default([]),
     )
     .option("--max-streams <n>", "SubscribeExits streams open at once, in all", int(1), DEFAULT_ADMISSION.maxStreams)
     .option(
       "--max-streams-per-principal <n>",
-      "streams one principal (or, without auth, one address) has open at once",
+      "streams one principal has open at once (without auth, one address: all of loopback counts as one, IPv6 by /64)",
       int(1),
       DEFAULT_ADMISSION.maxStreamsPerPrincipal,
     )
@@ -129,6 +129,10 @@ export function checkExposure(
   o: { host: string; auth: AuthFlags; corsOrigins: readonly string[]; tls: boolean },
 ): string[] {
   const authOn = o.auth.tokenFile !== undefined || o.auth.tlsClientCa !== undefined;
+  for (const name of o.auth.allowedHosts) {
+    const problem = allowedHostProblem(name);
+    if (problem !== undefined) throw new UsageError(problem);
+  }
   if (o.auth.tlsClientCa !== undefined && !o.tls) {
     throw new UsageError("--tls-client-ca needs TLS: pass --tls-cert and --tls-key too");
   }
@@ -146,6 +150,7 @@ export function checkExposure(
     );
   }
   return [
-    `serving ${o.host} WITHOUT authentication (--allow-unauthenticated): anyone who reaches the port can read every task's accounting`,
+    `serving ${o.host} WITHOUT authentication (--allow-unauthenticated): anyone who reaches the port can read every task's accounting; ` +
+    "requests must name this machine in Host (its hostname or an address; more with --allowed-host)",
   ];
 }

@@ -7,6 +7,7 @@ import type { TransportLimits } from "../runtime/node.ts";
 import { createServer } from "../server/server.ts";
 import type { Share } from "../core/budget.ts";
 import type { Limits } from "../core/registry.ts";
+import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
@@ -19,6 +20,8 @@ import { CAP_NET_ADMIN, describeCapabilities, excessCapabilities, readCapabiliti
 import type { Logger } from "@logtape/logtape";
 import { configureLogging, logText } from "../log/logger.ts";
 import type { LogFlags } from "./serve-log.ts";
+import type { FleetOptions } from "../fleet/publisher.ts";
+import { openFleet } from "./serve-nats.ts";
 
 /** Parsed `serve` flags. */
 export interface ServeFlags {
@@ -29,8 +32,12 @@ export interface ServeFlags {
   simExitRate: number;
   simSeed: number;
   socketBuffer: number;
+  /** How long the netlink reader may hold records before handing them on. */
+  netlinkBatchWindowMs?: number;
   /** Most threads counted from /proc per cgroup v2 directory (--cgroup-max-threads). */
   cgroupMaxThreads?: number;
+  /** GetCgroupStats counts in flight (--cgroup-max-concurrent) and their time limit (--cgroup-timeout). */
+  cgroupCalls?: Partial<CgroupCallLimits>;
   /** Kernel send buffer per client connection (bytes; 0 = autotuning). */
   sendBuffer: number;
   /** Largest request message accepted (bytes). */
@@ -53,6 +60,10 @@ export interface ServeFlags {
   auth: AuthFlags;
   /** --log-level, --log-format, --no-access-log, --access-log-rate. */
   log: LogFlags;
+  /** Warnings about the configuration itself (unknown TASKWIRE_ variables), logged once logging is set up. */
+  configWarnings?: readonly string[];
+  /** --nats and --nats-*: publish exits to NATS JetStream; undefined without --nats. */
+  fleet?: FleetOptions | undefined;
 }
 
 export { UsageError } from "./errors.ts";
@@ -64,6 +75,7 @@ async function openSource(flags: ServeFlags): Promise<TaskstatsSource> {
   try {
     return await openNetlinkSource({
       socketBuffer: flags.socketBuffer,
+      ...(flags.netlinkBatchWindowMs !== undefined && { batchWindowMs: flags.netlinkBatchWindowMs }),
       ...(flags.cgroupMaxThreads !== undefined && { cgroupMaxThreads: flags.cgroupMaxThreads }),
     });
   } catch (err) {
@@ -134,9 +146,32 @@ function describeAuth(auth: AuthFlags): string {
     : `authentication: ${ways.join(", ")}`;
 }
 
+// The DNS-rebinding guard is needed wherever the address is the only protection: a loopback bind, and any
+// bind without authentication (0.0.0.0 with --allow-unauthenticated is reachable from a browser on the LAN).
+function hostCheckNeeded(flags: ServeFlags): boolean {
+  const authOn = flags.auth.tokenFile !== undefined || flags.auth.tlsClientCa !== undefined;
+  return isLoopbackAddress(flags.host) || !authOn;
+}
+
+/**
+ * --print-config: the settings in effect (`text`), after the checks a real
+ * start makes of them, so a configuration it prints is one that starts (or
+ * it fails as the start would). Warnings go to stderr.
+ */
+export function printConfig(text: string, flags: ServeFlags): void {
+  const tls = flags.tlsCert !== undefined || flags.tlsKey !== undefined;
+  if (tls && (flags.tlsCert === undefined || flags.tlsKey === undefined)) {
+    throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
+  }
+  const warnings = checkExposure({ host: flags.host, auth: flags.auth, corsOrigins: flags.corsOrigins, tls });
+  for (const w of [...(flags.configWarnings ?? []), ...warnings]) process.stderr.write(`taskwire: warning: ${w}\n`);
+  process.stdout.write(text);
+}
+
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const logger = configureLogging({ level: flags.log.level, format: flags.log.format });
+  for (const w of flags.configWarnings ?? []) logText(logger, "warning", w);
   const tls = readTls(flags);
   const warnings = checkExposure({
     host: flags.host,
@@ -163,6 +198,11 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
         : "kernel.task_delayacct set to 1 (restored on exit); tasks started before now keep zero delay fields",
     );
   }
+  const fleet = await openFleet(flags.fleet, (level, text) => logText(logger, level, text)).catch(async (err) => {
+    await source.close();
+    restoreDelayacct();
+    throw err;
+  });
   const compression = flags.compress ? [compressionGzip, compressionBrotli] : [];
   const server = createServer({
     source,
@@ -172,6 +212,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     corsOrigins: flags.corsOrigins,
     compression,
     maxMessageBytes: flags.maxMessageBytes,
+    ...(fleet && { fleet }),
+    ...(flags.cgroupCalls && { cgroupCalls: flags.cgroupCalls }),
     authenticator,
     logger,
     accessLog: flags.log.accessLog && { linesPerSecond: flags.log.accessLogRate },
@@ -182,7 +224,9 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       callsPerSecond: flags.auth.maxCallsPerSecond,
       callBurst: 2 * flags.auth.maxCallsPerSecond,
     },
-    ...(isLoopbackAddress(flags.host) && { hostAllowed: createHostCheck(flags.auth.allowedHosts) }),
+    ...(hostCheckNeeded(flags) && {
+      hostAllowed: createHostCheck(flags.auth.allowedHosts, { bind: flags.host }),
+    }),
   });
   const listening = await listen(server, {
     host: flags.host,
@@ -211,7 +255,11 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   logText(logger, "info", describeAuth(flags.auth));
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) {
-    logText(logger, "info", "kernel.task_delayacct is 0, so delay fields are zero; --enable-delayacct turns it on");
+    logText(
+      logger,
+      "info",
+      "kernel.task_delayacct is 0: block I/O, swap-in, reclaim, thrashing, compaction, write-protect-copy and IRQ delays are zero (CPU delay is filled regardless, by sched_info); --enable-delayacct turns them on",
+    );
   }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {

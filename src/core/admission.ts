@@ -2,7 +2,9 @@
  * Admission control per principal: concurrent streams (per principal and in
  * all) and a unary call rate (a token bucket per principal). A refusal is a
  * LimitExceededError naming the limit and the flag that sets it, raised
- * before anything is done for the call.
+ * before anything is done for the call. Without authentication callers are
+ * told apart by address, bucketed (addressBucket) so one host cannot
+ * multiply its share by calling from many addresses.
  */
 import { LimitExceededError } from "./errors.ts";
 
@@ -25,6 +27,40 @@ export const DEFAULT_ADMISSION: Readonly<AdmissionLimits> = Object.freeze({
   callsPerSecond: 200,
   callBurst: 400,
 });
+
+/** The prefix of an unauthenticated caller's principal id (auth/authenticator.ts): `anonymous@<address>`. */
+const ANONYMOUS = "anonymous@";
+
+/**
+ * Where an address's calls are counted when callers are told apart by
+ * address only (no authentication): every loopback address (127.0.0.0/8,
+ * ::1, and both as IPv4-mapped IPv6) is one caller, since any local process
+ * can bind any of 2^24 of them; an IPv6 address counts by its /64, the
+ * smallest prefix a host is given (RFC 4291 interface ids); an IPv4 address
+ * is itself.
+ */
+export function addressBucket(address: string): string {
+  const a = address.toLowerCase().replace(/^::ffff:(?=\d+\.)/, "");
+  if (a === "::1" || /^127\.\d+\.\d+\.\d+$/.test(a) || a === "0:0:0:0:0:0:0:1") return "loopback";
+  if (!a.includes(":")) return a;
+  return `${expandIpv6(a).slice(0, 4).join(":")}::/64`;
+}
+
+// The eight 16-bit groups of an IPv6 address, "::" filled in (a zone, %eth0, dropped).
+function expandIpv6(address: string): string[] {
+  const [head = "", tail] = address.split("%", 1)[0]!.split("::", 2);
+  const groups = (s: string) => (s === "" ? [] : s.split(":").map((g) => g.replace(/^0+(?=.)/, "")));
+  const [h, t] = [groups(head), groups(tail ?? "")];
+  const fill = tail === undefined ? [] : Array<string>(Math.max(0, 8 - h.length - t.length)).fill("0");
+  return [...h, ...fill, ...t];
+}
+
+/** The key a principal's limits are counted under: itself, or for an anonymous caller its address's bucket. */
+export function callerBucket(principal: string): string {
+  return principal.startsWith(ANONYMOUS)
+    ? `${ANONYMOUS}${addressBucket(principal.slice(ANONYMOUS.length))}`
+    : principal;
+}
 
 /** The admission state. */
 export interface Admission {
@@ -71,7 +107,8 @@ class _Admission implements Admission {
     return this.#total;
   }
 
-  enterStream(principal: string): () => void {
+  enterStream(id: string): () => void {
+    const principal = callerBucket(id);
     const mine = this.#streams.get(principal) ?? 0;
     if (this.#total >= this.limits.maxStreams) {
       throw new LimitExceededError(
@@ -96,7 +133,8 @@ class _Admission implements Admission {
     };
   }
 
-  call(principal: string): void {
+  call(id: string): void {
+    const principal = callerBucket(id);
     const t = this.#now();
     this.#sweep(t);
     const { callsPerSecond: rate, callBurst: burst } = this.limits;

@@ -5,6 +5,13 @@
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { StatsVector } from "./stats-vector.ts";
 
+/**
+ * Where an encoder may keep what it encoded of a record once (the binary
+ * stream's Exit body, rpc/fast-binary/batch.ts). VectorRecord declares it, so
+ * that storing it does not change the record's shape on every exit.
+ */
+export const ENCODED_BODY: unique symbol = Symbol("taskwire.encoded-body");
+
 /** One exit as the kernel reports it to the listeners of `cpu`. */
 export interface ExitRecord {
   /** CPU the task exited on (the kernel builds the record there). */

@@ -51,10 +51,25 @@ function end(f: FieldSpec): number {
 
 const utf8 = new TextDecoder();
 
+// Exits come in runs of the same few commands: the last string decoded for
+// each hash bucket is reused when its bytes match, so the usual comm costs
+// no TextDecoder call and no new string.
+const COMM_CACHE = 256;
+const commStrings: (string | undefined)[] = new Array<string | undefined>(COMM_CACHE).fill(undefined);
+
 function readComm(bytes: Uint8Array, offset: number): string {
-  let end = offset;
-  while (end < offset + TS_COMM_LEN && bytes[end] !== 0) end++;
-  return utf8.decode(bytes.subarray(offset, end));
+  let end = offset, h = 0;
+  for (; end < offset + TS_COMM_LEN && bytes[end] !== 0; end++) h = (Math.imul(h, 31) + bytes[end]!) | 0;
+  const slot = (h ^ (h >>> 8)) & (COMM_CACHE - 1);
+  const cached = commStrings[slot];
+  if (cached !== undefined && sameAscii(cached, bytes, offset, end)) return cached;
+  return (commStrings[slot] = utf8.decode(bytes.subarray(offset, end)));
+}
+
+function sameAscii(s: string, bytes: Uint8Array, start: number, end: number): boolean {
+  if (s.length !== end - start) return false;
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) !== bytes[start + i]) return false;
+  return true;
 }
 
 type Reader = (dv: DataView, bytes: Uint8Array, out: Record<string, unknown>) => void;
@@ -101,30 +116,33 @@ export function decodeTaskStats(bytes: Uint8Array): TaskStats {
   return out as TaskStats;
 }
 
-type VectorReader = (dv: DataView, bytes: Uint8Array, v: StatsVector) => boolean;
+type DecodeAt = (dv: DataView, bytes: Uint8Array, base: number, len: number, v: StatsVector) => boolean;
 
-// The same fields into a stats vector: numbers, no BigInt. A u64 of 2^53 or
-// more has no exact double; the reader then reports false and the caller
-// decodes the record as a TaskStats instead.
-function compileVector(fields: readonly FieldSpec[]): { need: number; read: VectorReader }[] {
-  return fields.map((f) => {
-    const { offset } = f;
-    const slot = SLOT[f.name];
-    const read: VectorReader = f.type === "u64"
-      ? (dv, _, v) => {
-        const hi = dv.getUint32(offset + 4, true);
-        v.values[slot] = hi * 0x100000000 + dv.getUint32(offset, true);
-        return hi < 0x200000;
-      }
+// The same fields into a stats vector: numbers, no BigInt, one straight-line
+// function per layout (compiled once; a closure per field costs a call per
+// field on every exit). A u64 of 2^53 or more has no exact double: the
+// function then returns false and the caller decodes the record as a
+// TaskStats instead. Fields past `len` stay unset.
+function compileVector(fields: readonly FieldSpec[]): DecodeAt {
+  const lines = fields.map((f) => {
+    const at = `base + ${f.offset}`, slot = SLOT[f.name];
+    const read = f.type === "u64"
+      ? `hi = dv.getUint32(${at} + 4, true); x[${slot}] = hi * 4294967296 + dv.getUint32(${at}, true); if (hi >= 0x200000) exact = false;`
       : f.type === "u32"
-      ? (dv, _, v) => ((v.values[slot] = dv.getUint32(offset, true)), true)
+      ? `x[${slot}] = dv.getUint32(${at}, true);`
       : f.type === "u16"
-      ? (dv, _, v) => ((v.values[slot] = dv.getUint16(offset, true)), true)
+      ? `x[${slot}] = dv.getUint16(${at}, true);`
       : f.type === "u8"
-      ? (dv, _, v) => ((v.values[slot] = dv.getUint8(offset)), true)
-      : (_, b, v) => ((v.comm = readComm(b, offset)), true);
-    return { need: end(f), read };
+      ? `x[${slot}] = dv.getUint8(${at});`
+      : `v.comm = readComm(bytes, ${at});`;
+    return `if (len >= ${end(f)}) { ${read} }`;
   });
+  const body = `return function decodeStatsVectorAt(dv, bytes, base, len, v) {
+    const x = v.values; let exact = true, hi = 0;
+    ${lines.join("\n")}
+    return exact;
+  };`;
+  return new Function("readComm", body)(readComm) as DecodeAt;
 }
 
 const VECTOR_V16 = compileVector(LAYOUT_V16);
@@ -137,14 +155,27 @@ const VECTOR_V15 = compileVector(LAYOUT_V15);
  * short for stay unset, as with decodeTaskStats.
  */
 export function decodeStatsVector(bytes: Uint8Array): StatsVector | undefined {
-  if (bytes.byteLength < 2) throw new RangeError(`struct taskstats of ${bytes.byteLength} bytes has no version field`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const readers = dv.getUint16(0, true) === 15 ? VECTOR_V15 : VECTOR_V16;
+  return decodeStatsVectorAt(
+    new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    bytes,
+    0,
+    bytes.byteLength,
+  );
+}
+
+/**
+ * decodeStatsVector of the `len` bytes at `base` in `dv` (`bytes` views the
+ * same buffer from the same origin): no view per record.
+ */
+export function decodeStatsVectorAt(
+  dv: DataView,
+  bytes: Uint8Array,
+  base: number,
+  len: number,
+): StatsVector | undefined {
+  if (len < 2) throw new RangeError(`struct taskstats of ${len} bytes has no version field`);
   const v = createStatsVector();
-  const len = bytes.byteLength;
-  let exact = true;
-  for (const r of readers) if (r.need <= len) exact = r.read(dv, bytes, v) && exact;
-  return exact ? v : undefined;
+  return (dv.getUint16(base, true) === 15 ? VECTOR_V15 : VECTOR_V16)(dv, bytes, base, len, v) ? v : undefined;
 }
 
 /** Encodes a TaskStats as struct bytes of a version's layout (for tests and the simulator's fixtures). */

@@ -1,6 +1,6 @@
 /** Exit records whose stats are vectors: what the sim and the netlink reader produce. */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import type { ExitRecord } from "./exit-record.ts";
+import { ENCODED_BODY, type ExitRecord } from "./exit-record.ts";
 import { type StatsVector, toTaskStats } from "./stats-vector.ts";
 
 /**
@@ -11,6 +11,7 @@ import { type StatsVector, toTaskStats } from "./stats-vector.ts";
 class VectorRecord implements ExitRecord {
   #pidStats: TaskStats | undefined;
   #tgidStats: TaskStats | undefined;
+  [ENCODED_BODY]: Uint8Array | undefined = undefined;
   constructor(
     readonly cpu: number,
     readonly cpuSeq: number,

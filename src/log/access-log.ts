@@ -162,8 +162,13 @@ function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
       req.signal.removeEventListener("abort", onAbort);
       w.write(...describe(handler, req, values, call, res, w.now()));
     };
-    const onAbort = (): void => finish();
-    req.signal.addEventListener("abort", onAbort, { once: true }); // the transport may never pull the body again
+    // Once the handler has answered, the transport may never pull the body again: the abort is the end. While
+    // it still runs (a unary call working after its client left), the end is when it stops, written then.
+    let handling = true;
+    const onAbort = (): void => {
+      if (!handling) finish();
+    };
+    req.signal.addEventListener("abort", onAbort, { once: true });
     let res: UniversalServerResponse;
     try {
       res = await handler({ ...req, body: countRequest(req.body, call), contextValues: values });
@@ -171,7 +176,10 @@ function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
       call.code ??= codeName(ConnectError.from(err).code);
       finish();
       throw err;
+    } finally {
+      handling = false;
     }
+    if (req.signal.aborted) finish(res);
     return countResponse(res, call, finish);
   };
   return Object.assign(logged, {

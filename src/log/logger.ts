@@ -58,7 +58,7 @@ export interface LoggingOptions {
 
 /** Configures the process's logging and returns taskwire's root logger (category ["taskwire"]). */
 export function configureLogging(o: LoggingOptions = {}): Logger {
-  const format = o.format === "json" ? JSON_LINES : formatText;
+  const format = o.format === "json" ? formatJson : formatText;
   const write = o.write ?? ((line: string) => void process.stderr.write(line));
   const sink: Sink = o.sink ?? ((record) => write(format(record)));
   configureSync({
@@ -94,6 +94,21 @@ export function logText(logger: Logger, level: Level, text: string, fields: Fiel
 // time, level ("WARN" for warning), message, logger (the category joined with "."), and the fields at the top level.
 const JSON_LINES = getJsonLinesFormatter({ properties: "flatten" });
 
+// JSON.stringify leaves U+2028 and U+2029 raw (JSON allows them), but JavaScript before ES2019 and many
+// line-oriented tools read them as line breaks: a client's value could split a record in two.
+const SEPARATORS = /[\u2028\u2029]/g;
+
+/** The JSON format: one object per line, U+2028/U+2029 escaped as well. */
+export function formatJson(record: LogRecord): string {
+  return JSON_LINES(record).replace(SEPARATORS, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
+}
+
+/** Longest `stack` field, characters: enough for the frames that say where. */
+export const STACK_MAX = 2048;
+
+// Fields whose values are long by nature (an error's stack), clipped at STACK_MAX rather than ECHO_MAX.
+const LONG_FIELDS: Readonly<Record<string, number>> = { stack: STACK_MAX };
+
 // Characters that would let a value break out of its line or its key=value pair.
 // deno-lint-ignore no-control-regex -- matching control characters is the point: they are escaped
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
@@ -111,18 +126,21 @@ export function formatText(record: LogRecord): string {
   const message = record.message.map((part, i) => (i % 2 === 0 ? String(part) : textValue(part))).join("");
   let line = `taskwire: ${level}${category}${escapeControls(message)}`;
   for (const [key, value] of Object.entries(record.properties)) {
-    if (value !== undefined) line += ` ${key}=${textValue(value)}`;
+    if (value !== undefined) line += ` ${key}=${textValue(value, LONG_FIELDS[key])}`;
   }
   return `${line}\n`;
 }
 
-function textValue(value: unknown): string {
-  if (typeof value === "string") return BARE.test(value) ? clip(value) : escapeControls(JSON.stringify(clip(value)));
+function textValue(value: unknown, max?: number): string {
+  if (typeof value === "string") {
+    return BARE.test(value) ? clip(value, max) : escapeControls(JSON.stringify(clip(value, max)));
+  }
   if (typeof value === "number" || typeof value === "bigint" || typeof value === "boolean") return String(value);
   if (value instanceof Error) return escapeControls(JSON.stringify(clip(value.message)));
   return escapeControls(JSON.stringify(value) ?? String(value));
 }
 
-function escapeControls(text: string): string {
+/** `text` with control characters (and U+2028/9) as \uXXXX escapes: safe to print on a terminal or in one log line. */
+export function escapeControls(text: string): string {
   return text.replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

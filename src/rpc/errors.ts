@@ -29,6 +29,7 @@ import {
   ShuttingDownError,
   StreamTakenOverError,
 } from "../core/errors.ts";
+import { logUnexpected } from "../log/error-log.ts";
 
 /** A request field is missing, malformed or out of range. */
 export class InvalidRequestError extends Error {
@@ -78,7 +79,9 @@ const MAPPINGS: Mapping[] = [
   map(CgroupNotFoundError, Code.NotFound, ErrorReason.UNSPECIFIED),
   map(CgroupTooLargeError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED, (e) => ({ limit: String(e.limit) })),
   map(SourceUnsupportedError, Code.FailedPrecondition, ErrorReason.UNSUPPORTED),
-  map(UidLimitedError, Code.PermissionDenied, ErrorReason.ROLE_REQUIRED),
+  // No reason names a uid scope: ROLE_REQUIRED is the proto's for "may not see the task asked for";
+  // "limited_to" tells it from a missing role (which carries "role").
+  map(UidLimitedError, Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, () => ({ limited_to: "uids" })),
 ];
 
 /** Longest message an error carries; the values it echoes are clipped already, this bounds the rest. */
@@ -100,7 +103,7 @@ export function toConnectError(err: unknown): ConnectError {
   if (err instanceof Error && err.name === "AbortError") {
     return detailed("the client closed the request", Code.Canceled, ErrorReason.UNSPECIFIED, {}, err);
   }
-  console.error("taskwire: unexpected error in a handler:", err);
+  logUnexpected("unexpected error in a handler", err);
   return detailed("internal error; the server log has details", Code.Internal, ErrorReason.UNSPECIFIED, {}, err);
 }
 

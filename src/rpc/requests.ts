@@ -3,7 +3,7 @@
  * that turn request fields into values (InvalidRequestError naming the
  * field otherwise) before anything is done.
  */
-import type { Admission } from "../core/admission.ts";
+import { type Admission, callerBucket } from "../core/admission.ts";
 import type { Principal } from "../core/principal.ts";
 import { parseCpumask } from "../kernel/cpulist.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
@@ -47,12 +47,17 @@ export function requireMask(text: string, deps: ServiceDeps, field: string): num
   return parseCpumask(text, deps.source.possible);
 }
 
-/** What a new listener of `who` is: owned by it, and limited to its uids if it is limited. */
+/**
+ * What a new listener of `who` is: owned by it (an anonymous caller: by its
+ * address's bucket, so per-principal limits hold per host), and limited to
+ * its uids if it is limited.
+ */
 export function ownership(who: Principal): { owner: string; scope?: (r: ExitRecord) => boolean } {
   const uids = who.uids;
-  if (uids === undefined) return { owner: who.id };
+  const owner = who.via === "none" ? callerBucket(who.id) : who.id;
+  if (uids === undefined) return { owner };
   return {
-    owner: who.id,
+    owner,
     scope: (r) => {
       const uid = uidOf(r);
       return uid !== undefined && uids.has(uid);

@@ -8,6 +8,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Principal, Role } from "../core/principal.ts";
 import {
+  FleetPublisherInfoSchema,
   GetInfoResponseSchema,
   type ListenerInfoSchema,
   OverflowPolicy,
@@ -20,10 +21,29 @@ import { InvalidRequestError, toConnectError } from "./errors.ts";
 import { callerWith, maySee, ownerFilter } from "./principal.ts";
 import type { ServerListener, ServerRegistry } from "./stream.ts";
 import { ownership, requireId, requireMask, type ServiceDeps } from "./requests.ts";
-import { getCgroupStats } from "./cgroup-stats.ts";
+import { type CgroupDeps, createGetCgroupStats } from "./cgroup-stats.ts";
 import { subscribeExits } from "./subscribe.ts";
 
 export type { ServiceDeps } from "./requests.ts";
+
+/** GetInfo's view of the fleet publisher (src/fleet), when the server publishes to NATS. */
+export interface FleetInfoDeps {
+  readonly fleet?: (() => FleetInfoState) | undefined;
+}
+
+/** The fleet publisher's state (fleet/publisher.ts FleetState). */
+export interface FleetInfoState {
+  readonly connected: boolean;
+  readonly published: number;
+  readonly pending: number;
+  readonly queued: number;
+  readonly dropped: number;
+  readonly retries: number;
+  readonly stream: string;
+  readonly subjectPrefix: string;
+  readonly host: string;
+  readonly lastError: string;
+}
 
 /** The caller of a unary method, checked for `role` and admitted under its call rate. */
 function admit(deps: ServiceDeps, ctx: Pick<HandlerContext, "values">, role: Role, method: string): Principal {
@@ -46,8 +66,9 @@ async function guard<T>(fn: () => Promise<T> | T): Promise<T> {
 }
 
 /** Builds the service implementation. */
-export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof TaskStats> {
+export function createTaskStatsService(deps: ServiceDeps & CgroupDeps & FleetInfoDeps): ServiceImpl<typeof TaskStats> {
   const { source, registry } = deps;
+  const getCgroupStats = createGetCgroupStats(deps);
   return {
     getPid: (req, ctx) =>
       guard(async () => {
@@ -104,7 +125,7 @@ export function createTaskStatsService(deps: ServiceDeps): ServiceImpl<typeof Ta
         const who = admit(deps, ctx, "read", "GetInfo");
         return getInfo(deps, who, req.listeners);
       }),
-    getCgroupStats: (req, ctx) => getCgroupStats(deps, req, ctx),
+    getCgroupStats: (req, ctx) => getCgroupStats(req, ctx),
   };
 }
 
@@ -114,7 +135,7 @@ function visible(who: Principal, stats: TaskStatsRecord, kind: "pid" | "tgid", i
   return stats;
 }
 
-function getInfo(deps: ServiceDeps, who: Principal, listeners: boolean) {
+function getInfo(deps: ServiceDeps & FleetInfoDeps, who: Principal, listeners: boolean) {
   const { source, registry } = deps;
   const info = source.info();
   const stats = registry.stats();
@@ -141,10 +162,28 @@ function getInfo(deps: ServiceDeps, who: Principal, listeners: boolean) {
     listenerDetails: listeners ? registry.listeners(ownerFilter(who)).map((l) => listenerInfo(registry, l)) : [],
     principal: who.id,
     roles: [...who.roles],
-    capabilities: [...(deps.capabilities?.() ?? [])],
+    // Admins only: what the process may do (all of root's, say) tells an attacker what taking it over would give.
+    capabilities: who.roles.has("admin") ? [...(deps.capabilities?.() ?? [])] : [],
     memoryBudget: BigInt(stats.memoryBudget),
     memoryUsed: BigInt(stats.memoryUsed),
     ...(deps.host && { host: deps.host }),
+    ...(deps.fleet && { fleet: fleetInfo(deps.fleet(), who) }),
+  });
+}
+
+// The last publish error may name NATS servers and accounts: admins only.
+function fleetInfo(s: FleetInfoState, who: Principal) {
+  return create(FleetPublisherInfoSchema, {
+    connected: s.connected,
+    stream: s.stream,
+    subjectPrefix: s.subjectPrefix,
+    host: s.host,
+    published: BigInt(s.published),
+    pending: BigInt(s.pending),
+    queued: BigInt(s.queued),
+    dropped: BigInt(s.dropped),
+    retries: BigInt(s.retries),
+    lastError: who.roles.has("admin") ? s.lastError : "",
   });
 }
 

@@ -17,7 +17,8 @@
  * paced request waits one setImmediate.
  */
 import type { Logger } from "@logtape/logtape";
-import { logText, taskwireLogger } from "../log/logger.ts";
+import { logUnexpected } from "../log/error-log.ts";
+import { taskwireLogger } from "../log/logger.ts";
 
 /** A pacer: pace(caller, task) runs the task in this turn's batch or a later one. */
 export interface Pacer {
@@ -31,9 +32,7 @@ function run(task: () => void, logger: Logger): void {
   try {
     task();
   } catch (err) {
-    logText(logger, "error", "serving a request failed", {
-      error: err instanceof Error ? err.stack ?? err.message : String(err),
-    });
+    logUnexpected("serving a request failed", err, {}, logger);
   }
 }
 

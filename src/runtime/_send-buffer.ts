@@ -18,8 +18,14 @@ const SO_SNDBUF = 7;
 
 type SetInt = (fd: number, level: number, name: number, value: number) => number;
 
-/** Applies `bytes` to each socket given (0: leave the kernel's autotuning alone). */
-export async function createSendBufferCap(bytes: number, logger: Logger): Promise<(socket: Socket) => void> {
+/**
+ * Applies `bytes` (or, when given, the smaller `size`) to each socket given; 0: leave the kernel's
+ * autotuning alone. A socket's buffer may be set again (runtime/_young-streams.ts starts it small).
+ */
+export async function createSendBufferCap(
+  bytes: number,
+  logger: Logger,
+): Promise<(socket: Socket, size?: number) => void> {
   if (bytes === 0 || process.platform !== "linux") return () => {};
   let setInt: SetInt;
   try {
@@ -37,9 +43,9 @@ export async function createSendBufferCap(bytes: number, logger: Logger): Promis
     );
     return () => {};
   }
-  return (socket) => {
+  return (socket, size = bytes) => {
     // The kernel doubles the value (for its bookkeeping), as setsockopt(7) says.
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd === "number" && fd >= 0) setInt(fd, SOL_SOCKET, SO_SNDBUF, bytes);
+    if (typeof fd === "number" && fd >= 0) setInt(fd, SOL_SOCKET, SO_SNDBUF, Math.min(size, bytes));
   };
 }

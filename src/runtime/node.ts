@@ -21,7 +21,8 @@ import {
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "@logtape/logtape";
-import { logText, taskwireLogger } from "../log/logger.ts";
+import { taskwireLogger } from "../log/logger.ts";
+import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
@@ -29,6 +30,7 @@ import { isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
+import { createYoungStreams } from "./_young-streams.ts";
 import {
   applyHttp1Limits,
   capConnections,
@@ -102,8 +104,15 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const grpc = grpcListener(server, logger);
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
+  const young = createYoungStreams({
+    writesPerTurn: limits.acceptsPerTurn,
+    graduateBytes: GRADUATE_BYTES,
+    graduate: (socket) => capSendBuffer(socket),
+  });
+  const streaming = streamingPaths(server);
   const serve = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
+    if (streaming.has(req.url?.split("?", 1)[0] ?? "")) young.track(res as never);
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
     if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
     else void fetchListener(req, res as never);
@@ -131,7 +140,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const start = options.tls
     ? tlsStart(options.tls, dispatch, limits, longRequests, track)
     : plaintextStart(dispatch, limits, longRequests, track);
-  const tcp = front(start.start, limits, capSendBuffer, logger);
+  const tcp = front(start.start, limits, (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER), logger);
   tcp.once("close", start.close);
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(describeListenError(err, host, port));
@@ -168,7 +177,7 @@ function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest
       .then((ures) => universalResponseToNodeResponse(ures, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
-        logText(logger, "error", `gRPC ${handler.method.name} failed`, { error: errorText(reason) });
+        logUnexpected(`gRPC ${handler.method.name} failed`, reason, {}, logger);
       });
   };
 }
@@ -218,6 +227,22 @@ function peerOf(req: NodeRequest): Peer {
   }
   peers.set(socket, peer);
   return peer;
+}
+
+/**
+ * A connection's send buffer until one of its streams has written GRADUATE_BYTES (runtime/_young-streams.ts):
+ * small, so that a client that never reads holds less of what a storm of them costs to write.
+ */
+const YOUNG_SEND_BUFFER = 32 * 1024;
+
+/** More than a client that never reads takes in (~300 KB with a young send buffer, measured). */
+const GRADUATE_BYTES = 1024 * 1024;
+
+// Server-streaming methods (SubscribeExits): their responses are paced while young.
+function streamingPaths(server: TaskwireServer): Set<string> {
+  return new Set(
+    server.rpcHandlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath),
+  );
 }
 
 // Client- and bidi-streaming methods (server reflection): their requests keep coming, so no request deadline.
@@ -387,9 +412,4 @@ function finished(responses: Set<NodeResponse>, ms: number): Promise<void> {
     for (const res of responses) res.once("close", check);
     check();
   });
-}
-
-// An unexpected error for a log line: its stack when it has one.
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.stack ?? err.message : String(err);
 }

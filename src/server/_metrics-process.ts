@@ -8,6 +8,7 @@
  * there is one per process.
  */
 import { collectDefaultMetrics, type Counter, Registry } from "prom-client";
+import { logText, taskwireLogger } from "../log/logger.ts";
 
 // nodejs_active_{handles,requests,resources}_total are gauges named like
 // counters (`promtool check metrics` flags them), and their unsuffixed
@@ -50,7 +51,9 @@ export function processRegistry(): Registry {
     seedCpu(registry, used);
   } catch (err) {
     registry.clear();
-    console.error(`taskwire: process metrics unavailable on this runtime: ${(err as Error).message}`);
+    logText(taskwireLogger(), "warning", "process metrics unavailable on this runtime", {
+      error: (err as Error).message,
+    });
   }
   shared = registry;
   return registry;

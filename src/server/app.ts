@@ -57,8 +57,8 @@ const GRPC_NEEDS_H2 =
 /** What a refused Host is told. */
 export function hostRefusal(host: string | null | undefined): string {
   const shown = (host ?? "").slice(0, 100);
-  return `Host "${shown}" is not a name of this server: a server on loopback answers only to localhost, 127.0.0.1 and [::1] ` +
-    "(and names given with --allowed-host), which keeps web pages from reaching it through DNS rebinding";
+  return `Host "${shown}" is not a name of this server: without authentication, or on loopback, it answers only to ` +
+    "loopback names, its own hostname and addresses, and names given with --allowed-host, which keeps web pages from reaching it through DNS rebinding";
 }
 
 /** Builds the app. */

@@ -8,7 +8,7 @@ import type { Compression, UniversalHandler } from "@connectrpc/connect/protocol
 import { type AuditLog, createAuditLog } from "../auth/audit.ts";
 import { type Authenticator, createAuthenticator, type Peer } from "../auth/authenticator.ts";
 import type { UnauthenticatedError } from "../auth/errors.ts";
-import { type AdmissionLimits, createAdmission } from "../core/admission.ts";
+import { addressBucket, type AdmissionLimits, callerBucket, createAdmission } from "../core/admission.ts";
 import type { Share } from "../core/budget.ts";
 import { startHousekeeping } from "../core/housekeeping.ts";
 import type { LossCounters } from "../core/listener.ts";
@@ -18,9 +18,11 @@ import type { ExitRecord } from "../kernel/exit-record.ts";
 import { errorDetailInterceptor, withErrorDetails } from "../rpc/error-responses.ts";
 import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createTaskStatsService } from "../rpc/service.ts";
+import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import type { ServerRegistry } from "../rpc/stream.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
+import type { FleetPublisher } from "../fleet/publisher.ts";
 import { readCapabilities } from "../sys/capabilities.ts";
 import { VERSION } from "../version.ts";
 import type { Logger } from "@logtape/logtape";
@@ -63,6 +65,8 @@ export interface ServerOptions {
    * (default true); false: no /metrics and no counting.
    */
   readonly metrics?: boolean;
+  /** How long one /metrics exposition serves every scrape, ms (default DEFAULT_METRICS_CACHE_MS, 1 s; 0: none). */
+  readonly metricsCacheMs?: number | undefined;
   /** Host header check (DNS rebinding): a function that says which Host values are this server's; none: any. */
   readonly hostAllowed?: (host: string | null | undefined) => boolean;
   /** Streams and unary call rates per principal; unset ones keep DEFAULT_ADMISSION. */
@@ -83,6 +87,13 @@ export interface ServerOptions {
   readonly memoryBudgetPerPrincipal?: Share | undefined;
   /** The hostname the server reports (GetInfo, streams); default: this machine's (uname -n). */
   readonly hostName?: string | undefined;
+  /**
+   * The fleet publisher (fleet/publisher.ts startFleetPublisher): an internal
+   * listener on every CPU publishing to NATS JetStream; closed with the server.
+   */
+  readonly fleet?: FleetPublisher | undefined;
+  /** GetCgroupStats' counts in flight and time limit; unset ones keep DEFAULT_CGROUP_CALLS. */
+  readonly cgroupCalls?: Partial<CgroupCallLimits> | undefined;
 }
 
 /** What a runtime adapter does with a request it serves itself (real gRPC): go on with these context values, or refuse. */
@@ -147,6 +158,8 @@ export function createServer(options: ServerOptions): TaskwireServer {
     authFailures: () => audit.counts,
     loopUtilization: () => load.utilization,
     version: VERSION,
+    cacheMs: options.metricsCacheMs,
+    ...(options.fleet && { fleet: options.fleet.state.bind(options.fleet) }),
   });
   const registry: ServerRegistry = createRegistry<ExitRecord, Uint8Array>({
     feed: metrics?.feed ?? source,
@@ -154,6 +167,8 @@ export function createServer(options: ServerOptions): TaskwireServer {
     limits: options.limits,
     memory: serverMemory(options),
   });
+  const host = readHostIdentity(source.info().source, options.hostName);
+  options.fleet?.attach({ registry, cpus: source.possible.cpus, hostname: host.hostname });
   const housekeeping = startHousekeeping(registry);
   const load = createLoadMeter();
   const admission = createAdmission(options.admission);
@@ -191,7 +206,9 @@ export function createServer(options: ServerOptions): TaskwireServer {
       lingerMs: load.lingerMs,
       admission,
       capabilities: readCapabilities,
-      host: readHostIdentity(source.info().source, options.hostName),
+      host,
+      ...(options.fleet && { fleet: options.fleet.state.bind(options.fleet) }),
+      cgroupCalls: options.cgroupCalls,
     }),
   );
   reflectionRoutes([TaskStats])(router);
@@ -222,7 +239,8 @@ export function createServer(options: ServerOptions): TaskwireServer {
     },
     callerKey: (peer, authorization) => {
       const a = callAuth(peer, authorization);
-      return a.principal?.id ?? `unauthenticated@${a.address}`;
+      if (a.principal === undefined) return `unauthenticated@${addressBucket(a.address)}`;
+      return a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id;
     },
     stats: () => registry.stats(),
     listeners: () =>
@@ -241,6 +259,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
       housekeeping.stop();
       load.close();
       await registry.close();
+      await options.fleet?.close();
     },
   };
 }

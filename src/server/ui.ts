@@ -1,16 +1,70 @@
 /**
- * A small live page at /ui: the browser SDK (dist/web, built by `npm run
- * build`) subscribes to exits and shows them as they come.
+ * The live dashboard at /ui. Its files are built by `npm run build`
+ * (scripts/build-web.mjs) into dist/web: the page, its stylesheet, its script
+ * (which bundles uPlot) and the SDK's browser bundle, which the script
+ * imports and any web app may load too. They are served from a fixed list
+ * (no path from the request reaches the file system), read once and kept,
+ * with an ETag so a reload costs a 304. The page runs no inline script and
+ * puts every server string in with textContent, so /ui carries a strict
+ * Content-Security-Policy: scripts, styles and connections to this origin
+ * only.
  */
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type { Env, Hono } from "hono";
 
-const BUNDLE_CANDIDATES = ["../../web/taskwire-client.js", "../../dist/web/taskwire-client.js"]; // from dist/src/server, or src/server
+// From dist/src/server (Node, built) or src/server (Deno, Bun, tests): both reach dist/web.
+const WEB_DIRS = ["../../web/", "../../dist/web/"];
 
-async function bundle(): Promise<string | undefined> {
-  for (const rel of BUNDLE_CANDIDATES) {
+const JS = "text/javascript; charset=utf-8";
+const CSS = "text/css; charset=utf-8";
+
+/** What /ui serves: the URL path, the file in dist/web, its content type. */
+const FILES: Record<string, { readonly file: string; readonly type: string }> = {
+  "/ui": { file: "index.html", type: "text/html; charset=utf-8" },
+  "/ui/dashboard.js": { file: "dashboard.js", type: JS },
+  "/ui/dashboard.css": { file: "dashboard.css", type: CSS },
+  "/ui/uplot.css": { file: "uplot.css", type: CSS },
+  "/ui/taskwire-client.js": { file: "taskwire-client.js", type: JS },
+};
+
+/** The Content-Security-Policy of /ui and its files. */
+export const UI_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "connect-src 'self'",
+  "img-src 'self' data:",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+const SECURITY_HEADERS = {
+  "content-security-policy": UI_CSP,
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "cross-origin-opener-policy": "same-origin",
+};
+
+interface Asset {
+  readonly body: Uint8Array<ArrayBuffer>;
+  readonly etag: string;
+}
+
+const _cache = new Map<string, Asset>();
+
+// Found files are kept for the process's life (a rebuild needs a restart); a missing one is looked for again.
+async function _asset(file: string): Promise<Asset | undefined> {
+  const kept = _cache.get(file);
+  if (kept !== undefined) return kept;
+  for (const dir of WEB_DIRS) {
     try {
-      return await readFile(new URL(rel, import.meta.url), "utf8");
+      const body = new Uint8Array(await readFile(new URL(dir + file, import.meta.url)));
+      const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
+      const asset = { body, etag };
+      _cache.set(file, asset);
+      return asset;
     } catch {
       // try the next place
     }
@@ -18,54 +72,19 @@ async function bundle(): Promise<string | undefined> {
   return undefined;
 }
 
-const PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>taskwire: exits</title>
-<style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}
-th{border-bottom:1px solid #999}td.comm{text-align:left;font-family:monospace}.lost{color:#b00}#status{color:#555}</style></head>
-<body><h1>taskwire: task exits</h1>
-<form id="f">CPUs <input id="cpus" value="all" size="12"> token <input id="token" type="password" size="24" placeholder="(if the server asks for one)" autocomplete="off"> <button>watch</button> <span id="status">connecting…</span></form>
-<p>exits: <b id="count">0</b> · lost: <b id="lost">0</b></p>
-<table><thead><tr><th>seq</th><th>cpu</th><th>pid</th><th>tgid</th><th>comm</th><th>exit</th><th>utime µs</th><th>stime µs</th></tr></thead><tbody id="rows"></tbody></table>
-<script type="module">
-import { createTaskwireClient, UnauthenticatedError, watchExits } from "/ui/taskwire-client.js";
-const $ = (id) => document.getElementById(id);
-// The token lives in this tab's session storage only: never in the URL, never sent anywhere but this origin.
-$("token").value = sessionStorage.getItem("taskwire-token") ?? "";
-let ctl;
-async function watch(cpumask) {
-  ctl?.abort(); ctl = new AbortController();
-  const token = $("token").value.trim();
-  if (token) sessionStorage.setItem("taskwire-token", token); else sessionStorage.removeItem("taskwire-token");
-  let client;
-  try { client = createTaskwireClient(location.origin, token ? { token } : {}); }
-  catch (e) { $("status").textContent = "error: " + e.message; return; }
-  $("rows").textContent = ""; let count = 0, lost = 0n;
-  try {
-    for await (const ev of watchExits(client, { cpumask, signal: ctl.signal, onSubscribed: (s) => ($("status").textContent = "watching CPUs " + s.cpumask) })) {
-      const tr = document.createElement("tr");
-      if (ev.event.case === "lost") { lost += ev.event.value.count; $("lost").textContent = lost; tr.className = "lost"; tr.innerHTML = "<td>" + ev.seq + "</td><td colspan=7>lost " + ev.event.value.count + "</td>"; }
-      else { const x = ev.event.value, s = x.pidStats ?? {}; $("count").textContent = ++count;
-        tr.className = "exit";
-        for (const v of [ev.seq, ev.cpu, x.pid, x.tgid, s.acComm, s.acExitcode, s.acUtime, s.acStime]) { const td = document.createElement("td"); td.textContent = String(v ?? ""); tr.append(td); }
-        tr.children[4].className = "comm"; }
-      $("rows").prepend(tr); while ($("rows").children.length > 200) $("rows").lastChild.remove();
-    }
-  } catch (e) {
-    if (ctl.signal.aborted) return;
-    $("status").textContent = e instanceof UnauthenticatedError ? "this server needs a token: enter it above and press watch" : "error: " + e.message;
-  }
-}
-$("f").onsubmit = (e) => { e.preventDefault(); watch($("cpus").value); };
-const q = new URLSearchParams(location.search).get("cpus"); if (q) $("cpus").value = q;
-watch($("cpus").value);
-</script></body></html>`;
-
-/** Adds /ui and its script to the app. */
+/** Adds /ui and its files to the app. */
 export function addUi<E extends Env>(app: Hono<E>): void {
-  app.get("/ui", (c) => c.html(PAGE));
-  app.get("/ui/taskwire-client.js", async (c) => {
-    const js = await bundle();
-    if (js === undefined) return c.text("the browser SDK bundle is missing; run `npm run build`", 404);
-    return c.body(js, 200, { "content-type": "text/javascript; charset=utf-8", "cache-control": "no-cache" });
-  });
+  app.get("/ui/", (c) => c.redirect("/ui", 301));
+  for (const [path, { file, type }] of Object.entries(FILES)) {
+    app.get(path, async (c) => {
+      const asset = await _asset(file);
+      if (asset === undefined) {
+        return c.text(`the dashboard's ${file} is missing from dist/web: run \`npm run build\``, 404);
+      }
+      // no-cache: the browser keeps the file but asks each time; an unchanged build answers 304.
+      const headers = { ...SECURITY_HEADERS, etag: asset.etag, "cache-control": "no-cache" };
+      if (c.req.header("if-none-match") === asset.etag) return c.body(null, 304, headers);
+      return c.body(asset.body, 200, { ...headers, "content-type": type });
+    });
+  }
 }

@@ -55,9 +55,11 @@ export interface TaskstatsSource {
   /**
    * Task counts by state of the cgroup directory at `path` (CGROUPSTATS_CMD_GET,
    * or cgroup.threads and /proc on cgroup v2). Rejects with CgroupPathError,
-   * CgroupNotFoundError, CgroupTooLargeError, or SourceUnsupportedError.
+   * CgroupNotFoundError, CgroupTooLargeError, or SourceUnsupportedError; with
+   * the signal's reason once `options.signal` aborts (the caller left, or its
+   * time ran out).
    */
-  cgroupStats(path: string): Promise<CgroupStats>;
+  cgroupStats(path: string, options?: CgroupStatsOptions): Promise<CgroupStats>;
   /**
    * CPU time, seconds, the thread reading the kernel has used (user and
    * system), where a source has one (netlink's reader worker); undefined
@@ -93,6 +95,12 @@ export const CGROUP_ROOT = "/sys/fs/cgroup";
 
 /** Longest cgroup path accepted, bytes (the kernel's PATH_MAX less its NUL). */
 export const CGROUP_PATH_MAX = 4095;
+
+/** How a cgroupStats call may be cut short. */
+export interface CgroupStatsOptions {
+  /** Stops the count when it aborts. */
+  readonly signal?: AbortSignal | undefined;
+}
 
 /** Tasks of one cgroup by state: struct cgroupstats (linux/cgroupstats.h). */
 export interface CgroupStats {

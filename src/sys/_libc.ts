@@ -15,6 +15,8 @@ export interface RawLibc {
   errno(): number;
   /** A size_t / unsigned long argument in the FFI's representation. */
   size(n: number): unknown;
+  /** The address of a typed array's first byte (see Syscalls.address). */
+  address(buf: Uint8Array): number;
 }
 
 /** Wraps raw libc calls as Syscalls (negative results become -errno). */
@@ -44,6 +46,8 @@ export function syscallsFrom(libc: RawLibc): Syscalls {
     },
     send: (fd, data, flags) => r(f("send")(fd, data, libc.size(data.byteLength), flags)),
     recv: (fd, buf, flags) => r(f("recv")(fd, buf, libc.size(buf.byteLength), flags)),
+    recvmmsg: (fd, msgvec, vlen, flags) => r(f("recvmmsg")(fd, msgvec, vlen, flags, null)),
+    address: (buf) => libc.address(buf),
     poll: (fds, nfds, timeout) => r(f("poll")(fds, libc.size(nfds), timeout)),
     close: (fd) => r(f("close")(fd)),
   };
@@ -58,6 +62,7 @@ export const LIBC_SIGNATURES: Record<string, [params: string[], result: string]>
   getsockopt: [["i32", "i32", "i32", "buf", "buf"], "i32"],
   send: [["i32", "buf", "u64", "i32"], "i64"],
   recv: [["i32", "buf", "u64", "i32"], "i64"],
+  recvmmsg: [["i32", "buf", "u32", "i32", "ptr"], "i32"],
   poll: [["buf", "u64", "i32"], "i32"],
   close: [["i32"], "i32"],
   __errno_location: [[], "ptr"],

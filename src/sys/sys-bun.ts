@@ -8,6 +8,7 @@ interface BunFfi {
     symbols: Record<string, { args: string[]; returns: string }>,
   ): { symbols: Record<string, (...args: unknown[]) => unknown> };
   read: { i32(ptr: unknown, offset?: number): number };
+  ptr(buf: Uint8Array): number;
 }
 
 const TYPE: Record<string, string> = { i32: "i32", u32: "u32", u64: "u64", i64: "i64", buf: "ptr", ptr: "ptr" };
@@ -27,5 +28,6 @@ export async function createBunSyscalls(): Promise<Syscalls> {
     fn: symbols,
     errno: () => ffi.read.i32(symbols["__errno_location"]!(), 0),
     size: (n) => n,
+    address: (buf) => ffi.ptr(buf),
   });
 }

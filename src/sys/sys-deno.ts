@@ -9,6 +9,7 @@ interface DenoFfi {
     symbols: Record<string, { parameters: string[]; result: string }>,
   ): { symbols: Record<string, (...args: unknown[]) => unknown> };
   UnsafePointerView: new (ptr: unknown) => { getInt32(offset?: number): number };
+  UnsafePointer: { of(buf: Uint8Array): unknown; value(ptr: unknown): bigint | number };
 }
 
 const TYPE: Record<string, string> = {
@@ -35,5 +36,6 @@ export function createDenoSyscalls(): Syscalls {
     fn: symbols,
     errno: () => new Deno.UnsafePointerView(symbols["__errno_location"]!()).getInt32(0),
     size: (n) => BigInt(n), // Deno passes 64-bit integers as bigint
+    address: (buf) => Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf))),
   });
 }

@@ -42,8 +42,13 @@ export function createNodeSyscalls(): Syscalls {
     getsockopt: libc.func("int getsockopt(int, int, int, void *, void *)"),
     send: libc.func("intptr_t send(int, void *, size_t, int)"),
     recv: libc.func("intptr_t recv(int, void *, size_t, int)"),
+    recvmmsg: libc.func("int recvmmsg(int, void *, unsigned int, int, void *)"),
     poll: libc.func("int poll(void *, unsigned long, int)"),
     close: libc.func("int close(int)"),
   };
-  return syscallsFrom({ runtime: "koffi", fn, errno: () => koffi.errno(), size: (n) => n });
+  // memset(buf, 0, 0) writes nothing and returns its argument: the address koffi passed, which for a
+  // typed array is its backing store itself (koffi copies nothing for void * buffers).
+  const memset = libc.func("uintptr_t memset(void *, int, size_t)");
+  const address = (buf: Uint8Array) => Number(memset(buf, 0, 0));
+  return syscallsFrom({ runtime: "koffi", fn, errno: () => koffi.errno(), size: (n) => n, address });
 }

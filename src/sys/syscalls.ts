@@ -18,6 +18,20 @@ export interface Syscalls {
   getsockopt(fd: number, level: number, name: number, buf: Uint8Array): number;
   send(fd: number, data: Uint8Array, flags: number): number;
   recv(fd: number, buf: Uint8Array, flags: number): number;
+  /**
+   * recvmmsg(2) into the `vlen` struct mmsghdr of `msgvec` (their iovecs point
+   * at memory whose addresses came from address()), no timeout. Returns the
+   * messages received; each one's length is in its mmsghdr's msg_len.
+   */
+  recvmmsg(fd: number, msgvec: Uint8Array, vlen: number, flags: number): number;
+  /**
+   * The address of `buf`'s first byte, for pointers inside structs (recvmmsg's
+   * iovecs). Stable while `buf` lives: the typed arrays passed here own
+   * off-heap backing stores (larger than the engines' on-heap limit), which
+   * neither V8 nor JavaScriptCore moves, and transferring an ArrayBuffer to
+   * another thread hands over the same backing store.
+   */
+  address(buf: Uint8Array): number;
   /** poll(2) over `fds` (struct pollfd array, 8 bytes each). */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   close(fd: number): number;

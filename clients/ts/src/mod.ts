@@ -79,5 +79,30 @@ export {
   TaskStats,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 export { TaskStatsSchema } from "./gen/taskwire/kernel/v1/taskstats_pb.ts";
+/** The message schemas, for consumers that decode or encode messages themselves (fromBinary, fromJson, toJson). */
+export {
+  DeregisterRequestSchema,
+  DeregisterResponseSchema,
+  ErrorDetailSchema,
+  ExitEventSchema,
+  ExitFilterSchema,
+  ExitSchema,
+  GetCgroupStatsRequestSchema,
+  GetCgroupStatsResponseSchema,
+  GetInfoRequestSchema,
+  GetInfoResponseSchema,
+  GetPidRequestSchema,
+  GetPidResponseSchema,
+  GetTgidRequestSchema,
+  GetTgidResponseSchema,
+  HostIdentitySchema,
+  ListenerInfoSchema,
+  LostSchema,
+  RegisterRequestSchema,
+  RegisterResponseSchema,
+  SubscribeExitsRequestSchema,
+  SubscribeExitsResponseSchema,
+} from "./gen/taskwire/v1/taskstats_pb.ts";
+export { exitEventToJson, type HostedExitEvent, type JsonOptions, messageToJson } from "./json.ts";
 /** struct taskstats as a message (the kernel's field names, camelCased). */
 export type { TaskStats as TaskStatsRecord } from "./gen/taskwire/kernel/v1/taskstats_pb.ts";

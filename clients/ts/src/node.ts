@@ -5,9 +5,21 @@
  * (aborting a long fetch body stream can hang on Node 20's fetch).
  */
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { connect as connectNats } from "@nats-io/transport-node";
 import { clientFactory } from "./client.ts";
+import { createWatchFleet } from "./_fleet-core.ts";
 
 export * from "./mod.ts";
+
+export type { FleetExitEvent, WatchFleetOptions } from "./_fleet-core.ts";
+
+/**
+ * watchFleet (see fleet.ts, the "./fleet" entry for other runtimes)
+ * connecting to `servers` over TCP (nats://, tls://) with
+ * @nats-io/transport-node. Only on Node's entry: the browser bundle stays
+ * free of the NATS client.
+ */
+export const watchFleet = createWatchFleet(connectNats);
 
 /**
  * Creates a client for the taskwire server at `baseUrl` (e.g.

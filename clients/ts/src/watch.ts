@@ -1,4 +1,4 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type ExitEvent,
@@ -7,6 +7,8 @@ import {
   type HostIdentity,
   LossReason,
   type OverflowPolicy,
+  RegisterRequestSchema,
+  SubscribeExitsRequestSchema,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 import type { TaskwireClient } from "./client.ts";
 import { ErrorReason, ListenerNotFoundError, TaskwireError, toTaskwireError } from "./errors.ts";
@@ -76,6 +78,12 @@ const NETWORK = new Set([
 function retryable(err: ConnectError): boolean {
   const cause = (err.cause as { code?: unknown } | undefined)?.code;
   return RETRYABLE.has(err.code) || (typeof cause === "string" && NETWORK.has(cause));
+}
+
+// connect-es reports a request it could not encode as INTERNAL "serialize ...": the same request fails the same way
+// on every attempt, so it is never retried (watchExits also checks its requests up front, see _checkRequests).
+function clientSide(err: ConnectError): boolean {
+  return err.code === Code.Internal && /^serialize /.test(err.rawMessage);
 }
 
 // NOT_FOUND without taskwire's detail (a client not built by this SDK) can only be the listener here.
@@ -160,11 +168,60 @@ export async function* watchExits(
   if ((options.cpumask === undefined) === (options.listenerId === undefined)) {
     throw new TypeError("watchExits: pass exactly one of cpumask (CPUs to watch) or listenerId (from register)");
   }
+  _checkRequests(options);
   if (options.resume === false) {
     yield* once(client, options);
     return;
   }
   yield* resuming(client, options);
+}
+
+/**
+ * Encodes the requests this watch will send once, before any call: a value
+ * out of range (a buffer past uint32, a non-integer) is the caller's mistake,
+ * thrown at once as a RangeError rather than failing (and being retried) on
+ * every attempt.
+ */
+function _checkRequests(options: WatchExitsOptions): void {
+  const ints = { buffer: options.buffer, maxBatch: options.maxBatch, heartbeatMs: options.heartbeatMs };
+  for (const [name, v] of Object.entries(ints)) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff)) {
+      throw new RangeError(`watchExits: ${name} must be an integer in 0..4294967295, got ${String(v)}`);
+    }
+  }
+  try {
+    toBinary(SubscribeExitsRequestSchema, create(SubscribeExitsRequestSchema, streamRequest(options)));
+    if (options.cpumask !== undefined) {
+      toBinary(
+        RegisterRequestSchema,
+        create(RegisterRequestSchema, { cpumask: options.cpumask, buffer: options.buffer ?? 0 }),
+      );
+    }
+  } catch (err) {
+    throw new RangeError(`watchExits: a request cannot be encoded: ${(err as Error).message}`);
+  }
+}
+
+type FilterInit = NonNullable<WatchExitsOptions["filter"]>;
+
+/**
+ * The filter, applied here too. The server filters from the moment a stream
+ * opens; records queued for a listener before that (between Register and the
+ * first stream, or while a resumed stream was away) were queued unfiltered.
+ * A field the stream's field mask removed is not judged (the server judged it).
+ */
+function _clientFilter(f: FilterInit | undefined): ((ev: ExitEvent) => boolean) | undefined {
+  if (f === undefined) return undefined;
+  const tgids = f.tgids?.length ? new Set(f.tgids) : undefined, uids = f.uids?.length ? new Set(f.uids) : undefined;
+  const prefix = f.commPrefix ?? "", nonzero = f.nonzeroExit === true;
+  return (ev) => {
+    if (ev.event.case !== "exit") return true;
+    const { tgid, pidStats: s } = ev.event.value;
+    if (tgids !== undefined && !tgids.has(tgid)) return false;
+    if (uids !== undefined && s?.acUid !== undefined && !uids.has(s.acUid)) return false;
+    if (prefix !== "" && s?.acComm !== undefined && !s.acComm.startsWith(prefix)) return false;
+    return !(nonzero && s?.acExitcode === 0);
+  };
 }
 
 function streamRequest(options: WatchExitsOptions) {
@@ -186,6 +243,7 @@ function linked(signal: AbortSignal | undefined): { ctl: AbortController; unlink
 
 async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncGenerator<ExitEvent, void, undefined> {
   const { ctl, unlink } = linked(options.signal);
+  const matches = _clientFilter(options.filter);
   try {
     const stream = client.subscribeExits({
       ...streamRequest(options),
@@ -200,7 +258,7 @@ async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncG
         listenerId = msg.listenerId;
         options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask, host: msg.host });
       }
-      yield* msg.events;
+      for (const ev of msg.events) if (matches === undefined || matches(ev)) yield ev;
     }
     if (!ctl.signal.aborted) throw endedWithoutError(listenerId);
   } finally {
@@ -250,6 +308,7 @@ async function* resuming(
   // A stream silent for three heartbeats is dead (a half-open connection); reconnect.
   const idleMs = 3 * (options.heartbeatMs ?? 15_000);
   const owned = options.cpumask !== undefined;
+  const matches = _clientFilter(options.filter);
   let listenerId = options.listenerId;
   let afterSeq = 0n;
   let attempt = 0;
@@ -286,7 +345,7 @@ async function* resuming(
           }
           for (const ev of msg.events) {
             afterSeq = ev.seq;
-            yield ev;
+            if (matches === undefined || matches(ev)) yield ev;
           }
           idle.touch();
         }
@@ -306,7 +365,7 @@ async function* resuming(
           afterSeq = 0n;
           continue;
         }
-        if (!retryable(err) || ++attempt > maxAttempts) throw toTaskwireError(err);
+        if (!retryable(err) || clientSide(err) || ++attempt > maxAttempts) throw toTaskwireError(err);
         const delayMs = Math.min(maxMs, initialMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
         options.onReconnect?.({ attempt, error: err, delayMs });
         await sleep(delayMs, ctl.signal);

@@ -21,7 +21,7 @@ import {
   type SubscribeExitsResponse,
   SubscribeExitsResponseSchema,
 } from "../../gen/taskwire/v1/taskstats_pb.ts";
-import { type ExitRecord, timestampParts } from "../../kernel/exit-record.ts";
+import { ENCODED_BODY, type ExitRecord, timestampParts } from "../../kernel/exit-record.ts";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
@@ -83,9 +83,10 @@ const SLAB = 64 * 1024;
 let slab = new Uint8Array(SLAB);
 let slabPos = 0;
 
-// The memo lives on the record under a symbol only this module knows, not in
-// a WeakMap keyed by record: ephemeron tables are costly to grow and collect.
-const EXIT_BODY = Symbol("taskwire.exit-body");
+// The memo lives on the record under a symbol, not in a WeakMap keyed by
+// record: ephemeron tables are costly to grow and collect. Vector records
+// declare the slot (no shape change per record).
+const EXIT_BODY = ENCODED_BODY;
 type Memo = ExitRecord & { [EXIT_BODY]?: Uint8Array };
 
 /** A field (one-byte tag `t`) holding stats `s`, written at `p`. */

@@ -4,6 +4,8 @@
 export type ToWorker =
   | { op: "watch"; cpu: number }
   | { op: "unwatch"; cpu: number }
+  /** A slab handed back once its batch is decoded (transferred): the worker reads into it again. */
+  | { op: "slab"; slab: ArrayBuffer }
   | { op: "stop" };
 
 /** Worker -> main. */
@@ -14,10 +16,11 @@ export type FromWorker =
   | { op: "watch-failed"; cpu: number; errno: number; message: string }
   | { op: "unwatched"; cpu: number }
   /**
-   * Datagrams, each framed as [cpu u32][length u32][bytes, padded to 4]; `at`:
-   * wall-clock ms (fractional) when the poll that read them returned.
+   * Datagrams, each framed as [cpu u32][length u32][received-at f64][bytes,
+   * padded to 8]; received-at: wall-clock ms (fractional) when the recvmmsg
+   * that read it was made. The main thread hands the slab back ("slab").
    */
-  | { op: "batch"; slab: ArrayBuffer; used: number; at: number }
+  | { op: "batch"; slab: ArrayBuffer; used: number }
   | { op: "enobufs"; cpu: number }
   /** The kernel dropped `count` more records for this CPU's socket (sk_drops delta), after the batches posted before. */
   | { op: "drops"; cpu: number; count: number }
@@ -29,11 +32,23 @@ export interface WorkerOptions {
   family: number;
   rcvbuf: number;
   slabBytes: number;
-  /** Most batches the main thread may have outstanding before the worker stops reading. */
-  maxPendingBatches: number;
+  /**
+   * Most slabs in the pool (allocated as needed, then reused): the most
+   * batches the main thread may have outstanding. With none free the worker
+   * stops reading and the kernel buffer absorbs.
+   */
+  slabs: number;
+  /** Datagrams per recvmmsg call at most. */
+  vlen: number;
+  /**
+   * How long the worker may hold records read before handing them over, ms:
+   * one hand-off per window, not one per wake-up (the per-batch costs on the
+   * main thread dwarf the per-record ones at a few records a batch).
+   */
+  batchWindowMs: number;
   /** Int32Array[1]: batches posted and not yet processed by the main thread. */
   pending: SharedArrayBuffer;
 }
 
-/** Frame header size in a slab. */
-export const FRAME_HEADER = 8;
+/** Frame header size in a slab: cpu u32, length u32, received-at f64. */
+export const FRAME_HEADER = 16;

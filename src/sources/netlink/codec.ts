@@ -210,3 +210,65 @@ export function parseCgroupstatsNew(payload: Uint8Array): CgroupstatsCounts | un
   const u64 = (i: number) => Number(dv.getBigUint64(i * 8, true));
   return { sleeping: u64(0), running: u64(1), stopped: u64(2), uninterruptible: u64(3), ioWait: u64(4) };
 }
+
+/**
+ * Where a TASKSTATS_CMD_NEW's parts lie in its buffer: ids, and each struct's
+ * offset and length (offset -1: that aggregate is absent). Filled in place by
+ * readTaskstatsNewAt, so walking a record allocates nothing.
+ */
+export interface TaskstatsNewAt {
+  pid: number;
+  pidStats: number;
+  pidStatsLength: number;
+  tgid: number;
+  tgidStats: number;
+  tgidStatsLength: number;
+}
+
+/** A TaskstatsNewAt to reuse. */
+export function createTaskstatsNewAt(): TaskstatsNewAt {
+  return { pid: 0, pidStats: -1, pidStatsLength: 0, tgid: 0, tgidStats: -1, tgidStatsLength: 0 };
+}
+
+/**
+ * The same walk as parseTaskstatsNew over bytes [start, end) of `dv` (a
+ * TASKSTATS_CMD_NEW payload, genl header included), into `out`; the netlink
+ * reader's hot path. Throws NetlinkFormatError as parseTaskstatsNew does.
+ */
+export function readTaskstatsNewAt(dv: DataView, start: number, end: number, out: TaskstatsNewAt): void {
+  if (end - start < K.GENL_HDRLEN) throw new NetlinkFormatError("genetlink payload shorter than its header");
+  out.pidStats = out.tgidStats = -1;
+  for (let off = start + K.GENL_HDRLEN; off + K.NLA_HDRLEN <= end;) {
+    const len = attrLength(dv, off, end);
+    const type = dv.getUint16(off + 2, true) & K.NLA_TYPE_MASK;
+    if (type === K.TASKSTATS_TYPE_AGGR_PID) readAggregateAt(dv, off + K.NLA_HDRLEN, off + len, out, true);
+    else if (type === K.TASKSTATS_TYPE_AGGR_TGID) readAggregateAt(dv, off + K.NLA_HDRLEN, off + len, out, false);
+    off += align4(len);
+  }
+}
+
+function attrLength(dv: DataView, off: number, end: number): number {
+  const len = dv.getUint16(off, true);
+  if (len < K.NLA_HDRLEN || off + len > end) {
+    throw new NetlinkFormatError(`nla_len ${len} at offset ${off} does not fit ${end - off} bytes`);
+  }
+  return len;
+}
+
+// One aggregate nest: its id (TASKSTATS_TYPE_PID or _TGID) and TASKSTATS_TYPE_STATS.
+function readAggregateAt(dv: DataView, start: number, end: number, out: TaskstatsNewAt, isPid: boolean): void {
+  const idType = isPid ? K.TASKSTATS_TYPE_PID : K.TASKSTATS_TYPE_TGID;
+  let id = -1, stats = -1, statsLength = 0;
+  for (let off = start; off + K.NLA_HDRLEN <= end;) {
+    const len = attrLength(dv, off, end);
+    const type = dv.getUint16(off + 2, true) & K.NLA_TYPE_MASK;
+    if (type === idType && len >= K.NLA_HDRLEN + 4) id = dv.getUint32(off + K.NLA_HDRLEN, true);
+    else if (type === K.TASKSTATS_TYPE_STATS) (stats = off + K.NLA_HDRLEN), (statsLength = len - K.NLA_HDRLEN);
+    off += align4(len);
+  }
+  if (id === -1 || stats === -1) {
+    throw new NetlinkFormatError(`aggregate attribute lacks its id or TASKSTATS_TYPE_STATS`);
+  }
+  if (isPid) (out.pid = id), (out.pidStats = stats), (out.pidStatsLength = statsLength);
+  else (out.tgid = id), (out.tgidStats = stats), (out.tgidStatsLength = statsLength);
+}

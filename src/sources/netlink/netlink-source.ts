@@ -11,6 +11,7 @@ import { createPossibleCpus, type PossibleCpus } from "../../kernel/cpulist.ts";
 import { decodeTaskStats } from "../../kernel/taskstats-decode.ts";
 import {
   type CgroupStats,
+  type CgroupStatsOptions,
   type ExitSink,
   type SourceInfo,
   SourcePermissionError,
@@ -21,12 +22,13 @@ import {
 import { encodeTaskstatsGet, parseTaskstatsNew } from "./codec.ts";
 import * as K from "./constants.ts";
 import { type GenlSocket, NetlinkRequestError, openGenlSocket, resolveFamily } from "./genl-socket.ts";
-import { type Reader, startReader } from "./reader.ts";
+import { DEFAULT_BATCH_WINDOW_MS, type Reader, startReader } from "./reader.ts";
 import { kernelCgroupstats } from "./cgroupstats.ts";
 import { type CgroupPathOptions, resolveCgroupDir } from "../cgroup/cgroup-path.ts";
 import { countProcfs, DEFAULT_CGROUP_MAX_THREADS } from "../cgroup/procfs-counts.ts";
 import { readerWorkerUrl } from "./_worker-url.ts";
 import { loadSyscalls } from "../../sys/load.ts";
+import { logText, taskwireLogger } from "../../log/logger.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
 /** Options of the netlink source. */
@@ -39,6 +41,12 @@ export interface NetlinkSourceOptions {
   cgroupMaxThreads?: number;
   /** Where cgroup paths may point (tests only; default /sys/fs/cgroup and this process's mounts). */
   cgroupPaths?: CgroupPathOptions;
+  /**
+   * How long the reader may hold exit records before passing them on, ms
+   * (0-100, default 2): records read within one window are decoded and
+   * streamed together, so the per-batch costs are shared.
+   */
+  batchWindowMs?: number;
 }
 
 /** The netlink source, with the facts it learned at open. */
@@ -55,6 +63,7 @@ export class NetlinkUnavailableError extends SourceUnavailableError {
 }
 
 export const DEFAULT_SOCKET_BUFFER = 32 * 1024 * 1024;
+export { DEFAULT_BATCH_WINDOW_MS };
 
 function readPossible(): PossibleCpus {
   return createPossibleCpus(readFileSync("/sys/devices/system/cpu/possible", "utf8").trim());
@@ -94,6 +103,10 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
     throw new RangeError(`socketBuffer must be 4096 bytes to 2 GiB, got ${socketBuffer}`);
   }
   const cgroups = cgroupOptions(options);
+  const batchWindowMs = options.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS;
+  if (!Number.isFinite(batchWindowMs) || batchWindowMs < 0 || batchWindowMs > 100) {
+    throw new RangeError(`batchWindowMs must be 0 to 100 ms, got ${batchWindowMs}`);
+  }
   let sys: Syscalls;
   try {
     sys = options.syscalls ?? (await loadSyscalls());
@@ -108,7 +121,7 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   try {
     sock = openGenlSocket(sys);
     const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
-    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl(), cgroups);
+    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl(), { cgroups, batchWindowMs });
     await source.getPid(process.pid); // proves GET works here, and learns the kernel's struct version and size
     return source;
   } catch (err) {
@@ -139,14 +152,22 @@ class _NetlinkSource implements NetlinkSource {
   readonly #workerUrl: URL;
   #reader: Reader | undefined;
   readonly #cgroups: CgroupOptions;
+  readonly #batchWindowMs: number;
   #seq = 100;
   #version = 0;
   #size = 0;
   #closed = false;
 
-  constructor(sock: GenlSocket, family: number, socketBuffer: number, workerUrl: URL, cgroups: CgroupOptions) {
+  constructor(
+    sock: GenlSocket,
+    family: number,
+    socketBuffer: number,
+    workerUrl: URL,
+    o: { cgroups: CgroupOptions; batchWindowMs: number },
+  ) {
     this.#sock = sock;
-    this.#cgroups = cgroups;
+    this.#cgroups = o.cgroups;
+    this.#batchWindowMs = o.batchWindowMs;
     this.#workerUrl = workerUrl;
     this.family = family;
     this.#socketBuffer = socketBuffer;
@@ -175,12 +196,16 @@ class _NetlinkSource implements NetlinkSource {
     return this.#get({ type: K.TASKSTATS_CMD_ATTR_TGID, u32: tgid }, "tgid", tgid);
   }
 
-  async cgroupStats(path: string): Promise<CgroupStats> {
+  async cgroupStats(path: string, options: CgroupStatsOptions = {}): Promise<CgroupStats> {
     if (this.#closed) throw new SourceUnavailableError("the netlink source is closed");
     const dir = resolveCgroupDir(path, this.#cgroups.paths);
     const kernel = kernelCgroupstats({ sock: this.#sock, family: this.family, seq: ++this.#seq }, dir);
     if (kernel !== undefined) return { path: dir.path, method: "kernel", ...kernel };
-    return { path: dir.path, method: "procfs", ...(await countProcfs(dir.path, this.#cgroups)) };
+    return {
+      path: dir.path,
+      method: "procfs",
+      ...(await countProcfs(dir.path, { ...this.#cgroups, signal: options.signal })),
+    };
   }
 
   start(sink: ExitSink): void {
@@ -190,9 +215,10 @@ class _NetlinkSource implements NetlinkSource {
     this.#reader = startReader({
       family: this.family,
       rcvbuf: this.#socketBuffer,
+      batchWindowMs: this.#batchWindowMs,
       sink,
       workerUrl: this.#workerUrl,
-      onFatal: (message) => console.error(`taskwire: netlink reader failed: ${message}`),
+      onFatal: (message) => logText(taskwireLogger(), "error", "netlink reader failed", { error: message }),
     });
   }
 

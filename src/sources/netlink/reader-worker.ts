@@ -1,29 +1,38 @@
 /**
  * The netlink reader, off the main thread: one socket per watched CPU,
- * registered with the kernel for that CPU only, drained in batches into
- * slabs that are transferred (not copied) to the main thread. It makes
- * syscalls and frames bytes; decoding is the main thread's.
+ * registered with the kernel for that CPU only, drained with recvmmsg into
+ * slabs from a fixed pool. A slab is transferred (not copied) to the main
+ * thread and handed back once decoded, so reading allocates nothing. Records
+ * are held for up to a short window and handed over together (sooner when
+ * a slab fills), so the main thread's per-batch work is shared by many
+ * records. It makes syscalls and frames bytes; decoding is the main thread's.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { FromWorker, ToWorker, WorkerOptions } from "./_reader-protocol.ts";
-import { FRAME_HEADER } from "./_reader-protocol.ts";
 import { ownThreadId } from "./_thread-cpu.ts";
 import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
 import { type GenlSocket, openGenlSocket } from "./genl-socket.ts";
+import { RecvBatch, type Slab, slabOf, STRIDE } from "./_recv-batch.ts";
 import { loadSyscalls } from "../../sys/load.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
-
-const MAX_DATAGRAM = 16 * 1024; // an exit message is ~1.2 KB; TASKSTATS never sends more than two structs
 
 const opts = workerData as WorkerOptions;
 const port = parentPort!;
 const post = (m: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
 const pending = new Int32Array(opts.pending);
 const controls: ToWorker[] = [];
+/**
+ * Slabs free to read into: the pool, less those the main thread holds. The
+ * pool grows on demand to opts.slabs (a burst the main thread is behind on
+ * waits here rather than in the kernel's buffer) and never shrinks.
+ */
+const free: ArrayBuffer[] = [];
+let allocated = 0;
 let wakeIdle: (() => void) | undefined;
 port.on("message", (m: ToWorker) => {
-  controls.push(m);
+  if (m.op === "slab") free.push(m.slab);
+  else controls.push(m);
   wakeIdle?.();
 });
 
@@ -40,15 +49,18 @@ const sockets = new Map<number, CpuSocket>();
 let pollfds = new Uint8Array(0);
 let order: CpuSocket[] = [];
 let seq = 1;
-let slab = new Uint8Array(opts.slabBytes);
+let sys: Syscalls;
+let batch: RecvBatch;
+let slab: Slab | undefined;
 let used = 0;
-/** When the last poll returned, wall-clock ms: the receive time of what it read (one stamp per poll, not per record). */
-let polledAt = 0;
+/** When the oldest record in the slab was read (performance.now()), 0 when it holds none. */
+let heldSince = 0;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const wallNow = (): number => performance.timeOrigin + performance.now();
 
 function rebuildPoll(): void {
   order = [...sockets.values()];
-  pollfds = new Uint8Array(8 * order.length);
+  pollfds = new Uint8Array(Math.max(128, 8 * order.length)); // off-heap, like every buffer passed to the FFI
   const dv = new DataView(pollfds.buffer);
   order.forEach((s, i) => {
     dv.setInt32(8 * i, s.sock.fd, true);
@@ -58,7 +70,7 @@ function rebuildPoll(): void {
 
 // TASKSTATS_CMD_ATTR_REGISTER_CPUMASK is keyed by the sending socket's port id,
 // so registering "c" on this socket makes it the listener for CPU c alone.
-function watch(sys: Syscalls, cpu: number): void {
+function watch(cpu: number): void {
   if (sockets.has(cpu)) return;
   let sock: GenlSocket | undefined;
   try {
@@ -106,12 +118,27 @@ function unwatch(cpu: number): void {
 }
 
 function flush(): void {
-  if (used === 0) return;
+  if (slab === undefined || used === 0) return;
   Atomics.add(pending, 0, 1);
-  const buffer = slab.buffer as ArrayBuffer;
-  post({ op: "batch", slab: buffer, used, at: polledAt }, [buffer]);
-  slab = new Uint8Array(opts.slabBytes);
+  const buffer = slab.bytes.buffer as ArrayBuffer;
+  post({ op: "batch", slab: buffer, used }, [buffer]);
+  slab = undefined;
   used = 0;
+  heldSince = 0;
+}
+
+/** A slab with room for one more recvmmsg stride, posting a full one; false when the pool is empty. */
+function room(): boolean {
+  if (slab !== undefined && slab.bytes.byteLength - used >= STRIDE) return true;
+  flush();
+  if (free.length === 0 && allocated < opts.slabs) {
+    free.push(new ArrayBuffer(opts.slabBytes));
+    allocated++;
+  }
+  const buffer = free.pop();
+  if (buffer === undefined) return false;
+  slab = slabOf(sys, buffer);
+  return true;
 }
 
 // netlink_overrun() counts every record it drops in sk_drops, but raises
@@ -130,14 +157,22 @@ function reportDrops(s: CpuSocket): void {
   post({ op: "drops", cpu: s.cpu, count: delta });
 }
 
-function drain(sys: Syscalls, s: CpuSocket): void {
+/** Reads one socket until the kernel has nothing queued for it; false when the slab pool ran out first. */
+function drain(s: CpuSocket): boolean {
   for (;;) {
-    if (opts.slabBytes - used < FRAME_HEADER + MAX_DATAGRAM) flush();
-    const room = slab.subarray(used + FRAME_HEADER, used + FRAME_HEADER + MAX_DATAGRAM);
-    const n = sys.recv(s.sock.fd, room, K.MSG_DONTWAIT);
+    if (!room()) return false;
+    const n = batch.read(s.sock.fd, s.cpu, wallNow(), slab!, used);
+    if (n >= 0) {
+      if (heldSince === 0 && n > used) heldSince = performance.now();
+      const short = batch.received < batch.asked;
+      used = n;
+      // A short batch emptied the queue (MSG_DONTWAIT returns what is there); after ENOBUFS, read on to EAGAIN.
+      if (short && !s.overrun) return true;
+      continue;
+    }
     if (n === -K.EAGAIN) {
       if (s.overrun) reportDrops(s);
-      return;
+      return true;
     }
     if (n === -K.EINTR) continue;
     if (n === -K.ENOBUFS) {
@@ -145,54 +180,68 @@ function drain(sys: Syscalls, s: CpuSocket): void {
       post({ op: "enobufs", cpu: s.cpu });
       continue;
     }
-    if (n < 0) throw new SyscallError(`recv(CPU ${s.cpu})`, -n);
-    const dv = new DataView(slab.buffer, used, FRAME_HEADER);
-    dv.setUint32(0, s.cpu, true);
-    dv.setUint32(4, n, true);
-    used += FRAME_HEADER + ((n + 3) & ~3);
+    throw new SyscallError(`recvmmsg(CPU ${s.cpu})`, -n);
   }
+}
+
+/** Hands the slab over when its window has passed and the main thread is free to take it (or it is full: room()). */
+function handOff(now: number): void {
+  if (used > 0 && now - heldSince >= opts.batchWindowMs && Atomics.load(pending, 0) === 0) flush();
 }
 
 const yieldNow: () => Promise<void> = typeof setImmediate === "function"
   ? () => new Promise((r) => setImmediate(r))
   : () => new Promise((r) => setTimeout(r, 0));
 
+/** Runs queued control messages; true once stopped. */
+function control(): boolean {
+  for (let c = controls.shift(); c !== undefined; c = controls.shift()) {
+    if (c.op === "stop") {
+      for (const cpu of [...sockets.keys()]) unwatch(cpu);
+      flush();
+      post({ op: "stopped" });
+      return true;
+    }
+    if (c.op === "watch") watch(c.cpu);
+    else if (c.op === "unwatch") unwatch(c.cpu);
+  }
+  return false;
+}
+
+/** One pass: read every socket, hand off if due, then wait for more (or for the window). */
+function step(): "read" | "idle" | "starved" {
+  let drained = true;
+  for (const s of order) drained = drain(s) && drained;
+  handOff(performance.now());
+  if (!drained) return "starved";
+  if (used > 0) {
+    // Holding records: sleep out the window (no poll: more records only make the hand-off bigger).
+    const left = heldSince + opts.batchWindowMs - performance.now();
+    Atomics.wait(sleeper, 0, 0, Math.min(Math.max(left, 0.2), 1));
+    return "read";
+  }
+  return sys.poll(pollfds, order.length, 20) > 0 ? "read" : "idle";
+}
+
 async function run(): Promise<void> {
-  const sys = await loadSyscalls();
+  sys = await loadSyscalls();
+  batch = new RecvBatch(sys, opts.vlen);
   post({ op: "ready", runtime: sys.runtime, tid: ownThreadId() });
   let lastYield = performance.now();
   for (;;) {
-    for (let c = controls.shift(); c !== undefined; c = controls.shift()) {
-      if (c.op === "stop") {
-        for (const cpu of [...sockets.keys()]) unwatch(cpu);
-        flush();
-        post({ op: "stopped" });
-        return;
-      }
-      if (c.op === "watch") watch(sys, c.cpu);
-      else unwatch(c.cpu);
-    }
+    if (control()) return;
     if (order.length === 0) {
       await new Promise<void>((r) => (wakeIdle = r));
       wakeIdle = undefined;
       continue;
     }
-    if (Atomics.load(pending, 0) >= opts.maxPendingBatches) {
-      // The main thread is behind: stop reading and let the kernel buffer absorb (and, past it, drop and count).
+    const state = step();
+    if (state === "starved") {
+      // Every slab is with the main thread: stop reading and let the kernel buffer absorb (and, past it, drop and count).
       await new Promise((r) => setTimeout(r, 1));
-      continue;
-    }
-    const ready = sys.poll(pollfds, order.length, 20);
-    if (ready > 0) {
-      polledAt = wallNow();
-      const dv = new DataView(pollfds.buffer);
-      order.forEach((s, i) => {
-        if (dv.getInt16(8 * i + 6, true) !== 0) drain(sys, s);
-      });
-    }
-    flush();
-    if (ready <= 0 || performance.now() - lastYield > 5) {
-      await yieldNow(); // lets control messages in
+      lastYield = performance.now();
+    } else if (state === "idle" || performance.now() - lastYield > 5) {
+      await yieldNow(); // lets control messages and handed-back slabs in
       lastYield = performance.now();
     }
   }

@@ -5,12 +5,13 @@
  */
 import { Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { decodeStatsVector, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
+import { decodeStatsVectorAt, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
 import { SLOT } from "../../kernel/stats-vector.ts";
 import { vectorRecord } from "../../kernel/vector-record.ts";
 import { type ExitSink, SourceUnavailableError } from "../source.ts";
 import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
-import { parseMessages, parseTaskstatsNew, type TaskstatsNew } from "./codec.ts";
+import { createTaskstatsNewAt, NetlinkFormatError, readTaskstatsNewAt, type TaskstatsNewAt } from "./codec.ts";
+import * as K from "./constants.ts";
 import { threadCpuSeconds } from "./_thread-cpu.ts";
 
 /** Options of the reader. */
@@ -19,6 +20,8 @@ export interface ReaderOptions {
   /** Receive buffer per CPU socket, bytes. */
   readonly rcvbuf: number;
   readonly sink: ExitSink;
+  /** How long the worker may hold records before handing them over, ms (WorkerOptions.batchWindowMs). */
+  readonly batchWindowMs?: number;
   /** Called when the worker fails for good. */
   readonly onFatal: (message: string) => void;
   /** The worker module (see _worker-url.ts). */
@@ -46,6 +49,14 @@ export interface Reader {
   close(): Promise<void>;
 }
 
+/** Records may wait this long in the worker before the main thread gets them, by default. */
+export const DEFAULT_BATCH_WINDOW_MS = 2;
+// Slabs of 1 MiB (~1,000 records; a full one is handed over at once), at most 64 (the 64 MiB the
+// main thread could hold before pooling, as 256 batches of 256 KiB).
+const SLAB_BYTES = 1 << 20;
+const SLABS = 64;
+const VLEN = 64;
+
 /** Starts the reader worker. */
 export function startReader(o: ReaderOptions): Reader {
   return new _Reader(o);
@@ -71,8 +82,10 @@ class _Reader implements Reader {
     const data: WorkerOptions = {
       family: o.family,
       rcvbuf: o.rcvbuf,
-      slabBytes: 256 * 1024,
-      maxPendingBatches: 256,
+      slabBytes: SLAB_BYTES,
+      slabs: SLABS,
+      vlen: VLEN,
+      batchWindowMs: o.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS,
       pending,
     };
     this.#worker = new Worker(o.workerUrl, { workerData: data });
@@ -119,7 +132,7 @@ class _Reader implements Reader {
   #onMessage(m: FromWorker): void {
     switch (m.op) {
       case "batch":
-        return this.#batch(new Uint8Array(m.slab, 0, m.used), m.at);
+        return this.#batch(m.slab, m.used);
       case "enobufs":
         this.#stats.enobufs++;
         return;
@@ -164,62 +177,92 @@ class _Reader implements Reader {
     this.#o.onFatal(message);
   }
 
-  #batch(slab: Uint8Array, at: number): void {
+  #batch(slab: ArrayBuffer, used: number): void {
     try {
-      const dv = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
-      for (let off = 0; off < slab.byteLength;) {
-        const cpu = dv.getUint32(off, true), len = dv.getUint32(off + 4, true);
-        for (const msg of parseMessages(slab.subarray(off + FRAME_HEADER, off + FRAME_HEADER + len))) {
-          if (msg.type === this.#o.family) this.#record({ cpu, cpuSeq: msg.seq, receivedAtMs: at }, msg.payload);
-        }
-        off += FRAME_HEADER + ((len + 3) & ~3);
+      const dv = new DataView(slab, 0, used), bytes = new Uint8Array(slab, 0, used);
+      for (let off = 0; off < used;) {
+        const len = dv.getUint32(off + 4, true);
+        this.#cpu = dv.getUint32(off, true);
+        this.#at = dv.getFloat64(off + 8, true);
+        this.#datagram(dv, bytes, off + FRAME_HEADER, off + FRAME_HEADER + len);
+        off += FRAME_HEADER + ((len + 7) & ~7);
       }
     } finally {
       Atomics.sub(this.#pending, 0, 1);
+      this.#worker.postMessage({ op: "slab", slab } satisfies ToWorker, [slab]); // back to the pool
     }
   }
 
-  #record(where: Where, payload: Uint8Array): void {
-    const { pid, tgid } = parseTaskstatsNew(payload);
-    if (pid === undefined) return;
+  /** The CPU and receive time of the datagram being walked. */
+  #cpu = 0;
+  #at = 0;
+  readonly #where: TaskstatsNewAt = createTaskstatsNewAt();
+
+  // The netlink messages of one datagram (a datagram holds one TASKSTATS_CMD_NEW, but netlink allows several).
+  #datagram(dv: DataView, bytes: Uint8Array, start: number, end: number): void {
+    for (let off = start; off + K.NLMSG_HDRLEN <= end;) {
+      const len = dv.getUint32(off, true);
+      if (len < K.NLMSG_HDRLEN || off + len > end) {
+        throw new NetlinkFormatError(
+          `nlmsg_len ${len} at offset ${off - start} does not fit the ${end - start}-byte datagram`,
+        );
+      }
+      if (dv.getUint16(off + 4, true) === this.#o.family) {
+        readTaskstatsNewAt(dv, off + K.NLMSG_HDRLEN, off + len, this.#where);
+        this.#record(dv, bytes, dv.getUint32(off + 8, true));
+      }
+      off += (len + 3) & ~3;
+    }
+  }
+
+  #record(dv: DataView, bytes: Uint8Array, cpuSeq: number): void {
+    const w = this.#where;
+    if (w.pidStats < 0) return;
     this.#stats.records++;
-    this.#o.sink.exit(vectors(where, pid, tgid) ?? messages(where, pid, tgid));
+    this.#o.sink.exit(
+      vectors(dv, bytes, w, { cpu: this.#cpu, cpuSeq, at: this.#at }) ??
+        messages(bytes, w, { cpu: this.#cpu, cpuSeq, at: this.#at }),
+    );
   }
 }
-
-type Aggregate = NonNullable<TaskstatsNew["pid"]>;
 
 /** Where and when a record was read: its CPU, the kernel's per-CPU seq, the receive time. */
 interface Where {
   cpu: number;
   cpuSeq: number;
-  receivedAtMs: number;
+  at: number;
 }
 
 // The usual case: the structs as number vectors (no BigInt per field; the
 // TaskStats messages are built only if something reads them).
-function vectors(where: Where, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord | undefined {
-  const pidVector = decodeStatsVector(pid.stats);
-  const tgidVector = tgid === undefined ? undefined : decodeStatsVector(tgid.stats);
-  if (pidVector === undefined || (tgid !== undefined && tgidVector === undefined)) return undefined;
+function vectors(dv: DataView, bytes: Uint8Array, w: TaskstatsNewAt, r: Where): ExitRecord | undefined {
+  const pidVector = decodeStatsVectorAt(dv, bytes, w.pidStats, w.pidStatsLength);
+  const tgidVector = w.tgidStats < 0 ? undefined : decodeStatsVectorAt(dv, bytes, w.tgidStats, w.tgidStatsLength);
+  if (pidVector === undefined || (w.tgidStats >= 0 && tgidVector === undefined)) return undefined;
   const acTgid = pidVector.values[SLOT.acTgid]!;
   return vectorRecord({
-    ...where,
-    pid: pid.id,
-    tgid: tgid?.id ?? (acTgid === acTgid ? acTgid : 0),
+    cpu: r.cpu,
+    cpuSeq: r.cpuSeq,
+    receivedAtMs: r.at,
+    pid: w.pid,
+    tgid: w.tgidStats >= 0 ? w.tgid : acTgid === acTgid ? acTgid : 0,
     pidVector,
     tgidVector,
   });
 }
 
 // A 64-bit value of 2^53 or more has no exact double: that record is decoded as TaskStats messages.
-function messages(where: Where, pid: Aggregate, tgid: Aggregate | undefined): ExitRecord {
-  const pidStats = decodeTaskStats(pid.stats);
+function messages(bytes: Uint8Array, w: TaskstatsNewAt, r: Where): ExitRecord {
+  const pidStats = decodeTaskStats(bytes.subarray(w.pidStats, w.pidStats + w.pidStatsLength));
   return {
-    ...where,
-    pid: pid.id,
-    tgid: tgid?.id ?? pidStats.acTgid ?? 0,
+    cpu: r.cpu,
+    cpuSeq: r.cpuSeq,
+    receivedAtMs: r.at,
+    pid: w.pid,
+    tgid: w.tgidStats >= 0 ? w.tgid : pidStats.acTgid ?? 0,
     pidStats,
-    tgidStats: tgid === undefined ? undefined : decodeTaskStats(tgid.stats),
+    tgidStats: w.tgidStats < 0
+      ? undefined
+      : decodeTaskStats(bytes.subarray(w.tgidStats, w.tgidStats + w.tgidStatsLength)),
   };
 }

@@ -1,0 +1,122 @@
+/**
+ * Where `watch`, `top` and `run` get their events: an AsyncIterable of the
+ * SDK's exit events, each with the host it came from. Today that is one
+ * server (watchExits); a fleet input (watchFleet over NATS JetStream, which
+ * yields the same shape) plugs in here, in openEventInput, and nowhere else.
+ */
+import {
+  type ExitFilter,
+  type HostedExitEvent,
+  type Subscribed,
+  type TaskwireClient,
+  watchExits,
+} from "@taskwire/client";
+import { escapeControls } from "../log/logger.ts";
+import { clientFor, type Connection } from "./connection.ts";
+import { causeOf, UnreachableError } from "./errors.ts";
+import { openFleetInput } from "./fleet-input.ts";
+import type { FleetFlags } from "./options.ts";
+import { parseCpulist } from "../kernel/cpulist.ts";
+
+/** What to subscribe to, from a command's flags. */
+export interface EventInputOptions {
+  readonly conn: Connection;
+  /** CPUs (kernel cpulist) or an existing listener: exactly one. */
+  readonly cpus?: string | undefined;
+  readonly listener?: string | undefined;
+  readonly buffer?: number | undefined;
+  /** Server-side field mask (kernel names) and filter. */
+  readonly fields?: readonly string[] | undefined;
+  readonly filter?: Partial<Pick<ExitFilter, "tgids" | "uids" | "commPrefix" | "nonzeroExit">> | undefined;
+  /** Ends the input (and deregisters its listener). */
+  readonly signal: AbortSignal;
+  /** Called when the stream (re)opens. */
+  readonly onSubscribed?: ((s: Subscribed) => void) | undefined;
+  /** A status line for stderr (reconnects). */
+  readonly status: (line: string) => void;
+  /** Read the fleet's exits from NATS JetStream instead of one server (`--nats`). */
+  readonly fleet?: FleetFlags | undefined;
+}
+
+/** An open event input: its events, and how to release what it holds on the server before exiting. */
+export interface EventInput {
+  readonly events: AsyncIterable<HostedExitEvent>;
+  /** Deregisters the listener this input made, awaiting the server's answer (idempotent; errors ignored). */
+  release(): Promise<void>;
+}
+
+/**
+ * Opens the event input. A server that never answered fails at once (the
+ * first error, with the URL and cause: a wrong --url or a server that is
+ * not running is better reported than retried silently); once a stream has
+ * opened, a dropped connection is retried with backoff and each retry is
+ * said on stderr ("reconnecting to URL in 2.0 s: cause").
+ */
+export function openEventInput(o: EventInputOptions): EventInput {
+  if (o.fleet !== undefined) return _fleetInput(o, o.fleet);
+  const client = clientFor(o.conn);
+  const own = o.listener === undefined;
+  let listenerId: string | undefined;
+  let host: string | undefined;
+  const events = _hosted(
+    watchExits(client, {
+      ...(o.listener !== undefined ? { listenerId: o.listener } : { cpumask: o.cpus ?? "" }),
+      signal: o.signal,
+      ...(o.buffer !== undefined && { buffer: o.buffer }),
+      ...(o.fields !== undefined && o.fields.length > 0 && { fields: [...o.fields] }),
+      ...(o.filter !== undefined && { filter: o.filter }),
+      onSubscribed: (s) => {
+        listenerId = s.listenerId;
+        host = s.host?.hostname;
+        o.onSubscribed?.(s);
+      },
+      onReconnect: (r) => {
+        if (listenerId === undefined) throw new UnreachableError(o.conn.url, r.error);
+        o.status(
+          `reconnecting to ${o.conn.url} in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt}): ${
+            escapeControls(causeOf(r.error))
+          }`,
+        );
+      },
+    }),
+    () => host,
+  );
+  return { events, release: () => (own ? _deregister(client, listenerId) : Promise.resolve()) };
+}
+
+async function* _hosted(events: AsyncIterable<HostedExitEvent>, host: () => string | undefined) {
+  for await (const ev of events) yield Object.assign(ev, { host: ev.host ?? host() });
+}
+
+async function _deregister(client: TaskwireClient, listenerId: string | undefined): Promise<void> {
+  if (listenerId === undefined) return;
+  await client.deregister({ listenerId, cpumask: "all" }).catch(() => {});
+}
+
+/** The largest CPU number `--cpus` may name with --nats (the fleet's hosts may have more CPUs than this one). */
+const FLEET_MAX_CPUS = 8192;
+
+// The fleet input connects lazily, on first iteration, so openEventInput stays synchronous for every input.
+function _fleetInput(o: EventInputOptions, f: FleetFlags): EventInput {
+  let release = (): Promise<void> => Promise.resolve();
+  const cpus = o.cpus === undefined || o.cpus === "all" ? undefined : parseCpulist(o.cpus, FLEET_MAX_CPUS);
+  async function* events(): AsyncGenerator<HostedExitEvent> {
+    const input = await openFleetInput({
+      ...f,
+      ...(cpus !== undefined && { cpus }),
+      ...(o.filter !== undefined &&
+        {
+          filter: {
+            ...o.filter,
+            ...(o.filter.uids && { uids: [...o.filter.uids] }),
+            ...(o.filter.tgids && { tgids: [...o.filter.tgids] }),
+          },
+        }),
+      signal: o.signal,
+      status: o.status,
+    });
+    release = input.release;
+    yield* input.events;
+  }
+  return { events: events(), release: () => release() };
+}

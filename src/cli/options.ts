@@ -1,0 +1,119 @@
+/** Option parsers and the filter flags shared by `watch` and `top`. */
+import { type Command, InvalidArgumentError } from "commander";
+import { UsageError } from "./errors.ts";
+import type { EventInputOptions } from "./event-input.ts";
+
+/** A commander parser for a whole number in [min, max]; a bad value is a usage error (status 2). */
+export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+/** A commander parser for a comma-separated list of uint32 ids ("0,1000"). */
+function idList(value: string): number[] {
+  const ids = value.split(",").map((x) => x.trim());
+  if (ids.length > 1024 || ids.some((x) => !/^\d{1,10}$/.test(x) || Number(x) > 0xffffffff)) {
+    throw new InvalidArgumentError("expected up to 1024 comma-separated whole numbers from 0 to 4294967295");
+  }
+  return ids.map(Number);
+}
+
+/** Adds --comm, --uid, --tgid, --nonzero-exit (the server-side ExitFilter). */
+export function filterOptions(cmd: Command): Command {
+  return cmd
+    .option("--comm <prefix>", "only tasks whose comm starts with this (server-side)")
+    .option("--uid <uids>", "only tasks of these uids, comma-separated (server-side)", idList)
+    .option("--tgid <tgids>", "only threads of these processes, comma-separated (server-side)", idList)
+    .option("--nonzero-exit", "only tasks that exited nonzero or were killed (server-side)");
+}
+
+/** The ExitFilter the filter flags ask for, or undefined when none is set. */
+export function filterFrom(o: Record<string, unknown>): EventInputOptions["filter"] {
+  const f = {
+    ...(typeof o["comm"] === "string" && { commPrefix: o["comm"] as string }),
+    ...(Array.isArray(o["uid"]) && { uids: o["uid"] as number[] }),
+    ...(Array.isArray(o["tgid"]) && { tgids: o["tgid"] as number[] }),
+    ...(o["nonzeroExit"] === true && { nonzeroExit: true }),
+  };
+  return Object.keys(f).length === 0 ? undefined : f;
+}
+
+/** The fleet flags of `watch` and `top`: consume from NATS JetStream instead of one server. */
+export interface FleetFlags {
+  readonly nats: string;
+  readonly hosts?: string | undefined;
+  readonly durable?: string | undefined;
+  readonly all?: boolean | undefined;
+  readonly stream?: string | undefined;
+  readonly subjectPrefix?: string | undefined;
+  readonly credsFile?: string | undefined;
+  readonly nkeyFile?: string | undefined;
+  readonly tokenFile?: string | undefined;
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}
+
+/** Adds --nats, --hosts and the NATS connection flags (credentials from files only, as `serve --nats-*`). */
+export function fleetOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      "--nats <urls>",
+      "read the fleet's exits from NATS JetStream (servers published with serve --nats), comma-separated URLs",
+    )
+    .option("--hosts <glob>", "with --nats: hosts to show, a name or a glob with * and ? (default: every host)")
+    .option("--durable <name>", "with --nats: a durable consumer's name, to resume where it left off")
+    .option("--from-start", "with --nats: start with every stored exit, not new ones")
+    .option("--nats-stream <name>", "with --nats: the JetStream stream (serve's --nats-stream)", "TASKWIRE_EXITS")
+    .option("--nats-subject-prefix <p>", "with --nats: the subject prefix (serve's --nats-subject-prefix)", "taskwire")
+    .option("--nats-creds <file>", "with --nats: a NATS credentials file")
+    .option("--nats-nkey <file>", "with --nats: a file holding an nkey user seed")
+    .option("--nats-token-file <file>", "with --nats: a file holding a NATS token")
+    .option("--nats-ca <file>", "with --nats: PEM CA to verify the NATS servers (implies TLS)")
+    .option("--nats-cert <file>", "with --nats: PEM client certificate (mutual TLS)")
+    .option("--nats-key <file>", "with --nats: PEM client key (mutual TLS)");
+}
+
+/** The fleet flags given, or undefined without --nats; the fleet-only flags without --nats are a usage error. */
+export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
+  const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
+  if (str("nats") === undefined) {
+    const stray = [
+      "hosts",
+      "durable",
+      "fromStart",
+      "natsCreds",
+      "natsNkey",
+      "natsTokenFile",
+      "natsCa",
+      "natsCert",
+      "natsKey",
+    ]
+      .find((k) => o[k] !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${_kebab(stray)} needs --nats <urls>`);
+    return undefined;
+  }
+  return {
+    nats: str("nats")!,
+    hosts: str("hosts"),
+    durable: str("durable"),
+    all: o["fromStart"] === true,
+    stream: str("natsStream"),
+    subjectPrefix: str("natsSubjectPrefix"),
+    credsFile: str("natsCreds"),
+    nkeyFile: str("natsNkey"),
+    tokenFile: str("natsTokenFile"),
+    caFile: str("natsCa"),
+    certFile: str("natsCert"),
+    keyFile: str("natsKey"),
+  };
+}
+
+function _kebab(camel: string): string {
+  return camel.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}

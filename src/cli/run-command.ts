@@ -1,0 +1,186 @@
+/**
+ * `taskwire run -- CMD ARGS`: getdelays -c over the network. Subscribes on
+ * every CPU first (the stream's opening message means the kernel is
+ * listening), then spawns the command, keeps the exit records of its
+ * process (tgid), and reports them when it has exited; returns the command's
+ * exit status (128 + signal when a signal killed it, like a shell).
+ */
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { constants } from "node:os";
+import { describeExit, exitEventToJson, messageToJson, TaskStatsSchema } from "@taskwire/client";
+import type { Command } from "commander";
+import { addConnectionOptions, clientFor, type Connection, connectionFrom } from "./connection.ts";
+import { describeError, ExitStatus, UsageError } from "./errors.ts";
+import { openEventInput } from "./event-input.ts";
+import { intArg } from "./options.ts";
+import { formatReport } from "./report.ts";
+import { createRunCollector, type RunCollector, type RunResult } from "./run-collector.ts";
+
+/** Options of `taskwire run`. */
+export interface RunFlags {
+  readonly conn: Connection;
+  readonly argv: readonly string[];
+  readonly json: boolean;
+  readonly output?: string | undefined;
+  readonly waitMs: number;
+  readonly buffer?: number | undefined;
+}
+
+/** Registers `run` on the program. */
+export function addRunCommand(program: Command): Command {
+  const run = program.command("run")
+    .description(
+      "run a command and print its full accounting when it exits (like getdelays -c): CPU, delays by class with average and max, I/O, memory, context switches; exits with the command's status",
+    )
+    .argument("<command...>", "the command and its arguments, after -- (taskwire run -- make -j4)")
+    .option("--json", "print the report as JSON (see README: JSON output)")
+    .option(
+      "-o, --output <file>",
+      "write the report to this file instead of stderr (the command keeps stdout and stderr)",
+    )
+    .option(
+      "--wait-ms <ms>",
+      "how long to wait for the exit records after the command has exited",
+      intArg(1, 600_000),
+      3000,
+    )
+    .option("--buffer <n>", "queue size to ask for, events (0: the server default)", intArg(0, 2 ** 32 - 1));
+  addConnectionOptions(run);
+  return run.action(async (argv: string[], o: Record<string, unknown>) => {
+    if (argv.length === 0) throw new UsageError("run: name a command after --, e.g. taskwire run -- sleep 1");
+    await runCommand({
+      conn: connectionFrom(o),
+      argv,
+      json: o["json"] === true,
+      output: o["output"] as string | undefined,
+      waitMs: o["waitMs"] as number,
+      buffer: o["buffer"] as number | undefined,
+    });
+  });
+}
+
+/**
+ * `taskwire run`: throws ExitStatus with the command's status (or an error
+ * before the command ran). The listener is registered on every CPU and one
+ * stream opened on it before the spawn (its opening message: the kernel is
+ * listening), so no record of the command can be missed. The tgid is known
+ * only after the spawn, and a filter applies from the moment a stream opens,
+ * so the events are then read by a second stream on the same listener,
+ * filtered server-side to the command's tgid: what was queued in between is
+ * read too (and filtered here), and nothing else crosses the network.
+ */
+export async function runCommand(flags: RunFlags): Promise<never> {
+  const client = clientFor(flags.conn);
+  const info = await client.getInfo({});
+  const { listenerId } = await client.register({ cpumask: info.possibleCpus, buffer: flags.buffer ?? 0 });
+  const ctl = new AbortController();
+  try {
+    await _listening(flags, listenerId);
+    const collector = createRunCollector();
+    const child = _spawn(flags.argv, (pid) => {
+      collector.watch(pid);
+      _read(flags, listenerId, pid, collector, ctl.signal);
+    });
+    const status = await child;
+    const result = await collector.finish(flags.waitMs);
+    _report(flags, result, status);
+    throw new ExitStatus(status.code);
+  } finally {
+    ctl.abort();
+    await client.deregister({ listenerId, cpumask: "all" }).catch(() => {});
+  }
+}
+
+/** Opens a stream on the listener and waits for its opening message (or its error), then closes it. */
+async function _listening(flags: RunFlags, listenerId: string): Promise<void> {
+  const ctl = new AbortController();
+  const input = openEventInput({
+    conn: flags.conn,
+    listener: listenerId,
+    signal: ctl.signal,
+    status: (line) => console.error(`taskwire: ${line}`),
+    onSubscribed: () => ctl.abort(),
+  });
+  try {
+    for await (const _ of input.events) break; // events before the spawn are not the command's
+  } catch (err) {
+    if (!ctl.signal.aborted) throw err;
+  }
+}
+
+/** Reads the listener filtered to `tgid` into the collector until `signal` (errors end it: the report says what is missing). */
+function _read(flags: RunFlags, listenerId: string, tgid: number, collector: RunCollector, signal: AbortSignal) {
+  const input = openEventInput({
+    conn: flags.conn,
+    listener: listenerId,
+    filter: { tgids: [tgid] },
+    signal,
+    status: (line) => console.error(`taskwire: ${line}`),
+  });
+  (async () => {
+    for await (const ev of input.events) collector.add(ev);
+  })().catch((err) => {
+    if (!signal.aborted) {
+      console.error(`taskwire: the stream of the command's records failed: ${describeError(err, flags.conn.url)}`);
+    }
+  });
+}
+
+interface ChildStatus {
+  readonly pid: number;
+  readonly code: number;
+  readonly text: string;
+}
+
+// SIGINT and SIGQUIT go to the whole foreground group: the command decides, taskwire stays to report (as time(1) does).
+async function _spawn(argv: readonly string[], started: (pid: number) => void): Promise<ChildStatus> {
+  const ignore = () => {};
+  process.on("SIGINT", ignore).on("SIGQUIT", ignore);
+  try {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
+    if (child.pid !== undefined) started(child.pid);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+      child.once("error", (err) => reject(new UsageError(`run: cannot start ${argv[0]}: ${err.message}`)));
+      child.once("exit", (c, s) => resolve([c, s]));
+    });
+    if (signal !== null) {
+      const n = constants.signals[signal] ?? 0;
+      return { pid: child.pid!, code: 128 + n, text: describeExit(n).text };
+    }
+    return { pid: child.pid!, code: code ?? 1, text: `exit ${code}` };
+  } finally {
+    process.off("SIGINT", ignore).off("SIGQUIT", ignore);
+  }
+}
+
+function _report(flags: RunFlags, r: RunResult, status: ChildStatus): void {
+  const text = flags.json ? `${JSON.stringify(_json(r, status))}\n` : _text(r, status);
+  if (flags.output !== undefined) writeFileSync(flags.output, text);
+  else process.stderr.write(text);
+}
+
+function _json(r: RunResult, status: ChildStatus) {
+  return {
+    command_pid: status.pid,
+    status: status.text,
+    exit_code: status.code,
+    complete: r.complete,
+    problem: r.problem ?? null,
+    threads: r.threads.length,
+    process: r.total === undefined ? null : messageToJson(TaskStatsSchema, r.total),
+    group_delays: r.group === undefined ? null : messageToJson(TaskStatsSchema, r.group),
+    losses: r.losses.map((ev) => exitEventToJson(ev)),
+  };
+}
+
+function _text(r: RunResult, status: ChildStatus): string {
+  const head = `taskwire run: pid ${status.pid} ended with ${status.text}; ${r.threads.length} thread record(s)` +
+    (r.group === undefined ? "" : " and the process's group record");
+  if (r.total === undefined) return `${head}\n${r.problem}\n`;
+  const notes = [
+    ...(r.threads.length > 1 ? [`summed over ${r.threads.length} threads: CPU, delays, I/O, faults, switches`] : []),
+    ...(r.problem === undefined ? [] : [r.problem]),
+  ];
+  return `${head}\n${formatReport(r.total, notes)}\n`;
+}

@@ -1,0 +1,128 @@
+/**
+ * The NATS connection of the publisher: servers, credentials (a .creds file,
+ * an nkey seed file, or a token file: never a secret on the command line,
+ * where `ps` shows it) and TLS, from flags to the client's options. Nothing
+ * secret is ever echoed: server URLs are shown without their userinfo.
+ */
+import { readFileSync } from "node:fs";
+import {
+  type Authenticator,
+  type ConnectionOptions,
+  credsAuthenticator,
+  type NatsConnection,
+  nkeyAuthenticator,
+  tokenAuthenticator,
+} from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+
+/** How to reach and authenticate to NATS. */
+export interface NatsSettings {
+  /** Server URLs (nats://host:4222, tls://host:4222), comma-separated or a list. */
+  readonly servers: string | readonly string[];
+  /** A NATS credentials file (JWT and nkey seed, `nsc` makes them). */
+  readonly credsFile?: string | undefined;
+  /** A file holding an nkey user seed (SU...). */
+  readonly nkeyFile?: string | undefined;
+  /** A file holding a token (its first line). */
+  readonly tokenFile?: string | undefined;
+  /** PEM CA to verify the server with (implies TLS). */
+  readonly caFile?: string | undefined;
+  /** PEM client certificate and key (mutual TLS). */
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+  /** The connection's name on the server (nats-server's connz). */
+  readonly name?: string | undefined;
+}
+
+/** NATS cannot be reached, or refused the credentials; the message says which and what to check. */
+export class NatsConnectError extends Error {
+  override readonly name = "NatsConnectError";
+}
+
+/** The servers as a list. */
+export function serverList(servers: string | readonly string[]): string[] {
+  const list = (typeof servers === "string" ? servers.split(",") : [...servers]).map((s) => s.trim()).filter(Boolean);
+  if (list.length === 0) throw new RangeError("--nats: no server URL given; pass e.g. nats://127.0.0.1:4222");
+  return list;
+}
+
+/** A server URL without any user:password@ part, for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^/@]*@/, "//***@");
+}
+
+/** Connects (once: a failure is a NatsConnectError), reconnecting for ever after. */
+export async function connectNats(s: NatsSettings): Promise<NatsConnection> {
+  const servers = serverList(s.servers);
+  try {
+    return await connect(connectionOptions(s, servers));
+  } catch (err) {
+    const shown = servers.map(redactUrl).join(", ");
+    throw new NatsConnectError(
+      `cannot connect to NATS at ${shown}: ${
+        describe(err)
+      }; check --nats, the credentials (--nats-creds, --nats-nkey, --nats-token-file) and TLS (--nats-ca)`,
+    );
+  }
+}
+
+function connectionOptions(s: NatsSettings, servers: string[]): ConnectionOptions {
+  const authenticator = authenticatorFor(s);
+  const tls = tlsFor(s);
+  return {
+    servers,
+    name: s.name ?? "taskwire",
+    reconnect: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    timeout: 5000,
+    ...(authenticator && { authenticator }),
+    ...(tls && { tls }),
+  };
+}
+
+function authenticatorFor(s: NatsSettings): Authenticator | undefined {
+  const given = [s.credsFile, s.nkeyFile, s.tokenFile].filter((f) => f !== undefined);
+  if (given.length > 1) {
+    throw new RangeError("pass one of --nats-creds, --nats-nkey and --nats-token-file, not several");
+  }
+  if (s.credsFile !== undefined) return credsAuthenticator(readSecret(s.credsFile, "--nats-creds"));
+  if (s.nkeyFile !== undefined) return nkeyAuthenticator(firstLine(s.nkeyFile, "--nats-nkey"));
+  if (s.tokenFile !== undefined) {
+    return tokenAuthenticator(new TextDecoder().decode(firstLine(s.tokenFile, "--nats-token-file")));
+  }
+  return undefined;
+}
+
+function tlsFor(s: NatsSettings): ConnectionOptions["tls"] | undefined {
+  if ((s.certFile === undefined) !== (s.keyFile === undefined)) {
+    throw new RangeError("--nats-cert and --nats-key go together: pass both PEM files");
+  }
+  if (s.caFile === undefined && s.certFile === undefined) return undefined;
+  return {
+    ...(s.caFile !== undefined && { caFile: s.caFile }),
+    ...(s.certFile !== undefined && { certFile: s.certFile }),
+    ...(s.keyFile !== undefined && { keyFile: s.keyFile }),
+  };
+}
+
+function readSecret(file: string, flag: string): Uint8Array {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new NatsConnectError(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+  }
+}
+
+function firstLine(file: string, flag: string): Uint8Array {
+  const line = new TextDecoder().decode(readSecret(file, flag)).split("\n", 1)[0]!.trim();
+  if (line === "") throw new NatsConnectError(`${flag}: ${file} is empty`);
+  return new TextEncoder().encode(line);
+}
+
+// The client's own error says what failed (refused, authorization violation, TLS); its cause, the socket's error.
+function describe(err: unknown): string {
+  const e = err as { message?: string; cause?: { message?: string } };
+  const cause = e.cause?.message;
+  return [e.message ?? String(err), ...(cause !== undefined && cause !== e.message ? [cause] : [])].join(": ");
+}

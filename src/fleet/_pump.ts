@@ -1,0 +1,247 @@
+/**
+ * The publisher's pump: takes events off its listener's queue into a bounded
+ * window of JetStream publishes, in seq order. A publish that fails (no
+ * connection, no ack within the timeout) is retried, with the same message
+ * id, before anything newer is taken: JetStream drops a retry of a message it
+ * did store (Nats-Msg-Id, within the stream's duplicate window), and order
+ * per host holds. While retries wait, the queue fills and overflows into a
+ * loss marker (core/event-queue.ts), which is published in its place once
+ * NATS acks again.
+ *
+ * Each take (up to MAX_EVENTS events, whatever is queued: one when traffic
+ * is light, many under load) becomes one message per subject, i.e. per CPU
+ * (loss markers of no one CPU: the `lost` subject), each carrying that
+ * CPU's events of the take in seq order. Batching is what makes publishing
+ * cheap (a JetStream publish and its ack cost about as much as tens of
+ * encoded events); a consumer restores the per-host seq order across the
+ * CPUs' messages (the SDK's watchFleet does, clients/ts/src/_fleet-order.ts).
+ *
+ * It takes from the queue itself rather than through Listener.take(): the
+ * stream is the retention here, so keeping each handed-out event again in
+ * the listener's retention ring (for RPC resumes) would only hold memory.
+ */
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import { lastSeqOf } from "../core/retention.ts";
+import type { QueueItem } from "../core/event-queue.ts";
+import type { StreamEnd } from "../core/listener.ts";
+import type { ExitRecord } from "../kernel/exit-record.ts";
+import { encodeEvents } from "../rpc/fast-binary/batch.ts";
+import type { ServerListener } from "../rpc/stream.ts";
+import { eventSubject } from "./subjects.ts";
+
+/** What the pump needs. */
+export interface PumpOptions {
+  readonly js: JetStreamClient;
+  readonly listener: ServerListener;
+  readonly prefix: string;
+  readonly host: string;
+  readonly window: number;
+  /** Pause after a partial take while messages are in flight, ms (0: none). */
+  readonly lingerMs: number;
+  readonly ackTimeoutMs: number;
+  readonly log: (level: "info" | "warning", text: string) => void;
+}
+
+/** The pump's counters. */
+export interface PumpCounters {
+  /** Events its listener produced (seq of the last): what a consumer's received + lost adds up to. */
+  readonly produced: number;
+  readonly published: number;
+  readonly pending: number;
+  readonly queued: number;
+  readonly dropped: number;
+  readonly retries: number;
+  readonly lastError: string;
+}
+
+/** A running pump. */
+export interface Pump {
+  counters(): PumpCounters;
+  /** Publishes what is queued and in flight, for at most `ms`, then stops. */
+  drain(ms: number): Promise<void>;
+}
+
+/** Most events in one take. */
+export const MAX_EVENTS = 1024;
+
+/** One message: its subject, payload and id, kept until JetStream acks it. */
+interface Outgoing {
+  readonly seq: number;
+  readonly subject: string;
+  readonly payload: Uint8Array;
+  readonly msgID: string;
+  /** Events in it. */
+  readonly events: number;
+}
+
+// Retries wait this long at first, doubling up to RETRY_MAX_MS, so a NATS that is down is not flooded.
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 2000;
+
+/** Starts pumping `o.listener` (it attaches to the listener as its stream). */
+export function createPump(o: PumpOptions): Pump {
+  return new _Pump(o);
+}
+
+class _Pump implements Pump {
+  readonly #o: PumpOptions;
+  /** Tells one publisher run from the next: seqs start again at 1 when taskwire restarts. */
+  readonly #run = randomRun();
+  #inFlight = 0;
+  #retry: Outgoing[] = [];
+  #retryDelay = RETRY_MIN_MS;
+  #published = 0;
+  #retries = 0;
+  #lastError = "";
+  #ended = false;
+  #stopped = false;
+  #wakeUp: (() => void) | undefined;
+  readonly #done: Promise<void>;
+
+  constructor(o: PumpOptions) {
+    this.#o = o;
+    o.listener.attach(this.#wake, this.#end);
+    this.#done = this.#loop();
+  }
+
+  counters(): PumpCounters {
+    const l = this.#o.listener;
+    return {
+      produced: l.produced,
+      published: this.#published,
+      pending: this.#inFlight + this.#retry.length,
+      queued: l.queue.length,
+      dropped: l.lost["subscriber-overflow"],
+      retries: this.#retries,
+      lastError: this.#lastError,
+    };
+  }
+
+  async drain(ms: number): Promise<void> {
+    this.#ended = true;
+    this.#wake();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#done, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+    this.#stopped = true;
+    this.#wake();
+  }
+
+  readonly #wake = (): void => {
+    const w = this.#wakeUp;
+    this.#wakeUp = undefined;
+    w?.();
+  };
+
+  // The listener was removed (server shutdown, or an admin's Deregister) or taken over (an admin subscribed to it):
+  // publish what is queued, then stop. Only a shutdown is expected.
+  readonly #end = (why: string, how: StreamEnd): void => {
+    if (!this.#ended) {
+      const stopped = how === "shutdown" ? "" : "; publishing to NATS stopped until taskwire restarts";
+      this.#o.log(how === "shutdown" ? "info" : "warning", `fleet: publisher listener ended (${why})${stopped}`);
+    }
+    this.#ended = true;
+    this.#wake();
+  };
+
+  async #loop(): Promise<void> {
+    const queue = this.#o.listener.queue;
+    while (!this.#stopped) {
+      if (this.#retry.length > 0) {
+        if (this.#inFlight === 0) await this.#resend();
+        else await this.#sleep();
+      } else if (this.#inFlight < this.#o.window && queue.length > 0) {
+        const items = this.#take(MAX_EVENTS);
+        this.#sendItems(items);
+        // A partial take under load: let the next one grow (fewer, fuller messages), as an RPC stream lingers.
+        if (items.length < MAX_EVENTS && this.#inFlight > 1 && this.#o.lingerMs > 0 && !this.#ended) {
+          await this.#sleep(this.#o.lingerMs);
+        }
+      } else if (this.#ended && this.#inFlight === 0 && queue.length === 0) {
+        return;
+      } else await this.#sleep();
+    }
+  }
+
+  #take(max: number): QueueItem<ExitRecord>[] {
+    const l = this.#o.listener;
+    const items = l.queue.take(max);
+    for (const item of items) if (item.kind === "exit") l.delivered++;
+    if (items.length > 0) l.handedOut = lastSeqOf(items[items.length - 1]!);
+    return items;
+  }
+
+  // One message per CPU of the take, in seq order within each.
+  #sendItems(items: readonly QueueItem<ExitRecord>[]): void {
+    const byCpu = new Map<number, QueueItem<ExitRecord>[]>();
+    for (const item of items) {
+      const cpu = item.kind === "exit" ? item.record.cpu : item.cpu;
+      const list = byCpu.get(cpu);
+      if (list === undefined) byCpu.set(cpu, [item]);
+      else list.push(item);
+    }
+    for (const [cpu, list] of byCpu) this.#send(this.#outgoing(cpu, list));
+  }
+
+  // Its id is host, run and its first seq: every seq is in exactly one message, so no two messages share one.
+  #outgoing(cpu: number, items: readonly QueueItem<ExitRecord>[]): Outgoing {
+    const { prefix, host } = this.#o;
+    const first = items[0]!.kind === "exit" ? items[0]!.seq : items[0]!.first;
+    return {
+      seq: first,
+      subject: eventSubject(prefix, host, cpu),
+      payload: encodeEvents(items),
+      msgID: `${host}:${this.#run}:${first}`,
+      events: items.length,
+    };
+  }
+
+  #send(m: Outgoing): void {
+    this.#inFlight++;
+    this.#o.js.publish(m.subject, m.payload, { msgID: m.msgID, timeout: this.#o.ackTimeoutMs })
+      .then((ack) => this.#acked(m, ack), (err: unknown) => this.#failed(m, err));
+  }
+
+  #acked(m: Outgoing, _ack: PubAck): void {
+    this.#inFlight--;
+    this.#published += m.events;
+    this.#retryDelay = RETRY_MIN_MS;
+    this.#lastError = "";
+    this.#wake();
+  }
+
+  #failed(m: Outgoing, err: unknown): void {
+    this.#inFlight--;
+    if (this.#lastError === "") this.#o.log("warning", `fleet: publish failed, retrying: ${String(err)}`);
+    this.#lastError = String((err as Error)?.message ?? err);
+    this.#retry.push(m);
+    this.#wake();
+  }
+
+  // Every failed message again, in seq order, after a backoff.
+  async #resend(): Promise<void> {
+    await this.#sleep(this.#retryDelay);
+    this.#retryDelay = Math.min(RETRY_MAX_MS, this.#retryDelay * 2);
+    if (this.#stopped) return;
+    const batch = this.#retry.sort((a, b) => a.seq - b.seq);
+    this.#retry = [];
+    this.#retries += batch.length;
+    for (const m of batch) this.#send(m);
+  }
+
+  // Until woken (new events, an ack, the end), or `ms` when given (a wake does not cut that short).
+  #sleep(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (ms !== undefined) {
+        setTimeout(resolve, ms);
+        return;
+      }
+      this.#wakeUp = resolve;
+    });
+  }
+}
+
+function randomRun(): string {
+  const b = crypto.getRandomValues(new Uint8Array(4));
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+}

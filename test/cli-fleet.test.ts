@@ -1,0 +1,59 @@
+/** `taskwire watch --nats` and `top --nats`: the CLI reading a fleet from a real nats-server. */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fleetServer, haveNatsServer, type NatsServer, startNats, stopFleetServer } from "./fleet-nats.ts";
+
+const run = promisify(execFile);
+const CLI = new URL("../bin/taskwire.js", import.meta.url).pathname;
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [CLI, ...args], { timeout: 30_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-server)", () => {
+  let nats: NatsServer;
+  let servers: Awaited<ReturnType<typeof fleetServer>>[] = [];
+  beforeAll(async () => {
+    nats = await startNats();
+    const fleet = { stream: "CLI_TEST", prefix: "cli" };
+    servers = await Promise.all(["web-1", "web-2", "db-1"].map((h) => fleetServer(nats.url, h, { fleet })));
+  }, 30_000);
+  afterAll(async () => {
+    for (const s of servers) await stopFleetServer(s);
+    await nats?.close();
+  });
+  const flags = () => ["--nats", nats.url, "--nats-stream", "CLI_TEST", "--nats-subject-prefix", "cli"];
+
+  it("watch --nats --hosts 'web-*' --json: only those hosts, each line names its host", async () => {
+    const r = await cli(["watch", ...flags(), "--hosts", "web-*", "--cpus", "0-1", "--json", "--count", "300"]);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { host: string; cpu: number });
+    expect(lines).toHaveLength(300);
+    expect(new Set(lines.map((l) => l.host))).toEqual(new Set(["web-1", "web-2"]));
+    expect(lines.every((l) => l.cpu <= 1)).toBe(true);
+  });
+
+  it("top --nats --by host --once --json: one row per host", async () => {
+    const r = await cli(["top", ...flags(), "--by", "host", "--once", "--json", "--window", "2"]);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { rows: { key: string; exits: number }[] };
+    expect(doc.rows.map((row) => row.key).sort()).toEqual(["db-1", "web-1", "web-2"]);
+    expect(doc.rows.every((row) => row.exits > 0)).toBe(true);
+  });
+
+  it("fleet-only flags without --nats are a usage error (2); an unreachable NATS is a runtime error (1)", async () => {
+    const stray = await cli(["watch", "--cpus", "0", "--hosts", "web-*"]);
+    expect(stray.code).toBe(2);
+    expect(stray.stderr).toMatch(/--hosts needs --nats/);
+    const down = await cli(["watch", "--nats", "nats://127.0.0.1:1", "--count", "1"]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/127\.0\.0\.1:1/);
+  });
+});

@@ -1,0 +1,99 @@
+/**
+ * `taskwire run -- CMD` against the real kernel (netlink source): the
+ * command's accounting, its exit status passed through, CPU time checked
+ * against what the command measured itself (getrusage, via process.cpuUsage).
+ */
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { createTaskwireClient } from "@taskwire/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnServer } from "./helpers.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const bin = `${root}bin/taskwire.js`;
+let server: Awaited<ReturnType<typeof spawnServer>>;
+
+async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)("node", [bin, "run", "--url", server.url, ...args], {
+      cwd: root,
+    });
+    return { code: 0, out: stdout, err: stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
+}
+
+beforeAll(async () => {
+  server = await spawnServer("node", [bin, "serve", "--source", "netlink", "--port", "0"], root);
+});
+afterAll(() => server.stop());
+
+describe("taskwire run (real kernel)", () => {
+  it("reports a multithreaded command's CPU time within tolerance of what it measured itself", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-run-"));
+    const report = join(dir, "report.json");
+    // node is multithreaded (libuv and V8 threads): its CPU time is the sum of its thread records.
+    // Busy until it has used 300 ms of CPU (not wall time: the machine is shared), then report its own getrusage.
+    const busy = "let x=0; for (;;) { for (let i=0; i<1e6; i++) x++; if (process.cpuUsage().user >= 300000) break; } " +
+      "const u=process.cpuUsage(); console.log(JSON.stringify(u))";
+    const r = await run("--json", "-o", report, "--", process.execPath, "-e", busy);
+    expect(r.code).toBe(0);
+    const self = JSON.parse(r.out) as { user: number; system: number };
+    const doc = JSON.parse(readFileSync(report, "utf8"));
+    expect(doc).toMatchObject({ exit_code: 0, status: "exit 0", complete: true, problem: null });
+    expect(doc.threads).toBeGreaterThan(1);
+    expect(doc.group_delays).not.toBeNull(); // the kernel's AGGR_TGID record of a multithreaded group
+    const measured = (self.user + self.system) / 1e6;
+    // cpu_run_virtual_total is sum_exec_runtime (ns; kernel/delayacct.c delayacct_add_tsk), to which getrusage scales
+    // its user/system split: the precise comparison. The process measured itself just before exiting (then tore down).
+    const run_ = Number(doc.process.cpu_run_virtual_total) / 1e9;
+    console.log(`run: measured ${measured.toFixed(4)} s, cpu_run_virtual_total ${run_.toFixed(4)} s`);
+    expect(run_).toBeGreaterThanOrEqual(measured - 0.005);
+    expect(run_).toBeLessThanOrEqual(measured * 1.15 + 0.05);
+    // ac_utime + ac_stime (and cpu_run_real_total, their sum in ns) are sampled at the tick (4 ms here) per thread.
+    const ticks = (Number(doc.process.ac_utime) + Number(doc.process.ac_stime)) / 1e6;
+    console.log(`run: ac_utime + ac_stime ${ticks.toFixed(4)} s over ${doc.threads} threads`);
+    expect(Math.abs(ticks - run_)).toBeLessThanOrEqual(0.004 * (doc.threads + 2) + 0.1 * run_);
+    expect(doc.process.ac_comm).toBe("node");
+    expect(doc.process.ac_pid).toBe(doc.command_pid);
+  }, 30_000);
+
+  it("passes exit 3 on, with a readable report on stderr", async () => {
+    const r = await run("--", "sh", "-c", "exit 3");
+    expect(r.code).toBe(3);
+    expect(r.err).toMatch(/^taskwire run: pid \d+ ended with exit 3; 1 thread record\(s\)$/m);
+    expect(r.err).toMatch(/^comm "sh" .* status exit 3 /m);
+    for (
+      const section of [
+        /^CPU +user /m,
+        /^DELAYS +class +count +total +average +max +min$/m,
+        /^I\/O /m,
+        /^MEMORY +peak RSS /m,
+        /^CONTEXT +voluntary /m,
+      ]
+    ) {
+      expect(r.err).toMatch(section);
+    }
+  }, 30_000);
+
+  it("passes a signal on as 128 + its number, as shells do", async () => {
+    const r = await run("--json", "--", "sh", "-c", "kill -9 $$");
+    expect(r.code).toBe(137);
+    const doc = JSON.parse(r.err);
+    expect(doc.status).toBe("signal 9 (SIGKILL)");
+    expect(doc.process.ac_exitcode).toBe(9); // the wait status the kernel recorded
+  }, 30_000);
+
+  it("leaves no listener behind, and a missing command is a usage error", async () => {
+    const bad = await run("--", "/nonexistent/taskwire-test");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/^taskwire: run: cannot start \/nonexistent\/taskwire-test: spawn .*ENOENT/m);
+    const info = await createTaskwireClient(server.url).getInfo({});
+    expect(info.listeners).toBe(0);
+  }, 30_000);
+});

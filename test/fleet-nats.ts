@@ -1,0 +1,160 @@
+/**
+ * A real nats-server for the fleet tests: Debian's /usr/sbin/nats-server with
+ * JetStream, a temporary store directory and a free loopback port, killed at
+ * the end. Restartable on the same port and store (the outage test).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { connect as netConnect, createServer as createNetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type FleetExitEvent, watchFleet, type WatchFleetOptions } from "@taskwire/client";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { type FleetOptions, type FleetPublisher, startFleetPublisher } from "../src/fleet/publisher.ts";
+import { type Running, startServer } from "./helpers.ts";
+
+export const NATS_SERVER = process.env["NATS_SERVER"] ?? "/usr/sbin/nats-server";
+
+/** Whether nats-server is installed (the tests skip, naming it, when not). */
+export const haveNatsServer = existsSync(NATS_SERVER);
+
+/** A running nats-server. */
+export interface NatsServer {
+  readonly url: string;
+  readonly port: number;
+  readonly storeDir: string;
+  /** Kills it (SIGKILL: no clean shutdown), keeping the store. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port and store. */
+  restart(): Promise<void>;
+  /** Kills it and removes the store. */
+  close(): Promise<void>;
+}
+
+/** Starts nats-server -js on a free loopback port; `args` adds flags (e.g. --auth TOKEN). */
+export async function startNats(args: readonly string[] = []): Promise<NatsServer> {
+  const storeDir = mkdtempSync(join(tmpdir(), "taskwire-nats-"));
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn(NATS_SERVER, ["-js", "-sd", storeDir, "-a", "127.0.0.1", "-p", String(port), ...args], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    await waitForPort(port, 10_000);
+  };
+  const kill = async () => {
+    const c = child;
+    child = undefined;
+    if (c === undefined || c.exitCode !== null) return;
+    const exited = new Promise((r) => c.once("exit", r));
+    c.kill("SIGKILL");
+    await exited;
+  };
+  await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    kill,
+    restart: start,
+    close: async () => {
+      await kill();
+      rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = netConnect(port, "127.0.0.1");
+      sock.once("connect", () => (sock.destroy(), resolve(true)));
+      sock.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`nats-server did not listen on ${port} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Per host: seqs covered (exits and loss ranges), in arrival order. */
+export interface HostTally {
+  received: number;
+  lost: number;
+  /** The next seq expected; a seq out of order or twice is recorded in `errors`. */
+  next: number;
+  errors: string[];
+}
+
+/** Tallies events per host, checking each seq comes once and in order. */
+export function tally(events: readonly FleetExitEvent[]): Map<string, HostTally> {
+  const hosts = new Map<string, HostTally>();
+  for (const ev of events) {
+    let t = hosts.get(ev.host);
+    if (t === undefined) hosts.set(ev.host, t = { received: 0, lost: 0, next: 1, errors: [] });
+    const [first, last] = ev.event.case === "lost"
+      ? [Number(ev.event.value.firstSeq), Number(ev.event.value.lastSeq)]
+      : [Number(ev.seq), Number(ev.seq)];
+    if (first !== t.next && t.errors.length < 5) t.errors.push(`seq ${first} after ${t.next - 1}`);
+    t.next = last + 1;
+    if (ev.event.case === "lost") t.lost += last - first + 1;
+    else t.received++;
+  }
+  return hosts;
+}
+
+/** A sim server publishing into NATS as `host`. */
+export async function fleetServer(
+  nats: string,
+  host: string,
+  o: { exitRate?: number; fleet?: Partial<FleetOptions> } = {},
+): Promise<Running & { fleet: FleetPublisher }> {
+  const fleet = await startFleetPublisher({ servers: nats, ...o.fleet });
+  const running = await startServer(createSimSource({ cpus: 4, exitRate: o.exitRate ?? 2000, seed: host.length }), {}, {
+    hostName: host,
+    fleet,
+    accessLog: false,
+  });
+  return { ...running, fleet };
+}
+
+/** Collects watchFleet's events until stopped. */
+export function collectFleet(
+  o: WatchFleetOptions,
+): { events: FleetExitEvent[]; readonly error: unknown; stop(): Promise<void> } {
+  const ctl = new AbortController();
+  const events: FleetExitEvent[] = [];
+  let error: unknown;
+  const done = (async () => {
+    for await (const ev of watchFleet({ ...o, signal: ctl.signal })) events.push(ev);
+  })().catch((err: unknown) => (error = err));
+  return {
+    events,
+    get error() {
+      return error;
+    },
+    stop: async () => {
+      ctl.abort();
+      await done;
+      if (error !== undefined) throw error;
+    },
+  };
+}
+
+/** Stops a fleet server: its RPC listener, then the server (which publishes what its publisher queued). */
+export async function stopFleetServer(s: Running): Promise<void> {
+  await s.close();
+  await s.server.close();
+}
