@@ -332,6 +332,7 @@ nsSuite(`why the container needs --net=host and --pid=host${nsMissing ? ` SKIPPE
       return;
     }
     try {
+      await eventually(() => /not in the initial network namespace .* no exit will ever arrive/.test(server.stderr()));
       const nsenter = ["nsenter", `--net=/proc/${server.child.pid}/ns/net`, process.execPath, bin];
       const watch = spawn(nsenter[0]!, [...nsenter.slice(1), "watch", "--cpus", "0", "--url", server.url]);
       let out = "";

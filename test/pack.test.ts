@@ -132,7 +132,7 @@ describe("the packages installed from their tarballs into an empty project", () 
     try {
       expect(server.runtime).toBe("node");
       const out = await ok(taskwire, ["watch", "--cpus", "0", "--count", "3", "--url", server.url], project);
-      const events = lines(out).filter((l) => !l.startsWith("  group ")); // a group's last exit adds its aggregate's line
+      const events = lines(out).filter((l) => !l.startsWith("  process ")); // a process's last exit adds its aggregate's line
       expect(events).toHaveLength(3);
       for (const l of events) expect(l).toMatch(/^\d\d:\d\d:\d\d\.\d{3} cpu 0 pid \d+ ppid \d+ /);
       const ui = await fetch(`${server.url}/ui/taskwire-client.js`);

@@ -14,8 +14,7 @@ import {
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
 import { causeOf, UnreachableError } from "./errors.ts";
-import { openFleetInput } from "./fleet-input.ts";
-import type { FleetFlags } from "./options.ts";
+import { type FleetFlags, openFleetInput } from "./fleet-input.ts";
 import { parseCpulist } from "../kernel/cpulist.ts";
 
 /** What to subscribe to, from a command's flags. */

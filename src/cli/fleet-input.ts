@@ -67,3 +67,19 @@ export async function openFleetInput(o: FleetInputOptions): Promise<FleetInput> 
   });
   return { events, release: () => nc.close().catch(() => {}) };
 }
+
+/** The fleet flags of `watch` and `top`: consume from NATS JetStream instead of one server. */
+export interface FleetFlags {
+  readonly nats: string;
+  readonly hosts?: string | undefined;
+  readonly durable?: string | undefined;
+  readonly all?: boolean | undefined;
+  readonly stream?: string | undefined;
+  readonly subjectPrefix?: string | undefined;
+  readonly credsFile?: string | undefined;
+  readonly nkeyFile?: string | undefined;
+  readonly tokenFile?: string | undefined;
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}

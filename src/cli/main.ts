@@ -170,7 +170,7 @@ function buildProgram(): Command {
     )
     .option(
       "--accepts-per-turn <n>",
-      "new connections' first requests served per event-loop turn, shared fairly between callers (pacing: during a connection storm, connections already open are served between batches)",
+      "new connections' first requests, and young streams' writes, served per event-loop turn, shared fairly between callers (pacing: during a connection storm, connections and streams already flowing are served first)",
       int(1, 2 ** 31 - 1),
       TRANSPORT.acceptsPerTurn,
     )

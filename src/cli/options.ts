@@ -2,6 +2,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { UsageError } from "./errors.ts";
 import type { EventInputOptions } from "./event-input.ts";
+import type { FleetFlags } from "./fleet-input.ts";
 
 /** A commander parser for a whole number in [min, max]; a bad value is a usage error (status 2). */
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -41,22 +42,6 @@ export function filterFrom(o: Record<string, unknown>): EventInputOptions["filte
     ...(o["nonzeroExit"] === true && { nonzeroExit: true }),
   };
   return Object.keys(f).length === 0 ? undefined : f;
-}
-
-/** The fleet flags of `watch` and `top`: consume from NATS JetStream instead of one server. */
-export interface FleetFlags {
-  readonly nats: string;
-  readonly hosts?: string | undefined;
-  readonly durable?: string | undefined;
-  readonly all?: boolean | undefined;
-  readonly stream?: string | undefined;
-  readonly subjectPrefix?: string | undefined;
-  readonly credsFile?: string | undefined;
-  readonly nkeyFile?: string | undefined;
-  readonly tokenFile?: string | undefined;
-  readonly caFile?: string | undefined;
-  readonly certFile?: string | undefined;
-  readonly keyFile?: string | undefined;
 }
 
 /** Adds --nats, --hosts and the NATS connection flags (credentials from files only, as `serve --nats-*`). */

@@ -10,6 +10,7 @@ import type { Limits } from "../core/registry.ts";
 import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
+import { networkNamespaceOfInit } from "../sys/namespaces.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
 import { createSimSource } from "../sources/sim/sim-source.ts";
 import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
@@ -252,6 +253,13 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   const excess = excessCapabilities({ held, needed, euid: process.geteuid?.() });
   if (excess !== undefined) logText(logger, "warning", excess);
   for (const w of warnings) logText(logger, "warning", w);
+  if (info.source === "netlink" && networkNamespaceOfInit() === "different") {
+    logText(
+      logger,
+      "warning",
+      "this process is not in the initial network namespace (pid 1's): the kernel sends exit records only to listeners there, so GetPid works but no exit will ever arrive; run in the host's network namespace (containers: --net=host; systemd: no PrivateNetwork=)",
+    );
+  }
   logText(logger, "info", describeAuth(flags.auth));
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) {

@@ -4,7 +4,8 @@ import { escapeControls } from "../log/logger.ts";
 import { addConnectionOptions, clientFor, type Connection, connectionFrom } from "./connection.ts";
 import { type EventInputOptions, openEventInput } from "./event-input.ts";
 import { bytes } from "./format.ts";
-import { filterFrom, filterOptions, type FleetFlags, fleetFrom, fleetOptions, intArg } from "./options.ts";
+import type { FleetFlags } from "./fleet-input.ts";
+import { filterFrom, filterOptions, fleetFrom, fleetOptions, intArg } from "./options.ts";
 import { createOutput, drained, type Output } from "./output.ts";
 import {
   createTopAggregator,

@@ -7,7 +7,8 @@ import { UsageError } from "./errors.ts";
 import { type EventInput, type EventInputOptions, openEventInput } from "./event-input.ts";
 import { formatEvent } from "./format.ts";
 import { createOutput, drained } from "./output.ts";
-import { filterFrom, filterOptions, type FleetFlags, fleetFrom, fleetOptions, intArg } from "./options.ts";
+import type { FleetFlags } from "./fleet-input.ts";
+import { filterFrom, filterOptions, fleetFrom, fleetOptions, intArg } from "./options.ts";
 
 /** Options of `taskwire watch`. */
 export interface WatchFlags {
