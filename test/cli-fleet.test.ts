@@ -40,6 +40,20 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
     expect(lines.every((l) => l.cpu <= 1)).toBe(true);
   });
 
+  it("watch --nats text lines name their host; top --nats --by tgid keys each process by its host", async () => {
+    const r = await cli(["watch", ...flags(), "--hosts", "db-1", "--count", "20"]);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split("\n").filter((l) => !l.startsWith("  "));
+    expect(lines.length).toBeGreaterThanOrEqual(20);
+    for (const l of lines) expect(l).toMatch(/^(\d\d:\d\d:\d\d\.\d{3} )?db-1 (cpu|LOST)/);
+    const t = await cli(["top", ...flags(), "--by", "tgid", "--once", "--json", "--window", "1"]);
+    expect(t.code, t.stderr).toBe(0);
+    const doc = JSON.parse(t.stdout) as { host: string; delayacct: unknown; rows: { key: string }[] };
+    expect(doc.rows.length).toBeGreaterThan(0);
+    for (const row of doc.rows) expect(row.key).toMatch(/^(\d+@(web-1|web-2|db-1)|\(other\))$/);
+    expect(doc.host).toMatch(/fleet/);
+  });
+
   it("top --nats --by host --once --json: one row per host", async () => {
     const r = await cli(["top", ...flags(), "--by", "host", "--once", "--json", "--window", "2"]);
     expect(r.code, r.stderr).toBe(0);

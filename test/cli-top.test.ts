@@ -130,9 +130,10 @@ describe("taskwire top (CLI)", () => {
     expect(doc.exits).toBeGreaterThan(100); // 300/s simulated for 2 s
     const sum = doc.rows.reduce((n: number, r: { exits: number }) => n + r.exits, 0);
     expect(sum).toBeLessThanOrEqual(doc.exits);
-    for (const k of ["key", "exits_per_sec", "cpu_us", "cpu_delay_avg_ns", "io_delay_avg_ns", "mem_delay_avg_ns"]) {
-      expect(doc.rows[0]).toHaveProperty(k);
-    }
+    // Every key the README documents for top --json rows.
+    const keys = "key exits exits_per_sec failed cpu_us cpu_delay_ns cpu_delay_count cpu_delay_avg_ns io_delay_ns " +
+      "io_delay_count io_delay_avg_ns mem_delay_ns mem_delay_count mem_delay_avg_ns peak_rss_kib io_bytes";
+    expect(Object.keys(doc.rows[0]).sort()).toEqual(keys.split(" ").sort());
     expect(doc.rows[0].exits).toBeGreaterThanOrEqual(doc.rows.at(-1).exits);
   }, 20_000);
 

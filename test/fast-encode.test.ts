@@ -5,7 +5,7 @@ import { arbitraryStats } from "./arbitraries.ts";
 import { afterEach, describe, expect, it } from "vitest";
 import { type TaskStats, TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { type ExitEvent, ExitEventSchema, SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { preEncodedBatch } from "../src/rpc/fast-binary/batch.ts";
+import { BatchBuffer, preEncodedBatch } from "../src/rpc/fast-binary/batch.ts";
 import { toExitEvent } from "../src/rpc/convert.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -118,6 +118,23 @@ describe("pre-encoded batches", () => {
         );
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it("in a stream's reused buffer, each batch serializes as its own, whatever came before", () => {
+    // Batches of any sizes in turn (growing past the buffer, shrinking after a large one, released when idle),
+    // each serialized before the next is encoded, as connect-es does.
+    const batches = fc.array(fc.tuple(fc.array(arbitraryItem, { maxLength: 40 }), fc.boolean()), { maxLength: 80 });
+    fc.assert(
+      fc.property(batches, (steps) => {
+        const buffer = new BatchBuffer();
+        for (const [items, idle] of steps) {
+          const fast = toBinary(SubscribeExitsResponseSchema, preEncodedBatch(items, 1, buffer));
+          expect(fast).toEqual(toBinary(SubscribeExitsResponseSchema, preEncodedBatch(items, 1)));
+          if (idle) buffer.release();
+        }
+      }),
+      { numRuns: 20 },
     );
   });
 

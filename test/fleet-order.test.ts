@@ -8,10 +8,11 @@ const items = (r: Ready<string>[] | null) => (r ?? []).map((x) => ("item" in x ?
 describe("FleetOrder", () => {
   it("passes events in order, and drops one delivered again", () => {
     const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const again = { fresh: false };
     expect(items(o.push("a", ev(5)))).toEqual(["5-5"]);
     expect(items(o.push("a", ev(6, 9)))).toEqual(["6-9"]);
-    expect(o.push("a", ev(6, 9))).toBeNull();
-    expect(o.push("a", ev(7))).toBeNull();
+    expect(o.push("a", ev(6, 9), again)).toBeNull();
+    expect(o.push("a", ev(7), again)).toBeNull();
     expect(items(o.push("b", ev(1)))).toEqual(["1-1"]); // another run (a restarted host) counts on its own
   });
 
@@ -43,5 +44,78 @@ describe("FleetOrder", () => {
     expect(items(o.push("a", ev(98)))).toEqual(["98-98"]);
     expect(o.push("a", ev(98))).toBeNull();
     expect(items(o.push("a", ev(101)))).toEqual(["101-101"]);
+  });
+
+  it("a forged far-ahead seq invents no loss while the host keeps publishing in order", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    o.push("a", ev(1), 0);
+    expect(items(o.push("a", ev(1_000_002), 1))).toEqual([]);
+    const out: string[] = [];
+    for (let s = 2; s < 500; s++) out.push(...items(o.push("a", ev(s), s * 10)));
+    expect(out).toEqual(Array.from({ length: 498 }, (_, i) => `${i + 2}-${i + 2}`));
+    expect(o.held).toBe(1);
+  });
+
+  it("after a forged jump was given up, real events below the head still come (first deliveries), repeats not", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    o.push("a", ev(1), 0);
+    o.push("a", ev(1_000_002), 1);
+    expect(items(o.expire(2000))).toEqual(["gap 2-1000001", "1000002-1000002"]);
+    expect(items(o.push("a", ev(2), 2001))).toEqual(["2-2"]);
+    expect(items(o.push("a", ev(3), 2002))).toEqual(["3-3"]);
+    expect(o.push("a", ev(3), { now: 2003, fresh: false })).toBeNull();
+  });
+
+  it("expire releases every expired gap of every run at once, without an arrival", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    for (const run of ["a", "b", "c"]) {
+      o.push(run, ev(1), { now: 0, label: run });
+      o.push(run, ev(3), { now: 0, label: run });
+      o.push(run, ev(5), { now: 0, label: run });
+    }
+    expect(items(o.expire(500))).toEqual([]);
+    expect(items(o.expire(1001))).toEqual([
+      ...["a", "b", "c"].flatMap(() => ["gap 2-2", "3-3", "gap 4-4", "5-5"]),
+    ]);
+    expect(o.held).toBe(0);
+  });
+
+  it("100k held events with every other seq missing give up in bounded time (a heap, not a scan)", () => {
+    const o = new FleetOrder<string>({ waitMs: 1_000_000, maxHeld: 65_536 });
+    o.push("a", ev(1), 0);
+    const t0 = performance.now();
+    let gaps = 0;
+    for (let i = 1; i <= 100_000; i++) gaps += (o.push("a", ev(1 + 2 * i), 1) ?? []).filter((r) => "gap" in r).length;
+    expect(o.held).toBeLessThanOrEqual(65_536);
+    expect(gaps).toBe(100_000 - 65_536);
+    expect(performance.now() - t0).toBeLessThan(5000); // quadratic took minutes; linear-log takes tens of ms
+  });
+
+  it("held bytes are bounded: the run holding the most gives up its gap, never another host's", () => {
+    const o = new FleetOrder<string>({ waitMs: 1_000_000, maxHeld: 1_000_000, maxHeldBytes: 10_000 });
+    o.push("victim", { ...ev(1), bytes: 100 }, { now: 0, label: "victim" });
+    o.push("victim", { ...ev(3), bytes: 100 }, { now: 0, label: "victim" });
+    o.push("evil", { ...ev(1), bytes: 100 }, { now: 0, label: "evil" });
+    const out: string[] = [];
+    for (let i = 1; i <= 200; i++) {
+      out.push(...items(o.push("evil", { ...ev(1 + 2 * i), bytes: 1000 }, { now: 0, label: "evil" })));
+    }
+    expect(o.heldBytes).toBeLessThanOrEqual(10_000);
+    expect(out.filter((x) => x.startsWith("gap")).length).toBeGreaterThan(180);
+    const late = o.push("victim", ev(2), { now: 1, label: "victim" });
+    expect(items(late)).toEqual(["2-2", "3-3"]); // the victim's gap was not given up
+  });
+
+  it("bounds runs per host and in all (LRU), giving an evicted run's gaps up first; bounds early seqs", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100, maxRuns: 50, maxRunsPerLabel: 4, maxEarly: 10 });
+    o.push("good:r", ev(1), { now: 0, label: "good" });
+    for (let i = 0; i < 1000; i++) o.push(`evil:${i}`, ev(1), { now: 0, label: "evil" });
+    expect(o.runs).toBe(5);
+    o.push("good:r", ev(3), { now: 0, label: "good" });
+    for (let i = 0; i < 100; i++) o.push(`h${i}:r`, ev(1), { now: 0, label: `h${i}` });
+    expect(o.runs).toBe(50);
+    o.push("x", ev(1000), { now: 0 });
+    for (let s = 1; s < 999; s++) o.push("x", ev(s), { now: 0 });
+    expect(o.runs).toBe(50);
   });
 });

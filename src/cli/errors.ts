@@ -56,6 +56,14 @@ export function describeError(err: unknown, url: string | undefined): string {
       `${err.message}; is \`taskwire serve\` running there? Point at it with --url or TASKWIRE_URL`,
     );
   }
+  if (err instanceof ConnectError && err.rawMessage === "HTTP 403") {
+    // Refused before any RPC ran: the server's Host check (DNS-rebinding protection) answers a plain 403.
+    return escapeControls(
+      `PermissionDenied: HTTP 403 from ${
+        url ?? "the server"
+      }: it does not answer to this host name (its Host check); use an address or name the server answers to (127.0.0.1 locally, its hostname or address remotely), or have its operator add --allowed-host`,
+    );
+  }
   if (err instanceof ConnectError) return escapeControls(`${Code[err.code]}: ${err.rawMessage}`);
   return escapeControls(err instanceof Error ? err.message : String(err));
 }

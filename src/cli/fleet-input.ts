@@ -52,11 +52,26 @@ export async function openFleetInput(o: FleetInputOptions): Promise<FleetInput> 
   if (watchFleet === undefined) {
     throw new TypeError("--nats needs the SDK's Node entry (@taskwire/client on Node); this runtime loaded another");
   }
+  checkHosts(o.hosts);
   const nc: NatsConnection = await connectNats({ ...o, servers: o.nats, name: "taskwire watch" });
   o.status?.(`consuming exits from NATS ${serverList(o.nats).map(redactUrl).join(", ")}, hosts ${o.hosts ?? "*"}`);
+  const status = o.status;
   const events = watchFleet({
     connection: nc,
     signal: o.signal,
+    ...(status !== undefined && {
+      onStatus: (s: { text: string }) => status(s.text),
+      // Once per host, then at 10, 100, 1000...: a flood of bad messages must not flood the terminal.
+      onBadMessage: (b: { subject: string; host: string; reason: string; count: number }) => {
+        if (/^10*$/.test(String(b.count))) {
+          status(
+            `skipped ${
+              b.count === 1 ? "a bad message" : `${b.count} bad messages`
+            } from host ${b.host} (${b.subject}): ${b.reason}`,
+          );
+        }
+      },
+    }),
     ...(o.hosts !== undefined && { hosts: o.hosts }),
     ...(o.cpus !== undefined && { cpus: o.cpus }),
     ...(o.filter !== undefined && { filter: o.filter }),
@@ -66,6 +81,18 @@ export async function openFleetInput(o: FleetInputOptions): Promise<FleetInput> 
     deliver: o.all === true ? "all" : "new",
   });
   return { events, release: () => nc.close().catch(() => {}) };
+}
+
+/**
+ * --hosts names subject tokens (a host's name with "." made "_", as `serve
+ * --nats` publishes it): RangeError saying which token to use.
+ */
+export function checkHosts(hosts: string | undefined): void {
+  if (hosts === undefined || /^[A-Za-z0-9_*?-]+$/.test(hosts)) return;
+  const token = hosts.replace(/[^A-Za-z0-9_*?-]/g, "_");
+  throw new RangeError(
+    `--hosts "${hosts}": hosts are subject tokens (A-Z a-z 0-9 _ - and the globs * ?), a host name's dots made "_": use --hosts ${token}`,
+  );
 }
 
 /** The fleet flags of `watch` and `top`: consume from NATS JetStream instead of one server. */

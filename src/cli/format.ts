@@ -73,6 +73,9 @@ const LOSS_WHY: Record<LossReason, string> = {
   [LossReason.RESTART]: "restart: the server restarted and the listener was registered again",
 };
 
+const FLEET_GAP =
+  "not in the NATS stream (its limits discarded them before this consumer read them, or they did not arrive within the reorder wait)";
+
 /** A loss marker: how many, which seqs, and why (the CPU only where it means something: a kernel overflow). */
 export function formatLoss(seq: bigint, cpu: number, l: Lost): string {
   const count = l.countUnknown ? "an unknown number of" : String(l.count);
@@ -88,7 +91,13 @@ export function formatLoss(seq: bigint, cpu: number, l: Lost): string {
  */
 export function formatEvent(ev: HostedExitEvent, showHost = false): string {
   const host = showHost && ev.host !== undefined ? `${escapeControls(ev.host)} ` : "";
-  if (ev.event.case === "lost") return `${host}${formatLoss(ev.seq, ev.cpu, ev.event.value)}`;
+  if (ev.event.case === "lost") {
+    const l = ev.event.value;
+    // From the fleet, RETENTION is watchFleet's own gap: seqs the JetStream stream never gave this consumer.
+    return showHost && l.reason === LossReason.RETENTION
+      ? `${host}LOST ${l.count} event(s), seq ${l.firstSeq}-${l.lastSeq}: ${FLEET_GAP}`
+      : `${host}${formatLoss(ev.seq, ev.cpu, l)}`;
+  }
   if (ev.event.case !== "exit") return `${host}seq ${ev.seq} (an event kind this CLI does not know)`;
   const { pid, tgid, pidStats: s, tgidStats: g, receivedAt } = ev.event.value;
   const at = receivedAt === undefined ? "" : `${clock(receivedAt)} `;

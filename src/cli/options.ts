@@ -24,12 +24,29 @@ function idList(value: string): number[] {
   return ids.map(Number);
 }
 
+// The kernel's comm is at most TASK_COMM_LEN - 1 = 15 bytes: a longer prefix could never match.
+function commPrefix(value: string): string {
+  if (new TextEncoder().encode(value).length > 15) {
+    throw new InvalidArgumentError(
+      "a comm is at most 15 bytes (the kernel's TASK_COMM_LEN); a longer prefix never matches",
+    );
+  }
+  return value;
+}
+
+// No task has tgid 0 (the idle tasks never exit).
+function tgidList(value: string): number[] {
+  const ids = idList(value);
+  if (ids.includes(0)) throw new InvalidArgumentError("tgid 0 is no process; give the tgids of processes (ps -o tgid)");
+  return ids;
+}
+
 /** Adds --comm, --uid, --tgid, --nonzero-exit (the server-side ExitFilter). */
 export function filterOptions(cmd: Command): Command {
   return cmd
-    .option("--comm <prefix>", "only tasks whose comm starts with this (server-side)")
+    .option("--comm <prefix>", "only tasks whose comm starts with this (server-side; at most 15 bytes)", commPrefix)
     .option("--uid <uids>", "only tasks of these uids, comma-separated (server-side)", idList)
-    .option("--tgid <tgids>", "only threads of these processes, comma-separated (server-side)", idList)
+    .option("--tgid <tgids>", "only threads of these processes, comma-separated (server-side)", tgidList)
     .option("--nonzero-exit", "only tasks that exited nonzero or were killed (server-side)");
 }
 

@@ -136,13 +136,16 @@ interface ChildStatus {
 // SIGINT and SIGQUIT go to the whole foreground group: the command decides, taskwire stays to report (as time(1) does).
 async function _spawn(argv: readonly string[], started: (pid: number) => void): Promise<ChildStatus> {
   const ignore = () => {};
-  process.on("SIGINT", ignore).on("SIGQUIT", ignore);
+  // SIGTERM and SIGHUP are sent to taskwire alone (kill, a closing terminal): pass them on, then report as usual.
+  let child: ReturnType<typeof spawn> | undefined;
+  const forward = (sig: NodeJS.Signals) => child?.kill(sig);
+  process.on("SIGINT", ignore).on("SIGQUIT", ignore).on("SIGTERM", forward).on("SIGHUP", forward);
   try {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
+    child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
     if (child.pid !== undefined) started(child.pid);
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-      child.once("error", (err) => reject(new UsageError(`run: cannot start ${argv[0]}: ${err.message}`)));
-      child.once("exit", (c, s) => resolve([c, s]));
+      child!.once("error", (err) => reject(new UsageError(`run: cannot start ${argv[0]}: ${err.message}`)));
+      child!.once("exit", (c, s) => resolve([c, s]));
     });
     if (signal !== null) {
       const n = constants.signals[signal] ?? 0;
@@ -150,7 +153,7 @@ async function _spawn(argv: readonly string[], started: (pid: number) => void): 
     }
     return { pid: child.pid!, code: code ?? 1, text: `exit ${code}` };
   } finally {
-    process.off("SIGINT", ignore).off("SIGQUIT", ignore);
+    process.off("SIGINT", ignore).off("SIGQUIT", ignore).off("SIGTERM", forward).off("SIGHUP", forward);
   }
 }
 

@@ -9,6 +9,7 @@ import type { Share } from "../core/budget.ts";
 import type { Limits } from "../core/registry.ts";
 import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
+import { hostname } from "node:os";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
 import { networkNamespaceOfInit } from "../sys/namespaces.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
@@ -165,14 +166,16 @@ export function printConfig(text: string, flags: ServeFlags): void {
     throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
   }
   const warnings = checkExposure({ host: flags.host, auth: flags.auth, corsOrigins: flags.corsOrigins, tls });
-  for (const w of [...(flags.configWarnings ?? []), ...warnings]) process.stderr.write(`taskwire: warning: ${w}\n`);
-  process.stdout.write(text);
+  for (const w of [...(flags.configWarnings ?? []), ...warnings, ..._natsWarnings(flags)]) {
+    process.stderr.write(`taskwire: warning: ${w}\n`);
+  }
+  process.stdout.write(text.replace(/\/\/[^/@\s"']*@/g, "//***@")); // never print a URL's user:password
 }
 
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const logger = configureLogging({ level: flags.log.level, format: flags.log.format });
-  for (const w of flags.configWarnings ?? []) logText(logger, "warning", w);
+  for (const w of [...(flags.configWarnings ?? []), ..._natsWarnings(flags)]) logText(logger, "warning", w);
   const tls = readTls(flags);
   const warnings = checkExposure({
     host: flags.host,
@@ -247,7 +250,9 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   logText(
     logger,
     "info",
-    `serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}${holding}`,
+    `serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${
+      _reachableUrl(listening.url)
+    } with ${runtimeLabel()}${holding}`,
   );
   const needed = info.source === "netlink" ? [CAP_NET_ADMIN] : [];
   const excess = excessCapabilities({ held, needed, euid: process.geteuid?.() });
@@ -281,4 +286,23 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
+}
+
+// A wildcard bind's URL (0.0.0.0, [::]) is no address a client can use, and the Host check refuses it:
+// name one that works (this machine's hostname, which the Host check allows).
+function _reachableUrl(url: string): string {
+  const u = new URL(url);
+  if (u.hostname !== "0.0.0.0" && u.hostname !== "[::]") return url;
+  return `${url} (every address; e.g. ${u.protocol}//${hostname()}:${u.port})`;
+}
+
+// A password in --nats is on the command line (or in the config/env), visible to every local user in ps.
+function _natsWarnings(flags: ServeFlags): string[] {
+  const servers = flags.fleet?.servers;
+  const list = servers === undefined ? [] : typeof servers === "string" ? servers.split(",") : [...servers];
+  return list.some((u) => /\/\/[^/@\s]*@/.test(u))
+    ? [
+      "--nats carries credentials in its URL, which every local user can read (ps, /proc): use --nats-creds, --nats-nkey or --nats-token-file instead",
+    ]
+    : [];
 }

@@ -81,6 +81,8 @@ export interface TopOptions {
   maxGroups: number;
   /** When collecting began (ms): rates divide by the time covered, up to the window. */
   startMs: number;
+  /** Events come from many hosts (a fleet): uid and tgid groups are per host, since tgid 1234 on two hosts is two processes. */
+  perHost?: boolean | undefined;
 }
 
 /** Adds events, answers the current view. */
@@ -117,7 +119,7 @@ export function createTopAggregator(o: TopOptions): TopAggregator {
         return;
       }
       if (ev.event.case !== "exit") return;
-      const key = keyOf(ev, o.groupBy);
+      const key = keyOf(ev, o.groupBy, o.perHost === true);
       const g = b.groups.get(key) ?? (b.groups.size < o.maxGroups ? newGroup(key, b) : group(OTHER, b));
       addStats(g, ev.event.value.pidStats);
     },
@@ -144,12 +146,13 @@ export function createTopAggregator(o: TopOptions): TopAggregator {
   };
 }
 
-function keyOf(ev: HostedExitEvent, by: GroupBy): string {
+function keyOf(ev: HostedExitEvent, by: GroupBy, perHost: boolean): string {
   if (ev.event.case !== "exit") return "";
   const s = ev.event.value.pidStats;
+  const on = perHost ? `@${ev.host ?? "?"}` : "";
   if (by === "comm") return s?.acComm ?? "?";
-  if (by === "uid") return s?.acUid === undefined ? "?" : String(s.acUid);
-  if (by === "tgid") return String(ev.event.value.tgid);
+  if (by === "uid") return (s?.acUid === undefined ? "?" : String(s.acUid)) + on;
+  if (by === "tgid") return String(ev.event.value.tgid) + on;
   return ev.host ?? "?";
 }
 

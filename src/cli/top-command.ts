@@ -82,14 +82,14 @@ export async function topCommand(flags: TopFlags): Promise<void> {
   // A fleet has no one server to ask: every CPU, and delay accounting assumed on (hosts differ).
   const info = flags.fleet === undefined
     ? await clientFor(flags.conn).getInfo({})
-    : { possibleCpus: "all", delayacct: true };
+    : { possibleCpus: "all", delayacct: null };
   const cpus = flags.cpus ?? info.possibleCpus;
   const ctl = new AbortController();
   const stop = () => ctl.abort();
-  process.once("SIGINT", stop);
+  process.once("SIGINT", stop).once("SIGTERM", stop); // both deregister before exiting
   const out = createOutput(stop);
-  const agg = createTopAggregator({ ...flags, startMs: Date.now() });
-  let host = "";
+  const agg = createTopAggregator({ ...flags, startMs: Date.now(), perHost: flags.fleet !== undefined });
+  let host = flags.fleet === undefined ? "" : `fleet ${flags.fleet.hosts ?? "*"} via NATS`;
   const input = openEventInput({
     conn: flags.conn,
     cpus,
@@ -108,7 +108,7 @@ export async function topCommand(flags: TopFlags): Promise<void> {
   } catch (err) {
     if (!ctl.signal.aborted) throw err;
   } finally {
-    process.off("SIGINT", stop);
+    process.off("SIGINT", stop).off("SIGTERM", stop);
     ctl.abort();
     await pump.catch(() => {});
     await input.release();
@@ -121,7 +121,8 @@ export async function topCommand(flags: TopFlags): Promise<void> {
 /** What a frame says about the server besides the numbers. */
 interface FrameContext {
   readonly host: string;
-  readonly delayacct: boolean;
+  /** Whether the server accounts delays; null for a fleet, whose hosts may differ. */
+  readonly delayacct: boolean | null;
 }
 
 async function _frames(flags: TopFlags, agg: TopAggregator, out: Output, signal: AbortSignal, ctx: () => FrameContext) {
@@ -142,7 +143,7 @@ async function _frames(flags: TopFlags, agg: TopAggregator, out: Output, signal:
 
 function _frame(flags: TopFlags, snap: TopSnapshot, ctx: FrameContext, tty: boolean): string {
   if (flags.json) return JSON.stringify(_snake({ ...ctx, time: new Date().toISOString(), ...snap }));
-  return formatTop(snap, ctx.host, { tty, delayacct: ctx.delayacct });
+  return formatTop(snap, ctx.host, { tty, ...(ctx.delayacct !== null && { delayacct: ctx.delayacct }) });
 }
 
 // JSON keys in snake_case, like every other JSON the CLI prints (the kernel's and proto's spelling).
@@ -150,7 +151,10 @@ function _snake(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(_snake);
   if (typeof v !== "object" || v === null) return v;
   return Object.fromEntries(
-    Object.entries(v).map(([k, x]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), _snake(x)]),
+    Object.entries(v).map(([k, x]) => [
+      k.replace(/KiB$/, "Kib").replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
+      _snake(x),
+    ]),
   );
 }
 

@@ -77,7 +77,7 @@ export function addWatchCommand(program: Command): Command {
 export async function watchCommand(flags: WatchFlags): Promise<void> {
   const ctl = new AbortController();
   const stop = () => ctl.abort();
-  process.once("SIGINT", stop);
+  process.once("SIGINT", stop).once("SIGTERM", stop); // both deregister before exiting
   const out = createOutput(stop);
   const input = openEventInput({
     conn: flags.conn,
@@ -99,7 +99,7 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
   try {
     await _print(input, flags, out.line, ctl.signal);
   } finally {
-    process.off("SIGINT", stop);
+    process.off("SIGINT", stop).off("SIGTERM", stop);
     ctl.abort();
     await input.release();
     await drained();
@@ -111,7 +111,7 @@ async function _print(input: EventInput, flags: WatchFlags, line: (s: string) =>
   let seen = 0;
   try {
     for await (const ev of input.events) {
-      line(flags.json ? JSON.stringify(exitEventToJson(ev)) : formatEvent(ev));
+      line(flags.json ? JSON.stringify(exitEventToJson(ev)) : formatEvent(ev, flags.fleet !== undefined));
       if (signal.aborted || (flags.count !== undefined && ++seen >= flags.count)) return;
     }
   } catch (err) {

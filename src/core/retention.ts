@@ -20,8 +20,11 @@
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
-/** What one slot of the ring costs: its seq, CPU and charge in typed arrays, its payload and marker slots. */
+/** What one slot of the ring costs: its seq, CPU and charge in typed arrays, and its payload (or marker) slot, with room to spare. */
 export const RETAINED_SLOT_BYTES = 36;
+
+/** The CPU slot of a loss marker (a real CPU is never negative). */
+const LOSS_SLOT = -2;
 
 /** Where retention charges what it keeps. */
 export interface RetentionMemory<P> {
@@ -70,10 +73,12 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   #cpu = new Int32Array(0);
   /** What each slot's item is charged. */
   #cost = new Int32Array(0);
-  /** Each exit's payload; undefined for a loss marker. */
-  #payload: (P | undefined)[] = [];
-  /** Loss markers by slot; undefined for an exit. */
-  #loss: (QueuedLoss | undefined)[] = [];
+  /**
+   * Each exit's payload, or the loss marker of a slot whose CPU is
+   * LOSS_SLOT: one array of references, not two, since every retained slot's
+   * references are traced by each major collection.
+   */
+  #payload: (P | QueuedLoss | undefined)[] = [];
 
   /** Without `memory`, it charges the shared unlimited budget (budget.ts unbudgeted()) and payloads cost nothing. */
   constructor(capacity: number, retain: (record: R) => P, memory?: RetentionMemory<P>) {
@@ -106,14 +111,13 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     if (this.#start === this.#seq.length) this.#start = 0;
     this.#cost[i] = cost;
     if (item.kind === "lost") {
-      this.#payload[i] = undefined;
-      this.#loss[i] = item;
+      this.#cpu[i] = LOSS_SLOT;
+      this.#payload[i] = item;
       return;
     }
     this.#seq[i] = item.seq;
     this.#cpu[i] = item.record.cpu;
     this.#payload[i] = payload;
-    this.#loss[i] = undefined;
   }
 
   // The next free slot, for an item whose `cost` the pool has just been charged.
@@ -165,7 +169,6 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     const i = this.#start;
     this.#release(this.#cost[i]!);
     this.#payload[i] = undefined;
-    this.#loss[i] = undefined;
     this.#start = (i + 1) % this.#seq.length;
     this.#size--;
     return true;
@@ -184,7 +187,6 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#cpu = new Int32Array(0);
     this.#cost = new Int32Array(0);
     this.#payload = [];
-    this.#loss = [];
     this.#start = 0;
   }
 
@@ -200,13 +202,12 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   }
 
   #item(i: number): RetainedExit<P> | QueuedLoss {
-    const loss = this.#loss[i];
-    if (loss !== undefined) return loss;
+    if (this.#cpu[i] === LOSS_SLOT) return this.#payload[i] as QueuedLoss;
     return { kind: "retained", seq: this.#seq[i]!, cpu: this.#cpu[i]!, payload: this.#payload[i] as P };
   }
 
   // Doubles the ring (up to capacity) if the budget has room for the new
-  // slots; false if it cannot. The payload and marker arrays grow as slots
+  // slots; false if it cannot. The payload array grows as slots
   // are first written (in order: the ring is linear while it grows), so they
   // stay packed.
   #grow(): boolean {
@@ -234,7 +235,6 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#cpu = rotate(this.#cpu);
     this.#cost = rotate(this.#cost);
     this.#payload = [...this.#payload.slice(k), ...this.#payload.slice(0, k)];
-    this.#loss = [...this.#loss.slice(k), ...this.#loss.slice(0, k)];
     this.#start = 0;
   }
 }

@@ -12,6 +12,14 @@ import type { StatsVector } from "./stats-vector.ts";
  */
 export const ENCODED_BODY: unique symbol = Symbol("taskwire.encoded-body");
 
+/**
+ * Where the server keeps a record's copy that shares no storage with other
+ * records (server/memory.ts unshareRecord; on the copy: the copy itself).
+ * VectorRecord's prototype holds it: every listener reads it of every record
+ * it retains, and a missing symbol property is a slow lookup each time.
+ */
+export const UNSHARED_COPY: unique symbol = Symbol("taskwire.unshared");
+
 /** One exit as the kernel reports it to the listeners of `cpu`. */
 export interface ExitRecord {
   /** CPU the task exited on (the kernel builds the record there). */

@@ -1,6 +1,6 @@
 /** Exit records whose stats are vectors: what the sim and the netlink reader produce. */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { ENCODED_BODY, type ExitRecord } from "./exit-record.ts";
+import { ENCODED_BODY, type ExitRecord, UNSHARED_COPY } from "./exit-record.ts";
 import { type StatsVector, toTaskStats } from "./stats-vector.ts";
 
 /**
@@ -12,6 +12,7 @@ class VectorRecord implements ExitRecord {
   #pidStats: TaskStats | undefined;
   #tgidStats: TaskStats | undefined;
   [ENCODED_BODY]: Uint8Array | undefined = undefined;
+  declare [UNSHARED_COPY]: ExitRecord | undefined;
   constructor(
     readonly cpu: number,
     readonly cpuSeq: number,
@@ -30,6 +31,11 @@ class VectorRecord implements ExitRecord {
     return this.tgidVector === undefined ? undefined : (this.#tgidStats ??= toTaskStats(this.tgidVector));
   }
 }
+
+// Read of every record each listener retains, written only for the few that
+// are copied: on the prototype, reads find it without a missing-property
+// lookup and records keep their one shape.
+VectorRecord.prototype[UNSHARED_COPY] = undefined;
 
 /** An exit record whose stats are vectors (what the sim and the netlink reader produce). */
 export function vectorRecord(

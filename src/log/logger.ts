@@ -109,9 +109,10 @@ export const STACK_MAX = 2048;
 // Fields whose values are long by nature (an error's stack), clipped at STACK_MAX rather than ECHO_MAX.
 const LONG_FIELDS: Readonly<Record<string, number>> = { stack: STACK_MAX };
 
-// Characters that would let a value break out of its line or its key=value pair.
+// Characters that would let a value break out of its line or its key=value pair: C0, DEL, C1, the line and
+// paragraph separators, and the bidirectional controls (which can reorder what a terminal shows).
 // deno-lint-ignore no-control-regex -- matching control characters is the point: they are escaped
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const BARE = /^[\w.:/@+,%-]+$/;
 
 /**

@@ -19,7 +19,7 @@ import {
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { type ServerItem, toExitEvent } from "./convert.ts";
-import { preEncodedBatch } from "./fast-binary/batch.ts";
+import { BatchBuffer, preEncodedBatch } from "./fast-binary/batch.ts";
 import type { Projection } from "./projection.ts";
 
 /** A listener of the server: exit records queued, each exit's encoded Exit message retained. */
@@ -60,8 +60,10 @@ export function streamEncoder(
       ...fields,
     });
   const project = o.project;
+  // The stream's own buffer for its pre-encoded batches (fast-binary/batch.ts), given up when it idles.
+  const buffer = new BatchBuffer();
   const batch = o.codec === "binary" && project === undefined
-    ? (items: readonly ServerItem[]) => preEncodedBatch(items, listener.queue.depth)
+    ? (items: readonly ServerItem[]) => preEncodedBatch(items, listener.queue.depth, buffer)
     : (items: readonly ServerItem[]) =>
       create(SubscribeExitsResponseSchema, {
         events: items.map((item) => toExitEvent(item, project)),
@@ -70,6 +72,6 @@ export function streamEncoder(
   return {
     open: () => message({ listenerId: listener.id, ...(o.host && { host: o.host }) }),
     batch,
-    heartbeat: () => message({ heartbeat: true }),
+    heartbeat: () => (buffer.release(), message({ heartbeat: true })),
   };
 }

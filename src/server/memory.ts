@@ -22,7 +22,7 @@ import process from "node:process";
 import { getHeapStatistics } from "node:v8";
 import { createMemoryBudget, formatBytes, type Share } from "../core/budget.ts";
 import type { RegistryMemory } from "../core/registry.ts";
-import type { ExitRecord } from "../kernel/exit-record.ts";
+import { type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
 import type { StatsVector } from "../kernel/stats-vector.ts";
 import { vectorRecord } from "../kernel/vector-record.ts";
 import { exitBody } from "../rpc/fast-binary/batch.ts";
@@ -59,8 +59,8 @@ export function payloadBytes(p: Uint8Array): number {
   return VIEW_BYTES + 2 * p.byteLength;
 }
 
-// On a record: its unshared copy; on a copy: the copy itself.
-const UNSHARED = Symbol("taskwire.unshared");
+// On a record: its unshared copy; on a copy: the copy itself (a slot VectorRecord declares).
+const UNSHARED = UNSHARED_COPY;
 type Memo = ExitRecord & { [UNSHARED]?: ExitRecord };
 
 /** `r` with stats vectors of its own (made once per record), so holding it keeps no slab alive. */

@@ -12,15 +12,12 @@
  * pass: which CPUs their seqs were on is not known).
  */
 import { create } from "@bufbuild/protobuf";
-import {
-  type ExitEvent,
-  ExitEventSchema,
-  type ExitFilter,
-  LossReason,
-  SubscribeExitsResponseSchema,
-} from "./gen/taskwire/v1/taskstats_pb.ts";
-import { decodeFast } from "./_fast-decode.ts";
+import { type ExitEvent, ExitEventSchema, type ExitFilter, LossReason } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { FleetOrder, type Ready } from "./_fleet-order.ts";
+import { BadFleetMessage, checkFleetMessage, printable } from "./_fleet-message.ts";
+import { type FleetStatus, statuses } from "./_fleet-status.ts";
+
+export type { FleetStatus };
 import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
 import {
   AckPolicy,
@@ -70,9 +67,40 @@ export interface WatchFleetOptions {
    * (default 65536). A gap that does not fill is messages the stream's
    * limits discarded before this consumer read them.
    */
-  readonly reorder?: { readonly waitMs?: number; readonly maxHeld?: number } | undefined;
+  readonly reorder?: FleetReorderOptions | undefined;
+  /**
+   * Called for each message refused as bad (undecodable, more than 1024
+   * events, seqs outside 1..2^53-1 or not increasing, an inconsistent loss
+   * marker): it is skipped and terminated (JetStream does not deliver it
+   * again), and every other message keeps flowing. Default: console.warn
+   * once per host.
+   */
+  readonly onBadMessage?: ((info: FleetBadMessage) => void) | undefined;
+  /** Called with the NATS connection's status changes (disconnected, reconnected, closed, server errors). */
+  readonly onStatus?: ((status: FleetStatus) => void) | undefined;
   /** Ends the iteration when aborted. */
   readonly signal?: AbortSignal | undefined;
+}
+
+/** Bounds of the per-host reorder buffer (see WatchFleetOptions.reorder). */
+export interface FleetReorderOptions {
+  /** How long a host's gap is waited on with its head not advancing, ms (default ackWaitMs + 5000). */
+  readonly waitMs?: number;
+  /** Most events held in all (default 65536). */
+  readonly maxHeld?: number;
+  /** Most bytes held in all (default 64 MiB; an event costs its share of its message's payload). */
+  readonly maxHeldBytes?: number;
+  /** Most publisher runs tracked in all (default 4096), and per host (default 16); least recently used go first. */
+  readonly maxRuns?: number;
+  readonly maxRunsPerHost?: number;
+}
+
+/** A message refused: its subject and host (as printable text), why, and how many this host sent so far. */
+export interface FleetBadMessage {
+  readonly subject: string;
+  readonly host: string;
+  readonly reason: string;
+  readonly count: number;
 }
 
 /** How an entry connects to `servers`. */
@@ -81,33 +109,49 @@ export type FleetConnect = (options: ConnectionOptions) => Promise<NatsConnectio
 const GLOB = /[*?]/;
 const TOKEN = /^[A-Za-z0-9_-]+$/;
 
+/** The watchFleet function an entry exports. */
+export type WatchFleet = (options: WatchFleetOptions) => AsyncGenerator<FleetExitEvent, void, undefined>;
+
+// The pull is bounded in bytes, not messages: 256 messages of up to 1 MB each is 256 MB in flight, and with large
+// messages (measured: 200 KB each) a 256-message pull stalled (219 messages in 15 s against 2000 in 0.6 s by bytes).
+const PULL_BYTES = 8 * 2 ** 20;
+
 /** watchFleet over `connect`. */
-export function createWatchFleet(connect: FleetConnect) {
+export function createWatchFleet(connect: FleetConnect): WatchFleet {
   return async function* watchFleet(options: WatchFleetOptions): AsyncGenerator<FleetExitEvent, void, undefined> {
     const plan = _plan(options);
     const own = options.connection === undefined;
     const nc = options.connection ?? await connect({ ...options.connectOptions, servers: _servers(options.servers) });
     let messages: ConsumerMessages | undefined;
+    const status = statuses(nc, options.onStatus);
     const stop = () => void messages?.close();
     options.signal?.addEventListener("abort", stop, { once: true });
     try {
       if (options.signal?.aborted) return;
-      messages = await (await _consumer(nc, options, plan.subject)).consume({ max_messages: 256 });
-      const order = new FleetOrder<Pending>({
-        waitMs: options.reorder?.waitMs ?? (options.ackWaitMs ?? 30_000) + 5000,
-        maxHeld: options.reorder?.maxHeld ?? 65_536,
-      });
-      for await (const m of messages) {
-        for (const r of _arrive(m, plan, order)) {
-          if ("gap" in r) yield _gapLoss(r.gap, r.host);
-          else {
-            if (r.item.keep) yield r.item.event;
-            if (r.item.ack) r.item.msg.ack();
-          }
+      messages = await (await _consumer(nc, options, plan.subject)).consume({ max_bytes: PULL_BYTES });
+      const ctx = { nc, plan, order: _order(options), bad: _badMessages(options.onBadMessage) };
+      const ticks = _ticker(ctx.order.waitMs);
+      const it = messages[Symbol.asyncIterator]();
+      let next: Promise<IteratorResult<JsMsg>> | undefined;
+      try {
+        for (;;) {
+          next ??= it.next();
+          const r = await ticks.race(next);
+          // Gaps expire on a timer too: a host that went quiet after a gap is not waited on forever.
+          if (ticks.due()) yield* _yield(ctx.order.expire());
+          if (r === TICK) continue;
+          next = undefined;
+          if (r.done === true) break;
+          yield* _yield(_arrive(r.value, ctx));
+          if (options.signal?.aborted) break;
         }
-        if (options.signal?.aborted) break;
+      } finally {
+        ticks.stop();
+        // Ends the consumer's iterator as for-await's break would (close() alone waits for it to be read to its end).
+        void it.return?.();
       }
     } finally {
+      status.stop();
       options.signal?.removeEventListener("abort", stop);
       await messages?.close();
       if (own) await nc.close();
@@ -130,7 +174,11 @@ export function _plan(o: WatchFleetOptions): Plan {
   }
   const hosts = o.hosts ?? "*";
   if (!/^[A-Za-z0-9_*?-]+$/.test(hosts)) {
-    throw new RangeError(`watchFleet: hosts "${hosts}" must be a host token or a glob of A-Z a-z 0-9 _ - * ?`);
+    throw new RangeError(
+      `watchFleet: hosts "${hosts}" must be a host's subject token or a glob of A-Z a-z 0-9 _ - * ? (a host name's dots and other characters become "_": "${
+        hosts.replace(/[^A-Za-z0-9_*?-]/g, "_")
+      }")`,
+    );
   }
   const literal = !GLOB.test(hosts);
   return {
@@ -172,43 +220,124 @@ function _keep(o: WatchFleetOptions): ((ev: ExitEvent) => boolean) | undefined {
   };
 }
 
-/** An event waiting its turn: whether it passes the filters, and the message to ack once it is yielded. */
+/** An event waiting its turn: whether it passes the filters, and how to ack its message once it is yielded. */
 interface Pending {
   readonly event: FleetExitEvent;
   readonly keep: boolean;
-  readonly msg: JsMsg;
-  /** The message's last event: ack it after this one. */
-  readonly ack: boolean;
+  /** Set on the message's last event: ack it after this one (the reply subject only: the payload is not kept). */
+  readonly ack: (() => void) | undefined;
 }
 
-type Arrived = { readonly item: Pending } | { readonly gap: readonly [number, number]; readonly host: string };
+interface Ctx {
+  readonly nc: NatsConnection;
+  readonly plan: Plan;
+  readonly order: FleetOrder<Pending> & { readonly waitMs: number };
+  readonly bad: (m: JsMsg, host: string, reason: string) => void;
+}
+
+// The order keeper's outputs as events: gaps as loss markers, events yielded then their message acked.
+function* _yield(ready: readonly Ready<Pending>[]): Generator<FleetExitEvent, void, undefined> {
+  for (const r of ready) {
+    if ("gap" in r) yield _gapLoss(r.gap, r.label);
+    else {
+      if (r.item.keep) yield r.item.event;
+      r.item.ack?.();
+    }
+  }
+}
 
 // A message's events through the order keeper: what can be yielded now. A message of a host not asked for, or one
-// delivered again, is acked at once.
-function _arrive(m: JsMsg, plan: Plan, order: FleetOrder<Pending>): Arrived[] {
-  const host = m.subject.split(".")[plan.prefixTokens] ?? "";
-  if (plan.host !== undefined && !plan.host(host)) return (m.ack(), []);
-  // Nats-Msg-Id is "<host>:<run>:<seq or first-last>" (the publisher's); seqs start again with each run.
-  const run = `${host}:${m.headers?.get("Nats-Msg-Id").split(":")[1] ?? ""}`;
-  const events = decodeFast(SubscribeExitsResponseSchema, m.data).events;
-  const out: Arrived[] = [];
-  let again = events.length === 0;
-  for (const [i, ev] of events.entries()) {
-    const [first, last] = ev.event.case === "lost"
-      ? [Number(ev.event.value.firstSeq), Number(ev.event.value.lastSeq)]
-      : [Number(ev.seq), Number(ev.seq)];
+// delivered again, is acked at once; a bad one is terminated and counted.
+function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
+  const host = m.subject.split(".")[ctx.plan.prefixTokens] ?? "";
+  if (ctx.plan.host !== undefined && !ctx.plan.host(host)) return (m.ack(), []);
+  let events, run, fresh;
+  try {
+    events = checkFleetMessage(m.data);
+    // Nats-Msg-Id is "<host>:<run>:<seq or first-last>" (the publisher's); seqs start again with each run.
+    run = `${host}:${m.headers?.get("Nats-Msg-Id").split(":")[1] ?? ""}`;
+    // A redelivery (the consumer delivered this stream message before) may repeat what was yielded; a first one not.
+    fresh = m.info.deliveryCount <= 1;
+  } catch (err) {
+    return (ctx.bad(m, host, err instanceof BadFleetMessage ? err.message : String(err)), []);
+  }
+  const out: Ready<Pending>[] = [];
+  let again = false;
+  const bytes = Math.ceil(m.data.length / events.length) + 256;
+  const ack = _acker(m, ctx.nc);
+  for (const [i, { ev, first, last }] of events.entries()) {
     const item = {
       event: Object.assign(ev, { host }),
-      keep: plan.keep?.(ev) ?? true,
-      msg: m,
-      ack: i === events.length - 1,
+      keep: ctx.plan.keep?.(ev) ?? true,
+      ack: i === events.length - 1 ? ack : undefined,
     };
-    const ready: Ready<Pending>[] | null = order.push(run, { first, last, item });
+    const ready = ctx.order.push(run, { first, last, item, bytes }, { fresh, label: host });
     if (ready === null) again = true;
-    for (const r of ready ?? []) out.push("gap" in r ? { gap: r.gap, host } : r);
+    else out.push(...ready);
   }
   if (again) m.ack();
   return out;
+}
+
+// An ack by the message's reply subject (what JsMsg.ack() sends), so a held event does not keep the payload alive.
+function _acker(m: JsMsg, nc: NatsConnection): () => void {
+  const reply = (m as { msg?: { reply?: string } }).msg?.reply;
+  return reply ? _ackBy(nc, reply) : () => m.ack();
+}
+
+// Its own scope: a closure made beside `() => m.ack()` would share its context, and so keep `m` and its payload.
+function _ackBy(nc: NatsConnection, reply: string): () => void {
+  return () => nc.publish(reply, "+ACK");
+}
+
+function _order(o: WatchFleetOptions): FleetOrder<Pending> & { readonly waitMs: number } {
+  const r = o.reorder;
+  const waitMs = r?.waitMs ?? (o.ackWaitMs ?? 30_000) + 5000;
+  const order = new FleetOrder<Pending>({
+    waitMs,
+    maxHeld: r?.maxHeld ?? 65_536,
+    ...(r?.maxHeldBytes !== undefined && { maxHeldBytes: r.maxHeldBytes }),
+    ...(r?.maxRuns !== undefined && { maxRuns: r.maxRuns }),
+    ...(r?.maxRunsPerHost !== undefined && { maxRunsPerLabel: r.maxRunsPerHost }),
+  });
+  return Object.assign(order, { waitMs });
+}
+
+// Bad messages: terminated (never delivered again), counted per host (at most 4096 hosts apart), reported.
+function _badMessages(cb: ((info: FleetBadMessage) => void) | undefined): Ctx["bad"] {
+  const counts = new Map<string, number>();
+  return (m, host, reason) => {
+    m.term(); // no reason: "+TERM <reason>" needs nats-server 2.10+
+    const key = counts.has(host) || counts.size < 4096 ? host : "";
+    const count = (counts.get(key) ?? 0) + 1;
+    counts.set(key, count);
+    const info = { subject: printable(m.subject), host: printable(host), reason: printable(reason), count };
+    if (cb !== undefined) cb(info);
+    else if (count === 1) {
+      console.warn(`watchFleet: skipped a bad message on ${info.subject} (host ${info.host}): ${info.reason}`);
+    }
+  };
+}
+
+const TICK = Symbol("tick");
+
+// A tick every min(waitMs / 4, 1 s), due() once per tick. race() makes one promise per call and forgets the last:
+// racing a message against one long-lived timer promise would leave a reaction, and with it the message and its
+// payload, on that promise per message until the timer fired.
+function _ticker(waitMs: number) {
+  const every = Math.max(10, Math.min(1000, waitMs / 4));
+  let wake: (() => void) | undefined;
+  let last = Date.now();
+  const timer = setInterval(() => wake?.(), every);
+  return {
+    race: <V>(p: Promise<V>) =>
+      new Promise<V | typeof TICK>((resolve, reject) => {
+        wake = () => resolve(TICK);
+        p.then(resolve, reject);
+      }),
+    due: () => Date.now() - last >= every && (last = Date.now(), true),
+    stop: () => (clearInterval(timer), wake = undefined),
+  };
 }
 
 // The seqs of a gap that never filled, as a loss marker (RETENTION: the stream no longer had them).

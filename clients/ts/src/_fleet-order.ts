@@ -5,12 +5,35 @@
  * twice, and a message delivered but lost on the way (the connection broke)
  * comes again only after the consumer's ack wait, behind newer ones. So per
  * publisher run (seqs start at 1 again when a taskwire restarts) this keeps
- * the next seq expected: an event before it was yielded already and is
- * dropped; one after it waits (bounded) until the gap fills. A gap that does
- * not fill within `waitMs` (the stream's limits discarded those messages
- * before this consumer read them) or past `maxHeld` waiting events is
- * reported as lost: the caller yields a RETENTION loss marker for exactly
- * its seqs, so received + lost = produced holds for the consumer too.
+ * the next seq expected: an event after it waits (bounded) until the gap
+ * fills; a gap that does not fill is reported as lost: the caller yields a
+ * RETENTION loss marker for exactly its seqs, so received + lost = produced
+ * holds for the consumer too.
+ *
+ * Hostile or buggy publishers (anyone allowed to publish on a host's
+ * subject) are bounded here:
+ * - A gap is given up when the run's head has not advanced for `waitMs`
+ *   (`expire`, called by a timer, releases every such gap at once), or when
+ *   `maxHeld` events / `maxHeldBytes` are held (the run holding the most
+ *   bytes gives up its lowest gap: one host's backlog never releases
+ *   another's). A forged far-ahead seq therefore invents no loss while the
+ *   real events keep coming in order: they advance the head past nothing
+ *   but themselves, and the forged event waits, bounded, like any other.
+ * - An event below the head is dropped as a repeat, with one exception.
+ *   Repeats are what JetStream delivers again (`fresh` false: a lost ack,
+ *   an ack wait ended) and what a publisher republished after NATS lost its
+ *   Nats-Msg-Id dedupe state (a crash): both cover seqs yielded already.
+ *   The exception: a first delivery (`fresh`) inside one of the run's last
+ *   16 gaps given up as lost is yielded (late, out of order; each seq once:
+ *   they must come in order within the gap). Such a gap was forged (a seq
+ *   far ahead, then the host went quiet) or re-stored after it was given
+ *   up; dropping its events would silence the host until its real seqs pass
+ *   the forged one. The cost: received + lost may exceed produced by those
+ *   events, which only a publisher's own misbehaviour or a NATS crash past
+ *   waitMs causes.
+ * - Runs are kept LRU, at most `maxRuns` in all and `maxRunsPerLabel` per
+ *   host, and the "early" seqs of a resumed durable consumer at most
+ *   `maxEarly` per run; an evicted run gives up its gaps first.
  *
  * The first event of a run this iteration sees sets where it starts. A
  * durable consumer restarted may then get, after it, messages its previous
@@ -18,37 +41,66 @@
  * their ack wait ends): those come at once, out of order, each once.
  */
 
-/** One event with the seqs it covers (an exit: one; a loss marker: its range). */
+/** One event with the seqs it covers (an exit: one; a loss marker: its range), and its size while held. */
 export interface Ordered<T> {
   readonly first: number;
   readonly last: number;
   readonly item: T;
+  /** Bytes it costs while held (default 0). */
+  readonly bytes?: number;
 }
 
-/** What to yield now: events in order, and gaps given up on (first..last lost). */
-export type Ready<T> = { readonly item: T } | { readonly gap: readonly [first: number, last: number] };
+/** What to yield now: events in order, and gaps given up on (first..last lost) of the run labelled `label`. */
+export type Ready<T> = { readonly item: T } | {
+  readonly gap: readonly [first: number, last: number];
+  readonly label: string;
+};
+
+/** Limits of a FleetOrder. */
+export interface FleetOrderOptions {
+  readonly waitMs: number;
+  readonly maxHeld: number;
+  readonly maxHeldBytes?: number;
+  readonly maxRuns?: number;
+  readonly maxRunsPerLabel?: number;
+  readonly maxEarly?: number;
+}
+
+/** How an event arrived: when, whether JetStream delivered it for the first time, and its run's label (the host). */
+export interface Arrival {
+  readonly now?: number;
+  readonly fresh?: boolean;
+  readonly label?: string;
+}
 
 interface Run<T> {
+  readonly label: string;
   /** The first seq this iteration saw of the run; `early` holds the first seqs yielded from before it. */
   readonly start: number;
   readonly early: Set<number>;
   next: number;
-  /** Waiting events by first seq. */
-  held: Map<number, Ordered<T>>;
-  /** When the oldest gap began to be waited on. */
+  /** Waiting events by first seq, and a min-heap of their first seqs. */
+  readonly held: Map<number, Ordered<T>>;
+  /** When each held event arrived. */
+  readonly at: Map<number, number>;
+  readonly heap: number[];
+  heldBytes: number;
+  /** The last gaps given up, and the next seq of each that may still come late (first deliveries only, in order). */
+  readonly lost: { readonly last: number; next: number }[];
+  /** When the head last advanced, or the first event was held. */
   since: number;
 }
 
 /** The order keeper of one watchFleet iteration. */
 export class FleetOrder<T> {
   readonly #runs = new Map<string, Run<T>>();
-  readonly #waitMs: number;
-  readonly #maxHeld: number;
+  readonly #perLabel = new Map<string, number>();
+  readonly #o: Required<FleetOrderOptions>;
   #held = 0;
+  #heldBytes = 0;
 
-  constructor(o: { readonly waitMs: number; readonly maxHeld: number }) {
-    this.#waitMs = o.waitMs;
-    this.#maxHeld = o.maxHeld;
+  constructor(o: FleetOrderOptions) {
+    this.#o = { maxHeldBytes: 64 * 2 ** 20, maxRuns: 4096, maxRunsPerLabel: 16, maxEarly: 65_536, ...o };
   }
 
   /** Events held, waiting for a gap before them to fill. */
@@ -56,46 +108,210 @@ export class FleetOrder<T> {
     return this.#held;
   }
 
-  /** Takes one event of `run`; returns what can be yielded now, in order (possibly nothing), or null for an event delivered again. */
-  push(run: string, e: Ordered<T>, now = Date.now()): Ready<T>[] | null {
-    let r = this.#runs.get(run);
-    // The first event of a run sets where it starts (a consumer may start mid-stream).
-    if (r === undefined) {
-      this.#runs.set(run, r = { start: e.first, early: new Set(), next: e.first, held: new Map(), since: now });
-    }
-    if (e.last < r.start) return r.early.has(e.first) ? null : (r.early.add(e.first), [{ item: e.item }]);
-    if (e.last < r.next || r.held.has(e.first)) return null;
+  /** Bytes of the events held. */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /** Runs tracked. */
+  get runs(): number {
+    return this.#runs.size;
+  }
+
+  /**
+   * Takes one event of `run`; returns what can be yielded now, in order
+   * (possibly nothing; an evicted run's gaps may come first), or null for a
+   * repeat.
+   */
+  push(run: string, e: Ordered<T>, arrival: Arrival | number = {}): Ready<T>[] | null {
+    const a = typeof arrival === "number" ? { now: arrival } : arrival;
+    const now = a.now ?? Date.now();
     const out: Ready<T>[] = [];
+    const r = this.#run(run, e, a.label ?? "", now, out);
+    if (e.last < r.start) {
+      if (r.early.has(e.first)) return out.length > 0 ? out : null;
+      return (this.#early(r, e.first), out.push({ item: e.item }), out);
+    }
+    if (e.first < r.next) {
+      // A redelivery repeats what came before; a first delivery is data the stream stored again (a repeat: the
+      // publisher republished after NATS lost its dedupe state) unless it falls in a gap given up as lost.
+      const g = a.fresh === false ? undefined : r.lost.find((g) => e.first >= g.next && e.last <= g.last);
+      if (g === undefined) return out.length > 0 ? out : null;
+      g.next = e.last + 1;
+      out.push({ item: e.item });
+      return out;
+    }
+    if (r.held.has(e.first)) return out.length > 0 ? out : null;
     if (e.first === r.next) {
       out.push({ item: e.item });
       r.next = e.last + 1;
+      r.since = now;
       this.#drain(r, out);
-    } else {
-      if (r.held.size === 0) r.since = now;
-      r.held.set(e.first, e);
-      this.#held++;
-    }
-    this.#giveUp(r, out, now);
+    } else this.#hold(r, e, now);
+    if (r.held.size > 0 && now - r.since > this.#o.waitMs) this.#giveUp(r, out, now);
+    this.#pressure(out, now);
     return out;
+  }
+
+  /**
+   * Gives up every gap whose run's head has not advanced for waitMs, and
+   * those after it whose following event itself waited that long: k gaps
+   * cost one wait, not k.
+   */
+  expire(now = Date.now()): Ready<T>[] {
+    const out: Ready<T>[] = [];
+    for (const r of this.#runs.values()) {
+      while (r.held.size > 0 && now - r.since > this.#o.waitMs) {
+        this.#giveUp(r, out, now);
+        const low = this.#lowest(r);
+        if (low !== undefined) r.since = r.at.get(low) ?? now;
+      }
+    }
+    return out;
+  }
+
+  #run(key: string, e: Ordered<T>, label: string, now: number, out: Ready<T>[]): Run<T> {
+    let r = this.#runs.get(key);
+    if (r !== undefined) {
+      this.#runs.delete(key); // LRU: most recent last
+      this.#runs.set(key, r);
+      return r;
+    }
+    // The first event of a run sets where it starts (a consumer may start mid-stream).
+    r = {
+      label,
+      start: e.first,
+      early: new Set(),
+      next: e.first,
+      held: new Map(),
+      at: new Map(),
+      heap: [],
+      heldBytes: 0,
+      lost: [],
+      since: now,
+    };
+    this.#runs.set(key, r);
+    const n = (this.#perLabel.get(label) ?? 0) + 1;
+    this.#perLabel.set(label, n);
+    if (n > this.#o.maxRunsPerLabel) this.#evict(out, now, label);
+    if (this.#runs.size > this.#o.maxRuns) this.#evict(out, now);
+    return r;
+  }
+
+  // Drops the least recently used run (of `label`), giving up its gaps first.
+  #evict(out: Ready<T>[], now: number, label?: string): void {
+    for (const [key, r] of this.#runs) {
+      if (label !== undefined && r.label !== label) continue;
+      while (r.held.size > 0) this.#giveUp(r, out, now);
+      this.#runs.delete(key);
+      const n = (this.#perLabel.get(r.label) ?? 1) - 1;
+      if (n === 0) this.#perLabel.delete(r.label);
+      else this.#perLabel.set(r.label, n);
+      return;
+    }
+  }
+
+  #early(r: Run<T>, seq: number): void {
+    if (r.early.size >= this.#o.maxEarly) r.early.delete(r.early.values().next().value as number);
+    r.early.add(seq);
+  }
+
+  #hold(r: Run<T>, e: Ordered<T>, now: number): void {
+    if (r.held.size === 0) r.since = now;
+    r.held.set(e.first, e);
+    r.at.set(e.first, now);
+    heapPush(r.heap, e.first);
+    const bytes = e.bytes ?? 0;
+    r.heldBytes += bytes;
+    this.#heldBytes += bytes;
+    this.#held++;
+  }
+
+  #take(r: Run<T>, e: Ordered<T>): void {
+    r.held.delete(e.first);
+    r.at.delete(e.first);
+    const bytes = e.bytes ?? 0;
+    r.heldBytes -= bytes;
+    this.#heldBytes -= bytes;
+    this.#held--;
   }
 
   #drain(r: Run<T>, out: Ready<T>[]): void {
     for (let e = r.held.get(r.next); e !== undefined; e = r.held.get(r.next)) {
-      r.held.delete(e.first);
-      this.#held--;
+      this.#take(r, e);
       out.push({ item: e.item });
       r.next = e.last + 1;
     }
-  }
-
-  // A gap waited on too long, or too much held: its seqs are lost.
-  #giveUp(r: Run<T>, out: Ready<T>[], now: number): void {
-    while (r.held.size > 0 && (now - r.since > this.#waitMs || this.#held > this.#maxHeld)) {
-      const first = Math.min(...r.held.keys());
-      out.push({ gap: [r.next, first - 1] });
-      r.next = first;
-      r.since = now;
-      this.#drain(r, out);
+    // Held events a loss marker reached over (overlapping seqs: a buggy or hostile publisher) come after it.
+    while (r.heap.length > 0 && (r.heap[0] as number) < r.next) {
+      const first = heapPop(r.heap);
+      const e = r.held.get(first);
+      if (e !== undefined) (this.#take(r, e), out.push({ item: e.item }));
     }
   }
+
+  // Too much held: the run holding the most bytes (then events) gives up its lowest gap.
+  #pressure(out: Ready<T>[], now: number): void {
+    while (this.#held > this.#o.maxHeld || this.#heldBytes > this.#o.maxHeldBytes) {
+      let worst: Run<T> | undefined;
+      for (const r of this.#runs.values()) {
+        if (r.held.size === 0) continue;
+        if (
+          worst === undefined || r.heldBytes > worst.heldBytes ||
+          (r.heldBytes === worst.heldBytes && r.held.size > worst.held.size)
+        ) worst = r;
+      }
+      if (worst === undefined) return;
+      this.#giveUp(worst, out, now);
+    }
+  }
+
+  #lowest(r: Run<T>): number | undefined {
+    while (r.heap.length > 0 && !r.held.has(r.heap[0] as number)) heapPop(r.heap);
+    return r.heap[0];
+  }
+
+  // The lowest gap of `r` is lost: report it, and yield what follows it.
+  #giveUp(r: Run<T>, out: Ready<T>[], now: number): void {
+    const first = this.#lowest(r);
+    if (first === undefined) return;
+    if (first > r.next) {
+      out.push({ gap: [r.next, first - 1], label: r.label });
+      if (r.lost.push({ next: r.next, last: first - 1 }) > MAX_LOST_GAPS) r.lost.shift();
+    }
+    r.next = first;
+    r.since = now;
+    this.#drain(r, out);
+  }
+}
+
+/** Gaps given up remembered per run (for events of them that come late). */
+const MAX_LOST_GAPS = 16;
+
+function heapPush(h: number[], v: number): void {
+  let i = h.push(v) - 1;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if ((h[p] as number) <= v) break;
+    h[i] = h[p] as number;
+    i = p;
+  }
+  h[i] = v;
+}
+
+function heapPop(h: number[]): number {
+  const top = h[0] as number;
+  const last = h.pop() as number;
+  if (h.length === 0) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= h.length) break;
+    const c = l + 1 < h.length && (h[l + 1] as number) < (h[l] as number) ? l + 1 : l;
+    if ((h[c] as number) >= last) break;
+    h[i] = h[c] as number;
+    i = c;
+  }
+  h[i] = last;
+  return top;
 }

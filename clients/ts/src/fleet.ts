@@ -7,13 +7,20 @@
  * "node" export connects over TCP. Pass `connection` to bring your own.
  */
 import { wsconnect } from "@nats-io/nats-core";
-import { createWatchFleet } from "./_fleet-core.ts";
+import { createWatchFleet, type WatchFleet } from "./_fleet-core.ts";
 
-export type { FleetExitEvent, WatchFleetOptions } from "./_fleet-core.ts";
+export type {
+  FleetBadMessage,
+  FleetExitEvent,
+  FleetReorderOptions,
+  FleetStatus,
+  WatchFleet,
+  WatchFleetOptions,
+} from "./_fleet-core.ts";
 
 /**
  * Yields every exit (and loss marker) the fleet's servers publish, from the
  * hosts and CPUs asked for, each with its `host`. Per host, events come in
  * seq order, and received + lost = produced as on an RPC stream.
  */
-export const watchFleet = createWatchFleet(wsconnect);
+export const watchFleet: WatchFleet = createWatchFleet(wsconnect);

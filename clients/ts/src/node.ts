@@ -7,11 +7,18 @@
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { connect as connectNats } from "@nats-io/transport-node";
 import { clientFactory } from "./client.ts";
-import { createWatchFleet } from "./_fleet-core.ts";
+import { createWatchFleet, type WatchFleet } from "./_fleet-core.ts";
 
 export * from "./mod.ts";
 
-export type { FleetExitEvent, WatchFleetOptions } from "./_fleet-core.ts";
+export type {
+  FleetBadMessage,
+  FleetExitEvent,
+  FleetReorderOptions,
+  FleetStatus,
+  WatchFleet,
+  WatchFleetOptions,
+} from "./_fleet-core.ts";
 
 /**
  * watchFleet (see fleet.ts, the "./fleet" entry for other runtimes)
@@ -19,7 +26,7 @@ export type { FleetExitEvent, WatchFleetOptions } from "./_fleet-core.ts";
  * @nats-io/transport-node. Only on Node's entry: the browser bundle stays
  * free of the NATS client.
  */
-export const watchFleet = createWatchFleet(connectNats);
+export const watchFleet: WatchFleet = createWatchFleet(connectNats);
 
 /**
  * Creates a client for the taskwire server at `baseUrl` (e.g.

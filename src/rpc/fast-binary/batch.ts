@@ -46,8 +46,12 @@ for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS, RECEI
 
 /** A growable byte buffer with a write position. */
 class Scratch {
-  buf = new Uint8Array(1 << 16);
+  buf: Uint8Array;
   pos = 0;
+
+  constructor(size: number) {
+    this.buf = new Uint8Array(size);
+  }
 
   /** Makes room for `n` more bytes. */
   reserve(n: number): void {
@@ -63,7 +67,9 @@ class Scratch {
   }
 }
 
-const out = new Scratch();
+const shared = new Scratch(1 << 16);
+// Where the encoders below write: the shared scratch, or a stream's own buffer while one of its batches is encoded.
+let out = shared;
 
 /** Writes `body` as a length-delimited field with tag `t`. */
 function field(t: number, body: Uint8Array): void {
@@ -167,25 +173,85 @@ function varintSize(n: number): number {
   return size;
 }
 
-/** The `events` field entries for `items`, as toBinary() would write them. */
-export function encodeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[]): Uint8Array {
+// Writes the `events` field entries for `items` into `into`, from position 0.
+function writeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[], into: Scratch): void {
+  out = into;
   out.pos = 0;
-  for (const item of items) {
-    if (item.kind === "exit") exitEvent(item.seq, item.record.cpu, exitBody(item.record));
-    else if (item.kind === "retained") exitEvent(item.seq, item.cpu, item.payload);
-    else field(EVENTS, toBinary(ExitEventSchema, toExitEvent(item)));
+  try {
+    for (const item of items) {
+      if (item.kind === "exit") exitEvent(item.seq, item.record.cpu, exitBody(item.record));
+      else if (item.kind === "retained") exitEvent(item.seq, item.cpu, item.payload);
+      else field(EVENTS, toBinary(ExitEventSchema, toExitEvent(item)));
+    }
+  } finally {
+    out = shared;
   }
-  return out.copy();
 }
 
-/** A SubscribeExitsResponse carrying `items` pre-encoded (see the module comment), plus `queued`. */
+/** The `events` field entries for `items`, as toBinary() would write them (a buffer of their own). */
+export function encodeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[]): Uint8Array {
+  writeEvents(items, shared);
+  return shared.copy();
+}
+
+/**
+ * One stream's buffer for its batches, reused from batch to batch: a fresh
+ * buffer per response message (~100 KB under load, per stream) cost an
+ * allocation, its zeroing and a copy, and its external memory drove
+ * collections, for every subscriber. Reuse is safe because connect-es
+ * serializes a response message (copying what it carries) before it asks the
+ * handler's generator for the next one (transformSerializeEnvelope; the
+ * router's interceptors only pass messages through), and a stream encodes a
+ * batch only when its generator is resumed. It holds at most about one
+ * message: it shrinks after a much smaller one, and release() lets an idle
+ * stream give it up.
+ */
+export class BatchBuffer {
+  #scratch: Scratch | undefined;
+  /** The most the last few batches used. */
+  #peak = 0;
+  /** Batches in a row that used under a quarter of the buffer. */
+  #small = 0;
+
+  /** `items` encoded into this buffer, valid until the next call. */
+  encode(items: readonly StreamItem<ExitRecord, Uint8Array>[]): Uint8Array {
+    let s = this.#scratch;
+    // Shrunk only after a run of small batches: sizes swing between one event and a full batch under load.
+    if (s === undefined || this.#small >= SHRINK_AFTER) {
+      s = this.#scratch = new Scratch(Math.max(BATCH_BUFFER_MIN, 2 * this.#peak));
+      this.#small = this.#peak = 0;
+    }
+    writeEvents(items, s);
+    const small = s.buf.length > BATCH_BUFFER_MIN && 4 * s.pos < s.buf.length;
+    this.#small = small ? this.#small + 1 : 0;
+    this.#peak = Math.max(small ? this.#peak : 0, s.pos);
+    return s.buf.subarray(0, s.pos);
+  }
+
+  /** Gives up the buffer (the stream is idle); the next batch makes a new one. */
+  release(): void {
+    this.#scratch = undefined;
+    this.#small = this.#peak = 0;
+  }
+}
+
+const BATCH_BUFFER_MIN = 16 * 1024;
+const SHRINK_AFTER = 64;
+
+/**
+ * A SubscribeExitsResponse carrying `items` pre-encoded (see the module
+ * comment), plus `queued`; with `into`, the bytes are in that stream's
+ * buffer (valid until its next batch), else in a buffer of their own.
+ */
 export function preEncodedBatch(
   items: readonly StreamItem<ExitRecord, Uint8Array>[],
   queued: number,
+  into?: BatchBuffer,
 ): SubscribeExitsResponse {
   const msg = create(SubscribeExitsResponseSchema, { queued });
   if (items.length > 0) {
-    msg.$unknown = [{ no: EVENTS >>> 3, wireType: WireType.LengthDelimited, data: encodeEvents(items).subarray(1) }];
+    const events = into === undefined ? encodeEvents(items) : into.encode(items);
+    msg.$unknown = [{ no: EVENTS >>> 3, wireType: WireType.LengthDelimited, data: events.subarray(1) }];
   }
   return msg;
 }
