@@ -250,10 +250,10 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   logText(
     logger,
     "info",
-    `serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${
-      _reachableUrl(listening.url)
-    } with ${runtimeLabel()}${holding}`,
+    `serving ${info.source} source (${info.kernelRelease}, possible CPUs ${source.possible.list}) on ${listening.url} with ${runtimeLabel()}${holding}`,
   );
+  const reach = _reachableUrl(listening.url);
+  if (reach !== undefined) logText(logger, "info", reach);
   const needed = info.source === "netlink" ? [CAP_NET_ADMIN] : [];
   const excess = excessCapabilities({ held, needed, euid: process.geteuid?.() });
   if (excess !== undefined) logText(logger, "warning", excess);
@@ -290,10 +290,10 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
 
 // A wildcard bind's URL (0.0.0.0, [::]) is no address a client can use, and the Host check refuses it:
 // name one that works (this machine's hostname, which the Host check allows).
-function _reachableUrl(url: string): string {
+function _reachableUrl(url: string): string | undefined {
   const u = new URL(url);
-  if (u.hostname !== "0.0.0.0" && u.hostname !== "[::]") return url;
-  return `${url} (every address; e.g. ${u.protocol}//${hostname()}:${u.port})`;
+  if (u.hostname !== "0.0.0.0" && u.hostname !== "[::]") return undefined;
+  return `${u.hostname} is every address, not one to connect to: clients use this machine's name or an address, e.g. ${u.protocol}//${hostname()}:${u.port}`;
 }
 
 // A password in --nats is on the command line (or in the config/env), visible to every local user in ps.
