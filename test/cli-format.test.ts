@@ -97,6 +97,18 @@ describe("a process's accounting from its thread records", () => {
     expect(r2.group?.cpuDelayTotal).toBe(5n);
   });
 
+  it("waits for the leader's record when the group record (another CPU) arrives first", async () => {
+    const c = createRunCollector();
+    c.watch(8);
+    c.add(exitEv(9, 8, { acUtime: 2n }));
+    c.add(exitEv(10, 8, { acUtime: 3n }, { cpuDelayTotal: 5n })); // the last thread, with the group record
+    const pending = c.finish(2000, 50);
+    setTimeout(() => c.add(exitEv(8, 8, { acUtime: 300n })), 200); // the leader, read later from its own CPU
+    const r = await pending;
+    expect(r.complete).toBe(true);
+    expect(r.total?.acUtime).toBe(305n);
+  });
+
   it("says plainly when the record never came, and names the loss", async () => {
     const c = createRunCollector();
     c.watch(3);

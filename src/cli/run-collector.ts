@@ -4,9 +4,10 @@
  * was lost. Completion follows the kernel (kernel/taskstats.c
  * taskstats_exit): every thread sends its own record; a group record
  * (tgid_stats) comes with the last thread only when some thread exited while
- * others remained (signal->stats is allocated then). So: one record and no
- * more within a short grace is a single-threaded process; two or more wait
- * for the group record.
+ * others remained (signal->stats is allocated then). Each CPU's records reach
+ * the stream in order, but not in order across CPUs. So: the leader's record
+ * and no more within a short grace is a single-threaded process; two or more
+ * wait for the leader's and the group record, then for a quiet grace.
  */
 import type { HostedExitEvent, TaskStatsRecord } from "@taskwire/client";
 import { sumThreads } from "./thread-sum.ts";
@@ -54,7 +55,9 @@ export function createRunCollector(): RunCollector {
     if (tgidStats !== undefined) group = tgidStats;
     changed();
   };
-  const done = () => group !== undefined || (leader !== undefined && threads.length === 1);
+  // Every thread sends its own record, the leader (pid == tgid) included, and records from different CPUs reach
+  // the stream in no particular order: the group record can come before the leader's, so both are needed.
+  const done = () => leader !== undefined && (group !== undefined || threads.length === 1);
   return {
     add: (ev) => (tgid === undefined ? early.length < EARLY_MAX && early.push(ev) : take(ev)),
     watch: (id) => {
@@ -64,9 +67,9 @@ export function createRunCollector(): RunCollector {
     },
     finish: async (waitMs, graceMs = 150) => {
       const until = Date.now() + waitMs;
-      while (group === undefined && Date.now() < until) {
+      while (Date.now() < until) {
         const n = threads.length;
-        // One record in: a single-threaded process, unless another thread's record follows within the grace.
+        // Once complete, other threads' records may still be in flight from other CPUs: wait until a grace passes quietly.
         await wait(done() ? Math.min(graceMs, until - Date.now()) : until - Date.now());
         if (done() && threads.length === n) break;
       }
