@@ -26,6 +26,7 @@ import type { QueueItem } from "../core/event-queue.ts";
 import type { StreamEnd } from "../core/listener.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { encodeEvents } from "../rpc/fast-binary/batch.ts";
+import type { FleetInfoState } from "../rpc/service.ts";
 import type { ServerListener } from "../rpc/stream.ts";
 import { eventSubject } from "./subjects.ts";
 
@@ -42,16 +43,11 @@ export interface PumpOptions {
   readonly log: (level: "info" | "warning", text: string) => void;
 }
 
-/** The pump's counters. */
-export interface PumpCounters {
+/** The pump's counters: its share of the publisher's state, and what its listener produced. */
+export interface PumpCounters
+  extends Pick<FleetInfoState, "published" | "pending" | "queued" | "dropped" | "retries" | "lastError"> {
   /** Events its listener produced (seq of the last): what a consumer's received + lost adds up to. */
   readonly produced: number;
-  readonly published: number;
-  readonly pending: number;
-  readonly queued: number;
-  readonly dropped: number;
-  readonly retries: number;
-  readonly lastError: string;
 }
 
 /** A running pump. */

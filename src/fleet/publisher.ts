@@ -19,6 +19,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { FleetInfoState } from "../rpc/service.ts";
 import type { ServerRegistry } from "../rpc/stream.ts";
 import { connectNats, type NatsSettings } from "./_connect.ts";
 import { ensureStream, type StreamSettings } from "./_stream-config.ts";
@@ -69,27 +70,10 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
   readonly log?: ((level: "info" | "warning", text: string) => void) | undefined;
 }
 
-/** What GetInfo and /metrics show. */
-export interface FleetState {
-  readonly connected: boolean;
+/** What GetInfo and /metrics show, and what the publisher's listener produced. */
+export interface FleetState extends FleetInfoState {
   /** Events its listener produced so far (a consumer's received + lost adds up to it). */
   readonly produced: number;
-  /** Events (exits and loss markers) in the messages JetStream acknowledged. */
-  readonly published: number;
-  /** Messages sent and not yet acknowledged (in the window or waiting to be retried). */
-  readonly pending: number;
-  /** Events waiting in the publisher's queue. */
-  readonly queued: number;
-  /** Exits the publisher's queue dropped (NATS slow or down); each reached the stream inside a loss marker. */
-  readonly dropped: number;
-  /** Publishes retried after a failure or a missing ack. */
-  readonly retries: number;
-  readonly stream: string;
-  readonly subjectPrefix: string;
-  /** This host's subject token. */
-  readonly host: string;
-  /** The last publish error, "" when none since the last success. */
-  readonly lastError: string;
 }
 
 /** What the server hands the publisher: its registry, the CPUs to listen on, its hostname. */

@@ -31,17 +31,24 @@ export interface FleetInfoDeps {
   readonly fleet?: (() => FleetInfoState) | undefined;
 }
 
-/** The fleet publisher's state (fleet/publisher.ts FleetState). */
+/** The fleet publisher's state (src/fleet), as GetInfo and /metrics show it. */
 export interface FleetInfoState {
   readonly connected: boolean;
+  /** Events (exits and loss markers) in the messages JetStream acknowledged. */
   readonly published: number;
+  /** Messages sent and not yet acknowledged (in the window or waiting to be retried). */
   readonly pending: number;
+  /** Events waiting in the publisher's queue. */
   readonly queued: number;
+  /** Exits the publisher's queue dropped (NATS slow or down); each reached the stream inside a loss marker. */
   readonly dropped: number;
+  /** Publishes retried after a failure or a missing ack. */
   readonly retries: number;
   readonly stream: string;
   readonly subjectPrefix: string;
+  /** This host's subject token. */
   readonly host: string;
+  /** The last publish error, "" when none since the last success. */
   readonly lastError: string;
 }
 

@@ -13,6 +13,7 @@ import { UnauthenticatedError } from "../auth/errors.ts";
 import type { ExitFeed, RegistryStats } from "../core/registry.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { CALL_AUTH, type CallAuth, callerWith } from "../rpc/principal.ts";
+import type { FleetInfoState } from "../rpc/service.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { createRpcMetrics } from "./_metrics-rpc.ts";
 import { processRegistry } from "./_metrics-process.ts";
@@ -39,14 +40,10 @@ export interface MetricsInputs {
 }
 
 /** What /metrics shows of the fleet publisher. */
-export interface FleetCounters {
-  readonly connected: boolean;
-  readonly published: number;
-  readonly pending: number;
-  readonly queued: number;
-  readonly dropped: number;
-  readonly retries: number;
-}
+export type FleetCounters = Pick<
+  FleetInfoState,
+  "connected" | "published" | "pending" | "queued" | "dropped" | "retries"
+>;
 
 /** One exposition: its text and content type. */
 export interface Exposition {
