@@ -11,6 +11,7 @@
 import * as sdk from "@taskwire/client";
 import type { FleetExitEvent } from "@taskwire/client";
 import type { NatsConnection } from "@nats-io/nats-core";
+import type { NatsConnectionFlags } from "./nats-options.ts";
 import { connectNats, type NatsSettings, redactUrl, serverList } from "../fleet/_connect.ts";
 
 /** What to consume, from a command's flags. */
@@ -96,17 +97,11 @@ export function checkHosts(hosts: string | undefined): void {
 }
 
 /** The fleet flags of `watch` and `top`: consume from NATS JetStream instead of one server. */
-export interface FleetFlags {
+export interface FleetFlags extends NatsConnectionFlags {
   readonly nats: string;
   readonly hosts?: string | undefined;
   readonly durable?: string | undefined;
   readonly all?: boolean | undefined;
   readonly stream?: string | undefined;
   readonly subjectPrefix?: string | undefined;
-  readonly credsFile?: string | undefined;
-  readonly nkeyFile?: string | undefined;
-  readonly tokenFile?: string | undefined;
-  readonly caFile?: string | undefined;
-  readonly certFile?: string | undefined;
-  readonly keyFile?: string | undefined;
 }

@@ -1,6 +1,8 @@
 /** Option parsers and the filter flags shared by `watch` and `top`. */
 import { type Command, InvalidArgumentError } from "commander";
+import { FLEET_DEFAULTS } from "../fleet/publisher.ts";
 import { UsageError } from "./errors.ts";
+import { addNatsConnectionOptions, NATS_CONNECTION_KEYS, natsConnectionFrom } from "./nats-options.ts";
 import type { EventInputOptions } from "./event-input.ts";
 import type { FleetFlags } from "./fleet-input.ts";
 
@@ -63,7 +65,7 @@ export function filterFrom(o: Record<string, unknown>): EventInputOptions["filte
 
 /** Adds --nats, --hosts and the NATS connection flags (credentials from files only, as `serve --nats-*`). */
 export function fleetOptions(cmd: Command): Command {
-  return cmd
+  cmd
     .option(
       "--nats <urls>",
       "read the fleet's exits from NATS JetStream (servers published with serve --nats), comma-separated URLs",
@@ -71,31 +73,20 @@ export function fleetOptions(cmd: Command): Command {
     .option("--hosts <glob>", "with --nats: hosts to show, a name or a glob with * and ? (default: every host)")
     .option("--durable <name>", "with --nats: a durable consumer's name, to resume where it left off")
     .option("--from-start", "with --nats: start with every stored exit, not new ones")
-    .option("--nats-stream <name>", "with --nats: the JetStream stream (serve's --nats-stream)", "TASKWIRE_EXITS")
-    .option("--nats-subject-prefix <p>", "with --nats: the subject prefix (serve's --nats-subject-prefix)", "taskwire")
-    .option("--nats-creds <file>", "with --nats: a NATS credentials file")
-    .option("--nats-nkey <file>", "with --nats: a file holding an nkey user seed")
-    .option("--nats-token-file <file>", "with --nats: a file holding a NATS token")
-    .option("--nats-ca <file>", "with --nats: PEM CA to verify the NATS servers (implies TLS)")
-    .option("--nats-cert <file>", "with --nats: PEM client certificate (mutual TLS)")
-    .option("--nats-key <file>", "with --nats: PEM client key (mutual TLS)");
+    .option("--nats-stream <name>", "with --nats: the JetStream stream (serve's --nats-stream)", FLEET_DEFAULTS.stream)
+    .option(
+      "--nats-subject-prefix <p>",
+      "with --nats: the subject prefix (serve's --nats-subject-prefix)",
+      FLEET_DEFAULTS.prefix,
+    );
+  return addNatsConnectionOptions(cmd);
 }
 
 /** The fleet flags given, or undefined without --nats; the fleet-only flags without --nats are a usage error. */
 export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   if (str("nats") === undefined) {
-    const stray = [
-      "hosts",
-      "durable",
-      "fromStart",
-      "natsCreds",
-      "natsNkey",
-      "natsTokenFile",
-      "natsCa",
-      "natsCert",
-      "natsKey",
-    ]
+    const stray = ["hosts", "durable", "fromStart", ...NATS_CONNECTION_KEYS]
       .find((k) => o[k] !== undefined);
     if (stray !== undefined) throw new UsageError(`--${_kebab(stray)} needs --nats <urls>`);
     return undefined;
@@ -107,12 +98,7 @@ export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
     all: o["fromStart"] === true,
     stream: str("natsStream"),
     subjectPrefix: str("natsSubjectPrefix"),
-    credsFile: str("natsCreds"),
-    nkeyFile: str("natsNkey"),
-    tokenFile: str("natsTokenFile"),
-    caFile: str("natsCa"),
-    certFile: str("natsCert"),
-    keyFile: str("natsKey"),
+    ...natsConnectionFrom(o),
   };
 }
 

@@ -19,6 +19,7 @@ import {
   StreamConfigError,
 } from "../fleet/publisher.ts";
 import { UsageError } from "./errors.ts";
+import { addNatsConnectionOptions, natsConnectionFrom } from "./nats-options.ts";
 
 type IntParser = (min: number, max?: number) => (value: string) => number;
 
@@ -34,7 +35,7 @@ function bytesOrZero(value: string): number {
 /** Adds the flags to `serve`. */
 export function addNatsOptions(cmd: Command, int: IntParser): Command {
   const d = FLEET_DEFAULTS;
-  return cmd
+  const withoutConnection = cmd
     .option(
       "--nats <urls>",
       "publish every exit record to NATS JetStream at these servers (comma-separated nats:// or tls:// URLs; off when unset)",
@@ -79,13 +80,8 @@ export function addNatsOptions(cmd: Command, int: IntParser): Command {
     .option(
       "--nats-host-name <token>",
       "this host's subject token (default: the hostname, with each . and other characters outside A-Z a-z 0-9 _ - made _)",
-    )
-    .option("--nats-creds <file>", "a NATS credentials file (user JWT and nkey seed, as nsc makes them)")
-    .option("--nats-nkey <file>", "a file holding an nkey user seed (SU...)")
-    .option("--nats-token-file <file>", "a file holding a NATS token (its first line)")
-    .option("--nats-ca <file>", "PEM CA to verify NATS servers with (TLS)")
-    .option("--nats-cert <file>", "PEM client certificate for NATS (mutual TLS; with --nats-key)")
-    .option("--nats-key <file>", "PEM private key for --nats-cert");
+    );
+  return addNatsConnectionOptions(withoutConnection);
 }
 
 /** The publisher's options from the parsed flags; undefined without --nats. */
@@ -105,12 +101,7 @@ export function natsFlagsFrom(o: Record<string, unknown>): FleetOptions | undefi
     ackTimeoutMs: o["natsAckTimeoutMs"] as number,
     lingerMs: o["natsLingerMs"] as number,
     hostToken: str("natsHostName"),
-    credsFile: str("natsCreds"),
-    nkeyFile: str("natsNkey"),
-    tokenFile: str("natsTokenFile"),
-    caFile: str("natsCa"),
-    certFile: str("natsCert"),
-    keyFile: str("natsKey"),
+    ...natsConnectionFrom(o),
   };
 }
 
