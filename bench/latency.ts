@@ -250,21 +250,26 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
     ]];
   }
   try {
-    const all = layers(sampleRecords(256));
+    // BENCH_LATENCY_LAYERS=2,3: only those layers (for A/B runs; taskwire's ratio needs layer 2).
+    const only = process.env["BENCH_LATENCY_LAYERS"]?.split(",").map(Number);
+    const all = layers(sampleRecords(256)).filter((_, k) => only === undefined || only.includes(k + 1));
     const rounds: Round[][] = all.map(() => []);
     for (let i = 0; i < o.rounds; i++) {
       for (const [k, layer] of all.entries()) {
         rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client)));
       }
     }
-    // Layer 2 is the bare Connect server, run just before taskwire in every round.
+    // The bare Connect server (layer 2) runs just before taskwire in every round.
+    const bareConnect = rounds[all.findIndex((l) => l.what.startsWith("2."))];
     return all.map((layer, k) =>
-      row(layer.what, perSecond, placement.label, rounds[k]!, layer.vsBareConnect ? rounds[1] : undefined)
+      row(layer.what, perSecond, placement.label, rounds[k]!, layer.vsBareConnect ? bareConnect : undefined)
     );
   } finally {
     undo();
   }
 }
+
+const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
 
 /** The latency table. */
 export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
@@ -282,7 +287,14 @@ export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
     "host steal (rounds)",
     `p99 (median) in rounds with steal < ${QUIET_STEAL}%`,
   ]];
-  rows.push(...(await rowGroup(1000, o, PLACEMENTS.shared)));
-  for (const p of Object.values(PLACEMENTS)) rows.push(...(await rowGroup(10_000, o, p)));
+  // BENCH_LATENCY_GROUPS=10000:shared,10000:apart: only those row groups (rate:placement).
+  const groups = process.env["BENCH_LATENCY_GROUPS"]?.split(",") ??
+    ["1000:shared", ...Object.keys(PLACEMENTS).map((p) => `10000:${p}`)];
+  for (const g of groups) {
+    const [rate, name] = g.split(":");
+    const placement = PLACEMENTS[name as keyof typeof PLACEMENTS];
+    if (placement === undefined) throw new RangeError(`BENCH_LATENCY_GROUPS: no placement ${quoteName(name)}`);
+    rows.push(...(await rowGroup(Number(rate), o, placement)));
+  }
   return rows;
 }

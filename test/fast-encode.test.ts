@@ -5,7 +5,9 @@ import { arbitraryStats } from "./arbitraries.ts";
 import { afterEach, describe, expect, it } from "vitest";
 import { type TaskStats, TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { type ExitEvent, ExitEventSchema, SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { BatchBuffer, preEncodedBatch } from "../src/rpc/fast-binary/batch.ts";
+import { BatchBuffer, envelopedBatch, preEncodedBatch } from "../src/rpc/fast-binary/batch.ts";
+import { preEncodedEnvelope } from "../src/rpc/fast-binary/pre-encoded.ts";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { toExitEvent } from "../src/rpc/convert.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -135,6 +137,30 @@ describe("pre-encoded batches", () => {
         }
       }),
       { numRuns: 20 },
+    );
+  });
+
+  it("as finished envelopes: each exactly the envelope connect-es would make of the same batch", () => {
+    // One stream's batches in turn: the scratch buffer is reused, each envelope must stay as it was written.
+    const batches = fc.array(fc.tuple(fc.array(arbitraryItem, { maxLength: 30 }), fc.nat({ max: 300_000 })), {
+      maxLength: 30,
+    });
+    fc.assert(
+      fc.property(batches, (steps) => {
+        const scratch = new BatchBuffer();
+        const sent = steps.map(([items, queued]) => {
+          const message = envelopedBatch(items, queued, scratch);
+          expect(message.queued).toBe(queued);
+          const envelope = preEncodedEnvelope(message)!; // a Buffer on Node: compared as plain bytes
+          return { envelope: new Uint8Array(envelope.buffer, envelope.byteOffset, envelope.byteLength), items, queued };
+        });
+        for (const { envelope, items, queued } of sent) {
+          expect(envelope).toEqual(
+            encodeEnvelope(0, toBinary(SubscribeExitsResponseSchema, preEncodedBatch(items, queued))),
+          );
+        }
+      }),
+      { numRuns: 40 },
     );
   });
 

@@ -37,6 +37,7 @@ import { CALL_AUTH } from "../rpc/principal.ts";
 import { newStreamReport, STREAM_REPORT, type StreamReport } from "../rpc/stream-report.ts";
 import { type Fields, logText } from "./logger.ts";
 import { createLineBudget } from "./line-budget.ts";
+import { handlerFacts } from "../rpc/universal.ts";
 
 /** Default most access lines per second (failed calls: a tenth of it). */
 export const DEFAULT_ACCESS_LOG_RATE = 1000;
@@ -182,14 +183,7 @@ function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
     if (req.signal.aborted) finish(res);
     return countResponse(res, call, finish);
   };
-  return Object.assign(logged, {
-    protocolNames: handler.protocolNames,
-    service: handler.service,
-    method: handler.method,
-    requestPath: handler.requestPath,
-    allowedMethods: handler.allowedMethods,
-    supportedContentType: handler.supportedContentType,
-  });
+  return Object.assign(logged, handlerFacts(handler));
 }
 
 function countRequest(body: UniversalServerRequest["body"], call: Call): UniversalServerRequest["body"] {

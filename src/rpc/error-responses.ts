@@ -24,6 +24,7 @@ import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connect
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { toConnectError, withDetail } from "./errors.ts";
+import { handlerFacts } from "./universal.ts";
 
 /** Router interceptor: whatever a call throws leaves it as a ConnectError with an ErrorDetail. */
 export const errorDetailInterceptor: Interceptor = (next) => async (req) => {
@@ -46,14 +47,7 @@ export function withErrorDetails(
   return handlers.map((handler) => {
     if (handler.method.methodKind !== "unary") return handler;
     const completed = async (req: UniversalServerRequest) => complete(await handler(req), compression);
-    return Object.assign(completed, {
-      protocolNames: handler.protocolNames,
-      service: handler.service,
-      method: handler.method,
-      requestPath: handler.requestPath,
-      allowedMethods: handler.allowedMethods,
-      supportedContentType: handler.supportedContentType,
-    });
+    return Object.assign(completed, handlerFacts(handler));
   });
 }
 

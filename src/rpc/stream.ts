@@ -19,7 +19,7 @@ import {
 } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { type ServerItem, toExitEvent } from "./convert.ts";
-import { BatchBuffer, preEncodedBatch } from "./fast-binary/batch.ts";
+import { BatchBuffer, envelopedBatch, preEncodedBatch } from "./fast-binary/batch.ts";
 import type { Projection } from "./projection.ts";
 
 /** A listener of the server: exit records queued, each exit's encoded Exit message retained. */
@@ -47,11 +47,23 @@ export function negotiatedCodec(ctx: Pick<HandlerContext, "protocolName" | "requ
 /** HostIdentity's fields (hostname, boot_id, machine_id, source). */
 export type HostIdentityInit = MessageInitShape<typeof HostIdentitySchema>;
 
-/** The stream's encoder: pre-encoded batches for binary without a mask, messages otherwise. */
+/** How a stream's messages are encoded. */
+export interface StreamEncoding {
+  readonly codec: Codec;
+  readonly project: Projection;
+  readonly host?: HostIdentityInit | undefined;
+  /** The transport sends finished envelopes as they are (fast-binary/pre-encoded.ts). */
+  readonly enveloped?: boolean;
+}
+
+/**
+ * The stream's encoder: pre-encoded batches for binary without a mask
+ * (finished envelopes where the transport takes them), messages otherwise.
+ */
 export function streamEncoder(
   registry: ServerRegistry,
   listener: ServerListener,
-  o: { readonly codec: Codec; readonly project: Projection; readonly host?: HostIdentityInit | undefined },
+  o: StreamEncoding,
 ): StepEncoder<ExitRecord, Uint8Array, SubscribeExitsResponse> {
   const message = (fields: MessageInitShape<typeof SubscribeExitsResponseSchema>): SubscribeExitsResponse =>
     create(SubscribeExitsResponseSchema, {
@@ -62,8 +74,9 @@ export function streamEncoder(
   const project = o.project;
   // The stream's own buffer for its pre-encoded batches (fast-binary/batch.ts), given up when it idles.
   const buffer = new BatchBuffer();
+  const preEncoded = o.enveloped === true ? envelopedBatch : preEncodedBatch;
   const batch = o.codec === "binary" && project === undefined
-    ? (items: readonly ServerItem[]) => preEncodedBatch(items, listener.queue.depth, buffer)
+    ? (items: readonly ServerItem[]) => preEncoded(items, listener.queue.depth, buffer)
     : (items: readonly ServerItem[]) =>
       create(SubscribeExitsResponseSchema, {
         events: items.map((item) => toExitEvent(item, project)),

@@ -15,6 +15,7 @@ import { compileFieldMask, compileFilter, type Projection, type RecordFilter } f
 import { ownership, requireMask, type ServiceDeps } from "./requests.ts";
 import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts";
 import { countedEncoder, STREAM_REPORT } from "./stream-report.ts";
+import { PRE_ENCODED_STREAM } from "./fast-binary/pre-encoded.ts";
 
 const MIN_HEARTBEAT_MS = 100;
 const MAX_HEARTBEAT_MS = 600_000;
@@ -100,7 +101,12 @@ export async function* subscribeExits(
       signal: ctx.signal,
       replay,
       encode: countedEncoder(
-        streamEncoder(registry, listener, { codec, project: plan.project, host: deps.host }),
+        streamEncoder(registry, listener, {
+          codec,
+          project: plan.project,
+          host: deps.host,
+          enveloped: ctx.values.get(PRE_ENCODED_STREAM),
+        }),
         report,
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),

@@ -101,7 +101,9 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const logger = options.logger ?? taskwireLogger();
   const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
   const fetchListener = getRequestListener((req, env) => server.fetch(req, { peer: peerOf(env.incoming) }));
-  const grpc = grpcListener(server, logger);
+  const grpc = rpcListener(server, logger, grpcRefusals);
+  const direct = rpcListener(server, logger, connectRefusals);
+  const rpcMethods = new Map(server.rpcHandlers.map((h) => [h.requestPath, h.allowedMethods]));
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
   const young = createYoungStreams({
@@ -113,9 +115,14 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const serve = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
     if (streaming.has(req.url?.split("?", 1)[0] ?? "")) young.track(res as never);
+    const grpcCall = isGrpc(req.headers["content-type"]);
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
-    if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
-    else void fetchListener(req, res as never);
+    if (req.httpVersionMajor === 2 && grpcCall) grpc(req, res);
+    // Connect and gRPC-Web calls from programs (no Origin: not a browser, so no CORS) skip the fetch bridge: a
+    // stream's every message crossed a web ReadableStream and hono's pump to reach the socket.
+    else if (!grpcCall && req.headers.origin === undefined && rpcMethods.get(pathOf(req))?.includes(req.method ?? "")) {
+      direct(req, res);
+    } else void fetchListener(req, res as never);
   };
   const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
@@ -163,21 +170,48 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   });
 }
 
-// Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
-// handlers), after the same checks the app makes (server.admit).
-function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest, res: NodeResponse) => void {
+const pathOf = (req: NodeRequest): string => req.url?.split("?", 2)[0] ?? "";
+
+/** How a protocol's calls are refused before they reach a handler. */
+interface Refusals {
+  readonly protocol: string;
+  unknownMethod(res: NodeResponse, path: string): void;
+  /** The Host is not one of this server's (server.admit). */
+  host(res: NodeResponse, refusal: string): void;
+}
+
+const grpcRefusals: Refusals = {
+  protocol: "gRPC",
+  unknownMethod: (res, path) => trailersOnly(res, Code.Unimplemented, `no method ${quote(path)}`),
+  host: (res, refusal) => trailersOnly(res, Code.PermissionDenied, refusal),
+};
+
+// As the app answers them (server/app.ts); only calls to a known method are sent here.
+const connectRefusals: Refusals = {
+  protocol: "Connect",
+  unknownMethod: (res) => (res.writeHead(404), res.end()),
+  host: (res, refusal) => (res.writeHead(403, { "content-type": "text/plain; charset=UTF-8" }), res.end(refusal)),
+};
+
+// Calls on the universal handlers (as connect-node's adapter does, over the one router's handlers), after
+// the same checks the app makes (server.admit).
+function rpcListener(
+  server: TaskwireServer,
+  logger: Logger,
+  refuse: Refusals,
+): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
-    const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
-    if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
+    const handler = paths.get(pathOf(req));
+    if (handler === undefined) return refuse.unknownMethod(res, req.url ?? "");
     const host = req.headers[":authority"] ?? req.headers.host;
     const admitted = server.admit(peerOf(req), typeof host === "string" ? host : undefined, req.headers.authorization);
-    if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
+    if ("refusal" in admitted) return refuse.host(res, admitted.refusal);
     handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
       .then((ures) => universalResponseToNodeResponse(ures, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
-        logUnexpected(`gRPC ${handler.method.name} failed`, reason, {}, logger);
+        logUnexpected(`${refuse.protocol} ${handler.method.name} failed`, reason, {}, logger);
       });
   };
 }

@@ -15,6 +15,7 @@
 import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { LimitExceededError } from "../core/errors.ts";
 import { toConnectError } from "../rpc/errors.ts";
+import { handlerFacts } from "../rpc/universal.ts";
 
 /**
  * Default cap on one request message, bytes. taskwire's requests are a few
@@ -45,14 +46,7 @@ export function limitMessageSize(handlers: readonly UniversalHandler[], maxBytes
   }
   return handlers.map((handler) => {
     const limited = (req: UniversalServerRequest) => handler(limitRequest(handler, req, maxBytes));
-    return Object.assign(limited, {
-      protocolNames: handler.protocolNames,
-      service: handler.service,
-      method: handler.method,
-      requestPath: handler.requestPath,
-      allowedMethods: handler.allowedMethods,
-      supportedContentType: handler.supportedContentType,
-    });
+    return Object.assign(limited, handlerFacts(handler));
   });
 }
 

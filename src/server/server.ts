@@ -34,6 +34,7 @@ import { createLoadMeter } from "./load.ts";
 import { retainPayload, serverMemory } from "./memory.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, limitMessageSize } from "./message-limit.ts";
 import { createServerMetrics } from "./metrics.ts";
+import { withPreEncodedStreams } from "./pre-encoded-streams.ts";
 
 /** Options of createServer. */
 export interface ServerOptions {
@@ -187,7 +188,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
     }
   };
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const router = createConnectRouter({
+  const routerOptions = {
     acceptCompression: [...(options.compression ?? [])],
     readMaxBytes: maxMessageBytes,
     // Every error carries an ErrorDetail, those connect-es raises included (withErrorDetails below for unary calls).
@@ -196,23 +197,25 @@ export function createServer(options: ServerOptions): TaskwireServer {
       ...(metrics ? [metrics.interceptor] : []),
       errorDetailInterceptor,
     ],
+  };
+  const router = createConnectRouter(routerOptions);
+  const service = createTaskStatsService({
+    source,
+    registry,
+    version: VERSION,
+    lingerMs: load.lingerMs,
+    admission,
+    capabilities: readCapabilities,
+    host,
+    ...(options.fleet && { fleet: options.fleet.state.bind(options.fleet) }),
+    cgroupCalls: options.cgroupCalls,
   });
-  router.service(
-    TaskStats,
-    createTaskStatsService({
-      source,
-      registry,
-      version: VERSION,
-      lingerMs: load.lingerMs,
-      admission,
-      capabilities: readCapabilities,
-      host,
-      ...(options.fleet && { fleet: options.fleet.state.bind(options.fleet) }),
-      cgroupCalls: options.cgroupCalls,
-    }),
-  );
+  router.service(TaskStats, service);
   reflectionRoutes([TaskStats])(router);
-  const detailed = withErrorDetails(limitMessageSize(router.handlers, maxMessageBytes), options.compression);
+  // SubscribeExits' binary Connect streams send their batches' envelopes as they are (pre-encoded-streams.ts).
+  const subscribe = { method: TaskStats.method.subscribeExits, impl: service.subscribeExits };
+  const handlers = withPreEncodedStreams(router.handlers, subscribe, routerOptions);
+  const detailed = withErrorDetails(limitMessageSize(handlers, maxMessageBytes), options.compression);
   // The access log is outermost: it counts the bytes the wire carried and sees the final response.
   const rpcHandlers = access?.wrap(detailed) ?? detailed;
   const app = createApp({

@@ -26,9 +26,12 @@ import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
 import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-stats.ts";
+import { PRE_ENCODED } from "./pre-encoded.ts";
+import { Buffer } from "node:buffer";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
 const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
+const QUEUED = tag(SubscribeExitsResponseSchema.field.queued.number, WireType.Varint);
 const SEQ = tag(ExitEventSchema.field.seq.number, WireType.Varint);
 const CPU = tag(ExitEventSchema.field.cpu.number, WireType.Varint);
 const EXIT = tag(ExitEventSchema.field.exit.number, WireType.LengthDelimited);
@@ -40,7 +43,7 @@ const RECEIVED_AT = tag(ExitSchema.field.receivedAt.number, WireType.LengthDelim
 const SECONDS = tag(TimestampSchema.field.seconds.number, WireType.Varint);
 const NANOS = tag(TimestampSchema.field.nanos.number, WireType.Varint);
 // Every tag above is below 128: one byte each.
-for (const t of [EVENTS, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS, RECEIVED_AT, SECONDS, NANOS]) {
+for (const t of [EVENTS, QUEUED, SEQ, CPU, EXIT, PID, TGID, PID_STATS, TGID_STATS, RECEIVED_AT, SECONDS, NANOS]) {
   if (t > 0x7f) throw new Error("batch encoding assumes one-byte tags");
 }
 
@@ -255,3 +258,32 @@ export function preEncodedBatch(
   }
   return msg;
 }
+
+/** An envelope's header: a flags byte and the message's length (big-endian uint32). */
+const ENVELOPE_HEADER = 5;
+
+/**
+ * preEncodedBatch's message, finished as a Connect/gRPC envelope (flags 0)
+ * under PRE_ENCODED (pre-encoded.ts), for a transport that sends it as it
+ * is. Its bytes are written once into a buffer of its own, not zeroed first:
+ * the transport holds it until the socket has taken it, so it cannot be
+ * reused. The message's fields say only `queued`; the events are in the
+ * envelope alone.
+ */
+export function envelopedBatch(
+  items: readonly StreamItem<ExitRecord, Uint8Array>[],
+  queued: number,
+  scratch: BatchBuffer,
+): SubscribeExitsResponse {
+  const events = items.length === 0 ? EMPTY : scratch.encode(items);
+  const length = (queued === 0 ? 0 : 1 + varintSize(queued)) + events.length;
+  const envelope = Buffer.allocUnsafe(ENVELOPE_HEADER + length);
+  envelope[0] = 0;
+  envelope.writeUInt32BE(length, 1);
+  let p = ENVELOPE_HEADER;
+  if (queued !== 0) (envelope[p++] = QUEUED), (p = writeVarint(envelope, p, queued));
+  envelope.set(events, p);
+  return Object.assign(create(SubscribeExitsResponseSchema, { queued }), { [PRE_ENCODED]: envelope });
+}
+
+const EMPTY = new Uint8Array(0);
