@@ -60,9 +60,9 @@ export interface StreamingMethod<M extends DescMethodServerStreaming = DescMetho
  * `handlers` (a router's), with `streaming`'s handler taking pre-encoded
  * envelopes on the calls that can carry them. `options` are the router's.
  */
-export function withPreEncodedStreams(
+export function withPreEncodedStreams<M extends DescMethodServerStreaming>(
   handlers: readonly UniversalHandler[],
-  streaming: StreamingMethod,
+  streaming: StreamingMethod<M>,
   options: Partial<UniversalHandlerOptions>,
 ): UniversalHandler[] {
   const opt = validateUniversalHandlerOptions(options);
@@ -90,8 +90,11 @@ function takesEnvelopes(req: UniversalServerRequest, opt: UniversalHandlerOption
 
 type Handle = (req: UniversalServerRequest) => Promise<UniversalServerResponse>;
 
-function connectBinaryStream(streaming: StreamingMethod, opt: UniversalHandlerOptions): Handle {
-  const spec = createMethodImplSpec(streaming.method, streaming.impl);
+function connectBinaryStream<M extends DescMethodServerStreaming>(
+  streaming: StreamingMethod<M>,
+  opt: UniversalHandlerOptions,
+): Handle {
+  const spec = createMethodImplSpec<M>(streaming.method, streaming.impl);
   const serialization = createMethodSerializationLookup(spec.method, opt.binaryOptions, opt.jsonOptions, opt);
   const endStream = createEndStreamSerialization(opt.jsonOptions);
   const output = serialization.getO(true);
