@@ -67,17 +67,23 @@ describe("event queue", () => {
           const q = createEventQueue(cap, policy);
           let produced = 0;
           const seen: number[] = [];
+          const overflowSeen: number[] = [], droppedNewest: number[] = [];
           const drain = (n: number) => {
             for (const item of q.take(n)) {
               if (item.kind === "exit") seen.push(item.seq);
-              else for (let s = item.first; s <= item.last; s++) seen.push(s);
+              else {
+                for (let s = item.first; s <= item.last; s++) seen.push(s);
+                if (item.reason === "subscriber-overflow") {
+                  for (let s = item.first; s <= item.last; s++) overflowSeen.push(s);
+                }
+              }
             }
           };
           for (const s of steps) {
             if ("push" in s) {
               for (let i = 0; i < s.push; i++) {
                 produced++;
-                q.push(produced, rec(produced));
+                if (q.push(produced, rec(produced)) > 0 && policy === "drop-newest") droppedNewest.push(produced);
               }
             } else if ("kernel" in s) {
               q.pushLoss(produced + 1, produced + s.kernel, "kernel-overflow", 0);
@@ -88,6 +94,8 @@ describe("event queue", () => {
           }
           drain(Infinity);
           expect(seen).toEqual(Array.from({ length: produced }, (_, i) => i + 1));
+          // Drop-newest: exactly the exits whose push said "dropped" come back as overflow, each once.
+          if (policy === "drop-newest") expect(overflowSeen).toEqual(droppedNewest);
         },
       ),
       { numRuns: 500 },

@@ -33,14 +33,19 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
     const consumer = collectFleet({ servers: nats.url, deliver: "all" });
     await sleep(1500);
     const produced = new Map<string, number>();
+    const states: unknown[] = [];
     for (const [i, s] of servers.entries()) {
       await stopFleetServer(s);
       produced.set(names[i]!, s.fleet.state().produced);
+      states.push(s.fleet.state());
     }
     await eventually(() => {
       const t = tally(consumer.events);
       return names.every((n) => (t.get(n)?.next ?? 1) - 1 >= produced.get(n)!);
-    }, 15_000);
+    }, 15_000).catch((err: Error) => {
+      const behind = names.map((n) => ({ host: n, produced: produced.get(n), ...tally(consumer.events).get(n) }));
+      throw new Error(`${err.message}: ${JSON.stringify({ behind, states, error: String(consumer.error) })}`);
+    });
     await consumer.stop();
     const t = tally(consumer.events);
     for (const n of names) {

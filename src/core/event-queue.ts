@@ -139,6 +139,14 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   /** What each slot is charged. */
   #costs: number[] = [];
   #head = 0;
+  /**
+   * The tail's loss marker while the queue is full under drop-newest: the
+   * next exit's drop only extends it (a subscriber that stopped reading
+   * costs two field writes per exit, not a walk of the queue's tail; with a
+   * thousand of them that walk was a third of the server's CPU). Anything
+   * that changes the queue but another such drop forgets it.
+   */
+  #overflow: _Loss | undefined;
   /** Bytes its items are charged (counted here, so a push touches no per-listener object but the queue). */
   bytes = 0;
   #pool: BudgetPool;
@@ -157,11 +165,23 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 
   push(seq: number, record: R, bytes = 0): number {
+    const overflow = this.#overflow;
+    if (overflow !== undefined) {
+      if (overflow.last + 1 === seq) {
+        overflow.last = seq; // still full: nothing was taken since the last drop
+        return 1;
+      }
+      this.#overflow = undefined;
+    }
     const cost = bytes + QUEUED_EXIT_BYTES;
     if (this.depth < this.capacity && this.#pool.tryCharge(cost)) return this.#append(seq, record, cost);
     let dropped = 0;
     if (this.depth >= this.capacity) {
-      if (this.policy === "drop-newest") return this.#lose(seq, dropped);
+      if (this.policy === "drop-newest") {
+        dropped = this.#lose(seq, dropped);
+        this.#overflow = this.#slots[this.#slots.length - 1] as _Loss;
+        return dropped;
+      }
       this.#dropOldest();
       dropped++;
     }
@@ -185,6 +205,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 
   pushLoss(first: number, last: number, reason: LossKind, cpu = -1): void {
+    this.#overflow = undefined;
     const tail = this.#slots[this.#slots.length - 1];
     if (this.length > 0 && tail instanceof _Loss && mergeable(tail, first, reason, cpu)) {
       tail.last = last;
@@ -197,6 +218,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 
   take(max: number, hold = false): QueueItem<R>[] {
+    this.#overflow = undefined;
     const end = Math.min(this.#slots.length, this.#head + max);
     const out: QueueItem<R>[] = new Array(end - this.#head);
     const slots = this.#slots, seqs = this.#seqs, costs = this.#costs;
@@ -253,6 +275,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   // The oldest exit becomes a loss marker in its own place: everything before
   // it is older, everything after it newer, so stream order holds.
   #dropOldest(): void {
+    this.#overflow = undefined;
     const slots = this.#slots;
     let i = this.#head;
     while (slots[i] instanceof _Loss) i++;
