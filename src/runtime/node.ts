@@ -24,7 +24,7 @@ import type { Logger } from "@logtape/logtape";
 import { taskwireLogger } from "../log/logger.ts";
 import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
-import { quote } from "../core/errors.ts";
+import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
 import { isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
@@ -101,9 +101,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const logger = options.logger ?? taskwireLogger();
   const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
   const fetchListener = getRequestListener((req, env) => server.fetch(req, { peer: peerOf(env.incoming) }));
-  const grpc = rpcListener(server, logger, grpcRefusals);
-  const direct = rpcListener(server, logger, connectRefusals);
-  const rpcMethods = new Map(server.rpcHandlers.map((h) => [h.requestPath, h.allowedMethods]));
+  const grpc = grpcListener(server, logger);
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
   const young = createYoungStreams({
@@ -112,17 +110,23 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     graduate: (socket) => capSendBuffer(socket),
   });
   const streaming = streamingPaths(server);
-  const serve = (req: NodeRequest, res: NodeResponse): void => {
+  const route = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
     if (streaming.has(req.url?.split("?", 1)[0] ?? "")) young.track(res as never);
-    const grpcCall = isGrpc(req.headers["content-type"]);
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
-    if (req.httpVersionMajor === 2 && grpcCall) grpc(req, res);
-    // Connect and gRPC-Web calls from programs (no Origin: not a browser, so no CORS) skip the fetch bridge: a
-    // stream's every message crossed a web ReadableStream and hono's pump to reach the socket.
-    else if (!grpcCall && req.headers.origin === undefined && rpcMethods.get(pathOf(req))?.includes(req.method ?? "")) {
-      direct(req, res);
-    } else void fetchListener(req, res as never);
+    if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
+    else void fetchListener(req, res as never);
+  };
+  // A request listener that throws would be an uncaught exception (the process exits) once a connection is
+  // past its first request: whatever a request's routing throws ends that request alone.
+  const serve = (req: NodeRequest, res: NodeResponse): void => {
+    try {
+      route(req, res);
+    } catch (err) {
+      logUnexpected("routing a request failed", err, { path: clip(req.url ?? "") }, logger);
+      if (res.headersSent) res.destroy();
+      else res.writeHead(500, { "content-type": "text/plain; charset=UTF-8" }).end("internal error\n");
+    }
   };
   const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
@@ -170,50 +174,43 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   });
 }
 
-const pathOf = (req: NodeRequest): string => req.url?.split("?", 2)[0] ?? "";
-
-/** How a protocol's calls are refused before they reach a handler. */
-interface Refusals {
-  readonly protocol: string;
-  unknownMethod(res: NodeResponse, path: string): void;
-  /** The Host is not one of this server's (server.admit). */
-  host(res: NodeResponse, refusal: string): void;
-}
-
-const grpcRefusals: Refusals = {
-  protocol: "gRPC",
-  unknownMethod: (res, path) => trailersOnly(res, Code.Unimplemented, `no method ${quote(path)}`),
-  host: (res, refusal) => trailersOnly(res, Code.PermissionDenied, refusal),
-};
-
-// As the app answers them (server/app.ts); only calls to a known method are sent here.
-const connectRefusals: Refusals = {
-  protocol: "Connect",
-  unknownMethod: (res) => (res.writeHead(404), res.end()),
-  host: (res, refusal) => (res.writeHead(403, { "content-type": "text/plain; charset=UTF-8" }), res.end(refusal)),
-};
-
-// Calls on the universal handlers (as connect-node's adapter does, over the one router's handlers), after
-// the same checks the app makes (server.admit).
-function rpcListener(
-  server: TaskwireServer,
-  logger: Logger,
-  refuse: Refusals,
-): (req: NodeRequest, res: NodeResponse) => void {
+// Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
+// handlers), after the same checks the app makes (server.admit).
+function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
-    const handler = paths.get(pathOf(req));
-    if (handler === undefined) return refuse.unknownMethod(res, req.url ?? "");
-    const host = req.headers[":authority"] ?? req.headers.host;
-    const admitted = server.admit(peerOf(req), typeof host === "string" ? host : undefined, req.headers.authorization);
-    if ("refusal" in admitted) return refuse.host(res, admitted.refusal);
+    const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
+    if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
+    const authority = requestAuthority(req);
+    if (authority === undefined) {
+      const given = req.headers[":authority"] ?? req.headers.host;
+      return trailersOnly(
+        res,
+        Code.InvalidArgument,
+        `:authority ${quote(String(given ?? ""))} is not a host[:port]; send this server's host name or address`,
+      );
+    }
+    const admitted = server.admit(peerOf(req), authority, req.headers.authorization);
+    if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
     handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
       .then((ures) => universalResponseToNodeResponse(ures, res))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
-        logUnexpected(`${refuse.protocol} ${handler.method.name} failed`, reason, {}, logger);
+        logUnexpected(`gRPC ${handler.method.name} failed`, reason, {}, logger);
       });
   };
+}
+
+// The request's host[:port] as a URL parses it (what the app's Host check reads), or undefined when the
+// :authority (Host) is missing or no URL can be made of it: connect-node would throw on building the request.
+function requestAuthority(req: NodeRequest): string | undefined {
+  const given = req.headers[":authority"] ?? req.headers.host;
+  if (typeof given !== "string" || given === "") return undefined;
+  try {
+    return new URL(req.url ?? "/", `http://${given}`).host;
+  } catch {
+    return undefined;
+  }
 }
 
 // A gRPC response with no messages: the status in the headers, as gRPC servers answer calls they refuse
