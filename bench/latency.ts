@@ -6,7 +6,9 @@
  *  2. a bare node:http server writing pre-encoded Connect messages of real
  *     exits, read by the SDK (bench/_bare-connect.ts): plus the Connect
  *     client stack;
- *  3. taskwire: sim -> listener -> Connect stream -> SDK;
+ *  3. taskwire: sim -> listener -> Connect stream -> SDK; and 3b, the same
+ *     fed records made ahead of time (the sim's work, which the kernel does
+ *     in production, out of the server's process);
  *  4. taskwire read by a minimal reader (bench/_min-reader.ts): taskwire's
  *     server without the client stack.
  *
@@ -25,14 +27,15 @@
  * server (server CPU 0, client CPU 1, by taskset).
  */
 import { readFileSync } from "node:fs";
-import { SLOT } from "../src/kernel/stats-vector.ts";
+import { copyStatsVector, SLOT } from "../src/kernel/stats-vector.ts";
+import { vectorRecord } from "../src/kernel/vector-record.ts";
 import { listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { startBareConnect } from "./_bare-connect.ts";
 import { startBareServer } from "./_bare-latency.ts";
-import { nowUs } from "./_clock.ts";
+import { everyTick, nowUs } from "./_clock.ts";
 import {
   type Counter,
   type CounterOptions,
@@ -92,6 +95,29 @@ async function taskwireRound(perSecond: number, ms: number, client: CounterOptio
   const window = await steadyWindow(c, ms, produceAt(source, perSecond));
   await listening.close();
   return window;
+}
+
+// The same server fed records made ahead of time (copies of sim records, stamped as they enter): the work of
+// making each record, which the kernel does in production, is not in the server's process during the window.
+async function prebuiltRound(records: ExitRecord[], perSecond: number, ms: number, client: CounterOptions) {
+  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
+  const listening = await listenNode(createServer({ source, ...OBSERVABILITY }), { port: 0 });
+  const c = await startCounter(listening.url, 1, "latency", client);
+  const deliver = source.kernel.onRecord!; // set once the stream's listener watches its CPUs
+  let k = 0;
+  const stop = everyTick(perSecond, (n) => {
+    for (let i = 0; i < n; i++) deliver(stamped(records[k++ % records.length]!));
+  });
+  const window = await steadyWindow(c, ms, stop);
+  await listening.close();
+  return window;
+}
+
+function stamped(r: ExitRecord): ExitRecord {
+  const pidVector = copyStatsVector(r.pidVector!);
+  pidVector.values[SLOT.acBtime64] = nowUs();
+  const tgidVector = r.tgidVector === undefined ? undefined : copyStatsVector(r.tgidVector);
+  return vectorRecord({ ...r, receivedAtMs: Date.now(), pidVector, tgidVector });
 }
 
 async function bareRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
@@ -211,6 +237,11 @@ function layers(records: ExitRecord[]): Layer[] {
     },
     { what: "3. taskwire: sim -> listener -> Connect stream -> SDK", round: taskwireRound, vsBareConnect: true },
     {
+      what: "3b. taskwire fed records made ahead (no sim in the server's process) -> SDK",
+      round: (r, ms, c) => prebuiltRound(records, r, ms, c),
+      vsBareConnect: true,
+    },
+    {
       what: "4. taskwire -> minimal reader (node:http + wire walk, no connect-es/SDK)",
       round: (r, ms, c) => taskwireRound(r, ms, { ...c, script: "_min-reader.js" }),
     },
@@ -250,9 +281,9 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
     ]];
   }
   try {
-    // BENCH_LATENCY_LAYERS=2,3: only those layers (for A/B runs; taskwire's ratio needs layer 2).
-    const only = process.env["BENCH_LATENCY_LAYERS"]?.split(",").map(Number);
-    const all = layers(sampleRecords(256)).filter((_, k) => only === undefined || only.includes(k + 1));
+    // BENCH_LATENCY_LAYERS=2,3,3b: only those layers (for A/B runs; taskwire's ratio needs layer 2).
+    const only = process.env["BENCH_LATENCY_LAYERS"]?.split(",");
+    const all = layers(sampleRecords(256)).filter((l) => only === undefined || only.includes(l.what.split(".")[0]!));
     const rounds: Round[][] = all.map(() => []);
     for (let i = 0; i < o.rounds; i++) {
       for (const [k, layer] of all.entries()) {
