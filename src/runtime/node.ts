@@ -181,9 +181,9 @@ function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest
   return (req, res) => {
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
     if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
-    const authority = requestAuthority(req);
+    const given = req.headers[":authority"] ?? req.headers.host;
+    const authority = urlHost(given, req.url);
     if (authority === undefined) {
-      const given = req.headers[":authority"] ?? req.headers.host;
       return trailersOnly(
         res,
         Code.InvalidArgument,
@@ -201,13 +201,12 @@ function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest
   };
 }
 
-// The request's host[:port] as a URL parses it (what the app's Host check reads), or undefined when the
-// :authority (Host) is missing or no URL can be made of it: connect-node would throw on building the request.
-function requestAuthority(req: NodeRequest): string | undefined {
-  const given = req.headers[":authority"] ?? req.headers.host;
+// `given` (a request's :authority or Host) as the host[:port] of a URL, as the app's Host check reads it;
+// undefined when it is missing or no URL can be made of it (connect-node would throw building the request).
+function urlHost(given: string | string[] | undefined, path = "/"): string | undefined {
   if (typeof given !== "string" || given === "") return undefined;
   try {
-    return new URL(req.url ?? "/", `http://${given}`).host;
+    return new URL(path, `http://${given}`).host;
   } catch {
     return undefined;
   }

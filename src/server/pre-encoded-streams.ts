@@ -69,26 +69,32 @@ export function withPreEncodedStreams<M extends DescMethodServerStreaming>(
   const fast = connectBinaryStream(streaming, opt);
   return handlers.map((handler) => {
     if (handler.method !== streaming.method) return handler;
-    const either = (req: UniversalServerRequest) => (takesEnvelopes(req, opt) ? fast(req) : handler(req));
+    const either = (req: UniversalServerRequest) => {
+      const compression = envelopeCompression(req, opt);
+      return compression === undefined ? handler(req) : fast(req, compression);
+    };
     return Object.assign(either, handlerFacts(handler));
   });
 }
 
-// A Connect stream POST in binary whose response will not be compressed (compression negotiation fails or picks none).
-function takesEnvelopes(req: UniversalServerRequest, opt: UniversalHandlerOptions): boolean {
-  if (req.method !== "POST") return false;
+type Negotiated = ReturnType<typeof compressionNegotiate>;
+
+// For a Connect stream POST in binary whose response will not be compressed (negotiation fails or picks none): the
+// negotiation (its request compression, or the error the stream ends with); undefined for every other call.
+function envelopeCompression(req: UniversalServerRequest, opt: UniversalHandlerOptions): Negotiated | undefined {
+  if (req.method !== "POST") return undefined;
   const type = parseContentType(req.header.get(headerContentType));
-  if (type === undefined || !type.stream || !type.binary) return false;
+  if (type === undefined || !type.stream || !type.binary) return undefined;
   const compression = compressionNegotiate(
     opt.acceptCompression,
     req.header.get(headerStreamEncoding),
     req.header.get(headerStreamAcceptEncoding),
     headerStreamAcceptEncoding,
   );
-  return compression.response === null;
+  return compression.response === null ? compression : undefined;
 }
 
-type Handle = (req: UniversalServerRequest) => Promise<UniversalServerResponse>;
+type Handle = (req: UniversalServerRequest, compression: Negotiated) => Promise<UniversalServerResponse>;
 
 function connectBinaryStream<M extends DescMethodServerStreaming>(
   streaming: StreamingMethod<M>,
@@ -98,7 +104,7 @@ function connectBinaryStream<M extends DescMethodServerStreaming>(
   const serialization = createMethodSerializationLookup(spec.method, opt.binaryOptions, opt.jsonOptions, opt);
   const endStream = createEndStreamSerialization(opt.jsonOptions);
   const output = serialization.getO(true);
-  return async function handle(req) {
+  return async function handle(req, compression) {
     assertByteStreamRequest(req);
     const timeout = parseTimeout(req.header.get(headerTimeout), opt.maxTimeoutMs);
     const context = createHandlerContext({
@@ -115,12 +121,6 @@ function connectBinaryStream<M extends DescMethodServerStreaming>(
       ...(req.contextValues && { contextValues: req.contextValues }),
     });
     context.values.set(PRE_ENCODED_STREAM, true);
-    const compression = compressionNegotiate(
-      opt.acceptCompression,
-      req.header.get(headerStreamEncoding),
-      req.header.get(headerStreamAcceptEncoding),
-      headerStreamAcceptEncoding,
-    );
     const input = pipe(
       req.body,
       transformPrepend<Uint8Array>(() => {
