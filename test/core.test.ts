@@ -65,6 +65,31 @@ describe("retention", () => {
     expect(show(r.after(1))).toEqual(["lost 2-9 subscriber-overflow", "10:payload 10"]);
   });
 
+  it("keeps byte-view payloads as buffer, offset and length, not the views (no object per retained exit)", () => {
+    // Views into one shared slab, as the server's Exit bodies are; 40 of them wrap a ring of 16 slots.
+    const slab = new Uint8Array(4096).map((_, i) => i & 0xff);
+    const views = new Map<number, Uint8Array>();
+    const view = (x: Rec) =>
+      views.get(x.n) ?? views.set(x.n, slab.subarray(x.n * 7, x.n * 7 + 5 + (x.n % 4))).get(x.n)!;
+    const r = new Retention<Rec, Uint8Array>(16, view);
+    for (let s = 1; s <= 40; s++) r.push({ kind: "exit", seq: s, record: rec(s) });
+    r.push({ kind: "lost", first: 41, last: 41, reason: "subscriber-overflow", cpu: 0 });
+    const replayed = r.after(0);
+    expect(replayed.map((i) => (i.kind === "retained" ? i.seq : "lost"))).toEqual([
+      ...Array.from({ length: 15 }, (_, k) => 26 + k),
+      "lost",
+    ]);
+    for (const item of replayed) {
+      if (item.kind !== "retained") continue;
+      const original = views.get(item.seq)!;
+      // A new view of the same bytes in the same buffer: the retention did not hold the original view.
+      expect(item.payload).not.toBe(original);
+      expect(item.payload.buffer).toBe(slab.buffer);
+      expect([item.payload.byteOffset, item.payload.byteLength]).toEqual([original.byteOffset, original.byteLength]);
+      expect(item.payload).toEqual(original);
+    }
+  });
+
   it("computes each payload once, when the item is retained", () => {
     let calls = 0;
     const r = new Retention<Rec, string>(2, (x) => `${++calls}:${x.n}`);

@@ -5,10 +5,17 @@
  *
  * An exit is kept as an opaque payload the owner computes from the record
  * (`retain`), plus its seq and CPU in typed arrays, never as the record
- * itself: the server keeps each exit's encoded bytes, so a retained event
- * costs no JS object and records die young (retained records would survive
- * the young-generation collections, whose pauses are a stream's latency tail).
- * The core never looks inside a payload.
+ * itself: the server keeps each exit's encoded bytes, so records die young
+ * (retained records would survive the young-generation collections, whose
+ * pauses are a stream's latency tail). A payload that is a Uint8Array is
+ * kept as its buffer, offset and length, and a replay gets a new view of the
+ * same bytes: views into a shared slab then cost no object per retained
+ * exit. A view object per exit, kept for the ring's length (8,192 exits by
+ * default, under a second at 10,000 exits/s), outlived two young-generation
+ * collections and was promoted; dying in the old generation, those views
+ * started a major collection every second or so at that rate, each pausing
+ * the event loop for 5-20 ms (see BENCHMARKS.md). The core never looks inside
+ * a payload.
  *
  * What it keeps is charged to a memory budget account (budget.ts): each
  * payload what the owner says it costs, each marker its object, and the
@@ -20,11 +27,17 @@
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
-/** What one slot of the ring costs: its seq, CPU and charge in typed arrays, and its payload (or marker) slot, with room to spare. */
+/** What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, and its payload (or marker) slot. */
 export const RETAINED_SLOT_BYTES = 36;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
+
+/** The length slot of a payload kept as itself (a byte view's length is never negative). */
+const VIEW_NONE = -1;
+
+/** A byte view's offset and length fit the ring's Int32Array slots up to here (past it, it is kept as itself). */
+const INT32_MAX = 2 ** 31 - 1;
 
 /** Where retention charges what it keeps. */
 export interface RetentionMemory<P> {
@@ -73,12 +86,17 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   #cpu = new Int32Array(0);
   /** What each slot's item is charged. */
   #cost = new Int32Array(0);
+  /** A byte-view payload's offset in its buffer (the buffer is in #payload). */
+  #offset = new Int32Array(0);
+  /** A byte-view payload's length; VIEW_NONE: #payload holds the payload itself. */
+  #length = new Int32Array(0);
   /**
-   * Each exit's payload, or the loss marker of a slot whose CPU is
-   * LOSS_SLOT: one array of references, not two, since every retained slot's
-   * references are traced by each major collection.
+   * Each exit's payload (or, for a byte view, its buffer: shared by the
+   * exits of one slab), or the loss marker of a slot whose CPU is LOSS_SLOT:
+   * one array of references, not two, since every retained slot's references
+   * are traced by each major collection.
    */
-  #payload: (P | QueuedLoss | undefined)[] = [];
+  #payload: (P | ArrayBufferLike | QueuedLoss | undefined)[] = [];
 
   /** Without `memory`, it charges the shared unlimited budget (budget.ts unbudgeted()) and payloads cost nothing. */
   constructor(capacity: number, retain: (record: R) => P, memory?: RetentionMemory<P>) {
@@ -117,7 +135,14 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     }
     this.#seq[i] = item.seq;
     this.#cpu[i] = item.record.cpu;
-    this.#payload[i] = payload;
+    if (payload instanceof Uint8Array && payload.byteOffset + payload.byteLength <= INT32_MAX) {
+      this.#payload[i] = payload.buffer;
+      this.#offset[i] = payload.byteOffset;
+      this.#length[i] = payload.byteLength;
+    } else {
+      this.#payload[i] = payload;
+      this.#length[i] = VIEW_NONE;
+    }
   }
 
   // The next free slot, for an item whose `cost` the pool has just been charged.
@@ -186,6 +211,8 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#seq = new Float64Array(0);
     this.#cpu = new Int32Array(0);
     this.#cost = new Int32Array(0);
+    this.#offset = new Int32Array(0);
+    this.#length = new Int32Array(0);
     this.#payload = [];
     this.#start = 0;
   }
@@ -203,7 +230,11 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
 
   #item(i: number): RetainedExit<P> | QueuedLoss {
     if (this.#cpu[i] === LOSS_SLOT) return this.#payload[i] as QueuedLoss;
-    return { kind: "retained", seq: this.#seq[i]!, cpu: this.#cpu[i]!, payload: this.#payload[i] as P };
+    const length = this.#length[i]!;
+    const payload = length === VIEW_NONE
+      ? this.#payload[i] as P
+      : new Uint8Array(this.#payload[i] as ArrayBufferLike, this.#offset[i], length) as P;
+    return { kind: "retained", seq: this.#seq[i]!, cpu: this.#cpu[i]!, payload };
   }
 
   // Doubles the ring (up to capacity) if the budget has room for the new
@@ -219,6 +250,8 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#seq = grown(new Float64Array(n), this.#seq);
     this.#cpu = grown(new Int32Array(n), this.#cpu);
     this.#cost = grown(new Int32Array(n), this.#cost);
+    this.#offset = grown(new Int32Array(n), this.#offset);
+    this.#length = grown(new Int32Array(n), this.#length);
     return true;
   }
 
@@ -234,6 +267,8 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#seq = rotate(this.#seq);
     this.#cpu = rotate(this.#cpu);
     this.#cost = rotate(this.#cost);
+    this.#offset = rotate(this.#offset);
+    this.#length = rotate(this.#length);
     this.#payload = [...this.#payload.slice(k), ...this.#payload.slice(0, k)];
     this.#start = 0;
   }

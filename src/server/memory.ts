@@ -35,7 +35,11 @@ const VECTOR_BYTES = 1280;
 const MESSAGE_BYTES = 4096;
 /** The Exit body every record gets once a binary stream or a retention encodes it. */
 const EXIT_BODY_BYTES = 700;
-/** A retained payload's view object. */
+/**
+ * A retained payload's own objects: none for a view into a shared slab (the
+ * retention keeps its buffer, offset and length), an ArrayBuffer for a body
+ * copied out of an unshared record. Charged to every payload.
+ */
 const VIEW_BYTES = 160;
 
 /** Free bytes a new listener needs to be of use: room for a batch or so of events. */
@@ -54,7 +58,7 @@ export function recordBytes(r: ExitRecord): number {
   return RECORD_BYTES + stats + EXIT_BODY_BYTES;
 }
 
-/** What a retained Exit body costs: its view, and twice its length for its slab (shared, with an unused tail). */
+/** What a retained Exit body costs: its objects (VIEW_BYTES), and twice its length for its slab (shared, with an unused tail). */
 export function payloadBytes(p: Uint8Array): number {
   return VIEW_BYTES + 2 * p.byteLength;
 }
