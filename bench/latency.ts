@@ -27,6 +27,7 @@
  * server (server CPU 0, client CPU 1, by taskset).
  */
 import { readFileSync } from "node:fs";
+import { constants, PerformanceObserver } from "node:perf_hooks";
 import { copyStatsVector, SLOT } from "../src/kernel/stats-vector.ts";
 import { vectorRecord } from "../src/kernel/vector-record.ts";
 import { listenNode } from "../src/runtime/node.ts";
@@ -60,10 +61,34 @@ const TARGET_MS = 2;
 /** Issue 13's target: taskwire -> SDK p99 at most this many times the bare Connect server -> SDK p99, same rounds. */
 const TARGET_RATIO = 1.2;
 
-/** A window's latencies (µs) and the host's CPU steal over it (%; undefined off Linux). */
+/** A window's latencies (µs), the host's CPU steal over it (%; undefined off Linux) and the servers' process's GCs. */
 interface Window {
   latencies: number[];
   steal: number | undefined;
+  gc: GcTally;
+}
+
+/** Collections in the bench process (where the servers run) over a window, and their pauses. */
+interface GcTally {
+  minor: number;
+  major: number;
+  pauseMs: number;
+}
+
+// Counts the bench process's collections until the returned function is called. A major collection's pause
+// is a stream's latency for every event due during it (5-20 ms on this VM: see BENCHMARKS.md).
+function watchGc(): () => GcTally {
+  const tally: GcTally = { minor: 0, major: 0, pauseMs: 0 };
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) tally.major++;
+      else if (kind === constants.NODE_PERFORMANCE_GC_MINOR) tally.minor++;
+      tally.pauseMs += e.duration;
+    }
+  });
+  observer.observe({ entryTypes: ["gc"] });
+  return () => (observer.disconnect(), tally);
 }
 
 // Steady state: the first second (both processes' code still being optimized) is not counted.
@@ -71,13 +96,15 @@ async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<W
   await sleep(1000);
   await c.mark();
   const before = cpuTimes();
+  const gcs = watchGc();
   await sleep(ms);
+  const gc = gcs();
   const steal = stealSince(before);
   stop();
   await sleep(200);
   const { latencies } = await c.mark();
   c.stop();
-  return { latencies, steal };
+  return { latencies, steal, gc };
 }
 
 async function taskwireRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
@@ -154,9 +181,10 @@ interface Round {
   p99: number;
   max: number;
   steal: number | undefined;
+  gc: GcTally;
 }
 
-function summarize({ latencies, steal }: Window): Round {
+function summarize({ latencies, steal, gc }: Window): Round {
   const s = latencies.sort((a, b) => a - b);
   return {
     events: s.length,
@@ -164,6 +192,7 @@ function summarize({ latencies, steal }: Window): Round {
     p99: percentile(s, 99) / 1000,
     max: (s[s.length - 1] ?? NaN) / 1000,
     steal,
+    gc,
   };
 }
 
@@ -201,7 +230,14 @@ function row(what: string, perSecond: number, placement: string, rounds: Round[]
     `${under}/${rounds.length}`,
     steals.length === 0 ? "n/a" : `${Math.min(...steals).toFixed(1)}-${Math.max(...steals).toFixed(1)}%`,
     quiet.length === 0 ? "no such round" : `${ms(median(quiet))} (${quiet.length})`,
+    gcCell(rounds),
   ];
+}
+
+// Per round of the window: the servers' process's minor and major collections and their pauses (medians).
+function gcCell(rounds: Round[]): string {
+  const m = (f: (g: GcTally) => number) => median(rounds.map((r) => f(r.gc)));
+  return `${m((g) => g.minor)} / ${m((g) => g.major)} (${m((g) => g.pauseMs).toFixed(1)} ms)`;
 }
 
 /** The host's CPU steal (share of this machine's CPU time), from /proc/stat; undefined off Linux. */
@@ -277,7 +313,7 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
     return [[
       `${placement.label}: not run (${(err as Error).message})`,
       `${perSecond}/s`,
-      ...Array<string>(10).fill(""),
+      ...Array<string>(11).fill(""),
     ]];
   }
   try {
@@ -317,6 +353,7 @@ export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
     `rounds p99 < ${TARGET_MS} ms`,
     "host steal (rounds)",
     `p99 (median) in rounds with steal < ${QUIET_STEAL}%`,
+    "server process GCs per window: minor / major (pauses), median",
   ]];
   // BENCH_LATENCY_GROUPS=10000:shared,10000:apart: only those row groups (rate:placement).
   const groups = process.env["BENCH_LATENCY_GROUPS"]?.split(",") ??
