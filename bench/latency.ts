@@ -24,10 +24,15 @@
  * 1% (what the code does when the host lets it run). Row groups vary where
  * the client runs: wherever the scheduler puts it (on a 2-CPU VM often the
  * server's CPU, woken behind it), at nice -10 (root only), and apart from the
- * server (server CPU 0, client CPU 1, by taskset).
+ * server (server CPU 0, client CPU 1, by taskset). The servers run in this
+ * process, its heap kept as `taskwire serve` keeps its own (run.ts); a full
+ * collection before each layer's round keeps one layer's garbage out of the
+ * next one's window, and a column counts the collections in each window.
  */
 import { readFileSync } from "node:fs";
 import { constants, PerformanceObserver } from "node:perf_hooks";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { copyStatsVector, SLOT } from "../src/kernel/stats-vector.ts";
 import { vectorRecord } from "../src/kernel/vector-record.ts";
 import { listenNode } from "../src/runtime/node.ts";
@@ -75,20 +80,32 @@ interface GcTally {
   pauseMs: number;
 }
 
+// A full collection now (V8's gc(), exposed for this process at run time, when the latency bench first runs).
+let gc: (() => void) | undefined;
+function collectGarbage(): void {
+  if (gc === undefined) {
+    setFlagsFromString("--expose-gc");
+    gc = runInNewContext("gc") as () => void;
+  }
+  gc();
+}
+
 // Counts the bench process's collections until the returned function is called. A major collection's pause
 // is a stream's latency for every event due during it (5-20 ms on this VM: see BENCHMARKS.md).
 function watchGc(): () => GcTally {
   const tally: GcTally = { minor: 0, major: 0, pauseMs: 0 };
-  const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
+  const count = (entries: PerformanceEntry[]) => {
+    for (const e of entries) {
       const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
       if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) tally.major++;
       else if (kind === constants.NODE_PERFORMANCE_GC_MINOR) tally.minor++;
       tally.pauseMs += e.duration;
     }
-  });
+  };
+  const observer = new PerformanceObserver((list) => count(list.getEntries()));
   observer.observe({ entryTypes: ["gc"] });
-  return () => (observer.disconnect(), tally);
+  // Entries not yet delivered to the callback are counted too.
+  return () => (count(observer.takeRecords()), observer.disconnect(), tally);
 }
 
 // Steady state: the first second (both processes' code still being optimized) is not counted.
@@ -323,6 +340,7 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
     const rounds: Round[][] = all.map(() => []);
     for (let i = 0; i < o.rounds; i++) {
       for (const [k, layer] of all.entries()) {
+        collectGarbage(); // the layer before's garbage is not collected in this layer's window
         rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client)));
       }
     }

@@ -10,6 +10,7 @@ import type { QueueItem } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
 import { createRegistry, type ExitFeed, type ExitSink } from "../src/core/registry.ts";
 import { Retention, type StreamItem } from "../src/core/retention.ts";
+import { createMemoryBudget } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
 
 interface Rec {
@@ -97,6 +98,73 @@ describe("retention", () => {
     r.after(0);
     r.after(0);
     expect(calls).toBe(1);
+  });
+
+  it("keeps each byte view's bytes when a wrapped ring grows (its slots rotated)", () => {
+    const slab = new Uint8Array(256).map((_, i) => i);
+    const r = new Retention<Rec, Uint8Array>(64, (x) => slab.subarray(x.n, x.n + 1 + (x.n % 3)));
+    for (let s = 1; s <= 16; s++) r.push({ kind: "exit", seq: s, record: rec(s) });
+    for (let k = 0; k < 3; k++) r.evictOldest(); // the oldest slot is now 3: the ring has not wrapped
+    for (let s = 17; s <= 20; s++) r.push({ kind: "exit", seq: s, record: rec(s) }); // wraps, then grows
+    const kept = r.after(0);
+    expect(kept.map((i) => (i.kind === "retained" ? i.seq : 0))).toEqual(Array.from({ length: 17 }, (_, k) => 4 + k));
+    for (const i of kept) {
+      if (i.kind === "retained") expect([...i.payload]).toEqual([...slab.subarray(i.seq, i.seq + 1 + (i.seq % 3))]);
+    }
+  });
+
+  it("keeps the newest items, each payload's bytes intact, with byte views and other payloads mixed, under a budget", () => {
+    // Evictions by the budget, sheds and growth interleave, so the ring is rotated (#linearize) with views in it.
+    const slab = new Uint8Array(1 << 16).map((_, i) => (i * 7) & 0xff);
+    type Payload = Uint8Array | string;
+    const payloadOf = (
+      x: Rec,
+    ): Payload => (x.n % 3 === 0 ? `s${x.n}` : slab.subarray(x.n % 5000, (x.n % 5000) + 1 + (x.n % 9)));
+    const same = (
+      a: Payload,
+      b: Payload,
+    ) => (typeof a === "string" ? a === b : typeof b !== "string" && a.join() === b.join());
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 64 }),
+        fc.integer({ min: 200, max: 4000 }),
+        fc.array(fc.oneof(fc.constant("exit"), fc.constant("lost"), fc.constant("shed")), { maxLength: 200 }),
+        (cap, limit, ops) => {
+          const budget = createMemoryBudget({ limit });
+          const r = new Retention<Rec, Payload>(cap, payloadOf, {
+            account: budget.open("t"),
+            sizeOfPayload: (p) => (typeof p === "string" ? 20 : 10 + p.byteLength),
+          });
+          const model: QueueItem<Rec>[] = [];
+          let seq = 0;
+          for (const op of ops) {
+            if (op === "shed") {
+              r.shed(limit / 2);
+              continue;
+            }
+            const item: QueueItem<Rec> = op === "lost"
+              ? { kind: "lost", first: seq + 1, last: seq + 1, reason: "kernel-overflow", cpu: 1 }
+              : { kind: "exit", seq: seq + 1, record: rec(seq + 1) };
+            seq++;
+            r.push(item);
+            model.push(item);
+          }
+          const kept = r.after(0);
+          expect(kept.length).toBe(r.size);
+          expect(r.size).toBeLessThanOrEqual(cap);
+          expect(budget.used).toBe(r.bytes);
+          // Always the newest items, without gaps, each with its own bytes.
+          const newest = model.slice(model.length - kept.length);
+          for (const [k, item] of kept.entries()) {
+            const want = newest[k]!;
+            expect(item.kind === "lost" ? "lost" : item.seq).toBe(want.kind === "lost" ? "lost" : want.seq);
+            if (item.kind === "retained" && want.kind === "exit") {
+              expect(same(item.payload, payloadOf(want.record))).toBe(true);
+            }
+          }
+        },
+      ),
+    );
   });
 
   it("matches a plain array model for any pushes and resume points", () => {

@@ -7,6 +7,7 @@ import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netli
 import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";
 import { DEFAULT_CGROUP_CALLS } from "../rpc/cgroup-stats.ts";
 import { DEFAULT_SEND_BUFFER, DEFAULT_TRANSPORT_LIMITS as TRANSPORT } from "../runtime/node.ts";
+import { DEFAULT_HEAP_HEADROOM_BYTES } from "../runtime/listen.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../server/message-limit.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand } from "./client-commands.ts";
@@ -121,6 +122,12 @@ function buildProgram(): Command {
       DEFAULT_SEND_BUFFER,
     )
     .option(
+      "--heap-headroom-mb <MiB>",
+      "Node: free heap kept above live data while live data is under twice this, so V8 runs fewer full collections (each pauses every stream for milliseconds); costs up to this much extra memory; sets V8's --heap-growing-percent for the whole process; 0: V8's default sizing",
+      int(0, 1024),
+      DEFAULT_HEAP_HEADROOM_BYTES / 1024 ** 2,
+    )
+    .option(
       "--max-message-bytes <bytes>",
       "largest request message; a larger one is refused (RESOURCE_EXHAUSTED) from its length, unread",
       int(1, 2 ** 31 - 1),
@@ -220,6 +227,7 @@ function buildProgram(): Command {
       cgroupMaxThreads: o["cgroupMaxThreads"] as number,
       cgroupCalls: { maxConcurrent: o["cgroupMaxConcurrent"] as number, timeoutMs: o["cgroupTimeout"] as number },
       sendBuffer: o["sendBuffer"] as number,
+      heapHeadroom: (o["heapHeadroomMb"] as number) * 1024 ** 2,
       maxMessageBytes: o["maxMessageBytes"] as number,
       transport: {
         maxConnections: o["maxConnections"] as number,

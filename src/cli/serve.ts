@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { UsageError } from "./errors.ts";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import { listen, runtimeLabel } from "../runtime/listen.ts";
+import { DEFAULT_HEAP_HEADROOM_BYTES, keepHeapHeadroom, listen, runtimeLabel } from "../runtime/listen.ts";
 import type { TransportLimits } from "../runtime/node.ts";
 import { createServer } from "../server/server.ts";
 import type { Share } from "../core/budget.ts";
@@ -42,6 +42,8 @@ export interface ServeFlags {
   cgroupCalls?: Partial<CgroupCallLimits>;
   /** Kernel send buffer per client connection (bytes; 0 = autotuning). */
   sendBuffer: number;
+  /** Room kept in V8's old generation above the live heap (bytes; 0 = V8's own sizing; Node only; --heap-headroom-mb). */
+  heapHeadroom?: number;
   /** Largest request message accepted (bytes). */
   maxMessageBytes: number;
   /** Connection and HTTP-level limits (Node). */
@@ -184,6 +186,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     tls: tls !== undefined,
   });
   const authenticator = authenticatorFor(flags.auth);
+  // First: a bad value is refused before anything is opened.
+  const heap = await keepHeapHeadroom(flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES);
   // From the start, not once serving: a reload that comes early must not kill the server either.
   const stopReloading = reloadOnHangup(authenticator, flags.auth.tokenFile, logger);
   if (flags.enableDelayacct && flags.source === "sim") {
@@ -265,6 +269,14 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       "this process is not in the initial network namespace (pid 1's): the kernel sends exit records only to listeners there, so GetPid works but no exit will ever arrive; run in the host's network namespace (containers: --net=host; systemd: no PrivateNetwork=)",
     );
   }
+  const headroomMib = (flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES) / 1024 ** 2;
+  logText(
+    logger,
+    "info",
+    heap.applied
+      ? `V8 heap: ${headroomMib} MiB kept free above live data (--heap-headroom-mb)`
+      : `V8 heap: --heap-headroom-mb not applied (${heap.why})`,
+  );
   logText(logger, "info", describeAuth(flags.auth));
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) {
@@ -279,6 +291,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       logText(logger, "info", `${sig}, shutting down`);
       stopReloading();
       listening.close().finally(() => {
+        heap.undo();
         restoreDelayacct();
         resolve();
       });

@@ -14,8 +14,8 @@
  * default, under a second at 10,000 exits/s), outlived two young-generation
  * collections and was promoted; dying in the old generation, those views
  * started a major collection every second or so at that rate, each pausing
- * the event loop for 5-20 ms (see BENCHMARKS.md). The core never looks inside
- * a payload.
+ * the event loop for 5-20 ms (see BENCHMARKS.md). Past telling a plain byte
+ * view from anything else, the core never looks inside a payload.
  *
  * What it keeps is charged to a memory budget account (budget.ts): each
  * payload what the owner says it costs, each marker its object, and the
@@ -28,7 +28,7 @@ import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, un
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
 /** What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, and its payload (or marker) slot. */
-export const RETAINED_SLOT_BYTES = 36;
+export const RETAINED_SLOT_BYTES = 40;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
@@ -38,6 +38,17 @@ const VIEW_NONE = -1;
 
 /** A byte view's offset and length fit the ring's Int32Array slots up to here (past it, it is kept as itself). */
 const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * A payload kept as buffer, offset and length: a plain Uint8Array (not a
+ * subclass such as Buffer, which a replay would not give back) over a
+ * buffer that cannot shrink under it, within the Int32Array slots' range.
+ */
+function isPlainView(p: unknown): p is Uint8Array {
+  if (!(p instanceof Uint8Array) || p.constructor !== Uint8Array) return false;
+  const buffer = p.buffer as { resizable?: boolean; growable?: boolean };
+  return buffer.resizable !== true && buffer.growable !== true && p.byteOffset + p.byteLength <= INT32_MAX;
+}
 
 /** Where retention charges what it keeps. */
 export interface RetentionMemory<P> {
@@ -135,7 +146,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     }
     this.#seq[i] = item.seq;
     this.#cpu[i] = item.record.cpu;
-    if (payload instanceof Uint8Array && payload.byteOffset + payload.byteLength <= INT32_MAX) {
+    if (isPlainView(payload)) {
       this.#payload[i] = payload.buffer;
       this.#offset[i] = payload.byteOffset;
       this.#length[i] = payload.byteLength;

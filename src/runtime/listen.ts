@@ -19,7 +19,7 @@ export async function listen(server: TaskwireServer, options: ListenOptions = {}
   logText(
     options.logger ?? taskwireLogger(),
     "info",
-    "connection limits and timeouts (--max-connections, --*-timeout-ms, --h2-*) are applied on Node; " +
+    "connection limits and timeouts (--max-connections, --*-timeout-ms, --h2-*) and --heap-headroom-mb are applied on Node; " +
       `this runtime's server uses its own (message size, auth and per-principal limits apply everywhere)`,
   );
   if (g.Deno !== undefined) return (await import("./deno.ts")).listenDeno(server, o);
@@ -32,4 +32,32 @@ export function runtimeLabel(): string {
   if (g.Deno !== undefined) return `deno ${g.Deno.version.deno}`;
   if (g.Bun !== undefined) return `bun ${g.Bun.version}`;
   return `node ${process.versions.node}`;
+}
+
+/** The default room kept in V8's old generation: two of its 16 MB semi-spaces (heap-headroom.ts). */
+export const DEFAULT_HEAP_HEADROOM_BYTES = 32 * 1024 * 1024;
+
+/** What keepHeapHeadroom did: its undo, and why it did nothing when it did nothing. */
+export interface HeapHeadroom {
+  readonly undo: () => void;
+  readonly applied: boolean;
+  readonly why?: string;
+}
+
+/**
+ * Node: keeps `bytes` of room in V8's old generation above the live heap
+ * (heap-headroom.ts); returns the undo. It does nothing at 0, on Deno and
+ * Bun (their runtimes size their heaps), and when Node was started with its
+ * own --heap-growing-percent (the operator's setting wins).
+ */
+export async function keepHeapHeadroom(bytes: number): Promise<HeapHeadroom> {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  const none = (why: string): HeapHeadroom => ({ undo: () => {}, applied: false, why });
+  if (bytes === 0) return none("0: V8's own heap sizing");
+  if (g.Deno !== undefined || g.Bun !== undefined) return none("applied on Node only");
+  const given = [...process.execArgv, ...(process.env["NODE_OPTIONS"] ?? "").split(/\s+/)];
+  if (given.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) {
+    return none("node was started with --heap-growing-percent, which stays in force");
+  }
+  return { undo: (await import("./heap-headroom.ts")).keepHeapHeadroom(bytes), applied: true };
 }
