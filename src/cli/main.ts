@@ -123,7 +123,7 @@ function buildProgram(): Command {
     )
     .option(
       "--heap-headroom-mb <MiB>",
-      "Node: free heap kept above live data while live data is under twice this, so V8 runs fewer full collections (each pauses every stream for milliseconds); costs up to this much extra memory; sets V8's --heap-growing-percent for the whole process; 0: V8's default sizing",
+      "Node: free heap kept above live data while live data is under twice this, so V8 runs fewer full collections (each pauses every stream for milliseconds); costs up to this much extra memory; sets V8's heap growing factor for the whole process; 0: V8's default sizing",
       int(0, 1024),
       DEFAULT_HEAP_HEADROOM_BYTES / 1024 ** 2,
     )
