@@ -7,6 +7,8 @@ export interface Prng {
   /** Exponential with the given mean. */
   exp(mean: number): number;
   pick<T>(items: readonly T[]): T;
+  /** The next `n` uniform draws into `out` (the same draws `n` calls of next() give, with no number boxed). */
+  fill(out: Float64Array, n: number): void;
 }
 
 export function createPrng(seed: number): Prng {
@@ -30,5 +32,8 @@ export function createPrng(seed: number): Prng {
     int: (n) => Math.floor(next() * n),
     exp: (mean) => -Math.log(1 - next()) * mean,
     pick: (items) => items[Math.floor(next() * items.length)]!,
+    fill: (out, n) => {
+      for (let i = 0; i < n; i++) out[i] = next();
+    },
   };
 }

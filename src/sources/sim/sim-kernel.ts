@@ -189,6 +189,8 @@ class _SimKernel implements SimKernel {
   // thread lives milliseconds, and allocating each anew would add garbage
   // per exit to the server's process (records reference neither).
   readonly #freeThreads: Thread[] = [];
+  /** The exiting task's code and group state, handed to threadStats (which keeps no reference): one object, reused. */
+  readonly #exit = { code: 0, groupDead: false };
   readonly #freeProcs: Process[] = [];
 
   constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
@@ -271,7 +273,10 @@ class _SimKernel implements SimKernel {
     if (!groupDead) proc.stats ??= zeroGroupStats();
     const code = groupDead ? this.#exitCode() : 0;
     const needRecord = this.#watched[cpu] === 1;
-    const stats = proc.stats !== undefined || needRecord ? this.#statsOf(victim, { code, groupDead }) : undefined;
+    const exit = this.#exit;
+    exit.code = code;
+    exit.groupDead = groupDead;
+    const stats = proc.stats !== undefined || needRecord ? this.#statsOf(victim, exit) : undefined;
     if (proc.stats !== undefined && stats !== undefined) addDelayacct(proc.stats, stats); // fill_tgid_exit()
     this.#remove(victim);
     if (needRecord && stats !== undefined) this.#emit(cpu, victim, stats, groupDead);
