@@ -128,13 +128,19 @@ describe("taskwire CLI", () => {
 
 describe("taskwire watch: filters, fields, unreachable servers, EPIPE", () => {
   it("filters server-side by comm, uid and nonzero exit, and projects --fields", async () => {
-    const comm = JSON.parse((await run("watch", "--cpus", "0-7", "--count", "1", "--json")).out).exit.pid_stats.ac_comm;
+    // The prefix most frequent among some nonzero exits: with a rare one (the sim's "ld" is ~1 in 300 nonzero
+    // exits) the filtered watch below would wait a minute for its events.
+    const seen = (await run("watch", "--cpus", "0-7", "--count", "20", "--json", "--nonzero-exit")).out.trim().split(
+      "\n",
+    )
+      .map((l) => (JSON.parse(l).exit.pid_stats.ac_comm as string).slice(0, 3));
+    const comm = seen.sort((a, b) => seen.filter((x) => x === b).length - seen.filter((x) => x === a).length)[0]!;
     const r = await run(
       "watch",
       "--cpus",
       "0-7",
       "--count",
-      "10",
+      "3", // the sim's 200 exits/s, filtered to one comm prefix and nonzero exits: ~1 a second, some comms rarer
       "--json",
       "--comm",
       comm.slice(0, 3),
