@@ -6,7 +6,8 @@
  * the source's counters as JSON; exits when stdin closes.
  */
 import { createInterface } from "node:readline";
-import { DEFAULT_HEAP_HEADROOM_BYTES, keepHeapHeadroom, listen, runtimeLabel } from "../src/runtime/listen.ts";
+import { listen, runtimeLabel } from "../src/runtime/listen.ts";
+import { keepBenchHeapHeadroom } from "./_heap.ts";
 import { createServer } from "../src/server/server.ts";
 import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
 
@@ -17,10 +18,8 @@ const window = process.env["BENCH_BATCH_WINDOW_MS"];
 const source = await openNetlinkSource(window === undefined ? {} : { batchWindowMs: Number(window) });
 const server = createServer({ source, admission, limits: { maxListenersPerPrincipal: 1e9 } });
 const listening = await listen(server, { host: "127.0.0.1", port: 0 });
-// Its heap kept as `taskwire serve` keeps its own (--heap-headroom; Node only). BENCH_HEAP_HEADROOM_MB=0: V8's own.
-await keepHeapHeadroom(
-  Number(process.env["BENCH_HEAP_HEADROOM_MB"] ?? DEFAULT_HEAP_HEADROOM_BYTES / 1024 ** 2) * 1024 ** 2,
-);
+// Its heap kept as `taskwire serve` keeps its own.
+await keepBenchHeapHeadroom();
 process.stdout.write(`${JSON.stringify({ url: listening.url, pid: process.pid, runtime: runtimeLabel() })}\n`);
 createInterface({ input: process.stdin }).on("line", (line) => {
   if (line !== "info") return;

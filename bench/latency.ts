@@ -36,6 +36,7 @@ import { runInNewContext } from "node:vm";
 import { copyStatsVector, SLOT } from "../src/kernel/stats-vector.ts";
 import { vectorRecord } from "../src/kernel/vector-record.ts";
 import { listenNode } from "../src/runtime/node.ts";
+import { gcKindOf } from "../src/runtime/heap-headroom.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -96,7 +97,7 @@ function watchGc(): () => GcTally {
   const tally: GcTally = { minor: 0, major: 0, pauseMs: 0 };
   const count = (entries: PerformanceEntry[]) => {
     for (const e of entries) {
-      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+      const kind = gcKindOf(e);
       if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) tally.major++;
       else if (kind === constants.NODE_PERFORMANCE_GC_MINOR) tally.minor++;
       tally.pauseMs += e.duration;

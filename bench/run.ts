@@ -10,7 +10,7 @@ import { benchFleet } from "./fleet.ts";
 import { benchLatency } from "./latency.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
 import { benchObservability } from "./observability.ts";
-import { DEFAULT_HEAP_HEADROOM_BYTES, keepHeapHeadroom } from "../src/runtime/listen.ts";
+import { keepBenchHeapHeadroom } from "./_heap.ts";
 
 type Tables = [title: string, rows: string[][]][];
 
@@ -77,14 +77,12 @@ benches.push([
 ]);
 
 const only = process.argv[2];
-// The servers run in this process: its heap is kept as `taskwire serve` keeps its own (--heap-headroom).
-// BENCH_HEAP_HEADROOM_MB=0 leaves V8's own sizing, for A/B runs.
-const headroomMb = Number(process.env["BENCH_HEAP_HEADROOM_MB"] ?? DEFAULT_HEAP_HEADROOM_BYTES / 1024 ** 2);
-const heap = await keepHeapHeadroom(headroomMb * 1024 ** 2);
+// The servers run in this process: its heap is kept as `taskwire serve` keeps its own.
+const heap = await keepBenchHeapHeadroom();
 console.log(
   `# taskwire benchmarks\n\nnode ${process.version}, ${
     new Date().toISOString().slice(0, 10)
-  }; run with \`npm run bench\`; V8 old-generation headroom ${heap.applied ? `${headroomMb} MiB` : "V8's own"}.\n`,
+  }; run with \`npm run bench\`; V8 old-generation headroom ${heap.applied ? `${heap.mib} MiB` : "V8's own"}.\n`,
 );
 for (const [name, run] of benches) {
   if (only !== undefined && only !== name) continue;

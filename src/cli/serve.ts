@@ -187,7 +187,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   });
   const authenticator = authenticatorFor(flags.auth);
   // First: a bad value is refused before anything is opened.
-  const heap = await keepHeapHeadroom(flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES);
+  const headroom = flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES;
+  const heap = await keepHeapHeadroom(headroom);
   // From the start, not once serving: a reload that comes early must not kill the server either.
   const stopReloading = reloadOnHangup(authenticator, flags.auth.tokenFile, logger);
   if (flags.enableDelayacct && flags.source === "sim") {
@@ -269,12 +270,11 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       "this process is not in the initial network namespace (pid 1's): the kernel sends exit records only to listeners there, so GetPid works but no exit will ever arrive; run in the host's network namespace (containers: --net=host; systemd: no PrivateNetwork=)",
     );
   }
-  const headroomMib = (flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES) / 1024 ** 2;
   logText(
     logger,
     "info",
     heap.applied
-      ? `V8 heap: ${headroomMib} MiB kept free above live data (--heap-headroom-mb)`
+      ? `V8 heap: ${headroom / 1024 ** 2} MiB kept free above live data (--heap-headroom-mb)`
       : `V8 heap: --heap-headroom-mb not applied (${heap.why})`,
   );
   logText(logger, "info", describeAuth(flags.auth));

@@ -60,6 +60,11 @@ export interface HeapControls {
 /** V8's young-generation spaces (not part of the old generation's limit). */
 const YOUNG = new Set(["new_space", "new_large_object_space"]);
 
+/** A "gc" performance entry's kind (perf_hooks constants.NODE_PERFORMANCE_GC_*), which Node gives in its detail. */
+export function gcKindOf(entry: PerformanceEntry): number | undefined {
+  return (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+}
+
 /** V8's controls in this process. */
 export function v8HeapControls(): HeapControls {
   return {
@@ -71,10 +76,7 @@ export function v8HeapControls(): HeapControls {
     setGrowingPercent: (percent) => setFlagsFromString(`--heap-growing-percent=${percent}`),
     onMajorCollection(onMajor) {
       const observer = new PerformanceObserver((list) => {
-        const major = list.getEntries().some((e) =>
-          (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR
-        );
-        if (major) onMajor();
+        if (list.getEntries().some((e) => gcKindOf(e) === constants.NODE_PERFORMANCE_GC_MAJOR)) onMajor();
       });
       observer.observe({ entryTypes: ["gc"] });
       return () => observer.disconnect();
