@@ -61,11 +61,16 @@ function message(templates: Template[], first: number, n: number): Uint8Array {
   return envelope(body);
 }
 
-/** Starts the server over `records`; each stream gets `perSecond` events a second until closed. */
-export async function startBareConnect(
-  records: ExitRecord[],
-  perSecond: number,
-): Promise<{ url: string; close: () => Promise<void> }> {
+/** A running bare server. */
+export interface BareConnect {
+  readonly url: string;
+  /** Whether its streams are sent events (on ticks that come while off, nothing is sent). */
+  producing: boolean;
+  close(): Promise<void>;
+}
+
+/** Starts the server over `records`; each stream gets `perSecond` events a second (while producing) until closed. */
+export async function startBareConnect(records: ExitRecord[], perSecond: number): Promise<BareConnect> {
   const templates = records.map(template);
   const opening = envelope(
     toBinary(
@@ -80,6 +85,7 @@ export async function startBareConnect(
     res.write(opening);
     let k = 0;
     const stop = everyTick(perSecond, (n) => {
+      if (!bare.producing) return;
       res.write(message(templates, k, n));
       k += n;
     });
@@ -87,8 +93,9 @@ export async function startBareConnect(
     res.once("close", stop);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
+  const bare: BareConnect = {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    producing: true,
     close: () =>
       new Promise((r) => {
         for (const stop of streams) stop();
@@ -96,4 +103,5 @@ export async function startBareConnect(
         server.close(() => r());
       }),
   };
+  return bare;
 }

@@ -5,6 +5,7 @@
  * sample records.
  */
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -52,8 +53,8 @@ export interface CounterOptions {
   cpu?: number;
 }
 
-// The command line of a counter: node, behind taskset and nice when asked.
-function counterCommand(args: string[], o: CounterOptions): [string, string[]] {
+/** The command line of a bench child process (a counter, a server): node, behind taskset and nice when asked. */
+export function childCommand(args: string[], o: Pick<CounterOptions, "cpu" | "nice">): [string, string[]] {
   let argv = [process.execPath, ...args];
   if (o.cpu !== undefined) argv = ["taskset", "-c", String(o.cpu), ...argv];
   if (o.nice !== undefined) argv = ["nice", "-n", String(o.nice), ...argv];
@@ -73,7 +74,7 @@ export async function startCounter(
     "0-7",
     mode,
   ];
-  const [cmd, argv] = counterCommand(args, o);
+  const [cmd, argv] = childCommand(args, o);
   const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { env: { ...process.env, ...o.env } });
   const lines = createInterface({ input: proc.stdout });
   const waiting: ((line: string) => void)[] = [];
@@ -156,4 +157,21 @@ export function pinSelf(cpu: number): () => void {
   }
   taskset("-a", "-c", "-p", String(cpu), String(process.pid));
   return () => void taskset("-a", "-c", "-p", before, String(process.pid));
+}
+
+/** The host's CPU steal (share of this machine's CPU time), from /proc/stat; undefined off Linux. */
+export function cpuTimes(): { steal: number; total: number } | undefined {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+    return { steal: f[7] ?? 0, total: f.reduce((a, b) => a + b, 0) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The host's steal since `a` (cpuTimes()), as a share of this machine's CPU time, %; undefined off Linux. */
+export function stealSince(a: ReturnType<typeof cpuTimes>): number | undefined {
+  const b = cpuTimes();
+  if (a === undefined || b === undefined || b.total === a.total) return undefined;
+  return (100 * (b.steal - a.steal)) / (b.total - a.total);
 }

@@ -29,29 +29,20 @@
  * collection before each layer's round keeps one layer's garbage out of the
  * next one's window, and a column counts the collections in each window.
  */
-import { readFileSync } from "node:fs";
-import { constants, PerformanceObserver } from "node:perf_hooks";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
-import { copyStatsVector, SLOT } from "../src/kernel/stats-vector.ts";
-import { vectorRecord } from "../src/kernel/vector-record.ts";
-import { listenNode } from "../src/runtime/node.ts";
-import { gcKindOf } from "../src/runtime/heap-headroom.ts";
-import { createServer } from "../src/server/server.ts";
-import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { startBareConnect } from "./_bare-connect.ts";
+import { collectGarbage, type GcTally, watchGc } from "./_heap.ts";
+import { interleavedRounds, SLICE_MS } from "./_interleaved.ts";
+import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
-import { everyTick, nowUs } from "./_clock.ts";
 import {
   type Counter,
   type CounterOptions,
-  OBSERVABILITY,
+  cpuTimes,
   pinSelf,
-  produceAt,
   sampleRecords,
   sleep,
   startCounter,
+  stealSince,
 } from "./_shared.ts";
 
 /** How the latency rows are measured. */
@@ -74,41 +65,6 @@ interface Window {
   gc: GcTally;
 }
 
-/** Collections in the bench process (where the servers run) over a window, and their pauses. */
-interface GcTally {
-  minor: number;
-  major: number;
-  pauseMs: number;
-}
-
-// A full collection now (V8's gc(), exposed for this process at run time, when the latency bench first runs).
-let gc: (() => void) | undefined;
-function collectGarbage(): void {
-  if (gc === undefined) {
-    setFlagsFromString("--expose-gc");
-    gc = runInNewContext("gc") as () => void;
-  }
-  gc();
-}
-
-// Counts the bench process's collections until the returned function is called. A major collection's pause
-// is a stream's latency for every event due during it (5-20 ms on this VM: see BENCHMARKS.md).
-function watchGc(): () => GcTally {
-  const tally: GcTally = { minor: 0, major: 0, pauseMs: 0 };
-  const count = (entries: PerformanceEntry[]) => {
-    for (const e of entries) {
-      const kind = gcKindOf(e);
-      if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) tally.major++;
-      else if (kind === constants.NODE_PERFORMANCE_GC_MINOR) tally.minor++;
-      tally.pauseMs += e.duration;
-    }
-  };
-  const observer = new PerformanceObserver((list) => count(list.getEntries()));
-  observer.observe({ entryTypes: ["gc"] });
-  // Entries not yet delivered to the callback are counted too.
-  return () => (count(observer.takeRecords()), observer.disconnect(), tally);
-}
-
 // Steady state: the first second (both processes' code still being optimized) is not counted.
 async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<Window> {
   await sleep(1000);
@@ -125,44 +81,20 @@ async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<W
   return { latencies, steal, gc };
 }
 
-async function taskwireRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
-  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const listening = await listenNode(createServer({ source, ...OBSERVABILITY }), { port: 0 });
-  // Stamp each record with the producer's clock (µs) in ac_btime64 as it enters the listener table
-  // (in its stats vector: the sim's records are encoded from that).
-  const deliver = source.kernel.onRecord!;
-  source.kernel.onRecord = (r) => {
-    if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = nowUs();
-    else r.pidStats.acBtime64 = BigInt(nowUs());
-    deliver(r);
-  };
-  const c = await startCounter(listening.url, 1, "latency", client);
-  const window = await steadyWindow(c, ms, produceAt(source, perSecond));
-  await listening.close();
+// One server of `kind` in this process, read by one client, for one window.
+async function serverRound(
+  kind: LatencyServerKind,
+  records: ExitRecord[],
+  perSecond: number,
+  ms: number,
+  client: CounterOptions,
+): Promise<Window> {
+  const server = await startLatencyServer(kind, perSecond, records);
+  const c = await startCounter(server.url, 1, "latency", client);
+  server.producing = true;
+  const window = await steadyWindow(c, ms, () => (server.producing = false));
+  await server.close();
   return window;
-}
-
-// The same server fed records made ahead of time (copies of sim records, stamped as they enter): the work of
-// making each record, which the kernel does in production, is not in the server's process during the window.
-async function prebuiltRound(records: ExitRecord[], perSecond: number, ms: number, client: CounterOptions) {
-  const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
-  const listening = await listenNode(createServer({ source, ...OBSERVABILITY }), { port: 0 });
-  const c = await startCounter(listening.url, 1, "latency", client);
-  const deliver = source.kernel.onRecord!; // set once the stream's listener watches its CPUs
-  let k = 0;
-  const stop = everyTick(perSecond, (n) => {
-    for (let i = 0; i < n; i++) deliver(stamped(records[k++ % records.length]!));
-  });
-  const window = await steadyWindow(c, ms, stop);
-  await listening.close();
-  return window;
-}
-
-function stamped(r: ExitRecord): ExitRecord {
-  const pidVector = copyStatsVector(r.pidVector!);
-  pidVector.values[SLOT.acBtime64] = nowUs();
-  const tgidVector = r.tgidVector === undefined ? undefined : copyStatsVector(r.tgidVector);
-  return vectorRecord({ ...r, receivedAtMs: Date.now(), pidVector, tgidVector });
 }
 
 async function bareRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
@@ -172,18 +104,6 @@ async function bareRound(perSecond: number, ms: number, client: CounterOptions):
     ms,
     () => {},
   );
-  await bare.close();
-  return window;
-}
-
-async function bareConnectRound(
-  records: ExitRecord[],
-  perSecond: number,
-  ms: number,
-  client: CounterOptions,
-): Promise<Window> {
-  const bare = await startBareConnect(records, perSecond);
-  const window = await steadyWindow(await startCounter(bare.url, 1, "latency", client), ms, () => {});
   await bare.close();
   return window;
 }
@@ -258,22 +178,6 @@ function gcCell(rounds: Round[]): string {
   return `${m((g) => g.minor)} / ${m((g) => g.major)} (${m((g) => g.pauseMs).toFixed(1)} ms)`;
 }
 
-/** The host's CPU steal (share of this machine's CPU time), from /proc/stat; undefined off Linux. */
-function cpuTimes(): { steal: number; total: number } | undefined {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-    return { steal: f[7] ?? 0, total: f.reduce((a, b) => a + b, 0) };
-  } catch {
-    return undefined;
-  }
-}
-
-function stealSince(a: ReturnType<typeof cpuTimes>): number | undefined {
-  const b = cpuTimes();
-  if (a === undefined || b === undefined || b.total === a.total) return undefined;
-  return (100 * (b.steal - a.steal)) / (b.total - a.total);
-}
-
 /** One layer of the table: how a round of it is measured. */
 interface Layer {
   readonly what: string;
@@ -282,22 +186,33 @@ interface Layer {
   round(perSecond: number, ms: number, client: CounterOptions): Promise<Window>;
 }
 
+// The layers that run as servers of _latency-servers.ts, by kind.
+const LAYER_WHAT: Record<LatencyServerKind, string> = {
+  "bare-connect": "2. baseline: bare server, pre-encoded Connect messages -> SDK",
+  taskwire: "3. taskwire: sim -> listener -> Connect stream -> SDK",
+  prebuilt: "3b. taskwire fed records made ahead (no sim in the server's process) -> SDK",
+};
+
 function layers(records: ExitRecord[]): Layer[] {
   return [
     { what: "1. baseline: bare node:http server and client, one chunk per event", round: bareRound },
     {
-      what: "2. baseline: bare server, pre-encoded Connect messages -> SDK",
-      round: (r, ms, c) => bareConnectRound(records, r, ms, c),
+      what: LAYER_WHAT["bare-connect"],
+      round: (r, ms, c) => serverRound("bare-connect", records, r, ms, c),
     },
-    { what: "3. taskwire: sim -> listener -> Connect stream -> SDK", round: taskwireRound, vsBareConnect: true },
     {
-      what: "3b. taskwire fed records made ahead (no sim in the server's process) -> SDK",
-      round: (r, ms, c) => prebuiltRound(records, r, ms, c),
+      what: LAYER_WHAT.taskwire,
+      round: (r, ms, c) => serverRound("taskwire", records, r, ms, c),
+      vsBareConnect: true,
+    },
+    {
+      what: LAYER_WHAT.prebuilt,
+      round: (r, ms, c) => serverRound("prebuilt", records, r, ms, c),
       vsBareConnect: true,
     },
     {
       what: "4. taskwire -> minimal reader (node:http + wire walk, no connect-es/SDK)",
-      round: (r, ms, c) => taskwireRound(r, ms, { ...c, script: "_min-reader.js" }),
+      round: (r, ms, c) => serverRound("taskwire", records, r, ms, { ...c, script: "_min-reader.js" }),
     },
   ];
 }
@@ -306,24 +221,33 @@ function layers(records: ExitRecord[]): Layer[] {
 interface Placement {
   readonly label: string;
   readonly client: CounterOptions;
+  /** Where an interleaved row's server processes run. */
+  readonly server: Pick<CounterOptions, "cpu" | "nice">;
   /** Sets the bench process up; returns the undo. Throws, saying what is missing, when it cannot. */
   setup?(): () => void;
 }
 
 const PLACEMENTS: Record<"shared" | "priority" | "apart", Placement> = {
-  shared: { label: "shared: the scheduler places both", client: {} },
+  shared: { label: "shared: the scheduler places both", client: {}, server: {} },
   priority: {
     label: "shared, client at nice -10",
     client: { nice: -10 },
+    server: {},
     setup: () => {
       if (process.getuid?.() !== 0) throw new Error("nice -10 needs root");
       return () => {};
     },
   },
-  apart: { label: "apart: server CPU 0, client CPU 1", client: { cpu: 1 }, setup: () => pinSelf(0) },
+  apart: {
+    label: "apart: server CPU 0, client CPU 1",
+    client: { cpu: 1 },
+    server: { cpu: 0 },
+    setup: () => pinSelf(0),
+  },
 };
 
-async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placement): Promise<string[][]> {
+// A row group's rows under its placement's setup, or one row saying why the placement cannot be set up.
+async function placed(perSecond: number, placement: Placement, rows: () => Promise<string[][]>) {
   let undo: () => void;
   try {
     undo = placement.setup?.() ?? (() => {});
@@ -335,24 +259,40 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
     ]];
   }
   try {
-    // BENCH_LATENCY_LAYERS=2,3,3b: only those layers (for A/B runs; taskwire's ratio needs layer 2).
-    const only = process.env["BENCH_LATENCY_LAYERS"]?.split(",");
-    const all = layers(sampleRecords(256)).filter((l) => only === undefined || only.includes(l.what.split(".")[0]!));
-    const rounds: Round[][] = all.map(() => []);
-    for (let i = 0; i < o.rounds; i++) {
-      for (const [k, layer] of all.entries()) {
-        collectGarbage(); // the layer before's garbage is not collected in this layer's window
-        rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client)));
-      }
-    }
-    // The bare Connect server (layer 2) runs just before taskwire in every round.
-    const bareConnect = rounds[all.findIndex((l) => l.what.startsWith("2."))];
-    return all.map((layer, k) =>
-      row(layer.what, perSecond, placement.label, rounds[k]!, layer.vsBareConnect ? bareConnect : undefined)
-    );
+    return await rows();
   } finally {
     undo();
   }
+}
+
+// The layers one after another in this process, each round.
+async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placement): Promise<string[][]> {
+  // BENCH_LATENCY_LAYERS=2,3,3b: only those layers (for A/B runs; taskwire's ratio needs layer 2).
+  const only = process.env["BENCH_LATENCY_LAYERS"]?.split(",");
+  const all = layers(sampleRecords(256)).filter((l) => only === undefined || only.includes(l.what.split(".")[0]!));
+  const rounds: Round[][] = all.map(() => []);
+  for (let i = 0; i < o.rounds; i++) {
+    for (const [k, layer] of all.entries()) {
+      collectGarbage(); // the layer before's garbage is not collected in this layer's window
+      rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client)));
+    }
+  }
+  // The bare Connect server (layer 2) runs just before taskwire in every round.
+  const bareConnect = rounds[all.findIndex((l) => l.what.startsWith("2."))];
+  return all.map((layer, k) =>
+    row(layer.what, perSecond, placement.label, rounds[k]!, layer.vsBareConnect ? bareConnect : undefined)
+  );
+}
+
+// The bare Connect server and taskwire's layers 3 and 3b in turns through each round (_interleaved.ts).
+async function interleavedGroup(perSecond: number, o: LatencyOptions, placement: Placement): Promise<string[][]> {
+  const kinds: LatencyServerKind[] = ["bare-connect", "taskwire", "prebuilt"];
+  const rounds = await interleavedRounds(kinds, perSecond, { ...placement, ...o });
+  const byKind = kinds.map((_, k) => rounds.map((r) => summarize(r[k]!)));
+  const label = `${placement.label}; interleaved: each server in its own process, ${SLICE_MS} ms turns`;
+  return kinds.map((kind, k) =>
+    row(LAYER_WHAT[kind], perSecond, label, byKind[k]!, kind === "bare-connect" ? undefined : byKind[0])
+  );
 }
 
 const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
@@ -374,14 +314,21 @@ export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
     `p99 (median) in rounds with steal < ${QUIET_STEAL}%`,
     "server process GCs per window: minor / major (pauses), median",
   ]];
-  // BENCH_LATENCY_GROUPS=10000:shared,10000:apart: only those row groups (rate:placement).
-  const groups = process.env["BENCH_LATENCY_GROUPS"]?.split(",") ??
-    ["1000:shared", ...Object.keys(PLACEMENTS).map((p) => `10000:${p}`)];
+  // BENCH_LATENCY_GROUPS=10000:shared,10000:apart:interleaved: only those row groups (rate:placement[:interleaved]).
+  const groups = process.env["BENCH_LATENCY_GROUPS"]?.split(",") ?? [
+    "1000:shared",
+    ...Object.keys(PLACEMENTS).map((p) => `10000:${p}`),
+    ...Object.keys(PLACEMENTS).map((p) => `10000:${p}:interleaved`),
+  ];
   for (const g of groups) {
-    const [rate, name] = g.split(":");
+    const [rate, name, how] = g.split(":");
     const placement = PLACEMENTS[name as keyof typeof PLACEMENTS];
     if (placement === undefined) throw new RangeError(`BENCH_LATENCY_GROUPS: no placement ${quoteName(name)}`);
-    rows.push(...(await rowGroup(Number(rate), o, placement)));
+    if (how !== undefined && how !== "interleaved") {
+      throw new RangeError(`BENCH_LATENCY_GROUPS: ${quoteName(g)}: the third part can only be "interleaved"`);
+    }
+    const group = how === undefined ? rowGroup : interleavedGroup;
+    rows.push(...(await placed(Number(rate), placement, () => group(Number(rate), o, placement))));
   }
   return rows;
 }

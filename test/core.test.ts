@@ -4,7 +4,7 @@
  * wrap and loss-marker trimming are checked directly.
  */
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
@@ -333,6 +333,39 @@ describe("subscription", () => {
     ctl.abort();
     expect((await sub.next()).done).toBe(true);
     expect(l.attached).toBe(false);
+  });
+
+  it("keeps one heartbeat timer across busy waits, and heartbeats heartbeatMs after the last event", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const ctl = new AbortController();
+    const encode = {
+      open: () => "open",
+      batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
+      heartbeat: () => "hb",
+    };
+    const heartbeatMs = 150;
+    const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs, signal: ctl.signal, encode });
+    expect((await sub.next()).value).toBe("open");
+    const timers = vi.spyOn(globalThis, "setTimeout");
+    // 40 waits, each ended by an event at once, with pauses of 40 ms: 200 ms in all, longer than the heartbeat.
+    for (let n = 1; n <= 40; n++) {
+      const next = sub.next();
+      setImmediate(() => feed.sink.exit(rec(n)));
+      expect((await next).value).toBe(String(n));
+      if (n % 8 === 0) await new Promise((r) => setTimeout(r, 40));
+    }
+    const armed = timers.mock.calls.filter(([, ms]) => ms !== 40).length; // not the pauses' own
+    timers.mockRestore();
+    // The first wait's timer, and a re-arm each time it fired while events still came (one per heartbeat).
+    expect(armed).toBeGreaterThanOrEqual(1);
+    expect(armed).toBeLessThanOrEqual(3);
+    const lastEventAt = performance.now();
+    expect((await sub.next()).value).toBe("hb");
+    expect(performance.now() - lastEventAt).toBeGreaterThanOrEqual(heartbeatMs - 5);
+    ctl.abort();
+    expect((await sub.next()).done).toBe(true);
   });
 
   it("a second subscription takes the listener over; the first ends with StreamTakenOverError", async () => {

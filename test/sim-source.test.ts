@@ -1,7 +1,9 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ENCODED_BODY, type ExitRecord } from "../src/kernel/exit-record.ts";
 import type { TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { AcFlag } from "../src/kernel/taskstats.ts";
+import { PidTable } from "../src/sources/sim/_pid-table.ts";
 import { createSimKernel, type SimKernel } from "../src/sources/sim/sim-kernel.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually } from "./helpers.ts";
@@ -188,5 +190,34 @@ describe("sim kernel", () => {
     expect(s.kernel.nowNs).toBeGreaterThan(0);
     expect(s.kernel.nowNs).toBeLessThanOrEqual(elapsedNs); // virtual time never runs ahead of the clock
     expect(s.info().records).toBe(rs.length);
+  });
+});
+
+describe("sim pid table", () => {
+  it("holds what a Map would through any sequence of adds and removes, growing as it fills", () => {
+    // Pids drawn from a small range collide often, in the table's slots too; deletes exercise the backward shift.
+    const op = fc.tuple(fc.constantFrom("set", "delete", "get"), fc.integer({ min: 1, max: 300 }));
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 50, maxLength: 1500, size: "max" }), (ops) => {
+        const table = new PidTable<number>();
+        const model = new Map<number, number>();
+        ops.forEach(([what, pid], i) => {
+          if (what === "set") (table.set(pid, i), model.set(pid, i));
+          else if (what === "delete") expect(table.delete(pid)).toBe(model.delete(pid));
+          else expect(table.get(pid)).toBe(model.get(pid));
+          expect(table.size).toBe(model.size);
+        });
+        for (const [pid, v] of model) expect(table.get(pid)).toBe(v);
+        expect(table.keys().sort((a, b) => a - b)).toEqual([...model.keys()].sort((a, b) => a - b));
+        for (let pid = 1; pid <= 300; pid++) expect(table.has(pid)).toBe(model.has(pid));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("refuses a pid that is not a positive 31-bit integer", () => {
+    const table = new PidTable<string>();
+    for (const pid of [0, -1, 1.5, 2 ** 31, NaN]) expect(() => table.set(pid, "x")).toThrow(RangeError);
+    expect(table.size).toBe(0);
   });
 });

@@ -108,6 +108,10 @@ class _Signals {
   ended: Ended | undefined;
   #resolveWait: ((woke: boolean) => void) | undefined;
   #resolvePause: (() => void) | undefined;
+  /** When the current wait times out (performance.now() ms). */
+  #deadline = 0;
+  /** The heartbeat timer, armed while a wait is pending; it outlives waits that end sooner (see waitFor). */
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   readonly wake = (): void => {
     const r = this.#resolveWait;
@@ -120,25 +124,40 @@ class _Signals {
     this.release();
   };
 
-  /** Cuts short any pause or wait. */
+  /** Cuts short any pause or wait, and stops the heartbeat timer. */
   release(): void {
     this.#resolvePause?.();
     this.wake();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
-  /** Resolves true when woken, false after `ms`. */
+  /**
+   * Resolves true when woken, false after `ms`. A busy stream waits once per
+   * batch, a thousand times a second and more: a timer set and cleared per
+   * wait was a timer object and a timer-list insertion per message. So one
+   * timer stays armed across waits; when it fires it ends the wait pending
+   * then if that wait's time is up, and otherwise re-arms for what is left.
+   */
   waitFor(ms: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#resolveWait = undefined;
-        resolve(false);
-      }, ms);
-      this.#resolveWait = (woke) => {
-        clearTimeout(timer);
-        resolve(woke);
-      };
-    });
+    this.#deadline = performance.now() + ms;
+    if (this.#timer === undefined) this.#arm(ms);
+    return new Promise((resolve) => (this.#resolveWait = resolve));
   }
+
+  #arm(ms: number): void {
+    this.#timer = setTimeout(this.#expire, ms);
+  }
+
+  readonly #expire = (): void => {
+    this.#timer = undefined;
+    if (this.#resolveWait === undefined) return; // no wait pending: the next one arms the timer again
+    const left = this.#deadline - performance.now();
+    if (left > 0) return this.#arm(left);
+    const r = this.#resolveWait;
+    this.#resolveWait = undefined;
+    r(false);
+  };
 
   /** A pause that only the end or an abort cuts short (new events do not). */
   pause(ms: number): Promise<void> {

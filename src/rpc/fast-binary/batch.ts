@@ -26,7 +26,7 @@ import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
 import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-stats.ts";
-import { PRE_ENCODED } from "./pre-encoded.ts";
+import { type MaybePreEncoded, PRE_ENCODED } from "./pre-encoded.ts";
 import { Buffer } from "node:buffer";
 
 const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
@@ -211,6 +211,7 @@ export function encodeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[
  */
 export class BatchBuffer {
   #scratch: Scratch | undefined;
+  #carrier: (SubscribeExitsResponse & MaybePreEncoded) | undefined;
   /** The most the last few batches used. */
   #peak = 0;
   /** Batches in a row that used under a quarter of the buffer. */
@@ -229,6 +230,20 @@ export class BatchBuffer {
     this.#small = small ? this.#small + 1 : 0;
     this.#peak = Math.max(small ? this.#peak : 0, s.pos);
     return s.buf.subarray(0, s.pos);
+  }
+
+  /**
+   * The message that carries this stream's envelopes (envelopedBatch): one
+   * object, its `queued` and envelope replaced per batch, for the same reason
+   * the buffer can be reused. A message made per batch cost protobuf-es's
+   * create() and a symbol-keyed property added to a fresh object, a thousand
+   * times a second per busy stream.
+   */
+  carry(queued: number, envelope: Uint8Array): SubscribeExitsResponse {
+    const m = this.#carrier ??= create(SubscribeExitsResponseSchema) as SubscribeExitsResponse & MaybePreEncoded;
+    m.queued = queued;
+    m[PRE_ENCODED] = envelope;
+    return m;
   }
 
   /** Gives up the buffer (the stream is idle); the next batch makes a new one. */
@@ -283,7 +298,7 @@ export function envelopedBatch(
   let p = ENVELOPE_HEADER;
   if (queued !== 0) (envelope[p++] = QUEUED), (p = writeVarint(envelope, p, queued));
   envelope.set(events, p);
-  return Object.assign(create(SubscribeExitsResponseSchema, { queued }), { [PRE_ENCODED]: envelope });
+  return scratch.carry(queued, envelope);
 }
 
 const EMPTY = new Uint8Array(0);

@@ -109,6 +109,12 @@ function compile(): Encode {
   ) as Encode;
 }
 
+// A varint under 2^31 written in place; larger ones through writeVarint. Called once per field, writeVarint was
+// inlined at the first few of 71 sites only (V8's inlining budget): every other field cost a call, and a value
+// past 2^31 (nanosecond totals, byte counts) was boxed to pass it, an allocation per such field per record.
+const INLINE_VARINT =
+  "if (x < 0x80000000) { while (x > 0x7f) { b[p++] = (x & 0x7f) | 0x80; x >>>= 7; } b[p++] = x; } else p = writeVarint(b, p, x);";
+
 type EncodeVector = (v: Float64Array, comm: string | undefined, b: Uint8Array, p: number) => number;
 
 // The same bytes from a stats vector: set slots (not NaN) as varints from
@@ -121,7 +127,7 @@ function compileVector(): EncodeVector {
     }
     const slot = SLOT[f.localName as TaskStatsField];
     if (slot === undefined) throw new Error(`no stats vector slot for ${f.name}`);
-    return `x = v[${slot}]; if (x === x) { ${f.tagBytes} p = writeVarint(b, p, x); }`;
+    return `x = v[${slot}]; if (x === x) { ${f.tagBytes} ${INLINE_VARINT} }`;
   });
   const body = `return function encodeStatsVector(v, comm, b, p) { let x;\n${lines.join("\n")}\nreturn p; };`;
   return new Function("writeVarint", "writeString", body)(writeVarint, writeString) as EncodeVector;

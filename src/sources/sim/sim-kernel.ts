@@ -5,6 +5,7 @@
  * of the options (seed included) and of how far virtual time was advanced,
  * never of wall-clock time. Pure: no I/O, no timers.
  */
+import { PidTable } from "./_pid-table.ts";
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { copyStatsVector, type StatsVector, toTaskStats } from "../../kernel/stats-vector.ts";
@@ -71,7 +72,8 @@ interface Process {
   startNs: number;
   exeInode: number;
   forkedOnly: boolean;
-  readonly threads: Map<number, Thread>;
+  /** Its live threads in the order they were made (a few: an array, so forks and exits allocate nothing). */
+  readonly threads: Thread[];
   /** signal->stats: allocated when a thread exits while others remain. */
   stats: StatsVector | undefined;
 }
@@ -134,7 +136,7 @@ function newProcess(): Process {
     startNs: 0.5,
     exeInode: 0,
     forkedOnly: false,
-    threads: new Map(),
+    threads: [],
     stats: undefined,
   };
 }
@@ -170,6 +172,14 @@ function setIdentity(id: ThreadIdentity, pid: number, startNs: number, comm: str
   id.forkedOnly = p.forkedOnly;
 }
 
+// Removes `t` keeping the others' order (a group's first other thread is the one a leader's exit picks). A Map
+// here grew and shrank its table as a group's threads came and went: garbage on most forks and exits.
+function removeThread(threads: Thread[], t: Thread): void {
+  const at = threads.indexOf(t);
+  for (let i = at; i < threads.length - 1; i++) threads[i] = threads[i + 1]!;
+  threads.pop();
+}
+
 class _SimKernel implements SimKernel {
   readonly cpus: number;
   onRecord: ((record: ExitRecord) => void) | undefined;
@@ -182,7 +192,7 @@ class _SimKernel implements SimKernel {
   /** Virtual time now (nowNs) and what stats are computed against. */
   readonly #ctx: { nowNs: number; epochMs: number; delayacct: boolean };
   readonly #live: Thread[] = [];
-  readonly #threads = new Map<number, Thread>();
+  readonly #threads = new PidTable<Thread>();
   readonly #watched: Uint8Array;
   readonly #cpuSeq: Uint32Array;
   // Exited threads and processes, reused by forks: at high exit rates a
@@ -192,6 +202,8 @@ class _SimKernel implements SimKernel {
   /** The exiting task's code and group state, handed to threadStats (which keeps no reference): one object, reused. */
   readonly #exit = { code: 0, groupDead: false };
   readonly #freeProcs: Process[] = [];
+  /** Worker threads' comms by process comm and number, made once (a process comm is one of COMMS). */
+  readonly #threadComms = new Map<string, string[]>();
 
   constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
     this.cpus = o.cpus;
@@ -247,12 +259,12 @@ class _SimKernel implements SimKernel {
     const proc = this.#threads.get(tgid)?.proc;
     if (proc === undefined || proc.tgid !== tgid) return undefined;
     const sum = proc.stats ? copyStatsVector(proc.stats) : zeroGroupStats();
-    for (const t of proc.threads.values()) addLiveThread(sum, this.#statsOf(t));
+    for (const t of proc.threads) addLiveThread(sum, this.#statsOf(t));
     return toTaskStats(sum);
   }
 
   livePids(): number[] {
-    return [...this.#threads.keys()].sort((a, b) => a - b);
+    return this.#threads.keys().sort((a, b) => a - b);
   }
 
   #setNow(ns: number): void {
@@ -268,7 +280,7 @@ class _SimKernel implements SimKernel {
     const victim = this.#pickVictim();
     const proc = victim.proc;
     const cpu = this.#rng.int(this.cpus);
-    const groupDead = proc.threads.size === 1;
+    const groupDead = proc.threads.length === 1;
     // taskstats_tgid_alloc(): a thread leaving a non-empty group allocates signal->stats.
     if (!groupDead) proc.stats ??= zeroGroupStats();
     const code = groupDead ? this.#exitCode() : 0;
@@ -297,8 +309,8 @@ class _SimKernel implements SimKernel {
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).
   #pickVictim(): Thread {
     const t = this.#live[this.#rng.int(this.#live.length)]!;
-    if (t.pid !== t.proc.tgid || t.proc.threads.size === 1) return t;
-    for (const other of t.proc.threads.values()) if (other.pid !== t.pid) return other;
+    if (t.pid !== t.proc.tgid || t.proc.threads.length === 1) return t;
+    for (const other of t.proc.threads) if (other.pid !== t.pid) return other;
     return t;
   }
 
@@ -316,12 +328,12 @@ class _SimKernel implements SimKernel {
   // A new thread in `parent`'s group (30%), else a forked process with 1-8 threads.
   #spawn(atNs: number, parent: Process | undefined): void {
     if (parent !== undefined && this.#rng.next() < 0.3) {
-      this.#addThread(parent, atNs, `${parent.comm.slice(0, 10)}-w${parent.threads.size}`);
+      this.#addThread(parent, atNs, this.#threadComm(parent.comm, parent.threads.length));
       return;
     }
     const proc = this.#spawnProcess(parent?.tgid ?? 1, this.#rng.pick(COMMS), atNs);
     const extra = this.#rng.next() < 0.25 ? 1 + this.#rng.int(7) : 0;
-    for (let i = 1; i <= extra; i++) this.#addThread(proc, atNs + i * 1000, `${proc.comm.slice(0, 10)}-w${i}`);
+    for (let i = 1; i <= extra; i++) this.#addThread(proc, atNs + i * 1000, this.#threadComm(proc.comm, i));
   }
 
   // Reuse changes no random draw or its order: the same seed gives the same run whether or not a slot was reused.
@@ -340,6 +352,13 @@ class _SimKernel implements SimKernel {
     return proc;
   }
 
+  // "make-w2": a process's comm (to 10 characters) and the worker's number, as a worker pool names its threads.
+  #threadComm(comm: string, n: number): string {
+    let names = this.#threadComms.get(comm);
+    if (names === undefined) this.#threadComms.set(comm, names = []);
+    return names[n] ??= `${comm.slice(0, 10)}-w${n}`;
+  }
+
   #addThread(proc: Process, atNs: number, comm: string, pid = this.#allocPid()): void {
     const t = this.#freeThreads.pop() ?? newThread(proc);
     t.pid = pid;
@@ -347,7 +366,7 @@ class _SimKernel implements SimKernel {
     t.index = this.#live.length;
     setIdentity(t.identity, pid, atNs, comm, proc);
     drawProfile(this.#rng, t.profile);
-    proc.threads.set(pid, t);
+    proc.threads.push(t);
     this.#threads.set(pid, t);
     this.#live.push(t);
   }
@@ -358,10 +377,10 @@ class _SimKernel implements SimKernel {
       this.#live[t.index] = last;
       last.index = t.index;
     }
-    t.proc.threads.delete(t.pid);
+    removeThread(t.proc.threads, t);
     this.#threads.delete(t.pid);
     this.#freeThreads.push(t);
-    if (t.proc.threads.size === 0) this.#freeProcs.push(t.proc);
+    if (t.proc.threads.length === 0) this.#freeProcs.push(t.proc);
   }
 
   #allocPid(): number {

@@ -1,0 +1,116 @@
+/**
+ * The latency bench's interleaved rounds: the servers compared (the bare
+ * Connect baseline and taskwire) each run in a process of their own, each
+ * read by its own client, and take turns producing in 100 ms slices through
+ * the window. Every server's events then sample the same seconds of the
+ * host: the host's steal comes in bursts lasting seconds and varies 0-22%
+ * between rounds minutes apart, and a row measured after another compares
+ * its own code with a different host. Only one server produces at a time,
+ * so the machine's load is that of one server and its client, as in the
+ * other rows. The servers keep running through a group's rounds, as a
+ * server runs in production (warmed up and at its steady heap), and their
+ * heaps are kept as `taskwire serve` keeps its own.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import type { GcTally } from "./_heap.ts";
+import type { LatencyServerKind } from "./_latency-servers.ts";
+import {
+  childCommand,
+  type Counter,
+  type CounterOptions,
+  cpuTimes,
+  sleep,
+  startCounter,
+  stealSince,
+} from "./_shared.ts";
+
+/** A turn: one server produces, the others are quiet. */
+export const SLICE_MS = 100;
+
+/** Each server's production before the first round. */
+const WARM_UP_MS = 3000;
+
+/** One server's events over a round, the host's steal over the round (%), and the server process's collections. */
+export interface ServerWindow {
+  latencies: number[];
+  steal: number | undefined;
+  gc: GcTally;
+}
+
+/** A server process, its client, and the commands that drive it. */
+interface Running {
+  readonly counter: Counter;
+  ask(command: "on" | "off" | "gc"): Promise<string>;
+  close(): void;
+}
+
+/** Where the servers and their clients run. */
+export interface InterleavedPlacement {
+  readonly server: Pick<CounterOptions, "cpu" | "nice">;
+  readonly client: CounterOptions;
+}
+
+async function startServerProcess(
+  kind: LatencyServerKind,
+  perSecond: number,
+  o: InterleavedPlacement,
+): Promise<Running> {
+  const script = new URL("./_latency-server-process.js", import.meta.url).pathname;
+  const [cmd, argv] = childCommand([script, kind, String(perSecond)], o.server);
+  const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { stdio: "pipe" });
+  const replies: ((line: string) => void)[] = [];
+  const lines = createInterface({ input: proc.stdout });
+  const url = await new Promise<string>((resolve, reject) => {
+    lines.on("line", (line) => line.startsWith("url ") ? resolve(line.slice(4)) : replies.shift()?.(line));
+    proc.once("exit", (code) => reject(new Error(`the ${kind} server process exited (${code}) before listening`)));
+  });
+  const ask = (command: string) =>
+    new Promise<string>((resolve) => {
+      replies.push(resolve);
+      proc.stdin.write(`${command}\n`);
+    });
+  const counter = await startCounter(url, 1, "latency", o.client);
+  return { counter, ask, close: () => (counter.stop(), proc.stdin.end()) };
+}
+
+/** Interleaved rounds of `kinds` (one window of each per round), each server and client started once. */
+export async function interleavedRounds(
+  kinds: readonly LatencyServerKind[],
+  perSecond: number,
+  o: InterleavedPlacement & { rounds: number; windowMs: number },
+): Promise<ServerWindow[][]> {
+  const running: Running[] = [];
+  try {
+    for (const kind of kinds) running.push(await startServerProcess(kind, perSecond, o));
+    // Warm-up: every process's code optimized and its heap grown to its working size before the first round.
+    await takeTurns(running, WARM_UP_MS * kinds.length, 0);
+    const rounds: ServerWindow[][] = [];
+    for (let r = 0; r < o.rounds; r++) rounds.push(await round(running, o.windowMs, r));
+    return rounds;
+  } finally {
+    for (const s of running) s.close();
+  }
+}
+
+// One round: each server produces for windowMs in all, in turns; the first turn rotates between rounds.
+async function round(running: Running[], windowMs: number, first: number): Promise<ServerWindow[]> {
+  await Promise.all(running.map((s) => s.counter.mark()));
+  await Promise.all(running.map((s) => s.ask("gc")));
+  const before = cpuTimes();
+  await takeTurns(running, windowMs * running.length, first);
+  const steal = stealSince(before);
+  const gcs = await Promise.all(running.map(async (s) => JSON.parse(await s.ask("gc")) as GcTally));
+  await sleep(200); // the last turn's events arrive
+  const marks = await Promise.all(running.map((s) => s.counter.mark()));
+  return marks.map((m, k) => ({ latencies: m.latencies, steal, gc: gcs[k]! }));
+}
+
+async function takeTurns(running: Running[], totalMs: number, first: number): Promise<void> {
+  for (let t = 0, i = first; t < totalMs; t += SLICE_MS, i++) {
+    const on = i % running.length;
+    await Promise.all(running.map((s, k) => s.ask(k === on ? "on" : "off")));
+    await sleep(SLICE_MS);
+  }
+  await Promise.all(running.map((s) => s.ask("off")));
+}
