@@ -324,6 +324,9 @@ export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
     const [rate, name, how] = g.split(":");
     const placement = PLACEMENTS[name as keyof typeof PLACEMENTS];
     if (placement === undefined) throw new RangeError(`BENCH_LATENCY_GROUPS: no placement ${quoteName(name)}`);
+    if (!(Number(rate) > 0)) {
+      throw new RangeError(`BENCH_LATENCY_GROUPS: ${quoteName(g)}: the rate must be events/s > 0`);
+    }
     if (how !== undefined && how !== "interleaved") {
       throw new RangeError(`BENCH_LATENCY_GROUPS: ${quoteName(g)}: the third part can only be "interleaved"`);
     }

@@ -114,6 +114,14 @@ describe("taskwire CLI", () => {
       expect(r.code, args.join(" ")).toBe(2);
       expect(r.err, args.join(" ")).toMatch(/^taskwire: /);
     }
+    // A guess at the server option points at --url (commander's own suggestion does not reach it).
+    for (const args of [["watch", "--server", "http://x"], ["info", "--host=h"]]) {
+      const r = await run(...args);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.err, args.join(" ")).toMatch(
+        /^taskwire: unknown option '--[a-z]+.*' \(a client command's server is --url/,
+      );
+    }
     expect((await run("--version")).code).toBe(0);
     expect((await run("watch", "--help")).code).toBe(0);
   });

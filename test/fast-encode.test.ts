@@ -140,6 +140,19 @@ describe("pre-encoded batches", () => {
     );
   });
 
+  it("an idle stream's buffer lets go of its last envelope (the carrier message goes with it)", () => {
+    const scratch = new BatchBuffer();
+    const item = fc.sample(arbitraryItem, { numRuns: 1, seed: 7 })[0]!;
+    const first = envelopedBatch([item], 3, scratch);
+    const held = preEncodedEnvelope(first);
+    expect(envelopedBatch([item], 4, scratch)).toBe(first); // while busy: one carrier, reused
+    scratch.release();
+    const after = envelopedBatch([item], 5, scratch);
+    expect(after).not.toBe(first); // released: the old carrier (and the envelope it held) is not kept
+    expect(preEncodedEnvelope(first)).not.toBe(held); // the busy carrier had moved on to its next envelope
+    expect(after.queued).toBe(5);
+  });
+
   it("as finished envelopes: each exactly the envelope connect-es would make of the same batch", () => {
     // One stream's batches in turn: the scratch buffer is reused, each envelope must stay as it was written.
     const batches = fc.array(fc.tuple(fc.array(arbitraryItem, { maxLength: 30 }), fc.nat({ max: 300_000 })), {

@@ -175,6 +175,8 @@ describe("sim kernel", () => {
     expect(() => createSimKernel({ cpus: 0, exitRate: 1, seed: 1 })).toThrow(RangeError);
     expect(() => createSimKernel({ cpus: 2, exitRate: -1, seed: 1 })).toThrow(RangeError);
     expect(() => createSimKernel({ cpus: 2, exitRate: 1, seed: 1.5 })).toThrow(RangeError);
+    // More live threads than pids could ever be handed out to (forks would look for a free pid for ever).
+    expect(() => createSimKernel({ cpus: 2, exitRate: 1, seed: 1, population: 4_000_000 })).toThrow(/population/);
   });
 
   it("the source drives the kernel from the clock", async () => {
@@ -219,5 +221,10 @@ describe("sim pid table", () => {
     const table = new PidTable<string>();
     for (const pid of [0, -1, 1.5, 2 ** 31, NaN]) expect(() => table.set(pid, "x")).toThrow(RangeError);
     expect(table.size).toBe(0);
+    // Pid 0 marks empty slots: it is never found, and deleting it changes nothing.
+    table.set(5, "five");
+    expect(table.has(0)).toBe(false);
+    expect(table.delete(0)).toBe(false);
+    expect([table.size, table.get(5)]).toEqual([1, "five"]);
   });
 });

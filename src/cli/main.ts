@@ -60,6 +60,16 @@ function memoryBudgetOption(): Option {
   ).argParser(cliArg(parseBytes)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
 }
 
+// Names a client command's server is often guessed as. commander suggests only near spellings of a real option,
+// and --url is not near any of these.
+const URL_GUESS = /^unknown option '--(server|host|endpoint|address|addr|connect)(=[^']*)?'/;
+
+// commander's error text, with a pointer to --url where the option was a guess at it.
+function withHint(text: string): string {
+  if (!URL_GUESS.test(text)) return text;
+  return text.replace(/\n?$/, ` (a client command's server is --url, e.g. --url http://HOST:7878)\n`);
+}
+
 function buildProgram(): Command {
   const program = new Command("taskwire")
     .description("Linux taskstats (per-task CPU, delay, memory and I/O accounting) as a network service")
@@ -67,7 +77,7 @@ function buildProgram(): Command {
     .showHelpAfterError("(run with --help for usage)")
     // Usage errors from commander itself exit 2 like ours, in the same "taskwire: ..." format (inherited by subcommands).
     .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(`taskwire: ${text.replace(/^error: /, "")}`) });
+    .configureOutput({ outputError: (text, write) => write(`taskwire: ${withHint(text.replace(/^error: /, ""))}`) });
 
   const serve = program.command("serve")
     .description("run the server")

@@ -112,6 +112,8 @@ class _Signals {
   #deadline = 0;
   /** The heartbeat timer, armed while a wait is pending; it outlives waits that end sooner (see waitFor). */
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the armed timer fires (performance.now() ms). */
+  #firesAt = 0;
 
   readonly wake = (): void => {
     const r = this.#resolveWait;
@@ -141,12 +143,16 @@ class _Signals {
    */
   waitFor(ms: number): Promise<boolean> {
     this.#deadline = performance.now() + ms;
-    if (this.#timer === undefined) this.#arm(ms);
+    if (this.#timer === undefined || this.#deadline < this.#firesAt) this.#arm(ms);
     return new Promise((resolve) => (this.#resolveWait = resolve));
   }
 
+  // Whole milliseconds: Node keeps one timer list per duration, and fractional ones would each make a list.
   #arm(ms: number): void {
-    this.#timer = setTimeout(this.#expire, ms);
+    clearTimeout(this.#timer);
+    const whole = Math.ceil(ms);
+    this.#firesAt = performance.now() + whole;
+    this.#timer = setTimeout(this.#expire, whole);
   }
 
   readonly #expire = (): void => {

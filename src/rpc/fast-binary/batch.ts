@@ -246,8 +246,9 @@ export class BatchBuffer {
     return m;
   }
 
-  /** Gives up the buffer (the stream is idle); the next batch makes a new one. */
+  /** Gives up the buffer and the last envelope (the stream is idle); the next batch makes a new one. */
   release(): void {
+    this.#carrier = undefined;
     this.#scratch = undefined;
     this.#small = this.#peak = 0;
   }
@@ -283,7 +284,8 @@ const ENVELOPE_HEADER = 5;
  * is. Its bytes are written once into a buffer of its own, not zeroed first:
  * the transport holds it until the socket has taken it, so it cannot be
  * reused. The message's fields say only `queued`; the events are in the
- * envelope alone.
+ * envelope alone. The message itself is the stream's one carrier
+ * (BatchBuffer.carry), changed by its next batch: read it before then.
  */
 export function envelopedBatch(
   items: readonly StreamItem<ExitRecord, Uint8Array>[],

@@ -65,7 +65,9 @@ export class PidTable<T> {
     return [...this.#keys].filter((k) => k !== EMPTY);
   }
 
+  // -1 when absent; pid 0 (the empty slots' mark) is never held.
   #find(pid: number): number {
+    if (pid === EMPTY) return -1;
     const keys = this.#keys, mask = keys.length - 1;
     for (let i = this.#slot(pid);; i = (i + 1) & mask) {
       const k = keys[i]!;

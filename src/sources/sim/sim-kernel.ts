@@ -108,6 +108,8 @@ const COMMS = [
 ];
 const UIDS = [0, 0, 1000, 1000, 1000, 33, 999, 65534];
 const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
+/** Most live threads: a fork must find a free pid, and the pid table's memory grows with the population. */
+const MAX_POPULATION = 1_048_576;
 
 /** Creates a simulated kernel. */
 export function createSimKernel(options: SimKernelOptions): SimKernel {
@@ -120,8 +122,8 @@ export function createSimKernel(options: SimKernelOptions): SimKernel {
   }
   if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
   const population = options.population ?? Math.max(64, 4 * cpus);
-  if (!Number.isInteger(population) || population < 2) {
-    throw new RangeError(`population must be an integer >= 2, got ${population}`);
+  if (!Number.isInteger(population) || population < 2 || population > MAX_POPULATION) {
+    throw new RangeError(`population must be an integer in 2-${MAX_POPULATION}, got ${population}`);
   }
   return new _SimKernel({ ...options, population });
 }
@@ -176,6 +178,7 @@ function setIdentity(id: ThreadIdentity, pid: number, startNs: number, comm: str
 // here grew and shrank its table as a group's threads came and went: garbage on most forks and exits.
 function removeThread(threads: Thread[], t: Thread): void {
   const at = threads.indexOf(t);
+  if (at < 0) return;
   for (let i = at; i < threads.length - 1; i++) threads[i] = threads[i + 1]!;
   threads.pop();
 }
