@@ -152,11 +152,25 @@ export function exitBody(r: ExitRecord): Uint8Array {
 // ExitEvent{seq, cpu, exit} inside the events field. Zero implicit fields are
 // left out, as toBinary() does.
 function exitEvent(seq: number, cpu: number, exit: Uint8Array): void {
-  const eventLen = (seq === 0 ? 0 : 1 + varintSize(seq)) + (cpu === 0 ? 0 : 1 + varintSize(cpu)) + 1 +
+  out.reserve(1 + 5 + eventLength(seq, cpu, exit));
+  out.pos = writeExitEvent(out.buf, out.pos, seq, cpu, exit);
+}
+
+// ExitEvent's own length (inside its events field).
+function eventLength(seq: number, cpu: number, exit: Uint8Array): number {
+  return (seq === 0 ? 0 : 1 + varintSize(seq)) + (cpu === 0 ? 0 : 1 + varintSize(cpu)) + 1 +
     varintSize(exit.length) + exit.length;
-  out.reserve(1 + 5 + eventLen);
-  const b = out.buf;
-  let p = out.pos;
+}
+
+// The events field holding ExitEvent{seq, cpu, exit}: its tag, length and the event.
+function eventFieldSize(seq: number, cpu: number, exit: Uint8Array): number {
+  const len = eventLength(seq, cpu, exit);
+  return 1 + varintSize(len) + len;
+}
+
+// Writes the events field holding ExitEvent{seq, cpu, exit} at `p` in `b`; returns the end.
+function writeExitEvent(b: Uint8Array, p: number, seq: number, cpu: number, exit: Uint8Array): number {
+  const eventLen = eventLength(seq, cpu, exit);
   b[p++] = EVENTS;
   p = writeVarint(b, p, eventLen);
   if (seq !== 0) (b[p++] = SEQ), (p = writeVarint(b, p, seq));
@@ -164,7 +178,7 @@ function exitEvent(seq: number, cpu: number, exit: Uint8Array): void {
   b[p++] = EXIT;
   p = writeVarint(b, p, exit.length);
   b.set(exit, p);
-  out.pos = p + exit.length;
+  return p + exit.length;
 }
 
 function varintSize(n: number): number {
@@ -283,7 +297,9 @@ const ENVELOPE_HEADER = 5;
  * under PRE_ENCODED (pre-encoded.ts), for a transport that sends it as it
  * is. Its bytes are written once into a buffer of its own, not zeroed first:
  * the transport holds it until the socket has taken it, so it cannot be
- * reused. The message's fields say only `queued`; the events are in the
+ * reused. A batch of exits is sized first and written straight into it (at
+ * 100 subscribers, encoding into the stream's buffer and copying that into
+ * the envelope was a tenth of the main thread). The message's fields say only `queued`; the events are in the
  * envelope alone. The message itself is the stream's one carrier
  * (BatchBuffer.carry), changed by its next batch: read it before then.
  */
@@ -292,15 +308,25 @@ export function envelopedBatch(
   queued: number,
   scratch: BatchBuffer,
 ): SubscribeExitsResponse {
-  const events = items.length === 0 ? EMPTY : scratch.encode(items);
-  const length = (queued === 0 ? 0 : 1 + varintSize(queued)) + events.length;
+  // Exits (the usual batch) are written straight into the envelope, sized first; a batch with a loss marker
+  // (rare) is encoded into the stream's buffer and copied.
+  const exits = items.every(isExit) ? items : undefined;
+  const events = exits === undefined ? scratch.encode(items) : undefined;
+  let length = (queued === 0 ? 0 : 1 + varintSize(queued)) + (events?.length ?? 0);
+  for (const item of exits ?? []) length += eventFieldSize(item.seq, cpuOf(item), exitPayload(item));
   const envelope = Buffer.allocUnsafe(ENVELOPE_HEADER + length);
   envelope[0] = 0;
   envelope.writeUInt32BE(length, 1);
   let p = ENVELOPE_HEADER;
   if (queued !== 0) (envelope[p++] = QUEUED), (p = writeVarint(envelope, p, queued));
-  envelope.set(events, p);
+  if (events !== undefined) envelope.set(events, p);
+  for (const item of exits ?? []) p = writeExitEvent(envelope, p, item.seq, cpuOf(item), exitPayload(item));
   return scratch.carry(queued, envelope);
 }
 
-const EMPTY = new Uint8Array(0);
+/** An exit, queued or retained: an item that is not a loss marker. */
+type ExitItem = Exclude<StreamItem<ExitRecord, Uint8Array>, { kind: "lost" }>;
+const isExit = (item: StreamItem<ExitRecord, Uint8Array>): item is ExitItem => item.kind !== "lost";
+// Its Exit body, and its CPU.
+const exitPayload = (item: ExitItem): Uint8Array => item.kind === "exit" ? exitBody(item.record) : item.payload;
+const cpuOf = (item: ExitItem): number => item.kind === "exit" ? item.record.cpu : item.cpu;
