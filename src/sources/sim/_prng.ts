@@ -12,12 +12,11 @@ export interface Prng {
 }
 
 export function createPrng(seed: number): Prng {
-  let a = 0x9e3779b9, b = 0x243f6a88, c = 0xb7e15162, d = seed >>> 0;
+  // The state stays int32 between calls (every update ends in a 32-bit op), so it is always a small integer in the
+  // closure's context; re-reading it as uint32 first (as sfc32 is often written) stored a boxed number there on
+  // most calls. The bits, and so the draws, are the same: only `t` is read as unsigned.
+  let a = 0x9e3779b9 | 0, b = 0x243f6a88 | 0, c = 0xb7e15162 | 0, d = seed | 0;
   const next = (): number => {
-    a >>>= 0;
-    b >>>= 0;
-    c >>>= 0;
-    d >>>= 0;
     const t = (a + b | 0) + d | 0;
     d = d + 1 | 0;
     a = b ^ (b >>> 9);
