@@ -28,6 +28,10 @@
  * process, its heap kept as `taskwire serve` keeps its own (run.ts); a full
  * collection before each layer's round keeps one layer's garbage out of the
  * next one's window, and a column counts the collections in each window.
+ * The interleaved row groups (_interleaved.ts) measure layers 2, 3 and 3b
+ * again with each server in a process of its own, taking 100 ms turns
+ * through each round, so that all of them sample the same seconds of the
+ * host.
  */
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { collectGarbage, type GcTally, watchGc } from "./_heap.ts";
