@@ -1,5 +1,10 @@
-/** Runs a bench child process and talks to it over stdio: "ready" then a JSON result when stdin closes. */
+/**
+ * Runs bench child processes and talks to them over stdio: "ready" then a
+ * JSON result when stdin closes (startChild), or a ready line, then a JSON
+ * line answering each command line (startLineChild).
+ */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 
 export interface Child {
   readonly proc: ChildProcessWithoutNullStreams;
@@ -31,4 +36,55 @@ export async function startChild(script: URL, args: string[]): Promise<Child> {
       });
     },
   };
+}
+
+/** A child answering each command line with a JSON line. */
+export interface LineChild {
+  readonly proc: ChildProcessWithoutNullStreams;
+  /** Sends `line`; resolves with the JSON line it answers, parsed. */
+  ask<T>(line: string): Promise<T>;
+  /** Closes stdin; resolves with the last JSON line printed. */
+  end<T>(): Promise<T | undefined>;
+}
+
+/**
+ * Starts `bin args...` and waits for the first line `readyWhen` accepts
+ * (returned with the child); a line starting "failed" before it, or an exit,
+ * rejects with the child's words.
+ */
+export function startLineChild(
+  bin: string,
+  args: string[],
+  readyWhen: (line: string) => boolean,
+  cwd?: string,
+): Promise<[LineChild, string]> {
+  const proc = spawn(bin, args, cwd === undefined ? {} : { cwd });
+  let err = "", last: string | undefined;
+  const waiters: ((line: string) => void)[] = [];
+  proc.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  const p: LineChild = {
+    proc,
+    ask: <T>(line: string) =>
+      new Promise<T>((resolve) => {
+        waiters.push((l) => resolve(JSON.parse(l) as T));
+        proc.stdin.write(`${line}\n`);
+      }),
+    end: <T>() =>
+      new Promise<T | undefined>((resolve) => {
+        proc.once("close", () => resolve(last === undefined ? undefined : (JSON.parse(last) as T)));
+        proc.stdin.end();
+      }),
+  };
+  return new Promise((resolve, reject) => {
+    let ready = false;
+    createInterface({ input: proc.stdout }).on("line", (line) => {
+      if (!ready) {
+        if (line.startsWith("failed")) reject(new Error(`${bin}: ${line}`));
+        if (readyWhen(line)) (ready = true), resolve([p, line]);
+        return;
+      }
+      if (line.startsWith("{")) (last = line), waiters.shift()?.(line);
+    });
+    proc.once("exit", (code) => !ready && reject(new Error(`${bin} ${args.join(" ")} exited ${code}: ${err}`)));
+  });
 }

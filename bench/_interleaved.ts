@@ -11,8 +11,7 @@
  * server runs in production (warmed up and at its steady heap), and their
  * heaps are kept as `taskwire serve` keeps its own.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
+import { type LineChild, startLineChild } from "./_child.ts";
 import type { GcTally } from "./_heap.ts";
 import type { LatencyServerKind } from "./_latency-servers.ts";
 import {
@@ -41,7 +40,7 @@ export interface ServerWindow {
 /** A server process, its client, and the commands that drive it. */
 interface Running {
   readonly counter: Counter;
-  ask(command: "on" | "off" | "gc"): Promise<string>;
+  readonly server: LineChild;
   close(): void;
 }
 
@@ -58,20 +57,9 @@ async function startServerProcess(
 ): Promise<Running> {
   const script = new URL("./_latency-server-process.js", import.meta.url).pathname;
   const [cmd, argv] = childCommand([script, kind, String(perSecond)], o.server);
-  const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { stdio: "pipe" });
-  const replies: ((line: string) => void)[] = [];
-  const lines = createInterface({ input: proc.stdout });
-  const url = await new Promise<string>((resolve, reject) => {
-    lines.on("line", (line) => line.startsWith("url ") ? resolve(line.slice(4)) : replies.shift()?.(line));
-    proc.once("exit", (code) => reject(new Error(`the ${kind} server process exited (${code}) before listening`)));
-  });
-  const ask = (command: string) =>
-    new Promise<string>((resolve) => {
-      replies.push(resolve);
-      proc.stdin.write(`${command}\n`);
-    });
-  const counter = await startCounter(url, 1, "latency", o.client);
-  return { counter, ask, close: () => (counter.stop(), proc.stdin.end()) };
+  const [server, ready] = await startLineChild(cmd, argv, (l) => l.startsWith("url "));
+  const counter = await startCounter(ready.slice(4), 1, "latency", o.client);
+  return { counter, server, close: () => (counter.stop(), void server.end()) };
 }
 
 /** Interleaved rounds of `kinds` (one window of each per round), each server and client started once. */
@@ -96,11 +84,11 @@ export async function interleavedRounds(
 // One round: each server produces for windowMs in all, in turns; the first turn rotates between rounds.
 async function round(running: Running[], windowMs: number, first: number): Promise<ServerWindow[]> {
   await Promise.all(running.map((s) => s.counter.mark()));
-  await Promise.all(running.map((s) => s.ask("gc")));
+  await Promise.all(running.map((s) => s.server.ask("gc")));
   const before = cpuTimes();
   await takeTurns(running, windowMs * running.length, first);
   const steal = stealSince(before);
-  const gcs = await Promise.all(running.map(async (s) => JSON.parse(await s.ask("gc")) as GcTally));
+  const gcs = await Promise.all(running.map((s) => s.server.ask<GcTally>("gc")));
   await sleep(200); // the last turn's events arrive
   const marks = await Promise.all(running.map((s) => s.counter.mark()));
   return marks.map((m, k) => ({ latencies: m.latencies, steal, gc: gcs[k]! }));
@@ -109,8 +97,8 @@ async function round(running: Running[], windowMs: number, first: number): Promi
 async function takeTurns(running: Running[], totalMs: number, first: number): Promise<void> {
   for (let t = 0, i = first; t < totalMs; t += SLICE_MS, i++) {
     const on = i % running.length;
-    await Promise.all(running.map((s, k) => s.ask(k === on ? "on" : "off")));
+    await Promise.all(running.map((s, k) => s.server.ask(k === on ? "on" : "off")));
     await sleep(SLICE_MS);
   }
-  await Promise.all(running.map((s) => s.ask("off")));
+  await Promise.all(running.map((s) => s.server.ask("off")));
 }

@@ -2,9 +2,10 @@
  * One latency server (_latency-servers.ts) in a process of its own, driven
  * over stdin by the latency bench's interleaved rows: `node
  * _latency-server-process.js <kind> <perSecond>` prints "url <url>", then
- * answers each line: "on" and "off" (producing or not) with "ok", "gc" with
- * its collections since the last "gc" as JSON. Its heap is kept as `taskwire
- * serve` keeps its own. It exits when stdin closes.
+ * answers each line with a JSON line (bench/_child.ts startLineChild): "on"
+ * and "off" (producing or not) with whether it produces, "gc" with its
+ * collections since the last "gc". Its heap is kept as `taskwire serve`
+ * keeps its own. It exits when stdin closes.
  */
 import { createInterface } from "node:readline";
 import { keepBenchHeapHeadroom, watchGc } from "./_heap.ts";
@@ -21,18 +22,20 @@ const server = await startLatencyServer(kind, perSecond, sampleRecords(256));
 let gcs = watchGc();
 process.stdout.write(`url ${server.url}\n`);
 
-const commands: Record<string, () => string> = {
-  on: () => (server.producing = true, "ok"),
-  off: () => (server.producing = false, "ok"),
+const commands: Record<string, () => object> = {
+  on: () => ({ producing: server.producing = true }),
+  off: () => ({ producing: server.producing = false }),
   gc: () => {
     const tally = gcs();
     gcs = watchGc();
-    return JSON.stringify(tally);
+    return tally;
   },
 };
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {
   const run = commands[line];
-  process.stdout.write(`${run === undefined ? `unknown command ${JSON.stringify(line)}` : run()}\n`);
+  process.stdout.write(
+    `${JSON.stringify(run === undefined ? { error: `unknown command ${JSON.stringify(line)}` } : run())}\n`,
+  );
 });
 lines.on("close", () => void server.close().then(() => process.exit(0)));

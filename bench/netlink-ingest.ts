@@ -10,13 +10,12 @@
  * is utime+stime of its whole process (every thread) from /proc/<pid>/stat,
  * from the storm's start until every record reached every subscriber.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { createInterface } from "node:readline";
 import { parseStatCpuSeconds } from "../src/sources/netlink/_thread-cpu.ts";
 import { helperPath, runHelper } from "../test/native.ts";
 import { buildRefListener } from "./_ref-listener.ts";
+import { type LineChild as Proc, startLineChild } from "./_child.ts";
 
 /** Options of the netlink bench. */
 export interface IngestOptions {
@@ -52,45 +51,6 @@ const root = new URL(inDist ? "../../" : "../", import.meta.url).pathname;
 const script = (name: string) => new URL(`./${name}.${inDist ? "js" : "ts"}`, import.meta.url).pathname;
 
 /** A child speaking JSON lines: `ask` writes a line and resolves with the next JSON line. */
-interface Proc {
-  readonly proc: ChildProcessWithoutNullStreams;
-  ask<T>(line: string): Promise<T>;
-  /** Closes stdin; resolves with the last JSON line printed. */
-  end<T>(): Promise<T | undefined>;
-}
-
-function start(bin: string, args: string[], readyWhen: (line: string) => boolean): Promise<[Proc, string]> {
-  const proc = spawn(bin, args, { cwd: root });
-  let err = "", last: string | undefined;
-  const waiters: ((line: string) => void)[] = [];
-  proc.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-  const p: Proc = {
-    proc,
-    ask: <T>(line: string) =>
-      new Promise<T>((resolve) => {
-        waiters.push((l) => resolve(JSON.parse(l) as T));
-        proc.stdin.write(`${line}\n`);
-      }),
-    end: <T>() =>
-      new Promise<T | undefined>((resolve) => {
-        proc.once("close", () => resolve(last === undefined ? undefined : (JSON.parse(last) as T)));
-        proc.stdin.end();
-      }),
-  };
-  return new Promise((resolve, reject) => {
-    let ready = false;
-    createInterface({ input: proc.stdout }).on("line", (line) => {
-      if (!ready) {
-        if (line.startsWith("failed")) reject(new Error(`${bin}: ${line}`));
-        if (readyWhen(line)) (ready = true), resolve([p, line]);
-        return;
-      }
-      if (line.startsWith("{")) (last = line), waiters.shift()?.(line);
-    });
-    proc.once("exit", (code) => !ready && reject(new Error(`${bin} ${args.join(" ")} exited ${code}: ${err}`)));
-  });
-}
-
 function serverCommand(runtime: Runtime): [string, string[]] {
   // BENCH_NODE_FLAGS: extra flags for the Node server (--cpu-prof --cpu-prof-dir=DIR for the profiles in BENCHMARKS.md).
   const flags = process.env["BENCH_NODE_FLAGS"]?.split(" ").filter((f) => f !== "") ?? [];
@@ -181,16 +141,22 @@ async function settle(server: Proc, counter: Proc): Promise<[Info, Counts]> {
 
 async function measure(runtime: Runtime, subscribers: number, o: { threads: number; ref: string }): Promise<Measured> {
   const [bin, args] = serverCommand(runtime);
-  const [server, first] = await start(bin, args, (l) => l.startsWith("{"));
+  const [server, first] = await startLineChild(bin, args, (l) => l.startsWith("{"), root);
   const { url, pid, runtime: label } = JSON.parse(first) as { url: string; pid: number; runtime: string };
   try {
     const cpus = `0-${availableParallelism() - 1}`;
-    const [counter] = await start(
+    const [counter] = await startLineChild(
       process.execPath,
       [script("_raw-counter"), url, String(subscribers), cpus],
       (l) => l === "ready",
+      root,
     );
-    const [ref] = await start(o.ref, [String(availableParallelism()), String(RCVBUF)], (l) => l === "ready");
+    const [ref] = await startLineChild(
+      o.ref,
+      [String(availableParallelism()), String(RCVBUF)],
+      (l) => l === "ready",
+      root,
+    );
     // A warm-up storm first (not measured): every row is measured with its code paths compiled.
     await storm(WARM_UP);
     await settle(server, counter);

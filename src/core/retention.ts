@@ -39,22 +39,6 @@ const VIEW_NONE = -1;
 /** A byte view's offset and length fit the ring's Int32Array slots up to here (past it, it is kept as itself). */
 const INT32_MAX = 2 ** 31 - 1;
 
-/**
- * A payload kept as buffer, offset and length: a plain Uint8Array (not a
- * subclass such as Buffer, which a replay would not give back) over a
- * buffer that cannot shrink under it, within the Int32Array slots' range.
- */
-function isPlainView(p: unknown, known: { plain: ArrayBufferLike | undefined }): p is Uint8Array {
-  if (!(p instanceof Uint8Array) || p.constructor !== Uint8Array) return false;
-  const buffer = p.buffer;
-  if (buffer !== known.plain) {
-    const b = buffer as { resizable?: boolean; growable?: boolean };
-    if (b.resizable === true || b.growable === true) return false;
-    known.plain = buffer; // whether a buffer can resize is fixed when it is made
-  }
-  return p.byteOffset + p.byteLength <= INT32_MAX;
-}
-
 /** Where retention charges what it keeps. */
 export interface RetentionMemory<P> {
   readonly account: BudgetAccount;
@@ -118,7 +102,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
    * reading a buffer's resizable and growable flags for every exit of every
    * listener was 3% of the main thread at 100 subscribers.
    */
-  readonly #known: { plain: ArrayBufferLike | undefined } = { plain: undefined };
+  #plainBuffer: ArrayBufferLike | undefined;
 
   /** Without `memory`, it charges the shared unlimited budget (budget.ts unbudgeted()) and payloads cost nothing. */
   constructor(capacity: number, retain: (record: R) => P, memory?: RetentionMemory<P>) {
@@ -157,7 +141,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     }
     this.#seq[i] = item.seq;
     this.#cpu[i] = item.record.cpu;
-    if (isPlainView(payload, this.#known)) {
+    if (this.#isPlainView(payload)) {
       this.#payload[i] = payload.buffer;
       this.#offset[i] = payload.byteOffset;
       this.#length[i] = payload.byteLength;
@@ -165,6 +149,22 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
       this.#payload[i] = payload;
       this.#length[i] = VIEW_NONE;
     }
+  }
+
+  /**
+   * A payload kept as buffer, offset and length: a plain Uint8Array (not a
+   * subclass such as Buffer, which a replay would not give back) over a
+   * buffer that cannot shrink under it, within the Int32Array slots' range.
+   */
+  #isPlainView(p: unknown): p is Uint8Array {
+    if (!(p instanceof Uint8Array) || p.constructor !== Uint8Array) return false;
+    const buffer = p.buffer;
+    if (buffer !== this.#plainBuffer) {
+      const b = buffer as { resizable?: boolean; growable?: boolean };
+      if (b.resizable === true || b.growable === true) return false;
+      this.#plainBuffer = buffer; // whether a buffer can resize is fixed when it is made
+    }
+    return p.byteOffset + p.byteLength <= INT32_MAX;
   }
 
   // The next free slot, for an item whose `cost` the pool has just been charged.

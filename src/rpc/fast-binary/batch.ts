@@ -190,14 +190,20 @@ function varintSize(n: number): number {
   return size;
 }
 
+/** An exit, queued or retained: an item that is not a loss marker. */
+type ExitItem = Exclude<StreamItem<ExitRecord, Uint8Array>, { kind: "lost" }>;
+const isExit = (item: StreamItem<ExitRecord, Uint8Array>): item is ExitItem => item.kind !== "lost";
+// Its Exit body, and its CPU.
+const exitPayload = (item: ExitItem): Uint8Array => item.kind === "exit" ? exitBody(item.record) : item.payload;
+const cpuOf = (item: ExitItem): number => item.kind === "exit" ? item.record.cpu : item.cpu;
+
 // Writes the `events` field entries for `items` into `into`, from position 0.
 function writeEvents(items: readonly StreamItem<ExitRecord, Uint8Array>[], into: Scratch): void {
   out = into;
   out.pos = 0;
   try {
     for (const item of items) {
-      if (item.kind === "exit") exitEvent(item.seq, item.record.cpu, exitBody(item.record));
-      else if (item.kind === "retained") exitEvent(item.seq, item.cpu, item.payload);
+      if (isExit(item)) exitEvent(item.seq, cpuOf(item), exitPayload(item));
       else field(EVENTS, toBinary(ExitEventSchema, toExitEvent(item)));
     }
   } finally {
@@ -299,9 +305,10 @@ const ENVELOPE_HEADER = 5;
  * the transport holds it until the socket has taken it, so it cannot be
  * reused. A batch of exits is sized first and written straight into it (at
  * 100 subscribers, encoding into the stream's buffer and copying that into
- * the envelope was a tenth of the main thread). The message's fields say only `queued`; the events are in the
- * envelope alone. The message itself is the stream's one carrier
- * (BatchBuffer.carry), changed by its next batch: read it before then.
+ * the envelope was a tenth of the main thread). The message's fields say
+ * only `queued`; the events are in the envelope alone. The message itself is
+ * the stream's one carrier (BatchBuffer.carry), changed by its next batch:
+ * read it before then.
  */
 export function envelopedBatch(
   items: readonly StreamItem<ExitRecord, Uint8Array>[],
@@ -323,10 +330,3 @@ export function envelopedBatch(
   for (const item of exits ?? []) p = writeExitEvent(envelope, p, item.seq, cpuOf(item), exitPayload(item));
   return scratch.carry(queued, envelope);
 }
-
-/** An exit, queued or retained: an item that is not a loss marker. */
-type ExitItem = Exclude<StreamItem<ExitRecord, Uint8Array>, { kind: "lost" }>;
-const isExit = (item: StreamItem<ExitRecord, Uint8Array>): item is ExitItem => item.kind !== "lost";
-// Its Exit body, and its CPU.
-const exitPayload = (item: ExitItem): Uint8Array => item.kind === "exit" ? exitBody(item.record) : item.payload;
-const cpuOf = (item: ExitItem): number => item.kind === "exit" ? item.record.cpu : item.cpu;
