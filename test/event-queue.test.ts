@@ -1,4 +1,6 @@
 import fc from "fast-check";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createEventQueue, type QueueItem } from "../src/core/event-queue.ts";
@@ -100,5 +102,77 @@ describe("event queue", () => {
       ),
       { numRuns: 500 },
     );
+  });
+
+  // Past a thousand taken items the queue cuts them off its arrays, and a
+  // drained queue starts new ones: chunks large enough to reach both.
+  it("keeps order and records through queues of thousands of items", () => {
+    const step = fc.oneof(
+      fc.record({ push: fc.integer({ min: 1, max: 3000 }) }),
+      fc.record({ take: fc.integer({ min: 1, max: 3000 }) }),
+      fc.record({ kernel: fc.integer({ min: 1, max: 3 }) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.constantFrom("drop-newest" as const, "drop-oldest" as const),
+        fc.integer({ min: 500, max: 5000 }),
+        fc.array(step, { minLength: 5, maxLength: 30 }),
+        (policy, cap, steps) => {
+          const q = createEventQueue<ExitRecord>(cap, policy);
+          let produced = 0, next = 1;
+          const check = (items: QueueItem<ExitRecord>[]) => {
+            for (const item of items) {
+              if (item.kind === "exit") {
+                expect(item.seq).toBe(next);
+                expect(item.record.pid).toBe(item.seq); // the record pushed with this seq
+                next++;
+              } else {
+                expect(item.first).toBe(next);
+                next = item.last + 1;
+              }
+            }
+          };
+          for (const s of steps) {
+            if ("push" in s) { for (let i = 0; i < s.push; i++) q.push(++produced, rec(produced)); }
+            else if ("kernel" in s) q.pushLoss(produced + 1, produced += s.kernel, "kernel-overflow", 0);
+            else check(q.take(s.take));
+            expect(q.depth).toBeLessThanOrEqual(cap);
+          }
+          check(q.take(Infinity));
+          expect(next).toBe(produced + 1);
+          expect(q.length).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it("lets go of the records it handed out, drained or not", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const q = createEventQueue<ExitRecord>(8192);
+    const refs: WeakRef<ExitRecord>[] = [];
+    const push = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const r = rec(refs.length + 1);
+        refs.push(new WeakRef(r));
+        q.push(refs.length, r);
+      }
+    };
+    // A WeakRef holds its target until the job that made it ends: collect after a turn.
+    const alive = async () => {
+      await new Promise((r) => setTimeout(r, 0));
+      gc();
+      return refs.flatMap((r, i) => (r.deref() === undefined ? [] : [i + 1]));
+    };
+    push(3000);
+    q.take(2000); // the taken slots are cut off: 1,000 stay
+    q.take(999);
+    expect(await alive()).toEqual([3000]);
+    push(500);
+    q.take(501); // drained
+    push(10);
+    q.take(4); // six stay queued
+    expect(await alive()).toEqual([3505, 3506, 3507, 3508, 3509, 3510]);
   });
 });

@@ -32,8 +32,6 @@ export interface QueuedExit<R extends CpuRecord = CpuRecord> {
   readonly kind: "exit";
   readonly seq: number;
   readonly record: R;
-  /** What it is charged to the budget: the record's bytes plus QUEUED_EXIT_BYTES (set by the queue). */
-  readonly bytes?: number;
 }
 
 /** A queued loss marker covering seqs first..last (all of them lost). */
@@ -60,11 +58,6 @@ export const QUEUED_EXIT_BYTES = 80;
 
 /** What a loss marker costs (a five-field object and its slot). */
 export const LOSS_MARKER_BYTES = 96;
-
-/** What a queue item is charged while queued (and while in flight). */
-export function itemBytes(item: QueueItem): number {
-  return item.kind === "exit" ? (item.bytes ?? QUEUED_EXIT_BYTES) : LOSS_MARKER_BYTES;
-}
 
 /** Where a queue charges what it holds. */
 export interface QueueMemory {
@@ -229,7 +222,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
       if (slot instanceof _Loss) out[k] = slot;
       else {
         exits++;
-        out[k] = { kind: "exit", seq: seqs[i]!, record: slot, bytes: cost };
+        out[k] = { kind: "exit", seq: seqs[i]!, record: slot };
       }
     }
     // Taking everything drops the whole array (#compact) instead.
