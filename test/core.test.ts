@@ -237,6 +237,54 @@ describe("listener resume", () => {
     );
   });
 
+  it("replays a batch at a time what a whole replay gives, counting RETENTION loss the same", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 40 }),
+        fc.array(fc.oneof(fc.constant("exit" as const), fc.constant("kernel" as const)), {
+          minLength: 1,
+          maxLength: 120,
+        }),
+        fc.nat(130),
+        fc.integer({ min: 1, max: 7 }),
+        (capacity, steps, back, max) => {
+          const make = () => {
+            const l = listener(capacity);
+            for (const step of steps) {
+              if (step === "exit") l.deliver(rec(1));
+              else l.lose(2, "kernel-overflow", 0);
+              l.take(5);
+            }
+            return l;
+          };
+          const whole = make(), paged = make();
+          const at = Math.max(0, whole.handedOut - back);
+          const next = paged.replayFrom(at), got: StreamItem<Rec, string>[] = [];
+          for (let batch = next(max); batch.length > 0; batch = next(max)) {
+            expect(batch.length).toBeLessThanOrEqual(max);
+            got.push(...batch);
+          }
+          expect(show(got)).toEqual(show(whole.resumeAfter(at)));
+          expect(paged.lost.retention).toBe(whole.lost.retention);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("reports exits evicted while a replay runs as RETENTION loss, and stops where it began", () => {
+    const l = listener(4);
+    for (let n = 1; n <= 4; n++) l.deliver(rec(n));
+    l.take(10); // seqs 1-4 handed out and retained
+    const next = l.replayFrom(0);
+    expect(show(next(2))).toEqual(["1:payload 1", "2:payload 2"]);
+    for (let n = 5; n <= 7; n++) l.deliver(rec(n));
+    l.take(10); // 5-7 handed out (not part of this replay): 1-3 evicted, 3 before the replay reached it
+    expect(show(next(3))).toEqual(["lost 3-3 retention", "4:payload 4"]);
+    expect(next(2)).toEqual([]);
+    expect(l.lost.retention).toBe(1);
+  });
+
   it("checkResume refuses a seq never sent and changes nothing", () => {
     const l = listener(4);
     l.deliver(rec(1));
@@ -325,7 +373,8 @@ describe("subscription", () => {
       batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
       heartbeat: () => "hb",
     };
-    const replay: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
+    const old: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
+    const replay = (max: number) => old.splice(0, max);
     const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 20, signal: ctl.signal, encode, replay });
     const got: string[] = [];
     for (let i = 0; i < 5; i++) got.push((await sub.next()).value as string);

@@ -261,18 +261,42 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
 
   /**
    * What a client that has everything up to `seq` missed of what was handed
-   * out: the retained items after it, preceded by a RETENTION loss for any
-   * seqs no longer retained. Call checkResume first.
+   * out: the retained items after it, with a RETENTION loss for any seqs no
+   * longer retained. Validated now (SeqOutOfRangeError); made a batch at a
+   * time by the returned function: each call gives the next at most `max`
+   * items, none once the replay has reached what was handed out when it
+   * began. A replay made at once held an object and a view per retained
+   * exit (up to a million) for as long as its client took to read them,
+   * outside the memory budget; a batch at a time holds one batch. Seqs
+   * evicted while the replay runs are reported as RETENTION loss too.
    */
-  resumeAfter(seq: number): StreamItem<R, P>[] {
+  replayFrom(seq: number): (max: number) => StreamItem<R, P>[] {
     this.checkResume(BigInt(seq));
-    const replay: StreamItem<R, P>[] = this.#retention.after(seq);
-    const firstKept = replay.length > 0 ? firstSeqOf(replay[0]!) : this.handedOut + 1;
+    const end = this.handedOut;
+    let at = seq;
+    return (max) => {
+      if (at >= end || max < 1) return [];
+      const items = this.#replayAfter(at, end, max);
+      at = lastSeqOf(items[items.length - 1]!);
+      return items;
+    };
+  }
+
+  /** The whole replay after `seq` at once (replayFrom's batches, joined). */
+  resumeAfter(seq: number): StreamItem<R, P>[] {
+    return this.replayFrom(seq)(Infinity);
+  }
+
+  // At most `max` (>= 1) items covering seqs seq+1..end: the retained ones, after a RETENTION loss for any gap before them.
+  #replayAfter(seq: number, end: number, max: number): StreamItem<R, P>[] {
+    const items: StreamItem<R, P>[] = this.#retention.after(seq, max).filter((item) => firstSeqOf(item) <= end);
+    const firstKept = items.length > 0 ? firstSeqOf(items[0]!) : end + 1;
     if (firstKept > seq + 1) {
       this.lost.retention += this.#countRetention(seq + 1, firstKept - 1);
-      replay.unshift({ kind: "lost", first: seq + 1, last: firstKept - 1, reason: "retention", cpu: -1 });
+      items.unshift({ kind: "lost", first: seq + 1, last: firstKept - 1, reason: "retention", cpu: -1 });
+      if (items.length > max) items.pop();
     }
-    return replay;
+    return items;
   }
 
   // Adds first..last to the counted ranges; returns how many of its seqs were not counted before.

@@ -239,15 +239,28 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#start = 0;
   }
 
-  /** Items covering seqs after `seq`, oldest first (a loss marker straddling it is trimmed). */
-  after(seq: number): (RetainedExit<P> | QueuedLoss)[] {
+  /** Up to `max` items covering seqs after `seq`, oldest first (a loss marker straddling it is trimmed). */
+  after(seq: number, max = Infinity): (RetainedExit<P> | QueuedLoss)[] {
     const out: (RetainedExit<P> | QueuedLoss)[] = [];
-    for (let k = 0; k < this.#size; k++) {
+    for (let k = this.#firstAfter(seq); k < this.#size && out.length < max; k++) {
       const item = this.#item((this.#start + k) % this.#seq.length);
-      if (lastSeqOf(item) <= seq) continue;
       out.push(item.kind === "lost" && item.first <= seq ? { ...item, first: seq + 1 } : item);
     }
     return out;
+  }
+
+  // The place (0: the oldest) of the first item covering a seq after `seq`,
+  // by bisection: items are kept in seq order, and a replay asks once per
+  // batch of a ring that may hold a million.
+  #firstAfter(seq: number): number {
+    let lo = 0, hi = this.#size;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1, i = (this.#start + mid) % this.#seq.length;
+      const last = this.#cpu[i] === LOSS_SLOT ? (this.#payload[i] as QueuedLoss).last : this.#seq[i]!;
+      if (last <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   #item(i: number): RetainedExit<P> | QueuedLoss {

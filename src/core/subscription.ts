@@ -29,8 +29,12 @@ export interface SubscriptionOptions<R extends CpuRecord, P, M> {
   readonly heartbeatMs: number;
   readonly signal: AbortSignal;
   readonly encode: StepEncoder<R, P, M>;
-  /** Items to send before the queue: a resumed stream's replay. */
-  readonly replay?: readonly StreamItem<R, P>[];
+  /**
+   * What to send before the queue, a batch at a time (a resumed stream's
+   * replay, Listener.replayFrom): the next at most `max` items, none once
+   * it is all sent.
+   */
+  readonly replay?: ((max: number) => readonly StreamItem<R, P>[]) | undefined;
   /**
    * How long to wait after a partial batch before the next (0: at once).
    * The server lingers while its event loop is saturated, so batches grow
@@ -80,8 +84,9 @@ export async function* subscribe<R extends CpuRecord, P, M>(
   const live = (): boolean => !o.signal.aborted && s.ended === undefined;
   try {
     yield o.encode.open();
-    const replay = o.replay ?? [];
-    for (let i = 0; i < replay.length && live(); i += o.maxBatch) yield o.encode.batch(replay.slice(i, i + o.maxBatch));
+    for (let items = o.replay?.(o.maxBatch) ?? []; items.length > 0 && live(); items = o.replay!(o.maxBatch)) {
+      yield o.encode.batch(items);
+    }
     for (;;) {
       if (o.signal.aborted) return;
       if (s.ended !== undefined && s.ended.how !== "removed") throw END_ERRORS[s.ended.how](listener.id, s.ended.why);

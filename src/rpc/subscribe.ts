@@ -92,7 +92,7 @@ export async function* subscribeExits(
     });
     registry.get(listener.id, listener.owner); // still there after the wait (a Deregister may have raced it)
     listener.filter = plan.filter;
-    const replay = plan.afterSeq === 0n ? [] : listener.resumeAfter(Number(plan.afterSeq));
+    const replay = plan.afterSeq === 0n ? undefined : listener.replayFrom(Number(plan.afterSeq));
     const report = ctx.values.get(STREAM_REPORT); // someone watching calls (the access log) wants the counts
     if (report !== undefined) report.listenerId = listener.id;
     yield* subscribe(registry, listener, {
