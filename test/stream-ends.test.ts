@@ -17,6 +17,7 @@ import {
   type TaskwireClient,
   watchExits,
 } from "@taskwire/client";
+import { connect as h2connect } from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, type Running, startServer } from "./helpers.ts";
@@ -152,5 +153,54 @@ describe("watchExits when its listener is deregistered by someone else", () => {
       })();
       await expect(run).rejects.toBeInstanceOf(ListenerNotFoundError);
     }
+  });
+});
+
+// The server's own answer to a request's timeout, asked without a client
+// deadline (the SDK's transports would end the call themselves first).
+describe("a stream past its request's timeout", () => {
+  const request = new Uint8Array([0, 0, 0, 0, 5, 0x12, 3, 0x30, 0x2d, 0x33]); // SubscribeExitsRequest{cpumask: "0-3"}
+
+  it("ends with DEADLINE_EXCEEDED on Connect (binary and JSON), after its events", async () => {
+    const { url } = await start();
+    for (const json of [false, true]) {
+      const body = json ? new Uint8Array([0, 0, 0, 0, 17, ...new TextEncoder().encode('{"cpumask":"0-3"}')]) : request;
+      const res = await fetch(`${url}/taskwire.v1.TaskStats/SubscribeExits`, {
+        method: "POST",
+        headers: {
+          "content-type": json ? "application/connect+json" : "application/connect+proto",
+          "connect-timeout-ms": "400",
+        },
+        body,
+      });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const frames: { end: boolean; data: Uint8Array }[] = [];
+      for (let p = 0; p + 5 <= bytes.length;) {
+        const len = new DataView(bytes.buffer, bytes.byteOffset + p + 1).getUint32(0);
+        frames.push({ end: (bytes[p]! & 2) !== 0, data: bytes.subarray(p + 5, p + 5 + len) });
+        p += 5 + len;
+      }
+      expect(frames.filter((f) => !f.end).length).toBeGreaterThan(0); // the opening message (and heartbeats)
+      const end = JSON.parse(new TextDecoder().decode(frames.at(-1)!.data)) as { error?: { code: string } };
+      expect(frames.at(-1)!.end).toBe(true);
+      expect(end.error?.code).toBe("deadline_exceeded");
+    }
+  });
+
+  it("ends with grpc-status 4 (DEADLINE_EXCEEDED) on gRPC", async () => {
+    const { url } = await start();
+    const session = h2connect(url);
+    cleanups.push(() => void session.close());
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/taskwire.v1.TaskStats/SubscribeExits",
+      "content-type": "application/grpc",
+      te: "trailers",
+      "grpc-timeout": "400m",
+    });
+    stream.end(request);
+    stream.resume();
+    const trailers = await new Promise<Record<string, unknown>>((resolve) => stream.once("trailers", resolve));
+    expect(trailers["grpc-status"]).toBe(String(Code.DeadlineExceeded));
   });
 });

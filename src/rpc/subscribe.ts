@@ -3,7 +3,7 @@
  * created or changed), then the listener is created or taken over and
  * streamed through the core's subscription with the stream's encoder.
  */
-import type { HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
 import { subscribe } from "../core/subscription.ts";
@@ -111,10 +111,19 @@ export async function* subscribeExits(
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
     });
+    throwIfPastDeadline(ctx.signal);
   } catch (err) {
-    if (ctx.signal.aborted) return; // the client went away; nobody is left to tell
-    throw toConnectError(err);
+    if (!ctx.signal.aborted) throw toConnectError(err);
+    throwIfPastDeadline(ctx.signal); // else the client went away: nobody is left to tell
   } finally {
     leave();
   }
+}
+
+// A stream whose request set a timeout (connect-timeout-ms, grpc-timeout)
+// ends with DEADLINE_EXCEEDED once it is up: connect-es aborts the call's
+// signal with that error, and a stream that just stopped would end OK.
+function throwIfPastDeadline(signal: AbortSignal): void {
+  const why: unknown = signal.reason;
+  if (signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) throw why;
 }
