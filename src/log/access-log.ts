@@ -35,6 +35,7 @@ import type { Logger } from "@logtape/logtape";
 import { clip } from "../core/errors.ts";
 import { CALL_AUTH } from "../rpc/principal.ts";
 import { newStreamReport, STREAM_REPORT, type StreamReport } from "../rpc/stream-report.ts";
+import { type TapEnd, tapped } from "../rpc/tapped.ts";
 import { type Fields, logText } from "./logger.ts";
 import { createLineBudget } from "./line-budget.ts";
 import { handlerFacts } from "../rpc/universal.ts";
@@ -124,24 +125,18 @@ const accessInterceptor: Interceptor = (next) => async (req) => {
       call.code = "ok";
       return res;
     }
-    return { ...res, message: watchEnd(res.message, call, req.signal) };
+    return { ...res, message: tapped(res.message, { end: (how, err) => noteEnd(call, req.signal, how, err) }) };
   } catch (err) {
     call.code = codeName(ConnectError.from(err).code);
     throw err;
   }
 };
 
-// A stream's messages, noting how it ended: ok, its error's code, or canceled (the client went away).
-async function* watchEnd<T>(messages: AsyncIterable<T>, call: Call, signal: AbortSignal): AsyncGenerator<T> {
-  try {
-    yield* messages;
-    call.code = signal.aborted ? "canceled" : "ok";
-  } catch (err) {
-    call.code = codeName(ConnectError.from(err).code);
-    throw err;
-  } finally {
-    call.code ??= "canceled"; // the transport stopped reading
-  }
+// How a stream's messages ended: ok, its error's code, or canceled (the client went away, or the transport stopped reading).
+function noteEnd(call: Call, signal: AbortSignal, how: TapEnd, err: unknown): void {
+  if (how === "failed") call.code = codeName(ConnectError.from(err).code);
+  else if (how === "done") call.code = signal.aborted ? "canceled" : "ok";
+  else call.code ??= "canceled";
 }
 
 function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
@@ -211,21 +206,11 @@ function countResponse(
     finish(res);
     return res;
   }
-  const body = res.body;
-  return {
-    ...res,
-    body: (async function* () {
-      try {
-        for await (const chunk of body) {
-          call.responseBytes += chunk.byteLength;
-          if (keep && call.responseBytes <= MAX_ERROR_BYTES) call.errorBody!.push(chunk);
-          yield chunk;
-        }
-      } finally {
-        finish(res);
-      }
-    })(),
+  const each = (chunk: Uint8Array): void => {
+    call.responseBytes += chunk.byteLength;
+    if (keep && call.responseBytes <= MAX_ERROR_BYTES) call.errorBody!.push(chunk);
   };
+  return { ...res, body: tapped(res.body, { each, end: () => finish(res) }) };
 }
 
 function describe(

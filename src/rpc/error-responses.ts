@@ -24,6 +24,7 @@ import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connect
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { toConnectError, withDetail } from "./errors.ts";
+import { tapped } from "./tapped.ts";
 import { handlerFacts } from "./universal.ts";
 
 /** Router interceptor: whatever a call throws leaves it as a ConnectError with an ErrorDetail. */
@@ -80,12 +81,7 @@ function grpc(res: UniversalServerResponse, trailer: Headers): UniversalServerRe
     patch();
     return res;
   }
-  return { ...res, body: thenRun(res.body, patch) };
-}
-
-async function* thenRun(body: AsyncIterable<Uint8Array>, last: () => void): AsyncGenerator<Uint8Array> {
-  yield* body;
-  last();
+  return { ...res, body: tapped(res.body, { end: (how) => how === "done" && patch() }) };
 }
 
 // gRPC-Web: the status is the trailer frame ending the body.

@@ -11,6 +11,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { Counter, Histogram, type Registry } from "prom-client";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
+import { tapped } from "../rpc/tapped.ts";
 
 /** Unary handling time buckets, seconds: sub-millisecond lookups to a slow source. */
 const UNARY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -83,23 +84,9 @@ export function createRpcMetrics(registry: Registry): Interceptor {
       done(undefined);
       return res;
     }
-    return { ...res, message: observed(res.message, done) };
+    // Reported once: at its end, its error, or the consumer returning early (the client went away).
+    return { ...res, message: tapped(res.message, { end: (_how, err) => done(err) }) };
   };
-}
-
-// Passes a stream's messages through and reports how it ended, once: its
-// end, its error, or the consumer returning early (the client went away).
-async function* observed<T>(messages: AsyncIterable<T>, done: (err: unknown) => void) {
-  let ended = false;
-  try {
-    yield* messages;
-  } catch (err) {
-    ended = true;
-    done(err);
-    throw err;
-  } finally {
-    if (!ended) done(undefined);
-  }
 }
 
 // Why a call's signal was aborted: a deadline or shutdown says so with a ConnectError; anything else is the client leaving.

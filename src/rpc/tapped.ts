@@ -1,0 +1,53 @@
+/**
+ * A stream's values passed through unchanged while something watches them:
+ * each value, and how the stream ended. The RPC metrics, the access log and
+ * the gRPC trailer fix each wrap every stream's messages or body this way. As
+ * async generators (`yield*`, `for await`) each wrapper cost a generator
+ * resume and several promise hops per message on every stream; this costs
+ * one `then` per message.
+ */
+
+/** How a tapped stream ended: it ran out, it failed, or its consumer stopped early (return()). */
+export type TapEnd = "done" | "failed" | "stopped";
+
+/** What watches a tapped stream. */
+export interface Tap<T> {
+  /** Each value as it passes. */
+  readonly each?: ((value: T) => void) | undefined;
+  /** Once, at the end; `error` is the failure's (undefined otherwise). */
+  readonly end: (how: TapEnd, error: unknown) => void;
+}
+
+/** `source`'s values, unchanged, with `tap` told each one and the end. */
+export function tapped<T>(source: AsyncIterable<T>, tap: Tap<T>): AsyncIterableIterator<T> {
+  const it = source[Symbol.asyncIterator]();
+  let open = true;
+  const end = (how: TapEnd, error?: unknown): void => {
+    if (!open) return;
+    open = false;
+    tap.end(how, error);
+  };
+  const passed = (r: IteratorResult<T>): IteratorResult<T> => {
+    if (r.done === true) end("done");
+    else if (open) tap.each?.(r.value);
+    return r;
+  };
+  const failed = (err: unknown): never => {
+    end("failed", err);
+    throw err;
+  };
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    next: () => it.next().then(passed, failed),
+    // The consumer stopping early closes the source too, as `yield*` would.
+    return: async (value?: unknown): Promise<IteratorResult<T>> => {
+      try {
+        return (await it.return?.(value)) ?? { done: true, value: value as T };
+      } finally {
+        end("stopped");
+      }
+    },
+  };
+}

@@ -1,0 +1,62 @@
+import { describe, expect, it } from "vitest";
+import { type TapEnd, tapped } from "../src/rpc/tapped.ts";
+
+// A source that records whether it was closed, failing after its values when asked.
+function source(values: number[], fail?: Error) {
+  const seen = { closed: false };
+  const gen = (async function* () {
+    try {
+      yield* values;
+      if (fail !== undefined) throw fail;
+    } finally {
+      seen.closed = true;
+    }
+  })();
+  return { gen, seen };
+}
+
+function watch() {
+  const log: (number | string)[] = [];
+  const ends: [TapEnd, unknown][] = [];
+  return {
+    log,
+    ends,
+    tap: { each: (v: number) => log.push(v), end: (how: TapEnd, err: unknown) => ends.push([how, err]) },
+  };
+}
+
+describe("tapped", () => {
+  it("passes every value through, tells each, and the end once", async () => {
+    const { gen } = source([1, 2, 3]);
+    const w = watch();
+    const out: number[] = [];
+    const it = tapped(gen, w.tap);
+    for await (const v of it) out.push(v);
+    expect(out).toEqual([1, 2, 3]);
+    expect(w.log).toEqual([1, 2, 3]);
+    expect(await it.next()).toEqual({ done: true, value: undefined });
+    await it.return!();
+    expect(w.ends).toEqual([["done", undefined]]);
+  });
+
+  it("rethrows a failure after telling it", async () => {
+    const boom = new Error("boom");
+    const { gen } = source([1], boom);
+    const w = watch();
+    const out: number[] = [];
+    await expect((async () => {
+      for await (const v of tapped(gen, w.tap)) out.push(v);
+    })()).rejects.toBe(boom);
+    expect(out).toEqual([1]);
+    expect(w.ends).toEqual([["failed", boom]]);
+  });
+
+  it("a consumer stopping early closes the source and is told as stopped", async () => {
+    const { gen, seen } = source([1, 2, 3]);
+    const w = watch();
+    for await (const v of tapped(gen, w.tap)) if (v === 2) break;
+    expect(seen.closed).toBe(true);
+    expect(w.log).toEqual([1, 2]);
+    expect(w.ends).toEqual([["stopped", undefined]]);
+  });
+});
