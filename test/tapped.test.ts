@@ -59,4 +59,27 @@ describe("tapped", () => {
     expect(w.log).toEqual([1, 2]);
     expect(w.ends).toEqual([["stopped", undefined]]);
   });
+
+  it("forwards throw() to the source, as a body cancelled by connect-es gets it, and tells the end", async () => {
+    const { gen, seen } = source([1, 2, 3]);
+    const w = watch();
+    const it = tapped(gen, w.tap);
+    await it.next();
+    const gone = new Error("client went away");
+    await expect(it.throw!(gone)).rejects.toBe(gone);
+    expect(seen.closed).toBe(true);
+    expect(w.ends).toEqual([["failed", gone]]);
+    // A source without throw() is closed, and the error rethrown.
+    let closed = false;
+    const plain: AsyncIterable<number> = {
+      [Symbol.asyncIterator]: () => ({
+        next: () => Promise.resolve({ done: false, value: 1 }),
+        return: () => ((closed = true), Promise.resolve({ done: true, value: undefined })),
+      }),
+    };
+    const w2 = watch();
+    await expect(tapped(plain, w2.tap).throw!(gone)).rejects.toBe(gone);
+    expect(closed).toBe(true);
+    expect(w2.ends).toEqual([["failed", gone]]);
+  });
 });

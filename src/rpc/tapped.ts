@@ -49,5 +49,15 @@ export function tapped<T>(source: AsyncIterable<T>, tap: Tap<T>): AsyncIterableI
         end("stopped");
       }
     },
+    // Forwarded as `yield*` does (a source without throw() is closed, and the
+    // error rethrown). connect-es cancels a response body this way when its
+    // client goes: a wrapper without throw() was never told, and its end
+    // never reported.
+    throw: (err?: unknown): Promise<IteratorResult<T>> => {
+      const thrown = it.throw !== undefined ? it.throw(err) : Promise.resolve(it.return?.()).then((): never => {
+        throw err;
+      });
+      return thrown.then(passed, failed);
+    },
   };
 }
