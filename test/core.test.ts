@@ -7,11 +7,12 @@ import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
 import { SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
-import { Listener } from "../src/core/listener.ts";
+import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
 import { createRegistry, type ExitFeed, type ExitSink } from "../src/core/registry.ts";
 import { Retention, type StreamItem } from "../src/core/retention.ts";
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
+import { SeqRanges } from "../src/core/_seq-ranges.ts";
 
 interface Rec {
   readonly cpu: number;
@@ -285,6 +286,46 @@ describe("listener resume", () => {
     expect(l.lost.retention).toBe(1);
   });
 
+  it("counts seqs in ranges as a set would, however the ranges arrive", () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(200), fc.nat(12)), { minLength: 1, maxLength: 200 }), (adds) => {
+        const ranges = new SeqRanges(), model = new Set<number>();
+        for (const [first, len] of adds) {
+          let fresh = 0;
+          for (let s = first; s <= first + len; s++) if (!model.has(s)) (model.add(s), fresh++);
+          expect(ranges.add(first, first + len)).toBe(fresh);
+        }
+        const runs = [...model].sort((a, b) => a - b).filter((s) => !model.has(s - 1)).length;
+        expect(ranges.size).toBe(runs); // disjoint and merged: one range per run of seqs
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("charges the ranges of seqs it counted as RETENTION loss to its account", () => {
+    const budget = createMemoryBudget({ limit: 10 ** 9 });
+    const account = budget.open("t");
+    const l = new Listener<Rec, string>({
+      id: "l",
+      capacity: 2,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "t",
+      now: 0,
+      retain,
+      account,
+    });
+    for (let n = 1; n <= 10; n++) (l.deliver(rec(n)), l.take(1)); // 9 and 10 retained
+    const held = () => account.bytes;
+    const before = held();
+    l.resumeAfter(5); // counts 6-8: one range
+    expect(held() - before).toBe(COUNTED_RANGE_BYTES);
+    l.resumeAfter(2); // 3-8: merged into the same range
+    expect(held() - before).toBe(COUNTED_RANGE_BYTES);
+    account.close();
+    expect(budget.used).toBe(0);
+  });
+
   it("checkResume refuses a seq never sent and changes nothing", () => {
     const l = listener(4);
     l.deliver(rec(1));
@@ -382,6 +423,76 @@ describe("subscription", () => {
     ctl.abort();
     expect((await sub.next()).done).toBe(true);
     expect(l.attached).toBe(false);
+  });
+
+  // A listener whose budget is full, so that each exit queued evicts retained ones.
+  const tight = () => {
+    const budget = createMemoryBudget({ limit: 10 * 40 + 10 * 30 + 200 });
+    const l = new Listener<Rec, string>({
+      id: "l",
+      capacity: 10,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "t",
+      now: 0,
+      retain,
+      account: budget.open("t"),
+      sizeOfPayload: () => 30,
+    });
+    for (let n = 1; n <= 10; n++) (l.deliver(rec(n), 10), l.take(1));
+    return l;
+  };
+  const registry = { now: () => 0, remove: () => {} };
+  const encode = {
+    open: () => "open",
+    batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
+    heartbeat: () => "hb",
+  };
+
+  it("a replay cut short by a takeover makes no batch after it, and counts no RETENTION loss for one", async () => {
+    const l = tight();
+    const a = subscribe(registry, l, {
+      maxBatch: 2,
+      heartbeatMs: 1000,
+      signal: new AbortController().signal,
+      encode,
+      replay: l.replayFrom(0),
+    });
+    expect([(await a.next()).value, (await a.next()).value]).toEqual(["open", "1:payload 1,2:payload 2"]);
+    for (let n = 11; n <= 16; n++) l.deliver(rec(n), 10); // each evicts retained exits
+    const ctl = new AbortController();
+    const b = subscribe(registry, l, {
+      maxBatch: 2,
+      heartbeatMs: 1000,
+      signal: ctl.signal,
+      encode,
+      replay: l.replayFrom(10),
+    });
+    await b.next();
+    await expect(a.next()).rejects.toThrow(/another stream/);
+    expect(l.lost.retention).toBe(0);
+    ctl.abort();
+  });
+
+  it("a replay whose listener is removed ends with the rest as RETENTION loss, then the queue, then NOT_FOUND", async () => {
+    const l = tight();
+    const a = subscribe(registry, l, {
+      maxBatch: 2,
+      heartbeatMs: 1000,
+      signal: new AbortController().signal,
+      encode,
+      replay: l.replayFrom(0),
+    });
+    expect([(await a.next()).value, (await a.next()).value]).toEqual(["open", "1:payload 1,2:payload 2"]);
+    l.deliver(rec(11), 0);
+    l.close("deregistered", "removed");
+    l.retire(true);
+    const got: string[] = [];
+    await expect((async () => {
+      for await (const m of a) got.push(m);
+    })()).rejects.toThrow(/deregistered/);
+    expect(got).toEqual(["lost 3-10 retention", "11"]);
+    expect(l.lost.retention).toBe(8);
   });
 
   it("keeps one heartbeat timer across busy waits, and heartbeats heartbeatMs after the last event", async () => {

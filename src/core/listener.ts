@@ -22,6 +22,7 @@ import {
   type QueueItem,
 } from "./event-queue.ts";
 import { SeqOutOfRangeError } from "./errors.ts";
+import { SeqRanges } from "./_seq-ranges.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
 /** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
@@ -72,6 +73,9 @@ export const SPARSE_GAP = 2;
 const SPARSE_WEIGHT = 1 / 8;
 const SPARSE_CAP = 1024;
 
+/** What one range of seqs counted as RETENTION loss costs: two numbers in a flat array, with room for its growth. */
+export const COUNTED_RANGE_BYTES = 32;
+
 /** Every loss reason at zero. */
 export function noLosses(): LossCounters {
   return { "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 };
@@ -112,8 +116,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   #inFlight = 0;
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
-  /** Seq ranges already counted as RETENTION loss, sorted and disjoint: a second resume over a gap is not new loss. */
-  #retentionCounted: [first: number, last: number][] = [];
+  /** Seqs already counted as RETENTION loss: a second resume over a gap is not new loss. */
+  #retentionCounted = new SeqRanges();
   #sampledProduced = 0;
   #sampledAt: number;
   /** The attached stream's wake-up, if any. */
@@ -299,21 +303,15 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     return items;
   }
 
-  // Adds first..last to the counted ranges; returns how many of its seqs were not counted before.
+  // Adds first..last to the counted seqs; returns how many were not counted before. The ranges are
+  // charged to its account even past the budget, as loss markers are: they stay bounded by the exits
+  // between them, and the exact count depends on them.
   #countRetention(first: number, last: number): number {
-    let fresh = last - first + 1;
-    const kept: [number, number][] = [];
-    for (const [a, b] of this.#retentionCounted) {
-      if (b < first - 1 || a > last + 1) {
-        kept.push([a, b]);
-        continue;
-      }
-      fresh -= Math.max(0, Math.min(b, last) - Math.max(a, first) + 1);
-      first = Math.min(first, a);
-      last = Math.max(last, b);
-    }
-    kept.push([first, last]);
-    this.#retentionCounted = kept.sort((x, y) => x[0] - y[0]);
+    const before = this.#retentionCounted.size;
+    const fresh = this.#retentionCounted.add(first, last);
+    const grown = (this.#retentionCounted.size - before) * COUNTED_RANGE_BYTES;
+    if (grown > 0) this.#account.charge(grown);
+    else if (grown < 0) this.#account.release(-grown);
     return fresh;
   }
 

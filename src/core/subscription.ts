@@ -84,7 +84,11 @@ export async function* subscribe<R extends CpuRecord, P, M>(
   const live = (): boolean => !o.signal.aborted && s.ended === undefined;
   try {
     yield o.encode.open();
-    for (let items = o.replay?.(o.maxBatch) ?? []; items.length > 0 && live(); items = o.replay!(o.maxBatch)) {
+    // A removed listener's replay runs to its end, as its queue does: the seqs it no longer retains
+    // (retire() dropped them) come as one RETENTION loss. Any other end stops it before it makes a batch.
+    while (o.replay !== undefined && !o.signal.aborted && (s.ended === undefined || s.ended.how === "removed")) {
+      const items = o.replay(o.maxBatch);
+      if (items.length === 0) break;
       yield o.encode.batch(items);
     }
     for (;;) {
