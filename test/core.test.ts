@@ -474,6 +474,20 @@ describe("subscription", () => {
     ctl.abort();
   });
 
+  it("says it was taken over even if its call was aborted since (its deadline passed)", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const ctl = new AbortController();
+    const a = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 1000, signal: ctl.signal, encode });
+    await a.next();
+    const other = new AbortController();
+    await subscribe(reg, l, { maxBatch: 2, heartbeatMs: 1000, signal: other.signal, encode }).next(); // takes over
+    ctl.abort();
+    await expect(a.next()).rejects.toThrow(/another stream/);
+    other.abort();
+  });
+
   it("a replay whose listener is removed ends with the rest as RETENTION loss, then the queue, then NOT_FOUND", async () => {
     const l = tight();
     const a = subscribe(registry, l, {

@@ -161,34 +161,31 @@ describe("watchExits when its listener is deregistered by someone else", () => {
 describe("a stream past its request's timeout", () => {
   const request = new Uint8Array([0, 0, 0, 0, 5, 0x12, 3, 0x30, 0x2d, 0x33]); // SubscribeExitsRequest{cpumask: "0-3"}
 
-  it("ends with DEADLINE_EXCEEDED on Connect (binary and JSON), after its events", async () => {
-    const { url } = await start();
-    for (const json of [false, true]) {
-      const body = json ? new Uint8Array([0, 0, 0, 0, 17, ...new TextEncoder().encode('{"cpumask":"0-3"}')]) : request;
-      const res = await fetch(`${url}/taskwire.v1.TaskStats/SubscribeExits`, {
-        method: "POST",
-        headers: {
-          "content-type": json ? "application/connect+json" : "application/connect+proto",
-          "connect-timeout-ms": "400",
-        },
-        body,
-      });
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      const frames: { end: boolean; data: Uint8Array }[] = [];
-      for (let p = 0; p + 5 <= bytes.length;) {
-        const len = new DataView(bytes.buffer, bytes.byteOffset + p + 1).getUint32(0);
-        frames.push({ end: (bytes[p]! & 2) !== 0, data: bytes.subarray(p + 5, p + 5 + len) });
-        p += 5 + len;
-      }
-      expect(frames.filter((f) => !f.end).length).toBeGreaterThan(0); // the opening message (and heartbeats)
-      const end = JSON.parse(new TextDecoder().decode(frames.at(-1)!.data)) as { error?: { code: string } };
-      expect(frames.at(-1)!.end).toBe(true);
-      expect(end.error?.code).toBe("deadline_exceeded");
+  // A raw Connect streaming call: its messages, and its end-of-stream error (if any).
+  async function connectCall(url: string, o: { json?: object; timeoutMs: string }) {
+    const json = o.json === undefined ? undefined : new TextEncoder().encode(JSON.stringify(o.json));
+    const res = await fetch(`${url}/taskwire.v1.TaskStats/SubscribeExits`, {
+      method: "POST",
+      headers: {
+        "content-type": json ? "application/connect+json" : "application/connect+proto",
+        "connect-timeout-ms": o.timeoutMs,
+      },
+      body: json ? new Uint8Array([0, 0, 0, 0, json.length, ...json]) : request,
+    });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const frames: { end: boolean; data: Uint8Array }[] = [];
+    for (let p = 0; p + 5 <= bytes.length;) {
+      const len = new DataView(bytes.buffer, bytes.byteOffset + p + 1).getUint32(0);
+      frames.push({ end: (bytes[p]! & 2) !== 0, data: bytes.subarray(p + 5, p + 5 + len) });
+      p += 5 + len;
     }
-  });
+    const last = frames.at(-1);
+    expect(last?.end).toBe(true);
+    const end = JSON.parse(new TextDecoder().decode(last!.data)) as { error?: { code: string; message: string } };
+    return { messages: frames.length - 1, error: end.error };
+  }
 
-  it("ends with grpc-status 4 (DEADLINE_EXCEEDED) on gRPC", async () => {
-    const { url } = await start();
+  function grpcCall(url: string, timeout: string): Promise<Record<string, unknown>> {
     const session = h2connect(url);
     cleanups.push(() => void session.close());
     const stream = session.request({
@@ -196,11 +193,50 @@ describe("a stream past its request's timeout", () => {
       ":path": "/taskwire.v1.TaskStats/SubscribeExits",
       "content-type": "application/grpc",
       te: "trailers",
-      "grpc-timeout": "400m",
+      "grpc-timeout": timeout,
     });
     stream.end(request);
     stream.resume();
-    const trailers = await new Promise<Record<string, unknown>>((resolve) => stream.once("trailers", resolve));
-    expect(trailers["grpc-status"]).toBe(String(Code.DeadlineExceeded));
+    // A call refused at once answers with its status in the headers (trailers-only).
+    return new Promise((resolve) => {
+      stream.once("trailers", resolve);
+      stream.once("response", (h) => h["grpc-status"] !== undefined && resolve(h));
+    });
+  }
+
+  it("ends with DEADLINE_EXCEEDED on Connect (binary and JSON), after its events", async () => {
+    const { url } = await start();
+    for (const json of [undefined, { cpumask: "0-3" }]) {
+      const { messages, error } = await connectCall(url, { timeoutMs: "400", ...(json && { json }) });
+      expect(messages).toBeGreaterThan(0); // the opening message (and heartbeats)
+      expect(error?.code).toBe("deadline_exceeded");
+    }
+  });
+
+  it("ends with grpc-status 4 (DEADLINE_EXCEEDED) on gRPC", async () => {
+    const { url } = await start();
+    expect((await grpcCall(url, "400m"))["grpc-status"]).toBe(String(Code.DeadlineExceeded));
+  });
+
+  it("a timeout of 0 is refused before it takes over the listener", async () => {
+    const { url, client, server } = await start();
+    const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });
+    const healthy = readToEnd(client.subscribeExits({ listenerId }));
+    await eventually(() => server.stats().streams === 1);
+    const { messages, error } = await connectCall(url, { json: { listenerId }, timeoutMs: "0" });
+    expect([messages, error?.code]).toEqual([0, "deadline_exceeded"]);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(server.stats().streams).toBe(1); // the healthy stream still has its listener
+    await client.deregister({ listenerId, cpumask: "all" });
+    expect((await healthy).error).toBeInstanceOf(ListenerNotFoundError); // not taken over
+  });
+
+  it("a timeout past what Node's timers hold (2^31-1 ms) is INVALID_ARGUMENT naming the limit", async () => {
+    const { url } = await start();
+    const { messages, error } = await connectCall(url, { timeoutMs: "2592000000" }); // 30 days
+    expect(messages).toBe(0);
+    expect(error?.code).toBe("invalid_argument");
+    expect(error?.message).toContain("2147483647");
+    expect((await grpcCall(url, "720H"))["grpc-status"]).toBe(String(Code.InvalidArgument));
   });
 });

@@ -60,6 +60,12 @@ const END_ERRORS: Record<StreamEnd, (id: string, why: string) => Error> = {
   removed: (id, why) => new ListenerNotFoundError(id, why),
 };
 
+/** Whether `err` is how a subscription says its stream ended: taken over, shut down, or its listener removed. */
+export function isStreamEnd(err: unknown): boolean {
+  return err instanceof StreamTakenOverError || err instanceof ShuttingDownError ||
+    err instanceof ListenerNotFoundError;
+}
+
 type Registry<R extends CpuRecord, P> = Pick<ListenerRegistry<R, P>, "now" | "remove">;
 
 /**
@@ -92,8 +98,9 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       yield o.encode.batch(items);
     }
     for (;;) {
-      if (o.signal.aborted) return;
+      // An end (takeover, shutdown) is said even if the call was aborted since (its deadline passed).
       if (s.ended !== undefined && s.ended.how !== "removed") throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
+      if (o.signal.aborted) return;
       if (listener.queue.length > 0) {
         const items = listener.take(o.maxBatch);
         yield o.encode.batch(items);

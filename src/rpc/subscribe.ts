@@ -6,7 +6,7 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
-import { subscribe } from "../core/subscription.ts";
+import { isStreamEnd, subscribe } from "../core/subscription.ts";
 import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, toConnectError } from "./errors.ts";
@@ -74,6 +74,7 @@ export async function* subscribeExits(
   } catch (err) {
     throw toConnectError(err);
   }
+  throwIfPastDeadline(ctx); // a timeout of 0: refused before it changes anything
   const codec = negotiatedCodec(ctx);
   let leave: () => void;
   try {
@@ -91,6 +92,11 @@ export async function* subscribeExits(
       throw err;
     });
     registry.get(listener.id, listener.owner); // still there after the wait (a Deregister may have raced it)
+    if (pastDeadline(ctx) !== undefined) {
+      // Its time ran out while the kernel was asked: no takeover, no filter change, no listener kept.
+      if (listener.ephemeral) registry.remove(listener, "its stream's deadline passed before it started");
+      throwIfPastDeadline(ctx);
+    }
     listener.filter = plan.filter;
     const replay = plan.afterSeq === 0n ? undefined : listener.replayFrom(Number(plan.afterSeq));
     const report = ctx.values.get(STREAM_REPORT); // someone watching calls (the access log) wants the counts
@@ -111,10 +117,11 @@ export async function* subscribeExits(
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
     });
-    throwIfPastDeadline(ctx.signal);
+    throwIfPastDeadline(ctx);
   } catch (err) {
-    if (!ctx.signal.aborted) throw toConnectError(err);
-    throwIfPastDeadline(ctx.signal); // else the client went away: nobody is left to tell
+    // A stream that ended (taken over, removed, shut down) says so, even past its deadline.
+    if (!ctx.signal.aborted || isStreamEnd(err)) throw toConnectError(err);
+    throwIfPastDeadline(ctx); // else the client went away: nobody is left to tell
   } finally {
     leave();
   }
@@ -123,7 +130,17 @@ export async function* subscribeExits(
 // A stream whose request set a timeout (connect-timeout-ms, grpc-timeout)
 // ends with DEADLINE_EXCEEDED once it is up: connect-es aborts the call's
 // signal with that error, and a stream that just stopped would end OK.
-function throwIfPastDeadline(signal: AbortSignal): void {
-  const why: unknown = signal.reason;
-  if (signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) throw why;
+function throwIfPastDeadline(ctx: HandlerContext): void {
+  const late = pastDeadline(ctx);
+  if (late !== undefined) throw late;
+}
+
+// The call's deadline error once its timeout is up (before connect-es's timer has fired, too); else undefined.
+function pastDeadline(ctx: HandlerContext): ConnectError | undefined {
+  const why: unknown = ctx.signal.reason;
+  if (ctx.signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) return why;
+  const left = ctx.timeoutMs();
+  return left !== undefined && left <= 0
+    ? new ConnectError("the operation timed out", Code.DeadlineExceeded)
+    : undefined;
 }

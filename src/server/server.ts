@@ -36,6 +36,8 @@ import { DEFAULT_MAX_MESSAGE_BYTES, limitMessageSize } from "./message-limit.ts"
 import { createServerMetrics } from "./metrics.ts";
 import { withPreEncodedStreams } from "./pre-encoded-streams.ts";
 
+/** The longest timeout a request may set (Node's timers hold at most 2^31-1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Options of createServer. */
 export interface ServerOptions {
   /** Where stats come from (netlink or sim). */
@@ -191,6 +193,9 @@ export function createServer(options: ServerOptions): TaskwireServer {
   const routerOptions = {
     acceptCompression: [...(options.compression ?? [])],
     readMaxBytes: maxMessageBytes,
+    // connect-es times a request's deadline with setTimeout, which holds at most 2^31-1 ms: a longer
+    // timeout fired after 1 ms (and printed a TimeoutOverflowWarning per request). Past it: INVALID_ARGUMENT.
+    maxTimeoutMs: MAX_TIMER_MS,
     // Every error carries an ErrorDetail, those connect-es raises included (withErrorDetails below for unary calls).
     interceptors: [
       ...(access ? [access.interceptor] : []),
