@@ -326,6 +326,19 @@ describe("listener resume", () => {
     expect(budget.used).toBe(0);
   });
 
+  it("RETENTION loss a replay counts after its listener's removal reaches the server's totals", () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 10, policy: "drop-newest", ephemeral: false, owner: "t" });
+    for (let n = 1; n <= 10; n++) feed.sink.exit(rec(n));
+    l.take(10);
+    const next = l.replayFrom(0);
+    expect(show(next(2))).toEqual(["1:payload 1", "2:payload 2"]);
+    reg.remove(l, "deregistered"); // its totals are taken now; it retains nothing more
+    expect(show(next(5))).toEqual(["lost 3-10 retention"]);
+    expect(reg.stats().lost.retention).toBe(8);
+  });
+
   it("checkResume refuses a seq never sent and changes nothing", () => {
     const l = listener(4);
     l.deliver(rec(1));

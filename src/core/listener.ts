@@ -116,6 +116,12 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   #inFlight = 0;
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
+  /**
+   * Where losses counted after its removal go (the registry's totals took its
+   * counters at removal): a stream draining it can still replay seqs it no
+   * longer retains, as RETENTION loss.
+   */
+  #lateLoss: ((reason: keyof LossCounters, count: number) => void) | undefined;
   /** Seqs already counted as RETENTION loss: a second resume over a gap is not new loss. */
   #retentionCounted = new SeqRanges();
   #sampledProduced = 0;
@@ -241,10 +247,12 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   /**
    * The registry removed it. `draining`: its stream still sends what was
    * queued (the queue and in-flight batch stay charged until that stream
-   * ends); otherwise everything is given back now.
+   * ends); otherwise everything is given back now. `lateLoss` is told what
+   * it counts as lost from now on.
    */
-  retire(draining: boolean): void {
+  retire(draining: boolean, lateLoss?: (reason: keyof LossCounters, count: number) => void): void {
     this.#retired = true;
+    this.#lateLoss = lateLoss;
     this.#retention.clear();
     if (!draining) this.#account.close();
   }
@@ -296,7 +304,9 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     const items: StreamItem<R, P>[] = this.#retention.after(seq, max).filter((item) => firstSeqOf(item) <= end);
     const firstKept = items.length > 0 ? firstSeqOf(items[0]!) : end + 1;
     if (firstKept > seq + 1) {
-      this.lost.retention += this.#countRetention(seq + 1, firstKept - 1);
+      const fresh = this.#countRetention(seq + 1, firstKept - 1);
+      this.lost.retention += fresh;
+      this.#lateLoss?.("retention", fresh);
       items.unshift({ kind: "lost", first: seq + 1, last: firstKept - 1, reason: "retention", cpu: -1 });
       if (items.length > max) items.pop();
     }

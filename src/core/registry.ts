@@ -300,7 +300,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     // A removed listener's stream still sends what was queued; what that holds stays charged until it ends.
     const draining = how === "removed" && listener.attached;
     listener.close(why, how);
-    listener.retire(draining);
+    listener.retire(draining, (reason, count) => (this.#pastLost[reason] += count));
   }
 
   get(id: string, owner?: string): Listener<R, P> {
