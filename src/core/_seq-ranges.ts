@@ -1,3 +1,5 @@
+import { firstNotBefore } from "./_bisect.ts";
+
 /**
  * A set of seqs kept as sorted, disjoint, non-adjacent ranges in one flat
  * array (first, last, first, last, ...). A listener keeps the seqs it has
@@ -33,12 +35,6 @@ export class SeqRanges {
 
   // The index of the first range whose last seq is >= seq (size when none).
   #firstEndingFrom(seq: number): number {
-    let lo = 0, hi = this.size;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.#flat[2 * mid + 1]! < seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstNotBefore(this.size, (k) => this.#flat[2 * k + 1]! < seq);
   }
 }

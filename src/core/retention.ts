@@ -24,6 +24,7 @@
  * evicts its oldest items to make room, and keeps fewer (or none). A resume
  * over what it no longer has reports RETENTION loss, as for any eviction.
  */
+import { firstNotBefore } from "./_bisect.ts";
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
@@ -253,14 +254,10 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   // by bisection: items are kept in seq order, and a replay asks once per
   // batch of a ring that may hold a million.
   #firstAfter(seq: number): number {
-    let lo = 0, hi = this.#size;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1, i = (this.#start + mid) % this.#seq.length;
-      const last = this.#cpu[i] === LOSS_SLOT ? (this.#payload[i] as QueuedLoss).last : this.#seq[i]!;
-      if (last <= seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstNotBefore(this.#size, (k) => {
+      const i = (this.#start + k) % this.#seq.length;
+      return (this.#cpu[i] === LOSS_SLOT ? (this.#payload[i] as QueuedLoss).last : this.#seq[i]!) <= seq;
+    });
   }
 
   #item(i: number): RetainedExit<P> | QueuedLoss {
