@@ -5,7 +5,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
-import { SeqOutOfRangeError } from "../src/core/errors.ts";
+import { ListenerNotFoundError, SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
 import { createRegistry, type ExitFeed, type ExitSink } from "../src/core/registry.ts";
@@ -499,6 +499,19 @@ describe("subscription", () => {
     ctl.abort();
     await expect(a.next()).rejects.toThrow(/another stream/);
     other.abort();
+  });
+
+  it("says its listener was removed even if its call was aborted since, queue unsent", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const ctl = new AbortController();
+    const a = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 1000, signal: ctl.signal, encode });
+    await a.next();
+    feed.sink.exit(rec(1));
+    reg.remove(l, "deregistered");
+    ctl.abort();
+    await expect(a.next()).rejects.toBeInstanceOf(ListenerNotFoundError);
   });
 
   it("a replay whose listener is removed ends with the rest as RETENTION loss, then the queue, then NOT_FOUND", async () => {

@@ -98,8 +98,11 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       yield o.encode.batch(items);
     }
     for (;;) {
-      // An end (takeover, shutdown) is said even if the call was aborted since (its deadline passed).
-      if (s.ended !== undefined && s.ended.how !== "removed") throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
+      // An end is said even if the call was aborted since (its deadline passed): a removed listener's
+      // stream, which would send its queue first, says so at once when it can no longer send it.
+      if (s.ended !== undefined && (s.ended.how !== "removed" || o.signal.aborted)) {
+        throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
+      }
       if (o.signal.aborted) return;
       if (listener.queue.length > 0) {
         const items = listener.take(o.maxBatch);
