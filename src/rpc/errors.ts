@@ -141,9 +141,19 @@ const REQUEST_FAULT =
 export function withDetail(err: ConnectError): ConnectError {
   if (hasDetail(err)) return err;
   const code = err.code === Code.Internal && REQUEST_FAULT.test(err.rawMessage) ? Code.InvalidArgument : err.code;
-  const out = detailed(err.rawMessage, code, reasonOf(code), {}, err.cause ?? err);
+  const out = detailed(explained(err.rawMessage), code, reasonOf(code), {}, err.cause ?? err);
   err.metadata.forEach((value, key) => out.metadata.append(key, value));
   return out;
+}
+
+// connect-es's refusal of a request timeout past the router's maxTimeoutMs, saying what to do.
+const TIMEOUT_TOO_LONG = /^timeout (\d+)ms must be <= (\d+)$/;
+
+function explained(message: string): string {
+  const long = TIMEOUT_TOO_LONG.exec(message);
+  if (long === null) return message;
+  return `the request's timeout (${long[1]} ms) is longer than this server can time (at most ${long[2]} ms, ` +
+    "about 24.8 days): send a shorter timeout, or none";
 }
 
 function reasonOf(code: Code): ErrorReason {

@@ -92,10 +92,11 @@ export async function* subscribeExits(
       throw err;
     });
     registry.get(listener.id, listener.owner); // still there after the wait (a Deregister may have raced it)
-    if (pastDeadline(ctx) !== undefined) {
+    const late = pastDeadline(ctx);
+    if (late !== undefined) {
       // Its time ran out while the kernel was asked: no takeover, no filter change, no listener kept.
       if (listener.ephemeral) registry.remove(listener, "its stream's deadline passed before it started");
-      throwIfPastDeadline(ctx);
+      throw late;
     }
     listener.filter = plan.filter;
     const replay = plan.afterSeq === 0n ? undefined : listener.replayFrom(Number(plan.afterSeq));
