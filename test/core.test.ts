@@ -13,6 +13,7 @@ import { Retention, type StreamItem } from "../src/core/retention.ts";
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
 import { SeqRanges } from "../src/core/_seq-ranges.ts";
+import { replayAll } from "./helpers.ts";
 
 interface Rec {
   readonly cpu: number;
@@ -30,6 +31,12 @@ const show = (items: readonly StreamItem<Rec, string>[]) =>
       ? `${i.seq}:${i.payload}`
       : `${i.seq}`
   );
+// Each step as text: "open", a batch's items joined (see show), "hb".
+const encode = {
+  open: () => "open",
+  batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
+  heartbeat: () => "hb",
+};
 
 /** A feed the test drives by hand. */
 function manualFeed(nbits = 4): ExitFeed<Rec> & { sink: ExitSink<Rec>; watched: Set<number>; closed: boolean } {
@@ -208,13 +215,13 @@ describe("listener resume", () => {
       l.deliver(rec(n));
       l.take(10);
     } // seqs 1-5 handed out; 4 and 5 retained
-    expect(show(l.resumeAfter(1))).toEqual(["lost 2-3 retention", "4:payload 4", "5:payload 5"]);
+    expect(show(replayAll(l, 1))).toEqual(["lost 2-3 retention", "4:payload 4", "5:payload 5"]);
     expect(l.lost.retention).toBe(2);
     // The same client resuming again from the same point is not new loss.
-    expect(show(l.resumeAfter(1))).toEqual(["lost 2-3 retention", "4:payload 4", "5:payload 5"]);
+    expect(show(replayAll(l, 1))).toEqual(["lost 2-3 retention", "4:payload 4", "5:payload 5"]);
     expect(l.lost.retention).toBe(2);
     // Resuming from further back reports the wider gap but counts only the seq not counted before.
-    l.resumeAfter(0);
+    replayAll(l, 0);
     expect(l.lost.retention).toBe(3);
   });
 
@@ -229,7 +236,7 @@ describe("listener resume", () => {
             l.take(10);
           }
           const at = Math.max(0, l.handedOut - back);
-          for (const item of l.resumeAfter(at)) {
+          for (const item of replayAll(l, at)) {
             if (item.kind === "lost") { for (let s = item.first; s <= item.last; s++) reported.add(s); }
           }
           expect(l.lost.retention).toBe(reported.size);
@@ -265,7 +272,7 @@ describe("listener resume", () => {
             expect(batch.length).toBeLessThanOrEqual(max);
             got.push(...batch);
           }
-          expect(show(got)).toEqual(show(whole.resumeAfter(at)));
+          expect(show(got)).toEqual(show(replayAll(whole, at)));
           expect(paged.lost.retention).toBe(whole.lost.retention);
         },
       ),
@@ -318,9 +325,9 @@ describe("listener resume", () => {
     for (let n = 1; n <= 10; n++) (l.deliver(rec(n)), l.take(1)); // 9 and 10 retained
     const held = () => account.bytes;
     const before = held();
-    l.resumeAfter(5); // counts 6-8: one range
+    replayAll(l, 5); // counts 6-8: one range
     expect(held() - before).toBe(COUNTED_RANGE_BYTES);
-    l.resumeAfter(2); // 3-8: merged into the same range
+    replayAll(l, 2); // 3-8: merged into the same range
     expect(held() - before).toBe(COUNTED_RANGE_BYTES);
     account.close();
     expect(budget.used).toBe(0);
@@ -399,11 +406,6 @@ describe("registry", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain });
     const l = reg.create([2], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
-    const encode = {
-      open: () => "open",
-      batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
-      heartbeat: () => "hb",
-    };
     const sub = subscribe(reg, l, { maxBatch: 10, heartbeatMs: 60_000, signal: new AbortController().signal, encode });
     expect((await sub.next()).value).toBe("open");
     feed.sink.exit(rec(7, 2));
@@ -422,11 +424,6 @@ describe("subscription", () => {
     const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
     for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
     const ctl = new AbortController();
-    const encode = {
-      open: () => "open",
-      batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
-      heartbeat: () => "hb",
-    };
     const old: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
     const replay = (max: number) => old.splice(0, max);
     const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 20, signal: ctl.signal, encode, replay });
@@ -456,31 +453,17 @@ describe("subscription", () => {
     return l;
   };
   const registry = { now: () => 0, remove: () => {} };
-  const encode = {
-    open: () => "open",
-    batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
-    heartbeat: () => "hb",
-  };
+  // A stream replaying `l` after `seq`, two items a batch.
+  const replaying = (l: Listener<Rec, string>, seq: number, signal = new AbortController().signal) =>
+    subscribe(registry, l, { maxBatch: 2, heartbeatMs: 1000, signal, encode, replay: l.replayFrom(seq) });
 
   it("a replay cut short by a takeover makes no batch after it, and counts no RETENTION loss for one", async () => {
     const l = tight();
-    const a = subscribe(registry, l, {
-      maxBatch: 2,
-      heartbeatMs: 1000,
-      signal: new AbortController().signal,
-      encode,
-      replay: l.replayFrom(0),
-    });
+    const a = replaying(l, 0);
     expect([(await a.next()).value, (await a.next()).value]).toEqual(["open", "1:payload 1,2:payload 2"]);
     for (let n = 11; n <= 16; n++) l.deliver(rec(n), 10); // each evicts retained exits
     const ctl = new AbortController();
-    const b = subscribe(registry, l, {
-      maxBatch: 2,
-      heartbeatMs: 1000,
-      signal: ctl.signal,
-      encode,
-      replay: l.replayFrom(10),
-    });
+    const b = replaying(l, 10, ctl.signal);
     await b.next();
     await expect(a.next()).rejects.toThrow(/another stream/);
     expect(l.lost.retention).toBe(0);
@@ -516,13 +499,7 @@ describe("subscription", () => {
 
   it("a replay whose listener is removed ends with the rest as RETENTION loss, then the queue, then NOT_FOUND", async () => {
     const l = tight();
-    const a = subscribe(registry, l, {
-      maxBatch: 2,
-      heartbeatMs: 1000,
-      signal: new AbortController().signal,
-      encode,
-      replay: l.replayFrom(0),
-    });
+    const a = replaying(l, 0);
     expect([(await a.next()).value, (await a.next()).value]).toEqual(["open", "1:payload 1,2:payload 2"]);
     l.deliver(rec(11), 0);
     l.close("deregistered", "removed");
@@ -540,11 +517,6 @@ describe("subscription", () => {
     const reg = createRegistry<Rec, string>({ feed, retain });
     const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
     const ctl = new AbortController();
-    const encode = {
-      open: () => "open",
-      batch: (i: readonly StreamItem<Rec, string>[]) => show(i).join(","),
-      heartbeat: () => "hb",
-    };
     const heartbeatMs = 150;
     const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs, signal: ctl.signal, encode });
     expect((await sub.next()).value).toBe("open");

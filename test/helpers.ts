@@ -13,6 +13,9 @@ import {
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions, type TaskwireServer } from "../src/server/server.ts";
 import type { Limits } from "../src/core/registry.ts";
+import type { Listener } from "../src/core/listener.ts";
+import type { CpuRecord } from "../src/core/event-queue.ts";
+import type { StreamItem } from "../src/core/retention.ts";
 import type { TaskstatsSource } from "../src/sources/source.ts";
 
 export interface Running {
@@ -167,4 +170,9 @@ export function loopbackCertificate(): { cert: string; key: string } {
     cert,
   ], { stdio: "pipe" });
   return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
+}
+
+/** A resume's whole replay after `seq` at once: Listener.replayFrom's batches, joined. */
+export function replayAll<R extends CpuRecord, P>(l: Listener<R, P>, seq: number): StreamItem<R, P>[] {
+  return l.replayFrom(seq)(Infinity);
 }

@@ -29,7 +29,7 @@ import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { compileFilter } from "../src/rpc/projection.ts";
 import { retainPayload, serverMemory } from "../src/server/memory.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, type Running, sleep, startServer } from "./helpers.ts";
+import { eventually, replayAll, type Running, sleep, startServer } from "./helpers.ts";
 
 const MiB = 1024 ** 2;
 
@@ -208,7 +208,7 @@ describe("queue and listener accounting", () => {
             expect(budget.used).toBeLessThanOrEqual(limit + 40 * LOSS_MARKER_BYTES);
             // A resume replays retained items and reports what retention gave up as RETENTION loss.
             const at = Math.max(0, l.handedOut - back);
-            const replay = l.resumeAfter(at);
+            const replay = replayAll(l, at);
             expect(seqsOf(replay)).toEqual(Array.from({ length: l.handedOut - at }, (_, i) => at + i + 1));
           }
           got.push(...seqsOf(l.take(Infinity)));
@@ -241,13 +241,13 @@ describe("queue and listener accounting", () => {
       l.deliver(rec(n));
       l.take(1);
     }
-    expect(seqsOf(l.resumeAfter(0))).toEqual([1, 2, 3, 4, 5]);
-    expect(l.resumeAfter(0)[0]!.kind).toBe("retained");
+    expect(seqsOf(replayAll(l, 0))).toEqual([1, 2, 3, 4, 5]);
+    expect(replayAll(l, 0)[0]!.kind).toBe("retained");
     for (let n = 6; n <= 12; n++) l.deliver(rec(n));
     expect(l.lost["subscriber-overflow"]).toBe(0);
     expect(l.queue.depth).toBe(7);
     // What retention had to give up is reported once as RETENTION loss on a resume.
-    const replay = l.resumeAfter(0);
+    const replay = replayAll(l, 0);
     expect(replay[0]).toMatchObject({ kind: "lost", reason: "retention", first: 1 });
     expect(seqsOf(replay)).toEqual([1, 2, 3, 4, 5]);
   });

@@ -294,11 +294,6 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     };
   }
 
-  /** The whole replay after `seq` at once (replayFrom's batches, joined). */
-  resumeAfter(seq: number): StreamItem<R, P>[] {
-    return this.replayFrom(seq)(Infinity);
-  }
-
   // At most `max` (>= 1) items covering seqs seq+1..end: the retained ones, after a RETENTION loss for any gap before them.
   #replayAfter(seq: number, end: number, max: number): StreamItem<R, P>[] {
     const items: StreamItem<R, P>[] = this.#retention.after(seq, max).filter((item) => firstSeqOf(item) <= end);
