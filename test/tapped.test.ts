@@ -51,6 +51,22 @@ describe("tapped", () => {
     expect(w.ends).toEqual([["failed", boom]]);
   });
 
+  it("a watcher that throws fails the stream: its end is told and the source closed", async () => {
+    const { gen, seen } = source([1, 2, 3]);
+    const bad = new Error("watcher");
+    const ends: [TapEnd, unknown][] = [];
+    const each = (v: number) => {
+      if (v === 2) throw bad;
+    };
+    const out: number[] = [];
+    await expect((async () => {
+      for await (const v of tapped(gen, { each, end: (how, err) => ends.push([how, err]) })) out.push(v);
+    })()).rejects.toBe(bad);
+    expect(out).toEqual([1]);
+    expect(seen.closed).toBe(true);
+    expect(ends).toEqual([["failed", bad]]);
+  });
+
   it("a consumer stopping early closes the source and is told as stopped", async () => {
     const { gen, seen } = source([1, 2, 3]);
     const w = watch();

@@ -27,10 +27,25 @@ export function tapped<T>(source: AsyncIterable<T>, tap: Tap<T>): AsyncIterableI
     open = false;
     tap.end(how, error);
   };
-  const passed = (r: IteratorResult<T>): IteratorResult<T> => {
+  const passed = (r: IteratorResult<T>): IteratorResult<T> | Promise<never> => {
     if (r.done === true) end("done");
-    else if (open) tap.each?.(r.value);
+    else if (open) {
+      try {
+        tap.each?.(r.value);
+      } catch (err) {
+        return watcherFailed(err);
+      }
+    }
     return r;
+  };
+  // A watcher that throws fails the stream, as the source failing would: the end is told, and the source closed
+  // (nothing else would close it: a consumer does not call return() after next() rejects).
+  const watcherFailed = (err: unknown): Promise<never> => {
+    end("failed", err);
+    const rethrow = (): never => {
+      throw err;
+    };
+    return Promise.resolve(it.return?.()).then(rethrow, rethrow);
   };
   const failed = (err: unknown): never => {
     end("failed", err);
