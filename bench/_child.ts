@@ -47,6 +47,12 @@ export interface LineChild {
   end<T>(): Promise<T | undefined>;
 }
 
+/** Where a line child runs: its working directory, and variables added to this process's environment. */
+export interface LineChildOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
 /**
  * Starts `bin args...` and waits for the first line `readyWhen` accepts
  * (returned with the child); a line starting "failed" before it, or an exit,
@@ -56,9 +62,12 @@ export function startLineChild(
   bin: string,
   args: string[],
   readyWhen: (line: string) => boolean,
-  cwd?: string,
+  o: LineChildOptions = {},
 ): Promise<[LineChild, string]> {
-  const proc = spawn(bin, args, cwd === undefined ? {} : { cwd });
+  const proc = spawn(bin, args, {
+    ...(o.cwd !== undefined && { cwd: o.cwd }),
+    ...(o.env !== undefined && { env: { ...process.env, ...o.env } }),
+  });
   let err = "", last: string | undefined;
   const waiters: ((line: string) => void)[] = [];
   proc.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
@@ -79,7 +88,7 @@ export function startLineChild(
     let ready = false;
     createInterface({ input: proc.stdout }).on("line", (line) => {
       if (!ready) {
-        if (line.startsWith("failed")) reject(new Error(`${bin}: ${line}`));
+        if (line.startsWith("failed")) proc.kill(), reject(new Error(`${bin}: ${line}`));
         if (readyWhen(line)) (ready = true), resolve([p, line]);
         return;
       }

@@ -4,12 +4,12 @@
  * "ready"/"mark" protocol), a producer driving the sim at a fixed rate, and
  * sample records.
  */
-import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { createInterface } from "node:readline";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { type LineChild, startLineChild } from "./_child.ts";
 import { everyTick } from "./_clock.ts";
 
 /**
@@ -67,41 +67,17 @@ export async function startCounter(
   mode: "read" | "idle" | "latency",
   o: CounterOptions = {},
 ): Promise<Counter> {
-  const args = [
-    new URL(`./${o.script ?? "_stream-counter.js"}`, import.meta.url).pathname,
-    url,
-    String(streams),
-    "0-7",
-    mode,
-  ];
-  const [cmd, argv] = childCommand(args, o);
-  const proc: ChildProcessWithoutNullStreams = spawn(cmd, argv, { env: { ...process.env, ...o.env } });
-  const lines = createInterface({ input: proc.stdout });
-  const waiting: ((line: string) => void)[] = [];
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  let refused!: (err: Error) => void;
-  const failed = new Promise<never>((_, reject) => (refused = reject));
-  lines.on("line", (line) => {
-    if (line === "ready") ready();
-    else if (line.startsWith("failed ")) refused(new Error(`a ${mode} stream was refused: ${line.slice(7)}`));
-    else waiting.shift()?.(line);
-  });
-  proc.once("exit", (code) => refused(new Error(`the ${mode} counter exited (${code}) before it was ready`)));
+  const script = new URL(`./${o.script ?? "_stream-counter.js"}`, import.meta.url).pathname;
+  const [cmd, argv] = childCommand([script, url, String(streams), "0-7", mode], o);
+  let child: LineChild;
   try {
-    await Promise.race([isReady, failed]);
+    [child] = await startLineChild(cmd, argv, (line) => line === "ready", o.env === undefined ? {} : { env: o.env });
   } catch (err) {
-    proc.kill();
-    throw err;
+    // The counter prints "failed <why>" when a stream is refused before its opening message.
+    const refused = /: failed (.*)$/.exec((err as Error).message)?.[1];
+    throw refused === undefined ? err : new Error(`a ${mode} stream was refused: ${refused}`);
   }
-  return {
-    mark: () =>
-      new Promise((resolve) => {
-        waiting.push((line) => resolve(JSON.parse(line)));
-        proc.stdin.write("mark\n");
-      }),
-    stop: () => proc.stdin.end(),
-  };
+  return { mark: () => child.ask("mark"), stop: () => void child.end() };
 }
 
 /**

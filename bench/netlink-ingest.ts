@@ -155,7 +155,7 @@ async function settle(server: Proc, counter: Proc): Promise<[Info, Counts]> {
 
 async function measure(runtime: Runtime, subscribers: number, o: { threads: number; ref: string }): Promise<Measured> {
   const [bin, args] = serverCommand(runtime);
-  const [server, first] = await startLineChild(bin, args, (l) => l.startsWith("{"), root);
+  const [server, first] = await startLineChild(bin, args, (l) => l.startsWith("{"), { cwd: root });
   const { url, pid, runtime: label } = JSON.parse(first) as { url: string; pid: number; runtime: string };
   try {
     const cpus = `0-${availableParallelism() - 1}`;
@@ -163,13 +163,13 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
       process.execPath,
       [script("_raw-counter"), url, String(subscribers), cpus],
       (l) => l === "ready",
-      root,
+      { cwd: root },
     );
     const [ref] = await startLineChild(
       o.ref,
       [String(availableParallelism()), String(RCVBUF)],
       (l) => l === "ready",
-      root,
+      { cwd: root },
     );
     for (const threads of warmUp(o.threads, subscribers)) {
       await storm(threads);
