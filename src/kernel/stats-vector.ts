@@ -31,7 +31,11 @@ export const SLOTS = TASKSTATS_FIELDS.length;
 // own costs a native allocation each. A slab lives while any view into it does.
 // A slab's slots are set to NaN (unset) once, as it is made: a vector is handed out once and never reused, and
 // one fill of the whole slab costs far less than a fill per vector (a sixth of the sim's time per exit).
-const SLAB_VECTORS = 1024;
+// 128 vectors (71 KB) a slab, made in small steps: a slab of 1,024 (568 KB, past malloc's mmap threshold: fresh
+// pages, zeroed, then filled) took 80-400 us to make, and the record that made it waited that long: at 10,000
+// exits/s one tick in a hundred, which is a stream's p99 (see BENCHMARKS.md). 128 take ~10 us (45 at the 99th
+// percentile); 64 took as long per slab in the server, twice as often.
+const SLAB_VECTORS = 128;
 const newSlab = (): Float64Array => new Float64Array(SLOTS * SLAB_VECTORS).fill(NaN);
 let slab = newSlab();
 let next = 0;
