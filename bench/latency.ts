@@ -31,7 +31,8 @@
  * The interleaved row groups (_interleaved.ts) measure layers 2, 3 and 3b
  * again with each server in a process of its own, taking 100 ms turns
  * through each round, so that all of them sample the same seconds of the
- * host.
+ * host; with them, a second bare Connect server as a control, whose ratio
+ * to the first is what two identical servers read apart.
  */
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { collectGarbage, type GcTally, watchGc } from "./_heap.ts";
@@ -144,17 +145,23 @@ const ms = (x: number) => `${x.toFixed(2)} ms`;
 // Rounds in which the host took under 1% of this machine's CPU time: what the code does when the host lets it run.
 const QUIET_STEAL = 1;
 
-// The ratio column: each round's p99 over the bare Connect server's p99 in the same round (median, range, target).
-function ratioCell(rounds: Round[], baseline: Round[] | undefined): string {
-  if (baseline === undefined) return "";
-  const ratios = rounds.map((r, i) => r.p99 / baseline[i]!.p99);
-  const m = median(ratios);
-  return `${m.toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x): ${
-    m <= TARGET_RATIO ? "met" : "not met"
-  }`;
+/** A row's p99 set beside the bare Connect server's in the same rounds; judged against the target unless a control. */
+interface Compared {
+  readonly baseline: Round[];
+  readonly control?: boolean;
 }
 
-function row(what: string, perSecond: number, placement: string, rounds: Round[], baseline?: Round[]): string[] {
+// The ratio column: each round's p99 over the bare Connect server's p99 in the same round (median, range, target).
+function ratioCell(rounds: Round[], compared: Compared | undefined): string {
+  if (compared === undefined) return "";
+  const ratios = rounds.map((r, i) => r.p99 / compared.baseline[i]!.p99);
+  const m = median(ratios);
+  const range = `${m.toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x)`;
+  if (compared.control === true) return `${range}: control`;
+  return `${range}: ${m <= TARGET_RATIO ? "met" : "not met"}`;
+}
+
+function row(what: string, perSecond: number, placement: string, rounds: Round[], compared?: Compared): string[] {
   const p99s = rounds.map((r) => r.p99);
   const under = p99s.filter((p) => p < TARGET_MS).length;
   const steals = rounds.flatMap((r) => (r.steal === undefined ? [] : [r.steal]));
@@ -166,7 +173,7 @@ function row(what: string, perSecond: number, placement: string, rounds: Round[]
     String(rounds.reduce((a, r) => a + r.events, 0)),
     ms(median(rounds.map((r) => r.p50))),
     ms(median(p99s)),
-    ratioCell(rounds, baseline),
+    ratioCell(rounds, compared),
     `${Math.min(...p99s).toFixed(2)}-${Math.max(...p99s).toFixed(2)} ms`,
     ms(Math.max(...rounds.map((r) => r.max))),
     `${under}/${rounds.length}`,
@@ -284,18 +291,39 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
   // The bare Connect server (layer 2) runs just before taskwire in every round.
   const bareConnect = rounds[all.findIndex((l) => l.what.startsWith("2."))];
   return all.map((layer, k) =>
-    row(layer.what, perSecond, placement.label, rounds[k]!, layer.vsBareConnect ? bareConnect : undefined)
+    row(
+      layer.what,
+      perSecond,
+      placement.label,
+      rounds[k]!,
+      layer.vsBareConnect && bareConnect !== undefined ? { baseline: bareConnect } : undefined,
+    )
   );
 }
 
-// The bare Connect server and taskwire's layers 3 and 3b in turns through each round (_interleaved.ts).
+/**
+ * The interleaved rows' control: the bare Connect server a second time, in a
+ * process of its own. Its p99 over the first one's, in the same rounds, is
+ * how far two identical servers read apart here: the noise in taskwire's
+ * ratio beside it.
+ */
+const CONTROL_WHAT = "2c. control: a second bare Connect server, the same as 2 (its ratio: the noise)";
+
+// The bare Connect server, taskwire's layers 3 and 3b, and the control in turns through each round (_interleaved.ts).
 async function interleavedGroup(perSecond: number, o: LatencyOptions, placement: Placement): Promise<string[][]> {
-  const kinds: LatencyServerKind[] = ["bare-connect", "taskwire", "prebuilt"];
+  const kinds: LatencyServerKind[] = ["bare-connect", "taskwire", "prebuilt", "bare-connect"];
   const rounds = await interleavedRounds(kinds, perSecond, { ...placement, ...o });
   const byKind = kinds.map((_, k) => rounds.map((r) => summarize(r[k]!)));
   const label = `${placement.label}; interleaved: each server in its own process, ${SLICE_MS} ms turns`;
+  const control = kinds.length - 1;
   return kinds.map((kind, k) =>
-    row(LAYER_WHAT[kind], perSecond, label, byKind[k]!, kind === "bare-connect" ? undefined : byKind[0])
+    row(
+      k === control ? CONTROL_WHAT : LAYER_WHAT[kind],
+      perSecond,
+      label,
+      byKind[k]!,
+      k === 0 ? undefined : { baseline: byKind[0]!, control: k === control },
+    )
   );
 }
 
