@@ -9,6 +9,7 @@
  * streams, field masks, filters). Slots hold integers below 2^53. Pure.
  */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
+import { madeAhead } from "./made-ahead.ts";
 import { TASKSTATS_FIELDS, type TaskStatsField } from "./taskstats.ts";
 
 /** One record's stats as numbers. */
@@ -31,19 +32,20 @@ export const SLOTS = TASKSTATS_FIELDS.length;
 // own costs a native allocation each. A slab lives while any view into it does.
 // A slab's slots are set to NaN (unset) once, as it is made: a vector is handed out once and never reused, and
 // one fill of the whole slab costs far less than a fill per vector (a sixth of the sim's time per exit).
-// 128 vectors (71 KB) a slab, made in small steps: a slab of 1,024 (568 KB, past malloc's mmap threshold: fresh
-// pages, zeroed, then filled) took 80-400 us to make, and the record that made it waited that long: at 10,000
-// exits/s one tick in a hundred, which is a stream's p99 (see BENCHMARKS.md). 128 take ~10 us (45 at the 99th
-// percentile); 64 took as long per slab in the server, twice as often.
+// 128 vectors (71 KB) a slab, each made ahead of need (made-ahead.ts): a slab of 1,024 (568 KB, past malloc's
+// mmap threshold: fresh pages, zeroed, then filled) took 80-400 us to make, and the record that made it waited that
+// long: at 10,000 exits/s one tick in a hundred, which is a stream's p99 (see BENCHMARKS.md). 128 take ~10 us (100
+// and more now and then, when its pages are fresh); 64 took as long per slab in the server, twice as often.
 const SLAB_VECTORS = 128;
-const newSlab = (): Float64Array => new Float64Array(SLOTS * SLAB_VECTORS).fill(NaN);
-let slab = newSlab();
-let next = 0;
+const nextSlab = madeAhead((): Float64Array => new Float64Array(SLOTS * SLAB_VECTORS).fill(NaN));
+// The first vector takes the first slab (none is made on import).
+let slab: Float64Array = new Float64Array(0);
+let next = SLAB_VECTORS;
 
 /** A vector with every field unset. */
 export function createStatsVector(): StatsVector {
   if (next === SLAB_VECTORS) {
-    slab = newSlab();
+    slab = nextSlab();
     next = 0;
   }
   const values = slab.subarray(next * SLOTS, ++next * SLOTS);

@@ -25,6 +25,7 @@ import { ENCODED_BODY, type ExitRecord, timestampParts } from "../../kernel/exit
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
+import { madeAhead } from "../../kernel/made-ahead.ts";
 import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-stats.ts";
 import { type MaybePreEncoded, PRE_ENCODED } from "./pre-encoded.ts";
 import { Buffer } from "node:buffer";
@@ -88,10 +89,12 @@ function field(t: number, body: Uint8Array): void {
 // as views: a Uint8Array with an ArrayBuffer of its own costs more to create
 // and collect than the encoding itself. A slab lives while any record encoded
 // in it is still queued or retained somewhere (~50 records' worth). The
-// record that makes a slab waits for it, zeroed: 64 KiB took 35-58 us at the
-// 99th percentile, 16 KiB 8-12 us, for the same cost per record.
+// record that makes a slab waits for it, zeroed (so each is made ahead of
+// need: kernel/made-ahead.ts): 64 KiB took 35-58 us at the 99th percentile,
+// 16 KiB 8-12 us, for the same cost per record.
 const SLAB = 16 * 1024;
-let slab = new Uint8Array(SLAB);
+const nextSlab = madeAhead(() => new Uint8Array(SLAB));
+let slab: Uint8Array = new Uint8Array(0); // the first body takes the first slab (none is made on import)
 let slabPos = 0;
 
 // The memo lives on the record under a symbol, not in a WeakMap keyed by
@@ -135,7 +138,7 @@ export function exitBody(r: ExitRecord): Uint8Array {
   const [pid, tgid] = statsOf(r);
   const room = 12 + 6 + 17 + maxStatsSize(pid) + (tgid === undefined ? 0 : 6 + maxStatsSize(tgid));
   if (slabPos + room > slab.length) {
-    slab = new Uint8Array(Math.max(SLAB, room));
+    slab = room > SLAB ? new Uint8Array(room) : nextSlab();
     slabPos = 0;
   }
   const b = slab, start = slabPos;
