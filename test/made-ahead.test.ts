@@ -18,14 +18,25 @@ describe("madeAhead", () => {
     expect(take()).toBe(3);
   });
 
-  it("makes one on the spot when the spare is not ready yet, and schedules one refill at a time", () => {
+  it("makes one on the spot when the spare is not ready yet, and a spare once its timers run", () => {
     let made = 0;
     const take = madeAhead(() => ++made);
     expect([take(), take(), take()]).toEqual([1, 2, 3]);
+    vi.runAllTimers();
+    expect(made).toBe(4); // one spare, however many refills were asked for
+    expect(take()).toBe(4);
+  });
+
+  it("asks again when a refill never ran (its timer lost), rather than stop making ahead", () => {
+    let made = 0;
+    const take = madeAhead(() => ++made);
+    take();
+    vi.clearAllTimers(); // the refill is lost
+    expect(take()).toBe(2); // made on the spot, and a refill asked for again
     expect(vi.getTimerCount()).toBe(1);
     vi.runAllTimers();
-    expect(made).toBe(4);
-    expect(take()).toBe(4);
+    expect(take()).toBe(3);
+    expect(made).toBe(3);
   });
 
   it("never hands the same one out twice", () => {

@@ -4,9 +4,11 @@
  * there is none left; the record then waits while memory is allocated,
  * zeroed and filled, and every record produced with it waits too (its
  * stream's tail: see stats-vector.ts). Made in a timer task once the last
- * spare was taken, the next slab is usually ready before it is needed, made
- * while the event loop had nothing else to do. When it is not ready (a burst
- * used a slab up within one task), one is made on the spot, as before.
+ * spare was taken, the next slab is usually ready before it is needed, and
+ * made outside any record's path: after the task that took the last one,
+ * its stream's write included. When none is ready (a burst used a slab up
+ * within one task, or the timer never ran), one is made on the spot, as
+ * before, and another is asked for.
  */
 
 /** Returns a function that hands out `make()`'s results, the next one made ahead. */
@@ -19,6 +21,8 @@ export function madeAhead<T>(make: () => T): () => T {
   };
   return () => {
     const got = spare ?? make();
+    // None was ready: a burst, or a refill that never ran (a test's fake clock), which must not stop the supply.
+    if (spare === undefined) pending = false;
     spare = undefined;
     if (!pending) {
       pending = true;
