@@ -67,6 +67,33 @@ describe("tapped", () => {
     expect(ends).toEqual([["failed", bad]]);
   });
 
+  it("a failing watcher closes the source even when its end throws, or the source's return() throws at once", async () => {
+    const { gen, seen } = source([1, 2]);
+    const bad = new Error("watcher"), endBad = new Error("end");
+    const each = () => {
+      throw bad;
+    };
+    const it1 = tapped(gen, {
+      each,
+      end: () => {
+        throw endBad;
+      },
+    });
+    await expect(it1.next()).rejects.toBe(endBad);
+    expect(seen.closed).toBe(true);
+    // A hand-written source whose return() throws synchronously: the watcher's error is still the one raised.
+    const sync: AsyncIterator<number> = {
+      next: () => Promise.resolve({ done: false, value: 1 }),
+      return: () => {
+        throw new Error("return threw");
+      },
+    };
+    const ends: TapEnd[] = [];
+    const it2 = tapped({ [Symbol.asyncIterator]: () => sync }, { each, end: (how) => ends.push(how) });
+    await expect(it2.next()).rejects.toBe(bad);
+    expect(ends).toEqual(["failed"]);
+  });
+
   it("a consumer stopping early closes the source and is told as stopped", async () => {
     const { gen, seen } = source([1, 2, 3]);
     const w = watch();

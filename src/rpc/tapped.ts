@@ -41,11 +41,13 @@ export function tapped<T>(source: AsyncIterable<T>, tap: Tap<T>): AsyncIterableI
   // A watcher that throws fails the stream, as the source failing would: the end is told, and the source closed
   // (nothing else would close it: a consumer does not call return() after next() rejects).
   const watcherFailed = (err: unknown): Promise<never> => {
-    end("failed", err);
+    // Closed first, so that an `end` that throws cannot leave it open; a return() that throws is caught too.
+    const closing = new Promise((resolve) => resolve(it.return?.()));
     const rethrow = (): never => {
       throw err;
     };
-    return Promise.resolve(it.return?.()).then(rethrow, rethrow);
+    end("failed", err);
+    return closing.then(rethrow, rethrow);
   };
   const failed = (err: unknown): never => {
     end("failed", err);
