@@ -6,7 +6,8 @@
  * field, so a record costs one small view into a shared buffer, and an
  * encoder writes protobuf straight from the numbers.
  * The TaskStats message is built only when something asks for it (JSON
- * streams, field masks, filters). Slots hold integers below 2^53. Pure.
+ * streams, field masks, filters). Slots hold integers below 2^53. No I/O;
+ * the only side effect is the slab supply's timer (made-ahead.ts).
  */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { madeAhead } from "./made-ahead.ts";
