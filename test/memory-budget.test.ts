@@ -298,7 +298,7 @@ describe("records held apart", () => {
       for (let i = 0; i < 400; i++) source.kernel.exitNow(200);
       const held = live() - before;
       expect(l.queue.depth).toBeGreaterThan(2000);
-      // Holding each record's shared slabs (71 KB of vectors per 128, 16 KiB of bodies) would be several times this.
+      // Holding each record's shared slab (581 KB per 1,024 vectors) would be several times this.
       expect(held).toBeLessThanOrEqual(l.memoryBytes);
     } finally {
       await reg.close();

@@ -1,14 +1,14 @@
 /**
  * A supply of fresh slabs (or anything costly to make) with the next one made
- * ahead, in a task of its own. A slab is made when a record needs room and
- * there is none left; the record then waits while memory is allocated,
- * zeroed and filled, and every record produced with it waits too (its
- * stream's tail: see stats-vector.ts). Made in a timer task once the last
- * spare was taken, the next slab is usually ready before it is needed, and
- * made outside any record's path: after the task that took the last one,
- * its stream's write included. When none is ready (a burst used a slab up
- * within one task, or the timer never ran), one is made on the spot, as
- * before, and another is asked for.
+ * ahead, in a task of its own (the stats vectors' slabs: stats-vector.ts). A
+ * slab is made when a record needs room and there is none left; made then,
+ * the record waits while memory is allocated, zeroed and filled, and so does
+ * every record produced with it (its stream's tail). Made in a timer task
+ * once the last spare was taken, the next slab is usually ready before it is
+ * needed, and no record is in the middle of its path while it is made (one
+ * that arrives meanwhile waits, as behind any other task). When none is
+ * ready (a burst used a slab up within one task, or the timer never ran),
+ * one is made on the spot, as before, and another is asked for.
  */
 
 /** Returns a function that hands out `make()`'s results, the next one made ahead. */

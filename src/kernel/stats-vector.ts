@@ -33,11 +33,12 @@ export const SLOTS = TASKSTATS_FIELDS.length;
 // own costs a native allocation each. A slab lives while any view into it does.
 // A slab's slots are set to NaN (unset) once, as it is made: a vector is handed out once and never reused, and
 // one fill of the whole slab costs far less than a fill per vector (a sixth of the sim's time per exit).
-// 128 vectors (71 KB) a slab, each made ahead of need (made-ahead.ts): a slab of 1,024 (568 KB, past malloc's
-// mmap threshold: fresh pages, zeroed, then filled) took 80-400 us to make, and the record that made it waited that
-// long: at 10,000 exits/s one tick in a hundred, which is a stream's p99 (see BENCHMARKS.md). 128 take ~10 us (100
-// and more now and then, when its pages are fresh); 64 took as long per slab in the server, twice as often.
-const SLAB_VECTORS = 128;
+// 1,024 vectors (568 KB) a slab, each made ahead of need in a timer task of its own (made-ahead.ts). Made inline,
+// a slab took 80-400 us (past malloc's mmap threshold: fresh pages, zeroed, then filled), and the record that
+// needed it waited that long: at 10,000 exits/s one tick in a hundred, which is a stream's p99 (see
+// BENCHMARKS.md). Slabs of 128 waited less, but cost three times as much per byte in the server (each one's pages
+// faulted in afresh): 0.3 us more per record at the netlink bench's rate.
+const SLAB_VECTORS = 1024;
 const nextSlab = madeAhead((): Float64Array => new Float64Array(SLOTS * SLAB_VECTORS).fill(NaN));
 // The first vector takes the first slab (none is made on import).
 let slab: Float64Array = new Float64Array(0);

@@ -9,13 +9,10 @@
  * (100,000 records): 270 B of objects, 1,270 B per stats vector (71 slots
  * of a shared Float64Array slab, plus the slab's share of the sim's live
  * tasks), and 670 B for its encoded Exit body (a view object and its place
- * in a slab, about twice its length with the slab's unused tail). Measured
- * with slabs of 1,024 vectors and 64 KiB of bodies; with today's smaller
- * ones (128 vectors, 16 KiB) the charge is still above what is held: 0.54
- * of it with every record held, 0.93 with every other one.
+ * in a 64 KiB slab, about twice its length with the slab's unused tail).
  *
  * Those slabs are why a record held apart from its neighbours costs far more
- * than its share: it keeps its whole slabs alive (71 KB of vectors, 16 KiB
+ * than its share: it keeps its whole slab alive (581 KB of vectors, 64 KiB
  * of bodies). A listener that holds records far apart queues an unshared
  * copy instead (core/listener.ts SPARSE_GAP), and retains the copy's body
  * in a buffer of its own.

@@ -25,7 +25,6 @@ import { ENCODED_BODY, type ExitRecord, timestampParts } from "../../kernel/exit
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
-import { madeAhead } from "../../kernel/made-ahead.ts";
 import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-stats.ts";
 import { type MaybePreEncoded, PRE_ENCODED } from "./pre-encoded.ts";
 import { Buffer } from "node:buffer";
@@ -85,16 +84,15 @@ function field(t: number, body: Uint8Array): void {
   out.pos += body.length;
 }
 
-// Exit bodies are written straight into shared 16 KiB slabs and handed out
+// Exit bodies are written straight into shared 64 KiB slabs and handed out
 // as views: a Uint8Array with an ArrayBuffer of its own costs more to create
 // and collect than the encoding itself. A slab lives while any record encoded
-// in it is still queued or retained somewhere (~50 records' worth). The
-// record that makes a slab waits for it, zeroed (so each is made ahead of
-// need: kernel/made-ahead.ts): 64 KiB took 35-58 us at the 99th percentile,
-// 16 KiB 8-12 us, for the same cost per record.
-const SLAB = 16 * 1024;
-const nextSlab = madeAhead(() => new Uint8Array(SLAB));
-let slab: Uint8Array = new Uint8Array(0); // the first body takes the first slab (none is made on import)
+// in it is still queued or retained somewhere (~200 records' worth). Made
+// inline: 7 us at p50, 35-58 us at the 99th percentile. Made ahead, as the
+// stats vectors' slabs are (kernel/made-ahead.ts), its timers cost more CPU
+// in all than that wait (~900 per 200,000 records in the netlink bench).
+const SLAB = 64 * 1024;
+let slab = new Uint8Array(SLAB);
 let slabPos = 0;
 
 // The memo lives on the record under a symbol, not in a WeakMap keyed by
@@ -138,7 +136,7 @@ export function exitBody(r: ExitRecord): Uint8Array {
   const [pid, tgid] = statsOf(r);
   const room = 12 + 6 + 17 + maxStatsSize(pid) + (tgid === undefined ? 0 : 6 + maxStatsSize(tgid));
   if (slabPos + room > slab.length) {
-    slab = room > SLAB ? new Uint8Array(room) : nextSlab();
+    slab = new Uint8Array(Math.max(SLAB, room));
     slabPos = 0;
   }
   const b = slab, start = slabPos;
