@@ -37,7 +37,7 @@ export const SLOTS = TASKSTATS_FIELDS.length;
 // a slab took 80-400 us (past malloc's mmap threshold: fresh pages, zeroed, then filled), and the record that
 // needed it waited that long: at 10,000 exits/s one tick in a hundred, which is a stream's p99 (see
 // BENCHMARKS.md). Slabs of 128 waited less, but cost three times as much per byte in the server (each one's pages
-// faulted in afresh): 0.3 us more per record at the netlink bench's rate.
+// faulted in afresh): 0.2-0.6 us more per record on the main thread at the netlink bench's rate.
 const SLAB_VECTORS = 1024;
 const nextSlab = madeAhead((): Float64Array => new Float64Array(SLOTS * SLAB_VECTORS).fill(NaN));
 // The first vector takes the first slab (none is made on import).
