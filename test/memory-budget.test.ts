@@ -277,31 +277,6 @@ describe("records held apart", () => {
     expect(dense.take(1000).length).toBe(200);
   });
 
-  it("a listener whose matches come in runs, far apart, queues every run's records as copies, not just their heads", () => {
-    const feed = manualFeed();
-    const copies: number[] = [];
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      memory: {
-        budget: createMemoryBudget(),
-        sizeOf: () => 100,
-        sizeOfPayload: () => 10,
-        unshare: (r) => (copies.push(r.n), { ...r }),
-      },
-    });
-    const dense = reg.create([0], { buffer: 10_000, policy: "drop-newest", ephemeral: false, owner: "a" });
-    const bursty = reg.create([0], { buffer: 10_000, policy: "drop-newest", ephemeral: false, owner: "a" });
-    bursty.filter = (r) => r.n % 100 < 20; // runs of 20 (a comm during a build), 80 apart
-    for (let n = 1; n <= 1000; n++) feed.sink.exit(rec(n));
-    // An average of the gaps was dense again after a dozen records of each run: the run's tail, queued shared,
-    // kept its neighbours alive. Every run after the first (which starts the registry's count) is copied whole.
-    const runsAfterFirst = Array.from({ length: 1000 }, (_, i) => i + 1).filter((n) => n >= 100 && n % 100 < 20);
-    expect(copies).toEqual(runsAfterFirst);
-    expect(bursty.take(10_000).length).toBe(200);
-    expect(dense.take(10_000).length).toBe(1000);
-  });
-
   it("a never-read listener with a narrow filter holds no more memory than it is charged (the sim's slabs)", async () => {
     const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 });
     const reg = createRegistry<ExitRecord, Uint8Array>({

@@ -67,16 +67,10 @@ export interface ListenerOptions<R extends CpuRecord, P> {
  */
 export const SPARSE_GAP = 2;
 
-// Gaps between queued records are averaged, rising fast (half the way to a
-// wider gap at once) and falling slowly (over about 64 records). A filter
-// whose matches come in runs (a comm during a build: runs of 14-30 exits,
-// 30-120 apart) averaged evenly over 8 records read dense a dozen records
-// into each run, and the shared tails of its runs kept every slab alive: 1.6x
-// what it was charged. A gap counts as at most SPARSE_CAP; a new listener's
-// first record (unless the registry's first) counts as just apart, so that a
-// dense listener is not taken for a sparse one.
-const SPARSE_RISE = 1 / 2;
-const SPARSE_FALL = 1 / 64;
+// Gaps between queued records are averaged over about this many records; a
+// gap counts as at most SPARSE_CAP, so a new listener's first record is held
+// apart but a dense listener is dense again after a few dozen records.
+const SPARSE_WEIGHT = 1 / 8;
 const SPARSE_CAP = 1024;
 
 /** What one range of seqs counted as RETENTION loss costs: two numbers in a flat array, with room for its growth. */
@@ -202,8 +196,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
 
   // deliver(), tracking how far apart the records it queues are (SPARSE_GAP).
   #deliverTracked(record: R, bytes: number, ordinal: number, unshare: (record: R) => R): void {
-    const seen = Math.min(ordinal - this.#lastOrdinal, this.#lastOrdinal === 0 ? SPARSE_GAP + 1 : SPARSE_CAP);
-    const gap = this.#gap + (seen - this.#gap) * (seen > this.#gap ? SPARSE_RISE : SPARSE_FALL);
+    const gap = this.#gap + (Math.min(ordinal - this.#lastOrdinal, SPARSE_CAP) - this.#gap) * SPARSE_WEIGHT;
     const dropped = this.queue.push(
       ++this.produced,
       gap > SPARSE_GAP && this.#mayQueue(bytes) ? unshare(record) : record,
