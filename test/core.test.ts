@@ -418,10 +418,15 @@ describe("registry", () => {
 });
 
 describe("subscription", () => {
-  it("sends the replay first, then the queue in batches of at most maxBatch, and heartbeats when idle", async () => {
+  // A registry over a manual feed, and one listener on CPU 0 with a queue of 8.
+  const listenerOnCpu0 = () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    return { feed, reg, l: reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" }) };
+  };
+
+  it("sends the replay first, then the queue in batches of at most maxBatch, and heartbeats when idle", async () => {
+    const { feed, reg, l } = listenerOnCpu0();
     for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
     const ctl = new AbortController();
     const old: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
@@ -471,9 +476,7 @@ describe("subscription", () => {
   });
 
   it("says it was taken over even if its call was aborted since (its deadline passed)", async () => {
-    const feed = manualFeed();
-    const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const { reg, l } = listenerOnCpu0();
     const ctl = new AbortController();
     const a = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 1000, signal: ctl.signal, encode });
     await a.next();
@@ -485,9 +488,7 @@ describe("subscription", () => {
   });
 
   it("says its listener was removed even if its call was aborted since, queue unsent", async () => {
-    const feed = manualFeed();
-    const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const { feed, reg, l } = listenerOnCpu0();
     const ctl = new AbortController();
     const a = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 1000, signal: ctl.signal, encode });
     await a.next();
@@ -513,9 +514,7 @@ describe("subscription", () => {
   });
 
   it("keeps one heartbeat timer across busy waits, and heartbeats heartbeatMs after the last event", async () => {
-    const feed = manualFeed();
-    const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const { feed, reg, l } = listenerOnCpu0();
     const ctl = new AbortController();
     const heartbeatMs = 150;
     const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs, signal: ctl.signal, encode });
@@ -543,9 +542,7 @@ describe("subscription", () => {
   });
 
   it("a second subscription takes the listener over; the first ends with StreamTakenOverError", async () => {
-    const feed = manualFeed();
-    const reg = createRegistry<Rec, string>({ feed, retain });
-    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const { reg, l } = listenerOnCpu0();
     const encode = { open: () => "open", batch: () => "batch", heartbeat: () => "hb" };
     const opts = { maxBatch: 2, heartbeatMs: 60_000, encode };
     const first = subscribe(reg, l, { ...opts, signal: new AbortController().signal });
