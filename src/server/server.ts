@@ -38,6 +38,7 @@ import { withPreEncodedStreams } from "./pre-encoded-streams.ts";
 
 /** The longest timeout a request may set (Node's timers hold at most 2^31-1 ms, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Options of createServer. */
 export interface ServerOptions {
   /** Where stats come from (netlink or sim). */
