@@ -1,8 +1,9 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, latency, netlink, auth, observability, fleet). Figures are measured in one run beside their baselines,
+ * e2e, latency, netlink, auth, observability, fleet, accounting). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
+import { benchAccounting, benchSettle } from "./accounting.ts";
 import { benchAuth } from "./auth.ts";
 import { benchDispatch } from "./dispatch.ts";
 import { benchE2e } from "./e2e.ts";
@@ -65,6 +66,17 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
     ]],
   ],
 ];
+
+benches.push([
+  "accounting",
+  async () => [
+    [
+      "memory accounting: what a listener holds against what it is charged, by the pattern its filter matches",
+      await benchAccounting(),
+    ],
+    ["memory accounting: what the slab ledger's count takes, once a second", await benchSettle()],
+  ],
+]);
 
 benches.push([
   "fleet",

@@ -92,6 +92,8 @@ export interface EventQueue<R extends CpuRecord = CpuRecord> {
   take(max: number, hold?: boolean): QueueItem<R>[];
   /** What the items of the last take(max, true) are charged. */
   readonly heldBytes: number;
+  /** Calls `fn` with each queued exit's record, oldest first. */
+  forEachRecord(fn: (record: R) => void): void;
 }
 
 /** Creates an empty queue; without `memory` it charges the shared unlimited budget (budget.ts unbudgeted()). */
@@ -234,6 +236,14 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     else this.#pool.release(bytes);
     this.#compact();
     return out;
+  }
+
+  forEachRecord(fn: (record: R) => void): void {
+    const slots = this.#slots;
+    for (let i = this.#head; i < slots.length; i++) {
+      const slot = slots[i]!;
+      if (!(slot instanceof _Loss)) fn(slot);
+    }
   }
 
   detachBudget(): void {

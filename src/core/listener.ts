@@ -23,7 +23,10 @@ import {
 } from "./event-queue.ts";
 import { SeqOutOfRangeError } from "./errors.ts";
 import { SeqRanges } from "./_seq-ranges.ts";
+import type { SlabCount, SlabHolding, SlabSizes, SlabTerms } from "./_slab-ledger.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
+
+export type { SlabSizes, SlabTerms } from "./_slab-ledger.ts";
 
 /** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
 export type StreamEnd = "removed" | "takeover" | "shutdown";
@@ -53,6 +56,16 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly sizeOfPayload?: ((payload: P) => number) | undefined;
   /** A copy of a record sharing no storage with its neighbours, queued instead of a record held apart (see SPARSE_GAP). */
   readonly unshare?: ((record: R) => R) | undefined;
+  /** How its records and retained payloads share slabs, for the ledger's count (_slab-ledger.ts); absent: they share none. */
+  readonly slabs?: SharedSlabs<R> | undefined;
+}
+
+/** How records and retained byte payloads share slabs (see _slab-ledger.ts). */
+export interface SharedSlabs<R> {
+  /** How queued records share slabs (a record queued as its unshared copy keeps none alive). */
+  readonly records: SlabTerms<R>;
+  /** The buffers byte payloads are kept in (a slab, when a payload views part of it). */
+  readonly payloads: SlabSizes;
 }
 
 /**
@@ -82,7 +95,7 @@ export function noLosses(): LossCounters {
 }
 
 /** A listener's state, owned by the registry. */
-export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
+export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements SlabHolding {
   readonly id: string;
   readonly ephemeral: boolean;
   readonly owner: string;
@@ -108,12 +121,18 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   readonly #pool: BudgetPool;
   readonly #sizeOf: ((record: R) => number) | undefined;
   readonly #unshare: ((record: R) => R) | undefined;
+  /** How its items share slabs. */
+  readonly #slabs: SharedSlabs<R> | undefined;
+  /** What it is charged for the slabs its items keep alive, as the ledger last counted them. */
+  #slabCharge = 0;
   /** The registry's count of the last record this listener queued. */
   #lastOrdinal = 0;
   /** Average gap between the records it queued, by the registry's count (1: every record). */
   #gap = 1;
   /** Bytes of the batch last taken, charged until the next take or the stream's end. */
   #inFlight = 0;
+  /** The batch last taken, whose records keep their slabs alive until it is written. */
+  #inFlightItems: readonly QueueItem<R>[] = [];
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
   /**
@@ -151,6 +170,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     });
     this.detachedAt = o.now;
     this.#sampledAt = o.now;
+    this.#slabs = o.slabs;
   }
 
   /** Updates `rate` from what was produced since the last sample. */
@@ -235,6 +255,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     // The queue's charges for these items carry over to the batch in flight.
     const items = this.queue.take(max, true);
     this.#inFlight = this.queue.heldBytes;
+    this.#inFlightItems = items;
     this.#account.adopt(this.#inFlight);
     for (const item of items) {
       if (item.kind === "exit") this.delivered++;
@@ -254,12 +275,49 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
     this.#retired = true;
     this.#lateLoss = lateLoss;
     this.#retention.clear();
-    if (!draining) this.#account.close();
+    if (!draining) this.#close();
+  }
+
+  // Gives everything back.
+  #close(): void {
+    this.#slabCharge = 0;
+    this.#account.close();
   }
 
   #releaseInFlight(): void {
     this.#account.release(this.#inFlight);
     this.#inFlight = 0;
+    this.#inFlightItems = [];
+  }
+
+  /** Tells `count` of the items it holds in shared slabs (queued, in flight, retained), once per run in one slab. */
+  countSlabs(count: SlabCount): void {
+    const slabs = this.#slabs;
+    if (slabs === undefined || this.#account.closed) return;
+    const { records } = slabs;
+    let key: object | undefined, run = 0;
+    const each = (record: R) => {
+      const slab = records.slabOf(record);
+      if (slab === undefined) return;
+      if (slab !== key) {
+        if (key !== undefined) count(key, run, records);
+        key = slab;
+        run = 0;
+      }
+      run += records.covers(record);
+    };
+    for (const item of this.#inFlightItems) if (item.kind === "exit") each(item.record);
+    this.queue.forEachRecord(each);
+    if (key !== undefined) count(key, run, records);
+    this.#retention.countSlabs(count, slabs.payloads);
+  }
+
+  /** Charges it `bytes` in all for the slabs its items keep alive (the ledger's count), even past the budget. */
+  chargeSlabs(bytes: number): void {
+    if (this.#account.closed) return;
+    if (bytes > this.#slabCharge) this.#account.charge(bytes - this.#slabCharge);
+    else this.#account.release(this.#slabCharge - bytes);
+    this.#slabCharge = bytes;
   }
 
   /** Throws SeqOutOfRangeError unless a stream could resume after `seq` (validation only: changes nothing). */
@@ -331,7 +389,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> {
   detach(end: (why: string, code: StreamEnd) => void, now: number): void {
     if (this.#retired) {
       // The stream draining a removed listener is gone: nothing it held is reachable any more.
-      this.#account.close();
+      this.#close();
       return;
     }
     if (this.#end !== end) return;

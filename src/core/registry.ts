@@ -12,10 +12,11 @@
  */
 import { formatCpulist } from "../kernel/cpulist.ts";
 import { createListenerTable, type DemandChange, type ListenerTable } from "../kernel/listener-table.ts";
+import { SlabLedger } from "./_slab-ledger.ts";
 import { createMemoryBudget, formatBytes, type MemoryBudget } from "./budget.ts";
 import type { CpuRecord, OverflowPolicy } from "./event-queue.ts";
 import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
-import { Listener, type LossCounters, noLosses, type StreamEnd } from "./listener.ts";
+import { Listener, type LossCounters, noLosses, type SharedSlabs, type StreamEnd } from "./listener.ts";
 
 /** Where records come from, as the registry sees a source: it starts it, and says which CPUs are watched. */
 export interface ExitFeed<R extends CpuRecord> {
@@ -78,6 +79,12 @@ export interface RegistryStats {
   deepestQueue: number;
   /** Bytes listeners hold against the memory budget (queues, retention, in-flight batches, fixed costs). */
   memoryUsed: number;
+  /**
+   * Of memoryUsed, what listeners' events leave unpaid of the shared slabs
+   * they keep alive (see _slab-ledger.ts): charged even past the budget, since
+   * it is held; the listeners then drop new exits until it is given back.
+   */
+  memorySlabs: number;
   /** The memory budget in bytes (Number.MAX_SAFE_INTEGER when unlimited). */
   memoryBudget: number;
 }
@@ -106,6 +113,8 @@ export interface RegistryMemory<R extends CpuRecord, P> {
   readonly sizeOfPayload: (payload: P) => number;
   /** A copy of a record that shares no storage with other records (see listener.ts SPARSE_GAP); absent: none made. */
   readonly unshare?: ((record: R) => R) | undefined;
+  /** How records and retained payloads share slabs, for charging what held items keep alive (see _slab-ledger.ts); absent: they share none. */
+  readonly slabs?: SharedSlabs<R> | undefined;
   /**
    * Free bytes a new listener needs beyond its fixed cost to be of any use
    * (room for a few events); not charged. Default 0.
@@ -166,6 +175,8 @@ export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> 
   reap(): number;
   /** Updates every listener's events/s. */
   sampleRates(): void;
+  /** Charges each listener what the sealed slabs its items are in leave unpaid (the housekeeping timer, once a second). */
+  settleSlabs(): void;
   stats(): RegistryStats;
   /** The live listeners, or those `owner` owns. */
   listeners(owner?: string): Listener<R, P>[];
@@ -205,6 +216,8 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
   readonly #now: () => number;
   /** Losses of listeners already removed, so totals never go backwards. */
   readonly #pastLost: LossCounters = noLosses();
+  /** What the slabs listeners' items keep alive cost them, counted once a second; absent: records share no slabs. */
+  readonly #ledger: SlabLedger | undefined;
 
   constructor(o: RegistryOptions<R, P>, limits: Limits) {
     this.limits = limits;
@@ -212,6 +225,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     this.#retain = o.retain;
     this.#memory = o.memory ?? { budget: createMemoryBudget(), sizeOf: () => 0, sizeOfPayload: () => 0 };
     this.#now = o.now ?? Date.now;
+    this.#ledger = this.#memory.slabs && new SlabLedger();
     this.#table = createListenerTable<Listener<R, P>>(o.feed.possible.nbits);
     o.feed.start(this.#sink());
   }
@@ -267,6 +281,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       account,
       sizeOfPayload: this.#memory.sizeOfPayload,
       unshare: this.#memory.unshare,
+      slabs: this.#memory.slabs,
     });
     this.#byId.set(listener.id, listener);
     this.#owned.set(o.owner, owned + 1);
@@ -334,6 +349,10 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     for (const l of this.#byId.values()) l.sampleRate(now);
   }
 
+  settleSlabs(): void {
+    this.#ledger?.settle(this.#byId.values());
+  }
+
   stats(): RegistryStats {
     const lost = { ...this.#pastLost };
     let streams = 0, queued = 0, deepestQueue = 0;
@@ -345,7 +364,18 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     }
     const watchedCpus = formatCpulist(this.#table.watched());
     const { used: memoryUsed, limit: memoryBudget } = this.#memory.budget;
-    return { listeners: this.#byId.size, streams, watchedCpus, lost, queued, deepestQueue, memoryUsed, memoryBudget };
+    const memorySlabs = this.#ledger?.charged ?? 0;
+    return {
+      listeners: this.#byId.size,
+      streams,
+      watchedCpus,
+      lost,
+      queued,
+      deepestQueue,
+      memoryUsed,
+      memorySlabs,
+      memoryBudget,
+    };
   }
 
   listeners(owner?: string): Listener<R, P>[] {

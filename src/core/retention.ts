@@ -25,6 +25,7 @@
  * over what it no longer has reports RETENTION loss, as for any eviction.
  */
 import { firstNotBefore } from "./_bisect.ts";
+import type { SlabCount, SlabSizes } from "./_slab-ledger.ts";
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
@@ -220,6 +221,28 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     this.#start = (i + 1) % this.#seq.length;
     this.#size--;
     return true;
+  }
+
+  /**
+   * Tells `count` of the retained byte payloads kept in part of a larger
+   * buffer (a slab of Exit bodies: see _slab-ledger.ts), with their charges:
+   * once per run of consecutive payloads in one buffer.
+   */
+  countSlabs(count: SlabCount, sizes: SlabSizes): void {
+    const cpus = this.#cpu, lengths = this.#length, payloads = this.#payload, costs = this.#cost, n = this.#seq.length;
+    let buffer: unknown, shared = false, run = 0;
+    for (let k = 0, i = this.#start; k < this.#size; k++, i = i + 1 === n ? 0 : i + 1) {
+      const length = lengths[i]!;
+      if (length === VIEW_NONE || cpus[i] === LOSS_SLOT) continue;
+      if (payloads[i] !== buffer) {
+        if (run > 0) count(buffer as object, run, sizes);
+        buffer = payloads[i];
+        shared = length < (buffer as ArrayBufferLike).byteLength;
+        run = 0;
+      }
+      if (shared) run += costs[i]!;
+    }
+    if (run > 0) count(buffer as object, run, sizes);
   }
 
   /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */

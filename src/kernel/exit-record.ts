@@ -47,6 +47,14 @@ export interface ExitRecord {
    */
   readonly pidVector?: StatsVector | undefined;
   readonly tgidVector?: StatsVector | undefined;
+  /**
+   * The shared slab pidVector lives in (undefined: none, as for a copy with
+   * vectors of its own), and how many of the record's vectors are in it:
+   * what holding the record keeps alive (server/memory.ts). Read per listener
+   * of every record it holds, so worked out once, as the record is made.
+   */
+  readonly slab?: object | undefined;
+  readonly slabVectors?: number | undefined;
 }
 
 /**

@@ -19,6 +19,8 @@ export interface StatsVector {
   readonly values: Float64Array;
   /** ac_comm, or undefined when not set. */
   comm: string | undefined;
+  /** The shared slab `values` views (its buffer); undefined for a vector with a buffer of its own. */
+  readonly slab?: object | undefined;
 }
 
 /** Slot index of each field. */
@@ -42,16 +44,23 @@ const SLAB_VECTORS = 1024;
 const nextSlab = madeAhead((): Float64Array => new Float64Array(SLOTS * SLAB_VECTORS).fill(NaN));
 // The first vector takes the first slab (none is made on import).
 let slab: Float64Array = new Float64Array(0);
+let slabBuffer: ArrayBufferLike = slab.buffer;
 let next = SLAB_VECTORS;
 
 /** A vector with every field unset. */
 export function createStatsVector(): StatsVector {
   if (next === SLAB_VECTORS) {
     slab = nextSlab();
+    slabBuffer = slab.buffer;
     next = 0;
   }
   const values = slab.subarray(next * SLOTS, ++next * SLOTS);
-  return { values, comm: undefined };
+  return { values, comm: undefined, slab: slabBuffer };
+}
+
+/** Whether vectors are still handed out from `buffer` (a vector's `slab`): its slab is not yet full. */
+export function isOpenSlab(buffer: object): boolean {
+  return buffer === slabBuffer;
 }
 
 /** A copy, as memcpy() of signal->stats makes one. */

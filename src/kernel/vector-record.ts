@@ -13,6 +13,8 @@ class VectorRecord implements ExitRecord {
   #tgidStats: TaskStats | undefined;
   [ENCODED_BODY]: Uint8Array | undefined = undefined;
   declare [UNSHARED_COPY]: ExitRecord | undefined;
+  readonly slab: object | undefined;
+  readonly slabVectors: number;
   constructor(
     readonly cpu: number,
     readonly cpuSeq: number,
@@ -21,7 +23,10 @@ class VectorRecord implements ExitRecord {
     readonly tgid: number,
     readonly pidVector: StatsVector,
     readonly tgidVector: StatsVector | undefined,
-  ) {}
+  ) {
+    this.slab = pidVector.slab;
+    this.slabVectors = tgidVector !== undefined && tgidVector.slab === pidVector.slab ? 2 : 1;
+  }
 
   get pidStats(): TaskStats {
     return (this.#pidStats ??= toTaskStats(this.pidVector));

@@ -15,17 +15,20 @@
  * than its share: it keeps its whole slab alive (581 KB of vectors, 64 KiB
  * of bodies). A listener that holds records far apart queues an unshared
  * copy instead (core/listener.ts SPARSE_GAP), and retains the copy's body
- * in a buffer of its own.
+ * in a buffer of its own. That is a guess from the gaps between records;
+ * what it misses (records matched in runs far apart) is charged once their
+ * slabs are sealed, as `sharedSlabs` tells the core (core/_slab-ledger.ts).
  */
 import { totalmem } from "node:os";
 import process from "node:process";
 import { getHeapStatistics } from "node:v8";
 import { createMemoryBudget, formatBytes, type Share } from "../core/budget.ts";
+import type { SharedSlabs } from "../core/listener.ts";
 import type { RegistryMemory } from "../core/registry.ts";
 import { type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
-import type { StatsVector } from "../kernel/stats-vector.ts";
+import { isOpenSlab, SLOTS, type StatsVector } from "../kernel/stats-vector.ts";
 import { vectorRecord } from "../kernel/vector-record.ts";
-import { exitBody } from "../rpc/fast-binary/batch.ts";
+import { exitBody, isOpenBodySlab } from "../rpc/fast-binary/batch.ts";
 
 /** A record's own objects (the record, its stats holders) and its Exit body's view and memo. */
 const RECORD_BYTES = 400;
@@ -41,6 +44,16 @@ const EXIT_BODY_BYTES = 700;
  * copied out of an unshared record. Charged to every payload.
  */
 const VIEW_BYTES = 160;
+
+/** One stats vector's slots in its slab. */
+const SLOT_BYTES = SLOTS * 8;
+/**
+ * What one stats vector's Exit body keeps alive in the bodies' slabs, for a
+ * record queued while others encode its body: twice what a TaskStats
+ * encodes to (235 B from the sim, about 300 B from the real kernel), as
+ * EXIT_BODY_BYTES counts a body twice for its slab's unused tail.
+ */
+const BODY_PER_VECTOR = 640;
 
 /** Free bytes a new listener needs to be of use: room for a batch or so of events. */
 const LISTENER_RESERVE = 64 * 1024;
@@ -87,7 +100,7 @@ export function unshareRecord(r: ExitRecord): ExitRecord {
 }
 
 function ownVector(v: StatsVector): StatsVector {
-  return { values: new Float64Array(v.values), comm: v.comm };
+  return { values: new Float64Array(v.values), comm: v.comm, slab: undefined }; // one shape with the slab vectors
 }
 
 /** What a listener retains of a record: its Exit body (a view into a shared slab), copied out for an unshared record. */
@@ -95,6 +108,26 @@ export function retainPayload(r: ExitRecord): Uint8Array {
   const body = exitBody(r);
   return (r as Memo)[UNSHARED] === r ? body.slice() : body;
 }
+
+/**
+ * How records share slabs, for what the core charges a listener beyond its
+ * records' shares (core/_slab-ledger.ts): a record keeps its stats vectors'
+ * slab alive and, once a stream encodes it, its Exit body's; its charge pays
+ * its own vectors' slots and bodies, and a slab its vectors' slots and the
+ * bodies of every vector in it. A retained body is a view into a bodies' slab.
+ */
+export const sharedSlabs: SharedSlabs<ExitRecord> = {
+  records: {
+    slabOf: (r) => r.slab,
+    covers: (r) => (SLOT_BYTES + BODY_PER_VECTOR) * (r.slabVectors ?? 1),
+    bytesOf: (slab) => ((slab as ArrayBufferLike).byteLength / SLOT_BYTES) * (SLOT_BYTES + BODY_PER_VECTOR),
+    sealed: (slab) => !isOpenSlab(slab),
+  },
+  payloads: {
+    bytesOf: (buffer) => (buffer as ArrayBufferLike).byteLength,
+    sealed: (buffer) => !isOpenBodySlab(buffer),
+  },
+};
 
 /** A default budget and how it was derived. */
 export interface DefaultBudget {
@@ -136,6 +169,7 @@ export function serverMemory(
     sizeOf: recordBytes,
     sizeOfPayload: payloadBytes,
     unshare: unshareRecord,
+    slabs: sharedSlabs,
     reserve: LISTENER_RESERVE,
   };
 }

@@ -129,6 +129,11 @@ function timestampField(b: Uint8Array, p: number, ms: number): number {
   return p;
 }
 
+/** Whether Exit bodies are still encoded into `buffer` (a body's `buffer`): its slab is not yet full. */
+export function isOpenBodySlab(buffer: object): boolean {
+  return buffer === slab.buffer;
+}
+
 /** Exit{pid, tgid, pid_stats, tgid_stats, received_at}'s bytes for this record, encoded once (a view into a shared slab). */
 export function exitBody(r: ExitRecord): Uint8Array {
   const memo = (r as Memo)[EXIT_BODY];

@@ -1,0 +1,160 @@
+/**
+ * What shared slabs cost listeners beyond their items' shares
+ * (core/_slab-ledger.ts): each sealed slab's unpaid rest charged to its
+ * holders in proportion, counted once a second from what they hold (queue,
+ * batch in flight, retention), and given back once they hold nothing in it.
+ */
+import { describe, expect, it } from "vitest";
+import { type SlabCount, SlabLedger, type SlabSizes } from "../src/core/_slab-ledger.ts";
+import { createMemoryBudget } from "../src/core/budget.ts";
+import { createEventQueue } from "../src/core/event-queue.ts";
+import { Listener } from "../src/core/listener.ts";
+import { Retention } from "../src/core/retention.ts";
+
+/** Every slab 1,000 bytes; sealed once in `sealed`. */
+function sizes(sealed: Set<object>): SlabSizes {
+  return { bytesOf: () => 1000, sealed: (s: object) => sealed.has(s) };
+}
+
+/** A holder of the given items ([slab, covers]), with what it is charged. */
+function holding(items: [object, number][], s: SlabSizes) {
+  const h = {
+    items,
+    charged: 0,
+    countSlabs: (count: SlabCount) => {
+      for (const [slab, covers] of h.items) count(slab, covers, s);
+    },
+    chargeSlabs: (bytes: number) => void (h.charged = bytes),
+  };
+  return h;
+}
+
+describe("SlabLedger", () => {
+  it("charges a sealed slab's unpaid rest to its holder, and nothing once it holds nothing there", () => {
+    const slab = {}, sealed = new Set<object>(), ledger = new SlabLedger();
+    const h = holding([[slab, 100], [slab, 150]], sizes(sealed));
+    ledger.settle([h]);
+    expect(h.charged).toBe(0); // not sealed: the source is still filling it, alive anyway
+    sealed.add(slab);
+    ledger.settle([h]);
+    expect(h.charged).toBe(750);
+    expect(ledger.charged).toBe(750);
+    h.items = [];
+    ledger.settle([h]);
+    expect(h.charged).toBe(0);
+  });
+
+  it("charges a slab held by several listeners once between them, and the last one the rest", () => {
+    const slab = {}, s = sizes(new Set([slab])), ledger = new SlabLedger();
+    const a = holding([[slab, 100]], s), b = holding([[slab, 300]], s);
+    ledger.settle([a, b]);
+    expect([a.charged, b.charged]).toEqual([150, 450]); // 600 unpaid, in proportion to 100 and 300
+    expect(ledger.charged).toBe(600);
+    b.items = [];
+    ledger.settle([a, b]);
+    expect([a.charged, b.charged]).toEqual([900, 0]);
+  });
+
+  it("charges nothing for a slab its holders pay for between them, and adds up slabs apart", () => {
+    const s1 = {}, s2 = {}, s = sizes(new Set([s1, s2])), ledger = new SlabLedger();
+    const a = holding([[s1, 600], [s2, 100], [s1, 0], [s2, 100]], s), b = holding([[s1, 600]], s);
+    ledger.settle([a, b]);
+    expect([a.charged, b.charged]).toEqual([800, 0]); // s1 paid; s2's 800 unpaid is a's alone
+  });
+});
+
+interface Rec {
+  readonly cpu: number;
+  readonly slab: object | undefined;
+  readonly n: number;
+}
+
+describe("the queue and the retention ring", () => {
+  it("a queue tells of each queued record, oldest first, past taken ones and loss markers", () => {
+    const q = createEventQueue<Rec>(3, "drop-oldest");
+    for (let n = 1; n <= 5; n++) q.push(n, { cpu: 0, slab: undefined, n }); // 1 and 2 dropped, as markers
+    q.pushLoss(6, 6, "kernel-overflow", 0);
+    q.push(7, { cpu: 0, slab: undefined, n: 7 });
+    q.take(1);
+    const seen: number[] = [];
+    q.forEachRecord((r) => seen.push(r.n));
+    expect(seen).toEqual([4, 5, 7]);
+  });
+
+  it("a ring tells of the payloads kept in part of a larger buffer, with their charges; none with a buffer of its own", () => {
+    const slab = new ArrayBuffer(1000);
+    const r = new Retention<Rec, Uint8Array>(
+      3,
+      (x) => (x.slab === undefined ? new Uint8Array(10) : new Uint8Array(slab, x.n * 10, 10)),
+      { account: createMemoryBudget().open("t"), sizeOfPayload: (p) => p.byteLength * 2 },
+    );
+    const exit = (n: number, inSlab: boolean) => ({
+      kind: "exit" as const,
+      seq: n,
+      record: { cpu: 0, slab: inSlab ? slab : undefined, n },
+    });
+    for (const [n, inSlab] of [[1, true], [2, false], [3, true], [4, true]] as const) r.push(exit(n, inSlab)); // 1 evicted
+    r.push({ kind: "lost", first: 5, last: 5, reason: "kernel-overflow", cpu: 0 }); // 2 evicted
+    const seen: [object, number][] = [];
+    r.countSlabs((s, covers) => seen.push([s, covers]), sizes(new Set()));
+    expect(seen).toEqual([[slab, 40]]); // 3 and 4, 20 each, told as one run
+  });
+});
+
+describe("a listener's records kept in slabs", () => {
+  const listener = (sealed: Set<object>, policy: "drop-newest" | "drop-oldest" = "drop-newest") =>
+    new Listener<Rec, Uint8Array>({
+      id: "l",
+      capacity: 3,
+      policy,
+      ephemeral: false,
+      owner: "t",
+      now: 0,
+      retain: () => new Uint8Array(4), // a buffer of its own: only the records count
+      account: createMemoryBudget().open("t"),
+      sizeOf: () => 100,
+      unshare: (r) => ({ ...r, slab: undefined }),
+      slabs: { records: { slabOf: (r: Rec) => r.slab, covers: () => 100, ...sizes(sealed) }, payloads: sizes(sealed) },
+    });
+  // How many records it holds in slabs (each covers 100).
+  const counted = (l: Listener<Rec, Uint8Array>) => {
+    let covered = 0;
+    l.countSlabs((_, covers) => (covered += covers));
+    return covered / 100;
+  };
+
+  it("counts what it queued and what is in flight until that batch is written, and none of its unshared copies", () => {
+    const slab = {}, l = listener(new Set([slab]));
+    l.deliver({ cpu: 0, slab, n: 1 }, 100, 1);
+    l.deliver({ cpu: 0, slab, n: 2 }, 100, 2);
+    l.deliver({ cpu: 0, slab, n: 3 }, 100, 5000); // far from the last: held apart, as a copy
+    expect(counted(l)).toBe(2);
+    l.take(1); // 1 in flight
+    expect(counted(l)).toBe(2);
+    l.take(1); // 1 was written; 2 in flight
+    expect(counted(l)).toBe(1);
+    l.take(10); // the copy in flight
+    expect(counted(l)).toBe(0);
+  });
+
+  it("is charged what the ledger counts, in place of its last charge, and nothing once removed", () => {
+    const slab = {}, sealed = new Set<object>([slab]), l = listener(sealed), ledger = new SlabLedger();
+    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
+    const base = l.memoryBytes;
+    ledger.settle([l]);
+    expect(l.memoryBytes - base).toBe(1000 - 3 * 100);
+    ledger.settle([l]);
+    expect(l.memoryBytes - base).toBe(700);
+    l.take(10);
+    l.take(10);
+    const taken = l.memoryBytes;
+    ledger.settle([l]);
+    expect(taken - l.memoryBytes).toBe(700);
+    l.deliver({ cpu: 0, slab, n: 4 }, 100, 4);
+    ledger.settle([l]);
+    l.retire(false);
+    expect(l.memoryBytes).toBe(0);
+    ledger.settle([l]);
+    expect(l.memoryBytes).toBe(0);
+  });
+});
