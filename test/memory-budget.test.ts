@@ -22,7 +22,14 @@ import { createMemoryBudget, formatBytes, parseBytes, parseShare } from "../src/
 import { LimitExceededError } from "../src/core/errors.ts";
 import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
-import { CPU_ENTRY_BYTES, createRegistry, type ExitFeed, type ExitSink, LISTENER_BYTES } from "../src/core/registry.ts";
+import {
+  CPU_ENTRY_BYTES,
+  createRegistry,
+  type ExitFeed,
+  type ExitSink,
+  LISTENER_BYTES,
+  type ListenerRegistry,
+} from "../src/core/registry.ts";
 import { subscribe } from "../src/core/subscription.ts";
 import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -313,8 +320,11 @@ describe("records matched in runs far apart", () => {
     return () => i++ % (on + off) < on;
   };
 
-  async function heldAndCharged(o: { read: boolean }): Promise<{ held: number; charged: number }> {
-    const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 });
+  // The server's registry over the sim, and live memory added by `run` against what its listeners are charged.
+  async function heldAndCharged(
+    run: (reg: ListenerRegistry<ExitRecord, Uint8Array>, source: SimSource) => Listener<ExitRecord, Uint8Array>[],
+  ): Promise<{ held: number; charged: number }> {
+    const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 }) as SimSource;
     const reg = createRegistry<ExitRecord, Uint8Array>({
       feed: source,
       retain: retainPayload,
@@ -322,35 +332,84 @@ describe("records matched in runs far apart", () => {
       memory: serverMemory({ memoryBudget: 1024 * MiB }),
     });
     try {
-      const cpus = [0, 1, 2, 3, 4, 5, 6, 7];
-      const l = reg.create(cpus, { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
-      l.filter = inRuns(20, 80);
-      // A reader of every exit, retaining little, encodes each Exit body first (in order, into shared slabs).
-      const reader = reg.create(cpus, { buffer: 1024, policy: "drop-newest", ephemeral: false, owner: "b" });
       await source.synced();
+      await sleep(50); // what the last test left (its registry's timers, a made-ahead slab) goes first
       const before = live();
+      const charged = run(reg, source);
+      reg.settleSlabs(); // the housekeeping timer's, once a second
+      return { held: live() - before, charged: charged.reduce((a, l) => a + l.memoryBytes, 0) };
+    } finally {
+      await reg.close();
+    }
+  }
+
+  const CPUS = [0, 1, 2, 3, 4, 5, 6, 7];
+  const create = (reg: ListenerRegistry<ExitRecord, Uint8Array>, owner: string, buffer = 1 << 20) =>
+    reg.create(CPUS, { buffer, policy: "drop-newest", ephemeral: false, owner });
+
+  // A listener matching runs of 20 exits in 100, beside a reader of every exit retaining little, which encodes each
+  // Exit body first (in order, into shared slabs).
+  function bursty(o: { read: boolean }) {
+    return (reg: ListenerRegistry<ExitRecord, Uint8Array>, source: SimSource) => {
+      const l = create(reg, "a");
+      l.filter = inRuns(20, 80);
+      const reader = create(reg, "b", 1024);
       for (let i = 0; i < 400; i++) {
         source.kernel.exitNow(200);
         reader.take(1 << 20);
         if (o.read) l.take(1 << 20);
       }
       reader.take(1 << 20);
-      reg.settleSlabs(); // the housekeeping timer's, once a second
-      return { held: live() - before, charged: l.memoryBytes + reader.memoryBytes };
-    } finally {
-      await reg.close();
-    }
+      return [l, reader];
+    };
   }
 
   // Before the slabs were settled: 2.3x what was charged (the listener's queued records keep their stats' slabs and
   // the reader's Exit bodies alive), and 2.6x for its retention.
   it("a never-read listener is charged at least what its queued records keep alive", async () => {
-    const { held, charged } = await heldAndCharged({ read: false });
+    const { held, charged } = await heldAndCharged(bursty({ read: false }));
     expect(held).toBeLessThanOrEqual(charged);
   });
 
   it("a listener that reads them is charged at least what its retained Exit bodies keep alive", async () => {
-    const { held, charged } = await heldAndCharged({ read: true });
+    const { held, charged } = await heldAndCharged(bursty({ read: true }));
+    expect(held).toBeLessThanOrEqual(charged);
+  });
+
+  // Counted by their stats slabs only, these held 21x what they were charged (the attack review's).
+  it("a never-read listener is charged for the Exit bodies of its queued records, scattered one to a slab", async () => {
+    const { held, charged } = await heldAndCharged((reg, source) => {
+      const x = create(reg, "evil", 3000), y = create(reg, "evil", 3000);
+      source.kernel.exitNow(3000); // both queue the same 3,000 records, shared
+      const bystander = create(reg, "bystander", 1024);
+      for (let k = 0; k < 3000; k++) {
+        source.kernel.exitNow(230);
+        bystander.take(1 << 20); // fills a body slab with others' bodies
+        y.take(1); // encodes one of x's records' bodies in between
+      }
+      reg.remove(y, "deregistered");
+      bystander.take(1 << 20);
+      return [x, bystander];
+    });
+    expect(held).toBeLessThanOrEqual(charged);
+  });
+
+  // Before draining listeners were counted: 2.3x, their charge frozen until their client closed the stream.
+  it("a removed listener whose stream still drains its queue stays charged for what that keeps alive", async () => {
+    const { held, charged } = await heldAndCharged((reg, source) => {
+      const l = create(reg, "a");
+      l.filter = inRuns(20, 80);
+      const reader = create(reg, "b", 1024);
+      l.attach(() => {}, () => {}); // a stream that never reads
+      for (let i = 0; i < 400; i++) {
+        source.kernel.exitNow(200);
+        reader.take(1 << 20);
+      }
+      reader.take(1 << 20);
+      reg.remove(l, "deregistered"); // its stream sends what was queued first: the listener drains
+      expect(l.closed).toBe(false);
+      return [l, reader];
+    });
     expect(held).toBeLessThanOrEqual(charged);
   });
 });
@@ -367,6 +426,27 @@ describe("registry accounting", () => {
     });
     return { feed, budget, reg };
   };
+
+  it("charges a fresh listener at least what it holds (the server's registry, 5,000 listeners on 8 CPUs)", async () => {
+    const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 });
+    const reg = createRegistry<ExitRecord, Uint8Array>({
+      feed: source,
+      retain: retainPayload,
+      limits: { maxListeners: 5000, maxListenersPerPrincipal: 5000 },
+      memory: serverMemory({ memoryBudget: 1024 * MiB }),
+    });
+    try {
+      const before = live(), used = reg.budget.used;
+      const ls = Array.from(
+        { length: 5000 },
+        () => reg.create([0, 1, 2, 3, 4, 5, 6, 7], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "a" }),
+      );
+      expect(live() - before).toBeLessThanOrEqual(reg.budget.used - used); // measured: 3.2 KB held each
+      expect(ls.length).toBe(5000);
+    } finally {
+      await reg.close();
+    }
+  });
 
   it("charges each listener's fixed cost and gives everything back on removal, streamed or not", async () => {
     const { feed, budget, reg } = registry(10 * MiB);
@@ -643,6 +723,8 @@ describe("attacks against the memory budget (64 MiB)", () => {
     // listeners' events keep alive (charged even past it: it is held).
     expect(stats.memoryUsed).toBeGreaterThan(BUDGET * 0.9);
     expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 209 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
+    // The streams share their slabs, and pay for them between them: what they leave unpaid is a few slabs' worth.
+    expect(stats.memorySlabs).toBeLessThanOrEqual(BUDGET / 16);
     expect(held).toBeLessThanOrEqual(BUDGET);
     expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);
     // A new listener is refused, naming the budget, and nothing changes.

@@ -147,6 +147,8 @@ describe("/metrics on a sim server with authentication", () => {
     expect(s.get('taskwire_kernel_drops_total{source="sim",cpu="2"}')).toBe(7);
     expect(s.get('taskwire_subscriber_drops_total{reason="kernel_overflow"}')).toBe(7);
     expect(s.get("taskwire_listeners")).toBe(1);
+    expect(s.get("taskwire_memory_slabs_bytes")).toBeGreaterThanOrEqual(0); // part of what is used
+    expect(s.get("taskwire_memory_slabs_bytes")).toBeLessThanOrEqual(s.get("taskwire_memory_used_bytes")!);
     const ended = (code: string) =>
       `taskwire_rpc_requests_total{method="SubscribeExits",code="${code}",role="subscribe"}`;
     const canceled = s.get(ended("canceled")) ?? 0;

@@ -30,16 +30,14 @@ export interface SlabSizes {
   sealed(slab: object): boolean;
 }
 
-/** How items of type T share slabs. */
-export interface SlabTerms<T> extends SlabSizes {
-  /** The slab `item` keeps alive; undefined when it shares none. */
-  slabOf(item: T): object | undefined;
-  /** Bytes of its slab that `item`'s own charge pays for. */
-  covers(item: T): number;
-}
-
-/** Told of each item held in a shared slab: its slab, what its charge pays of it, and the slab's sizes. */
+/** Told of a shared slab an item keeps alive: the slab, what the item's charge pays of it, and the slab's sizes. */
 export type SlabCount = (slab: object, covers: number, sizes: SlabSizes) => void;
+
+/** How items of type T share slabs. */
+export interface SlabTerms<T> {
+  /** Tells `count` of each shared slab `item` keeps alive (a record: its stats vectors', its Exit body's). */
+  eachSlab(item: T, count: SlabCount): void;
+}
 
 /** Something that holds items in slabs (a listener): the ledger asks it what, and sets what it is charged. */
 export interface SlabHolding {
@@ -57,49 +55,54 @@ interface Tally {
 
 /** The slabs a registry's listeners hold, counted once a second. */
 export class SlabLedger {
-  /** Bytes charged to holders at the last settle, over all slabs. */
-  charged = 0;
-
   /** Counts what `holdings` hold and charges each its share of every sealed slab's unpaid rest. */
   settle(holdings: Iterable<SlabHolding>): void {
     const tallies = new Map<object, Tally | null>(); // null: a slab still taking items
     const shares: [SlabHolding, Map<Tally, number>][] = [];
     for (const h of holdings) shares.push([h, this.#count(h, tallies)]);
-    let charged = 0;
     for (const [h, mine] of shares) {
       let want = 0;
       for (const [t, covers] of mine) {
         if (t.bytes > t.covered) want += Math.ceil(((t.bytes - t.covered) * covers) / t.covered);
       }
       h.chargeSlabs(want);
-      charged += want;
     }
-    this.charged = charged;
   }
 
-  // What `h`'s items pay for of each sealed slab, added to the slabs' tallies too. Items come in runs of one slab:
-  // a run is summed and looked up once.
+  // What `h`'s items pay for of each sealed slab, added to the slabs' tallies too. Items come in runs of a few
+  // slabs at a time (a record's stats slab and its body's; retained bodies encoded in turns by two streams):
+  // each of the last RUNS slabs told of sums its run, looked up once the run ends.
   #count(h: SlabHolding, tallies: Map<object, Tally | null>): Map<Tally, number> {
     const mine = new Map<Tally, number>();
-    let key: object | undefined, tally: Tally | null = null, run = 0;
-    const flush = () => {
-      if (tally === null || run === 0) return;
-      tally.covered += run;
-      mine.set(tally, (mine.get(tally) ?? 0) + run);
+    const keys: (object | undefined)[] = new Array(RUNS).fill(undefined), runs: number[] = new Array(RUNS).fill(0);
+    const sizesOf: (SlabSizes | undefined)[] = new Array(RUNS).fill(undefined);
+    let next = 0;
+    const flush = (i: number) => {
+      const tally = runs[i]! > 0 ? tallyOf(tallies, keys[i]!, sizesOf[i]!) : null;
+      if (tally !== null) {
+        tally.covered += runs[i]!;
+        mine.set(tally, (mine.get(tally) ?? 0) + runs[i]!);
+      }
+      runs[i] = 0;
     };
     h.countSlabs((slab, covers, sizes) => {
-      if (slab !== key) {
-        flush();
-        key = slab;
-        run = 0;
-        tally = tallyOf(tallies, slab, sizes);
+      let i = keys[0] === slab ? 0 : keys[1] === slab ? 1 : keys[2] === slab ? 2 : keys[3] === slab ? 3 : -1;
+      if (i < 0) {
+        i = next;
+        next = (next + 1) % RUNS;
+        flush(i);
+        keys[i] = slab;
+        sizesOf[i] = sizes;
       }
-      run += covers;
+      runs[i]! += covers;
     });
-    flush();
+    for (let i = 0; i < RUNS; i++) flush(i);
     return mine;
   }
 }
+
+/** Slabs whose runs are summed at once, per holder. */
+const RUNS = 4;
 
 function tallyOf(tallies: Map<object, Tally | null>, slab: object, sizes: SlabSizes): Tally | null {
   let t = tallies.get(slab);

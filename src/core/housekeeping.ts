@@ -12,15 +12,33 @@ export interface Housekeeping {
   stop(): void;
 }
 
-/** Starts the timers (they do not keep the process alive). */
+/**
+ * Starts the timers (they do not keep the process alive). `onError` is told
+ * of a timer's task that threw (a bug): the task runs again on the next tick,
+ * and the process goes on.
+ */
 export function startHousekeeping(
   registry: Pick<ListenerRegistry, "reap" | "sampleRates" | "settleSlabs" | "limits">,
+  onError: (what: string, err: unknown) => void = () => {},
 ): Housekeeping {
-  const reaper = setInterval(() => registry.reap(), Math.max(50, Math.floor(registry.limits.leaseMs / 4)));
-  const sampler = setInterval(() => {
-    registry.sampleRates();
-    registry.settleSlabs();
-  }, 1000);
+  const guarded = (what: string, task: () => void) => () => {
+    try {
+      task();
+    } catch (err) {
+      onError(what, err);
+    }
+  };
+  const reaper = setInterval(
+    guarded("reaping listeners", () => registry.reap()),
+    Math.max(50, Math.floor(registry.limits.leaseMs / 4)),
+  );
+  const sampler = setInterval(
+    guarded("sampling rates and charging slabs", () => {
+      registry.sampleRates();
+      registry.settleSlabs();
+    }),
+    1000,
+  );
   for (const t of [reaper, sampler]) (t as { unref?: () => void }).unref?.();
   return {
     stop: () => {

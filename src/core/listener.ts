@@ -26,8 +26,6 @@ import { SeqRanges } from "./_seq-ranges.ts";
 import type { SlabCount, SlabHolding, SlabSizes, SlabTerms } from "./_slab-ledger.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
-export type { SlabSizes, SlabTerms } from "./_slab-ledger.ts";
-
 /** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
 export type StreamEnd = "removed" | "takeover" | "shutdown";
 
@@ -58,6 +56,12 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly unshare?: ((record: R) => R) | undefined;
   /** How its records and retained payloads share slabs, for the ledger's count (_slab-ledger.ts); absent: they share none. */
   readonly slabs?: SharedSlabs<R> | undefined;
+}
+
+/** A batch taken for a stream, charged `bytes` until the stream has written it. */
+interface InFlight<R extends CpuRecord> {
+  readonly bytes: number;
+  readonly items: readonly QueueItem<R>[];
 }
 
 /** How records and retained byte payloads share slabs (see _slab-ledger.ts). */
@@ -133,6 +137,12 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   #inFlight = 0;
   /** The batch last taken, whose records keep their slabs alive until it is written. */
   #inFlightItems: readonly QueueItem<R>[] = [];
+  /**
+   * The batch in flight of each stream taken over since, by its `end`: the
+   * old stream holds it until it is resumed or aborted (a stalled client's
+   * may never be), so it stays charged and counted until that stream detaches.
+   */
+  readonly #orphans = new Map<(why: string, code: StreamEnd) => void, InFlight<R>>();
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
   /**
@@ -281,6 +291,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   // Gives everything back.
   #close(): void {
     this.#slabCharge = 0;
+    this.#inFlightItems = [];
+    this.#orphans.clear();
     this.#account.close();
   }
 
@@ -290,26 +302,27 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#inFlightItems = [];
   }
 
-  /** Tells `count` of the items it holds in shared slabs (queued, in flight, retained), once per run in one slab. */
+  /** Tells `count` of the shared slabs its items keep alive: queued, in flight (its streams'), retained. */
   countSlabs(count: SlabCount): void {
     const slabs = this.#slabs;
     if (slabs === undefined || this.#account.closed) return;
     const { records } = slabs;
-    let key: object | undefined, run = 0;
-    const each = (record: R) => {
-      const slab = records.slabOf(record);
-      if (slab === undefined) return;
-      if (slab !== key) {
-        if (key !== undefined) count(key, run, records);
-        key = slab;
-        run = 0;
-      }
-      run += records.covers(record);
-    };
-    for (const item of this.#inFlightItems) if (item.kind === "exit") each(item.record);
+    const each = (record: R) => records.eachSlab(record, count);
+    for (const batch of [this.#inFlightItems, ...[...this.#orphans.values()].map((o) => o.items)]) {
+      for (const item of batch) if (item.kind === "exit") each(item.record);
+    }
     this.queue.forEachRecord(each);
-    if (key !== undefined) count(key, run, records);
     this.#retention.countSlabs(count, slabs.payloads);
+  }
+
+  /** What it is charged for the shared slabs its items keep alive (the ledger's last count). */
+  get slabBytes(): number {
+    return this.#slabCharge;
+  }
+
+  /** Removed, and nothing it held is reachable any more: it charges nothing. */
+  get closed(): boolean {
+    return this.#account.closed;
   }
 
   /** Charges it `bytes` in all for the slabs its items keep alive (the ledger's count), even past the budget. */
@@ -378,9 +391,16 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     return fresh;
   }
 
-  /** Attaches a stream; an attached one is ended first (takeover). */
+  /** Attaches a stream; an attached one is ended first (takeover), and its batch in flight stays charged until it detaches. */
   attach(wake: () => void, end: (why: string, code: StreamEnd) => void): void {
-    this.#end?.("another stream subscribed to this listener", "takeover");
+    const old = this.#end;
+    if (old !== undefined) {
+      if (this.#inFlightItems.length > 0) this.#orphans.set(old, { bytes: this.#inFlight, items: this.#inFlightItems });
+      else this.#account.release(this.#inFlight);
+      this.#inFlight = 0;
+      this.#inFlightItems = [];
+      old("another stream subscribed to this listener", "takeover");
+    }
     this.#wake = wake;
     this.#end = end;
   }
@@ -391,6 +411,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       // The stream draining a removed listener is gone: nothing it held is reachable any more.
       this.#close();
       return;
+    }
+    const orphan = this.#orphans.get(end);
+    if (orphan !== undefined) {
+      this.#orphans.delete(end);
+      this.#account.release(orphan.bytes);
     }
     if (this.#end !== end) return;
     this.#wake = undefined;

@@ -226,21 +226,21 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   /**
    * Tells `count` of the retained byte payloads kept in part of a larger
    * buffer (a slab of Exit bodies: see _slab-ledger.ts), with their charges:
-   * once per run of consecutive payloads in one buffer.
+   * once for each run of consecutive payloads in one buffer.
    */
   countSlabs(count: SlabCount, sizes: SlabSizes): void {
     const cpus = this.#cpu, lengths = this.#length, payloads = this.#payload, costs = this.#cost, n = this.#seq.length;
-    let buffer: unknown, shared = false, run = 0;
+    let buffer: unknown, bytes = 0, run = 0;
     for (let k = 0, i = this.#start; k < this.#size; k++, i = i + 1 === n ? 0 : i + 1) {
       const length = lengths[i]!;
       if (length === VIEW_NONE || cpus[i] === LOSS_SLOT) continue;
       if (payloads[i] !== buffer) {
         if (run > 0) count(buffer as object, run, sizes);
         buffer = payloads[i];
-        shared = length < (buffer as ArrayBufferLike).byteLength;
+        bytes = (buffer as ArrayBufferLike).byteLength;
         run = 0;
       }
-      if (shared) run += costs[i]!;
+      if (length < bytes) run += costs[i]!;
     }
     if (run > 0) count(buffer as object, run, sizes);
   }

@@ -23,9 +23,10 @@ import { totalmem } from "node:os";
 import process from "node:process";
 import { getHeapStatistics } from "node:v8";
 import { createMemoryBudget, formatBytes, type Share } from "../core/budget.ts";
+import type { SlabSizes } from "../core/_slab-ledger.ts";
 import type { SharedSlabs } from "../core/listener.ts";
 import type { RegistryMemory } from "../core/registry.ts";
-import { type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
+import { ENCODED_BODY, type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
 import { isOpenSlab, SLOTS, type StatsVector } from "../kernel/stats-vector.ts";
 import { vectorRecord } from "../kernel/vector-record.ts";
 import { exitBody, isOpenBodySlab } from "../rpc/fast-binary/batch.ts";
@@ -47,13 +48,6 @@ const VIEW_BYTES = 160;
 
 /** One stats vector's slots in its slab. */
 const SLOT_BYTES = SLOTS * 8;
-/**
- * What one stats vector's Exit body keeps alive in the bodies' slabs, for a
- * record queued while others encode its body: twice what a TaskStats
- * encodes to (235 B from the sim, about 300 B from the real kernel), as
- * EXIT_BODY_BYTES counts a body twice for its slab's unused tail.
- */
-const BODY_PER_VECTOR = 640;
 
 /** Free bytes a new listener needs to be of use: room for a batch or so of events. */
 const LISTENER_RESERVE = 64 * 1024;
@@ -109,24 +103,38 @@ export function retainPayload(r: ExitRecord): Uint8Array {
   return (r as Memo)[UNSHARED] === r ? body.slice() : body;
 }
 
+// A slab is sealed once nothing more is put in it: until then the source or the encoder holds it anyway.
+const vectorSlabs: SlabSizes = {
+  bytesOf: (slab) => (slab as ArrayBufferLike).byteLength,
+  sealed: (slab) => !isOpenSlab(slab),
+};
+const bodySlabs: SlabSizes = {
+  bytesOf: (slab) => (slab as ArrayBufferLike).byteLength,
+  sealed: (slab) => !isOpenBodySlab(slab),
+};
+
 /**
  * How records share slabs, for what the core charges a listener beyond its
- * records' shares (core/_slab-ledger.ts): a record keeps its stats vectors'
- * slab alive and, once a stream encodes it, its Exit body's; its charge pays
- * its own vectors' slots and bodies, and a slab its vectors' slots and the
- * bodies of every vector in it. A retained body is a view into a bodies' slab.
+ * events' shares (core/_slab-ledger.ts). A record keeps alive its stats
+ * vectors' slab (and the tgid vector's, at a slab's end), of which its
+ * charge pays its own slots, and, once any stream has encoded it, its Exit
+ * body's slab, of which it pays twice the body's length (as EXIT_BODY_BYTES
+ * and payloadBytes count a body). A retained body is a view into a bodies' slab.
  */
 export const sharedSlabs: SharedSlabs<ExitRecord> = {
   records: {
-    slabOf: (r) => r.slab,
-    covers: (r) => (SLOT_BYTES + BODY_PER_VECTOR) * (r.slabVectors ?? 1),
-    bytesOf: (slab) => ((slab as ArrayBufferLike).byteLength / SLOT_BYTES) * (SLOT_BYTES + BODY_PER_VECTOR),
-    sealed: (slab) => !isOpenSlab(slab),
+    eachSlab(r, count) {
+      const slab = r.slab; // undefined for a copy, or a record decoded as TaskStats messages
+      if (slab !== undefined) count(slab, SLOT_BYTES * (r.slabVectors ?? 1), vectorSlabs);
+      const tgid = r.tgidVector?.slab;
+      if (tgid !== undefined && tgid !== slab) count(tgid, SLOT_BYTES, vectorSlabs);
+      const body = (r as ExitRecord & { [ENCODED_BODY]?: Uint8Array | undefined })[ENCODED_BODY];
+      if (body !== undefined && body.byteLength < body.buffer.byteLength) {
+        count(body.buffer, 2 * body.byteLength, bodySlabs);
+      }
+    },
   },
-  payloads: {
-    bytesOf: (buffer) => (buffer as ArrayBufferLike).byteLength,
-    sealed: (buffer) => !isOpenBodySlab(buffer),
-  },
+  payloads: bodySlabs,
 };
 
 /** A default budget and how it was derived. */

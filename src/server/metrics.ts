@@ -232,6 +232,12 @@ function addRegistrySeries(registry: PromRegistry, stats: () => RegistryStats): 
     (s) => s.memoryUsed,
   );
   gauge(
+    "taskwire_memory_slabs_bytes",
+    "Of taskwire_memory_used_bytes, what events leave unpaid of the shared slabs they keep alive, counted once a " +
+      "second (charged even past the budget).",
+    (s) => s.memorySlabs,
+  );
+  gauge(
     "taskwire_memory_budget_bytes",
     "The memory budget, bytes (+Inf: unlimited).",
     (s) => (s.memoryBudget >= Number.MAX_SAFE_INTEGER ? Infinity : s.memoryBudget),

@@ -27,6 +27,7 @@ import { readCapabilities } from "../sys/capabilities.ts";
 import { VERSION } from "../version.ts";
 import type { Logger } from "@logtape/logtape";
 import { createAccessLog } from "../log/access-log.ts";
+import { logUnexpected } from "../log/error-log.ts";
 import { taskwireLogger } from "../log/logger.ts";
 import { type AppEnv, createApp, hostRefusal } from "./app.ts";
 import { readHostIdentity } from "./host-identity.ts";
@@ -173,7 +174,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
   });
   const host = readHostIdentity(source.info().source, options.hostName);
   options.fleet?.attach({ registry, cpus: source.possible.cpus, hostname: host.hostname });
-  const housekeeping = startHousekeeping(registry);
+  const housekeeping = startHousekeeping(registry, (what, err) => logUnexpected(`housekeeping: ${what} failed`, err));
   const load = createLoadMeter();
   const admission = createAdmission(options.admission);
   const authenticator = options.authenticator ?? createAuthenticator();
