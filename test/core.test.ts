@@ -552,4 +552,29 @@ describe("subscription", () => {
     await second.next();
     await expect(waiting).rejects.toThrow(/another stream subscribed/);
   });
+
+  it("an ephemeral listener taken over lives on with the stream that has it", async () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: true, owner: "t" });
+    const encode = {
+      open: () => "open",
+      batch: (items: readonly unknown[]) => `batch of ${items.length}`,
+      heartbeat: () => "hb",
+    };
+    const opts = { maxBatch: 8, heartbeatMs: 60_000, encode };
+    const first = subscribe(reg, l, { ...opts, signal: new AbortController().signal });
+    await first.next();
+    const waiting = first.next();
+    const ctl = new AbortController();
+    const second = subscribe(reg, l, { ...opts, signal: ctl.signal });
+    await second.next();
+    await expect(waiting).rejects.toThrow(/another stream subscribed/);
+    expect(reg.listeners()).toContain(l); // the first stream's end did not remove it
+    feed.sink.exit(rec(1));
+    expect((await second.next()).value).toBe("batch of 1");
+    ctl.abort();
+    await second.next();
+    expect(reg.listeners()).not.toContain(l); // it dies with the stream that had it
+  });
 });

@@ -174,5 +174,8 @@ export function loopbackCertificate(): { cert: string; key: string } {
 
 /** A resume's whole replay after `seq` at once: Listener.replayFrom's batches, joined. */
 export function replayAll<R extends CpuRecord, P>(l: Listener<R, P>, seq: number): StreamItem<R, P>[] {
-  return l.replayFrom(seq)(Infinity);
+  const replay = l.replayFrom(seq);
+  const items = replay(Infinity);
+  replay(0); // lets go of the batch, as a stream does when it ends
+  return items;
 }

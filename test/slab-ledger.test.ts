@@ -9,6 +9,8 @@ import { type SlabCount, SlabLedger, type SlabSizes } from "../src/core/_slab-le
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { createEventQueue, QUEUED_EXIT_BYTES } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
+import { createRegistry } from "../src/core/registry.ts";
+import { subscribe } from "../src/core/subscription.ts";
 import { Retention } from "../src/core/retention.ts";
 
 /** Every slab 1,000 bytes; sealed once in `sealed`. */
@@ -154,6 +156,101 @@ describe("a listener's records kept in slabs", () => {
     expect(charged - l.memoryBytes).toBe(2 * (100 + QUEUED_EXIT_BYTES));
     l.detach(newEnd, 0);
     expect(counted(l)).toBe(0);
+  });
+
+  it("removed while another stream drains it, stays charged when a taken-over stream detaches", () => {
+    const slab = {}, l = listener(new Set([slab]));
+    const oldEnd = () => {}, drainEnd = () => {};
+    l.attach(() => {}, oldEnd);
+    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
+    l.take(1); // the old stream holds 1
+    l.attach(() => {}, drainEnd);
+    l.close("deregistered", "removed"); // as the registry removes a listener with a stream attached
+    l.retire(true);
+    l.detach(oldEnd, 0); // the taken-over stream goes first
+    expect(l.closed).toBe(false);
+    expect(l.memoryBytes).toBeGreaterThanOrEqual(2 * (100 + QUEUED_EXIT_BYTES)); // 2 and 3, still queued to drain
+    l.detach(drainEnd, 0);
+    expect(l.closed).toBe(true);
+    expect(l.memoryBytes).toBe(0);
+  });
+
+  it("removed with only a taken-over stream holding a batch, drops its queue and keeps that batch charged until it detaches", () => {
+    const slab = {}, l = listener(new Set([slab]));
+    const oldEnd = () => {}, newEnd = () => {};
+    l.attach(() => {}, oldEnd);
+    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
+    l.take(1);
+    l.attach(() => {}, newEnd);
+    l.detach(newEnd, 0); // the new stream is gone; the old one still holds its batch
+    l.retire(false); // removed, nothing draining
+    expect(l.queue.length).toBe(0);
+    expect(l.closed).toBe(false);
+    expect(counted(l)).toBe(1);
+    expect(l.memoryBytes).toBeGreaterThanOrEqual(100 + QUEUED_EXIT_BYTES);
+    l.detach(oldEnd, 0);
+    expect(l.closed).toBe(true);
+  });
+
+  it("charges and counts a resumed stream's replay batch until it asks for the next, even once retention let go of it", () => {
+    const slab = new ArrayBuffer(1000);
+    const l = new Listener<Rec, Uint8Array>({
+      id: "r",
+      capacity: 4,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "t",
+      now: 0,
+      retain: (r) => new Uint8Array(slab, r.n * 10, 10),
+      account: createMemoryBudget().open("t"),
+      sizeOfPayload: () => 50,
+      slabs: { records: { eachSlab: () => {} }, payloads: sizes(new Set([slab])) },
+    });
+    const covered = () => {
+      let c = 0;
+      l.countSlabs((_, covers) => (c += covers));
+      return c;
+    };
+    for (let n = 1; n <= 4; n++) l.deliver({ cpu: 0, slab: undefined, n }, 0, n);
+    l.take(4);
+    l.take(4); // the batch was written: the retention alone holds the four
+    const replay = l.replayFrom(0), before = l.memoryBytes;
+    expect(replay(2).length).toBe(2); // 1 and 2, held by the stream
+    expect(l.memoryBytes - before).toBe(2 * 50);
+    for (let n = 5; n <= 8; n++) l.deliver({ cpu: 0, slab: undefined, n }, 0, n);
+    l.take(4);
+    l.take(4); // the retention now holds 5-8: it let go of 1 and 2
+    expect(covered()).toBe(4 * 50 + 2 * 50); // retained, and in the replay batch
+    replay(0); // the stream ends
+    expect(covered()).toBe(4 * 50);
+    expect(l.memoryBytes - before).toBe(0);
+  });
+
+  it("gives back a replay batch when its stream ends mid-replay", async () => {
+    const reg = createRegistry<Rec, Uint8Array>({
+      feed: { possible: { nbits: 1 }, start: () => {}, watch: () => {}, close: async () => {} },
+      retain: () => new Uint8Array(10),
+      memory: { budget: createMemoryBudget(), sizeOf: () => 0, sizeOfPayload: () => 50 },
+    });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    for (let n = 1; n <= 4; n++) l.deliver({ cpu: 0, slab: undefined, n }, 0, n);
+    l.take(4);
+    l.take(4);
+    const before = l.memoryBytes, ctl = new AbortController();
+    const encode = { open: () => 0, batch: (items: readonly unknown[]) => items.length, heartbeat: () => -1 };
+    const sub = subscribe(reg, l, {
+      maxBatch: 2,
+      heartbeatMs: 60_000,
+      signal: ctl.signal,
+      encode,
+      replay: l.replayFrom(0),
+    });
+    await sub.next();
+    expect((await sub.next()).value).toBe(2); // the first replay batch, held
+    expect(l.memoryBytes - before).toBe(2 * 50);
+    ctl.abort();
+    expect(l.memoryBytes - before).toBe(0);
+    await reg.close();
   });
 
   it("is charged what the ledger counts, in place of its last charge, and nothing once removed", () => {

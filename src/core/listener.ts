@@ -58,6 +58,12 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly slabs?: SharedSlabs<R> | undefined;
 }
 
+/** A replay batch's retained payloads, charged `bytes` while its stream holds them. */
+interface Replayed<P> {
+  bytes: number;
+  payloads: P[];
+}
+
 /** A batch taken for a stream, charged `bytes` until the stream has written it. */
 interface InFlight<R extends CpuRecord> {
   readonly bytes: number;
@@ -143,8 +149,14 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * may never be), so it stays charged and counted until that stream detaches.
    */
   readonly #orphans = new Map<(why: string, code: StreamEnd) => void, InFlight<R>>();
+  /** Each resumed stream's last replay batch, held by that stream until it asks for the next: charged and counted. */
+  readonly #replays = new Set<Replayed<P>>();
+  // Typed for any payload so that a Listener<R, P> stays assignable to a Listener<R, unknown> (as Retention's).
+  readonly #sizeOfPayload: (payload: unknown) => number;
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
+  /** The stream still sending a removed listener's queue (close(..., "removed") took it from #end). */
+  #drainEnd: ((why: string, code: StreamEnd) => void) | undefined;
   /**
    * Where losses counted after its removal go (the registry's totals took its
    * counters at removal): a stream draining it can still replay seqs it no
@@ -168,6 +180,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#account = o.account ?? unbudgeted(o.owner);
     this.#pool = this.#account.pool;
     this.#sizeOf = o.sizeOf;
+    this.#sizeOfPayload = (o.sizeOfPayload ?? (() => 0)) as (payload: unknown) => number;
     this.#unshare = o.unshare;
     this.#retention = new Retention<R, P>(o.capacity, o.retain, {
       account: this.#account,
@@ -278,14 +291,22 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   /**
    * The registry removed it. `draining`: its stream still sends what was
    * queued (the queue and in-flight batch stay charged until that stream
-   * ends); otherwise everything is given back now. `lateLoss` is told what
-   * it counts as lost from now on.
+   * ends); otherwise the queue is dropped now, and everything is given back
+   * once no taken-over stream still holds a batch (at once, as a rule).
+   * `lateLoss` is told what it counts as lost from now on.
    */
   retire(draining: boolean, lateLoss?: (reason: keyof LossCounters, count: number) => void): void {
     this.#retired = true;
     this.#lateLoss = lateLoss;
     this.#retention.clear();
-    if (!draining) this.#close();
+    if (!draining) {
+      this.#drainEnd = undefined;
+      this.#releaseInFlight();
+      // Nobody sends the queue now, and a taken-over stream still holding this listener would keep it alive
+      // uncharged. (Without one, the queue stays: the fleet publisher's pump sends what is queued at shutdown.)
+      if (this.#orphans.size > 0) this.queue.take(this.queue.length);
+    }
+    if (this.#drainEnd === undefined && this.#orphans.size === 0) this.#close();
   }
 
   // Gives everything back.
@@ -293,6 +314,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#slabCharge = 0;
     this.#inFlightItems = [];
     this.#orphans.clear();
+    this.#replays.clear();
     this.#account.close();
   }
 
@@ -313,6 +335,13 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     }
     this.queue.forEachRecord(each);
     this.#retention.countSlabs(count, slabs.payloads);
+    for (const held of this.#replays) {
+      for (const p of held.payloads) {
+        if (p instanceof Uint8Array && p.byteLength < p.buffer.byteLength) {
+          count(p.buffer, this.#sizeOfPayload(p), slabs.payloads);
+        }
+      }
+    }
   }
 
   /** What it is charged for the shared slabs its items keep alive (the ledger's last count). */
@@ -350,19 +379,43 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * items, none once the replay has reached what was handed out when it
    * began. A replay made at once held an object and a view per retained
    * exit (up to a million) for as long as its client took to read them,
-   * outside the memory budget; a batch at a time holds one batch. Seqs
+   * outside the memory budget; a batch at a time holds one batch, charged
+   * (and its slabs counted) until the next call, or a call with `max` 0 as
+   * its stream ends: the retention may have let go of it meanwhile. Seqs
    * evicted while the replay runs are reported as RETENTION loss too.
    */
   replayFrom(seq: number): (max: number) => StreamItem<R, P>[] {
     this.checkResume(BigInt(seq));
     const end = this.handedOut;
     let at = seq;
+    const held: Replayed<P> = { bytes: 0, payloads: [] };
     return (max) => {
+      this.#letGo(held);
       if (at >= end || max < 1) return [];
       const items = this.#replayAfter(at, end, max);
       at = lastSeqOf(items[items.length - 1]!);
+      this.#hold(held, items);
       return items;
     };
+  }
+
+  // A replay batch handed to its stream: charged (even past the budget: it is held, one batch a stream) until let go.
+  #hold(held: Replayed<P>, items: readonly StreamItem<R, P>[]): void {
+    if (this.#account.closed) return;
+    for (const item of items) {
+      if (item.kind !== "retained") continue;
+      held.payloads.push(item.payload);
+      held.bytes += this.#sizeOfPayload(item.payload);
+    }
+    this.#account.charge(held.bytes);
+    this.#replays.add(held);
+  }
+
+  #letGo(held: Replayed<P>): void {
+    if (!this.#replays.delete(held)) return;
+    this.#account.release(held.bytes);
+    held.bytes = 0;
+    held.payloads = [];
   }
 
   // At most `max` (>= 1) items covering seqs seq+1..end: the retained ones, after a RETENTION loss for any gap before them.
@@ -405,17 +458,26 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#end = end;
   }
 
-  /** Detaches the stream whose `end` this is (a stale detach is ignored, unless it ends a retired listener's drain). */
+  /**
+   * Detaches the stream whose `end` this is. A taken-over stream gives back
+   * the batch it held; any other stale detach is ignored. A removed listener
+   * gives everything back once its draining stream and every taken-over one
+   * are gone.
+   */
   detach(end: (why: string, code: StreamEnd) => void, now: number): void {
-    if (this.#retired) {
-      // The stream draining a removed listener is gone: nothing it held is reachable any more.
-      this.#close();
-      return;
-    }
     const orphan = this.#orphans.get(end);
     if (orphan !== undefined) {
       this.#orphans.delete(end);
       this.#account.release(orphan.bytes);
+    }
+    if (this.#retired) {
+      // A removed listener gives everything back once neither its draining stream nor a taken-over one holds anything.
+      if (end === this.#drainEnd) {
+        this.#drainEnd = undefined;
+        this.#releaseInFlight();
+      }
+      if (this.#drainEnd === undefined && this.#orphans.size === 0) this.#close();
+      return;
     }
     if (this.#end !== end) return;
     this.#wake = undefined;
@@ -429,6 +491,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     const end = this.#end;
     this.#wake = undefined;
     this.#end = undefined;
+    if (how === "removed") this.#drainEnd = end;
     end?.(why, how);
   }
 }

@@ -320,7 +320,8 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     const draining = how === "removed" && listener.attached;
     listener.close(why, how);
     listener.retire(draining, (reason, count) => (this.#pastLost[reason] += count));
-    if (draining) this.#draining.add(listener);
+    for (const l of this.#draining) if (l.closed) this.#draining.delete(l);
+    if (!listener.closed) this.#draining.add(listener);
   }
 
   get(id: string, owner?: string): Listener<R, P> {

@@ -32,7 +32,7 @@ export interface SubscriptionOptions<R extends CpuRecord, P, M> {
   /**
    * What to send before the queue, a batch at a time (a resumed stream's
    * replay, Listener.replayFrom): the next at most `max` items, none once
-   * it is all sent.
+   * it is all sent. Called with 0 as the stream ends (the last batch is let go).
    */
   readonly replay?: ((max: number) => readonly StreamItem<R, P>[]) | undefined;
   /**
@@ -81,8 +81,10 @@ export async function* subscribe<R extends CpuRecord, P, M>(
   const s = new _Signals();
   listener.attach(s.wake, s.end);
   const cleanup = (): void => {
+    o.replay?.(0); // lets go of its last batch
     listener.detach(s.end, registry.now());
-    if (listener.ephemeral) registry.remove(listener, "its stream ended");
+    // An ephemeral listener dies with the stream that has it: one taken over has another stream now.
+    if (listener.ephemeral && s.ended?.how !== "takeover") registry.remove(listener, "its stream ended");
     s.release();
   };
   o.signal.addEventListener("abort", cleanup, { once: true });

@@ -1,6 +1,6 @@
 /** Exit records whose stats are vectors: what the sim and the netlink reader produce. */
 import type { TaskStats } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
-import { ENCODED_BODY, type ExitRecord, UNSHARED_COPY } from "./exit-record.ts";
+import { ENCODED_BODY, ENCODED_BODY_BUFFER, type ExitRecord, UNSHARED_COPY } from "./exit-record.ts";
 import { type StatsVector, toTaskStats } from "./stats-vector.ts";
 
 /**
@@ -13,8 +13,11 @@ class VectorRecord implements ExitRecord {
   #tgidStats: TaskStats | undefined;
   [ENCODED_BODY]: Uint8Array | undefined = undefined;
   declare [UNSHARED_COPY]: ExitRecord | undefined;
-  readonly slab: object | undefined;
-  readonly slabVectors: number;
+  // Slabs are kept in private fields behind accessors: as own properties, every deep comparison of two records
+  // (tests' toEqual) would walk their 581 KB and 64 KiB slabs.
+  readonly #slab: object | undefined;
+  readonly #slabVectors: number;
+  #bodyBuffer: ArrayBufferLike | undefined = undefined;
   constructor(
     readonly cpu: number,
     readonly cpuSeq: number,
@@ -24,8 +27,24 @@ class VectorRecord implements ExitRecord {
     readonly pidVector: StatsVector,
     readonly tgidVector: StatsVector | undefined,
   ) {
-    this.slab = pidVector.slab;
-    this.slabVectors = tgidVector !== undefined && tgidVector.slab === pidVector.slab ? 2 : 1;
+    this.#slab = pidVector.slab;
+    this.#slabVectors = tgidVector !== undefined && tgidVector.slab === pidVector.slab ? 2 : 1;
+  }
+
+  get slab(): object | undefined {
+    return this.#slab;
+  }
+
+  get slabVectors(): number {
+    return this.#slabVectors;
+  }
+
+  get [ENCODED_BODY_BUFFER](): ArrayBufferLike | undefined {
+    return this.#bodyBuffer;
+  }
+
+  set [ENCODED_BODY_BUFFER](buffer: ArrayBufferLike | undefined) {
+    this.#bodyBuffer = buffer;
   }
 
   get pidStats(): TaskStats {

@@ -26,8 +26,8 @@ import { createMemoryBudget, formatBytes, type Share } from "../core/budget.ts";
 import type { SlabSizes } from "../core/_slab-ledger.ts";
 import type { SharedSlabs } from "../core/listener.ts";
 import type { RegistryMemory } from "../core/registry.ts";
-import { ENCODED_BODY, type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
-import { isOpenSlab, SLOTS, type StatsVector } from "../kernel/stats-vector.ts";
+import { ENCODED_BODY, ENCODED_BODY_BUFFER, type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
+import { isOpenSlab, ownStatsVector, SLOTS, type StatsVector } from "../kernel/stats-vector.ts";
 import { vectorRecord } from "../kernel/vector-record.ts";
 import { exitBody, isOpenBodySlab } from "../rpc/fast-binary/batch.ts";
 
@@ -94,7 +94,7 @@ export function unshareRecord(r: ExitRecord): ExitRecord {
 }
 
 function ownVector(v: StatsVector): StatsVector {
-  return { values: new Float64Array(v.values), comm: v.comm, slab: undefined }; // one shape with the slab vectors
+  return ownStatsVector(new Float64Array(v.values), v.comm);
 }
 
 /** What a listener retains of a record: its Exit body (a view into a shared slab), copied out for an unshared record. */
@@ -128,9 +128,11 @@ export const sharedSlabs: SharedSlabs<ExitRecord> = {
       if (slab !== undefined) count(slab, SLOT_BYTES * (r.slabVectors ?? 1), vectorSlabs);
       const tgid = r.tgidVector?.slab;
       if (tgid !== undefined && tgid !== slab) count(tgid, SLOT_BYTES, vectorSlabs);
-      const body = (r as ExitRecord & { [ENCODED_BODY]?: Uint8Array | undefined })[ENCODED_BODY];
-      if (body !== undefined && body.byteLength < body.buffer.byteLength) {
-        count(body.buffer, 2 * body.byteLength, bodySlabs);
+      const m = r as ExitRecord & { [ENCODED_BODY]?: Uint8Array; [ENCODED_BODY_BUFFER]?: ArrayBufferLike };
+      const buffer = m[ENCODED_BODY_BUFFER];
+      if (buffer !== undefined) {
+        const length = m[ENCODED_BODY]!.byteLength;
+        if (length < buffer.byteLength) count(buffer, 2 * length, bodySlabs);
       }
     },
   },

@@ -21,7 +21,7 @@ import {
   type SubscribeExitsResponse,
   SubscribeExitsResponseSchema,
 } from "../../gen/taskwire/v1/taskstats_pb.ts";
-import { ENCODED_BODY, type ExitRecord, timestampParts } from "../../kernel/exit-record.ts";
+import { ENCODED_BODY, ENCODED_BODY_BUFFER, type ExitRecord, timestampParts } from "../../kernel/exit-record.ts";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
@@ -93,6 +93,7 @@ function field(t: number, body: Uint8Array): void {
 // in all than that wait (~900 per 200,000 records in the netlink bench).
 const SLAB = 64 * 1024;
 let slab = new Uint8Array(SLAB);
+let slabBuffer: ArrayBufferLike = slab.buffer;
 let slabPos = 0;
 
 // The memo lives on the record under a symbol, not in a WeakMap keyed by
@@ -131,7 +132,7 @@ function timestampField(b: Uint8Array, p: number, ms: number): number {
 
 /** Whether Exit bodies are still encoded into `buffer` (a body's `buffer`): its slab is not yet full. */
 export function isOpenBodySlab(buffer: object): boolean {
-  return buffer === slab.buffer;
+  return buffer === slabBuffer;
 }
 
 /** Exit{pid, tgid, pid_stats, tgid_stats, received_at}'s bytes for this record, encoded once (a view into a shared slab). */
@@ -142,6 +143,7 @@ export function exitBody(r: ExitRecord): Uint8Array {
   const room = 12 + 6 + 17 + maxStatsSize(pid) + (tgid === undefined ? 0 : 6 + maxStatsSize(tgid));
   if (slabPos + room > slab.length) {
     slab = new Uint8Array(Math.max(SLAB, room));
+    slabBuffer = slab.buffer;
     slabPos = 0;
   }
   const b = slab, start = slabPos;
@@ -154,6 +156,7 @@ export function exitBody(r: ExitRecord): Uint8Array {
   slabPos = p;
   const body = b.subarray(start, p);
   (r as Memo)[EXIT_BODY] = body;
+  (r as Memo & { [ENCODED_BODY_BUFFER]?: ArrayBufferLike })[ENCODED_BODY_BUFFER] = slabBuffer;
   return body;
 }
 
