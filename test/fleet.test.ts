@@ -17,6 +17,7 @@ import {
 } from "./fleet-nats.ts";
 import { eventually, sleep } from "./helpers.ts";
 import { openFleetInput } from "../src/cli/fleet-input.ts";
+import { type FleetPublisher, startFleetPublisher } from "../src/fleet/publisher.ts";
 
 describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nats-server)", () => {
   let nats: NatsServer;
@@ -25,6 +26,14 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
   });
   afterAll(async () => {
     await nats?.close();
+  });
+
+  it("publishers started together against a new stream all start: one makes it, the others check it", async () => {
+    const started = await Promise.allSettled(
+      Array.from({ length: 32 }, () => startFleetPublisher({ servers: nats.url, stream: "RACE_TEST", prefix: "race" })),
+    );
+    expect(started.map((r) => (r.status === "rejected" ? String(r.reason) : "ok"))).toEqual(Array(32).fill("ok"));
+    await Promise.all(started.map((r) => (r as PromiseFulfilledResult<FleetPublisher>).value.close()));
   });
 
   it("three servers, one consumer: every exit of every host exactly once, in per-host order", async () => {

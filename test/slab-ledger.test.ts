@@ -175,6 +175,24 @@ describe("a listener's records kept in slabs", () => {
     expect(l.memoryBytes).toBe(0);
   });
 
+  it("removed while another stream drains it, gives back the draining stream's batch when it goes first", () => {
+    const slab = {}, l = listener(new Set([slab]));
+    const oldEnd = () => {}, drainEnd = () => {};
+    l.attach(() => {}, oldEnd);
+    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
+    l.take(1); // the old stream holds 1
+    l.attach(() => {}, drainEnd);
+    l.close("deregistered", "removed");
+    l.retire(true);
+    l.take(2); // the draining stream holds 2 and 3
+    const held = l.memoryBytes;
+    l.detach(drainEnd, 0);
+    expect(l.closed).toBe(false); // the old stream still holds 1
+    expect(held - l.memoryBytes).toBe(2 * (100 + QUEUED_EXIT_BYTES));
+    l.detach(oldEnd, 0);
+    expect(l.closed).toBe(true);
+  });
+
   it("removed with only a taken-over stream holding a batch, drops its queue and keeps that batch charged until it detaches", () => {
     const slab = {}, l = listener(new Set([slab]));
     const oldEnd = () => {}, newEnd = () => {};

@@ -23,6 +23,7 @@ import {
 } from "./event-queue.ts";
 import { SeqOutOfRangeError } from "./errors.ts";
 import { SeqRanges } from "./_seq-ranges.ts";
+import { HeldBatches, type Replayed } from "./_held-batches.ts";
 import type { SlabCount, SlabHolding, SlabSizes, SlabTerms } from "./_slab-ledger.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
@@ -56,18 +57,6 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly unshare?: ((record: R) => R) | undefined;
   /** How its records and retained payloads share slabs, for the ledger's count (_slab-ledger.ts); absent: they share none. */
   readonly slabs?: SharedSlabs<R> | undefined;
-}
-
-/** A replay batch's retained payloads, charged `bytes` while its stream holds them. */
-interface Replayed<P> {
-  bytes: number;
-  payloads: P[];
-}
-
-/** A batch taken for a stream, charged `bytes` until the stream has written it. */
-interface InFlight<R extends CpuRecord> {
-  readonly bytes: number;
-  readonly items: readonly QueueItem<R>[];
 }
 
 /** How records and retained byte payloads share slabs (see _slab-ledger.ts). */
@@ -139,20 +128,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   #lastOrdinal = 0;
   /** Average gap between the records it queued, by the registry's count (1: every record). */
   #gap = 1;
-  /** Bytes of the batch last taken, charged until the next take or the stream's end. */
-  #inFlight = 0;
-  /** The batch last taken, whose records keep their slabs alive until it is written. */
-  #inFlightItems: readonly QueueItem<R>[] = [];
-  /**
-   * The batch in flight of each stream taken over since, by its `end`: the
-   * old stream holds it until it is resumed or aborted (a stalled client's
-   * may never be), so it stays charged and counted until that stream detaches.
-   */
-  readonly #orphans = new Map<(why: string, code: StreamEnd) => void, InFlight<R>>();
-  /** Each resumed stream's last replay batch, held by that stream until it asks for the next: charged and counted. */
-  readonly #replays = new Set<Replayed<P>>();
-  // Typed for any payload so that a Listener<R, P> stays assignable to a Listener<R, unknown> (as Retention's).
-  readonly #sizeOfPayload: (payload: unknown) => number;
+  /** What its streams hold: the batch in flight, taken-over streams' batches, replay batches. */
+  readonly #held: HeldBatches<R>;
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
   /** The stream still sending a removed listener's queue (close(..., "removed") took it from #end). */
@@ -180,7 +157,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#account = o.account ?? unbudgeted(o.owner);
     this.#pool = this.#account.pool;
     this.#sizeOf = o.sizeOf;
-    this.#sizeOfPayload = (o.sizeOfPayload ?? (() => 0)) as (payload: unknown) => number;
+    this.#held = new HeldBatches<R>(this.#account, (o.sizeOfPayload ?? (() => 0)) as (payload: unknown) => number);
     this.#unshare = o.unshare;
     this.#retention = new Retention<R, P>(o.capacity, o.retain, {
       account: this.#account,
@@ -274,12 +251,10 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * given back now and this one's is kept until then.
    */
   take(max: number): QueueItem<R>[] {
-    this.#releaseInFlight();
+    this.#held.written();
     // The queue's charges for these items carry over to the batch in flight.
     const items = this.queue.take(max, true);
-    this.#inFlight = this.queue.heldBytes;
-    this.#inFlightItems = items;
-    this.#account.adopt(this.#inFlight);
+    this.#held.took(items, this.queue.heldBytes);
     for (const item of items) {
       if (item.kind === "exit") this.delivered++;
       this.handedOut = lastSeqOf(item);
@@ -301,27 +276,19 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#retention.clear();
     if (!draining) {
       this.#drainEnd = undefined;
-      this.#releaseInFlight();
+      this.#held.written();
       // Nobody sends the queue now, and a taken-over stream still holding this listener would keep it alive
       // uncharged. (Without one, the queue stays: the fleet publisher's pump sends what is queued at shutdown.)
-      if (this.#orphans.size > 0) this.queue.take(this.queue.length);
+      if (this.#held.orphans > 0) this.queue.take(this.queue.length);
     }
-    if (this.#drainEnd === undefined && this.#orphans.size === 0) this.#close();
+    if (this.#drainEnd === undefined && this.#held.orphans === 0) this.#close();
   }
 
   // Gives everything back.
   #close(): void {
     this.#slabCharge = 0;
-    this.#inFlightItems = [];
-    this.#orphans.clear();
-    this.#replays.clear();
+    this.#held.clear();
     this.#account.close();
-  }
-
-  #releaseInFlight(): void {
-    this.#account.release(this.#inFlight);
-    this.#inFlight = 0;
-    this.#inFlightItems = [];
   }
 
   /** Tells `count` of the shared slabs its items keep alive: queued, in flight (its streams'), retained. */
@@ -330,18 +297,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     if (slabs === undefined || this.#account.closed) return;
     const { records } = slabs;
     const each = (record: R) => records.eachSlab(record, count);
-    for (const batch of [this.#inFlightItems, ...[...this.#orphans.values()].map((o) => o.items)]) {
-      for (const item of batch) if (item.kind === "exit") each(item.record);
-    }
     this.queue.forEachRecord(each);
     this.#retention.countSlabs(count, slabs.payloads);
-    for (const held of this.#replays) {
-      for (const p of held.payloads) {
-        if (p instanceof Uint8Array && p.byteLength < p.buffer.byteLength) {
-          count(p.buffer, this.#sizeOfPayload(p), slabs.payloads);
-        }
-      }
-    }
+    this.#held.forEach(each, (p, bytes) => {
+      if (p instanceof Uint8Array && p.byteLength < p.buffer.byteLength) count(p.buffer, bytes, slabs.payloads);
+    });
   }
 
   /** What it is charged for the shared slabs its items keep alive (the ledger's last count). */
@@ -388,34 +348,15 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.checkResume(BigInt(seq));
     const end = this.handedOut;
     let at = seq;
-    const held: Replayed<P> = { bytes: 0, payloads: [] };
+    const held: Replayed = { bytes: 0, payloads: [] };
     return (max) => {
-      this.#letGo(held);
+      this.#held.letGo(held);
       if (at >= end || max < 1) return [];
       const items = this.#replayAfter(at, end, max);
       at = lastSeqOf(items[items.length - 1]!);
-      this.#hold(held, items);
+      this.#held.hold(held, items);
       return items;
     };
-  }
-
-  // A replay batch handed to its stream: charged (even past the budget: it is held, one batch a stream) until let go.
-  #hold(held: Replayed<P>, items: readonly StreamItem<R, P>[]): void {
-    if (this.#account.closed) return;
-    for (const item of items) {
-      if (item.kind !== "retained") continue;
-      held.payloads.push(item.payload);
-      held.bytes += this.#sizeOfPayload(item.payload);
-    }
-    this.#account.charge(held.bytes);
-    this.#replays.add(held);
-  }
-
-  #letGo(held: Replayed<P>): void {
-    if (!this.#replays.delete(held)) return;
-    this.#account.release(held.bytes);
-    held.bytes = 0;
-    held.payloads = [];
   }
 
   // At most `max` (>= 1) items covering seqs seq+1..end: the retained ones, after a RETENTION loss for any gap before them.
@@ -448,10 +389,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   attach(wake: () => void, end: (why: string, code: StreamEnd) => void): void {
     const old = this.#end;
     if (old !== undefined) {
-      if (this.#inFlightItems.length > 0) this.#orphans.set(old, { bytes: this.#inFlight, items: this.#inFlightItems });
-      else this.#account.release(this.#inFlight);
-      this.#inFlight = 0;
-      this.#inFlightItems = [];
+      this.#held.takenOver(old);
       old("another stream subscribed to this listener", "takeover");
     }
     this.#wake = wake;
@@ -465,25 +403,21 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * are gone.
    */
   detach(end: (why: string, code: StreamEnd) => void, now: number): void {
-    const orphan = this.#orphans.get(end);
-    if (orphan !== undefined) {
-      this.#orphans.delete(end);
-      this.#account.release(orphan.bytes);
-    }
+    this.#held.detached(end);
     if (this.#retired) {
       // A removed listener gives everything back once neither its draining stream nor a taken-over one holds anything.
       if (end === this.#drainEnd) {
         this.#drainEnd = undefined;
-        this.#releaseInFlight();
+        this.#held.written();
       }
-      if (this.#drainEnd === undefined && this.#orphans.size === 0) this.#close();
+      if (this.#drainEnd === undefined && this.#held.orphans === 0) this.#close();
       return;
     }
     if (this.#end !== end) return;
     this.#wake = undefined;
     this.#end = undefined;
     this.detachedAt = now;
-    this.#releaseInFlight();
+    this.#held.written();
   }
 
   /** Ends the attached stream: normally once its queue is sent ("removed"), or at once as the server shuts down. */

@@ -55,15 +55,27 @@ export function streamConfig(s: StreamSettings): Partial<StreamConfig> & { name:
  * cannot be used). Returns warnings about limits that differ.
  */
 export async function ensureStream(jsm: JetStreamManager, s: StreamSettings): Promise<string[]> {
-  const existing = await jsm.streams.info(s.name).catch((err: unknown) => {
+  const existing = await streamInfo(jsm, s.name);
+  if (existing === undefined) {
+    try {
+      await jsm.streams.add(streamConfig(s));
+      return [];
+    } catch (err) {
+      // Hosts started together race to create it ("subjects overlap with an existing stream"): whoever lost checks
+      // the one that won, as it would have found it a moment later.
+      const made = await streamInfo(jsm, s.name);
+      if (made === undefined) throw err;
+      return checkCompatible(made.config, s);
+    }
+  }
+  return checkCompatible(existing.config, s);
+}
+
+async function streamInfo(jsm: JetStreamManager, name: string) {
+  return await jsm.streams.info(name).catch((err: unknown) => {
     if ((err as { code?: unknown }).code === 10059 || /stream not found/i.test(String(err))) return undefined;
     throw err;
   });
-  if (existing === undefined) {
-    await jsm.streams.add(streamConfig(s));
-    return [];
-  }
-  return checkCompatible(existing.config, s);
 }
 
 /** Throws StreamConfigError for what makes `config` unusable; returns warnings for limits that differ. */
