@@ -125,6 +125,14 @@ describe("a listener's records kept in slabs", () => {
     l.countSlabs((_, covers) => (covered += covers));
     return covered / 100;
   };
+  // A stream attached (told it ends by the returned function) takes `taken` of three records queued in `slab`.
+  const oldStreamTook = (l: Listener<Rec, Uint8Array>, slab: object, taken: number) => {
+    const oldEnd = () => {};
+    l.attach(() => {}, oldEnd);
+    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
+    l.take(taken);
+    return oldEnd;
+  };
 
   it("counts what it queued and what is in flight until that batch is written, and none of its unshared copies", () => {
     const slab = {}, l = listener(new Set([slab]));
@@ -142,10 +150,7 @@ describe("a listener's records kept in slabs", () => {
 
   it("keeps a taken-over stream's batch in flight charged and counted until that stream detaches", () => {
     const slab = {}, l = listener(new Set([slab]));
-    const oldEnd = () => {}, newEnd = () => {};
-    l.attach(() => {}, oldEnd);
-    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
-    l.take(2); // the old stream holds 1 and 2
+    const oldEnd = oldStreamTook(l, slab, 2), newEnd = () => {}; // the old stream holds 1 and 2
     const charged = l.memoryBytes;
     l.attach(() => {}, newEnd); // takeover: the old stream may never resume to let go of its batch
     l.take(10); // the new stream takes 3
@@ -160,10 +165,7 @@ describe("a listener's records kept in slabs", () => {
 
   it("removed while another stream drains it, stays charged when a taken-over stream detaches", () => {
     const slab = {}, l = listener(new Set([slab]));
-    const oldEnd = () => {}, drainEnd = () => {};
-    l.attach(() => {}, oldEnd);
-    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
-    l.take(1); // the old stream holds 1
+    const oldEnd = oldStreamTook(l, slab, 1), drainEnd = () => {}; // the old stream holds 1
     l.attach(() => {}, drainEnd);
     l.close("deregistered", "removed"); // as the registry removes a listener with a stream attached
     l.retire(true);
@@ -177,10 +179,7 @@ describe("a listener's records kept in slabs", () => {
 
   it("removed while another stream drains it, gives back the draining stream's batch when it goes first", () => {
     const slab = {}, l = listener(new Set([slab]));
-    const oldEnd = () => {}, drainEnd = () => {};
-    l.attach(() => {}, oldEnd);
-    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
-    l.take(1); // the old stream holds 1
+    const oldEnd = oldStreamTook(l, slab, 1), drainEnd = () => {}; // the old stream holds 1
     l.attach(() => {}, drainEnd);
     l.close("deregistered", "removed");
     l.retire(true);
@@ -195,10 +194,7 @@ describe("a listener's records kept in slabs", () => {
 
   it("removed with only a taken-over stream holding a batch, drops its queue and keeps that batch charged until it detaches", () => {
     const slab = {}, l = listener(new Set([slab]));
-    const oldEnd = () => {}, newEnd = () => {};
-    l.attach(() => {}, oldEnd);
-    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
-    l.take(1);
+    const oldEnd = oldStreamTook(l, slab, 1), newEnd = () => {};
     l.attach(() => {}, newEnd);
     l.detach(newEnd, 0); // the new stream is gone; the old one still holds its batch
     l.retire(false); // removed, nothing draining

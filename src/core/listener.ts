@@ -281,6 +281,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       // uncharged. (Without one, the queue stays: the fleet publisher's pump sends what is queued at shutdown.)
       if (this.#held.orphans > 0) this.queue.take(this.queue.length);
     }
+    this.#closeOnceLetGo();
+  }
+
+  // A removed listener gives everything back once neither its draining stream nor a taken-over one holds anything.
+  #closeOnceLetGo(): void {
     if (this.#drainEnd === undefined && this.#held.orphans === 0) this.#close();
   }
 
@@ -405,12 +410,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   detach(end: (why: string, code: StreamEnd) => void, now: number): void {
     this.#held.detached(end);
     if (this.#retired) {
-      // A removed listener gives everything back once neither its draining stream nor a taken-over one holds anything.
       if (end === this.#drainEnd) {
         this.#drainEnd = undefined;
         this.#held.written();
       }
-      if (this.#drainEnd === undefined && this.#held.orphans === 0) this.#close();
+      this.#closeOnceLetGo();
       return;
     }
     if (this.#end !== end) return;

@@ -320,7 +320,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     const draining = how === "removed" && listener.attached;
     listener.close(why, how);
     listener.retire(draining, (reason, count) => (this.#pastLost[reason] += count));
-    for (const l of this.#draining) if (l.closed) this.#draining.delete(l);
+    this.#pruneDraining();
     if (!listener.closed) this.#draining.add(listener);
   }
 
@@ -357,8 +357,13 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
 
   settleSlabs(): void {
     if (this.#ledger === undefined) return;
-    for (const l of this.#draining) if (l.closed) this.#draining.delete(l);
+    this.#pruneDraining();
     this.#ledger.settle([...this.#byId.values(), ...this.#draining]);
+  }
+
+  // Forgets removed listeners whose last stream has gone (they gave everything back).
+  #pruneDraining(): void {
+    for (const l of this.#draining) if (l.closed) this.#draining.delete(l);
   }
 
   stats(): RegistryStats {

@@ -103,15 +103,13 @@ export function retainPayload(r: ExitRecord): Uint8Array {
   return (r as Memo)[UNSHARED] === r ? body.slice() : body;
 }
 
-// A slab is sealed once nothing more is put in it: until then the source or the encoder holds it anyway.
-const vectorSlabs: SlabSizes = {
+// A slab (an ArrayBuffer) is sealed once nothing more is put in it: until then the source or the encoder holds it
+// anyway.
+const buffers = (isOpen: (slab: object) => boolean): SlabSizes => ({
   bytesOf: (slab) => (slab as ArrayBufferLike).byteLength,
-  sealed: (slab) => !isOpenSlab(slab),
-};
-const bodySlabs: SlabSizes = {
-  bytesOf: (slab) => (slab as ArrayBufferLike).byteLength,
-  sealed: (slab) => !isOpenBodySlab(slab),
-};
+  sealed: (slab) => !isOpen(slab),
+});
+const vectorSlabs = buffers(isOpenSlab), bodySlabs = buffers(isOpenBodySlab);
 
 /**
  * How records share slabs, for what the core charges a listener beyond its
