@@ -6,11 +6,14 @@
  * the netlink source at its defaults) streaming every record to 1, 10 or 100
  * binary subscribers (one counting process, bench/_raw-counter.ts), and in
  * the same storm the C reference listener (bench/c/ref-listener.c: per-CPU
- * sockets, recvmmsg, every field decoded into a C struct). The server's CPU
- * is utime+stime of its whole process (every thread) from /proc/<pid>/stat,
- * from the storm's start until every record reached every subscriber.
+ * sockets, recvmmsg, every field decoded into a C struct) twice: waking for
+ * every record (the target's floor), and waking once a 2 ms window as
+ * taskwire's reader does. The server's CPU is utime+stime of its whole
+ * process (every thread) from /proc/<pid>/stat, from the storm's start until
+ * every record reached every subscriber; its wakeups are the voluntary
+ * context switches of all its threads (/proc/<pid>/task/<tid>/status).
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { parseStatCpuSeconds } from "../src/sources/netlink/_thread-cpu.ts";
 import { helperPath, runHelper } from "../test/native.ts";
@@ -42,6 +45,8 @@ const hasRow = (all: Measured[][], n: number) =>
 /** taskwire's default receive buffer per CPU socket (the reference listener gets the same). */
 const RCVBUF = 32 * 1024 * 1024;
 const TARGET_US = 8, TARGET_EXTRA_US = 1, TARGET_RATIO = 3;
+/** The windowed C reference's window: taskwire's default hand-off window (`--netlink-batch-window-ms`). */
+const REF_WINDOW_MS = 2;
 /** Thread exits of the unmeasured warm-up storm of a row (but the 100-subscriber row's: see warmUp). */
 const WARM_UP = 2000;
 
@@ -66,6 +71,21 @@ function processCpuUs(pid: number, tid?: number): number {
   return parseStatCpuSeconds(readFileSync(path, "utf8"))! * 1e6;
 }
 
+/** Voluntary context switches (sleeps that ended in a wakeup) of every thread of process `pid`. */
+function processWakeups(pid: number): number {
+  let sum = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      sum += Number(
+        /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8"))?.[1],
+      );
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return sum;
+}
+
 interface Info {
   records: number;
   kernelDrops: number;
@@ -84,6 +104,7 @@ interface Ref {
   records: number;
   drops: number;
   cpuUs: number;
+  wakeups: number;
 }
 
 /**
@@ -135,7 +156,11 @@ interface Measured {
   /** Of serverUs: the main thread's, the reader worker's (the rest: GC and libuv helper threads). */
   mainUs: number;
   readerUs: number;
+  /** Voluntary context switches of the server's threads. */
+  wakeups: number;
   ref: Ref;
+  /** The C reference that wakes once a window. */
+  refWindowed: Ref;
   seconds: number;
   rcvbuf: number;
 }
@@ -165,18 +190,17 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
       (l) => l === "ready",
       { cwd: root },
     );
-    const [ref] = await startLineChild(
-      o.ref,
-      [String(availableParallelism()), String(RCVBUF)],
-      (l) => l === "ready",
-      { cwd: root },
-    );
+    const refArgs = [String(availableParallelism()), String(RCVBUF)];
+    const [ref] = await startLineChild(o.ref, refArgs, (l) => l === "ready", { cwd: root });
+    const [refWindowed] = await startLineChild(o.ref, [...refArgs, String(REF_WINDOW_MS)], (l) => l === "ready", {
+      cwd: root,
+    });
     for (const threads of warmUp(o.threads, subscribers)) {
       await storm(threads);
       await settle(server, counter);
     }
     const info0 = await server.ask<Info>("info"), counts0 = await counter.ask<Counts>("mark");
-    const cpu0 = processCpuUs(pid), main0 = processCpuUs(pid, pid);
+    const cpu0 = processCpuUs(pid), main0 = processCpuUs(pid, pid), wakeups0 = processWakeups(pid);
     let seconds = 0, settled: [Info, Counts] | undefined;
     for (const threads of storms(o.threads, subscribers)) {
       seconds += await storm(threads);
@@ -184,10 +208,11 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
     }
     const [info, counts] = settled!;
     const serverUs = processCpuUs(pid) - cpu0, mainUs = processCpuUs(pid, pid) - main0;
+    const wakeups = processWakeups(pid) - wakeups0;
     const readerUs = info.readerCpuSeconds !== undefined && info0.readerCpuSeconds !== undefined
       ? (info.readerCpuSeconds - info0.readerCpuSeconds) * 1e6
       : NaN;
-    const refOut = (await ref.end<Ref>())!;
+    const refOut = (await ref.end<Ref>())!, refWindowedOut = (await refWindowed.end<Ref>())!;
     await counter.end();
     const records = info.records - info0.records;
     return {
@@ -201,7 +226,9 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
       serverUs,
       mainUs,
       readerUs,
+      wakeups,
       ref: refOut,
+      refWindowed: refWindowedOut,
       seconds,
       rcvbuf: info.socketBuffer,
     };
@@ -216,8 +243,11 @@ const f2 = (n: number) => n.toFixed(2);
 const range = (xs: number[], fmt: (n: number) => string) =>
   xs.length === 1 ? fmt(xs[0]!) : `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
 
+const perThousand = (n: number, records: number) => String(Math.round((1000 * n) / Math.max(records, 1)));
+
 function row(m: Measured, one: Measured | undefined, round: number): string[] {
   const us = perRecord(m.serverUs, m.records), refUs = perRecord(m.ref.cpuUs, m.ref.records);
+  const windowedUs = perRecord(m.refWindowed.cpuUs, m.refWindowed.records);
   const extra = one !== undefined && m.subscribers > 1
     ? f2((us - perRecord(one.serverUs, one.records)) / (m.subscribers - 1))
     : "";
@@ -233,8 +263,10 @@ function row(m: Measured, one: Measured | undefined, round: number): string[] {
     `${f1(perRecord(m.mainUs, m.records))} / ${f1(perRecord(m.readerUs, m.records))} / ${
       f1(perRecord(m.serverUs - m.mainUs - m.readerUs, m.records))
     }`,
-    f1(refUs),
-    f2(us / refUs),
+    perThousand(m.wakeups, m.records),
+    `${f1(refUs)} / ${f1(windowedUs)}`,
+    `${perThousand(m.ref.wakeups, m.ref.records)} / ${perThousand(m.refWindowed.wakeups, m.refWindowed.records)}`,
+    `${f2(us / refUs)} / ${f2(us / windowedUs)}`,
     extra,
   ];
 }
@@ -246,7 +278,8 @@ function verdicts(all: Measured[][]): string[][] {
   const one = node(1).map(us);
   const extra = (n: number) => node(n).map((m, i) => (us(m) - one[i]!) / (n - 1));
   const ratio = node(1).map((m) => us(m) / perRecord(m.ref.cpuUs, m.ref.records));
-  const drops = all.flat().map((m) => m.kernelDrops + m.ref.drops);
+  const windowed = node(1).map((m) => us(m) / perRecord(m.refWindowed.cpuUs, m.refWindowed.records));
+  const drops = all.flat().map((m) => m.kernelDrops + m.ref.drops + m.refWindowed.drops);
   const lost = all.flat().map((m) => m.lost + (m.subscribers * m.records - m.delivered));
   const met = (ok: boolean) => (ok ? "met" : "NOT met");
   const v = (label: string, xs: number[], target: number, fmt: (n: number) => string) => [
@@ -261,7 +294,8 @@ function verdicts(all: Measured[][]): string[][] {
       v(`1. us per extra subscriber (${n})`, extra(n), TARGET_EXTRA_US, f2)
     ),
     v("2. ratio to the C reference (Node, 1 subscriber)", ratio, TARGET_RATIO, f2),
-    v("3. kernel drops, every row (taskwire and C)", drops, 0, String),
+    ["   ratio to the C reference waking once a window (no target)", range(windowed, f2), "reported"],
+    v("3. kernel drops, every row (taskwire and both C)", drops, 0, String),
     [
       "   records not delivered to a subscriber, every row",
       range(lost, String),
@@ -286,7 +320,9 @@ export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> 
     "delivered per subscriber",
     "server CPU us/record",
     "of which main / reader / other threads",
-    "C ref us/record",
+    "server wakeups per 1k records",
+    `C ref us/record: wakes per record / ${REF_WINDOW_MS} ms window`,
+    "C ref wakeups per 1k records",
     "ratio to C",
     "us per extra subscriber",
   ]];
@@ -306,8 +342,8 @@ export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> 
     `storms: ${o.threads} thread exits each (5 x ${
       storms(o.threads, 100)[0]
     } for 100 subscribers); receive buffer ${rcvbuf} B per CPU (the default)`,
-    ...Array(10).fill(""),
+    ...Array(11).fill(""),
   ]);
-  for (const v of verdicts(all)) rows.push(["", ...v, ...Array(9).fill("")]);
+  for (const v of verdicts(all)) rows.push(["", ...v, ...Array(10).fill("")]);
   return rows;
 }

@@ -189,6 +189,7 @@ class _Reader implements Reader {
       }
     } finally {
       Atomics.sub(this.#pending, 0, 1);
+      Atomics.notify(this.#pending, 0); // a reader past its window waits on this to hand over the next slab
       this.#worker.postMessage({ op: "slab", slab } satisfies ToWorker, [slab]); // back to the pool
     }
   }
