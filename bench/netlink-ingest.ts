@@ -342,7 +342,7 @@ export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> 
     `storms: ${o.threads} thread exits each (5 x ${
       storms(o.threads, 100)[0]
     } for 100 subscribers); receive buffer ${rcvbuf} B per CPU (the default)`,
-    ...Array(11).fill(""),
+    ...Array(12).fill(""),
   ]);
   for (const v of verdicts(all)) rows.push(["", ...v, ...Array(10).fill("")]);
   return rows;

@@ -298,4 +298,30 @@ suite(title, () => {
     },
     30_000,
   );
+
+  // Between a nap's start and its end the kernel queues records the reader has not read. Unwatching a CPU then
+  // (the last listener leaves, or the server stops) must still hand over what was queued before it: the
+  // deregistration's request/ACK exchange reads that socket and would pass over them.
+  it("unwatching mid-flow hands over every record queued before it", async () => {
+    const flow = await openNetlinkSource({ batchWindowMs: 100 }); // naps of 5 ms while records flow
+    const arrived = new Set<number>();
+    const exited: number[] = [];
+    try {
+      flow.start({ exit: (r) => void arrived.add(r.pid), kernelLoss() {} });
+      for (let round = 0; round < 4; round++) {
+        flow.watch(flow.possible.cpus, true);
+        await flow.synced();
+        for (let i = 0; i < 15; i++) {
+          const child = spawnHelper(["exit", "tw-flow", "0"]);
+          await new Promise<void>((r) => child.once("exit", () => r(void exited.push(child.pid!))));
+        }
+        flow.watch(flow.possible.cpus, false); // right after the last exit: its record is likely still queued
+        await flow.synced();
+      }
+      await sleep(50);
+      expect(exited.filter((pid) => !arrived.has(pid)), "exited before an unwatch, never handed over").toEqual([]);
+    } finally {
+      await flow.close();
+    }
+  }, 30_000);
 });

@@ -189,8 +189,10 @@ int main(int argc, char **argv) {
   int flowing = 0; /* with a window: the last drain read records, so sleep a window instead of polling */
   for (;;) {
     if (flowing) nanosleep(&window, NULL);
-    if (poll(fds, ncpus + 1, flowing ? 0 : 1000) < 0 && errno != EINTR) die("poll");
+    int ready = poll(fds, ncpus + 1, flowing ? 0 : 1000);
+    if (ready < 0 && errno != EINTR) die("poll");
     if (fds[ncpus].revents) break; /* stdin closed or written: the run is over */
+    if (ready <= 0 && !flowing) continue; /* an idle second: nothing to gather */
     /* woken by the first record: let the window's records gather before the drain */
     if (window_ms > 0 && !flowing) nanosleep(&window, NULL);
     uint64_t before = records;

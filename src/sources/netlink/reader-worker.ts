@@ -122,6 +122,8 @@ function watch(cpu: number): void {
 function unwatch(cpu: number): void {
   const s = sockets.get(cpu);
   if (s === undefined) return;
+  // What the kernel queued during the last nap: the deregistration's transaction would read past it.
+  drain(s);
   flush(); // what was read before deregistering still counts
   reportDrops(s);
   const q = seq++;
@@ -137,6 +139,7 @@ function unwatch(cpu: number): void {
   s.sock.close();
   sockets.delete(cpu);
   rebuildPoll();
+  if (sockets.size === 0) (handedOff = false), (blindSince = 0); // the next record after a re-watch starts afresh
   post({ op: "unwatched", cpu });
 }
 
