@@ -262,8 +262,9 @@ function step(): "read" | "idle" | "starved" {
   let drained = true;
   for (const s of order) drained = drain(s) && drained;
   blindSince = 0;
-  limitNaps(performance.now());
-  handOff(performance.now());
+  const now = performance.now();
+  limitNaps(now);
+  handOff(now);
   if (!drained) return "starved";
   if (used > 0) {
     // Holding records: sleep out the window (no poll: more records only make the hand-off bigger). Past it, the
