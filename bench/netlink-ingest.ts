@@ -28,7 +28,7 @@ export interface IngestOptions {
   rounds?: number;
 }
 
-type Runtime = "node" | "deno" | "bun";
+export type Runtime = "node" | "deno" | "bun";
 // BENCH_CONFIGS=node:1,bun:1 runs only those rows (for profiling).
 const CONFIGS: { runtime: Runtime; subscribers: number }[] = process.env["BENCH_CONFIGS"]?.split(",").map((c) => {
   const [runtime, n] = c.split(":");
@@ -43,20 +43,20 @@ const CONFIGS: { runtime: Runtime; subscribers: number }[] = process.env["BENCH_
 const hasRow = (all: Measured[][], n: number) =>
   all[0]?.some((m) => m.runtime.startsWith("node") && m.subscribers === n);
 /** taskwire's default receive buffer per CPU socket (the reference listener gets the same). */
-const RCVBUF = 32 * 1024 * 1024;
+export const RCVBUF = 32 * 1024 * 1024;
 const TARGET_US = 8, TARGET_EXTRA_US = 1, TARGET_RATIO = 3;
 /** The windowed C reference's window: taskwire's default hand-off window (`--netlink-batch-window-ms`). */
-const REF_WINDOW_MS = 2;
+export const REF_WINDOW_MS = 2;
 /** Thread exits of the unmeasured warm-up storm of a row (but the 100-subscriber row's: see warmUp). */
 const WARM_UP = 2000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const inDist = import.meta.url.includes("/dist/");
-const root = new URL(inDist ? "../../" : "../", import.meta.url).pathname;
-const script = (name: string) => new URL(`./${name}.${inDist ? "js" : "ts"}`, import.meta.url).pathname;
+export const root = new URL(inDist ? "../../" : "../", import.meta.url).pathname;
+export const script = (name: string) => new URL(`./${name}.${inDist ? "js" : "ts"}`, import.meta.url).pathname;
 
 /** A child speaking JSON lines: `ask` writes a line and resolves with the next JSON line. */
-function serverCommand(runtime: Runtime): [string, string[]] {
+export function serverCommand(runtime: Runtime): [string, string[]] {
   // BENCH_NODE_FLAGS: extra flags for the Node server (--cpu-prof --cpu-prof-dir=DIR for the profiles in BENCHMARKS.md).
   const flags = process.env["BENCH_NODE_FLAGS"]?.split(" ").filter((f) => f !== "") ?? [];
   if (runtime === "node") return [process.execPath, [...flags, script("_netlink-server")]];
@@ -72,7 +72,7 @@ function processCpuUs(pid: number, tid?: number): number {
 }
 
 /** Voluntary context switches (sleeps that ended in a wakeup) of every thread of process `pid`. */
-function processWakeups(pid: number): number {
+export function processWakeups(pid: number): number {
   let sum = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
@@ -86,21 +86,21 @@ function processWakeups(pid: number): number {
   return sum;
 }
 
-interface Info {
+export interface Info {
   records: number;
   kernelDrops: number;
   socketBuffer: number;
   /** The reader worker thread's CPU so far, when the runtime names its thread. */
   readerCpuSeconds?: number;
 }
-interface Counts {
+export interface Counts {
   exits: number;
   lost: number;
   /** Response messages, and socket reads, the subscribers got. */
   messages: number;
   chunks: number;
 }
-interface Ref {
+export interface Ref {
   records: number;
   drops: number;
   cpuUs: number;
@@ -143,9 +143,8 @@ async function storm(threads: number): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-interface Measured {
-  runtime: string;
-  subscribers: number;
+/** What a measured span of a server's life counts (a storm row, a steady-rate row). */
+export interface Span {
   records: number;
   kernelDrops: number;
   delivered: number;
@@ -162,11 +161,31 @@ interface Measured {
   /** The C reference that wakes once a window. */
   refWindowed: Ref;
   seconds: number;
+}
+
+/** What the server and its subscribers counted between two readings. */
+export function countedBetween(
+  [info0, counts0]: readonly [Info, Counts],
+  [info, counts]: readonly [Info, Counts],
+): Pick<Span, "records" | "kernelDrops" | "delivered" | "lost" | "messages" | "readerUs"> {
+  return {
+    records: info.records - info0.records,
+    kernelDrops: info.kernelDrops - info0.kernelDrops,
+    delivered: counts.exits - counts0.exits,
+    lost: counts.lost - counts0.lost,
+    messages: counts.messages - counts0.messages,
+    readerUs: ((info.readerCpuSeconds ?? NaN) - (info0.readerCpuSeconds ?? NaN)) * 1e6,
+  };
+}
+
+interface Measured extends Span {
+  runtime: string;
+  subscribers: number;
   rcvbuf: number;
 }
 
 // Waits until the server's record count and the subscribers' counts stop moving.
-async function settle(server: Proc, counter: Proc): Promise<[Info, Counts]> {
+export async function settle(server: Proc, counter: Proc): Promise<[Info, Counts]> {
   let last = "";
   for (let i = 0; i < 100; i++) {
     await sleep(300);
@@ -209,23 +228,14 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
     const [info, counts] = settled!;
     const serverUs = processCpuUs(pid) - cpu0, mainUs = processCpuUs(pid, pid) - main0;
     const wakeups = processWakeups(pid) - wakeups0;
-    const readerUs = info.readerCpuSeconds !== undefined && info0.readerCpuSeconds !== undefined
-      ? (info.readerCpuSeconds - info0.readerCpuSeconds) * 1e6
-      : NaN;
     const refOut = (await ref.end<Ref>())!, refWindowedOut = (await refWindowed.end<Ref>())!;
     await counter.end();
-    const records = info.records - info0.records;
     return {
       runtime: label,
       subscribers,
-      records,
-      kernelDrops: info.kernelDrops - info0.kernelDrops,
-      delivered: counts.exits - counts0.exits,
-      lost: counts.lost - counts0.lost,
-      messages: counts.messages - counts0.messages,
+      ...countedBetween([info0, counts0], [info, counts]),
       serverUs,
       mainUs,
-      readerUs,
       wakeups,
       ref: refOut,
       refWindowed: refWindowedOut,

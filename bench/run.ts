@@ -10,6 +10,7 @@ import { benchE2e } from "./e2e.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLatency } from "./latency.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
+import { benchNetlinkSteady } from "./netlink-steady.ts";
 import { benchObservability } from "./observability.ts";
 import { keepBenchHeapHeadroom } from "./_heap.ts";
 
@@ -43,6 +44,13 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
     async () => [[
       "netlink ingest during a thread-exit storm (real kernel)",
       await benchNetlinkIngest({ threads: Number(process.env["BENCH_THREADS"] ?? 200_000) }),
+    ], [
+      "netlink ingest between storms: steady rates and idle (real kernel)",
+      await benchNetlinkSteady({
+        rates: (process.env["BENCH_STEADY_RATES"] ?? "100,1000").split(",").map(Number),
+        seconds: Number(process.env["BENCH_STEADY_SECONDS"] ?? 10),
+        rounds: Number(process.env["BENCH_ROUNDS"] ?? 1),
+      }),
     ]],
   ],
   [

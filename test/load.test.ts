@@ -34,7 +34,6 @@ describe("load meter", () => {
     expect(meter.utilization).toBe(0.95);
     expect(meter.saturation).toBeCloseTo(0.95);
     expect(meter.lingerMs()).toBe(20);
-    meter.close();
   });
 
   it("does not linger when the loop reads busy only because the process waited for a CPU", async () => {
@@ -43,13 +42,30 @@ describe("load meter", () => {
     expect(meter.utilization).toBe(0.85);
     expect(meter.saturation).toBeCloseTo(0.25);
     expect(meter.lingerMs()).toBe(0);
-    meter.close();
   });
 
   it("follows utilization alone where the runtime has no CPU time", async () => {
     const meter = await sampled(scripted(0.8, undefined));
     expect(meter.lingerMs()).toBe(5);
-    meter.close();
+  });
+
+  it("samples when read, at most once an interval, over the time since its last sample", () => {
+    let now = 0, busy = 0;
+    const meter = createLoadMeter(100, {
+      elu: (a) => (a === undefined ? { idle: 0, active: 0, utilization: 0 } : { ...a, utilization: busy }),
+      nowMs: () => now,
+    });
+    busy = 0.95;
+    now = 99;
+    expect(meter.lingerMs()).toBe(0); // within the first interval: no sample yet
+    now = 100;
+    expect(meter.lingerMs()).toBe(20);
+    busy = 0.1;
+    now = 150;
+    expect(meter.saturation).toBeCloseTo(0.95); // the last sample stands until an interval has passed
+    now = 5000; // idle for seconds, and no timer woke the process meanwhile
+    expect(meter.utilization).toBe(0.1);
+    expect(meter.lingerMs()).toBe(0);
   });
 
   it("reads the real loop as saturated while a callback spins (the overload protection stays)", async () => {
@@ -68,6 +84,5 @@ describe("load meter", () => {
     await new Promise((r) => setImmediate(r)); // let the last interval's sample run
     expect(meter.saturation).toBeGreaterThanOrEqual(0.75);
     expect(meter.lingerMs()).toBeGreaterThan(0);
-    meter.close();
   });
 });

@@ -103,7 +103,7 @@ function buildProgram(): Command {
     )
     .option(
       "--netlink-batch-window-ms <ms>",
-      "how long the netlink reader may hold exit records before handing them on, 0-100 (more: less CPU per record, more latency)",
+      "how long the netlink reader holds an exit record before handing it on, 0-100; once records come faster than one a window, hand-offs are at least 10 ms (or this) apart; 0: at once (more: less CPU per record, more latency)",
       int(0, 100),
       DEFAULT_BATCH_WINDOW_MS,
     )

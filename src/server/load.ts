@@ -1,7 +1,10 @@
 /**
- * How busy the event loop is, sampled every 100 ms from
- * performance.eventLoopUtilization() (Node; where a runtime lacks it, the
- * loop reads as idle). Streams use it to let batches grow when the loop is
+ * How busy the event loop is, from performance.eventLoopUtilization() (Node;
+ * where a runtime lacks it, the loop reads as idle), sampled when read and at
+ * most every 100 ms: over the time since the last sample. It has no timer: an
+ * idle server is not woken to measure its idleness (a wakeup costs tens of
+ * microseconds on a paravirtualized host, and a 100 ms timer was a tenth of
+ * an idle server's wakeups). Streams use it to let batches grow when the loop is
  * saturated: a thousand streams each sending a few events per wake-up spend
  * the loop on per-message overhead, and the loop is also where records are
  * dispatched.
@@ -20,15 +23,14 @@ import { performance } from "node:perf_hooks";
 type Elu = { idle: number; active: number; utilization: number };
 type EluFn = (a?: Elu, b?: Elu) => Elu;
 
-/** A running meter; `close()` stops its timer. */
+/** A meter, read as streams send (lingerMs) and metrics are scraped (utilization). */
 export interface LoadMeter {
-  /** Share of the last interval the loop was busy (wall time), 0..1. */
+  /** Share of the time since the last sample (100 ms at least) the loop was busy (wall time), 0..1. */
   readonly utilization: number;
-  /** Share of the last interval the loop was busy on a CPU: the lesser of utilization and the process's CPU time. */
+  /** Share of that time the loop was busy on a CPU: the lesser of utilization and the process's CPU time. */
   readonly saturation: number;
   /** How long a stream that just sent a partial batch waits: 0 normally, 5-20 ms while the loop is saturated. */
   lingerMs(): number;
-  close(): void;
 }
 
 /** What a meter reads; the runtime's by default (tests pass their own). */
@@ -65,7 +67,7 @@ function cpuShare(fromUs: number | undefined, toUs: number | undefined, elapsedM
   return (toUs - fromUs) / 1000 / elapsedMs;
 }
 
-/** Starts a meter (its timer does not keep the process alive). */
+/** Starts a meter: it samples on a read at least `intervalMs` after its last sample. */
 export function createLoadMeter(intervalMs = 100, samplers: LoadSamplers = runtimeSamplers()): LoadMeter {
   const { elu, cpuUs, nowMs } = samplers;
   let utilization = 0;
@@ -73,22 +75,23 @@ export function createLoadMeter(intervalMs = 100, samplers: LoadSamplers = runti
   let last = elu?.();
   let lastCpu = cpuUs?.();
   let lastAt = nowMs();
-  const timer = setInterval(() => {
-    if (elu === undefined || last === undefined) return;
-    const now = elu(), cpu = cpuUs?.(), at = nowMs();
+  const sample = (): void => {
+    const at = nowMs();
+    if (at - lastAt < intervalMs || elu === undefined || last === undefined) return;
+    const now = elu(), cpu = cpuUs?.();
     utilization = elu(now, last).utilization;
     saturation = Math.min(utilization, cpuShare(lastCpu, cpu, at - lastAt));
     [last, lastCpu, lastAt] = [now, cpu, at];
-  }, intervalMs);
-  (timer as { unref?: () => void }).unref?.();
+  };
   return {
     get utilization() {
+      sample();
       return utilization;
     },
     get saturation() {
+      sample();
       return saturation;
     },
-    lingerMs: () => lingerFor(saturation),
-    close: () => clearInterval(timer),
+    lingerMs: () => (sample(), lingerFor(saturation)),
   };
 }

@@ -271,7 +271,7 @@ function addServerSeries(registry: PromRegistry, inputs: MetricsInputs): void {
   gaugeFrom(
     registry,
     "taskwire_event_loop_utilization_ratio",
-    "Share of the last 100 ms the main event loop was busy (0 to 1).",
+    "Share of the time since it was last read (100 ms at least: a stream batch or a scrape reads it) the main event loop was busy (0 to 1).",
     inputs.loopUtilization,
   );
   new Gauge({

@@ -267,7 +267,6 @@ export function createServer(options: ServerOptions): TaskwireServer {
       })),
     close: async () => {
       housekeeping.stop();
-      load.close();
       await registry.close();
       await options.fleet?.close();
     },

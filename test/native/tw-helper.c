@@ -6,6 +6,9 @@
  *                                   stdin, releases the threads, joins, exits 0
  *   tw-helper storm N WAVE          create and join N threads, WAVE at a time,
  *                                   as fast as possible; prints every thread id
+ *   tw-helper pace N RATE           create and join N threads one at a time, RATE
+ *                                   a second (absolute deadlines: no drift);
+ *                                   prints every thread id
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -77,6 +81,25 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) printf("%d\n", tids[i]);
     return 0;
   }
-  fprintf(stderr, "usage: tw-helper exit NAME CODE | threads NAME N | storm N WAVE\n");
+  if (argc == 4 && strcmp(argv[1], "pace") == 0) {
+    int n = atoi(argv[2]);
+    double rate = atof(argv[3]);
+    if (n < 1 || rate <= 0) { fprintf(stderr, "pace: N and RATE must be positive\n"); return 64; }
+    pid_t *tids = calloc(n, sizeof *tids);
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    long step = (long)(1e9 / rate);
+    for (int i = 0; i < n; i++) {
+      pthread_t t;
+      if (pthread_create(&t, NULL, quick, &tids[i]) != 0) { perror("pthread_create"); return 2; }
+      pthread_join(t, NULL);
+      next.tv_nsec += step;
+      while (next.tv_nsec >= 1000000000L) { next.tv_nsec -= 1000000000L; next.tv_sec++; }
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    }
+    for (int i = 0; i < n; i++) printf("%d\n", tids[i]);
+    return 0;
+  }
+  fprintf(stderr, "usage: tw-helper exit NAME CODE | threads NAME N | storm N WAVE | pace N RATE\n");
   return 64;
 }

@@ -42,9 +42,12 @@ export interface NetlinkSourceOptions {
   /** Where cgroup paths may point (tests only; default /sys/fs/cgroup and this process's mounts). */
   cgroupPaths?: CgroupPathOptions;
   /**
-   * How long the reader may hold exit records before passing them on, ms
-   * (0-100, default 2): records read within one window are decoded and
-   * streamed together, so the per-batch costs are shared.
+   * How long the reader holds an exit record before passing it on, ms (0-100,
+   * default 2): records read within one window are decoded and streamed
+   * together, so the per-batch costs are shared. Once a hand-off carries more
+   * than one record (they come faster than one a window), the next is at
+   * least 10 ms after it (or a window, if longer); 0 hands every read over at
+   * once.
    */
   batchWindowMs?: number;
 }

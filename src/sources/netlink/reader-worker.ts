@@ -50,10 +50,13 @@ interface CpuSocket {
   drops: number;
   /** ENOBUFS seen and sk_drops not re-read since. */
   overrun: boolean;
+  /** Whether the next pass reads it: poll() said it is readable, or the reader napped without polling. */
+  ready: boolean;
 }
 
 const sockets = new Map<number, CpuSocket>();
 let pollfds = new Uint8Array(0);
+let pollView = new DataView(pollfds.buffer);
 let order: CpuSocket[] = [];
 let seq = 1;
 let sys: Syscalls;
@@ -62,6 +65,24 @@ let slab: Slab | undefined;
 let used = 0;
 /** When the oldest record in the slab was read (performance.now()), 0 when it holds none. */
 let heldSince = 0;
+/** When the last hand-off was (performance.now()). */
+let lastHandOff = -Infinity;
+/** Whether the next hand-off is spaced after it: the last carried more than one record. */
+let spaced = false;
+/** Datagrams (records) in the slab being filled. */
+let heldRecords = 0;
+/**
+ * Once a hand-off carries more than one record (they come faster than one a window), the next is at least
+ * MIN_HANDOFF_INTERVAL_MS after it (or a window, if that is longer; with a window of 0 nothing is held at all): a
+ * steady flow goes over in batches at most 100 times a second, while a record that comes alone (after a quiet spell,
+ * or in a trickle slower than one a window) is handed over a window after it was read. Each hand-off wakes the main
+ * thread and sends a message on every stream, about half a millisecond of CPU in all on a paravirtualized host: at
+ * 1,000 exits a second, hand-offs 2 ms apart took a fifth of a core.
+ */
+const MIN_HANDOFF_INTERVAL_MS = 10;
+const handOffInterval = opts.batchWindowMs === 0 ? 0 : Math.max(opts.batchWindowMs, MIN_HANDOFF_INTERVAL_MS);
+/** When the records held are due to be handed over (performance.now()). */
+const dueAt = (): number => Math.max(heldSince + opts.batchWindowMs, spaced ? lastHandOff + handOffInterval : 0);
 /** Set by a hand-off: records are flowing. */
 let handedOff = false;
 /** When the reader began a window's sleep without polling (0: it polls), the earliest a record read after it came. */
@@ -79,12 +100,20 @@ let napLimit = MAX_NAP_MS;
 /** When a socket last overran (ENOBUFS), performance.now(); for a second after, naps are as short as polling's were. */
 let lastOverrun = -Infinity;
 const OVERRUN_NAP_MS = 0.5;
+/**
+ * The idle poll's timeout: short once records stop (the next is read as its poll returns anyway), doubling while
+ * none come, up to IDLE_POLL_MAX_MS. It bounds how late a control message (watch, unwatch, stop) is read while the
+ * watched CPUs are quiet, since nothing but a timeout ends a poll of the netlink sockets; a wakeup costs tens of
+ * microseconds on a paravirtualized host, and polling every 20 ms was most of an idle server's CPU time.
+ */
+const IDLE_POLL_MIN_MS = 20, IDLE_POLL_MAX_MS = 100;
+let idlePollMs = IDLE_POLL_MIN_MS;
 const wallNow = (): number => performance.timeOrigin + performance.now();
 
 function rebuildPoll(): void {
   order = [...sockets.values()];
   pollfds = new Uint8Array(Math.max(128, 8 * order.length)); // off-heap, like every buffer passed to the FFI
-  const dv = new DataView(pollfds.buffer);
+  const dv = (pollView = new DataView(pollfds.buffer));
   order.forEach((s, i) => {
     dv.setInt32(8 * i, s.sock.fd, true);
     dv.setInt16(8 * i + 4, K.POLLIN, true);
@@ -105,7 +134,7 @@ function watch(cpu: number): void {
       s,
       `register CPU ${cpu}`,
     );
-    sockets.set(cpu, { cpu, sock, rcvbuf, read: 0, drops: sock.drops(), overrun: false });
+    sockets.set(cpu, { cpu, sock, rcvbuf, read: 0, drops: sock.drops(), overrun: false, ready: true });
     rebuildPoll();
     post({ op: "watching", cpu, rcvbuf, portId: sock.portId });
   } catch (err) {
@@ -139,7 +168,7 @@ function unwatch(cpu: number): void {
   s.sock.close();
   sockets.delete(cpu);
   rebuildPoll();
-  if (sockets.size === 0) (handedOff = false), (blindSince = 0); // the next record after a re-watch starts afresh
+  if (sockets.size === 0) (handedOff = false), (blindSince = 0), (spaced = false); // a re-watch starts afresh
   post({ op: "unwatched", cpu });
 }
 
@@ -151,6 +180,9 @@ function flush(): void {
   slab = undefined;
   used = 0;
   heldSince = 0;
+  lastHandOff = performance.now();
+  spaced = heldRecords > 1;
+  heldRecords = 0;
   handedOff = true;
 }
 
@@ -192,6 +224,7 @@ function drain(s: CpuSocket): boolean {
     if (n >= 0) {
       if (heldSince === 0 && n > used) heldSince = blindSince !== 0 ? blindSince : performance.now();
       const short = batch.received < batch.asked;
+      heldRecords += batch.received;
       s.read += n - used;
       used = n;
       // A short batch emptied the queue (MSG_DONTWAIT returns what is there); after ENOBUFS, read on to EAGAIN.
@@ -213,9 +246,9 @@ function drain(s: CpuSocket): boolean {
   }
 }
 
-/** Hands the slab over when its window has passed and the main thread is free to take it (or it is full: room()). */
+/** Hands the slab over when it is due (dueAt) and the main thread is free to take it (or it is full: room()). */
 function handOff(now: number): void {
-  if (used > 0 && now - heldSince >= opts.batchWindowMs && Atomics.load(pending, 0) === 0) flush();
+  if (used > 0 && now >= dueAt() && Atomics.load(pending, 0) === 0) flush();
 }
 
 const yieldNow: () => Promise<void> = typeof setImmediate === "function"
@@ -260,33 +293,45 @@ function nap(ms: number, on = sleeper, expected = 0): void {
 /** One pass: read every socket, hand off if due, then wait for more (or for the window). */
 function step(): "read" | "idle" | "starved" {
   let drained = true;
-  for (const s of order) drained = drain(s) && drained;
+  for (const s of order) if (s.ready) drained = drain(s) && drained;
+  for (const s of order) s.ready = true; // after a nap, every socket may have records
   blindSince = 0;
   const now = performance.now();
   limitNaps(now);
   handOff(now);
   if (!drained) return "starved";
   if (used > 0) {
-    // Holding records: sleep out the window (no poll: more records only make the hand-off bigger). Past it, the
+    // Holding records: sleep until they are due (no poll: more records only make the hand-off bigger). Past that, the
     // main thread is still on the last hand-off: wait until it notifies that it is done (it was a 0.2-1 ms timer:
     // a wakeup costs tens of microseconds in a paravirtualized guest), reading on after each nap meanwhile.
-    const left = heldSince + opts.batchWindowMs - performance.now();
+    const left = dueAt() - performance.now();
     const busy = Atomics.load(pending, 0);
     if (left > 0) nap(left);
     else if (busy !== 0) nap(Math.max(opts.batchWindowMs, 1), pending, busy);
     return "read";
   }
-  if (handedOff) {
-    // Records are flowing: sleep a window before reading again instead of polling. Polling woke this thread for
-    // the first record and again at the window's end; now one wakeup serves the window. What comes meanwhile waits
-    // in the kernel's buffer instead of the slab (heldSince counts from here, so it is handed over as soon as it is
-    // read), for no longer than a nap: a frame's receive time is at most MAX_NAP_MS late.
+  if (handedOff && spaced) {
+    // Records are flowing: sleep the hand-off interval before reading again instead of polling, which woke this
+    // thread for the first record and again at the window's end. What comes meanwhile waits in the kernel's buffer
+    // instead of the slab (heldSince counts from here, so it is handed over as soon as it is due), for no longer than
+    // a nap: a frame's receive time is at most MAX_NAP_MS late. After a lone record the reader polls: a nap would be
+    // a third wakeup for it, with likely nothing to read.
     handedOff = false;
     blindSince = performance.now();
-    nap(opts.batchWindowMs);
+    nap(handOffInterval);
     return "read";
   }
-  return sys.poll(pollfds, order.length, 20) > 0 ? "read" : "idle";
+  handedOff = false;
+  return pollIdle();
+}
+
+/** Waits in poll() for a record on any socket; marks the sockets to read ("read"), none on a timeout ("idle"). */
+function pollIdle(): "read" | "idle" {
+  const n = sys.poll(pollfds, order.length, idlePollMs);
+  // revents (struct pollfd's last short): POLLIN, or POLLERR once the socket overran (netlink's sk_err ENOBUFS).
+  order.forEach((s, i) => (s.ready = n > 0 && pollView.getInt16(8 * i + 6, true) !== 0));
+  idlePollMs = n > 0 ? IDLE_POLL_MIN_MS : Math.min(idlePollMs * 2, IDLE_POLL_MAX_MS);
+  return n > 0 ? "read" : "idle";
 }
 
 async function run(): Promise<void> {
