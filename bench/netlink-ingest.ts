@@ -71,19 +71,30 @@ function processCpuUs(pid: number, tid?: number): number {
   return parseStatCpuSeconds(readFileSync(path, "utf8"))! * 1e6;
 }
 
-/** Voluntary context switches (sleeps that ended in a wakeup) of every thread of process `pid`. */
-export function processWakeups(pid: number): number {
+/** The sum over the threads of process `pid` (`tids`: those only) of `read(file)` of each one's /proc `file`. */
+export function sumThreads(pid: number, file: string, read: (text: string) => number, tids?: string[]): number {
   let sum = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+  for (const tid of tids ?? readdirSync(`/proc/${pid}/task`)) {
     try {
-      sum += Number(
-        /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8"))?.[1],
-      );
+      sum += read(readFileSync(`/proc/${pid}/task/${tid}/${file}`, "utf8"));
     } catch {
       // the thread ended between the listing and the read
     }
   }
   return sum;
+}
+
+/** Voluntary context switches (sleeps that ended in a wakeup) of every thread of process `pid`. */
+export function processWakeups(pid: number): number {
+  return sumThreads(pid, "status", (t) => Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(t)?.[1]));
+}
+
+/** The two C reference listeners, started: waking for every record, and waking once a window. */
+export async function startRefs(ref: string): Promise<[Proc, Proc]> {
+  const args = [String(availableParallelism()), String(RCVBUF)];
+  const [perRecord] = await startLineChild(ref, args, (l) => l === "ready", { cwd: root });
+  const [windowed] = await startLineChild(ref, [...args, String(REF_WINDOW_MS)], (l) => l === "ready", { cwd: root });
+  return [perRecord, windowed];
 }
 
 export interface Info {
@@ -209,11 +220,7 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
       (l) => l === "ready",
       { cwd: root },
     );
-    const refArgs = [String(availableParallelism()), String(RCVBUF)];
-    const [ref] = await startLineChild(o.ref, refArgs, (l) => l === "ready", { cwd: root });
-    const [refWindowed] = await startLineChild(o.ref, [...refArgs, String(REF_WINDOW_MS)], (l) => l === "ready", {
-      cwd: root,
-    });
+    const [ref, refWindowed] = await startRefs(o.ref);
     for (const threads of warmUp(o.threads, subscribers)) {
       await storm(threads);
       await settle(server, counter);

@@ -14,7 +14,6 @@
  * rate; the idle row follows in the same server, after a quiet spell for V8's
  * idle-time collections to pass.
  */
-import { readdirSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { helperPath, runHelper } from "../test/native.ts";
 import { type LineChild as Proc, startLineChild } from "./_child.ts";
@@ -24,7 +23,6 @@ import {
   type Counts,
   type Info,
   processWakeups,
-  RCVBUF,
   type Ref,
   REF_WINDOW_MS,
   root,
@@ -32,7 +30,10 @@ import {
   serverCommand,
   settle,
   type Span,
+  startRefs,
+  sumThreads,
 } from "./netlink-ingest.ts";
+import { parseSchedstatSeconds } from "../src/sources/netlink/_thread-cpu.ts";
 
 /** Options of the steady-rate bench. */
 export interface SteadyOptions {
@@ -53,16 +54,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Run time of every thread of process `pid` (`tid`: that thread's), µs, from schedstat. */
 function runUs(pid: number, tid?: number): number {
-  const tids = tid === undefined ? readdirSync(`/proc/${pid}/task`) : [String(tid)];
-  let ns = 0;
-  for (const t of tids) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
-    } catch {
-      // the thread ended between the listing and the read
-    }
-  }
-  return ns / 1000;
+  return sumThreads(
+    pid,
+    "schedstat",
+    (t) => parseSchedstatSeconds(t) ?? 0,
+    tid === undefined ? undefined : [String(tid)],
+  ) *
+    1e6;
 }
 
 interface Steady extends Span {
@@ -87,11 +85,7 @@ async function load(rate: number, seconds: number): Promise<void> {
 
 /** One measured span: `rate` exits a second for `seconds`, with both C references listening over the same span. */
 async function measure(r: Round, rate: number, seconds: number): Promise<Steady> {
-  const refArgs = [String(availableParallelism()), String(RCVBUF)];
-  const [ref] = await startLineChild(r.ref, refArgs, (l) => l === "ready", { cwd: root });
-  const [refWindowed] = await startLineChild(r.ref, [...refArgs, String(REF_WINDOW_MS)], (l) => l === "ready", {
-    cwd: root,
-  });
+  const [ref, refWindowed] = await startRefs(r.ref);
   const info0 = await r.server.ask<Info>("info"), counts0 = await r.counter.ask<Counts>("mark");
   const cpu0 = runUs(r.pid), main0 = runUs(r.pid, r.pid), wakeups0 = processWakeups(r.pid), t0 = performance.now();
   await load(rate, seconds);

@@ -293,8 +293,10 @@ function nap(ms: number, on = sleeper, expected = 0): void {
 /** One pass: read every socket, hand off if due, then wait for more (or for the window). */
 function step(): "read" | "idle" | "starved" {
   let drained = true;
-  for (const s of order) if (s.ready) drained = drain(s) && drained;
-  for (const s of order) s.ready = true; // after a nap, every socket may have records
+  for (const s of order) {
+    if (s.ready) drained = drain(s) && drained;
+    s.ready = true; // after a nap, every socket may have records
+  }
   blindSince = 0;
   const now = performance.now();
   limitNaps(now);
