@@ -43,6 +43,9 @@ export function createNodeSyscalls(): Syscalls {
     send: libc.func("intptr_t send(int, void *, size_t, int)"),
     recv: libc.func("intptr_t recv(int, void *, size_t, int)"),
     recvmmsg: libc.func("int recvmmsg(int, void *, unsigned int, int, void *)"),
+    eventfd: libc.func("int eventfd(unsigned int, int)"),
+    read: libc.func("intptr_t read(int, void *, size_t)"),
+    write: libc.func("intptr_t write(int, void *, size_t)"),
     poll: libc.func("int poll(void *, unsigned long, int)"),
     close: libc.func("int close(int)"),
   };

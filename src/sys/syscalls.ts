@@ -1,6 +1,7 @@
 /**
  * The only runtime-specific surface of taskwire: a handful of libc calls
- * (the netlink source's sockets, and SO_SNDBUF on client connections). Each
+ * (the netlink source's sockets and its reader's doorbell, and SO_SNDBUF on
+ * client connections). Each
  * runtime's implementation (sys-node via koffi, sys-deno via Deno.dlopen,
  * sys-bun via bun:ffi) makes the calls and nothing else; all encoding and
  * decoding is shared code. load.ts picks the implementation.
@@ -32,6 +33,12 @@ export interface Syscalls {
    * another thread hands over the same backing store.
    */
   address(buf: Uint8Array): number;
+  /** eventfd(2): a counter fd that poll() reports readable while non-zero. */
+  eventfd(initval: number, flags: number): number;
+  /** read(2) into `buf`; returns the bytes read. */
+  read(fd: number, buf: Uint8Array): number;
+  /** write(2) of `data`; returns the bytes written. */
+  write(fd: number, data: Uint8Array): number;
   /** poll(2) over `fds` (struct pollfd array, 8 bytes each). */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   close(fd: number): number;

@@ -1,7 +1,8 @@
 /**
  * Runs under Deno and Bun (spawned by test/runtimes.test.ts): the netlink
  * source through this runtime's FFI and worker. GET of itself, then one
- * named child's exit record on CPU 0. Prints one JSON line.
+ * named child's exit record on CPU 0, then how long unwatching CPU 0 takes
+ * while the reader is idle (its doorbell). Prints one JSON line.
  */
 import { spawnSync } from "node:child_process";
 import type { ExitRecord } from "../../src/kernel/exit-record.ts";
@@ -22,6 +23,18 @@ while (mine === undefined && Date.now() < deadline) {
   await new Promise((r) => setTimeout(r, 20));
   mine = records.find((r) => r.pidStats.acComm === name);
 }
+// The doorbell through this runtime's FFI: an unwatch while the reader sleeps in poll() takes effect at once
+// (without the doorbell, at the poll's timeout: 0-100 ms). The re-watch is woken by the port (no socket to poll).
+const controlMs: number[] = [];
+for (let round = 0; round < 5; round++) {
+  await new Promise((r) => setTimeout(r, 150 + 19 * round));
+  const t0 = performance.now();
+  source.watch([0], false);
+  await source.synced();
+  controlMs.push(performance.now() - t0);
+  source.watch([0], true);
+  await source.synced();
+}
 const info = source.info();
 await source.close();
 console.log(JSON.stringify({
@@ -29,6 +42,7 @@ console.log(JSON.stringify({
   selfPid: self.acPid === process.pid,
   version: info.taskstatsVersion,
   childPid: child.pid,
+  controlMs,
   exit: mine && { pid: mine.pid, cpu: mine.cpu, comm: mine.pidStats.acComm, code: mine.pidStats.acExitcode },
 }));
 process.exit(0);

@@ -48,6 +48,8 @@ export interface WorkerOptions {
   batchWindowMs: number;
   /** Int32Array[1]: batches posted and not yet processed by the main thread. */
   pending: SharedArrayBuffer;
+  /** The doorbell's eventfd (see _doorbell.ts), rung by the main thread after each control message. */
+  doorbell: number;
 }
 
 /** Frame header size in a slab: cpu u32, length u32, received-at f64. */

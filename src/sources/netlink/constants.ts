@@ -16,6 +16,8 @@ export const SK_MEMINFO_VARS = 9;
 export const SK_MEMINFO_DROPS = 8;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
 
 export const NLMSG_HDRLEN = 16;
 export const NLM_F_REQUEST = 0x1;

@@ -124,7 +124,11 @@ export async function openNetlinkSource(options: NetlinkSourceOptions = {}): Pro
   try {
     sock = openGenlSocket(sys);
     const family = resolveFamily(sock, K.TASKSTATS_GENL_NAME, 1);
-    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl(), { cgroups, batchWindowMs });
+    const source = new _NetlinkSource(sock, family, socketBuffer, await readerWorkerUrl(), {
+      cgroups,
+      batchWindowMs,
+      sys,
+    });
     await source.getPid(process.pid); // proves GET works here, and learns the kernel's struct version and size
     return source;
   } catch (err) {
@@ -156,6 +160,7 @@ class _NetlinkSource implements NetlinkSource {
   #reader: Reader | undefined;
   readonly #cgroups: CgroupOptions;
   readonly #batchWindowMs: number;
+  readonly #sys: Syscalls;
   #seq = 100;
   #version = 0;
   #size = 0;
@@ -166,9 +171,10 @@ class _NetlinkSource implements NetlinkSource {
     family: number,
     socketBuffer: number,
     workerUrl: URL,
-    o: { cgroups: CgroupOptions; batchWindowMs: number },
+    o: { cgroups: CgroupOptions; batchWindowMs: number; sys: Syscalls },
   ) {
     this.#sock = sock;
+    this.#sys = o.sys;
     this.#cgroups = o.cgroups;
     this.#batchWindowMs = o.batchWindowMs;
     this.#workerUrl = workerUrl;
@@ -221,6 +227,7 @@ class _NetlinkSource implements NetlinkSource {
       batchWindowMs: this.#batchWindowMs,
       sink,
       workerUrl: this.#workerUrl,
+      syscalls: this.#sys,
       onFatal: (message) => logText(taskwireLogger(), "error", "netlink reader failed", { error: message }),
     });
   }

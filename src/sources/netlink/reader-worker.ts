@@ -7,8 +7,9 @@
  * a slab fills), so the main thread's per-batch work is shared by many
  * records. While records keep coming it naps between reads instead of
  * polling, one wakeup a window, for no longer than a quarter of any socket's
- * buffer can take nor 5 ms. It makes syscalls and frames bytes; decoding is
- * the main thread's.
+ * buffer can take nor 5 ms. On a quiet host it sleeps in poll() on the
+ * sockets and a doorbell the main thread rings with each control message.
+ * It makes syscalls and frames bytes; decoding is the main thread's.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { FromWorker, ToWorker, WorkerOptions } from "./_reader-protocol.ts";
@@ -17,6 +18,7 @@ import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
 import { type GenlSocket, openGenlSocket } from "./genl-socket.ts";
 import { RecvBatch, type Slab, slabOf, STRIDE } from "./_recv-batch.ts";
+import { type Doorbell, doorbellOn } from "./_doorbell.ts";
 import { loadSyscalls } from "../../sys/load.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
@@ -60,6 +62,7 @@ let pollView = new DataView(pollfds.buffer);
 let order: CpuSocket[] = [];
 let seq = 1;
 let sys: Syscalls;
+let doorbell: Doorbell;
 let batch: RecvBatch;
 let slab: Slab | undefined;
 let used = 0;
@@ -101,21 +104,20 @@ let napLimit = MAX_NAP_MS;
 let lastOverrun = -Infinity;
 const OVERRUN_NAP_MS = 0.5;
 /**
- * The idle poll's timeout: short once records stop (the next is read as its poll returns anyway), doubling while
- * none come, up to IDLE_POLL_MAX_MS. It bounds how late a control message (watch, unwatch, stop) is read while the
- * watched CPUs are quiet, since nothing but a timeout ends a poll of the netlink sockets; a wakeup costs tens of
- * microseconds on a paravirtualized host, and polling every 20 ms was most of an idle server's CPU time.
+ * The idle poll's timeout. A control message ends the poll through the doorbell and a record through its socket, so
+ * the timeout only bounds how long a thread blocked in poll() holds up the process's exit when the source was not
+ * closed (Node joins worker threads at exit, and a thread in a foreign call cannot be interrupted).
  */
-const IDLE_POLL_MIN_MS = 20, IDLE_POLL_MAX_MS = 100;
-let idlePollMs = IDLE_POLL_MIN_MS;
+const IDLE_POLL_MS = 100;
 const wallNow = (): number => performance.timeOrigin + performance.now();
 
+// struct pollfd { int fd; short events; short revents; }: the doorbell first, then a socket per watched CPU.
 function rebuildPoll(): void {
   order = [...sockets.values()];
-  pollfds = new Uint8Array(Math.max(128, 8 * order.length)); // off-heap, like every buffer passed to the FFI
+  pollfds = new Uint8Array(Math.max(128, 8 * (order.length + 1))); // off-heap, like every buffer passed to the FFI
   const dv = (pollView = new DataView(pollfds.buffer));
-  order.forEach((s, i) => {
-    dv.setInt32(8 * i, s.sock.fd, true);
+  [doorbell.fd, ...order.map((s) => s.sock.fd)].forEach((fd, i) => {
+    dv.setInt32(8 * i, fd, true);
     dv.setInt16(8 * i + 4, K.POLLIN, true);
   });
 }
@@ -254,6 +256,10 @@ function handOff(now: number): void {
 const yieldNow: () => Promise<void> = typeof setImmediate === "function"
   ? () => new Promise((r) => setImmediate(r))
   : () => new Promise((r) => setTimeout(r, 0));
+// After an idle poll (the doorbell rang, or its timeout passed). Under Deno a chain of setImmediate yields, each
+// followed by a blocking poll(), kept the worker's port from delivering a message for up to 2 s (measured: an unwatch
+// read 2.1-2.3 s after the doorbell had woken the poll); a timer lets it in at once.
+const yieldIdle: () => Promise<void> = "Deno" in globalThis ? () => new Promise((r) => setTimeout(r, 0)) : yieldNow;
 
 /** Runs queued control messages; true once stopped. */
 function control(): boolean {
@@ -327,17 +333,23 @@ function step(): "read" | "idle" | "starved" {
   return pollIdle();
 }
 
-/** Waits in poll() for a record on any socket; marks the sockets to read ("read"), none on a timeout ("idle"). */
+/**
+ * Waits in poll() for a record on any socket or the doorbell; marks the sockets to read ("read"), or none ("idle":
+ * the doorbell rang, which the caller answers by letting the control message in, or the timeout passed).
+ */
 function pollIdle(): "read" | "idle" {
-  const n = sys.poll(pollfds, order.length, idlePollMs);
+  const n = sys.poll(pollfds, order.length + 1, IDLE_POLL_MS);
   // revents (struct pollfd's last short): POLLIN, or POLLERR once the socket overran (netlink's sk_err ENOBUFS).
-  order.forEach((s, i) => (s.ready = n > 0 && pollView.getInt16(8 * i + 6, true) !== 0));
-  idlePollMs = n > 0 ? IDLE_POLL_MIN_MS : Math.min(idlePollMs * 2, IDLE_POLL_MAX_MS);
-  return n > 0 ? "read" : "idle";
+  const revents = (i: number): boolean => n > 0 && pollView.getInt16(8 * i + 6, true) !== 0;
+  if (revents(0)) doorbell.clear();
+  let any = false;
+  order.forEach((s, i) => (any = (s.ready = revents(i + 1)) || any));
+  return any ? "read" : "idle";
 }
 
 async function run(): Promise<void> {
   sys = await loadSyscalls();
+  doorbell = doorbellOn(sys, opts.doorbell);
   batch = new RecvBatch(sys, opts.vlen);
   post({ op: "ready", runtime: sys.runtime, tid: ownThreadId() });
   let lastYield = performance.now();
@@ -354,7 +366,7 @@ async function run(): Promise<void> {
       await new Promise((r) => setTimeout(r, 1));
       lastYield = performance.now();
     } else if (state === "idle" || performance.now() - lastYield > 5) {
-      await yieldNow(); // lets control messages and handed-back slabs in
+      await (state === "idle" ? yieldIdle() : yieldNow()); // lets control messages and handed-back slabs in
       lastYield = performance.now();
     }
   }

@@ -13,6 +13,8 @@ import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from
 import { createTaskstatsNewAt, NetlinkFormatError, readTaskstatsNewAt, type TaskstatsNewAt } from "./codec.ts";
 import * as K from "./constants.ts";
 import { threadCpuSeconds } from "./_thread-cpu.ts";
+import { createDoorbell, type Doorbell } from "./_doorbell.ts";
+import type { Syscalls } from "../../sys/syscalls.ts";
 
 /** Options of the reader. */
 export interface ReaderOptions {
@@ -26,6 +28,8 @@ export interface ReaderOptions {
   readonly onFatal: (message: string) => void;
   /** The worker module (see _worker-url.ts). */
   readonly workerUrl: URL;
+  /** This thread's syscalls: the main thread rings the worker's doorbell with them. */
+  readonly syscalls: Syscalls;
 }
 
 /** Counters of the reader. */
@@ -66,6 +70,7 @@ class _Reader implements Reader {
   readonly #o: ReaderOptions;
   readonly #worker: Worker;
   readonly #pending: Int32Array;
+  readonly #doorbell: Doorbell;
   readonly #stats: ReaderStats = { records: 0, kernelDrops: 0, enobufs: 0, rcvbuf: 0, runtime: "" };
   #issued = 0;
   #done = 0;
@@ -79,6 +84,7 @@ class _Reader implements Reader {
     this.#o = o;
     const pending = new SharedArrayBuffer(4);
     this.#pending = new Int32Array(pending);
+    this.#doorbell = createDoorbell(o.syscalls);
     const data: WorkerOptions = {
       family: o.family,
       rcvbuf: o.rcvbuf,
@@ -87,6 +93,7 @@ class _Reader implements Reader {
       vlen: VLEN,
       batchWindowMs: o.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS,
       pending,
+      doorbell: this.#doorbell.fd,
     };
     this.#worker = new Worker(o.workerUrl, { workerData: data });
     this.#worker.unref();
@@ -123,10 +130,13 @@ class _Reader implements Reader {
     const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
     await Promise.race([this.#stopped, timeout]);
     await this.#worker.terminate();
+    this.#doorbell.close(); // the worker thread is gone: nothing polls it
   }
 
+  // A control message, then the doorbell: the message is queued on the worker's port before its poll() returns.
   #post(m: ToWorker): void {
     this.#worker.postMessage(m);
+    this.#doorbell.ring();
   }
 
   #onMessage(m: FromWorker): void {
