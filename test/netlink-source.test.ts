@@ -4,7 +4,7 @@
  * TASKWIRE_REQUIRE_NETLINK=1 (CI on these machines) absence is a failure.
  */
 import { readFileSync } from "node:fs";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { Code, ConnectError, type ExitEvent, LossReason, watchExits } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -358,6 +358,51 @@ suite(title, () => {
       await flow.close();
     }
   }, 30_000);
+
+  // The reader reads into a pool of 64 slabs of 1 MiB (~100,000 thread exits) and stops reading while the main
+  // thread holds every one: records then wait in the kernel's buffer and, past it, are dropped and counted. A main
+  // thread stalled through a storm must cost records only as counted loss, and the reader must resume once it frees
+  // a slab.
+  it(
+    "a storm while the main thread is stalled: the reader runs out of slabs, waits, and every record is counted",
+    async () => {
+      const stalled = await openNetlinkSource({ socketBuffer: 1 << 20 }); // a few hundred records a CPU past the slabs
+      const STORM = 160_000;
+      let stormPid = -1, stalledOnce = false, arrived = 0, lost = 0;
+      const markers = new Set<number>();
+      // The storm helper is a zombie once it is done: this thread cannot reap it while it is stalled.
+      const stormOver = () => readFileSync(`/proc/${stormPid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") ?? true;
+      try {
+        stalled.start({
+          exit: (r) => {
+            if (r.pidStats.acComm === "tw-after") markers.add(r.pid);
+            if (r.tgid !== stormPid) return;
+            arrived++;
+            if (stalledOnce) return;
+            stalledOnce = true; // the first storm record stalls this thread until the storm is over (30 s at most)
+            const nap = new Int32Array(new SharedArrayBuffer(4));
+            for (let t = 0; t < 600 && !stormOver(); t++) Atomics.wait(nap, 0, 0, 50);
+          },
+          kernelLoss: (_cpu, count) => void (lost += count),
+        });
+        stalled.watch(stalled.possible.cpus, true);
+        await stalled.synced();
+        // Its thread ids are not read: a pipe would fill while this thread is stalled, and stall the storm.
+        const storm = spawn(helperPath(), ["storm", String(STORM), "4"], { stdio: "ignore" });
+        stormPid = storm.pid!;
+        await new Promise((r) => storm.once("close", r));
+        const after = await runHelper(["exit", "tw-after", "0"]);
+        await eventually(() => markers.has(after.pid), 30_000); // the reader came back to read after the stall
+        expect(stalledOnce, "the main thread stalled").toBe(true);
+        expect(lost, "records were dropped past the slabs and the kernel's buffer, and counted").toBeGreaterThan(0);
+        // Counted loss may include other processes' exits; the storm's records are all here or counted.
+        expect(arrived + lost, `${arrived} arrived, ${lost} lost`).toBeGreaterThanOrEqual(STORM);
+      } finally {
+        await stalled.close();
+      }
+    },
+    90_000,
+  );
 
   // On a quiet host the reader sleeps in poll() on its sockets, which no control message from the main thread
   // ends by itself: the main thread rings the reader's doorbell (an eventfd in the same poll) after each one. Without

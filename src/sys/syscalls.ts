@@ -28,9 +28,8 @@ export interface Syscalls {
   /**
    * The address of `buf`'s first byte, for pointers inside structs (recvmmsg's
    * iovecs). Stable while `buf` lives: the typed arrays passed here own
-   * off-heap backing stores (larger than the engines' on-heap limit), which
-   * neither V8 nor JavaScriptCore moves, and transferring an ArrayBuffer to
-   * another thread hands over the same backing store.
+   * off-heap backing stores (larger than the engines' on-heap limit, or
+   * shared memory), which neither V8 nor JavaScriptCore moves.
    */
   address(buf: Uint8Array): number;
   /** eventfd(2): a counter fd that poll() reports readable while non-zero. */

@@ -4,8 +4,6 @@
 export type ToWorker =
   | { op: "watch"; cpu: number }
   | { op: "unwatch"; cpu: number }
-  /** A slab handed back once its batch is decoded (transferred): the worker reads into it again. */
-  | { op: "slab"; slab: ArrayBuffer }
   | { op: "stop" };
 
 /** Worker -> main. */
@@ -16,11 +14,13 @@ export type FromWorker =
   | { op: "watch-failed"; cpu: number; errno: number; message: string }
   | { op: "unwatched"; cpu: number }
   /**
-   * Datagrams, each framed as [cpu u32][length u32][received-at f64][bytes,
-   * padded to 8]; received-at: wall-clock ms (fractional) when the recvmmsg
-   * that read it was made. The main thread hands the slab back ("slab").
+   * Slab number `slab` of the pool holds `used` bytes of datagrams, each
+   * framed as [cpu u32][length u32][received-at f64][bytes, padded to 8];
+   * received-at: wall-clock ms (fractional) when the recvmmsg that read it
+   * was made. `buffer` (shared memory) comes with a slab's first batch only.
+   * The main thread hands the slab back by clearing its flag in `shared`.
    */
-  | { op: "batch"; slab: ArrayBuffer; used: number }
+  | { op: "batch"; slab: number; used: number; buffer?: SharedArrayBuffer }
   | { op: "enobufs"; cpu: number }
   /** The kernel dropped `count` more records for this CPU's socket (sk_drops delta), after the batches posted before. */
   | { op: "drops"; cpu: number; count: number }
@@ -46,11 +46,18 @@ export interface WorkerOptions {
    * main thread dwarf the per-record ones at a few records a batch).
    */
   batchWindowMs: number;
-  /** Int32Array[1]: batches posted and not yet processed by the main thread. */
-  pending: SharedArrayBuffer;
+  /** Int32Array[SHARED_SLABS + slabs], shared by both threads: see SHARED_PENDING, SHARED_POSTED, SHARED_SLABS. */
+  shared: SharedArrayBuffer;
   /** The doorbell's eventfd (see _doorbell.ts), rung by the main thread after each control message. */
   doorbell: number;
 }
 
 /** Frame header size in a slab: cpu u32, length u32, received-at f64. */
 export const FRAME_HEADER = 16;
+
+/** Index in WorkerOptions.shared: batches posted and not yet processed by the main thread (it notifies on each). */
+export const SHARED_PENDING = 0;
+/** Index in WorkerOptions.shared: control messages the main thread has posted (the worker counts those it took). */
+export const SHARED_POSTED = 1;
+/** Index in WorkerOptions.shared of slab 0's flag: 1 from the batch's post until the main thread is done with it. */
+export const SHARED_SLABS = 2;

@@ -34,8 +34,8 @@ export interface Slab {
   readonly at: number;
 }
 
-/** A Slab over `buffer` (one address look-up per hand-back: a transferred buffer keeps its backing store). */
-export function slabOf(sys: Syscalls, buffer: ArrayBuffer): Slab {
+/** A Slab over `buffer` (its address looked up once: shared memory never moves). */
+export function slabOf(sys: Syscalls, buffer: ArrayBufferLike): Slab {
   const bytes = new Uint8Array(buffer);
   return { bytes, dv: new DataView(buffer), at: sys.address(bytes) };
 }

@@ -1,8 +1,9 @@
 /**
  * The netlink reader, off the main thread: one socket per watched CPU,
  * registered with the kernel for that CPU only, drained with recvmmsg into
- * slabs from a fixed pool. A slab is transferred (not copied) to the main
- * thread and handed back once decoded, so reading allocates nothing. Records
+ * slabs of shared memory from a fixed pool. A slab's number goes to the main
+ * thread, which clears the slab's flag once it has decoded it, so reading
+ * allocates nothing and a slab's return costs neither thread a message. Records
  * are held for up to a short window and handed over together (sooner when
  * a slab fills), so the main thread's per-batch work is shared by many
  * records. While records keep coming it naps between reads instead of
@@ -12,7 +13,14 @@
  * It makes syscalls and frames bytes; decoding is the main thread's.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { FromWorker, ToWorker, WorkerOptions } from "./_reader-protocol.ts";
+import {
+  type FromWorker,
+  SHARED_PENDING,
+  SHARED_POSTED,
+  SHARED_SLABS,
+  type ToWorker,
+  type WorkerOptions,
+} from "./_reader-protocol.ts";
 import { ownThreadId } from "./_thread-cpu.ts";
 import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
@@ -24,20 +32,22 @@ import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
 const opts = workerData as WorkerOptions;
 const port = parentPort!;
-const post = (m: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
-const pending = new Int32Array(opts.pending);
+const post = (m: FromWorker) => port.postMessage(m);
+const shared = new Int32Array(opts.shared);
 const controls: ToWorker[] = [];
+/** Control messages taken from the port: fewer than shared[SHARED_POSTED] while one is on its way. */
+let received = 0;
 /**
- * Slabs free to read into: the pool, less those the main thread holds. The
- * pool grows on demand to opts.slabs (a burst the main thread is behind on
- * waits here rather than in the kernel's buffer) and never shrinks.
+ * The pool, by number: a slab is free to read into while its flag in `shared` is 0. It grows on demand to
+ * opts.slabs (a burst the main thread is behind on waits here rather than in the kernel's buffer) and never shrinks.
  */
-const free: ArrayBuffer[] = [];
-let allocated = 0;
+const pool: Slab[] = [];
+/** Whether the main thread has slab i's memory yet (it comes with the slab's first batch). */
+const introduced: boolean[] = [];
 let wakeIdle: (() => void) | undefined;
 port.on("message", (m: ToWorker) => {
-  if (m.op === "slab") free.push(m.slab);
-  else controls.push(m);
+  received++;
+  controls.push(m);
   wakeIdle?.();
 });
 
@@ -65,6 +75,8 @@ let sys: Syscalls;
 let doorbell: Doorbell;
 let batch: RecvBatch;
 let slab: Slab | undefined;
+/** slab's number in the pool. */
+let current = -1;
 let used = 0;
 /** When the oldest record in the slab was read (performance.now()), 0 when it holds none. */
 let heldSince = 0;
@@ -176,9 +188,13 @@ function unwatch(cpu: number): void {
 
 function flush(): void {
   if (slab === undefined || used === 0) return;
-  Atomics.add(pending, 0, 1);
-  const buffer = slab.bytes.buffer as ArrayBuffer;
-  post({ op: "batch", slab: buffer, used }, [buffer]);
+  Atomics.add(shared, SHARED_PENDING, 1);
+  Atomics.store(shared, SHARED_SLABS + current, 1);
+  if (introduced[current]) post({ op: "batch", slab: current, used });
+  else {
+    post({ op: "batch", slab: current, used, buffer: slab.bytes.buffer as SharedArrayBuffer });
+    introduced[current] = true;
+  }
   slab = undefined;
   used = 0;
   heldSince = 0;
@@ -188,18 +204,21 @@ function flush(): void {
   handedOff = true;
 }
 
-/** A slab with room for one more recvmmsg stride, posting a full one; false when the pool is empty. */
+/** A slab with room for one more recvmmsg stride, posting a full one; false when the main thread holds them all. */
 function room(): boolean {
   if (slab !== undefined && slab.bytes.byteLength - used >= STRIDE) return true;
   flush();
-  if (free.length === 0 && allocated < opts.slabs) {
-    free.push(new ArrayBuffer(opts.slabBytes));
-    allocated++;
-  }
-  const buffer = free.pop();
-  if (buffer === undefined) return false;
-  slab = slabOf(sys, buffer);
-  return true;
+  current = freeSlab();
+  slab = pool[current];
+  return slab !== undefined;
+}
+
+/** The first slab the main thread is not holding, a new one if none is and the pool may grow; -1 if neither. */
+function freeSlab(): number {
+  for (let i = 0; i < pool.length; i++) if (Atomics.load(shared, SHARED_SLABS + i) === 0) return i;
+  if (pool.length === opts.slabs) return -1;
+  pool.push(slabOf(sys, new SharedArrayBuffer(opts.slabBytes)));
+  return pool.length - 1;
 }
 
 // netlink_overrun() counts every record it drops in sk_drops, but raises
@@ -250,16 +269,18 @@ function drain(s: CpuSocket): boolean {
 
 /** Hands the slab over when it is due (dueAt) and the main thread is free to take it (or it is full: room()). */
 function handOff(now: number): void {
-  if (used > 0 && now >= dueAt() && Atomics.load(pending, 0) === 0) flush();
+  if (used > 0 && now >= dueAt() && Atomics.load(shared, SHARED_PENDING) === 0) flush();
 }
 
-const yieldNow: () => Promise<void> = typeof setImmediate === "function"
+/**
+ * Lets the port deliver the control messages the main thread posted: the reader's only reason to leave its loop.
+ * Under Deno a chain of setImmediate yields, each followed by a blocking poll(), kept the worker's port from
+ * delivering a message for up to 2 s (measured: an unwatch read 2.1-2.3 s after the doorbell had woken the poll); a
+ * timer lets it in at once.
+ */
+const letMessagesIn: () => Promise<void> = typeof setImmediate === "function" && !("Deno" in globalThis)
   ? () => new Promise((r) => setImmediate(r))
   : () => new Promise((r) => setTimeout(r, 0));
-// After an idle poll (the doorbell rang, or its timeout passed). Under Deno a chain of setImmediate yields, each
-// followed by a blocking poll(), kept the worker's port from delivering a message for up to 2 s (measured: an unwatch
-// read 2.1-2.3 s after the doorbell had woken the poll); a timer lets it in at once.
-const yieldIdle: () => Promise<void> = "Deno" in globalThis ? () => new Promise((r) => setTimeout(r, 0)) : yieldNow;
 
 /** Runs queued control messages; true once stopped. */
 function control(): boolean {
@@ -291,13 +312,18 @@ function limitNaps(now: number): void {
   }
 }
 
-/** Sleeps `ms`, or less as limitNaps() allows (at least 0.2 ms: a tiny buffer at a high rate must not spin). */
-function nap(ms: number, on = sleeper, expected = 0): void {
-  Atomics.wait(on, 0, expected, Math.min(ms, Math.max(napLimit, 0.2)));
+/**
+ * Sleeps `ms`, or less as limitNaps() allows (at least 0.2 ms: a tiny buffer at a high rate must not spin); with
+ * `busy`, only while the main thread has that many batches pending (it notifies as it finishes each).
+ */
+function nap(ms: number, busy?: number): void {
+  const limited = Math.min(ms, Math.max(napLimit, 0.2));
+  if (busy === undefined) Atomics.wait(sleeper, 0, 0, limited);
+  else Atomics.wait(shared, SHARED_PENDING, busy, limited);
 }
 
 /** One pass: read every socket, hand off if due, then wait for more (or for the window). */
-function step(): "read" | "idle" | "starved" {
+function step(): void {
   let drained = true;
   for (const s of order) {
     if (s.ready) drained = drain(s) && drained;
@@ -307,16 +333,22 @@ function step(): "read" | "idle" | "starved" {
   const now = performance.now();
   limitNaps(now);
   handOff(now);
-  if (!drained) return "starved";
+  if (!drained) {
+    // Every slab is with the main thread: stop reading (the kernel's buffer absorbs and, past it, drops and counts)
+    // until it finishes one.
+    const busy = Atomics.load(shared, SHARED_PENDING);
+    if (busy !== 0) nap(1, busy);
+    return;
+  }
   if (used > 0) {
     // Holding records: sleep until they are due (no poll: more records only make the hand-off bigger). Past that, the
     // main thread is still on the last hand-off: wait until it notifies that it is done (it was a 0.2-1 ms timer:
     // a wakeup costs tens of microseconds in a paravirtualized guest), reading on after each nap meanwhile.
     const left = dueAt() - performance.now();
-    const busy = Atomics.load(pending, 0);
+    const busy = Atomics.load(shared, SHARED_PENDING);
     if (left > 0) nap(left);
-    else if (busy !== 0) nap(Math.max(opts.batchWindowMs, 1), pending, busy);
-    return "read";
+    else if (busy !== 0) nap(Math.max(opts.batchWindowMs, 1), busy);
+    return;
   }
   if (handedOff && spaced) {
     // Records are flowing: sleep the hand-off interval before reading again instead of polling, which woke this
@@ -327,24 +359,22 @@ function step(): "read" | "idle" | "starved" {
     handedOff = false;
     blindSince = performance.now();
     nap(handOffInterval);
-    return "read";
+    return;
   }
   handedOff = false;
-  return pollIdle();
+  pollIdle();
 }
 
 /**
- * Waits in poll() for a record on any socket or the doorbell; marks the sockets to read ("read"), or none ("idle":
- * the doorbell rang, which the caller answers by letting the control message in, or the timeout passed).
+ * Waits in poll() for a record on any socket or the doorbell, and marks the sockets it names to be read (none when
+ * the doorbell rang, which the loop answers by letting the control message in, or the timeout passed).
  */
-function pollIdle(): "read" | "idle" {
+function pollIdle(): void {
   const n = sys.poll(pollfds, order.length + 1, IDLE_POLL_MS);
   // revents (struct pollfd's last short): POLLIN, or POLLERR once the socket overran (netlink's sk_err ENOBUFS).
   const revents = (i: number): boolean => n > 0 && pollView.getInt16(8 * i + 6, true) !== 0;
   if (revents(0)) doorbell.clear();
-  let any = false;
-  order.forEach((s, i) => (any = (s.ready = revents(i + 1)) || any));
-  return any ? "read" : "idle";
+  order.forEach((s, i) => (s.ready = revents(i + 1)));
 }
 
 async function run(): Promise<void> {
@@ -352,23 +382,13 @@ async function run(): Promise<void> {
   doorbell = doorbellOn(sys, opts.doorbell);
   batch = new RecvBatch(sys, opts.vlen);
   post({ op: "ready", runtime: sys.runtime, tid: ownThreadId() });
-  let lastYield = performance.now();
   for (;;) {
     if (control()) return;
     if (order.length === 0) {
       await new Promise<void>((r) => (wakeIdle = r));
       wakeIdle = undefined;
-      continue;
-    }
-    const state = step();
-    if (state === "starved") {
-      // Every slab is with the main thread: stop reading and let the kernel buffer absorb (and, past it, drop and count).
-      await new Promise((r) => setTimeout(r, 1));
-      lastYield = performance.now();
-    } else if (state === "idle" || performance.now() - lastYield > 5) {
-      await (state === "idle" ? yieldIdle() : yieldNow()); // lets control messages and handed-back slabs in
-      lastYield = performance.now();
-    }
+    } else if (Atomics.load(shared, SHARED_POSTED) !== received) await letMessagesIn();
+    else step();
   }
 }
 

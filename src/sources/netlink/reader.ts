@@ -9,7 +9,15 @@ import { decodeStatsVectorAt, decodeTaskStats } from "../../kernel/taskstats-dec
 import { SLOT } from "../../kernel/stats-vector.ts";
 import { vectorRecord } from "../../kernel/vector-record.ts";
 import { type ExitSink, SourceUnavailableError } from "../source.ts";
-import { FRAME_HEADER, type FromWorker, type ToWorker, type WorkerOptions } from "./_reader-protocol.ts";
+import {
+  FRAME_HEADER,
+  type FromWorker,
+  SHARED_PENDING,
+  SHARED_POSTED,
+  SHARED_SLABS,
+  type ToWorker,
+  type WorkerOptions,
+} from "./_reader-protocol.ts";
 import { createTaskstatsNewAt, NetlinkFormatError, readTaskstatsNewAt, type TaskstatsNewAt } from "./codec.ts";
 import * as K from "./constants.ts";
 import { threadCpuSeconds } from "./_thread-cpu.ts";
@@ -69,7 +77,10 @@ export function startReader(o: ReaderOptions): Reader {
 class _Reader implements Reader {
   readonly #o: ReaderOptions;
   readonly #worker: Worker;
-  readonly #pending: Int32Array;
+  /** Shared with the worker: see SHARED_PENDING, SHARED_POSTED, SHARED_SLABS. */
+  readonly #shared: Int32Array;
+  /** Views of the worker's slabs by number, each made at the slab's first batch. */
+  readonly #slabs: { dv: DataView; bytes: Uint8Array }[] = [];
   readonly #doorbell: Doorbell;
   readonly #stats: ReaderStats = { records: 0, kernelDrops: 0, enobufs: 0, rcvbuf: 0, runtime: "" };
   #issued = 0;
@@ -82,8 +93,8 @@ class _Reader implements Reader {
 
   constructor(o: ReaderOptions) {
     this.#o = o;
-    const pending = new SharedArrayBuffer(4);
-    this.#pending = new Int32Array(pending);
+    const shared = new SharedArrayBuffer(4 * (SHARED_SLABS + SLABS));
+    this.#shared = new Int32Array(shared);
     this.#doorbell = createDoorbell(o.syscalls);
     const data: WorkerOptions = {
       family: o.family,
@@ -92,7 +103,7 @@ class _Reader implements Reader {
       slabs: SLABS,
       vlen: VLEN,
       batchWindowMs: o.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS,
-      pending,
+      shared,
       doorbell: this.#doorbell.fd,
     };
     this.#worker = new Worker(o.workerUrl, { workerData: data });
@@ -133,15 +144,20 @@ class _Reader implements Reader {
     this.#doorbell.close(); // the worker thread is gone: nothing polls it
   }
 
-  // A control message, then the doorbell: the message is queued on the worker's port before its poll() returns.
+  // A control message, its count, then the doorbell: the message is queued on the worker's port before the worker
+  // sees either (it leaves its loop for the port only while the count is ahead of the messages it took).
   #post(m: ToWorker): void {
     this.#worker.postMessage(m);
+    Atomics.add(this.#shared, SHARED_POSTED, 1);
     this.#doorbell.ring();
   }
 
   #onMessage(m: FromWorker): void {
     switch (m.op) {
       case "batch":
+        if (m.buffer !== undefined) {
+          this.#slabs[m.slab] = { dv: new DataView(m.buffer), bytes: new Uint8Array(m.buffer) };
+        }
         return this.#batch(m.slab, m.used);
       case "enobufs":
         this.#stats.enobufs++;
@@ -187,9 +203,9 @@ class _Reader implements Reader {
     this.#o.onFatal(message);
   }
 
-  #batch(slab: ArrayBuffer, used: number): void {
+  #batch(index: number, used: number): void {
+    const { dv, bytes } = this.#slabs[index]!;
     try {
-      const dv = new DataView(slab, 0, used), bytes = new Uint8Array(slab, 0, used);
       for (let off = 0; off < used;) {
         const len = dv.getUint32(off + 4, true);
         this.#cpu = dv.getUint32(off, true);
@@ -198,9 +214,9 @@ class _Reader implements Reader {
         off += FRAME_HEADER + ((len + 7) & ~7);
       }
     } finally {
-      Atomics.sub(this.#pending, 0, 1);
-      Atomics.notify(this.#pending, 0); // a reader past its window waits on this to hand over the next slab
-      this.#worker.postMessage({ op: "slab", slab } satisfies ToWorker, [slab]); // back to the pool
+      Atomics.store(this.#shared, SHARED_SLABS + index, 0); // back to the pool
+      Atomics.sub(this.#shared, SHARED_PENDING, 1);
+      Atomics.notify(this.#shared, SHARED_PENDING); // a reader past its window (or out of slabs) waits on this
     }
   }
 
