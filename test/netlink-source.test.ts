@@ -3,7 +3,9 @@
  * Where that is absent the suite skips naming what is missing; with
  * TASKWIRE_REQUIRE_NETLINK=1 (CI on these machines) absence is a failure.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { execFileSync, spawn } from "node:child_process";
 import { Code, ConnectError, type ExitEvent, LossReason, watchExits } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -403,6 +405,32 @@ suite(title, () => {
     },
     90_000,
   );
+
+  // synced() counts acks, so every change must be acked, a repeated one too; after close() nothing reads the port and
+  // the doorbell's fd number may belong to another file: a change then is refused, and nothing is written.
+  it("a repeated watch change is acked; after close() one is refused and rings no reused fd", async () => {
+    const s = await openNetlinkSource();
+    const dir = mkdtempSync(join(tmpdir(), "tw-fd-"));
+    const files: number[] = [];
+    try {
+      s.start({ exit() {}, kernelLoss() {} });
+      for (const on of [true, true, false, false, true]) {
+        s.watch([0], on);
+        await Promise.race([s.synced(), sleep(5000).then(() => Promise.reject(new Error(`watch ${on}: never acked`)))]);
+      }
+      await s.close();
+      for (let i = 0; i < 8; i++) files.push(openSync(join(dir, `f${i}`), "w+")); // the lowest free numbers
+      s.watch([1 % s.possible.cpus.length], true);
+      await expect(s.synced()).rejects.toThrow(/closed/);
+      expect(files.map((fd) => fstatSync(fd).size), "bytes written into files opened after close").toEqual(
+        files.map(() => 0),
+      );
+    } finally {
+      for (const fd of files) closeSync(fd);
+      rmSync(dir, { recursive: true });
+      await s.close();
+    }
+  });
 
   // On a quiet host the reader sleeps in poll() on its sockets, which no control message from the main thread
   // ends by itself: the main thread rings the reader's doorbell (an eventfd in the same poll) after each one. Without

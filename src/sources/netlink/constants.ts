@@ -16,6 +16,8 @@ export const SK_MEMINFO_VARS = 9;
 export const SK_MEMINFO_DROPS = 8;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
+export const POLLERR = 0x8;
+export const POLLNVAL = 0x20;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 

@@ -35,7 +35,10 @@ import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 export interface NetlinkSourceOptions {
   /** Receive buffer per CPU socket in bytes (SO_RCVBUFFORCE as root). Default 32 MiB. */
   socketBuffer?: number;
-  /** Syscalls to use (default: this runtime's FFI). */
+  /**
+   * Syscalls for the main thread's socket and the reader's doorbell (default: this runtime's FFI); the reader worker
+   * always uses this runtime's FFI.
+   */
   syscalls?: Syscalls;
   /** Most threads a cgroup v2 may hold to be counted from /proc in one call (default 65536). */
   cgroupMaxThreads?: number;

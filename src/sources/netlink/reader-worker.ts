@@ -35,7 +35,10 @@ const port = parentPort!;
 const post = (m: FromWorker) => port.postMessage(m);
 const shared = new Int32Array(opts.shared);
 const controls: ToWorker[] = [];
-/** Control messages taken from the port: fewer than shared[SHARED_POSTED] while one is on its way. */
+/**
+ * Control messages taken from the port, as an int32 that wraps as shared[SHARED_POSTED] does (Atomics.add on an
+ * Int32Array): different from it while one is on its way.
+ */
 let received = 0;
 /**
  * The pool, by number: a slab is free to read into while its flag in `shared` is 0. It grows on demand to
@@ -46,7 +49,7 @@ const pool: Slab[] = [];
 const introduced: boolean[] = [];
 let wakeIdle: (() => void) | undefined;
 port.on("message", (m: ToWorker) => {
-  received++;
+  received = (received + 1) | 0;
   controls.push(m);
   wakeIdle?.();
 });
@@ -62,7 +65,7 @@ interface CpuSocket {
   drops: number;
   /** ENOBUFS seen and sk_drops not re-read since. */
   overrun: boolean;
-  /** Whether the next pass reads it: poll() said it is readable, or the reader napped without polling. */
+  /** Whether the next pass reads it: the last poll() named it (readable, or in error). */
   ready: boolean;
 }
 
@@ -117,8 +120,8 @@ let lastOverrun = -Infinity;
 const OVERRUN_NAP_MS = 0.5;
 /**
  * The idle poll's timeout. A control message ends the poll through the doorbell and a record through its socket, so
- * the timeout only bounds how long a thread blocked in poll() holds up the process's exit when the source was not
- * closed (Node joins worker threads at exit, and a thread in a foreign call cannot be interrupted).
+ * the timeout only bounds how long process.exit() waits for this thread when the source was not closed (Node joins
+ * worker threads at exit, and a thread in a foreign call cannot be interrupted).
  */
 const IDLE_POLL_MS = 100;
 const wallNow = (): number => performance.timeOrigin + performance.now();
@@ -137,7 +140,8 @@ function rebuildPoll(): void {
 // TASKSTATS_CMD_ATTR_REGISTER_CPUMASK is keyed by the sending socket's port id,
 // so registering "c" on this socket makes it the listener for CPU c alone.
 function watch(cpu: number): void {
-  if (sockets.has(cpu)) return;
+  const had = sockets.get(cpu);
+  if (had !== undefined) return post({ op: "watching", cpu, rcvbuf: had.rcvbuf, portId: had.sock.portId }); // acked
   let sock: GenlSocket | undefined;
   try {
     sock = openGenlSocket(sys);
@@ -164,7 +168,7 @@ function watch(cpu: number): void {
 
 function unwatch(cpu: number): void {
   const s = sockets.get(cpu);
-  if (s === undefined) return;
+  if (s === undefined) return post({ op: "unwatched", cpu }); // every change is acked: synced() counts them
   // What the kernel queued during the last nap: the deregistration's transaction would read past it.
   drain(s);
   flush(); // what was read before deregistering still counts
@@ -322,23 +326,29 @@ function nap(ms: number, busy?: number): void {
   else Atomics.wait(shared, SHARED_PENDING, busy, limited);
 }
 
-/** One pass: read every socket, hand off if due, then wait for more (or for the window). */
+/**
+ * One pass: read the sockets the last poll() named, hand off if due, then wait for more (or for the window). After a
+ * nap a poll() that does not wait names the sockets with records: reading every socket instead would cost a recvmmsg
+ * per watched CPU for each nap, most of them finding nothing, on a host of many CPUs.
+ */
 function step(): void {
   let drained = true;
-  for (const s of order) {
-    if (s.ready) drained = drain(s) && drained;
-    s.ready = true; // after a nap, every socket may have records
-  }
+  for (const s of order) if (s.ready) drained = drain(s) && drained;
   blindSince = 0;
   const now = performance.now();
   limitNaps(now);
   handOff(now);
+  pollSockets(napped(drained) ? 0 : IDLE_POLL_MS);
+}
+
+/** Sleeps while records are held, flowing, or waiting for a slab (true); false when the reader should poll instead. */
+function napped(drained: boolean): boolean {
   if (!drained) {
     // Every slab is with the main thread: stop reading (the kernel's buffer absorbs and, past it, drops and counts)
     // until it finishes one.
     const busy = Atomics.load(shared, SHARED_PENDING);
     if (busy !== 0) nap(1, busy);
-    return;
+    return true;
   }
   if (used > 0) {
     // Holding records: sleep until they are due (no poll: more records only make the hand-off bigger). Past that, the
@@ -348,7 +358,7 @@ function step(): void {
     const busy = Atomics.load(shared, SHARED_PENDING);
     if (left > 0) nap(left);
     else if (busy !== 0) nap(Math.max(opts.batchWindowMs, 1), busy);
-    return;
+    return true;
   }
   if (handedOff && spaced) {
     // Records are flowing: sleep the hand-off interval before reading again instead of polling, which woke this
@@ -359,22 +369,31 @@ function step(): void {
     handedOff = false;
     blindSince = performance.now();
     nap(handOffInterval);
-    return;
+    return true;
   }
   handedOff = false;
-  pollIdle();
+  return false;
 }
 
 /**
- * Waits in poll() for a record on any socket or the doorbell, and marks the sockets it names to be read (none when
- * the doorbell rang, which the loop answers by letting the control message in, or the timeout passed).
+ * Waits in poll() up to `timeoutMs` for a record on any socket or the doorbell, and marks the sockets it names to be
+ * read (none when the doorbell rang, which the loop answers by letting the control message in, or the time passed).
  */
-function pollIdle(): void {
-  const n = sys.poll(pollfds, order.length + 1, IDLE_POLL_MS);
+function pollSockets(timeoutMs: number): void {
+  const n = sys.poll(pollfds, order.length + 1, timeoutMs);
   // revents (struct pollfd's last short): POLLIN, or POLLERR once the socket overran (netlink's sk_err ENOBUFS).
   const revents = (i: number): boolean => n > 0 && pollView.getInt16(8 * i + 6, true) !== 0;
-  if (revents(0)) doorbell.clear();
+  if (revents(0)) ringing();
   order.forEach((s, i) => (s.ready = revents(i + 1)));
+}
+
+/** Clears the doorbell poll() named; a doorbell in error (its fd closed: POLLNVAL) would wake every poll at once. */
+function ringing(): void {
+  const revents = pollView.getInt16(6, true);
+  if ((revents & (K.POLLERR | K.POLLNVAL)) !== 0) {
+    throw new Error(`the reader's doorbell (fd ${doorbell.fd}) is in error (poll revents 0x${revents.toString(16)})`);
+  }
+  doorbell.clear();
 }
 
 async function run(): Promise<void> {

@@ -86,8 +86,11 @@ class _Reader implements Reader {
   #issued = 0;
   #done = 0;
   #failure: Error | undefined;
+  /** Why the reader takes no more watch changes: closed, or the worker failed for good. */
+  #ended: Error | undefined;
   #waiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   #stopped: Promise<void>;
+  #closing: Promise<void> | undefined;
   /** The worker's kernel thread id, once it says. */
   #tid: number | undefined;
 
@@ -118,12 +121,16 @@ class _Reader implements Reader {
     });
   }
 
+  // After close() or a fatal failure nothing reads the port, and the doorbell's fd may be closed and its number reused
+  // by another file: a change is refused through synced() instead.
   watch(cpu: number, on: boolean): void {
+    if (this.#ended !== undefined) return;
     this.#issued++;
     this.#post(on ? { op: "watch", cpu } : { op: "unwatch", cpu });
   }
 
   synced(): Promise<void> {
+    if (this.#ended !== undefined) return Promise.reject(this.#ended);
     if (this.#done >= this.#issued) return this.#failure ? Promise.reject(this.#failure) : Promise.resolve();
     return new Promise((resolve, reject) => this.#waiters.push({ target: this.#issued, resolve, reject }));
   }
@@ -136,12 +143,21 @@ class _Reader implements Reader {
     return this.#tid === undefined ? undefined : threadCpuSeconds(this.#tid);
   }
 
-  async close(): Promise<void> {
-    this.#post({ op: "stop" });
-    const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
-    await Promise.race([this.#stopped, timeout]);
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close());
+  }
+
+  async #close(): Promise<void> {
+    if (this.#ended === undefined) { // after a fatal failure there is no worker loop to stop
+      this.#post({ op: "stop" });
+      this.#ended = new SourceUnavailableError("the netlink source is closed");
+      const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
+      await Promise.race([this.#stopped, timeout]);
+    }
     await this.#worker.terminate();
     this.#doorbell.close(); // the worker thread is gone: nothing polls it
+    this.#slabs.length = 0; // up to 64 MiB of shared memory, kept while this object is
+    this.#rejectWaiters(this.#ended);
   }
 
   // A control message, its count, then the doorbell: the message is queued on the worker's port before the worker
@@ -197,10 +213,15 @@ class _Reader implements Reader {
   }
 
   #fail(message: string): void {
-    const err = new Error(message);
+    const err = new SourceUnavailableError(`the netlink reader failed: ${message}`);
+    this.#ended ??= err;
+    this.#rejectWaiters(err);
+    this.#o.onFatal(message);
+  }
+
+  #rejectWaiters(err: Error): void {
     for (const w of this.#waiters) w.reject(err);
     this.#waiters = [];
-    this.#o.onFatal(message);
   }
 
   #batch(index: number, used: number): void {
