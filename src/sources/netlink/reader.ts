@@ -225,7 +225,9 @@ class _Reader implements Reader {
   }
 
   #batch(index: number, used: number): void {
-    const { dv, bytes } = this.#slabs[index]!;
+    const slab = this.#slabs[index];
+    if (slab === undefined) return; // closed: the views were let go with the worker
+    const { dv, bytes } = slab;
     try {
       for (let off = 0; off < used;) {
         const len = dv.getUint32(off + 4, true);
