@@ -406,6 +406,43 @@ suite(title, () => {
     90_000,
   );
 
+  // The main thread walks a slab of records in a message handler: a record it cannot pass on (a sink that throws, a
+  // datagram that does not decode) must cost that record alone, counted as loss on its CPU, not the rest of the slab
+  // uncounted, nor the process (an exception there is uncaught).
+  it("a sink that throws on some records: each is counted lost on its CPU, every other record arrives", async () => {
+    const s = await openNetlinkSource();
+    const STORM = 20_000, EVERY = 997; // a prime: the throws land at different offsets of the slabs
+    const RECORDS = STORM + 1; // the storm's threads, then its main thread
+    let stormPid = -1, seen = 0, arrived = 0, threw = 0;
+    const lostOn = new Map<number, number>(), threwOn = new Map<number, number>();
+    try {
+      s.start({
+        exit: (r) => {
+          if (r.tgid !== stormPid) return;
+          if (++seen % EVERY === 0) {
+            threw++;
+            threwOn.set(r.cpu, (threwOn.get(r.cpu) ?? 0) + 1);
+            throw new Error(`the sink failed on record ${seen}`);
+          }
+          arrived++;
+        },
+        kernelLoss: (cpu, count) => void lostOn.set(cpu, (lostOn.get(cpu) ?? 0) + count),
+      });
+      s.watch(s.possible.cpus, true);
+      await s.synced();
+      const storm = spawn(helperPath(), ["storm", String(STORM), "4"], { stdio: "ignore" });
+      stormPid = storm.pid!;
+      await new Promise((r) => storm.once("close", r));
+      await eventually(() => arrived + threw >= RECORDS, 20_000);
+      expect(threw, "records the sink threw on").toBe(Math.floor(RECORDS / EVERY));
+      expect(arrived, "every record the sink did not throw on").toBe(RECORDS - threw);
+      // Loss is counted per CPU; the kernel dropped none (32 MiB buffers), so it is the throws, CPU by CPU.
+      expect(Object.fromEntries(lostOn), "records counted lost, by CPU").toEqual(Object.fromEntries(threwOn));
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
   // synced() counts acks, so every change must be acked, a repeated one too; after close() nothing reads the port and
   // the doorbell's fd number may belong to another file: a change then is refused, and nothing is written.
   it("a repeated watch change is acked; after close() one is refused and rings no reused fd", async () => {

@@ -44,6 +44,33 @@ describe.skipIf(missing !== undefined)(
   },
 );
 
+// A server closes its source; a script or tool that starts one and returns must still end. The reader's worker holds
+// the process only while a synced() or close() waits on it (before, Node and Bun stayed up until killed).
+describe.skipIf(missing !== undefined)(
+  missing === undefined
+    ? "a started, never-closed netlink source"
+    : `a started, never-closed netlink source SKIPPED: ${missing}`,
+  () => {
+    const script = `${root}test/runtimes/unclosed-source.mjs`;
+    const built = `${root}dist/src/sources/netlink/netlink-source.js`; // npm test builds before vitest runs
+    const source = `${root}src/sources/netlink/netlink-source.ts`;
+    const cases: [string, string, string[]][] = [
+      ["node", process.execPath, [script, built]],
+      ["deno", `${root}node_modules/.bin/deno`, ["run", ...DENO_PERMS, script, source]],
+      ["bun", `${root}node_modules/.bin/bun`, [script, source]],
+    ];
+    for (const [name, bin, args] of cases) {
+      it(`${name}: lets its process end once synced() settled`, async () => {
+        const { stdout } = await promisify(execFile)(bin, args, { cwd: root, timeout: 20_000, killSignal: "SIGKILL" })
+          .catch((err: { killed?: boolean; message: string }) => {
+            throw new Error(err.killed ? `still running after 20 s: the source held the process open` : err.message);
+          });
+        expect(stdout.trim()).toBe("synced"); // it awaited synced() to the end: the process was held while it waited
+      }, 30_000);
+    }
+  },
+);
+
 describe("the server on Deno, Bun and Node (their start scripts), the SDK as their client", () => {
   // Each start script serves on the runtime its name says (`taskwire serve`, same flags).
   const servers: [string, string, string, string[]][] = [

@@ -232,6 +232,7 @@ class _NetlinkSource implements NetlinkSource {
       workerUrl: this.#workerUrl,
       syscalls: this.#sys,
       onFatal: (message) => logText(taskwireLogger(), "error", "netlink reader failed", { error: message }),
+      onDiscard: (message) => logText(taskwireLogger(), "warning", "netlink record discarded", { error: message }),
     });
   }
 

@@ -34,6 +34,8 @@ export interface ReaderOptions {
   readonly batchWindowMs?: number;
   /** Called when the worker fails for good. */
   readonly onFatal: (message: string) => void;
+  /** Called (at most once a second) when a datagram could not be passed on; it is counted as a lost record. */
+  readonly onDiscard: (message: string) => void;
   /** The worker module (see _worker-url.ts). */
   readonly workerUrl: URL;
   /** This thread's syscalls: the main thread rings the worker's doorbell with them. */
@@ -44,6 +46,8 @@ export interface ReaderOptions {
 export interface ReaderStats {
   records: number;
   kernelDrops: number;
+  /** Datagrams that could not be decoded or that the sink threw on; each counted as one lost record of its CPU. */
+  discarded: number;
   enobufs: number;
   /** Receive buffer in effect (as getsockopt reports it), 0 until a CPU is watched. */
   rcvbuf: number;
@@ -82,7 +86,14 @@ class _Reader implements Reader {
   /** Views of the worker's slabs by number, each made at the slab's first batch. */
   readonly #slabs: { dv: DataView; bytes: Uint8Array }[] = [];
   readonly #doorbell: Doorbell;
-  readonly #stats: ReaderStats = { records: 0, kernelDrops: 0, enobufs: 0, rcvbuf: 0, runtime: "" };
+  readonly #stats: ReaderStats = {
+    records: 0,
+    kernelDrops: 0,
+    discarded: 0,
+    enobufs: 0,
+    rcvbuf: 0,
+    runtime: "",
+  };
   #issued = 0;
   #done = 0;
   #failure: Error | undefined;
@@ -110,7 +121,6 @@ class _Reader implements Reader {
       doorbell: this.#doorbell.fd,
     };
     this.#worker = new Worker(o.workerUrl, { workerData: data });
-    this.#worker.unref();
     this.#stopped = new Promise((resolve) => {
       this.#worker.on("message", (m: FromWorker) => {
         if (m.op === "stopped") resolve();
@@ -119,6 +129,16 @@ class _Reader implements Reader {
       this.#worker.on("error", (err) => this.#fail(`netlink reader worker: ${err.message}`));
       this.#worker.on("exit", () => resolve());
     });
+    // After the listeners: Node refs a worker's port again when a "message" listener is added. A started source that
+    // is never closed must not keep the process from ending; it is held only while someone waits (#hold).
+    this.#worker.unref();
+  }
+
+  // Referenced while a synced() or close() waits for the worker, so that `await source.synced()` in a script with
+  // nothing else pending is not cut short by the process ending.
+  #hold(on: boolean): void {
+    if (on) this.#worker.ref();
+    else this.#worker.unref();
   }
 
   // After close() or a fatal failure nothing reads the port, and the doorbell's fd may be closed and its number reused
@@ -132,6 +152,7 @@ class _Reader implements Reader {
   synced(): Promise<void> {
     if (this.#ended !== undefined) return Promise.reject(this.#ended);
     if (this.#done >= this.#issued) return this.#failure ? Promise.reject(this.#failure) : Promise.resolve();
+    this.#hold(true);
     return new Promise((resolve, reject) => this.#waiters.push({ target: this.#issued, resolve, reject }));
   }
 
@@ -149,6 +170,7 @@ class _Reader implements Reader {
 
   async #close(): Promise<void> {
     if (this.#ended === undefined) { // after a fatal failure there is no worker loop to stop
+      this.#hold(true);
       this.#post({ op: "stop" });
       this.#ended = new SourceUnavailableError("the netlink source is closed");
       const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
@@ -210,6 +232,7 @@ class _Reader implements Reader {
     const failure = this.#failure;
     this.#failure = undefined;
     for (const w of ready) failure ? w.reject(failure) : w.resolve();
+    if (this.#waiters.length === 0 && this.#closing === undefined) this.#hold(false);
   }
 
   #fail(message: string): void {
@@ -222,6 +245,7 @@ class _Reader implements Reader {
   #rejectWaiters(err: Error): void {
     for (const w of this.#waiters) w.reject(err);
     this.#waiters = [];
+    if (this.#closing === undefined) this.#hold(false);
   }
 
   #batch(index: number, used: number): void {
@@ -233,7 +257,7 @@ class _Reader implements Reader {
         const len = dv.getUint32(off + 4, true);
         this.#cpu = dv.getUint32(off, true);
         this.#at = dv.getFloat64(off + 8, true);
-        this.#datagram(dv, bytes, off + FRAME_HEADER, off + FRAME_HEADER + len);
+        this.#guarded(dv, bytes, off + FRAME_HEADER, off + FRAME_HEADER + len);
         off += FRAME_HEADER + ((len + 7) & ~7);
       }
     } finally {
@@ -246,6 +270,27 @@ class _Reader implements Reader {
   /** The CPU and receive time of the datagram being walked. */
   #cpu = 0;
   #at = 0;
+  #lastDiscardLog = -Infinity;
+
+  // One bad datagram (or a sink that throws) must not lose the rest of its slab, nor crash the process from a message
+  // handler: it is counted as one lost record of its CPU (the kernel sends one TASKSTATS_CMD_NEW per datagram) and the
+  // walk goes on with the next.
+  #guarded(dv: DataView, bytes: Uint8Array, start: number, end: number): void {
+    try {
+      this.#datagram(dv, bytes, start, end);
+    } catch (err) {
+      this.#stats.discarded++;
+      this.#o.sink.kernelLoss(this.#cpu, 1);
+      const now = performance.now();
+      if (now - this.#lastDiscardLog < 1000) return;
+      this.#lastDiscardLog = now;
+      this.#o.onDiscard(
+        `a datagram from CPU ${this.#cpu} was counted lost (${this.#stats.discarded} so far): ${
+          err instanceof Error ? err.message : String(err)
+        }`,
+      );
+    }
+  }
   readonly #where: TaskstatsNewAt = createTaskstatsNewAt();
 
   // The netlink messages of one datagram (a datagram holds one TASKSTATS_CMD_NEW, but netlink allows several).
