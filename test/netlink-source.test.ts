@@ -443,6 +443,36 @@ suite(title, () => {
     }
   }, 60_000);
 
+  // With a sink that cannot take the loss either, nothing can count the record: the reader fails for good, and says
+  // why, rather than lose records uncounted or throw from the worker's message handler.
+  it("a sink whose kernelLoss throws too fails the reader, with the reason, and nothing is thrown", async () => {
+    const s = await openNetlinkSource();
+    try {
+      s.start({
+        exit: () => {
+          throw new Error("exit failed");
+        },
+        kernelLoss: () => {
+          throw new Error("kernelLoss failed");
+        },
+      });
+      s.watch(s.possible.cpus, true);
+      await s.synced();
+      await runHelper(["exit", "tw-refused", "0"]);
+      let failure: unknown;
+      await eventually(async () => {
+        s.watch([0], true);
+        failure = await s.synced().then(() => undefined, (err: unknown) => err);
+        return failure !== undefined;
+      }, 10_000);
+      expect(String(failure)).toMatch(
+        /netlink reader failed: the sink refused a loss of 1 on CPU \d+: kernelLoss failed/,
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
   // synced() counts acks, so every change must be acked, a repeated one too; after close() nothing reads the port and
   // the doorbell's fd number may belong to another file: a change then is refused, and nothing is written.
   it("a repeated watch change is acked; after close() one is refused and rings no reused fd", async () => {

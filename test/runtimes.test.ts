@@ -1,8 +1,8 @@
 /** The netlink source under Deno and Bun (npm devDependencies), spawned from vitest against the real kernel. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { spawnServer, startServer } from "./helpers.ts";
+import { eventually, sleep, spawnServer, startServer } from "./helpers.ts";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { helperPath, netlinkMissing } from "./native.ts";
@@ -44,8 +44,9 @@ describe.skipIf(missing !== undefined)(
   },
 );
 
-// A server closes its source; a script or tool that starts one and returns must still end. The reader's worker holds
-// the process only while a synced() or close() waits on it (before, Node and Bun stayed up until killed).
+// A server closes its source; a script or tool that starts one must still end once it stops watching. The reader's
+// worker holds the process as a listening server does: while it watches a CPU, or a synced() waits on it (before,
+// Node and Bun stayed up after the last unwatch until killed).
 describe.skipIf(missing !== undefined)(
   missing === undefined
     ? "a started, never-closed netlink source"
@@ -60,13 +61,27 @@ describe.skipIf(missing !== undefined)(
       ["bun", `${root}node_modules/.bin/bun`, [script, source]],
     ];
     for (const [name, bin, args] of cases) {
-      it(`${name}: lets its process end once synced() settled`, async () => {
-        const { stdout } = await promisify(execFile)(bin, args, { cwd: root, timeout: 20_000, killSignal: "SIGKILL" })
-          .catch((err: { killed?: boolean; message: string }) => {
-            throw new Error(err.killed ? `still running after 20 s: the source held the process open` : err.message);
-          });
+      it(`${name}: keeps its process up while it watches a CPU, and lets it end once it watches none`, async () => {
+        const watching = spawn(bin, [...args, "keep"], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+        try {
+          let out = "";
+          watching.stdout.on("data", (d: Buffer) => (out += d.toString()));
+          const ended = new Promise((r) => watching.once("exit", r));
+          await eventually(() => out.includes("synced"), 20_000);
+          const stillUp = await Promise.race([ended.then(() => false), sleep(1500).then(() => true)]);
+          expect(stillUp, "a source that watches a CPU keeps its process up").toBe(true);
+        } finally {
+          watching.kill("SIGKILL");
+        }
+        const { stdout } = await promisify(execFile)(bin, [...args, "unwatch"], {
+          cwd: root,
+          timeout: 20_000,
+          killSignal: "SIGKILL",
+        }).catch((err: { killed?: boolean; message: string }) => {
+          throw new Error(err.killed ? `still running after 20 s: the source held the process open` : err.message);
+        });
         expect(stdout.trim()).toBe("synced"); // it awaited synced() to the end: the process was held while it waited
-      }, 30_000);
+      }, 60_000);
     }
   },
 );

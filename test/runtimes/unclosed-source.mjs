@@ -1,12 +1,17 @@
 /**
  * Spawned by test/runtimes.test.ts under Node, Deno and Bun: starts the netlink
  * source (the module named by the first argument), watches CPU 0, waits until
- * the kernel registered it, and returns without closing it. The process must
- * then end by itself: a started source does not hold it open.
+ * the kernel registered it, then with "unwatch" stops watching and waits again,
+ * and returns without closing the source. Unwatched, the process must end by
+ * itself; still watching ("keep"), it must stay up, as a listening server does.
  */
 const { openNetlinkSource } = await import(process.argv[2]);
 const source = await openNetlinkSource();
 source.start({ exit() {}, kernelLoss() {} });
 source.watch([0], true);
 await source.synced();
+if (process.argv[3] === "unwatch") {
+  source.watch([0], false);
+  await source.synced();
+}
 console.log("synced");

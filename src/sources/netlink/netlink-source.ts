@@ -55,7 +55,12 @@ export interface NetlinkSourceOptions {
   batchWindowMs?: number;
 }
 
-/** The netlink source, with the facts it learned at open. */
+/**
+ * The netlink source, with the facts it learned at open. Like a listening
+ * server, a started source keeps its process alive while it watches a CPU
+ * (or a `synced()` is pending); once it watches none, or is closed, it does
+ * not.
+ */
 export interface NetlinkSource extends TaskstatsSource {
   /** The TASKSTATS generic netlink family id on this kernel. */
   readonly family: number;
@@ -232,7 +237,13 @@ class _NetlinkSource implements NetlinkSource {
       workerUrl: this.#workerUrl,
       syscalls: this.#sys,
       onFatal: (message) => logText(taskwireLogger(), "error", "netlink reader failed", { error: message }),
-      onDiscard: (message) => logText(taskwireLogger(), "warning", "netlink record discarded", { error: message }),
+      onDiscard: (d) =>
+        logText(
+          taskwireLogger(),
+          "warning",
+          "an exit record could not be passed on; subscribers of its CPU get a loss marker for it (a bug: report it)",
+          { ...d },
+        ),
     });
   }
 

@@ -35,11 +35,22 @@ export interface ReaderOptions {
   /** Called when the worker fails for good. */
   readonly onFatal: (message: string) => void;
   /** Called (at most once a second) when a datagram could not be passed on; it is counted as a lost record. */
-  readonly onDiscard: (message: string) => void;
+  readonly onDiscard: (d: Discard) => void;
   /** The worker module (see _worker-url.ts). */
   readonly workerUrl: URL;
   /** This thread's syscalls: the main thread rings the worker's doorbell with them. */
   readonly syscalls: Syscalls;
+}
+
+/** A datagram the reader counted lost instead of passing it on, as logged. */
+export interface Discard {
+  readonly cpu: number;
+  /** Discarded so far, this one included. */
+  readonly discarded: number;
+  /** Discarded since the last one logged (the log says at most one a second), this one included. */
+  readonly sinceLastLog: number;
+  readonly error: string;
+  readonly stack?: string;
 }
 
 /** Counters of the reader. */
@@ -100,6 +111,8 @@ class _Reader implements Reader {
   /** Why the reader takes no more watch changes: closed, or the worker failed for good. */
   #ended: Error | undefined;
   #waiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  /** The CPUs watch() was last told to watch. */
+  readonly #watched = new Set<number>();
   #stopped: Promise<void>;
   #closing: Promise<void> | undefined;
   /** The worker's kernel thread id, once it says. */
@@ -129,15 +142,17 @@ class _Reader implements Reader {
       this.#worker.on("error", (err) => this.#fail(`netlink reader worker: ${err.message}`));
       this.#worker.on("exit", () => resolve());
     });
-    // After the listeners: Node refs a worker's port again when a "message" listener is added. A started source that
-    // is never closed must not keep the process from ending; it is held only while someone waits (#hold).
-    this.#worker.unref();
+    // After the listeners: Node refs a worker's port again when a "message" listener is added.
+    this.#hold();
   }
 
-  // Referenced while a synced() or close() waits for the worker, so that `await source.synced()` in a script with
-  // nothing else pending is not cut short by the process ending.
-  #hold(on: boolean): void {
-    if (on) this.#worker.ref();
+  // The worker keeps the process alive as a listening server does: while it watches a CPU (records may come), and
+  // while a synced() waits on it (or `await source.synced()` in a script could be cut short by the process ending).
+  // A source that watches nothing, or has failed, does not: before, a started source kept Node and Bun running even
+  // after it stopped watching.
+  #hold(): void {
+    const waited = this.#waiters.length > 0 || (this.#ended === undefined && this.#watched.size > 0);
+    if (waited) this.#worker.ref();
     else this.#worker.unref();
   }
 
@@ -147,13 +162,19 @@ class _Reader implements Reader {
     if (this.#ended !== undefined) return;
     this.#issued++;
     this.#post(on ? { op: "watch", cpu } : { op: "unwatch", cpu });
+    if (on) this.#watched.add(cpu);
+    else this.#watched.delete(cpu);
+    this.#hold();
   }
 
   synced(): Promise<void> {
     if (this.#ended !== undefined) return Promise.reject(this.#ended);
     if (this.#done >= this.#issued) return this.#failure ? Promise.reject(this.#failure) : Promise.resolve();
-    this.#hold(true);
-    return new Promise((resolve, reject) => this.#waiters.push({ target: this.#issued, resolve, reject }));
+    const waiting = new Promise<void>((resolve, reject) =>
+      this.#waiters.push({ target: this.#issued, resolve, reject })
+    );
+    this.#hold();
+    return waiting;
   }
 
   stats(): ReaderStats {
@@ -170,7 +191,7 @@ class _Reader implements Reader {
 
   async #close(): Promise<void> {
     if (this.#ended === undefined) { // after a fatal failure there is no worker loop to stop
-      this.#hold(true);
+      this.#worker.ref(); // until it stopped: close() is awaited
       this.#post({ op: "stop" });
       this.#ended = new SourceUnavailableError("the netlink source is closed");
       const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
@@ -202,7 +223,7 @@ class _Reader implements Reader {
         return;
       case "drops":
         this.#stats.kernelDrops += m.count;
-        this.#o.sink.kernelLoss(m.cpu, m.count);
+        this.#lose(m.cpu, m.count);
         return;
       case "watching":
         this.#stats.rcvbuf = m.rcvbuf;
@@ -232,7 +253,7 @@ class _Reader implements Reader {
     const failure = this.#failure;
     this.#failure = undefined;
     for (const w of ready) failure ? w.reject(failure) : w.resolve();
-    if (this.#waiters.length === 0 && this.#closing === undefined) this.#hold(false);
+    if (this.#closing === undefined) this.#hold();
   }
 
   #fail(message: string): void {
@@ -245,7 +266,7 @@ class _Reader implements Reader {
   #rejectWaiters(err: Error): void {
     for (const w of this.#waiters) w.reject(err);
     this.#waiters = [];
-    if (this.#closing === undefined) this.#hold(false);
+    if (this.#closing === undefined) this.#hold();
   }
 
   #batch(index: number, used: number): void {
@@ -271,6 +292,8 @@ class _Reader implements Reader {
   #cpu = 0;
   #at = 0;
   #lastDiscardLog = -Infinity;
+  /** Discards not logged yet (the log says at most one a second). */
+  #unlogged = 0;
 
   // One bad datagram (or a sink that throws) must not lose the rest of its slab, nor crash the process from a message
   // handler: it is counted as one lost record of its CPU (the kernel sends one TASKSTATS_CMD_NEW per datagram) and the
@@ -280,15 +303,31 @@ class _Reader implements Reader {
       this.#datagram(dv, bytes, start, end);
     } catch (err) {
       this.#stats.discarded++;
-      this.#o.sink.kernelLoss(this.#cpu, 1);
+      this.#unlogged++;
+      this.#lose(this.#cpu, 1);
       const now = performance.now();
       if (now - this.#lastDiscardLog < 1000) return;
       this.#lastDiscardLog = now;
-      this.#o.onDiscard(
-        `a datagram from CPU ${this.#cpu} was counted lost (${this.#stats.discarded} so far): ${
-          err instanceof Error ? err.message : String(err)
-        }`,
-      );
+      this.#o.onDiscard({
+        cpu: this.#cpu,
+        discarded: this.#stats.discarded,
+        sinceLastLog: this.#unlogged,
+        error: err instanceof Error ? err.message : String(err),
+        ...(err instanceof Error && err.stack !== undefined && { stack: err.stack }),
+      });
+      this.#unlogged = 0;
+    }
+  }
+
+  // Loss the sink cannot take leaves no way to count it: the reader fails for good (the process goes on; the source
+  // says why) rather than lose records uncounted or throw from the worker's message handler.
+  #lose(cpu: number, count: number): void {
+    try {
+      this.#o.sink.kernelLoss(cpu, count);
+    } catch (err) {
+      if (this.#ended === undefined) {
+        this.#fail(`the sink refused a loss of ${count} on CPU ${cpu}: ${err instanceof Error ? err.message : err}`);
+      }
     }
   }
   readonly #where: TaskstatsNewAt = createTaskstatsNewAt();

@@ -1186,7 +1186,8 @@ export enum LossReason {
   SUBSCRIBER_OVERFLOW = 1,
 
   /**
-   * The kernel dropped records for this CPU (socket buffer full, ENOBUFS).
+   * The kernel dropped records for this CPU (socket buffer full, ENOBUFS), or,
+   * rarely, the server read one it could not pass on (it logs each such case).
    *
    * @generated from enum value: LOSS_REASON_KERNEL_OVERFLOW = 2;
    */
