@@ -16,7 +16,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { parseStatCpuSeconds } from "../src/sources/netlink/_thread-cpu.ts";
+import { parseStatCpuSeconds, statFieldsAfterComm } from "../src/sources/netlink/_thread-cpu.ts";
 import { helperPath, runHelper } from "../test/native.ts";
 import { buildRefListener } from "./_ref-listener.ts";
 import { type LineChild as Proc, startLineChild } from "./_child.ts";
@@ -92,8 +92,7 @@ export function processWakeups(pid: number): number {
 
 /** Minor page faults of process `pid` so far, every thread (/proc/PID/stat's minflt). */
 export function processPageFaults(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
+  return Number(statFieldsAfterComm(readFileSync(`/proc/${pid}/stat`, "utf8"))[7]); // field 10
 }
 
 /** The two C reference listeners, started: waking for every record, and waking once a window. */
@@ -159,18 +158,28 @@ function warmUp(threads: number, subscribers: number): number[] {
  * row, and its verdicts, are the first storm.
  */
 async function again(server: Proc, counter: Proc, pid: number, threads: number[]): Promise<Again> {
-  const [info0, counts0] = await settle(server, counter);
+  const before = await settle(server, counter);
   const cpu0 = processCpuUs(pid), faults0 = processPageFaults(pid);
-  let settled: [Info, Counts] = [info0, counts0];
-  for (const n of threads) {
-    await storm(n);
-    settled = await settle(server, counter);
-  }
+  const { settled = before } = await stormsDrained(server, counter, threads);
   return {
     us: processCpuUs(pid) - cpu0,
     pageFaults: processPageFaults(pid) - faults0,
-    ...countedBetween([info0, counts0], settled),
+    ...countedBetween(before, settled),
   };
+}
+
+/** Runs `threads`' storms one after another, each drained; the seconds they took and the last readings. */
+async function stormsDrained(
+  server: Proc,
+  counter: Proc,
+  threads: number[],
+): Promise<{ seconds: number; settled?: [Info, Counts] }> {
+  let seconds = 0, settled: [Info, Counts] | undefined;
+  for (const n of threads) {
+    seconds += await storm(n);
+    settled = await settle(server, counter);
+  }
+  return settled === undefined ? { seconds } : { seconds, settled };
 }
 
 /** The row's storms run again right after it. */
@@ -264,20 +273,13 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
       (l) => l === "ready",
       { cwd: root },
     );
-    for (const threads of warmUp(o.threads, subscribers)) {
-      await storm(threads);
-      await settle(server, counter);
-    }
+    await stormsDrained(server, counter, warmUp(o.threads, subscribers));
     // The C listeners from here: they count the row's storms, as the server's figures do.
     const [ref, refWindowed] = await startRefs(o.ref);
     const info0 = await server.ask<Info>("info"), counts0 = await counter.ask<Counts>("mark");
     const cpu0 = processCpuUs(pid), main0 = processCpuUs(pid, pid), wakeups0 = processWakeups(pid);
     const faults0 = processPageFaults(pid);
-    let seconds = 0, settled: [Info, Counts] | undefined;
-    for (const threads of storms(o.threads, subscribers)) {
-      seconds += await storm(threads);
-      settled = await settle(server, counter);
-    }
+    const { seconds, settled } = await stormsDrained(server, counter, storms(o.threads, subscribers));
     const [info, counts] = settled!;
     const serverUs = processCpuUs(pid) - cpu0, mainUs = processCpuUs(pid, pid) - main0;
     const wakeups = processWakeups(pid) - wakeups0, pageFaults = processPageFaults(pid) - faults0;

@@ -54,9 +54,17 @@ export function parseSchedstatSeconds(text: string): number | undefined {
   return Number.isFinite(ns) && text.trim() !== "" ? ns / 1e9 : undefined;
 }
 
+/**
+ * The fields of a /proc stat line after the parenthesized comm (which may hold spaces and parentheses): [0] is
+ * field 3 (state).
+ */
+export function statFieldsAfterComm(text: string): string[] {
+  return text.slice(text.lastIndexOf(")") + 2).split(" ");
+}
+
 /** utime + stime, seconds, from a /proc stat line (fields 14 and 15, counted after the parenthesized comm, which may hold spaces). */
 export function parseStatCpuSeconds(text: string): number | undefined {
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const fields = statFieldsAfterComm(text);
   // fields[0] is field 3 (state): utime is field 14, stime 15.
   const utime = Number(fields[11]), stime = Number(fields[12]);
   return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : undefined;
