@@ -37,6 +37,12 @@ describe("event lines", () => {
       event: { case: "lost", value: { count: 2n, firstSeq: 1n, lastSeq: 2n, reason: LossReason.KERNEL_OVERFLOW } },
     });
     expect(formatEvent(kernel)).toMatch(/^LOST 2 event\(s\) on cpu 5, seq 1-2: kernel overflow/);
+    const source = create(ExitEventSchema, {
+      seq: 9n,
+      cpu: 3,
+      event: { case: "lost", value: { count: 1n, firstSeq: 9n, lastSeq: 9n, reason: LossReason.SOURCE_ERROR } },
+    });
+    expect(formatEvent(source)).toMatch(/^LOST 1 event\(s\) on cpu 3, seq 9-9: source error: .*server bug/);
   });
 
   it("decodes the exit status and escapes a comm a user chose", () => {

@@ -391,6 +391,17 @@ describe("registry", () => {
     expect(reg.stats().lost["kernel-overflow"]).toBe(6);
   });
 
+  it("counts records the source could not pass on as their own reason, on the listeners of their CPU", () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const a = reg.create([0, 1], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const b = reg.create([1], { buffer: 4, policy: "drop-newest", ephemeral: false, owner: "t" });
+    feed.sink.sourceLoss(0, 2);
+    expect([a.lost["source-error"], b.lost["source-error"], a.lost["kernel-overflow"]]).toEqual([2, 0, 0]);
+    expect(a.take(10)).toEqual([{ kind: "lost", first: 1, last: 2, reason: "source-error", cpu: 0 }]);
+    expect(reg.stats().lost).toMatchObject({ "source-error": 2, "kernel-overflow": 0 });
+  });
+
   it("refuses a listener past maxListeners before changing anything", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain, limits: { maxListeners: 1 } });

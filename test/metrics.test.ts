@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
+import { createTaskwireClient, LossReason, type TaskwireClient } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AuditEvent, createAuditLog } from "../src/auth/audit.ts";
 import { createAuthenticator } from "../src/auth/authenticator.ts";
@@ -159,6 +159,38 @@ describe("/metrics on a sim server with authentication", () => {
     expect(s.get('taskwire_rpc_stream_duration_seconds_count{method="SubscribeExits",code="canceled"}')).toBe(
       canceled + 1,
     );
+  });
+
+  // A record the source read but could not decode or pass on is a server bug, not the kernel's drop: told apart so
+  // that nobody raises socket buffers for it.
+  it("counts records the source could not pass on apart from kernel drops: per CPU, SOURCE_ERROR markers, GetInfo", async () => {
+    let discarded = 0;
+    const info = source.info.bind(source);
+    source.info = () => ({ ...info(), discarded }); // what a source that discards reports
+    const stream = await collectExits(app, { cpumask: "3" });
+    try {
+      const before = await series(running.url);
+      discarded += 2;
+      sink.sourceLoss(3, 2);
+      await eventually(() => stream.events.some((e) => e.event.case === "lost"));
+      const lost = stream.events.find((e) => e.event.case === "lost")!;
+      expect(lost.cpu).toBe(3);
+      expect(lost.event.value).toMatchObject({ count: 2n, reason: LossReason.SOURCE_ERROR });
+      const s = await series(running.url);
+      const delta = (k: string) => (s.get(k) ?? 0) - (before.get(k) ?? 0);
+      expect(s.get('taskwire_source_discards_total{source="sim",cpu="3"}')).toBe(2);
+      expect(delta('taskwire_subscriber_drops_total{reason="source_error"}')).toBe(2);
+      expect(delta('taskwire_subscriber_drops_total{reason="kernel_overflow"}')).toBe(0);
+      expect(sum(s, "taskwire_kernel_drops_total{") - sum(before, "taskwire_kernel_drops_total{")).toBe(0);
+      const got = await app.getInfo({ listeners: true });
+      expect(got.sourceDiscards).toBe(2n);
+      expect(got.listenerDetails.map((l) => [l.cpumask, l.lostSourceError, l.lostKernelOverflow])).toEqual([
+        ["3", 2n, 0n],
+      ]);
+    } finally {
+      source.info = info;
+      await stream.stop();
+    }
   });
 
   it("keeps its series count whatever hostile callers send", async () => {

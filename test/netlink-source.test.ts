@@ -187,6 +187,9 @@ suite(title, () => {
       kernelLoss: () => {
         throw new Error("the reference listener lost records");
       },
+      sourceLoss: () => {
+        throw new Error("the reference listener could not pass records on");
+      },
     });
     try {
       const cpus = tiny.possible.cpus;
@@ -274,6 +277,7 @@ suite(title, () => {
         trickle.start({
           exit: (r) => void (arrived.has(r.pid) || (arrived.set(r.pid, wall()), stamped.set(r.pid, r.receivedAtMs))),
           kernelLoss() {},
+          sourceLoss() {},
         });
         trickle.watch(trickle.possible.cpus, true);
         await trickle.synced();
@@ -318,6 +322,7 @@ suite(title, () => {
           arrived.add(r.pid);
         },
         kernelLoss() {},
+        sourceLoss() {},
       });
       steady.watch(steady.possible.cpus, true);
       await steady.synced();
@@ -343,7 +348,7 @@ suite(title, () => {
     const arrived = new Set<number>();
     const exited: number[] = [];
     try {
-      flow.start({ exit: (r) => void arrived.add(r.pid), kernelLoss() {} });
+      flow.start({ exit: (r) => void arrived.add(r.pid), kernelLoss() {}, sourceLoss() {} });
       for (let round = 0; round < 4; round++) {
         flow.watch(flow.possible.cpus, true);
         await flow.synced();
@@ -370,7 +375,7 @@ suite(title, () => {
     async () => {
       const stalled = await openNetlinkSource({ socketBuffer: 1 << 20 }); // a few hundred records a CPU past the slabs
       const STORM = 160_000;
-      let stormPid = -1, stalledOnce = false, arrived = 0, lost = 0;
+      let stormPid = -1, stalledOnce = false, arrived = 0, lost = 0, discarded = 0;
       const markers = new Set<number>();
       // The storm helper is a zombie once it is done: this thread cannot reap it while it is stalled.
       const stormOver = () => readFileSync(`/proc/${stormPid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") ?? true;
@@ -386,6 +391,7 @@ suite(title, () => {
             for (let t = 0; t < 600 && !stormOver(); t++) Atomics.wait(nap, 0, 0, 50);
           },
           kernelLoss: (_cpu, count) => void (lost += count),
+          sourceLoss: (_cpu, count) => void (discarded += count),
         });
         stalled.watch(stalled.possible.cpus, true);
         await stalled.synced();
@@ -397,6 +403,7 @@ suite(title, () => {
         await eventually(() => markers.has(after.pid), 30_000); // the reader came back to read after the stall
         expect(stalledOnce, "the main thread stalled").toBe(true);
         expect(lost, "records were dropped past the slabs and the kernel's buffer, and counted").toBeGreaterThan(0);
+        expect(discarded, "records read but not passed on").toBe(0);
         // Counted loss may include other processes' exits; the storm's records are all here or counted.
         expect(arrived + lost, `${arrived} arrived, ${lost} lost`).toBeGreaterThanOrEqual(STORM);
       } finally {
@@ -409,51 +416,60 @@ suite(title, () => {
   // The main thread walks a slab of records in a message handler: a record it cannot pass on (a sink that throws, a
   // datagram that does not decode) must cost that record alone, counted as loss on its CPU, not the rest of the slab
   // uncounted, nor the process (an exception there is uncaught).
-  it("a sink that throws on some records: each is counted lost on its CPU, every other record arrives", async () => {
-    const s = await openNetlinkSource();
-    const STORM = 20_000, EVERY = 997; // a prime: the throws land at different offsets of the slabs
-    const RECORDS = STORM + 1; // the storm's threads, then its main thread
-    let stormPid = -1, seen = 0, arrived = 0, threw = 0;
-    const lostOn = new Map<number, number>(), threwOn = new Map<number, number>();
-    try {
-      s.start({
-        exit: (r) => {
-          if (r.tgid !== stormPid) return;
-          if (++seen % EVERY === 0) {
-            threw++;
-            threwOn.set(r.cpu, (threwOn.get(r.cpu) ?? 0) + 1);
-            throw new Error(`the sink failed on record ${seen}`);
-          }
-          arrived++;
-        },
-        kernelLoss: (cpu, count) => void lostOn.set(cpu, (lostOn.get(cpu) ?? 0) + count),
-      });
-      s.watch(s.possible.cpus, true);
-      await s.synced();
-      const storm = spawn(helperPath(), ["storm", String(STORM), "4"], { stdio: "ignore" });
-      stormPid = storm.pid!;
-      await new Promise((r) => storm.once("close", r));
-      await eventually(() => arrived + threw >= RECORDS, 20_000);
-      expect(threw, "records the sink threw on").toBe(Math.floor(RECORDS / EVERY));
-      expect(arrived, "every record the sink did not throw on").toBe(RECORDS - threw);
-      // Loss is counted per CPU; the kernel dropped none (32 MiB buffers), so it is the throws, CPU by CPU.
-      expect(Object.fromEntries(lostOn), "records counted lost, by CPU").toEqual(Object.fromEntries(threwOn));
-    } finally {
-      await s.close();
-    }
-  }, 60_000);
+  it(
+    "a sink that throws on some records: each is counted lost on its CPU as a source error, every other record arrives",
+    async () => {
+      const s = await openNetlinkSource();
+      const STORM = 20_000, EVERY = 997; // a prime: the throws land at different offsets of the slabs
+      const RECORDS = STORM + 1; // the storm's threads, then its main thread
+      let stormPid = -1, seen = 0, arrived = 0, threw = 0;
+      const lostOn = new Map<number, number>(), threwOn = new Map<number, number>();
+      let kernelLost = 0;
+      try {
+        s.start({
+          exit: (r) => {
+            if (r.tgid !== stormPid) return;
+            if (++seen % EVERY === 0) {
+              threw++;
+              threwOn.set(r.cpu, (threwOn.get(r.cpu) ?? 0) + 1);
+              throw new Error(`the sink failed on record ${seen}`);
+            }
+            arrived++;
+          },
+          kernelLoss: (_cpu, count) => void (kernelLost += count),
+          sourceLoss: (cpu, count) => void lostOn.set(cpu, (lostOn.get(cpu) ?? 0) + count),
+        });
+        s.watch(s.possible.cpus, true);
+        await s.synced();
+        const storm = spawn(helperPath(), ["storm", String(STORM), "4"], { stdio: "ignore" });
+        stormPid = storm.pid!;
+        await new Promise((r) => storm.once("close", r));
+        await eventually(() => arrived + threw >= RECORDS, 20_000);
+        expect(threw, "records the sink threw on").toBe(Math.floor(RECORDS / EVERY));
+        expect(arrived, "every record the sink did not throw on").toBe(RECORDS - threw);
+        // Loss is counted per CPU, as the source's own (not the kernel's, which dropped none with 32 MiB buffers).
+        expect(Object.fromEntries(lostOn), "records counted lost, by CPU").toEqual(Object.fromEntries(threwOn));
+        expect(kernelLost, "records counted as the kernel's drops").toBe(0);
+        expect(s.info(), "GetInfo's counts").toMatchObject({ discarded: threw, kernelDrops: 0 });
+      } finally {
+        await s.close();
+      }
+    },
+    60_000,
+  );
 
   // With a sink that cannot take the loss either, nothing can count the record: the reader fails for good, and says
   // why, rather than lose records uncounted or throw from the worker's message handler.
-  it("a sink whose kernelLoss throws too fails the reader, with the reason, and nothing is thrown", async () => {
+  it("a sink whose sourceLoss throws too fails the reader, with the reason, and nothing is thrown", async () => {
     const s = await openNetlinkSource();
     try {
       s.start({
         exit: () => {
           throw new Error("exit failed");
         },
-        kernelLoss: () => {
-          throw new Error("kernelLoss failed");
+        kernelLoss() {},
+        sourceLoss: () => {
+          throw new Error("sourceLoss failed");
         },
       });
       s.watch(s.possible.cpus, true);
@@ -466,7 +482,7 @@ suite(title, () => {
         return failure !== undefined;
       }, 10_000);
       expect(String(failure)).toMatch(
-        /netlink reader failed: the sink refused a loss of 1 on CPU \d+: kernelLoss failed/,
+        /netlink reader failed: the sink refused a loss of 1 on CPU \d+: sourceLoss failed/,
       );
     } finally {
       await s.close();
@@ -480,7 +496,7 @@ suite(title, () => {
     const dir = mkdtempSync(join(tmpdir(), "tw-fd-"));
     const files: number[] = [];
     try {
-      s.start({ exit() {}, kernelLoss() {} });
+      s.start({ exit() {}, kernelLoss() {}, sourceLoss() {} });
       for (const on of [true, true, false, false, true]) {
         s.watch([0], on);
         await Promise.race([s.synced(), sleep(5000).then(() => Promise.reject(new Error(`watch ${on}: never acked`)))]);
@@ -507,7 +523,7 @@ suite(title, () => {
     const cpus = quiet.possible.cpus, last = cpus[cpus.length - 1]!;
     const took: number[] = [];
     try {
-      quiet.start({ exit() {}, kernelLoss() {} });
+      quiet.start({ exit() {}, kernelLoss() {}, sourceLoss() {} });
       quiet.watch(cpus, true);
       await quiet.synced();
       for (let round = 0; round < 9; round++) {

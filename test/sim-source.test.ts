@@ -184,7 +184,7 @@ describe("sim kernel", () => {
     const s = createSimSource({ cpus: 2, exitRate: 2000, seed: 1, tickMs: 2 });
     const rs: ExitRecord[] = [];
     const t0 = performance.now();
-    s.start({ exit: (r) => rs.push(r), kernelLoss: () => {} });
+    s.start({ exit: (r) => rs.push(r), kernelLoss: () => {}, sourceLoss: () => {} });
     s.watch([0, 1], true);
     // Polled, not a fixed 300 ms: under load the timer may tick late, but it catches virtual time up when it does.
     await eventually(() => rs.length > 100, 10_000);

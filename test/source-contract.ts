@@ -63,7 +63,7 @@ export function sourceContract(name: string, h: ContractHarness): void {
     it("sends exit records only for watched CPUs, numbered per CPU", async () => {
       const s = await h.open();
       const records: ExitRecord[] = [];
-      s.start({ exit: (r) => records.push(r), kernelLoss: () => {} });
+      s.start({ exit: (r) => records.push(r), kernelLoss: () => {}, sourceLoss: () => {} });
       try {
         const cpus = [s.possible.cpus[0]!];
         s.watch(cpus, true);

@@ -47,6 +47,7 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["streams", info.streams],
     ["records produced", info.records],
     ["kernel drops", info.kernelDrops],
+    ["source discards", info.sourceDiscards],
     ["subscriber drops", info.subscriberDrops],
     ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`],
     ["lease", `${info.leaseMs} ms`],

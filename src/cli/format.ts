@@ -69,6 +69,8 @@ const LOSS_WHY: Record<LossReason, string> = {
   [LossReason.SUBSCRIBER_OVERFLOW]:
     "subscriber overflow: this listener's queue was full (read faster or raise --buffer)",
   [LossReason.KERNEL_OVERFLOW]: "kernel overflow: the kernel dropped records (netlink socket buffer full)",
+  [LossReason.SOURCE_ERROR]:
+    "source error: the server read records it could not decode or pass on (a server bug: see its log, and report it)",
   [LossReason.RETENTION]: "retention: no longer retained when the stream resumed",
   [LossReason.RESTART]: "restart: the server restarted and the listener was registered again",
 };
@@ -76,11 +78,12 @@ const LOSS_WHY: Record<LossReason, string> = {
 const FLEET_GAP =
   "not in the NATS stream (its limits discarded them before this consumer read them, or they did not arrive within the reorder wait)";
 
-/** A loss marker: how many, which seqs, and why (the CPU only where it means something: a kernel overflow). */
+/** A loss marker: how many, which seqs, and why (the CPU only where it means something: a kernel overflow or source error). */
 export function formatLoss(seq: bigint, cpu: number, l: Lost): string {
   const count = l.countUnknown ? "an unknown number of" : String(l.count);
   const range = l.countUnknown ? `after seq ${l.firstSeq - 1n}` : `seq ${l.firstSeq}-${l.lastSeq}`;
-  const where = l.reason === LossReason.KERNEL_OVERFLOW ? ` on cpu ${cpu}` : "";
+  const onCpu = l.reason === LossReason.KERNEL_OVERFLOW || l.reason === LossReason.SOURCE_ERROR;
+  const where = onCpu ? ` on cpu ${cpu}` : "";
   return `LOST ${count} event(s)${where}, ${range}: ${LOSS_WHY[l.reason] ?? `reason ${l.reason}`} (at seq ${seq})`;
 }
 

@@ -17,7 +17,7 @@
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 
 /** Why events were lost (mirrors taskwire.v1.LossReason). */
-export type LossKind = "subscriber-overflow" | "kernel-overflow" | "retention" | "restart";
+export type LossKind = "subscriber-overflow" | "kernel-overflow" | "source-error" | "retention" | "restart";
 
 /** What to drop when full. */
 export type OverflowPolicy = "drop-newest" | "drop-oldest";
@@ -40,7 +40,7 @@ export interface QueuedLoss {
   first: number;
   last: number;
   readonly reason: LossKind;
-  /** CPU of a kernel overflow; -1 otherwise. */
+  /** CPU of a kernel overflow or a source error; -1 otherwise. */
   readonly cpu: number;
 }
 

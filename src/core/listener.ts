@@ -90,7 +90,7 @@ export const COUNTED_RANGE_BYTES = 32;
 
 /** Every loss reason at zero. */
 export function noLosses(): LossCounters {
-  return { "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 };
+  return { "subscriber-overflow": 0, "kernel-overflow": 0, "source-error": 0, retention: 0, restart: 0 };
 }
 
 /** A listener's state, owned by the registry. */

@@ -36,6 +36,8 @@ export interface ExitSink<R extends CpuRecord> {
   exit(record: R): void;
   /** `count` records for `cpu` were lost before they were read (the kernel's socket overflowed). */
   kernelLoss(cpu: number, count: number): void;
+  /** `count` records for `cpu` were read but could not be decoded or passed on (the source logs why). */
+  sourceLoss(cpu: number, count: number): void;
 }
 
 /** Server-side limits and defaults. */
@@ -253,6 +255,9 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       },
       kernelLoss(cpu: number, count: number): void {
         for (const l of table.on(cpu)) l.lose(count, "kernel-overflow", cpu);
+      },
+      sourceLoss(cpu: number, count: number): void {
+        for (const l of table.on(cpu)) l.lose(count, "source-error", cpu);
       },
     };
   }

@@ -19,6 +19,7 @@ export type ServerItem = StreamItem<ExitRecord, Uint8Array>;
 const REASONS: Record<LossKind, LossReason> = {
   "subscriber-overflow": LossReason.SUBSCRIBER_OVERFLOW,
   "kernel-overflow": LossReason.KERNEL_OVERFLOW,
+  "source-error": LossReason.SOURCE_ERROR,
   retention: LossReason.RETENTION,
   restart: LossReason.RESTART,
 };

@@ -142,12 +142,14 @@ interface PerCpu {
   readonly feed: ExitFeed<ExitRecord>;
   readonly received: Float64Array;
   readonly dropped: Float64Array;
+  readonly discarded: Float64Array;
 }
 
 // The per-CPU counts are kept where records enter the registry, so every
 // source gets them without a per-record allocation: an increment of a typed array.
 function countingFeed(source: TaskstatsSource): PerCpu {
-  const received = new Float64Array(source.possible.nbits), dropped = new Float64Array(source.possible.nbits);
+  const nbits = source.possible.nbits;
+  const received = new Float64Array(nbits), dropped = new Float64Array(nbits), discarded = new Float64Array(nbits);
   const feed: ExitFeed<ExitRecord> = {
     possible: source.possible,
     start: (sink) =>
@@ -160,11 +162,15 @@ function countingFeed(source: TaskstatsSource): PerCpu {
           dropped[cpu]! += count;
           sink.kernelLoss(cpu, count);
         },
+        sourceLoss(cpu, count) {
+          discarded[cpu]! += count;
+          sink.sourceLoss(cpu, count);
+        },
       }),
     watch: (cpus, on) => source.watch(cpus, on),
     close: () => source.close(),
   };
-  return { feed, received, dropped };
+  return { feed, received, dropped, discarded };
 }
 
 // A counter per CPU, for the CPUs that have counted anything: bounded by
@@ -199,6 +205,14 @@ function addSourceSeries(registry: PromRegistry, source: TaskstatsSource, perCpu
     "Exit records the kernel dropped before the source read them (receive buffer overflow), by source and CPU.",
     name,
     perCpu.dropped,
+  );
+  perCpuCounter(
+    registry,
+    "taskwire_source_discards_total",
+    "Exit records the source read but could not decode or pass on (a malformed kernel message, or a server bug; " +
+      "each is logged), by source and CPU. Their listeners got loss markers (reason source_error).",
+    name,
+    perCpu.discarded,
   );
   counterFrom(
     registry,
@@ -245,7 +259,8 @@ function addRegistrySeries(registry: PromRegistry, stats: () => RegistryStats): 
   new Counter({
     name: "taskwire_subscriber_drops_total",
     help: "Events listeners lost (each listener counts its own), by reason: subscriber_overflow (its queue was " +
-      "full), kernel_overflow (the kernel dropped them), retention (a resume asked for events no longer kept), restart.",
+      "full), kernel_overflow (the kernel dropped them), source_error (the server could not decode or pass them on), " +
+      "retention (a resume asked for events no longer kept), restart.",
     labelNames: ["reason"] as const,
     registers: [registry],
     collect() {

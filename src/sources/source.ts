@@ -15,6 +15,11 @@ export interface ExitSink {
   exit(record: ExitRecord): void;
   /** The kernel dropped `count` records for `cpu` before they were read. */
   kernelLoss(cpu: number, count: number): void;
+  /**
+   * The source read `count` records for `cpu` that it could not decode or
+   * pass on (a malformed message, or `exit` threw); it logs why.
+   */
+  sourceLoss(cpu: number, count: number): void;
 }
 
 /** Facts about a source for GetInfo. */
@@ -32,6 +37,8 @@ export interface SourceInfo {
   readonly records: number;
   /** Times the kernel reported a full receive buffer (ENOBUFS). */
   readonly overruns: number;
+  /** Records read but not decoded or passed on (each reported through `sourceLoss`). */
+  readonly discarded: number;
 }
 
 /** A producer of taskstats: real kernel or simulation. */

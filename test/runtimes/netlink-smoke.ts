@@ -13,7 +13,7 @@ const name = process.argv[3]!;
 const source = await openNetlinkSource();
 const self = await source.getPid(process.pid);
 const records: ExitRecord[] = [];
-source.start({ exit: (r) => records.push(r), kernelLoss: () => {} });
+source.start({ exit: (r) => records.push(r), kernelLoss: () => {}, sourceLoss: () => {} });
 source.watch([0], true);
 await source.synced();
 const child = spawnSync("taskset", ["-c", "0", helper, "exit", name, "5"]);

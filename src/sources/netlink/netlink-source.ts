@@ -202,6 +202,7 @@ class _NetlinkSource implements NetlinkSource {
       kernelDrops: r?.kernelDrops ?? 0,
       overruns: r?.enobufs ?? 0,
       records: r?.records ?? 0,
+      discarded: r?.discarded ?? 0,
     };
   }
 
@@ -241,7 +242,8 @@ class _NetlinkSource implements NetlinkSource {
         logText(
           taskwireLogger(),
           "warning",
-          "an exit record could not be passed on; subscribers of its CPU get a loss marker for it (a bug: report it)",
+          "an exit record could not be decoded or passed on; subscribers of its CPU get a loss marker for it " +
+            "(reason SOURCE_ERROR; counted in GetInfo's source_discards). This is a bug: report it with this line",
           { ...d },
         ),
     });

@@ -34,7 +34,7 @@ export interface ReaderOptions {
   readonly batchWindowMs?: number;
   /** Called when the worker fails for good. */
   readonly onFatal: (message: string) => void;
-  /** Called (at most once a second) when a datagram could not be passed on; it is counted as a lost record. */
+  /** Called (at most once a second) when a datagram could not be passed on; it is counted lost (sink.sourceLoss). */
   readonly onDiscard: (d: Discard) => void;
   /** The worker module (see _worker-url.ts). */
   readonly workerUrl: URL;
@@ -223,7 +223,7 @@ class _Reader implements Reader {
         return;
       case "drops":
         this.#stats.kernelDrops += m.count;
-        this.#lose(m.cpu, m.count);
+        this.#lose("kernelLoss", m.cpu, m.count);
         return;
       case "watching":
         this.#stats.rcvbuf = m.rcvbuf;
@@ -304,7 +304,7 @@ class _Reader implements Reader {
     } catch (err) {
       this.#stats.discarded++;
       this.#unlogged++;
-      this.#lose(this.#cpu, 1);
+      this.#lose("sourceLoss", this.#cpu, 1);
       const now = performance.now();
       if (now - this.#lastDiscardLog < 1000) return;
       this.#lastDiscardLog = now;
@@ -321,9 +321,9 @@ class _Reader implements Reader {
 
   // Loss the sink cannot take leaves no way to count it: the reader fails for good (the process goes on; the source
   // says why) rather than lose records uncounted or throw from the worker's message handler.
-  #lose(cpu: number, count: number): void {
+  #lose(kind: "kernelLoss" | "sourceLoss", cpu: number, count: number): void {
     try {
-      this.#o.sink.kernelLoss(cpu, count);
+      this.#o.sink[kind](cpu, count);
     } catch (err) {
       if (this.#ended === undefined) {
         this.#fail(`the sink refused a loss of ${count} on CPU ${cpu}: ${err instanceof Error ? err.message : err}`);

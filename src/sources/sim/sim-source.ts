@@ -78,6 +78,7 @@ class _SimSource implements SimSource {
       kernelDrops: 0,
       overruns: 0,
       records: this.kernel.records,
+      discarded: 0,
     };
   }
 
