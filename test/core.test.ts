@@ -9,7 +9,7 @@ import { ListenerNotFoundError, SeqOutOfRangeError } from "../src/core/errors.ts
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
 import { createRegistry, type ExitFeed, type ExitSink } from "../src/core/registry.ts";
-import { Retention, type StreamItem } from "../src/core/retention.ts";
+import { RETAINED_SLOT_BYTES, Retention, type StreamItem } from "../src/core/retention.ts";
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
 import { SeqRanges } from "../src/core/_seq-ranges.ts";
@@ -453,7 +453,7 @@ describe("subscription", () => {
 
   // A listener whose budget is full, so that each exit queued evicts retained ones.
   const tight = () => {
-    const budget = createMemoryBudget({ limit: 10 * 40 + 10 * 30 + 200 });
+    const budget = createMemoryBudget({ limit: 10 * RETAINED_SLOT_BYTES + 10 * 30 + 200 }); // slots, payloads, a queue
     const l = new Listener<Rec, string>({
       id: "l",
       capacity: 10,

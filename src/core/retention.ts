@@ -26,11 +26,15 @@
  */
 import { firstNotBefore } from "./_bisect.ts";
 import type { SlabCount, SlabSizes } from "./_slab-ledger.ts";
+import { SlabRuns } from "./_slab-runs.ts";
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
 
-/** What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, and its payload (or marker) slot. */
-export const RETAINED_SLOT_BYTES = 40;
+/**
+ * What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, its
+ * payload (or marker) slot, and a run of its own in the slab runs (items alternating between two buffers).
+ */
+export const RETAINED_SLOT_BYTES = 64;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
@@ -78,6 +82,8 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   readonly #retain: (record: R) => P;
   /** Bytes it holds (counted here, so a push touches no per-listener object but the ring). */
   bytes = 0;
+  /** Counts the calls that may change what it holds (push, evictOldest, clear): equal counts, the same items. */
+  changes = 0;
   #pool: BudgetPool;
   // Typed for any payload so that a Retention<R, P> stays assignable to a Retention<R, unknown> (P only goes out).
   readonly #sizeOfPayload: (payload: unknown) => number;
@@ -105,6 +111,10 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
    * listener was 3% of the main thread at 100 subscribers.
    */
   #plainBuffer: ArrayBufferLike | undefined;
+  /** Items placed so far: the newest item's position in that order is #pushed - 1, the oldest's #pushed - #size. */
+  #pushed = 0;
+  /** The byte payloads kept in part of a larger buffer, as runs by buffer, as of the last count (countSlabs). */
+  readonly #runs = new SlabRuns();
 
   /** Without `memory`, it charges the shared unlimited budget (budget.ts unbudgeted()) and payloads cost nothing. */
   constructor(capacity: number, retain: (record: R) => P, memory?: RetentionMemory<P>) {
@@ -126,6 +136,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
 
   /** Keeps `item`, dropping the oldest once full or to make room in the budget (none kept if none fits). */
   push(item: QueueItem<R>): void {
+    this.changes++;
     const payload = item.kind === "exit" ? this.#retain(item.record) : undefined;
     const cost = item.kind === "exit" ? this.#sizeOfPayload(payload) : LOSS_MARKER_BYTES;
     const i = this.#size < this.#seq.length && this.#pool.tryCharge(cost)
@@ -134,6 +145,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
       ? this.#start++
       : this.#place(cost);
     if (i < 0) return;
+    this.#pushed++;
     if (this.#start === this.#seq.length) this.#start = 0;
     this.#cost[i] = cost;
     if (item.kind === "lost") {
@@ -215,6 +227,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   /** Drops the oldest item and gives back its charge; false when empty. */
   evictOldest(): boolean {
     if (this.#size === 0) return false;
+    this.changes++;
     const i = this.#start;
     this.#release(this.#cost[i]!);
     this.#payload[i] = undefined;
@@ -226,23 +239,44 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   /**
    * Tells `count` of the retained byte payloads kept in part of a larger
    * buffer (a slab of Exit bodies: see _slab-ledger.ts), with their charges:
-   * once for each run of consecutive payloads in one buffer.
+   * once for each run of consecutive payloads in one buffer. Runs are kept
+   * from the last count: only the items pushed since, and the oldest run if
+   * part of it was evicted, are walked (_slab-runs.ts).
    */
   countSlabs(count: SlabCount, sizes: SlabSizes): void {
+    const runs = this.#runs, oldest = this.#pushed - this.#size;
+    const end = runs.dropBefore(oldest);
+    if (end !== undefined) runs.recount(oldest, this.#walk(Math.max(oldest, 0), end));
+    this.#walk(Math.max(oldest, runs.walked), this.#pushed, runs);
+    runs.walked = this.#pushed;
+    runs.forEach((buffer, covers) => count(buffer, covers, sizes));
+  }
+
+  // The items at positions from..to (exclusive) that are byte payloads in part of a larger buffer: added to `into` a
+  // run at a time. Returns what the last run pays (a recount of the oldest run walks that run alone).
+  #walk(from: number, to: number, into?: SlabRuns): number {
     const cpus = this.#cpu, lengths = this.#length, payloads = this.#payload, costs = this.#cost, n = this.#seq.length;
-    let buffer: unknown, bytes = 0, run = 0;
-    for (let k = 0, i = this.#start; k < this.#size; k++, i = i + 1 === n ? 0 : i + 1) {
+    let covers = 0, run: ArrayBufferLike | undefined, first = 0, last = 0;
+    for (
+      let p = from, i = (this.#start + from - (this.#pushed - this.#size)) % n;
+      p < to;
+      p++, i = i + 1 === n ? 0 : i + 1
+    ) {
       const length = lengths[i]!;
       if (length === VIEW_NONE || cpus[i] === LOSS_SLOT) continue;
-      if (payloads[i] !== buffer) {
-        if (run > 0) count(buffer as object, run, sizes);
-        buffer = payloads[i];
-        bytes = (buffer as ArrayBufferLike).byteLength;
-        run = 0;
+      const buffer = payloads[i] as ArrayBufferLike;
+      if (length >= buffer.byteLength) continue;
+      if (buffer !== run) {
+        if (run !== undefined) into?.add(run, covers, first, last);
+        run = buffer;
+        first = p;
+        covers = 0;
       }
-      if (length < bytes) run += costs[i]!;
+      covers += costs[i]!;
+      last = p;
     }
-    if (run > 0) count(buffer as object, run, sizes);
+    if (run !== undefined) into?.add(run, covers, first, last);
+    return covers;
   }
 
   /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
@@ -252,7 +286,9 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
 
   /** Drops everything and the ring itself, giving back every charge. */
   clear(): void {
+    this.changes++;
     while (this.evictOldest());
+    this.#runs.clear();
     this.#release(this.#seq.length * RETAINED_SLOT_BYTES);
     this.#seq = new Float64Array(0);
     this.#cpu = new Int32Array(0);

@@ -1,0 +1,90 @@
+/**
+ * The runs of a ring's byte payloads kept in part of a larger buffer (a slab
+ * of Exit bodies), oldest first, by the position each item had in the order
+ * items were pushed: each run a buffer, the positions it spans and what its
+ * items pay of it. A ring keeps them from one count to the next and walks
+ * only what changed: the items pushed since, and the oldest run if the ring
+ * evicted part of it. Walking 100 full rings of 12,000 exits every second
+ * kept an idle server at 20-30 ms of CPU a second, against 8 with one
+ * listener; keeping runs as each item came and went cost every listener
+ * 50-70 ns a record (in-process, 100 rings), more than a walk a second saves
+ * past ~1,500 records a second.
+ */
+
+/** Runs by buffer, oldest first. */
+export class SlabRuns {
+  #buffers: (ArrayBufferLike | undefined)[] = [];
+  /** The position of each run's first item, and one past its last. */
+  #firsts: number[] = [];
+  #ends: number[] = [];
+  #covers: number[] = [];
+  /** The oldest run still kept (the arrays are compacted as it moves on). */
+  #head = 0;
+  /** Positions before this one have been walked. */
+  walked = 0;
+
+  /** Runs kept now. */
+  get length(): number {
+    return this.#buffers.length - this.#head;
+  }
+
+  /** Items at positions `first` to `last` (past every run's), in `buffer`, paying `covers` of it. */
+  add(buffer: ArrayBufferLike, covers: number, first: number, last: number): void {
+    const newest = this.#buffers.length - 1;
+    if (newest >= this.#head && this.#buffers[newest] === buffer) {
+      this.#covers[newest]! += covers;
+      this.#ends[newest] = last + 1;
+      return;
+    }
+    this.#buffers.push(buffer);
+    this.#firsts.push(first);
+    this.#ends.push(last + 1);
+    this.#covers.push(covers);
+  }
+
+  /**
+   * Forgets the items before position `oldest` (the ring let them go): runs
+   * that end before it go; undefined, or the oldest run's end when it began
+   * before `oldest` and must be counted again from there (`recount`).
+   */
+  dropBefore(oldest: number): number | undefined {
+    let h = this.#head;
+    const n = this.#buffers.length;
+    while (h < n && this.#ends[h]! <= oldest) this.#buffers[h++] = undefined;
+    this.#head = h;
+    if (h === n) this.clear();
+    else if (h >= 64 && 2 * h >= n) this.#compact();
+    return this.#head < this.#buffers.length && this.#firsts[this.#head]! < oldest ? this.#ends[this.#head] : undefined;
+  }
+
+  /** The oldest run now starts at `oldest`, and its items from there pay `covers`. */
+  recount(oldest: number, covers: number): void {
+    this.#firsts[this.#head] = oldest;
+    this.#covers[this.#head] = covers;
+  }
+
+  /** Calls `fn` with each run that pays anything, oldest first. */
+  forEach(fn: (buffer: ArrayBufferLike, covers: number) => void): void {
+    for (let i = this.#head; i < this.#buffers.length; i++) {
+      if (this.#covers[i]! > 0) fn(this.#buffers[i]!, this.#covers[i]!);
+    }
+  }
+
+  /** Forgets every run. */
+  clear(): void {
+    this.#buffers = [];
+    this.#firsts = [];
+    this.#ends = [];
+    this.#covers = [];
+    this.#head = 0;
+  }
+
+  #compact(): void {
+    const h = this.#head;
+    this.#buffers = this.#buffers.slice(h);
+    this.#firsts = this.#firsts.slice(h);
+    this.#ends = this.#ends.slice(h);
+    this.#covers = this.#covers.slice(h);
+    this.#head = 0;
+  }
+}
