@@ -23,12 +23,12 @@
  * of everything held, bounded by the memory budget, takes a few ns an item);
  * the charge lags what is held by up to a second, either way.
  *
- * A holder whose items did not change since the last count (an idle
- * listener with a full retention ring, the usual case between bursts) is
- * not walked again: the ledger keeps each holder's runs (a slab and what a
- * run of its items pays of it) and counts those. Walking 100 full rings of
- * 12,000 exits kept an idle server at 20 ms of CPU a second, against 8 with
- * one listener.
+ * A holder whose items did not change since the last count (a stalled
+ * listener's full queue, an idle one) is not walked again: the ledger keeps
+ * a holder's runs (a slab and what a run of its items pays of it) when they
+ * are few, and counts those; a retention ring keeps its own runs from one
+ * count to the next (_slab-runs.ts). Walking 100 full rings of 12,000 exits
+ * every second kept an idle server at 17-25 ms of CPU a second; 14-17 now.
  */
 
 /** What a slab costs, and whether it is sealed. */
@@ -117,8 +117,12 @@ export class SlabLedger {
   }
 }
 
-/** Runs kept per holder at most (a slab and its sizes are references: the kept list costs 24 bytes a run). */
-const MAX_KEPT_RUNS = 4096;
+/**
+ * Runs kept per holder at most: 24 bytes a run, under 1 KB a listener, within what LISTENER_BYTES charges beyond
+ * what a listener was measured to hold. A holder with more (items spread over many slabs) is walked every time;
+ * its retention's share of that walk is its kept runs anyway (retention.ts countSlabs).
+ */
+const MAX_KEPT_RUNS = 32;
 
 // What `h`'s items pay of each slab, in runs. Items come in runs of a few slabs at a time (a record's stats slab and
 // its body's; retained bodies encoded in turns by two streams): each of the last RUNS slabs told of sums its run,

@@ -34,7 +34,7 @@ import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } fr
  * What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, its
  * payload (or marker) slot, and a run of its own in the slab runs (items alternating between two buffers).
  */
-export const RETAINED_SLOT_BYTES = 64;
+export const RETAINED_SLOT_BYTES = 72;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
