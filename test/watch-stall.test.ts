@@ -91,7 +91,13 @@ describe("watchExits across a stopped and resumed client process", () => {
       reconnects: number;
     };
     expect({ ...result, stderr }).toEqual({ exits: before + during, lost: {}, reconnects: 0, stderr: "" });
-    expect(listener().lost).toEqual({ "subscriber-overflow": 0, "kernel-overflow": 0, retention: 0, restart: 0 });
+    expect(listener().lost).toEqual({
+      "subscriber-overflow": 0,
+      "kernel-overflow": 0,
+      "source-error": 0,
+      retention: 0,
+      restart: 0,
+    });
   }, 60_000);
 });
 

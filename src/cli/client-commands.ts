@@ -58,13 +58,13 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
 
 function printListeners(details: Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["listenerDetails"]) {
   console.log(
-    "\nlistener                              cpus        stream  queue          produced  lost(sub/kernel)  events/s  owner",
+    "\nlistener                              cpus        stream  queue          produced  lost(sub/kernel/source)  events/s  owner",
   );
   for (const l of details) {
     console.log(
       `${escapeControls(l.listenerId).padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
         `${`${l.queueDepth}/${l.queueCapacity}`.padEnd(14)} ${String(l.produced).padStart(8)}  ` +
-        `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}`.padEnd(16)}  ${
+        `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}/${l.lostSourceError}`.padEnd(23)}  ${
           l.eventsPerSecond.toFixed(1).padStart(8)
         }  ${escapeControls(l.owner)}`,
     );

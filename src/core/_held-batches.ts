@@ -33,8 +33,6 @@ export class HeldBatches<R extends CpuRecord> {
   #inFlight: InFlight<R> = { bytes: 0, items: [] };
   readonly #orphans = new Map<StreamEndFn, InFlight<R>>();
   readonly #replays = new Set<Replayed>();
-  /** Counts the calls that may change what it holds: equal counts, the same batches. */
-  changes = 0;
 
   constructor(account: BudgetAccount, sizeOfPayload: (payload: unknown) => number) {
     this.#account = account;
@@ -48,21 +46,18 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** The attached stream took `items`, whose queue charge `bytes` the account now holds (adopted). */
   took(items: readonly QueueItem<R>[], bytes: number): void {
-    this.changes++;
     this.#account.adopt(bytes);
     this.#inFlight = { bytes, items };
   }
 
   /** The attached stream wrote its batch in flight (it takes again, or detached). */
   written(): void {
-    this.changes++;
     this.#account.release(this.#inFlight.bytes);
     this.#inFlight = { bytes: 0, items: [] };
   }
 
   /** The attached stream, told it ends by `end`, was taken over: its batch in flight stays held until it detaches. */
   takenOver(end: StreamEndFn): void {
-    this.changes++;
     if (this.#inFlight.items.length > 0) this.#orphans.set(end, this.#inFlight);
     else this.#account.release(this.#inFlight.bytes);
     this.#inFlight = { bytes: 0, items: [] };
@@ -70,7 +65,6 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** The stream told it ends by `end` detached: what it held as a taken-over stream is given back. */
   detached(end: StreamEndFn): void {
-    this.changes++;
     const orphan = this.#orphans.get(end);
     if (orphan === undefined) return;
     this.#orphans.delete(end);
@@ -79,7 +73,6 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** A replay batch handed to its stream: charged (even past the budget: it is held, one batch a stream) until let go. */
   hold(held: Replayed, items: readonly StreamItem<R, unknown>[]): void {
-    this.changes++;
     if (this.#account.closed) return;
     for (const item of items) {
       if (item.kind !== "retained") continue;
@@ -92,7 +85,6 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** The stream asked for its next replay batch, or ended. */
   letGo(held: Replayed): void {
-    this.changes++;
     if (!this.#replays.delete(held)) return;
     this.#account.release(held.bytes);
     held.bytes = 0;
@@ -109,7 +101,6 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** Forgets everything (the account gave it all back as it closed). */
   clear(): void {
-    this.changes++;
     this.#inFlight = { bytes: 0, items: [] };
     this.#orphans.clear();
     this.#replays.clear();

@@ -21,14 +21,10 @@
  * then, not as each item comes and goes, costs nothing on a record's path
  * (told of every item, the ledger took 90 ns per record per listener; a count
  * of everything held, bounded by the memory budget, takes a few ns an item);
- * the charge lags what is held by up to a second, either way.
- *
- * A holder whose items did not change since the last count (a stalled
- * listener's full queue, an idle one) is not walked again: the ledger keeps
- * a holder's runs (a slab and what a run of its items pays of it) when they
- * are few, and counts those; a retention ring keeps its own runs from one
- * count to the next (_slab-runs.ts). Walking 100 full rings of 12,000 exits
- * every second kept an idle server at 17-25 ms of CPU a second; 14-17 now.
+ * the charge lags what is held by up to a second, either way. A retention
+ * ring tells its runs from what it kept of its last count, walking only what
+ * was pushed since (_slab-runs.ts); a queue is walked whole, since a queued
+ * record gains a slab when a stream first encodes its body.
  */
 
 /** What a slab costs, and whether it is sealed. */
@@ -54,8 +50,6 @@ export interface SlabHolding {
   countSlabs(count: SlabCount): void;
   /** Charges it `bytes` in all for slabs, in place of what it was charged before (even past the budget: it is held). */
   chargeSlabs(bytes: number): void;
-  /** Changes whenever what it holds may have; undefined: count it afresh every time. */
-  readonly slabChanges?: number | undefined;
 }
 
 /** One sealed slab: what it keeps alive, and what its holders' items pay for. */
@@ -64,17 +58,8 @@ interface Tally {
   covered: number;
 }
 
-/** A holder's runs, flat: slab, what the run pays of it, the slab's sizes; and the holder's changes when counted. */
-interface Counted {
-  readonly changes: number;
-  readonly runs: readonly unknown[];
-}
-
 /** The slabs a registry's listeners hold, counted once a second. */
 export class SlabLedger {
-  /** Each unchanging holder's last runs (a holder with more runs than this is walked every time: bounded memory). */
-  readonly #counted = new WeakMap<SlabHolding, Counted>();
-
   /** Counts what `holdings` hold and charges each its share of every sealed slab's unpaid rest. */
   settle(holdings: Iterable<SlabHolding>): void {
     const tallies = new Map<object, Tally | null>(); // null: a slab still taking items
@@ -89,67 +74,37 @@ export class SlabLedger {
     }
   }
 
-  // What `h`'s items pay for of each sealed slab, added to the slabs' tallies too. A slab is looked up as it is
-  // now (sealed or not), so runs kept from an earlier count stay right as slabs seal.
+  // What `h`'s items pay for of each sealed slab, added to the slabs' tallies too. Items come in runs of a few
+  // slabs at a time (a record's stats slab and its body's; retained bodies encoded in turns by two streams):
+  // each of the last RUNS slabs told of sums its run, looked up once the run ends.
   #count(h: SlabHolding, tallies: Map<object, Tally | null>): Map<Tally, number> {
     const mine = new Map<Tally, number>();
-    const runs = this.#runsOf(h);
-    for (let i = 0; i < runs.length; i += 3) {
-      const tally = tallyOf(tallies, runs[i] as object, runs[i + 2] as SlabSizes);
-      if (tally === null) continue;
-      const covers = runs[i + 1] as number;
-      tally.covered += covers;
-      mine.set(tally, (mine.get(tally) ?? 0) + covers);
-    }
+    const keys: (object | undefined)[] = new Array(RUNS).fill(undefined), runs: number[] = new Array(RUNS).fill(0);
+    const sizesOf: (SlabSizes | undefined)[] = new Array(RUNS).fill(undefined);
+    let next = 0;
+    const flush = (i: number) => {
+      const tally = runs[i]! > 0 ? tallyOf(tallies, keys[i]!, sizesOf[i]!) : null;
+      if (tally !== null) {
+        tally.covered += runs[i]!;
+        mine.set(tally, (mine.get(tally) ?? 0) + runs[i]!);
+      }
+      runs[i] = 0;
+    };
+    h.countSlabs((slab, covers, sizes) => {
+      // The search unrolled for RUNS = 4: a loop took 24-28 ms per million alternating items against 21-23.
+      let i = keys[0] === slab ? 0 : keys[1] === slab ? 1 : keys[2] === slab ? 2 : keys[3] === slab ? 3 : -1;
+      if (i < 0) {
+        i = next;
+        next = (next + 1) % RUNS;
+        flush(i);
+        keys[i] = slab;
+        sizesOf[i] = sizes;
+      }
+      runs[i]! += covers;
+    });
+    for (let i = 0; i < RUNS; i++) flush(i);
     return mine;
   }
-
-  // `h`'s runs: kept from the last count while its changes say it holds the same items, else walked afresh.
-  #runsOf(h: SlabHolding): readonly unknown[] {
-    const changes = h.slabChanges;
-    if (changes === undefined) return walk(h);
-    const kept = this.#counted.get(h);
-    if (kept !== undefined && kept.changes === changes) return kept.runs;
-    const runs = walk(h);
-    if (runs.length <= 3 * MAX_KEPT_RUNS) this.#counted.set(h, { changes, runs });
-    else this.#counted.delete(h);
-    return runs;
-  }
-}
-
-/**
- * Runs kept per holder at most: 24 bytes a run, under 1 KB a listener, within what LISTENER_BYTES charges beyond
- * what a listener was measured to hold. A holder with more (items spread over many slabs) is walked every time;
- * its retention's share of that walk is its kept runs anyway (retention.ts countSlabs).
- */
-const MAX_KEPT_RUNS = 32;
-
-// What `h`'s items pay of each slab, in runs. Items come in runs of a few slabs at a time (a record's stats slab and
-// its body's; retained bodies encoded in turns by two streams): each of the last RUNS slabs told of sums its run,
-// which is listed once it ends.
-function walk(h: SlabHolding): unknown[] {
-  const out: unknown[] = [];
-  const keys: (object | undefined)[] = new Array(RUNS).fill(undefined), runs: number[] = new Array(RUNS).fill(0);
-  const sizesOf: (SlabSizes | undefined)[] = new Array(RUNS).fill(undefined);
-  let next = 0;
-  const flush = (i: number) => {
-    if (runs[i]! > 0) out.push(keys[i], runs[i], sizesOf[i]);
-    runs[i] = 0;
-  };
-  h.countSlabs((slab, covers, sizes) => {
-    // The search unrolled for RUNS = 4: a loop took 24-28 ms per million alternating items against 21-23.
-    let i = keys[0] === slab ? 0 : keys[1] === slab ? 1 : keys[2] === slab ? 2 : keys[3] === slab ? 3 : -1;
-    if (i < 0) {
-      i = next;
-      next = (next + 1) % RUNS;
-      flush(i);
-      keys[i] = slab;
-      sizesOf[i] = sizes;
-    }
-    runs[i]! += covers;
-  });
-  for (let i = 0; i < RUNS; i++) flush(i);
-  return out;
 }
 
 /** Slabs whose runs are summed at once, per holder (the search in #count is unrolled for 4). */

@@ -5,10 +5,11 @@
  * items pay of it. A ring keeps them from one count to the next and walks
  * only what changed: the items pushed since, and the oldest run if the ring
  * evicted part of it. Walking 100 full rings of 12,000 exits every second
- * kept an idle server at 20-30 ms of CPU a second, against 8 with one
- * listener; keeping runs as each item came and went cost every listener
+ * kept an idle server at 18-34 ms of CPU a second (12-22 with the runs
+ * kept); keeping runs as each item came and went cost every listener
  * 50-70 ns a record (in-process, 100 rings), more than a walk a second saves
- * past ~1,500 records a second.
+ * past ~1,500 records a second. A ring whose items make more runs than it
+ * keeps (one per 8 items) is walked at each count instead (retention.ts).
  */
 
 /** Runs by buffer, oldest first. */

@@ -94,8 +94,6 @@ export interface EventQueue<R extends CpuRecord = CpuRecord> {
   readonly heldBytes: number;
   /** Calls `fn` with each queued exit's record, oldest first. */
   forEachRecord(fn: (record: R) => void): void;
-  /** Counts the changes to the exits it holds (one queued, dropped or taken): equal counts, the same exits. */
-  readonly changes: number;
 }
 
 /** Creates an empty queue; without `memory` it charges the shared unlimited budget (budget.ts unbudgeted()). */
@@ -146,8 +144,6 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   #overflow: _Loss | undefined;
   /** Bytes its items are charged (counted here, so a push touches no per-listener object but the queue). */
   bytes = 0;
-  /** Counts the changes to the exits it holds (one queued, dropped or taken): equal counts, the same exits. */
-  changes = 0;
   #pool: BudgetPool;
   readonly #reclaim: ((bytes: number) => void) | undefined;
 
@@ -194,7 +190,6 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 
   #append(seq: number, record: R, bytes: number): 0 {
-    this.changes++;
     this.bytes += bytes;
     this.#slots.push(record);
     this.#seqs.push(seq);
@@ -234,7 +229,6 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     }
     // Taking everything drops the whole array (#compact) instead.
     if (end < slots.length) slots.fill(undefined, this.#head, end);
-    if (exits > 0) this.changes++;
     this.#head = end;
     this.depth -= exits;
     this.bytes -= bytes;
@@ -284,7 +278,6 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   // The oldest exit becomes a loss marker in its own place: everything before
   // it is older, everything after it newer, so stream order holds.
   #dropOldest(): void {
-    this.changes++;
     this.#overflow = undefined;
     const slots = this.#slots;
     let i = this.#head;

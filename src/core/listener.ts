@@ -309,14 +309,6 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     });
   }
 
-  /**
-   * Changes when what it holds may have (its queue, retention or held batches changed); undefined once closed
-   * (it holds nothing). The ledger counts an unchanged listener's slabs again from what it counted last time.
-   */
-  get slabChanges(): number | undefined {
-    return this.#account.closed ? undefined : this.queue.changes + this.#retention.changes + this.#held.changes;
-  }
-
   /** What it is charged for the shared slabs its items keep alive (the ledger's last count). */
   get slabBytes(): number {
     return this.#slabCharge;

@@ -32,9 +32,16 @@ import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } fr
 
 /**
  * What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, its
- * payload (or marker) slot, and a run of its own in the slab runs (items alternating between two buffers).
+ * payload (or marker) slot, and its share of the slab runs kept (one run per 8 items at most, ~93 bytes a run with
+ * its arrays' spare room, measured).
  */
-export const RETAINED_SLOT_BYTES = 72;
+export const RETAINED_SLOT_BYTES = 56;
+
+/** Runs kept (_slab-runs.ts) past one per 8 items: past this many more, the ring is walked at each count instead. */
+const MAX_RUNS_BASE = 8;
+
+/** Told of a run of payloads in one buffer: the buffer, what they pay, the first and last position. */
+type RunSink = (buffer: ArrayBufferLike, covers: number, first: number, last: number) => void;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
@@ -82,8 +89,6 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   readonly #retain: (record: R) => P;
   /** Bytes it holds (counted here, so a push touches no per-listener object but the ring). */
   bytes = 0;
-  /** Counts the calls that may change what it holds (push, evictOldest, clear): equal counts, the same items. */
-  changes = 0;
   #pool: BudgetPool;
   // Typed for any payload so that a Retention<R, P> stays assignable to a Retention<R, unknown> (P only goes out).
   readonly #sizeOfPayload: (payload: unknown) => number;
@@ -136,7 +141,6 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
 
   /** Keeps `item`, dropping the oldest once full or to make room in the budget (none kept if none fits). */
   push(item: QueueItem<R>): void {
-    this.changes++;
     const payload = item.kind === "exit" ? this.#retain(item.record) : undefined;
     const cost = item.kind === "exit" ? this.#sizeOfPayload(payload) : LOSS_MARKER_BYTES;
     const i = this.#size < this.#seq.length && this.#pool.tryCharge(cost)
@@ -227,7 +231,6 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   /** Drops the oldest item and gives back its charge; false when empty. */
   evictOldest(): boolean {
     if (this.#size === 0) return false;
-    this.changes++;
     const i = this.#start;
     this.#release(this.#cost[i]!);
     this.#payload[i] = undefined;
@@ -245,18 +248,25 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
    */
   countSlabs(count: SlabCount, sizes: SlabSizes): void {
     const runs = this.#runs, oldest = this.#pushed - this.#size;
+    if (runs.walked < 0) return void this.#walk(oldest, this.#pushed, (buffer, covers) => count(buffer, covers, sizes));
     const end = runs.dropBefore(oldest);
-    if (end !== undefined) runs.recount(oldest, this.#walk(Math.max(oldest, 0), end));
-    this.#walk(Math.max(oldest, runs.walked), this.#pushed, runs);
+    if (end !== undefined) {
+      let covers = 0;
+      this.#walk(oldest, end, (_, c) => (covers = c)); // the oldest run's items, one buffer
+      runs.recount(oldest, covers);
+    }
+    this.#walk(Math.max(oldest, runs.walked), this.#pushed, (b, c, first, last) => runs.add(b, c, first, last));
     runs.walked = this.#pushed;
     runs.forEach((buffer, covers) => count(buffer, covers, sizes));
+    // Items spread over many buffers make many runs: the memory they would take is not kept (a walk each count).
+    if (runs.length > MAX_RUNS_BASE + (this.#size >> 3)) (runs.clear(), runs.walked = -1);
   }
 
-  // The items at positions from..to (exclusive) that are byte payloads in part of a larger buffer: added to `into` a
-  // run at a time. Returns what the last run pays (a recount of the oldest run walks that run alone).
-  #walk(from: number, to: number, into?: SlabRuns): number {
+  // The items at positions from..to (exclusive) that are byte payloads in part of a larger buffer, told to `run` a run
+  // at a time: its buffer, what its items pay, and its first and last position.
+  #walk(from: number, to: number, run: RunSink): void {
     const cpus = this.#cpu, lengths = this.#length, payloads = this.#payload, costs = this.#cost, n = this.#seq.length;
-    let covers = 0, run: ArrayBufferLike | undefined, first = 0, last = 0;
+    let covers = 0, current: ArrayBufferLike | undefined, first = 0, last = 0;
     for (
       let p = from, i = (this.#start + from - (this.#pushed - this.#size)) % n;
       p < to;
@@ -266,17 +276,16 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
       if (length === VIEW_NONE || cpus[i] === LOSS_SLOT) continue;
       const buffer = payloads[i] as ArrayBufferLike;
       if (length >= buffer.byteLength) continue;
-      if (buffer !== run) {
-        if (run !== undefined) into?.add(run, covers, first, last);
-        run = buffer;
+      if (buffer !== current) {
+        if (current !== undefined) run(current, covers, first, last);
+        current = buffer;
         first = p;
         covers = 0;
       }
       covers += costs[i]!;
       last = p;
     }
-    if (run !== undefined) into?.add(run, covers, first, last);
-    return covers;
+    if (current !== undefined) run(current, covers, first, last);
   }
 
   /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
@@ -286,9 +295,9 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
 
   /** Drops everything and the ring itself, giving back every charge. */
   clear(): void {
-    this.changes++;
     while (this.evictOldest());
     this.#runs.clear();
+    this.#runs.walked = 0; // kept again
     this.#release(this.#seq.length * RETAINED_SLOT_BYTES);
     this.#seq = new Float64Array(0);
     this.#cpu = new Int32Array(0);
