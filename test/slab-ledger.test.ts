@@ -315,6 +315,41 @@ describe("a listener's records kept in slabs", () => {
     await reg.close();
   });
 
+  // A queued record gains a slab when a stream first encodes its Exit body, and the listener holding it changes in
+  // no other way (a stalled one's full queue): each count must see it. The attack review's case against a ledger
+  // that reused a listener's runs while nothing it held changed.
+  it("counts a slab a queued record gained since the last count", () => {
+    const stats = {}, body = {}, sealed = new Set<object>([stats, body]), ledger = new SlabLedger();
+    const encoded = new Set<number>();
+    const l = new Listener<Rec, Uint8Array>({
+      id: "b",
+      capacity: 3,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "t",
+      now: 0,
+      retain: () => new Uint8Array(4),
+      account: createMemoryBudget().open("t"),
+      sizeOf: () => 100,
+      slabs: {
+        records: {
+          eachSlab: (r: Rec, count) => {
+            count(stats, 100, sizes(sealed));
+            if (encoded.has(r.n)) count(body, 10, sizes(sealed));
+          },
+        },
+        payloads: sizes(sealed),
+      },
+    });
+    for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab: stats, n }, 100, n);
+    l.deliver({ cpu: 0, slab: stats, n: 4 }, 100, 4); // full: dropped, nothing held changes
+    ledger.settle([l]);
+    expect(l.slabBytes).toBe(1000 - 300);
+    encoded.add(1); // another stream encoded record 1's body into a slab
+    ledger.settle([l]);
+    expect(l.slabBytes).toBe(1000 - 300 + 1000 - 10);
+  });
+
   it("is charged what the ledger counts, in place of its last charge, and nothing once removed", () => {
     const slab = {}, sealed = new Set<object>([slab]), l = listener(sealed), ledger = new SlabLedger();
     for (let n = 1; n <= 3; n++) l.deliver({ cpu: 0, slab, n }, 100, n);
