@@ -1,8 +1,8 @@
 /**
  * The runs of a ring's byte payloads kept in part of a larger buffer (a slab
  * of Exit bodies), oldest first, by the position each item had in the order
- * items were pushed: each run a buffer, the positions it spans and what its
- * items pay of it. A ring keeps them from one count to the next and walks
+ * items were pushed: each run a buffer, one past its last item's position,
+ * and what its items pay of it. A ring keeps them from one count to the next and walks
  * only what changed: the items pushed since, and the oldest run if the ring
  * evicted part of it. Walking 100 full rings of 12,000 exits every second
  * kept an idle server at 18-34 ms of CPU a second (12-22 with the runs
@@ -15,22 +15,23 @@
 /** Runs by buffer, oldest first. */
 export class SlabRuns {
   #buffers: (ArrayBufferLike | undefined)[] = [];
-  /** The position of each run's first item, and one past its last. */
-  #firsts: number[] = [];
+  /** One past the position of each run's last item. */
   #ends: number[] = [];
   #covers: number[] = [];
   /** The oldest run still kept (the arrays are compacted as it moves on). */
   #head = 0;
   /** Positions before this one have been walked. */
   walked = 0;
+  /** The ring's oldest position at the last dropBefore(): the oldest run was counted from there. */
+  #oldest = 0;
 
   /** Runs kept now. */
   get length(): number {
     return this.#buffers.length - this.#head;
   }
 
-  /** Items at positions `first` to `last` (past every run's), in `buffer`, paying `covers` of it. */
-  add(buffer: ArrayBufferLike, covers: number, first: number, last: number): void {
+  /** Items up to position `last` (past every run's), in `buffer`, paying `covers` of it. */
+  add(buffer: ArrayBufferLike, covers: number, last: number): void {
     const newest = this.#buffers.length - 1;
     if (newest >= this.#head && this.#buffers[newest] === buffer) {
       this.#covers[newest]! += covers;
@@ -38,29 +39,30 @@ export class SlabRuns {
       return;
     }
     this.#buffers.push(buffer);
-    this.#firsts.push(first);
     this.#ends.push(last + 1);
     this.#covers.push(covers);
   }
 
   /**
    * Forgets the items before position `oldest` (the ring let them go): runs
-   * that end before it go; undefined, or the oldest run's end when it began
-   * before `oldest` and must be counted again from there (`recount`).
+   * that end before it go; undefined, or the oldest run's end when the ring
+   * let go of items since the last call and that run may have lost some: it
+   * must be counted again from `oldest` (`recount`).
    */
   dropBefore(oldest: number): number | undefined {
+    const moved = oldest > this.#oldest;
+    this.#oldest = oldest;
     let h = this.#head;
     const n = this.#buffers.length;
     while (h < n && this.#ends[h]! <= oldest) this.#buffers[h++] = undefined;
     this.#head = h;
     if (h === n) this.clear();
     else if (h >= 64 && 2 * h >= n) this.#compact();
-    return this.#head < this.#buffers.length && this.#firsts[this.#head]! < oldest ? this.#ends[this.#head] : undefined;
+    return moved && this.#head < this.#buffers.length ? this.#ends[this.#head] : undefined;
   }
 
-  /** The oldest run now starts at `oldest`, and its items from there pay `covers`. */
-  recount(oldest: number, covers: number): void {
-    this.#firsts[this.#head] = oldest;
+  /** What the oldest run's items pay now (its items from the ring's oldest position on). */
+  recount(covers: number): void {
     this.#covers[this.#head] = covers;
   }
 
@@ -74,7 +76,6 @@ export class SlabRuns {
   /** Forgets every run. */
   clear(): void {
     this.#buffers = [];
-    this.#firsts = [];
     this.#ends = [];
     this.#covers = [];
     this.#head = 0;
@@ -83,7 +84,6 @@ export class SlabRuns {
   #compact(): void {
     const h = this.#head;
     this.#buffers = this.#buffers.slice(h);
-    this.#firsts = this.#firsts.slice(h);
     this.#ends = this.#ends.slice(h);
     this.#covers = this.#covers.slice(h);
     this.#head = 0;

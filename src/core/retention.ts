@@ -40,8 +40,8 @@ export const RETAINED_SLOT_BYTES = 56;
 /** Runs kept (_slab-runs.ts) past one per 8 items: past this many more, the ring is walked at each count instead. */
 const MAX_RUNS_BASE = 8;
 
-/** Told of a run of payloads in one buffer: the buffer, what they pay, the first and last position. */
-type RunSink = (buffer: ArrayBufferLike, covers: number, first: number, last: number) => void;
+/** Told of a run of payloads in one buffer: the buffer, what they pay, the last one's position. */
+type RunSink = (buffer: ArrayBufferLike, covers: number, last: number) => void;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
@@ -253,20 +253,23 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     if (end !== undefined) {
       let covers = 0;
       this.#walk(oldest, end, (_, c) => (covers = c)); // the oldest run's items, one buffer
-      runs.recount(oldest, covers);
+      runs.recount(covers);
     }
-    this.#walk(Math.max(oldest, runs.walked), this.#pushed, (b, c, first, last) => runs.add(b, c, first, last));
+    this.#walk(Math.max(oldest, runs.walked), this.#pushed, (b, c, last) => runs.add(b, c, last));
     runs.walked = this.#pushed;
     runs.forEach((buffer, covers) => count(buffer, covers, sizes));
     // Items spread over many buffers make many runs: the memory they would take is not kept (a walk each count).
-    if (runs.length > MAX_RUNS_BASE + (this.#size >> 3)) (runs.clear(), runs.walked = -1);
+    if (runs.length > MAX_RUNS_BASE + (this.#size >> 3)) {
+      runs.clear();
+      runs.walked = -1;
+    }
   }
 
   // The items at positions from..to (exclusive) that are byte payloads in part of a larger buffer, told to `run` a run
-  // at a time: its buffer, what its items pay, and its first and last position.
+  // at a time: its buffer, what its items pay, and its last item's position.
   #walk(from: number, to: number, run: RunSink): void {
     const cpus = this.#cpu, lengths = this.#length, payloads = this.#payload, costs = this.#cost, n = this.#seq.length;
-    let covers = 0, current: ArrayBufferLike | undefined, first = 0, last = 0;
+    let covers = 0, current: ArrayBufferLike | undefined, last = 0;
     for (
       let p = from, i = (this.#start + from - (this.#pushed - this.#size)) % n;
       p < to;
@@ -277,15 +280,14 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
       const buffer = payloads[i] as ArrayBufferLike;
       if (length >= buffer.byteLength) continue;
       if (buffer !== current) {
-        if (current !== undefined) run(current, covers, first, last);
+        if (current !== undefined) run(current, covers, last);
         current = buffer;
-        first = p;
         covers = 0;
       }
       covers += costs[i]!;
       last = p;
     }
-    if (current !== undefined) run(current, covers, first, last);
+    if (current !== undefined) run(current, covers, last);
   }
 
   /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
