@@ -402,6 +402,39 @@ describe("registry", () => {
     expect(reg.stats().lost).toMatchObject({ "source-error": 2, "kernel-overflow": 0 });
   });
 
+  it("keeps one listener's failure to take a record its own: the others get it, and only it is sent a loss", () => {
+    const feed = manualFeed();
+    const failures: unknown[] = [];
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      onDeliveryError: (err, failure) => failures.push([(err as Error).message, failure]),
+    });
+    const make = () => reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    const [a, b, c, d] = [make(), make(), make(), make()];
+    b.filter = (r) => {
+      if (r.n === 2) throw new Error("filter bug");
+      return true;
+    };
+    // d's stream wake-up throws after the record was queued: d has it, and no loss is made up for it.
+    let wakes = 0;
+    d.attach(() => {
+      if (++wakes === 2) throw new Error("wake bug");
+    }, () => {});
+    for (const n of [1, 2, 3]) feed.sink.exit(rec(n, 0));
+    const exits = (l: typeof a) => l.take(10).map((i) => (i.kind === "exit" ? i.record.n : `lost ${i.reason}`));
+    expect(exits(a)).toEqual([1, 2, 3]);
+    expect(exits(b)).toEqual([1, "lost source-error", 3]);
+    expect(exits(c)).toEqual([1, 2, 3]);
+    expect(exits(d)).toEqual([1, 2, 3]);
+    expect([a, b, c, d].map((l) => [l.produced, l.lost["source-error"]])).toEqual([[3, 0], [3, 1], [3, 0], [3, 0]]);
+    expect(reg.stats().lost["source-error"]).toBe(1);
+    expect(failures).toEqual([
+      ["filter bug", { listener: b.id, cpu: 0, lost: true }],
+      ["wake bug", { listener: d.id, cpu: 0, lost: false }],
+    ]);
+  });
+
   it("refuses a listener past maxListeners before changing anything", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain, limits: { maxListeners: 1 } });

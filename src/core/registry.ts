@@ -40,6 +40,14 @@ export interface ExitSink<R extends CpuRecord> {
   sourceLoss(cpu: number, count: number): void;
 }
 
+/** Which listener a record could not be passed to (RegistryOptions.onDeliveryError). */
+export interface DeliveryFailure {
+  readonly listener: string;
+  readonly cpu: number;
+  /** Whether the listener was sent a SOURCE_ERROR loss for the record. */
+  readonly lost: boolean;
+}
+
 /** Server-side limits and defaults. */
 export interface Limits {
   /** Most listeners at once (RESOURCE_EXHAUSTED past it). */
@@ -136,6 +144,13 @@ export interface RegistryOptions<R extends CpuRecord, P> {
   readonly memory?: RegistryMemory<R, P> | undefined;
   /** Clock in ms (tests pass a fake one). */
   readonly now?: () => number;
+  /**
+   * Told when passing a record to one listener threw (a server bug). That
+   * listener is sent a SOURCE_ERROR loss for it (`lost`), unless the record
+   * had already taken a seq of its (queued, or counted lost); the other
+   * listeners of its CPU get it as usual. Absent: nothing is told.
+   */
+  readonly onDeliveryError?: ((err: unknown, failure: DeliveryFailure) => void) | undefined;
 }
 
 /** How a new listener queues. */
@@ -218,6 +233,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
   /** Listeners per owner, for maxListenersPerPrincipal. */
   readonly #owned = new Map<string, number>();
   readonly #now: () => number;
+  readonly #onDeliveryError: RegistryOptions<R, P>["onDeliveryError"];
   /** Losses of listeners already removed, so totals never go backwards. */
   readonly #pastLost: LossCounters = noLosses();
   /** What the slabs listeners' items keep alive cost them, counted once a second; absent: records share no slabs. */
@@ -231,6 +247,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     this.#retain = o.retain;
     this.#memory = o.memory ?? { budget: createMemoryBudget(), sizeOf: () => 0, sizeOfPayload: () => 0 };
     this.#now = o.now ?? Date.now;
+    this.#onDeliveryError = o.onDeliveryError;
     this.#ledger = this.#memory.slabs && new SlabLedger();
     this.#table = createListenerTable<Listener<R, P>>(o.feed.possible.nbits);
     o.feed.start(this.#sink());
@@ -242,7 +259,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
 
   // The one path exits take: feed -> per-CPU list -> each listener's queue.
   #sink(): ExitSink<R> {
-    const table = this.#table, sizeOf = this.#memory.sizeOf;
+    const table = this.#table, sizeOf = this.#memory.sizeOf, failed = this.#failed.bind(this);
     // Records in the order they were made, for the listeners' SPARSE_GAP.
     let ordinal = 0;
     return {
@@ -251,7 +268,16 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
         const listeners = table.on(record.cpu);
         if (listeners.length === 0) return;
         const bytes = sizeOf(record);
-        for (const l of listeners) l.deliver(record, bytes, ordinal);
+        // One listener's failure is its own: a throw here used to skip the listeners after it and reach the
+        // source, which then counted the record lost for every listener of the CPU, those that had it too.
+        for (const l of listeners) {
+          const produced = l.produced;
+          try {
+            l.deliver(record, bytes, ordinal);
+          } catch (err) {
+            failed(l, produced, record.cpu, err);
+          }
+        }
       },
       kernelLoss(cpu: number, count: number): void {
         for (const l of table.on(cpu)) l.lose(count, "kernel-overflow", cpu);
@@ -260,6 +286,13 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
         for (const l of table.on(cpu)) l.lose(count, "source-error", cpu);
       },
     };
+  }
+
+  // A listener's deliver() threw: the record is its loss unless it was already counted (queued, or lost) for it.
+  #failed(l: Listener<R, P>, produced: number, cpu: number, err: unknown): void {
+    const lost = l.produced === produced;
+    if (lost) l.lose(1, "source-error", cpu);
+    this.#onDeliveryError?.(err, { listener: l.id, cpu, lost });
   }
 
   create(cpus: readonly number[], o: NewListener<R>): Listener<R, P> {

@@ -171,6 +171,10 @@ export function createServer(options: ServerOptions): TaskwireServer {
     retain: retainPayload,
     limits: options.limits,
     memory: serverMemory(options),
+    onDeliveryError: (err, failure) =>
+      logUnexpected("passing an exit record to a listener failed (a server bug: please report it)", err, {
+        ...failure,
+      }),
   });
   const host = readHostIdentity(source.info().source, options.hostName);
   options.fleet?.attach({ registry, cpus: source.possible.cpus, hostname: host.hostname });
