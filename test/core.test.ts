@@ -4,7 +4,7 @@
  * wrap and loss-marker trimming are checked directly.
  */
 import fc from "fast-check";
-import { describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { ListenerNotFoundError, SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
@@ -402,39 +402,6 @@ describe("registry", () => {
     expect(reg.stats().lost).toMatchObject({ "source-error": 2, "kernel-overflow": 0 });
   });
 
-  it("keeps one listener's failure to take a record its own: the others get it, and only it is sent a loss", () => {
-    const feed = manualFeed();
-    const failures: unknown[] = [];
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      onDeliveryError: (err, failure) => failures.push([(err as Error).message, failure]),
-    });
-    const make = () => reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
-    const [a, b, c, d] = [make(), make(), make(), make()];
-    b.filter = (r) => {
-      if (r.n === 2) throw new Error("filter bug");
-      return true;
-    };
-    // d's stream wake-up throws after the record was queued: d has it, and no loss is made up for it.
-    let wakes = 0;
-    d.attach(() => {
-      if (++wakes === 2) throw new Error("wake bug");
-    }, () => {});
-    for (const n of [1, 2, 3]) feed.sink.exit(rec(n, 0));
-    const exits = (l: typeof a) => l.take(10).map((i) => (i.kind === "exit" ? i.record.n : `lost ${i.reason}`));
-    expect(exits(a)).toEqual([1, 2, 3]);
-    expect(exits(b)).toEqual([1, "lost source-error", 3]);
-    expect(exits(c)).toEqual([1, 2, 3]);
-    expect(exits(d)).toEqual([1, 2, 3]);
-    expect([a, b, c, d].map((l) => [l.produced, l.lost["source-error"]])).toEqual([[3, 0], [3, 1], [3, 0], [3, 0]]);
-    expect(reg.stats().lost["source-error"]).toBe(1);
-    expect(failures).toEqual([
-      ["filter bug", { listener: b.id, cpu: 0, lost: true }],
-      ["wake bug", { listener: d.id, cpu: 0, lost: false }],
-    ]);
-  });
-
   it("refuses a listener past maxListeners before changing anything", () => {
     const feed = manualFeed();
     const reg = createRegistry<Rec, string>({ feed, retain, limits: { maxListeners: 1 } });
@@ -620,5 +587,142 @@ describe("subscription", () => {
     ctl.abort();
     await second.next();
     expect(reg.listeners()).not.toContain(l); // it dies with the stream that had it
+  });
+});
+
+// A listener whose deliver() throws (a server bug) must not cost the other listeners of its CPU their records, and
+// its own account stays exact: every seq 1..produced covered once, and received + lost = produced.
+describe("a listener that throws while taking a record", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  const open = (
+    reg: ReturnType<typeof createRegistry<Rec, string>>,
+    policy: "drop-newest" | "drop-oldest" = "drop-newest",
+    buffer = 8,
+  ) => reg.create([0], { buffer, policy, ephemeral: false, owner: "t" });
+  // Takes everything: the seqs 1..produced no item covers, those covered twice, and delivered + lost counters.
+  function audit(l: Listener<Rec, string>) {
+    const seen = new Map<number, number>();
+    for (const i of l.take(1e6)) {
+      const [first, last] = i.kind === "lost" ? [i.first, i.last] : [i.seq, i.seq];
+      for (let s = first; s <= last; s++) seen.set(s, (seen.get(s) ?? 0) + 1);
+    }
+    const seqs = Array.from({ length: l.produced }, (_, k) => k + 1);
+    const counted = l.delivered + Object.values(l.lost).reduce((a, b) => a + b, 0);
+    return {
+      produced: l.produced,
+      gaps: seqs.filter((s) => !seen.has(s)),
+      twice: seqs.filter((s) => seen.get(s)! > 1),
+      counted,
+    };
+  }
+
+  it("keeps the failure its own: the others get the record, and only it is sent a loss", () => {
+    const feed = manualFeed();
+    const failures: unknown[] = [];
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      onDeliveryError: (err, failure) => failures.push([(err as Error).message, failure]),
+    });
+    const [a, b, c, d] = [open(reg), open(reg), open(reg), open(reg)];
+    b.filter = (r) => {
+      if (r.n === 2) throw new Error("filter bug");
+      return true;
+    };
+    // d's stream wake-up throws after the record was queued: d has it, and no loss is made up for it.
+    let wakes = 0;
+    d.attach(() => {
+      if (++wakes === 2) throw new Error("wake bug");
+    }, () => {});
+    for (const n of [1, 2, 3]) feed.sink.exit(rec(n, 0));
+    const exits = (l: typeof a) => l.take(10).map((i) => (i.kind === "exit" ? i.record.n : `lost ${i.reason}`));
+    expect(exits(a)).toEqual([1, 2, 3]);
+    expect(exits(b)).toEqual([1, "lost source-error", 3]);
+    expect(exits(c)).toEqual([1, 2, 3]);
+    expect(exits(d)).toEqual([1, 2, 3]);
+    expect([a, b, c, d].map((l) => [l.produced, l.lost["source-error"]])).toEqual([[3, 0], [3, 1], [3, 0], [3, 0]]);
+    expect(reg.stats().lost["source-error"]).toBe(1);
+    expect(failures).toEqual([
+      ["filter bug", { listener: b.id, cpu: 0, lost: true }],
+      ["wake bug", { listener: d.id, cpu: 0, lost: false }],
+    ]);
+  });
+
+  it("costs no seq when the unshared copy fails (an allocation), so the record is a counted loss", () => {
+    const feed = manualFeed();
+    const failures: unknown[] = [];
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      memory: {
+        budget: createMemoryBudget(),
+        sizeOf: () => 0,
+        sizeOfPayload: () => 0,
+        unshare: (r) => {
+          if (r.n === 1) throw new RangeError("Array buffer allocation failed");
+          return { ...r };
+        },
+      },
+      onDeliveryError: (_err, failure) => failures.push(failure),
+    });
+    const l = open(reg);
+    for (let i = 0; i < 100; i++) feed.sink.exit(rec(1000 + i, 1)); // on another CPU: l's records become sparse
+    feed.sink.exit(rec(1, 0));
+    feed.sink.exit(rec(2, 0));
+    expect(failures).toEqual([{ listener: l.id, cpu: 0, lost: true }]);
+    expect(audit(l)).toEqual({ produced: 2, gaps: [], twice: [], counted: 2 });
+  });
+
+  it("covers a seq taken inside a queue that then threw, and counts the drops it made first", () => {
+    const budget = createMemoryBudget({ limit: 1_000_000 });
+    const feed = manualFeed();
+    const failures: unknown[] = [];
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      memory: { budget, sizeOf: () => 0, sizeOfPayload: () => 0 },
+      onDeliveryError: (_err, failure) => failures.push(failure),
+    });
+    const l = open(reg, "drop-oldest", 2);
+    budget.open("hog").charge(1_000_000 - budget.used - 2 * 80 - 8); // room for two queued exits, no more
+    feed.sink.exit(rec(1, 0));
+    feed.sink.exit(rec(2, 0));
+    vi.spyOn(Retention.prototype, "shed").mockImplementation(() => {
+      throw new Error("shed bug");
+    });
+    feed.sink.exit(rec(3, 0)); // full: seq 1 dropped (its marker queued), then the charge fails and shed throws
+    expect(failures).toEqual([{ listener: l.id, cpu: 0, lost: true }]);
+    expect([l.lost["subscriber-overflow"], l.lost["source-error"]]).toEqual([1, 1]);
+    expect(audit(l)).toEqual({ produced: 3, gaps: [], twice: [], counted: 3 });
+  });
+
+  it("lets neither a failing error callback nor a failing wake-up reach the source", () => {
+    const feed = manualFeed();
+    // What the netlink reader does with a throw from the sink: the record is lost for every listener of its CPU.
+    const guarded = (r: Rec) => {
+      try {
+        feed.sink.exit(r);
+      } catch {
+        feed.sink.sourceLoss(r.cpu, 1);
+      }
+    };
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      onDeliveryError: () => {
+        throw new Error("logger bug");
+      },
+    });
+    const [a, b, c] = [open(reg), open(reg), open(reg)];
+    b.filter = () => {
+      throw new Error("filter bug");
+    };
+    b.attach(() => {
+      throw new Error("wake bug");
+    }, () => {});
+    guarded(rec(1, 0));
+    expect([show(a.take(10)), show(b.take(10)), show(c.take(10))]).toEqual([["1"], ["lost 1-1 source-error"], ["1"]]);
+    expect([a, b, c].map((l) => l.produced)).toEqual([1, 1, 1]);
   });
 });

@@ -67,7 +67,7 @@ describe("event queue", () => {
         fc.array(step, { maxLength: 80 }),
         (policy, cap, steps) => {
           const q = createEventQueue(cap, policy);
-          let produced = 0;
+          let produced = 0, dropped = 0;
           const seen: number[] = [];
           const overflowSeen: number[] = [], droppedNewest: number[] = [];
           const drain = (n: number) => {
@@ -85,7 +85,12 @@ describe("event queue", () => {
             if ("push" in s) {
               for (let i = 0; i < s.push; i++) {
                 produced++;
-                if (q.push(produced, rec(produced)) > 0 && policy === "drop-newest") droppedNewest.push(produced);
+                const n = q.push(produced, rec(produced));
+                dropped += n;
+                if (n > 0 && policy === "drop-newest") droppedNewest.push(produced);
+                // The queue's own count of drops is the sum of what push() returned; its newest item covers the seq.
+                expect(q.drops).toBe(dropped);
+                expect(q.endsAt(produced)).toBe(true);
               }
             } else if ("kernel" in s) {
               q.pushLoss(produced + 1, produced + s.kernel, "kernel-overflow", 0);
@@ -95,7 +100,9 @@ describe("event queue", () => {
             expect(q.length).toBeLessThanOrEqual(2 * cap + 2 * steps.length + 1);
           }
           drain(Infinity);
+          expect(q.endsAt(produced)).toBe(false); // empty
           expect(seen).toEqual(Array.from({ length: produced }, (_, i) => i + 1));
+          expect(overflowSeen.length).toBe(dropped);
           // Drop-newest: exactly the exits whose push said "dropped" come back as overflow, each once.
           if (policy === "drop-newest") expect(overflowSeen).toEqual(droppedNewest);
         },

@@ -76,6 +76,10 @@ export interface EventQueue<R extends CpuRecord = CpuRecord> {
   readonly length: number;
   /** Seq of the last exit push() queued (0 before any). */
   readonly lastQueued: number;
+  /** Exits it dropped in all (push() returns each call's share): SUBSCRIBER_OVERFLOW losses. */
+  readonly drops: number;
+  /** Whether its newest item covers `seq`: an exit with that seq, or a loss marker ending at it. */
+  endsAt(seq: number): boolean;
   /**
    * Queues an exit with its seq, charging `bytes` (its record's cost) plus
    * QUEUED_EXIT_BYTES; returns how many exits were dropped (this one, or
@@ -126,6 +130,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   readonly policy: OverflowPolicy;
   depth = 0;
   lastQueued = 0;
+  drops = 0;
   heldBytes = 0;
   // Taken slots are cleared at once (so taken records can die young) and cut off now and then by #compact().
   #slots: (R | _Loss | undefined)[] = [];
@@ -164,6 +169,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     if (overflow !== undefined) {
       if (overflow.last + 1 === seq) {
         overflow.last = seq; // still full: nothing was taken since the last drop
+        this.drops++;
         return 1;
       }
       this.#overflow = undefined;
@@ -238,6 +244,12 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     return out;
   }
 
+  endsAt(seq: number): boolean {
+    if (this.length === 0) return false;
+    const tail = this.#slots[this.#slots.length - 1];
+    return tail instanceof _Loss ? tail.last === seq : this.#seqs[this.#seqs.length - 1] === seq;
+  }
+
   forEachRecord(fn: (record: R) => void): void {
     const slots = this.#slots;
     for (let i = this.#head; i < slots.length; i++) {
@@ -272,6 +284,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
 
   #lose(seq: number, dropped: number): number {
     this.pushLoss(seq, seq, "subscriber-overflow");
+    this.drops++;
     return dropped + 1;
   }
 
@@ -296,6 +309,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
       slots[i] = new _Loss(seq, seq, "subscriber-overflow", -1);
       this.#costs[i] = LOSS_MARKER_BYTES;
     }
+    this.drops++;
   }
 
   #compact(): void {

@@ -217,11 +217,9 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   // deliver(), tracking how far apart the records it queues are (SPARSE_GAP).
   #deliverTracked(record: R, bytes: number, ordinal: number, unshare: (record: R) => R): void {
     const gap = this.#gap + (Math.min(ordinal - this.#lastOrdinal, SPARSE_CAP) - this.#gap) * SPARSE_WEIGHT;
-    const dropped = this.queue.push(
-      ++this.produced,
-      gap > SPARSE_GAP && this.#mayQueue(bytes) ? unshare(record) : record,
-      bytes,
-    );
+    // The copy is made before the record takes a seq: a copy that fails (an allocation) then costs no seq.
+    const queued = gap > SPARSE_GAP && this.#mayQueue(bytes) ? unshare(record) : record;
+    const dropped = this.queue.push(++this.produced, queued, bytes);
     if (dropped !== 0) this.lost["subscriber-overflow"] += dropped;
     if (this.queue.lastQueued === this.produced) {
       this.#lastOrdinal = ordinal;
@@ -235,14 +233,43 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       (this.queue.depth < this.queue.capacity && this.#pool.fits(bytes + QUEUED_EXIT_BYTES));
   }
 
+  /**
+   * deliver() threw (a server bug) for a record of `cpu`, with `producedBefore`
+   * its count of events before that call: makes the listener's account exact
+   * again. A record that took no seq is a SOURCE_ERROR loss; one that took a
+   * seq its queue does not end with (the throw came inside the queue) gets a
+   * SOURCE_ERROR marker for that seq; drops the queue made before the throw
+   * are counted. Returns whether the record was counted lost.
+   */
+  recover(producedBefore: number, cpu: number): boolean {
+    this.lost["subscriber-overflow"] = this.queue.drops;
+    let lost = true;
+    if (this.produced === producedBefore) this.#lose(1, "source-error", cpu);
+    else if (this.queue.endsAt(this.produced)) lost = false;
+    else {
+      this.lost["source-error"]++;
+      this.queue.pushLoss(this.produced, this.produced, "source-error", cpu);
+    }
+    try {
+      this.#wake?.();
+    } catch {
+      // The wake-up may be what threw in deliver(): the stream then finds the marker on its next wake-up.
+    }
+    return lost;
+  }
+
   /** `count` events produced for this listener that it will never get. */
   lose(count: number, reason: LossKind, cpu = -1): void {
     if (count <= 0) return;
+    this.#lose(count, reason, cpu);
+    this.#wake?.();
+  }
+
+  #lose(count: number, reason: LossKind, cpu: number): void {
     const first = this.produced + 1;
     this.produced += count;
     this.lost[reason] += count;
     this.queue.pushLoss(first, this.produced, reason, cpu);
-    this.#wake?.();
   }
 
   /**

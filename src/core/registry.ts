@@ -44,8 +44,10 @@ export interface ExitSink<R extends CpuRecord> {
 export interface DeliveryFailure {
   readonly listener: string;
   readonly cpu: number;
-  /** Whether the listener was sent a SOURCE_ERROR loss for the record. */
+  /** Whether the record was counted lost for the listener (a SOURCE_ERROR marker); false when it had it queued. */
   readonly lost: boolean;
+  /** Present when the listener's own account could not be mended either (its queue threw too): that error. */
+  readonly unrecovered?: unknown;
 }
 
 /** Server-side limits and defaults. */
@@ -146,9 +148,10 @@ export interface RegistryOptions<R extends CpuRecord, P> {
   readonly now?: () => number;
   /**
    * Told when passing a record to one listener threw (a server bug). That
-   * listener is sent a SOURCE_ERROR loss for it (`lost`), unless the record
-   * had already taken a seq of its (queued, or counted lost); the other
-   * listeners of its CPU get it as usual. Absent: nothing is told.
+   * listener's account is mended (Listener.recover): the record is a
+   * SOURCE_ERROR loss for it (`lost`) unless it was queued before the throw.
+   * The other listeners of its CPU get the record as usual. Absent: nothing
+   * is told.
    */
   readonly onDeliveryError?: ((err: unknown, failure: DeliveryFailure) => void) | undefined;
 }
@@ -288,11 +291,20 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     };
   }
 
-  // A listener's deliver() threw: the record is its loss unless it was already counted (queued, or lost) for it.
+  // A listener's deliver() threw: its account is made exact again (Listener.recover) and the error told. Neither may
+  // throw on to the source, which would count the record lost for every listener of the CPU.
   #failed(l: Listener<R, P>, produced: number, cpu: number, err: unknown): void {
-    const lost = l.produced === produced;
-    if (lost) l.lose(1, "source-error", cpu);
-    this.#onDeliveryError?.(err, { listener: l.id, cpu, lost });
+    let lost = false, unrecovered: unknown;
+    try {
+      lost = l.recover(produced, cpu);
+    } catch (e) {
+      unrecovered = e; // its queue fails too: nothing more can be told to it
+    }
+    try {
+      this.#onDeliveryError?.(err, { listener: l.id, cpu, lost, ...(unrecovered !== undefined && { unrecovered }) });
+    } catch {
+      // A failing error log must not cost the other listeners their records either.
+    }
   }
 
   create(cpus: readonly number[], o: NewListener<R>): Listener<R, P> {

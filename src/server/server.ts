@@ -27,7 +27,7 @@ import { readCapabilities } from "../sys/capabilities.ts";
 import { VERSION } from "../version.ts";
 import type { Logger } from "@logtape/logtape";
 import { createAccessLog } from "../log/access-log.ts";
-import { logUnexpected } from "../log/error-log.ts";
+import { createErrorLog, errorFields, logUnexpected } from "../log/error-log.ts";
 import { taskwireLogger } from "../log/logger.ts";
 import { type AppEnv, createApp, hostRefusal } from "./app.ts";
 import { readHostIdentity } from "./host-identity.ts";
@@ -166,14 +166,17 @@ export function createServer(options: ServerOptions): TaskwireServer {
     cacheMs: options.metricsCacheMs,
     ...(options.fleet && { fleet: options.fleet.state.bind(options.fleet) }),
   });
+  const deliveryErrors = createErrorLog({ perSecond: 1, ...(options.logger && { logger: options.logger }) });
   const registry: ServerRegistry = createRegistry<ExitRecord, Uint8Array>({
     feed: metrics?.feed ?? source,
     retain: retainPayload,
     limits: options.limits,
     memory: serverMemory(options),
-    onDeliveryError: (err, failure) =>
-      logUnexpected("passing an exit record to a listener failed (a server bug: please report it)", err, {
+    // Its own line budget: a failure that repeats per record must not starve the process's other error lines.
+    onDeliveryError: (err, { unrecovered, ...failure }) =>
+      deliveryErrors("passing an exit record to a listener failed (a server bug: please report it)", err, {
         ...failure,
+        ...(unrecovered !== undefined && { unrecovered: errorFields(unrecovered)["error"] }),
       }),
   });
   const host = readHostIdentity(source.info().source, options.hostName);
