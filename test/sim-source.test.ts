@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ENCODED_BODY, type ExitRecord } from "../src/kernel/exit-record.ts";
 import type { TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { AcFlag } from "../src/kernel/taskstats.ts";
@@ -193,6 +193,55 @@ describe("sim kernel", () => {
     expect(s.kernel.nowNs).toBeGreaterThan(0);
     expect(s.kernel.nowNs).toBeLessThanOrEqual(elapsedNs); // virtual time never runs ahead of the clock
     expect(s.info().records).toBe(rs.length);
+  });
+});
+
+describe("the sim source's clock", () => {
+  const FAKE = { toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "performance"] } as const;
+  const sinkInto = (rs: ExitRecord[]) => ({ exit: (r: ExitRecord) => rs.push(r), kernelLoss() {}, sourceLoss() {} });
+
+  it("at rate 0 arms no timer, and reads and exitNow() still see the present", async () => {
+    vi.useFakeTimers(FAKE);
+    try {
+      const s = createSimSource({ cpus: 2, exitRate: 0, seed: 3 });
+      const rs: ExitRecord[] = [];
+      s.start(sinkInto(rs));
+      s.watch([0, 1], true);
+      expect(vi.getTimerCount()).toBe(0);
+      const pid = s.kernel.livePids()[0]!;
+      const etime0 = Number((await s.getPid(pid)).acEtime);
+      vi.advanceTimersByTime(2000);
+      expect(s.kernel.nowNs).toBeLessThan(1e9); // nothing moved it: no timer ran
+      // A read catches virtual time up with the clock: the live thread is 2 s older.
+      expect(Number((await s.getPid(pid)).acEtime) - etime0).toBeCloseTo(2e6, -3);
+      vi.advanceTimersByTime(1000);
+      s.kernel.exitNow(1);
+      expect(rs.length).toBe(1);
+      expect(s.kernel.nowNs).toBeGreaterThanOrEqual(3e9);
+      await s.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("at a low rate wakes about once an exit, not every tick", async () => {
+    vi.useFakeTimers(FAKE);
+    try {
+      const s = createSimSource({ cpus: 2, exitRate: 10, seed: 5 });
+      const rs: ExitRecord[] = [];
+      const advance = vi.spyOn(s.kernel, "advanceTo");
+      s.start(sinkInto(rs));
+      s.watch([0, 1], true);
+      vi.advanceTimersByTime(20_000);
+      await s.close();
+      // ~200 exits in 20 virtual seconds; a fixed 5 ms tick would have woken 4,000 times.
+      expect(rs.length).toBeGreaterThan(120);
+      expect(rs.length).toBeLessThan(300);
+      expect(advance.mock.calls.length).toBeLessThanOrEqual(rs.length + 1);
+      expect(vi.getTimerCount()).toBe(0); // close() leaves no timer behind
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

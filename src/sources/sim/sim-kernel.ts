@@ -37,8 +37,17 @@ export interface SimKernel {
   readonly nowNs: number;
   /** Runs virtual time forward to `ns`, emitting the exits that fall in it. */
   advanceTo(ns: number): void;
-  /** Runs exactly `n` exits now (for benchmarks at full speed). */
+  /** Runs exactly `n` exits now (for benchmarks at full speed), after catching up with `clockNs`. */
   exitNow(n: number): void;
+  /** Virtual time of the next exit the rate schedules, ns (Infinity at rate 0). */
+  readonly nextExitNs: number;
+  /**
+   * Virtual time by the clock, where a source drives the kernel from one
+   * (sim-source.ts): exitNow() and the stats reads first advance to it, so
+   * they see the present although virtual time otherwise moves only when an
+   * exit falls due. Undefined: virtual time moves only through advanceTo().
+   */
+  clockNs: (() => number) | undefined;
   /** Where records for watched CPUs go. */
   onRecord: ((record: ExitRecord) => void) | undefined;
   /** Marks CPUs as having listeners; only they get records built. */
@@ -186,6 +195,7 @@ function removeThread(threads: Thread[], t: Thread): void {
 class _SimKernel implements SimKernel {
   readonly cpus: number;
   onRecord: ((record: ExitRecord) => void) | undefined;
+  clockNs: (() => number) | undefined;
   records = 0;
   #nextExit: number;
   #nextPid = 300;
@@ -238,7 +248,12 @@ class _SimKernel implements SimKernel {
     this.#setNow(Math.max(this.#ctx.nowNs, ns));
   }
 
+  get nextExitNs(): number {
+    return this.#nextExit;
+  }
+
   exitNow(n: number): void {
+    this.#catchUp();
     for (let i = 0; i < n; i++) {
       this.#setNow(this.#ctx.nowNs + 1000);
       this.#exitOne();
@@ -253,12 +268,19 @@ class _SimKernel implements SimKernel {
     }
   }
 
+  // Virtual time up to the clock's, where one drives this kernel: the exits due by now happen first.
+  #catchUp(): void {
+    if (this.clockNs !== undefined) this.advanceTo(this.clockNs());
+  }
+
   getPid(pid: number): TaskStats | undefined {
+    this.#catchUp();
     const t = this.#threads.get(pid);
     return t === undefined ? undefined : toTaskStats(threadStats(t.identity, t.profile, this.#ctx));
   }
 
   getTgid(tgid: number): TaskStats | undefined {
+    this.#catchUp();
     const proc = this.#threads.get(tgid)?.proc;
     if (proc === undefined || proc.tgid !== tgid) return undefined;
     const sum = proc.stats ? copyStatsVector(proc.stats) : zeroGroupStats();

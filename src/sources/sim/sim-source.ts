@@ -24,7 +24,7 @@ export interface SimSourceOptions {
   exitRate?: number;
   /** PRNG seed (default 1). */
   seed?: number;
-  /** How often virtual time catches up with the clock, ms (default 5). */
+  /** The shortest wait between the timer's catch-ups with the clock, ms (default 5): exits closer together come in one. */
   tickMs?: number;
   /** Live threads kept alive. */
   population?: number;
@@ -51,13 +51,17 @@ export function createSimSource(options: SimSourceOptions = {}): SimSource {
   return new _SimSource(kernel, options.tickMs ?? 5, options.delayacct ?? true);
 }
 
+/** The longest the timer waits before it looks again, ms (a low rate's next exit may be hours away). */
+const MAX_WAIT_MS = 60_000;
+
 class _SimSource implements SimSource {
   readonly name = "sim" as const;
   readonly possible;
   readonly kernel: SimKernel;
   readonly #tickMs: number;
   readonly #delayacct: boolean;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #started = false;
   #closed = false;
 
   constructor(kernel: SimKernel, tickMs: number, delayacct: boolean) {
@@ -91,12 +95,28 @@ class _SimSource implements SimSource {
   }
 
   start(sink: ExitSink): void {
-    if (this.#timer !== undefined || this.#closed) {
-      throw new Error("sim source: start() may be called once, before close()");
-    }
+    if (this.#started || this.#closed) throw new Error("sim source: start() may be called once, before close()");
+    this.#started = true;
     this.kernel.onRecord = (r) => sink.exit(r);
     const t0 = performance.now() * 1e6 - this.kernel.nowNs;
-    this.#timer = setInterval(() => this.kernel.advanceTo(performance.now() * 1e6 - t0), this.#tickMs);
+    this.kernel.clockNs = () => performance.now() * 1e6 - t0;
+    this.#arm();
+  }
+
+  // The timer wakes when the next exit falls due (tickMs at the soonest), not on a fixed tick: a sim at a low rate,
+  // or at rate 0, does not wake 200 times a second to find nothing due. Reads and exitNow() catch up by themselves.
+  #arm(): void {
+    const clockNs = this.kernel.clockNs;
+    if (this.#closed || clockNs === undefined) return;
+    const dueMs = (this.kernel.nextExitNs - clockNs()) / 1e6;
+    if (dueMs === Infinity) return; // rate 0: nothing falls due
+    this.#timer = setTimeout(() => {
+      try {
+        this.kernel.advanceTo(clockNs());
+      } finally {
+        this.#arm(); // as the fixed tick did: a throwing sink does not stop the kernel
+      }
+    }, Math.min(Math.max(Math.ceil(dueMs), this.#tickMs), MAX_WAIT_MS)); // ceil: a timer rounded down wakes early, for nothing
     (this.#timer as { unref?: () => void }).unref?.();
   }
 
@@ -118,8 +138,9 @@ class _SimSource implements SimSource {
 
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#timer);
+    clearTimeout(this.#timer);
     this.kernel.onRecord = undefined;
+    this.kernel.clockNs = undefined;
   }
 
   async #lookup(find: () => TaskStats | undefined, kind: "pid" | "tgid", id: number): Promise<TaskStats> {
