@@ -197,7 +197,9 @@ describe("sim kernel", () => {
 });
 
 describe("the sim source's clock", () => {
-  const FAKE = { toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "performance"] } as const;
+  const FAKE: Parameters<typeof vi.useFakeTimers>[0] = {
+    toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "performance"],
+  };
   const sinkInto = (rs: ExitRecord[]) => ({ exit: (r: ExitRecord) => rs.push(r), kernelLoss() {}, sourceLoss() {} });
 
   it("at rate 0 arms no timer, and reads and exitNow() still see the present", async () => {
@@ -208,6 +210,7 @@ describe("the sim source's clock", () => {
       s.start(sinkInto(rs));
       s.watch([0, 1], true);
       expect(vi.getTimerCount()).toBe(0);
+      expect(s.kernel.nextExitNs).toBe(Infinity);
       const pid = s.kernel.livePids()[0]!;
       const etime0 = Number((await s.getPid(pid)).acEtime);
       vi.advanceTimersByTime(2000);

@@ -3,7 +3,8 @@
  * threads that fork and exit on simulated CPUs in virtual time, per-CPU
  * message numbers, and the kernel's per-tgid rules. Everything is a function
  * of the options (seed included) and of how far virtual time was advanced,
- * never of wall-clock time. Pure: no I/O, no timers.
+ * never of wall-clock time (unless a source sets `clockNs`, which tells it
+ * where the clock stands). No I/O, no timers.
  */
 import { PidTable } from "./_pid-table.ts";
 import type { TaskStats } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
@@ -37,15 +38,19 @@ export interface SimKernel {
   readonly nowNs: number;
   /** Runs virtual time forward to `ns`, emitting the exits that fall in it. */
   advanceTo(ns: number): void;
-  /** Runs exactly `n` exits now (for benchmarks at full speed), after catching up with `clockNs`. */
+  /**
+   * Runs exactly `n` exits now (for benchmarks at full speed). With `clockNs`
+   * set, the exits the rate had due by the clock's time come first.
+   */
   exitNow(n: number): void;
   /** Virtual time of the next exit the rate schedules, ns (Infinity at rate 0). */
   readonly nextExitNs: number;
   /**
    * Virtual time by the clock, where a source drives the kernel from one
-   * (sim-source.ts): exitNow() and the stats reads first advance to it, so
-   * they see the present although virtual time otherwise moves only when an
-   * exit falls due. Undefined: virtual time moves only through advanceTo().
+   * (sim-source.ts): exitNow(), getPid() and getTgid() first advance to it,
+   * so they see the present although virtual time otherwise moves only when
+   * an exit falls due (nowNs, records and the live threads are as of the last
+   * advance). Undefined: virtual time moves only through advanceTo().
    */
   clockNs: (() => number) | undefined;
   /** Where records for watched CPUs go. */
@@ -249,7 +254,8 @@ class _SimKernel implements SimKernel {
   }
 
   get nextExitNs(): number {
-    return this.#nextExit;
+    // At rate 0 the draw is -log(u) x Infinity, which is NaN for u = 1: nothing is due, whatever was drawn.
+    return this.#meanGapNs === Infinity ? Infinity : this.#nextExit;
   }
 
   exitNow(n: number): void {

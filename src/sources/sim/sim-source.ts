@@ -109,7 +109,7 @@ class _SimSource implements SimSource {
     const clockNs = this.kernel.clockNs;
     if (this.#closed || clockNs === undefined) return;
     const dueMs = (this.kernel.nextExitNs - clockNs()) / 1e6;
-    if (dueMs === Infinity) return; // rate 0: nothing falls due
+    if (!Number.isFinite(dueMs)) return; // rate 0: nothing falls due
     this.#timer = setTimeout(() => {
       try {
         this.kernel.advanceTo(clockNs());
