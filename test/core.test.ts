@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { ListenerNotFoundError, SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
-import { createRegistry, type ExitFeed, type ExitSink } from "../src/core/registry.ts";
+import { createRegistry, type ExitFeed, type ExitSink, type RegistryMemory } from "../src/core/registry.ts";
 import { RETAINED_SLOT_BYTES, Retention, type StreamItem } from "../src/core/retention.ts";
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
@@ -617,14 +617,21 @@ describe("a listener that throws while taking a record", () => {
     };
   }
 
-  it("keeps the failure its own: the others get the record, and only it is sent a loss", () => {
+  // A registry over a hand-driven feed, its delivery failures collected as [error message, failure].
+  function failingRegistry(memory?: RegistryMemory<Rec, string>) {
     const feed = manualFeed();
     const failures: unknown[] = [];
     const reg = createRegistry<Rec, string>({
       feed,
       retain,
+      ...(memory !== undefined && { memory }),
       onDeliveryError: (err, failure) => failures.push([(err as Error).message, failure]),
     });
+    return { feed, failures, reg };
+  }
+
+  it("keeps the failure its own: the others get the record, and only it is sent a loss", () => {
+    const { feed, failures, reg } = failingRegistry();
     const [a, b, c, d] = [open(reg), open(reg), open(reg), open(reg)];
     b.filter = (r) => {
       if (r.n === 2) throw new Error("filter bug");
@@ -650,40 +657,26 @@ describe("a listener that throws while taking a record", () => {
   });
 
   it("costs no seq when the unshared copy fails (an allocation), so the record is a counted loss", () => {
-    const feed = manualFeed();
-    const failures: unknown[] = [];
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      memory: {
-        budget: createMemoryBudget(),
-        sizeOf: () => 0,
-        sizeOfPayload: () => 0,
-        unshare: (r) => {
-          if (r.n === 1) throw new RangeError("Array buffer allocation failed");
-          return { ...r };
-        },
+    const { feed, failures, reg } = failingRegistry({
+      budget: createMemoryBudget(),
+      sizeOf: () => 0,
+      sizeOfPayload: () => 0,
+      unshare: (r) => {
+        if (r.n === 1) throw new RangeError("Array buffer allocation failed");
+        return { ...r };
       },
-      onDeliveryError: (_err, failure) => failures.push(failure),
     });
     const l = open(reg);
     for (let i = 0; i < 100; i++) feed.sink.exit(rec(1000 + i, 1)); // on another CPU: l's records become sparse
     feed.sink.exit(rec(1, 0));
     feed.sink.exit(rec(2, 0));
-    expect(failures).toEqual([{ listener: l.id, cpu: 0, lost: true }]);
+    expect(failures).toEqual([["Array buffer allocation failed", { listener: l.id, cpu: 0, lost: true }]]);
     expect(audit(l)).toEqual({ produced: 2, gaps: [], twice: [], counted: 2 });
   });
 
   it("covers a seq taken inside a queue that then threw, and counts the drops it made first", () => {
     const budget = createMemoryBudget({ limit: 1_000_000 });
-    const feed = manualFeed();
-    const failures: unknown[] = [];
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      memory: { budget, sizeOf: () => 0, sizeOfPayload: () => 0 },
-      onDeliveryError: (_err, failure) => failures.push(failure),
-    });
+    const { feed, failures, reg } = failingRegistry({ budget, sizeOf: () => 0, sizeOfPayload: () => 0 });
     const l = open(reg, "drop-oldest", 2);
     budget.open("hog").charge(1_000_000 - budget.used - 2 * 80 - 8); // room for two queued exits, no more
     feed.sink.exit(rec(1, 0));
@@ -692,7 +685,7 @@ describe("a listener that throws while taking a record", () => {
       throw new Error("shed bug");
     });
     feed.sink.exit(rec(3, 0)); // full: seq 1 dropped (its marker queued), then the charge fails and shed throws
-    expect(failures).toEqual([{ listener: l.id, cpu: 0, lost: true }]);
+    expect(failures).toEqual([["shed bug", { listener: l.id, cpu: 0, lost: true }]]);
     expect([l.lost["subscriber-overflow"], l.lost["source-error"]]).toEqual([1, 1]);
     expect(audit(l)).toEqual({ produced: 3, gaps: [], twice: [], counted: 3 });
   });
