@@ -46,7 +46,10 @@ export interface WorkerOptions {
    * main thread dwarf the per-record ones at a few records a batch).
    */
   batchWindowMs: number;
-  /** Int32Array[SHARED_SLABS + slabs], shared by both threads: see SHARED_PENDING, SHARED_POSTED, SHARED_SLABS. */
+  /**
+   * Int32Array[SHARED_SLABS + slabs], shared by both threads: see SHARED_PENDING, SHARED_POSTED, SHARED_EXITING,
+   * SHARED_SLABS.
+   */
   shared: SharedArrayBuffer;
   /** The doorbell's eventfd (see _doorbell.ts), rung by the main thread after each control message. */
   doorbell: number;
@@ -59,5 +62,10 @@ export const FRAME_HEADER = 16;
 export const SHARED_PENDING = 0;
 /** Index in WorkerOptions.shared: control messages the main thread has posted (the worker counts those it took). */
 export const SHARED_POSTED = 1;
+/**
+ * Index in WorkerOptions.shared: 1 once the process is exiting (the main thread's "exit" hook sets it, then rings the
+ * doorbell). The worker then leaves its loop for good, so an exit never waits on its poll.
+ */
+export const SHARED_EXITING = 2;
 /** Index in WorkerOptions.shared of slab 0's flag: 1 from the batch's post until the main thread is done with it. */
-export const SHARED_SLABS = 2;
+export const SHARED_SLABS = 3;

@@ -3,6 +3,7 @@
  * CPUs to watch, decodes the batches it sends, and passes on the worker's
  * exact kernel-drop counts (sk_drops deltas) in stream order.
  */
+import process from "node:process";
 import { Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { decodeStatsVectorAt, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
@@ -12,6 +13,7 @@ import { type ExitSink, SourceUnavailableError } from "../source.ts";
 import {
   FRAME_HEADER,
   type FromWorker,
+  SHARED_EXITING,
   SHARED_PENDING,
   SHARED_POSTED,
   SHARED_SLABS,
@@ -144,7 +146,15 @@ class _Reader implements Reader {
     });
     // After the listeners: Node refs a worker's port again when a "message" listener is added.
     this.#hold();
+    process.on("exit", this.#onProcessExit);
   }
+
+  // Node joins worker threads as the process exits, after its "exit" listeners ran; a worker in poll() would hold the
+  // exit until the poll's timeout. This tells it to stop and wakes it. (Deno and Bun do not join: nothing to wait for.)
+  readonly #onProcessExit = (): void => {
+    Atomics.store(this.#shared, SHARED_EXITING, 1);
+    this.#doorbell.ring();
+  };
 
   // The worker keeps the process alive as a listening server does: while it watches a CPU (records may come), and
   // while a synced() waits on it (or `await source.synced()` in a script could be cut short by the process ending).
@@ -198,6 +208,7 @@ class _Reader implements Reader {
       await Promise.race([this.#stopped, timeout]);
     }
     await this.#worker.terminate();
+    process.off("exit", this.#onProcessExit); // before the doorbell's fd closes: its number may be reused
     this.#doorbell.close(); // the worker thread is gone: nothing polls it
     this.#slabs.length = 0; // up to 64 MiB of shared memory, kept while this object is
     this.#rejectWaiters(this.#ended);
