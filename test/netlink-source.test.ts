@@ -484,6 +484,11 @@ suite(title, () => {
       expect(String(failure)).toMatch(
         /netlink reader failed: the sink refused a loss of 1 on CPU \d+: sourceLoss failed/,
       );
+      // The failure stops the worker too: it had gone on polling, and close() (Node's terminate() joins the thread)
+      // waited for the poll's timeout, 4.3 s of its 5 s backstop.
+      const t0 = performance.now();
+      await s.close();
+      expect(performance.now() - t0, "close() after the failure, ms").toBeLessThan(2000);
     } finally {
       await s.close();
     }

@@ -47,12 +47,17 @@ export interface WorkerOptions {
    */
   batchWindowMs: number;
   /**
-   * Int32Array[SHARED_SLABS + slabs], shared by both threads: see SHARED_PENDING, SHARED_POSTED, SHARED_EXITING,
+   * Int32Array[SHARED_SLABS + slabs], shared by both threads: see SHARED_PENDING, SHARED_POSTED, SHARED_STOP,
    * SHARED_SLABS.
    */
   shared: SharedArrayBuffer;
   /** The doorbell's eventfd (see _doorbell.ts), rung by the main thread after each control message. */
   doorbell: number;
+  /**
+   * Whether the main thread rings the doorbell (with SHARED_STOP) as the process exits, so the idle poll may wait
+   * long. Not when the reader was started from a worker thread: terminating that thread emits no "exit" to hook.
+   */
+  exitHooked: boolean;
 }
 
 /** Frame header size in a slab: cpu u32, length u32, received-at f64. */
@@ -63,9 +68,11 @@ export const SHARED_PENDING = 0;
 /** Index in WorkerOptions.shared: control messages the main thread has posted (the worker counts those it took). */
 export const SHARED_POSTED = 1;
 /**
- * Index in WorkerOptions.shared: 1 once the process is exiting (the main thread's "exit" hook sets it, then rings the
- * doorbell). The worker then leaves its loop for good, so an exit never waits on its poll.
+ * Index in WorkerOptions.shared: 1 once the worker must stop at once, with no message: the process is exiting (the
+ * main thread's "exit" hook), or the reader failed or is being terminated. The main thread sets it, then rings the
+ * doorbell; the worker leaves its loop for good, so neither Node's exit (which joins worker threads) nor terminate()
+ * waits for its poll's timeout.
  */
-export const SHARED_EXITING = 2;
+export const SHARED_STOP = 2;
 /** Index in WorkerOptions.shared of slab 0's flag: 1 from the batch's post until the main thread is done with it. */
 export const SHARED_SLABS = 3;

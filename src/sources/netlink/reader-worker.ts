@@ -15,10 +15,10 @@
 import { parentPort, workerData } from "node:worker_threads";
 import {
   type FromWorker,
-  SHARED_EXITING,
   SHARED_PENDING,
   SHARED_POSTED,
   SHARED_SLABS,
+  SHARED_STOP,
   type ToWorker,
   type WorkerOptions,
 } from "./_reader-protocol.ts";
@@ -120,12 +120,14 @@ let napLimit = MAX_NAP_MS;
 let lastOverrun = -Infinity;
 const OVERRUN_NAP_MS = 0.5;
 /**
- * The idle poll's timeout: a backstop only. A control message ends the poll through the doorbell, a record through its
- * socket, and the process's exit through the doorbell too (SHARED_EXITING): Node joins worker threads at exit, and a
- * thread in a foreign call cannot be interrupted, so an exit would otherwise wait for the timeout. It was 100 ms,
- * which bounded that wait, at ~2.5 ms of CPU a second on an idle host (10 wakeups).
+ * The idle poll's timeout. A control message ends the poll through the doorbell, a record through its socket, and the
+ * process's exit, a failure or terminate() through the doorbell too (SHARED_STOP): Node joins worker threads at exit
+ * and in terminate(), and a thread in a foreign call cannot be interrupted, so those would otherwise wait for the
+ * timeout. With the exit hooked (opts.exitHooked) it is a 5 s backstop; 100 ms, which bounded that wait, cost ~2.5 ms
+ * of CPU a second on an idle host (10 wakeups). A reader started from a worker thread keeps 100 ms: terminating that
+ * thread emits no "exit" to hook.
  */
-const IDLE_POLL_MS = 5000;
+const IDLE_POLL_MS = opts.exitHooked ? 5000 : 100;
 const wallNow = (): number => performance.timeOrigin + performance.now();
 
 // struct pollfd { int fd; short events; short revents; }: the doorbell first, then a socket per watched CPU.
@@ -404,7 +406,7 @@ async function run(): Promise<void> {
   batch = new RecvBatch(sys, opts.vlen);
   post({ op: "ready", runtime: sys.runtime, tid: ownThreadId() });
   for (;;) {
-    if (Atomics.load(shared, SHARED_EXITING) !== 0) return; // the process is ending: reading on would only delay it
+    if (Atomics.load(shared, SHARED_STOP) !== 0) return; // exiting, failed or terminated: reading on would only delay it
     if (control()) return;
     if (order.length === 0) {
       await new Promise<void>((r) => (wakeIdle = r));

@@ -4,7 +4,7 @@
  * exact kernel-drop counts (sk_drops deltas) in stream order.
  */
 import process from "node:process";
-import { Worker } from "node:worker_threads";
+import { isMainThread, Worker } from "node:worker_threads";
 import type { ExitRecord } from "../../kernel/exit-record.ts";
 import { decodeStatsVectorAt, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
 import { SLOT } from "../../kernel/stats-vector.ts";
@@ -13,10 +13,10 @@ import { type ExitSink, SourceUnavailableError } from "../source.ts";
 import {
   FRAME_HEADER,
   type FromWorker,
-  SHARED_EXITING,
   SHARED_PENDING,
   SHARED_POSTED,
   SHARED_SLABS,
+  SHARED_STOP,
   type ToWorker,
   type WorkerOptions,
 } from "./_reader-protocol.ts";
@@ -86,6 +86,31 @@ const SLAB_BYTES = 1 << 20;
 const SLABS = 64;
 const VLEN = 64;
 
+// One "exit" listener for every live reader (one each would warn past ten), put first so that an earlier listener
+// that throws cannot skip it. Process-wide because the process's exit is.
+const stopping = new Set<() => void>();
+let exitListener: (() => void) | undefined;
+
+function stopOnExit(stop: () => void, on: boolean): void {
+  if (on) stopping.add(stop);
+  else stopping.delete(stop);
+  if (exitListener === undefined && stopping.size > 0) {
+    exitListener = () => {
+      for (const s of stopping) {
+        try {
+          s();
+        } catch {
+          // the process is exiting: the others still get their stop
+        }
+      }
+    };
+    process.prependListener("exit", exitListener);
+  } else if (exitListener !== undefined && stopping.size === 0) {
+    process.off("exit", exitListener);
+    exitListener = undefined;
+  }
+}
+
 /** Starts the reader worker. */
 export function startReader(o: ReaderOptions): Reader {
   return new _Reader(o);
@@ -94,7 +119,7 @@ export function startReader(o: ReaderOptions): Reader {
 class _Reader implements Reader {
   readonly #o: ReaderOptions;
   readonly #worker: Worker;
-  /** Shared with the worker: see SHARED_PENDING, SHARED_POSTED, SHARED_SLABS. */
+  /** Shared with the worker: see SHARED_PENDING, SHARED_POSTED, SHARED_STOP, SHARED_SLABS. */
   readonly #shared: Int32Array;
   /** Views of the worker's slabs by number, each made at the slab's first batch. */
   readonly #slabs: { dv: DataView; bytes: Uint8Array }[] = [];
@@ -134,6 +159,7 @@ class _Reader implements Reader {
       batchWindowMs: o.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS,
       shared,
       doorbell: this.#doorbell.fd,
+      exitHooked: isMainThread,
     };
     this.#worker = new Worker(o.workerUrl, { workerData: data });
     this.#stopped = new Promise((resolve) => {
@@ -146,13 +172,14 @@ class _Reader implements Reader {
     });
     // After the listeners: Node refs a worker's port again when a "message" listener is added.
     this.#hold();
-    process.on("exit", this.#onProcessExit);
+    stopOnExit(this.#stopNow, true);
   }
 
-  // Node joins worker threads as the process exits, after its "exit" listeners ran; a worker in poll() would hold the
-  // exit until the poll's timeout. This tells it to stop and wakes it. (Deno and Bun do not join: nothing to wait for.)
-  readonly #onProcessExit = (): void => {
-    Atomics.store(this.#shared, SHARED_EXITING, 1);
+  // Tells the worker to leave its loop at once and wakes it. Node joins worker threads as the process exits (after
+  // its "exit" listeners ran) and in terminate(); a worker in poll() would hold either until the poll's timeout.
+  // (Deno and Bun do not join at exit.)
+  readonly #stopNow = (): void => {
+    Atomics.store(this.#shared, SHARED_STOP, 1);
     this.#doorbell.ring();
   };
 
@@ -207,8 +234,9 @@ class _Reader implements Reader {
       const timeout = new Promise<void>((r) => setTimeout(r, 2000).unref?.());
       await Promise.race([this.#stopped, timeout]);
     }
+    this.#stopNow(); // after a failure, or a stop that timed out, the worker may still be in its poll
     await this.#worker.terminate();
-    process.off("exit", this.#onProcessExit); // before the doorbell's fd closes: its number may be reused
+    stopOnExit(this.#stopNow, false); // before the doorbell's fd closes: its number may be reused
     this.#doorbell.close(); // the worker thread is gone: nothing polls it
     this.#slabs.length = 0; // up to 64 MiB of shared memory, kept while this object is
     this.#rejectWaiters(this.#ended);
@@ -269,6 +297,7 @@ class _Reader implements Reader {
 
   #fail(message: string): void {
     const err = new SourceUnavailableError(`the netlink reader failed: ${message}`);
+    if (this.#ended === undefined) this.#stopNow(); // it reads for nobody now
     this.#ended ??= err;
     this.#rejectWaiters(err);
     this.#o.onFatal(message);
