@@ -34,7 +34,8 @@ import { subscribe } from "../src/core/subscription.ts";
 import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { compileFilter } from "../src/rpc/projection.ts";
-import { retainPayload, serverMemory } from "../src/server/memory.ts";
+import { retainedBuffer, retainPayload, serverMemory, unshareRecord } from "../src/server/memory.ts";
+import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, replayAll, type Running, sleep, startServer } from "./helpers.ts";
 
@@ -309,6 +310,44 @@ describe("records held apart", () => {
       expect(held).toBeLessThanOrEqual(l.memoryBytes);
     } finally {
       await reg.close();
+    }
+  });
+});
+
+describe("a retained body's buffer, read from its record", () => {
+  // Retention keeps a body as its buffer, offset and length, taking the buffer from the record (retainedBuffer), not
+  // from the view: a wrong buffer would replay another record's bytes.
+  it("is the view's own buffer for the sim's records and messages records, and left to the view for unshared copies", async () => {
+    const source = createSimSource({ cpus: 4, exitRate: 0, seed: 11 }) as SimSource;
+    const records: ExitRecord[] = [];
+    source.start({ exit: (r) => records.push(r), kernelLoss() {}, sourceLoss() {} });
+    source.watch([0, 1, 2, 3], true);
+    try {
+      await source.synced();
+      source.kernel.exitNow(3000); // past one 64 KiB slab of bodies
+      const messages: ExitRecord = {
+        cpu: 1,
+        cpuSeq: 1,
+        receivedAtMs: 1,
+        pid: 7,
+        tgid: 7,
+        pidStats: create(TaskStatsSchema, { acComm: "msg", acPid: 7 }),
+      };
+      const originals = [...records, messages];
+      for (const r of originals) {
+        const body = retainPayload(r);
+        expect(retainedBuffer(r, body)).toBe(body.buffer);
+      }
+      const buffers = new Set(originals.map((r) => retainedBuffer(r, retainPayload(r))));
+      expect(records.length).toBe(3000);
+      expect(buffers.size, "the bodies span more than one slab").toBeGreaterThan(1);
+      for (const r of records.slice(0, 50)) {
+        const copy = unshareRecord(r), body = retainPayload(copy);
+        expect(retainedBuffer(copy, body)).toBeUndefined(); // a slice of its own: the view says
+        expect(body.buffer).not.toBe(retainPayload(r).buffer);
+      }
+    } finally {
+      await source.close();
     }
   });
 });

@@ -53,6 +53,8 @@ export interface ListenerOptions<R extends CpuRecord, P> {
   readonly sizeOf?: ((record: R) => number) | undefined;
   /** Bytes a retained payload costs; 0 when absent. */
   readonly sizeOfPayload?: ((payload: P) => number) | undefined;
+  /** The buffer a retained byte-view payload views, when known without asking the view (RetentionMemory.payloadBuffer). */
+  readonly payloadBuffer?: ((record: R, payload: P) => ArrayBufferLike | undefined) | undefined;
   /** A copy of a record sharing no storage with its neighbours, queued instead of a record held apart (see SPARSE_GAP). */
   readonly unshare?: ((record: R) => R) | undefined;
   /** How its records and retained payloads share slabs, for the ledger's count (_slab-ledger.ts); absent: they share none. */
@@ -162,6 +164,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#retention = new Retention<R, P>(o.capacity, o.retain, {
       account: this.#account,
       sizeOfPayload: o.sizeOfPayload ?? (() => 0),
+      payloadBuffer: o.payloadBuffer,
     });
     // Live events come before history: an exit that does not fit first makes the retention give up its oldest.
     this.queue = createEventQueue<R>(o.capacity, o.policy, {

@@ -125,6 +125,8 @@ export interface RegistryMemory<R extends CpuRecord, P> {
   readonly sizeOf: (record: R) => number;
   /** What a retained payload costs. */
   readonly sizeOfPayload: (payload: P) => number;
+  /** The buffer a retained byte-view payload views, when known without asking the view (retention.ts RetentionMemory). */
+  readonly payloadBuffer?: ((record: R, payload: P) => ArrayBufferLike | undefined) | undefined;
   /** A copy of a record that shares no storage with other records (see listener.ts SPARSE_GAP); absent: none made. */
   readonly unshare?: ((record: R) => R) | undefined;
   /** How records and retained payloads share slabs, for charging what held items keep alive (see _slab-ledger.ts); absent: they share none. */
@@ -334,6 +336,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       retain: this.#retain,
       account,
       sizeOfPayload: this.#memory.sizeOfPayload,
+      payloadBuffer: this.#memory.payloadBuffer,
       unshare: this.#memory.unshare,
       slabs: this.#memory.slabs,
     });
