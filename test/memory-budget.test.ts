@@ -34,7 +34,8 @@ import { subscribe } from "../src/core/subscription.ts";
 import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { compileFilter } from "../src/rpc/projection.ts";
-import { retainedBuffer, retainPayload, serverMemory, unshareRecord } from "../src/server/memory.ts";
+import { exitBody } from "../src/rpc/fast-binary/batch.ts";
+import { retainedBuffer, retainPayload, serverMemory } from "../src/server/memory.ts";
 import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, replayAll, type Running, sleep, startServer } from "./helpers.ts";
@@ -58,11 +59,11 @@ function seqsOf(items: readonly { kind: string; seq?: number; first?: number; la
   return out;
 }
 
-function manualFeed(nbits = 4): ExitFeed<Rec> & { sink: ExitSink<Rec> } {
+function manualFeed<R extends Rec | ExitRecord = Rec>(nbits = 4): ExitFeed<R> & { sink: ExitSink<R> } {
   const feed = {
     possible: { nbits },
-    sink: undefined as unknown as ExitSink<Rec>,
-    start: (sink: ExitSink<Rec>) => (feed.sink = sink),
+    sink: undefined as unknown as ExitSink<R>,
+    start: (sink: ExitSink<R>) => (feed.sink = sink),
     watch: () => {},
     close: async () => {},
   };
@@ -317,38 +318,94 @@ describe("records held apart", () => {
 describe("a retained body's buffer, read from its record", () => {
   // Retention keeps a body as its buffer, offset and length, taking the buffer from the record (retainedBuffer), not
   // from the view: a wrong buffer would replay another record's bytes.
-  it("is the view's own buffer for the sim's records and messages records, and left to the view for unshared copies", async () => {
-    const source = createSimSource({ cpus: 4, exitRate: 0, seed: 11 }) as SimSource;
-    const records: ExitRecord[] = [];
-    source.start({ exit: (r) => records.push(r), kernelLoss() {}, sourceLoss() {} });
-    source.watch([0, 1, 2, 3], true);
+  async function simRecords(n: number): Promise<ExitRecord[]> {
+    const source = createSimSource({ cpus: 1, exitRate: 0, seed: 5 }) as SimSource;
+    const out: ExitRecord[] = [];
+    source.start({ exit: (r) => out.push(r), kernelLoss() {}, sourceLoss() {} });
+    source.watch([0], true);
     try {
       await source.synced();
-      source.kernel.exitNow(3000); // past one 64 KiB slab of bodies
-      const messages: ExitRecord = {
-        cpu: 1,
-        cpuSeq: 1,
-        receivedAtMs: 1,
-        pid: 7,
-        tgid: 7,
-        pidStats: create(TaskStatsSchema, { acComm: "msg", acPid: 7 }),
-      };
-      const originals = [...records, messages];
-      for (const r of originals) {
-        const body = retainPayload(r);
-        expect(retainedBuffer(r, body)).toBe(body.buffer);
-      }
-      const buffers = new Set(originals.map((r) => retainedBuffer(r, retainPayload(r))));
-      expect(records.length).toBe(3000);
-      expect(buffers.size, "the bodies span more than one slab").toBeGreaterThan(1);
-      for (const r of records.slice(0, 50)) {
-        const copy = unshareRecord(r), body = retainPayload(copy);
-        expect(retainedBuffer(copy, body)).toBeUndefined(); // a slice of its own: the view says
-        expect(body.buffer).not.toBe(retainPayload(r).buffer);
-      }
+      source.kernel.exitNow(n); // past several 64 KiB slabs of bodies
     } finally {
       await source.close();
     }
+    return out;
+  }
+  // A record whose stats are TaskStats messages (the netlink reader's path for a u64 past 2^53).
+  const messagesRecord = (i: number): ExitRecord => ({
+    cpu: 0,
+    cpuSeq: i,
+    receivedAtMs: i,
+    pid: 1000 + i,
+    tgid: 1000 + i,
+    pidStats: create(TaskStatsSchema, { acComm: `m${i}`, acPid: 1000 + i }),
+  });
+
+  it("replays each record's own bytes: sim and messages records, dense and sparse (unshared copies), encoded early or late", async () => {
+    const records: ExitRecord[] = [];
+    (await simRecords(4000)).forEach((r, i) => {
+      records.push(r);
+      if (i % 97 === 0) records.push(messagesRecord(i));
+    });
+    const memory = serverMemory({ memoryBudget: 1024 * MiB });
+    let vouched = 0, wrong = 0;
+    const feed = manualFeed<ExitRecord>();
+    const reg = createRegistry<ExitRecord, Uint8Array>({
+      feed,
+      retain: retainPayload,
+      limits: { maxBuffer: 1 << 20 },
+      memory: {
+        ...memory,
+        payloadBuffer: (r, p) => {
+          const b = retainedBuffer(r, p);
+          if (b !== undefined) vouched++;
+          if (b !== undefined && b !== p.buffer) wrong++;
+          return b;
+        },
+      },
+    });
+    const opts = { buffer: 1 << 16, policy: "drop-newest" as const, ephemeral: false, owner: "a" };
+    const dense = reg.create([0], opts), sparse = reg.create([0], opts);
+    sparse.filter = (r: ExitRecord) => r.pid % 53 === 0 || r.pidVector === undefined; // far apart: unshared copies
+    const handedOut = new Map<object, Map<number, Uint8Array>>([[dense, new Map()], [sparse, new Map()]]);
+    records.forEach((r, i) => {
+      if (i % 3 === 0) exitBody(r); // encoded before it reaches a listener (as by another stream)
+      feed.sink.exit(r);
+      for (const l of [dense, sparse]) {
+        for (const item of l.take(1 << 16)) {
+          if (item.kind === "exit") handedOut.get(l)!.set(item.seq, retainPayload(item.record).slice());
+        }
+      }
+    });
+    for (const l of [dense, sparse]) {
+      const replay = replayAll(l, 0).filter((x) => x.kind === "retained");
+      expect(replay.length).toBe(handedOut.get(l)!.size);
+      for (const x of replay) {
+        if (x.kind === "retained") expect(x.payload, `seq ${x.seq}`).toEqual(handedOut.get(l)!.get(x.seq));
+      }
+    }
+    expect(vouched, "the record's side gave the buffer for the dense listener's exits").toBeGreaterThan(4000);
+    expect(wrong).toBe(0);
+    await reg.close();
+  });
+
+  it("vouches only for the record's own body: serverMemory() beside another retain replays that retain's bytes", async () => {
+    const feed = manualFeed<ExitRecord>();
+    const reg = createRegistry<ExitRecord, Uint8Array>({
+      feed,
+      retain: (r) => exitBody(r).slice(), // a body of its own per retained exit
+      memory: serverMemory({ memoryBudget: 1024 * MiB }),
+    });
+    const l = reg.create([0], { buffer: 1024, policy: "drop-newest", ephemeral: false, owner: "a" });
+    const handedOut = new Map<number, Uint8Array>();
+    for (const r of await simRecords(200)) {
+      feed.sink.exit(r);
+      for (const item of l.take(1024)) if (item.kind === "exit") handedOut.set(item.seq, exitBody(item.record).slice());
+    }
+    const replay = replayAll(l, 0).filter((x) => x.kind === "retained");
+    expect(replay.length).toBe(200);
+    for (const x of replay) if (x.kind === "retained") expect(x.payload, `seq ${x.seq}`).toEqual(handedOut.get(x.seq));
+    await reg.close();
   });
 });
 

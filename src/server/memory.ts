@@ -104,13 +104,15 @@ export function retainPayload(r: ExitRecord): Uint8Array {
 }
 
 /**
- * The buffer retainPayload(r) views, read from the record rather than from the view (its `buffer` getter is a C++
- * call in V8 11.3, ~65 ns, and retention asks once per exit and listener); undefined for an unshared copy's body, a
- * buffer of its own.
+ * The buffer `payload` views when it is the record's own Exit body (what retainPayload(r) gives for a record that is
+ * not an unshared copy), read from the record rather than from the view: its `buffer` getter is a C++ call in V8
+ * 11.3, and retention asks once per exit and listener. Undefined for any other payload (an unshared copy's body, a
+ * buffer of its own; whatever another `retain` made), which retention then asks the view about: it vouches only for
+ * the exact view exitBody() made, so a `retain` other than retainPayload cannot get another record's bytes replayed.
  */
-export function retainedBuffer(r: ExitRecord, _payload: Uint8Array): ArrayBufferLike | undefined {
-  const m = r as Memo & { [ENCODED_BODY_BUFFER]?: ArrayBufferLike };
-  return m[UNSHARED] === r ? undefined : m[ENCODED_BODY_BUFFER];
+export function retainedBuffer(r: ExitRecord, payload: Uint8Array): ArrayBufferLike | undefined {
+  const m = r as ExitRecord & { [ENCODED_BODY]?: Uint8Array; [ENCODED_BODY_BUFFER]?: ArrayBufferLike };
+  return m[ENCODED_BODY] === payload ? m[ENCODED_BODY_BUFFER] : undefined;
 }
 
 // A slab (an ArrayBuffer) is sealed once nothing more is put in it: until then the source or the encoder holds it
