@@ -59,8 +59,8 @@ export interface RetentionMemory<P, R = never> {
   readonly sizeOfPayload: (payload: P) => number;
   /**
    * The buffer a byte-view `payload` (what `retain` made of `record`) views, when the caller knows it without the
-   * view's `buffer` getter (V8 11.3 calls it as a C++ builtin: ~65 ns, for every exit and listener); undefined: ask
-   * the view.
+   * view's `buffer` getter (V8 11.3 calls it as a C++ builtin, for every exit and listener); undefined: ask the view.
+   * It must be that view's own buffer: retention replays offset and length within it.
    */
   readonly payloadBuffer?: ((record: R, payload: P) => ArrayBufferLike | undefined) | undefined;
 }
