@@ -10,6 +10,11 @@ import { helperPath, netlinkMissing } from "./native.ts";
 const root = new URL("..", import.meta.url).pathname;
 const missing = await netlinkMissing();
 
+// The script that starts a netlink source and never closes it (test/runtimes/unclosed-source.mjs), and the source
+// Node runs it with (npm test builds before vitest runs).
+const unclosed = `${root}test/runtimes/unclosed-source.mjs`;
+const builtSource = `${root}dist/src/sources/netlink/netlink-source.js`;
+
 // Deno grants reads of /sys and /proc (the possible CPUs, the delayacct sysctl) only with --allow-all.
 const DENO_PERMS = ["--allow-all"];
 const runtimes: [string, (script: string, args: string[]) => [string, string[]]][] = [
@@ -53,13 +58,11 @@ describe.skipIf(missing !== undefined)(
     ? "a started, never-closed netlink source"
     : `a started, never-closed netlink source SKIPPED: ${missing}`,
   () => {
-    const script = `${root}test/runtimes/unclosed-source.mjs`;
-    const built = `${root}dist/src/sources/netlink/netlink-source.js`; // npm test builds before vitest runs
     const source = `${root}src/sources/netlink/netlink-source.ts`;
     const cases: [string, string, string[]][] = [
-      ["node", process.execPath, [script, built]],
-      ["deno", `${root}node_modules/.bin/deno`, ["run", ...DENO_PERMS, script, source]],
-      ["bun", `${root}node_modules/.bin/bun`, [script, source]],
+      ["node", process.execPath, [unclosed, builtSource]],
+      ["deno", `${root}node_modules/.bin/deno`, ["run", ...DENO_PERMS, unclosed, source]],
+      ["bun", `${root}node_modules/.bin/bun`, [unclosed, source]],
     ];
     for (const [name, bin, args] of cases) {
       it(`${name}: keeps its process up while it watches a CPU, and lets it end once it watches none`, async () => {
@@ -95,12 +98,15 @@ describe.skipIf(missing !== undefined)(
     ? "Node: the process's exit stops the reader's worker"
     : `Node: the process's exit stops the reader's worker SKIPPED: ${missing}`,
   () => {
-    const script = `${root}test/runtimes/unclosed-source.mjs`;
-    const built = `${root}dist/src/sources/netlink/netlink-source.js`; // npm test builds before vitest runs
     it(
       "once the process's exit listeners ran, the worker reads no more (its next exit never reaches the sink)",
       async () => {
-        const { stdout } = await promisify(execFile)(process.execPath, [script, built, "emit-exit", helperPath()], {
+        const { stdout } = await promisify(execFile)(process.execPath, [
+          unclosed,
+          builtSource,
+          "emit-exit",
+          helperPath(),
+        ], {
           cwd: root,
           timeout: 30_000,
           killSignal: "SIGKILL",
@@ -113,7 +119,7 @@ describe.skipIf(missing !== undefined)(
     it("process.exit() while it watches a CPU does not wait for the idle poll's timeout", async () => {
       const took: number[] = [];
       for (let i = 0; i < 3; i++) {
-        const child = spawn(process.execPath, [script, built, "exit"], {
+        const child = spawn(process.execPath, [unclosed, builtSource, "exit"], {
           cwd: root,
           stdio: ["ignore", "pipe", "inherit"],
         });
