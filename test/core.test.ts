@@ -8,12 +8,12 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { ListenerNotFoundError, SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
-import { createRegistry, type ExitFeed, type ExitSink, type RegistryMemory } from "../src/core/registry.ts";
+import { createRegistry, type RegistryMemory } from "../src/core/registry.ts";
 import { RETAINED_SLOT_BYTES, Retention, type StreamItem } from "../src/core/retention.ts";
 import { createMemoryBudget, unbudgeted } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
 import { SeqRanges } from "../src/core/_seq-ranges.ts";
-import { replayAll } from "./helpers.ts";
+import { manualFeed as createManualFeed, replayAll } from "./helpers.ts";
 
 interface Rec {
   readonly cpu: number;
@@ -38,23 +38,8 @@ const encode = {
   heartbeat: () => "hb",
 };
 
-/** A feed the test drives by hand. */
-function manualFeed(nbits = 4): ExitFeed<Rec> & { sink: ExitSink<Rec>; watched: Set<number>; closed: boolean } {
-  const feed = {
-    possible: { nbits },
-    sink: undefined as unknown as ExitSink<Rec>,
-    watched: new Set<number>(),
-    closed: false,
-    start: (sink: ExitSink<Rec>) => (feed.sink = sink),
-    watch: (cpus: readonly number[], on: boolean) =>
-      cpus.forEach((c) => (on ? feed.watched.add(c) : feed.watched.delete(c))),
-    close: async () => {
-      feed.closed = true;
-    },
-  };
-  return feed;
-}
-
+/** A feed the test drives by hand (helpers.ts), of this file's records. */
+const manualFeed = (nbits?: number) => createManualFeed<Rec>(nbits);
 describe("retention", () => {
   it("keeps the last `capacity` items as payloads, oldest first, across ring wraps", () => {
     const r = new Retention<Rec, string>(3, retain);

@@ -12,7 +12,7 @@ import {
 } from "@taskwire/client";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions, type TaskwireServer } from "../src/server/server.ts";
-import type { Limits } from "../src/core/registry.ts";
+import type { ExitFeed, ExitSink, Limits } from "../src/core/registry.ts";
 import type { Listener } from "../src/core/listener.ts";
 import type { CpuRecord } from "../src/core/event-queue.ts";
 import type { StreamItem } from "../src/core/retention.ts";
@@ -178,4 +178,26 @@ export function replayAll<R extends CpuRecord, P>(l: Listener<R, P>, seq: number
   const items = replay(Infinity);
   replay(0); // lets go of the batch, as a stream does when it ends
   return items;
+}
+
+/**
+ * A feed driven by hand, for a registry under test: `sink` is what the registry gave start() (call its exit() to
+ * feed records); `watched` and `closed` record what the registry told it.
+ */
+export function manualFeed<R extends CpuRecord>(
+  nbits = 4,
+): ExitFeed<R> & { sink: ExitSink<R>; watched: Set<number>; closed: boolean } {
+  const feed = {
+    possible: { nbits },
+    sink: undefined as unknown as ExitSink<R>,
+    watched: new Set<number>(),
+    closed: false,
+    start: (sink: ExitSink<R>) => (feed.sink = sink),
+    watch: (cpus: readonly number[], on: boolean) =>
+      cpus.forEach((c) => (on ? feed.watched.add(c) : feed.watched.delete(c))),
+    close: async () => {
+      feed.closed = true;
+    },
+  };
+  return feed;
 }

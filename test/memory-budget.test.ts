@@ -22,14 +22,7 @@ import { createMemoryBudget, formatBytes, parseBytes, parseShare } from "../src/
 import { LimitExceededError } from "../src/core/errors.ts";
 import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
-import {
-  CPU_ENTRY_BYTES,
-  createRegistry,
-  type ExitFeed,
-  type ExitSink,
-  LISTENER_BYTES,
-  type ListenerRegistry,
-} from "../src/core/registry.ts";
+import { CPU_ENTRY_BYTES, createRegistry, LISTENER_BYTES, type ListenerRegistry } from "../src/core/registry.ts";
 import { subscribe } from "../src/core/subscription.ts";
 import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
@@ -38,7 +31,7 @@ import { exitBody } from "../src/rpc/fast-binary/batch.ts";
 import { retainedBuffer, retainPayload, serverMemory } from "../src/server/memory.ts";
 import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, replayAll, type Running, sleep, startServer } from "./helpers.ts";
+import { eventually, manualFeed as createManualFeed, replayAll, type Running, sleep, startServer } from "./helpers.ts";
 
 const MiB = 1024 ** 2;
 
@@ -59,16 +52,8 @@ function seqsOf(items: readonly { kind: string; seq?: number; first?: number; la
   return out;
 }
 
-function manualFeed<R extends Rec | ExitRecord = Rec>(nbits = 4): ExitFeed<R> & { sink: ExitSink<R> } {
-  const feed = {
-    possible: { nbits },
-    sink: undefined as unknown as ExitSink<R>,
-    start: (sink: ExitSink<R>) => (feed.sink = sink),
-    watch: () => {},
-    close: async () => {},
-  };
-  return feed;
-}
+/** A feed the test drives by hand (helpers.ts); of this file's records unless told. */
+const manualFeed = <R extends Rec | ExitRecord = Rec>(nbits?: number) => createManualFeed<R>(nbits);
 
 describe("budget", () => {
   it("charges per owner, refuses past the budget or the owner's share, and gives everything back on close", () => {
