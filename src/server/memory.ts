@@ -73,6 +73,8 @@ export function payloadBytes(p: Uint8Array): number {
 // On a record: its unshared copy; on a copy: the copy itself (a slot VectorRecord declares).
 const UNSHARED = UNSHARED_COPY;
 type Memo = ExitRecord & { [UNSHARED]?: ExitRecord };
+// A record with its Exit body memo (exitBody(): the view, and the slab it views), where one was encoded.
+type Encoded = ExitRecord & { [ENCODED_BODY]?: Uint8Array; [ENCODED_BODY_BUFFER]?: ArrayBufferLike };
 
 /** `r` with stats vectors of its own (made once per record), so holding it keeps no slab alive. */
 export function unshareRecord(r: ExitRecord): ExitRecord {
@@ -111,7 +113,7 @@ export function retainPayload(r: ExitRecord): Uint8Array {
  * the exact view exitBody() made, so a `retain` other than retainPayload cannot get another record's bytes replayed.
  */
 export function retainedBuffer(r: ExitRecord, payload: Uint8Array): ArrayBufferLike | undefined {
-  const m = r as ExitRecord & { [ENCODED_BODY]?: Uint8Array; [ENCODED_BODY_BUFFER]?: ArrayBufferLike };
+  const m = r as Encoded;
   return m[ENCODED_BODY] === payload ? m[ENCODED_BODY_BUFFER] : undefined;
 }
 
@@ -138,7 +140,7 @@ export const sharedSlabs: SharedSlabs<ExitRecord> = {
       if (slab !== undefined) count(slab, SLOT_BYTES * (r.slabVectors ?? 1), vectorSlabs);
       const tgid = r.tgidVector?.slab;
       if (tgid !== undefined && tgid !== slab) count(tgid, SLOT_BYTES, vectorSlabs);
-      const m = r as ExitRecord & { [ENCODED_BODY]?: Uint8Array; [ENCODED_BODY_BUFFER]?: ArrayBufferLike };
+      const m = r as Encoded;
       const buffer = m[ENCODED_BODY_BUFFER];
       if (buffer !== undefined) {
         const length = m[ENCODED_BODY]!.byteLength;
