@@ -13,6 +13,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { type FleetExitEvent, LossReason, SubscribeExitsResponseSchema } from "@taskwire/client";
 import {
   collectFleet,
+  exitMsg,
   fleetServer,
   haveNatsServer,
   NATS_SERVER,
@@ -23,33 +24,6 @@ import {
 import type { Running } from "./helpers.ts";
 import { checkHosts } from "../src/cli/fleet-input.ts";
 
-const exitMsg = (seqs: readonly bigint[], pad = 0) => {
-  const body = toBinary(
-    SubscribeExitsResponseSchema,
-    create(SubscribeExitsResponseSchema, {
-      events: seqs.map((seq) => ({
-        seq,
-        cpu: 0,
-        event: {
-          case: "exit" as const,
-          value: { pid: 4242, tgid: 4242, pidStats: { version: 16, acComm: "evil", acPid: 4242 } },
-        },
-      })),
-    }),
-  );
-  if (pad === 0) return body;
-  // An unknown field 15 (length-delimited) of `pad` bytes: decoders keep it, a held event must not.
-  const len: number[] = [];
-  for (let n = pad;; n >>>= 7) {
-    if (n < 128) len.push(n);
-    else len.push((n & 127) | 128);
-    if (n < 128) break;
-  }
-  const out = new Uint8Array(body.length + 1 + len.length + pad);
-  out.set(body);
-  out.set([0x7a, ...len], body.length);
-  return out;
-};
 const lostMsg = (first: bigint, last: bigint, count: bigint) =>
   toBinary(
     SubscribeExitsResponseSchema,

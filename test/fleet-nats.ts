@@ -8,7 +8,13 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { connect as netConnect, createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type FleetExitEvent, watchFleet, type WatchFleetOptions } from "@taskwire/client";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  type FleetExitEvent,
+  SubscribeExitsResponseSchema,
+  watchFleet,
+  type WatchFleetOptions,
+} from "@taskwire/client";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { type FleetOptions, type FleetPublisher, startFleetPublisher } from "../src/fleet/publisher.ts";
 import { type Running, startServer } from "./helpers.ts";
@@ -89,6 +95,34 @@ async function waitForPort(port: number, ms: number): Promise<void> {
   }
 }
 
+/** A fleet message as a publisher would send it: exits of CPU 0 with these seqs, and `pad` bytes of an unknown field. */
+export const exitMsg = (seqs: readonly bigint[], pad = 0): Uint8Array => {
+  const body = toBinary(
+    SubscribeExitsResponseSchema,
+    create(SubscribeExitsResponseSchema, {
+      events: seqs.map((seq) => ({
+        seq,
+        cpu: 0,
+        event: {
+          case: "exit" as const,
+          value: { pid: 4242, tgid: 4242, pidStats: { version: 16, acComm: "evil", acPid: 4242 } },
+        },
+      })),
+    }),
+  );
+  if (pad === 0) return body;
+  // An unknown field 15 (length-delimited) of `pad` bytes: decoders keep it, a held event must not.
+  const len: number[] = [];
+  for (let n = pad;; n >>>= 7) {
+    if (n < 128) len.push(n);
+    else len.push((n & 127) | 128);
+    if (n < 128) break;
+  }
+  const out = new Uint8Array(body.length + 1 + len.length + pad);
+  out.set(body);
+  out.set([0x7a, ...len], body.length);
+  return out;
+};
 /** Per host: seqs covered (exits and loss ranges), in arrival order. */
 export interface HostTally {
   received: number;

@@ -46,6 +46,34 @@ describe("FleetOrder", () => {
     expect(items(o.push("a", ev(101)))).toEqual(["101-101"]);
   });
 
+  it("a run first seen mid-batch starts after the batch: the batch's rest comes at once, its earlier messages are no gap", () => {
+    // Batch 10-17 went out as CPU 0's message [10, 12, 14, 16] then CPU 1's [11, 13, 15, 17]; this consumer started
+    // between them. Without the batch range, 12, 14 and 16 would be gaps held for waitMs, then reported lost.
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const batch = [10, 17] as const;
+    expect([11, 13, 15, 17].flatMap((s) => items(o.push("a", ev(s), { now: 0, batch })))).toEqual(
+      ["11-11", "13-13", "15-15", "17-17"],
+    );
+    expect(items(o.push("a", ev(18), { now: 1, batch: [18, 19] }))).toEqual(["18-18"]);
+    expect(items(o.push("a", ev(19), { now: 1, batch: [18, 19] }))).toEqual(["19-19"]);
+    expect(o.held).toBe(0);
+    expect(items(o.expire(5000))).toEqual([]);
+    expect(o.push("a", ev(13), { fresh: false })).toBeNull(); // delivered again: once only
+  });
+
+  it("a run first seen at its batch's first message, or with a batch range that is forged, starts at that event", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100, maxEarly: 1000 });
+    expect(items(o.push("a", ev(10), { now: 0, batch: [10, 13] }))).toEqual(["10-10"]);
+    expect(items(o.push("a", ev(12), { now: 0, batch: [10, 13] }))).toEqual([]); // 11 is in a later message
+    expect(items(o.push("a", ev(11), { now: 0, batch: [10, 13] }))).toEqual(["11-11", "12-12"]);
+    // Not containing the message, or reaching maxEarly past it: ignored, so the host is ordered from its event.
+    for (const [run, batch] of [["b", [20, 20]], ["c", [5, 1_000_000]], ["d", [25, 40]]] as const) {
+      expect(items(o.push(run, ev(21), { now: 0, batch }))).toEqual(["21-21"]);
+      expect(items(o.push(run, ev(23), { now: 0, batch }))).toEqual([]);
+      expect(items(o.push(run, ev(22), { now: 0, batch }))).toEqual(["22-22", "23-23"]);
+    }
+  });
+
   it("a forged far-ahead seq invents no loss while the host keeps publishing in order", () => {
     const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
     o.push("a", ev(1), 0);

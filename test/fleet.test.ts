@@ -6,8 +6,12 @@
  * inside one loss marker, in order.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect } from "@nats-io/transport-node";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { headers } from "@nats-io/nats-core";
 import {
   collectFleet,
+  exitMsg,
   fleetServer,
   haveNatsServer,
   type NatsServer,
@@ -18,6 +22,8 @@ import {
 import { eventually, sleep } from "./helpers.ts";
 import { openFleetInput } from "../src/cli/fleet-input.ts";
 import { type FleetPublisher, startFleetPublisher } from "../src/fleet/publisher.ts";
+import { BATCH_HEADER } from "../src/fleet/_pump.ts";
+import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
 
 describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nats-server)", () => {
   let nats: NatsServer;
@@ -120,6 +126,62 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
     expect(t.lost).toBe(state.dropped);
     expect(state.retries).toBeGreaterThan(0);
   }, 60_000);
+
+  it("a publisher's messages name their batch, and the batch's first message holds its first seq", async () => {
+    const s = await fleetServer(nats.url, "batch-host", { fleet: { stream: "BATCH_TEST", prefix: "bat" } });
+    await eventually(() => s.fleet.state().published > 2000, 10_000);
+    await stopFleetServer(s);
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    await jsm.consumers.add("BATCH_TEST", { durable_name: "raw", ack_policy: AckPolicy.None });
+    const batches = new Map<string, { first: number; seqs: number[] }[]>();
+    const stored = (await jsm.streams.info("BATCH_TEST")).state.messages; // all of them: every batch whole
+    const consumer = await jetstream(nc).consumers.get("BATCH_TEST", "raw");
+    const msgs = await consumer.fetch({ max_messages: stored, expires: 5000 });
+    for await (const m of msgs) {
+      const batch = m.headers?.get(BATCH_HEADER) ?? "none";
+      const seqs = checkFleetMessage(m.data).flatMap((e) => [e.first, e.last]);
+      batches.set(batch, [...batches.get(batch) ?? [], { first: seqs[0]!, seqs }]);
+    }
+    await nc.close();
+    expect([...batches.values()].flat().length).toBe(stored);
+    expect(batches.size).toBeGreaterThan(10);
+    for (const [batch, list] of batches) {
+      const [first, last] = batch.split("-").map(Number) as [number, number];
+      expect(list[0]!.first, batch).toBe(first); // the first message stored is the batch's first
+      const all = list.flatMap((m) => m.seqs);
+      expect(Math.min(...all), batch).toBe(first);
+      expect(Math.max(...all), batch).toBe(last);
+    }
+  });
+
+  it("a consumer started between two messages of a batch gets the rest at once, and no loss", async () => {
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "MID_TEST", subjects: ["mid.*.exits.*"] });
+    const js = jetstream(nc);
+    const pub = (cpu: number, seqs: number[], batch: string) => {
+      const h = headers();
+      h.set(BATCH_HEADER, batch);
+      return js.publish(`mid.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
+    };
+    await pub(0, [1, 3], "1-4"); // before the consumer: not expected
+    // Waits 35 s (the default reorder wait) on a gap that never fills; the test fails far sooner.
+    const c = collectFleet({ servers: nats.url, stream: "MID_TEST", subjectPrefix: "mid" });
+    await eventually(async () => (await jsm.streams.info("MID_TEST")).state.consumer_count > 0, 5000);
+    await pub(1, [2, 4], "1-4");
+    await pub(0, [5, 7], "5-8");
+    await pub(1, [6, 8], "5-8");
+    await eventually(() => c.events.length >= 6, 5000).catch(() => {
+      throw new Error(`got ${c.events.map((e) => `${e.event.case} ${e.seq}`).join(", ") || "nothing"}`);
+    });
+    await sleep(200);
+    await c.stop();
+    await nc.close();
+    expect(c.events.map((e) => `${e.event.case} ${e.seq}`)).toEqual(
+      ["exit 2", "exit 4", "exit 5", "exit 6", "exit 7", "exit 8"],
+    );
+  });
 
   it("openFleetInput (watch --nats --hosts): a glob of hosts, events with their host", async () => {
     const servers = await Promise.all(

@@ -15,13 +15,19 @@
  * cheap (a JetStream publish and its ack cost about as much as tens of
  * encoded events); a consumer restores the per-host seq order across the
  * CPUs' messages (the SDK's watchFleet does, clients/ts/src/_fleet-order.ts).
+ * Every message of a take carries the take's seq range (BATCH_HEADER), and
+ * the first one sent holds the take's first seq: a consumer that starts
+ * between two messages of a take (a new consumer from "now", a durable one
+ * that acked part of it) knows which of its seqs went to messages before
+ * its start, instead of waiting on them as a gap.
  *
  * It takes from the queue itself rather than through Listener.take(): the
  * stream is the retention here, so keeping each handed-out event again in
  * the listener's retention ring (for RPC resumes) would only hold memory.
  */
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
-import { lastSeqOf } from "../core/retention.ts";
+import { headers, type MsgHdrs } from "@nats-io/nats-core";
+import { firstSeqOf, lastSeqOf } from "../core/retention.ts";
 import type { QueueItem } from "../core/event-queue.ts";
 import type { StreamEnd } from "../core/listener.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
@@ -60,12 +66,17 @@ export interface Pump {
 /** Most events in one take. */
 export const MAX_EVENTS = 1024;
 
+/** The header every message of a take carries: the take's seq range, "<first>-<last>". */
+export const BATCH_HEADER = "Taskwire-Batch";
+
 /** One message: its subject, payload and id, kept until JetStream acks it. */
 interface Outgoing {
   readonly seq: number;
   readonly subject: string;
   readonly payload: Uint8Array;
   readonly msgID: string;
+  /** BATCH_HEADER (the same object on a retry). */
+  readonly headers: MsgHdrs;
   /** Events in it. */
   readonly events: number;
 }
@@ -167,7 +178,8 @@ class _Pump implements Pump {
     return items;
   }
 
-  // One message per CPU of the take, in seq order within each.
+  // One message per CPU of the take, in seq order within each; the Map keeps the CPUs in order of their first
+  // item, so the first message sent holds the take's first seq.
   #sendItems(items: readonly QueueItem<ExitRecord>[]): void {
     const byCpu = new Map<number, QueueItem<ExitRecord>[]>();
     for (const item of items) {
@@ -176,25 +188,29 @@ class _Pump implements Pump {
       if (list === undefined) byCpu.set(cpu, [item]);
       else list.push(item);
     }
-    for (const [cpu, list] of byCpu) this.#send(this.#outgoing(cpu, list));
+    const batch = `${firstSeqOf(items[0]!)}-${lastSeqOf(items[items.length - 1]!)}`;
+    for (const [cpu, list] of byCpu) this.#send(this.#outgoing(cpu, list, batch));
   }
 
   // Its id is host, run and its first seq: every seq is in exactly one message, so no two messages share one.
-  #outgoing(cpu: number, items: readonly QueueItem<ExitRecord>[]): Outgoing {
+  #outgoing(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing {
     const { prefix, host } = this.#o;
-    const first = items[0]!.kind === "exit" ? items[0]!.seq : items[0]!.first;
+    const first = firstSeqOf(items[0]!);
+    const h = headers();
+    h.set(BATCH_HEADER, batch);
     return {
       seq: first,
       subject: eventSubject(prefix, host, cpu),
       payload: encodeEvents(items),
       msgID: `${host}:${this.#run}:${first}`,
+      headers: h,
       events: items.length,
     };
   }
 
   #send(m: Outgoing): void {
     this.#inFlight++;
-    this.#o.js.publish(m.subject, m.payload, { msgID: m.msgID, timeout: this.#o.ackTimeoutMs })
+    this.#o.js.publish(m.subject, m.payload, { msgID: m.msgID, headers: m.headers, timeout: this.#o.ackTimeoutMs })
       .then((ack) => this.#acked(m, ack), (err: unknown) => this.#failed(m, err));
   }
 

@@ -56,7 +56,12 @@ export interface WatchFleetOptions {
    * returns). Unset: an ordered consumer that lives as long as the iteration.
    */
   readonly durable?: string | undefined;
-  /** Where a new consumer starts: every stored message ("all"), or only new ones ("new", the default without `durable`). */
+  /**
+   * Where a new consumer starts: every stored message ("all"), or only new
+   * ones ("new", the default without `durable`). A publisher's batch (one
+   * message per CPU) it starts in the middle of comes from its start on:
+   * the batch's earlier messages are neither waited on nor reported lost.
+   */
   readonly deliver?: "all" | "new" | undefined;
   /** A durable consumer's ack wait, ms (default 30000): messages delivered and not acked come again after it. */
   readonly ackWaitMs?: number | undefined;
@@ -262,6 +267,7 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
   const host = m.subject.split(".")[ctx.plan.prefixTokens] ?? "";
   if (ctx.plan.host !== undefined && !ctx.plan.host(host)) return (m.ack(), []);
   let events, run, fresh;
+  const batch = _batch(m);
   try {
     events = checkFleetMessage(m.data);
     // Nats-Msg-Id is "<host>:<run>:<seq or first-last>" (the publisher's); seqs start again with each run.
@@ -281,12 +287,19 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
       keep: ctx.plan.keep?.(ev) ?? true,
       ack: i === events.length - 1 ? ack : undefined,
     };
-    const ready = ctx.order.push(run, { first, last, item, bytes }, { fresh, label: host });
+    const ready = ctx.order.push(run, { first, last, item, bytes }, { fresh, label: host, batch });
     if (ready === null) again = true;
     else out.push(...ready);
   }
   if (again) m.ack();
   return out;
+}
+
+// The seq range of the publisher's batch the message is part of ("Taskwire-Batch: <first>-<last>", src/fleet/_pump.ts);
+// undefined when absent (an older publisher) or malformed (FleetOrder checks it against the message's seqs).
+function _batch(m: JsMsg): [number, number] | undefined {
+  const v = /^(\d{1,16})-(\d{1,16})$/.exec(m.headers?.get("Taskwire-Batch") ?? "");
+  return v === null ? undefined : [Number(v[1]), Number(v[2])];
 }
 
 // An ack by the message's reply subject (what JsMsg.ack() sends), so a held event does not keep the payload alive.

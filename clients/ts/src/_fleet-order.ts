@@ -39,6 +39,18 @@
  * durable consumer restarted may then get, after it, messages its previous
  * iteration fetched but never acked (JetStream delivers them again once
  * their ack wait ends): those come at once, out of order, each once.
+ *
+ * The publisher sends each batch it takes as one message per CPU, together,
+ * each naming the batch's seq range; the first message sent holds the
+ * batch's first seq. A consumer that starts between two messages of a batch
+ * (one from "now", or a durable one that acked part of the batch) never gets
+ * the earlier ones, and their seqs interleave with the later ones': taken as
+ * gaps, they would hold the host for waitMs and then be reported lost,
+ * although they are only from before this iteration. So when a run's first
+ * message is not its batch's first, the run starts after the batch, and the
+ * rest of the batch comes as early seqs do: at once, each once, in order per
+ * message but not across them. A batch range that does not contain its
+ * message, or reaches maxEarly or more past it (forged), is ignored.
  */
 
 /** One event with the seqs it covers (an exit: one; a loss marker: its range), and its size while held. */
@@ -66,11 +78,16 @@ export interface FleetOrderOptions {
   readonly maxEarly?: number;
 }
 
-/** How an event arrived: when, whether JetStream delivered it for the first time, and its run's label (the host). */
+/**
+ * How an event arrived: when, whether JetStream delivered it for the first
+ * time, its run's label (the host), and the seq range of the publisher's
+ * batch its message belongs to (its first and last seq).
+ */
 export interface Arrival {
   readonly now?: number;
   readonly fresh?: boolean;
   readonly label?: string;
+  readonly batch?: readonly [first: number, last: number] | undefined;
 }
 
 interface Run<T> {
@@ -127,7 +144,7 @@ export class FleetOrder<T> {
     const a = typeof arrival === "number" ? { now: arrival } : arrival;
     const now = a.now ?? Date.now();
     const out: Ready<T>[] = [];
-    const r = this.#run(run, e, a.label ?? "", now, out);
+    const r = this.#run(run, this.#startOf(e, a.batch), a.label ?? "", now, out);
     if (e.last < r.start) {
       if (r.early.has(e.first)) return out.length > 0 ? out : null;
       return (this.#early(r, e.first), out.push({ item: e.item }), out);
@@ -170,7 +187,15 @@ export class FleetOrder<T> {
     return out;
   }
 
-  #run(key: string, e: Ordered<T>, label: string, now: number, out: Ready<T>[]): Run<T> {
+  // Where a run first seen at `e` starts: `e` itself, or after its batch when the batch's first message came before.
+  #startOf(e: Ordered<T>, batch: Arrival["batch"]): number {
+    if (batch === undefined) return e.first;
+    const [first, last] = batch;
+    const inside = first < e.first && e.last <= last && last - e.first < this.#o.maxEarly;
+    return inside && Number.isSafeInteger(last + 1) ? last + 1 : e.first;
+  }
+
+  #run(key: string, start: number, label: string, now: number, out: Ready<T>[]): Run<T> {
     let r = this.#runs.get(key);
     if (r !== undefined) {
       this.#runs.delete(key); // LRU: most recent last
@@ -180,9 +205,9 @@ export class FleetOrder<T> {
     // The first event of a run sets where it starts (a consumer may start mid-stream).
     r = {
       label,
-      start: e.first,
+      start,
       early: new Set(),
-      next: e.first,
+      next: start,
       held: new Map(),
       at: new Map(),
       heap: [],
