@@ -66,12 +66,27 @@ describe("FleetOrder", () => {
     expect(items(o.push("a", ev(10), { now: 0, batch: [10, 13] }))).toEqual(["10-10"]);
     expect(items(o.push("a", ev(12), { now: 0, batch: [10, 13] }))).toEqual([]); // 11 is in a later message
     expect(items(o.push("a", ev(11), { now: 0, batch: [10, 13] }))).toEqual(["11-11", "12-12"]);
-    // Not containing the message, or reaching maxEarly past it: ignored, so the host is ordered from its event.
-    for (const [run, batch] of [["b", [20, 20]], ["c", [5, 1_000_000]], ["d", [25, 40]]] as const) {
+    // Not containing the message (ending before it or at its first seq, starting after it), or reaching maxEarly
+    // past it: ignored, so the host is ordered from its event.
+    const forged = [["b", [20, 20]], ["c", [5, 1_000_000]], ["d", [25, 40]], ["e", [5, 10]]] as const;
+    for (const [run, batch] of forged) {
       expect(items(o.push(run, ev(21), { now: 0, batch }))).toEqual(["21-21"]);
       expect(items(o.push(run, ev(23), { now: 0, batch }))).toEqual([]);
       expect(items(o.push(run, ev(22), { now: 0, batch }))).toEqual(["22-22", "23-23"]);
     }
+  });
+
+  it("a redelivery before any first delivery sets no start: the acked seqs between it and the next are no gap", () => {
+    // A durable consumer resumed on a quiet host: B (2, 4, 6, 8) was fetched and not acked; 9-16 were acked. B comes
+    // again first, then the host's next batch.
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const again = { now: 0, fresh: false };
+    expect([2, 4, 6, 8].flatMap((s) => items(o.push("a", ev(s), again)))).toEqual(["2-2", "4-4", "6-6", "8-8"]);
+    expect(o.push("a", ev(4), again)).toBeNull(); // once only
+    expect(items(o.push("a", ev(17), { now: 1, batch: [17, 18] }))).toEqual(["17-17"]);
+    expect(items(o.push("a", ev(18), { now: 1, batch: [17, 18] }))).toEqual(["18-18"]);
+    expect(items(o.expire(5000))).toEqual([]);
+    expect(o.push("a", ev(6), again)).toBeNull();
   });
 
   it("a forged far-ahead seq invents no loss while the host keeps publishing in order", () => {

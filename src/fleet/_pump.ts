@@ -15,11 +15,14 @@
  * cheap (a JetStream publish and its ack cost about as much as tens of
  * encoded events); a consumer restores the per-host seq order across the
  * CPUs' messages (the SDK's watchFleet does, clients/ts/src/_fleet-order.ts).
- * Every message of a take carries the take's seq range (BATCH_HEADER), and
- * the first one sent holds the take's first seq: a consumer that starts
- * between two messages of a take (a new consumer from "now", a durable one
+ * Every message of a batch carries the batch's seq range (BATCH_HEADER), and
+ * the first one sent holds the batch's first seq: a consumer that starts
+ * between two messages of a batch (a new consumer from "now", a durable one
  * that acked part of it) knows which of its seqs went to messages before
- * its start, instead of waiting on them as a gap.
+ * its start, instead of waiting on them as a gap. A batch is a take, cut
+ * where its range would pass MAX_BATCH_SPAN seqs (a wide loss marker goes
+ * alone), since a consumer takes a range only that far past its message.
+ * A message sent again names everything handed out by then (see #resend).
  *
  * It takes from the queue itself rather than through Listener.take(): the
  * stream is the retention here, so keeping each handed-out event again in
@@ -66,8 +69,15 @@ export interface Pump {
 /** Most events in one take. */
 export const MAX_EVENTS = 1024;
 
-/** The header every message of a take carries: the take's seq range, "<first>-<last>". */
+/** The header every message carries: its batch's seq range, "<first>-<last>". */
 export const BATCH_HEADER = "Taskwire-Batch";
+
+/**
+ * Most seqs one batch spans, a loss marker alone excepted: well under the
+ * 65,536 past its message a consumer accepts (the SDK's maxEarly). Exits
+ * alone never reach it (a take holds at most 1,024 events); markers do.
+ */
+export const MAX_BATCH_SPAN = 4096;
 
 /** One message: its subject, payload and id, kept until JetStream acks it. */
 interface Outgoing {
@@ -75,7 +85,7 @@ interface Outgoing {
   readonly subject: string;
   readonly payload: Uint8Array;
   readonly msgID: string;
-  /** BATCH_HEADER (the same object on a retry). */
+  /** BATCH_HEADER (#resend replaces it). */
   readonly headers: MsgHdrs;
   /** Events in it. */
   readonly events: number;
@@ -178,9 +188,13 @@ class _Pump implements Pump {
     return items;
   }
 
-  // One message per CPU of the take, in seq order within each; the Map keeps the CPUs in order of their first
-  // item, so the first message sent holds the take's first seq.
   #sendItems(items: readonly QueueItem<ExitRecord>[]): void {
+    for (const batch of batchesOf(items)) this.#sendBatch(batch);
+  }
+
+  // One message per CPU of the batch, in seq order within each; the Map keeps the CPUs in order of their first
+  // item, so the first message sent holds the batch's first seq.
+  #sendBatch(items: readonly QueueItem<ExitRecord>[]): void {
     const byCpu = new Map<number, QueueItem<ExitRecord>[]>();
     for (const item of items) {
       const cpu = item.kind === "exit" ? item.record.cpu : item.cpu;
@@ -196,14 +210,12 @@ class _Pump implements Pump {
   #outgoing(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing {
     const { prefix, host } = this.#o;
     const first = firstSeqOf(items[0]!);
-    const h = headers();
-    h.set(BATCH_HEADER, batch);
     return {
       seq: first,
       subject: eventSubject(prefix, host, cpu),
       payload: encodeEvents(items),
       msgID: `${host}:${this.#run}:${first}`,
-      headers: h,
+      headers: batchHeader(batch),
       events: items.length,
     };
   }
@@ -230,7 +242,9 @@ class _Pump implements Pump {
     this.#wake();
   }
 
-  // Every failed message again, in seq order, after a backoff.
+  // Every failed message again, in seq order, after a backoff. Each names as its batch everything handed out so far,
+  // from just before its own first seq: every other message up to there was acked (nothing is in flight now), so
+  // the stream may hold newer batches before it, and a consumer that sees it first starts after all of them.
   async #resend(): Promise<void> {
     await this.#sleep(this.#retryDelay);
     this.#retryDelay = Math.min(RETRY_MAX_MS, this.#retryDelay * 2);
@@ -238,7 +252,8 @@ class _Pump implements Pump {
     const batch = this.#retry.sort((a, b) => a.seq - b.seq);
     this.#retry = [];
     this.#retries += batch.length;
-    for (const m of batch) this.#send(m);
+    const sent = this.#o.listener.handedOut;
+    for (const m of batch) this.#send({ ...m, headers: batchHeader(`${m.seq - 1}-${sent}`) });
   }
 
   // Until woken (new events, an ack, the end), or `ms` when given (a wake does not cut that short).
@@ -251,6 +266,28 @@ class _Pump implements Pump {
       this.#wakeUp = resolve;
     });
   }
+}
+
+function batchHeader(range: string): MsgHdrs {
+  const h = headers();
+  h.set(BATCH_HEADER, range);
+  return h;
+}
+
+/** A take cut into batches of at most MAX_BATCH_SPAN seqs each (an item wider than that alone); uncut, itself. */
+export function batchesOf<I extends { kind: string; seq?: number; first?: number; last?: number }>(
+  items: readonly I[],
+): (readonly I[])[] {
+  const out: (readonly I[])[] = [];
+  let start = 0;
+  for (let i = 1; i < items.length; i++) {
+    if (lastSeqOf(items[i]!) - firstSeqOf(items[start]!) < MAX_BATCH_SPAN) continue;
+    out.push(items.slice(start, i));
+    start = i;
+  }
+  if (start === 0) return [items];
+  out.push(items.slice(start));
+  return out;
 }
 
 function randomRun(): string {

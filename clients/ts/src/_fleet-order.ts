@@ -35,10 +35,12 @@
  *   host, and the "early" seqs of a resumed durable consumer at most
  *   `maxEarly` per run; an evicted run gives up its gaps first.
  *
- * The first event of a run this iteration sees sets where it starts. A
- * durable consumer restarted may then get, after it, messages its previous
- * iteration fetched but never acked (JetStream delivers them again once
- * their ack wait ends): those come at once, out of order, each once.
+ * The first event of a run this iteration sees as a first delivery sets
+ * where it starts. A durable consumer restarted gets, before or after it,
+ * messages its previous iteration fetched but never acked (JetStream
+ * delivers them again once their ack wait ends): those come at once, out of
+ * order, each once, and set no start (the seqs between them and the first
+ * new message were acked before, not lost).
  *
  * The publisher sends each batch it takes as one message per CPU, together,
  * each naming the batch's seq range; the first message sent holds the
@@ -49,8 +51,11 @@
  * although they are only from before this iteration. So when a run's first
  * message is not its batch's first, the run starts after the batch, and the
  * rest of the batch comes as early seqs do: at once, each once, in order per
- * message but not across them. A batch range that does not contain its
- * message, or reaches maxEarly or more past it (forged), is ignored.
+ * message but not across them. A message the publisher sent again after
+ * newer ones names everything it had sent by then, from before its own
+ * first seq, so a run first seen at it starts after all of that. A batch
+ * range that does not contain its message, or reaches maxEarly or more past
+ * it (forged), is ignored.
  */
 
 /** One event with the seqs it covers (an exit: one; a loss marker: its range), and its size while held. */
@@ -92,8 +97,11 @@ export interface Arrival {
 
 interface Run<T> {
   readonly label: string;
-  /** The first seq this iteration saw of the run; `early` holds the first seqs yielded from before it. */
-  readonly start: number;
+  /**
+   * Where the run starts in this iteration (UNSET until its first first
+   * delivery); `early` holds the first seqs yielded from before it.
+   */
+  start: number;
   readonly early: Set<number>;
   next: number;
   /** Waiting events by first seq, and a min-heap of their first seqs. */
@@ -144,7 +152,8 @@ export class FleetOrder<T> {
     const a = typeof arrival === "number" ? { now: arrival } : arrival;
     const now = a.now ?? Date.now();
     const out: Ready<T>[] = [];
-    const r = this.#run(run, this.#startOf(e, a.batch), a.label ?? "", now, out);
+    const r = this.#run(run, a.label ?? "", now, out);
+    if (r.start === UNSET && a.fresh !== false) r.start = r.next = this.#startOf(e, a.batch);
     if (e.last < r.start) {
       if (r.early.has(e.first)) return out.length > 0 ? out : null;
       return (this.#early(r, e.first), out.push({ item: e.item }), out);
@@ -195,19 +204,19 @@ export class FleetOrder<T> {
     return inside && Number.isSafeInteger(last + 1) ? last + 1 : e.first;
   }
 
-  #run(key: string, start: number, label: string, now: number, out: Ready<T>[]): Run<T> {
+  #run(key: string, label: string, now: number, out: Ready<T>[]): Run<T> {
     let r = this.#runs.get(key);
     if (r !== undefined) {
       this.#runs.delete(key); // LRU: most recent last
       this.#runs.set(key, r);
       return r;
     }
-    // The first event of a run sets where it starts (a consumer may start mid-stream).
+    // Its first first delivery sets where it starts (push; a consumer may start mid-stream).
     r = {
       label,
-      start,
+      start: UNSET,
       early: new Set(),
-      next: start,
+      next: UNSET,
       held: new Map(),
       at: new Map(),
       heap: [],
@@ -309,6 +318,9 @@ export class FleetOrder<T> {
     this.#drain(r, out);
   }
 }
+
+/** A run's start before its first first delivery: every seq is below it, so redeliveries come as early seqs. */
+const UNSET = Number.POSITIVE_INFINITY;
 
 /** Gaps given up remembered per run (for events of them that come late). */
 const MAX_LOST_GAPS = 16;

@@ -1,0 +1,93 @@
+/** The fleet publisher's pump (src/fleet/_pump.ts) on its own: a sim source's records, a JetStream client whose acks the test decides. */
+import { describe, expect, it } from "vitest";
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import type { MsgHdrs } from "@nats-io/nats-core";
+import { createRegistry } from "../src/core/registry.ts";
+import type { QueuedLoss } from "../src/core/event-queue.ts";
+import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { BATCH_HEADER, batchesOf, createPump, MAX_BATCH_SPAN } from "../src/fleet/_pump.ts";
+import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
+import { eventually } from "./helpers.ts";
+
+interface Published {
+  readonly msgID: string;
+  readonly batch: string;
+  readonly seqs: number[];
+}
+
+// A JetStreamClient whose publish the test answers: `fail(n)` makes the next n publishes time out.
+function fakeJetStream() {
+  const published: Published[] = [];
+  let failing = 0;
+  const js = {
+    publish(_subject: string, payload: Uint8Array, o: { msgID: string; headers: MsgHdrs }): Promise<PubAck> {
+      const seqs = checkFleetMessage(payload).flatMap((e) => [e.first, e.last]);
+      published.push({ msgID: o.msgID, batch: o.headers.get(BATCH_HEADER), seqs });
+      if (failing > 0) return (failing--, Promise.reject(new Error("timeout")));
+      return Promise.resolve({ stream: "T", seq: published.length, duplicate: false } as PubAck);
+    },
+  } as unknown as JetStreamClient;
+  return { js, published, fail: (n: number) => (failing = n) };
+}
+
+describe("fleet pump", () => {
+  it("a message sent again names everything handed out by then, from just before its own first seq", async () => {
+    const source = createSimSource({ cpus: 4, exitRate: 2000, seed: 7 });
+    const registry = createRegistry<ExitRecord, Uint8Array>({ feed: source, retain: () => new Uint8Array() });
+    const listener = registry.create([0, 1, 2, 3], {
+      buffer: 65_536,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "t",
+    });
+    const { js, published, fail } = fakeJetStream();
+    fail(1);
+    const pump = createPump({
+      js,
+      listener,
+      prefix: "p",
+      host: "h",
+      window: 4,
+      lingerMs: 5,
+      ackTimeoutMs: 1000,
+      log: () => {},
+    });
+    await eventually(() => pump.counters().retries > 0 && published.length > 10, 5000);
+    await pump.drain(1000);
+    await source.close();
+    const first = published[0]!;
+    const again = published.slice(1).find((p) => p.msgID === first.msgID)!;
+    expect(again, "the failed message is sent again with its id").toBeDefined();
+    const [from, to] = again.batch.split("-").map(Number) as [number, number];
+    expect(from).toBe(first.seqs[0]! - 1);
+    // Everything handed out before the resend, i.e. every seq published before it, and nothing after.
+    const before = published.slice(0, published.indexOf(again)).flatMap((p) => p.seqs);
+    expect(to).toBe(Math.max(...before));
+    // Every first send names its batch: a range holding its seqs.
+    for (const p of published.filter((p) => p !== again)) {
+      const [f, l] = p.batch.split("-").map(Number) as [number, number];
+      expect(f <= p.seqs[0]! && p.seqs[p.seqs.length - 1]! <= l, `${p.batch} ${p.seqs}`).toBe(true);
+    }
+  });
+
+  it("a take is cut where its range would pass MAX_BATCH_SPAN; a wide loss marker goes alone", () => {
+    const exit = (seq: number) => ({ kind: "exit" as const, seq });
+    const lost = (first: number, last: number): Pick<QueuedLoss, "kind" | "first" | "last"> => ({
+      kind: "lost",
+      first,
+      last,
+    });
+    const span = (items: readonly ({ kind: string; seq?: number; first?: number; last?: number })[]) =>
+      items.map((i) => (i.kind === "lost" ? `${i.first}-${i.last}` : `${i.seq}`)).join(",");
+    const plain = [exit(1), exit(2), exit(3)];
+    expect(batchesOf(plain)[0]).toBe(plain); // uncut: the take itself
+    const wide = [exit(10), exit(11), lost(12, 100_011), exit(100_012), exit(100_013)];
+    expect(batchesOf(wide).map(span)).toEqual(["10,11", "12-100011", "100012,100013"]);
+    const narrow = [exit(1), lost(2, MAX_BATCH_SPAN - 1), exit(MAX_BATCH_SPAN), exit(MAX_BATCH_SPAN + 1)];
+    expect(batchesOf(narrow).map(span)).toEqual([
+      `1,2-${MAX_BATCH_SPAN - 1},${MAX_BATCH_SPAN}`,
+      `${MAX_BATCH_SPAN + 1}`,
+    ]);
+  });
+});
