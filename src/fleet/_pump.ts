@@ -85,7 +85,7 @@ interface Outgoing {
   readonly subject: string;
   readonly payload: Uint8Array;
   readonly msgID: string;
-  /** BATCH_HEADER (#resend replaces it). */
+  /** Its headers: BATCH_HEADER (#resend replaces them). */
   readonly headers: MsgHdrs;
   /** Events in it. */
   readonly events: number;
@@ -268,6 +268,7 @@ class _Pump implements Pump {
   }
 }
 
+// One per message, never shared: publish() sets the message's Nats-Msg-Id on it.
 function batchHeader(range: string): MsgHdrs {
   const h = headers();
   h.set(BATCH_HEADER, range);

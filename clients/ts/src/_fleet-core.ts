@@ -295,10 +295,13 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
   return out;
 }
 
-// The seq range of the publisher's batch the message is part of ("Taskwire-Batch: <first>-<last>", src/fleet/_pump.ts);
-// undefined when absent (an older publisher) or malformed (FleetOrder checks it against the message's seqs).
+/** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_pump.ts). */
+const BATCH_HEADER = "Taskwire-Batch";
+
+// The seq range of the publisher's batch the message is part of; undefined when absent (an older publisher) or
+// malformed (FleetOrder checks it against the message's seqs).
 function _batch(m: JsMsg): [number, number] | undefined {
-  const v = /^(\d{1,16})-(\d{1,16})$/.exec(m.headers?.get("Taskwire-Batch") ?? "");
+  const v = /^(\d{1,16})-(\d{1,16})$/.exec(m.headers?.get(BATCH_HEADER) ?? "");
   return v === null ? undefined : [Number(v[1]), Number(v[2])];
 }
 
