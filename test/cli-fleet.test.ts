@@ -1,8 +1,13 @@
 /** `taskwire watch --nats` and `top --nats`: the CLI reading a fleet from a real nats-server. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fleetServer, haveNatsServer, type NatsServer, startNats, stopFleetServer } from "./fleet-nats.ts";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { headers } from "@nats-io/nats-core";
+import { exitMsg, fleetServer, haveNatsServer, type NatsServer, startNats, stopFleetServer } from "./fleet-nats.ts";
+import { eventually } from "./helpers.ts";
+import { BATCH_HEADER } from "../src/fleet/_pump.ts";
 
 const run = promisify(execFile);
 const CLI = new URL("../bin/taskwire.js", import.meta.url).pathname;
@@ -60,6 +65,31 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
     const doc = JSON.parse(r.stdout) as { rows: { key: string; exits: number }[] };
     expect(doc.rows.map((row) => row.key).sort()).toEqual(["db-1", "web-1", "web-2"]);
     expect(doc.rows.every((row) => row.exits > 0)).toBe(true);
+  });
+
+  it("watch --nats --durable, interrupted with a message partly printed, prints the rest of it before exiting", async () => {
+    const nc = await connect({ servers: nats.url });
+    await (await jetstreamManager(nc)).streams.add({ name: "CLI_DRAIN", subjects: ["cd.*.exits.*"] });
+    const js = jetstream(nc);
+    const pub = (cpu: number, seqs: number[]) => {
+      const h = headers();
+      h.set(BATCH_HEADER, "1-4");
+      return js.publish(`cd.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
+    };
+    await pub(0, [1, 3]);
+    const args = ["--nats", nats.url, "--nats-stream", "CLI_DRAIN", "--nats-subject-prefix", "cd"];
+    const child = spawn(process.execPath, [CLI, "watch", ...args, "--durable", "cli-d", "--from-start", "--json"]);
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    const seqs = () =>
+      stdout.trim().split("\n").filter(Boolean).map((l) => Number((JSON.parse(l) as { seq: string }).seq));
+    await eventually(() => seqs().length === 1, 10_000); // 1 printed; 3 waits for 2, in the batch's other message
+    child.kill("SIGINT");
+    await pub(1, [2, 4]);
+    expect(await exited).toBe(0);
+    await nc.close();
+    expect(seqs()).toEqual([1, 2, 3, 4]);
   });
 
   it("fleet-only flags without --nats are a usage error (2); an unreachable NATS is a runtime error (1)", async () => {

@@ -6,7 +6,7 @@ import { addConnectionOptions, type Connection, connectionFrom } from "./connect
 import { UsageError } from "./errors.ts";
 import { type EventInput, type EventInputOptions, openEventInput } from "./event-input.ts";
 import { formatEvent } from "./format.ts";
-import { createOutput, drained } from "./output.ts";
+import { createOutput, drained, type Output } from "./output.ts";
 import type { FleetFlags } from "./fleet-input.ts";
 import { filterFrom, filterOptions, fleetFrom, fleetOptions, intArg } from "./options.ts";
 
@@ -97,7 +97,7 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
       ),
   });
   try {
-    await _print(input, flags, out.line, ctl.signal);
+    await _print(input, flags, out, ctl.signal);
   } finally {
     process.off("SIGINT", stop).off("SIGTERM", stop);
     ctl.abort();
@@ -107,12 +107,16 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
   }
 }
 
-async function _print(input: EventInput, flags: WatchFlags, line: (s: string) => void, signal: AbortSignal) {
+async function _print(input: EventInput, flags: WatchFlags, out: Output, signal: AbortSignal) {
+  // Interrupted, a durable fleet consumer prints on until watchFleet ends the iteration (within 2 s): it first
+  // finishes the messages it partly printed, so the next run with the same --durable repeats nothing. A closed
+  // stdout stops it at once (what is not printed must stay unacked).
+  const drain = flags.fleet?.durable !== undefined;
   let seen = 0;
   try {
     for await (const ev of input.events) {
-      line(flags.json ? JSON.stringify(exitEventToJson(ev)) : formatEvent(ev, flags.fleet !== undefined));
-      if (signal.aborted || (flags.count !== undefined && ++seen >= flags.count)) return;
+      out.line(flags.json ? JSON.stringify(exitEventToJson(ev)) : formatEvent(ev, flags.fleet !== undefined));
+      if ((signal.aborted && (!drain || out.closed)) || (flags.count !== undefined && ++seen >= flags.count)) return;
     }
   } catch (err) {
     if (!signal.aborted) throw err;

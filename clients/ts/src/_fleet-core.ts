@@ -54,6 +54,10 @@ export interface WatchFleetOptions {
    * A durable consumer's name: made if missing, and resumed where it left
    * off (each message is acked once the loop body that got its events
    * returns). Unset: an ordered consumer that lives as long as the iteration.
+   * Stop a durable iteration by aborting `signal`: it then finishes the
+   * messages it partly yielded (up to 2 s) before it ends, so the next one
+   * repeats nothing. A `break` may leave one partly yielded, to come again
+   * whole (its yielded events repeat; none is lost).
    */
   readonly durable?: string | undefined;
   /**
@@ -83,7 +87,7 @@ export interface WatchFleetOptions {
   readonly onBadMessage?: ((info: FleetBadMessage) => void) | undefined;
   /** Called with the NATS connection's status changes (disconnected, reconnected, closed, server errors). */
   readonly onStatus?: ((status: FleetStatus) => void) | undefined;
-  /** Ends the iteration when aborted. */
+  /** Ends the iteration when aborted (a durable one once its partly yielded messages are finished, within 2 s). */
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -136,8 +140,9 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
     const nc = options.connection ?? await connect({ ...options.connectOptions, servers: _servers(options.servers) });
     let messages: ConsumerMessages | undefined;
     const status = statuses(nc, options.onStatus);
-    const stop = () => void messages?.close();
-    options.signal?.addEventListener("abort", stop, { once: true });
+    const open = new _OpenMessages();
+    const stop = _stopper(() => void messages?.close(), open, options.durable !== undefined);
+    options.signal?.addEventListener("abort", stop.abort, { once: true });
     try {
       if (options.signal?.aborted) return;
       messages = await (await _consumer(nc, options, plan.subject)).consume({
@@ -153,21 +158,23 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
           next ??= it.next();
           const r = await ticks.race(next);
           // Gaps expire on a timer too: a host that went quiet after a gap is not waited on forever.
-          if (ticks.due()) yield* _yield(ctx.order.expire());
-          if (r === TICK) continue;
-          next = undefined;
-          if (r.done === true) break;
-          yield* _yield(_arrive(r.value, ctx));
-          if (options.signal?.aborted) break;
+          if (ticks.due()) yield* _yield(ctx.order.expire(), open);
+          if (r !== TICK) {
+            next = undefined;
+            if (r.done === true) break;
+            yield* _yield(_arrive(r.value, ctx), open);
+          }
+          if (options.signal?.aborted && open.count === 0) break;
         }
       } finally {
         ticks.stop();
+        stop.clear();
         // Ends the consumer's iterator as for-await's break would (close() alone waits for it to be read to its end).
         void it.return?.();
       }
     } finally {
       status.stop();
-      options.signal?.removeEventListener("abort", stop);
+      options.signal?.removeEventListener("abort", stop.abort);
       await messages?.close();
       if (own) await nc.close();
     }
@@ -241,6 +248,55 @@ interface Pending {
   readonly keep: boolean;
   /** Set on the message's last event: ack it after this one (the reply subject only: the payload is not kept). */
   readonly ack: (() => void) | undefined;
+  /** The message's mark, shared by its events: whether some of them were yielded before it was acked. */
+  readonly mark: _Mark;
+}
+
+/** Whether a message's events began to be yielded, and whether it was acked. */
+interface _Mark {
+  started: boolean;
+  acked: boolean;
+}
+
+/**
+ * Messages partly yielded and not acked. A durable consumer's messages are
+ * acked after their last event; a message the iteration ends in the middle of
+ * comes again whole, repeating what was yielded. A publisher's batch is one
+ * message per CPU with interleaved seqs, so in seq order a message is often
+ * partly yielded while it waits for another CPU's message of its batch.
+ */
+class _OpenMessages {
+  count = 0;
+  yielded(m: _Mark): void {
+    if (m.started || m.acked) return;
+    m.started = true;
+    this.count++;
+  }
+  acked(m: _Mark): void {
+    if (m.started && !m.acked) this.count--;
+    m.acked = true;
+  }
+}
+
+/**
+ * How long an aborted durable iteration goes on to finish the messages it
+ * partly yielded (their other CPU's messages are most often already fetched).
+ * Past it, it ends anyway, and those messages come again to the next
+ * iteration (at least once).
+ */
+const DRAIN_MS = 2000;
+
+// What an abort does: closes the consumer at once, or (durable, messages partly yielded) after DRAIN_MS at most;
+// the loop ends as soon as no message is partly yielded.
+function _stopper(close: () => void, open: _OpenMessages, durable: boolean) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return {
+    abort: () => {
+      if (!durable || open.count === 0) close();
+      else timer = setTimeout(close, DRAIN_MS);
+    },
+    clear: () => clearTimeout(timer),
+  };
 }
 
 interface Ctx {
@@ -251,12 +307,13 @@ interface Ctx {
 }
 
 // The order keeper's outputs as events: gaps as loss markers, events yielded then their message acked.
-function* _yield(ready: readonly Ready<Pending>[]): Generator<FleetExitEvent, void, undefined> {
+function* _yield(ready: readonly Ready<Pending>[], open: _OpenMessages): Generator<FleetExitEvent, void, undefined> {
   for (const r of ready) {
     if ("gap" in r) yield _gapLoss(r.gap, r.label);
     else {
+      open.yielded(r.item.mark);
       if (r.item.keep) yield r.item.event;
-      r.item.ack?.();
+      if (r.item.ack !== undefined) (r.item.ack(), open.acked(r.item.mark));
     }
   }
 }
@@ -278,20 +335,25 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
     return (ctx.bad(m, host, err instanceof BadFleetMessage ? err.message : String(err)), []);
   }
   const out: Ready<Pending>[] = [];
-  let again = false;
+  let again = false, held = false;
   const bytes = Math.ceil(m.data.length / events.length) + 256;
   const ack = _acker(m, ctx.nc);
+  const mark: _Mark = { started: false, acked: false };
   for (const [i, { ev, first, last }] of events.entries()) {
     const item = {
       event: Object.assign(ev, { host }),
       keep: ctx.plan.keep?.(ev) ?? true,
       ack: i === events.length - 1 ? ack : undefined,
+      mark,
     };
     const ready = ctx.order.push(run, { first, last, item, bytes }, { fresh, label: host, batch });
-    if (ready === null) again = true;
+    if (ready === null) ctx.order.holds(run, first) ? held = true : again = true;
     else out.push(...ready);
   }
-  if (again) m.ack();
+  // A repeat of what was yielded: acked now. A repeat of what is held from an earlier delivery (its ack wait ran out
+  // while it waited on a gap) is not: that delivery's events ack it once yielded, and an ack now would lose them if
+  // the iteration ended first.
+  if (again && !held) (m.ack(), mark.acked = true);
   return out;
 }
 

@@ -179,6 +179,11 @@ export class FleetOrder<T> {
     return out;
   }
 
+  /** Whether `run` holds an event starting at `first`: pushed, and not given out yet. */
+  holds(run: string, first: number): boolean {
+    return this.#runs.get(run)?.held.has(first) ?? false;
+  }
+
   /**
    * Gives up every gap whose run's head has not advanced for waitMs, and
    * those after it whose following event itself waited that long: k gaps
