@@ -1,11 +1,22 @@
 /** `taskwire watch --nats` and `top --nats`: the CLI reading a fleet from a real nats-server. */
 import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { headers } from "@nats-io/nats-core";
-import { exitMsg, fleetServer, haveNatsServer, type NatsServer, startNats, stopFleetServer } from "./fleet-nats.ts";
+import { headers, type NatsConnection } from "@nats-io/nats-core";
+import {
+  collectFleet,
+  exitMsg,
+  fleetServer,
+  haveNatsServer,
+  type NatsServer,
+  startNats,
+  stopFleetServer,
+} from "./fleet-nats.ts";
 import { eventually } from "./helpers.ts";
 import { BATCH_HEADER } from "../src/fleet/_pump.ts";
 
@@ -20,6 +31,22 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
     const e = err as { code?: number; stdout?: string; stderr?: string };
     return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
   }
+}
+
+/** A stream of its own for crafted batches: publishes one CPU's message of the batch "1-4" of host h. */
+async function drainStream(nc: NatsConnection, name: string, prefix: string) {
+  await (await jetstreamManager(nc)).streams.add({ name, subjects: [`${prefix}.*.exits.*`] });
+  const js = jetstream(nc);
+  return (cpu: number, seqs: number[]) => {
+    const h = headers();
+    h.set(BATCH_HEADER, "1-4");
+    return js.publish(`${prefix}.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
+  };
+}
+
+/** The seqs of `watch --json` lines. */
+function jsonSeqs(text: string): number[] {
+  return text.trim().split("\n").filter(Boolean).map((l) => Number((JSON.parse(l) as { seq: string }).seq));
 }
 
 describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-server)", () => {
@@ -69,27 +96,68 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
 
   it("watch --nats --durable, interrupted with a message partly printed, prints the rest of it before exiting", async () => {
     const nc = await connect({ servers: nats.url });
-    await (await jetstreamManager(nc)).streams.add({ name: "CLI_DRAIN", subjects: ["cd.*.exits.*"] });
-    const js = jetstream(nc);
-    const pub = (cpu: number, seqs: number[]) => {
-      const h = headers();
-      h.set(BATCH_HEADER, "1-4");
-      return js.publish(`cd.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
-    };
+    const pub = await drainStream(nc, "CLI_DRAIN", "cd");
     await pub(0, [1, 3]);
     const args = ["--nats", nats.url, "--nats-stream", "CLI_DRAIN", "--nats-subject-prefix", "cd"];
     const child = spawn(process.execPath, [CLI, "watch", ...args, "--durable", "cli-d", "--from-start", "--json"]);
-    let stdout = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-    const seqs = () =>
-      stdout.trim().split("\n").filter(Boolean).map((l) => Number((JSON.parse(l) as { seq: string }).seq));
-    await eventually(() => seqs().length === 1, 10_000); // 1 printed; 3 waits for 2, in the batch's other message
-    child.kill("SIGINT");
-    await pub(1, [2, 4]);
-    expect(await exited).toBe(0);
-    await nc.close();
-    expect(seqs()).toEqual([1, 2, 3, 4]);
+    try {
+      let stdout = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+      await eventually(() => jsonSeqs(stdout).length === 1, 10_000); // 1 printed; 3 waits for 2, in the other message
+      child.kill("SIGINT");
+      await pub(1, [2, 4]);
+      expect(await exited).toBe(0);
+      expect(jsonSeqs(stdout)).toEqual([1, 2, 3, 4]);
+    } finally {
+      child.kill("SIGKILL");
+      await nc.close();
+    }
+  });
+
+  it("watch --nats --durable | cat, Ctrl-C to both: what the dead pipe did not take is not acked, it comes again", async () => {
+    const nc = await connect({ servers: nats.url });
+    const pub = await drainStream(nc, "CLI_PIPE", "cp");
+    const o = { connection: nc, stream: "CLI_PIPE", subjectPrefix: "cp", durable: "cli-p", ackWaitMs: 1000 };
+    await collectFleet(o).stop(); // makes the durable consumer, with a 1 s ack wait, before anything is published
+    await pub(0, [1, 3]);
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-pipe-"));
+    const file = join(dir, "out");
+    const args = `--nats ${nats.url} --nats-stream CLI_PIPE --nats-subject-prefix cp --durable cli-p --json`;
+    // Its own process group, as a shell's job: Ctrl-C reaches cat and watch alike.
+    const sh = spawn("sh", ["-c", `'${process.execPath}' '${CLI}' watch ${args} | cat > '${file}'`], {
+      detached: true,
+    });
+    const exited = new Promise<void>((resolve) => sh.on("exit", () => resolve()));
+    const printed = () => jsonSeqs(existsSync(file) ? readFileSync(file, "utf8") : "");
+    try {
+      await eventually(() => printed().length === 1, 10_000);
+      process.kill(-sh.pid!, "SIGINT");
+      await pub(1, [2, 4]);
+      await exited;
+      await eventually(() => {
+        try {
+          process.kill(-sh.pid!, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      }, 5000);
+      const next = collectFleet(o);
+      await eventually(() => new Set([...printed(), ...next.events.map((e) => Number(e.seq))]).size === 4, 8000)
+        .catch(() => {
+          throw new Error(
+            `printed ${printed()}, then ${next.events.map((e) => Number(e.seq))}: some were acked unprinted`,
+          );
+        });
+      await next.stop();
+    } finally {
+      try {
+        process.kill(-sh.pid!, "SIGKILL");
+      } catch { /* gone */ }
+      rmSync(dir, { recursive: true, force: true });
+      await nc.close();
+    }
   });
 
   it("fleet-only flags without --nats are a usage error (2); an unreachable NATS is a runtime error (1)", async () => {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers } from "@nats-io/nats-core";
-import type { FleetExitEvent } from "@taskwire/client";
+import { type FleetExitEvent, watchFleet } from "@taskwire/client";
 import {
   collectFleet,
   exitMsg,
@@ -237,6 +237,79 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
     await fourth.stop();
     await nc.close();
     expect([...new Set(seqs(fourth.events))].sort((a, b) => a - b)).toEqual([9, 10, 11, 12]);
+  });
+
+  it("an abort ends an ordered consumer at once, and a durable one by the drain's bound even during its setup", async () => {
+    const nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "BOUND_TEST", subjects: ["bound.*.exits.*"] });
+    const h = headers();
+    h.set(BATCH_HEADER, "1-4");
+    // A batch's first message whose partner never comes: 1 is yielded, 3 waits on the gap (for reorder.waitMs).
+    await jetstream(nc).publish("bound.h.exits.0", exitMsg([1n, 3n]), { headers: h, msgID: "h:r1:1" });
+    const o = { servers: nats.url, stream: "BOUND_TEST", subjectPrefix: "bound", reorder: { waitMs: 60_000 } };
+    const ordered = collectFleet({ ...o, deliver: "all" });
+    await eventually(() => ordered.events.length === 1, 5000);
+    let t0 = Date.now();
+    await ordered.stop();
+    expect(Date.now() - t0).toBeLessThan(500);
+    // Aborted while its consumer is being set up (on a connection of its own making it would be while connecting).
+    for (const durable of [undefined, "bound-early"]) {
+      const early = collectFleet({ ...o, servers: undefined, connection: nc, deliver: "all", durable });
+      t0 = Date.now();
+      await early.stop();
+      expect(Date.now() - t0).toBeLessThan(500);
+      expect(early.events).toEqual([]);
+    }
+    const late = collectFleet({ ...o, durable: "bound-late" });
+    await eventually(() => late.events.length === 1, 5000);
+    t0 = Date.now();
+    await late.stop();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1900);
+    expect(Date.now() - t0).toBeLessThan(4000); // the drain's 2 s, then the next tick (1 s at most)
+
+    // With messages fetched and not yet read, and a loop body that takes its time: an ordered consumer stops after
+    // the message in hand; a durable one reads on to its deadline only, not to the end of what was fetched.
+    for (let i = 1; i <= 400; i++) {
+      await jetstream(nc).publish("bound.g.exits.0", exitMsg([BigInt(i)]), { msgID: `g:r1:${i}` });
+    }
+    for (const durable of [undefined, "bound-slow"]) {
+      const ctl = new AbortController();
+      let after = 0, t1 = 0;
+      for await (const _ of watchFleet({ ...o, deliver: "all", durable, signal: ctl.signal })) {
+        if (ctl.signal.aborted) after++;
+        else (ctl.abort(), t1 = Date.now());
+        await sleep(20);
+      }
+      const took = Date.now() - t1;
+      expect(durable === undefined ? took : 0, `${durable}: ${after} events in ${took} ms`).toBeLessThan(500);
+      expect(took, `${durable}: ${after} events in ${took} ms`).toBeLessThan(4000);
+    }
+    await nc.close();
+  });
+
+  it("a message whose last event repeats another's is acked only after its new events are yielded", async () => {
+    const nc = await connect({ servers: nats.url });
+    await (await jetstreamManager(nc)).streams.add({ name: "OVERLAP_TEST", subjects: ["ovl.*.exits.*"] });
+    const js = jetstream(nc);
+    const o = { connection: nc, stream: "OVERLAP_TEST", subjectPrefix: "ovl", durable: "ovl", ackWaitMs: 1000 };
+    await collectFleet(o).stop(); // the durable consumer, with a 1 s ack wait
+    // A publisher gone wrong: B repeats A's 3. In seq order: 1 (A), 2 (B), 3 (A; B's is a repeat).
+    await js.publish("ovl.h.exits.0", exitMsg([1n, 3n]), { msgID: "h:r1:1" });
+    await js.publish("ovl.h.exits.1", exitMsg([2n, 3n]), { msgID: "h:r1:2" });
+    const got: number[] = [];
+    for await (const ev of watchFleet(o)) {
+      got.push(Number(ev.seq));
+      if (ev.seq === 2n) break; // before 3: neither message may be acked yet
+    }
+    expect(got).toEqual([1, 2]);
+    const next = collectFleet(o);
+    await eventually(() => next.events.some((e) => e.seq === 2n) && next.events.some((e) => e.seq === 3n), 5000)
+      .catch(() => {
+        throw new Error(`then got ${next.events.map((e) => e.seq)}: 2 was acked before the loop took it`);
+      });
+    await next.stop();
+    await nc.close();
   });
 
   it("openFleetInput (watch --nats --hosts): a glob of hosts, events with their host", async () => {

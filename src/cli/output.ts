@@ -11,7 +11,12 @@ export interface Output {
   line(text: string): void;
   /** Writes `text` as is unless the reader is gone. */
   write(text: string): void;
-  /** True once the reader closed the pipe. */
+  /**
+   * True once the reader closed the pipe. Also before the 'error' event: a
+   * write into a closed pipe fails at once on Linux (pipes, files and
+   * terminals are written synchronously) and marks stdout errored, but Node
+   * emits the error on the next tick.
+   */
   readonly closed: boolean;
   /** Whether stdout is a terminal (refreshing in place makes sense). */
   readonly isTTY: boolean;
@@ -37,7 +42,7 @@ export function createOutput(onClosed: () => void): Output {
     line: (text) => write(`${text}\n`),
     write,
     get closed() {
-      return closed;
+      return closed || (out as { errored?: unknown }).errored != null;
     },
     isTTY: out.isTTY === true,
     dispose: () => out.off("error", onError),

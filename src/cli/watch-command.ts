@@ -108,15 +108,18 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
 }
 
 async function _print(input: EventInput, flags: WatchFlags, out: Output, signal: AbortSignal) {
-  // Interrupted, a durable fleet consumer prints on until watchFleet ends the iteration (within 2 s): it first
-  // finishes the messages it partly printed, so the next run with the same --durable repeats nothing. A closed
-  // stdout stops it at once (what is not printed must stay unacked).
-  const drain = flags.fleet?.durable !== undefined;
+  // A durable fleet consumer acks what the loop took when it asks for the next event, so that must wait until the
+  // line reached the OS (at once for a pipe, file or terminal; a socket buffers) and stop if stdout is gone: what is
+  // not printed stays unacked. Interrupted, it prints on until watchFleet ends the iteration (about 2 s at most): it
+  // first finishes the messages it partly printed, so the next run with the same --durable repeats nothing.
+  const durable = flags.fleet?.durable !== undefined;
   let seen = 0;
   try {
     for await (const ev of input.events) {
       out.line(flags.json ? JSON.stringify(exitEventToJson(ev)) : formatEvent(ev, flags.fleet !== undefined));
-      if ((signal.aborted && (!drain || out.closed)) || (flags.count !== undefined && ++seen >= flags.count)) return;
+      if (durable) await drained();
+      if (out.closed || (signal.aborted && !durable)) return;
+      if (flags.count !== undefined && ++seen >= flags.count) return;
     }
   } catch (err) {
     if (!signal.aborted) throw err;

@@ -55,7 +55,7 @@ export interface WatchFleetOptions {
    * off (each message is acked once the loop body that got its events
    * returns). Unset: an ordered consumer that lives as long as the iteration.
    * Stop a durable iteration by aborting `signal`: it then finishes the
-   * messages it partly yielded (up to 2 s) before it ends, so the next one
+   * messages it partly yielded (for about 2 s at most) before it ends, so the next one
    * repeats nothing. A `break` may leave one partly yielded, to come again
    * whole (its yielded events repeat; none is lost).
    */
@@ -87,7 +87,10 @@ export interface WatchFleetOptions {
   readonly onBadMessage?: ((info: FleetBadMessage) => void) | undefined;
   /** Called with the NATS connection's status changes (disconnected, reconnected, closed, server errors). */
   readonly onStatus?: ((status: FleetStatus) => void) | undefined;
-  /** Ends the iteration when aborted (a durable one once its partly yielded messages are finished, within 2 s). */
+  /**
+   * Ends the iteration when aborted: an ordered consumer's after the message in hand, a durable one's once its
+   * partly yielded messages are finished (about 2 s at most).
+   */
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -145,10 +148,14 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
     options.signal?.addEventListener("abort", stop.abort, { once: true });
     try {
       if (options.signal?.aborted) return;
-      messages = await (await _consumer(nc, options, plan.subject)).consume({
+      const consumed = await (await _consumer(nc, options, plan.subject)).consume({
         max_bytes: PULL_BYTES,
         expires: PULL_EXPIRES_MS,
       });
+      // Aborted during the setup: ends with nothing yielded. Its close() is not awaited: it resolves only once the
+      // iterator runs (which stops it), and this one never will; the subscription goes at once all the same.
+      if (stop.done()) return void consumed.close();
+      messages = consumed;
       const ctx = { nc, plan, order: _order(options), bad: _badMessages(options.onBadMessage) };
       const ticks = _ticker(ctx.order.waitMs);
       const it = messages[Symbol.asyncIterator]();
@@ -164,7 +171,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
             if (r.done === true) break;
             yield* _yield(_arrive(r.value, ctx), open);
           }
-          if (options.signal?.aborted && open.count === 0) break;
+          if (stop.done()) break;
         }
       } finally {
         ticks.stop();
@@ -246,8 +253,8 @@ function _keep(o: WatchFleetOptions): ((ev: ExitEvent) => boolean) | undefined {
 interface Pending {
   readonly event: FleetExitEvent;
   readonly keep: boolean;
-  /** Set on the message's last event: ack it after this one (the reply subject only: the payload is not kept). */
-  readonly ack: (() => void) | undefined;
+  /** Set on the message's last event taken: ack it after this one (the reply subject only: the payload is not kept). */
+  ack: (() => void) | undefined;
   /** The message's mark, shared by its events: whether some of them were yielded before it was acked. */
   readonly mark: _Mark;
 }
@@ -281,20 +288,24 @@ class _OpenMessages {
 /**
  * How long an aborted durable iteration goes on to finish the messages it
  * partly yielded (their other CPU's messages are most often already fetched).
- * Past it, it ends anyway, and those messages come again to the next
- * iteration (at least once).
+ * Past it, it ends anyway (at the next message or tick, 1 s at most), and
+ * those messages come again to the next iteration (at least once).
  */
 const DRAIN_MS = 2000;
 
-// What an abort does: closes the consumer at once, or (durable, messages partly yielded) after DRAIN_MS at most;
-// the loop ends as soon as no message is partly yielded.
+// What an abort does: closes the consumer at once, or (durable, messages partly yielded) at the drain's deadline.
+// The loop ends when done() says so: an ordered consumer at once, a durable one when no message is partly yielded
+// or the deadline has passed (an abort during setup, before there is a consumer to close, included).
 function _stopper(close: () => void, open: _OpenMessages, durable: boolean) {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let deadline = Infinity;
   return {
     abort: () => {
+      deadline = Date.now() + (durable ? DRAIN_MS : 0);
       if (!durable || open.count === 0) close();
       else timer = setTimeout(close, DRAIN_MS);
     },
+    done: () => deadline !== Infinity && (open.count === 0 || Date.now() >= deadline),
     clear: () => clearTimeout(timer),
   };
 }
@@ -335,26 +346,31 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
     return (ctx.bad(m, host, err instanceof BadFleetMessage ? err.message : String(err)), []);
   }
   const out: Ready<Pending>[] = [];
-  let again = false, held = false;
+  let held = false, last: Pending | undefined;
   const bytes = Math.ceil(m.data.length / events.length) + 256;
-  const ack = _acker(m, ctx.nc);
   const mark: _Mark = { started: false, acked: false };
-  for (const [i, { ev, first, last }] of events.entries()) {
-    const item = {
+  for (const { ev, first, last: end } of events) {
+    const item: Pending = {
       event: Object.assign(ev, { host }),
       keep: ctx.plan.keep?.(ev) ?? true,
-      ack: i === events.length - 1 ? ack : undefined,
+      ack: undefined,
       mark,
     };
-    const ready = ctx.order.push(run, { first, last, item, bytes }, { fresh, label: host, batch });
-    if (ready === null) ctx.order.holds(run, first) ? held = true : again = true;
-    else out.push(...ready);
+    const ready = ctx.order.push(run, { first, last: end, item, bytes }, { fresh, label: host, batch });
+    if (ready === null) held ||= ctx.order.holds(run, first);
+    else (last = item, out.push(...ready));
   }
-  // A repeat of what was yielded: acked now. A repeat of what is held from an earlier delivery (its ack wait ran out
-  // while it waited on a gap) is not: that delivery's events ack it once yielded, and an ack now would lose them if
-  // the iteration ended first.
-  if (again && !held) (m.ack(), mark.acked = true);
+  _ackPlan(m, ctx, { mark, last, held });
   return out;
+}
+
+// Who acks a message: its last event taken, once yielded. A repeat of events held from an earlier delivery (its
+// ack wait ran out while they waited on a gap): nobody here, that delivery's events ack it once yielded (an ack now
+// would lose them if the iteration ended first). A repeat of what was yielded, all of it: acked now.
+function _ackPlan(m: JsMsg, ctx: Ctx, o: { mark: _Mark; last: Pending | undefined; held: boolean }): void {
+  if (o.held) o.mark.acked = true;
+  else if (o.last !== undefined) o.last.ack = _acker(m, ctx.nc);
+  else (m.ack(), o.mark.acked = true);
 }
 
 /** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_pump.ts). */
