@@ -309,7 +309,21 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
         throw new Error(`then got ${next.events.map((e) => e.seq)}: 2 was acked before the loop took it`);
       });
     await next.stop();
+
+    // D repeats C's 13, held on the gap at 12: it is still acked once its own 14 is yielded.
+    await js.publish("ovl.h.exits.0", exitMsg([11n]), { msgID: "h:r1:11" });
+    await js.publish("ovl.h.exits.0", exitMsg([13n, 15n]), { msgID: "h:r1:13" });
+    await js.publish("ovl.h.exits.1", exitMsg([13n, 14n]), { msgID: "h:r1:13b" });
+    await js.publish("ovl.h.exits.0", exitMsg([12n]), { msgID: "h:r1:12" });
+    const third = collectFleet(o);
+    await eventually(() => third.events.some((e) => e.seq === 15n), 5000);
+    await third.stop();
+    await sleep(1500); // past the ack wait: whatever was left unacked comes again
+    const fourth = collectFleet(o);
+    await sleep(1000);
+    await fourth.stop();
     await nc.close();
+    expect(fourth.events.map((e) => Number(e.seq)).filter((seq) => seq > 10)).toEqual([]);
   });
 
   it("openFleetInput (watch --nats --hosts): a glob of hosts, events with their host", async () => {

@@ -73,7 +73,7 @@ export function fleetOptions(cmd: Command): Command {
     .option("--hosts <glob>", "with --nats: hosts to show, a name or a glob with * and ? (default: every host)")
     .option(
       "--durable <name>",
-      "with --nats: a durable consumer's name, to resume where it left off (Ctrl-C first prints the rest of the messages it is in the middle of, about 2 s at most, so the next run repeats nothing)",
+      "with --nats: a durable consumer's name, to resume where it left off (Ctrl-C first prints the rest of the messages it is in the middle of, about 3 s at most, so the next run repeats nothing)",
     )
     .option("--from-start", "with --nats: start with every stored exit, not new ones")
     .option("--nats-stream <name>", "with --nats: the JetStream stream (serve's --nats-stream)", FLEET_DEFAULTS.stream)

@@ -110,7 +110,7 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
 async function _print(input: EventInput, flags: WatchFlags, out: Output, signal: AbortSignal) {
   // A durable fleet consumer acks what the loop took when it asks for the next event, so that must wait until the
   // line reached the OS (at once for a pipe, file or terminal; a socket buffers) and stop if stdout is gone: what is
-  // not printed stays unacked. Interrupted, it prints on until watchFleet ends the iteration (about 2 s at most): it
+  // not printed stays unacked. Interrupted, it prints on until watchFleet ends the iteration (about 3 s at most): it
   // first finishes the messages it partly printed, so the next run with the same --durable repeats nothing.
   const durable = flags.fleet?.durable !== undefined;
   let seen = 0;

@@ -55,7 +55,7 @@ export interface WatchFleetOptions {
    * off (each message is acked once the loop body that got its events
    * returns). Unset: an ordered consumer that lives as long as the iteration.
    * Stop a durable iteration by aborting `signal`: it then finishes the
-   * messages it partly yielded (for about 2 s at most) before it ends, so the next one
+   * messages it partly yielded (2 s at most, then the message in hand or the next tick) before it ends, so the next one
    * repeats nothing. A `break` may leave one partly yielded, to come again
    * whole (its yielded events repeat; none is lost).
    */
@@ -89,7 +89,7 @@ export interface WatchFleetOptions {
   readonly onStatus?: ((status: FleetStatus) => void) | undefined;
   /**
    * Ends the iteration when aborted: an ordered consumer's after the message in hand, a durable one's once its
-   * partly yielded messages are finished (about 2 s at most).
+   * partly yielded messages are finished (2 s at most, then the message in hand or the next tick: about 3 s).
    */
   readonly signal?: AbortSignal | undefined;
 }
@@ -259,8 +259,9 @@ interface Pending {
   readonly mark: _Mark;
 }
 
-/** Whether a message's events began to be yielded, and whether it was acked. */
+/** A delivered message: its stream seq, whether its events began to be yielded, and whether it was acked. */
 interface _Mark {
+  readonly seq: number;
   started: boolean;
   acked: boolean;
 }
@@ -348,7 +349,7 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
   const out: Ready<Pending>[] = [];
   let held = false, last: Pending | undefined;
   const bytes = Math.ceil(m.data.length / events.length) + 256;
-  const mark: _Mark = { started: false, acked: false };
+  const mark: _Mark = { seq: m.seq, started: false, acked: false };
   for (const { ev, first, last: end } of events) {
     const item: Pending = {
       event: Object.assign(ev, { host }),
@@ -357,7 +358,8 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
       mark,
     };
     const ready = ctx.order.push(run, { first, last: end, item, bytes }, { fresh, label: host, batch });
-    if (ready === null) held ||= ctx.order.holds(run, first);
+    // Held from an earlier delivery of this very message; a publisher gone wrong may repeat another message's seqs.
+    if (ready === null) held ||= ctx.order.heldItem(run, first)?.mark.seq === m.seq;
     else (last = item, out.push(...ready));
   }
   _ackPlan(m, ctx, { mark, last, held });

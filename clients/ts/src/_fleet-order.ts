@@ -179,9 +179,9 @@ export class FleetOrder<T> {
     return out;
   }
 
-  /** Whether `run` holds an event starting at `first`: pushed, and not given out yet. */
-  holds(run: string, first: number): boolean {
-    return this.#runs.get(run)?.held.has(first) ?? false;
+  /** The item `run` holds for an event starting at `first` (pushed, and not given out yet), if any. */
+  heldItem(run: string, first: number): T | undefined {
+    return this.#runs.get(run)?.held.get(first)?.item;
   }
 
   /**
