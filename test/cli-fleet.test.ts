@@ -1,5 +1,5 @@
 /** `taskwire watch --nats` and `top --nats`: the CLI reading a fleet from a real nats-server. */
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -42,6 +42,15 @@ async function drainStream(nc: NatsConnection, name: string, prefix: string) {
     h.set(BATCH_HEADER, "1-4");
     return js.publish(`${prefix}.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
   };
+}
+
+/** The commands of a session's live members (a detached child leads its own session and process group). */
+function groupCommands(pgid: number): string[] {
+  try {
+    return execFileSync("ps", ["-o", "comm=", "--sid", String(pgid)], { encoding: "utf8" }).split("\n");
+  } catch {
+    return []; // ps exits 1 when the session is empty
+  }
 }
 
 /** The seqs of `watch --json` lines. */
@@ -133,6 +142,9 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
     try {
       await eventually(() => printed().length === 1, 10_000);
       process.kill(-sh.pid!, "SIGINT");
+      // cat gone first: what watch writes after that fails (written before, it sits in the pipe, which is all watch
+      // can know of it, and dies with cat under a loaded machine's scheduling).
+      await eventually(() => !groupCommands(sh.pid!).includes("cat"), 5000);
       await pub(1, [2, 4]);
       await exited;
       await eventually(() => {
