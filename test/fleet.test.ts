@@ -194,8 +194,9 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
       h.set(BATCH_HEADER, batch);
       return js.publish(`drain.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
     };
-    // The default ack wait (30 s): nothing comes again within the test unless it was left unacked.
-    const o = { servers: nats.url, stream: "DRAIN_TEST", subjectPrefix: "drain", durable: "drainer" };
+    // A 1 s ack wait: what was left unacked comes again within the test (and so do messages JetStream handed to the
+    // first's pull as it ended, which its client dropped unread).
+    const o = { servers: nats.url, stream: "DRAIN_TEST", subjectPrefix: "drain", durable: "drainer", ackWaitMs: 1000 };
     const seqs = (events: readonly FleetExitEvent[]) => events.map((e) => Number(e.seq));
     await pub(0, [1, 3], "1-4");
     const first = collectFleet(o);
@@ -213,7 +214,7 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
     await pub(1, [6, 8], "5-8");
     const second = collectFleet(o);
     await eventually(() => second.events.length >= 4, 5000);
-    await sleep(300);
+    await sleep(1500); // past the ack wait: a repeat of the first's would have come
     await second.stop();
     // Each once, none of the first's again. In seq order unless JetStream delivers them as redeliveries (it does so
     // when it offered them to the first's pull after that ended), which come as they are: in order per CPU only.
