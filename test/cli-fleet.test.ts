@@ -6,11 +6,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/nats-core";
 import {
   collectFleet,
-  exitMsg,
+  craftedStream,
   fleetServer,
   haveNatsServer,
   type NatsServer,
@@ -18,7 +16,6 @@ import {
   stopFleetServer,
 } from "./fleet-nats.ts";
 import { eventually } from "./helpers.ts";
-import { BATCH_HEADER } from "../src/fleet/_pump.ts";
 
 const run = promisify(execFile);
 const CLI = new URL("../bin/taskwire.js", import.meta.url).pathname;
@@ -33,21 +30,10 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   }
 }
 
-/** A stream of its own for crafted batches: publishes one CPU's message of the batch "1-4" of host h. */
-async function drainStream(nc: NatsConnection, name: string, prefix: string) {
-  await (await jetstreamManager(nc)).streams.add({ name, subjects: [`${prefix}.*.exits.*`] });
-  const js = jetstream(nc);
-  return (cpu: number, seqs: number[]) => {
-    const h = headers();
-    h.set(BATCH_HEADER, "1-4");
-    return js.publish(`${prefix}.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
-  };
-}
-
 /** The commands of a session's live members (a detached child leads its own session and process group). */
 function groupCommands(pgid: number): string[] {
   try {
-    return execFileSync("ps", ["-o", "comm=", "--sid", String(pgid)], { encoding: "utf8" }).split("\n");
+    return execFileSync("ps", ["-o", "comm=", "--sid", String(pgid)], { encoding: "utf8" }).split("\n").filter(Boolean);
   } catch {
     return []; // ps exits 1 when the session is empty
   }
@@ -105,8 +91,8 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
 
   it("watch --nats --durable, interrupted with a message partly printed, prints the rest of it before exiting", async () => {
     const nc = await connect({ servers: nats.url });
-    const pub = await drainStream(nc, "CLI_DRAIN", "cd");
-    await pub(0, [1, 3]);
+    const pub = await craftedStream(nc, "CLI_DRAIN", "cd");
+    await pub(0, [1, 3], "1-4");
     const args = ["--nats", nats.url, "--nats-stream", "CLI_DRAIN", "--nats-subject-prefix", "cd"];
     const child = spawn(process.execPath, [CLI, "watch", ...args, "--durable", "cli-d", "--from-start", "--json"]);
     try {
@@ -115,7 +101,7 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
       const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
       await eventually(() => jsonSeqs(stdout).length === 1, 10_000); // 1 printed; 3 waits for 2, in the other message
       child.kill("SIGINT");
-      await pub(1, [2, 4]);
+      await pub(1, [2, 4], "1-4");
       expect(await exited).toBe(0);
       expect(jsonSeqs(stdout)).toEqual([1, 2, 3, 4]);
     } finally {
@@ -126,10 +112,10 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
 
   it("watch --nats --durable | cat, Ctrl-C to both: what the dead pipe did not take is not acked, it comes again", async () => {
     const nc = await connect({ servers: nats.url });
-    const pub = await drainStream(nc, "CLI_PIPE", "cp");
+    const pub = await craftedStream(nc, "CLI_PIPE", "cp");
     const o = { connection: nc, stream: "CLI_PIPE", subjectPrefix: "cp", durable: "cli-p", ackWaitMs: 1000 };
     await collectFleet(o).stop(); // makes the durable consumer, with a 1 s ack wait, before anything is published
-    await pub(0, [1, 3]);
+    await pub(0, [1, 3], "1-4");
     const dir = mkdtempSync(join(tmpdir(), "taskwire-pipe-"));
     const file = join(dir, "out");
     const args = `--nats ${nats.url} --nats-stream CLI_PIPE --nats-subject-prefix cp --durable cli-p --json`;
@@ -145,16 +131,9 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
       // cat gone first: what watch writes after that fails (written before, it sits in the pipe, which is all watch
       // can know of it, and dies with cat under a loaded machine's scheduling).
       await eventually(() => !groupCommands(sh.pid!).includes("cat"), 5000);
-      await pub(1, [2, 4]);
+      await pub(1, [2, 4], "1-4");
       await exited;
-      await eventually(() => {
-        try {
-          process.kill(-sh.pid!, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      }, 5000);
+      await eventually(() => groupCommands(sh.pid!).length === 0, 5000); // watch too: sh may go first on SIGINT
       const next = collectFleet(o);
       await eventually(() => new Set([...printed(), ...next.events.map((e) => Number(e.seq))]).size === 4, 8000)
         .catch(() => {

@@ -18,6 +18,9 @@ import {
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { type FleetOptions, type FleetPublisher, startFleetPublisher } from "../src/fleet/publisher.ts";
 import { type Running, startServer } from "./helpers.ts";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { headers, type NatsConnection } from "@nats-io/nats-core";
+import { BATCH_HEADER } from "../src/fleet/_pump.ts";
 
 export const NATS_SERVER = process.env["NATS_SERVER"] ?? "/usr/sbin/nats-server";
 
@@ -123,6 +126,24 @@ export const exitMsg = (seqs: readonly bigint[], pad = 0): Uint8Array => {
   out.set([0x7a, ...len], body.length);
   return out;
 };
+/**
+ * Makes the stream `name` over `<prefix>.*.exits.*` and returns a publisher of crafted messages as host h's run r1
+ * sends them: one CPU's message with these seqs, naming its batch ("<first>-<last>").
+ */
+export async function craftedStream(
+  nc: NatsConnection,
+  name: string,
+  prefix: string,
+): Promise<(cpu: number, seqs: number[], batch: string) => Promise<unknown>> {
+  await (await jetstreamManager(nc)).streams.add({ name, subjects: [`${prefix}.*.exits.*`] });
+  const js = jetstream(nc);
+  return (cpu, seqs, batch) => {
+    const h = headers();
+    h.set(BATCH_HEADER, batch);
+    return js.publish(`${prefix}.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
+  };
+}
+
 /** Per host: seqs covered (exits and loss ranges), in arrival order. */
 export interface HostTally {
   received: number;

@@ -8,10 +8,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { headers } from "@nats-io/nats-core";
 import { type FleetExitEvent, watchFleet } from "@taskwire/client";
 import {
   collectFleet,
+  craftedStream,
   exitMsg,
   fleetServer,
   haveNatsServer,
@@ -159,13 +159,7 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
   it("a consumer started between two messages of a batch gets the rest at once, and no loss", async () => {
     const nc = await connect({ servers: nats.url });
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "MID_TEST", subjects: ["mid.*.exits.*"] });
-    const js = jetstream(nc);
-    const pub = (cpu: number, seqs: number[], batch: string) => {
-      const h = headers();
-      h.set(BATCH_HEADER, batch);
-      return js.publish(`mid.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
-    };
+    const pub = await craftedStream(nc, "MID_TEST", "mid");
     await pub(0, [1, 3], "1-4"); // before the consumer: not expected
     // Waits 35 s (the default reorder wait) on a gap that never fills; the test fails far sooner.
     const c = collectFleet({ servers: nats.url, stream: "MID_TEST", subjectPrefix: "mid" });
@@ -187,13 +181,7 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
   it("a durable consumer aborted with a message partly yielded finishes it first: the next one repeats nothing", async () => {
     const nc = await connect({ servers: nats.url });
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "DRAIN_TEST", subjects: ["drain.*.exits.*"] });
-    const js = jetstream(nc);
-    const pub = (cpu: number, seqs: number[], batch: string) => {
-      const h = headers();
-      h.set(BATCH_HEADER, batch);
-      return js.publish(`drain.h.exits.${cpu}`, exitMsg(seqs.map(BigInt)), { headers: h, msgID: `h:r1:${seqs[0]}` });
-    };
+    const pub = await craftedStream(nc, "DRAIN_TEST", "drain");
     // A 1 s ack wait: what was left unacked comes again within the test (and so do messages JetStream handed to the
     // first's pull as it ended, which its client dropped unread).
     const o = { servers: nats.url, stream: "DRAIN_TEST", subjectPrefix: "drain", durable: "drainer", ackWaitMs: 1000 };
@@ -244,12 +232,8 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
 
   it("an abort ends an ordered consumer at once, and a durable one by the drain's bound even during its setup", async () => {
     const nc = await connect({ servers: nats.url });
-    const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "BOUND_TEST", subjects: ["bound.*.exits.*"] });
-    const h = headers();
-    h.set(BATCH_HEADER, "1-4");
     // A batch's first message whose partner never comes: 1 is yielded, 3 waits on the gap (for reorder.waitMs).
-    await jetstream(nc).publish("bound.h.exits.0", exitMsg([1n, 3n]), { headers: h, msgID: "h:r1:1" });
+    await (await craftedStream(nc, "BOUND_TEST", "bound"))(0, [1, 3], "1-4");
     const o = { servers: nats.url, stream: "BOUND_TEST", subjectPrefix: "bound", reorder: { waitMs: 60_000 } };
     const ordered = collectFleet({ ...o, deliver: "all" });
     await eventually(() => ordered.events.length === 1, 5000);

@@ -55,9 +55,10 @@ export interface WatchFleetOptions {
    * off (each message is acked once the loop body that got its events
    * returns). Unset: an ordered consumer that lives as long as the iteration.
    * Stop a durable iteration by aborting `signal`: it then finishes the
-   * messages it partly yielded (2 s at most, then the message in hand or the next tick) before it ends, so the next one
-   * repeats nothing. A `break` may leave one partly yielded, to come again
-   * whole (its yielded events repeat; none is lost).
+   * messages it partly yielded (2 s at most, then the message in hand or the
+   * next tick) before it ends, so the next one repeats nothing. A `break` may
+   * leave one partly yielded, to come again whole (its yielded events
+   * repeat; none is lost).
    */
   readonly durable?: string | undefined;
   /**
