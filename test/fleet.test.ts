@@ -275,6 +275,32 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
     await nc.close();
   });
 
+  it("an ordered consumer is gone from the server once its iteration ends (abort, break, or an abort in setup)", async () => {
+    const nc = await connect({ servers: nats.url });
+    await (await craftedStream(nc, "GONE_TEST", "gone"))(0, [1, 2], "1-2");
+    const jsm = await jetstreamManager(nc);
+    const names = async () => (await jsm.consumers.list("GONE_TEST").next()).map((c) => c.name);
+    const o = { servers: nats.url, stream: "GONE_TEST", subjectPrefix: "gone", deliver: "all" as const };
+    const aborted = collectFleet(o);
+    await eventually(() => aborted.events.length === 2, 5000);
+    const [running] = await names(); // the ordered consumer, while the iteration runs
+    // A process killed before its iteration ends leaves it to the server, which drops it after a minute unpulled.
+    expect((await jsm.consumers.info("GONE_TEST", running!)).config.inactive_threshold).toBe(60e9);
+    await aborted.stop();
+    expect(await names()).toEqual([]);
+    for await (const _ of watchFleet(o)) break;
+    expect(await names()).toEqual([]);
+    // Aborted while its consumer is made (the abort lands before the consumer exists).
+    for (let i = 0; i < 5; i++) await collectFleet({ ...o, servers: undefined, connection: nc }).stop();
+    expect(await names()).toEqual([]);
+    // A durable consumer stays: the next iteration resumes it.
+    const kept = collectFleet({ ...o, durable: "gone-durable" });
+    await eventually(() => kept.events.length === 2, 5000);
+    await kept.stop();
+    expect(await names()).toEqual(["gone-durable"]);
+    await nc.close();
+  });
+
   it("a message whose last event repeats another's is acked only after its new events are yielded", async () => {
     const nc = await connect({ servers: nats.url });
     await (await jetstreamManager(nc)).streams.add({ name: "OVERLAP_TEST", subjects: ["ovl.*.exits.*"] });

@@ -143,13 +143,15 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
     const own = options.connection === undefined;
     const nc = options.connection ?? await connect({ ...options.connectOptions, servers: _servers(options.servers) });
     let messages: ConsumerMessages | undefined;
+    let consumer: Consumer | undefined;
     const status = statuses(nc, options.onStatus);
     const open = new _OpenMessages();
     const stop = _stopper(() => void messages?.close(), open, options.durable !== undefined);
     options.signal?.addEventListener("abort", stop.abort, { once: true });
     try {
       if (options.signal?.aborted) return;
-      const consumed = await (await _consumer(nc, options, plan.subject)).consume({
+      consumer = await _consumer(nc, options, plan.subject);
+      const consumed = await consumer.consume({
         max_bytes: PULL_BYTES,
         expires: PULL_EXPIRES_MS,
       });
@@ -184,6 +186,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
       status.stop();
       options.signal?.removeEventListener("abort", stop.abort);
       await messages?.close();
+      if (options.durable === undefined && consumer !== undefined) await _deleted(consumer);
       if (own) await nc.close();
     }
   };
@@ -471,7 +474,9 @@ async function _consumer(nc: NatsConnection, o: WatchFleetOptions, subject: stri
     ? DeliverPolicy.All
     : DeliverPolicy.New;
   if (o.durable === undefined) {
-    return await js.consumers.get(stream, { filter_subjects: subject, deliver_policy: deliver }).catch(missing(stream));
+    // Deleted when the iteration ends; the threshold is for a process that dies first (a live one pulls every 5 s).
+    const opts = { filter_subjects: subject, deliver_policy: deliver, inactive_threshold: ORDERED_INACTIVE_MS };
+    return await js.consumers.get(stream, opts).catch(missing(stream));
   }
   const jsm = await jetstreamManager(nc);
   await jsm.streams.info(stream).catch(missing(stream));
@@ -493,6 +498,19 @@ async function _consumer(nc: NatsConnection, o: WatchFleetOptions, subject: stri
   }
   return await js.consumers.get(stream, o.durable);
 }
+
+// An ordered consumer lives as long as its iteration: nats.js does not delete it on close, and the server would keep
+// it until its inactive threshold (5 minutes once nats.js has remade it). Best effort, 1 s at most: a connection that
+// is closed or reconnecting leaves it to the threshold.
+async function _deleted(consumer: Consumer): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, DELETE_MS)));
+  await Promise.race([consumer.delete().catch(() => {}), late]);
+  clearTimeout(timer);
+}
+
+const DELETE_MS = 1000;
+const ORDERED_INACTIVE_MS = 60_000;
 
 // A missing stream is most likely no publisher yet, or another --nats-stream: say so.
 function missing(stream: string): (err: unknown) => never {
