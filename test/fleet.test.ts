@@ -301,6 +301,34 @@ describe.skipIf(!haveNatsServer)("fleet through nats-server (needs /usr/sbin/nat
     await nc.close();
   });
 
+  it("an ordered consumer ended as nats.js remakes it after a server restart is gone too", async () => {
+    const nc = await connect({ servers: nats.url });
+    await (await craftedStream(nc, "REMADE_TEST", "remade"))(0, [1, 2], "1-2");
+    await nc.close();
+    const left: string[][] = [];
+    for (let i = 0; i < 3; i++) {
+      // The server loses the ordered consumer (memory storage); on reconnect nats.js remakes it under its next name,
+      // even when the iteration ends meanwhile. Ended right at the reconnect, the first delete finds nothing.
+      const ctl = new AbortController();
+      let got = 0;
+      const done = (async () => {
+        const o = { servers: nats.url, stream: "REMADE_TEST", subjectPrefix: "remade", deliver: "all" as const };
+        const onStatus = (st: { type: string }) => void (st.type === "reconnect" && ctl.abort());
+        const connectOptions = { reconnectTimeWait: 100, maxReconnectAttempts: -1 };
+        for await (const _ of watchFleet({ ...o, signal: ctl.signal, onStatus, connectOptions })) got++;
+      })();
+      await eventually(() => got === 2, 5000);
+      await nats.kill();
+      await nats.restart();
+      await done;
+      await sleep(300);
+      const check = await connect({ servers: nats.url });
+      left.push((await (await jetstreamManager(check)).consumers.list("REMADE_TEST").next()).map((c) => c.name));
+      await check.close();
+    }
+    expect(left).toEqual([[], [], []]);
+  }, 60_000);
+
   it("a message whose last event repeats another's is acked only after its new events are yielded", async () => {
     const nc = await connect({ servers: nats.url });
     await (await jetstreamManager(nc)).streams.add({ name: "OVERLAP_TEST", subjects: ["ovl.*.exits.*"] });

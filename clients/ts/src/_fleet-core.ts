@@ -474,7 +474,9 @@ async function _consumer(nc: NatsConnection, o: WatchFleetOptions, subject: stri
     ? DeliverPolicy.All
     : DeliverPolicy.New;
   if (o.durable === undefined) {
-    // Deleted when the iteration ends; the threshold is for a process that dies first (a live one pulls every 5 s).
+    // Deleted when the iteration ends; the threshold is for a process that dies first. A live iteration pulls every
+    // 5 s while its loop reads; a loop body slower than the threshold loses the consumer, and nats.js remakes it
+    // where it left off (nothing lost or repeated; nats.js's remade ones have a 5-minute threshold).
     const opts = { filter_subjects: subject, deliver_policy: deliver, inactive_threshold: ORDERED_INACTIVE_MS };
     return await js.consumers.get(stream, opts).catch(missing(stream));
   }
@@ -500,16 +502,37 @@ async function _consumer(nc: NatsConnection, o: WatchFleetOptions, subject: stri
 }
 
 // An ordered consumer lives as long as its iteration: nats.js does not delete it on close, and the server would keep
-// it until its inactive threshold (5 minutes once nats.js has remade it). Best effort, 1 s at most: a connection that
-// is closed or reconnecting leaves it to the threshold.
+// it until its inactive threshold. Best effort, 1 s at most: a connection that is closed or down, or a user without
+// the permission to delete consumers, leaves it to the threshold. One the server does not have may be one nats.js is
+// remaking under its next name (a server restart lost it; nats.js remakes it even once closed): tried once more, by
+// the name nats.js has by then.
 async function _deleted(consumer: Consumer): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, DELETE_MS)));
-  await Promise.race([consumer.delete().catch(() => {}), late]);
-  clearTimeout(timer);
+  const until = Date.now() + DELETE_MS;
+  for (let tries = 0; tries < 2; tries++) {
+    if (tries > 0) await _sleep(Math.min(DELETE_RETRY_MS, until - Date.now()));
+    const missing = await _within(
+      consumer.delete().then(() => false, (err: unknown) => (err as { code?: unknown }).code === 10014),
+      until - Date.now(),
+    );
+    if (missing !== true) return;
+  }
 }
 
+// `p`'s value, or undefined once `ms` have passed.
+async function _within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), Math.max(0, ms))));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const _sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
 const DELETE_MS = 1000;
+const DELETE_RETRY_MS = 250;
 const ORDERED_INACTIVE_MS = 60_000;
 
 // A missing stream is most likely no publisher yet, or another --nats-stream: say so.
