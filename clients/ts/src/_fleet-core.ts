@@ -508,14 +508,15 @@ async function _consumer(nc: NatsConnection, o: WatchFleetOptions, subject: stri
 // the name nats.js has by then.
 async function _deleted(consumer: Consumer): Promise<void> {
   const until = Date.now() + DELETE_MS;
-  for (let tries = 0; tries < 2; tries++) {
-    if (tries > 0) await _sleep(Math.min(DELETE_RETRY_MS, until - Date.now()));
-    const missing = await _within(
+  // True when the server has no such consumer (10014); false when deleted or refused; undefined when out of time.
+  const missing = () =>
+    _within(
       consumer.delete().then(() => false, (err: unknown) => (err as { code?: unknown }).code === 10014),
       until - Date.now(),
     );
-    if (missing !== true) return;
-  }
+  if (await missing() !== true) return;
+  await _sleep(Math.min(DELETE_RETRY_MS, until - Date.now()));
+  await missing();
 }
 
 // `p`'s value, or undefined once `ms` have passed.
