@@ -5,12 +5,19 @@
  * response's events are counted by walking tags and lengths (exits, and the
  * counts in loss markers), nothing is decoded. Prints "ready" once every
  * stream has its opening message; answers "mark" on stdin with JSON counts.
+ * Arguments: URL, streams, cpumask, and optionally each listener's `buffer`
+ * (exits; left out, or 0: the request leaves it unset and the server's
+ * default applies, 8,192 exits queued and retained).
  * Benchmark-only: the Connect framing here is the minimum to read a healthy stream.
  */
 import http from "node:http";
 import { createInterface } from "node:readline";
 
 const [url, n, cpumask] = [new URL(process.argv[2]!), Number(process.argv[3]), process.argv[4]!];
+const buffer = Number(process.argv[5] ?? 0);
+if (!Number.isInteger(buffer) || buffer < 0 || buffer >= 2 ** 32) {
+  throw new RangeError(`buffer must be an integer in [0, 2^32), got "${process.argv[5]}"`);
+}
 const FLAG_END_STREAM = 0b10;
 let exits = 0, lost = 0, opened = 0, ended = 0, messages = 0, chunks = 0;
 
@@ -62,10 +69,21 @@ function onMessage(b: Uint8Array): void {
   });
 }
 
+function toVarint(v: number): number[] {
+  const out: number[] = [];
+  for (; v >= 0x80; v = Math.floor(v / 128)) out.push((v % 128) | 0x80);
+  return [...out, v];
+}
+
 function stream(): void {
   const body = new TextEncoder().encode(cpumask);
   // SubscribeExitsRequest{cpumask: 2, buffer: 3}: the request is built by hand as the rest is.
-  const req = new Uint8Array([0x12, body.length, ...body, 0x18, 0x80, 0x80, 0x04]); // buffer 65536
+  const req = new Uint8Array([
+    0x12,
+    ...toVarint(body.length),
+    ...body,
+    ...(buffer > 0 ? [0x18, ...toVarint(buffer)] : []),
+  ]);
   const env = new Uint8Array(5 + req.length);
   new DataView(env.buffer).setUint32(1, req.length);
   env.set(req, 5);

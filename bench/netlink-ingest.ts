@@ -5,7 +5,8 @@
  * warm-up: see warmUp), then the same storm again right after it, reported
  * beside it: a taskwire server in its own process (Node from dist/, Deno and Bun from the sources,
  * the netlink source at its defaults) streaming every record to 1, 10 or 100
- * binary subscribers (one counting process, bench/_raw-counter.ts), and in
+ * binary subscribers (one counting process, bench/_raw-counter.ts; each
+ * listener at the default buffer, but the last row's: see DEEP_BUFFER), and in
  * the same storm the C reference listener (bench/c/ref-listener.c: per-CPU
  * sockets, recvmmsg, every field decoded into a C struct) twice: waking for
  * every record (the target's floor), and waking once a 2 ms window as
@@ -30,19 +31,46 @@ export interface IngestOptions {
 }
 
 export type Runtime = "node" | "deno" | "bun";
-// BENCH_CONFIGS=node:1,bun:1 runs only those rows (for profiling).
-const CONFIGS: { runtime: Runtime; subscribers: number }[] = process.env["BENCH_CONFIGS"]?.split(",").map((c) => {
-  const [runtime, n] = c.split(":");
-  return { runtime: runtime as Runtime, subscribers: Number(n) };
+/** A row: the server's runtime, its subscribers, and their `buffer` (undefined: the server's default, 8,192). */
+interface Config {
+  runtime: Runtime;
+  subscribers: number;
+  buffer?: number | undefined;
+}
+
+/**
+ * The targets are read with the subscribers' default buffer (8,192 exits
+ * queued and retained per listener), what a client gets unless it asks. The
+ * last row asks for 65,536, as every row did until the seventeenth session:
+ * a deeper ring keeps each Exit body's slab alive 8 times as long, past the
+ * young collections, so the bodies it lets go of are collected only by major
+ * collections (BENCHMARKS.md, "The bench's subscribers at the default
+ * buffer, and what a deep ring costs"). It is reported, not held to a target.
+ */
+const DEEP_BUFFER = 65536;
+// BENCH_CONFIGS=node:1,bun:1 runs only those rows (for profiling); node:1:65536 asks for that buffer.
+const CONFIGS: Config[] = process.env["BENCH_CONFIGS"]?.split(",").map((c) => {
+  const [runtime, n, buffer] = c.split(":");
+  if (buffer !== undefined && !(Number.isInteger(Number(buffer)) && Number(buffer) > 0)) {
+    throw new RangeError(`BENCH_CONFIGS: a row's buffer must be a positive integer, got "${buffer}" in "${c}"`);
+  }
+  return {
+    runtime: runtime as Runtime,
+    subscribers: Number(n),
+    buffer: buffer === undefined ? undefined : Number(buffer),
+  };
 }) ?? [
   { runtime: "node", subscribers: 1 },
   { runtime: "node", subscribers: 10 },
   { runtime: "node", subscribers: 100 },
   { runtime: "deno", subscribers: 1 },
   { runtime: "bun", subscribers: 1 },
+  { runtime: "node", subscribers: 1, buffer: DEEP_BUFFER },
 ];
-const hasRow = (all: Measured[][], n: number) =>
-  all[0]?.some((m) => m.runtime.startsWith("node") && m.subscribers === n);
+/** Whether `m` is Node's row for `n` subscribers at the default buffer. */
+const isNodeRow = (m: Measured, n: number) =>
+  m.runtime.startsWith("node") && m.subscribers === n && m.buffer === undefined;
+const hasRow = (all: Measured[][], n: number) => all[0]?.some((m) => isNodeRow(m, n));
 /** taskwire's default receive buffer per CPU socket (the reference listener gets the same). */
 export const RCVBUF = 32 * 1024 * 1024;
 const TARGET_US = 8, TARGET_EXTRA_US = 1, TARGET_RATIO = 3;
@@ -245,6 +273,8 @@ interface Measured extends Span {
   again: Again;
   runtime: string;
   subscribers: number;
+  /** The subscribers' buffer (undefined: the server's default). */
+  buffer: number | undefined;
   rcvbuf: number;
 }
 
@@ -261,7 +291,8 @@ export async function settle(server: Proc, counter: Proc): Promise<[Info, Counts
   throw new Error("the server or its subscribers never settled");
 }
 
-async function measure(runtime: Runtime, subscribers: number, o: { threads: number; ref: string }): Promise<Measured> {
+async function measure(c: Config, o: { threads: number; ref: string }): Promise<Measured> {
+  const { runtime, subscribers, buffer } = c;
   const [bin, args] = serverCommand(runtime);
   const [server, first] = await startLineChild(bin, args, (l) => l.startsWith("{"), { cwd: root });
   const { url, pid, runtime: label } = JSON.parse(first) as { url: string; pid: number; runtime: string };
@@ -269,7 +300,7 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
     const cpus = `0-${availableParallelism() - 1}`;
     const [counter] = await startLineChild(
       process.execPath,
-      [script("_raw-counter"), url, String(subscribers), cpus],
+      [script("_raw-counter"), url, String(subscribers), cpus, String(buffer ?? 0)],
       (l) => l === "ready",
       { cwd: root },
     );
@@ -289,6 +320,7 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
     return {
       runtime: label,
       subscribers,
+      buffer,
       ...countedBetween([info0, counts0], [info, counts]),
       serverUs,
       mainUs,
@@ -308,8 +340,10 @@ async function measure(runtime: Runtime, subscribers: number, o: { threads: numb
 const perRecord = (us: number, records: number) => us / Math.max(records, 1);
 const f1 = (n: number) => n.toFixed(1);
 const f2 = (n: number) => n.toFixed(2);
-const range = (xs: number[], fmt: (n: number) => string) =>
-  xs.length === 1 ? fmt(xs[0]!) : `${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))}`;
+const range = (xs: number[], fmt: (n: number) => string) => {
+  const [lo, hi] = [fmt(Math.min(...xs)), fmt(Math.max(...xs))];
+  return lo === hi ? lo : `${lo}-${hi}`;
+};
 
 const perThousand = (n: number, records: number) => String(Math.round((1000 * n) / Math.max(records, 1)));
 
@@ -322,7 +356,7 @@ function row(m: Measured, one: Measured | undefined, round: number): string[] {
   return [
     String(round),
     `taskwire ${m.runtime}`,
-    String(m.subscribers),
+    m.buffer === undefined ? String(m.subscribers) : `${m.subscribers} (buffer ${m.buffer})`,
     `${Math.round(m.records / m.seconds)}/s`,
     String(m.records),
     String(m.kernelDrops),
@@ -343,7 +377,10 @@ function row(m: Measured, one: Measured | undefined, round: number): string[] {
 
 function verdicts(all: Measured[][]): string[][] {
   if (!hasRow(all, 1)) return []; // the targets are read against the 1-subscriber row
-  const node = (n: number) => all.map((r) => r.find((m) => m.runtime.startsWith("node") && m.subscribers === n)!);
+  const node = (n: number) => all.map((r) => r.find((m) => isNodeRow(m, n))!);
+  const deep = all.flat().filter((m) =>
+    m.runtime.startsWith("node") && m.subscribers === 1 && m.buffer === DEEP_BUFFER
+  );
   const us = (m: Measured) => perRecord(m.serverUs, m.records);
   const one = node(1).map(us);
   const extra = (n: number) => node(n).map((m, i) => (us(m) - one[i]!) / (n - 1));
@@ -363,6 +400,11 @@ function verdicts(all: Measured[][]): string[][] {
   return [
     ["target", "measured (range over rounds)", "verdict"],
     v("1. server CPU us/record, Node, 1 subscriber", one, TARGET_US, f1),
+    ...(deep.length === 0 ? [] : [[
+      `   the same, its buffer ${DEEP_BUFFER} (no target)`,
+      range(deep.map(us), f1),
+      "reported",
+    ]]),
     ...[10, 100].filter((n) => hasRow(all, n)).map((n) =>
       v(`1. us per extra subscriber (${n})`, extra(n), TARGET_EXTRA_US, f2)
     ),
@@ -404,9 +446,9 @@ export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> 
   for (let r = 1; r <= rounds; r++) {
     const round: Measured[] = [];
     for (const c of CONFIGS) {
-      const m = await measure(c.runtime, c.subscribers, { threads: o.threads, ref });
+      const m = await measure(c, { threads: o.threads, ref });
       round.push(m);
-      const one = round.find((x) => x.runtime === m.runtime && x.subscribers === 1);
+      const one = round.find((x) => x.runtime === m.runtime && x.subscribers === 1 && x.buffer === m.buffer);
       rows.push(row({ ...m, delivered: Math.round(m.delivered / m.subscribers) }, one, r));
     }
     all.push(round);
