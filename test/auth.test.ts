@@ -6,6 +6,8 @@
  * is audited; the Host check keeps DNS-rebinding pages out.
  */
 import { execFileSync } from "node:child_process";
+import { Agent, request as h1request } from "node:http";
+import { connect as h2connect } from "node:http2";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,7 +31,7 @@ import { hashToken, newToken } from "../src/auth/tokens.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually } from "./helpers.ts";
+import { eventually, sleep } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "taskwire-auth-"));
 const tokens = { alice: newToken(), bob: newToken(), admin: newToken(), reader: newToken(), web: newToken() };
@@ -247,6 +249,99 @@ describe("a uid-limited principal", () => {
     await done;
     expect(seen.web.length).toBeGreaterThan(0);
     expect(new Set(seen.web)).toEqual(new Set([1000]));
+  });
+});
+
+describe("connections of callers without credentials", () => {
+  // HTTP/1.1 on a kept-alive agent: the response's Connection header, and whether the socket closed after it.
+  async function h1(path: string, headers: Record<string, string>, method = "GET") {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      return await new Promise<{ status: number; connection: string | undefined; closed: boolean }>(
+        (resolve, reject) => {
+          const req = h1request(`${plain.url}${path}`, { agent, method, headers }, (res) => {
+            res.resume();
+            res.once("end", () =>
+              setTimeout(
+                () =>
+                  resolve({
+                    status: res.statusCode!,
+                    connection: res.headers.connection,
+                    closed: req.socket!.destroyed,
+                  }),
+                100,
+              ));
+          });
+          req.once("error", reject);
+          req.end(method === "POST" ? "{}" : undefined);
+        },
+      );
+    } finally {
+      agent.destroy();
+    }
+  }
+
+  // HTTP/2: whether the server sends GOAWAY within 300 ms of the response.
+  async function h2(path: string, headers: Record<string, string>): Promise<{ status: number; goaway: boolean }> {
+    const session = h2connect(plain.url);
+    session.on("error", () => {});
+    let goaway = false;
+    session.once("goaway", () => (goaway = true));
+    try {
+      const status = await new Promise<number>((resolve) => {
+        const stream = session.request({ ":method": "POST", ":path": path, ...headers });
+        stream.once("response", (h) => resolve(Number(h[":status"])));
+        stream.resume();
+        stream.end("{}");
+      });
+      await sleep(300);
+      return { status, goaway };
+    } finally {
+      session.destroy();
+    }
+  }
+
+  const getInfo = "/taskwire.v1.TaskStats/GetInfo";
+  const json = { "content-type": "application/json" };
+
+  it("are closed once their response is done (/healthz, a refused call), on HTTP/1.1 and HTTP/2", async () => {
+    expect(await h1("/healthz", {})).toEqual({ status: 200, connection: "close", closed: true });
+    expect(await h1(getInfo, json, "POST")).toMatchObject({ status: 401, connection: "close", closed: true });
+    const bad = { ...json, authorization: `Bearer ${newToken()}` };
+    expect(await h1(getInfo, bad, "POST")).toMatchObject({ status: 401, connection: "close", closed: true });
+    expect(await h2(getInfo, json)).toEqual({ status: 401, goaway: true });
+  });
+
+  it("stay open for a caller with a valid token", async () => {
+    const good = { ...json, authorization: `Bearer ${tokens.reader}` };
+    expect(await h1(getInfo, good, "POST")).toEqual({ status: 200, connection: "keep-alive", closed: false });
+    expect(await h2(getInfo, good)).toEqual({ status: 200, goaway: false });
+  });
+});
+
+describe("a uid-limited principal's GetTgid", () => {
+  it("is judged by the group's leader, not by the group record's ac_uid (which the kernel leaves 0)", async () => {
+    const admin = client("connect", tokens.admin), web = client("connect", tokens.web);
+    const leaders: { tgid: number; uid: number }[] = [];
+    for (const pid of source.kernel.livePids().slice(0, 60)) {
+      const s = (await admin.getPid({ pid })).stats!;
+      if (s.acTgid === pid) leaders.push({ tgid: pid, uid: s.acUid! });
+    }
+    const own = leaders.filter((l) => l.uid === 1000), other = leaders.filter((l) => l.uid !== 1000);
+    expect(own.length).toBeGreaterThan(0);
+    expect(other.some((l) => l.uid === 0)).toBe(true);
+    // The group record itself says nothing of its owner.
+    for (const { tgid } of leaders) expect((await admin.getTgid({ tgid })).stats?.acUid ?? 0).toBe(0);
+    for (const { tgid } of own) {
+      const r = await web.getTgid({ tgid });
+      expect(r.tgid).toBe(tgid);
+      expect(r.stats?.nvcsw).toBeDefined();
+    }
+    for (const { tgid } of other) {
+      const err = await failure(web.getTgid({ tgid }));
+      expect(err).toBeInstanceOf(TaskNotFoundError);
+      expect((err as Error).message).toContain(`tgid ${tgid}`);
+    }
   });
 });
 

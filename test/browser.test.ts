@@ -19,7 +19,7 @@ import { createServer } from "../src/server/server.ts";
 import { UI_CSP } from "../src/server/ui.ts";
 import { delayNs, fmtUs, parseCpulist } from "../src/server/ui/_format.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { type Running, startServer } from "./helpers.ts";
+import { type Running, sleep, startServer } from "./helpers.ts";
 import { netlinkMissing, runHelper } from "./native.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -186,6 +186,33 @@ describe.skipIf(missing !== undefined)(
         await second.close();
       }
     }, 60_000);
+
+    it(
+      "stops at a request the server refuses as invalid (?cpus=0-), saying what to fix, without retrying",
+      async () => {
+        const bad = await startServer(createSimSource({ cpus: 2, exitRate: 0 }));
+        try {
+          const page = await open(`${bad.url}/ui?cpus=0-`);
+          await stateIs(page, "invalid");
+          expect(await page.textContent("#conn-detail")).toMatch(/cpulist "0-".*fix the page's address/);
+          // The refused calls, as the server counts them.
+          const refused = async () =>
+            [...(await (await fetch(`${bad.url}/metrics`)).text()).matchAll(
+              /^taskwire_rpc_requests_total\{[^}]*code="invalid_argument"[^}]*\} (\d+)$/gm,
+            )].reduce((n, m) => n + Number(m[1]), 0);
+          const before = await refused();
+          expect(before).toBeGreaterThan(0);
+          await sleep(3_500); // past the 3 s pause a retry would take
+          expect(await state(page)).toBe("invalid");
+          expect(await refused()).toBe(before);
+          await page.close();
+        } finally {
+          errors.length = 0; // the refused requests' console errors belong to this test
+          await bad.close();
+        }
+      },
+      60_000,
+    );
 
     it("asks for a token when auth is on, and keeps it out of the URL", async () => {
       const dir = mkdtempSync(join(tmpdir(), "tw-ui-auth-"));

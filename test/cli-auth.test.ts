@@ -40,8 +40,10 @@ async function makeToken(
 ): Promise<{ token: string; entry: { principals: object; tokens: object } }> {
   const r = await run(["token", "--principal", principal, "--roles", roles]);
   expect(r.code).toBe(0);
-  const token = /token \(.*\): (\S+)/.exec(r.out)![1]!;
-  return { token, entry: JSON.parse(r.out.slice(r.out.indexOf("{"))) };
+  // The token on stderr only; stdout is the entry alone, usable as an auth file as it is.
+  const token = /token \(.*\): (\S+)/.exec(r.err)![1]!;
+  expect(r.out).not.toContain(token);
+  return { token, entry: JSON.parse(r.out) };
 }
 
 let server: Awaited<ReturnType<typeof spawnServer>> | undefined;

@@ -78,6 +78,13 @@ describe("a process's accounting from its thread records", () => {
     expect(sum.cpuDelayMax).toBe(9n);
     expect(sum.cpuDelayMin).toBe(2n); // a zero minimum is "none recorded"
     expect(formatReport(sum)).toMatch(/status exit 2/);
+    // A live task (get pid/tgid) has no exit status yet; delay accounting off is said, not shown as zero delays.
+    const live = formatReport(sum, { live: true, delayacct: false });
+    expect(live).toMatch(/status running/);
+    expect(live).not.toMatch(/status exit/);
+    expect(live).toMatch(/\(delay accounting is off on the server's kernel: every delay below reads 0\)/);
+    expect(formatReport(sum, { delayacct: true })).not.toMatch(/delay accounting is off/);
+    expect(live).toMatch(/rounded down to a multiple of 1,024 by the kernel/);
   });
 
   it("is complete after a single-threaded process's record, or after a multithreaded one's group record", async () => {

@@ -4,7 +4,7 @@
  * against what the command measured itself (getrusage, via process.cpuUsage).
  */
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -89,11 +89,24 @@ describe("taskwire run (real kernel)", () => {
     expect(doc.process.ac_exitcode).toBe(9); // the wait status the kernel recorded
   }, 30_000);
 
-  it("leaves no listener behind, and a missing command is a usage error", async () => {
+  it("leaves no listener behind; a missing command exits 127, one that cannot run 126, as shells do", async () => {
     const bad = await run("--", "/nonexistent/taskwire-test");
-    expect(bad.code).toBe(2);
+    expect(bad.code).toBe(127);
     expect(bad.err).toMatch(/^taskwire: run: cannot start \/nonexistent\/taskwire-test: spawn .*ENOENT/m);
+    expect((await run("--", "/etc")).code).toBe(126); // found, but not a program
     const info = await createTaskwireClient(server.url).getInfo({});
     expect(info.listeners).toBe(0);
+  }, 30_000);
+
+  it("-o FILE that cannot be written is a usage error before the command runs, not after", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-run-o-"));
+    const ran = join(dir, "ran");
+    const bad = await run("-o", join(dir, "missing", "report"), "--", "sh", "-c", `touch ${ran}; exit 4`);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/^taskwire: run: cannot write the report to .*ENOENT.*; the command was not run$/m);
+    expect(existsSync(ran)).toBe(false);
+    const good = await run("--json", "-o", join(dir, "report"), "--", "sh", "-c", "exit 4");
+    expect(good.code).toBe(4);
+    expect(JSON.parse(readFileSync(join(dir, "report"), "utf8")).exit_code).toBe(4);
   }, 30_000);
 });

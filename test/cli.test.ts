@@ -1,10 +1,15 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createTaskwireClient } from "@taskwire/client";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnServer } from "./helpers.ts";
+import { loopbackCertificate, spawnServer } from "./helpers.ts";
+import { netlinkMissing } from "./native.ts";
+
+const noKernel = await netlinkMissing();
 
 const root = new URL("..", import.meta.url).pathname;
 const bin = `${root}bin/taskwire.js`;
@@ -131,6 +136,109 @@ describe("taskwire CLI", () => {
     for (const flag of ["--source", "--host", "--port", "--sim-cpus", "--sim-exit-rate", "--sim-seed"]) {
       expect(r.out).toContain(flag);
     }
+  });
+});
+
+describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
+  it("a --url without its scheme, and --cpus with --listener, are usage errors saying what to write", async () => {
+    const noScheme = await run("info", "--url", "127.0.0.1:7878");
+    expect(noScheme.code).toBe(2);
+    expect(noScheme.err).toMatch(
+      /--url .*"127\.0\.0\.1:7878" is not an http:\/\/ or https:\/\/ URL; .*--url http:\/\/127\.0\.0\.1:7878/,
+    );
+    const both = await run("watch", "--cpus", "all", "--listener", "abc");
+    expect(both.code).toBe(2);
+    expect(both.err).toMatch(/not both/);
+  });
+
+  it.skipIf(noKernel !== undefined)(
+    `get pid of a live task says it is running (no exit status); --all shows ac_nice signed${
+      noKernel === undefined ? "" : ` SKIPPED: ${noKernel}`
+    }`,
+    async () => {
+      const kernel = await spawnServer("node", [bin, "serve", "--source", "netlink", "--port", "0"], root);
+      try {
+        // A child at nice -5 (this machine runs as root) that outlives the calls: 251 in the struct's u8.
+        const child = spawn("nice", ["-n", "-5", "sleep", "30"], { stdio: "ignore" });
+        try {
+          await new Promise((r) => setTimeout(r, 200));
+          const r = await run("get", "pid", String(child.pid), "--url", kernel.url);
+          expect(r.code, r.err).toBe(0);
+          expect(r.out).toMatch(/status running/);
+          expect(r.out).not.toMatch(/status exit/);
+          const all = await run("get", "pid", String(child.pid), "--all", "--url", kernel.url);
+          expect(all.out).toMatch(/^ac_nice\s+-5$/m);
+        } finally {
+          child.kill("SIGKILL");
+        }
+      } finally {
+        kernel.stop();
+      }
+    },
+  );
+
+  it("watch deregisters its listener once as it ends, not twice (no NOT_FOUND for the metrics to count)", async () => {
+    const deregisters = async () => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const count = (code: string) =>
+        Number(
+          new RegExp(`^taskwire_rpc_requests_total\\{[^}]*method="Deregister"[^}]*code="${code}"[^}]*\\} (\\d+)$`, "m")
+            .exec(text)?.[1] ?? 0,
+        );
+      return { ok: count("ok"), notFound: count("not_found") };
+    };
+    const before = await deregisters();
+    expect((await run("watch", "--cpus", "0-7", "--count", "2")).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 1500)); // past the metrics' cache, and any late second call
+    const after = await deregisters();
+    expect(after.ok - before.ok).toBe(1);
+    expect(after.notFound - before.notFound).toBe(0);
+  });
+
+  it("TLS failures say what to do: --ca for an untrusted certificate, http:// for a plaintext server, https:// for TLS", async () => {
+    const made = loopbackCertificate();
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
+    writeFileSync(join(dir, "s.pem"), made.cert);
+    writeFileSync(join(dir, "s.key"), made.key);
+    const tls = await spawnServer("node", [
+      bin,
+      "serve",
+      "--source",
+      "sim",
+      "--port",
+      "0",
+      "--tls-cert",
+      join(dir, "s.pem"),
+      "--tls-key",
+      join(dir, "s.key"),
+    ], root);
+    try {
+      const untrusted = await run("info", "--url", tls.url);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.err).toMatch(/cannot trust the TLS certificate of https:.*--ca FILE/);
+      expect((await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"))).code).toBe(0);
+      const plain = await run("info", "--url", tls.url.replace("https:", "http:"));
+      expect(plain.err).toMatch(/hung up on a plaintext request: if that server serves TLS .*use https:\/\//);
+      const notTls = await run("info", "--url", url.replace("http:", "https:"));
+      expect(notTls.err).toMatch(/does not answer TLS .*use http:\/\//);
+    } finally {
+      tls.stop();
+    }
+  });
+});
+
+describe("taskwire serve: flags past what the server can honour", () => {
+  it.each([
+    // A lease past a timer's longest wait fired the housekeeping timer every millisecond and broke Register.
+    [["--lease-ms", "4294967296"], /--lease-ms.*expected a whole number from 1 to 2147483647/],
+    // A default heartbeat SubscribeExits itself refuses made every stream without one fail.
+    [["--heartbeat-ms", "600001"], /--heartbeat-ms.*expected a whole number from 100 to 600000/],
+    // 10^8 simulated exits a second kept the server from ever listening.
+    [["--sim-exit-rate", "1e8"], /--sim-exit-rate.*expected a number from 0 to 1000000/],
+  ])("serve %j is a usage error naming the range", async (flag, message) => {
+    const r = await run("serve", "--source", "sim", "--port", "0", ...flag);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(message);
   });
 });
 

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { ListenerNotFoundError, SeqOutOfRangeError } from "../src/core/errors.ts";
 import type { QueueItem } from "../src/core/event-queue.ts";
 import { COUNTED_RANGE_BYTES, Listener } from "../src/core/listener.ts";
-import { createRegistry, type RegistryMemory } from "../src/core/registry.ts";
+import { createRegistry, type RegistryMemory, resolveLimits } from "../src/core/registry.ts";
 import { RETAINED_SLOT_BYTES, Retention, type StreamItem } from "../src/core/retention.ts";
 import { createMemoryBudget, unbudgeted } from "../src/core/budget.ts";
 import { subscribe } from "../src/core/subscription.ts";
@@ -739,5 +739,15 @@ describe("a listener that throws while taking a record", () => {
     guarded(rec(1, 0));
     expect([show(a.take(10)), show(b.take(10)), show(c.take(10))]).toEqual([["1"], ["lost 1-1 source-error"], ["1"]]);
     expect([a, b, c].map((l) => l.produced)).toEqual([1, 1, 1]);
+  });
+});
+
+describe("resolveLimits", () => {
+  it("refuses limits past their range with RangeError, naming the limit and the range", () => {
+    expect(() => resolveLimits({ leaseMs: 2 ** 31 })).toThrow(/limit leaseMs must be from 1 to 2147483647/);
+    expect(() => resolveLimits({ heartbeatMs: 99 })).toThrow(/limit heartbeatMs must be from 100 to 600000/);
+    expect(() => resolveLimits({ heartbeatMs: 600_001 })).toThrow(RangeError);
+    expect(() => resolveLimits({ maxBatch: 0 })).toThrow(/must be a positive integer/);
+    expect(resolveLimits({ leaseMs: 2 ** 31 - 1, heartbeatMs: 600_000 })).toMatchObject({ leaseMs: 2 ** 31 - 1 });
   });
 });

@@ -1,6 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { CpulistError, createPossibleCpus, formatCpulist, parseCpulist, parseCpumask } from "../src/kernel/cpulist.ts";
+import {
+  CPULIST_STEPS_PER_CPU,
+  CpulistError,
+  createPossibleCpus,
+  formatCpulist,
+  parseCpulist,
+  parseCpumask,
+} from "../src/kernel/cpulist.ts";
 
 const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
@@ -82,6 +89,80 @@ describe("parseCpulist (lib/bitmap-str.c bitmap_parselist)", () => {
     const t0 = performance.now();
     expect(parseCpulist("N-N:4294967295/4294967295", 65536)).toEqual(range(0, 65535));
     expect(performance.now() - t0).toBeLessThan(1000);
+  });
+
+  it("sets what the kernel's walk sets, bit by bit, for any list of regions (wrapping groups too)", () => {
+    // bitmap_set_region() as the kernel runs it: each group's bits set one by one, bases stepped in unsigned int.
+    const reference = (regions: [number, number, number, number][], nbits: number): number[] => {
+      const bits = new Uint8Array(nbits);
+      for (const [start, end, used, group] of regions) {
+        for (let base = start; base <= end; base = (base + group) >>> 0) {
+          for (let cpu = base; cpu <= Math.min(end, base + used - 1); cpu++) bits[cpu] = 1;
+        }
+      }
+      return range(0, nbits - 1).filter((cpu) => bits[cpu] === 1);
+    };
+    const nbits = 48;
+    const group = fc.oneof(fc.integer({ min: 1, max: 60 }), fc.integer({ min: 2 ** 32 - 60, max: 2 ** 32 - 1 }));
+    const region = fc.tuple(fc.integer({ min: 0, max: nbits - 1 }), fc.integer({ min: 0, max: nbits - 1 }), group)
+      .chain(([a, b, g]) =>
+        fc.integer({ min: 0, max: g }).map((u): [number, number, number, number] => [
+          Math.min(a, b),
+          Math.max(a, b),
+          u,
+          g,
+        ])
+      );
+    fc.assert(
+      fc.property(fc.array(region, { minLength: 1, maxLength: 6 }), (regions) => {
+        const text = regions.map(([a, b, u, g]) => `${a}-${b}:${u}/${g}`).join(",");
+        expect(parseCpulist(text, nbits)).toEqual(reference(regions, nbits));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("answers the longest lists a client may send on 4,096 CPUs in milliseconds, not seconds", () => {
+    // Before: every group of every region was a span, merged by one sort: "all:1/1," to the limit took 12-17 s.
+    const possible = createPossibleCpus("0-4095");
+    const limit = 100 + 6 * 4096 - 1;
+    const fill = (next: (i: number) => string) => {
+      let text = "";
+      for (let i = 0; text.length + next(i).length <= limit; i++) text += next(i);
+      return text.replace(/,$/, "");
+    };
+    const time = (f: () => unknown) => {
+      const t0 = performance.now();
+      const out = f();
+      expect(performance.now() - t0).toBeLessThan(1000);
+      return out;
+    };
+    // One region over and over: walked once.
+    expect(time(() => parseCpumask(fill(() => "all:1/1,"), possible))).toEqual(range(0, 4095));
+    // Distinct regions of 2,048 groups each, and regions whose groups wrap: refused once past the step budget.
+    for (const next of [(i: number) => `${i % 4096}-4095:1/2,`, (i: number) => `${i % 4096}-4095:1/4294967295,`]) {
+      const err = time(() => {
+        try {
+          return parseCpumask(fill(next), possible);
+        } catch (e) {
+          return e;
+        }
+      });
+      expect(err).toBeInstanceOf(CpulistError);
+      expect(err).toMatchObject({ errno: "E2BIG", message: /more than 32768 groups .*name the CPUs as plain ranges/ });
+    }
+  });
+
+  it("takes up to 8 group steps per CPU, and refuses the list one step past them (E2BIG)", () => {
+    expect(CPULIST_STEPS_PER_CPU).toBe(8);
+    // On 64 CPUs: 512 steps. "i-63:1/2" steps through floor((63 - i) / 2) + 1 groups.
+    const regions = (n: number) => Array.from({ length: n }, (_, i) => `${i}-63:1/2`).join(",");
+    let n = 0;
+    for (let steps = 0; steps + Math.floor((63 - n) / 2) + 1 <= 512; n++) steps += Math.floor((63 - n) / 2) + 1;
+    expect(parseCpulist(regions(n), 64)).toEqual(range(0, 63));
+    expect(() => parseCpulist(regions(n + 1), 64)).toThrow(expect.objectContaining({ errno: "E2BIG" }));
+    // The same region repeated is walked once, however often it is listed.
+    expect(parseCpulist(Array(200).fill("0-63:1/2").join(","), 64)).toEqual(range(0, 63).filter((c) => c % 2 === 0));
   });
 
   it("rejects a bad bitmap width with RangeError", () => {

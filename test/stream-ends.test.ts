@@ -242,4 +242,33 @@ describe("a stream past its request's timeout", () => {
     );
     expect((await grpcCall(url, "720H"))["grpc-status"]).toBe(String(Code.InvalidArgument));
   });
+
+  it("refuses it without arming a timer for it: no TimeoutOverflowWarning, on every protocol, unary or stream", async () => {
+    const { url } = await start();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    try {
+      const unary = (headers: Record<string, string>) =>
+        fetch(`${url}/taskwire.v1.TaskStats/GetInfo`, { method: "POST", headers, body: "{}" });
+      const connect = await unary({ "content-type": "application/json", "connect-timeout-ms": "9999999999" });
+      expect(connect.status).toBe(400);
+      expect(((await connect.json()) as { message: string }).message).toMatch(
+        /^the request's timeout \(9999999999 ms\) is longer than this server can time/,
+      );
+      const web = await fetch(`${url}/taskwire.v1.TaskStats/GetInfo`, {
+        method: "POST",
+        headers: { "content-type": "application/grpc-web+proto", "grpc-timeout": "99999999H" },
+        body: new Uint8Array(5),
+      });
+      // gRPC-Web over HTTP/1.1: the status in the trailer frame.
+      expect(new TextDecoder().decode(await web.arrayBuffer())).toMatch(/grpc-status: ?3\r\n/);
+      expect((await grpcCall(url, "99999999H"))["grpc-status"]).toBe(String(Code.InvalidArgument));
+      expect((await connectCall(url, { timeoutMs: "9999999999" })).error?.code).toBe("invalid_argument");
+      await new Promise((r) => setTimeout(r, 50)); // warnings are emitted on the next tick
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
 });

@@ -7,6 +7,8 @@
  * and a long, idle SubscribeExits stream outlives every one of these
  * timeouts. After each attack /healthz still answers on a new connection.
  */
+import { EventEmitter } from "node:events";
+import { networkInterfaces } from "node:os";
 import { Agent, request as h1request } from "node:http";
 import {
   type ClientHttp2Session,
@@ -24,6 +26,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SubscribeExitsRequestSchema, TaskStats } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { DEFAULT_TRANSPORT_LIMITS, type Listening, listenNode, type ListenOptions } from "../src/runtime/node.ts";
+import { createAddressCap } from "../src/runtime/_transport-limits.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { loopbackCertificate, sleep } from "./helpers.ts";
@@ -507,6 +510,65 @@ describe("connection and stream caps", () => {
       for (const s of held) s.destroy();
       await server.close();
     }
+  });
+
+  // The cap counts remote addresses only: this test needs an address of this machine's besides loopback.
+  const external = Object.values(networkInterfaces()).flat().find((i) => i?.family === "IPv4" && !i.internal)?.address;
+  it.skipIf(external === undefined)(
+    `connections past --max-connections-per-address from one address are closed at once; a freed place is taken again${
+      external === undefined ? " SKIPPED: this machine has no IPv4 address besides loopback" : ""
+    }`,
+    async () => {
+      const perAddress = 6;
+      const server = await serve({
+        host: external!,
+        maxConnectionsPerAddress: perAddress,
+        headerTimeoutMs: 20_000,
+        requestTimeoutMs: 20_000,
+        idleTimeoutMs: 20_000,
+      });
+      const held: Socket[] = [];
+      try {
+        for (let i = 0; i < perAddress; i++) held.push(await open(server.url));
+        await sleep(50);
+        const extra = await open(server.url);
+        const started = Date.now();
+        await new Promise((r) => extra.once("close", r));
+        expect(Date.now() - started).toBeLessThan(1_000);
+        expect(held.every((s) => !s.destroyed)).toBe(true);
+        // One of the address's connections gone: its place is free again.
+        held.pop()!.destroy();
+        await sleep(100);
+        expect(await healthz(server.url)).toBe(200);
+      } finally {
+        for (const s of held) s.destroy();
+        await server.close();
+      }
+    },
+  );
+
+  it("counts connections per address: each IPv4 address alone, an IPv6 /64 as one, loopback not at all", () => {
+    const warnings: string[] = [];
+    const logger = { isEnabledFor: () => true, warning: (m: string) => warnings.push(m) } as never;
+    const admit = createAddressCap(2, logger);
+    const socket = (remoteAddress: string) => Object.assign(new EventEmitter(), { remoteAddress }) as never as Socket;
+    const take = (address: string, n: number) => Array.from({ length: n }, () => socket(address)).map(admit);
+    expect(take("192.0.2.1", 3)).toEqual([true, true, false]);
+    expect(take("192.0.2.2", 2)).toEqual([true, true]); // another host is not held back by the first
+    expect(take("2001:db8:0:1::5", 1)).toEqual([true]);
+    expect(take("2001:db8:0:1:ffff::9", 2)).toEqual([true, false]); // the same /64
+    expect(take("2001:db8:0:2::5", 1)).toEqual([true]);
+    // Loopback is not counted: local clients are on the host, and so is a proxy bringing remote ones.
+    expect([...take("127.0.0.1", 3), ...take("::1", 3)]).toEqual(Array(6).fill(true));
+    // A connection that closes gives its place back.
+    const s = socket("198.51.100.7");
+    expect([admit(s), admit(socket("198.51.100.7")), admit(socket("198.51.100.7"))]).toEqual([true, true, false]);
+    (s as never as EventEmitter).emit("close");
+    expect(admit(socket("198.51.100.7"))).toBe(true);
+    // Said once (at most every 10 s), naming the address and the flag.
+    expect(warnings).toEqual([
+      expect.stringMatching(/^refused 1 connection\(s\) from 192\.0\.2\.1: .*--max-connections-per-address/),
+    ]);
   });
 
   it("streams past --h2-max-streams on one connection are refused (RST_STREAM REFUSED_STREAM)", async () => {

@@ -11,14 +11,17 @@ export type GetStyle = "summary" | "all" | "json";
 /** `taskwire get pid N | tgid N`. */
 export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: number, style: GetStyle): Promise<void> {
   const c = clientFor(conn);
-  const stats = kind === "pid" ? (await c.getPid({ pid: id })).stats : (await c.getTgid({ tgid: id })).stats;
+  const [stats, info] = await Promise.all([
+    kind === "pid" ? c.getPid({ pid: id }).then((r) => r.stats) : c.getTgid({ tgid: id }).then((r) => r.stats),
+    style === "summary" ? c.getInfo({}) : undefined,
+  ]);
   if (stats === undefined) throw new Error(`the server sent no stats for ${kind} ${id}`);
   if (style === "json") return console.log(JSON.stringify(messageToJson(TaskStatsSchema, stats)));
   if (style === "all") return console.log(formatStatsTable(stats));
   const notes = kind === "tgid"
     ? [`process ${id}: ${TGID_NOTE}`]
     : [`thread ${id}: its own counters; \`get tgid\` sums a process's threads`];
-  console.log(formatReport(stats, notes));
+  console.log(formatReport(stats, { notes, live: true, ...(info !== undefined && { delayacct: info.delayacct }) }));
 }
 
 /** `taskwire info`. */
@@ -33,7 +36,12 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["kernel", info.kernelRelease],
     ["server version", info.serverVersion],
     ["you are", `${info.principal} (roles: ${info.roles.join(", ") || "none"})`],
-    ["server holds", info.capabilities.join(", ") || "(no capabilities)"],
+    [
+      "server holds",
+      info.capabilities.join(", ") ||
+      // The server lists its capabilities to admins only (and to everyone with authentication off).
+      (info.roles.includes("admin") ? "(no capabilities)" : "(shown to the admin role only)"),
+    ],
     ["possible CPUs", info.possibleCpus],
     ["taskstats version", `${info.taskstatsVersion} (${info.taskstatsSize} bytes)`],
     [

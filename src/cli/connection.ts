@@ -50,7 +50,17 @@ export function connectionFrom(o: Record<string, unknown>): Connection {
   if ((str("cert") === undefined) !== (str("key") === undefined)) {
     throw new UsageError("--cert and --key go together: pass both PEM files");
   }
-  return { url: str("url") ?? DEFAULT_URL, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
+  const url = str("url") ?? DEFAULT_URL;
+  if (!/^https?:\/\/[^/]/i.test(url)) {
+    throw new UsageError(
+      `--url (or TASKWIRE_URL) ${
+        JSON.stringify(url)
+      } is not an http:// or https:// URL; write it whole, e.g. --url http://${
+        url.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "") || "127.0.0.1:7878"
+      }`,
+    );
+  }
+  return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
 }
 
 let _url: string | undefined;

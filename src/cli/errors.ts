@@ -48,6 +48,8 @@ export function isUnreachable(err: unknown): boolean {
 /** The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. */
 export function describeError(err: unknown, url: string | undefined): string {
   if (err instanceof ExitStatus) return "";
+  const tls = url === undefined ? undefined : tlsProblem(err, url);
+  if (tls !== undefined) return escapeControls(tls);
   if (err instanceof ConnectError && url !== undefined && isUnreachable(err)) {
     return describeError(new UnreachableError(url, err), url);
   }
@@ -68,9 +70,60 @@ export function describeError(err: unknown, url: string | undefined): string {
   return escapeControls(err instanceof Error ? err.message : String(err));
 }
 
+/** A failure with an exit status of its own (e.g. 127: a command that could not be found), said as its message. */
+export class FailureStatus extends Error {
+  override readonly name = "FailureStatus";
+  /** `code`: the process's exit status. */
+  constructor(message: string, readonly code: number) {
+    super(message);
+  }
+}
+
+// Certificate checks that fail (Node's error codes): the server's certificate is not one this client trusts.
+const UNTRUSTED =
+  /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|ERR_TLS_CERT_ALTNAME_INVALID)$/;
+// What https:// to a plaintext server looks like from OpenSSL: the "TLS record" it read is an HTTP response.
+const NOT_TLS = /wrong version number|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER|EPROTO/;
+
+// The codes and messages down `err`'s cause chain.
+function causes(err: unknown): { codes: string[]; messages: string[] } {
+  const codes: string[] = [], messages: string[] = [];
+  for (let e = err, depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string") codes.push(code);
+    messages.push(e instanceof ConnectError ? e.rawMessage : e.message);
+  }
+  return { codes, messages };
+}
+
+/**
+ * A TLS failure said with what to do: a certificate this client does not
+ * trust (--ca), https:// to a server that speaks plain HTTP, or http:// to
+ * one that speaks only TLS (it hangs up on a plaintext request).
+ */
+function tlsProblem(err: unknown, url: string): string | undefined {
+  const { codes, messages } = causes(err);
+  const https = url.startsWith("https:");
+  const first = messages.find((m) => m !== "") ?? "";
+  if (https && codes.some((c) => UNTRUSTED.test(c))) {
+    return `cannot trust the TLS certificate of ${url}: ${first}; pass the CA that signed it (for a self-signed server, its certificate) with --ca FILE or TASKWIRE_CA`;
+  }
+  if (https && [...codes, ...messages].some((m) => NOT_TLS.test(m))) {
+    return `${url} does not answer TLS (${
+      codes.find((c) => NOT_TLS.test(c)) ?? "not a TLS record"
+    }): a server without --tls-cert speaks plain HTTP; use http://`;
+  }
+  if (!https && err instanceof ConnectError && /socket hang up|ECONNRESET/.test([...codes, ...messages].join(" "))) {
+    return `${url} hung up on a plaintext request: if that server serves TLS (--tls-cert), use https:// (and --ca for a self-signed certificate); else ${
+      causeOf(err)
+    }`;
+  }
+  return undefined;
+}
+
 /** The exit status for `err`: 2 for usage errors (commander's own included), else 1. */
 export function exitCodeFor(err: unknown): number {
-  if (err instanceof ExitStatus) return err.code;
+  if (err instanceof ExitStatus || err instanceof FailureStatus) return err.code;
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
   if (err instanceof UsageError) return 2;
   if (err instanceof RangeError) return 2; // the SDK's "bad argument" (a TypeError may be a bug: 1)

@@ -57,6 +57,8 @@ export function openEventInput(o: EventInputOptions): EventInput {
   const own = o.listener === undefined;
   let listenerId: string | undefined;
   let host: string | undefined;
+  // The SDK deregisters the listener it made as the iteration ends: that answer is awaited, not asked for twice.
+  let released: Promise<void> | undefined;
   const events = _hosted(
     watchExits(client, {
       ...(o.listener !== undefined ? { listenerId: o.listener } : { cpumask: o.cpus ?? "" }),
@@ -69,6 +71,7 @@ export function openEventInput(o: EventInputOptions): EventInput {
         host = s.host?.hostname;
         o.onSubscribed?.(s);
       },
+      onRelease: (deregistered) => (released = deregistered),
       onReconnect: (r) => {
         if (listenerId === undefined) throw new UnreachableError(o.conn.url, r.error);
         o.status(
@@ -80,7 +83,7 @@ export function openEventInput(o: EventInputOptions): EventInput {
     }),
     () => host,
   );
-  return { events, release: () => (own ? _deregister(client, listenerId) : Promise.resolve()) };
+  return { events, release: () => (own ? released ?? _deregister(client, listenerId) : Promise.resolve()) };
 }
 
 async function* _hosted(events: AsyncIterable<HostedExitEvent>, host: () => string | undefined) {

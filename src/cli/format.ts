@@ -53,11 +53,22 @@ export function quoted(text: string | undefined): string {
   return escapeControls(JSON.stringify(text ?? ""));
 }
 
+// ac_nice is task_nice() (-20..19) stored in a u8 (kernel/tsacct.c bacct_add_tsk): 246 is -10.
+function niceOf(u8: number): number {
+  return u8 > 127 ? u8 - 256 : u8;
+}
+
 /** Every field of a record, one per line: name, value, unit. Unset fields say so. */
 export function formatStatsTable(stats: TaskStatsRecord): string {
   const rows = [...FIELD_BY_KERNEL_NAME].map(([kernel, spec]) => {
     const v = stats[spec.name];
-    const text = v === undefined ? "(not in this kernel's struct)" : typeof v === "string" ? quoted(v) : String(v);
+    const text = v === undefined
+      ? "(not in this kernel's struct)"
+      : typeof v === "string"
+      ? quoted(v)
+      : kernel === "ac_nice"
+      ? String(niceOf(Number(v)))
+      : String(v);
     return [kernel, text, v === undefined ? "" : unitOf(kernel)];
   });
   const w = Math.max(...rows.map((r) => r[0]!.length));

@@ -1,6 +1,7 @@
 /** The `taskwire` command line: serve | get | watch | info | cgroup. */
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { DEFAULT_LIMITS } from "../core/registry.ts";
+import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/registry.ts";
+import { MAX_SIM_EXIT_RATE } from "../sources/sim/sim-source.ts";
 import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
 import { defaultMemoryBudget } from "../server/memory.ts";
 import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
@@ -34,9 +35,11 @@ function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
-function positiveNumber(value: string): number {
+function rate(value: string, max: number): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("expected a number >= 0");
+  if (value.trim() === "" || !Number.isFinite(n) || n < 0 || n > max) {
+    throw new InvalidArgumentError(`expected a number from 0 to ${max}`);
+  }
   return n;
 }
 
@@ -90,7 +93,12 @@ function buildProgram(): Command {
     .option("--host <host>", "address to bind (127.0.0.1 keeps it local; 0.0.0.0 exposes it)", "127.0.0.1")
     .option("--port <port>", "TCP port (0 picks a free one)", int(0, 65535), 7878)
     .option("--sim-cpus <n>", "simulated possible CPUs", int(1, 65536), 8)
-    .option("--sim-exit-rate <r>", "simulated task exits per second", positiveNumber, 200)
+    .option(
+      "--sim-exit-rate <r>",
+      `simulated task exits per second, at most ${MAX_SIM_EXIT_RATE}`,
+      cliArg((v) => rate(v, MAX_SIM_EXIT_RATE)),
+      200,
+    )
     .option("--sim-seed <s>", "simulation seed (same seed, same tasks)", int(0, 2 ** 32 - 1), 1)
     .option("--cors-origin <origins>", 'comma-separated browser origins allowed to call the API ("*" for any)')
     .option("--tls-cert <file>", "serve HTTPS (h2 and HTTP/1.1 by ALPN) with this PEM certificate chain")
@@ -150,6 +158,12 @@ function buildProgram(): Command {
       TRANSPORT.maxConnections,
     )
     .option(
+      "--max-connections-per-address <n>",
+      "most connections from one address at once (an IPv6 /64; all loopback is one address); more are closed on accept",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.maxConnectionsPerAddress,
+    )
+    .option(
       "--header-timeout-ms <ms>",
       "time a connection has to send its first bytes, finish TLS, and send each HTTP/1.1 request's headers",
       int(1, 2 ** 31 - 1),
@@ -199,7 +213,12 @@ function buildProgram(): Command {
       "--enable-delayacct",
       "set kernel.task_delayacct=1 while serving (restored on exit) so delay fields are filled",
     )
-    .option("--lease-ms <ms>", "how long a listener outlives its stream", int(1), DEFAULT_LIMITS.leaseMs)
+    .option(
+      "--lease-ms <ms>",
+      "how long a listener outlives its stream",
+      int(...LIMIT_RANGES.leaseMs!),
+      DEFAULT_LIMITS.leaseMs,
+    )
     .option(
       "--default-buffer <n>",
       `queue size (events) when a client asks for 0 (default ${DEFAULT_LIMITS.defaultBuffer}, or --max-buffer if smaller)`,
@@ -214,7 +233,12 @@ function buildProgram(): Command {
         "most of the memory budget one principal may hold, e.g. 25% or 256MiB",
       ).argParser(cliArg(parseShare)).default({ fraction: 1 }, "100%, all of it"),
     )
-    .option("--heartbeat-ms <ms>", "heartbeat interval on idle streams", int(100), DEFAULT_LIMITS.heartbeatMs)
+    .option(
+      "--heartbeat-ms <ms>",
+      "heartbeat interval on idle streams",
+      int(...LIMIT_RANGES.heartbeatMs!),
+      DEFAULT_LIMITS.heartbeatMs,
+    )
     .option(
       "--no-metrics",
       "no /metrics (by default: Prometheus metrics for principals with the metrics role, or anyone when authentication is off)",
@@ -241,6 +265,7 @@ function buildProgram(): Command {
       maxMessageBytes: o["maxMessageBytes"] as number,
       transport: {
         maxConnections: o["maxConnections"] as number,
+        maxConnectionsPerAddress: o["maxConnectionsPerAddress"] as number,
         headerTimeoutMs: o["headerTimeoutMs"] as number,
         requestTimeoutMs: o["requestTimeoutMs"] as number,
         idleTimeoutMs: o["idleTimeoutMs"] as number,

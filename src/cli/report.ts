@@ -33,8 +33,13 @@ export const TGID_NOTE =
   "a tgid record (kernel/taskstats.c fill_stats_for_tgid): the kernel sums delays, CPU time, elapsed time (per thread, so not the process's age) and context switches over the threads; comm is blank and pid, uid, memory and I/O are 0 by design";
 
 /** The identity line: comm, ids, how it ended, when it started, how long it ran. */
-function identity(s: Stats): string {
-  const status = s.acExitcode === undefined ? "" : `  status ${describeExit(s.acExitcode).text}`;
+function identity(s: Stats, live: boolean): string {
+  // A live task has no exit status yet: the kernel's 0 there means nothing.
+  const status = live
+    ? "  status running"
+    : s.acExitcode === undefined
+    ? ""
+    : `  status ${describeExit(s.acExitcode).text}`;
   const started = s.acBtime64 === undefined || s.acBtime64 === 0n
     ? ""
     : `  started ${new Date(Number(s.acBtime64) * 1000).toISOString()}`;
@@ -70,7 +75,7 @@ function io(s: Stats): string {
     bytes(s.cancelledWriteBytes)
   }  |  read() ${bytes(s.readChar)} in ${s.readSyscalls ?? "-"} calls  write() ${bytes(s.writeChar)} in ${
     s.writeSyscalls ?? "-"
-  } calls`;
+  } calls (these four rounded down to a multiple of 1,024 by the kernel)`;
 }
 
 function memory(s: Stats): string {
@@ -80,10 +85,24 @@ function memory(s: Stats): string {
   }  major faults ${s.acMajflt ?? "-"}`;
 }
 
+/** What a report says beside the stats. */
+export interface ReportOptions {
+  /** Lines shown under the identity, each in parentheses. */
+  readonly notes?: readonly string[];
+  /** A live task's (GetPid, GetTgid): no exit status. */
+  readonly live?: boolean;
+  /** The server's kernel.task_delayacct: false says that the delays read 0 because of it. */
+  readonly delayacct?: boolean;
+}
+
 /** The report: identity, CPU, delays (count, total, average, max, min per class), I/O, memory, context switches. */
-export function formatReport(s: Stats, notes: readonly string[] = []): string {
+export function formatReport(s: Stats, o: ReportOptions = {}): string {
+  const notes = [
+    ...(o.notes ?? []),
+    ...(o.delayacct === false ? ["delay accounting is off on the server's kernel: every delay below reads 0"] : []),
+  ];
   return [
-    identity(s),
+    identity(s, o.live === true),
     ...notes.map((n) => `  (${n})`),
     cpu(s),
     ...delays(s),

@@ -6,12 +6,12 @@
  * exit status (128 + signal when a signal killed it, like a shell).
  */
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { describeExit, exitEventToJson, messageToJson, TaskStatsSchema } from "@taskwire/client";
 import type { Command } from "commander";
 import { addConnectionOptions, clientFor, type Connection, connectionFrom } from "./connection.ts";
-import { describeError, ExitStatus, UsageError } from "./errors.ts";
+import { describeError, ExitStatus, FailureStatus, UsageError } from "./errors.ts";
 import { openEventInput } from "./event-input.ts";
 import { intArg } from "./options.ts";
 import { formatReport } from "./report.ts";
@@ -71,6 +71,17 @@ export function addRunCommand(program: Command): Command {
  * read too (and filtered here), and nothing else crosses the network.
  */
 export async function runCommand(flags: RunFlags): Promise<never> {
+  // The report's file is opened first, as a shell's redirection would be: a path that cannot be written must not
+  // cost a whole run of the command and then its report.
+  const output = _openOutput(flags.output);
+  try {
+    return await _run(flags, output);
+  } finally {
+    if (output !== undefined) closeSync(output);
+  }
+}
+
+async function _run(flags: RunFlags, output: number | undefined): Promise<never> {
   const client = clientFor(flags.conn);
   const info = await client.getInfo({});
   const { listenerId } = await client.register({ cpumask: info.possibleCpus, buffer: flags.buffer ?? 0 });
@@ -84,7 +95,7 @@ export async function runCommand(flags: RunFlags): Promise<never> {
     });
     const status = await child;
     const result = await collector.finish(flags.waitMs);
-    _report(flags, result, status);
+    _report(flags, { result, status, output, delayacct: info.delayacct });
     throw new ExitStatus(status.code);
   } finally {
     ctl.abort();
@@ -144,7 +155,11 @@ async function _spawn(argv: readonly string[], started: (pid: number) => void): 
     child = spawn(argv[0]!, argv.slice(1), { stdio: "inherit" });
     if (child.pid !== undefined) started(child.pid);
     const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-      child!.once("error", (err) => reject(new UsageError(`run: cannot start ${argv[0]}: ${err.message}`)));
+      // The shell's statuses: 127 for a command not found, 126 for one found but not runnable.
+      child!.once("error", (err) => {
+        const notFound = (err as NodeJS.ErrnoException).code === "ENOENT";
+        reject(new FailureStatus(`run: cannot start ${argv[0]}: ${err.message}`, notFound ? 127 : 126));
+      });
       child!.once("exit", (c, s) => resolve([c, s]));
     });
     if (signal !== null) {
@@ -157,10 +172,37 @@ async function _spawn(argv: readonly string[], started: (pid: number) => void): 
   }
 }
 
-function _report(flags: RunFlags, r: RunResult, status: ChildStatus): void {
-  const text = flags.json ? `${JSON.stringify(_json(r, status))}\n` : _text(r, status);
-  if (flags.output !== undefined) writeFileSync(flags.output, text);
-  else process.stderr.write(text);
+function _openOutput(file: string | undefined): number | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return openSync(file, "w");
+  } catch (err) {
+    throw new UsageError(`run: cannot write the report to ${file}: ${(err as Error).message}; the command was not run`);
+  }
+}
+
+/** A finished run: what the collector gathered, how the command ended, where the report goes. */
+interface Finished {
+  readonly result: RunResult;
+  readonly status: ChildStatus;
+  /** The report's file, opened before the run; undefined: stderr. */
+  readonly output: number | undefined;
+  /** The server's kernel.task_delayacct. */
+  readonly delayacct: boolean;
+}
+
+// A report that cannot be written to its file (a full disk) goes to stderr instead: the command has run, and its
+// accounting is not to be lost.
+function _report(flags: RunFlags, f: Finished): void {
+  const text = flags.json ? `${JSON.stringify(_json(f.result, f.status))}\n` : _text(f);
+  if (f.output !== undefined) {
+    try {
+      return void writeFileSync(f.output, text);
+    } catch (err) {
+      console.error(`taskwire: cannot write the report to ${flags.output}: ${(err as Error).message}; here it is`);
+    }
+  }
+  process.stderr.write(text);
 }
 
 function _json(r: RunResult, status: ChildStatus) {
@@ -177,7 +219,7 @@ function _json(r: RunResult, status: ChildStatus) {
   };
 }
 
-function _text(r: RunResult, status: ChildStatus): string {
+function _text({ result: r, status, delayacct }: Finished): string {
   const head = `taskwire run: pid ${status.pid} ended with ${status.text}; ${r.threads.length} thread record(s)` +
     (r.group === undefined ? "" : " and the process's group record");
   if (r.total === undefined) return `${head}\n${r.problem}\n`;
@@ -185,5 +227,5 @@ function _text(r: RunResult, status: ChildStatus): string {
     ...(r.threads.length > 1 ? [`summed over ${r.threads.length} threads: CPU, delays, I/O, faults, switches`] : []),
     ...(r.problem === undefined ? [] : [r.problem]),
   ];
-  return `${head}\n${formatReport(r.total, notes)}\n`;
+  return `${head}\n${formatReport(r.total, { notes, delayacct })}\n`;
 }

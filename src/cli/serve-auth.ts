@@ -98,7 +98,7 @@ export function authFlagsFrom(o: Record<string, unknown>): AuthFlags {
 export function addTokenCommand(program: Command): void {
   program.command("token")
     .description(
-      "make a bearer token for a principal and print the auth file entry for it (the file stores only the hash)",
+      "make a bearer token for a principal (on stderr) and print the auth file entry for it on stdout (the file stores only the hash)",
     )
     .requiredOption("--principal <name>", "the principal the token authenticates as")
     .addOption(
@@ -113,8 +113,12 @@ export function addTokenCommand(program: Command): void {
         principals: { [o.principal]: { roles: o.roles } },
         tokens: { [hashToken(token)]: o.principal },
       };
-      console.log(`token (give it to the client; it is not stored anywhere): ${token}`);
-      console.log("merge into the auth file (--token-file), then send the server SIGHUP:");
+      // The secret on stderr, the entry alone on stdout: `taskwire token ... > auth.json` is a whole auth file for a
+      // first principal, and the token never lands in it.
+      console.error(`token (give it to the client; it is not stored anywhere): ${token}`);
+      console.error(
+        "stdout has the auth file entry (the token's SHA-256 only): a whole --token-file for a first principal; for more, merge it into the file and send the server SIGHUP",
+      );
       console.log(JSON.stringify(entry, null, 2));
     });
 }

@@ -55,7 +55,11 @@ export function addWatchCommand(program: Command): Command {
       );
     }
     if ((cpus === undefined) === (listener === undefined)) {
-      throw new UsageError("watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>");
+      throw new UsageError(
+        cpus === undefined
+          ? "watch: pass --cpus <cpulist> (e.g. --cpus 0-3) or --listener <id>"
+          : "watch: pass --cpus <cpulist> or --listener <id>, not both: a listener's CPUs are its own",
+      );
     }
     await watchCommand({
       conn: connectionFrom(o),

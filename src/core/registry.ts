@@ -79,6 +79,17 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   heartbeatMs: 15_000,
 });
 
+/**
+ * Upper bounds of the limits that have one: a lease past a timer's longest
+ * wait (2^31 - 1 ms, 24.8 days) would fire at once, and past uint32 could not
+ * be told to clients; a heartbeat stays in what SubscribeExits accepts.
+ */
+export const LIMIT_RANGES: Readonly<Partial<Record<keyof Limits, readonly [min: number, max: number]>>> = Object
+  .freeze({
+    leaseMs: [1, 2 ** 31 - 1],
+    heartbeatMs: [100, 600_000],
+  });
+
 /** Totals for GetInfo. */
 export interface RegistryStats {
   listeners: number;
@@ -221,6 +232,8 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
   if (partial.defaultBuffer === undefined) limits.defaultBuffer = Math.min(limits.defaultBuffer, limits.maxBuffer);
   for (const [k, v] of Object.entries(limits)) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`limit ${k} must be a positive integer, got ${v}`);
+    const [min, max] = LIMIT_RANGES[k as keyof Limits] ?? [1, Infinity];
+    if (v < min || v > max) throw new RangeError(`limit ${k} must be from ${min} to ${max}, got ${v}`);
   }
   if (limits.defaultBuffer > limits.maxBuffer) {
     throw new RangeError(`defaultBuffer ${limits.defaultBuffer} exceeds maxBuffer ${limits.maxBuffer}`);

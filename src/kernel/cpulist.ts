@@ -170,25 +170,55 @@ function checkRegion(text: string, r: Region, nbits: number): void {
 // its base. `start += group_len` is unsigned int arithmetic, so a group
 // within `start` of 2^32 wraps around below `start` and sets groups there too
 // ("5-7:1/4294967295" on 8 bits is CPUs 0-5). The walk stays within 0..end,
-// so it ends after at most end + 1 groups; but wrapped groups overlap (each
-// reaching up to `end`), so they are kept as spans and merged once, not set
-// CPU by CPU (that would be quadratic in the number of CPUs).
-function setRegion(r: Region, spans: [first: number, last: number][]): void {
-  if (r.used === 0) return;
-  for (let base = r.start; base <= r.end; base = (base + r.group) >>> 0) {
-    spans.push([base, Math.min(r.end, base + r.used - 1)]);
+// so it ends after at most end + 1 groups. Each group is one +1/-1 pair in
+// `depth` (a difference array over the CPUs), whatever the groups overlap.
+// Returns how many groups it stepped through.
+function setRegion(r: Region, depth: Int32Array, budget: number): number {
+  if (r.used === 0) return 0;
+  // Groups that touch or overlap and never wrap (every plain "N", "N-M" and "all"): one run.
+  if (r.used >= r.group && r.end + r.group < 2 ** 32) {
+    depth[r.start]!++;
+    depth[r.end + 1]!--;
+    return 1;
   }
+  let steps = 0;
+  for (let base = r.start; base <= r.end && steps < budget; base = (base + r.group) >>> 0, steps++) {
+    depth[base]!++;
+    depth[Math.min(r.end, base + r.used - 1) + 1]!--;
+  }
+  return steps;
 }
 
-// The sorted, distinct CPUs the spans cover, each visited once.
-function union(spans: [first: number, last: number][]): number[] {
-  spans.sort((a, b) => a[0] - b[0]);
-  const cpus: number[] = [];
-  let next = 0; // the lowest CPU not yet in `cpus` that a later span could add
-  for (const [first, last] of spans) {
-    for (let cpu = Math.max(first, next); cpu <= last; cpu++) cpus.push(cpu);
-    next = Math.max(next, last + 1);
+/**
+ * Group steps a list may take per CPU of its bitmap. The kernel walks every
+ * group of every region; a list within the length limit (100 + 6 bytes per
+ * CPU) can hold thousands of regions of thousands of groups each ("0-4095:1/2"
+ * over and over, shifted), and merging them cost seconds on 4,096 CPUs. Lists
+ * that name CPUs plainly take one step per range, and one per group of a
+ * ":used/group" pattern: 8 per CPU leaves room for any list a person writes.
+ */
+export const CPULIST_STEPS_PER_CPU = 8;
+
+// The sorted CPUs the regions set, each once; the same region twice is walked once.
+function cover(text: string, regions: readonly Region[], nbits: number): number[] {
+  const distinct = new Map(regions.map((r) => [`${r.start}-${r.end}:${r.used}/${r.group}`, r]));
+  let top = -1;
+  for (const r of distinct.values()) if (r.used > 0) top = Math.max(top, r.end);
+  const depth = new Int32Array(top + 2);
+  const budget = CPULIST_STEPS_PER_CPU * nbits;
+  let steps = 0;
+  for (const r of distinct.values()) {
+    steps += setRegion(r, depth, budget - steps + 1);
+    if (steps > budget) {
+      throw new CpulistError(
+        "E2BIG",
+        `cpulist ${quote(text)}: its regions step through more than ${budget} groups ` +
+          `(${CPULIST_STEPS_PER_CPU} per CPU of ${nbits}); name the CPUs as plain ranges, e.g. "0-3,8-11"`,
+      );
+    }
   }
+  const cpus: number[] = [];
+  for (let cpu = 0, d = 0; cpu <= top; cpu++) if ((d += depth[cpu]!) > 0) cpus.push(cpu);
   return cpus;
 }
 
@@ -199,17 +229,17 @@ function union(spans: [first: number, last: number][]): number[] {
 export function parseCpulist(text: string, nbits: number): number[] {
   if (!Number.isInteger(nbits) || nbits < 1) throw new RangeError(`nbits must be a positive integer, got ${nbits}`);
   const cur = new _Cursor(text, nbits - 1);
-  const spans: [number, number][] = [];
+  const regions: Region[] = [];
   for (;;) {
     // bitmap_find_region(): skips separators (a newline among them), then stops only at '\0' or the end.
     while (isSeparator(cur.peek())) cur.pos++;
     if (isEnd(cur.peek())) break;
     const region = parseRegion(cur);
     checkRegion(text, region, nbits);
-    setRegion(region, spans);
+    regions.push(region);
     if (region.last) break;
   }
-  return union(spans);
+  return cover(text, regions, nbits);
 }
 
 /** Canonical cpulist of a set of CPUs ("0-3,5"), as the kernel prints one. */

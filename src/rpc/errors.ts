@@ -146,12 +146,24 @@ export function withDetail(err: ConnectError): ConnectError {
   return out;
 }
 
-// connect-es's refusal of a request timeout past the router's maxTimeoutMs, saying what to do.
-const TIMEOUT_TOO_LONG = /^timeout (\d+)ms must be <= (\d+)$/;
+// connect-es's refusal of a request timeout past the router's maxTimeoutMs, saying what to do; and its refusal of
+// the header server/timeout-limit.ts puts in place of such a timeout (overLimitTimeout).
+const TIMEOUT_TOO_LONG = [
+  /^timeout (\d+)ms must be <= (\d+)$/,
+  /^protocol error: invalid (?:connect|grpc) timeout value: (\d+) ms, over the limit of (\d+) ms$/,
+];
+
+/**
+ * What a timeout header over the limit is replaced with: a value connect-es cannot parse (so it arms no timer), from
+ * which the refusal's message is rebuilt.
+ */
+export function overLimitTimeout(timeoutMs: number, maxTimeoutMs: number): string {
+  return `${timeoutMs} ms, over the limit of ${maxTimeoutMs} ms`;
+}
 
 function explained(message: string): string {
-  const long = TIMEOUT_TOO_LONG.exec(message);
-  if (long === null) return message;
+  const long = TIMEOUT_TOO_LONG.map((re) => re.exec(message)).find((m) => m !== null);
+  if (long === undefined) return message;
   return `the request's timeout (${long[1]} ms) is longer than this server can time (at most ${long[2]} ms, ` +
     "about 24.8 days): send a shorter timeout, or none";
 }

@@ -87,7 +87,7 @@ export function createTaskStatsService(deps: ServiceDeps & CgroupDeps & FleetInf
       guard(async () => {
         const who = admit(deps, ctx, "read", "GetTgid");
         const tgid = requireId(req.tgid, "tgid");
-        return { tgid: req.tgid, stats: visible(who, await source.getTgid(tgid), "tgid", tgid) };
+        return { tgid: req.tgid, stats: await visibleGroup(who, source, tgid) };
       }),
     register: (req, ctx) =>
       guard(async () => {
@@ -139,6 +139,32 @@ export function createTaskStatsService(deps: ServiceDeps & CgroupDeps & FleetInf
 // A task a uid-limited principal may not see is answered exactly as a task that does not exist.
 function visible(who: Principal, stats: TaskStatsRecord, kind: "pid" | "tgid", id: number): TaskStatsRecord {
   if (!maySee(who, stats.acUid)) throw new TaskNotFoundError(kind, id);
+  return stats;
+}
+
+/**
+ * A thread group's stats for `who`. The kernel's group record carries no owner: fill_stats_for_tgid() copies
+ * signal->stats and adds each live thread's delays and switches, so ac_uid is left 0 (root's uid) whoever owns the
+ * group. A uid-limited principal is judged by the group's leader instead (TASKSTATS_CMD_GET by PID = tgid; a leader
+ * that exited before its threads stays a zombie the kernel still answers for), read before and after the group: the
+ * same uid and start both times, or the pid was reused in between and the group is NOT_FOUND, as it is when the
+ * leader cannot be read at all.
+ */
+async function visibleGroup(who: Principal, source: ServiceDeps["source"], tgid: number): Promise<TaskStatsRecord> {
+  if (who.uids === undefined) return source.getTgid(tgid);
+  const leader = async () => {
+    try {
+      return visible(who, await source.getPid(tgid), "tgid", tgid);
+    } catch (err) {
+      throw err instanceof TaskNotFoundError ? new TaskNotFoundError("tgid", tgid) : err;
+    }
+  };
+  const before = await leader();
+  const stats = await source.getTgid(tgid);
+  const after = await leader();
+  if (after.acUid !== before.acUid || after.acBtime64 !== before.acBtime64 || after.acBtime !== before.acBtime) {
+    throw new TaskNotFoundError("tgid", tgid);
+  }
   return stats;
 }
 

@@ -6,6 +6,7 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
+import { LIMIT_RANGES } from "../core/registry.ts";
 import { isStreamEnd, subscribe } from "../core/subscription.ts";
 import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toPolicy } from "./convert.ts";
@@ -17,8 +18,7 @@ import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts
 import { countedEncoder, STREAM_REPORT } from "./stream-report.ts";
 import { PRE_ENCODED_STREAM } from "./fast-binary/pre-encoded.ts";
 
-const MIN_HEARTBEAT_MS = 100;
-const MAX_HEARTBEAT_MS = 600_000;
+const [MIN_HEARTBEAT_MS, MAX_HEARTBEAT_MS] = LIMIT_RANGES.heartbeatMs!;
 
 /** A SubscribeExits request, validated: everything the stream needs, nothing done yet. */
 interface SubscribePlan {

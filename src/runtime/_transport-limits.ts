@@ -16,8 +16,9 @@ import {
   type Http2Session,
   type ServerHttp2Stream,
 } from "node:http2";
-import type { Server } from "node:net";
+import type { Server, Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
+import { addressBucket } from "../core/admission.ts";
 import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** What any one client may take of the server at the connection and HTTP level. */
@@ -28,6 +29,14 @@ export interface TransportLimits {
    * to what the process's descriptor limit (`ulimit -n`) leaves free.
    */
   readonly maxConnections: number;
+  /**
+   * Connections open at once from one remote address (IPv6: one /64), so
+   * that one host cannot hold every connection and lock everyone else out;
+   * more from it are closed as they are accepted. Loopback is not counted:
+   * local clients are on the host already, and a proxy in front of the server
+   * on the same host brings every remote client in from loopback.
+   */
+  readonly maxConnectionsPerAddress: number;
   /**
    * Milliseconds a connection has to send its first bytes, finish its TLS
    * handshake, and send each HTTP/1.1 request's headers.
@@ -65,6 +74,8 @@ export interface TransportLimits {
 export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze({
   // An HTTP/1.1 stream holds a connection: room for a thousand or so of them besides unary traffic.
   maxConnections: 2048,
+  // A quarter: one host cannot take more, and a few hundred streams of one client still fit.
+  maxConnectionsPerAddress: 512,
   // Far longer than any real client takes to send a preface, a TLS handshake or a few hundred header bytes.
   headerTimeoutMs: 10_000,
   // taskwire's requests are one small message; 30 s covers a slow link, not a trickle.
@@ -215,20 +226,58 @@ export function connectionBudget(requested: number, logger: Logger = taskwireLog
   return budget;
 }
 
-/** Caps `tcp`'s connections, saying (at most every 10 s) when it refuses some. */
-export function capConnections(tcp: Server, max: number, logger: Logger = taskwireLogger()): void {
-  tcp.maxConnections = max;
+/**
+ * Counts connections per remote address bucket (addressBucket: an IPv6 /64;
+ * loopback is not counted): `admit(socket)` is false for one past `max` from
+ * its bucket, which the caller then closes, and says (at most every 10 s)
+ * that it refused some. An admitted socket leaves its bucket's count as it
+ * closes.
+ */
+export function createAddressCap(max: number, logger: Logger = taskwireLogger()): (socket: Socket) => boolean {
+  const open = new Map<string, number>();
+  const report = reporter(
+    logger,
+    (n, bucket) =>
+      `refused ${n} connection(s) from ${bucket}: it has ${max} open, the limit per address (--max-connections-per-address); raise it if one host (or a NAT in front of many) needs more`,
+  );
+  return (socket) => {
+    const bucket = addressBucket(socket.remoteAddress ?? "");
+    if (bucket === "loopback") return true;
+    const n = open.get(bucket) ?? 0;
+    if (n >= max) {
+      report(bucket);
+      return false;
+    }
+    open.set(bucket, n + 1);
+    socket.once("close", () => {
+      const left = open.get(bucket)! - 1;
+      if (left === 0) open.delete(bucket);
+      else open.set(bucket, left);
+    });
+    return true;
+  };
+}
+
+// A warning about refused connections, at most one every 10 s, counting those it did not say.
+function reporter(logger: Logger, say: (n: number, about: string) => string): (about: string) => void {
   let lastReport = -Infinity;
   let unreported = 0;
-  tcp.on("drop", () => {
+  return (about) => {
     unreported++;
     if (Date.now() - lastReport < 10_000) return;
     lastReport = Date.now();
-    logText(
-      logger,
-      "warning",
-      `refused ${unreported} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
-    );
+    logText(logger, "warning", say(unreported, about));
     unreported = 0;
-  });
+  };
+}
+
+/** Caps `tcp`'s connections, saying (at most every 10 s) when it refuses some. */
+export function capConnections(tcp: Server, max: number, logger: Logger = taskwireLogger()): void {
+  tcp.maxConnections = max;
+  const report = reporter(
+    logger,
+    (n) =>
+      `refused ${n} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
+  );
+  tcp.on("drop", () => report(""));
 }

@@ -35,6 +35,7 @@ import {
   applyHttp1Limits,
   capConnections,
   connectionBudget,
+  createAddressCap,
   http1Options,
   http2Options,
   limitHttp2Sessions,
@@ -134,6 +135,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     responses.add(res);
     res.once("close", () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
+    if (!server.credentialed(peerOf(req), req.headers.authorization)) closeAfter(req, res);
     if (serving.has(connection)) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
@@ -235,6 +237,17 @@ function tlsOptions(tls: NonNullable<ListenOptions["tls"]>): SecureServerOptions
 const peers = new WeakMap<object, Peer>();
 
 /** The request's peer: its address, and on TLS its client certificate (computed once per connection). */
+// With authentication on, only a caller with credentials keeps its connection: one with none (or bad ones) has it
+// closed once its response is done (HTTP/1.1: "Connection: close"; HTTP/2: GOAWAY, its other streams let finish),
+// so requests that need none (/healthz, /ui, a refusal) cannot hold connections open for nothing and lock others out.
+function closeAfter(req: NodeRequest, res: NodeResponse): void {
+  // The stream's session is taken now: a stream that has ended no longer names it.
+  if ("stream" in req) {
+    const session = req.stream.session;
+    res.once("close", () => session?.close());
+  } else (res as ServerResponse).shouldKeepAlive = false;
+}
+
 function peerOf(req: NodeRequest): Peer {
   const socket = req.socket as TLSSocket;
   const known = peers.get(socket);
@@ -290,7 +303,8 @@ interface Inner {
   readonly close: () => void;
 }
 
-// The one listening server: it accepts (capped at maxConnections), sets up each raw socket, and hands it to `start`.
+// The one listening server: it accepts (capped at maxConnections, and per address), sets up each raw socket, and
+// hands it to `start`.
 function front(
   start: StartConnection,
   limits: TransportLimits,
@@ -300,8 +314,10 @@ function front(
   // Per-socket settings go on the raw socket, before any TLS: an error handler from accept on (a reset
   // before the first byte must not become an uncaught 'error'), no Nagle delay (a stream is many small
   // writes; Node's own servers set it on sockets they accept, and these are accepted here), and the send buffer.
+  const admit = createAddressCap(limits.maxConnectionsPerAddress, logger);
   const tcp = createTcpServer((raw) => {
     raw.on("error", () => raw.destroy());
+    if (!admit(raw)) return void raw.destroy();
     raw.setNoDelay(true);
     capSendBuffer(raw);
     start(raw);

@@ -97,7 +97,7 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
   app.get("/", (c) =>
     c.text(
       `taskwire ${VERSION}: Linux taskstats over Connect, gRPC-Web and gRPC.\n` +
-        "Service: /taskwire.v1.TaskStats/{GetPid,GetTgid,Register,Deregister,SubscribeExits,GetInfo}\n" +
+        "Service: /taskwire.v1.TaskStats/{GetPid,GetTgid,Register,Deregister,SubscribeExits,GetInfo,GetCgroupStats}\n" +
         "Health: /healthz\nLive exits in a browser: /ui\n",
     ));
   app.notFound((c) =>

@@ -112,7 +112,8 @@ function connectBinaryStream<M extends DescMethodServerStreaming>(
       service: spec.method.parent,
       requestMethod: req.method,
       protocolName: "connect",
-      ...(timeout.timeoutMs !== undefined && { timeoutMs: timeout.timeoutMs }),
+      // An over-limit timeout is refused below: a timer armed with it would overflow (TimeoutOverflowWarning).
+      ...(timeout.timeoutMs !== undefined && timeout.error === undefined && { timeoutMs: timeout.timeoutMs }),
       ...(opt.shutdownSignal && { shutdownSignal: opt.shutdownSignal }),
       requestSignal: req.signal,
       requestHeader: req.header,

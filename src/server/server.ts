@@ -16,6 +16,7 @@ import { createRegistry, type Limits, type RegistryStats } from "../core/registr
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { errorDetailInterceptor, withErrorDetails } from "../rpc/error-responses.ts";
+import { limitTimeouts } from "./timeout-limit.ts";
 import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createTaskStatsService } from "../rpc/service.ts";
 import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
@@ -145,6 +146,12 @@ export interface TaskwireServer {
    * caller that fails to authenticate, its address.
    */
   callerKey(peer: Peer | undefined, authorization: string | null | undefined): string;
+  /**
+   * Whether a request with these credentials names a principal: always with
+   * authentication off; with it on, only for a valid token or client
+   * certificate (the Node adapter keeps no connection open for others).
+   */
+  credentialed(peer: Peer | undefined, authorization: string | null | undefined): boolean;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -228,7 +235,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
   reflectionRoutes([TaskStats])(router);
   // SubscribeExits' binary Connect streams send their batches' envelopes as they are (pre-encoded-streams.ts).
   const subscribe = { method: TaskStats.method.subscribeExits, impl: service.subscribeExits };
-  const handlers = withPreEncodedStreams(router.handlers, subscribe, routerOptions);
+  const handlers = limitTimeouts(withPreEncodedStreams(router.handlers, subscribe, routerOptions), MAX_TIMER_MS);
   const detailed = withErrorDetails(limitMessageSize(handlers, maxMessageBytes), options.compression);
   // The access log is outermost: it counts the bytes the wire carried and sees the final response.
   const rpcHandlers = access?.wrap(detailed) ?? detailed;
@@ -259,6 +266,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
       if (a.principal === undefined) return `unauthenticated@${addressBucket(a.address)}`;
       return a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id;
     },
+    credentialed: (peer, authorization) => callAuth(peer, authorization).principal !== undefined,
     stats: () => registry.stats(),
     listeners: () =>
       [...registry.listeners()].map((l) => ({

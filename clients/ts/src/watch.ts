@@ -60,6 +60,13 @@ export type WatchExitsOptions =
     onSubscribed?: (info: Subscribed) => void;
     /** Called before each reconnect attempt. */
     onReconnect?: (info: Reconnecting) => void;
+    /**
+     * Called once as the iterator deregisters the listener it registered
+     * (`cpumask` given; the iteration ended or `signal` aborted), with the
+     * server's answer (a promise that never rejects): a process about to exit
+     * awaits it, so that the listener is gone rather than left to its lease.
+     */
+    onRelease?: (deregistered: Promise<void>) => void;
   };
 
 const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded, Code.Canceled]);
@@ -315,7 +322,9 @@ async function* resuming(
   // A listener this iterator registered goes with it (best effort; its lease reaps it otherwise).
   // Hung on the abort signal too: an iterator parked at a yield never reaches its finally.
   const release = () => {
-    if (owned && listenerId !== undefined) client.deregister({ listenerId, cpumask: "all" }).catch(() => {});
+    if (owned && listenerId !== undefined) {
+      options.onRelease?.(client.deregister({ listenerId, cpumask: "all" }).then(() => {}, () => {}));
+    }
     listenerId = undefined;
   };
   ctl.signal.addEventListener("abort", release, { once: true });

@@ -1,11 +1,14 @@
 /**
  * The dashboard's link to the server: GetInfo for the header, one
  * watchExits stream for the events, and a state the page always shows
- * (connecting, live, reconnecting, disconnected, needs a token). It never
- * gives up: after an error watchExits does not retry (other than a missing
- * token or role) it starts over after a pause.
+ * (connecting, live, reconnecting, disconnected, needs a token). It gives
+ * up only where retrying cannot help (a missing token or role, a request
+ * the server refuses as invalid); after any other error watchExits does not
+ * retry, it starts over after a pause.
  */
 import {
+  Code,
+  ConnectError,
   createTaskwireClient,
   type ExitEvent,
   type GetInfoResponse,
@@ -17,7 +20,14 @@ import {
 } from "@taskwire/client";
 
 /** What the connection is doing, as the header shows it. */
-export type ConnState = "connecting" | "live" | "reconnecting" | "disconnected" | "needs-token" | "forbidden";
+export type ConnState =
+  | "connecting"
+  | "live"
+  | "reconnecting"
+  | "disconnected"
+  | "needs-token"
+  | "forbidden"
+  | "invalid";
 
 /** What the connection tells the page. */
 export interface ConnectionHooks {
@@ -81,9 +91,12 @@ async function _run(client: TaskwireClient, settings: WatchSettings, hooks: Conn
   }
 }
 
-// A missing token or role: retrying cannot help, the operator must act.
+// A missing token or role, or a request the server refuses as it stands (the page's ?cpus=, ?buffer=):
+// retrying cannot help, the operator must act.
 function _refused(e: unknown, hooks: ConnectionHooks): boolean {
-  if (e instanceof UnauthenticatedError) {
+  if (e instanceof ConnectError && (e.code === Code.InvalidArgument || e.code === Code.OutOfRange)) {
+    hooks.state("invalid", `${_message(e)}: fix the page's address (e.g. /ui?cpus=0-3) and reload`);
+  } else if (e instanceof UnauthenticatedError) {
     hooks.state("needs-token", "this server needs a token: enter one with the read and subscribe roles");
   } else if (e instanceof RoleRequiredError) {
     hooks.state("forbidden", `${_message(e)}: use a token whose principal has the read and subscribe roles`);

@@ -16,6 +16,8 @@ import {
 } from "../source.ts";
 import { createSimKernel, type SimKernel } from "./sim-kernel.ts";
 
+export { MAX_SIM_EXIT_RATE } from "./sim-kernel.ts";
+
 /** Options of the sim source (the `--sim-*` flags). */
 export interface SimSourceOptions {
   /** Possible CPUs (default 8). */
