@@ -312,6 +312,31 @@ describe("connections of callers without credentials", () => {
     expect(await h2(getInfo, json)).toEqual({ status: 401, goaway: true });
   });
 
+  it("are cut once a response they do not read outlives --request-timeout-ms (an HTTP/2 window of 0)", async () => {
+    // A server of its own: closing a listening server closes its source too.
+    const quick = await listenNode(createServer({ source: createSimSource({ cpus: 2, exitRate: 0 }), authenticator }), {
+      port: 0,
+      requestTimeoutMs: 600,
+      headerTimeoutMs: 300,
+    });
+    const session = h2connect(quick.url, { settings: { initialWindowSize: 0 } });
+    session.on("error", () => {});
+    try {
+      const started = Date.now();
+      const ended = await new Promise<string>((resolve) => {
+        const stream = session.request({ ":path": "/healthz" });
+        stream.on("error", () => {});
+        stream.once("close", () => resolve(`stream closed, rst ${stream.rstCode}`));
+        setTimeout(() => resolve("still open"), 5_000);
+      });
+      expect(ended).toMatch(/^stream closed/);
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      session.destroy();
+      await quick.close();
+    }
+  });
+
   it("stay open for a caller with a valid token", async () => {
     const good = { ...json, authorization: `Bearer ${tokens.reader}` };
     expect(await h1(getInfo, good, "POST")).toEqual({ status: 200, connection: "keep-alive", closed: false });

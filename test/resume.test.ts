@@ -212,6 +212,27 @@ describe("watchExits reconnects and resumes", () => {
     await eventually(() => server.stats().listeners === 0); // the SDK deregistered its listener
   });
 
+  it("deregisters the listener it made as the iteration ends, and hands onRelease that answer to await", async () => {
+    const { client, server, source } = await start();
+    const released: Promise<void>[] = [];
+    for (const onRelease of [(p: Promise<void>) => void released.push(p), undefined]) {
+      let n = 0;
+      for await (
+        const _ of watchExits(client, {
+          cpumask: "0-3",
+          onSubscribed: () => source.kernel.exitNow(20),
+          ...(onRelease && { onRelease }),
+        })
+      ) if (++n === 5) break;
+      if (onRelease !== undefined) {
+        expect(released).toHaveLength(1);
+        await released[0];
+        expect(server.stats().listeners).toBe(0); // gone once the promise settles, not at its lease
+      }
+      await eventually(() => server.stats().listeners === 0); // without onRelease too
+    }
+  });
+
   it("a server restart is reported as Lost(RESTART) with an unknown count, then events go on", async () => {
     const first = await start();
     const client = createTaskwireClient(first.url);

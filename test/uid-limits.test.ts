@@ -5,7 +5,7 @@
  * no other user's groups, and one limited to a user's uid sees that user's.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createTaskwireClient, TaskNotFoundError } from "@taskwire/client";
@@ -62,5 +62,13 @@ suite(title("uid-limited principals on the real kernel"), () => {
     // Root's own groups stay visible to root's principal, and not to nobody's.
     expect((await root.getTgid({ tgid: process.pid })).tgid).toBe(process.pid);
     await expect(nobody.getTgid({ tgid: process.pid })).rejects.toBeInstanceOf(TaskNotFoundError);
+  });
+
+  it("a thread's id is no group's: NOT_FOUND to a limited principal (its group may run under another uid)", async () => {
+    // The kernel answers TGID = a thread id with the thread's whole group; a thread may hold credentials of its own.
+    const thread = readdirSync("/proc/self/task").map(Number).find((tid) => tid !== process.pid)!;
+    const root = createTaskwireClient(running.url, { token: tokens.root });
+    expect((await root.getPid({ pid: thread })).stats?.acTgid).toBe(process.pid);
+    await expect(root.getTgid({ tgid: thread })).rejects.toThrow(new RegExp(`no live task with tgid ${thread}`));
   });
 });

@@ -74,7 +74,7 @@ export function addNatsOptions(cmd: Command, int: IntParser): Command {
     .option(
       "--nats-ack-timeout-ms <ms>",
       "a publish not acked within this is retried (same message id)",
-      int(1),
+      int(1, 2 ** 31 - 1), // a timer's longest wait: past it Node fires at once
       d.ackTimeoutMs,
     )
     .option(

@@ -145,10 +145,10 @@ function visible(who: Principal, stats: TaskStatsRecord, kind: "pid" | "tgid", i
 /**
  * A thread group's stats for `who`. The kernel's group record carries no owner: fill_stats_for_tgid() copies
  * signal->stats and adds each live thread's delays and switches, so ac_uid is left 0 (root's uid) whoever owns the
- * group. A uid-limited principal is judged by the group's leader instead (TASKSTATS_CMD_GET by PID = tgid; a leader
- * that exited before its threads stays a zombie the kernel still answers for), read before and after the group: the
- * same uid and start both times, or the pid was reused in between and the group is NOT_FOUND, as it is when the
- * leader cannot be read at all.
+ * group. A uid-limited principal is judged by the group's leader instead (TASKSTATS_CMD_GET by PID = tgid, which must
+ * name a leader; a leader that exited before its threads stays a zombie the kernel still answers for), read before
+ * and after the group: the same uid and start both times, or the pid was reused in between and the group is
+ * NOT_FOUND, as it is when the leader cannot be read at all.
  */
 async function visibleGroup(who: Principal, source: ServiceDeps["source"], tgid: number): Promise<TaskStatsRecord> {
   if (who.uids === undefined) return source.getTgid(tgid);
@@ -160,6 +160,9 @@ async function visibleGroup(who: Principal, source: ServiceDeps["source"], tgid:
     }
   };
   const before = await leader();
+  // A thread's id is no group's: the kernel answers TGID = a thread id with that thread's whole group, whose leader
+  // may run as another uid (per-thread credentials, setresuid in one thread).
+  if (before.acTgid !== tgid) throw new TaskNotFoundError("tgid", tgid);
   const stats = await source.getTgid(tgid);
   const after = await leader();
   if (after.acUid !== before.acUid || after.acBtime64 !== before.acBtime64 || after.acBtime !== before.acBtime) {

@@ -12,6 +12,7 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener } from "@hono/node-server";
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
 import {
+  constants as h2constants,
   createSecureServer,
   createServer as createHttp2Server,
   type Http2ServerRequest,
@@ -135,7 +136,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     responses.add(res);
     res.once("close", () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
-    if (!server.credentialed(peerOf(req), req.headers.authorization)) closeAfter(req, res);
+    if (!server.credentialed(peerOf(req), req.headers.authorization)) closeAfter(req, res, limits.requestTimeoutMs);
     if (serving.has(connection)) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
@@ -240,12 +241,21 @@ const peers = new WeakMap<object, Peer>();
 // With authentication on, only a caller with credentials keeps its connection: one with none (or bad ones) has it
 // closed once its response is done (HTTP/1.1: "Connection: close"; HTTP/2: GOAWAY, its other streams let finish),
 // so requests that need none (/healthz, /ui, a refusal) cannot hold connections open for nothing and lock others out.
-function closeAfter(req: NodeRequest, res: NodeResponse): void {
+// A response the client does not read (an HTTP/2 window of 0, an HTTP/1.1 socket never read) is never done: past
+// `deadlineMs` its stream is cancelled, or its HTTP/1.1 connection closed.
+function closeAfter(req: NodeRequest, res: NodeResponse, deadlineMs: number): void {
+  const cut = setTimeout(() => {
+    if ("stream" in req) req.stream.close(h2constants.NGHTTP2_CANCEL);
+    else req.socket.destroy();
+  }, deadlineMs);
+  cut.unref();
   // The stream's session is taken now: a stream that has ended no longer names it.
-  if ("stream" in req) {
-    const session = req.stream.session;
-    res.once("close", () => session?.close());
-  } else (res as ServerResponse).shouldKeepAlive = false;
+  const session = "stream" in req ? req.stream.session : undefined;
+  res.once("close", () => {
+    clearTimeout(cut);
+    session?.close();
+  });
+  if (!("stream" in req)) (res as ServerResponse).shouldKeepAlive = false;
 }
 
 function peerOf(req: NodeRequest): Peer {

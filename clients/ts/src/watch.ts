@@ -323,7 +323,9 @@ async function* resuming(
   // Hung on the abort signal too: an iterator parked at a yield never reaches its finally.
   const release = () => {
     if (owned && listenerId !== undefined) {
-      options.onRelease?.(client.deregister({ listenerId, cpumask: "all" }).then(() => {}, () => {}));
+      // Sent whether or not anyone awaits it (an optional call would skip its argument, the request with it).
+      const deregistered = client.deregister({ listenerId, cpumask: "all" }).then(() => {}, () => {});
+      options.onRelease?.(deregistered);
     }
     listenerId = undefined;
   };
