@@ -235,9 +235,6 @@ function tlsOptions(tls: NonNullable<ListenOptions["tls"]>): SecureServerOptions
   return { ...base, ca: tls.clientCa, requestCert: true, rejectUnauthorized: false };
 }
 
-const peers = new WeakMap<object, Peer>();
-
-/** The request's peer: its address, and on TLS its client certificate (computed once per connection). */
 // With authentication on, only a caller with credentials keeps its connection: one with none (or bad ones) has it
 // closed once its response is done (HTTP/1.1: "Connection: close"; HTTP/2: GOAWAY, its other streams let finish),
 // so requests that need none (/healthz, /ui, a refusal) cannot hold connections open for nothing and lock others out.
@@ -258,6 +255,9 @@ function closeAfter(req: NodeRequest, res: NodeResponse, deadlineMs: number): vo
   if (!("stream" in req)) (res as ServerResponse).shouldKeepAlive = false;
 }
 
+const peers = new WeakMap<object, Peer>();
+
+/** The request's peer: its address, and on TLS its client certificate (computed once per connection). */
 function peerOf(req: NodeRequest): Peer {
   const socket = req.socket as TLSSocket;
   const known = peers.get(socket);
