@@ -9,7 +9,13 @@
  * const { url } = await listen(server, { port: 7878 });
  * ```
  */
-export { createServer, type ListenerSnapshot, type ServerOptions, type TaskwireServer } from "./server/server.ts";
+export {
+  type Caller,
+  createServer,
+  type ListenerSnapshot,
+  type ServerOptions,
+  type TaskwireServer,
+} from "./server/server.ts";
 export { listen, runtimeLabel } from "./runtime/listen.ts";
 export { DEFAULT_SEND_BUFFER, type Listening, listenNode, type ListenOptions } from "./runtime/node.ts";
 export { createSimSource, type SimSource, type SimSourceOptions } from "./sources/sim/sim-source.ts";

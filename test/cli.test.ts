@@ -29,20 +29,15 @@ async function run(...args: string[]): Promise<{ code: number; out: string; err:
   }
 }
 
+/** `taskwire serve --source <source>` on a free port, with `extra` flags. */
+const serve = (source: "sim" | "netlink", ...extra: string[]) =>
+  spawnServer("node", [bin, "serve", "--source", source, "--port", "0", ...extra], root);
+
 beforeAll(async () => {
   if (!existsSync(`${root}dist/src/cli/main.js`)) {
     throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
   }
-  ({ url, child: server } = await spawnServer("node", [
-    bin,
-    "serve",
-    "--source",
-    "sim",
-    "--port",
-    "0",
-    "--sim-exit-rate",
-    "400",
-  ], root));
+  ({ url, child: server } = await serve("sim", "--sim-exit-rate", "400"));
 });
 afterAll(() => {
   server.kill("SIGTERM");
@@ -156,7 +151,7 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       noKernel === undefined ? "" : ` SKIPPED: ${noKernel}`
     }`,
     async () => {
-      const kernel = await spawnServer("node", [bin, "serve", "--source", "netlink", "--port", "0"], root);
+      const kernel = await serve("netlink");
       try {
         // A child at nice -5 (this machine runs as root) that outlives the calls: 251 in the struct's u8.
         const child = spawn("nice", ["-n", "-5", "sleep", "30"], { stdio: "ignore" });
@@ -200,18 +195,7 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
     writeFileSync(join(dir, "s.pem"), made.cert);
     writeFileSync(join(dir, "s.key"), made.key);
-    const tls = await spawnServer("node", [
-      bin,
-      "serve",
-      "--source",
-      "sim",
-      "--port",
-      "0",
-      "--tls-cert",
-      join(dir, "s.pem"),
-      "--tls-key",
-      join(dir, "s.key"),
-    ], root);
+    const tls = await serve("sim", "--tls-cert", join(dir, "s.pem"), "--tls-key", join(dir, "s.key"));
     try {
       const untrusted = await run("info", "--url", tls.url);
       expect(untrusted.code).toBe(1);
@@ -290,7 +274,7 @@ describe("taskwire watch: filters, fields, unreachable servers, EPIPE", () => {
   it(
     "a connection lost after the stream opened is retried, each retry said on stderr with the URL and cause",
     async () => {
-      const own = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0"], root);
+      const own = await serve("sim");
       const child = spawn("node", [bin, "watch", "--cpus", "0-7", "--url", own.url], { cwd: root });
       let err = "";
       child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -338,7 +322,7 @@ describe("taskwire watch: filters, fields, unreachable servers, EPIPE", () => {
 
 describe("taskwire serve and signals", () => {
   it("SIGHUP with no token file (a service manager's reload) keeps serving and says there is nothing to reload", async () => {
-    const s = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0"], root);
+    const s = await serve("sim");
     let err = "";
     s.child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     try {

@@ -284,7 +284,7 @@ describe("without authentication, every loopback address is one caller", () => {
     }
     const server = createServer({ source: createSimSource({ cpus: 1, exitRate: 0 }) });
     try {
-      const key = (address: string) => server.callerKey({ address }, undefined);
+      const key = (address: string) => server.caller({ address }, undefined).key;
       expect(key("127.0.0.5")).toBe(key("127.200.0.9"));
       expect(key("::1")).toBe(key("127.0.0.1"));
       expect(key("::ffff:127.0.0.3")).toBe(key("127.0.0.1"));

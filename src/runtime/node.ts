@@ -136,11 +136,12 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     responses.add(res);
     res.once("close", () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
-    if (!server.credentialed(peerOf(req), req.headers.authorization)) closeAfter(req, res, limits.requestTimeoutMs);
+    const caller = server.caller(peerOf(req), req.headers.authorization);
+    if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);
     if (serving.has(connection)) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
-    pace(server.callerKey(peerOf(req), req.headers.authorization), () => {
+    pace(caller.key, () => {
       serving.add(connection);
       serve(req, res);
     });

@@ -118,6 +118,14 @@ export interface ListenerSnapshot {
   readonly lost: Readonly<LossCounters>;
 }
 
+/** A request's caller as a runtime adapter sees it (TaskwireServer.caller). */
+export interface Caller {
+  /** The name it is counted under where callers share something: its principal, or its address's bucket. */
+  readonly key: string;
+  /** Whether its credentials name a principal (always so with authentication off). */
+  readonly credentialed: boolean;
+}
+
 /** A taskwire server not yet bound to a socket. */
 export interface TaskwireServer {
   /** Where stats come from. */
@@ -141,17 +149,15 @@ export interface TaskwireServer {
    */
   admit(peer: Peer | undefined, host: string | null | undefined, authorization: string | null | undefined): Admitted;
   /**
-   * The name a caller is counted under where callers share something (the
+   * Who a request's caller is to a runtime adapter, authenticated once:
+   * `key`, the name it is counted under where callers share something (the
    * Node adapter's pacing of new connections): its principal, or for a
-   * caller that fails to authenticate, its address.
+   * caller that fails to authenticate, its address; and `credentialed`,
+   * whether its credentials name a principal: always with authentication
+   * off, with it on only for a valid token or client certificate (the Node
+   * adapter keeps no connection open for others).
    */
-  callerKey(peer: Peer | undefined, authorization: string | null | undefined): string;
-  /**
-   * Whether a request with these credentials names a principal: always with
-   * authentication off; with it on, only for a valid token or client
-   * certificate (the Node adapter keeps no connection open for others).
-   */
-  credentialed(peer: Peer | undefined, authorization: string | null | undefined): boolean;
+  caller(peer: Peer | undefined, authorization: string | null | undefined): Caller;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -261,12 +267,11 @@ export function createServer(options: ServerOptions): TaskwireServer {
       if (options.hostAllowed !== undefined && !options.hostAllowed(host)) return { refusal: hostRefusal(host) };
       return { values: createContextValues().set(CALL_AUTH, callAuth(peer, authorization)) };
     },
-    callerKey: (peer, authorization) => {
+    caller: (peer, authorization) => {
       const a = callAuth(peer, authorization);
-      if (a.principal === undefined) return `unauthenticated@${addressBucket(a.address)}`;
-      return a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id;
+      if (a.principal === undefined) return { key: `unauthenticated@${addressBucket(a.address)}`, credentialed: false };
+      return { key: a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id, credentialed: true };
     },
-    credentialed: (peer, authorization) => callAuth(peer, authorization).principal !== undefined,
     stats: () => registry.stats(),
     listeners: () =>
       [...registry.listeners()].map((l) => ({
