@@ -12,6 +12,7 @@
 export {
   type Caller,
   createServer,
+  type HeldCall,
   type ListenerSnapshot,
   type ServerOptions,
   type TaskwireServer,

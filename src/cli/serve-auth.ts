@@ -20,6 +20,8 @@ export interface AuthFlags {
   readonly maxStreams: number;
   readonly maxStreamsPerPrincipal: number;
   readonly maxCallsPerSecond: number;
+  readonly maxCallsInFlight: number;
+  readonly maxCallsInFlightPerPrincipal: number;
 }
 
 type IntParser = (min: number, max?: number) => (value: string) => number;
@@ -73,6 +75,18 @@ export function addAuthOptions(cmd: Command, int: IntParser): Command {
       DEFAULT_ADMISSION.callsPerSecond,
     )
     .option(
+      "--max-calls-in-flight <n>",
+      "unary calls under way at once, in all; a call lasts until its response is read, so this bounds the memory of responses clients leave unread",
+      int(1),
+      DEFAULT_ADMISSION.maxCalls,
+    )
+    .option(
+      "--max-calls-in-flight-per-principal <n>",
+      "unary calls one principal has under way at once (until each response is read); more are RESOURCE_EXHAUSTED",
+      int(1),
+      DEFAULT_ADMISSION.maxCallsPerPrincipal,
+    )
+    .option(
       "--max-listeners-per-principal <n>",
       "listeners one principal owns at once",
       int(1),
@@ -91,6 +105,8 @@ export function authFlagsFrom(o: Record<string, unknown>): AuthFlags {
     maxStreams: o["maxStreams"] as number,
     maxStreamsPerPrincipal: o["maxStreamsPerPrincipal"] as number,
     maxCallsPerSecond: o["maxCallsPerSecond"] as number,
+    maxCallsInFlight: o["maxCallsInFlight"] as number,
+    maxCallsInFlightPerPrincipal: o["maxCallsInFlightPerPrincipal"] as number,
   };
 }
 

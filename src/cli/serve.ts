@@ -232,6 +232,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       maxStreamsPerPrincipal: flags.auth.maxStreamsPerPrincipal,
       callsPerSecond: flags.auth.maxCallsPerSecond,
       callBurst: 2 * flags.auth.maxCallsPerSecond,
+      maxCalls: flags.auth.maxCallsInFlight,
+      maxCallsPerPrincipal: flags.auth.maxCallsInFlightPerPrincipal,
     },
     ...(hostCheckNeeded(flags) && {
       hostAllowed: createHostCheck(flags.auth.allowedHosts, { bind: flags.host }),

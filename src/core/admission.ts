@@ -1,6 +1,9 @@
 /**
  * Admission control per principal: concurrent streams (per principal and in
- * all) and a unary call rate (a token bucket per principal). A refusal is a
+ * all), a unary call rate (a token bucket per principal), and unary calls
+ * under way (per principal and in all), each until its response is
+ * delivered, since a response the client does not read is held in the
+ * server's memory. A refusal is a
  * LimitExceededError naming the limit and the flag that sets it, raised
  * before anything is done for the call. Without authentication callers are
  * told apart by address, bucketed (addressBucket) so one host cannot
@@ -18,6 +21,14 @@ export interface AdmissionLimits {
   readonly callsPerSecond: number;
   /** Unary calls one principal may make in a burst. */
   readonly callBurst: number;
+  /**
+   * Most unary calls under way at once, over all principals. A call is under
+   * way from its request's arrival until its response is delivered (a runtime
+   * adapter that can tell, Node's, holds it: see Admission.holdCall).
+   */
+  readonly maxCalls: number;
+  /** Most unary calls one principal has under way at once. */
+  readonly maxCallsPerPrincipal: number;
 }
 
 /** Defaults: generous for monitoring services, small enough that one client cannot crowd out the rest. */
@@ -26,6 +37,10 @@ export const DEFAULT_ADMISSION: Readonly<AdmissionLimits> = Object.freeze({
   maxStreamsPerPrincipal: 128,
   callsPerSecond: 200,
   callBurst: 400,
+  // A response is at most a few tens of KB (GetInfo's is the largest, ~66 KB for an admin), so a principal that
+  // never reads what it asked for holds at most ~8 MiB, and all of them together ~270 MiB.
+  maxCalls: 4096,
+  maxCallsPerPrincipal: 128,
 });
 
 /** The prefix of an unauthenticated caller's principal id (auth/authenticator.ts): `anonymous@<address>`. */
@@ -67,8 +82,23 @@ export interface Admission {
   readonly limits: Readonly<AdmissionLimits>;
   /** Admits a stream for `principal`; call the returned function when it ends (once). */
   enterStream(principal: string): () => void;
-  /** Admits one unary call for `principal`. */
+  /** Admits one unary call for `principal`: within its rate, and its calls under way within their limits. */
   call(principal: string): void;
+  /**
+   * Counts a call of `caller` (a principal, or a caller bucket) as under way
+   * until the returned function is called (once): a runtime adapter holds
+   * each request that is not a stream from its arrival until its response
+   * is delivered or its connection gone. The call itself is counted.
+   */
+  holdCall(caller: string): () => void;
+  /** Why a new call of `caller` is refused for its calls under way (holdCall's, this one counted); else undefined. */
+  callsRefusal(caller: string): string | undefined;
+  /**
+   * Whether `caller`'s calls under way (this one counted) are past twice a
+   * limit: its refusals are not being read either, and answering more of them
+   * would hold as much as the calls they refuse.
+   */
+  callsFlooding(caller: string): boolean;
   /** Streams open now. */
   readonly streams: number;
 }
@@ -95,7 +125,9 @@ class _Admission implements Admission {
   readonly #now: () => number;
   readonly #streams = new Map<string, number>();
   readonly #buckets = new Map<string, Bucket>();
+  readonly #calls = new Map<string, number>();
   #total = 0;
+  #callsTotal = 0;
   #swept = 0;
 
   constructor(limits: AdmissionLimits, now: () => number) {
@@ -133,8 +165,45 @@ class _Admission implements Admission {
     };
   }
 
+  holdCall(caller: string): () => void {
+    const key = callerBucket(caller);
+    this.#calls.set(key, (this.#calls.get(key) ?? 0) + 1);
+    this.#callsTotal++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#callsTotal--;
+      const n = (this.#calls.get(key) ?? 1) - 1;
+      if (n === 0) this.#calls.delete(key);
+      else this.#calls.set(key, n);
+    };
+  }
+
+  callsRefusal(caller: string): string | undefined {
+    const key = callerBucket(caller);
+    const mine = this.#calls.get(key) ?? 0;
+    if (mine > this.limits.maxCallsPerPrincipal) {
+      return `principal "${key}" has ${mine - 1} calls under way, its limit (--max-calls-in-flight-per-principal): ` +
+        "a call lasts until its response is read; read the responses of the calls already made, or make fewer at once";
+    }
+    if (this.#callsTotal > this.limits.maxCalls) {
+      return `the server has ${
+        this.#callsTotal - 1
+      } calls under way, its limit (--max-calls-in-flight); retry in a second`;
+    }
+    return undefined;
+  }
+
+  callsFlooding(caller: string): boolean {
+    const mine = this.#calls.get(callerBucket(caller)) ?? 0;
+    return mine > 2 * this.limits.maxCallsPerPrincipal || this.#callsTotal > 2 * this.limits.maxCalls;
+  }
+
   call(id: string): void {
     const principal = callerBucket(id);
+    const refusal = this.callsRefusal(principal);
+    if (refusal !== undefined) throw new LimitExceededError(refusal);
     const t = this.#now();
     this.#sweep(t);
     const { callsPerSecond: rate, callBurst: burst } = this.limits;

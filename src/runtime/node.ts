@@ -114,7 +114,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const streaming = streamingPaths(server);
   const route = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
-    if (streaming.has(req.url?.split("?", 1)[0] ?? "")) young.track(res as never);
+    if (streaming.has(pathOf(req))) young.track(res as never);
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
     if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
     else void fetchListener(req, res as never);
@@ -132,12 +132,14 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   };
   const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
+  const hold = holdCalls(server);
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
     res.once("close", () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
     const caller = server.caller(peerOf(req), req.headers.authorization);
     if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);
+    if (!hold(caller.key, req, res)) return;
     if (serving.has(connection)) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
@@ -291,6 +293,36 @@ const YOUNG_SEND_BUFFER = 32 * 1024;
 
 /** More than a client that never reads takes in (~300 KB with a young send buffer, measured). */
 const GRADUATE_BYTES = 1024 * 1024;
+
+function pathOf(req: NodeRequest): string {
+  return req.url?.split("?", 1)[0] ?? "";
+}
+
+// Every request but a stream counts as a call under way until its response is delivered (its "close": on HTTP/2
+// the stream's end, which a client that keeps its window at 0 never lets come; on HTTP/1.1 the response's last
+// byte handed to the kernel), since until then the server holds the request and its response (~27 KB for an
+// HTTP/2 stream's objects alone, measured). Over a limit, an RPC goes on to its handler, which refuses it in its
+// own protocol; any other path is answered 429 here. Past twice a limit the caller's refusals are not read either:
+// its HTTP/2 stream is reset (REFUSED_STREAM, which clients may retry) or its HTTP/1.1 connection closed, unanswered.
+// False: dealt with here.
+function holdCalls(server: TaskwireServer): (key: string, req: NodeRequest, res: NodeResponse) => boolean {
+  const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
+  const streams = new Set(server.rpcHandlers.filter((h) => h.method.methodKind !== "unary").map((h) => h.requestPath));
+  return (key, req, res) => {
+    const path = pathOf(req);
+    if (streams.has(path)) return true;
+    const held = server.holdCall(key);
+    res.once("close", held.release);
+    if (held.flooding) {
+      if ("stream" in req) req.stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+      else req.socket.destroy();
+      return false;
+    }
+    if (held.refusal === undefined || rpcs.has(path)) return true;
+    res.writeHead(429, { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" }).end(`${held.refusal}\n`);
+    return false;
+  };
+}
 
 // Server-streaming methods (SubscribeExits): their responses are paced while young.
 function streamingPaths(server: TaskwireServer): Set<string> {

@@ -126,6 +126,20 @@ export interface Caller {
   readonly credentialed: boolean;
 }
 
+/** A request counted as under way (TaskwireServer.holdCall). */
+export interface HeldCall {
+  /** Why the request is over a limit of calls under way; undefined when it is within them. */
+  readonly refusal: string | undefined;
+  /**
+   * Past twice a limit: the caller does not read its refusals either, so
+   * this one gets none (the adapter resets its HTTP/2 stream, REFUSED_STREAM,
+   * or closes its HTTP/1.1 connection), since an answer would be held too.
+   */
+  readonly flooding: boolean;
+  /** Ends the count (once; later calls do nothing): call it when the response is delivered or the connection gone. */
+  release(): void;
+}
+
 /** A taskwire server not yet bound to a socket. */
 export interface TaskwireServer {
   /** Where stats come from. */
@@ -158,6 +172,16 @@ export interface TaskwireServer {
    * adapter keeps no connection open for others).
    */
   caller(peer: Peer | undefined, authorization: string | null | undefined): Caller;
+  /**
+   * Counts a request of caller `key` (Caller.key) that is not a stream as
+   * under way until it is released: a response its client does not read is
+   * held in memory, so calls under way are limited per principal and in all
+   * (--max-calls-in-flight-per-principal, --max-calls-in-flight). An RPC over
+   * a limit is refused by its handler (RESOURCE_EXHAUSTED, in its own
+   * protocol); the adapter answers other paths itself with `refusal`, and
+   * answers none while the caller is `flooding`.
+   */
+  holdCall(key: string): HeldCall;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -271,6 +295,10 @@ export function createServer(options: ServerOptions): TaskwireServer {
       const a = callAuth(peer, authorization);
       if (a.principal === undefined) return { key: `unauthenticated@${addressBucket(a.address)}`, credentialed: false };
       return { key: a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id, credentialed: true };
+    },
+    holdCall: (key) => {
+      const release = admission.holdCall(key);
+      return { refusal: admission.callsRefusal(key), flooding: admission.callsFlooding(key), release };
     },
     stats: () => registry.stats(),
     listeners: () =>

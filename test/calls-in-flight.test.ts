@@ -1,0 +1,165 @@
+/**
+ * Unary calls under way are limited per principal and in all, a call lasting
+ * until its response is delivered: a client that asks and never reads (an
+ * HTTP/2 window of 0) made the server hold every response it asked for, and
+ * 40 such connections grew its memory by 400 MB. Against a real server on
+ * loopback, with authentication (two principals) and small limits.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { type ClientHttp2Session, connect as h2connect, constants as h2constants } from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createTaskwireClient, LimitExceededError } from "@taskwire/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createAuthenticator } from "../src/auth/authenticator.ts";
+import { hashToken, newToken } from "../src/auth/tokens.ts";
+import { createAdmission } from "../src/core/admission.ts";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { eventually, type Running, startServer } from "./helpers.ts";
+
+describe("admission's count of calls under way", () => {
+  it("counts each held call until its release (once), per caller bucket and in all", () => {
+    const a = createAdmission({ maxCalls: 3, maxCallsPerPrincipal: 2 });
+    const first = a.holdCall("alice"), second = a.holdCall("alice");
+    expect(a.callsRefusal("alice")).toBeUndefined(); // two under way, this one (the second) counted
+    const third = a.holdCall("alice");
+    expect(a.callsRefusal("alice")).toMatch(/"alice" has 2 calls under way.*--max-calls-in-flight-per-principal/);
+    expect(() => a.call("alice")).toThrow(/--max-calls-in-flight-per-principal/);
+    third();
+    third(); // a second release does nothing
+    expect(a.callsRefusal("alice")).toBeUndefined();
+    const bob = a.holdCall("bob");
+    expect(a.callsRefusal("bob")).toBeUndefined(); // three in all: at the limit, not past it
+    const bob2 = a.holdCall("bob");
+    expect(a.callsRefusal("bob")).toMatch(/server has 3 calls under way.*--max-calls-in-flight\)/);
+    for (const release of [first, second, bob, bob2]) release();
+    expect(a.callsRefusal("alice")).toBeUndefined();
+  });
+
+  it("counts anonymous callers by their address's bucket", () => {
+    const a = createAdmission({ maxCallsPerPrincipal: 1 });
+    a.holdCall("anonymous@127.0.0.1");
+    a.holdCall("anonymous@127.0.0.2");
+    expect(a.callsRefusal("anonymous@127.9.9.9")).toMatch(/anonymous@loopback/);
+    expect(a.callsRefusal("anonymous@192.0.2.1")).toBeUndefined();
+  });
+});
+
+describe("a principal that does not read its responses", () => {
+  let running: Running;
+  const tokens = { hog: newToken(), other: newToken() };
+  const sessions: ClientHttp2Session[] = [];
+  beforeAll(async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "taskwire-calls-")), "auth.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        principals: { hog: { roles: ["read"] }, other: { roles: ["read"] } },
+        tokens: { [hashToken(tokens.hog)]: "hog", [hashToken(tokens.other)]: "other" },
+      }),
+    );
+    running = await startServer(createSimSource({ cpus: 2, exitRate: 0 }), {}, {
+      authenticator: createAuthenticator({ tokenFile: file }),
+      admission: { maxCallsPerPrincipal: 4, maxCalls: 6 },
+    });
+  });
+  afterAll(async () => {
+    for (const s of sessions) s.destroy();
+    await running?.close();
+  });
+
+  // `n` GetInfo calls on an HTTP/2 connection whose window is 0: the server sends each response's headers and
+  // then holds its body. Resolves once every response has begun (or its stream was reset).
+  async function unread(token: string, n: number, session = window0()): Promise<ClientHttp2Session> {
+    const answers = await Promise.all(Array.from({ length: n }, () => ask(session, token)));
+    if (answers.some((a) => a !== "200")) throw new Error(`answered ${answers.join(", ")}`);
+    return session;
+  }
+
+  function window0(): ClientHttp2Session {
+    const session = h2connect(running.url, { settings: { initialWindowSize: 0 } });
+    session.on("error", () => {});
+    sessions.push(session);
+    return session;
+  }
+
+  // One GetInfo call: its status, or "reset <code>".
+  function ask(session: ClientHttp2Session, token: string): Promise<string> {
+    return new Promise((resolve) => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/taskwire.v1.TaskStats/GetInfo",
+        "content-type": "application/json",
+        authorization: `Bearer ${token}`,
+      });
+      stream.on("error", () => {});
+      stream.once("response", (h) => resolve(String(h[":status"])));
+      stream.once("close", () => resolve(`reset ${stream.rstCode}`));
+      stream.end("{}");
+    });
+  }
+
+  const as = (token: string, protocol: "connect" | "grpc" | "grpc-web" = "connect") =>
+    createTaskwireClient(running.url, { token, protocol });
+
+  async function refusal(call: Promise<unknown>): Promise<unknown> {
+    return await call.then(() => undefined, (err: unknown) => err);
+  }
+
+  it("is refused past its limit (RESOURCE_EXHAUSTED on every protocol, 429 elsewhere); others are not", async () => {
+    const held = await unread(tokens.hog, 4);
+    for (const protocol of ["connect", "grpc-web", "grpc"] as const) {
+      const err = await refusal(as(tokens.hog, protocol).getInfo({}));
+      expect(err, protocol).toBeInstanceOf(LimitExceededError);
+      expect((err as Error).message).toMatch(/"hog" has 4 calls under way.*read the responses/);
+    }
+    const health = await fetch(`${running.url}/healthz`, { headers: { authorization: `Bearer ${tokens.hog}` } });
+    expect(health.status).toBe(429);
+    expect(await health.text()).toContain("--max-calls-in-flight-per-principal");
+    // Another principal is not held back by this one's unread responses.
+    expect((await as(tokens.other).getInfo({})).serverVersion).toBeTruthy();
+
+    // Its responses read (here: its connection gone), the principal calls again, as many at once as its limit
+    // allows: the refused calls left nothing counted behind.
+    held.destroy();
+    await eventually(async () => (await refusal(as(tokens.hog).getInfo({}))) === undefined);
+    const hog = as(tokens.hog);
+    await Promise.all(Array.from({ length: 4 }, () => hog.getInfo({})));
+  });
+
+  it("is refused past the server's limit in all, whoever holds them", async () => {
+    const hog = await unread(tokens.hog, 4);
+    const other = await unread(tokens.other, 2); // 6 under way: the limit in all
+    const err = await refusal(as(tokens.other).getInfo({}));
+    expect(err).toBeInstanceOf(LimitExceededError);
+    expect((err as Error).message).toMatch(/server has 6 calls under way.*--max-calls-in-flight\)/);
+    other.destroy();
+    await eventually(async () => (await refusal(as(tokens.other).getInfo({}))) === undefined);
+    hog.destroy();
+    await eventually(async () => (await refusal(as(tokens.hog).getInfo({}))) === undefined);
+  });
+
+  it("past twice its limit, not reading its refusals either, gets its streams reset unanswered (REFUSED_STREAM)", async () => {
+    const session = await unread(tokens.hog, 4);
+    // Refused (429, RESOURCE_EXHAUSTED) while its calls under way are within twice the limit; each refusal held too.
+    for (let i = 0; i < 4; i++) expect(await ask(session, tokens.hog)).toBe("429");
+    expect(await ask(session, tokens.hog)).toBe(`reset ${h2constants.NGHTTP2_REFUSED_STREAM}`);
+    const second = window0();
+    expect(await ask(second, tokens.hog)).toBe(`reset ${h2constants.NGHTTP2_REFUSED_STREAM}`);
+    // Another principal's call: 9 under way in all, past the limit in all (6) but within twice it, so answered.
+    expect(await ask(second, tokens.other)).toBe("429");
+    session.destroy();
+    second.destroy();
+    for (const token of [tokens.hog, tokens.other]) {
+      await eventually(async () => (await refusal(as(token).getInfo({}))) === undefined);
+    }
+  });
+
+  it("leaves no count behind after many calls read in turn (HTTP/1.1 and HTTP/2)", async () => {
+    for (const protocol of ["connect", "grpc"] as const) {
+      const c = as(tokens.other, protocol);
+      for (let i = 0; i < 40; i++) await c.getInfo({});
+      await Promise.all(Array.from({ length: 4 }, () => c.getInfo({})));
+    }
+  });
+});
