@@ -172,6 +172,15 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     },
   );
 
+  it("watch and run --buffer past the server's --max-buffer say the queue they got", async () => {
+    const over = await run("watch", "--cpus", "0-7", "--count", "2", "--buffer", "2000000");
+    expect(over.code).toBe(0);
+    expect(over.err).toMatch(/caps a queue at 1048576 events \(its --max-buffer\); this one holds that, not 2000000/);
+    expect((await run("watch", "--cpus", "0-7", "--count", "2", "--buffer", "1000")).err).not.toMatch(/caps a queue/);
+    const ran = await run("run", "--buffer", "2000000", "--wait-ms", "100", "--", "true");
+    expect(ran.err).toMatch(/taskwire: note: the server caps a queue at 1048576 events/);
+  });
+
   it("watch deregisters its listener once as it ends, not twice (no NOT_FOUND for the metrics to count)", async () => {
     const deregisters = async () => {
       const text = await (await fetch(`${url}/metrics`)).text();

@@ -157,7 +157,10 @@ describe("the server on Deno, Bun and Node (their start scripts), the SDK as the
       try {
         expect(server.runtime).toBe(runtime);
         const client = createTaskwireClient(server.url);
-        expect((await client.getInfo({})).source).toBe("sim");
+        const info = await client.getInfo({});
+        expect(info.source).toBe("sim");
+        // The adapter passes the peer's address: an anonymous caller is known by it (limits, listeners, access log).
+        expect(info.principal).toBe("anonymous@127.0.0.1");
         let n = 0;
         for await (const ev of watchExits(client, { cpumask: "0-7" })) {
           expect(ev.event.case).toBe("exit");

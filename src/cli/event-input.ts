@@ -59,6 +59,7 @@ export function openEventInput(o: EventInputOptions): EventInput {
   let host: string | undefined;
   // The SDK deregisters the listener it made as the iteration ends: that answer is awaited, not asked for twice.
   let released: Promise<void> | undefined;
+  let noted: Promise<void> = Promise.resolve(); // said before the command ends, however soon that is
   const events = _hosted(
     watchExits(client, {
       ...(o.listener !== undefined ? { listenerId: o.listener } : { cpumask: o.cpus ?? "" }),
@@ -67,6 +68,7 @@ export function openEventInput(o: EventInputOptions): EventInput {
       ...(o.fields !== undefined && o.fields.length > 0 && { fields: [...o.fields] }),
       ...(o.filter !== undefined && { filter: o.filter }),
       onSubscribed: (s) => {
+        if (listenerId === undefined && own) noted = _noteBufferCap(client, o);
         listenerId = s.listenerId;
         host = s.host?.hostname;
         o.onSubscribed?.(s);
@@ -83,11 +85,29 @@ export function openEventInput(o: EventInputOptions): EventInput {
     }),
     () => host,
   );
-  return { events, release: () => (own ? released ?? _deregister(client, listenerId) : Promise.resolve()) };
+  const deregistered = () => (own ? released ?? _deregister(client, listenerId) : Promise.resolve());
+  return { events, release: () => Promise.all([noted, deregistered()]).then(() => {}) };
 }
 
 async function* _hosted(events: AsyncIterable<HostedExitEvent>, host: () => string | undefined) {
   for await (const ev of events) yield Object.assign(ev, { host: ev.host ?? host() });
+}
+
+// The server caps a queue at its --max-buffer without a word (the stream does not say the size in effect): a
+// --buffer past it is said once, on stderr, so nobody counts on a depth they do not have.
+function _noteBufferCap(client: TaskwireClient, o: EventInputOptions): Promise<void> {
+  const asked = o.buffer ?? 0;
+  if (asked === 0) return Promise.resolve();
+  return client.getInfo({}).then((info) => {
+    const note = bufferCapNote(asked, info.maxBuffer);
+    if (note !== undefined) o.status(note);
+  }, () => {});
+}
+
+/** What a command says when the queue it asked for (`asked` events, 0: the default) is more than the server's cap. */
+export function bufferCapNote(asked: number, cap: number): string | undefined {
+  if (asked === 0 || cap === 0 || asked <= cap) return undefined;
+  return `note: the server caps a queue at ${cap} events (its --max-buffer); this one holds that, not ${asked}`;
 }
 
 async function _deregister(client: TaskwireClient, listenerId: string | undefined): Promise<void> {

@@ -12,7 +12,7 @@ import { describeExit, exitEventToJson, messageToJson, TaskStatsSchema } from "@
 import type { Command } from "commander";
 import { addConnectionOptions, clientFor, type Connection, connectionFrom } from "./connection.ts";
 import { describeError, ExitStatus, FailureStatus, UsageError } from "./errors.ts";
-import { openEventInput } from "./event-input.ts";
+import { bufferCapNote, openEventInput } from "./event-input.ts";
 import { intArg } from "./options.ts";
 import { formatReport } from "./report.ts";
 import { createRunCollector, type RunCollector, type RunResult } from "./run-collector.ts";
@@ -84,7 +84,9 @@ export async function runCommand(flags: RunFlags): Promise<never> {
 async function _run(flags: RunFlags, output: number | undefined): Promise<never> {
   const client = clientFor(flags.conn);
   const info = await client.getInfo({});
-  const { listenerId } = await client.register({ cpumask: info.possibleCpus, buffer: flags.buffer ?? 0 });
+  const { listenerId, buffer } = await client.register({ cpumask: info.possibleCpus, buffer: flags.buffer ?? 0 });
+  const note = bufferCapNote(flags.buffer ?? 0, buffer);
+  if (note !== undefined) console.error(`taskwire: ${note}`);
   const ctl = new AbortController();
   try {
     await _listening(flags, listenerId);

@@ -12,14 +12,26 @@ interface BunServe {
     port: number;
     hostname: string;
     idleTimeout: number;
-    fetch: (r: Request) => Response | Promise<Response>;
-  }): { port: number; stop(force?: boolean): Promise<void> | void };
+    fetch: (r: Request, server: BunServer) => Response | Promise<Response>;
+  }): BunServer;
+}
+
+interface BunServer {
+  readonly port: number;
+  stop(force?: boolean): Promise<void> | void;
+  requestIP(r: Request): { address: string } | null;
 }
 
 /** Listens with Bun.serve. */
 export function listenBun(server: TaskwireServer, o: { host: string; port: number }): Listening {
   const bun = (globalThis as unknown as { Bun: BunServe }).Bun;
-  const srv = bun.serve({ port: o.port, hostname: o.host, idleTimeout: 0, fetch: (req) => server.fetch(req) });
+  // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows it.
+  const srv = bun.serve({
+    port: o.port,
+    hostname: o.host,
+    idleTimeout: 0,
+    fetch: (req, s) => server.fetch(req, { peer: { address: s.requestIP(req)?.address ?? "" } }),
+  });
   return {
     url: httpUrl(o.host, srv.port),
     port: srv.port,

@@ -8,7 +8,7 @@ import type { Listening } from "./node.ts";
 interface DenoServe {
   serve(
     o: { port: number; hostname: string; onListen?: (a: { port: number }) => void },
-    h: (r: Request) => Response | Promise<Response>,
+    h: (r: Request, info: { remoteAddr: { hostname?: string } }) => Response | Promise<Response>,
   ): { addr: { port: number }; shutdown(): Promise<void> };
 }
 
@@ -20,7 +20,11 @@ export function httpUrl(host: string, port: number): string {
 /** Listens with Deno.serve. */
 export function listenDeno(server: TaskwireServer, o: { host: string; port: number }): Listening {
   const deno = (globalThis as unknown as { Deno: DenoServe }).Deno;
-  const srv = deno.serve({ port: o.port, hostname: o.host, onListen: () => {} }, (req) => server.fetch(req));
+  // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows it.
+  const srv = deno.serve(
+    { port: o.port, hostname: o.host, onListen: () => {} },
+    (req, info) => server.fetch(req, { peer: { address: info.remoteAddr.hostname ?? "" } }),
+  );
   return {
     url: httpUrl(o.host, srv.addr.port),
     port: srv.addr.port,
