@@ -167,6 +167,18 @@ describe("the packages installed from their tarballs into an empty project", () 
         );
         const gone = await run("node", ["out/get-pid.js", "--url", still.url, "299"], project);
         expect(gone).toMatchObject({ code: 1, out: "pid 299: no such live task\n" });
+        // A server that is not there, or a refused request: one line naming it, no stack trace.
+        const away = await run("node", ["out/get-pid.js", "--url", "http://127.0.0.1:1", "301"], project);
+        expect(away.code).toBe(1);
+        expect(away.err).toMatch(/^get-pid: http:\/\/127\.0\.0\.1:1: .*ECONNREFUSED.*\n$/);
+        const bad = await run(
+          "node",
+          ["out/watch-exits.js", "--url", sim.url, "--cpus", "0-99999", "--count", "1"],
+          project,
+        );
+        expect(bad.code).toBe(1);
+        expect(bad.err).toMatch(/^watch-exits: http:.*: .*cpu/i);
+        expect(bad.err).not.toMatch(/\n\s+at /);
       } finally {
         sim.stop();
         still.stop();

@@ -21,7 +21,13 @@ const { values, positionals } = parseArgs({
 const client = createTaskwireClient(values.url);
 const ids = positionals.length > 0 ? positionals.map(Number) : [process.pid];
 for (const [i, id] of ids.entries()) {
-  if (!Number.isInteger(id) || id < 1) throw new RangeError(`not a pid: ${positionals[i]}`);
+  if (!Number.isInteger(id) || id < 1) fail(`not a pid: ${positionals[i]}`, 2);
+}
+
+// One line on stderr, not a stack trace: the SDK's errors say what went wrong and what to do.
+function fail(message: string, code = 1): never {
+  console.error(`get-pid: ${message}`);
+  process.exit(code);
 }
 
 // The kernel counts CPU time in microseconds and delays in nanoseconds.
@@ -44,7 +50,8 @@ for (const id of ids) {
     const { stats } = values.tgid ? await client.getTgid({ tgid: id }) : await client.getPid({ pid: id });
     if (stats !== undefined) console.log(line(id, stats));
   } catch (err) {
-    if (!(err instanceof TaskNotFoundError)) throw err;
+    // Anything else (a server that is not there, a refused token) ends the program.
+    if (!(err instanceof TaskNotFoundError)) fail(`${values.url}: ${(err as Error).message}`);
     console.log(`${values.tgid ? "tgid" : "pid"} ${id}: no such live task`);
     process.exitCode = 1;
   }

@@ -20,8 +20,12 @@ const { values } = parseArgs({
   },
 });
 const count = Number(values.count);
-if (!Number.isInteger(count) || count < 1) {
-  throw new RangeError(`--count must be a whole number >= 1, got ${values.count}`);
+if (!Number.isInteger(count) || count < 1) fail(`--count must be a whole number >= 1, got ${values.count}`, 2);
+
+// One line on stderr, not a stack trace: the SDK's errors say what went wrong and what to do.
+function fail(message: string, code = 1): never {
+  console.error(`watch-exits: ${message}`);
+  process.exit(code);
 }
 
 // ac_exitcode is a wait(2) status: a signal number in the low 7 bits, else the exit code in bits 8-15.
@@ -31,13 +35,20 @@ const client = createTaskwireClient(values.url);
 let seen = 0;
 // Ask only for the fields printed, and let the server drop clean exits when --failed.
 const options = { cpumask: values.cpus, fields: ["ac_comm", "ac_exitcode"], filter: { nonzeroExit: values.failed } };
-for await (const ev of watchExits(client, options)) {
-  if (ev.event.case === "lost") {
-    const lost = ev.event.value;
-    console.error(`lost ${lost.countUnknown ? "an unknown number of" : lost.count} exits (${LossReason[lost.reason]})`);
-  } else if (ev.event.case === "exit") {
-    const { pid, pidStats } = ev.event.value;
-    console.log(`cpu ${ev.cpu} pid ${pid} ${pidStats?.acComm ?? "?"} ${ended(pidStats?.acExitcode ?? 0)}`);
-    if (++seen === count) break; // ends the stream and removes the listener
+try {
+  for await (const ev of watchExits(client, options)) {
+    if (ev.event.case === "lost") {
+      const lost = ev.event.value;
+      console.error(
+        `lost ${lost.countUnknown ? "an unknown number of" : lost.count} exits (${LossReason[lost.reason]})`,
+      );
+    } else if (ev.event.case === "exit") {
+      const { pid, pidStats } = ev.event.value;
+      console.log(`cpu ${ev.cpu} pid ${pid} ${pidStats?.acComm ?? "?"} ${ended(pidStats?.acExitcode ?? 0)}`);
+      if (++seen === count) break; // ends the stream and removes the listener
+    }
   }
+} catch (err) {
+  // watchExits retries a dropped stream by itself; what reaches here is final (no server there, a refused cpumask).
+  fail(`${values.url}: ${(err as Error).message}`);
 }
