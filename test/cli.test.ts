@@ -70,6 +70,10 @@ describe("taskwire CLI", () => {
     const info = await run("info");
     expect(info.out).toMatch(/^source\s+sim$/m);
     expect(info.out).toMatch(/^boot id\s+[0-9a-f-]{36}$/m);
+    // Known by its address, counted by its bucket (as its listeners' owner is shown): said, not left to puzzle over.
+    expect(info.out).toMatch(
+      /^you are\s+anonymous@127\.0\.0\.1 \(roles: [^)]*\); without authentication your limits and listeners are those of anonymous@loopback/m,
+    );
     const json = JSON.parse((await run("info", "--json")).out);
     expect(json.possible_cpus).toBe("0-7");
     for (

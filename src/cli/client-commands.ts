@@ -1,4 +1,5 @@
 /** `taskwire get | info`: thin clients over the SDK. */
+import { callerBucket } from "../core/admission.ts";
 import { GetInfoResponseSchema, messageToJson, TaskStatsSchema } from "@taskwire/client";
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
@@ -24,6 +25,14 @@ export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: num
   console.log(formatReport(stats, { notes, live: true, ...(info !== undefined && { delayacct: info.delayacct }) }));
 }
 
+// Without authentication callers are known by address, but counted (limits, listeners' owner) by its bucket.
+function anonymousNote(principal: string): string {
+  const bucket = callerBucket(principal);
+  return bucket === principal
+    ? ""
+    : `; without authentication your limits and listeners are those of ${bucket}, shared with every caller from there`;
+}
+
 /** `taskwire info`. */
 export async function infoCommand(conn: Connection, json: boolean, listeners = false): Promise<void> {
   const info = await clientFor(conn).getInfo({ listeners });
@@ -35,7 +44,7 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["machine id", info.host?.machineId || "(none)"],
     ["kernel", info.kernelRelease],
     ["server version", info.serverVersion],
-    ["you are", `${info.principal} (roles: ${info.roles.join(", ") || "none"})`],
+    ["you are", `${info.principal} (roles: ${info.roles.join(", ") || "none"})${anonymousNote(info.principal)}`],
     [
       "server holds",
       info.capabilities.join(", ") ||
