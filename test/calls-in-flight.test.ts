@@ -7,6 +7,8 @@
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { type ClientHttp2Session, connect as h2connect, constants as h2constants } from "node:http2";
+import type { OutgoingHttpHeaders } from "node:http";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createTaskwireClient, LimitExceededError } from "@taskwire/client";
@@ -15,7 +17,7 @@ import { createAuthenticator } from "../src/auth/authenticator.ts";
 import { hashToken, newToken } from "../src/auth/tokens.ts";
 import { createAdmission } from "../src/core/admission.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, type Running, startServer } from "./helpers.ts";
+import { eventually, type Running, sleep, spawnServer, startServer } from "./helpers.ts";
 
 describe("admission's count of calls under way", () => {
   it("counts each held call until its release (once), per caller bucket and in all", () => {
@@ -54,7 +56,7 @@ describe("a principal that does not read its responses", () => {
     writeFileSync(
       file,
       JSON.stringify({
-        principals: { hog: { roles: ["read"] }, other: { roles: ["read"] } },
+        principals: { hog: { roles: ["read", "subscribe"] }, other: { roles: ["read"] } },
         tokens: { [hashToken(tokens.hog)]: "hog", [hashToken(tokens.other)]: "other" },
       }),
     );
@@ -83,20 +85,33 @@ describe("a principal that does not read its responses", () => {
     return session;
   }
 
-  // One GetInfo call: its status, or "reset <code>".
-  function ask(session: ClientHttp2Session, token: string): Promise<string> {
+  // One GetInfo call (or another request): its status, or "reset <code>".
+  function ask(
+    session: ClientHttp2Session,
+    token: string | undefined,
+    headers: OutgoingHttpHeaders = {},
+  ): Promise<string> {
     return new Promise((resolve) => {
       const stream = session.request({
         ":method": "POST",
         ":path": "/taskwire.v1.TaskStats/GetInfo",
         "content-type": "application/json",
-        authorization: `Bearer ${token}`,
+        ...(token !== undefined && { authorization: `Bearer ${token}` }),
+        ...headers,
       });
       stream.on("error", () => {});
       stream.once("response", (h) => resolve(String(h[":status"])));
       stream.once("close", () => resolve(`reset ${stream.rstCode}`));
-      stream.end("{}");
+      stream.end(headers[":method"] === "GET" ? undefined : "{}");
     });
+  }
+
+  // The principal can have its whole limit (4) under way again: nothing of what came before is still counted.
+  async function free(token: string): Promise<void> {
+    const c = as(token);
+    await eventually(async () =>
+      (await Promise.all(Array.from({ length: 4 }, () => refusal(c.getInfo({}))))).every((e) => e === undefined)
+    );
   }
 
   const as = (token: string, protocol: "connect" | "grpc" | "grpc-web" = "connect") =>
@@ -155,11 +170,91 @@ describe("a principal that does not read its responses", () => {
     }
   });
 
+  it("without valid credentials, is counted apart in a small pool, and takes nothing from principals", async () => {
+    const session = window0();
+    const health = { ":method": "GET", ":path": "/healthz" };
+    const answers = await Promise.all(Array.from({ length: 16 }, () => ask(session, undefined, health)));
+    expect(answers).toEqual(Array(16).fill("200"));
+    const refused = await fetch(`${running.url}/healthz`);
+    expect(refused.status).toBe(429);
+    expect(await refused.text()).toMatch(/address "unauthenticated@loopback" has 16 calls under way/);
+    expect((await as(tokens.hog).getInfo({})).serverVersion).toBeTruthy(); // the principals' pool is untouched
+    session.destroy();
+    await eventually(async () => (await fetch(`${running.url}/healthz`)).status === 200);
+  });
+
+  it("counts a refused stream request until its refusal is read; an admitted stream is counted as a stream", async () => {
+    const session = window0();
+    const wrongType = { ":path": "/taskwire.v1.TaskStats/SubscribeExits", "content-type": "text/plain" };
+    const answers = await Promise.all(Array.from({ length: 4 }, () => ask(session, tokens.hog, wrongType)));
+    expect(answers).toEqual(Array(4).fill("415"));
+    expect(await refusal(as(tokens.hog).getInfo({}))).toBeInstanceOf(LimitExceededError);
+    session.destroy();
+    await free(tokens.hog);
+
+    const streams = Array.from(
+      { length: 6 },
+      () => as(tokens.hog).subscribeExits({ cpumask: "0" })[Symbol.asyncIterator](),
+    );
+    for (const s of streams) expect((await s.next()).value?.listenerId).toBeTruthy(); // opened
+    await free(tokens.hog); // six streams open, and four calls at once still fit
+    for (const s of streams) await s.return?.();
+  });
+
+  it("does not keep counting HTTP/1.1 requests pipelined behind one whose socket closed", async () => {
+    const { port } = new URL(running.url);
+    const pipelined = (token: string | undefined, n: number) =>
+      `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n${
+        token === undefined ? "" : `Authorization: Bearer ${token}\r\n`
+      }\r\n`
+        .repeat(n);
+    // A principal that sends 10 and closes without reading (the server reads 10 requests and queues their responses).
+    const socket = connect(Number(port), "127.0.0.1");
+    socket.on("error", () => {});
+    socket.write(pipelined(tokens.hog, 10));
+    await sleep(300);
+    socket.destroy();
+    await free(tokens.hog);
+    // A caller without a token that reads everything: its connection is closed after the first response, which
+    // leaves the other 9 queued and never sent.
+    for (let round = 0; round < 3; round++) {
+      const anon = connect(Number(port), "127.0.0.1");
+      anon.on("error", () => {});
+      anon.resume();
+      anon.write(pipelined(undefined, 10));
+      await new Promise((resolve) => anon.once("close", resolve));
+    }
+    await eventually(async () => {
+      const all = await Promise.all(Array.from({ length: 16 }, () => fetch(`${running.url}/healthz`)));
+      return all.every((r) => r.status === 200);
+    });
+  });
+
   it("leaves no count behind after many calls read in turn (HTTP/1.1 and HTTP/2)", async () => {
     for (const protocol of ["connect", "grpc"] as const) {
       const c = as(tokens.other, protocol);
       for (let i = 0; i < 40; i++) await c.getInfo({});
       await Promise.all(Array.from({ length: 4 }, () => c.getInfo({})));
+    }
+  });
+});
+
+describe("the default limits", () => {
+  // A server process of its own (`taskwire serve`, built): a client in the server's process could not get its
+  // requests in ahead of the server's answers, and so never has its whole burst under way at once.
+  it("let a client fire its whole call burst at once (380 calls over HTTP/1.1, each a connection)", async () => {
+    const root = new URL("..", import.meta.url).pathname;
+    const server = await spawnServer(
+      "node",
+      [`${root}bin/taskwire.js`, "serve", "--source", "sim", "--port", "0"],
+      root,
+    );
+    try {
+      const client = createTaskwireClient(server.url);
+      const answers = await Promise.all(Array.from({ length: 380 }, () => client.getInfo({}).then(() => "ok", String)));
+      expect(answers.filter((a) => a !== "ok")).toEqual([]);
+    } finally {
+      server.stop();
     }
   });
 });

@@ -76,13 +76,13 @@ export function addAuthOptions(cmd: Command, int: IntParser): Command {
     )
     .option(
       "--max-calls-in-flight <n>",
-      "unary calls under way at once, in all; a call lasts until its response is read, so this bounds the memory of responses clients leave unread",
+      "requests under way at once, in all (a stream until admitted); a request lasts until its response is read, so this bounds the memory of responses clients leave unread (Node)",
       int(1),
       DEFAULT_ADMISSION.maxCalls,
     )
     .option(
       "--max-calls-in-flight-per-principal <n>",
-      "unary calls one principal has under way at once (until each response is read); more are RESOURCE_EXHAUSTED",
+      "requests one principal has under way at once (until each response is read); more are RESOURCE_EXHAUSTED (Node)",
       int(1),
       DEFAULT_ADMISSION.maxCallsPerPrincipal,
     )

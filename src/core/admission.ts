@@ -9,6 +9,7 @@
  * told apart by address, bucketed (addressBucket) so one host cannot
  * multiply its share by calling from many addresses.
  */
+import { CallCount } from "./_call-count.ts";
 import { LimitExceededError } from "./errors.ts";
 
 /** Admission limits. */
@@ -37,10 +38,21 @@ export const DEFAULT_ADMISSION: Readonly<AdmissionLimits> = Object.freeze({
   maxStreamsPerPrincipal: 128,
   callsPerSecond: 200,
   callBurst: 400,
-  // A response is at most a few tens of KB (GetInfo's is the largest, ~66 KB for an admin), so a principal that
-  // never reads what it asked for holds at most ~8 MiB, and all of them together ~270 MiB.
-  maxCalls: 4096,
-  maxCallsPerPrincipal: 128,
+  // A call under way holds ~27 KB (an HTTP/2 stream's objects and its response, measured) until it is read: at twice
+  // the limits (past which requests are reset unanswered), ~28 MiB for a principal and ~110 MiB in all. The limit per
+  // principal is above the call burst (400), so a client that fires a burst at once is not refused for it.
+  maxCalls: 2048,
+  maxCallsPerPrincipal: 512,
+});
+
+/**
+ * Calls under way from requests whose credentials failed (with authentication
+ * on): per address bucket and in all. They are refusals, /healthz probes and
+ * the dashboard's files; a host needs few at once.
+ */
+export const UNCREDENTIALED_CALLS: Readonly<{ perKey: number; total: number }> = Object.freeze({
+  perKey: 16,
+  total: 256,
 });
 
 /** The prefix of an unauthenticated caller's principal id (auth/authenticator.ts): `anonymous@<address>`. */
@@ -87,18 +99,21 @@ export interface Admission {
   /**
    * Counts a call of `caller` (a principal, or a caller bucket) as under way
    * until the returned function is called (once): a runtime adapter holds
-   * each request that is not a stream from its arrival until its response
-   * is delivered or its connection gone. The call itself is counted.
+   * each request from its arrival until its response is delivered or its
+   * connection gone (a stream's until it is admitted as a stream). The call
+   * itself is counted. Requests whose credentials failed (`credentialed`
+   * false) are counted apart, per address bucket, in a small pool of their
+   * own (UNCREDENTIALED_CALLS), so they cannot take the credentialed ones' share.
    */
-  holdCall(caller: string): () => void;
+  holdCall(caller: string, credentialed?: boolean): () => void;
   /** Why a new call of `caller` is refused for its calls under way (holdCall's, this one counted); else undefined. */
-  callsRefusal(caller: string): string | undefined;
+  callsRefusal(caller: string, credentialed?: boolean): string | undefined;
   /**
-   * Whether `caller`'s calls under way (this one counted) are past twice a
-   * limit: its refusals are not being read either, and answering more of them
-   * would hold as much as the calls they refuse.
+   * Whether `caller`'s calls under way (this one counted), or all of them,
+   * are past twice a limit: its refusals are not being read either, and
+   * answering more of them would hold as much as the calls they refuse.
    */
-  callsFlooding(caller: string): boolean;
+  callsFlooding(caller: string, credentialed?: boolean): boolean;
   /** Streams open now. */
   readonly streams: number;
 }
@@ -125,14 +140,25 @@ class _Admission implements Admission {
   readonly #now: () => number;
   readonly #streams = new Map<string, number>();
   readonly #buckets = new Map<string, Bucket>();
-  readonly #calls = new Map<string, number>();
+  readonly #calls: CallCount;
+  readonly #uncredentialedCalls = new CallCount({
+    ...UNCREDENTIALED_CALLS,
+    who: "address",
+    among: " from callers without valid credentials",
+  });
   #total = 0;
-  #callsTotal = 0;
   #swept = 0;
 
   constructor(limits: AdmissionLimits, now: () => number) {
     this.limits = limits;
     this.#now = now;
+    this.#calls = new CallCount({
+      perKey: limits.maxCallsPerPrincipal,
+      total: limits.maxCalls,
+      who: "principal",
+      perKeyFlag: "--max-calls-in-flight-per-principal",
+      totalFlag: "--max-calls-in-flight",
+    });
   }
 
   get streams(): number {
@@ -165,39 +191,20 @@ class _Admission implements Admission {
     };
   }
 
-  holdCall(caller: string): () => void {
-    const key = callerBucket(caller);
-    this.#calls.set(key, (this.#calls.get(key) ?? 0) + 1);
-    this.#callsTotal++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#callsTotal--;
-      const n = (this.#calls.get(key) ?? 1) - 1;
-      if (n === 0) this.#calls.delete(key);
-      else this.#calls.set(key, n);
-    };
+  holdCall(caller: string, credentialed = true): () => void {
+    return this.#count(credentialed).hold(callerBucket(caller));
   }
 
-  callsRefusal(caller: string): string | undefined {
-    const key = callerBucket(caller);
-    const mine = this.#calls.get(key) ?? 0;
-    if (mine > this.limits.maxCallsPerPrincipal) {
-      return `principal "${key}" has ${mine - 1} calls under way, its limit (--max-calls-in-flight-per-principal): ` +
-        "a call lasts until its response is read; read the responses of the calls already made, or make fewer at once";
-    }
-    if (this.#callsTotal > this.limits.maxCalls) {
-      return `the server has ${
-        this.#callsTotal - 1
-      } calls under way, its limit (--max-calls-in-flight); retry in a second`;
-    }
-    return undefined;
+  callsRefusal(caller: string, credentialed = true): string | undefined {
+    return this.#count(credentialed).refusal(callerBucket(caller));
   }
 
-  callsFlooding(caller: string): boolean {
-    const mine = this.#calls.get(callerBucket(caller)) ?? 0;
-    return mine > 2 * this.limits.maxCallsPerPrincipal || this.#callsTotal > 2 * this.limits.maxCalls;
+  callsFlooding(caller: string, credentialed = true): boolean {
+    return this.#count(credentialed).flooding(callerBucket(caller));
+  }
+
+  #count(credentialed: boolean): CallCount {
+    return credentialed ? this.#calls : this.#uncredentialedCalls;
   }
 
   call(id: string): void {

@@ -3,6 +3,7 @@
  * created or changed), then the listener is created or taken over and
  * streamed through the core's subscription with the stream's encoder.
  */
+import { HELD_CALL } from "./held-call.ts";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
@@ -83,6 +84,7 @@ export async function* subscribeExits(
     throw toConnectError(err);
   }
   ctx.signal.addEventListener("abort", leave, { once: true });
+  ctx.values.get(HELD_CALL).release(); // counted among streams from here on, not among calls under way
   try {
     const listener = plan.existing ??
       registry.create(plan.cpus, { buffer: req.buffer, policy: plan.policy, ephemeral: true, ...ownership(who) });

@@ -28,7 +28,7 @@ import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
 import { isGrpc } from "../server/app.ts";
-import type { TaskwireServer } from "../server/server.ts";
+import type { Caller, HeldCall, TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
 import { createYoungStreams } from "./_young-streams.ts";
@@ -102,8 +102,11 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   }
   const logger = options.logger ?? taskwireLogger();
   const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
-  const fetchListener = getRequestListener((req, env) => server.fetch(req, { peer: peerOf(env.incoming) }));
-  const grpc = grpcListener(server, logger);
+  const holds = new WeakMap<NodeRequest, HeldCall>(); // each request's count as a call under way, for its handler
+  const fetchListener = getRequestListener((req, env) =>
+    server.fetch(req, { peer: peerOf(env.incoming), held: holds.get(env.incoming) })
+  );
+  const grpc = grpcListener(server, logger, holds);
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
   const young = createYoungStreams({
@@ -132,14 +135,14 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   };
   const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
-  const hold = holdCalls(server);
+  const hold = holdCalls(server, holds);
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
-    res.once("close", () => responses.delete(res));
+    whenOver(req, res, () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
     const caller = server.caller(peerOf(req), req.headers.authorization);
     if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);
-    if (!hold(caller.key, req, res)) return;
+    if (!hold(caller, req, res)) return;
     if (serving.has(connection)) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
@@ -182,7 +185,11 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
 
 // Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
 // handlers), after the same checks the app makes (server.admit).
-function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest, res: NodeResponse) => void {
+function grpcListener(
+  server: TaskwireServer,
+  logger: Logger,
+  holds: WeakMap<NodeRequest, HeldCall>,
+): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
@@ -196,7 +203,7 @@ function grpcListener(server: TaskwireServer, logger: Logger): (req: NodeRequest
         `:authority ${quote(String(given ?? ""))} is not a host[:port]; send this server's host name or address`,
       );
     }
-    const admitted = server.admit(peerOf(req), authority, req.headers.authorization);
+    const admitted = server.admit(peerOf(req), authority, req.headers.authorization, holds.get(req));
     if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
     handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
       .then((ures) => universalResponseToNodeResponse(ures, res))
@@ -251,7 +258,7 @@ function closeAfter(req: NodeRequest, res: NodeResponse, deadlineMs: number): vo
   cut.unref();
   // The stream's session is taken now: a stream that has ended no longer names it.
   const session = "stream" in req ? req.stream.session : undefined;
-  res.once("close", () => {
+  whenOver(req, res, () => {
     clearTimeout(cut);
     session?.close();
   });
@@ -298,30 +305,61 @@ function pathOf(req: NodeRequest): string {
   return req.url?.split("?", 1)[0] ?? "";
 }
 
-// Every request but a stream counts as a call under way until its response is delivered (its "close": on HTTP/2
-// the stream's end, which a client that keeps its window at 0 never lets come; on HTTP/1.1 the response's last
-// byte handed to the kernel), since until then the server holds the request and its response (~27 KB for an
-// HTTP/2 stream's objects alone, measured). Over a limit, an RPC goes on to its handler, which refuses it in its
-// own protocol; any other path is answered 429 here. Past twice a limit the caller's refusals are not read either:
-// its HTTP/2 stream is reset (REFUSED_STREAM, which clients may retry) or its HTTP/1.1 connection closed, unanswered.
-// False: dealt with here.
-function holdCalls(server: TaskwireServer): (key: string, req: NodeRequest, res: NodeResponse) => boolean {
+// Every request counts as a call under way from its arrival until its response is delivered (on HTTP/2 the
+// stream's end, which a client that keeps its window at 0 never lets come; on HTTP/1.1 the response's last byte
+// handed to the kernel, or its socket's close), since until then the server holds the request and its response
+// (~27 KB for an HTTP/2 stream's objects alone, measured). A SubscribeExits stream lets its count go once admitted as
+// a stream (its handler, through `holds`); reflection streams stay counted while open. Over a limit, an RPC goes on to
+// its handler, which refuses a unary call in its own protocol; any other path is answered 429 here. Past twice a
+// limit the caller's refusals are not read either: its HTTP/2 stream is reset (REFUSED_STREAM, which clients may
+// retry) or its HTTP/1.1 connection closed, unanswered. False: dealt with here.
+function holdCalls(
+  server: TaskwireServer,
+  holds: WeakMap<NodeRequest, HeldCall>,
+): (caller: Caller, req: NodeRequest, res: NodeResponse) => boolean {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
-  const streams = new Set(server.rpcHandlers.filter((h) => h.method.methodKind !== "unary").map((h) => h.requestPath));
-  return (key, req, res) => {
-    const path = pathOf(req);
-    if (streams.has(path)) return true;
-    const held = server.holdCall(key);
-    res.once("close", held.release);
+  return (caller, req, res) => {
+    const held = server.holdCall(caller);
+    whenOver(req, res, held.release);
     if (held.flooding) {
       if ("stream" in req) req.stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
       else req.socket.destroy();
       return false;
     }
-    if (held.refusal === undefined || rpcs.has(path)) return true;
+    holds.set(req, held);
+    if (held.refusal === undefined || rpcs.has(pathOf(req))) return true;
     res.writeHead(429, { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" }).end(`${held.refusal}\n`);
     return false;
   };
+}
+
+// Runs `fn` once when a response is over: its "close", or on HTTP/1.1 its socket's. Node does not close a response
+// still queued behind another (pipelining) when the socket closes (_http_server.js socketOnClose aborts only the
+// requests): without this, such a response's count and its place in `responses` stayed for the life of the process.
+// One "close" listener per socket, whatever the number of responses queued on it.
+const overOnSocket = new WeakMap<Socket, Set<() => void>>();
+function whenOver(req: NodeRequest, res: NodeResponse, fn: () => void): void {
+  let done = false;
+  const once = (): void => {
+    if (done) return;
+    done = true;
+    fn();
+  };
+  res.once("close", once);
+  if ("stream" in req) return;
+  const socket = req.socket;
+  let pending = overOnSocket.get(socket);
+  if (pending === undefined) {
+    const set = new Set<() => void>();
+    overOnSocket.set(socket, pending = set);
+    socket.once("close", () => {
+      for (const f of set) f();
+      set.clear();
+    });
+  }
+  if (socket.destroyed) queueMicrotask(once); // its "close" may have been emitted already
+  pending.add(once);
+  res.once("close", () => pending.delete(once));
 }
 
 // Server-streaming methods (SubscribeExits): their responses are paced while young.

@@ -17,6 +17,7 @@ import {
 import { Hono } from "hono";
 import { cors } from "hono/cors";
 import type { Peer } from "../auth/authenticator.ts";
+import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import { VERSION } from "../version.ts";
 import { type Exposition, metricsResponse } from "./metrics.ts";
@@ -44,6 +45,8 @@ export interface AppOptions {
 /** The runtime adapter's per-request facts, as hono's env. */
 export interface AppEnv {
   readonly peer?: Peer | undefined;
+  /** The adapter's count of this request as a call under way (TaskwireServer.holdCall), if it keeps one. */
+  readonly held?: CallHold | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -80,7 +83,7 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
       const auth = options.callAuth(c.env?.peer, c.req.header("authorization") ?? null);
       const ureq = {
         ...universalServerRequestFromFetch(c.req.raw, {}),
-        contextValues: createContextValues().set(CALL_AUTH, auth),
+        contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue),
       };
       return universalServerResponseToFetch(await handler(ureq));
     });

@@ -20,6 +20,7 @@ import { limitTimeouts } from "./timeout-limit.ts";
 import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createTaskStatsService } from "../rpc/service.ts";
 import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
+import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import type { ServerRegistry } from "../rpc/stream.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
@@ -127,7 +128,7 @@ export interface Caller {
 }
 
 /** A request counted as under way (TaskwireServer.holdCall). */
-export interface HeldCall {
+export interface HeldCall extends CallHold {
   /** Why the request is over a limit of calls under way; undefined when it is within them. */
   readonly refusal: string | undefined;
   /**
@@ -136,8 +137,6 @@ export interface HeldCall {
    * or closes its HTTP/1.1 connection), since an answer would be held too.
    */
   readonly flooding: boolean;
-  /** Ends the count (once; later calls do nothing): call it when the response is delivered or the connection gone. */
-  release(): void;
 }
 
 /** A taskwire server not yet bound to a socket. */
@@ -161,7 +160,12 @@ export interface TaskwireServer {
    * request an adapter serves with rpcHandlers: the context values to pass
    * them, or why the request is refused.
    */
-  admit(peer: Peer | undefined, host: string | null | undefined, authorization: string | null | undefined): Admitted;
+  admit(
+    peer: Peer | undefined,
+    host: string | null | undefined,
+    authorization: string | null | undefined,
+    held?: CallHold,
+  ): Admitted;
   /**
    * Who a request's caller is to a runtime adapter, authenticated once:
    * `key`, the name it is counted under where callers share something (the
@@ -173,15 +177,17 @@ export interface TaskwireServer {
    */
   caller(peer: Peer | undefined, authorization: string | null | undefined): Caller;
   /**
-   * Counts a request of caller `key` (Caller.key) that is not a stream as
-   * under way until it is released: a response its client does not read is
-   * held in memory, so calls under way are limited per principal and in all
-   * (--max-calls-in-flight-per-principal, --max-calls-in-flight). An RPC over
-   * a limit is refused by its handler (RESOURCE_EXHAUSTED, in its own
-   * protocol); the adapter answers other paths itself with `refusal`, and
-   * answers none while the caller is `flooding`.
+   * Counts a request of `caller` as a call under way until it is released:
+   * a response its client does not read is held in memory, so calls under
+   * way are limited per principal and in all (--max-calls-in-flight-per-principal,
+   * --max-calls-in-flight; callers without valid credentials in a small pool
+   * of their own). Pass the hold to the handlers (fetch's env `held`,
+   * admit's `held`): a SubscribeExits stream releases it once admitted as a
+   * stream. A unary RPC over a limit is refused by its handler
+   * (RESOURCE_EXHAUSTED, in its own protocol); the adapter answers other
+   * paths itself with `refusal`, and answers none while the caller is `flooding`.
    */
-  holdCall(key: string): HeldCall;
+  holdCall(caller: Caller): HeldCall;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -287,18 +293,23 @@ export function createServer(options: ServerOptions): TaskwireServer {
     source,
     fetch: (req, env) => app.fetch(req, env ?? {}),
     rpcHandlers,
-    admit: (peer, host, authorization) => {
+    admit: (peer, host, authorization, held) => {
       if (options.hostAllowed !== undefined && !options.hostAllowed(host)) return { refusal: hostRefusal(host) };
-      return { values: createContextValues().set(CALL_AUTH, callAuth(peer, authorization)) };
+      const values = createContextValues().set(CALL_AUTH, callAuth(peer, authorization));
+      return { values: held === undefined ? values : values.set(HELD_CALL, held) };
     },
     caller: (peer, authorization) => {
       const a = callAuth(peer, authorization);
       if (a.principal === undefined) return { key: `unauthenticated@${addressBucket(a.address)}`, credentialed: false };
       return { key: a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id, credentialed: true };
     },
-    holdCall: (key) => {
-      const release = admission.holdCall(key);
-      return { refusal: admission.callsRefusal(key), flooding: admission.callsFlooding(key), release };
+    holdCall: ({ key, credentialed }) => {
+      const release = admission.holdCall(key, credentialed);
+      return {
+        refusal: admission.callsRefusal(key, credentialed),
+        flooding: admission.callsFlooding(key, credentialed),
+        release,
+      };
     },
     stats: () => registry.stats(),
     listeners: () =>

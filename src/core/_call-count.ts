@@ -1,0 +1,71 @@
+/**
+ * Calls under way, counted per key and in all against two limits: how many
+ * requests (and their responses) a caller makes the server hold at once.
+ * Admission keeps two of these: one for callers with credentials and one,
+ * smaller, for requests whose credentials failed, so that callers without a
+ * token cannot take the share of those with one.
+ */
+
+/** The limits of one count, and the flags that set them (for the refusals' messages). */
+export interface CallCountLimits {
+  readonly perKey: number;
+  readonly total: number;
+  /** What a key is, in a refusal: "principal", "address". */
+  readonly who: string;
+  /** Whose calls the total counts, in a refusal: "" (everyone's), or " from callers without valid credentials". */
+  readonly among?: string | undefined;
+  /** The flags setting each limit (undefined: not settable). */
+  readonly perKeyFlag?: string | undefined;
+  readonly totalFlag?: string | undefined;
+}
+
+/** One count of calls under way. */
+export class CallCount {
+  readonly limits: CallCountLimits;
+  readonly #perKey = new Map<string, number>();
+  #total = 0;
+
+  constructor(limits: CallCountLimits) {
+    this.limits = limits;
+  }
+
+  /** Counts one call of `key` until the returned function is called (once). */
+  hold(key: string): () => void {
+    this.#perKey.set(key, (this.#perKey.get(key) ?? 0) + 1);
+    this.#total++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#total--;
+      const n = (this.#perKey.get(key) ?? 1) - 1;
+      if (n === 0) this.#perKey.delete(key);
+      else this.#perKey.set(key, n);
+    };
+  }
+
+  /** Why a call of `key` (already held) is over a limit; undefined within them. */
+  refusal(key: string): string | undefined {
+    const mine = this.#perKey.get(key) ?? 0;
+    const { perKey, total, who } = this.limits;
+    if (mine > perKey) {
+      return `${who} "${key}" has ${mine - 1} calls under way, its limit${flag(this.limits.perKeyFlag)}: ` +
+        "a call lasts until its response is read; read the responses of the calls already made, or make fewer at once";
+    }
+    if (this.#total > total) {
+      return `the server has ${this.#total - 1} calls under way${this.limits.among ?? ""}, its limit${
+        flag(this.limits.totalFlag)
+      }; retry in a second`;
+    }
+    return undefined;
+  }
+
+  /** Whether `key`'s calls (or all) are past twice a limit: its refusals are not being read either. */
+  flooding(key: string): boolean {
+    return (this.#perKey.get(key) ?? 0) > 2 * this.limits.perKey || this.#total > 2 * this.limits.total;
+  }
+}
+
+function flag(name: string | undefined): string {
+  return name === undefined ? "" : ` (${name})`;
+}
