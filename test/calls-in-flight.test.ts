@@ -26,7 +26,7 @@ describe("admission's count of calls under way", () => {
     expect(a.callsRefusal("alice")).toBeUndefined(); // two under way, this one (the second) counted
     const third = a.holdCall("alice");
     expect(a.callsRefusal("alice")).toMatch(/"alice" has 2 calls under way.*--max-calls-in-flight-per-principal/);
-    expect(() => a.call("alice")).toThrow(/--max-calls-in-flight-per-principal/);
+    expect(() => a.call("alice")).not.toThrow(); // the rate alone: calls under way are judged as they arrive
     third();
     third(); // a second release does nothing
     expect(a.callsRefusal("alice")).toBeUndefined();
@@ -34,7 +34,11 @@ describe("admission's count of calls under way", () => {
     expect(a.callsRefusal("bob")).toBeUndefined(); // three in all: at the limit, not past it
     const bob2 = a.holdCall("bob");
     expect(a.callsRefusal("bob")).toMatch(/server has 3 calls under way.*--max-calls-in-flight\)/);
-    for (const release of [first, second, bob, bob2]) release();
+    const carol = a.holdCall("carol");
+    expect(a.callsRefusal("carol")).toBeUndefined(); // its one call under way is kept past the total (5 in all)
+    const carol2 = a.holdCall("carol");
+    expect(a.callsRefusal("carol")).toMatch(/server has 5 calls under way/);
+    for (const release of [first, second, bob, bob2, carol, carol2]) release();
     expect(a.callsRefusal("alice")).toBeUndefined();
   });
 
@@ -49,20 +53,24 @@ describe("admission's count of calls under way", () => {
 
 describe("a principal that does not read its responses", () => {
   let running: Running;
-  const tokens = { hog: newToken(), other: newToken() };
+  const tokens = { hog: newToken(), other: newToken(), third: newToken() };
   const sessions: ClientHttp2Session[] = [];
   beforeAll(async () => {
     const file = join(mkdtempSync(join(tmpdir(), "taskwire-calls-")), "auth.json");
     writeFileSync(
       file,
       JSON.stringify({
-        principals: { hog: { roles: ["read", "subscribe"] }, other: { roles: ["read"] } },
-        tokens: { [hashToken(tokens.hog)]: "hog", [hashToken(tokens.other)]: "other" },
+        principals: { hog: { roles: ["read", "subscribe"] }, other: { roles: ["read"] }, third: { roles: ["read"] } },
+        tokens: {
+          [hashToken(tokens.hog)]: "hog",
+          [hashToken(tokens.other)]: "other",
+          [hashToken(tokens.third)]: "third",
+        },
       }),
     );
     running = await startServer(createSimSource({ cpus: 2, exitRate: 0 }), {}, {
       authenticator: createAuthenticator({ tokenFile: file }),
-      admission: { maxCallsPerPrincipal: 4, maxCalls: 6 },
+      admission: { maxCallsPerPrincipal: 4, maxCalls: 6, maxStreamsPerPrincipal: 3 },
     });
   });
   afterAll(async () => {
@@ -104,6 +112,14 @@ describe("a principal that does not read its responses", () => {
       stream.once("close", () => resolve(`reset ${stream.rstCode}`));
       stream.end(headers[":method"] === "GET" ? undefined : "{}");
     });
+  }
+
+  // A SubscribeExits stream on CPU 0: `opened` resolves with undefined once its opening message came, else the error.
+  // (An iterator's return() does not end a connect-es stream: its signal does.)
+  function subscribe(token: string): { opened: Promise<unknown>; close(): void } {
+    const ctl = new AbortController();
+    const it = as(token).subscribeExits({ cpumask: "0" }, { signal: ctl.signal })[Symbol.asyncIterator]();
+    return { opened: refusal(it.next()), close: () => ctl.abort() };
   }
 
   // The principal can have its whole limit (4) under way again: nothing of what came before is still counted.
@@ -148,6 +164,8 @@ describe("a principal that does not read its responses", () => {
     const err = await refusal(as(tokens.other).getInfo({}));
     expect(err).toBeInstanceOf(LimitExceededError);
     expect((err as Error).message).toMatch(/server has 6 calls under way.*--max-calls-in-flight\)/);
+    // A principal with nothing under way keeps its one call, past the total: it is not crowded out.
+    expect((await as(tokens.third).getInfo({})).serverVersion).toBeTruthy();
     other.destroy();
     await eventually(async () => (await refusal(as(tokens.other).getInfo({}))) === undefined);
     hog.destroy();
@@ -161,8 +179,9 @@ describe("a principal that does not read its responses", () => {
     expect(await ask(session, tokens.hog)).toBe(`reset ${h2constants.NGHTTP2_REFUSED_STREAM}`);
     const second = window0();
     expect(await ask(second, tokens.hog)).toBe(`reset ${h2constants.NGHTTP2_REFUSED_STREAM}`);
-    // Another principal's call: 9 under way in all, past the limit in all (6) but within twice it, so answered.
-    expect(await ask(second, tokens.other)).toBe("429");
+    // Another principal's first call: 9 under way in all, past the limit in all (6), but a caller's one call is kept.
+    expect(await ask(second, tokens.other)).toBe("200");
+    expect(await ask(second, tokens.other)).toBe("429"); // its second is refused for the total, within twice it
     session.destroy();
     second.destroy();
     for (const token of [tokens.hog, tokens.other]) {
@@ -192,13 +211,52 @@ describe("a principal that does not read its responses", () => {
     session.destroy();
     await free(tokens.hog);
 
-    const streams = Array.from(
-      { length: 6 },
-      () => as(tokens.hog).subscribeExits({ cpumask: "0" })[Symbol.asyncIterator](),
-    );
-    for (const s of streams) expect((await s.next()).value?.listenerId).toBeTruthy(); // opened
-    await free(tokens.hog); // six streams open, and four calls at once still fit
-    for (const s of streams) await s.return?.();
+    const streams = Array.from({ length: 3 }, () => subscribe(tokens.hog));
+    for (const s of streams) expect(await s.opened).toBeUndefined();
+    await free(tokens.hog); // three streams open (the limit in this test), and four calls at once still fit
+    for (const s of streams) s.close();
+    await eventually(() => running.server.stats().streams === 0);
+  });
+
+  it("keeps a stream that ended unread (its deadline passed, the client's window 0) counted as a stream", async () => {
+    const session = window0();
+    // Connect's streaming protocol over HTTP/2: one enveloped JSON request, and a deadline of 300 ms.
+    const body = Buffer.from(JSON.stringify({ cpumask: "0" }));
+    const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+    const statuses = await Promise.all(Array.from({ length: 3 }, () =>
+      new Promise<string>((resolve) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/taskwire.v1.TaskStats/SubscribeExits",
+          "content-type": "application/connect+json",
+          "connect-timeout-ms": "300",
+          authorization: `Bearer ${tokens.hog}`,
+        });
+        stream.on("error", () => {});
+        stream.once("response", (h) => resolve(String(h[":status"])));
+        stream.end(envelope);
+      })));
+    expect(statuses).toEqual(["200", "200", "200"]);
+    await eventually(() => running.server.stats().streams === 3); // admitted, all three
+    await eventually(() => running.server.stats().streams === 0); // past the deadline: ended, end-stream unsent
+    const late = subscribe(tokens.hog);
+    const err = await late.opened;
+    expect(err).toBeInstanceOf(LimitExceededError);
+    expect((err as Error).message).toMatch(/--max-streams-per-principal/);
+    session.destroy();
+    await eventually(async () => {
+      const s = subscribe(tokens.hog);
+      const opened = await s.opened;
+      s.close();
+      return opened === undefined;
+    });
+  });
+
+  it("judges each call as it arrives: of 5 sent at once on one HTTP/2 connection past a limit of 4, 4 are answered", async () => {
+    const grpc = as(tokens.hog, "grpc");
+    const answers = await Promise.all(Array.from({ length: 5 }, () => refusal(grpc.getInfo({}))));
+    expect(answers.filter((a) => a === undefined).length).toBeGreaterThanOrEqual(4);
+    for (const a of answers) if (a !== undefined) expect(a).toBeInstanceOf(LimitExceededError);
   });
 
   it("does not keep counting HTTP/1.1 requests pipelined behind one whose socket closed", async () => {

@@ -52,7 +52,10 @@ export class CallCount {
       return `${who} "${key}" has ${mine - 1} calls under way, its limit${flag(this.limits.perKeyFlag)}: ` +
         "a call lasts until its response is read; read the responses of the calls already made, or make fewer at once";
     }
-    if (this.#total > total) {
+    // A key with one call under way (this one) is not refused for the total: every caller keeps that much (a load
+    // balancer's /healthz probe among a crowd of others, say); the overshoot is one call per key, and keys are
+    // bounded by the connections.
+    if (this.#total > total && mine > 1) {
       return `the server has ${this.#total - 1} calls under way${this.limits.among ?? ""}, its limit${
         flag(this.limits.totalFlag)
       }; retry in a second`;
@@ -62,7 +65,8 @@ export class CallCount {
 
   /** Whether `key`'s calls (or all) are past twice a limit: its refusals are not being read either. */
   flooding(key: string): boolean {
-    return (this.#perKey.get(key) ?? 0) > 2 * this.limits.perKey || this.#total > 2 * this.limits.total;
+    const mine = this.#perKey.get(key) ?? 0;
+    return mine > 2 * this.limits.perKey || (this.#total > 2 * this.limits.total && mine > 1);
   }
 }
 

@@ -94,7 +94,7 @@ export interface Admission {
   readonly limits: Readonly<AdmissionLimits>;
   /** Admits a stream for `principal`; call the returned function when it ends (once). */
   enterStream(principal: string): () => void;
-  /** Admits one unary call for `principal`: within its rate, and its calls under way within their limits. */
+  /** Admits one unary call for `principal` within its rate (its calls under way are judged as it arrives: holdCall). */
   call(principal: string): void;
   /**
    * Counts a call of `caller` (a principal, or a caller bucket) as under way
@@ -209,8 +209,6 @@ class _Admission implements Admission {
 
   call(id: string): void {
     const principal = callerBucket(id);
-    const refusal = this.callsRefusal(principal);
-    if (refusal !== undefined) throw new LimitExceededError(refusal);
     const t = this.#now();
     this.#sweep(t);
     const { callsPerSecond: rate, callBurst: burst } = this.limits;

@@ -5,6 +5,7 @@
  * and count: the kernel for a v1 hierarchy, cgroup.threads and /proc for
  * cgroup v2 (where the kernel answers EINVAL).
  */
+import { refuseIfOverCalls } from "./held-call.ts";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { callerBucket } from "../core/admission.ts";
@@ -63,6 +64,7 @@ export function createGetCgroupStats(deps: ServiceDeps & CgroupDeps): GetCgroupS
   return async (req, ctx) => {
     try {
       const who = callerWith(ctx, "read", "GetCgroupStats");
+      refuseIfOverCalls(ctx);
       deps.admission.call(who.id);
       refuseUidLimited(who);
       const path = requirePath(req.path);

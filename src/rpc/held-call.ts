@@ -2,18 +2,36 @@
  * The runtime adapter's count of a request as a call under way (Node's: see
  * TaskwireServer.holdCall), passed to the handlers in Connect's context
  * values. Every request is counted from its arrival until its response is
- * delivered, a response the client does not read being held in memory; a
- * SubscribeExits stream, once admitted as a stream (and counted among
- * streams, its events charged to the memory budget), lets its count go.
- * A refused stream request keeps it, like any other refusal.
+ * delivered, since a response the client does not read is held in memory.
+ * A SubscribeExits stream, once admitted as a stream, is counted among
+ * streams instead, until its response is delivered too (handOver): a stream
+ * that ended (a deadline, a takeover) while its client reads nothing still
+ * holds its last message. A refused stream request stays a call under way,
+ * like any other refusal.
  */
-import { createContextKey } from "@connectrpc/connect";
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { LimitExceededError } from "../core/errors.ts";
 
 /** What a handler may do with its request's count. */
 export interface CallHold {
-  /** Ends the count (once): the request is no longer a call under way. */
-  release(): void;
+  /** Why the request was over a limit of calls under way when it arrived (the adapter's verdict); else undefined. */
+  readonly refusal: string | undefined;
+  /**
+   * Ends the count as a call under way now, and has `leave` called once the
+   * response is delivered or its connection gone. False where nothing
+   * watches the response (no adapter counts): the caller then calls `leave`
+   * itself when its handler ends.
+   */
+  handOver(leave: () => void): boolean;
 }
 
-/** The context key; where no adapter counts (Deno, Bun, tests calling handlers), releasing does nothing. */
-export const HELD_CALL = createContextKey<CallHold>({ release() {} }, { description: "taskwire call under way" });
+/** The context key; where no adapter counts (Deno, Bun, tests calling handlers), nothing is refused or handed over. */
+export const HELD_CALL = createContextKey<CallHold>({ refusal: undefined, handOver: () => false }, {
+  description: "taskwire call under way",
+});
+
+/** Refuses a unary call that arrived over a limit of calls under way (LimitExceededError). */
+export function refuseIfOverCalls(ctx: Pick<HandlerContext, "values">): void {
+  const refusal = ctx.values.get(HELD_CALL).refusal;
+  if (refusal !== undefined) throw new LimitExceededError(refusal);
+}

@@ -4,6 +4,7 @@
  * only then acts, so a rejected request creates, changes and leaks nothing.
  * Domain errors become Connect codes in errors.ts, nowhere else.
  */
+import { refuseIfOverCalls } from "./held-call.ts";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Principal, Role } from "../core/principal.ts";
@@ -55,6 +56,7 @@ export interface FleetInfoState {
 /** The caller of a unary method, checked for `role` and admitted under its call rate. */
 function admit(deps: ServiceDeps, ctx: Pick<HandlerContext, "values">, role: Role, method: string): Principal {
   const who = callerWith(ctx, role, method);
+  refuseIfOverCalls(ctx);
   deps.admission.call(who.id);
   return who;
 }

@@ -83,8 +83,10 @@ export async function* subscribeExits(
   } catch (err) {
     throw toConnectError(err);
   }
-  ctx.signal.addEventListener("abort", leave, { once: true });
-  ctx.values.get(HELD_CALL).release(); // counted among streams from here on, not among calls under way
+  // Counted among streams from here on, not among calls under way, until its response is delivered (the adapter
+  // calls `leave` then); where no adapter watches the response, until the client goes or the stream ends.
+  const handedOver = ctx.values.get(HELD_CALL).handOver(leave);
+  if (!handedOver) ctx.signal.addEventListener("abort", leave, { once: true });
   try {
     const listener = plan.existing ??
       registry.create(plan.cpus, { buffer: req.buffer, policy: plan.policy, ephemeral: true, ...ownership(who) });
@@ -126,7 +128,7 @@ export async function* subscribeExits(
     if (!ctx.signal.aborted || isStreamEnd(err)) throw toConnectError(err);
     throwIfPastDeadline(ctx); // else the client went away: nobody is left to tell
   } finally {
-    leave();
+    if (!handedOver) leave();
   }
 }
 

@@ -28,7 +28,8 @@ import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
 import { isGrpc } from "../server/app.ts";
-import type { Caller, HeldCall, TaskwireServer } from "../server/server.ts";
+import type { CallHold } from "../rpc/held-call.ts";
+import type { Caller, TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
 import { createYoungStreams } from "./_young-streams.ts";
@@ -102,7 +103,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   }
   const logger = options.logger ?? taskwireLogger();
   const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
-  const holds = new WeakMap<NodeRequest, HeldCall>(); // each request's count as a call under way, for its handler
+  const holds = new WeakMap<NodeRequest, CallHold>(); // each request's count as a call under way, for its handler
   const fetchListener = getRequestListener((req, env) =>
     server.fetch(req, { peer: peerOf(env.incoming), held: holds.get(env.incoming) })
   );
@@ -188,7 +189,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
 function grpcListener(
   server: TaskwireServer,
   logger: Logger,
-  holds: WeakMap<NodeRequest, HeldCall>,
+  holds: WeakMap<NodeRequest, CallHold>,
 ): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
@@ -308,14 +309,15 @@ function pathOf(req: NodeRequest): string {
 // Every request counts as a call under way from its arrival until its response is delivered (on HTTP/2 the
 // stream's end, which a client that keeps its window at 0 never lets come; on HTTP/1.1 the response's last byte
 // handed to the kernel, or its socket's close), since until then the server holds the request and its response
-// (~27 KB for an HTTP/2 stream's objects alone, measured). A SubscribeExits stream lets its count go once admitted as
-// a stream (its handler, through `holds`); reflection streams stay counted while open. Over a limit, an RPC goes on to
+// (~27 KB for an HTTP/2 stream's objects alone, measured). A SubscribeExits stream admitted as a stream (its handler,
+// through `holds`) is counted among streams instead, until its response is delivered; reflection streams stay
+// counted as calls while open. Over a limit, an RPC goes on to
 // its handler, which refuses a unary call in its own protocol; any other path is answered 429 here. Past twice a
 // limit the caller's refusals are not read either: its HTTP/2 stream is reset (REFUSED_STREAM, which clients may
 // retry) or its HTTP/1.1 connection closed, unanswered. False: dealt with here.
 function holdCalls(
   server: TaskwireServer,
-  holds: WeakMap<NodeRequest, HeldCall>,
+  holds: WeakMap<NodeRequest, CallHold>,
 ): (caller: Caller, req: NodeRequest, res: NodeResponse) => boolean {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
   return (caller, req, res) => {
@@ -326,7 +328,14 @@ function holdCalls(
       else req.socket.destroy();
       return false;
     }
-    holds.set(req, held);
+    holds.set(req, {
+      refusal: held.refusal,
+      handOver: (leave) => {
+        held.release();
+        whenOver(req, res, leave);
+        return true;
+      },
+    });
     if (held.refusal === undefined || rpcs.has(pathOf(req))) return true;
     res.writeHead(429, { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" }).end(`${held.refusal}\n`);
     return false;

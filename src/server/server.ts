@@ -128,7 +128,7 @@ export interface Caller {
 }
 
 /** A request counted as under way (TaskwireServer.holdCall). */
-export interface HeldCall extends CallHold {
+export interface HeldCall {
   /** Why the request is over a limit of calls under way; undefined when it is within them. */
   readonly refusal: string | undefined;
   /**
@@ -137,6 +137,8 @@ export interface HeldCall extends CallHold {
    * or closes its HTTP/1.1 connection), since an answer would be held too.
    */
   readonly flooding: boolean;
+  /** Ends the count (once; later calls do nothing): when the response is delivered or the connection gone. */
+  release(): void;
 }
 
 /** A taskwire server not yet bound to a socket. */
@@ -181,9 +183,10 @@ export interface TaskwireServer {
    * a response its client does not read is held in memory, so calls under
    * way are limited per principal and in all (--max-calls-in-flight-per-principal,
    * --max-calls-in-flight; callers without valid credentials in a small pool
-   * of their own). Pass the hold to the handlers (fetch's env `held`,
-   * admit's `held`): a SubscribeExits stream releases it once admitted as a
-   * stream. A unary RPC over a limit is refused by its handler
+   * of their own). Pass the handlers a CallHold made of it (fetch's env
+   * `held`, admit's `held`): a SubscribeExits stream admitted as a stream
+   * hands its stream count over for the adapter to end once the response is
+   * delivered. A unary RPC over a limit is refused by its handler
    * (RESOURCE_EXHAUSTED, in its own protocol); the adapter answers other
    * paths itself with `refusal`, and answers none while the caller is `flooding`.
    */
