@@ -74,6 +74,18 @@ describe.each(protocols)("over %s", (_name, make) => {
     expect(Date.now() - t0).toBeLessThan(1900); // the stream finished: close() did not wait out its 2 s grace
   });
 
+  it("leaving its for-await early (break) ends the stream on the server, and its ephemeral listener", async () => {
+    const { url, server } = await start();
+    // With a signal of the caller's own too: the SDK joins it with the one it aborts as the iteration ends.
+    for (const options of [{}, { signal: new AbortController().signal }]) {
+      for await (const opening of make(url).subscribeExits({ cpumask: "0-3" }, options)) {
+        expect(opening.listenerId).not.toBe("");
+        break; // connect-es alone left the request open (only a signal ends it), the listener with it
+      }
+      await eventually(() => server.stats().streams === 0 && server.stats().listeners === 0, 3000);
+    }
+  });
+
   it("a listener deregistered while streamed: its queued events, then NOT_FOUND naming why", async () => {
     const { url, client, server, source } = await start();
     const { listenerId } = await client.register({ cpumask: "0-3", buffer: 1000 });

@@ -85,7 +85,28 @@ function fastSubscribeExits(transport: Transport): SubscribeExits {
   const rawClient = createClient(service, transport) as unknown as {
     subscribeExits(input: Parameters<SubscribeExits>[0], options?: CallOptions): AsyncIterable<Empty>;
   };
-  return (input, options) => decodeStream(rawClient.subscribeExits(input, options));
+  return (input, options) => endsWithIteration((o) => decodeStream(rawClient.subscribeExits(input, o)), options);
+}
+
+/**
+ * connect-es ends a server stream's HTTP request only through its signal:
+ * leaving a `for await` early (`break`, `return`, a throw: the iterator's
+ * return()) left the stream open on the server, its listener and queue
+ * held, until the connection closed. So each stream gets a signal of its
+ * own (joined with the caller's), aborted as its iteration ends, however
+ * it ends; after a stream that ended by itself, that does nothing.
+ */
+async function* endsWithIteration<T>(
+  open: (options: CallOptions) => AsyncIterable<T>,
+  options: CallOptions = {},
+): AsyncGenerator<T> {
+  const ctl = new AbortController();
+  const signal = options.signal === undefined ? ctl.signal : AbortSignal.any([options.signal, ctl.signal]);
+  try {
+    yield* open({ ...options, signal });
+  } finally {
+    ctl.abort();
+  }
 }
 
 // One generator both decodes and types errors (one async hop per message fewer than two layers).
@@ -113,7 +134,11 @@ function withTypedErrors(client: TaskwireClient): TaskwireClient {
           throw toTaskwireError(err);
         }
       }
-      : (...args) => rethrowTyped(call(...args) as AsyncIterable<unknown>);
+      : (input, options) =>
+        endsWithIteration(
+          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>),
+          options as CallOptions | undefined,
+        );
   }
   return typed as unknown as TaskwireClient;
 }
