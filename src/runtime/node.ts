@@ -311,10 +311,10 @@ function pathOf(req: NodeRequest): string {
 // handed to the kernel, or its socket's close), since until then the server holds the request and its response
 // (~27 KB for an HTTP/2 stream's objects alone, measured). A SubscribeExits stream admitted as a stream (its handler,
 // through `holds`) is counted among streams instead, until its response is delivered; reflection streams stay
-// counted as calls while open. Over a limit, an RPC goes on to
-// its handler, which refuses a unary call in its own protocol; any other path is answered 429 here. Past twice a
-// limit the caller's refusals are not read either: its HTTP/2 stream is reset (REFUSED_STREAM, which clients may
-// retry) or its HTTP/1.1 connection closed, unanswered. False: dealt with here.
+// counted as calls while open. Over a limit, an RPC goes on to its handler, which refuses a unary call in its own
+// protocol; any other path is answered 429 here. Past twice a limit the caller's refusals are not read either: its
+// HTTP/2 stream is reset (REFUSED_STREAM, which clients may retry) or its HTTP/1.1 connection closed, unanswered.
+// False: dealt with here.
 function holdCalls(
   server: TaskwireServer,
   holds: WeakMap<NodeRequest, CallHold>,
