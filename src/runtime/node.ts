@@ -10,13 +10,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener } from "@hono/node-server";
-import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttp1Server, type ServerResponse } from "node:http";
 import {
   constants as h2constants,
   createSecureServer,
   createServer as createHttp2Server,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
   type SecureServerOptions,
 } from "node:http2";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
