@@ -189,7 +189,7 @@ function grpcListener(
 ): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
-    const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
+    const handler = paths.get(pathOf(req));
     if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
     const given = req.headers[":authority"] ?? req.headers.host;
     const authority = urlHost(given, req.url);
