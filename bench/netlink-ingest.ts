@@ -118,6 +118,11 @@ export function processWakeups(pid: number): number {
   return sumThreads(pid, "status", (t) => Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(t)?.[1]));
 }
 
+/** Resident memory of process `pid` now, MiB (/proc/PID/status's VmRSS). */
+export function processRssMib(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024;
+}
+
 /** Minor page faults of process `pid` so far, every thread (/proc/PID/stat's minflt). */
 export function processPageFaults(pid: number): number {
   return Number(statFieldsAfterComm(readFileSync(`/proc/${pid}/stat`, "utf8"))[7]); // field 10
@@ -269,6 +274,8 @@ export function countedBetween(
 interface Measured extends Span {
   /** Minor page faults of the server's process. */
   pageFaults: number;
+  /** The server's resident memory before the row's storms and after them, MiB. */
+  rssMib: [number, number];
   /** The same storms run again right after the row. */
   again: Again;
   runtime: string;
@@ -309,9 +316,10 @@ async function measure(c: Config, o: { threads: number; ref: string }): Promise<
     const [ref, refWindowed] = await startRefs(o.ref);
     const info0 = await server.ask<Info>("info"), counts0 = await counter.ask<Counts>("mark");
     const cpu0 = processCpuUs(pid), main0 = processCpuUs(pid, pid), wakeups0 = processWakeups(pid);
-    const faults0 = processPageFaults(pid);
+    const faults0 = processPageFaults(pid), rss0 = processRssMib(pid);
     const { seconds, settled } = await stormsDrained(server, counter, storms(o.threads, subscribers));
     const [info, counts] = settled!;
+    const rssMib: [number, number] = [rss0, processRssMib(pid)];
     const serverUs = processCpuUs(pid) - cpu0, mainUs = processCpuUs(pid, pid) - main0;
     const wakeups = processWakeups(pid) - wakeups0, pageFaults = processPageFaults(pid) - faults0;
     const refOut = (await ref.end<Ref>())!, refWindowedOut = (await refWindowed.end<Ref>())!;
@@ -326,6 +334,7 @@ async function measure(c: Config, o: { threads: number; ref: string }): Promise<
       mainUs,
       wakeups,
       pageFaults,
+      rssMib,
       again: rerun,
       ref: refOut,
       refWindowed: refWindowedOut,
@@ -368,6 +377,7 @@ function row(m: Measured, one: Measured | undefined, round: number): string[] {
     }`,
     perThousand(m.wakeups, m.records),
     perThousand(m.pageFaults, m.records),
+    `${Math.round(m.rssMib[0])} -> ${Math.round(m.rssMib[1])}`,
     `${f1(refUs)} / ${f1(windowedUs)}`,
     `${perThousand(m.ref.wakeups, m.ref.records)} / ${perThousand(m.refWindowed.wakeups, m.refWindowed.records)}`,
     `${f2(us / refUs)} / ${f2(us / windowedUs)}`,
@@ -438,6 +448,7 @@ export async function benchNetlinkIngest(o: IngestOptions): Promise<string[][]> 
     "of which main / reader / other threads",
     "server wakeups per 1k records",
     "server minor page faults per 1k records",
+    "server RSS before -> after, MiB",
     `C ref us/record: wakes per record / ${REF_WINDOW_MS} ms window`,
     "C ref wakeups per 1k records",
     "ratio to C",

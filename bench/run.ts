@@ -97,12 +97,21 @@ benches.push([
 ]);
 
 const only = process.argv[2];
+
+// package.json's bench script runs every process of the bench (servers, clients, the C listeners) with the glibc
+// tunables `npm start` and deploy/ give the server: the malloc heap in transparent huge pages.
+function mallocTunables(): string {
+  const t = process.env["GLIBC_TUNABLES"];
+  return t === undefined || t === "" ? "with glibc's defaults (GLIBC_TUNABLES unset)" : `GLIBC_TUNABLES=${t}`;
+}
 // The servers run in this process: its heap is kept as `taskwire serve` keeps its own.
 const heap = await keepBenchHeapHeadroom();
 console.log(
   `# taskwire benchmarks\n\nnode ${process.version}, ${
     new Date().toISOString().slice(0, 10)
-  }; run with \`npm run bench\`; V8 old-generation headroom ${heap.applied ? `${heap.mib} MiB` : "V8's own"}.\n`,
+  }; run with \`npm run bench\`; V8 old-generation headroom ${
+    heap.applied ? `${heap.mib} MiB` : "V8's own"
+  }; malloc ${mallocTunables()}.\n`,
 );
 for (const [name, run] of benches) {
   if (only !== undefined && only !== name) continue;

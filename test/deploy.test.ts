@@ -371,3 +371,30 @@ nsSuite(`why the container needs --net=host and --pid=host${nsMissing ? ` SKIPPE
     }
   }, 30_000);
 });
+
+describe("the malloc heap in transparent huge pages, as every way of starting the server sets it", () => {
+  const TUNABLES = "glibc.malloc.hugetlb=1";
+
+  it("npm start, the unit and the image set the same glibc tunable (npm start keeps an operator's own)", () => {
+    const scripts = (JSON.parse(readFileSync(`${root}package.json`, "utf8")) as { scripts: Record<string, string> })
+      .scripts;
+    expect(scripts["start"]).toBe(`GLIBC_TUNABLES=\${GLIBC_TUNABLES-${TUNABLES}} node bin/taskwire.js serve`);
+    expect(scripts["bench"]).toContain(`GLIBC_TUNABLES=\${GLIBC_TUNABLES-${TUNABLES}} node dist/bench/run.js`);
+    expect(one("Environment")).toBe(`GLIBC_TUNABLES=${TUNABLES}`);
+    expect(finalStage()).toContainEqual({ instruction: "ENV", args: `GLIBC_TUNABLES=${TUNABLES}` });
+  });
+
+  it("puts what Node's ArrayBuffers take from malloc in huge pages on this kernel, and nothing without it", (ctx) => {
+    const mode = /\[(\w+)\]/.exec(readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8"))?.[1];
+    if (mode !== "madvise" && mode !== "always") {
+      ctx.skip(`transparent huge pages are "${mode}" on this kernel: the tunable has nothing to ask for`);
+    }
+    // 64 MiB in 64 KiB buffers, the size of the server's slabs: malloc's heap, not an mmap each.
+    const probe = "const keep = []; for (let i = 0; i < 1024; i++) keep.push(new Uint8Array(65536).fill(1));" +
+      'console.log(/AnonHugePages:\\s+(\\d+)/.exec(require("fs").readFileSync("/proc/self/smaps_rollup", "utf8"))[1]);';
+    const hugeKb = (tunables: string) =>
+      Number(execFileSync(process.execPath, ["-e", probe], { env: { ...process.env, GLIBC_TUNABLES: tunables } }));
+    expect(hugeKb(TUNABLES)).toBeGreaterThanOrEqual(32 * 1024);
+    if (mode === "madvise") expect(hugeKb("")).toBe(0);
+  });
+});
