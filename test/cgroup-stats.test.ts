@@ -570,7 +570,7 @@ suite(title(`GetCgroupStats of a ${MANY}-thread cgroup: bounded in time, in flig
       authenticator: createAuthenticator({ tokenFile: file }),
       cgroupCalls: { maxConcurrent: 2 },
     });
-    const as = (n: (typeof names)[number]) => createTaskwireClient(running.url, { token: tokens[n] });
+    const as = (n: (typeof names)[number]) => createTaskwireClient(running.url, { token: tokens[n], retry: false });
     try {
       const first = as("a").getCgroupStats({ path: dir });
       const second = as("b").getCgroupStats({ path: dir });
@@ -583,7 +583,13 @@ suite(title(`GetCgroupStats of a ${MANY}-thread cgroup: bounded in time, in flig
       expect((third as LimitExceededError).rawMessage).toMatch(
         /counting 2 cgroups already.*--cgroup-max-concurrent.*retry/,
       );
+      // The server's count is full for the moment: the refusal says when to retry, and the SDK's default
+      // client does so until the counts before it end. One caller's own count in flight is for it to wait on.
+      expect((third as LimitExceededError).retryAfterMs).toBe(1000);
+      expect((again as LimitExceededError).retryAfterMs).toBeUndefined();
+      const retrying = createTaskwireClient(running.url, { token: tokens.c }).getCgroupStats({ path: dir });
       await Promise.all([first, second]);
+      expect(Number((await retrying).nrSleeping)).toBeGreaterThanOrEqual(MANY);
       expect(Number((await as("c").getCgroupStats({ path: dir })).nrSleeping)).toBeGreaterThanOrEqual(MANY);
     } finally {
       await running.close();

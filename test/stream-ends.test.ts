@@ -123,6 +123,21 @@ describe("watchExits when its listener is deregistered by someone else", () => {
     }
   });
 
+  it("its signal ends it quietly, resuming or not (one stream alone threw CANCELED), and the stream on the server", async () => {
+    const { client, server } = await start();
+    for (const resume of [true, false]) {
+      const ctl = new AbortController();
+      const seen: ExitEvent[] = [];
+      const run = (async () => {
+        for await (const ev of watchExits(client, { cpumask: "0-3", resume, signal: ctl.signal })) seen.push(ev);
+      })();
+      await eventually(() => server.stats().streams === 1);
+      ctl.abort();
+      await expect(run, `resume: ${resume}`).resolves.toBeUndefined();
+      await eventually(() => server.stats().streams === 0);
+    }
+  });
+
   it("on a cpumask: ListenerNotFoundError, not registered again (that would undo the deregistration)", async () => {
     const { client, server, source } = await start();
     let own = "";

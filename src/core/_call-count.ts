@@ -5,6 +5,7 @@
  * smaller, for requests whose credentials failed, so that callers without a
  * token cannot take the share of those with one.
  */
+import { KeyedCount } from "./keyed-count.ts";
 
 /** The limits of one count, and the flags that set them (for the refusals' messages). */
 export interface CallCountLimits {
@@ -22,8 +23,7 @@ export interface CallCountLimits {
 /** One count of calls under way. */
 export class CallCount {
   readonly limits: CallCountLimits;
-  readonly #perKey = new Map<string, number>();
-  #total = 0;
+  readonly #count = new KeyedCount();
 
   constructor(limits: CallCountLimits) {
     this.limits = limits;
@@ -31,22 +31,12 @@ export class CallCount {
 
   /** Counts one call of `key` until the returned function is called (once). */
   hold(key: string): () => void {
-    this.#perKey.set(key, (this.#perKey.get(key) ?? 0) + 1);
-    this.#total++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#total--;
-      const n = (this.#perKey.get(key) ?? 1) - 1;
-      if (n === 0) this.#perKey.delete(key);
-      else this.#perKey.set(key, n);
-    };
+    return this.#count.hold(key);
   }
 
   /** Why a call of `key` (already held) is over a limit; undefined within them. */
   refusal(key: string): string | undefined {
-    const mine = this.#perKey.get(key) ?? 0;
+    const mine = this.#count.of(key);
     const { perKey, total, who } = this.limits;
     if (mine > perKey) {
       return `${who} "${key}" has ${mine - 1} calls under way, its limit${flag(this.limits.perKeyFlag)}: ` +
@@ -55,8 +45,8 @@ export class CallCount {
     // A key with one call under way (this one) is not refused for the total: every caller keeps that much (a load
     // balancer's /healthz probe among a crowd of others, say); the overshoot is one call per key, and keys are
     // bounded by the connections.
-    if (this.#total > total && mine > 1) {
-      return `the server has ${this.#total - 1} calls under way${this.limits.among ?? ""}, its limit${
+    if (this.#count.total > total && mine > 1) {
+      return `the server has ${this.#count.total - 1} calls under way${this.limits.among ?? ""}, its limit${
         flag(this.limits.totalFlag)
       }; retry in a second`;
     }
@@ -65,8 +55,8 @@ export class CallCount {
 
   /** Whether `key`'s calls (or all) are past twice a limit: its refusals are not being read either. */
   flooding(key: string): boolean {
-    const mine = this.#perKey.get(key) ?? 0;
-    return mine > 2 * this.limits.perKey || (this.#total > 2 * this.limits.total && mine > 1);
+    const mine = this.#count.of(key);
+    return mine > 2 * this.limits.perKey || (this.#count.total > 2 * this.limits.total && mine > 1);
   }
 }
 

@@ -10,6 +10,7 @@
  * multiply its share by calling from many addresses.
  */
 import { CallCount } from "./_call-count.ts";
+import { KeyedCount } from "./keyed-count.ts";
 import { LimitExceededError } from "./errors.ts";
 
 /** Admission limits. */
@@ -138,7 +139,7 @@ const BUCKET_IDLE_MS = 60_000;
 class _Admission implements Admission {
   readonly limits: Readonly<AdmissionLimits>;
   readonly #now: () => number;
-  readonly #streams = new Map<string, number>();
+  readonly #streams = new KeyedCount();
   readonly #buckets = new Map<string, Bucket>();
   readonly #calls: CallCount;
   readonly #uncredentialedCalls = new CallCount({
@@ -146,7 +147,6 @@ class _Admission implements Admission {
     who: "address",
     among: " from callers without valid credentials",
   });
-  #total = 0;
   #swept = 0;
 
   constructor(limits: AdmissionLimits, now: () => number) {
@@ -162,15 +162,16 @@ class _Admission implements Admission {
   }
 
   get streams(): number {
-    return this.#total;
+    return this.#streams.total;
   }
 
   enterStream(id: string): () => void {
     const principal = callerBucket(id);
-    const mine = this.#streams.get(principal) ?? 0;
-    if (this.#total >= this.limits.maxStreams) {
+    const mine = this.#streams.of(principal);
+    if (this.#streams.total >= this.limits.maxStreams) {
       throw new LimitExceededError(
         `the server has its limit of ${this.limits.maxStreams} streams open (--max-streams); retry later`,
+        { retryAfterMs: 1000 },
       );
     }
     if (mine >= this.limits.maxStreamsPerPrincipal) {
@@ -178,17 +179,7 @@ class _Admission implements Admission {
         `principal "${principal}" has its limit of ${this.limits.maxStreamsPerPrincipal} streams open (--max-streams-per-principal); close one first`,
       );
     }
-    this.#streams.set(principal, mine + 1);
-    this.#total++;
-    let left = false;
-    return () => {
-      if (left) return;
-      left = true;
-      this.#total--;
-      const n = (this.#streams.get(principal) ?? 1) - 1;
-      if (n === 0) this.#streams.delete(principal);
-      else this.#streams.set(principal, n);
-    };
+    return this.#streams.hold(principal);
   }
 
   holdCall(caller: string, credentialed = true): () => void {
@@ -219,6 +210,7 @@ class _Admission implements Admission {
     if (b.tokens < 1) {
       throw new LimitExceededError(
         `principal "${principal}" is over its call rate of ${rate}/s (burst ${burst}; --max-calls-per-second); slow down`,
+        { retryAfterMs: ((1 - b.tokens) / rate) * 1000 },
       );
     }
     b.tokens -= 1;

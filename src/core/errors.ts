@@ -51,9 +51,19 @@ export class ListenerNotFoundError extends Error {
   }
 }
 
-/** A server limit was reached. */
+/**
+ * A server limit was reached. `retryAfterMs` is set where the refusal is
+ * about the moment (a call rate, calls or counts under way now) and the same
+ * request, unchanged, is likely to be admitted after that long; a limit the
+ * caller must act on (its streams, its listeners, a request too large) has none.
+ */
 export class LimitExceededError extends Error {
   override readonly name = "LimitExceededError";
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, options: { retryAfterMs?: number } = {}) {
+    super(message);
+    this.retryAfterMs = options.retryAfterMs;
+  }
 }
 
 /** A resume position (after_seq) this listener never sent. */

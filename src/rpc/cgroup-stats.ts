@@ -10,6 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { callerBucket } from "../core/admission.ts";
 import { LimitExceededError, quote } from "../core/errors.ts";
+import { KeyedCount } from "../core/keyed-count.ts";
 import type { Principal } from "../core/principal.ts";
 import {
   CgroupStatsMethod,
@@ -65,11 +66,13 @@ export function createGetCgroupStats(deps: ServiceDeps & CgroupDeps): GetCgroupS
     try {
       const who = callerWith(ctx, "read", "GetCgroupStats");
       refuseIfOverCalls(ctx);
-      deps.admission.call(who.id);
       refuseUidLimited(who);
       const path = requirePath(req.path);
+      // The counts in flight before the call rate: a refusal for the moment (the server's counts all in use, which
+      // the SDK retries) must not spend a call of the caller's rate; left again below if the rate refuses.
       const leave = gate.enter(callerBucket(who.id));
       try {
+        deps.admission.call(who.id);
         return toResponse(await countWithin(deps, path, ctx.signal, limits.timeoutMs));
       } finally {
         leave();
@@ -116,11 +119,10 @@ interface CallGate {
 }
 
 function createCallGate(limits: CgroupCallLimits): CallGate {
-  const mine = new Map<string, number>();
-  let total = 0;
+  const count = new KeyedCount();
   return {
     enter(caller) {
-      const n = mine.get(caller) ?? 0;
+      const n = count.of(caller);
       if (n >= limits.maxPerPrincipal) {
         throw new LimitExceededError(
           `${
@@ -128,22 +130,13 @@ function createCallGate(limits: CgroupCallLimits): CallGate {
           } already has ${n} GetCgroupStats call in flight, the most one caller may have; wait for it to finish, then ask again`,
         );
       }
-      if (total >= limits.maxConcurrent) {
+      if (count.total >= limits.maxConcurrent) {
         throw new LimitExceededError(
-          `the server is counting ${total} cgroups already, the most at once (--cgroup-max-concurrent); retry in a second`,
+          `the server is counting ${count.total} cgroups already, the most at once (--cgroup-max-concurrent); retry in a second`,
+          { retryAfterMs: 1000 },
         );
       }
-      mine.set(caller, n + 1);
-      total++;
-      let left = false;
-      return () => {
-        if (left) return;
-        left = true;
-        total--;
-        const k = (mine.get(caller) ?? 1) - 1;
-        if (k === 0) mine.delete(caller);
-        else mine.set(caller, k);
-      };
+      return count.hold(caller);
     },
   };
 }

@@ -67,7 +67,9 @@ const MAPPINGS: Mapping[] = [
     listener_id: e.listenerId,
     ...(e.removed !== undefined && { removed: e.removed }),
   })),
-  map(LimitExceededError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED),
+  map(LimitExceededError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED, (e) => ({
+    ...(e.retryAfterMs !== undefined && { retry_after_ms: String(Math.ceil(e.retryAfterMs)) }),
+  })),
   map(SourcePermissionError, Code.PermissionDenied, ErrorReason.PERMISSION_DENIED),
   map(SourceUnavailableError, Code.Unavailable, ErrorReason.SOURCE_UNAVAILABLE),
   map(SeqOutOfRangeError, Code.OutOfRange, ErrorReason.SEQ_OUT_OF_RANGE),

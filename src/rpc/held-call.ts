@@ -30,8 +30,12 @@ export const HELD_CALL = createContextKey<CallHold>({ refusal: undefined, handOv
   description: "taskwire call under way",
 });
 
-/** Refuses a unary call that arrived over a limit of calls under way (LimitExceededError). */
+/**
+ * Refuses a unary call that arrived over a limit of calls under way
+ * (LimitExceededError); the same call may pass once the calls before it are
+ * answered and read, so the refusal says to retry in a second.
+ */
 export function refuseIfOverCalls(ctx: Pick<HandlerContext, "values">): void {
   const refusal = ctx.values.get(HELD_CALL).refusal;
-  if (refusal !== undefined) throw new LimitExceededError(refusal);
+  if (refusal !== undefined) throw new LimitExceededError(refusal, { retryAfterMs: 1000 });
 }

@@ -1,7 +1,16 @@
 import type { DescMethodServerStreaming, DescService } from "@bufbuild/protobuf";
 import { type Empty, EmptySchema } from "@bufbuild/protobuf/wkt";
-import { type CallOptions, type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { toTaskwireError } from "./errors.ts";
+import {
+  type CallOptions,
+  type Client,
+  Code,
+  ConnectError,
+  createClient,
+  createContextKey,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
+import { retryAfterMs, toTaskwireError } from "./errors.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import {
   type SubscribeExitsResponse,
@@ -43,6 +52,24 @@ export interface TaskwireClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Extra Connect interceptors. */
   interceptors?: Interceptor[];
+  /**
+   * Retries of a unary call the server refused for the moment: a call rate or
+   * its calls under way (LimitExceededError with `retryAfterMs`). Such a
+   * refusal changed nothing on the server, so every method, Register
+   * included, is sent again as it was. Default: up to 3 retries; the first
+   * after the server's `retryAfterMs`, each next one twice as long, each
+   * plus up to as much again at random (so that refused callers do not come
+   * back together), and none longer than `maxDelayMs` (5,000); all within
+   * the call's `timeoutMs` and `signal`. `false`: none; the refusal is
+   * thrown at once.
+   */
+  retry?: false | { maxRetries?: number; maxDelayMs?: number };
+}
+
+/** The retry policy of unary calls (TaskwireClientOptions.retry), resolved. */
+interface RetryPolicy {
+  readonly maxRetries: number;
+  readonly maxDelayMs: number;
 }
 
 /** What a runtime's default transport is built from. */
@@ -58,10 +85,11 @@ export interface TransportSettings {
 /** Builds createTaskwireClient over a runtime's default transport (connect-web's fetch, or connect-node's on Node). */
 export function clientFactory(makeTransport: (s: TransportSettings) => Transport) {
   return (baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient => {
-    if (options.transport !== undefined) return withTypedErrors(createClient(TaskStats, options.transport));
+    const retry = retryPolicy(options.retry);
+    if (options.transport !== undefined) return withTypedErrors(createClient(TaskStats, options.transport), retry);
     const s = settings(baseUrl, options);
     const transport = makeTransport(s);
-    const client = withTypedErrors(createClient(TaskStats, transport));
+    const client = withTypedErrors(createClient(TaskStats, transport), retry);
     return s.useBinaryFormat ? { ...client, subscribeExits: fastSubscribeExits(transport) } : client;
   };
 }
@@ -120,20 +148,17 @@ async function* decodeStream(messages: AsyncIterable<Empty>): AsyncGenerator<Sub
 
 type AnyMethod = (...args: unknown[]) => unknown;
 
-/** The same client, throwing typed errors (errors.ts) from every method, the stream's iteration included. */
-function withTypedErrors(client: TaskwireClient): TaskwireClient {
+/**
+ * The same client, throwing typed errors (errors.ts) from every method, the
+ * stream's iteration included; unary calls refused for the moment are retried.
+ */
+function withTypedErrors(client: TaskwireClient, retry: RetryPolicy): TaskwireClient {
   const methods = client as unknown as Record<string, AnyMethod>;
   const typed: Record<string, AnyMethod> = {};
   for (const m of TaskStats.methods) {
     const call = methods[m.localName]!;
     typed[m.localName] = m.methodKind === "unary"
-      ? async (...args) => {
-        try {
-          return await call(...args);
-        } catch (err) {
-          throw toTaskwireError(err);
-        }
-      }
+      ? (input, options) => retried((o) => call(input, o), retry, options as CallOptions | undefined)
       : (input, options) =>
         endsWithIteration(
           (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>),
@@ -141,6 +166,69 @@ function withTypedErrors(client: TaskwireClient): TaskwireClient {
         );
   }
   return typed as unknown as TaskwireClient;
+}
+
+const NO_RETRY: RetryPolicy = { maxRetries: 0, maxDelayMs: 0 };
+
+/**
+ * A context value (CallOptions.contextValues) that sends one call once,
+ * whatever the client's retry policy: for a caller with a retry loop of its
+ * own (watchExits), whose retries would otherwise multiply the client's.
+ */
+export const SINGLE_ATTEMPT = createContextKey(false, { description: "taskwire: one attempt, no retry" });
+
+function retryPolicy(retry: TaskwireClientOptions["retry"]): RetryPolicy {
+  if (retry === false) return NO_RETRY;
+  const maxRetries = retry?.maxRetries ?? 3, maxDelayMs = retry?.maxDelayMs ?? 5000;
+  if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > 100) {
+    throw new RangeError(`retry.maxRetries must be an integer 0-100, got ${maxRetries}`);
+  }
+  if (!Number.isFinite(maxDelayMs) || maxDelayMs < 0) {
+    throw new RangeError(`retry.maxDelayMs must be a number of milliseconds >= 0, got ${maxDelayMs}`);
+  }
+  return { maxRetries, maxDelayMs };
+}
+
+/**
+ * One unary call, sent again after each refusal for the moment (retryAfterMs)
+ * while the policy allows and the wait fits in the call's timeoutMs; errors
+ * thrown typed. The signal aborts a wait as it aborts a call.
+ */
+async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, options: CallOptions = {}) {
+  if (options.contextValues?.get(SINGLE_ATTEMPT) === true) retry = NO_RETRY;
+  // A timeout of 0 or less is connect-es's to refuse as it is; only a positive one is shared out between attempts.
+  const deadline = options.timeoutMs === undefined || options.timeoutMs <= 0
+    ? Infinity
+    : Date.now() + options.timeoutMs;
+  for (let attempt = 0;; attempt++) {
+    const left = deadline - Date.now();
+    try {
+      return await call(left === Infinity ? options : { ...options, timeoutMs: Math.max(1, left) });
+    } catch (err) {
+      const typed = toTaskwireError(err);
+      const after = retryAfterMs(typed);
+      if (after === undefined || attempt >= retry.maxRetries) throw typed;
+      const wait = Math.min(retry.maxDelayMs, after * 2 ** attempt * (1 + Math.random()));
+      if (Date.now() + wait >= deadline) throw typed;
+      await abortableSleep(wait, options.signal);
+    }
+  }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(ConnectError.from(signal.reason, Code.Canceled));
+    const done = () => {
+      signal?.removeEventListener("abort", aborted);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    const aborted = () => {
+      clearTimeout(timer);
+      reject(ConnectError.from(signal!.reason, Code.Canceled));
+    };
+    signal?.addEventListener("abort", aborted, { once: true });
+  });
 }
 
 async function* rethrowTyped<T>(stream: AsyncIterable<T>): AsyncGenerator<T> {

@@ -81,7 +81,30 @@ export class InvalidCpumaskError extends TaskwireError {}
 export class InvalidRequestError extends TaskwireError {}
 
 /** RESOURCE_EXHAUSTED: a server limit is reached; the message names it (`values.limit` too, where the server sets it). */
-export class LimitExceededError extends TaskwireError {}
+export class LimitExceededError extends TaskwireError {
+  /**
+   * Set when the refusal is about the moment (a call rate, calls under way
+   * now): the request changed nothing, and the same request may pass after
+   * this many milliseconds. The client retries such unary calls itself
+   * (TaskwireClientOptions.retry). Undefined for a limit the caller must act
+   * on (too many streams or listeners of its own).
+   */
+  get retryAfterMs(): number | undefined {
+    return retryAfterOf(this.values);
+  }
+}
+
+function retryAfterOf(values: Readonly<Record<string, string>>): number | undefined {
+  const v = values["retry_after_ms"];
+  if (v === undefined || !/^\d{1,9}$/.test(v)) return undefined;
+  return Number(v);
+}
+
+/** How long the server asked to wait before the same request (`retry_after_ms`), when `err` is such a refusal. */
+export function retryAfterMs(err: unknown): number | undefined {
+  const typed = toTaskwireError(err);
+  return typed instanceof LimitExceededError ? typed.retryAfterMs : undefined;
+}
 
 /** PERMISSION_DENIED: the server lacks a kernel privilege (CAP_NET_ADMIN); fix the server, not the request. */
 export class ServerPermissionError extends TaskwireError {}

@@ -1,5 +1,5 @@
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { type CallOptions, Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import {
   type ExitEvent,
   ExitEventSchema,
@@ -10,8 +10,8 @@ import {
   RegisterRequestSchema,
   SubscribeExitsRequestSchema,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
-import type { TaskwireClient } from "./client.ts";
-import { ErrorReason, ListenerNotFoundError, TaskwireError, toTaskwireError } from "./errors.ts";
+import { SINGLE_ATTEMPT, type TaskwireClient } from "./client.ts";
+import { ErrorReason, ListenerNotFoundError, retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 
 /** What the server said when a stream opened. */
 export interface Subscribed {
@@ -268,6 +268,10 @@ async function* once(client: TaskwireClient, options: WatchExitsOptions): AsyncG
       for (const ev of msg.events) if (matches === undefined || matches(ev)) yield ev;
     }
     if (!ctl.signal.aborted) throw endedWithoutError(listenerId);
+  } catch (err) {
+    // The caller's signal ends the watch quietly, as it ends a resuming one (connect-es throws CANCELED for it).
+    if (ctl.signal.aborted) return;
+    throw err;
   } finally {
     unlink();
     ctl.abort();
@@ -279,11 +283,19 @@ async function register(client: TaskwireClient, options: WatchExitsOptions, sign
     cpumask: options.cpumask!,
     buffer: options.buffer ?? 0,
     ...(options.overflow !== undefined && { overflow: options.overflow }),
-  }, { signal });
+  }, { ...oneAttempt(), signal });
   return res.listenerId;
 }
 
+// The watch's own unary calls are sent once each: its reconnect loop does the waiting (and counts the attempts), so
+// the client's retries would multiply its own, unseen by onReconnect and maxAttempts.
+function oneAttempt(): CallOptions {
+  return { contextValues: createContextValues().set(SINGLE_ATTEMPT, true) };
+}
+
+// Ends early when `signal` aborts, also when it is aborted already (onReconnect may abort it just before the wait).
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     function done() {
@@ -324,7 +336,7 @@ async function* resuming(
   const release = () => {
     if (owned && listenerId !== undefined) {
       // Sent whether or not anyone awaits it (an optional call would skip its argument, the request with it).
-      const deregistered = client.deregister({ listenerId, cpumask: "all" }).then(() => {}, () => {});
+      const deregistered = client.deregister({ listenerId, cpumask: "all" }, oneAttempt()).then(() => {}, () => {});
       options.onRelease?.(deregistered);
     }
     listenerId = undefined;
@@ -376,8 +388,14 @@ async function* resuming(
           afterSeq = 0n;
           continue;
         }
-        if (!retryable(err) || clientSide(err) || ++attempt > maxAttempts) throw toTaskwireError(err);
-        const delayMs = Math.min(maxMs, initialMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+        const asked = retryAfterMs(err); // a refusal for the moment (the server's stream or call limits)
+        if ((!retryable(err) && asked === undefined) || clientSide(err) || ++attempt > maxAttempts) {
+          throw toTaskwireError(err);
+        }
+        // At least what the server asked for, but no longer than the backoff's longest wait (a server's word is
+        // not to park a watch for days).
+        const backoffMs = Math.min(maxMs, initialMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+        const delayMs = Math.min(maxMs, Math.max(asked ?? 0, backoffMs));
         options.onReconnect?.({ attempt, error: err, delayMs });
         await sleep(delayMs, ctl.signal);
         if (ctl.signal.aborted) return;

@@ -1105,7 +1105,9 @@ export type ErrorDetail = Message<"taskwire.v1.ErrorDetail"> & {
 
   /**
    * The values the failure is about, by name: "pid", "tgid", "listener_id",
-   * "cpumask", "after_seq", "limit".
+   * "cpumask", "after_seq", "limit". "retry_after_ms" marks a refusal about
+   * the moment (a call rate, calls under way): the request changed nothing,
+   * and the same request may pass after that many milliseconds.
    *
    * @generated from field: map<string, string> metadata = 2;
    */
