@@ -12,6 +12,7 @@ import type { TaskstatsSource } from "../sources/source.ts";
 import { hostname } from "node:os";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
 import { networkNamespaceOfInit } from "../sys/namespaces.ts";
+import { mallocPagesLine, thpMode } from "../sys/malloc-pages.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
 import { createSimSource } from "../sources/sim/sim-source.ts";
 import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
@@ -279,6 +280,10 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       ? `V8 heap: ${headroom / 1024 ** 2} MiB kept free above live data (--heap-headroom-mb)`
       : `V8 heap: --heap-headroom-mb not applied (${heap.why})`,
   );
+  const malloc = runtimeLabel().startsWith("node")
+    ? mallocPagesLine(process.env["GLIBC_TUNABLES"], thpMode())
+    : undefined;
+  if (malloc !== undefined) logText(logger, "info", malloc);
   logText(logger, "info", describeAuth(flags.auth));
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) {
