@@ -21,6 +21,7 @@ import { createTaskwireClient } from "@taskwire/client";
 import { afterAll, describe, expect, it } from "vitest";
 import { collectExits, eventually, sleep } from "./helpers.ts";
 import { helperPath, runHelper } from "./native.ts";
+import { MALLOC_HUGE_PAGES, thpMode } from "../src/sys/malloc-pages.ts";
 import { bin, NET_ADMIN_MASK, procStatus, root, run, serve, setpriv, setprivMissing, UID } from "./setpriv.ts";
 
 const deploy = `${root}deploy/`;
@@ -373,7 +374,7 @@ nsSuite(`why the container needs --net=host and --pid=host${nsMissing ? ` SKIPPE
 });
 
 describe("the malloc heap in transparent huge pages, as every way of starting the server sets it", () => {
-  const TUNABLES = "glibc.malloc.hugetlb=1";
+  const TUNABLES = MALLOC_HUGE_PAGES;
 
   it("npm start, the unit and the image set the same glibc tunable (npm start keeps an operator's own)", () => {
     const scripts = (JSON.parse(readFileSync(`${root}package.json`, "utf8")) as { scripts: Record<string, string> })
@@ -385,7 +386,7 @@ describe("the malloc heap in transparent huge pages, as every way of starting th
   });
 
   it("puts what Node's ArrayBuffers take from malloc in huge pages on this kernel, and nothing without it", (ctx) => {
-    const mode = /\[(\w+)\]/.exec(readFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "utf8"))?.[1];
+    const mode = thpMode();
     if (mode !== "madvise" && mode !== "always") {
       ctx.skip(`transparent huge pages are "${mode}" on this kernel: the tunable has nothing to ask for`);
     }

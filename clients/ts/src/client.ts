@@ -11,6 +11,7 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { retryAfterMs, toTaskwireError } from "./errors.ts";
+import { sleep } from "./_sleep.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import {
   type SubscribeExitsResponse,
@@ -210,25 +211,10 @@ async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, op
       if (after === undefined || attempt >= retry.maxRetries) throw typed;
       const wait = Math.min(retry.maxDelayMs, after * 2 ** attempt * (1 + Math.random()));
       if (Date.now() + wait >= deadline) throw typed;
-      await abortableSleep(wait, options.signal);
+      await sleep(wait, options.signal);
+      if (options.signal?.aborted) throw ConnectError.from(options.signal.reason, Code.Canceled);
     }
   }
-}
-
-function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(ConnectError.from(signal.reason, Code.Canceled));
-    const done = () => {
-      signal?.removeEventListener("abort", aborted);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    const aborted = () => {
-      clearTimeout(timer);
-      reject(ConnectError.from(signal!.reason, Code.Canceled));
-    };
-    signal?.addEventListener("abort", aborted, { once: true });
-  });
 }
 
 async function* rethrowTyped<T>(stream: AsyncIterable<T>): AsyncGenerator<T> {

@@ -11,6 +11,7 @@ import {
   SubscribeExitsRequestSchema,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { SINGLE_ATTEMPT, type TaskwireClient } from "./client.ts";
+import { sleep } from "./_sleep.ts";
 import { ErrorReason, ListenerNotFoundError, retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 
 /** What the server said when a stream opened. */
@@ -291,20 +292,6 @@ async function register(client: TaskwireClient, options: WatchExitsOptions, sign
 // the client's retries would multiply its own, unseen by onReconnect and maxAttempts.
 function oneAttempt(): CallOptions {
   return { contextValues: createContextValues().set(SINGLE_ATTEMPT, true) };
-}
-
-// Ends early when `signal` aborts, also when it is aborted already (onReconnect may abort it just before the wait).
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 function restartLoss(afterSeq: bigint): ExitEvent {
