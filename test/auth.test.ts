@@ -157,6 +157,40 @@ async function failure(p: Promise<unknown>): Promise<ConnectError> {
   return err;
 }
 
+describe("authentication's cost", () => {
+  it("is paid once per request, on every protocol, refused or not (the adapter's count and the handler share it)", async () => {
+    let calls = 0;
+    const counting: Authenticator = {
+      required: authenticator.required,
+      reload: () => authenticator.reload(),
+      authenticate: (peer, authorization) => (calls++, authenticator.authenticate(peer, authorization)),
+    };
+    const server = createServer({
+      source: createSimSource({ cpus: 4, exitRate: 0, seed: 6 }),
+      authenticator: counting,
+      audit: createAuditLog({ write: () => {} }),
+    });
+    const listening = await listenNode(server, { port: 0 });
+    try {
+      const once = async (request: () => Promise<unknown>): Promise<number> => {
+        const before = calls;
+        await request().catch(() => {});
+        return calls - before;
+      };
+      for (const protocol of protocols) {
+        const as = (token?: string) =>
+          createTaskwireClient(listening.url, { protocol, retry: false, ...(token !== undefined && { token }) });
+        expect(await once(() => as(tokens.alice).getInfo({})), `${protocol}, a valid token`).toBe(1);
+        expect(await once(() => as().getInfo({})), `${protocol}, no token`).toBe(1);
+      }
+      const metrics = () => fetch(`${listening.url}/metrics`, { headers: { authorization: `Bearer ${tokens.alice}` } });
+      expect(await once(metrics), "/metrics").toBe(1);
+    } finally {
+      await listening.close();
+    }
+  });
+});
+
 describe.each(protocols)("over %s", (protocol) => {
   it("refuses a call without credentials, or with an unknown token, as UNAUTHENTICATED and audits it", async () => {
     const before = audited.length;

@@ -1,6 +1,7 @@
 /** The netlink source under Deno and Bun (npm devDependencies), spawned from vitest against the real kernel. */
 import { execFile, spawn } from "node:child_process";
-import { createTaskwireClient, watchExits } from "@taskwire/client";
+import { connect, type Socket } from "node:net";
+import { createTaskwireClient, LimitExceededError, watchExits } from "@taskwire/client";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, sleep, spawnServer, startServer } from "./helpers.ts";
 import { promisify } from "node:util";
@@ -211,5 +212,75 @@ describe("the server on Deno, Bun and Node (their start scripts), the SDK as the
         await running.close();
       }
     }, 90_000);
+  }
+});
+
+// Calls under way are counted on every runtime: a request from its arrival until its response is delivered or its
+// client gone (Node's adapter sees the response's close, Deno's reports it, Bun's reads the body's end). Each call
+// held here is a GetInfo whose body never arrives, so its handler waits on it.
+describe("calls under way, counted the same on Deno, Bun and Node", () => {
+  const limit = ["--source", "sim", "--port", "0", "--max-calls-in-flight-per-principal", "2"];
+  const servers: [string, string, string[]][] = [
+    ["deno", `${root}node_modules/deno/deno`, ["run", ...DENO_PERMS, "src/cli/run.ts", "serve", ...limit]],
+    ["bun", `${root}node_modules/.bin/bun`, ["src/cli/run.ts", "serve", ...limit]],
+    ["node", process.execPath, ["bin/taskwire.js", "serve", ...limit]],
+  ];
+  const holdCall = (url: string): Socket => {
+    const { hostname, port, host } = new URL(url);
+    const socket = connect(Number(port), hostname);
+    socket.on("error", () => {});
+    socket.write(
+      `POST /taskwire.v1.TaskStats/GetInfo HTTP/1.1\r\nhost: ${host}\r\ncontent-type: application/json\r\n` +
+        "content-length: 100\r\n\r\n{",
+    );
+    return socket;
+  };
+  // The first answer `done` accepts within 5 s, or the last one given.
+  const answerWithin = async (ask: () => Promise<string>, done: (a: string) => boolean): Promise<string> => {
+    let last = "";
+    await eventually(async () => done(last = await ask())).catch(() => {});
+    return last;
+  };
+  const refusal = (call: Promise<unknown>) =>
+    call.then(() => "answered", (err: unknown) => err instanceof LimitExceededError ? err.message : String(err));
+  for (const [runtime, bin, args] of servers) {
+    it(
+      `${runtime}: refuses a principal past its limit, ends each count as its response is delivered or its client leaves`,
+      async () => {
+        const server = await spawnServer(bin, args, root);
+        const held: Socket[] = [];
+        try {
+          expect(server.runtime).toBe(runtime);
+          const client = createTaskwireClient(server.url, { retry: false });
+          // Traffic that must leave no count behind: unary calls, a stream read and left, /healthz.
+          for (let i = 0; i < 20; i++) await client.getInfo({});
+          // A stream is counted among streams once admitted, until its response is over: with one allowed, each of
+          // these is admitted only once the one before it has been let go.
+          const stream = () =>
+            refusal((async () => {
+              for await (const _ of client.subscribeExits({ cpumask: "0-3" })) break;
+            })());
+          for (let i = 0; i < 3; i++) expect(await answerWithin(stream, (a) => a === "answered")).toBe("answered");
+          for (let i = 0; i < 3; i++) expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+          held.push(holdCall(server.url));
+          await sleep(500);
+          expect(await refusal(client.getInfo({}))).toBe("answered"); // the second call under way: at the limit
+          held.push(holdCall(server.url));
+          const over = await answerWithin(() => refusal(client.getInfo({})), (a) => a !== "answered");
+          expect(over).toMatch(/2 calls under way.*--max-calls-in-flight-per-principal/);
+          const health = await fetch(`${server.url}/healthz`);
+          expect([health.status, await health.text()]).toEqual([429, expect.stringMatching(/calls under way/)]);
+          for (const s of held.splice(0)) s.destroy();
+          expect(await answerWithin(() => refusal(client.getInfo({})), (a) => a === "answered")).toBe("answered");
+          held.push(holdCall(server.url));
+          await sleep(500);
+          expect(await refusal(client.getInfo({}))).toBe("answered"); // the two that left are no longer counted
+        } finally {
+          for (const s of held) s.destroy();
+          server.stop();
+        }
+      },
+      60_000,
+    );
   }
 });

@@ -14,6 +14,12 @@ export type NodeRequest = IncomingMessage | Http2ServerRequest;
 /** A response as either of Node's HTTP servers hands it over. */
 export type NodeResponse = ServerResponse | Http2ServerResponse;
 
+/** What the adapter knows of a request it counts: its caller (authenticated once) and its count's hold for the handlers. */
+export interface HeldRequest {
+  readonly caller: Caller;
+  readonly held: CallHold;
+}
+
 /** The request's path, without its query. */
 export function pathOf(req: NodeRequest): string {
   return req.url?.split("?", 1)[0] ?? "";
@@ -30,7 +36,7 @@ export function pathOf(req: NodeRequest): string {
 // False: dealt with here.
 export function holdCalls(
   server: TaskwireServer,
-  holds: WeakMap<NodeRequest, CallHold>,
+  holds: WeakMap<NodeRequest, HeldRequest>,
 ): (caller: Caller, req: NodeRequest, res: NodeResponse) => boolean {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
   return (caller, req, res) => {
@@ -42,11 +48,14 @@ export function holdCalls(
       return false;
     }
     holds.set(req, {
-      refusal: held.refusal,
-      handOver: (leave) => {
-        held.release();
-        whenOver(req, res, leave);
-        return true;
+      caller,
+      held: {
+        refusal: held.refusal,
+        handOver: (leave) => {
+          held.release();
+          whenOver(req, res, leave);
+          return true;
+        },
       },
     });
     if (held.refusal === undefined || rpcs.has(pathOf(req))) return true;

@@ -6,13 +6,14 @@
 import type { TaskwireServer } from "../server/server.ts";
 import { httpUrl } from "./deno.ts";
 import type { Listening } from "./node.ts";
+import { holdFetchCalls } from "./_fetch-held.ts";
 
 interface BunServe {
   serve(o: {
     port: number;
     hostname: string;
     idleTimeout: number;
-    fetch: (r: Request, server: BunServer) => Response | Promise<Response>;
+    fetch: (r: Request, server: BunServer) => Promise<Response>;
   }): BunServer;
 }
 
@@ -25,12 +26,14 @@ interface BunServer {
 /** Listens with Bun.serve. */
 export function listenBun(server: TaskwireServer, o: { host: string; port: number }): Listening {
   const bun = (globalThis as unknown as { Bun: BunServe }).Bun;
-  // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows it.
+  const serve = holdFetchCalls(server);
+  // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows
+  // it. Bun reports no response's delivery: its count ends when Bun has read the body's end (or the client left).
   const srv = bun.serve({
     port: o.port,
     hostname: o.host,
     idleTimeout: 0,
-    fetch: (req, s) => server.fetch(req, { peer: { address: s.requestIP(req)?.address ?? "" } }),
+    fetch: (req, s) => serve(req, { address: s.requestIP(req)?.address ?? "" }, undefined),
   });
   return {
     url: httpUrl(o.host, srv.port),

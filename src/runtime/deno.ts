@@ -4,11 +4,12 @@
  */
 import type { TaskwireServer } from "../server/server.ts";
 import type { Listening } from "./node.ts";
+import { holdFetchCalls } from "./_fetch-held.ts";
 
 interface DenoServe {
   serve(
     o: { port: number; hostname: string; onListen?: (a: { port: number }) => void },
-    h: (r: Request, info: { remoteAddr: { hostname?: string } }) => Response | Promise<Response>,
+    h: (r: Request, info: { remoteAddr: { hostname?: string }; completed?: Promise<void> }) => Promise<Response>,
   ): { addr: { port: number }; shutdown(): Promise<void> };
 }
 
@@ -20,10 +21,12 @@ export function httpUrl(host: string, port: number): string {
 /** Listens with Deno.serve. */
 export function listenDeno(server: TaskwireServer, o: { host: string; port: number }): Listening {
   const deno = (globalThis as unknown as { Deno: DenoServe }).Deno;
-  // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows it.
+  const serve = holdFetchCalls(server);
+  // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows
+  // it. `completed` settles once the response is delivered or cannot be (Deno 1.45+; before, the body is watched).
   const srv = deno.serve(
     { port: o.port, hostname: o.host, onListen: () => {} },
-    (req, info) => server.fetch(req, { peer: { address: info.remoteAddr.hostname ?? "" } }),
+    (req, info) => serve(req, { address: info.remoteAddr.hostname ?? "" }, info.completed),
   );
   return {
     url: httpUrl(o.host, srv.addr.port),

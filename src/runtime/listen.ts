@@ -19,9 +19,8 @@ export async function listen(server: TaskwireServer, options: ListenOptions = {}
   logText(
     options.logger ?? taskwireLogger(),
     "info",
-    "connection limits and timeouts (--max-connections*, --*-timeout-ms, --h2-*), calls under way (--max-calls-in-flight*) " +
-      "and --heap-headroom-mb are applied on Node; " +
-      `this runtime's server uses its own (message size, auth and the other per-principal limits apply everywhere)`,
+    "connection limits and timeouts (--max-connections*, --*-timeout-ms, --h2-*) and --heap-headroom-mb are applied on Node; " +
+      "this runtime's server uses its own (message size, auth, calls under way and the other per-principal limits apply everywhere)",
   );
   if (g.Deno !== undefined) return (await import("./deno.ts")).listenDeno(server, o);
   return (await import("./bun.ts")).listenBun(server, o);

@@ -26,10 +26,9 @@ import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
 import { isGrpc } from "../server/app.ts";
-import type { CallHold } from "../rpc/held-call.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
-import { holdCalls, type NodeRequest, type NodeResponse, pathOf, whenOver } from "./_held-calls.ts";
+import { type HeldRequest, holdCalls, type NodeRequest, type NodeResponse, pathOf, whenOver } from "./_held-calls.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import {
@@ -99,10 +98,11 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   }
   const logger = options.logger ?? taskwireLogger();
   const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
-  const holds = new WeakMap<NodeRequest, CallHold>(); // each request's count as a call under way, for its handler
-  const fetchListener = getRequestListener((req, env) =>
-    server.fetch(req, { peer: peerOf(env.incoming), held: holds.get(env.incoming) })
-  );
+  const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
+  const fetchListener = getRequestListener((req, env) => {
+    const facts = holds.get(env.incoming);
+    return server.fetch(req, { peer: peerOf(env.incoming), held: facts?.held, auth: facts?.caller.auth });
+  });
   const grpc = grpcListener(server, logger, holds);
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
@@ -185,7 +185,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
 function grpcListener(
   server: TaskwireServer,
   logger: Logger,
-  holds: WeakMap<NodeRequest, CallHold>,
+  holds: WeakMap<NodeRequest, HeldRequest>,
 ): (req: NodeRequest, res: NodeResponse) => void {
   const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
@@ -200,7 +200,9 @@ function grpcListener(
         `:authority ${quote(String(given ?? ""))} is not a host[:port]; send this server's host name or address`,
       );
     }
-    const admitted = server.admit(peerOf(req), authority, req.headers.authorization, holds.get(req));
+    const facts = holds.get(req);
+    const caller = facts?.caller ?? server.caller(peerOf(req), req.headers.authorization);
+    const admitted = server.admit(caller, { host: authority, ...(facts && { held: facts.held }) });
     if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
     handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
       .then((ures) => universalResponseToNodeResponse(ures, res))

@@ -14,7 +14,7 @@ import {
   universalServerRequestFromFetch,
   universalServerResponseToFetch,
 } from "@connectrpc/connect/protocol";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
 import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
@@ -47,6 +47,8 @@ export interface AppEnv {
   readonly peer?: Peer | undefined;
   /** The adapter's count of this request as a call under way (TaskwireServer.holdCall), if it keeps one. */
   readonly held?: CallHold | undefined;
+  /** Its authentication's outcome where the adapter has it already (TaskwireServer.caller): not authenticated again. */
+  readonly auth?: CallAuth | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -80,7 +82,7 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
   for (const handler of options.rpcHandlers) {
     app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
       if (isGrpc(c.req.header("content-type"))) return c.text(GRPC_NEEDS_H2, 415);
-      const auth = options.callAuth(c.env?.peer, c.req.header("authorization") ?? null);
+      const auth = authOf(c, options.callAuth);
       const ureq = {
         ...universalServerRequestFromFetch(c.req.raw, {}),
         contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue),
@@ -94,7 +96,7 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
   if (metrics !== undefined) {
     app.get(
       "/metrics",
-      (c) => metricsResponse(metrics, options.callAuth(c.env?.peer, c.req.header("authorization") ?? null)),
+      (c) => metricsResponse(metrics, authOf(c, options.callAuth)),
     );
   }
   app.get("/", (c) =>
@@ -113,6 +115,11 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
     )
   );
   return app;
+}
+
+// The request's authentication: the adapter's, or made here (an adapter that keeps no count, a test's fetch).
+function authOf(c: Context<{ Bindings: AppEnv }>, callAuth: AppOptions["callAuth"]): CallAuth {
+  return c.env?.auth ?? callAuth(c.env?.peer, c.req.header("authorization") ?? null);
 }
 
 function addCors(app: Hono<{ Bindings: AppEnv }>, origins: readonly string[]): void {

@@ -125,6 +125,12 @@ export interface Caller {
   readonly key: string;
   /** Whether its credentials name a principal (always so with authentication off). */
   readonly credentialed: boolean;
+  /**
+   * Its authentication's outcome, for the handlers (fetch's env `auth`,
+   * admit's `caller`): a request is authenticated once, however many of the
+   * server's parts look at its caller.
+   */
+  readonly auth: CallAuth;
 }
 
 /** A request counted as under way (TaskwireServer.holdCall). */
@@ -160,14 +166,10 @@ export interface TaskwireServer {
   /**
    * The checks the app makes before an RPC (Host, authentication), for a
    * request an adapter serves with rpcHandlers: the context values to pass
-   * them, or why the request is refused.
+   * them, or why the request is refused. `caller` is the request's
+   * (TaskwireServer.caller), `held` its count as a call under way.
    */
-  admit(
-    peer: Peer | undefined,
-    host: string | null | undefined,
-    authorization: string | null | undefined,
-    held?: CallHold,
-  ): Admitted;
+  admit(caller: Caller, request: { readonly host: string | null | undefined; readonly held?: CallHold }): Admitted;
   /**
    * Who a request's caller is to a runtime adapter, authenticated once:
    * `key`, the name it is counted under where callers share something (the
@@ -296,15 +298,18 @@ export function createServer(options: ServerOptions): TaskwireServer {
     source,
     fetch: (req, env) => app.fetch(req, env ?? {}),
     rpcHandlers,
-    admit: (peer, host, authorization, held) => {
+    admit: (caller, { host, held }) => {
       if (options.hostAllowed !== undefined && !options.hostAllowed(host)) return { refusal: hostRefusal(host) };
-      const values = createContextValues().set(CALL_AUTH, callAuth(peer, authorization));
+      const values = createContextValues().set(CALL_AUTH, caller.auth);
       return { values: held === undefined ? values : values.set(HELD_CALL, held) };
     },
     caller: (peer, authorization) => {
-      const a = callAuth(peer, authorization);
-      if (a.principal === undefined) return { key: `unauthenticated@${addressBucket(a.address)}`, credentialed: false };
-      return { key: a.principal.via === "none" ? callerBucket(a.principal.id) : a.principal.id, credentialed: true };
+      const auth = callAuth(peer, authorization);
+      if (auth.principal === undefined) {
+        return { key: `unauthenticated@${addressBucket(auth.address)}`, credentialed: false, auth };
+      }
+      const key = auth.principal.via === "none" ? callerBucket(auth.principal.id) : auth.principal.id;
+      return { key, credentialed: true, auth };
     },
     holdCall: ({ key, credentialed }) => {
       const release = admission.holdCall(key, credentialed);

@@ -1,0 +1,99 @@
+/**
+ * Requests counted as calls under way, for the Fetch API adapters (deno.ts,
+ * bun.ts), as _held-calls.ts counts them for Node's: each from its arrival
+ * until its response is delivered, or its client gone. A response's end is
+ * what the runtime reports (Deno's `completed`), or else the end of its body
+ * as the runtime reads it (Bun): a runtime pulls a streamed body only as its
+ * socket takes it, so a client that does not read keeps its call counted.
+ */
+import type { Peer } from "../auth/authenticator.ts";
+import type { TaskwireServer } from "../server/server.ts";
+
+/** How a Fetch API runtime reports a response over; undefined: watch its body (whenBodyOver). */
+export type Delivered = Promise<unknown> | undefined;
+
+/**
+ * The adapter's fetch handler: authenticates the caller once, counts the
+ * request (TaskwireServer.holdCall) and hands the app both. Over a limit, an
+ * RPC goes on to its handler, which refuses a unary call in its own protocol;
+ * any other path is answered 429 here. A Fetch API handler cannot reset a
+ * stream or close a connection unanswered, so a caller past twice a limit
+ * gets its refusal like one past the limit (each a small response).
+ */
+export function holdFetchCalls(
+  server: TaskwireServer,
+): (request: Request, peer: Peer, delivered: Delivered) => Promise<Response> {
+  const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
+  return async (request, peer, delivered) => {
+    const caller = server.caller(peer, request.headers.get("authorization"));
+    const held = server.holdCall(caller);
+    const over = createOver(held.release);
+    delivered?.then(over.run, over.run);
+    try {
+      const response = held.refusal !== undefined && !rpcs.has(new URL(request.url).pathname)
+        ? refused(held.refusal)
+        : await server.fetch(request, {
+          peer,
+          auth: caller.auth,
+          held: { refusal: held.refusal, handOver: (leave) => (held.release(), over.add(leave), true) },
+        });
+      return delivered === undefined ? whenBodyOver(response, over.run, request.signal) : response;
+    } catch (err) {
+      over.run();
+      throw err;
+    }
+  };
+}
+
+function refused(why: string): Response {
+  return new Response(`${why}\n`, {
+    status: 429,
+    headers: { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" },
+  });
+}
+
+// Functions run once when the response is over; one added after that runs at once.
+function createOver(first: () => void): { run: () => void; add: (fn: () => void) => void } {
+  let fns: (() => void)[] | undefined = [first];
+  return {
+    run: () => {
+      const due = fns ?? [];
+      fns = undefined;
+      for (const fn of due) fn();
+    },
+    add: (fn) => fns === undefined ? fn() : void fns.push(fn),
+  };
+}
+
+/**
+ * `response` with its body passed through a stream that calls `over` once
+ * the runtime has read the body's end, or cancelled it, or the client left
+ * (`signal`). One chunk at a time (no read-ahead), so the count lasts while
+ * the runtime has not taken the body.
+ */
+export function whenBodyOver(response: Response, over: () => void, signal: AbortSignal): Response {
+  const inner = response.body;
+  if (inner === null) {
+    over();
+    return response;
+  }
+  signal.addEventListener("abort", over, { once: true });
+  const reader = inner.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (!done) return controller.enqueue(value);
+        controller.close();
+      } catch (err) {
+        controller.error(err);
+      }
+      over();
+    },
+    cancel(reason) {
+      over();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+}
