@@ -118,35 +118,61 @@ export function decodeTaskStats(bytes: Uint8Array): TaskStats {
 
 type DecodeAt = (dv: DataView, bytes: Uint8Array, base: number, len: number, v: StatsVector) => boolean;
 
-// The same fields into a stats vector: numbers, no BigInt, one straight-line
-// function per layout (compiled once; a closure per field costs a call per
-// field on every exit). A u64 of 2^53 or more has no exact double: the
-// function then returns false and the caller decodes the record as a
-// TaskStats instead. Fields past `len` stay unset.
-function compileVector(fields: readonly FieldSpec[]): DecodeAt {
-  const lines = fields.map((f) => {
-    const at = `base + ${f.offset}`, slot = SLOT[f.name];
-    const read = f.type === "u64"
-      ? `hi = dv.getUint32(${at} + 4, true); x[${slot}] = hi * 4294967296 + dv.getUint32(${at}, true); if (hi >= 0x200000) exact = false;`
-      : f.type === "u32"
-      ? `x[${slot}] = dv.getUint32(${at}, true);`
-      : f.type === "u16"
-      ? `x[${slot}] = dv.getUint16(${at}, true);`
-      : f.type === "u8"
-      ? `x[${slot}] = dv.getUint8(${at});`
-      : `v.comm = readComm(bytes, ${at});`;
-    return `if (len >= ${end(f)}) { ${read} }`;
-  });
-  const body = `return function decodeStatsVectorAt(dv, bytes, base, len, v) {
-    const x = v.values; let exact = true, hi = 0;
-    ${lines.join("\n")}
-    return exact;
-  };`;
-  return new Function("readComm", body)(readComm) as DecodeAt;
+/** One field type's fields of a layout, in offset order: where each is read, and its vector slot. */
+interface Fields {
+  readonly offset: Int32Array;
+  readonly slot: Int32Array;
 }
 
-const VECTOR_V16 = compileVector(LAYOUT_V16);
-const VECTOR_V15 = compileVector(LAYOUT_V15);
+function fieldsOf(layout: readonly FieldSpec[], type: FieldType): Fields {
+  const fields = layout.filter((f) => f.type === type).sort((a, b) => a.offset - b.offset);
+  return {
+    offset: Int32Array.from(fields, (f) => f.offset),
+    slot: Int32Array.from(fields, (f) => SLOT[f.name]),
+  };
+}
+
+// The same fields into a stats vector: numbers, no BigInt, a loop per field
+// type over the layout's offsets and slots (no closure or call per field).
+// It was a straight-line function of 71 reads compiled per layout; V8's
+// optimizing compiler took 150-190 ms of a helper thread for it, and again
+// for each caller it was inlined into, during a server's first storm (see
+// BENCHMARKS.md), for no faster code. A u64 of 2^53 or more has no exact
+// double: the function then returns false and the caller decodes the record
+// as a TaskStats instead. Fields past `len` stay unset: each loop stops at the
+// first field the struct is too short for (fields are in offset order).
+function vectorDecoder(layout: readonly FieldSpec[]): DecodeAt {
+  const u64 = fieldsOf(layout, "u64"), u32 = fieldsOf(layout, "u32");
+  const u16 = fieldsOf(layout, "u16"), u8 = fieldsOf(layout, "u8");
+  const comm = layout.find((f) => f.type === "comm");
+  const commOffset = comm?.offset ?? -1, commEnd = comm === undefined ? Infinity : end(comm);
+  const decodeStatsVectorAt: DecodeAt = (dv, bytes, base, len, v) => {
+    const x = v.values;
+    let exact = true;
+    for (let i = 0; i < u64.offset.length; i++) {
+      const at = u64.offset[i]!;
+      if (at + 8 > len) break;
+      const hi = dv.getUint32(base + at + 4, true);
+      x[u64.slot[i]!] = hi * 4294967296 + dv.getUint32(base + at, true);
+      if (hi >= 0x200000) exact = false;
+    }
+    for (let i = 0; i < u32.offset.length && u32.offset[i]! + 4 <= len; i++) {
+      x[u32.slot[i]!] = dv.getUint32(base + u32.offset[i]!, true);
+    }
+    for (let i = 0; i < u16.offset.length && u16.offset[i]! + 2 <= len; i++) {
+      x[u16.slot[i]!] = dv.getUint16(base + u16.offset[i]!, true);
+    }
+    for (let i = 0; i < u8.offset.length && u8.offset[i]! < len; i++) {
+      x[u8.slot[i]!] = dv.getUint8(base + u8.offset[i]!);
+    }
+    if (commEnd <= len) v.comm = readComm(bytes, base + commOffset);
+    return exact;
+  };
+  return decodeStatsVectorAt;
+}
+
+const VECTOR_V16 = vectorDecoder(LAYOUT_V16);
+const VECTOR_V15 = vectorDecoder(LAYOUT_V15);
 
 /**
  * Decodes a TASKSTATS_TYPE_STATS payload into a stats vector (the netlink

@@ -2,10 +2,12 @@
  * Binary encoding of a TaskStats for the stream's hot path. protobuf-es's
  * reflection-based toBinary() costs ~20 µs for this 71-field message, which
  * alone would cap a stream near 50k events/s. This writes the same bytes
- * directly: an encoder compiled once from the generated schema (field
- * numbers and types; properties read by name, which V8 keeps fast), varints
- * written into a scratch buffer, and test/fast-encode.test.ts checks the
- * output against toBinary() byte for byte on arbitrary records.
+ * directly, from the generated schema's field numbers and types: for a
+ * message, an encoder compiled once (properties read by name, which V8 keeps
+ * fast); for a stats vector (every record of the netlink and sim sources), a
+ * loop over the fields' tags and slots. Varints are written into a scratch
+ * buffer, and test/fast-encode.test.ts checks the output against toBinary()
+ * byte for byte on arbitrary records.
  */
 import { ScalarType } from "@bufbuild/protobuf";
 import { type TaskStats, TaskStatsSchema } from "../../gen/taskwire/kernel/v1/taskstats_pb.ts";
@@ -82,15 +84,15 @@ const KINDS: Partial<Record<ScalarType, Kind>> = {
 };
 const WRITERS: Record<Kind, string> = { u32: "writeVarint", u64: "writeVarint64", string: "writeString" };
 
-// TaskStats' fields in number order, each with its kind and its tag as
-// constant byte writes: what both compiled encoders below are made of.
+// TaskStats' fields in number order, each with its kind and its tag (as constant byte writes for the compiled
+// encoder): what both encoders below are made of.
 const FIELDS = [...TaskStatsSchema.fields].sort((a, b) => a.number - b.number).map((f) => {
   const kind = f.fieldKind === "scalar" ? KINDS[f.scalar] : undefined;
   if (kind === undefined) throw new Error(`fast TaskStats encoding does not handle field ${f.name}; extend KINDS`);
   const tag = new Uint8Array(5);
   const tagLength = writeVarint(tag, 0, (f.number << 3) | (kind === "string" ? 2 : 0));
   const tagBytes = [...tag.subarray(0, tagLength)].map((byte) => `b[p++] = ${byte};`).join(" ");
-  return { name: f.name, localName: f.localName, kind, tagBytes };
+  return { name: f.name, number: f.number, localName: f.localName, kind, tagBytes };
 });
 
 type Encode = (s: TaskStats, b: Uint8Array, p: number) => number;
@@ -109,32 +111,77 @@ function compile(): Encode {
   ) as Encode;
 }
 
-// A varint under 2^31 written in place; larger ones through writeVarint. Called once per field, writeVarint was
-// inlined at the first few of 71 sites only (V8's inlining budget): every other field cost a call, and a value
-// past 2^31 (nanosecond totals, byte counts) was boxed to pass it, an allocation per such field per record.
-const INLINE_VARINT =
-  "if (x < 0x80000000) { while (x > 0x7f) { b[p++] = (x & 0x7f) | 0x80; x >>>= 7; } b[p++] = x; } else p = writeVarint(b, p, x);";
-
 type EncodeVector = (v: Float64Array, comm: string | undefined, b: Uint8Array, p: number) => number;
 
-// The same bytes from a stats vector: set slots (not NaN) as varints from
-// the numbers themselves (no bigint on the way), ac_comm from its string.
-function compileVector(): EncodeVector {
-  const lines = FIELDS.map((f) => {
-    if (f.kind === "string") {
-      if (f.localName !== "acComm") throw new Error(`stats vectors hold one string, ac_comm; ${f.name} is another`);
-      return `if (comm !== undefined) { ${f.tagBytes} p = writeString(b, p, comm); }`;
-    }
+/** A run of numeric fields (in FIELDS' order): their tags (wire type 0) and stats vector slots. */
+interface NumericFields {
+  readonly tag: Int32Array;
+  readonly slot: Int32Array;
+}
+
+function numericFields(fields: typeof FIELDS): NumericFields {
+  const slotOf = (f: (typeof FIELDS)[number]) => {
     const slot = SLOT[f.localName as TaskStatsField];
     if (slot === undefined) throw new Error(`no stats vector slot for ${f.name}`);
-    return `x = v[${slot}]; if (x === x) { ${f.tagBytes} ${INLINE_VARINT} }`;
-  });
-  const body = `return function encodeStatsVector(v, comm, b, p) { let x;\n${lines.join("\n")}\nreturn p; };`;
-  return new Function("writeVarint", "writeString", body)(writeVarint, writeString) as EncodeVector;
+    return slot;
+  };
+  return {
+    tag: Int32Array.from(fields, (f) => f.number << 3),
+    slot: Int32Array.from(fields, slotOf),
+  };
+}
+
+// Set slots (not NaN) as varints from the numbers themselves; a varint under 2^31 written in place, larger ones
+// through writeVarint. A loop over the fields' tags and slots: it was a straight-line function of 71 fields, which
+// V8's optimizing compiler took 80-490 ms of a helper thread to compile, again for each caller it was inlined into,
+// during a server's first storm (BENCHMARKS.md), for code no faster than this loop.
+function writeNumeric(fields: NumericFields, v: Float64Array, b: Uint8Array, p: number): number {
+  const { tag, slot } = fields;
+  for (let i = 0; i < tag.length; i++) {
+    let x = v[slot[i]!]!;
+    if (x !== x) continue;
+    p = writeTag(b, p, tag[i]!);
+    if (x < 0x80000000) {
+      while (x > 0x7f) {
+        b[p++] = (x & 0x7f) | 0x80;
+        x >>>= 7;
+      }
+      b[p++] = x;
+    } else p = writeVarint(b, p, x);
+  }
+  return p;
+}
+
+// A tag of a field numbered under 2048: one byte or two.
+function writeTag(b: Uint8Array, p: number, t: number): number {
+  if (t < 0x80) b[p++] = t;
+  else {
+    b[p++] = (t & 0x7f) | 0x80;
+    b[p++] = t >>> 7;
+  }
+  return p;
+}
+
+// The same bytes from a stats vector (toBinary of toTaskStats(v)): the numeric fields before ac_comm, ac_comm from
+// its string, the numeric fields after it, each in field-number order as toBinary writes them.
+function vectorEncoder(): EncodeVector {
+  const at = FIELDS.findIndex((f) => f.kind === "string");
+  if (at < 0 || FIELDS[at]!.localName !== "acComm" || FIELDS.some((f, i) => i !== at && f.kind === "string")) {
+    throw new Error("stats vectors hold one string, ac_comm");
+  }
+  if (FIELDS.some((f) => f.number >= 1 << 11)) throw new Error("a field number past 2047 takes a 3-byte tag");
+  const before = numericFields(FIELDS.slice(0, at)), after = numericFields(FIELDS.slice(at + 1));
+  const commTag = (FIELDS[at]!.number << 3) | 2;
+  const encodeStatsVector: EncodeVector = (v, comm, b, p) => {
+    p = writeNumeric(before, v, b, p);
+    if (comm !== undefined) p = writeString(b, writeTag(b, p, commTag), comm);
+    return writeNumeric(after, v, b, p);
+  };
+  return encodeStatsVector;
 }
 
 const encode = compile();
-const encodeVector = compileVector();
+const encodeVector = vectorEncoder();
 
 /** A record's stats as a source gave them: a message, or a vector (stats-vector.ts). */
 export type AnyStats = TaskStats | StatsVector;
