@@ -241,6 +241,24 @@ describe("calls under way, counted the same on Deno, Bun and Node", () => {
     await eventually(async () => done(last = await ask())).catch(() => {});
     return last;
   };
+  // A request written as is; resolves with its response's status (0: the connection closed unanswered).
+  const rawStatus = (url: string, text: string): Promise<number> => {
+    const { hostname, port } = new URL(url);
+    return new Promise((resolve) => {
+      const socket = connect(Number(port), hostname, () => socket.write(text));
+      let got = "";
+      socket.on("data", (d: Buffer) => {
+        got += d.toString("latin1");
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(got);
+        if (m) resolve(Number(m[1])), socket.destroy();
+      });
+      socket.on("error", () => resolve(0));
+      socket.on("close", () => resolve(0));
+    });
+  };
+  // Hosts no URL can be made of (none at all on HTTP/1.0: Deno then uses its own address): never a 500, an error
+  // thrown outside the app, over a limit or not.
+  const badHosts = ["GET /healthz HTTP/1.1\r\nhost: a b\r\n\r\n", "GET /healthz HTTP/1.0\r\n\r\n"];
   const refusal = (call: Promise<unknown>) =>
     call.then(() => "answered", (err: unknown) => err instanceof LimitExceededError ? err.message : String(err));
   for (const [runtime, bin, args] of servers) {
@@ -270,11 +288,13 @@ describe("calls under way, counted the same on Deno, Bun and Node", () => {
           expect(over).toMatch(/2 calls under way.*--max-calls-in-flight-per-principal/);
           const health = await fetch(`${server.url}/healthz`);
           expect([health.status, await health.text()]).toEqual([429, expect.stringMatching(/calls under way/)]);
+          for (const text of badHosts) expect(await rawStatus(server.url, text), text).toBe(429);
           for (const s of held.splice(0)) s.destroy();
           expect(await answerWithin(() => refusal(client.getInfo({})), (a) => a === "answered")).toBe("answered");
           held.push(holdCall(server.url));
           await sleep(500);
           expect(await refusal(client.getInfo({}))).toBe("answered"); // the two that left are no longer counted
+          for (const text of badHosts) expect(await rawStatus(server.url, text), text).toBeOneOf([200, 400, 403]);
         } finally {
           for (const s of held) s.destroy();
           server.stop();

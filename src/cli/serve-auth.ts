@@ -76,13 +76,13 @@ export function addAuthOptions(cmd: Command, int: IntParser): Command {
     )
     .option(
       "--max-calls-in-flight <n>",
-      "requests under way at once, in all (a stream until admitted); a request lasts until its response is read, so this bounds the memory of responses clients leave unread (Node)",
+      "requests under way at once, in all (a stream until admitted); a request lasts until its response is read, so this bounds the memory of responses clients leave unread",
       int(1),
       DEFAULT_ADMISSION.maxCalls,
     )
     .option(
       "--max-calls-in-flight-per-principal <n>",
-      "requests one principal has under way at once (until each response is read); more are RESOURCE_EXHAUSTED (Node)",
+      "requests one principal has under way at once (until each response is read); more are RESOURCE_EXHAUSTED",
       int(1),
       DEFAULT_ADMISSION.maxCallsPerPrincipal,
     )

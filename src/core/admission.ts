@@ -25,8 +25,8 @@ export interface AdmissionLimits {
   readonly callBurst: number;
   /**
    * Most unary calls under way at once, over all principals. A call is under
-   * way from its request's arrival until its response is delivered (a runtime
-   * adapter that can tell, Node's, holds it: see Admission.holdCall).
+   * way from its request's arrival until its response is delivered (each
+   * runtime adapter holds it as far as its runtime tells: see Admission.holdCall).
    */
   readonly maxCalls: number;
   /** Most unary calls one principal has under way at once. */

@@ -1,5 +1,5 @@
 /**
- * The runtime adapter's count of a request as a call under way (Node's: see
+ * The runtime adapter's count of a request as a call under way (see
  * TaskwireServer.holdCall), passed to the handlers in Connect's context
  * values. Every request is counted from its arrival until its response is
  * delivered, since a response the client does not read is held in memory.
@@ -25,7 +25,7 @@ export interface CallHold {
   handOver(leave: () => void): boolean;
 }
 
-/** The context key; where no adapter counts (Deno, Bun, tests calling handlers), nothing is refused or handed over. */
+/** The context key; where no adapter counts (tests calling handlers, a fetch without an adapter), nothing is refused or handed over. */
 export const HELD_CALL = createContextKey<CallHold>({ refusal: undefined, handOver: () => false }, {
   description: "taskwire call under way",
 });

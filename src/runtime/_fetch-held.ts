@@ -1,12 +1,15 @@
 /**
  * Requests counted as calls under way, for the Fetch API adapters (deno.ts,
  * bun.ts), as _held-calls.ts counts them for Node's: each from its arrival
- * until its response is delivered, or its client gone. A response's end is
- * what the runtime reports (Deno's `completed`), or else the end of its body
- * as the runtime reads it (Bun): a runtime pulls a streamed body only as its
- * socket takes it, so a client that does not read keeps its call counted.
+ * until its response is delivered, or its client gone, as far as the runtime
+ * tells: Deno's `completed` settles once the response is written to the
+ * socket; Bun tells nothing, so there a count ends once Bun has taken the
+ * body's last chunk (it pulls a streamed body as its socket drains, but
+ * takes a unary response, one chunk, whole). SECURITY.md says what that
+ * leaves uncounted.
  */
 import type { Peer } from "../auth/authenticator.ts";
+import { logUnexpected } from "../log/error-log.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
 /** How a Fetch API runtime reports a response over; undefined: watch its body (whenBodyOver). */
@@ -30,7 +33,7 @@ export function holdFetchCalls(
     const over = createOver(held.release);
     delivered?.then(over.run, over.run);
     try {
-      const response = held.refusal !== undefined && !rpcs.has(new URL(request.url).pathname)
+      const response = held.refusal !== undefined && !rpcs.has(pathOf(request.url))
         ? refused(held.refusal)
         : await server.fetch(request, {
           peer,
@@ -43,6 +46,26 @@ export function holdFetchCalls(
       throw err;
     }
   };
+}
+
+/**
+ * The path of a request's URL, never throwing: the runtime builds the URL
+ * from the request's Host, which a client may send empty, with a space or
+ * without (HTTP/1.0 on Bun: a relative URL), and `new URL` throws on those.
+ */
+export function pathOf(url: string): string {
+  const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(url)?.[1] ?? url;
+  return path.split(/[?#]/, 1)[0] || "/";
+}
+
+/**
+ * What the runtime answers for an error a handler did not catch (the app
+ * catches its own): a plain 500, logged at most a few times a second. Bun's
+ * own, in its development mode, is a page with the server's source and paths.
+ */
+export function internalError(err: unknown): Response {
+  logUnexpected("serving a request failed", err);
+  return new Response("internal error\n", { status: 500, headers: { "content-type": "text/plain; charset=UTF-8" } });
 }
 
 function refused(why: string): Response {

@@ -20,6 +20,23 @@ export interface HeldRequest {
   readonly held: CallHold;
 }
 
+/**
+ * The request's Authorization, as a fetch Request's headers give it: several
+ * joined with ", " (which no credential matches, so the request is refused as
+ * on Deno and Bun). Node's `headers` keeps only the first of duplicates, which
+ * would credit a request with whichever came first.
+ */
+export function authorizationOf(req: NodeRequest): string | undefined {
+  let found: string | undefined;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === "authorization") {
+      found = found === undefined ? raw[i + 1]! : `${found}, ${raw[i + 1]!}`;
+    }
+  }
+  return found;
+}
+
 /** The request's path, without its query. */
 export function pathOf(req: NodeRequest): string {
   return req.url?.split("?", 1)[0] ?? "";

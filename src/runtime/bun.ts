@@ -6,14 +6,16 @@
 import type { TaskwireServer } from "../server/server.ts";
 import { httpUrl } from "./deno.ts";
 import type { Listening } from "./node.ts";
-import { holdFetchCalls } from "./_fetch-held.ts";
+import { holdFetchCalls, internalError } from "./_fetch-held.ts";
 
 interface BunServe {
   serve(o: {
     port: number;
     hostname: string;
     idleTimeout: number;
+    development: boolean;
     fetch: (r: Request, server: BunServer) => Promise<Response>;
+    error: (err: Error) => Response;
   }): BunServer;
 }
 
@@ -28,12 +30,16 @@ export function listenBun(server: TaskwireServer, o: { host: string; port: numbe
   const bun = (globalThis as unknown as { Bun: BunServe }).Bun;
   const serve = holdFetchCalls(server);
   // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows
-  // it. Bun reports no response's delivery: its count ends when Bun has read the body's end (or the client left).
+  // it. Bun reports no response's delivery: its count ends when Bun has taken the body's last chunk (or the client left).
   const srv = bun.serve({
     port: o.port,
     hostname: o.host,
     idleTimeout: 0,
+    // Bun's development mode (its default unless NODE_ENV=production) answers an uncaught error with a page of the
+    // server's source and paths.
+    development: false,
     fetch: (req, s) => serve(req, { address: s.requestIP(req)?.address ?? "" }, undefined),
+    error: internalError,
   });
   return {
     url: httpUrl(o.host, srv.port),

@@ -4,11 +4,16 @@
  */
 import type { TaskwireServer } from "../server/server.ts";
 import type { Listening } from "./node.ts";
-import { holdFetchCalls } from "./_fetch-held.ts";
+import { holdFetchCalls, internalError } from "./_fetch-held.ts";
 
 interface DenoServe {
   serve(
-    o: { port: number; hostname: string; onListen?: (a: { port: number }) => void },
+    o: {
+      port: number;
+      hostname: string;
+      onListen?: (a: { port: number }) => void;
+      onError?: (err: unknown) => Response;
+    },
     h: (r: Request, info: { remoteAddr: { hostname?: string }; completed?: Promise<void> }) => Promise<Response>,
   ): { addr: { port: number }; shutdown(): Promise<void> };
 }
@@ -25,7 +30,7 @@ export function listenDeno(server: TaskwireServer, o: { host: string; port: numb
   // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows
   // it. `completed` settles once the response is delivered or cannot be (Deno 1.45+; before, the body is watched).
   const srv = deno.serve(
-    { port: o.port, hostname: o.host, onListen: () => {} },
+    { port: o.port, hostname: o.host, onListen: () => {}, onError: internalError },
     (req, info) => serve(req, { address: info.remoteAddr.hostname ?? "" }, info.completed),
   );
   return {

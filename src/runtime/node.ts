@@ -28,7 +28,15 @@ import { withDetail } from "../rpc/errors.ts";
 import { isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
-import { type HeldRequest, holdCalls, type NodeRequest, type NodeResponse, pathOf, whenOver } from "./_held-calls.ts";
+import {
+  authorizationOf,
+  type HeldRequest,
+  holdCalls,
+  type NodeRequest,
+  type NodeResponse,
+  pathOf,
+  whenOver,
+} from "./_held-calls.ts";
 import { createSendBufferCap } from "./_send-buffer.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import {
@@ -137,7 +145,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     responses.add(res);
     whenOver(req, res, () => responses.delete(res));
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
-    const caller = server.caller(peerOf(req), req.headers.authorization);
+    const caller = server.caller(peerOf(req), authorizationOf(req));
     if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);
     if (!hold(caller, req, res)) return;
     if (serving.has(connection)) return serve(req, res);
@@ -201,7 +209,7 @@ function grpcListener(
       );
     }
     const facts = holds.get(req);
-    const caller = facts?.caller ?? server.caller(peerOf(req), req.headers.authorization);
+    const caller = facts?.caller ?? server.caller(peerOf(req), authorizationOf(req));
     const admitted = server.admit(caller, { host: authority, ...(facts && { held: facts.held }) });
     if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
     handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))

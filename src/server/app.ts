@@ -16,6 +16,8 @@ import {
 } from "@connectrpc/connect/protocol";
 import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
+import { HTTPException } from "hono/http-exception";
+import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
@@ -72,12 +74,19 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
   const hostAllowed = options.hostAllowed;
   if (hostAllowed !== undefined) {
     app.use("*", async (c, next) => {
-      // The request URL's host is Host on HTTP/1.1 and :authority on HTTP/2, as the runtime's adapter built it.
-      const host = new URL(c.req.url).host;
-      if (!hostAllowed(host)) return c.text(hostRefusal(host), 403);
+      // The request URL's host is Host on HTTP/1.1 and :authority on HTTP/2, as the runtime's adapter built it; a
+      // Host no URL can be made of (empty, with a space; none on HTTP/1.0) is no name of this server either.
+      const host = urlHost(c.req.url);
+      if (host === undefined || !hostAllowed(host)) return c.text(hostRefusal(host ?? c.req.header("host")), 403);
       await next();
     });
   }
+  // An error a route did not catch: a plain 500, logged at most a few times a second (hono's own prints every one).
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse();
+    logUnexpected("serving a request failed", err, { path: c.req.path.slice(0, 200) });
+    return c.text("internal error\n", 500);
+  });
   addCors(app, options.corsOrigins ?? []);
   for (const handler of options.rpcHandlers) {
     app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
@@ -115,6 +124,14 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
     )
   );
   return app;
+}
+
+function urlHost(url: string): string | undefined {
+  try {
+    return new URL(url).host;
+  } catch {
+    return undefined;
+  }
 }
 
 // The request's authentication: the adapter's, or made here (an adapter that keeps no count, a test's fetch).
