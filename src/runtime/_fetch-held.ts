@@ -9,7 +9,6 @@
  * leaves uncounted.
  */
 import type { Peer } from "../auth/authenticator.ts";
-import { logUnexpected } from "../log/error-log.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
 /** How a Fetch API runtime reports a response over; undefined: watch its body (whenBodyOver). */
@@ -56,16 +55,6 @@ export function holdFetchCalls(
 export function pathOf(url: string): string {
   const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/i.exec(url)?.[1] ?? url;
   return path.split(/[?#]/, 1)[0] || "/";
-}
-
-/**
- * What the runtime answers for an error a handler did not catch (the app
- * catches its own): a plain 500, logged at most a few times a second. Bun's
- * own, in its development mode, is a page with the server's source and paths.
- */
-export function internalError(err: unknown): Response {
-  logUnexpected("serving a request failed", err);
-  return new Response("internal error\n", { status: 500, headers: { "content-type": "text/plain; charset=UTF-8" } });
 }
 
 function refused(why: string): Response {

@@ -4,7 +4,8 @@
  */
 import type { TaskwireServer } from "../server/server.ts";
 import type { Listening } from "./node.ts";
-import { holdFetchCalls, internalError } from "./_fetch-held.ts";
+import { internalError } from "../server/app.ts";
+import { holdFetchCalls } from "./_fetch-held.ts";
 
 interface DenoServe {
   serve(

@@ -81,12 +81,10 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
       await next();
     });
   }
-  // An error a route did not catch: a plain 500, logged at most a few times a second (hono's own prints every one).
-  app.onError((err, c) => {
-    if (err instanceof HTTPException) return err.getResponse();
-    logUnexpected("serving a request failed", err, { path: c.req.path.slice(0, 200) });
-    return c.text("internal error\n", 500);
-  });
+  // An error a route did not catch (hono's own handler prints every one).
+  app.onError((err, c) =>
+    err instanceof HTTPException ? err.getResponse() : internalError(err, { path: c.req.path.slice(0, 200) })
+  );
   addCors(app, options.corsOrigins ?? []);
   for (const handler of options.rpcHandlers) {
     app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
@@ -124,6 +122,17 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
     )
   );
   return app;
+}
+
+/**
+ * The answer to an error nothing caught, the app's or a runtime's (the Deno
+ * and Bun adapters' handlers): a plain 500 with no detail, the error logged at
+ * most a few times a second. Bun's own, in its development mode, is a page of
+ * the server's source and paths.
+ */
+export function internalError(err: unknown, fields: Record<string, string> = {}): Response {
+  logUnexpected("serving a request failed", err, fields);
+  return new Response("internal error\n", { status: 500, headers: { "content-type": "text/plain; charset=UTF-8" } });
 }
 
 function urlHost(url: string): string | undefined {
