@@ -16,7 +16,7 @@ import {
   type Http2Session,
   type ServerHttp2Stream,
 } from "node:http2";
-import type { Server, Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
 import { addressBucket } from "../core/admission.ts";
 import { logText, taskwireLogger } from "../log/logger.ts";
@@ -63,7 +63,8 @@ export interface TransportLimits {
   /** Request header bytes: HTTP/1.1 headers (431 past it), HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE. */
   readonly maxHeaderBytes: number;
   /**
-   * New connections' first requests served per event-loop turn (pacing, see
+   * New connections accepted (through as many descriptors, see _acceptors.ts)
+   * and their first requests served per event-loop turn (pacing, see
    * _pacer.ts): during a connection storm, connections already serving go
    * first, and the new ones are taken up a batch per turn.
    */
@@ -201,10 +202,11 @@ export function limitHttp2Sessions(
  * maxConnections lowered, where needed, to what the descriptor limit leaves
  * free: past it accept() fails, and the server can open nothing else either
  * (files, netlink sockets), which is how a flood of idle connections used to
- * take /healthz down for everyone. Linux only (it reads /proc); elsewhere
- * `requested` as is.
+ * take /healthz down for everyone. `reserved`: descriptors the server is yet to
+ * open besides its usual headroom (the listening socket's copies). Linux only
+ * (it reads /proc); elsewhere `requested` as is.
  */
-export function connectionBudget(requested: number, logger: Logger = taskwireLogger()): number {
+export function connectionBudget(requested: number, logger: Logger = taskwireLogger(), reserved = 0): number {
   let limit: number;
   let open: number;
   try {
@@ -216,7 +218,7 @@ export function connectionBudget(requested: number, logger: Logger = taskwireLog
     return requested;
   }
   // Headroom for what the server opens later: a netlink socket per newly watched CPU, TLS files, the event loop.
-  const budget = Math.max(1, limit - open - 128);
+  const budget = Math.max(1, limit - open - 128 - reserved);
   if (requested <= budget) return requested;
   logText(
     logger,
@@ -271,13 +273,24 @@ function reporter(logger: Logger, say: (n: number, about: string) => string): (a
   };
 }
 
-/** Caps `tcp`'s connections, saying (at most every 10 s) when it refuses some. */
-export function capConnections(tcp: Server, max: number, logger: Logger = taskwireLogger()): void {
-  tcp.maxConnections = max;
+/**
+ * Caps the connections of every listener `front()` accepts on (its copies of one socket each count their own,
+ * so Node's per-server maxConnections would not do), saying (at most every 10 s) when it refuses some.
+ */
+export function createConnectionCap(max: number, logger: Logger = taskwireLogger()): (socket: Socket) => boolean {
+  let open = 0;
   const report = reporter(
     logger,
     (n) =>
       `refused ${n} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
   );
-  tcp.on("drop", () => report(""));
+  return (socket) => {
+    if (open >= max) {
+      report("");
+      return false;
+    }
+    open++;
+    socket.once("close", () => open--);
+    return true;
+  };
 }

@@ -17,7 +17,7 @@ import {
   createServer as createHttp2Server,
   type SecureServerOptions,
 } from "node:http2";
-import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "@logtape/logtape";
 import { taskwireLogger } from "../log/logger.ts";
@@ -37,13 +37,15 @@ import {
   pathOf,
   whenOver,
 } from "./_held-calls.ts";
-import { createSendBufferCap } from "./_send-buffer.ts";
+import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
+import { type Acceptors, createAcceptors } from "./_acceptors.ts";
+import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import {
   applyHttp1Limits,
-  capConnections,
   connectionBudget,
   createAddressCap,
+  createConnectionCap,
   http1Options,
   http2Options,
   limitHttp2Sessions,
@@ -105,7 +107,8 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     throw new RangeError(`sendBuffer must be a byte count >= 0, got ${sendBuffer}`);
   }
   const logger = options.logger ?? taskwireLogger();
-  const capSendBuffer = await createSendBufferCap(sendBuffer, logger);
+  const sys = await frontSyscalls(logger);
+  const capSendBuffer = createSendBufferCap(sendBuffer, sys);
   const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
   const fetchListener = getRequestListener((req, env) => {
     const facts = holds.get(env.incoming);
@@ -165,27 +168,27 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const start = options.tls
     ? tlsStart(options.tls, dispatch, limits, longRequests, track)
     : plaintextStart(dispatch, limits, longRequests, track);
-  const tcp = front(start.start, limits, (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER), logger);
-  tcp.once("close", start.close);
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(describeListenError(err, host, port));
-    tcp.once("error", onError);
-    // The accept queue holds a whole storm: at Node's default of 511, a burst of connections arriving
-    // while the loop is busy overflowed it, and the kernel dropped the SYNs of everyone connecting
-    // then (clients retry after 1 s, then 3 s). The kernel caps it at net.core.somaxconn.
-    tcp.listen({ port, host, backlog: Math.max(511, tcp.maxConnections) }, () => {
-      tcp.off("error", onError);
-      const info = tcp.address() as AddressInfo;
-      const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
-      const scheme = options.tls ? "https" : "http";
-      resolve({
-        url: `${scheme}://${urlHost}:${info.port}`,
-        port: info.port,
-        host,
-        close: () => closeAll(tcp, sockets, responses, server),
-      });
-    });
-  });
+  const copies = sys === undefined ? 1 : Math.min(limits.acceptsPerTurn, MAX_ACCEPT_DESCRIPTORS);
+  const maxConnections = connectionBudget(limits.maxConnections, logger, copies - 1);
+  const tcp = front(
+    start.start,
+    { copies, maxConnections, limits, sys, logger },
+    (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER),
+  );
+  // The accept queue holds a whole storm: at Node's default of 511, a burst of connections arriving
+  // while the loop is busy overflowed it, and the kernel dropped the SYNs of everyone connecting
+  // then (clients retry after 1 s, then 3 s). The kernel caps it at net.core.somaxconn.
+  const info = await tcp.listen({ port, host, backlog: Math.max(511, maxConnections) });
+  const urlHost = info.family === "IPv6" ? `[${info.address}]` : info.address;
+  return {
+    url: `${options.tls ? "https" : "http"}://${urlHost}:${info.port}`,
+    port: info.port,
+    host,
+    close: async () => {
+      await closeAll(tcp, sockets, responses, server);
+      start.close();
+    },
+  };
 }
 
 // Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
@@ -330,27 +333,25 @@ interface Inner {
   readonly close: () => void;
 }
 
-// The one listening server: it accepts (capped at maxConnections, and per address), sets up each raw socket, and
-// hands it to `start`.
+// The listening socket (through --accepts-per-turn descriptors, see _acceptors.ts): it accepts (capped at
+// maxConnections, and per address), sets up each raw socket, and hands it to `start`.
 function front(
   start: StartConnection,
-  limits: TransportLimits,
+  o: { copies: number; maxConnections: number; limits: TransportLimits; sys: Syscalls | undefined; logger: Logger },
   capSendBuffer: (s: Socket) => void,
-  logger: Logger,
-): Server {
+): Acceptors {
   // Per-socket settings go on the raw socket, before any TLS: an error handler from accept on (a reset
   // before the first byte must not become an uncaught 'error'), no Nagle delay (a stream is many small
   // writes; Node's own servers set it on sockets they accept, and these are accepted here), and the send buffer.
-  const admit = createAddressCap(limits.maxConnectionsPerAddress, logger);
-  const tcp = createTcpServer((raw) => {
+  const room = createConnectionCap(o.maxConnections, o.logger);
+  const admit = createAddressCap(o.limits.maxConnectionsPerAddress, o.logger);
+  return createAcceptors((raw) => {
     raw.on("error", () => raw.destroy());
-    if (!admit(raw)) return void raw.destroy();
+    if (!room(raw) || !admit(raw)) return void raw.destroy();
     raw.setNoDelay(true);
     capSendBuffer(raw);
     start(raw);
-  });
-  capConnections(tcp, connectionBudget(limits.maxConnections, logger), logger);
-  return tcp;
+  }, { perTurn: o.copies, sys: o.sys, logger: o.logger });
 }
 
 // Plaintext: HTTP/1.1 and h2c on one port, each with the transport limits; the first bytes decide which.
@@ -428,24 +429,11 @@ function sniff(
   socket.on("data", onData);
 }
 
-function describeListenError(err: Error, host: string, port: number): Error {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === "EADDRINUSE") {
-    return new Error(`port ${port} on ${host} is in use; pick another with --port (0 picks a free one)`, {
-      cause: err,
-    });
-  }
-  if (code === "EACCES") {
-    return new Error(
-      `no permission to listen on ${host}:${port}: ports below 1024 need CAP_NET_BIND_SERVICE (or a lower net.ipv4.ip_unprivileged_port_start); use a port above 1023`,
-      { cause: err },
-    );
-  }
-  if (code === "EADDRNOTAVAIL") {
-    return new Error(`${host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`, { cause: err });
-  }
-  return err;
-}
+/**
+ * At most this many descriptors accept (_acceptors.ts), however large --accepts-per-turn: each is a
+ * descriptor taken from the connections' budget, and 64 a turn already outpaces what a turn can set up.
+ */
+const MAX_ACCEPT_DESCRIPTORS = 64;
 
 /** How long close() waits for responses to finish (the streams it ended, calls under way) before it cuts them. */
 const CLOSE_GRACE_MS = 2000;
@@ -458,12 +446,12 @@ const CLOSE_GRACE_MS = 2000;
 // for the responses under way to finish (at most CLOSE_GRACE_MS), then end
 // each connection after what it has buffered (destroyed if it lingers).
 async function closeAll(
-  tcp: Server,
+  tcp: Acceptors,
   sockets: Set<Socket>,
   responses: Set<NodeResponse>,
   server: TaskwireServer,
 ): Promise<void> {
-  const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+  const closed = tcp.close();
   await server.close();
   await finished(responses, CLOSE_GRACE_MS);
   for (const s of sockets) {

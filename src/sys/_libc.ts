@@ -7,6 +7,9 @@ import type { Syscalls } from "./syscalls.ts";
 
 type Fn = (...args: unknown[]) => unknown;
 
+// <fcntl.h> on Linux (all architectures).
+const F_DUPFD_CLOEXEC = 1030;
+
 /** How one FFI calls libc. */
 export interface RawLibc {
   readonly runtime: string;
@@ -53,6 +56,7 @@ export function syscallsFrom(libc: RawLibc): Syscalls {
     write: (fd, data) => r(f("write")(fd, data, libc.size(data.byteLength))),
     poll: (fds, nfds, timeout) => r(f("poll")(fds, libc.size(nfds), timeout)),
     close: (fd) => r(f("close")(fd)),
+    dupCloexec: (fd) => r(f("fcntl")(fd, F_DUPFD_CLOEXEC, 0)),
   };
 }
 
@@ -71,5 +75,8 @@ export const LIBC_SIGNATURES: Record<string, [params: string[], result: string]>
   write: [["i32", "buf", "u64"], "i64"],
   poll: [["buf", "u64", "i32"], "i32"],
   close: [["i32"], "i32"],
+  // fcntl is variadic; its third argument, an int here, is passed as a fixed one. Linux's x86-64 and
+  // AArch64 calling conventions pass a variadic int where a fixed one goes (Deno's FFI has no variadics).
+  fcntl: [["i32", "i32", "i32"], "i32"],
   __errno_location: [[], "ptr"],
 };

@@ -1,7 +1,7 @@
 /**
  * Syscalls on Node through koffi. Only calls libc; see syscalls.ts.
- * koffi is an optional dependency (only the netlink source and the send-buffer
- * cap need it), so it is imported here, where a missing install can be named.
+ * koffi is an optional dependency (only the netlink source, the send-buffer
+ * cap and the listening socket's copies need it), so it is imported here, where a missing install can be named.
  */
 import { syscallsFrom } from "./_libc.ts";
 import type { Syscalls } from "./syscalls.ts";
@@ -31,6 +31,11 @@ async function importKoffi(): Promise<typeof import("koffi").default> {
 
 const koffi = await importKoffi();
 
+// koffi calls a variadic function with each variadic argument's type before it.
+function variadicInt(fn: (...args: unknown[]) => unknown): (a: unknown, b: unknown, c: unknown) => unknown {
+  return (a, b, c) => fn(a, b, "int", c);
+}
+
 /** Binds the libc functions the netlink source uses (typed arrays are passed by pointer). */
 export function createNodeSyscalls(): Syscalls {
   const libc = koffi.load("libc.so.6");
@@ -48,6 +53,7 @@ export function createNodeSyscalls(): Syscalls {
     write: libc.func("intptr_t write(int, void *, size_t)"),
     poll: libc.func("int poll(void *, unsigned long, int)"),
     close: libc.func("int close(int)"),
+    fcntl: variadicInt(libc.func("int fcntl(int, int, ...)")),
   };
   // memset(buf, 0, 0) writes nothing and returns its argument: the address koffi passed, which for a
   // typed array is its backing store itself (koffi copies nothing for void * buffers).

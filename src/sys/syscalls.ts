@@ -1,7 +1,7 @@
 /**
  * The only runtime-specific surface of taskwire: a handful of libc calls
- * (the netlink source's sockets and its reader's doorbell, and SO_SNDBUF on
- * client connections). Each
+ * (the netlink source's sockets and its reader's doorbell, SO_SNDBUF on
+ * client connections, and copies of the listening socket). Each
  * runtime's implementation (sys-node via koffi, sys-deno via Deno.dlopen,
  * sys-bun via bun:ffi) makes the calls and nothing else; all encoding and
  * decoding is shared code. load.ts picks the implementation.
@@ -41,6 +41,8 @@ export interface Syscalls {
   /** poll(2) over `fds` (struct pollfd array, 8 bytes each). */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   close(fd: number): number;
+  /** fcntl(fd, F_DUPFD_CLOEXEC, 0): a copy of `fd` (the lowest free number) that exec does not pass on. */
+  dupCloexec(fd: number): number;
 }
 
 /** A syscall failed; `errno` is the kernel's. */
