@@ -6,11 +6,12 @@
  * /proc/net/tcp, where a listening socket's rx_queue is its accept queue) for a few turns, not one per
  * connection. A server with --accepts-per-turn 1 is the control: it takes one per turn.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createServer as createTcpServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
+import { acceptDescriptors, MAX_ACCEPT_DESCRIPTORS } from "../src/runtime/_acceptors.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 
@@ -119,6 +120,34 @@ describe("the listening socket's copies", () => {
       again.listen({ port: listening.port, host: "127.0.0.1" }, resolve);
     });
     await new Promise((r) => again.close(r));
+  });
+});
+
+describe("the listening socket's backlog", () => {
+  it("every copy keeps the accept queue --max-connections long (a copy's listen() at Node's 511 cut it)", async () => {
+    const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"));
+    const maxConnections = Math.min(1500, somaxconn);
+    const source = createSimSource({ cpus: 2, exitRate: 0, seed: 1 });
+    const listening = await listenNode(createServer({ source }), { port: 0, maxConnections, acceptsPerTurn: 16 });
+    try {
+      expect(listeningDescriptors(listening.port).length).toBe(16);
+      // ss shows a listening socket's backlog as its Send-Q.
+      const line = execFileSync("ss", ["-ltnH", `sport = :${listening.port}`], { encoding: "utf8" }).trim();
+      expect(Number(line.split(/\s+/)[2]), line).toBe(Math.max(511, maxConnections));
+    } finally {
+      await listening.close();
+    }
+  });
+});
+
+describe("how many descriptors accept", () => {
+  it("--accepts-per-turn, at most 64, at most one per 64 descriptors free, at least one", () => {
+    expect(acceptDescriptors(16, undefined)).toBe(16);
+    expect(acceptDescriptors(1000, undefined)).toBe(MAX_ACCEPT_DESCRIPTORS);
+    expect(acceptDescriptors(16, 4000)).toBe(16);
+    expect(acceptDescriptors(16, 300)).toBe(4); // a tight ulimit keeps its descriptors for connections
+    expect(acceptDescriptors(16, 8)).toBe(1);
+    expect(acceptDescriptors(1, 100_000)).toBe(1);
   });
 });
 

@@ -26,7 +26,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SubscribeExitsRequestSchema, TaskStats } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { DEFAULT_TRANSPORT_LIMITS, type Listening, listenNode, type ListenOptions } from "../src/runtime/node.ts";
-import { createAddressCap } from "../src/runtime/_transport-limits.ts";
+import { createConnectionCaps } from "../src/runtime/_transport-limits.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { loopbackCertificate, sleep } from "./helpers.ts";
@@ -467,6 +467,11 @@ function h2frame(type: number, flags: number, stream: number, payload: Buffer = 
 }
 
 /** An HPACK header block of literal fields without indexing (names and values under 127 bytes). */
+// Enough of a socket for the connection caps: its address, and "close" to emit.
+function fakeSocket(remoteAddress: string): Socket {
+  return Object.assign(new EventEmitter(), { remoteAddress }) as never as Socket;
+}
+
 function hpack(headers: Record<string, string>): Buffer {
   return Buffer.concat(
     Object.entries(headers).map(([name, value]) =>
@@ -550,8 +555,8 @@ describe("connection and stream caps", () => {
   it("counts connections per address: each IPv4 address alone, an IPv6 /64 as one, loopback not at all", () => {
     const warnings: string[] = [];
     const logger = { isEnabledFor: () => true, warning: (m: string) => warnings.push(m) } as never;
-    const admit = createAddressCap(2, logger);
-    const socket = (remoteAddress: string) => Object.assign(new EventEmitter(), { remoteAddress }) as never as Socket;
+    const admit = createConnectionCaps({ max: Infinity, perAddress: 2 }, logger);
+    const socket = fakeSocket;
     const take = (address: string, n: number) => Array.from({ length: n }, () => socket(address)).map(admit);
     expect(take("192.0.2.1", 3)).toEqual([true, true, false]);
     expect(take("192.0.2.2", 2)).toEqual([true, true]); // another host is not held back by the first
@@ -568,6 +573,25 @@ describe("connection and stream caps", () => {
     // Said once (at most every 10 s), naming the address and the flag.
     expect(warnings).toEqual([
       expect.stringMatching(/^refused 1 connection\(s\) from 192\.0\.2\.1: .*--max-connections-per-address/),
+    ]);
+  });
+
+  // The caps are checked before either counts: a refused socket's "close" comes a turn later, and a burst from
+  // one address refused by its own cap once held --max-connections places meanwhile, refusing everyone else.
+  it("a connection refused by one cap takes no place in the other", () => {
+    const warnings: string[] = [];
+    const logger = { isEnabledFor: () => true, warning: (m: string) => warnings.push(m) } as never;
+    const admit = createConnectionCaps({ max: 4, perAddress: 1 }, logger);
+    expect(admit(fakeSocket("192.0.2.1"))).toBe(true);
+    // 30 more from that address, all refused by its cap, none closed yet.
+    expect(Array.from({ length: 30 }, () => admit(fakeSocket("192.0.2.1")))).toEqual(Array(30).fill(false));
+    // Three places are still free for others.
+    expect(["127.0.0.1", "192.0.2.2", "::1"].map((a) => admit(fakeSocket(a)))).toEqual([true, true, true]);
+    // The fifth is refused by the global cap, and takes no place in its address's count either.
+    expect(admit(fakeSocket("192.0.2.3"))).toBe(false);
+    expect(warnings).toEqual([
+      expect.stringMatching(/^refused 1 connection\(s\) from 192\.0\.2\.1: .*--max-connections-per-address/),
+      expect.stringMatching(/^refused 1 connection\(s\): 4 are open, the limit \(--max-connections\)/),
     ]);
   });
 

@@ -201,7 +201,7 @@ function buildProgram(): Command {
     )
     .option(
       "--accepts-per-turn <n>",
-      "new connections accepted (the listening socket is opened as many times, at most 64), their first requests and young streams' writes served, per event-loop turn, shared fairly between callers (pacing: during a connection storm, connections and streams already flowing are served first)",
+      "new connections accepted (the listening socket is opened as many times, at most 64 and one per 64 free descriptors), their first requests and young streams' writes served, per event-loop turn, shared fairly between callers (pacing: during a connection storm, connections and streams already flowing are served first)",
       int(1, 2 ** 31 - 1),
       TRANSPORT.acceptsPerTurn,
     )

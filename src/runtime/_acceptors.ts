@@ -45,6 +45,19 @@ export interface AcceptorsOptions {
   readonly logger: Logger;
 }
 
+/** At most this many descriptors accept, however many are asked for (each a descriptor taken from connections). */
+export const MAX_ACCEPT_DESCRIPTORS = 64;
+
+/**
+ * How many descriptors to accept through: `wanted` (--accepts-per-turn), at most MAX_ACCEPT_DESCRIPTORS and at
+ * most one per 64 descriptors the process may still open (`free`; unknown: no such bound), and at least one.
+ * A process with few descriptors to spare keeps them for connections.
+ */
+export function acceptDescriptors(wanted: number, free: number | undefined): number {
+  const room = free === undefined ? MAX_ACCEPT_DESCRIPTORS : Math.floor(free / 64);
+  return Math.max(1, Math.min(wanted, MAX_ACCEPT_DESCRIPTORS, room));
+}
+
 /** Listeners that all hand their connections to `onConnection`. */
 export function createAcceptors(onConnection: (socket: Socket) => void, o: AcceptorsOptions): Acceptors {
   if (!Number.isInteger(o.perTurn) || o.perTurn < 1) throw new RangeError(`perTurn must be >= 1, got ${o.perTurn}`);
@@ -56,7 +69,7 @@ export function createAcceptors(onConnection: (socket: Socket) => void, o: Accep
       return servers.length;
     },
     async listen(at) {
-      await listenOn(first, { port: at.port, host: at.host, backlog: at.backlog }).catch((err: Error) => {
+      await listenOn(first, { port: at.port, host: at.host }, at.backlog).catch((err: Error) => {
         throw describeListenError(err, at.host, at.port);
       });
       first.on("error", acceptFailed);
@@ -85,9 +98,9 @@ async function addCopies(
     if (copy < 0) return warnShort(o.logger, servers.length, `fcntl F_DUPFD_CLOEXEC failed: errno ${-copy}`);
     const server = createServer(o.onConnection);
     try {
-      await listenOn(server, { fd: copy, backlog: o.backlog });
+      await listenOn(server, { fd: copy }, o.backlog);
     } catch (err) {
-      o.sys.close(copy);
+      // Not closed here: Node may have taken the descriptor and closed it, and its number may be another's now.
       return warnShort(o.logger, servers.length, (err as Error).message);
     }
     server.on("error", o.acceptFailed);
@@ -114,10 +127,13 @@ function throttled(logger: Logger): (err: Error) => void {
   };
 }
 
-function listenOn(server: Server, options: { port?: number; host?: string; fd?: number; backlog: number }) {
+// The backlog goes as its own argument: Node reads `options.backlog` for a port but not for an `fd`, and
+// listen(2) on a socket already listening sets its backlog again (each copy at Node's 511 cut the accept queue
+// the first one was given).
+function listenOn(server: Server, options: { port?: number; host?: string; fd?: number }, backlog: number) {
   return new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(options, () => {
+    server.listen(options, backlog, () => {
       server.off("error", reject);
       resolve();
     });

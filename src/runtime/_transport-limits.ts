@@ -198,64 +198,86 @@ export function limitHttp2Sessions(
   });
 }
 
+/** The descriptors this process may open (ulimit -n) and has open; undefined where /proc cannot tell. */
+export function descriptors(): { limit: number; open: number } | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m === null) return undefined;
+    return { limit: Number(m[1]), open: readdirSync("/proc/self/fd").length };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * maxConnections lowered, where needed, to what the descriptor limit leaves
  * free: past it accept() fails, and the server can open nothing else either
  * (files, netlink sockets), which is how a flood of idle connections used to
- * take /healthz down for everyone. `reserved`: descriptors the server is yet to
- * open besides its usual headroom (the listening socket's copies). Linux only
- * (it reads /proc); elsewhere `requested` as is.
+ * take /healthz down for everyone. `copies`: copies of the listening socket
+ * the server is yet to open (_acceptors.ts). Linux only (it reads /proc);
+ * elsewhere `requested` as is.
  */
-export function connectionBudget(requested: number, logger: Logger = taskwireLogger(), reserved = 0): number {
-  let limit: number;
-  let open: number;
-  try {
-    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
-    if (m === null) return requested;
-    limit = Number(m[1]);
-    open = readdirSync("/proc/self/fd").length;
-  } catch {
-    return requested;
-  }
+export function connectionBudget(requested: number, logger: Logger = taskwireLogger(), copies = 0): number {
+  const fds = descriptors();
+  if (fds === undefined) return requested;
   // Headroom for what the server opens later: a netlink socket per newly watched CPU, TLS files, the event loop.
-  const budget = Math.max(1, limit - open - 128 - reserved);
+  const budget = Math.max(1, fds.limit - fds.open - 128 - copies);
   if (requested <= budget) return requested;
+  const held = copies > 0 ? ` and ${copies} more for copies of the listening socket (--accepts-per-turn)` : "";
   logText(
     logger,
     "warning",
-    `--max-connections ${requested} lowered to ${budget}: the process may open ${limit} descriptors (ulimit -n) and has ${open} open; raise the limit to allow more`,
+    `--max-connections ${requested} lowered to ${budget}: the process may open ${fds.limit} descriptors (ulimit -n) and has ${fds.open} open${held}; raise the limit to allow more`,
   );
   return budget;
 }
 
 /**
- * Counts connections per remote address bucket (addressBucket: an IPv6 /64;
- * loopback is not counted): `admit(socket)` is false for one past `max` from
- * its bucket, which the caller then closes, and says (at most every 10 s)
- * that it refused some. An admitted socket leaves its bucket's count as it
- * closes.
+ * Caps connections: `max` open in all (across every descriptor front() accepts on: its copies of one socket
+ * each count their own, so Node's per-server maxConnections would not do), and `perAddress` from one remote
+ * address bucket (an IPv4 address, an IPv6 /64; loopback not counted: a proxy on the host must cap its own
+ * clients). Both are checked before either counts, so a connection one refuses takes no place in the other
+ * (a refused socket's "close" comes a turn later: counted meanwhile, a burst from one address refused by its
+ * cap filled the global one and shut everyone else out). Says (at most every 10 s) when it refuses some.
  */
-export function createAddressCap(max: number, logger: Logger = taskwireLogger()): (socket: Socket) => boolean {
-  const open = new Map<string, number>();
-  const report = reporter(
+export function createConnectionCaps(
+  o: { max: number; perAddress: number },
+  logger: Logger = taskwireLogger(),
+): (socket: Socket) => boolean {
+  let open = 0;
+  const byAddress = new Map<string, number>();
+  const refusedAll = reporter(
+    logger,
+    (n) =>
+      `refused ${n} connection(s): ${o.max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
+  );
+  const refusedFrom = reporter(
     logger,
     (n, bucket) =>
-      `refused ${n} connection(s) from ${bucket}: it has ${max} open, the limit per address (--max-connections-per-address); raise it if one host (or a NAT in front of many) needs more`,
+      `refused ${n} connection(s) from ${bucket}: it has ${o.perAddress} open, the limit per address (--max-connections-per-address); raise it if one host (or a NAT in front of many) needs more`,
   );
+  const release = (bucket: string | undefined): void => {
+    open--;
+    if (bucket === undefined) return;
+    const left = byAddress.get(bucket)! - 1;
+    if (left === 0) byAddress.delete(bucket);
+    else byAddress.set(bucket, left);
+  };
   return (socket) => {
-    const bucket = addressBucket(socket.remoteAddress ?? "");
-    if (bucket === "loopback") return true;
-    const n = open.get(bucket) ?? 0;
-    if (n >= max) {
-      report(bucket);
+    if (open >= o.max) {
+      refusedAll("");
       return false;
     }
-    open.set(bucket, n + 1);
-    socket.once("close", () => {
-      const left = open.get(bucket)! - 1;
-      if (left === 0) open.delete(bucket);
-      else open.set(bucket, left);
-    });
+    const address = addressBucket(socket.remoteAddress ?? "");
+    const bucket = address === "loopback" ? undefined : address;
+    const n = bucket === undefined ? 0 : byAddress.get(bucket) ?? 0;
+    if (n >= o.perAddress) {
+      refusedFrom(address);
+      return false;
+    }
+    open++;
+    if (bucket !== undefined) byAddress.set(bucket, n + 1);
+    socket.once("close", () => release(bucket));
     return true;
   };
 }
@@ -270,27 +292,5 @@ function reporter(logger: Logger, say: (n: number, about: string) => string): (a
     lastReport = Date.now();
     logText(logger, "warning", say(unreported, about));
     unreported = 0;
-  };
-}
-
-/**
- * Caps the connections of every listener `front()` accepts on (its copies of one socket each count their own,
- * so Node's per-server maxConnections would not do), saying (at most every 10 s) when it refuses some.
- */
-export function createConnectionCap(max: number, logger: Logger = taskwireLogger()): (socket: Socket) => boolean {
-  let open = 0;
-  const report = reporter(
-    logger,
-    (n) =>
-      `refused ${n} connection(s): ${max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
-  );
-  return (socket) => {
-    if (open >= max) {
-      report("");
-      return false;
-    }
-    open++;
-    socket.once("close", () => open--);
-    return true;
   };
 }

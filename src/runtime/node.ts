@@ -38,14 +38,14 @@ import {
   whenOver,
 } from "./_held-calls.ts";
 import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
-import { type Acceptors, createAcceptors } from "./_acceptors.ts";
+import { acceptDescriptors, type Acceptors, createAcceptors } from "./_acceptors.ts";
 import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import {
   applyHttp1Limits,
   connectionBudget,
-  createAddressCap,
-  createConnectionCap,
+  createConnectionCaps,
+  descriptors,
   http1Options,
   http2Options,
   limitHttp2Sessions,
@@ -168,7 +168,8 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const start = options.tls
     ? tlsStart(options.tls, dispatch, limits, longRequests, track)
     : plaintextStart(dispatch, limits, longRequests, track);
-  const copies = sys === undefined ? 1 : Math.min(limits.acceptsPerTurn, MAX_ACCEPT_DESCRIPTORS);
+  const fds = descriptors();
+  const copies = sys === undefined ? 1 : acceptDescriptors(limits.acceptsPerTurn, fds && fds.limit - fds.open);
   const maxConnections = connectionBudget(limits.maxConnections, logger, copies - 1);
   const tcp = front(
     start.start,
@@ -343,11 +344,13 @@ function front(
   // Per-socket settings go on the raw socket, before any TLS: an error handler from accept on (a reset
   // before the first byte must not become an uncaught 'error'), no Nagle delay (a stream is many small
   // writes; Node's own servers set it on sockets they accept, and these are accepted here), and the send buffer.
-  const room = createConnectionCap(o.maxConnections, o.logger);
-  const admit = createAddressCap(o.limits.maxConnectionsPerAddress, o.logger);
+  const admit = createConnectionCaps(
+    { max: o.maxConnections, perAddress: o.limits.maxConnectionsPerAddress },
+    o.logger,
+  );
   return createAcceptors((raw) => {
     raw.on("error", () => raw.destroy());
-    if (!room(raw) || !admit(raw)) return void raw.destroy();
+    if (!admit(raw)) return void raw.destroy();
     raw.setNoDelay(true);
     capSendBuffer(raw);
     start(raw);
@@ -428,12 +431,6 @@ function sniff(
   };
   socket.on("data", onData);
 }
-
-/**
- * At most this many descriptors accept (_acceptors.ts), however large --accepts-per-turn: each is a
- * descriptor taken from the connections' budget, and 64 a turn already outpaces what a turn can set up.
- */
-const MAX_ACCEPT_DESCRIPTORS = 64;
 
 /** How long close() waits for responses to finish (the streams it ended, calls under way) before it cuts them. */
 const CLOSE_GRACE_MS = 2000;
