@@ -173,12 +173,13 @@ export function limitHttp2Sessions(
   server: Http2Server | Http2SecureServer,
   l: TransportLimits,
   longRequestPaths: ReadonlySet<string>,
+  endIdle: (session: Http2Session) => void = (session) => session.close(),
 ): void {
   server.on("session", (session: Http2Session) => {
     let open = 0;
     let idle: NodeJS.Timeout | undefined;
     const arm = (): void => {
-      idle = setTimeout(() => session.close(), l.idleTimeoutMs).unref();
+      idle = setTimeout(() => endIdle(session), l.idleTimeoutMs).unref();
     };
     arm();
     session.on("stream", (stream: ServerHttp2Stream, headers) => {

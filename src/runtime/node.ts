@@ -15,6 +15,7 @@ import {
   constants as h2constants,
   createSecureServer,
   createServer as createHttp2Server,
+  type Http2Session,
   type SecureServerOptions,
 } from "node:http2";
 import type { Socket } from "node:net";
@@ -392,11 +393,33 @@ function tlsStart(
     handshakeTimeout: limits.headerTimeoutMs,
   }, dispatch);
   applyHttp1Limits(server, limits);
-  limitHttp2Sessions(server, limits, longRequests);
+  limitHttp2Sessions(server, limits, longRequests, endIdleTlsSessions(server));
   server.on("secureConnection", track);
   return {
     start: (socket) => server.emit("connection", socket),
     close: trackHttp1Deadlines(server),
+  };
+}
+
+// Node 20's HTTP/2 over TLS can lose a client's leaving: with clients that connect, send the preface and reset,
+// a few at a time, ~30 of 240 sessions never saw it (their TLS socket still reading, not ended), and closing
+// such a session on the idle timeout never finished (neither did destroy()): each kept its descriptor and its
+// place in the connection caps for good, until none were left. So an idle session is closed, and if it has not
+// finished closing after a grace, its TLS socket is destroyed. Node creates the session (and emits "session")
+// in its own "secureConnection" listener, registered before the one here that pairs them.
+function endIdleTlsSessions(server: ReturnType<typeof createSecureServer>): (session: Http2Session) => void {
+  const sockets = new WeakMap<Http2Session, Socket>();
+  let latest: Http2Session | undefined;
+  server.on("session", (session: Http2Session) => void (latest = session));
+  server.on("secureConnection", (socket: Socket) => {
+    if (latest !== undefined) sockets.set(latest, socket);
+    latest = undefined;
+  });
+  return (session) => {
+    session.close();
+    setTimeout(() => {
+      if (!session.destroyed) sockets.get(session)?.destroy();
+    }, IDLE_CLOSE_GRACE_MS).unref();
   };
 }
 
@@ -432,6 +455,9 @@ function sniff(
   socket.on("data", onData);
 }
 
+/** How long an idle HTTP/2 session over TLS may take to finish closing before its socket is destroyed. */
+const IDLE_CLOSE_GRACE_MS = 2000;
+
 /** How long close() waits for responses to finish (the streams it ended, calls under way) before it cuts them. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -451,23 +477,24 @@ async function closeAll(
   const closed = tcp.close();
   await server.close();
   await finished(responses, CLOSE_GRACE_MS);
-  for (const s of sockets) {
-    s.end();
-    setTimeout(() => s.destroy(), CLOSE_GRACE_MS).unref();
-  }
+  for (const s of sockets) s.end();
+  // The wait's timer keeps the process alive: a socket that reads nothing (one whose client's leaving was lost)
+  // does not, and with the destroying timers unref'd the loop ran empty and the process ended mid-shutdown.
+  await finished(sockets, CLOSE_GRACE_MS);
+  for (const s of sockets) s.destroy();
   await closed;
 }
 
-// Resolves once `responses` is empty (each removes itself on "close"), or after `ms`.
-function finished(responses: Set<NodeResponse>, ms: number): Promise<void> {
+// Resolves once `open` is empty (each member removes itself on "close"), or after `ms`.
+function finished(open: Set<NodeResponse> | Set<Socket>, ms: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
     const check = (): void => {
-      if (responses.size > 0) return;
+      if (open.size > 0) return;
       clearTimeout(timer);
       resolve();
     };
-    for (const res of responses) res.once("close", check);
+    for (const member of open) member.once("close", check);
     check();
   });
 }
