@@ -255,7 +255,7 @@ export function createConnectionCaps(
   const refusedFrom = reporter(
     logger,
     (n, bucket) =>
-      `refused ${n} connection(s) from ${bucket}: it has ${o.perAddress} open, the limit per address (--max-connections-per-address); raise it if one host (or a NAT in front of many) needs more`,
+      `refused ${n} connection(s) from addresses with ${o.perAddress} open, the limit per address (--max-connections-per-address), the last from ${bucket}; raise it if one host (or a NAT in front of many) needs more`,
   );
   const release = (bucket: string | undefined): void => {
     open--;

@@ -21,7 +21,7 @@ import {
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "@logtape/logtape";
-import { taskwireLogger } from "../log/logger.ts";
+import { logText, taskwireLogger } from "../log/logger.ts";
 import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
@@ -39,7 +39,7 @@ import {
   whenOver,
 } from "./_held-calls.ts";
 import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
-import { acceptDescriptors, type Acceptors, createAcceptors } from "./_acceptors.ts";
+import { acceptDescriptors, type Acceptors, createAcceptors, MAX_ACCEPT_DESCRIPTORS } from "./_acceptors.ts";
 import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import {
@@ -172,6 +172,13 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const fds = descriptors();
   const copies = sys === undefined ? 1 : acceptDescriptors(limits.acceptsPerTurn, fds && fds.limit - fds.open);
   const maxConnections = connectionBudget(limits.maxConnections, logger, copies - 1);
+  if (sys !== undefined && copies < Math.min(limits.acceptsPerTurn, MAX_ACCEPT_DESCRIPTORS)) {
+    logText(
+      logger,
+      "warning",
+      `accepting new connections through ${copies} descriptor(s), not --accepts-per-turn ${limits.acceptsPerTurn}: the process may open few more descriptors (ulimit -n), and they are kept for connections; raise the limit to accept more per turn`,
+    );
+  }
   const tcp = front(
     start.start,
     { copies, maxConnections, limits, sys, logger },
