@@ -25,7 +25,7 @@ import { connect as tlsConnect } from "node:tls";
 import { create } from "@bufbuild/protobuf";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { SubscribeExitsRequestSchema, TaskStats } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { DEFAULT_TRANSPORT_LIMITS, type Listening, listenNode, type ListenOptions } from "../src/runtime/node.ts";
 import { createConnectionCaps } from "../src/runtime/_transport-limits.ts";
@@ -659,6 +659,25 @@ describe("connection and stream caps", () => {
       ),
       expect.stringMatching(/^refused 1 connection\(s\): 4 are open, the limit \(--max-connections\)/),
     ]);
+  });
+
+  it("refusals held back by the warning's 10 s are said when the 10 s are up, not only if another comes", () => {
+    vi.useFakeTimers();
+    try {
+      const warnings: string[] = [];
+      const logger = { isEnabledFor: () => true, warning: (m: string) => warnings.push(m) } as never;
+      const admit = createConnectionCaps({ max: Infinity, perAddress: 1 }, logger);
+      for (const address of ["192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.2"]) {
+        admit(fakeSocket(address));
+      }
+      expect(warnings).toEqual([expect.stringMatching(/^refused 1 connection\(s\) .* the last from 192\.0\.2\.1;/)]);
+      vi.advanceTimersByTime(10_000);
+      expect(warnings[1]).toMatch(/^refused 2 connection\(s\) .* the last from 192\.0\.2\.2;/);
+      vi.advanceTimersByTime(60_000);
+      expect(warnings.length).toBe(2); // nothing more to say
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("streams past --h2-max-streams on one connection are refused (RST_STREAM REFUSED_STREAM)", async () => {

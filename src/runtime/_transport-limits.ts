@@ -283,15 +283,24 @@ export function createConnectionCaps(
   };
 }
 
-// A warning about refused connections, at most one every 10 s, counting those it did not say.
+// A warning about refused connections, at most one every 10 s, counting those it did not say. Refusals held back
+// are said when the 10 s are up (a burst's last refusals were otherwise never said unless another came later).
 function reporter(logger: Logger, say: (n: number, about: string) => string): (about: string) => void {
   let lastReport = -Infinity;
   let unreported = 0;
+  let last = "";
+  let timer: NodeJS.Timeout | undefined;
+  const report = (): void => {
+    timer = undefined;
+    lastReport = Date.now();
+    logText(logger, "warning", say(unreported, last));
+    unreported = 0;
+  };
   return (about) => {
     unreported++;
-    if (Date.now() - lastReport < 10_000) return;
-    lastReport = Date.now();
-    logText(logger, "warning", say(unreported, about));
-    unreported = 0;
+    last = about;
+    const wait = lastReport + 10_000 - Date.now();
+    if (wait <= 0) report();
+    else timer ??= setTimeout(report, wait).unref();
   };
 }
