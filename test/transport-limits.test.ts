@@ -661,6 +661,21 @@ describe("connection and stream caps", () => {
     ]);
   });
 
+  it("close() does not wait for TLS handshakes under way (they held it for --header-timeout-ms)", async () => {
+    const server = await serve({ tls: { cert: ca, key: tlsKey }, headerTimeoutMs: 20_000, requestTimeoutMs: 20_000 });
+    // One says nothing, one sends the start of a ClientHello and stops.
+    const silent = await open(server.url.replace("https:", "http:"));
+    const partial = await open(server.url.replace("https:", "http:"));
+    partial.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+    const gone = [silent, partial].map((s) => new Promise((r) => s.once("close", r)));
+    await sleep(100);
+    const started = Date.now();
+    await server.close();
+    // close() waits up to 2 s for responses and 2 s for connections to end, then cuts what is left.
+    expect(Date.now() - started).toBeLessThan(6_000);
+    await Promise.all(gone);
+  });
+
   it("refusals held back by the warning's 10 s are said when the 10 s are up, not only if another comes", () => {
     vi.useFakeTimers();
     try {

@@ -161,10 +161,11 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     });
   };
   const longRequests = longRequestPaths(server);
-  const sockets = new Set<Socket>();
-  const track = (socket: Socket): void => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+  const sockets = new Set<Socket>(); // the connections close() ends: plaintext ones, and TLS ones once secure
+  const accepted = new Set<Socket>(); // every raw connection, for close() to cut what is left (TLS handshakes)
+  const track = (socket: Socket, set = sockets): void => {
+    set.add(socket);
+    socket.once("close", () => set.delete(socket));
   };
   const start = options.tls
     ? tlsStart(options.tls, dispatch, limits, longRequests, track)
@@ -180,7 +181,10 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     );
   }
   const tcp = front(
-    start.start,
+    (raw) => {
+      track(raw, accepted);
+      start.start(raw);
+    },
     { copies, maxConnections, limits, sys, logger },
     (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER),
   );
@@ -194,7 +198,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     port: info.port,
     host,
     close: async () => {
-      await closeAll(tcp, sockets, responses, server);
+      await closeAll(tcp, { sockets, accepted, responses }, server);
       start.close();
     },
   };
@@ -477,8 +481,7 @@ const CLOSE_GRACE_MS = 2000;
 // each connection after what it has buffered (destroyed if it lingers).
 async function closeAll(
   tcp: Acceptors,
-  sockets: Set<Socket>,
-  responses: Set<NodeResponse>,
+  { sockets, accepted, responses }: { sockets: Set<Socket>; accepted: Set<Socket>; responses: Set<NodeResponse> },
   server: TaskwireServer,
 ): Promise<void> {
   const closed = tcp.close();
@@ -489,6 +492,9 @@ async function closeAll(
   // does not, and with the destroying timers unref'd the loop ran empty and the process ended mid-shutdown.
   await finished(sockets, CLOSE_GRACE_MS);
   for (const s of sockets) s.destroy();
+  // What is left never became a connection close() could end: a TLS handshake under way waited for
+  // --header-timeout-ms (10 s by default) before the listening server could finish closing.
+  for (const raw of accepted) raw.destroy();
   await closed;
 }
 
