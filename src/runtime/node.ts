@@ -10,14 +10,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener } from "@hono/node-server";
-import { createServer as createHttp1Server, type ServerResponse } from "node:http";
-import {
-  constants as h2constants,
-  createSecureServer,
-  createServer as createHttp2Server,
-  type Http2Session,
-  type SecureServerOptions,
-} from "node:http2";
+import type { ServerResponse } from "node:http";
+import { constants as h2constants } from "node:http2";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "@logtape/logtape";
@@ -42,15 +36,11 @@ import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
 import { acceptDescriptors, type Acceptors, createAcceptors, MAX_ACCEPT_DESCRIPTORS } from "./_acceptors.ts";
 import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
+import { plaintextStart, type StartConnection, type TlsFiles, tlsStart } from "./_inner-servers.ts";
 import {
-  applyHttp1Limits,
   connectionBudget,
   createConnectionCaps,
   descriptors,
-  http1Options,
-  http2Options,
-  limitHttp2Sessions,
-  trackHttp1Deadlines,
   type TransportLimits,
   transportLimits,
 } from "./_transport-limits.ts";
@@ -68,11 +58,7 @@ export interface ListenOptions extends Partial<TransportLimits> {
    * (PEM). Node only. With `clientCa`, clients are asked for a certificate;
    * one that chains to it authenticates (the server's authenticator decides).
    */
-  readonly tls?: {
-    readonly cert: string | Buffer;
-    readonly key: string | Buffer;
-    readonly clientCa?: string | Buffer | undefined;
-  };
+  readonly tls?: TlsFiles;
   /**
    * Kernel send buffer per connection, bytes (Linux, Node; default 256 KiB, 0
    * for the kernel's autotuning up to 4 MiB). Smaller: a client that stops
@@ -95,8 +81,6 @@ export interface Listening {
   /** Stops accepting, ends streams and closes the source. */
   close(): Promise<void>;
 }
-
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /** Listens on Node; resolves once the port is bound. */
 export async function listenNode(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
@@ -259,15 +243,6 @@ function trailersOnly(res: NodeResponse, code: Code, message: string): void {
   res.end();
 }
 
-function tlsOptions(tls: NonNullable<ListenOptions["tls"]>): SecureServerOptions {
-  const base = { cert: tls.cert, key: tls.key };
-  if (tls.clientCa === undefined) return base;
-  // Ask for a certificate but let the handshake finish without one, so that a
-  // missing or unknown certificate gets UNAUTHENTICATED and an audit line
-  // instead of a bare handshake failure; a bearer token may still authenticate.
-  return { ...base, ca: tls.clientCa, requestCert: true, rejectUnauthorized: false };
-}
-
 // With authentication on, only a caller with credentials keeps its connection: one with none (or bad ones) has it
 // closed once its response is done (HTTP/1.1: "Connection: close"; HTTP/2: GOAWAY, its other streams let finish),
 // so requests that need none (/healthz, /ui, a refusal) cannot hold connections open for nothing and lock others out.
@@ -337,15 +312,6 @@ function longRequestPaths(server: TaskwireServer): Set<string> {
   return new Set(long.map((h) => h.requestPath));
 }
 
-// What the front does with a connection it has accepted.
-type StartConnection = (socket: Socket) => void;
-
-// How the front's connections are served (plaintext or TLS), and what stops that server's timers on close.
-interface Inner {
-  readonly start: StartConnection;
-  readonly close: () => void;
-}
-
 // The listening socket (through --accepts-per-turn descriptors, see _acceptors.ts): it accepts (capped at
 // maxConnections, and per address), sets up each raw socket, and hands it to `start`.
 function front(
@@ -368,106 +334,6 @@ function front(
     start(raw);
   }, { perTurn: o.copies, sys: o.sys, logger: o.logger });
 }
-
-// Plaintext: HTTP/1.1 and h2c on one port, each with the transport limits; the first bytes decide which.
-function plaintextStart(
-  dispatch: (req: NodeRequest, res: NodeResponse) => void,
-  limits: TransportLimits,
-  longRequests: ReadonlySet<string>,
-  track: (socket: Socket) => void,
-): Inner {
-  const h1 = createHttp1Server(http1Options(limits), dispatch);
-  const h2 = createHttp2Server(http2Options(limits), dispatch);
-  limitHttp2Sessions(h2, limits, longRequests);
-  return {
-    start: (socket) => {
-      track(socket);
-      sniff(socket, { h1, h2, firstBytesMs: limits.headerTimeoutMs });
-    },
-    close: trackHttp1Deadlines(h1),
-  };
-}
-
-// TLS: h2 and HTTP/1.1 by ALPN. HTTP/2 options are set at creation; HTTP/1.1 (allowHTTP1) takes its
-// limits as properties. The TLS server never listens itself: it is handed the front's paced sockets.
-function tlsStart(
-  tls: NonNullable<ListenOptions["tls"]>,
-  dispatch: (req: NodeRequest, res: NodeResponse) => void,
-  limits: TransportLimits,
-  longRequests: ReadonlySet<string>,
-  track: (socket: Socket) => void,
-): Inner {
-  const server = createSecureServer({
-    ...tlsOptions(tls),
-    allowHTTP1: true,
-    ...http2Options(limits),
-    handshakeTimeout: limits.headerTimeoutMs,
-  }, dispatch);
-  applyHttp1Limits(server, limits);
-  limitHttp2Sessions(server, limits, longRequests, endIdleTlsSessions(server));
-  server.on("secureConnection", track);
-  return {
-    start: (socket) => server.emit("connection", socket),
-    close: trackHttp1Deadlines(server),
-  };
-}
-
-// Node 20's HTTP/2 over TLS can lose a client's leaving: with clients that connect, send the preface and reset,
-// a few at a time, 24-37 of 240 sessions never saw it (their TLS socket still reading, not ended), and closing
-// such a session on the idle timeout never finished (neither did destroy()): their sockets (90-209 after the
-// test's storms) kept their descriptors and places in the connection caps for good, until none were left. So an idle session is closed, and if it has not
-// finished closing after a grace, its TLS socket is destroyed. Node creates the session (and emits "session")
-// in its own "secureConnection" listener, registered before the one here that pairs them.
-function endIdleTlsSessions(server: ReturnType<typeof createSecureServer>): (session: Http2Session) => void {
-  const sockets = new WeakMap<Http2Session, Socket>();
-  let latest: Http2Session | undefined;
-  server.on("session", (session: Http2Session) => void (latest = session));
-  server.on("secureConnection", (socket: Socket) => {
-    if (latest !== undefined) sockets.set(latest, socket);
-    latest = undefined;
-  });
-  return (session) => {
-    session.close();
-    setTimeout(() => {
-      if (!session.destroyed) sockets.get(session)?.destroy();
-    }, IDLE_CLOSE_GRACE_MS).unref();
-  };
-}
-
-// One plaintext port for HTTP/1.1 and h2c: the first bytes decide which
-// server gets the socket. The preface may arrive in pieces, so bytes are
-// gathered until they match it or cannot.
-function sniff(
-  socket: Socket,
-  o: { h1: ReturnType<typeof createHttp1Server>; h2: ReturnType<typeof createHttp2Server>; firstBytesMs: number },
-): void {
-  let seen = Buffer.alloc(0);
-  // A socket that sends nothing, or only part of the preface, reaches neither server and their timeouts:
-  // without this it would hold its descriptor for ever.
-  const deadline = setTimeout(() => socket.destroy(), o.firstBytesMs).unref();
-  socket.once("close", () => clearTimeout(deadline));
-  const onData = (chunk: Buffer): void => {
-    seen = Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, H2_PREFACE.length);
-    const isPrefix = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (isPrefix && seen.length < H2_PREFACE.length) return; // could still be h2c: wait for more
-    clearTimeout(deadline);
-    socket.off("data", onData);
-    socket.pause();
-    socket.unshift(seen);
-    if (isPrefix) {
-      // The http2 session takes the bytes already buffered on the socket and then reads the handle itself.
-      o.h2.emit("connection", socket);
-    } else {
-      o.h1.emit("connection", socket);
-      socket.resume();
-    }
-  };
-  socket.on("data", onData);
-}
-
-/** How long an idle HTTP/2 session over TLS may take to finish closing before its socket is destroyed. */
-const IDLE_CLOSE_GRACE_MS = 2000;
 
 /** How long close() waits for responses to finish (the streams it ended, calls under way) before it cuts them. */
 const CLOSE_GRACE_MS = 2000;
