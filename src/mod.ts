@@ -18,7 +18,7 @@ export {
   type TaskwireServer,
 } from "./server/server.ts";
 export { listen, runtimeLabel } from "./runtime/listen.ts";
-export { DEFAULT_SEND_BUFFER, type Listening, listenNode, type ListenOptions } from "./runtime/node.ts";
+export { DEFAULT_SEND_BUFFER, type Listening, listenNode, type ListenOptions, type TlsFiles } from "./runtime/node.ts";
 export { createSimSource, type SimSource, type SimSourceOptions } from "./sources/sim/sim-source.ts";
 export { createSimKernel, type SimKernel, type SimKernelOptions } from "./sources/sim/sim-kernel.ts";
 export {

@@ -46,6 +46,7 @@ import {
 } from "./_transport-limits.ts";
 
 export { DEFAULT_TRANSPORT_LIMITS, type TransportLimits } from "./_transport-limits.ts";
+export type { TlsFiles } from "./_inner-servers.ts";
 
 /** Where to listen, and the transport limits (unset ones keep DEFAULT_TRANSPORT_LIMITS; see TransportLimits). */
 export interface ListenOptions extends Partial<TransportLimits> {
