@@ -66,10 +66,15 @@ afterAll(async () => {
 
 /** GET /healthz on a new HTTP/1.1 connection. */
 function healthz(url: string, agent: Agent | false = false): Promise<number> {
+  return get(`${url}/healthz`, agent).then((r) => r.status);
+}
+
+function get(url: string, agent: Agent | false = false): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = h1request(`${url}/healthz`, { agent }, (res) => {
-      res.resume();
-      res.once("end", () => resolve(res.statusCode!));
+    const req = h1request(url, { agent }, (res) => {
+      let body = "";
+      res.setEncoding("utf8").on("data", (chunk: string) => (body += chunk));
+      res.once("end", () => resolve({ status: res.statusCode!, body }));
     });
     req.once("error", reject);
     req.end();
@@ -566,6 +571,10 @@ describe("connection and stream caps", () => {
         return Date.now() - started;
       }));
       expect(Math.max(...extra)).toBeLessThan(1_000);
+      // Counted for /metrics, by the cap that refused them.
+      const metrics = (await get(`${server.url}/metrics`, agent)).body; // on the kept-alive connection
+      expect(metrics).toMatch(/^taskwire_connections_refused_total\{limit="max_connections"\} 20$/m);
+      expect(metrics).toMatch(/^taskwire_connections_refused_total\{limit="max_connections_per_address"\} 0$/m);
       // The held ones are still open, and the kept-alive one is still served.
       expect(held.every((s) => !s.destroyed)).toBe(true);
       expect(await healthz(server.url, agent)).toBe(200);
@@ -645,7 +654,8 @@ describe("connection and stream caps", () => {
   it("a connection refused by one cap takes no place in the other", () => {
     const warnings: string[] = [];
     const logger = { isEnabledFor: () => true, warning: (m: string) => warnings.push(m) } as never;
-    const admit = createConnectionCaps({ max: 4, perAddress: 1 }, logger);
+    const refused: string[] = [];
+    const admit = createConnectionCaps({ max: 4, perAddress: 1, onRefused: (l) => refused.push(l) }, logger);
     expect(admit(fakeSocket("192.0.2.1"))).toBe(true);
     // 30 more from that address, all refused by its cap, none closed yet.
     expect(Array.from({ length: 30 }, () => admit(fakeSocket("192.0.2.1")))).toEqual(Array(30).fill(false));
@@ -653,6 +663,8 @@ describe("connection and stream caps", () => {
     expect(["127.0.0.1", "192.0.2.2", "::1"].map((a) => admit(fakeSocket(a)))).toEqual([true, true, true]);
     // The fifth is refused by the global cap, and takes no place in its address's count either.
     expect(admit(fakeSocket("192.0.2.3"))).toBe(false);
+    // Each refusal told once, with its cap (for /metrics).
+    expect(refused).toEqual([...Array(30).fill("max-connections-per-address"), "max-connections"]);
     expect(warnings).toEqual([
       expect.stringMatching(
         /^refused 1 connection\(s\) from .*--max-connections-per-address\), the last from 192\.0\.2\.1;/,

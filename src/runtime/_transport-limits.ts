@@ -242,7 +242,12 @@ export function connectionBudget(requested: number, logger: Logger = taskwireLog
  * cap filled the global one and shut everyone else out). Says (at most every 10 s) when it refuses some.
  */
 export function createConnectionCaps(
-  o: { max: number; perAddress: number },
+  o: {
+    max: number;
+    perAddress: number;
+    /** Told of each refusal, with the cap's flag (for /metrics). */
+    onRefused?: (limit: "max-connections" | "max-connections-per-address") => void;
+  },
   logger: Logger = taskwireLogger(),
 ): (socket: Socket) => boolean {
   let open = 0;
@@ -266,6 +271,7 @@ export function createConnectionCaps(
   };
   return (socket) => {
     if (open >= o.max) {
+      o.onRefused?.("max-connections");
       refusedAll("");
       return false;
     }
@@ -273,6 +279,7 @@ export function createConnectionCaps(
     const bucket = address === "loopback" ? undefined : address;
     const n = bucket === undefined ? 0 : byAddress.get(bucket) ?? 0;
     if (n >= o.perAddress) {
+      o.onRefused?.("max-connections-per-address");
       refusedFrom(address);
       return false;
     }

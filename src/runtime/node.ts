@@ -170,7 +170,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       track(raw, accepted);
       start.start(raw);
     },
-    { copies, maxConnections, limits, sys, logger },
+    { server, copies, maxConnections, limits, sys, logger },
     (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER),
   );
   // The accept queue holds a whole storm: at Node's default of 511, a burst of connections arriving
@@ -317,16 +317,24 @@ function longRequestPaths(server: TaskwireServer): Set<string> {
 // maxConnections, and per address), sets up each raw socket, and hands it to `start`.
 function front(
   start: StartConnection,
-  o: { copies: number; maxConnections: number; limits: TransportLimits; sys: Syscalls | undefined; logger: Logger },
+  o: {
+    server: TaskwireServer;
+    copies: number;
+    maxConnections: number;
+    limits: TransportLimits;
+    sys: Syscalls | undefined;
+    logger: Logger;
+  },
   capSendBuffer: (s: Socket) => void,
 ): Acceptors {
   // Per-socket settings go on the raw socket, before any TLS: an error handler from accept on (a reset
   // before the first byte must not become an uncaught 'error'), no Nagle delay (a stream is many small
   // writes; Node's own servers set it on sockets they accept, and these are accepted here), and the send buffer.
-  const admit = createConnectionCaps(
-    { max: o.maxConnections, perAddress: o.limits.maxConnectionsPerAddress },
-    o.logger,
-  );
+  const admit = createConnectionCaps({
+    max: o.maxConnections,
+    perAddress: o.limits.maxConnectionsPerAddress,
+    onRefused: (limit) => o.server.refusedConnection(limit),
+  }, o.logger);
   return createAcceptors((raw) => {
     raw.on("error", () => raw.destroy());
     if (!admit(raw)) return void raw.destroy();

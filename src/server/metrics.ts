@@ -25,6 +25,8 @@ export interface MetricsInputs {
   readonly stats: () => RegistryStats;
   /** Refusals so far by kind (the audit log's counts). */
   readonly authFailures: () => AuditLog["counts"];
+  /** Connections a runtime adapter refused so far, by the cap that refused them. */
+  readonly connectionRefusals?: () => Readonly<Record<"max-connections" | "max-connections-per-address", number>>;
   /** The event loop's busy share, 0..1. */
   readonly loopUtilization: () => number;
   readonly version: string;
@@ -281,6 +283,19 @@ function addServerSeries(registry: PromRegistry, inputs: MetricsInputs): void {
       this.reset();
       this.inc({ kind: "unauthenticated" }, c.unauthenticated);
       this.inc({ kind: "permission_denied" }, c["permission-denied"]);
+    },
+  });
+  new Counter({
+    name: "taskwire_connections_refused_total",
+    help: "Connections closed as they were accepted (Node), by the cap that refused them: max_connections " +
+      "(--max-connections) or max_connections_per_address (--max-connections-per-address).",
+    labelNames: ["limit"] as const,
+    registers: [registry],
+    collect() {
+      const c = inputs.connectionRefusals?.();
+      this.reset();
+      this.inc({ limit: "max_connections" }, c?.["max-connections"] ?? 0);
+      this.inc({ limit: "max_connections_per_address" }, c?.["max-connections-per-address"] ?? 0);
     },
   });
   gaugeFrom(

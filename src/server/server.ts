@@ -193,6 +193,11 @@ export interface TaskwireServer {
    * paths itself with `refusal`, and answers none while the caller is `flooding`.
    */
   holdCall(caller: Caller): HeldCall;
+  /**
+   * A runtime adapter refused a connection at one of its caps (--max-connections, or
+   * --max-connections-per-address): counted for /metrics (taskwire_connections_refused_total).
+   */
+  refusedConnection(limit: ConnectionLimit): void;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
   stats(): RegistryStats;
   /** Every listener, as a snapshot. */
@@ -201,14 +206,22 @@ export interface TaskwireServer {
   close(): Promise<void>;
 }
 
+/** The connection caps a runtime adapter enforces, as TaskwireServer.refusedConnection names them. */
+export type ConnectionLimit = "max-connections" | "max-connections-per-address";
+
 /** Wires a source into a servable server. */
 export function createServer(options: ServerOptions): TaskwireServer {
   const { source } = options;
+  const connectionRefusals: Record<ConnectionLimit, number> = {
+    "max-connections": 0,
+    "max-connections-per-address": 0,
+  };
   // Its inputs are read at scrape time, by then all made; its feed counts records per CPU on their way in.
   const metrics = options.metrics === false ? undefined : createServerMetrics({
     source,
     stats: () => registry.stats(),
     authFailures: () => audit.counts,
+    connectionRefusals: () => connectionRefusals,
     loopUtilization: () => load.utilization,
     version: VERSION,
     cacheMs: options.metricsCacheMs,
@@ -311,6 +324,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
       const key = auth.principal.via === "none" ? callerBucket(auth.principal.id) : auth.principal.id;
       return { key, credentialed: true, auth };
     },
+    refusedConnection: (limit) => void connectionRefusals[limit]++,
     holdCall: ({ key, credentialed }) => {
       const release = admission.holdCall(key, credentialed);
       return {
