@@ -30,8 +30,6 @@ export interface AcceptorsListen {
 export interface Acceptors {
   /** Binds and listens, then adds the copies; resolves with the bound address (rejects saying what to do). */
   listen(at: AcceptorsListen): Promise<AddressInfo>;
-  /** How many descriptors accept (1 until listening, or where no copy could be made). */
-  readonly count: number;
   /** Stops accepting on every descriptor; resolves once each is closed. */
   close(): Promise<void>;
 }
@@ -41,7 +39,7 @@ export interface AcceptorsOptions {
   /** Descriptors to accept from, the first included (so at most this many connections per turn). */
   readonly perTurn: number;
   /** Makes the copies; without it (no FFI) the one listener accepts alone. */
-  readonly sys: Pick<Syscalls, "dupCloexec" | "close"> | undefined;
+  readonly sys: Pick<Syscalls, "dupCloexec"> | undefined;
   readonly logger: Logger;
 }
 
@@ -65,9 +63,6 @@ export function createAcceptors(onConnection: (socket: Socket) => void, o: Accep
   const servers: Server[] = [first];
   const acceptFailed = throttled(o.logger);
   return {
-    get count() {
-      return servers.length;
-    },
     async listen(at) {
       await listenOn(first, { port: at.port, host: at.host }, at.backlog).catch((err: Error) => {
         throw describeListenError(err, at.host, at.port);

@@ -19,6 +19,7 @@ import {
 import type { Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
 import { addressBucket } from "../core/admission.ts";
+import type { ConnectionLimit } from "../server/metrics.ts";
 import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** What any one client may take of the server at the connection and HTTP level. */
@@ -246,7 +247,7 @@ export function createConnectionCaps(
     max: number;
     perAddress: number;
     /** Told of each refusal, with the cap's flag (for /metrics). */
-    onRefused?: (limit: "max-connections" | "max-connections-per-address") => void;
+    onRefused?: (limit: ConnectionLimit) => void;
   },
   logger: Logger = taskwireLogger(),
 ): (socket: Socket) => boolean {

@@ -18,6 +18,9 @@ import type { TaskstatsSource } from "../sources/source.ts";
 import { createRpcMetrics } from "./_metrics-rpc.ts";
 import { processRegistry } from "./_metrics-process.ts";
 
+/** The connection caps a runtime adapter enforces, as it reports its refusals (TaskwireServer.refusedConnection). */
+export type ConnectionLimit = "max-connections" | "max-connections-per-address";
+
 /** What the series are read from, at scrape time. */
 export interface MetricsInputs {
   readonly source: TaskstatsSource;
@@ -26,7 +29,7 @@ export interface MetricsInputs {
   /** Refusals so far by kind (the audit log's counts). */
   readonly authFailures: () => AuditLog["counts"];
   /** Connections a runtime adapter refused so far, by the cap that refused them. */
-  readonly connectionRefusals?: () => Readonly<Record<"max-connections" | "max-connections-per-address", number>>;
+  readonly connectionRefusals?: () => Readonly<Record<ConnectionLimit, number>>;
   /** The event loop's busy share, 0..1. */
   readonly loopUtilization: () => number;
   readonly version: string;

@@ -36,7 +36,7 @@ import { readHostIdentity } from "./host-identity.ts";
 import { createLoadMeter } from "./load.ts";
 import { retainPayload, serverMemory } from "./memory.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, limitMessageSize } from "./message-limit.ts";
-import { createServerMetrics } from "./metrics.ts";
+import { type ConnectionLimit, createServerMetrics } from "./metrics.ts";
 import { withPreEncodedStreams } from "./pre-encoded-streams.ts";
 
 /** The longest timeout a request may set (Node's timers hold at most 2^31-1 ms, about 24.8 days). */
@@ -206,8 +206,7 @@ export interface TaskwireServer {
   close(): Promise<void>;
 }
 
-/** The connection caps a runtime adapter enforces, as TaskwireServer.refusedConnection names them. */
-export type ConnectionLimit = "max-connections" | "max-connections-per-address";
+export type { ConnectionLimit } from "./metrics.ts";
 
 /** Wires a source into a servable server. */
 export function createServer(options: ServerOptions): TaskwireServer {
