@@ -1,5 +1,5 @@
 /**
- * How sure a latency row's ratio is: a paired, stratified block bootstrap of
+ * How sure a latency row's ratio is: a paired, two-level block bootstrap of
  * one quantile's ratio between two servers measured in the same rounds.
  *
  * Why not the median of the rounds' ratios alone: a round's p99 rests on its
@@ -9,12 +9,14 @@
  * ratios cannot say whether 1.2x is met. The bootstrap uses every event:
  * each round's window is cut into blocks of consecutive events (a 100 ms
  * turn's worth: latencies inside a burst are not independent, blocks of them
- * nearly are), the blocks are drawn again with replacement inside each round
- * (the rounds' different hours stay in the mix as measured), and block k of
- * one server goes with block k of the other (in interleaved rounds the same
- * seconds of the host). The spread of the ratio over the draws is the
- * interval; the control row (two identical servers) shows whether it is
- * honest: its interval should hold 1.0.
+ * nearly are). A draw takes the rounds again with replacement, and inside
+ * each round taken its blocks with replacement (two levels: a round holds
+ * what does not change inside it, such as the minute's host and the
+ * processes' placement, and a draw of blocks alone would count that as
+ * certain); block k of one server goes with block k of the other (in
+ * interleaved rounds the same seconds of the host). The spread of the ratio
+ * over the draws is the interval; the control row (two identical servers)
+ * shows whether it is honest: its interval should hold 1.0.
  */
 
 /** A window's latencies cut into `count` blocks of consecutive events, each sorted ascending. */
@@ -115,8 +117,9 @@ function checkPaired(a: readonly (readonly Float64Array[])[], b: readonly (reado
 
 /**
  * quantile(a) / quantile(b) over every event, and its interval from `draws`
- * paired block draws; `a` and `b` are rounds of blocks (cutBlocks), round i
- * block k of `a` measured beside round i block k of `b`.
+ * paired two-level draws (rounds, then blocks inside them); `a` and `b` are
+ * rounds of blocks (cutBlocks), round i block k of `a` measured beside round
+ * i block k of `b`.
  */
 export function ratioInterval(
   a: readonly (readonly Float64Array[])[],
@@ -129,11 +132,13 @@ export function ratioInterval(
   const random = seeded(o.seed ?? 1), draws = o.draws ?? 2000, level = o.level ?? 0.95;
   const ratios = new Float64Array(draws);
   const pickA: Float64Array[] = [], pickB: Float64Array[] = [];
+  const pick = (n: number) => Math.floor(random() * n);
   for (let d = 0; d < draws; d++) {
     pickA.length = pickB.length = 0;
-    for (const [i, round] of a.entries()) {
+    for (let r = 0; r < a.length; r++) {
+      const i = pick(a.length), round = a[i]!;
       for (let k = 0; k < round.length; k++) {
-        const j = Math.floor(random() * round.length);
+        const j = pick(round.length);
         pickA.push(round[j]!), pickB.push(b[i]![j]!);
       }
     }

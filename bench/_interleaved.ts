@@ -7,9 +7,10 @@
  * between rounds minutes apart, and a row measured after another compares
  * its own code with a different host. Only one server produces at a time,
  * so the machine's load is that of one server and its client, as in the
- * other rows. The servers keep running through a group's rounds, as a
- * server runs in production (warmed up and at its steady heap), and their
- * heaps are kept as `taskwire serve` keeps its own.
+ * other rows. Each round starts its processes anew and warms them up (code
+ * optimized, heap at its steady size, as a server runs in production), so
+ * that no process's luck lasts through every round; their heaps are kept as
+ * `taskwire serve` keeps its own.
  */
 import { type LineChild, startLineChild } from "./_child.ts";
 import type { GcTally } from "./_heap.ts";
@@ -62,20 +63,30 @@ async function startServerProcess(
   return { counter, server, close: () => (counter.stop(), void server.end()) };
 }
 
-/** Interleaved rounds of `kinds` (one window of each per round), each server and client started once. */
+/** Interleaved rounds of `kinds` (one window of each per round), each round with servers and clients of its own. */
 export async function interleavedRounds(
   kinds: readonly LatencyServerKind[],
   perSecond: number,
   o: InterleavedPlacement & { rounds: number; windowMs: number },
 ): Promise<ServerWindow[][]> {
+  const rounds: ServerWindow[][] = [];
+  for (let r = 0; r < o.rounds; r++) rounds.push(await freshRound(kinds, perSecond, { ...o, first: r }));
+  return rounds;
+}
+
+// New processes for each round: what a process keeps for its life (the CPU the scheduler settled it on, its heap's
+// layout) then varies between rounds, where the ratio's interval counts it, instead of favouring one server in all.
+async function freshRound(
+  kinds: readonly LatencyServerKind[],
+  perSecond: number,
+  o: InterleavedPlacement & { windowMs: number; first: number },
+): Promise<ServerWindow[]> {
   const running: Running[] = [];
   try {
     for (const kind of kinds) running.push(await startServerProcess(kind, perSecond, o));
-    // Warm-up: every process's code optimized and its heap grown to its working size before the first round.
+    // Warm-up: every process's code optimized and its heap grown to its working size before the window.
     await takeTurns(running, WARM_UP_MS * kinds.length, 0);
-    const rounds: ServerWindow[][] = [];
-    for (let r = 0; r < o.rounds; r++) rounds.push(await round(running, o.windowMs, r));
-    return rounds;
+    return await round(running, o.windowMs, o.first);
   } finally {
     for (const s of running) s.close();
   }

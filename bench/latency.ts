@@ -168,7 +168,9 @@ function ratioCell(rounds: Round[], compared: Compared | undefined): string {
   const pooled = ratioInterval(rounds.map((r) => r.blocks), compared.baseline.map((r) => r.blocks), { q: 0.99 });
   const cell = `${x(pooled.estimate)} (${x(pooled.low)}-${x(pooled.high)}); rounds ${x(median(ratios))} ` +
     `(${x(Math.min(...ratios))}-${x(Math.max(...ratios))})`;
-  if (compared.control === true) return `${cell}: control, ${pooled.low <= 1 && pooled.high >= 1 ? "holds" : "misses"} 1.0`;
+  if (compared.control === true) {
+    return `${cell}: control, ${pooled.low <= 1 && pooled.high >= 1 ? "holds" : "misses"} 1.0`;
+  }
   const met = pooled.estimate <= TARGET_RATIO;
   const settled = met ? pooled.high <= TARGET_RATIO : pooled.low > TARGET_RATIO;
   return `${cell}: ${met ? "met" : "not met"}${settled ? "" : ", not settled"}`;

@@ -59,6 +59,19 @@ describe("the latency bench's bootstrap", () => {
     expect(slower.high).toBeGreaterThanOrEqual(slower.estimate);
   });
 
+  it("counts what differs between rounds as uncertain: a per-round slowdown of one server widens the interval to hold it", () => {
+    // The same distribution, but each of a's rounds ran at its own speed (as a process placed on a busier CPU
+    // would): blocks drawn inside rounds alone would read the mix of these factors as certain.
+    const factors = [0.7, 1.3, 0.75, 1.25, 0.8, 1.2];
+    const a = factors.map((f, i) => latencies(6000, 40 + i, f));
+    const b = factors.map((_, i) => latencies(6000, 50 + i));
+    const r = ratioInterval(rounds(a, 20), rounds(b, 20), { q: 0.99 });
+    expect(r.low).toBeLessThan(0.9);
+    expect(r.high).toBeGreaterThan(1.1);
+    expect(r.low).toBeLessThanOrEqual(1);
+    expect(r.high).toBeGreaterThanOrEqual(1);
+  });
+
   it("gives the same interval for the same events (seeded draws), and refuses unpaired rounds", () => {
     const a = rounds([latencies(2000, 5)], 10), b = rounds([latencies(2000, 6)], 10);
     expect(ratioInterval(a, b, { q: 0.99, draws: 200 })).toEqual(ratioInterval(a, b, { q: 0.99, draws: 200 }));
