@@ -215,6 +215,70 @@ describe("the server on Deno, Bun and Node (their start scripts), the SDK as the
   }
 });
 
+// The dashboard's files, asked for in one write on a fresh server (as a pipelining client or proxy does). Bun 1.4's
+// server closes a connection, unanswered, when a pipelined request arrives while the response ahead of it waits on
+// I/O; /ui's files were read asynchronously the first time, so Bun answered none of them.
+describe("the dashboard's files, pipelined on a fresh server, on Deno, Bun and Node", () => {
+  const args = ["src/cli/run.ts", "serve", "--source", "sim", "--port", "0"];
+  const servers: [string, string, string[]][] = [
+    ["deno", `${root}node_modules/deno/deno`, ["run", ...DENO_PERMS, ...args]],
+    ["bun", `${root}node_modules/.bin/bun`, args],
+    ["node", process.execPath, ["bin/taskwire.js", ...args.slice(1)]],
+  ];
+  const paths = ["/ui", "/ui/dashboard.js", "/ui/dashboard.css", "/ui/uplot.css", "/ui/taskwire-client.js"];
+
+  // Where the response at the start of `buf` ends (its body by content-length or chunks; Bun sends the files
+  // chunked), or -1 while it is incomplete.
+  const responseEnd = (buf: Buffer): number => {
+    const end = buf.indexOf("\r\n\r\n");
+    if (end < 0) return -1;
+    const head = buf.subarray(0, end).toString("latin1");
+    if (!/\r\ntransfer-encoding: *chunked/i.test(head)) {
+      const at = end + 4 + Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      return buf.length < at ? -1 : at;
+    }
+    for (let at = end + 4;;) {
+      const line = buf.indexOf("\r\n", at);
+      if (line < 0) return -1;
+      const size = parseInt(buf.subarray(at, line).toString("latin1"), 16);
+      at = line + 2 + size + 2;
+      if (buf.length < at) return -1;
+      if (size === 0) return at;
+    }
+  };
+
+  // The statuses of the responses read off `socket` in order, until it closes or all came.
+  const statuses = (socket: Socket, want: number): Promise<number[]> =>
+    new Promise((resolve) => {
+      let buf = Buffer.alloc(0);
+      const got: number[] = [];
+      const done = () => (socket.destroy(), resolve(got));
+      socket.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        for (let at = responseEnd(buf); at >= 0; at = responseEnd(buf)) {
+          got.push(Number(buf.subarray(0, 12).toString("latin1").split(" ")[1]));
+          buf = buf.subarray(at);
+          if (got.length === want) return done();
+        }
+      });
+      socket.on("close", done).on("error", () => {});
+    });
+
+  for (const [name, bin, argv] of servers) {
+    it(`${name}: every file is answered, in order`, async () => {
+      const { url, stop } = await spawnServer(bin, argv, root);
+      try {
+        const { hostname, port, host } = new URL(url);
+        const socket = connect(Number(port), hostname);
+        socket.write(paths.map((p) => `GET ${p} HTTP/1.1\r\nhost: ${host}\r\n\r\n`).join(""));
+        expect(await statuses(socket, paths.length)).toEqual(paths.map(() => 200));
+      } finally {
+        stop();
+      }
+    }, 60_000);
+  }
+});
+
 // Calls under way are counted on every runtime: a request from its arrival until its response is delivered or its
 // client gone (Node's adapter sees the response's close, Deno's reports it, Bun's reads the body's end). Each call
 // held here is a GetInfo whose body never arrives, so its handler waits on it.
