@@ -31,6 +31,13 @@ export const HELD_CALL = createContextKey<CallHold>({ refusal: undefined, handOv
 });
 
 /**
+ * The headers of the plain 429 an adapter answers a non-RPC request with when
+ * it arrived over a limit of calls under way: retry in a second, as the RPCs'
+ * refusal says.
+ */
+export const REFUSED_CALL_HEADERS = { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" } as const;
+
+/**
  * Refuses a unary call that arrived over a limit of calls under way
  * (LimitExceededError); the same call may pass once the calls before it are
  * answered and read, so the refusal says to retry in a second.

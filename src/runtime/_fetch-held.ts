@@ -9,6 +9,7 @@
  * leaves uncounted.
  */
 import type { Peer } from "../auth/authenticator.ts";
+import { REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
 /** How a Fetch API runtime reports a response over; undefined: watch its body (whenBodyOver). */
@@ -58,10 +59,7 @@ export function pathOf(url: string): string {
 }
 
 function refused(why: string): Response {
-  return new Response(`${why}\n`, {
-    status: 429,
-    headers: { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" },
-  });
+  return new Response(`${why}\n`, { status: 429, headers: REFUSED_CALL_HEADERS });
 }
 
 // Functions run once when the response is over; one added after that runs at once.

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import type { Socket } from "node:net";
-import type { CallHold } from "../rpc/held-call.ts";
+import { type CallHold, REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
 import type { Caller, TaskwireServer } from "../server/server.ts";
 
 /** A request as either of Node's HTTP servers hands it over. */
@@ -76,7 +76,7 @@ export function holdCalls(
       },
     });
     if (held.refusal === undefined || rpcs.has(pathOf(req))) return true;
-    res.writeHead(429, { "content-type": "text/plain; charset=UTF-8", "retry-after": "1" }).end(`${held.refusal}\n`);
+    res.writeHead(429, REFUSED_CALL_HEADERS).end(`${held.refusal}\n`);
     return false;
   };
 }
