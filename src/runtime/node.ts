@@ -201,7 +201,7 @@ function grpcListener(
     const handler = paths.get(pathOf(req));
     if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
     const given = req.headers[":authority"] ?? req.headers.host;
-    const authority = urlHost(given, req.url);
+    const authority = authorityHost(given, req.url);
     if (authority === undefined) {
       return trailersOnly(
         res,
@@ -224,7 +224,7 @@ function grpcListener(
 
 // `given` (a request's :authority or Host) as the host[:port] of a URL, as the app's Host check reads it;
 // undefined when it is missing or no URL can be made of it (connect-node would throw building the request).
-function urlHost(given: string | string[] | undefined, path = "/"): string | undefined {
+function authorityHost(given: string | string[] | undefined, path = "/"): string | undefined {
   if (typeof given !== "string" || given === "") return undefined;
   try {
     return new URL(path, `http://${given}`).host;
