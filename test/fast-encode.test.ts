@@ -48,6 +48,8 @@ const arbitraryVector: fc.Arbitrary<StatsVector> = fc.tuple(
 const arbitraryReceivedAt = fc.oneof(
   fc.integer({ min: 0, max: 2 ** 52 }).map((us) => us / 1000),
   fc.integer({ min: 0, max: 2 ** 32 }).map((s) => s * 1000),
+  // Any double: sub-microsecond fractions round, times before the epoch clamp to it.
+  fc.double({ min: -1e9, max: 2 ** 42, noNaN: true }),
   fc.constant(0),
 );
 

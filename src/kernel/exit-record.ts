@@ -66,7 +66,16 @@ export interface ExitRecord {
  * that float error never rounds nanos up to a full second.
  */
 export function timestampParts(ms: number): { seconds: number; nanos: number } {
+  return { seconds: timestampSeconds(ms), nanos: timestampNanos(ms) };
+}
+
+/** timestampParts(ms).seconds, without the object (the stream encoder's per-record path). */
+export function timestampSeconds(ms: number): number {
+  return Math.floor(Math.max(0, Math.round(ms * 1000)) / 1e6);
+}
+
+/** timestampParts(ms).nanos, without the object (the stream encoder's per-record path). */
+export function timestampNanos(ms: number): number {
   const us = Math.max(0, Math.round(ms * 1000));
-  const seconds = Math.floor(us / 1e6);
-  return { seconds, nanos: (us - seconds * 1e6) * 1000 };
+  return (us - Math.floor(us / 1e6) * 1e6) * 1000;
 }

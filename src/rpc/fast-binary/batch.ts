@@ -21,7 +21,13 @@ import {
   type SubscribeExitsResponse,
   SubscribeExitsResponseSchema,
 } from "../../gen/taskwire/v1/taskstats_pb.ts";
-import { ENCODED_BODY, ENCODED_BODY_BUFFER, type ExitRecord, timestampParts } from "../../kernel/exit-record.ts";
+import {
+  ENCODED_BODY,
+  ENCODED_BODY_BUFFER,
+  type ExitRecord,
+  timestampNanos,
+  timestampSeconds,
+} from "../../kernel/exit-record.ts";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { StreamItem } from "../../core/retention.ts";
 import { toExitEvent } from "../convert.ts";
@@ -121,7 +127,9 @@ function statsOf(r: ExitRecord): [pid: AnyStats, tgid: AnyStats | undefined] {
 
 // received_at: a Timestamp{seconds, nanos}, zero parts left out as toBinary() does (the field itself is always set).
 function timestampField(b: Uint8Array, p: number, ms: number): number {
-  const { seconds, nanos } = timestampParts(ms);
+  // Two calls, not timestampParts' object: that object was 5% of a stream's allocation per record (it was not
+  // optimized away).
+  const seconds = timestampSeconds(ms), nanos = timestampNanos(ms);
   const len = (seconds === 0 ? 0 : 1 + varintSize(seconds)) + (nanos === 0 ? 0 : 1 + varintSize(nanos));
   b[p++] = RECEIVED_AT;
   b[p++] = len; // at most 1 + 8 + 1 + 5 bytes: one length byte
