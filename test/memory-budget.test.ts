@@ -496,9 +496,9 @@ describe("records matched in runs far apart", () => {
 });
 
 describe("registry accounting", () => {
-  const registry = (limit: number, perOwner?: number) => {
+  const registry = (limit: number, perOwner?: number, reserve?: { fraction: number }) => {
     const feed = manualFeed();
-    const budget = createMemoryBudget({ limit, perOwner });
+    const budget = createMemoryBudget({ limit, perOwner, reserve });
     const reg = createRegistry<Rec, string>({
       feed,
       retain,
@@ -597,6 +597,64 @@ describe("registry accounting", () => {
     expect(c.memoryBytes).toBe(LISTENER_BYTES + CPU_ENTRY_BYTES);
     for (const l of [a, b, c]) reg.remove(l, "test");
     expect(budget.used).toBe(0);
+  });
+});
+
+describe("the budget's reserve", () => {
+  const registry = (reserve?: { fraction: number }) => {
+    const feed = manualFeed();
+    const budget = createMemoryBudget({ limit: 1 * MiB, reserve });
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      limits: { maxBuffer: 1 << 20 },
+      // Retained payloads cost little beside a queued record (as the server's encoded bodies in shared slabs beside
+      // their records): giving retention up makes little room.
+      memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => 0, reserve: 4096 },
+    });
+    return { feed, budget, reg };
+  };
+  const options = (owner: string) => ({ buffer: 1 << 20, policy: "drop-newest" as const, ephemeral: false, owner });
+
+  // Principal "a" never reads; "b" takes what it is sent after every exit, as a stream that keeps up.
+  const run = (reserve?: { fraction: number }) => {
+    const { feed, budget, reg } = registry(reserve);
+    const a = reg.create([0], options("a")), b = reg.create([0], options("b"));
+    for (let n = 1; n <= 3000; n++) {
+      feed.sink.exit(rec(n));
+      b.take(1000);
+    }
+    return { budget, reg, a, b };
+  };
+  const lost = (l: { lost: Record<string, number> }) => Object.values(l.lost).reduce((x, y) => x + y, 0);
+
+  it("a principal that never reads stops short of it; one that keeps up loses nothing; a new principal is admitted", () => {
+    const { budget, reg, a, b } = run({ fraction: 1 / 8 });
+    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(lost(b)).toBe(0);
+    expect(b.delivered).toBe(3000);
+    // What is not reserved is full, and "a" holds no more than that (loss markers are charged even past it).
+    expect(budget.used).toBeGreaterThan(budget.limit - budget.reserve - 2000);
+    expect(budget.usedBy("a")).toBeLessThanOrEqual(budget.limit - budget.reserve + 4 * LOSS_MARKER_BYTES);
+    expect(() => reg.create([1], options("a"))).toThrow(
+      /memory budget of 1 MiB \(--memory-budget\) is full but for its reserve of 128 KiB, kept for principals holding less than 64 KiB each, and principal "a" holds/,
+    );
+    const c = reg.create([1], options("c"));
+    expect(budget.reserveSlice).toBe(budget.reserve / 3);
+    for (const l of [a, b, c]) reg.remove(l, "test");
+    expect(budget.used).toBe(0);
+    expect(budget.reserveSlice).toBe(budget.reserve);
+  });
+
+  it("without one, the principal that never reads fills the budget and the one that keeps up loses exits", () => {
+    const { a, b } = run();
+    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(b.lost["subscriber-overflow"]).toBeGreaterThan(0);
+  });
+
+  it("is at most half the budget", () => {
+    expect(() => createMemoryBudget({ limit: MiB, reserve: { fraction: 0.6 } })).toThrow(RangeError);
+    expect(createMemoryBudget({ limit: MiB, reserve: { fraction: 0.5 } }).reserve).toBe(MiB / 2);
   });
 });
 
@@ -802,7 +860,7 @@ describe("attacks against the memory budget (64 MiB)", () => {
     );
     // Full, and never past it but for loss markers (a few per listener) and the rest of the shared slabs the
     // listeners' events keep alive (charged even past it: it is held).
-    expect(stats.memoryUsed).toBeGreaterThan(BUDGET * 0.9);
+    expect(stats.memoryUsed).toBeGreaterThan(BUDGET * (7 / 8) * 0.9); // one principal (one address): not the reserve
     expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 209 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
     // The streams share their slabs, and pay for them between them: what they leave unpaid is a few slabs' worth.
     expect(stats.memorySlabs).toBeLessThanOrEqual(BUDGET / 16);
@@ -812,7 +870,9 @@ describe("attacks against the memory budget (64 MiB)", () => {
     const before = r.server.listeners().map((l) => l.id).sort();
     const refusal = await registerRefusal(r);
     expect(refusal.code).toBe(Code.ResourceExhausted);
-    expect(refusal.rawMessage).toMatch(/memory budget of 64 MiB \(--memory-budget\) has no room for another listener/);
+    expect(refusal.rawMessage).toMatch(
+      /memory budget of 64 MiB \(--memory-budget\) is full but for its reserve of 8 MiB/,
+    );
     expect(r.server.listeners().map((l) => l.id).sort()).toEqual(before);
     // GetInfo reports the budget, and the listeners' bytes add up to what is used.
     const info = await r.client.getInfo({ listeners: true });
@@ -853,7 +913,9 @@ describe("attacks against the memory budget (64 MiB)", () => {
       } MiB; slowest /healthz ${flooded.healthMs.toFixed(0)} ms`,
     );
     expect(refused?.code).toBe(Code.ResourceExhausted);
-    expect(refused?.rawMessage).toMatch(/memory budget of 64 MiB \(--memory-budget\) has no room for another listener/);
+    expect(refused?.rawMessage).toMatch(
+      /memory budget of 64 MiB \(--memory-budget\) is full but for its reserve of 8 MiB/,
+    );
     expect(stats.listeners).toBe(registered + 1);
     expect(held).toBeLessThanOrEqual(BUDGET);
     expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);

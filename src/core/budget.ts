@@ -10,6 +10,14 @@
  *
  * The budget only counts what callers tell it: the core cannot look inside a
  * record, so the owner of the records says what each costs.
+ *
+ * A reserve keeps one owner from starving the others: past `limit - reserve`
+ * only an owner holding less than its slice of the reserve (the reserve over
+ * the owners holding anything) may charge. An owner whose streams never read
+ * then fills the budget up to the reserve and drops its own exits, while an
+ * owner that keeps up (holding a few batches) still queues. Without it, one
+ * principal filled the whole budget and another's reading stream lost 81%
+ * of its exits.
  */
 
 /** How much of the budget one owner may hold: a byte count, or a fraction (0-1] of the budget. */
@@ -21,6 +29,8 @@ export interface BudgetOptions {
   readonly limit?: number | undefined;
   /** Most one owner may hold; omitted: the whole budget. */
   readonly perOwner?: Share | undefined;
+  /** The budget's last bytes, kept for owners holding less than their slice of them; omitted: none. At most half. */
+  readonly reserve?: Share | undefined;
 }
 
 /** A budget shared by every listener of a server. */
@@ -29,12 +39,20 @@ export interface MemoryBudget {
   readonly limit: number;
   /** Most bytes one owner may hold. */
   readonly ownerLimit: number;
+  /** The reserve's bytes: past limit - reserve, an owner charges only while under reserve / owners. */
+  readonly reserve: number;
   /** Bytes charged now, over all owners. */
   readonly used: number;
   /** Bytes `owner` holds now. */
   usedBy(owner: string): number;
-  /** Why `bytes` more for `owner` would not fit ("budget" or "owner"), or undefined when they fit. */
-  refusal(owner: string, bytes: number): "budget" | "owner" | undefined;
+  /**
+   * Why `bytes` more for `owner` would not fit: the budget is full, the owner
+   * holds its share, or only the reserve is left and the owner holds its slice
+   * of it (undefined when they fit).
+   */
+  refusal(owner: string, bytes: number): "budget" | "owner" | "reserve" | undefined;
+  /** An owner's slice of the reserve now (the reserve over the owners with an account). */
+  readonly reserveSlice: number;
   /** An account that charges `owner` (one per listener). */
   open(owner: string): BudgetAccount;
 }
@@ -97,7 +115,9 @@ export function createMemoryBudget(o: BudgetOptions = {}): MemoryBudget {
   if (!Number.isSafeInteger(limit) || limit < 1) {
     throw new RangeError(`memory budget must be a positive whole number of bytes, got ${o.limit}`);
   }
-  return new _Budget(limit, resolveShare(o.perOwner, limit));
+  const reserve = o.reserve === undefined ? 0 : resolveShare(o.reserve, limit);
+  if (reserve > limit / 2) throw new RangeError(`a memory budget's reserve may be at most half of it, got ${reserve}`);
+  return new _Budget(limit, resolveShare(o.perOwner, limit), reserve);
 }
 
 // What holders made without a budget charge: unlimited, shared (so their hot
@@ -106,7 +126,7 @@ let _unbudgeted: BudgetPool | undefined;
 
 /** An account of an unlimited budget, for a listener, queue or retention made without one: counted, never refused. */
 export function unbudgeted(owner = ""): BudgetAccount {
-  _unbudgeted ??= new _Pool(new _Budget(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), undefined);
+  _unbudgeted ??= new _Pool(new _Budget(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 0), { used: 0 });
   return new _Account(owner, _unbudgeted, () => {});
 }
 
@@ -177,7 +197,7 @@ export function formatBytes(n: number): string {
   return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
 }
 
-/** One owner's accounts, total (kept only when the budget caps owners) and pool. */
+/** One owner's accounts, total and pool. */
 interface _Owner {
   used: number;
   readonly accounts: Set<_Account>;
@@ -187,29 +207,32 @@ interface _Owner {
 class _Budget implements MemoryBudget {
   readonly limit: number;
   readonly ownerLimit: number;
-  /** Whether owners are capped below the budget (else owners' totals are summed only when asked). */
-  readonly capped: boolean;
+  readonly reserve: number;
+  /** limit - reserve: what any owner may fill. */
+  readonly unreserved: number;
+  reserveSlice: number;
   used = 0;
   readonly #owners = new Map<string, _Owner>();
 
-  constructor(limit: number, ownerLimit: number) {
+  constructor(limit: number, ownerLimit: number, reserve: number) {
     this.limit = limit;
     this.ownerLimit = ownerLimit;
-    this.capped = ownerLimit < limit;
+    this.reserve = reserve;
+    this.unreserved = limit - reserve;
+    this.reserveSlice = reserve;
   }
 
   usedBy(owner: string): number {
-    const o = this.#owners.get(owner);
-    if (o === undefined) return 0;
-    if (this.capped) return o.used;
-    let used = 0;
-    for (const a of o.accounts) used += a.bytes;
-    return used;
+    return this.#owners.get(owner)?.used ?? 0;
   }
 
-  refusal(owner: string, bytes: number): "budget" | "owner" | undefined {
-    if (this.used + bytes > this.limit) return "budget";
-    if (this.capped && this.usedBy(owner) + bytes > this.ownerLimit) return "owner";
+  refusal(owner: string, bytes: number): "budget" | "owner" | "reserve" | undefined {
+    const total = this.used + bytes, mine = this.usedBy(owner) + bytes;
+    if (total > this.limit) return "budget";
+    if (mine > this.ownerLimit) return "owner";
+    // A new owner is not counted yet: judged by the slice it will have.
+    const slice = this.#owners.has(owner) ? this.reserveSlice : this.reserve / (this.#owners.size + 1);
+    if (total > this.unreserved && mine > slice) return "reserve";
     return undefined;
   }
 
@@ -217,35 +240,41 @@ class _Budget implements MemoryBudget {
     let o = this.#owners.get(owner);
     if (o === undefined) {
       const record: { used: number; accounts: Set<_Account>; pool?: _Pool } = { used: 0, accounts: new Set() };
-      record.pool = new _Pool(this, this.capped ? record : undefined);
+      record.pool = new _Pool(this, record);
       this.#owners.set(owner, o = record as _Owner);
+      this.#slice();
     }
     const owned = o;
     const account = new _Account(owner, owned.pool, () => {
       owned.accounts.delete(account);
-      if (owned.accounts.size === 0) this.#owners.delete(owner);
+      if (owned.accounts.size > 0) return;
+      this.#owners.delete(owner);
+      this.#slice();
     });
     owned.accounts.add(account);
     return account;
   }
+
+  #slice(): void {
+    this.reserveSlice = this.reserve / Math.max(1, this.#owners.size);
+  }
 }
 
-// The hot path (a charge per queued exit per listener): two or three
-// additions and as many comparisons on objects every listener of the owner
-// shares.
+// The hot path (a charge per queued exit per listener): a few additions and
+// comparisons on objects every listener of the owner shares.
 class _Pool implements BudgetPool {
   readonly #budget: _Budget;
-  /** The owner's total, when owners are capped. */
-  readonly #owner: { used: number } | undefined;
+  /** The owner's total. */
+  readonly #owner: { used: number };
 
-  constructor(budget: _Budget, owner: { used: number } | undefined) {
+  constructor(budget: _Budget, owner: { used: number }) {
     this.#budget = budget;
     this.#owner = owner;
   }
 
   fits(bytes: number): boolean {
-    const b = this.#budget, o = this.#owner;
-    return b.used + bytes <= b.limit && (o === undefined || o.used + bytes <= b.ownerLimit);
+    const b = this.#budget, total = b.used + bytes, mine = this.#owner.used + bytes;
+    return total <= b.limit && mine <= b.ownerLimit && (total <= b.unreserved || mine <= b.reserveSlice);
   }
 
   tryCharge(bytes: number): boolean {
@@ -256,7 +285,7 @@ class _Pool implements BudgetPool {
 
   charge(bytes: number): void {
     this.#budget.used += bytes;
-    if (this.#owner !== undefined) this.#owner.used += bytes;
+    this.#owner.used += bytes;
   }
 
   release(bytes: number): void {

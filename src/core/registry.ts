@@ -488,6 +488,17 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
         } held by listeners' queued and retained events); read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
       );
     }
+    if (refusal === "reserve") {
+      throw new LimitExceededError(
+        `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) is full but for its reserve of ${
+          formatBytes(budget.reserve)
+        }, kept for principals holding less than ${
+          formatBytes(budget.reserveSlice)
+        } each, and principal "${owner}" holds ${
+          formatBytes(budget.usedBy(owner))
+        }; read or deregister its listeners that hold events`,
+      );
+    }
     if (refusal === "owner") {
       throw new LimitExceededError(
         `principal "${owner}" holds its share of the server's memory budget, ${

@@ -179,6 +179,14 @@ export function defaultMemoryBudget(): DefaultBudget {
   return { bytes: mib, why: `the least of ${of.join(", ")}; at least 16 MiB` };
 }
 
+/**
+ * The memory budget's last eighth, kept for principals holding less than
+ * their slice of it (core/budget.ts): a principal whose streams never read
+ * stops at seven eighths and drops its own exits, while one that keeps up
+ * still queues.
+ */
+export const BUDGET_RESERVE = { fraction: 1 / 8 } as const;
+
 /** The registry's memory for createServer's options: the budget and the server's record and payload sizes. */
 export function serverMemory(
   o: { readonly memoryBudget?: number | undefined; readonly memoryBudgetPerPrincipal?: Share | undefined },
@@ -187,6 +195,7 @@ export function serverMemory(
     budget: createMemoryBudget({
       limit: o.memoryBudget ?? defaultMemoryBudget().bytes,
       perOwner: o.memoryBudgetPerPrincipal,
+      reserve: BUDGET_RESERVE,
     }),
     sizeOf: recordBytes,
     sizeOfPayload: payloadBytes,
