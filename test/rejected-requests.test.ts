@@ -47,6 +47,22 @@ async function drain(req: Parameters<Running["client"]["subscribeExits"]>[0]): P
   for await (const _ of running.client.subscribeExits(req)) break;
 }
 
+// A Connect unary call in JSON whose timeout is already up (connect-timeout-ms: 0), as curl or a client whose own
+// deadline ran out sends it; rejects with the ConnectError of the answer.
+async function pastDeadline(method: string, body: object): Promise<unknown> {
+  const res = await fetch(`${running.url}/taskwire.v1.TaskStats/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "connect-timeout-ms": "0" },
+    body: JSON.stringify(body),
+  });
+  const answer = await res.json() as { code?: string; message?: string };
+  if (res.ok) return answer;
+  const code = Object.entries(Code).find(([k]) =>
+    k.replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase()) === answer.code
+  )?.[1];
+  throw new ConnectError(answer.message ?? "", code as Code);
+}
+
 const HUGE = 2n ** 64n - 1n;
 const cases: [string, Code, () => Promise<unknown>][] = [
   ["Register with an empty cpumask", Code.InvalidArgument, () => running.client.register({ cpumask: "" })],
@@ -107,6 +123,18 @@ const cases: [string, Code, () => Promise<unknown>][] = [
     Code.InvalidArgument,
     () => drain({ listenerId: owned, heartbeatMs: 1, filter: { commPrefix: "zzz" } }),
   ],
+  ["Register whose deadline is already up", Code.DeadlineExceeded, () => pastDeadline("Register", { cpumask: "0" })],
+  [
+    "Register adding CPUs to an owned listener, its deadline already up",
+    Code.DeadlineExceeded,
+    () => pastDeadline("Register", { cpumask: "0", listenerId: owned }),
+  ],
+  [
+    "Deregister whose deadline is already up",
+    Code.DeadlineExceeded,
+    () => pastDeadline("Deregister", { cpumask: "0", listenerId: owned }),
+  ],
+  ["GetInfo whose deadline is already up", Code.DeadlineExceeded, () => pastDeadline("GetInfo", {})],
 ];
 
 describe("a rejected request changes nothing", () => {

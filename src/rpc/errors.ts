@@ -8,7 +8,7 @@
  * which error-responses.ts applies where connect-es raises them. Messages
  * and metadata stay small whatever the request held (see core/errors.ts clip).
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { ErrorDetailSchema, ErrorReason } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { CpulistError } from "../kernel/cpulist.ts";
 import {
@@ -184,4 +184,27 @@ function reasonOf(code: Code): ErrorReason {
     default:
       return ErrorReason.UNSPECIFIED;
   }
+}
+
+/**
+ * A call whose request set a timeout (connect-timeout-ms, grpc-timeout) ends
+ * with DEADLINE_EXCEEDED once it is up: connect-es aborts the call's signal
+ * with that error, and a stream that just stopped would end OK. Checked
+ * before a call changes anything, too: connect-es's timer fires a turn
+ * later, so a timeout of 0 would otherwise still register a listener that
+ * no client will ever hear of.
+ */
+export function throwIfPastDeadline(ctx: Pick<HandlerContext, "signal" | "timeoutMs">): void {
+  const late = pastDeadline(ctx);
+  if (late !== undefined) throw late;
+}
+
+/** The call's deadline error once its timeout is up (before connect-es's timer has fired, too); else undefined. */
+export function pastDeadline(ctx: Pick<HandlerContext, "signal" | "timeoutMs">): ConnectError | undefined {
+  const why: unknown = ctx.signal.reason;
+  if (ctx.signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) return why;
+  const left = ctx.timeoutMs();
+  return left !== undefined && left <= 0
+    ? new ConnectError("the operation timed out", Code.DeadlineExceeded)
+    : undefined;
 }

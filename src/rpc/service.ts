@@ -18,7 +18,7 @@ import {
 import type { TaskStats as TaskStatsRecord } from "../gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { TaskNotFoundError } from "../sources/source.ts";
 import { toPolicy } from "./convert.ts";
-import { InvalidRequestError, toConnectError } from "./errors.ts";
+import { InvalidRequestError, pastDeadline, throwIfPastDeadline, toConnectError } from "./errors.ts";
 import { callerWith, maySee, ownerFilter } from "./principal.ts";
 import type { ServerListener, ServerRegistry } from "./stream.ts";
 import { ownership, requireId, requireMask, type ServiceDeps } from "./requests.ts";
@@ -53,9 +53,15 @@ export interface FleetInfoState {
   readonly lastError: string;
 }
 
-/** The caller of a unary method, checked for `role` and admitted under its call rate. */
-function admit(deps: ServiceDeps, ctx: Pick<HandlerContext, "values">, role: Role, method: string): Principal {
+/** The caller of a unary method, checked for `role` and admitted under its call rate, if its deadline is not up. */
+function admit(
+  deps: ServiceDeps,
+  ctx: Pick<HandlerContext, "values" | "signal" | "timeoutMs">,
+  role: Role,
+  method: string,
+): Principal {
   const who = callerWith(ctx, role, method);
+  throwIfPastDeadline(ctx);
   refuseIfOverCalls(ctx);
   deps.admission.call(who.id);
   return who;
@@ -98,21 +104,27 @@ export function createTaskStatsService(deps: ServiceDeps & CgroupDeps & FleetInf
         const policy = toPolicy(req.overflow);
         const existing = req.listenerId === "" ? undefined : registry.get(req.listenerId, ownerFilter(who));
         let listener: ServerListener;
-        let undo: () => void;
+        let undo: (why: string) => void;
         if (existing === undefined) {
           listener = registry.create(cpus, { buffer: req.buffer, policy, ephemeral: false, ...ownership(who) });
-          undo = () => registry.remove(listener, "the kernel did not register its CPUs");
+          undo = (why) => registry.remove(listener, why);
         } else {
           listener = existing;
           const had = new Set(registry.cpusOf(listener));
           registry.add(listener, cpus);
           undo = () => registry.removeCpus(listener, cpus.filter((c) => !had.has(c)));
         }
-        // Answer once the kernel is listening on these CPUs; if it refused, take back what was added.
+        // Answer once the kernel is listening on these CPUs; if it refused, or the caller's deadline passed meanwhile
+        // (its client hears of no listener), take back what was added.
         await source.synced().catch((err: unknown) => {
-          undo();
+          undo("the kernel did not register its CPUs");
           throw err;
         });
+        const late = pastDeadline(ctx);
+        if (late !== undefined) {
+          undo("its Register's deadline passed before the answer");
+          throw late;
+        }
         return {
           listenerId: listener.id,
           cpumask: registry.cpumaskOf(listener),

@@ -4,14 +4,14 @@
  * streamed through the core's subscription with the stream's encoder.
  */
 import { HELD_CALL } from "./held-call.ts";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
 import { LIMIT_RANGES } from "../core/registry.ts";
 import { isStreamEnd, subscribe } from "../core/subscription.ts";
 import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toPolicy } from "./convert.ts";
-import { InvalidRequestError, toConnectError } from "./errors.ts";
+import { InvalidRequestError, pastDeadline, throwIfPastDeadline, toConnectError } from "./errors.ts";
 import { callerWith, ownerFilter } from "./principal.ts";
 import { compileFieldMask, compileFilter, type Projection, type RecordFilter } from "./projection.ts";
 import { ownership, requireMask, type ServiceDeps } from "./requests.ts";
@@ -130,22 +130,4 @@ export async function* subscribeExits(
   } finally {
     if (!handedOver) leave();
   }
-}
-
-// A stream whose request set a timeout (connect-timeout-ms, grpc-timeout)
-// ends with DEADLINE_EXCEEDED once it is up: connect-es aborts the call's
-// signal with that error, and a stream that just stopped would end OK.
-function throwIfPastDeadline(ctx: HandlerContext): void {
-  const late = pastDeadline(ctx);
-  if (late !== undefined) throw late;
-}
-
-// The call's deadline error once its timeout is up (before connect-es's timer has fired, too); else undefined.
-function pastDeadline(ctx: HandlerContext): ConnectError | undefined {
-  const why: unknown = ctx.signal.reason;
-  if (ctx.signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) return why;
-  const left = ctx.timeoutMs();
-  return left !== undefined && left <= 0
-    ? new ConnectError("the operation timed out", Code.DeadlineExceeded)
-    : undefined;
 }
