@@ -163,11 +163,30 @@ export function overLimitTimeout(timeoutMs: number, maxTimeoutMs: number): strin
   return `${timeoutMs} ms, over the limit of ${maxTimeoutMs} ms`;
 }
 
+// connect-es's refusals of a compressed request and of a message past readMaxBytes, which name neither taskwire's
+// flags nor what to send instead.
+const UNKNOWN_COMPRESSION = /^unknown compression "([^"]*)": supported encodings are (.*)$/;
+const TOO_LARGE = /^message (?:size (?:(\d+) )?)?is larger than configured readMaxBytes (\d+)(?: after decompression)?$/;
+
 function explained(message: string): string {
   const long = TIMEOUT_TOO_LONG.map((re) => re.exec(message)).find((m) => m !== null);
-  if (long === undefined) return message;
-  return `the request's timeout (${long[1]} ms) is longer than this server can time (at most ${long[2]} ms, ` +
-    "about 24.8 days): send a shorter timeout, or none";
+  if (long !== undefined) {
+    return `the request's timeout (${long[1]} ms) is longer than this server can time (at most ${long[2]} ms, ` +
+      "about 24.8 days): send a shorter timeout, or none";
+  }
+  const compression = UNKNOWN_COMPRESSION.exec(message);
+  if (compression !== null) {
+    return compression[2] === ""
+      ? `request compression "${compression[1]}" is not accepted: this server takes uncompressed requests ` +
+        "(its operator can offer gzip and br with serve --compress); send the request uncompressed"
+      : `request compression "${compression[1]}" is not accepted: send it uncompressed or as one of ${compression[2]}`;
+  }
+  const large = TOO_LARGE.exec(message);
+  if (large === null) return message;
+  return `a request message of ${large[1] === undefined ? "more than " + large[2] : large[1]} bytes` +
+    ` (decompressed) is larger than this server takes, ${
+      large[2]
+    } bytes (serve --max-message-bytes); send a smaller one`;
 }
 
 function reasonOf(code: Code): ErrorReason {
