@@ -117,6 +117,24 @@ describe.each(paths)("CORS over %s", (_name, send) => {
   });
 });
 
+describe.each(paths)("a method an RPC does not take, over %s", (_name, send) => {
+  it("is 405 with Allow, saying which methods the path takes", async () => {
+    const reply = await send()("PUT", "/taskwire.v1.TaskStats/Register", { "content-type": "application/json" }, "{}");
+    expect(reply.status).toBe(405);
+    expect(reply.headers["allow"]).toBe("POST");
+    expect(JSON.parse(reply.body)).toEqual({
+      code: "unimplemented",
+      message: "/taskwire.v1.TaskStats/Register takes POST, not PUT",
+    });
+  });
+
+  it("leaves an unknown path 404", async () => {
+    const reply = await send()("GET", "/taskwire.v1.TaskStats/Nope", {});
+    expect(reply.status).toBe(404);
+    expect(JSON.parse(reply.body).code).toBe("not_found");
+  });
+});
+
 describe("the plaintext port's protocol sniffer", () => {
   const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
   const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame

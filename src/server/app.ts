@@ -112,15 +112,22 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
         "Service: /taskwire.v1.TaskStats/{GetPid,GetTgid,Register,Deregister,SubscribeExits,GetInfo,GetCgroupStats}\n" +
         "Health: /healthz\nLive exits in a browser: /ui\n",
     ));
-  app.notFound((c) =>
-    c.json(
+  // An RPC's path with a method it does not take (a GET of Register, a PUT): 405 with Allow, not "no route".
+  const allowed = new Map(options.rpcHandlers.map((h) => [h.requestPath, h.allowedMethods.join(", ")]));
+  app.notFound((c) => {
+    const allow = allowed.get(c.req.path);
+    if (allow !== undefined) {
+      const message = `${c.req.path} takes ${allow}, not ${c.req.method.slice(0, 20)}`;
+      return c.json({ code: "unimplemented", message }, 405, { allow });
+    }
+    return c.json(
       {
         code: "not_found",
         message: `no route ${c.req.method} ${c.req.path}; the API lives under /taskwire.v1.TaskStats/`,
       },
       404,
-    )
-  );
+    );
+  });
   return app;
 }
 
