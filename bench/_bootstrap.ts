@@ -30,6 +30,16 @@ export function cutBlocks(latencies: readonly number[], count: number): Float64A
   return out;
 }
 
+/** Block k of `a` and block k of `b` as one block (two servers' events of the same turns, as one baseline). */
+export function mergeBlocks(a: readonly Float64Array[], b: readonly Float64Array[]): Float64Array[] {
+  if (a.length !== b.length) throw new RangeError(`merged blocks must pair up: ${a.length} and ${b.length}`);
+  return a.map((x, k) => {
+    const out = new Float64Array(x.length + b[k]!.length);
+    out.set(x), out.set(b[k]!, x.length);
+    return out.sort();
+  });
+}
+
 /** The quantile `q` of sorted values, as the bench's tables take it: sorted[floor(q * n)], the last at most. */
 export function quantileOf(sorted: ArrayLike<number>, q: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
@@ -90,8 +100,8 @@ export interface BootstrapOptions {
   readonly seed?: number;
 }
 
-// mulberry32: a small seeded generator, so a table's intervals do not change between prints of the same data.
-function seeded(seed: number): () => number {
+/** mulberry32: a small seeded generator in [0, 1), so a table's intervals do not change between prints of the same data. */
+export function seeded(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;

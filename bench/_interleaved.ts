@@ -12,6 +12,7 @@
  * that no process's luck lasts through every round; their heaps are kept as
  * `taskwire serve` keeps its own.
  */
+import { seeded } from "./_bootstrap.ts";
 import { type LineChild, startLineChild } from "./_child.ts";
 import type { GcTally } from "./_heap.ts";
 import type { LatencyServerKind } from "./_latency-servers.ts";
@@ -70,7 +71,7 @@ export async function interleavedRounds(
   o: InterleavedPlacement & { rounds: number; windowMs: number },
 ): Promise<ServerWindow[][]> {
   const rounds: ServerWindow[][] = [];
-  for (let r = 0; r < o.rounds; r++) rounds.push(await freshRound(kinds, perSecond, { ...o, first: r }));
+  for (let r = 0; r < o.rounds; r++) rounds.push(await freshRound(kinds, perSecond, { ...o, seed: r }));
   return rounds;
 }
 
@@ -79,30 +80,42 @@ export async function interleavedRounds(
 async function freshRound(
   kinds: readonly LatencyServerKind[],
   perSecond: number,
-  o: InterleavedPlacement & { windowMs: number; first: number },
+  o: InterleavedPlacement & { windowMs: number; seed: number },
 ): Promise<ServerWindow[]> {
   const running: Running[] = [];
   try {
     for (const kind of kinds) running.push(await startServerProcess(kind, perSecond, o));
     // Warm-up: every process's code optimized and its heap grown to its working size before the window.
     await takeTurns(running, WARM_UP_MS * kinds.length, 0);
-    return await round(running, o.windowMs, o.first);
+    return await round(running, o.windowMs, o.seed);
   } finally {
     for (const s of running) s.close();
   }
 }
 
-// One round: each server produces for windowMs in all, in turns; the first turn rotates between rounds.
-async function round(running: Running[], windowMs: number, first: number): Promise<ServerWindow[]> {
+// One round: each server produces for windowMs in all, in turns, in an order of its own (seeded by the round's
+// number): in a fixed cycle each server would always follow the same one, and what a turn leaves behind (its
+// client still reading, a collection) would always fall on the same server.
+async function round(running: Running[], windowMs: number, seed: number): Promise<ServerWindow[]> {
   await Promise.all(running.map((s) => s.counter.mark()));
   await Promise.all(running.map((s) => s.server.ask("gc")));
   const before = cpuTimes();
-  await takeTurns(running, windowMs * running.length, first);
+  await takeTurns(shuffled(running, seed), windowMs * running.length, 0);
   const steal = stealSince(before);
   const gcs = await Promise.all(running.map((s) => s.server.ask<GcTally>("gc")));
   await sleep(200); // the last turn's events arrive
   const marks = await Promise.all(running.map((s) => s.counter.mark()));
   return marks.map((m, k) => ({ latencies: m.latencies, steal, gc: gcs[k]! }));
+}
+
+// A copy of `xs` in an order drawn from `seed` (Fisher-Yates: the same round, the same order).
+function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const out = [...xs], random = seeded(seed + 1);
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 async function takeTurns(running: Running[], totalMs: number, first: number): Promise<void> {

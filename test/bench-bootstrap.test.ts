@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { cutBlocks, quantileOf, ratioInterval, unionQuantile } from "../bench/_bootstrap.ts";
+import { cutBlocks, mergeBlocks, quantileOf, ratioInterval, unionQuantile } from "../bench/_bootstrap.ts";
 
 // Exponential-ish latencies (µs) from a seeded generator, with a heavy tail like the bench's.
 function latencies(n: number, seed: number, scale = 1): number[] {
@@ -17,6 +17,15 @@ describe("the latency bench's bootstrap", () => {
     const blocks = cutBlocks(w, 3);
     expect(blocks.map((b) => [...b])).toEqual([[1, 5], [2, 4], [3, 7, 9]]);
     expect(() => cutBlocks(w, 0)).toThrow(RangeError);
+  });
+
+  it("merges two servers' blocks pairwise, sorted, and refuses blocks that do not pair up", () => {
+    const merged = mergeBlocks([Float64Array.of(1, 5), Float64Array.of(2)], [
+      Float64Array.of(3),
+      Float64Array.of(0, 9),
+    ]);
+    expect(merged.map((b) => [...b])).toEqual([[1, 3, 5], [0, 2, 9]]);
+    expect(() => mergeBlocks([Float64Array.of(1)], [])).toThrow(RangeError);
   });
 
   it("finds the union's quantile as sorting the union would", () => {
