@@ -495,18 +495,23 @@ describe("records matched in runs far apart", () => {
   });
 });
 
+/** A registry of this file's records (1,000 B each queued) under a budget of `limit`; a retained payload costs 300 B. */
+function budgetedRegistry(
+  o: { limit: number; perOwner?: number | undefined; reserve?: { fraction: number }; payload?: number },
+) {
+  const feed = manualFeed();
+  const budget = createMemoryBudget({ limit: o.limit, perOwner: o.perOwner, reserve: o.reserve });
+  const reg = createRegistry<Rec, string>({
+    feed,
+    retain,
+    limits: { maxBuffer: 1 << 20 },
+    memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => o.payload ?? 300, reserve: 4096 },
+  });
+  return { feed, budget, reg };
+}
+
 describe("registry accounting", () => {
-  const registry = (limit: number, perOwner?: number, reserve?: { fraction: number }) => {
-    const feed = manualFeed();
-    const budget = createMemoryBudget({ limit, perOwner, reserve });
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      limits: { maxBuffer: 1 << 20 },
-      memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => 300, reserve: 4096 },
-    });
-    return { feed, budget, reg };
-  };
+  const registry = (limit: number, perOwner?: number) => budgetedRegistry({ limit, perOwner });
 
   it("charges a fresh listener at least what it holds (the server's registry, 5,000 listeners on 8 CPUs)", async () => {
     const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 });
@@ -601,19 +606,10 @@ describe("registry accounting", () => {
 });
 
 describe("the budget's reserve", () => {
-  const registry = (reserve?: { fraction: number }) => {
-    const feed = manualFeed();
-    const budget = createMemoryBudget({ limit: 1 * MiB, reserve });
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      limits: { maxBuffer: 1 << 20 },
-      // Retained payloads cost little beside a queued record (as the server's encoded bodies in shared slabs beside
-      // their records): giving retention up makes little room.
-      memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => 0, reserve: 4096 },
-    });
-    return { feed, budget, reg };
-  };
+  // Retained payloads cost nothing beside a queued record (as the server's encoded bodies in shared slabs beside
+  // their records): giving retention up makes little room.
+  const registry = (reserve?: { fraction: number }) =>
+    budgetedRegistry({ limit: 1 * MiB, payload: 0, ...(reserve && { reserve }) });
   const options = (owner: string) => ({ buffer: 1 << 20, policy: "drop-newest" as const, ephemeral: false, owner });
 
   // Principal "a" never reads; "b" takes what it is sent after every exit, as a stream that keeps up.
