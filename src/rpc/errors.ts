@@ -184,7 +184,7 @@ function explained(message: string): string {
   const large = TOO_LARGE.exec(message);
   if (large === null) return message;
   return `a request message of ${large[1] === undefined ? "more than " + large[2] : large[1]} bytes` +
-    ` (decompressed) is larger than this server takes, ${
+    ` (after any decompression) is larger than this server takes, ${
       large[2]
     } bytes (serve --max-message-bytes); send a smaller one`;
 }
