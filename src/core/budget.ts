@@ -53,6 +53,8 @@ export interface MemoryBudget {
   refusal(owner: string, bytes: number): "budget" | "owner" | "reserve" | undefined;
   /** An owner's slice of the reserve now (the reserve over the owners with an account). */
   readonly reserveSlice: number;
+  /** The slice `owner` is judged by: reserveSlice, or for an owner with no account yet the slice it will have. */
+  sliceOf(owner: string): number;
   /** An account that charges `owner` (one per listener). */
   open(owner: string): BudgetAccount;
 }
@@ -230,10 +232,13 @@ class _Budget implements MemoryBudget {
     const total = this.used + bytes, mine = this.usedBy(owner) + bytes;
     if (total > this.limit) return "budget";
     if (mine > this.ownerLimit) return "owner";
-    // A new owner is not counted yet: judged by the slice it will have.
-    const slice = this.#owners.has(owner) ? this.reserveSlice : this.reserve / (this.#owners.size + 1);
-    if (total > this.unreserved && mine > slice) return "reserve";
+    if (total > this.unreserved && mine > this.sliceOf(owner)) return "reserve";
     return undefined;
+  }
+
+  sliceOf(owner: string): number {
+    // A new owner is not counted yet: judged by the slice it will have.
+    return this.#owners.has(owner) ? this.reserveSlice : this.reserve / (this.#owners.size + 1);
   }
 
   open(owner: string): BudgetAccount {

@@ -493,10 +493,10 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
         `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) is full but for its reserve of ${
           formatBytes(budget.reserve)
         }, kept for principals holding less than ${
-          formatBytes(budget.reserveSlice)
-        } each, and principal "${owner}" holds ${
-          formatBytes(budget.usedBy(owner))
-        }; read or deregister its listeners that hold events`,
+          formatBytes(budget.sliceOf(owner))
+        } each, and principal "${owner}" holds ${formatBytes(budget.usedBy(owner))}, ${
+          formatBytes(bytes)
+        } more with this listener; read or deregister its listeners that hold events`,
       );
     }
     if (refusal === "owner") {
