@@ -166,7 +166,8 @@ export function overLimitTimeout(timeoutMs: number, maxTimeoutMs: number): strin
 // connect-es's refusals of a compressed request and of a message past readMaxBytes, which name neither taskwire's
 // flags nor what to send instead.
 const UNKNOWN_COMPRESSION = /^unknown compression "([^"]*)": supported encodings are (.*)$/;
-const TOO_LARGE = /^message (?:size (?:(\d+) )?)?is larger than configured readMaxBytes (\d+)(?: after decompression)?$/;
+const TOO_LARGE =
+  /^message (?:size (?:(\d+) )?)?is larger than configured readMaxBytes (\d+)(?: after decompression)?$/;
 
 function explained(message: string): string {
   const long = TIMEOUT_TOO_LONG.map((re) => re.exec(message)).find((m) => m !== null);
