@@ -135,6 +135,23 @@ describe.each(paths)("a method an RPC does not take, over %s", (_name, send) => 
   });
 });
 
+describe.each(paths)("a content type an RPC does not take, over %s", (_name, send) => {
+  it("is 415 saying what the method takes", async () => {
+    const type = "application/json; charset=latin1";
+    const reply = await send()("POST", "/taskwire.v1.TaskStats/GetInfo", { "content-type": type }, "{}");
+    expect(reply.status).toBe(415);
+    expect(reply.body).toMatch(
+      /^content-type "application\/json; charset=latin1" is not one this method takes: Connect sends application\/json or application\/proto/,
+    );
+  });
+
+  it("is 415 for a Connect GET without an encoding, naming what to send", async () => {
+    const reply = await send()("GET", "/taskwire.v1.TaskStats/GetInfo?message=%7B%7D", {});
+    expect(reply.status).toBe(415);
+    expect(reply.body).toMatch(/^a Connect GET with encoding="" is not one this method takes: .*\?encoding=json/);
+  });
+});
+
 describe("the plaintext port's protocol sniffer", () => {
   const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
   const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame

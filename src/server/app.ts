@@ -17,6 +17,7 @@ import {
 import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
+import { quote } from "../core/errors.ts";
 import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
@@ -94,7 +95,8 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
         ...universalServerRequestFromFetch(c.req.raw, {}),
         contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue),
       };
-      return universalServerResponseToFetch(await handler(ureq));
+      const res = universalServerResponseToFetch(await handler(ureq));
+      return res.status === 415 && res.body === null ? unsupportedMedia(c.req.raw) : res;
     });
   }
   addUi(app);
@@ -148,6 +150,20 @@ function urlHost(url: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+// connect-es answers a content type (or a Connect GET's encoding) it cannot take with an empty 415: say what it takes.
+function unsupportedMedia(req: Request): Response {
+  const type = req.headers.get("content-type");
+  const what = req.method === "GET"
+    ? `a Connect GET with encoding=${quote(new URL(req.url).searchParams.get("encoding") ?? "")}`
+    : `content-type ${quote(type ?? "")}`;
+  return new Response(
+    `${what} is not one this method takes: Connect sends application/json or application/proto ` +
+      "(streams application/connect+json or application/connect+proto), gRPC-Web application/grpc-web+proto " +
+      "or application/grpc-web+json, a Connect GET ?encoding=json or ?encoding=proto with message=...\n",
+    { status: 415, headers: { "content-type": "text/plain; charset=UTF-8" } },
+  );
 }
 
 // The request's authentication: the adapter's, or made here (an adapter that keeps no count, a test's fetch).
