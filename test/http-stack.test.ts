@@ -152,6 +152,25 @@ describe.each(paths)("a content type an RPC does not take, over %s", (_name, sen
   });
 });
 
+describe("a Host or :authority no URL can be made of", () => {
+  const expected =
+    /^bad request \(Invalid (host header|URL)\): send this server's host name or address as Host or :authority/;
+  it.each(["x@127.0.0.1", "127.0.0.1:99999"])("%s over h2c is a 400 saying what to send", async (authority) => {
+    const reply = await viaH2(false, sessions)("POST", "/taskwire.v1.TaskStats/GetInfo", {
+      ":authority": authority,
+      "content-type": "application/json",
+    }, "{}");
+    expect(reply.status).toBe(400);
+    expect(reply.body).toMatch(expected);
+  });
+
+  it("127.0.0.1:99999 over HTTP/1.1 is a 400 saying what to send", async () => {
+    const reply = await viaH1(false)("GET", "/healthz", { host: "127.0.0.1:99999" });
+    expect(reply.status).toBe(400);
+    expect(reply.body).toMatch(expected);
+  });
+});
+
 describe("the plaintext port's protocol sniffer", () => {
   const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
   const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame

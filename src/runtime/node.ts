@@ -9,7 +9,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { getRequestListener } from "@hono/node-server";
+import { getRequestListener, RequestError } from "@hono/node-server";
 import type { ServerResponse } from "node:http";
 import { constants as h2constants } from "node:http2";
 import type { Socket } from "node:net";
@@ -20,7 +20,7 @@ import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
-import { isGrpc } from "../server/app.ts";
+import { internalError, isGrpc } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
 import {
@@ -99,7 +99,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const fetchListener = getRequestListener((req, env) => {
     const facts = holds.get(env.incoming);
     return server.fetch(req, { peer: peerOf(env.incoming), held: facts?.held, auth: facts?.caller.auth });
-  });
+  }, { errorHandler: unbuiltRequest });
   const grpc = grpcListener(server, logger, holds);
   const limits = transportLimits(options);
   const responses = new Set<NodeResponse>(); // under way, for close() to let them finish
@@ -220,6 +220,18 @@ function grpcListener(
         logUnexpected(`gRPC ${handler.method.name} failed`, reason, {}, logger);
       });
   };
+}
+
+// A request no Fetch API Request could be made of (@hono/node-server's RequestError: a Host or :authority that is no
+// host[:port], such as "x@127.0.0.1" or a port past 65535, a backslash in the path) gets a 400 saying so; before, an
+// empty one. Any other error is the app's: a plain 500, logged.
+function unbuiltRequest(err: unknown): Response {
+  if (!(err instanceof RequestError)) return internalError(err);
+  return new Response(
+    `bad request (${clip(err.message)}): send this server's host name or address as Host or :authority, ` +
+      "and a path that starts with /\n",
+    { status: 400, headers: { "content-type": "text/plain; charset=UTF-8" } },
+  );
 }
 
 // `given` (a request's :authority or Host) as the host[:port] of a URL, as the app's Host check reads it;
