@@ -86,7 +86,7 @@ async function freshRound(
   try {
     for (const kind of kinds) running.push(await startServerProcess(kind, perSecond, o));
     // Warm-up: every process's code optimized and its heap grown to its working size before the window.
-    await takeTurns(running, WARM_UP_MS * kinds.length, 0);
+    await takeTurns(running, WARM_UP_MS * kinds.length);
     return await round(running, o.windowMs, o.seed);
   } finally {
     for (const s of running) s.close();
@@ -100,7 +100,7 @@ async function round(running: Running[], windowMs: number, seed: number): Promis
   await Promise.all(running.map((s) => s.counter.mark()));
   await Promise.all(running.map((s) => s.server.ask("gc")));
   const before = cpuTimes();
-  await takeTurns(shuffled(running, seed), windowMs * running.length, 0);
+  await takeTurns(shuffled(running, seed), windowMs * running.length);
   const steal = stealSince(before);
   const gcs = await Promise.all(running.map((s) => s.server.ask<GcTally>("gc")));
   await sleep(200); // the last turn's events arrive
@@ -118,8 +118,9 @@ function shuffled<T>(xs: readonly T[], seed: number): T[] {
   return out;
 }
 
-async function takeTurns(running: Running[], totalMs: number, first: number): Promise<void> {
-  for (let t = 0, i = first; t < totalMs; t += SLICE_MS, i++) {
+// Turns in `running`'s order, over and over, for totalMs.
+async function takeTurns(running: Running[], totalMs: number): Promise<void> {
+  for (let t = 0, i = 0; t < totalMs; t += SLICE_MS, i++) {
     const on = i % running.length;
     await Promise.all(running.map((s, k) => s.server.ask(k === on ? "on" : "off")));
     await sleep(SLICE_MS);

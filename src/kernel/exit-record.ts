@@ -66,16 +66,21 @@ export interface ExitRecord {
  * that float error never rounds nanos up to a full second.
  */
 export function timestampParts(ms: number): { seconds: number; nanos: number } {
-  return { seconds: timestampSeconds(ms), nanos: timestampNanos(ms) };
+  const us = timestampMicros(ms);
+  return { seconds: secondsOfMicros(us), nanos: nanosOfMicros(us) };
 }
 
-/** timestampParts(ms).seconds, without the object (the stream encoder's per-record path). */
-export function timestampSeconds(ms: number): number {
-  return Math.floor(Math.max(0, Math.round(ms * 1000)) / 1e6);
+/** A wall-clock time in ms as whole microseconds, clamped at the epoch: what timestampParts splits. */
+export function timestampMicros(ms: number): number {
+  return Math.max(0, Math.round(ms * 1000));
 }
 
-/** timestampParts(ms).nanos, without the object (the stream encoder's per-record path). */
-export function timestampNanos(ms: number): number {
-  const us = Math.max(0, Math.round(ms * 1000));
-  return (us - Math.floor(us / 1e6) * 1e6) * 1000;
+/** Timestamp.seconds of timestampMicros' `us`, without timestampParts' object (the stream encoder's per-record path). */
+export function secondsOfMicros(us: number): number {
+  return Math.floor(us / 1e6);
+}
+
+/** Timestamp.nanos of timestampMicros' `us`, without timestampParts' object. */
+export function nanosOfMicros(us: number): number {
+  return (us - secondsOfMicros(us) * 1e6) * 1000;
 }

@@ -20,7 +20,7 @@ import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
-import { internalError, isGrpc } from "../server/app.ts";
+import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
 import {
@@ -227,10 +227,10 @@ function grpcListener(
 // empty one. Any other error is the app's: a plain 500, logged.
 function unbuiltRequest(err: unknown): Response {
   if (!(err instanceof RequestError)) return internalError(err);
-  return new Response(
+  return plainText(
     `bad request (${clip(err.message)}): send this server's host name or address as Host or :authority, ` +
       "and a path that starts with /\n",
-    { status: 400, headers: { "content-type": "text/plain; charset=UTF-8" } },
+    400,
   );
 }
 

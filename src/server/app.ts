@@ -141,7 +141,12 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
  */
 export function internalError(err: unknown, fields: Record<string, string> = {}): Response {
   logUnexpected("serving a request failed", err, fields);
-  return new Response("internal error\n", { status: 500, headers: { "content-type": "text/plain; charset=UTF-8" } });
+  return plainText("internal error\n", 500);
+}
+
+/** A plain-text answer (UTF-8): the runtimes' and the app's own refusals that are no RPC error. */
+export function plainText(text: string, status: number): Response {
+  return new Response(text, { status, headers: { "content-type": "text/plain; charset=UTF-8" } });
 }
 
 function urlHost(url: string): string | undefined {
@@ -158,11 +163,11 @@ function unsupportedMedia(req: Request): Response {
   const what = req.method === "GET"
     ? `a Connect GET with encoding=${quote(new URL(req.url).searchParams.get("encoding") ?? "")}`
     : `content-type ${quote(type ?? "")}`;
-  return new Response(
+  return plainText(
     `${what} is not one this method takes: Connect sends application/json or application/proto ` +
       "(streams application/connect+json or application/connect+proto), gRPC-Web application/grpc-web+proto " +
       "or application/grpc-web+json, a Connect GET ?encoding=json or ?encoding=proto with message=...\n",
-    { status: 415, headers: { "content-type": "text/plain; charset=UTF-8" } },
+    415,
   );
 }
 
