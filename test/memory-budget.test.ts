@@ -66,7 +66,8 @@ describe("budget", () => {
     expect(b.refusal("a", 1)).toBe("owner");
     expect(c.tryCharge(400)).toBe(true);
     expect(c.tryCharge(1)).toBe(false); // the budget is full
-    expect(b.refusal("c", 1)).toBe("budget");
+    expect(b.refusal("c", 101)).toBe("budget"); // past its fair share, 500; within it, "a" would make room
+    expect(b.refusal("c", 100)).toBeUndefined();
     expect({ used: b.used, a: b.usedBy("a"), c: b.usedBy("c") }).toEqual({ used: 1000, a: 600, c: 400 });
     c.charge(50); // forced: may pass the limit
     expect(b.used).toBe(1050);
@@ -79,6 +80,56 @@ describe("budget", () => {
     a2.close();
     c.close();
     expect({ used: b.used, a: b.usedBy("a"), c: b.usedBy("c") }).toEqual({ used: 0, a: 0, c: 0 });
+  });
+
+  it("lets an owner under its fair share take room from the owner holding most over its own, never below it", () => {
+    const b = createMemoryBudget({ limit: 100_000 });
+    const qa = createEventQueue<Rec>(10_000, "drop-newest", { account: b.open("a") });
+    const qc = createEventQueue<Rec>(10_000, "drop-newest", { account: b.open("c") });
+    for (let n = 1; n <= 400; n++) qa.push(n, rec(n), 20); // 100 bytes each: "a" holds 40,000
+    for (let n = 1; n <= 600; n++) qc.push(n, rec(n), 20); // "c" is refused past the budget, at 60,000
+    expect({ a: b.usedBy("a"), c: b.usedBy("c"), drops: qc.drops }).toEqual({ a: 40_000, c: 60_000, drops: 0 });
+    qc.push(601, rec(601), 20);
+    expect(qc.drops).toBe(1); // "c" holds more than its fair share, 50,000: it takes no room
+    const da = b.open("d"), qd = createEventQueue<Rec>(10_000, "drop-oldest", { account: da });
+    expect(b.fairShare).toBe(33_333);
+    for (let n = 1; n <= 200; n++) expect(qd.push(n, rec(n), 20)).toBe(0);
+    // "d" took its room from "c" (most over its fair share) alone; "a" kept what it had.
+    expect(b.usedBy("a")).toBe(40_000);
+    expect(b.usedBy("c")).toBeLessThan(60_000);
+    expect(qc.depth + qc.drops).toBe(601);
+    expect(b.used).toBeLessThanOrEqual(b.limit);
+    // Then from both, none below its fair share.
+    for (let n = 201; n <= 330; n++) expect(qd.push(n, rec(n), 20)).toBe(0);
+    expect(b.usedBy("a")).toBeLessThan(40_000);
+    for (const o of ["a", "c"]) expect(b.usedBy(o)).toBeGreaterThanOrEqual(b.fairShare);
+    // Past its fair share, "d" gives up its own oldest, as a drop-oldest queue does when full.
+    for (let n = 331; n <= 600; n++) qd.push(n, rec(n), 20);
+    expect(b.usedBy("d")).toBeLessThanOrEqual(b.fairShare + LOSS_MARKER_BYTES);
+    expect(qd.depth + qd.drops).toBe(600);
+  });
+
+  it("makes room within an owner's fair share past what the others cannot drop; past it, changes nothing", () => {
+    const b = createMemoryBudget({ limit: 10_000 });
+    b.open("a").charge(9_000); // held, not droppable (a listener's fixed cost, a batch in flight)
+    const q = createEventQueue<Rec>(1000, "drop-newest", { account: b.open("e") });
+    for (let n = 1; n <= 10; n++) q.push(n, rec(n), 20); // 100 bytes each
+    expect({ used: b.used, e: b.usedBy("e") }).toEqual({ used: 10_000, e: 1_000 });
+    // "c" is not counted yet: its fair share is a third, 3,333; "e" holds less than its own, so gives up nothing.
+    expect(b.refusal("c", 3_334)).toBe("budget");
+    expect(b.makeRoom("c", 3_334)).toBe(false);
+    expect({ used: b.used, e: b.usedBy("e"), drops: q.drops }).toEqual({ used: 10_000, e: 1_000, drops: 0 });
+    expect(b.refusal("c", 3_333)).toBeUndefined();
+    expect(b.makeRoom("c", 3_333)).toBe(true);
+    expect(q.drops).toBe(0);
+    // Past the budget by what "a" holds over its fair share and cannot drop.
+    const c = b.open("c");
+    c.charge(3_333);
+    expect(b.used).toBe(13_333);
+    expect(b.used - b.limit).toBeLessThanOrEqual(b.usedBy("a") - b.fairShare);
+    for (let n = 11; n <= 20; n++) q.push(n, rec(n), 20);
+    expect({ e: b.usedBy("e"), drops: q.drops }).toEqual({ e: 2_000, drops: 0 });
+    expect(b.used).toBeLessThanOrEqual(b.limit + b.usedBy("a") - b.fairShare);
   });
 
   it("takes shares as bytes or fractions, never more than the budget", () => {
@@ -572,19 +623,38 @@ describe("registry accounting", () => {
     for (let n = 1; n <= 200; n++) feed.sink.exit(rec(n));
     expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
     expect(a.queue.depth + a.lost["subscriber-overflow"]).toBe(a.produced);
-    const before = { used: budget.used, stats: reg.stats() };
+    const before = { used: budget.used, stats: reg.stats(), depth: a.queue.depth };
+    // "a" holds the whole budget, more than its fair share: it takes no room from anyone for another listener.
     const err = (() => {
       try {
-        reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "b" });
+        reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "a" });
       } catch (e) {
         return e;
       }
     })();
     expect(err).toBeInstanceOf(LimitExceededError);
     expect((err as Error).message).toMatch(
-      /memory budget of 64 KiB \(--memory-budget\) has no room for another listener/,
+      /memory budget of 64 KiB \(--memory-budget\) has no room for another listener .*principal "a" would hold [\d.]+ KiB with it, more than its fair share of 64 KiB;/,
     );
-    expect({ used: budget.used, stats: reg.stats() }).toEqual(before);
+    expect({ used: budget.used, stats: reg.stats(), depth: a.queue.depth }).toEqual(before);
+  });
+
+  it("admits a new principal into a full budget by dropping the oldest exits of the one holding most", () => {
+    const { feed, budget, reg } = registry(64 * 1024);
+    const a = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
+    for (let n = 1; n <= 200; n++) feed.sink.exit(rec(n));
+    const depth = a.queue.depth, lostBefore = a.lost["subscriber-overflow"];
+    const b = reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "b" });
+    expect(a.queue.depth).toBeLessThan(depth);
+    expect(a.lost["subscriber-overflow"]).toBe(lostBefore + depth - a.queue.depth);
+    expect(a.queue.depth + a.lost["subscriber-overflow"]).toBe(a.produced);
+    // The oldest went: what "a" is left with is its newest, after a marker for what it lost.
+    const items = a.take(1 << 20);
+    expect(seqsOf(items)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    expect(items[0]).toMatchObject({ kind: "lost", first: 1 });
+    expect(budget.used).toBeLessThanOrEqual(budget.limit);
+    for (const l of [a, b]) reg.remove(l, "test");
+    expect(budget.used).toBe(0);
   });
 
   it("a principal past its share is refused and drops, while another still queues", () => {
@@ -642,10 +712,49 @@ describe("the budget's reserve", () => {
     expect(budget.reserveSlice).toBe(budget.reserve);
   });
 
-  it("without one, the principal that never reads fills the budget and the one that keeps up loses exits", () => {
-    const { a, b } = run();
+  it("without one, the principal that keeps up still loses nothing: it takes room from the one holding most", () => {
+    const { budget, a, b } = run();
     expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
-    expect(b.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(lost(b)).toBe(0);
+    expect(budget.used).toBeLessThanOrEqual(budget.limit + 4 * LOSS_MARKER_BYTES);
+  });
+
+  // One principal whose listener takes what it is sent, and twelve that never read, arriving one after another
+  // with four listeners each: each new one takes its slice of the reserve while the slices shrink, until
+  // together they hold all of it.
+  const colluding = (reserve?: { fraction: number }) => {
+    const { feed, budget, reg } = registry(reserve);
+    const b = reg.create([0], options("b")), hogs: Listener<Rec, string>[] = [];
+    let refused = 0;
+    for (let n = 1; n <= 4000; n++) {
+      if (n % 250 === 1 && n < 250 * 12) {
+        try {
+          for (let k = 0, p = Math.floor(n / 250); k < 4; k++) hogs.push(reg.create([0], options(`h${p}`)));
+        } catch (e) {
+          if (!(e instanceof LimitExceededError)) throw e;
+          refused++;
+        }
+      }
+      feed.sink.exit(rec(n));
+      b.take(1000);
+    }
+    return { budget, reg, hogs, b, refused };
+  };
+
+  it("principals acting together take no room from one that keeps up, and lose only what they held past their fair share", () => {
+    const { budget, reg, hogs, b, refused } = colluding({ fraction: 1 / 8 });
+    expect(lost(b)).toBe(0);
+    expect(b.delivered).toBe(4000);
+    expect({ refused, hogs: hogs.length }).toEqual({ refused: 0, hogs: 48 });
+    for (const h of hogs) {
+      expect(h.queue.depth + h.lost["subscriber-overflow"]).toBe(h.produced);
+      expect(h.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    }
+    // Nobody is taken below its fair share: the hogs hold close to theirs between them.
+    expect(budget.used).toBeGreaterThan(budget.limit - budget.reserve - 13 * 2000);
+    for (let p = 0; p < 12; p++) expect(budget.usedBy(`h${p}`)).toBeGreaterThan(budget.fairShare - 4 * 2000);
+    for (const l of [...hogs, b]) reg.remove(l, "test");
+    expect(budget.used).toBe(0);
   });
 
   it("is at most half the budget", () => {

@@ -59,7 +59,7 @@ function memoryBudgetOption(): Option {
   const d = defaultMemoryBudget();
   return new Option(
     "--memory-budget <bytes>",
-    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), so one whose streams never read cannot starve one that keeps up (a principal alone can use seven eighths; see SECURITY.md for what many colluding principals can still do)",
+    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), and a principal under its fair share (seven eighths over the principals) takes room from those holding most over theirs, who drop their oldest exits: principals whose streams never read, alone or together, cannot starve one that keeps up (a principal alone can use seven eighths)",
   ).argParser(cliArg(parseBytes)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
 }
 

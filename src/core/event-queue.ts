@@ -13,6 +13,9 @@
  * queue's own oldest exits to make room). Charges are given back as items
  * are taken; markers are charged even past the budget, since exact loss
  * counts depend on them and they stay bounded by the exits between them.
+ * A queue charges its exits through the owner's fair share (BudgetPool
+ * claim), and gives up its oldest when another owner under its fair share
+ * takes room (dropBytes): live exits are what a stream needs to keep up.
  */
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 
@@ -64,6 +67,8 @@ export interface QueueMemory {
   readonly account: BudgetAccount;
   /** Called once when an exit does not fit, before it is dropped: frees memory elsewhere (the listener's retention). */
   readonly reclaim?: ((bytes: number) => void) | undefined;
+  /** Told of exits it dropped outside push() (another owner took their room; see dropBytes). */
+  readonly dropped?: ((exits: number) => void) | undefined;
 }
 
 /** A bounded queue of exits and loss markers. */
@@ -151,6 +156,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   bytes = 0;
   #pool: BudgetPool;
   readonly #reclaim: ((bytes: number) => void) | undefined;
+  readonly #dropped: ((exits: number) => void) | undefined;
 
   constructor(capacity: number, policy: OverflowPolicy, memory: QueueMemory) {
     this.capacity = capacity;
@@ -158,6 +164,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     this.#pool = memory.account.pool;
     memory.account.attach(this);
     this.#reclaim = memory.reclaim;
+    this.#dropped = memory.dropped;
   }
 
   get length(): number {
@@ -263,12 +270,25 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     this.bytes = 0;
   }
 
-  // Charges the pool `cost` for an exit about to be appended (which counts it), after the reclaim hook has freed what it can if need be.
+  get droppable(): number {
+    // Dropping its exits leaves at least one marker where they were.
+    return this.depth === 0 ? 0 : Math.max(0, this.bytes - (this.length - this.depth + 1) * LOSS_MARKER_BYTES);
+  }
+
+  dropBytes(bytes: number): number {
+    const before = this.bytes;
+    let exits = 0;
+    for (; this.depth > 0 && before - this.bytes < bytes; exits++) this.#dropOldest();
+    if (exits > 0) this.#dropped?.(exits);
+    return before - this.bytes;
+  }
+
+  // Charges the pool `cost` for an exit about to be appended (which counts it), after the reclaim hook has freed
+  // what it can if need be, and through the owner's fair share last.
   #tryCharge(cost: number): boolean {
     if (this.#pool.tryCharge(cost)) return true;
-    if (this.#reclaim === undefined) return false;
-    this.#reclaim(cost);
-    return this.#pool.tryCharge(cost);
+    this.#reclaim?.(cost);
+    return this.#pool.claim(cost);
   }
 
   // Charges `cost` even past the budget.

@@ -170,6 +170,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.queue = createEventQueue<R>(o.capacity, o.policy, {
       account: this.#account,
       reclaim: (bytes) => this.#retention.shed(bytes),
+      dropped: (exits) => this.lost["subscriber-overflow"] += exits,
     });
     this.detachedAt = o.now;
     this.#sampledAt = o.now;

@@ -334,7 +334,10 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
         `principal "${o.owner}" owns its limit of ${this.limits.maxListenersPerPrincipal} listeners (--max-listeners-per-principal); deregister unused ones or add CPUs to one`,
       );
     }
-    this.#checkMemory(o.owner, LISTENER_BYTES + cpus.length * CPU_ENTRY_BYTES + (this.#memory.reserve ?? 0));
+    const bytes = LISTENER_BYTES + cpus.length * CPU_ENTRY_BYTES + (this.#memory.reserve ?? 0);
+    this.#checkMemory(o.owner, bytes);
+    // Validated: a principal under its fair share takes the room from those holding most over theirs.
+    this.#memory.budget.makeRoom(o.owner, bytes);
     const capacity = Math.min(o.buffer === 0 ? this.limits.defaultBuffer : o.buffer, this.limits.maxBuffer);
     const account = this.#memory.budget.open(o.owner);
     account.charge(LISTENER_BYTES);
@@ -485,7 +488,11 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
           formatBytes(budget.limit)
         } (--memory-budget) has no room for another listener (${
           formatBytes(budget.used)
-        } held by listeners' queued and retained events); read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
+        } held by listeners' queued and retained events), and principal "${owner}" would hold ${
+          formatBytes(budget.usedBy(owner) + bytes)
+        } with it, more than its fair share of ${
+          formatBytes(budget.fairShareOf(owner))
+        }; read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
       );
     }
     if (refusal === "reserve") {

@@ -304,6 +304,18 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     if (current !== undefined) run(current, covers, last);
   }
 
+  /** What evicting everything would give back (the ring's slots stay). */
+  get droppable(): number {
+    return this.bytes - this.#seq.length * RETAINED_SLOT_BYTES;
+  }
+
+  /** Evicts oldest items until they gave back `bytes`, or nothing is left; returns the bytes given back. */
+  dropBytes(bytes: number): number {
+    const before = this.bytes;
+    while (before - this.bytes < bytes && this.evictOldest());
+    return before - this.bytes;
+  }
+
   /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
   shed(bytes: number): void {
     while (!this.#pool.fits(bytes) && this.evictOldest());
