@@ -43,6 +43,14 @@ describe("event lines", () => {
       event: { case: "lost", value: { count: 1n, firstSeq: 9n, lastSeq: 9n, reason: LossReason.SOURCE_ERROR } },
     });
     expect(formatEvent(source)).toMatch(/^LOST 1 event\(s\) on cpu 3, seq 9-9: source error: .*server bug/);
+    const budget = create(ExitEventSchema, {
+      seq: 20n,
+      cpu: 1,
+      event: { case: "lost", value: { count: 5n, firstSeq: 16n, lastSeq: 20n, reason: LossReason.MEMORY_BUDGET } },
+    });
+    expect(formatEvent(budget)).toMatch(
+      /^LOST 5 event\(s\), seq 16-20: memory budget: .*full.*raise serve --memory-budget\)/,
+    );
   });
 
   it("decodes the exit status and escapes a comm a user chose", () => {

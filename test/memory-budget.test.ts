@@ -88,16 +88,16 @@ describe("budget", () => {
     const qc = createEventQueue<Rec>(10_000, "drop-newest", { account: b.open("c") });
     for (let n = 1; n <= 400; n++) qa.push(n, rec(n), 20); // 100 bytes each: "a" holds 40,000
     for (let n = 1; n <= 600; n++) qc.push(n, rec(n), 20); // "c" is refused past the budget, at 60,000
-    expect({ a: b.usedBy("a"), c: b.usedBy("c"), drops: qc.drops }).toEqual({ a: 40_000, c: 60_000, drops: 0 });
+    expect({ a: b.usedBy("a"), c: b.usedBy("c"), drops: qc.budgetDrops }).toEqual({ a: 40_000, c: 60_000, drops: 0 });
     qc.push(601, rec(601), 20);
-    expect(qc.drops).toBe(1); // "c" holds more than its fair share, 50,000: it takes no room
+    expect(qc.budgetDrops).toBe(1); // "c" holds more than its fair share, 50,000: it takes no room
     const da = b.open("d"), qd = createEventQueue<Rec>(10_000, "drop-oldest", { account: da });
     expect(b.fairShare).toBe(33_333);
     for (let n = 1; n <= 200; n++) expect(qd.push(n, rec(n), 20)).toBe(0);
     // "d" took its room from "c" (most over its fair share) alone; "a" kept what it had.
     expect(b.usedBy("a")).toBe(40_000);
     expect(b.usedBy("c")).toBeLessThan(60_000);
-    expect(qc.depth + qc.drops).toBe(601);
+    expect(qc.depth + qc.budgetDrops).toBe(601);
     expect(b.used).toBeLessThanOrEqual(b.limit);
     // Then from both, none below its fair share.
     for (let n = 201; n <= 330; n++) expect(qd.push(n, rec(n), 20)).toBe(0);
@@ -106,7 +106,7 @@ describe("budget", () => {
     // Past its fair share, "d" gives up its own oldest, as a drop-oldest queue does when full.
     for (let n = 331; n <= 600; n++) qd.push(n, rec(n), 20);
     expect(b.usedBy("d")).toBeLessThanOrEqual(b.fairShare + LOSS_MARKER_BYTES);
-    expect(qd.depth + qd.drops).toBe(600);
+    expect(qd.depth + qd.budgetDrops).toBe(600);
   });
 
   it("makes room within an owner's fair share past what the others cannot drop; past it, changes nothing", () => {
@@ -118,17 +118,17 @@ describe("budget", () => {
     // "c" is not counted yet: its fair share is a third, 3,333; "e" holds less than its own, so gives up nothing.
     expect(b.refusal("c", 3_334)).toBe("budget");
     expect(b.makeRoom("c", 3_334)).toBe(false);
-    expect({ used: b.used, e: b.usedBy("e"), drops: q.drops }).toEqual({ used: 10_000, e: 1_000, drops: 0 });
+    expect({ used: b.used, e: b.usedBy("e"), drops: q.budgetDrops }).toEqual({ used: 10_000, e: 1_000, drops: 0 });
     expect(b.refusal("c", 3_333)).toBeUndefined();
     expect(b.makeRoom("c", 3_333)).toBe(true);
-    expect(q.drops).toBe(0);
+    expect(q.budgetDrops).toBe(0);
     // Past the budget by what "a" holds over its fair share and cannot drop.
     const c = b.open("c");
     c.charge(3_333);
     expect(b.used).toBe(13_333);
     expect(b.used - b.limit).toBeLessThanOrEqual(b.usedBy("a") - b.fairShare);
     for (let n = 11; n <= 20; n++) q.push(n, rec(n), 20);
-    expect({ e: b.usedBy("e"), drops: q.drops }).toEqual({ e: 2_000, drops: 0 });
+    expect({ e: b.usedBy("e"), drops: q.budgetDrops }).toEqual({ e: 2_000, drops: 0 });
     expect(b.used).toBeLessThanOrEqual(b.limit + b.usedBy("a") - b.fairShare);
   });
 
@@ -167,7 +167,7 @@ describe("queue and listener accounting", () => {
     expect(dropped).toBe(15);
     const items = q.take(100);
     expect(seqsOf(items)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
-    expect(items.at(-1)).toMatchObject({ kind: "lost", first: 11, last: 25, reason: "subscriber-overflow" });
+    expect(items.at(-1)).toMatchObject({ kind: "lost", first: 11, last: 25, reason: "memory-budget" });
     expect(account.bytes).toBe(0);
     expect(budget.used).toBe(0);
   });
@@ -258,7 +258,7 @@ describe("queue and listener accounting", () => {
           }
           got.push(...seqsOf(l.take(Infinity)));
           expect(got).toEqual(Array.from({ length: l.produced }, (_, i) => i + 1));
-          expect(l.delivered + l.lost["subscriber-overflow"]).toBe(l.produced);
+          expect(l.delivered + l.lost["subscriber-overflow"] + l.lost["memory-budget"]).toBe(l.produced);
           l.retire(false);
           expect(budget.used).toBe(0);
         },
@@ -289,7 +289,7 @@ describe("queue and listener accounting", () => {
     expect(seqsOf(replayAll(l, 0))).toEqual([1, 2, 3, 4, 5]);
     expect(replayAll(l, 0)[0]!.kind).toBe("retained");
     for (let n = 6; n <= 12; n++) l.deliver(rec(n));
-    expect(l.lost["subscriber-overflow"]).toBe(0);
+    expect(l.lost["subscriber-overflow"] + l.lost["memory-budget"]).toBe(0);
     expect(l.queue.depth).toBe(7);
     // What retention had to give up is reported once as RETENTION loss on a resume.
     const replay = replayAll(l, 0);
@@ -621,8 +621,8 @@ describe("registry accounting", () => {
     const { feed, budget, reg } = registry(64 * 1024);
     const a = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
     for (let n = 1; n <= 200; n++) feed.sink.exit(rec(n));
-    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
-    expect(a.queue.depth + a.lost["subscriber-overflow"]).toBe(a.produced);
+    expect(a.lost["memory-budget"]).toBeGreaterThan(0);
+    expect(a.queue.depth + a.lost["memory-budget"]).toBe(a.produced);
     const before = { used: budget.used, stats: reg.stats(), depth: a.queue.depth };
     // "a" holds the whole budget, more than its fair share: it takes no room from anyone for another listener.
     const err = (() => {
@@ -643,11 +643,11 @@ describe("registry accounting", () => {
     const { feed, budget, reg } = registry(64 * 1024);
     const a = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "a" });
     for (let n = 1; n <= 200; n++) feed.sink.exit(rec(n));
-    const depth = a.queue.depth, lostBefore = a.lost["subscriber-overflow"];
+    const depth = a.queue.depth, lostBefore = a.lost["memory-budget"];
     const b = reg.create([0], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "b" });
     expect(a.queue.depth).toBeLessThan(depth);
-    expect(a.lost["subscriber-overflow"]).toBe(lostBefore + depth - a.queue.depth);
-    expect(a.queue.depth + a.lost["subscriber-overflow"]).toBe(a.produced);
+    expect(a.lost["memory-budget"]).toBe(lostBefore + depth - a.queue.depth);
+    expect(a.queue.depth + a.lost["memory-budget"]).toBe(a.produced);
     // The oldest went: what "a" is left with is its newest, after a marker for what it lost.
     const items = a.take(1 << 20);
     expect(seqsOf(items)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
@@ -663,8 +663,8 @@ describe("registry accounting", () => {
     const b = reg.create([0], { buffer: 1 << 20, policy: "drop-newest", ephemeral: false, owner: "b" });
     for (let n = 1; n <= 300; n++) feed.sink.exit(rec(n));
     expect(budget.usedBy("a")).toBeLessThanOrEqual(200 * 1024);
-    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
-    expect(b.lost["subscriber-overflow"]).toBe(a.lost["subscriber-overflow"]); // b has the same share and the same traffic
+    expect(a.lost["memory-budget"]).toBeGreaterThan(0);
+    expect(b.lost["memory-budget"]).toBe(a.lost["memory-budget"]); // b has the same share and the same traffic
     expect(() => reg.create([1], { buffer: 0, policy: "drop-newest", ephemeral: false, owner: "a" })).toThrow(
       /principal "a" holds its share of the server's memory budget, 200 KiB \(--memory-budget-per-principal\)/,
     );
@@ -696,7 +696,7 @@ describe("the budget's reserve", () => {
 
   it("a principal that never reads stops short of it; one that keeps up loses nothing; a new principal is admitted", () => {
     const { budget, reg, a, b } = run({ fraction: 1 / 8 });
-    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(a.lost["memory-budget"]).toBeGreaterThan(0);
     expect(lost(b)).toBe(0);
     expect(b.delivered).toBe(3000);
     // What is not reserved is full, and "a" holds no more than that (loss markers are charged even past it).
@@ -714,7 +714,7 @@ describe("the budget's reserve", () => {
 
   it("without one, the principal that keeps up still loses nothing: it takes room from the one holding most", () => {
     const { budget, a, b } = run();
-    expect(a.lost["subscriber-overflow"]).toBeGreaterThan(0);
+    expect(a.lost["memory-budget"]).toBeGreaterThan(0);
     expect(lost(b)).toBe(0);
     expect(budget.used).toBeLessThanOrEqual(budget.limit + 4 * LOSS_MARKER_BYTES);
   });
@@ -747,8 +747,8 @@ describe("the budget's reserve", () => {
     expect(b.delivered).toBe(4000);
     expect({ refused, hogs: hogs.length }).toEqual({ refused: 0, hogs: 48 });
     for (const h of hogs) {
-      expect(h.queue.depth + h.lost["subscriber-overflow"]).toBe(h.produced);
-      expect(h.lost["subscriber-overflow"]).toBeGreaterThan(0);
+      expect(h.queue.depth + h.lost["memory-budget"]).toBe(h.produced);
+      expect(h.lost["memory-budget"]).toBeGreaterThan(0);
     }
     // Nobody is taken below its fair share: the hogs hold close to theirs between them.
     expect(budget.used).toBeGreaterThan(budget.limit - budget.reserve - 13 * 2000);
@@ -875,7 +875,7 @@ async function wellBehaved(r: Running) {
           tally.received++;
           tally.last = ev.seq;
         } else if (ev.event.case === "lost") {
-          expect(ev.event.value.reason).toBe(LossReason.SUBSCRIBER_OVERFLOW);
+          expect([LossReason.SUBSCRIBER_OVERFLOW, LossReason.MEMORY_BUDGET]).toContain(ev.event.value.reason);
           tally.lost += Number(ev.event.value.count);
           tally.last = ev.event.value.lastSeq;
         }
@@ -960,7 +960,7 @@ describe("attacks against the memory budget (64 MiB)", () => {
       }); live +${mib(held)} MiB; budget used ${mib(stats.memoryUsed)} of ${mib(stats.memoryBudget)} MiB (${
         mib(stats.memorySlabs)
       } MiB of it the rest of shared slabs); ${stats.queued} queued, ${
-        stats.lost["subscriber-overflow"]
+        stats.lost["subscriber-overflow"] + stats.lost["memory-budget"]
       } dropped; slowest /healthz ${healthMs.toFixed(0)} ms`,
     );
     // Full, and never past it but for loss markers (a few per listener) and the rest of the shared slabs the
@@ -983,6 +983,9 @@ describe("attacks against the memory budget (64 MiB)", () => {
     const info = await r.client.getInfo({ listeners: true });
     expect(info.memoryBudget).toBe(BigInt(BUDGET));
     expect(info.listenerDetails.reduce((a, l) => a + l.memoryBytes, 0n)).toBe(info.memoryUsed);
+    // Losses to the full budget are told apart from full queues', listener by listener.
+    expect(info.memoryBudgetDrops).toBeGreaterThan(0n);
+    expect(info.listenerDetails.reduce((a, l) => a + l.lostMemoryBudget, 0n)).toBe(info.memoryBudgetDrops);
     // The well-behaved subscriber lost much, but knows exactly what.
     await good.finish();
     expect(good.tally.ordered).toBe(true);

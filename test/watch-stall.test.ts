@@ -93,6 +93,7 @@ describe("watchExits across a stopped and resumed client process", () => {
     expect({ ...result, stderr }).toEqual({ exits: before + during, lost: {}, reconnects: 0, stderr: "" });
     expect(listener().lost).toEqual({
       "subscriber-overflow": 0,
+      "memory-budget": 0,
       "kernel-overflow": 0,
       "source-error": 0,
       retention: 0,

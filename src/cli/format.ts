@@ -79,6 +79,8 @@ const LOSS_WHY: Record<LossReason, string> = {
   [LossReason.UNSPECIFIED]: "reason not given",
   [LossReason.SUBSCRIBER_OVERFLOW]:
     "subscriber overflow: this listener's queue was full (read faster or raise --buffer)",
+  [LossReason.MEMORY_BUDGET]:
+    "memory budget: the server's memory budget was full and this principal held its share of it (read faster, hold fewer listeners or smaller buffers, or ask the operator to raise serve --memory-budget)",
   [LossReason.KERNEL_OVERFLOW]: "kernel overflow: the kernel dropped records (netlink socket buffer full)",
   [LossReason.SOURCE_ERROR]:
     "source error: the server read records it could not decode or pass on (a server bug: see its log, and report it)",

@@ -9,8 +9,8 @@
  * Every queued item is charged to a memory budget account (budget.ts): an
  * exit costs what the caller says its record costs plus the item itself; a
  * marker its own small object. An exit whose charge does not fit is dropped
- * exactly as when the queue is full (drop-oldest first gives up the
- * queue's own oldest exits to make room). Charges are given back as items
+ * as when the queue is full (drop-oldest first gives up the queue's own
+ * oldest exits to make room), its marker saying MEMORY_BUDGET. Charges are given back as items
  * are taken; markers are charged even past the budget, since exact loss
  * counts depend on them and they stay bounded by the exits between them.
  * A queue charges its exits through the owner's fair share (BudgetPool
@@ -20,7 +20,13 @@
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 
 /** Why events were lost (mirrors taskwire.v1.LossReason). */
-export type LossKind = "subscriber-overflow" | "kernel-overflow" | "source-error" | "retention" | "restart";
+export type LossKind =
+  | "subscriber-overflow"
+  | "memory-budget"
+  | "kernel-overflow"
+  | "source-error"
+  | "retention"
+  | "restart";
 
 /** What to drop when full. */
 export type OverflowPolicy = "drop-newest" | "drop-oldest";
@@ -81,8 +87,10 @@ export interface EventQueue<R extends CpuRecord = CpuRecord> {
   readonly length: number;
   /** Seq of the last exit push() queued (0 before any). */
   readonly lastQueued: number;
-  /** Exits it dropped in all (push() returns each call's share): SUBSCRIBER_OVERFLOW losses. */
+  /** Exits it dropped because it was full (push() returns each call's share, with budgetDrops'): SUBSCRIBER_OVERFLOW losses. */
   readonly drops: number;
+  /** Exits it dropped because the memory budget had no room for them (push() and dropBytes): MEMORY_BUDGET losses. */
+  readonly budgetDrops: number;
   /** Whether its newest item covers `seq`: an exit with that seq, or a loss marker ending at it. */
   endsAt(seq: number): boolean;
   /**
@@ -136,6 +144,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   depth = 0;
   lastQueued = 0;
   drops = 0;
+  budgetDrops = 0;
   heldBytes = 0;
   // Taken slots are cleared at once (so taken records can die young) and cut off now and then by #compact().
   #slots: (R | _Loss | undefined)[] = [];
@@ -186,17 +195,17 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     let dropped = 0;
     if (this.depth >= this.capacity) {
       if (this.policy === "drop-newest") {
-        dropped = this.#lose(seq, dropped);
+        dropped = this.#lose(seq, dropped, "subscriber-overflow");
         this.#overflow = this.#slots[this.#slots.length - 1] as _Loss;
         return dropped;
       }
-      this.#dropOldest();
+      this.#dropOldest("subscriber-overflow");
       dropped++;
     }
     while (!this.#tryCharge(cost)) {
       // Over budget: drop-newest drops this exit; drop-oldest gives up its own oldest until this one fits.
-      if (this.policy === "drop-newest" || this.depth === 0) return this.#lose(seq, dropped);
-      this.#dropOldest();
+      if (this.policy === "drop-newest" || this.depth === 0) return this.#lose(seq, dropped, "memory-budget");
+      this.#dropOldest("memory-budget");
       dropped++;
     }
     return this.#append(seq, record, cost) + dropped;
@@ -278,7 +287,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   dropBytes(bytes: number): number {
     const before = this.bytes;
     let exits = 0;
-    for (; this.depth > 0 && before - this.bytes < bytes; exits++) this.#dropOldest();
+    for (; this.depth > 0 && before - this.bytes < bytes; exits++) this.#dropOldest("memory-budget");
     if (exits > 0) this.#dropped?.(exits);
     return before - this.bytes;
   }
@@ -302,15 +311,20 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     this.bytes -= cost;
   }
 
-  #lose(seq: number, dropped: number): number {
-    this.pushLoss(seq, seq, "subscriber-overflow");
-    this.drops++;
+  #lose(seq: number, dropped: number, reason: "subscriber-overflow" | "memory-budget"): number {
+    this.pushLoss(seq, seq, reason);
+    this.#count(reason);
     return dropped + 1;
+  }
+
+  #count(reason: "subscriber-overflow" | "memory-budget"): void {
+    if (reason === "memory-budget") this.budgetDrops++;
+    else this.drops++;
   }
 
   // The oldest exit becomes a loss marker in its own place: everything before
   // it is older, everything after it newer, so stream order holds.
-  #dropOldest(): void {
+  #dropOldest(reason: "subscriber-overflow" | "memory-budget"): void {
     this.#overflow = undefined;
     const slots = this.#slots;
     let i = this.#head;
@@ -319,17 +333,17 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     this.depth--;
     this.#release(this.#costs[i]!);
     const prev = i > this.#head ? slots[i - 1] : undefined;
-    if (prev instanceof _Loss && mergeable(prev, seq, "subscriber-overflow", -1)) {
+    if (prev instanceof _Loss && mergeable(prev, seq, reason, -1)) {
       prev.last = seq;
       for (const a of [slots, this.#seqs, this.#costs] as unknown[][]) a.copyWithin(this.#head + 1, this.#head, i);
       slots[this.#head] = undefined;
       this.#head++;
     } else {
       this.#charge(LOSS_MARKER_BYTES);
-      slots[i] = new _Loss(seq, seq, "subscriber-overflow", -1);
+      slots[i] = new _Loss(seq, seq, reason, -1);
       this.#costs[i] = LOSS_MARKER_BYTES;
     }
-    this.drops++;
+    this.#count(reason);
   }
 
   #compact(): void {

@@ -92,7 +92,14 @@ export const COUNTED_RANGE_BYTES = 32;
 
 /** Every loss reason at zero. */
 export function noLosses(): LossCounters {
-  return { "subscriber-overflow": 0, "kernel-overflow": 0, "source-error": 0, retention: 0, restart: 0 };
+  return {
+    "subscriber-overflow": 0,
+    "memory-budget": 0,
+    "kernel-overflow": 0,
+    "source-error": 0,
+    retention: 0,
+    restart: 0,
+  };
 }
 
 /** A listener's state, owned by the registry. */
@@ -170,7 +177,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.queue = createEventQueue<R>(o.capacity, o.policy, {
       account: this.#account,
       reclaim: (bytes) => this.#retention.shed(bytes),
-      dropped: (exits) => this.lost["subscriber-overflow"] += exits,
+      dropped: () => this.#countDrops(),
     });
     this.detachedAt = o.now;
     this.#sampledAt = o.now;
@@ -213,7 +220,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     const cost = bytes ?? (this.#sizeOf === undefined ? 0 : this.#sizeOf(record));
     if (this.#unshare === undefined || ordinal === undefined) {
       const dropped = this.queue.push(++this.produced, record, cost);
-      if (dropped !== 0) this.lost["subscriber-overflow"] += dropped;
+      if (dropped !== 0) this.#countDrops();
     } else this.#deliverTracked(record, cost, ordinal, this.#unshare);
     this.#wake?.();
   }
@@ -224,11 +231,17 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     // The copy is made before the record takes a seq: a copy that fails (an allocation) then costs no seq.
     const queued = gap > SPARSE_GAP && this.#mayQueue(bytes) ? unshare(record) : record;
     const dropped = this.queue.push(++this.produced, queued, bytes);
-    if (dropped !== 0) this.lost["subscriber-overflow"] += dropped;
+    if (dropped !== 0) this.#countDrops();
     if (this.queue.lastQueued === this.produced) {
       this.#lastOrdinal = ordinal;
       this.#gap = gap;
     }
+  }
+
+  // The queue's drops, as its two counters have them (a full queue's, a full budget's).
+  #countDrops(): void {
+    this.lost["subscriber-overflow"] = this.queue.drops;
+    this.lost["memory-budget"] = this.queue.budgetDrops;
   }
 
   // Whether an exit costing `bytes` would be queued (an unshared copy is made only for one that is).
@@ -246,7 +259,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * are counted. Returns whether the record was counted lost.
    */
   recover(producedBefore: number, cpu: number): boolean {
-    this.lost["subscriber-overflow"] = this.queue.drops;
+    this.#countDrops();
     let lost = true;
     if (this.produced === producedBefore) this.#lose(1, "source-error", cpu);
     else if (this.queue.endsAt(this.produced)) lost = false;

@@ -128,7 +128,7 @@ class _Pump implements Pump {
       published: this.#published,
       pending: this.#inFlight + this.#retry.length,
       queued: l.queue.length,
-      dropped: l.lost["subscriber-overflow"],
+      dropped: l.lost["subscriber-overflow"] + l.lost["memory-budget"],
       retries: this.#retries,
       lastError: this.#lastError,
     };

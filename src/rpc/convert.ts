@@ -18,6 +18,7 @@ export type ServerItem = StreamItem<ExitRecord, Uint8Array>;
 
 const REASONS: Record<LossKind, LossReason> = {
   "subscriber-overflow": LossReason.SUBSCRIBER_OVERFLOW,
+  "memory-budget": LossReason.MEMORY_BUDGET,
   "kernel-overflow": LossReason.KERNEL_OVERFLOW,
   "source-error": LossReason.SOURCE_ERROR,
   retention: LossReason.RETENTION,

@@ -264,7 +264,7 @@ function addRegistrySeries(registry: PromRegistry, stats: () => RegistryStats): 
   new Counter({
     name: "taskwire_subscriber_drops_total",
     help: "Events listeners lost (each listener counts its own), by reason: subscriber_overflow (its queue was " +
-      "full), kernel_overflow (the kernel dropped them), source_error (the server could not decode or pass them on), " +
+      "full), memory_budget (the server's memory budget had no room for them), kernel_overflow (the kernel dropped them), source_error (the server could not decode or pass them on), " +
       "retention (a resume asked for events no longer kept), restart.",
     labelNames: ["reason"] as const,
     registers: [registry],

@@ -72,6 +72,7 @@ export function num(v: bigint | number | undefined): number {
 
 const LOSS_TEXT: Record<number, string> = {
   [LossReason.SUBSCRIBER_OVERFLOW]: "subscriber overflow (this page read too slowly)",
+  [LossReason.MEMORY_BUDGET]: "memory budget (the server's was full and this principal held its share of it)",
   [LossReason.KERNEL_OVERFLOW]: "kernel overflow (socket buffer full)",
   [LossReason.SOURCE_ERROR]: "source error (the server could not decode or pass them on: see its log)",
   [LossReason.RETENTION]: "retention (resumed past what the server kept)",
