@@ -211,6 +211,7 @@ describe("two Authorization headers", () => {
       socket.on("error", reject);
     });
     expect(h1).toMatch(/^HTTP\/1\.1 401 /);
+    expect(h1).toMatch(/send one Authorization header, not several; this server needs/);
   });
 });
 

@@ -84,6 +84,15 @@ describe("parseCpulist (lib/bitmap-str.c bitmap_parselist)", () => {
     expect((err as CpulistError).message).toContain(JSON.stringify(text));
   });
 
+  it("names the CPU, not a group never written, when a range ends at 4294967295", () => {
+    for (const text of ["4294967295", "0-4294967295"]) {
+      expect(() => parseCpulist(text, 8)).toThrow(
+        /CPU 4294967295 is past the last CPU number the kernel's parser takes/,
+      );
+    }
+    expect(() => parseCpulist("0-7:0/0", 8)).toThrow(/group size 0 in 0-7:0\/0/);
+  });
+
   it("sets overlapping wrapped groups in linear time, not CPU by CPU (a request cannot burn the CPU)", () => {
     // 65536 groups, each from its base up to CPU 65535: 2^31 CPUs set one by one, or one merged span.
     const t0 = performance.now();

@@ -79,9 +79,11 @@ class _Authenticator implements Authenticator {
   #byToken(authorization: string): Principal {
     const m = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(authorization);
     if (m === null) {
-      throw new UnauthenticatedError(
-        `the Authorization header must be "Bearer <token>"; this server needs ${this.#wanted()}`,
-      );
+      // Two Authorization headers reach here joined by ", ", as HTTP joins repeated fields (RFC 9110, 5.3).
+      const what = /,\s*Bearer\s/i.test(authorization)
+        ? "send one Authorization header, not several"
+        : `the Authorization header must be "Bearer <token>"`;
+      throw new UnauthenticatedError(`${what}; this server needs ${this.#wanted()}`);
     }
     const name = this.#table.tokens.get(hashToken(m[1]!));
     const principal = name === undefined ? undefined : this.#table.principals.get(name);

@@ -157,6 +157,13 @@ function checkRegion(text: string, r: Region, nbits: number): void {
   if (r.start > r.end) {
     throw new CpulistError("EINVAL", `cpulist ${quote(text)}: range ${r.start}-${r.end} runs backwards`);
   }
+  if (r.group === 0 && r.end === 0xffffffff && r.used === 0) {
+    // whole(): no pattern was written; the wrap is the kernel's, so name the CPU, not a group the user never gave.
+    throw new CpulistError(
+      "EINVAL",
+      `cpulist ${quote(text)}: CPU ${r.end} is past the last CPU number the kernel's parser takes, 4294967294`,
+    );
+  }
   if (r.group === 0) throw new CpulistError("EINVAL", `cpulist ${quote(text)}: group size 0 in ${spec}`);
   if (r.used > r.group) {
     throw new CpulistError("EINVAL", `cpulist ${quote(text)}: ${spec} uses more CPUs than the group holds`);
