@@ -15,10 +15,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, LossReason, OverflowPolicy, watchExits } from "@taskwire/client";
+import { Code, ConnectError, createTaskwireClient, LossReason, OverflowPolicy, watchExits } from "@taskwire/client";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { createMemoryBudget, formatBytes, parseBytes, parseShare } from "../src/core/budget.ts";
+import type { Authenticator } from "../src/auth/authenticator.ts";
+import { UnauthenticatedError } from "../src/auth/errors.ts";
+import { ROLES } from "../src/core/principal.ts";
 import { LimitExceededError } from "../src/core/errors.ts";
 import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
@@ -31,6 +34,7 @@ import { exitBody } from "../src/rpc/fast-binary/batch.ts";
 import { retainedBuffer, retainPayload, serverMemory } from "../src/server/memory.ts";
 import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import type { ServerOptions } from "../src/server/server.ts";
 import { eventually, manualFeed as createManualFeed, replayAll, type Running, sleep, startServer } from "./helpers.ts";
 
 const MiB = 1024 ** 2;
@@ -783,14 +787,26 @@ afterEach(async () => {
   running = undefined;
 });
 
-async function startAttacked(extraLimits = {}) {
+async function startAttacked(extraLimits = {}, extra: Pick<ServerOptions, "authenticator"> = {}) {
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 7 }) as SimSource;
   running = await startServer(source, { maxBuffer: 1 << 20, maxListenersPerPrincipal: 8192, ...extraLimits }, {
     memoryBudget: BUDGET,
     admission: { maxStreams: 4096, maxStreamsPerPrincipal: 4096, callsPerSecond: 1e6, callBurst: 1e6 },
+    ...extra,
   });
   return { ...running, source };
 }
+
+/** Takes each bearer token as a principal of its own name, with every role: many principals without a token file. */
+const tokenIsPrincipal: Authenticator = {
+  required: true,
+  reload: () => {},
+  authenticate(_peer, authorization) {
+    const id = /^Bearer (\w+)$/.exec(authorization ?? "")?.[1];
+    if (id === undefined) throw new UnauthenticatedError("send Authorization: Bearer <name>");
+    return { id, roles: new Set(ROLES), via: "token" };
+  },
+};
 
 const rss = () => process.memoryUsage().rss;
 
@@ -822,6 +838,7 @@ for (let i = 0; i < Number(n); i++) {
     ":path": "/taskwire.v1.TaskStats/SubscribeExits",
     "content-type": "application/connect+proto",
     "connect-protocol-version": "1",
+    ...(process.env.AUTHORIZATION ? { authorization: process.env.AUTHORIZATION } : {}),
   });
   req.on("error", () => {});
   req.on("response", () => { if (++open === Number(n)) console.log("open"); });
@@ -841,10 +858,14 @@ function subscribeFrame(cpumask: string): string {
   return frame.toString("hex");
 }
 
-/** Opens `n` streams that never read, in a child process, cycling through `masks`; resolves once all are open. */
-async function stalledStreams(url: string, n: number, masks: readonly string[]): Promise<void> {
+/**
+ * Opens `n` streams that never read, in a child process, cycling through `masks` (as principal `token` of a
+ * server that takes each token as its own principal); resolves once all are open.
+ */
+async function stalledStreams(url: string, n: number, masks: readonly string[], token?: string): Promise<void> {
   const child = spawn(process.execPath, ["-e", STALLER, url, String(n), ...masks.map(subscribeFrame)], {
     stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, AUTHORIZATION: token === undefined ? "" : `Bearer ${token}` },
   });
   attackers.push(child);
   await new Promise<void>((resolve, reject) => {
@@ -854,16 +875,16 @@ async function stalledStreams(url: string, n: number, masks: readonly string[]):
 }
 
 /** A well-behaved subscriber: registers first, then reads everything, tallying events and loss. */
-async function wellBehaved(r: Running) {
-  const reg = await r.client.register({ cpumask: "0-7", buffer: 8192, overflow: OverflowPolicy.DROP_NEWEST });
-  const tally = { received: 0, lost: 0, last: 0n, ordered: true };
+async function wellBehaved(r: Running, client = r.client) {
+  const reg = await client.register({ cpumask: "0-7", buffer: 8192, overflow: OverflowPolicy.DROP_NEWEST });
+  const tally = { received: 0, lost: 0, last: 0n, ordered: true, byReason: new Map<LossReason, number>() };
   const ctl = new AbortController();
   let subscribed!: () => void;
   const ready = new Promise<void>((resolve) => (subscribed = resolve));
   const done = (async () => {
     try {
       for await (
-        const ev of watchExits(r.client, {
+        const ev of watchExits(client, {
           listenerId: reg.listenerId,
           signal: ctl.signal,
           onSubscribed: () => subscribed(),
@@ -875,8 +896,10 @@ async function wellBehaved(r: Running) {
           tally.received++;
           tally.last = ev.seq;
         } else if (ev.event.case === "lost") {
-          expect([LossReason.SUBSCRIBER_OVERFLOW, LossReason.MEMORY_BUDGET]).toContain(ev.event.value.reason);
-          tally.lost += Number(ev.event.value.count);
+          const { reason, count } = ev.event.value;
+          expect([LossReason.SUBSCRIBER_OVERFLOW, LossReason.MEMORY_BUDGET]).toContain(reason);
+          tally.lost += Number(count);
+          tally.byReason.set(reason, (tally.byReason.get(reason) ?? 0) + Number(count));
           tally.last = ev.event.value.lastSeq;
         }
       }
@@ -991,6 +1014,41 @@ describe("attacks against the memory budget (64 MiB)", () => {
     expect(good.tally.ordered).toBe(true);
     expect(good.tally.received + good.tally.lost).toBe(good.produced());
     expect(good.tally.received).toBeGreaterThan(0);
+  });
+
+  it("principals acting together, joining one after another with streams that never read, while one reads", async () => {
+    const r = await startAttacked({}, { authenticator: tokenIsPrincipal });
+    const good = await wellBehaved(r, createTaskwireClient(r.url, { token: "reader" }));
+    const base = await baseline(r);
+    // One principal with 100 never-read streams, then 12 more with 20 each, half a second apart: each takes its
+    // slice of the reserve as the slices shrink, and together they hold all of it.
+    await stalledStreams(r.url, 100, ["0-7"], "hog");
+    const flooding = flood(r, 50, 9000);
+    for (let p = 0; p < 12; p++) {
+      await sleep(500);
+      await stalledStreams(r.url, 20, ["0-7"], `colluder${p}`);
+    }
+    const { peak } = await flooding;
+    const held = live() - base.live;
+    const stats = r.server.stats();
+    await good.finish();
+    console.log(
+      `[memory-budget] 13 principals, 340 stalled streams: RSS +${mib(peak - base.rss)} MiB; live +${
+        mib(held)
+      } MiB; budget used ${mib(stats.memoryUsed)} MiB; ${stats.lost["memory-budget"]} dropped to the budget; ` +
+        `the reader lost ${good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0} to the budget, ${
+          good.tally.byReason.get(LossReason.SUBSCRIBER_OVERFLOW) ?? 0
+        } to its own queue, of ${good.produced()}`,
+    );
+    expect(r.server.stats().streams).toBe(341);
+    expect(stats.lost["memory-budget"]).toBeGreaterThan(0);
+    // The reader, under its fair share, lost nothing to the budget; what it lost (if anything) its own queue did.
+    expect(good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0).toBe(0);
+    expect(good.tally.ordered).toBe(true);
+    expect(good.tally.received + good.tally.lost).toBe(good.produced());
+    // Past the budget only by what cannot be dropped: a batch in flight per stalled stream, the slabs they hold.
+    expect(held).toBeLessThanOrEqual(BUDGET + SLACK);
+    expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);
   });
 
   it("thousands of Registers without a stream, while exits flow", async () => {
