@@ -700,7 +700,8 @@ describe("a listener that throws while taking a record", () => {
     const budget = createMemoryBudget({ limit: 1_000_000 });
     const { feed, failures, reg } = failingRegistry({ budget, sizeOf: () => 0, sizeOfPayload: () => 0 });
     const l = open(reg, "drop-oldest", 2);
-    budget.open("hog").charge(1_000_000 - budget.used - 2 * 80 - 8); // room for two queued exits, no more
+    // Room for two queued exits, no more, held by the listener's own principal (so no fair share makes room).
+    budget.open(l.owner).charge(1_000_000 - budget.used - 2 * 80 - 8);
     feed.sink.exit(rec(1, 0));
     feed.sink.exit(rec(2, 0));
     vi.spyOn(Retention.prototype, "shed").mockImplementation(() => {

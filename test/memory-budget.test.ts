@@ -761,6 +761,37 @@ describe("the budget's reserve", () => {
     expect(budget.used).toBe(0);
   });
 
+  it("a principal under its fair share keeps what it retained for a resume while another fills the budget", () => {
+    // Payloads of a few sizes, as encoded exits are: a larger one than the slot it replaces needs a new charge.
+    const feed = manualFeed(), budget = createMemoryBudget({ limit: 1 * MiB, reserve: { fraction: 1 / 8 } });
+    const reg = createRegistry<Rec, string>({
+      feed,
+      retain,
+      limits: { maxBuffer: 1 << 20 },
+      memory: { budget, sizeOf: () => 1000, sizeOfPayload: (p) => 300 + 10 * (Number(p.slice(8)) % 5), reserve: 4096 },
+    });
+    const b = reg.create([0], { ...options("b"), buffer: 256 });
+    for (let n = 1; n <= 300; n++) {
+      feed.sink.exit(rec(n));
+      b.take(1000);
+    }
+    // One principal that never reads, then four more, one after another, taking the reserve's slices.
+    const hogs: Listener<Rec, string>[] = [];
+    for (let n = 301; n <= 3000; n++) {
+      if (n % 500 === 301) hogs.push(reg.create([0], options(`h${hogs.length}`)));
+      feed.sink.exit(rec(n));
+      b.take(1000);
+    }
+    // Its last 256 exits are still there to replay, none reported lost to retention.
+    const replay = replayAll(b, 3000 - 256);
+    expect(seqsOf(replay)).toEqual(Array.from({ length: 256 }, (_, i) => 3000 - 256 + i + 1));
+    expect(replay.every((item) => item.kind === "retained")).toBe(true);
+    expect(lost(b)).toBe(0);
+    expect(budget.usedBy("b")).toBeLessThanOrEqual(budget.fairShare);
+    expect(hogs.every((h) => h.lost["memory-budget"] > 0)).toBe(true);
+    expect(budget.used).toBeGreaterThan(budget.limit - 2000);
+  });
+
   it("is at most half the budget", () => {
     expect(() => createMemoryBudget({ limit: MiB, reserve: { fraction: 0.6 } })).toThrow(RangeError);
     expect(createMemoryBudget({ limit: MiB, reserve: { fraction: 0.5 } }).reserve).toBe(MiB / 2);

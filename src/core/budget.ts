@@ -23,9 +23,10 @@
  * slice while the slices shrink, and charges that must be made past the
  * budget (loss markers, batches in flight, shared slabs) fill what is left.
  * So an owner holding less than its fair share (the budget less the reserve,
- * over the owners) is never refused a queued exit: when the budget has no
- * room, the owners holding most over their fair share drop their oldest (a
- * queue's become exact loss markers) to make it. What they hold over it and
+ * over the owners) is never refused a queued or retained exit: when the
+ * budget has no room, the owners holding most over their fair share drop
+ * their oldest (retained ones first; a queue's become exact loss markers)
+ * to make it. What they hold over it and
  * cannot drop (a stalled stream's batch in flight) is what the budget lets
  * pass its limit anyway, and the owner under its fair share is charged past
  * the limit by as much: all owners together then hold at most the budget
@@ -105,10 +106,13 @@ export interface BudgetPool {
    * Charges `bytes` as tryCharge does; when they do not fit but the owner,
    * with them, holds no more than its fair share (MemoryBudget.fairShare),
    * charges them anyway, once the owners holding most over theirs dropped
-   * their oldest to make room (see the module's comment). For what the
-   * owner's streams need to keep up (a queued exit), not for history.
+   * their oldest to make room (see the module's comment): a queued exit,
+   * or a retained one (an owner's retention counts toward its fair share
+   * as its queues do).
    */
   claim(bytes: number): boolean;
+  /** Whether claim(bytes) would charge them (they fit, or the owner would hold no more than its fair share). */
+  canClaim(bytes: number): boolean;
 }
 
 /** Something that charges an account's pool and counts its own bytes (see BudgetAccount.attach). */
@@ -148,6 +152,7 @@ export const CLOSED_POOL: BudgetPool = Object.freeze({
   fits: () => false,
   tryCharge: () => false,
   claim: () => false,
+  canClaim: () => false,
   charge: () => {},
   release: () => {},
 });
@@ -312,6 +317,12 @@ class _Budget implements MemoryBudget {
     return true;
   }
 
+  /** Whether `o`, with `bytes` more, holds no more than its fair share (nor its own limit). */
+  withinFairShare(o: _Owner, bytes: number): boolean {
+    const mine = o.used + bytes;
+    return mine <= this.#fairShare(this.#owners.size) && mine <= this.ownerLimit;
+  }
+
   /** Charges `o` for `bytes` through its fair share: false (changing nothing) when `o` would hold more than that. */
   claim(o: _Owner, bytes: number): boolean {
     const room = this.#room(o, bytes);
@@ -445,6 +456,10 @@ class _Pool implements BudgetPool {
     return this.tryCharge(bytes) || this.#budget.claim(this.#owner, bytes);
   }
 
+  canClaim(bytes: number): boolean {
+    return this.fits(bytes) || this.#budget.withinFairShare(this.#owner, bytes);
+  }
+
   charge(bytes: number): void {
     this.#budget.used += bytes;
     this.#owner.used += bytes;
@@ -499,6 +514,10 @@ class _Account implements BudgetAccount {
     if (!this.#pool.claim(bytes)) return false;
     this.#own += bytes;
     return true;
+  }
+
+  canClaim(bytes: number): boolean {
+    return this.#pool.canClaim(bytes);
   }
 
   /** What its holders could drop. */

@@ -292,11 +292,12 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     return before - this.bytes;
   }
 
-  // Charges the pool `cost` for an exit about to be appended (which counts it), after the reclaim hook has freed
-  // what it can if need be, and through the owner's fair share last.
+  // Charges the pool `cost` for an exit about to be appended (which counts it): through the owner's fair share
+  // first (room taken from owners over theirs), and only then by the reclaim hook giving up the listener's own.
   #tryCharge(cost: number): boolean {
-    if (this.#pool.tryCharge(cost)) return true;
-    this.#reclaim?.(cost);
+    if (this.#pool.claim(cost)) return true;
+    if (this.#reclaim === undefined) return false;
+    this.#reclaim(cost);
     return this.#pool.claim(cost);
   }
 

@@ -20,9 +20,12 @@
  * What it keeps is charged to a memory budget account (budget.ts): each
  * payload what the owner says it costs, each marker its object, and the
  * ring's slots as it grows. Retention is what a resume replays, not what a
- * live stream needs, so it yields first: when a charge does not fit it
- * evicts its oldest items to make room, and keeps fewer (or none). A resume
- * over what it no longer has reports RETENTION loss, as for any eviction.
+ * live stream needs, so it yields first: when a charge does not fit (its
+ * owner holds its fair share of the budget: BudgetPool.claim) it evicts its
+ * oldest items to make room, and keeps fewer (or none); an owner over its
+ * fair share has its retention evicted before its queues drop anything. A
+ * resume over what it no longer has reports RETENTION loss, as for any
+ * eviction.
  */
 import { firstNotBefore } from "./_bisect.ts";
 import type { SlabCount, SlabSizes } from "./_slab-ledger.ts";
@@ -210,7 +213,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   // and the charge changes by the difference. False if the budget refuses it.
   #replaceOldest(cost: number): boolean {
     const delta = cost - this.#cost[this.#start]!;
-    if (delta > 0 && !this.#pool.tryCharge(delta)) return false;
+    if (delta > 0 && !this.#pool.claim(delta)) return false;
     if (delta < 0) this.#pool.release(-delta);
     this.bytes += delta;
     return true;
@@ -225,7 +228,7 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
       if (this.#size === 0) return -1;
       this.evictOldest();
     }
-    while (!this.#pool.tryCharge(cost)) {
+    while (!this.#pool.claim(cost)) {
       if (this.#size === 0) return -1;
       this.evictOldest();
     }
@@ -316,9 +319,9 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     return before - this.bytes;
   }
 
-  /** Evicts oldest items until `bytes` more fit in the budget, or nothing is left. */
+  /** Evicts oldest items until `bytes` more may be claimed from the budget (BudgetPool.canClaim), or nothing is left. */
   shed(bytes: number): void {
-    while (!this.#pool.fits(bytes) && this.evictOldest());
+    while (!this.#pool.canClaim(bytes) && this.evictOldest());
   }
 
   /** Drops everything and the ring itself, giving back every charge. */
@@ -372,6 +375,8 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   #grow(): boolean {
     const old = this.#seq.length;
     const n = Math.min(this.capacity, Math.max(16, old * 2));
+    // The ring's slots are never given back until it is cleared: it grows only into room that is free, not
+    // through the owner's fair share, or a reader's ring would take the room its own queue needs.
     if (n === old || !this.#pool.tryCharge((n - old) * RETAINED_SLOT_BYTES)) return false;
     this.bytes += (n - old) * RETAINED_SLOT_BYTES;
     if (this.#start !== 0) this.#linearize();
