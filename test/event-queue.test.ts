@@ -59,6 +59,7 @@ describe("event queue", () => {
       fc.record({ push: fc.integer({ min: 1, max: 20 }) }),
       fc.record({ take: fc.integer({ min: 1, max: 20 }) }),
       fc.record({ kernel: fc.integer({ min: 1, max: 5 }) }),
+      fc.record({ give: fc.integer({ min: 1, max: 10 }) }), // another principal takes the room of this many
     );
     fc.assert(
       fc.property(
@@ -71,7 +72,15 @@ describe("event queue", () => {
           const seen: number[] = [];
           const overflowSeen: number[] = [], droppedNewest: number[] = [];
           const drain = (n: number) => {
-            for (const item of q.take(n)) {
+            const items = q.take(n);
+            // Markers whose seqs run on, for the same reason and CPU, are always one.
+            for (let k = 1; k < items.length; k++) {
+              const [a, b] = [items[k - 1]!, items[k]!];
+              if (a.kind === "lost" && b.kind === "lost") {
+                expect(a.reason !== b.reason || a.cpu !== b.cpu || a.last + 1 !== b.first).toBe(true);
+              }
+            }
+            for (const item of items) {
               if (item.kind === "exit") seen.push(item.seq);
               else {
                 for (let s = item.first; s <= item.last; s++) seen.push(s);
@@ -92,6 +101,11 @@ describe("event queue", () => {
                 expect(q.drops).toBe(dropped);
                 expect(q.endsAt(produced)).toBe(true);
               }
+            } else if ("give" in s) {
+              const before = { drops: q.budgetDrops, depth: q.depth };
+              q.dropBytes(s.give * 80); // an unbudgeted queue's exits cost 80 each (a new marker 96)
+              expect(q.budgetDrops - before.drops).toBe(before.depth - q.depth);
+              expect(q.budgetDrops - before.drops).toBeGreaterThanOrEqual(Math.min(s.give, before.depth));
             } else if ("kernel" in s) {
               q.pushLoss(produced + 1, produced + s.kernel, "kernel-overflow", 0);
               produced += s.kernel;
@@ -109,6 +123,21 @@ describe("event queue", () => {
       ),
       { numRuns: 500 },
     );
+  });
+
+  it("leaves one marker where another principal took the room of exits between markers", () => {
+    // Exits and markers alternating, as a stalled queue's become when principals come and go: 1, lost 2, 3, ...
+    const q = createEventQueue(1 << 20, "drop-newest");
+    const n = 40_000;
+    for (let s = 1; s <= n; s += 2) {
+      q.push(s, rec(s));
+      q.pushLoss(s + 1, s + 1, "memory-budget");
+    }
+    // Left apart, every other marker stayed: each drop walked and shifted all of them (44 s for 32,000 exits).
+    q.dropBytes(Infinity);
+    expect(q.length).toBe(1);
+    expect(describeItems(q.take(Infinity))).toEqual([`lost 1-${n} memory-budget`]);
+    expect(q.budgetDrops).toBe(n / 2);
   });
 
   // Past a thousand taken items the queue cuts them off its arrays, and a
@@ -152,6 +181,29 @@ describe("event queue", () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it("holds no more than it has queued while it drops its oldest and nothing takes (drop-oldest, and another principal taking room)", () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const live = () => (gc(), gc(), process.memoryUsage().heapUsed);
+    const record = rec(1); // one record for every exit: only the queue's own slots grow
+    const full = createEventQueue<ExitRecord>(10, "drop-oldest"), given = createEventQueue<ExitRecord>(1 << 20);
+    const before = live();
+    for (let s = 1; s <= 300_000; s++) {
+      full.push(s, record);
+      given.push(s, record);
+      given.dropBytes(1); // another principal takes the room of one exit at a time
+    }
+    const grown = live() - before;
+    expect({ full: full.length, given: given.length, drops: full.drops, taken: given.budgetDrops }).toEqual({
+      full: 11, // ten exits after one marker
+      given: 1, // one marker
+      drops: 300_000 - 10,
+      taken: 300_000,
+    });
+    // Each dropped exit's slots were cut off, not kept behind the head: 300,000 of them in three arrays took 7+ MB.
+    expect(grown).toBeLessThan(1024 * 1024);
   });
 
   it("lets go of the records it handed out, drained or not", async () => {

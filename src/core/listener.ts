@@ -177,7 +177,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.queue = createEventQueue<R>(o.capacity, o.policy, {
       account: this.#account,
       reclaim: (bytes) => this.#retention.shed(bytes),
-      dropped: () => this.#countDrops(),
+      dropped: (exits) => {
+        this.#countDrops();
+        // Taken from a removed listener still draining: the registry counted its losses when it was removed.
+        if (this.#retired) this.#lateLoss?.("memory-budget", exits);
+      },
     });
     this.detachedAt = o.now;
     this.#sampledAt = o.now;

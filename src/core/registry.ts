@@ -488,10 +488,8 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
           formatBytes(budget.limit)
         } (--memory-budget) has no room for another listener (${
           formatBytes(budget.used)
-        } held by listeners' queued and retained events), and principal "${owner}" would hold ${
-          formatBytes(budget.usedBy(owner) + bytes)
-        } with it, more than its fair share of ${
-          formatBytes(budget.fairShareOf(owner))
+        } held by listeners' queued and retained events), ${
+          pastFairShare(budget, owner, bytes)
         }; read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
       );
     }
@@ -499,11 +497,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       throw new LimitExceededError(
         `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) is full but for its reserve of ${
           formatBytes(budget.reserve)
-        }, kept for principals holding less than ${
-          formatBytes(budget.sliceOf(owner))
-        } each, and principal "${owner}" holds ${formatBytes(budget.usedBy(owner))}, ${
-          formatBytes(bytes)
-        } more with this listener; read or deregister its listeners that hold events`,
+        }, ${pastFairShare(budget, owner, bytes)}; read or deregister its listeners that hold events`,
       );
     }
     if (refusal === "owner") {
@@ -519,4 +513,14 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     if (change.added.length > 0) this.#feed.watch(change.added, true);
     if (change.removed.length > 0) this.#feed.watch(change.removed, false);
   }
+}
+
+// Why a principal takes no room from others for a new listener. What it needs is said apart from what it holds:
+// both rounded, "would hold 4.7 MiB, more than its fair share of 4.7 MiB" read as a contradiction.
+function pastFairShare(budget: MemoryBudget, owner: string, bytes: number): string {
+  return `and principal "${owner}" holds ${formatBytes(budget.usedBy(owner))}; a listener needs ${
+    formatBytes(bytes)
+  } more (its fixed cost and room for a first batch), past its fair share of ${
+    formatBytes(budget.fairShareOf(owner))
+  } (the budget less its reserve, over the principals holding any)`;
 }
