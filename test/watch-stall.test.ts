@@ -91,14 +91,7 @@ describe("watchExits across a stopped and resumed client process", () => {
       reconnects: number;
     };
     expect({ ...result, stderr }).toEqual({ exits: before + during, lost: {}, reconnects: 0, stderr: "" });
-    expect(listener().lost).toEqual({
-      "subscriber-overflow": 0,
-      "memory-budget": 0,
-      "kernel-overflow": 0,
-      "source-error": 0,
-      retention: 0,
-      restart: 0,
-    });
+    expect(Object.values(listener().lost).every((n) => n === 0)).toBe(true); // none, for any reason
   }, 60_000);
 });
 
