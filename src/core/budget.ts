@@ -26,11 +26,11 @@
  * over the owners) is never refused a queued or retained exit: when the
  * budget has no room, the owners holding most over their fair share drop
  * their oldest (retained ones first; a queue's become exact loss markers)
- * to make it. What they hold over it and
- * cannot drop (a stalled stream's batch in flight) is what the budget lets
- * pass its limit anyway, and the owner under its fair share is charged past
- * the limit by as much: all owners together then hold at most the budget
- * less the reserve plus what cannot be dropped. Nobody is taken below its
+ * to make it. What they hold over it and cannot drop (a stalled stream's
+ * batch in flight) is what the budget lets pass its limit anyway, and the
+ * owner under its fair share is charged past the limit by as much: all
+ * owners together then hold at most the budget less the reserve plus what
+ * cannot be dropped. Nobody is taken below its
  * fair share, so owners do not take room back and forth. Measured before:
  * twelve owners whose streams never read, joining one after another, made a
  * thirteenth's reading stream lose half of its exits.

@@ -10,9 +10,10 @@
  * exit costs what the caller says its record costs plus the item itself; a
  * marker its own small object. An exit whose charge does not fit is dropped
  * as when the queue is full (drop-oldest first gives up the queue's own
- * oldest exits to make room), its marker saying MEMORY_BUDGET. Charges are given back as items
- * are taken; markers are charged even past the budget, since exact loss
- * counts depend on them and they stay bounded by the exits between them.
+ * oldest exits to make room), its marker saying MEMORY_BUDGET. Charges are
+ * given back as items are taken; markers are charged even past the budget,
+ * since exact loss counts depend on them and they stay bounded by the exits
+ * between them.
  * A queue charges its exits through the owner's fair share (BudgetPool
  * claim), and gives up its oldest when another owner under its fair share
  * takes room (dropBytes): live exits are what a stream needs to keep up.
