@@ -70,6 +70,7 @@ describe("taskwire CLI", () => {
     const info = await run("info");
     expect(info.out).toMatch(/^source\s+sim$/m);
     expect(info.out).toMatch(/^boot id\s+[0-9a-f-]{36}$/m);
+    expect(info.out).toMatch(/^subscriber drops\s+\d+\nmemory budget drops\s+\d+$/m);
     // Known by its address, counted by its bucket (as its listeners' owner is shown): said, not left to puzzle over.
     expect(info.out).toMatch(
       /^you are\s+anonymous@127\.0\.0\.1 \(roles: [^)]*\); without authentication your limits and listeners are those of anonymous@loopback/m,
@@ -77,7 +78,15 @@ describe("taskwire CLI", () => {
     const json = JSON.parse((await run("info", "--json")).out);
     expect(json.possible_cpus).toBe("0-7");
     for (
-      const k of ["delayacct", "kernel_drops", "subscriber_drops", "listener_details", "default_buffer", "lease_ms"]
+      const k of [
+        "delayacct",
+        "kernel_drops",
+        "subscriber_drops",
+        "memory_budget_drops",
+        "listener_details",
+        "default_buffer",
+        "lease_ms",
+      ]
     ) {
       expect(json).toHaveProperty(k);
     }

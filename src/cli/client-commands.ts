@@ -66,24 +66,25 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["kernel drops", info.kernelDrops],
     ["source discards", info.sourceDiscards],
     ["subscriber drops", info.subscriberDrops],
+    ["memory budget drops", info.memoryBudgetDrops],
     ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`],
     ["lease", `${info.leaseMs} ms`],
   ];
-  for (const [k, v] of rows) console.log(`${k.padEnd(18)} ${escapeControls(String(v))}`);
+  for (const [k, v] of rows) console.log(`${k.padEnd(19)} ${escapeControls(String(v))}`);
   if (listeners) printListeners(info.listenerDetails);
 }
 
 function printListeners(details: Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["listenerDetails"]) {
   console.log(
-    "\nlistener                              cpus        stream  queue          produced  lost(sub/kernel/source)  events/s  owner",
+    "\nlistener                              cpus        stream  queue          produced  lost(sub/budget/kernel/source)  events/s  owner",
   );
   for (const l of details) {
     console.log(
       `${escapeControls(l.listenerId).padEnd(37)} ${l.cpumask.padEnd(11)} ${(l.streaming ? "yes" : "no").padEnd(7)} ` +
         `${`${l.queueDepth}/${l.queueCapacity}`.padEnd(14)} ${String(l.produced).padStart(8)}  ` +
-        `${`${l.lostSubscriberOverflow}/${l.lostKernelOverflow}/${l.lostSourceError}`.padEnd(23)}  ${
-          l.eventsPerSecond.toFixed(1).padStart(8)
-        }  ${escapeControls(l.owner)}`,
+        `${
+          `${l.lostSubscriberOverflow}/${l.lostMemoryBudget}/${l.lostKernelOverflow}/${l.lostSourceError}`.padEnd(30)
+        }  ${l.eventsPerSecond.toFixed(1).padStart(8)}  ${escapeControls(l.owner)}`,
     );
   }
 }

@@ -66,9 +66,10 @@ function onInfo(info: GetInfoResponse): void {
   if (info.host !== undefined) showHost(info.host);
   byId("kernel").textContent = `${info.kernelRelease} · taskstats v${info.taskstatsVersion}` +
     (info.delayacct ? "" : " · delayacct off (I/O and memory delays are zero)");
-  const discards = Number(info.sourceDiscards);
+  const discards = Number(info.sourceDiscards), budget = Number(info.memoryBudgetDrops);
   byId("server-drops").textContent = `server-wide: ${fmtCount(Number(info.kernelDrops))} dropped by the kernel, ` +
     `${fmtCount(Number(info.subscriberDrops))} by full queues` +
+    (budget > 0 ? `, ${fmtCount(budget)} by the full memory budget` : "") +
     (discards > 0 ? `, ${fmtCount(discards)} the server could not pass on (see its log)` : "");
 }
 
