@@ -208,10 +208,14 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
       this.#dropOldest("subscriber-overflow");
       dropped++;
     }
+    // A push that found the queue full drops for that reason alone: a drop-oldest queue full and over budget too
+    // dropped for both, and markers of two reasons side by side never join (one more marker per exit, each drop
+    // walking them all: a core's worth of CPU in a minute).
+    const reason = dropped > 0 ? "subscriber-overflow" : "memory-budget";
     while (!this.#tryCharge(cost)) {
       // Over budget: drop-newest drops this exit; drop-oldest gives up its own oldest until this one fits.
-      if (this.policy === "drop-newest" || this.depth === 0) return this.#lose(seq, dropped, "memory-budget");
-      this.#dropOldest("memory-budget");
+      if (this.policy === "drop-newest" || this.depth === 0) return this.#lose(seq, dropped, reason);
+      this.#dropOldest(reason);
       dropped++;
     }
     return this.#append(seq, record, cost) + dropped;

@@ -319,9 +319,14 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
     return before - this.bytes;
   }
 
-  /** Evicts oldest items until `bytes` more may be claimed from the budget (BudgetPool.canClaim), or nothing is left. */
+  /**
+   * Evicts oldest items until `bytes` more may be claimed from the budget
+   * (BudgetPool.canClaim); with none left and still no room, gives up the
+   * ring's slots too (it grows again as it retains).
+   */
   shed(bytes: number): void {
     while (!this.#pool.canClaim(bytes) && this.evictOldest());
+    if (this.#seq.length > 0 && !this.#pool.canClaim(bytes)) this.clear();
   }
 
   /** Drops everything and the ring itself, giving back every charge. */
@@ -375,9 +380,9 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   #grow(): boolean {
     const old = this.#seq.length;
     const n = Math.min(this.capacity, Math.max(16, old * 2));
-    // The ring's slots are never given back until it is cleared: it grows only into room that is free, not
-    // through the owner's fair share, or a reader's ring would take the room its own queue needs.
-    if (n === old || !this.#pool.tryCharge((n - old) * RETAINED_SLOT_BYTES)) return false;
+    // Through the owner's fair share, as its items: a reader that registers once the budget is full keeps
+    // something to resume from. Its queue needing that room gives up the ring too (shed).
+    if (n === old || !this.#pool.claim((n - old) * RETAINED_SLOT_BYTES)) return false;
     this.bytes += (n - old) * RETAINED_SLOT_BYTES;
     if (this.#start !== 0) this.#linearize();
     this.#seq = grown(new Float64Array(n), this.#seq);
