@@ -323,7 +323,12 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 
   #lose(seq: number, dropped: number, reason: "subscriber-overflow" | "memory-budget"): number {
-    this.pushLoss(seq, seq, reason);
+    const tail = this.#slots[this.#slots.length - 1];
+    // A drop marker at the tail takes it whatever its reason, as #dropOldest's do (see there).
+    if (this.length > 0 && tail instanceof _Loss && isDrop(tail) && tail.last + 1 === seq) {
+      this.#overflow = undefined;
+      tail.last = seq;
+    } else this.pushLoss(seq, seq, reason);
     this.#count(reason);
     return dropped + 1;
   }
@@ -335,12 +340,15 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
 
   // The oldest exit becomes a loss marker in its own place: everything before
   // it is older, everything after it newer, so stream order holds. It joins
-  // the marker before it, or after it, where their seqs run on (and those two
-  // then join too): dropping the exits between markers must leave one marker,
-  // not one more each time. Left apart, a stalled queue whose exits were
-  // dropped run by run gained a marker per run, charged past the budget, and
-  // each drop walked and shifted them all (13,000 markers in 45 s under
-  // principals that came and went).
+  // the drop marker before it, or after it, where their seqs run on (and those
+  // two then join too): dropping the exits between markers must leave one
+  // marker, not one more each time. Left apart, a stalled queue whose exits
+  // were dropped run by run gained a marker per run, charged past the budget,
+  // and each drop walked and shifted them all (13,000 markers in 45 s under
+  // principals that came and went). A full queue's drops and a full budget's
+  // join too, the marker keeping the reason it had: they alternated, push by
+  // push and claim by claim, and kept a marker per two exits (a core of CPU);
+  // the listener's counters keep each reason exact.
   #dropOldest(reason: "subscriber-overflow" | "memory-budget"): void {
     this.#overflow = undefined;
     const slots = this.#slots;
@@ -350,11 +358,11 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     this.depth--;
     this.#release(this.#costs[i]!);
     const prev = i > this.#head ? slots[i - 1] : undefined, next = slots[i + 1];
-    if (prev instanceof _Loss && mergeable(prev, seq, reason, -1)) {
+    if (prev instanceof _Loss && isDrop(prev) && prev.last + 1 === seq) {
       prev.last = seq;
       this.#cut(i);
-      if (next instanceof _Loss && mergeable(prev, next.first, next.reason, next.cpu)) this.#join(i, prev, next);
-    } else if (next instanceof _Loss && next.reason === reason && next.cpu === -1 && next.first === seq + 1) {
+      if (next instanceof _Loss && isDrop(next) && prev.last + 1 === next.first) this.#join(i, prev, next);
+    } else if (next instanceof _Loss && isDrop(next) && next.first === seq + 1) {
       next.first = seq;
       this.#cut(i);
     } else {
@@ -396,6 +404,11 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
       this.#head = 0;
     }
   }
+}
+
+// A marker for exits the queue dropped (a full queue's or a full budget's), not the kernel's or the source's.
+function isDrop(item: QueuedLoss): boolean {
+  return item.cpu === -1 && (item.reason === "subscriber-overflow" || item.reason === "memory-budget");
 }
 
 function mergeable(item: QueuedLoss, first: number, reason: LossKind, cpu: number): boolean {
