@@ -630,7 +630,10 @@ export const ExitSchema: GenMessage<Exit> = /*@__PURE__*/
   messageDesc(file_taskwire_v1_taskstats, 15);
 
 /**
- * Records produced for this listener that it will never receive.
+ * Records produced for this listener that it will never receive. Drops of a
+ * full queue (SUBSCRIBER_OVERFLOW) and of a full memory budget
+ * (MEMORY_BUDGET) next to each other share one marker, with the reason of the
+ * first; GetInfo's per-listener counts split them exactly.
  *
  * @generated from message taskwire.v1.Lost
  */
