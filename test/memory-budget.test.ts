@@ -572,15 +572,26 @@ describe("records matched in runs far apart", () => {
 
 /** A registry of this file's records (1,000 B each queued) under a budget of `limit`; a retained payload costs 300 B. */
 function budgetedRegistry(
-  o: { limit: number; perOwner?: number | undefined; reserve?: { fraction: number }; payload?: number },
+  o: {
+    limit: number;
+    perOwner?: number | undefined;
+    reserve?: { fraction: number };
+    payload?: number | ((payload: string) => number);
+  },
 ) {
   const feed = manualFeed();
   const budget = createMemoryBudget({ limit: o.limit, perOwner: o.perOwner, reserve: o.reserve });
+  const { payload = 300 } = o;
   const reg = createRegistry<Rec, string>({
     feed,
     retain,
     limits: { maxBuffer: 1 << 20 },
-    memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => o.payload ?? 300, reserve: 4096 },
+    memory: {
+      budget,
+      sizeOf: () => 1000,
+      sizeOfPayload: typeof payload === "number" ? () => payload : payload,
+      reserve: 4096,
+    },
   });
   return { feed, budget, reg };
 }
@@ -798,12 +809,10 @@ describe("the budget's reserve", () => {
 
   it("a principal under its fair share keeps what it retained for a resume while another fills the budget", () => {
     // Payloads of a few sizes, as encoded exits are: a larger one than the slot it replaces needs a new charge.
-    const feed = manualFeed(), budget = createMemoryBudget({ limit: 1 * MiB, reserve: { fraction: 1 / 8 } });
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      limits: { maxBuffer: 1 << 20 },
-      memory: { budget, sizeOf: () => 1000, sizeOfPayload: (p) => 300 + 10 * (Number(p.slice(8)) % 5), reserve: 4096 },
+    const { feed, budget, reg } = budgetedRegistry({
+      limit: 1 * MiB,
+      reserve: { fraction: 1 / 8 },
+      payload: (p) => 300 + 10 * (Number(p.slice(8)) % 5),
     });
     const b = reg.create([0], { ...options("b"), buffer: 256 });
     for (let n = 1; n <= 300; n++) {
@@ -828,13 +837,7 @@ describe("the budget's reserve", () => {
   });
 
   it("a principal that comes once the budget is full still retains what it reads, within its fair share", () => {
-    const feed = manualFeed(), budget = createMemoryBudget({ limit: 1 * MiB, reserve: { fraction: 1 / 8 } });
-    const reg = createRegistry<Rec, string>({
-      feed,
-      retain,
-      limits: { maxBuffer: 1 << 20 },
-      memory: { budget, sizeOf: () => 1000, sizeOfPayload: () => 300, reserve: 4096 },
-    });
+    const { feed, budget, reg } = budgetedRegistry({ limit: 1 * MiB, reserve: { fraction: 1 / 8 } });
     const hogs: Listener<Rec, string>[] = [];
     for (let n = 1; n <= 2500; n++) {
       if (n % 500 === 1) hogs.push(reg.create([0], options(`h${hogs.length}`)));
