@@ -294,7 +294,7 @@ class _Budget implements MemoryBudget {
   }
 
   fairShareOf(owner: string): number {
-    return this.#fairShare(this.#owners.size + (this.#owners.has(owner) ? 0 : 1));
+    return this.#fairShareOf(this.#owners.get(owner));
   }
 
   usedBy(owner: string): number {
@@ -329,10 +329,10 @@ class _Budget implements MemoryBudget {
     return true;
   }
 
-  /** Whether `o`, with `bytes` more, holds no more than its fair share (nor its own limit). */
-  withinFairShare(o: _Owner, bytes: number): boolean {
-    const mine = o.used + bytes;
-    return mine <= this.#fairShare(this.#owners.size) && mine <= this.ownerLimit;
+  /** Whether `o` (undefined: an owner not counted yet), with `bytes` more, holds no more than its fair share (nor its own limit). */
+  withinFairShare(o: _Owner | undefined, bytes: number): boolean {
+    const mine = (o?.used ?? 0) + bytes;
+    return mine <= this.#fairShareOf(o) && mine <= this.ownerLimit;
   }
 
   /** Charges `o` for `bytes` through its fair share: false (changing nothing) when `o` would hold more than that. */
@@ -367,6 +367,11 @@ class _Budget implements MemoryBudget {
     this.#dryUntil = 0; // fair shares changed: what owners over theirs could drop too
   }
 
+  // The fair share `o` is judged by (undefined: an owner not counted yet, judged with itself counted).
+  #fairShareOf(o: _Owner | undefined): number {
+    return this.#fairShare(this.#owners.size + (o === undefined ? 1 : 0));
+  }
+
   #fairShare(owners: number): number {
     return Math.floor(this.unreserved / Math.max(1, owners));
   }
@@ -382,8 +387,8 @@ class _Budget implements MemoryBudget {
    * their fair shares, the budget less the reserve, plus that.
    */
   #room(o: _Owner | undefined, bytes: number): _Room | undefined {
-    const fair = this.#fairShare(this.#owners.size + (o === undefined ? 1 : 0)), mine = (o?.used ?? 0) + bytes;
-    if (mine > fair || mine > this.ownerLimit) return undefined;
+    if (!this.withinFairShare(o, bytes)) return undefined;
+    const fair = this.#fairShareOf(o);
     const need = this.used + bytes - this.limit;
     const from: [_Owner, number][] = [];
     let droppable = 0;

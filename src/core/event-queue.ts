@@ -323,12 +323,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 
   #lose(seq: number, dropped: number, reason: "subscriber-overflow" | "memory-budget"): number {
-    const tail = this.#slots[this.#slots.length - 1];
-    // A drop marker at the tail takes it whatever its reason, as #dropOldest's do (see there).
-    if (this.length > 0 && tail instanceof _Loss && isDrop(tail) && tail.last + 1 === seq) {
-      this.#overflow = undefined;
-      tail.last = seq;
-    } else this.pushLoss(seq, seq, reason);
+    this.pushLoss(seq, seq, reason);
     this.#count(reason);
     return dropped + 1;
   }
@@ -358,11 +353,11 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
     this.depth--;
     this.#release(this.#costs[i]!);
     const prev = i > this.#head ? slots[i - 1] : undefined, next = slots[i + 1];
-    if (prev instanceof _Loss && isDrop(prev) && prev.last + 1 === seq) {
+    if (prev instanceof _Loss && mergeable(prev, seq, reason, -1)) {
       prev.last = seq;
       this.#cut(i);
-      if (next instanceof _Loss && isDrop(next) && prev.last + 1 === next.first) this.#join(i, prev, next);
-    } else if (next instanceof _Loss && isDrop(next) && next.first === seq + 1) {
+      if (next instanceof _Loss && mergeable(prev, next.first, next.reason, next.cpu)) this.#join(i, prev, next);
+    } else if (next instanceof _Loss && next.cpu === -1 && sameKind(next.reason, reason) && next.first === seq + 1) {
       next.first = seq;
       this.#cut(i);
     } else {
@@ -406,11 +401,17 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   }
 }
 
-// A marker for exits the queue dropped (a full queue's or a full budget's), not the kernel's or the source's.
-function isDrop(item: QueuedLoss): boolean {
-  return item.cpu === -1 && (item.reason === "subscriber-overflow" || item.reason === "memory-budget");
+// Whether a marker `item` may take seqs from `first` on, lost for `reason` on `cpu`.
+function mergeable(item: QueuedLoss, first: number, reason: LossKind, cpu: number): boolean {
+  return sameKind(item.reason, reason) && item.cpu === cpu && item.last + 1 === first;
 }
 
-function mergeable(item: QueuedLoss, first: number, reason: LossKind, cpu: number): boolean {
-  return item.reason === reason && item.cpu === cpu && item.last + 1 === first;
+// One reason, or both the queue's own drops (a full queue's and a full budget's share a marker, which keeps the
+// reason it had: see #dropOldest).
+function sameKind(a: LossKind, b: LossKind): boolean {
+  return a === b || (isDrop(a) && isDrop(b));
+}
+
+function isDrop(reason: LossKind): boolean {
+  return reason === "subscriber-overflow" || reason === "memory-budget";
 }

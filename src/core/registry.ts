@@ -335,9 +335,8 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       );
     }
     const bytes = LISTENER_BYTES + cpus.length * CPU_ENTRY_BYTES + (this.#memory.reserve ?? 0);
-    this.#checkMemory(o.owner, bytes);
-    // Validated: a principal under its fair share takes the room from those holding most over theirs.
-    this.#memory.budget.makeRoom(o.owner, bytes);
+    // The last check: a principal under its fair share takes the room from those holding most over theirs.
+    if (!this.#memory.budget.makeRoom(o.owner, bytes)) this.#refuseMemory(o.owner, bytes);
     const capacity = Math.min(o.buffer === 0 ? this.limits.defaultBuffer : o.buffer, this.limits.maxBuffer);
     const account = this.#memory.budget.open(o.owner);
     account.charge(LISTENER_BYTES);
@@ -478,19 +477,15 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     await this.#feed.close();
   }
 
-  // Refuses a listener whose fixed cost does not fit (changing nothing).
-  #checkMemory(owner: string, bytes: number): void {
+  // Refuses a listener whose fixed cost does not fit, saying why (makeRoom changed nothing).
+  #refuseMemory(owner: string, bytes: number): never {
     const { budget } = this.#memory;
     const refusal = budget.refusal(owner, bytes);
-    if (refusal === "budget") {
+    if (refusal === "owner") {
       throw new LimitExceededError(
-        `the server's memory budget of ${
-          formatBytes(budget.limit)
-        } (--memory-budget) has no room for another listener (${
-          formatBytes(budget.used)
-        } held by listeners' queued and retained events), ${
-          pastFairShare(budget, owner, bytes)
-        }; read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
+        `principal "${owner}" holds its share of the server's memory budget, ${
+          formatBytes(budget.ownerLimit)
+        } (--memory-budget-per-principal), and has no room for another listener; read or deregister its listeners that hold events`,
       );
     }
     if (refusal === "reserve") {
@@ -500,13 +495,13 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
         }, ${pastFairShare(budget, owner, bytes)}; read or deregister its listeners that hold events`,
       );
     }
-    if (refusal === "owner") {
-      throw new LimitExceededError(
-        `principal "${owner}" holds its share of the server's memory budget, ${
-          formatBytes(budget.ownerLimit)
-        } (--memory-budget-per-principal), and has no room for another listener; read or deregister its listeners that hold events`,
-      );
-    }
+    throw new LimitExceededError(
+      `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) has no room for another listener (${
+        formatBytes(budget.used)
+      } held by listeners' queued and retained events), ${
+        pastFairShare(budget, owner, bytes)
+      }; read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
+    );
   }
 
   #demand(change: DemandChange): void {
