@@ -8,24 +8,38 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { MALLOC_HUGE_PAGES, mallocPagesLine, thpMode } from "../src/sys/malloc-pages.ts";
+import { MALLOC_HUGE_PAGES, MALLOC_REUSE, MALLOC_TUNABLES, mallocPagesLine, thpMode } from "../src/sys/malloc-pages.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
 describe("the malloc pages line", () => {
   it("names huge pages with the tunable, tells how to get them without it, and keeps quiet where THP is off", () => {
-    expect(mallocPagesLine(MALLOC_HUGE_PAGES, "madvise")).toBe(
-      `malloc heap: transparent huge pages (GLIBC_TUNABLES=${MALLOC_HUGE_PAGES})`,
+    expect(mallocPagesLine(MALLOC_TUNABLES, "madvise")).toBe(
+      `malloc heap: transparent huge pages (GLIBC_TUNABLES=${MALLOC_TUNABLES})`,
     );
     expect(mallocPagesLine(`glibc.malloc.arena_max=2:${MALLOC_HUGE_PAGES}`, "madvise")).toMatch(/transparent huge/);
     for (const none of [undefined, "", "glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=10"]) {
       expect(mallocPagesLine(none, "madvise"), String(none)).toMatch(
-        /^malloc heap: 4 KiB pages; start the server with GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1/,
+        /^malloc heap: 4 KiB pages; start the server with GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1:glibc\.malloc\.trim/,
       );
     }
+    expect(mallocPagesLine(undefined, "madvise")).toContain(MALLOC_TUNABLES);
     expect(mallocPagesLine(undefined, "always")).toMatch(/THP mode is always/);
+    expect(mallocPagesLine(MALLOC_TUNABLES, "always")).toBe(
+      "malloc heap: transparent huge pages (the host's THP mode is always)",
+    );
     expect(mallocPagesLine(MALLOC_HUGE_PAGES, "never")).toBeUndefined();
     expect(mallocPagesLine(undefined, undefined)).toBeUndefined();
+  });
+
+  it("tells a server started with huge pages alone (an older unit) how to keep freed heap for reuse", () => {
+    const line = mallocPagesLine(MALLOC_HUGE_PAGES, "madvise");
+    expect(line).toMatch(
+      /^malloc heap: transparent huge pages \(GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1\); freed heap/,
+    );
+    expect(line).toContain(`add ${MALLOC_REUSE} to GLIBC_TUNABLES`);
+    expect(mallocPagesLine(undefined, "always")).toContain(`add ${MALLOC_REUSE}`);
+    expect(mallocPagesLine(`${MALLOC_HUGE_PAGES}:glibc.malloc.trim_threshold=0`, "madvise")).not.toMatch(/freed heap/);
   });
 
   it("reads the host's THP mode from the bracketed word", () => {
@@ -52,7 +66,9 @@ describe("the malloc pages line", () => {
           if (line) (clearTimeout(timer), child.kill(), resolve(line[1]!));
         });
       });
-    expect(await startLines(MALLOC_HUGE_PAGES)).toMatch(/^malloc heap: transparent huge pages/);
+    expect(await startLines(MALLOC_TUNABLES)).toBe(
+      `malloc heap: transparent huge pages (GLIBC_TUNABLES=${MALLOC_TUNABLES})`,
+    );
     expect(await startLines("")).toMatch(/^malloc heap: 4 KiB pages; start the server with GLIBC_TUNABLES=/);
   });
 });
