@@ -2,7 +2,7 @@
  * A supply of fresh slabs (or anything costly to make) with the next one made
  * ahead, in a task of its own (the stats vectors' slabs: stats-vector.ts). A
  * slab is made when a record needs room and there is none left; made then,
- * the record waits while memory is allocated, zeroed and filled, and so does
+ * the record waits while memory is allocated and filled, and so does
  * every record produced with it (its stream's tail). Made in a timer task
  * once the last spare was taken, the next slab is usually ready before it is
  * needed, and no record is in the middle of its path while it is made (one

@@ -35,21 +35,54 @@ export function thpMode(path = "/sys/kernel/mm/transparent_hugepage/enabled"): s
   }
 }
 
-/** The start-up line on malloc's pages; undefined where there is nothing to say (no THP on this host, or unknown). */
+/** The start-up line on malloc's pages; undefined where there is nothing to say (not Linux, or all is set). */
 export function mallocPagesLine(tunables: string | undefined, mode: string | undefined): string | undefined {
-  if (mode === "always") return `malloc heap: transparent huge pages (the host's THP mode is always)${reuse(tunables)}`;
-  if (mode !== "madvise") return undefined;
-  if (/(?:^|:)glibc\.malloc\.hugetlb=[12](?::|$)/.test(tunables ?? "")) {
-    return `malloc heap: transparent huge pages (GLIBC_TUNABLES=${tunables})${reuse(tunables)}`;
-  }
-  return `malloc heap: 4 KiB pages; start the server with GLIBC_TUNABLES=${MALLOC_TUNABLES} in its environment ` +
-    "for huge pages, about 1 us less CPU per record in exit storms (npm start, deploy/taskwire.service and the " +
-    "image set it; README, Performance)";
+  const set = parseTunables(tunables);
+  const missing = [...(mode === "madvise" && !hugePages(set) ? [MALLOC_HUGE_PAGES] : []), ...reuseMissing(set)];
+  const pages = pagesOf(set, mode, tunables);
+  if (pages === undefined || (mode === "never" && missing.length === 0)) return undefined;
+  if (missing.length === 0) return `malloc heap: ${pages}`;
+  return `malloc heap: ${pages}; add ${missing.join(":")} to GLIBC_TUNABLES for ${reasons(missing)} ` +
+    "(npm start, deploy/taskwire.service and the image set them; README, Performance)";
 }
 
-// The advice on freed heap, where the tunables do not already keep it.
-function reuse(tunables: string | undefined): string {
-  if (/(?:^|:)glibc\.malloc\.trim_threshold=/.test(tunables ?? "")) return "";
-  return `; freed heap goes back to the kernel at once and each exit storm faults it in again: add ${MALLOC_REUSE} ` +
-    "to GLIBC_TUNABLES to keep up to 32 MiB of it for reuse (a third of the page faults in a storm)";
+// What the heap is in; undefined where the host's THP mode is unknown (not Linux, or unreadable).
+function pagesOf(set: Map<string, number>, mode: string | undefined, tunables: string | undefined): string | undefined {
+  if (mode === undefined) return undefined;
+  if (set.get("hugetlb") === 2) return `hugetlbfs huge pages (GLIBC_TUNABLES=${tunables})`;
+  if (mode === "always") return "transparent huge pages (the host's THP mode is always)";
+  if (mode === "madvise" && hugePages(set)) return `transparent huge pages (GLIBC_TUNABLES=${tunables})`;
+  return mode === "madvise" ? "4 KiB pages" : `4 KiB pages (the host's THP mode is ${mode})`;
+}
+
+const hugePages = (set: Map<string, number>) => set.get("hugetlb") === 1 || set.get("hugetlb") === 2;
+
+// The thresholds missing or set too low to keep freed heap. Setting either one stops glibc moving both, so a
+// trim threshold alone leaves the mmap threshold at 128 KiB: every slab its own mmap, faulted in afresh.
+function reuseMissing(set: Map<string, number>): string[] {
+  const low = (name: string, least: number) => !((set.get(name) ?? 0) >= least);
+  return MALLOC_REUSE.split(":").filter((t) => {
+    const [name, value] = t.slice("glibc.malloc.".length).split("=");
+    return low(name!, Number(value) / 4); // 1 MiB and 8 MiB at least: a slab is 568 KiB
+  });
+}
+
+function reasons(missing: string[]): string {
+  const huge = missing.includes(MALLOC_HUGE_PAGES)
+    ? ["huge pages (about 1 us less CPU per record in exit storms)"]
+    : [];
+  const reuse = missing.length > huge.length
+    ? ["freed heap kept for reuse, not given back to the kernel and faulted in again (a third of the page faults)"]
+    : [];
+  return [...huge, ...reuse].join(" and ");
+}
+
+// GLIBC_TUNABLES' glibc.malloc.* entries as numbers (glibc takes decimal and 0x hex; it ignores spaces around).
+function parseTunables(tunables: string | undefined): Map<string, number> {
+  const set = new Map<string, number>();
+  for (const entry of (tunables ?? "").split(":")) {
+    const m = /^\s*glibc\.malloc\.(\w+)\s*=\s*(\S+)\s*$/.exec(entry);
+    if (m !== null) set.set(m[1]!, Number(m[2]));
+  }
+  return set;
 }
