@@ -1,11 +1,11 @@
 /**
- * Whether malloc's heap is in transparent huge pages, for `serve`'s start-up
- * lines. glibc reads `GLIBC_TUNABLES` once, at process start, so a server
- * started without `glibc.malloc.hugetlb=1` (npm start, deploy/ and the image
- * set it, with the thresholds that keep freed heap for reuse) cannot take it
- * up itself; it can only say so. Under THP mode
- * "always" the kernel backs the heap with huge pages anyway; under "never"
- * nothing asks for them.
+ * Whether malloc's heap is in transparent huge pages, and whether glibc keeps
+ * freed heap for reuse, for `serve`'s start-up lines. glibc reads
+ * `GLIBC_TUNABLES` once, at process start, so a server started without the
+ * tunables npm start, deploy/ and the image set cannot take them up itself;
+ * it can only say which to add. Under THP mode "always" the kernel backs the
+ * heap with huge pages anyway; under "never" nothing asks for them, but freed
+ * heap is still worth keeping.
  */
 import { readFileSync } from "node:fs";
 
