@@ -376,11 +376,18 @@ nsSuite(`why the container needs --net=host and --pid=host${nsMissing ? ` SKIPPE
 describe("the malloc heap in transparent huge pages, kept for reuse, as every way of starting the server sets it", () => {
   const TUNABLES = MALLOC_TUNABLES;
 
-  it("npm start, the unit and the image set the same glibc tunables (npm start keeps an operator's own)", () => {
+  it("npm start, deno task start, the unit and the image set the same glibc tunables (the tasks keep an operator's own)", () => {
     const scripts = (JSON.parse(readFileSync(`${root}package.json`, "utf8")) as { scripts: Record<string, string> })
       .scripts;
     expect(scripts["start"]).toBe(`GLIBC_TUNABLES=\${GLIBC_TUNABLES-${TUNABLES}} node bin/taskwire.js serve`);
     expect(scripts["bench"]).toContain(`GLIBC_TUNABLES=\${GLIBC_TUNABLES-${TUNABLES}} node dist/bench/run.js`);
+    // deno task's shell has no ${VAR-default}: the tasks run sh for it.
+    const tasks = (JSON.parse(readFileSync(`${root}deno.json`, "utf8")) as { tasks: Record<string, string> }).tasks;
+    for (const task of ["start", "serve"]) {
+      expect(tasks[task], task).toContain(
+        `sh -c 'GLIBC_TUNABLES=\${GLIBC_TUNABLES-${TUNABLES}} exec node_modules/deno/`,
+      );
+    }
     expect(one("Environment")).toBe(`GLIBC_TUNABLES=${TUNABLES}`);
     expect(finalStage()).toContainEqual({ instruction: "ENV", args: `GLIBC_TUNABLES=${TUNABLES}` });
   });

@@ -74,25 +74,56 @@ describe("the malloc pages line", () => {
   it("is printed by a real `taskwire serve` at start, as its environment has it", async (ctx) => {
     const mode = thpMode();
     if (mode !== "madvise") ctx.skip(`this host's THP mode is ${mode ?? "unreadable"}, not madvise`);
-    const startLines = (tunables: string) =>
-      new Promise<string>((resolve, reject) => {
-        const child = spawn(process.execPath, ["bin/taskwire.js", "serve", "--source", "sim", "--port", "0"], {
-          cwd: root,
-          env: { ...process.env, GLIBC_TUNABLES: tunables },
-        });
-        let err = "";
-        const timer = setTimeout(() => (child.kill(), reject(new Error(`no malloc line in: ${err}`))), 15_000);
-        child.stderr.on("data", (d: Buffer) => {
-          err += d.toString();
-          const line = /^taskwire: (malloc heap: .*)$/m.exec(err);
-          if (line) (clearTimeout(timer), child.kill(), resolve(line[1]!));
-        });
-      });
-    expect(await startLines(MALLOC_TUNABLES)).toBe(
-      `malloc heap: transparent huge pages (GLIBC_TUNABLES=${MALLOC_TUNABLES})`,
-    );
-    expect(await startLines("")).toMatch(
-      new RegExp(`^malloc heap: 4 KiB pages; add ${MALLOC_TUNABLES} to GLIBC_TUNABLES`),
-    );
+    const node = (tunables: string) =>
+      startLine(process.execPath, ["bin/taskwire.js", ...SERVE], { GLIBC_TUNABLES: tunables });
+    expect(await node(MALLOC_TUNABLES)).toBe(`malloc heap: transparent huge pages (GLIBC_TUNABLES=${MALLOC_TUNABLES})`);
+    expect(await node("")).toMatch(new RegExp(`^malloc heap: 4 KiB pages; add ${MALLOC_TUNABLES} to GLIBC_TUNABLES`));
   });
+
+  it(
+    "is printed on Deno too, whose `deno task start` sets the tunables unless the environment has its own",
+    async (ctx) => {
+      const mode = thpMode();
+      if (mode !== "madvise") ctx.skip(`this host's THP mode is ${mode ?? "unreadable"}, not madvise`);
+      const deno = (env: Record<string, string | undefined>) =>
+        startLine(`${root}node_modules/deno/deno`, ["task", "start", ...SERVE.slice(1)], env); // the task says serve
+      expect(await deno({ GLIBC_TUNABLES: undefined })).toBe(
+        `malloc heap: transparent huge pages (GLIBC_TUNABLES=${MALLOC_TUNABLES})`,
+      );
+      expect(await deno({ GLIBC_TUNABLES: MALLOC_HUGE_PAGES })).toMatch(
+        new RegExp(
+          `^malloc heap: transparent huge pages \\(GLIBC_TUNABLES=${MALLOC_HUGE_PAGES}\\); add ${MALLOC_REUSE} `,
+        ),
+      );
+    },
+    60_000,
+  );
 });
+
+const SERVE = ["serve", "--source", "sim", "--port", "0"];
+
+// The server's "malloc heap: ..." start-up line; the server (its whole process group: a task's shell and runtime)
+// is stopped once it is read.
+function startLine(bin: string, args: string[], env: Record<string, string | undefined>): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const child = spawn(bin, args, { cwd: root, env: { ...process.env, ...env }, detached: true });
+    const stop = () => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // the group has gone already
+      }
+    };
+    let err = "";
+    child.once(
+      "exit",
+      () => (clearTimeout(timer), reject(new Error(`the server exited before its malloc line: ${err}`))),
+    );
+    const timer = setTimeout(() => (stop(), reject(new Error(`no malloc line in: ${err}`))), 30_000);
+    child.stderr!.on("data", (d: Buffer) => {
+      err += d.toString();
+      const line = /^taskwire: (malloc heap: .*)$/m.exec(err);
+      if (line) (clearTimeout(timer), stop(), resolve(line[1]!));
+    });
+  });
+}

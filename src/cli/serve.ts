@@ -280,9 +280,10 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
       ? `V8 heap: ${headroom / 1024 ** 2} MiB kept free above live data (--heap-headroom-mb)`
       : `V8 heap: --heap-headroom-mb not applied (${heap.why})`,
   );
-  const malloc = runtimeLabel().startsWith("node")
-    ? mallocPagesLine(process.env["GLIBC_TUNABLES"], thpMode())
-    : undefined;
+  // Node and Deno allocate ArrayBuffers with glibc's malloc; Bun has an allocator of its own.
+  const malloc = runtimeLabel().startsWith("bun")
+    ? undefined
+    : mallocPagesLine(process.env["GLIBC_TUNABLES"], thpMode());
   if (malloc !== undefined) logText(logger, "info", malloc);
   logText(logger, "info", describeAuth(flags.auth));
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
