@@ -33,8 +33,8 @@ describe("the malloc pages line", () => {
       expect(mallocPagesLine(none, "madvise"), String(none)).toBe(
         `malloc heap: 4 KiB pages; add ${MALLOC_TUNABLES} to GLIBC_TUNABLES for huge pages (about 1 us less CPU ` +
           "per record in exit storms) and freed heap kept for reuse, not given back to the kernel and faulted in " +
-          "again (a third of the page faults) (npm start, deploy/taskwire.service and the image set them; README, " +
-          "Performance)",
+          "again (a third of the page faults) (npm start, deno task start, deploy/taskwire.service and the image set them; " +
+          "README, Performance)",
       );
     }
     // an older unit: huge pages alone

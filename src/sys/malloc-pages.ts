@@ -43,7 +43,7 @@ export function mallocPagesLine(tunables: string | undefined, mode: string | und
   if (pages === undefined || (mode === "never" && missing.length === 0)) return undefined;
   if (missing.length === 0) return `malloc heap: ${pages}`;
   return `malloc heap: ${pages}; add ${missing.join(":")} to GLIBC_TUNABLES for ${reasons(missing)} ` +
-    "(npm start, deploy/taskwire.service and the image set them; README, Performance)";
+    "(npm start, deno task start, deploy/taskwire.service and the image set them; README, Performance)";
 }
 
 // What the heap is in; undefined where the host's THP mode is unknown (not Linux, or unreadable).
