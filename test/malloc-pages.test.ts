@@ -3,8 +3,8 @@
  * it says for each THP mode and tunable, and that a real `taskwire serve`
  * says it, with and without the tunable the project's start paths set.
  */
-import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -62,6 +62,33 @@ describe("the malloc pages line", () => {
       ),
     );
     expect(mallocPagesLine("glibc.malloc.hugetlb=2", "madvise")).toMatch(/^malloc heap: hugetlbfs huge pages/);
+  });
+
+  it("names a glibc.malloc entry glibc does not know (it passes over it silently), and what to add instead", () => {
+    const typo = `${MALLOC_HUGE_PAGES}:glibc.malloc.trim_treshold=33554432:glibc.malloc.mmap_threshold=4194304`;
+    expect(mallocPagesLine(typo, "madvise")).toBe(
+      `malloc heap: transparent huge pages (GLIBC_TUNABLES=${typo}); glibc ignores glibc.malloc.trim_treshold ` +
+        "(no such tunable: misspelt?); add glibc.malloc.trim_threshold=33554432 to GLIBC_TUNABLES for freed heap " +
+        "kept for reuse, not given back to the kernel and faulted in again (a third of the page faults) (npm start, " +
+        "deno task start, deploy/taskwire.service and the image set them; README, Performance)",
+    );
+    // every tunable this glibc lists is known (ld.so --list-tunables): none of them is called unknown
+    const known = "glibc.malloc.arena_max=2:glibc.malloc.arena_test=1:glibc.malloc.check=0:glibc.malloc.mmap_max=9:" +
+      "glibc.malloc.mxfast=0:glibc.malloc.perturb=0:glibc.malloc.tcache_count=7:glibc.malloc.tcache_max=9:" +
+      `glibc.malloc.tcache_unsorted_limit=0:glibc.malloc.top_pad=0:${MALLOC_TUNABLES}`;
+    expect(mallocPagesLine(known, "madvise")).toBe(`malloc heap: transparent huge pages (GLIBC_TUNABLES=${known})`);
+    expect(mallocPagesLine(`${MALLOC_REUSE}:glibc.malloc.nope=1`, "never")).toMatch(
+      /glibc ignores glibc\.malloc\.nope/,
+    );
+  });
+
+  it("knows every malloc tunable this machine's glibc lists", (ctx) => {
+    const ldso = "/lib64/ld-linux-x86-64.so.2";
+    if (!existsSync(ldso)) ctx.skip(`${ldso} is missing (not x86-64 glibc): no tunable list to compare`);
+    const names = execFileSync(ldso, ["--list-tunables"], { encoding: "utf8" }).match(/^glibc\.malloc\.\w+/gm) ?? [];
+    expect(names.length).toBeGreaterThan(5);
+    const all = names.map((n) => `${n}=1`).join(":");
+    expect(mallocPagesLine(all, "madvise")).not.toMatch(/glibc ignores/);
   });
 
   it("reads the host's THP mode from the bracketed word", () => {

@@ -40,11 +40,30 @@ export function mallocPagesLine(tunables: string | undefined, mode: string | und
   const set = parseTunables(tunables);
   const missing = [...(mode === "madvise" && !hugePages(set) ? [MALLOC_HUGE_PAGES] : []), ...reuseMissing(set)];
   const pages = pagesOf(set, mode, tunables);
-  if (pages === undefined || (mode === "never" && missing.length === 0)) return undefined;
-  if (missing.length === 0) return `malloc heap: ${pages}`;
-  return `malloc heap: ${pages}; add ${missing.join(":")} to GLIBC_TUNABLES for ${reasons(missing)} ` +
+  const unknown = [...set.keys()].filter((name) => !MALLOC_TUNABLE_NAMES.has(name)).map((n) => `glibc.malloc.${n}`);
+  const ignored = unknown.length === 0 ? "" : `; glibc ignores ${unknown.join(", ")} (no such tunable: misspelt?)`;
+  if (pages === undefined || (mode === "never" && missing.length === 0 && ignored === "")) return undefined;
+  if (missing.length === 0) return `malloc heap: ${pages}${ignored}`;
+  return `malloc heap: ${pages}${ignored}; add ${missing.join(":")} to GLIBC_TUNABLES for ${reasons(missing)} ` +
     "(npm start, deno task start, deploy/taskwire.service and the image set them; README, Performance)";
 }
+
+// glibc's malloc tunables (the manual's "Memory Allocation Tunables"); glibc passes over any other name silently.
+const MALLOC_TUNABLE_NAMES = new Set([
+  "check",
+  "top_pad",
+  "perturb",
+  "mmap_threshold",
+  "trim_threshold",
+  "mmap_max",
+  "arena_max",
+  "arena_test",
+  "tcache_max",
+  "tcache_count",
+  "tcache_unsorted_limit",
+  "mxfast",
+  "hugetlb",
+]);
 
 // What the heap is in; undefined where the host's THP mode is unknown (not Linux, or unreadable).
 function pagesOf(set: Map<string, number>, mode: string | undefined, tunables: string | undefined): string | undefined {
