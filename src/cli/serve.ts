@@ -12,7 +12,7 @@ import type { TaskstatsSource } from "../sources/source.ts";
 import { hostname } from "node:os";
 import { enableDelayacct } from "../sources/netlink/delayacct.ts";
 import { networkNamespaceOfInit } from "../sys/namespaces.ts";
-import { mallocPagesLine, thpMode } from "../sys/malloc-pages.ts";
+import { glibcVersion, mallocPagesLine, thpMode } from "../sys/malloc-pages.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
 import { createSimSource } from "../sources/sim/sim-source.ts";
 import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
@@ -283,7 +283,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   // Node and Deno allocate ArrayBuffers with glibc's malloc; Bun has an allocator of its own.
   const malloc = runtimeLabel().startsWith("bun")
     ? undefined
-    : mallocPagesLine(process.env["GLIBC_TUNABLES"], thpMode());
+    : mallocPagesLine(process.env["GLIBC_TUNABLES"], thpMode(), { glibc: glibcVersion() });
   if (malloc !== undefined) logText(logger, "info", malloc);
   logText(logger, "info", describeAuth(flags.auth));
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");

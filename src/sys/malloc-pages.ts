@@ -35,17 +35,42 @@ export function thpMode(path = "/sys/kernel/mm/transparent_hugepage/enabled"): s
   }
 }
 
+/** What the line knows of the process beyond its environment. */
+export interface MallocFacts {
+  /** The glibc the process runs on ("2.36"), where the runtime tells it (glibcVersion). */
+  readonly glibc?: string | undefined;
+}
+
 /** The start-up line on malloc's pages; undefined where there is nothing to say (not Linux, or all is set). */
-export function mallocPagesLine(tunables: string | undefined, mode: string | undefined): string | undefined {
-  const set = parseTunables(tunables);
-  const missing = [...(mode === "madvise" && !hugePages(set) ? [MALLOC_HUGE_PAGES] : []), ...reuseMissing(set)];
+export function mallocPagesLine(
+  tunables: string | undefined,
+  mode: string | undefined,
+  facts: MallocFacts = {},
+): string | undefined {
+  const { set, ignored } = parseTunables(tunables, facts.glibc);
+  // glibc before 2.35 has no hugetlb tunable to ask for
+  const askHuge = mode === "madvise" && !hugePages(set) && !(facts.glibc && olderThan(facts.glibc, [2, 35]));
+  const missing = [...(askHuge ? [MALLOC_HUGE_PAGES] : []), ...reuseMissing(set)];
   const pages = pagesOf(set, mode, tunables);
-  const unknown = [...set.keys()].filter((name) => !MALLOC_TUNABLE_NAMES.has(name)).map((n) => `glibc.malloc.${n}`);
-  const ignored = unknown.length === 0 ? "" : `; glibc ignores ${unknown.join(", ")} (no such tunable: misspelt?)`;
-  if (pages === undefined || (mode === "never" && missing.length === 0 && ignored === "")) return undefined;
-  if (missing.length === 0) return `malloc heap: ${pages}${ignored}`;
-  return `malloc heap: ${pages}${ignored}; add ${missing.join(":")} to GLIBC_TUNABLES for ${reasons(missing)} ` +
-    "(npm start, deno task start, deploy/taskwire.service and the image set them; README, Performance)";
+  const skipped = ignored.length === 0 ? "" : `; glibc ignores ${ignored.join(", ")}`;
+  if (pages === undefined || (mode === "never" && missing.length === 0 && skipped === "")) return undefined;
+  if (missing.length === 0) return `malloc heap: ${pages}${skipped}`;
+  return `malloc heap: ${pages}${skipped}; set ${missing.join(":")} in GLIBC_TUNABLES for ${reasons(missing)} ` +
+    "(npm start, deno task start, deploy/ and the image set them where GLIBC_TUNABLES is unset; README, Performance)";
+}
+
+/** The glibc this process runs on, where the runtime says (Node's process report); undefined elsewhere. */
+export function glibcVersion(): string | undefined {
+  // Deno's process report answers too, but with a glibc of its own (2.38 on this project's 2.36 hosts).
+  if ("Deno" in globalThis || "Bun" in globalThis) return undefined;
+  try {
+    const report = (process as { report?: { getReport?: () => unknown } }).report?.getReport?.();
+    const version = (report as { header?: { glibcVersionRuntime?: unknown } } | undefined)?.header
+      ?.glibcVersionRuntime;
+    return typeof version === "string" ? version : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 // glibc's malloc tunables (the manual's "Memory Allocation Tunables"); glibc passes over any other name silently.
@@ -68,7 +93,10 @@ const MALLOC_TUNABLE_NAMES = new Set([
 // What the heap is in; undefined where the host's THP mode is unknown (not Linux, or unreadable).
 function pagesOf(set: Map<string, number>, mode: string | undefined, tunables: string | undefined): string | undefined {
   if (mode === undefined) return undefined;
-  if (set.get("hugetlb") === 2) return `hugetlbfs huge pages (GLIBC_TUNABLES=${tunables})`;
+  if (set.get("hugetlb") === 2) {
+    return `hugetlbfs huge pages where the host reserves them (HugePages_Total in /proc/meminfo), else 4 KiB pages ` +
+      `(GLIBC_TUNABLES=${tunables})`;
+  }
   if (mode === "always") return "transparent huge pages (the host's THP mode is always)";
   if (mode === "madvise" && hugePages(set)) return `transparent huge pages (GLIBC_TUNABLES=${tunables})`;
   return mode === "madvise" ? "4 KiB pages" : `4 KiB pages (the host's THP mode is ${mode})`;
@@ -90,18 +118,36 @@ function reasons(missing: string[]): string {
   const huge = missing.includes(MALLOC_HUGE_PAGES)
     ? ["huge pages (about 1 us less CPU per record in exit storms)"]
     : [];
-  const reuse = missing.length > huge.length
-    ? ["freed heap kept for reuse, not given back to the kernel and faulted in again (a third of the page faults)"]
-    : [];
+  const reuse = missing.length > huge.length ? ["freed heap kept for reuse (fewer page faults in exit storms)"] : [];
   return [...huge, ...reuse].join(" and ");
 }
 
-// GLIBC_TUNABLES' glibc.malloc.* entries as numbers (glibc takes decimal and 0x hex; it ignores spaces around).
-function parseTunables(tunables: string | undefined): Map<string, number> {
+// GLIBC_TUNABLES' glibc.malloc.* entries as glibc (2.36) reads them, and the ones it passes over silently: an entry
+// with a space before or in its name, a name it does not have (glibc.malloc.hugetlb before 2.35).
+function parseTunables(tunables: string | undefined, glibc: string | undefined) {
   const set = new Map<string, number>();
+  const ignored: string[] = [];
   for (const entry of (tunables ?? "").split(":")) {
-    const m = /^\s*glibc\.malloc\.(\w+)\s*=\s*(\S+)\s*$/.exec(entry);
-    if (m !== null) set.set(m[1]!, Number(m[2]));
+    if (!entry.includes("glibc.malloc")) continue;
+    const m = /^glibc\.malloc\.(\w+)=(.*)$/s.exec(entry);
+    if (m === null) ignored.push(`"${entry}" (a space in or around the name, or no "=")`);
+    else if (!MALLOC_TUNABLE_NAMES.has(m[1]!)) ignored.push(`glibc.malloc.${m[1]} (no such tunable: misspelt?)`);
+    else if (m[1] === "hugetlb" && glibc !== undefined && olderThan(glibc, [2, 35])) {
+      ignored.push(`glibc.malloc.hugetlb (glibc ${glibc} has none: 2.35 and later)`);
+    } else set.set(m[1]!, strtoul(m[2]!));
   }
-  return set;
+  return { set, ignored };
+}
+
+// A tunable's number as glibc's _dl_strtoul reads it: leading spaces, then 0x hex, 0 octal or decimal digits,
+// up to the first other character (2.36 ignores the rest: "1e7" is 1).
+function strtoul(value: string): number {
+  const m = /^\s*(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))/.exec(value);
+  if (m === null) return 0;
+  return m[1] !== undefined ? parseInt(m[1], 16) : m[2] !== undefined ? parseInt(m[2], 8) : Number(m[3]);
+}
+
+function olderThan(version: string, [major, minor]: [number, number]): boolean {
+  const [a = 0, b = 0] = version.split(".").map(Number);
+  return a < major || (a === major && b < minor);
 }
