@@ -23,7 +23,13 @@ export const MALLOC_HUGE_PAGES = "glibc.malloc.hugetlb=1";
  */
 export const MALLOC_REUSE = "glibc.malloc.trim_threshold=33554432:glibc.malloc.mmap_threshold=4194304";
 
-/** The tunables the project's start paths set (npm start, deploy/taskwire.service, the image). */
+// MALLOC_REUSE's thresholds and the least of each that still keeps a 568 KiB slab's heap: a quarter.
+const REUSE_LEAST = MALLOC_REUSE.split(":").map((entry) => {
+  const [name = "", value] = entry.slice("glibc.malloc.".length).split("=");
+  return { entry, name, least: Number(value) / 4 };
+});
+
+/** The tunables the project's start paths set (npm start, deno task start, deploy/taskwire.service, the image). */
 export const MALLOC_TUNABLES = `${MALLOC_HUGE_PAGES}:${MALLOC_REUSE}`;
 
 /** The host's THP mode ("always", "madvise", "never"), or undefined where it cannot be read (not Linux). */
@@ -47,9 +53,10 @@ export function mallocPagesLine(
   mode: string | undefined,
   facts: MallocFacts = {},
 ): string | undefined {
-  const { set, ignored } = parseTunables(tunables, facts.glibc);
-  // glibc before 2.35 has no hugetlb tunable to ask for
-  const askHuge = mode === "madvise" && !hugePages(set) && !(facts.glibc && olderThan(facts.glibc, [2, 35]));
+  // glibc before 2.35 has no hugetlb tunable: it ignores one given, and none is asked for
+  const hugetlbKnown = facts.glibc === undefined || !olderThan(facts.glibc, [2, 35]);
+  const { set, ignored } = parseTunables(tunables, { hugetlbKnown, glibc: facts.glibc });
+  const askHuge = mode === "madvise" && !hugePages(set) && hugetlbKnown;
   const missing = [...(askHuge ? [MALLOC_HUGE_PAGES] : []), ...reuseMissing(set)];
   const pages = pagesOf(set, mode, tunables);
   const skipped = ignored.length === 0 ? "" : `; glibc ignores ${ignored.join(", ")}`;
@@ -107,11 +114,7 @@ const hugePages = (set: Map<string, number>) => set.get("hugetlb") === 1 || set.
 // The thresholds missing or set too low to keep freed heap. Setting either one stops glibc moving both, so a
 // trim threshold alone leaves the mmap threshold at 128 KiB: every slab its own mmap, faulted in afresh.
 function reuseMissing(set: Map<string, number>): string[] {
-  const low = (name: string, least: number) => !((set.get(name) ?? 0) >= least);
-  return MALLOC_REUSE.split(":").filter((t) => {
-    const [name, value] = t.slice("glibc.malloc.".length).split("=");
-    return low(name!, Number(value) / 4); // 1 MiB and 8 MiB at least: a slab is 568 KiB
-  });
+  return REUSE_LEAST.filter(({ name, least }) => !((set.get(name) ?? 0) >= least)).map(({ entry }) => entry);
 }
 
 function reasons(missing: string[]): string {
@@ -124,7 +127,7 @@ function reasons(missing: string[]): string {
 
 // GLIBC_TUNABLES' glibc.malloc.* entries as glibc (2.36) reads them, and the ones it passes over silently: an entry
 // with a space before or in its name, a name it does not have (glibc.malloc.hugetlb before 2.35).
-function parseTunables(tunables: string | undefined, glibc: string | undefined) {
+function parseTunables(tunables: string | undefined, o: { hugetlbKnown: boolean; glibc: string | undefined }) {
   const set = new Map<string, number>();
   const ignored: string[] = [];
   for (const entry of (tunables ?? "").split(":")) {
@@ -132,8 +135,8 @@ function parseTunables(tunables: string | undefined, glibc: string | undefined) 
     const m = /^glibc\.malloc\.(\w+)=(.*)$/s.exec(entry);
     if (m === null) ignored.push(`"${entry}" (a space in or around the name, or no "=")`);
     else if (!MALLOC_TUNABLE_NAMES.has(m[1]!)) ignored.push(`glibc.malloc.${m[1]} (no such tunable: misspelt?)`);
-    else if (m[1] === "hugetlb" && glibc !== undefined && olderThan(glibc, [2, 35])) {
-      ignored.push(`glibc.malloc.hugetlb (glibc ${glibc} has none: 2.35 and later)`);
+    else if (m[1] === "hugetlb" && !o.hugetlbKnown) {
+      ignored.push(`glibc.malloc.hugetlb (glibc ${o.glibc} has none: 2.35 and later)`);
     } else set.set(m[1]!, strtoul(m[2]!));
   }
   return { set, ignored };
