@@ -13,7 +13,7 @@ afterEach(() => {
 describe("housekeeping", () => {
   it("reports a task that throws and runs it again on the next tick", () => {
     vi.useFakeTimers();
-    const calls = { reap: 0, sample: 0, settle: 0 };
+    const calls = { reap: 0, sample: 0, settle: 0, stalled: 0 };
     const errors: string[] = [];
     const h = startHousekeeping(
       {
@@ -24,13 +24,14 @@ describe("housekeeping", () => {
           calls.settle++;
           throw new Error("a bug");
         },
+        endStalled: () => calls.stalled++, // runs although the task before it threw
       },
       (what, err) => errors.push(`${what}: ${(err as Error).message}`),
     );
     vi.advanceTimersByTime(2000);
     h.stop();
     vi.advanceTimersByTime(2000);
-    expect(calls).toEqual({ reap: 2, sample: 2, settle: 2 });
+    expect(calls).toEqual({ reap: 2, sample: 2, settle: 2, stalled: 2 });
     expect(errors).toEqual(["sampling rates and charging slabs: a bug", "sampling rates and charging slabs: a bug"]);
   });
 });

@@ -12,16 +12,28 @@ import type { CpuRecord, QueueItem } from "./event-queue.ts";
 import type { StreamItem } from "./retention.ts";
 
 /** How a stream is told it ends (Listener.attach's `end`): the key of what it holds. */
-export type StreamEndFn = (why: string, code: "removed" | "takeover" | "shutdown") => void;
+export type StreamEndFn = (why: string, code: "removed" | "takeover" | "shutdown" | "stalled") => void;
 
-/** A replay batch's retained payloads, charged `bytes` while its stream holds them. */
-export interface Replayed {
+/**
+ * When a stall sweep (stalled()) first saw a held batch, and whether its
+ * stream was told it stalled. Sweeps run once a second, so a batch is
+ * judged by when a sweep first found it, not when it was taken: the hot
+ * path (a take per batch) reads no clock.
+ */
+interface Seen {
+  seenAt?: number | undefined;
+  told?: boolean;
+}
+
+/** A replay batch's retained payloads, charged `bytes` while its stream (`end`) holds them. */
+export interface Replayed extends Seen {
   bytes: number;
   payloads: unknown[];
+  end?: StreamEndFn | undefined;
 }
 
 /** A batch taken for a stream, charged `bytes` until the stream has written it. */
-interface InFlight<R extends CpuRecord> {
+interface InFlight<R extends CpuRecord> extends Seen {
   readonly bytes: number;
   readonly items: readonly QueueItem<R>[];
 }
@@ -71,9 +83,12 @@ export class HeldBatches<R extends CpuRecord> {
     this.#account.release(orphan.bytes);
   }
 
-  /** A replay batch handed to its stream: charged (even past the budget: it is held, one batch a stream) until let go. */
-  hold(held: Replayed, items: readonly StreamItem<R, unknown>[]): void {
+  /** A replay batch handed to its stream `end`: charged (even past the budget: it is held, one batch a stream) until let go. */
+  hold(held: Replayed, items: readonly StreamItem<R, unknown>[], end: StreamEndFn | undefined): void {
     if (this.#account.closed) return;
+    held.end = end;
+    held.seenAt = undefined;
+    held.told = false;
     for (const item of items) {
       if (item.kind !== "retained") continue;
       held.payloads.push(item.payload);
@@ -89,6 +104,28 @@ export class HeldBatches<R extends CpuRecord> {
     this.#account.release(held.bytes);
     held.bytes = 0;
     held.payloads = [];
+  }
+
+  /**
+   * The streams whose held batch (in flight, or a replay batch) a sweep at
+   * `now` finds there since a sweep at least `ms` before, each returned
+   * once; `attached` is the stream that holds the batch in flight. Such a
+   * stream's client has read nothing for that long: its transport accepts
+   * nothing more, so the batch cannot be written, and it is not dropped.
+   */
+  stalled(now: number, ms: number, attached: StreamEndFn | undefined): StreamEndFn[] {
+    const found: StreamEndFn[] = [];
+    const check = (held: Seen, empty: boolean, end: StreamEndFn | undefined): void => {
+      if (empty || end === undefined || held.told === true) return;
+      held.seenAt ??= now;
+      if (now - held.seenAt < ms) return;
+      held.told = true;
+      found.push(end);
+    };
+    check(this.#inFlight, this.#inFlight.items.length === 0, attached);
+    for (const [end, orphan] of this.#orphans) check(orphan, false, end);
+    for (const held of this.#replays) check(held, held.payloads.length === 0, held.end);
+    return found;
   }
 
   /** Calls `record` with each record of the batches in flight, and `payload` with each replayed payload and its charge. */

@@ -80,3 +80,13 @@ export class StreamTakenOverError extends Error {
 export class ShuttingDownError extends Error {
   override readonly name = "ShuttingDownError";
 }
+
+/**
+ * A stream's client read nothing for a lease while the memory budget was
+ * past its limit and its principal over its fair share (ListenerRegistry.endStalled):
+ * the stream ends, giving back the batch it held. Its listener stays; a resume
+ * (after_seq) replays what it still retains.
+ */
+export class StreamStalledError extends Error {
+  override readonly name = "StreamStalledError";
+}

@@ -28,7 +28,7 @@ import type { SlabCount, SlabHolding, SlabSizes, SlabTerms } from "./_slab-ledge
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
 /** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
-export type StreamEnd = "removed" | "takeover" | "shutdown";
+export type StreamEnd = "removed" | "takeover" | "shutdown" | "stalled";
 
 /** Loss counters by reason. */
 export type LossCounters = Record<LossKind, number>;
@@ -407,7 +407,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       if (at >= end || max < 1) return [];
       const items = this.#replayAfter(at, end, max);
       at = lastSeqOf(items[items.length - 1]!);
-      this.#held.hold(held, items);
+      this.#held.hold(held, items, this.#end ?? this.#drainEnd);
       return items;
     };
   }
@@ -470,6 +470,18 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#end = undefined;
     this.detachedAt = now;
     this.#held.written();
+  }
+
+  /**
+   * Tells each of its streams that has held a batch (in flight or replayed)
+   * for `ms`, by the sweeps' clock (HeldBatches.stalled), that it ends
+   * ("stalled", with `why`): its client reads nothing, so only its transport
+   * can end it. Each is told once. Returns how many were told.
+   */
+  endStalled(now: number, ms: number, why: string): number {
+    const ends = this.#held.stalled(now, ms, this.#end ?? this.#drainEnd);
+    for (const end of ends) end(why, "stalled");
+    return ends.length;
   }
 
   /** Ends the attached stream: normally once its queue is sent ("removed"), or at once as the server shuts down. */

@@ -110,6 +110,8 @@ export interface RegistryStats {
   memorySlabs: number;
   /** The memory budget in bytes (Number.MAX_SAFE_INTEGER when unlimited). */
   memoryBudget: number;
+  /** Streams ended since the server started because their clients read nothing while the budget was past its limit (endStalled). */
+  stalledStreams: number;
 }
 
 /**
@@ -212,6 +214,14 @@ export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> 
   sampleRates(): void;
   /** Charges each listener what the sealed slabs its items are in leave unpaid (the housekeeping timer, once a second). */
   settleSlabs(): void;
+  /**
+   * While the memory budget is past its limit, ends ("stalled") the streams
+   * of principals over their fair share that have held a batch for a lease
+   * (their clients read nothing): the budget cannot drop a batch in flight,
+   * so it is what carries the budget past its limit. Run once a second (the
+   * housekeeping timer); returns how many streams it told.
+   */
+  endStalled(): number;
   stats(): RegistryStats;
   /** The live listeners, or those `owner` owns. */
   listeners(owner?: string): Listener<R, P>[];
@@ -254,6 +264,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
   readonly #onDeliveryError: RegistryOptions<R, P>["onDeliveryError"];
   /** Losses of listeners already removed, so totals never go backwards. */
   readonly #pastLost: LossCounters = noLosses();
+  #stalledStreams = 0;
   /** What the slabs listeners' items keep alive cost them, counted once a second; absent: records share no slabs. */
   readonly #ledger: SlabLedger | undefined;
   /** Removed listeners whose stream still sends what they had queued: they hold it until the stream ends. */
@@ -429,6 +440,20 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     this.#ledger.settle([...this.#byId.values(), ...this.#draining]);
   }
 
+  endStalled(): number {
+    const { budget } = this.#memory;
+    if (budget.used <= budget.limit) return 0;
+    const now = this.#now();
+    const { leaseMs } = this.limits;
+    let told = 0;
+    for (const l of [...this.#byId.values(), ...this.#draining]) {
+      if (budget.usedBy(l.owner) <= budget.fairShareOf(l.owner)) continue;
+      told += l.endStalled(now, leaseMs, stalledWhy(budget, l.owner, leaseMs));
+    }
+    this.#stalledStreams += told;
+    return told;
+  }
+
   // Forgets removed listeners whose last stream has gone (they gave everything back).
   #pruneDraining(): void {
     for (const l of this.#draining) if (l.closed) this.#draining.delete(l);
@@ -458,6 +483,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
       memoryUsed,
       memorySlabs,
       memoryBudget,
+      stalledStreams: this.#stalledStreams,
     };
   }
 
@@ -518,4 +544,15 @@ function pastFairShare(budget: MemoryBudget, owner: string, bytes: number): stri
   } more (its fixed cost and room for a first batch), past its fair share of ${
     formatBytes(budget.fairShareOf(owner))
   } (the budget less its reserve, over the principals holding any)`;
+}
+
+// Why a stalled stream ends: what it held, for how long, and what its client can do.
+function stalledWhy(budget: MemoryBudget, owner: string, leaseMs: number): string {
+  return `its client read nothing for a lease, ${leaseMs / 1000} s (--lease-ms), while the server's memory budget of ${
+    formatBytes(budget.limit)
+  } (--memory-budget) was past its limit and principal ${JSON.stringify(owner)} held ${
+    formatBytes(budget.usedBy(owner))
+  }, more than its fair share of ${
+    formatBytes(budget.fairShareOf(owner))
+  }; the batch it held is given back. Read the stream as it comes, or resume with after_seq`;
 }

@@ -8,7 +8,7 @@
  * HTTP/2.
  */
 import type { CpuRecord } from "./event-queue.ts";
-import { ListenerNotFoundError, ShuttingDownError, StreamTakenOverError } from "./errors.ts";
+import { ListenerNotFoundError, ShuttingDownError, StreamStalledError, StreamTakenOverError } from "./errors.ts";
 import type { Listener, StreamEnd } from "./listener.ts";
 import type { ListenerRegistry } from "./registry.ts";
 import type { StreamItem } from "./retention.ts";
@@ -41,6 +41,13 @@ export interface SubscriptionOptions<R extends CpuRecord, P, M> {
    * instead of the loop drowning in per-message overhead.
    */
   readonly lingerMs?: () => number;
+  /**
+   * Drops the stream at its transport, for a stream told it stalled (its
+   * client reads nothing, ListenerRegistry.endStalled): the generator waits
+   * in a `yield` the transport never takes, so neither an error nor a return
+   * would reach it. Without one, the stream ends only if its client reads again.
+   */
+  readonly abandon?: ((why: string) => void) | undefined;
 }
 
 interface Ended {
@@ -58,12 +65,13 @@ const END_ERRORS: Record<StreamEnd, (id: string, why: string) => Error> = {
   takeover: (id, why) => new StreamTakenOverError(`listener ${id}: ${why}`),
   shutdown: (id, why) => new ShuttingDownError(`listener ${id}: ${why}`),
   removed: (id, why) => new ListenerNotFoundError(id, why),
+  stalled: (id, why) => new StreamStalledError(`listener ${id}: stream ended: ${why}`),
 };
 
 /** Whether `err` is how a subscription says its stream ended: taken over, shut down, or its listener removed. */
 export function isStreamEnd(err: unknown): boolean {
   return err instanceof StreamTakenOverError || err instanceof ShuttingDownError ||
-    err instanceof ListenerNotFoundError;
+    err instanceof ListenerNotFoundError || err instanceof StreamStalledError;
 }
 
 type Registry<R extends CpuRecord, P> = Pick<ListenerRegistry<R, P>, "now" | "remove">;
@@ -78,7 +86,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
   listener: Listener<R, P>,
   o: SubscriptionOptions<R, P, M>,
 ): AsyncGenerator<M> {
-  const s = new _Signals();
+  const s = new _Signals(o.abandon);
   listener.attach(s.wake, s.end);
   const cleanup = (): void => {
     o.replay?.(0); // lets go of its last batch
@@ -127,6 +135,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
 // The wake-ups a subscription waits on: new events, its end, a timer.
 class _Signals {
   ended: Ended | undefined;
+  readonly #abandon: ((why: string) => void) | undefined;
   #resolveWait: ((woke: boolean) => void) | undefined;
   #resolvePause: (() => void) | undefined;
   /** When the current wait times out (performance.now() ms). */
@@ -142,9 +151,14 @@ class _Signals {
     r?.(true);
   };
 
+  constructor(abandon: ((why: string) => void) | undefined) {
+    this.#abandon = abandon;
+  }
+
   readonly end = (why: string, how: StreamEnd): void => {
     this.ended = { why, how };
     this.release();
+    if (how === "stalled") this.#abandon?.(why);
   };
 
   /** Cuts short any pause or wait, and stops the heartbeat timer. */

@@ -27,6 +27,7 @@ import {
   ListenerNotFoundError,
   SeqOutOfRangeError,
   ShuttingDownError,
+  StreamStalledError,
   StreamTakenOverError,
 } from "../core/errors.ts";
 import { logUnexpected } from "../log/error-log.ts";
@@ -76,6 +77,7 @@ const MAPPINGS: Mapping[] = [
   map(UnauthenticatedError, Code.Unauthenticated, ErrorReason.UNAUTHENTICATED),
   map(RoleRequiredError, Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, (e) => ({ role: e.role })),
   map(StreamTakenOverError, Code.Aborted, ErrorReason.STREAM_TAKEN_OVER),
+  map(StreamStalledError, Code.ResourceExhausted, ErrorReason.LIMIT_EXCEEDED),
   map(ShuttingDownError, Code.Unavailable, ErrorReason.SHUTTING_DOWN),
   map(CgroupPathError, Code.InvalidArgument, ErrorReason.INVALID_REQUEST),
   map(CgroupNotFoundError, Code.NotFound, ErrorReason.UNSPECIFIED),

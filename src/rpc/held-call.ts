@@ -23,10 +23,19 @@ export interface CallHold {
    * itself when its handler ends.
    */
   handOver(leave: () => void): boolean;
+  /**
+   * Drops the response at its transport, for a stream whose client reads
+   * nothing, so that no error could reach it: an HTTP/2 stream is reset with
+   * ENHANCE_YOUR_CALM (gRPC and Connect clients read RESOURCE_EXHAUSTED), an
+   * HTTP/1.1 connection closed, a Fetch API response's body errored. The
+   * handler's signal aborts as the transport lets go. False where nothing
+   * can (no adapter).
+   */
+  reset(): boolean;
 }
 
 /** The context key; where no adapter counts (tests calling handlers, a fetch without an adapter), nothing is refused or handed over. */
-export const HELD_CALL = createContextKey<CallHold>({ refusal: undefined, handOver: () => false }, {
+export const HELD_CALL = createContextKey<CallHold>({ refusal: undefined, handOver: () => false, reset: () => false }, {
   description: "taskwire call under way",
 });
 

@@ -25,6 +25,17 @@ export interface ServiceDeps {
   readonly capabilities?: () => readonly string[];
   /** The host this server reports on (GetInfo and each stream's opening message); unset when absent. */
   readonly host?: HostIdentityInit | undefined;
+  /** Told of each stream ended because its client read nothing (`reset`: its transport dropped it). */
+  readonly onStalled?: ((stalled: StalledStream) => void) | undefined;
+}
+
+/** A stream ended because its client read nothing while the memory budget was past its limit. */
+export interface StalledStream {
+  readonly listenerId: string;
+  readonly owner: string;
+  readonly why: string;
+  /** Whether its transport dropped it (false: no adapter could; it ends if its client reads again). */
+  readonly reset: boolean;
 }
 
 /** Checks a request field; throws InvalidRequestError naming it. */

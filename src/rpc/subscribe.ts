@@ -121,6 +121,10 @@ export async function* subscribeExits(
         report,
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
+      abandon: (why) => {
+        const reset = ctx.values.get(HELD_CALL).reset();
+        deps.onStalled?.({ listenerId: listener.id, owner: listener.owner, why, reset });
+      },
     });
     throwIfPastDeadline(ctx);
   } catch (err) {

@@ -12,7 +12,7 @@ import type { Peer } from "../auth/authenticator.ts";
 import { REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
-/** How a Fetch API runtime reports a response over; undefined: watch its body (whenBodyOver). */
+/** How a Fetch API runtime reports a response over; undefined: watch its body (passBody). */
 export type Delivered = Promise<unknown> | undefined;
 
 /**
@@ -27,20 +27,37 @@ export function holdFetchCalls(
   server: TaskwireServer,
 ): (request: Request, peer: Peer, delivered: Delivered) => Promise<Response> {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
+  // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
+  // whose client reads nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
+  const streaming = new Set(
+    server.rpcHandlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath),
+  );
   return async (request, peer, delivered) => {
     const caller = server.caller(peer, request.headers.get("authorization"));
     const held = server.holdCall(caller);
     const over = createOver(held.release);
     delivered?.then(over.run, over.run);
+    const path = pathOf(request.url);
+    let abandon: (() => void) | undefined;
     try {
-      const response = held.refusal !== undefined && !rpcs.has(pathOf(request.url))
-        ? refused(held.refusal)
-        : await server.fetch(request, {
+      const response = held.refusal !== undefined && !rpcs.has(path) ? refused(held.refusal) : await server.fetch(
+        request,
+        {
           peer,
           auth: caller.auth,
-          held: { refusal: held.refusal, handOver: (leave) => (held.release(), over.add(leave), true) },
-        });
-      return delivered === undefined ? whenBodyOver(response, over.run, request.signal) : response;
+          held: {
+            refusal: held.refusal,
+            handOver: (leave) => (held.release(), over.add(leave), true),
+            reset: () => abandon !== undefined && (abandon(), true),
+          },
+        },
+      );
+      if (delivered !== undefined && !streaming.has(path)) return response;
+      return passBody(response, {
+        over: delivered === undefined ? over.run : () => {},
+        signal: request.signal,
+        abandonable: (fn) => (abandon = fn),
+      });
     } catch (err) {
       over.run();
       throw err;
@@ -75,21 +92,33 @@ function createOver(first: () => void): { run: () => void; add: (fn: () => void)
   };
 }
 
+/** What passBody watches and offers. */
+export interface PassBody {
+  /** Called once the runtime has read the body's end, or cancelled it, or the client left (`signal`). */
+  readonly over: () => void;
+  readonly signal: AbortSignal;
+  /** Given the function that errors the body (the runtime drops the response) and cancels the response's own. */
+  readonly abandonable?: (abandon: () => void) => void;
+}
+
 /**
- * `response` with its body passed through a stream that calls `over` once
- * the runtime has read the body's end, or cancelled it, or the client left
- * (`signal`). One chunk at a time (no read-ahead), so the count lasts while
- * the runtime has not taken the body.
+ * `response` with its body passed through a stream of the adapter's own,
+ * one chunk at a time (no read-ahead), so the count lasts while the runtime
+ * has not taken the body, and the body can be abandoned: errored, which a
+ * runtime reads as a response that cannot be finished (it closes an HTTP/1.1
+ * connection, resets an HTTP/2 stream).
  */
-export function whenBodyOver(response: Response, over: () => void, signal: AbortSignal): Response {
+export function passBody(response: Response, o: PassBody): Response {
   const inner = response.body;
   if (inner === null) {
-    over();
+    o.over();
     return response;
   }
-  signal.addEventListener("abort", over, { once: true });
+  o.signal.addEventListener("abort", o.over, { once: true });
   const reader = inner.getReader();
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
   const body = new ReadableStream<Uint8Array>({
+    start: (c) => void (controller = c),
     async pull(controller) {
       try {
         const { done, value } = await reader.read();
@@ -98,12 +127,20 @@ export function whenBodyOver(response: Response, over: () => void, signal: Abort
       } catch (err) {
         controller.error(err);
       }
-      over();
+      o.over();
     },
     cancel(reason) {
-      over();
+      o.over();
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
+  o.abandonable?.(() => {
+    const why = new Error("the stream's client read nothing; its response is dropped");
+    try {
+      controller.error(why);
+    } catch { /* closed already */ }
+    reader.cancel(why).catch(() => {});
+    o.over();
+  });
   return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
 }

@@ -73,12 +73,21 @@ export function holdCalls(
           whenOver(req, res, leave);
           return true;
         },
+        reset: () => (resetResponse(req), true),
       },
     });
     if (held.refusal === undefined || rpcs.has(pathOf(req))) return true;
     res.writeHead(429, REFUSED_CALL_HEADERS).end(`${held.refusal}\n`);
     return false;
   };
+}
+
+// Drops a response its client reads nothing of: its HTTP/2 stream reset with ENHANCE_YOUR_CALM, which gRPC's and
+// connect-es's clients read as RESOURCE_EXHAUSTED (the gRPC spec's mapping), or its HTTP/1.1 connection closed. Both
+// let go of what the response held at once, whatever the peer does; the response's "close" follows.
+function resetResponse(req: NodeRequest): void {
+  if ("stream" in req) req.stream.close(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  else req.socket.destroy();
 }
 
 // Runs `fn` once when a response is over: its "close", or on HTTP/1.1 its socket's. Node does not close a response

@@ -261,6 +261,13 @@ function addRegistrySeries(registry: PromRegistry, stats: () => RegistryStats): 
     "The memory budget, bytes (+Inf: unlimited).",
     (s) => (s.memoryBudget >= Number.MAX_SAFE_INTEGER ? Infinity : s.memoryBudget),
   );
+  counterFrom(
+    registry,
+    "taskwire_stalled_streams_total",
+    "SubscribeExits streams ended because their clients read nothing for a lease while the memory budget was past " +
+      "its limit and their principal held more than its fair share (the batch each held is given back).",
+    { read: () => stats().stalledStreams },
+  );
   new Counter({
     name: "taskwire_subscriber_drops_total",
     help: "Events listeners lost (each listener counts its own), by reason: subscriber_overflow (its queue was " +

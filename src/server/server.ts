@@ -19,6 +19,7 @@ import { errorDetailInterceptor, withErrorDetails } from "../rpc/error-responses
 import { limitTimeouts } from "./timeout-limit.ts";
 import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createTaskStatsService } from "../rpc/service.ts";
+import type { StalledStream } from "../rpc/requests.ts";
 import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
 import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
@@ -30,7 +31,8 @@ import { VERSION } from "../version.ts";
 import type { Logger } from "@logtape/logtape";
 import { createAccessLog } from "../log/access-log.ts";
 import { createErrorLog, errorFields, logUnexpected } from "../log/error-log.ts";
-import { taskwireLogger } from "../log/logger.ts";
+import { createLineBudget } from "../log/line-budget.ts";
+import { logText, taskwireLogger } from "../log/logger.ts";
 import { type AppEnv, createApp, hostRefusal } from "./app.ts";
 import { readHostIdentity } from "./host-identity.ts";
 import { createLoadMeter } from "./load.ts";
@@ -281,6 +283,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
     admission,
     capabilities: readCapabilities,
     host,
+    onStalled: stalledLog(logger),
     ...(options.fleet && { fleet: options.fleet.state.bind(options.fleet) }),
     cgroupCalls: options.cgroupCalls,
   });
@@ -350,5 +353,17 @@ export function createServer(options: ServerOptions): TaskwireServer {
       await registry.close();
       await options.fleet?.close();
     },
+  };
+}
+
+// A warning per stream ended as stalled, at most 10 a second (a principal may hold hundreds; the rest are counted).
+function stalledLog(logger: Logger): (stalled: StalledStream) => void {
+  const budget = createLineBudget(10, (n) => logText(logger, "warning", `${n} more stalled streams ended, not logged`));
+  return (s) => {
+    if (!budget.take()) return;
+    logText(logger, "warning", `SubscribeExits stream of listener ${s.listenerId} ended: ${s.why}`, {
+      principal: s.owner,
+      ...(!s.reset && { transport: "kept: no adapter can drop it; it ends if its client reads again" }),
+    });
   };
 }
