@@ -10,6 +10,9 @@ import {
   watchExits,
   type WatchExitsOptions,
 } from "@taskwire/client";
+import type { Authenticator } from "../src/auth/authenticator.ts";
+import { UnauthenticatedError } from "../src/auth/errors.ts";
+import { ROLES } from "../src/core/principal.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions, type TaskwireServer } from "../src/server/server.ts";
 import type { ExitFeed, ExitSink, Limits } from "../src/core/registry.ts";
@@ -201,3 +204,14 @@ export function manualFeed<R extends CpuRecord>(
   };
   return feed;
 }
+
+/** Takes each bearer token as a principal of its own name, with every role: many principals without a token file. */
+export const tokenIsPrincipal: Authenticator = {
+  required: true,
+  reload: () => {},
+  authenticate(_peer, authorization) {
+    const id = /^Bearer (\w+)$/.exec(authorization ?? "")?.[1];
+    if (id === undefined) throw new UnauthenticatedError("send Authorization: Bearer <name>");
+    return { id, roles: new Set(ROLES), via: "token" };
+  },
+};

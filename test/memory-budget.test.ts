@@ -19,11 +19,9 @@ import { Code, ConnectError, createTaskwireClient, LossReason, OverflowPolicy, w
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { createMemoryBudget, formatBytes, parseBytes, parseShare } from "../src/core/budget.ts";
-import type { Authenticator } from "../src/auth/authenticator.ts";
-import { UnauthenticatedError } from "../src/auth/errors.ts";
-import { ROLES } from "../src/core/principal.ts";
-import { LimitExceededError } from "../src/core/errors.ts";
+import { LimitExceededError, StreamStalledError } from "../src/core/errors.ts";
 import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES } from "../src/core/event-queue.ts";
+import { HeldBatches } from "../src/core/_held-batches.ts";
 import { Listener } from "../src/core/listener.ts";
 import { CPU_ENTRY_BYTES, createRegistry, LISTENER_BYTES, type ListenerRegistry } from "../src/core/registry.ts";
 import { subscribe } from "../src/core/subscription.ts";
@@ -35,7 +33,15 @@ import { retainedBuffer, retainPayload, serverMemory } from "../src/server/memor
 import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import type { ServerOptions } from "../src/server/server.ts";
-import { eventually, manualFeed as createManualFeed, replayAll, type Running, sleep, startServer } from "./helpers.ts";
+import {
+  eventually,
+  manualFeed as createManualFeed,
+  replayAll,
+  type Running,
+  sleep,
+  startServer,
+  tokenIsPrincipal,
+} from "./helpers.ts";
 
 const MiB = 1024 ** 2;
 
@@ -577,6 +583,8 @@ function budgetedRegistry(
     perOwner?: number | undefined;
     reserve?: { fraction: number };
     payload?: number | ((payload: string) => number);
+    now?: () => number;
+    leaseMs?: number;
   },
 ) {
   const feed = manualFeed();
@@ -585,7 +593,8 @@ function budgetedRegistry(
   const reg = createRegistry<Rec, string>({
     feed,
     retain,
-    limits: { maxBuffer: 1 << 20 },
+    ...(o.now && { now: o.now }),
+    limits: { maxBuffer: 1 << 20, ...(o.leaseMs !== undefined && { leaseMs: o.leaseMs }) },
     memory: {
       budget,
       sizeOf: () => 1000,
@@ -722,6 +731,108 @@ describe("registry accounting", () => {
     expect(c.memoryBytes).toBe(LISTENER_BYTES + CPU_ENTRY_BYTES);
     for (const l of [a, b, c]) reg.remove(l, "test");
     expect(budget.used).toBe(0);
+  });
+});
+
+describe("streams whose clients read nothing", () => {
+  // Two principals and no reserve: each one's fair share is half the budget. The hog's stream takes a batch of 600
+  // exits (600 KB) and its client reads nothing, so the batch stays in flight; the reader's queue then fills its
+  // own fair share, and the budget is past its limit by what the hog holds past its share and cannot drop.
+  const LEASE = 5000;
+  const options = (owner: string) => ({ buffer: 1 << 20, policy: "drop-newest" as const, ephemeral: false, owner });
+  const encode = { open: () => "open", batch: (items: readonly unknown[]) => `${items.length}`, heartbeat: () => "hb" };
+  async function stalled() {
+    let now = 0;
+    const { feed, budget, reg } = budgetedRegistry({ limit: 1 * MiB, payload: 0, now: () => now, leaseMs: LEASE });
+    const hog = reg.create([0], options("hog")), reader = reg.create([1], options("reader"));
+    const told: string[] = [];
+    const stream = (l: Listener<Rec, string>, maxBatch: number) => {
+      const s = subscribe(reg, l, {
+        maxBatch,
+        heartbeatMs: 60_000,
+        signal: new AbortController().signal,
+        encode,
+        abandon: (why) => told.push(`${l.owner}: ${why}`),
+      });
+      return s;
+    };
+    const hogStream = stream(hog, 600);
+    await hogStream.next();
+    for (let n = 1; n <= 600; n++) feed.sink.exit(rec(n, 0));
+    expect((await hogStream.next()).value).toBe("600"); // taken: in flight until the client reads
+    const readerStream = stream(reader, 10);
+    await readerStream.next();
+    return { feed, budget, reg, hog, reader, told, hogStream, readerStream, at: (t: number) => (now = t) };
+  }
+
+  it("are ended once a lease has passed with their batch in flight and the budget past its limit, each once", async () => {
+    const t = await stalled();
+    expect(t.reg.endStalled()).toBe(0); // the budget is not past its limit
+    for (let n = 601; n <= 1400; n++) t.feed.sink.exit(rec(n, 1));
+    expect((await t.readerStream.next()).value).toBe("10"); // the reader's stream holds a batch too, under its share
+    expect(t.budget.used).toBeGreaterThan(t.budget.limit);
+    expect(t.budget.usedBy("hog")).toBeGreaterThan(t.budget.fairShare);
+    expect(t.budget.usedBy("reader")).toBeLessThanOrEqual(t.budget.fairShare + 2000);
+    expect(t.reg.endStalled()).toBe(0); // first seen now
+    t.at(LEASE - 1);
+    expect(t.reg.endStalled()).toBe(0);
+    t.at(LEASE);
+    expect(t.reg.endStalled()).toBe(1);
+    expect(t.told).toEqual([
+      expect.stringMatching(
+        /^hog: its client read nothing for a lease, 5 s \(--lease-ms\), while the server's memory budget of 1 MiB \(--memory-budget\) was past its limit and principal "hog" held [\d.]+ KiB, more than its fair share of 512 KiB; the batch it held is given back\. Read the stream as it comes, or resume with after_seq$/,
+      ),
+    ]);
+    t.at(3 * LEASE);
+    expect(t.reg.endStalled()).toBe(0); // told once; the reader, under its fair share, never
+    expect(t.reg.stats().stalledStreams).toBe(1);
+    // Its client reads again (its transport was not dropped): the stream ends RESOURCE_EXHAUSTED's way and gives
+    // back its batch; the listener stays, for a resume.
+    await expect(t.hogStream.next()).rejects.toThrow(StreamStalledError);
+    expect(t.budget.usedBy("hog")).toBeLessThan(t.budget.fairShare);
+    expect(t.budget.used).toBeLessThanOrEqual(t.budget.limit);
+    expect(t.reg.listeners("hog")).toEqual([t.hog]);
+  });
+
+  it("a taken-over stream that still holds its batch is told once a lease has passed since the batch was first seen", async () => {
+    const t = await stalled();
+    for (let n = 601; n <= 1400; n++) t.feed.sink.exit(rec(n, 1));
+    expect(t.reg.endStalled()).toBe(0);
+    t.at(LEASE - 1);
+    // Another stream takes the listener over: the old one holds its batch until it goes; the new one holds nothing.
+    const signal = new AbortController().signal;
+    const taker = subscribe(t.reg, t.hog, { maxBatch: 600, heartbeatMs: 60_000, signal, encode });
+    await taker.next();
+    expect(t.reg.endStalled()).toBe(0);
+    t.at(LEASE);
+    expect(t.reg.endStalled()).toBe(1);
+    expect(t.told).toEqual([expect.stringMatching(/^hog: its client read nothing for a lease/)]);
+    await expect(t.hogStream.next()).rejects.toThrow(StreamStalledError);
+    expect(t.budget.used).toBeLessThanOrEqual(t.budget.limit);
+    void taker.return(undefined);
+  });
+
+  it("judges each held batch from the sweep that first saw it: a new batch, or a replay batch, starts again", () => {
+    const budget = createMemoryBudget({ limit: MiB });
+    const held = new HeldBatches<Rec>(budget.open("a"), () => 100);
+    const end = () => {}, replayEnd = () => {};
+    const exits = [{ kind: "exit" as const, seq: 1, record: rec(1) }];
+    held.took(exits, 1000);
+    expect(held.stalled(0, LEASE, end)).toEqual([]);
+    expect(held.stalled(LEASE - 1, LEASE, end)).toEqual([]);
+    held.written();
+    held.took(exits, 1000);
+    expect(held.stalled(LEASE, LEASE, end)).toEqual([]); // a new batch: first seen now
+    expect(held.stalled(2 * LEASE, LEASE, end)).toEqual([end]);
+    expect(held.stalled(3 * LEASE, LEASE, end)).toEqual([]); // told once
+    held.written();
+    expect(held.stalled(4 * LEASE, LEASE, end)).toEqual([]); // nothing in flight
+    const replayed = { bytes: 0, payloads: [] };
+    held.hold(replayed, [{ kind: "retained", seq: 1, payload: "p" }] as never, replayEnd);
+    expect(held.stalled(5 * LEASE, LEASE, end)).toEqual([]);
+    expect(held.stalled(6 * LEASE, LEASE, end)).toEqual([replayEnd]);
+    held.letGo(replayed);
+    expect(held.stalled(8 * LEASE, LEASE, end)).toEqual([]);
   });
 });
 
@@ -895,17 +1006,6 @@ async function startAttacked(extraLimits = {}, extra: Pick<ServerOptions, "authe
   return { ...running, source };
 }
 
-/** Takes each bearer token as a principal of its own name, with every role: many principals without a token file. */
-const tokenIsPrincipal: Authenticator = {
-  required: true,
-  reload: () => {},
-  authenticate(_peer, authorization) {
-    const id = /^Bearer (\w+)$/.exec(authorization ?? "")?.[1];
-    if (id === undefined) throw new UnauthenticatedError("send Authorization: Bearer <name>");
-    return { id, roles: new Set(ROLES), via: "token" };
-  },
-};
-
 const rss = () => process.memoryUsage().rss;
 
 // Live memory (heap and ArrayBuffers after a full collection): what is really
@@ -940,6 +1040,8 @@ for (let i = 0; i < Number(n); i++) {
   });
   req.on("error", () => {});
   req.on("response", () => { if (++open === Number(n)) console.log("open"); });
+  // The server drops a stream whose client reads nothing while its budget is past its limit: say how.
+  req.on("close", () => console.log("closed " + req.rstCode));
   req.end(frame);
   // No 'data' listener and never resumed: the response sits unread.
 }
@@ -960,16 +1062,33 @@ function subscribeFrame(cpumask: string): string {
  * Opens `n` streams that never read, in a child process, cycling through `masks` (as principal `token` of a
  * server that takes each token as its own principal); resolves once all are open.
  */
-async function stalledStreams(url: string, n: number, masks: readonly string[], token?: string): Promise<void> {
+async function stalledStreams(
+  url: string,
+  n: number,
+  masks: readonly string[],
+  token?: string,
+): Promise<{ closed: Map<number, number> }> {
   const child = spawn(process.execPath, ["-e", STALLER, url, String(n), ...masks.map(subscribeFrame)], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, AUTHORIZATION: token === undefined ? "" : `Bearer ${token}` },
   });
   attackers.push(child);
+  // How many of its streams the server closed, by HTTP/2 reset code.
+  const closed = new Map<number, number>();
+  let text = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    text += d.toString();
+    const lines = text.split("\n");
+    text = lines.pop()!;
+    for (const code of lines.map((l) => /^closed (\d+)$/.exec(l)?.[1]).filter((c) => c !== undefined)) {
+      closed.set(Number(code), (closed.get(Number(code)) ?? 0) + 1);
+    }
+  });
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on("data", (d: Buffer) => d.toString().includes("open") && resolve());
     child.once("exit", (code) => reject(new Error(`the attacker exited ${code}`)));
   });
+  return { closed };
 }
 
 /** A well-behaved subscriber: registers first, then reads everything, tallying events and loss. */
@@ -1147,6 +1266,53 @@ describe("attacks against the memory budget (64 MiB)", () => {
     // Past the budget only by what cannot be dropped: a batch in flight per stalled stream, the slabs they hold.
     expect(held).toBeLessThanOrEqual(BUDGET + SLACK);
     expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);
+  });
+
+  it("streams held past the budget's limit by clients that read nothing are dropped after a lease", async () => {
+    // As the test before, with a lease of 2 s: past the budget's limit, the principals' streams that hold a batch
+    // their clients never read are reset once a lease has passed (their batches cannot be dropped), and the
+    // budget comes back under its limit while exits still flow.
+    const r = await startAttacked({ leaseMs: 2000 }, { authenticator: tokenIsPrincipal });
+    const good = await wellBehaved(r, createTaskwireClient(r.url, { token: "reader" }));
+    const attacks = [await stalledStreams(r.url, 100, ["0-7"], "hog")];
+    let peakUsed = 0, pastLimitSince: number | undefined, longestPast = 0;
+    const sampler = setInterval(() => {
+      const { memoryUsed, memorySlabs } = r.server.stats();
+      peakUsed = Math.max(peakUsed, memoryUsed);
+      // What cannot be dropped aside from the batches in flight: loss markers, the rest of shared slabs.
+      const past = memoryUsed > BUDGET + 341 * 4 * LOSS_MARKER_BYTES + memorySlabs;
+      if (!past) pastLimitSince = undefined;
+      else longestPast = Math.max(longestPast, Date.now() - (pastLimitSince ??= Date.now()));
+    }, 50);
+    try {
+      const flooding = flood(r, 50, 12_000);
+      for (let p = 0; p < 12; p++) {
+        await sleep(500);
+        attacks.push(await stalledStreams(r.url, 20, ["0-7"], `colluder${p}`));
+      }
+      await flooding;
+    } finally {
+      clearInterval(sampler);
+    }
+    const stats = r.server.stats();
+    await good.finish();
+    const calmed = attacks.reduce((n, a) => n + (a.closed.get(11) ?? 0), 0);
+    console.log(
+      `[memory-budget] 13 principals, 340 stalled streams, lease 2 s: budget used at most ${
+        (peakUsed / BUDGET * 100).toFixed(0)
+      }% of the budget, past it (beyond markers and slabs) for at most ${longestPast} ms at a time; ${stats.stalledStreams} streams ended as stalled, ${calmed} reset with ENHANCE_YOUR_CALM; ` +
+        `now ${(stats.memoryUsed / BUDGET * 100).toFixed(0)}%, ${stats.streams} streams; the reader lost ${
+          good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0
+        } to the budget of ${good.produced()}`,
+    );
+    expect(stats.stalledStreams).toBeGreaterThan(0);
+    expect(calmed).toBe(stats.stalledStreams); // each reset at its transport, as the client sees it
+    expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 341 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
+    // Past the limit for no longer than a lease, the sweeps' second and the reset's own time.
+    expect(longestPast).toBeLessThan(2000 + 1000 + 1000);
+    expect(good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0).toBe(0);
+    expect(good.tally.ordered).toBe(true);
+    expect(good.tally.received + good.tally.lost).toBe(good.produced());
   });
 
   it("thousands of Registers without a stream, while exits flow", async () => {

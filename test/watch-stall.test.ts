@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { Code, createTaskwireClient, type ExitEvent, watchExits } from "@taskwire/client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, type Running, sleep, startServer } from "./helpers.ts";
+import { eventually, type Running, sleep, startServer, tokenIsPrincipal } from "./helpers.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -93,6 +93,80 @@ describe("watchExits across a stopped and resumed client process", () => {
     expect({ ...result, stderr }).toEqual({ exits: before + during, lost: {}, reconnects: 0, stderr: "" });
     expect(Object.values(listener().lost).every((n) => n === 0)).toBe(true); // none, for any reason
   }, 60_000);
+});
+
+describe("watchExits whose stream the server dropped while its process was stopped", () => {
+  // A server with a 1 MiB budget and a lease of 2 s. Another principal's stream reads nothing either; the stopped
+  // client's stream holds a batch in flight it never reads. Both principals are past their fair shares and the
+  // budget past its limit, so after a lease the server drops both streams at their transports (an HTTP/1.1
+  // connection closed; an HTTP/2 stream reset with ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to the SDK). Resumed
+  // within the lease its listener outlives its stream by, the client reads what reached its socket, resumes, and
+  // accounts for every seq.
+  const protocols = { connect: "Connect over HTTP/1.1", "connect-h2": "Connect over HTTP/2", grpc: "gRPC over HTTP/2" };
+  for (const [protocol, name] of Object.entries(protocols)) {
+    it(`resumes, and accounts for every seq (${name})`, async () => {
+      const script = await bundledChild();
+      const source = createSimSource({ cpus: 2, exitRate: 0, seed: 4 }) as SimSource;
+      const running: Running = await startServer(source, { leaseMs: 2000 }, {
+        memoryBudget: 1024 ** 2,
+        authenticator: tokenIsPrincipal,
+      });
+      cleanups.push(() => running.close());
+      const as = (token: string) => createTaskwireClient(running.url, { token });
+      // The other principal's stream reads its opening message and nothing more, a batch of one exit at a time:
+      // its queue holds its fair share, and its batch in flight is small.
+      const other = await as("other").register({ cpumask: "0-1", buffer: 100_000 });
+      const otherCtl = new AbortController();
+      const otherStream = as("other").subscribeExits({ listenerId: other.listenerId, maxBatch: 1 }, {
+        signal: otherCtl.signal,
+      })[Symbol.asyncIterator]();
+      await otherStream.next();
+      cleanups.push(() => otherCtl.abort());
+      const { listenerId } = await as("victim").register({ cpumask: "0-1", buffer: 100_000 });
+      const before = 20, during = 3000;
+      const child = spawn(process.execPath, [script, running.url, listenerId, String(before + during)], {
+        env: { ...process.env, WATCH_TOKEN: "victim", WATCH_PROTOCOL: protocol },
+      });
+      cleanups.push(() => child.kill("SIGKILL"));
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      const out = lines(child);
+      await eventually(() => out.includes("subscribed"), 20_000);
+      source.kernel.exitNow(before);
+      await eventually(() => out.includes(`accounted ${before}`), 10_000);
+
+      child.kill("SIGSTOP");
+      for (let sent = 0; sent < during; sent += 100) {
+        source.kernel.exitNow(100);
+        await sleep(20);
+      }
+      // Both streams read nothing, past their fair shares (the shared slabs their exits keep alive count too).
+      await eventually(() => running.server.stats().stalledStreams === 2, 10_000);
+      child.kill("SIGCONT");
+
+      const exited = new Promise<number | null>((r) => child.once("exit", r));
+      expect(await Promise.race([exited, sleep(20_000).then(() => "timeout")])).toBe(0);
+      const result = JSON.parse(out[out.length - 1]!) as {
+        exits: number;
+        lost: Record<string, number>;
+        reconnects: number;
+      };
+      const lost = Object.values(result.lost).reduce((a, b) => a + b, 0);
+      console.log(
+        `[watch-stall] dropped stream (${protocol}): ${JSON.stringify(result)} ${
+          out.filter((l) => l.startsWith("reconnect")).join("; ")
+        }`,
+      );
+      expect(stderr).toBe("");
+      expect(result.reconnects).toBeGreaterThanOrEqual(1);
+      // Over HTTP/2 the stream was reset with ENHANCE_YOUR_CALM (connect-node reports it as INTERNAL, which the SDK
+      // retries as it does a dropped HTTP/1.1 connection).
+      if (protocol !== "connect") {
+        expect(out).toContain("reconnect 13 Stream closed with error code NGHTTP2_ENHANCE_YOUR_CALM");
+      }
+      expect(result.exits + lost).toBe(before + during);
+    }, 60_000);
+  }
 });
 
 /** A TCP proxy that can go silent: what the server sends on the connections open now stops reaching the client. */

@@ -83,16 +83,9 @@ const NETWORK = new Set([
 
 // A connection that broke is worth another try whatever code the transport
 // gave it (connect-node reports a reset as ABORTED); a takeover's ABORTED is not.
-// Nor is a server's RESOURCE_EXHAUSTED refusal, but a stream the server reset
-// with ENHANCE_YOUR_CALM is: it drops a stream whose client read nothing for a
-// lease while its memory budget was full, and a resume gets what it retained.
 function retryable(err: ConnectError): boolean {
   const cause = (err.cause as { code?: unknown } | undefined)?.code;
-  return RETRYABLE.has(err.code) || (typeof cause === "string" && NETWORK.has(cause)) || calmedDown(err);
-}
-
-function calmedDown(err: ConnectError): boolean {
-  return err.code === Code.ResourceExhausted && /^http\/2 stream closed with error code ENHANCE_YOUR_CALM/.test(err.rawMessage);
+  return RETRYABLE.has(err.code) || (typeof cause === "string" && NETWORK.has(cause));
 }
 
 // connect-es reports a request it could not encode as INTERNAL "serialize ...": the same request fails the same way
