@@ -368,3 +368,65 @@ describe("calls under way, counted the same on Deno, Bun and Node", () => {
     );
   }
 });
+
+describe("a stream whose client reads nothing, dropped while the memory budget is past its limit, on Deno, Bun and Node", () => {
+  // A 2 MiB budget and a lease of 2 s, exits at 20,000/s: 20 SubscribeExits streams over HTTP/1.1 whose clients
+  // never read take the budget past its limit (their batches in flight, the shared slabs their exits keep alive),
+  // and each runtime's adapter drops those the server ends: its connection closed (a Fetch API body errored).
+  const flags = ["--source", "sim", "--sim-exit-rate", "20000", "--port", "0", "--memory-budget", "2MiB"];
+  const serve = ["src/cli/run.ts", "serve", ...flags, "--lease-ms", "2000"];
+  const servers: [string, string, string[]][] = [
+    ["deno", `${root}node_modules/deno/deno`, ["run", ...DENO_PERMS, ...serve]],
+    ["bun", `${root}node_modules/.bin/bun`, serve],
+    ["node", process.execPath, ["bin/taskwire.js", ...serve.slice(1)]],
+  ];
+  // A SubscribeExits request on its own connection, as Connect's JSON streaming (one envelope), never read.
+  const stalledStream = (url: string): Socket => {
+    const { hostname, port, host } = new URL(url);
+    const body = Buffer.from(JSON.stringify({ cpumask: "0-1" }));
+    const envelope = Buffer.alloc(5);
+    envelope.writeUInt32BE(body.length, 1);
+    const socket = connect(Number(port), hostname);
+    socket.on("error", () => {});
+    socket.write(
+      `POST /taskwire.v1.TaskStats/SubscribeExits HTTP/1.1\r\nhost: ${host}\r\n` +
+        `content-type: application/connect+json\r\nconnect-protocol-version: 1\r\ncontent-length: ${
+          5 + body.length
+        }\r\n\r\n`,
+    );
+    socket.write(Buffer.concat([envelope, body]));
+    socket.pause();
+    return socket;
+  };
+  const stalled = async (url: string): Promise<number> => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    return Number(/^taskwire_stalled_streams_total (\d+)$/m.exec(text)?.[1] ?? NaN);
+  };
+  for (const [runtime, bin, args] of servers) {
+    it(`${runtime}: the streams the server ends are dropped at their transport, and it serves on`, async () => {
+      const server = await spawnServer(bin, args, root);
+      const sockets: Socket[] = [];
+      try {
+        expect(server.runtime).toBe(runtime);
+        for (let i = 0; i < 20; i++) sockets.push(stalledStream(server.url));
+        await eventually(async () => (await stalled(server.url)) > 0, 20_000);
+        await sleep(1500); // the sweep's second: the rest ended with the first are counted too
+        const ended = await stalled(server.url);
+        // Read now: what each socket holds, then its end where the server dropped it.
+        let closed = 0;
+        for (const s of sockets) {
+          s.on("close", () => closed++);
+          s.on("data", () => {});
+          s.resume();
+        }
+        await sleep(3000);
+        console.log(`[runtimes] ${runtime}: ${ended} of 20 stalled streams ended, ${closed} connections closed`);
+        expect(closed).toBeGreaterThanOrEqual(ended);
+        expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      } finally {
+        for (const s of sockets) s.destroy();
+        server.stop();
+      }
+    }, 60_000);
+  }
+});

@@ -548,11 +548,17 @@ function pastFairShare(budget: MemoryBudget, owner: string, bytes: number): stri
 
 // Why a stalled stream ends: what it held, for how long, and what its client can do.
 function stalledWhy(budget: MemoryBudget, owner: string, leaseMs: number): string {
+  const [held, share] = apart(budget.usedBy(owner), budget.fairShareOf(owner));
   return `its client read nothing for a lease, ${leaseMs / 1000} s (--lease-ms), while the server's memory budget of ${
     formatBytes(budget.limit)
-  } (--memory-budget) was past its limit and principal ${JSON.stringify(owner)} held ${
-    formatBytes(budget.usedBy(owner))
-  }, more than its fair share of ${
-    formatBytes(budget.fairShareOf(owner))
-  }; the batch it held is given back. Read the stream as it comes, or resume with after_seq`;
+  } (--memory-budget) was past its limit and principal ${
+    JSON.stringify(owner)
+  } held ${held}, more than its fair share of ${share}; the batch it held is given back. ` +
+    "Read the stream as it comes, or resume with after_seq";
+}
+
+// Two byte counts as text that tells them apart (rounded alike, each with its exact count).
+function apart(a: number, b: number): [string, string] {
+  const [fa, fb] = [formatBytes(a), formatBytes(b)];
+  return fa !== fb ? [fa, fb] : [`${fa} (${a} bytes)`, `${fb} (${b} bytes)`];
 }
