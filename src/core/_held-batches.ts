@@ -107,18 +107,19 @@ export class HeldBatches<R extends CpuRecord> {
   }
 
   /**
-   * The streams whose held batch (in flight, or a replay batch) a sweep at
-   * `now` finds there since a sweep at least `ms` before, each returned
-   * once; `attached` is the stream that holds the batch in flight. Such a
-   * stream's client has read nothing for that long: its transport accepts
-   * nothing more, so the batch cannot be written, and it is not dropped.
+   * A stall sweep at `now`: notes when each held batch (in flight, or a
+   * replay batch) was first seen, and with `judge`, returns the streams whose
+   * batch a sweep at least `ms` before already saw, each once; `attached` is
+   * the stream that holds the batch in flight. Such a stream's client has
+   * read nothing for that long: its transport accepts nothing more, so the
+   * batch cannot be written, and it is not dropped.
    */
-  stalled(now: number, ms: number, attached: StreamEndFn | undefined): StreamEndFn[] {
+  stalled(now: number, ms: number, attached: StreamEndFn | undefined, judge: boolean): StreamEndFn[] {
     const found: StreamEndFn[] = [];
     const check = (held: Seen, empty: boolean, end: StreamEndFn | undefined): void => {
       if (empty || end === undefined || held.told === true) return;
       held.seenAt ??= now;
-      if (now - held.seenAt < ms) return;
+      if (!judge || now - held.seenAt < ms) return;
       held.told = true;
       found.push(end);
     };

@@ -473,14 +473,15 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   }
 
   /**
-   * Tells each of its streams that has held a batch (in flight or replayed)
-   * for `ms`, by the sweeps' clock (HeldBatches.stalled), that it ends
-   * ("stalled", with `why`): its client reads nothing, so only its transport
-   * can end it. Each is told once. Returns how many were told.
+   * A stall sweep (HeldBatches.stalled): notes when each batch its streams
+   * hold was first seen, and with `why`, tells each stream that has held one
+   * for `ms` by the sweeps' clock that it ends ("stalled", with `why`): its
+   * client reads nothing, so only its transport can end it. Each is told
+   * once. Returns how many were told.
    */
-  endStalled(now: number, ms: number, why: string): number {
-    const ends = this.#held.stalled(now, ms, this.#end ?? this.#drainEnd);
-    for (const end of ends) end(why, "stalled");
+  endStalled(now: number, ms: number, why: string | undefined): number {
+    const ends = this.#held.stalled(now, ms, this.#end ?? this.#drainEnd, why !== undefined);
+    for (const end of ends) end(why!, "stalled");
     return ends.length;
   }
 

@@ -219,7 +219,8 @@ export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> 
    * of principals over their fair share that have held a batch for a lease
    * (their clients read nothing): the budget cannot drop a batch in flight,
    * so it is what carries the budget past its limit. Run once a second (the
-   * housekeeping timer); returns how many streams it told.
+   * housekeeping timer), each sweep noting the batches held; returns how
+   * many streams it told.
    */
   endStalled(): number;
   stats(): RegistryStats;
@@ -442,13 +443,14 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
 
   endStalled(): number {
     const { budget } = this.#memory;
-    if (budget.used <= budget.limit) return 0;
+    const past = budget.used > budget.limit;
     const now = this.#now();
     const { leaseMs } = this.limits;
     let told = 0;
+    // Every sweep notes the batches held, so a stream stalled since before the budget filled is judged from then.
     for (const l of [...this.#byId.values(), ...this.#draining]) {
-      if (budget.usedBy(l.owner) <= budget.fairShareOf(l.owner)) continue;
-      told += l.endStalled(now, leaseMs, stalledWhy(budget, l.owner, leaseMs));
+      const judged = past && budget.usedBy(l.owner) > budget.fairShareOf(l.owner);
+      told += l.endStalled(now, leaseMs, judged ? stalledWhy(budget, l.owner, leaseMs) : undefined);
     }
     this.#stalledStreams += told;
     return told;
