@@ -53,23 +53,48 @@ function lines(child: ChildProcessWithoutNullStreams): string[] {
   return seen;
 }
 
+/** What the watch child printed last: exits received, losses by reason, reconnects. */
+interface ChildResult {
+  exits: number;
+  lost: Record<string, number>;
+  reconnects: number;
+}
+
+/**
+ * The watch child on `listenerId`, subscribed and past the first `before` seqs (which the source is made to
+ * produce). `finished()` waits for it to exit 0 and gives its last line and its stderr.
+ */
+async function watchingChild(
+  o: { running: Running; source: SimSource; listenerId: string; before: number; total: number; env?: object },
+) {
+  const script = await bundledChild();
+  const child = spawn(process.execPath, [script, o.running.url, o.listenerId, String(o.total)], {
+    env: { ...process.env, ...o.env },
+  });
+  cleanups.push(() => child.kill("SIGKILL"));
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const out = lines(child);
+  await eventually(() => out.includes("subscribed"), 20_000);
+  o.source.kernel.exitNow(o.before);
+  await eventually(() => out.includes(`accounted ${o.before}`), 10_000);
+  const finished = async (): Promise<{ result: ChildResult; stderr: string }> => {
+    const exited = new Promise<number | null>((r) => child.once("exit", r));
+    expect(await Promise.race([exited, sleep(20_000).then(() => "timeout")])).toBe(0);
+    return { result: JSON.parse(out[out.length - 1]!) as ChildResult, stderr };
+  };
+  return { child, out, finished };
+}
+
 describe("watchExits across a stopped and resumed client process", () => {
   it("reads what arrived while it was stopped: no reconnect, no RETENTION loss", async () => {
-    const script = await bundledChild();
     const source = createSimSource({ cpus: 2, exitRate: 0, seed: 4 }) as SimSource;
     const running: Running = await startServer(source);
     cleanups.push(() => running.close());
     // Retention keeps the last 64 events handed out; far more than that are sent while the client is stopped.
     const { listenerId } = await running.client.register({ cpumask: "0-1", buffer: 64 });
     const before = 20, during = 240;
-    const child = spawn(process.execPath, [script, running.url, listenerId, String(before + during)]);
-    cleanups.push(() => child.kill("SIGKILL"));
-    let stderr = "";
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const out = lines(child);
-    await eventually(() => out.includes("subscribed"), 20_000);
-    source.kernel.exitNow(before);
-    await eventually(() => out.includes(`accounted ${before}`), 10_000);
+    const { child, finished } = await watchingChild({ running, source, listenerId, before, total: before + during });
 
     child.kill("SIGSTOP");
     // Bursts smaller than the queue (64), so none overflows it: every event is handed out, into the socket.
@@ -82,14 +107,7 @@ describe("watchExits across a stopped and resumed client process", () => {
     expect(listener().produced).toBe(before + during);
     await sleep(1200); // stopped for well over the 300 ms idle timeout
     child.kill("SIGCONT");
-
-    const exited = new Promise<number | null>((r) => child.once("exit", r));
-    expect(await Promise.race([exited, sleep(20_000).then(() => "timeout")])).toBe(0);
-    const result = JSON.parse(out[out.length - 1]!) as {
-      exits: number;
-      lost: Record<string, number>;
-      reconnects: number;
-    };
+    const { result, stderr } = await finished();
     expect({ ...result, stderr }).toEqual({ exits: before + during, lost: {}, reconnects: 0, stderr: "" });
     expect(Object.values(listener().lost).every((n) => n === 0)).toBe(true); // none, for any reason
   }, 60_000);
@@ -105,7 +123,6 @@ describe("watchExits whose stream the server dropped while its process was stopp
   const protocols = { connect: "Connect over HTTP/1.1", "connect-h2": "Connect over HTTP/2", grpc: "gRPC over HTTP/2" };
   for (const [protocol, name] of Object.entries(protocols)) {
     it(`resumes, and accounts for every seq (${name})`, async () => {
-      const script = await bundledChild();
       const source = createSimSource({ cpus: 2, exitRate: 0, seed: 4 }) as SimSource;
       const running: Running = await startServer(source, { leaseMs: 2000 }, {
         memoryBudget: 1024 ** 2,
@@ -124,16 +141,14 @@ describe("watchExits whose stream the server dropped while its process was stopp
       cleanups.push(() => otherCtl.abort());
       const { listenerId } = await as("victim").register({ cpumask: "0-1", buffer: 100_000 });
       const before = 20, during = 3000;
-      const child = spawn(process.execPath, [script, running.url, listenerId, String(before + during)], {
-        env: { ...process.env, WATCH_TOKEN: "victim", WATCH_PROTOCOL: protocol },
+      const { child, out, finished } = await watchingChild({
+        running,
+        source,
+        listenerId,
+        before,
+        total: before + during,
+        env: { WATCH_TOKEN: "victim", WATCH_PROTOCOL: protocol },
       });
-      cleanups.push(() => child.kill("SIGKILL"));
-      let stderr = "";
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      const out = lines(child);
-      await eventually(() => out.includes("subscribed"), 20_000);
-      source.kernel.exitNow(before);
-      await eventually(() => out.includes(`accounted ${before}`), 10_000);
 
       child.kill("SIGSTOP");
       for (let sent = 0; sent < during; sent += 100) {
@@ -143,14 +158,7 @@ describe("watchExits whose stream the server dropped while its process was stopp
       // Both streams read nothing, past their fair shares (the shared slabs their exits keep alive count too).
       await eventually(() => running.server.stats().stalledStreams === 2, 10_000);
       child.kill("SIGCONT");
-
-      const exited = new Promise<number | null>((r) => child.once("exit", r));
-      expect(await Promise.race([exited, sleep(20_000).then(() => "timeout")])).toBe(0);
-      const result = JSON.parse(out[out.length - 1]!) as {
-        exits: number;
-        lost: Record<string, number>;
-        reconnects: number;
-      };
+      const { result, stderr } = await finished();
       const lost = Object.values(result.lost).reduce((a, b) => a + b, 0);
       console.log(
         `[watch-stall] dropped stream (${protocol}): ${JSON.stringify(result)} ${
