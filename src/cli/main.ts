@@ -215,7 +215,7 @@ function buildProgram(): Command {
     )
     .option(
       "--lease-ms <ms>",
-      "how long a listener outlives its stream, and how long a stream whose client reads nothing may hold a batch while the memory budget is past its limit (its principal over its fair share) before it is dropped",
+      "how long a listener outlives its stream, and how long a stream whose client takes nothing may hold a batch while the memory budget is past its limit (its principal over its fair share) before it is dropped",
       int(...LIMIT_RANGES.leaseMs!),
       DEFAULT_LIMITS.leaseMs,
     )

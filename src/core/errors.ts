@@ -82,7 +82,7 @@ export class ShuttingDownError extends Error {
 }
 
 /**
- * A stream's client read nothing for a lease while the memory budget was
+ * A stream's client took no batch for a lease while the memory budget was
  * past its limit and its principal over its fair share (ListenerRegistry.endStalled):
  * the stream ends, giving back the batch it held. Its listener stays; a resume
  * (after_seq) replays what it still retains.

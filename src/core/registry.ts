@@ -110,7 +110,7 @@ export interface RegistryStats {
   memorySlabs: number;
   /** The memory budget in bytes (Number.MAX_SAFE_INTEGER when unlimited). */
   memoryBudget: number;
-  /** Streams ended since the server started because their clients read nothing while the budget was past its limit (endStalled). */
+  /** Streams ended since the server started because their clients took no batch for a lease while the budget was past its limit (endStalled). */
   stalledStreams: number;
 }
 
@@ -217,7 +217,7 @@ export interface ListenerRegistry<R extends CpuRecord = CpuRecord, P = unknown> 
   /**
    * While the memory budget is past its limit, ends ("stalled") the streams
    * of principals over their fair share that have held a batch for a lease
-   * (their clients read nothing): the budget cannot drop a batch in flight,
+   * (their clients read nothing, or less than a batch): the budget cannot drop a batch in flight,
    * so it is what carries the budget past its limit. Run once a second (the
    * housekeeping timer), each sweep noting the batches held; returns how
    * many streams it told.
@@ -551,12 +551,13 @@ function pastFairShare(budget: MemoryBudget, owner: string, bytes: number): stri
 // Why a stalled stream ends: what it held, for how long, and what its client can do.
 function stalledWhy(budget: MemoryBudget, owner: string, leaseMs: number): string {
   const [held, share] = apart(budget.usedBy(owner), budget.fairShareOf(owner));
-  return `its client read nothing for a lease, ${leaseMs / 1000} s (--lease-ms), while the server's memory budget of ${
+  return `its client did not take the batch it was sent (it read nothing, or less than the batch) for a lease, ${
+    leaseMs / 1000
+  } s (--lease-ms), while the server's memory budget of ${
     formatBytes(budget.limit)
   } (--memory-budget) was past its limit and principal ${
     JSON.stringify(owner)
-  } held ${held}, more than its fair share of ${share}; the batch it held is given back. ` +
-    "Read the stream as it comes, or resume with after_seq";
+  } held ${held}, more than its fair share of ${share}; the batch it held is given back`;
 }
 
 // Two byte counts as text that tells them apart (rounded alike, each with its exact count).

@@ -65,7 +65,10 @@ const END_ERRORS: Record<StreamEnd, (id: string, why: string) => Error> = {
   takeover: (id, why) => new StreamTakenOverError(`listener ${id}: ${why}`),
   shutdown: (id, why) => new ShuttingDownError(`listener ${id}: ${why}`),
   removed: (id, why) => new ListenerNotFoundError(id, why),
-  stalled: (id, why) => new StreamStalledError(`listener ${id}: stream ended: ${why}`),
+  stalled: (id, why) =>
+    new StreamStalledError(
+      `listener ${id}: stream ended: ${why}; read the stream as it comes, or resume with after_seq`,
+    ),
 };
 
 /** Whether `err` is how a subscription says its stream ended: taken over, shut down, or its listener removed. */

@@ -24,12 +24,13 @@ export interface CallHold {
    */
   handOver(leave: () => void): boolean;
   /**
-   * Drops the response at its transport, for a stream whose client reads
+   * Drops the response at its transport, for a stream whose client takes
    * nothing, so that no error could reach it: an HTTP/2 stream is reset with
-   * ENHANCE_YOUR_CALM (gRPC and Connect clients read RESOURCE_EXHAUSTED), an
-   * HTTP/1.1 connection closed, a Fetch API response's body errored. The
-   * handler's signal aborts as the transport lets go. False where nothing
-   * can (no adapter).
+   * ENHANCE_YOUR_CALM (the gRPC spec maps it to RESOURCE_EXHAUSTED;
+   * connect-node reports INTERNAL), an HTTP/1.1 connection closed, a Fetch
+   * API response's body errored (Bun then closes its connection; Deno keeps
+   * it until its client leaves). The handler's signal aborts as the
+   * transport lets go. False where nothing can (no adapter).
    */
   reset(): boolean;
 }

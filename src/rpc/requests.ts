@@ -25,11 +25,11 @@ export interface ServiceDeps {
   readonly capabilities?: () => readonly string[];
   /** The host this server reports on (GetInfo and each stream's opening message); unset when absent. */
   readonly host?: HostIdentityInit | undefined;
-  /** Told of each stream ended because its client read nothing (`reset`: its transport dropped it). */
+  /** Told of each stream ended because its client took no batch for a lease (`reset`: its transport dropped it). */
   readonly onStalled?: ((stalled: StalledStream) => void) | undefined;
 }
 
-/** A stream ended because its client read nothing while the memory budget was past its limit. */
+/** A stream ended because its client took no batch for a lease while the memory budget was past its limit. */
 export interface StalledStream {
   readonly listenerId: string;
   readonly owner: string;

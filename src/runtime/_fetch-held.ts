@@ -25,14 +25,14 @@ export type Delivered = Promise<unknown> | undefined;
  */
 export function holdFetchCalls(
   server: TaskwireServer,
-): (request: Request, peer: Peer, delivered: Delivered) => Promise<Response> {
+): (request: Request, peer: Peer, delivered: Delivered, close?: () => void) => Promise<Response> {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
   // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
   // whose client reads nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
   const streaming = new Set(
     server.rpcHandlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath),
   );
-  return async (request, peer, delivered) => {
+  return async (request, peer, delivered, close) => {
     const caller = server.caller(peer, request.headers.get("authorization"));
     const held = server.holdCall(caller);
     const over = createOver(held.release);
@@ -56,7 +56,7 @@ export function holdFetchCalls(
       return passBody(response, {
         over: delivered === undefined ? over.run : () => {},
         signal: request.signal,
-        abandonable: (fn) => (abandon = fn),
+        abandonable: (fn) => (abandon = () => (fn(), close?.())),
       });
     } catch (err) {
       over.run();
@@ -90,6 +90,25 @@ function createOver(first: () => void): { run: () => void; add: (fn: () => void)
     },
     add: (fn) => fns === undefined ? fn() : void fns.push(fn),
   };
+}
+
+/**
+ * The error a dropped response's body is errored with (passBody's abandon):
+ * the server meant it, so the adapters' error handlers (Deno.serve's onError)
+ * do not log it as a failure (droppedQuietly).
+ */
+export class DroppedResponseError extends Error {
+  override readonly name = "DroppedResponseError";
+  constructor() {
+    super("the stream's client took no batch for a lease while the memory budget was past its limit: dropped");
+  }
+}
+
+/** An empty 500 for a runtime that reports a dropped response's error (DroppedResponseError) to its error handler; else undefined. */
+export function droppedQuietly(err: unknown): Response | undefined {
+  const dropped = err instanceof DroppedResponseError ||
+    (err instanceof Error && err.cause instanceof DroppedResponseError);
+  return dropped ? new Response(null, { status: 500 }) : undefined;
 }
 
 /** What passBody watches and offers. */
@@ -135,7 +154,7 @@ export function passBody(response: Response, o: PassBody): Response {
     },
   }, { highWaterMark: 0 });
   o.abandonable?.(() => {
-    const why = new Error("the stream's client read nothing; its response is dropped");
+    const why = new DroppedResponseError();
     try {
       controller.error(why);
     } catch { /* closed already */ }

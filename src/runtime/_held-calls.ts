@@ -82,8 +82,8 @@ export function holdCalls(
   };
 }
 
-// Drops a response its client reads nothing of: its HTTP/2 stream reset with ENHANCE_YOUR_CALM, which gRPC's and
-// connect-es's clients read as RESOURCE_EXHAUSTED (the gRPC spec's mapping), or its HTTP/1.1 connection closed. Both
+// Drops a response its client takes nothing of: its HTTP/2 stream reset with ENHANCE_YOUR_CALM (the gRPC spec maps it
+// to RESOURCE_EXHAUSTED; connect-node's clients report INTERNAL), or its HTTP/1.1 connection closed. Both
 // let go of what the response held at once, whatever the peer does; the response's "close" follows.
 function resetResponse(req: NodeRequest): void {
   if ("stream" in req) req.stream.close(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);

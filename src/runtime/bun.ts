@@ -7,7 +7,7 @@ import type { TaskwireServer } from "../server/server.ts";
 import { httpUrl } from "./deno.ts";
 import type { Listening } from "./node.ts";
 import { internalError } from "../server/app.ts";
-import { holdFetchCalls } from "./_fetch-held.ts";
+import { droppedQuietly, holdFetchCalls } from "./_fetch-held.ts";
 
 interface BunServe {
   serve(o: {
@@ -22,6 +22,8 @@ interface BunServe {
 
 interface BunServer {
   readonly port: number;
+  /** Sets one request's connection's idle timeout, seconds (Bun 1.1.26+). */
+  timeout?(r: Request, seconds: number): void;
   stop(force?: boolean): Promise<void> | void;
   requestIP(r: Request): { address: string } | null;
 }
@@ -39,8 +41,10 @@ export function listenBun(server: TaskwireServer, o: { host: string; port: numbe
     // Bun's development mode (its default unless NODE_ENV=production) answers an uncaught error with a page of the
     // server's source and paths.
     development: false,
-    fetch: (req, s) => serve(req, { address: s.requestIP(req)?.address ?? "" }, undefined),
-    error: internalError,
+    // A stream's response the server dropped (a stalled stream: its client takes nothing) is closed with its
+    // connection a second later: erroring its body alone left the connection open, its kernel buffers full.
+    fetch: (req, s) => serve(req, { address: s.requestIP(req)?.address ?? "" }, undefined, () => s.timeout?.(req, 1)),
+    error: (err) => droppedQuietly(err) ?? internalError(err),
   });
   return {
     url: httpUrl(o.host, srv.port),

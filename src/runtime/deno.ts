@@ -5,7 +5,7 @@
 import type { TaskwireServer } from "../server/server.ts";
 import type { Listening } from "./node.ts";
 import { internalError } from "../server/app.ts";
-import { holdFetchCalls } from "./_fetch-held.ts";
+import { droppedQuietly, holdFetchCalls } from "./_fetch-held.ts";
 
 interface DenoServe {
   serve(
@@ -31,7 +31,10 @@ export function listenDeno(server: TaskwireServer, o: { host: string; port: numb
   // The peer's address: anonymous callers are told apart by it (their limits and listeners), and the access log shows
   // it. `completed` settles once the response is delivered or cannot be (Deno 1.45+; before, the body is watched).
   const srv = deno.serve(
-    { port: o.port, hostname: o.host, onListen: () => {}, onError: internalError },
+    // A stream's response the server dropped (a stalled stream, see _fetch-held.ts) is no failure to log. Deno.serve
+    // offers no way to close its connection: it stays open, with what the kernel still holds for it, until its
+    // client leaves (SECURITY.md).
+    { port: o.port, hostname: o.host, onListen: () => {}, onError: (err) => droppedQuietly(err) ?? internalError(err) },
     (req, info) => serve(req, { address: info.remoteAddr.hostname ?? "" }, info.completed),
   );
   return {

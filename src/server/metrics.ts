@@ -264,7 +264,7 @@ function addRegistrySeries(registry: PromRegistry, stats: () => RegistryStats): 
   counterFrom(
     registry,
     "taskwire_stalled_streams_total",
-    "SubscribeExits streams ended because their clients read nothing for a lease while the memory budget was past " +
+    "SubscribeExits streams ended because their clients took no batch for a lease while the memory budget was past " +
       "its limit and their principal held more than its fair share (the batch each held is given back).",
     { read: () => stats().stalledStreams },
   );

@@ -362,7 +362,7 @@ function stalledLog(logger: Logger): (stalled: StalledStream) => void {
   return (s) => {
     if (!budget.take()) return;
     logText(logger, "warning", `SubscribeExits stream of listener ${s.listenerId} ended: ${s.why}`, {
-      principal: s.owner,
+      owner: s.owner, // the listener's owner: an anonymous caller's address bucket (anonymous@loopback)
       ...(!s.reset && { transport: "kept: no adapter can drop it; it ends if its client reads again" }),
     });
   };
