@@ -1034,10 +1034,8 @@ const http2 = require("node:http2");
 const [url, n, ...masks] = process.argv.slice(1);
 const sessions = [];
 let open = 0;
-for (let i = 0; i < Number(n); i++) {
-  if (i % 50 === 0) sessions.push(http2.connect(url));
-  const frame = Buffer.from(masks[i % masks.length], "hex");
-  const req = sessions.at(-1).request({
+function request(session, frame, first) {
+  const req = session.request({
     ":method": "POST",
     ":path": "/taskwire.v1.TaskStats/SubscribeExits",
     "content-type": "application/connect+proto",
@@ -1045,11 +1043,19 @@ for (let i = 0; i < Number(n); i++) {
     ...(process.env.AUTHORIZATION ? { authorization: process.env.AUTHORIZATION } : {}),
   });
   req.on("error", () => {});
-  req.on("response", () => { if (++open === Number(n)) console.log("open"); });
-  // The server drops a stream whose client reads nothing while its budget is past its limit: say how.
-  req.on("close", () => console.log("closed " + req.rstCode));
+  req.on("response", () => { if (first && ++open === Number(n)) console.log("open"); });
+  // The server drops a stream whose client reads nothing while its budget is past its limit: say how, and with
+  // REOPEN, open another at once (which reads nothing either).
+  req.on("close", () => {
+    console.log("closed " + req.rstCode + (first ? "" : " again"));
+    if (process.env.REOPEN) setTimeout(() => request(session, frame, false), 10);
+  });
   req.end(frame);
   // No 'data' listener and never resumed: the response sits unread.
+}
+for (let i = 0; i < Number(n); i++) {
+  if (i % 50 === 0) sessions.push(http2.connect(url));
+  request(sessions.at(-1), Buffer.from(masks[i % masks.length], "hex"), true);
 }
 `;
 
@@ -1073,28 +1079,32 @@ async function stalledStreams(
   n: number,
   masks: readonly string[],
   token?: string,
-): Promise<{ closed: Map<number, number> }> {
+  reopen = false,
+): Promise<{ closed: Map<number, number>; again: () => number }> {
   const child = spawn(process.execPath, ["-e", STALLER, url, String(n), ...masks.map(subscribeFrame)], {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, AUTHORIZATION: token === undefined ? "" : `Bearer ${token}` },
+    env: { ...process.env, AUTHORIZATION: token === undefined ? "" : `Bearer ${token}`, REOPEN: reopen ? "1" : "" },
   });
   attackers.push(child);
-  // How many of its streams the server closed, by HTTP/2 reset code.
+  // How many of its streams the server closed, by HTTP/2 reset code, and of them how many were reopened ones.
   const closed = new Map<number, number>();
-  let text = "";
+  let text = "", again = 0;
   child.stdout!.on("data", (d: Buffer) => {
     text += d.toString();
     const lines = text.split("\n");
     text = lines.pop()!;
-    for (const code of lines.map((l) => /^closed (\d+)$/.exec(l)?.[1]).filter((c) => c !== undefined)) {
-      closed.set(Number(code), (closed.get(Number(code)) ?? 0) + 1);
+    for (const line of lines) {
+      const code = /^closed (\d+)( again)?$/.exec(line);
+      if (code === null) continue;
+      closed.set(Number(code[1]), (closed.get(Number(code[1])) ?? 0) + 1);
+      if (code[2] !== undefined) again++;
     }
   });
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on("data", (d: Buffer) => d.toString().includes("open") && resolve());
     child.once("exit", (code) => reject(new Error(`the attacker exited ${code}`)));
   });
-  return { closed };
+  return { closed, again: () => again };
 }
 
 /** A well-behaved subscriber: registers first, then reads everything, tallying events and loss. */
@@ -1274,53 +1284,70 @@ describe("attacks against the memory budget (64 MiB)", () => {
     expect(peak - base.rss).toBeLessThanOrEqual(BUDGET + SLACK);
   });
 
-  it("streams held past the budget's limit by clients that read nothing are dropped after a lease", async () => {
-    // As the test before, with a lease of 2 s: past the budget's limit, the principals' streams that hold a batch
-    // their clients never read are reset once a lease has passed (their batches cannot be dropped), and the
-    // budget comes back under its limit while exits still flow.
-    const r = await startAttacked({ leaseMs: 2000 }, { authenticator: tokenIsPrincipal });
-    const good = await wellBehaved(r, createTaskwireClient(r.url, { token: "reader" }));
-    const attacks = [await stalledStreams(r.url, 100, ["0-7"], "hog")];
-    let peakUsed = 0, pastLimitSince: number | undefined, longestPast = 0;
-    const sampler = setInterval(() => {
-      const { memoryUsed, memorySlabs } = r.server.stats();
-      peakUsed = Math.max(peakUsed, memoryUsed);
-      // What cannot be dropped aside from the batches in flight: loss markers, the rest of shared slabs.
-      const past = memoryUsed > BUDGET + 341 * 4 * LOSS_MARKER_BYTES + memorySlabs;
-      if (!past) pastLimitSince = undefined;
-      else longestPast = Math.max(longestPast, Date.now() - (pastLimitSince ??= Date.now()));
-    }, 50);
-    try {
-      const flooding = flood(r, 50, 12_000);
-      for (let p = 0; p < 12; p++) {
-        await sleep(500);
-        attacks.push(await stalledStreams(r.url, 20, ["0-7"], `colluder${p}`));
+  // As the test before, with a lease of 2 s: past the budget's limit, the principals' streams that hold a batch
+  // their clients never read are reset once a lease has passed (their batches cannot be dropped), and the budget
+  // comes back under its limit while exits still flow. With `reopen`, each attacker opens a new stream 10 ms after
+  // each drop, which reads nothing again and is dropped again a lease later.
+  for (const reopen of [false, true]) {
+    const title = reopen
+      ? "streams reopened as soon as they are dropped are dropped again, and the budget stays near its limit"
+      : "streams held past the budget's limit by clients that read nothing are dropped after a lease";
+    it(title, async () => {
+      const r = await startAttacked({ leaseMs: 2000 }, { authenticator: tokenIsPrincipal });
+      const good = await wellBehaved(r, createTaskwireClient(r.url, { token: "reader" }));
+      const attacks = [await stalledStreams(r.url, 100, ["0-7"], "hog", reopen)];
+      let peakUsed = 0, pastLimitSince: number | undefined, longestPast = 0, samples = 0, pastSamples = 0, sum = 0;
+      const sampler = setInterval(() => {
+        const { memoryUsed, memorySlabs } = r.server.stats();
+        peakUsed = Math.max(peakUsed, memoryUsed);
+        // What cannot be dropped aside from the batches in flight: loss markers, the rest of shared slabs.
+        const past = memoryUsed > BUDGET + 341 * 4 * LOSS_MARKER_BYTES + memorySlabs;
+        samples++, sum += memoryUsed, pastSamples += past ? 1 : 0;
+        if (!past) pastLimitSince = undefined;
+        else longestPast = Math.max(longestPast, Date.now() - (pastLimitSince ??= Date.now()));
+      }, 50);
+      try {
+        const flooding = flood(r, 50, 12_000);
+        for (let p = 0; p < 12; p++) {
+          await sleep(500);
+          attacks.push(await stalledStreams(r.url, 20, ["0-7"], `colluder${p}`, reopen));
+        }
+        await flooding;
+      } finally {
+        clearInterval(sampler);
       }
-      await flooding;
-    } finally {
-      clearInterval(sampler);
-    }
-    const stats = r.server.stats();
-    await good.finish();
-    const calmed = attacks.reduce((n, a) => n + (a.closed.get(11) ?? 0), 0);
-    console.log(
-      `[memory-budget] 13 principals, 340 stalled streams, lease 2 s: budget used at most ${
-        (peakUsed / BUDGET * 100).toFixed(0)
-      }% of the budget, past it (beyond markers and slabs) for at most ${longestPast} ms at a time; ${stats.stalledStreams} streams ended as stalled, ${calmed} reset with ENHANCE_YOUR_CALM; ` +
-        `now ${(stats.memoryUsed / BUDGET * 100).toFixed(0)}%, ${stats.streams} streams; the reader lost ${
-          good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0
-        } to the budget of ${good.produced()}`,
-    );
-    expect(stats.stalledStreams).toBeGreaterThan(0);
-    expect(calmed).toBe(stats.stalledStreams); // each reset at its transport, as the client sees it
-    expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 341 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
-    // Past the limit for no longer than a lease (each batch judged from the sweep that first saw it), the next
-    // sweep's second, and the reset's own time; less where the streams were stalled before the budget filled.
-    expect(longestPast).toBeLessThan(2000 + 1000 + 2000);
-    expect(good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0).toBe(0);
-    expect(good.tally.ordered).toBe(true);
-    expect(good.tally.received + good.tally.lost).toBe(good.produced());
-  });
+      const stats = r.server.stats();
+      await good.finish();
+      const calmed = attacks.reduce((n, a) => n + (a.closed.get(11) ?? 0), 0);
+      const pct = (n: number) => `${(n * 100).toFixed(0)}%`;
+      console.log(
+        `[memory-budget] 13 principals, 340 stalled streams${reopen ? ", reopened at once" : ""}, lease 2 s: ` +
+          `budget used at most ${pct(peakUsed / BUDGET)}, ${pct(sum / samples / BUDGET)} on average, past it (beyond ` +
+          `markers and slabs) in ${pct(pastSamples / samples)} of samples, for at most ${longestPast} ms at a time; ` +
+          `${stats.stalledStreams} streams ended as stalled (${
+            attacks.reduce((n, a) => n + a.again(), 0)
+          } of them reopened ones), ${calmed} reset with ENHANCE_YOUR_CALM; now ${
+            pct(stats.memoryUsed / BUDGET)
+          }, ${stats.streams} streams; the reader lost ${
+            good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0
+          } to the budget of ${good.produced()}`,
+      );
+      expect(stats.stalledStreams).toBeGreaterThan(0);
+      expect(calmed).toBe(stats.stalledStreams); // each reset at its transport, as the client sees it
+      if (!reopen) {
+        expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 341 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
+        // Past the limit for no longer than a lease (each batch judged from the sweep that first saw it), the next
+        // sweep's second, and the reset's own time; less where the streams were stalled before the budget filled.
+        expect(longestPast).toBeLessThan(2000 + 1000 + 2000);
+      } else {
+        expect(attacks.reduce((n, a) => n + a.again(), 0)).toBeGreaterThan(0); // reopened streams were dropped too
+        expect(pastSamples / samples).toBeLessThan(0.5);
+      }
+      expect(good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0).toBe(0);
+      expect(good.tally.ordered).toBe(true);
+      expect(good.tally.received + good.tally.lost).toBe(good.produced());
+    });
+  }
 
   it("thousands of Registers without a stream, while exits flow", async () => {
     const r = await startAttacked({ maxListeners: 8192 });
