@@ -1290,7 +1290,7 @@ describe("attacks against the memory budget (64 MiB)", () => {
   // each drop, which reads nothing again and is dropped again a lease later.
   for (const reopen of [false, true]) {
     const title = reopen
-      ? "streams reopened as soon as they are dropped are dropped again, and the budget stays near its limit"
+      ? "streams reopened as soon as they are dropped, reading nothing again: the budget stays near its limit"
       : "streams held past the budget's limit by clients that read nothing are dropped after a lease";
     it(title, async () => {
       const r = await startAttacked({ leaseMs: 2000 }, { authenticator: tokenIsPrincipal });
@@ -1334,15 +1334,12 @@ describe("attacks against the memory budget (64 MiB)", () => {
       );
       expect(stats.stalledStreams).toBeGreaterThan(0);
       expect(calmed).toBe(stats.stalledStreams); // each reset at its transport, as the client sees it
-      if (!reopen) {
-        expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 341 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
-        // Past the limit for no longer than a lease (each batch judged from the sweep that first saw it), the next
-        // sweep's second, and the reset's own time; less where the streams were stalled before the budget filled.
-        expect(longestPast).toBeLessThan(2000 + 1000 + 2000);
-      } else {
-        expect(attacks.reduce((n, a) => n + a.again(), 0)).toBeGreaterThan(0); // reopened streams were dropped too
-        expect(pastSamples / samples).toBeLessThan(0.5);
-      }
+      expect(stats.memoryUsed).toBeLessThanOrEqual(BUDGET + 341 * 4 * LOSS_MARKER_BYTES + stats.memorySlabs);
+      // Past the limit for no longer than a lease (each batch judged from the sweep that first saw it), the next
+      // sweep's second, and the reset's own time; less where the streams were stalled before the budget filled.
+      // Streams reopened at once take a batch each again, and are judged again a lease later.
+      expect(longestPast).toBeLessThan(2000 + 1000 + 2000);
+      expect(pastSamples / samples).toBeLessThan(0.2);
       expect(good.tally.byReason.get(LossReason.MEMORY_BUDGET) ?? 0).toBe(0);
       expect(good.tally.ordered).toBe(true);
       expect(good.tally.received + good.tally.lost).toBe(good.produced());

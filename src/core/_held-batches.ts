@@ -22,7 +22,7 @@ export type StreamEndFn = (why: string, code: "removed" | "takeover" | "shutdown
  */
 interface Seen {
   seenAt?: number | undefined;
-  told?: boolean;
+  told?: boolean | undefined;
 }
 
 /** A replay batch's retained payloads, charged `bytes` while its stream (`end`) holds them. */
@@ -32,10 +32,20 @@ export interface Replayed extends Seen {
   end?: StreamEndFn | undefined;
 }
 
-/** A batch taken for a stream, charged `bytes` until the stream has written it. */
+/**
+ * A batch taken for a stream, charged `bytes` until the stream has written
+ * it. Once encoded (`encoded`), its items are let go: the transport holds
+ * its bytes alone.
+ */
 interface InFlight<R extends CpuRecord> extends Seen {
   readonly bytes: number;
   readonly items: readonly QueueItem<R>[];
+  readonly encoded?: boolean;
+}
+
+// Whether a batch in flight holds anything: items, or their encoded bytes.
+function holds(f: InFlight<CpuRecord>): boolean {
+  return f.items.length > 0 || f.encoded === true;
 }
 
 /** The batches one listener's streams hold. */
@@ -62,6 +72,20 @@ export class HeldBatches<R extends CpuRecord> {
     this.#inFlight = { bytes, items };
   }
 
+  /**
+   * The attached stream encoded its batch in flight into `bytes` (what its
+   * transport now holds): where that is less than the batch's charge, the
+   * rest is given back and its items let go, so the records (and the slabs
+   * they keep alive) can be collected while a client that reads nothing
+   * holds the bytes. Where it is not, nothing changes.
+   */
+  encoded(bytes: number): void {
+    const f = this.#inFlight;
+    if (f.items.length === 0 || bytes >= f.bytes) return;
+    this.#account.release(f.bytes - bytes);
+    this.#inFlight = { bytes, items: [], encoded: true, seenAt: f.seenAt, told: f.told };
+  }
+
   /** The attached stream wrote its batch in flight (it takes again, or detached). */
   written(): void {
     this.#account.release(this.#inFlight.bytes);
@@ -70,7 +94,7 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** The attached stream, told it ends by `end`, was taken over: its batch in flight stays held until it detaches. */
   takenOver(end: StreamEndFn): void {
-    if (this.#inFlight.items.length > 0) this.#orphans.set(end, this.#inFlight);
+    if (holds(this.#inFlight)) this.#orphans.set(end, this.#inFlight);
     else this.#account.release(this.#inFlight.bytes);
     this.#inFlight = { bytes: 0, items: [] };
   }
@@ -123,7 +147,7 @@ export class HeldBatches<R extends CpuRecord> {
       held.told = true;
       found.push(end);
     };
-    check(this.#inFlight, this.#inFlight.items.length === 0, attached);
+    check(this.#inFlight, !holds(this.#inFlight), attached);
     for (const [end, orphan] of this.#orphans) check(orphan, false, end);
     for (const held of this.#replays) check(held, held.payloads.length === 0, held.end);
     return found;

@@ -311,6 +311,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     return items;
   }
 
+  /** The attached stream encoded the batch it took into `bytes` (HeldBatches.encoded). */
+  encoded(bytes: number): void {
+    this.#held.encoded(bytes);
+  }
+
   /**
    * The registry removed it. `draining`: its stream still sends what was
    * queued (the queue and in-flight batch stay charged until that stream

@@ -21,6 +21,13 @@ export interface StepEncoder<R extends CpuRecord, P, M> {
   batch(items: readonly StreamItem<R, P>[]): M;
   /** Nothing happened for `heartbeatMs`. */
   heartbeat(): M;
+  /**
+   * The bytes a batch's message `m` holds as the transport sends it, where
+   * they are known once it is made (binary encodings): the batch is then
+   * charged that, and its records let go, while the stream waits for its
+   * transport (Listener.encoded). Undefined: the batch keeps its records.
+   */
+  sizeOf?(m: M): number | undefined;
 }
 
 /** How a subscription runs. */
@@ -118,9 +125,9 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       }
       if (o.signal.aborted) return;
       if (listener.queue.length > 0) {
-        const items = listener.take(o.maxBatch);
-        yield o.encode.batch(items);
-        const linger = items.length < o.maxBatch ? (o.lingerMs?.() ?? 0) : 0;
+        const { message, full } = encodeBatch(listener, o);
+        yield message;
+        const linger = full ? 0 : (o.lingerMs?.() ?? 0);
         if (linger > 0 && live()) await s.pause(linger);
         continue;
       }
@@ -133,6 +140,19 @@ export async function* subscribe<R extends CpuRecord, P, M>(
     o.signal.removeEventListener("abort", cleanup);
     cleanup();
   }
+}
+
+// The next batch taken from the listener's queue, encoded; the items are not kept (this function's frame ends before
+// the stream waits in `yield`), so where the encoder knows the message's size they can be collected meanwhile.
+function encodeBatch<R extends CpuRecord, P, M>(
+  listener: Listener<R, P>,
+  o: SubscriptionOptions<R, P, M>,
+): { message: M; full: boolean } {
+  const items = listener.take(o.maxBatch);
+  const message = o.encode.batch(items);
+  const bytes = o.encode.sizeOf?.(message);
+  if (bytes !== undefined) listener.encoded(bytes);
+  return { message, full: items.length >= o.maxBatch };
 }
 
 // The wake-ups a subscription waits on: new events, its end, a timer.

@@ -47,5 +47,5 @@ export function countedEncoder<R extends CpuRecord, P, M>(
     report.events += events;
     return encode.batch(items);
   };
-  return { open: encode.open, batch, heartbeat: encode.heartbeat };
+  return { ...encode, batch };
 }

@@ -20,6 +20,7 @@ import {
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { type ServerItem, toExitEvent } from "./convert.ts";
 import { BatchBuffer, envelopedBatch, preEncodedBatch } from "./fast-binary/batch.ts";
+import { preEncodedEnvelope } from "./fast-binary/pre-encoded.ts";
 import type { Projection } from "./projection.ts";
 
 /** A listener of the server: exit records queued, each exit's encoded Exit message retained. */
@@ -75,7 +76,8 @@ export function streamEncoder(
   // The stream's own buffer for its pre-encoded batches (fast-binary/batch.ts), given up when it idles.
   const buffer = new BatchBuffer();
   const preEncoded = o.enveloped === true ? envelopedBatch : preEncodedBatch;
-  const batch = o.codec === "binary" && project === undefined
+  const binary = o.codec === "binary" && project === undefined;
+  const batch = binary
     ? (items: readonly ServerItem[]) => preEncoded(items, listener.queue.depth, buffer)
     : (items: readonly ServerItem[]) =>
       create(SubscribeExitsResponseSchema, {
@@ -86,5 +88,17 @@ export function streamEncoder(
     open: () => message({ listenerId: listener.id, ...(o.host && { host: o.host }) }),
     batch,
     heartbeat: () => (buffer.release(), message({ heartbeat: true })),
+    // A binary batch's size is known once made; a JSON or masked one's only as connect-es serializes it.
+    ...(binary && { sizeOf: encodedSize }),
   };
+}
+
+/** What a binary batch's message holds beside its bytes as the transport sends it (its objects, the write's). */
+const BATCH_OVERHEAD = 256;
+
+// The bytes a pre-encoded batch holds on its way to the client: its finished envelope, or (connect-es serializing it)
+// its events' bytes and a header.
+function encodedSize(m: SubscribeExitsResponse): number {
+  const envelope = preEncodedEnvelope(m);
+  return BATCH_OVERHEAD + (envelope?.byteLength ?? m.$unknown?.reduce((n, f) => n + f.data.byteLength + 16, 0) ?? 0);
 }
