@@ -280,6 +280,7 @@ describe("queue and listener accounting", () => {
           for (const [deliver, take, back] of steps) {
             for (let i = 0; i < deliver; i++) l.deliver(rec(++n));
             if (take > 0) got.push(...seqsOf(l.take(take)));
+            if (take % 2 === 1) l.encoded(back * 20); // a binary stream's batch, charged its bytes once encoded
             expect(budget.used).toBeLessThanOrEqual(limit + 40 * LOSS_MARKER_BYTES);
             // A resume replays retained items and reports what retention gave up as RETENTION loss.
             const at = Math.max(0, l.handedOut - back);
@@ -815,6 +816,41 @@ describe("streams whose clients read nothing", () => {
     await expect(t.hogStream.next()).rejects.toThrow(StreamStalledError);
     expect(t.budget.used).toBeLessThanOrEqual(t.budget.limit);
     void taker.return(undefined);
+  });
+
+  it("a batch whose message's size is known is charged that once encoded, and lets its records go", async () => {
+    const run = async (sizeOf?: () => number) => {
+      const { feed, budget, reg } = budgetedRegistry({ limit: 10 * MiB, payload: 0 });
+      const a = reg.create([0], options("a"));
+      for (let n = 1; n <= 100; n++) feed.sink.exit(rec(n, 0));
+      const signal = new AbortController().signal;
+      const stream = subscribe(reg, a, { maxBatch: 100, heartbeatMs: 60_000, signal, encode: { ...encode, sizeOf } });
+      await stream.next();
+      expect((await stream.next()).value).toBe("100");
+      return budget.usedBy("a");
+    };
+    // The queue's charge for 100 exits (1,000 bytes each, and the queue's own) became 500 bytes.
+    expect((await run()) - (await run(() => 500))).toBeGreaterThanOrEqual(100 * 1000 - 500);
+  });
+
+  it("an encoded batch is still held: judged as stalled, kept by a taken-over stream, given back once written", () => {
+    const budget = createMemoryBudget({ limit: MiB });
+    const account = budget.open("a");
+    const held = new HeldBatches<Rec>(account, () => 0);
+    const end = () => {}, taker = () => {};
+    account.charge(10_000); // the queue's charge, which the batch takes over
+    held.took([{ kind: "exit" as const, seq: 1, record: rec(1) }], 10_000);
+    held.encoded(400);
+    expect(budget.usedBy("a")).toBe(400);
+    const records: Rec[] = [];
+    held.forEach((r) => records.push(r), () => {});
+    expect(records).toEqual([]); // let go
+    expect(held.stalled(0, LEASE, end, true)).toEqual([]);
+    expect(held.stalled(LEASE, LEASE, end, true)).toEqual([end]);
+    held.takenOver(taker);
+    expect(held.orphans).toBe(1);
+    held.detached(taker);
+    expect(budget.usedBy("a")).toBe(0);
   });
 
   it("judges each held batch from the sweep that first saw it: a new batch, or a replay batch, starts again", () => {
