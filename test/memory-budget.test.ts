@@ -742,10 +742,10 @@ describe("streams whose clients read nothing", () => {
   const LEASE = 5000;
   const options = (owner: string) => ({ buffer: 1 << 20, policy: "drop-newest" as const, ephemeral: false, owner });
   const encode = { open: () => "open", batch: (items: readonly unknown[]) => `${items.length}`, heartbeat: () => "hb" };
-  async function stalled() {
+  async function stalled(ephemeral = false) {
     let now = 0;
     const { feed, budget, reg } = budgetedRegistry({ limit: 1 * MiB, payload: 0, now: () => now, leaseMs: LEASE });
-    const hog = reg.create([0], options("hog")), reader = reg.create([1], options("reader"));
+    const hog = reg.create([0], { ...options("hog"), ephemeral }), reader = reg.create([1], options("reader"));
     const told: string[] = [];
     const stream = (l: Listener<Rec, string>, maxBatch: number) => {
       const s = subscribe(reg, l, {
@@ -801,7 +801,7 @@ describe("streams whose clients read nothing", () => {
   });
 
   it("a taken-over stream that still holds its batch is told once a lease has passed since the batch was first seen", async () => {
-    const t = await stalled();
+    const t = await stalled(true); // ephemeral: it dies with its stream, but not with one taken over
     for (let n = 601; n <= 1400; n++) t.feed.sink.exit(rec(n, 1));
     expect(t.reg.endStalled()).toBe(0);
     t.at(LEASE - 1);
@@ -815,6 +815,7 @@ describe("streams whose clients read nothing", () => {
     expect(t.told).toEqual([expect.stringMatching(/^hog: its client did not take the batch it was sent/)]);
     await expect(t.hogStream.next()).rejects.toThrow(StreamStalledError);
     expect(t.budget.used).toBeLessThanOrEqual(t.budget.limit);
+    expect(t.reg.listeners("hog")).toEqual([t.hog]); // the stream that took it over still has it
     void taker.return(undefined);
   });
 

@@ -102,7 +102,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
     o.replay?.(0); // lets go of its last batch
     listener.detach(s.end, registry.now());
     // An ephemeral listener dies with the stream that has it: one taken over has another stream now.
-    if (listener.ephemeral && s.ended?.how !== "takeover") registry.remove(listener, "its stream ended");
+    if (listener.ephemeral && !s.takenOver) registry.remove(listener, "its stream ended");
     s.release();
   };
   o.signal.addEventListener("abort", cleanup, { once: true });
@@ -158,6 +158,8 @@ function encodeBatch<R extends CpuRecord, P, M>(
 // The wake-ups a subscription waits on: new events, its end, a timer.
 class _Signals {
   ended: Ended | undefined;
+  /** Taken over at some point (a later end, e.g. "stalled", does not undo it: the listener is another stream's). */
+  takenOver = false;
   readonly #abandon: ((why: string) => void) | undefined;
   #resolveWait: ((woke: boolean) => void) | undefined;
   #resolvePause: (() => void) | undefined;
@@ -180,6 +182,7 @@ class _Signals {
 
   readonly end = (why: string, how: StreamEnd): void => {
     this.ended = { why, how };
+    if (how === "takeover") this.takenOver = true;
     this.release();
     if (how === "stalled") this.#abandon?.(why);
   };
