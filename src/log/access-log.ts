@@ -155,6 +155,8 @@ function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
     const finish = (res?: UniversalServerResponse): void => {
       if (call.done) return;
       call.done = true;
+      // A stream dropped as stalled ends as its transport saw it (canceled); its log line says why it was dropped.
+      if (call.stream?.stalled === true) call.code = "resource_exhausted";
       req.signal.removeEventListener("abort", onAbort);
       w.write(...describe(handler, req, values, call, res, w.now()));
     };

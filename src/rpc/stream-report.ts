@@ -19,6 +19,8 @@ export interface StreamReport {
   events: number;
   /** Seqs reported lost to the client, by reason (loss markers' ranges). */
   readonly lost: Partial<Record<LossKind, number>>;
+  /** Dropped at its transport because its client took no batch for a lease while the memory budget was full. */
+  stalled?: boolean;
 }
 
 /** The context key a call's observer sets to receive its stream's report. */

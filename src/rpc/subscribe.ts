@@ -122,6 +122,7 @@ export async function* subscribeExits(
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
       abandon: (why) => {
+        if (report !== undefined) report.stalled = true;
         const reset = ctx.values.get(HELD_CALL).reset();
         deps.onStalled?.({ listenerId: listener.id, owner: listener.owner, why, reset });
       },
