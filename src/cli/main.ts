@@ -59,7 +59,7 @@ function memoryBudgetOption(): Option {
   const d = defaultMemoryBudget();
   return new Option(
     "--memory-budget <bytes>",
-    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), and a principal under its fair share (seven eighths over the principals) takes room from those holding most over theirs, who drop their oldest exits: principals whose streams never read, alone or together, cannot starve one that keeps up (a principal alone can use seven eighths)",
+    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), and a principal under its fair share (seven eighths over the principals) takes room from those holding most over theirs, who drop their oldest exits: principals whose streams never read, alone or together, cannot starve one that keeps up (a principal alone can use seven eighths). Past it, streams of principals over their fair share that hold a batch their clients have not taken for --lease-ms are dropped",
   ).argParser(cliArg(parseBytes)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
 }
 
@@ -215,7 +215,7 @@ function buildProgram(): Command {
     )
     .option(
       "--lease-ms <ms>",
-      "how long a listener outlives its stream, and how long a stream whose client takes nothing may hold a batch while the memory budget is past its limit (its principal over its fair share) before it is dropped",
+      "how long a listener outlives its stream; also how long a stream may hold a batch its client has not taken (it reads nothing, or slower than a batch a lease) while the memory budget is past its limit and its principal over its fair share, before it is dropped (a long lease delays that drop as long)",
       int(...LIMIT_RANGES.leaseMs!),
       DEFAULT_LIMITS.leaseMs,
     )
