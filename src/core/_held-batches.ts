@@ -135,8 +135,8 @@ export class HeldBatches<R extends CpuRecord> {
    * replay batch) was first seen, and with `judge`, returns the streams whose
    * batch a sweep at least `ms` before already saw, each once; `attached` is
    * the stream that holds the batch in flight. Such a stream's client has
-   * read nothing for that long: its transport accepts nothing more, so the
-   * batch cannot be written, and it is not dropped.
+   * not taken that batch for that long (it reads nothing, or slower than a
+   * batch in that time): the batch is not written, and it cannot be dropped.
    */
   stalled(now: number, ms: number, attached: StreamEndFn | undefined, judge: boolean): StreamEndFn[] {
     const found: StreamEndFn[] = [];

@@ -50,7 +50,7 @@ export interface SubscriptionOptions<R extends CpuRecord, P, M> {
   readonly lingerMs?: () => number;
   /**
    * Drops the stream at its transport, for a stream told it stalled (its
-   * client reads nothing, ListenerRegistry.endStalled): the generator waits
+   * client took no batch for a lease, ListenerRegistry.endStalled): the generator waits
    * in a `yield` the transport never takes, so neither an error nor a return
    * would reach it. Without one, the stream ends only if its client reads again.
    */
@@ -78,7 +78,7 @@ const END_ERRORS: Record<StreamEnd, (id: string, why: string) => Error> = {
     ),
 };
 
-/** Whether `err` is how a subscription says its stream ended: taken over, shut down, or its listener removed. */
+/** Whether `err` is how a subscription says its stream ended: taken over, shut down, its listener removed, or stalled. */
 export function isStreamEnd(err: unknown): boolean {
   return err instanceof StreamTakenOverError || err instanceof ShuttingDownError ||
     err instanceof ListenerNotFoundError || err instanceof StreamStalledError;
