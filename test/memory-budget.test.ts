@@ -825,7 +825,12 @@ describe("streams whose clients read nothing", () => {
       const a = reg.create([0], options("a"));
       for (let n = 1; n <= 100; n++) feed.sink.exit(rec(n, 0));
       const signal = new AbortController().signal;
-      const stream = subscribe(reg, a, { maxBatch: 100, heartbeatMs: 60_000, signal, encode: { ...encode, ...(sizeOf && { sizeOf }) } });
+      const stream = subscribe(reg, a, {
+        maxBatch: 100,
+        heartbeatMs: 60_000,
+        signal,
+        encode: { ...encode, ...(sizeOf && { sizeOf }) },
+      });
       await stream.next();
       expect((await stream.next()).value).toBe("100");
       return budget.usedBy("a");
