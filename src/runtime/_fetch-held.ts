@@ -28,7 +28,7 @@ export function holdFetchCalls(
 ): (request: Request, peer: Peer, delivered: Delivered, close?: () => void) => Promise<Response> {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
   // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
-  // whose client reads nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
+  // whose client takes nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
   const streaming = new Set(
     server.rpcHandlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath),
   );

@@ -22,7 +22,7 @@ interface BunServe {
 
 interface BunServer {
   readonly port: number;
-  /** Sets one request's connection's idle timeout, seconds (Bun 1.1.26+). */
+  /** Sets one request's connection's idle timeout, seconds (absent in older Bun: a dropped stream's connection then stays, as on Deno). */
   timeout?(r: Request, seconds: number): void;
   stop(force?: boolean): Promise<void> | void;
   requestIP(r: Request): { address: string } | null;
