@@ -12,6 +12,7 @@ import { createTaskwireClient, TaskNotFoundError } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAuthenticator } from "../src/auth/authenticator.ts";
 import { hashToken, newToken } from "../src/auth/tokens.ts";
+import { sameLeader } from "../src/rpc/service.ts";
 import { openNetlinkSource } from "../src/sources/netlink/netlink-source.ts";
 import { eventually, type Running, startServer } from "./helpers.ts";
 import { netlinkMissing } from "./native.ts";
@@ -70,5 +71,19 @@ suite(title("uid-limited principals on the real kernel"), () => {
     const root = createTaskwireClient(running.url, { token: tokens.root });
     expect((await root.getPid({ pid: thread })).stats?.acTgid).toBe(process.pid);
     await expect(root.getTgid({ tgid: thread })).rejects.toThrow(new RegExp(`no live task with tgid ${thread}`));
+  });
+});
+
+describe("a group's leader read twice (GetTgid for a uid-limited principal)", () => {
+  // bacct_add_tsk() works ac_btime out on each read from two clocks whose seconds tick over apart: a live leader's
+  // start can read one second apart between two reads a moment apart (a live group was refused NOT_FOUND in CI).
+  const leader = (acUid: number, acBtime: number) => ({ acUid, acBtime, acBtime64: BigInt(acBtime) });
+  it("is the same task a second apart, and not with another uid or a start further apart", () => {
+    expect(sameLeader(leader(1000, 1_700_000_000), leader(1000, 1_700_000_000))).toBe(true);
+    expect(sameLeader(leader(1000, 1_700_000_000), leader(1000, 1_700_000_001))).toBe(true);
+    expect(sameLeader(leader(1000, 1_700_000_001), leader(1000, 1_700_000_000))).toBe(true);
+    expect(sameLeader(leader(1000, 1_700_000_000), leader(1000, 1_700_000_002))).toBe(false); // a reused pid
+    expect(sameLeader(leader(1000, 1_700_000_000), leader(0, 1_700_000_000))).toBe(false);
+    expect(sameLeader(leader(1000, 1_700_000_000), { acUid: 1000, acBtime: 1_700_000_000 })).toBe(false);
   });
 });

@@ -179,10 +179,28 @@ async function visibleGroup(who: Principal, source: ServiceDeps["source"], tgid:
   if (before.acTgid !== tgid) throw new TaskNotFoundError("tgid", tgid);
   const stats = await source.getTgid(tgid);
   const after = await leader();
-  if (after.acUid !== before.acUid || after.acBtime64 !== before.acBtime64 || after.acBtime !== before.acBtime) {
-    throw new TaskNotFoundError("tgid", tgid);
-  }
+  if (!sameLeader(before, after)) throw new TaskNotFoundError("tgid", tgid);
   return stats;
+}
+
+/**
+ * Whether two reads of a group's leader read the same task: the same uid, and
+ * the same start but for a second. The kernel does not keep a task's start as
+ * a wall-clock time: bacct_add_tsk() works ac_btime out on each read as the
+ * real time's whole seconds less the whole seconds the task has run, and the
+ * two clocks' seconds tick over at different moments, so two reads a moment
+ * apart can differ by one (a uid-limited GetTgid was refused NOT_FOUND for a
+ * live group once in a CI run). A pid reused in between starts after the
+ * first read; within its second it is not told apart, as it never was.
+ */
+export function sameLeader(
+  before: Pick<TaskStatsRecord, "acUid" | "acBtime" | "acBtime64">,
+  after: Pick<TaskStatsRecord, "acUid" | "acBtime" | "acBtime64">,
+): boolean {
+  const apart = (a: number | bigint | undefined, b: number | bigint | undefined) =>
+    a !== b && (a === undefined || b === undefined || Math.abs(Number(a) - Number(b)) > 1);
+  return after.acUid === before.acUid && !apart(after.acBtime64, before.acBtime64) &&
+    !apart(after.acBtime, before.acBtime);
 }
 
 function getInfo(deps: ServiceDeps & FleetInfoDeps, who: Principal, listeners: boolean) {
