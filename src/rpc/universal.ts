@@ -7,6 +7,16 @@ export type HandlerFacts = Pick<
   "protocolNames" | "service" | "method" | "requestPath" | "allowedMethods" | "supportedContentType"
 >;
 
+/**
+ * The request paths of `handlers`' server-streaming methods (SubscribeExits): the runtime adapters pace their
+ * responses while young (Node) and pass their bodies through one of their own, to drop a stalled stream (Deno, Bun).
+ */
+export function serverStreamingPaths(
+  handlers: readonly Pick<UniversalHandler, "method" | "requestPath">[],
+): Set<string> {
+  return new Set(handlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath));
+}
+
 /** `handler`'s facts, for a function that stands in for it (a wrapper). */
 export function handlerFacts(handler: UniversalHandler): HandlerFacts {
   return {

@@ -10,6 +10,7 @@
  */
 import type { Peer } from "../auth/authenticator.ts";
 import { REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
+import { serverStreamingPaths } from "../rpc/universal.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
 /** How a Fetch API runtime reports a response over; undefined: watch its body (passBody). */
@@ -29,9 +30,7 @@ export function holdFetchCalls(
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
   // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
   // whose client takes nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
-  const streaming = new Set(
-    server.rpcHandlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath),
-  );
+  const streaming = serverStreamingPaths(server.rpcHandlers);
   return async (request, peer, delivered, close) => {
     const caller = server.caller(peer, request.headers.get("authorization"));
     const held = server.holdCall(caller);

@@ -20,6 +20,7 @@ import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
+import { serverStreamingPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
@@ -108,7 +109,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     graduateBytes: GRADUATE_BYTES,
     graduate: (socket) => capSendBuffer(socket),
   });
-  const streaming = streamingPaths(server);
+  const streaming = serverStreamingPaths(server.rpcHandlers); // their responses are paced while young
   const route = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
     if (streaming.has(pathOf(req))) young.track(res as never);
@@ -311,13 +312,6 @@ const YOUNG_SEND_BUFFER = 32 * 1024;
 
 /** More than a client that never reads takes in (~300 KB with a young send buffer, measured). */
 const GRADUATE_BYTES = 1024 * 1024;
-
-// Server-streaming methods (SubscribeExits): their responses are paced while young.
-function streamingPaths(server: TaskwireServer): Set<string> {
-  return new Set(
-    server.rpcHandlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath),
-  );
-}
 
 // Client- and bidi-streaming methods (server reflection): their requests keep coming, so no request deadline.
 function longRequestPaths(server: TaskwireServer): Set<string> {
