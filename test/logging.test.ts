@@ -14,7 +14,8 @@ import { UNEXPECTED_ERRORS_PER_SECOND } from "../src/log/error-log.ts";
 import { toConnectError } from "../src/rpc/errors.ts";
 import { Code } from "@connectrpc/connect";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { collectExits, eventually, type Running, spawnServer, startServer } from "./helpers.ts";
+import { createAuditLog } from "../src/auth/audit.ts";
+import { collectExits, eventually, type Running, sleep, spawnServer, startServer } from "./helpers.ts";
 
 const root = resolve(import.meta.dirname, "..");
 
@@ -238,4 +239,20 @@ describe("through the CLI", () => {
     });
     expect(records.at(-1)).toMatchObject({ logger: "taskwire", message: "SIGTERM, shutting down" });
   }, 60_000);
+});
+
+describe("audit log", () => {
+  it("a flood of refusals writes 20 lines a second and sums up the rest once the second is over, with no later refusal", async () => {
+    const out: string[] = [];
+    const audit = createAuditLog({ write: (line) => out.push(line) });
+    const refusal = { kind: "unauthenticated", address: "127.0.0.1", method: "GetInfo", reason: "no token" } as const;
+    // Started just after a second turns, so the 50 refusals fall in one second.
+    await sleep(1001 - (Date.now() % 1000));
+    for (let i = 0; i < 50; i++) audit.record(refusal);
+    expect(out.filter((l) => l.includes("unauthenticated"))).toHaveLength(20);
+    expect(audit.counts.unauthenticated).toBe(50);
+    // The count of the 30 not written comes by itself (it used to wait for the next refused call).
+    await eventually(() => out.some((l) => l.includes("30 more refused calls not logged")), 2000);
+    expect(out).toHaveLength(21);
+  });
 });

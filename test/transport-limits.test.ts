@@ -28,7 +28,8 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { SubscribeExitsRequestSchema, TaskStats } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { DEFAULT_TRANSPORT_LIMITS, type Listening, listenNode, type ListenOptions } from "../src/runtime/node.ts";
-import { createConnectionCaps } from "../src/runtime/_transport-limits.ts";
+import { configureLogging } from "../src/log/logger.ts";
+import { connectionBudget, createConnectionCaps, descriptors } from "../src/runtime/_transport-limits.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { loopbackCertificate, sleep } from "./helpers.ts";
@@ -838,5 +839,27 @@ describe("a long SubscribeExits stream outlives every timeout", () => {
     ctl.abort();
     await run;
     await expectHealthy();
+  });
+});
+
+describe("--max-connections against the descriptor limit", () => {
+  it("is lowered to what ulimit -n leaves free past the 128 kept and the listening socket's copies, and says so", () => {
+    const out: string[] = [];
+    const logger = configureLogging({ write: (line) => out.push(line) });
+    const fds = { limit: 1024, open: 40 };
+    expect(connectionBudget(10_000, { fds, copies: 3, logger })).toBe(1024 - 40 - 128 - 3);
+    expect(out.join("")).toMatch(
+      /--max-connections 10000 lowered to 853: the process may open 1024 descriptors \(ulimit -n\) and has 40 open and 3 more for copies/,
+    );
+    out.length = 0;
+    expect(connectionBudget(853, { fds, copies: 3, logger }), "a request that fits").toBe(853);
+    expect(connectionBudget(10_000, { fds: undefined, logger }), "no /proc: as requested").toBe(10_000);
+    expect(out).toEqual([]);
+  });
+
+  it("reads this process's own limit and open descriptors from /proc", () => {
+    const fds = descriptors();
+    expect(fds?.open).toBeGreaterThanOrEqual(3); // stdin, stdout, stderr at least
+    expect(fds!.limit).toBeGreaterThanOrEqual(fds!.open);
   });
 });

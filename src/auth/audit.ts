@@ -7,6 +7,7 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { clip } from "../core/errors.ts";
+import { createLineBudget } from "../log/line-budget.ts";
 import { logText, taskwireLogger } from "../log/logger.ts";
 
 /** A refused call. */
@@ -39,27 +40,15 @@ export interface AuditOptions {
 /** Creates an audit log. */
 export function createAuditLog(o: AuditOptions = {}): AuditLog {
   const out = auditOutput(o);
-  const max = o.maxPerSecond ?? 20;
-  const now = o.now ?? Date.now;
   const counts = { unauthenticated: 0, "permission-denied": 0 };
-  let second = 0, written = 0, suppressed = 0;
+  // The summary is written once its second is over, not held back until the next refusal (a flood that stops
+  // would otherwise be summed up only by the next refused call, hours later perhaps).
+  const budget = createLineBudget(o.maxPerSecond ?? 20, out.summary, o.now);
   return {
     counts,
     record(e) {
       counts[e.kind]++;
-      const s = Math.floor(now() / 1000);
-      if (s !== second) {
-        if (suppressed > 0) out.summary(suppressed);
-        second = s;
-        written = 0;
-        suppressed = 0;
-      }
-      if (written >= max) {
-        suppressed++;
-        return;
-      }
-      written++;
-      out.event(e);
+      if (budget.take()) out.event(e);
     },
   };
 }

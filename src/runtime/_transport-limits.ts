@@ -216,11 +216,15 @@ export function descriptors(): { limit: number; open: number } | undefined {
  * free: past it accept() fails, and the server can open nothing else either
  * (files, netlink sockets), which is how a flood of idle connections used to
  * take /healthz down for everyone. `copies`: copies of the listening socket
- * the server is yet to open (_acceptors.ts). Linux only (it reads /proc);
- * elsewhere `requested` as is.
+ * the server is yet to open (_acceptors.ts). `fds`: descriptors()'s reading,
+ * which the caller has already made for the copies. Linux only (it reads
+ * /proc); elsewhere `requested` as is.
  */
-export function connectionBudget(requested: number, logger: Logger = taskwireLogger(), copies = 0): number {
-  const fds = descriptors();
+export function connectionBudget(
+  requested: number,
+  o: { fds: ReturnType<typeof descriptors>; copies?: number; logger?: Logger },
+): number {
+  const { fds, copies = 0, logger = taskwireLogger() } = o;
   if (fds === undefined) return requested;
   // Headroom for what the server opens later: a netlink socket per newly watched CPU, TLS files, the event loop.
   const budget = Math.max(1, fds.limit - fds.open - 128 - copies);

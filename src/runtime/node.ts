@@ -158,7 +158,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     : plaintextStart(dispatch, limits, longRequests, track);
   const fds = descriptors();
   const copies = sys === undefined ? 1 : acceptDescriptors(limits.acceptsPerTurn, fds && fds.limit - fds.open);
-  const maxConnections = connectionBudget(limits.maxConnections, logger, copies - 1);
+  const maxConnections = connectionBudget(limits.maxConnections, { fds, copies: copies - 1, logger });
   if (sys !== undefined && copies < Math.min(limits.acceptsPerTurn, MAX_ACCEPT_DESCRIPTORS)) {
     logText(
       logger,
