@@ -18,6 +18,7 @@ import type { GcTally } from "./_heap.ts";
 import type { LatencyServerKind } from "./_latency-servers.ts";
 import {
   childCommand,
+  type ChildPlacement,
   type Counter,
   type CounterOptions,
   cpuTimes,
@@ -48,7 +49,7 @@ interface Running {
 
 /** Where the servers and their clients run. */
 export interface InterleavedPlacement {
-  readonly server: Pick<CounterOptions, "cpu" | "nice">;
+  readonly server: ChildPlacement;
   readonly client: CounterOptions;
 }
 
@@ -60,7 +61,13 @@ async function startServerProcess(
   const script = new URL("./_latency-server-process.js", import.meta.url).pathname;
   const [cmd, argv] = childCommand([script, kind, String(perSecond)], o.server);
   const [server, ready] = await startLineChild(cmd, argv, (l) => l.startsWith("url "));
-  const counter = await startCounter(ready.slice(4), 1, "latency", o.client);
+  let counter: Counter;
+  try {
+    counter = await startCounter(ready.slice(4), 1, "latency", o.client);
+  } catch (err) {
+    void server.end(); // not yet in the round's list, which closes the rest
+    throw err;
+  }
   return { counter, server, close: () => (counter.stop(), void server.end()) };
 }
 

@@ -49,15 +49,21 @@ export interface CounterOptions {
   script?: string;
   /** Niceness to start it with (via nice(1), so every thread of the process has it); needs root below 0. */
   nice?: number;
+  /** A SCHED_FIFO priority to start it with (via chrt(1), every thread); needs root. */
+  realtime?: number;
   /** A CPU to run it on (via taskset(1), every thread); see pinSelf for the bench process's own. */
   cpu?: number;
 }
 
-/** The command line of a bench child process (a counter, a server): node, behind taskset and nice when asked. */
-export function childCommand(args: string[], o: Pick<CounterOptions, "cpu" | "nice">): [string, string[]] {
+/** Where a bench child process runs: its CPU, niceness and real-time priority. */
+export type ChildPlacement = Pick<CounterOptions, "cpu" | "nice" | "realtime">;
+
+/** The command line of a bench child process (a counter, a server): node, behind taskset, nice and chrt when asked. */
+export function childCommand(args: string[], o: ChildPlacement): [string, string[]] {
   let argv = [process.execPath, ...args];
   if (o.cpu !== undefined) argv = ["taskset", "-c", String(o.cpu), ...argv];
   if (o.nice !== undefined) argv = ["nice", "-n", String(o.nice), ...argv];
+  if (o.realtime !== undefined) argv = ["chrt", "-f", String(o.realtime), ...argv];
   return [argv[0]!, argv.slice(1)];
 }
 
@@ -133,6 +139,22 @@ export function pinSelf(cpu: number): () => void {
   }
   taskset("-a", "-c", "-p", String(cpu), String(process.pid));
   return () => void taskset("-a", "-c", "-p", before, String(process.pid));
+}
+
+/**
+ * Runs every thread of this process at SCHED_FIFO `priority` until the
+ * returned function puts them back to SCHED_OTHER. Throws, saying what is
+ * missing, without root or chrt(1).
+ */
+export function realtimeSelf(priority: number): () => void {
+  if (process.getuid?.() !== 0) throw new Error("SCHED_FIFO needs root");
+  const chrt = (...args: string[]) => execFileSync("chrt", args, { encoding: "utf8" });
+  try {
+    chrt("-f", "-a", "-p", String(priority), String(process.pid));
+  } catch (err) {
+    throw new Error(`needs chrt(1) (util-linux) and SCHED_FIFO: ${(err as Error).message.split("\n")[0]}`);
+  }
+  return () => void chrt("-o", "-a", "-p", "0", String(process.pid));
 }
 
 /** The host's CPU steal (share of this machine's CPU time), from /proc/stat; undefined off Linux. */

@@ -25,8 +25,10 @@
  * each round, and the median p99 of the rounds in which the host stole under
  * 1% (what the code does when the host lets it run). Row groups vary where
  * the client runs: wherever the scheduler puts it (on a 2-CPU VM often the
- * server's CPU, woken behind it), at nice -10 (root only), and apart from the
- * server (server CPU 0, client CPU 1, by taskset). The servers run in this
+ * server's CPU, woken behind it), at nice -10 (root only), apart from the
+ * server (server CPU 0, client CPU 1, by taskset), and apart with both at
+ * SCHED_FIFO (root only: nothing else on the VM can delay them, so what is
+ * left in the tail is the code and the host). The servers run in this
  * process, its heap kept as `taskwire serve` keeps its own (run.ts); a full
  * collection before each layer's round keeps one layer's garbage out of the
  * next one's window, and a column counts the collections in each window.
@@ -43,10 +45,12 @@ import { interleavedRounds, SLICE_MS } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
 import {
+  type ChildPlacement,
   type Counter,
   type CounterOptions,
   cpuTimes,
   pinSelf,
+  realtimeSelf,
   sampleRecords,
   sleep,
   startCounter,
@@ -251,12 +255,15 @@ interface Placement {
   readonly label: string;
   readonly client: CounterOptions;
   /** Where an interleaved row's server processes run. */
-  readonly server: Pick<CounterOptions, "cpu" | "nice">;
+  readonly server: ChildPlacement;
   /** Sets the bench process up; returns the undo. Throws, saying what is missing, when it cannot. */
   setup?(): () => void;
 }
 
-const PLACEMENTS: Record<"shared" | "priority" | "apart", Placement> = {
+/** The real-time placement's SCHED_FIFO priority: above every ordinary process, below the kernel's own threads. */
+const REALTIME = 10;
+
+const PLACEMENTS: Record<"shared" | "priority" | "apart" | "realtime", Placement> = {
   shared: { label: "shared: the scheduler places both", client: {}, server: {} },
   priority: {
     label: "shared, client at nice -10",
@@ -272,6 +279,23 @@ const PLACEMENTS: Record<"shared" | "priority" | "apart", Placement> = {
     client: { cpu: 1 },
     server: { cpu: 0 },
     setup: () => pinSelf(0),
+  },
+  // What the code does when nothing on the VM can delay it, only the host: a production agent may be run so (its
+  // unit's CPUSchedulingPolicy), and the ratio is then judged without the VM's own scheduling in its tail.
+  realtime: {
+    label: `apart and real-time: server CPU 0, client CPU 1, both SCHED_FIFO ${REALTIME}`,
+    client: { cpu: 1, realtime: REALTIME },
+    server: { cpu: 0, realtime: REALTIME },
+    setup: () => {
+      const unpin = pinSelf(0);
+      try {
+        const normal = realtimeSelf(REALTIME);
+        return () => (normal(), unpin());
+      } catch (err) {
+        unpin();
+        throw err;
+      }
+    },
   },
 };
 

@@ -152,4 +152,35 @@ describe("serve refuses to expose the kernel's data without authentication", () 
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/--tls-client-ca needs TLS/);
   });
+
+  it("an auth file with no tokens starts (tokens may come with SIGHUP), and says nobody can authenticate yet", async () => {
+    const empty = join(dir, "empty.json");
+    writeFileSync(empty, JSON.stringify({ principals: {}, tokens: {} }));
+    const s = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0", "--token-file", empty], root);
+    let err = "";
+    s.child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    try {
+      await eventually(() => /empty\.json holds no tokens: no caller can authenticate until one is added/.test(err));
+    } finally {
+      s.stop();
+    }
+  });
+});
+
+describe("taskwire token", () => {
+  it("refuses a principal name the auth file would refuse, before making a token", async () => {
+    for (const name of ["", "a b", 'say"hi']) {
+      const r = await run(["token", "--principal", name]);
+      expect({ name, code: r.code }).toEqual({ name, code: 2 });
+      expect(r.err).toMatch(/a principal's name needs 1-128 characters without spaces or quotes/);
+      expect(r.err).not.toMatch(/token \(/);
+    }
+  });
+
+  it("says that admin alone grants no call", async () => {
+    const alone = await run(["token", "--principal", "boss", "--roles", "admin"]);
+    expect(alone.code).toBe(0);
+    expect(alone.err).toMatch(/note: admin widens read and subscribe .* grants no call by itself/);
+    expect((await run(["token", "--principal", "boss", "--roles", "read,admin"])).err).not.toMatch(/note: admin/);
+  });
 });

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { createTaskwireClient } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { _sameKernel } from "../src/cli/run-command.ts";
 import { spawnServer } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -109,4 +110,36 @@ describe("taskwire run (real kernel)", () => {
     expect(good.code).toBe(4);
     expect(JSON.parse(readFileSync(join(dir, "report"), "utf8")).exit_code).toBe(4);
   }, 30_000);
+
+  it("--buffer past the server's --max-buffer says the queue it got", async () => {
+    const ran = await run("--buffer", "2000000", "--wait-ms", "100", "--", "true");
+    expect(ran.code).toBe(0);
+    expect(ran.err).toMatch(/taskwire: note: the server caps a queue at 1048576 events/);
+  });
+
+  it("a server that cannot see this machine's commands is a usage error before the command runs", async () => {
+    const sim = await spawnServer("node", [bin, "serve", "--source", "sim", "--port", "0"], root);
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-run-sim-"));
+    const ran = join(dir, "ran");
+    try {
+      const { code, stderr } = await promisify(execFile)("node", [bin, "run", "--url", sim.url, "--", "touch", ran], {
+        cwd: root,
+      }).then(() => ({ code: 0, stderr: "" }), (e: { code: number; stderr: string }) => e);
+      expect(code).toBe(2);
+      expect(stderr).toMatch(/^taskwire: run: the server at .* serves the simulated kernel \(--source sim\)/m);
+      expect(existsSync(ran)).toBe(false);
+      expect((await createTaskwireClient(sim.url).getInfo({})).listeners, "nothing registered").toBe(0);
+    } finally {
+      sim.stop();
+    }
+  }, 30_000);
+
+  it("a server on another kernel (another boot id) is refused; this machine's is not", () => {
+    const here = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    expect(() => _sameKernel("http://h:7878", "netlink", here)).not.toThrow();
+    expect(() => _sameKernel("http://h:7878", "netlink", "")).not.toThrow(); // a server that does not say: no check
+    expect(() => _sameKernel("http://h:7878", "netlink", "0".repeat(32), "1".repeat(32))).toThrow(
+      /^run: the server at http:\/\/h:7878 watches another kernel \(boot id 00000000…, this machine's 11111111…\)/,
+    );
+  });
 });

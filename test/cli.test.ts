@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loopbackCertificate, spawnServer } from "./helpers.ts";
+import { eventually, loopbackCertificate, spawnServer } from "./helpers.ts";
 import { netlinkMissing } from "./native.ts";
 
 const noKernel = await netlinkMissing();
@@ -185,13 +185,11 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     },
   );
 
-  it("watch and run --buffer past the server's --max-buffer say the queue they got", async () => {
+  it("watch --buffer past the server's --max-buffer says the queue it got (run: cli-run.test.ts)", async () => {
     const over = await run("watch", "--cpus", "0-7", "--count", "2", "--buffer", "2000000");
     expect(over.code).toBe(0);
     expect(over.err).toMatch(/caps a queue at 1048576 events \(its --max-buffer\); this one holds that, not 2000000/);
     expect((await run("watch", "--cpus", "0-7", "--count", "2", "--buffer", "1000")).err).not.toMatch(/caps a queue/);
-    const ran = await run("run", "--buffer", "2000000", "--wait-ms", "100", "--", "true");
-    expect(ran.err).toMatch(/taskwire: note: the server caps a queue at 1048576 events/);
   });
 
   it("watch deregisters its listener once as it ends, not twice (no NOT_FOUND for the metrics to count)", async () => {
@@ -233,6 +231,49 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
   });
 });
 
+describe("PEM files on the command line", () => {
+  it("one that is not PEM, or a key that is not the certificate's, is a usage error naming the flag, before anything starts", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-pem-"));
+    const [a, b] = [loopbackCertificate(), loopbackCertificate()];
+    const file = (name: string, text: string) => (writeFileSync(join(dir, name), text), join(dir, name));
+    const [cert, key, otherKey, junk] = [
+      file("a.pem", a.cert),
+      file("a.key", a.key),
+      file("b.key", b.key),
+      file("j", "x\n"),
+    ];
+    const port = ["--source", "sim", "--port", "0"];
+    const cases: [string[], RegExp][] = [
+      [
+        ["serve", ...port, "--tls-cert", junk, "--tls-key", key],
+        /^taskwire: --tls-cert: .*\/j is not a PEM certificate \(.*\); pass/m,
+      ],
+      [
+        ["serve", ...port, "--tls-cert", cert, "--tls-key", cert],
+        /^taskwire: --tls-key: .*\/a\.pem is not a PEM private key/m,
+      ],
+      [
+        ["serve", ...port, "--tls-cert", cert, "--tls-key", otherKey],
+        /^taskwire: --tls-key is not the private key of --tls-cert's certificate/m,
+      ],
+      [
+        ["serve", ...port, "--tls-cert", cert, "--tls-key", join(dir, "none")],
+        /^taskwire: --tls-key: cannot read .*\/none: ENOENT/m,
+      ],
+      [["info", "--ca", junk], /^taskwire: --ca: .*\/j is not a PEM certificate/m],
+      [["info", "--cert", cert, "--key", otherKey], /^taskwire: --key is not the private key of --cert's certificate/m],
+    ];
+    for (const [args, message] of cases) {
+      const r = await run(...args);
+      expect({ args: args.join(" "), code: r.code, err: r.err }).toMatchObject({
+        code: 2,
+        err: expect.stringMatching(message),
+      });
+      expect(r.err, "no OpenSSL code alone, no stack").not.toMatch(/^taskwire: error:|\n\s+at /m);
+    }
+  });
+});
+
 describe("taskwire serve: flags past what the server can honour", () => {
   it.each([
     // A lease past a timer's longest wait fired the housekeeping timer every millisecond and broke Register.
@@ -241,6 +282,11 @@ describe("taskwire serve: flags past what the server can honour", () => {
     [["--heartbeat-ms", "600001"], /--heartbeat-ms.*expected a whole number from 100 to 600000/],
     // 10^8 simulated exits a second kept the server from ever listening.
     [["--sim-exit-rate", "1e8"], /--sim-exit-rate.*expected a number from 0 to 1000000/],
+    // A budget that holds no listener started, then refused every Register and SubscribeExits.
+    [
+      ["--memory-budget", "1KiB"],
+      /--memory-budget.*1 KiB is too small to hold a listener and its batches; use at least 1MiB/,
+    ],
   ])("serve %j is a usage error naming the range", async (flag, message) => {
     const r = await run("serve", "--source", "sim", "--port", "0", ...flag);
     expect(r.code).toBe(2);
@@ -340,6 +386,26 @@ describe("taskwire watch: filters, fields, unreachable servers, EPIPE", () => {
     expect(err).not.toMatch(/EPIPE|Error|at /);
     expect((await client.getInfo({})).listeners).toBe(0); // right after exit: deregistered, not left to the lease
   });
+
+  for (const command of [["watch", "--cpus", "0-7"], ["top", "--cpus", "0-7"]]) {
+    it(
+      `${command[0]}: SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) each deregister before it exits`,
+      async () => {
+        const client = createTaskwireClient(url);
+        for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+          const child = spawn("node", [bin, ...command], { cwd: root, env: { ...process.env, TASKWIRE_URL: url } });
+          let err = "";
+          child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+          await eventually(async () => (await client.getInfo({})).listeners === 1, 10_000);
+          child.kill(signal);
+          const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+          expect({ signal, code, err: err.match(/Error|at /)?.[0] }).toEqual({ signal, code: 0, err: undefined });
+          expect((await client.getInfo({})).listeners, `after ${signal}: deregistered, not left to the lease`).toBe(0);
+        }
+      },
+      40_000,
+    );
+  }
 });
 
 describe("taskwire serve and signals", () => {

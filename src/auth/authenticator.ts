@@ -43,6 +43,8 @@ export interface Authenticator {
   authenticate(peer: Peer | undefined, authorization: string | null | undefined): Principal;
   /** Re-reads the auth file (SIGHUP). On an error the old table stays and the error is thrown. */
   reload(): void;
+  /** Bearer tokens the auth file holds now (0 without one); undefined where an authenticator does not say. */
+  readonly tokens?: number;
 }
 
 const ANY_ROLE: ReadonlySet<Role> = new Set<Role>(["read", "subscribe", "admin", "metrics"]);
@@ -66,6 +68,10 @@ class _Authenticator implements Authenticator {
 
   reload(): void {
     if (this.#options.tokenFile !== undefined) this.#table = readAuthFile(this.#options.tokenFile);
+  }
+
+  get tokens(): number {
+    return this.#table.tokens.size;
   }
 
   authenticate(peer: Peer | undefined, authorization: string | null | undefined): Principal {

@@ -91,10 +91,16 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
   return { principals, tokens };
 }
 
+/** Why `name` cannot name a principal (undefined: it can): what the auth file and `taskwire token` both refuse. */
+export function principalNameProblem(name: string): string | undefined {
+  return name === "" || name.length > 128 || /[\s"]/.test(name)
+    ? "a principal's name needs 1-128 characters without spaces or quotes"
+    : undefined;
+}
+
 function principalAt(name: string, spec: unknown, where: string): Principal {
-  if (name === "" || name.length > 128 || /[\s"]/.test(name)) {
-    fail(where, `principals.${name}`, "names need 1-128 characters without spaces or quotes");
-  }
+  const problem = principalNameProblem(name);
+  if (problem !== undefined) fail(where, `principals[${JSON.stringify(name)}]`, problem);
   const o = objectAt(spec, `${where}: principals.${name}`);
   for (const key of Object.keys(o)) {
     if (key !== "roles" && key !== "uids") {

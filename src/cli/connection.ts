@@ -3,10 +3,10 @@
  * with authentication on asks for (--token, or a client certificate), with
  * environment variables so that a token need not appear in a process list.
  */
-import { readFileSync } from "node:fs";
 import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
 import { type Command, Option } from "commander";
 import { UsageError } from "./errors.ts";
+import { checkKeyPair, type PemKind, readPem } from "./pem.ts";
 
 /** The default server. */
 export const DEFAULT_URL = "http://127.0.0.1:7878";
@@ -73,15 +73,16 @@ export function currentUrl(): string | undefined {
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
   _url = c.url;
-  const read = (file: string | undefined, what: string) => {
-    if (file === undefined) return undefined;
-    try {
-      return readFileSync(file, "utf8");
-    } catch (err) {
-      throw new UsageError(`cannot read the ${what} ${file}: ${(err as Error).message}`);
-    }
+  const read = (file: string | undefined, flag: string, kind: PemKind) =>
+    file === undefined ? undefined : readPem(file, flag, kind);
+  const tls = {
+    ca: read(c.ca, "--ca", "certificate"),
+    cert: read(c.cert, "--cert", "certificate"),
+    key: read(c.key, "--key", "key"),
   };
-  const tls = { ca: read(c.ca, "CA file"), cert: read(c.cert, "client certificate"), key: read(c.key, "client key") };
+  if (tls.cert !== undefined && tls.key !== undefined) {
+    checkKeyPair(tls.cert, tls.key, { cert: "--cert", key: "--key" });
+  }
   const defined = Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
   try {
     return createTaskwireClient(c.url, {

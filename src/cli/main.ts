@@ -60,7 +60,22 @@ function memoryBudgetOption(): Option {
   return new Option(
     "--memory-budget <bytes>",
     "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), and a principal under its fair share (seven eighths over the principals) takes room from those holding most over theirs, who drop their oldest exits: principals whose streams never read, alone or together, cannot starve one that keeps up (a principal alone can use seven eighths). Past it, streams of principals over their fair share that hold a batch their clients have not taken for --lease-ms are dropped",
-  ).argParser(cliArg(parseBytes)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
+  ).argParser(cliArg(memoryBudget)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
+}
+
+/** The least --memory-budget taken: below it a server refuses every listener (one takes tens of KiB to hold). */
+const MIN_MEMORY_BUDGET = 1024 * 1024;
+
+function memoryBudget(text: string): number {
+  const bytes = parseBytes(text);
+  if (bytes < MIN_MEMORY_BUDGET) {
+    throw new RangeError(
+      `${
+        formatBytes(bytes)
+      } is too small to hold a listener and its batches; use at least 1MiB (the default fits this machine)`,
+    );
+  }
+  return bytes;
 }
 
 // Names a client command's server is often guessed as. commander suggests only near spellings of a real option,

@@ -56,3 +56,17 @@ export function drained(): Promise<void> {
     process.stdout.write("", () => resolve());
   });
 }
+
+/**
+ * Calls `stop` on SIGINT (Ctrl-C), SIGTERM (kill) and SIGHUP (the terminal or
+ * ssh session closed): each lets a long-running command deregister its
+ * listener before it exits, where the signal's default would end it at once
+ * and leave the listener to its lease. Returns what removes the handlers.
+ */
+export function stopOnSignals(stop: () => void): () => void {
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  for (const s of signals) process.once(s, stop);
+  return () => {
+    for (const s of signals) process.off(s, stop);
+  };
+}

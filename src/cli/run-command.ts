@@ -6,7 +6,7 @@
  * exit status (128 + signal when a signal killed it, like a shell).
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { describeExit, exitEventToJson, messageToJson, TaskStatsSchema } from "@taskwire/client";
 import type { Command } from "commander";
@@ -31,7 +31,7 @@ export interface RunFlags {
 export function addRunCommand(program: Command): Command {
   const run = program.command("run")
     .description(
-      "run a command and print its full accounting when it exits (like getdelays -c): CPU, delays by class with average and max, I/O, memory, context switches; exits with the command's status",
+      "run a command on this machine and print its full accounting when it exits (like getdelays -c): CPU, delays by class with average and max, I/O, memory, context switches; exits with the command's status. The server must watch this machine's kernel (--source netlink here)",
     )
     .argument("<command...>", "the command and its arguments, after -- (taskwire run -- make -j4)")
     .option("--json", "print the report as JSON (see README: JSON output)")
@@ -84,6 +84,7 @@ export async function runCommand(flags: RunFlags): Promise<never> {
 async function _run(flags: RunFlags, output: number | undefined): Promise<never> {
   const client = clientFor(flags.conn);
   const info = await client.getInfo({});
+  _sameKernel(flags.conn.url, info.source, info.host?.bootId ?? "");
   const { listenerId, buffer } = await client.register({ cpumask: info.possibleCpus, buffer: flags.buffer ?? 0 });
   const note = bufferCapNote(flags.buffer ?? 0, buffer);
   if (note !== undefined) console.error(`taskwire: ${note}`);
@@ -102,6 +103,37 @@ async function _run(flags: RunFlags, output: number | undefined): Promise<never>
   } finally {
     ctl.abort();
     await client.deregister({ listenerId, cpumask: "all" }).catch(() => {});
+  }
+}
+
+/**
+ * The command runs here, so its exit records go to this machine's kernel: a
+ * server on the simulated kernel, or on another kernel (its boot id differs;
+ * a container shares its host's), would never send them, and the run would
+ * end in "no exit record of the command arrived". Refused before anything
+ * is registered or spawned.
+ */
+export function _sameKernel(url: string, source: string, bootId: string, localBootId = _localBootId()): void {
+  if (source === "sim") {
+    throw new UsageError(
+      `run: the server at ${url} serves the simulated kernel (--source sim), which never sees this machine's commands; run it against a taskwire server with --source netlink on this machine`,
+    );
+  }
+  if (bootId !== "" && localBootId !== undefined && bootId !== localBootId) {
+    throw new UsageError(
+      `run: the server at ${url} watches another kernel (boot id ${bootId.slice(0, 8)}…, this machine's ${
+        localBootId.slice(0, 8)
+      }…), and the command runs on this machine; point --url at a taskwire server on this machine`,
+    );
+  }
+}
+
+// This machine's boot id (Linux); undefined where it cannot be read (then no check).
+function _localBootId(): string | undefined {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return undefined;
   }
 }
 

@@ -7,7 +7,7 @@ import { DEFAULT_ADMISSION } from "../core/admission.ts";
 import { type Role, ROLES } from "../core/principal.ts";
 import { DEFAULT_LIMITS } from "../core/registry.ts";
 import { allowedHostProblem, isLoopbackAddress } from "../auth/hosts.ts";
-import { hashToken, newToken } from "../auth/tokens.ts";
+import { hashToken, newToken, principalNameProblem } from "../auth/tokens.ts";
 import { UsageError } from "./errors.ts";
 
 /** The parsed flags. */
@@ -31,6 +31,12 @@ function roles(value: string): Role[] {
   const bad = list.filter((r) => !ROLES.includes(r as Role));
   if (bad.length > 0 || list.length === 0) throw new InvalidArgumentError(`expected roles from ${ROLES.join(", ")}`);
   return list as Role[];
+}
+
+function principalName(value: string): string {
+  const problem = principalNameProblem(value);
+  if (problem !== undefined) throw new InvalidArgumentError(problem);
+  return value;
 }
 
 const list = (value: string): string[] => value.split(",").map((x) => x.trim()).filter(Boolean);
@@ -116,7 +122,7 @@ export function addTokenCommand(program: Command): void {
     .description(
       "make a bearer token for a principal (on stderr) and print the auth file entry for it on stdout (the file stores only the hash)",
     )
-    .requiredOption("--principal <name>", "the principal the token authenticates as")
+    .requiredOption("--principal <name>", "the principal the token authenticates as", principalName)
     .addOption(
       new Option("--roles <roles>", "its roles, if it is a new principal").argParser(roles).default([
         "read",
@@ -124,6 +130,11 @@ export function addTokenCommand(program: Command): void {
       ], "read,subscribe"),
     )
     .action((o: { principal: string; roles: Role[] }) => {
+      if (o.roles.includes("admin") && !o.roles.includes("read") && !o.roles.includes("subscribe")) {
+        console.error(
+          "note: admin widens read and subscribe to every principal's listeners and grants no call by itself; give it with them (--roles read,subscribe,admin)",
+        );
+      }
       const token = newToken();
       const entry = {
         principals: { [o.principal]: { roles: o.roles } },

@@ -1,6 +1,6 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
-import { readFileSync } from "node:fs";
 import { UsageError } from "./errors.ts";
+import { checkKeyPair, readPem } from "./pem.ts";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { DEFAULT_HEAP_HEADROOM_BYTES, keepHeapHeadroom, listen, runtimeLabel } from "../runtime/listen.ts";
 import type { TransportLimits } from "../runtime/node.ts";
@@ -101,15 +101,12 @@ function readTls(flags: ServeFlags): { cert: string; key: string; clientCa?: str
   if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
     throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
   }
-  const read = (file: string, what: string) => {
-    try {
-      return readFileSync(file, "utf8");
-    } catch (err) {
-      throw new UsageError(`cannot read the TLS ${what} ${file}: ${(err as Error).message}`);
-    }
-  };
-  const clientCa = flags.auth.tlsClientCa === undefined ? undefined : read(flags.auth.tlsClientCa, "client CA");
-  return { cert: read(flags.tlsCert, "certificate"), key: read(flags.tlsKey, "key"), ...(clientCa && { clientCa }) };
+  const cert = readPem(flags.tlsCert, "--tls-cert", "certificate");
+  const key = readPem(flags.tlsKey, "--tls-key", "key");
+  checkKeyPair(cert, key, { cert: "--tls-cert", key: "--tls-key" });
+  const ca = flags.auth.tlsClientCa;
+  const clientCa = ca === undefined ? undefined : readPem(ca, "--tls-client-ca", "certificate");
+  return { cert, key, ...(clientCa && { clientCa }) };
 }
 
 function authenticatorFor(auth: AuthFlags): Authenticator {
@@ -127,18 +124,32 @@ function authenticatorFor(auth: AuthFlags): Authenticator {
 // SIGHUP re-reads the auth file; a bad file keeps the tokens in force and says why. It is handled even
 // with no file: a service manager's reload (systemctl reload) must not kill the server, which is what
 // SIGHUP's default action does.
-function reloadOnHangup(authenticator: Authenticator, file: string | undefined, logger: Logger): () => void {
+function reloadOnHangup(authenticator: Authenticator, auth: AuthFlags, logger: Logger): () => void {
+  const file = auth.tokenFile;
   const onHup = () => {
     if (file === undefined) return logText(logger, "info", "SIGHUP: nothing to reload (no --token-file)");
     try {
       authenticator.reload();
       logText(logger, "info", `SIGHUP: reloaded ${file}`);
+      warnIfNoTokens(authenticator, auth, logger);
     } catch (err) {
       logText(logger, "warning", `SIGHUP: kept the previous tokens: ${(err as Error).message}`);
     }
   };
   process.on("SIGHUP", onHup);
   return () => process.off("SIGHUP", onHup);
+}
+
+// An auth file without tokens (and no client certificates) admits nobody: legal (tokens can be added and the
+// server sent SIGHUP), but more often a mistake, so it is said.
+function warnIfNoTokens(authenticator: Authenticator, auth: AuthFlags, logger: Logger): void {
+  const file = auth.tokenFile;
+  if (file === undefined || authenticator.tokens !== 0 || auth.tlsClientCa !== undefined) return;
+  logText(
+    logger,
+    "warning",
+    `${file} holds no tokens: no caller can authenticate until one is added (taskwire token --principal NAME) and the server is sent SIGHUP`,
+  );
 }
 
 function describeAuth(auth: AuthFlags): string {
@@ -191,7 +202,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   const headroom = flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES;
   const heap = await keepHeapHeadroom(headroom);
   // From the start, not once serving: a reload that comes early must not kill the server either.
-  const stopReloading = reloadOnHangup(authenticator, flags.auth.tokenFile, logger);
+  const stopReloading = reloadOnHangup(authenticator, flags.auth, logger);
   if (flags.enableDelayacct && flags.source === "sim") {
     throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
   }
@@ -286,6 +297,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     : mallocPagesLine(process.env["GLIBC_TUNABLES"], thpMode(), { glibc: glibcVersion() });
   if (malloc !== undefined) logText(logger, "info", malloc);
   logText(logger, "info", describeAuth(flags.auth));
+  warnIfNoTokens(authenticator, flags.auth, logger);
   if (info.source === "sim") logText(logger, "info", "data is SIMULATED (--source sim); GetInfo reports source=sim");
   else if (!info.delayacct && !flags.enableDelayacct) {
     logText(

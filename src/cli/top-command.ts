@@ -6,7 +6,7 @@ import { type EventInputOptions, openEventInput } from "./event-input.ts";
 import { bytes } from "./format.ts";
 import type { FleetFlags } from "./fleet-input.ts";
 import { filterFrom, filterOptions, fleetFrom, fleetOptions, intArg } from "./options.ts";
-import { createOutput, drained, type Output } from "./output.ts";
+import { createOutput, drained, type Output, stopOnSignals } from "./output.ts";
 import {
   createTopAggregator,
   GROUP_BYS,
@@ -86,7 +86,7 @@ export async function topCommand(flags: TopFlags): Promise<void> {
   const cpus = flags.cpus ?? info.possibleCpus;
   const ctl = new AbortController();
   const stop = () => ctl.abort();
-  process.once("SIGINT", stop).once("SIGTERM", stop); // both deregister before exiting
+  const unhandle = stopOnSignals(stop); // each deregisters before exiting
   const out = createOutput(stop);
   const agg = createTopAggregator({ ...flags, startMs: Date.now(), perHost: flags.fleet !== undefined });
   let host = flags.fleet === undefined ? "" : `fleet ${flags.fleet.hosts ?? "*"} via NATS`;
@@ -108,7 +108,7 @@ export async function topCommand(flags: TopFlags): Promise<void> {
   } catch (err) {
     if (!ctl.signal.aborted) throw err;
   } finally {
-    process.off("SIGINT", stop).off("SIGTERM", stop);
+    unhandle();
     ctl.abort();
     await pump.catch(() => {});
     await input.release();

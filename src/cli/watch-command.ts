@@ -6,7 +6,7 @@ import { addConnectionOptions, type Connection, connectionFrom } from "./connect
 import { UsageError } from "./errors.ts";
 import { type EventInput, type EventInputOptions, openEventInput } from "./event-input.ts";
 import { formatEvent } from "./format.ts";
-import { createOutput, drained, type Output } from "./output.ts";
+import { createOutput, drained, type Output, stopOnSignals } from "./output.ts";
 import type { FleetFlags } from "./fleet-input.ts";
 import { filterFrom, filterOptions, fleetFrom, fleetOptions, intArg } from "./options.ts";
 
@@ -81,7 +81,7 @@ export function addWatchCommand(program: Command): Command {
 export async function watchCommand(flags: WatchFlags): Promise<void> {
   const ctl = new AbortController();
   const stop = () => ctl.abort();
-  process.once("SIGINT", stop).once("SIGTERM", stop); // both deregister before exiting
+  const unhandle = stopOnSignals(stop); // each deregisters before exiting
   const out = createOutput(stop);
   const input = openEventInput({
     conn: flags.conn,
@@ -103,7 +103,7 @@ export async function watchCommand(flags: WatchFlags): Promise<void> {
   try {
     await _print(input, flags, out, ctl.signal);
   } finally {
-    process.off("SIGINT", stop).off("SIGTERM", stop);
+    unhandle();
     ctl.abort();
     await input.release();
     await drained();
