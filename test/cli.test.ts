@@ -4,6 +4,8 @@ import { createTaskwireClient } from "@taskwire/client";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer as createHttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, loopbackCertificate, spawnServer } from "./helpers.ts";
@@ -423,6 +425,28 @@ describe("taskwire serve and signals", () => {
       expect(r.stdout).toMatch(/^source\s+sim$/m);
     } finally {
       s.stop();
+    }
+  });
+});
+
+describe("another service at the URL", () => {
+  it("each command says a bare HTTP status came back where a taskwire server answers, and what to check", async () => {
+    const other = createHttpServer((req, res) => {
+      req.resume();
+      res.writeHead(req.method === "POST" ? 501 : 404).end("<html>not here</html>");
+    });
+    await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));
+    const at = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    try {
+      for (const args of [["info"], ["get", "pid", "1"], ["watch", "--cpus", "0", "--count", "1"]]) {
+        const r = await run(...args, "--url", at);
+        expect({ args: args[0], code: r.code }).toEqual({ args: args[0], code: 1 });
+        expect(r.err).toMatch(
+          /^taskwire: (http:\/\/127\.0\.0\.1:\d+ answered HTTP 501, not as a taskwire server answers|cannot reach a taskwire server at .*HTTP 501); is `taskwire serve` running there/m,
+        );
+      }
+    } finally {
+      other.close();
     }
   });
 });

@@ -66,6 +66,13 @@ export function describeError(err: unknown, url: string | undefined): string {
       }: it does not answer to this host name (its Host check); use an address or name the server answers to (127.0.0.1 locally, its hostname or address remotely), or have its operator add --allowed-host`,
     );
   }
+  const status = err instanceof ConnectError ? /^HTTP (\d{3})$/.exec(err.rawMessage)?.[1] : undefined;
+  if (status !== undefined) {
+    // A bare HTTP status where a taskwire server answers with an RPC status: something else answered.
+    return escapeControls(
+      `${url ?? "the server"} answered HTTP ${status}, not as a taskwire server answers; is \`taskwire serve\` running there (not another service or a proxy's error page)? Point at it with --url or TASKWIRE_URL`,
+    );
+  }
   if (err instanceof ConnectError) return escapeControls(`${Code[err.code]}: ${err.rawMessage}`);
   return escapeControls(err instanceof Error ? err.message : String(err));
 }
