@@ -70,7 +70,9 @@ export function describeError(err: unknown, url: string | undefined): string {
   if (status !== undefined) {
     // A bare HTTP status where a taskwire server answers with an RPC status: something else answered.
     return escapeControls(
-      `${url ?? "the server"} answered HTTP ${status}, not as a taskwire server answers; is \`taskwire serve\` running there (not another service or a proxy's error page)? Point at it with --url or TASKWIRE_URL`,
+      `${
+        url ?? "the server"
+      } answered HTTP ${status}, not as a taskwire server answers; is \`taskwire serve\` running there (not another service or a proxy's error page)? Point at it with --url or TASKWIRE_URL`,
     );
   }
   if (err instanceof ConnectError) return escapeControls(`${Code[err.code]}: ${err.rawMessage}`);
