@@ -1,5 +1,5 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { createTaskwireClient } from "@taskwire/client";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -244,6 +244,8 @@ describe("PEM files on the command line", () => {
       file("b.key", b.key),
       file("j", "x\n"),
     ];
+    const encrypted = join(dir, "e.key");
+    execFileSync("openssl", ["pkcs8", "-topk8", "-v2", "aes256", "-passout", "pass:x", "-in", key, "-out", encrypted]);
     const port = ["--source", "sim", "--port", "0"];
     const cases: [string[], RegExp][] = [
       [
@@ -263,6 +265,10 @@ describe("PEM files on the command line", () => {
         /^taskwire: --tls-key: cannot read .*\/none: ENOENT/m,
       ],
       [["info", "--ca", junk], /^taskwire: --ca: .*\/j is not a PEM certificate/m],
+      [
+        ["info", "--cert", cert, "--key", encrypted],
+        /^taskwire: --key: .*\/e\.key is an encrypted key; taskwire takes no passphrase/m,
+      ],
       [["info", "--cert", cert, "--key", otherKey], /^taskwire: --key is not the private key of --cert's certificate/m],
     ];
     for (const [args, message] of cases) {

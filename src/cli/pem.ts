@@ -21,6 +21,11 @@ export function readPem(file: string, flag: string, kind: PemKind): string {
   } catch (err) {
     throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
   }
+  if (kind === "key" && /-----BEGIN (ENCRYPTED|.* ENCRYPTED)|Proc-Type: 4,ENCRYPTED/.test(text)) {
+    throw new UsageError(
+      `${flag}: ${file} is an encrypted key; taskwire takes no passphrase: pass it decrypted (openssl pkey -in KEY -out KEY.plain)`,
+    );
+  }
   try {
     parse(text, kind);
   } catch (err) {
