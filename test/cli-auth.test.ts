@@ -169,10 +169,10 @@ describe("serve refuses to expose the kernel's data without authentication", () 
 
 describe("taskwire token", () => {
   it("refuses a principal name the auth file would refuse, before making a token", async () => {
-    for (const name of ["", "a b", 'say"hi']) {
+    for (const name of ["", "a b", 'say"hi', "bell\u0007", "x".repeat(129)]) {
       const r = await run(["token", "--principal", name]);
       expect({ name, code: r.code }).toEqual({ name, code: 2 });
-      expect(r.err).toMatch(/a principal's name needs 1-128 characters without spaces or quotes/);
+      expect(r.err).toMatch(/a principal's name needs 1-128 characters without spaces, quotes or control characters/);
       expect(r.err).not.toMatch(/token \(/);
     }
   });
@@ -180,7 +180,7 @@ describe("taskwire token", () => {
   it("says that admin alone grants no call", async () => {
     const alone = await run(["token", "--principal", "boss", "--roles", "admin"]);
     expect(alone.code).toBe(0);
-    expect(alone.err).toMatch(/note: admin widens read and subscribe .* grants no call by itself/);
+    expect(alone.err).toMatch(/taskwire: note: admin widens read and subscribe .* grants no call by itself/);
     expect((await run(["token", "--principal", "boss", "--roles", "read,admin"])).err).not.toMatch(/note: admin/);
   });
 });

@@ -126,7 +126,9 @@ describe("taskwire run (real kernel)", () => {
         cwd: root,
       }).then(() => ({ code: 0, stderr: "" }), (e: { code: number; stderr: string }) => e);
       expect(code).toBe(2);
-      expect(stderr).toMatch(/^taskwire: run: the server at .* serves the simulated kernel \(--source sim\)/m);
+      expect(stderr).toMatch(
+        /^taskwire: run: the server at .* serves the simulated kernel \(--source sim\).*; the command was not run: point --url/m,
+      );
       expect(existsSync(ran)).toBe(false);
       expect((await createTaskwireClient(sim.url).getInfo({})).listeners, "nothing registered").toBe(0);
     } finally {

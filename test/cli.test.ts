@@ -244,17 +244,29 @@ describe("PEM files on the command line", () => {
       file("b.key", b.key),
       file("j", "x\n"),
     ];
+    const middle = b.cert.replace(/(-----BEGIN CERTIFICATE-----\n)(.{10})/, "$1!!!!!!!!!!");
+    const brokenBundle = file("bundle.pem", a.cert + middle + b.cert);
     const encrypted = join(dir, "e.key");
     execFileSync("openssl", ["pkcs8", "-topk8", "-v2", "aes256", "-passout", "pass:x", "-in", key, "-out", encrypted]);
     const port = ["--source", "sim", "--port", "0"];
     const cases: [string[], RegExp][] = [
       [
         ["serve", ...port, "--tls-cert", junk, "--tls-key", key],
-        /^taskwire: --tls-cert: .*\/j is not a PEM certificate \(.*\); pass/m,
+        /^taskwire: --tls-cert: .*\/j is not a PEM certificate: pass the certificate file in PEM form/m,
       ],
       [
         ["serve", ...port, "--tls-cert", cert, "--tls-key", cert],
-        /^taskwire: --tls-key: .*\/a\.pem is not a PEM private key/m,
+        /^taskwire: --tls-key: .*\/a\.pem holds a certificate, not a private key: are the certificate and the key swapped\?/m,
+      ],
+      [
+        ["serve", ...port, "--tls-cert", key, "--tls-key", cert],
+        /^taskwire: --tls-cert: .*\/a\.key holds a private key, not a certificate: are the certificate and the key swapped\?/m,
+      ],
+      [["serve", ...port, "--tls-cert", "", "--tls-key", key], /^taskwire: --tls-cert is empty: name a PEM file/m],
+      // A CA bundle whose middle block is broken: the CAs after it would be dropped without a word.
+      [
+        ["info", "--ca", brokenBundle],
+        /^taskwire: --ca: .*\/bundle\.pem has a certificate that does not parse \(block 2 of 3/m,
       ],
       [
         ["serve", ...port, "--tls-cert", cert, "--tls-key", otherKey],
@@ -293,7 +305,11 @@ describe("taskwire serve: flags past what the server can honour", () => {
     // A budget that holds no listener started, then refused every Register and SubscribeExits.
     [
       ["--memory-budget", "1KiB"],
-      /--memory-budget.*1 KiB is too small to hold a listener and its batches; use at least 1MiB/,
+      /--memory-budget.*1024 bytes is too small to hold a listener and its batches; use at least 1MiB/,
+    ],
+    [
+      ["--memory-budget", "1MiB", "--memory-budget-per-principal", "1%"],
+      /--memory-budget-per-principal gives a principal 10485 bytes of the 1 MiB budget, too few to hold a listener; give it at least 256KiB/,
     ],
   ])("serve %j is a usage error naming the range", async (flag, message) => {
     const r = await run("serve", "--source", "sim", "--port", "0", ...flag);
@@ -451,6 +467,20 @@ describe("another service at the URL", () => {
           /^taskwire: (http:\/\/127\.0\.0\.1:\d+ answered HTTP 501, not as a taskwire server answers|cannot reach a taskwire server at .*HTTP 501); is `taskwire serve` running there/m,
         );
       }
+    } finally {
+      other.close();
+    }
+  });
+
+  it("a bare 404 (what a taskwire server answers for a method it lacks) names an older server too", async () => {
+    const other = createHttpServer((req, res) => (req.resume(), res.writeHead(404).end()));
+    await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));
+    try {
+      const r = await run("info", "--url", `http://127.0.0.1:${(other.address() as AddressInfo).port}`);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(
+        /answered HTTP 404 to this call: a taskwire server older than this client .* or another service/,
+      );
     } finally {
       other.close();
     }

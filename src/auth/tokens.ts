@@ -93,8 +93,9 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
 
 /** Why `name` cannot name a principal (undefined: it can): what the auth file and `taskwire token` both refuse. */
 export function principalNameProblem(name: string): string | undefined {
-  return name === "" || name.length > 128 || /[\s"]/.test(name)
-    ? "a principal's name needs 1-128 characters without spaces or quotes"
+  // Control characters too: a name is written into log lines (audit, access) and would forge or garble them.
+  return name === "" || name.length > 128 || /[\s"\p{Cc}]/u.test(name)
+    ? "a principal's name needs 1-128 characters without spaces, quotes or control characters"
     : undefined;
 }
 

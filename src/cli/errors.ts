@@ -67,6 +67,14 @@ export function describeError(err: unknown, url: string | undefined): string {
     );
   }
   const status = err instanceof ConnectError ? /^HTTP (\d{3})$/.exec(err.rawMessage)?.[1] : undefined;
+  if (status === "404") {
+    // A taskwire server answers a bare 404 to a method it does not have: an older server, or another service.
+    return escapeControls(
+      `${
+        url ?? "the server"
+      } answered HTTP 404 to this call: a taskwire server older than this client (without the method; \`taskwire info\` shows its version), or another service at that URL; point --url at a current taskwire server`,
+    );
+  }
   if (status !== undefined) {
     // A bare HTTP status where a taskwire server answers with an RPC status: something else answered.
     return escapeControls(

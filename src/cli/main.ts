@@ -59,7 +59,7 @@ function memoryBudgetOption(): Option {
   const d = defaultMemoryBudget();
   return new Option(
     "--memory-budget <bytes>",
-    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), and a principal under its fair share (seven eighths over the principals) takes room from those holding most over theirs, who drop their oldest exits: principals whose streams never read, alone or together, cannot starve one that keeps up (a principal alone can use seven eighths). Past it, streams of principals over their fair share that hold a batch their clients have not taken for --lease-ms are dropped",
+    "bytes everything held per client may take (queued and retained events, in-flight batches, listeners), e.g. 512MiB, at least 1MiB; past it exits are dropped with loss markers and new listeners are refused. Its last eighth is kept for principals holding less than their slice of it (that eighth over the principals holding any), and a principal under its fair share (seven eighths over the principals) takes room from those holding most over theirs, who drop their oldest exits: principals whose streams never read, alone or together, cannot starve one that keeps up (a principal alone can use seven eighths). Past it, streams of principals over their fair share that hold a batch their clients have not taken for --lease-ms are dropped",
   ).argParser(cliArg(memoryBudget)).default(d.bytes, `${formatBytes(d.bytes)}: ${d.why}`);
 }
 
@@ -70,12 +70,26 @@ function memoryBudget(text: string): number {
   const bytes = parseBytes(text);
   if (bytes < MIN_MEMORY_BUDGET) {
     throw new RangeError(
-      `${
-        formatBytes(bytes)
-      } is too small to hold a listener and its batches; use at least 1MiB (the default fits this machine)`,
+      `${bytes} bytes is too small to hold a listener and its batches; use at least 1MiB (the default fits this machine)`,
     );
   }
   return bytes;
+}
+
+/** The least one principal may be given of the budget: a listener with a few batches (the same reasoning). */
+const MIN_PRINCIPAL_SHARE = 256 * 1024;
+
+// --memory-budget-per-principal as bytes of the budget: a share too small to hold one listener made every principal's
+// Register and SubscribeExits fail, as a too-small budget did.
+function checkPrincipalShare(budget: number, share: Share): void {
+  const bytes = typeof share === "number" ? share : Math.floor(share.fraction * budget);
+  if (bytes < MIN_PRINCIPAL_SHARE) {
+    throw new UsageError(
+      `--memory-budget-per-principal gives a principal ${bytes} bytes of the ${
+        formatBytes(budget)
+      } budget, too few to hold a listener; give it at least 256KiB`,
+    );
+  }
 }
 
 // Names a client command's server is often guessed as. commander suggests only near spellings of a real option,
@@ -314,6 +328,7 @@ function buildProgram(): Command {
     if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
       throw new UsageError("--default-buffer must not exceed --max-buffer");
     }
+    checkPrincipalShare(flags.memoryBudget, flags.memoryBudgetPerPrincipal);
     if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
       throw new UsageError("--header-timeout-ms must not exceed --request-timeout-ms: headers are part of the request");
     }

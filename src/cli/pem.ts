@@ -6,7 +6,7 @@
  * surface as OpenSSL's own words ("PEM routines::no start line") at the
  * first connection, or as an unexplained refusal of the server's certificate.
  */
-import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { UsageError } from "./errors.ts";
 
@@ -15,26 +15,54 @@ export type PemKind = "certificate" | "key";
 
 /** A PEM file's text, read and parsed as `kind`; `flag` names it in the error. */
 export function readPem(file: string, flag: string, kind: PemKind): string {
+  if (file === "") throw new UsageError(`${flag} is empty: name a PEM file`);
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
     throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
   }
-  if (kind === "key" && /-----BEGIN (ENCRYPTED|.* ENCRYPTED)|Proc-Type: 4,ENCRYPTED/.test(text)) {
-    throw new UsageError(
-      `${flag}: ${file} is an encrypted key; taskwire takes no passphrase: pass it decrypted (openssl pkey -in KEY -out KEY.plain)`,
-    );
+  const problem = kind === "key" ? keyProblem(text) : certificateProblem(text);
+  if (problem !== undefined) throw new UsageError(`${flag}: ${file} ${problem}`);
+  return text;
+}
+
+const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;
+
+// Every certificate block is parsed (a CA bundle's too: a broken block would silently drop the CAs after it).
+function certificateProblem(text: string): string | undefined {
+  const blocks = text.match(CERTIFICATE_BLOCK) ?? [];
+  if (blocks.length === 0) {
+    return /PRIVATE KEY-----/.test(text)
+      ? "holds a private key, not a certificate: are the certificate and the key swapped?"
+      : "is not a PEM certificate: pass the certificate file in PEM form (-----BEGIN CERTIFICATE-----)";
+  }
+  const opened = text.match(/-----BEGIN CERTIFICATE-----/g)!.length;
+  if (opened > blocks.length) {
+    return `has a certificate block without its END line (${opened} begun, ${blocks.length} whole)`;
+  }
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      return `has a certificate that does not parse (block ${i + 1} of ${blocks.length}: ${oneLine(err)})`;
+    }
+  }
+  return undefined;
+}
+
+function keyProblem(text: string): string | undefined {
+  if (/-----BEGIN (ENCRYPTED|.* ENCRYPTED)|Proc-Type: 4,ENCRYPTED/.test(text)) {
+    return "is an encrypted key; taskwire takes no passphrase: pass it decrypted (openssl pkey -in KEY -out KEY.plain)";
   }
   try {
-    parse(text, kind);
+    createPrivateKey(text);
+    return undefined;
   } catch (err) {
-    throw new UsageError(
-      `${flag}: ${file} is not a PEM ${kind === "key" ? "private key" : "certificate"} (${oneLine(err)}); ` +
-        `pass the ${kind === "key" ? "key" : "certificate"} file in PEM form (-----BEGIN ...)`,
-    );
+    return /-----BEGIN CERTIFICATE-----/.test(text) && !/PRIVATE KEY-----/.test(text)
+      ? "holds a certificate, not a private key: are the certificate and the key swapped?"
+      : `is not a PEM private key (${oneLine(err)}): pass the key file in PEM form (-----BEGIN PRIVATE KEY-----)`;
   }
-  return text;
 }
 
 /** Checks that `key` is the private key of `cert` (both already read with readPem). */
@@ -44,13 +72,9 @@ export function checkKeyPair(cert: string, key: string, flags: { cert: string; k
   if (typeof x509.checkPrivateKey !== "function") return;
   if (!x509.checkPrivateKey(createPrivateKey(key))) {
     throw new UsageError(
-      `${flags.key} is not the private key of ${flags.cert}'s certificate: pass the key it was made with`,
+      `${flags.key} is not the private key of ${flags.cert}'s certificate: pass the key it was made with (the file's first certificate must be its own, before any chain)`,
     );
   }
-}
-
-function parse(text: string, kind: PemKind): X509Certificate | KeyObject {
-  return kind === "key" ? createPrivateKey(text) : new X509Certificate(text);
 }
 
 function oneLine(err: unknown): string {

@@ -116,14 +116,14 @@ async function _run(flags: RunFlags, output: number | undefined): Promise<never>
 export function _sameKernel(url: string, source: string, bootId: string, localBootId = _localBootId()): void {
   if (source === "sim") {
     throw new UsageError(
-      `run: the server at ${url} serves the simulated kernel (--source sim), which never sees this machine's commands; run it against a taskwire server with --source netlink on this machine`,
+      `run: the server at ${url} serves the simulated kernel (--source sim), which never sees this machine's commands; the command was not run: point --url at a taskwire server with --source netlink on this machine`,
     );
   }
   if (bootId !== "" && localBootId !== undefined && bootId !== localBootId) {
     throw new UsageError(
       `run: the server at ${url} watches another kernel (boot id ${bootId.slice(0, 8)}…, this machine's ${
         localBootId.slice(0, 8)
-      }…), and the command runs on this machine; point --url at a taskwire server on this machine`,
+      }…), and the command would run on this machine; it was not run: point --url at a taskwire server on this machine`,
     );
   }
 }

@@ -132,7 +132,7 @@ export function addTokenCommand(program: Command): void {
     .action((o: { principal: string; roles: Role[] }) => {
       if (o.roles.includes("admin") && !o.roles.includes("read") && !o.roles.includes("subscribe")) {
         console.error(
-          "note: admin widens read and subscribe to every principal's listeners and grants no call by itself; give it with them (--roles read,subscribe,admin)",
+          "taskwire: note: admin widens read and subscribe to every principal's listeners and grants no call by itself; give it with them (--roles read,subscribe,admin)",
         );
       }
       const token = newToken();
