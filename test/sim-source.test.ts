@@ -117,6 +117,11 @@ describe("sim kernel", () => {
     const sum = threads.reduce((a, p) => a + k.getPid(p)!.cpuDelayTotal!, 0n);
     expect(group.cpuDelayTotal).toBe(sum);
     expect(group.nvcsw).toBe(threads.reduce((a, p) => a + k.getPid(p)!.nvcsw!, 0n));
+    // fill_stats_for_tgid() adds each live thread's elapsed and CPU times too; exited threads' are not kept.
+    for (const f of ["acEtime", "acUtime", "acStime"] as const) {
+      expect(group[f], f).toBe(threads.reduce((a, p) => a + k.getPid(p)![f]!, 0n));
+    }
+    expect(group.acPid, "a field the kernel does not sum is 0, not absent").toBe(0);
     const before = k.getPid(threads[0]!)!;
     k.advanceTo(5e9);
     const after = k.getPid(threads[0]!);
