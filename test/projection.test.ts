@@ -84,8 +84,11 @@ describe("field masks", () => {
       Object.keys(s).filter((k) => !k.startsWith("$") && (s as Record<string, unknown>)[k] !== undefined).sort();
     for (const x of exits) {
       expect(keys(x.pidStats!)).toEqual(["acComm", "acExitcode", "cpuDelayTotal"]);
-      // A tgid record holds only the kernel's summed fields, so of the mask only cpu_delay_total is in it.
-      if (x.tgidStats) expect(keys(x.tgidStats)).toEqual(["cpuDelayTotal"]);
+      // A tgid record is the kernel's zeroed struct with its summed fields: of the mask, comm blank and exit code 0.
+      if (x.tgidStats) {
+        expect(keys(x.tgidStats)).toEqual(["acComm", "acExitcode", "cpuDelayTotal"]);
+        expect(x.tgidStats).toMatchObject({ acComm: "", acExitcode: 0 });
+      }
     }
     expect(exits.some((x) => x.tgidStats !== undefined)).toBe(true);
   });

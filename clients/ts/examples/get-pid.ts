@@ -35,7 +35,8 @@ const ms = (value: bigint | undefined, perMs: number) => `${(Number(value ?? 0n)
 
 function line(id: number, s: TaskStatsRecord): string {
   return [
-    `${values.tgid ? "tgid" : "pid"} ${id} ${s.acComm ?? "?"}`,
+    // A group record's comm is blank: the kernel fills only its summed fields.
+    `${values.tgid ? "tgid" : "pid"} ${id} ${s.acComm || "-"}`,
     `user ${ms(s.acUtime, 1e3)}`,
     `system ${ms(s.acStime, 1e3)}`,
     `cpu delay ${ms(s.cpuDelayTotal, 1e6)}`,
