@@ -7,14 +7,19 @@ export type HandlerFacts = Pick<
   "protocolNames" | "service" | "method" | "requestPath" | "allowedMethods" | "supportedContentType"
 >;
 
+/** A method's kind (unary, server_streaming, client_streaming, bidi_streaming). */
+export type MethodKind = UniversalHandler["method"]["methodKind"];
+
 /**
- * The request paths of `handlers`' server-streaming methods (SubscribeExits): the runtime adapters pace their
- * responses while young (Node) and pass their bodies through one of their own, to drop a stalled stream (Deno, Bun).
+ * The request paths of `handlers`' methods of `kinds`: the runtime adapters treat some apart, such as
+ * server-streaming responses (SubscribeExits: paced while young on Node, passed through a body of the adapter's own
+ * on Deno and Bun to drop a stalled stream) and client- or bidi-streaming requests (no request deadline on Node).
  */
-export function serverStreamingPaths(
+export function methodPaths(
   handlers: readonly Pick<UniversalHandler, "method" | "requestPath">[],
+  ...kinds: MethodKind[]
 ): Set<string> {
-  return new Set(handlers.filter((h) => h.method.methodKind === "server_streaming").map((h) => h.requestPath));
+  return new Set(handlers.filter((h) => kinds.includes(h.method.methodKind)).map((h) => h.requestPath));
 }
 
 /** `handler`'s facts, for a function that stands in for it (a wrapper). */

@@ -10,7 +10,7 @@
  */
 import type { Peer } from "../auth/authenticator.ts";
 import { REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
-import { serverStreamingPaths } from "../rpc/universal.ts";
+import { methodPaths } from "../rpc/universal.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
 /** How a Fetch API runtime reports a response over; undefined: watch its body (passBody). */
@@ -30,7 +30,7 @@ export function holdFetchCalls(
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
   // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
   // whose client takes nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
-  const streaming = serverStreamingPaths(server.rpcHandlers);
+  const streaming = methodPaths(server.rpcHandlers, "server_streaming");
   return async (request, peer, delivered, close) => {
     const caller = server.caller(peer, request.headers.get("authorization"));
     const held = server.holdCall(caller);

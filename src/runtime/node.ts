@@ -20,7 +20,7 @@ import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { clip, quote } from "../core/errors.ts";
 import { withDetail } from "../rpc/errors.ts";
-import { serverStreamingPaths } from "../rpc/universal.ts";
+import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
@@ -109,7 +109,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     graduateBytes: GRADUATE_BYTES,
     graduate: (socket) => capSendBuffer(socket),
   });
-  const streaming = serverStreamingPaths(server.rpcHandlers); // their responses are paced while young
+  const streaming = methodPaths(server.rpcHandlers, "server_streaming"); // their responses are paced while young
   const route = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
     if (streaming.has(pathOf(req))) young.track(res as never);
@@ -146,7 +146,8 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       serve(req, res);
     });
   };
-  const longRequests = longRequestPaths(server);
+  // Client- and bidi-streaming methods (server reflection): their requests keep coming, so no request deadline.
+  const longRequests = methodPaths(server.rpcHandlers, "client_streaming", "bidi_streaming");
   const sockets = new Set<Socket>(); // the connections close() ends: plaintext ones, and TLS ones once secure
   const accepted = new Set<Socket>(); // every raw connection, for close() to cut what is left (TLS handshakes)
   const track = (socket: Socket, set = sockets): void => {
@@ -312,12 +313,6 @@ const YOUNG_SEND_BUFFER = 32 * 1024;
 
 /** More than a client that never reads takes in (~300 KB with a young send buffer, measured). */
 const GRADUATE_BYTES = 1024 * 1024;
-
-// Client- and bidi-streaming methods (server reflection): their requests keep coming, so no request deadline.
-function longRequestPaths(server: TaskwireServer): Set<string> {
-  const long = server.rpcHandlers.filter((h) => ["client_streaming", "bidi_streaming"].includes(h.method.methodKind));
-  return new Set(long.map((h) => h.requestPath));
-}
 
 // The listening socket (through --accepts-per-turn descriptors, see _acceptors.ts): it accepts (capped at
 // maxConnections, and per address), sets up each raw socket, and hands it to `start`.
