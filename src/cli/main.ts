@@ -2,7 +2,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/registry.ts";
 import { MAX_SIM_EXIT_RATE } from "../sources/sim/sim-source.ts";
-import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
+import { formatBytes, parseBytes, parseShare, resolveShare, type Share } from "../core/budget.ts";
 import { defaultMemoryBudget } from "../server/memory.ts";
 import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
 import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";
@@ -82,7 +82,7 @@ const MIN_PRINCIPAL_SHARE = 256 * 1024;
 // --memory-budget-per-principal as bytes of the budget: a share too small to hold one listener made every principal's
 // Register and SubscribeExits fail, as a too-small budget did.
 function checkPrincipalShare(budget: number, share: Share): void {
-  const bytes = typeof share === "number" ? share : Math.floor(share.fraction * budget);
+  const bytes = resolveShare(share, budget);
   if (bytes < MIN_PRINCIPAL_SHARE) {
     throw new UsageError(
       `--memory-budget-per-principal gives a principal ${bytes} bytes of the ${

@@ -6,7 +6,7 @@
  * exit status (128 + signal when a signal killed it, like a shell).
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { describeExit, exitEventToJson, messageToJson, TaskStatsSchema } from "@taskwire/client";
 import type { Command } from "commander";
@@ -14,6 +14,7 @@ import { addConnectionOptions, clientFor, type Connection, connectionFrom } from
 import { describeError, ExitStatus, FailureStatus, UsageError } from "./errors.ts";
 import { bufferCapNote, openEventInput } from "./event-input.ts";
 import { intArg } from "./options.ts";
+import { readBootId } from "../server/host-identity.ts";
 import { formatReport } from "./report.ts";
 import { createRunCollector, type RunCollector, type RunResult } from "./run-collector.ts";
 
@@ -113,27 +114,18 @@ async function _run(flags: RunFlags, output: number | undefined): Promise<never>
  * end in "no exit record of the command arrived". Refused before anything
  * is registered or spawned.
  */
-export function _sameKernel(url: string, source: string, bootId: string, localBootId = _localBootId()): void {
+export function _sameKernel(url: string, source: string, bootId: string, localBootId = readBootId()): void {
   if (source === "sim") {
     throw new UsageError(
       `run: the server at ${url} serves the simulated kernel (--source sim), which never sees this machine's commands; the command was not run: point --url at a taskwire server with --source netlink on this machine`,
     );
   }
-  if (bootId !== "" && localBootId !== undefined && bootId !== localBootId) {
+  if (bootId !== "" && localBootId !== "" && bootId !== localBootId) {
     throw new UsageError(
       `run: the server at ${url} watches another kernel (boot id ${bootId.slice(0, 8)}…, this machine's ${
         localBootId.slice(0, 8)
       }…), and the command would run on this machine; it was not run: point --url at a taskwire server on this machine`,
     );
-  }
-}
-
-// This machine's boot id (Linux); undefined where it cannot be read (then no check).
-function _localBootId(): string | undefined {
-  try {
-    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
-  } catch {
-    return undefined;
   }
 }
 

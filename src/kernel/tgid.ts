@@ -43,8 +43,7 @@ const slots = (fields: readonly TaskStatsField[]) => Int32Array.from(fields, (f)
 const SUM_SLOTS = slots(DELAYACCT_SUMS),
   MAX_SLOTS = slots(MAXES),
   MIN_SLOTS = slots(MINS),
-  SWITCH_SLOTS = slots(SWITCHES),
-  LIVE_TIME_SLOTS = slots(LIVE_TIMES);
+  LIVE_SUM_SLOTS = slots([...SWITCHES, ...LIVE_TIMES]);
 
 /** A zeroed struct taskstats, the way kmem_cache_zalloc() hands one out: every field zero (comm empty), the version set. */
 export function zeroGroupStats(): StatsVector {
@@ -72,6 +71,5 @@ export function addDelayacct(into: StatsVector, from: StatsVector): void {
 /** fill_stats_for_tgid()'s per-live-thread step: delays, elapsed and CPU times, context switches. */
 export function addLiveThread(into: StatsVector, thread: StatsVector): void {
   addDelayacct(into, thread);
-  for (const i of SWITCH_SLOTS) into.values[i] = at(into.values, i) + at(thread.values, i);
-  for (const i of LIVE_TIME_SLOTS) into.values[i] = at(into.values, i) + at(thread.values, i);
+  for (const i of LIVE_SUM_SLOTS) into.values[i] = at(into.values, i) + at(thread.values, i);
 }

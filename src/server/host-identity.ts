@@ -34,10 +34,15 @@ export interface HostIdentity {
 export function readHostIdentity(source: "netlink" | "sim", name?: string): HostIdentity {
   return {
     hostname: name ?? hostname(),
-    bootId: firstLine("/proc/sys/kernel/random/boot_id"),
+    bootId: readBootId(),
     machineId: appSpecificId(firstLine("/etc/machine-id"), TASKWIRE_APP_ID),
     source,
   };
+}
+
+/** This machine's boot id (/proc/sys/kernel/random/boot_id); "" where it cannot be read. */
+export function readBootId(): string {
+  return firstLine("/proc/sys/kernel/random/boot_id");
 }
 
 const ID128 = /^[0-9a-f]{32}$/;
