@@ -10,6 +10,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener, RequestError } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { ServerResponse } from "node:http";
 import { constants as h2constants } from "node:http2";
 import type { Socket } from "node:net";
@@ -23,6 +24,8 @@ import { withDetail } from "../rpc/errors.ts";
 import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
+import { claimStreamBody, type StreamBodySlot } from "../server/stream-bodies.ts";
+import { writeStreamBody } from "./_stream-writer.ts";
 import { createPacer } from "./_pacer.ts";
 import {
   authorizationOf,
@@ -97,9 +100,21 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const sys = await frontSyscalls(logger);
   const capSendBuffer = createSendBufferCap(sendBuffer, sys);
   const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
-  const fetchListener = getRequestListener((req, env) => {
+  const fetchListener = getRequestListener(async (req, env) => {
     const facts = holds.get(env.incoming);
-    return server.fetch(req, { peer: peerOf(env.incoming), held: facts?.held, auth: facts?.caller.auth });
+    const streamBody: StreamBodySlot = {};
+    const res = await server.fetch(req, {
+      peer: peerOf(env.incoming),
+      held: facts?.held,
+      auth: facts?.caller.auth,
+      streamBody,
+    });
+    const claimed = claimStreamBody(streamBody, res);
+    if (claimed === undefined) return res;
+    if ("response" in claimed) return claimed.response;
+    // Written here, not by @hono/node-server, which is told it is sent once it is over (its clean-up runs then).
+    await writeStreamBody(res, claimed.body, env.outgoing);
+    return RESPONSE_ALREADY_SENT;
   }, { errorHandler: unbuiltRequest });
   const grpc = grpcListener(server, logger, holds);
   const limits = transportLimits(options);
