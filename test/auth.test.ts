@@ -270,6 +270,13 @@ describe.each(protocols)("over %s", (protocol) => {
 });
 
 describe("a uid-limited principal", () => {
+  it("is told its limit by GetInfo; a principal without one is told it has none", async () => {
+    const web = await client("connect", tokens.web).getInfo({});
+    expect({ limited: web.uidLimited, uids: web.uids }).toEqual({ limited: true, uids: [1000] });
+    const admin = await client("connect", tokens.admin).getInfo({});
+    expect({ limited: admin.uidLimited, uids: admin.uids }).toEqual({ limited: false, uids: [] });
+  });
+
   it("sees only its uids' tasks (others are NOT_FOUND) and only their exits", async () => {
     const admin = client("connect", tokens.admin), web = client("connect", tokens.web);
     const pids = source.kernel.livePids().slice(0, 40);
@@ -485,10 +492,19 @@ describe("the auth file", () => {
     ['{"principals": {"p": {"roles": ["read"], "uids": [-1]}}}', /principals.p.uids must be a list of uids/],
     ['{"users": {}}', /users is not a known key/],
     ["not json", /is not JSON/],
+    // A lone surrogate (JSON can spell one): no log line could carry the name.
+    ['{"principals": {"a\\ud800b": {"roles": ["read"]}}}', /control characters or lone surrogates/],
+    [`{"principals": {"${"x".repeat(129)}": {"roles": ["read"]}}}`, /needs 1-128 characters/],
   ])("refuses %s naming the key and the problem", (text, problem) => {
     const f = join(dir, "bad.json");
     writeFileSync(f, text);
     expect(() => createAuthenticator({ tokenFile: f })).toThrow(problem);
+  });
+
+  it("counts a name's characters as code points: 128 emoji are a name", () => {
+    const f = join(dir, "emoji.json");
+    writeFileSync(f, JSON.stringify({ principals: { ["\u{1F600}".repeat(128)]: { roles: ["read"] } } }));
+    expect(() => createAuthenticator({ tokenFile: f })).not.toThrow();
   });
 });
 

@@ -84,14 +84,23 @@ describe("a server with --token-file", () => {
     writeFileSync(
       authFile,
       JSON.stringify({
-        principals: { ...ops.entry.principals, ...fresh.entry.principals },
+        principals: { ...ops.entry.principals, team: { roles: ["read"], uids: [1000, 33] } },
         tokens: { ...ops.entry.tokens, ...fresh.entry.tokens },
       }),
     );
     process.kill(server!.child.pid!, "SIGHUP");
     await eventually(() => /SIGHUP: reloaded/.test(stderr));
     const team = await run(["info", "--json", "--url", server!.url, "--token", fresh.token]);
-    expect(JSON.parse(team.out)).toMatchObject({ principal: "team", roles: ["read"] });
+    expect(JSON.parse(team.out)).toMatchObject({
+      principal: "team",
+      roles: ["read"],
+      uid_limited: true,
+      uids: [33, 1000],
+    });
+    // The text says the limit; a principal without one is not told of any.
+    const text = await run(["info", "--url", server!.url, "--token", fresh.token]);
+    expect(text.out).toMatch(/^you see\s+only the tasks of uids 33, 1000 \(other tasks are NOT_FOUND/m);
+    expect((await run(["info", "--url", server!.url, "--token", ops.token])).out).not.toMatch(/^you see/m);
     const denied = await run(["watch", "--cpus", "0", "--count", "1", "--url", server!.url, "--token", fresh.token]);
     expect(denied.err).toMatch(/needs the "subscribe" role/);
   });
@@ -169,12 +178,24 @@ describe("serve refuses to expose the kernel's data without authentication", () 
 
 describe("taskwire token", () => {
   it("refuses a principal name the auth file would refuse, before making a token", async () => {
-    for (const name of ["", "a b", 'say"hi', "bell\u0007", "x".repeat(129)]) {
+    for (const name of ["", "a b", 'say"hi', "bell\u0007", "x".repeat(129), "\u{1F600}".repeat(129)]) {
       const r = await run(["token", "--principal", name]);
       expect({ name, code: r.code }).toEqual({ name, code: 2 });
-      expect(r.err).toMatch(/a principal's name needs 1-128 characters without spaces, quotes or control characters/);
+      expect(r.err).toMatch(/a principal's name needs 1-128 characters without spaces, quotes, control characters/);
       expect(r.err).not.toMatch(/token \(/);
     }
+  });
+
+  it("counts a name's characters, not its UTF-16 units", async () => {
+    const r = await run(["token", "--principal", "\u{1F600}".repeat(128), "--roles", "read"]);
+    expect(r.code).toBe(0);
+  });
+
+  it("refuses a flag taken as the name (--principal --roles read), before making a token", async () => {
+    const r = await run(["token", "--principal", "--roles", "read"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/starts with "-" looks like a flag: give the name right after --principal/);
+    expect(r.err).not.toMatch(/token \(/);
   });
 
   it("says that admin alone grants no call", async () => {

@@ -6,6 +6,7 @@ import { formatEvent } from "../src/cli/format.ts";
 import { createRunCollector } from "../src/cli/run-collector.ts";
 import { sumThreads } from "../src/cli/thread-sum.ts";
 import { formatReport } from "../src/cli/report.ts";
+import { uidLimitNote } from "../src/cli/event-input.ts";
 
 function exitEv(pid: number, tgid: number, stats: Record<string, unknown>, group?: Record<string, unknown>) {
   return create(ExitEventSchema, {
@@ -146,5 +147,21 @@ describe("a process's accounting from its thread records", () => {
     expect(r.complete).toBe(false);
     expect(r.total).toBeUndefined();
     expect(r.problem).toMatch(/^no exit record of the command arrived; the stream reported loss while it ran: LOST 4/);
+  });
+});
+
+describe("a uid-limited principal's --uid filter", () => {
+  const limited = { uidLimited: true, uids: [33, 1000] };
+  it("is said to match nothing when it names none of the principal's uids", () => {
+    expect(uidLimitNote([0, 7], limited)).toBe(
+      "note: you see only the tasks of uids 33, 1000 (your principal's limit); --uid 0,7 names none of them, so no exit will come",
+    );
+    expect(uidLimitNote([0], { uidLimited: true, uids: [] })).toMatch(/^note: you see no task/);
+  });
+
+  it("says nothing when one of its uids is the principal's, or without a filter or a limit", () => {
+    expect(uidLimitNote([0, 1000], limited)).toBeUndefined();
+    expect(uidLimitNote([], limited)).toBeUndefined();
+    expect(uidLimitNote([0], { uidLimited: false, uids: [] })).toBeUndefined();
   });
 });

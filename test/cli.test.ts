@@ -472,6 +472,33 @@ describe("another service at the URL", () => {
     }
   });
 
+  it("a proxy's 502, 503, 504 or 429 is said as the proxy's, not as an unreachable server", async () => {
+    let status = 503;
+    const proxy = createHttpServer((req, res) => (req.resume(), res.writeHead(status).end("<html>bad gateway</html>")));
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    const at = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    try {
+      for (
+        const [code, says] of [[503, /down or overloaded/], [502, /could not get an answer/], [
+          429,
+          /wait, then/,
+        ]] as const
+      ) {
+        status = code;
+        const r = await run("info", "--url", at);
+        expect(r.code).toBe(1);
+        expect(r.err).toMatch(new RegExp(`^taskwire: ${at.replaceAll(".", "\\.")} answered HTTP ${code} \\(`, "m"));
+        expect(r.err).toMatch(says);
+        expect(r.err).not.toMatch(/cannot reach/);
+      }
+      status = 504;
+      const r = await run("get", "pid", "1", "--url", at);
+      expect(r.err).toMatch(/answered HTTP 504 \(a proxy or gateway that timed out/);
+    } finally {
+      proxy.close();
+    }
+  });
+
   it("a bare 404 (what a taskwire server answers for a method it lacks) names an older server too", async () => {
     const other = createHttpServer((req, res) => (req.resume(), res.writeHead(404).end()));
     await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));

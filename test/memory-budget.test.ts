@@ -158,6 +158,7 @@ describe("budget", () => {
     expect(parseBytes("1.5GiB")).toBe(1.5 * 1024 * MiB);
     expect(() => parseBytes("lots")).toThrow(/byte count/);
     expect(() => parseBytes("0")).toThrow(RangeError);
+    expect(() => parseBytes("99999999TiB")).toThrow(/at most 2\^53-1 bytes/);
     expect(parseShare("25%")).toEqual({ fraction: 0.25 });
     expect(parseShare("256MiB")).toBe(256 * MiB);
     expect(() => parseShare("150%")).toThrow(RangeError);

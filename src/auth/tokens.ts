@@ -93,9 +93,10 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
 
 /** Why `name` cannot name a principal (undefined: it can): what the auth file and `taskwire token` both refuse. */
 export function principalNameProblem(name: string): string | undefined {
-  // Control characters too: a name is written into log lines (audit, access) and would forge or garble them.
-  return name === "" || name.length > 128 || /[\s"\p{Cc}]/u.test(name)
-    ? "a principal's name needs 1-128 characters without spaces, quotes or control characters"
+  // Control characters too: a name is written into log lines (audit, access) and would forge or garble them; and
+  // lone surrogates, which no log line can carry. Characters are counted as code points, not UTF-16 units.
+  return name === "" || name.length > 128 && [...name].length > 128 || /[\s"\p{Cc}\p{Cs}]/u.test(name)
+    ? "a principal's name needs 1-128 characters without spaces, quotes, control characters or lone surrogates"
     : undefined;
 }
 

@@ -27,6 +27,15 @@ export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: num
 }
 
 // Without authentication callers are known by address, but counted (limits, listeners' owner) by its bucket.
+// A uid-limited principal's view: GetPid, GetTgid and streams show only these uids' tasks.
+function uidNote(uids: readonly number[]): string {
+  return uids.length === 0
+    ? "no task (this principal's uids list is empty)"
+    : `only the tasks of uid${uids.length === 1 ? "" : "s"} ${
+      uids.join(", ")
+    } (other tasks are NOT_FOUND, and left out of streams)`;
+}
+
 function anonymousNote(principal: string): string {
   const bucket = callerBucket(principal);
   return bucket === principal
@@ -46,6 +55,7 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["kernel", info.kernelRelease],
     ["server version", info.serverVersion],
     ["you are", `${info.principal} (roles: ${info.roles.join(", ") || "none"})${anonymousNote(info.principal)}`],
+    ...(info.uidLimited ? [["you see", uidNote(info.uids)] as [string, unknown]] : []),
     [
       "server holds",
       info.capabilities.join(", ") ||

@@ -39,11 +39,27 @@ export function causeOf(err: unknown): string {
   return err instanceof ConnectError ? err.rawMessage : err instanceof Error ? err.message : String(err);
 }
 
-/** True when `err` says no server answered at all (refused, unreachable, reset before a reply). */
+/**
+ * True when `err` says no server answered at all (refused, unreachable, reset before a reply). A bare HTTP status
+ * is an answer, if not a taskwire server's: connect-es reads 502, 503 and 504 as UNAVAILABLE too.
+ */
 export function isUnreachable(err: unknown): boolean {
-  if (!(err instanceof ConnectError)) return false;
+  if (!(err instanceof ConnectError) || bareStatus(err) !== undefined) return false;
   return err.code === Code.Unavailable || NETWORK.test(causeOf(err));
 }
+
+// The status of a bare HTTP answer (no RPC status in it), as connect-es words it: "HTTP 503".
+function bareStatus(err: unknown): string | undefined {
+  return err instanceof ConnectError ? /^HTTP (\d{3})$/.exec(err.rawMessage)?.[1] : undefined;
+}
+
+// What a bare status from a proxy in front of a server says, where it says more than "something else answered".
+const PROXY_STATUS: Record<string, string> = {
+  "429": "too many requests: a proxy or gateway in front of the server limits this client; wait, then try again",
+  "502": "a proxy or gateway that could not get an answer from the server behind it",
+  "503": "a proxy or gateway whose server behind it is down or overloaded, or another service",
+  "504": "a proxy or gateway that timed out waiting for the server behind it",
+};
 
 /** The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. */
 export function describeError(err: unknown, url: string | undefined): string {
@@ -58,21 +74,29 @@ export function describeError(err: unknown, url: string | undefined): string {
       `${err.message}; is \`taskwire serve\` running there? Point at it with --url or TASKWIRE_URL`,
     );
   }
-  if (err instanceof ConnectError && err.rawMessage === "HTTP 403") {
+  const status = bareStatus(err);
+  if (status === "403") {
     // Refused before any RPC ran: the server's Host check (DNS-rebinding protection) answers a plain 403.
     return escapeControls(
       `PermissionDenied: HTTP 403 from ${
         url ?? "the server"
-      }: it does not answer to this host name (its Host check); use an address or name the server answers to (127.0.0.1 locally, its hostname or address remotely), or have its operator add --allowed-host`,
+      }: a taskwire server answers so to a host name it does not take (its Host check); use an address or name the server answers to (127.0.0.1 locally, its hostname or address remotely), or have its operator add --allowed-host. If the URL is not a taskwire server's, another service or a proxy refused the call`,
     );
   }
-  const status = err instanceof ConnectError ? /^HTTP (\d{3})$/.exec(err.rawMessage)?.[1] : undefined;
   if (status === "404") {
     // A taskwire server answers a bare 404 to a method it does not have: an older server, or another service.
     return escapeControls(
       `${
         url ?? "the server"
       } answered HTTP 404 to this call: a taskwire server older than this client (without the method; \`taskwire info\` shows its version), or another service at that URL; point --url at a current taskwire server`,
+    );
+  }
+  const proxy = status === undefined ? undefined : PROXY_STATUS[status];
+  if (proxy !== undefined) {
+    return escapeControls(
+      `${
+        url ?? "the server"
+      } answered HTTP ${status} (${proxy}); check that \`taskwire serve\` runs behind it, or point --url or TASKWIRE_URL at the server itself`,
     );
   }
   if (status !== undefined) {

@@ -68,7 +68,7 @@ export function openEventInput(o: EventInputOptions): EventInput {
       ...(o.fields !== undefined && o.fields.length > 0 && { fields: [...o.fields] }),
       ...(o.filter !== undefined && { filter: o.filter }),
       onSubscribed: (s) => {
-        if (listenerId === undefined && own) noted = _noteBufferCap(client, o);
+        if (listenerId === undefined && own) noted = _noteLimits(client, o);
         listenerId = s.listenerId;
         host = s.host?.hostname;
         o.onSubscribed?.(s);
@@ -93,15 +93,28 @@ async function* _hosted(events: AsyncIterable<HostedExitEvent>, host: () => stri
   for await (const ev of events) yield Object.assign(ev, { host: ev.host ?? host() });
 }
 
-// The server caps a queue at its --max-buffer without a word (the stream does not say the size in effect): a
-// --buffer past it is said once, on stderr, so nobody counts on a depth they do not have.
-function _noteBufferCap(client: TaskwireClient, o: EventInputOptions): Promise<void> {
-  const asked = o.buffer ?? 0;
-  if (asked === 0) return Promise.resolve();
+// What the stream does not say, said once on stderr after GetInfo: the server caps a queue at its --max-buffer
+// without a word, so nobody counts on a depth they do not have; and a uid-limited principal's --uid filter that
+// names none of its uids waits for exits that can never come.
+function _noteLimits(client: TaskwireClient, o: EventInputOptions): Promise<void> {
+  const asked = o.buffer ?? 0, uids = o.filter?.uids;
+  if (asked === 0 && (uids === undefined || uids.length === 0)) return Promise.resolve();
   return client.getInfo({}).then((info) => {
-    const note = bufferCapNote(asked, info.maxBuffer);
-    if (note !== undefined) o.status(note);
+    const notes = [bufferCapNote(asked, info.maxBuffer), uidLimitNote(uids ?? [], info)];
+    for (const note of notes) if (note !== undefined) o.status(note);
   }, () => {});
+}
+
+/** What a command says when its --uid filter (`wanted`) names none of the uids the principal may see. */
+export function uidLimitNote(
+  wanted: readonly number[],
+  info: { readonly uidLimited: boolean; readonly uids: readonly number[] },
+): string | undefined {
+  if (!info.uidLimited || wanted.length === 0 || wanted.some((u) => info.uids.includes(u))) return undefined;
+  const seen = info.uids.length === 0 ? "no task" : `only the tasks of uids ${info.uids.join(", ")}`;
+  return `note: you see ${seen} (your principal's limit); --uid ${
+    wanted.join(",")
+  } names none of them, so no exit will come`;
 }
 
 /** What a command says when the queue it asked for (`asked` events, 0: the default) is more than the server's cap. */

@@ -36,6 +36,13 @@ function roles(value: string): Role[] {
 function principalName(value: string): string {
   const problem = principalNameProblem(value);
   if (problem !== undefined) throw new InvalidArgumentError(problem);
+  // The parser takes the next word as the value, so `--principal --roles read` would name a principal "--roles".
+  // The auth file itself may hold such a name; the command refuses to make one by mistake.
+  if (value.startsWith("-")) {
+    throw new InvalidArgumentError(
+      `a name that starts with "-" looks like a flag: give the name right after --principal`,
+    );
+  }
   return value;
 }
 

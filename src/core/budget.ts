@@ -218,7 +218,10 @@ export function parseBytes(text: string): number {
     throw new RangeError(`expected a byte count such as 67108864, 64MiB or 1GiB, got ${JSON.stringify(text)}`);
   }
   const n = Math.floor(Number(m[1]) * unit);
-  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`expected at least 1 byte, got ${JSON.stringify(text)}`);
+  if (n < 1) throw new RangeError(`expected at least 1 byte, got ${JSON.stringify(text)}`);
+  if (!Number.isSafeInteger(n)) {
+    throw new RangeError(`expected at most 2^53-1 bytes (about 8 PiB), got ${JSON.stringify(text)}`);
+  }
   return n;
 }
 

@@ -232,6 +232,8 @@ function getInfo(deps: ServiceDeps & FleetInfoDeps, who: Principal, listeners: b
     listenerDetails: listeners ? registry.listeners(ownerFilter(who)).map((l) => listenerInfo(registry, l)) : [],
     principal: who.id,
     roles: [...who.roles],
+    uidLimited: who.uids !== undefined,
+    uids: [...(who.uids ?? [])].sort((a, b) => a - b),
     // Admins only: what the process may do (all of root's, say) tells an attacker what taking it over would give.
     capabilities: who.roles.has("admin") ? [...(deps.capabilities?.() ?? [])] : [],
     memoryBudget: BigInt(stats.memoryBudget),
