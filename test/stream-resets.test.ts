@@ -83,4 +83,21 @@ describe.each([
     }
     expect(await ended(running.url, 120)).toBe(120);
   }, 60_000);
+
+  it("streams pipelined on one HTTP/1.1 connection, which the client then resets: every stream ends", async () => {
+    running = await startServerListening(createSimSource({ cpus: 2, exitRate: 8000, seed: 3 }), {}, {}, {});
+    const request = "POST /taskwire.v1.TaskStats/SubscribeExits HTTP/1.1\r\nHost: 127.0.0.1\r\n" + origin +
+      `Content-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: ${body.length}\r\n\r\n`;
+    const sockets = Array.from({ length: 3 }, () => {
+      const socket = netConnect(running!.listening.port, "127.0.0.1");
+      socket.on("error", () => {});
+      // Two streams in one write: the second one's response waits behind the first, which never ends.
+      socket.write(Buffer.concat([Buffer.from(request), body, Buffer.from(request), body]));
+      return socket;
+    });
+    await eventually(() => running!.server.stats().streams === 6, 5000);
+    for (const s of sockets) s.resetAndDestroy();
+    await eventually(() => running!.server.stats().streams === 0, 5000);
+    expect(await ended(running.url, 6)).toBe(6);
+  }, 40_000);
 });

@@ -132,6 +132,28 @@ describe("writeStreamBody", () => {
     expect(t.head).toBeUndefined();
     expect(await b.gen.next()).toEqual({ done: true, value: undefined }); // closed, never started
   });
+
+  it("does not read a body whose HTTP/2 response is gone already (no destroyed of its own: its stream's)", async () => {
+    const t = new Target();
+    Object.defineProperty(t, "destroyed", { value: undefined }); // as an Http2ServerResponse
+    Object.assign(t, { stream: { destroyed: true, closed: true } });
+    const b = body(["a"]);
+    await writeStreamBody(response(), b.gen, t); // settles: its "close" was emitted before the writer came
+    expect(t.head).toBeUndefined();
+    expect(await b.gen.next()).toEqual({ done: true, value: undefined });
+  });
+
+  it("closes the body when a write throws (the response's 'close' comes after the writer is over)", async () => {
+    const t = new Target();
+    t.write = () => {
+      throw new Error("write failed");
+    };
+    const b = body(["a"]);
+    await writeStreamBody(response(), b.gen, t);
+    await turns();
+    expect(t.destroyedWith?.message).toBe("write failed");
+    expect(b.seen.returned).toBe(true);
+  });
 });
 
 describe("streamingResponse and claimStreamBody", () => {
@@ -157,6 +179,24 @@ describe("streamingResponse and claimStreamBody", () => {
     const res = (claimed as { response: Response }).response;
     expect(res.headers.get("access-control-allow-origin")).toBe("*");
     expect(await res.text()).toBe("ab");
+  });
+
+  it("keeps a replacement that says something else (an error page) as it is, and closes the body", async () => {
+    const slot: StreamBodySlot = {};
+    let closed = false;
+    const b = (async function* () {
+      try {
+        yield bytes("a");
+      } finally {
+        closed = true;
+      }
+    })();
+    await b.next(); // started, as connect-es's body is by the time the app answers
+    streamingResponse(200, new Headers(), b, slot);
+    const page = new Response("internal error\n", { status: 500 });
+    expect(claimStreamBody(slot, page)).toEqual({ response: page });
+    await turns();
+    expect(closed).toBe(true);
   });
 
   it("claims nothing where the app left no body", () => {

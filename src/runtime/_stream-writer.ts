@@ -18,6 +18,8 @@ export interface StreamTarget {
   off(event: "close" | "error", listener: () => void): unknown;
   readonly destroyed: boolean;
   readonly writableEnded: boolean;
+  /** An HTTP/2 response's stream: an Http2ServerResponse has no `destroyed` of its own. */
+  readonly stream?: { readonly destroyed: boolean; readonly closed?: boolean } | undefined;
 }
 
 /** Writes `res`'s status and headers, then `body`, to `target`; resolves once it is over (ended, failed or gone). */
@@ -33,10 +35,11 @@ export function writeStreamBody(res: Response, body: AsyncIterable<Uint8Array>, 
       resolve();
     };
     // The client went away (or the response was destroyed) before the body ended.
+    const close = (): void => void Promise.resolve(it.throw?.(undefined) ?? it.return?.()).catch(() => {});
     const gone = (): void => {
       if (over) return;
       finish();
-      void Promise.resolve(it.throw?.(undefined) ?? it.return?.()).catch(() => {});
+      close();
     };
     const failed = (err: unknown): void => {
       if (over) return;
@@ -55,10 +58,15 @@ export function writeStreamBody(res: Response, body: AsyncIterable<Uint8Array>, 
         if (target.write(r.value)) pull();
         else target.once("drain", pull);
       } catch (err) {
+        // A write that throws leaves the body open (suspended at its last value): it is closed as for a client that
+        // went away, or it never is (the "close" that destroy() brings comes after finish()).
+        if (over) return;
         failed(err);
+        close();
       }
     };
-    if (target.destroyed) return gone();
+    // Gone already (its "close" is past): an HTTP/2 response says so only through its stream.
+    if (target.destroyed || target.stream?.destroyed === true || target.stream?.closed === true) return gone();
     target.once("close", gone);
     target.once("error", gone); // as @hono/node-server's writer: an error on the response ends the body too
     target.writeHead(res.status, Object.fromEntries(res.headers));

@@ -148,7 +148,19 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const hold = holdCalls(server, holds);
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
-    whenOver(req, res, () => responses.delete(res));
+    whenOver(req, res, () => {
+      responses.delete(res);
+      // HTTP/1.1 pipelining: Node never closes a response queued behind another when their socket closes (whenOver
+      // runs this then). Closed here, or its handler waits for it for ever: a stream's abort signal and the writer
+      // of its body (each listening for "close") kept its listener and queue for the life of the process. Checked a
+      // microtask later: the socket's response in progress is closed by Node's own listener, which may come after.
+      if ("stream" in req) return;
+      queueMicrotask(() => {
+        if ((res as ServerResponse).closed) return;
+        res.destroy();
+        res.emit("close");
+      });
+    });
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
     const caller = server.caller(peerOf(req), authorizationOf(req));
     if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);

@@ -38,8 +38,10 @@ export function streamingResponse(
 /**
  * What the adapter writes for the app's final response `res`: the slot's body
  * under `res` when `res` is the one the app left it with; a Response with
- * that body as a ReadableStream when something after the app replaced it (its
- * status and headers kept); undefined when the app left no body.
+ * that body as a ReadableStream when something after the app replaced it
+ * with its status (a middleware adding headers: CORS), status and headers
+ * kept; `res` as it is, the body closed, when the replacement says something
+ * else (an error page); undefined when the app left no body.
  */
 export function claimStreamBody(
   slot: StreamBodySlot,
@@ -48,5 +50,9 @@ export function claimStreamBody(
   const body = slot.body;
   if (body === undefined) return undefined;
   if (slot.response === res) return { body };
+  if (res.status !== slot.response?.status || res.body !== null) {
+    void Promise.resolve(body[Symbol.asyncIterator]().return?.()).catch(() => {});
+    return { response: res };
+  }
   return { response: universalServerResponseToFetch({ status: res.status, header: res.headers, body }) };
 }
