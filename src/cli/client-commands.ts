@@ -26,7 +26,6 @@ export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: num
   console.log(formatReport(stats, { notes, live: true, ...(info !== undefined && { delayacct: info.delayacct }) }));
 }
 
-// Without authentication callers are known by address, but counted (limits, listeners' owner) by its bucket.
 // A uid-limited principal's view: GetPid, GetTgid and streams show only these uids' tasks.
 function uidNote(uids: readonly number[]): string {
   return uids.length === 0
@@ -36,6 +35,7 @@ function uidNote(uids: readonly number[]): string {
     } (other tasks are NOT_FOUND, and left out of streams)`;
 }
 
+// Without authentication callers are known by address, but counted (limits, listeners' owner) by its bucket.
 function anonymousNote(principal: string): string {
   const bucket = callerBucket(principal);
   return bucket === principal

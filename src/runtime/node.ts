@@ -10,7 +10,6 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener, RequestError } from "@hono/node-server";
-import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { ServerResponse } from "node:http";
 import { constants as h2constants } from "node:http2";
 import type { Socket } from "node:net";
@@ -24,8 +23,6 @@ import { withDetail } from "../rpc/errors.ts";
 import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
-import { claimStreamBody, type StreamBodySlot } from "../server/stream-bodies.ts";
-import { writeStreamBody } from "./_stream-writer.ts";
 import { createPacer } from "./_pacer.ts";
 import {
   authorizationOf,
@@ -100,21 +97,9 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const sys = await frontSyscalls(logger);
   const capSendBuffer = createSendBufferCap(sendBuffer, sys);
   const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
-  const fetchListener = getRequestListener(async (req, env) => {
+  const fetchListener = getRequestListener((req, env) => {
     const facts = holds.get(env.incoming);
-    const streamBody: StreamBodySlot = {};
-    const res = await server.fetch(req, {
-      peer: peerOf(env.incoming),
-      held: facts?.held,
-      auth: facts?.caller.auth,
-      streamBody,
-    });
-    const claimed = claimStreamBody(streamBody, res);
-    if (claimed === undefined) return res;
-    if ("response" in claimed) return claimed.response;
-    // Written here, not by @hono/node-server, which is told it is sent once it is over (its clean-up runs then).
-    await writeStreamBody(res, claimed.body, env.outgoing);
-    return RESPONSE_ALREADY_SENT;
+    return server.fetch(req, { peer: peerOf(env.incoming), held: facts?.held, auth: facts?.caller.auth });
   }, { errorHandler: unbuiltRequest });
   const grpc = grpcListener(server, logger, holds);
   const limits = transportLimits(options);
@@ -151,9 +136,10 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     whenOver(req, res, () => {
       responses.delete(res);
       // HTTP/1.1 pipelining: Node never closes a response queued behind another when their socket closes (whenOver
-      // runs this then). Closed here, or its handler waits for it for ever: a stream's abort signal and the writer
-      // of its body (each listening for "close") kept its listener and queue for the life of the process. Checked a
-      // microtask later: the socket's response in progress is closed by Node's own listener, which may come after.
+      // runs this then). Closed here, or its handler waits for it for ever: a stream's abort signal and
+      // @hono/node-server's writer of its body (each listening for "close") kept its listener and queue for the life
+      // of the process. Checked a microtask later: the socket's response in progress is closed by Node's own
+      // listener, which may come after.
       if ("stream" in req) return;
       queueMicrotask(() => {
         if ((res as ServerResponse).closed) return;

@@ -24,7 +24,6 @@ import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
 import { VERSION } from "../version.ts";
 import { type Exposition, metricsResponse } from "./metrics.ts";
-import { type StreamBodySlot, streamingResponse } from "./stream-bodies.ts";
 import { addUi } from "./ui.ts";
 
 /** What the app serves. */
@@ -53,8 +52,6 @@ export interface AppEnv {
   readonly held?: CallHold | undefined;
   /** Its authentication's outcome where the adapter has it already (TaskwireServer.caller): not authenticated again. */
   readonly auth?: CallAuth | undefined;
-  /** Where a server-streaming RPC's body is left for the adapter to write itself (stream-bodies.ts; Node). */
-  readonly streamBody?: StreamBodySlot | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -91,7 +88,6 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
   );
   addCors(app, options.corsOrigins ?? []);
   for (const handler of options.rpcHandlers) {
-    const streaming = handler.method.methodKind === "server_streaming";
     app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
       if (isGrpc(c.req.header("content-type"))) return c.text(GRPC_NEEDS_H2, 415);
       const auth = authOf(c, options.callAuth);
@@ -99,12 +95,7 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
         ...universalServerRequestFromFetch(c.req.raw, {}),
         contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue),
       };
-      const ures = await handler(ureq);
-      // A stream's messages, as they come (the status is 200 even when it ends in an error).
-      if (streaming && ures.status === 200 && isChunks(ures.body)) {
-        return streamingResponse(ures.status, ures.header, ures.body, c.env?.streamBody);
-      }
-      const res = universalServerResponseToFetch(ures);
+      const res = universalServerResponseToFetch(await handler(ureq));
       return res.status === 415 && res.body === null ? unsupportedMedia(c.req.raw) : res;
     });
   }
@@ -156,10 +147,6 @@ export function internalError(err: unknown, fields: Record<string, string> = {})
 /** A plain-text answer (UTF-8): the runtimes' and the app's own refusals that are no RPC error. */
 export function plainText(text: string, status: number): Response {
   return new Response(text, { status, headers: { "content-type": "text/plain; charset=UTF-8" } });
-}
-
-function isChunks(body: unknown): body is AsyncIterable<Uint8Array> {
-  return typeof body === "object" && body !== null && Symbol.asyncIterator in body;
 }
 
 function urlHost(url: string): string | undefined {
