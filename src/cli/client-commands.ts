@@ -3,7 +3,7 @@ import { callerBucket } from "../core/admission.ts";
 import { GetInfoResponseSchema, messageToJson, TaskStatsSchema } from "@taskwire/client";
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
-import { formatStatsTable } from "./format.ts";
+import { formatStatsTable, tasksSeen } from "./format.ts";
 import { formatReport, TGID_NOTE } from "./report.ts";
 
 /** How `get` prints: a readable summary, every raw field, or JSON. */
@@ -28,11 +28,10 @@ export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: num
 
 // A uid-limited principal's view: GetPid, GetTgid and streams show only these uids' tasks.
 function uidNote(uids: readonly number[]): string {
-  return uids.length === 0
-    ? "no task (this principal's uids list is empty)"
-    : `only the tasks of uid${uids.length === 1 ? "" : "s"} ${
-      uids.join(", ")
-    } (other tasks are NOT_FOUND, and left out of streams)`;
+  const why = uids.length === 0
+    ? "this principal's uids list is empty"
+    : "other tasks are NOT_FOUND, and left out of streams";
+  return `${tasksSeen(uids)} (${why})`;
 }
 
 // Without authentication callers are known by address, but counted (limits, listeners' owner) by its bucket.

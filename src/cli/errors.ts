@@ -75,36 +75,29 @@ export function describeError(err: unknown, url: string | undefined): string {
     );
   }
   const status = bareStatus(err);
+  const server = url ?? "the server";
   if (status === "403") {
     // Refused before any RPC ran: the server's Host check (DNS-rebinding protection) answers a plain 403.
     return escapeControls(
-      `PermissionDenied: HTTP 403 from ${
-        url ?? "the server"
-      }: a taskwire server answers so to a host name it does not take (its Host check); use an address or name the server answers to (127.0.0.1 locally, its hostname or address remotely), or have its operator add --allowed-host. If the URL is not a taskwire server's, another service or a proxy refused the call`,
+      `PermissionDenied: HTTP 403 from ${server}: a taskwire server answers so to a host name it does not take (its Host check); use an address or name the server answers to (127.0.0.1 locally, its hostname or address remotely), or have its operator add --allowed-host. If the URL is not a taskwire server's, another service or a proxy refused the call`,
     );
   }
   if (status === "404") {
     // A taskwire server answers a bare 404 to a method it does not have: an older server, or another service.
     return escapeControls(
-      `${
-        url ?? "the server"
-      } answered HTTP 404 to this call: a taskwire server older than this client (without the method; \`taskwire info\` shows its version), or another service at that URL; point --url at a current taskwire server`,
+      `${server} answered HTTP 404 to this call: a taskwire server older than this client (without the method; \`taskwire info\` shows its version), or another service at that URL; point --url at a current taskwire server`,
     );
   }
   const proxy = status === undefined ? undefined : PROXY_STATUS[status];
   if (proxy !== undefined) {
     return escapeControls(
-      `${
-        url ?? "the server"
-      } answered HTTP ${status} (${proxy}); check that \`taskwire serve\` runs behind it, or point --url or TASKWIRE_URL at the server itself`,
+      `${server} answered HTTP ${status} (${proxy}); check that \`taskwire serve\` runs behind it, or point --url or TASKWIRE_URL at the server itself`,
     );
   }
   if (status !== undefined) {
     // A bare HTTP status where a taskwire server answers with an RPC status: something else answered.
     return escapeControls(
-      `${
-        url ?? "the server"
-      } answered HTTP ${status}, not as a taskwire server answers; is \`taskwire serve\` running there (not another service or a proxy's error page)? Point at it with --url or TASKWIRE_URL`,
+      `${server} answered HTTP ${status}, not as a taskwire server answers; is \`taskwire serve\` running there (not another service or a proxy's error page)? Point at it with --url or TASKWIRE_URL`,
     );
   }
   if (err instanceof ConnectError) return escapeControls(`${Code[err.code]}: ${err.rawMessage}`);

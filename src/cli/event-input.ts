@@ -14,6 +14,7 @@ import {
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
 import { causeOf, UnreachableError } from "./errors.ts";
+import { tasksSeen } from "./format.ts";
 import { type FleetFlags, openFleetInput } from "./fleet-input.ts";
 import { parseCpulist } from "../kernel/cpulist.ts";
 
@@ -111,8 +112,7 @@ export function uidLimitNote(
   info: { readonly uidLimited: boolean; readonly uids: readonly number[] },
 ): string | undefined {
   if (!info.uidLimited || wanted.length === 0 || wanted.some((u) => info.uids.includes(u))) return undefined;
-  const seen = info.uids.length === 0 ? "no task" : `only the tasks of uids ${info.uids.join(", ")}`;
-  return `note: you see ${seen} (your principal's limit); --uid ${
+  return `note: you see ${tasksSeen(info.uids)} (your principal's limit); --uid ${
     wanted.join(",")
   } names none of them, so no exit will come`;
 }

@@ -17,6 +17,11 @@ function unitOf(name: string): string {
   return UNITS.find(([re]) => re.test(name))?.[1] ?? "";
 }
 
+/** The tasks a uid-limited principal sees (GetInfo's `uids`), as the CLI says it: "only the tasks of uids 33, 1000". */
+export function tasksSeen(uids: readonly number[]): string {
+  return uids.length === 0 ? "no task" : `only the tasks of uid${uids.length === 1 ? "" : "s"} ${uids.join(", ")}`;
+}
+
 /** A nanosecond total as milliseconds ("-" when the record lacks it). */
 export function ms(ns: bigint | number | undefined): string {
   return ns === undefined ? "-" : `${(Number(ns) / 1e6).toFixed(3)}ms`;
