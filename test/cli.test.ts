@@ -270,7 +270,7 @@ describe("PEM files on the command line", () => {
       ],
       [
         ["serve", ...port, "--tls-cert", cert, "--tls-key", otherKey],
-        /^taskwire: --tls-key is not the private key of --tls-cert's certificate/m,
+        /^taskwire: --tls-key is not the private key of the certificate in --tls-cert/m,
       ],
       [
         ["serve", ...port, "--tls-cert", cert, "--tls-key", join(dir, "none")],
@@ -281,7 +281,10 @@ describe("PEM files on the command line", () => {
         ["info", "--cert", cert, "--key", encrypted],
         /^taskwire: --key: .*\/e\.key is an encrypted key; taskwire takes no passphrase/m,
       ],
-      [["info", "--cert", cert, "--key", otherKey], /^taskwire: --key is not the private key of --cert's certificate/m],
+      [
+        ["info", "--cert", cert, "--key", otherKey],
+        /^taskwire: --key is not the private key of the certificate in --cert/m,
+      ],
     ];
     for (const [args, message] of cases) {
       const r = await run(...args);
@@ -291,6 +294,35 @@ describe("PEM files on the command line", () => {
       });
       expect(r.err, "no OpenSSL code alone, no stack").not.toMatch(/^taskwire: error:|\n\s+at /m);
     }
+  });
+
+  it("one set by an environment variable or a config file is named by where it was set, beside its flag", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-pem-"));
+    const junk = join(dir, "j"), config = join(dir, "c.toml");
+    writeFileSync(junk, "x\n");
+    writeFileSync(config, `tls-cert = ${JSON.stringify(junk)}\ntls-key = ${JSON.stringify(junk)}\n`);
+    const runWith = async (env: Record<string, string>, ...args: string[]) => {
+      const r = await promisify(execFile)("node", [bin, ...args], { cwd: root, env: { ...process.env, ...env } })
+        .catch((e: { stderr: string }) => e);
+      return r.stderr;
+    };
+    const serve = ["serve", "--source", "sim", "--port", "0"];
+    expect(await runWith({ TASKWIRE_TLS_CERT: junk, TASKWIRE_TLS_KEY: junk }, ...serve)).toMatch(
+      /^taskwire: --tls-cert \(from TASKWIRE_TLS_CERT\): .*\/j is not a PEM certificate/m,
+    );
+    expect(await runWith({}, ...serve, "--config", config)).toMatch(
+      /^taskwire: --tls-cert \(from config .*\/c\.toml, key `tls-cert`\): .*\/j is not a PEM certificate/m,
+    );
+    expect(await runWith({ TASKWIRE_TOKEN_FILE: junk }, ...serve)).toMatch(
+      /^taskwire: --token-file \(from TASKWIRE_TOKEN_FILE\): the auth file .*\/j is not JSON/m,
+    );
+    expect(await runWith({ TASKWIRE_CA: junk, TASKWIRE_URL: url }, "info")).toMatch(
+      /^taskwire: --ca \(from TASKWIRE_CA\): .*\/j is not a PEM certificate/m,
+    );
+    // A flag beats the variable, and is named alone.
+    expect(await runWith({ TASKWIRE_CA: junk, TASKWIRE_URL: url }, "info", "--ca", junk)).toMatch(
+      /^taskwire: --ca: .*\/j is not a PEM certificate/m,
+    );
   });
 });
 

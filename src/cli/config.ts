@@ -103,6 +103,22 @@ export function envName(option: Option): string {
 }
 
 const isBoolean = (o: Option): boolean => !o.required && !o.optional;
+/**
+ * How an error names `cmd`'s setting `attribute`: its flag, and where its
+ * value came from when that was not the command line (an environment
+ * variable, a config file's key), so that a bad value can be found where it
+ * was written.
+ */
+export function settingName(cmd: Command, attribute: string): string {
+  const option = cmd.options.find((o) => o.attributeName() === attribute);
+  if (option?.long === undefined) throw new RangeError(`${cmd.name()} has no option ${attribute}`);
+  const source = cmd.getOptionValueSource(attribute);
+  if (source === "env") return `${option.long} (from ${option.envVar ?? envName(option)})`;
+  if (source === "config") {
+    return `${option.long} (from config ${cmd.getOptionValue("config") as string}, key \`${configKey(option)}\`)`;
+  }
+  return option.long;
+}
 
 /**
  * Adds --config and --print-config to `cmd`, an env variable to every option

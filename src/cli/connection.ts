@@ -5,6 +5,7 @@
  */
 import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
 import { type Command, Option } from "commander";
+import { settingName } from "./config.ts";
 import { UsageError } from "./errors.ts";
 import { checkKeyPair, type PemKind, readPem } from "./pem.ts";
 
@@ -19,7 +20,11 @@ export interface Connection {
   readonly ca?: string | undefined;
   readonly cert?: string | undefined;
   readonly key?: string | undefined;
+  /** How errors name the PEM settings: a flag, and where its value came from (config.ts settingName). */
+  readonly names?: Readonly<Record<PemSetting, string>>;
 }
+
+type PemSetting = "ca" | "cert" | "key";
 
 /** Adds --url, --token, --ca, --cert and --key to a client command. */
 export function addConnectionOptions(cmd: Command): Command {
@@ -43,8 +48,8 @@ export function addConnectionOptions(cmd: Command): Command {
     .addOption(new Option("--key <file>", "PEM private key of --cert").env("TASKWIRE_KEY"));
 }
 
-/** The connection named by a command's parsed options. */
-export function connectionFrom(o: Record<string, unknown>): Connection {
+/** The connection named by a command's parsed options; `cmd`, the command, names where each PEM file came from. */
+export function connectionFrom(o: Record<string, unknown>, cmd?: Command): Connection {
   // An empty value (TASKWIRE_TOKEN= in a unit file, say) means "not set".
   const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
   if ((str("cert") === undefined) !== (str("key") === undefined)) {
@@ -60,7 +65,8 @@ export function connectionFrom(o: Record<string, unknown>): Connection {
       }`,
     );
   }
-  return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
+  const names = cmd && { ca: settingName(cmd, "ca"), cert: settingName(cmd, "cert"), key: settingName(cmd, "key") };
+  return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key"), ...(names && { names }) };
 }
 
 let _url: string | undefined;
@@ -73,16 +79,13 @@ export function currentUrl(): string | undefined {
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
   _url = c.url;
-  const read = (file: string | undefined, flag: string, kind: PemKind) =>
-    file === undefined ? undefined : readPem(file, flag, kind);
-  const tls = {
-    ca: read(c.ca, "--ca", "certificate"),
-    cert: read(c.cert, "--cert", "certificate"),
-    key: read(c.key, "--key", "key"),
+  const names = c.names ?? { ca: "--ca", cert: "--cert", key: "--key" };
+  const read = (setting: PemSetting, kind: PemKind) => {
+    const file = c[setting];
+    return file === undefined ? undefined : readPem(file, names[setting], kind);
   };
-  if (tls.cert !== undefined && tls.key !== undefined) {
-    checkKeyPair(tls.cert, tls.key, { cert: "--cert", key: "--key" });
-  }
+  const tls = { ca: read("ca", "certificate"), cert: read("cert", "certificate"), key: read("key", "key") };
+  if (tls.cert !== undefined && tls.key !== undefined) checkKeyPair(tls.cert, tls.key, names);
   const defined = Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
   try {
     return createTaskwireClient(c.url, {

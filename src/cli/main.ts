@@ -20,7 +20,7 @@ import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import { addConfigOptions, effectiveConfig, unknownEnv } from "./config.ts";
+import { addConfigOptions, effectiveConfig, settingName, unknownEnv } from "./config.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { addNatsOptions, natsFlagsFrom } from "./serve-nats.ts";
 import { printConfig, serveCommand, type ServeFlags, UsageError } from "./serve.ts";
@@ -308,6 +308,7 @@ function buildProgram(): Command {
       enableDelayacct: o["enableDelayacct"] === true,
       tlsCert: o["tlsCert"] as string | undefined,
       tlsKey: o["tlsKey"] as string | undefined,
+      settingName: (attribute) => settingName(serve, attribute),
       auth: authFlagsFrom(o),
       corsOrigins: typeof o["corsOrigin"] === "string"
         ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean)
@@ -347,7 +348,7 @@ function buildProgram(): Command {
     .option("--json", "print JSON: every field, kernel names (see README: JSON output)")
     .action(async (kind: string, id: number, o: { json?: boolean; all?: boolean }) => {
       if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
-      await getCommand(connectionFrom(o), kind, id, o.json === true ? "json" : o.all === true ? "all" : "summary");
+      await getCommand(connectionFrom(o, get), kind, id, o.json === true ? "json" : o.all === true ? "all" : "summary");
     });
   addConnectionOptions(get);
   const watch = addWatchCommand(program);
@@ -362,13 +363,15 @@ function buildProgram(): Command {
       "also list your listeners (every listener, with the admin role): queue depth, drops, events/s",
     )
     .action(async (o: { json?: boolean; listeners?: boolean }) =>
-      infoCommand(connectionFrom(o), o.json === true, o.listeners === true)
+      infoCommand(connectionFrom(o, info), o.json === true, o.listeners === true)
     );
   const cgroup = program.command("cgroup")
     .description("tasks of a cgroup by state, like getdelays -C (a directory under /sys/fs/cgroup on the server)")
     .argument("<path>", "cgroup directory on the server, e.g. /sys/fs/cgroup/cpu/batch")
     .option("--json", "print JSON, every field")
-    .action(async (path: string, o: { json?: boolean }) => cgroupCommand(connectionFrom(o), path, o.json === true));
+    .action(async (path: string, o: { json?: boolean }) =>
+      cgroupCommand(connectionFrom(o, cgroup), path, o.json === true)
+    );
   void watch; // registered with its connection options by addWatchCommand
   addConnectionOptions(info);
   addConnectionOptions(cgroup);

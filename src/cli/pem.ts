@@ -72,7 +72,7 @@ export function checkKeyPair(cert: string, key: string, flags: { cert: string; k
   if (typeof x509.checkPrivateKey !== "function") return;
   if (!x509.checkPrivateKey(createPrivateKey(key))) {
     throw new UsageError(
-      `${flags.key} is not the private key of ${flags.cert}'s certificate: pass the key it was made with (the file's first certificate must be its own, before any chain)`,
+      `${flags.key} is not the private key of the certificate in ${flags.cert}: pass the key it was made with (the file's first certificate must be its own, before any chain)`,
     );
   }
 }

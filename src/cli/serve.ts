@@ -57,6 +57,8 @@ export interface ServeFlags {
   tlsCert?: string | undefined;
   corsOrigins: string[];
   tlsKey?: string | undefined;
+  /** How an error names a setting, by its attribute (config.ts settingName); its flag when not given. */
+  settingName?: (attribute: string) => string;
   limits: Partial<Limits>;
   /** Bytes everything held per client may take (--memory-budget). */
   memoryBudget: number;
@@ -95,28 +97,33 @@ export class SourceError extends Error {
   override readonly name = "SourceError";
 }
 
-/** Runs the server until a signal arrives. */
+// How errors name a setting: as flags.settingName says, or by its flag (tlsClientCa: --tls-client-ca).
+function nameOf(flags: ServeFlags): (attribute: string) => string {
+  return flags.settingName ?? ((a) => `--${a.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+}
+
 function readTls(flags: ServeFlags): { cert: string; key: string; clientCa?: string } | undefined {
   if (flags.tlsCert === undefined && flags.tlsKey === undefined) return undefined;
   if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
     throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
   }
-  const cert = readPem(flags.tlsCert, "--tls-cert", "certificate");
-  const key = readPem(flags.tlsKey, "--tls-key", "key");
-  checkKeyPair(cert, key, { cert: "--tls-cert", key: "--tls-key" });
+  const name = nameOf(flags);
+  const cert = readPem(flags.tlsCert, name("tlsCert"), "certificate");
+  const key = readPem(flags.tlsKey, name("tlsKey"), "key");
+  checkKeyPair(cert, key, { cert: name("tlsCert"), key: name("tlsKey") });
   const ca = flags.auth.tlsClientCa;
-  const clientCa = ca === undefined ? undefined : readPem(ca, "--tls-client-ca", "certificate");
+  const clientCa = ca === undefined ? undefined : readPem(ca, name("tlsClientCa"), "certificate");
   return { cert, key, ...(clientCa && { clientCa }) };
 }
 
-function authenticatorFor(auth: AuthFlags): Authenticator {
+function authenticatorFor(auth: AuthFlags, tokenFileName: string): Authenticator {
   try {
     return createAuthenticator({
       tokenFile: auth.tokenFile,
       clientCertificates: auth.tlsClientCa === undefined ? undefined : { defaultRoles: auth.tlsClientRoles },
     });
   } catch (err) {
-    if (err instanceof AuthFileError) throw new UsageError(`--token-file: ${err.message}`);
+    if (err instanceof AuthFileError) throw new UsageError(`${tokenFileName}: ${err.message}`);
     throw err;
   }
 }
@@ -197,7 +204,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     corsOrigins: flags.corsOrigins,
     tls: tls !== undefined,
   });
-  const authenticator = authenticatorFor(flags.auth);
+  const authenticator = authenticatorFor(flags.auth, nameOf(flags)("tokenFile"));
   // First: a bad value is refused before anything is opened.
   const headroom = flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES;
   const heap = await keepHeapHeadroom(headroom);

@@ -62,7 +62,7 @@ export function addWatchCommand(program: Command): Command {
       );
     }
     await watchCommand({
-      conn: connectionFrom(o),
+      conn: connectionFrom(o, watch),
       cpus,
       listener,
       json: o["json"] === true,
