@@ -196,7 +196,16 @@ describe("review hardening: what the configuration says back", () => {
       expect(starFlag.code).toBe(2);
       const half = await run(["serve", "--source", "sim", "--tls-cert", "/nonexistent.pem", "--print-config"]);
       expect(half.code).toBe(2);
-      expect(half.err).toMatch(/--tls-cert and --tls-key go together/);
+      expect(half.err).toMatch(/--tls-cert is set without --tls-key: pass both PEM files/);
+      const halfEnv = await run(["serve", "--source", "sim", "--print-config"], { TASKWIRE_TLS_KEY: "/k.pem" });
+      expect(halfEnv.code).toBe(2);
+      expect(halfEnv.err).toMatch(/--tls-key \(from TASKWIRE_TLS_KEY\) is set without --tls-cert/);
+      // Two settings checked against each other are each named where they were set.
+      const buffers = await run(["serve", "--source", "sim", "--max-buffer", "100", "--print-config"], {
+        TASKWIRE_DEFAULT_BUFFER: "200",
+      });
+      expect(buffers.code).toBe(2);
+      expect(buffers.err).toMatch(/--default-buffer \(from TASKWIRE_DEFAULT_BUFFER\) must not exceed --max-buffer:/);
       const allowed = await run([
         "serve",
         "--source",

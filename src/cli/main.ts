@@ -327,11 +327,13 @@ function buildProgram(): Command {
       fleet: natsFlagsFrom(o),
     };
     if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
-      throw new UsageError("--default-buffer must not exceed --max-buffer");
+      const [given, most] = [settingName(serve, "defaultBuffer"), settingName(serve, "maxBuffer")];
+      throw new UsageError(`${given} must not exceed ${most}: raise the one or lower the other`);
     }
     checkPrincipalShare(flags.memoryBudget, flags.memoryBudgetPerPrincipal);
     if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
-      throw new UsageError("--header-timeout-ms must not exceed --request-timeout-ms: headers are part of the request");
+      const [header, request] = [settingName(serve, "headerTimeoutMs"), settingName(serve, "requestTimeoutMs")];
+      throw new UsageError(`${header} must not exceed ${request}: headers are part of the request`);
     }
     // --print-config refuses what a start would refuse (exposure, TLS pairs) before printing.
     if (o["printConfig"] === true) return printConfig(effectiveConfig(serve), flags);

@@ -102,11 +102,18 @@ function nameOf(flags: ServeFlags): (attribute: string) => string {
   return flags.settingName ?? ((a) => `--${a.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
 }
 
+// --tls-cert and --tls-key: both or neither.
+function checkTlsPair(flags: ServeFlags): void {
+  if ((flags.tlsCert === undefined) === (flags.tlsKey === undefined)) return;
+  const [given, missing] = flags.tlsCert === undefined ? ["tlsKey", "--tls-cert"] : ["tlsCert", "--tls-key"];
+  throw new UsageError(
+    `${nameOf(flags)(given)} is set without ${missing}: pass both PEM files (--tls-cert and --tls-key go together)`,
+  );
+}
+
 function readTls(flags: ServeFlags): { cert: string; key: string; clientCa?: string } | undefined {
-  if (flags.tlsCert === undefined && flags.tlsKey === undefined) return undefined;
-  if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
-    throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
-  }
+  checkTlsPair(flags);
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) return undefined;
   const name = nameOf(flags);
   const cert = readPem(flags.tlsCert, name("tlsCert"), "certificate");
   const key = readPem(flags.tlsKey, name("tlsKey"), "key");
@@ -182,10 +189,8 @@ function hostCheckNeeded(flags: ServeFlags): boolean {
  * it fails as the start would). Warnings go to stderr.
  */
 export function printConfig(text: string, flags: ServeFlags): void {
-  const tls = flags.tlsCert !== undefined || flags.tlsKey !== undefined;
-  if (tls && (flags.tlsCert === undefined || flags.tlsKey === undefined)) {
-    throw new UsageError("--tls-cert and --tls-key go together: pass both PEM files");
-  }
+  checkTlsPair(flags);
+  const tls = flags.tlsCert !== undefined;
   const warnings = checkExposure({ host: flags.host, auth: flags.auth, corsOrigins: flags.corsOrigins, tls });
   for (const w of [...(flags.configWarnings ?? []), ...warnings, ..._natsWarnings(flags)]) {
     process.stderr.write(`taskwire: warning: ${w}\n`);
