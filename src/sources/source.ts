@@ -75,13 +75,13 @@ export interface TaskstatsSource {
   readerCpuSeconds?(): number | undefined;
 }
 
-/** No live task has this id (the kernel's ESRCH). */
+/** No live task has this id (the kernel's ESRCH); `where`, said after the id, names the source's tasks ("in ..."). */
 export class TaskNotFoundError extends Error {
   override readonly name = "TaskNotFoundError";
   readonly id: number;
   readonly kind: "pid" | "tgid";
-  constructor(kind: "pid" | "tgid", id: number) {
-    super(`no live task with ${kind} ${id}`);
+  constructor(kind: "pid" | "tgid", id: number, where?: string) {
+    super(`no live task with ${kind} ${id}${where === undefined ? "" : ` ${where}`}`);
     this.kind = kind;
     this.id = id;
   }

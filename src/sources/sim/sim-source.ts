@@ -56,6 +56,9 @@ export function createSimSource(options: SimSourceOptions = {}): SimSource {
 /** The longest the timer waits before it looks again, ms (a low rate's next exit may be hours away). */
 const MAX_WAIT_MS = 60_000;
 
+// Said after a missing id: the simulated tasks' ids start past the kernel's own reserved range, as the sim allocates.
+const SIM_TASKS = "in the simulated kernel: its tasks are its own (ids from 301), not this machine's";
+
 class _SimSource implements SimSource {
   readonly name = "sim" as const;
   readonly possible;
@@ -148,7 +151,8 @@ class _SimSource implements SimSource {
   async #lookup(find: () => TaskStats | undefined, kind: "pid" | "tgid", id: number): Promise<TaskStats> {
     if (this.#closed) throw new SourceUnavailableError("the sim source is closed");
     const stats = find();
-    if (stats === undefined) throw new TaskNotFoundError(kind, id);
+    // An id from this machine (a shell's $$, pid 1) is the likely mistake: the simulated tasks are not its tasks.
+    if (stats === undefined) throw new TaskNotFoundError(kind, id, SIM_TASKS);
     return stats;
   }
 }
