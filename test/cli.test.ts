@@ -319,6 +319,9 @@ describe("PEM files on the command line", () => {
     expect(await runWith({ TASKWIRE_CA: junk, TASKWIRE_URL: url }, "info")).toMatch(
       /^taskwire: --ca \(from TASKWIRE_CA\): .*\/j is not a PEM certificate/m,
     );
+    expect(await runWith({ TASKWIRE_CERT: junk, TASKWIRE_URL: url }, "info")).toMatch(
+      /^taskwire: --cert \(from TASKWIRE_CERT\) is set without --key: pass both PEM files/m,
+    );
     // A flag beats the variable, and is named alone.
     expect(await runWith({ TASKWIRE_CA: junk, TASKWIRE_URL: url }, "info", "--ca", junk)).toMatch(
       /^taskwire: --ca: .*\/j is not a PEM certificate/m,

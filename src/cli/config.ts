@@ -103,6 +103,7 @@ export function envName(option: Option): string {
 }
 
 const isBoolean = (o: Option): boolean => !o.required && !o.optional;
+
 /**
  * How an error names `cmd`'s setting `attribute`: its flag, and where its
  * value came from when that was not the command line (an environment

@@ -52,8 +52,12 @@ export function addConnectionOptions(cmd: Command): Command {
 export function connectionFrom(o: Record<string, unknown>, cmd?: Command): Connection {
   // An empty value (TASKWIRE_TOKEN= in a unit file, say) means "not set".
   const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
+  const names = cmd && { ca: settingName(cmd, "ca"), cert: settingName(cmd, "cert"), key: settingName(cmd, "key") };
   if ((str("cert") === undefined) !== (str("key") === undefined)) {
-    throw new UsageError("--cert and --key go together: pass both PEM files");
+    const [given, missing] = str("cert") === undefined ? ["key", "--cert"] as const : ["cert", "--key"] as const;
+    throw new UsageError(
+      `${names?.[given] ?? `--${given}`} is set without ${missing}: pass both PEM files (--cert and --key go together)`,
+    );
   }
   const url = str("url") ?? DEFAULT_URL;
   if (!/^https?:\/\/[^/]/i.test(url)) {
@@ -65,7 +69,6 @@ export function connectionFrom(o: Record<string, unknown>, cmd?: Command): Conne
       }`,
     );
   }
-  const names = cmd && { ca: settingName(cmd, "ca"), cert: settingName(cmd, "cert"), key: settingName(cmd, "key") };
   return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key"), ...(names && { names }) };
 }
 
