@@ -344,7 +344,7 @@ describe("taskwire serve: flags past what the server can honour", () => {
     ],
     [
       ["--memory-budget", "1MiB", "--memory-budget-per-principal", "1%"],
-      /--memory-budget-per-principal gives a principal 10485 bytes of the 1 MiB budget, too few to hold a listener; give it at least 256KiB/,
+      /--memory-budget-per-principal gives a principal 10485 bytes of the 1 MiB --memory-budget, too few to hold a listener; give it at least 256KiB$/m,
     ],
   ])("serve %j is a usage error naming the range", async (flag, message) => {
     const r = await run("serve", "--source", "sim", "--port", "0", ...flag);

@@ -191,7 +191,9 @@ describe("review hardening: what the configuration says back", () => {
       expect(exposed.err).toMatch(/--host 0\.0\.0\.0 exposes the kernel's per-task accounting.*--token-file/);
       const star = await run(["serve", "--source", "sim", "--print-config"], { TASKWIRE_ALLOWED_HOST: "*" });
       expect(star.code).toBe(2);
-      expect(star.err).toMatch(/--allowed-host "\*": names are matched exactly.*switch off the DNS-rebinding guard/);
+      expect(star.err).toMatch(
+        /--allowed-host \(from TASKWIRE_ALLOWED_HOST\) "\*": names are matched exactly.*switch off the DNS-rebinding guard/,
+      );
       const starFlag = await run(["serve", "--source", "sim", "--allowed-host", "ok.example,*", "--print-config"]);
       expect(starFlag.code).toBe(2);
       const half = await run(["serve", "--source", "sim", "--tls-cert", "/nonexistent.pem", "--print-config"]);
@@ -205,7 +207,7 @@ describe("review hardening: what the configuration says back", () => {
         TASKWIRE_DEFAULT_BUFFER: "200",
       });
       expect(buffers.code).toBe(2);
-      expect(buffers.err).toMatch(/--default-buffer \(from TASKWIRE_DEFAULT_BUFFER\) must not exceed --max-buffer:/);
+      expect(buffers.err).toMatch(/--default-buffer \(from TASKWIRE_DEFAULT_BUFFER\) 200 exceeds --max-buffer 100:/);
       const allowed = await run([
         "serve",
         "--source",
@@ -221,6 +223,69 @@ describe("review hardening: what the configuration says back", () => {
     },
     30_000,
   );
+
+  it("--print-config reads every file a start reads and makes each check it makes, warnings first", async () => {
+    const junk = file("junk.pem", "x\n");
+    const printed = (env: Record<string, string>, ...args: string[]) =>
+      run(["serve", "--source", "sim", ...args, "--print-config"], env);
+    const cases: [Record<string, string>, string[], RegExp][] = [
+      [
+        { TASKWIRE_TLS_CERT: junk, TASKWIRE_TLS_KEY: junk },
+        [],
+        /--tls-cert \(from TASKWIRE_TLS_CERT\): .* is not a PEM/,
+      ],
+      [{ TASKWIRE_TOKEN_FILE: junk }, [], /--token-file \(from TASKWIRE_TOKEN_FILE\): the auth file .* is not JSON/],
+      [{ TASKWIRE_ENABLE_DELAYACCT: "true" }, [], /--enable-delayacct \(from TASKWIRE_ENABLE_DELAYACCT\) changes/],
+      // A --nats-* setting without --nats would do nothing: refused, as watch and top refuse theirs.
+      [{ TASKWIRE_NATS_CREDS: "/nonexistent" }, [], /--nats-creds \(from TASKWIRE_NATS_CREDS\) is set without --nats/],
+      // NATS settings are checked before anything connects: the caller's mistakes, exit 2, not "cannot connect".
+      [{}, ["--nats", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent"], /^taskwire: --nats-creds: cannot read/m],
+      [
+        {},
+        ["--nats", "nats://127.0.0.1:1", "--nats-token-file", file("empty", "\n")],
+        /--nats-token-file: .* is empty/,
+      ],
+      [{}, ["--nats", "nats://127.0.0.1:1", "--nats-ca", junk], /--nats-ca: .* is not a PEM certificate/],
+      [
+        { TASKWIRE_NATS: "nats://127.0.0.1:1", TASKWIRE_NATS_STREAM: "bad name" },
+        [],
+        /--nats-stream \(from TASKWIRE_NATS_STREAM\) "bad name": use/,
+      ],
+      [
+        {},
+        ["--memory-budget-per-principal", "25"],
+        /gives a principal 25 bytes .* \(a bare number is bytes; for a percentage write 25%\)/,
+      ],
+    ];
+    for (const [env, args, message] of cases) {
+      const r = await printed(env, ...args);
+      expect({ env, args, code: r.code, out: r.out, err: r.err }).toMatchObject({
+        code: 2,
+        out: "",
+        err: expect.stringMatching(message),
+      });
+      expect(r.err).not.toMatch(/cannot connect/);
+    }
+    // The start refuses them the same way.
+    const started = await run([
+      "serve",
+      "--source",
+      "sim",
+      "--port",
+      "0",
+      "--nats",
+      "nats://127.0.0.1:1",
+      "--nats-creds",
+      "/nonexistent",
+    ]);
+    expect([started.code, started.err]).toEqual([2, expect.stringMatching(/^taskwire: --nats-creds: cannot read/m)]);
+    // An unknown variable is warned of before the check that fails (it may be why).
+    const typo = await printed({ TASKWIRE_MAX_BUFER: "100", TASKWIRE_DEFAULT_BUFFER: "2000000" });
+    expect(typo.code).toBe(2);
+    expect(typo.err).toMatch(
+      /TASKWIRE_MAX_BUFER is no setting.*did you mean TASKWIRE_MAX_BUFFER\?[^]*--default-buffer/,
+    );
+  }, 60_000);
 
   it("a bad value is quoted once", async () => {
     const env = await run(["serve", "--source", "sim"], { TASKWIRE_MEMORY_BUDGET: "-5" });

@@ -58,36 +58,56 @@ export function unknownEnv(cmd: Command, env: Readonly<Record<string, string | u
     .sort()
     .slice(0, 16)
     .map((name) => {
-      const near = nearest(name, [...known]);
       return `environment variable ${clipName(name)} is no setting of taskwire serve and is ignored${
-        near === undefined ? "" : ` (did you mean ${near}?)`
+        envSuggestion(name, [...known, "TASKWIRE_CONFIG"])
       }; \`taskwire serve --help\` lists each flag's variable`;
     });
 }
 
-const clipName = (name: string) => (name.length <= 64 ? name : `${name.slice(0, 64)}…`);
-
-// The known name at the least edit distance after the prefix, if close (a quarter of the name at most).
-function nearest(name: string, known: readonly string[]): string | undefined {
+// " (did you mean X?)" for an unknown variable, or "".
+function envSuggestion(name: string, known: readonly string[]): string {
   const part = (n: string) => n.slice("TASKWIRE_".length);
-  let best: string | undefined, bestDistance = Math.max(1, Math.floor(part(name).length / 4)) + 1;
-  for (const k of known) {
-    const d = distance(part(name), part(k));
-    if (d < bestDistance) [best, bestDistance] = [k, d];
+  // TASKWIRE_NO_METRICS: a --no-* flag's variable is the setting's own, set false.
+  const negated = /^NO_(.+)$/.exec(part(name))?.[1];
+  if (negated !== undefined && known.includes(`TASKWIRE_${negated}`)) {
+    return ` (did you mean TASKWIRE_${negated}=false?)`;
   }
-  return best;
+  const near = nearest(part(name), known.map(part), "_");
+  return near === undefined ? "" : ` (did you mean TASKWIRE_${near}?)`;
 }
 
-// Levenshtein distance; names are short (and clipped).
+const clipName = (name: string) => (name.length <= 64 ? name : `${name.slice(0, 64)}…`);
+
+// The known name nearest `name`: at the least edit distance, if close (a quarter of the name at most); otherwise one
+// that begins with it or it begins with (TLS_KEYFILE: TLS_KEY; NATS_TOKEN: NATS_TOKEN_FILE), or holds each of its
+// words (TLS_CA: TLS_CLIENT_CA), the nearest in length. Words are split at `separator`.
+function nearest(name: string, known: readonly string[], separator: string): string | undefined {
+  let best: string | undefined, bestDistance = Math.max(1, Math.floor(name.length / 4)) + 1;
+  for (const k of known) {
+    const d = distance(name, k);
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  if (best !== undefined || name.length < 3) return best;
+  const words = name.split(separator);
+  const related = (k: string) =>
+    k.length >= 3 && (name.startsWith(k) || k.startsWith(name) || words.every((w) => k.split(separator).includes(w)));
+  const lengthOff = (k: string) => Math.abs(k.length - name.length);
+  return known.filter(related).sort((a, b) => lengthOff(a) - lengthOff(b))[0];
+}
+
+// Edit distance with two neighbours swapped as one edit (prot: port); names are short (and clipped).
 function distance(a: string, b: string): number {
   if (a.length > 80 || b.length > 80) return Infinity;
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  let before: number[] = [], row = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const next = [i];
     for (let j = 1; j <= b.length; j++) {
       next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        next[j] = Math.min(next[j]!, before[j - 2]! + 1);
+      }
     }
-    row = next;
+    [before, row] = [row, next];
   }
   return row[b.length]!;
 }
@@ -119,6 +139,31 @@ export function settingName(cmd: Command, attribute: string): string {
     return `${option.long} (from config ${cmd.getOptionValue("config") as string}, key \`${configKey(option)}\`)`;
   }
   return option.long;
+}
+
+/**
+ * Names, in `err`'s message, where each setting it mentions by flag was set,
+ * when that was not the command line: the first `--port` of the message
+ * becomes `--port (from TASKWIRE_PORT)`. Every check names settings by their
+ * flags; this is the one place that knows where each value came from
+ * (commander's value sources), so that an operator who set it in a unit's
+ * environment or a config file is pointed there. Only the CLI's own errors
+ * (`err` a UsageError or another of `kinds`) are rewritten.
+ */
+export function nameOrigins(
+  err: unknown,
+  cmd: Command,
+  kinds: readonly (abstract new (...a: never[]) => Error)[],
+): void {
+  if (!kinds.some((k) => err instanceof k)) return;
+  const e = err as Error;
+  for (const option of cmd.options) {
+    const source = cmd.getOptionValueSource(option.attributeName());
+    if ((source !== "env" && source !== "config") || option.long === undefined) continue;
+    // The flag as a word of its own (not --nats of --nats-creds), not already named with its origin.
+    const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )`);
+    e.message = e.message.replace(flag, () => settingName(cmd, option.attributeName()));
+  }
 }
 
 /**
@@ -186,7 +231,7 @@ export function readConfig(cmd: Command, file: string): [Option, unknown][] {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    throw new UsageError(`config ${file}: cannot read it: ${(err as Error).message}`);
+    throw new UsageError(`--config ${file}: cannot read it: ${(err as Error).message}`);
   }
   let table: Record<string, unknown>;
   try {
@@ -200,13 +245,7 @@ export function readConfig(cmd: Command, file: string): [Option, unknown][] {
   return Object.entries(table).map(([key, value]) => {
     const option = byKey.get(key);
     const problem = (what: string) => new UsageError(`config ${file}: key \`${key}\`: ${what}`);
-    if (option === undefined) {
-      throw problem(
-        `not a setting; the keys are \`taskwire serve\`'s flags without the dashes (${
-          [...byKey.keys()].slice(0, 4).join(", ")
-        }, ...; see --help)`,
-      );
-    }
+    if (option === undefined) throw problem(unknownKey(key, value, [...byKey.keys()]));
     try {
       return [option, settingValue(option, value)];
     } catch (err) {
@@ -215,8 +254,28 @@ export function readConfig(cmd: Command, file: string): [Option, unknown][] {
   });
 }
 
+// Why `key` is no setting, and what was likely meant.
+function unknownKey(key: string, value: unknown, keys: readonly string[]): string {
+  if (typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date)) {
+    return "settings are top-level keys (no [sections]); write each as `key = value` before any table";
+  }
+  // maxBuffer, max_buffer, MAX-BUFFER: the key in kebab case.
+  const kebab = key.replace(/([a-z0-9])([A-Z])/g, "$1-$2").replaceAll("_", "-").toLowerCase();
+  const negated = /^no-(.+)$/.exec(kebab)?.[1];
+  const near = negated !== undefined && keys.includes(negated)
+    ? `\`${negated} = false\`? (a --no-* flag is its setting set false)`
+    : keys.includes(kebab)
+    ? `\`${kebab}\`?`
+    : nearest(kebab, keys, "-")?.replace(/^(.*)$/, "`$1`?");
+  return `not a setting${
+    near === undefined ? "" : ` (did you mean ${near})`
+  }; the keys are \`taskwire serve\`'s flags without the dashes (${keys.slice(0, 4).join(", ")}, ...; see --help)`;
+}
+
 // A TOML value as its flag takes it: a boolean for a flag without a value; otherwise text for the flag's parser.
 function settingValue(option: Option, value: unknown): unknown {
+  // An empty value in a variable means unset; in a file, leaving the key out does.
+  if (value === "") throw new TypeError("is empty: give a value, or leave the key out to keep the default");
   if (isBoolean(option)) {
     if (typeof value !== "boolean") throw new TypeError(`expected true or false, got ${describe(value)}`);
     return value;
@@ -258,6 +317,11 @@ function describe(value: unknown): string {
 /** The settings in effect as a TOML file, each with a comment saying where it came from. */
 export function effectiveConfig(cmd: Command): string {
   const lines = ["# taskwire serve: the settings in effect (flag > env > config file > default)"];
+  const file = cmd.getOptionValue("config") as string | undefined;
+  if (file !== undefined && file !== "") {
+    const by = cmd.getOptionValueSource("config") === "env" ? "TASKWIRE_CONFIG" : "--config";
+    lines.push(`# config file: ${file} (${by}); a setting marked "config" comes from it`);
+  }
   for (const option of configurable(cmd)) {
     const key = configKey(option);
     const value = tomlValue(cmd.getOptionValue(option.attributeName()));

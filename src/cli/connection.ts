@@ -5,7 +5,6 @@
  */
 import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
 import { type Command, Option } from "commander";
-import { settingName } from "./config.ts";
 import { UsageError } from "./errors.ts";
 import { checkKeyPair, type PemKind, readPem } from "./pem.ts";
 
@@ -20,8 +19,6 @@ export interface Connection {
   readonly ca?: string | undefined;
   readonly cert?: string | undefined;
   readonly key?: string | undefined;
-  /** How errors name the PEM settings: a flag, and where its value came from (config.ts settingName). */
-  readonly names?: Readonly<Record<PemSetting, string>>;
 }
 
 type PemSetting = "ca" | "cert" | "key";
@@ -48,28 +45,23 @@ export function addConnectionOptions(cmd: Command): Command {
     .addOption(new Option("--key <file>", "PEM private key of --cert").env("TASKWIRE_KEY"));
 }
 
-/** The connection named by a command's parsed options; `cmd`, the command, names where each PEM file came from. */
-export function connectionFrom(o: Record<string, unknown>, cmd?: Command): Connection {
+/** The connection named by a command's parsed options. */
+export function connectionFrom(o: Record<string, unknown>): Connection {
   // An empty value (TASKWIRE_TOKEN= in a unit file, say) means "not set".
   const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
-  const names = cmd && { ca: settingName(cmd, "ca"), cert: settingName(cmd, "cert"), key: settingName(cmd, "key") };
   if ((str("cert") === undefined) !== (str("key") === undefined)) {
-    const [given, missing] = str("cert") === undefined ? ["key", "--cert"] as const : ["cert", "--key"] as const;
-    throw new UsageError(
-      `${names?.[given] ?? `--${given}`} is set without ${missing}: pass both PEM files (--cert and --key go together)`,
-    );
+    const [given, missing] = str("cert") === undefined ? ["--key", "--cert"] : ["--cert", "--key"];
+    throw new UsageError(`${given} is set without ${missing}: pass both PEM files (--cert and --key go together)`);
   }
   const url = str("url") ?? DEFAULT_URL;
   if (!/^https?:\/\/[^/]/i.test(url)) {
     throw new UsageError(
-      `--url (or TASKWIRE_URL) ${
-        JSON.stringify(url)
-      } is not an http:// or https:// URL; write it whole, e.g. --url http://${
+      `--url ${JSON.stringify(url)} is not an http:// or https:// URL; write it whole, e.g. --url http://${
         url.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "") || "127.0.0.1:7878"
       }`,
     );
   }
-  return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key"), ...(names && { names }) };
+  return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
 }
 
 let _url: string | undefined;
@@ -82,13 +74,14 @@ export function currentUrl(): string | undefined {
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
   _url = c.url;
-  const names = c.names ?? { ca: "--ca", cert: "--cert", key: "--key" };
   const read = (setting: PemSetting, kind: PemKind) => {
     const file = c[setting];
-    return file === undefined ? undefined : readPem(file, names[setting], kind);
+    return file === undefined ? undefined : readPem(file, `--${setting}`, kind);
   };
   const tls = { ca: read("ca", "certificate"), cert: read("cert", "certificate"), key: read("key", "key") };
-  if (tls.cert !== undefined && tls.key !== undefined) checkKeyPair(tls.cert, tls.key, names);
+  if (tls.cert !== undefined && tls.key !== undefined) {
+    checkKeyPair(tls.cert, tls.key, { cert: "--cert", key: "--key" });
+  }
   const defined = Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
   try {
     return createTaskwireClient(c.url, {
@@ -96,7 +89,16 @@ export function clientFor(c: Connection): TaskwireClient {
       ...(Object.keys(defined).length > 0 && { tls: defined }),
     });
   } catch (err) {
-    if (err instanceof TypeError) throw new UsageError(err.message);
+    if (err instanceof TypeError) {
+      throw new UsageError(/^token\b/.test(err.message) ? `--token: ${err.message}${tokenHint(c.token)}` : err.message);
+    }
     throw err;
   }
+}
+
+// What is likely wrong with a token the SDK refused: a prefix the client adds itself, or a line end copied with it.
+function tokenHint(token: string | undefined): string {
+  if (token === undefined) return "";
+  if (/^bearer\s/i.test(token)) return "; drop the `Bearer ` prefix: the client adds it";
+  return token !== token.trim() ? "; it has spaces or a line end at its start or end: copy the token alone" : "";
 }

@@ -2,7 +2,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/registry.ts";
 import { MAX_SIM_EXIT_RATE } from "../sources/sim/sim-source.ts";
-import { formatBytes, parseBytes, parseShare, resolveShare, type Share } from "../core/budget.ts";
+import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
 import { defaultMemoryBudget } from "../server/memory.ts";
 import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
 import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";
@@ -20,10 +20,10 @@ import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import { addConfigOptions, effectiveConfig, settingName, unknownEnv } from "./config.ts";
+import { addConfigOptions, effectiveConfig, nameOrigins, unknownEnv } from "./config.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
-import { addNatsOptions, natsFlagsFrom } from "./serve-nats.ts";
-import { printConfig, serveCommand, type ServeFlags, UsageError } from "./serve.ts";
+import { addNatsOptions, FleetStartError, natsFlagsFrom } from "./serve-nats.ts";
+import { printConfig, serveCommand, type ServeFlags, SourceError, UsageError } from "./serve.ts";
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -76,20 +76,16 @@ function memoryBudget(text: string): number {
   return bytes;
 }
 
-/** The least one principal may be given of the budget: a listener with a few batches (the same reasoning). */
-const MIN_PRINCIPAL_SHARE = 256 * 1024;
-
-// --memory-budget-per-principal as bytes of the budget: a share too small to hold one listener made every principal's
-// Register and SubscribeExits fail, as a too-small budget did.
-function checkPrincipalShare(budget: number, share: Share): void {
-  const bytes = resolveShare(share, budget);
-  if (bytes < MIN_PRINCIPAL_SHARE) {
-    throw new UsageError(
-      `--memory-budget-per-principal gives a principal ${bytes} bytes of the ${
-        formatBytes(budget)
-      } budget, too few to hold a listener; give it at least 256KiB`,
-    );
-  }
+// The first --nats-* setting given (a flag, a variable or a config key) where --nats is not. A value equal to its
+// default is not counted: --print-config writes every default, and what it prints must load back.
+function strayNatsSetting(serve: Command): string | undefined {
+  const given = serve.options.find((option) => {
+    const attribute = option.attributeName();
+    const source = serve.getOptionValueSource(attribute);
+    return option.long?.startsWith("--nats-") === true && source !== undefined && source !== "default" &&
+      serve.getOptionValue(attribute) !== option.defaultValue;
+  });
+  return given?.long;
 }
 
 // Names a client command's server is often guessed as. commander suggests only near spellings of a real option,
@@ -308,7 +304,6 @@ function buildProgram(): Command {
       enableDelayacct: o["enableDelayacct"] === true,
       tlsCert: o["tlsCert"] as string | undefined,
       tlsKey: o["tlsKey"] as string | undefined,
-      settingName: (attribute) => settingName(serve, attribute),
       auth: authFlagsFrom(o),
       corsOrigins: typeof o["corsOrigin"] === "string"
         ? (o["corsOrigin"] as string).split(",").map((x) => x.trim()).filter(Boolean)
@@ -325,17 +320,9 @@ function buildProgram(): Command {
       memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
       log: logFlagsFrom(o),
       fleet: natsFlagsFrom(o),
+      strayNatsSetting: o["nats"] === undefined ? strayNatsSetting(serve) : undefined,
     };
-    if ((flags.limits.defaultBuffer ?? 0) > flags.limits.maxBuffer!) {
-      const [given, most] = [settingName(serve, "defaultBuffer"), settingName(serve, "maxBuffer")];
-      throw new UsageError(`${given} must not exceed ${most}: raise the one or lower the other`);
-    }
-    checkPrincipalShare(flags.memoryBudget, flags.memoryBudgetPerPrincipal);
-    if ((o["headerTimeoutMs"] as number) > (o["requestTimeoutMs"] as number)) {
-      const [header, request] = [settingName(serve, "headerTimeoutMs"), settingName(serve, "requestTimeoutMs")];
-      throw new UsageError(`${header} must not exceed ${request}: headers are part of the request`);
-    }
-    // --print-config refuses what a start would refuse (exposure, TLS pairs) before printing.
+    // --print-config refuses what a start would refuse (serve-checks.ts) before printing.
     if (o["printConfig"] === true) return printConfig(effectiveConfig(serve), flags);
     await serveCommand(flags);
   });
@@ -350,7 +337,7 @@ function buildProgram(): Command {
     .option("--json", "print JSON: every field, kernel names (see README: JSON output)")
     .action(async (kind: string, id: number, o: { json?: boolean; all?: boolean }) => {
       if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
-      await getCommand(connectionFrom(o, get), kind, id, o.json === true ? "json" : o.all === true ? "all" : "summary");
+      await getCommand(connectionFrom(o), kind, id, o.json === true ? "json" : o.all === true ? "all" : "summary");
     });
   addConnectionOptions(get);
   const watch = addWatchCommand(program);
@@ -365,15 +352,13 @@ function buildProgram(): Command {
       "also list your listeners (every listener, with the admin role): queue depth, drops, events/s",
     )
     .action(async (o: { json?: boolean; listeners?: boolean }) =>
-      infoCommand(connectionFrom(o, info), o.json === true, o.listeners === true)
+      infoCommand(connectionFrom(o), o.json === true, o.listeners === true)
     );
   const cgroup = program.command("cgroup")
     .description("tasks of a cgroup by state, like getdelays -C (a directory under /sys/fs/cgroup on the server)")
     .argument("<path>", "cgroup directory on the server, e.g. /sys/fs/cgroup/cpu/batch")
     .option("--json", "print JSON, every field")
-    .action(async (path: string, o: { json?: boolean }) =>
-      cgroupCommand(connectionFrom(o, cgroup), path, o.json === true)
-    );
+    .action(async (path: string, o: { json?: boolean }) => cgroupCommand(connectionFrom(o), path, o.json === true));
   void watch; // registered with its connection options by addWatchCommand
   addConnectionOptions(info);
   addConnectionOptions(cgroup);
@@ -383,10 +368,14 @@ function buildProgram(): Command {
 
 /** Runs the CLI; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  let ran: Command | undefined; // the command whose action runs, for where its settings came from
   try {
-    await buildProgram().parseAsync([...argv], { from: "user" });
+    await buildProgram().hook("preAction", (_program, command) => void (ran = command)).parseAsync([...argv], {
+      from: "user",
+    });
     return 0;
   } catch (err) {
+    if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError]);
     // commander has printed its own usage errors (in the same format, see configureOutput)
     const text = err instanceof CommanderError ? "" : describeError(err, currentUrl());
     if (text !== "") console.error(`taskwire: ${text}`);

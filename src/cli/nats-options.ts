@@ -5,6 +5,7 @@
  */
 import type { Command } from "commander";
 import type { NatsSettings } from "../fleet/_connect.ts";
+import { checkKeyPair, readPem } from "./pem.ts";
 
 /** The connection settings these flags give. */
 export type NatsConnectionFlags = Omit<NatsSettings, "servers" | "name">;
@@ -37,4 +38,17 @@ export function addNatsConnectionOptions(cmd: Command): Command {
 export function natsConnectionFrom(o: Record<string, unknown>): NatsConnectionFlags {
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   return Object.fromEntries(FLAGS.map(([, key, setting]) => [setting, str(key)])) as NatsConnectionFlags;
+}
+
+/**
+ * Reads the NATS TLS files as the client will (--nats-ca, --nats-cert,
+ * --nats-key): a file that is not PEM, or a key that is not the
+ * certificate's, is a usage error naming the flag, not the NATS client's
+ * words at the first connection (or nothing, against a server without TLS).
+ */
+export function checkNatsPems(s: NatsConnectionFlags): void {
+  if (s.caFile !== undefined) readPem(s.caFile, "--nats-ca", "certificate");
+  const cert = s.certFile === undefined ? undefined : readPem(s.certFile, "--nats-cert", "certificate");
+  const key = s.keyFile === undefined ? undefined : readPem(s.keyFile, "--nats-key", "key");
+  if (cert !== undefined && key !== undefined) checkKeyPair(cert, key, { cert: "--nats-cert", key: "--nats-key" });
 }

@@ -2,7 +2,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { FLEET_DEFAULTS } from "../fleet/publisher.ts";
 import { UsageError } from "./errors.ts";
-import { addNatsConnectionOptions, NATS_CONNECTION_KEYS, natsConnectionFrom } from "./nats-options.ts";
+import { addNatsConnectionOptions, checkNatsPems, NATS_CONNECTION_KEYS, natsConnectionFrom } from "./nats-options.ts";
 import type { EventInputOptions } from "./event-input.ts";
 import type { FleetFlags } from "./fleet-input.ts";
 
@@ -94,6 +94,8 @@ export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
     if (stray !== undefined) throw new UsageError(`--${_kebab(stray)} needs --nats <urls>`);
     return undefined;
   }
+  const connection = natsConnectionFrom(o);
+  checkNatsPems(connection);
   return {
     nats: str("nats")!,
     hosts: str("hosts"),
@@ -101,7 +103,7 @@ export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
     all: o["fromStart"] === true,
     stream: str("natsStream"),
     subjectPrefix: str("natsSubjectPrefix"),
-    ...natsConnectionFrom(o),
+    ...connection,
   };
 }
 

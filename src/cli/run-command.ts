@@ -51,7 +51,7 @@ export function addRunCommand(program: Command): Command {
   return run.action(async (argv: string[], o: Record<string, unknown>) => {
     if (argv.length === 0) throw new UsageError("run: name a command after --, e.g. taskwire run -- sleep 1");
     await runCommand({
-      conn: connectionFrom(o, run),
+      conn: connectionFrom(o),
       argv,
       json: o["json"] === true,
       output: o["output"] as string | undefined,

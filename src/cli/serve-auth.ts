@@ -157,6 +157,23 @@ export function addTokenCommand(program: Command): void {
     });
 }
 
+// --host written as a URL, with brackets or with a port (as in --url): said as such, not as an exposure.
+function hostProblem(host: string): string | undefined {
+  const shown = JSON.stringify(host.slice(0, 80));
+  if (host.trim() === "") return "--host is empty: give an address (127.0.0.1, 0.0.0.0, ::1) or a name of this machine";
+  const url = /^[a-z][a-z0-9+.-]*:\/\/([^/:]*)/i.exec(host);
+  if (url !== null) {
+    return `--host ${shown} is a URL: give the address alone (${url[1] || "127.0.0.1"}; the port is --port)`;
+  }
+  const bracketed = /^\[(.*)\](?::(\d+))?$/.exec(host);
+  if (bracketed !== null) {
+    return `--host ${shown}: give the address without brackets (${bracketed[1]}; the port is --port)`;
+  }
+  const withPort = /^([^:]+):(\d+)$/.exec(host);
+  if (withPort !== null) return `--host ${shown} holds a port: give --host ${withPort[1]} --port ${withPort[2]}`;
+  return undefined;
+}
+
 /**
  * Refuses configurations that expose the kernel's data to anyone who can
  * reach the port: a non-loopback address without authentication (unless
@@ -167,6 +184,8 @@ export function checkExposure(
   o: { host: string; auth: AuthFlags; corsOrigins: readonly string[]; tls: boolean },
 ): string[] {
   const authOn = o.auth.tokenFile !== undefined || o.auth.tlsClientCa !== undefined;
+  const bad = hostProblem(o.host);
+  if (bad !== undefined) throw new UsageError(bad);
   for (const name of o.auth.allowedHosts) {
     const problem = allowedHostProblem(name);
     if (problem !== undefined) throw new UsageError(problem);

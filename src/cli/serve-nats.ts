@@ -8,6 +8,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { parseBytes } from "../core/budget.ts";
 import {
+  checkFleetOptions,
   FLEET_DEFAULTS,
   type FleetOptions,
   type FleetPublisher,
@@ -19,7 +20,7 @@ import {
   StreamConfigError,
 } from "../fleet/publisher.ts";
 import { UsageError } from "./errors.ts";
-import { addNatsConnectionOptions, natsConnectionFrom } from "./nats-options.ts";
+import { addNatsConnectionOptions, checkNatsPems, natsConnectionFrom } from "./nats-options.ts";
 
 type IntParser = (min: number, max?: number) => (value: string) => number;
 
@@ -103,6 +104,22 @@ export function natsFlagsFrom(o: Record<string, unknown>): FleetOptions | undefi
     hostToken: str("natsHostName"),
     ...natsConnectionFrom(o),
   };
+}
+
+/**
+ * Checks the publisher's options as a start does before anything connects
+ * (names, limits, credentials and the files they name): a UsageError says
+ * what is wrong. For --print-config, and before the server opens its source.
+ */
+export function checkFleet(options: FleetOptions | undefined): void {
+  if (options === undefined) return;
+  try {
+    checkFleetOptions(options);
+  } catch (err) {
+    if (err instanceof RangeError) throw new UsageError(err.message);
+    throw err;
+  }
+  checkNatsPems(options);
 }
 
 /**

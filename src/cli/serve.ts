@@ -1,6 +1,4 @@
 /** `taskwire serve`: picks the source, starts the server, stops cleanly on SIGINT/SIGTERM. */
-import { UsageError } from "./errors.ts";
-import { checkKeyPair, readPem } from "./pem.ts";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { DEFAULT_HEAP_HEADROOM_BYTES, keepHeapHeadroom, listen, runtimeLabel } from "../runtime/listen.ts";
 import type { TransportLimits } from "../runtime/node.ts";
@@ -15,10 +13,10 @@ import { networkNamespaceOfInit } from "../sys/namespaces.ts";
 import { glibcVersion, mallocPagesLine, thpMode } from "../sys/malloc-pages.ts";
 import { NetlinkUnavailableError, openNetlinkSource } from "../sources/netlink/netlink-source.ts";
 import { createSimSource } from "../sources/sim/sim-source.ts";
-import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
+import type { Authenticator } from "../auth/authenticator.ts";
 import { createHostCheck, isLoopbackAddress } from "../auth/hosts.ts";
-import { AuthFileError } from "../auth/tokens.ts";
-import { type AuthFlags, checkExposure } from "./serve-auth.ts";
+import type { AuthFlags } from "./serve-auth.ts";
+import { checkServe } from "./serve-checks.ts";
 import { CAP_NET_ADMIN, describeCapabilities, excessCapabilities, readCapabilities } from "../sys/capabilities.ts";
 import type { Logger } from "@logtape/logtape";
 import { configureLogging, logText } from "../log/logger.ts";
@@ -57,8 +55,8 @@ export interface ServeFlags {
   tlsCert?: string | undefined;
   corsOrigins: string[];
   tlsKey?: string | undefined;
-  /** How an error names a setting, by its attribute (config.ts settingName); its flag when not given. */
-  settingName?: (attribute: string) => string;
+  /** A --nats-* setting given without --nats (its flag): refused, as it would do nothing. */
+  strayNatsSetting?: string | undefined;
   limits: Partial<Limits>;
   /** Bytes everything held per client may take (--memory-budget). */
   memoryBudget: number;
@@ -95,44 +93,6 @@ async function openSource(flags: ServeFlags): Promise<TaskstatsSource> {
 /** The chosen source cannot run here; the CLI exits 1 with this message. */
 export class SourceError extends Error {
   override readonly name = "SourceError";
-}
-
-// How errors name a setting: as flags.settingName says, or by its flag (tlsClientCa: --tls-client-ca).
-function nameOf(flags: ServeFlags): (attribute: string) => string {
-  return flags.settingName ?? ((a) => `--${a.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
-}
-
-// --tls-cert and --tls-key: both or neither.
-function checkTlsPair(flags: ServeFlags): void {
-  if ((flags.tlsCert === undefined) === (flags.tlsKey === undefined)) return;
-  const [given, missing] = flags.tlsCert === undefined ? ["tlsKey", "--tls-cert"] : ["tlsCert", "--tls-key"];
-  throw new UsageError(
-    `${nameOf(flags)(given)} is set without ${missing}: pass both PEM files (--tls-cert and --tls-key go together)`,
-  );
-}
-
-function readTls(flags: ServeFlags): { cert: string; key: string; clientCa?: string } | undefined {
-  checkTlsPair(flags);
-  if (flags.tlsCert === undefined || flags.tlsKey === undefined) return undefined;
-  const name = nameOf(flags);
-  const cert = readPem(flags.tlsCert, name("tlsCert"), "certificate");
-  const key = readPem(flags.tlsKey, name("tlsKey"), "key");
-  checkKeyPair(cert, key, { cert: name("tlsCert"), key: name("tlsKey") });
-  const ca = flags.auth.tlsClientCa;
-  const clientCa = ca === undefined ? undefined : readPem(ca, name("tlsClientCa"), "certificate");
-  return { cert, key, ...(clientCa && { clientCa }) };
-}
-
-function authenticatorFor(auth: AuthFlags, tokenFileName: string): Authenticator {
-  try {
-    return createAuthenticator({
-      tokenFile: auth.tokenFile,
-      clientCertificates: auth.tlsClientCa === undefined ? undefined : { defaultRoles: auth.tlsClientRoles },
-    });
-  } catch (err) {
-    if (err instanceof AuthFileError) throw new UsageError(`${tokenFileName}: ${err.message}`);
-    throw err;
-  }
 }
 
 // SIGHUP re-reads the auth file; a bad file keeps the tokens in force and says why. It is handled even
@@ -189,35 +149,25 @@ function hostCheckNeeded(flags: ServeFlags): boolean {
  * it fails as the start would). Warnings go to stderr.
  */
 export function printConfig(text: string, flags: ServeFlags): void {
-  checkTlsPair(flags);
-  const tls = flags.tlsCert !== undefined;
-  const warnings = checkExposure({ host: flags.host, auth: flags.auth, corsOrigins: flags.corsOrigins, tls });
-  for (const w of [...(flags.configWarnings ?? []), ...warnings, ..._natsWarnings(flags)]) {
-    process.stderr.write(`taskwire: warning: ${w}\n`);
-  }
-  process.stdout.write(text.replace(/\/\/[^/@\s"']*@/g, "//***@")); // never print a URL's user:password
+  const warn = (w: string) => process.stderr.write(`taskwire: warning: ${w}\n`);
+  // The configuration's own warnings first (an unknown TASKWIRE_ variable may be why a check fails).
+  for (const w of [...(flags.configWarnings ?? []), ..._natsWarnings(flags)]) warn(w);
+  for (const w of checkServe(flags).warnings) warn(w);
+  const shown = text.replace(/\/\/[^/@\s"']*@/g, "//***@"); // never print a URL's user:password
+  if (shown !== text) warn("a URL's user:password is printed as ***: this output does not carry them, write them back");
+  process.stdout.write(shown);
 }
 
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   const logger = configureLogging({ level: flags.log.level, format: flags.log.format });
   for (const w of [...(flags.configWarnings ?? []), ..._natsWarnings(flags)]) logText(logger, "warning", w);
-  const tls = readTls(flags);
-  const warnings = checkExposure({
-    host: flags.host,
-    auth: flags.auth,
-    corsOrigins: flags.corsOrigins,
-    tls: tls !== undefined,
-  });
-  const authenticator = authenticatorFor(flags.auth, nameOf(flags)("tokenFile"));
   // First: a bad value is refused before anything is opened.
+  const { tls, authenticator, warnings } = checkServe(flags);
   const headroom = flags.heapHeadroom ?? DEFAULT_HEAP_HEADROOM_BYTES;
   const heap = await keepHeapHeadroom(headroom);
   // From the start, not once serving: a reload that comes early must not kill the server either.
   const stopReloading = reloadOnHangup(authenticator, flags.auth, logger);
-  if (flags.enableDelayacct && flags.source === "sim") {
-    throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
-  }
   const source = await openSource(flags);
   let restoreDelayacct = (): void => {};
   if (flags.enableDelayacct) {
@@ -347,7 +297,7 @@ function _natsWarnings(flags: ServeFlags): string[] {
   const list = servers === undefined ? [] : typeof servers === "string" ? servers.split(",") : [...servers];
   return list.some((u) => /\/\/[^/@\s]*@/.test(u))
     ? [
-      "--nats carries credentials in its URL, which every local user can read (ps, /proc): use --nats-creds, --nats-nkey or --nats-token-file instead",
+      "--nats carries credentials in its URL: on the command line every local user can read them (ps, /proc), and logs and --print-config show the URL redacted; keep them in a file of their own: --nats-creds, --nats-nkey or --nats-token-file",
     ]
     : [];
 }

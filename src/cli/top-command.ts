@@ -60,7 +60,7 @@ export function addTopCommand(program: Command): Command {
   addConnectionOptions(top);
   return top.action(async (o: Record<string, unknown>) =>
     topCommand({
-      conn: connectionFrom(o, top),
+      conn: connectionFrom(o),
       cpus: o["cpus"] as string | undefined,
       windowSec: o["window"] as number,
       groupBy: o["by"] as GroupBy,

@@ -62,7 +62,7 @@ export function addWatchCommand(program: Command): Command {
       );
     }
     await watchCommand({
-      conn: connectionFrom(o, watch),
+      conn: connectionFrom(o),
       cpus,
       listener,
       json: o["json"] === true,

@@ -51,11 +51,17 @@ export function redactUrl(url: string): string {
   return url.replace(/\/\/[^/@]*@/, "//***@");
 }
 
-/** Connects (once: a failure is a NatsConnectError), reconnecting for ever after. */
+/**
+ * Connects (once: a failure is a NatsConnectError), reconnecting for ever
+ * after. Bad settings (credentials given twice, half a TLS pair, a secret
+ * file that cannot be read or is empty) are a RangeError, before anything
+ * connects: they are the caller's to fix, not NATS's answer.
+ */
 export async function connectNats(s: NatsSettings): Promise<NatsConnection> {
   const servers = serverList(s.servers);
+  const options = connectionOptions(s, servers);
   try {
-    return await connect(connectionOptions(s, servers));
+    return await connect(options);
   } catch (err) {
     const shown = servers.map(redactUrl).join(", ");
     throw new NatsConnectError(
@@ -64,6 +70,11 @@ export async function connectNats(s: NatsSettings): Promise<NatsConnection> {
       }; check --nats, the credentials (--nats-creds, --nats-nkey, --nats-token-file) and TLS (--nats-ca)`,
     );
   }
+}
+
+/** Checks `s` as connectNats would, reading its secret files, without connecting; a RangeError says what is wrong. */
+export function checkNatsSettings(s: NatsSettings): void {
+  connectionOptions(s, serverList(s.servers));
 }
 
 function connectionOptions(s: NatsSettings, servers: string[]): ConnectionOptions {
@@ -110,13 +121,13 @@ function readSecret(file: string, flag: string): Uint8Array {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new NatsConnectError(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+    throw new RangeError(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
   }
 }
 
 function firstLine(file: string, flag: string): Uint8Array {
   const line = new TextDecoder().decode(readSecret(file, flag)).split("\n", 1)[0]!.trim();
-  if (line === "") throw new NatsConnectError(`${flag}: ${file} is empty`);
+  if (line === "") throw new RangeError(`${flag}: ${file} is empty`);
   return new TextEncoder().encode(line);
 }
 

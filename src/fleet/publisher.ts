@@ -21,7 +21,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { FleetInfoState } from "../rpc/service.ts";
 import type { ServerRegistry } from "../rpc/stream.ts";
-import { connectNats, type NatsSettings } from "./_connect.ts";
+import { checkNatsSettings, connectNats, type NatsSettings } from "./_connect.ts";
 import { ensureStream, type StreamSettings } from "./_stream-config.ts";
 import { createPump, type Pump } from "./_pump.ts";
 import { checkHostToken, checkPrefix, hostToken } from "./subjects.ts";
@@ -98,9 +98,7 @@ export interface FleetPublisher {
  * limits go to `log`.
  */
 export async function startFleetPublisher(o: FleetOptions): Promise<FleetPublisher> {
-  const settings = streamSettings(o);
-  checkLimits(o);
-  if (o.hostToken !== undefined) checkHostToken(o.hostToken);
+  const settings = checkFleetOptions(o);
   const nc = await connectNats(o);
   try {
     const warnings = await ensureStream(await jetstreamManager(nc), settings);
@@ -110,6 +108,19 @@ export async function startFleetPublisher(o: FleetOptions): Promise<FleetPublish
     throw err;
   }
   return new _Publisher(nc, o, settings);
+}
+
+/**
+ * Checks `o` as startFleetPublisher does before it connects (names, limits,
+ * the host token, credentials and the files they name); a RangeError says
+ * what is wrong. Returns the stream's settings.
+ */
+export function checkFleetOptions(o: FleetOptions): StreamSettings {
+  const settings = streamSettings(o);
+  checkLimits(o);
+  if (o.hostToken !== undefined) checkHostToken(o.hostToken);
+  checkNatsSettings(o);
+  return settings;
 }
 
 function streamSettings(o: FleetOptions): StreamSettings {

@@ -1,0 +1,121 @@
+/**
+ * Every check `taskwire serve` makes of its settings before it opens
+ * anything: the settings against each other, the files they name (TLS, the
+ * auth file, NATS credentials) read and parsed, and the warnings a start
+ * gives. A start and --print-config run the same function, so a
+ * configuration --print-config prints is one that starts (or it fails as
+ * the start would).
+ */
+import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
+import { AuthFileError } from "../auth/tokens.ts";
+import { formatBytes, resolveShare, type Share } from "../core/budget.ts";
+import { UsageError } from "./errors.ts";
+import { checkKeyPair, readPem } from "./pem.ts";
+import { type AuthFlags, checkExposure } from "./serve-auth.ts";
+import { checkFleet } from "./serve-nats.ts";
+import type { ServeFlags } from "./serve.ts";
+
+/** The TLS files a start serves with: PEM text. */
+export interface ServeTls {
+  cert: string;
+  key: string;
+  clientCa?: string;
+}
+
+/** What the checks made on the way (read files, the authenticator), and the warnings to give. */
+export interface CheckedServe {
+  tls: ServeTls | undefined;
+  authenticator: Authenticator;
+  warnings: string[];
+}
+
+/** Checks `flags` as a start does before it opens anything; a UsageError says what is wrong and what to do. */
+export function checkServe(flags: ServeFlags): CheckedServe {
+  checkLimits(flags);
+  const tls = readTls(flags);
+  const warnings = checkExposure({
+    host: flags.host,
+    auth: flags.auth,
+    corsOrigins: flags.corsOrigins,
+    tls: tls !== undefined,
+  });
+  const authenticator = authenticatorFor(flags.auth);
+  if (flags.enableDelayacct && flags.source === "sim") {
+    throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
+  }
+  if (flags.strayNatsSetting !== undefined) {
+    throw new UsageError(
+      `${flags.strayNatsSetting} is set without --nats: pass --nats <urls> to publish to NATS, or unset it`,
+    );
+  }
+  checkFleet(flags.fleet);
+  return { tls, authenticator, warnings };
+}
+
+/** The least one principal may be given of the budget: a listener with a few batches. */
+const MIN_PRINCIPAL_SHARE = 256 * 1024;
+
+// Settings checked against each other.
+function checkLimits(flags: ServeFlags): void {
+  const { defaultBuffer, maxBuffer } = flags.limits;
+  if (defaultBuffer !== undefined && maxBuffer !== undefined && defaultBuffer > maxBuffer) {
+    throw new UsageError(
+      `--default-buffer ${defaultBuffer} exceeds --max-buffer ${maxBuffer}: lower the one or raise the other`,
+    );
+  }
+  checkPrincipalShare(flags.memoryBudget, flags.memoryBudgetPerPrincipal);
+  const { headerTimeoutMs: header, requestTimeoutMs: request } = flags.transport;
+  if (header !== undefined && request !== undefined && header > request) {
+    throw new UsageError(
+      `--header-timeout-ms ${header} exceeds --request-timeout-ms ${request}: headers are part of the request, so their time limit must be the shorter`,
+    );
+  }
+}
+
+// --memory-budget-per-principal as bytes of the budget: a share too small to hold one listener made every principal's
+// Register and SubscribeExits fail, as a too-small budget did.
+function checkPrincipalShare(budget: number, share: Share): void {
+  const bytes = resolveShare(share, budget);
+  if (bytes >= MIN_PRINCIPAL_SHARE) return;
+  // A bare number is bytes: "25" meant as a percentage is the likely mistake.
+  const percent = typeof share === "number" && share <= 100
+    ? ` (a bare number is bytes; for a percentage write ${share}%)`
+    : "";
+  throw new UsageError(
+    `--memory-budget-per-principal gives a principal ${bytes} bytes of the ${
+      formatBytes(budget)
+    } --memory-budget, too few to hold a listener; give it at least 256KiB${percent}`,
+  );
+}
+
+// --tls-cert and --tls-key: both or neither.
+function checkTlsPair(flags: ServeFlags): void {
+  if ((flags.tlsCert === undefined) === (flags.tlsKey === undefined)) return;
+  const [given, missing] = flags.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
+  throw new UsageError(
+    `${given} is set without ${missing}: pass both PEM files (--tls-cert and --tls-key go together)`,
+  );
+}
+
+function readTls(flags: ServeFlags): ServeTls | undefined {
+  checkTlsPair(flags);
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) return undefined;
+  const cert = readPem(flags.tlsCert, "--tls-cert", "certificate");
+  const key = readPem(flags.tlsKey, "--tls-key", "key");
+  checkKeyPair(cert, key, { cert: "--tls-cert", key: "--tls-key" });
+  const ca = flags.auth.tlsClientCa;
+  const clientCa = ca === undefined ? undefined : readPem(ca, "--tls-client-ca", "certificate");
+  return { cert, key, ...(clientCa && { clientCa }) };
+}
+
+function authenticatorFor(auth: AuthFlags): Authenticator {
+  try {
+    return createAuthenticator({
+      tokenFile: auth.tokenFile,
+      clientCertificates: auth.tlsClientCa === undefined ? undefined : { defaultRoles: auth.tlsClientRoles },
+    });
+  } catch (err) {
+    if (err instanceof AuthFileError) throw new UsageError(`--token-file: ${err.message}`);
+    throw err;
+  }
+}
