@@ -322,6 +322,13 @@ describe("PEM files on the command line", () => {
     expect(await runWith({ TASKWIRE_CERT: junk, TASKWIRE_URL: url }, "info")).toMatch(
       /^taskwire: --cert \(from TASKWIRE_CERT\) is set without --key: pass both PEM files/m,
     );
+    // A token as a header would carry it, or with the line end it was copied with.
+    expect(await runWith({ TASKWIRE_URL: url }, "info", "--token", "Bearer abc")).toMatch(
+      /^taskwire: --token: token must be .*; drop the `Bearer ` prefix: the client adds it/m,
+    );
+    expect(await runWith({ TASKWIRE_URL: url, TASKWIRE_TOKEN: "abc\n" }, "info")).toMatch(
+      /^taskwire: --token \(from TASKWIRE_TOKEN\): token must be .*; it has spaces or a line end at its start or end/m,
+    );
     // A flag beats the variable, and is named alone.
     expect(await runWith({ TASKWIRE_CA: junk, TASKWIRE_URL: url }, "info", "--ca", junk)).toMatch(
       /^taskwire: --ca: .*\/j is not a PEM certificate/m,

@@ -287,6 +287,46 @@ describe("review hardening: what the configuration says back", () => {
     );
   }, 60_000);
 
+  it(
+    "says what was likely meant: near keys and variables, --no-* settings, sections, a host written as a URL",
+    async () => {
+      const key = async (toml: string) =>
+        (await run(["serve", "--source", "sim", "--print-config", "--config", file("k.toml", toml)])).err;
+      expect(await key("max_buffer = 80\n")).toMatch(/key `max_buffer`: not a setting \(did you mean `max-buffer`\?\)/);
+      expect(await key("maxBuffer = 80\n")).toMatch(/did you mean `max-buffer`\?/);
+      expect(await key("prot = 80\n")).toMatch(/did you mean `port`\?/);
+      expect(await key("no-metrics = true\n")).toMatch(/did you mean `metrics = false`\?/);
+      expect(await key("[serve]\nport = 1\n")).toMatch(/key `serve`: settings are top-level keys \(no \[sections\]\)/);
+      expect(await key('token-file = ""\n')).toMatch(/key `token-file`: is empty: give a value, or leave the key out/);
+      const variable = async (name: string) =>
+        (await run(["serve", "--source", "sim", "--print-config"], { [name]: "1" })).err;
+      expect(await variable("TASKWIRE_TLS_KEYFILE")).toMatch(/did you mean TASKWIRE_TLS_KEY\?/);
+      expect(await variable("TASKWIRE_NATS_URL")).toMatch(/did you mean TASKWIRE_NATS\?/);
+      expect(await variable("TASKWIRE_TLS_CA")).toMatch(/did you mean TASKWIRE_TLS_CLIENT_CA\?/);
+      expect(await variable("TASKWIRE_NO_METRICS")).toMatch(/did you mean TASKWIRE_METRICS=false\?/);
+      expect(await variable("TASKWIRE_CONFIG_FILE")).toMatch(/did you mean TASKWIRE_CONFIG\?/);
+      // A variable a flag overrides does nothing: said at the start and in --print-config.
+      const overridden = await run(["serve", "--source", "sim", "--port", "18541", "--print-config"], {
+        TASKWIRE_PORT: "18540",
+      });
+      expect(overridden.err).toMatch(
+        /warning: environment variable TASKWIRE_PORT is set, and --port on the command line/,
+      );
+      expect(overridden.out).toMatch(/^port = 18541 {3}# flag \(TASKWIRE_PORT is set too, and overridden\)$/m);
+      for (
+        const [host, message] of [
+          ["[::1]", /--host \(from TASKWIRE_HOST\) "\[::1\]": give the address without brackets \(::1;/],
+          ["http://127.0.0.1", /"http:\/\/127\.0\.0\.1" is a URL: give the address alone \(127\.0\.0\.1;/],
+          ["127.0.0.1:7000", /holds a port: give --host 127\.0\.0\.1 --port 7000/],
+        ] as const
+      ) {
+        const r = await run(["serve", "--source", "sim", "--print-config"], { TASKWIRE_HOST: host });
+        expect([r.code, r.err]).toEqual([2, expect.stringMatching(message)]);
+      }
+    },
+    60_000,
+  );
+
   it("a bad value is quoted once", async () => {
     const env = await run(["serve", "--source", "sim"], { TASKWIRE_MEMORY_BUDGET: "-5" });
     expect(env.code).toBe(2);

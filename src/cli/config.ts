@@ -64,6 +64,18 @@ export function unknownEnv(cmd: Command, env: Readonly<Record<string, string | u
     });
 }
 
+/**
+ * Warnings for TASKWIRE_ variables of `cmd`'s settings that a flag
+ * overrides: set in a unit's environment file while its command line
+ * (TASKWIRE_OPTS) gives the same flag, they would do nothing in silence.
+ * Each names the variable and the flag, never the value.
+ */
+export function overriddenEnv(cmd: Command, env: Readonly<Record<string, string | undefined>> = process.env): string[] {
+  return configurable(cmd)
+    .filter((o) => cmd.getOptionValueSource(o.attributeName()) === "cli" && (env[envName(o)] ?? "") !== "")
+    .map((o) => `environment variable ${envName(o)} is set, and ${o.long} on the command line overrides it`);
+}
+
 // " (did you mean X?)" for an unknown variable, or "".
 function envSuggestion(name: string, known: readonly string[]): string {
   const part = (n: string) => n.slice("TASKWIRE_".length);
@@ -326,7 +338,12 @@ export function effectiveConfig(cmd: Command): string {
     const key = configKey(option);
     const value = tomlValue(cmd.getOptionValue(option.attributeName()));
     const source = cmd.getOptionValueSource(option.attributeName()) ?? "unset";
-    const from = source === "env" ? `env ${envName(option)}` : source === "cli" ? "flag" : source;
+    const overridden = source === "cli" && (process.env[envName(option)] ?? "") !== "";
+    const from = source === "env"
+      ? `env ${envName(option)}`
+      : source === "cli"
+      ? `flag${overridden ? ` (${envName(option)} is set too, and overridden)` : ""}`
+      : source;
     lines.push(value === undefined ? `# ${key} =   # unset` : `${stringify({ [key]: value }).trim()}   # ${from}`);
   }
   return `${lines.join("\n")}\n`;

@@ -20,7 +20,7 @@ import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import { addConfigOptions, effectiveConfig, nameOrigins, unknownEnv } from "./config.ts";
+import { addConfigOptions, effectiveConfig, nameOrigins, overriddenEnv, unknownEnv } from "./config.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { addNatsOptions, FleetStartError, natsFlagsFrom } from "./serve-nats.ts";
 import { printConfig, serveCommand, type ServeFlags, SourceError, UsageError } from "./serve.ts";
@@ -274,7 +274,7 @@ function buildProgram(): Command {
   addConfigOptions(serve); // after the last serve option: each becomes a config key and an env variable
   serve.action(async (o: Record<string, unknown>) => {
     const flags: ServeFlags = {
-      configWarnings: unknownEnv(serve),
+      configWarnings: [...unknownEnv(serve), ...overriddenEnv(serve)],
       source: o["source"] as ServeFlags["source"],
       host: o["host"] as string,
       port: o["port"] as number,

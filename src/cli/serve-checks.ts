@@ -13,7 +13,27 @@ import { UsageError } from "./errors.ts";
 import { checkKeyPair, readPem } from "./pem.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";
 import { checkFleet } from "./serve-nats.ts";
-import type { ServeFlags } from "./serve.ts";
+import type { FleetOptions } from "../fleet/publisher.ts";
+import type { Limits } from "../core/registry.ts";
+import type { TransportLimits } from "../runtime/node.ts";
+
+/** The settings the checks read (serve.ts's ServeFlags holds them, by the same names). */
+export interface ServeSettings {
+  source: "auto" | "netlink" | "sim";
+  host: string;
+  enableDelayacct: boolean;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  corsOrigins: readonly string[];
+  auth: AuthFlags;
+  limits: Partial<Limits>;
+  transport: Partial<TransportLimits>;
+  memoryBudget: number;
+  memoryBudgetPerPrincipal: Share;
+  /** A --nats-* setting given without --nats (its flag). */
+  strayNatsSetting?: string | undefined;
+  fleet?: FleetOptions | undefined;
+}
 
 /** The TLS files a start serves with: PEM text. */
 export interface ServeTls {
@@ -30,7 +50,7 @@ export interface CheckedServe {
 }
 
 /** Checks `flags` as a start does before it opens anything; a UsageError says what is wrong and what to do. */
-export function checkServe(flags: ServeFlags): CheckedServe {
+export function checkServe(flags: ServeSettings): CheckedServe {
   checkLimits(flags);
   const tls = readTls(flags);
   const warnings = checkExposure({
@@ -56,7 +76,7 @@ export function checkServe(flags: ServeFlags): CheckedServe {
 const MIN_PRINCIPAL_SHARE = 256 * 1024;
 
 // Settings checked against each other.
-function checkLimits(flags: ServeFlags): void {
+function checkLimits(flags: ServeSettings): void {
   const { defaultBuffer, maxBuffer } = flags.limits;
   if (defaultBuffer !== undefined && maxBuffer !== undefined && defaultBuffer > maxBuffer) {
     throw new UsageError(
@@ -89,7 +109,7 @@ function checkPrincipalShare(budget: number, share: Share): void {
 }
 
 // --tls-cert and --tls-key: both or neither.
-function checkTlsPair(flags: ServeFlags): void {
+function checkTlsPair(flags: ServeSettings): void {
   if ((flags.tlsCert === undefined) === (flags.tlsKey === undefined)) return;
   const [given, missing] = flags.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
   throw new UsageError(
@@ -97,7 +117,7 @@ function checkTlsPair(flags: ServeFlags): void {
   );
 }
 
-function readTls(flags: ServeFlags): ServeTls | undefined {
+function readTls(flags: ServeSettings): ServeTls | undefined {
   checkTlsPair(flags);
   if (flags.tlsCert === undefined || flags.tlsKey === undefined) return undefined;
   const cert = readPem(flags.tlsCert, "--tls-cert", "certificate");
