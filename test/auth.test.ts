@@ -484,7 +484,9 @@ describe("the auth file", () => {
   });
 
   it.each([
-    ['{"principals": {}, "tokens": {"abc": "x"}}', /tokens.abc must be a SHA-256 hash/],
+    ['{"principals": {}, "tokens": {"abc": "x"}}', /the key of tokens entry 1 is not a SHA-256 hash/],
+    // A token put where its hash goes is never echoed.
+    ['{"principals": {}, "tokens": {"tw_secretTOKENvalue123": "x"}}', /^(?![^]*tw_sec)[^]*tokens entry 1 is not/],
     [
       `{"principals": {}, "tokens": {"${"a".repeat(64)}": "nobody"}}`,
       /names "nobody", which is not under "principals"/,

@@ -192,7 +192,7 @@ describe("review hardening: what the configuration says back", () => {
       const star = await run(["serve", "--source", "sim", "--print-config"], { TASKWIRE_ALLOWED_HOST: "*" });
       expect(star.code).toBe(2);
       expect(star.err).toMatch(
-        /--allowed-host \(from TASKWIRE_ALLOWED_HOST\) "\*": names are matched exactly.*switch off the DNS-rebinding guard/,
+        /--allowed-host "\*" \(from TASKWIRE_ALLOWED_HOST\): names are matched exactly.*switch off the DNS-rebinding guard/,
       );
       const starFlag = await run(["serve", "--source", "sim", "--allowed-host", "ok.example,*", "--print-config"]);
       expect(starFlag.code).toBe(2);
@@ -207,7 +207,7 @@ describe("review hardening: what the configuration says back", () => {
         TASKWIRE_DEFAULT_BUFFER: "200",
       });
       expect(buffers.code).toBe(2);
-      expect(buffers.err).toMatch(/--default-buffer \(from TASKWIRE_DEFAULT_BUFFER\) 200 exceeds --max-buffer 100:/);
+      expect(buffers.err).toMatch(/--default-buffer 200 \(from TASKWIRE_DEFAULT_BUFFER\) exceeds --max-buffer 100:/);
       const allowed = await run([
         "serve",
         "--source",
@@ -249,13 +249,29 @@ describe("review hardening: what the configuration says back", () => {
       [
         { TASKWIRE_NATS: "nats://127.0.0.1:1", TASKWIRE_NATS_STREAM: "bad name" },
         [],
-        /--nats-stream \(from TASKWIRE_NATS_STREAM\) "bad name": use/,
+        /--nats-stream "bad name" \(from TASKWIRE_NATS_STREAM\): use/,
       ],
       [
         {},
         ["--memory-budget-per-principal", "25"],
         /gives a principal 25 bytes .* \(a bare number is bytes; for a percentage write 25%\)/,
       ],
+      [{}, ["--nats", "foo bar"], /--nats "foo bar" is not a URL; write e\.g\. nats:\/\/127\.0\.0\.1:4222/],
+      [{}, ["--nats", "ws://127.0.0.1:1"], /--nats "ws:\/\/127\.0\.0\.1:1" has the scheme ws, not nats or tls/],
+      // A / in a password: refused, the password never shown.
+      [
+        {},
+        ["--nats", "nats://me:pa/ss@127.0.0.1:1"],
+        /--nats "nats:\/\/\*\*\*@127\.0\.0\.1:1" is not a URL \(a \/ or @ in a password/,
+      ],
+      [{}, ["--nats", "nats://127.0.0.1:1", "--nats-creds", junk], /--nats-creds: .* is not a NATS credentials file/],
+      [{}, ["--nats", "nats://127.0.0.1:1", "--nats-nkey", junk], /--nats-nkey: .* holds no nkey user seed/],
+      [
+        { TASKWIRE_NATS: " ", TASKWIRE_NATS_STREAM: "X" },
+        [],
+        /--nats-stream \(from TASKWIRE_NATS_STREAM\) is set without --nats/,
+      ],
+      [{}, ["--token-file="], /--token-file is empty: name the auth file/],
     ];
     for (const [env, args, message] of cases) {
       const r = await printed(env, ...args);
@@ -266,6 +282,17 @@ describe("review hardening: what the configuration says back", () => {
       });
       expect(r.err).not.toMatch(/cannot connect/);
     }
+    // A password is never printed, whatever it holds; the output says it left it out.
+    for (const password of ["pa'ss", 'pa"ss', "pa@ss"]) {
+      const r = await printed({}, "--nats", `nats://me:${password}@127.0.0.1:1`);
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toMatch(/^nats = "nats:\/\/\*\*\*@127\.0\.0\.1:1" {3}# flag$/m);
+      expect(r.out + r.err).not.toContain("ss@");
+      expect(r.err).toMatch(/user:password is printed as \*\*\*/);
+    }
+    // A path with an @ is no URL: printed as it is.
+    const path = await printed({}, "--allowed-host", "a@b");
+    expect(path.out).not.toContain("***");
     // The start refuses them the same way.
     const started = await run([
       "serve",
@@ -296,6 +323,10 @@ describe("review hardening: what the configuration says back", () => {
       expect(await key("maxBuffer = 80\n")).toMatch(/did you mean `max-buffer`\?/);
       expect(await key("prot = 80\n")).toMatch(/did you mean `port`\?/);
       expect(await key("no-metrics = true\n")).toMatch(/did you mean `metrics = false`\?/);
+      expect(await key("no-metrics = false\n")).toMatch(/did you mean `metrics = true`\?/);
+      expect(await key("nats-tls-ca = 1\n")).toMatch(/did you mean `nats-ca`\?/);
+      expect(await key("sim = true\n")).not.toMatch(/did you mean/);
+      expect(await key("config = 1\n")).toMatch(/--config is given on the command line/);
       expect(await key("[serve]\nport = 1\n")).toMatch(/key `serve`: settings are top-level keys \(no \[sections\]\)/);
       expect(await key('token-file = ""\n')).toMatch(/key `token-file`: is empty: give a value, or leave the key out/);
       const variable = async (name: string) =>
@@ -304,6 +335,7 @@ describe("review hardening: what the configuration says back", () => {
       expect(await variable("TASKWIRE_NATS_URL")).toMatch(/did you mean TASKWIRE_NATS\?/);
       expect(await variable("TASKWIRE_TLS_CA")).toMatch(/did you mean TASKWIRE_TLS_CLIENT_CA\?/);
       expect(await variable("TASKWIRE_NO_METRICS")).toMatch(/did you mean TASKWIRE_METRICS=false\?/);
+      expect(await variable("TASKWIRE_NATS_PASSWORD")).not.toMatch(/did you mean/);
       expect(await variable("TASKWIRE_CONFIG_FILE")).toMatch(/did you mean TASKWIRE_CONFIG\?/);
       // A variable a flag overrides does nothing: said at the start and in --print-config.
       const overridden = await run(["serve", "--source", "sim", "--port", "18541", "--print-config"], {
@@ -315,8 +347,8 @@ describe("review hardening: what the configuration says back", () => {
       expect(overridden.out).toMatch(/^port = 18541 {3}# flag \(TASKWIRE_PORT is set too, and overridden\)$/m);
       for (
         const [host, message] of [
-          ["[::1]", /--host \(from TASKWIRE_HOST\) "\[::1\]": give the address without brackets \(::1;/],
-          ["http://127.0.0.1", /"http:\/\/127\.0\.0\.1" is a URL: give the address alone \(127\.0\.0\.1;/],
+          ["[::1]", /--host "\[::1\]" \(from TASKWIRE_HOST\): give the address without brackets \(::1;/],
+          ["http://127.0.0.1", /"http:\/\/127\.0\.0\.1" \(from TASKWIRE_HOST\) is a URL: give the address alone/],
           ["127.0.0.1:7000", /holds a port: give --host 127\.0\.0\.1 --port 7000/],
         ] as const
       ) {

@@ -75,7 +75,7 @@ describe.each(transports)("typed errors over %s", (_name, make) => {
     });
     // The sim says whose tasks it has: a pid from this machine is the likely mistake.
     expect((task as ConnectError).rawMessage).toBe(
-      "no live task with pid 4000000 in the simulated kernel: its tasks are its own (ids from 301), not this machine's",
+      "no live task with pid 4000000 in the simulated kernel, whose tasks are its own, not this machine's",
     );
     expect(await failure(client.getTgid({ tgid: 4_000_001 }))).toMatchObject({
       tgid: 4_000_001,

@@ -167,7 +167,9 @@ suite(title, () => {
         port,
       ]);
       expect(code).toBe(1);
-      expect(stderr).toMatch(new RegExp(`no permission to listen on 127\\.0\\.0\\.1:${port}: .*CAP_NET_BIND_SERVICE`));
+      expect(stderr).toMatch(
+        new RegExp(`no permission to listen on --port ${port} \\(127\\.0\\.0\\.1\\): .*CAP_NET_BIND_SERVICE`),
+      );
     },
     30_000,
   );

@@ -75,12 +75,13 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
     principals.set(name, principalAt(name, spec, where));
   }
   const tokens = new Map<string, string>();
-  for (const [hash, name] of Object.entries(objectAt(top["tokens"] ?? {}, `${where}: tokens`))) {
+  for (const [i, [hash, name]] of Object.entries(objectAt(top["tokens"] ?? {}, `${where}: tokens`)).entries()) {
+    // Named by its place, never by its key: a key that is no hash may be a token itself, which no log may show.
     if (!/^[0-9a-f]{64}$/.test(hash)) {
       fail(
         where,
-        `tokens.${hash.slice(0, 16)}`,
-        "must be a SHA-256 hash, 64 lowercase hex digits (`taskwire token` prints one)",
+        `the key of tokens entry ${i + 1}`,
+        "is not a SHA-256 hash, 64 lowercase hex digits: keys are tokens' hashes, never tokens (`taskwire token` prints an entry)",
       );
     }
     if (typeof name !== "string" || !principals.has(name)) {

@@ -59,7 +59,7 @@ export function unknownEnv(cmd: Command, env: Readonly<Record<string, string | u
     .slice(0, 16)
     .map((name) => {
       return `environment variable ${clipName(name)} is no setting of taskwire serve and is ignored${
-        envSuggestion(name, [...known, "TASKWIRE_CONFIG"])
+        envSuggestion(name, env[name] ?? "", [...known, "TASKWIRE_CONFIG"])
       }; \`taskwire serve --help\` lists each flag's variable`;
     });
 }
@@ -71,18 +71,19 @@ export function unknownEnv(cmd: Command, env: Readonly<Record<string, string | u
  * Each names the variable and the flag, never the value.
  */
 export function overriddenEnv(cmd: Command, env: Readonly<Record<string, string | undefined>> = process.env): string[] {
-  return configurable(cmd)
+  const config = cmd.options.find((o) => o.attributeName() === "config");
+  return [...configurable(cmd), ...(config === undefined ? [] : [config])]
     .filter((o) => cmd.getOptionValueSource(o.attributeName()) === "cli" && (env[envName(o)] ?? "") !== "")
     .map((o) => `environment variable ${envName(o)} is set, and ${o.long} on the command line overrides it`);
 }
 
-// " (did you mean X?)" for an unknown variable, or "".
-function envSuggestion(name: string, known: readonly string[]): string {
+// " (did you mean X?)" for an unknown variable (set to `value`, which is never shown), or "".
+function envSuggestion(name: string, value: string, known: readonly string[]): string {
   const part = (n: string) => n.slice("TASKWIRE_".length);
-  // TASKWIRE_NO_METRICS: a --no-* flag's variable is the setting's own, set false.
+  // TASKWIRE_NO_METRICS=1: a --no-* flag's variable is the setting's own, set to the opposite.
   const negated = /^NO_(.+)$/.exec(part(name))?.[1];
   if (negated !== undefined && known.includes(`TASKWIRE_${negated}`)) {
-    return ` (did you mean TASKWIRE_${negated}=false?)`;
+    return ` (did you mean TASKWIRE_${negated}=${/^(false|0|no|off)$/i.test(value) ? "true" : "false"}?)`;
   }
   const near = nearest(part(name), known.map(part), "_");
   return near === undefined ? "" : ` (did you mean TASKWIRE_${near}?)`;
@@ -100,11 +101,15 @@ function nearest(name: string, known: readonly string[], separator: string): str
     if (d < bestDistance) [best, bestDistance] = [k, d];
   }
   if (best !== undefined || name.length < 3) return best;
+  // A prefix counts when it is at least half the longer name (NATS is not NATS_PASSWORD, nor sim sim-cpus).
   const words = name.split(separator);
+  const prefix = (short: string, long: string) => long.startsWith(short) && short.length * 2 >= long.length;
+  const shared = (k: string) => words.filter((w) => k.split(separator).includes(w)).length;
   const related = (k: string) =>
-    k.length >= 3 && (name.startsWith(k) || k.startsWith(name) || words.every((w) => k.split(separator).includes(w)));
+    k.length >= 3 && (prefix(k, name) || prefix(name, k) || (words.length >= 2 && shared(k) === words.length) ||
+      (shared(k) >= 2 && shared(k) === k.split(separator).length));
   const lengthOff = (k: string) => Math.abs(k.length - name.length);
-  return known.filter(related).sort((a, b) => lengthOff(a) - lengthOff(b))[0];
+  return known.filter(related).sort((a, b) => shared(b) - shared(a) || lengthOff(a) - lengthOff(b))[0];
 }
 
 // Edit distance with two neighbours swapped as one edit (prot: port); names are short (and clipped).
@@ -172,9 +177,11 @@ export function nameOrigins(
   for (const option of cmd.options) {
     const source = cmd.getOptionValueSource(option.attributeName());
     if ((source !== "env" && source !== "config") || option.long === undefined) continue;
-    // The flag as a word of its own (not --nats of --nats-creds), not already named with its origin.
-    const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )`);
-    e.message = e.message.replace(flag, () => settingName(cmd, option.attributeName()));
+    // The flag as a word of its own (not --nats of --nats-creds), not already named with its origin, and the value
+    // right after it if there is one (quoted, or a number, path or address): the origin goes after that value.
+    const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )( "(?:[^"\\\\]|\\\\.)*"| [0-9/.~[][^\\s,;():]*)?`);
+    const named = settingName(cmd, option.attributeName()).slice(option.long.length); // " (from ...)"
+    e.message = e.message.replace(flag, (_, value: string | undefined) => `${option.long}${value ?? ""}${named}`);
   }
 }
 
@@ -273,9 +280,12 @@ function unknownKey(key: string, value: unknown, keys: readonly string[]): strin
   }
   // maxBuffer, max_buffer, MAX-BUFFER: the key in kebab case.
   const kebab = key.replace(/([a-z0-9])([A-Z])/g, "$1-$2").replaceAll("_", "-").toLowerCase();
+  if (NOT_KEYS.has(kebab.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()))) {
+    return `--${kebab} is given on the command line (or its variable), not in the file`;
+  }
   const negated = /^no-(.+)$/.exec(kebab)?.[1];
   const near = negated !== undefined && keys.includes(negated)
-    ? `\`${negated} = false\`? (a --no-* flag is its setting set false)`
+    ? `\`${negated} = ${value === false}\`? --no-${negated} is that setting the other way round`
     : keys.includes(kebab)
     ? `\`${kebab}\`?`
     : nearest(kebab, keys, "-")?.replace(/^(.*)$/, "`$1`?");
@@ -349,11 +359,13 @@ export function effectiveConfig(cmd: Command): string {
   return `${lines.join("\n")}\n`;
 }
 
-// What a parsed value reads back as: a share as its percentage; nothing for an unset flag.
+// What a parsed value reads back as: a share as its percentage; nothing for an unset flag, or a blank one (a config
+// file refuses an empty value: leaving the key out is how it says unset).
 function tomlValue(value: unknown): unknown {
-  if (value === undefined || value === null) return undefined;
+  if (value === undefined || value === null || (typeof value === "string" && value.trim() === "")) return undefined;
   if (typeof value === "object" && !Array.isArray(value) && "fraction" in value) {
-    return `${(value as { fraction: number }).fraction * 100}%`;
+    // 7% is 0.07 x 100 = 7.000000000000001: printed to the precision a share is given in.
+    return `${Number(((value as { fraction: number }).fraction * 100).toPrecision(12))}%`;
   }
   return value;
 }

@@ -8,7 +8,7 @@ import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netli
 import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";
 import { DEFAULT_CGROUP_CALLS } from "../rpc/cgroup-stats.ts";
 import { DEFAULT_SEND_BUFFER, DEFAULT_TRANSPORT_LIMITS as TRANSPORT } from "../runtime/node.ts";
-import { DEFAULT_HEAP_HEADROOM_BYTES } from "../runtime/listen.ts";
+import { DEFAULT_HEAP_HEADROOM_BYTES, ListenError } from "../runtime/listen.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../server/message-limit.ts";
 import { VERSION } from "../version.ts";
 import { getCommand, infoCommand } from "./client-commands.ts";
@@ -320,7 +320,8 @@ function buildProgram(): Command {
       memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
       log: logFlagsFrom(o),
       fleet: natsFlagsFrom(o),
-      strayNatsSetting: o["nats"] === undefined ? strayNatsSetting(serve) : undefined,
+      // A blank --nats (`--nats=$NATS_URL` with the variable unset) is off, as an empty variable is unset.
+      strayNatsSetting: String(o["nats"] ?? "").trim() === "" ? strayNatsSetting(serve) : undefined,
     };
     // --print-config refuses what a start would refuse (serve-checks.ts) before printing.
     if (o["printConfig"] === true) return printConfig(effectiveConfig(serve), flags);
@@ -375,7 +376,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     });
     return 0;
   } catch (err) {
-    if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError]);
+    if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError, ListenError]);
     // commander has printed its own usage errors (in the same format, see configureOutput)
     const text = err instanceof CommanderError ? "" : describeError(err, currentUrl());
     if (text !== "") console.error(`taskwire: ${text}`);

@@ -129,6 +129,8 @@ function readTls(flags: ServeSettings): ServeTls | undefined {
 }
 
 function authenticatorFor(auth: AuthFlags): Authenticator {
+  // Never read as "no file": an empty name (`--token-file=$FILE`, the variable unset) must not turn authentication off.
+  if (auth.tokenFile?.trim() === "") throw new UsageError("--token-file is empty: name the auth file");
   try {
     return createAuthenticator({
       tokenFile: auth.tokenFile,

@@ -21,8 +21,9 @@ import { CAP_NET_ADMIN, describeCapabilities, excessCapabilities, readCapabiliti
 import type { Logger } from "@logtape/logtape";
 import { configureLogging, logText } from "../log/logger.ts";
 import type { LogFlags } from "./serve-log.ts";
-import type { FleetOptions } from "../fleet/publisher.ts";
+import { type FleetOptions, redactUrl } from "../fleet/publisher.ts";
 import { openFleet } from "./serve-nats.ts";
+import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 
 /** Parsed `serve` flags. */
 export interface ServeFlags {
@@ -153,9 +154,22 @@ export function printConfig(text: string, flags: ServeFlags): void {
   // The configuration's own warnings first (an unknown TASKWIRE_ variable may be why a check fails).
   for (const w of [...(flags.configWarnings ?? []), ..._natsWarnings(flags)]) warn(w);
   for (const w of checkServe(flags).warnings) warn(w);
-  const shown = text.replace(/\/\/[^/@\s"']*@/g, "//***@"); // never print a URL's user:password
-  if (shown !== text) warn("a URL's user:password is printed as ***: this output does not carry them, write them back");
+  const shown = text.split("\n").map(withoutNatsPassword).join("\n");
+  if (shown !== text) warn("a --nats URL's user:password is printed as ***: this output does not carry them");
   process.stdout.write(shown);
+}
+
+// The `nats = "..."` line of effectiveConfig's output with each URL's user:password as *** (the only setting that
+// may hold a secret: every other one names a file). Read as TOML, so no quote or escape in a password is missed.
+function withoutNatsPassword(line: string): string {
+  if (!line.startsWith("nats = ")) return line;
+  const comment = line.indexOf("   # ");
+  const value = comment < 0 ? line.slice(7) : line.slice(7, comment);
+  const urls = (parseToml(`v = ${value}`) as { v: string }).v;
+  const redacted = urls.split(",").map((u) => redactUrl(u.trim())).join(",");
+  return redacted === urls
+    ? line
+    : `${stringifyToml({ nats: redacted }).trim()}${comment < 0 ? "" : line.slice(comment)}`;
 }
 
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */

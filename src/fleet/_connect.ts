@@ -39,16 +39,40 @@ export class NatsConnectError extends Error {
   override readonly name = "NatsConnectError";
 }
 
-/** The servers as a list. */
+/** The servers as a list; a RangeError for one that is no nats:// or tls:// URL (host:port alone is nats://). */
 export function serverList(servers: string | readonly string[]): string[] {
   const list = (typeof servers === "string" ? servers.split(",") : [...servers]).map((s) => s.trim()).filter(Boolean);
   if (list.length === 0) throw new RangeError("--nats: no server URL given; pass e.g. nats://127.0.0.1:4222");
+  for (const url of list) {
+    const problem = urlProblem(url);
+    if (problem !== undefined) {
+      throw new RangeError(`--nats ${JSON.stringify(redactUrl(url))} ${problem}; write e.g. nats://127.0.0.1:4222`);
+    }
+  }
   return list;
 }
 
-/** A server URL without any user:password@ part, for messages. */
+// What the NATS client would refuse only once connecting: checked here, where it is the caller's to fix.
+function urlProblem(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url.includes("://") ? url : `nats://${url}`);
+  } catch {
+    return `is not a URL${url.includes("@") ? " (a / or @ in a password must be written %2F, %40)" : ""}`;
+  }
+  if (u.protocol !== "nats:" && u.protocol !== "tls:") {
+    return `has the scheme ${u.protocol.slice(0, -1)}, not nats or tls`;
+  }
+  if (u.hostname === "") return "names no host";
+  // A / in a password ends the URL's authority: the rest reads as a path, which NATS URLs have none of.
+  if (u.pathname !== "" && u.pathname !== "/") return "has a path (a / or @ in a password must be written %2F, %40)";
+  return undefined;
+}
+
+/** A server URL without any user:password@ part (up to its last @, which ends it), for messages. */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^/@]*@/, "//***@");
+  const scheme = url.indexOf("://"), at = url.lastIndexOf("@");
+  return at > scheme ? `${url.slice(0, scheme < 0 ? 0 : scheme + 3)}***${url.slice(at)}` : url;
 }
 
 /**
@@ -97,8 +121,8 @@ function authenticatorFor(s: NatsSettings): Authenticator | undefined {
   if (given.length > 1) {
     throw new RangeError("pass one of --nats-creds, --nats-nkey and --nats-token-file, not several");
   }
-  if (s.credsFile !== undefined) return credsAuthenticator(readSecret(s.credsFile, "--nats-creds"));
-  if (s.nkeyFile !== undefined) return nkeyAuthenticator(firstLine(s.nkeyFile, "--nats-nkey"));
+  if (s.credsFile !== undefined) return credsAuthenticator(credsFile(s.credsFile));
+  if (s.nkeyFile !== undefined) return nkeyAuthenticator(nkeySeed(s.nkeyFile));
   if (s.tokenFile !== undefined) {
     return tokenAuthenticator(new TextDecoder().decode(firstLine(s.tokenFile, "--nats-token-file")));
   }
@@ -115,6 +139,26 @@ function tlsFor(s: NatsSettings): ConnectionOptions["tls"] | undefined {
     ...(s.certFile !== undefined && { certFile: s.certFile }),
     ...(s.keyFile !== undefined && { keyFile: s.keyFile }),
   };
+}
+
+// The client parses these only as it connects, and its words name no file ("unable to parse credentials").
+function credsFile(file: string): Uint8Array {
+  const bytes = readSecret(file, "--nats-creds");
+  const text = new TextDecoder().decode(bytes);
+  if (!/-----BEGIN NATS USER JWT-----/.test(text) || !/-----BEGIN USER NKEY SEED-----/.test(text)) {
+    throw new RangeError(
+      `--nats-creds: ${file} is not a NATS credentials file (it needs the USER JWT and USER NKEY SEED blocks \`nsc generate creds\` writes)`,
+    );
+  }
+  return bytes;
+}
+
+function nkeySeed(file: string): Uint8Array {
+  const seed = firstLine(file, "--nats-nkey");
+  if (!/^SU[A-Z2-7]{56}$/.test(new TextDecoder().decode(seed))) {
+    throw new RangeError(`--nats-nkey: ${file} holds no nkey user seed (a first line of 58 characters starting SU)`);
+  }
+  return seed;
 }
 
 function readSecret(file: string, flag: string): Uint8Array {

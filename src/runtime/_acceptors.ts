@@ -139,22 +139,30 @@ function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-// A bind or listen error as what to do about it.
+/** The address cannot be listened on (in use, not this machine's, privileged); the message says what to do. */
+export class ListenError extends Error {
+  override readonly name = "ListenError";
+}
+
+// A bind or listen error as what to do about it. The settings are named as the CLI's flags (--host, --port), the
+// way its users set them.
 function describeListenError(err: Error, host: string, port: number): Error {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "EADDRINUSE") {
-    return new Error(`port ${port} on ${host} is in use; pick another with --port (0 picks a free one)`, {
+    return new ListenError(`--port ${port} on ${host} is in use; pick another port (0 picks a free one)`, {
       cause: err,
     });
   }
   if (code === "EACCES") {
-    return new Error(
-      `no permission to listen on ${host}:${port}: ports below 1024 need CAP_NET_BIND_SERVICE (or a lower net.ipv4.ip_unprivileged_port_start); use a port above 1023`,
+    return new ListenError(
+      `no permission to listen on --port ${port} (${host}): ports below 1024 need CAP_NET_BIND_SERVICE (or a lower net.ipv4.ip_unprivileged_port_start); use a port above 1023`,
       { cause: err },
     );
   }
   if (code === "EADDRNOTAVAIL") {
-    return new Error(`${host} is not an address of this machine; use --host 127.0.0.1 or 0.0.0.0`, { cause: err });
+    return new ListenError(`--host ${host} is not an address of this machine; use 127.0.0.1 or 0.0.0.0`, {
+      cause: err,
+    });
   }
   return err;
 }

@@ -7,6 +7,8 @@ import type { TaskwireServer } from "../server/server.ts";
 import type { Listening, ListenOptions } from "./node.ts";
 import { logText, taskwireLogger } from "../log/logger.ts";
 
+export { ListenError } from "./_acceptors.ts";
+
 /** Binds `server` on this runtime. TLS and real gRPC are Node's; elsewhere TLS is refused with a TypeError. */
 export async function listen(server: TaskwireServer, options: ListenOptions = {}): Promise<Listening> {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };

@@ -56,8 +56,8 @@ export function createSimSource(options: SimSourceOptions = {}): SimSource {
 /** The longest the timer waits before it looks again, ms (a low rate's next exit may be hours away). */
 const MAX_WAIT_MS = 60_000;
 
-// Said after a missing id: the simulated tasks' ids start past the kernel's own reserved range, as the sim allocates.
-const SIM_TASKS = "in the simulated kernel: its tasks are its own (ids from 301), not this machine's";
+// Said after a missing id: a shell's $$ or pid 1 asked of a sim server is the likely mistake.
+const SIM_TASKS = "in the simulated kernel, whose tasks are its own, not this machine's";
 
 class _SimSource implements SimSource {
   readonly name = "sim" as const;
