@@ -155,6 +155,9 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
     const stray = await cli(["watch", "--cpus", "0", "--hosts", "web-*"]);
     expect(stray.code).toBe(2);
     expect(stray.stderr).toMatch(/--hosts needs --nats/);
+    // A stream or prefix other than the default is one too (it would be ignored).
+    const stream = await cli(["watch", "--cpus", "0", "--nats-stream", "OTHER"]);
+    expect([stream.code, stream.stderr]).toEqual([2, expect.stringMatching(/--nats-stream needs --nats/)]);
     const down = await cli(["watch", "--nats", "nats://127.0.0.1:1", "--count", "1"]);
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/127\.0\.0\.1:1/);

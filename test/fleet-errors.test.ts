@@ -114,6 +114,13 @@ describe.skipIf(!haveNatsServer)("fleet publisher errors (needs /usr/sbin/nats-s
       });
       await wide.close();
       expect(warnings.join("\n")).toMatch(/kept as it is: its max age is 0 ms/);
+      // A new stream whose subjects another stream holds: the server only says they overlap; this names the other.
+      const clash = await startFleetPublisher({ servers: nats.url, stream: "CLASH", prefix: "wide" })
+        .catch((e: unknown) => e);
+      expect(clash).toBeInstanceOf(StreamConfigError);
+      expect((clash as Error).message).toMatch(
+        /--nats-stream CLASH cannot be made: its subjects wide\.\*\.exits\.\* overlap stream WIDER's .*--nats-stream WIDER/,
+      );
     },
     20_000,
   );

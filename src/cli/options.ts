@@ -89,8 +89,13 @@ export function fleetOptions(cmd: Command): Command {
 export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   if (str("nats") === undefined) {
-    const stray = ["hosts", "durable", "fromStart", ...NATS_CONNECTION_KEYS]
-      .find((k) => o[k] !== undefined);
+    // The stream and prefix have defaults: only another value is a stray setting.
+    const given = (k: string) =>
+      k === "natsStream" || k === "natsSubjectPrefix"
+        ? o[k] !== undefined && o[k] !== (k === "natsStream" ? FLEET_DEFAULTS.stream : FLEET_DEFAULTS.prefix)
+        : o[k] !== undefined;
+    const stray = ["hosts", "durable", "fromStart", "natsStream", "natsSubjectPrefix", ...NATS_CONNECTION_KEYS]
+      .find(given);
     if (stray !== undefined) throw new UsageError(`--${_kebab(stray)} needs --nats <urls>`);
     return undefined;
   }

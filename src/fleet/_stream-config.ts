@@ -64,11 +64,25 @@ export async function ensureStream(jsm: JetStreamManager, s: StreamSettings): Pr
       // Hosts started together race to create it ("subjects overlap with an existing stream"): whoever lost checks
       // the one that won, as it would have found it a moment later.
       const made = await streamInfo(jsm, s.name);
-      if (made === undefined) throw err;
+      if (made === undefined) throw await overlapping(jsm, s, err);
       return checkCompatible(made.config, s);
     }
   }
   return checkCompatible(existing.config, s);
+}
+
+// The server refused a new stream whose subjects another stream holds: say which one, and what to pick.
+async function overlapping(jsm: JetStreamManager, s: StreamSettings, err: unknown): Promise<unknown> {
+  if (!/subjects overlap/i.test(String(err))) return err;
+  const subject = `${s.prefix}.host.exits.0`;
+  const other = await jsm.streams.find(subject).catch(() => undefined);
+  return new StreamConfigError(
+    `--nats-stream ${s.name} cannot be made: its subjects ${s.prefix}.*.exits.* overlap ${
+      other === undefined ? "another stream's" : `stream ${other}'s`
+    } on this NATS server; publish to that stream (--nats-stream ${
+      other ?? "NAME"
+    }) if it is taskwire's, or pick another --nats-subject-prefix`,
+  );
 }
 
 async function streamInfo(jsm: JetStreamManager, name: string) {
