@@ -359,6 +359,17 @@ describe("review hardening: what the configuration says back", () => {
     60_000,
   );
 
+  it("with --log-format json, the error a start fails with is a JSON record too (fatal), not a line of text", async () => {
+    const r = await run(["serve", "--source", "sim", "--port", "0"], {
+      TASKWIRE_LOG_FORMAT: "json",
+      TASKWIRE_HOST: "[::1]",
+    });
+    expect(r.code).toBe(2);
+    const last = JSON.parse(r.err.trim().split("\n").pop()!);
+    expect(last).toMatchObject({ level: "FATAL", logger: "taskwire" });
+    expect(last.message).toMatch(/^--host "\[::1\]" \(from TASKWIRE_HOST\): give the address without brackets/);
+  });
+
   it("a bad value is quoted once", async () => {
     const env = await run(["serve", "--source", "sim"], { TASKWIRE_MEMORY_BUDGET: "-5" });
     expect(env.code).toBe(2);

@@ -16,6 +16,7 @@ import { addWatchCommand } from "./watch-command.ts";
 import { addTopCommand } from "./top-command.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
+import { fatalLine } from "../log/logger.ts";
 import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
@@ -379,7 +380,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError, ListenError]);
     // commander has printed its own usage errors (in the same format, see configureOutput)
     const text = err instanceof CommanderError ? "" : describeError(err, currentUrl());
-    if (text !== "") console.error(`taskwire: ${text}`);
+    // serve's --log-format json (not for --print-config, whose reader is a person at a terminal).
+    const opts = ran?.opts() ?? {};
+    const format = opts["logFormat"] === "json" && opts["printConfig"] !== true ? "json" : "text";
+    if (text !== "") console.error(fatalLine(text, format));
     return exitCodeFor(err);
   }
 }

@@ -103,6 +103,24 @@ export function formatJson(record: LogRecord): string {
   return JSON_LINES(record).replace(SEPARATORS, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
 }
 
+/**
+ * The line a command that fails says last, in `format`: `taskwire: <text>`,
+ * or a JSON record at level fatal, so that a service whose log is JSON Lines
+ * (--log-format json) does not end it with a line its collector cannot read.
+ */
+export function fatalLine(text: string, format: LogFormat): string {
+  if (format === "text") return `taskwire: ${text}`;
+  const record: LogRecord = {
+    category: ["taskwire"],
+    level: "fatal",
+    message: [text],
+    rawMessage: text,
+    timestamp: Date.now(),
+    properties: {},
+  };
+  return formatJson(record).trimEnd();
+}
+
 /** Longest `stack` field, characters: enough for the frames that say where. */
 export const STACK_MAX = 2048;
 
