@@ -160,8 +160,8 @@ export function settingName(cmd: Command, attribute: string): string {
 
 /**
  * Names, in `err`'s message, where each setting it mentions by flag was set,
- * when that was not the command line: the first `--port` of the message
- * becomes `--port (from TASKWIRE_PORT)`. Every check names settings by their
+ * when that was not the command line: the first `--port 7000` of the
+ * message becomes `--port 7000 (from TASKWIRE_PORT)`. Every check names settings by their
  * flags; this is the one place that knows where each value came from
  * (commander's value sources), so that an operator who set it in a unit's
  * environment or a config file is pointed there. Only the CLI's own errors
