@@ -272,6 +272,13 @@ describe("review hardening: what the configuration says back", () => {
         /--nats-stream \(from TASKWIRE_NATS_STREAM\) is set without --nats/,
       ],
       [{}, ["--token-file="], /--token-file is empty: name the auth file/],
+      // An origin that can never match a browser's Origin header: its web app would be refused without a word.
+      [
+        {},
+        ["--cors-origin", "ops.example"],
+        /--cors-origin "ops\.example" can never match .*; write https:\/\/ops\.example$/m,
+      ],
+      [{}, ["--cors-origin", "https://ops.example/"], /--cors-origin "https:\/\/ops\.example\/" can never match/],
     ];
     for (const [env, args, message] of cases) {
       const r = await printed(env, ...args);

@@ -52,6 +52,7 @@ export interface CheckedServe {
 /** Checks `flags` as a start does before it opens anything; a UsageError says what is wrong and what to do. */
 export function checkServe(flags: ServeSettings): CheckedServe {
   checkLimits(flags);
+  for (const origin of flags.corsOrigins) checkOrigin(origin);
   const tls = readTls(flags);
   const warnings = checkExposure({
     host: flags.host,
@@ -70,6 +71,21 @@ export function checkServe(flags: ServeSettings): CheckedServe {
   }
   checkFleet(flags.fleet);
   return { tls, authenticator, warnings };
+}
+
+// A CORS origin is matched exactly against the browser's Origin header (scheme://host[:port], no path): one in another
+// form can never match, and its web app would be refused without a word.
+function checkOrigin(origin: string): void {
+  if (origin === "*" || /^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(origin)) return;
+  const bare = origin.replace(
+    /^([a-z][a-z0-9+.-]*:\/\/)?([^/\s]*).*$/i,
+    (_, scheme: string | undefined, host: string) => `${scheme ?? "https://"}${host}`,
+  );
+  throw new UsageError(
+    `--cors-origin ${
+      JSON.stringify(origin)
+    } can never match a browser's Origin, which is scheme://host[:port] with no path; write ${bare}`,
+  );
 }
 
 /** The least one principal may be given of the budget: a listener with a few batches. */
