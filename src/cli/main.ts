@@ -14,6 +14,7 @@ import { VERSION } from "../version.ts";
 import { getCommand, infoCommand } from "./client-commands.ts";
 import { addWatchCommand } from "./watch-command.ts";
 import { addTopCommand } from "./top-command.ts";
+import { intArg } from "./options.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 import { fatalLine } from "../log/logger.ts";
@@ -26,15 +27,7 @@ import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { addNatsOptions, FleetStartError, natsFlagsFrom } from "./serve-nats.ts";
 import { printConfig, serveCommand, type ServeFlags, SourceError, UsageError } from "./serve.ts";
 
-function int(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
-      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
-    }
-    return n;
-  };
-}
+const int = intArg;
 
 function rate(value: string, max: number): number {
   const n = Number(value);

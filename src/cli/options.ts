@@ -11,7 +11,12 @@ export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
     if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
-      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+      // No bound worth reading past 2^53-1: "at least 1", not "from 1 to 9007199254740991".
+      throw new InvalidArgumentError(
+        max === Number.MAX_SAFE_INTEGER
+          ? `expected a whole number, at least ${min}`
+          : `expected a whole number from ${min} to ${max}`,
+      );
     }
     return n;
   };
