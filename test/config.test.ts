@@ -256,13 +256,13 @@ describe("review hardening: what the configuration says back", () => {
         ["--memory-budget-per-principal", "25"],
         /gives a principal 25 bytes .* \(a bare number is bytes; for a percentage write 25%\)/,
       ],
-      [{}, ["--nats", "foo bar"], /--nats "foo bar" is not a URL; write e\.g\. nats:\/\/127\.0\.0\.1:4222/],
+      [{}, ["--nats", "foo bar"], /--nats "foo bar" is not a URL \(check its host and port\); write e\.g\. nats:\/\/127\.0\.0\.1:4222/],
       [{}, ["--nats", "ws://127.0.0.1:1"], /--nats "ws:\/\/127\.0\.0\.1:1" has the scheme ws, not nats or tls/],
       // A / in a password: refused, the password never shown.
       [
         {},
         ["--nats", "nats://me:pa/ss@127.0.0.1:1"],
-        /--nats "nats:\/\/\*\*\*@127\.0\.0\.1:1" is not a URL \(a \/ or @ in a password/,
+        /--nats "nats:\/\/\*\*\*@127\.0\.0\.1:1" is not a URL \(check its host and port; a \/ , @ or # in a password/,
       ],
       [{}, ["--nats", "nats://127.0.0.1:1", "--nats-creds", junk], /--nats-creds: .* is not a NATS credentials file/],
       [{}, ["--nats", "nats://127.0.0.1:1", "--nats-nkey", junk], /--nats-nkey: .* holds no nkey user seed/],
@@ -279,6 +279,11 @@ describe("review hardening: what the configuration says back", () => {
         /--cors-origin "ops\.example" can never match .*; write https:\/\/ops\.example$/m,
       ],
       [{}, ["--cors-origin", "https://ops.example/"], /--cors-origin "https:\/\/ops\.example\/" can never match/],
+      [{}, ["--cors-origin", "HTTPS://Ops.Example:443"], /can never match .*; write https:\/\/ops\.example$/m],
+      [{}, ["--cors-origin", "https://*.example"], /has a wildcard: origins are matched exactly/],
+      [{}, ["--cors-origin", "null"], /is what sandboxed frames and files send/],
+      // A comma in a password splits the list: no part of it is shown.
+      [{}, ["--nats", "nats://me:se,cret@127.0.0.1:1"], /--nats "nats:\/\/\*\*\*" is not a URL/],
     ];
     for (const [env, args, message] of cases) {
       const r = await printed(env, ...args);
@@ -297,6 +302,13 @@ describe("review hardening: what the configuration says back", () => {
       expect(r.out + r.err).not.toContain("ss@");
       expect(r.err).toMatch(/user:password is printed as \*\*\*/);
     }
+    // A value the TOML reader cannot take back is not shown at all, nor the reader's error.
+    const odd = await printed({}, "--nats", "nats://me:secret@127.0.0.1:1?a   # b");
+    expect(odd.code, odd.err).toBe(0);
+    expect(odd.out + odd.err).not.toContain("secret");
+    const userinfo = await printed({}, "--cors-origin", "https://me:secret@ops.example");
+    expect([userinfo.code, userinfo.err]).toEqual([2, expect.stringMatching(/holds a user or password/)]);
+    expect(userinfo.err).not.toContain("secret");
     // A path with an @ is no URL: printed as it is.
     const path = await printed({}, "--allowed-host", "a@b");
     expect(path.out).not.toContain("***");

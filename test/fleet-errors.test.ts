@@ -72,6 +72,31 @@ describe.skipIf(!haveNatsServer)("fleet publisher errors (needs /usr/sbin/nats-s
     await fleet.close();
   }, 20_000);
 
+  it("credentials in the URL are sent (the NATS client reads none from a URL), percent-encoded or not", async () => {
+    const withToken = await startFleetPublisher({ servers: guarded.url.replace("nats://", `nats://${TOKEN}@`) });
+    expect(withToken.state().connected).toBe(true);
+    await withToken.close();
+    const users = await startNats(["--user", "u", "--pass", "p@ss/w,rd"]);
+    try {
+      const url = users.url.replace("nats://", `nats://u:${encodeURIComponent("p@ss/w,rd")}@`);
+      const fleet = await startFleetPublisher({ servers: url });
+      expect(fleet.state().connected).toBe(true);
+      await fleet.close();
+      const wrong = await startFleetPublisher({ servers: users.url.replace("nats://", "nats://u:nope@") })
+        .catch((e: unknown) => e);
+      expect(wrong).toBeInstanceOf(NatsConnectError);
+      expect((wrong as Error).message).not.toContain("nope");
+      // Credentials in a URL and in a file: which one was meant is not guessed.
+      const both = await startFleetPublisher({ servers: url, tokenFile: secretFile(TOKEN) }).catch((e: unknown) => e);
+      expect(both).toBeInstanceOf(RangeError);
+      expect((both as Error).message).toMatch(
+        /credentials in a --nats URL and in --nats-creds, --nats-nkey or --nats-token-file/,
+      );
+    } finally {
+      await users.close();
+    }
+  }, 30_000);
+
   it("user:password in the URL is not echoed in errors", async () => {
     const url = guarded.url.replace("nats://", "nats://me:pa55word@");
     const err = await startFleetPublisher({ servers: url }).catch((e: unknown) => e);

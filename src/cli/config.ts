@@ -179,10 +179,22 @@ export function nameOrigins(
     if ((source !== "env" && source !== "config") || option.long === undefined) continue;
     // The flag as a word of its own (not --nats of --nats-creds), not already named with its origin, and the value
     // right after it if there is one (quoted, or a number, path or address): the origin goes after that value.
-    const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )( "(?:[^"\\\\]|\\\\.)*"| [0-9/.~[][^\\s,;():]*)?`);
+    const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )( "(?:[^"\\\\]|\\\\.)*"| [^\\s,;()]+)?`);
     const named = settingName(cmd, option.attributeName()).slice(option.long.length); // " (from ...)"
-    e.message = e.message.replace(flag, (_, value: string | undefined) => `${option.long}${value ?? ""}${named}`);
+    e.message = e.message.replace(flag, (_, next: string | undefined) => {
+      const [value, rest] = flagValue(next ?? "");
+      return `${option.long}${value}${named}${rest}`;
+    });
   }
+}
+
+// What follows a flag in a message, split into its value (quoted, or a word holding a digit or one of . / : [ ~ @, as
+// numbers, paths, addresses and names like ACME2 do; a trailing colon is the message's) and the rest. "--nats-cert
+// and --nats-key": "and" is no value.
+function flagValue(next: string): [value: string, rest: string] {
+  if (next.startsWith(' "')) return [next, ""];
+  const word = next.replace(/:$/, "");
+  return /[0-9./:[~@]/.test(word) ? [word, next.slice(word.length)] : ["", next];
 }
 
 /**

@@ -11,10 +11,10 @@ export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
     if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
-      // No bound worth reading past 2^53-1: "at least 1", not "from 1 to 9007199254740991".
+      // No bound worth reading: "from 1 to 2^53-1", not "from 1 to 9007199254740991".
       throw new InvalidArgumentError(
         max === Number.MAX_SAFE_INTEGER
-          ? `expected a whole number, at least ${min}`
+          ? `expected a whole number from ${min} to 2^53-1`
           : `expected a whole number from ${min} to ${max}`,
       );
     }

@@ -73,19 +73,36 @@ export function checkServe(flags: ServeSettings): CheckedServe {
   return { tls, authenticator, warnings };
 }
 
-// A CORS origin is matched exactly against the browser's Origin header (scheme://host[:port], no path): one in another
-// form can never match, and its web app would be refused without a word.
+// A CORS origin is matched exactly, case and all, against the browser's Origin header: scheme://host[:port] in
+// lowercase, without a default port, path, query or user. One in another form can never match, and its web app would
+// be refused without a word.
 function checkOrigin(origin: string): void {
-  if (origin === "*" || /^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(origin)) return;
-  const bare = origin.replace(
-    /^([a-z][a-z0-9+.-]*:\/\/)?([^/\s]*).*$/i,
-    (_, scheme: string | undefined, host: string) => `${scheme ?? "https://"}${host}`,
-  );
-  throw new UsageError(
-    `--cors-origin ${
-      JSON.stringify(origin)
-    } can never match a browser's Origin, which is scheme://host[:port] with no path; write ${bare}`,
-  );
+  if (origin === "*") return;
+  const problem = originProblem(origin);
+  const shown = JSON.stringify(origin.replace(/\/\/[^/]*@/, "//***@")); // never a password
+  if (problem !== undefined) throw new UsageError(`--cors-origin ${shown} ${problem}`);
+}
+
+function originProblem(origin: string): string | undefined {
+  if (origin.includes("*")) return "has a wildcard: origins are matched exactly; list each one (or '*' for all)";
+  if (origin.toLowerCase() === "null") {
+    return "is what sandboxed frames and files send, which any site can make: name the real origins";
+  }
+  let url: URL | undefined;
+  for (const text of [origin, `https://${origin}`]) {
+    try {
+      url = new URL(text);
+      break;
+    } catch {
+      // tried with a scheme next
+    }
+  }
+  if (url === undefined || url.origin === "null") {
+    return "is no origin a browser sends: write scheme://host[:port], e.g. https://ops.example";
+  }
+  if (url.origin === origin) return undefined;
+  if (url.username !== "" || url.password !== "") return "holds a user or password: write scheme://host[:port] alone";
+  return `can never match a browser's Origin (scheme://host[:port], lowercase, no default port or path); write ${url.origin}`;
 }
 
 /** The least one principal may be given of the budget: a listener with a few batches. */

@@ -163,13 +163,17 @@ export function printConfig(text: string, flags: ServeFlags): void {
 // may hold a secret: every other one names a file). Read as TOML, so no quote or escape in a password is missed.
 function withoutNatsPassword(line: string): string {
   if (!line.startsWith("nats = ")) return line;
-  const comment = line.indexOf("   # ");
-  const value = comment < 0 ? line.slice(7) : line.slice(7, comment);
-  const urls = (parseToml(`v = ${value}`) as { v: string }).v;
-  const redacted = urls.split(",").map((u) => redactUrl(u.trim())).join(",");
-  return redacted === urls
-    ? line
-    : `${stringifyToml({ nats: redacted }).trim()}${comment < 0 ? "" : line.slice(comment)}`;
+  const comment = line.lastIndexOf("   # "); // effectiveConfig's, after the value (a value may hold one too)
+  let urls: string;
+  try {
+    urls = String((parseToml(comment < 0 ? line : line.slice(0, comment)) as { nats: unknown }).nats);
+  } catch {
+    return `nats = "***"   # could not be shown`; // never the value, nor a parser's error that quotes it
+  }
+  if (!urls.includes("@")) return line;
+  // Each URL (checkServe has refused a list whose parts are not URLs, as a comma in a password makes).
+  const redacted = urls.split(",").map((u) => (u.includes("@") ? redactUrl(u.trim()) : u)).join(",");
+  return `${stringifyToml({ nats: redacted }).trim()}${comment < 0 ? "" : line.slice(comment)}`;
 }
 
 /** Runs the server until SIGINT or SIGTERM, then shuts down cleanly. */
@@ -309,7 +313,7 @@ function _reachableUrl(url: string): string | undefined {
 function _natsWarnings(flags: ServeFlags): string[] {
   const servers = flags.fleet?.servers;
   const list = servers === undefined ? [] : typeof servers === "string" ? servers.split(",") : [...servers];
-  return list.some((u) => /\/\/[^/@\s]*@/.test(u))
+  return list.some((u) => u.includes("@"))
     ? [
       "--nats carries credentials in its URL: on the command line every local user can read them (ps, /proc), and logs and --print-config show the URL redacted; keep them in a file of their own: --nats-creds, --nats-nkey or --nats-token-file",
     ]

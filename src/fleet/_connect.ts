@@ -43,11 +43,15 @@ export class NatsConnectError extends Error {
 export function serverList(servers: string | readonly string[]): string[] {
   const list = (typeof servers === "string" ? servers.split(",") : [...servers]).map((s) => s.trim()).filter(Boolean);
   if (list.length === 0) throw new RangeError("--nats: no server URL given; pass e.g. nats://127.0.0.1:4222");
+  const whole = typeof servers === "string" ? servers : servers.join(",");
   for (const url of list) {
     const problem = urlProblem(url);
-    if (problem !== undefined) {
-      throw new RangeError(`--nats ${JSON.stringify(redactUrl(url))} ${problem}; write e.g. nats://127.0.0.1:4222`);
-    }
+    if (problem === undefined) continue;
+    // A comma in a password splits the list inside it: no part of a list that holds a password is shown.
+    const shown = whole.includes("@") && !url.includes("@")
+      ? url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*$/i, "$1***")
+      : redactUrl(url);
+    throw new RangeError(`--nats ${JSON.stringify(shown)} ${problem}; write e.g. nats://127.0.0.1:4222`);
   }
   return list;
 }
@@ -58,7 +62,9 @@ function urlProblem(url: string): string | undefined {
   try {
     u = new URL(url.includes("://") ? url : `nats://${url}`);
   } catch {
-    return `is not a URL${url.includes("@") ? " (a / or @ in a password must be written %2F, %40)" : ""}`;
+    return `is not a URL (check its host and port${
+      url.includes("@") ? "; a / , @ or # in a password must be written %2F %2C %40 %23" : ""
+    })`;
   }
   if (u.protocol !== "nats:" && u.protocol !== "tls:") {
     return `has the scheme ${u.protocol.slice(0, -1)}, not nats or tls`;
@@ -71,8 +77,43 @@ function urlProblem(url: string): string | undefined {
 
 /** A server URL without any user:password@ part (up to its last @, which ends it), for messages. */
 export function redactUrl(url: string): string {
-  const scheme = url.indexOf("://"), at = url.lastIndexOf("@");
-  return at > scheme ? `${url.slice(0, scheme < 0 ? 0 : scheme + 3)}***${url.slice(at)}` : url;
+  const at = url.lastIndexOf("@");
+  if (at < 0) return url;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0] ?? "";
+  return `${scheme}***${url.slice(at)}`;
+}
+
+/**
+ * The credentials the URLs carry (user:password@, or token@), which the NATS
+ * client would not send: it reads none from a URL. Each URL must carry the
+ * same, or none.
+ */
+function urlCredentials(servers: readonly string[]): { user: string; pass: string } | { token: string } | undefined {
+  const found = new Set<string>();
+  let credentials: { user: string; pass: string } | { token: string } | undefined;
+  for (const server of servers) {
+    const u = new URL(server.includes("://") ? server : `nats://${server}`); // serverList checked it parses
+    if (u.username === "" && u.password === "") continue;
+    const user = decoded(u.username), pass = decoded(u.password);
+    found.add(`${user}\n${pass}`);
+    credentials = u.password === "" ? { token: user } : { user, pass };
+  }
+  if (found.size > 1) throw new RangeError("the --nats URLs carry different credentials: give each the same, or none");
+  return credentials;
+}
+
+function decoded(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new RangeError("--nats: a URL's user or password has a % that starts no %XX escape; write a % as %25");
+  }
+}
+
+// A URL as the client is given it: its credentials go as options (urlCredentials).
+function withoutUserinfo(server: string): string {
+  const at = server.lastIndexOf("@");
+  return at < 0 ? server : `${/^[a-z][a-z0-9+.-]*:\/\//i.exec(server)?.[0] ?? ""}${server.slice(at + 1)}`;
 }
 
 /**
@@ -103,9 +144,14 @@ export function checkNatsSettings(s: NatsSettings): void {
 
 function connectionOptions(s: NatsSettings, servers: string[]): ConnectionOptions {
   const authenticator = authenticatorFor(s);
+  const fromUrl = urlCredentials(servers);
+  if (fromUrl !== undefined && authenticator !== undefined) {
+    throw new RangeError("credentials in a --nats URL and in --nats-creds, --nats-nkey or --nats-token-file: pass one");
+  }
   const tls = tlsFor(s);
   return {
-    servers,
+    servers: servers.map(withoutUserinfo),
+    ...fromUrl,
     name: s.name ?? "taskwire",
     reconnect: true,
     maxReconnectAttempts: -1,
@@ -162,6 +208,7 @@ function nkeySeed(file: string): Uint8Array {
 }
 
 function readSecret(file: string, flag: string): Uint8Array {
+  if (file.trim() === "") throw new RangeError(`${flag} is empty: name the file`);
   try {
     return readFileSync(file);
   } catch (err) {
@@ -170,7 +217,9 @@ function readSecret(file: string, flag: string): Uint8Array {
 }
 
 function firstLine(file: string, flag: string): Uint8Array {
-  const line = new TextDecoder().decode(readSecret(file, flag)).split("\n", 1)[0]!.trim();
+  // The first line that is not blank (an editor's leading empty line is no secret).
+  const line =
+    new TextDecoder().decode(readSecret(file, flag)).split("\n").map((l) => l.trim()).find((l) => l !== "") ?? "";
   if (line === "") throw new RangeError(`${flag}: ${file} is empty`);
   return new TextEncoder().encode(line);
 }

@@ -159,6 +159,11 @@ function describeListenError(err: Error, host: string, port: number): Error {
       { cause: err },
     );
   }
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") {
+    return new ListenError(`--host ${host} does not resolve to an address of this machine; use 127.0.0.1 or 0.0.0.0`, {
+      cause: err,
+    });
+  }
   if (code === "EADDRNOTAVAIL") {
     return new ListenError(`--host ${host} is not an address of this machine; use 127.0.0.1 or 0.0.0.0`, {
       cause: err,
