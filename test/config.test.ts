@@ -256,7 +256,11 @@ describe("review hardening: what the configuration says back", () => {
         ["--memory-budget-per-principal", "25"],
         /gives a principal 25 bytes .* \(a bare number is bytes; for a percentage write 25%\)/,
       ],
-      [{}, ["--nats", "foo bar"], /--nats "foo bar" is not a URL \(check its host and port\); write e\.g\. nats:\/\/127\.0\.0\.1:4222/],
+      [
+        {},
+        ["--nats", "foo bar"],
+        /--nats "foo bar" is not a URL \(check its host and port\); write e\.g\. nats:\/\/127\.0\.0\.1:4222/,
+      ],
       [{}, ["--nats", "ws://127.0.0.1:1"], /--nats "ws:\/\/127\.0\.0\.1:1" has the scheme ws, not nats or tls/],
       // A / in a password: refused, the password never shown.
       [
