@@ -161,5 +161,10 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
     const down = await cli(["watch", "--nats", "nats://127.0.0.1:1", "--count", "1"]);
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/127\.0\.0\.1:1/);
+    // With --nats no server is asked: its settings are neither used nor checked.
+    for (const command of [["watch", "--count", "1"], ["top", "--once"]]) {
+      const unused = await cli([...command, "--nats", "nats://127.0.0.1:1", "--url", "not a url", "--cert", "/x"]);
+      expect([unused.code, unused.stderr]).toEqual([1, expect.stringMatching(/127\.0\.0\.1:1/)]);
+    }
   });
 });

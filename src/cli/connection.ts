@@ -64,6 +64,16 @@ export function connectionFrom(o: Record<string, unknown>): Connection {
   return { url, token: str("token"), ca: str("ca"), cert: str("cert"), key: str("key") };
 }
 
+/**
+ * The server connection of a command that can read a fleet instead
+ * (`watch`/`top --nats`): with `fleet` set its events come from NATS and no
+ * server is asked, so the server settings (--url, --cert, ...) are neither
+ * used nor checked; the default URL stands in.
+ */
+export function connectionUnlessFleet(o: Record<string, unknown>, fleet: object | undefined): Connection {
+  return fleet === undefined ? connectionFrom(o) : { url: DEFAULT_URL };
+}
+
 let _url: string | undefined;
 
 /** The URL of the last client made (what an error message names). */

@@ -1,7 +1,7 @@
 /** `taskwire top`: a live view of exits aggregated over a sliding window, like delaytop and top. */
 import { type Command, Option } from "commander";
 import { escapeControls } from "../log/logger.ts";
-import { addConnectionOptions, clientFor, type Connection, connectionFrom } from "./connection.ts";
+import { addConnectionOptions, clientFor, type Connection, connectionUnlessFleet } from "./connection.ts";
 import { type EventInputOptions, openEventInput } from "./event-input.ts";
 import { bytes } from "./format.ts";
 import type { FleetFlags } from "./fleet-input.ts";
@@ -58,9 +58,10 @@ export function addTopCommand(program: Command): Command {
   filterOptions(top);
   fleetOptions(top);
   addConnectionOptions(top);
-  return top.action(async (o: Record<string, unknown>) =>
-    topCommand({
-      conn: connectionFrom(o),
+  return top.action(async (o: Record<string, unknown>) => {
+    const fleet = fleetFrom(o);
+    await topCommand({
+      conn: connectionUnlessFleet(o, fleet),
       cpus: o["cpus"] as string | undefined,
       windowSec: o["window"] as number,
       groupBy: o["by"] as GroupBy,
@@ -72,9 +73,9 @@ export function addTopCommand(program: Command): Command {
       json: o["json"] === true,
       buffer: o["buffer"] as number | undefined,
       filter: filterFrom(o),
-      fleet: fleetFrom(o),
-    })
-  );
+      fleet,
+    });
+  });
 }
 
 /** `taskwire top`: frames until interrupted (or one with --once). */

@@ -2,7 +2,7 @@
 import { exitEventToJson, type HostIdentity } from "@taskwire/client";
 import { type Command, Option } from "commander";
 import { escapeControls } from "../log/logger.ts";
-import { addConnectionOptions, type Connection, connectionFrom } from "./connection.ts";
+import { addConnectionOptions, type Connection, connectionUnlessFleet } from "./connection.ts";
 import { UsageError } from "./errors.ts";
 import { type EventInput, type EventInputOptions, openEventInput } from "./event-input.ts";
 import { formatEvent } from "./format.ts";
@@ -62,7 +62,7 @@ export function addWatchCommand(program: Command): Command {
       );
     }
     await watchCommand({
-      conn: connectionFrom(o),
+      conn: connectionUnlessFleet(o, fleet),
       cpus,
       listener,
       json: o["json"] === true,
