@@ -150,12 +150,18 @@ const isBoolean = (o: Option): boolean => !o.required && !o.optional;
 export function settingName(cmd: Command, attribute: string): string {
   const option = cmd.options.find((o) => o.attributeName() === attribute);
   if (option?.long === undefined) throw new RangeError(`${cmd.name()} has no option ${attribute}`);
-  const source = cmd.getOptionValueSource(attribute);
-  if (source === "env") return `${option.long} (from ${option.envVar ?? envName(option)})`;
+  return `${option.long}${originOf(cmd, option)}`;
+}
+
+// " (from TASKWIRE_X)" or " (from config FILE, key `k`)" for a setting not given on the command line; "" for one that
+// was, or is its default.
+function originOf(cmd: Command, option: Option): string {
+  const source = cmd.getOptionValueSource(option.attributeName());
+  if (source === "env") return ` (from ${option.envVar ?? envName(option)})`;
   if (source === "config") {
-    return `${option.long} (from config ${cmd.getOptionValue("config") as string}, key \`${configKey(option)}\`)`;
+    return ` (from config ${cmd.getOptionValue("config") as string}, key \`${configKey(option)}\`)`;
   }
-  return option.long;
+  return "";
 }
 
 /**
@@ -175,12 +181,11 @@ export function nameOrigins(
   if (!kinds.some((k) => err instanceof k)) return;
   const e = err as Error;
   for (const option of cmd.options) {
-    const source = cmd.getOptionValueSource(option.attributeName());
-    if ((source !== "env" && source !== "config") || option.long === undefined) continue;
+    const named = originOf(cmd, option);
+    if (named === "" || option.long === undefined) continue;
     // The flag as a word of its own (not --nats of --nats-creds), not already named with its origin, and the value
     // right after it if there is one (quoted, or a number, path or address): the origin goes after that value.
     const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )( "(?:[^"\\\\]|\\\\.)*"| [^\\s,;()]+)?`);
-    const named = settingName(cmd, option.attributeName()).slice(option.long.length); // " (from ...)"
     e.message = e.message.replace(flag, (_, next: string | undefined) => {
       const [value, rest] = flagValue(next ?? "");
       return `${option.long}${value}${named}${rest}`;

@@ -6,7 +6,7 @@
 import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
 import { type Command, Option } from "commander";
 import { UsageError } from "./errors.ts";
-import { checkKeyPair, type PemKind, readPem } from "./pem.ts";
+import { checkKeyPair, checkPemPair, type PemKind, readPem } from "./pem.ts";
 
 /** The default server. */
 export const DEFAULT_URL = "http://127.0.0.1:7878";
@@ -49,10 +49,7 @@ export function addConnectionOptions(cmd: Command): Command {
 export function connectionFrom(o: Record<string, unknown>): Connection {
   // An empty value (TASKWIRE_TOKEN= in a unit file, say) means "not set".
   const str = (k: string) => (typeof o[k] === "string" && o[k] !== "" ? (o[k] as string) : undefined);
-  if ((str("cert") === undefined) !== (str("key") === undefined)) {
-    const [given, missing] = str("cert") === undefined ? ["--key", "--cert"] : ["--cert", "--key"];
-    throw new UsageError(`${given} is set without ${missing}: pass both PEM files (--cert and --key go together)`);
-  }
+  checkPemPair({ cert: str("cert"), key: str("key") }, { cert: "--cert", key: "--key" });
   const url = str("url") ?? DEFAULT_URL;
   if (!/^https?:\/\/[^/]/i.test(url)) {
     throw new UsageError(

@@ -95,10 +95,11 @@ export function fleetFrom(o: Record<string, unknown>): FleetFlags | undefined {
   const str = (k: string) => (typeof o[k] === "string" ? (o[k] as string) : undefined);
   if (str("nats") === undefined) {
     // The stream and prefix have defaults: only another value is a stray setting.
-    const given = (k: string) =>
-      k === "natsStream" || k === "natsSubjectPrefix"
-        ? o[k] !== undefined && o[k] !== (k === "natsStream" ? FLEET_DEFAULTS.stream : FLEET_DEFAULTS.prefix)
-        : o[k] !== undefined;
+    const defaults: Record<string, unknown> = {
+      natsStream: FLEET_DEFAULTS.stream,
+      natsSubjectPrefix: FLEET_DEFAULTS.prefix,
+    };
+    const given = (k: string) => o[k] !== undefined && o[k] !== defaults[k];
     const stray = ["hosts", "durable", "fromStart", "natsStream", "natsSubjectPrefix", ...NATS_CONNECTION_KEYS]
       .find(given);
     if (stray !== undefined) throw new UsageError(`--${_kebab(stray)} needs --nats <urls>`);

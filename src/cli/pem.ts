@@ -65,6 +65,18 @@ function keyProblem(text: string): string | undefined {
   }
 }
 
+/** Checks that a certificate file and its key file (`files`, undefined where not set) are given both or neither. */
+export function checkPemPair(
+  files: { cert: string | undefined; key: string | undefined },
+  flags: { cert: string; key: string },
+): void {
+  if ((files.cert === undefined) === (files.key === undefined)) return;
+  const [given, missing] = files.cert === undefined ? [flags.key, flags.cert] : [flags.cert, flags.key];
+  throw new UsageError(
+    `${given} is set without ${missing}: pass both PEM files (${flags.cert} and ${flags.key} go together)`,
+  );
+}
+
 /** Checks that `key` is the private key of `cert` (both already read with readPem). */
 export function checkKeyPair(cert: string, key: string, flags: { cert: string; key: string }): void {
   const x509 = new X509Certificate(cert);

@@ -10,7 +10,7 @@ import { type Authenticator, createAuthenticator } from "../auth/authenticator.t
 import { AuthFileError } from "../auth/tokens.ts";
 import { formatBytes, resolveShare, type Share } from "../core/budget.ts";
 import { UsageError } from "./errors.ts";
-import { checkKeyPair, readPem } from "./pem.ts";
+import { checkKeyPair, checkPemPair, readPem } from "./pem.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";
 import { checkFleet } from "./serve-nats.ts";
 import type { FleetOptions } from "../fleet/publisher.ts";
@@ -141,17 +141,8 @@ function checkPrincipalShare(budget: number, share: Share): void {
   );
 }
 
-// --tls-cert and --tls-key: both or neither.
-function checkTlsPair(flags: ServeSettings): void {
-  if ((flags.tlsCert === undefined) === (flags.tlsKey === undefined)) return;
-  const [given, missing] = flags.tlsCert === undefined ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
-  throw new UsageError(
-    `${given} is set without ${missing}: pass both PEM files (--tls-cert and --tls-key go together)`,
-  );
-}
-
 function readTls(flags: ServeSettings): ServeTls | undefined {
-  checkTlsPair(flags);
+  checkPemPair({ cert: flags.tlsCert, key: flags.tlsKey }, { cert: "--tls-cert", key: "--tls-key" });
   if (flags.tlsCert === undefined || flags.tlsKey === undefined) return undefined;
   const cert = readPem(flags.tlsCert, "--tls-cert", "certificate");
   const key = readPem(flags.tlsKey, "--tls-key", "key");

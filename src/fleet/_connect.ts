@@ -48,9 +48,7 @@ export function serverList(servers: string | readonly string[]): string[] {
     const problem = urlProblem(url);
     if (problem === undefined) continue;
     // A comma in a password splits the list inside it: no part of a list that holds a password is shown.
-    const shown = whole.includes("@") && !url.includes("@")
-      ? url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*$/i, "$1***")
-      : redactUrl(url);
+    const shown = whole.includes("@") && !url.includes("@") ? `${schemeOf(url)}***` : redactUrl(url);
     throw new RangeError(`--nats ${JSON.stringify(shown)} ${problem}; write e.g. nats://127.0.0.1:4222`);
   }
   return list;
@@ -60,7 +58,7 @@ export function serverList(servers: string | readonly string[]): string[] {
 function urlProblem(url: string): string | undefined {
   let u: URL;
   try {
-    u = new URL(url.includes("://") ? url : `nats://${url}`);
+    u = parseServer(url);
   } catch {
     return `is not a URL (check its host and port${
       url.includes("@") ? "; a / , @ or # in a password must be written %2F %2C %40 %23" : ""
@@ -75,12 +73,25 @@ function urlProblem(url: string): string | undefined {
   return undefined;
 }
 
+// A server as a URL: host:port alone is nats://.
+function parseServer(server: string): URL {
+  return new URL(server.includes("://") ? server : `nats://${server}`);
+}
+
+// The URL's scheme and "://", or "" (a user:password part may itself hold "://": only a real scheme is kept).
+function schemeOf(url: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0] ?? "";
+}
+
+// The URL with `replacement` for its user:password part (up to its last @, which ends it); as it is without one.
+function replaceUserinfo(url: string, replacement: string): string {
+  const at = url.lastIndexOf("@");
+  return at < 0 ? url : `${schemeOf(url)}${replacement}${url.slice(at + 1)}`;
+}
+
 /** A server URL without any user:password@ part (up to its last @, which ends it), for messages. */
 export function redactUrl(url: string): string {
-  const at = url.lastIndexOf("@");
-  if (at < 0) return url;
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0] ?? "";
-  return `${scheme}***${url.slice(at)}`;
+  return replaceUserinfo(url, "***@");
 }
 
 /**
@@ -92,7 +103,7 @@ function urlCredentials(servers: readonly string[]): { user: string; pass: strin
   const found = new Set<string>();
   let credentials: { user: string; pass: string } | { token: string } | undefined;
   for (const server of servers) {
-    const u = new URL(server.includes("://") ? server : `nats://${server}`); // serverList checked it parses
+    const u = parseServer(server); // serverList checked it parses
     if (u.username === "" && u.password === "") continue;
     const user = decoded(u.username), pass = decoded(u.password);
     found.add(`${user}\n${pass}`);
@@ -112,8 +123,7 @@ function decoded(part: string): string {
 
 // A URL as the client is given it: its credentials go as options (urlCredentials).
 function withoutUserinfo(server: string): string {
-  const at = server.lastIndexOf("@");
-  return at < 0 ? server : `${/^[a-z][a-z0-9+.-]*:\/\//i.exec(server)?.[0] ?? ""}${server.slice(at + 1)}`;
+  return replaceUserinfo(server, "");
 }
 
 /**
