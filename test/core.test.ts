@@ -612,6 +612,126 @@ describe("subscription", () => {
   });
 });
 
+// A transport's sink the test drives (StreamSink): it records what it is sent and answers `room`; drain() calls back.
+function fakeSink(starts = true) {
+  let waiting: (() => void)[] = [];
+  const sink = {
+    sent: [] as string[],
+    room: true,
+    start: () => Promise.resolve(starts),
+    send: (m: string) => (sink.sent.push(m), sink.room),
+    whenDrained: (fn: () => void) => void waiting.push(fn),
+    drain: () => {
+      const fns = waiting;
+      waiting = [];
+      for (const fn of fns) fn();
+    },
+  };
+  return sink;
+}
+
+describe("subscription with a sink", () => {
+  const setup = () => {
+    const feed = manualFeed();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 8, policy: "drop-newest", ephemeral: false, owner: "t" });
+    return { feed, reg, l, ctl: new AbortController(), sink: fakeSink() };
+  };
+  const settle = () => new Promise((r) => setTimeout(r, 5));
+
+  it("yields the opening message, then sends the replay, batches and heartbeats to the sink, in order", async () => {
+    const { feed, reg, l, ctl, sink } = setup();
+    for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
+    const old: StreamItem<Rec, string>[] = [{ kind: "retained", seq: 0, cpu: 0, payload: "old" }];
+    const replay = (max: number) => old.splice(0, max);
+    const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 20, signal: ctl.signal, encode, replay, sink });
+    expect((await sub.next()).value).toBe("open");
+    const rest = sub.next(); // the generator yields nothing more until it ends
+    await vi.waitFor(() => expect(sink.sent.slice(0, 4)).toEqual(["0:old", "1,2", "3", "hb"]));
+    feed.sink.exit(rec(4));
+    await vi.waitFor(() => expect(sink.sent.slice(4).filter((m) => m !== "hb")).toEqual(["4"]));
+    ctl.abort();
+    expect((await rest).done).toBe(true);
+    expect(l.attached).toBe(false);
+  });
+
+  it("sends nothing more until the sink drains, then what queued meanwhile", async () => {
+    const { feed, reg, l, ctl, sink } = setup();
+    const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 60_000, signal: ctl.signal, encode, sink });
+    await sub.next();
+    void sub.next();
+    sink.room = false;
+    for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
+    await vi.waitFor(() => expect(sink.sent).toEqual(["1,2"]));
+    feed.sink.exit(rec(4));
+    await settle();
+    expect(sink.sent).toEqual(["1,2"]);
+    sink.room = true;
+    sink.drain();
+    await vi.waitFor(() => expect(sink.sent).toEqual(["1,2", "3,4"]));
+    ctl.abort();
+  });
+
+  it("an abort or a takeover cuts a wait for the sink short", async () => {
+    const { feed, reg, l, ctl, sink } = setup();
+    sink.room = false;
+    const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 60_000, signal: ctl.signal, encode, sink });
+    await sub.next();
+    const ended = sub.next();
+    feed.sink.exit(rec(1));
+    await vi.waitFor(() => expect(sink.sent).toEqual(["1"]));
+    ctl.abort();
+    expect((await ended).done).toBe(true);
+    expect(l.attached).toBe(false);
+
+    const other = setup();
+    other.sink.room = false;
+    const a = subscribe(other.reg, other.l, {
+      maxBatch: 2,
+      heartbeatMs: 60_000,
+      signal: other.ctl.signal,
+      encode,
+      sink: other.sink,
+    });
+    await a.next();
+    const taken = a.next();
+    other.feed.sink.exit(rec(1));
+    await vi.waitFor(() => expect(other.sink.sent).toEqual(["1"]));
+    const ctl2 = new AbortController();
+    await subscribe(other.reg, other.l, { maxBatch: 2, heartbeatMs: 60_000, signal: ctl2.signal, encode }).next();
+    await expect(taken).rejects.toThrow(/another stream/);
+    ctl2.abort();
+  });
+
+  it("a removed listener's queue goes to the sink, then its end is raised through the generator", async () => {
+    const { feed, reg, l, ctl, sink } = setup();
+    const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 60_000, signal: ctl.signal, encode, sink });
+    await sub.next();
+    const ended = sub.next();
+    sink.room = false;
+    for (let n = 1; n <= 3; n++) feed.sink.exit(rec(n));
+    await vi.waitFor(() => expect(sink.sent).toEqual(["1,2"]));
+    reg.remove(l, "deregistered");
+    await settle();
+    expect(sink.sent).toEqual(["1,2"]); // the removal does not send past the transport's backpressure
+    sink.room = true;
+    sink.drain();
+    await expect(ended).rejects.toThrow(ListenerNotFoundError);
+    expect(sink.sent).toEqual(["1,2", "3"]);
+    ctl.abort();
+  });
+
+  it("keeps to the generator when the sink cannot start", async () => {
+    const { feed, reg, l, ctl } = setup();
+    const sink = fakeSink(false);
+    feed.sink.exit(rec(1));
+    const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 60_000, signal: ctl.signal, encode, sink });
+    expect([(await sub.next()).value, (await sub.next()).value]).toEqual(["open", "1"]);
+    expect(sink.sent).toEqual([]);
+    ctl.abort();
+  });
+});
+
 // A listener whose deliver() throws (a server bug) must not cost the other listeners of its CPU their records, and
 // its own account stays exact: every seq 1..produced covered once, and received + lost = produced.
 describe("a listener that throws while taking a record", () => {

@@ -30,6 +30,28 @@ export interface StepEncoder<R extends CpuRecord, P, M> {
   sizeOf?(m: M): number | undefined;
 }
 
+/**
+ * A transport that takes a stream's messages as they are made, past the
+ * async iterators between the subscription and the socket (the Node
+ * adapter's response): each of them costs a promise turn per message, and
+ * the first batch after an idle spell runs all of them cold. Every message
+ * after the opening one then goes to the sink, and none through the
+ * generator (only the end-of-stream message, after the last), so the two
+ * paths never carry messages at the same time and none can overtake another.
+ */
+export interface StreamSink<M> {
+  /**
+   * Resolves once what the generator yielded so far is with the transport:
+   * true if the sink can carry the rest, false to keep to the generator
+   * (the response written is not the sink's, or it is over).
+   */
+  start(): Promise<boolean>;
+  /** Sends `m` now; false when the transport wants no more until `whenDrained` calls back. */
+  send(m: M): boolean;
+  /** Calls `fn` once, when the transport takes more again. */
+  whenDrained(fn: () => void): void;
+}
+
 /** How a subscription runs. */
 export interface SubscriptionOptions<R extends CpuRecord, P, M> {
   readonly maxBatch: number;
@@ -55,6 +77,8 @@ export interface SubscriptionOptions<R extends CpuRecord, P, M> {
    * would reach it. Without one, the stream ends only if its client reads again.
    */
   readonly abandon?: ((why: string) => void) | undefined;
+  /** Where the messages after the opening one go, if the transport offers it (StreamSink). */
+  readonly sink?: StreamSink<M> | undefined;
 }
 
 interface Ended {
@@ -110,12 +134,15 @@ export async function* subscribe<R extends CpuRecord, P, M>(
   const live = (): boolean => !o.signal.aborted && s.ended === undefined;
   try {
     yield o.encode.open();
+    const sink = o.sink !== undefined && (await o.sink.start()) ? o.sink : undefined;
     // A removed listener's replay runs to its end, as its queue does: the seqs it no longer retains
     // (retire() dropped them) come as one RETENTION loss. Any other end stops it before it makes a batch.
     while (o.replay !== undefined && !o.signal.aborted && (s.ended === undefined || s.ended.how === "removed")) {
       const items = o.replay(o.maxBatch);
       if (items.length === 0) break;
-      yield o.encode.batch(items);
+      const message = o.encode.batch(items);
+      if (sink === undefined) yield message;
+      else if (!sink.send(message)) await s.drained(sink);
     }
     for (;;) {
       // An end is said even if the call was aborted since (its deadline passed): a removed listener's
@@ -126,7 +153,8 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       if (o.signal.aborted) return;
       if (listener.queue.length > 0) {
         const { message, full } = encodeBatch(listener, o);
-        yield message;
+        if (sink === undefined) yield message;
+        else if (!sink.send(message)) await s.drained(sink);
         const linger = full ? 0 : (o.lingerMs?.() ?? 0);
         if (linger > 0 && live()) await s.pause(linger);
         continue;
@@ -134,7 +162,10 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       // A removed listener's stream ends once what it had queued is sent.
       if (s.ended !== undefined) throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
       const woke = await s.waitFor(o.heartbeatMs);
-      if (!woke && listener.queue.length === 0 && live()) yield o.encode.heartbeat();
+      if (woke || listener.queue.length > 0 || !live()) continue;
+      const heartbeat = o.encode.heartbeat();
+      if (sink === undefined) yield heartbeat;
+      else if (!sink.send(heartbeat)) await s.drained(sink);
     }
   } finally {
     o.signal.removeEventListener("abort", cleanup);
@@ -163,6 +194,7 @@ class _Signals {
   readonly #abandon: ((why: string) => void) | undefined;
   #resolveWait: ((woke: boolean) => void) | undefined;
   #resolvePause: (() => void) | undefined;
+  #resolveDrained: (() => void) | undefined;
   /** When the current wait times out (performance.now() ms). */
   #deadline = 0;
   /** The heartbeat timer, armed while a wait is pending; it outlives waits that end sooner (see waitFor). */
@@ -183,13 +215,14 @@ class _Signals {
   readonly end = (why: string, how: StreamEnd): void => {
     this.ended = { why, how };
     if (how === "takeover") this.takenOver = true;
-    this.release();
+    this.release(how !== "removed"); // a removed listener's stream still sends its queue, as the sink takes it
     if (how === "stalled") this.#abandon?.(why);
   };
 
-  /** Cuts short any pause or wait, and stops the heartbeat timer. */
-  release(): void {
+  /** Cuts short any pause or wait (a wait for the sink to drain too, unless told not to), and stops the heartbeat timer. */
+  release(drained = true): void {
     this.#resolvePause?.();
+    if (drained) this.#resolveDrained?.();
     this.wake();
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -225,6 +258,19 @@ class _Signals {
     this.#resolveWait = undefined;
     r(false);
   };
+
+  /** Resolves once `sink` takes more, or the end or an abort cuts the wait short. */
+  drained(sink: StreamSink<unknown>): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        if (this.#resolveDrained !== done) return; // cut short already
+        this.#resolveDrained = undefined;
+        resolve();
+      };
+      this.#resolveDrained = done;
+      sink.whenDrained(done);
+    });
+  }
 
   /** A pause that only the end or an abort cuts short (new events do not). */
   pause(ms: number): Promise<void> {

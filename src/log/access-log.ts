@@ -36,6 +36,7 @@ import { clip } from "../core/errors.ts";
 import { CALL_AUTH } from "../rpc/principal.ts";
 import { newStreamReport, STREAM_REPORT, type StreamReport } from "../rpc/stream-report.ts";
 import { type TapEnd, tapped } from "../rpc/tapped.ts";
+import { tappedSink, TRANSPORT_SINK } from "../rpc/stream-sink.ts";
 import { type Fields, logText } from "./logger.ts";
 import { createLineBudget } from "./line-budget.ts";
 import { handlerFacts } from "../rpc/universal.ts";
@@ -152,6 +153,14 @@ function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
     };
     const values = (req.contextValues ?? createContextValues()).set(ACCESS_CALL, call);
     if (call.stream !== undefined) values.set(STREAM_REPORT, call.stream);
+    // A stream's messages may go to the transport's sink, past the body counted below (rpc/stream-sink.ts).
+    const sink = values.get(TRANSPORT_SINK);
+    if (sink !== undefined) {
+      values.set(
+        TRANSPORT_SINK,
+        tappedSink(sink, (c) => void (call.responseBytes += c.byteLength)),
+      );
+    }
     const finish = (res?: UniversalServerResponse): void => {
       if (call.done) return;
       call.done = true;

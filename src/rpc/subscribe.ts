@@ -8,7 +8,7 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
 import { LIMIT_RANGES } from "../core/registry.ts";
-import { isStreamEnd, subscribe } from "../core/subscription.ts";
+import { isStreamEnd, type StreamSink, subscribe } from "../core/subscription.ts";
 import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, pastDeadline, throwIfPastDeadline, toConnectError } from "./errors.ts";
@@ -18,6 +18,7 @@ import { ownership, requireMask, type ServiceDeps } from "./requests.ts";
 import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts";
 import { countedEncoder, STREAM_REPORT } from "./stream-report.ts";
 import { PRE_ENCODED_STREAM } from "./fast-binary/pre-encoded.ts";
+import { MESSAGE_SINK } from "./stream-sink.ts";
 
 const [MIN_HEARTBEAT_MS, MAX_HEARTBEAT_MS] = LIMIT_RANGES.heartbeatMs!;
 
@@ -104,6 +105,7 @@ export async function* subscribeExits(
     }
     listener.filter = plan.filter;
     const replay = plan.afterSeq === 0n ? undefined : listener.replayFrom(Number(plan.afterSeq));
+    const sink: StreamSink<SubscribeExitsResponse> | undefined = ctx.values.get(MESSAGE_SINK);
     const report = ctx.values.get(STREAM_REPORT); // someone watching calls (the access log) wants the counts
     if (report !== undefined) report.listenerId = listener.id;
     yield* subscribe(registry, listener, {
@@ -121,6 +123,7 @@ export async function* subscribeExits(
         report,
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
+      sink,
       abandon: (why) => {
         if (report !== undefined) report.stalled = true;
         const reset = ctx.values.get(HELD_CALL).reset();

@@ -24,6 +24,7 @@ import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
 import { createPacer } from "./_pacer.ts";
+import { responseSink } from "./_response-sink.ts";
 import {
   authorizationOf,
   type HeldRequest,
@@ -97,9 +98,15 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const sys = await frontSyscalls(logger);
   const capSendBuffer = createSendBufferCap(sendBuffer, sys);
   const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
+  const streaming = methodPaths(server.rpcHandlers, "server_streaming"); // paced while young; written to a sink
   const fetchListener = getRequestListener((req, env) => {
     const facts = holds.get(env.incoming);
-    return server.fetch(req, { peer: peerOf(env.incoming), held: facts?.held, auth: facts?.caller.auth });
+    return server.fetch(req, {
+      peer: peerOf(env.incoming),
+      held: facts?.held,
+      auth: facts?.caller.auth,
+      sink: streaming.has(pathOf(env.incoming)) ? responseSink(env.outgoing) : undefined,
+    });
   }, { errorHandler: unbuiltRequest });
   const grpc = grpcListener(server, logger, holds);
   const limits = transportLimits(options);
@@ -109,7 +116,6 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     graduateBytes: GRADUATE_BYTES,
     graduate: (socket) => capSendBuffer(socket),
   });
-  const streaming = methodPaths(server.rpcHandlers, "server_streaming"); // their responses are paced while young
   const route = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
     if (streaming.has(pathOf(req))) young.track(res as never);

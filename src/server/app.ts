@@ -22,6 +22,8 @@ import { logUnexpected } from "../log/error-log.ts";
 import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, HELD_CALL } from "../rpc/held-call.ts";
 import { CALL_AUTH, type CallAuth } from "../rpc/principal.ts";
+import { TRANSPORT_SINK } from "../rpc/stream-sink.ts";
+import type { StreamSink } from "../core/subscription.ts";
 import { VERSION } from "../version.ts";
 import { type Exposition, metricsResponse } from "./metrics.ts";
 import { addUi } from "./ui.ts";
@@ -52,6 +54,8 @@ export interface AppEnv {
   readonly held?: CallHold | undefined;
   /** Its authentication's outcome where the adapter has it already (TaskwireServer.caller): not authenticated again. */
   readonly auth?: CallAuth | undefined;
+  /** The response's own sink of body bytes, for a streaming RPC (rpc/stream-sink.ts), where the adapter offers one. */
+  readonly sink?: StreamSink<Uint8Array> | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -93,7 +97,8 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
       const auth = authOf(c, options.callAuth);
       const ureq = {
         ...universalServerRequestFromFetch(c.req.raw, {}),
-        contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue),
+        contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue)
+          .set(TRANSPORT_SINK, c.env?.sink),
       };
       const res = universalServerResponseToFetch(await handler(ureq));
       return res.status === 415 && res.body === null ? unsupportedMedia(c.req.raw) : res;

@@ -48,6 +48,7 @@ import {
   parseTimeout,
 } from "@connectrpc/connect/protocol-connect";
 import { PRE_ENCODED_STREAM, preEncodedEnvelope } from "../rpc/fast-binary/pre-encoded.ts";
+import { framedSink, MESSAGE_SINK, TRANSPORT_SINK } from "../rpc/stream-sink.ts";
 import { handlerFacts } from "../rpc/universal.ts";
 
 /** A server-streaming method and its implementation. */
@@ -138,8 +139,12 @@ function connectBinaryStream<M extends DescMethodServerStreaming>(
       transformParseEnvelope(serialization.getI(true), endStreamFlag),
     );
     const messages = transformInvokeImplementation(spec, context, opt.interceptors)(input);
+    const serialize = (message: Message): Uint8Array =>
+      preEncodedEnvelope(message) ?? encodeEnvelope(0, output.serialize(message));
+    const transport = context.values.get(TRANSPORT_SINK);
+    if (transport !== undefined) context.values.set(MESSAGE_SINK, framedSink(transport, serialize));
     const body = envelopes(messages[Symbol.asyncIterator](), context, {
-      serialize: (message) => preEncodedEnvelope(message) ?? encodeEnvelope(0, output.serialize(message)),
+      serialize,
       end: (error) =>
         encodeEnvelope(
           endStreamFlag,
