@@ -655,7 +655,7 @@ describe("subscription with a sink", () => {
     expect(l.attached).toBe(false);
   });
 
-  it("sends nothing more until the sink drains, then what queued meanwhile", async () => {
+  it("sends nothing more until the sink drains, taking one batch ahead meanwhile, as the iterators did", async () => {
     const { feed, reg, l, ctl, sink } = setup();
     const sub = subscribe(reg, l, { maxBatch: 2, heartbeatMs: 60_000, signal: ctl.signal, encode, sink });
     await sub.next();
@@ -668,7 +668,7 @@ describe("subscription with a sink", () => {
     expect(sink.sent).toEqual(["1,2"]);
     sink.room = true;
     sink.drain();
-    await vi.waitFor(() => expect(sink.sent).toEqual(["1,2", "3,4"]));
+    await vi.waitFor(() => expect(sink.sent).toEqual(["1,2", "3", "4"])); // 3 was taken while the sink drained
     ctl.abort();
   });
 

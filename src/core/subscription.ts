@@ -142,7 +142,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       if (items.length === 0) break;
       const message = o.encode.batch(items);
       if (sink === undefined) yield message;
-      else if (!sink.send(message)) await s.drained(sink);
+      else await s.send(sink, message);
     }
     for (;;) {
       // An end is said even if the call was aborted since (its deadline passed): a removed listener's
@@ -154,7 +154,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       if (listener.queue.length > 0) {
         const { message, full } = encodeBatch(listener, o);
         if (sink === undefined) yield message;
-        else if (!sink.send(message)) await s.drained(sink);
+        else await s.send(sink, message);
         const linger = full ? 0 : (o.lingerMs?.() ?? 0);
         if (linger > 0 && live()) await s.pause(linger);
         continue;
@@ -165,7 +165,7 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       if (woke || listener.queue.length > 0 || !live()) continue;
       const heartbeat = o.encode.heartbeat();
       if (sink === undefined) yield heartbeat;
-      else if (!sink.send(heartbeat)) await s.drained(sink);
+      else await s.send(sink, heartbeat);
     }
   } finally {
     o.signal.removeEventListener("abort", cleanup);
@@ -195,6 +195,8 @@ class _Signals {
   #resolveWait: ((woke: boolean) => void) | undefined;
   #resolvePause: (() => void) | undefined;
   #resolveDrained: (() => void) | undefined;
+  /** The last send to the sink filled it: the next waits for its 'drain'. */
+  #full = false;
   /** When the current wait times out (performance.now() ms). */
   #deadline = 0;
   /** The heartbeat timer, armed while a wait is pending; it outlives waits that end sooner (see waitFor). */
@@ -222,7 +224,7 @@ class _Signals {
   /** Cuts short any pause or wait (a wait for the sink to drain too, unless told not to), and stops the heartbeat timer. */
   release(drained = true): void {
     this.#resolvePause?.();
-    if (drained) this.#resolveDrained?.();
+    if (drained) this.#cutDrainWait();
     this.wake();
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -259,17 +261,31 @@ class _Signals {
     r(false);
   };
 
-  /** Resolves once `sink` takes more, or the end or an abort cuts the wait short. */
-  drained(sink: StreamSink<unknown>): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        if (this.#resolveDrained !== done) return; // cut short already
-        this.#resolveDrained = undefined;
-        resolve();
-      };
-      this.#resolveDrained = done;
-      sink.whenDrained(done);
-    });
+  /**
+   * Sends `m` to `sink`, first waiting for the sink to take more if the
+   * last send filled it; an end or an abort cuts that wait short, and `m`
+   * is not sent. A send that fills the sink returns at once: the stream
+   * then takes its next batch while the transport drains, as the iterators
+   * it replaces did (each read one message ahead), so the queue has that
+   * batch's room meanwhile.
+   */
+  async send<M>(sink: StreamSink<M>, m: M): Promise<void> {
+    if (this.#full) await new Promise<void>((resolve) => (this.#resolveDrained = resolve));
+    if (this.#full) return;
+    if (sink.send(m)) return;
+    this.#full = true;
+    sink.whenDrained(this.#drained); // at once: a 'drain' before the next send is not missed
+  }
+
+  readonly #drained = (): void => {
+    this.#full = false;
+    this.#cutDrainWait();
+  };
+
+  #cutDrainWait(): void {
+    const r = this.#resolveDrained;
+    this.#resolveDrained = undefined;
+    r?.();
   }
 
   /** A pause that only the end or an abort cuts short (new events do not). */

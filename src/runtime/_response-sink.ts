@@ -19,14 +19,24 @@ export interface SinkTarget {
 /** The sink of `res`'s body. */
 export function responseSink(res: SinkTarget): StreamSink<Uint8Array> {
   return {
-    // @hono/node-server writes each chunk of a body a few promise turns after it pulls it, never an event-loop turn
-    // later: once the turn is over, what was pulled is with the response, and its head is sent with the first.
-    start: () => new Promise((resolve) => setImmediate(() => resolve(writable(res)))),
+    start: () => headSent(res),
     send: (chunk) => res.write(chunk),
     whenDrained: (fn) => void res.once("drain", fn),
   };
 }
 
-function writable(res: SinkTarget): boolean {
+/** How long to wait for @hono/node-server to send the head (it reads ahead for up to a timer's turn first). */
+const HEAD_WAIT_MS = 50;
+
+// Whether the response's head went out (polled a turn, then each millisecond, up to HEAD_WAIT_MS) with it still
+// open. @hono/node-server sends the head and writes every chunk of the body it has read in one synchronous step,
+// after reading ahead (a second chunk, waiting a timer's turn for it): once the head is sent, the opening message,
+// which the sink is started after, is with the response.
+async function headSent(res: SinkTarget): Promise<boolean> {
+  await new Promise((resolve) => setImmediate(resolve));
+  for (const until = performance.now() + HEAD_WAIT_MS; !res.headersSent && performance.now() < until;) {
+    if (res.destroyed || res.writableEnded) return false;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
   return res.headersSent && !res.writableEnded && !res.destroyed;
 }
