@@ -25,16 +25,17 @@ export function responseSink(res: SinkTarget): StreamSink<Uint8Array> {
   };
 }
 
-/** How long to wait for @hono/node-server to send the head (it reads ahead for up to a timer's turn first). */
-const HEAD_WAIT_MS = 50;
+/** How many timer turns to wait for @hono/node-server to send the head (it reads ahead for one first). */
+const HEAD_WAIT_TURNS = 50;
 
-// Whether the response's head went out (polled a turn, then each millisecond, up to HEAD_WAIT_MS) with it still
-// open. @hono/node-server sends the head and writes every chunk of the body it has read in one synchronous step,
-// after reading ahead (a second chunk, waiting a timer's turn for it): once the head is sent, the opening message,
-// which the sink is started after, is with the response.
+// Whether the response's head went out with it still open (polled after this turn, then on each timer turn, up to
+// HEAD_WAIT_TURNS: counted in turns, not time, as a busy loop delays @hono/node-server's timer as much as these).
+// @hono/node-server sends the head and writes every chunk of the body it has read in one synchronous step, after
+// reading ahead (a second chunk, waiting a timer's turn for it): once the head is sent, the opening message, which
+// the sink is started after, is with the response.
 async function headSent(res: SinkTarget): Promise<boolean> {
   await new Promise((resolve) => setImmediate(resolve));
-  for (const until = performance.now() + HEAD_WAIT_MS; !res.headersSent && performance.now() < until;) {
+  for (let turn = 0; !res.headersSent && turn < HEAD_WAIT_TURNS; turn++) {
     if (res.destroyed || res.writableEnded) return false;
     await new Promise((resolve) => setTimeout(resolve, 1));
   }
