@@ -36,7 +36,7 @@ import { clip } from "../core/errors.ts";
 import { CALL_AUTH } from "../rpc/principal.ts";
 import { newStreamReport, STREAM_REPORT, type StreamReport } from "../rpc/stream-report.ts";
 import { type TapEnd, tapped } from "../rpc/tapped.ts";
-import { tappedSink, TRANSPORT_SINK } from "../rpc/stream-sink.ts";
+import { mappedSink, TRANSPORT_SINK } from "../rpc/stream-sink.ts";
 import { type Fields, logText } from "./logger.ts";
 import { createLineBudget } from "./line-budget.ts";
 import { handlerFacts } from "../rpc/universal.ts";
@@ -158,7 +158,7 @@ function wrapHandler(handler: UniversalHandler, w: Writer): UniversalHandler {
     if (sink !== undefined) {
       values.set(
         TRANSPORT_SINK,
-        tappedSink(sink, (c) => void (call.responseBytes += c.byteLength)),
+        mappedSink(sink, (c: Uint8Array) => (call.responseBytes += c.byteLength, c)),
       );
     }
     const finish = (res?: UniversalServerResponse): void => {

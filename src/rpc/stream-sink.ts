@@ -20,16 +20,7 @@ export const MESSAGE_SINK = createContextKey<StreamSink<Message> | undefined>(un
   description: "taskwire: the response's sink of messages",
 });
 
-/** `sink` with each message framed by `frame`. */
-export function framedSink(sink: StreamSink<Uint8Array>, frame: (m: Message) => Uint8Array): StreamSink<Message> {
-  return { start: () => sink.start(), send: (m) => sink.send(frame(m)), whenDrained: (fn) => sink.whenDrained(fn) };
-}
-
-/** `sink` telling `each` every chunk it sends (the access log's byte count). */
-export function tappedSink(sink: StreamSink<Uint8Array>, each: (chunk: Uint8Array) => void): StreamSink<Uint8Array> {
-  return {
-    start: () => sink.start(),
-    send: (chunk) => (each(chunk), sink.send(chunk)),
-    whenDrained: (fn) => sink.whenDrained(fn),
-  };
+/** `sink` taking `A`s, each made what `sink` sends by `to` (framed as envelopes, or counted on the way). */
+export function mappedSink<A, B>(sink: StreamSink<B>, to: (a: A) => B): StreamSink<A> {
+  return { start: () => sink.start(), send: (a) => sink.send(to(a)), whenDrained: (fn) => sink.whenDrained(fn) };
 }

@@ -48,7 +48,7 @@ import {
   parseTimeout,
 } from "@connectrpc/connect/protocol-connect";
 import { PRE_ENCODED_STREAM, preEncodedEnvelope } from "../rpc/fast-binary/pre-encoded.ts";
-import { framedSink, MESSAGE_SINK, TRANSPORT_SINK } from "../rpc/stream-sink.ts";
+import { mappedSink, MESSAGE_SINK, TRANSPORT_SINK } from "../rpc/stream-sink.ts";
 import { handlerFacts } from "../rpc/universal.ts";
 
 /** A server-streaming method and its implementation. */
@@ -142,7 +142,7 @@ function connectBinaryStream<M extends DescMethodServerStreaming>(
     const serialize = (message: Message): Uint8Array =>
       preEncodedEnvelope(message) ?? encodeEnvelope(0, output.serialize(message));
     const transport = context.values.get(TRANSPORT_SINK);
-    if (transport !== undefined) context.values.set(MESSAGE_SINK, framedSink(transport, serialize));
+    if (transport !== undefined) context.values.set(MESSAGE_SINK, mappedSink(transport, serialize));
     const body = envelopes(messages[Symbol.asyncIterator](), context, {
       serialize,
       end: (error) =>
