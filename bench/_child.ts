@@ -47,6 +47,15 @@ export interface LineChild {
   end<T>(): Promise<T | undefined>;
 }
 
+// How a child's exit reads: its code, or its signal and (for the real-time watchdog's) what sent it.
+function exitReason(code: number | null, signal: NodeJS.Signals | null): string {
+  if (signal === "SIGXCPU") {
+    return `was killed by SIGXCPU (the kernel sends it to a real-time thread that runs past RLIMIT_RTTIME without ` +
+      `blocking: the bench's watchdog for a livelock)`;
+  }
+  return signal === null ? `exited ${code}` : `was killed by ${signal}`;
+}
+
 /** Where a line child runs: its working directory, and variables added to this process's environment. */
 export interface LineChildOptions {
   cwd?: string;
@@ -68,22 +77,28 @@ export function startLineChild(
     ...(o.cwd !== undefined && { cwd: o.cwd }),
     ...(o.env !== undefined && { env: { ...process.env, ...o.env } }),
   });
-  let err = "", last: string | undefined;
-  const waiters: ((line: string) => void)[] = [];
+  let err = "", last: string | undefined, gone: Error | undefined;
+  const waiters: { resolve(line: string): void; reject(err: Error): void }[] = [];
   proc.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
   const p: LineChild = {
     proc,
+    // A child that has exited rejects what was asked of it (and all that is asked after), never leaves it pending.
     ask: <T>(line: string) =>
-      new Promise<T>((resolve) => {
-        waiters.push((l) => resolve(JSON.parse(l) as T));
+      new Promise<T>((resolve, reject) => {
+        if (gone !== undefined) return reject(gone);
+        waiters.push({ resolve: (l) => resolve(JSON.parse(l) as T), reject });
         proc.stdin.write(`${line}\n`);
       }),
     end: <T>() =>
       new Promise<T | undefined>((resolve) => {
-        proc.once("close", () => resolve(last === undefined ? undefined : (JSON.parse(last) as T)));
+        const result = () => resolve(last === undefined ? undefined : (JSON.parse(last) as T));
+        if (proc.exitCode !== null || proc.signalCode !== null) return result();
+        proc.once("close", result);
         proc.stdin.end();
       }),
   };
+  // A write to a child that has just exited fails with EPIPE: the exit is what is reported (below).
+  proc.stdin.on("error", () => {});
   return new Promise((resolve, reject) => {
     let ready = false;
     createInterface({ input: proc.stdout }).on("line", (line) => {
@@ -92,8 +107,13 @@ export function startLineChild(
         if (readyWhen(line)) (ready = true), resolve([p, line]);
         return;
       }
-      if (line.startsWith("{")) (last = line), waiters.shift()?.(line);
+      if (line.startsWith("{")) (last = line), waiters.shift()?.resolve(line);
     });
-    proc.once("exit", (code) => !ready && reject(new Error(`${bin} ${args.join(" ")} exited ${code}: ${err}`)));
+    // "close": after its last line was read.
+    proc.once("close", (code, signal) => {
+      gone = new Error(`${bin} ${args.join(" ")} ${exitReason(code, signal)}: ${err}`);
+      if (!ready) reject(gone);
+      for (const w of waiters.splice(0)) w.reject(gone);
+    });
   });
 }

@@ -25,6 +25,7 @@ import {
   sleep,
   startCounter,
   stealSince,
+  within,
 } from "./_shared.ts";
 
 /** A turn: one server produces, the others are quiet. */
@@ -45,6 +46,7 @@ interface Running {
   readonly counter: Counter;
   readonly server: LineChild;
   close(): void;
+  kill(): void;
 }
 
 /** Where the servers and their clients run. */
@@ -68,7 +70,12 @@ async function startServerProcess(
     void server.end(); // not yet in the round's list, which closes the rest
     throw err;
   }
-  return { counter, server, close: () => (counter.stop(), void server.end()) };
+  return {
+    counter,
+    server,
+    close: () => (counter.stop(), void server.end()),
+    kill: () => (counter.kill(), void server.proc.kill("SIGKILL")),
+  };
 }
 
 /** Interleaved rounds of `kinds` (one window of each per round), each round with servers and clients of its own. */
@@ -90,13 +97,26 @@ async function freshRound(
   o: InterleavedPlacement & { windowMs: number; seed: number },
 ): Promise<ServerWindow[]> {
   const running: Running[] = [];
+  let failed = true, over = false;
   try {
-    for (const kind of kinds) running.push(await startServerProcess(kind, perSecond, o));
-    // Warm-up: every process's code optimized and its heap grown to its working size before the window.
-    await takeTurns(running, WARM_UP_MS * kinds.length);
-    return await round(running, o.windowMs, o.seed);
+    const work = async () => {
+      for (const kind of kinds) {
+        const started = await startServerProcess(kind, perSecond, o);
+        if (over) return started.kill(), undefined as never; // started after the deadline: nobody reads it
+        running.push(started);
+      }
+      // Warm-up: every process's code optimized and its heap grown to its working size before the window.
+      await takeTurns(running, WARM_UP_MS * kinds.length);
+      return await round(running, o.windowMs, o.seed);
+    };
+    // Its deadline: three times what it should take, plus each process's start.
+    const expected = (WARM_UP_MS + o.windowMs) * kinds.length;
+    const result = await within(work(), 3 * expected + 10_000 * kinds.length, `interleaved round ${o.seed + 1}`);
+    failed = false;
+    return result;
   } finally {
-    for (const s of running) s.close();
+    over = true;
+    for (const s of running) failed ? s.kill() : s.close();
   }
 }
 

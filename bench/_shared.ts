@@ -39,6 +39,8 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 export interface Counter {
   mark(): Promise<{ events: number; cpuUs: number; latencies: number[] }>;
   stop(): void;
+  /** Ends it at once (SIGKILL): for a round that failed, whose processes may not be listening. */
+  kill(): void;
 }
 
 /** How a counter process is started. */
@@ -63,9 +65,20 @@ export function childCommand(args: string[], o: ChildPlacement): [string, string
   let argv = [process.execPath, ...args];
   if (o.cpu !== undefined) argv = ["taskset", "-c", String(o.cpu), ...argv];
   if (o.nice !== undefined) argv = ["nice", "-n", String(o.nice), ...argv];
-  if (o.realtime !== undefined) argv = ["chrt", "-f", String(o.realtime), ...argv];
+  if (o.realtime !== undefined) argv = ["prlimit", RT_WATCHDOG, "chrt", "-f", String(o.realtime), ...argv];
   return [argv[0]!, argv.slice(1)];
 }
+
+/**
+ * The watchdog of every real-time bench process (prlimit(1)'s RLIMIT_RTTIME,
+ * soft:hard, µs): a thread that runs 3 s at real-time priority without
+ * blocking gets SIGXCPU, at 4 s SIGKILL. At one SCHED_FIFO priority a thread
+ * that spins never yields its CPU to its peers, and a main thread spinning
+ * for a V8 worker that waits behind it (or behind another process's spinner)
+ * livelocked the machine for minutes, twice, in the latency bench's real-time
+ * rows (thirtieth session). A round now fails, saying so, instead.
+ */
+const RT_WATCHDOG = "--rttime=3000000:4000000";
 
 export async function startCounter(
   url: string,
@@ -83,7 +96,7 @@ export async function startCounter(
     const refused = /: failed (.*)$/.exec((err as Error).message)?.[1];
     throw refused === undefined ? err : new Error(`a ${mode} stream was refused: ${refused}`);
   }
-  return { mark: () => child.ask("mark"), stop: () => void child.end() };
+  return { mark: () => child.ask("mark"), stop: () => void child.end(), kill: () => void child.proc.kill("SIGKILL") };
 }
 
 /**
@@ -142,19 +155,33 @@ export function pinSelf(cpu: number): () => void {
 }
 
 /**
- * Runs every thread of this process at SCHED_FIFO `priority` until the
- * returned function puts them back to SCHED_OTHER. Throws, saying what is
- * missing, without root or chrt(1).
+ * Runs every thread of this process at SCHED_FIFO `priority`, under the
+ * real-time watchdog (RT_WATCHDOG), until the returned function puts them
+ * back to SCHED_OTHER. Throws, saying what is missing, without root, chrt(1)
+ * or prlimit(1).
  */
 export function realtimeSelf(priority: number): () => void {
   if (process.getuid?.() !== 0) throw new Error("SCHED_FIFO needs root");
-  const chrt = (...args: string[]) => execFileSync("chrt", args, { encoding: "utf8" });
+  const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { encoding: "utf8" });
+  const pid = String(process.pid);
   try {
-    chrt("-f", "-a", "-p", String(priority), String(process.pid));
+    run("prlimit", "--pid", pid, RT_WATCHDOG); // first: never real-time without the watchdog
+    run("chrt", "-f", "-a", "-p", String(priority), pid);
   } catch (err) {
-    throw new Error(`needs chrt(1) (util-linux) and SCHED_FIFO: ${(err as Error).message.split("\n")[0]}`);
+    throw new Error(
+      `needs chrt(1) and prlimit(1) (util-linux), SCHED_FIFO: ${(err as Error).message.split("\n")[0]}`,
+    );
   }
-  return () => void chrt("-o", "-a", "-p", "0", String(process.pid));
+  return () => (run("chrt", "-o", "-a", "-p", "0", pid), void run("prlimit", "--pid", pid, "--rttime=unlimited"));
+}
+
+/** `work`, or a rejection saying that `what` did not finish in `ms` (a round that hangs fails instead). */
+export function within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish in ${Math.round(ms / 1000)} s`)), ms);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
 /** The host's CPU steal (share of this machine's CPU time), from /proc/stat; undefined off Linux. */

@@ -55,6 +55,7 @@ import {
   sleep,
   startCounter,
   stealSince,
+  within,
 } from "./_shared.ts";
 
 /** How the latency rows are measured. */
@@ -102,22 +103,38 @@ async function serverRound(
   client: CounterOptions,
 ): Promise<Window> {
   const server = await startLatencyServer(kind, perSecond, records);
-  const c = await startCounter(server.url, 1, "latency", client);
-  server.producing = true;
-  const window = await steadyWindow(c, ms, () => (server.producing = false));
-  await server.close();
-  return window;
+  try {
+    return await clientWindow(
+      server.url,
+      ms,
+      client,
+      () => (server.producing = true, () => (server.producing = false)),
+    );
+  } finally {
+    server.producing = false;
+    await server.close();
+  }
 }
 
 async function bareRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
   const bare = await startBareServer(perSecond);
-  const window = await steadyWindow(
-    await startCounter(bare.url, 1, "latency", { ...client, script: "_bare-latency.js" }),
-    ms,
-    () => {},
-  );
-  await bare.close();
-  return window;
+  try {
+    return await clientWindow(bare.url, ms, { ...client, script: "_bare-latency.js" }, () => () => {});
+  } finally {
+    await bare.close();
+  }
+}
+
+// A client's steady window of a server in this process (`start` starts production and returns what stops it), under
+// a deadline: a client that hangs (a livelock at real-time priority) fails the round and is killed.
+async function clientWindow(url: string, ms: number, client: CounterOptions, start: () => () => void) {
+  const c = await startCounter(url, 1, "latency", client);
+  try {
+    return await within(steadyWindow(c, ms, start()), 3 * (ms + 1200) + 10_000, "a latency round");
+  } catch (err) {
+    c.kill();
+    throw err;
+  }
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -306,6 +323,14 @@ async function placed(perSecond: number, placement: Placement, rows: () => Promi
   }
   try {
     return await rows();
+  } catch (err) {
+    // A group that failed (a round past its deadline, a process the real-time watchdog killed) is a row saying so;
+    // the groups after it still run.
+    return [[
+      `${placement.label}: not finished (${(err as Error).message.split("\n")[0]})`,
+      `${perSecond}/s`,
+      ...Array<string>(11).fill(""),
+    ]];
   } finally {
     undo();
   }
