@@ -208,7 +208,9 @@ describe("a stream past its request's timeout", () => {
     }
     const last = frames.at(-1);
     expect(last?.end).toBe(true);
-    const end = JSON.parse(new TextDecoder().decode(last!.data)) as { error?: { code: string; message: string } };
+    const end = JSON.parse(new TextDecoder().decode(last!.data)) as {
+      error?: { code: string; message: string; details?: { type: string }[] };
+    };
     return { messages: frames.length - 1, error: end.error };
   }
 
@@ -237,12 +239,16 @@ describe("a stream past its request's timeout", () => {
       const { messages, error } = await connectCall(url, { timeoutMs: "400", ...(json && { json }) });
       expect(messages).toBeGreaterThan(0); // the opening message (and heartbeats)
       expect(error?.code).toBe("deadline_exceeded");
+      expect(error?.message).toBe("the call's deadline passed: send a longer timeout, or none");
+      expect(error?.details?.map((d) => d.type)).toEqual(["taskwire.v1.ErrorDetail"]); // as every error has
     }
   });
 
   it("ends with grpc-status 4 (DEADLINE_EXCEEDED) on gRPC", async () => {
     const { url } = await start();
-    expect((await grpcCall(url, "400m"))["grpc-status"]).toBe(String(Code.DeadlineExceeded));
+    const trailers = await grpcCall(url, "400m");
+    expect(trailers["grpc-status"]).toBe(String(Code.DeadlineExceeded));
+    expect(trailers["grpc-status-details-bin"]).toBeDefined(); // its ErrorDetail
   });
 
   it("a timeout of 0 is refused before it takes over the listener", async () => {

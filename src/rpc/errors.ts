@@ -171,7 +171,11 @@ const UNKNOWN_COMPRESSION = /^unknown compression "([^"]*)": supported encodings
 const TOO_LARGE =
   /^message (?:size (?:(\d+) )?)?is larger than configured readMaxBytes (\d+)(?: after decompression)?$/;
 
+// connect-es's message when a call's deadline passes.
+const TIMED_OUT = "the operation timed out";
+
 function explained(message: string): string {
+  if (message === TIMED_OUT) return "the call's deadline passed: send a longer timeout, or none";
   const long = TIMEOUT_TOO_LONG.map((re) => re.exec(message)).find((m) => m !== null);
   if (long !== undefined) {
     return `the request's timeout (${long[1]} ms) is longer than this server can time (at most ${long[2]} ms, ` +
@@ -221,12 +225,13 @@ export function throwIfPastDeadline(ctx: Pick<HandlerContext, "signal" | "timeou
   if (late !== undefined) throw late;
 }
 
-/** The call's deadline error once its timeout is up (before connect-es's timer has fired, too); else undefined. */
+/**
+ * The call's deadline error once its timeout is up (before connect-es's timer has fired, too), with its ErrorDetail
+ * (a stream's end-of-stream error passes no interceptor that would add it); else undefined.
+ */
 export function pastDeadline(ctx: Pick<HandlerContext, "signal" | "timeoutMs">): ConnectError | undefined {
   const why: unknown = ctx.signal.reason;
-  if (ctx.signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) return why;
+  if (ctx.signal.aborted && why instanceof ConnectError && why.code === Code.DeadlineExceeded) return withDetail(why);
   const left = ctx.timeoutMs();
-  return left !== undefined && left <= 0
-    ? new ConnectError("the operation timed out", Code.DeadlineExceeded)
-    : undefined;
+  return left !== undefined && left <= 0 ? withDetail(new ConnectError(TIMED_OUT, Code.DeadlineExceeded)) : undefined;
 }
