@@ -38,8 +38,20 @@ describe("host identity", () => {
 
   it("GetInfo names the host, the boot and the source", async () => {
     const { host } = await running.client.getInfo({});
-    expect(host).toMatchObject({ hostname: "sim-host-a", bootId, source: "sim" });
+    expect(host).toMatchObject({ hostname: "sim-host-a", source: "sim" });
     expect(host?.bootId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("a simulated kernel's boot is its own, new at each start: never this machine's, never another sim's", async () => {
+    const sim = (await running.client.getInfo({})).host?.bootId;
+    const other = await startServer(createSimSource({ cpus: 4, exitRate: 0, seed: 5 })); // the same seed
+    try {
+      const again = (await other.client.getInfo({})).host?.bootId;
+      expect(again).toMatch(/^[0-9a-f-]{36}$/);
+      expect(new Set([sim, again, bootId]).size).toBe(3);
+    } finally {
+      await other.close();
+    }
   });
 
   it("the stream's opening message carries it, and watchExits hands it to onSubscribed", async () => {
@@ -59,7 +71,7 @@ describe("host identity", () => {
     });
     const host = await seen;
     ctl.abort();
-    expect(host).toMatchObject({ hostname: "sim-host-a", bootId, source: "sim" });
+    expect(host).toMatchObject({ hostname: "sim-host-a", source: "sim" });
     // The same identity GetInfo gives, machine id included: taskwire's app-specific one, never the raw one.
     expect(host).toEqual((await running.client.getInfo({})).host);
     if (rawMachineId !== "") expect(host?.machineId).not.toBe(rawMachineId);

@@ -23,20 +23,23 @@ export const TASKWIRE_APP_ID = "e3d01be029c04611a926e0e4f6d7e289";
 export interface HostIdentity {
   /** uname -n, or the name given (--host-name). */
   readonly hostname: string;
-  /** /proc/sys/kernel/random/boot_id: the kernel makes a new one at every boot. */
+  /** /proc/sys/kernel/random/boot_id: the kernel makes a new one at every boot (a sim, at each start). */
   readonly bootId: string;
   /** taskwire's app-specific id of /etc/machine-id where present (systemd hosts), else "". */
   readonly machineId: string;
   readonly source: "netlink" | "sim";
 }
 
-/** Reads this host's identity; `name` overrides the hostname (several simulated hosts on one machine). */
-export function readHostIdentity(source: "netlink" | "sim", name?: string): HostIdentity {
+/**
+ * Reads this host's identity for a source (its name, and its own boot id if it is not this machine's kernel);
+ * `name` overrides the hostname (several simulated hosts on one machine).
+ */
+export function readHostIdentity(source: { source: "netlink" | "sim"; bootId?: string }, name?: string): HostIdentity {
   return {
     hostname: name ?? hostname(),
-    bootId: readBootId(),
+    bootId: source.bootId ?? readBootId(),
     machineId: appSpecificId(firstLine("/etc/machine-id"), TASKWIRE_APP_ID),
-    source,
+    source: source.source,
   };
 }
 

@@ -241,7 +241,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
         ...(unrecovered !== undefined && { unrecovered: errorFields(unrecovered)["error"] }),
       }),
   });
-  const host = readHostIdentity(source.info().source, options.hostName);
+  const host = readHostIdentity(source.info(), options.hostName);
   options.fleet?.attach({ registry, cpus: source.possible.cpus, hostname: host.hostname });
   const housekeeping = startHousekeeping(registry, (what, err) => logUnexpected(`housekeeping: ${what} failed`, err));
   const load = createLoadMeter();

@@ -39,6 +39,11 @@ export interface SourceInfo {
   readonly overruns: number;
   /** Records read but not decoded or passed on (each reported through `sourceLoss`). */
   readonly discarded: number;
+  /**
+   * The boot id of a kernel that is not this machine's (the sim's, new at each start: its pids and ac_btime start
+   * again with it); unset for this machine's kernel, whose boot id the server reads.
+   */
+  readonly bootId?: string;
 }
 
 /** A producer of taskstats: real kernel or simulation. */

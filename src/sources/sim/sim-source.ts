@@ -69,6 +69,10 @@ class _SimSource implements SimSource {
   #started = false;
   #closed = false;
 
+  // A simulated kernel boots when it is made: a record from one sim is not comparable with another's (the pids and
+  // ac_btime start again), however many run on this machine.
+  readonly #bootId = crypto.randomUUID();
+
   constructor(kernel: SimKernel, tickMs: number, delayacct: boolean) {
     this.kernel = kernel;
     this.possible = createPossibleCpus(Array.from({ length: kernel.cpus }, (_, i) => i));
@@ -88,6 +92,7 @@ class _SimSource implements SimSource {
       overruns: 0,
       records: this.kernel.records,
       discarded: 0,
+      bootId: this.#bootId,
     };
   }
 

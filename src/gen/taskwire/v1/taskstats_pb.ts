@@ -34,7 +34,7 @@ export type HostIdentity = Message<"taskwire.v1.HostIdentity"> & {
   hostname: string;
 
   /**
-   * /proc/sys/kernel/random/boot_id: new at every boot.
+   * /proc/sys/kernel/random/boot_id: new at every boot (the simulated kernel's own, new at each start).
    *
    * @generated from field: string boot_id = 2;
    */
