@@ -340,6 +340,12 @@ describe("taskwire serve: flags past what the server can honour", () => {
   it.each([
     // A lease past a timer's longest wait fired the housekeeping timer every millisecond and broke Register.
     [["--lease-ms", "4294967296"], /--lease-ms.*expected a whole number from 1 to 2147483647/],
+    // A byte flag takes a unit as --memory-budget does, and says its range in bytes.
+    [
+      ["--send-buffer", "4GiB"],
+      /--send-buffer.*expected a byte count from 0 to 2147483647, as a number or with a unit/,
+    ],
+    [["--max-header-bytes", "1.5"], /--max-header-bytes.*expected a byte count from 1024 to 2147483647/],
     // A default heartbeat SubscribeExits itself refuses made every stream without one fail.
     [["--heartbeat-ms", "600001"], /--heartbeat-ms.*expected a whole number from 100 to 600000/],
     // 10^8 simulated exits a second kept the server from ever listening.

@@ -5,7 +5,7 @@
  * variable, and a bad file (or variable) exits 2 naming the key and the problem.
  */
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -276,6 +276,19 @@ describe("review hardening: what the configuration says back", () => {
         /--nats-stream \(from TASKWIRE_NATS_STREAM\) is set without --nats/,
       ],
       [{}, ["--token-file="], /--token-file is empty: name the auth file/],
+      // A setting of one source given to the other would do nothing: refused by name, wherever it was set.
+      [
+        { TASKWIRE_SOCKET_BUFFER: "8MiB" },
+        [],
+        /--socket-buffer \(from TASKWIRE_SOCKET_BUFFER\) tunes how the real kernel is read, which --source sim does not/,
+      ],
+      [{}, ["--netlink-batch-window-ms", "5"], /--netlink-batch-window-ms tunes how the real kernel is read/],
+      [
+        {},
+        ["--source", "netlink", "--sim-cpus", "4"],
+        /--sim-cpus shapes the simulated kernel, which --source netlink does not run: pass --source sim, or unset it/,
+      ],
+      [{ TASKWIRE_SIM_SEED: "7" }, ["--source", "auto"], /--sim-seed \(from TASKWIRE_SIM_SEED\) shapes the simulated/],
       // An origin that can never match a browser's Origin header: its web app would be refused without a word.
       [
         {},
@@ -403,6 +416,20 @@ describe("review hardening: what the configuration says back", () => {
     // A parser that does not name the value still gets it named, once.
     const port = await run(["serve", "--source", "sim"], { TASKWIRE_PORT: "abc" });
     expect(port.err.match(/got "abc"/g)).toHaveLength(1);
+  });
+
+  it("a relative file path in a config file names a file beside it; in a flag, one in the working directory", async () => {
+    const sub = join(dir, "relative");
+    mkdirSync(sub, { recursive: true });
+    writeFileSync(join(sub, "auth.json"), "not json\n");
+    const conf = join(sub, "taskwire.toml");
+    writeFileSync(conf, 'token-file = "auth.json"\n');
+    // Run from the repository: the file is still found beside the config, not in the working directory.
+    const fromFile = await run(["serve", "--source", "sim", "--config", conf, "--print-config"]);
+    expect(fromFile.code).toBe(2);
+    expect(fromFile.err).toContain(`the auth file ${join(sub, "auth.json")} is not JSON`);
+    const fromFlag = await run(["serve", "--source", "sim", "--token-file", "auth.json", "--print-config"]);
+    expect(fromFlag.err).toMatch(/--token-file: .*auth\.json.*(no such file|ENOENT)/i); // the repository has none
   });
 
   it("a token file that is not JSON is refused without echoing any of its content", async () => {

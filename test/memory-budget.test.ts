@@ -158,10 +158,16 @@ describe("budget", () => {
     expect(parseBytes("1.5GiB")).toBe(1.5 * 1024 * MiB);
     expect(() => parseBytes("lots")).toThrow(/byte count/);
     expect(() => parseBytes("0")).toThrow(RangeError);
+    expect(() => parseBytes("1.5")).toThrow('expected a whole number of bytes, got "1.5" (a fraction takes a unit');
+    expect(() => parseBytes("2.0b")).toThrow(/whole number of bytes/);
     expect(() => parseBytes("99999999TiB")).toThrow(/at most 2\^53-1 bytes/);
     expect(parseShare("25%")).toEqual({ fraction: 0.25 });
     expect(parseShare("256MiB")).toBe(256 * MiB);
     expect(() => parseShare("150%")).toThrow(RangeError);
+    expect(() => parseShare("0.25")).toThrow(
+      'expected a percentage or a byte count, got "0.25": for 25% of the budget write 25%',
+    );
+    expect(() => parseShare(".07")).toThrow(/for 7% of the budget write 7%/);
     expect(formatBytes(64 * MiB)).toBe("64 MiB");
     expect(formatBytes(1536)).toBe("1.5 KiB");
   });

@@ -19,6 +19,7 @@
  * and turns a boolean flag on for any value, "false" included.
  */
 import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { parse, stringify, TomlError } from "smol-toml";
 import { UsageError } from "./errors.ts";
@@ -283,7 +284,7 @@ export function readConfig(cmd: Command, file: string): [Option, unknown][] {
     const problem = (what: string) => new UsageError(`config ${file}: key \`${key}\`: ${what}`);
     if (option === undefined) throw problem(unknownKey(key, value, [...byKey.keys()]));
     try {
-      return [option, settingValue(option, value)];
+      return [option, settingValue(option, fromFile(option, value, file))];
     } catch (err) {
       throw problem((err as Error).message);
     }
@@ -309,6 +310,13 @@ function unknownKey(key: string, value: unknown, keys: readonly string[]): strin
   return `not a setting${
     near === undefined ? "" : ` (did you mean ${near})`
   }; the keys are \`taskwire serve\`'s flags without the dashes (${keys.slice(0, 4).join(", ")}, ...; see --help)`;
+}
+
+// A file flag's relative path in a config file names a file beside it (as Prometheus's and nginx's do): a unit runs
+// the server in /, where a path relative to the working directory would find nothing.
+function fromFile(option: Option, value: unknown, file: string): unknown {
+  if (typeof value !== "string" || value === "" || isAbsolute(value) || !option.flags.includes("<file>")) return value;
+  return resolve(dirname(file), value);
 }
 
 // A TOML value as its flag takes it: a boolean for a flag without a value; otherwise text for the flag's parser.

@@ -14,7 +14,7 @@ import { VERSION } from "../version.ts";
 import { getCommand, infoCommand } from "./client-commands.ts";
 import { addWatchCommand } from "./watch-command.ts";
 import { addTopCommand } from "./top-command.ts";
-import { intArg } from "./options.ts";
+import { bytesArg, intArg } from "./options.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 import { fatalLine } from "../log/logger.ts";
@@ -70,16 +70,15 @@ function memoryBudget(text: string): number {
   return bytes;
 }
 
-// The first --nats-* setting given (a flag, a variable or a config key) where --nats is not. A value equal to its
-// default is not counted: --print-config writes every default, and what it prints must load back.
-function strayNatsSetting(serve: Command): string | undefined {
-  const given = serve.options.find((option) => {
+// The settings given (a flag, a variable or a config key) with a value other than their default, by long name.
+function givenSettings(serve: Command): string[] {
+  return serve.options.flatMap((option) => {
     const attribute = option.attributeName();
     const source = serve.getOptionValueSource(attribute);
-    return option.long?.startsWith("--nats-") === true && source !== undefined && source !== "default" &&
+    const given = source !== undefined && source !== "default" &&
       serve.getOptionValue(attribute) !== option.defaultValue;
+    return given && option.long !== undefined ? [option.long] : [];
   });
-  return given?.long;
 }
 
 // Names a client command's server is often guessed as. commander suggests only near spellings of a real option,
@@ -125,7 +124,7 @@ function buildProgram(): Command {
     .option(
       "--socket-buffer <bytes>",
       "netlink receive buffer per watched CPU (SO_RCVBUFFORCE as root)",
-      int(4096, 2 ** 31 - 1),
+      bytesArg(4096, 2 ** 31 - 1),
       DEFAULT_SOCKET_BUFFER,
     )
     .option(
@@ -155,7 +154,7 @@ function buildProgram(): Command {
     .option(
       "--send-buffer <bytes>",
       "kernel send buffer per client connection (Node on Linux; 0: the kernel's autotuning, up to 4 MiB); smaller backpressures clients that stop reading sooner",
-      int(0, 2 ** 31 - 1),
+      bytesArg(0, 2 ** 31 - 1),
       DEFAULT_SEND_BUFFER,
     )
     .option(
@@ -167,7 +166,7 @@ function buildProgram(): Command {
     .option(
       "--max-message-bytes <bytes>",
       "largest request message; a larger one is refused (RESOURCE_EXHAUSTED) from its length, unread",
-      int(1, 2 ** 31 - 1),
+      bytesArg(1, 2 ** 31 - 1),
       DEFAULT_MAX_MESSAGE_BYTES,
     )
     .option(
@@ -215,7 +214,7 @@ function buildProgram(): Command {
     .option(
       "--max-header-bytes <bytes>",
       "request header size (HTTP/1.1 and HTTP/2)",
-      int(1024, 2 ** 31 - 1),
+      bytesArg(1024, 2 ** 31 - 1),
       TRANSPORT.maxHeaderBytes,
     )
     .option(
@@ -314,8 +313,7 @@ function buildProgram(): Command {
       memoryBudgetPerPrincipal: o["memoryBudgetPerPrincipal"] as Share,
       log: logFlagsFrom(o),
       fleet: natsFlagsFrom(o),
-      // A blank --nats (`--nats=$NATS_URL` with the variable unset) is off, as an empty variable is unset.
-      strayNatsSetting: String(o["nats"] ?? "").trim() === "" ? strayNatsSetting(serve) : undefined,
+      given: givenSettings(serve),
     };
     // --print-config refuses what a start would refuse (serve-checks.ts) before printing.
     if (o["printConfig"] === true) return printConfig(effectiveConfig(serve), flags);

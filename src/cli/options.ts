@@ -1,5 +1,6 @@
 /** Option parsers and the filter flags shared by `watch` and `top`. */
 import { type Command, InvalidArgumentError } from "commander";
+import { parseBytes } from "../core/budget.ts";
 import { FLEET_DEFAULTS } from "../fleet/publisher.ts";
 import { UsageError } from "./errors.ts";
 import { addNatsConnectionOptions, checkNatsPems, NATS_CONNECTION_KEYS, natsConnectionFrom } from "./nats-options.ts";
@@ -17,6 +18,23 @@ export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
           ? `expected a whole number from ${min} to 2^53-1`
           : `expected a whole number from ${min} to ${max}`,
       );
+    }
+    return n;
+  };
+}
+
+/**
+ * A commander parser for a byte count in [min, max]: a whole number, or with a unit as --memory-budget takes one
+ * (64KiB, 8MiB); a bad value is a usage error (status 2).
+ */
+export function bytesArg(min: number, max: number) {
+  return (value: string): number => {
+    let n = NaN;
+    try {
+      n = value.trim() === "0" ? 0 : parseBytes(value);
+    } catch { /* said below */ }
+    if (!(n >= min && n <= max)) {
+      throw new InvalidArgumentError(`expected a byte count from ${min} to ${max}, as a number or with a unit (8MiB)`);
     }
     return n;
   };

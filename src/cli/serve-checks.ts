@@ -30,9 +30,35 @@ export interface ServeSettings {
   transport: Partial<TransportLimits>;
   memoryBudget: number;
   memoryBudgetPerPrincipal: Share;
-  /** A --nats-* setting given without --nats (its flag). */
-  strayNatsSetting?: string | undefined;
+  /**
+   * The settings given (a flag, a variable or a config key) with a value other than their default, by long flag
+   * name: a setting that does nothing with the others is refused by name.
+   */
+  given: readonly string[];
   fleet?: FleetOptions | undefined;
+}
+
+// The real kernel's netlink source alone reads these.
+const NETLINK_ONLY = ["--socket-buffer", "--netlink-batch-window-ms", "--cgroup-max-threads"];
+
+// Why the first setting given that does nothing with the others is refused; undefined when there is none. A value
+// equal to its default is not counted: --print-config writes every default, and what it prints must load back.
+function straySetting(flags: ServeSettings): string | undefined {
+  const first = (test: (name: string) => boolean) => flags.given.find(test);
+  const nats = flags.fleet === undefined ? first((n) => n.startsWith("--nats-")) : undefined;
+  if (nats !== undefined) return `${nats} is set without --nats: pass --nats <urls> to publish to NATS, or unset it`;
+  if (flags.source !== "sim") {
+    const sim = first((n) => n.startsWith("--sim-"));
+    if (sim !== undefined) {
+      return `${sim} shapes the simulated kernel, which --source ${flags.source} does not run: ` +
+        "pass --source sim, or unset it";
+    }
+    return undefined;
+  }
+  const netlink = first((n) => NETLINK_ONLY.includes(n));
+  return netlink === undefined
+    ? undefined
+    : `${netlink} tunes how the real kernel is read, which --source sim does not do: unset it, or pass --source netlink`;
 }
 
 /** The TLS files a start serves with: PEM text. */
@@ -64,11 +90,8 @@ export function checkServe(flags: ServeSettings): CheckedServe {
   if (flags.enableDelayacct && flags.source === "sim") {
     throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
   }
-  if (flags.strayNatsSetting !== undefined) {
-    throw new UsageError(
-      `${flags.strayNatsSetting} is set without --nats: pass --nats <urls> to publish to NATS, or unset it`,
-    );
-  }
+  const stray = straySetting(flags);
+  if (stray !== undefined) throw new UsageError(stray);
   checkFleet(flags.fleet);
   return { tls, authenticator, warnings };
 }

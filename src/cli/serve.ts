@@ -56,8 +56,8 @@ export interface ServeFlags {
   tlsCert?: string | undefined;
   corsOrigins: string[];
   tlsKey?: string | undefined;
-  /** A --nats-* setting given without --nats (its flag): refused, as it would do nothing. */
-  strayNatsSetting?: string | undefined;
+  /** The settings given with a value other than their default, by long name: one that would do nothing is refused. */
+  given: readonly string[];
   limits: Partial<Limits>;
   /** Bytes everything held per client may take (--memory-budget). */
   memoryBudget: number;

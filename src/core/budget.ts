@@ -217,6 +217,12 @@ export function parseBytes(text: string): number {
   if (m === null || unit === undefined) {
     throw new RangeError(`expected a byte count such as 67108864, 64MiB or 1GiB, got ${JSON.stringify(text)}`);
   }
+  // A fraction of a byte is a slip (1.5 meant 1.5GiB?), never floored to a byte count nobody asked for.
+  if (unit === 1 && m[1]!.includes(".")) {
+    throw new RangeError(
+      `expected a whole number of bytes, got ${JSON.stringify(text)} (a fraction takes a unit: 1.5MiB, 1.5GiB)`,
+    );
+  }
   const n = Math.floor(Number(m[1]) * unit);
   if (n < 1) throw new RangeError(`expected at least 1 byte, got ${JSON.stringify(text)}`);
   if (!Number.isSafeInteger(n)) {
@@ -228,6 +234,16 @@ export function parseBytes(text: string): number {
 /** Parses a share: a percentage of the budget ("25%") or a byte count (as parseBytes). */
 export function parseShare(text: string): Share {
   const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text);
+  // 0.25 is no byte count: a quarter was meant.
+  const part = /^\s*(0?\.\d+)\s*$/.exec(text)?.[1];
+  if (part !== undefined) {
+    const percent = Number((Number(part) * 100).toFixed(6));
+    throw new RangeError(
+      `expected a percentage or a byte count, got ${
+        JSON.stringify(text)
+      }: for ${percent}% of the budget write ${percent}%`,
+    );
+  }
   if (m === null) return parseBytes(text);
   const fraction = Number(m[1]) / 100;
   if (!(fraction > 0 && fraction <= 1)) {
