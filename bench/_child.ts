@@ -60,6 +60,8 @@ function exitReason(code: number | null, signal: NodeJS.Signals | null): string 
 export interface LineChildOptions {
   cwd?: string;
   env?: Record<string, string>;
+  /** How long it may take to say it is ready before it is killed and the start fails (default 120 s). */
+  readyMs?: number;
 }
 
 /**
@@ -101,16 +103,23 @@ export function startLineChild(
   proc.stdin.on("error", () => {});
   return new Promise((resolve, reject) => {
     let ready = false;
+    // A child that never says it is ready (stuck, not spinning: the watchdog would not see it) fails its start.
+    const readyMs = o.readyMs ?? 120_000;
+    const late = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`${bin} ${args.join(" ")} did not say it was ready in ${readyMs / 1000} s: ${err}`));
+    }, readyMs);
     createInterface({ input: proc.stdout }).on("line", (line) => {
       if (!ready) {
-        if (line.startsWith("failed")) proc.kill(), reject(new Error(`${bin}: ${line}`));
-        if (readyWhen(line)) (ready = true), resolve([p, line]);
+        if (line.startsWith("failed")) clearTimeout(late), proc.kill(), reject(new Error(`${bin}: ${line}`));
+        if (readyWhen(line)) (ready = true), clearTimeout(late), resolve([p, line]);
         return;
       }
       if (line.startsWith("{")) (last = line), waiters.shift()?.resolve(line);
     });
     // "close": after its last line was read.
     proc.once("close", (code, signal) => {
+      clearTimeout(late);
       gone = new Error(`${bin} ${args.join(" ")} ${exitReason(code, signal)}: ${err}`);
       if (!ready) reject(gone);
       for (const w of waiters.splice(0)) w.reject(gone);

@@ -442,7 +442,11 @@ export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
       throw new RangeError(`BENCH_LATENCY_GROUPS: ${quoteName(g)}: the third part can only be "interleaved"`);
     }
     const group = how === undefined ? rowGroup : interleavedGroup;
-    rows.push(...(await placed(Number(rate), placement, () => group(Number(rate), o, placement))));
+    const done = await placed(Number(rate), placement, () => group(Number(rate), o, placement));
+    // On stderr as each group ends: the table is printed at the end, and a livelock in this process (its real-time
+    // rows run their servers here) ends it by the watchdog's SIGXCPU, with no catch or finally run.
+    for (const r of done) process.stderr.write(`latency row: ${r.join(" | ")}\n`);
+    rows.push(...done);
   }
   return rows;
 }

@@ -21,6 +21,13 @@ describe("the bench's child processes (a round that hangs fails instead)", () =>
     await expect(child.end()).resolves.toEqual({ pong: true }); // the last line it printed, not a hang
   });
 
+  it("kills a child that never says it is ready, and fails its start saying so", async () => {
+    const start = startLineChild(process.execPath, ["-e", "setInterval(() => {}, 1000)"], (l) => l === "ready", {
+      readyMs: 300,
+    });
+    await expect(start).rejects.toThrow(/did not say it was ready in 0.3 s/);
+  });
+
   it("names an ordinary signal or exit code as what it is", async () => {
     const [child] = await startLineChild(process.execPath, ["-e", SCRIPT], (l) => l === "ready");
     const err = await child.ask("die SIGTERM").catch((e: Error) => e);

@@ -4,7 +4,7 @@
  * which names the possible CPUs --sim-cpus made), every flag a key and a
  * variable, and a bad file (or variable) exits 2 naming the key and the problem.
  */
-import { execFile, execFileSync, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -280,9 +280,10 @@ describe("review hardening: what the configuration says back", () => {
       [
         { TASKWIRE_SOCKET_BUFFER: "8MiB" },
         [],
-        /--socket-buffer \(from TASKWIRE_SOCKET_BUFFER\) tunes how the real kernel is read, which --source sim does not/,
+        /--socket-buffer \(from TASKWIRE_SOCKET_BUFFER\) applies to the real kernel only, which --source sim does not read/,
       ],
-      [{}, ["--netlink-batch-window-ms", "5"], /--netlink-batch-window-ms tunes how the real kernel is read/],
+      [{}, ["--netlink-batch-window-ms", "5"], /--netlink-batch-window-ms applies to the real kernel only/],
+      [{}, ["--cgroup-timeout", "50"], /--cgroup-timeout applies to the real kernel only/],
       [
         {},
         ["--source", "netlink", "--sim-cpus", "4"],
@@ -430,6 +431,40 @@ describe("review hardening: what the configuration says back", () => {
     expect(fromFile.err).toContain(`the auth file ${join(sub, "auth.json")} is not JSON`);
     const fromFlag = await run(["serve", "--source", "sim", "--token-file", "auth.json", "--print-config"]);
     expect(fromFlag.err).toMatch(/--token-file: .*auth\.json.*(no such file|ENOENT)/i); // the repository has none
+    // A config with no directory of its own (a pipe: --config <(...)) names the working directory's file.
+    const piped = spawnSync(
+      "bash",
+      [
+        "-c",
+        `"$0" "$1" serve --source sim --config <(printf 'token-file = "auth.json"\\n') --print-config`,
+        process.execPath,
+        bin,
+      ],
+      { cwd: sub, env: clean, encoding: "utf8" },
+    );
+    expect(piped.stderr).toContain(`the auth file ${join(sub, "auth.json")} is not JSON`);
+  });
+
+  it("--print-config writes a flag's relative file path absolute: it loads back the same from anywhere", () => {
+    const sub = join(dir, "printed-paths");
+    mkdirSync(sub, { recursive: true });
+    const entry = spawnSync(process.execPath, [bin, "token", "--principal", "ops"], { env: clean, encoding: "utf8" });
+    writeFileSync(join(sub, "auth.json"), entry.stdout);
+    const serve = (cwd: string, ...args: string[]) =>
+      spawnSync(process.execPath, [bin, "serve", "--source", "sim", ...args, "--print-config"], {
+        cwd,
+        env: clean,
+        encoding: "utf8",
+      });
+    const printed = serve(sub, "--token-file", "auth.json", "--send-buffer", "0KiB");
+    expect(printed.stdout).toMatch(new RegExp(`^token-file = "${join(sub, "auth.json")}"`, "m"));
+    expect(printed.stdout).toMatch(/^send-buffer = 0\b/m); // 0 with a unit: the kernel's autotuning, as 0 is
+    // Loaded from elsewhere (the config in another directory, run from /), it names the same file.
+    const conf = join(dir, "printed-paths.toml");
+    writeFileSync(conf, printed.stdout);
+    const again = serve("/", "--config", conf);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toMatch(new RegExp(`^token-file = "${join(sub, "auth.json")}"`, "m"));
   });
 
   it("a token file that is not JSON is refused without echoing any of its content", async () => {

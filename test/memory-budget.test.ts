@@ -168,6 +168,10 @@ describe("budget", () => {
       'expected a percentage or a byte count, got "0.25": for 25% of the budget write 25%',
     );
     expect(() => parseShare(".07")).toThrow(/for 7% of the budget write 7%/);
+    expect(() => parseShare("1.0")).toThrow(/for 100% of the budget write 100%/);
+    expect(() => parseShare("0.0")).toThrow(/got "0.0": a share is above 0/);
+    expect(parseBytes("0KiB", 0)).toBe(0); // where 0 means something (no limit, the kernel's autotuning)
+    expect(() => parseBytes("0KiB")).toThrow(/at least 1 byte/);
     expect(formatBytes(64 * MiB)).toBe("64 MiB");
     expect(formatBytes(1536)).toBe("1.5 KiB");
   });

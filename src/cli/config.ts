@@ -18,7 +18,7 @@
  * variables named before the option is added (these are generated after)
  * and turns a boolean flag on for any value, "false" included.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { parse, stringify, TomlError } from "smol-toml";
@@ -188,7 +188,7 @@ export function nameOrigins(
     // right after it if there is one (quoted, or a number, path or address): the origin goes after that value.
     const flag = new RegExp(`${option.long}(?![\\w-])(?! \\(from )( "(?:[^"\\\\]|\\\\.)*"| [^\\s,;()]+)?`);
     e.message = e.message.replace(flag, (_, next: string | undefined) => {
-      const [value, rest] = flagValue(next ?? "");
+      const [value, rest] = flagValue(next ?? "", option.argChoices);
       return `${option.long}${value}${named}${rest}`;
     });
   }
@@ -197,10 +197,11 @@ export function nameOrigins(
 // What follows a flag in a message, split into its value (quoted, or a word holding a digit or one of . / : [ ~ @, as
 // numbers, paths, addresses and names like ACME2 do; a trailing colon is the message's) and the rest. "--nats-cert
 // and --nats-key": "and" is no value.
-function flagValue(next: string): [value: string, rest: string] {
+// A word that is one of the flag's choices (--source sim) is its value too.
+function flagValue(next: string, choices: readonly string[] = []): [value: string, rest: string] {
   if (next.startsWith(' "')) return [next, ""];
   const word = next.replace(/:$/, "");
-  return /[0-9./:[~@]/.test(word) ? [word, next.slice(word.length)] : ["", next];
+  return /[0-9./:[~@]/.test(word) || choices.includes(word.trim()) ? [word, next.slice(word.length)] : ["", next];
 }
 
 /**
@@ -316,7 +317,16 @@ function unknownKey(key: string, value: unknown, keys: readonly string[]): strin
 // the server in /, where a path relative to the working directory would find nothing.
 function fromFile(option: Option, value: unknown, file: string): unknown {
   if (typeof value !== "string" || value === "" || isAbsolute(value) || !option.flags.includes("<file>")) return value;
-  return resolve(dirname(file), value);
+  return resolve(baseDir(file), value);
+}
+
+// The directory a config file's relative paths name files in: its own; the working directory for one that has none
+// (--config <(...), /dev/stdin: a pipe, or a name under /dev or /proc).
+function baseDir(file: string): string {
+  try {
+    if (statSync(file).isFile() && !/^\/(?:dev|proc)\//.test(resolve(file))) return dirname(file);
+  } catch { /* read already; said there if not */ }
+  return process.cwd();
 }
 
 // A TOML value as its flag takes it: a boolean for a flag without a value; otherwise text for the flag's parser.
@@ -371,7 +381,11 @@ export function effectiveConfig(cmd: Command): string {
   }
   for (const option of configurable(cmd)) {
     const key = configKey(option);
-    const value = tomlValue(cmd.getOptionValue(option.attributeName()));
+    // A relative file path from a flag or a variable is relative to the working directory; in a config file it would
+    // name a file beside the file: printed absolute, it loads back the same from anywhere.
+    const raw: unknown = cmd.getOptionValue(option.attributeName());
+    const file = option.flags.includes("<file>") && typeof raw === "string" && raw.trim() !== "" && !isAbsolute(raw);
+    const value = tomlValue(file ? resolve(raw) : raw);
     const source = cmd.getOptionValueSource(option.attributeName()) ?? "unset";
     const overridden = source === "cli" && (process.env[envName(option)] ?? "") !== "";
     const from = source === "env"

@@ -29,12 +29,16 @@ export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
  */
 export function bytesArg(min: number, max: number) {
   return (value: string): number => {
-    let n = NaN;
+    let n = NaN, why = "";
     try {
-      n = value.trim() === "0" ? 0 : parseBytes(value);
-    } catch { /* said below */ }
+      n = parseBytes(value, 0);
+    } catch (err) {
+      why = ` (${(err as Error).message})`; // what is wrong with it, a fraction of a byte say
+    }
     if (!(n >= min && n <= max)) {
-      throw new InvalidArgumentError(`expected a byte count from ${min} to ${max}, as a number or with a unit (8MiB)`);
+      throw new InvalidArgumentError(
+        `expected a byte count from ${min} to ${max}, as a number or with a unit (8MiB)${why}`,
+      );
     }
     return n;
   };

@@ -38,8 +38,14 @@ export interface ServeSettings {
   fleet?: FleetOptions | undefined;
 }
 
-// The real kernel's netlink source alone reads these.
-const NETLINK_ONLY = ["--socket-buffer", "--netlink-batch-window-ms", "--cgroup-max-threads"];
+// Only the real kernel's source reads these (the sim has no netlink sockets and no cgroups).
+const NETLINK_ONLY = [
+  "--socket-buffer",
+  "--netlink-batch-window-ms",
+  "--cgroup-max-threads",
+  "--cgroup-max-concurrent",
+  "--cgroup-timeout",
+];
 
 // Why the first setting given that does nothing with the others is refused; undefined when there is none. A value
 // equal to its default is not counted: --print-config writes every default, and what it prints must load back.
@@ -58,7 +64,7 @@ function straySetting(flags: ServeSettings): string | undefined {
   const netlink = first((n) => NETLINK_ONLY.includes(n));
   return netlink === undefined
     ? undefined
-    : `${netlink} tunes how the real kernel is read, which --source sim does not do: unset it, or pass --source netlink`;
+    : `${netlink} applies to the real kernel only, which --source sim does not read: unset it, or pass --source netlink`;
 }
 
 /** The TLS files a start serves with: PEM text. */

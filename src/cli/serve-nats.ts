@@ -25,9 +25,8 @@ import { addNatsConnectionOptions, checkNatsPems, natsConnectionFrom } from "./n
 type IntParser = (min: number, max?: number) => (value: string) => number;
 
 function bytesOrZero(value: string): number {
-  if (value.trim() === "0") return 0;
   try {
-    return parseBytes(value);
+    return parseBytes(value, 0);
   } catch (err) {
     throw new InvalidArgumentError(`${(err as Error).message} (0: no limit)`);
   }

@@ -210,8 +210,11 @@ const UNITS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
-/** Parses a byte count: "67108864", "64MiB", "64M" (binary), "64MB" (decimal), "1.5GiB". */
-export function parseBytes(text: string): number {
+/**
+ * Parses a byte count: "67108864", "64MiB", "64M" (binary), "64MB" (decimal), "1.5GiB"; at least `least` (1, or 0
+ * where 0 means something: "0", "0B", "0KiB").
+ */
+export function parseBytes(text: string, least: 0 | 1 = 1): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()];
   if (m === null || unit === undefined) {
@@ -224,7 +227,7 @@ export function parseBytes(text: string): number {
     );
   }
   const n = Math.floor(Number(m[1]) * unit);
-  if (n < 1) throw new RangeError(`expected at least 1 byte, got ${JSON.stringify(text)}`);
+  if (n < least) throw new RangeError(`expected at least 1 byte, got ${JSON.stringify(text)}`);
   if (!Number.isSafeInteger(n)) {
     throw new RangeError(`expected at most 2^53-1 bytes (about 8 PiB), got ${JSON.stringify(text)}`);
   }
@@ -234,15 +237,12 @@ export function parseBytes(text: string): number {
 /** Parses a share: a percentage of the budget ("25%") or a byte count (as parseBytes). */
 export function parseShare(text: string): Share {
   const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text);
-  // 0.25 is no byte count: a quarter was meant.
-  const part = /^\s*(0?\.\d+)\s*$/.exec(text)?.[1];
-  if (part !== undefined) {
+  // 0.25 or 1.0 is no byte count: a part of the budget was meant.
+  const part = /^\s*(\d*\.\d+)\s*$/.exec(text)?.[1];
+  if (part !== undefined && Number(part) <= 1) {
     const percent = Number((Number(part) * 100).toFixed(6));
-    throw new RangeError(
-      `expected a percentage or a byte count, got ${
-        JSON.stringify(text)
-      }: for ${percent}% of the budget write ${percent}%`,
-    );
+    const hint = percent > 0 ? `for ${percent}% of the budget write ${percent}%` : "a share is above 0";
+    throw new RangeError(`expected a percentage or a byte count, got ${JSON.stringify(text)}: ${hint}`);
   }
   if (m === null) return parseBytes(text);
   const fraction = Number(m[1]) / 100;
