@@ -445,6 +445,15 @@ describe("review hardening: what the configuration says back", () => {
     expect(piped.stderr).toContain(`the auth file ${join(sub, "auth.json")} is not JSON`);
   });
 
+  it("a setting refused for the source names where the source came from, after its value", async () => {
+    const r = await run(["serve", "--print-config"], { TASKWIRE_SOURCE: "netlink", TASKWIRE_SIM_CPUS: "4" });
+    expect(r.code).toBe(2);
+    expect(r.err).toContain(
+      "--sim-cpus (from TASKWIRE_SIM_CPUS) shapes the simulated kernel, which --source netlink (from TASKWIRE_SOURCE) " +
+        "does not run",
+    );
+  });
+
   it("--print-config writes a flag's relative file path absolute: it loads back the same from anywhere", () => {
     const sub = join(dir, "printed-paths");
     mkdirSync(sub, { recursive: true });
