@@ -51,7 +51,7 @@ export interface CounterOptions {
   script?: string;
   /** Niceness to start it with (via nice(1), so every thread of the process has it); needs root below 0. */
   nice?: number;
-  /** A SCHED_FIFO priority to start it with (via chrt(1), every thread); needs root. */
+  /** A SCHED_RR priority to start it with (via chrt(1), every thread; see realtimeSelf); needs root. */
   realtime?: number;
   /** A CPU to run it on (via taskset(1), every thread); see pinSelf for the bench process's own. */
   cpu?: number;
@@ -65,18 +65,20 @@ export function childCommand(args: string[], o: ChildPlacement): [string, string
   let argv = [process.execPath, ...args];
   if (o.cpu !== undefined) argv = ["taskset", "-c", String(o.cpu), ...argv];
   if (o.nice !== undefined) argv = ["nice", "-n", String(o.nice), ...argv];
-  if (o.realtime !== undefined) argv = ["prlimit", RT_WATCHDOG, "chrt", "-f", String(o.realtime), ...argv];
+  if (o.realtime !== undefined) argv = ["prlimit", RT_WATCHDOG, "chrt", "-r", String(o.realtime), ...argv];
   return [argv[0]!, argv.slice(1)];
 }
 
 /**
  * The watchdog of every real-time bench process (prlimit(1)'s RLIMIT_RTTIME,
  * soft:hard, µs): a thread that runs 3 s at real-time priority without
- * blocking gets SIGXCPU, at 4 s SIGKILL. At one SCHED_FIFO priority a thread
- * that spins never yields its CPU to its peers, and a main thread spinning
- * for a V8 worker that waits behind it (or behind another process's spinner)
- * livelocked the machine for minutes, twice, in the latency bench's real-time
- * rows (thirtieth session). A round now fails, saying so, instead.
+ * blocking gets SIGXCPU, at 4 s SIGKILL. Under SCHED_FIFO a main thread
+ * spinning for a V8 worker queued behind it (or behind another process's
+ * spinner) never yielded: it livelocked the machine for minutes, twice, in
+ * the latency bench's real-time rows (thirtieth session), and the watchdog
+ * killed one such spinner in the thirty-first. SCHED_RR (realtimeSelf)
+ * ends that livelock; the watchdog stays for whatever else spins, and a
+ * round then fails, saying so.
  */
 const RT_WATCHDOG = "--rttime=3000000:4000000";
 
@@ -155,21 +157,25 @@ export function pinSelf(cpu: number): () => void {
 }
 
 /**
- * Runs every thread of this process at SCHED_FIFO `priority`, under the
+ * Runs every thread of this process at SCHED_RR `priority`, under the
  * real-time watchdog (RT_WATCHDOG), until the returned function puts them
- * back to SCHED_OTHER. Throws, saying what is missing, without root, chrt(1)
+ * back to SCHED_OTHER. Round-robin, not FIFO: at one priority a thread that
+ * runs a whole timeslice (sched_rr_timeslice_ms, 100 ms) without blocking
+ * yields its CPU to its peers, so a main thread spinning for a worker
+ * queued behind it lets the worker run; a thread that blocks within its
+ * slice, as an event loop between ticks does, is scheduled as under FIFO. Throws, saying what is missing, without root, chrt(1)
  * or prlimit(1).
  */
 export function realtimeSelf(priority: number): () => void {
-  if (process.getuid?.() !== 0) throw new Error("SCHED_FIFO needs root");
+  if (process.getuid?.() !== 0) throw new Error("SCHED_RR needs root");
   const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { encoding: "utf8" });
   const pid = String(process.pid);
   try {
     run("prlimit", "--pid", pid, RT_WATCHDOG); // first: never real-time without the watchdog
-    run("chrt", "-f", "-a", "-p", String(priority), pid);
+    run("chrt", "-r", "-a", "-p", String(priority), pid);
   } catch (err) {
     throw new Error(
-      `needs chrt(1) and prlimit(1) (util-linux), SCHED_FIFO: ${(err as Error).message.split("\n")[0]}`,
+      `needs chrt(1) and prlimit(1) (util-linux), SCHED_RR: ${(err as Error).message.split("\n")[0]}`,
     );
   }
   // The limit stays: it watches only real-time threads, and raising it back needs CAP_SYS_RESOURCE, which root in a

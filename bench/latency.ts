@@ -27,7 +27,7 @@
  * the client runs: wherever the scheduler puts it (on a 2-CPU VM often the
  * server's CPU, woken behind it), at nice -10 (root only), apart from the
  * server (server CPU 0, client CPU 1, by taskset), and with both at
- * SCHED_FIFO (root only: nothing else on the VM can delay them, so what is
+ * SCHED_RR (root only: nothing else on the VM can delay them, so what is
  * left in the tail is the code and the host). The servers run in this
  * process, its heap kept as `taskwire serve` keeps its own (run.ts); a full
  * collection before each layer's round keeps one layer's garbage out of the
@@ -277,7 +277,7 @@ interface Placement {
   setup?(): () => void;
 }
 
-/** The real-time placement's SCHED_FIFO priority: above every ordinary process, below the kernel's own threads. */
+/** The real-time placement's SCHED_RR priority: above every ordinary process, below the kernel's own threads. */
 const REALTIME = 10;
 
 const PLACEMENTS: Record<"shared" | "priority" | "apart" | "realtime", Placement> = {
@@ -299,10 +299,11 @@ const PLACEMENTS: Record<"shared" | "priority" | "apart" | "realtime", Placement
   },
   // What the code does when nothing else on the VM can delay it, only the host: a production agent may be run so (its
   // unit's CPUSchedulingPolicy), and the ratio is then judged without the VM's own scheduling in its tail. Not pinned:
-  // a process whose every thread is SCHED_FIFO on one CPU livelocks when its main thread spins waiting for one of its
-  // V8 worker threads (measured: a server at 95% of a CPU for minutes, its workers never run).
+  // a process whose every thread is real-time on one CPU livelocks when its main thread spins waiting for one of its
+  // V8 worker threads (measured: a server at 95% of a CPU for minutes, its workers never run). Round-robin, not FIFO,
+  // for the same livelock across CPUs (realtimeSelf); until the thirty-first session these rows ran at SCHED_FIFO.
   realtime: {
-    label: `real-time: server and client SCHED_FIFO ${REALTIME}, the scheduler places both`,
+    label: `real-time: server and client SCHED_RR ${REALTIME}, the scheduler places both`,
     client: { realtime: REALTIME },
     server: { realtime: REALTIME },
     setup: () => realtimeSelf(REALTIME),

@@ -41,7 +41,7 @@ describe("the bench's child processes (a round that hangs fails instead)", () =>
       "prlimit",
       "--rttime=3000000:4000000",
       "chrt",
-      "-f",
+      "-r",
       "10",
       "taskset",
       "-c",
