@@ -163,8 +163,8 @@ export function pinSelf(cpu: number): () => void {
  * runs a whole timeslice (sched_rr_timeslice_ms, 100 ms) without blocking
  * yields its CPU to its peers, so a main thread spinning for a worker
  * queued behind it lets the worker run; a thread that blocks within its
- * slice, as an event loop between ticks does, is scheduled as under FIFO. Throws, saying what is missing, without root, chrt(1)
- * or prlimit(1).
+ * slice, as an event loop between ticks does, is scheduled as under FIFO.
+ * Throws, saying what is missing, without root, chrt(1) or prlimit(1).
  */
 export function realtimeSelf(priority: number): () => void {
   if (process.getuid?.() !== 0) throw new Error("SCHED_RR needs root");

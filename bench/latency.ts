@@ -312,26 +312,20 @@ const PLACEMENTS: Record<"shared" | "priority" | "apart" | "realtime", Placement
 
 // A row group's rows under its placement's setup, or one row saying why the placement cannot be set up.
 async function placed(perSecond: number, placement: Placement, rows: () => Promise<string[][]>) {
+  // The group's one row when it has no figures: the placement, what happened, the rate, the other columns empty.
+  const said = (what: string) => [[`${placement.label}: ${what}`, `${perSecond}/s`, ...Array<string>(11).fill("")]];
   let undo: () => void;
   try {
     undo = placement.setup?.() ?? (() => {});
   } catch (err) {
-    return [[
-      `${placement.label}: not run (${(err as Error).message})`,
-      `${perSecond}/s`,
-      ...Array<string>(11).fill(""),
-    ]];
+    return said(`not run (${(err as Error).message})`);
   }
   try {
     return await rows();
   } catch (err) {
     // A group that failed (a round past its deadline, a process the real-time watchdog killed) is a row saying so;
     // the groups after it still run.
-    return [[
-      `${placement.label}: not finished (${(err as Error).message.split("\n")[0]})`,
-      `${perSecond}/s`,
-      ...Array<string>(11).fill(""),
-    ]];
+    return said(`not finished (${(err as Error).message.split("\n")[0]})`);
   } finally {
     undo();
   }

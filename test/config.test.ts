@@ -429,6 +429,10 @@ describe("review hardening: what the configuration says back", () => {
     const fromFile = await run(["serve", "--source", "sim", "--config", conf, "--print-config"]);
     expect(fromFile.code).toBe(2);
     expect(fromFile.err).toContain(`the auth file ${join(sub, "auth.json")} is not JSON`);
+    // A blank path is not made one beside the file: it is empty, as the flag's is.
+    writeFileSync(conf, 'token-file = "  "\n');
+    const blank = await run(["serve", "--source", "sim", "--config", conf, "--print-config"]);
+    expect(blank.err).toMatch(/--token-file \(from config .*, key `token-file`\) is empty: name the auth file/);
     const fromFlag = await run(["serve", "--source", "sim", "--token-file", "auth.json", "--print-config"]);
     expect(fromFlag.err).toMatch(/--token-file: .*auth\.json.*(no such file|ENOENT)/i); // the repository has none
     // A config with no directory of its own (a pipe: --config <(...)) names the working directory's file.

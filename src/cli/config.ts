@@ -316,8 +316,12 @@ function unknownKey(key: string, value: unknown, keys: readonly string[]): strin
 // A file flag's relative path in a config file names a file beside it (as Prometheus's and nginx's do): a unit runs
 // the server in /, where a path relative to the working directory would find nothing.
 function fromFile(option: Option, value: unknown, file: string): unknown {
-  if (typeof value !== "string" || value === "" || isAbsolute(value) || !option.flags.includes("<file>")) return value;
-  return resolve(baseDir(file), value);
+  return relativeFile(option, value) ? resolve(baseDir(file), value) : value;
+}
+
+// Whether `value` is a file flag's relative path (a blank one is the flag's own to refuse: "is empty").
+function relativeFile(option: Option, value: unknown): value is string {
+  return option.flags.includes("<file>") && typeof value === "string" && value.trim() !== "" && !isAbsolute(value);
 }
 
 // The directory a config file's relative paths name files in: its own; the working directory for one that has none
@@ -384,8 +388,7 @@ export function effectiveConfig(cmd: Command): string {
     // A relative file path from a flag or a variable is relative to the working directory; in a config file it would
     // name a file beside the file: printed absolute, it loads back the same from anywhere.
     const raw: unknown = cmd.getOptionValue(option.attributeName());
-    const file = option.flags.includes("<file>") && typeof raw === "string" && raw.trim() !== "" && !isAbsolute(raw);
-    const value = tomlValue(file ? resolve(raw) : raw);
+    const value = tomlValue(relativeFile(option, raw) ? resolve(raw) : raw);
     const source = cmd.getOptionValueSource(option.attributeName()) ?? "unset";
     const overridden = source === "cli" && (process.env[envName(option)] ?? "") !== "";
     const from = source === "env"

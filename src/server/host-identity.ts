@@ -15,6 +15,7 @@ import { Buffer } from "node:buffer";
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import type { SourceInfo } from "../sources/source.ts";
 
 /** taskwire's application id (a random v4 UUID, fixed forever: changing it changes every host's machine_id). */
 export const TASKWIRE_APP_ID = "e3d01be029c04611a926e0e4f6d7e289";
@@ -34,7 +35,7 @@ export interface HostIdentity {
  * Reads this host's identity for a source (its name, and its own boot id if it is not this machine's kernel);
  * `name` overrides the hostname (several simulated hosts on one machine).
  */
-export function readHostIdentity(source: { source: "netlink" | "sim"; bootId?: string }, name?: string): HostIdentity {
+export function readHostIdentity(source: Pick<SourceInfo, "source" | "bootId">, name?: string): HostIdentity {
   return {
     hostname: name ?? hostname(),
     bootId: source.bootId ?? readBootId(),
