@@ -349,6 +349,12 @@ describe("taskwire serve: flags past what the server can honour", () => {
       ["--max-header-bytes", "1.5"],
       /--max-header-bytes.*expected a byte count from 1024 to 2147483647, .* \(expected a whole number of bytes/,
     ],
+    // A unit's fraction is not floored to whole bytes in silence: 1.0001KiB is 1024.1024 bytes.
+    [
+      ["--send-buffer", "1.0001KiB"],
+      /--send-buffer.*got "1\.0001KiB", which is 1024\.1024 bytes: write 1024 or 1025, or a fraction the unit makes whole/,
+    ],
+    [["--nats-max-bytes", "0.1MiB"], /--nats-max-bytes.*which is 104857\.6 bytes: write 104857 or 104858/],
     // A default heartbeat SubscribeExits itself refuses made every stream without one fail.
     [["--heartbeat-ms", "600001"], /--heartbeat-ms.*expected a whole number from 100 to 600000/],
     // 10^8 simulated exits a second kept the server from ever listening.

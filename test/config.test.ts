@@ -131,6 +131,41 @@ describe("bad settings exit 2 naming the key and the problem", () => {
     expect(r.err).toMatch(problem);
   });
 
+  it("a byte setting takes a TOML integer or a string with a unit, not a float, which is refused saying so", async () => {
+    const conf = async (toml: string) => {
+      const r = await run(["serve", "--source", "sim", "--print-config", "--config", file("bytes.toml", toml)]);
+      return { code: r.code, out: r.out, err: r.err };
+    };
+    // 1.0 was 1 byte while "1.0" was refused: both are refused now.
+    expect(await conf("send-buffer = 1.0\n")).toMatchObject({
+      code: 2,
+      err: expect.stringMatching(
+        /key `send-buffer`: expected an integer or a string with a unit \("8MiB"\), got the float 1\.0: write 1, without/,
+      ),
+    });
+    expect((await conf('send-buffer = "1.0"\n')).err).toMatch(/key `send-buffer`: .*expected a whole number of bytes/);
+    expect((await conf("max-message-bytes = 1.5\n")).err).toMatch(
+      /got the float 1\.5: a byte count is whole; a fraction takes a unit, as a string \("1\.5MiB"\)/,
+    );
+    expect((await conf("max-header-bytes = 16384.0\n")).err).toMatch(/got the float 16384\.0: write 16384,/);
+    // A share's float meant a part of the budget.
+    expect((await conf("memory-budget-per-principal = 0.25\n")).err).toMatch(
+      /key `memory-budget-per-principal`: .*got the float 0\.25: for 25% of the budget write "25%"/,
+    );
+    expect((await conf("nats-max-bytes = 1e3\n")).err).toMatch(/key `nats-max-bytes`: .*got the float 1000\.0/);
+    // Integers and strings with units stay as they were; a float where a fraction means something too.
+    const good = await conf(
+      'send-buffer = 262144\nmax-message-bytes = "64KiB"\nmemory-budget = 1073741824\nsim-exit-rate = 20.5\n',
+    );
+    expect(good.code, good.err).toBe(0);
+    expect(good.out).toMatch(/^send-buffer = 262144 {3}# config$/m);
+    expect(good.out).toMatch(/^max-message-bytes = 65536 {3}# config$/m);
+    expect(good.out).toMatch(/^memory-budget = 1073741824 {3}# config$/m);
+    expect(good.out).toMatch(/^sim-exit-rate = 20\.5 {3}# config$/m);
+    // An integer past 2^53 is read whole (as a BigInt) and refused by the flag's range, not rounded.
+    expect((await conf("port = 99999999999999999999\n")).err).toMatch(/got "99999999999999999999"/);
+  });
+
   it("a missing file, and bad env values", async () => {
     const missing = await run(["serve", "--config", join(dir, "none.toml")]);
     expect(missing.code).toBe(2);

@@ -161,6 +161,15 @@ describe("budget", () => {
     expect(() => parseBytes("1.5")).toThrow('expected a whole number of bytes, got "1.5" (a fraction takes a unit');
     expect(() => parseBytes("2.0b")).toThrow(/whole number of bytes/);
     expect(() => parseBytes("99999999TiB")).toThrow(/at most 2\^53-1 bytes/);
+    // A unit's fraction that leaves part of a byte is refused, not floored; one that makes whole bytes is exact.
+    expect(() => parseBytes("1.0001KiB")).toThrow(
+      'expected a whole number of bytes, got "1.0001KiB", which is 1024.1024 bytes: write 1024 or 1025, or a fraction',
+    );
+    expect(() => parseBytes("0.1MiB")).toThrow(/which is 104857\.6 bytes: write 104857 or 104858/);
+    expect(() => parseBytes("0.0001KiB")).toThrow(/which is 0\.1024 bytes: write 1,/); // 0 is no byte count here
+    expect(parseBytes("1.005KB")).toBe(1005); // 1.005 * 1000 in floats is 1004.9999999999999, once floored to 1004
+    expect(parseBytes("1.0KiB")).toBe(1024);
+    expect(parseBytes("0.5KiB")).toBe(512);
     expect(parseShare("25%")).toEqual({ fraction: 0.25 });
     expect(parseShare("256MiB")).toBe(256 * MiB);
     expect(() => parseShare("150%")).toThrow(RangeError);

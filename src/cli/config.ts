@@ -273,7 +273,8 @@ export function readConfig(cmd: Command, file: string): [Option, unknown][] {
   }
   let table: Record<string, unknown>;
   try {
-    table = parse(text);
+    // Integers as BigInt, floats as numbers: a byte setting tells `1` from `1.0` (settingValue).
+    table = parse(text, { integersAsBigInt: true });
   } catch (err) {
     if (!(err instanceof TomlError)) throw err;
     const what = err.message.split("\n", 1)[0]!.replace(/^Invalid TOML document: /, "");
@@ -341,7 +342,23 @@ function settingValue(option: Option, value: unknown): unknown {
     if (typeof value !== "boolean") throw new TypeError(`expected true or false, got ${describe(value)}`);
     return value;
   }
+  if (typeof value === "number" && option.flags.includes("<bytes")) throw new TypeError(floatBytes(option, value));
   return parsed(option, asFlagText(value));
+}
+
+// Why a byte setting refuses a TOML float, and what to write. As text `1.0` would be 1, one byte, while the string
+// "1.0" is refused as no whole number of bytes: the float is refused alike, whatever its value.
+function floatBytes(option: Option, value: number): string {
+  const shown = Number.isInteger(value) ? value.toFixed(1) : String(value);
+  const got = `expected an integer or a string with a unit ("8MiB"), got the float ${shown}`;
+  // A share (--memory-budget-per-principal) of 0.25 or 1.0 meant a part of the budget.
+  if (option.flags.includes("percent") && value > 0 && value <= 1) {
+    const percent = Number((value * 100).toFixed(6));
+    return `${got}: for ${percent}% of the budget write "${percent}%"`;
+  }
+  return Number.isInteger(value) && value >= 0
+    ? `${got}: write ${value}, without the point`
+    : `${got}: a byte count is whole; a fraction takes a unit, as a string ("1.5MiB")`;
 }
 
 // Text through the flag's own parser (its choices included), as if typed after the flag.
@@ -361,7 +378,7 @@ function parsed(option: Option, text: string): unknown {
 function asFlagText(value: unknown): string {
   if (typeof value === "string") return value;
   if (typeof value === "number" || typeof value === "bigint") return String(value);
-  if (Array.isArray(value) && value.every((v) => typeof v === "string" || typeof v === "number")) {
+  if (Array.isArray(value) && value.every((v) => ["string", "number", "bigint"].includes(typeof v))) {
     return value.join(",");
   }
   throw new TypeError(`expected a string or a number (a list for flags that take one), got ${describe(value)}`);
@@ -372,6 +389,8 @@ function describe(value: unknown): string {
   if (typeof value === "object" && value !== null) {
     return value instanceof Date || "isDate" in value ? "a date" : "a table";
   }
+  // An integer is a BigInt (readConfig), which JSON.stringify refuses.
+  if (typeof value === "bigint") return `number ${value}`;
   return `${typeof value === "string" ? "a string" : typeof value} ${JSON.stringify(value)}`;
 }
 

@@ -212,21 +212,35 @@ const UNITS: Record<string, number> = {
 
 /**
  * Parses a byte count: "67108864", "64MiB", "64M" (binary), "64MB" (decimal), "1.5GiB"; at least `least` (1, or 0
- * where 0 means something: "0", "0B", "0KiB").
+ * where 0 means something: "0", "0B", "0KiB"). The count must come out a whole number of bytes: "1.0001KiB" is
+ * refused, not floored.
  */
 export function parseBytes(text: string, least: 0 | 1 = 1): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
-  const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()];
+  const m = /^\s*(\d+)(?:\.(\d+))?\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m === null ? undefined : UNITS[m[3]!.toLowerCase()];
   if (m === null || unit === undefined) {
     throw new RangeError(`expected a byte count such as 67108864, 64MiB or 1GiB, got ${JSON.stringify(text)}`);
   }
+  const whole = m[1]!, fraction = m[2] ?? "";
   // A fraction of a byte is a slip (1.5 meant 1.5GiB?), never floored to a byte count nobody asked for.
-  if (unit === 1 && m[1]!.includes(".")) {
+  if (unit === 1 && fraction !== "") {
     throw new RangeError(
       `expected a whole number of bytes, got ${JSON.stringify(text)} (a fraction takes a unit: 1.5MiB, 1.5GiB)`,
     );
   }
-  const n = Math.floor(Number(m[1]) * unit);
+  // In exact decimal arithmetic (in floats 1.005KB is 1004.9999999999999 bytes): the count times 10^digits.
+  const scale = 10n ** BigInt(fraction.length);
+  const scaled = BigInt(whole + fraction) * BigInt(unit);
+  const n = Number(scaled / scale);
+  // Nor is a unit's fraction that leaves part of a byte (1.0001KiB is 1024.1024 bytes) floored in silence.
+  if (scaled % scale !== 0n) {
+    const exact = `${scaled / scale}.${(scaled % scale).toString().padStart(fraction.length, "0").replace(/0+$/, "")}`;
+    const near = [n, n + 1].filter((x) => x >= least).join(" or ");
+    throw new RangeError(
+      `expected a whole number of bytes, got ${JSON.stringify(text)}, which is ${exact} bytes: write ${near}, ` +
+        `or a fraction the unit makes whole (1.5KiB is 1536)`,
+    );
+  }
   if (n < least) throw new RangeError(`expected at least 1 byte, got ${JSON.stringify(text)}`);
   if (!Number.isSafeInteger(n)) {
     throw new RangeError(`expected at most 2^53-1 bytes (about 8 PiB), got ${JSON.stringify(text)}`);
