@@ -484,6 +484,57 @@ describe("review hardening: what the configuration says back", () => {
     expect(piped.stderr).toContain(`the auth file ${join(sub, "auth.json")} is not JSON`);
   });
 
+  it("a path starting with ~ is refused wherever no shell expanded it, naming the path to write", async () => {
+    const home = { HOME: "/home/tester" };
+    const conf = (toml: string) => file("tilde.toml", toml);
+    const serve = (args: string[], env: Record<string, string> = {}) =>
+      run(["serve", "--source", "sim", ...args, "--print-config"], { ...home, ...env });
+    // A config file: beside it, ~/t named a file in a directory called ~.
+    const inFile = await serve(["--config", conf('token-file = "~/tokens.json"\n')]);
+    expect([inFile.code, inFile.err]).toEqual([
+      2,
+      expect.stringMatching(
+        /^taskwire: config .*tilde\.toml: key `token-file`: ~ is not expanded in a config file: write the path in full, e\.g\. \/home\/tester\/tokens\.json$/m,
+      ),
+    ]);
+    expect((await serve(["--config", conf('tls-cert = "~"\ntls-key = "/k"\n')])).err).toMatch(
+      /key `tls-cert`: ~ is not expanded in a config file: write the path in full, e\.g\. \/home\/tester$/m,
+    );
+    // ~user: that user's home (root's is in every password file; one with no entry, the usual place).
+    expect((await serve(["--config", conf('nats-creds = "~root/n.creds"\n')])).err).toMatch(
+      /e\.g\. \/root\/n\.creds$/m,
+    );
+    expect((await serve(["--config", conf('nats-ca = "~no-such-user-x/ca.pem"\n')])).err).toMatch(
+      /key `nats-ca`: ~ is not expanded .* e\.g\. \/home\/no-such-user-x\/ca\.pem$/m,
+    );
+    // Environment variables: serve's, and --config's own.
+    expect((await serve([], { TASKWIRE_TLS_CLIENT_CA: "~/ca.pem" })).err).toMatch(
+      /^taskwire: environment variable TASKWIRE_TLS_CLIENT_CA: ~ is not expanded in an environment variable: write the path in full, e\.g\. \/home\/tester\/ca\.pem$/m,
+    );
+    expect((await serve([], { TASKWIRE_CONFIG: "~/taskwire.toml" })).err).toMatch(
+      /^taskwire: environment variable TASKWIRE_CONFIG: ~ is not expanded in an environment variable/m,
+    );
+    // The command line: the shell expands an unquoted ~/t, so one that arrives was quoted, or after --flag=.
+    for (const args of [["--token-file", "~/t"], ["--token-file=~/t"]]) {
+      const r = await serve(args);
+      expect([r.code, r.err]).toEqual([
+        2,
+        expect.stringMatching(
+          /^taskwire: --token-file "~\/t": ~ is not expanded in this argument \(.*not in quotes, after --token-file=.*\): write the path in full, e\.g\. \/home\/tester\/t$/m,
+        ),
+      ]);
+    }
+    // The client commands' paths too, before anything connects.
+    const client = await run(["info", "--url", "http://127.0.0.1:1", "--ca", "~/ca.pem"], home);
+    expect([client.code, client.err]).toEqual([2, expect.stringMatching(/^taskwire: --ca "~\/ca\.pem": ~ is not/m)]);
+    const clientEnv = await run(["info", "--url", "http://127.0.0.1:1"], { ...home, TASKWIRE_CERT: "~/c.pem" });
+    expect(clientEnv.err).toMatch(/^taskwire: environment variable TASKWIRE_CERT: ~ is not expanded/m);
+    // A ~ inside a path is an ordinary character: still beside the config file.
+    const inside = await serve(["--config", conf('token-file = "a~/t"\n')]);
+    expect(inside.err).toContain(`${join(dir, "a~", "t")}`);
+    expect(inside.err).not.toMatch(/is not expanded/);
+  });
+
   it("a setting refused for the source names where the source came from, after its value", async () => {
     const r = await run(["serve", "--print-config"], { TASKWIRE_SOURCE: "netlink", TASKWIRE_SIM_CPUS: "4" });
     expect(r.code).toBe(2);

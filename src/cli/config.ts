@@ -23,6 +23,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { parse, stringify, TomlError } from "smol-toml";
 import { UsageError } from "./errors.ts";
+import { isFileOption, tildeProblem } from "./tilde-paths.ts";
 
 /** Options that configure the configuration, not the server: never keys, never env variables of their own. */
 const NOT_KEYS = new Set(["config", "printConfig", "help", "version"]);
@@ -254,6 +255,8 @@ export function applyConfig(cmd: Command, env: Readonly<Record<string, string | 
 
 function envValue(option: Option, name: string, text: string): unknown {
   try {
+    const tilde = isFileOption(option) ? tildeProblem(text, "an environment variable") : undefined;
+    if (tilde !== undefined) throw new TypeError(tilde);
     if (!isBoolean(option)) return parsed(option, text);
     if (/^(true|1|yes|on)$/i.test(text)) return true;
     if (/^(false|0|no|off)$/i.test(text)) return false;
@@ -316,13 +319,16 @@ function unknownKey(key: string, value: unknown, keys: readonly string[]): strin
 
 // A file flag's relative path in a config file names a file beside it (as Prometheus's and nginx's do): a unit runs
 // the server in /, where a path relative to the working directory would find nothing.
+// A path starting with ~ is refused before that: beside the file it would name a directory called ~.
 function fromFile(option: Option, value: unknown, file: string): unknown {
+  const tilde = isFileOption(option) && typeof value === "string" ? tildeProblem(value, "a config file") : undefined;
+  if (tilde !== undefined) throw new TypeError(tilde);
   return relativeFile(option, value) ? resolve(baseDir(file), value) : value;
 }
 
 // Whether `value` is a file flag's relative path (a blank one is the flag's own to refuse: "is empty").
 function relativeFile(option: Option, value: unknown): value is string {
-  return option.flags.includes("<file>") && typeof value === "string" && value.trim() !== "" && !isAbsolute(value);
+  return isFileOption(option) && typeof value === "string" && value.trim() !== "" && !isAbsolute(value);
 }
 
 // The directory a config file's relative paths name files in: its own; the working directory for one that has none

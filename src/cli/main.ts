@@ -23,6 +23,7 @@ import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
 import { addConfigOptions, effectiveConfig, nameOrigins, overriddenEnv, unknownEnv } from "./config.ts";
+import { refuseTildePaths } from "./tilde-paths.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { addNatsOptions, FleetStartError, natsFlagsFrom } from "./serve-nats.ts";
 import { printConfig, serveCommand, type ServeFlags, SourceError, UsageError } from "./serve.ts";
@@ -363,9 +364,12 @@ function buildProgram(): Command {
 export async function main(argv: readonly string[]): Promise<number> {
   let ran: Command | undefined; // the command whose action runs, for where its settings came from
   try {
-    await buildProgram().hook("preAction", (_program, command) => void (ran = command)).parseAsync([...argv], {
-      from: "user",
-    });
+    await buildProgram()
+      .hook("preAction", (_program, command) => void (ran = command))
+      // Every command's file paths: a ~ no shell expanded is refused (tilde-paths.ts). A program's hooks run before
+      // serve's own, which reads --config and checks the paths in it, and in serve's variables, as it applies them.
+      .hook("preAction", (_program, command) => refuseTildePaths(command))
+      .parseAsync([...argv], { from: "user" });
     return 0;
   } catch (err) {
     if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError, ListenError]);
