@@ -442,6 +442,68 @@ describe("review hardening: what the configuration says back", () => {
     expect(last.message).toMatch(/^--host "\[::1\]" \(from TASKWIRE_HOST\): give the address without brackets/);
   });
 
+  it(
+    "under --log-format json a command-line usage error is a JSON record too, wherever json was asked for",
+    async () => {
+      const serve = (args: string[], env: Record<string, string> = {}) =>
+        run(["serve", "--source", "sim", "--port", "0", ...args], env);
+      // Its one line, parsed: a record like a bad variable's (below), and nothing else on stderr (no help hint).
+      const record = (r: { code: number; err: string }) => {
+        expect(r.code).toBe(2);
+        expect(r.err.trim().split("\n"), r.err).toHaveLength(1);
+        return JSON.parse(r.err) as Record<string, unknown>;
+      };
+      const variable = record(await serve([], { TASKWIRE_LOG_FORMAT: "json", TASKWIRE_NATS_WINDOW: "abc" }));
+      const flag = record(await serve(["--log-format", "json", "--nats-window", "abc"]));
+      expect(Object.keys(flag).sort()).toEqual(Object.keys(variable).sort());
+      expect(flag).toMatchObject({ level: "FATAL", logger: "taskwire" });
+      expect(flag["message"]).toBe(
+        "option '--nats-window <n>' argument 'abc' is invalid. expected a whole number from 1 to 65536",
+      );
+      const conf = file("json.toml", 'log-format = "json"\n');
+      for (
+        const [args, env, message] of [
+          // --log-format after the bad flag: commander never read it, the server would have logged JSON all the same.
+          [["--nats-window", "abc", "--log-format", "json"], {}, /^option '--nats-window <n>' argument 'abc'/],
+          [["--log-format=json", "--bogus"], {}, /^unknown option '--bogus'$/],
+          [["--log-format", "json", "--source", "nope"], {}, /^option '--source <source>' argument 'nope' is invalid/],
+          [["--log-format", "json", "--port"], {}, /^option '--port <port>' argument missing$/],
+          [["--bogus"], { TASKWIRE_LOG_FORMAT: "json" }, /^unknown option '--bogus'$/],
+          [["--config", conf, "--bogus"], {}, /^unknown option '--bogus'$/],
+          [["--bogus"], { TASKWIRE_CONFIG: conf }, /^unknown option '--bogus'$/],
+          // A bad variable named before TASKWIRE_LOG_FORMAT is applied (the variables go in the options' order).
+          [[], { TASKWIRE_LOG_FORMAT: "json", TASKWIRE_SIM_CPUS: "abc" }, /^environment variable TASKWIRE_SIM_CPUS: /],
+        ] as [string[], Record<string, string>, RegExp][]
+      ) {
+        const r = await serve(args, env);
+        expect({ args, env, message: record(r)["message"] }).toMatchObject({ message: expect.stringMatching(message) });
+      }
+      // Text otherwise: no json anywhere, a flag's text over the variable's json, the variable's over the file's,
+      // --print-config (read by a person).
+      for (
+        const [args, env] of [
+          [["--nats-window", "abc"], {}],
+          [["--log-format", "text", "--bogus"], { TASKWIRE_LOG_FORMAT: "json" }],
+          [["--bogus"], { TASKWIRE_LOG_FORMAT: "text", TASKWIRE_CONFIG: conf }],
+          [["--log-format", "json", "--print-config", "--bogus"], {}],
+        ] as [string[], Record<string, string>][]
+      ) {
+        const r = await serve(args, env);
+        expect([r.code, r.err], JSON.stringify({ args, env })).toEqual([
+          2,
+          expect.stringMatching(/^taskwire: [^{].*\n\(run with --help for usage\)\n$/),
+        ]);
+      }
+      // A client command has no log format: text.
+      const client = await run(["watch", "--bogus"], { TASKWIRE_LOG_FORMAT: "json" });
+      expect([client.code, client.err]).toEqual([
+        2,
+        "taskwire: unknown option '--bogus'\n(run with --help for usage)\n",
+      ]);
+    },
+    60_000,
+  );
+
   it("a bad value is quoted once", async () => {
     const env = await run(["serve", "--source", "sim"], { TASKWIRE_MEMORY_BUDGET: "-5" });
     expect(env.code).toBe(2);

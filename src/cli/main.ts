@@ -17,12 +17,19 @@ import { addTopCommand } from "./top-command.ts";
 import { bytesArg, intArg } from "./options.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
-import { fatalLine } from "../log/logger.ts";
+import { fatalLine, type LogFormat } from "../log/logger.ts";
 import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import { addConfigOptions, effectiveConfig, nameOrigins, overriddenEnv, unknownEnv } from "./config.ts";
+import {
+  addConfigOptions,
+  effectiveConfig,
+  failureLogFormat,
+  nameOrigins,
+  overriddenEnv,
+  unknownEnv,
+} from "./config.ts";
 import { refuseTildePaths } from "./tilde-paths.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { addNatsOptions, FleetStartError, natsFlagsFrom } from "./serve-nats.ts";
@@ -363,8 +370,16 @@ function buildProgram(): Command {
 /** Runs the CLI; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   let ran: Command | undefined; // the command whose action runs, for where its settings came from
+  let settled = false; // serve's settings are all in: its flags parsed, the config file and the variables applied
+  let usage: string | undefined; // serve's command-line usage error (commander's), written below in its log format
+  const program = buildProgram();
+  const serve = program.commands.find((c) => c.name() === "serve")!;
+  // commander writes its usage errors as it finds them; serve's may have to be a JSON record, so they are kept for the
+  // catch below, which knows the format (and adds the help hint in text).
+  serve.showHelpAfterError(false).configureOutput({ outputError: (text) => void (usage = text) });
+  serve.hook("preAction", () => void (settled = true)); // after addConfigOptions' hook, which applies the rest
   try {
-    await buildProgram()
+    await program
       .hook("preAction", (_program, command) => void (ran = command))
       // Every command's file paths: a ~ no shell expanded is refused (tilde-paths.ts). A program's hooks run before
       // serve's own, which reads --config and checks the paths in it, and in serve's variables, as it applies them.
@@ -373,12 +388,28 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError, ListenError]);
-    // commander has printed its own usage errors (in the same format, see configureOutput)
+    const format = ran === serve || usage !== undefined ? serveFailureFormat(serve, settled, argv) : "text";
+    if (usage !== undefined) {
+      const message = withHint(usage.replace(/^error: /, "")).trimEnd();
+      // A JSON record without the hint: its reader is a log collector's user, not a person at the terminal.
+      console.error(
+        format === "json" ? fatalLine(message, "json") : `taskwire: ${message}\n(run with --help for usage)`,
+      );
+    }
+    // commander has printed its own usage errors (in the same format, see configureOutput; serve's just above)
     const text = err instanceof CommanderError ? "" : describeError(err, currentUrl());
-    // serve's --log-format json (not for --print-config, whose reader is a person at a terminal).
-    const opts = ran?.opts() ?? {};
-    const format = opts["logFormat"] === "json" && opts["printConfig"] !== true ? "json" : "text";
     if (text !== "") console.error(fatalLine(text, format));
     return exitCodeFor(err);
   }
+}
+
+// The format of the line a failed serve ends with: serve's --log-format json, but text for --print-config (its
+// reader is a person at a terminal). Once its settings are all in, their value; before (a usage error on the
+// command line, a bad variable or config key), the same precedence read from where they would come from
+// (failureLogFormat), so that a JSON log does not end with a line of text whichever setting was wrong, wherever
+// --log-format json was given.
+function serveFailureFormat(serve: Command, settled: boolean, argv: readonly string[]): LogFormat {
+  if (!settled) return failureLogFormat(serve, argv.slice(argv.indexOf("serve") + 1));
+  const opts = serve.opts();
+  return opts["logFormat"] === "json" && opts["printConfig"] !== true ? "json" : "text";
 }
