@@ -3,11 +3,13 @@
  * values) to every domain error; the SDK turns it into the subclass for that
  * reason over Connect, gRPC-Web and gRPC alike, without losing the code.
  */
+import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
   Code,
   ConnectError,
   createTaskwireClient,
+  ErrorDetailSchema,
   ErrorReason,
   InvalidCpumaskError,
   InvalidRequestError,
@@ -256,5 +258,100 @@ describe("errors that are not the server's", () => {
       configureLogging({ sink: () => {} });
     }
     expect(logged).toEqual([expect.stringMatching(/^taskwire: error: unexpected error in a handler error=bug /)]); // the bug only
+  });
+});
+
+describe("a call's own deadline (timeoutMs)", () => {
+  // A server that never answers: the call waits until its deadline aborts it.
+  const held: Interceptor = () => (req) =>
+    new Promise((_, reject) => {
+      const fail = () => reject(req.signal.reason);
+      if (req.signal.aborted) fail();
+      else req.signal.addEventListener("abort", fail, { once: true });
+    });
+
+  function expectDeadline(err: unknown, rawMessage: string): void {
+    expect(err).toBeInstanceOf(ConnectError);
+    expect(err).not.toBeInstanceOf(TaskwireError); // no server's refusal, as a transport failure is none
+    const e = err as ConnectError;
+    expect(e.code).toBe(Code.DeadlineExceeded); // what watchExits retries, and code that checks codes looks for
+    expect(e.rawMessage).toBe(rawMessage);
+    expect(e.message).toBe(`[deadline_exceeded] ${rawMessage}`);
+    expect(e.cause).toBeInstanceOf(ConnectError);
+    expect((e.cause as ConnectError).rawMessage).toBe("the operation timed out"); // connect-es's own, kept
+  }
+
+  it("a unary call's says it passed, with the timeoutMs, and what to do, over each transport", async () => {
+    const clients: [string, TaskwireClient][] = [
+      ["Connect (the SDK's default)", createTaskwireClient(running.url, { interceptors: [held] })],
+      [
+        "gRPC (a transport of your own)",
+        createTaskwireClient(running.url, {
+          transport: createGrpcTransport({ baseUrl: running.url, interceptors: [held] }),
+        }),
+      ],
+      ["fetch (browsers, Deno, Bun)", createFetchClient(running.url, { interceptors: [held] })],
+    ];
+    for (const [name, client] of clients) {
+      const t0 = Date.now();
+      const err = await failure(client.getInfo({}, { timeoutMs: 150 }));
+      expect(Date.now() - t0, name).toBeGreaterThanOrEqual(140);
+      expectDeadline(err, "the call's deadline (timeoutMs 150) passed: pass a longer timeoutMs, or none");
+    }
+  });
+
+  it("after a retry it names the timeoutMs the caller gave, not the attempt's share of it", async () => {
+    let attempts = 0;
+    // The first attempt refused for the moment (retry after 10 ms), the second held past the deadline.
+    const refusedThenHeld: Interceptor = (next) => (req) => {
+      if (attempts++ > 0) return held(next)(req);
+      const detail = { reason: ErrorReason.LIMIT_EXCEEDED, metadata: { retry_after_ms: "10" } };
+      return Promise.reject(
+        new ConnectError("refused for the moment", Code.ResourceExhausted, undefined, [
+          { desc: ErrorDetailSchema, value: detail },
+        ]),
+      );
+    };
+    const client = createTaskwireClient(running.url, { interceptors: [refusedThenHeld] });
+    const err = await failure(client.getInfo({}, { timeoutMs: 300 }));
+    expect(attempts).toBe(2);
+    expectDeadline(err, "the call's deadline (timeoutMs 300) passed: pass a longer timeoutMs, or none");
+  });
+
+  it("a stream's says a stream's timeoutMs bounds all of it, decoded by the SDK's decoder or protobuf-es", async () => {
+    const clients = [running.client, createTaskwireClient(running.url, { useBinaryFormat: false })];
+    for (const client of clients) {
+      let events = 0;
+      const err = await failure(async () => {
+        for await (const _ of client.subscribeExits({ cpumask: "0-7" }, { timeoutMs: 400 })) events++;
+      });
+      expect(events).toBeGreaterThan(0); // it streamed, then its deadline passed
+      expectDeadline(
+        err,
+        "the stream's deadline (timeoutMs 400) passed: a stream's timeoutMs bounds all of it; pass a longer timeoutMs, or none",
+      );
+    }
+  });
+
+  it("leaves other errors as they were: a proxy's own deadline, a server's typed one, a call without timeoutMs", async () => {
+    const failing = (err: ConnectError) =>
+      createTaskwireClient(running.url, { interceptors: [() => () => Promise.reject(err)] });
+    // A proxy's timeout is not the caller's timeoutMs passing.
+    const proxy = await failure(
+      failing(new ConnectError("upstream request timeout", Code.DeadlineExceeded)).getInfo({}, { timeoutMs: 5000 }),
+    );
+    expect((proxy as ConnectError).rawMessage).toBe("upstream request timeout");
+    // A server's error with taskwire's detail is typed, and its message is the server's.
+    const detail = { desc: ErrorDetailSchema, value: { reason: ErrorReason.UNSPECIFIED, metadata: {} } };
+    const typed = await failure(
+      failing(new ConnectError("the operation timed out", Code.DeadlineExceeded, undefined, [detail])).getInfo({}, {
+        timeoutMs: 5000,
+      }),
+    );
+    expect(typed).toBeInstanceOf(TaskwireError);
+    expect((typed as TaskwireError).rawMessage).toBe("the operation timed out");
+    // Without a timeoutMs of the caller's there is none to name.
+    const bare = await failure(failing(new ConnectError("the operation timed out", Code.DeadlineExceeded)).getInfo({}));
+    expect((bare as ConnectError).rawMessage).toBe("the operation timed out");
   });
 });

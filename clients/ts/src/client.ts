@@ -10,7 +10,7 @@ import {
   type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
-import { retryAfterMs, toTaskwireError } from "./errors.ts";
+import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import {
@@ -19,7 +19,12 @@ import {
   TaskStats,
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 
-/** A typed client of the TaskStats service: getPid, getTgid, register, deregister, subscribeExits, getInfo. */
+/**
+ * A typed client of the TaskStats service: getPid, getTgid, register,
+ * deregister, subscribeExits, getInfo. Its methods throw the server's errors
+ * typed (errors.ts); a call whose own `timeoutMs` passed throws a
+ * ConnectError with Code.DeadlineExceeded that says so.
+ */
 export type TaskwireClient = Client<typeof TaskStats>;
 
 /** Options of createTaskwireClient. */
@@ -114,7 +119,8 @@ function fastSubscribeExits(transport: Transport): SubscribeExits {
   const rawClient = createClient(service, transport) as unknown as {
     subscribeExits(input: Parameters<SubscribeExits>[0], options?: CallOptions): AsyncIterable<Empty>;
   };
-  return (input, options) => endsWithIteration((o) => decodeStream(rawClient.subscribeExits(input, o)), options);
+  return (input, options) =>
+    endsWithIteration((o) => decodeStream(rawClient.subscribeExits(input, o), o.timeoutMs), options);
 }
 
 /**
@@ -139,11 +145,14 @@ async function* endsWithIteration<T>(
 }
 
 // One generator both decodes and types errors (one async hop per message fewer than two layers).
-async function* decodeStream(messages: AsyncIterable<Empty>): AsyncGenerator<SubscribeExitsResponse> {
+async function* decodeStream(
+  messages: AsyncIterable<Empty>,
+  timeoutMs: number | undefined,
+): AsyncGenerator<SubscribeExitsResponse> {
   try {
     for await (const m of messages) yield decodeFastFromFields(SubscribeExitsResponseSchema, m.$unknown ?? []);
   } catch (err) {
-    throw toTaskwireError(err);
+    throw explainDeadline(toTaskwireError(err), timeoutMs, "stream");
   }
 }
 
@@ -162,7 +171,7 @@ function withTypedErrors(client: TaskwireClient, retry: RetryPolicy): TaskwireCl
       ? (input, options) => retried((o) => call(input, o), retry, options as CallOptions | undefined)
       : (input, options) =>
         endsWithIteration(
-          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>),
+          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>, o.timeoutMs),
           options as CallOptions | undefined,
         );
   }
@@ -197,7 +206,7 @@ function retryPolicy(retry: TaskwireClientOptions["retry"]): RetryPolicy {
  */
 async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, options: CallOptions = {}) {
   if (options.contextValues?.get(SINGLE_ATTEMPT) === true) retry = NO_RETRY;
-  // A timeout of 0 or less is connect-es's to refuse as it is; only a positive one is shared out between attempts.
+  // connect-es arms no deadline for a timeout of 0 or less: only a positive one is shared out between attempts.
   const deadline = options.timeoutMs === undefined || options.timeoutMs <= 0
     ? Infinity
     : Date.now() + options.timeoutMs;
@@ -206,7 +215,8 @@ async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, op
     try {
       return await call(left === Infinity ? options : { ...options, timeoutMs: Math.max(1, left) });
     } catch (err) {
-      const typed = toTaskwireError(err);
+      // The caller's timeoutMs, not this attempt's share of it: the deadline the caller set is what passed.
+      const typed = explainDeadline(toTaskwireError(err), options.timeoutMs, "call");
       const after = retryAfterMs(typed);
       if (after === undefined || attempt >= retry.maxRetries) throw typed;
       const wait = Math.min(retry.maxDelayMs, after * 2 ** attempt * (1 + Math.random()));
@@ -217,12 +227,46 @@ async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, op
   }
 }
 
-async function* rethrowTyped<T>(stream: AsyncIterable<T>): AsyncGenerator<T> {
+async function* rethrowTyped<T>(stream: AsyncIterable<T>, timeoutMs: number | undefined): AsyncGenerator<T> {
   try {
     yield* stream;
   } catch (err) {
-    throw toTaskwireError(err);
+    throw explainDeadline(toTaskwireError(err), timeoutMs, "stream");
   }
+}
+
+// What connect-es says of a deadline its timer ended: on the client, or on a plain connect-es server timing the same
+// deadline (sent as connect-timeout-ms or grpc-timeout). A taskwire server says its own, with its ErrorDetail.
+const DEADLINE_PASSED = "the operation timed out";
+
+/**
+ * `err`, when it is the deadline of the call's own `timeoutMs` passing, as an
+ * error that says so and what to do: connect-es's "[deadline_exceeded] the
+ * operation timed out" names neither the setting nor its value. It stays a
+ * plain ConnectError (it is no server's refusal, so no TaskwireError) with
+ * Code.DeadlineExceeded (watchExits retries that code; code that checks
+ * codes keeps working), connect-es's error as its cause. Any other error,
+ * a DEADLINE_EXCEEDED of a proxy's own timeout included (its text is not
+ * connect-es's), is returned as it is.
+ */
+function explainDeadline(err: unknown, timeoutMs: number | undefined, what: "call" | "stream"): unknown {
+  if (
+    // connect-es arms no deadline for a timeoutMs of 0 or less (nor names its transport's defaultTimeoutMs here).
+    timeoutMs === undefined || timeoutMs <= 0 || !(err instanceof ConnectError) || err instanceof TaskwireError ||
+    err.code !== Code.DeadlineExceeded || err.rawMessage !== DEADLINE_PASSED
+  ) {
+    return err;
+  }
+  const why = what === "stream"
+    ? `the stream's deadline (timeoutMs ${timeoutMs}) passed: a stream's timeoutMs bounds all of it; pass a longer timeoutMs, or none`
+    : `the call's deadline (timeoutMs ${timeoutMs}) passed: pass a longer timeoutMs, or none`;
+  return new ConnectError(
+    why,
+    Code.DeadlineExceeded,
+    err.metadata,
+    err.details as ConstructorParameters<typeof ConnectError>[3],
+    err,
+  );
 }
 
 // A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
