@@ -24,7 +24,7 @@ import { createEventQueue, LOSS_MARKER_BYTES, QUEUED_EXIT_BYTES } from "../src/c
 import { HeldBatches } from "../src/core/_held-batches.ts";
 import { Listener } from "../src/core/listener.ts";
 import { CPU_ENTRY_BYTES, createRegistry, LISTENER_BYTES, type ListenerRegistry } from "../src/core/registry.ts";
-import { subscribe } from "../src/core/subscription.ts";
+import { type StreamSink, subscribe } from "../src/core/subscription.ts";
 import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { compileFilter } from "../src/rpc/projection.ts";
@@ -837,6 +837,64 @@ describe("streams whose clients read nothing", () => {
     expect(t.budget.used).toBeLessThanOrEqual(t.budget.limit);
     expect(t.reg.listeners("hog")).toEqual([t.hog]); // the stream that took it over still has it
     void taker.return(undefined);
+  });
+
+  it("a stream whose sink took its last batch holds nothing once its listener is quiet: not judged stalled", async () => {
+    let now = 0;
+    const { feed, budget, reg } = budgetedRegistry({ limit: 1 * MiB, payload: 300, now: () => now, leaseMs: LEASE });
+    const told: string[] = [];
+    const stream = (l: Listener<Rec, string>, sink?: StreamSink<string>) =>
+      subscribe(reg, l, {
+        maxBatch: 1000,
+        heartbeatMs: 60_000,
+        signal: new AbortController().signal,
+        encode,
+        sink,
+        abandon: () => told.push(l.owner),
+      });
+    // A transport's sink that takes each batch but says it is full (as a response's write does for a chunk past its
+    // high-water mark), so the stream waits for its 'drain', which comes when the test says.
+    const sinkOf = () => {
+      const s = { sent: [] as string[], drain: () => {} };
+      const sink: StreamSink<string> = {
+        start: () => Promise.resolve(true),
+        send: (m) => (s.sent.push(m), false),
+        whenDrained: (fn) => void (s.drain = fn),
+      };
+      return { s, sink };
+    };
+    // The hog, alone at first: its stream takes 900 exits (900 KB) its client never reads.
+    const hog = reg.create([0], options("hog"));
+    const hogStream = stream(hog);
+    await hogStream.next();
+    for (let n = 1; n <= 900; n++) feed.sink.exit(rec(n, 0));
+    expect((await hogStream.next()).value).toBe("900");
+    // Two more principals' streams send through sinks, each a batch of what their fair shares let them queue. The
+    // reader's sink drains (its client reads it all); the other's never does. Then their listeners are quiet.
+    const reader = reg.create([1], options("reader")), stuck = reg.create([2], options("stuck"));
+    const r = sinkOf(), st = sinkOf();
+    const readerStream = stream(reader, r.sink), stuckStream = stream(stuck, st.sink);
+    for (const s of [readerStream, stuckStream]) {
+      await s.next(); // the opening message; everything after it goes to the sink
+      s.next().catch(() => {}); // settles as the stream ends
+    }
+    for (let n = 1; n <= 600; n++) feed.sink.exit(rec(n, 1)), feed.sink.exit(rec(n, 2));
+    await eventually(() => r.s.sent.length === 1 && st.s.sent.length === 1);
+    reg.create([3], options("late")); // a fourth principal: the fair shares shrink below what each holds
+    expect(reg.endStalled()).toBe(0); // each batch first seen now
+    expect(budget.usedBy("reader")).toBeGreaterThan(budget.fairShareOf("reader"));
+    r.s.drain();
+    await sleep(1);
+    now = LEASE;
+    // Its sink took the batch: the reader holds it no more. It used to keep it until a next take, which a quiet
+    // listener never makes, and be dropped here as a stream whose client "did not take the batch it was sent".
+    expect(reg.endStalled()).toBe(2);
+    expect(told.sort()).toEqual(["hog", "stuck"]);
+    expect(budget.usedBy("reader")).toBeLessThan(budget.fairShareOf("reader"));
+    expect(budget.used).toBeGreaterThan(budget.limit);
+    await expect(hogStream.next()).rejects.toThrow(StreamStalledError);
+    expect(reg.listeners("reader")).toEqual([reader]);
+    expect(reader.attached).toBe(true);
   });
 
   it("a batch whose message's size is known is charged that once encoded, and lets its records go", async () => {

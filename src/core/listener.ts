@@ -7,7 +7,8 @@
  *
  * Everything it holds is charged to its memory budget account: its queue,
  * its retention, the batch its stream has in flight (taken, not yet
- * written: charged until the stream takes the next one or ends), and the
+ * written: charged until the stream takes the next one or ends, or its
+ * transport took it with nothing left to take: sent()), and the
  * registry's fixed cost for it. An exit that does not fit is dropped as from
  * a full queue, after the listener's own retention has given up what it can.
  */
@@ -309,6 +310,18 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       if (!this.#retired) this.#retention.push(item);
     }
     return items;
+  }
+
+  /**
+   * The stream told it ends by `end`, still attached, has nothing queued to
+   * take and its transport has taken the batch it sent last: that batch is
+   * no longer held. Only a take let it go before, so a stream whose listener
+   * went quiet after its client had read everything kept its last batch
+   * charged, and a stall sweep took it for a stream whose client reads
+   * nothing.
+   */
+  sent(end: (why: string, code: StreamEnd) => void): void {
+    if (this.#end === end) this.#held.written();
   }
 
   /** The attached stream encoded the batch it took into `bytes` (HeldBatches.encoded). */

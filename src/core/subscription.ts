@@ -161,6 +161,12 @@ export async function* subscribe<R extends CpuRecord, P, M>(
       }
       // A removed listener's stream ends once what it had queued is sent.
       if (s.ended !== undefined) throw END_ERRORS[s.ended.how](listener.id, s.ended.why);
+      // Nothing queued: once the sink has taken the batch sent last (it did not say it was full, or it drained
+      // since, which wakes this wait), that batch is not held. Held until the next take, a quiet listener's stream
+      // whose client had read everything was dropped as stalled once the budget was past its limit. Without a sink
+      // the transport's taking is not seen (a resumed generator may only mean it was read ahead), so it keeps the
+      // batch held until the next take.
+      if (sink !== undefined && !s.full) listener.sent(s.end);
       const woke = await s.waitFor(o.heartbeatMs);
       if (woke || listener.queue.length > 0 || !live()) continue;
       const heartbeat = o.encode.heartbeat();
@@ -203,6 +209,11 @@ class _Signals {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When the armed timer fires (performance.now() ms). */
   #firesAt = 0;
+
+  /** Whether the last send to the sink filled it and it has not drained since. */
+  get full(): boolean {
+    return this.#full;
+  }
 
   readonly wake = (): void => {
     const r = this.#resolveWait;
@@ -280,6 +291,7 @@ class _Signals {
   readonly #drained = (): void => {
     this.#full = false;
     this.#cutDrainWait();
+    this.wake(); // a stream waiting for events with nothing queued now lets its last batch go (see subscribe)
   };
 
   #cutDrainWait(): void {
