@@ -88,6 +88,7 @@ export class HeldBatches<R extends CpuRecord> {
 
   /** The attached stream wrote its batch in flight (it takes again, or detached). */
   written(): void {
+    if (this.#inFlight.bytes === 0 && !holds(this.#inFlight)) return; // nothing held: no new empty batch per idle wait
     this.#account.release(this.#inFlight.bytes);
     this.#inFlight = { bytes: 0, items: [] };
   }
