@@ -2,7 +2,10 @@
  * A listener: what the kernel keys by netlink port id, taskwire keys by an
  * unguessable id. It numbers its events 1, 2, 3, ... over everything
  * produced for it, queues them boundedly, and wakes the one stream attached
- * to it. Counters keep the invariant checkable: delivered + lost = produced.
+ * to it. Counters keep the invariant checkable: delivered + lost = produced,
+ * until a stream resumes (after_seq) past what the retention still holds:
+ * exits handed to the stream that went away, which its client never read,
+ * are then counted lost (retention) as well as delivered.
  * Generic over the record (R) and over what is retained of it (P).
  *
  * Everything it holds is charged to its memory budget account: its queue,

@@ -742,6 +742,9 @@ export type ListenerInfo = Message<"taskwire.v1.ListenerInfo"> & {
 
   /**
    * Events produced for it (its last seq) and exits handed to streams.
+   * delivered + the losses = produced, except that an exit handed to a
+   * stream whose client never read it, then reported lost to the stream
+   * that resumed (LOSS_REASON_RETENTION), counts in both.
    *
    * @generated from field: uint64 produced = 8;
    */
