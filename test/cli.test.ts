@@ -1,7 +1,7 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { createTaskwireClient } from "@taskwire/client";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer as createHttpServer } from "node:http";
@@ -181,6 +181,27 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
         } finally {
           child.kill("SIGKILL");
         }
+      } finally {
+        kernel.stop();
+      }
+    },
+  );
+
+  it.skipIf(noKernel !== undefined)(
+    `get tgid of a thread's id names the process the kernel answered with${
+      noKernel === undefined ? "" : ` SKIPPED: ${noKernel}`
+    }`,
+    async () => {
+      const kernel = await serve("netlink");
+      try {
+        // The server's own threads (libuv's pool, V8's workers): ids that are no process's.
+        const pid = kernel.child.pid!;
+        const thread = readdirSync(`/proc/${pid}/task`).map(Number).find((t) => t !== pid)!;
+        const r = await run("get", "tgid", String(thread), "--url", kernel.url);
+        expect(r.code, r.err).toBe(0);
+        expect(r.out).toContain(`process ${pid}: ${thread} is one of its threads, not a process`);
+        const own = await run("get", "tgid", String(pid), "--url", kernel.url);
+        expect(own.out).toContain(`(process ${pid}: a tgid record`);
       } finally {
         kernel.stop();
       }

@@ -12,17 +12,25 @@ export type GetStyle = "summary" | "all" | "json";
 /** `taskwire get pid N | tgid N`. */
 export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: number, style: GetStyle): Promise<void> {
   const c = clientFor(conn);
-  const [stats, info] = await Promise.all([
+  const [stats, info, task] = await Promise.all([
     kind === "pid" ? c.getPid({ pid: id }).then((r) => r.stats) : c.getTgid({ tgid: id }).then((r) => r.stats),
     // Only for the report's note on delay accounting: its failure must not hide GetPid's or GetTgid's own answer.
     style === "summary" ? c.getInfo({}).catch(() => undefined) : undefined,
+    // Only for the note on whose group a tgid record is: the kernel answers a thread's id with its whole process.
+    style === "summary" && kind === "tgid" ? c.getPid({ pid: id }).then((r) => r.stats, () => undefined) : undefined,
   ]);
   if (stats === undefined) throw new Error(`the server sent no stats for ${kind} ${id}`);
   if (style === "json") return console.log(JSON.stringify(messageToJson(TaskStatsSchema, stats)));
   if (style === "all") return console.log(formatStatsTable(stats));
-  const notes = kind === "tgid"
-    ? [`process ${id}: ${TGID_NOTE}`]
-    : [`thread ${id}: its own counters; \`get tgid\` sums a process's threads`];
+  const leader = task?.acTgid;
+  const notes = kind === "pid"
+    ? [`thread ${id}: its own counters; \`get tgid\` sums a process's threads`]
+    : leader !== undefined && leader !== 0 && leader !== id
+    ? [
+      `process ${leader}: ${id} is one of its threads, not a process, and the kernel answers a thread's id with ` +
+      `its whole process (\`get tgid ${leader}\`); ${TGID_NOTE}`,
+    ]
+    : [`process ${id}: ${TGID_NOTE}`];
   console.log(formatReport(stats, { notes, live: true, ...(info !== undefined && { delayacct: info.delayacct }) }));
 }
 
