@@ -208,6 +208,12 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     },
   );
 
+  it("get --all with --json is a usage error, not --all silently dropped", async () => {
+    const r = await run("get", "pid", "1", "--all", "--json");
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/option '--all' cannot be used with option '--json'/);
+  });
+
   it("watch --buffer past the server's --max-buffer says the queue it got (run: cli-run.test.ts)", async () => {
     const over = await run("watch", "--cpus", "0-7", "--count", "2", "--buffer", "2000000");
     expect(over.code).toBe(0);

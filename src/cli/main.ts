@@ -326,7 +326,7 @@ function buildProgram(): Command {
     )
     .argument("<kind>", "pid or tgid")
     .argument("<id>", "thread or process id", int(1, 2 ** 32 - 1))
-    .option("--all", "every raw field, one per line, with units")
+    .addOption(new Option("--all", "every raw field, one per line, with units").conflicts("json"))
     .option("--json", "print JSON: every field, kernel names (see README: JSON output)")
     .action(async (kind: string, id: number, o: { json?: boolean; all?: boolean }) => {
       if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
