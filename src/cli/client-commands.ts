@@ -1,6 +1,7 @@
 /** `taskwire get | info`: thin clients over the SDK. */
 import { callerBucket } from "../core/admission.ts";
 import { GetInfoResponseSchema, messageToJson, TaskStatsSchema } from "@taskwire/client";
+import { formatBytes } from "../core/budget.ts";
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
 import { formatStatsTable, tasksSeen } from "./format.ts";
@@ -87,9 +88,19 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["memory budget drops", info.memoryBudgetDrops],
     ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`],
     ["lease", `${info.leaseMs} ms`],
+    ["memory", `${formatBytes(Number(info.memoryUsed))} held of a ${formatBytes(Number(info.memoryBudget))} budget`],
+    ...(info.fleet === undefined ? [] : [["fleet (NATS)", fleetNote(info.fleet)] as [string, unknown]]),
   ];
   for (const [k, v] of rows) console.log(`${k.padEnd(19)} ${escapeControls(String(v))}`);
   if (listeners) printListeners(info.listenerDetails);
+}
+
+// The NATS publisher of `serve --nats`: whether it publishes, and what waits or was dropped.
+function fleetNote(f: NonNullable<Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["fleet"]>): string {
+  return `${f.connected ? "connected" : "DISCONNECTED"}, publishing to stream ${f.stream} as ` +
+    `${f.subjectPrefix}.${f.host}.exits.*: ${f.published} event(s) published, ${f.pending} message(s) awaiting ` +
+    `ack, ${f.queued} queued, ${f.dropped} dropped, ${f.retries} retried` +
+    (f.lastError === "" ? "" : `; last error: ${f.lastError}`);
 }
 
 function printListeners(details: Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["listenerDetails"]) {
