@@ -95,6 +95,8 @@ function buildProgram(): Command {
   const program = new Command("taskwire")
     .description("Linux taskstats (per-task CPU, delay, memory and I/O accounting) as a network service")
     .version(VERSION)
+    // Options are the command's that they follow: what follows `run`'s command is that command's (run-command.ts).
+    .enablePositionalOptions()
     .showHelpAfterError("(run with --help for usage)")
     // Usage errors from commander itself exit 2 like ours, in the same "taskwire: ..." format (inherited by subcommands).
     .exitOverride()
