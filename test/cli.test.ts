@@ -250,6 +250,11 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       expect(untrusted.code).toBe(1);
       expect(untrusted.err).toMatch(/cannot trust the TLS certificate of https:.*--ca FILE/);
       expect((await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"))).code).toBe(0);
+      // Trusted, but made for 127.0.0.1 only: another --ca would not help, another name would.
+      const name = await run("info", "--url", tls.url.replace("127.0.0.1", "localhost"), "--ca", join(dir, "s.pem"));
+      expect(name.code).toBe(1);
+      expect(name.err).toMatch(/TLS certificate of https:\/\/localhost:\d+ is not for that name: .*connect by a name/);
+      expect(name.err).not.toMatch(/--ca FILE/);
       const plain = await run("info", "--url", tls.url.replace("https:", "http:"));
       expect(plain.err).toMatch(/hung up on a plaintext request: if that server serves TLS .*use https:\/\//);
       const notTls = await run("info", "--url", url.replace("http:", "https:"));
