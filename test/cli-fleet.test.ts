@@ -89,6 +89,15 @@ describe.skipIf(!haveNatsServer)("CLI over the fleet (needs /usr/sbin/nats-serve
     expect(doc.rows.every((row) => row.exits > 0)).toBe(true);
   });
 
+  it("info on a publishing server says where it publishes and how it is doing", async () => {
+    const r = await cli(["info", "--url", servers[0]!.url]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /^fleet \(NATS\) +connected, publishing to stream CLI_TEST as cli\.web-1\.exits\.\*: \d+ event\(s\) published, /m,
+    );
+    expect(r.stdout).toMatch(/^memory +\S+ \S+ held of a \S+ \S+ budget$/m);
+  });
+
   it("watch --nats --durable, interrupted with a message partly printed, prints the rest of it before exiting", async () => {
     const nc = await connect({ servers: nats.url });
     const pub = await craftedStream(nc, "CLI_DRAIN", "cd");

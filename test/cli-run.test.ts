@@ -82,6 +82,16 @@ describe("taskwire run (real kernel)", () => {
     }
   }, 30_000);
 
+  it("what follows the command's name is the command's, not run's: run echo --json, run ls -la", async () => {
+    const echo = await run("echo", "--json", "-o", "/dev/null");
+    expect(echo.code, echo.err).toBe(0);
+    expect(echo.out).toBe("--json -o /dev/null\n");
+    expect(echo.err).toMatch(/^taskwire run: pid \d+ ended with exit 0/); // the text report: --json was echo's
+    const ls = await run("ls", "-d", "-l", "/");
+    expect(ls.code, ls.err).toBe(0);
+    expect(ls.out).toMatch(/^d.* \/\n$/);
+  });
+
   it("passes a signal on as 128 + its number, as shells do", async () => {
     const r = await run("--json", "--", "sh", "-c", "kill -9 $$");
     expect(r.code).toBe(137);

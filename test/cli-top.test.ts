@@ -60,13 +60,39 @@ describe("top aggregation", () => {
     expect(s.rows[0]!.key).toBe("make"); // sorted by exits
   });
 
-  it("forgets exits older than the window", () => {
+  it("forgets exits older than the window (to the second: a view covers the buckets that overlap it)", () => {
     const agg = createTopAggregator(opts({ windowSec: 2 }));
     agg.add(exitOf("old"), 1_000);
     agg.add(exitOf("new"), 2_500);
     expect(agg.snapshot(2_900).rows.map((r) => r.key).sort()).toEqual(["new", "old"]);
-    expect(agg.snapshot(3_100).rows.map((r) => r.key)).toEqual(["new"]);
+    // [1.1 s, 3.1 s] overlaps old's second [1 s, 2 s): it is in the view, and the rates are over 2.1 s.
+    const s = agg.snapshot(3_100);
+    expect(s.rows.map((r) => r.key).sort()).toEqual(["new", "old"]);
+    expect(s.coveredSec).toBeCloseTo(2.1);
+    expect(agg.snapshot(4_000).rows.map((r) => r.key)).toEqual(["new"]);
     expect(agg.snapshot(5_000).rows).toEqual([]);
+  });
+
+  it("holds the whole window when it is full, whatever the phase of the wall-clock second (top --once)", () => {
+    // Collecting began 0.9 s into a second; --once --window 1 reads the view one second later.
+    const agg = createTopAggregator(opts({ windowSec: 1, startMs: 10_900 }));
+    for (const t of [10_950, 11_000, 11_500, 11_850]) agg.add(exitOf("sh"), t);
+    const s = agg.snapshot(11_905);
+    expect(s.exits).toBe(4);
+    expect(s.coveredSec).toBeCloseTo(1.005);
+    expect(s.rows[0]!.exitsPerSec).toBeCloseTo(4 / 1.005);
+  });
+
+  it("reads a steady rate as that rate at every moment of a second", () => {
+    const agg = createTopAggregator(opts({ windowSec: 10, startMs: 250 }));
+    let t = 300;
+    for (const now of [15_000, 15_260, 15_500, 15_990, 20_001, 29_999]) {
+      for (; t <= now; t += 10) agg.add(exitOf("sh"), t); // 100 exits a second
+      const s = agg.snapshot(now);
+      expect(s.coveredSec).toBeGreaterThanOrEqual(10);
+      expect(s.coveredSec).toBeLessThan(11);
+      expect(Math.abs(s.rows[0]!.exitsPerSec - 100)).toBeLessThan(1);
+    }
   });
 
   it("keeps at most --max-groups groups per second, folding the rest into (other)", () => {

@@ -1,7 +1,7 @@
 /** The taskwire command as a user runs it: bin/taskwire.js (built by `npm test` first). */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { createTaskwireClient } from "@taskwire/client";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer as createHttpServer } from "node:http";
@@ -187,6 +187,33 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     },
   );
 
+  it.skipIf(noKernel !== undefined)(
+    `get tgid of a thread's id names the process the kernel answered with${
+      noKernel === undefined ? "" : ` SKIPPED: ${noKernel}`
+    }`,
+    async () => {
+      const kernel = await serve("netlink");
+      try {
+        // The server's own threads (libuv's pool, V8's workers): ids that are no process's.
+        const pid = kernel.child.pid!;
+        const thread = readdirSync(`/proc/${pid}/task`).map(Number).find((t) => t !== pid)!;
+        const r = await run("get", "tgid", String(thread), "--url", kernel.url);
+        expect(r.code, r.err).toBe(0);
+        expect(r.out).toContain(`process ${pid}: ${thread} is one of its threads, not a process`);
+        const own = await run("get", "tgid", String(pid), "--url", kernel.url);
+        expect(own.out).toContain(`(process ${pid}: a tgid record`);
+      } finally {
+        kernel.stop();
+      }
+    },
+  );
+
+  it("get --all with --json is a usage error, not --all silently dropped", async () => {
+    const r = await run("get", "pid", "1", "--all", "--json");
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/option '--all' cannot be used with option '--json'/);
+  });
+
   it("watch --buffer past the server's --max-buffer says the queue it got (run: cli-run.test.ts)", async () => {
     const over = await run("watch", "--cpus", "0-7", "--count", "2", "--buffer", "2000000");
     expect(over.code).toBe(0);
@@ -223,6 +250,11 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       expect(untrusted.code).toBe(1);
       expect(untrusted.err).toMatch(/cannot trust the TLS certificate of https:.*--ca FILE/);
       expect((await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"))).code).toBe(0);
+      // Trusted, but made for 127.0.0.1 only: another --ca would not help, another name would.
+      const name = await run("info", "--url", tls.url.replace("127.0.0.1", "localhost"), "--ca", join(dir, "s.pem"));
+      expect(name.code).toBe(1);
+      expect(name.err).toMatch(/TLS certificate of https:\/\/localhost:\d+ is not for that name: .*connect by a name/);
+      expect(name.err).not.toMatch(/--ca FILE/);
       const plain = await run("info", "--url", tls.url.replace("https:", "http:"));
       expect(plain.err).toMatch(/hung up on a plaintext request: if that server serves TLS .*use https:\/\//);
       const notTls = await run("info", "--url", url.replace("http:", "https:"));

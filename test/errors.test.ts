@@ -355,3 +355,15 @@ describe("a call's own deadline (timeoutMs)", () => {
     expect((bare as ConnectError).rawMessage).toBe("the operation timed out");
   });
 });
+
+describe("createTaskwireClient's baseUrl", () => {
+  it("says how to write a URL without its scheme, or with another one", () => {
+    expect(() => createFetchClient("localhost:7878")).toThrow(
+      'baseUrl "localhost:7878" is not an http:// or https:// URL (its scheme is localhost:); write it whole, e.g. "http://localhost:7878"',
+    );
+    expect(() => createTaskwireClient("ftp://host.example:7878")).toThrow(/e\.g\. "http:\/\/host\.example:7878"/);
+    expect(() => createTaskwireClient("127.0.0.1:7878")).toThrow(
+      /is not a URL; pass e\.g\. "http:\/\/127\.0\.0\.1:7878"/,
+    );
+  });
+});

@@ -161,6 +161,26 @@ describe("/metrics on a sim server with authentication", () => {
     );
   });
 
+  // rate() and increase() count from a series' first sample: a loss series that appeared at its first drops would hide them.
+  it("has kernel-drop and discard series, at 0, for every CPU that produced records, before any loss", async () => {
+    const stream = await collectExits(app, { cpumask: "0-7" });
+    try {
+      source.kernel.exitNow(200);
+      await eventually(() => stream.events.length >= 200);
+      const s = await series(running.url);
+      const cpus = [...s.keys()]
+        .filter((k) => k.startsWith("taskwire_records_received_total{"))
+        .map((k) => /cpu="(\d+)"/.exec(k)![1]!);
+      expect(cpus.length).toBeGreaterThan(1);
+      for (const cpu of cpus) {
+        expect(s.get(`taskwire_kernel_drops_total{source="sim",cpu="${cpu}"}`)).toBeGreaterThanOrEqual(0);
+        expect(s.get(`taskwire_source_discards_total{source="sim",cpu="${cpu}"}`)).toBeGreaterThanOrEqual(0);
+      }
+    } finally {
+      await stream.stop();
+    }
+  });
+
   // A record the source read but could not decode or pass on is a server bug, not the kernel's drop: told apart so
   // that nobody raises socket buffers for it.
   it("counts records the source could not pass on apart from kernel drops: per CPU, SOURCE_ERROR markers, GetInfo", async () => {

@@ -1,6 +1,7 @@
 /** `taskwire get | info`: thin clients over the SDK. */
 import { callerBucket } from "../core/admission.ts";
 import { GetInfoResponseSchema, messageToJson, TaskStatsSchema } from "@taskwire/client";
+import { formatBytes } from "../core/budget.ts";
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
 import { formatStatsTable, tasksSeen } from "./format.ts";
@@ -12,17 +13,25 @@ export type GetStyle = "summary" | "all" | "json";
 /** `taskwire get pid N | tgid N`. */
 export async function getCommand(conn: Connection, kind: "pid" | "tgid", id: number, style: GetStyle): Promise<void> {
   const c = clientFor(conn);
-  const [stats, info] = await Promise.all([
+  const [stats, info, task] = await Promise.all([
     kind === "pid" ? c.getPid({ pid: id }).then((r) => r.stats) : c.getTgid({ tgid: id }).then((r) => r.stats),
     // Only for the report's note on delay accounting: its failure must not hide GetPid's or GetTgid's own answer.
     style === "summary" ? c.getInfo({}).catch(() => undefined) : undefined,
+    // Only for the note on whose group a tgid record is: the kernel answers a thread's id with its whole process.
+    style === "summary" && kind === "tgid" ? c.getPid({ pid: id }).then((r) => r.stats, () => undefined) : undefined,
   ]);
   if (stats === undefined) throw new Error(`the server sent no stats for ${kind} ${id}`);
   if (style === "json") return console.log(JSON.stringify(messageToJson(TaskStatsSchema, stats)));
   if (style === "all") return console.log(formatStatsTable(stats));
-  const notes = kind === "tgid"
-    ? [`process ${id}: ${TGID_NOTE}`]
-    : [`thread ${id}: its own counters; \`get tgid\` sums a process's threads`];
+  const leader = task?.acTgid;
+  const notes = kind === "pid"
+    ? [`thread ${id}: its own counters; \`get tgid\` sums a process's threads`]
+    : leader !== undefined && leader !== 0 && leader !== id
+    ? [
+      `process ${leader}: ${id} is one of its threads, not a process, and the kernel answers a thread's id with ` +
+      `its whole process (\`get tgid ${leader}\`); ${TGID_NOTE}`,
+    ]
+    : [`process ${id}: ${TGID_NOTE}`];
   console.log(formatReport(stats, { notes, live: true, ...(info !== undefined && { delayacct: info.delayacct }) }));
 }
 
@@ -79,9 +88,19 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
     ["memory budget drops", info.memoryBudgetDrops],
     ["queue default/max", `${info.defaultBuffer}/${info.maxBuffer} events`],
     ["lease", `${info.leaseMs} ms`],
+    ["memory", `${formatBytes(Number(info.memoryUsed))} held of a ${formatBytes(Number(info.memoryBudget))} budget`],
+    ...(info.fleet === undefined ? [] : [["fleet (NATS)", fleetNote(info.fleet)] as [string, unknown]]),
   ];
   for (const [k, v] of rows) console.log(`${k.padEnd(19)} ${escapeControls(String(v))}`);
   if (listeners) printListeners(info.listenerDetails);
+}
+
+// The NATS publisher of `serve --nats`: whether it publishes, and what waits or was dropped.
+function fleetNote(f: NonNullable<Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["fleet"]>): string {
+  return `${f.connected ? "connected" : "DISCONNECTED"}, publishing to stream ${f.stream} as ` +
+    `${f.subjectPrefix}.${f.host}.exits.*: ${f.published} event(s) published, ${f.pending} message(s) awaiting ` +
+    `ack, ${f.queued} queued, ${f.dropped} dropped, ${f.retries} retried` +
+    (f.lastError === "" ? "" : `; last error: ${f.lastError}`);
 }
 
 function printListeners(details: Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["listenerDetails"]) {

@@ -139,6 +139,13 @@ function tlsProblem(err: unknown, url: string): string | undefined {
   const { codes, messages } = causes(err);
   const https = url.startsWith("https:");
   const first = messages.find((m) => m !== "") ?? "";
+  // A trusted certificate for another name, or out of its dates: another --ca would not help.
+  if (https && codes.includes("ERR_TLS_CERT_ALTNAME_INVALID")) {
+    return `the TLS certificate of ${url} is not for that name: ${first}; connect by a name or address it holds (its altnames above), or give the server a certificate for this one (--tls-cert)`;
+  }
+  if (https && codes.some((c) => c === "CERT_HAS_EXPIRED" || c === "CERT_NOT_YET_VALID")) {
+    return `cannot trust the TLS certificate of ${url}: ${first}; the server needs a certificate valid now (--tls-cert), or this machine's clock is wrong`;
+  }
   if (https && codes.some((c) => UNTRUSTED.test(c))) {
     return `cannot trust the TLS certificate of ${url}: ${first}; pass the CA that signed it (for a self-signed server, its certificate) with --ca FILE or TASKWIRE_CA`;
   }

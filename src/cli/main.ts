@@ -103,6 +103,8 @@ function buildProgram(): Command {
   const program = new Command("taskwire")
     .description("Linux taskstats (per-task CPU, delay, memory and I/O accounting) as a network service")
     .version(VERSION)
+    // Options are the command's that they follow: what follows `run`'s command is that command's (run-command.ts).
+    .enablePositionalOptions()
     .showHelpAfterError("(run with --help for usage)")
     // Usage errors from commander itself exit 2 like ours, in the same "taskwire: ..." format (inherited by subcommands).
     .exitOverride()
@@ -334,7 +336,7 @@ function buildProgram(): Command {
     )
     .argument("<kind>", "pid or tgid")
     .argument("<id>", "thread or process id", int(1, 2 ** 32 - 1))
-    .option("--all", "every raw field, one per line, with units")
+    .addOption(new Option("--all", "every raw field, one per line, with units").conflicts("json"))
     .option("--json", "print JSON: every field, kernel names (see README: JSON output)")
     .action(async (kind: string, id: number, o: { json?: boolean; all?: boolean }) => {
       if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);

@@ -35,6 +35,9 @@ export function addRunCommand(program: Command): Command {
       "run a command on this machine and print its full accounting when it exits (like getdelays -c): CPU, delays by class with average and max, I/O, memory, context switches; exits with the command's status. The server must watch this machine's kernel (--source netlink here)",
     )
     .argument("<command...>", "the command and its arguments, after -- (taskwire run -- make -j4)")
+    // Everything from the command's name on is the command's: `run ls -la` runs `ls -la`, and
+    // `run echo --json` prints --json (it did run `echo` with taskwire's --json taken from it).
+    .passThroughOptions()
     .option("--json", "print the report as JSON (see README: JSON output)")
     .option(
       "-o, --output <file>",

@@ -4,6 +4,14 @@
  * one-second buckets, each holding at most `maxGroups` groups; exits of
  * groups past the cap are folded into one "other" group. Memory is
  * O(window seconds x maxGroups) whatever the exit rate.
+ *
+ * Buckets are seconds since collecting began (not wall-clock seconds), and a
+ * view holds every bucket that overlaps the last `windowSec` seconds, so it
+ * covers between `windowSec` and `windowSec + 1` seconds once the first
+ * window is full; rates divide by exactly the time covered. (With wall-clock
+ * buckets and only those within the window, a view held the window less
+ * most of a second, its current second only begun, yet divided by the whole
+ * window: `top --once --window 1` read 0 exits a moment after a second began.)
  */
 import type { HostedExitEvent, TaskStatsRecord } from "@taskwire/client";
 
@@ -60,7 +68,7 @@ export interface TopRow extends GroupStats {
 /** The view at one moment. */
 export interface TopSnapshot {
   windowSec: number;
-  /** Seconds the rates are over: the window, or less while the first window fills. */
+  /** Seconds the rates are over: the window's buckets (the window, up to a second more), or less while the first window fills. */
   coveredSec: number;
   groupBy: GroupBy;
   sort: SortKey;
@@ -102,10 +110,12 @@ interface Bucket {
 export function createTopAggregator(o: TopOptions): TopAggregator {
   if (!Number.isInteger(o.windowSec) || o.windowSec < 1) throw new RangeError("windowSec must be a whole number >= 1");
   if (!Number.isInteger(o.maxGroups) || o.maxGroups < 1) throw new RangeError("maxGroups must be a whole number >= 1");
-  const ring: (Bucket | undefined)[] = new Array(o.windowSec).fill(undefined);
+  // windowSec + 1 buckets: the window's seconds and the one it has begun to leave.
+  const ring: (Bucket | undefined)[] = new Array(o.windowSec + 1).fill(undefined);
+  const secondOf = (nowMs: number) => Math.floor((nowMs - o.startMs) / 1000);
   const bucket = (nowMs: number): Bucket => {
-    const second = Math.floor(nowMs / 1000);
-    const i = second % o.windowSec;
+    const second = secondOf(nowMs);
+    const i = ((second % ring.length) + ring.length) % ring.length;
     const b = ring[i];
     if (b !== undefined && b.second === second) return b;
     return (ring[i] = { second, groups: new Map(), lost: 0, lostUnknown: false });
@@ -124,12 +134,14 @@ export function createTopAggregator(o: TopOptions): TopAggregator {
       addStats(g, ev.event.value.pidStats);
     },
     snapshot(nowMs, limit = Infinity) {
-      const live = ring.filter((b): b is Bucket =>
-        b !== undefined && Math.floor(nowMs / 1000) - b.second < o.windowSec
-      );
+      // The buckets that overlap [now - window, now]: the oldest began up to a second before the window.
+      const current = secondOf(nowMs);
+      const oldest = current - o.windowSec;
+      const live = ring.filter((b): b is Bucket => b !== undefined && b.second >= oldest && b.second <= current);
       const merged = new Map<string, GroupStats>();
       for (const b of live) for (const g of b.groups.values()) mergeInto(merged, g);
-      const covered = Math.min(o.windowSec, Math.max(1, (nowMs - o.startMs) / 1000));
+      const since = Math.max(o.startMs, o.startMs + oldest * 1000);
+      const covered = Math.max(1, (nowMs - since) / 1000);
       const rows = [...merged.values()].map((g) => toRow(g, covered)).sort(comparator(o.sort));
       return {
         windowSec: o.windowSec,

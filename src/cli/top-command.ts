@@ -175,7 +175,7 @@ export function formatTop(snap: TopSnapshot, host: string, o: { tty?: boolean; d
     ? `, LOST ${snap.lostUnknown ? "an unknown number of" : snap.lost} event(s)`
     : ", no loss";
   const head = `taskwire top - ${escapeControls(host) || "?"} - ${new Date().toTimeString().slice(0, 8)} - last ${
-    snap.coveredSec.toFixed(0)
+    Number(snap.coveredSec.toFixed(1))
   }s: ${snap.exits} exits in ${snap.groups} ${snap.groupBy} group(s)${lost}; sorted by ${snap.sort}`;
   const keyW = Math.min(24, Math.max(snap.groupBy.length, ...snap.rows.map((r) => escapeControls(r.key).length)));
   const th = `${snap.groupBy.toUpperCase().padEnd(keyW)} ${COLUMNS.map((c) => c.padStart(9)).join(" ")}`;

@@ -180,7 +180,17 @@ function countingFeed(source: TaskstatsSource): PerCpu {
 
 // A counter per CPU, for the CPUs that have counted anything: bounded by
 // cpu_possible_mask, and by the CPUs that had exits (and listeners) in practice.
-function perCpuCounter(registry: PromRegistry, name: string, help: string, source: string, counts: Float64Array) {
+// A loss counter (`also`: the records received) has a series, at 0, for every CPU
+// that produced a record: a series that first appeared at its first drops would
+// hide them from rate() and increase(), which count only from a series' first sample.
+function perCpuCounter(
+  registry: PromRegistry,
+  name: string,
+  help: string,
+  source: string,
+  counts: Float64Array,
+  also?: Float64Array,
+) {
   return new Counter({
     name,
     help,
@@ -189,7 +199,9 @@ function perCpuCounter(registry: PromRegistry, name: string, help: string, sourc
     collect() {
       this.reset();
       for (let cpu = 0; cpu < counts.length; cpu++) {
-        if (counts[cpu]! > 0) this.inc({ source, cpu: String(cpu) }, counts[cpu]!);
+        if (counts[cpu]! > 0 || (also !== undefined && also[cpu]! > 0)) {
+          this.inc({ source, cpu: String(cpu) }, counts[cpu]!);
+        }
       }
     },
   });
@@ -210,6 +222,7 @@ function addSourceSeries(registry: PromRegistry, source: TaskstatsSource, perCpu
     "Exit records the kernel dropped before the source read them (receive buffer overflow), by source and CPU.",
     name,
     perCpu.dropped,
+    perCpu.received,
   );
   perCpuCounter(
     registry,
@@ -218,6 +231,7 @@ function addSourceSeries(registry: PromRegistry, source: TaskstatsSource, perCpu
       "each is logged), by source and CPU. Their listeners got loss markers (reason source_error).",
     name,
     perCpu.discarded,
+    perCpu.received,
   );
   counterFrom(
     registry,

@@ -84,6 +84,21 @@ export function lossText(reason: LossReason): string {
   return LOSS_TEXT[reason] ?? `reason ${reason}`;
 }
 
+/**
+ * The page's URL parameters: `cpus` (a cpulist in the kernel's syntax, strides
+ * "0-15:2/4" included, or "all"; anything else is "all", the server judging the
+ * rest) and `buffer` (the queue size to ask for; 0, the server's default, when
+ * absent or not a number).
+ */
+export function dashboardParams(search: string): { cpumask: string; buffer: number } {
+  const params = new URLSearchParams(search);
+  const cpus = params.get("cpus") ?? "";
+  return {
+    cpumask: /^[0-9a-z,:/-]{1,200}$/.test(cpus) ? cpus : "all",
+    buffer: Math.max(0, Math.min(2 ** 31, Number.parseInt(params.get("buffer") ?? "0", 10) || 0)),
+  };
+}
+
 /** Parses a cpulist ("0-3,8,10-11") into CPU numbers; [] when it is not one. */
 export function parseCpulist(list: string): number[] {
   const cpus: number[] = [];

@@ -8,15 +8,13 @@
 import type { ExitEvent, GetInfoResponse, HostIdentity, Lost } from "@taskwire/client";
 import { chartPlaceholder, createRateChart } from "./_chart.ts";
 import { type ConnState, createConnection } from "./_connection.ts";
-import { byId, el, fmtCount, lossText, parseCpulist } from "./_format.ts";
+import { byId, dashboardParams, el, fmtCount, lossText, parseCpulist } from "./_format.ts";
 import { createLiveTable } from "./_table.ts";
 import { createTopPanel, TOP_WINDOW_S } from "./_top.ts";
 
 const TOKEN_KEY = "taskwire-token";
 
-const params = new URLSearchParams(location.search);
-const cpumask = /^[0-9a-z,-]{1,200}$/.test(params.get("cpus") ?? "") ? params.get("cpus")! : "all";
-const buffer = Math.max(0, Math.min(2 ** 31, Number.parseInt(params.get("buffer") ?? "0", 10) || 0));
+const { cpumask, buffer } = dashboardParams(location.search);
 
 const chart = createRateChart(byId("chart"));
 chartPlaceholder(byId("chart"));
