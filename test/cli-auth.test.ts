@@ -198,6 +198,12 @@ describe("taskwire token", () => {
     expect(r.err).not.toMatch(/token \(/);
   });
 
+  it("writes a role given twice once", async () => {
+    const r = await run(["token", "--principal", "twice", "--roles", "read,read,subscribe"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out).principals.twice.roles).toEqual(["read", "subscribe"]);
+  });
+
   it("says that admin alone grants no call", async () => {
     const alone = await run(["token", "--principal", "boss", "--roles", "admin"]);
     expect(alone.code).toBe(0);

@@ -92,6 +92,10 @@ describe("taskwire CLI", () => {
     ) {
       expect(json).toHaveProperty(k);
     }
+    // No listener yet: said, not a table's bare header.
+    expect((await run("info", "--listeners")).out).toMatch(
+      /\nno listeners you can see \(an admin sees every principal's\)\n$/,
+    );
     const withListeners = JSON.parse((await run("info", "--json", "--listeners")).out);
     expect(Array.isArray(withListeners.listener_details)).toBe(true);
     const ev = JSON.parse((await run("watch", "--cpus", "0-7", "--count", "1", "--json")).out);

@@ -104,6 +104,7 @@ function fleetNote(f: NonNullable<Awaited<ReturnType<ReturnType<typeof clientFor
 }
 
 function printListeners(details: Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["listenerDetails"]) {
+  if (details.length === 0) return console.log("\nno listeners you can see (an admin sees every principal's)");
   console.log(
     "\nlistener                              cpus        stream  queue          produced  lost(sub/budget/kernel/source)  events/s  owner",
   );

@@ -30,7 +30,7 @@ function roles(value: string): Role[] {
   const list = value.split(",").map((r) => r.trim()).filter(Boolean);
   const bad = list.filter((r) => !ROLES.includes(r as Role));
   if (bad.length > 0 || list.length === 0) throw new InvalidArgumentError(`expected roles from ${ROLES.join(", ")}`);
-  return list as Role[];
+  return [...new Set(list)] as Role[]; // `read,read` is read once, as the auth file would list it
 }
 
 function principalName(value: string): string {
