@@ -162,6 +162,10 @@ describe("bad settings exit 2 naming the key and the problem", () => {
     expect(good.out).toMatch(/^max-message-bytes = 65536 {3}# config$/m);
     expect(good.out).toMatch(/^memory-budget = 1073741824 {3}# config$/m);
     expect(good.out).toMatch(/^sim-exit-rate = 20\.5 {3}# config$/m);
+    // A whole-number setting refuses a float as it refuses the string of it; one that takes fractions reads it.
+    expect((await conf("port = 7878.0\n")).err).toMatch(/key `port`: expected a whole number .*\(got "7878\.0"\)/);
+    expect((await conf('port = "7878.0"\n')).err).toMatch(/key `port`: expected a whole number .*\(got "7878\.0"\)/);
+    expect((await conf("sim-exit-rate = 20.0\n")).out).toMatch(/^sim-exit-rate = 20 {3}# config$/m);
     // An integer past 2^53 is read whole (as a BigInt) and refused by the flag's range, not rounded.
     expect((await conf("port = 99999999999999999999\n")).err).toMatch(/got "99999999999999999999"/);
   });

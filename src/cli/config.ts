@@ -382,11 +382,13 @@ function parsed(option: Option, text: string): unknown {
 }
 
 // Numbers and strings as typed on the command line; an array as the comma-separated list the flags take.
+// A TOML float keeps its point (`7878.0` is "7878.0", not "7878"): a whole-number flag then refuses it as it
+// refuses the string "7878.0", and a flag that takes fractions reads it alike. Integers are BigInts (readConfig).
 function asFlagText(value: unknown): string {
-  if (typeof value === "string") return value;
-  if (typeof value === "number" || typeof value === "bigint") return String(value);
+  if (typeof value === "string" || typeof value === "bigint") return String(value);
+  if (typeof value === "number") return Number.isInteger(value) ? value.toFixed(1) : String(value);
   if (Array.isArray(value) && value.every((v) => ["string", "number", "bigint"].includes(typeof v))) {
-    return value.join(",");
+    return value.map(asFlagText).join(",");
   }
   throw new TypeError(`expected a string or a number (a list for flags that take one), got ${describe(value)}`);
 }
