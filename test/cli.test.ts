@@ -141,6 +141,10 @@ describe("taskwire CLI", () => {
         /^taskwire: unknown option '--[a-z]+.*' \(a client command's server is --url/,
       );
     }
+    // serve binds an address: its guess points at --host and --port, not at a client's --url.
+    const serve = await run("serve", "--server", "0.0.0.0");
+    expect(serve.code).toBe(2);
+    expect(serve.err).toMatch(/^taskwire: unknown option '--server' \(serve binds with --host and --port, e\.g\./);
     expect((await run("--version")).code).toBe(0);
     expect((await run("watch", "--help")).code).toBe(0);
   });

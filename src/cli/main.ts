@@ -93,10 +93,14 @@ function givenSettings(serve: Command): string[] {
 // and --url is not near any of these.
 const URL_GUESS = /^unknown option '--(server|host|endpoint|address|addr|connect)(=[^']*)?'/;
 
-// commander's error text, with a pointer to --url where the option was a guess at it.
-function withHint(text: string): string {
+// commander's error text, with a pointer to --url where the option was a guess at it (to --host and --port for serve,
+// which binds an address rather than naming a server).
+function withHint(text: string, serve = false): string {
   if (!URL_GUESS.test(text)) return text;
-  return text.replace(/\n?$/, ` (a client command's server is --url, e.g. --url http://HOST:7878)\n`);
+  const hint = serve
+    ? "serve binds with --host and --port, e.g. --host 0.0.0.0 --port 7878"
+    : "a client command's server is --url, e.g. --url http://HOST:7878";
+  return text.replace(/\n?$/, ` (${hint})\n`);
 }
 
 function buildProgram(): Command {
@@ -392,7 +396,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (ran !== undefined) nameOrigins(err, ran, [UsageError, SourceError, FleetStartError, ListenError]);
     const format = ran === serve || usage !== undefined ? serveFailureFormat(serve, settled, argv) : "text";
     if (usage !== undefined) {
-      const message = withHint(usage.replace(/^error: /, "")).trimEnd();
+      const message = withHint(usage.replace(/^error: /, ""), true).trimEnd();
       // A JSON record without the hint: its reader is a log collector's user, not a person at the terminal.
       console.error(
         format === "json" ? fatalLine(message, "json") : `taskwire: ${message}\n(run with --help for usage)`,
