@@ -1,6 +1,7 @@
 /** watchFleet's per-host order keeper (clients/ts/src/_fleet-order.ts), on its own: deliveries as JetStream makes them. */
 import { describe, expect, it } from "vitest";
 import { FleetOrder, type Ready } from "../clients/ts/src/_fleet-order.ts";
+import { createWatchFleet } from "../clients/ts/src/_fleet-core.ts";
 
 const ev = (first: number, last = first) => ({ first, last, item: `${first}-${last}` });
 const items = (r: Ready<string>[] | null) => (r ?? []).map((x) => ("item" in x ? x.item : `gap ${x.gap.join("-")}`));
@@ -160,5 +161,20 @@ describe("FleetOrder", () => {
     o.push("x", ev(1000), { now: 0 });
     for (let s = 1; s < 999; s++) o.push("x", ev(s), { now: 0 });
     expect(o.runs).toBe(50);
+  });
+});
+
+describe("watchFleet's connection", () => {
+  it("names the servers it could not connect to (their passwords not shown), keeping nats.js's error as the cause", async () => {
+    const refused = new Error("connection refused");
+    const connect = () => Promise.reject(refused);
+    const watch = createWatchFleet(connect);
+    const err = await watch({ servers: "nats://ops:s3cret@127.0.0.1:1, tls://10.0.0.2:4222" }).next().catch((e) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toBe(
+      "watchFleet: cannot connect to NATS at nats://***@127.0.0.1:1, tls://10.0.0.2:4222: connection refused; check " +
+        "the URLs, that the server runs with JetStream (nats-server -js), and the credentials (connectOptions)",
+    );
+    expect((err as Error).cause).toBe(refused);
   });
 });

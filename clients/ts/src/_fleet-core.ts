@@ -141,7 +141,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
   return async function* watchFleet(options: WatchFleetOptions): AsyncGenerator<FleetExitEvent, void, undefined> {
     const plan = _plan(options);
     const own = options.connection === undefined;
-    const nc = options.connection ?? await connect({ ...options.connectOptions, servers: _servers(options.servers) });
+    const nc = options.connection ?? await _connect(connect, options);
     let messages: ConsumerMessages | undefined;
     let consumer: Consumer | undefined;
     const status = statuses(nc, options.onStatus);
@@ -220,6 +220,22 @@ export function _plan(o: WatchFleetOptions): Plan {
     host: literal || hosts === "*" ? undefined : _glob(hosts),
     keep: _keep(o),
   };
+}
+
+// nats.js's own error names no server ("connection refused"): the error says which servers were tried and what to
+// check, and keeps nats.js's as its cause (its code included). A URL's user and password are not shown.
+async function _connect(connect: FleetConnect, options: WatchFleetOptions): Promise<NatsConnection> {
+  const servers = _servers(options.servers);
+  try {
+    return await connect({ ...options.connectOptions, servers });
+  } catch (err) {
+    const shown = servers.map((url) => url.replace(/^([a-z]+:\/\/)?[^@/]*@/i, "$1***@")).join(", ");
+    throw new Error(
+      `watchFleet: cannot connect to NATS at ${shown}: ${(err as Error).message}; check the URLs, that the ` +
+        "server runs with JetStream (nats-server -js), and the credentials (connectOptions)",
+      { cause: err },
+    );
+  }
 }
 
 function _servers(servers: string | readonly string[] | undefined): string[] {
