@@ -171,6 +171,21 @@ describe("budget", () => {
     expect(parseBytes("1.0KiB")).toBe(1024);
     expect(parseBytes("0.5KiB")).toBe(512);
     expect(parseShare("25%")).toEqual({ fraction: 0.25 });
+  });
+
+  it("refuses a byte count of a million digits at once, not after minutes of exact arithmetic", () => {
+    const started = performance.now();
+    // Exact arithmetic on these took 5 min (the fraction) and 40 ms with a 1 MB message (the whole part).
+    expect(() => parseBytes(`1.${"3".repeat(1_000_000)}KiB`)).toThrow(
+      /^expected a whole number of bytes, got "1\.3{38}\.\.\.3{17}KiB": no unit makes a fraction of 1000000 digits/,
+    );
+    expect(() => parseBytes(`1${"0".repeat(1_000_000)}KiB`)).toThrow(/^expected at most 2\^53-1 bytes .{0,100}$/);
+    expect(performance.now() - started).toBeLessThan(1000);
+    // Trailing zeros of a fraction, and leading ones of the count, change nothing.
+    expect(parseBytes(`1.5${"0".repeat(1_000_000)}KiB`)).toBe(1536);
+    expect(parseBytes(`${"0".repeat(1_000_000)}1.5KiB`)).toBe(1536);
+    // The longest fraction a unit makes whole: 2^-40 TiB, one byte (40 digits).
+    expect(parseBytes("0.0000000000009094947017729282379150390625TiB")).toBe(1);
     expect(parseShare("256MiB")).toBe(256 * MiB);
     expect(() => parseShare("150%")).toThrow(RangeError);
     expect(() => parseShare("0.25")).toThrow(

@@ -228,6 +228,29 @@ export function parseBytes(text: string, least: 0 | 1 = 1): number {
       `expected a whole number of bytes, got ${JSON.stringify(text)} (a fraction takes a unit: 1.5MiB, 1.5GiB)`,
     );
   }
+  // Exact decimal arithmetic on a number's digits takes time quadratic in their count (a fraction of a million took
+  // minutes): a count whose whole part alone is past 2^53-1 is refused before it, as is a fraction with more digits
+  // that count (its trailing zeros do not) than any unit makes whole (1024^4 = 2^40 makes at most 40 whole).
+  const digits = fraction.replace(/0+$/, "");
+  if (whole.replace(/^0+/, "").length > 16) { // 2^53-1 has 16 digits
+    throw new RangeError(`expected at most 2^53-1 bytes (about 8 PiB), got ${clipped(text)}`);
+  }
+  if (digits.length > 40) {
+    throw new RangeError(
+      `expected a whole number of bytes, got ${clipped(text)}: no unit makes a fraction of ${digits.length} digits ` +
+        `a whole number of bytes; write the count in bytes, or a fraction the unit makes whole (1.5KiB is 1536)`,
+    );
+  }
+  return exactBytes(text, whole, digits, unit, least);
+}
+
+// `text` quoted, its middle left out past 80 characters (a count of a million digits is not said back whole).
+function clipped(text: string): string {
+  return JSON.stringify(text.length <= 80 ? text : `${text.slice(0, 40)}...${text.slice(-20)}`);
+}
+
+// The count `whole`.`fraction` times `unit`, which must be a whole number of bytes (parseBytes).
+function exactBytes(text: string, whole: string, fraction: string, unit: number, least: 0 | 1): number {
   // In exact decimal arithmetic (in floats 1.005KB is 1004.9999999999999 bytes): the count times 10^digits.
   const scale = 10n ** BigInt(fraction.length);
   const scaled = BigInt(whole + fraction) * BigInt(unit);
