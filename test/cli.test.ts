@@ -146,6 +146,11 @@ describe("taskwire CLI", () => {
     expect(serve.code).toBe(2);
     expect(serve.err).toMatch(/^taskwire: unknown option '--server' \(serve binds with --host and --port, e\.g\./);
     expect((await run("--version")).code).toBe(0);
+    // Each command's --version and -V too (options are positional, for run's sake).
+    for (const args of [["serve", "--version"], ["info", "-V"], ["run", "-V"]]) {
+      const r = await run(...args);
+      expect({ args, code: r.code, out: r.out.trim() }).toEqual({ args, code: 0, out: (await run("-V")).out.trim() });
+    }
     expect((await run("watch", "--help")).code).toBe(0);
   });
 

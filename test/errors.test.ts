@@ -362,6 +362,11 @@ describe("createTaskwireClient's baseUrl", () => {
       'baseUrl "localhost:7878" is not an http:// or https:// URL (its scheme is localhost:); write it whole, e.g. "http://localhost:7878"',
     );
     expect(() => createTaskwireClient("ftp://host.example:7878")).toThrow(/e\.g\. "http:\/\/host\.example:7878"/);
+    // A password in it is not repeated.
+    for (const url of ["ftp://ops:s3cret@host.example:7878", "ops:s3cret@host.example:7878"]) {
+      expect(() => createTaskwireClient(url)).toThrow(/"(ftp:\/\/)?\*\*\*@host\.example:7878" is not an http/);
+      expect(() => createTaskwireClient(url)).not.toThrow(/s3cret/);
+    }
     expect(() => createTaskwireClient("127.0.0.1:7878")).toThrow(
       /is not a URL; pass e\.g\. "http:\/\/127\.0\.0\.1:7878"/,
     );

@@ -370,6 +370,9 @@ function buildProgram(): Command {
   addConnectionOptions(info);
   addConnectionOptions(cgroup);
   addTokenCommand(program);
+  // With positional options (above) the program's --version reaches only `taskwire --version`: each command takes it
+  // too, as `taskwire serve --version` and `taskwire info -V` did before.
+  for (const command of program.commands) command.version(VERSION);
   return program;
 }
 

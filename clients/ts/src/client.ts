@@ -287,10 +287,12 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
     throw new TypeError(`baseUrl "${baseUrl}" is not a URL; pass e.g. "http://127.0.0.1:7878"`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    // "localhost:7878" parses as a URL of scheme "localhost:": say what to write, not only what the scheme is.
-    const rest = baseUrl.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "") || "127.0.0.1:7878";
+    // "localhost:7878" parses as a URL of scheme "localhost:": say what to write, not only what the scheme is. A user
+    // and password before an @ are not repeated (ftp://user:secret@host, or user:secret@host parsed as scheme user:).
+    const shown = baseUrl.replace(/^([^@/]*\/\/)?[^@/]*@/, "$1***@");
+    const rest = shown.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "") || "127.0.0.1:7878";
     throw new TypeError(
-      `baseUrl "${baseUrl}" is not an http:// or https:// URL (its scheme is ${url.protocol}); write it whole, e.g. "http://${rest}"`,
+      `baseUrl "${shown}" is not an http:// or https:// URL (its scheme is ${url.protocol}); write it whole, e.g. "http://${rest}"`,
     );
   }
   const headers = { ...options.headers, ...(options.token !== undefined && { authorization: bearer(options.token) }) };
