@@ -23,8 +23,8 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { parse, stringify, TomlError } from "smol-toml";
 import { UsageError } from "./errors.ts";
+import { nearest } from "./nearest-name.ts";
 import { isFileOption, tildeProblem } from "./tilde-paths.ts";
-import type { LogFormat } from "../log/logger.ts";
 
 /** Options that configure the configuration, not the server: never keys, never env variables of their own. */
 const NOT_KEYS = new Set(["config", "printConfig", "help", "version"]);
@@ -94,44 +94,6 @@ function envSuggestion(name: string, value: string, known: readonly string[]): s
 
 const clipName = (name: string) => (name.length <= 64 ? name : `${name.slice(0, 64)}…`);
 
-// The known name nearest `name`: at the least edit distance, if close (a quarter of the name at most); otherwise one
-// that begins with it or it begins with (TLS_KEYFILE: TLS_KEY; NATS_TOKEN: NATS_TOKEN_FILE), or holds each of its
-// words (TLS_CA: TLS_CLIENT_CA), the nearest in length. Words are split at `separator`.
-function nearest(name: string, known: readonly string[], separator: string): string | undefined {
-  let best: string | undefined, bestDistance = Math.max(1, Math.floor(name.length / 4)) + 1;
-  for (const k of known) {
-    const d = distance(name, k);
-    if (d < bestDistance) [best, bestDistance] = [k, d];
-  }
-  if (best !== undefined || name.length < 3) return best;
-  // A prefix counts when it is at least half the longer name (NATS is not NATS_PASSWORD, nor sim sim-cpus).
-  const words = name.split(separator);
-  const prefix = (short: string, long: string) => long.startsWith(short) && short.length * 2 >= long.length;
-  const shared = (k: string) => words.filter((w) => k.split(separator).includes(w)).length;
-  const related = (k: string) =>
-    k.length >= 3 && (prefix(k, name) || prefix(name, k) || (words.length >= 2 && shared(k) === words.length) ||
-      (shared(k) >= 2 && shared(k) === k.split(separator).length));
-  const lengthOff = (k: string) => Math.abs(k.length - name.length);
-  return known.filter(related).sort((a, b) => shared(b) - shared(a) || lengthOff(a) - lengthOff(b))[0];
-}
-
-// Edit distance with two neighbours swapped as one edit (prot: port); names are short (and clipped).
-function distance(a: string, b: string): number {
-  if (a.length > 80 || b.length > 80) return Infinity;
-  let before: number[] = [], row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        next[j] = Math.min(next[j]!, before[j - 2]! + 1);
-      }
-    }
-    [before, row] = [row, next];
-  }
-  return row[b.length]!;
-}
-
 /** The config key of an option: its long name in kebab case, without a `no-` (`access-log = false`). */
 export function configKey(option: Option): string {
   return option.attributeName().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -142,7 +104,8 @@ export function envName(option: Option): string {
   return `TASKWIRE_${configKey(option).toUpperCase().replaceAll("-", "_")}`;
 }
 
-const isBoolean = (o: Option): boolean => !o.required && !o.optional;
+/** Whether `o` is a flag without a value (true, or false by its --no- form). */
+export const isBoolean = (o: Option): boolean => !o.required && !o.optional;
 
 /**
  * How an error names `cmd`'s setting `attribute`: its flag, and where its
@@ -401,68 +364,6 @@ function describe(value: unknown): string {
   // An integer is a BigInt (readConfig), which JSON.stringify refuses.
   if (typeof value === "bigint") return `number ${value}`;
   return `${typeof value === "string" ? "a string" : typeof value} ${JSON.stringify(value)}`;
-}
-
-/**
- * The log format `cmd` (serve) would have run with, for the line a start
- * that failed before its settings were all in ends with: a usage error of
- * commander's on its command line `args` (what follows its name), a bad
- * variable or config key. The rule is a start's own precedence, flag > env
- * > file, read without parsing anything else (the rest is what failed), so
- * the record is JSON whenever the server would have logged JSON: with
- * `--log-format json` before the bad flag or after it (the last one given, as
- * commander takes it), in TASKWIRE_LOG_FORMAT, or in the config file
- * (--config or TASKWIRE_CONFIG). The file is read again only if it is a
- * regular file (a pipe, --config <(...), may have been read already, and a
- * FIFO would be waited on); one that cannot be read or parsed says text, as
- * does --print-config, whose reader is a person at a terminal.
- */
-export function failureLogFormat(
-  cmd: Command,
-  args: readonly string[],
-  env: Readonly<Record<string, string | undefined>> = process.env,
-): LogFormat {
-  const line = commandLine(cmd, args);
-  const option = cmd.options.find((o) => o.attributeName() === "logFormat");
-  if (line.get("printConfig") === true || option === undefined) return "text";
-  const file = line.get("config") ?? env["TASKWIRE_CONFIG"];
-  const format = line.get("logFormat") ?? (env[envName(option)] || fileSetting(file, configKey(option)));
-  return format === "json" ? "json" : "text";
-}
-
-// The options `args` give `cmd` as commander reads them: a flag that takes a value takes the next argument, whatever
-// it is, or its =value; an optional value only an argument that is no option; `--` ends them; of a flag given twice,
-// the last. Anything else (operands, unknown options) is passed over.
-function commandLine(cmd: Command, args: readonly string[]): Map<string, string | true> {
-  const given = new Map<string, string | true>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "--") break;
-    const eq = /^--[^=]+=/.test(arg) ? arg.indexOf("=") : -1;
-    const flag = eq < 0 ? arg : arg.slice(0, eq);
-    const option = cmd.options.find((o) => o.long === flag || (eq < 0 && o.short === flag));
-    if (option === undefined) continue;
-    const name = option.attributeName(), next = args[i + 1];
-    if (eq >= 0) {
-      if (!isBoolean(option)) given.set(name, arg.slice(eq + 1));
-    } else if (option.required) {
-      if (next !== undefined) given.set(name, args[++i]!);
-    } else if (option.optional && next !== undefined && !next.startsWith("-")) {
-      given.set(name, args[++i]!);
-    } else given.set(name, true);
-  }
-  return given;
-}
-
-// A config file's `key`, read on its own: undefined for a file that is not a regular one, or cannot be read or parsed.
-function fileSetting(file: unknown, key: string): unknown {
-  if (typeof file !== "string" || file === "") return undefined;
-  try {
-    if (!statSync(file).isFile()) return undefined;
-    return parse(readFileSync(file, "utf8"), { integersAsBigInt: true })[key];
-  } catch {
-    return undefined;
-  }
 }
 
 /** The settings in effect as a TOML file, each with a comment saying where it came from. */

@@ -22,14 +22,8 @@ import { currentUrl } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import {
-  addConfigOptions,
-  effectiveConfig,
-  failureLogFormat,
-  nameOrigins,
-  overriddenEnv,
-  unknownEnv,
-} from "./config.ts";
+import { addConfigOptions, effectiveConfig, nameOrigins, overriddenEnv, unknownEnv } from "./config.ts";
+import { failureLogFormat } from "./failure-log-format.ts";
 import { refuseTildePaths } from "./tilde-paths.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
 import { addNatsOptions, FleetStartError, natsFlagsFrom } from "./serve-nats.ts";
