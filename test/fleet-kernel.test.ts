@@ -65,6 +65,10 @@ describe.skipIf(missing !== undefined)(`fleet on the real kernel${missing ? ` (s
         l.owner === FLEET_OWNER
       )!
         .listenerId;
+      // The storm's exits reach the listeners after it ends (the reader's batch window, its worker's hand-off): its
+      // 30,000 first, then the publisher drained. Looked at before, a listener could be a few records short of them.
+      const produced = (id: string) => s.server.listeners().find((l) => l.id === id)?.produced ?? 0;
+      await eventually(() => produced(rpcId) >= 30_000 && produced(fleetId) >= 30_000, 30_000);
       await eventually(() => fleet.state().queued === 0 && fleet.state().pending === 0, 30_000);
       // One synchronous look at both listeners: from here back to the RPC listener's creation they got the same records.
       const byId = new Map(s.server.listeners().map((l) => [l.id, l.produced]));
