@@ -16,6 +16,7 @@ import { type ExitEvent, ExitEventSchema, type ExitFilter, LossReason } from "./
 import { FleetOrder, type Ready } from "./_fleet-order.ts";
 import { BadFleetMessage, checkFleetMessage, printable } from "./_fleet-message.ts";
 import { type FleetStatus, statuses } from "./_fleet-status.ts";
+import { hideUserinfo } from "./_redact.ts";
 
 export type { FleetStatus };
 import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
@@ -229,7 +230,7 @@ async function _connect(connect: FleetConnect, options: WatchFleetOptions): Prom
   try {
     return await connect({ ...options.connectOptions, servers });
   } catch (err) {
-    const shown = servers.map((url) => url.replace(/^([a-z]+:\/\/)?[^@/]*@/i, "$1***@")).join(", ");
+    const shown = servers.map(hideUserinfo).join(", ");
     throw new Error(
       `watchFleet: cannot connect to NATS at ${shown}: ${(err as Error).message}; check the URLs, that the ` +
         "server runs with JetStream (nats-server -js), and the credentials (connectOptions)",

@@ -12,6 +12,7 @@ import {
 } from "@connectrpc/connect";
 import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
+import { hideUserinfo } from "./_redact.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import {
   type SubscribeExitsResponse,
@@ -289,7 +290,7 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     // "localhost:7878" parses as a URL of scheme "localhost:": say what to write, not only what the scheme is. A user
     // and password before an @ are not repeated (ftp://user:secret@host, or user:secret@host parsed as scheme user:).
-    const shown = baseUrl.replace(/^([^@/]*\/\/)?[^@/]*@/, "$1***@");
+    const shown = hideUserinfo(baseUrl);
     const rest = shown.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "") || "127.0.0.1:7878";
     throw new TypeError(
       `baseUrl "${shown}" is not an http:// or https:// URL (its scheme is ${url.protocol}); write it whole, e.g. "http://${rest}"`,
