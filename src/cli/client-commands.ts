@@ -1,7 +1,7 @@
 /** `taskwire get | info`: thin clients over the SDK. */
 import { callerBucket } from "../core/admission.ts";
 import { GetInfoResponseSchema, messageToJson, TaskStatsSchema } from "@taskwire/client";
-import { formatBytes } from "../core/budget.ts";
+import { formatBytes } from "../core/byte-counts.ts";
 import { escapeControls } from "../log/logger.ts";
 import { clientFor, type Connection } from "./connection.ts";
 import { formatStatsTable, tasksSeen } from "./format.ts";

@@ -2,7 +2,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/registry.ts";
 import { MAX_SIM_EXIT_RATE } from "../sources/sim/sim-source.ts";
-import { formatBytes, parseBytes, parseShare, type Share } from "../core/budget.ts";
+import type { Share } from "../core/budget.ts";
+import { formatBytes, parseBytes, parseShare } from "../core/byte-counts.ts";
 import { defaultMemoryBudget } from "../server/memory.ts";
 import { DEFAULT_BATCH_WINDOW_MS, DEFAULT_SOCKET_BUFFER } from "../sources/netlink/netlink-source.ts";
 import { DEFAULT_CGROUP_MAX_THREADS } from "../sources/cgroup/procfs-counts.ts";

@@ -1,6 +1,6 @@
 /** Option parsers and the filter flags shared by `watch` and `top`. */
 import { type Command, InvalidArgumentError } from "commander";
-import { parseBytes } from "../core/budget.ts";
+import { parseBytes } from "../core/byte-counts.ts";
 import { FLEET_DEFAULTS } from "../fleet/publisher.ts";
 import { UsageError } from "./errors.ts";
 import { addNatsConnectionOptions, checkNatsPems, NATS_CONNECTION_KEYS, natsConnectionFrom } from "./nats-options.ts";

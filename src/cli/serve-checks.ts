@@ -8,7 +8,8 @@
  */
 import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
 import { AuthFileError } from "../auth/tokens.ts";
-import { formatBytes, resolveShare, type Share } from "../core/budget.ts";
+import { resolveShare, type Share } from "../core/budget.ts";
+import { formatBytes } from "../core/byte-counts.ts";
 import { UsageError } from "./errors.ts";
 import { checkKeyPair, checkPemPair, readPem } from "./pem.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";

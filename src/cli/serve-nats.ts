@@ -6,7 +6,7 @@
  * command line is visible to every user through ps.
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { parseBytes } from "../core/budget.ts";
+import { parseBytes } from "../core/byte-counts.ts";
 import {
   checkFleetOptions,
   FLEET_DEFAULTS,

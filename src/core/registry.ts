@@ -13,7 +13,8 @@
 import { formatCpulist } from "../kernel/cpulist.ts";
 import { createListenerTable, type DemandChange, type ListenerTable } from "../kernel/listener-table.ts";
 import { SlabLedger } from "./_slab-ledger.ts";
-import { createMemoryBudget, formatBytes, type MemoryBudget } from "./budget.ts";
+import { createMemoryBudget, type MemoryBudget } from "./budget.ts";
+import { formatBytes } from "./byte-counts.ts";
 import type { CpuRecord, OverflowPolicy } from "./event-queue.ts";
 import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
 import { Listener, type LossCounters, noLosses, type SharedSlabs, type StreamEnd } from "./listener.ts";

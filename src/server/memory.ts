@@ -22,7 +22,8 @@
 import { totalmem } from "node:os";
 import process from "node:process";
 import { getHeapStatistics } from "node:v8";
-import { createMemoryBudget, formatBytes, type Share } from "../core/budget.ts";
+import { createMemoryBudget, type Share } from "../core/budget.ts";
+import { formatBytes } from "../core/byte-counts.ts";
 import type { SlabSizes } from "../core/_slab-ledger.ts";
 import type { SharedSlabs } from "../core/listener.ts";
 import type { RegistryMemory } from "../core/registry.ts";
