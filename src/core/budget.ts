@@ -23,7 +23,8 @@
  * slice while the slices shrink, and charges that must be made past the
  * budget (loss markers, batches in flight, shared slabs) fill what is left.
  * So an owner holding less than its fair share (the budget less the reserve,
- * over the owners) is never refused a queued or retained exit: when the
+ * shared out max-min: at least the even split, more when others hold less
+ * than that; _fair-levels.ts) is never refused a queued or retained exit: when the
  * budget has no room, the owners holding most over their fair share drop
  * their oldest (retained ones first; a queue's become exact loss markers)
  * to make it. What they hold over it and cannot drop (a stalled stream's
@@ -34,7 +35,18 @@
  * fair share, so owners do not take room back and forth. Measured before:
  * twelve owners whose streams never read, joining one after another, made a
  * thirteenth's reading stream lose half of its exits.
+ *
+ * An even split counts an owner holding only a listener's fixed cost as if
+ * it held a whole share, so many small owners shrank everyone's: 50 of them
+ * made a reading owner's share a 52nd of the budget, and it lost 286 of 300
+ * exits to an owner whose stream never read. So an owner may also borrow,
+ * past its fair share, what owners holding less than theirs leave, up to
+ * its max-min level (_fair-levels.ts): room made under seven eighths by the
+ * drops of owners holding more than that level, never past the limit, so
+ * the bound above stands.
  */
+
+import { FairLevels } from "./_fair-levels.ts";
 
 /** How much of the budget one owner may hold: a byte count, or a fraction (0-1] of the budget. */
 export type Share = number | { readonly fraction: number };
@@ -75,6 +87,15 @@ export interface MemoryBudget {
   readonly fairShare: number;
   /** The fair share `owner` is judged by: fairShare, or for an owner with no account yet the share it will have. */
   fairShareOf(owner: string): number;
+  /**
+   * The most `owner` may hold by borrowing past its fair share what owners holding less than theirs leave (for an
+   * owner with no account yet, judged with itself counted): the level at which the budget less the reserve is
+   * filled by it and the others, each counted at what it holds but at most that level (max-min fairness; counted
+   * again once a 256th of the budget, and 256 bytes per owner, were charged or given back). Its fair share when
+   * every other owner holds at least that, more when some hold less. Borrowed room is made under seven eighths by
+   * the drops of owners holding more than the level, never past the limit.
+   */
+  lendableTo(owner: string): number;
   /**
    * Makes room for `bytes` more for `owner` when they do not fit but `owner`,
    * with them, holds no more than its fair share (counting it among the
@@ -196,6 +217,8 @@ export function resolveShare(share: Share | undefined, limit: number): number {
 /** One owner's accounts, total and pool. */
 interface _Owner {
   used: number;
+  /** What it held when fair shares were last counted (_Budget.#levels). */
+  counted: number;
   readonly accounts: Set<_Account>;
   readonly pool: _Pool;
 }
@@ -217,6 +240,24 @@ const CLAIM_SLACK = 1 / 256;
  */
 const DRY_MS = 10;
 
+/**
+ * How much may be charged and given back, as a part of the budget, before
+ * fair shares are counted again from what each owner holds: counting sorts
+ * the owners, and a claim past the budget (one per queued exit per
+ * listener) asks its owner's share. A share is then off by at most this
+ * part of the budget (256 KiB of 64 MiB) and LEVELS_DRIFT_PER_OWNER bytes
+ * per owner. Owners coming or going count again at once.
+ */
+const LEVELS_DRIFT = 1 / 256;
+
+/**
+ * Bytes per owner added to LEVELS_DRIFT, so that counting n owners (a sort,
+ * ~150 us for 4,096 of them) is paid for by some n / 10 exits' charges, not
+ * a few: a small budget shared by thousands of owners would otherwise count
+ * again at almost every claim.
+ */
+const LEVELS_DRIFT_PER_OWNER = 256;
+
 class _Budget implements MemoryBudget {
   readonly limit: number;
   readonly ownerLimit: number;
@@ -228,6 +269,10 @@ class _Budget implements MemoryBudget {
   readonly #owners = new Map<string, _Owner>();
   /** Until when the last scan for room is trusted to have found too little (Date.now() ms; see DRY_MS). */
   #dryUntil = 0;
+  /** Fair shares as last counted (see LEVELS_DRIFT). */
+  #levels: FairLevels | undefined;
+  /** Bytes charged and given back since they were counted. */
+  drift = 0;
 
   constructor(limit: number, ownerLimit: number, reserve: number) {
     this.limit = limit;
@@ -243,6 +288,10 @@ class _Budget implements MemoryBudget {
 
   fairShareOf(owner: string): number {
     return this.#fairShareOf(this.#owners.get(owner));
+  }
+
+  lendableTo(owner: string): number {
+    return this.#levelOf(this.#owners.get(owner));
   }
 
   usedBy(owner: string): number {
@@ -277,10 +326,15 @@ class _Budget implements MemoryBudget {
     return true;
   }
 
-  /** Whether `o` (undefined: an owner not counted yet), with `bytes` more, holds no more than its fair share (nor its own limit). */
-  withinFairShare(o: _Owner | undefined, bytes: number): boolean {
-    const mine = (o?.used ?? 0) + bytes;
-    return mine <= this.#fairShareOf(o) && mine <= this.ownerLimit;
+  /**
+   * Whether claim(bytes) for `o` would charge them, dropping nothing to find out (BudgetPool.canClaim): within its
+   * fair share, or past it within what it may borrow while they fit under seven eighths (claim may also make that
+   * room by the others' drops: a holder asking gives up its own first).
+   */
+  mayClaim(o: _Owner, bytes: number): boolean {
+    const mine = o.used + bytes;
+    if (mine > this.ownerLimit) return false;
+    return mine <= this.#fairShareOf(o) || (this.used + bytes <= this.unreserved && mine <= this.#levelOf(o));
   }
 
   /** Charges `o` for `bytes` through its fair share: false (changing nothing) when `o` would hold more than that. */
@@ -289,6 +343,7 @@ class _Budget implements MemoryBudget {
     if (room === undefined) return false;
     if (room.need > 0) this.#take(room, Math.min(room.droppable, room.need + Math.ceil(this.limit * CLAIM_SLACK)));
     this.used += bytes;
+    this.drift += bytes;
     o.used += bytes;
     return true;
   }
@@ -313,6 +368,7 @@ class _Budget implements MemoryBudget {
   #slice(): void {
     this.reserveSlice = this.reserve / Math.max(1, this.#owners.size);
     this.#dryUntil = 0; // fair shares changed: what owners over theirs could drop too
+    this.#levels = undefined;
   }
 
   // The fair share `o` is judged by (undefined: an owner not counted yet, judged with itself counted).
@@ -324,20 +380,47 @@ class _Budget implements MemoryBudget {
     return Math.floor(this.unreserved / Math.max(1, owners));
   }
 
+  // What `o` (undefined: an owner not counted yet, judged with itself counted) may hold by borrowing: its max-min
+  // level (_fair-levels.ts), never less than its fair share.
+  #levelOf(o: _Owner | undefined): number {
+    if (this.#owners.size === 0 || (o !== undefined && this.#owners.size === 1)) return this.unreserved;
+    return this.#counted().levelOf(o?.counted);
+  }
+
+  #counted(): FairLevels {
+    const drift = this.limit * LEVELS_DRIFT + this.#owners.size * LEVELS_DRIFT_PER_OWNER;
+    if (this.#levels !== undefined && this.drift <= drift) return this.#levels;
+    const held: number[] = [];
+    for (const o of this.#owners.values()) held.push(o.counted = Math.max(0, o.used));
+    this.drift = 0;
+    return this.#levels = new FairLevels(held, this.unreserved);
+  }
+
   /**
    * Whether `bytes` more for `o` (undefined: an owner not counted yet) may be
-   * had through its fair share, and from whom: undefined when `o` would hold
-   * more than its fair share or its own limit; otherwise the bytes past the
-   * budget (need; 0 when they fit) and the owners over their fair share with
-   * what each can drop of it, most first. What they cannot drop (batches in
-   * flight, shared slabs, fixed costs) is what the budget lets pass its limit
-   * anyway: `o` is not refused for it, so all owners together hold at most
-   * their fair shares, the budget less the reserve, plus that.
+   * had, and from whom: undefined when `o` would hold more than its own
+   * limit, or than its fair share and what it may borrow; otherwise the bytes
+   * to make room for (need; 0 or less when they fit) and the owners holding
+   * more than `o` may (its fair share, or what it borrows) with what each
+   * can drop of that, most first.
+   *
+   * Within its fair share, room is made under the budget's limit, and what
+   * the others hold over theirs and cannot drop (batches in flight, shared
+   * slabs, fixed costs) is what the budget lets pass its limit: all owners
+   * together hold at most their fair shares plus that. Past its fair share,
+   * what `o` borrows is room under seven eighths that the others' drops
+   * make, never past the limit: charged past it, the room owners borrowed
+   * one after another passed the limit together by more (in an attack of
+   * 340 never-read streams the budget's use peaked at 112-117%, against
+   * 100-101%).
    */
   #room(o: _Owner | undefined, bytes: number): _Room | undefined {
-    if (!this.withinFairShare(o, bytes)) return undefined;
-    const fair = this.#fairShareOf(o);
-    const need = this.used + bytes - this.limit;
+    const mine = (o?.used ?? 0) + bytes;
+    if (mine > this.ownerLimit) return undefined;
+    const within = mine <= this.#fairShareOf(o);
+    const fair = within ? this.#fairShareOf(o) : this.#levelOf(o);
+    if (mine > fair) return undefined;
+    const need = this.used + bytes - (within ? this.limit : this.unreserved);
     const from: [_Owner, number][] = [];
     let droppable = 0;
     const scan = need > 0 && (this.#dryUntil === 0 || Date.now() >= this.#dryUntil);
@@ -350,6 +433,7 @@ class _Budget implements MemoryBudget {
       droppable += could;
     }
     if (scan) this.#dryUntil = droppable < need ? Date.now() + DRY_MS : 0;
+    if (!within && need > droppable) return undefined;
     from.sort((a, b) => b[0].used - a[0].used);
     return { need, droppable, fair, from };
   }
@@ -366,7 +450,11 @@ class _Budget implements MemoryBudget {
 
 /** A new owner's record, with its pool. */
 function ownerOf(budget: _Budget): _Owner {
-  const record: { used: number; accounts: Set<_Account>; pool?: _Pool } = { used: 0, accounts: new Set() };
+  const record: { used: number; counted: number; accounts: Set<_Account>; pool?: _Pool } = {
+    used: 0,
+    counted: 0,
+    accounts: new Set(),
+  };
   record.pool = new _Pool(budget, record as _Owner);
   return record as _Owner;
 }
@@ -425,11 +513,13 @@ class _Pool implements BudgetPool {
   }
 
   canClaim(bytes: number): boolean {
-    return this.fits(bytes) || this.#budget.withinFairShare(this.#owner, bytes);
+    return this.fits(bytes) || this.#budget.mayClaim(this.#owner, bytes);
   }
 
   charge(bytes: number): void {
-    this.#budget.used += bytes;
+    const b = this.#budget;
+    b.used += bytes;
+    b.drift += bytes < 0 ? -bytes : bytes;
     this.#owner.used += bytes;
   }
 

@@ -1279,8 +1279,9 @@ export enum LossReason {
    * the budget (--memory-budget-per-principal, or once the budget is full its
    * fair share: seven eighths of the budget over the principals holding
    * any) and dropped new exits, or gave up its oldest to a principal under
-   * its own share. Reading faster, holding fewer listeners or smaller
-   * buffers helps; so does a bigger budget.
+   * its own share (or borrowing what principals holding less leave).
+   * Reading faster, holding fewer listeners or smaller buffers helps; so
+   * does a bigger budget.
    *
    * @generated from enum value: LOSS_REASON_MEMORY_BUDGET = 6;
    */
