@@ -29,6 +29,7 @@ import { type AuditEvent, createAuditLog } from "../src/auth/audit.ts";
 import { type Authenticator, createAuthenticator } from "../src/auth/authenticator.ts";
 import { createHostCheck } from "../src/auth/hosts.ts";
 import { hashToken, newToken } from "../src/auth/tokens.ts";
+import { FLEET_OWNER } from "../src/fleet/publisher.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
@@ -64,6 +65,8 @@ function makeCertificates(): {
   clientKey: string;
   strangerCert: string;
   strangerKey: string;
+  reservedCert: string;
+  reservedKey: string;
 } {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   openssl(
@@ -100,8 +103,26 @@ function makeCertificates(): {
       `${client}.pem`,
     );
   }
+  // A certificate the client CA signed whose CN is the name the fleet publisher's listener is owned by.
+  openssl("req", ...ec, "-subj", `/CN=${FLEET_OWNER}`, "-keyout", "reserved.key", "-out", "reserved.csr");
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    "reserved.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-days",
+    "1",
+    "-out",
+    "reserved.pem",
+  );
   const r = (f: string) => readFileSync(join(dir, f), "utf8");
   return {
+    reservedCert: r("reserved.pem"),
+    reservedKey: r("reserved.key"),
     serverCert: r("server.pem"),
     serverKey: r("server.key"),
     ca: r("ca.pem"),
@@ -459,6 +480,27 @@ describe("client certificates (mTLS)", () => {
     expect(err.rawMessage).toMatch(/client certificate is not accepted/);
   });
 
+  it.each(protocols)(
+    "%s: a certificate whose CN is a name of the server's own is UNAUTHENTICATED",
+    async (protocol) => {
+      // Its CN would be the owner of the fleet publisher's listener: GetInfo listed it to it, and it could stream,
+      // take over or deregister it, which only an admin may.
+      const err = await failure(over(protocol, { cert: certs.reservedCert, key: certs.reservedKey }).getInfo({}));
+      expect(err.code).toBe(Code.Unauthenticated);
+      expect(err.rawMessage).toMatch(/subject CN cannot name a principal: .*may not start with "taskwire:"/);
+    },
+  );
+
+  it("a CN is held to the auth file's rules for names", () => {
+    const certAuth = createAuthenticator({ clientCertificates: { defaultRoles: ["read", "subscribe"] } });
+    const as = (subject: string) => () =>
+      certAuth.authenticate({ address: "192.0.2.1", certificate: { authorized: true, subject } }, null);
+    expect(as("carol")().id).toBe("carol");
+    for (const bad of [FLEET_OWNER, "TASKWIRE:Fleet-Publisher", 'x"y', "a\nb", "x".repeat(129)]) {
+      expect(as(bad)).toThrow(/subject CN cannot name a principal/);
+    }
+  });
+
   it("the SDK's own tls option carries the CA and the client certificate", async () => {
     const c = createTaskwireClient(tls.url, {
       tls: { ca: certs.serverCert, cert: certs.clientCert, key: certs.clientKey },
@@ -497,6 +539,8 @@ describe("the auth file", () => {
     // A lone surrogate (JSON can spell one): no log line could carry the name.
     ['{"principals": {"a\\ud800b": {"roles": ["read"]}}}', /control characters or lone surrogates/],
     [`{"principals": {"${"x".repeat(129)}": {"roles": ["read"]}}}`, /needs 1-128 characters/],
+    // The fleet publisher's listener's owner: a principal of that name would own it.
+    [`{"principals": {"${FLEET_OWNER}": {"roles": ["read"]}}}`, /may not start with "taskwire:"/],
   ])("refuses %s naming the key and the problem", (text, problem) => {
     const f = join(dir, "bad.json");
     writeFileSync(f, text);

@@ -7,7 +7,7 @@
  */
 import type { Principal, Role } from "../core/principal.ts";
 import { UnauthenticatedError } from "./errors.ts";
-import { type AuthTable, hashToken, readAuthFile } from "./tokens.ts";
+import { type AuthTable, hashToken, principalNameProblem, readAuthFile } from "./tokens.ts";
 
 /** What the transport knows about the other end. */
 export interface Peer {
@@ -109,6 +109,12 @@ class _Authenticator implements Authenticator {
     }
     if (cert.subject === undefined || cert.subject === "") {
       throw new UnauthenticatedError("the client certificate has no subject CN to name a principal");
+    }
+    // Its CN is a principal's name as the auth file's are, held to the same rules: a CN of taskwire:fleet-publisher
+    // owned the fleet publisher's listener (saw, streamed, took over and deregistered it), which only an admin may.
+    const problem = principalNameProblem(cert.subject);
+    if (problem !== undefined) {
+      throw new UnauthenticatedError(`the client certificate's subject CN cannot name a principal: ${problem}`);
     }
     const known = this.#table.principals.get(cert.subject);
     if (known !== undefined) return { ...known, via: "mtls" };

@@ -96,10 +96,19 @@ export function parseAuthTable(json: unknown, where = "auth file"): AuthTable {
 export function principalNameProblem(name: string): string | undefined {
   // Control characters too: a name is written into log lines (audit, access) and would forge or garble them; and
   // lone surrogates, which no log line can carry. Characters are counted as code points, not UTF-16 units.
-  return name === "" || name.length > 128 && [...name].length > 128 || /[\s"\p{Cc}\p{Cs}]/u.test(name)
-    ? "a principal's name needs 1-128 characters without spaces, quotes, control characters or lone surrogates"
-    : undefined;
+  if (name === "" || name.length > 128 && [...name].length > 128 || /[\s"\p{Cc}\p{Cs}]/u.test(name)) {
+    return "a principal's name needs 1-128 characters without spaces, quotes, control characters or lone surrogates";
+  }
+  // The server's own listeners are owned by such names (the fleet publisher's by taskwire:fleet-publisher): a
+  // principal of that name would see, stream, take over and deregister them, as only an admin may.
+  if (name.toLowerCase().startsWith(RESERVED_PREFIX)) {
+    return `a principal's name may not start with "${RESERVED_PREFIX}": such names are the server's own`;
+  }
+  return undefined;
 }
+
+/** Names that start with this (any case) are the server's own owners, never a principal's (principalNameProblem). */
+export const RESERVED_PREFIX = "taskwire:";
 
 function principalAt(name: string, spec: unknown, where: string): Principal {
   const problem = principalNameProblem(name);

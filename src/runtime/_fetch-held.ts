@@ -10,7 +10,6 @@
  */
 import type { Peer } from "../auth/authenticator.ts";
 import { REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
-import { methodPaths } from "../rpc/universal.ts";
 import type { TaskwireServer } from "../server/server.ts";
 
 /** How a Fetch API runtime reports a response over; undefined: watch its body (passBody). */
@@ -28,9 +27,6 @@ export function holdFetchCalls(
   server: TaskwireServer,
 ): (request: Request, peer: Peer, delivered: Delivered, close?: () => void) => Promise<Response> {
   const rpcs = new Set(server.rpcHandlers.map((h) => h.requestPath));
-  // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
-  // whose client takes nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
-  const streaming = methodPaths(server.rpcHandlers, "server_streaming");
   return async (request, peer, delivered, close) => {
     const caller = server.caller(peer, request.headers.get("authorization"));
     const held = server.holdCall(caller);
@@ -38,6 +34,11 @@ export function holdFetchCalls(
     delivered?.then(over.run, over.run);
     const path = pathOf(request.url);
     let abandon: (() => void) | undefined;
+    // Server-streaming responses (SubscribeExits) are passed through a body of the adapter's own, so that a stream
+    // whose client takes nothing can be dropped (CallHold.reset); where the runtime watches delivery, only those.
+    // Which requests are streams is the app's routing's to say: it decodes and normalizes the path, so a stream
+    // asked for at /taskwire.v1.TaskStats/%53ubscribeExits was kept from that drop when judged by the path here.
+    let streamed = false;
     try {
       const response = held.refusal !== undefined && !rpcs.has(path) ? refused(held.refusal) : await server.fetch(
         request,
@@ -49,9 +50,10 @@ export function holdFetchCalls(
             handOver: (leave) => (held.release(), over.add(leave), true),
             reset: () => abandon !== undefined && (abandon(), true),
           },
+          streaming: () => void (streamed = true),
         },
       );
-      if (delivered !== undefined && !streaming.has(path)) return response;
+      if (delivered !== undefined && !streamed) return response;
       return passBody(response, {
         over: delivered === undefined ? over.run : () => {},
         signal: request.signal,

@@ -98,14 +98,19 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const sys = await frontSyscalls(logger);
   const capSendBuffer = createSendBufferCap(sendBuffer, sys);
   const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
-  const streaming = methodPaths(server.rpcHandlers, "server_streaming"); // paced while young; written to a sink
+  // Streams are paced while young and written to a sink: real gRPC's by its exact path, which is how its handlers
+  // are found; the app's as it routes them (a path it decodes or normalizes to SubscribeExits' is SubscribeExits).
+  const streaming = methodPaths(server.rpcHandlers, "server_streaming");
   const fetchListener = getRequestListener((req, env) => {
     const facts = holds.get(env.incoming);
     return server.fetch(req, {
       peer: peerOf(env.incoming),
       held: facts?.held,
       auth: facts?.caller.auth,
-      sink: streaming.has(pathOf(env.incoming)) ? responseSink(env.outgoing) : undefined,
+      streaming: () => {
+        young.track(env.outgoing as never);
+        return responseSink(env.outgoing);
+      },
     });
   }, { errorHandler: unbuiltRequest });
   const grpc = grpcListener(server, logger, holds);
@@ -118,10 +123,11 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   });
   const route = (req: NodeRequest, res: NodeResponse): void => {
     if (!responses.has(res)) return; // the client left while its request waited its turn
-    if (streaming.has(pathOf(req))) young.track(res as never);
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
-    if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) grpc(req, res);
-    else void fetchListener(req, res as never);
+    if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) {
+      if (streaming.has(pathOf(req))) young.track(res as never);
+      grpc(req, res);
+    } else void fetchListener(req, res as never);
   };
   // A request listener that throws would be an uncaught exception (the process exits) once a connection is
   // past its first request: whatever a request's routing throws ends that request alone.

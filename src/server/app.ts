@@ -54,8 +54,13 @@ export interface AppEnv {
   readonly held?: CallHold | undefined;
   /** Its authentication's outcome where the adapter has it already (TaskwireServer.caller): not authenticated again. */
   readonly auth?: CallAuth | undefined;
-  /** The response's own sink of body bytes, for a streaming RPC (rpc/stream-sink.ts), where the adapter offers one. */
-  readonly sink?: StreamSink<Uint8Array> | undefined;
+  /**
+   * Called as the app routes the request to a server-streaming RPC (SubscribeExits), before its handler runs:
+   * what the adapter does only for streams (pacing, a body of its own that it can drop) follows the app's
+   * routing, which decodes and normalizes the path (%53ubscribeExits, /x/../), never a path the adapter parsed
+   * itself. Returns the response's own sink of body bytes (rpc/stream-sink.ts), where the adapter offers one.
+   */
+  readonly streaming?: (() => StreamSink<Uint8Array> | undefined) | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -95,10 +100,11 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
     app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
       if (isGrpc(c.req.header("content-type"))) return c.text(GRPC_NEEDS_H2, 415);
       const auth = authOf(c, options.callAuth);
+      const sink = handler.method.methodKind === "server_streaming" ? c.env?.streaming?.() : undefined;
       const ureq = {
         ...universalServerRequestFromFetch(c.req.raw, {}),
         contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue)
-          .set(TRANSPORT_SINK, c.env?.sink),
+          .set(TRANSPORT_SINK, sink),
       };
       const res = universalServerResponseToFetch(await handler(ureq));
       return res.status === 415 && res.body === null ? unsupportedMedia(c.req.raw) : res;
