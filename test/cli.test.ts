@@ -268,10 +268,30 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       expect(name.code).toBe(1);
       expect(name.err).toMatch(/TLS certificate of https:\/\/localhost:\d+ is not for that name: .*connect by a name/);
       expect(name.err).not.toMatch(/--ca FILE/);
+      expect(name.err).toMatch(/\(it holds IP Address:127\.0\.0\.1\)/);
       const plain = await run("info", "--url", tls.url.replace("https:", "http:"));
       expect(plain.err).toMatch(/hung up on a plaintext request: if that server serves TLS .*use https:\/\//);
       const notTls = await run("info", "--url", url.replace("http:", "https:"));
       expect(notTls.err).toMatch(/does not answer TLS .*use http:\/\//);
+    } finally {
+      tls.stop();
+    }
+  });
+
+  it("a certificate for other names, reached by address, is said with the names it holds (Node's message lists none)", async () => {
+    const made = loopbackCertificate("DNS:localhost");
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
+    writeFileSync(join(dir, "s.pem"), made.cert);
+    writeFileSync(join(dir, "s.key"), made.key);
+    const tls = await serve("sim", "--tls-cert", join(dir, "s.pem"), "--tls-key", join(dir, "s.key"));
+    try {
+      const byAddress = await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"));
+      expect(byAddress.code).toBe(1);
+      expect(byAddress.err).toMatch(
+        /is not for that name: .*connect by a name or address it holds \(it holds DNS:localhost\)/,
+      );
+      expect((await run("info", "--url", tls.url.replace("127.0.0.1", "localhost"), "--ca", join(dir, "s.pem"))).code)
+        .toBe(0);
     } finally {
       tls.stop();
     }
