@@ -207,6 +207,22 @@ function _checkRequests(options: WatchExitsOptions): void {
       throw new RangeError(`watchExits: ${name} must be an integer in 0..4294967295, got ${String(v)}`);
     }
   }
+  // A wait of 0, a negative one or NaN would reconnect in a tight loop (for ever, by default) instead of backing off.
+  const { initialMs, maxMs, maxAttempts } = options.backoff ?? {};
+  for (const [name, v] of Object.entries({ initialMs, maxMs })) {
+    if (v !== undefined && !(typeof v === "number" && Number.isFinite(v) && v > 0)) {
+      throw new RangeError(`watchExits: backoff.${name} must be a finite number of ms above 0, got ${String(v)}`);
+    }
+  }
+  if (
+    maxAttempts !== undefined &&
+    !(typeof maxAttempts === "number" && maxAttempts >= 0 &&
+      (Number.isInteger(maxAttempts) || maxAttempts === Infinity))
+  ) {
+    throw new RangeError(
+      `watchExits: backoff.maxAttempts must be a whole number from 0 (or Infinity), got ${String(maxAttempts)}`,
+    );
+  }
   try {
     toBinary(SubscribeExitsRequestSchema, create(SubscribeExitsRequestSchema, streamRequest(options)));
     if (options.cpumask !== undefined) {
