@@ -391,6 +391,11 @@ describe("PEM files on the command line", () => {
     expect(await runWith({ TASKWIRE_URL: url }, "info", "--token", "Bearer abc")).toMatch(
       /^taskwire: --token: token must be .*; drop the `Bearer ` prefix: the client adds it/m,
     );
+    // `taskwire token 2> file`, and the file's text as the token: the sentence around it too.
+    const stderr = `token (give it to the client; it is not stored anywhere): tw_${"A".repeat(43)}\nstdout has ...`;
+    expect(await runWith({ TASKWIRE_URL: url, TASKWIRE_TOKEN: stderr }, "info")).toMatch(
+      /^taskwire: --token \(from TASKWIRE_TOKEN\): token must be .*; it holds more than the token .*copy the tw_\.\.\. word alone/m,
+    );
     expect(await runWith({ TASKWIRE_URL: url, TASKWIRE_TOKEN: "abc\n" }, "info")).toMatch(
       /^taskwire: --token \(from TASKWIRE_TOKEN\): token must be .*; it has spaces or a line end at its start or end/m,
     );
