@@ -278,6 +278,32 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     }
   });
 
+  it("serve warns at start of a --tls-cert out of its dates, which every client would refuse", async () => {
+    const made = loopbackCertificate();
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
+    writeFileSync(join(dir, "s.pem"), made.cert);
+    writeFileSync(join(dir, "s.key"), made.key);
+    // The same key and names, re-signed to have expired a day ago.
+    execFileSync("openssl", [
+      "x509",
+      "-in",
+      join(dir, "s.pem"),
+      "-key",
+      join(dir, "s.key"),
+      "-days",
+      "-1",
+      "-out",
+      join(dir, "e.pem"),
+    ], {
+      stdio: "pipe",
+    });
+    const flags = ["--source", "sim", "--port", "0", "--tls-key", join(dir, "s.key"), "--print-config"];
+    const expired = await run("serve", ...flags, "--tls-cert", join(dir, "e.pem"));
+    expect(expired.code).toBe(0);
+    expect(expired.err).toMatch(/^taskwire: warning: --tls-cert .*e\.pem expired on \d{4}-.*: clients refuse it/m);
+    expect((await run("serve", ...flags, "--tls-cert", join(dir, "s.pem"))).err).not.toMatch(/expired|not valid/);
+  });
+
   it("a certificate for other names, reached by address, is said with the names it holds (Node's message lists none)", async () => {
     const made = loopbackCertificate("DNS:localhost");
     const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
