@@ -61,6 +61,12 @@ describe("event lines", () => {
     expect(line).toContain("signal 9 (SIGKILL, core)");
     expect(formatEvent(exitEv(7, 7, { acExitcode: 3 << 8 }))).toContain(" exit 3 ");
   });
+
+  it("says a field the stream did not carry (--fields) as -, comm too, not as a blank comm", () => {
+    const masked = formatEvent(exitEv(7, 7, { acExitcode: 3 << 8 }));
+    expect(masked).toContain(" ppid - tgid 7 uid - comm - exit 3 age - ");
+    expect(formatEvent(exitEv(0, 7, { acComm: "", acExitcode: 0 }))).toContain(' comm "" exit 0 ');
+  });
 });
 
 describe("a process's accounting from its thread records", () => {

@@ -268,10 +268,56 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       expect(name.code).toBe(1);
       expect(name.err).toMatch(/TLS certificate of https:\/\/localhost:\d+ is not for that name: .*connect by a name/);
       expect(name.err).not.toMatch(/--ca FILE/);
+      expect(name.err).toMatch(/\(it holds IP Address:127\.0\.0\.1\)/);
       const plain = await run("info", "--url", tls.url.replace("https:", "http:"));
       expect(plain.err).toMatch(/hung up on a plaintext request: if that server serves TLS .*use https:\/\//);
       const notTls = await run("info", "--url", url.replace("http:", "https:"));
       expect(notTls.err).toMatch(/does not answer TLS .*use http:\/\//);
+    } finally {
+      tls.stop();
+    }
+  });
+
+  it("serve warns at start of a --tls-cert out of its dates, which every client would refuse", async () => {
+    const made = loopbackCertificate();
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
+    writeFileSync(join(dir, "s.pem"), made.cert);
+    writeFileSync(join(dir, "s.key"), made.key);
+    // The same key and names, re-signed to have expired a day ago.
+    execFileSync("openssl", [
+      "x509",
+      "-in",
+      join(dir, "s.pem"),
+      "-key",
+      join(dir, "s.key"),
+      "-days",
+      "-1",
+      "-out",
+      join(dir, "e.pem"),
+    ], {
+      stdio: "pipe",
+    });
+    const flags = ["--source", "sim", "--port", "0", "--tls-key", join(dir, "s.key"), "--print-config"];
+    const expired = await run("serve", ...flags, "--tls-cert", join(dir, "e.pem"));
+    expect(expired.code).toBe(0);
+    expect(expired.err).toMatch(/^taskwire: warning: --tls-cert .*e\.pem expired on \d{4}-.*: clients refuse it/m);
+    expect((await run("serve", ...flags, "--tls-cert", join(dir, "s.pem"))).err).not.toMatch(/expired|not valid/);
+  });
+
+  it("a certificate for other names, reached by address, is said with the names it holds (Node's message lists none)", async () => {
+    const made = loopbackCertificate("DNS:localhost");
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-cli-tls-"));
+    writeFileSync(join(dir, "s.pem"), made.cert);
+    writeFileSync(join(dir, "s.key"), made.key);
+    const tls = await serve("sim", "--tls-cert", join(dir, "s.pem"), "--tls-key", join(dir, "s.key"));
+    try {
+      const byAddress = await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"));
+      expect(byAddress.code).toBe(1);
+      expect(byAddress.err).toMatch(
+        /is not for that name: .*connect by a name or address it holds \(it holds DNS:localhost\)/,
+      );
+      expect((await run("info", "--url", tls.url.replace("127.0.0.1", "localhost"), "--ca", join(dir, "s.pem"))).code)
+        .toBe(0);
     } finally {
       tls.stop();
     }
@@ -370,6 +416,11 @@ describe("PEM files on the command line", () => {
     // A token as a header would carry it, or with the line end it was copied with.
     expect(await runWith({ TASKWIRE_URL: url }, "info", "--token", "Bearer abc")).toMatch(
       /^taskwire: --token: token must be .*; drop the `Bearer ` prefix: the client adds it/m,
+    );
+    // `taskwire token 2> file`, and the file's text as the token: the sentence around it too.
+    const stderr = `token (give it to the client; it is not stored anywhere): tw_${"A".repeat(43)}\nstdout has ...`;
+    expect(await runWith({ TASKWIRE_URL: url, TASKWIRE_TOKEN: stderr }, "info")).toMatch(
+      /^taskwire: --token \(from TASKWIRE_TOKEN\): token must be .*; it holds more than the token .*copy the tw_\.\.\. word alone/m,
     );
     expect(await runWith({ TASKWIRE_URL: url, TASKWIRE_TOKEN: "abc\n" }, "info")).toMatch(
       /^taskwire: --token \(from TASKWIRE_TOKEN\): token must be .*; it has spaces or a line end at its start or end/m,

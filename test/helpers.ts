@@ -149,7 +149,7 @@ export async function startServerListening(
 }
 
 /** A self-signed certificate and key (PEM) for 127.0.0.1, made with openssl in a temporary directory. */
-export function loopbackCertificate(): { cert: string; key: string } {
+export function loopbackCertificate(san = "IP:127.0.0.1"): { cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), "taskwire-tls-"));
   const [key, cert] = [join(dir, "key.pem"), join(dir, "cert.pem")];
   // dprint-ignore
@@ -166,7 +166,7 @@ export function loopbackCertificate(): { cert: string; key: string } {
     "-subj",
     "/CN=127.0.0.1",
     "-addext",
-    "subjectAltName=IP:127.0.0.1",
+    `subjectAltName=${san}`,
     "-keyout",
     key,
     "-out",

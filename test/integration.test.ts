@@ -151,6 +151,19 @@ describe("SubscribeExits through the SDK", () => {
     expect(msgs.slice(1).every((m) => m.heartbeat && m.events.length === 0)).toBe(true);
   });
 
+  it("the opening message says the stream's heartbeat interval: the request's, or the server's default", async () => {
+    const { client } = await start({ exitRate: 0 }, { heartbeatMs: 120_000 });
+    const opening = async (heartbeatMs: number) => {
+      const ctl = new AbortController();
+      const first = await client.subscribeExits({ cpumask: "0", heartbeatMs }, { signal: ctl.signal })
+        [Symbol.asyncIterator]().next();
+      ctl.abort();
+      return first.value!;
+    };
+    expect((await opening(0)).heartbeatMs).toBe(120_000);
+    expect((await opening(250)).heartbeatMs).toBe(250);
+  });
+
   it("an ephemeral listener lives exactly as long as its stream", async () => {
     const { client } = await start({ exitRate: 100 });
     const ctl = new AbortController();

@@ -108,6 +108,13 @@ describe("watchExits and client-side errors", () => {
       expect(reconnects).toBe(0);
       expect(accepted).toHaveLength(0);
       await expect(watchExits(client, { cpumask: "0", maxBatch: 1.5 }).next()).rejects.toThrow(/maxBatch/);
+      // A backoff that does not back off (a wait of 0, negative or NaN) would reconnect in a tight loop, for ever.
+      for (const backoff of [{ initialMs: -5 }, { initialMs: 0 }, { maxMs: NaN }, { maxAttempts: -1 }]) {
+        const bad = watchExits(client, { cpumask: "0", backoff, onReconnect: () => void reconnects++ });
+        await expect(bad.next()).rejects.toThrow(/backoff\./);
+      }
+      expect(reconnects).toBe(0);
+      expect(accepted).toHaveLength(0);
     } finally {
       srv.close();
     }

@@ -107,5 +107,9 @@ export function clientFor(c: Connection): TaskwireClient {
 function tokenHint(token: string | undefined): string {
   if (token === undefined) return "";
   if (/^bearer\s/i.test(token)) return "; drop the `Bearer ` prefix: the client adds it";
-  return token !== token.trim() ? "; it has spaces or a line end at its start or end: copy the token alone" : "";
+  if (token !== token.trim()) return "; it has spaces or a line end at its start or end: copy the token alone";
+  // `taskwire token`'s whole stderr (2> file): the token is on its first line, after a sentence.
+  return /(?:^|[\s:])tw_[A-Za-z0-9_-]{43}(?:$|\s)/.test(token)
+    ? "; it holds more than the token (`taskwire token` writes a sentence around it on stderr): copy the tw_... word alone"
+    : "";
 }

@@ -130,6 +130,15 @@ function causes(err: unknown): { codes: string[]; messages: string[] } {
   return { codes, messages };
 }
 
+// The subjectAltName of the certificate a TLS name check refused (Node's error carries the certificate), if any.
+function altNames(err: unknown): string | undefined {
+  for (let e = err, depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
+    const san = (e as { cert?: { subjectaltname?: unknown } }).cert?.subjectaltname;
+    if (typeof san === "string") return san === "" ? "no altnames" : san;
+  }
+  return undefined;
+}
+
 /**
  * A TLS failure said with what to do: a certificate this client does not
  * trust (--ca), https:// to a server that speaks plain HTTP, or http:// to
@@ -141,7 +150,11 @@ function tlsProblem(err: unknown, url: string): string | undefined {
   const first = messages.find((m) => m !== "") ?? "";
   // A trusted certificate for another name, or out of its dates: another --ca would not help.
   if (https && codes.includes("ERR_TLS_CERT_ALTNAME_INVALID")) {
-    return `the TLS certificate of ${url} is not for that name: ${first}; connect by a name or address it holds (its altnames above), or give the server a certificate for this one (--tls-cert)`;
+    // Node's message lists only the altnames of the kind asked for (an IP's list is empty for a DNS-only certificate).
+    const held = altNames(err);
+    return `the TLS certificate of ${url} is not for that name: ${first}; connect by a name or address it holds (${
+      held === undefined ? "its altnames" : `it holds ${held}`
+    }), or give the server a certificate for this one (--tls-cert)`;
   }
   if (https && codes.some((c) => c === "CERT_HAS_EXPIRED" || c === "CERT_NOT_YET_VALID")) {
     return `cannot trust the TLS certificate of ${url}: ${first}; the server needs a certificate valid now (--tls-cert), or this machine's clock is wrong`;

@@ -124,7 +124,7 @@ export function formatEvent(ev: HostedExitEvent, showHost = false): string {
   const at = receivedAt === undefined ? "" : `${clock(receivedAt)} `;
   const status = s?.acExitcode === undefined ? "exit ?" : describeExit(s.acExitcode).text;
   const line = `${at}${host}cpu ${ev.cpu} pid ${pid} ppid ${s?.acPpid ?? "-"} tgid ${tgid} uid ${s?.acUid ?? "-"} ` +
-    `comm ${quoted(s?.acComm)} ${status} age ${age(s?.acEtime)} ` +
+    `comm ${s?.acComm === undefined ? "-" : quoted(s.acComm)} ${status} age ${age(s?.acEtime)} ` +
     `cpu ${secs(_sum(s?.acUtime, s?.acStime))} cpu-delay ${ms(s?.cpuDelayTotal)} io-delay ${ms(s?.blkioDelayTotal)} ` +
     `rss ${s?.hiwaterRss === undefined ? "-" : bytes(s.hiwaterRss * 1024n)} ` +
     `read ${bytes(s?.readBytes)} write ${bytes(s?.writeBytes)} csw ${s?.nvcsw ?? "-"}/${

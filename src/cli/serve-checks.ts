@@ -6,6 +6,7 @@
  * configuration --print-config prints is one that starts (or it fails as
  * the start would).
  */
+import { X509Certificate } from "node:crypto";
 import { type Authenticator, createAuthenticator } from "../auth/authenticator.ts";
 import { AuthFileError } from "../auth/tokens.ts";
 import { resolveShare, type Share } from "../core/budget.ts";
@@ -93,6 +94,7 @@ export function checkServe(flags: ServeSettings): CheckedServe {
     corsOrigins: flags.corsOrigins,
     tls: tls !== undefined,
   });
+  if (tls !== undefined) warnings.push(...certificateDates(tls.cert, flags.tlsCert!));
   const authenticator = authenticatorFor(flags.auth);
   if (flags.enableDelayacct && flags.source === "sim") {
     throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");
@@ -180,6 +182,28 @@ function readTls(flags: ServeSettings): ServeTls | undefined {
   const ca = flags.auth.tlsClientCa;
   const clientCa = ca === undefined ? undefined : readPem(ca, "--tls-client-ca", "certificate");
   return { cert, key, ...(clientCa && { clientCa }) };
+}
+
+// A server certificate out of its dates serves, but every client refuses it (CERT_HAS_EXPIRED): said at start.
+function certificateDates(cert: string, file: string): string[] {
+  const now = Date.now();
+  const x509 = new X509Certificate(cert);
+  const [from, to] = [Date.parse(x509.validFrom), Date.parse(x509.validTo)];
+  if (to < now) {
+    return [
+      `--tls-cert ${file} expired on ${
+        new Date(to).toISOString()
+      }: clients refuse it (certificate has expired); renew it and restart`,
+    ];
+  }
+  if (from > now) {
+    return [
+      `--tls-cert ${file} is not valid before ${
+        new Date(from).toISOString()
+      }: clients refuse it until then (certificate is not yet valid), or this machine's clock is wrong`,
+    ];
+  }
+  return [];
 }
 
 function authenticatorFor(auth: AuthFlags): Authenticator {

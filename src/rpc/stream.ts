@@ -53,6 +53,8 @@ export interface StreamEncoding {
   readonly codec: Codec;
   readonly project: Projection;
   readonly host?: HostIdentityInit | undefined;
+  /** The stream's heartbeat interval, ms, told in its opening message (a client's idle watchdog needs it). */
+  readonly heartbeatMs?: number | undefined;
   /** The transport sends finished envelopes as they are (fast-binary/pre-encoded.ts). */
   readonly enveloped?: boolean;
 }
@@ -85,7 +87,12 @@ export function streamEncoder(
         queued: listener.queue.depth,
       });
   return {
-    open: () => message({ listenerId: listener.id, ...(o.host && { host: o.host }) }),
+    open: () =>
+      message({
+        listenerId: listener.id,
+        ...(o.host && { host: o.host }),
+        ...(o.heartbeatMs !== undefined && { heartbeatMs: o.heartbeatMs }),
+      }),
     batch,
     heartbeat: () => (buffer.release(), message({ heartbeat: true })),
     // A binary batch's size is known once made; a JSON or masked one's only as connect-es serializes it.

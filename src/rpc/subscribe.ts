@@ -118,6 +118,7 @@ export async function* subscribeExits(
           codec,
           project: plan.project,
           host: deps.host,
+          heartbeatMs: plan.heartbeatMs,
           enveloped: ctx.values.get(PRE_ENCODED_STREAM),
         }),
         report,

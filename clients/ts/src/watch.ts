@@ -40,7 +40,11 @@ export type WatchExitsOptions =
     overflow?: OverflowPolicy;
     /** Most events per stream message (unset: the server default). */
     maxBatch?: number;
-    /** Heartbeat interval on idle streams, ms (unset: the server default, 15 s). */
+    /**
+     * Heartbeat interval on idle streams, ms (unset or 0: the server's
+     * default, 15 s unless its --heartbeat-ms says otherwise; the stream's
+     * opening message tells which).
+     */
     heartbeatMs?: number;
     /** Only these TaskStats fields, by kernel name ("ac_comm", ...). */
     fields?: string[];
@@ -124,9 +128,10 @@ function endedWithoutError(listenerId: string): ListenerNotFoundError {
  * would report them as RETENTION loss). So a firing only arms a short check,
  * and the check, too, is re-armed when it fires late (another stall); the
  * stream is dead when a check fires on time with no message in between.
+ * `idleMs` is read at each touch: the stream's opening message may change it.
  */
-function createWatchdog(idleMs: number, onDead: () => void): { touch(): void; stop(): void } {
-  const checkMs = Math.min(idleMs, IDLE_CHECK_MS);
+function createWatchdog(idleMs: () => number, onDead: () => void): { touch(): void; stop(): void } {
+  let checkMs = IDLE_CHECK_MS;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let due = 0;
   let checking = false;
@@ -144,7 +149,9 @@ function createWatchdog(idleMs: number, onDead: () => void): { touch(): void; st
   return {
     touch: () => {
       checking = false;
-      arm(idleMs);
+      const ms = idleMs();
+      checkMs = Math.min(ms, IDLE_CHECK_MS);
+      arm(ms);
     },
     stop: () => clearTimeout(timer),
   };
@@ -152,6 +159,9 @@ function createWatchdog(idleMs: number, onDead: () => void): { touch(): void; st
 
 /** Longest wake-up check of the idle watchdog, ms. */
 const IDLE_CHECK_MS = 1000;
+
+/** The server's default heartbeat interval, ms: assumed until a stream's opening message says its own. */
+const DEFAULT_HEARTBEAT_MS = 15_000;
 
 /**
  * Iterates a listener's events: exits, and `lost` events that account for
@@ -196,6 +206,22 @@ function _checkRequests(options: WatchExitsOptions): void {
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff)) {
       throw new RangeError(`watchExits: ${name} must be an integer in 0..4294967295, got ${String(v)}`);
     }
+  }
+  // A wait of 0, a negative one or NaN would reconnect in a tight loop (for ever, by default) instead of backing off.
+  const { initialMs, maxMs, maxAttempts } = options.backoff ?? {};
+  for (const [name, v] of Object.entries({ initialMs, maxMs })) {
+    if (v !== undefined && !(typeof v === "number" && Number.isFinite(v) && v > 0)) {
+      throw new RangeError(`watchExits: backoff.${name} must be a finite number of ms above 0, got ${String(v)}`);
+    }
+  }
+  if (
+    maxAttempts !== undefined &&
+    !(typeof maxAttempts === "number" && maxAttempts >= 0 &&
+      (Number.isInteger(maxAttempts) || maxAttempts === Infinity))
+  ) {
+    throw new RangeError(
+      `watchExits: backoff.maxAttempts must be a whole number from 0 (or Infinity), got ${String(maxAttempts)}`,
+    );
   }
   try {
     toBinary(SubscribeExitsRequestSchema, create(SubscribeExitsRequestSchema, streamRequest(options)));
@@ -311,8 +337,10 @@ async function* resuming(
   const { ctl, unlink } = linked(options.signal);
   const initialMs = options.backoff?.initialMs ?? 100, maxMs = options.backoff?.maxMs ?? 5000;
   const maxAttempts = options.backoff?.maxAttempts ?? Infinity;
-  // A stream silent for three heartbeats is dead (a half-open connection); reconnect.
-  const idleMs = 3 * (options.heartbeatMs ?? 15_000);
+  // A stream silent for three heartbeats is dead (a half-open connection); reconnect. Without heartbeatMs the
+  // server's default applies, which its opening message tells (a server's --heartbeat-ms may be up to 10 minutes).
+  const heartbeatAsked = options.heartbeatMs || undefined;
+  let idleMs = 3 * (heartbeatAsked ?? DEFAULT_HEARTBEAT_MS);
   const owned = options.cpumask !== undefined;
   const matches = _clientFilter(options.filter);
   let listenerId = options.listenerId;
@@ -335,7 +363,7 @@ async function* resuming(
       const stopAttempt = () => attemptCtl.abort();
       ctl.signal.addEventListener("abort", stopAttempt, { once: true });
       const idle = createWatchdog(
-        idleMs,
+        () => idleMs,
         () =>
           attemptCtl.abort(new ConnectError("no message or heartbeat within 3 heartbeat intervals", Code.Unavailable)),
       );
@@ -351,6 +379,7 @@ async function* resuming(
           attempt = 0;
           opened = true;
           if (msg.listenerId !== "") {
+            if (heartbeatAsked === undefined && msg.heartbeatMs > 0) idleMs = 3 * msg.heartbeatMs;
             options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask, host: msg.host });
           }
           for (const ev of msg.events) {
