@@ -215,3 +215,23 @@ export const tokenIsPrincipal: Authenticator = {
     return { id, roles: new Set(ROLES), via: "token" };
   },
 };
+
+/** Whether `ss` (iproute2) runs here: the send-buffer tests read the kernel's socket memory with it. */
+export const hasSs = (() => {
+  try {
+    execFileSync("ss", ["-V"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** The server side's kernel send buffer (skmem tb, bytes: twice what SO_SNDBUF was set to) for each client port. */
+export function sendBuffers(port: number): Map<number, number> {
+  const out = execFileSync("ss", ["-tmnH", "state", "established", `( sport = :${port} )`], { encoding: "utf8" });
+  const found = new Map<number, number>();
+  for (const m of out.matchAll(/127\.0\.0\.1:(\d+)\s*\n?\s*skmem:\([^)]*\btb(\d+)/g)) {
+    found.set(Number(m[1]), Number(m[2]));
+  }
+  return found;
+}

@@ -8,14 +8,13 @@
  * and on Deno a stalled one was never dropped however far past the memory
  * budget its principal went.
  */
-import { execFileSync } from "node:child_process";
 import { connect, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { holdFetchCalls } from "../src/runtime/_fetch-held.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, sleep } from "./helpers.ts";
+import { eventually, hasSs, sendBuffers, sleep } from "./helpers.ts";
 
 const PATHS = [
   "/taskwire.v1.TaskStats/SubscribeExits",
@@ -74,25 +73,6 @@ describe("a Fetch API adapter (Deno's, which reports delivery) drops a stalled s
     }, 40_000);
   }
 });
-
-const hasSs = (() => {
-  try {
-    execFileSync("ss", ["-V"]);
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-// The server side's kernel send buffer (skmem tb, bytes: twice what SO_SNDBUF was set to) for each client port.
-function sendBuffers(port: number): Map<number, number> {
-  const out = execFileSync("ss", ["-tmnH", "state", "established", `( sport = :${port} )`], { encoding: "utf8" });
-  const found = new Map<number, number>();
-  for (const m of out.matchAll(/127\.0\.0\.1:(\d+)\s*\n?\s*skmem:\([^)]*\btb(\d+)/g)) {
-    found.set(Number(m[1]), Number(m[2]));
-  }
-  return found;
-}
 
 describe.skipIf(!hasSs || process.platform !== "linux")("Node paces a stream as young whatever path routed it", () => {
   let listening: Listening | undefined;

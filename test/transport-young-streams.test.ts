@@ -7,7 +7,6 @@
  * server: a subscriber that never reads takes in far less than the 256 KiB
  * send buffer it used to fill, and a reading one gets the full buffer back.
  */
-import { execFileSync } from "node:child_process";
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
 import { createClient } from "@connectrpc/connect";
@@ -18,7 +17,7 @@ import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createYoungStreams, type PacedResponse } from "../src/runtime/_young-streams.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
-import { eventually, sleep } from "./helpers.ts";
+import { eventually, hasSs, sendBuffers, sleep } from "./helpers.ts";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -84,25 +83,6 @@ describe("young streams' writes", () => {
     expect(young.waiting).toBe(0);
   });
 });
-
-// The server side's kernel send buffer (skmem tb, bytes: twice what SO_SNDBUF was set to) for each client port.
-function sendBuffers(port: number): Map<number, number> {
-  const out = execFileSync("ss", ["-tmnH", "state", "established", `( sport = :${port} )`], { encoding: "utf8" });
-  const found = new Map<number, number>();
-  for (const m of out.matchAll(/127\.0\.0\.1:(\d+)\s*\n?\s*skmem:\([^)]*\btb(\d+)/g)) {
-    found.set(Number(m[1]), Number(m[2]));
-  }
-  return found;
-}
-
-const hasSs = (() => {
-  try {
-    execFileSync("ss", ["-V"]);
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 describe.skipIf(!hasSs || process.platform !== "linux")("a young stream's send buffer (needs ss from iproute2)", () => {
   let listening: Listening | undefined;
