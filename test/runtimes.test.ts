@@ -168,6 +168,16 @@ describe("the server on Deno, Bun and Node (their start scripts), the SDK as the
           expect(ev.event.case).toBe("exit");
           if (++n === 5) break;
         }
+        // gRPC is served over HTTP/2 on Node only: elsewhere the SDK says what to use, not connect-es's "HTTP 415".
+        const grpc = createTaskwireClient(server.url, { protocol: "grpc", retry: false });
+        if (runtime === "node") expect((await grpc.getInfo({})).source).toBe("sim");
+        else {
+          // Deno answers 415; Bun's server does not take HTTP/2 without TLS.
+          const refused =
+            /(refused gRPC \(HTTP 415\)|did not take gRPC's HTTP\/2 \(a protocol error\)): .*use protocol "connect" \(the default\) or "grpc-web"/;
+          await expect(grpc.getInfo({})).rejects.toThrow(refused);
+          await expect(grpc.subscribeExits({ cpumask: "0" })[Symbol.asyncIterator]().next()).rejects.toThrow(refused);
+        }
       } finally {
         server.stop();
       }

@@ -270,6 +270,37 @@ function explainDeadline(err: unknown, timeoutMs: number | undefined, what: "cal
   );
 }
 
+/**
+ * A taskwire server takes gRPC over HTTP/2 on Node only. On Deno it answers
+ * HTTP 415 with a body that says so, which connect-es's gRPC transport drops
+ * ("[unknown] HTTP 415"); Bun's server, like any HTTP/1.1-only server or
+ * proxy, does not take HTTP/2 without TLS at all ("[internal] Protocol
+ * error"). Either error says what to use instead, connect-es's as its cause.
+ */
+const explainRefusedGrpc: Interceptor = (next) => async (req) => {
+  try {
+    return await next(req);
+  } catch (err) {
+    const why = !(err instanceof ConnectError)
+      ? undefined
+      : err.rawMessage === "HTTP 415"
+      ? "the server refused gRPC (HTTP 415)"
+      : err.code === Code.Internal && err.rawMessage === "Protocol error"
+      ? "the server did not take gRPC's HTTP/2 (a protocol error)"
+      : undefined;
+    if (why === undefined) throw err;
+    const e = err as ConnectError;
+    throw new ConnectError(
+      `${why}: a taskwire server takes gRPC over HTTP/2 when it runs on Node; against one on Deno or Bun, or ` +
+        'behind an HTTP/1.1 proxy, use protocol "connect" (the default) or "grpc-web"',
+      e.code,
+      e.metadata,
+      undefined,
+      e,
+    );
+  }
+};
+
 // A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
 function bearer(token: string): string {
   if (typeof token !== "string" || !/^[\x21-\x7e]{1,512}$/.test(token)) {
@@ -311,6 +342,7 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
   if (protocol === "grpc" && options.useBinaryFormat === false) {
     throw new TypeError('gRPC is binary only; drop useBinaryFormat: false or use protocol "connect"');
   }
+  if (protocol === "grpc") interceptors.unshift(explainRefusedGrpc);
   return {
     baseUrl: url.href.replace(/\/$/, ""),
     protocol,
