@@ -146,6 +146,31 @@ describe("budget", () => {
     expect(b.used).toBeLessThanOrEqual(b.limit + b.usedBy("a") - b.fairShare);
   });
 
+  it("a borrower refused for want of droppable room does not stop an owner under its fair share taking room", () => {
+    // limit 100,000, reserve 12,500: four owners, fair shares of 21,875.
+    const b = createMemoryBudget({ limit: 100_000, reserve: { fraction: 1 / 8 } });
+    const hog = b.open("hog");
+    hog.charge(40_000); // a batch in flight: not droppable
+    const qh = createEventQueue<Rec>(1000, "drop-newest", { account: hog });
+    for (let n = 1; n <= 100; n++) qh.push(n, rec(n), 20); // 10,000 it can drop, all over its fair share
+    b.open("f").charge(5_000);
+    const qb = createEventQueue<Rec>(1000, "drop-newest", { account: b.open("b") });
+    for (let n = 1; n <= 250; n++) qb.push(n, rec(n), 20);
+    const qr = createEventQueue<Rec>(1000, "drop-newest", { account: b.open("r") });
+    for (let n = 1; n <= 200; n++) qr.push(n, rec(n), 20);
+    expect({ used: b.used, b: b.usedBy("b"), r: b.usedBy("r") }).toEqual({ used: 100_000, b: 25_000, r: 20_000 });
+    // "b" may borrow up to 31,250, but under seven eighths that takes 12,600 of room, and "hog" can drop 10,000 of
+    // what it holds over that: "b" is refused at each exit. "r", under its fair share, takes its room from "hog".
+    expect(b.lendableTo("b")).toBe(31_250);
+    for (let n = 201; n <= 215; n++) {
+      qb.push(1000 + n, rec(n), 20);
+      expect(qr.push(n, rec(n), 20)).toBe(0);
+    }
+    expect(qb.budgetDrops).toBe(15);
+    expect(qh.budgetDrops).toBeGreaterThan(0);
+    expect(b.used).toBeLessThanOrEqual(b.limit);
+  });
+
   it("takes shares as bytes or fractions, never more than the budget", () => {
     expect(createMemoryBudget({ limit: 1000, perOwner: 300 }).ownerLimit).toBe(300);
     expect(createMemoryBudget({ limit: 1000, perOwner: 5000 }).ownerLimit).toBe(1000);

@@ -267,8 +267,20 @@ class _Budget implements MemoryBudget {
   reserveSlice: number;
   used = 0;
   readonly #owners = new Map<string, _Owner>();
-  /** Until when the last scan for room is trusted to have found too little (Date.now() ms; see DRY_MS). */
+  /**
+   * Until when the last scan for room within a fair share is trusted to have found too little (Date.now() ms; see
+   * DRY_MS). Then a scan for borrowed room finds too little as well: it counts only what owners hold over a level
+   * at least the fair share, against a greater need (room under seven eighths, not under the limit).
+   */
   #dryUntil = 0;
+  /**
+   * The same for a scan for borrowed room, trusted only by borrows up to a level at least #dryLevel: what owners
+   * hold over a lower level is more. Never trusted within a fair share: a borrow's scan finding too little says
+   * nothing of what owners hold over their fair share, and an owner under its own trusting it was charged past the
+   * limit while others held droppable exits over theirs (a borrower refused at each of its exits kept it so).
+   */
+  #dryBorrowUntil = 0;
+  #dryLevel = 0;
   /** Fair shares as last counted (see LEVELS_DRIFT). */
   #levels: FairLevels | undefined;
   /** Bytes charged and given back since they were counted. */
@@ -367,7 +379,7 @@ class _Budget implements MemoryBudget {
 
   #slice(): void {
     this.reserveSlice = this.reserve / Math.max(1, this.#owners.size);
-    this.#dryUntil = 0; // fair shares changed: what owners over theirs could drop too
+    this.#dryUntil = this.#dryBorrowUntil = 0; // fair shares changed: what owners over theirs could drop too
     this.#levels = undefined;
   }
 
@@ -423,7 +435,7 @@ class _Budget implements MemoryBudget {
     const need = this.used + bytes - (within ? this.limit : this.unreserved);
     const from: [_Owner, number][] = [];
     let droppable = 0;
-    const scan = need > 0 && (this.#dryUntil === 0 || Date.now() >= this.#dryUntil);
+    const scan = need > 0 && this.#mayScan(within, fair);
     for (const other of scan ? this.#owners.values() : []) {
       if (other === o || other.used <= fair) continue;
       let could = 0;
@@ -432,10 +444,29 @@ class _Budget implements MemoryBudget {
       if (could > 0) from.push([other, could]);
       droppable += could;
     }
-    if (scan) this.#dryUntil = droppable < need ? Date.now() + DRY_MS : 0;
+    if (scan) this.#scanned(within, fair, droppable < need);
     if (!within && need > droppable) return undefined;
     from.sort((a, b) => b[0].used - a[0].used);
     return { need, droppable, fair, from };
+  }
+
+  // Whether a scan for room over `fair` (within a fair share, or a level borrowed up to) may find enough: false while
+  // one that would have found more was trusted to have found too little (DRY_MS).
+  #mayScan(within: boolean, fair: number): boolean {
+    if (this.#dryUntil === 0 && this.#dryBorrowUntil === 0) return true;
+    const now = Date.now();
+    if (this.#dryUntil !== 0 && now < this.#dryUntil) return false;
+    return within || this.#dryBorrowUntil === 0 || now >= this.#dryBorrowUntil || fair < this.#dryLevel;
+  }
+
+  // Notes what a scan over `fair` found: too little (`dry`), or enough.
+  #scanned(within: boolean, fair: number, dry: boolean): void {
+    const until = dry ? Date.now() + DRY_MS : 0;
+    if (within) this.#dryUntil = until;
+    else {
+      this.#dryBorrowUntil = until;
+      this.#dryLevel = fair;
+    }
   }
 
   // Has the owners of `room` drop `bytes` in all, most first, none below its fair share.
