@@ -393,6 +393,70 @@ describe("queue and listener accounting", () => {
   });
 });
 
+describe("retention of a principal borrowing past its fair share", () => {
+  // limit 100,000, reserve 12,500; "hog" never reads, five idle principals hold fixed costs, "r" reads and retains.
+  function borrowing(hogHeld: number, idleHeld: number) {
+    const budget = createMemoryBudget({ limit: 100_000, reserve: { fraction: 1 / 8 } });
+    const hog = budget.open("hog");
+    hog.charge(hogHeld); // a batch in flight: not droppable
+    const qh = createEventQueue<Rec>(10_000, "drop-newest", { account: hog });
+    const idle = Array.from({ length: 5 }, (_, i) => budget.open(`idle${i}`));
+    for (const a of idle) a.charge(idleHeld);
+    const r = new Listener<Rec, string>({
+      id: "r",
+      capacity: 10_000,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "r",
+      now: 0,
+      retain,
+      account: budget.open("r"),
+      sizeOf: () => 100,
+      sizeOfPayload: () => 100,
+    });
+    let n = 0;
+    const read = () => {
+      r.deliver(rec(++n));
+      r.take(1);
+    };
+    const retained = () => replayAll(r, 0).filter((item) => item.kind === "retained").length;
+    return { budget, qh, idle, read, retained };
+  }
+
+  it("gives up only what takes it back to its level when its level falls; the owner over it drops the rest", () => {
+    const { budget, qh, idle, read, retained } = borrowing(0, 2_000);
+    for (let n = 1; n <= 600; n++) qh.push(n, rec(n), 20);
+    for (let k = 0; k < 400; k++) read();
+    // "r" borrowed what the idle principals leave, from "hog": both at their level, some 38,750.
+    expect(budget.usedBy("r")).toBeGreaterThan(38_000);
+    expect(budget.usedBy("hog")).toBeGreaterThan(38_000);
+    const before = retained();
+    for (const a of idle) a.charge(2_000); // their levels fall to 33,750
+    read();
+    // "r" gave up 50 retained exits to come down to its level, and "hog" (over it too) dropped the rest: giving up
+    // until they fit under seven eighths, "r" gave up 102, a reserve's worth, and "hog" kept 38,696.
+    expect(before + 1 - retained()).toBeLessThanOrEqual(52);
+    expect(budget.usedBy("hog")).toBeLessThan(34_000);
+    expect(budget.used).toBeLessThanOrEqual(budget.limit - budget.reserve);
+  });
+
+  it("gives up only what the others' drops cannot make room for", () => {
+    // "hog" holds 40,000 it cannot drop and 10,000 it can.
+    const { budget, qh, idle, read, retained } = borrowing(40_000, 3_500);
+    for (let n = 1; n <= 100; n++) qh.push(n, rec(n), 20);
+    while (budget.usedBy("r") < 20_000) read();
+    for (const a of idle) a.charge(2_000);
+    // "r" may borrow up to 30,000: under seven eighths that takes 9,644 of room, and "hog" can drop 9,496.
+    expect(budget.lendableTo("r")).toBe(30_000);
+    const before = retained();
+    read();
+    // "r" gave up a few of its retained exits, "hog" all it could: "r" gave up 78 while "hog" kept them before.
+    expect(before + 1 - retained()).toBeLessThanOrEqual(5);
+    expect(qh.depth).toBe(0);
+    expect(budget.used).toBeLessThanOrEqual(budget.limit - budget.reserve);
+  });
+});
+
 describe("records held apart", () => {
   it("a listener whose records are far apart queues unshared copies; a dense one does not", () => {
     const feed = manualFeed();

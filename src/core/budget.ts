@@ -132,7 +132,11 @@ export interface BudgetPool {
    * as its queues do).
    */
   claim(bytes: number): boolean;
-  /** Whether claim(bytes) would charge them (they fit, or the owner would hold no more than its fair share). */
+  /**
+   * Whether claim(bytes) would charge them (they fit, or the owner would hold no more than its fair share, or than
+   * what it may borrow where the others' drops can make the room), dropping nothing: a holder gives up its own
+   * until it would, and no further.
+   */
   canClaim(bytes: number): boolean;
 }
 
@@ -281,6 +285,11 @@ class _Budget implements MemoryBudget {
    */
   #dryBorrowUntil = 0;
   #dryLevel = 0;
+  /**
+   * What that scan found to drop: a borrow needing no more scans again (a holder that gave up some of its own to
+   * fit, BudgetPool.canClaim, needs less than the claim that was refused).
+   */
+  #dryFound = 0;
   /** Fair shares as last counted (see LEVELS_DRIFT). */
   #levels: FairLevels | undefined;
   /** Bytes charged and given back since they were counted. */
@@ -339,14 +348,16 @@ class _Budget implements MemoryBudget {
   }
 
   /**
-   * Whether claim(bytes) for `o` would charge them, dropping nothing to find out (BudgetPool.canClaim): within its
-   * fair share, or past it within what it may borrow while they fit under seven eighths (claim may also make that
-   * room by the others' drops: a holder asking gives up its own first).
+   * Whether claim(bytes) for `o` would charge them, dropping nothing to find out (BudgetPool.canClaim, asked when
+   * they do not fit): within its fair share, or past it within what it may borrow where the others' drops can make
+   * the room under seven eighths, as claim finds it. Asking only whether they fit under seven eighths (no more than
+   * fits() asks) had a reader at its level whose level fell give up a reserve's worth of what it retained for a
+   * resume, 10,000 bytes of a 100,000 budget, where claim would have borrowed after 5,000 from an owner over it.
    */
   mayClaim(o: _Owner, bytes: number): boolean {
     const mine = o.used + bytes;
     if (mine > this.ownerLimit) return false;
-    return mine <= this.#fairShareOf(o) || (this.used + bytes <= this.unreserved && mine <= this.#levelOf(o));
+    return mine <= this.#fairShareOf(o) || this.#room(o, bytes) !== undefined;
   }
 
   /** Charges `o` for `bytes` through its fair share: false (changing nothing) when `o` would hold more than that. */
@@ -435,7 +446,7 @@ class _Budget implements MemoryBudget {
     const need = this.used + bytes - (within ? this.limit : this.unreserved);
     const from: [_Owner, number][] = [];
     let droppable = 0;
-    const scan = need > 0 && this.#mayScan(within, fair);
+    const scan = need > 0 && this.#mayScan(within, fair, need);
     for (const other of scan ? this.#owners.values() : []) {
       if (other === o || other.used <= fair) continue;
       let could = 0;
@@ -444,28 +455,30 @@ class _Budget implements MemoryBudget {
       if (could > 0) from.push([other, could]);
       droppable += could;
     }
-    if (scan) this.#scanned(within, fair, droppable < need);
+    if (scan) this.#scanned(within, fair, droppable < need, droppable);
     if (!within && need > droppable) return undefined;
     from.sort((a, b) => b[0].used - a[0].used);
     return { need, droppable, fair, from };
   }
 
-  // Whether a scan for room over `fair` (within a fair share, or a level borrowed up to) may find enough: false while
-  // one that would have found more was trusted to have found too little (DRY_MS).
-  #mayScan(within: boolean, fair: number): boolean {
+  // Whether a scan for `need` bytes of room over `fair` (within a fair share, or a level borrowed up to) may find
+  // enough: false while one that would have found more was trusted to have found too little (DRY_MS).
+  #mayScan(within: boolean, fair: number, need: number): boolean {
     if (this.#dryUntil === 0 && this.#dryBorrowUntil === 0) return true;
     const now = Date.now();
     if (this.#dryUntil !== 0 && now < this.#dryUntil) return false;
-    return within || this.#dryBorrowUntil === 0 || now >= this.#dryBorrowUntil || fair < this.#dryLevel;
+    if (within || this.#dryBorrowUntil === 0 || now >= this.#dryBorrowUntil) return true;
+    return fair < this.#dryLevel || need <= this.#dryFound;
   }
 
-  // Notes what a scan over `fair` found: too little (`dry`), or enough.
-  #scanned(within: boolean, fair: number, dry: boolean): void {
+  // Notes what a scan over `fair` found to drop (`found`): too little (`dry`), or enough.
+  #scanned(within: boolean, fair: number, dry: boolean, found: number): void {
     const until = dry ? Date.now() + DRY_MS : 0;
     if (within) this.#dryUntil = until;
     else {
       this.#dryBorrowUntil = until;
       this.#dryLevel = fair;
+      this.#dryFound = found;
     }
   }
 
