@@ -146,6 +146,31 @@ describe("budget", () => {
     expect(b.used).toBeLessThanOrEqual(b.limit + b.usedBy("a") - b.fairShare);
   });
 
+  it("a borrower refused for want of droppable room does not stop an owner under its fair share taking room", () => {
+    // limit 100,000, reserve 12,500: four owners, fair shares of 21,875.
+    const b = createMemoryBudget({ limit: 100_000, reserve: { fraction: 1 / 8 } });
+    const hog = b.open("hog");
+    hog.charge(40_000); // a batch in flight: not droppable
+    const qh = createEventQueue<Rec>(1000, "drop-newest", { account: hog });
+    for (let n = 1; n <= 100; n++) qh.push(n, rec(n), 20); // 10,000 it can drop, all over its fair share
+    b.open("f").charge(5_000);
+    const qb = createEventQueue<Rec>(1000, "drop-newest", { account: b.open("b") });
+    for (let n = 1; n <= 250; n++) qb.push(n, rec(n), 20);
+    const qr = createEventQueue<Rec>(1000, "drop-newest", { account: b.open("r") });
+    for (let n = 1; n <= 200; n++) qr.push(n, rec(n), 20);
+    expect({ used: b.used, b: b.usedBy("b"), r: b.usedBy("r") }).toEqual({ used: 100_000, b: 25_000, r: 20_000 });
+    // "b" may borrow up to 31,250, but under seven eighths that takes 12,600 of room, and "hog" can drop 10,000 of
+    // what it holds over that: "b" is refused at each exit. "r", under its fair share, takes its room from "hog".
+    expect(b.lendableTo("b")).toBe(31_250);
+    for (let n = 201; n <= 215; n++) {
+      qb.push(1000 + n, rec(n), 20);
+      expect(qr.push(n, rec(n), 20)).toBe(0);
+    }
+    expect(qb.budgetDrops).toBe(15);
+    expect(qh.budgetDrops).toBeGreaterThan(0);
+    expect(b.used).toBeLessThanOrEqual(b.limit);
+  });
+
   it("takes shares as bytes or fractions, never more than the budget", () => {
     expect(createMemoryBudget({ limit: 1000, perOwner: 300 }).ownerLimit).toBe(300);
     expect(createMemoryBudget({ limit: 1000, perOwner: 5000 }).ownerLimit).toBe(1000);
@@ -365,6 +390,70 @@ describe("queue and listener accounting", () => {
     const replay = replayAll(l, 0);
     expect(replay[0]).toMatchObject({ kind: "lost", reason: "retention", first: 1 });
     expect(seqsOf(replay)).toEqual([1, 2, 3, 4, 5]);
+  });
+});
+
+describe("retention of a principal borrowing past its fair share", () => {
+  // limit 100,000, reserve 12,500; "hog" never reads, five idle principals hold fixed costs, "r" reads and retains.
+  function borrowing(hogHeld: number, idleHeld: number) {
+    const budget = createMemoryBudget({ limit: 100_000, reserve: { fraction: 1 / 8 } });
+    const hog = budget.open("hog");
+    hog.charge(hogHeld); // a batch in flight: not droppable
+    const qh = createEventQueue<Rec>(10_000, "drop-newest", { account: hog });
+    const idle = Array.from({ length: 5 }, (_, i) => budget.open(`idle${i}`));
+    for (const a of idle) a.charge(idleHeld);
+    const r = new Listener<Rec, string>({
+      id: "r",
+      capacity: 10_000,
+      policy: "drop-newest",
+      ephemeral: false,
+      owner: "r",
+      now: 0,
+      retain,
+      account: budget.open("r"),
+      sizeOf: () => 100,
+      sizeOfPayload: () => 100,
+    });
+    let n = 0;
+    const read = () => {
+      r.deliver(rec(++n));
+      r.take(1);
+    };
+    const retained = () => replayAll(r, 0).filter((item) => item.kind === "retained").length;
+    return { budget, qh, idle, read, retained };
+  }
+
+  it("gives up only what takes it back to its level when its level falls; the owner over it drops the rest", () => {
+    const { budget, qh, idle, read, retained } = borrowing(0, 2_000);
+    for (let n = 1; n <= 600; n++) qh.push(n, rec(n), 20);
+    for (let k = 0; k < 400; k++) read();
+    // "r" borrowed what the idle principals leave, from "hog": both at their level, some 38,750.
+    expect(budget.usedBy("r")).toBeGreaterThan(38_000);
+    expect(budget.usedBy("hog")).toBeGreaterThan(38_000);
+    const before = retained();
+    for (const a of idle) a.charge(2_000); // their levels fall to 33,750
+    read();
+    // "r" gave up 50 retained exits to come down to its level, and "hog" (over it too) dropped the rest: giving up
+    // until they fit under seven eighths, "r" gave up 102, a reserve's worth, and "hog" kept 38,696.
+    expect(before + 1 - retained()).toBeLessThanOrEqual(52);
+    expect(budget.usedBy("hog")).toBeLessThan(34_000);
+    expect(budget.used).toBeLessThanOrEqual(budget.limit - budget.reserve);
+  });
+
+  it("gives up only what the others' drops cannot make room for", () => {
+    // "hog" holds 40,000 it cannot drop and 10,000 it can.
+    const { budget, qh, idle, read, retained } = borrowing(40_000, 3_500);
+    for (let n = 1; n <= 100; n++) qh.push(n, rec(n), 20);
+    while (budget.usedBy("r") < 20_000) read();
+    for (const a of idle) a.charge(2_000);
+    // "r" may borrow up to 30,000: under seven eighths that takes 9,644 of room, and "hog" can drop 9,496.
+    expect(budget.lendableTo("r")).toBe(30_000);
+    const before = retained();
+    read();
+    // "r" gave up a few of its retained exits, "hog" all it could: "r" gave up 78 while "hog" kept them before.
+    expect(before + 1 - retained()).toBeLessThanOrEqual(5);
+    expect(qh.depth).toBe(0);
+    expect(budget.used).toBeLessThanOrEqual(budget.limit - budget.reserve);
   });
 });
 
