@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { eventually, spawnServer } from "./helpers.ts";
+import { eventually, loopbackCertificate, spawnServer } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const bin = `${root}bin/taskwire.js`;
@@ -72,6 +72,25 @@ describe("a server with --token-file", () => {
     expect(none.code).toBe(1);
     expect(none.err).toMatch(/Unauthenticated: this server needs a bearer token/);
     await eventually(() => /audit: unauthenticated address=127\.0\.0\.1 method=GetInfo/.test(stderr));
+  });
+
+  it("says a client certificate given with an http:// URL was not presented, when refused for want of one", async () => {
+    const { cert, key } = loopbackCertificate();
+    writeFileSync(join(dir, "client.pem"), cert);
+    writeFileSync(join(dir, "client.key"), key);
+    const r = await run([
+      "info",
+      "--url",
+      server!.url,
+      "--cert",
+      join(dir, "client.pem"),
+      "--key",
+      join(dir, "client.key"),
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(
+      /Unauthenticated: this server needs a bearer token.*; --cert, --key were not used: a client certificate is presented only over https:\/\/, and this URL is http:\/\//,
+    );
   });
 
   it("takes a new token after SIGHUP, and keeps the old ones when the new file is bad", async () => {

@@ -72,15 +72,28 @@ export function connectionUnlessFleet(o: Record<string, unknown>, fleet: object 
 }
 
 let _url: string | undefined;
+let _unused: string[] = [];
 
 /** The URL of the last client made (what an error message names). */
 export function currentUrl(): string | undefined {
   return _url;
 }
 
+/**
+ * The TLS files given to the last client made that its http:// URL leaves unused (--cert, say): only an https://
+ * connection presents or checks them. Not an error (TASKWIRE_CERT may be set for every server), but a refusal for
+ * want of a client certificate says so.
+ */
+export function unusedTlsFiles(): string[] {
+  return _unused;
+}
+
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
   _url = c.url;
+  _unused = /^http:/i.test(c.url)
+    ? (["ca", "cert", "key"] as const).filter((k) => c[k] !== undefined).map((k) => `--${k}`)
+    : [];
   const read = (setting: PemSetting, kind: PemKind) => {
     const file = c[setting];
     return file === undefined ? undefined : readPem(file, `--${setting}`, kind);

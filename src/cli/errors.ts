@@ -61,8 +61,11 @@ const PROXY_STATUS: Record<string, string> = {
   "504": "a proxy or gateway that timed out waiting for the server behind it",
 };
 
-/** The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. */
-export function describeError(err: unknown, url: string | undefined): string {
+/**
+ * The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. `unusedTls`:
+ * the TLS files given that an http:// URL left unused (connection.ts unusedTlsFiles).
+ */
+export function describeError(err: unknown, url: string | undefined, unusedTls: readonly string[] = []): string {
   if (err instanceof ExitStatus) return "";
   const tls = url === undefined ? undefined : tlsProblem(err, url);
   if (tls !== undefined) return escapeControls(tls);
@@ -100,7 +103,15 @@ export function describeError(err: unknown, url: string | undefined): string {
       `${server} answered HTTP ${status}, not as a taskwire server answers; is \`taskwire serve\` running there (not another service or a proxy's error page)? Point at it with --url or TASKWIRE_URL`,
     );
   }
-  if (err instanceof ConnectError) return escapeControls(`${Code[err.code]}: ${err.rawMessage}`);
+  if (err instanceof ConnectError) {
+    // A client certificate goes only over TLS: with an http:// URL, --cert was never presented.
+    const unused = err.code === Code.Unauthenticated && unusedTls.includes("--cert")
+      ? `; ${unusedTls.join(", ")} ${
+        unusedTls.length === 1 ? "was" : "were"
+      } not used: a client certificate is presented only over https://, and this URL is http:// (a server with --tls-cert takes https://)`
+      : "";
+    return escapeControls(`${Code[err.code]}: ${err.rawMessage}${unused}`);
+  }
   return escapeControls(err instanceof Error ? err.message : String(err));
 }
 
