@@ -475,6 +475,12 @@ describe("review hardening: what the configuration says back", () => {
           [["--bogus"], { TASKWIRE_LOG_FORMAT: "json" }, /^unknown option '--bogus'$/],
           [["--config", conf, "--bogus"], {}, /^unknown option '--bogus'$/],
           [["--bogus"], { TASKWIRE_CONFIG: conf }, /^unknown option '--bogus'$/],
+          // A config file TOML cannot parse: its own top-level log-format line still counts.
+          [
+            ["--config", file("broken.toml", 'log-format = "json"  # structured\nport = = 7\n')],
+            {},
+            /^config .*broken\.toml: line 2, column 8: invalid value$/,
+          ],
           // A bad variable named before TASKWIRE_LOG_FORMAT is applied (the variables go in the options' order).
           [[], { TASKWIRE_LOG_FORMAT: "json", TASKWIRE_SIM_CPUS: "abc" }, /^environment variable TASKWIRE_SIM_CPUS: /],
         ] as [string[], Record<string, string>, RegExp][]

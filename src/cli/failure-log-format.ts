@@ -20,8 +20,9 @@ import { configKey, envName, isBoolean } from "./config.ts";
  * commander takes it), in TASKWIRE_LOG_FORMAT, or in the config file
  * (--config or TASKWIRE_CONFIG). The file is read again only if it is a
  * regular file (a pipe, --config <(...), may have been read already, and a
- * FIFO would be waited on); one that cannot be read or parsed says text, as
- * does --print-config, whose reader is a person at a terminal.
+ * FIFO would be waited on); one that cannot be read says text, as does
+ * --print-config, whose reader is a person at a terminal; one TOML cannot
+ * parse is read for a top-level `log-format = "json"` line of its own.
  */
 export function failureLogFormat(
   cmd: Command,
@@ -60,13 +61,32 @@ function commandLine(cmd: Command, args: readonly string[]): Map<string, string 
   return given;
 }
 
-// A config file's `key`, read on its own: undefined for a file that is not a regular one, or cannot be read or parsed.
+// A config file's `key`, read on its own: undefined for a file that is not a regular one or cannot be read. A file
+// TOML cannot parse (a syntax error may be what failed) is read for the key's own line: a top-level `key = "value"`.
 function fileSetting(file: unknown, key: string): unknown {
   if (typeof file !== "string" || file === "") return undefined;
+  let text: string;
   try {
     if (!statSync(file).isFile()) return undefined;
-    return parse(readFileSync(file, "utf8"), { integersAsBigInt: true })[key];
+    text = readFileSync(file, "utf8");
   } catch {
     return undefined;
   }
+  try {
+    return parse(text, { integersAsBigInt: true })[key];
+  } catch {
+    return lineSetting(text, key);
+  }
+}
+
+// `key`'s string value on a line of its own before the first table header, as TOML writes it (either quotes, a
+// comment after); undefined if there is none. `key` is a config key: letters, digits and dashes.
+function lineSetting(text: string, key: string): string | undefined {
+  const line = new RegExp(`^\\s*${key}\\s*=\\s*(?:"([^"\\\\]*)"|'([^']*)')\\s*(?:#.*)?$`);
+  for (const l of text.split(/\r?\n/)) {
+    if (/^\s*\[/.test(l)) break;
+    const m = line.exec(l);
+    if (m !== null) return m[1] ?? m[2];
+  }
+  return undefined;
 }
