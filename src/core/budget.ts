@@ -46,7 +46,11 @@
  * the bound above stands.
  */
 
+import { type BudgetAccount, type BudgetPool, ListenerAccount } from "./_budget-accounts.ts";
 import { FairLevels } from "./_fair-levels.ts";
+
+export type { BudgetAccount, BudgetHolder, BudgetPool } from "./_budget-accounts.ts";
+export { CLOSED_POOL } from "./_budget-accounts.ts";
 
 /** How much of the budget one owner may hold: a byte count, or a fraction (0-1] of the budget. */
 export type Share = number | { readonly fraction: number };
@@ -109,79 +113,6 @@ export interface MemoryBudget {
   open(owner: string): BudgetAccount;
 }
 
-/**
- * Charges the budget and one owner's share, and nothing else: what a holder
- * that counts its own bytes (a queue, a retention ring) charges through, so
- * the hot path touches only objects shared by the owner's listeners.
- */
-export interface BudgetPool {
-  /** Whether `bytes` more fit now (in all and in the owner's share). */
-  fits(bytes: number): boolean;
-  /** Charges `bytes` if they fit; false (and nothing charged) if not. */
-  tryCharge(bytes: number): boolean;
-  /** Charges `bytes` even past the limit: for what must exist (a loss marker keeps counts exact). */
-  charge(bytes: number): void;
-  /** Gives `bytes` back. */
-  release(bytes: number): void;
-  /**
-   * Charges `bytes` as tryCharge does; when they do not fit but the owner,
-   * with them, holds no more than its fair share (MemoryBudget.fairShare),
-   * charges them anyway, once the owners holding most over theirs dropped
-   * their oldest to make room (see the module's comment): a queued exit,
-   * or a retained one (an owner's retention counts toward its fair share
-   * as its queues do).
-   */
-  claim(bytes: number): boolean;
-  /**
-   * Whether claim(bytes) would charge them (they fit, or the owner would hold no more than its fair share, or than
-   * what it may borrow where the others' drops can make the room), dropping nothing: a holder gives up its own
-   * until it would, and no further.
-   */
-  canClaim(bytes: number): boolean;
-}
-
-/** Something that charges an account's pool and counts its own bytes (see BudgetAccount.attach). */
-export interface BudgetHolder {
-  /** Bytes it holds now, charged through the pool. */
-  readonly bytes: number;
-  /** Its account closed and gave its bytes back: it charges nothing more (its pool refuses everything). */
-  detachBudget(): void;
-  /** Bytes it could give back by dropping what it holds (what it must keep, such as a loss marker, excluded). */
-  readonly droppable: number;
-  /** Drops what it holds, oldest first, until it gave back `bytes` or has nothing left to drop; returns the bytes given back. */
-  dropBytes(bytes: number): number;
-}
-
-/**
- * What one listener holds: its own charges (fixed costs, the batch in
- * flight) plus those of the holders attached to it (its queue, its
- * retention). Closing it gives everything back.
- */
-export interface BudgetAccount extends BudgetPool {
-  readonly owner: string;
-  /** Bytes this account holds now, its holders' included. */
-  readonly bytes: number;
-  /** The pool its holders charge through. */
-  readonly pool: BudgetPool;
-  /** Counts `holder`'s bytes in this account, and gives them back on close. */
-  attach(holder: BudgetHolder): void;
-  /** Takes over `bytes` a holder already charged (and stopped counting): they are this account's own now. */
-  adopt(bytes: number): void;
-  /** Gives everything back; the account and its holders charge nothing after. */
-  close(): void;
-  readonly closed: boolean;
-}
-
-/** A pool that refuses everything: what a holder charges once its account is closed. */
-export const CLOSED_POOL: BudgetPool = Object.freeze({
-  fits: () => false,
-  tryCharge: () => false,
-  claim: () => false,
-  canClaim: () => false,
-  charge: () => {},
-  release: () => {},
-});
-
 /** Creates a budget. */
 export function createMemoryBudget(o: BudgetOptions = {}): MemoryBudget {
   const limit = o.limit ?? Number.MAX_SAFE_INTEGER;
@@ -200,7 +131,7 @@ let _unbudgeted: BudgetPool | undefined;
 /** An account of an unlimited budget, for a listener, queue or retention made without one: counted, never refused. */
 export function unbudgeted(owner = ""): BudgetAccount {
   _unbudgeted ??= ownerOf(new _Budget(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 0)).pool;
-  return new _Account(owner, _unbudgeted, () => {});
+  return new ListenerAccount(owner, _unbudgeted, () => {});
 }
 
 /** A share as bytes of a budget of `limit` bytes (never more than the budget). */
@@ -223,7 +154,7 @@ interface _Owner {
   used: number;
   /** What it held when fair shares were last counted (_Budget.#levels). */
   counted: number;
-  readonly accounts: Set<_Account>;
+  readonly accounts: Set<ListenerAccount>;
   readonly pool: _Pool;
 }
 
@@ -384,7 +315,7 @@ class _Budget implements MemoryBudget {
       this.#slice();
     }
     const owned = o;
-    const account = new _Account(owner, owned.pool, () => {
+    const account = new ListenerAccount(owner, owned.pool, () => {
       owned.accounts.delete(account);
       if (owned.accounts.size > 0) return;
       this.#owners.delete(owner);
@@ -500,7 +431,7 @@ class _Budget implements MemoryBudget {
 
 /** A new owner's record, with its pool. */
 function ownerOf(budget: _Budget): _Owner {
-  const record: { used: number; counted: number; accounts: Set<_Account>; pool?: _Pool } = {
+  const record: { used: number; counted: number; accounts: Set<ListenerAccount>; pool?: _Pool } = {
     used: 0,
     counted: 0,
     accounts: new Set(),
@@ -575,94 +506,5 @@ class _Pool implements BudgetPool {
 
   release(bytes: number): void {
     this.charge(-bytes);
-  }
-}
-
-class _Account implements BudgetAccount {
-  readonly owner: string;
-  /** Its own charges (its holders' not included). */
-  #own = 0;
-  closed = false;
-  #pool: BudgetPool;
-  readonly #holders: BudgetHolder[] = [];
-  readonly #onClose: () => void;
-
-  constructor(owner: string, pool: BudgetPool, onClose: () => void) {
-    this.owner = owner;
-    this.#pool = pool;
-    this.#onClose = onClose;
-  }
-
-  get pool(): BudgetPool {
-    return this.#pool;
-  }
-
-  get bytes(): number {
-    let bytes = this.#own;
-    for (const h of this.#holders) bytes += h.bytes;
-    return bytes;
-  }
-
-  attach(holder: BudgetHolder): void {
-    if (this.closed) holder.detachBudget();
-    else this.#holders.push(holder);
-  }
-
-  fits(bytes: number): boolean {
-    return this.#pool.fits(bytes);
-  }
-
-  tryCharge(bytes: number): boolean {
-    if (!this.#pool.tryCharge(bytes)) return false;
-    this.#own += bytes;
-    return true;
-  }
-
-  claim(bytes: number): boolean {
-    if (!this.#pool.claim(bytes)) return false;
-    this.#own += bytes;
-    return true;
-  }
-
-  canClaim(bytes: number): boolean {
-    return this.#pool.canClaim(bytes);
-  }
-
-  /** What its holders could drop. */
-  get droppable(): number {
-    let bytes = 0;
-    for (const h of this.#holders) bytes += h.droppable;
-    return bytes;
-  }
-
-  /** Has its holders drop `bytes` in all, in the order they were attached (a listener's retention before its queue). */
-  dropBytes(bytes: number): number {
-    let dropped = 0;
-    for (const h of this.#holders) if (dropped < bytes) dropped += h.dropBytes(bytes - dropped);
-    return dropped;
-  }
-
-  charge(bytes: number): void {
-    this.#pool.charge(bytes);
-    if (!this.closed) this.#own += bytes;
-  }
-
-  release(bytes: number): void {
-    this.#pool.release(bytes);
-    if (!this.closed) this.#own -= bytes;
-  }
-
-  adopt(bytes: number): void {
-    if (!this.closed) this.#own += bytes;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.#pool.release(this.bytes);
-    for (const h of this.#holders.splice(0)) h.detachBudget();
-    this.#own = 0;
-    this.#pool = CLOSED_POOL;
-    this.closed = true;
-    this.#onClose();
   }
 }
