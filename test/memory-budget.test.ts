@@ -129,7 +129,7 @@ describe("budget", () => {
     // "c" is not counted yet: its fair share is a third, 3,333; "e" holds less than its own, so gives up nothing.
     // Past it, "c" could borrow up to 4,500 of what "e" leaves ("e" and "a" and "c" at that level fill the budget),
     // but only as room others' drops make, and "a" cannot drop.
-    expect(b.lendableTo("c")).toBe(4_500);
+    expect(b.borrowLevelOf("c")).toBe(4_500);
     expect(b.refusal("c", 3_334)).toBe("budget");
     expect(b.makeRoom("c", 3_334)).toBe(false);
     expect({ used: b.used, e: b.usedBy("e"), drops: q.budgetDrops }).toEqual({ used: 10_000, e: 1_000, drops: 0 });
@@ -161,7 +161,7 @@ describe("budget", () => {
     expect({ used: b.used, b: b.usedBy("b"), r: b.usedBy("r") }).toEqual({ used: 100_000, b: 25_000, r: 20_000 });
     // "b" may borrow up to 31,250, but under seven eighths that takes 12,600 of room, and "hog" can drop 10,000 of
     // what it holds over that: "b" is refused at each exit. "r", under its fair share, takes its room from "hog".
-    expect(b.lendableTo("b")).toBe(31_250);
+    expect(b.borrowLevelOf("b")).toBe(31_250);
     for (let n = 201; n <= 215; n++) {
       qb.push(1000 + n, rec(n), 20);
       expect(qr.push(n, rec(n), 20)).toBe(0);
@@ -447,7 +447,7 @@ describe("retention of a principal borrowing past its fair share", () => {
     while (budget.usedBy("r") < 20_000) read();
     for (const a of idle) a.charge(2_000);
     // "r" may borrow up to 30,000: under seven eighths that takes 9,644 of room, and "hog" can drop 9,496.
-    expect(budget.lendableTo("r")).toBe(30_000);
+    expect(budget.borrowLevelOf("r")).toBe(30_000);
     const before = retained();
     read();
     // "r" gave up a few of its retained exits, "hog" all it could: "r" gave up 78 while "hog" kept them before.
@@ -842,7 +842,7 @@ describe("registry accounting", () => {
     // Its fair share is the budget over 52 (20 KB): held to it, the reader would have lost all but 14 of its exits
     // while the hog kept more than 600 KB.
     expect(budget.fairShareOf("reader")).toBeLessThan(21_000);
-    expect(budget.lendableTo("reader")).toBeGreaterThan(400_000);
+    expect(budget.borrowLevelOf("reader")).toBeGreaterThan(400_000);
     expect({ depth: reader.queue.depth, lost: reader.lost["memory-budget"] }).toEqual({ depth: 300, lost: 0 });
     expect(hog.lost["memory-budget"]).toBeGreaterThan(0);
     expect(hog.queue.depth + hog.lost["memory-budget"]).toBe(hog.produced);

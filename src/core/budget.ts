@@ -23,8 +23,7 @@
  * slice while the slices shrink, and charges that must be made past the
  * budget (loss markers, batches in flight, shared slabs) fill what is left.
  * So an owner holding less than its fair share (the budget less the reserve,
- * shared out max-min: at least the even split, more when others hold less
- * than that; _fair-levels.ts) is never refused a queued or retained exit: when the
+ * over the owners) is never refused a queued or retained exit: when the
  * budget has no room, the owners holding most over their fair share drop
  * their oldest (retained ones first; a queue's become exact loss markers)
  * to make it. What they hold over it and cannot drop (a stalled stream's
@@ -99,7 +98,7 @@ export interface MemoryBudget {
    * every other owner holds at least that, more when some hold less. Borrowed room is made under seven eighths by
    * the drops of owners holding more than the level, never past the limit.
    */
-  lendableTo(owner: string): number;
+  borrowLevelOf(owner: string): number;
   /**
    * Makes room for `bytes` more for `owner` when they do not fit but `owner`,
    * with them, holds no more than its fair share (counting it among the
@@ -248,7 +247,7 @@ class _Budget implements MemoryBudget {
     return this.#fairShareOf(this.#owners.get(owner));
   }
 
-  lendableTo(owner: string): number {
+  borrowLevelOf(owner: string): number {
     return this.#levelOf(this.#owners.get(owner));
   }
 
