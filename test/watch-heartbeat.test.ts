@@ -5,17 +5,51 @@
  * the watch must go by the interval the stream's opening message names, not
  * assume 15 s and reconnect every 46 s from a quiet server with a longer one.
  */
-import { type Reconnecting, watchExits } from "@taskwire/client";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { createTaskwireClient, type Reconnecting, watchExits } from "@taskwire/client";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { type Running, startServer } from "./helpers.ts";
 
 let running: Running | undefined;
+let other: Server | undefined;
 afterEach(async () => {
   vi.useRealTimers();
   await running?.close();
   running = undefined;
+  other?.closeAllConnections();
+  await new Promise((r) => other === undefined ? r(undefined) : other.close(r));
+  other = undefined;
 });
+
+// The quiet watch of the test above, against `url`: the reconnects it makes while the fake clock runs 60 s.
+async function quietMinute(url: string): Promise<Reconnecting[]> {
+  const reconnects: Reconnecting[] = [];
+  let subscribed = 0;
+  const ctl = new AbortController();
+  const loop = (async () => {
+    // An existing listener's id: the watch subscribes at once (a cpumask would Register first).
+    const options = { listenerId: "l-1", signal: ctl.signal, onSubscribed: () => subscribed++ };
+    for await (
+      const _ of watchExits(createTaskwireClient(url), {
+        ...options,
+        onReconnect: (r) => reconnects.push(r),
+      })
+    ) {
+      /* no exits */
+    }
+  })();
+  for (let i = 0; i < 500 && subscribed === 0; i++) await new Promise((r) => setImmediate(r));
+  expect(subscribed).toBe(1);
+  for (let s = 0; s < 60; s++) await vi.advanceTimersByTimeAsync(1000);
+  ctl.abort();
+  vi.useRealTimers();
+  await loop.catch(() => {});
+  return reconnects;
+}
 
 describe("watchExits's idle watchdog", () => {
   it("waits out the server's own heartbeat interval on a quiet stream", async () => {
@@ -45,5 +79,26 @@ describe("watchExits's idle watchdog", () => {
     ctl.abort();
     vi.useRealTimers();
     await loop;
+  });
+
+  it("bounds an interval past any taskwire server's (a uint32's most): three of it would overflow its timer", async () => {
+    // Not a taskwire server (one refuses --heartbeat-ms past 10 minutes): an opening message naming 2^32-1 ms, then
+    // nothing, the stream held open.
+    const opening = toBinary(
+      SubscribeExitsResponseSchema,
+      create(SubscribeExitsResponseSchema, { listenerId: "l-1", heartbeatMs: 2 ** 32 - 1 }),
+    );
+    const frame = new Uint8Array(5 + opening.length);
+    new DataView(frame.buffer).setUint32(1, opening.length);
+    frame.set(opening, 5);
+    other = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/connect+proto" });
+      res.write(frame);
+    });
+    await new Promise<void>((r) => other!.listen(0, "127.0.0.1", r));
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const reconnects = await quietMinute(`http://127.0.0.1:${(other.address() as AddressInfo).port}`);
+    expect(reconnects.map((r) => r.error.message)).toEqual([]);
   });
 });

@@ -163,6 +163,9 @@ const IDLE_CHECK_MS = 1000;
 /** The server's default heartbeat interval, ms: assumed until a stream's opening message says its own. */
 const DEFAULT_HEARTBEAT_MS = 15_000;
 
+/** The longest heartbeat interval a taskwire server takes (--heartbeat-ms), ms. */
+const MAX_HEARTBEAT_MS = 600_000;
+
 /**
  * Iterates a listener's events: exits, and `lost` events that account for
  * every record this listener did not get (received + lost = produced).
@@ -379,7 +382,11 @@ async function* resuming(
           attempt = 0;
           opened = true;
           if (msg.listenerId !== "") {
-            if (heartbeatAsked === undefined && msg.heartbeatMs > 0) idleMs = 3 * msg.heartbeatMs;
+            if (heartbeatAsked === undefined && msg.heartbeatMs > 0) {
+              // At most a taskwire server's longest (10 minutes): three of a larger one would overflow a timer (Node
+              // fires it at once), and every stream would be judged dead a second later, over and over.
+              idleMs = 3 * Math.min(msg.heartbeatMs, MAX_HEARTBEAT_MS);
+            }
             options.onSubscribed?.({ listenerId: msg.listenerId, cpumask: msg.cpumask, host: msg.host });
           }
           for (const ev of msg.events) {
