@@ -159,6 +159,14 @@ describe("taskwire CLI", () => {
     for (const flag of ["--source", "--host", "--port", "--sim-cpus", "--sim-exit-rate", "--sim-seed"]) {
       expect(r.out).toContain(flag);
     }
+    // The per-address connection cap leaves loopback uncounted (runtime/_transport-limits.ts, SECURITY.md), unlike
+    // the per-principal limits, which count all of loopback as one caller: the help must not say otherwise.
+    const perAddress = r.out.slice(
+      r.out.indexOf("--max-connections-per-address"),
+      r.out.indexOf("--header-timeout-ms"),
+    );
+    expect(perAddress).toMatch(/loopback\s+is\s+not\s+counted/i);
+    expect(perAddress).not.toMatch(/loopback\s+is\s+one/i);
   });
 });
 

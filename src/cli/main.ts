@@ -186,7 +186,7 @@ function buildProgram(): Command {
     )
     .option(
       "--max-connections-per-address <n>",
-      "most connections from one address at once (an IPv6 /64; all loopback is one address); more are closed on accept",
+      "most connections from one remote address at once (an IPv6 /64); more are closed on accept. Loopback is not counted: a proxy on this host must cap its own clients",
       int(1, 2 ** 31 - 1),
       TRANSPORT.maxConnectionsPerAddress,
     )
