@@ -7,6 +7,7 @@
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { connect as connectNats } from "@nats-io/transport-node";
 import { clientFactory } from "./client.ts";
+import { GuardedSessionManager } from "./_guarded-sessions.ts";
 import { createWatchFleet, type WatchFleet } from "./_fleet-core.ts";
 
 export * from "./mod.ts";
@@ -38,7 +39,11 @@ export const createTaskwireClient = clientFactory((settings) => {
   const nodeOptions = tls === undefined
     ? {}
     : { nodeOptions: Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) };
-  if (s.protocol === "grpc") return createGrpcTransport({ ...s, ...nodeOptions });
+  if (s.protocol === "grpc") {
+    // connect-node's own manager, but for uncaught session errors (_guarded-sessions.ts).
+    const sessionManager = new GuardedSessionManager(s.baseUrl, {}, nodeOptions.nodeOptions);
+    return createGrpcTransport({ ...s, ...nodeOptions, sessionManager });
+  }
   return s.protocol === "grpc-web"
     ? createGrpcWebTransport({ ...s, httpVersion: "1.1", ...nodeOptions })
     : createConnectTransport({ ...s, httpVersion: "1.1", ...nodeOptions });
