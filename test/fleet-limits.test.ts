@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
 import {
   collectFleet,
@@ -100,5 +100,31 @@ describe.skipIf(!haveNatsServer)(`the fleet publisher under NATS's size limits (
     const queued = s.fleet.state().produced;
     await eventually(() => s.fleet.state().published >= queued - s.fleet.state().dropped, 20_000);
     expect(s.fleet.state().lastError).not.toMatch(/maximum|size/i);
+  }, 60_000);
+});
+
+describe.skipIf(!haveNatsServer)(`watchFleet on a server that takes large messages (needs ${NATS_SERVER})`, () => {
+  it("one message over 8 MiB (max_payload 16 MiB) is refused as bad; it does not stop the consumer", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-nats-conf-"));
+    writeFileSync(join(dir, "nats.conf"), `max_payload: ${16 * 2 ** 20}\n`);
+    const nats = await startNats(["-c", join(dir, "nats.conf")]);
+    const good = await fleetServer(nats.url, "good", { exitRate: 200 });
+    const nc = await connect({ servers: nats.url });
+    const bad: string[] = [];
+    const c = collectFleet({ servers: nats.url, onBadMessage: (b) => bad.push(`${b.host}: ${b.reason}`) });
+    try {
+      const goodSeqs = () => c.events.filter((e) => e.host === "good").length;
+      await eventually(() => goodSeqs() > 20, 10_000);
+      await jetstream(nc).publish("taskwire.evil.exits.0", new Uint8Array(9 * 2 ** 20).fill(0xff), { timeout: 20_000 });
+      const before = goodSeqs();
+      await eventually(() => goodSeqs() > before + 200 && bad.length === 1, 15_000);
+      expect(bad[0]).toMatch(/^evil: /);
+    } finally {
+      await c.stop();
+      await nc.close();
+      await stopFleetServer(good);
+      await nats.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });

@@ -130,6 +130,17 @@ export type WatchFleet = (options: WatchFleetOptions) => AsyncGenerator<FleetExi
 // messages (measured: 200 KB each) a 256-message pull stalled (219 messages in 15 s against 2000 in 0.6 s by bytes).
 const PULL_BYTES = 8 * 2 ** 20;
 
+// A message larger than a pull's bytes is never delivered (the server answers each pull 409 "Message Size Exceeds
+// MaxBytes"), and nothing after it either: with max_payload raised to 16 MB, one 9 MB message anyone could publish
+// stopped every consumer for good. So a pull takes at least the largest message the server takes, with room for its
+// subject, reply subject and the delivery's overhead.
+const PULL_SLACK = 64 * 1024;
+
+/** The bytes of one pull: PULL_BYTES, or the server's max_payload and some when that is more. */
+export function _pullBytes(maxPayload: number | undefined): number {
+  return Math.max(PULL_BYTES, (maxPayload ?? 0) + PULL_SLACK);
+}
+
 // A pull lasts 5 s (server heartbeats every 2.5 s) instead of nats.js's 30 s. Where the server ends a pull with a
 // status nats.js recovers from only by missing two heartbeats (409 "Message Size Exceeds MaxBytes" with nothing
 // buffered, among others), the flow stops for about twice the heartbeat: ~5 s instead of ~30. Suspected, not
@@ -153,7 +164,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
       if (options.signal?.aborted) return;
       consumer = await _consumer(nc, options, plan.subject);
       const consumed = await consumer.consume({
-        max_bytes: PULL_BYTES,
+        max_bytes: _pullBytes(nc.info?.max_payload),
         expires: PULL_EXPIRES_MS,
       });
       // Aborted during the setup: ends with nothing yielded. Its close() is not awaited: it resolves only once the
