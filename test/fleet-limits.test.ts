@@ -128,3 +128,35 @@ describe.skipIf(!haveNatsServer)(`watchFleet on a server that takes large messag
     }
   }, 60_000);
 });
+
+describe.skipIf(!haveNatsServer)(`watchFleet against a message bomb (needs ${NATS_SERVER})`, () => {
+  it("a 12 MB message of 3 million tiny events is refused by its size, before it is decoded", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-nats-conf-"));
+    writeFileSync(join(dir, "nats.conf"), `max_payload: ${16 * 2 ** 20}\n`);
+    const nats = await startNats(["-c", join(dir, "nats.conf")]);
+    const good = await fleetServer(nats.url, "good", { exitRate: 200 });
+    const nc = await connect({ servers: nats.url });
+    const bad: string[] = [];
+    const c = collectFleet({ servers: nats.url, onBadMessage: (b) => bad.push(b.reason) });
+    try {
+      await eventually(() => c.events.some((e) => e.host === "good"), 10_000);
+      const bomb = (n: number) => {
+        const b = new Uint8Array(n * 4);
+        for (let i = 0; i < n; i++) b.set([0x0a, 0x02, 0x08, 0x01], i * 4); // events { seq: 1 }
+        return b;
+      };
+      const js = jetstream(nc);
+      await js.publish("taskwire.evil.exits.0", bomb(3_000_000), { timeout: 20_000 });
+      await js.publish("taskwire.evil.exits.1", bomb(500_000), { timeout: 20_000 }); // 2 MB: counted, not decoded
+      await eventually(() => bad.length === 2, 15_000);
+      expect(bad[0]).toMatch(/^12000000 bytes, more than the 4194304/);
+      expect(bad[1]).toMatch(/^500000 events, more than the 1024/);
+    } finally {
+      await c.stop();
+      await nc.close();
+      await stopFleetServer(good);
+      await nats.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
