@@ -23,6 +23,11 @@ import {
 } from "./fleet-nats.ts";
 import type { Running } from "./helpers.ts";
 import { checkHosts } from "../src/cli/fleet-input.ts";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+// gc() for the heap measurements (H5).
+setFlagsFromString("--expose-gc");
 
 const lostMsg = (first: bigint, last: bigint, count: bigint) =>
   toBinary(
@@ -168,6 +173,26 @@ describe.skipIf(!haveNatsServer)(`watchFleet against hostile publishers (needs $
     },
     30_000,
   );
+
+  it("H5: long Nats-Msg-Id runs or host tokens are refused, not kept as runs (63 MB per 1,000 of 60 KB)", async () => {
+    const c = await consume();
+    await c.goodAfter();
+    const gc = runInNewContext("gc") as () => void;
+    gc();
+    const heap0 = process.memoryUsage().heapUsed;
+    const long = "r".repeat(60_000);
+    for (let i = 0; i < 500; i++) await pub(`evil6-${i}`, exitMsg([1n]), `evil6-${i}:${long}:1`);
+    await pub("h".repeat(3000), exitMsg([1n]), "h:r:1");
+    await until("501 refusals", () => c.bad.length === 501, 30_000);
+    await c.goodAfter();
+    gc();
+    const grown = process.memoryUsage().heapUsed - heap0;
+    expect(grown, `${(grown / 1e6).toFixed(1)} MB kept`).toBeLessThan(10e6);
+    expect(c.bad[0]?.reason).toMatch(/Nats-Msg-Id run over 64 characters/);
+    expect(c.bad[500]?.reason).toMatch(/host token over 128 characters/);
+    expect(c.events.filter((e) => e.host.startsWith("evil6") || e.host.startsWith("hhh"))).toEqual([]);
+    await c.stop();
+  }, 60_000);
 
   it("M1: a host that sends N and N+2 and goes quiet gets its gap released by the timer", async () => {
     const c = await consume({ reorder: { waitMs: 300 } });

@@ -73,11 +73,27 @@ export async function startNats(args: readonly string[] = []): Promise<NatsServe
   };
 }
 
-function freePort(): Promise<number> {
+// TASKWIRE_TEST_NATS_PORTS=LOW-HIGH keeps the nats-servers within a range (a shared machine's share of ports);
+// unset, any free port.
+const PORT_RANGE = /^(\d+)-(\d+)$/.exec(process.env["TASKWIRE_TEST_NATS_PORTS"] ?? "");
+
+async function freePort(): Promise<number> {
+  if (PORT_RANGE === null) return await listenOn(0);
+  const [lo, hi] = [Number(PORT_RANGE[1]), Number(PORT_RANGE[2])];
+  const start = lo + Math.floor(Math.random() * (hi - lo + 1));
+  for (let i = 0; i <= hi - lo; i++) {
+    const port = lo + ((start - lo + i) % (hi - lo + 1));
+    const ok = await listenOn(port).then(() => true, () => false);
+    if (ok) return port;
+  }
+  throw new Error(`no free port in TASKWIRE_TEST_NATS_PORTS ${lo}-${hi}`);
+}
+
+function listenOn(want: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createNetServer();
     s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
+    s.listen(want, "127.0.0.1", () => {
       const port = (s.address() as { port: number }).port;
       s.close(() => resolve(port));
     });

@@ -51,6 +51,7 @@ describe("fleet pump", () => {
       window: 4,
       lingerMs: 5,
       ackTimeoutMs: 1000,
+      maxMessageBytes: () => Infinity,
       log: () => {},
     });
     await eventually(() => pump.counters().retries > 0 && published.length > 10, 5000);

@@ -10,6 +10,7 @@
  *
  * Each take (up to MAX_EVENTS events, whatever is queued: one when traffic
  * is light, many under load) becomes one message per subject, i.e. per CPU
+ * (halved again while one is over NATS's size limits: #fitted)
  * (loss markers of no one CPU: the `lost` subject), each carrying that
  * CPU's events of the take in seq order. Batching is what makes publishing
  * cheap (a JetStream publish and its ack cost about as much as tens of
@@ -49,6 +50,13 @@ export interface PumpOptions {
   /** Pause after a partial take while messages are in flight, ms (0: none). */
   readonly lingerMs: number;
   readonly ackTimeoutMs: number;
+  /**
+   * The largest message (payload and headers) NATS and the stream take now:
+   * the server's max_payload (it may change with the server reconnected to)
+   * and the stream's max_msg_size. A CPU's events of a batch that encode to
+   * more go as several messages.
+   */
+  readonly maxMessageBytes: () => number;
   readonly log: (level: "info" | "warning", text: string) => void;
 }
 
@@ -78,6 +86,13 @@ export const BATCH_HEADER = "Taskwire-Batch";
  * alone never reach it (a take holds at most 1,024 events); markers do.
  */
 export const MAX_BATCH_SPAN = 4096;
+
+/**
+ * Room kept in a message for its headers (Nats-Msg-Id: a host token of at
+ * most 128 characters, a run and a seq; BATCH_HEADER: two seqs), well over
+ * what they take.
+ */
+export const HEADER_ROOM = 512;
 
 /** One message: its subject, payload and id, kept until JetStream acks it. */
 interface Outgoing {
@@ -203,7 +218,17 @@ class _Pump implements Pump {
       else list.push(item);
     }
     const batch = `${firstSeqOf(items[0]!)}-${lastSeqOf(items[items.length - 1]!)}`;
-    for (const [cpu, list] of byCpu) this.#send(this.#outgoing(cpu, list, batch));
+    for (const [cpu, list] of byCpu) for (const m of this.#fitted(cpu, list, batch)) this.#send(m);
+  }
+
+  // A CPU's events as messages NATS takes: one, or halves of it (again) while it is over the limit. A message over
+  // max_payload or the stream's max_msg_size is refused however often it is sent, and it is retried before anything
+  // newer: one would stop publishing for good (with NATS at max_payload 64 KiB, every take of ~600 exits did).
+  #fitted(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing[] {
+    const m = this.#outgoing(cpu, items, batch);
+    if (items.length === 1 || m.payload.length + HEADER_ROOM <= this.#o.maxMessageBytes()) return [m];
+    const half = items.length >> 1;
+    return [...this.#fitted(cpu, items.slice(0, half), batch), ...this.#fitted(cpu, items.slice(half), batch)];
   }
 
   // Its id is host, run and its first seq: every seq is in exactly one message, so no two messages share one.

@@ -51,24 +51,43 @@ export function streamConfig(s: StreamSettings): Partial<StreamConfig> & { name:
 }
 
 /**
+ * The smallest message limit (the server's max_payload, the stream's
+ * max_msg_size) the publisher works with: one event, the largest an exit
+ * encodes to (two TaskStats of about 1.1 KB at most) with its headers, fits
+ * in it with room to spare.
+ */
+export const MIN_MESSAGE_BYTES = 8192;
+
+/** The stream as found or made: warnings about limits that differ, and its max_msg_size (0: none). */
+export interface EnsuredStream {
+  readonly warnings: string[];
+  readonly maxMsgSize: number;
+}
+
+/**
  * Creates the stream, or checks the existing one (StreamConfigError when it
  * cannot be used). Returns warnings about limits that differ.
  */
-export async function ensureStream(jsm: JetStreamManager, s: StreamSettings): Promise<string[]> {
+export async function ensureStream(jsm: JetStreamManager, s: StreamSettings): Promise<EnsuredStream> {
   const existing = await streamInfo(jsm, s.name);
   if (existing === undefined) {
     try {
       await jsm.streams.add(streamConfig(s));
-      return [];
+      return { warnings: [], maxMsgSize: 0 };
     } catch (err) {
       // Hosts started together race to create it ("subjects overlap with an existing stream"): whoever lost checks
       // the one that won, as it would have found it a moment later.
       const made = await streamInfo(jsm, s.name);
       if (made === undefined) throw await overlapping(jsm, s, err);
-      return checkCompatible(made.config, s);
+      return ensured(made.config, s);
     }
   }
-  return checkCompatible(existing.config, s);
+  return ensured(existing.config, s);
+}
+
+function ensured(config: StreamConfig, s: StreamSettings): EnsuredStream {
+  const warnings = checkCompatible(config, s);
+  return { warnings, maxMsgSize: Math.max(0, config.max_msg_size ?? 0) };
 }
 
 // The server refused a new stream whose subjects another stream holds: say which one, and what to pick.
@@ -105,6 +124,12 @@ export function checkCompatible(config: StreamConfig, s: StreamSettings): string
   if (config.retention !== RETENTION[s.retention]) {
     throw new StreamConfigError(
       `the JetStream stream "${s.name}" exists with ${config.retention} retention, not ${s.retention} (--nats-retention); JetStream cannot change a stream's retention: pass --nats-retention ${config.retention}, or delete the stream (nats stream rm ${s.name}) to let taskwire make it`,
+    );
+  }
+  const msgSize = config.max_msg_size ?? -1;
+  if (msgSize >= 0 && msgSize < MIN_MESSAGE_BYTES) {
+    throw new StreamConfigError(
+      `the JetStream stream "${s.name}" exists with a max message size of ${msgSize} bytes, less than the ${MIN_MESSAGE_BYTES} one exit's message may need; raise it (nats stream edit ${s.name} --max-msg-size ${MIN_MESSAGE_BYTES} or more; -1: no limit), or pick another --nats-stream`,
     );
   }
   const warnings: string[] = [];

@@ -22,7 +22,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { FleetInfoState } from "../rpc/service.ts";
 import type { ServerRegistry } from "../rpc/stream.ts";
 import { checkNatsSettings, connectNats, type NatsSettings } from "./_connect.ts";
-import { ensureStream, type StreamSettings } from "./_stream-config.ts";
+import { ensureStream, MIN_MESSAGE_BYTES, StreamConfigError, type StreamSettings } from "./_stream-config.ts";
 import { createPump, type Pump } from "./_pump.ts";
 import { checkHostToken, checkPrefix, hostToken } from "./subjects.ts";
 
@@ -100,14 +100,17 @@ export interface FleetPublisher {
 export async function startFleetPublisher(o: FleetOptions): Promise<FleetPublisher> {
   const settings = checkFleetOptions(o);
   const nc = await connectNats(o);
+  let maxMsgSize;
   try {
-    const warnings = await ensureStream(await jetstreamManager(nc), settings);
-    for (const w of warnings) o.log?.("warning", w);
+    checkMaxPayload(nc);
+    const stream = await ensureStream(await jetstreamManager(nc), settings);
+    for (const w of stream.warnings) o.log?.("warning", w);
+    maxMsgSize = stream.maxMsgSize;
   } catch (err) {
     await nc.close();
     throw err;
   }
-  return new _Publisher(nc, o, settings);
+  return new _Publisher(nc, o, settings, maxMsgSize);
 }
 
 /**
@@ -146,6 +149,16 @@ function checkLimits(o: FleetOptions): void {
   }
 }
 
+// A server whose max_payload cannot take one exit's message would refuse it for ever.
+function checkMaxPayload(nc: NatsConnection): void {
+  const max = nc.info?.max_payload ?? Infinity;
+  if (max < MIN_MESSAGE_BYTES) {
+    throw new StreamConfigError(
+      `the NATS server's max_payload is ${max} bytes, less than the ${MIN_MESSAGE_BYTES} one exit's message may need; raise max_payload in its configuration`,
+    );
+  }
+}
+
 function checkStreamName(name: string): string {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) {
     throw new RangeError(`--nats-stream "${name.slice(0, 40)}": use 1 to 64 of A-Z a-z 0-9 _ -`);
@@ -157,14 +170,17 @@ class _Publisher implements FleetPublisher {
   readonly #nc: NatsConnection;
   readonly #o: FleetOptions;
   readonly #settings: StreamSettings;
+  /** The stream's max_msg_size (0: none). */
+  readonly #maxMsgSize: number;
   #pump: Pump | undefined;
   #host = "";
   #connected = true;
 
-  constructor(nc: NatsConnection, o: FleetOptions, settings: StreamSettings) {
+  constructor(nc: NatsConnection, o: FleetOptions, settings: StreamSettings, maxMsgSize: number) {
     this.#nc = nc;
     this.#o = o;
     this.#settings = settings;
+    this.#maxMsgSize = maxMsgSize;
     void this.#watchStatus();
   }
 
@@ -185,6 +201,9 @@ class _Publisher implements FleetPublisher {
       window: this.#o.window ?? FLEET_DEFAULTS.window,
       lingerMs: this.#o.lingerMs ?? FLEET_DEFAULTS.lingerMs,
       ackTimeoutMs: this.#o.ackTimeoutMs ?? FLEET_DEFAULTS.ackTimeoutMs,
+      // The server's, as of now: after a reconnect it may be another server's.
+      maxMessageBytes: () =>
+        Math.min(this.#nc.info?.max_payload ?? Infinity, this.#maxMsgSize > 0 ? this.#maxMsgSize : Infinity),
       log: this.#o.log ?? (() => {}),
     });
   }

@@ -130,6 +130,17 @@ export type WatchFleet = (options: WatchFleetOptions) => AsyncGenerator<FleetExi
 // messages (measured: 200 KB each) a 256-message pull stalled (219 messages in 15 s against 2000 in 0.6 s by bytes).
 const PULL_BYTES = 8 * 2 ** 20;
 
+// A message larger than a pull's bytes is never delivered (the server answers each pull 409 "Message Size Exceeds
+// MaxBytes"), and nothing after it either: with max_payload raised to 16 MB, one 9 MB message anyone could publish
+// stopped every consumer for good. So a pull takes at least the largest message the server takes, with room for its
+// subject, reply subject and the delivery's overhead.
+const PULL_SLACK = 64 * 1024;
+
+/** The bytes of one pull: PULL_BYTES, or the server's max_payload and some when that is more. */
+export function _pullBytes(maxPayload: number | undefined): number {
+  return Math.max(PULL_BYTES, (maxPayload ?? 0) + PULL_SLACK);
+}
+
 // A pull lasts 5 s (server heartbeats every 2.5 s) instead of nats.js's 30 s. Where the server ends a pull with a
 // status nats.js recovers from only by missing two heartbeats (409 "Message Size Exceeds MaxBytes" with nothing
 // buffered, among others), the flow stops for about twice the heartbeat: ~5 s instead of ~30. Suspected, not
@@ -153,7 +164,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
       if (options.signal?.aborted) return;
       consumer = await _consumer(nc, options, plan.subject);
       const consumed = await consumer.consume({
-        max_bytes: PULL_BYTES,
+        max_bytes: _pullBytes(nc.info?.max_payload),
         expires: PULL_EXPIRES_MS,
       });
       // Aborted during the setup: ends with nothing yielded. Its close() is not awaited: it resolves only once the
@@ -359,9 +370,14 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
   let events, run, fresh;
   const batch = _batch(m);
   try {
-    events = checkFleetMessage(m.data);
+    // Runs are kept (4,096) after their events went: a run named by a 60 KB Nats-Msg-Id (JetStream takes 64 KB of
+    // headers) or subject cost its size each, 63 MB per 1,000 such messages. A publisher's are far shorter.
+    if (host.length > MAX_HOST_TOKEN) throw new BadFleetMessage(`a host token over ${MAX_HOST_TOKEN} characters`);
     // Nats-Msg-Id is "<host>:<run>:<seq or first-last>" (the publisher's); seqs start again with each run.
-    run = `${host}:${m.headers?.get("Nats-Msg-Id").split(":")[1] ?? ""}`;
+    const token = m.headers?.get("Nats-Msg-Id").split(":")[1] ?? "";
+    if (token.length > MAX_RUN_TOKEN) throw new BadFleetMessage(`a Nats-Msg-Id run over ${MAX_RUN_TOKEN} characters`);
+    run = `${host}:${token}`;
+    events = checkFleetMessage(m.data);
     // A redelivery (the consumer delivered this stream message before) may repeat what was yielded; a first one not.
     fresh = m.info.deliveryCount <= 1;
   } catch (err) {
@@ -395,6 +411,12 @@ function _ackPlan(m: JsMsg, ctx: Ctx, o: { mark: _Mark; last: Pending | undefine
   else if (o.last !== undefined) o.last.ack = _acker(m, ctx.nc);
   else (m.ack(), o.mark.acked = true);
 }
+
+/** The longest host token a publisher sends (src/fleet/subjects.ts's MAX_HOST_TOKEN). */
+const MAX_HOST_TOKEN = 128;
+
+/** The longest run in a Nats-Msg-Id taken (a publisher's is 8 hex digits). */
+const MAX_RUN_TOKEN = 64;
 
 /** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_pump.ts). */
 const BATCH_HEADER = "Taskwire-Batch";
@@ -435,7 +457,7 @@ function _badMessages(cb: ((info: FleetBadMessage) => void) | undefined): Ctx["b
   const counts = new Map<string, number>();
   return (m, host, reason) => {
     m.term(); // no reason: "+TERM <reason>" needs nats-server 2.10+
-    const key = counts.has(host) || counts.size < 4096 ? host : "";
+    const key = counts.has(host) || counts.size < 4096 ? host.slice(0, 200) : "";
     const count = (counts.get(key) ?? 0) + 1;
     counts.set(key, count);
     const info = { subject: printable(m.subject), host: printable(host), reason: printable(reason), count };
