@@ -10,9 +10,9 @@
  *
  * Each take (up to MAX_EVENTS events, whatever is queued: one when traffic
  * is light, many under load) becomes one message per subject, i.e. per CPU
- * (halved again while one is over NATS's size limits: #fitted)
  * (loss markers of no one CPU: the `lost` subject), each carrying that
- * CPU's events of the take in seq order. Batching is what makes publishing
+ * CPU's events of the take in seq order; one over NATS's size limits goes
+ * as halves, halved again while one still is (#fitted). Batching is what makes publishing
  * cheap (a JetStream publish and its ack cost about as much as tens of
  * encoded events); a consumer restores the per-host seq order across the
  * CPUs' messages (the SDK's watchFleet does, clients/ts/src/_fleet-order.ts).
