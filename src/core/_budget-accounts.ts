@@ -22,10 +22,11 @@ export interface BudgetPool {
   /**
    * Charges `bytes` as tryCharge does; when they do not fit but the owner,
    * with them, holds no more than its fair share (MemoryBudget.fairShare),
-   * charges them anyway, once the owners holding most over theirs dropped
-   * their oldest to make room (see the module's comment): a queued exit,
-   * or a retained one (an owner's retention counts toward its fair share
-   * as its queues do).
+   * or than what it may borrow (MemoryBudget.borrowLevelOf) where the others'
+   * drops can make the room, charges them anyway, once the owners holding
+   * most over that dropped their oldest to make room (budget.ts's module
+   * comment): a queued exit, or a retained one (an owner's retention counts
+   * toward its fair share as its queues do).
    */
   claim(bytes: number): boolean;
   /**

@@ -40,9 +40,9 @@
  * made a reading owner's share a 52nd of the budget, and it lost 286 of 300
  * exits to an owner whose stream never read. So an owner may also borrow,
  * past its fair share, what owners holding less than theirs leave, up to
- * its max-min level (_fair-levels.ts): room made under seven eighths by the
- * drops of owners holding more than that level, never past the limit, so
- * the bound above stands.
+ * its max-min level (_fair-levels.ts): room made under the budget less the
+ * reserve (the server's seven eighths) by the drops of owners holding more
+ * than that level, never past the limit, so the bound above stands.
  */
 
 import { type BudgetAccount, type BudgetPool, ListenerAccount } from "./_budget-accounts.ts";
@@ -95,17 +95,19 @@ export interface MemoryBudget {
    * owner with no account yet, judged with itself counted): the level at which the budget less the reserve is
    * filled by it and the others, each counted at what it holds but at most that level (max-min fairness; counted
    * again once a 256th of the budget, and 256 bytes per owner, were charged or given back). Its fair share when
-   * every other owner holds at least that, more when some hold less. Borrowed room is made under seven eighths by
-   * the drops of owners holding more than the level, never past the limit.
+   * every other owner holds at least that, more when some hold less. Borrowed room is made under the budget less
+   * the reserve by the drops of owners holding more than the level, never past the limit.
    */
   borrowLevelOf(owner: string): number;
   /**
    * Makes room for `bytes` more for `owner` when they do not fit but `owner`,
    * with them, holds no more than its fair share (counting it among the
-   * owners if it is not yet): the owners holding most over theirs drop their
-   * oldest. Returns whether `bytes` may be charged now (past the budget, by
-   * what the others hold over their fair share and cannot drop); false, and
-   * nothing changed, when `owner` would hold more than its fair share.
+   * owners if it is not yet), or than what it may borrow (borrowLevelOf)
+   * where the others' drops can make the room: the owners holding most over
+   * its share or level drop their oldest. Returns whether `bytes` may be
+   * charged now (within its fair share, past the budget by what the others
+   * hold over theirs and cannot drop; borrowed, never past it); false, and
+   * nothing changed, when they may not.
    */
   makeRoom(owner: string, bytes: number): boolean;
   /** An account that charges `owner` (one per listener). */
@@ -210,7 +212,7 @@ class _Budget implements MemoryBudget {
   /**
    * Until when the last scan for room within a fair share is trusted to have found too little (Date.now() ms; see
    * DRY_MS). Then a scan for borrowed room finds too little as well: it counts only what owners hold over a level
-   * at least the fair share, against a greater need (room under seven eighths, not under the limit).
+   * at least the fair share, against a greater need (room under the budget less the reserve, not under the limit).
    */
   #dryUntil = 0;
   /**
@@ -286,9 +288,10 @@ class _Budget implements MemoryBudget {
   /**
    * Whether claim(bytes) for `o` would charge them, dropping nothing to find out (BudgetPool.canClaim, asked when
    * they do not fit): within its fair share, or past it within what it may borrow where the others' drops can make
-   * the room under seven eighths, as claim finds it. Asking only whether they fit under seven eighths (no more than
-   * fits() asks) had a reader at its level whose level fell give up a reserve's worth of what it retained for a
-   * resume, 10,000 bytes of a 100,000 budget, where claim would have borrowed after 5,000 from an owner over it.
+   * the room under the budget less the reserve, as claim finds it. Asking only whether they fit under the budget
+   * less the reserve (no more than fits() asks) had a reader at its level whose level fell give up a reserve's
+   * worth of what it retained for a resume, 10,000 bytes of a 100,000 budget, where claim would have borrowed after
+   * 5,000 from an owner over it.
    */
   mayClaim(o: _Owner, bytes: number): boolean {
     const mine = o.used + bytes;
@@ -296,7 +299,10 @@ class _Budget implements MemoryBudget {
     return mine <= this.#fairShareOf(o) || this.#room(o, bytes) !== undefined;
   }
 
-  /** Charges `o` for `bytes` through its fair share: false (changing nothing) when `o` would hold more than that. */
+  /**
+   * Charges `o` for `bytes` through its fair share or what it may borrow (#room): false (changing nothing) when `o`
+   * would hold more than either lets it.
+   */
   claim(o: _Owner, bytes: number): boolean {
     const room = this.#room(o, bytes);
     if (room === undefined) return false;
@@ -367,11 +373,11 @@ class _Budget implements MemoryBudget {
    * the others hold over theirs and cannot drop (batches in flight, shared
    * slabs, fixed costs) is what the budget lets pass its limit: all owners
    * together hold at most their fair shares plus that. Past its fair share,
-   * what `o` borrows is room under seven eighths that the others' drops
-   * make, never past the limit: charged past it, the room owners borrowed
-   * one after another passed the limit together by more (in an attack of
-   * 340 never-read streams the budget's use peaked at 112-117%, against
-   * 100-101%).
+   * what `o` borrows is room under the budget less the reserve that the
+   * others' drops make, never past the limit: charged past it, the room
+   * owners borrowed one after another passed the limit together by more (in
+   * an attack of 340 never-read streams the budget's use peaked at 112-117%,
+   * against 100-101%).
    */
   #room(o: _Owner | undefined, bytes: number): _Room | undefined {
     const mine = (o?.used ?? 0) + bytes;
