@@ -12,7 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
+import { checkFleetOptions, startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
+import { checkCompatible, streamConfig } from "../src/fleet/_stream-config.ts";
+import type { StreamConfig } from "@nats-io/jetstream";
 import {
   collectFleet,
   fleetServer,
@@ -63,6 +65,18 @@ async function largePayloads(onBadMessage: (host: string, reason: string) => voi
   cleanup.push(() => c.stop());
   return { c, js: jetstream(nc) };
 }
+
+describe("an existing stream's max_msg_size", () => {
+  const settings = checkFleetOptions({ servers: "nats://127.0.0.1:1" });
+  const existing = (maxMsgSize: number) => ({ ...streamConfig(settings), max_msg_size: maxMsgSize }) as StreamConfig;
+
+  it("under one exit's message is refused; 0 and -1 are no limit, as the publisher reads them", () => {
+    expect(() => checkCompatible(existing(1000), settings)).toThrow(StreamConfigError);
+    expect(() => checkCompatible(existing(8191), settings)).toThrow(/max message size of 8191 bytes/);
+    for (const none of [0, -1]) expect(() => checkCompatible(existing(none), settings)).not.toThrow();
+    expect(() => checkCompatible(existing(8192), settings)).not.toThrow();
+  });
+});
 
 describe.skipIf(!haveNatsServer)(`the fleet publisher under NATS's size limits (needs ${NATS_SERVER})`, () => {
   it("max_payload 16 KiB: full batches after an outage are cut to fit, and every exit is accounted", async () => {

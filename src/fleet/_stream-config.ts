@@ -126,8 +126,9 @@ export function checkCompatible(config: StreamConfig, s: StreamSettings): string
       `the JetStream stream "${s.name}" exists with ${config.retention} retention, not ${s.retention} (--nats-retention); JetStream cannot change a stream's retention: pass --nats-retention ${config.retention}, or delete the stream (nats stream rm ${s.name}) to let taskwire make it`,
     );
   }
+  // 0 is no limit, as -1 is (JetStream takes either for none; ensured() reads it so too).
   const msgSize = config.max_msg_size ?? -1;
-  if (msgSize >= 0 && msgSize < MIN_MESSAGE_BYTES) {
+  if (msgSize > 0 && msgSize < MIN_MESSAGE_BYTES) {
     throw new StreamConfigError(
       `the JetStream stream "${s.name}" exists with a max message size of ${msgSize} bytes, less than the ${MIN_MESSAGE_BYTES} one exit's message may need; raise it (nats stream edit ${s.name} --max-msg-size ${MIN_MESSAGE_BYTES} or more; -1: no limit), or pick another --nats-stream`,
     );
