@@ -457,7 +457,9 @@ function _badMessages(cb: ((info: FleetBadMessage) => void) | undefined): Ctx["b
   const counts = new Map<string, number>();
   return (m, host, reason) => {
     m.term(); // no reason: "+TERM <reason>" needs nats-server 2.10+
-    const key = counts.has(host) || counts.size < 4096 ? host.slice(0, 200) : "";
+    // Keyed as reported (printable keeps 200 characters): a longer host's own count is found past 4096 hosts too.
+    const clipped = host.slice(0, 200);
+    const key = counts.has(clipped) || counts.size < 4096 ? clipped : "";
     const count = (counts.get(key) ?? 0) + 1;
     counts.set(key, count);
     const info = { subject: printable(m.subject), host: printable(host), reason: printable(reason), count };
