@@ -114,7 +114,10 @@ class _Authenticator implements Authenticator {
     // owned the fleet publisher's listener (saw, streamed, took over and deregistered it), which only an admin may.
     const problem = principalNameProblem(cert.subject);
     if (problem !== undefined) {
-      throw new UnauthenticatedError(`the client certificate's subject CN cannot name a principal: ${problem}`);
+      throw new UnauthenticatedError(
+        `the client certificate's subject CN cannot name a principal: ${problem}; give the client a certificate ` +
+          `with another CN`,
+      );
     }
     const known = this.#table.principals.get(cert.subject);
     if (known !== undefined) return { ...known, via: "mtls" };
