@@ -38,16 +38,25 @@ export interface NatsServer {
   restart(): Promise<void>;
   /** Kills it and removes the store. */
   close(): Promise<void>;
+  /** Has it reread its configuration file (SIGHUP; permissions change for connected clients too). */
+  reload(): void;
 }
 
-/** Starts nats-server -js on a free loopback port; `args` adds flags (e.g. --auth TOKEN). */
-export async function startNats(args: readonly string[] = []): Promise<NatsServer> {
+/** Starts nats-server -js on a free loopback port; `args` adds flags (e.g. --auth TOKEN, -c FILE). */
+export async function startNats(
+  args: readonly string[] = [],
+  o: { confNamesStore?: boolean } = {},
+): Promise<NatsServer> {
   const storeDir = mkdtempSync(join(tmpdir(), "taskwire-nats-"));
   const port = await freePort();
   let child: ChildProcess | undefined;
   const start = async () => {
-    child = spawn(NATS_SERVER, ["-js", "-sd", storeDir, "-a", "127.0.0.1", "-p", String(port), ...args], {
+    // confNamesStore: the configuration file (-c) names the store itself, as jetstream { store_dir: $NATS_STORE_DIR }:
+    // with -sd too, nats-server refuses to reload it ("config reload not supported for jetstream storage dir").
+    const js = o.confNamesStore === true ? [] : ["-js", "-sd", storeDir];
+    child = spawn(NATS_SERVER, [...js, "-a", "127.0.0.1", "-p", String(port), ...args], {
       stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, NATS_STORE_DIR: storeDir },
     });
     await waitForPort(port, 10_000);
   };
@@ -66,6 +75,7 @@ export async function startNats(args: readonly string[] = []): Promise<NatsServe
     storeDir,
     kill,
     restart: start,
+    reload: () => void child?.kill("SIGHUP"),
     close: async () => {
       await kill();
       rmSync(storeDir, { recursive: true, force: true });

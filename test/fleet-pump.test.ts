@@ -46,6 +46,7 @@ describe("fleet pump", () => {
     const pump = createPump({
       js,
       listener,
+      stream: "S",
       prefix: "p",
       host: "h",
       window: 4,

@@ -240,3 +240,8 @@ function describe(err: unknown): string {
   const cause = e.cause?.message;
   return [e.message ?? String(err), ...(cause !== undefined && cause !== e.message ? [cause] : [])].join(": ");
 }
+
+/** `text` with the user:password@ (or token@) of any URL in it replaced by ***@: an error may quote a server URL. */
+export function redactText(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@"']*@/gi, "$1***@");
+}

@@ -39,11 +39,14 @@ import { encodeEvents } from "../rpc/fast-binary/batch.ts";
 import type { FleetInfoState } from "../rpc/service.ts";
 import type { ServerListener } from "../rpc/stream.ts";
 import { eventSubject } from "./subjects.ts";
+import { describeFailure, FailureLog, type FailureReason } from "./_publish-failure.ts";
 
 /** What the pump needs. */
 export interface PumpOptions {
   readonly js: JetStreamClient;
   readonly listener: ServerListener;
+  /** The stream's name, for messages. */
+  readonly stream: string;
   readonly prefix: string;
   readonly host: string;
   readonly window: number;
@@ -58,13 +61,24 @@ export interface PumpOptions {
    */
   readonly maxMessageBytes: () => number;
   readonly log: (level: "info" | "warning", text: string) => void;
+  /** While publishes fail, their cause is logged again this often, ms (default PROBLEM_LOG_MS). */
+  readonly problemLogMs?: number | undefined;
 }
+
+/** While publishes fail, how often their cause is logged again, ms: an operator sees it persist, not a flood. */
+export const PROBLEM_LOG_MS = 60_000;
 
 /** The pump's counters: its share of the publisher's state, and what its listener produced. */
 export interface PumpCounters
   extends Pick<FleetInfoState, "published" | "pending" | "queued" | "dropped" | "retries" | "lastError"> {
   /** Events its listener produced (seq of the last): what a consumer's received + lost adds up to. */
   readonly produced: number;
+  /** Why publishes fail now ("" while they are acked). */
+  readonly failing: FailureReason | "";
+  /** Since when they fail, ms since the epoch (0 while they are acked). */
+  readonly failingSince: number;
+  /** Failed publishes so far, per reason. */
+  readonly failures: Readonly<Record<FailureReason, number>>;
 }
 
 /** A running pump. */
@@ -72,6 +86,8 @@ export interface Pump {
   counters(): PumpCounters;
   /** Publishes what is queued and in flight, for at most `ms`, then stops. */
   drain(ms: number): Promise<void>;
+  /** An error the NATS server sent on the connection (a status): logged at a bounded rate, named with failures. */
+  serverError(err: unknown): void;
 }
 
 /** Most events in one take. */
@@ -124,7 +140,7 @@ class _Pump implements Pump {
   #retryDelay = RETRY_MIN_MS;
   #published = 0;
   #retries = 0;
-  #lastError = "";
+  readonly #failures: FailureLog;
   #ended = false;
   #stopped = false;
   #wakeUp: (() => void) | undefined;
@@ -132,6 +148,7 @@ class _Pump implements Pump {
 
   constructor(o: PumpOptions) {
     this.#o = o;
+    this.#failures = new FailureLog(o.log, o.problemLogMs ?? PROBLEM_LOG_MS);
     o.listener.attach(this.#wake, this.#end);
     this.#done = this.#loop();
   }
@@ -145,8 +162,20 @@ class _Pump implements Pump {
       queued: l.queue.length,
       dropped: l.lost["subscriber-overflow"] + l.lost["memory-budget"],
       retries: this.#retries,
-      lastError: this.#lastError,
+      lastError: this.#failures.current?.failure.text ?? "",
+      failing: this.#failures.current?.failure.reason ?? "",
+      failingSince: this.#failures.current?.since ?? 0,
+      failures: this.#failures.counts,
     };
+  }
+
+  serverError(err: unknown): void {
+    this.#failures.serverError(err);
+  }
+
+  #cost(): { retries: number; dropped: number } {
+    const l = this.#o.listener;
+    return { retries: this.#retries, dropped: l.lost["subscriber-overflow"] + l.lost["memory-budget"] };
   }
 
   async drain(ms: number): Promise<void> {
@@ -255,14 +284,14 @@ class _Pump implements Pump {
     this.#inFlight--;
     this.#published += m.events;
     this.#retryDelay = RETRY_MIN_MS;
-    this.#lastError = "";
+    this.#failures.acked(this.#cost());
     this.#wake();
   }
 
   #failed(m: Outgoing, err: unknown): void {
     this.#inFlight--;
-    if (this.#lastError === "") this.#o.log("warning", `fleet: publish failed, retrying: ${String(err)}`);
-    this.#lastError = String((err as Error)?.message ?? err);
+    const { stream, prefix, host, ackTimeoutMs } = this.#o;
+    this.#failures.failed(describeFailure(err, m.subject, { stream, prefix, host, ackTimeoutMs }), this.#cost());
     this.#retry.push(m);
     this.#wake();
   }

@@ -66,7 +66,9 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
   readonly ackTimeoutMs?: number | undefined;
   /** The host's subject token as is (default: the server's hostname, sanitised; subjects.ts). */
   readonly hostToken?: string | undefined;
-  /** Where the publisher says what happens to its connection (warnings: disconnects, retries). */
+  /** While publishes fail, how often their cause is logged again, ms (default 60000). */
+  readonly problemLogMs?: number | undefined;
+  /** Where the publisher says what happens to its connection (warnings: disconnects, failing publishes). */
   readonly log?: ((level: "info" | "warning", text: string) => void) | undefined;
 }
 
@@ -196,6 +198,7 @@ class _Publisher implements FleetPublisher {
     this.#pump = createPump({
       js: jetstream(this.#nc),
       listener,
+      stream: this.#settings.name,
       prefix: this.#settings.prefix,
       host: this.#host,
       window: this.#o.window ?? FLEET_DEFAULTS.window,
@@ -205,6 +208,7 @@ class _Publisher implements FleetPublisher {
       maxMessageBytes: () =>
         Math.min(this.#nc.info?.max_payload ?? Infinity, this.#maxMsgSize > 0 ? this.#maxMsgSize : Infinity),
       log: this.#o.log ?? (() => {}),
+      problemLogMs: this.#o.problemLogMs,
     });
   }
 
@@ -222,6 +226,9 @@ class _Publisher implements FleetPublisher {
       subjectPrefix: this.#settings.prefix,
       host: this.#host,
       lastError: p?.lastError ?? "",
+      failing: p?.failing ?? "",
+      failingSince: p?.failingSince ?? 0,
+      failures: p?.failures ?? {},
     };
   }
 
@@ -242,6 +249,10 @@ class _Publisher implements FleetPublisher {
       } else if (s.type === "reconnect") {
         this.#connected = true;
         log("info", "fleet: reconnected to NATS; publishing what was queued");
+      } else if (s.type === "error") {
+        // The server's -ERR (a permissions violation, a protocol error): nats.js matches it to a request only
+        // sometimes, so it is reported here too, or its words might never reach the operator.
+        this.#pump?.serverError(s.error);
       }
     }
   }

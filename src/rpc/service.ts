@@ -49,8 +49,17 @@ export interface FleetInfoState {
   readonly subjectPrefix: string;
   /** This host's subject token. */
   readonly host: string;
-  /** The last publish error, "" when none since the last success. */
+  /**
+   * Why publishes fail, with NATS's words and what to do ("" since the last success): a cause NATS named is kept
+   * over the timeouts that follow it in the same outage.
+   */
   readonly lastError: string;
+  /** The kind of that failure (permission, sealed, no-stream, timeout, refused), "" while publishes are acked. */
+  readonly failing: string;
+  /** Since when publishes fail, ms since the epoch (0 while they are acked). */
+  readonly failingSince: number;
+  /** Failed publishes so far, per kind. */
+  readonly failures: Readonly<Record<string, number>>;
 }
 
 /** The caller of a unary method, checked for `role` and admitted under its call rate, if its deadline is not up. */

@@ -47,7 +47,7 @@ export interface MetricsInputs {
 /** What /metrics shows of the fleet publisher. */
 export type FleetCounters = Pick<
   FleetInfoState,
-  "connected" | "published" | "pending" | "queued" | "dropped" | "retries"
+  "connected" | "published" | "pending" | "queued" | "dropped" | "retries" | "failing" | "failures"
 >;
 
 /** One exposition: its text and content type. */
@@ -360,6 +360,28 @@ function addFleetSeries(registry: PromRegistry, fleet: () => FleetCounters): voi
     "JetStream publishes retried after a failure or a missing ack.",
     (c) => c.retries,
   );
+  new Gauge({
+    name: "taskwire_fleet_publish_failing",
+    help:
+      "1 while the fleet publisher's publishes fail, labelled with why (GetInfo's fleet.last_error says what to do).",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+    collect() {
+      const why = fleet().failing;
+      this.reset();
+      this.set({ reason: why === "" ? "none" : why }, why === "" ? 0 : 1);
+    },
+  });
+  new Counter({
+    name: "taskwire_fleet_publish_failures_total",
+    help: "JetStream publishes that failed, by why (each is retried).",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of Object.entries(fleet().failures)) this.inc({ reason }, n);
+    },
+  });
   gaugeFrom(
     registry,
     "taskwire_fleet_pending_messages",
