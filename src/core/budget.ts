@@ -374,10 +374,11 @@ class _Budget implements MemoryBudget {
    * slabs, fixed costs) is what the budget lets pass its limit: all owners
    * together hold at most their fair shares plus that. Past its fair share,
    * what `o` borrows is room under the budget less the reserve that the
-   * others' drops make, never past the limit: charged past it, the room
-   * owners borrowed one after another passed the limit together by more (in
-   * an attack of 340 never-read streams the budget's use peaked at 112-117%,
-   * against 100-101%).
+   * others' drops make, never past the limit: charged past it, owners that
+   * borrowed one after another, each up to the level the others left it,
+   * would pass the limit together by more than the even split lets them (an
+   * attack of 340 never-read streams could not tell the two apart: its peak
+   * read 100-115% with either, run to run).
    */
   #room(o: _Owner | undefined, bytes: number): _Room | undefined {
     const mine = (o?.used ?? 0) + bytes;
