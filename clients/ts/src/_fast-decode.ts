@@ -79,6 +79,34 @@ function lengthDelimited(c: Cursor): Uint8Array {
   return c.buf.subarray(start, c.pos);
 }
 
+/**
+ * How many length-delimited fields numbered `field` `buf` holds at its top
+ * level, counted from the wire without decoding or allocating (a message's
+ * size bound then bounds the work); malformed wire ends the count, and the
+ * decoder says what is wrong with it.
+ */
+export function countLengthDelimited(buf: Uint8Array, field: number): number {
+  const c: Cursor = { buf, pos: 0 };
+  let n = 0;
+  try {
+    while (c.pos < buf.length) {
+      const tag = varint(c), wire = tag & 7;
+      if (wire === 0) varint(c);
+      else if (wire === 1 || wire === 5) c.pos += wire === 1 ? 8 : 4;
+      else if (wire !== 2) break;
+      else {
+        const len = varint(c); // read before c.pos is: `c.pos += varint(c)` would add to the position before it
+        c.pos += len;
+        if (c.pos > buf.length) break;
+        if (tag >>> 3 === field) n++;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Malformed)) throw err;
+  }
+  return n;
+}
+
 function fixed(c: Cursor, size: 4 | 8): DataView {
   const start = c.pos;
   c.pos += size;

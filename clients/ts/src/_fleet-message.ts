@@ -9,7 +9,7 @@
  * last - first + 1).
  */
 import { type ExitEvent, SubscribeExitsResponseSchema } from "./gen/taskwire/v1/taskstats_pb.ts";
-import { decodeFast } from "./_fast-decode.ts";
+import { countLengthDelimited, decodeFast } from "./_fast-decode.ts";
 
 /** Most events one message may carry (the publisher's batch size). */
 export const MAX_FLEET_EVENTS = 1024;
@@ -41,7 +41,7 @@ export function checkFleetMessage(data: Uint8Array): Checked[] {
   if (data.length > MAX_FLEET_BYTES) {
     throw new BadFleetMessage(`${data.length} bytes, more than the ${MAX_FLEET_BYTES} a publisher sends`);
   }
-  const counted = _countEvents(data);
+  const counted = countLengthDelimited(data, 1); // SubscribeExitsResponse.events
   if (counted > MAX_FLEET_EVENTS) {
     throw new BadFleetMessage(`${counted} events, more than the ${MAX_FLEET_EVENTS} a publisher sends`);
   }
@@ -64,37 +64,6 @@ export function checkFleetMessage(data: Uint8Array): Checked[] {
     out.push({ ev: _strip(ev), first, last });
   }
   return out;
-}
-
-// The top-level `events` fields (1, length-delimited), counted from the wire without decoding, to the
-// end (at most MAX_FLEET_BYTES: no allocation); malformed wire stops the count (the decoder says what is wrong).
-function _countEvents(b: Uint8Array): number {
-  let n = 0, p = 0;
-  const varint = (): number => {
-    let v = 0;
-    for (let shift = 0; p < b.length && shift < 49; shift += 7) {
-      const x = b[p++]!;
-      v += (x & 0x7f) * 2 ** shift;
-      if (x < 0x80) return v;
-    }
-    return -1;
-  };
-  while (p < b.length) {
-    const tag = varint();
-    if (tag < 0) break;
-    const wire = tag & 7;
-    if (wire === 0) {
-      if (varint() < 0) break;
-    } else if (wire === 2) {
-      const len = varint();
-      if (len < 0 || p + len > b.length) break;
-      p += len;
-      if (tag >>> 3 === 1) n++;
-    } else if (wire === 1) p += 8;
-    else if (wire === 5) p += 4;
-    else break;
-  }
-  return n;
 }
 
 function _seqs(ev: ExitEvent): [number, number] {
