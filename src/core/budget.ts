@@ -383,8 +383,8 @@ class _Budget implements MemoryBudget {
   #room(o: _Owner | undefined, bytes: number): _Room | undefined {
     const mine = (o?.used ?? 0) + bytes;
     if (mine > this.ownerLimit) return undefined;
-    const within = mine <= this.#fairShareOf(o);
-    const fair = within ? this.#fairShareOf(o) : this.#levelOf(o);
+    const share = this.#fairShareOf(o), within = mine <= share;
+    const fair = within ? share : this.#levelOf(o);
     if (mine > fair) return undefined;
     const need = this.used + bytes - (within ? this.limit : this.unreserved);
     const from: [_Owner, number][] = [];

@@ -160,8 +160,7 @@ class _Pump implements Pump {
       published: this.#published,
       pending: this.#inFlight + this.#retry.length,
       queued: l.queue.length,
-      dropped: l.lost["subscriber-overflow"] + l.lost["memory-budget"],
-      retries: this.#retries,
+      ...this.#cost(),
       lastError: this.#failures.current?.failure.text ?? "",
       failing: this.#failures.current?.failure.reason ?? "",
       failingSince: this.#failures.current?.since ?? 0,
@@ -173,6 +172,7 @@ class _Pump implements Pump {
     this.#failures.serverError(err);
   }
 
+  // Retries so far, and exits dropped (its listener's queue or the memory budget; published as loss markers).
   #cost(): { retries: number; dropped: number } {
     const l = this.#o.listener;
     return { retries: this.#retries, dropped: l.lost["subscriber-overflow"] + l.lost["memory-budget"] };

@@ -281,25 +281,27 @@ const explainRefusedGrpc: Interceptor = (next) => async (req) => {
   try {
     return await next(req);
   } catch (err) {
-    const why = !(err instanceof ConnectError)
-      ? undefined
-      : err.rawMessage === "HTTP 415"
-      ? "the server refused gRPC (HTTP 415)"
-      : err.code === Code.Internal && err.rawMessage === "Protocol error"
-      ? "the server did not take gRPC's HTTP/2 (a protocol error)"
-      : undefined;
-    if (why === undefined) throw err;
-    const e = err as ConnectError;
+    const why = err instanceof ConnectError ? grpcRefusal(err) : undefined;
+    if (why === undefined || !(err instanceof ConnectError)) throw err;
     throw new ConnectError(
       `${why}: a taskwire server takes gRPC over HTTP/2 when it runs on Node; against one on Deno or Bun, or ` +
         'behind an HTTP/1.1 proxy, use protocol "connect" (the default) or "grpc-web"',
-      e.code,
-      e.metadata,
+      err.code,
+      err.metadata,
       undefined,
-      e,
+      err,
     );
   }
 };
+
+// What connect-es's error of a gRPC call says of a server that does not take gRPC; undefined for any other error.
+function grpcRefusal(err: ConnectError): string | undefined {
+  if (err.rawMessage === "HTTP 415") return "the server refused gRPC (HTTP 415)";
+  if (err.code === Code.Internal && err.rawMessage === "Protocol error") {
+    return "the server did not take gRPC's HTTP/2 (a protocol error)";
+  }
+  return undefined;
+}
 
 // A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
 function bearer(token: string): string {
