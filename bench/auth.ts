@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { createAuditLog } from "../src/auth/audit.ts";
 import { createAuthenticator } from "../src/auth/authenticator.ts";
 import { hashToken, newToken } from "../src/auth/tokens.ts";
-import { DEFAULT_LIMITS } from "../src/core/registry.ts";
+import { DEFAULT_LIMITS } from "../src/core/limits.ts";
 import { listenNode } from "../src/runtime/node.ts";
 import { createServer, type ServerOptions } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";

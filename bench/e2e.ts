@@ -6,7 +6,7 @@
  * fast subscriber's rate beside them. (Latency: bench/latency.ts.)
  */
 import { type Listening, listenNode } from "../src/runtime/node.ts";
-import { DEFAULT_LIMITS, type Limits } from "../src/core/registry.ts";
+import { DEFAULT_LIMITS, type Limits } from "../src/core/limits.ts";
 import { createServer, type TaskwireServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startCeiling, startGrpcCeiling } from "./_ceiling.ts";

@@ -11,7 +11,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { resetSync } from "@logtape/logtape";
-import { DEFAULT_LIMITS } from "../src/core/registry.ts";
+import { DEFAULT_LIMITS } from "../src/core/limits.ts";
 import { configureLogging } from "../src/log/logger.ts";
 import { listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";

@@ -36,7 +36,8 @@ export {
   TaskNotFoundError,
   type TaskstatsSource,
 } from "./sources/source.ts";
-export { DEFAULT_LIMITS, type Limits, type RegistryStats } from "./core/registry.ts";
+export { DEFAULT_LIMITS, type Limits } from "./core/limits.ts";
+export type { RegistryStats } from "./core/registry.ts";
 export { LimitExceededError, ListenerNotFoundError } from "./core/errors.ts";
 export { CpulistError, formatCpulist, parseCpulist, parseCpumask, type PossibleCpus } from "./kernel/cpulist.ts";
 export type { ExitRecord } from "./kernel/exit-record.ts";

@@ -1,6 +1,6 @@
 /** The `taskwire` command line: serve | get | watch | info | cgroup. */
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/registry.ts";
+import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/limits.ts";
 import { MAX_SIM_EXIT_RATE } from "../sources/sim/sim-source.ts";
 import type { Share } from "../core/budget.ts";
 import { formatBytes, parseBytes, parseShare } from "../core/byte-counts.ts";

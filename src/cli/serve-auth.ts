@@ -5,7 +5,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_ADMISSION } from "../core/admission.ts";
 import { type Role, ROLES } from "../core/principal.ts";
-import { DEFAULT_LIMITS } from "../core/registry.ts";
+import { DEFAULT_LIMITS } from "../core/limits.ts";
 import { allowedHostProblem, isLoopbackAddress } from "../auth/hosts.ts";
 import { hashToken, newToken, principalNameProblem } from "../auth/tokens.ts";
 import { UsageError } from "./errors.ts";

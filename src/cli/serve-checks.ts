@@ -16,7 +16,7 @@ import { checkKeyPair, checkPemPair, readPem } from "./pem.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";
 import { checkFleet } from "./serve-nats.ts";
 import type { FleetOptions } from "../fleet/publisher.ts";
-import type { Limits } from "../core/registry.ts";
+import type { Limits } from "../core/limits.ts";
 import type { TransportLimits } from "../runtime/node.ts";
 
 /** The settings the checks read (serve.ts's ServeFlags holds them, by the same names). */

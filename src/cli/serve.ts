@@ -4,7 +4,7 @@ import { DEFAULT_HEAP_HEADROOM_BYTES, keepHeapHeadroom, listen, runtimeLabel } f
 import type { TransportLimits } from "../runtime/node.ts";
 import { createServer } from "../server/server.ts";
 import type { Share } from "../core/budget.ts";
-import type { Limits } from "../core/registry.ts";
+import type { Limits } from "../core/limits.ts";
 import type { CgroupCallLimits } from "../rpc/cgroup-stats.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
 import { hostname } from "node:os";

@@ -14,10 +14,11 @@ import { formatCpulist } from "../kernel/cpulist.ts";
 import { createListenerTable, type DemandChange, type ListenerTable } from "../kernel/listener-table.ts";
 import { SlabLedger } from "./_slab-ledger.ts";
 import { createMemoryBudget, type MemoryBudget } from "./budget.ts";
-import { formatBytes } from "./byte-counts.ts";
 import type { CpuRecord, OverflowPolicy } from "./event-queue.ts";
 import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
+import { type Limits, resolveLimits } from "./limits.ts";
 import { Listener, type LossCounters, noLosses, type SharedSlabs, type StreamEnd } from "./listener.ts";
+import { memoryRefusal, stalledWhy } from "./_memory-refusals.ts";
 
 /** Where records come from, as the registry sees a source: it starts it, and says which CPUs are watched. */
 export interface ExitFeed<R extends CpuRecord> {
@@ -50,46 +51,6 @@ export interface DeliveryFailure {
   /** Present when the listener's own account could not be mended either (its queue threw too): that error. */
   readonly unrecovered?: unknown;
 }
-
-/** Server-side limits and defaults. */
-export interface Limits {
-  /** Most listeners at once (RESOURCE_EXHAUSTED past it). */
-  maxListeners: number;
-  /** Most listeners one principal owns at once. */
-  maxListenersPerPrincipal: number;
-  /** Queue size when a client asks for 0. */
-  defaultBuffer: number;
-  /** Cap on a client's requested queue size. */
-  maxBuffer: number;
-  /** How long a listener outlives its stream, ms. */
-  leaseMs: number;
-  /** Most events in one stream message. */
-  maxBatch: number;
-  /** Idle stream heartbeat, ms. */
-  heartbeatMs: number;
-}
-
-/** Defaults chosen for a monitoring service: deep queues, short leases. */
-export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
-  maxListeners: 4096,
-  maxListenersPerPrincipal: 256,
-  defaultBuffer: 8192,
-  maxBuffer: 1 << 20,
-  leaseMs: 30_000,
-  maxBatch: 256,
-  heartbeatMs: 15_000,
-});
-
-/**
- * Upper bounds of the limits that have one: a lease past a timer's longest
- * wait (2^31 - 1 ms, 24.8 days) would fire at once, and past uint32 could not
- * be told to clients; a heartbeat stays in what SubscribeExits accepts.
- */
-export const LIMIT_RANGES: Readonly<Partial<Record<keyof Limits, readonly [min: number, max: number]>>> = Object
-  .freeze({
-    leaseMs: [1, 2 ** 31 - 1],
-    heartbeatMs: [100, 600_000],
-  });
 
 /** Totals for GetInfo. */
 export interface RegistryStats {
@@ -237,22 +198,6 @@ export function createRegistry<R extends CpuRecord, P>(options: RegistryOptions<
   return new _Registry(options, resolveLimits(options.limits));
 }
 
-/** `partial` over DEFAULT_LIMITS, checked. */
-export function resolveLimits(partial: Partial<Limits> = {}): Limits {
-  const limits = { ...DEFAULT_LIMITS, ...partial };
-  // A lowered maxBuffer pulls the default down with it unless a default was given.
-  if (partial.defaultBuffer === undefined) limits.defaultBuffer = Math.min(limits.defaultBuffer, limits.maxBuffer);
-  for (const [k, v] of Object.entries(limits)) {
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`limit ${k} must be a positive integer, got ${v}`);
-    const [min, max] = LIMIT_RANGES[k as keyof Limits] ?? [1, Infinity];
-    if (v < min || v > max) throw new RangeError(`limit ${k} must be from ${min} to ${max}, got ${v}`);
-  }
-  if (limits.defaultBuffer > limits.maxBuffer) {
-    throw new RangeError(`defaultBuffer ${limits.defaultBuffer} exceeds maxBuffer ${limits.maxBuffer}`);
-  }
-  return limits;
-}
-
 class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
   readonly limits: Readonly<Limits>;
   readonly #feed: ExitFeed<R>;
@@ -349,7 +294,7 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     }
     const bytes = LISTENER_BYTES + cpus.length * CPU_ENTRY_BYTES + (this.#memory.reserve ?? 0);
     // The last check: a principal under its fair share takes the room from those holding most over theirs.
-    if (!this.#memory.budget.makeRoom(o.owner, bytes)) this.#refuseMemory(o.owner, bytes);
+    if (!this.#memory.budget.makeRoom(o.owner, bytes)) throw memoryRefusal(this.#memory.budget, o.owner, bytes);
     const capacity = Math.min(o.buffer === 0 ? this.limits.defaultBuffer : o.buffer, this.limits.maxBuffer);
     const account = this.#memory.budget.open(o.owner);
     account.charge(LISTENER_BYTES);
@@ -506,63 +451,8 @@ class _Registry<R extends CpuRecord, P> implements ListenerRegistry<R, P> {
     await this.#feed.close();
   }
 
-  // Refuses a listener whose fixed cost does not fit, saying why (makeRoom changed nothing).
-  #refuseMemory(owner: string, bytes: number): never {
-    const { budget } = this.#memory;
-    const refusal = budget.refusal(owner, bytes);
-    if (refusal === "owner") {
-      throw new LimitExceededError(
-        `principal "${owner}" holds its share of the server's memory budget, ${
-          formatBytes(budget.ownerLimit)
-        } (--memory-budget-per-principal), and has no room for another listener; read or deregister its listeners that hold events`,
-      );
-    }
-    if (refusal === "reserve") {
-      throw new LimitExceededError(
-        `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) is full but for its reserve of ${
-          formatBytes(budget.reserve)
-        }, ${pastFairShare(budget, owner, bytes)}; read or deregister its listeners that hold events`,
-      );
-    }
-    throw new LimitExceededError(
-      `the server's memory budget of ${formatBytes(budget.limit)} (--memory-budget) has no room for another listener (${
-        formatBytes(budget.used)
-      } held by listeners' queued and retained events), ${
-        pastFairShare(budget, owner, bytes)
-      }; read or deregister listeners that hold events, ask for smaller buffers, or raise --memory-budget`,
-    );
-  }
-
   #demand(change: DemandChange): void {
     if (change.added.length > 0) this.#feed.watch(change.added, true);
     if (change.removed.length > 0) this.#feed.watch(change.removed, false);
   }
-}
-
-// Why a principal takes no room from others for a new listener. What it needs is said apart from what it holds:
-// both rounded, "would hold 4.7 MiB, more than its fair share of 4.7 MiB" read as a contradiction.
-function pastFairShare(budget: MemoryBudget, owner: string, bytes: number): string {
-  return `and principal "${owner}" holds ${formatBytes(budget.usedBy(owner))}; a listener needs ${
-    formatBytes(bytes)
-  } more (its fixed cost and room for a first batch), past its fair share of ${
-    formatBytes(budget.fairShareOf(owner))
-  } (the budget less its reserve, over the principals holding any)`;
-}
-
-// Why a stalled stream ends: what it held, for how long, and what its client can do.
-function stalledWhy(budget: MemoryBudget, owner: string, leaseMs: number): string {
-  const [held, share] = apart(budget.usedBy(owner), budget.fairShareOf(owner));
-  return `its client did not take the batch it was sent (it read nothing, or less than the batch) for a lease, ${
-    leaseMs / 1000
-  } s (--lease-ms), while the server's memory budget of ${
-    formatBytes(budget.limit)
-  } (--memory-budget) was past its limit and principal ${
-    JSON.stringify(owner)
-  } held ${held}, more than its fair share of ${share}; the batch it held is given back`;
-}
-
-// Two byte counts as text that tells them apart (rounded alike, each with its exact count).
-function apart(a: number, b: number): [string, string] {
-  const [fa, fb] = [formatBytes(a), formatBytes(b)];
-  return fa !== fb ? [fa, fb] : [`${fa} (${a} bytes)`, `${fb} (${b} bytes)`];
 }

@@ -7,7 +7,7 @@ import { HELD_CALL } from "./held-call.ts";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
-import { LIMIT_RANGES } from "../core/registry.ts";
+import { LIMIT_RANGES } from "../core/limits.ts";
 import { isStreamEnd, type StreamSink, subscribe } from "../core/subscription.ts";
 import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toPolicy } from "./convert.ts";

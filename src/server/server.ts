@@ -12,7 +12,8 @@ import { addressBucket, type AdmissionLimits, callerBucket, createAdmission } fr
 import type { Share } from "../core/budget.ts";
 import { startHousekeeping } from "../core/housekeeping.ts";
 import type { LossCounters } from "../core/listener.ts";
-import { createRegistry, type Limits, type RegistryStats } from "../core/registry.ts";
+import type { Limits } from "../core/limits.ts";
+import { createRegistry, type RegistryStats } from "../core/registry.ts";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { errorDetailInterceptor, withErrorDetails } from "../rpc/error-responses.ts";
