@@ -26,52 +26,18 @@ import {
   type QueueItem,
 } from "./event-queue.ts";
 import { SeqOutOfRangeError } from "./errors.ts";
+import {
+  COUNTED_RANGE_BYTES,
+  type ListenerOptions,
+  type LossCounters,
+  noLosses,
+  type SharedSlabs,
+  type StreamEnd,
+} from "./listener-options.ts";
 import { SeqRanges } from "./_seq-ranges.ts";
 import { HeldBatches, type Replayed } from "./_held-batches.ts";
 import type { SlabCount, SlabHolding, SlabSizes, SlabTerms } from "./_slab-ledger.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
-
-/** How a stream ends: after its queue when the listener is removed; at once on takeover or shutdown. */
-export type StreamEnd = "removed" | "takeover" | "shutdown" | "stalled";
-
-/** Loss counters by reason. */
-export type LossCounters = Record<LossKind, number>;
-
-/** Options for a new listener. */
-export interface ListenerOptions<R extends CpuRecord, P> {
-  readonly id: string;
-  readonly capacity: number;
-  readonly policy: OverflowPolicy;
-  /** Dies with its stream (inline cpumask subscription). */
-  readonly ephemeral: boolean;
-  /** The principal that made it (Principal.id). */
-  readonly owner: string;
-  /** Records its owner may see at all (applied before `filter`, for good); undefined for every record. */
-  readonly scope?: ((record: R) => boolean) | undefined;
-  readonly now: number;
-  /** What to keep of a record handed to a stream, for resumes. */
-  readonly retain: (record: R) => P;
-  /** The budget account it charges; when absent, one of the shared unlimited budget (budget.ts unbudgeted()). */
-  readonly account?: BudgetAccount | undefined;
-  /** Bytes a queued record costs, when deliver() is not told (the registry tells it); 0 when absent. */
-  readonly sizeOf?: ((record: R) => number) | undefined;
-  /** Bytes a retained payload costs; 0 when absent. */
-  readonly sizeOfPayload?: ((payload: P) => number) | undefined;
-  /** The buffer a retained byte-view payload views, when known without asking the view (RetentionMemory.payloadBuffer). */
-  readonly payloadBuffer?: ((record: R, payload: P) => ArrayBufferLike | undefined) | undefined;
-  /** A copy of a record sharing no storage with its neighbours, queued instead of a record held apart (see SPARSE_GAP). */
-  readonly unshare?: ((record: R) => R) | undefined;
-  /** How its records and retained payloads share slabs, for the ledger's count (_slab-ledger.ts); absent: they share none. */
-  readonly slabs?: SharedSlabs<R> | undefined;
-}
-
-/** How records and retained byte payloads share slabs (see _slab-ledger.ts). */
-export interface SharedSlabs<R> {
-  /** How queued records share slabs (a record queued as its unshared copy keeps none alive). */
-  readonly records: SlabTerms<R>;
-  /** The buffers byte payloads are kept in (a slab, when a payload views part of it). */
-  readonly payloads: SlabSizes;
-}
 
 /**
  * Records may share storage with the records made just before and after
@@ -90,21 +56,6 @@ export const SPARSE_GAP = 2;
 // apart but a dense listener is dense again after a few dozen records.
 const SPARSE_WEIGHT = 1 / 8;
 const SPARSE_CAP = 1024;
-
-/** What one range of seqs counted as RETENTION loss costs: two numbers in a flat array, with room for its growth. */
-export const COUNTED_RANGE_BYTES = 32;
-
-/** Every loss reason at zero. */
-export function noLosses(): LossCounters {
-  return {
-    "subscriber-overflow": 0,
-    "memory-budget": 0,
-    "kernel-overflow": 0,
-    "source-error": 0,
-    retention: 0,
-    restart: 0,
-  };
-}
 
 /** A listener's state, owned by the registry. */
 export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements SlabHolding {

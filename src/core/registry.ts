@@ -17,7 +17,8 @@ import { createMemoryBudget, type MemoryBudget } from "./budget.ts";
 import type { CpuRecord, OverflowPolicy } from "./event-queue.ts";
 import { LimitExceededError, ListenerNotFoundError } from "./errors.ts";
 import { type Limits, resolveLimits } from "./limits.ts";
-import { Listener, type LossCounters, noLosses, type SharedSlabs, type StreamEnd } from "./listener.ts";
+import { Listener } from "./listener.ts";
+import { type LossCounters, noLosses, type SharedSlabs, type StreamEnd } from "./listener-options.ts";
 import { memoryRefusal, stalledWhy } from "./_memory-refusals.ts";
 
 /** Where records come from, as the registry sees a source: it starts it, and says which CPUs are watched. */

@@ -9,7 +9,8 @@
  */
 import type { CpuRecord } from "./event-queue.ts";
 import { ListenerNotFoundError, ShuttingDownError, StreamStalledError, StreamTakenOverError } from "./errors.ts";
-import type { Listener, StreamEnd } from "./listener.ts";
+import type { Listener } from "./listener.ts";
+import type { StreamEnd } from "./listener-options.ts";
 import type { ListenerRegistry } from "./registry.ts";
 import type { StreamItem } from "./retention.ts";
 

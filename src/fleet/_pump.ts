@@ -33,7 +33,7 @@ import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { headers, type MsgHdrs } from "@nats-io/nats-core";
 import { firstSeqOf, lastSeqOf } from "../core/retention.ts";
 import type { QueueItem } from "../core/event-queue.ts";
-import type { StreamEnd } from "../core/listener.ts";
+import type { StreamEnd } from "../core/listener-options.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { encodeEvents } from "../rpc/fast-binary/batch.ts";
 import type { FleetInfoState } from "../rpc/service.ts";

@@ -25,7 +25,7 @@ import { getHeapStatistics } from "node:v8";
 import { createMemoryBudget, type Share } from "../core/budget.ts";
 import { formatBytes } from "../core/byte-counts.ts";
 import type { SlabSizes } from "../core/_slab-ledger.ts";
-import type { SharedSlabs } from "../core/listener.ts";
+import type { SharedSlabs } from "../core/listener-options.ts";
 import type { RegistryMemory } from "../core/registry.ts";
 import { ENCODED_BODY, ENCODED_BODY_BUFFER, type ExitRecord, UNSHARED_COPY } from "../kernel/exit-record.ts";
 import { isOpenSlab, ownStatsVector, SLOTS, type StatsVector } from "../kernel/stats-vector.ts";

@@ -11,7 +11,7 @@ import type { UnauthenticatedError } from "../auth/errors.ts";
 import { addressBucket, type AdmissionLimits, callerBucket, createAdmission } from "../core/admission.ts";
 import type { Share } from "../core/budget.ts";
 import { startHousekeeping } from "../core/housekeeping.ts";
-import type { LossCounters } from "../core/listener.ts";
+import type { LossCounters } from "../core/listener-options.ts";
 import type { Limits } from "../core/limits.ts";
 import { createRegistry, type RegistryStats } from "../core/registry.ts";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
