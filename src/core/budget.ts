@@ -47,6 +47,7 @@
 
 import { type BudgetAccount, type BudgetPool, ListenerAccount } from "./_budget-accounts.ts";
 import { FairLevels } from "./_fair-levels.ts";
+import { dropFrom, type Owner, ownerOf, type PoolBudget } from "./_budget-pool.ts";
 
 export type { BudgetAccount, BudgetHolder, BudgetPool } from "./_budget-accounts.ts";
 export { CLOSED_POOL } from "./_budget-accounts.ts";
@@ -150,15 +151,6 @@ export function resolveShare(share: Share | undefined, limit: number): number {
   return Math.max(1, Math.floor(limit * share.fraction));
 }
 
-/** One owner's accounts, total and pool. */
-interface _Owner {
-  used: number;
-  /** What it held when fair shares were last counted (_Budget.#levels). */
-  counted: number;
-  readonly accounts: Set<ListenerAccount>;
-  readonly pool: _Pool;
-}
-
 /**
  * What a claim that takes room frees beyond its need, as a part of the
  * budget: one claim then makes room for many exits (256 KiB of a 64 MiB
@@ -200,7 +192,7 @@ const LEVELS_DRIFT = 1 / 256;
  */
 const LEVELS_DRIFT_PER_OWNER = 256;
 
-class _Budget implements MemoryBudget {
+class _Budget implements MemoryBudget, PoolBudget {
   readonly limit: number;
   readonly ownerLimit: number;
   readonly reserve: number;
@@ -208,7 +200,7 @@ class _Budget implements MemoryBudget {
   readonly unreserved: number;
   reserveSlice: number;
   used = 0;
-  readonly #owners = new Map<string, _Owner>();
+  readonly #owners = new Map<string, Owner>();
   /**
    * Until when the last scan for room within a fair share is trusted to have found too little (Date.now() ms; see
    * DRY_MS). Then a scan for borrowed room finds too little as well: it counts only what owners hold over a level
@@ -293,7 +285,7 @@ class _Budget implements MemoryBudget {
    * worth of what it retained for a resume, 10,000 bytes of a 100,000 budget, where claim would have borrowed after
    * 5,000 from an owner over it.
    */
-  mayClaim(o: _Owner, bytes: number): boolean {
+  mayClaim(o: Owner, bytes: number): boolean {
     const mine = o.used + bytes;
     if (mine > this.ownerLimit) return false;
     return mine <= this.#fairShareOf(o) || this.#room(o, bytes) !== undefined;
@@ -303,7 +295,7 @@ class _Budget implements MemoryBudget {
    * Charges `o` for `bytes` through its fair share or what it may borrow (#room): false (changing nothing) when `o`
    * would hold more than either lets it.
    */
-  claim(o: _Owner, bytes: number): boolean {
+  claim(o: Owner, bytes: number): boolean {
     const room = this.#room(o, bytes);
     if (room === undefined) return false;
     if (room.need > 0) this.#take(room, Math.min(room.droppable, room.need + Math.ceil(this.limit * CLAIM_SLACK)));
@@ -337,7 +329,7 @@ class _Budget implements MemoryBudget {
   }
 
   // The fair share `o` is judged by (undefined: an owner not counted yet, judged with itself counted).
-  #fairShareOf(o: _Owner | undefined): number {
+  #fairShareOf(o: Owner | undefined): number {
     return this.#fairShare(this.#owners.size + (o === undefined ? 1 : 0));
   }
 
@@ -347,7 +339,7 @@ class _Budget implements MemoryBudget {
 
   // What `o` (undefined: an owner not counted yet, judged with itself counted) may hold by borrowing: its max-min
   // level (_fair-levels.ts), never less than its fair share.
-  #levelOf(o: _Owner | undefined): number {
+  #levelOf(o: Owner | undefined): number {
     if (this.#owners.size === 0 || (o !== undefined && this.#owners.size === 1)) return this.unreserved;
     return this.#counted().levelOf(o?.counted);
   }
@@ -380,14 +372,14 @@ class _Budget implements MemoryBudget {
    * attack of 340 never-read streams could not tell the two apart: its peak
    * read 100-115% with either, run to run).
    */
-  #room(o: _Owner | undefined, bytes: number): _Room | undefined {
+  #room(o: Owner | undefined, bytes: number): _Room | undefined {
     const mine = (o?.used ?? 0) + bytes;
     if (mine > this.ownerLimit) return undefined;
     const share = this.#fairShareOf(o), within = mine <= share;
     const fair = within ? share : this.#levelOf(o);
     if (mine > fair) return undefined;
     const need = this.used + bytes - (within ? this.limit : this.unreserved);
-    const from: [_Owner, number][] = [];
+    const from: [Owner, number][] = [];
     let droppable = 0;
     const scan = need > 0 && this.#mayScan(within, fair, need);
     for (const other of scan ? this.#owners.values() : []) {
@@ -435,17 +427,6 @@ class _Budget implements MemoryBudget {
   }
 }
 
-/** A new owner's record, with its pool. */
-function ownerOf(budget: _Budget): _Owner {
-  const record: { used: number; counted: number; accounts: Set<ListenerAccount>; pool?: _Pool } = {
-    used: 0,
-    counted: 0,
-    accounts: new Set(),
-  };
-  record.pool = new _Pool(budget, record as _Owner);
-  return record as _Owner;
-}
-
 /** Room found for a claim (see _Budget.#room). */
 interface _Room {
   readonly need: number;
@@ -453,64 +434,5 @@ interface _Room {
   readonly droppable: number;
   readonly fair: number;
   /** Owners over their fair share, most first, with what each can drop. */
-  readonly from: readonly (readonly [_Owner, number])[];
-}
-
-// Has `owner`'s accounts drop `bytes` between them, each its part in turn (so
-// no one listener loses everything); an account that dropped goes last next
-// time. Returns the bytes given back.
-function dropFrom(owner: _Owner, bytes: number): number {
-  let left = bytes, accounts = owner.accounts.size;
-  for (const a of [...owner.accounts]) {
-    if (left <= 0) break;
-    const dropped = a.dropBytes(Math.ceil(left / accounts--));
-    if (dropped === 0) continue;
-    left -= dropped;
-    owner.accounts.delete(a);
-    owner.accounts.add(a);
-  }
-  return bytes - left;
-}
-
-// The hot path (a charge per queued exit per listener): a few additions and
-// comparisons on objects every listener of the owner shares.
-class _Pool implements BudgetPool {
-  readonly #budget: _Budget;
-  /** The owner's total. */
-  readonly #owner: _Owner;
-
-  constructor(budget: _Budget, owner: _Owner) {
-    this.#budget = budget;
-    this.#owner = owner;
-  }
-
-  fits(bytes: number): boolean {
-    const b = this.#budget, total = b.used + bytes, mine = this.#owner.used + bytes;
-    return total <= b.limit && mine <= b.ownerLimit && (total <= b.unreserved || mine <= b.reserveSlice);
-  }
-
-  tryCharge(bytes: number): boolean {
-    if (!this.fits(bytes)) return false;
-    this.charge(bytes);
-    return true;
-  }
-
-  claim(bytes: number): boolean {
-    return this.tryCharge(bytes) || this.#budget.claim(this.#owner, bytes);
-  }
-
-  canClaim(bytes: number): boolean {
-    return this.fits(bytes) || this.#budget.mayClaim(this.#owner, bytes);
-  }
-
-  charge(bytes: number): void {
-    const b = this.#budget;
-    b.used += bytes;
-    b.drift += bytes < 0 ? -bytes : bytes;
-    this.#owner.used += bytes;
-  }
-
-  release(bytes: number): void {
-    this.charge(-bytes);
-  }
+  readonly from: readonly (readonly [Owner, number])[];
 }

@@ -21,7 +21,6 @@ import {
   createEventQueue,
   type EventQueue,
   type LossKind,
-  type OverflowPolicy,
   QUEUED_EXIT_BYTES,
   type QueueItem,
 } from "./event-queue.ts";
@@ -36,7 +35,7 @@ import {
 } from "./listener-options.ts";
 import { SeqRanges } from "./_seq-ranges.ts";
 import { HeldBatches, type Replayed } from "./_held-batches.ts";
-import type { SlabCount, SlabHolding, SlabSizes, SlabTerms } from "./_slab-ledger.ts";
+import type { SlabCount, SlabHolding } from "./_slab-ledger.ts";
 import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
 /**
