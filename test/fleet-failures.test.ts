@@ -182,14 +182,16 @@ describe.skipIf(!haveNatsServer)(`publishes that fail for good, against ${NATS_S
 
         await stopFleetServer(s);
         const state = s.fleet.state();
-        // Counted, not by the last seq seen: the order is not this test's (see below), and a late low seq ends it.
+        // Counted, not by the last seq seen: should a seq come out of order, the order check below says so.
         await eventually(() => {
           const t = tally(consumer.events).get("h1");
           return t !== undefined && t.received + t.lost >= state.produced;
         }, 20_000);
         const t = tally(consumer.events).get("h1")!;
-        // Every seq exactly once: received + lost = produced, the drops as exact loss markers. (Order is not checked:
-        // after an outage of the first messages of a run the consumer was seen to yield seq 5 after 1; not this test's topic.)
+        // Every seq exactly once and in seq order: received + lost = produced, the drops as exact loss markers. The
+        // run's first messages failed, so the first the stream holds were sent again (Taskwire-Resent); taken as a
+        // mid-batch start, they came each message at once, seq 5 after 1 (the SDK's _fleet-order.ts).
+        expect(t.errors).toEqual([]);
         expect(t.received + t.lost).toBe(state.produced);
         expect(t.lost).toBe(state.dropped);
         expect(state.dropped).toBeGreaterThan(0);

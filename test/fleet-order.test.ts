@@ -77,6 +77,58 @@ describe("FleetOrder", () => {
     }
   });
 
+  it("a run first seen at messages sent again after an outage took its first ones: every event in seq order", () => {
+    // The pump sends them again in seq order, each naming as its batch 0-8 (for older SDKs) and resent 8: CPU 0's
+    // [1, 5], CPU 1's [2, 6], CPU 2's [3, 7], CPU 3's [4, 8]. Nothing of the run is in the stream before them.
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const again = (s: number) => ({ now: 0, batch: [s - 1, 8] as const, resent: 8 });
+    const msgs = [[1, 5], [2, 6], [3, 7], [4, 8]];
+    const out = msgs.flatMap((m) => m.flatMap((s) => items(o.push("a", ev(s), again(m[0]!)))));
+    expect(out).toEqual([1, 2, 3, 4, 5, 6, 7, 8].map((s) => `${s}-${s}`));
+    expect(o.held).toBe(0);
+    // Taken by its batch range alone (as SDKs before `resent` did): each message at once, seq 5 after 1.
+    const old = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const oldOut = msgs.flatMap((m) =>
+      m.flatMap((s) => items(old.push("a", ev(s), { now: 0, batch: [m[0]! - 1, 8] })))
+    );
+    expect(oldOut.slice(0, 3)).toEqual(["1-1", "5-5", "2-2"]);
+  });
+
+  it("sent again after newer ones were stored: those are skipped as from before the start, not lost", () => {
+    // CPU 1's [2, 6] and CPU 3's [4, 8] were acked; CPU 0's [1, 5] and CPU 2's [3, 7] failed and were sent again
+    // (resent 8). This consumer started after the acked ones: 2, 4, 6 and 8 never come.
+    const run = (o: FleetOrder<string>) =>
+      [[1, 5], [3, 7]].flatMap((m) =>
+        m.flatMap((s) => items(o.push("a", ev(s), { now: 0, batch: [m[0]! - 1, 8], resent: 8 })))
+      );
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    expect(run(o)).toEqual(["1-1"]); // 3, 5 and 7 wait: 2, 4 and 6 may still come (sent again with them)
+    // A newer message: the stream holds no more of 2-8 before it.
+    expect(items(o.push("a", ev(9), { now: 10, batch: [9, 10] }))).toEqual(["3-3", "5-5", "7-7", "9-9"]);
+    // One sent again once more, stored only now: yielded late, once; seqs past resent are ordered (and lost) as ever.
+    expect(items(o.push("a", ev(2), { now: 20, batch: [1, 12], resent: 12 }))).toEqual(["2-2"]);
+    expect(o.push("a", ev(2), { now: 21, batch: [1, 12], resent: 12 })).toBeNull();
+    expect(items(o.push("a", ev(12), { now: 30, batch: [11, 12] }))).toEqual([]);
+    expect(items(o.expire(1031))).toEqual(["gap 10-11", "12-12"]);
+    // A quiet host (no newer message): the gaps up to resent are skipped when given up, without a loss.
+    const quiet = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    run(quiet);
+    expect(items(quiet.expire(500))).toEqual([]);
+    expect(items(quiet.expire(1001))).toEqual(["3-3", "5-5", "7-7"]);
+    expect(quiet.held).toBe(0);
+  });
+
+  it("a resent below its message's last seq, or maxEarly or more past it, is ignored: the batch range is taken", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100, maxEarly: 1000 });
+    // Resent 21 below the event's last (22): its batch 20-30 is taken, the run starts at 31.
+    expect(items(o.push("a", ev(21, 22), { now: 0, batch: [20, 30], resent: 21 }))).toEqual(["21-22"]);
+    expect(items(o.push("a", ev(31), { now: 0 }))).toEqual(["31-31"]);
+    // Resent 1,000 past it, without a batch: the run starts at the event, and a gap is lost as ever.
+    expect(items(o.push("b", ev(21), { now: 0, resent: 1021 }))).toEqual(["21-21"]);
+    expect(items(o.push("b", ev(23), { now: 0, resent: 1021 }))).toEqual([]);
+    expect(items(o.expire(1001))).toEqual(["gap 22-22", "23-23"]);
+  });
+
   it("a redelivery before any first delivery sets no start: the acked seqs between it and the next are no gap", () => {
     // A durable consumer resumed on a quiet host: B (2, 4, 6, 8) was fetched and not acked; 9-16 were acked. B comes
     // again first, then the host's next batch.

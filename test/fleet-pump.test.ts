@@ -6,13 +6,15 @@ import { createRegistry } from "../src/core/registry.ts";
 import type { QueuedLoss } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { BATCH_HEADER, batchesOf, createPump, MAX_BATCH_SPAN } from "../src/fleet/_pump.ts";
+import { BATCH_HEADER, batchesOf, createPump, MAX_BATCH_SPAN, RESENT_HEADER } from "../src/fleet/_pump.ts";
 import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
 import { eventually } from "./helpers.ts";
 
 interface Published {
   readonly msgID: string;
   readonly batch: string;
+  /** RESENT_HEADER, "" when absent. */
+  readonly resent: string;
   readonly seqs: number[];
 }
 
@@ -23,7 +25,12 @@ function fakeJetStream() {
   const js = {
     publish(_subject: string, payload: Uint8Array, o: { msgID: string; headers: MsgHdrs }): Promise<PubAck> {
       const seqs = checkFleetMessage(payload).flatMap((e) => [e.first, e.last]);
-      published.push({ msgID: o.msgID, batch: o.headers.get(BATCH_HEADER), seqs });
+      published.push({
+        msgID: o.msgID,
+        batch: o.headers.get(BATCH_HEADER),
+        resent: o.headers.get(RESENT_HEADER),
+        seqs,
+      });
       if (failing > 0) return (failing--, Promise.reject(new Error("timeout")));
       return Promise.resolve({ stream: "T", seq: published.length, duplicate: false } as PubAck);
     },
@@ -32,7 +39,7 @@ function fakeJetStream() {
 }
 
 describe("fleet pump", () => {
-  it("a message sent again names everything handed out by then, from just before its own first seq", async () => {
+  it("a message sent again says so, with the last seq handed out by then; as its batch, all from before its own", async () => {
     const source = createSimSource({ cpus: 4, exitRate: 2000, seed: 7 });
     const registry = createRegistry<ExitRecord, Uint8Array>({ feed: source, retain: () => new Uint8Array() });
     const listener = registry.create([0, 1, 2, 3], {
@@ -66,10 +73,12 @@ describe("fleet pump", () => {
     // Everything handed out before the resend, i.e. every seq published before it, and nothing after.
     const before = published.slice(0, published.indexOf(again)).flatMap((p) => p.seqs);
     expect(to).toBe(Math.max(...before));
+    expect(again.resent).toBe(String(to));
     // Every first send names its batch: a range holding its seqs.
     for (const p of published.filter((p) => p !== again)) {
       const [f, l] = p.batch.split("-").map(Number) as [number, number];
       expect(f <= p.seqs[0]! && p.seqs[p.seqs.length - 1]! <= l, `${p.batch} ${p.seqs}`).toBe(true);
+      expect(p.resent).toBe("");
     }
   });
 

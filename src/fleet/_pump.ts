@@ -23,7 +23,8 @@
  * its start, instead of waiting on them as a gap. A batch is a take, cut
  * where its range would pass MAX_BATCH_SPAN seqs (a wide loss marker goes
  * alone), since a consumer takes a range only that far past its message.
- * A message sent again names everything handed out by then (see #resend).
+ * A message sent again says so (RESENT_HEADER), with the last seq handed out
+ * by then (see #resend).
  *
  * It takes from the queue itself rather than through Listener.take(): the
  * stream is the retention here, so keeping each handed-out event again in
@@ -97,6 +98,13 @@ export const MAX_EVENTS = 1024;
 export const BATCH_HEADER = "Taskwire-Batch";
 
 /**
+ * The header of a message sent again: the last seq handed out by then. Any seq after the message's own up to there
+ * may be in the stream before it, so a consumer that sees it first does not wait on those as a gap, nor report them
+ * lost; and one that has the run from its start still gets it in seq order (the SDK's _fleet-order.ts).
+ */
+export const RESENT_HEADER = "Taskwire-Resent";
+
+/**
  * Most seqs one batch spans, a loss marker alone excepted: well under the
  * 65,536 past its message a consumer accepts (the SDK's maxEarly). Exits
  * alone never reach it (a take holds at most 1,024 events); markers do.
@@ -105,8 +113,8 @@ export const MAX_BATCH_SPAN = 4096;
 
 /**
  * Room kept in a message for its headers (Nats-Msg-Id: a host token of at
- * most 128 characters, a run and a seq; BATCH_HEADER: two seqs), well over
- * what they take.
+ * most 128 characters, a run and a seq; BATCH_HEADER: two seqs; RESENT_HEADER:
+ * one), well over what they take.
  */
 export const HEADER_ROOM = 512;
 
@@ -116,7 +124,7 @@ interface Outgoing {
   readonly subject: string;
   readonly payload: Uint8Array;
   readonly msgID: string;
-  /** Its headers: BATCH_HEADER (#resend replaces them). */
+  /** Its headers: BATCH_HEADER (#resend replaces them, adding RESENT_HEADER). */
   readonly headers: MsgHdrs;
   /** Events in it. */
   readonly events: number;
@@ -296,9 +304,12 @@ class _Pump implements Pump {
     this.#wake();
   }
 
-  // Every failed message again, in seq order, after a backoff. Each names as its batch everything handed out so far,
-  // from just before its own first seq: every other message up to there was acked (nothing is in flight now), so
-  // the stream may hold newer batches before it, and a consumer that sees it first starts after all of them.
+  // Every failed message again, in seq order, after a backoff. Each says it is sent again, with the last seq handed out
+  // so far: every other message up to there was acked or is sent again now (nothing is in flight), and which of them
+  // the stream holds before it (acked, or stored with the ack lost) only the stream's order tells its consumers. For
+  // consumers that read only BATCH_HEADER (SDKs before RESENT_HEADER), it names as its batch all of that, from just
+  // before its own first seq: one that sees it first starts after all of it, waiting on nothing; out of seq order
+  // though, also when nothing was stored before it (an outage took a run's first messages), hence RESENT_HEADER.
   async #resend(): Promise<void> {
     await this.#sleep(this.#retryDelay);
     this.#retryDelay = Math.min(RETRY_MAX_MS, this.#retryDelay * 2);
@@ -307,7 +318,7 @@ class _Pump implements Pump {
     this.#retry = [];
     this.#retries += batch.length;
     const sent = this.#o.listener.handedOut;
-    for (const m of batch) this.#send({ ...m, headers: batchHeader(`${m.seq - 1}-${sent}`) });
+    for (const m of batch) this.#send({ ...m, headers: batchHeader(`${m.seq - 1}-${sent}`, sent) });
   }
 
   // Until woken (new events, an ack, the end), or `ms` when given (a wake does not cut that short).
@@ -322,10 +333,12 @@ class _Pump implements Pump {
   }
 }
 
-// One per message, never shared: publish() sets the message's Nats-Msg-Id on it.
-function batchHeader(range: string): MsgHdrs {
+// One per message, never shared: publish() sets the message's Nats-Msg-Id on it. `resent`: sent again, and the last
+// seq handed out by then.
+function batchHeader(range: string, resent?: number): MsgHdrs {
   const h = headers();
   h.set(BATCH_HEADER, range);
+  if (resent !== undefined) h.set(RESENT_HEADER, String(resent));
   return h;
 }
 

@@ -14,7 +14,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type ExitEvent, ExitEventSchema, type ExitFilter, LossReason } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { FleetOrder, type Ready } from "./_fleet-order.ts";
-import { BadFleetMessage, checkFleetMessage, printable } from "./_fleet-message.ts";
+import { BadFleetMessage, checkFleetMessage, fleetHeaders, printable } from "./_fleet-message.ts";
 import { type FleetStatus, statuses } from "./_fleet-status.ts";
 import { hideUserinfo } from "./_redact.ts";
 
@@ -66,7 +66,9 @@ export interface WatchFleetOptions {
    * Where a new consumer starts: every stored message ("all"), or only new
    * ones ("new", the default without `durable`). A publisher's batch (one
    * message per CPU) it starts in the middle of comes from its start on:
-   * the batch's earlier messages are neither waited on nor reported lost.
+   * the batch's earlier messages are neither waited on nor reported lost;
+   * nor, when it starts at a message the publisher sent again, the seqs
+   * stored before it (see _fleet-order.ts).
    */
   readonly deliver?: "all" | "new" | undefined;
   /** A durable consumer's ack wait, ms (default 30000): messages delivered and not acked come again after it. */
@@ -368,7 +370,7 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
   const host = m.subject.split(".")[ctx.plan.prefixTokens] ?? "";
   if (ctx.plan.host !== undefined && !ctx.plan.host(host)) return (m.ack(), []);
   let events, run, fresh;
-  const batch = _batch(m);
+  const { batch, resent } = fleetHeaders(m.headers);
   try {
     // Runs are kept (4,096) after their events went: a run named by a 60 KB Nats-Msg-Id (JetStream takes 64 KB of
     // headers) or subject cost its size each, 63 MB per 1,000 such messages. A publisher's are far shorter.
@@ -394,7 +396,7 @@ function _arrive(m: JsMsg, ctx: Ctx): Ready<Pending>[] {
       ack: undefined,
       mark,
     };
-    const ready = ctx.order.push(run, { first, last: end, item, bytes }, { fresh, label: host, batch });
+    const ready = ctx.order.push(run, { first, last: end, item, bytes }, { fresh, label: host, batch, resent });
     // Held from an earlier delivery of this very message; a publisher gone wrong may repeat another message's seqs.
     if (ready === null) held ||= ctx.order.heldItem(run, first)?.mark.seq === m.seq;
     else (last = item, out.push(...ready));
@@ -417,16 +419,6 @@ const MAX_HOST_TOKEN = 128;
 
 /** The longest run in a Nats-Msg-Id taken (a publisher's is 8 hex digits). */
 const MAX_RUN_TOKEN = 64;
-
-/** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_pump.ts). */
-const BATCH_HEADER = "Taskwire-Batch";
-
-// The seq range of the publisher's batch the message is part of; undefined when absent (an older publisher) or
-// malformed (FleetOrder checks it against the message's seqs).
-function _batch(m: JsMsg): [number, number] | undefined {
-  const v = /^(\d{1,16})-(\d{1,16})$/.exec(m.headers?.get(BATCH_HEADER) ?? "");
-  return v === null ? undefined : [Number(v[1]), Number(v[2])];
-}
 
 // An ack by the message's reply subject (what JsMsg.ack() sends), so a held event does not keep the payload alive.
 function _acker(m: JsMsg, nc: NatsConnection): () => void {

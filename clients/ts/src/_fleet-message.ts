@@ -6,7 +6,8 @@
  * hold 1..MAX_FLEET_EVENTS events (the publisher never sends more, see
  * src/fleet/_pump.ts), each an exit or a loss marker, with seqs 1..2^53-1
  * strictly increasing, and loss markers consistent (first <= last, count =
- * last - first + 1).
+ * last - first + 1). Also what its headers say of its place in its
+ * publisher's run (fleetHeaders).
  */
 import { type ExitEvent, SubscribeExitsResponseSchema } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { countLengthDelimited, decodeFast } from "./_fast-decode.ts";
@@ -94,6 +95,29 @@ function _strip(ev: ExitEvent): ExitEvent {
   };
   visit(ev, 0);
   return ev;
+}
+
+/** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_pump.ts). */
+const BATCH_HEADER = "Taskwire-Batch";
+
+/** The header of a message sent again: the last seq handed out by then (the publisher's RESENT_HEADER). */
+const RESENT_HEADER = "Taskwire-Resent";
+
+/**
+ * What a message's headers say of its place in its publisher's run: its
+ * batch's seq range, and the last seq handed out when it was sent again.
+ * Each is undefined when absent (an older publisher) or malformed;
+ * FleetOrder checks them against the message's seqs.
+ */
+export function fleetHeaders(
+  h: { get(key: string): string } | undefined,
+): { batch: [number, number] | undefined; resent: number | undefined } {
+  const b = /^(\d{1,16})-(\d{1,16})$/.exec(h?.get(BATCH_HEADER) ?? "");
+  const r = /^\d{1,16}$/.exec(h?.get(RESENT_HEADER) ?? "");
+  return {
+    batch: b === null ? undefined : [Number(b[1]), Number(b[2])],
+    resent: r === null ? undefined : Number(r[0]),
+  };
 }
 
 /** A subject or token as safe to print on a terminal: control and non-ASCII characters as "?", at most 200 characters. */

@@ -51,12 +51,29 @@
  * although they are only from before this iteration. So when a run's first
  * message is not its batch's first, the run starts after the batch, and the
  * rest of the batch comes as early seqs do: at once, each once, in order per
- * message but not across them. A message the publisher sent again after
- * newer ones names everything it had sent by then, from before its own
- * first seq, so a run first seen at it starts after all of that. A batch
- * range that does not contain its message, or reaches maxEarly or more past
- * it (forged), is ignored.
+ * message but not across them. A batch range that does not contain its
+ * message, or reaches maxEarly or more past it (forged), is ignored.
+ *
+ * A message the publisher sent again (its publish failed) names, as
+ * `resent`, the last seq it had handed out by then: any seq after its own up
+ * to there may be in the stream before it (acked, or stored although its ack
+ * was lost), or may still come (the other messages sent again with it, in
+ * seq order, right after it). Which, only the stream's order tells: so a run
+ * first seen at such a message starts at its own first seq, in seq order,
+ * and a gap up to `resent` is from before this iteration, not lost. It is
+ * skipped without a loss once a newer message arrives (the stream holds
+ * nothing more of those before it), or when it would be given up (waitMs,
+ * held bytes); an event of it that comes after all (sent again once more,
+ * and stored only then) is yielded late, once. When the outage took the
+ * run's first messages, nothing is before them and every event comes in
+ * order. Taking the whole range as before the start, as a batch range is
+ * taken, would yield everything up to `resent` at once, out of order (seq 5
+ * after 1: each message in turn, its CPU's seqs), to a consumer that has
+ * the run from its first seq. A `resent` below its message's last seq, or
+ * maxEarly or more past it, is ignored (the batch range is taken instead).
  */
+
+import { heapPop, heapPush } from "./_min-heap.ts";
 
 /** One event with the seqs it covers (an exit: one; a loss marker: its range), and its size while held. */
 export interface Ordered<T> {
@@ -93,6 +110,8 @@ export interface Arrival {
   readonly fresh?: boolean;
   readonly label?: string;
   readonly batch?: readonly [first: number, last: number] | undefined;
+  /** Sent again: the last seq its publisher had handed out by then. */
+  readonly resent?: number | undefined;
 }
 
 interface Run<T> {
@@ -103,6 +122,10 @@ interface Run<T> {
    */
   start: number;
   readonly early: Set<number>;
+  /** Up to this seq a gap may be from before the start (the run was first seen at a message sent again), else 0. */
+  unsure: number;
+  /** Gaps skipped as from before the start: events of them yielded late, each once, like early ones. */
+  readonly skipped: { readonly first: number; readonly last: number }[];
   next: number;
   /** Waiting events by first seq, and a min-heap of their first seqs. */
   readonly held: Map<number, Ordered<T>>;
@@ -153,11 +176,12 @@ export class FleetOrder<T> {
     const now = a.now ?? Date.now();
     const out: Ready<T>[] = [];
     const r = this.#run(run, a.label ?? "", now, out);
-    if (r.start === UNSET && a.fresh !== false) r.start = r.next = this.#startOf(e, a.batch);
-    if (e.last < r.start) {
+    if (r.start === UNSET && a.fresh !== false) this.#begin(r, e, a);
+    if (e.last < r.start || r.skipped.some((g) => g.first <= e.first && e.last <= g.last)) {
       if (r.early.has(e.first)) return out.length > 0 ? out : null;
       return (this.#early(r, e.first), out.push({ item: e.item }), out);
     }
+    if (a.fresh !== false && e.first > r.unsure && r.next <= r.unsure) this.#passUnsure(r, out, now);
     if (e.first < r.next) {
       // A redelivery repeats what came before; a first delivery is data the stream stored again (a repeat: the
       // publisher republished after NATS lost its dedupe state) unless it falls in a gap given up as lost.
@@ -201,7 +225,16 @@ export class FleetOrder<T> {
     return out;
   }
 
-  // Where a run first seen at `e` starts: `e` itself, or after its batch when the batch's first message came before.
+  // Where a run first seen at `e` starts: `e` itself (up to `resent` unsure), or after its batch when the batch's
+  // first message came before.
+  #begin(r: Run<T>, e: Ordered<T>, a: Arrival): void {
+    const resent = a.resent;
+    if (resent !== undefined && e.last <= resent && resent - e.first < this.#o.maxEarly) {
+      r.start = r.next = e.first;
+      r.unsure = resent;
+    } else r.start = r.next = this.#startOf(e, a.batch);
+  }
+
   #startOf(e: Ordered<T>, batch: Arrival["batch"]): number {
     if (batch === undefined) return e.first;
     const [first, last] = batch;
@@ -221,6 +254,8 @@ export class FleetOrder<T> {
       label,
       start: UNSET,
       early: new Set(),
+      unsure: 0,
+      skipped: [],
       next: UNSET,
       held: new Map(),
       at: new Map(),
@@ -310,50 +345,43 @@ export class FleetOrder<T> {
     return r.heap[0];
   }
 
-  // The lowest gap of `r` is lost: report it, and yield what follows it.
+  // The lowest gap of `r` is given up: reported lost (past `unsure`), and what follows it yielded.
   #giveUp(r: Run<T>, out: Ready<T>[], now: number): void {
     const first = this.#lowest(r);
     if (first === undefined) return;
-    if (first > r.next) {
-      out.push({ gap: [r.next, first - 1], label: r.label });
-      if (r.lost.push({ next: r.next, last: first - 1 }) > MAX_LOST_GAPS) r.lost.shift();
-    }
+    if (first > r.next) this.#gap(r, r.next, first - 1, out);
     r.next = first;
     r.since = now;
     this.#drain(r, out);
+  }
+
+  // A newer message than those sent again came: every event up to `unsure` the stream holds came before it, so the
+  // gaps left there are from before the start. Skipped, not lost.
+  #passUnsure(r: Run<T>, out: Ready<T>[], now: number): void {
+    while (r.next <= r.unsure) {
+      const low = this.#lowest(r);
+      const to = low === undefined || low > r.unsure ? r.unsure + 1 : low;
+      if (to > r.next) this.#gap(r, r.next, to - 1, out);
+      r.next = to;
+      this.#drain(r, out);
+    }
+    r.since = now;
+  }
+
+  // Seqs first..last will not come in order: those up to `unsure` are skipped (from before the start), the rest
+  // reported lost. Events of either that come late after all are yielded (see push).
+  #gap(r: Run<T>, first: number, last: number, out: Ready<T>[]): void {
+    const unsure = Math.min(last, r.unsure);
+    if (first <= unsure && r.skipped.push({ first, last: unsure }) > MAX_LOST_GAPS) r.skipped.shift();
+    const from = Math.max(first, unsure + 1);
+    if (from > last) return;
+    out.push({ gap: [from, last], label: r.label });
+    if (r.lost.push({ next: from, last }) > MAX_LOST_GAPS) r.lost.shift();
   }
 }
 
 /** A run's start before its first first delivery: every seq is below it, so redeliveries come as early seqs. */
 const UNSET = Number.POSITIVE_INFINITY;
 
-/** Gaps given up remembered per run (for events of them that come late). */
+/** Gaps given up (and skipped) remembered per run (for events of them that come late). */
 const MAX_LOST_GAPS = 16;
-
-function heapPush(h: number[], v: number): void {
-  let i = h.push(v) - 1;
-  while (i > 0) {
-    const p = (i - 1) >> 1;
-    if ((h[p] as number) <= v) break;
-    h[i] = h[p] as number;
-    i = p;
-  }
-  h[i] = v;
-}
-
-function heapPop(h: number[]): number {
-  const top = h[0] as number;
-  const last = h.pop() as number;
-  if (h.length === 0) return top;
-  let i = 0;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= h.length) break;
-    const c = l + 1 < h.length && (h[l + 1] as number) < (h[l] as number) ? l + 1 : l;
-    if ((h[c] as number) >= last) break;
-    h[i] = h[c] as number;
-    i = c;
-  }
-  h[i] = last;
-  return top;
-}
