@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { spawnServer } from "./helpers.ts";
+import { tildeProblem } from "../src/cli/tilde-paths.ts";
 
 const root = resolve(import.meta.dirname, "..");
 const bin = resolve(root, "dist/src/cli/run.js");
@@ -572,13 +573,22 @@ describe("review hardening: what the configuration says back", () => {
     expect((await serve(["--config", conf('tls-cert = "~"\ntls-key = "/k"\n')])).err).toMatch(
       /key `tls-cert`: ~ is not expanded in a config file: write the path in full, e\.g\. \/home\/tester$/m,
     );
-    // ~user: that user's home (root's is in every password file; one with no entry, the usual place).
+    // ~user: that user's home (root's is in every password file); one with no entry has no home to suggest.
     expect((await serve(["--config", conf('nats-creds = "~root/n.creds"\n')])).err).toMatch(
       /e\.g\. \/root\/n\.creds$/m,
     );
-    expect((await serve(["--config", conf('nats-ca = "~no-such-user-x/ca.pem"\n')])).err).toMatch(
-      /key `nats-ca`: ~ is not expanded .* e\.g\. \/home\/no-such-user-x\/ca\.pem$/m,
-    );
+    const unknown = await serve(["--config", conf('nats-ca = "~no-such-user-x/ca.pem"\n')]);
+    expect([unknown.code, unknown.err]).toEqual([
+      2,
+      expect.stringMatching(
+        /^taskwire: config .*tilde\.toml: key `nats-ca`: ~ is not expanded in a config file, and ~no-such-user-x names no user in \/etc\/passwd: write the path in full \(an absolute path, e\.g\. in an existing user's home directory\)$/m,
+      ),
+    ]);
+    expect(unknown.err).not.toContain("/home/no-such-user-x");
+    // A name no user can have is not looked up, and is shown cut and escaped.
+    const odd = tildeProblem(`~${"x".repeat(300)}\u001b[2J/ca.pem`, "a config file");
+    expect(odd).toMatch(/and ~x{64}\.\.\. names no user/);
+    expect(tildeProblem("~no\u001bone/ca.pem", "a config file")).toContain("~no\\u001bone names no user");
     // Environment variables: serve's, and --config's own.
     expect((await serve([], { TASKWIRE_TLS_CLIENT_CA: "~/ca.pem" })).err).toMatch(
       /^taskwire: environment variable TASKWIRE_TLS_CLIENT_CA: ~ is not expanded in an environment variable: write the path in full, e\.g\. \/home\/tester\/ca\.pem$/m,

@@ -333,6 +333,37 @@ describe("a call's own deadline (timeoutMs)", () => {
     }
   });
 
+  it("a given transport's defaultTimeoutMs says it set the deadline, and what to do, for a call and a stream", async () => {
+    const given = (defaultTimeoutMs: number, interceptors: Interceptor[] = []) =>
+      createTaskwireClient(running.url, {
+        transport: createGrpcTransport({ baseUrl: running.url, defaultTimeoutMs, interceptors }),
+      });
+    const t0 = Date.now();
+    const unary = await failure(given(150, [held]).getInfo({}));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    expectDeadline(
+      unary,
+      "the call's deadline (the transport's defaultTimeoutMs: the call passed no timeoutMs) passed: pass a timeoutMs " +
+        "of the call's own (0 for none), or create the transport with a longer defaultTimeoutMs",
+    );
+    let events = 0;
+    const stream = await failure(async () => {
+      for await (const _ of given(400).subscribeExits({ cpumask: "0-7" })) events++;
+    });
+    expect(events).toBeGreaterThan(0); // it streamed, then the transport's deadline passed
+    expectDeadline(
+      stream,
+      "the stream's deadline (the transport's defaultTimeoutMs: the stream passed no timeoutMs) passed: a stream's " +
+        "deadline bounds all of it; pass a timeoutMs of the stream's own (0 for none), or create the transport with " +
+        "a longer defaultTimeoutMs",
+    );
+    // A call's own timeoutMs is the deadline that passed, and is named as before.
+    expectDeadline(
+      await failure(given(60_000, [held]).getInfo({}, { timeoutMs: 150 })),
+      "the call's deadline (timeoutMs 150) passed: pass a longer timeoutMs, or none",
+    );
+  });
+
   it("leaves other errors as they were: a proxy's own deadline, a server's typed one, a call without timeoutMs", async () => {
     const failing = (err: ConnectError) =>
       createTaskwireClient(running.url, { interceptors: [() => () => Promise.reject(err)] });

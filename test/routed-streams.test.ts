@@ -6,8 +6,11 @@
  * build normalizes it (`/x/../`): judged by the raw path, a stream asked for
  * at such a path was SubscribeExits to the app but no stream to its adapter,
  * and on Deno a stalled one was never dropped however far past the memory
- * budget its principal went.
+ * budget its principal went. The same holds for what Node does for client- and
+ * bidi-streaming requests alone (server reflection's): no request deadline,
+ * since their requests keep coming.
  */
+import { connect as h2connect, constants as h2 } from "node:http2";
 import { connect, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { holdFetchCalls } from "../src/runtime/_fetch-held.ts";
@@ -106,5 +109,88 @@ describe.skipIf(!hasSs || process.platform !== "linux")("Node paces a stream as 
         socket.destroy();
       }
     }, 30_000);
+  }
+});
+
+describe("Node lifts the request deadline of a reflection stream whatever path routed it", () => {
+  const LIMITS = { headerTimeoutMs: 300, requestTimeoutMs: 600 } as const;
+  const REFLECTION = "grpc.reflection.v1.ServerReflection";
+  // ServerReflectionRequest { list_services: "" } (field 7, an empty string), in binary.
+  const LIST_SERVICES = new Uint8Array([0x3a, 0x00]);
+  let listening: Listening | undefined;
+  afterEach(async () => {
+    await listening?.close();
+    listening = undefined;
+  });
+
+  function framed(message: Uint8Array, flags = 0): Uint8Array {
+    const out = new Uint8Array(5 + message.byteLength);
+    out[0] = flags;
+    new DataView(out.buffer).setUint32(1, message.byteLength);
+    out.set(message, 5);
+    return out;
+  }
+
+  it("while a request routed to a unary method, at such a path, is reset (CANCEL) once its deadline passes", async () => {
+    const source = createSimSource({ cpus: 2, exitRate: 0, seed: 3 });
+    listening = await listenNode(createServer({ source, accessLog: false }), { port: 0, ...LIMITS });
+    const session = h2connect(listening.url);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/x/../taskwire.v1.TaskStats/%47etInfo",
+        "content-type": "application/proto",
+      }, { endStream: false });
+      stream.on("error", () => {});
+      stream.resume();
+      await new Promise<void>((resolve) => stream.once("close", () => resolve()));
+      expect(stream.rstCode).toBe(h2.NGHTTP2_CANCEL);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  const cases: [string, string][] = [
+    ["Connect", `/${REFLECTION}/ServerReflectionInfo`],
+    ["Connect", `/${REFLECTION}/%53erverReflectionInfo`],
+    ["Connect", `/x/../${REFLECTION}/ServerReflectionInfo`],
+    ["gRPC", `/${REFLECTION}/ServerReflectionInfo`],
+  ];
+  for (const [protocol, path] of cases) {
+    it(`${protocol} POST ${path}: it answers past requestTimeoutMs, and is not reset`, async () => {
+      const source = createSimSource({ cpus: 2, exitRate: 0, seed: 3 });
+      listening = await listenNode(createServer({ source, accessLog: false }), { port: 0, ...LIMITS });
+      const session = h2connect(listening.url);
+      session.on("error", () => {});
+      try {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": path,
+          "content-type": protocol === "gRPC" ? "application/grpc" : "application/connect+proto",
+          ...(protocol === "gRPC" && { te: "trailers" }),
+        }, { endStream: false });
+        stream.on("error", () => {});
+        let messages = 0, pending = Buffer.alloc(0);
+        stream.on("data", (d: Buffer) => {
+          pending = Buffer.concat([pending, d]);
+          while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+            if ((pending[0]! & 0x02) === 0) messages++; // not Connect's end-of-stream message
+            pending = pending.subarray(5 + pending.readUInt32BE(1));
+          }
+        });
+        stream.write(framed(LIST_SERVICES));
+        await eventually(() => messages === 1, 5000);
+        await sleep(2 * LIMITS.requestTimeoutMs); // the request is still coming, past its deadline
+        expect([stream.closed, stream.destroyed]).toEqual([false, false]);
+        stream.write(framed(LIST_SERVICES));
+        await eventually(() => messages === 2, 5000);
+        stream.end();
+        await new Promise<void>((resolve) => stream.once("close", () => resolve()));
+        expect(stream.rstCode).toBe(h2.NGHTTP2_NO_ERROR);
+      } finally {
+        session.destroy();
+      }
+    }, 15_000);
   }
 });

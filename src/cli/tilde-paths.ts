@@ -7,7 +7,7 @@
  * of these wrote it), so such a path would name a file in a directory called
  * `~`: it is refused wherever it comes from, naming the path to write.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { userInfo } from "node:os";
 import type { Command } from "commander";
 import { UsageError } from "./errors.ts";
@@ -19,12 +19,21 @@ export function isFileOption(option: { readonly flags: string }): boolean {
 
 /**
  * Why `path` is refused when it starts with `~` (`~`, `~/x`, `~user/x`), left
- * unexpanded in `where` ("a config file", "an environment variable"); undefined
- * for any other path.
+ * unexpanded in `where` ("a config file", "an environment variable"), with the
+ * path a shell would have made of it; for a `~user` whose user the password
+ * file does not have, that it names no user (no home is made up for it).
+ * Undefined for any other path.
  */
 export function tildeProblem(path: string, where: string): string | undefined {
   if (!path.startsWith("~")) return undefined;
-  return `~ is not expanded in ${where}: write the path in full, e.g. ${expanded(path)}`;
+  const [, user = "", rest = ""] = /^~([^/]*)(.*)$/s.exec(path) ?? [];
+  const home = user === "" ? ownHome() : homeOf(user);
+  if (home === undefined) {
+    // No home to suggest: /home/<user> would name a directory of no one's, likely a typo's.
+    return `~ is not expanded in ${where}, and ~${shown(user)} names no user in /etc/passwd: write the path in full ` +
+      "(an absolute path, e.g. in an existing user's home directory)";
+  }
+  return `~ is not expanded in ${where}: write the path in full, e.g. ${home}${rest}`;
 }
 
 /**
@@ -54,22 +63,48 @@ export function refuseTildePaths(cmd: Command): void {
   }
 }
 
-// The path a shell would have made of `path`: ~ as $HOME (the account's home from the password file when it is unset
-// or empty, as a unit's may be), ~user as that user's home.
-function expanded(path: string): string {
-  const [, user = "", rest = ""] = /^~([^/]*)(.*)$/s.exec(path) ?? [];
-  const home = user === "" ? process.env["HOME"] || safe(() => userInfo().homedir, "") || "/root" : homeOf(user);
-  return `${home}${rest}`;
+// $HOME, as a shell expands ~; the account's home from the password file when it is unset or empty, as a unit's may be.
+function ownHome(): string {
+  return process.env["HOME"] || safe(() => userInfo().homedir, "") || "/root";
 }
 
-// A user's home directory from the password file, as a shell looks it up; /home/<user> for one not found there.
-function homeOf(user: string): string {
+// A password file this long is not read further: the lookup is made only to word a refusal.
+const PASSWD_MAX_BYTES = 4 * 1024 * 1024;
+// Longer than any login name Linux takes (LOGIN_NAME_MAX, with its NUL): no user to look up.
+const USER_MAX_CHARS = 255;
+
+// A user's home directory from the password file (its first PASSWD_MAX_BYTES), as a shell looks it up; undefined for
+// a user not found there (users only a directory service knows included: their paths are written in full all the same).
+function homeOf(user: string): string | undefined {
+  if (user.length > USER_MAX_CHARS) return undefined;
   const self = safe(() => userInfo(), undefined);
   if (self?.username === user && self.homedir !== "") return self.homedir;
-  const entry = safe(() => readFileSync("/etc/passwd", "utf8"), "").split("\n")
+  const entry = safe(() => readHead("/etc/passwd", PASSWD_MAX_BYTES), "").split("\n")
     .map((line) => line.split(":"))
     .find((fields) => fields[0] === user && fields.length >= 7);
-  return entry?.[5] || `/home/${user}`;
+  return entry?.[5] || undefined;
+}
+
+// The first `max` bytes of `file`, as text.
+function readHead(file: string, max: number): string {
+  const fd = openSync(file, "r");
+  try {
+    const buf = new Uint8Array(max);
+    let got = 0, n = 1;
+    while (n > 0 && got < max) {
+      n = readSync(fd, buf, got, max - got, null);
+      got += n;
+    }
+    return new TextDecoder().decode(buf.subarray(0, got));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+// A user name as a message shows it: its control characters escaped, a long one cut.
+function shown(user: string): string {
+  const cut = user.length > 64 ? `${user.slice(0, 64)}...` : user;
+  return JSON.stringify(cut).slice(1, -1);
 }
 
 // `read()`, or `otherwise` when it throws (no password entry for this uid, a runtime without the permission).

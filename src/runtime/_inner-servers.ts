@@ -45,12 +45,11 @@ export interface Inner {
 export function plaintextStart(
   dispatch: (req: NodeRequest, res: NodeResponse) => void,
   limits: TransportLimits,
-  longRequests: ReadonlySet<string>,
   track: (socket: Socket) => void,
 ): Inner {
   const h1 = createHttp1Server(http1Options(limits), dispatch);
   const h2 = createHttp2Server(http2Options(limits), dispatch);
-  limitHttp2Sessions(h2, limits, longRequests);
+  limitHttp2Sessions(h2, limits);
   return {
     start: (socket) => {
       track(socket);
@@ -66,7 +65,6 @@ export function tlsStart(
   tls: TlsFiles,
   dispatch: (req: NodeRequest, res: NodeResponse) => void,
   limits: TransportLimits,
-  longRequests: ReadonlySet<string>,
   track: (socket: Socket) => void,
 ): Inner {
   const server = createSecureServer({
@@ -76,7 +74,7 @@ export function tlsStart(
     handshakeTimeout: limits.headerTimeoutMs,
   }, dispatch);
   applyHttp1Limits(server, limits);
-  limitHttp2Sessions(server, limits, longRequests, endIdleTlsSessions(server));
+  limitHttp2Sessions(server, limits, endIdleTlsSessions(server));
   server.on("secureConnection", track);
   return {
     start: (socket) => server.emit("connection", socket),

@@ -164,16 +164,19 @@ export function http2Options(
   };
 }
 
+// Each HTTP/2 stream's request deadline, until its request is in whole, or its routing lifts it (allowLongRequest).
+const requestDeadlines = new WeakMap<ServerHttp2Stream, NodeJS.Timeout>();
+
 /**
  * Closes HTTP/2 sessions with no open stream after idleTimeoutMs (a GOAWAY,
  * then the socket), and resets a stream whose request has not arrived whole
- * within requestTimeoutMs, except on `longRequestPaths` (client and bidi
- * streams, which legitimately keep sending).
+ * within requestTimeoutMs, unless its routing lifted that deadline first
+ * (allowLongRequest: client and bidi streams, which legitimately keep
+ * sending).
  */
 export function limitHttp2Sessions(
   server: Http2Server | Http2SecureServer,
   l: TransportLimits,
-  longRequestPaths: ReadonlySet<string>,
   endIdle: (session: Http2Session) => void = (session) => session.close(),
 ): void {
   server.on("session", (session: Http2Session) => {
@@ -183,14 +186,14 @@ export function limitHttp2Sessions(
       idle = setTimeout(() => endIdle(session), l.idleTimeoutMs).unref();
     };
     arm();
-    session.on("stream", (stream: ServerHttp2Stream, headers) => {
+    session.on("stream", (stream: ServerHttp2Stream) => {
       open++;
       clearTimeout(idle);
-      const path = String(headers[":path"] ?? "").split("?", 1)[0]!;
-      const request = longRequestPaths.has(path) ? undefined : setTimeout(() => {
+      const request = setTimeout(() => {
         // remoteClose: the client has sent END_STREAM, so the whole request is in.
         if (!stream.destroyed && stream.state.remoteClose !== 1) stream.close(h2.NGHTTP2_CANCEL);
       }, l.requestTimeoutMs).unref();
+      requestDeadlines.set(stream, request);
       stream.once("close", () => {
         clearTimeout(request);
         if (--open === 0 && !session.closed && !session.destroyed) arm();
@@ -198,6 +201,18 @@ export function limitHttp2Sessions(
     });
     session.once("close", () => clearTimeout(idle));
   });
+}
+
+/**
+ * Lifts requestTimeoutMs from an HTTP/2 stream routed to a client- or
+ * bidi-streaming method (server reflection), whose request keeps coming for
+ * as long as the call lasts. Decided by the routing that found the method
+ * (the app's decodes and normalizes the path), never by the raw :path: one
+ * percent-encoded or with dot segments reaches the same method.
+ */
+export function allowLongRequest(stream: ServerHttp2Stream): void {
+  clearTimeout(requestDeadlines.get(stream));
+  requestDeadlines.delete(stream);
 }
 
 /** The descriptors this process may open (ulimit -n) and has open; undefined where /proc cannot tell. */

@@ -40,6 +40,7 @@ import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import { plaintextStart, type StartConnection, type TlsFiles, tlsStart } from "./_inner-servers.ts";
 import {
+  allowLongRequest,
   connectionBudget,
   createConnectionCaps,
   descriptors,
@@ -98,9 +99,11 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const sys = await frontSyscalls(logger);
   const capSendBuffer = createSendBufferCap(sendBuffer, sys);
   const holds = new WeakMap<NodeRequest, HeldRequest>(); // each request's caller and count, for its handler
-  // Streams are paced while young and written to a sink: real gRPC's by its exact path, which is how its handlers
-  // are found; the app's as it routes them (a path it decodes or normalizes to SubscribeExits' is SubscribeExits).
+  // Streams are paced while young and written to a sink, and client- and bidi-streaming requests (server reflection)
+  // keep coming, so they have no request deadline: real gRPC's by its exact path, which is how its handlers are
+  // found; the app's as it routes them (a path it decodes or normalizes to SubscribeExits' is SubscribeExits).
   const streaming = methodPaths(server.rpcHandlers, "server_streaming");
+  const longRequests = methodPaths(server.rpcHandlers, "client_streaming", "bidi_streaming");
   const fetchListener = getRequestListener((req, env) => {
     const facts = holds.get(env.incoming);
     return server.fetch(req, {
@@ -110,6 +113,9 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       streaming: () => {
         young.track(env.outgoing as never);
         return responseSink(env.outgoing);
+      },
+      longRequest: () => {
+        if ("stream" in env.incoming) allowLongRequest(env.incoming.stream);
       },
     });
   }, { errorHandler: unbuiltRequest });
@@ -126,6 +132,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     // HTTP/1.1 gRPC falls through to the app, which answers 415: it cannot carry trailers.
     if (req.httpVersionMajor === 2 && isGrpc(req.headers["content-type"])) {
       if (streaming.has(pathOf(req))) young.track(res as never);
+      if ("stream" in req && longRequests.has(pathOf(req))) allowLongRequest(req.stream);
       grpc(req, res);
     } else void fetchListener(req, res as never);
   };
@@ -171,17 +178,13 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       serve(req, res);
     });
   };
-  // Client- and bidi-streaming methods (server reflection): their requests keep coming, so no request deadline.
-  const longRequests = methodPaths(server.rpcHandlers, "client_streaming", "bidi_streaming");
   const sockets = new Set<Socket>(); // the connections close() ends: plaintext ones, and TLS ones once secure
   const accepted = new Set<Socket>(); // every raw connection, for close() to cut what is left (TLS handshakes)
   const track = (socket: Socket, set = sockets): void => {
     set.add(socket);
     socket.once("close", () => set.delete(socket));
   };
-  const start = options.tls
-    ? tlsStart(options.tls, dispatch, limits, longRequests, track)
-    : plaintextStart(dispatch, limits, longRequests, track);
+  const start = options.tls ? tlsStart(options.tls, dispatch, limits, track) : plaintextStart(dispatch, limits, track);
   const fds = descriptors();
   const copies = sys === undefined ? 1 : acceptDescriptors(limits.acceptsPerTurn, fds && fds.limit - fds.open);
   const maxConnections = connectionBudget(limits.maxConnections, { fds, copies: copies - 1, logger });

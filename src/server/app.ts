@@ -61,6 +61,11 @@ export interface AppEnv {
    * itself. Returns the response's own sink of body bytes (rpc/stream-sink.ts), where the adapter offers one.
    */
   readonly streaming?: (() => StreamSink<Uint8Array> | undefined) | undefined;
+  /**
+   * Called as the app routes the request to a client- or bidi-streaming RPC (server reflection), whose request
+   * keeps coming: the adapter lifts its request deadline, as the app routes it (the same paths as `streaming`).
+   */
+  readonly longRequest?: (() => void) | undefined;
 }
 
 /** Real gRPC, not gRPC-Web: application/grpc, application/grpc+proto, application/grpc+json. */
@@ -100,7 +105,9 @@ export function createApp(options: AppOptions): Hono<{ Bindings: AppEnv }> {
     app.on([...handler.allowedMethods], handler.requestPath, async (c) => {
       if (isGrpc(c.req.header("content-type"))) return c.text(GRPC_NEEDS_H2, 415);
       const auth = authOf(c, options.callAuth);
-      const sink = handler.method.methodKind === "server_streaming" ? c.env?.streaming?.() : undefined;
+      const kind = handler.method.methodKind;
+      if (kind === "client_streaming" || kind === "bidi_streaming") c.env?.longRequest?.();
+      const sink = kind === "server_streaming" ? c.env?.streaming?.() : undefined;
       const ureq = {
         ...universalServerRequestFromFetch(c.req.raw, {}),
         contextValues: createContextValues().set(CALL_AUTH, auth).set(HELD_CALL, c.env?.held ?? HELD_CALL.defaultValue)

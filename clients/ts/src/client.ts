@@ -23,14 +23,18 @@ import {
 /**
  * A typed client of the TaskStats service: getPid, getTgid, register,
  * deregister, subscribeExits, getInfo. Its methods throw the server's errors
- * typed (errors.ts); a call whose own `timeoutMs` passed throws a
+ * typed (errors.ts); a call whose own `timeoutMs` passed, or a given
+ * transport's `defaultTimeoutMs` when the call passed none, throws a
  * ConnectError with Code.DeadlineExceeded that says so.
  */
 export type TaskwireClient = Client<typeof TaskStats>;
 
 /** Options of createTaskwireClient. */
 export interface TaskwireClientOptions {
-  /** A transport of your own (e.g. connect-node's for HTTP/2, or gRPC-Web); baseUrl is then ignored. */
+  /**
+   * A transport of your own (e.g. connect-node's for HTTP/2, or gRPC-Web); baseUrl is then ignored. Its
+   * `defaultTimeoutMs`, if set, bounds every call and stream that passes no `timeoutMs`.
+   */
   transport?: Transport;
   /**
    * The protocol of the SDK's own transport: "connect" (default; HTTP/1.1 or
@@ -93,10 +97,12 @@ export interface TransportSettings {
 export function clientFactory(makeTransport: (s: TransportSettings) => Transport) {
   return (baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient => {
     const retry = retryPolicy(options.retry);
-    if (options.transport !== undefined) return withTypedErrors(createClient(TaskStats, options.transport), retry);
+    if (options.transport !== undefined) {
+      return withTypedErrors(createClient(TaskStats, options.transport), retry, "given");
+    }
     const s = settings(baseUrl, options);
     const transport = makeTransport(s);
-    const client = withTypedErrors(createClient(TaskStats, transport), retry);
+    const client = withTypedErrors(createClient(TaskStats, transport), retry, "own");
     return s.useBinaryFormat ? { ...client, subscribeExits: fastSubscribeExits(transport) } : client;
   };
 }
@@ -121,7 +127,10 @@ function fastSubscribeExits(transport: Transport): SubscribeExits {
     subscribeExits(input: Parameters<SubscribeExits>[0], options?: CallOptions): AsyncIterable<Empty>;
   };
   return (input, options) =>
-    endsWithIteration((o) => decodeStream(rawClient.subscribeExits(input, o), o.timeoutMs), options);
+    endsWithIteration(
+      (o) => decodeStream(rawClient.subscribeExits(input, o), { timeoutMs: o.timeoutMs, transport: "own" }),
+      options,
+    );
 }
 
 /**
@@ -148,12 +157,12 @@ async function* endsWithIteration<T>(
 // One generator both decodes and types errors (one async hop per message fewer than two layers).
 async function* decodeStream(
   messages: AsyncIterable<Empty>,
-  timeoutMs: number | undefined,
+  deadline: Deadline,
 ): AsyncGenerator<SubscribeExitsResponse> {
   try {
     for await (const m of messages) yield decodeFastFromFields(SubscribeExitsResponseSchema, m.$unknown ?? []);
   } catch (err) {
-    throw explainDeadline(toTaskwireError(err), timeoutMs, "stream");
+    throw explainDeadline(toTaskwireError(err), deadline, "stream");
   }
 }
 
@@ -163,16 +172,16 @@ type AnyMethod = (...args: unknown[]) => unknown;
  * The same client, throwing typed errors (errors.ts) from every method, the
  * stream's iteration included; unary calls refused for the moment are retried.
  */
-function withTypedErrors(client: TaskwireClient, retry: RetryPolicy): TaskwireClient {
+function withTypedErrors(client: TaskwireClient, retry: RetryPolicy, transport: Deadline["transport"]): TaskwireClient {
   const methods = client as unknown as Record<string, AnyMethod>;
   const typed: Record<string, AnyMethod> = {};
   for (const m of TaskStats.methods) {
     const call = methods[m.localName]!;
     typed[m.localName] = m.methodKind === "unary"
-      ? (input, options) => retried((o) => call(input, o), retry, options as CallOptions | undefined)
+      ? (input, options) => retried((o) => call(input, o), retry, transport, options as CallOptions | undefined)
       : (input, options) =>
         endsWithIteration(
-          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>, o.timeoutMs),
+          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>, { timeoutMs: o.timeoutMs, transport }),
           options as CallOptions | undefined,
         );
   }
@@ -205,7 +214,12 @@ function retryPolicy(retry: TaskwireClientOptions["retry"]): RetryPolicy {
  * while the policy allows and the wait fits in the call's timeoutMs; errors
  * thrown typed. The signal aborts a wait as it aborts a call.
  */
-async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, options: CallOptions = {}) {
+async function retried(
+  call: (o: CallOptions) => unknown,
+  retry: RetryPolicy,
+  transport: Deadline["transport"],
+  options: CallOptions = {},
+) {
   if (options.contextValues?.get(SINGLE_ATTEMPT) === true) retry = NO_RETRY;
   // connect-es arms no deadline for a timeout of 0 or less: only a positive one is shared out between attempts.
   const deadline = options.timeoutMs === undefined || options.timeoutMs <= 0
@@ -217,7 +231,7 @@ async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, op
       return await call(left === Infinity ? options : { ...options, timeoutMs: Math.max(1, left) });
     } catch (err) {
       // The caller's timeoutMs, not this attempt's share of it: the deadline the caller set is what passed.
-      const typed = explainDeadline(toTaskwireError(err), options.timeoutMs, "call");
+      const typed = explainDeadline(toTaskwireError(err), { timeoutMs: options.timeoutMs, transport }, "call");
       const after = retryAfterMs(typed);
       if (after === undefined || attempt >= retry.maxRetries) throw typed;
       const wait = Math.min(retry.maxDelayMs, after * 2 ** attempt * (1 + Math.random()));
@@ -228,12 +242,23 @@ async function retried(call: (o: CallOptions) => unknown, retry: RetryPolicy, op
   }
 }
 
-async function* rethrowTyped<T>(stream: AsyncIterable<T>, timeoutMs: number | undefined): AsyncGenerator<T> {
+async function* rethrowTyped<T>(stream: AsyncIterable<T>, deadline: Deadline): AsyncGenerator<T> {
   try {
     yield* stream;
   } catch (err) {
-    throw explainDeadline(toTaskwireError(err), timeoutMs, "stream");
+    throw explainDeadline(toTaskwireError(err), deadline, "stream");
   }
+}
+
+/**
+ * Which deadline a call had: its own `timeoutMs`, or, without one, its
+ * transport's `defaultTimeoutMs` (connect-es's option). The SDK's own
+ * transport ("own") sets no default; a transport given in `transport`
+ * ("given") may, and the SDK cannot read it back.
+ */
+interface Deadline {
+  readonly timeoutMs: number | undefined;
+  readonly transport: "own" | "given";
 }
 
 // What connect-es says of a deadline its timer ended: on the client, or on a plain connect-es server timing the same
@@ -241,26 +266,26 @@ async function* rethrowTyped<T>(stream: AsyncIterable<T>, timeoutMs: number | un
 const DEADLINE_PASSED = "the operation timed out";
 
 /**
- * `err`, when it is the deadline of the call's own `timeoutMs` passing, as an
- * error that says so and what to do: connect-es's "[deadline_exceeded] the
- * operation timed out" names neither the setting nor its value. It stays a
- * plain ConnectError (it is no server's refusal, so no TaskwireError) with
- * Code.DeadlineExceeded (watchExits retries that code; code that checks
- * codes keeps working), connect-es's error as its cause. Any other error,
- * a DEADLINE_EXCEEDED of a proxy's own timeout included (its text is not
- * connect-es's), is returned as it is.
+ * `err`, when it is a deadline the client set passing, as an error that says
+ * so and what to do: connect-es's "[deadline_exceeded] the operation timed
+ * out" names neither the setting nor its value. The call's own `timeoutMs`;
+ * without one, a given transport's `defaultTimeoutMs`, which connect-es
+ * applies to every call that passes none. It stays a plain ConnectError (it
+ * is no server's refusal, so no TaskwireError) with Code.DeadlineExceeded
+ * (watchExits retries that code; code that checks codes keeps working),
+ * connect-es's error as its cause. Any other error, a DEADLINE_EXCEEDED of a
+ * proxy's own timeout included (its text is not connect-es's), is returned as
+ * it is.
  */
-function explainDeadline(err: unknown, timeoutMs: number | undefined, what: "call" | "stream"): unknown {
+function explainDeadline(err: unknown, deadline: Deadline, what: "call" | "stream"): unknown {
   if (
-    // connect-es arms no deadline for a timeoutMs of 0 or less (nor names its transport's defaultTimeoutMs here).
-    timeoutMs === undefined || timeoutMs <= 0 || !(err instanceof ConnectError) || err instanceof TaskwireError ||
-    err.code !== Code.DeadlineExceeded || err.rawMessage !== DEADLINE_PASSED
+    !(err instanceof ConnectError) || err instanceof TaskwireError || err.code !== Code.DeadlineExceeded ||
+    err.rawMessage !== DEADLINE_PASSED
   ) {
     return err;
   }
-  const why = what === "stream"
-    ? `the stream's deadline (timeoutMs ${timeoutMs}) passed: a stream's timeoutMs bounds all of it; pass a longer timeoutMs, or none`
-    : `the call's deadline (timeoutMs ${timeoutMs}) passed: pass a longer timeoutMs, or none`;
+  const why = deadlineWords(deadline, what);
+  if (why === undefined) return err;
   return new ConnectError(
     why,
     Code.DeadlineExceeded,
@@ -268,6 +293,22 @@ function explainDeadline(err: unknown, timeoutMs: number | undefined, what: "cal
     err.details as ConstructorParameters<typeof ConnectError>[3],
     err,
   );
+}
+
+// What passed and what to do, for a deadline the client set; undefined where it set none.
+function deadlineWords({ timeoutMs, transport }: Deadline, what: "call" | "stream"): string | undefined {
+  // connect-es arms no deadline for a timeoutMs of 0 or less, not even its transport's default.
+  if (timeoutMs !== undefined) {
+    if (timeoutMs <= 0) return undefined;
+    return what === "stream"
+      ? `the stream's deadline (timeoutMs ${timeoutMs}) passed: a stream's timeoutMs bounds all of it; pass a longer timeoutMs, or none`
+      : `the call's deadline (timeoutMs ${timeoutMs}) passed: pass a longer timeoutMs, or none`;
+  }
+  // The SDK's own transport has no default: a deadline it did not set is no client's to name.
+  if (transport !== "given") return undefined;
+  const bounds = what === "stream" ? " a stream's deadline bounds all of it;" : "";
+  return `the ${what}'s deadline (the transport's defaultTimeoutMs: the ${what} passed no timeoutMs) passed:${bounds} ` +
+    `pass a timeoutMs of the ${what}'s own (0 for none), or create the transport with a longer defaultTimeoutMs`;
 }
 
 /**
