@@ -4,14 +4,15 @@
  * full batch's message. A message NATS refuses for its size is refused
  * however often it is retried, and the pump retries before taking anything
  * newer: it must cut its messages to fit, or refuse to start when not even
- * one exit's message would.
+ * one exit's message would; and when a limit is lowered while it runs, cut
+ * them again, dropping (as counted loss) an exit no message can hold.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { checkFleetOptions, startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
 import { checkCompatible, streamConfig } from "../src/fleet/_stream-config.ts";
 import type { StreamConfig } from "@nats-io/jetstream";
@@ -129,6 +130,74 @@ describe.skipIf(!haveNatsServer)(`the fleet publisher under NATS's size limits (
     cleanup.push(() => stopFleetServer(s));
     await outage(nats, s);
     expect(s.fleet.state().lastError).not.toMatch(/maximum|size/i);
+  }, 60_000);
+});
+
+// A fleet server "h" publishing at `exitRate` into a fresh nats-server, with its log, and a manager of its stream.
+async function publishing(exitRate: number) {
+  const nats = await natsWith("");
+  const lines: string[] = [];
+  const log = (level: string, text: string) => void lines.push(`${level} ${text}`);
+  const s = await fleetServer(nats.url, "h", { exitRate, fleet: { log } });
+  cleanup.push(() => stopFleetServer(s));
+  const nc = await connect({ servers: nats.url });
+  cleanup.push(() => nc.close());
+  await eventually(() => s.fleet.state().published > 200, 10_000);
+  return { nats, s, lines, jsm: await jetstreamManager(nc) };
+}
+
+function setMaxMsgSize(jsm: JetStreamManager, bytes: number) {
+  return jsm.streams.update("TASKWIRE_EXITS", { max_msg_size: bytes });
+}
+
+// Stops `s` and reads its whole stream: every seq exactly once, in order, the lost ones exactly those it dropped.
+async function expectAccounted(url: string, s: Awaited<ReturnType<typeof fleetServer>>) {
+  await stopFleetServer(s);
+  const state = s.fleet.state();
+  const c = collectFleet({ servers: url, deliver: "all", reorder: { waitMs: 1000 } });
+  cleanup.push(() => c.stop());
+  await eventually(() => {
+    const t = tally(c.events).get("h");
+    return t !== undefined && t.received + t.lost >= state.produced;
+  }, 20_000);
+  const t = tally(c.events).get("h")!;
+  expect(t.errors).toEqual([]);
+  expect(t.received + t.lost).toBe(state.produced);
+  expect(t.lost).toBe(state.dropped);
+  return { t, events: c.events };
+}
+
+describe.skipIf(!haveNatsServer)(`a limit lowered while the publisher runs (needs ${NATS_SERVER})`, () => {
+  it("the stream's max_msg_size: messages refused for their size are cut again, publishing resumes", async () => {
+    const { nats, s, lines, jsm } = await publishing(5000);
+    await setMaxMsgSize(jsm, 2048);
+    // Messages cut to the old limit are refused (and would be for ever); the limit is read again, they are cut to it.
+    const reread =
+      "info fleet: stream TASKWIRE_EXITS's max_msg_size is now 2048 bytes (was no limit); messages are cut to it";
+    await eventually(() => lines.includes(reread), 10_000);
+    expect(s.fleet.state().failures["refused"]).toBeGreaterThan(0);
+    const at = s.fleet.state().published;
+    await eventually(() => s.fleet.state().published > at + 2000 && s.fleet.state().pending < 64, 20_000);
+    await expectAccounted(nats.url, s);
+  }, 60_000);
+
+  it("below one exit: that exit is dropped as a counted loss, logged once; the exits after it go on", async () => {
+    const { nats, s, lines, jsm } = await publishing(1000);
+    // 1000 bytes with headers holds the sim's exits of one TaskStats (~300 bytes), not those of two (~550).
+    await setMaxMsgSize(jsm, 1000);
+    await eventually(() => s.fleet.state().dropped > 10, 15_000);
+    const at = s.fleet.state().published;
+    await eventually(() => s.fleet.state().published > at + 500 && s.fleet.state().failing === "", 15_000);
+    const warned = lines.filter((l) => l.includes("fits in no message"));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/1000 bytes with headers.*max_msg_size \(1000 bytes\): raise it \(nats stream edit/);
+    const { t, events } = await expectAccounted(nats.url, s);
+    expect(t.lost).toBeGreaterThan(10);
+    // Lost one at a time, each its own seq, with exits delivered after them.
+    const lost = events.filter((e) => e.event.case === "lost");
+    expect(lost.every((e) => e.event.case === "lost" && e.event.value.firstSeq === e.event.value.lastSeq)).toBe(true);
+    const exitsAfter = events.slice(events.indexOf(lost[0]!)).filter((e) => e.event.case === "exit");
+    expect(exitsAfter.length).toBeGreaterThan(100);
   }, 60_000);
 });
 

@@ -7,6 +7,7 @@ import type { QueuedLoss } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { BATCH_HEADER, batchesOf, createPump, MAX_BATCH_SPAN, RESENT_HEADER } from "../src/fleet/_pump.ts";
+import { MessageLimits, REREAD_MS } from "../src/fleet/_message-limits.ts";
 import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
 import { eventually } from "./helpers.ts";
 
@@ -59,7 +60,7 @@ describe("fleet pump", () => {
       window: 4,
       lingerMs: 5,
       ackTimeoutMs: 1000,
-      maxMessageBytes: () => Infinity,
+      limits: { bytes: () => Infinity, reread: async () => {}, raise: () => "" },
       log: () => {},
     });
     await eventually(() => pump.counters().retries > 0 && published.length > 10, 5000);
@@ -100,5 +101,51 @@ describe("fleet pump", () => {
       `1,2-${MAX_BATCH_SPAN - 1},${MAX_BATCH_SPAN}`,
       `${MAX_BATCH_SPAN + 1}`,
     ]);
+  });
+});
+
+describe("the publisher's message limits", () => {
+  // A stream whose max_msg_size the test sets, counting reads; `clock` is the limits' time, ms.
+  function limitsOf(maxMsgSize: number) {
+    const t = { clock: 0, reads: 0, size: maxMsgSize, fail: false, lines: [] as string[] };
+    const source = {
+      stream: "S",
+      maxPayload: () => 1 << 20,
+      readMaxMsgSize: async () => {
+        t.reads++;
+        if (t.fail) throw new Error("no responders");
+        return t.size;
+      },
+    };
+    const limits = new MessageLimits(source, maxMsgSize, (_, text) => void t.lines.push(text), () => t.clock);
+    return { t, limits };
+  }
+
+  it("read again at most once per REREAD_MS, however often NATS refuses; one read at a time", async () => {
+    const { t, limits } = limitsOf(16384);
+    t.size = 4096;
+    for (let i = 0; i < 100; i++) await limits.reread(); // a burst of refusals at start: read there, just before
+    expect(t.reads).toBe(0);
+    t.clock = REREAD_MS;
+    await Promise.all(Array.from({ length: 100 }, () => limits.reread()));
+    expect([t.reads, limits.bytes()]).toEqual([1, 4096]);
+    for (let ms = 0; ms < 10 * REREAD_MS; ms += 10) (t.clock += 10, await limits.reread());
+    expect(t.reads).toBe(11);
+    expect(t.lines).toEqual([
+      "fleet: stream S's max_msg_size is now 4096 bytes (was 16384 bytes); messages are cut to it",
+    ]);
+  });
+
+  it("a read that fails keeps the limit known; -1 and 0 are no limit; the smaller limit is named", async () => {
+    const { t, limits } = limitsOf(4096);
+    t.fail = true;
+    t.clock = REREAD_MS;
+    await limits.reread();
+    expect(limits.bytes()).toBe(4096);
+    expect(limits.raise()).toMatch(/^stream S's max_msg_size \(4096 bytes\): raise it \(nats stream edit S/);
+    [t.fail, t.size, t.clock] = [false, -1, 2 * REREAD_MS];
+    await limits.reread();
+    expect(limits.bytes()).toBe(1 << 20);
+    expect(limits.raise()).toMatch(/^the NATS server's max_payload \(1048576 bytes\): raise it in its configuration/);
   });
 });

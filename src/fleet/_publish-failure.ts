@@ -67,12 +67,29 @@ export function describeFailure(err: unknown, subject: string, t: PublishTarget)
         `NATS is unreachable or slow, or stream ${t.stream} is unavailable; check the NATS server and the stream`,
     };
   }
+  if (isSizeRefusal(err)) {
+    return {
+      reason: "refused",
+      text: `a message was larger than NATS takes now (NATS: ${said}): the server's max_payload or stream ` +
+        `${t.stream}'s max_msg_size was lowered; the publisher reads them again and cuts its messages to them`,
+    };
+  }
   return {
     reason: "refused",
     text: `JetStream refused the publish to stream ${t.stream} (NATS: ${said}${
       typeof e?.code === "number" ? `, error ${e.code}` : ""
     }): check the stream's limits and configuration on the NATS server`,
   };
+}
+
+/**
+ * Whether `err` refuses a message for its size: over the stream's
+ * max_msg_size (JetStream's error 10054), or over the max_payload of the
+ * server connected to now (nats.js refuses it before sending).
+ */
+export function isSizeRefusal(err: unknown): boolean {
+  const e = err as { code?: unknown } | undefined;
+  return e?.code === 10054 || /max_payload size exceeded|message size exceeds maximum/i.test(natsText(err));
 }
 
 /** What an error says, bounded, without any user:password@ in a URL. */

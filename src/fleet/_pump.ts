@@ -12,7 +12,8 @@
  * is light, many under load) becomes one message per subject, i.e. per CPU
  * (loss markers of no one CPU: the `lost` subject), each carrying that
  * CPU's events of the take in seq order; one over NATS's size limits goes
- * as halves, halved again while one still is (#fitted). Batching is what makes publishing
+ * as halves, halved again while one still is, and one NATS refuses for its
+ * size is cut again to the limits read again (_message-cutter.ts). Batching is what makes publishing
  * cheap (a JetStream publish and its ack cost about as much as tens of
  * encoded events); a consumer restores the per-host seq order across the
  * CPUs' messages (the SDK's watchFleet does, clients/ts/src/_fleet-order.ts).
@@ -31,16 +32,17 @@
  * the listener's retention ring (for RPC resumes) would only hold memory.
  */
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
-import { headers, type MsgHdrs } from "@nats-io/nats-core";
 import { firstSeqOf, lastSeqOf } from "../core/retention.ts";
 import type { QueueItem } from "../core/event-queue.ts";
 import type { StreamEnd } from "../core/listener-options.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
-import { encodeEvents } from "../rpc/fast-binary/batch.ts";
 import type { FleetInfoState } from "../rpc/service.ts";
 import type { ServerListener } from "../rpc/stream.ts";
-import { eventSubject } from "./subjects.ts";
-import { describeFailure, FailureLog, type FailureReason } from "./_publish-failure.ts";
+import { describeFailure, FailureLog, type FailureReason, isSizeRefusal } from "./_publish-failure.ts";
+import { batchHeader, MessageCutter, type Outgoing } from "./_message-cutter.ts";
+import type { PumpLimits } from "./_message-limits.ts";
+
+export { BATCH_HEADER, HEADER_ROOM, RESENT_HEADER } from "./_message-cutter.ts";
 
 /** What the pump needs. */
 export interface PumpOptions {
@@ -57,10 +59,11 @@ export interface PumpOptions {
   /**
    * The largest message (payload and headers) NATS and the stream take now:
    * the server's max_payload (it may change with the server reconnected to)
-   * and the stream's max_msg_size. A CPU's events of a batch that encode to
-   * more go as several messages.
+   * and the stream's max_msg_size (read again when NATS refuses a message for
+   * its size). A CPU's events of a batch that encode to more go as several
+   * messages.
    */
-  readonly maxMessageBytes: () => number;
+  readonly limits: PumpLimits;
   readonly log: (level: "info" | "warning", text: string) => void;
   /** While publishes fail, their cause is logged again this often, ms (default PROBLEM_LOG_MS). */
   readonly problemLogMs?: number | undefined;
@@ -94,41 +97,12 @@ export interface Pump {
 /** Most events in one take. */
 export const MAX_EVENTS = 1024;
 
-/** The header every message carries: its batch's seq range, "<first>-<last>". */
-export const BATCH_HEADER = "Taskwire-Batch";
-
-/**
- * The header of a message sent again: the last seq handed out by then. Any seq after the message's own up to there
- * may be in the stream before it, so a consumer that sees it first does not wait on those as a gap, nor report them
- * lost; and one that has the run from its start still gets it in seq order (the SDK's _fleet-order.ts).
- */
-export const RESENT_HEADER = "Taskwire-Resent";
-
 /**
  * Most seqs one batch spans, a loss marker alone excepted: well under the
  * 65,536 past its message a consumer accepts (the SDK's maxEarly). Exits
  * alone never reach it (a take holds at most 1,024 events); markers do.
  */
 export const MAX_BATCH_SPAN = 4096;
-
-/**
- * Room kept in a message for its headers (Nats-Msg-Id: a host token of at
- * most 128 characters, a run and a seq; BATCH_HEADER: two seqs; RESENT_HEADER:
- * one), well over what they take.
- */
-export const HEADER_ROOM = 512;
-
-/** One message: its subject, payload and id, kept until JetStream acks it. */
-interface Outgoing {
-  readonly seq: number;
-  readonly subject: string;
-  readonly payload: Uint8Array;
-  readonly msgID: string;
-  /** Its headers: BATCH_HEADER (#resend replaces them, adding RESENT_HEADER). */
-  readonly headers: MsgHdrs;
-  /** Events in it. */
-  readonly events: number;
-}
 
 // Retries wait this long at first, doubling up to RETRY_MAX_MS, so a NATS that is down is not flooded.
 const RETRY_MIN_MS = 100;
@@ -149,6 +123,9 @@ class _Pump implements Pump {
   #published = 0;
   #retries = 0;
   readonly #failures: FailureLog;
+  readonly #cutter: MessageCutter;
+  /** NATS refused a message for its size since the last resend: the limits are read again before it. */
+  #tooLarge = false;
   #ended = false;
   #stopped = false;
   #wakeUp: (() => void) | undefined;
@@ -157,6 +134,7 @@ class _Pump implements Pump {
   constructor(o: PumpOptions) {
     this.#o = o;
     this.#failures = new FailureLog(o.log, o.problemLogMs ?? PROBLEM_LOG_MS);
+    this.#cutter = new MessageCutter({ prefix: o.prefix, host: o.host, run: this.#run, limits: o.limits, log: o.log });
     o.listener.attach(this.#wake, this.#end);
     this.#done = this.#loop();
   }
@@ -180,10 +158,12 @@ class _Pump implements Pump {
     this.#failures.serverError(err);
   }
 
-  // Retries so far, and exits dropped (its listener's queue or the memory budget; published as loss markers).
+  // Retries so far, and exits dropped (its listener's queue, the memory budget, or too large for any message NATS
+  // takes; all published as loss markers).
   #cost(): { retries: number; dropped: number } {
     const l = this.#o.listener;
-    return { retries: this.#retries, dropped: l.lost["subscriber-overflow"] + l.lost["memory-budget"] };
+    const dropped = l.lost["subscriber-overflow"] + l.lost["memory-budget"] + this.#cutter.oversize;
+    return { retries: this.#retries, dropped };
   }
 
   async drain(ms: number): Promise<void> {
@@ -255,31 +235,7 @@ class _Pump implements Pump {
       else list.push(item);
     }
     const batch = `${firstSeqOf(items[0]!)}-${lastSeqOf(items[items.length - 1]!)}`;
-    for (const [cpu, list] of byCpu) for (const m of this.#fitted(cpu, list, batch)) this.#send(m);
-  }
-
-  // A CPU's events as messages NATS takes: one, or halves of it (again) while it is over the limit. A message over
-  // max_payload or the stream's max_msg_size is refused however often it is sent, and it is retried before anything
-  // newer: one would stop publishing for good (with NATS at max_payload 64 KiB, every take of ~600 exits did).
-  #fitted(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing[] {
-    const m = this.#outgoing(cpu, items, batch);
-    if (items.length === 1 || m.payload.length + HEADER_ROOM <= this.#o.maxMessageBytes()) return [m];
-    const half = items.length >> 1;
-    return [...this.#fitted(cpu, items.slice(0, half), batch), ...this.#fitted(cpu, items.slice(half), batch)];
-  }
-
-  // Its id is host, run and its first seq: every seq is in exactly one message, so no two messages share one.
-  #outgoing(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing {
-    const { prefix, host } = this.#o;
-    const first = firstSeqOf(items[0]!);
-    return {
-      seq: first,
-      subject: eventSubject(prefix, host, cpu),
-      payload: encodeEvents(items),
-      msgID: `${host}:${this.#run}:${first}`,
-      headers: batchHeader(batch),
-      events: items.length,
-    };
+    for (const [cpu, list] of byCpu) for (const m of this.#cutter.fitted(cpu, list, batch)) this.#send(m);
   }
 
   #send(m: Outgoing): void {
@@ -290,7 +246,7 @@ class _Pump implements Pump {
 
   #acked(m: Outgoing, _ack: PubAck): void {
     this.#inFlight--;
-    this.#published += m.events;
+    this.#published += m.items.length;
     this.#retryDelay = RETRY_MIN_MS;
     this.#failures.acked(this.#cost());
     this.#wake();
@@ -300,6 +256,7 @@ class _Pump implements Pump {
     this.#inFlight--;
     const { stream, prefix, host, ackTimeoutMs } = this.#o;
     this.#failures.failed(describeFailure(err, m.subject, { stream, prefix, host, ackTimeoutMs }), this.#cost());
+    if (isSizeRefusal(err)) this.#tooLarge = true;
     this.#retry.push(m);
     this.#wake();
   }
@@ -310,11 +267,15 @@ class _Pump implements Pump {
   // consumers that read only BATCH_HEADER (SDKs before RESENT_HEADER), it names as its batch all of that, from just
   // before its own first seq: one that sees it first starts after all of it, waiting on nothing; out of seq order
   // though, also when nothing was stored before it (an outage took a run's first messages), hence RESENT_HEADER.
+  // One over the limits as known now (they were lowered since it was cut) goes cut again: as it was, it would be
+  // refused for ever.
   async #resend(): Promise<void> {
     await this.#sleep(this.#retryDelay);
     this.#retryDelay = Math.min(RETRY_MAX_MS, this.#retryDelay * 2);
+    if (this.#tooLarge) await this.#o.limits.reread();
+    this.#tooLarge = false;
     if (this.#stopped) return;
-    const batch = this.#retry.sort((a, b) => a.seq - b.seq);
+    const batch = this.#retry.sort((a, b) => a.seq - b.seq).flatMap((m) => this.#cutter.refit(m));
     this.#retry = [];
     this.#retries += batch.length;
     const sent = this.#o.listener.handedOut;
@@ -331,15 +292,6 @@ class _Pump implements Pump {
       this.#wakeUp = resolve;
     });
   }
-}
-
-// One per message, never shared: publish() sets the message's Nats-Msg-Id on it. `resent`: sent again, and the last
-// seq handed out by then.
-function batchHeader(range: string, resent?: number): MsgHdrs {
-  const h = headers();
-  h.set(BATCH_HEADER, range);
-  if (resent !== undefined) h.set(RESENT_HEADER, String(resent));
-  return h;
 }
 
 /** A take cut into batches of at most MAX_BATCH_SPAN seqs each (an item wider than that alone); uncut, itself. */

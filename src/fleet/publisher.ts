@@ -24,6 +24,7 @@ import type { ServerRegistry } from "../rpc/stream.ts";
 import { checkNatsSettings, connectNats, type NatsSettings } from "./_connect.ts";
 import { ensureStream, MIN_MESSAGE_BYTES, StreamConfigError, type StreamSettings } from "./_stream-config.ts";
 import { createPump, type Pump } from "./_pump.ts";
+import { MessageLimits } from "./_message-limits.ts";
 import { checkHostToken, checkPrefix, hostToken } from "./subjects.ts";
 
 export { NatsConnectError, type NatsSettings, redactUrl, serverList } from "./_connect.ts";
@@ -172,8 +173,8 @@ class _Publisher implements FleetPublisher {
   readonly #nc: NatsConnection;
   readonly #o: FleetOptions;
   readonly #settings: StreamSettings;
-  /** The stream's max_msg_size (0: none). */
-  readonly #maxMsgSize: number;
+  /** The server's max_payload and the stream's max_msg_size, as read last. */
+  readonly #limits: MessageLimits;
   #pump: Pump | undefined;
   #host = "";
   #connected = true;
@@ -182,7 +183,7 @@ class _Publisher implements FleetPublisher {
     this.#nc = nc;
     this.#o = o;
     this.#settings = settings;
-    this.#maxMsgSize = maxMsgSize;
+    this.#limits = this.#messageLimits(maxMsgSize);
     void this.#watchStatus();
   }
 
@@ -204,12 +205,22 @@ class _Publisher implements FleetPublisher {
       window: this.#o.window ?? FLEET_DEFAULTS.window,
       lingerMs: this.#o.lingerMs ?? FLEET_DEFAULTS.lingerMs,
       ackTimeoutMs: this.#o.ackTimeoutMs ?? FLEET_DEFAULTS.ackTimeoutMs,
-      // The server's, as of now: after a reconnect it may be another server's.
-      maxMessageBytes: () =>
-        Math.min(this.#nc.info?.max_payload ?? Infinity, this.#maxMsgSize > 0 ? this.#maxMsgSize : Infinity),
+      limits: this.#limits,
       log: this.#o.log ?? (() => {}),
       problemLogMs: this.#o.problemLogMs,
     });
+  }
+
+  // The max_payload is the server's connected to now (nats.js updates its INFO on a reconnect, and checks each
+  // publish against it); the stream's limit is read again when the pump asks.
+  #messageLimits(maxMsgSize: number): MessageLimits {
+    const name = this.#settings.name, nc = this.#nc;
+    const source = {
+      stream: name,
+      maxPayload: () => nc.info?.max_payload ?? Infinity,
+      readMaxMsgSize: async () => (await (await jetstreamManager(nc)).streams.info(name)).config.max_msg_size ?? 0,
+    };
+    return new MessageLimits(source, maxMsgSize, this.#o.log ?? (() => {}));
   }
 
   state(): FleetState {
@@ -249,6 +260,8 @@ class _Publisher implements FleetPublisher {
       } else if (s.type === "reconnect") {
         this.#connected = true;
         log("info", "fleet: reconnected to NATS; publishing what was queued");
+        // Perhaps to another server of a cluster, or to one restarted with another configuration.
+        void this.#limits.reread();
       } else if (s.type === "error") {
         // The server's -ERR (a permissions violation, a protocol error): nats.js matches it to a request only
         // sometimes, so it is reported here too, or its words might never reach the operator.
