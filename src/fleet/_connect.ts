@@ -11,9 +11,11 @@ import {
   credsAuthenticator,
   type NatsConnection,
   nkeyAuthenticator,
+  type TlsOptions,
   tokenAuthenticator,
 } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
+import { checkNatsServerIdentity } from "./_tls-identity.ts";
 
 /** How to reach and authenticate to NATS. */
 export interface NatsSettings {
@@ -158,7 +160,7 @@ function connectionOptions(s: NatsSettings, servers: string[]): ConnectionOption
   if (fromUrl !== undefined && authenticator !== undefined) {
     throw new RangeError("credentials in a --nats URL and in --nats-creds, --nats-nkey or --nats-token-file: pass one");
   }
-  const tls = tlsFor(s);
+  const tls = tlsFor(s, servers);
   return {
     servers: servers.map(withoutUserinfo),
     ...fromUrl,
@@ -185,15 +187,22 @@ function authenticatorFor(s: NatsSettings): Authenticator | undefined {
   return undefined;
 }
 
-function tlsFor(s: NatsSettings): ConnectionOptions["tls"] | undefined {
+type NatsTls = TlsOptions & { checkServerIdentity: typeof checkNatsServerIdentity };
+
+// TLS with a CA, a client certificate or a tls:// URL. nats.js reads no scheme: without tls options it takes the
+// server's word on TLS, and a tls:// URL to a server without TLS was plain text.
+function tlsFor(s: NatsSettings, servers: readonly string[]): NatsTls | undefined {
   if ((s.certFile === undefined) !== (s.keyFile === undefined)) {
     throw new RangeError("--nats-cert and --nats-key go together: pass both PEM files");
   }
-  if (s.caFile === undefined && s.certFile === undefined) return undefined;
+  const tlsUrl = servers.some((url) => parseServer(url).protocol === "tls:");
+  if (s.caFile === undefined && s.certFile === undefined && !tlsUrl) return undefined;
   return {
     ...(s.caFile !== undefined && { caFile: s.caFile }),
     ...(s.certFile !== undefined && { certFile: s.certFile }),
     ...(s.keyFile !== undefined && { keyFile: s.keyFile }),
+    // Node's tls.connect option, which nats.js passes on: the certificate is checked against the address connected to.
+    checkServerIdentity: checkNatsServerIdentity,
   };
 }
 

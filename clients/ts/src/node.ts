@@ -9,6 +9,7 @@ import { connect as connectNats } from "@nats-io/transport-node";
 import { clientFactory } from "./client.ts";
 import { GuardedSessionManager } from "./_guarded-sessions.ts";
 import { createWatchFleet, type WatchFleet } from "./_fleet-core.ts";
+import { withServerIdentity } from "./_nats-tls.ts";
 
 export * from "./mod.ts";
 
@@ -25,9 +26,11 @@ export type {
  * watchFleet (see fleet.ts, the "./fleet" entry for other runtimes)
  * connecting to `servers` over TCP (nats://, tls://) with
  * @nats-io/transport-node. Only on Node's entry: the browser bundle stays
- * free of the NATS client.
+ * free of the NATS client. With TLS (`connectOptions.tls`, or a tls:// URL,
+ * which then requires it), a server given by IP address must present a
+ * certificate for that address (nats.js alone checks "localhost" there).
  */
-export const watchFleet: WatchFleet = createWatchFleet(connectNats);
+export const watchFleet: WatchFleet = createWatchFleet(async (o) => connectNats(await withServerIdentity(o)));
 
 /**
  * Creates a client for the taskwire server at `baseUrl` (e.g.
