@@ -154,7 +154,7 @@ describe.skipIf(!haveNatsServer)("NATS over TLS (needs /usr/sbin/nats-server and
 
 describe("the certificate check's names", () => {
   const upgraded = (remoteAddress: string, servername = "") => ({ servername, socket: { remoteAddress } });
-  const cases: [ReturnType<typeof upgraded> | undefined, string, string[]][] = [
+  const cases: [Parameters<typeof namesToCheck>[0], string, string[]][] = [
     [upgraded("10.0.0.5"), "localhost", ["10.0.0.5"]], // Node's fallback at an IP URL: the address
     [upgraded("127.0.0.1"), "localhost", ["127.0.0.1", "localhost"]], // loopback is localhost too
     [upgraded("::1"), "localhost", ["::1", "localhost"]],
@@ -162,6 +162,8 @@ describe("the certificate check's names", () => {
     [upgraded("10.0.0.5"), "nats.example", ["10.0.0.5", "nats.example"]], // a name dialled unresolved
     [upgraded("10.0.0.5", "nats.example"), "nats.example", ["nats.example"]], // nats.js's servername
     [undefined, "localhost", ["localhost"]], // no socket to read: as Node would
+    [{ servername: "", socket: {} }, "localhost", []], // its address unreadable (closed): Node's fallback names nothing
+    [{ servername: "", socket: {} }, "10.0.0.5", ["10.0.0.5"]], // Bun's: the IP it dialled
   ];
   it.each(cases)("%j, %s: %j (the server's and the SDK's alike)", (c, host, names) => {
     expect(namesToCheck(c, host)).toEqual(names);
@@ -176,6 +178,18 @@ describe("the certificate check's names", () => {
         /^the server's TLS certificate is not for 10\.0\.0\.5, the address connected to \(it holds DNS:localhost\): add subjectAltName IP:10\.0\.0\.5/,
       );
       expect(check.call(upgraded("127.0.0.1"), "localhost", cert)).toBeUndefined();
+    }
+  });
+
+  it("a certificate for localhost is refused when the address connected to cannot be read (it was taken)", () => {
+    // A socket closed under the handshake reads no remoteAddress, and Node then checks its fallback, "localhost".
+    const cert = { subject: { CN: "x" }, subjectaltname: "DNS:localhost" } as never;
+    const sdkCheck = natsServerIdentity(checkServerIdentity as never);
+    for (const check of [checkNatsServerIdentity, sdkCheck]) {
+      expect(check.call({ servername: "", socket: {} }, "localhost", cert)?.message).toBe(
+        "the server's TLS certificate cannot be checked: the address connected to is unknown (the connection " +
+          "closed during the TLS handshake)",
+      );
     }
   });
 });

@@ -27,6 +27,7 @@ export function checkNatsServerIdentity(
   cert: PeerCertificate,
 ): Error | undefined {
   const names = namesToCheck(this, host);
+  if (names.length === 0) return new Error(UNKNOWN_PEER);
   let refused: Error | undefined;
   for (const name of names) {
     const err = checkServerIdentity(name, cert);
@@ -39,17 +40,26 @@ export function checkNatsServerIdentity(
 /**
  * The names a certificate may hold: `host` when nats.js chose it (servername: a URL's host name), else the
  * address connected to, a name nats.js dialled itself (Node's socket._host, unresolved), and localhost on a
- * loopback address (certificates for localhost at nats://127.0.0.1 keep working, as they did).
+ * loopback address (certificates for localhost at nats://127.0.0.1 keep working, as they did). None when the socket's
+ * address cannot be read and Node fell back to "localhost": the certificate is then refused (UNKNOWN_PEER).
  */
 export function namesToCheck(c: UpgradedSocket | undefined, host: string): string[] {
   const peer = c?.socket?.remoteAddress;
-  if (c?.servername || c?.host || peer === undefined || isIP(peer) === 0) return [host];
+  if (c?.servername || c?.host) return [host];
+  // A socket whose address cannot be read (it closed under the handshake): Node's fallback "localhost" names nothing
+  // connected to, and taken as is would let a certificate for localhost through from any address.
+  if (peer === undefined) return c?.socket !== undefined && host === "localhost" ? [] : [host];
+  if (isIP(peer) === 0) return [host];
   const names = [peer];
   if (isLoopback(peer)) names.push("localhost");
   // Node's "localhost" is its fallback, not a name it dialled: the loopback rule above covers a dialled localhost.
   if (isIP(host) === 0 && host !== "localhost") names.push(host);
   return names;
 }
+
+/** Why a certificate is refused when the address connected to cannot be read. */
+export const UNKNOWN_PEER = "the server's TLS certificate cannot be checked: the address connected to is unknown " +
+  "(the connection closed during the TLS handshake)";
 
 function isLoopback(ip: string): boolean {
   return /^(::ffff:)?127\./i.test(ip) || ip === "::1";
