@@ -5,11 +5,17 @@
  * wait status instead of reading its low 16 bits (65536 as `exit 0`).
  */
 import { create } from "@bufbuild/protobuf";
-import { describeExit, ExitEventSchema, isFailedExit, signalName, TaskStatsSchema } from "@taskwire/client";
+import {
+  describeExit,
+  ExitEventSchema,
+  exitStatusText,
+  isFailedExit,
+  signalName,
+  TaskStatsSchema,
+} from "@taskwire/client";
 import { describe, expect, it } from "vitest";
 import { formatEvent } from "../src/cli/format.ts";
 import { formatReport } from "../src/cli/report.ts";
-import { exitText } from "../src/server/ui/_format.ts";
 
 describe("describeExit", () => {
   it("reads an exit code, and a signal with or without a core", () => {
@@ -77,7 +83,7 @@ describe("the CLI and the dashboard, given a status no wait status can be", () =
     expect(formatReport(create(TaskStatsSchema, { acComm: "x", acExitcode: 65536 }))).toMatch(
       /status exit \? \(status 65536 is no wait status\)/,
     );
-    expect(exitText(65536)).toBe("exit ? (status 65536 is no wait status)");
-    expect(exitText(3 << 8)).toBe("exit 3");
+    expect(exitStatusText(65536)).toBe("exit ? (status 65536 is no wait status)");
+    expect(exitStatusText(3 << 8)).toBe("exit 3");
   });
 });

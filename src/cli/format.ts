@@ -1,5 +1,5 @@
 /** Human-readable renderings of stats and events for the CLI (getdelays- and exitsnoop-style). */
-import { describeExit, type HostedExitEvent, LossReason, type Lost, type TaskStatsRecord } from "@taskwire/client";
+import { exitStatusText, type HostedExitEvent, LossReason, type Lost, type TaskStatsRecord } from "@taskwire/client";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import { FIELD_BY_KERNEL_NAME } from "../kernel/taskstats.ts";
 import { escapeControls } from "../log/logger.ts";
@@ -53,18 +53,6 @@ export function age(us: bigint | undefined): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
-/**
- * An exit record's status as describeExit words it (`exit 3`, `signal 9 (SIGKILL)`); one no wait status can be
- * (a server's or a fleet publisher's, past 16 bits) said so: the line is still printed, not thrown away.
- */
-export function exitText(status: number): string {
-  try {
-    return describeExit(status).text;
-  } catch (err) {
-    if (!(err instanceof RangeError)) throw err;
-    return `exit ? (status ${status} is no wait status)`;
-  }
-}
 
 /** A comm (or any name a local user chose) quoted and escaped for the terminal. */
 export function quoted(text: string | undefined): string {
@@ -135,7 +123,7 @@ export function formatEvent(ev: HostedExitEvent, showHost = false): string {
   if (ev.event.case !== "exit") return `${host}seq ${ev.seq} (an event kind this CLI does not know)`;
   const { pid, tgid, pidStats: s, tgidStats: g, receivedAt } = ev.event.value;
   const at = receivedAt === undefined ? "" : `${clock(receivedAt)} `;
-  const status = s?.acExitcode === undefined ? "exit ?" : exitText(s.acExitcode);
+  const status = s?.acExitcode === undefined ? "exit ?" : exitStatusText(s.acExitcode);
   const line = `${at}${host}cpu ${ev.cpu} pid ${pid} ppid ${s?.acPpid ?? "-"} tgid ${tgid} uid ${s?.acUid ?? "-"} ` +
     `comm ${s?.acComm === undefined ? "-" : quoted(s.acComm)} ${status} age ${age(s?.acEtime)} ` +
     `cpu ${secs(_sum(s?.acUtime, s?.acStime))} cpu-delay ${ms(s?.cpuDelayTotal)} io-delay ${ms(s?.blkioDelayTotal)} ` +

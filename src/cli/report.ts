@@ -2,9 +2,9 @@
  * A task's accounting in getdelays-like sections (CPU, delays by class, I/O,
  * memory, context switches): `get`'s summary and `run`'s report.
  */
-import type { TaskStatsRecord } from "@taskwire/client";
+import { exitStatusText, type TaskStatsRecord } from "@taskwire/client";
 import { DELAY_CLASSES } from "../kernel/taskstats.ts";
-import { bytes, exitText, ms, quoted, secs } from "./format.ts";
+import { bytes, ms, quoted, secs } from "./format.ts";
 
 type Stats = TaskStatsRecord;
 type DelayClass = typeof DELAY_CLASSES[number];
@@ -35,7 +35,7 @@ export const TGID_NOTE =
 /** The identity line: comm, ids, how it ended, when it started, how long it ran. */
 function identity(s: Stats, live: boolean): string {
   // A live task has no exit status yet: the kernel's 0 there means nothing.
-  const status = live ? "  status running" : s.acExitcode === undefined ? "" : `  status ${exitText(s.acExitcode)}`;
+  const status = live ? "  status running" : s.acExitcode === undefined ? "" : `  status ${exitStatusText(s.acExitcode)}`;
   const started = s.acBtime64 === undefined || s.acBtime64 === 0n
     ? ""
     : `  started ${new Date(Number(s.acBtime64) * 1000).toISOString()}`;

@@ -110,6 +110,21 @@ function stopped(signal: number): ExitDescription {
   return { kind: "stopped", signal, signalName: name, text: `stopped by signal ${signal} (${name})` };
 }
 
+/**
+ * describeExit's text for any number, for showing a status that came from
+ * elsewhere (a server, a fleet publisher) without a try: one that is no wait
+ * status (describeExit's RangeError) reads `exit ? (status 65536 is no wait
+ * status)`, so the line or row that shows it is still shown.
+ */
+export function exitStatusText(status: number): string {
+  try {
+    return describeExit(status).text;
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    return `exit ? (status ${String(status)} is no wait status)`;
+  }
+}
+
 /** True when a wait status is anything but a clean `exit 0`. */
 export function isFailedExit(status: number): boolean {
   return status !== 0;

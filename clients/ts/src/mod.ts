@@ -40,7 +40,7 @@ export const createTaskwireClient = clientFactory(({ tls, ...s }) => {
 });
 export { type Reconnecting, type Subscribed, watchExits, type WatchExitsOptions } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
-export { describeExit, type ExitDescription, isFailedExit, signalName } from "./exit-status.ts";
+export { describeExit, type ExitDescription, exitStatusText, isFailedExit, signalName } from "./exit-status.ts";
 export {
   ErrorReason,
   InvalidCpumaskError,

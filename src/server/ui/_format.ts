@@ -4,7 +4,7 @@
  * is chosen by any local user, so nothing from an event is ever parsed as
  * HTML.
  */
-import { describeExit, LossReason } from "@taskwire/client";
+import { LossReason } from "@taskwire/client";
 
 /** A new element with an optional class and text (set as textContent, never HTML). */
 export function el<K extends keyof HTMLElementTagNameMap>(
@@ -125,12 +125,3 @@ export function delayNs(total: bigint | undefined, etimeUs: bigint | undefined):
   return ns > num(etimeUs) * 1000 + 1e6 ? 0 : ns;
 }
 
-/** An exit's status as describeExit words it; one no wait status can be (past 16 bits) said so, its row still shown. */
-export function exitText(status: number): string {
-  try {
-    return describeExit(status).text;
-  } catch (err) {
-    if (!(err instanceof RangeError)) throw err;
-    return `exit ? (status ${status} is no wait status)`;
-  }
-}

@@ -5,8 +5,8 @@
  * from the ring. Loss rows are never filtered out. Paused, the rows stay as
  * they are while counting goes on.
  */
-import type { ExitEvent } from "@taskwire/client";
-import { delayNs, el, exitText, fmtBytes, fmtClock, fmtNs, fmtUs, lossText, num } from "./_format.ts";
+import { type ExitEvent, exitStatusText } from "@taskwire/client";
+import { delayNs, el, fmtBytes, fmtClock, fmtNs, fmtUs, lossText, num } from "./_format.ts";
 
 /** Most rows in the DOM. */
 export const MAX_ROWS = 500;
@@ -144,7 +144,7 @@ function _row({ ev, atMs }: Entry): HTMLTableRowElement {
     ["pid", String(x.pid)],
     ["tgid", String(x.tgid)],
     ["uid", String(s?.acUid ?? "")],
-    ["status text", exitText(status)],
+    ["status text", exitStatusText(status)],
     ["etime", fmtUs(num(s?.acEtime))],
     ["cputime", fmtUs(num(s?.acUtime) + num(s?.acStime))],
     ["cpudelay", fmtNs(delayNs(s?.cpuDelayTotal, s?.acEtime))],
