@@ -10,7 +10,7 @@
  * bidi-streaming requests alone (server reflection's): no request deadline,
  * since their requests keep coming.
  */
-import { connect as h2connect, constants as h2 } from "node:http2";
+import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect, constants as h2 } from "node:http2";
 import { connect, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { holdFetchCalls } from "../src/runtime/_fetch-held.ts";
@@ -131,18 +131,25 @@ describe("Node lifts the request deadline of a reflection stream whatever path r
     return out;
   }
 
-  it("while a request routed to a unary method, at such a path, is reset (CANCEL) once its deadline passes", async () => {
+  // A server with the short deadlines, and a POST stream to `path` on an h2c session left open (its body still coming).
+  async function openPost(
+    path: string,
+    headers: Record<string, string>,
+  ): Promise<[ClientHttp2Session, ClientHttp2Stream]> {
     const source = createSimSource({ cpus: 2, exitRate: 0, seed: 3 });
     listening = await listenNode(createServer({ source, accessLog: false }), { port: 0, ...LIMITS });
     const session = h2connect(listening.url);
     session.on("error", () => {});
+    const stream = session.request({ ":method": "POST", ":path": path, ...headers }, { endStream: false });
+    stream.on("error", () => {});
+    return [session, stream];
+  }
+
+  it("while a request routed to a unary method, at such a path, is reset (CANCEL) once its deadline passes", async () => {
+    const [session, stream] = await openPost("/x/../taskwire.v1.TaskStats/%47etInfo", {
+      "content-type": "application/proto",
+    });
     try {
-      const stream = session.request({
-        ":method": "POST",
-        ":path": "/x/../taskwire.v1.TaskStats/%47etInfo",
-        "content-type": "application/proto",
-      }, { endStream: false });
-      stream.on("error", () => {});
       stream.resume();
       await new Promise<void>((resolve) => stream.once("close", () => resolve()));
       expect(stream.rstCode).toBe(h2.NGHTTP2_CANCEL);
@@ -159,18 +166,13 @@ describe("Node lifts the request deadline of a reflection stream whatever path r
   ];
   for (const [protocol, path] of cases) {
     it(`${protocol} POST ${path}: it answers past requestTimeoutMs, and is not reset`, async () => {
-      const source = createSimSource({ cpus: 2, exitRate: 0, seed: 3 });
-      listening = await listenNode(createServer({ source, accessLog: false }), { port: 0, ...LIMITS });
-      const session = h2connect(listening.url);
-      session.on("error", () => {});
+      const [session, stream] = await openPost(
+        path,
+        protocol === "gRPC"
+          ? { "content-type": "application/grpc", te: "trailers" }
+          : { "content-type": "application/connect+proto" },
+      );
       try {
-        const stream = session.request({
-          ":method": "POST",
-          ":path": path,
-          "content-type": protocol === "gRPC" ? "application/grpc" : "application/connect+proto",
-          ...(protocol === "gRPC" && { te: "trailers" }),
-        }, { endStream: false });
-        stream.on("error", () => {});
         let messages = 0, pending = Buffer.alloc(0);
         stream.on("data", (d: Buffer) => {
           pending = Buffer.concat([pending, d]);
