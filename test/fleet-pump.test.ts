@@ -3,10 +3,14 @@ import { describe, expect, it } from "vitest";
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import type { MsgHdrs } from "@nats-io/nats-core";
 import { createRegistry } from "../src/core/registry.ts";
-import type { QueuedLoss } from "../src/core/event-queue.ts";
+import type { QueuedLoss, QueueItem } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { BATCH_HEADER, batchesOf, createPump, MAX_BATCH_SPAN, RESENT_HEADER } from "../src/fleet/_pump.ts";
+import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
+import { BATCH_HEADER, batchesOf, createPump, HEADER_ROOM, MAX_BATCH_SPAN, RESENT_HEADER } from "../src/fleet/_pump.ts";
+import { MessageCutter, type Outgoing } from "../src/fleet/_message-cutter.ts";
+import { encodeEvents } from "../src/rpc/fast-binary/batch.ts";
+import { eventSpans } from "../src/rpc/fast-binary/event-spans.ts";
+import { LossReason } from "../src/gen/taskwire/v1/taskstats_pb.ts";
 import { MessageLimits, REREAD_MS } from "../src/fleet/_message-limits.ts";
 import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
 import { eventually } from "./helpers.ts";
@@ -147,5 +151,111 @@ describe("the publisher's message limits", () => {
     await limits.reread();
     expect(limits.bytes()).toBe(1 << 20);
     expect(limits.raise()).toMatch(/^the NATS server's max_payload \(1048576 bytes\): raise it in its configuration/);
+  });
+});
+
+describe("a message cut again from its payload", () => {
+  // CPU 2's events of a take: sim exits numbered from 1, a loss marker of seqs 41..45 among them.
+  function take(): QueueItem<ExitRecord>[] {
+    const source = createSimSource({ cpus: 4, exitRate: 0, seed: 11 }) as SimSource;
+    const records: ExitRecord[] = [];
+    source.kernel.onRecord = (r) => void (r.cpu === 2 && records.push(r));
+    source.kernel.watch([0, 1, 2, 3], true);
+    source.kernel.exitNow(1200);
+    const items: QueueItem<ExitRecord>[] = records.slice(0, 40).map((record, i) => ({
+      kind: "exit",
+      seq: i + 1,
+      record,
+    }));
+    items.push({ kind: "lost", first: 41, last: 45, reason: "subscriber-overflow", cpu: 2 });
+    for (const [i, record] of records.slice(40, 200).entries()) items.push({ kind: "exit", seq: 46 + i, record });
+    return items;
+  }
+
+  // A cutter whose limit the test sets, and the warnings it logged.
+  function cutter() {
+    const t = { limit: Infinity, lines: [] as string[] };
+    const limits = { bytes: () => t.limit, reread: async () => {}, raise: () => "max_payload" };
+    const c = new MessageCutter({
+      prefix: "p",
+      host: "h",
+      run: "r",
+      limits,
+      log: (_, text) => void t.lines.push(text),
+    });
+    return { t, c };
+  }
+
+  const decoded = (ms: readonly Outgoing[]) => ms.flatMap((m) => checkFleetMessage(m.payload));
+
+  it("each piece decodes, fits, holds whole events in seq order, and is named by its first seq", () => {
+    const items = take();
+    const { t, c } = cutter();
+    const [whole] = c.fitted(2, items, "1-205");
+    expect(whole!.events).toBe(items.length);
+    t.limit = HEADER_ROOM + 4096;
+    const pieces = c.refit(whole!);
+    expect(pieces.length).toBeGreaterThan(4);
+    expect(decoded(pieces)).toEqual(decoded([whole!])); // every event, as it was, in order
+    for (const m of pieces) {
+      const seqs = checkFleetMessage(m.payload);
+      expect(m.payload.length + HEADER_ROOM).toBeLessThanOrEqual(t.limit);
+      expect([m.seq, m.msgID, m.cpu, m.subject, m.events]).toEqual([
+        seqs[0]!.first,
+        `h:r:${seqs[0]!.first}`,
+        2,
+        "p.h.exits.2",
+        seqs.length,
+      ]);
+    }
+    // Halved by events as the records were (the cut before messages kept no records): the same pieces.
+    const halves = (list: QueueItem<ExitRecord>[]): number[] =>
+      list.length === 1 || encodeEvents(list).length + HEADER_ROOM <= t.limit
+        ? [list.length]
+        : [...halves(list.slice(0, list.length >> 1)), ...halves(list.slice(list.length >> 1))];
+    expect(pieces.map((m) => m.events)).toEqual(halves(items));
+    expect(pieces.reduce((n, m) => n + m.events, 0)).toBe(items.length);
+    expect([c.oversize, t.lines]).toEqual([0, []]);
+  });
+
+  it("an exit no message holds becomes a loss marker of its seq on the message's CPU, counted, the rest kept", () => {
+    const items = take();
+    const { t, c } = cutter();
+    const [whole] = c.fitted(2, items, "1-205");
+    const size = (item: QueueItem<ExitRecord>) => encodeEvents([item]).length;
+    const exits = items.filter((i) => i.kind === "exit");
+    const largest = Math.max(...exits.map(size));
+    const tooLarge = exits.filter((i) => size(i) === largest).map((i) => i.seq);
+    expect(tooLarge.length).toBeLessThan(exits.length); // some exits fit, some do not
+    t.limit = HEADER_ROOM + largest - 1;
+    const events = decoded(c.refit(whole!));
+    expect(events.map((e) => [e.first, e.last])).toEqual(decoded([whole!]).map((e) => [e.first, e.last]));
+    for (const seq of tooLarge) {
+      const ev = events.find((e) => e.first === seq)!.ev;
+      expect(ev.event.case).toBe("lost");
+      expect(ev.cpu).toBe(2);
+      if (ev.event.case !== "lost") continue;
+      expect([ev.event.value.firstSeq, ev.event.value.lastSeq, ev.event.value.count]).toEqual([
+        BigInt(seq),
+        BigInt(seq),
+        1n,
+      ]);
+      expect(ev.event.value.reason).toBe(LossReason.SOURCE_ERROR);
+    }
+    expect(events.filter((e) => e.ev.event.case === "lost").length).toBe(tooLarge.length + 1); // and 41-45
+    expect(c.oversize).toBe(tooLarge.length);
+    expect(t.lines).toHaveLength(1); // once per limit
+    expect(t.lines[0]).toMatch(new RegExp(`^fleet: exit ${tooLarge[0]} \\(${largest} bytes\\) fits in no message`));
+  });
+
+  it("reads each event's first seq and kind from its bytes; refuses what encodeEvents did not write", () => {
+    const items = take();
+    const spans = eventSpans(encodeEvents(items));
+    expect(spans.map((e) => [e.first, e.exit])).toEqual(
+      items.map((i) => (i.kind === "exit" ? [i.seq, true] : [i.first, false])),
+    );
+    expect(spans.map((e) => e.bytes.length)).toEqual(items.map((i) => encodeEvents([i]).length));
+    expect(() => eventSpans(new Uint8Array([0x12, 1, 0]))).toThrow(/not an events entry/);
+    expect(() => eventSpans(encodeEvents(items).subarray(0, 100))).toThrow();
   });
 });

@@ -6,17 +6,19 @@
  * newer: one would stop publishing for good (with NATS at max_payload 64
  * KiB, every take of ~600 exits did). So a message refused for its size is
  * cut again to the limits as read again (refit), and an exit that fits in no
- * message (the limit was lowered below MIN_MESSAGE_BYTES while taskwire
- * runs) goes as a loss marker of its seq, counted dropped, instead of
- * blocking every exit after it.
+ * message (the limit was lowered below MIN_MESSAGE_BYTES, _stream-config.ts,
+ * while taskwire runs) goes as a loss marker of its seq, counted dropped,
+ * instead of blocking every exit after it. Messages are cut between the
+ * events of their payload (rpc/fast-binary/event-spans.ts), so one awaiting
+ * its ack holds its bytes only, not the records it was encoded from.
  */
 import { headers, type MsgHdrs } from "@nats-io/nats-core";
 import { firstSeqOf } from "../core/retention.ts";
-import type { QueuedExit, QueuedLoss, QueueItem } from "../core/event-queue.ts";
+import type { QueuedLoss, QueueItem } from "../core/event-queue.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { encodeEvents } from "../rpc/fast-binary/batch.ts";
+import { type EventSpan, eventSpans, joined } from "../rpc/fast-binary/event-spans.ts";
 import type { PumpLimits } from "./_message-limits.ts";
-import { MIN_MESSAGE_BYTES } from "./_stream-config.ts";
 import { eventSubject } from "./subjects.ts";
 
 /** The header every message carries: its batch's seq range, "<first>-<last>". */
@@ -36,7 +38,11 @@ export const RESENT_HEADER = "Taskwire-Resent";
  */
 export const HEADER_ROOM = 512;
 
-/** One message: its subject, payload and id, kept until JetStream acks it. */
+/**
+ * One message: its subject, payload and id, kept until JetStream acks it. It keeps no records: should NATS refuse it
+ * for its size, it is cut again from its payload (eventSpans), since records kept until the ack kept their slabs alive
+ * outside the memory budget (with 2 CPUs, a window stuck on a stopped NATS held about 40 MB more than its payloads).
+ */
 export interface Outgoing {
   readonly seq: number;
   readonly cpu: number;
@@ -45,8 +51,8 @@ export interface Outgoing {
   readonly msgID: string;
   /** Its headers: BATCH_HEADER (the pump replaces them when it sends the message again, adding RESENT_HEADER). */
   readonly headers: MsgHdrs;
-  /** Its events, to cut it again should NATS refuse it for its size. */
-  readonly items: readonly QueueItem<ExitRecord>[];
+  /** Events in it (exits and loss markers). */
+  readonly events: number;
 }
 
 /** Where messages go and what they may be. */
@@ -78,65 +84,62 @@ export class MessageCutter {
 
   /** A CPU's events of a batch (`batch`: its seq range) as messages that fit the limits known now. */
   fitted(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing[] {
-    return this.#halved(cpu, this.#withoutOversize(items), batch);
+    const payload = encodeEvents(items);
+    if (this.#fits(payload.length)) return [this.#outgoing(cpu, payload, firstSeqOf(items[0]!), items.length, batch)];
+    return this.#cut(cpu, payload, batch);
   }
 
   /** `m` as it is when it fits the limits known now, else cut again (its headers are the caller's to set). */
   refit(m: Outgoing): Outgoing[] {
-    if (m.payload.length + HEADER_ROOM <= this.#o.limits.bytes()) return [m];
-    return this.fitted(m.cpu, m.items, "");
+    return this.#fits(m.payload.length) ? [m] : this.#cut(m.cpu, m.payload, "");
   }
 
-  #halved(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing[] {
-    const m = this.#outgoing(cpu, items, batch);
-    if (items.length === 1 || m.payload.length + HEADER_ROOM <= this.#o.limits.bytes()) return [m];
-    const half = items.length >> 1;
-    return [...this.#halved(cpu, items.slice(0, half), batch), ...this.#halved(cpu, items.slice(half), batch)];
+  #fits(payloadBytes: number): boolean {
+    return payloadBytes + HEADER_ROOM <= this.#o.limits.bytes();
+  }
+
+  // A payload over the limits, cut between its events; an exit no message holds goes as a loss marker.
+  #cut(cpu: number, payload: Uint8Array, batch: string): Outgoing[] {
+    const room = this.#o.limits.bytes() - HEADER_ROOM;
+    const spans = eventSpans(payload).map((e) => e.exit && e.bytes.length > room ? this.#drop(e, cpu) : e);
+    return this.#halved(cpu, spans, batch);
+  }
+
+  // One message, or halves of it (again) while one is over the limits: halved by events, as ever.
+  #halved(cpu: number, spans: readonly EventSpan[], batch: string): Outgoing[] {
+    const bytes = spans.reduce((n, e) => n + e.bytes.length, 0);
+    if (spans.length === 1 || this.#fits(bytes)) {
+      return [this.#outgoing(cpu, joined(spans.map((e) => e.bytes)), spans[0]!.first, spans.length, batch)];
+    }
+    const half = spans.length >> 1;
+    return [...this.#halved(cpu, spans.slice(0, half), batch), ...this.#halved(cpu, spans.slice(half), batch)];
   }
 
   // Its id is host, run and its first seq: every seq is in exactly one message, so no two messages share one.
-  #outgoing(cpu: number, items: readonly QueueItem<ExitRecord>[], batch: string): Outgoing {
+  #outgoing(cpu: number, payload: Uint8Array, first: number, events: number, batch: string): Outgoing {
     const { prefix, host, run } = this.#o;
-    const first = firstSeqOf(items[0]!);
-    const payload = encodeEvents(items);
-    const msgID = `${host}:${run}:${first}`;
-    return {
-      seq: first,
-      cpu,
-      subject: eventSubject(prefix, host, cpu),
-      payload,
-      msgID,
-      headers: batchHeader(batch),
-      items,
-    };
-  }
-
-  // Every exit fits in a message of MIN_MESSAGE_BYTES (the publisher refuses to start under it): only a limit
-  // lowered since needs each exit measured.
-  #withoutOversize(items: readonly QueueItem<ExitRecord>[]): readonly QueueItem<ExitRecord>[] {
-    const limit = this.#o.limits.bytes();
-    if (limit >= MIN_MESSAGE_BYTES) return items;
-    const room = limit - HEADER_ROOM;
-    return items.map((item) => item.kind === "exit" && encodeEvents([item]).length > room ? this.#drop(item) : item);
+    const subject = eventSubject(prefix, host, cpu);
+    return { seq: first, cpu, subject, payload, msgID: `${host}:${run}:${first}`, headers: batchHeader(batch), events };
   }
 
   // The exit as a loss marker of its seq on its CPU, so a consumer counts it lost (received + lost = produced).
   // SOURCE_ERROR: the server could not pass it on, and no consumer or buffer setting would help.
-  #drop(item: QueuedExit<ExitRecord>): QueuedLoss {
+  #drop(e: EventSpan, cpu: number): EventSpan {
     this.#oversize++;
-    this.#warn(item);
+    this.#warn(e);
     // Nothing else would tell the pump the limit was raised again: no message is refused while exits are dropped.
     void this.#o.limits.reread();
-    return { kind: "lost", first: item.seq, last: item.seq, reason: "source-error", cpu: item.record.cpu };
+    const lost: QueuedLoss = { kind: "lost", first: e.first, last: e.first, reason: "source-error", cpu };
+    return { bytes: encodeEvents([lost]), first: e.first, exit: false };
   }
 
-  #warn(item: QueuedExit<ExitRecord>): void {
+  #warn(e: EventSpan): void {
     const limit = this.#o.limits.bytes();
     if (limit === this.#loggedAt) return;
     this.#loggedAt = limit;
     this.#o.log(
       "warning",
-      `fleet: exit ${item.seq} (${encodeEvents([item]).length} bytes) fits in no message NATS takes now, ` +
+      `fleet: exit ${e.first} (${e.bytes.length} bytes) fits in no message NATS takes now, ` +
         `${limit} bytes with headers: it is dropped and published as a loss marker, as is every exit too large ` +
         `until the limit is raised; the limit is ${this.#o.limits.raise()}`,
     );

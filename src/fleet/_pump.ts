@@ -246,7 +246,7 @@ class _Pump implements Pump {
 
   #acked(m: Outgoing, _ack: PubAck): void {
     this.#inFlight--;
-    this.#published += m.items.length;
+    this.#published += m.events;
     this.#retryDelay = RETRY_MIN_MS;
     this.#failures.acked(this.#cost());
     this.#wake();
