@@ -53,7 +53,6 @@ export function age(us: bigint | undefined): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
-
 /** A comm (or any name a local user chose) quoted and escaped for the terminal. */
 export function quoted(text: string | undefined): string {
   return escapeControls(JSON.stringify(text ?? ""));

@@ -35,7 +35,11 @@ export const TGID_NOTE =
 /** The identity line: comm, ids, how it ended, when it started, how long it ran. */
 function identity(s: Stats, live: boolean): string {
   // A live task has no exit status yet: the kernel's 0 there means nothing.
-  const status = live ? "  status running" : s.acExitcode === undefined ? "" : `  status ${exitStatusText(s.acExitcode)}`;
+  const status = live
+    ? "  status running"
+    : s.acExitcode === undefined
+    ? ""
+    : `  status ${exitStatusText(s.acExitcode)}`;
   const started = s.acBtime64 === undefined || s.acBtime64 === 0n
     ? ""
     : `  started ${new Date(Number(s.acBtime64) * 1000).toISOString()}`;

@@ -124,4 +124,3 @@ export function delayNs(total: bigint | undefined, etimeUs: bigint | undefined):
   const ns = num(total);
   return ns > num(etimeUs) * 1000 + 1e6 ? 0 : ns;
 }
-
