@@ -36,12 +36,16 @@ import { type AnyStats, maxStatsSize, writeStats, writeVarint } from "./task-sta
 import { type MaybePreEncoded, PRE_ENCODED } from "./pre-encoded.ts";
 import { Buffer } from "node:buffer";
 
-const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
-const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
+/** A protobuf field's tag: its number and wire type, as written before its value. */
+export const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
+/** A SubscribeExitsResponse's `events` entry's tag (event-spans.ts reads the entries back, as SEQ and EXIT). */
+export const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
 const QUEUED = tag(SubscribeExitsResponseSchema.field.queued.number, WireType.Varint);
-const SEQ = tag(ExitEventSchema.field.seq.number, WireType.Varint);
+/** An ExitEvent's seq's tag. */
+export const SEQ = tag(ExitEventSchema.field.seq.number, WireType.Varint);
 const CPU = tag(ExitEventSchema.field.cpu.number, WireType.Varint);
-const EXIT = tag(ExitEventSchema.field.exit.number, WireType.LengthDelimited);
+/** An ExitEvent's exit's tag. */
+export const EXIT = tag(ExitEventSchema.field.exit.number, WireType.LengthDelimited);
 const PID = tag(ExitSchema.field.pid.number, WireType.Varint);
 const TGID = tag(ExitSchema.field.tgid.number, WireType.Varint);
 const PID_STATS = tag(ExitSchema.field.pidStats.number, WireType.LengthDelimited);

@@ -10,12 +10,9 @@
  * (2 CPUs, nats-server stopped; 12 MB with 8 CPUs: smaller messages).
  */
 import { WireType } from "@bufbuild/protobuf/wire";
-import { ExitEventSchema, LostSchema, SubscribeExitsResponseSchema } from "../../gen/taskwire/v1/taskstats_pb.ts";
+import { ExitEventSchema, LostSchema } from "../../gen/taskwire/v1/taskstats_pb.ts";
+import { EVENTS, EXIT, SEQ, tag } from "./batch.ts";
 
-const tag = (no: number, wireType: WireType): number => (no << 3) | wireType;
-const EVENTS = tag(SubscribeExitsResponseSchema.field.events.number, WireType.LengthDelimited);
-const SEQ = tag(ExitEventSchema.field.seq.number, WireType.Varint);
-const EXIT = tag(ExitEventSchema.field.exit.number, WireType.LengthDelimited);
 const LOST = tag(ExitEventSchema.field.lost.number, WireType.LengthDelimited);
 const FIRST_SEQ = tag(LostSchema.field.firstSeq.number, WireType.Varint);
 
@@ -80,13 +77,17 @@ function readFirstSeq(r: Reader, end: number): number {
 // A cursor over protobuf wire bytes. Varints are read as Numbers (seqs stay under 2^53).
 class Reader {
   pos = 0;
-  constructor(readonly buf: Uint8Array) {}
+  readonly #buf: Uint8Array;
+
+  constructor(buf: Uint8Array) {
+    this.#buf = buf;
+  }
 
   varint(): number {
     let n = 0, scale = 1;
     for (;;) {
-      if (this.pos >= this.buf.length || scale > 2 ** 63) throw new Error(`bad varint at byte ${this.pos}`);
-      const b = this.buf[this.pos++]!;
+      if (this.pos >= this.#buf.length || scale > 2 ** 63) throw new Error(`bad varint at byte ${this.pos}`);
+      const b = this.#buf[this.pos++]!;
       n += (b & 0x7f) * scale;
       if (b < 0x80) return n;
       scale *= 128;
@@ -96,7 +97,7 @@ class Reader {
   // Where a length-delimited field of `len` bytes from here ends.
   end(len: number): number {
     const end = this.pos + len;
-    if (end > this.buf.length) throw new Error(`a field of ${len} bytes past the end at byte ${this.pos}`);
+    if (end > this.#buf.length) throw new Error(`a field of ${len} bytes past the end at byte ${this.pos}`);
     return end;
   }
 
