@@ -111,17 +111,30 @@ describe("fleet pump", () => {
 describe("the publisher's message limits", () => {
   // A stream whose max_msg_size the test sets, counting reads; `clock` is the limits' time, ms.
   function limitsOf(maxMsgSize: number) {
-    const t = { clock: 0, reads: 0, size: maxMsgSize, fail: false, lines: [] as string[] };
+    const t = {
+      clock: 0,
+      reads: 0,
+      size: maxMsgSize,
+      fail: false,
+      lines: [] as string[],
+      gate: undefined as Promise<void> | undefined,
+    };
     const source = {
       stream: "S",
       maxPayload: () => 1 << 20,
       readMaxMsgSize: async () => {
         t.reads++;
+        await t.gate; // a JetStream slow to answer
         if (t.fail) throw new Error("no responders");
         return t.size;
       },
     };
-    const limits = new MessageLimits(source, maxMsgSize, (_, text) => void t.lines.push(text), () => t.clock);
+    const limits = new MessageLimits({
+      source,
+      maxMsgSize,
+      log: (_, text) => void t.lines.push(text),
+      now: () => t.clock,
+    });
     return { t, limits };
   }
 
@@ -138,6 +151,26 @@ describe("the publisher's message limits", () => {
     expect(t.lines).toEqual([
       "fleet: stream S's max_msg_size is now 4096 bytes (was 16384 bytes); messages are cut to it",
     ]);
+  });
+
+  it("asked during a slow read, even past REREAD_MS, it reads no more and resolves once that read is in", async () => {
+    const { t, limits } = limitsOf(16384);
+    let answer = () => {};
+    t.gate = new Promise<void>((resolve) => (answer = resolve));
+    [t.size, t.clock] = [4096, REREAD_MS];
+    const first = limits.reread();
+    t.clock = 3 * REREAD_MS;
+    let second = false;
+    const asked = limits.reread().then(() => (second = true));
+    await Promise.resolve();
+    expect([t.reads, second, limits.bytes()]).toEqual([1, false, 16384]);
+    answer();
+    await asked;
+    expect([t.reads, limits.bytes()]).toEqual([1, 4096]); // the second resolved with the first read, its limit known
+    await first;
+    t.clock = 4 * REREAD_MS; // once that read is in, the next is spaced from when it began
+    await limits.reread();
+    expect(t.reads).toBe(2);
   });
 
   it("a read that fails keeps the limit known; -1 and 0 are no limit; the smaller limit is named", async () => {

@@ -29,10 +29,23 @@ export interface LimitsSource {
 export interface PumpLimits {
   /** The largest message (payload and headers) NATS and the stream take now, bytes (Infinity: no limit). */
   bytes(): number;
-  /** Reads the limits again unless they were read within REREAD_MS; resolves once read (or skipped). */
+  /**
+   * Reads the limits again unless they were read within REREAD_MS; resolves once read (or skipped). Asked while a
+   * read is under way, resolves with that read.
+   */
   reread(): Promise<void>;
   /** Which setting `bytes()` comes from and how to raise it, for messages. */
   raise(): string;
+}
+
+/** What MessageLimits is made with. */
+export interface MessageLimitsOptions {
+  readonly source: LimitsSource;
+  /** The stream's max_msg_size as read at start, just before (0 or less: none). */
+  readonly maxMsgSize: number;
+  readonly log: (level: "info" | "warning", text: string) => void;
+  /** The clock re-reads are spaced by, ms (default Date.now). */
+  readonly now?: (() => number) | undefined;
 }
 
 /** The limits of one publisher. */
@@ -42,38 +55,28 @@ export class MessageLimits implements PumpLimits {
   readonly #now: () => number;
   #maxMsgSize: number;
   #readAt: number;
-  #reading = false;
+  /** The read under way: a reread asked for meanwhile resolves with it, once it is read. */
+  #reading: Promise<void> | undefined;
 
-  constructor(
-    source: LimitsSource,
-    maxMsgSize: number,
-    log: (level: "info" | "warning", text: string) => void,
-    now = Date.now,
-  ) {
-    this.#source = source;
-    this.#maxMsgSize = maxMsgSize;
-    this.#log = log;
-    this.#now = now;
-    this.#readAt = now(); // read at start, just before
+  constructor(o: MessageLimitsOptions) {
+    this.#source = o.source;
+    this.#maxMsgSize = o.maxMsgSize;
+    this.#log = o.log;
+    this.#now = o.now ?? Date.now;
+    this.#readAt = this.#now(); // read at start, just before
   }
 
   bytes(): number {
     return Math.min(this.#source.maxPayload(), this.#streamBytes());
   }
 
-  async reread(): Promise<void> {
+  reread(): Promise<void> {
+    if (this.#reading !== undefined) return this.#reading;
     const now = this.#now();
-    if (this.#reading || now - this.#readAt < REREAD_MS) return;
-    this.#reading = true;
+    if (now - this.#readAt < REREAD_MS) return Promise.resolve();
     this.#readAt = now;
-    try {
-      this.#update(Math.max(0, await this.#source.readMaxMsgSize()));
-    } catch {
-      // The stream is gone or JetStream does not answer: publishes fail for that reason too, and say so
-      // (_publish-failure.ts); the limit known is kept until a read succeeds.
-    } finally {
-      this.#reading = false;
-    }
+    this.#reading = this.#read().finally(() => (this.#reading = undefined));
+    return this.#reading;
   }
 
   raise(): string {
@@ -81,6 +84,15 @@ export class MessageLimits implements PumpLimits {
     return this.#source.maxPayload() <= this.#streamBytes()
       ? `the NATS server's max_payload (${this.#source.maxPayload()} bytes): raise it in its configuration`
       : `stream ${stream}'s max_msg_size (${this.#maxMsgSize} bytes): raise it (nats stream edit ${stream} --max-msg-size ${MIN_MESSAGE_BYTES} or more; -1: no limit)`;
+  }
+
+  async #read(): Promise<void> {
+    try {
+      this.#update(Math.max(0, await this.#source.readMaxMsgSize()));
+    } catch {
+      // The stream is gone or JetStream does not answer: publishes fail for that reason too, and say so
+      // (_publish-failure.ts); the limit known is kept until a read succeeds.
+    }
   }
 
   #streamBytes(): number {

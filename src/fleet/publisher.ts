@@ -220,7 +220,7 @@ class _Publisher implements FleetPublisher {
       maxPayload: () => nc.info?.max_payload ?? Infinity,
       readMaxMsgSize: async () => (await (await jetstreamManager(nc)).streams.info(name)).config.max_msg_size ?? 0,
     };
-    return new MessageLimits(source, maxMsgSize, this.#o.log ?? (() => {}));
+    return new MessageLimits({ source, maxMsgSize, log: this.#o.log ?? (() => {}) });
   }
 
   state(): FleetState {
