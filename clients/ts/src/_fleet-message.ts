@@ -97,7 +97,7 @@ function _strip(ev: ExitEvent): ExitEvent {
   return ev;
 }
 
-/** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_pump.ts). */
+/** The header naming a message's batch, "<first>-<last>" (the publisher's BATCH_HEADER, src/fleet/_message-cutter.ts). */
 const BATCH_HEADER = "Taskwire-Batch";
 
 /** The header of a message sent again: the last seq handed out by then (the publisher's RESENT_HEADER). */
