@@ -98,11 +98,11 @@ export function clientFactory(makeTransport: (s: TransportSettings) => Transport
   return (baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient => {
     const retry = retryPolicy(options.retry);
     if (options.transport !== undefined) {
-      return withTypedErrors(createClient(TaskStats, options.transport), retry, "given");
+      return withTypedErrors(createClient(TaskStats, options.transport), { retry, transport: "given" });
     }
     const s = settings(baseUrl, options);
     const transport = makeTransport(s);
-    const client = withTypedErrors(createClient(TaskStats, transport), retry, "own");
+    const client = withTypedErrors(createClient(TaskStats, transport), { retry, transport: "own" });
     return s.useBinaryFormat ? { ...client, subscribeExits: fastSubscribeExits(transport) } : client;
   };
 }
@@ -168,17 +168,24 @@ async function* decodeStream(
 
 type AnyMethod = (...args: unknown[]) => unknown;
 
+/** How a client's calls go: its retry policy, and whose transport carries them (what a deadline error names). */
+interface CallPolicy {
+  readonly retry: RetryPolicy;
+  readonly transport: Deadline["transport"];
+}
+
 /**
  * The same client, throwing typed errors (errors.ts) from every method, the
  * stream's iteration included; unary calls refused for the moment are retried.
  */
-function withTypedErrors(client: TaskwireClient, retry: RetryPolicy, transport: Deadline["transport"]): TaskwireClient {
+function withTypedErrors(client: TaskwireClient, policy: CallPolicy): TaskwireClient {
+  const { transport } = policy;
   const methods = client as unknown as Record<string, AnyMethod>;
   const typed: Record<string, AnyMethod> = {};
   for (const m of TaskStats.methods) {
     const call = methods[m.localName]!;
     typed[m.localName] = m.methodKind === "unary"
-      ? (input, options) => retried((o) => call(input, o), retry, transport, options as CallOptions | undefined)
+      ? (input, options) => retried((o) => call(input, o), policy, options as CallOptions | undefined)
       : (input, options) =>
         endsWithIteration(
           (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>, { timeoutMs: o.timeoutMs, transport }),
@@ -214,13 +221,9 @@ function retryPolicy(retry: TaskwireClientOptions["retry"]): RetryPolicy {
  * while the policy allows and the wait fits in the call's timeoutMs; errors
  * thrown typed. The signal aborts a wait as it aborts a call.
  */
-async function retried(
-  call: (o: CallOptions) => unknown,
-  retry: RetryPolicy,
-  transport: Deadline["transport"],
-  options: CallOptions = {},
-) {
-  if (options.contextValues?.get(SINGLE_ATTEMPT) === true) retry = NO_RETRY;
+async function retried(call: (o: CallOptions) => unknown, policy: CallPolicy, options: CallOptions = {}) {
+  const { transport } = policy;
+  const retry = options.contextValues?.get(SINGLE_ATTEMPT) === true ? NO_RETRY : policy.retry;
   // connect-es arms no deadline for a timeout of 0 or less: only a positive one is shared out between attempts.
   const deadline = options.timeoutMs === undefined || options.timeoutMs <= 0
     ? Infinity
