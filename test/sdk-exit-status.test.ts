@@ -68,7 +68,7 @@ describe("describeExit", () => {
   });
 });
 
-describe("the CLI and the dashboard, given a status no wait status can be", () => {
+describe("the CLI, and exitStatusText (the dashboard's row), given a status no wait status can be", () => {
   // A server relays the kernel's u32 as it is, and a fleet publisher may send anything.
   const event = (acExitcode: number) =>
     formatEvent(create(ExitEventSchema, {
