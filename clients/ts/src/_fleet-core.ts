@@ -12,121 +12,19 @@
  * pass: which CPUs their seqs were on is not known).
  */
 import { create } from "@bufbuild/protobuf";
-import { type ExitEvent, ExitEventSchema, type ExitFilter, LossReason } from "./gen/taskwire/v1/taskstats_pb.ts";
+import { type ExitEvent, ExitEventSchema, LossReason } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { FleetOrder, type Ready } from "./_fleet-order.ts";
 import { BadFleetMessage, checkFleetMessage, fleetHeaders, printable } from "./_fleet-message.ts";
-import { type FleetStatus, statuses } from "./_fleet-status.ts";
+import { statuses } from "./_fleet-status.ts";
 import { hideUserinfo } from "./_redact.ts";
+import { deleteConsumer, fleetConsumer } from "./_fleet-consumer.ts";
 
-export type { FleetStatus };
-import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
-import {
-  AckPolicy,
-  type Consumer,
-  type ConsumerMessages,
-  DeliverPolicy,
-  jetstream,
-  jetstreamManager,
-  type JsMsg,
-} from "@nats-io/jetstream";
-
-/** An exit event from a fleet: the event, and the host (its subject token) it came from. */
-export type FleetExitEvent = ExitEvent & { readonly host: string };
-
-/** Options of watchFleet: a connection, or servers to connect to (with `auth`/`tls`). */
-export interface WatchFleetOptions {
-  /** A connection the caller made (and closes); else `servers` is connected to, and closed when the iteration ends. */
-  readonly connection?: NatsConnection | undefined;
-  /** NATS server URLs (Node: nats://host:4222; elsewhere: ws:// or wss:// URLs of a NATS websocket listener). */
-  readonly servers?: string | readonly string[] | undefined;
-  /** Connection options for `servers` (authenticator: credsAuthenticator, nkeyAuthenticator, tokenAuthenticator; tls). */
-  readonly connectOptions?: Omit<ConnectionOptions, "servers"> | undefined;
-  /** The stream (default "TASKWIRE_EXITS", the server's --nats-stream default). */
-  readonly stream?: string | undefined;
-  /** The subject prefix (default "taskwire"). */
-  readonly subjectPrefix?: string | undefined;
-  /** Hosts by subject token: a name, or a glob with * and ? ("web-*"); default every host. */
-  readonly hosts?: string | undefined;
-  /** Only exits on these CPUs (loss markers always come). */
-  readonly cpus?: readonly number[] | undefined;
-  /** Only exits matching this (as the server's ExitFilter: tgids, uids, comm prefix, nonzero exit); loss markers always come. */
-  readonly filter?: Partial<Pick<ExitFilter, "tgids" | "uids" | "commPrefix" | "nonzeroExit">> | undefined;
-  /**
-   * A durable consumer's name: made if missing, and resumed where it left
-   * off (each message is acked once the loop body that got its events
-   * returns). Unset: an ordered consumer that lives as long as the iteration.
-   * Stop a durable iteration by aborting `signal`: it then finishes the
-   * messages it partly yielded (2 s at most, then the message in hand or the
-   * next tick) before it ends, so the next one repeats nothing. A `break` may
-   * leave one partly yielded, to come again whole (its yielded events
-   * repeat; none is lost).
-   */
-  readonly durable?: string | undefined;
-  /**
-   * Where a new consumer starts: every stored message ("all"), or only new
-   * ones ("new", the default without `durable`). A publisher's batch (one
-   * message per CPU) it starts in the middle of comes from its start on:
-   * the batch's earlier messages are neither waited on nor reported lost;
-   * nor, when it starts at a message the publisher sent again, the seqs
-   * stored before it (see _fleet-order.ts).
-   */
-  readonly deliver?: "all" | "new" | undefined;
-  /** A durable consumer's ack wait, ms (default 30000): messages delivered and not acked come again after it. */
-  readonly ackWaitMs?: number | undefined;
-  /**
-   * How long a gap in a host's seqs is waited on before it is reported as a
-   * RETENTION loss, ms (default ackWaitMs + 5000: JetStream delivers a lost
-   * delivery again after the ack wait); and most events held meanwhile
-   * (default 65536). A gap that does not fill is messages the stream's
-   * limits discarded before this consumer read them.
-   */
-  readonly reorder?: FleetReorderOptions | undefined;
-  /**
-   * Called for each message refused as bad (undecodable, more than 1024
-   * events, seqs outside 1..2^53-1 or not increasing, an inconsistent loss
-   * marker): it is skipped and terminated (JetStream does not deliver it
-   * again), and every other message keeps flowing. Default: console.warn
-   * once per host.
-   */
-  readonly onBadMessage?: ((info: FleetBadMessage) => void) | undefined;
-  /** Called with the NATS connection's status changes (disconnected, reconnected, closed, server errors). */
-  readonly onStatus?: ((status: FleetStatus) => void) | undefined;
-  /**
-   * Ends the iteration when aborted: an ordered consumer's after the message in hand, a durable one's once its
-   * partly yielded messages are finished (2 s at most, then the message in hand or the next tick: about 3 s).
-   */
-  readonly signal?: AbortSignal | undefined;
-}
-
-/** Bounds of the per-host reorder buffer (see WatchFleetOptions.reorder). */
-export interface FleetReorderOptions {
-  /** How long a host's gap is waited on with its head not advancing, ms (default ackWaitMs + 5000). */
-  readonly waitMs?: number;
-  /** Most events held in all (default 65536). */
-  readonly maxHeld?: number;
-  /** Most bytes held in all (default 64 MiB; an event costs its share of its message's payload). */
-  readonly maxHeldBytes?: number;
-  /** Most publisher runs tracked in all (default 4096), and per host (default 16); least recently used go first. */
-  readonly maxRuns?: number;
-  readonly maxRunsPerHost?: number;
-}
-
-/** A message refused: its subject and host (as printable text), why, and how many this host sent so far. */
-export interface FleetBadMessage {
-  readonly subject: string;
-  readonly host: string;
-  readonly reason: string;
-  readonly count: number;
-}
-
-/** How an entry connects to `servers`. */
-export type FleetConnect = (options: ConnectionOptions) => Promise<NatsConnection>;
+import type { FleetBadMessage, FleetConnect, FleetExitEvent, WatchFleet, WatchFleetOptions } from "./_fleet-options.ts";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 
 const GLOB = /[*?]/;
 const TOKEN = /^[A-Za-z0-9_-]+$/;
-
-/** The watchFleet function an entry exports. */
-export type WatchFleet = (options: WatchFleetOptions) => AsyncGenerator<FleetExitEvent, void, undefined>;
 
 // The pull is bounded in bytes, not messages: 256 messages of up to 1 MB each is 256 MB in flight, and with large
 // messages (measured: 200 KB each) a 256-message pull stalled (219 messages in 15 s against 2000 in 0.6 s by bytes).
@@ -164,7 +62,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
     options.signal?.addEventListener("abort", stop.abort, { once: true });
     try {
       if (options.signal?.aborted) return;
-      consumer = await _consumer(nc, options, plan.subject);
+      consumer = await fleetConsumer(nc, options, plan.subject);
       const consumed = await consumer.consume({
         max_bytes: _pullBytes(nc.info?.max_payload),
         expires: PULL_EXPIRES_MS,
@@ -200,7 +98,7 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
       status.stop();
       options.signal?.removeEventListener("abort", stop.abort);
       await messages?.close();
-      if (options.durable === undefined && consumer !== undefined) await _deleted(consumer);
+      if (options.durable === undefined && consumer !== undefined) await deleteConsumer(consumer);
       if (own) await nc.close();
     }
   };
@@ -498,84 +396,4 @@ function _gapLoss([first, last]: readonly [number, number], host: string): Fleet
     },
   });
   return Object.assign(ev, { host });
-}
-
-async function _consumer(nc: NatsConnection, o: WatchFleetOptions, subject: string): Promise<Consumer> {
-  const js = jetstream(nc);
-  const stream = o.stream ?? "TASKWIRE_EXITS";
-  const deliver = (o.deliver ?? (o.durable === undefined ? "new" : "all")) === "all"
-    ? DeliverPolicy.All
-    : DeliverPolicy.New;
-  if (o.durable === undefined) {
-    // Deleted when the iteration ends; the threshold is for a process that dies first. A live iteration pulls every
-    // 5 s while its loop reads; a loop body slower than the threshold loses the consumer, and nats.js remakes it
-    // where it left off (nothing lost or repeated; nats.js's remade ones have a 5-minute threshold).
-    const opts = { filter_subjects: subject, deliver_policy: deliver, inactive_threshold: ORDERED_INACTIVE_MS };
-    return await js.consumers.get(stream, opts).catch(missing(stream));
-  }
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.info(stream).catch(missing(stream));
-  const existing = await jsm.consumers.info(stream, o.durable).catch(() => undefined);
-  if (existing === undefined) {
-    await jsm.consumers.add(stream, {
-      durable_name: o.durable,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: deliver,
-      filter_subject: subject,
-      ack_wait: (o.ackWaitMs ?? 30_000) * 1e6,
-    });
-  } else if ((existing.config.filter_subject ?? "") !== subject) {
-    throw new RangeError(
-      `watchFleet: the durable consumer "${o.durable}" filters ${
-        existing.config.filter_subject ?? "(all)"
-      }, not ${subject}; use another durable name or delete it`,
-    );
-  }
-  return await js.consumers.get(stream, o.durable);
-}
-
-// An ordered consumer lives as long as its iteration: nats.js does not delete it on close, and the server would keep
-// it until its inactive threshold. Best effort, 1 s at most: a connection that is closed or down, or a user without
-// the permission to delete consumers, leaves it to the threshold. One the server does not have may be one nats.js is
-// remaking under its next name (a server restart lost it; nats.js remakes it even once closed): tried once more, by
-// the name nats.js has by then.
-async function _deleted(consumer: Consumer): Promise<void> {
-  const until = Date.now() + DELETE_MS;
-  // True when the server has no such consumer (10014); false when deleted or refused; undefined when out of time.
-  const missing = () =>
-    _within(
-      consumer.delete().then(() => false, (err: unknown) => (err as { code?: unknown }).code === 10014),
-      until - Date.now(),
-    );
-  if (await missing() !== true) return;
-  await _sleep(Math.min(DELETE_RETRY_MS, until - Date.now()));
-  await missing();
-}
-
-// `p`'s value, or undefined once `ms` have passed.
-async function _within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), Math.max(0, ms))));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const _sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
-
-const DELETE_MS = 1000;
-const DELETE_RETRY_MS = 250;
-const ORDERED_INACTIVE_MS = 60_000;
-
-// A missing stream is most likely no publisher yet, or another --nats-stream: say so.
-function missing(stream: string): (err: unknown) => never {
-  return (err) => {
-    if ((err as { code?: unknown }).code !== 10059) throw err;
-    throw new RangeError(
-      `watchFleet: NATS has no JetStream stream "${stream}": start a taskwire serve --nats first, or pass the stream its --nats-stream names`,
-      { cause: err },
-    );
-  };
 }

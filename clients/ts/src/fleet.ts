@@ -7,7 +7,8 @@
  * "node" export connects over TCP. Pass `connection` to bring your own.
  */
 import { wsconnect } from "@nats-io/nats-core";
-import { createWatchFleet, type WatchFleet } from "./_fleet-core.ts";
+import { createWatchFleet } from "./_fleet-core.ts";
+import type { WatchFleet } from "./_fleet-options.ts";
 
 export type {
   FleetBadMessage,
@@ -16,7 +17,7 @@ export type {
   FleetStatus,
   WatchFleet,
   WatchFleetOptions,
-} from "./_fleet-core.ts";
+} from "./_fleet-options.ts";
 
 /**
  * Yields every exit (and loss marker) the fleet's servers publish, from the

@@ -8,7 +8,8 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { connect as connectNats } from "@nats-io/transport-node";
 import { clientFactory } from "./client.ts";
 import { GuardedSessionManager } from "./_guarded-sessions.ts";
-import { createWatchFleet, type WatchFleet } from "./_fleet-core.ts";
+import { createWatchFleet } from "./_fleet-core.ts";
+import type { WatchFleet } from "./_fleet-options.ts";
 import { withServerIdentity } from "./_nats-tls.ts";
 
 export * from "./mod.ts";
@@ -20,7 +21,7 @@ export type {
   FleetStatus,
   WatchFleet,
   WatchFleetOptions,
-} from "./_fleet-core.ts";
+} from "./_fleet-options.ts";
 
 /**
  * watchFleet (see fleet.ts, the "./fleet" entry for other runtimes)
