@@ -124,6 +124,8 @@ export async function* subscribeExits(
         report,
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
+      // connect-es builds and serializes these as they are yielded: dear, so paced per turn.
+      gate: codec === "json" || plan.project !== undefined ? deps.encodeGate : undefined,
       sink,
       abandon: (why) => {
         if (report !== undefined) report.stalled = true;

@@ -17,6 +17,7 @@ import { createRegistry, type RegistryStats } from "../core/registry.ts";
 import { TaskStats } from "../gen/taskwire/v1/taskstats_pb.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import { errorDetailInterceptor, withErrorDetails } from "../rpc/error-responses.ts";
+import { createEncodeGate } from "../rpc/encode-gate.ts";
 import { limitTimeouts } from "./timeout-limit.ts";
 import { reflectionRoutes } from "../rpc/reflection.ts";
 import { createTaskStatsService } from "../rpc/service.ts";
@@ -281,6 +282,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
     registry,
     version: VERSION,
     lingerMs: load.lingerMs,
+    encodeGate: createEncodeGate(),
     admission,
     capabilities: readCapabilities,
     host,

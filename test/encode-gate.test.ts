@@ -1,0 +1,121 @@
+/**
+ * The encode gate: streams whose batches are dear to encode (JSON, field
+ * masks) share a number of events per event-loop turn, first come first
+ * served, so that a few never-reading JSON streams cannot hold the loop
+ * while exits pile up past a reading principal's fair share.
+ */
+import { describe, expect, it } from "vitest";
+import { createRegistry } from "../src/core/registry.ts";
+import type { StreamItem } from "../src/core/retention.ts";
+import { subscribe } from "../src/core/subscription.ts";
+import { createEncodeGate } from "../src/rpc/encode-gate.ts";
+import { manualFeed } from "./helpers.ts";
+
+interface Rec {
+  readonly cpu: number;
+  readonly n: number;
+}
+
+// A gate whose turns the test runs by hand.
+function manualGate(perTurn: number) {
+  const turns: (() => void)[] = [];
+  const gate = createEncodeGate(perTurn, (fn) => turns.push(fn));
+  const turn = async () => {
+    for (const fn of turns.splice(0)) fn();
+    await new Promise((r) => setTimeout(r, 0)); // the streams it let through run
+  };
+  return { gate, turns, turn };
+}
+
+describe("createEncodeGate", () => {
+  it("admits up to its share in a turn, then makes the rest wait for the next, first come first served", async () => {
+    const { gate, turn } = manualGate(5);
+    expect(gate.admit(3)).toBe(3);
+    expect(gate.admit(4)).toBe(2); // what is left of the turn's share
+    const got: string[] = [];
+    void Promise.resolve(gate.admit(4)).then((n) => got.push(`a${n}`));
+    void Promise.resolve(gate.admit(4)).then((n) => got.push(`b${n}`));
+    await Promise.resolve();
+    expect(got).toEqual([]);
+    await turn();
+    expect(got).toEqual(["a4", "b1"]);
+  });
+
+  it("stops scheduling turns once a turn went unused (no timer while no stream pays)", async () => {
+    const { gate, turns, turn } = manualGate(5);
+    gate.admit(5);
+    void gate.admit(1); // waits
+    expect(turns.length).toBe(1);
+    await turn(); // the waiter admitted: the turn's share is in use, so one more turn is armed
+    expect(turns.length).toBe(1);
+    await turn(); // nobody asked in that one
+    expect(turns.length).toBe(0);
+    expect(gate.admit(2)).toBe(2); // the next ask arms a turn again
+    expect(turns.length).toBe(1);
+  });
+
+  it("refuses a share that is not a positive integer", () => {
+    expect(() => createEncodeGate(0)).toThrow(RangeError);
+    expect(() => createEncodeGate(1.5)).toThrow(/positive integer/);
+  });
+});
+
+describe("a subscription with a gate", () => {
+  const retain = (r: Rec) => `payload ${r.n}`;
+  const encode = {
+    open: () => "open",
+    batch: (items: readonly StreamItem<Rec, string>[]) =>
+      items.map((i) => (i.kind === "lost" ? "lost" : String(i.seq))).join(","),
+    heartbeat: () => "hb",
+  };
+  const setup = () => {
+    const feed = manualFeed<Rec>();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const l = reg.create([0], { buffer: 16, policy: "drop-newest", ephemeral: false, owner: "t" });
+    for (let n = 1; n <= 5; n++) feed.sink.exit({ cpu: 0, n });
+    return { reg, l };
+  };
+
+  it("takes no more than the gate admits, and the rest a turn later, every exit once and in order", async () => {
+    const { reg, l } = setup();
+    const { gate, turn } = manualGate(2);
+    const ctl = new AbortController();
+    const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: ctl.signal, encode, gate });
+    expect((await sub.next()).value).toBe("open");
+    expect((await sub.next()).value).toBe("1,2");
+    const next = sub.next();
+    let settled = false;
+    void next.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(settled).toBe(false); // the turn's share is spent
+    await turn();
+    expect((await next).value).toBe("3,4");
+    const last = sub.next();
+    await turn();
+    expect((await last).value).toBe("5");
+    ctl.abort();
+  });
+
+  it("a stream taken over while the gate held it makes no batch of the new stream's queue", async () => {
+    const { reg, l } = setup();
+    const { gate, turn } = manualGate(2);
+    const a = subscribe(reg, l, {
+      maxBatch: 8,
+      heartbeatMs: 60_000,
+      signal: new AbortController().signal,
+      encode,
+      gate,
+    });
+    await a.next();
+    await a.next(); // "1,2": the share spent
+    const waiting = a.next();
+    const other = new AbortController();
+    const b = subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: other.signal, encode });
+    await b.next(); // takes the listener over
+    const refused = expect(waiting).rejects.toThrow(/another stream/);
+    await turn();
+    await refused;
+    expect((await b.next()).value).toBe("3,4,5");
+    other.abort();
+  });
+});
