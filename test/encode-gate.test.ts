@@ -96,6 +96,53 @@ describe("a subscription with a gate", () => {
     ctl.abort();
   });
 
+  it("lingers after a batch that emptied the queue, gated or not, but not after one the gate cut short", async () => {
+    // A stream lingers (lingerMs) after a partial batch so the next grows; a batch the gate cut leaves events queued.
+    const pending = async (p: Promise<unknown>) => {
+      let settled = false;
+      void p.then(() => (settled = true), () => (settled = true));
+      await new Promise((r) => setTimeout(r, 30));
+      return !settled;
+    };
+    for (const gated of [false, true]) {
+      const feed = manualFeed<Rec>();
+      const reg = createRegistry<Rec, string>({ feed, retain });
+      const l = reg.create([0], { buffer: 16, policy: "drop-newest", ephemeral: false, owner: "t" });
+      for (let n = 1; n <= 3; n++) feed.sink.exit({ cpu: 0, n });
+      const ctl = new AbortController();
+      const { gate } = manualGate(64);
+      const sub = subscribe(reg, l, {
+        maxBatch: 8,
+        heartbeatMs: 60_000,
+        signal: ctl.signal,
+        encode,
+        lingerMs: () => 60_000,
+        ...(gated && { gate }),
+      });
+      await sub.next(); // open
+      expect((await sub.next()).value).toBe("1,2,3"); // emptied the queue: a partial batch
+      feed.sink.exit({ cpu: 0, n: 4 });
+      expect(await pending(sub.next())).toBe(true); // lingering, gated or not
+      ctl.abort();
+    }
+    const { reg, l } = setup(); // 5 queued
+    const { gate, turn } = manualGate(2);
+    const sub = subscribe(reg, l, {
+      maxBatch: 8,
+      heartbeatMs: 60_000,
+      signal: new AbortController().signal,
+      encode,
+      lingerMs: () => 60_000,
+      gate,
+    });
+    await sub.next();
+    expect((await sub.next()).value).toBe("1,2"); // cut by the gate: 3 more queued
+    const next = sub.next();
+    await turn();
+    expect(await pending(next)).toBe(false); // no linger: the next turn's share goes out at once
+    expect((await next).value).toBe("3,4");
+  });
+
   it("a stream taken over while the gate held it makes no batch of the new stream's queue", async () => {
     const { reg, l } = setup();
     const { gate, turn } = manualGate(2);

@@ -218,7 +218,9 @@ function encodeBatch<R extends CpuRecord, P, M>(
   const message = o.encode.batch(items);
   const bytes = o.encode.sizeOf?.(message);
   if (bytes !== undefined) listener.encoded(bytes);
-  return { message, full: items.length >= max };
+  // Full (no linger after it) when it took the most a batch may hold or left events queued (the gate cut it short):
+  // a take of what was queued is a partial batch, however many the gate admitted.
+  return { message, full: items.length >= o.maxBatch || listener.queue.length > 0 };
 }
 
 // How many events the next batch may hold: `max`, or what the gate admits of it in this turn (waiting for one).
