@@ -54,6 +54,47 @@ describe("createEncodeGate", () => {
     expect(turns.length).toBe(1);
   });
 
+  it("shares a turn round-robin between principals: one with a thousand streams cannot crowd out another's one", async () => {
+    // The attacker's streams ask for one event each (max_batch 1) and ask again as soon as served, so the
+    // queue stays full of them; first come first served, the victim's stream was served once in ~16 turns,
+    // and then only what the turn had left.
+    const { gate, turn } = manualGate(64);
+    let attacker = 0, victim = 0, victimGrants = 0;
+    const attack = (): void => {
+      void Promise.resolve(gate.admit(1, "attacker")).then((n) => {
+        attacker += n;
+        attack();
+      });
+    };
+    for (let i = 0; i < 1000; i++) attack();
+    const read = (): void => {
+      void Promise.resolve(gate.admit(256, "victim")).then((n) => {
+        victim += n;
+        victimGrants++;
+        read();
+      });
+    };
+    read();
+    for (let t = 0; t < 20; t++) await turn();
+    expect(attacker + victim).toBeLessThanOrEqual(64 * 21); // the share holds
+    expect(victimGrants).toBeGreaterThanOrEqual(19); // served every turn (the first one's share went first come)
+    expect(victim).toBeGreaterThanOrEqual(19 * 63); // all the turn had past the attacker's one event
+  });
+
+  it("serves one principal's streams in the order they came", async () => {
+    const { gate, turn } = manualGate(2);
+    gate.admit(2, "a"); // the share spent
+    const got: string[] = [];
+    for (const w of ["a1", "a2", "b1", "a3"]) {
+      void Promise.resolve(gate.admit(1, w[0])).then(() => got.push(w));
+    }
+    await turn();
+    expect(got).toEqual(["a1", "b1"]);
+    await turn();
+    expect(got).toEqual(["a1", "b1", "a2", "a3"]);
+    expect(gate.waiting).toBe(0); // no principal's lane left behind
+  });
+
   it("refuses a share that is not a positive integer", () => {
     expect(() => createEncodeGate(0)).toThrow(RangeError);
     expect(() => createEncodeGate(1.5)).toThrow(/positive integer/);

@@ -5,10 +5,10 @@
  */
 import { type Admission, callerBucket } from "../core/admission.ts";
 import type { Principal } from "../core/principal.ts";
-import type { EncodeGate } from "../core/subscription.ts";
 import { parseCpumask } from "../kernel/cpulist.ts";
 import type { ExitRecord } from "../kernel/exit-record.ts";
 import type { TaskstatsSource } from "../sources/source.ts";
+import type { SharedEncodeGate } from "./encode-gate.ts";
 import { InvalidRequestError } from "./errors.ts";
 import { uidOf } from "./projection.ts";
 import type { HostIdentityInit, ServerRegistry } from "./stream.ts";
@@ -20,8 +20,8 @@ export interface ServiceDeps {
   readonly version: string;
   /** How long a stream lingers after a partial batch (the server's load meter); 0 when absent. */
   readonly lingerMs?: () => number;
-  /** The events per turn that JSON and field-masked streams share (encode-gate.ts); unpaced when absent. */
-  readonly encodeGate?: EncodeGate | undefined;
+  /** The events per turn that JSON and field-masked streams share, round-robin between principals (encode-gate.ts); unpaced when absent. */
+  readonly encodeGate?: SharedEncodeGate | undefined;
   /** Streams and call rates per principal. */
   readonly admission: Admission;
   /** The Linux capabilities the server process holds now, for GetInfo; none when absent. */

@@ -8,11 +8,12 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { OverflowPolicy as QueuePolicy } from "../core/event-queue.ts";
 import type { Principal } from "../core/principal.ts";
 import { LIMIT_RANGES } from "../core/limits.ts";
-import { isStreamEnd, type StreamSink, subscribe } from "../core/subscription.ts";
+import { type EncodeGate, isStreamEnd, type StreamSink, subscribe } from "../core/subscription.ts";
 import type { SubscribeExitsRequest, SubscribeExitsResponse } from "../gen/taskwire/v1/taskstats_pb.ts";
 import { toPolicy } from "./convert.ts";
 import { InvalidRequestError, pastDeadline, throwIfPastDeadline, toConnectError } from "./errors.ts";
 import { callerWith, ownerFilter } from "./principal.ts";
+import type { SharedEncodeGate } from "./encode-gate.ts";
 import { compileFieldMask, compileFilter, type Projection, type RecordFilter } from "./projection.ts";
 import { ownership, requireMask, type ServiceDeps } from "./requests.ts";
 import { negotiatedCodec, type ServerListener, streamEncoder } from "./stream.ts";
@@ -59,6 +60,12 @@ function planSubscribe(deps: ServiceDeps, req: SubscribeExitsRequest, who: Princ
   existing?.checkResume(req.afterSeq);
   const maxBatch = Math.min(req.maxBatch === 0 ? registry.limits.maxBatch : req.maxBatch, registry.limits.maxBatch);
   return { existing, cpus, filter, project, heartbeatMs, maxBatch, afterSeq: req.afterSeq, policy };
+}
+
+// The server's gate as a stream of `principal` (an anonymous caller: its address's bucket) asks it: the principals
+// waiting share each turn round-robin.
+function principalGate(gate: SharedEncodeGate | undefined, principal: string): EncodeGate | undefined {
+  return gate && { admit: (max) => gate.admit(max, principal) };
 }
 
 /** SubscribeExits: validate the whole request, then create or take over the listener and stream it. */
@@ -124,8 +131,10 @@ export async function* subscribeExits(
         report,
       ),
       ...(deps.lingerMs && { lingerMs: deps.lingerMs }),
-      // connect-es builds and serializes these as they are yielded: dear, so paced per turn.
-      gate: codec === "json" || plan.project !== undefined ? deps.encodeGate : undefined,
+      // connect-es builds and serializes these as they are yielded: dear, so paced per turn, principals in turn.
+      gate: codec === "json" || plan.project !== undefined
+        ? principalGate(deps.encodeGate, ownership(who).owner)
+        : undefined,
       sink,
       abandon: (why) => {
         if (report !== undefined) report.stalled = true;
