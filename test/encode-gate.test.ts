@@ -184,6 +184,45 @@ describe("a subscription with a gate", () => {
     expect((await next).value).toBe("3,4");
   });
 
+  it("a stream aborted while the gate held it lets its listener go at once, and makes no batch", async () => {
+    const { reg, l } = setup();
+    const { gate, turn } = manualGate(2);
+    const ctl = new AbortController();
+    const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: ctl.signal, encode, gate });
+    await sub.next();
+    expect((await sub.next()).value).toBe("1,2");
+    const waiting = sub.next();
+    await new Promise((r) => setTimeout(r, 0));
+    ctl.abort();
+    expect(l.attached).toBe(false); // not a turn later
+    await turn();
+    expect((await waiting).done).toBe(true);
+    expect(l.queue.length).toBe(3); // 3, 4, 5 still queued for the next stream
+  });
+
+  it("a stream whose listener is removed while the gate held it still sends what was queued, then says so", async () => {
+    const { reg, l } = setup();
+    const { gate, turn } = manualGate(2);
+    const sub = subscribe(reg, l, {
+      maxBatch: 8,
+      heartbeatMs: 60_000,
+      signal: new AbortController().signal,
+      encode,
+      gate,
+    });
+    await sub.next();
+    expect((await sub.next()).value).toBe("1,2");
+    const waiting = sub.next();
+    await new Promise((r) => setTimeout(r, 0));
+    reg.remove(l, "deregistered");
+    await turn();
+    expect((await waiting).value).toBe("3,4");
+    const last = sub.next();
+    await turn();
+    expect((await last).value).toBe("5");
+    await expect(sub.next()).rejects.toThrow(/deregistered/); // its queue sent
+  });
+
   it("a stream taken over while the gate held it makes no batch of the new stream's queue", async () => {
     const { reg, l } = setup();
     const { gate, turn } = manualGate(2);
