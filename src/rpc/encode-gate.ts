@@ -15,11 +15,15 @@ import { setImmediate } from "node:timers";
 import type { EncodeGate } from "../core/subscription.ts";
 
 /**
- * Events per turn, by default: about 5 ms of connect-es's JSON serialization
- * of exits on this project's machines (8 JSON streams' first batches, some
- * 1,400 exits, took 92-157 ms in one turn).
+ * Events per turn, by default: a default batch (Limits.maxBatch), so a JSON
+ * stream alone in the gate takes as much per turn as it would without it,
+ * also when other work makes turns long (a share of 64 held one to 3-4k
+ * exits/s while 1,024 binary streams opened, against 8-9k ungated); about
+ * 20 ms of connect-es's JSON serialization of exits on this project's
+ * machines, where 8 JSON streams' first batches, some 1,400 exits, took
+ * 92-157 ms in one turn.
  */
-export const GATE_EVENTS_PER_TURN = 64;
+export const GATE_EVENTS_PER_TURN = 256;
 
 /** The server's gate: each stream asks with its principal's id (`key`), so that principals, not streams, share a turn. */
 export interface SharedEncodeGate extends EncodeGate {
