@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { createRegistry } from "../src/core/registry.ts";
 import type { StreamItem } from "../src/core/retention.ts";
-import { subscribe } from "../src/core/subscription.ts";
+import { subscribe, type SubscriptionOptions } from "../src/core/subscription.ts";
 import { createEncodeGate } from "../src/rpc/encode-gate.ts";
 import { manualFeed } from "./helpers.ts";
 
@@ -109,19 +109,26 @@ describe("a subscription with a gate", () => {
       items.map((i) => (i.kind === "lost" ? "lost" : String(i.seq))).join(","),
     heartbeat: () => "hb",
   };
-  const setup = () => {
+  // A listener with exits 1..queued queued.
+  const setup = (queued = 5) => {
     const feed = manualFeed<Rec>();
     const reg = createRegistry<Rec, string>({ feed, retain });
     const l = reg.create([0], { buffer: 16, policy: "drop-newest", ephemeral: false, owner: "t" });
-    for (let n = 1; n <= 5; n++) feed.sink.exit({ cpu: 0, n });
-    return { reg, l };
+    for (let n = 1; n <= queued; n++) feed.sink.exit({ cpu: 0, n });
+    return { feed, reg, l };
   };
+  // A stream of `l` in batches of at most 8, without heartbeats in a test's time; `o` adds a gate, a signal, a linger.
+  const stream = (
+    reg: ReturnType<typeof setup>["reg"],
+    l: ReturnType<typeof setup>["l"],
+    o: Partial<SubscriptionOptions<Rec, string, string>> = {},
+  ) => subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: new AbortController().signal, encode, ...o });
 
   it("takes no more than the gate admits, and the rest a turn later, every exit once and in order", async () => {
     const { reg, l } = setup();
     const { gate, turn } = manualGate(2);
     const ctl = new AbortController();
-    const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: ctl.signal, encode, gate });
+    const sub = stream(reg, l, { signal: ctl.signal, gate });
     expect((await sub.next()).value).toBe("open");
     expect((await sub.next()).value).toBe("1,2");
     const next = sub.next();
@@ -146,20 +153,10 @@ describe("a subscription with a gate", () => {
       return !settled;
     };
     for (const gated of [false, true]) {
-      const feed = manualFeed<Rec>();
-      const reg = createRegistry<Rec, string>({ feed, retain });
-      const l = reg.create([0], { buffer: 16, policy: "drop-newest", ephemeral: false, owner: "t" });
-      for (let n = 1; n <= 3; n++) feed.sink.exit({ cpu: 0, n });
+      const { feed, reg, l } = setup(3);
       const ctl = new AbortController();
       const { gate } = manualGate(64);
-      const sub = subscribe(reg, l, {
-        maxBatch: 8,
-        heartbeatMs: 60_000,
-        signal: ctl.signal,
-        encode,
-        lingerMs: () => 60_000,
-        ...(gated && { gate }),
-      });
+      const sub = stream(reg, l, { signal: ctl.signal, lingerMs: () => 60_000, ...(gated && { gate }) });
       await sub.next(); // open
       expect((await sub.next()).value).toBe("1,2,3"); // emptied the queue: a partial batch
       feed.sink.exit({ cpu: 0, n: 4 });
@@ -168,14 +165,7 @@ describe("a subscription with a gate", () => {
     }
     const { reg, l } = setup(); // 5 queued
     const { gate, turn } = manualGate(2);
-    const sub = subscribe(reg, l, {
-      maxBatch: 8,
-      heartbeatMs: 60_000,
-      signal: new AbortController().signal,
-      encode,
-      lingerMs: () => 60_000,
-      gate,
-    });
+    const sub = stream(reg, l, { lingerMs: () => 60_000, gate });
     await sub.next();
     expect((await sub.next()).value).toBe("1,2"); // cut by the gate: 3 more queued
     const next = sub.next();
@@ -188,7 +178,7 @@ describe("a subscription with a gate", () => {
     const { reg, l } = setup();
     const { gate, turn } = manualGate(2);
     const ctl = new AbortController();
-    const sub = subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: ctl.signal, encode, gate });
+    const sub = stream(reg, l, { signal: ctl.signal, gate });
     await sub.next();
     expect((await sub.next()).value).toBe("1,2");
     const waiting = sub.next();
@@ -203,13 +193,7 @@ describe("a subscription with a gate", () => {
   it("a stream whose listener is removed while the gate held it still sends what was queued, then says so", async () => {
     const { reg, l } = setup();
     const { gate, turn } = manualGate(2);
-    const sub = subscribe(reg, l, {
-      maxBatch: 8,
-      heartbeatMs: 60_000,
-      signal: new AbortController().signal,
-      encode,
-      gate,
-    });
+    const sub = stream(reg, l, { gate });
     await sub.next();
     expect((await sub.next()).value).toBe("1,2");
     const waiting = sub.next();
@@ -226,18 +210,12 @@ describe("a subscription with a gate", () => {
   it("a stream taken over while the gate held it makes no batch of the new stream's queue", async () => {
     const { reg, l } = setup();
     const { gate, turn } = manualGate(2);
-    const a = subscribe(reg, l, {
-      maxBatch: 8,
-      heartbeatMs: 60_000,
-      signal: new AbortController().signal,
-      encode,
-      gate,
-    });
+    const a = stream(reg, l, { gate });
     await a.next();
     await a.next(); // "1,2": the share spent
     const waiting = a.next();
     const other = new AbortController();
-    const b = subscribe(reg, l, { maxBatch: 8, heartbeatMs: 60_000, signal: other.signal, encode });
+    const b = stream(reg, l, { signal: other.signal });
     await b.next(); // takes the listener over
     const refused = expect(waiting).rejects.toThrow(/another stream/);
     await turn();

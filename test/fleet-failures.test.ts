@@ -21,7 +21,7 @@ import {
   type NatsServer,
   startNats,
   stopFleetServer,
-  tally,
+  tallied,
 } from "./fleet-nats.ts";
 import { eventually, startServer } from "./helpers.ts";
 
@@ -182,12 +182,7 @@ describe.skipIf(!haveNatsServer)(`publishes that fail for good, against ${NATS_S
 
         await stopFleetServer(s);
         const state = s.fleet.state();
-        // Counted, not by the last seq seen: should a seq come out of order, the order check below says so.
-        await eventually(() => {
-          const t = tally(consumer.events).get("h1");
-          return t !== undefined && t.received + t.lost >= state.produced;
-        }, 20_000);
-        const t = tally(consumer.events).get("h1")!;
+        const t = await tallied(consumer.events, "h1", state.produced);
         // Every seq exactly once and in seq order: received + lost = produced, the drops as exact loss markers. The
         // run's first messages failed, so the first the stream holds were sent again (Taskwire-Resent); taken as a
         // mid-batch start, they came each message at once, seq 5 after 1 (the SDK's _fleet-order.ts).

@@ -24,7 +24,7 @@ import {
   type NatsServer,
   startNats,
   stopFleetServer,
-  tally,
+  tallied,
 } from "./fleet-nats.ts";
 import { eventually } from "./helpers.ts";
 
@@ -89,12 +89,8 @@ describe.skipIf(!haveNatsServer)(`the fleet publisher under NATS's size limits (
     expect(st.lastError === "" || !/max_payload/.test(st.lastError), st.lastError).toBe(true);
     // Everything stored once, in order: received + lost = produced, with the lost ones exactly the dropped ones.
     const c = collectFleet({ servers: nats.url, deliver: "all", reorder: { waitMs: 1000 } });
-    await eventually(() => {
-      const t = tally(c.events).get("small");
-      return t !== undefined && t.received + t.lost >= queued;
-    }, 20_000);
+    const t = await tallied(c.events, "small", queued);
     await c.stop();
-    const t = tally(c.events).get("small")!;
     expect(t.errors).toEqual([]);
   }, 60_000);
 
@@ -156,11 +152,7 @@ async function expectAccounted(url: string, s: Awaited<ReturnType<typeof fleetSe
   const state = s.fleet.state();
   const c = collectFleet({ servers: url, deliver: "all", reorder: { waitMs: 1000 } });
   cleanup.push(() => c.stop());
-  await eventually(() => {
-    const t = tally(c.events).get("h");
-    return t !== undefined && t.received + t.lost >= state.produced;
-  }, 20_000);
-  const t = tally(c.events).get("h")!;
+  const t = await tallied(c.events, "h", state.produced);
   expect(t.errors).toEqual([]);
   expect(t.received + t.lost).toBe(state.produced);
   expect(t.lost).toBe(state.dropped);

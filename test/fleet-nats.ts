@@ -17,7 +17,7 @@ import {
 } from "@taskwire/client";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { type FleetOptions, type FleetPublisher, startFleetPublisher } from "../src/fleet/publisher.ts";
-import { type Running, startServer } from "./helpers.ts";
+import { eventually, type Running, startServer } from "./helpers.ts";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/nats-core";
 import { BATCH_HEADER } from "../src/fleet/_pump.ts";
@@ -194,6 +194,23 @@ export function tally(events: readonly FleetExitEvent[]): Map<string, HostTally>
     else t.received++;
   }
   return hosts;
+}
+
+/**
+ * `host`'s tally once its events cover `produced` seqs (received + lost), counted rather than read from the last
+ * seq seen: should a seq come out of order, the tally's `errors` say so.
+ */
+export async function tallied(
+  events: readonly FleetExitEvent[],
+  host: string,
+  produced: number,
+  ms = 20_000,
+): Promise<HostTally> {
+  await eventually(() => {
+    const t = tally(events).get(host);
+    return t !== undefined && t.received + t.lost >= produced;
+  }, ms);
+  return tally(events).get(host)!;
 }
 
 /** A sim server publishing into NATS as `host`. */
