@@ -32,7 +32,7 @@ import {
   type Span,
   startRefs,
   sumThreads,
-} from "./netlink-ingest.ts";
+} from "./_netlink-shared.ts";
 import { parseSchedstatSeconds } from "../src/sources/netlink/_thread-cpu.ts";
 
 /** Options of the steady-rate bench. */
