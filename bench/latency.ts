@@ -39,11 +39,20 @@
  * to the first is what two identical servers read apart.
  */
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { cutBlocks, mergeBlocks, quantileOf, ratioInterval } from "./_bootstrap.ts";
-import { collectGarbage, type GcTally, watchGc } from "./_heap.ts";
+import { collectGarbage, watchGc } from "./_heap.ts";
 import { interleavedRounds, SLICE_MS } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
+import {
+  mergedRound,
+  QUIET_STEAL,
+  type Round,
+  row,
+  summarize,
+  TARGET_MS,
+  TARGET_RATIO,
+  type Window,
+} from "./_latency-table.ts";
 import {
   type ChildPlacement,
   type Counter,
@@ -64,18 +73,6 @@ export interface LatencyOptions {
   rounds: number;
   /** Window per round, ms (after a 1 s warm-up that is not counted). */
   windowMs: number;
-}
-
-const TARGET_MS = 2;
-
-/** Issue 13's target: taskwire -> SDK p99 at most this many times the bare Connect server -> SDK p99, same rounds. */
-const TARGET_RATIO = 1.2;
-
-/** A window's latencies (µs), the host's CPU steal over it (%; undefined off Linux) and the servers' process's GCs. */
-interface Window {
-  latencies: number[];
-  steal: number | undefined;
-  gc: GcTally;
 }
 
 // Steady state: the first second (both processes' code still being optimized) is not counted.
@@ -135,97 +132,6 @@ async function clientWindow(url: string, ms: number, client: CounterOptions, sta
     c.kill();
     throw err;
   }
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-/** One round's figures, ms, and the host's steal over it, %. */
-interface Round {
-  events: number;
-  p50: number;
-  p99: number;
-  max: number;
-  steal: number | undefined;
-  gc: GcTally;
-  /** The window's events in blocks of consecutive events, a turn's worth each (for the ratio's interval). */
-  blocks: Float64Array[];
-}
-
-// Blocks of a turn's worth (SLICE_MS) of events: the ratio's bootstrap draws them (_bootstrap.ts).
-function summarize({ latencies, steal, gc }: Window, windowMs: number): Round {
-  const blocks = cutBlocks(latencies, Math.max(1, Math.round(windowMs / SLICE_MS)));
-  const s = latencies.sort((a, b) => a - b);
-  return {
-    blocks,
-    events: s.length,
-    p50: percentile(s, 50) / 1000,
-    p99: percentile(s, 99) / 1000,
-    max: (s[s.length - 1] ?? NaN) / 1000,
-    steal,
-    gc,
-  };
-}
-
-const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
-const ms = (x: number) => `${x.toFixed(2)} ms`;
-
-// Rounds in which the host took under 1% of this machine's CPU time: what the code does when the host lets it run.
-const QUIET_STEAL = 1;
-
-/** A row's p99 set beside the bare Connect server's in the same rounds; judged against the target unless a control. */
-interface Compared {
-  readonly baseline: Round[];
-  readonly control?: boolean;
-}
-
-// The ratio column. The verdict is on every event of the rounds pooled (taskwire's p99 over the bare Connect server's),
-// "settled" when its 95% interval (_bootstrap.ts) lies on one side of the target; each round's own ratio beside it.
-function ratioCell(rounds: Round[], compared: Compared | undefined): string {
-  if (compared === undefined) return "";
-  if ([...rounds, ...compared.baseline].some((r) => r.events === 0)) {
-    return "n/a: a round had no events (a client failed?)";
-  }
-  const ratios = rounds.map((r, i) => r.p99 / compared.baseline[i]!.p99);
-  const x = (v: number) => `${v.toFixed(2)}x`;
-  const pooled = ratioInterval(rounds.map((r) => r.blocks), compared.baseline.map((r) => r.blocks), { q: 0.99 });
-  const cell = `${x(pooled.estimate)} (${x(pooled.low)}-${x(pooled.high)}); rounds ${x(median(ratios))} ` +
-    `(${x(Math.min(...ratios))}-${x(Math.max(...ratios))})`;
-  if (compared.control === true) {
-    return `${cell}: control, ${pooled.low <= 1 && pooled.high >= 1 ? "holds" : "misses"} 1.0`;
-  }
-  const met = pooled.estimate <= TARGET_RATIO;
-  const settled = met ? pooled.high <= TARGET_RATIO : pooled.low > TARGET_RATIO;
-  return `${cell}: ${met ? "met" : "not met"}${settled ? "" : ", not settled"}`;
-}
-
-function row(what: string, perSecond: number, placement: string, rounds: Round[], compared?: Compared): string[] {
-  const p99s = rounds.map((r) => r.p99);
-  const under = p99s.filter((p) => p < TARGET_MS).length;
-  const steals = rounds.flatMap((r) => (r.steal === undefined ? [] : [r.steal]));
-  const quiet = rounds.filter((r) => r.steal !== undefined && r.steal < QUIET_STEAL).map((r) => r.p99);
-  return [
-    what,
-    `${perSecond}/s`,
-    placement,
-    String(rounds.reduce((a, r) => a + r.events, 0)),
-    ms(median(rounds.map((r) => r.p50))),
-    ms(median(p99s)),
-    ratioCell(rounds, compared),
-    `${Math.min(...p99s).toFixed(2)}-${Math.max(...p99s).toFixed(2)} ms`,
-    ms(Math.max(...rounds.map((r) => r.max))),
-    `${under}/${rounds.length}`,
-    steals.length === 0 ? "n/a" : `${Math.min(...steals).toFixed(1)}-${Math.max(...steals).toFixed(1)}%`,
-    quiet.length === 0 ? "no such round" : `${ms(median(quiet))} (${quiet.length})`,
-    gcCell(rounds),
-  ];
-}
-
-// Per round of the window: the servers' process's minor and major collections and their pauses (medians).
-function gcCell(rounds: Round[]): string {
-  const m = (f: (g: GcTally) => number) => median(rounds.map((r) => f(r.gc)));
-  return `${m((g) => g.minor)} / ${m((g) => g.major)} (${m((g) => g.pauseMs).toFixed(1)} ms)`;
 }
 
 /** One layer of the table: how a round of it is measured. */
@@ -383,21 +289,6 @@ async function interleavedGroup(perSecond: number, o: LatencyOptions, placement:
       k === 0 ? undefined : k === control ? { baseline: byKind[0]!, control: true } : { baseline: bothBare },
     )
   );
-}
-
-// Two servers' rounds as one: their events together, block k with block k.
-function mergedRound(a: Round, b: Round): Round {
-  const blocks = mergeBlocks(a.blocks, b.blocks);
-  const all = Float64Array.from(blocks.flatMap((x) => [...x])).sort();
-  return {
-    events: all.length,
-    p50: quantileOf(all, 0.5) / 1000,
-    p99: quantileOf(all, 0.99) / 1000,
-    max: (all[all.length - 1] ?? NaN) / 1000,
-    steal: a.steal,
-    gc: a.gc,
-    blocks,
-  };
 }
 
 const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
