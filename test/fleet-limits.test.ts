@@ -15,6 +15,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { checkFleetOptions, startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
 import { checkCompatible, streamConfig } from "../src/fleet/_stream-config.ts";
+import { batchHeader, wireBytes } from "../src/fleet/_message-cutter.ts";
 import type { StreamConfig } from "@nats-io/jetstream";
 import {
   collectFleet,
@@ -191,6 +192,54 @@ describe.skipIf(!haveNatsServer)(`a limit lowered while the publisher runs (need
     const exitsAfter = events.slice(events.indexOf(lost[0]!)).filter((e) => e.event.case === "exit");
     expect(exitsAfter.length).toBeGreaterThan(100);
   }, 60_000);
+});
+
+describe.skipIf(!haveNatsServer)(`a limit below a loss marker's message (needs ${NATS_SERVER})`, () => {
+  it(
+    "a message's size is counted as NATS counts it, headers included: taken at that limit, refused a byte under",
+    async () => {
+      const nats = await natsWith("");
+      const nc = await connect({ servers: nats.url });
+      cleanup.push(() => nc.close());
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: "EXACT", subjects: ["exact.>"] });
+      const js = jetstream(nc);
+      for (const [seq, resent] of [[1234, undefined], [5678, 987654]] as const) {
+        const payload = new Uint8Array(19).fill(7);
+        const m = { seq, cpu: 0, subject: "exact.0", payload, msgID: `h:0123abcd:${seq}`, events: 1 };
+        const bytes = wireBytes({ ...m, headers: batchHeader(`${seq}-${seq + 9}`, resent) });
+        const publish = () =>
+          js.publish(m.subject, payload, { msgID: m.msgID, headers: batchHeader(`${seq}-${seq + 9}`, resent) });
+        await jsm.streams.update("EXACT", { max_msg_size: bytes - 1 });
+        await expect(publish()).rejects.toThrow(/message size exceeds maximum allowed/);
+        await jsm.streams.update("EXACT", { max_msg_size: bytes });
+        await expect(publish()).resolves.toMatchObject({ seq: expect.any(Number) });
+      }
+    },
+    30_000,
+  );
+
+  it(
+    "those markers are not sent again: the pump goes on, counts them, warns once; raised, publishing resumes",
+    async () => {
+      const { nats, s, lines, jsm } = await publishing(1000);
+      // 64 bytes hold no message at all (a loss marker's headers alone take about 70): every exit is dropped, and its
+      // marker refused. Retried before anything newer, one such marker stopped the publisher until the limit was raised.
+      await setMaxMsgSize(jsm, 64);
+      await eventually(() => s.fleet.state().unsent > 1000 && s.fleet.state().queued < 500, 20_000);
+      expect(s.fleet.state().pending).toBeLessThanOrEqual(64);
+      const warned = lines.filter((l) => l.includes("NATS refused the loss marker"));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatch(/it is not published.*max_msg_size \(64 bytes\): raise it \(nats stream edit/);
+      await setMaxMsgSize(jsm, -1);
+      const at = s.fleet.state().published;
+      await eventually(() => s.fleet.state().published > at + 500 && s.fleet.state().failing === "", 15_000);
+      // Every seq once, in order: the unsent ones as a gap the consumer reports lost, all of them counted dropped.
+      const { t } = await expectAccounted(nats.url, s);
+      expect(t.lost).toBeGreaterThanOrEqual(s.fleet.state().unsent);
+    },
+    60_000,
+  );
 });
 
 describe.skipIf(!haveNatsServer)(`watchFleet on a server that takes large messages (needs ${NATS_SERVER})`, () => {

@@ -31,9 +31,10 @@ export interface PumpLimits {
   bytes(): number;
   /**
    * Reads the limits again unless they were read within REREAD_MS; resolves once read (or skipped). Asked while a
-   * read is under way, resolves with that read.
+   * read is under way, resolves with that read. `wait`: read once REREAD_MS allows rather than skip (a message NATS
+   * refused for its size is cut again to limits read after the refusal, not to ones read just before it).
    */
-  reread(): Promise<void>;
+  reread(o?: { readonly wait?: boolean }): Promise<void>;
   /** Which setting `bytes()` comes from and how to raise it, for messages. */
   raise(): string;
 }
@@ -70,12 +71,13 @@ export class MessageLimits implements PumpLimits {
     return Math.min(this.#source.maxPayload(), this.#streamBytes());
   }
 
-  reread(): Promise<void> {
+  reread(o: { readonly wait?: boolean } = {}): Promise<void> {
     if (this.#reading !== undefined) return this.#reading;
     const now = this.#now();
-    if (now - this.#readAt < REREAD_MS) return Promise.resolve();
-    this.#readAt = now;
-    this.#reading = this.#read().finally(() => (this.#reading = undefined));
+    const early = REREAD_MS - (now - this.#readAt);
+    if (early > 0 && o.wait !== true) return Promise.resolve();
+    this.#readAt = now + Math.max(0, early);
+    this.#reading = sleep(early).then(() => this.#read()).finally(() => (this.#reading = undefined));
     return this.#reading;
   }
 
@@ -111,4 +113,8 @@ export class MessageLimits implements PumpLimits {
     );
     this.#maxMsgSize = maxMsgSize;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }
