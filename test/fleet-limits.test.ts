@@ -13,7 +13,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { checkFleetOptions, startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
+import {
+  checkFleetOptions,
+  type FleetOptions,
+  startFleetPublisher,
+  StreamConfigError,
+} from "../src/fleet/publisher.ts";
 import { checkCompatible, streamConfig } from "../src/fleet/_stream-config.ts";
 import { batchHeader, wireBytes } from "../src/fleet/_message-cutter.ts";
 import type { StreamConfig } from "@nats-io/jetstream";
@@ -131,11 +136,11 @@ describe.skipIf(!haveNatsServer)(`the fleet publisher under NATS's size limits (
 });
 
 // A fleet server "h" publishing at `exitRate` into a fresh nats-server, with its log, and a manager of its stream.
-async function publishing(exitRate: number) {
+async function publishing(exitRate: number, fleet: Partial<FleetOptions> = {}) {
   const nats = await natsWith("");
   const lines: string[] = [];
   const log = (level: string, text: string) => void lines.push(`${level} ${text}`);
-  const s = await fleetServer(nats.url, "h", { exitRate, fleet: { log } });
+  const s = await fleetServer(nats.url, "h", { exitRate, fleet: { log, ...fleet } });
   cleanup.push(() => stopFleetServer(s));
   const nc = await connect({ servers: nats.url });
   cleanup.push(() => nc.close());
@@ -171,6 +176,26 @@ describe.skipIf(!haveNatsServer)(`a limit lowered while the publisher runs (need
     expect(s.fleet.state().failures["refused"]).toBeGreaterThan(0);
     const at = s.fleet.state().published;
     await eventually(() => s.fleet.state().published > at + 2000 && s.fleet.state().pending < 64, 20_000);
+    await expectAccounted(nats.url, s);
+  }, 60_000);
+
+  it("raised again, it is read again while it cuts messages (not only on a refusal): messages grow back", async () => {
+    const { nats, s, lines, jsm } = await publishing(5000, { limitsRefreshMs: 1000 });
+    await setMaxMsgSize(jsm, 2048);
+    await eventually(() => lines.some((l) => l.includes("max_msg_size is now 2048 bytes")), 10_000);
+    await setMaxMsgSize(jsm, -1);
+    // Nothing is refused now: only the refresh reads it.
+    await eventually(() => lines.some((l) => l.includes("max_msg_size is now no limit (was 2048 bytes)")), 10_000);
+    const after = (await jsm.streams.info("TASKWIRE_EXITS")).state.last_seq;
+    const nc = await connect({ servers: nats.url });
+    cleanup.push(() => nc.close());
+    const consumer = await jetstream(nc).consumers.get("TASKWIRE_EXITS", { opt_start_seq: after + 1 });
+    let largest = 0;
+    for await (const m of await consumer.consume()) {
+      largest = Math.max(largest, m.data.length);
+      if (largest > 2048 || m.info.streamSequence > after + 5000) break;
+    }
+    expect(largest).toBeGreaterThan(2048);
     await expectAccounted(nats.url, s);
   }, 60_000);
 

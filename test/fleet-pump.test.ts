@@ -11,7 +11,7 @@ import { MessageCutter, type Outgoing, wireBytes } from "../src/fleet/_message-c
 import { encodeEvents } from "../src/rpc/fast-binary/batch.ts";
 import { eventSpans } from "../src/rpc/fast-binary/event-spans.ts";
 import { LossReason } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { MessageLimits, REREAD_MS } from "../src/fleet/_message-limits.ts";
+import { MessageLimits, REFRESH_MS, REREAD_MS } from "../src/fleet/_message-limits.ts";
 import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
 import { eventually } from "./helpers.ts";
 
@@ -64,7 +64,7 @@ describe("fleet pump", () => {
       window: 4,
       lingerMs: 5,
       ackTimeoutMs: 1000,
-      limits: { bytes: () => Infinity, reread: async () => {}, raise: () => "" },
+      limits: { bytes: () => Infinity, reread: async () => {}, refresh: () => {}, raise: () => "" },
       log: () => {},
     });
     await eventually(() => pump.counters().retries > 0 && published.length > 10, 5000);
@@ -173,6 +173,24 @@ describe("the publisher's message limits", () => {
     expect(t.reads).toBe(2);
   });
 
+  it("while they cut messages, read again once REFRESH_MS passed since the last read: a raised limit is seen", async () => {
+    const { t, limits } = limitsOf(4096);
+    t.size = -1; // raised: no message is refused, so nothing else would read it
+    for (; t.clock < REFRESH_MS; t.clock += 100) limits.refresh();
+    await Promise.resolve();
+    expect([t.reads, limits.bytes()]).toEqual([0, 4096]);
+    limits.refresh();
+    await eventually(() => limits.bytes() === 1 << 20, 1000);
+    expect(t.reads).toBe(1);
+    t.clock += REFRESH_MS - 1;
+    limits.refresh();
+    await limits.reread(); // a read for a refusal: the next refresh counts from it
+    t.clock += REFRESH_MS - 1;
+    limits.refresh();
+    await Promise.resolve();
+    expect(t.reads).toBe(2);
+  });
+
   it("a read that fails keeps the limit known; -1 and 0 are no limit; the smaller limit is named", async () => {
     const { t, limits } = limitsOf(4096);
     t.fail = true;
@@ -208,7 +226,7 @@ describe("a message cut again from its payload", () => {
   // A cutter whose limit the test sets, and the warnings it logged.
   function cutter() {
     const t = { limit: Infinity, lines: [] as string[] };
-    const limits = { bytes: () => t.limit, reread: async () => {}, raise: () => "max_payload" };
+    const limits = { bytes: () => t.limit, reread: async () => {}, refresh: () => {}, raise: () => "max_payload" };
     const c = new MessageCutter({
       prefix: "p",
       host: "h",

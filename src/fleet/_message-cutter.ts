@@ -143,6 +143,7 @@ export class MessageCutter {
   // A payload over the limits, cut between its events; an exit no message holds goes as a loss marker. `split`: in two
   // at least, even if it fits.
   #cut(cpu: number, payload: Uint8Array, batch: string, split = false): Outgoing[] {
+    this.#o.limits.refresh(); // a limit raised since: messages grow again within REFRESH_MS
     const room = this.#o.limits.bytes() - HEADER_ROOM;
     const spans = eventSpans(payload).map((e) => e.exit && e.bytes.length > room ? this.#drop(e, cpu) : e);
     return this.#halved(cpu, spans, batch, split);

@@ -69,6 +69,8 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
   readonly hostToken?: string | undefined;
   /** While publishes fail, how often their cause is logged again, ms (default 60000). */
   readonly problemLogMs?: number | undefined;
+  /** While NATS's size limits cut messages, how often they are read again, ms (default 60000, at least 1000). */
+  readonly limitsRefreshMs?: number | undefined;
   /** Where the publisher says what happens to its connection (warnings: disconnects, failing publishes). */
   readonly log?: ((level: "info" | "warning", text: string) => void) | undefined;
 }
@@ -225,7 +227,8 @@ class _Publisher implements FleetPublisher {
       maxPayload: () => nc.info?.max_payload ?? Infinity,
       readMaxMsgSize: async () => (await (await jetstreamManager(nc)).streams.info(name)).config.max_msg_size ?? 0,
     };
-    return new MessageLimits({ source, maxMsgSize, log: this.#o.log ?? (() => {}) });
+    const log = this.#o.log ?? (() => {});
+    return new MessageLimits({ source, maxMsgSize, log, refreshMs: this.#o.limitsRefreshMs });
   }
 
   state(): FleetState {
