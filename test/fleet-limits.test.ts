@@ -153,10 +153,11 @@ function setMaxMsgSize(jsm: JetStreamManager, bytes: number) {
 }
 
 // Stops `s` and reads its whole stream: every seq exactly once, in order, the lost ones exactly those it dropped.
-async function expectAccounted(url: string, s: Awaited<ReturnType<typeof fleetServer>>) {
+// `waitMs`: how long the reader waits on a gap (a message sent again may be stored seconds of messages later).
+async function expectAccounted(url: string, s: Awaited<ReturnType<typeof fleetServer>>, waitMs = 1000) {
   await stopFleetServer(s);
   const state = s.fleet.state();
-  const c = collectFleet({ servers: url, deliver: "all", reorder: { waitMs: 1000 } });
+  const c = collectFleet({ servers: url, deliver: "all", reorder: { waitMs } });
   cleanup.push(() => c.stop());
   const t = await tallied(c.events, "h", state.produced);
   expect(t.errors).toEqual([]);
@@ -196,7 +197,10 @@ describe.skipIf(!haveNatsServer)(`a limit lowered while the publisher runs (need
       if (largest > 2048 || m.info.streamSequence > after + 5000) break;
     }
     expect(largest).toBeGreaterThan(2048);
-    await expectAccounted(nats.url, s);
+    // Nothing is dropped here, so a gap is only a message refused for its size and sent again a little later in
+    // the stream; the reader waits longer on it than 1 s, which once ran out on a loaded machine (seq 10912 came
+    // late, after 10956) and could not be made to again.
+    await expectAccounted(nats.url, s, 10_000);
   }, 60_000);
 
   it("below one exit: that exit is dropped as a counted loss, logged once; the exits after it go on", async () => {
