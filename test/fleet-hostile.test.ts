@@ -10,7 +10,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, type JetStreamClient, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { type FleetExitEvent, LossReason, SubscribeExitsResponseSchema } from "@taskwire/client";
+import { type FleetExitEvent, LossReason, SubscribeExitsResponseSchema, watchFleet } from "@taskwire/client";
 import {
   collectFleet,
   exitMsg,
@@ -205,6 +205,27 @@ describe.skipIf(!haveNatsServer)(`watchFleet against hostile publishers (needs $
     expect(lostOf(c.events, "evil5")).toBe(2);
     await c.stop();
   }, 30_000);
+
+  it(
+    "M2: a seq a resumed durable consumer gets again before the run's start, stored again after it, comes once",
+    async () => {
+      const o = { servers: nats.url, hosts: "evil6", durable: "m2", ackWaitMs: 1000 };
+      await collectFleet(o).stop(); // the durable consumer, from now
+      await pub("evil6", exitMsg([5n]), "evil6:r:5");
+      for await (const ev of watchFleet(o)) if (ev.seq === 5n) break; // 5 yielded, its message not acked
+      await pub("evil6", exitMsg([3n]), "evil6:r:3");
+      await pub("evil6", exitMsg([4n]), "evil6:r:4");
+      await pub("evil6", exitMsg([5n, 6n]), "evil6:r:5b"); // 5 stored again (forged, or republished)
+      await new Promise((r) => setTimeout(r, 1500)); // past the ack wait: 5 comes again first, then 3 (the start)
+      const c = collectFleet(o);
+      await until("evil6's 6", () => seqsOf(c.events, "evil6").includes(6));
+      await new Promise((r) => setTimeout(r, 300));
+      await c.stop();
+      expect(seqsOf(c.events, "evil6")).toEqual([5, 3, 4, 6]);
+      expect(lostOf(c.events, "evil6")).toBe(0);
+    },
+    30_000,
+  );
 
   it("L4: the connection's status reaches onStatus (NATS down, then back)", async () => {
     const statuses: string[] = [];

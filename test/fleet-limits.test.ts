@@ -13,8 +13,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { checkFleetOptions, startFleetPublisher, StreamConfigError } from "../src/fleet/publisher.ts";
+import {
+  checkFleetOptions,
+  type FleetOptions,
+  startFleetPublisher,
+  StreamConfigError,
+} from "../src/fleet/publisher.ts";
 import { checkCompatible, streamConfig } from "../src/fleet/_stream-config.ts";
+import { batchHeader, wireBytes } from "../src/fleet/_message-cutter.ts";
 import type { StreamConfig } from "@nats-io/jetstream";
 import {
   collectFleet,
@@ -130,11 +136,11 @@ describe.skipIf(!haveNatsServer)(`the fleet publisher under NATS's size limits (
 });
 
 // A fleet server "h" publishing at `exitRate` into a fresh nats-server, with its log, and a manager of its stream.
-async function publishing(exitRate: number) {
+async function publishing(exitRate: number, fleet: Partial<FleetOptions> = {}) {
   const nats = await natsWith("");
   const lines: string[] = [];
   const log = (level: string, text: string) => void lines.push(`${level} ${text}`);
-  const s = await fleetServer(nats.url, "h", { exitRate, fleet: { log } });
+  const s = await fleetServer(nats.url, "h", { exitRate, fleet: { log, ...fleet } });
   cleanup.push(() => stopFleetServer(s));
   const nc = await connect({ servers: nats.url });
   cleanup.push(() => nc.close());
@@ -147,10 +153,11 @@ function setMaxMsgSize(jsm: JetStreamManager, bytes: number) {
 }
 
 // Stops `s` and reads its whole stream: every seq exactly once, in order, the lost ones exactly those it dropped.
-async function expectAccounted(url: string, s: Awaited<ReturnType<typeof fleetServer>>) {
+// `waitMs`: how long the reader waits on a gap (a message sent again may be stored seconds of messages later).
+async function expectAccounted(url: string, s: Awaited<ReturnType<typeof fleetServer>>, waitMs = 1000) {
   await stopFleetServer(s);
   const state = s.fleet.state();
-  const c = collectFleet({ servers: url, deliver: "all", reorder: { waitMs: 1000 } });
+  const c = collectFleet({ servers: url, deliver: "all", reorder: { waitMs } });
   cleanup.push(() => c.stop());
   const t = await tallied(c.events, "h", state.produced);
   expect(t.errors).toEqual([]);
@@ -173,6 +180,29 @@ describe.skipIf(!haveNatsServer)(`a limit lowered while the publisher runs (need
     await expectAccounted(nats.url, s);
   }, 60_000);
 
+  it("raised again, it is read again while it cuts messages (not only on a refusal): messages grow back", async () => {
+    const { nats, s, lines, jsm } = await publishing(5000, { limitsRefreshMs: 1000 });
+    await setMaxMsgSize(jsm, 2048);
+    await eventually(() => lines.some((l) => l.includes("max_msg_size is now 2048 bytes")), 10_000);
+    await setMaxMsgSize(jsm, -1);
+    // Nothing is refused now: only the refresh reads it.
+    await eventually(() => lines.some((l) => l.includes("max_msg_size is now no limit (was 2048 bytes)")), 10_000);
+    const after = (await jsm.streams.info("TASKWIRE_EXITS")).state.last_seq;
+    const nc = await connect({ servers: nats.url });
+    cleanup.push(() => nc.close());
+    const consumer = await jetstream(nc).consumers.get("TASKWIRE_EXITS", { opt_start_seq: after + 1 });
+    let largest = 0;
+    for await (const m of await consumer.consume()) {
+      largest = Math.max(largest, m.data.length);
+      if (largest > 2048 || m.info.streamSequence > after + 5000) break;
+    }
+    expect(largest).toBeGreaterThan(2048);
+    // Nothing is dropped here, so a gap is only a message refused for its size and sent again a little later in
+    // the stream; the reader waits longer on it than 1 s, which once ran out on a loaded machine (seq 10912 came
+    // late, after 10956) and could not be made to again.
+    await expectAccounted(nats.url, s, 10_000);
+  }, 60_000);
+
   it("below one exit: that exit is dropped as a counted loss, logged once; the exits after it go on", async () => {
     const { nats, s, lines, jsm } = await publishing(1000);
     // 1000 bytes with headers holds the sim's exits of one TaskStats (~300 bytes), not those of two (~550).
@@ -191,6 +221,54 @@ describe.skipIf(!haveNatsServer)(`a limit lowered while the publisher runs (need
     const exitsAfter = events.slice(events.indexOf(lost[0]!)).filter((e) => e.event.case === "exit");
     expect(exitsAfter.length).toBeGreaterThan(100);
   }, 60_000);
+});
+
+describe.skipIf(!haveNatsServer)(`a limit below a loss marker's message (needs ${NATS_SERVER})`, () => {
+  it(
+    "a message's size is counted as NATS counts it, headers included: taken at that limit, refused a byte under",
+    async () => {
+      const nats = await natsWith("");
+      const nc = await connect({ servers: nats.url });
+      cleanup.push(() => nc.close());
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: "EXACT", subjects: ["exact.>"] });
+      const js = jetstream(nc);
+      for (const [seq, resent] of [[1234, undefined], [5678, 987654]] as const) {
+        const payload = new Uint8Array(19).fill(7);
+        const m = { seq, cpu: 0, subject: "exact.0", payload, msgID: `h:0123abcd:${seq}`, events: 1 };
+        const bytes = wireBytes({ ...m, headers: batchHeader(`${seq}-${seq + 9}`, resent) });
+        const publish = () =>
+          js.publish(m.subject, payload, { msgID: m.msgID, headers: batchHeader(`${seq}-${seq + 9}`, resent) });
+        await jsm.streams.update("EXACT", { max_msg_size: bytes - 1 });
+        await expect(publish()).rejects.toThrow(/message size exceeds maximum allowed/);
+        await jsm.streams.update("EXACT", { max_msg_size: bytes });
+        await expect(publish()).resolves.toMatchObject({ seq: expect.any(Number) });
+      }
+    },
+    30_000,
+  );
+
+  it(
+    "those markers are not sent again: the pump goes on, counts them, warns once; raised, publishing resumes",
+    async () => {
+      const { nats, s, lines, jsm } = await publishing(1000);
+      // 64 bytes hold no message at all (a loss marker's headers alone take about 70): every exit is dropped, and its
+      // marker refused. Retried before anything newer, one such marker stopped the publisher until the limit was raised.
+      await setMaxMsgSize(jsm, 64);
+      await eventually(() => s.fleet.state().unsent > 1000 && s.fleet.state().queued < 500, 20_000);
+      expect(s.fleet.state().pending).toBeLessThanOrEqual(64);
+      const warned = lines.filter((l) => l.includes("NATS refused the loss marker"));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatch(/it is not published.*max_msg_size \(64 bytes\): raise it \(nats stream edit/);
+      await setMaxMsgSize(jsm, -1);
+      const at = s.fleet.state().published;
+      await eventually(() => s.fleet.state().published > at + 500 && s.fleet.state().failing === "", 15_000);
+      // Every seq once, in order: the unsent ones as a gap the consumer reports lost, all of them counted dropped.
+      const { t } = await expectAccounted(nats.url, s);
+      expect(t.lost).toBeGreaterThanOrEqual(s.fleet.state().unsent);
+    },
+    60_000,
+  );
 });
 
 describe.skipIf(!haveNatsServer)(`watchFleet on a server that takes large messages (needs ${NATS_SERVER})`, () => {

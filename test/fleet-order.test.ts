@@ -142,6 +142,38 @@ describe("FleetOrder", () => {
     expect(o.push("a", ev(6), again)).toBeNull();
   });
 
+  it("a seq redelivered before the run's start, at or past it, is yielded once: no repeat, no gap", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const again = { now: 0, fresh: false };
+    expect(items(o.push("a", ev(5), again))).toEqual(["5-5"]);
+    expect(items(o.push("a", ev(3), { now: 0 }))).toEqual(["3-3"]); // the start: 5 is past it
+    expect(items(o.push("a", ev(4), { now: 0 }))).toEqual(["4-4"]);
+    expect(o.push("a", ev(5), { now: 0 })).toBeNull(); // a first delivery of 5 (stored again, or forged): a repeat
+    expect(items(o.push("a", ev(6), { now: 0 }))).toEqual(["6-6"]);
+    // The first first delivery is that seq itself.
+    expect(items(o.push("b", ev(7, 9), again))).toEqual(["7-9"]);
+    expect(o.push("b", ev(7, 9), { now: 0 })).toBeNull();
+    expect(items(o.push("b", ev(10), { now: 0 }))).toEqual(["10-10"]);
+    // Gaps around such seqs are reported exactly: 9 lost, 10 not.
+    expect(items(o.push("c", ev(10), again))).toEqual(["10-10"]);
+    expect(items(o.push("c", ev(8), { now: 0 }))).toEqual(["8-8"]);
+    expect(items(o.push("c", ev(11), { now: 0 }))).toEqual([]);
+    expect(items(o.expire(5000))).toEqual(["gap 9-9", "11-11"]);
+    expect(o.held).toBe(0);
+  });
+
+  it("an older publisher's batch (no range) redelivered in part before the rest: each seq once, none lost", () => {
+    // CPU 0's message [100, 102, 104] was fetched and not acked; CPU 1's [101, 103, 105] comes fresh after it.
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    const again = { now: 0, fresh: false };
+    expect([100, 102, 104].flatMap((s) => items(o.push("a", ev(s), again)))).toEqual(["100-100", "102-102", "104-104"]);
+    expect([101, 103, 105].flatMap((s) => items(o.push("a", ev(s), { now: 0 })))).toEqual(
+      ["101-101", "103-103", "105-105"],
+    );
+    expect(items(o.expire(5000))).toEqual([]);
+    expect(o.push("a", ev(102), again)).toBeNull();
+  });
+
   it("a forged far-ahead seq invents no loss while the host keeps publishing in order", () => {
     const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
     o.push("a", ev(1), 0);

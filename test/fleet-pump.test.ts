@@ -7,11 +7,11 @@ import type { QueuedLoss, QueueItem } from "../src/core/event-queue.ts";
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { BATCH_HEADER, batchesOf, createPump, HEADER_ROOM, MAX_BATCH_SPAN, RESENT_HEADER } from "../src/fleet/_pump.ts";
-import { MessageCutter, type Outgoing } from "../src/fleet/_message-cutter.ts";
+import { MessageCutter, type Outgoing, wireBytes } from "../src/fleet/_message-cutter.ts";
 import { encodeEvents } from "../src/rpc/fast-binary/batch.ts";
 import { eventSpans } from "../src/rpc/fast-binary/event-spans.ts";
 import { LossReason } from "../src/gen/taskwire/v1/taskstats_pb.ts";
-import { MessageLimits, REREAD_MS } from "../src/fleet/_message-limits.ts";
+import { MessageLimits, REFRESH_MS, REREAD_MS } from "../src/fleet/_message-limits.ts";
 import { checkFleetMessage } from "../clients/ts/src/_fleet-message.ts";
 import { eventually } from "./helpers.ts";
 
@@ -64,7 +64,7 @@ describe("fleet pump", () => {
       window: 4,
       lingerMs: 5,
       ackTimeoutMs: 1000,
-      limits: { bytes: () => Infinity, reread: async () => {}, raise: () => "" },
+      limits: { bytes: () => Infinity, reread: async () => {}, refresh: () => {}, raise: () => "" },
       log: () => {},
     });
     await eventually(() => pump.counters().retries > 0 && published.length > 10, 5000);
@@ -173,6 +173,24 @@ describe("the publisher's message limits", () => {
     expect(t.reads).toBe(2);
   });
 
+  it("while they cut messages, read again once REFRESH_MS passed since the last read: a raised limit is seen", async () => {
+    const { t, limits } = limitsOf(4096);
+    t.size = -1; // raised: no message is refused, so nothing else would read it
+    for (; t.clock < REFRESH_MS; t.clock += 100) limits.refresh();
+    await Promise.resolve();
+    expect([t.reads, limits.bytes()]).toEqual([0, 4096]);
+    limits.refresh();
+    await eventually(() => limits.bytes() === 1 << 20, 1000);
+    expect(t.reads).toBe(1);
+    t.clock += REFRESH_MS - 1;
+    limits.refresh();
+    await limits.reread(); // a read for a refusal: the next refresh counts from it
+    t.clock += REFRESH_MS - 1;
+    limits.refresh();
+    await Promise.resolve();
+    expect(t.reads).toBe(2);
+  });
+
   it("a read that fails keeps the limit known; -1 and 0 are no limit; the smaller limit is named", async () => {
     const { t, limits } = limitsOf(4096);
     t.fail = true;
@@ -208,7 +226,7 @@ describe("a message cut again from its payload", () => {
   // A cutter whose limit the test sets, and the warnings it logged.
   function cutter() {
     const t = { limit: Infinity, lines: [] as string[] };
-    const limits = { bytes: () => t.limit, reread: async () => {}, raise: () => "max_payload" };
+    const limits = { bytes: () => t.limit, reread: async () => {}, refresh: () => {}, raise: () => "max_payload" };
     const c = new MessageCutter({
       prefix: "p",
       host: "h",
@@ -281,11 +299,41 @@ describe("a message cut again from its payload", () => {
     expect(t.lines[0]).toMatch(new RegExp(`^fleet: exit ${tooLarge[0]} \\(${largest} bytes\\) fits in no message`));
   });
 
+  it("a message NATS refused for its size goes smaller, whatever the limits known say; a loss marker, not at all", async () => {
+    const items = take();
+    const { t, c } = cutter(); // the limits known: none (stale, or unreadable)
+    const [whole] = c.fitted(2, items, "1-205");
+    const halves = c.smaller(whole!);
+    expect(halves.map((m) => m.events)).toEqual([items.length >> 1, items.length - (items.length >> 1)]);
+    expect(decoded(halves)).toEqual(decoded([whole!]));
+    const [exit] = c.fitted(2, items.slice(0, 1), "1-1");
+    const [marker] = c.smaller(exit!); // one exit: its loss marker
+    expect(decoded([marker!]).map((e) => [e.first, e.last, e.ev.event.case])).toEqual([[1, 1, "lost"]]);
+    expect(c.oversize).toBe(1);
+    const [overflow] = c.fitted(2, items.filter((i) => i.kind === "lost"), "41-45");
+    expect(c.smaller(overflow!)).toEqual([]); // one loss marker: nothing smaller holds it
+    expect(c.smaller(marker!)).toEqual([]);
+    expect(c.unsent).toBe(5 + 1);
+    const warned = () => t.lines.filter((l) => l.includes("NATS refused the loss marker"));
+    await eventually(() => warned().length === 1, 1000); // once per limit (read again first)
+    // Not sent at all when the limits known are under its message, headers included: 88 bytes here.
+    t.limit = wireBytes(marker!);
+    expect(c.unsendable(marker!)).toBe(false);
+    t.limit--;
+    expect(c.unsendable(marker!)).toBe(true);
+    expect(c.unsendable(whole!)).toBe(false); // exits are cut, not left unsent
+    expect(c.unsent).toBe(7);
+    await eventually(() => warned().length === 2, 1000);
+    expect(warned()[1]).toMatch(
+      /^fleet: NATS refused the loss marker of exits 1-1 \(\d+ bytes and its headers\).*max_payload$/,
+    );
+  });
+
   it("reads each event's first seq and kind from its bytes; refuses what encodeEvents did not write", () => {
     const items = take();
     const spans = eventSpans(encodeEvents(items));
-    expect(spans.map((e) => [e.first, e.exit])).toEqual(
-      items.map((i) => (i.kind === "exit" ? [i.seq, true] : [i.first, false])),
+    expect(spans.map((e) => [e.first, e.last, e.exit])).toEqual(
+      items.map((i) => (i.kind === "exit" ? [i.seq, i.seq, true] : [i.first, i.last, false])),
     );
     expect(spans.map((e) => e.bytes.length)).toEqual(items.map((i) => encodeEvents([i]).length));
     expect(() => eventSpans(new Uint8Array([0x12, 1, 0]))).toThrow(/not an events entry/);

@@ -8,7 +8,15 @@
  * cut again to the limits as read again (refit), and an exit that fits in no
  * message (the limit was lowered below MIN_MESSAGE_BYTES, _stream-config.ts,
  * while taskwire runs) goes as a loss marker of its seq, counted dropped,
- * instead of blocking every exit after it. Messages are cut between the
+ * instead of blocking every exit after it. A message refused for its size is
+ * never sent again as it was (smaller): the limits as known may be stale (read
+ * at most once a second, or not at all when JetStream does not answer), and
+ * NATS's refusal alone says it is too large. One loss marker refused for its
+ * size (a limit lowered below its headers, about 100 bytes) is not sent again
+ * at all: no message could hold it, and retrying it before everything newer
+ * would block the publisher for good. Its seqs are counted (unsent, and
+ * dropped as the exits they stand for were); consumers find them as a gap
+ * and report them lost. Messages are cut between the
  * events of their payload (rpc/fast-binary/event-spans.ts), so one awaiting
  * its ack holds its bytes only, not the records it was encoded from.
  */
@@ -72,6 +80,10 @@ export class MessageCutter {
   #oversize = 0;
   /** The limit an oversize exit was last logged at: said once per limit, not once per exit. */
   #loggedAt = -1;
+  /** Seqs whose loss marker NATS refused for its size, not published. */
+  #unsent = 0;
+  /** The limit an unsent loss marker was last logged at. */
+  #unsentLoggedAt = -1;
 
   constructor(o: CutterOptions) {
     this.#o = o;
@@ -80,6 +92,11 @@ export class MessageCutter {
   /** Exits dropped so far because no message NATS takes could hold one. */
   get oversize(): number {
     return this.#oversize;
+  }
+
+  /** Seqs whose loss marker fit in no message NATS takes (refused for its size): not published. */
+  get unsent(): number {
+    return this.#unsent;
   }
 
   /** A CPU's events of a batch (`batch`: its seq range) as messages that fit the limits known now. */
@@ -94,21 +111,48 @@ export class MessageCutter {
     return this.#fits(m.payload.length) ? [m] : this.#cut(m.cpu, m.payload, "");
   }
 
+  /**
+   * `m`, which NATS refused for its size, as smaller messages: cut to the limits known now, or halved when it fits
+   * them (they are stale); one exit as its loss marker; one loss marker as nothing (counted unsent).
+   */
+  smaller(m: Outgoing): Outgoing[] {
+    const spans = eventSpans(m.payload);
+    const one = spans[0]!;
+    if (spans.length > 1) return this.#cut(m.cpu, m.payload, "", true);
+    if (one.exit) return this.#halved(m.cpu, [this.#drop(one, m.cpu)], "");
+    this.#unsend(one);
+    return [];
+  }
+
+  /**
+   * Whether `m` is one loss marker larger, with its headers, than NATS takes now: counted unsent, not to be published
+   * (it would only be refused). The limits' HEADER_ROOM is not used here: a marker's message is far smaller.
+   */
+  unsendable(m: Outgoing): boolean {
+    if (m.events !== 1 || wireBytes(m) <= this.#o.limits.bytes()) return false;
+    const e = eventSpans(m.payload)[0]!;
+    if (e.exit) return false;
+    this.#unsend(e);
+    return true;
+  }
+
   #fits(payloadBytes: number): boolean {
     return payloadBytes + HEADER_ROOM <= this.#o.limits.bytes();
   }
 
-  // A payload over the limits, cut between its events; an exit no message holds goes as a loss marker.
-  #cut(cpu: number, payload: Uint8Array, batch: string): Outgoing[] {
+  // A payload over the limits, cut between its events; an exit no message holds goes as a loss marker. `split`: in two
+  // at least, even if it fits.
+  #cut(cpu: number, payload: Uint8Array, batch: string, split = false): Outgoing[] {
+    this.#o.limits.refresh(); // a limit raised since: messages grow again within REFRESH_MS
     const room = this.#o.limits.bytes() - HEADER_ROOM;
     const spans = eventSpans(payload).map((e) => e.exit && e.bytes.length > room ? this.#drop(e, cpu) : e);
-    return this.#halved(cpu, spans, batch);
+    return this.#halved(cpu, spans, batch, split);
   }
 
   // One message, or halves of it (again) while one is over the limits: halved by events, as ever.
-  #halved(cpu: number, spans: readonly EventSpan[], batch: string): Outgoing[] {
+  #halved(cpu: number, spans: readonly EventSpan[], batch: string, split = false): Outgoing[] {
     const bytes = spans.reduce((n, e) => n + e.bytes.length, 0);
-    if (spans.length === 1 || this.#fits(bytes)) {
+    if (spans.length === 1 || (!split && this.#fits(bytes))) {
       return [this.#outgoing(cpu, joined(spans.map((e) => e.bytes)), spans[0]!.first, spans.length, batch)];
     }
     const half = spans.length >> 1;
@@ -130,7 +174,24 @@ export class MessageCutter {
     // Nothing else would tell the pump the limit was raised again: no message is refused while exits are dropped.
     void this.#o.limits.reread();
     const lost: QueuedLoss = { kind: "lost", first: e.first, last: e.first, reason: "source-error", cpu };
-    return { bytes: encodeEvents([lost]), first: e.first, exit: false };
+    return { bytes: encodeEvents([lost]), first: e.first, last: e.first, exit: false };
+  }
+
+  // A loss marker no message NATS takes can hold: counted, said once per limit, and the limits read again, since only
+  // a read tells the pump the limit was raised (while every message is refused, none is acked).
+  #unsend(e: EventSpan): void {
+    this.#unsent += e.last - e.first + 1;
+    void this.#o.limits.reread().then(() => {
+      const limit = this.#o.limits.bytes();
+      if (limit === this.#unsentLoggedAt) return;
+      this.#unsentLoggedAt = limit;
+      this.#o.log(
+        "warning",
+        `fleet: NATS refused the loss marker of exits ${e.first}-${e.last} (${e.bytes.length} bytes and its headers) ` +
+          `for its size: it is not published, nor is any loss marker NATS refuses so until the limit is raised ` +
+          `(consumers report those seqs lost once newer ones arrive); the limit is ${this.#o.limits.raise()}`,
+      );
+    });
   }
 
   #warn(e: EventSpan): void {
@@ -144,6 +205,19 @@ export class MessageCutter {
         `until the limit is raised; the limit is ${this.#o.limits.raise()}`,
     );
   }
+}
+
+/**
+ * The bytes NATS counts of `m` against its limits: its payload and its headers as nats.js writes them
+ * ("NATS/1.0", then "\r\nKey: value" each, then "\r\n\r\n"), Nats-Msg-Id included.
+ */
+export function wireBytes(m: Outgoing): number {
+  let bytes = "NATS/1.0".length + "\r\n\r\n".length + "\r\nNats-Msg-Id: ".length + m.msgID.length;
+  for (const [k, vs] of m.headers) {
+    if (k.toLowerCase() === "nats-msg-id") continue;
+    for (const v of vs) bytes += 4 + k.length + v.length;
+  }
+  return m.payload.length + bytes;
 }
 
 /**

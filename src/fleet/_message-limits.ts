@@ -15,6 +15,12 @@ import { MIN_MESSAGE_BYTES } from "./_stream-config.ts";
 /** The shortest time between two reads of the stream's max_msg_size, ms. */
 export const REREAD_MS = 1000;
 
+/**
+ * While the limits cut messages, they are read again this often, ms: nothing else says one was raised (a message
+ * that fits is never refused), and messages would stay cut to the old limit until taskwire restarts.
+ */
+export const REFRESH_MS = 60_000;
+
 /** Where the limits come from. */
 export interface LimitsSource {
   /** The stream's name, for messages. */
@@ -31,9 +37,12 @@ export interface PumpLimits {
   bytes(): number;
   /**
    * Reads the limits again unless they were read within REREAD_MS; resolves once read (or skipped). Asked while a
-   * read is under way, resolves with that read.
+   * read is under way, resolves with that read. `wait`: read once REREAD_MS allows rather than skip (a message NATS
+   * refused for its size is cut again to limits read after the refusal, not to ones read just before it).
    */
-  reread(): Promise<void>;
+  reread(o?: { readonly wait?: boolean }): Promise<void>;
+  /** Reads the limits again when they were read more than the refresh interval ago (REFRESH_MS): they cut a message. */
+  refresh(): void;
   /** Which setting `bytes()` comes from and how to raise it, for messages. */
   raise(): string;
 }
@@ -46,6 +55,8 @@ export interface MessageLimitsOptions {
   readonly log: (level: "info" | "warning", text: string) => void;
   /** The clock re-reads are spaced by, ms (default Date.now). */
   readonly now?: (() => number) | undefined;
+  /** How old the limits may be when they cut a message, ms (default REFRESH_MS). */
+  readonly refreshMs?: number | undefined;
 }
 
 /** The limits of one publisher. */
@@ -53,6 +64,7 @@ export class MessageLimits implements PumpLimits {
   readonly #source: LimitsSource;
   readonly #log: (level: "info" | "warning", text: string) => void;
   readonly #now: () => number;
+  readonly #refreshMs: number;
   #maxMsgSize: number;
   #readAt: number;
   /** The read under way: a reread asked for meanwhile resolves with it, once it is read. */
@@ -63,6 +75,7 @@ export class MessageLimits implements PumpLimits {
     this.#maxMsgSize = o.maxMsgSize;
     this.#log = o.log;
     this.#now = o.now ?? Date.now;
+    this.#refreshMs = Math.max(REREAD_MS, o.refreshMs ?? REFRESH_MS);
     this.#readAt = this.#now(); // read at start, just before
   }
 
@@ -70,13 +83,18 @@ export class MessageLimits implements PumpLimits {
     return Math.min(this.#source.maxPayload(), this.#streamBytes());
   }
 
-  reread(): Promise<void> {
+  reread(o: { readonly wait?: boolean } = {}): Promise<void> {
     if (this.#reading !== undefined) return this.#reading;
     const now = this.#now();
-    if (now - this.#readAt < REREAD_MS) return Promise.resolve();
-    this.#readAt = now;
-    this.#reading = this.#read().finally(() => (this.#reading = undefined));
+    const early = REREAD_MS - (now - this.#readAt);
+    if (early > 0 && o.wait !== true) return Promise.resolve();
+    this.#readAt = now + Math.max(0, early);
+    this.#reading = sleep(early).then(() => this.#read()).finally(() => (this.#reading = undefined));
     return this.#reading;
+  }
+
+  refresh(): void {
+    if (this.#now() - this.#readAt >= this.#refreshMs) void this.reread();
   }
 
   raise(): string {
@@ -111,4 +129,8 @@ export class MessageLimits implements PumpLimits {
     );
     this.#maxMsgSize = maxMsgSize;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }

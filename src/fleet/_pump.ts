@@ -83,6 +83,8 @@ export interface PumpCounters
   readonly failingSince: number;
   /** Failed publishes so far, per reason. */
   readonly failures: Readonly<Record<FailureReason, number>>;
+  /** Seqs whose loss marker NATS refused for its size, not published: consumers find them as a gap. */
+  readonly unsent: number;
 }
 
 /** A running pump. */
@@ -124,8 +126,8 @@ class _Pump implements Pump {
   #retries = 0;
   readonly #failures: FailureLog;
   readonly #cutter: MessageCutter;
-  /** NATS refused a message for its size since the last resend: the limits are read again before it. */
-  #tooLarge = false;
+  /** Messages of #retry NATS refused for their size: the limits are read again, and each goes smaller. */
+  readonly #tooLarge = new Set<Outgoing>();
   #ended = false;
   #stopped = false;
   #wakeUp: (() => void) | undefined;
@@ -151,6 +153,7 @@ class _Pump implements Pump {
       failing: this.#failures.current?.failure.reason ?? "",
       failingSince: this.#failures.current?.since ?? 0,
       failures: this.#failures.counts,
+      unsent: this.#cutter.unsent,
     };
   }
 
@@ -239,6 +242,7 @@ class _Pump implements Pump {
   }
 
   #send(m: Outgoing): void {
+    if (this.#cutter.unsendable(m)) return;
     this.#inFlight++;
     this.#o.js.publish(m.subject, m.payload, { msgID: m.msgID, headers: m.headers, timeout: this.#o.ackTimeoutMs })
       .then((ack) => this.#acked(m, ack), (err: unknown) => this.#failed(m, err));
@@ -256,7 +260,7 @@ class _Pump implements Pump {
     this.#inFlight--;
     const { stream, prefix, host, ackTimeoutMs } = this.#o;
     this.#failures.failed(describeFailure(err, m.subject, { stream, prefix, host, ackTimeoutMs }), this.#cost());
-    if (isSizeRefusal(err)) this.#tooLarge = true;
+    if (isSizeRefusal(err)) this.#tooLarge.add(m);
     this.#retry.push(m);
     this.#wake();
   }
@@ -268,15 +272,17 @@ class _Pump implements Pump {
   // before its own first seq: one that sees it first starts after all of it, waiting on nothing; out of seq order
   // though, also when nothing was stored before it (an outage took a run's first messages), hence RESENT_HEADER.
   // One over the limits as known now (they were lowered since it was cut) goes cut again: as it was, it would be
-  // refused for ever.
+  // refused for ever; so does one refused for its size, smaller whatever the limits known say (MessageCutter.smaller:
+  // a loss marker no message holds is not sent again, so nothing blocks the pump for good).
   async #resend(): Promise<void> {
     await this.#sleep(this.#retryDelay);
     this.#retryDelay = Math.min(RETRY_MAX_MS, this.#retryDelay * 2);
-    if (this.#tooLarge) await this.#o.limits.reread();
-    this.#tooLarge = false;
+    if (this.#tooLarge.size > 0) await this.#o.limits.reread({ wait: true });
     if (this.#stopped) return;
-    const batch = this.#retry.sort((a, b) => a.seq - b.seq).flatMap((m) => this.#cutter.refit(m));
+    const refit = (m: Outgoing) => this.#tooLarge.has(m) ? this.#cutter.smaller(m) : this.#cutter.refit(m);
+    const batch = this.#retry.sort((a, b) => a.seq - b.seq).flatMap(refit);
     this.#retry = [];
+    this.#tooLarge.clear();
     this.#retries += batch.length;
     const sent = this.#o.listener.handedOut;
     for (const m of batch) this.#send({ ...m, headers: batchHeader(`${m.seq - 1}-${sent}`, sent) });

@@ -69,6 +69,8 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
   readonly hostToken?: string | undefined;
   /** While publishes fail, how often their cause is logged again, ms (default 60000). */
   readonly problemLogMs?: number | undefined;
+  /** While NATS's size limits cut messages, how often they are read again, ms (default 60000, at least 1000). */
+  readonly limitsRefreshMs?: number | undefined;
   /** Where the publisher says what happens to its connection (warnings: disconnects, failing publishes). */
   readonly log?: ((level: "info" | "warning", text: string) => void) | undefined;
 }
@@ -77,6 +79,11 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
 export interface FleetState extends FleetInfoState {
   /** Events its listener produced so far (a consumer's received + lost adds up to it). */
   readonly produced: number;
+  /**
+   * Seqs whose loss marker NATS refused for its size (a limit below a marker's message), not published: a consumer
+   * reports them lost as a gap. They are counted in `dropped` too when the publisher dropped them.
+   */
+  readonly unsent: number;
 }
 
 /** What the server hands the publisher: its registry, the CPUs to listen on, its hostname. */
@@ -220,7 +227,8 @@ class _Publisher implements FleetPublisher {
       maxPayload: () => nc.info?.max_payload ?? Infinity,
       readMaxMsgSize: async () => (await (await jetstreamManager(nc)).streams.info(name)).config.max_msg_size ?? 0,
     };
-    return new MessageLimits({ source, maxMsgSize, log: this.#o.log ?? (() => {}) });
+    const log = this.#o.log ?? (() => {});
+    return new MessageLimits({ source, maxMsgSize, log, refreshMs: this.#o.limitsRefreshMs });
   }
 
   state(): FleetState {
@@ -240,6 +248,7 @@ class _Publisher implements FleetPublisher {
       failing: p?.failing ?? "",
       failingSince: p?.failingSince ?? 0,
       failures: p?.failures ?? {},
+      unsent: p?.unsent ?? 0,
     };
   }
 

@@ -40,7 +40,8 @@
  * messages its previous iteration fetched but never acked (JetStream
  * delivers them again once their ack wait ends): those come at once, out of
  * order, each once, and set no start (the seqs between them and the first
- * new message were acked before, not lost).
+ * new message were acked before, not lost); those at or past the start
+ * count as come there (a first delivery of one later is a repeat, no gap).
  *
  * The publisher sends each batch it takes as one message per CPU, together,
  * each naming the batch's seq range; the first message sent holds the
@@ -114,21 +115,24 @@ export interface Arrival {
   readonly resent?: number | undefined;
 }
 
+/** A held event, or a seq range yielded already (as early, before the run's start was known): drained silently. */
+type Held<T> = Ordered<T> & { readonly yielded?: boolean };
+
 interface Run<T> {
   readonly label: string;
   /**
    * Where the run starts in this iteration (UNSET until its first first
-   * delivery); `early` holds the first seqs yielded from before it.
+   * delivery); `early` holds the first seqs yielded from before it (and their last).
    */
   start: number;
-  readonly early: Set<number>;
+  readonly early: Map<number, number>;
   /** Up to this seq a gap may be from before the start (the run was first seen at a message sent again), else 0. */
   unsure: number;
   /** Gaps skipped as from before the start: events of them yielded late, each once, like early ones. */
   readonly skipped: { readonly first: number; readonly last: number }[];
   next: number;
   /** Waiting events by first seq, and a min-heap of their first seqs. */
-  readonly held: Map<number, Ordered<T>>;
+  readonly held: Map<number, Held<T>>;
   /** When each held event arrived. */
   readonly at: Map<number, number>;
   readonly heap: number[];
@@ -176,10 +180,10 @@ export class FleetOrder<T> {
     const now = a.now ?? Date.now();
     const out: Ready<T>[] = [];
     const r = this.#run(run, a.label ?? "", now, out);
-    if (r.start === UNSET && a.fresh !== false) this.#begin(r, e, a);
+    if (r.start === UNSET && a.fresh !== false) this.#begin(r, e, a, { now, out });
     if (e.last < r.start || r.skipped.some((g) => g.first <= e.first && e.last <= g.last)) {
       if (r.early.has(e.first)) return out.length > 0 ? out : null;
-      return (this.#early(r, e.first), out.push({ item: e.item }), out);
+      return (this.#early(r, e), out.push({ item: e.item }), out);
     }
     if (a.fresh !== false && e.first > r.unsure && r.next <= r.unsure) this.#passUnsure(r, out, now);
     if (e.first < r.next) {
@@ -205,7 +209,8 @@ export class FleetOrder<T> {
 
   /** The item `run` holds for an event starting at `first` (pushed, and not given out yet), if any. */
   heldItem(run: string, first: number): T | undefined {
-    return this.#runs.get(run)?.held.get(first)?.item;
+    const e = this.#runs.get(run)?.held.get(first);
+    return e?.yielded === true ? undefined : e?.item;
   }
 
   /**
@@ -226,13 +231,21 @@ export class FleetOrder<T> {
   }
 
   // Where a run first seen at `e` starts: `e` itself (up to `resent` unsure), or after its batch when the batch's
-  // first message came before.
-  #begin(r: Run<T>, e: Ordered<T>, a: Arrival): void {
+  // first message came before. Seqs yielded as early (redeliveries before this first first delivery) that are at or
+  // past the start come in seq order as if just arrived, silently: a first delivery of one of them later is a
+  // repeat, and no gap reports them lost.
+  #begin(r: Run<T>, e: Ordered<T>, a: Arrival, at: { now: number; out: Ready<T>[] }): void {
     const resent = a.resent;
     if (resent !== undefined && e.last <= resent && resent - e.first < this.#o.maxEarly) {
       r.start = r.next = e.first;
       r.unsure = resent;
     } else r.start = r.next = this.#startOf(e, a.batch);
+    for (const [first, last] of r.early) {
+      if (first < r.start) continue;
+      r.early.delete(first);
+      this.#hold(r, { first, last, item: undefined as T, yielded: true }, at.now);
+    }
+    this.#drain(r, at.out);
   }
 
   #startOf(e: Ordered<T>, batch: Arrival["batch"]): number {
@@ -253,7 +266,7 @@ export class FleetOrder<T> {
     r = {
       label,
       start: UNSET,
-      early: new Set(),
+      early: new Map(),
       unsure: 0,
       skipped: [],
       next: UNSET,
@@ -285,12 +298,12 @@ export class FleetOrder<T> {
     }
   }
 
-  #early(r: Run<T>, seq: number): void {
-    if (r.early.size >= this.#o.maxEarly) r.early.delete(r.early.values().next().value as number);
-    r.early.add(seq);
+  #early(r: Run<T>, e: Ordered<T>): void {
+    if (r.early.size >= this.#o.maxEarly) r.early.delete(r.early.keys().next().value as number);
+    r.early.set(e.first, e.last);
   }
 
-  #hold(r: Run<T>, e: Ordered<T>, now: number): void {
+  #hold(r: Run<T>, e: Held<T>, now: number): void {
     if (r.held.size === 0) r.since = now;
     r.held.set(e.first, e);
     r.at.set(e.first, now);
@@ -313,14 +326,14 @@ export class FleetOrder<T> {
   #drain(r: Run<T>, out: Ready<T>[]): void {
     for (let e = r.held.get(r.next); e !== undefined; e = r.held.get(r.next)) {
       this.#take(r, e);
-      out.push({ item: e.item });
+      if (e.yielded !== true) out.push({ item: e.item });
       r.next = e.last + 1;
     }
     // Held events a loss marker reached over (overlapping seqs: a buggy or hostile publisher) come after it.
     while (r.heap.length > 0 && (r.heap[0] as number) < r.next) {
       const first = heapPop(r.heap);
       const e = r.held.get(first);
-      if (e !== undefined) (this.#take(r, e), out.push({ item: e.item }));
+      if (e !== undefined) (this.#take(r, e), e.yielded !== true && out.push({ item: e.item }));
     }
   }
 

@@ -16,12 +16,14 @@ import { EVENTS, EXIT, SEQ, tag } from "./batch.ts";
 const LOST = tag(ExitEventSchema.field.lost.number, WireType.LengthDelimited);
 const FIRST_SEQ = tag(LostSchema.field.firstSeq.number, WireType.Varint);
 
-/** One entry of the `events` field: its bytes (tag and length included), its first seq, and whether it is an exit. */
+/** One entry of the `events` field: its bytes (tag and length included), its seqs, and whether it is an exit. */
 export interface EventSpan {
   /** A view into the payload read. */
   readonly bytes: Uint8Array;
   /** An exit's seq, a loss marker's first_seq. */
   readonly first: number;
+  /** An exit's seq, a loss marker's last (its event's seq). */
+  readonly last: number;
   readonly exit: boolean;
 }
 
@@ -33,8 +35,8 @@ export function eventSpans(payload: Uint8Array): EventSpan[] {
     const start = r.pos;
     if (r.varint() !== EVENTS) throw new Error(`not an events entry at byte ${start}`);
     const end = r.end(r.varint());
-    const { first, exit } = readEvent(r, end);
-    out.push({ bytes: payload.subarray(start, end), first, exit });
+    const { first, last, exit } = readEvent(r, end);
+    out.push({ bytes: payload.subarray(start, end), first, last, exit });
   }
   return out;
 }
@@ -49,7 +51,7 @@ export function joined(parts: readonly Uint8Array[]): Uint8Array {
 
 // An ExitEvent up to `end`: its seq field is an exit's seq, but a loss marker's last (convert.ts), so a marker's
 // first is its Lost's first_seq. Any field order is read, as a protobuf decoder would.
-function readEvent(r: Reader, end: number): { first: number; exit: boolean } {
+function readEvent(r: Reader, end: number): { first: number; last: number; exit: boolean } {
   let seq = 0, lostFirst = 0, exit = false;
   while (r.pos < end) {
     const t = r.varint();
@@ -59,8 +61,8 @@ function readEvent(r: Reader, end: number): { first: number; exit: boolean } {
     else r.skip(t);
   }
   const first = exit ? seq : lostFirst;
-  if (r.pos !== end || first < 1) throw new Error(`not an exit or a loss marker ending at byte ${end}`);
-  return { first, exit };
+  if (r.pos !== end || first < 1 || seq < first) throw new Error(`not an exit or a loss marker ending at byte ${end}`);
+  return { first, last: seq, exit };
 }
 
 // A Lost's first_seq, up to `end`.
