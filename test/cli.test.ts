@@ -125,6 +125,11 @@ describe("taskwire CLI", () => {
     );
     const kind = await run("get", "proc", "1");
     expect(kind.code).toBe(2);
+    // a kind that is neither is the parser's usage error: the choices, and where the usage is
+    expect(kind.err).toBe(
+      "taskwire: command-argument value 'proc' is invalid for argument 'kind'. Allowed choices are pid, tgid.\n" +
+        "(run with --help for usage)\n",
+    );
     // commander's own usage errors: status 2 too, in the same format
     for (
       const args of [["watch", "--bogus"], ["nope"], ["get", "pid"], ["watch", "--cpus", "0", "--buffer", "4294967296"]]
