@@ -173,6 +173,14 @@ interface ChildStatus {
   readonly text: string;
 }
 
+// A spawn error in a shell's words (Node's alone, "spawn x ENOENT", does not say that PATH was searched).
+function whyNotStarted(command: string, err: NodeJS.ErrnoException): string {
+  const where = command.includes("/") ? "no such file" : "no such command on PATH";
+  if (err.code === "ENOENT") return `${where} (${err.message})`;
+  if (err.code === "EACCES") return `not a program this user may run (${err.message})`;
+  return err.message;
+}
+
 // SIGINT and SIGQUIT go to the whole foreground group: the command decides, taskwire stays to report (as time(1) does).
 async function _spawn(argv: readonly string[], started: (pid: number) => void): Promise<ChildStatus> {
   const ignore = () => {};
@@ -187,7 +195,9 @@ async function _spawn(argv: readonly string[], started: (pid: number) => void): 
       // The shell's statuses: 127 for a command not found, 126 for one found but not runnable.
       child!.once("error", (err) => {
         const notFound = (err as NodeJS.ErrnoException).code === "ENOENT";
-        reject(new FailureStatus(`run: cannot start ${argv[0]}: ${err.message}`, notFound ? 127 : 126));
+        reject(
+          new FailureStatus(`run: cannot start ${argv[0]}: ${whyNotStarted(argv[0]!, err)}`, notFound ? 127 : 126),
+        );
       });
       child!.once("exit", (c, s) => resolve([c, s]));
     });
