@@ -217,6 +217,25 @@ describe("taskwire token", () => {
     expect(r.err).not.toMatch(/token \(/);
   });
 
+  it.skipIf(!existsSync("/usr/bin/jq"))(
+    "says how to merge a new entry into an auth file, and that command works",
+    async () => {
+      const first = await run(["token", "--principal", "first"]);
+      const second = await run(["token", "--principal", "second", "--roles", "metrics"]);
+      // the hint on stderr, as printed: jq -s '.[0] * .[1]' auth.json entry.json > merged.json
+      const hint = /merge it into the file \(jq -s '([^']+)' auth\.json entry\.json > merged\.json\)/.exec(second.err);
+      expect(hint, second.err).not.toBeNull();
+      const [auth, entry] = [join(dir, "merge-auth.json"), join(dir, "merge-entry.json")];
+      writeFileSync(auth, first.out);
+      writeFileSync(entry, second.out);
+      const { stdout } = await promisify(execFile)("/usr/bin/jq", ["-s", hint![1]!, auth, entry]);
+      const merged = JSON.parse(stdout);
+      expect(merged.principals).toEqual({ first: { roles: ["read", "subscribe"] }, second: { roles: ["metrics"] } });
+      expect(Object.values(merged.tokens).sort()).toEqual(["first", "second"]);
+      expect((await run(["token", "--help"])).out).toMatch(/"uids": \[1000\]/);
+    },
+  );
+
   it("writes a role given twice once", async () => {
     const r = await run(["token", "--principal", "twice", "--roles", "read,read,subscribe"]);
     expect(r.code).toBe(0);
