@@ -275,6 +275,12 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       const untrusted = await run("info", "--url", tls.url);
       expect(untrusted.code).toBe(1);
       expect(untrusted.err).toMatch(/cannot trust the TLS certificate of https:.*--ca FILE/);
+      expect(untrusted.err).not.toMatch(/the CA given/);
+      // A --ca that did not sign it is named, so the user looks at the file rather than the flag.
+      writeFileSync(join(dir, "other.pem"), loopbackCertificate().cert);
+      const wrong = await run("info", "--url", tls.url, "--ca", join(dir, "other.pem"));
+      expect(wrong.code).toBe(1);
+      expect(wrong.err).toContain(`; the CA given (--ca or TASKWIRE_CA: ${join(dir, "other.pem")}) did not sign it; `);
       expect((await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"))).code).toBe(0);
       // Trusted, but made for 127.0.0.1 only: another --ca would not help, another name would.
       const name = await run("info", "--url", tls.url.replace("127.0.0.1", "localhost"), "--ca", join(dir, "s.pem"));

@@ -162,7 +162,11 @@ function _read(flags: RunFlags, listenerId: string, tgid: number, collector: Run
     for await (const ev of input.events) collector.add(ev);
   })().catch((err) => {
     if (!signal.aborted) {
-      console.error(`taskwire: the stream of the command's records failed: ${describeError(err, flags.conn.url)}`);
+      console.error(
+        `taskwire: the stream of the command's records failed: ${
+          describeError(err, flags.conn.url, { ca: flags.conn.ca })
+        }`,
+      );
     }
   });
 }
