@@ -5,7 +5,7 @@
  * serve refuses configurations that would expose the kernel's data to anyone.
  */
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -235,6 +235,16 @@ describe("taskwire token", () => {
       expect((await run(["token", "--help"])).out).toMatch(/"uids": \[1000\]/);
     },
   );
+
+  it("an auth file written with its stderr too (> auth.json 2>&1) is refused saying so, without echoing the token", async () => {
+    const path = join(dir, "with-stderr.json");
+    await promisify(execFile)("sh", ["-c", `"${process.execPath}" "${bin}" token --principal ops > "${path}" 2>&1`]);
+    const token = /: (tw_\S+)/.exec(readFileSync(path, "utf8"))![1]!;
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--token-file", path]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/is not JSON \(a syntax error.*\); it starts with `taskwire token`'s stderr .* stdout alone/);
+    expect(r.err).not.toContain(token.slice(3, 10));
+  });
 
   it("writes a role given twice once", async () => {
     const r = await run(["token", "--principal", "twice", "--roles", "read,read,subscribe"]);
