@@ -99,13 +99,14 @@ describe("the start-up line's words", () => {
     expect(excessCapabilities({ held: ["CAP_NET_ADMIN"], needed: netlink, euid: 65534 })).toBeUndefined();
     expect(excessCapabilities({ held: [], needed: [], euid: 65534 })).toBeUndefined();
     expect(excessCapabilities({ held: CAPABILITY_NAMES, needed: netlink, euid: 0 })).toBe(
-      "running as root with every capability; taskwire needs only CAP_NET_ADMIN: see README",
+      'running as root with every capability; taskwire needs only CAP_NET_ADMIN: run it as a user holding just that (setpriv or deploy/taskwire.service; README, "Privileges: only CAP_NET_ADMIN")',
     );
     expect(excessCapabilities({ held: ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"], needed: netlink, euid: 1000 })).toBe(
-      "running as uid 1000 with CAP_NET_ADMIN, CAP_SYS_ADMIN; taskwire needs only CAP_NET_ADMIN: see README",
+      "running as uid 1000 with CAP_NET_ADMIN, CAP_SYS_ADMIN; taskwire needs only CAP_NET_ADMIN: run it as a user holding just that" +
+        ' (setpriv or deploy/taskwire.service; README, "Privileges: only CAP_NET_ADMIN")',
     );
     expect(excessCapabilities({ held: ["CAP_NET_ADMIN"], needed: [], euid: undefined })).toBe(
-      "running with CAP_NET_ADMIN; taskwire needs no capabilities with this source: see README",
+      "running with CAP_NET_ADMIN; taskwire needs no capabilities with this source: run it as an unprivileged user",
     );
   });
 });

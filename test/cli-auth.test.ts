@@ -5,7 +5,7 @@
  * serve refuses configurations that would expose the kernel's data to anyone.
  */
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -215,6 +215,35 @@ describe("taskwire token", () => {
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/starts with "-" looks like a flag: give the name right after --principal/);
     expect(r.err).not.toMatch(/token \(/);
+  });
+
+  it.skipIf(!existsSync("/usr/bin/jq"))(
+    "says how to merge a new entry into an auth file, and that command works",
+    async () => {
+      const first = await run(["token", "--principal", "first"]);
+      const second = await run(["token", "--principal", "second", "--roles", "metrics"]);
+      // the hint on stderr, as printed: jq -s '.[0] * .[1]' auth.json entry.json > merged.json
+      const hint = /merge it into the file \(jq -s '([^']+)' auth\.json entry\.json > merged\.json\)/.exec(second.err);
+      expect(hint, second.err).not.toBeNull();
+      const [auth, entry] = [join(dir, "merge-auth.json"), join(dir, "merge-entry.json")];
+      writeFileSync(auth, first.out);
+      writeFileSync(entry, second.out);
+      const { stdout } = await promisify(execFile)("/usr/bin/jq", ["-s", hint![1]!, auth, entry]);
+      const merged = JSON.parse(stdout);
+      expect(merged.principals).toEqual({ first: { roles: ["read", "subscribe"] }, second: { roles: ["metrics"] } });
+      expect(Object.values(merged.tokens).sort()).toEqual(["first", "second"]);
+      expect((await run(["token", "--help"])).out).toMatch(/"uids": \[1000\]/);
+    },
+  );
+
+  it("an auth file written with its stderr too (> auth.json 2>&1) is refused saying so, without echoing the token", async () => {
+    const path = join(dir, "with-stderr.json");
+    await promisify(execFile)("sh", ["-c", `"${process.execPath}" "${bin}" token --principal ops > "${path}" 2>&1`]);
+    const token = /: (tw_\S+)/.exec(readFileSync(path, "utf8"))![1]!;
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--token-file", path]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/is not JSON \(a syntax error.*\); it starts with `taskwire token`'s stderr .* stdout alone/);
+    expect(r.err).not.toContain(token.slice(3, 10));
   });
 
   it("writes a role given twice once", async () => {

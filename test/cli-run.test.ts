@@ -103,8 +103,16 @@ describe("taskwire run (real kernel)", () => {
   it("leaves no listener behind; a missing command exits 127, one that cannot run 126, as shells do", async () => {
     const bad = await run("--", "/nonexistent/taskwire-test");
     expect(bad.code).toBe(127);
-    expect(bad.err).toMatch(/^taskwire: run: cannot start \/nonexistent\/taskwire-test: spawn .*ENOENT/m);
-    expect((await run("--", "/etc")).code).toBe(126); // found, but not a program
+    expect(bad.err).toMatch(
+      /^taskwire: run: cannot start \/nonexistent\/taskwire-test: no such file \(spawn .*ENOENT\)$/m,
+    );
+    // a bare name was looked up on PATH, and the message says so
+    const unknown = await run("--", "taskwire-no-such-command");
+    expect(unknown.code).toBe(127);
+    expect(unknown.err).toMatch(/^taskwire: run: cannot start taskwire-no-such-command: no such command on PATH \(/m);
+    const etc = await run("--", "/etc"); // found, but not a program
+    expect(etc.code).toBe(126);
+    expect(etc.err).toMatch(/^taskwire: run: cannot start \/etc: not a program this user may run \(spawn .*EACCES\)$/m);
     const info = await createTaskwireClient(server.url).getInfo({});
     expect(info.listeners).toBe(0);
   }, 30_000);

@@ -125,6 +125,11 @@ describe("taskwire CLI", () => {
     );
     const kind = await run("get", "proc", "1");
     expect(kind.code).toBe(2);
+    // a kind that is neither is the parser's usage error: the choices, and where the usage is
+    expect(kind.err).toBe(
+      "taskwire: command-argument value 'proc' is invalid for argument 'kind'. Allowed choices are pid, tgid.\n" +
+        "(run with --help for usage)\n",
+    );
     // commander's own usage errors: status 2 too, in the same format
     for (
       const args of [["watch", "--bogus"], ["nope"], ["get", "pid"], ["watch", "--cpus", "0", "--buffer", "4294967296"]]
@@ -270,6 +275,12 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
       const untrusted = await run("info", "--url", tls.url);
       expect(untrusted.code).toBe(1);
       expect(untrusted.err).toMatch(/cannot trust the TLS certificate of https:.*--ca FILE/);
+      expect(untrusted.err).not.toMatch(/the CA given/);
+      // A --ca that did not sign it is named, so the user looks at the file rather than the flag.
+      writeFileSync(join(dir, "other.pem"), loopbackCertificate().cert);
+      const wrong = await run("info", "--url", tls.url, "--ca", join(dir, "other.pem"));
+      expect(wrong.code).toBe(1);
+      expect(wrong.err).toContain(`; the CA given (--ca or TASKWIRE_CA: ${join(dir, "other.pem")}) did not sign it; `);
       expect((await run("info", "--url", tls.url, "--ca", join(dir, "s.pem"))).code).toBe(0);
       // Trusted, but made for 127.0.0.1 only: another --ca would not help, another name would.
       const name = await run("info", "--url", tls.url.replace("127.0.0.1", "localhost"), "--ca", join(dir, "s.pem"));

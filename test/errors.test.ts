@@ -403,3 +403,24 @@ describe("createTaskwireClient's baseUrl", () => {
     );
   });
 });
+
+describe("createTaskwireClient's tls", () => {
+  it("refuses a file's path where PEM text goes, before any connection, without echoing the value", () => {
+    const https = "https://127.0.0.1:7878";
+    for (const name of ["ca", "cert", "key"] as const) {
+      expect(() => createTaskwireClient(https, { tls: { [name]: "/etc/taskwire/tls/file.pem" } })).toThrow(
+        new RegExp(`^tls\\.${name} holds no PEM text .*: pass the file's contents, not its path`),
+      );
+    }
+    // A key's text without its header line is a secret: the message gives only its length.
+    expect(() => createTaskwireClient(https, { tls: { key: "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49" } })).toThrow(
+      /got a string of 32 characters/,
+    );
+    expect(() => createTaskwireClient(https, { tls: { key: "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49" } })).not.toThrow(
+      /MIGH/,
+    );
+    const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    expect(() => createTaskwireClient(https, { tls: { ca: pem } })).not.toThrow();
+    expect(() => createFetchClient(https, { tls: { ca: "ca.pem" } })).toThrow(/tls\.ca holds no PEM text/);
+  });
+});

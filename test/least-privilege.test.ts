@@ -109,6 +109,10 @@ suite(title, () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/^taskwire: --source netlink: the netlink source cannot run: .*needs CAP_NET_ADMIN/);
     expect(stderr).toMatch(/--source sim/);
+    // and how to grant it, with where the README says more
+    expect(stderr).toMatch(
+      /run as root, or as a user holding CAP_NET_ADMIN as an ambient capability \(README, "Privileges/,
+    );
     expect(stderr.trim().split("\n")).toHaveLength(1);
   }, 30_000);
 
@@ -180,7 +184,7 @@ suite(title, () => {
       const server = await serve([process.execPath, bin, ...serveArgs], "/");
       try {
         const warning =
-          /\ntaskwire: warning: running as root with [^;]+; taskwire needs only CAP_NET_ADMIN: see README\n/;
+          /\ntaskwire: warning: running as root with [^;]+; taskwire needs only CAP_NET_ADMIN: run it as a user holding just that \(setpriv or deploy\/taskwire\.service; README, "Privileges: only CAP_NET_ADMIN"\)\n/;
         await eventually(() => warning.test(server.stderr()));
         const info = await createTaskwireClient(server.url).getInfo({});
         const capEff = BigInt(`0x${procStatus(server.child.pid!).capEff}`);

@@ -40,6 +40,13 @@ export function newToken(): string {
   return `tw_${randomBytes(32).toString("base64url")}`;
 }
 
+// `taskwire token ... > auth.json 2>&1` (or &>) puts the token's line, which the command writes on stderr, into the
+// file: a usable token stored in the clear, and no JSON. Said as such, since jq would only point at the first byte.
+const withStderr = (text: string) => /^\s*token \(give it to the client/.test(text);
+const STDERR_TOO =
+  "it starts with `taskwire token`'s stderr (the token itself, in the clear): write the file from stdout alone " +
+  "(`taskwire token --principal NAME > auth.json`), give the token to its client and keep no copy of it";
+
 /** Reads and checks the auth file at `path`. */
 export function readAuthFile(path: string): AuthTable {
   let text: string;
@@ -56,9 +63,9 @@ export function readAuthFile(path: string): AuthTable {
     const at = /(?:at )?position \d+(?: \(line \d+ column \d+\))?|line \d+ column \d+/.exec((err as Error).message)
       ?.[0];
     throw new AuthFileError(
-      `the auth file ${path} is not JSON (a syntax error${
-        at === undefined ? "" : ` at ${at.replace(/^at /, "")}`
-      }); check it with \`jq . ${path}\``,
+      `the auth file ${path} is not JSON (a syntax error${at === undefined ? "" : ` at ${at.replace(/^at /, "")}`}); ${
+        withStderr(text) ? STDERR_TOO : `check it with \`jq . ${path}\``
+      }`,
     );
   }
   return parseAuthTable(json, path);

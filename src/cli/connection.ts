@@ -73,6 +73,12 @@ export function connectionUnlessFleet(o: Record<string, unknown>, fleet: object 
 
 let _url: string | undefined;
 let _unused: string[] = [];
+let _ca: string | undefined;
+
+/** The --ca file of the last client made, if one was given (what a refused certificate's message names). */
+export function currentCa(): string | undefined {
+  return _ca;
+}
 
 /** The URL of the last client made (what an error message names). */
 export function currentUrl(): string | undefined {
@@ -91,6 +97,7 @@ export function unusedTlsFiles(): string[] {
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
   _url = c.url;
+  _ca = c.ca;
   _unused = /^http:/i.test(c.url)
     ? (["ca", "cert", "key"] as const).filter((k) => c[k] !== undefined).map((k) => `--${k}`)
     : [];

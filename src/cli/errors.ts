@@ -61,13 +61,19 @@ const PROXY_STATUS: Record<string, string> = {
   "504": "a proxy or gateway that timed out waiting for the server behind it",
 };
 
-/**
- * The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. `unusedTls`:
- * the TLS files given that an http:// URL left unused (connection.ts unusedTlsFiles).
- */
-export function describeError(err: unknown, url: string | undefined, unusedTls: readonly string[] = []): string {
+/** What the CLI knows of the connection an error came from, beside its URL (connection.ts). */
+export interface ConnectionFacts {
+  /** The TLS files given that an http:// URL left unused (unusedTlsFiles). */
+  readonly unusedTls?: readonly string[];
+  /** The --ca file the client trusted (currentCa), if any. */
+  readonly ca?: string | undefined;
+}
+
+/** The one line the CLI prints for `err` (without the "taskwire: " prefix), escaped for the terminal. */
+export function describeError(err: unknown, url: string | undefined, facts: ConnectionFacts = {}): string {
   if (err instanceof ExitStatus) return "";
-  const tls = url === undefined ? undefined : tlsProblem(err, url);
+  const unusedTls = facts.unusedTls ?? [];
+  const tls = url === undefined ? undefined : tlsProblem(err, url, facts.ca);
   if (tls !== undefined) return escapeControls(tls);
   if (err instanceof ConnectError && url !== undefined && isUnreachable(err)) {
     return describeError(new UnreachableError(url, err), url);
@@ -155,7 +161,7 @@ function altNames(err: unknown): string | undefined {
  * trust (--ca), https:// to a server that speaks plain HTTP, or http:// to
  * one that speaks only TLS (it hangs up on a plaintext request).
  */
-function tlsProblem(err: unknown, url: string): string | undefined {
+function tlsProblem(err: unknown, url: string, ca: string | undefined): string | undefined {
   const { codes, messages } = causes(err);
   const https = url.startsWith("https:");
   const first = messages.find((m) => m !== "") ?? "";
@@ -171,7 +177,9 @@ function tlsProblem(err: unknown, url: string): string | undefined {
     return `cannot trust the TLS certificate of ${url}: ${first}; the server needs a certificate valid now (--tls-cert), or this machine's clock is wrong`;
   }
   if (https && codes.some((c) => UNTRUSTED.test(c))) {
-    return `cannot trust the TLS certificate of ${url}: ${first}; pass the CA that signed it (for a self-signed server, its certificate) with --ca FILE or TASKWIRE_CA`;
+    // A --ca was given and did not sign it: "pass --ca" alone would send the user to the flag they already used.
+    const given = ca === undefined ? "" : `the CA given (--ca or TASKWIRE_CA: ${ca}) did not sign it; `;
+    return `cannot trust the TLS certificate of ${url}: ${first}; ${given}pass the CA that signed it (for a self-signed server, its certificate) with --ca FILE or TASKWIRE_CA`;
   }
   if (https && [...codes, ...messages].some((m) => NOT_TLS.test(m))) {
     return `${url} does not answer TLS (${

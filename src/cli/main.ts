@@ -1,5 +1,5 @@
 /** The `taskwire` command line: serve | get | watch | info | cgroup. */
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_LIMITS, LIMIT_RANGES } from "../core/limits.ts";
 import { MAX_SIM_EXIT_RATE } from "../sources/sim/sim-source.ts";
 import type { Share } from "../core/budget.ts";
@@ -19,7 +19,7 @@ import { bytesArg, intArg } from "./options.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 import { fatalLine, type LogFormat } from "../log/logger.ts";
-import { currentUrl, unusedTlsFiles } from "./connection.ts";
+import { currentCa, currentUrl, unusedTlsFiles } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
@@ -333,13 +333,17 @@ function buildProgram(): Command {
     .description(
       "stats of a live task: get pid <N> (a thread) or get tgid <N> (a process, summed over its threads by the kernel)",
     )
-    .argument("<kind>", "pid or tgid")
+    .addArgument(new Argument("<kind>", "what <id> is: pid, a thread; tgid, a process").choices(["pid", "tgid"]))
     .argument("<id>", "thread or process id", int(1, 2 ** 32 - 1))
     .addOption(new Option("--all", "every raw field, one per line, with units").conflicts("json"))
     .option("--json", "print JSON: every field, kernel names (see README: JSON output)")
     .action(async (kind: string, id: number, o: { json?: boolean; all?: boolean }) => {
-      if (kind !== "pid" && kind !== "tgid") throw new UsageError(`get: kind must be "pid" or "tgid", got "${kind}"`);
-      await getCommand(connectionFrom(o), kind, id, o.json === true ? "json" : o.all === true ? "all" : "summary");
+      await getCommand(
+        connectionFrom(o),
+        kind as "pid" | "tgid",
+        id,
+        o.json === true ? "json" : o.all === true ? "all" : "summary",
+      );
     });
   addConnectionOptions(get);
   const watch = addWatchCommand(program);
@@ -401,7 +405,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       );
     }
     // commander has printed its own usage errors (in the same format, see configureOutput; serve's just above)
-    const text = err instanceof CommanderError ? "" : describeError(err, currentUrl(), unusedTlsFiles());
+    const text = err instanceof CommanderError
+      ? ""
+      : describeError(err, currentUrl(), { unusedTls: unusedTlsFiles(), ca: currentCa() });
     if (text !== "") console.error(fatalLine(text, format));
     return exitCodeFor(err);
   }

@@ -162,7 +162,11 @@ function _read(flags: RunFlags, listenerId: string, tgid: number, collector: Run
     for await (const ev of input.events) collector.add(ev);
   })().catch((err) => {
     if (!signal.aborted) {
-      console.error(`taskwire: the stream of the command's records failed: ${describeError(err, flags.conn.url)}`);
+      console.error(
+        `taskwire: the stream of the command's records failed: ${
+          describeError(err, flags.conn.url, { ca: flags.conn.ca })
+        }`,
+      );
     }
   });
 }
@@ -171,6 +175,14 @@ interface ChildStatus {
   readonly pid: number;
   readonly code: number;
   readonly text: string;
+}
+
+// A spawn error in a shell's words (Node's alone, "spawn x ENOENT", does not say that PATH was searched).
+function whyNotStarted(command: string, err: NodeJS.ErrnoException): string {
+  const where = command.includes("/") ? "no such file" : "no such command on PATH";
+  if (err.code === "ENOENT") return `${where} (${err.message})`;
+  if (err.code === "EACCES") return `not a program this user may run (${err.message})`;
+  return err.message;
 }
 
 // SIGINT and SIGQUIT go to the whole foreground group: the command decides, taskwire stays to report (as time(1) does).
@@ -187,7 +199,9 @@ async function _spawn(argv: readonly string[], started: (pid: number) => void): 
       // The shell's statuses: 127 for a command not found, 126 for one found but not runnable.
       child!.once("error", (err) => {
         const notFound = (err as NodeJS.ErrnoException).code === "ENOENT";
-        reject(new FailureStatus(`run: cannot start ${argv[0]}: ${err.message}`, notFound ? 127 : 126));
+        reject(
+          new FailureStatus(`run: cannot start ${argv[0]}: ${whyNotStarted(argv[0]!, err)}`, notFound ? 127 : 126),
+        );
       });
       child!.once("exit", (c, s) => resolve([c, s]));
     });

@@ -123,6 +123,10 @@ export function authFlagsFrom(o: Record<string, unknown>): AuthFlags {
   };
 }
 
+// How to merge an entry into an auth file: jq's recursive merge keeps both files' principals and tokens (the entry's
+// roles win for a principal in both). cli-auth.test.ts runs this very command.
+const MERGE_HINT = "jq -s '.[0] * .[1]' auth.json entry.json > merged.json";
+
 /** `taskwire token --principal NAME`: a new token, and the auth file entry that admits it. */
 export function addTokenCommand(program: Command): void {
   program.command("token")
@@ -131,7 +135,10 @@ export function addTokenCommand(program: Command): void {
     )
     .requiredOption("--principal <name>", "the principal the token authenticates as", principalName)
     .addOption(
-      new Option("--roles <roles>", "its roles, if it is a new principal").argParser(roles).default([
+      new Option(
+        "--roles <roles>",
+        'its roles, comma-separated: read, subscribe, metrics, admin (with read and subscribe); limit it to some uids with "uids": [1000] in its entry',
+      ).argParser(roles).default([
         "read",
         "subscribe",
       ], "read,subscribe"),
@@ -151,7 +158,7 @@ export function addTokenCommand(program: Command): void {
       // first principal, and the token never lands in it.
       console.error(`token (give it to the client; it is not stored anywhere): ${token}`);
       console.error(
-        "stdout has the auth file entry (the token's SHA-256 only): a whole --token-file for a first principal; for more, merge it into the file and send the server SIGHUP",
+        `stdout has the auth file entry (the token's SHA-256 only): a whole --token-file for a first principal; for more, merge it into the file (${MERGE_HINT}) and send the server SIGHUP`,
       );
       console.log(JSON.stringify(entry, null, 2));
     });

@@ -110,6 +110,9 @@ export function describeCapabilities(names: readonly string[]): string {
   return `${names.length} capabilities (${names.join(", ")})`;
 }
 
+/** The README section that says how to run taskwire with only the capability it needs. */
+export const PRIVILEGES_SECTION = "Privileges: only CAP_NET_ADMIN";
+
 /** What `excessCapabilities` is told. */
 export interface PrivilegeFacts {
   /** The capabilities held (readCapabilities()). */
@@ -128,6 +131,10 @@ export function excessCapabilities(facts: PrivilegeFacts): string | undefined {
   const extra = facts.held.filter((n) => !facts.needed.includes(n));
   if (extra.length === 0) return undefined;
   const who = facts.euid === 0 ? "as root " : facts.euid === undefined ? "" : `as uid ${facts.euid} `;
-  const needs = facts.needed.length === 0 ? "no capabilities with this source" : `only ${facts.needed.join(", ")}`;
-  return `running ${who}with ${describeCapabilities(facts.held)}; taskwire needs ${needs}: see README`;
+  // Name the section and the two ways it gives, not just "the README": the reader is an operator at a log.
+  const needs = facts.needed.length === 0
+    ? "no capabilities with this source: run it as an unprivileged user"
+    : `only ${facts.needed.join(", ")}: run it as a user holding just that (setpriv or deploy/taskwire.service` +
+      `; README, "${PRIVILEGES_SECTION}")`;
+  return `running ${who}with ${describeCapabilities(facts.held)}; taskwire needs ${needs}`;
 }

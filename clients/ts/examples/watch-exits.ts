@@ -9,7 +9,7 @@
  * says which exist). --failed keeps only nonzero exits, filtered by the server.
  */
 import { parseArgs } from "node:util";
-import { createTaskwireClient, LossReason, watchExits } from "@taskwire/client";
+import { createTaskwireClient, exitStatusText, LossReason, watchExits } from "@taskwire/client";
 
 const { values } = parseArgs({
   options: {
@@ -28,9 +28,6 @@ function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
-// ac_exitcode is a wait(2) status: a signal number in the low 7 bits, else the exit code in bits 8-15.
-const ended = (status: number) => (status & 0x7f ? `killed by signal ${status & 0x7f}` : `exit ${status >> 8}`);
-
 const client = createTaskwireClient(values.url);
 let seen = 0;
 // Ask only for the fields printed, and let the server drop clean exits when --failed.
@@ -43,8 +40,9 @@ try {
         `lost ${lost.countUnknown ? "an unknown number of" : lost.count} exits (${LossReason[lost.reason]})`,
       );
     } else if (ev.event.case === "exit") {
+      // ac_exitcode is a wait(2) status: exitStatusText says it as "exit 3" or "signal 9 (SIGKILL)".
       const { pid, pidStats } = ev.event.value;
-      console.log(`cpu ${ev.cpu} pid ${pid} ${pidStats?.acComm ?? "?"} ${ended(pidStats?.acExitcode ?? 0)}`);
+      console.log(`cpu ${ev.cpu} pid ${pid} ${pidStats?.acComm ?? "?"} ${exitStatusText(pidStats?.acExitcode ?? 0)}`);
       if (++seen === count) break; // ends the stream and removes the listener
     }
   }

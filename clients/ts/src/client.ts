@@ -13,6 +13,7 @@ import {
 import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
 import { hideUserinfo } from "./_redact.ts";
+import { checkTlsOptions } from "./_tls-options.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import {
   type SubscribeExitsResponse,
@@ -54,8 +55,10 @@ export interface TaskwireClientOptions {
   token?: string;
   /**
    * TLS settings for https: URLs on Node (the package's `node` export): a CA
-   * to trust for the server (PEM), and a client certificate and key for a
-   * server that authenticates clients by certificate (--tls-client-ca).
+   * to trust for the server, and a client certificate and key for a server
+   * that authenticates clients by certificate (--tls-client-ca). Each is PEM
+   * text, the file's contents (`readFileSync(file, "utf8")`), not its path:
+   * anything else is a TypeError.
    * Browsers and other runtimes use their own trust store and certificates.
    */
   tls?: { ca?: string; cert?: string; key?: string };
@@ -373,6 +376,7 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
       `baseUrl "${shown}" is not an http:// or https:// URL (its scheme is ${url.protocol}); write it whole, e.g. "http://${rest}"`,
     );
   }
+  checkTlsOptions(options.tls);
   const headers = { ...options.headers, ...(options.token !== undefined && { authorization: bearer(options.token) }) };
   const interceptors: Interceptor[] = [...(options.interceptors ?? [])];
   if (Object.keys(headers).length > 0) {

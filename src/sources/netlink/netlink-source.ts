@@ -28,6 +28,7 @@ import { type CgroupPathOptions, resolveCgroupDir } from "../cgroup/cgroup-path.
 import { countProcfs, DEFAULT_CGROUP_MAX_THREADS } from "../cgroup/procfs-counts.ts";
 import { readerWorkerUrl } from "./_worker-url.ts";
 import { loadSyscalls } from "../../sys/load.ts";
+import { PRIVILEGES_SECTION } from "../../sys/capabilities.ts";
 import { logText, taskwireLogger } from "../../log/logger.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
@@ -88,6 +89,9 @@ function readDelayacct(): boolean {
   }
 }
 
+const GRANT_IT =
+  `; run as root, or as a user holding CAP_NET_ADMIN as an ambient capability (README, "${PRIVILEGES_SECTION}")`;
+
 function explainOpenFailure(err: unknown): string {
   if (err instanceof SyscallError) {
     if (err.errno === K.EAFNOSUPPORT || err.errno === K.EPROTONOSUPPORT) {
@@ -97,10 +101,12 @@ function explainOpenFailure(err: unknown): string {
       return "the TASKSTATS generic netlink family is absent (kernel built without CONFIG_TASKSTATS)";
     }
     if (err.errno === K.EPERM || err.errno === K.EACCES) {
-      return "TASKSTATS_CMD_GET was refused: it needs CAP_NET_ADMIN (run as root or grant the capability)";
+      return `TASKSTATS_CMD_GET was refused: it needs CAP_NET_ADMIN${GRANT_IT}`;
     }
     return err.message;
   }
+  // The GET that proves the source works was refused: say how to grant the capability, not only its name.
+  if (err instanceof SourcePermissionError) return `${err.message}${GRANT_IT}`;
   return err instanceof Error ? err.message : String(err);
 }
 
