@@ -150,7 +150,7 @@ describe.skipIf(!haveNatsServer)("fleet publisher errors (needs /usr/sbin/nats-s
     20_000,
   );
 
-  it("GetInfo and /metrics show the publisher: connected, published, pending, dropped", async () => {
+  it("GetInfo and /metrics show the publisher: connected, published, pending, dropped, unsent", async () => {
     const s = await fleetServer(nats.url, "info-host", { fleet: { stream: "INFO_TEST", prefix: "info" } });
     try {
       await eventually(() => s.fleet.state().published > 100, 10_000);
@@ -159,10 +159,12 @@ describe.skipIf(!haveNatsServer)("fleet publisher errors (needs /usr/sbin/nats-s
       expect(info.fleet?.published).toBeGreaterThan(0n);
       expect(info.fleet?.stream).toBe("INFO_TEST");
       expect(info.fleet?.host).toBe("info-host");
+      expect(info.fleet?.unsent).toBe(0n);
       const metrics = await (await fetch(`${s.url}/metrics`)).text();
       expect(metrics).toMatch(/^taskwire_fleet_connected 1$/m);
       expect(metrics).toMatch(/^taskwire_fleet_published_total \d+$/m);
       expect(metrics).toMatch(/^taskwire_fleet_dropped_total 0$/m);
+      expect(metrics).toMatch(/^taskwire_fleet_unsent_total 0$/m);
       expect(metrics).toMatch(/^taskwire_fleet_pending_messages \d+$/m);
     } finally {
       await stopFleetServer(s);

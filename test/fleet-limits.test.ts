@@ -256,6 +256,13 @@ describe.skipIf(!haveNatsServer)(`a limit below a loss marker's message (needs $
       // marker refused. Retried before anything newer, one such marker stopped the publisher until the limit was raised.
       await setMaxMsgSize(jsm, 64);
       await eventually(() => s.fleet.state().unsent > 1000 && s.fleet.state().queued < 500, 20_000);
+      // Operators see them: GetInfo's fleet.unsent and /metrics' taskwire_fleet_unsent_total (counted in dropped too).
+      const unsent = s.fleet.state().unsent;
+      const info = (await s.client.getInfo({})).fleet;
+      expect(Number(info?.unsent)).toBeGreaterThanOrEqual(unsent);
+      expect(Number(info?.dropped)).toBeGreaterThanOrEqual(unsent);
+      const metrics = await (await fetch(`${s.url}/metrics`)).text();
+      expect(Number(/^taskwire_fleet_unsent_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(unsent);
       expect(s.fleet.state().pending).toBeLessThanOrEqual(64);
       const warned = lines.filter((l) => l.includes("NATS refused the loss marker"));
       expect(warned).toHaveLength(1);

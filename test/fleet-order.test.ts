@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { FleetOrder, type Ready } from "../clients/ts/src/_fleet-order.ts";
 import { createWatchFleet } from "../clients/ts/src/_fleet-core.ts";
+import { waterLevel } from "../clients/ts/src/_fleet-early.ts";
 
 const ev = (first: number, last = first) => ({ first, last, item: `${first}-${last}` });
 const items = (r: Ready<string>[] | null) => (r ?? []).map((x) => ("item" in x ? x.item : `gap ${x.gap.join("-")}`));
@@ -245,6 +246,63 @@ describe("FleetOrder", () => {
     o.push("x", ev(1000), { now: 0 });
     for (let s = 1; s < 999; s++) o.push("x", ev(s), { now: 0 });
     expect(o.runs).toBe(50);
+  });
+
+  it("bounds early seqs in all: a host flooding forged ones forgets its own first, honest hosts keep theirs", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100, maxEarly: 1000, maxEarlyTotal: 4000 });
+    const again = (label: string) => ({ now: 0, fresh: false, label });
+    // Two honest hosts, each a durable consumer resumed: 300 redeliveries before the run's start, then new events.
+    const honest = ["good", "fine"];
+    const redelivered = Array.from({ length: 300 }, (_, i) => 2 * i + 1);
+    for (const h of honest) for (const s of redelivered) o.push(`${h}:r`, ev(s), again(h));
+    // The forger, on three hosts' subjects: 16 runs each, every one a first delivery far ahead and 1,000 seqs below.
+    for (let i = 0; i < 48; i++) {
+      const label = `evil${i % 3}`, fresh = { now: 0, label };
+      o.push(`${label}:${i}`, ev(1_000_000), fresh);
+      for (let s = 1; s <= 1000; s++) o.push(`${label}:${i}`, ev(s), fresh);
+    }
+    const early = o.early;
+    // The forged seqs still known as repeats are within the bound (48,000 were before it).
+    let known = 0;
+    for (let i = 0; i < 48; i++) {
+      for (let s = 1; s <= 1000; s++) {
+        known += o.push(`evil${i % 3}:${i}`, ev(s), again(`evil${i % 3}`)) === null ? 1 : 0;
+      }
+    }
+    expect(known).toBeLessThanOrEqual(4000);
+    expect(early).toBeLessThanOrEqual(4000);
+    // The honest hosts: every redelivery again a repeat, their new events in order, their gaps exact.
+    for (const h of honest) {
+      for (const s of redelivered) expect(o.push(`${h}:r`, ev(s), again(h))).toBeNull();
+      expect(items(o.push(`${h}:r`, ev(1000), { now: 0, label: h }))).toEqual(["1000-1000"]);
+      expect(items(o.push(`${h}:r`, ev(1002), { now: 0, label: h }))).toEqual([]);
+      expect(items(o.push(`${h}:r`, ev(1001), { now: 0, label: h }))).toEqual(["1001-1001", "1002-1002"]);
+      expect(items(o.push(`${h}:r`, ev(1005), { now: 0, label: h }))).toEqual([]);
+    }
+    expect(items(o.expire(5000))).toEqual(["gap 1003-1004", "1005-1005", "gap 1003-1004", "1005-1005"]);
+  });
+
+  it("an early seq forgotten is yielded again when delivered again, and reported lost if its run starts below it", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100, maxEarly: 2 });
+    const again = { now: 0, fresh: false };
+    expect([5, 6, 7].flatMap((s) => items(o.push("a", ev(s), again)))).toEqual(["5-5", "6-6", "7-7"]); // 5 forgotten
+    expect(items(o.push("a", ev(3), { now: 0 }))).toEqual(["3-3"]); // the start: 6 and 7 count as come, 5 not
+    expect(items(o.push("a", ev(4), { now: 0 }))).toEqual(["4-4"]);
+    expect(items(o.expire(5000))).toEqual(["gap 5-5"]);
+    expect(items(o.push("b", ev(5), again))).toEqual(["5-5"]);
+    expect(items(o.push("b", ev(6), again))).toEqual(["6-6"]);
+    expect(items(o.push("b", ev(7), again))).toEqual(["7-7"]);
+    expect(items(o.push("b", ev(5), again))).toEqual(["5-5"]); // forgotten: twice
+  });
+});
+
+describe("waterLevel", () => {
+  it("cuts the largest counts first, down to one level, freeing at least what is needed", () => {
+    expect(waterLevel([100, 10, 5], 50)).toBe(50);
+    expect(waterLevel([10, 100, 5], 95)).toBe(7); // 100 and 10 down to 7: 96 freed
+    expect(waterLevel([3, 3], 1)).toBe(2);
+    expect(waterLevel([3, 3], 100)).toBe(0);
+    expect(waterLevel([], 1)).toBe(0);
   });
 });
 

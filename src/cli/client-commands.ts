@@ -100,6 +100,7 @@ function fleetNote(f: NonNullable<Awaited<ReturnType<ReturnType<typeof clientFor
   return `${f.connected ? "connected" : "DISCONNECTED"}, publishing to stream ${f.stream} as ` +
     `${f.subjectPrefix}.${f.host}.exits.*: ${f.published} event(s) published, ${f.pending} message(s) awaiting ` +
     `ack, ${f.queued} queued, ${f.dropped} dropped, ${f.retries} retried` +
+    (f.unsent === 0n ? "" : `, ${f.unsent} seq(s) unsent (their loss marker fit in no message NATS takes)`) +
     (f.lastError === "" ? "" : `; last error: ${f.lastError}`);
 }
 

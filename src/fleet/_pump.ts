@@ -74,7 +74,7 @@ export const PROBLEM_LOG_MS = 60_000;
 
 /** The pump's counters: its share of the publisher's state, and what its listener produced. */
 export interface PumpCounters
-  extends Pick<FleetInfoState, "published" | "pending" | "queued" | "dropped" | "retries" | "lastError"> {
+  extends Pick<FleetInfoState, "published" | "pending" | "queued" | "dropped" | "retries" | "lastError" | "unsent"> {
   /** Events its listener produced (seq of the last): what a consumer's received + lost adds up to. */
   readonly produced: number;
   /** Why publishes fail now ("" while they are acked). */
@@ -83,8 +83,6 @@ export interface PumpCounters
   readonly failingSince: number;
   /** Failed publishes so far, per reason. */
   readonly failures: Readonly<Record<FailureReason, number>>;
-  /** Seqs whose loss marker NATS refused for its size, not published: consumers find them as a gap. */
-  readonly unsent: number;
 }
 
 /** A running pump. */

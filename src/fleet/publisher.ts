@@ -79,11 +79,6 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
 export interface FleetState extends FleetInfoState {
   /** Events its listener produced so far (a consumer's received + lost adds up to it). */
   readonly produced: number;
-  /**
-   * Seqs whose loss marker NATS refused for its size (a limit below a marker's message), not published: a consumer
-   * reports them lost as a gap. They are counted in `dropped` too when the publisher dropped them.
-   */
-  readonly unsent: number;
 }
 
 /** What the server hands the publisher: its registry, the CPUs to listen on, its hostname. */

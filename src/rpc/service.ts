@@ -60,6 +60,11 @@ export interface FleetInfoState {
   readonly failingSince: number;
   /** Failed publishes so far, per kind. */
   readonly failures: Readonly<Record<string, number>>;
+  /**
+   * Seqs whose loss marker NATS refused for its size (a limit below a marker's message), not published: a consumer
+   * reports them lost as a gap. They are counted in `dropped` too when the publisher dropped them.
+   */
+  readonly unsent: number;
 }
 
 /** The caller of a unary method, checked for `role` and admitted under its call rate, if its deadline is not up. */
@@ -264,6 +269,7 @@ function fleetInfo(s: FleetInfoState, who: Principal) {
     queued: BigInt(s.queued),
     dropped: BigInt(s.dropped),
     retries: BigInt(s.retries),
+    unsent: BigInt(s.unsent),
     lastError: who.roles.has("admin") ? s.lastError : "",
   });
 }

@@ -47,7 +47,7 @@ export interface MetricsInputs {
 /** What /metrics shows of the fleet publisher. */
 export type FleetCounters = Pick<
   FleetInfoState,
-  "connected" | "published" | "pending" | "queued" | "dropped" | "retries" | "failing" | "failures"
+  "connected" | "published" | "pending" | "queued" | "dropped" | "retries" | "failing" | "failures" | "unsent"
 >;
 
 /** One exposition: its text and content type. */
@@ -354,6 +354,12 @@ function addFleetSeries(registry: PromRegistry, fleet: () => FleetCounters): voi
     "taskwire_fleet_dropped_total",
     "Exits the fleet publisher's queue dropped (published as loss markers).",
     (c) => c.dropped,
+  );
+  total(
+    "taskwire_fleet_unsent_total",
+    "Seqs never published: their loss marker fit in no message NATS takes (max_payload or the stream's max message " +
+      "size below about 100 bytes). Consumers report them lost.",
+    (c) => c.unsent,
   );
   total(
     "taskwire_fleet_retries_total",

@@ -338,6 +338,7 @@ function _order(o: WatchFleetOptions): FleetOrder<Pending> & { readonly waitMs: 
     ...(r?.maxHeldBytes !== undefined && { maxHeldBytes: r.maxHeldBytes }),
     ...(r?.maxRuns !== undefined && { maxRuns: r.maxRuns }),
     ...(r?.maxRunsPerHost !== undefined && { maxRunsPerLabel: r.maxRunsPerHost }),
+    ...(r?.maxEarlySeqs !== undefined && { maxEarlyTotal: r.maxEarlySeqs }),
   });
   return Object.assign(order, { waitMs });
 }

@@ -88,6 +88,14 @@ export interface FleetReorderOptions {
   /** Most publisher runs tracked in all (default 4096), and per host (default 16); least recently used go first. */
   readonly maxRuns?: number;
   readonly maxRunsPerHost?: number;
+  /**
+   * Most seqs remembered as yielded ahead of their host's order (a durable consumer's redeliveries, the rest of a
+   * batch it started in), to know them when they come again: in all (default 524288, at most about 30 MB of heap, under
+   * 50 MB with forged seqs past 2^31; 65536 per run).
+   * Past it, the hosts remembering the most forget their oldest first; a seq forgotten is yielded again if
+   * JetStream delivers it again.
+   */
+  readonly maxEarlySeqs?: number;
 }
 
 /** A message refused: its subject and host (as printable text), why, and how many this host sent so far. */

@@ -32,8 +32,10 @@
  *   events, which only a publisher's own misbehaviour or a NATS crash past
  *   waitMs causes.
  * - Runs are kept LRU, at most `maxRuns` in all and `maxRunsPerLabel` per
- *   host, and the "early" seqs of a resumed durable consumer at most
- *   `maxEarly` per run; an evicted run gives up its gaps first.
+ *   host; an evicted run gives up its gaps first. The "early" seqs (yielded
+ *   ahead of the order, see below) are kept at most `maxEarly` per run and
+ *   `maxEarlyTotal` in all, the hosts holding the most giving theirs up
+ *   first (_fleet-early.ts). One given up, delivered again, is yielded again.
  *
  * The first event of a run this iteration sees as a first delivery sets
  * where it starts. A durable consumer restarted gets, before or after it,
@@ -74,6 +76,7 @@
  * maxEarly or more past it, is ignored (the batch range is taken instead).
  */
 
+import { EARLY_DEFAULTS, EarlySeqs } from "./_fleet-early.ts";
 import { heapPop, heapPush } from "./_min-heap.ts";
 
 /** One event with the seqs it covers (an exit: one; a loss marker: its range), and its size while held. */
@@ -99,6 +102,7 @@ export interface FleetOrderOptions {
   readonly maxRuns?: number;
   readonly maxRunsPerLabel?: number;
   readonly maxEarly?: number;
+  readonly maxEarlyTotal?: number;
 }
 
 /**
@@ -148,11 +152,13 @@ export class FleetOrder<T> {
   readonly #runs = new Map<string, Run<T>>();
   readonly #perLabel = new Map<string, number>();
   readonly #o: Required<FleetOrderOptions>;
+  readonly #early: EarlySeqs;
   #held = 0;
   #heldBytes = 0;
 
   constructor(o: FleetOrderOptions) {
-    this.#o = { maxHeldBytes: 64 * 2 ** 20, maxRuns: 4096, maxRunsPerLabel: 16, maxEarly: 65_536, ...o };
+    this.#o = { maxHeldBytes: 64 * 2 ** 20, maxRuns: 4096, maxRunsPerLabel: 16, ...EARLY_DEFAULTS, ...o };
+    this.#early = new EarlySeqs(this.#o.maxEarly, this.#o.maxEarlyTotal);
   }
 
   /** Events held, waiting for a gap before them to fill. */
@@ -163,6 +169,11 @@ export class FleetOrder<T> {
   /** Bytes of the events held. */
   get heldBytes(): number {
     return this.#heldBytes;
+  }
+
+  /** Early seqs remembered (yielded ahead of their run's order), in all runs. */
+  get early(): number {
+    return this.#early.size;
   }
 
   /** Runs tracked. */
@@ -183,7 +194,7 @@ export class FleetOrder<T> {
     if (r.start === UNSET && a.fresh !== false) this.#begin(r, e, a, { now, out });
     if (e.last < r.start || r.skipped.some((g) => g.first <= e.first && e.last <= g.last)) {
       if (r.early.has(e.first)) return out.length > 0 ? out : null;
-      return (this.#early(r, e), out.push({ item: e.item }), out);
+      return (this.#early.add(r, e.first, e.last), out.push({ item: e.item }), out);
     }
     if (a.fresh !== false && e.first > r.unsure && r.next <= r.unsure) this.#passUnsure(r, out, now);
     if (e.first < r.next) {
@@ -242,7 +253,7 @@ export class FleetOrder<T> {
     } else r.start = r.next = this.#startOf(e, a.batch);
     for (const [first, last] of r.early) {
       if (first < r.start) continue;
-      r.early.delete(first);
+      this.#early.delete(r, first);
       this.#hold(r, { first, last, item: undefined as T, yielded: true }, at.now);
     }
     this.#drain(r, at.out);
@@ -290,17 +301,13 @@ export class FleetOrder<T> {
     for (const [key, r] of this.#runs) {
       if (label !== undefined && r.label !== label) continue;
       while (r.held.size > 0) this.#giveUp(r, out, now);
+      this.#early.drop(r);
       this.#runs.delete(key);
       const n = (this.#perLabel.get(r.label) ?? 1) - 1;
       if (n === 0) this.#perLabel.delete(r.label);
       else this.#perLabel.set(r.label, n);
       return;
     }
-  }
-
-  #early(r: Run<T>, e: Ordered<T>): void {
-    if (r.early.size >= this.#o.maxEarly) r.early.delete(r.early.keys().next().value as number);
-    r.early.set(e.first, e.last);
   }
 
   #hold(r: Run<T>, e: Held<T>, now: number): void {
