@@ -55,7 +55,7 @@ export function addNatsOptions(cmd: Command, int: IntParser): Command {
     )
     .option(
       "--nats-window <n>",
-      "messages (each up to 1024 events, one CPU's) awaiting JetStream's ack at once; past it exits wait in the publisher's queue",
+      "a batch (up to 1024 events) is taken only while fewer messages await JetStream's ack; a batch cut small for NATS's size limits may put more in flight; past it exits wait in the publisher's queue",
       int(1, 65536),
       d.window,
     )

@@ -53,7 +53,7 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
   readonly stream?: string | undefined;
   /** Subject prefix (default "taskwire"). */
   readonly prefix?: string | undefined;
-  /** Messages (each up to 1024 events) awaiting their ack at once (default 64). */
+  /** A batch (up to 1024 events) is taken only while fewer messages await their ack (default 64); a batch cut small for the limits may put more in flight. */
   readonly window?: number | undefined;
   /** The publisher's queue, events (default 65536); past it, exits are dropped with a loss marker. */
   readonly buffer?: number | undefined;
