@@ -104,7 +104,7 @@ describe("createEncodeGate", () => {
 
   it("lets through as many events a turn as took its time per turn in the last one, growing at most twofold", async () => {
     // What an event costs varies tenfold (a cold serializer, a loaded CPU): a share of events alone let a turn's
-    // batches take 150-256 ms where they took 18 ms on a quiet machine.
+    // batches take 150-256 ms where they took 13 ms on a quieter machine.
     let clock = 0, cost = 0.5; // ms an event takes to encode
     const turns: (() => void)[] = [];
     const gate = createEncodeGate({

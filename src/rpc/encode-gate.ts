@@ -28,12 +28,13 @@ import type { EncodeGate } from "../core/subscription.ts";
 export const GATE_EVENTS_PER_TURN = 256;
 
 /**
- * The time the batches a turn lets through may take, ms: 256 exits as Connect JSON took 18 ms to build and serialize on a
- * quiet 2-CPU machine, and 150-256 ms in the first turns of an attack of 8
- * never-reading JSON streams on a loaded one (cold serializer, other
- * processes on the CPUs), while the exits that came due meanwhile arrived at
- * once past a reading principal's fair share (69 ms of exits at 20,000 a
- * second in an 8 MiB budget shared by two principals).
+ * The time the batches a turn lets through may take, ms: 256 exits took 13
+ * ms to serialize as Connect JSON, warm, on a 2-CPU machine with little else
+ * running, and 150-256 ms to build and serialize in the first turns of an
+ * attack of 8 never-reading JSON streams on the same machine loaded (cold
+ * serializer, other processes on the CPUs), while the exits that came due
+ * meanwhile arrived at once past a reading principal's fair share (69 ms of
+ * exits at 20,000 a second in an 8 MiB budget shared by two principals).
  */
 export const GATE_MS_PER_TURN = 16;
 
