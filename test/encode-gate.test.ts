@@ -16,10 +16,10 @@ interface Rec {
   readonly n: number;
 }
 
-// A gate whose turns the test runs by hand.
+// A gate of a fixed share whose turns the test runs by hand.
 function manualGate(perTurn: number) {
   const turns: (() => void)[] = [];
-  const gate = createEncodeGate(perTurn, (fn) => turns.push(fn));
+  const gate = createEncodeGate({ eventsPerTurn: perTurn, msPerTurn: Infinity, defer: (fn) => turns.push(fn) });
   const turn = async () => {
     for (const fn of turns.splice(0)) fn();
     await new Promise((r) => setTimeout(r, 0)); // the streams it let through run
@@ -95,9 +95,53 @@ describe("createEncodeGate", () => {
     expect(gate.waiting).toBe(0); // no principal's lane left behind
   });
 
-  it("refuses a share that is not a positive integer", () => {
-    expect(() => createEncodeGate(0)).toThrow(RangeError);
-    expect(() => createEncodeGate(1.5)).toThrow(/positive integer/);
+  it("refuses a share that is not a positive integer, and a time per turn that is not positive", () => {
+    expect(() => createEncodeGate({ eventsPerTurn: 0 })).toThrow(RangeError);
+    expect(() => createEncodeGate({ eventsPerTurn: 1.5 })).toThrow(/positive integer/);
+    expect(() => createEncodeGate({ msPerTurn: 0 })).toThrow(/ms per turn must be a positive number/);
+    expect(() => createEncodeGate({ msPerTurn: NaN })).toThrow(RangeError);
+  });
+
+  it("lets through as many events a turn as took its time per turn in the last one, growing at most twofold", async () => {
+    // What an event costs varies tenfold (a cold serializer, a loaded CPU): a share of events alone let a turn's
+    // batches take 150-256 ms where they took 13 ms on a quieter machine.
+    let clock = 0, cost = 0.5; // ms an event takes to encode
+    const turns: (() => void)[] = [];
+    const gate = createEncodeGate({
+      eventsPerTurn: 256,
+      msPerTurn: 16,
+      defer: (fn) => turns.push(fn),
+      now: () => clock,
+    });
+    const grants: number[] = [];
+    const ask = (): void => {
+      void Promise.resolve(gate.admit(1000)).then((n) => {
+        clock += n * cost; // the batch is made and serialized as the stream resumes
+        grants.push(n);
+        ask();
+      });
+    };
+    const settle = () => new Promise((r) => setTimeout(r, 0));
+    // The turn, then the measure (as setImmediate runs them: the streams' microtasks in between).
+    const turn = async () => {
+      for (const fn of turns.splice(0)) {
+        fn();
+        await settle();
+      }
+    };
+    expect(gate.share).toBe(16); // it starts small: the first batches of a JSON attack are the dearest
+    ask();
+    await settle();
+    for (let t = 0; t < 3; t++) await turn();
+    expect(grants).toEqual([16, 16, 32, 32]); // the first turn's 16 took 8 ms: then 32 a turn, 16 ms
+    cost = 0.05;
+    for (let t = 0; t < 4; t++) await turn();
+    expect(grants.slice(4)).toEqual([32, 64, 128, 256]); // twofold a turn, to the most a turn may hold
+    cost = 2;
+    await turn(); // 256 events took 512 ms
+    expect(gate.share).toBe(16); // at once; never under 16 (a turn the OS took the CPU from is no measure)
+    await turn();
+    expect(grants.slice(8)).toEqual([256, 16]);
   });
 });
 
@@ -206,6 +250,48 @@ describe("a subscription with a gate", () => {
     expect((await last).value).toBe("5");
     await expect(sub.next()).rejects.toThrow(/deregistered/); // its queue sent
   });
+
+  it("a reading stream loses nothing while streams whose batches are dear keep the gate busy", async () => {
+    // The JSON attack's shape, with the encoding made dear on purpose (5 ms an event): exits come from a timer, those
+    // due since it last ran at once (as the sources hand them on after a long turn), and the reading stream's queue
+    // holds a second of them. A share of 256 events a turn made turns of 1.3 s and the reader lost exits; the gate
+    // lets a turn's batches take about its time per turn (at least 16 events: 80 ms here).
+    const feed = manualFeed<Rec>();
+    const reg = createRegistry<Rec, string>({ feed, retain });
+    const rate = 2; // exits a ms
+    const reader = reg.create([0], { buffer: 2000, policy: "drop-newest", ephemeral: false, owner: "reader" });
+    const gate = createEncodeGate();
+    const busy = (ms: number) => {
+      for (const until = performance.now() + ms; performance.now() < until;);
+    };
+    const dear = { ...encode, batch: (items: readonly StreamItem<Rec, string>[]) => (busy(5 * items.length), "b") };
+    const ctl = new AbortController();
+    let attackerEvents = 0;
+    const attackers = [0, 1, 2, 3].map(async (i) => {
+      const l = reg.create([0], { buffer: 100_000, policy: "drop-newest", ephemeral: false, owner: `attacker${i}` });
+      const sub = subscribe(reg, l, { maxBatch: 256, heartbeatMs: 60_000, signal: ctl.signal, encode: dear, gate });
+      for await (const _ of sub) attackerEvents = l.delivered;
+    });
+    const reading = (async () => {
+      const sub = subscribe(reg, reader, { maxBatch: 256, heartbeatMs: 60_000, signal: ctl.signal, encode });
+      for await (const _ of sub) { /* reads everything */ }
+    })();
+    const start = performance.now();
+    let sent = 0;
+    const source = setInterval(() => {
+      for (const due = Math.floor((performance.now() - start) * rate); sent < due;) {
+        feed.sink.exit({ cpu: 0, n: ++sent });
+      }
+    }, 5);
+    await new Promise((r) => setTimeout(r, 2500));
+    clearInterval(source);
+    ctl.abort();
+    await Promise.all([...attackers, reading]);
+    expect(sent).toBeGreaterThan(2000); // a second's worth came at least
+    expect(attackerEvents).toBeGreaterThan(0);
+    expect(reader.produced).toBe(sent);
+    expect(Object.values(reader.lost).reduce((a, b) => a + b, 0)).toBe(0);
+  }, 10_000);
 
   it("a stream taken over while the gate held it makes no batch of the new stream's queue", async () => {
     const { reg, l } = setup();
