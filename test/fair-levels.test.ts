@@ -3,15 +3,20 @@ import { describe, expect, it, vi } from "vitest";
 import { FairLevels } from "../src/core/_fair-levels.ts";
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { createEventQueue } from "../src/core/event-queue.ts";
+import { Listener } from "../src/core/listener.ts";
 
-// Counts the budget's countings of levels (each sorts the owners).
-const counted = vi.hoisted(() => ({ levels: 0 }));
+// Counts the budget's countings of levels (each sorts the owners), and the levels it reads from them (a search each).
+const counted = vi.hoisted(() => ({ levels: 0, reads: 0 }));
 vi.mock("../src/core/_fair-levels.ts", async (original) => {
   const m = await original<typeof import("../src/core/_fair-levels.ts")>();
   class Counted extends m.FairLevels {
     constructor(held: readonly number[], budget: number) {
       super(held, budget);
       counted.levels++;
+    }
+    override levelOf(own: number | undefined): number {
+      counted.reads++;
+      return super.levelOf(own);
     }
   }
   return { FairLevels: Counted };
@@ -88,5 +93,56 @@ describe("max-min fair shares", () => {
     expect(Math.abs(budget.usedBy("reader") - budget.usedBy("hog"))).toBeLessThan(4096);
     expect(budget.usedBy("reader")).toBeGreaterThan(budget.fairShare * 50);
     expect(budget.used).toBeLessThanOrEqual(budget.limit - budget.reserve);
+  });
+
+  it("a full budget refuses a listener over its level at the cost of one claim, reading each level once per count", () => {
+    // Four principals with two never-reading listeners each (a batch taken, then nothing) and a reader taking every
+    // ten exits: the attackers fill the budget to their levels, then each exit is refused to each of their listeners.
+    const budget = createMemoryBudget({ limit: 1024 ** 2, reserve: { fraction: 1 / 8 } });
+    const rec = (n: number) => ({ cpu: 0, n });
+    const listener = (owner: string, account = budget.open(owner)) =>
+      new Listener<{ cpu: number; n: number }, string>({
+        id: owner,
+        capacity: 1 << 20,
+        policy: "drop-newest",
+        ephemeral: false,
+        owner,
+        now: 0,
+        retain: (r) => `payload ${r.n}`,
+        account,
+        sizeOf: () => 1000,
+        sizeOfPayload: () => 500,
+      });
+    const owners = ["a0", "a1", "a2", "a3"];
+    const attackers = owners.flatMap((o) => [listener(o), listener(o)]);
+    const reader = listener("r");
+    let n = 0;
+    const deliver = () => {
+      n++;
+      for (const l of [...attackers, reader]) l.deliver(rec(n));
+      if (n % 10 === 0) reader.take(Infinity);
+    };
+    for (let i = 0; i < 300; i++) deliver();
+    for (const l of attackers) l.take(256); // a batch in flight, retained
+    while (budget.used < budget.limit - budget.reserve - 16 * 1024) deliver();
+    // What the attackers' listeners ask of the budget: their owners' pools (the queue's and the retention's).
+    let asked = 0;
+    for (const l of attackers.filter((_, i) => i % 2 === 0)) {
+      const pool = l.account.pool, claim = pool.claim.bind(pool), canClaim = pool.canClaim.bind(pool);
+      vi.spyOn(pool, "claim").mockImplementation((bytes) => (asked++, claim(bytes)));
+      vi.spyOn(pool, "canClaim").mockImplementation((bytes) => (asked++, canClaim(bytes)));
+    }
+    const dropped = () => attackers.reduce((sum, l) => sum + l.lost["memory-budget"], 0);
+    const droppedBefore = dropped();
+    counted.levels = counted.reads = 0;
+    for (let i = 0; i < 5000; i++) deliver();
+    const drops = dropped() - droppedBefore;
+    expect(drops).toBeGreaterThan(0.9 * 5000 * attackers.length);
+    // Asked again after its retention, given up, had nothing to give, and its level searched at each ask: three
+    // claims a dropped exit, each reading a level.
+    expect(asked).toBeLessThanOrEqual(drops * 1.05);
+    expect(counted.reads).toBeLessThanOrEqual((counted.levels + 1) * (owners.length + 1));
+    expect(reader.lost["memory-budget"]).toBe(0);
+    expect(budget.used).toBeLessThanOrEqual(budget.limit);
   });
 });

@@ -5,6 +5,7 @@
  * needs nothing of budget.ts.
  */
 import type { BudgetPool, ListenerAccount } from "./_budget-accounts.ts";
+import type { FairLevels } from "./_fair-levels.ts";
 
 /** What a pool reads and asks of the budget it charges. */
 export interface PoolBudget {
@@ -26,15 +27,20 @@ export interface Owner {
   used: number;
   /** What it held when fair shares were last counted (_Budget.#levels). */
   counted: number;
+  /** Its level as read from the count `levelsOf` (_Budget.#levelOf; levelsOf undefined: never read). */
+  level: number;
+  levelsOf: FairLevels | undefined;
   readonly accounts: Set<ListenerAccount>;
   readonly pool: BudgetPool;
 }
 
 /** A new owner's record, with its pool. */
 export function ownerOf(budget: PoolBudget): Owner {
-  const record: { used: number; counted: number; accounts: Set<ListenerAccount>; pool?: BudgetPool } = {
+  const record: Omit<Owner, "pool"> & { pool?: BudgetPool } = {
     used: 0,
     counted: 0,
+    level: 0,
+    levelsOf: undefined,
     accounts: new Set(),
   };
   record.pool = new _Pool(budget, record as Owner);

@@ -72,8 +72,11 @@ export const LOSS_MARKER_BYTES = 96;
 /** Where a queue charges what it holds. */
 export interface QueueMemory {
   readonly account: BudgetAccount;
-  /** Called once when an exit does not fit, before it is dropped: frees memory elsewhere (the listener's retention). */
-  readonly reclaim?: ((bytes: number) => void) | undefined;
+  /**
+   * Called once when an exit does not fit, before it is dropped: frees memory elsewhere (the listener's retention),
+   * returning the bytes it gave back.
+   */
+  readonly reclaim?: ((bytes: number) => number) | undefined;
   /** Told of exits it dropped outside push() (another owner took their room; see dropBytes). */
   readonly dropped?: ((exits: number) => void) | undefined;
 }
@@ -170,7 +173,7 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
   /** Bytes its items are charged (counted here, so a push touches no per-listener object but the queue). */
   bytes = 0;
   #pool: BudgetPool;
-  readonly #reclaim: ((bytes: number) => void) | undefined;
+  readonly #reclaim: ((bytes: number) => number) | undefined;
   readonly #dropped: ((exits: number) => void) | undefined;
 
   constructor(capacity: number, policy: OverflowPolicy, memory: QueueMemory) {
@@ -304,10 +307,11 @@ class _EventQueue<R extends CpuRecord> implements EventQueue<R>, BudgetHolder {
 
   // Charges the pool `cost` for an exit about to be appended (which counts it): through the owner's fair share
   // first (room taken from owners over theirs), and only then by the reclaim hook giving up the listener's own.
+  // When the hook gave nothing back, the budget is as the refused claim found it: asking again would be refused
+  // again (a third of a full budget's claims, per listener over its share per exit).
   #tryCharge(cost: number): boolean {
     if (this.#pool.claim(cost)) return true;
-    if (this.#reclaim === undefined) return false;
-    this.#reclaim(cost);
+    if (this.#reclaim === undefined || this.#reclaim(cost) === 0) return false;
     return this.#pool.claim(cost);
   }
 

@@ -322,11 +322,16 @@ export class Retention<R extends CpuRecord, P> implements BudgetHolder {
   /**
    * Evicts oldest items until `bytes` more may be claimed from the budget
    * (BudgetPool.canClaim); with none left and still no room, gives up the
-   * ring's slots too (it grows again as it retains).
+   * ring's slots too (it grows again as it retains). Returns the bytes given
+   * back. A ring already given up asks the budget nothing: it has nothing to
+   * give (a listener over its share asks at each exit it drops).
    */
-  shed(bytes: number): void {
+  shed(bytes: number): number {
+    if (this.#seq.length === 0) return 0;
+    const before = this.bytes;
     while (!this.#pool.canClaim(bytes) && this.evictOldest());
     if (this.#seq.length > 0 && !this.#pool.canClaim(bytes)) this.clear();
+    return before - this.bytes;
   }
 
   /** Drops everything and the ring itself, giving back every charge. */
