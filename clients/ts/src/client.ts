@@ -14,6 +14,7 @@ import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
 import { hideUserinfo } from "./_redact.ts";
 import { checkTlsOptions } from "./_tls-options.ts";
+import { explainRefusedGrpc, explainTlsFailures } from "./_transport-failures.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import {
   type SubscribeExitsResponse,
@@ -317,39 +318,6 @@ function deadlineWords({ timeoutMs, transport }: Deadline, what: "call" | "strea
     `pass a timeoutMs of the ${what}'s own (0 for none), or create the transport with a longer defaultTimeoutMs`;
 }
 
-/**
- * A taskwire server takes gRPC over HTTP/2 on Node only. On Deno it answers
- * HTTP 415 with a body that says so, which connect-es's gRPC transport drops
- * ("[unknown] HTTP 415"); Bun's server, like any HTTP/1.1-only server or
- * proxy, does not take HTTP/2 without TLS at all ("[internal] Protocol
- * error"). Either error says what to use instead, connect-es's as its cause.
- */
-const explainRefusedGrpc: Interceptor = (next) => async (req) => {
-  try {
-    return await next(req);
-  } catch (err) {
-    const why = err instanceof ConnectError ? grpcRefusal(err) : undefined;
-    if (why === undefined || !(err instanceof ConnectError)) throw err;
-    throw new ConnectError(
-      `${why}: a taskwire server takes gRPC over HTTP/2 when it runs on Node; against one on Deno or Bun, or ` +
-        'behind an HTTP/1.1 proxy, use protocol "connect" (the default) or "grpc-web"',
-      err.code,
-      err.metadata,
-      undefined,
-      err,
-    );
-  }
-};
-
-// What connect-es's error of a gRPC call says of a server that does not take gRPC; undefined for any other error.
-function grpcRefusal(err: ConnectError): string | undefined {
-  if (err.rawMessage === "HTTP 415") return "the server refused gRPC (HTTP 415)";
-  if (err.code === Code.Internal && err.rawMessage === "Protocol error") {
-    return "the server did not take gRPC's HTTP/2 (a protocol error)";
-  }
-  return undefined;
-}
-
 // A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
 function bearer(token: string): string {
   if (typeof token !== "string" || !/^[\x21-\x7e]{1,512}$/.test(token)) {
@@ -393,8 +361,10 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
     throw new TypeError('gRPC is binary only; drop useBinaryFormat: false or use protocol "connect"');
   }
   if (protocol === "grpc") interceptors.unshift(explainRefusedGrpc);
+  const href = url.href.replace(/\/$/, "");
+  interceptors.unshift(explainTlsFailures(hideUserinfo(href), options.tls?.ca !== undefined));
   return {
-    baseUrl: url.href.replace(/\/$/, ""),
+    baseUrl: href,
     protocol,
     useBinaryFormat: options.useBinaryFormat ?? true,
     interceptors,
