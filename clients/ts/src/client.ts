@@ -16,6 +16,7 @@ import { hideUserinfo } from "./_redact.ts";
 import { checkTlsOptions } from "./_tls-options.ts";
 import { explainRefusedGrpc, explainTlsFailures } from "./_transport-failures.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
+import { checkRequest } from "./_request-checks.ts";
 import {
   type SubscribeExitsResponse,
   SubscribeExitsResponseSchema,
@@ -27,7 +28,10 @@ import {
  * deregister, subscribeExits, getInfo. Its methods throw the server's errors
  * typed (errors.ts); a call whose own `timeoutMs` passed, or a given
  * transport's `defaultTimeoutMs` when the call passed none, throws a
- * ConnectError with Code.DeadlineExceeded that says so.
+ * ConnectError with Code.DeadlineExceeded that says so. A request with a
+ * numeric field its protobuf type cannot hold (`getPid({ pid: -1 })`) is
+ * not sent: the call throws a RangeError (a TypeError for a value that is
+ * no number) naming the method, the field, its range and the value.
  */
 export type TaskwireClient = Client<typeof TaskStats>;
 
@@ -132,7 +136,10 @@ function fastSubscribeExits(transport: Transport): SubscribeExits {
   };
   return (input, options) =>
     endsWithIteration(
-      (o) => decodeStream(rawClient.subscribeExits(input, o), { timeoutMs: o.timeoutMs, transport: "own" }),
+      (o) => {
+        checkRequest(method.localName, method.input, input);
+        return decodeStream(rawClient.subscribeExits(input, o), { timeoutMs: o.timeoutMs, transport: "own" });
+      },
       options,
     );
 }
@@ -188,11 +195,19 @@ function withTypedErrors(client: TaskwireClient, policy: CallPolicy): TaskwireCl
   const typed: Record<string, AnyMethod> = {};
   for (const m of TaskStats.methods) {
     const call = methods[m.localName]!;
+    // A request a field of which its type cannot hold is thrown before it is sent (as the stream's first error).
+    const check = (input: unknown) => checkRequest(m.localName, m.input, input);
     typed[m.localName] = m.methodKind === "unary"
-      ? (input, options) => retried((o) => call(input, o), policy, options as CallOptions | undefined)
+      ? async (input, options) => {
+        check(input);
+        return await retried((o) => call(input, o), policy, options as CallOptions | undefined);
+      }
       : (input, options) =>
         endsWithIteration(
-          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>, { timeoutMs: o.timeoutMs, transport }),
+          (o) => {
+            check(input);
+            return rethrowTyped(call(input, o) as AsyncIterable<unknown>, { timeoutMs: o.timeoutMs, transport });
+          },
           options as CallOptions | undefined,
         );
   }
