@@ -24,6 +24,7 @@ export const OTHER_ENV: ReadonlySet<string> = new Set([
   "TASKWIRE_REQUIRE_INTEROP",
   "TASKWIRE_REQUIRE_BROWSER",
   "TASKWIRE_FUZZ_SCALE",
+  "TASKWIRE_TEST_NATS_PORTS",
 ]);
 
 type Env = Readonly<Record<string, string | undefined>>;
