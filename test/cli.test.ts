@@ -2,7 +2,7 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { createTaskwireClient } from "@taskwire/client";
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { createServer as createHttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -321,6 +321,29 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     expect(expired.code).toBe(0);
     expect(expired.err).toMatch(/^taskwire: warning: --tls-cert .*e\.pem expired on \d{4}-.*: clients refuse it/m);
     expect((await run("serve", ...flags, "--tls-cert", join(dir, "s.pem"))).err).not.toMatch(/expired|not valid/);
+  });
+
+  it("serve warns at start of a --memory-budget past the memory it may use (it would never refuse before the OOM killer)", async () => {
+    const past = `${Math.ceil(totalmem() / 1024 ** 3) + 1}GiB`;
+    const warning =
+      /^taskwire: warning: --memory-budget \d+ GiB exceeds (?:this machine's memory|this process's cgroup memory limit) \([\d.]+ [GM]iB\): the budget will never refuse a listener or drop an exit before the kernel's OOM killer ends the server; set it well below that \(a quarter is [\d.]+[GM]iB\)/m;
+    const flags = ["serve", "--source", "sim", "--port", "0", "--print-config"];
+    const printed = await run(...flags, "--memory-budget", past);
+    expect(printed.code).toBe(0);
+    expect(printed.err).toMatch(warning);
+    expect((await run(...flags, "--memory-budget", "64MiB")).err).not.toMatch(/exceeds/);
+    // A real start says it once, beside serve's other warnings.
+    let err = "";
+    const child = spawn("node", [bin, "serve", "--source", "sim", "--port", "0", "--memory-budget", past], {
+      cwd: root,
+    });
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    try {
+      await eventually(() => /data is SIMULATED/.test(err), 15_000); // the last line a start writes
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(err.match(new RegExp(warning.source, "gm"))).toHaveLength(1);
   });
 
   it("a certificate for other names, reached by address, is said with the names it holds (Node's message lists none)", async () => {

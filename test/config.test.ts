@@ -185,6 +185,39 @@ describe("bad settings exit 2 naming the key and the problem", () => {
 });
 
 describe("review hardening: what the configuration says back", () => {
+  it("client commands warn once of a TASKWIRE_ variable no command reads, naming the nearest real one", async () => {
+    const env = {
+      TASKWIRE_TOKN: "hunter2-secret-value", // a typo of TASKWIRE_TOKEN
+      // Read by serve or expected around it (a shell that runs both): no warning.
+      TASKWIRE_PORT: "7000",
+      TASKWIRE_OPTS: "--port 1",
+      TASKWIRE_URL: "http://127.0.0.1:1",
+      TASKWIRE_REQUIRE_NETLINK: "1",
+    };
+    const commands = [["info"], ["get", "pid", "1"], ["cgroup", "/x"], ["watch", "--cpus", "0"], ["top"], [
+      "run",
+      "--",
+      "true",
+    ]];
+    for (const args of commands) {
+      const r = await run(args, env);
+      expect(r.code, r.err).toBe(1); // nothing listens at TASKWIRE_URL
+      const warnings = r.err.split("\n").filter((l) => l.includes("warning"));
+      expect(warnings).toEqual([
+        `taskwire: warning: environment variable TASKWIRE_TOKN is no setting of taskwire ${
+          args[0]
+        } and is ignored (did you mean TASKWIRE_TOKEN?); \`taskwire ${args[0]} --help\` lists each flag's variable`,
+      ]);
+      expect(r.err).not.toContain("hunter2");
+    }
+    // The nearest may be serve's: it is named as such.
+    const serves = await run(["info"], { TASKWIRE_URL: "http://127.0.0.1:1", TASKWIRE_MAX_STREAM: "5" });
+    expect(serves.err).toMatch(
+      /^taskwire: warning: environment variable TASKWIRE_MAX_STREAM is no setting of taskwire info and is ignored \(did you mean TASKWIRE_MAX_STREAMS, a setting of taskwire serve\?\)/m,
+    );
+    expect((await run(["info"], { TASKWIRE_URL: "http://127.0.0.1:1" })).err).not.toMatch(/warning/);
+  }, 60_000);
+
   it("warns of TASKWIRE_ variables that are no setting, naming the nearest, never echoing the value", async () => {
     const env = {
       TASKWIRE_MAX_STREAM: "5", // a typo of TASKWIRE_MAX_STREAMS

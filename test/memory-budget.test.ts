@@ -11,6 +11,7 @@
  * subscriber beside them still gets every seq as an event or inside exactly
  * one loss marker.
  */
+import { totalmem } from "node:os";
 import { type ChildProcess, spawn } from "node:child_process";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -30,7 +31,7 @@ import { ExitFilterSchema, SubscribeExitsRequestSchema } from "../src/gen/taskwi
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { compileFilter } from "../src/rpc/projection.ts";
 import { exitBody } from "../src/rpc/fast-binary/batch.ts";
-import { retainedBuffer, retainPayload, serverMemory } from "../src/server/memory.ts";
+import { budgetPastMemory, retainedBuffer, retainPayload, serverMemory, usableMemory } from "../src/server/memory.ts";
 import { TaskStatsSchema } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import type { ServerOptions } from "../src/server/server.ts";
@@ -1646,5 +1647,24 @@ describe("attacks against the memory budget (64 MiB)", () => {
     await good.finish();
     expect(good.tally.ordered).toBe(true);
     expect(good.tally.received + good.tally.lost).toBe(good.produced());
+  });
+});
+
+describe("a budget past the memory the server may use", () => {
+  it("is warned of with the memory it exceeds, the cgroup's limit where that is less, and what to set", () => {
+    const GiB = 1024 ** 3;
+    const machine = { bytes: 16 * GiB, cgroup: false };
+    expect(budgetPastMemory(16 * GiB, machine)).toBeUndefined();
+    expect(budgetPastMemory(2 * 1024 * GiB, machine)).toBe(
+      "--memory-budget 2 TiB exceeds this machine's memory (16 GiB): the budget will never refuse a listener or drop an exit before the kernel's OOM killer ends the server; set it well below that (a quarter is 4GiB), or leave it unset for the default, which fits",
+    );
+    expect(budgetPastMemory(1 * GiB, { bytes: 512 * 1024 ** 2, cgroup: true })).toMatch(
+      /^--memory-budget 1 GiB exceeds this process's cgroup memory limit \(512 MiB\): .* \(a quarter is 128MiB\)/,
+    );
+    // This process's own: the machine's memory, or its cgroup's limit where that is less.
+    const own = usableMemory();
+    expect(own.bytes).toBeLessThanOrEqual(totalmem());
+    expect(budgetPastMemory(own.bytes)).toBeUndefined();
+    expect(budgetPastMemory(own.bytes + 1)).toMatch(/exceeds/);
   });
 });

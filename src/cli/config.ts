@@ -32,68 +32,6 @@ const NOT_KEYS = new Set(["config", "printConfig", "help", "version"]);
 /** Environment variables the client commands read (--url, --token, --ca, --cert, --key); no serve key may map to one. */
 export const CLIENT_ENV = new Set(["TASKWIRE_URL", "TASKWIRE_TOKEN", "TASKWIRE_CA", "TASKWIRE_CERT", "TASKWIRE_KEY"]);
 
-/**
- * TASKWIRE_ variables that are no serve setting but are expected in a
- * server's environment: the client commands' (a shell that runs both), the
- * systemd unit's flag list (deploy/taskwire.service), the test suite's
- * switches, and --config's own.
- */
-export const OTHER_ENV: ReadonlySet<string> = new Set([
-  ...CLIENT_ENV,
-  "TASKWIRE_CONFIG",
-  "TASKWIRE_OPTS",
-  "TASKWIRE_REQUIRE_NETLINK",
-  "TASKWIRE_REQUIRE_INTEROP",
-  "TASKWIRE_REQUIRE_BROWSER",
-  "TASKWIRE_FUZZ_SCALE",
-]);
-
-/**
- * Warnings for TASKWIRE_ variables that are no setting of `cmd` (a typo,
- * TASKWIRE_MAX_STREAM, would otherwise be ignored in silence): each names
- * the variable (never its value, which may be a secret) and the nearest
- * setting.
- */
-export function unknownEnv(cmd: Command, env: Readonly<Record<string, string | undefined>> = process.env): string[] {
-  const known = new Set(configurable(cmd).map(envName));
-  return Object.keys(env)
-    .filter((name) => name.startsWith("TASKWIRE_") && !known.has(name) && !OTHER_ENV.has(name))
-    .sort()
-    .slice(0, 16)
-    .map((name) => {
-      return `environment variable ${clipName(name)} is no setting of taskwire serve and is ignored${
-        envSuggestion(name, env[name] ?? "", [...known, "TASKWIRE_CONFIG"])
-      }; \`taskwire serve --help\` lists each flag's variable`;
-    });
-}
-
-/**
- * Warnings for TASKWIRE_ variables of `cmd`'s settings that a flag
- * overrides: set in a unit's environment file while its command line
- * (TASKWIRE_OPTS) gives the same flag, they would do nothing in silence.
- * Each names the variable and the flag, never the value.
- */
-export function overriddenEnv(cmd: Command, env: Readonly<Record<string, string | undefined>> = process.env): string[] {
-  const config = cmd.options.find((o) => o.attributeName() === "config");
-  return [...configurable(cmd), ...(config === undefined ? [] : [config])]
-    .filter((o) => cmd.getOptionValueSource(o.attributeName()) === "cli" && (env[envName(o)] ?? "") !== "")
-    .map((o) => `environment variable ${envName(o)} is set, and ${o.long} on the command line overrides it`);
-}
-
-// " (did you mean X?)" for an unknown variable (set to `value`, which is never shown), or "".
-function envSuggestion(name: string, value: string, known: readonly string[]): string {
-  const part = (n: string) => n.slice("TASKWIRE_".length);
-  // TASKWIRE_NO_METRICS=1: a --no-* flag's variable is the setting's own, set to the opposite.
-  const negated = /^NO_(.+)$/.exec(part(name))?.[1];
-  if (negated !== undefined && known.includes(`TASKWIRE_${negated}`)) {
-    return ` (did you mean TASKWIRE_${negated}=${/^(false|0|no|off)$/i.test(value) ? "true" : "false"}?)`;
-  }
-  const near = nearest(part(name), known.map(part), "_");
-  return near === undefined ? "" : ` (did you mean TASKWIRE_${near}?)`;
-}
-
-const clipName = (name: string) => (name.length <= 64 ? name : `${name.slice(0, 64)}…`);
-
 /** The config key of an option: its long name in kebab case, without a `no-` (`access-log = false`). */
 export function configKey(option: Option): string {
   return option.attributeName().replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -193,7 +131,7 @@ export function addConfigOptions(cmd: Command): Command {
   return cmd.hook("preAction", (command) => applyConfig(command));
 }
 
-function configurable(cmd: Command): Option[] {
+export function configurable(cmd: Command): Option[] {
   return cmd.options.filter((o) => !NOT_KEYS.has(o.attributeName()));
 }
 

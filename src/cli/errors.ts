@@ -6,6 +6,7 @@
  * INVALID_ARGUMENT or OUT_OF_RANGE: the request built from the arguments).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { explainTlsFailure } from "@taskwire/client";
 import { CommanderError } from "commander";
 import { escapeControls } from "../log/logger.ts";
 
@@ -73,7 +74,10 @@ export interface ConnectionFacts {
 export function describeError(err: unknown, url: string | undefined, facts: ConnectionFacts = {}): string {
   if (err instanceof ExitStatus) return "";
   const unusedTls = facts.unusedTls ?? [];
-  const tls = url === undefined ? undefined : tlsProblem(err, url, facts.ca);
+  const tls = url === undefined ? undefined : explainTlsFailure(err, url, {
+    caSetting: "--ca FILE or TASKWIRE_CA",
+    caGiven: facts.ca === undefined ? undefined : `--ca or TASKWIRE_CA: ${facts.ca}`,
+  });
   if (tls !== undefined) return escapeControls(tls);
   if (err instanceof ConnectError && url !== undefined && isUnreachable(err)) {
     return describeError(new UnreachableError(url, err), url);
@@ -128,70 +132,6 @@ export class FailureStatus extends Error {
   constructor(message: string, readonly code: number) {
     super(message);
   }
-}
-
-// Certificate checks that fail (Node's error codes): the server's certificate is not one this client trusts.
-const UNTRUSTED =
-  /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|ERR_TLS_CERT_ALTNAME_INVALID)$/;
-// What https:// to a plaintext server looks like from OpenSSL: the "TLS record" it read is an HTTP response.
-const NOT_TLS = /wrong version number|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER|EPROTO/;
-
-// The codes and messages down `err`'s cause chain.
-function causes(err: unknown): { codes: string[]; messages: string[] } {
-  const codes: string[] = [], messages: string[] = [];
-  for (let e = err, depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string") codes.push(code);
-    messages.push(e instanceof ConnectError ? e.rawMessage : e.message);
-  }
-  return { codes, messages };
-}
-
-// The subjectAltName of the certificate a TLS name check refused (Node's error carries the certificate), if any.
-function altNames(err: unknown): string | undefined {
-  for (let e = err, depth = 0; depth < 5 && e instanceof Error; depth++, e = e.cause) {
-    const san = (e as { cert?: { subjectaltname?: unknown } }).cert?.subjectaltname;
-    if (typeof san === "string") return san === "" ? "no altnames" : san;
-  }
-  return undefined;
-}
-
-/**
- * A TLS failure said with what to do: a certificate this client does not
- * trust (--ca), https:// to a server that speaks plain HTTP, or http:// to
- * one that speaks only TLS (it hangs up on a plaintext request).
- */
-function tlsProblem(err: unknown, url: string, ca: string | undefined): string | undefined {
-  const { codes, messages } = causes(err);
-  const https = url.startsWith("https:");
-  const first = messages.find((m) => m !== "") ?? "";
-  // A trusted certificate for another name, or out of its dates: another --ca would not help.
-  if (https && codes.includes("ERR_TLS_CERT_ALTNAME_INVALID")) {
-    // Node's message lists only the altnames of the kind asked for (an IP's list is empty for a DNS-only certificate).
-    const held = altNames(err);
-    return `the TLS certificate of ${url} is not for that name: ${first}; connect by a name or address it holds (${
-      held === undefined ? "its altnames" : `it holds ${held}`
-    }), or give the server a certificate for this one (--tls-cert)`;
-  }
-  if (https && codes.some((c) => c === "CERT_HAS_EXPIRED" || c === "CERT_NOT_YET_VALID")) {
-    return `cannot trust the TLS certificate of ${url}: ${first}; the server needs a certificate valid now (--tls-cert), or this machine's clock is wrong`;
-  }
-  if (https && codes.some((c) => UNTRUSTED.test(c))) {
-    // A --ca was given and did not sign it: "pass --ca" alone would send the user to the flag they already used.
-    const given = ca === undefined ? "" : `the CA given (--ca or TASKWIRE_CA: ${ca}) did not sign it; `;
-    return `cannot trust the TLS certificate of ${url}: ${first}; ${given}pass the CA that signed it (for a self-signed server, its certificate) with --ca FILE or TASKWIRE_CA`;
-  }
-  if (https && [...codes, ...messages].some((m) => NOT_TLS.test(m))) {
-    return `${url} does not answer TLS (${
-      codes.find((c) => NOT_TLS.test(c)) ?? "not a TLS record"
-    }): a server without --tls-cert speaks plain HTTP; use http://`;
-  }
-  if (!https && err instanceof ConnectError && /socket hang up|ECONNRESET/.test([...codes, ...messages].join(" "))) {
-    return `${url} hung up on a plaintext request: if that server serves TLS (--tls-cert), use https:// (and --ca for a self-signed certificate); else ${
-      causeOf(err)
-    }`;
-  }
-  return undefined;
 }
 
 /** The exit status for `err`: 2 for usage errors (commander's own included), else 1. */

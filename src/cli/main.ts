@@ -18,12 +18,13 @@ import { addTopCommand } from "./top-command.ts";
 import { bytesArg, intArg } from "./options.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
-import { fatalLine, type LogFormat } from "../log/logger.ts";
+import { escapeControls, fatalLine, type LogFormat } from "../log/logger.ts";
 import { currentCa, currentUrl, unusedTlsFiles } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
-import { addConfigOptions, effectiveConfig, nameOrigins, overriddenEnv, unknownEnv } from "./config.ts";
+import { addConfigOptions, effectiveConfig, nameOrigins } from "./config.ts";
+import { overriddenEnv, unknownClientEnv, unknownEnv } from "./env-warnings.ts";
 import { failureLogFormat } from "./failure-log-format.ts";
 import { refuseTildePaths } from "./tilde-paths.ts";
 import { addLogOptions, logFlagsFrom } from "./serve-log.ts";
@@ -392,6 +393,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       // Every command's file paths: a ~ no shell expanded is refused (tilde-paths.ts). A program's hooks run before
       // serve's own, which reads --config and checks the paths in it, and in serve's variables, as it applies them.
       .hook("preAction", (_program, command) => refuseTildePaths(command))
+      // serve warns of its own, once its logging is set up (its log format may be JSON).
+      .hook("preAction", (_program, command) => {
+        if (command === serve) return;
+        for (const w of unknownClientEnv(command, serve)) console.error(`taskwire: warning: ${escapeControls(w)}`);
+      })
       .parseAsync([...argv], { from: "user" });
     return 0;
   } catch (err) {

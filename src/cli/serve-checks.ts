@@ -15,6 +15,7 @@ import { UsageError } from "./errors.ts";
 import { checkKeyPair, checkPemPair, readPem } from "./pem.ts";
 import { type AuthFlags, checkExposure } from "./serve-auth.ts";
 import { checkFleet } from "./serve-nats.ts";
+import { budgetPastMemory } from "../server/memory.ts";
 import type { FleetOptions } from "../fleet/publisher.ts";
 import type { Limits } from "../core/limits.ts";
 import type { TransportLimits } from "../runtime/node.ts";
@@ -95,6 +96,8 @@ export function checkServe(flags: ServeSettings): CheckedServe {
     tls: tls !== undefined,
   });
   if (tls !== undefined) warnings.push(...certificateDates(tls.cert, flags.tlsCert!));
+  const pastMemory = budgetPastMemory(flags.memoryBudget);
+  if (pastMemory !== undefined) warnings.push(pastMemory);
   const authenticator = authenticatorFor(flags.auth);
   if (flags.enableDelayacct && flags.source === "sim") {
     throw new UsageError("--enable-delayacct changes the real kernel's sysctl; it has no meaning with --source sim");

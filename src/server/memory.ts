@@ -165,19 +165,47 @@ export interface DefaultBudget {
  * needs room beside them), and at most 1 GiB; never below 16 MiB.
  */
 export function defaultMemoryBudget(): DefaultBudget {
-  const total = totalmem();
-  const constrained = _constrainedMemory();
-  const memory = constrained > 0 && constrained < total ? constrained : total;
+  const { bytes: memory, cgroup } = usableMemory();
   const heap = _heapLimit();
   const quarter = Math.floor(memory / 4), half = heap > 0 ? Math.floor(heap / 2) : Infinity;
   const bytes = Math.min(quarter, half, DEFAULT_CAP);
   const mib = Math.max(DEFAULT_FLOOR, Math.floor(bytes / 1024 ** 2) * 1024 ** 2);
   const of = [
-    `a quarter of ${formatBytes(memory)}${memory === constrained ? " (cgroup limit)" : ""} of memory`,
+    `a quarter of ${formatBytes(memory)}${cgroup ? " (cgroup limit)" : ""} of memory`,
     ...(heap > 0 ? [`half the ${formatBytes(heap)} heap limit`] : []),
     "1 GiB",
   ];
   return { bytes: mib, why: `the least of ${of.join(", ")}; at least 16 MiB` };
+}
+
+/** The memory this process may use: its cgroup's limit (memory.max) where one is below the machine's, else the machine's. */
+export interface UsableMemory {
+  readonly bytes: number;
+  /** True when `bytes` is the cgroup's limit. */
+  readonly cgroup: boolean;
+}
+
+/** This process's UsableMemory (the runtime reads the cgroup's limit, v1 or v2). */
+export function usableMemory(): UsableMemory {
+  const total = totalmem(), constrained = _constrainedMemory();
+  return constrained > 0 && constrained < total
+    ? { bytes: constrained, cgroup: true }
+    : { bytes: total, cgroup: false };
+}
+
+/**
+ * A warning for a --memory-budget above the memory the server may use:
+ * such a budget never fills before the memory does, so it never refuses a
+ * listener or drops an exit, and the kernel's OOM killer (of the machine or
+ * of the cgroup) ends the server instead. Undefined for a budget that fits.
+ */
+export function budgetPastMemory(budget: number, memory: UsableMemory = usableMemory()): string | undefined {
+  if (budget <= memory.bytes) return undefined;
+  const what = memory.cgroup ? "this process's cgroup memory limit" : "this machine's memory";
+  const quarter = Math.max(DEFAULT_FLOOR, Math.floor(memory.bytes / 4 / 1024 ** 2) * 1024 ** 2);
+  return `--memory-budget ${formatBytes(budget)} exceeds ${what} (${formatBytes(memory.bytes)}): the budget will ` +
+    "never refuse a listener or drop an exit before the kernel's OOM killer ends the server; set it well below " +
+    `that (a quarter is ${formatBytes(quarter).replace(" ", "")}), or leave it unset for the default, which fits`;
 }
 
 /**

@@ -14,7 +14,9 @@ import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
 import { hideUserinfo } from "./_redact.ts";
 import { checkTlsOptions } from "./_tls-options.ts";
+import { explainRefusedGrpc, explainTlsFailures } from "./_transport-failures.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
+import { checkRequest } from "./_request-checks.ts";
 import {
   type SubscribeExitsResponse,
   SubscribeExitsResponseSchema,
@@ -26,7 +28,10 @@ import {
  * deregister, subscribeExits, getInfo. Its methods throw the server's errors
  * typed (errors.ts); a call whose own `timeoutMs` passed, or a given
  * transport's `defaultTimeoutMs` when the call passed none, throws a
- * ConnectError with Code.DeadlineExceeded that says so.
+ * ConnectError with Code.DeadlineExceeded that says so. A request with a
+ * numeric field its protobuf type cannot hold (`getPid({ pid: -1 })`) is
+ * not sent: the call throws a RangeError (a TypeError for a value that is
+ * no number) naming the method, the field, its range and the value.
  */
 export type TaskwireClient = Client<typeof TaskStats>;
 
@@ -131,7 +136,10 @@ function fastSubscribeExits(transport: Transport): SubscribeExits {
   };
   return (input, options) =>
     endsWithIteration(
-      (o) => decodeStream(rawClient.subscribeExits(input, o), { timeoutMs: o.timeoutMs, transport: "own" }),
+      (o) => {
+        checkRequest(method.localName, method.input, input);
+        return decodeStream(rawClient.subscribeExits(input, o), { timeoutMs: o.timeoutMs, transport: "own" });
+      },
       options,
     );
 }
@@ -187,11 +195,19 @@ function withTypedErrors(client: TaskwireClient, policy: CallPolicy): TaskwireCl
   const typed: Record<string, AnyMethod> = {};
   for (const m of TaskStats.methods) {
     const call = methods[m.localName]!;
+    // A request a field of which its type cannot hold is thrown before it is sent (as the stream's first error).
+    const check = (input: unknown) => checkRequest(m.localName, m.input, input);
     typed[m.localName] = m.methodKind === "unary"
-      ? (input, options) => retried((o) => call(input, o), policy, options as CallOptions | undefined)
+      ? async (input, options) => {
+        check(input);
+        return await retried((o) => call(input, o), policy, options as CallOptions | undefined);
+      }
       : (input, options) =>
         endsWithIteration(
-          (o) => rethrowTyped(call(input, o) as AsyncIterable<unknown>, { timeoutMs: o.timeoutMs, transport }),
+          (o) => {
+            check(input);
+            return rethrowTyped(call(input, o) as AsyncIterable<unknown>, { timeoutMs: o.timeoutMs, transport });
+          },
           options as CallOptions | undefined,
         );
   }
@@ -317,39 +333,6 @@ function deadlineWords({ timeoutMs, transport }: Deadline, what: "call" | "strea
     `pass a timeoutMs of the ${what}'s own (0 for none), or create the transport with a longer defaultTimeoutMs`;
 }
 
-/**
- * A taskwire server takes gRPC over HTTP/2 on Node only. On Deno it answers
- * HTTP 415 with a body that says so, which connect-es's gRPC transport drops
- * ("[unknown] HTTP 415"); Bun's server, like any HTTP/1.1-only server or
- * proxy, does not take HTTP/2 without TLS at all ("[internal] Protocol
- * error"). Either error says what to use instead, connect-es's as its cause.
- */
-const explainRefusedGrpc: Interceptor = (next) => async (req) => {
-  try {
-    return await next(req);
-  } catch (err) {
-    const why = err instanceof ConnectError ? grpcRefusal(err) : undefined;
-    if (why === undefined || !(err instanceof ConnectError)) throw err;
-    throw new ConnectError(
-      `${why}: a taskwire server takes gRPC over HTTP/2 when it runs on Node; against one on Deno or Bun, or ` +
-        'behind an HTTP/1.1 proxy, use protocol "connect" (the default) or "grpc-web"',
-      err.code,
-      err.metadata,
-      undefined,
-      err,
-    );
-  }
-};
-
-// What connect-es's error of a gRPC call says of a server that does not take gRPC; undefined for any other error.
-function grpcRefusal(err: ConnectError): string | undefined {
-  if (err.rawMessage === "HTTP 415") return "the server refused gRPC (HTTP 415)";
-  if (err.code === Code.Internal && err.rawMessage === "Protocol error") {
-    return "the server did not take gRPC's HTTP/2 (a protocol error)";
-  }
-  return undefined;
-}
-
 // A token is sent in a header: characters a header cannot carry are a mistake to report now, not a failed call later.
 function bearer(token: string): string {
   if (typeof token !== "string" || !/^[\x21-\x7e]{1,512}$/.test(token)) {
@@ -393,8 +376,10 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
     throw new TypeError('gRPC is binary only; drop useBinaryFormat: false or use protocol "connect"');
   }
   if (protocol === "grpc") interceptors.unshift(explainRefusedGrpc);
+  const href = url.href.replace(/\/$/, "");
+  interceptors.unshift(explainTlsFailures(hideUserinfo(href), options.tls?.ca !== undefined));
   return {
-    baseUrl: url.href.replace(/\/$/, ""),
+    baseUrl: href,
     protocol,
     useBinaryFormat: options.useBinaryFormat ?? true,
     interceptors,

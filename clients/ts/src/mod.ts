@@ -59,6 +59,7 @@ export {
   UnauthenticatedError,
   UnsupportedError,
 } from "./errors.ts";
+export { explainTlsFailure, type TlsAdvice } from "./_transport-failures.ts";
 export {
   CgroupStatsMethod,
   type DeregisterResponse,

@@ -12,6 +12,7 @@ import {
 } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { SINGLE_ATTEMPT, type TaskwireClient } from "./client.ts";
 import { sleep } from "./_sleep.ts";
+import { checkRequest } from "./_request-checks.ts";
 import { ErrorReason, ListenerNotFoundError, retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 
 /** What the server said when a stream opened. */
@@ -226,6 +227,8 @@ function _checkRequests(options: WatchExitsOptions): void {
       `watchExits: backoff.maxAttempts must be a whole number from 0 (or Infinity), got ${String(maxAttempts)}`,
     );
   }
+  // A numeric field its type cannot hold, said with its name and range (the filter's tgids and uids: uint32).
+  checkRequest("watchExits", SubscribeExitsRequestSchema, streamRequest(options));
   try {
     toBinary(SubscribeExitsRequestSchema, create(SubscribeExitsRequestSchema, streamRequest(options)));
     if (options.cpumask !== undefined) {

@@ -1,0 +1,148 @@
+/**
+ * The SDK's TLS failures say what to do (clients/ts/src/_transport-failures.ts),
+ * against real servers with real certificates: a CA and a server certificate
+ * it signed, made with openssl in a temporary directory.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError, createTaskwireClient, explainTlsFailure } from "@taskwire/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Listening, listenNode } from "../src/runtime/node.ts";
+import { createServer } from "../src/server/server.ts";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { loopbackCertificate } from "./helpers.ts";
+
+/** A CA, and a certificate for 127.0.0.1 it signed (a server's chain: "self-signed certificate in certificate chain"). */
+function caSigned(): { ca: string; cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), "taskwire-sdk-tls-"));
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl("req", "-x509", ...ec, "-days", "1", "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem");
+  openssl("req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", "s.key", "-out", "s.csr");
+  writeFileSync(join(dir, "ext"), "subjectAltName=IP:127.0.0.1\n");
+  // dprint-ignore
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    "s.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-days",
+    "1",
+    "-extfile",
+    "ext",
+    "-out",
+    "s.pem",
+  );
+  const r = (f: string) => readFileSync(join(dir, f), "utf8");
+  // The server sends its chain (its certificate, then the CA's), as a server behind a private CA often does.
+  return { ca: r("ca.pem"), cert: r("s.pem") + r("ca.pem"), key: r("s.key") };
+}
+
+const protocols = ["connect", "grpc-web", "grpc"] as const;
+let made: ReturnType<typeof caSigned>;
+let tls: Listening;
+let plain: Listening;
+
+beforeAll(async () => {
+  made = caSigned();
+  tls = await listenNode(createServer({ source: createSimSource() }), {
+    host: "127.0.0.1",
+    port: 0,
+    tls: { cert: made.cert, key: made.key },
+  });
+  plain = await listenNode(createServer({ source: createSimSource() }), { host: "127.0.0.1", port: 0 });
+}, 30_000);
+afterAll(async () => {
+  await tls?.close();
+  await plain?.close();
+});
+
+/** The error a unary call and a stream of `url` throw. */
+async function failures(url: string, options: Parameters<typeof createTaskwireClient>[1]): Promise<unknown[]> {
+  const client = createTaskwireClient(url, { ...options, retry: false });
+  const errors: unknown[] = [];
+  await client.getInfo({}, { timeoutMs: 5000 }).catch((e: unknown) => errors.push(e));
+  try {
+    for await (const _ of client.subscribeExits({ listenerId: "x" }, { timeoutMs: 5000 })) break;
+  } catch (e) {
+    errors.push(e);
+  }
+  expect(errors).toHaveLength(2);
+  return errors;
+}
+
+function explained(err: unknown, code: Code, text: RegExp): ConnectError {
+  expect(err).toBeInstanceOf(ConnectError);
+  const e = err as ConnectError;
+  expect(e.code).toBe(code);
+  expect(e.rawMessage).toMatch(text);
+  // connect-es's own error stays reachable, with Node's beneath it.
+  expect(e.cause).toBeInstanceOf(ConnectError);
+  expect((e.cause as ConnectError).code).toBe(code);
+  return e;
+}
+
+describe.each(protocols)("the SDK's TLS failures over %s say what to do", (protocol) => {
+  it("an untrusted certificate: pass the CA as tls: { ca }; a CA that did not sign it is named", async () => {
+    for (const err of await failures(tls.url, { protocol })) {
+      const e = explained(
+        err,
+        Code.Internal,
+        /^cannot trust the TLS certificate of https:\/\/127\.0\.0\.1:\d+: self-signed certificate in certificate chain; pass the CA that signed it .*with tls: \{ ca \} \(the PEM text/,
+      );
+      expect(e.rawMessage).not.toMatch(/CA given/);
+    }
+    const other = loopbackCertificate().cert;
+    for (const err of await failures(tls.url, { protocol, tls: { ca: other } })) {
+      explained(err, Code.Internal, /; the CA given \(tls\.ca\) did not sign it; pass the CA that signed it/);
+    }
+    expect((await createTaskwireClient(tls.url, { protocol, tls: { ca: made.ca } }).getInfo({})).source).toBe("sim");
+  });
+
+  it("a certificate for another name says the names it holds", async () => {
+    const url = tls.url.replace("127.0.0.1", "localhost");
+    for (const err of await failures(url, { protocol, tls: { ca: made.ca } })) {
+      explained(
+        err,
+        Code.Internal,
+        /is not for that name: .*connect by a name or address it holds \(it holds IP Address:127\.0\.0\.1\)/,
+      );
+    }
+  });
+
+  it("https:// to a plaintext server: use http://", async () => {
+    for (const err of await failures(plain.url.replace("http:", "https:"), { protocol })) {
+      explained(err, Code.Internal, /^https:\/\/127\.0\.0\.1:\d+ does not answer TLS \(\w+\): .* use http:\/\/$/);
+    }
+  });
+});
+
+describe("http:// to a TLS server", () => {
+  it.each(["connect", "grpc-web"] as const)("over %s: it hung up; use https:// (and tls: { ca })", async (protocol) => {
+    for (const err of await failures(tls.url.replace("https:", "http:"), { protocol })) {
+      explained(
+        err,
+        Code.Aborted,
+        /^http:\/\/127\.0\.0\.1:\d+ hung up on a plaintext request: .*use https:\/\/ \(and tls: \{ ca \} .*\); else socket hang up$/,
+      );
+    }
+  });
+});
+
+describe("explainTlsFailure", () => {
+  it("leaves other errors alone, and words a fix with the caller's own settings", () => {
+    expect(explainTlsFailure(new ConnectError("not found", Code.NotFound), "https://h:1", { caSetting: "x" }))
+      .toBeUndefined();
+    const node = Object.assign(new Error("self-signed certificate"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" });
+    const err = new ConnectError(node.message, Code.Internal, undefined, undefined, node);
+    expect(explainTlsFailure(err, "https://h:1", { caSetting: "--ca FILE", caGiven: "--ca: a.pem" })).toBe(
+      "cannot trust the TLS certificate of https://h:1: self-signed certificate; the CA given (--ca: a.pem) did not sign it; pass the CA that signed it (for a self-signed server, its certificate) with --ca FILE",
+    );
+  });
+});
