@@ -87,7 +87,7 @@ export class EarlySeqs {
 
   // Frees 1/64 of the total (at least what it is over by) from the hosts holding the most.
   #trim(): void {
-    const need = this.#size - (this.#maxTotal - (this.#maxTotal >>> 6));
+    const need = this.#size - (this.#maxTotal - Math.floor(this.#maxTotal / 64));
     const level = waterLevel([...this.#hosts.values()].map((h) => h.n), need);
     for (const h of [...this.#hosts.values()]) {
       if (h.n <= level) continue;
