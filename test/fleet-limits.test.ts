@@ -73,6 +73,22 @@ async function largePayloads(onBadMessage: (host: string, reason: string) => voi
   return { c, js: jetstream(nc) };
 }
 
+describe("the publisher's intervals", () => {
+  it("are integers in range: NaN would log every failed publish, or never read the limits again", () => {
+    const o = { servers: "nats://127.0.0.1:1" };
+    expect(() => checkFleetOptions({ ...o, problemLogMs: NaN })).toThrow(
+      new RangeError("fleet option problemLogMs must be an integer >= 1, got NaN"),
+    );
+    expect(() => checkFleetOptions({ ...o, limitsRefreshMs: NaN })).toThrow(
+      new RangeError("fleet option limitsRefreshMs must be an integer >= 1000, got NaN"),
+    );
+    expect(() => checkFleetOptions({ ...o, limitsRefreshMs: 999 })).toThrow(
+      /limitsRefreshMs must be an integer >= 1000/,
+    );
+    expect(() => checkFleetOptions({ ...o, limitsRefreshMs: 1000, problemLogMs: 1 })).not.toThrow();
+  });
+});
+
 describe("an existing stream's max_msg_size", () => {
   const settings = checkFleetOptions({ servers: "nats://127.0.0.1:1" });
   const existing = (maxMsgSize: number) => ({ ...streamConfig(settings), max_msg_size: maxMsgSize }) as StreamConfig;
