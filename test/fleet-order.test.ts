@@ -221,6 +221,16 @@ describe("FleetOrder", () => {
     expect(performance.now() - t0).toBeLessThan(5000); // quadratic took minutes; linear-log takes tens of ms
   });
 
+  it("a run full of forged early seqs takes more in bounded time per push (a batch given up, not one at a time)", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    o.push("a", ev(2 ** 52), { now: 0, label: "h" }); // the run starts there: every seq below is early
+    const t0 = performance.now();
+    for (let s = 1; s <= 200_000; s++) o.push("a", ev(s), { now: 0, label: "h" });
+    expect(o.early).toBeLessThanOrEqual(65_536);
+    expect(o.early).toBeGreaterThan(64_000);
+    expect(performance.now() - t0).toBeLessThan(4000); // one at a time: 11.8 s (59 us a push); in batches: 0.2 s
+  });
+
   it("held bytes are bounded: the run holding the most gives up its gap, never another host's", () => {
     const o = new FleetOrder<string>({ waitMs: 1_000_000, maxHeld: 1_000_000, maxHeldBytes: 10_000 });
     o.push("victim", { ...ev(1), bytes: 100 }, { now: 0, label: "victim" });
