@@ -242,8 +242,31 @@ describe("taskwire token", () => {
     const token = /: (tw_\S+)/.exec(readFileSync(path, "utf8"))![1]!;
     const r = await run(["serve", "--source", "sim", "--port", "0", "--token-file", path]);
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/is not JSON \(a syntax error.*\); it starts with `taskwire token`'s stderr .* stdout alone/);
+    expect(r.err).toMatch(/is not JSON \(a syntax error.*\); it holds `taskwire token`'s stderr .* stdout alone/);
     expect(r.err).not.toContain(token.slice(3, 10));
+  });
+
+  it("an entry appended (>>) is named: its stderr too (the token mid-file), or a second document jq reads as fine", async () => {
+    const token = (p: string, to: string) =>
+      promisify(execFile)("sh", ["-c", `"${process.execPath}" "${bin}" token --principal ${p} ${to}`]);
+    const [polluted, two] = [join(dir, "appended-stderr.json"), join(dir, "appended.json")];
+    await token("ops", `> "${polluted}" 2>/dev/null`);
+    await token("dev", `>> "${polluted}" 2>&1`);
+    const secret = /: (tw_\S+)/.exec(readFileSync(polluted, "utf8"))![1]!;
+    const r = await run(["serve", "--source", "sim", "--port", "0", "--token-file", polluted]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/is not JSON \(a syntax error.*\); it holds `taskwire token`'s stderr \(the token itself/);
+    expect(r.err).not.toContain(secret.slice(3, 10));
+    await token("ops", `> "${two}" 2>/dev/null`);
+    await token("dev", `>> "${two}" 2>/dev/null`);
+    const r2 = await run(["serve", "--source", "sim", "--port", "0", "--token-file", two]);
+    expect(r2.code).toBe(2);
+    const hint =
+      /it holds 2 JSON documents one after another \(an entry appended with >>\?\): merge them into one, `jq -s '([^']+)' /
+        .exec(r2.err);
+    expect(hint, r2.err).not.toBeNull();
+    const { stdout } = await promisify(execFile)("/usr/bin/jq", ["-s", hint![1]!, two]);
+    expect(Object.keys(JSON.parse(stdout).principals)).toEqual(["ops", "dev"]);
   });
 
   it("writes a role given twice once", async () => {

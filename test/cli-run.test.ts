@@ -4,7 +4,7 @@
  * against what the command measured itself (getrusage, via process.cpuUsage).
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -18,9 +18,14 @@ const bin = `${root}bin/taskwire.js`;
 let server: Awaited<ReturnType<typeof spawnServer>>;
 
 async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return await runWith(process.env, ...args);
+}
+
+async function runWith(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
   try {
     const { stdout, stderr } = await promisify(execFile)("node", [bin, "run", "--url", server.url, ...args], {
       cwd: root,
+      env,
     });
     return { code: 0, out: stdout, err: stderr };
   } catch (e) {
@@ -115,6 +120,30 @@ describe("taskwire run (real kernel)", () => {
     expect(etc.err).toMatch(/^taskwire: run: cannot start \/etc: not a program this user may run \(spawn .*EACCES\)$/m);
     const info = await createTaskwireClient(server.url).getInfo({});
     expect(info.listeners).toBe(0);
+  }, 30_000);
+
+  it("a script whose #! interpreter is missing is named as such, not as a missing file (127, as bash)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "taskwire-run-"));
+    const script = join(dir, "taskwire-bad-interpreter");
+    writeFileSync(script, "#!/nonexistent/interp -x\necho hi\n", { mode: 0o755 });
+    const byPath = await run("--", script);
+    expect(byPath.code).toBe(127);
+    expect(byPath.err).toMatch(
+      new RegExp(
+        `^taskwire: run: cannot start ${script}: ${script} is there, but not its interpreter ` +
+          `/nonexistent/interp \\(its #! line\\) \\(spawn .*ENOENT\\)$`,
+        "m",
+      ),
+    );
+    const byName = await runWith(
+      { ...process.env, PATH: `${dir}:${process.env["PATH"]}` },
+      "--",
+      "taskwire-bad-interpreter",
+    );
+    expect(byName.code).toBe(127);
+    expect(byName.err).toMatch(
+      /cannot start taskwire-bad-interpreter: \/.*\/taskwire-bad-interpreter is there, but not its interpreter/,
+    );
   }, 30_000);
 
   it("-o FILE that cannot be written is a usage error before the command runs, not after", async () => {

@@ -423,4 +423,22 @@ describe("createTaskwireClient's tls", () => {
     expect(() => createTaskwireClient(https, { tls: { ca: pem } })).not.toThrow();
     expect(() => createFetchClient(https, { tls: { ca: "ca.pem" } })).toThrow(/tls\.ca holds no PEM text/);
   });
+
+  it("takes PEM as Node does: a Buffer, an array, after a BOM or blank lines; other keys are Node's to judge", () => {
+    const https = "https://127.0.0.1:7878";
+    const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    for (const ca of [Buffer.from(pem), [pem, Buffer.from(pem)], `\uFEFF\n\n  ${pem}`, Buffer.from(`\uFEFF${pem}`)]) {
+      expect(() => createTaskwireClient(https, { tls: { ca } })).not.toThrow();
+    }
+    const extra = { ca: pem, rejectUnauthorized: true } as unknown as { ca: string };
+    expect(() => createTaskwireClient(https, { tls: extra })).not.toThrow();
+    // A DER file's bytes: Node trusts nothing from them (a self-signed error at the call), so they are refused too.
+    const der = Buffer.from([0x30, 0x82, 0x01, 0x0a, 0x02, 0x82, 0x01, 0x01]);
+    expect(() => createTaskwireClient(https, { tls: { ca: der } })).toThrow(
+      /^tls\.ca holds no PEM text .*got 8 bytes \(DER\?\): convert a DER file to PEM first \(openssl x509 -inform der/,
+    );
+    expect(() => createTaskwireClient(https, { tls: { ca: [pem, "/etc/ca.pem"] } })).toThrow(
+      /got an array whose element 1 is a string of 11 characters: pass the file's contents/,
+    );
+  });
 });

@@ -11,6 +11,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import {
@@ -33,6 +35,8 @@ import {
   tallied,
 } from "./fleet-nats.ts";
 import { eventually } from "./helpers.ts";
+
+const root = new URL("..", import.meta.url).pathname;
 
 // What each test started, stopped after it, last first.
 const cleanup: (() => Promise<void>)[] = [];
@@ -72,6 +76,22 @@ async function largePayloads(onBadMessage: (host: string, reason: string) => voi
   cleanup.push(() => c.stop());
   return { c, js: jetstream(nc) };
 }
+
+describe("the publisher's intervals", () => {
+  it("are integers in range: NaN would log every failed publish, or never read the limits again", () => {
+    const o = { servers: "nats://127.0.0.1:1" };
+    expect(() => checkFleetOptions({ ...o, problemLogMs: NaN })).toThrow(
+      new RangeError("fleet option problemLogMs must be an integer >= 1, got NaN"),
+    );
+    expect(() => checkFleetOptions({ ...o, limitsRefreshMs: NaN })).toThrow(
+      new RangeError("fleet option limitsRefreshMs must be an integer >= 1000, got NaN"),
+    );
+    expect(() => checkFleetOptions({ ...o, limitsRefreshMs: 999 })).toThrow(
+      /limitsRefreshMs must be an integer >= 1000/,
+    );
+    expect(() => checkFleetOptions({ ...o, limitsRefreshMs: 1000, problemLogMs: 1 })).not.toThrow();
+  });
+});
 
 describe("an existing stream's max_msg_size", () => {
   const settings = checkFleetOptions({ servers: "nats://127.0.0.1:1" });
@@ -263,6 +283,8 @@ describe.skipIf(!haveNatsServer)(`a limit below a loss marker's message (needs $
       expect(Number(info?.dropped)).toBeGreaterThanOrEqual(unsent);
       const metrics = await (await fetch(`${s.url}/metrics`)).text();
       expect(Number(/^taskwire_fleet_unsent_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(unsent);
+      const cli = await promisify(execFile)("node", [join(root, "bin/taskwire.js"), "info", "--url", s.url]);
+      expect(cli.stdout).toMatch(/\d+ seq\(s\) unsent \(.*: raise the NATS server's max_payload or the stream's/);
       expect(s.fleet.state().pending).toBeLessThanOrEqual(64);
       const warned = lines.filter((l) => l.includes("NATS refused the loss marker"));
       expect(warned).toHaveLength(1);

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { FleetOrder, type Ready } from "../clients/ts/src/_fleet-order.ts";
 import { createWatchFleet } from "../clients/ts/src/_fleet-core.ts";
 import { waterLevel } from "../clients/ts/src/_fleet-early.ts";
+import type { WatchFleetOptions } from "../clients/ts/src/_fleet-options.ts";
 
 const ev = (first: number, last = first) => ({ first, last, item: `${first}-${last}` });
 const items = (r: Ready<string>[] | null) => (r ?? []).map((x) => ("item" in x ? x.item : `gap ${x.gap.join("-")}`));
@@ -220,6 +221,16 @@ describe("FleetOrder", () => {
     expect(performance.now() - t0).toBeLessThan(5000); // quadratic took minutes; linear-log takes tens of ms
   });
 
+  it("a run full of forged early seqs takes more in bounded time per push (a batch given up, not one at a time)", () => {
+    const o = new FleetOrder<string>({ waitMs: 1000, maxHeld: 100 });
+    o.push("a", ev(2 ** 52), { now: 0, label: "h" }); // the run starts there: every seq below is early
+    const t0 = performance.now();
+    for (let s = 1; s <= 200_000; s++) o.push("a", ev(s), { now: 0, label: "h" });
+    expect(o.early).toBeLessThanOrEqual(65_536);
+    expect(o.early).toBeGreaterThan(64_000);
+    expect(performance.now() - t0).toBeLessThan(4000); // one at a time: 11.8 s (59 us a push); in batches: 0.2 s
+  });
+
   it("held bytes are bounded: the run holding the most gives up its gap, never another host's", () => {
     const o = new FleetOrder<string>({ waitMs: 1_000_000, maxHeld: 1_000_000, maxHeldBytes: 10_000 });
     o.push("victim", { ...ev(1), bytes: 100 }, { now: 0, label: "victim" });
@@ -318,5 +329,41 @@ describe("watchFleet's connection", () => {
         "the URLs, that the server runs with JetStream (nats-server -js), and the credentials (connectOptions)",
     );
     expect((err as Error).cause).toBe(refused);
+  });
+});
+
+describe("watchFleet's numbers", () => {
+  it("refuses a bound or wait that bounds nothing (NaN), or none at all, with a RangeError before connecting", async () => {
+    let connects = 0;
+    const watch = createWatchFleet(() => (connects++, Promise.reject(new Error("connection refused"))));
+    const refused = async (
+      o: Partial<WatchFleetOptions>,
+    ) => ((await watch({ servers: "nats://127.0.0.1:1", ...o }).next().catch((e) => e)) as Error);
+    for (
+      const [reorder, says] of [
+        [{ maxEarlySeqs: NaN }, "reorder.maxEarlySeqs must be an integer >= 0, got NaN"],
+        [{ maxEarlySeqs: -1 }, "reorder.maxEarlySeqs must be an integer >= 0, got -1"],
+        [{ maxEarlySeqs: 1.5 }, "reorder.maxEarlySeqs must be an integer >= 0, got 1.5"],
+        [{ maxEarlySeqs: Infinity }, "reorder.maxEarlySeqs must be an integer >= 0, got Infinity"],
+        [{ maxHeld: NaN }, "reorder.maxHeld must be an integer >= 0, got NaN"],
+        [{ maxHeldBytes: -1 }, "reorder.maxHeldBytes must be an integer >= 0, got -1"],
+        [{ maxRuns: 0 }, "reorder.maxRuns must be an integer >= 1, got 0"],
+        [{ maxRunsPerHost: NaN }, "reorder.maxRunsPerHost must be an integer >= 1, got NaN"],
+        [{ waitMs: NaN }, "reorder.waitMs must be a number of ms >= 0, got NaN"],
+      ] as const
+    ) {
+      const err = await refused({ reorder });
+      expect([err.constructor, err.message]).toEqual([RangeError, `watchFleet: ${says}`]);
+    }
+    const err = await refused({ ackWaitMs: NaN }); // the default wait (ackWaitMs + 5 s) would be NaN too
+    expect([err.constructor, err.message]).toEqual([
+      RangeError,
+      "watchFleet: ackWaitMs must be an integer >= 1, got NaN",
+    ]);
+    expect(connects).toBe(0);
+    // Good ones pass: 0 early seqs remembered, an endless wait.
+    expect((await refused({ reorder: { maxEarlySeqs: 0, waitMs: Infinity, maxHeld: 0 } })).message).toMatch(
+      /cannot connect to NATS/,
+    );
   });
 });

@@ -40,12 +40,32 @@ export function newToken(): string {
   return `tw_${randomBytes(32).toString("base64url")}`;
 }
 
-// `taskwire token ... > auth.json 2>&1` (or &>) puts the token's line, which the command writes on stderr, into the
-// file: a usable token stored in the clear, and no JSON. Said as such, since jq would only point at the first byte.
-const withStderr = (text: string) => /^\s*token \(give it to the client/.test(text);
+// `taskwire token ... > auth.json 2>&1` (or &>, or >> to add a principal) puts the token's line, which the command
+// writes on stderr, into the file: a usable token stored in the clear, and no JSON. Said as such, since jq would only
+// point at the line.
+const withStderr = (text: string) => /^\s*token \(give it to the client/m.test(text);
 const STDERR_TOO =
-  "it starts with `taskwire token`'s stderr (the token itself, in the clear): write the file from stdout alone " +
+  "it holds `taskwire token`'s stderr (the token itself, in the clear): write the file from stdout alone " +
   "(`taskwire token --principal NAME > auth.json`), give the token to its client and keep no copy of it";
+
+// `taskwire token ... >> auth.json` appends a second document, which `jq .` reads without complaint: how many.
+function documents(text: string): number {
+  try {
+    const docs: unknown = JSON.parse(`[${text.replace(/\}\s*\{/g, "},{")}]`);
+    return Array.isArray(docs) ? docs.length : 1;
+  } catch {
+    return 1;
+  }
+}
+
+// What to do about an auth file that is not JSON.
+function notJsonHint(text: string, path: string): string {
+  if (withStderr(text)) return STDERR_TOO;
+  const n = documents(text);
+  if (n < 2) return `check it with \`jq . ${path}\``;
+  return `it holds ${n} JSON documents one after another (an entry appended with >>?): merge them into one, ` +
+    `\`jq -s 'reduce .[] as $e ({}; . * $e)' ${path} > merged.json\`, and use that`;
+}
 
 /** Reads and checks the auth file at `path`. */
 export function readAuthFile(path: string): AuthTable {
@@ -64,7 +84,7 @@ export function readAuthFile(path: string): AuthTable {
       ?.[0];
     throw new AuthFileError(
       `the auth file ${path} is not JSON (a syntax error${at === undefined ? "" : ` at ${at.replace(/^at /, "")}`}); ${
-        withStderr(text) ? STDERR_TOO : `check it with \`jq . ${path}\``
+        notJsonHint(text, path)
       }`,
     );
   }

@@ -95,12 +95,15 @@ export async function infoCommand(conn: Connection, json: boolean, listeners = f
   if (listeners) printListeners(info.listenerDetails);
 }
 
+const UNSENT_WHY = "their loss marker fit in no message NATS takes: raise the NATS server's max_payload or the " +
+  "stream's max message size, whichever the server's log names";
+
 // The NATS publisher of `serve --nats`: whether it publishes, and what waits or was dropped.
 function fleetNote(f: NonNullable<Awaited<ReturnType<ReturnType<typeof clientFor>["getInfo"]>>["fleet"]>): string {
   return `${f.connected ? "connected" : "DISCONNECTED"}, publishing to stream ${f.stream} as ` +
     `${f.subjectPrefix}.${f.host}.exits.*: ${f.published} event(s) published, ${f.pending} message(s) awaiting ` +
     `ack, ${f.queued} queued, ${f.dropped} dropped, ${f.retries} retried` +
-    (f.unsent === 0n ? "" : `, ${f.unsent} seq(s) unsent (their loss marker fit in no message NATS takes)`) +
+    (f.unsent === 0n ? "" : `, ${f.unsent} seq(s) unsent (${UNSENT_WHY})`) +
     (f.lastError === "" ? "" : `; last error: ${f.lastError}`);
 }
 

@@ -6,7 +6,8 @@
  * exit status (128 + signal when a signal killed it, like a shell).
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { constants } from "node:os";
 import { describeExit, exitEventToJson, messageToJson, TaskStatsSchema } from "@taskwire/client";
 import type { Command } from "commander";
@@ -177,12 +178,39 @@ interface ChildStatus {
   readonly text: string;
 }
 
-// A spawn error in a shell's words (Node's alone, "spawn x ENOENT", does not say that PATH was searched).
+// A spawn error in a shell's words (Node's alone, "spawn x ENOENT", does not say that PATH was searched). ENOENT for a
+// file that is there is what runs it missing: its #! interpreter, or a program's loader (built for another system).
 function whyNotStarted(command: string, err: NodeJS.ErrnoException): string {
-  const where = command.includes("/") ? "no such file" : "no such command on PATH";
-  if (err.code === "ENOENT") return `${where} (${err.message})`;
   if (err.code === "EACCES") return `not a program this user may run (${err.message})`;
-  return err.message;
+  if (err.code !== "ENOENT") return err.message;
+  const file = command.includes("/") ? command : onPath(command);
+  if (file !== undefined && existsSync(file)) {
+    const interpreter = /^#!\s*(\S+)/.exec(head(file))?.[1];
+    return interpreter === undefined
+      ? `${file} is there, but the loader it needs is not (a program built for another system?) (${err.message})`
+      : `${file} is there, but not its interpreter ${interpreter} (its #! line) (${err.message})`;
+  }
+  return `${command.includes("/") ? "no such file" : "no such command on PATH"} (${err.message})`;
+}
+
+// Where execvp finds `command` on PATH: the first regular file of that name.
+function onPath(command: string): string | undefined {
+  const files = (process.env["PATH"] ?? "").split(":").map((dir) => join(dir || ".", command));
+  return files.find((f) => statSync(f, { throwIfNoEntry: false })?.isFile() === true);
+}
+
+// A file's first line, at most 256 bytes ("" when it cannot be read).
+function head(file: string): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const b = Buffer.alloc(256);
+    return b.subarray(0, readSync(fd, b, 0, 256, 0)).toString("latin1").split("\n")[0]!;
+  } catch {
+    return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 // SIGINT and SIGQUIT go to the whole foreground group: the command decides, taskwire stays to report (as time(1) does).

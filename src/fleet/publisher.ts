@@ -24,7 +24,7 @@ import type { ServerRegistry } from "../rpc/stream.ts";
 import { checkNatsSettings, connectNats, type NatsSettings } from "./_connect.ts";
 import { ensureStream, MIN_MESSAGE_BYTES, StreamConfigError, type StreamSettings } from "./_stream-config.ts";
 import { createPump, type Pump } from "./_pump.ts";
-import { MessageLimits } from "./_message-limits.ts";
+import { MessageLimits, REREAD_MS } from "./_message-limits.ts";
 import { checkHostToken, checkPrefix, hostToken } from "./subjects.ts";
 
 export { NatsConnectError, type NatsSettings, redactUrl, serverList } from "./_connect.ts";
@@ -69,7 +69,7 @@ export interface FleetOptions extends NatsSettings, Partial<Omit<StreamSettings,
   readonly hostToken?: string | undefined;
   /** While publishes fail, how often their cause is logged again, ms (default 60000). */
   readonly problemLogMs?: number | undefined;
-  /** While NATS's size limits cut messages, how often they are read again, ms (default 60000, at least 1000). */
+  /** While NATS's size limits cut messages, how often they are read again, ms (default 60000; an integer >= 1000). */
   readonly limitsRefreshMs?: number | undefined;
   /** Where the publisher says what happens to its connection (warnings: disconnects, failing publishes). */
   readonly log?: ((level: "info" | "warning", text: string) => void) | undefined;
@@ -143,9 +143,20 @@ function streamSettings(o: FleetOptions): StreamSettings {
   };
 }
 
-// Bad numbers are the caller's mistake, refused before anything connects.
+// Bad numbers are the caller's mistake, refused before anything connects. NaN would compare false for ever: a NaN
+// problemLogMs logged every failed publish, a NaN limitsRefreshMs never read the limits again.
 function checkLimits(o: FleetOptions): void {
-  const min = { window: 1, buffer: 1, ackTimeoutMs: 1, lingerMs: 0, maxAgeMs: 0, maxBytes: 0, duplicateWindowMs: 1 };
+  const min = {
+    window: 1,
+    buffer: 1,
+    ackTimeoutMs: 1,
+    lingerMs: 0,
+    maxAgeMs: 0,
+    maxBytes: 0,
+    duplicateWindowMs: 1,
+    problemLogMs: 1,
+    limitsRefreshMs: REREAD_MS,
+  };
   for (const [k, lo] of Object.entries(min)) {
     const v = o[k as keyof typeof min];
     if (v !== undefined && (!Number.isSafeInteger(v) || v < lo)) {

@@ -19,7 +19,14 @@ import { statuses } from "./_fleet-status.ts";
 import { hideUserinfo } from "./_redact.ts";
 import { deleteConsumer, fleetConsumer } from "./_fleet-consumer.ts";
 
-import type { FleetBadMessage, FleetConnect, FleetExitEvent, WatchFleet, WatchFleetOptions } from "./_fleet-options.ts";
+import {
+  checkFleetNumbers,
+  type FleetBadMessage,
+  type FleetConnect,
+  type FleetExitEvent,
+  type WatchFleet,
+  type WatchFleetOptions,
+} from "./_fleet-options.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 
@@ -113,6 +120,7 @@ interface Plan {
 
 /** The filter subject and the checks made here; TypeError/RangeError for bad options. */
 export function _plan(o: WatchFleetOptions): Plan {
+  checkFleetNumbers(o);
   const prefix = o.subjectPrefix ?? "taskwire";
   if (prefix.split(".").some((t) => !TOKEN.test(t))) {
     throw new RangeError(`watchFleet: subjectPrefix "${prefix}" must be dot-separated tokens of A-Z a-z 0-9 _ -`);

@@ -111,3 +111,27 @@ export type FleetConnect = (options: ConnectionOptions) => Promise<NatsConnectio
 
 /** The watchFleet function an entry exports. */
 export type WatchFleet = (options: WatchFleetOptions) => AsyncGenerator<FleetExitEvent, void, undefined>;
+
+/**
+ * Refuses numbers that would bound nothing or spin: NaN compares false with every count (maxEarlySeqs: NaN let a
+ * forger's early seqs grow without end), and a NaN wait made the expiry tick every millisecond.
+ */
+export function checkFleetNumbers(o: Pick<WatchFleetOptions, "ackWaitMs" | "reorder">): void {
+  const r = o.reorder;
+  const ints: [string, number | undefined, number][] = [
+    ["ackWaitMs", o.ackWaitMs, 1],
+    ["reorder.maxHeld", r?.maxHeld, 0],
+    ["reorder.maxHeldBytes", r?.maxHeldBytes, 0],
+    ["reorder.maxRuns", r?.maxRuns, 1],
+    ["reorder.maxRunsPerHost", r?.maxRunsPerHost, 1],
+    ["reorder.maxEarlySeqs", r?.maxEarlySeqs, 0],
+  ];
+  for (const [name, v, lo] of ints) {
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < lo)) {
+      throw new RangeError(`watchFleet: ${name} must be an integer >= ${lo}, got ${v}`);
+    }
+  }
+  if (r?.waitMs !== undefined && !(r.waitMs >= 0)) {
+    throw new RangeError(`watchFleet: reorder.waitMs must be a number of ms >= 0, got ${r.waitMs}`);
+  }
+}

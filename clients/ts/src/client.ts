@@ -13,7 +13,7 @@ import {
 import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
 import { hideUserinfo } from "./_redact.ts";
-import { checkTlsOptions } from "./_tls-options.ts";
+import { checkTlsOptions, type TlsInput } from "./_tls-options.ts";
 import { explainRefusedGrpc, explainTlsFailures } from "./_transport-failures.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import { checkRequest } from "./_request-checks.ts";
@@ -62,11 +62,12 @@ export interface TaskwireClientOptions {
    * TLS settings for https: URLs on Node (the package's `node` export): a CA
    * to trust for the server, and a client certificate and key for a server
    * that authenticates clients by certificate (--tls-client-ca). Each is PEM
-   * text, the file's contents (`readFileSync(file, "utf8")`), not its path:
-   * anything else is a TypeError.
+   * text, the file's contents (`readFileSync(file, "utf8")`, or its Buffer,
+   * or an array of them), not its path: anything else (a DER file's bytes
+   * too) is a TypeError.
    * Browsers and other runtimes use their own trust store and certificates.
    */
-  tls?: { ca?: string; cert?: string; key?: string };
+  tls?: TlsInput;
   /** A fetch implementation (fetch-based transports only; default: the global one). */
   fetch?: typeof globalThis.fetch;
   /** Extra Connect interceptors. */
