@@ -5,11 +5,10 @@
  * exist); a uid-limited principal sees only its uids' tasks; every refusal
  * is audited; the Host check keeps DNS-rebinding pages out.
  */
-import { execFileSync } from "node:child_process";
 import { Agent, request as h1request } from "node:http";
 import { connect as h2connect } from "node:http2";
 import { createConnection } from "node:net";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -34,6 +33,7 @@ import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually, sleep } from "./helpers.ts";
+import { createTestCa, selfSigned } from "./test-ca.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "taskwire-auth-"));
 const tokens = { alice: newToken(), bob: newToken(), admin: newToken(), reader: newToken(), web: newToken() };
@@ -56,7 +56,6 @@ function writeAuth(entries: Record<string, string>): void {
   );
 }
 
-const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
 function makeCertificates(): {
   serverCert: string;
   serverKey: string;
@@ -68,68 +67,21 @@ function makeCertificates(): {
   reservedCert: string;
   reservedKey: string;
 } {
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  openssl(
-    "req",
-    "-x509",
-    ...ec,
-    "-days",
-    "1",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.pem",
-  );
-  for (const [ca, client, cn] of [["ca", "client", "carol"], ["other-ca", "stranger", "mallory"]] as const) {
-    openssl("req", "-x509", ...ec, "-days", "1", "-subj", `/CN=${ca}`, "-keyout", `${ca}.key`, "-out", `${ca}.pem`);
-    openssl("req", ...ec, "-subj", `/CN=${cn}`, "-keyout", `${client}.key`, "-out", `${client}.csr`);
-    openssl(
-      "x509",
-      "-req",
-      "-in",
-      `${client}.csr`,
-      "-CA",
-      `${ca}.pem`,
-      "-CAkey",
-      `${ca}.key`,
-      "-CAcreateserial",
-      "-days",
-      "1",
-      "-out",
-      `${client}.pem`,
-    );
-  }
+  const server = selfSigned(dir, "server", { cn: "127.0.0.1", san: "IP:127.0.0.1" });
+  const ca = createTestCa("ca", { dir }), other = createTestCa("other-ca", { dir });
+  const client = ca.sign("client", { cn: "carol" }), stranger = other.sign("stranger", { cn: "mallory" });
   // A certificate the client CA signed whose CN is the name the fleet publisher's listener is owned by.
-  openssl("req", ...ec, "-subj", `/CN=${FLEET_OWNER}`, "-keyout", "reserved.key", "-out", "reserved.csr");
-  openssl(
-    "x509",
-    "-req",
-    "-in",
-    "reserved.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-days",
-    "1",
-    "-out",
-    "reserved.pem",
-  );
-  const r = (f: string) => readFileSync(join(dir, f), "utf8");
+  const reserved = ca.sign("reserved", { cn: FLEET_OWNER });
   return {
-    reservedCert: r("reserved.pem"),
-    reservedKey: r("reserved.key"),
-    serverCert: r("server.pem"),
-    serverKey: r("server.key"),
-    ca: r("ca.pem"),
-    clientCert: r("client.pem"),
-    clientKey: r("client.key"),
-    strangerCert: r("stranger.pem"),
-    strangerKey: r("stranger.key"),
+    reservedCert: reserved.cert,
+    reservedKey: reserved.key,
+    serverCert: server.cert,
+    serverKey: server.key,
+    ca: ca.cert,
+    clientCert: client.cert,
+    clientKey: client.key,
+    strangerCert: stranger.cert,
+    strangerKey: stranger.key,
   };
 }
 

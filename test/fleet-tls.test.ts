@@ -6,10 +6,7 @@
  * Node checked every certificate against "localhost": one for 127.0.0.1 was
  * refused at tls://127.0.0.1 ("Host: localhost. is not cert's CN").
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { checkServerIdentity } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { watchFleet } from "@taskwire/client";
@@ -25,30 +22,19 @@ import {
   stopFleetServer,
 } from "./fleet-nats.ts";
 import { eventually } from "./helpers.ts";
+import { createTestCa, type TestCa } from "./test-ca.ts";
 
-let dir: string, caFile: string;
-
-// Each argument list written as one line: no argument of these has a space.
-function openssl(args: string): void {
-  execFileSync("openssl", args.split(" "), { stdio: "pipe", cwd: dir });
-}
-
-const EC_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+let ca: TestCa, caFile: string;
 
 function makeCa(): void {
-  dir = mkdtempSync(join(tmpdir(), "taskwire-nats-tls-"));
-  caFile = join(dir, "ca.pem");
-  openssl(`req -x509 ${EC_KEY} -days 1 -subj /CN=taskwire-test-ca -keyout ca.key -out ca.pem`);
+  ca = createTestCa("taskwire-test-ca", { prefix: "taskwire-nats-tls-" });
+  caFile = ca.certFile;
 }
 
 /** A server certificate signed by the CA, with this subjectAltName; its files' paths. */
 function serverCert(name: string, san: string): { cert: string; key: string } {
-  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
-  openssl(`req ${EC_KEY} -subj /CN=nats-test -keyout ${name}.key -out ${name}.csr`);
-  openssl(
-    `x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ${name}.ext -out ${name}.pem`,
-  );
-  return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
+  const s = ca.sign(name, { cn: "nats-test", san });
+  return { cert: s.certFile, key: s.keyFile };
 }
 
 /** connectNats's outcome: "ok", or its error's message. */
@@ -89,7 +75,7 @@ describe.skipIf(!haveNatsServer)("NATS over TLS (needs /usr/sbin/nats-server and
   });
   afterAll(async () => {
     await Promise.all(servers.map((s) => s.close()));
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(ca.dir, { recursive: true, force: true });
   });
 
   it("a certificate for 127.0.0.1 is taken at tls://127.0.0.1 and nats://127.0.0.1, by the publisher and watchFleet", async () => {

@@ -3,45 +3,20 @@
  * against real servers with real certificates: a CA and a server certificate
  * it signed, made with openssl in a temporary directory.
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Code, ConnectError, createTaskwireClient, explainTlsFailure } from "@taskwire/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { loopbackCertificate } from "./helpers.ts";
+import { createTestCa } from "./test-ca.ts";
 
 /** A CA, and a certificate for 127.0.0.1 it signed (a server's chain: "self-signed certificate in certificate chain"). */
 function caSigned(): { ca: string; cert: string; key: string } {
-  const dir = mkdtempSync(join(tmpdir(), "taskwire-sdk-tls-"));
-  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  openssl("req", "-x509", ...ec, "-days", "1", "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem");
-  openssl("req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", "s.key", "-out", "s.csr");
-  writeFileSync(join(dir, "ext"), "subjectAltName=IP:127.0.0.1\n");
-  // dprint-ignore
-  openssl(
-    "x509",
-    "-req",
-    "-in",
-    "s.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-days",
-    "1",
-    "-extfile",
-    "ext",
-    "-out",
-    "s.pem",
-  );
-  const r = (f: string) => readFileSync(join(dir, f), "utf8");
+  const ca = createTestCa("ca", { prefix: "taskwire-sdk-tls-" });
+  const s = ca.sign("s", { cn: "127.0.0.1", san: "IP:127.0.0.1" });
   // The server sends its chain (its certificate, then the CA's), as a server behind a private CA often does.
-  return { ca: r("ca.pem"), cert: r("s.pem") + r("ca.pem"), key: r("s.key") };
+  return { ca: ca.cert, cert: s.cert + ca.cert, key: s.key };
 }
 
 const protocols = ["connect", "grpc-web", "grpc"] as const;
