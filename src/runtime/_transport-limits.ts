@@ -90,8 +90,10 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze
   h2SessionMemoryMb: 10,
   // Node's HTTP/1.1 default; room for bearer tokens (HTTP/2's own default is 64 KiB).
   maxHeaderBytes: 16 * 1024,
-  // A refused or unary request costs ~0.3 ms to handle: a batch adds at most ~5 ms to a turn.
-  acceptsPerTurn: 16,
+  // A refused or unary request costs ~0.3 ms to handle: a batch adds at most ~2.5 ms to a turn. 16 a turn let an
+  // established subscriber keep 88-91% of its rate while 1,000 others connected on a fast host, but 72-82% on a
+  // slower one (storms of 4.5-7 s, no steal); 8 kept 85-88% there, the storm 1-2 s longer (BENCHMARKS.md).
+  acceptsPerTurn: 8,
 });
 
 /** `partial` over DEFAULT_TRANSPORT_LIMITS, checked (RangeError names the option). */
