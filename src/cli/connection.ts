@@ -5,7 +5,7 @@
  */
 import { createTaskwireClient, type TaskwireClient } from "@taskwire/client";
 import { type Command, Option } from "commander";
-import { UsageError } from "./errors.ts";
+import { type ConnectionFacts, UsageError } from "./errors.ts";
 import { checkKeyPair, checkPemPair, type PemKind, readPem } from "./pem.ts";
 
 /** The default server. */
@@ -71,36 +71,23 @@ export function connectionUnlessFleet(o: Record<string, unknown>, fleet: object 
   return fleet === undefined ? connectionFrom(o) : { url: DEFAULT_URL };
 }
 
-let _url: string | undefined;
-let _unused: string[] = [];
-let _ca: string | undefined;
+let _last: Connection | undefined;
 
-/** The --ca file of the last client made, if one was given (what a refused certificate's message names). */
-export function currentCa(): string | undefined {
-  return _ca;
-}
-
-/** The URL of the last client made (what an error message names). */
-export function currentUrl(): string | undefined {
-  return _url;
-}
-
-/**
- * The TLS files given to the last client made that its http:// URL leaves unused (--cert, say): only an https://
- * connection presents or checks them. Not an error (TASKWIRE_CERT may be set for every server), but a refusal for
- * want of a client certificate says so.
- */
-export function unusedTlsFiles(): string[] {
-  return _unused;
+/** The URL of the last client made (what an error message names), and what an error's message may say of it. */
+export function lastConnection(): { url: string | undefined } & ConnectionFacts {
+  const c = _last;
+  if (c === undefined) return { url: undefined };
+  // The TLS files an http:// URL leaves unused (--cert, say): only an https:// connection presents or checks them.
+  // Not an error (TASKWIRE_CERT may be set for every server), but a refusal for want of a client certificate says so.
+  const unusedTls = /^http:/i.test(c.url)
+    ? (["ca", "cert", "key"] as const).filter((k) => c[k] !== undefined).map((k) => `--${k}`)
+    : [];
+  return { url: c.url, unusedTls, ca: c.ca };
 }
 
 /** A client for the connection (files read now: a missing one is a usage error). */
 export function clientFor(c: Connection): TaskwireClient {
-  _url = c.url;
-  _ca = c.ca;
-  _unused = /^http:/i.test(c.url)
-    ? (["ca", "cert", "key"] as const).filter((k) => c[k] !== undefined).map((k) => `--${k}`)
-    : [];
+  _last = c;
   const read = (setting: PemSetting, kind: PemKind) => {
     const file = c[setting];
     return file === undefined ? undefined : readPem(file, `--${setting}`, kind);

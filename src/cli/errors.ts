@@ -64,9 +64,9 @@ const PROXY_STATUS: Record<string, string> = {
 
 /** What the CLI knows of the connection an error came from, beside its URL (connection.ts). */
 export interface ConnectionFacts {
-  /** The TLS files given that an http:// URL left unused (unusedTlsFiles). */
+  /** The TLS files given that an http:// URL left unused (connection.ts lastConnection). */
   readonly unusedTls?: readonly string[];
-  /** The --ca file the client trusted (currentCa), if any. */
+  /** The --ca file the client trusted, if any. */
   readonly ca?: string | undefined;
 }
 

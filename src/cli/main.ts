@@ -19,7 +19,7 @@ import { bytesArg, intArg } from "./options.ts";
 import { addRunCommand } from "./run-command.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 import { escapeControls, fatalLine, type LogFormat } from "../log/logger.ts";
-import { currentCa, currentUrl, unusedTlsFiles } from "./connection.ts";
+import { lastConnection } from "./connection.ts";
 import { cgroupCommand } from "./cgroup-command.ts";
 import { addConnectionOptions, connectionFrom } from "./connection.ts";
 import { addAuthOptions, addTokenCommand, authFlagsFrom } from "./serve-auth.ts";
@@ -411,9 +411,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       );
     }
     // commander has printed its own usage errors (in the same format, see configureOutput; serve's just above)
-    const text = err instanceof CommanderError
-      ? ""
-      : describeError(err, currentUrl(), { unusedTls: unusedTlsFiles(), ca: currentCa() });
+    const last = lastConnection();
+    const text = err instanceof CommanderError ? "" : describeError(err, last.url, last);
     if (text !== "") console.error(fatalLine(text, format));
     return exitCodeFor(err);
   }

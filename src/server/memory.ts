@@ -169,13 +169,18 @@ export function defaultMemoryBudget(): DefaultBudget {
   const heap = _heapLimit();
   const quarter = Math.floor(memory / 4), half = heap > 0 ? Math.floor(heap / 2) : Infinity;
   const bytes = Math.min(quarter, half, DEFAULT_CAP);
-  const mib = Math.max(DEFAULT_FLOOR, Math.floor(bytes / 1024 ** 2) * 1024 ** 2);
+  const mib = wholeMib(bytes);
   const of = [
     `a quarter of ${formatBytes(memory)}${cgroup ? " (cgroup limit)" : ""} of memory`,
     ...(heap > 0 ? [`half the ${formatBytes(heap)} heap limit`] : []),
     "1 GiB",
   ];
   return { bytes: mib, why: `the least of ${of.join(", ")}; at least 16 MiB` };
+}
+
+// `bytes` rounded down to whole MiB, at least the floor: a budget as the default's reasons and warnings give it.
+function wholeMib(bytes: number): number {
+  return Math.max(DEFAULT_FLOOR, Math.floor(bytes / 1024 ** 2) * 1024 ** 2);
 }
 
 /** The memory this process may use: its cgroup's limit (memory.max) where one is below the machine's, else the machine's. */
@@ -202,7 +207,7 @@ export function usableMemory(): UsableMemory {
 export function budgetPastMemory(budget: number, memory: UsableMemory = usableMemory()): string | undefined {
   if (budget <= memory.bytes) return undefined;
   const what = memory.cgroup ? "this process's cgroup memory limit" : "this machine's memory";
-  const quarter = Math.max(DEFAULT_FLOOR, Math.floor(memory.bytes / 4 / 1024 ** 2) * 1024 ** 2);
+  const quarter = wholeMib(memory.bytes / 4);
   return `--memory-budget ${formatBytes(budget)} exceeds ${what} (${formatBytes(memory.bytes)}): the budget will ` +
     "never refuse a listener or drop an exit before the kernel's OOM killer ends the server; set it well below " +
     `that (a quarter is ${formatBytes(quarter).replace(" ", "")}), or leave it unset for the default, which fits`;
