@@ -187,6 +187,16 @@ describe("taskwire CLI: what a newcomer gets wrong, and live tasks", () => {
     expect(both.err).toMatch(/not both/);
   });
 
+  it("watch --listener with an id the server does not have says where listener ids come from", async () => {
+    const r = await run("watch", "--listener", "nope");
+    expect(r.code).toBe(1); // the server's NOT_FOUND: a runtime error, as before
+    expect(r.err).toBe(
+      `taskwire: NotFound: no listener "nope" of yours on ${url}: it was never registered there, was deregistered, ` +
+        "its lease ran out after its last stream ended, or it is another principal's; `taskwire info --listeners` " +
+        "lists yours there, or watch --cpus <cpulist> watches through a listener of its own\n",
+    );
+  });
+
   it.skipIf(noKernel !== undefined)(
     `get pid of a live task says it is running (no exit status); --all shows ac_nice signed${
       noKernel === undefined ? "" : ` SKIPPED: ${noKernel}`

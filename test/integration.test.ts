@@ -90,7 +90,7 @@ describe("unary methods through the SDK", () => {
     expect((await client.getInfo({})).watchedCpus).toBe("");
     const gone = await errorOf(client.deregister({ listenerId: reg.listenerId, cpumask: "1" }));
     expect(gone.code).toBe(Code.NotFound);
-    expect(gone.rawMessage).toMatch(/call Register again/);
+    expect(gone.rawMessage).toMatch(/or it is another principal's; Register a new one \(without listener_id\)/);
     expect(await codeOf(client.register({ listenerId: "nope", cpumask: "1" }))).toBe(Code.NotFound);
     expect(await codeOf(client.deregister({ listenerId: "", cpumask: "1" }))).toBe(Code.InvalidArgument);
   });

@@ -5,8 +5,10 @@
  * yields the same shape) plugs in here, in openEventInput, and nowhere else.
  */
 import {
+  ConnectError,
   type ExitFilter,
   type HostedExitEvent,
+  ListenerNotFoundError,
   type Subscribed,
   type TaskwireClient,
   watchExits,
@@ -17,6 +19,7 @@ import { causeOf, UnreachableError } from "./errors.ts";
 import { tasksSeen } from "./format.ts";
 import { type FleetFlags, openFleetInput } from "./fleet-input.ts";
 import { parseCpulist } from "../kernel/cpulist.ts";
+import { quote } from "../core/errors.ts";
 
 /** What to subscribe to, from a command's flags. */
 export interface EventInputOptions {
@@ -85,13 +88,41 @@ export function openEventInput(o: EventInputOptions): EventInput {
       },
     }),
     () => host,
+    (err) => o.listener === undefined ? err : unknownListener(err, o.listener, o.conn.url),
   );
   const deregistered = () => (own ? released ?? _deregister(client, listenerId) : Promise.resolve());
   return { events, release: () => Promise.all([noted, deregistered()]).then(() => {}) };
 }
 
-async function* _hosted(events: AsyncIterable<HostedExitEvent>, host: () => string | undefined) {
-  for await (const ev of events) yield Object.assign(ev, { host: ev.host ?? host() });
+async function* _hosted(
+  events: AsyncIterable<HostedExitEvent>,
+  host: () => string | undefined,
+  explain: (err: unknown) => unknown,
+) {
+  try {
+    for await (const ev of events) yield Object.assign(ev, { host: ev.host ?? host() });
+  } catch (err) {
+    throw explain(err);
+  }
+}
+
+/**
+ * A --listener `id` that the server at `url` does not have for this caller, said for the user who typed it: the
+ * server's "Register a new one" is a program's fix, and the CLI has no register command. Other errors pass as they
+ * are; so does a listener removed while it was streamed (its error says so). Still NOT_FOUND, the server's error
+ * its cause.
+ */
+export function unknownListener(err: unknown, id: string, url: string): unknown {
+  if (!(err instanceof ListenerNotFoundError) || err.removed !== undefined) return err;
+  return new ConnectError(
+    `no listener ${quote(id)} of yours on ${url}: it was never registered there, was deregistered, its lease ran ` +
+      "out after its last stream ended, or it is another principal's; `taskwire info --listeners` lists yours " +
+      "there, or watch --cpus <cpulist> watches through a listener of its own",
+    err.code,
+    err.metadata,
+    undefined,
+    err,
+  );
 }
 
 // What the stream does not say, said once on stderr after GetInfo: the server caps a queue at its --max-buffer

@@ -29,7 +29,10 @@ function head(value: string, max: number): string {
   return value.slice(0, /[\ud800-\udbff]/.test(value[max - 1] ?? "") ? max - 1 : max);
 }
 
-/** No listener has this id (never existed, deregistered or reaped). */
+/**
+ * No listener has this id for the caller (never existed, deregistered, reaped,
+ * or another principal's: said the same way, so as not to tell which).
+ */
 export class ListenerNotFoundError extends Error {
   override readonly name = "ListenerNotFoundError";
   readonly listenerId: string;
@@ -43,7 +46,8 @@ export class ListenerNotFoundError extends Error {
     const which = quote(id);
     super(
       removed === undefined
-        ? `no listener ${which}: it was never registered, was deregistered, or its lease expired; call Register again`
+        ? `no listener ${which}: it was never registered, was deregistered, its lease expired, or it is another ` +
+          "principal's; Register a new one (without listener_id), and GetInfo with listeners: true lists yours"
         : `listener ${which} was deregistered while streamed (${removed}); its queued events were sent`,
     );
     this.listenerId = id;

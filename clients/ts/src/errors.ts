@@ -58,8 +58,9 @@ export class TaskNotFoundError extends TaskwireError {
 }
 
 /**
- * NOT_FOUND: the listener was never registered, was deregistered, or its
- * lease expired (e.g. the server restarted). A stream of a listener that is
+ * NOT_FOUND: the listener was never registered, was deregistered, its lease
+ * expired (e.g. the server restarted), or it is another principal's (the
+ * server says all of these alike). A stream of a listener that is
  * deregistered while it is read ends with this error too, after the events
  * the listener had queued; `removed` then says why.
  */
