@@ -4,7 +4,9 @@
  * it signed, made with openssl in a temporary directory.
  */
 import { Code, ConnectError, createTaskwireClient, explainTlsFailure } from "@taskwire/client";
+import { type AddressInfo, createServer as createNetServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SERVER_SENT_NOTHING } from "../clients/ts/src/_transport-failures.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
@@ -107,6 +109,43 @@ describe("http:// to a TLS server", () => {
         /^http:\/\/127\.0\.0\.1:\d+ hung up on a plaintext request: .*use https:\/\/ \(and tls: \{ ca \} .*\); else socket hang up$/,
       );
     }
+  });
+});
+
+describe("gRPC over http:// to a TLS server", () => {
+  // Node's TLS server closes a plaintext connection without a byte; connect-node said "[canceled] http/2 stream
+  // closed with error code CANCEL (0x8)", as if the caller had cancelled.
+  it("says the server closed without a byte of HTTP/2: use https:// if it serves TLS; UNAVAILABLE", async () => {
+    for (const err of await failures(tls.url.replace("https:", "http:"), { protocol: "grpc" })) {
+      const e = explained(
+        err,
+        Code.Unavailable,
+        /^http:\/\/127\.0\.0\.1:\d+ closed the connection without a byte of HTTP\/2: if that server serves TLS \(--tls-cert\), use https:\/\/ \(and tls: \{ ca \} .*\); else it is no HTTP\/2 server, or it refused the connection$/,
+      );
+      expect((e.cause as ConnectError).rawMessage).toBe(SERVER_SENT_NOTHING);
+    }
+  });
+
+  it("a server that sent its SETTINGS before closing is not said so (nor is a caller's cancel)", async () => {
+    // An h2c server's first frame (an empty SETTINGS), then the connection closed under the call.
+    const server = createNetServer((socket) => {
+      socket.on("error", () => {});
+      socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]), () => setTimeout(() => socket.end(), 50));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      for (const err of await failures(url, { protocol: "grpc" })) {
+        expect(err).toBeInstanceOf(ConnectError);
+        expect((err as ConnectError).rawMessage).not.toMatch(/without a byte|TLS/);
+      }
+    } finally {
+      server.close();
+    }
+    const abort = new AbortController();
+    const call = createTaskwireClient(plain.url, { protocol: "grpc" }).getInfo({}, { signal: abort.signal });
+    abort.abort();
+    await expect(call).rejects.toMatchObject({ code: Code.Canceled });
   });
 });
 

@@ -3,7 +3,8 @@
  * transport error, e.g. "[internal] self-signed certificate" for a server
  * certificate the client does not trust and "[aborted] socket hang up" for
  * http:// to a server that speaks only TLS, which name neither the setting
- * nor the fix. The SDK's own transport explains them (explainTlsFailures);
+ * nor the fix (gRPC's "[canceled] http/2 stream closed with error code
+ * CANCEL" there is said first by _guarded-sessions.ts). The SDK's own transport explains them (explainTlsFailures);
  * the CLI words the same explanations with its flags (explainTlsFailure).
  * Only Node's error codes are read: other runtimes' fetch errors pass as
  * they are.
@@ -24,6 +25,14 @@ const UNTRUSTED =
 // What https:// to a plaintext server looks like from OpenSSL: the "TLS record" it read is an HTTP response.
 const NOT_TLS = /wrong version number|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER|EPROTO/;
 const HUNG_UP = /socket hang up|ECONNRESET/;
+
+/**
+ * What the SDK's gRPC transport on Node says of an HTTP/2 connection the server closed without sending a byte
+ * (_guarded-sessions.ts): an HTTP/2 server's first bytes are its SETTINGS, sent as it accepts; Node's TLS server,
+ * given plaintext, closes without a word.
+ */
+export const SERVER_SENT_NOTHING =
+  "the server closed the connection without sending a byte of HTTP/2 (no SETTINGS frame)";
 
 /** The error codes and messages down `err`'s cause chain (a ConnectError's numeric code is no Node code). */
 function causes(err: unknown): { codes: string[]; messages: string[] } {
@@ -50,9 +59,10 @@ function altNames(err: unknown): string | undefined {
  * down its cause chain) is a TLS failure of a client of `url`: a certificate
  * it does not trust, one for another name or out of its dates, https:// to a
  * server that speaks plain HTTP, or http:// to one that speaks only TLS (it
- * hangs up on a plaintext request). Undefined for any other error. For tools
- * that wrap the SDK and set its `tls` from settings of their own: `advice`
- * names those; the SDK's client already throws these words with its own.
+ * hangs up on a plaintext request; to gRPC, it closes without a byte).
+ * Undefined for any other error. For tools that wrap the SDK and set its
+ * `tls` from settings of their own: `advice` names those; the SDK's client
+ * already throws these words with its own.
  */
 export function explainTlsFailure(err: unknown, url: string, advice: TlsAdvice): string | undefined {
   const { codes, messages } = causes(err);
@@ -62,6 +72,9 @@ export function explainTlsFailure(err: unknown, url: string, advice: TlsAdvice):
   if (https) return httpsFailure(err, { url, codes, messages, first }, advice);
   if (err instanceof ConnectError && HUNG_UP.test([...codes, ...messages].join(" "))) {
     return `${url} hung up on a plaintext request: if that server serves TLS (--tls-cert), use https:// (and ${advice.caSetting} for a self-signed certificate); else ${first}`;
+  }
+  if (err instanceof ConnectError && messages.includes(SERVER_SENT_NOTHING)) {
+    return `${url} closed the connection without a byte of HTTP/2: if that server serves TLS (--tls-cert), use https:// (and ${advice.caSetting} for a self-signed certificate); else it is no HTTP/2 server, or it refused the connection`;
   }
   return undefined;
 }
