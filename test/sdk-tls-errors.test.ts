@@ -4,7 +4,9 @@
  * it signed, made with openssl in a temporary directory.
  */
 import { Code, ConnectError, createTaskwireClient, explainTlsFailure } from "@taskwire/client";
+import { execFile } from "node:child_process";
 import { type AddressInfo, createServer as createNetServer } from "node:net";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SERVER_SENT_NOTHING } from "../clients/ts/src/_transport-failures.ts";
 import { type Listening, listenNode } from "../src/runtime/node.ts";
@@ -14,11 +16,11 @@ import { loopbackCertificate } from "./helpers.ts";
 import { createTestCa } from "./test-ca.ts";
 
 /** A CA, and a certificate for 127.0.0.1 it signed (a server's chain: "self-signed certificate in certificate chain"). */
-function caSigned(): { ca: string; cert: string; key: string } {
+function caSigned(): { ca: string; caFile: string; cert: string; key: string } {
   const ca = createTestCa("ca", { prefix: "taskwire-sdk-tls-" });
   const s = ca.sign("s", { cn: "127.0.0.1", san: "IP:127.0.0.1" });
   // The server sends its chain (its certificate, then the CA's), as a server behind a private CA often does.
-  return { ca: ca.cert, cert: s.cert + ca.cert, key: s.key };
+  return { ca: ca.cert, caFile: ca.certFile, cert: s.cert + ca.cert, key: s.key };
 }
 
 const protocols = ["connect", "grpc-web", "grpc"] as const;
@@ -147,6 +149,58 @@ describe("gRPC over http:// to a TLS server", () => {
     abort.abort();
     await expect(call).rejects.toMatchObject({ code: Code.Canceled });
   });
+});
+
+// The SDK over fetch (mod.ts), as Deno and Bun run it from source: their fetch errors are not Node's.
+describe.each(
+  [
+    ["deno", ["run", "--allow-all"], "DENO_CERT", /DENO_CERT=FILE or deno run --cert FILE/],
+    ["bun", [], "NODE_EXTRA_CA_CERTS", /NODE_EXTRA_CA_CERTS=FILE in Bun's environment/],
+  ] as const,
+)("the SDK's TLS failures on %s say what to do", (runtime, args, caVariable, caSetting) => {
+  const root = new URL("..", import.meta.url).pathname;
+  /** Each call's outcome under `runtime` for `urls`, with `env` added to the environment. */
+  async function calls(urls: string[], env: Record<string, string> = {}) {
+    const { stdout } = await promisify(execFile)(
+      `${root}node_modules/.bin/${runtime}`,
+      [...args, `${root}test/runtimes/sdk-tls.ts`, ...urls],
+      { cwd: root, timeout: 60_000, env: { ...process.env, ...env } },
+    );
+    const out = stdout.trim().split("\n").map((l) =>
+      JSON.parse(l) as { url: string; code: number | "ok"; message: string }
+    );
+    expect(out).toHaveLength(4 * urls.length); // a call and a stream, over Connect and gRPC-Web
+    return (url: string) => out.filter((o) => o.url === url);
+  }
+
+  it(
+    "an untrusted certificate, https:// to plain HTTP, http:// to TLS; trusted through the runtime's setting",
+    async () => {
+      const http = tls.url.replace("https:", "http:"), https = plain.url.replace("http:", "https:");
+      const of = await calls([tls.url, https, http]);
+      for (const o of of(tls.url)) {
+        expect(o.message).toMatch(
+          /^cannot trust the TLS certificate of https:\/\/127\.0\.0\.1:\d+: .*; pass the CA that signed it/,
+        );
+        expect(o.message).toMatch(caSetting);
+      }
+      for (const o of of(https)) expect(o.message).toMatch(/ does not answer TLS \(.*\): .*; use http:\/\/$/);
+      for (const o of of(http)) {
+        expect(o.message).toMatch(/^http:\/\/127\.0\.0\.1:\d+ hung up on a plaintext request: .*use https:\/\/ /);
+        expect(o.message).toMatch(caSetting);
+      }
+      const trusted = await calls([tls.url], { [caVariable]: made.caFile });
+      expect(trusted(tls.url).map((o) => o.code)).toEqual(["ok", "ok", "ok", "ok"]);
+    },
+    90_000,
+  );
+
+  it("a certificate for another name", async () => {
+    const url = tls.url.replace("127.0.0.1", "localhost");
+    for (const o of (await calls([url], { [caVariable]: made.caFile }))(url)) {
+      expect(o.message).toMatch(/is not for that name: .*; connect by a name or address it holds/);
+    }
+  }, 90_000);
 });
 
 describe("explainTlsFailure", () => {

@@ -1,13 +1,15 @@
 /**
- * TLS failures said with what to do. connect-es reports them as Node's
- * transport error, e.g. "[internal] self-signed certificate" for a server
- * certificate the client does not trust and "[aborted] socket hang up" for
- * http:// to a server that speaks only TLS, which name neither the setting
- * nor the fix (gRPC's "[canceled] http/2 stream closed with error code
- * CANCEL" there is said first by _guarded-sessions.ts). The SDK's own transport explains them (explainTlsFailures);
- * the CLI words the same explanations with its flags (explainTlsFailure).
- * Only Node's error codes are read: other runtimes' fetch errors pass as
- * they are.
+ * TLS failures said with what to do. connect-es reports them as the
+ * runtime's transport error, e.g. "[internal] self-signed certificate" for a
+ * server certificate the client does not trust and "[aborted] socket hang
+ * up" for http:// to a server that speaks only TLS, which name neither the
+ * setting nor the fix (gRPC's "[canceled] http/2 stream closed with error
+ * code CANCEL" there is said first by _guarded-sessions.ts). The SDK's own
+ * transport explains them (explainTlsFailures); the CLI words the same
+ * explanations with its flags (explainTlsFailure). Read are Node's error
+ * codes (which Bun's fetch and node:https give too) and the messages of
+ * Deno's fetch (rustls and hyper's, under its "fetch failed"); a browser's
+ * fetch says nothing but "Failed to fetch", and passes as it is.
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 
@@ -22,9 +24,15 @@ export interface TlsAdvice {
 // Certificate checks that fail (Node's error codes): the server's certificate is not one this client trusts.
 const UNTRUSTED =
   /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?)$/;
-// What https:// to a plaintext server looks like from OpenSSL: the "TLS record" it read is an HTTP response.
-const NOT_TLS = /wrong version number|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER|EPROTO/;
-const HUNG_UP = /socket hang up|ECONNRESET/;
+// The same from rustls (Deno's fetch): a CA it does not trust, or a self-signed server certificate made as a CA's.
+const UNTRUSTED_RUSTLS = /invalid peer certificate: (?:UnknownIssuer|CaUsedAsEndEntity)\b/;
+const WRONG_NAME_RUSTLS = /invalid peer certificate: (?:NotValidForName|certificate not valid for name)/;
+// What https:// to a plaintext server looks like from OpenSSL: the "TLS record" it read is an HTTP response
+// (rustls: a record of no TLS content type).
+const NOT_TLS =
+  /wrong version number|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER|EPROTO|received corrupt message of type InvalidContentType/;
+// A server that closed the connection without answering (hyper's words, under Deno's fetch, for the same).
+const HUNG_UP = /socket hang up|ECONNRESET|connection closed before message completed/;
 
 /**
  * What the SDK's gRPC transport on Node says of an HTTP/2 connection the server closed without sending a byte
@@ -67,7 +75,7 @@ function altNames(err: unknown): string | undefined {
 export function explainTlsFailure(err: unknown, url: string, advice: TlsAdvice): string | undefined {
   const { codes, messages } = causes(err);
   // The innermost message is the transport's own; outer ones may be an explanation already given.
-  const first = messages.findLast((m) => m !== "") ?? "";
+  const first = transportWords(messages.findLast((m) => m !== "") ?? "");
   const https = /^https:/i.test(url);
   if (https) return httpsFailure(err, { url, codes, messages, first }, advice);
   if (err instanceof ConnectError && HUNG_UP.test([...codes, ...messages].join(" "))) {
@@ -79,6 +87,13 @@ export function explainTlsFailure(err: unknown, url: string, advice: TlsAdvice):
   return undefined;
 }
 
+// The transport's message without the runtime's framing: Deno's request and URL before hyper's or rustls's words,
+// Bun's pointer to its fetch's `verbose` option after them.
+function transportWords(message: string): string {
+  return message.replace(/^error sending request .*?: client error \([^)]*\): /, "")
+    .replace(/\.? For more information, pass `verbose: true` in the second argument to fetch\(\)$/, "");
+}
+
 interface Failure {
   readonly url: string;
   readonly codes: readonly string[];
@@ -88,7 +103,7 @@ interface Failure {
 
 function httpsFailure(err: unknown, { url, codes, messages, first }: Failure, advice: TlsAdvice): string | undefined {
   // A trusted certificate for another name, or out of its dates: another CA would not help.
-  if (codes.includes("ERR_TLS_CERT_ALTNAME_INVALID")) {
+  if (codes.includes("ERR_TLS_CERT_ALTNAME_INVALID") || messages.some((m) => WRONG_NAME_RUSTLS.test(m))) {
     // Node's message lists only the altnames of the kind asked for (an IP's list is empty for a DNS-only certificate).
     const held = altNames(err);
     return `the TLS certificate of ${url} is not for that name: ${first}; connect by a name or address it holds (${
@@ -98,7 +113,7 @@ function httpsFailure(err: unknown, { url, codes, messages, first }: Failure, ad
   if (codes.some((c) => c === "CERT_HAS_EXPIRED" || c === "CERT_NOT_YET_VALID")) {
     return `cannot trust the TLS certificate of ${url}: ${first}; the server needs a certificate valid now (--tls-cert), or this machine's clock is wrong`;
   }
-  if (codes.some((c) => UNTRUSTED.test(c))) {
+  if (codes.some((c) => UNTRUSTED.test(c)) || messages.some((m) => UNTRUSTED_RUSTLS.test(m))) {
     // A CA was given and did not sign it: "pass a CA" alone would send the user to the setting they already used.
     const given = advice.caGiven === undefined ? "" : `the CA given (${advice.caGiven}) did not sign it; `;
     return `cannot trust the TLS certificate of ${url}: ${first}; ${given}pass the CA that signed it (for a self-signed server, its certificate) with ${advice.caSetting}`;
@@ -118,20 +133,35 @@ function httpsFailure(err: unknown, { url, codes, messages, first }: Failure, ad
  * cause. A stream's connection fails before its first message, so within
  * the interceptor, as a unary call's does.
  */
-export function explainTlsFailures(url: string, caGiven: boolean): Interceptor {
-  const advice: TlsAdvice = {
-    caSetting: "tls: { ca } (the PEM text of the CA's certificate)",
-    caGiven: caGiven ? "tls.ca" : undefined,
-  };
+export function explainTlsFailures(url: string, advice: TlsAdvice): Interceptor {
   return (next) => async (req) => {
     try {
       return await next(req);
     } catch (err) {
-      const why = err instanceof ConnectError ? explainTlsFailure(err, url, advice) : undefined;
-      if (why === undefined || !(err instanceof ConnectError)) throw err;
-      throw new ConnectError(why, err.code, err.metadata, undefined, err);
+      // A fetch transport's error passes the interceptors as fetch threw it (a TypeError); connect-es makes it the
+      // same ConnectError after them.
+      const from = ConnectError.from(err);
+      const why = explainTlsFailure(from, url, advice);
+      if (why === undefined) throw err;
+      throw new ConnectError(why, from.code, from.metadata, undefined, from);
     }
   };
+}
+
+/** Where the SDK on Node takes a CA to trust, for explainTlsFailures; `given`: whether it was given one. */
+export function nodeTlsAdvice(given: boolean): TlsAdvice {
+  return { caSetting: "tls: { ca } (the PEM text of the CA's certificate)", caGiven: given ? "tls.ca" : undefined };
+}
+
+/**
+ * Where the SDK over fetch (mod.ts) takes a CA to trust: the runtime's own trust settings, as `tls` is the Node
+ * entry's. Deno and Bun read a CA's file from their environment; a browser trusts what its system does.
+ */
+export function fetchTlsAdvice(): TlsAdvice {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  if (g.Deno !== undefined) return { caSetting: "DENO_CERT=FILE or deno run --cert FILE" };
+  if (g.Bun !== undefined) return { caSetting: "NODE_EXTRA_CA_CERTS=FILE in Bun's environment" };
+  return { caSetting: "the system's or browser's trust store" };
 }
 
 /**

@@ -14,7 +14,7 @@ import { retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
 import { sleep } from "./_sleep.ts";
 import { hideUserinfo } from "./_redact.ts";
 import { checkTlsOptions, type TlsInput } from "./_tls-options.ts";
-import { explainRefusedGrpc, explainTlsFailures } from "./_transport-failures.ts";
+import { explainRefusedGrpc, explainTlsFailures, type TlsAdvice } from "./_transport-failures.ts";
 import { decodeFastFromFields } from "./_fast-decode.ts";
 import { checkRequest } from "./_request-checks.ts";
 import {
@@ -65,7 +65,10 @@ export interface TaskwireClientOptions {
    * text, the file's contents (`readFileSync(file, "utf8")`, or its Buffer,
    * or an array of them), not its path: anything else (a DER file's bytes
    * too) is a TypeError.
-   * Browsers and other runtimes use their own trust store and certificates.
+   * Over fetch (the default export: browsers, and Deno or Bun importing
+   * it), the runtime's own trust store and certificates apply: Deno takes a
+   * CA's file from DENO_CERT (or `deno run --cert`), Bun from
+   * NODE_EXTRA_CA_CERTS.
    */
   tls?: TlsInput;
   /** A fetch implementation (fetch-based transports only; default: the global one). */
@@ -102,14 +105,20 @@ export interface TransportSettings {
   tls?: TaskwireClientOptions["tls"];
 }
 
-/** Builds createTaskwireClient over a runtime's default transport (connect-web's fetch, or connect-node's on Node). */
-export function clientFactory(makeTransport: (s: TransportSettings) => Transport) {
+/**
+ * Builds createTaskwireClient over a runtime's default transport (connect-web's fetch, or connect-node's on Node);
+ * `tlsAdvice` says where that transport takes a CA to trust, for its TLS failures' words (`caGiven`: tls.ca was).
+ */
+export function clientFactory(
+  makeTransport: (s: TransportSettings) => Transport,
+  tlsAdvice: (caGiven: boolean) => TlsAdvice,
+) {
   return (baseUrl: string, options: TaskwireClientOptions = {}): TaskwireClient => {
     const retry = retryPolicy(options.retry);
     if (options.transport !== undefined) {
       return withTypedErrors(createClient(TaskStats, options.transport), { retry, transport: "given" });
     }
-    const s = settings(baseUrl, options);
+    const s = settings(baseUrl, options, tlsAdvice);
     const transport = makeTransport(s);
     const client = withTypedErrors(createClient(TaskStats, transport), { retry, transport: "own" });
     return s.useBinaryFormat ? { ...client, subscribeExits: fastSubscribeExits(transport) } : client;
@@ -344,7 +353,11 @@ function bearer(token: string): string {
   return `Bearer ${token}`;
 }
 
-function settings(baseUrl: string, options: TaskwireClientOptions): TransportSettings {
+function settings(
+  baseUrl: string,
+  options: TaskwireClientOptions,
+  tlsAdvice: (caGiven: boolean) => TlsAdvice,
+): TransportSettings {
   let url: URL;
   try {
     url = new URL(baseUrl);
@@ -378,7 +391,7 @@ function settings(baseUrl: string, options: TaskwireClientOptions): TransportSet
   }
   if (protocol === "grpc") interceptors.unshift(explainRefusedGrpc);
   const href = url.href.replace(/\/$/, "");
-  interceptors.unshift(explainTlsFailures(hideUserinfo(href), options.tls?.ca !== undefined));
+  interceptors.unshift(explainTlsFailures(hideUserinfo(href), tlsAdvice(options.tls?.ca !== undefined)));
   return {
     baseUrl: href,
     protocol,

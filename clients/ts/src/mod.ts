@@ -15,6 +15,7 @@
  */
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { clientFactory } from "./client.ts";
+import { fetchTlsAdvice } from "./_transport-failures.ts";
 
 export type { TaskwireClient, TaskwireClientOptions } from "./client.ts";
 
@@ -37,7 +38,7 @@ export const createTaskwireClient = clientFactory(({ tls, ...s }) => {
     );
   }
   return s.protocol === "grpc-web" ? createGrpcWebTransport(s) : createConnectTransport(s);
-});
+}, fetchTlsAdvice);
 export { type Reconnecting, type Subscribed, watchExits, type WatchExitsOptions } from "./watch.ts";
 export { Code, ConnectError } from "@connectrpc/connect";
 export { describeExit, type ExitDescription, exitStatusText, isFailedExit, signalName } from "./exit-status.ts";

@@ -11,6 +11,7 @@ import { GuardedSessionManager } from "./_guarded-sessions.ts";
 import { createWatchFleet } from "./_fleet-core.ts";
 import type { WatchFleet } from "./_fleet-options.ts";
 import { withServerIdentity } from "./_nats-tls.ts";
+import { nodeTlsAdvice } from "./_transport-failures.ts";
 
 export * from "./mod.ts";
 
@@ -51,4 +52,4 @@ export const createTaskwireClient = clientFactory((settings) => {
   return s.protocol === "grpc-web"
     ? createGrpcWebTransport({ ...s, httpVersion: "1.1", ...nodeOptions })
     : createConnectTransport({ ...s, httpVersion: "1.1", ...nodeOptions });
-});
+}, nodeTlsAdvice);
