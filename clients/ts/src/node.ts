@@ -4,10 +4,11 @@
  * connect-node's HTTP/1.1 client, which cancels streams reliably on Node
  * (aborting a long fetch body stream can hang on Node 20's fetch).
  */
-import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { connect as connectNats } from "@nats-io/transport-node";
 import { clientFactory } from "./client.ts";
 import { GuardedSessionManager } from "./_guarded-sessions.ts";
+import { createNodeH1Transport } from "./_node-h1.ts";
 import { createWatchFleet } from "./_fleet-core.ts";
 import type { WatchFleet } from "./_fleet-options.ts";
 import { withServerIdentity } from "./_nats-tls.ts";
@@ -49,7 +50,6 @@ export const createTaskwireClient = clientFactory((settings) => {
     const sessionManager = new GuardedSessionManager(s.baseUrl, {}, nodeOptions.nodeOptions);
     return createGrpcTransport({ ...s, ...nodeOptions, sessionManager });
   }
-  return s.protocol === "grpc-web"
-    ? createGrpcWebTransport({ ...s, httpVersion: "1.1", ...nodeOptions })
-    : createConnectTransport({ ...s, httpVersion: "1.1", ...nodeOptions });
+  // connect-node's, but for an empty request body on Deno's node:tls (_node-h1.ts).
+  return createNodeH1Transport({ ...s, protocol: s.protocol }, nodeOptions.nodeOptions);
 }, nodeTlsAdvice);
