@@ -12,6 +12,12 @@
  * keeps (one per 8 items) is walked at each count instead (retention.ts).
  */
 
+/** Runs kept past one per 8 items: past this many more, the ring is walked at each count instead. */
+export const MAX_RUNS_BASE = 8;
+
+/** Told of a run of payloads in one buffer: the buffer, what they pay, the last one's position. */
+export type RunSink = (buffer: ArrayBufferLike, covers: number, last: number) => void;
+
 /** Runs by buffer, oldest first. */
 export class SlabRuns {
   #buffers: (ArrayBufferLike | undefined)[] = [];

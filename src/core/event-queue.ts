@@ -19,43 +19,9 @@
  * takes room (dropBytes): live exits are what a stream needs to keep up.
  */
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
+import type { CpuRecord, LossKind, OverflowPolicy, QueuedLoss, QueueItem } from "./_stream-items.ts";
 
-/** Why events were lost (mirrors taskwire.v1.LossReason). */
-export type LossKind =
-  | "subscriber-overflow"
-  | "memory-budget"
-  | "kernel-overflow"
-  | "source-error"
-  | "retention"
-  | "restart";
-
-/** What to drop when full. */
-export type OverflowPolicy = "drop-newest" | "drop-oldest";
-
-/** What the core needs of a record: the CPU it belongs to. Everything else is opaque here. */
-export interface CpuRecord {
-  readonly cpu: number;
-}
-
-/** A queued exit. */
-export interface QueuedExit<R extends CpuRecord = CpuRecord> {
-  readonly kind: "exit";
-  readonly seq: number;
-  readonly record: R;
-}
-
-/** A queued loss marker covering seqs first..last (all of them lost). */
-export interface QueuedLoss {
-  readonly kind: "lost";
-  first: number;
-  last: number;
-  readonly reason: LossKind;
-  /** CPU of a kernel overflow or a source error; -1 otherwise. */
-  readonly cpu: number;
-}
-
-/** A queued exit or loss marker. */
-export type QueueItem<R extends CpuRecord = CpuRecord> = QueuedExit<R> | QueuedLoss;
+export type { CpuRecord, LossKind, OverflowPolicy, QueuedExit, QueuedLoss, QueueItem } from "./_stream-items.ts";
 
 /**
  * What queueing an exit costs beyond its record: its three slots (record,

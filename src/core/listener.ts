@@ -24,19 +24,17 @@ import {
   QUEUED_EXIT_BYTES,
   type QueueItem,
 } from "./event-queue.ts";
-import { SeqOutOfRangeError } from "./errors.ts";
 import {
-  COUNTED_RANGE_BYTES,
   type ListenerOptions,
   type LossCounters,
   noLosses,
   type SharedSlabs,
   type StreamEnd,
 } from "./listener-options.ts";
-import { SeqRanges } from "./_seq-ranges.ts";
-import { HeldBatches, type Replayed } from "./_held-batches.ts";
+import { HeldBatches } from "./_held-batches.ts";
+import { checkResume, Replays } from "./_replay.ts";
 import type { SlabCount, SlabHolding } from "./_slab-ledger.ts";
-import { firstSeqOf, lastSeqOf, Retention, type StreamItem } from "./retention.ts";
+import { lastSeqOf, Retention, type StreamItem } from "./retention.ts";
 
 /**
  * Records may share storage with the records made just before and after
@@ -103,8 +101,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * longer retains, as RETENTION loss.
    */
   #lateLoss: ((reason: keyof LossCounters, count: number) => void) | undefined;
-  /** Seqs already counted as RETENTION loss: a second resume over a gap is not new loss. */
-  #retentionCounted = new SeqRanges();
+  /** Its streams' resumes, and the seqs they counted as RETENTION loss. */
+  readonly #replays: Replays<R, P>;
   #sampledProduced = 0;
   #sampledAt: number;
   /** The attached stream's wake-up, if any. */
@@ -140,6 +138,12 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.detachedAt = o.now;
     this.#sampledAt = o.now;
     this.#slabs = o.slabs;
+    this.#replays = new Replays<R, P>({
+      retention: this.#retention,
+      held: this.#held,
+      account: this.#account,
+      lost: this.lost,
+    });
   }
 
   /** Updates `rate` from what was produced since the last sample. */
@@ -348,65 +352,23 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
 
   /** Throws SeqOutOfRangeError unless a stream could resume after `seq` (validation only: changes nothing). */
   checkResume(seq: bigint): void {
-    if (seq < 0n || seq > BigInt(this.handedOut)) {
-      throw new SeqOutOfRangeError(
-        `after_seq ${seq} is beyond the last event this listener sent (${this.handedOut}); resume from a seq you received`,
-      );
-    }
+    checkResume(seq, this.handedOut);
   }
 
   /**
    * What a client that has everything up to `seq` missed of what was handed
-   * out: the retained items after it, with a RETENTION loss for any seqs no
-   * longer retained. Validated now (SeqOutOfRangeError); made a batch at a
-   * time by the returned function: each call gives the next at most `max`
-   * items, none once the replay has reached what was handed out when it
-   * began. A replay made at once held an object and a view per retained
-   * exit (up to a million) for as long as its client took to read them,
-   * outside the memory budget; a batch at a time holds one batch, charged
-   * (and its slabs counted) until the next call, or a call with `max` 0 as
-   * its stream ends: the retention may have let go of it meanwhile. Seqs
-   * evicted while the replay runs are reported as RETENTION loss too.
+   * out, a batch at a time (_replay.ts): the retained items after it, with a
+   * RETENTION loss for any seqs no longer retained. Validated now
+   * (SeqOutOfRangeError); each call of the returned function gives the next
+   * at most `max` items, none once the replay has reached what was handed
+   * out when it began.
    */
   replayFrom(seq: number): (max: number) => StreamItem<R, P>[] {
     this.checkResume(BigInt(seq));
-    const end = this.handedOut;
-    let at = seq;
-    const held: Replayed = { bytes: 0, payloads: [] };
-    return (max) => {
-      this.#held.letGo(held);
-      if (at >= end || max < 1) return [];
-      const items = this.#replayAfter(at, end, max);
-      at = lastSeqOf(items[items.length - 1]!);
-      this.#held.hold(held, items, this.#end ?? this.#drainEnd);
-      return items;
-    };
-  }
-
-  // At most `max` (>= 1) items covering seqs seq+1..end: the retained ones, after a RETENTION loss for any gap before them.
-  #replayAfter(seq: number, end: number, max: number): StreamItem<R, P>[] {
-    const items: StreamItem<R, P>[] = this.#retention.after(seq, max).filter((item) => firstSeqOf(item) <= end);
-    const firstKept = items.length > 0 ? firstSeqOf(items[0]!) : end + 1;
-    if (firstKept > seq + 1) {
-      const fresh = this.#countRetention(seq + 1, firstKept - 1);
-      this.lost.retention += fresh;
-      this.#lateLoss?.("retention", fresh);
-      items.unshift({ kind: "lost", first: seq + 1, last: firstKept - 1, reason: "retention", cpu: -1 });
-      if (items.length > max) items.pop();
-    }
-    return items;
-  }
-
-  // Adds first..last to the counted seqs; returns how many were not counted before. The ranges are
-  // charged to its account even past the budget, as loss markers are: they stay bounded by the exits
-  // between them, and the exact count depends on them.
-  #countRetention(first: number, last: number): number {
-    const before = this.#retentionCounted.size;
-    const fresh = this.#retentionCounted.add(first, last);
-    const grown = (this.#retentionCounted.size - before) * COUNTED_RANGE_BYTES;
-    if (grown > 0) this.#account.charge(grown);
-    else if (grown < 0) this.#account.release(-grown);
-    return fresh;
+    return this.#replays.from(seq, this.handedOut, {
+      stream: () => this.#end ?? this.#drainEnd,
+      lateLoss: (count) => this.#lateLoss?.("retention", count),
+    });
   }
 
   /** Attaches a stream; an attached one is ended first (takeover), and its batch in flight stays charged until it detaches. */

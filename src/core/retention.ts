@@ -29,9 +29,12 @@
  */
 import { firstNotBefore } from "./_bisect.ts";
 import type { SlabCount, SlabSizes } from "./_slab-ledger.ts";
-import { SlabRuns } from "./_slab-runs.ts";
+import { MAX_RUNS_BASE, type RunSink, SlabRuns } from "./_slab-runs.ts";
 import { type BudgetAccount, type BudgetHolder, type BudgetPool, CLOSED_POOL, unbudgeted } from "./budget.ts";
 import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } from "./event-queue.ts";
+import type { RetainedExit } from "./_stream-items.ts";
+
+export { firstSeqOf, lastSeqOf, type RetainedExit, type StreamItem } from "./_stream-items.ts";
 
 /**
  * What one slot of the ring costs: its seq, CPU, charge and a byte payload's offset and length in typed arrays, its
@@ -39,12 +42,6 @@ import { type CpuRecord, LOSS_MARKER_BYTES, type QueuedLoss, type QueueItem } fr
  * its arrays' spare room, measured).
  */
 export const RETAINED_SLOT_BYTES = 56;
-
-/** Runs kept (_slab-runs.ts) past one per 8 items: past this many more, the ring is walked at each count instead. */
-const MAX_RUNS_BASE = 8;
-
-/** Told of a run of payloads in one buffer: the buffer, what they pay, the last one's position. */
-type RunSink = (buffer: ArrayBufferLike, covers: number, last: number) => void;
 
 /** The CPU slot of a loss marker (a real CPU is never negative). */
 const LOSS_SLOT = -2;
@@ -66,27 +63,6 @@ export interface RetentionMemory<P, R = never> {
    * It must be that view's own buffer: retention replays offset and length within it.
    */
   readonly payloadBuffer?: ((record: R, payload: P) => ArrayBufferLike | undefined) | undefined;
-}
-
-/** A retained exit: its seq, its CPU and the payload `retain` made of its record. */
-export interface RetainedExit<P> {
-  readonly kind: "retained";
-  readonly seq: number;
-  readonly cpu: number;
-  readonly payload: P;
-}
-
-/** What a stream sends: queued items, or retained ones on a resume. */
-export type StreamItem<R extends CpuRecord, P> = QueueItem<R> | RetainedExit<P>;
-
-/** The last seq an item covers. */
-export function lastSeqOf(item: { kind: string; seq?: number; last?: number }): number {
-  return item.kind === "lost" ? item.last! : item.seq!;
-}
-
-/** The first seq an item covers. */
-export function firstSeqOf(item: { kind: string; seq?: number; first?: number }): number {
-  return item.kind === "lost" ? item.first! : item.seq!;
 }
 
 /**

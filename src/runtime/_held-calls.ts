@@ -1,11 +1,14 @@
 /**
  * Requests counted as calls under way, for the Node adapter (node.ts): each
  * from its arrival until its response is delivered (TaskwireServer.holdCall),
- * and when a response is over on either HTTP version (whenOver).
+ * and when a response is over on either HTTP version (whenOver); and who a
+ * request's caller is (authorizationOf, peerOf).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
 import type { Caller, TaskwireServer } from "../server/server.ts";
 
@@ -18,6 +21,33 @@ export type NodeResponse = ServerResponse | Http2ServerResponse;
 export interface HeldRequest {
   readonly caller: Caller;
   readonly held: CallHold;
+}
+
+const peers = new WeakMap<object, Peer>();
+
+/** The request's peer: its address, and on TLS its client certificate (computed once per connection). */
+export function peerOf(req: NodeRequest): Peer {
+  const socket = req.socket as TLSSocket;
+  const known = peers.get(socket);
+  if (known !== undefined) return known;
+  const address = socket.remoteAddress ?? "";
+  let peer: Peer = { address };
+  if (typeof socket.getPeerCertificate === "function") {
+    const cert = socket.getPeerCertificate();
+    if (cert !== undefined && Object.keys(cert).length > 0) {
+      const cn = cert.subject?.CN;
+      peer = {
+        address,
+        certificate: {
+          authorized: socket.authorized,
+          subject: Array.isArray(cn) ? cn[0] : cn,
+          error: socket.authorizationError === null ? undefined : String(socket.authorizationError),
+        },
+      };
+    }
+  }
+  peers.set(socket, peer);
+  return peer;
 }
 
 /**

@@ -6,20 +6,14 @@
  * RPC handlers, which can send HTTP/2 trailers; everything else goes to the
  * server's one fetch app through @hono/node-server.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
-import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { getRequestListener, RequestError } from "@hono/node-server";
 import type { ServerResponse } from "node:http";
 import { constants as h2constants } from "node:http2";
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
 import type { Logger } from "@logtape/logtape";
 import { logText, taskwireLogger } from "../log/logger.ts";
 import { logUnexpected } from "../log/error-log.ts";
-import type { Peer } from "../auth/authenticator.ts";
-import { clip, quote } from "../core/errors.ts";
-import { withDetail } from "../rpc/errors.ts";
+import { clip } from "../core/errors.ts";
 import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
@@ -32,8 +26,10 @@ import {
   type NodeRequest,
   type NodeResponse,
   pathOf,
+  peerOf,
   whenOver,
 } from "./_held-calls.ts";
+import { grpcListener } from "./_grpc-listener.ts";
 import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
 import { acceptDescriptors, type Acceptors, createAcceptors, MAX_ACCEPT_DESCRIPTORS } from "./_acceptors.ts";
 import type { Syscalls } from "../sys/syscalls.ts";
@@ -219,39 +215,6 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   };
 }
 
-// Real gRPC on the universal handlers (as connect-node's adapter does, over the one router's
-// handlers), after the same checks the app makes (server.admit).
-function grpcListener(
-  server: TaskwireServer,
-  logger: Logger,
-  holds: WeakMap<NodeRequest, HeldRequest>,
-): (req: NodeRequest, res: NodeResponse) => void {
-  const paths = new Map(server.rpcHandlers.map((h) => [h.requestPath, h]));
-  return (req, res) => {
-    const handler = paths.get(pathOf(req));
-    if (handler === undefined) return trailersOnly(res, Code.Unimplemented, `no method ${quote(req.url ?? "")}`);
-    const given = req.headers[":authority"] ?? req.headers.host;
-    const authority = authorityHost(given, req.url);
-    if (authority === undefined) {
-      return trailersOnly(
-        res,
-        Code.InvalidArgument,
-        `:authority ${quote(String(given ?? ""))} is not a host[:port]; send this server's host name or address`,
-      );
-    }
-    const facts = holds.get(req);
-    const caller = facts?.caller ?? server.caller(peerOf(req), authorizationOf(req));
-    const admitted = server.admit(caller, { host: authority, ...(facts && { held: facts.held }) });
-    if ("refusal" in admitted) return trailersOnly(res, Code.PermissionDenied, admitted.refusal);
-    handler(universalRequestFromNodeRequest(req, res, undefined, admitted.values))
-      .then((ures) => universalResponseToNodeResponse(ures, res))
-      .catch((reason: unknown) => {
-        if (ConnectError.from(reason).code === Code.Aborted) return;
-        logUnexpected(`gRPC ${handler.method.name} failed`, reason, {}, logger);
-      });
-  };
-}
-
 // A request no Fetch API Request could be made of (@hono/node-server's RequestError: a Host or :authority that is no
 // host[:port], such as "x@127.0.0.1" or a port past 65535, a backslash in the path) gets a 400 saying so; before, an
 // empty one. Any other error is the app's: a plain 500, logged.
@@ -262,28 +225,6 @@ function unbuiltRequest(err: unknown): Response {
       "and a path that starts with /\n",
     400,
   );
-}
-
-// `given` (a request's :authority or Host) as the host[:port] of a URL, as the app's Host check reads it;
-// undefined when it is missing or no URL can be made of it (connect-node would throw building the request).
-function authorityHost(given: string | string[] | undefined, path = "/"): string | undefined {
-  if (typeof given !== "string" || given === "") return undefined;
-  try {
-    return new URL(path, `http://${given}`).host;
-  } catch {
-    return undefined;
-  }
-}
-
-// A gRPC response with no messages: the status in the headers, as gRPC servers answer calls they refuse
-// outright, with an ErrorDetail in grpc-status-details-bin like every other error.
-function trailersOnly(res: NodeResponse, code: Code, message: string): void {
-  const headers = setTrailerStatus(
-    new Headers({ "content-type": "application/grpc" }),
-    withDetail(new ConnectError(message, code)),
-  );
-  res.writeHead(200, Object.fromEntries(headers));
-  res.end();
 }
 
 // With authentication on, only a caller with credentials keeps its connection: one with none (or bad ones) has it
@@ -304,33 +245,6 @@ function closeAfter(req: NodeRequest, res: NodeResponse, deadlineMs: number): vo
     session?.close();
   });
   if (!("stream" in req)) (res as ServerResponse).shouldKeepAlive = false;
-}
-
-const peers = new WeakMap<object, Peer>();
-
-/** The request's peer: its address, and on TLS its client certificate (computed once per connection). */
-function peerOf(req: NodeRequest): Peer {
-  const socket = req.socket as TLSSocket;
-  const known = peers.get(socket);
-  if (known !== undefined) return known;
-  const address = socket.remoteAddress ?? "";
-  let peer: Peer = { address };
-  if (typeof socket.getPeerCertificate === "function") {
-    const cert = socket.getPeerCertificate();
-    if (cert !== undefined && Object.keys(cert).length > 0) {
-      const cn = cert.subject?.CN;
-      peer = {
-        address,
-        certificate: {
-          authorized: socket.authorized,
-          subject: Array.isArray(cn) ? cn[0] : cn,
-          error: socket.authorizationError === null ? undefined : String(socket.authorizationError),
-        },
-      };
-    }
-  }
-  peers.set(socket, peer);
-  return peer;
 }
 
 /**

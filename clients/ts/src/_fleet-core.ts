@@ -12,26 +12,16 @@
  * pass: which CPUs their seqs were on is not known).
  */
 import { create } from "@bufbuild/protobuf";
-import { type ExitEvent, ExitEventSchema, LossReason } from "./gen/taskwire/v1/taskstats_pb.ts";
+import { ExitEventSchema, LossReason } from "./gen/taskwire/v1/taskstats_pb.ts";
 import { FleetOrder, type Ready } from "./_fleet-order.ts";
 import { BadFleetMessage, checkFleetMessage, fleetHeaders, printable } from "./_fleet-message.ts";
 import { statuses } from "./_fleet-status.ts";
 import { hideUserinfo } from "./_redact.ts";
 import { deleteConsumer, fleetConsumer } from "./_fleet-consumer.ts";
-
-import {
-  checkFleetNumbers,
-  type FleetBadMessage,
-  type FleetConnect,
-  type FleetExitEvent,
-  type WatchFleet,
-  type WatchFleetOptions,
-} from "./_fleet-options.ts";
+import { _plan, type Plan } from "./_fleet-plan.ts";
+import type { FleetBadMessage, FleetConnect, FleetExitEvent, WatchFleet, WatchFleetOptions } from "./_fleet-options.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
-
-const GLOB = /[*?]/;
-const TOKEN = /^[A-Za-z0-9_-]+$/;
 
 // The pull is bounded in bytes, not messages: 256 messages of up to 1 MB each is 256 MB in flight, and with large
 // messages (measured: 200 KB each) a 256-message pull stalled (219 messages in 15 s against 2000 in 0.6 s by bytes).
@@ -111,37 +101,6 @@ export function createWatchFleet(connect: FleetConnect): WatchFleet {
   };
 }
 
-interface Plan {
-  readonly subject: string;
-  readonly prefixTokens: number;
-  readonly host: ((token: string) => boolean) | undefined;
-  readonly keep: ((ev: ExitEvent) => boolean) | undefined;
-}
-
-/** The filter subject and the checks made here; TypeError/RangeError for bad options. */
-export function _plan(o: WatchFleetOptions): Plan {
-  checkFleetNumbers(o);
-  const prefix = o.subjectPrefix ?? "taskwire";
-  if (prefix.split(".").some((t) => !TOKEN.test(t))) {
-    throw new RangeError(`watchFleet: subjectPrefix "${prefix}" must be dot-separated tokens of A-Z a-z 0-9 _ -`);
-  }
-  const hosts = o.hosts ?? "*";
-  if (!/^[A-Za-z0-9_*?-]+$/.test(hosts)) {
-    throw new RangeError(
-      `watchFleet: hosts "${hosts}" must be a host's subject token or a glob of A-Z a-z 0-9 _ - * ? (a host name's dots and other characters become "_": "${
-        hosts.replace(/[^A-Za-z0-9_*?-]/g, "_")
-      }")`,
-    );
-  }
-  const literal = !GLOB.test(hosts);
-  return {
-    subject: `${prefix}.${literal ? hosts : "*"}.exits.*`,
-    prefixTokens: prefix.split(".").length,
-    host: literal || hosts === "*" ? undefined : _glob(hosts),
-    keep: _keep(o),
-  };
-}
-
 // nats.js's own error names no server ("connection refused"): the error says which servers were tried and what to
 // check, and keeps nats.js's as its cause (its code included). A URL's user and password are not shown.
 async function _connect(connect: FleetConnect, options: WatchFleetOptions): Promise<NatsConnection> {
@@ -164,29 +123,6 @@ function _servers(servers: string | readonly string[] | undefined): string[] {
     : [...servers ?? []];
   if (list.length === 0) throw new TypeError("watchFleet: pass `connection` (a NatsConnection) or `servers`");
   return list;
-}
-
-function _glob(glob: string): (token: string) => boolean {
-  const re = new RegExp(`^${glob.replace(/[*?]/g, (c) => (c === "*" ? "[^.]*" : "[^.]"))}$`);
-  return (token) => re.test(token);
-}
-
-// Exit events matching cpus and filter; loss markers always.
-function _keep(o: WatchFleetOptions): ((ev: ExitEvent) => boolean) | undefined {
-  const cpus = o.cpus === undefined ? undefined : new Set(o.cpus);
-  const f = o.filter;
-  if (cpus === undefined && f === undefined) return undefined;
-  const tgids = f?.tgids?.length ? new Set(f.tgids) : undefined;
-  const uids = f?.uids?.length ? new Set(f.uids) : undefined;
-  return (ev) => {
-    if (ev.event.case !== "exit") return true;
-    const s = ev.event.value.pidStats;
-    if (cpus !== undefined && !cpus.has(ev.cpu)) return false;
-    if (tgids !== undefined && !tgids.has(ev.event.value.tgid)) return false;
-    if (uids !== undefined && !uids.has(s?.acUid ?? -1)) return false;
-    if (f?.commPrefix && !(s?.acComm ?? "").startsWith(f.commPrefix)) return false;
-    return !(f?.nonzeroExit && (s?.acExitcode ?? 0) === 0);
-  };
 }
 
 /** An event waiting its turn: whether it passes the filters, and how to ack its message once it is yielded. */

@@ -13,7 +13,9 @@ import {
 import { SINGLE_ATTEMPT, type TaskwireClient } from "./client.ts";
 import { sleep } from "./_sleep.ts";
 import { checkRequest } from "./_request-checks.ts";
-import { ErrorReason, ListenerNotFoundError, retryAfterMs, TaskwireError, toTaskwireError } from "./errors.ts";
+import { retryAfterMs, toTaskwireError } from "./errors.ts";
+import { clientSide, deregistered, endedWithoutError, listenerGone, retryable } from "./_watch-errors.ts";
+import { createWatchdog } from "./_watchdog.ts";
 
 /** What the server said when a stream opened. */
 export interface Subscribed {
@@ -74,92 +76,6 @@ export type WatchExitsOptions =
      */
     onRelease?: (deregistered: Promise<void>) => void;
   };
-
-const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded, Code.Canceled]);
-const NETWORK = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ERR_STREAM_PREMATURE_CLOSE",
-]);
-
-// A connection that broke is worth another try whatever code the transport
-// gave it (connect-node reports a reset as ABORTED); a takeover's ABORTED is not.
-function retryable(err: ConnectError): boolean {
-  const cause = (err.cause as { code?: unknown } | undefined)?.code;
-  return RETRYABLE.has(err.code) || (typeof cause === "string" && NETWORK.has(cause));
-}
-
-// connect-es reports a request it could not encode as INTERNAL "serialize ...": the same request fails the same way
-// on every attempt, so it is never retried (watchExits also checks its requests up front, see _checkRequests).
-function clientSide(err: ConnectError): boolean {
-  return err.code === Code.Internal && /^serialize /.test(err.rawMessage);
-}
-
-// NOT_FOUND without taskwire's detail (a client not built by this SDK) can only be the listener here.
-function listenerGone(err: ConnectError): boolean {
-  return err instanceof ListenerNotFoundError || (err.code === Code.NotFound && !(err instanceof TaskwireError));
-}
-
-// The listener was removed while this stream read it (deregistered by its owner from elsewhere, or an admin): the
-// server says so (values.removed), or, without that, its NOT_FOUND came after the stream had opened.
-function deregistered(err: ConnectError, opened: boolean): boolean {
-  return opened || (err instanceof ListenerNotFoundError && err.removed !== undefined);
-}
-
-// A server that ends a listener's stream without an error (older than this SDK) ended it for the same reason.
-function endedWithoutError(listenerId: string): ListenerNotFoundError {
-  const why = "the server ended its stream: the listener was deregistered";
-  return new ListenerNotFoundError(
-    new ConnectError(`listener ${listenerId}: ${why}`, Code.NotFound),
-    ErrorReason.LISTENER_NOT_FOUND,
-    { listener_id: listenerId, removed: why },
-  );
-}
-
-/**
- * The stream's idle watchdog: `onDead` once no message came for `idleMs` of
- * time the event loop ran. After the process was stopped (SIGSTOP) or its
- * loop blocked, libuv runs the timers that fell due before it reads the
- * sockets, so the timer fires although messages sent meanwhile are waiting
- * to be read; judging the stream dead then would drop them (and resuming
- * would report them as RETENTION loss). So a firing only arms a short check,
- * and the check, too, is re-armed when it fires late (another stall); the
- * stream is dead when a check fires on time with no message in between.
- * `idleMs` is read at each touch: the stream's opening message may change it.
- */
-function createWatchdog(idleMs: () => number, onDead: () => void): { touch(): void; stop(): void } {
-  let checkMs = IDLE_CHECK_MS;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let due = 0;
-  let checking = false;
-  const arm = (ms: number): void => {
-    clearTimeout(timer);
-    due = performance.now() + ms;
-    timer = setTimeout(fire, ms);
-  };
-  const fire = (): void => {
-    const late = performance.now() - due;
-    if (checking && late < checkMs) return onDead();
-    checking = true;
-    arm(checkMs);
-  };
-  return {
-    touch: () => {
-      checking = false;
-      const ms = idleMs();
-      checkMs = Math.min(ms, IDLE_CHECK_MS);
-      arm(ms);
-    },
-    stop: () => clearTimeout(timer),
-  };
-}
-
-/** Longest wake-up check of the idle watchdog, ms. */
-const IDLE_CHECK_MS = 1000;
 
 /** The server's default heartbeat interval, ms: assumed until a stream's opening message says its own. */
 const DEFAULT_HEARTBEAT_MS = 15_000;
