@@ -1,18 +1,22 @@
 import fc from "fast-check";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, it, vi } from "vitest";
 import { FairLevels } from "../src/core/_fair-levels.ts";
 import { createMemoryBudget } from "../src/core/budget.ts";
 import { createEventQueue } from "../src/core/event-queue.ts";
 import { Listener } from "../src/core/listener.ts";
 
-// Counts the budget's countings of levels (each sorts the owners), and the levels it reads from them (a search each).
-const counted = vi.hoisted(() => ({ levels: 0, reads: 0 }));
+// Counts the budget's countings of levels (each sorts the owners), and the levels it reads from them (a search each);
+// keeps a weak reference to each counting, to see which are still held.
+const counted = vi.hoisted(() => ({ levels: 0, reads: 0, made: [] as WeakRef<object>[] }));
 vi.mock("../src/core/_fair-levels.ts", async (original) => {
   const m = await original<typeof import("../src/core/_fair-levels.ts")>();
   class Counted extends m.FairLevels {
     constructor(held: readonly number[], budget: number) {
       super(held, budget);
       counted.levels++;
+      counted.made.push(new WeakRef(this));
     }
     override levelOf(own: number | undefined): number {
       counted.reads++;
@@ -144,5 +148,33 @@ describe("max-min fair shares", () => {
     expect(counted.reads).toBeLessThanOrEqual((counted.levels + 1) * (owners.length + 1));
     expect(reader.lost["memory-budget"]).toBe(0);
     expect(budget.used).toBeLessThanOrEqual(budget.limit);
+  });
+
+  it("holds no counting of levels past the next: an owner's cached level keeps only what it read", async () => {
+    // Principals joining one after another, each with a stream that never reads: its queue fills once, past its fair
+    // share (its level is read), and then is full and asks nothing more. A reader's traffic has the levels counted
+    // again between them. Each owner kept the counting it last read its level from alive, 16 bytes per owner counted,
+    // none of it charged: 620 of 663 countings here; with 4,096 principals (the most listeners a server holds) and a
+    // 64 MiB budget, 29 MB, and 134 MB where each had read its level from a counting of its own.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const budget = createMemoryBudget({ limit: 16 * 1024 ** 2, reserve: { fraction: 1 / 8 } });
+    const rec = { cpu: 0 };
+    const hog = createEventQueue(1 << 20, "drop-newest", { account: budget.open("hog") });
+    for (let s = 1; hog.push(s, rec, 920) === 0; s++);
+    const reader = createEventQueue(1 << 20, "drop-newest", { account: budget.open("reader") });
+    const quiet: unknown[] = [];
+    counted.made = [];
+    for (let i = 0, seq = 1; i < 1000; i++) {
+      const queue = createEventQueue(64, "drop-newest", { account: budget.open(`p${i}`) });
+      for (let s = 1; s <= 64; s++) queue.push(s, rec, 920);
+      quiet.push(queue);
+      for (let k = 0; k < 100; k++) reader.push(seq++, rec, 920), reader.take(Infinity);
+    }
+    expect(counted.made.length).toBeGreaterThan(500); // counted again between most two principals
+    await new Promise((r) => setTimeout(r, 0)); // a WeakRef holds its target until the job that made it ends
+    gc();
+    expect(counted.made.filter((r) => r.deref() !== undefined).length).toBeLessThanOrEqual(2);
+    expect(quiet.length).toBe(1000);
   });
 });

@@ -220,8 +220,9 @@ class _Budget implements MemoryBudget, PoolBudget {
    * fit, BudgetPool.canClaim, needs less than the claim that was refused).
    */
   #dryFound = 0;
-  /** Fair shares as last counted (see LEVELS_DRIFT). */
+  /** Fair shares as last counted (see LEVELS_DRIFT), and how many times they were (Owner.levelsOf). */
   #levels: FairLevels | undefined;
+  #counts = 0;
   /** Bytes charged and given back since they were counted. */
   drift = 0;
 
@@ -346,9 +347,9 @@ class _Budget implements MemoryBudget, PoolBudget {
     if (this.#owners.size === 0 || (o !== undefined && this.#owners.size === 1)) return this.unreserved;
     const levels = this.#counted();
     if (o === undefined) return levels.levelOf(undefined);
-    if (o.levelsOf !== levels) {
+    if (o.levelsOf !== this.#counts) {
       o.level = levels.levelOf(o.counted);
-      o.levelsOf = levels;
+      o.levelsOf = this.#counts;
     }
     return o.level;
   }
@@ -359,6 +360,7 @@ class _Budget implements MemoryBudget, PoolBudget {
     const held: number[] = [];
     for (const o of this.#owners.values()) held.push(o.counted = Math.max(0, o.used));
     this.drift = 0;
+    this.#counts++;
     return this.#levels = new FairLevels(held, this.unreserved);
   }
 
