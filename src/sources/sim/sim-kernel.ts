@@ -13,7 +13,17 @@ import { copyStatsVector, type StatsVector, toTaskStats } from "../../kernel/sta
 import { vectorRecord } from "../../kernel/vector-record.ts";
 import { addDelayacct, addLiveThread, zeroGroupStats } from "../../kernel/tgid.ts";
 import { createPrng, type Prng } from "./_prng.ts";
-import { drawProfile, emptyProfile, type ThreadIdentity, type ThreadProfile, threadStats } from "./_task-stats.ts";
+import { drawProfile, threadStats } from "./_task-stats.ts";
+import {
+  COMMS,
+  newProcess,
+  newThread,
+  type Process,
+  removeThread,
+  setIdentity,
+  type Thread,
+  UIDS,
+} from "./_sim-tasks.ts";
 
 /** Options of the simulated kernel. */
 export interface SimKernelOptions {
@@ -66,61 +76,6 @@ export interface SimKernel {
   readonly records: number;
 }
 
-// Threads and processes are pooled (see #addThread): their fields are
-// rewritten when reused, fixed for each life.
-interface Thread {
-  pid: number;
-  proc: Process;
-  readonly profile: ThreadProfile;
-  /** Who it is, for the identity fields (pid, start time and comm included). */
-  readonly identity: ThreadIdentity;
-  index: number; // position in the flat live array
-}
-
-interface Process {
-  tgid: number;
-  ppid: number;
-  comm: string;
-  uid: number;
-  nice: number;
-  startNs: number;
-  exeInode: number;
-  forkedOnly: boolean;
-  /** Its live threads in the order they were made (a few: an array, so forks and exits allocate nothing). */
-  readonly threads: Thread[];
-  /** signal->stats: allocated when a thread exits while others remain. */
-  stats: StatsVector | undefined;
-}
-
-const COMMS = [
-  "bash",
-  "sh",
-  "make",
-  "cc1",
-  "gcc",
-  "ld",
-  "as",
-  "python3",
-  "node",
-  "sshd",
-  "cron",
-  "postgres",
-  "nginx",
-  "git",
-  "grep",
-  "sed",
-  "awk",
-  "curl",
-  "tar",
-  "gzip",
-  "rustc",
-  "java",
-  "sort",
-  "find",
-  "ls",
-  "cat",
-];
-const UIDS = [0, 0, 1000, 1000, 1000, 33, 999, 65534];
 const PID_MAX = 4_194_304; // /proc/sys/kernel/pid_max on 64-bit
 /** Most live threads: a fork must find a free pid, and the pid table's memory grows with the population. */
 const MAX_POPULATION = 1_048_576;
@@ -146,61 +101,6 @@ export function createSimKernel(options: SimKernelOptions): SimKernel {
     throw new RangeError(`population must be an integer in 2-${MAX_POPULATION}, got ${population}`);
   }
   return new _SimKernel({ ...options, population });
-}
-
-function newProcess(): Process {
-  return {
-    tgid: 0,
-    ppid: 0,
-    comm: "",
-    uid: 0,
-    nice: 0,
-    startNs: 0.5,
-    exeInode: 0,
-    forkedOnly: false,
-    threads: [],
-    stats: undefined,
-  };
-}
-
-function newThread(proc: Process): Thread {
-  const identity: ThreadIdentity = {
-    pid: 0,
-    tgid: 0,
-    ppid: 0,
-    comm: "",
-    uid: 0,
-    gid: 0,
-    nice: 0,
-    startNs: 0.5,
-    groupStartNs: 0.5,
-    exeInode: 0,
-    forkedOnly: false,
-  };
-  return { pid: 0, proc, profile: emptyProfile(), identity, index: 0 };
-}
-
-function setIdentity(id: ThreadIdentity, pid: number, startNs: number, comm: string, p: Process): void {
-  id.pid = pid;
-  id.tgid = p.tgid;
-  id.ppid = p.ppid;
-  id.comm = comm;
-  id.uid = p.uid;
-  id.gid = p.uid; // the sim's processes run with gid = uid
-  id.nice = p.nice;
-  id.startNs = startNs;
-  id.groupStartNs = p.startNs;
-  id.exeInode = p.exeInode;
-  id.forkedOnly = p.forkedOnly;
-}
-
-// Removes `t` keeping the others' order (a group's first other thread is the one a leader's exit picks). A Map
-// here grew and shrank its table as a group's threads came and went: garbage on most forks and exits.
-function removeThread(threads: Thread[], t: Thread): void {
-  const at = threads.indexOf(t);
-  if (at < 0) return;
-  for (let i = at; i < threads.length - 1; i++) threads[i] = threads[i + 1]!;
-  threads.pop();
 }
 
 class _SimKernel implements SimKernel {
