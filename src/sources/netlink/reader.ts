@@ -3,12 +3,9 @@
  * CPUs to watch, decodes the batches it sends, and passes on the worker's
  * exact kernel-drop counts (sk_drops deltas) in stream order.
  */
-import process from "node:process";
 import { isMainThread, Worker } from "node:worker_threads";
-import type { ExitRecord } from "../../kernel/exit-record.ts";
-import { decodeStatsVectorAt, decodeTaskStats } from "../../kernel/taskstats-decode.ts";
-import { SLOT } from "../../kernel/stats-vector.ts";
-import { vectorRecord } from "../../kernel/vector-record.ts";
+import { messages, vectors } from "./_exit-records.ts";
+import { stopOnExit } from "./_stop-on-exit.ts";
 import { type ExitSink, SourceUnavailableError } from "../source.ts";
 import {
   FRAME_HEADER,
@@ -85,31 +82,6 @@ export const DEFAULT_BATCH_WINDOW_MS = 2;
 const SLAB_BYTES = 1 << 20;
 const SLABS = 64;
 const VLEN = 64;
-
-// One "exit" listener for every live reader (one each would warn past ten), put first so that an earlier listener
-// that throws cannot skip it. Process-wide because the process's exit is.
-const stopping = new Set<() => void>();
-let exitListener: (() => void) | undefined;
-
-function stopOnExit(stop: () => void, on: boolean): void {
-  if (on) stopping.add(stop);
-  else stopping.delete(stop);
-  if (exitListener === undefined && stopping.size > 0) {
-    exitListener = () => {
-      for (const s of stopping) {
-        try {
-          s();
-        } catch {
-          // the process is exiting: the others still get their stop
-        }
-      }
-    };
-    process.prependListener("exit", exitListener);
-  } else if (exitListener !== undefined && stopping.size === 0) {
-    process.off("exit", exitListener);
-    exitListener = undefined;
-  }
-}
 
 /** Starts the reader worker. */
 export function startReader(o: ReaderOptions): Reader {
@@ -398,45 +370,4 @@ class _Reader implements Reader {
         messages(bytes, w, { cpu: this.#cpu, cpuSeq, at: this.#at }),
     );
   }
-}
-
-/** Where and when a record was read: its CPU, the kernel's per-CPU seq, the receive time. */
-interface Where {
-  cpu: number;
-  cpuSeq: number;
-  at: number;
-}
-
-// The usual case: the structs as number vectors (no BigInt per field; the
-// TaskStats messages are built only if something reads them).
-function vectors(dv: DataView, bytes: Uint8Array, w: TaskstatsNewAt, r: Where): ExitRecord | undefined {
-  const pidVector = decodeStatsVectorAt(dv, bytes, w.pidStats, w.pidStatsLength);
-  const tgidVector = w.tgidStats < 0 ? undefined : decodeStatsVectorAt(dv, bytes, w.tgidStats, w.tgidStatsLength);
-  if (pidVector === undefined || (w.tgidStats >= 0 && tgidVector === undefined)) return undefined;
-  const acTgid = pidVector.values[SLOT.acTgid]!;
-  return vectorRecord({
-    cpu: r.cpu,
-    cpuSeq: r.cpuSeq,
-    receivedAtMs: r.at,
-    pid: w.pid,
-    tgid: w.tgidStats >= 0 ? w.tgid : acTgid === acTgid ? acTgid : 0,
-    pidVector,
-    tgidVector,
-  });
-}
-
-// A 64-bit value of 2^53 or more has no exact double: that record is decoded as TaskStats messages.
-function messages(bytes: Uint8Array, w: TaskstatsNewAt, r: Where): ExitRecord {
-  const pidStats = decodeTaskStats(bytes.subarray(w.pidStats, w.pidStats + w.pidStatsLength));
-  return {
-    cpu: r.cpu,
-    cpuSeq: r.cpuSeq,
-    receivedAtMs: r.at,
-    pid: w.pid,
-    tgid: w.tgidStats >= 0 ? w.tgid : pidStats.acTgid ?? 0,
-    pidStats,
-    tgidStats: w.tgidStats < 0
-      ? undefined
-      : decodeTaskStats(bytes.subarray(w.tgidStats, w.tgidStats + w.tgidStatsLength)),
-  };
 }
