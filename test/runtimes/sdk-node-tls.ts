@@ -7,16 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { createTaskwireClient } from "../../clients/ts/src/node.ts";
-
-async function outcome(call: () => Promise<unknown>): Promise<{ code: number | "ok"; message: string }> {
-  try {
-    await call();
-    return { code: "ok", message: "" };
-  } catch (e) {
-    const err = e as { code: number; rawMessage: string };
-    return { code: err.code, message: err.rawMessage };
-  }
-}
+import { outcome } from "./_outcome.ts";
 
 const [caFile, ...urls] = process.argv.slice(2);
 const ca = readFileSync(caFile!, "utf8");

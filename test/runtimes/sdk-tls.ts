@@ -3,16 +3,7 @@
  * and gRPC-Web: one JSON line per call, its error's code and message ("ok" if it succeeded).
  */
 import { createTaskwireClient } from "../../clients/ts/src/mod.ts";
-
-async function outcome(call: () => Promise<unknown>): Promise<{ code: number | "ok"; message: string }> {
-  try {
-    await call();
-    return { code: "ok", message: "" };
-  } catch (e) {
-    const err = e as { code: number; rawMessage: string };
-    return { code: err.code, message: err.rawMessage };
-  }
-}
+import { outcome } from "./_outcome.ts";
 
 for (const url of process.argv.slice(2)) {
   for (const protocol of ["connect", "grpc-web"] as const) {
