@@ -8,7 +8,7 @@
  */
 import { getRequestListener, RequestError } from "@hono/node-server";
 import type { ServerResponse } from "node:http";
-import { constants as h2constants } from "node:http2";
+import { constants as h2constants, type Http2SecureServer, type Http2Server } from "node:http2";
 import type { Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
 import { logText, taskwireLogger } from "../log/logger.ts";
@@ -34,6 +34,7 @@ import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
 import { acceptDescriptors, type Acceptors, createAcceptors, MAX_ACCEPT_DESCRIPTORS } from "./_acceptors.ts";
 import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
+import { guardResets } from "./_reset-guard.ts";
 import { plaintextStart, type StartConnection, type TlsFiles, tlsStart } from "./_inner-servers.ts";
 import {
   allowLongRequest,
@@ -180,7 +181,15 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     set.add(socket);
     socket.once("close", () => set.delete(socket));
   };
-  const start = options.tls ? tlsStart(options.tls, dispatch, limits, track) : plaintextStart(dispatch, limits, track);
+  const watch = (h2: Http2Server | Http2SecureServer): void =>
+    guardResets(h2, {
+      perSecond: limits.h2MaxResetsPerSecond,
+      onClosed: () => server.refusedConnection("h2-max-resets-per-second"),
+      logger,
+    });
+  const start = options.tls
+    ? tlsStart(options.tls, dispatch, limits, track, watch)
+    : plaintextStart(dispatch, limits, track, watch);
   const fds = descriptors();
   const copies = sys === undefined ? 1 : acceptDescriptors(limits.acceptsPerTurn, fds && fds.limit - fds.open);
   const maxConnections = connectionBudget(limits.maxConnections, { fds, copies: copies - 1, logger });
