@@ -7,7 +7,8 @@
  * and the kernel's buffers hold tens of thousands more streams: every one was still served. So each session
  * has a token bucket of streams reset (by either side) before their response ended: `perSecond` a second, bursts
  * of twice that. Past it the session is destroyed with a GOAWAY (ENHANCE_YOUR_CALM), which drops whatever it
- * has sent and not yet been read.
+ * has sent and not yet been read. That alone still let ~400 streams be routed as they arrived (stalls up to
+ * 1.3 s), so the adapter also paces the new requests of a session that has just reset one (resetRecently).
  */
 import { constants as h2, type Http2SecureServer, type Http2Server, type Http2Session } from "node:http2";
 import type { Logger } from "@logtape/logtape";
@@ -32,8 +33,18 @@ export interface ResetGuardOptions {
   readonly logger?: Logger;
 }
 
+/** What the guard tells the adapter. */
+export interface ResetGuard {
+  /** Whether `session` had a stream reset within the last second: its new requests are then paced. */
+  resetRecently(session: object): boolean;
+}
+
+/** How long after a reset a session's new requests are paced. */
+const PACED_AFTER_RESET_MS = 1000;
+
 /** Watches every HTTP/2 session of `server`, closing those that reset streams faster than allowed. */
-export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGuardOptions): void {
+export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGuardOptions): ResetGuard {
+  const lastReset = new WeakMap<object, number>();
   const warn = rateLimitedWarning(
     o.logger ?? taskwireLogger(),
     (n, peer) =>
@@ -46,6 +57,7 @@ export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGua
       // read as the streams after it ("close" comes a tick later: counted then, a whole read of ~800 streams
       // was served before the first was counted).
       stream.once("aborted", () => {
+        lastReset.set(session, performance.now());
         if (take() || session.destroyed) return;
         const peer = session.socket?.remoteAddress ?? "";
         session.destroy(new RapidResetError(o.perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
@@ -54,6 +66,9 @@ export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGua
       });
     });
   });
+  return {
+    resetRecently: (session) => performance.now() - (lastReset.get(session) ?? -Infinity) < PACED_AFTER_RESET_MS,
+  };
 }
 
 // A token bucket of 2 * perSecond tokens, refilled at perSecond: take() is false once it is empty.
