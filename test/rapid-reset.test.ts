@@ -3,12 +3,15 @@
  * GetInfo cancelled (RST_STREAM) right after it is sent. Before the reset guard (runtime/_reset-guard.ts) it
  * opened ~75,000 streams in 5 s, the event loop stalled for 3.5-11.9 s, and a subscriber lost thousands of exits.
  * The connection must be closed with GOAWAY ENHANCE_YOUR_CALM, /healthz on another connection keep answering,
- * and the subscriber lose nothing.
+ * and the subscriber lose nothing; and the streams it sends after its first reset wait their turn (paced), so
+ * that those it resets meanwhile are never routed.
  */
+import type { LogRecord } from "@logtape/logtape";
 import { spawn } from "node:child_process";
 import http from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
+import { configureLogging } from "../src/log/logger.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { type Running, sleep, startServerListening } from "./helpers.ts";
 
@@ -33,6 +36,17 @@ const one = () => {
 };
 session.once("connect", () => { for (let i = 0; i < 100; i++) one(); });
 `;
+
+// Runs the flooder against `url` until its session closes (or 8 s pass).
+async function flood(url: string): Promise<{ opened: number; goaway: number | null }> {
+  const child = spawn(process.execPath, ["--input-type=module", "-e", FLOODER, url], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d));
+  await new Promise((r) => child.once("exit", r));
+  return JSON.parse(out) as { opened: number; goaway: number | null };
+}
 
 function healthz(url: string, agent: http.Agent): Promise<number> {
   const t = performance.now();
@@ -100,6 +114,24 @@ describe("HTTP/2 rapid reset", () => {
       expect(got).toBeGreaterThan(0);
       const metrics = await (await fetch(`${url}/metrics`)).text();
       expect(metrics).toMatch(/taskwire_connections_refused_total\{limit="h2_max_resets_per_second"\} 1\b/);
+    },
+    30_000,
+  );
+
+  it(
+    "routes few of the streams a resetting session sends: they wait their turn, and those reset meanwhile are dropped",
+    async () => {
+      const records: LogRecord[] = [];
+      const logger = configureLogging({ level: "info", sink: (r) => records.push(r) });
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, { logger }, {
+        logger,
+      });
+      const seen = await flood(running.url);
+      expect(seen.goaway).toBe(11);
+      const routed = records.filter((r) => r.category.join(".") === "taskwire.access").length;
+      // Every stream it sent before the limit (200 resets in a burst) was routed as it arrived: ~400. Paced: ~20-60.
+      console.log("routed", routed);
+      expect(routed).toBeLessThan(150);
     },
     30_000,
   );
