@@ -184,6 +184,12 @@ export function addServeCommand(program: Command): Command {
       TRANSPORT.h2MaxStreams,
     )
     .option(
+      "--h2-max-resets-per-second <n>",
+      "HTTP/2 streams one connection may have reset per second (bursts of twice that); past it the connection is closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset)",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.h2MaxResetsPerSecond,
+    )
+    .option(
       "--h2-session-memory-mb <MiB>",
       "HTTP/2 memory per connection (header tables, queued frames); past it new streams are refused",
       int(1, 2 ** 31 - 1),
@@ -266,6 +272,7 @@ export function addServeCommand(program: Command): Command {
         requestTimeoutMs: o["requestTimeoutMs"] as number,
         idleTimeoutMs: o["idleTimeoutMs"] as number,
         h2MaxStreams: o["h2MaxStreams"] as number,
+        h2MaxResetsPerSecond: o["h2MaxResetsPerSecond"] as number,
         h2SessionMemoryMb: o["h2SessionMemoryMb"] as number,
         maxHeaderBytes: o["maxHeaderBytes"] as number,
         acceptsPerTurn: o["acceptsPerTurn"] as number,

@@ -6,6 +6,8 @@ import { createServer as createHttp1Server } from "node:http";
 import {
   createSecureServer,
   createServer as createHttp2Server,
+  type Http2SecureServer,
+  type Http2Server,
   type Http2Session,
   type SecureServerOptions,
 } from "node:http2";
@@ -35,6 +37,9 @@ const IDLE_CLOSE_GRACE_MS = 2000;
 // What the front does with a connection it has accepted.
 export type StartConnection = (socket: Socket) => void;
 
+// What watches the HTTP/2 server's sessions besides the transport limits (the reset guard, _reset-guard.ts).
+export type WatchSessions = (server: Http2Server | Http2SecureServer) => void;
+
 // How the front's connections are served (plaintext or TLS), and what stops that server's timers on close.
 export interface Inner {
   readonly start: StartConnection;
@@ -46,10 +51,12 @@ export function plaintextStart(
   dispatch: (req: NodeRequest, res: NodeResponse) => void,
   limits: TransportLimits,
   track: (socket: Socket) => void,
+  watch: WatchSessions,
 ): Inner {
   const h1 = createHttp1Server(http1Options(limits), dispatch);
   const h2 = createHttp2Server(http2Options(limits), dispatch);
   limitHttp2Sessions(h2, limits);
+  watch(h2);
   return {
     start: (socket) => {
       track(socket);
@@ -66,6 +73,7 @@ export function tlsStart(
   dispatch: (req: NodeRequest, res: NodeResponse) => void,
   limits: TransportLimits,
   track: (socket: Socket) => void,
+  watch: WatchSessions,
 ): Inner {
   const server = createSecureServer({
     ...tlsOptions(tls),
@@ -75,6 +83,7 @@ export function tlsStart(
   }, dispatch);
   applyHttp1Limits(server, limits);
   limitHttp2Sessions(server, limits, endIdleTlsSessions(server));
+  watch(server);
   server.on("secureConnection", track);
   return {
     start: (socket) => server.emit("connection", socket),

@@ -57,6 +57,11 @@ export interface TransportLimits {
   /** HTTP/2 streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. */
   readonly h2MaxStreams: number;
   /**
+   * HTTP/2 streams one connection may have reset (by either side, before they ended) per second, in bursts of
+   * twice that; past it the connection is closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset, _reset-guard.ts).
+   */
+  readonly h2MaxResetsPerSecond: number;
+  /**
    * HTTP/2 memory per connection, MiB (Node's maxSessionMemory: header
    * tables, frames queued in nghttp2); past it new streams are refused.
    */
@@ -86,6 +91,8 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze
   idleTimeoutMs: 30_000,
   // RFC 9113 asks for no fewer than 100; Node's default is unlimited.
   h2MaxStreams: 100,
+  // A client cancelling a few calls or watches a second is far under it; 200 reset streams (the burst) cost ~20-60 ms.
+  h2MaxResetsPerSecond: 100,
   // Node's default, now explicit.
   h2SessionMemoryMb: 10,
   // Node's HTTP/1.1 default; room for bearer tokens (HTTP/2's own default is 64 KiB).
@@ -274,12 +281,12 @@ export function createConnectionCaps(
 ): (socket: Socket) => boolean {
   let open = 0;
   const byAddress = new Map<string, number>();
-  const refusedAll = reporter(
+  const refusedAll = rateLimitedWarning(
     logger,
     (n) =>
       `refused ${n} connection(s): ${o.max} are open, the limit (--max-connections); raise it (and ulimit -n) if clients need more`,
   );
-  const refusedFrom = reporter(
+  const refusedFrom = rateLimitedWarning(
     logger,
     (n, bucket) =>
       `refused ${n} connection(s) from addresses with ${o.perAddress} open, the limit per address (--max-connections-per-address), the last from ${bucket}; raise it if one host (or a NAT in front of many) needs more`,
@@ -312,9 +319,11 @@ export function createConnectionCaps(
   };
 }
 
-// A warning about refused connections, at most one every 10 s, counting those it did not say. Refusals held back
-// are said when the 10 s are up (a burst's last refusals were otherwise never said unless another came later).
-function reporter(logger: Logger, say: (n: number, about: string) => string): (about: string) => void {
+/**
+ * A warning at most every 10 s, `say` given how many it stands for and the latest `about`. Those held back are
+ * said when the 10 s are up (a burst's last ones were otherwise never said unless another came later).
+ */
+export function rateLimitedWarning(logger: Logger, say: (n: number, about: string) => string): (about: string) => void {
   let lastReport = -Infinity;
   let unreported = 0;
   let last = "";

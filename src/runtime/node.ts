@@ -8,7 +8,7 @@
  */
 import { getRequestListener, RequestError } from "@hono/node-server";
 import type { ServerResponse } from "node:http";
-import { constants as h2constants } from "node:http2";
+import { constants as h2constants, type Http2SecureServer, type Http2Server } from "node:http2";
 import type { Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
 import { logText, taskwireLogger } from "../log/logger.ts";
@@ -34,6 +34,7 @@ import { createSendBufferCap, frontSyscalls } from "./_send-buffer.ts";
 import { acceptDescriptors, type Acceptors, createAcceptors, MAX_ACCEPT_DESCRIPTORS } from "./_acceptors.ts";
 import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
+import { guardResets, type ResetGuard } from "./_reset-guard.ts";
 import { plaintextStart, type StartConnection, type TlsFiles, tlsStart } from "./_inner-servers.ts";
 import {
   allowLongRequest,
@@ -146,6 +147,13 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
   const hold = holdCalls(server, holds);
+  const guards: ResetGuard[] = [];
+  const watch = (h2: Http2Server | Http2SecureServer): void =>
+    void guards.push(guardResets(h2, {
+      perSecond: limits.h2MaxResetsPerSecond,
+      onClosed: () => server.refusedConnection("h2-max-resets-per-second"),
+      logger,
+    }));
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
     whenOver(req, res, () => {
@@ -166,7 +174,9 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     const caller = server.caller(peerOf(req), authorizationOf(req));
     if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);
     if (!hold(caller, req, res)) return;
-    if (serving.has(connection)) return serve(req, res);
+    // A session that has just reset a stream is paced like a new connection (rapid reset, _reset-guard.ts): its
+    // streams are served a batch per turn, and those it resets while they wait are dropped unrouted.
+    if (serving.has(connection) && !guards.some((g) => g.resetRecently(connection))) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
     pace(caller.key, () => {
@@ -180,7 +190,9 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     set.add(socket);
     socket.once("close", () => set.delete(socket));
   };
-  const start = options.tls ? tlsStart(options.tls, dispatch, limits, track) : plaintextStart(dispatch, limits, track);
+  const start = options.tls
+    ? tlsStart(options.tls, dispatch, limits, track, watch)
+    : plaintextStart(dispatch, limits, track, watch);
   const fds = descriptors();
   const copies = sys === undefined ? 1 : acceptDescriptors(limits.acceptsPerTurn, fds && fds.limit - fds.open);
   const maxConnections = connectionBudget(limits.maxConnections, { fds, copies: copies - 1, logger });

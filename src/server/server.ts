@@ -218,6 +218,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
   const connectionRefusals: Record<ConnectionLimit, number> = {
     "max-connections": 0,
     "max-connections-per-address": 0,
+    "h2-max-resets-per-second": 0,
   };
   // Its inputs are read at scrape time, by then all made; its feed counts records per CPU on their way in.
   const metrics = options.metrics === false ? undefined : createServerMetrics({
