@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { configureLogging } from "../src/log/logger.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { type Running, sleep, startServerListening } from "./helpers.ts";
+import { type Running, sleep, spawnServer, startServerListening } from "./helpers.ts";
 
 // Floods until its session closes or 8 s pass, then prints what it saw as one JSON line.
 const FLOODER = `
@@ -35,6 +35,32 @@ const one = () => {
   s.close(http2.constants.NGHTTP2_CANCEL);
 };
 session.once("connect", () => { for (let i = 0; i < 100; i++) one(); });
+`;
+
+// One session opening 100 SubscribeExits streams (Connect JSON, a request the server refuses: no cpumask), resetting
+// them all 500 ms later, 8 times; prints what it saw.
+const SUBSCRIBER = `
+import http2 from "node:http2";
+const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 2]), Buffer.from("{}")]);
+let goaway = null, rounds = 0;
+const session = http2.connect(process.argv[1]);
+session.on("error", () => {});
+session.on("goaway", (code) => { goaway ??= code; });
+const round = () => {
+  if (rounds++ >= 8 || session.destroyed) {
+    console.log(JSON.stringify({ rounds: rounds - 1, goaway }));
+    process.exit(0);
+  }
+  const streams = [];
+  for (let i = 0; i < 100; i++) {
+    const s = session.request({ ":method": "POST", ":path": "/taskwire.v1.TaskStats/SubscribeExits", "content-type": "application/connect+json" });
+    s.on("error", () => {});
+    s.write(envelope);
+    streams.push(s);
+  }
+  setTimeout(() => { for (const s of streams) s.close(http2.constants.NGHTTP2_CANCEL); setTimeout(round, 20); }, 500);
+};
+session.once("connect", round);
 `;
 
 // Runs the flooder against `url` until its session closes (or 8 s pass).
@@ -134,5 +160,40 @@ describe("HTTP/2 rapid reset", () => {
       expect(routed).toBeLessThan(150);
     },
     30_000,
+  );
+
+  it(
+    "closes a session whose answered streams it resets, and serves on (it used to spin in native code, then abort)",
+    async () => {
+      // A server process of its own: closing the session from inside nghttp2's read left Node's native session
+      // spinning at 100% CPU until the process aborted with std::bad_alloc (3 runs of 3).
+      const server = await spawnServer(process.execPath, [
+        "bin/taskwire.js",
+        "serve",
+        "--source",
+        "sim",
+        "--sim-exit-rate",
+        "2000",
+        "--port",
+        "0",
+      ], process.cwd());
+      try {
+        const child = spawn(process.execPath, ["--input-type=module", "-e", SUBSCRIBER, server.url], {
+          stdio: ["ignore", "pipe", "inherit"],
+        });
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => (out += d));
+        await new Promise((r) => child.once("exit", r));
+        expect((JSON.parse(out) as { goaway: number | null }).goaway).toBe(11);
+        const agent = new http.Agent({ keepAlive: false });
+        const took = await Promise.race([healthz(server.url, agent), sleep(10_000).then(() => Infinity)]);
+        expect(took).toBeLessThan(10_000);
+        expect(server.child.exitCode).toBeNull();
+      } finally {
+        // SIGKILL: a process spinning in native code never runs its SIGTERM handler.
+        server.child.kill("SIGKILL");
+      }
+    },
+    60_000,
   );
 });

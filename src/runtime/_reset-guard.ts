@@ -52,17 +52,28 @@ export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGua
   );
   server.on("session", (session: Http2Session) => {
     const take = createBucket(o.perSecond);
+    let closing = false;
+    const close = (): void => {
+      if (session.destroyed) return;
+      const peer = session.socket?.remoteAddress ?? "";
+      session.destroy(new RapidResetError(o.perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
+      o.onClosed?.();
+      warn(peer);
+    };
     session.on("stream", (stream) => {
       // "aborted": reset before its response ended. Node emits it as nghttp2 reads the RST_STREAM, in the same
       // read as the streams after it ("close" comes a tick later: counted then, a whole read of ~800 streams
       // was served before the first was counted).
       stream.once("aborted", () => {
         lastReset.set(session, performance.now());
-        if (take() || session.destroyed) return;
-        const peer = session.socket?.remoteAddress ?? "";
-        session.destroy(new RapidResetError(o.perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
-        o.onClosed?.();
-        warn(peer);
+        if (take() || closing || session.destroyed) return;
+        closing = true;
+        // Closed after the read, not from here: "aborted" runs inside nghttp2's processing of what it read, and
+        // a session destroyed there (process.nextTick runs in the same callback scope) left Node's native
+        // session spinning at 100% CPU, its memory growing until the process aborted with std::bad_alloc, in 3
+        // runs of 3 (a session whose SubscribeExits streams had been answered, then reset). Meanwhile its
+        // new streams wait in the pacer (resetRecently).
+        setImmediate(close);
       });
     });
   });
