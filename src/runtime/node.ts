@@ -147,9 +147,10 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const pace = createPacer(limits.acceptsPerTurn, logger);
   const serving = new WeakSet<object>(); // connections (HTTP/1.1 sockets, HTTP/2 sessions) past their first request
   const hold = holdCalls(server, holds);
-  const guards: ResetGuard[] = [];
+  // The one HTTP/2 server's (plaintext or TLS), once start() has made it.
+  let resets: ResetGuard | undefined;
   const watch = (h2: Http2Server | Http2SecureServer): void =>
-    void guards.push(guardResets(h2, {
+    void (resets = guardResets(h2, {
       perSecond: limits.h2MaxResetsPerSecond,
       onClosed: () => server.refusedConnection("h2-max-resets-per-second"),
       logger,
@@ -176,7 +177,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     if (!hold(caller, req, res)) return;
     // A session that has just reset a stream is paced like a new connection (rapid reset, _reset-guard.ts): its
     // streams are served a batch per turn, and those it resets while they wait are dropped unrouted.
-    if (serving.has(connection) && !guards.some((g) => g.resetRecently(connection))) return serve(req, res);
+    if (serving.has(connection) && resets?.resetRecently(connection) !== true) return serve(req, res);
     // Until its first request is served, everything a connection sends waits its turn (the other streams an
     // HTTP/2 client opens at once included, or they would skip the pacing).
     pace(caller.key, () => {
