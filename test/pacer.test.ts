@@ -51,4 +51,32 @@ describe("the pacer of new connections' first requests", () => {
     expect(() => createPacer(0)).toThrow(RangeError);
     expect(() => createPacer(1.5)).toThrow(/whole number/);
   });
+
+  it("drops abandoned tasks without running them or giving them a place in the batch", async () => {
+    const pace = createPacer(2);
+    const ran: number[] = [];
+    for (let i = 0; i < 10; i++) pace("mallory", () => ran.push(i), () => i % 5 !== 4); // only 4 and 9 stay
+    pace("alice", () => ran.push(100), () => false);
+    await turn();
+    expect(ran).toEqual([100, 4]); // 0-3 dropped on the way to 4, in the same turn (0 took mallory's round)
+    expect(pace.waiting).toBe(5);
+    await turn();
+    expect(ran).toEqual([100, 4, 9]);
+    expect(pace.waiting).toBe(0);
+  });
+
+  it("keeps arrival order across a long queue of one caller (its queue compacts as it drains)", async () => {
+    const pace = createPacer(1000);
+    const ran: number[] = [];
+    for (let i = 0; i < 5000; i++) pace("mallory", () => ran.push(i));
+    let turns = 0;
+    while (pace.waiting > 0) {
+      await turn();
+      turns++;
+      if (turns === 2) { for (let i = 5000; i < 5500; i++) pace("mallory", () => ran.push(i)); // while compacted
+       }
+    }
+    expect(turns).toBe(6);
+    expect(ran).toEqual(Array.from({ length: 5500 }, (_, i) => i));
+  });
 });

@@ -9,6 +9,7 @@
 import type { LogRecord } from "@logtape/logtape";
 import { spawn } from "node:child_process";
 import http from "node:http";
+import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { configureLogging } from "../src/log/logger.ts";
@@ -82,6 +83,75 @@ function healthz(url: string, agent: http.Agent): Promise<number> {
       res.on("end", () => resolve(performance.now() - t));
     }).on("error", reject);
   });
+}
+
+// Raw HTTP/2 frames: GetInfo HEADERS (END_STREAM) each followed by its RST_STREAM (CANCEL), as a flooder writes them.
+function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(id, 5);
+  return Buffer.concat([head, payload]);
+}
+const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
+function resets(n: number): Buffer {
+  const literal = (name: string, value: string) =>
+    Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+  const block = Buffer.concat([
+    Buffer.from([0x83, 0x86]), // :method POST, :scheme http
+    literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
+    literal(":authority", "localhost"),
+    literal("content-type", "application/json"),
+  ]);
+  const cancel = Buffer.from([0, 0, 0, 8]);
+  const frames: Buffer[] = [];
+  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, block), frame(3, 0, id, cancel));
+  return Buffer.concat(frames);
+}
+
+/** What a raw connection saw: the server's bytes, its GOAWAY code if any, whether it was closed. */
+interface RawConnection {
+  readonly socket: net.Socket;
+  bytes: number;
+  goaway: number | null;
+  isClosed: boolean;
+  closed: Promise<void>;
+}
+
+// Connects to `url`; `first` is written as soon as it is connected (the preface included, or not).
+function rawConnect(url: string, first: Buffer): Promise<RawConnection> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(first));
+    const c: RawConnection = {
+      socket,
+      bytes: 0,
+      goaway: null,
+      isClosed: false,
+      closed: new Promise((r) => socket.once("close", () => r())),
+    };
+    void c.closed.then(() => (c.isClosed = true));
+    socket.on("error", () => {});
+    socket.on("data", (d: Buffer) => {
+      c.bytes += d.length;
+      for (let i = 0; i + 9 <= d.length; i += 9 + d.readUIntBE(i, 3)) {
+        if (d[i + 3] === 7 && i + 17 <= d.length) c.goaway ??= d.readUInt32BE(i + 13);
+      }
+    });
+    resolve(c);
+  });
+}
+
+// Resolves when `c` is closed, or after `ms`: whether it was.
+function closedWithin(c: RawConnection, ms: number): Promise<boolean> {
+  return Promise.race([c.closed.then(() => true), sleep(ms).then(() => false)]);
+}
+
+async function refusals(url: string): Promise<string> {
+  return (await (await fetch(`${url}/metrics`)).text()).split("\n").filter((l) =>
+    l.startsWith('taskwire_connections_refused_total{limit="h2')
+  ).join("\n");
 }
 
 let running: Running | undefined;
@@ -195,5 +265,51 @@ describe("HTTP/2 rapid reset", () => {
       }
     },
     60_000,
+  );
+  it(
+    "counts the streams reset in a connection's first bytes, sent with the preface (Node had reset them before the guard saw them)",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {});
+      const c = await rawConnect(running.url, Buffer.concat([PREFACE, resets(300)]));
+      expect(await closedWithin(c, 3000)).toBe(true);
+      expect(c.goaway).toBe(11); // ENHANCE_YOUR_CALM
+      expect(await refusals(running.url)).toMatch(/limit="h2_max_resets_per_second"\} 1\b/);
+    },
+    30_000,
+  );
+
+  it(
+    "closes connections that each stay under their limit but together reset too many from one address, and refuses its new connections for 2 s",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        h2MaxResetsPerSecond: 100, // bursts of 200 per connection
+        h2MaxResetsPerSecondPerAddress: 50, // bursts of 100 from loopback
+      });
+      const { url } = running;
+      const conns = await Promise.all([0, 1, 2, 3].map(() => rawConnect(url, PREFACE)));
+      await sleep(200);
+      for (const c of conns) c.socket.write(resets(60)); // 240 in all, 60 each
+      await Promise.race([Promise.race(conns.map((c) => c.closed)), sleep(3000)]);
+      await sleep(100); // the others closed in the same turn
+      const closed = conns.map((c) => c.isClosed);
+      expect(closed.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+      for (const [i, c] of conns.entries()) if (closed[i]) expect(c.goaway).toBe(11);
+      for (const c of conns) c.socket.destroy();
+      // Closed with no byte: refused as it was accepted, before its first read.
+      const refused = await rawConnect(url, PREFACE);
+      expect(await closedWithin(refused, 1000)).toBe(true);
+      expect(refused.bytes).toBe(0);
+      await sleep(2100);
+      const later = await rawConnect(url, PREFACE);
+      expect(await closedWithin(later, 300)).toBe(false);
+      expect(later.bytes).toBeGreaterThan(0); // the server's SETTINGS
+      later.socket.destroy();
+      const counted = await refusals(url);
+      expect(counted).toMatch(/limit="h2_max_resets_per_second"\} 0\b/);
+      // The connections it closed, then the one it refused.
+      const perAddress = Number(/limit="h2_max_resets_per_second_per_address"\} (\d+)/.exec(counted)?.[1]);
+      expect(perAddress).toBe(closed.filter(Boolean).length + 1);
+    },
+    30_000,
   );
 });

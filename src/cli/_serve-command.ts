@@ -190,6 +190,12 @@ export function addServeCommand(program: Command): Command {
       TRANSPORT.h2MaxResetsPerSecond,
     )
     .option(
+      "--h2-max-resets-per-second-per-address <n>",
+      "HTTP/2 streams all the connections from one address (loopback as one, an IPv6 /64 as one) may have reset per second together (bursts of twice that); past it the connection that reset one more is closed the same way, with the address's others that reset one within the last second, and the address's new connections are refused for 2 s. Raise it for a proxy in front of many clients",
+      int(1, 2 ** 31 - 1),
+      TRANSPORT.h2MaxResetsPerSecondPerAddress,
+    )
+    .option(
       "--h2-session-memory-mb <MiB>",
       "HTTP/2 memory per connection (header tables, queued frames); past it new streams are refused",
       int(1, 2 ** 31 - 1),
@@ -273,6 +279,7 @@ export function addServeCommand(program: Command): Command {
         idleTimeoutMs: o["idleTimeoutMs"] as number,
         h2MaxStreams: o["h2MaxStreams"] as number,
         h2MaxResetsPerSecond: o["h2MaxResetsPerSecond"] as number,
+        h2MaxResetsPerSecondPerAddress: o["h2MaxResetsPerSecondPerAddress"] as number,
         h2SessionMemoryMb: o["h2SessionMemoryMb"] as number,
         maxHeaderBytes: o["maxHeaderBytes"] as number,
         acceptsPerTurn: o["acceptsPerTurn"] as number,

@@ -37,8 +37,9 @@ const IDLE_CLOSE_GRACE_MS = 2000;
 // What the front does with a connection it has accepted.
 export type StartConnection = (socket: Socket) => void;
 
-// What watches the HTTP/2 server's sessions besides the transport limits (the reset guard, _reset-guard.ts).
-export type WatchSessions = (server: Http2Server | Http2SecureServer) => void;
+// What watches the HTTP/2 server's sessions besides the transport limits (the reset guard, _reset-guard.ts). It
+// gives whether a connection is to be refused before the HTTP/2 server reads its first bytes (and counts it).
+export type WatchSessions = (server: Http2Server | Http2SecureServer) => (socket: Socket) => boolean;
 
 // How the front's connections are served (plaintext or TLS), and what stops that server's timers on close.
 export interface Inner {
@@ -56,11 +57,11 @@ export function plaintextStart(
   const h1 = createHttp1Server(http1Options(limits), dispatch);
   const h2 = createHttp2Server(http2Options(limits), dispatch);
   limitHttp2Sessions(h2, limits);
-  watch(h2);
+  const refuses = watch(h2);
   return {
     start: (socket) => {
       track(socket);
-      sniff(socket, { h1, h2, firstBytesMs: limits.headerTimeoutMs });
+      sniff(socket, { h1, h2, firstBytesMs: limits.headerTimeoutMs, refuses });
     },
     close: trackHttp1Deadlines(h1),
   };
@@ -119,7 +120,12 @@ function endIdleTlsSessions(server: ReturnType<typeof createSecureServer>): (ses
 // gathered until they match it or cannot.
 function sniff(
   socket: Socket,
-  o: { h1: ReturnType<typeof createHttp1Server>; h2: ReturnType<typeof createHttp2Server>; firstBytesMs: number },
+  o: {
+    h1: ReturnType<typeof createHttp1Server>;
+    h2: ReturnType<typeof createHttp2Server>;
+    firstBytesMs: number;
+    refuses: (socket: Socket) => boolean;
+  },
 ): void {
   let seen = Buffer.alloc(0);
   // A socket that sends nothing, or only part of the preface, reaches neither server and their timeouts:
@@ -136,6 +142,9 @@ function sniff(
     socket.pause();
     socket.unshift(seen);
     if (isPrefix) {
+      // Asked again here, not only as it was accepted: a connection whose first bytes come in the same poll phase
+      // as those that went past the reset limits would otherwise have them all handled (up to ~800 streams).
+      if (o.refuses(socket)) return void socket.destroy();
       // The http2 session takes the bytes already buffered on the socket and then reads the handle itself.
       o.h2.emit("connection", socket);
     } else {

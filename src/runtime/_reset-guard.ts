@@ -9,26 +9,41 @@
  * of twice that. Past it the session is destroyed with a GOAWAY (ENHANCE_YOUR_CALM), which drops whatever it
  * has sent and not yet been read. That alone still let ~400 streams be routed as they arrived (stalls up to
  * 1.3 s), so the adapter also paces the new requests of a session that has just reset one (resetRecently).
+ * A limit per session alone is split by opening more: 200 loopback sessions each resetting 90 streams a second
+ * (18,000 a second, each session under its limit) stalled the event loop for 3.9 s. So all the sessions from one
+ * address (addressBucket: loopback as one, an IPv6 /64 as one) also share a bucket, `perAddressPerSecond` a
+ * second with bursts of twice that; a session whose reset finds it empty is closed the same way. An address's
+ * bucket outlives its sessions until it would be full again, so closing them all and reconnecting earns nothing.
  */
 import { constants as h2, type Http2SecureServer, type Http2Server, type Http2Session } from "node:http2";
 import type { Logger } from "@logtape/logtape";
 import { taskwireLogger } from "../log/logger.ts";
+import { addressBucket } from "../core/admission.ts";
 import { rateLimitedWarning } from "./_transport-limits.ts";
 
 /** Why a session was destroyed (its "error", which the HTTP/2 server passes on as "sessionError"). */
 export class RapidResetError extends Error {
-  constructor(perSecond: number) {
-    super(`this connection reset more than ${perSecond} HTTP/2 streams a second; cancel fewer calls`);
+  /** Which limit it went past. */
+  readonly limit: ResetLimit;
+  constructor(limit: ResetLimit, perSecond: number) {
+    const who = limit === "h2-max-resets-per-second" ? "this connection" : "the connections from this address";
+    super(`${who} reset more than ${perSecond} HTTP/2 streams a second; cancel fewer calls`);
     this.name = "RapidResetError";
+    this.limit = limit;
   }
 }
+
+/** The two limits on resets, named as their flags are. */
+export type ResetLimit = "h2-max-resets-per-second" | "h2-max-resets-per-second-per-address";
 
 /** Options for guardResets. */
 export interface ResetGuardOptions {
   /** Streams reset per second a session may keep up (bursts of twice that). */
   readonly perSecond: number;
-  /** Told of each session closed (for /metrics). */
-  readonly onClosed?: () => void;
+  /** Streams reset per second all the sessions from one address (addressBucket) may keep up together. */
+  readonly perAddressPerSecond: number;
+  /** Told of each session closed, with the limit it went past (for /metrics). */
+  readonly onClosed?: (limit: ResetLimit) => void;
   /** Where the warnings go; default taskwireLogger(). */
   readonly logger?: Logger;
 }
@@ -37,49 +52,152 @@ export interface ResetGuardOptions {
 export interface ResetGuard {
   /** Whether `session` had a stream reset within the last second: its new requests are then paced. */
   resetRecently(session: object): boolean;
+  /**
+   * Whether new connections from an address bucket (addressBucket) are to be refused as they are accepted:
+   * its connections went past the limit per address, and its bucket has not had time to fill up again.
+   */
+  barred(bucket: string): boolean;
 }
 
 /** How long after a reset a session's new requests are paced. */
 const PACED_AFTER_RESET_MS = 1000;
 
+const PER_ADDRESS = "h2-max-resets-per-second-per-address";
+
 /** Watches every HTTP/2 session of `server`, closing those that reset streams faster than allowed. */
 export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGuardOptions): ResetGuard {
   const lastReset = new WeakMap<object, number>();
-  const warn = rateLimitedWarning(
-    o.logger ?? taskwireLogger(),
-    (n, peer) =>
-      `closed ${n} HTTP/2 connection(s) (GOAWAY ENHANCE_YOUR_CALM) that reset more than ${o.perSecond} streams a second, the limit (--h2-max-resets-per-second), the last from ${peer}; raise it if a client legitimately cancels that many calls`,
-  );
+  const recently = (session: object): boolean =>
+    performance.now() - (lastReset.get(session) ?? -Infinity) < PACED_AFTER_RESET_MS;
+  const closing = new WeakSet<Http2Session>();
+  const closer = closeSessions(o);
+  const doom = (session: Http2Session, limit: ResetLimit, when: (close: () => void) => void): void => {
+    if (closing.has(session) || session.destroyed) return;
+    closing.add(session);
+    when(() => closer(session, limit));
+  };
+  const addresses = addressBuckets(o.perAddressPerSecond);
   server.on("session", (session: Http2Session) => {
     const take = createBucket(o.perSecond);
-    let closing = false;
-    const close = (): void => {
-      if (session.destroyed) return;
-      const peer = session.socket?.remoteAddress ?? "";
-      session.destroy(new RapidResetError(o.perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
-      o.onClosed?.();
-      warn(peer);
+    const shared = addresses.enter(session);
+    const reset = (): void => {
+      lastReset.set(session, performance.now());
+      if (closing.has(session) || session.destroyed) return;
+      // This session is closed after the read, not from here: "aborted" runs inside nghttp2's processing of what
+      // it read, and a session destroyed there (process.nextTick runs in the same callback scope) left Node's
+      // native session spinning at 100% CPU, its memory growing until the process aborted with std::bad_alloc,
+      // in 3 runs of 3 (a session whose SubscribeExits streams had been answered, then reset). Meanwhile its
+      // new streams wait in the pacer (resetRecently).
+      // A GOAWAY submitted now (nghttp2 allows that inside its read) makes it ignore the new streams of the
+      // reads after this one in the same poll phase (libuv reads a socket up to 32 times a turn): one flood of
+      // 700 streams had 569 handled, not 700.
+      const later = (close: () => void): void => {
+        session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM);
+        setImmediate(close);
+      };
+      if (!take()) return doom(session, "h2-max-resets-per-second", later);
+      if (shared.take()) return;
+      doom(session, PER_ADDRESS, later);
+      // The address's other sessions that reset streams within the last second go before their own next read:
+      // a tick after this read, not after the poll phase, which read 200 such sessions' streams (~0.5-1.3 s
+      // of work) before the first close. None of them is in a read of its own at that tick.
+      for (const other of shared.bar()) {
+        if (other !== session && recently(other)) doom(other, PER_ADDRESS, process.nextTick);
+      }
     };
     session.on("stream", (stream) => {
       // "aborted": reset before its response ended. Node emits it as nghttp2 reads the RST_STREAM, in the same
       // read as the streams after it ("close" comes a tick later: counted then, a whole read of ~800 streams
-      // was served before the first was counted).
-      stream.once("aborted", () => {
-        lastReset.set(session, performance.now());
-        if (take() || closing || session.destroyed) return;
-        closing = true;
-        // Closed after the read, not from here: "aborted" runs inside nghttp2's processing of what it read, and
-        // a session destroyed there (process.nextTick runs in the same callback scope) left Node's native
-        // session spinning at 100% CPU, its memory growing until the process aborted with std::bad_alloc, in 3
-        // runs of 3 (a session whose SubscribeExits streams had been answered, then reset). Meanwhile its
-        // new streams wait in the pacer (resetRecently).
-        setImmediate(close);
-      });
+      // was served before the first was counted). A stream that came in the connection's first bytes (with the
+      // preface, read before the "session" event) is reset before "stream" is emitted: it is aborted already.
+      if (stream.aborted) reset();
+      else stream.once("aborted", reset);
     });
   });
-  return {
-    resetRecently: (session) => performance.now() - (lastReset.get(session) ?? -Infinity) < PACED_AFTER_RESET_MS,
+  return { resetRecently: recently, barred: (bucket) => addresses.barred(bucket) };
+}
+
+// Destroys a session with GOAWAY ENHANCE_YOUR_CALM, counting it and warning (at most every 10 s per limit).
+function closeSessions(o: ResetGuardOptions): (session: Http2Session, limit: ResetLimit) => void {
+  const logger = o.logger ?? taskwireLogger();
+  const warner = (limit: ResetLimit, perSecond: number, what: string) =>
+    rateLimitedWarning(
+      logger,
+      (n, peer) =>
+        `closed ${n} HTTP/2 connection(s) (GOAWAY ENHANCE_YOUR_CALM): ${what} reset more than ${perSecond} streams a second, the limit (--${limit}), the last from ${peer}; raise it if clients legitimately cancel that many calls`,
+    );
+  const warn = {
+    "h2-max-resets-per-second": warner("h2-max-resets-per-second", o.perSecond, "each"),
+    "h2-max-resets-per-second-per-address": warner(
+      "h2-max-resets-per-second-per-address",
+      o.perAddressPerSecond,
+      "the connections from their address together",
+    ),
   };
+  return (session, limit) => {
+    if (session.destroyed) return;
+    const peer = session.socket?.remoteAddress ?? "";
+    const perSecond = limit === "h2-max-resets-per-second" ? o.perSecond : o.perAddressPerSecond;
+    session.destroy(new RapidResetError(limit, perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
+    o.onClosed?.(limit);
+    warn[limit](peer);
+  };
+}
+
+/** An address's shared bucket, as a session of it sees it. */
+interface SharedBucket {
+  /** Takes a token: false once it is empty. */
+  take(): boolean;
+  /** Refuses the address's new connections until the bucket could be full again; gives its open sessions. */
+  bar(): ReadonlySet<Http2Session>;
+}
+
+/**
+ * The buckets shared by the sessions of each address. One is kept while a session from its address is open and
+ * for as long after as it takes to fill up again (2 s), then forgotten: the map holds no more than the addresses
+ * connected within the last 2 s.
+ *
+ * A session closed for the limit per address bars the address's new connections for those 2 s: each new one
+ * otherwise brought a whole first read of streams (~800 in 64 KiB, HEADERS and RST_STREAM each) to be handled
+ * before its first reset could close it, and 8 clients reconnecting as fast as they were closed kept the event
+ * loop busy (/healthz at 12-75 answers in 6 s, against 250 without them).
+ */
+function addressBuckets(perSecond: number) {
+  const FULL_AGAIN_MS = 2000; // a bucket of 2 * perSecond tokens, refilled at perSecond
+  interface Entry {
+    readonly take: () => boolean;
+    readonly sessions: Set<Http2Session>;
+    barredUntil: number;
+    forget?: NodeJS.Timeout;
+  }
+  const buckets = new Map<string, Entry>();
+  const entry = (address: string): Entry => {
+    let e = buckets.get(address);
+    if (e === undefined) {
+      buckets.set(address, e = { take: createBucket(perSecond), sessions: new Set(), barredUntil: 0 });
+    }
+    clearTimeout(e.forget);
+    return e;
+  };
+  const enter = (session: Http2Session): SharedBucket => {
+    const address = addressBucket(session.socket?.remoteAddress ?? "");
+    const e = entry(address);
+    e.sessions.add(session);
+    session.once("close", () => {
+      e.sessions.delete(session);
+      if (e.sessions.size > 0) return;
+      e.forget = setTimeout(() => e.sessions.size === 0 && buckets.delete(address), FULL_AGAIN_MS).unref();
+    });
+    return {
+      take: e.take,
+      bar: () => {
+        e.barredUntil = performance.now() + FULL_AGAIN_MS;
+        return e.sessions;
+      },
+    };
+  };
+  const barred = (bucket: string): boolean => (buckets.get(bucket)?.barredUntil ?? 0) > performance.now();
+  return { enter, barred };
 }
 
 // A token bucket of 2 * perSecond tokens, refilled at perSecond: take() is false once it is empty.

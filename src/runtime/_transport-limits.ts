@@ -62,6 +62,12 @@ export interface TransportLimits {
    */
   readonly h2MaxResetsPerSecond: number;
   /**
+   * HTTP/2 streams all the connections from one address (loopback as one, an IPv6 /64 as one) may have reset
+   * per second together, in bursts of twice that; past it the connection whose reset found none left is closed
+   * the same way. Without it, more connections each under h2MaxResetsPerSecond add up to a stall.
+   */
+  readonly h2MaxResetsPerSecondPerAddress: number;
+  /**
    * HTTP/2 memory per connection, MiB (Node's maxSessionMemory: header
    * tables, frames queued in nghttp2); past it new streams are refused.
    */
@@ -93,6 +99,9 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = Object.freeze
   h2MaxStreams: 100,
   // A client cancelling a few calls or watches a second is far under it; 200 reset streams (the burst) cost ~20-60 ms.
   h2MaxResetsPerSecond: 100,
+  // Four connections' worth: a proxy or NAT in front of many clients shares it. 18,000 resets a second from 200
+  // loopback connections stalled the event loop for 3.9 s without it.
+  h2MaxResetsPerSecondPerAddress: 400,
   // Node's default, now explicit.
   h2SessionMemoryMb: 10,
   // Node's HTTP/1.1 default; room for bearer tokens (HTTP/2's own default is 64 KiB).
@@ -268,7 +277,8 @@ export function connectionBudget(
  * address bucket (an IPv4 address, an IPv6 /64; loopback not counted: a proxy on the host must cap its own
  * clients). Both are checked before either counts, so a connection one refuses takes no place in the other
  * (a refused socket's "close" comes a turn later: counted meanwhile, a burst from one address refused by its
- * cap filled the global one and shut everyone else out). Says (at most every 10 s) when it refuses some.
+ * cap filled the global one and shut everyone else out). An address `barred` (by the HTTP/2 reset guard) is
+ * refused before either. Says (at most every 10 s) when it refuses some.
  */
 export function createConnectionCaps(
   o: {
@@ -276,6 +286,8 @@ export function createConnectionCaps(
     perAddress: number;
     /** Told of each refusal, with the cap's flag (for /metrics). */
     onRefused?: (limit: ConnectionLimit) => void;
+    /** Whether an address bucket's new connections are refused for now (its HTTP/2 resets, _reset-guard.ts). */
+    barred?: (bucket: string) => boolean;
   },
   logger: Logger = taskwireLogger(),
 ): (socket: Socket) => boolean {
@@ -291,6 +303,11 @@ export function createConnectionCaps(
     (n, bucket) =>
       `refused ${n} connection(s) from addresses with ${o.perAddress} open, the limit per address (--max-connections-per-address), the last from ${bucket}; raise it if one host (or a NAT in front of many) needs more`,
   );
+  const refusedBarred = rateLimitedWarning(
+    logger,
+    (n, bucket) =>
+      `refused ${n} connection(s) from an address whose connections reset HTTP/2 streams faster than --h2-max-resets-per-second-per-address allows, the last from ${bucket}; its connections are refused for 2 s after that`,
+  );
   const release = (bucket: string | undefined): void => {
     open--;
     if (bucket === undefined) return;
@@ -305,6 +322,11 @@ export function createConnectionCaps(
       return false;
     }
     const address = addressBucket(socket.remoteAddress ?? "");
+    if (o.barred?.(address) === true) {
+      o.onRefused?.("h2-max-resets-per-second-per-address");
+      refusedBarred(address);
+      return false;
+    }
     const bucket = address === "loopback" ? undefined : address;
     const n = bucket === undefined ? 0 : byAddress.get(bucket) ?? 0;
     if (n >= o.perAddress) {

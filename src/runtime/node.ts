@@ -14,6 +14,7 @@ import type { Logger } from "@logtape/logtape";
 import { logText, taskwireLogger } from "../log/logger.ts";
 import { logUnexpected } from "../log/error-log.ts";
 import { clip } from "../core/errors.ts";
+import { addressBucket } from "../core/admission.ts";
 import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
@@ -149,12 +150,19 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const hold = holdCalls(server, holds);
   // The one HTTP/2 server's (plaintext or TLS), once start() has made it.
   let resets: ResetGuard | undefined;
-  const watch = (h2: Http2Server | Http2SecureServer): void =>
-    void (resets = guardResets(h2, {
+  const watch = (h2: Http2Server | Http2SecureServer) => {
+    const guard = resets = guardResets(h2, {
       perSecond: limits.h2MaxResetsPerSecond,
-      onClosed: () => server.refusedConnection("h2-max-resets-per-second"),
+      perAddressPerSecond: limits.h2MaxResetsPerSecondPerAddress,
+      onClosed: (limit) => server.refusedConnection(limit),
       logger,
-    }));
+    });
+    return (socket: Socket): boolean => {
+      if (!guard.barred(addressBucket(socket.remoteAddress ?? ""))) return false;
+      server.refusedConnection("h2-max-resets-per-second-per-address");
+      return true;
+    };
+  };
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
     whenOver(req, res, () => {
@@ -183,7 +191,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     pace(caller.key, () => {
       serving.add(connection);
       serve(req, res);
-    });
+    }, () => !responses.has(res)); // the client left while it waited: dropped, not counted in the turn's batch
   };
   const sockets = new Set<Socket>(); // the connections close() ends: plaintext ones, and TLS ones once secure
   const accepted = new Set<Socket>(); // every raw connection, for close() to cut what is left (TLS handshakes)
@@ -209,7 +217,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       track(raw, accepted);
       start.start(raw);
     },
-    { server, copies, maxConnections, limits, sys, logger },
+    { server, copies, maxConnections, limits, sys, logger, barred: (bucket) => resets?.barred(bucket) === true },
     (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER),
   );
   // The accept queue holds a whole storm: at Node's default of 511, a burst of connections arriving
@@ -280,6 +288,8 @@ function front(
     limits: TransportLimits;
     sys: Syscalls | undefined;
     logger: Logger;
+    /** Whether an address's new connections are refused for now (the HTTP/2 reset guard's `barred`). */
+    barred: (bucket: string) => boolean;
   },
   capSendBuffer: (s: Socket) => void,
 ): Acceptors {
@@ -290,6 +300,7 @@ function front(
     max: o.maxConnections,
     perAddress: o.limits.maxConnectionsPerAddress,
     onRefused: (limit) => o.server.refusedConnection(limit),
+    barred: o.barred,
   }, o.logger);
   return createAcceptors((raw) => {
     raw.on("error", () => raw.destroy());

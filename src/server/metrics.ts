@@ -21,7 +21,11 @@ import { counterFrom, gaugeFrom } from "./_metrics-read.ts";
 import { addSourceSeries, countingFeed } from "./_metrics-source.ts";
 
 /** The connection caps a runtime adapter enforces, as it reports its refusals (TaskwireServer.refusedConnection). */
-export type ConnectionLimit = "max-connections" | "max-connections-per-address" | "h2-max-resets-per-second";
+export type ConnectionLimit =
+  | "max-connections"
+  | "max-connections-per-address"
+  | "h2-max-resets-per-second"
+  | "h2-max-resets-per-second-per-address";
 
 /** What the series are read from, at scrape time. */
 export interface MetricsInputs {
@@ -206,7 +210,9 @@ function addServerSeries(registry: PromRegistry, inputs: MetricsInputs): void {
     name: "taskwire_connections_refused_total",
     help: "Connections closed (Node), by the cap that refused them: max_connections (--max-connections) or " +
       "max_connections_per_address (--max-connections-per-address), as they were accepted; " +
-      "h2_max_resets_per_second (--h2-max-resets-per-second), an HTTP/2 connection resetting streams too fast.",
+      "h2_max_resets_per_second (--h2-max-resets-per-second), an HTTP/2 connection resetting streams too fast; " +
+      "h2_max_resets_per_second_per_address (--h2-max-resets-per-second-per-address), the connections from one " +
+      "address resetting streams too fast together.",
     labelNames: ["limit"] as const,
     registers: [registry],
     collect() {
@@ -215,6 +221,7 @@ function addServerSeries(registry: PromRegistry, inputs: MetricsInputs): void {
       this.inc({ limit: "max_connections" }, c?.["max-connections"] ?? 0);
       this.inc({ limit: "max_connections_per_address" }, c?.["max-connections-per-address"] ?? 0);
       this.inc({ limit: "h2_max_resets_per_second" }, c?.["h2-max-resets-per-second"] ?? 0);
+      this.inc({ limit: "h2_max_resets_per_second_per_address" }, c?.["h2-max-resets-per-second-per-address"] ?? 0);
     },
   });
   gaugeFrom(

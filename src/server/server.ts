@@ -198,8 +198,9 @@ export interface TaskwireServer {
    */
   holdCall(caller: Caller): HeldCall;
   /**
-   * A runtime adapter refused a connection at one of its caps (--max-connections, or
-   * --max-connections-per-address): counted for /metrics (taskwire_connections_refused_total).
+   * A runtime adapter refused or closed a connection at one of its caps (--max-connections,
+   * --max-connections-per-address, or the HTTP/2 reset limits): counted for /metrics
+   * (taskwire_connections_refused_total).
    */
   refusedConnection(limit: ConnectionLimit): void;
   /** Totals: listeners, streams, watched CPUs, losses by reason. */
@@ -219,6 +220,7 @@ export function createServer(options: ServerOptions): TaskwireServer {
     "max-connections": 0,
     "max-connections-per-address": 0,
     "h2-max-resets-per-second": 0,
+    "h2-max-resets-per-second-per-address": 0,
   };
   // Its inputs are read at scrape time, by then all made; its feed counts records per CPU on their way in.
   const metrics = options.metrics === false ? undefined : createServerMetrics({
