@@ -1,6 +1,6 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, latency, netlink, auth, observability, fleet, accounting). Figures are measured in one run beside their baselines,
+ * e2e, latency, netlink, auth, observability, fleet, accounting, resets). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
 import { benchAccounting, benchSettle } from "./accounting.ts";
@@ -12,6 +12,7 @@ import { benchLatency } from "./latency.ts";
 import { benchNetlinkIngest } from "./netlink-ingest.ts";
 import { benchNetlinkSteady } from "./netlink-steady.ts";
 import { benchObservability } from "./observability.ts";
+import { benchResets } from "./resets.ts";
 import { keepBenchHeapHeadroom } from "./_heap.ts";
 
 type Tables = [title: string, rows: string[][]][];
@@ -94,6 +95,14 @@ benches.push([
       rate: Number(process.env["BENCH_RATE"] ?? 20_000),
       rounds: Number(process.env["BENCH_ROUNDS"] ?? 2),
     }),
+]);
+
+benches.push([
+  "resets",
+  async () => [[
+    "HTTP/2 rapid reset from loopback: /healthz on a kept connection beside each attack (a fresh server per row)",
+    await benchResets(Number(process.env["BENCH_ROUNDS"] ?? 1)),
+  ]],
 ]);
 
 const only = process.argv[2];
