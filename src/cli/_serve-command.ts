@@ -191,7 +191,7 @@ export function addServeCommand(program: Command): Command {
     )
     .option(
       "--h2-max-resets-per-second-per-address <n>",
-      "HTTP/2 streams all the connections from one address (loopback as one, an IPv6 /64 as one) may have reset per second together (bursts of twice that); past it the connection that reset one more is closed the same way, with the address's others that reset one within the last second, and the address's new connections are refused for 2 s. Raise it for a proxy in front of many clients",
+      "HTTP/2 streams all the connections from one address (loopback as one, an IPv6 /64 as one) may have reset per second together (bursts of twice that); past it the connection that reset one more is closed the same way, and the address's new connections are refused for 2 s. Raise it for a proxy in front of many clients",
       int(1, 2 ** 31 - 1),
       TRANSPORT.h2MaxResetsPerSecondPerAddress,
     )

@@ -12,8 +12,9 @@
  * A limit per session alone is split by opening more: 200 loopback sessions each resetting 90 streams a second
  * (18,000 a second, each session under its limit) stalled the event loop for 3.9 s. So all the sessions from one
  * address (addressBucket: loopback as one, an IPv6 /64 as one) also share a bucket, `perAddressPerSecond` a
- * second with bursts of twice that; a session whose reset finds it empty is closed the same way. An address's
- * bucket outlives its sessions until it would be full again, so closing them all and reconnecting earns nothing.
+ * second with bursts of twice that; a session whose reset finds it empty is closed the same way, and the
+ * address's new connections are refused for 2 s (barred). An address's bucket outlives its sessions until it
+ * would be full again, so closing them all and reconnecting earns nothing.
  */
 import { constants as h2, type Http2SecureServer, type Http2Server, type Http2Session } from "node:http2";
 import type { Logger } from "@logtape/logtape";
@@ -67,43 +68,30 @@ const PER_ADDRESS = "h2-max-resets-per-second-per-address";
 /** Watches every HTTP/2 session of `server`, closing those that reset streams faster than allowed. */
 export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGuardOptions): ResetGuard {
   const lastReset = new WeakMap<object, number>();
-  const recently = (session: object): boolean =>
-    performance.now() - (lastReset.get(session) ?? -Infinity) < PACED_AFTER_RESET_MS;
-  const closing = new WeakSet<Http2Session>();
   const closer = closeSessions(o);
-  const doom = (session: Http2Session, limit: ResetLimit, when: (close: () => void) => void): void => {
-    if (closing.has(session) || session.destroyed) return;
-    closing.add(session);
-    when(() => closer(session, limit));
-  };
   const addresses = addressBuckets(o.perAddressPerSecond);
   server.on("session", (session: Http2Session) => {
     const take = createBucket(o.perSecond);
     const shared = addresses.enter(session);
+    let closing = false;
     const reset = (): void => {
       lastReset.set(session, performance.now());
-      if (closing.has(session) || session.destroyed) return;
-      // This session is closed after the read, not from here: "aborted" runs inside nghttp2's processing of what
-      // it read, and a session destroyed there (process.nextTick runs in the same callback scope) left Node's
-      // native session spinning at 100% CPU, its memory growing until the process aborted with std::bad_alloc,
-      // in 3 runs of 3 (a session whose SubscribeExits streams had been answered, then reset). Meanwhile its
-      // new streams wait in the pacer (resetRecently).
+      if (closing || session.destroyed) return;
+      const limit = !take() ? "h2-max-resets-per-second" : !shared.take() ? PER_ADDRESS : undefined;
+      if (limit === undefined) return;
+      if (limit === PER_ADDRESS) shared.bar();
+      closing = true;
       // A GOAWAY submitted now (nghttp2 allows that inside its read) makes it ignore the new streams of the
       // reads after this one in the same poll phase (libuv reads a socket up to 32 times a turn): one flood of
       // 700 streams had 569 handled, not 700.
-      const later = (close: () => void): void => {
-        session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM);
-        setImmediate(close);
-      };
-      if (!take()) return doom(session, "h2-max-resets-per-second", later);
-      if (shared.take()) return;
-      doom(session, PER_ADDRESS, later);
-      // The address's other sessions that reset streams within the last second go before their own next read:
-      // a tick after this read, not after the poll phase, which read 200 such sessions' streams (~0.5-1.3 s
-      // of work) before the first close. None of them is in a read of its own at that tick.
-      for (const other of shared.bar()) {
-        if (other !== session && recently(other)) doom(other, PER_ADDRESS, process.nextTick);
-      }
+      session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM);
+      // Closed after the read, not from here: "aborted" runs inside nghttp2's processing of what it read, and a
+      // session destroyed there (process.nextTick runs in the same callback scope) left Node's native session
+      // spinning at 100% CPU, its memory growing until the process aborted with std::bad_alloc, in 3 runs of 3
+      // (a session whose SubscribeExits streams had been answered, then reset). Meanwhile its new streams wait
+      // in the pacer (resetRecently). Another session of the address is not closed from here either: this may
+      // run inside that one's read (a stream of this session closed by what that one asked).
+      setImmediate(() => closer(session, limit));
     };
     session.on("stream", (stream) => {
       // "aborted": reset before its response ended. Node emits it as nghttp2 reads the RST_STREAM, in the same
@@ -114,7 +102,10 @@ export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGua
       else stream.once("aborted", reset);
     });
   });
-  return { resetRecently: recently, barred: (bucket) => addresses.barred(bucket) };
+  return {
+    resetRecently: (session) => performance.now() - (lastReset.get(session) ?? -Infinity) < PACED_AFTER_RESET_MS,
+    barred: (bucket) => addresses.barred(bucket),
+  };
 }
 
 // Destroys a session with GOAWAY ENHANCE_YOUR_CALM, counting it and warning (at most every 10 s per limit).
@@ -148,8 +139,8 @@ function closeSessions(o: ResetGuardOptions): (session: Http2Session, limit: Res
 interface SharedBucket {
   /** Takes a token: false once it is empty. */
   take(): boolean;
-  /** Refuses the address's new connections until the bucket could be full again; gives its open sessions. */
-  bar(): ReadonlySet<Http2Session>;
+  /** Refuses the address's new connections until the bucket could be full again. */
+  bar(): void;
 }
 
 /**
@@ -166,35 +157,26 @@ function addressBuckets(perSecond: number) {
   const FULL_AGAIN_MS = 2000; // a bucket of 2 * perSecond tokens, refilled at perSecond
   interface Entry {
     readonly take: () => boolean;
-    readonly sessions: Set<Http2Session>;
+    sessions: number;
     barredUntil: number;
     forget?: NodeJS.Timeout;
   }
   const buckets = new Map<string, Entry>();
   const entry = (address: string): Entry => {
     let e = buckets.get(address);
-    if (e === undefined) {
-      buckets.set(address, e = { take: createBucket(perSecond), sessions: new Set(), barredUntil: 0 });
-    }
+    if (e === undefined) buckets.set(address, e = { take: createBucket(perSecond), sessions: 0, barredUntil: 0 });
     clearTimeout(e.forget);
     return e;
   };
   const enter = (session: Http2Session): SharedBucket => {
     const address = addressBucket(session.socket?.remoteAddress ?? "");
     const e = entry(address);
-    e.sessions.add(session);
+    e.sessions++;
     session.once("close", () => {
-      e.sessions.delete(session);
-      if (e.sessions.size > 0) return;
-      e.forget = setTimeout(() => e.sessions.size === 0 && buckets.delete(address), FULL_AGAIN_MS).unref();
+      if (--e.sessions > 0) return;
+      e.forget = setTimeout(() => e.sessions === 0 && buckets.delete(address), FULL_AGAIN_MS).unref();
     });
-    return {
-      take: e.take,
-      bar: () => {
-        e.barredUntil = performance.now() + FULL_AGAIN_MS;
-        return e.sessions;
-      },
-    };
+    return { take: e.take, bar: () => void (e.barredUntil = performance.now() + FULL_AGAIN_MS) };
   };
   const barred = (bucket: string): boolean => (buckets.get(bucket)?.barredUntil ?? 0) > performance.now();
   return { enter, barred };
