@@ -91,7 +91,7 @@ export interface RegistryMemory<R extends CpuRecord, P> {
   readonly sizeOfPayload: (payload: P) => number;
   /** The buffer a retained byte-view payload views, when known without asking the view (retention.ts RetentionMemory). */
   readonly payloadBuffer?: ((record: R, payload: P) => ArrayBufferLike | undefined) | undefined;
-  /** A copy of a record that shares no storage with other records (see listener.ts SPARSE_GAP); absent: none made. */
+  /** A copy of a record that shares no storage with other records (see _listener-slabs.ts SPARSE_GAP); absent: none made. */
   readonly unshare?: ((record: R) => R) | undefined;
   /** How records and retained payloads share slabs, for charging what held items keep alive (see _slab-ledger.ts); absent: they share none. */
   readonly slabs?: SharedSlabs<R> | undefined;

@@ -24,35 +24,13 @@ import {
   QUEUED_EXIT_BYTES,
   type QueueItem,
 } from "./event-queue.ts";
-import {
-  type ListenerOptions,
-  type LossCounters,
-  noLosses,
-  type SharedSlabs,
-  type StreamEnd,
-} from "./listener-options.ts";
+import { type ListenerOptions, type LossCounters, noLosses, type StreamEnd } from "./listener-options.ts";
 import { HeldBatches } from "./_held-batches.ts";
+import { ListenerStreams } from "./_listener-streams.ts";
 import { checkResume, Replays } from "./_replay.ts";
+import { RecordGaps, SlabCharge, SPARSE_GAP } from "./_listener-slabs.ts";
 import type { SlabCount, SlabHolding } from "./_slab-ledger.ts";
 import { lastSeqOf, Retention, type StreamItem } from "./retention.ts";
-
-/**
- * Records may share storage with the records made just before and after
- * them (the sources' slabs): a record held while its neighbours are gone
- * keeps them all alive, far beyond what it is charged (a listener with a
- * filter matching 6% of exits, never read, was measured holding 4x what it
- * was charged, and growing). A listener whose queued records are on average
- * more than SPARSE_GAP records apart (by the registry's count: a narrow
- * filter, a few CPUs of many, a full budget letting in an exit now and then)
- * queues `unshare(record)` instead, a copy made once per record.
- */
-export const SPARSE_GAP = 2;
-
-// Gaps between queued records are averaged over about this many records; a
-// gap counts as at most SPARSE_CAP, so a new listener's first record is held
-// apart but a dense listener is dense again after a few dozen records.
-const SPARSE_WEIGHT = 1 / 8;
-const SPARSE_CAP = 1024;
 
 /** A listener's state, owned by the registry. */
 export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements SlabHolding {
@@ -80,21 +58,18 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   /** Its account's pool (a stale one after the account closes is harmless: nothing is delivered then). */
   readonly #pool: BudgetPool;
   readonly #sizeOf: ((record: R) => number) | undefined;
+  /** A copy of a record sharing no slab, queued for a record held apart (SPARSE_GAP); absent: none is made. */
   readonly #unshare: ((record: R) => R) | undefined;
-  /** How its items share slabs. */
-  readonly #slabs: SharedSlabs<R> | undefined;
-  /** What it is charged for the slabs its items keep alive, as the ledger last counted them. */
-  #slabCharge = 0;
-  /** The registry's count of the last record this listener queued. */
-  #lastOrdinal = 0;
-  /** Average gap between the records it queued, by the registry's count (1: every record). */
-  #gap = 1;
+  /** How far apart the records it queued are. */
+  readonly #gaps = new RecordGaps();
+  /** What it is charged for the slabs its items keep alive. */
+  readonly #slabCharge: SlabCharge<R>;
   /** What its streams hold: the batch in flight, taken-over streams' batches, replay batches. */
   readonly #held: HeldBatches<R>;
   /** Removed from the registry: it retains nothing more, and gives everything back once no stream drains it. */
   #retired = false;
-  /** The stream still sending a removed listener's queue (close(..., "removed") took it from #end). */
-  #drainEnd: ((why: string, code: StreamEnd) => void) | undefined;
+  /** Its streams: the attached one, the one draining it once removed, taken-over ones. */
+  readonly #streams: ListenerStreams<R>;
   /**
    * Where losses counted after its removal go (the registry's totals took its
    * counters at removal): a stream draining it can still replay seqs it no
@@ -105,10 +80,6 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   readonly #replays: Replays<R, P>;
   #sampledProduced = 0;
   #sampledAt: number;
-  /** The attached stream's wake-up, if any. */
-  #wake: (() => void) | undefined;
-  /** Ends the attached stream (takeover, removal). */
-  #end: ((why: string, code: StreamEnd) => void) | undefined;
 
   constructor(o: ListenerOptions<R, P>) {
     this.id = o.id;
@@ -119,6 +90,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#pool = this.#account.pool;
     this.#sizeOf = o.sizeOf;
     this.#held = new HeldBatches<R>(this.#account, (o.sizeOfPayload ?? (() => 0)) as (payload: unknown) => number);
+    this.#streams = new ListenerStreams<R>(this.#held);
     this.#unshare = o.unshare;
     this.#retention = new Retention<R, P>(o.capacity, o.retain, {
       account: this.#account,
@@ -137,7 +109,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     });
     this.detachedAt = o.now;
     this.#sampledAt = o.now;
-    this.#slabs = o.slabs;
+    this.#slabCharge = new SlabCharge<R>(this.#account, o.slabs);
     this.#replays = new Replays<R, P>({
       retention: this.#retention,
       held: this.#held,
@@ -158,7 +130,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
 
   /** A stream is attached. */
   get attached(): boolean {
-    return this.#end !== undefined;
+    return this.#streams.attached;
   }
 
   /** Bytes it holds against the memory budget now. */
@@ -184,20 +156,17 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       const dropped = this.queue.push(++this.produced, record, cost);
       if (dropped !== 0) this.#countDrops();
     } else this.#deliverTracked(record, cost, ordinal, this.#unshare);
-    this.#wake?.();
+    this.#streams.wake();
   }
 
   // deliver(), tracking how far apart the records it queues are (SPARSE_GAP).
   #deliverTracked(record: R, bytes: number, ordinal: number, unshare: (record: R) => R): void {
-    const gap = this.#gap + (Math.min(ordinal - this.#lastOrdinal, SPARSE_CAP) - this.#gap) * SPARSE_WEIGHT;
+    const gap = this.#gaps.at(ordinal);
     // The copy is made before the record takes a seq: a copy that fails (an allocation) then costs no seq.
     const queued = gap > SPARSE_GAP && this.#mayQueue(bytes) ? unshare(record) : record;
     const dropped = this.queue.push(++this.produced, queued, bytes);
     if (dropped !== 0) this.#countDrops();
-    if (this.queue.lastQueued === this.produced) {
-      this.#lastOrdinal = ordinal;
-      this.#gap = gap;
-    }
+    if (this.queue.lastQueued === this.produced) this.#gaps.queued(ordinal, gap);
   }
 
   // The queue's drops, as its two counters have them (a full queue's, a full budget's).
@@ -230,7 +199,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
       this.queue.pushLoss(this.produced, this.produced, "source-error", cpu);
     }
     try {
-      this.#wake?.();
+      this.#streams.wake();
     } catch {
       // The wake-up may be what threw in deliver(): the stream then finds the marker on its next wake-up.
     }
@@ -241,7 +210,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   lose(count: number, reason: LossKind, cpu = -1): void {
     if (count <= 0) return;
     this.#lose(count, reason, cpu);
-    this.#wake?.();
+    this.#streams.wake();
   }
 
   #lose(count: number, reason: LossKind, cpu: number): void {
@@ -278,7 +247,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * nothing.
    */
   sent(end: (why: string, code: StreamEnd) => void): void {
-    if (this.#end === end) this.#held.written();
+    this.#streams.sent(end);
   }
 
   /** The attached stream encoded the batch it took into `bytes` (HeldBatches.encoded). */
@@ -298,8 +267,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
     this.#lateLoss = lateLoss;
     this.#retention.clear();
     if (!draining) {
-      this.#drainEnd = undefined;
-      this.#held.written();
+      this.#streams.stopDraining();
       // Nobody sends the queue now, and a taken-over stream still holding this listener would keep it alive
       // uncharged. (Without one, the queue stays: the fleet publisher's pump sends what is queued at shutdown.)
       if (this.#held.orphans > 0) this.queue.take(this.queue.length);
@@ -309,32 +277,24 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
 
   // A removed listener gives everything back once neither its draining stream nor a taken-over one holds anything.
   #closeOnceLetGo(): void {
-    if (this.#drainEnd === undefined && this.#held.orphans === 0) this.#close();
+    if (this.#streams.letGo) this.#close();
   }
 
   // Gives everything back.
   #close(): void {
-    this.#slabCharge = 0;
+    this.#slabCharge.clear();
     this.#held.clear();
     this.#account.close();
   }
 
   /** Tells `count` of the shared slabs its items keep alive: queued, in flight (its streams'), retained. */
   countSlabs(count: SlabCount): void {
-    const slabs = this.#slabs;
-    if (slabs === undefined || this.#account.closed) return;
-    const { records } = slabs;
-    const each = (record: R) => records.eachSlab(record, count);
-    this.queue.forEachRecord(each);
-    this.#retention.countSlabs(count, slabs.payloads);
-    this.#held.forEach(each, (p, bytes) => {
-      if (p instanceof Uint8Array && p.byteLength < p.buffer.byteLength) count(p.buffer, bytes, slabs.payloads);
-    });
+    this.#slabCharge.count(count, { queue: this.queue, retention: this.#retention, held: this.#held });
   }
 
   /** What it is charged for the shared slabs its items keep alive (the ledger's last count). */
   get slabBytes(): number {
-    return this.#slabCharge;
+    return this.#slabCharge.bytes;
   }
 
   /** Removed, and nothing it held is reachable any more: it charges nothing. */
@@ -344,10 +304,7 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
 
   /** Charges it `bytes` in all for the slabs its items keep alive (the ledger's count), even past the budget. */
   chargeSlabs(bytes: number): void {
-    if (this.#account.closed) return;
-    if (bytes > this.#slabCharge) this.#account.charge(bytes - this.#slabCharge);
-    else this.#account.release(this.#slabCharge - bytes);
-    this.#slabCharge = bytes;
+    this.#slabCharge.charge(bytes);
   }
 
   /** Throws SeqOutOfRangeError unless a stream could resume after `seq` (validation only: changes nothing). */
@@ -366,20 +323,14 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
   replayFrom(seq: number): (max: number) => StreamItem<R, P>[] {
     this.checkResume(BigInt(seq));
     return this.#replays.from(seq, this.handedOut, {
-      stream: () => this.#end ?? this.#drainEnd,
+      stream: () => this.#streams.current,
       lateLoss: (count) => this.#lateLoss?.("retention", count),
     });
   }
 
   /** Attaches a stream; an attached one is ended first (takeover), and its batch in flight stays charged until it detaches. */
   attach(wake: () => void, end: (why: string, code: StreamEnd) => void): void {
-    const old = this.#end;
-    if (old !== undefined) {
-      this.#held.takenOver(old);
-      old("another stream subscribed to this listener", "takeover");
-    }
-    this.#wake = wake;
-    this.#end = end;
+    this.#streams.attach(wake, end);
   }
 
   /**
@@ -389,20 +340,8 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * are gone.
    */
   detach(end: (why: string, code: StreamEnd) => void, now: number): void {
-    this.#held.detached(end);
-    if (this.#retired) {
-      if (end === this.#drainEnd) {
-        this.#drainEnd = undefined;
-        this.#held.written();
-      }
-      this.#closeOnceLetGo();
-      return;
-    }
-    if (this.#end !== end) return;
-    this.#wake = undefined;
-    this.#end = undefined;
-    this.detachedAt = now;
-    this.#held.written();
+    if (this.#streams.detach(end, this.#retired)) this.detachedAt = now;
+    else if (this.#retired) this.#closeOnceLetGo();
   }
 
   /**
@@ -413,17 +352,11 @@ export class Listener<R extends CpuRecord = CpuRecord, P = unknown> implements S
    * once. Returns how many were told.
    */
   endStalled(now: number, ms: number, why: string | undefined): number {
-    const ends = this.#held.stalled(now, ms, this.#end ?? this.#drainEnd, why !== undefined);
-    for (const end of ends) end(why!, "stalled");
-    return ends.length;
+    return this.#streams.endStalled(now, ms, why);
   }
 
   /** Ends the attached stream: normally once its queue is sent ("removed"), or at once as the server shuts down. */
   close(why: string, how: StreamEnd = "removed"): void {
-    const end = this.#end;
-    this.#wake = undefined;
-    this.#end = undefined;
-    if (how === "removed") this.#drainEnd = end;
-    end?.(why, how);
+    this.#streams.close(why, how);
   }
 }

@@ -14,7 +14,7 @@
  * Those slabs are why a record held apart from its neighbours costs far more
  * than its share: it keeps its whole slab alive (581 KB of vectors, 64 KiB
  * of bodies). A listener that holds records far apart queues an unshared
- * copy instead (core/listener.ts SPARSE_GAP), and retains the copy's body
+ * copy instead (core/_listener-slabs.ts SPARSE_GAP), and retains the copy's body
  * in a buffer of its own. That is a guess from the gaps between records;
  * what it misses (records matched in runs far apart) is charged once their
  * slabs are sealed, as `sharedSlabs` tells the core (core/_slab-ledger.ts).

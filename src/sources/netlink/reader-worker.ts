@@ -27,7 +27,9 @@ import { encodeTaskstatsGet } from "./codec.ts";
 import * as K from "./constants.ts";
 import { type GenlSocket, openGenlSocket } from "./genl-socket.ts";
 import { RecvBatch, type Slab, slabOf, STRIDE } from "./_recv-batch.ts";
-import { type Doorbell, doorbellOn } from "./_doorbell.ts";
+import { doorbellOn } from "./_doorbell.ts";
+import { Naps } from "./_naps.ts";
+import { PollSet } from "./_poll-set.ts";
 import { loadSyscalls } from "../../sys/load.ts";
 import { SyscallError, type Syscalls } from "../../sys/syscalls.ts";
 
@@ -71,12 +73,10 @@ interface CpuSocket {
 }
 
 const sockets = new Map<number, CpuSocket>();
-let pollfds = new Uint8Array(0);
-let pollView = new DataView(pollfds.buffer);
-let order: CpuSocket[] = [];
 let seq = 1;
 let sys: Syscalls;
-let doorbell: Doorbell;
+/** The doorbell and `sockets`, polled together. */
+let polls: PollSet<CpuSocket>;
 let batch: RecvBatch;
 let slab: Slab | undefined;
 /** slab's number in the pool. */
@@ -106,19 +106,7 @@ const dueAt = (): number => Math.max(heldSince + opts.batchWindowMs, spaced ? la
 let handedOff = false;
 /** When the reader began a window's sleep without polling (0: it polls), the earliest a record read after it came. */
 let blindSince = 0;
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-/** The longest the reader sleeps between reads while records come (it reads at least this often). */
-const MAX_NAP_MS = 5;
-// netlink charges a queued record its skb's truesize: ~2,300 bytes for a ~600-byte taskstats message (3.9x,
-// measured on 6.18 with SO_MEMINFO), about 4x the bytes it takes in a slab.
-const TRUESIZE_PER_BYTE = 4;
-/** When the last pass read the sockets (performance.now()). */
-let lastPass = 0;
-/** How long the reader may go without reading (recomputed each pass). */
-let napLimit = MAX_NAP_MS;
-/** When a socket last overran (ENOBUFS), performance.now(); for a second after, naps are as short as polling's were. */
-let lastOverrun = -Infinity;
-const OVERRUN_NAP_MS = 0.5;
+const naps = new Naps(shared);
 /**
  * The idle poll's timeout. A control message ends the poll through the doorbell, a record through its socket, and the
  * process's exit, a failure or terminate() through the doorbell too (SHARED_STOP): Node joins worker threads at exit
@@ -129,17 +117,6 @@ const OVERRUN_NAP_MS = 0.5;
  */
 const IDLE_POLL_MS = opts.exitHooked ? 5000 : 100;
 const wallNow = (): number => performance.timeOrigin + performance.now();
-
-// struct pollfd { int fd; short events; short revents; }: the doorbell first, then a socket per watched CPU.
-function rebuildPoll(): void {
-  order = [...sockets.values()];
-  pollfds = new Uint8Array(Math.max(128, 8 * (order.length + 1))); // off-heap, like every buffer passed to the FFI
-  const dv = (pollView = new DataView(pollfds.buffer));
-  [doorbell.fd, ...order.map((s) => s.sock.fd)].forEach((fd, i) => {
-    dv.setInt32(8 * i, fd, true);
-    dv.setInt16(8 * i + 4, K.POLLIN, true);
-  });
-}
 
 // TASKSTATS_CMD_ATTR_REGISTER_CPUMASK is keyed by the sending socket's port id,
 // so registering "c" on this socket makes it the listener for CPU c alone.
@@ -157,7 +134,7 @@ function watch(cpu: number): void {
       `register CPU ${cpu}`,
     );
     sockets.set(cpu, { cpu, sock, rcvbuf, read: 0, drops: sock.drops(), overrun: false, ready: true });
-    rebuildPoll();
+    polls.rebuild(sockets.values());
     post({ op: "watching", cpu, rcvbuf, portId: sock.portId });
   } catch (err) {
     sock?.close();
@@ -189,7 +166,7 @@ function unwatch(cpu: number): void {
   }
   s.sock.close();
   sockets.delete(cpu);
-  rebuildPoll();
+  polls.rebuild(sockets.values());
   if (sockets.size === 0) (handedOff = false), (blindSince = 0), (spaced = false); // a re-watch starts afresh
   post({ op: "unwatched", cpu });
 }
@@ -267,7 +244,7 @@ function drain(s: CpuSocket): boolean {
     if (n === -K.EINTR) continue;
     if (n === -K.ENOBUFS) {
       s.overrun = true;
-      lastOverrun = performance.now();
+      naps.overran(performance.now());
       post({ op: "enobufs", cpu: s.cpu });
       continue;
     }
@@ -305,31 +282,6 @@ function control(): boolean {
   return false;
 }
 
-// Between reads records wait in the kernel's buffer, so a nap must end before a quarter of any socket's buffer
-// can fill at the rate it filled since the last pass (the old reader read every 1 ms at most; a wide window with a
-// small buffer would overflow otherwise), and within MAX_NAP_MS, which bounds how late a frame's receive time is.
-// A buffer that overflowed anyway (a burst from idle: the rate was not known yet) is read every OVERRUN_NAP_MS for a
-// second; the rate measured from a full buffer understates the real one.
-function limitNaps(now: number): void {
-  const elapsed = Math.max(now - lastPass, 0.001);
-  lastPass = now;
-  napLimit = now - lastOverrun < 1000 ? OVERRUN_NAP_MS : MAX_NAP_MS;
-  for (const s of order) {
-    if (s.read > 0) napLimit = Math.min(napLimit, (s.rcvbuf / 4 / TRUESIZE_PER_BYTE) / (s.read / elapsed));
-    s.read = 0;
-  }
-}
-
-/**
- * Sleeps `ms`, or less as limitNaps() allows (at least 0.2 ms: a tiny buffer at a high rate must not spin); with
- * `busy`, only while the main thread has that many batches pending (it notifies as it finishes each).
- */
-function nap(ms: number, busy?: number): void {
-  const limited = Math.min(ms, Math.max(napLimit, 0.2));
-  if (busy === undefined) Atomics.wait(sleeper, 0, 0, limited);
-  else Atomics.wait(shared, SHARED_PENDING, busy, limited);
-}
-
 /**
  * One pass: read the sockets the last poll() named, hand off if due, then wait for more (or for the window). After a
  * nap a poll() that does not wait names the sockets with records: reading every socket instead would cost a recvmmsg
@@ -337,12 +289,12 @@ function nap(ms: number, busy?: number): void {
  */
 function step(): void {
   let drained = true;
-  for (const s of order) if (s.ready) drained = drain(s) && drained;
+  for (const s of polls.sockets) if (s.ready) drained = drain(s) && drained;
   blindSince = 0;
   const now = performance.now();
-  limitNaps(now);
+  naps.limit(now, polls.sockets);
   handOff(now);
-  pollSockets(napped(drained) ? 0 : IDLE_POLL_MS);
+  polls.wait(napped(drained) ? 0 : IDLE_POLL_MS);
 }
 
 /** Sleeps while records are held, flowing, or waiting for a slab (true); false when the reader should poll instead. */
@@ -351,7 +303,7 @@ function napped(drained: boolean): boolean {
     // Every slab is with the main thread: stop reading (the kernel's buffer absorbs and, past it, drops and counts)
     // until it finishes one.
     const busy = Atomics.load(shared, SHARED_PENDING);
-    if (busy !== 0) nap(1, busy);
+    if (busy !== 0) naps.nap(1, busy);
     return true;
   }
   if (used > 0) {
@@ -360,8 +312,8 @@ function napped(drained: boolean): boolean {
     // a wakeup costs tens of microseconds in a paravirtualized guest), reading on after each nap meanwhile.
     const left = dueAt() - performance.now();
     const busy = Atomics.load(shared, SHARED_PENDING);
-    if (left > 0) nap(left);
-    else if (busy !== 0) nap(Math.max(opts.batchWindowMs, 1), busy);
+    if (left > 0) naps.nap(left);
+    else if (busy !== 0) naps.nap(Math.max(opts.batchWindowMs, 1), busy);
     return true;
   }
   if (handedOff && spaced) {
@@ -372,43 +324,22 @@ function napped(drained: boolean): boolean {
     // a third wakeup for it, with likely nothing to read.
     handedOff = false;
     blindSince = performance.now();
-    nap(handOffInterval);
+    naps.nap(handOffInterval);
     return true;
   }
   handedOff = false;
   return false;
 }
 
-/**
- * Waits in poll() up to `timeoutMs` for a record on any socket or the doorbell, and marks the sockets it names to be
- * read (none when the doorbell rang, which the loop answers by letting the control message in, or the time passed).
- */
-function pollSockets(timeoutMs: number): void {
-  const n = sys.poll(pollfds, order.length + 1, timeoutMs);
-  // revents (struct pollfd's last short): POLLIN, or POLLERR once the socket overran (netlink's sk_err ENOBUFS).
-  const revents = (i: number): boolean => n > 0 && pollView.getInt16(8 * i + 6, true) !== 0;
-  if (revents(0)) ringing();
-  order.forEach((s, i) => (s.ready = revents(i + 1)));
-}
-
-/** Clears the doorbell poll() named; a doorbell in error (its fd closed: POLLNVAL) would wake every poll at once. */
-function ringing(): void {
-  const revents = pollView.getInt16(6, true);
-  if ((revents & (K.POLLERR | K.POLLNVAL)) !== 0) {
-    throw new Error(`the reader's doorbell (fd ${doorbell.fd}) is in error (poll revents 0x${revents.toString(16)})`);
-  }
-  doorbell.clear();
-}
-
 async function run(): Promise<void> {
   sys = await loadSyscalls();
-  doorbell = doorbellOn(sys, opts.doorbell);
+  polls = new PollSet(sys, doorbellOn(sys, opts.doorbell));
   batch = new RecvBatch(sys, opts.vlen);
   post({ op: "ready", runtime: sys.runtime, tid: ownThreadId() });
   for (;;) {
     if (Atomics.load(shared, SHARED_STOP) !== 0) return; // exiting, failed or terminated: reading on would only delay it
     if (control()) return;
-    if (order.length === 0) {
+    if (polls.sockets.length === 0) {
       await new Promise<void>((r) => (wakeIdle = r));
       wakeIdle = undefined;
     } else if (Atomics.load(shared, SHARED_POSTED) !== received) await letMessagesIn();
