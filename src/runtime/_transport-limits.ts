@@ -64,7 +64,8 @@ export interface TransportLimits {
   /**
    * HTTP/2 streams all the connections from one address (loopback as one, an IPv6 /64 as one) may have reset
    * per second together, in bursts of twice that; past it the connection whose reset found none left is closed
-   * the same way. Without it, more connections each under h2MaxResetsPerSecond add up to a stall.
+   * the same way, and the address's new connections are refused for 2 s (the bucket's time to fill up again).
+   * Without it, more connections each under h2MaxResetsPerSecond add up to a stall.
    */
   readonly h2MaxResetsPerSecondPerAddress: number;
   /**
