@@ -8,13 +8,16 @@
  */
 import type { LogRecord } from "@logtape/logtape";
 import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
+import tls from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { configureLogging } from "../src/log/logger.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { type Running, sleep, spawnServer, startServerListening } from "./helpers.ts";
+import { loopbackCertificate, type Running, sleep, spawnServer, startServerListening } from "./helpers.ts";
 
 // Floods until its session closes or 8 s pass, then prints what it saw as one JSON line.
 const FLOODER = `
@@ -153,6 +156,23 @@ async function refusals(url: string): Promise<string> {
     l.startsWith('taskwire_connections_refused_total{limit="h2')
   ).join("\n");
 }
+
+// Over TLS (ALPN h2): writes the preface and `n` GetInfo streams reset, then resets the TCP connection at once (it
+// is gone before the server has read them all). Resolves when the client side is closed.
+function tlsFloodAndVanish(url: string, n: number): Promise<void> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const raw = net.connect(Number(port), hostname);
+    raw.on("error", () => {});
+    raw.once("close", () => resolve());
+    const s = tls.connect({ socket: raw, ALPNProtocols: ["h2"], rejectUnauthorized: false }, () => {
+      s.write(Buffer.concat([PREFACE, resets(n)]), () => raw.resetAndDestroy());
+    });
+    s.on("error", () => {});
+  });
+}
+
+const openDescriptors = (): number => readdirSync("/proc/self/fd").length;
 
 let running: Running | undefined;
 afterEach(async () => {
@@ -311,5 +331,37 @@ describe("HTTP/2 rapid reset", () => {
       expect(perAddress).toBe(closed.filter(Boolean).length + 1);
     },
     30_000,
+  );
+
+  it(
+    "lets go of the TLS connections it closes whose client has already gone (they kept their descriptor and place for good)",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        tls: loopbackCertificate(),
+        maxConnections: 64,
+        h2MaxResetsPerSecondPerAddress: 1_000_000, // each connection closed on its own: none refused at accept
+      });
+      const { url } = running;
+      const before = openDescriptors();
+      // 20 rounds of 4: each connection is closed for its resets as the server reads what it sent, after its client
+      // reset the TCP connection.
+      for (let round = 0; round < 20; round++) {
+        await Promise.all([0, 1, 2, 3].map(() => tlsFloodAndVanish(url, 300)));
+        await sleep(20);
+      }
+      await sleep(3000); // the bar on the address (2 s) and the grace for closing (2 s) over
+      // Before: every connection closed this way held its descriptor (64 here, --max-connections), and then every
+      // new connection was refused, from any address.
+      expect(openDescriptors() - before).toBeLessThan(10);
+      // And a new connection is served.
+      const ok = await new Promise<number>((resolve) => {
+        https.get(`${url}/healthz`, { rejectUnauthorized: false, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on("error", () => resolve(0));
+      });
+      expect(ok).toBe(200);
+    },
+    60_000,
   );
 });
