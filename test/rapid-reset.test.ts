@@ -174,6 +174,19 @@ function tlsFloodAndVanish(url: string, n: number): Promise<void> {
 
 const openDescriptors = (): number => readdirSync("/proc/self/fd").length;
 
+// Whether a TLS connection to `url` gets through its handshake (false: closed before it).
+function tlsHandshakes(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const s = tls.connect({ host: hostname, port: Number(port), rejectUnauthorized: false }, () => {
+      resolve(true);
+      s.destroy();
+    });
+    s.on("error", () => {});
+    s.once("close", () => resolve(false));
+  });
+}
+
 let running: Running | undefined;
 afterEach(async () => {
   await running?.close();
@@ -363,5 +376,23 @@ describe("HTTP/2 rapid reset", () => {
       expect(ok).toBe(200);
     },
     60_000,
+  );
+
+  it(
+    "counts a TLS connection whose client has already gone under its address, and bars the address for it",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        tls: loopbackCertificate(),
+        h2MaxResetsPerSecond: 1000,
+        h2MaxResetsPerSecondPerAddress: 50, // bursts of 100 from loopback
+      });
+      for (let i = 0; i < 4; i++) await tlsFloodAndVanish(running.url, 300);
+      // Read from the TLS socket, whose TCP connection is gone, the address was none: those sessions shared a
+      // bucket of their own, whose bar refused nobody, and the address's new connections were served.
+      expect(await tlsHandshakes(running.url)).toBe(false); // closed as it was accepted
+      await sleep(2100);
+      expect(await tlsHandshakes(running.url)).toBe(true);
+    },
+    30_000,
   );
 });

@@ -163,9 +163,12 @@ function tcpUnderTls(session: Http2Session): Socket | undefined {
   return (session.socket as Socket & { _parent?: Socket })._parent;
 }
 
-// The client's address, read through the session's socket.
+// The client's address as its TCP socket read it when it was accepted (the acceptor asked, and the socket keeps the
+// answer). A TLS socket asks the kernel again, and for a client that sent its streams and reset the connection at
+// once got none: every such session shared a bucket of its own, whose bar refused nobody, and the address's new
+// connections were served.
 function peerAddress(session: Http2Session): string {
-  return session.socket.remoteAddress ?? "";
+  return (tcpUnderTls(session) ?? session.socket).remoteAddress ?? "";
 }
 
 /** An address's shared bucket, as a session of it sees it. */
@@ -204,7 +207,7 @@ function addressBuckets(perSecond: number) {
     return e;
   };
   const enter = (session: Http2Session): SharedBucket => {
-    const address = addressBucket(session.socket?.remoteAddress ?? "");
+    const address = addressBucket(peerAddress(session));
     const e = entry(address);
     e.sessions.add(session);
     session.once("close", () => {
