@@ -98,18 +98,25 @@ function frame(type: number, flags: number, id: number, payload: Buffer): Buffer
   return Buffer.concat([head, payload]);
 }
 const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
+const literal = (name: string, value: string) =>
+  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+const GET_INFO = Buffer.concat([
+  Buffer.from([0x83, 0x86]), // :method POST, :scheme http
+  literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
+  literal(":authority", "localhost"),
+  literal("content-type", "application/json"),
+]);
 function resets(n: number): Buffer {
-  const literal = (name: string, value: string) =>
-    Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-  const block = Buffer.concat([
-    Buffer.from([0x83, 0x86]), // :method POST, :scheme http
-    literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
-    literal(":authority", "localhost"),
-    literal("content-type", "application/json"),
-  ]);
   const cancel = Buffer.from([0, 0, 0, 8]);
   const frames: Buffer[] = [];
-  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, block), frame(3, 0, id, cancel));
+  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, GET_INFO), frame(3, 0, id, cancel));
+  return Buffer.concat(frames);
+}
+
+// `n` GetInfo HEADERS (END_STREAM), none reset: past the connection's 100 streams, nghttp2 refuses them itself.
+function calls(n: number): Buffer {
+  const frames: Buffer[] = [];
+  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, GET_INFO));
   return Buffer.concat(frames);
 }
 
@@ -159,14 +166,14 @@ async function refusals(url: string): Promise<string> {
 
 // Over TLS (ALPN h2): writes the preface and `n` GetInfo streams reset, then resets the TCP connection at once (it
 // is gone before the server has read them all). Resolves when the client side is closed.
-function tlsFloodAndVanish(url: string, n: number): Promise<void> {
+function tlsFloodAndVanish(url: string, n: number, frames = resets): Promise<void> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve) => {
     const raw = net.connect(Number(port), hostname);
     raw.on("error", () => {});
     raw.once("close", () => resolve());
     const s = tls.connect({ socket: raw, ALPNProtocols: ["h2"], rejectUnauthorized: false }, () => {
-      s.write(Buffer.concat([PREFACE, resets(n)]), () => raw.resetAndDestroy());
+      s.write(Buffer.concat([PREFACE, frames(n)]), () => raw.resetAndDestroy());
     });
     s.on("error", () => {});
   });
@@ -394,5 +401,35 @@ describe("HTTP/2 rapid reset", () => {
       expect(await tlsHandshakes(running.url)).toBe(true);
     },
     30_000,
+  );
+
+  it(
+    "closes the TLS connections whose client reset the TCP connection unnoticed (they held descriptors and calls for good)",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        tls: loopbackCertificate(),
+        // Nothing here is reset by the client; these keep the server's own refusals from closing anything.
+        h2MaxResetsPerSecond: 1_000_000,
+        h2MaxResetsPerSecondPerAddress: 1_000_000,
+      });
+      const { url } = running;
+      const before = openDescriptors();
+      for (let round = 0; round < 10; round++) {
+        await Promise.all([0, 1, 2, 3].map(() => tlsFloodAndVanish(url, 250, calls)));
+        await sleep(20);
+      }
+      await sleep(4500); // two sweeps
+      // Before: Node 20's TLS socket never saw most of those resets: their sessions, descriptors and calls (counted
+      // as under way until their responses were delivered) were kept for good, and loopback's calls were refused.
+      expect(openDescriptors() - before).toBeLessThan(10);
+      const status = await new Promise<number>((resolve) => {
+        https.get(`${url}/healthz`, { rejectUnauthorized: false, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on("error", () => resolve(0));
+      });
+      expect(status).toBe(200);
+    },
+    60_000,
   );
 });
