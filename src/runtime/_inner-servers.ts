@@ -110,8 +110,8 @@ export function tlsStart(
 function sweepVanishedTls(server: ReturnType<typeof createSecureServer>): () => void {
   const tcps = new Set<Socket>();
   server.on("secureConnection", (tls: Socket) => {
-    const tcp = (tls as Socket & { _parent?: Socket })._parent;
-    if (tcp === undefined) return;
+    const tcp = (tls as Socket & { _parent?: Socket | null })._parent;
+    if (tcp === undefined || tcp === null) return;
     tcps.add(tcp);
     tcp.once("close", () => tcps.delete(tcp));
   });

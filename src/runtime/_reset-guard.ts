@@ -160,7 +160,7 @@ function closeSessions(o: ResetGuardOptions): (session: Http2Session, limit: Res
 // The TCP socket of a session over TLS: its TLS socket's _parent, read through the session's socket (a proxy that
 // forwards property reads). Undefined over h2c, whose session's socket is the TCP socket.
 function tcpUnderTls(session: Http2Session): Socket | undefined {
-  return (session.socket as Socket & { _parent?: Socket })._parent;
+  return (session.socket as Socket & { _parent?: Socket | null })._parent ?? undefined; // a TCP socket's is null
 }
 
 // The client's address as its TCP socket read it when it was accepted (the acceptor asked, and the socket keeps the
