@@ -8,13 +8,16 @@
  */
 import type { LogRecord } from "@logtape/logtape";
 import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
+import tls from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { configureLogging } from "../src/log/logger.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
-import { type Running, sleep, spawnServer, startServerListening } from "./helpers.ts";
+import { loopbackCertificate, type Running, sleep, spawnServer, startServerListening } from "./helpers.ts";
 
 // Floods until its session closes or 8 s pass, then prints what it saw as one JSON line.
 const FLOODER = `
@@ -95,18 +98,25 @@ function frame(type: number, flags: number, id: number, payload: Buffer): Buffer
   return Buffer.concat([head, payload]);
 }
 const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
+const literal = (name: string, value: string) =>
+  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+const GET_INFO = Buffer.concat([
+  Buffer.from([0x83, 0x86]), // :method POST, :scheme http
+  literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
+  literal(":authority", "localhost"),
+  literal("content-type", "application/json"),
+]);
 function resets(n: number): Buffer {
-  const literal = (name: string, value: string) =>
-    Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-  const block = Buffer.concat([
-    Buffer.from([0x83, 0x86]), // :method POST, :scheme http
-    literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
-    literal(":authority", "localhost"),
-    literal("content-type", "application/json"),
-  ]);
   const cancel = Buffer.from([0, 0, 0, 8]);
   const frames: Buffer[] = [];
-  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, block), frame(3, 0, id, cancel));
+  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, GET_INFO), frame(3, 0, id, cancel));
+  return Buffer.concat(frames);
+}
+
+// `n` GetInfo HEADERS (END_STREAM), none reset: past the connection's 100 streams, nghttp2 refuses them itself.
+function calls(n: number): Buffer {
+  const frames: Buffer[] = [];
+  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, GET_INFO));
   return Buffer.concat(frames);
 }
 
@@ -152,6 +162,36 @@ async function refusals(url: string): Promise<string> {
   return (await (await fetch(`${url}/metrics`)).text()).split("\n").filter((l) =>
     l.startsWith('taskwire_connections_refused_total{limit="h2')
   ).join("\n");
+}
+
+// Over TLS (ALPN h2): writes the preface and `n` GetInfo streams reset, then resets the TCP connection at once (it
+// is gone before the server has read them all). Resolves when the client side is closed.
+function tlsFloodAndVanish(url: string, n: number, frames = resets): Promise<void> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const raw = net.connect(Number(port), hostname);
+    raw.on("error", () => {});
+    raw.once("close", () => resolve());
+    const s = tls.connect({ socket: raw, ALPNProtocols: ["h2"], rejectUnauthorized: false }, () => {
+      s.write(Buffer.concat([PREFACE, frames(n)]), () => raw.resetAndDestroy());
+    });
+    s.on("error", () => {});
+  });
+}
+
+const openDescriptors = (): number => readdirSync("/proc/self/fd").length;
+
+// Whether a TLS connection to `url` gets through its handshake (false: closed before it).
+function tlsHandshakes(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const s = tls.connect({ host: hostname, port: Number(port), rejectUnauthorized: false }, () => {
+      resolve(true);
+      s.destroy();
+    });
+    s.on("error", () => {});
+    s.once("close", () => resolve(false));
+  });
 }
 
 let running: Running | undefined;
@@ -259,6 +299,10 @@ describe("HTTP/2 rapid reset", () => {
         const took = await Promise.race([healthz(server.url, agent), sleep(10_000).then(() => Infinity)]);
         expect(took).toBeLessThan(10_000);
         expect(server.child.exitCode).toBeNull();
+        // And after whatever the close left to do later (a TCP socket let go 2 s on once threw, and the process exited).
+        await sleep(2500);
+        expect(server.child.exitCode).toBeNull();
+        expect(await healthz(server.url, agent)).toBeLessThan(10_000);
       } finally {
         // SIGKILL: a process spinning in native code never runs its SIGTERM handler.
         server.child.kill("SIGKILL");
@@ -311,5 +355,85 @@ describe("HTTP/2 rapid reset", () => {
       expect(perAddress).toBe(closed.filter(Boolean).length + 1);
     },
     30_000,
+  );
+
+  it(
+    "lets go of the TLS connections it closes whose client has already gone (they kept their descriptor and place for good)",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        tls: loopbackCertificate(),
+        maxConnections: 64,
+        h2MaxResetsPerSecondPerAddress: 1_000_000, // each connection closed on its own: none refused at accept
+      });
+      const { url } = running;
+      const before = openDescriptors();
+      // 20 rounds of 4: each connection is closed for its resets as the server reads what it sent, after its client
+      // reset the TCP connection.
+      for (let round = 0; round < 20; round++) {
+        await Promise.all([0, 1, 2, 3].map(() => tlsFloodAndVanish(url, 300)));
+        await sleep(20);
+      }
+      await sleep(3000); // the bar on the address (2 s) and the grace for closing (2 s) over
+      // Before: every connection closed this way held its descriptor (64 here, --max-connections), and then every
+      // new connection was refused, from any address.
+      expect(openDescriptors() - before).toBeLessThan(10);
+      // And a new connection is served.
+      const ok = await new Promise<number>((resolve) => {
+        https.get(`${url}/healthz`, { rejectUnauthorized: false, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on("error", () => resolve(0));
+      });
+      expect(ok).toBe(200);
+    },
+    60_000,
+  );
+
+  it(
+    "counts a TLS connection whose client has already gone under its address, and bars the address for it",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        tls: loopbackCertificate(),
+        h2MaxResetsPerSecond: 1000,
+        h2MaxResetsPerSecondPerAddress: 50, // bursts of 100 from loopback
+      });
+      for (let i = 0; i < 4; i++) await tlsFloodAndVanish(running.url, 300);
+      // Read from the TLS socket, whose TCP connection is gone, the address was none: those sessions shared a
+      // bucket of their own, whose bar refused nobody, and the address's new connections were served.
+      expect(await tlsHandshakes(running.url)).toBe(false); // closed as it was accepted
+      await sleep(2100);
+      expect(await tlsHandshakes(running.url)).toBe(true);
+    },
+    30_000,
+  );
+
+  it(
+    "closes the TLS connections whose client reset the TCP connection unnoticed (they held descriptors and calls for good)",
+    async () => {
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+        tls: loopbackCertificate(),
+        // Nothing here is reset by the client; these keep the server's own refusals from closing anything.
+        h2MaxResetsPerSecond: 1_000_000,
+        h2MaxResetsPerSecondPerAddress: 1_000_000,
+      });
+      const { url } = running;
+      const before = openDescriptors();
+      for (let round = 0; round < 10; round++) {
+        await Promise.all([0, 1, 2, 3].map(() => tlsFloodAndVanish(url, 250, calls)));
+        await sleep(20);
+      }
+      await sleep(4500); // two sweeps
+      // Before: Node 20's TLS socket never saw most of those resets: their sessions, descriptors and calls (counted
+      // as under way until their responses were delivered) were kept for good, and loopback's calls were refused.
+      expect(openDescriptors() - before).toBeLessThan(10);
+      const status = await new Promise<number>((resolve) => {
+        https.get(`${url}/healthz`, { rejectUnauthorized: false, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on("error", () => resolve(0));
+      });
+      expect(status).toBe(200);
+    },
+    60_000,
   );
 });

@@ -17,6 +17,7 @@
  * would be full again, so closing them all and reconnecting earns nothing.
  */
 import { constants as h2, type Http2SecureServer, type Http2Server, type Http2Session } from "node:http2";
+import type { Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
 import { taskwireLogger } from "../log/logger.ts";
 import { addressBucket } from "../core/admission.ts";
@@ -62,6 +63,15 @@ export interface ResetGuard {
 
 /** How long after a reset a session's new requests are paced. */
 const PACED_AFTER_RESET_MS = 1000;
+
+/**
+ * How long a session closed here has to let go of its connection before its TCP socket is destroyed. Over TLS, Node
+ * 20 never finishes closing a session whose client has already reset the TCP connection (it waits for its TLS
+ * socket's end, which never comes): every one a client flooded and then reset held its descriptor and its place
+ * under --max-connections for good (437 in a 10 s flood from one client, ~45 a second), until every new connection
+ * was refused, from any address. A connection still there has sent the GOAWAY and closed well before.
+ */
+const LET_GO_AFTER_MS = 2000;
 
 const PER_ADDRESS = "h2-max-resets-per-second-per-address";
 
@@ -127,12 +137,29 @@ function closeSessions(o: ResetGuardOptions): (session: Http2Session, limit: Res
   };
   return (session, limit) => {
     if (session.destroyed) return;
-    const peer = session.socket?.remoteAddress ?? "";
+    // Read now: a destroyed session's socket is gone (reading through it then throws).
+    const peer = peerAddress(session);
+    const tcp = tcpUnderTls(session);
     const perSecond = limit === "h2-max-resets-per-second" ? o.perSecond : o.perAddressPerSecond;
     session.destroy(new RapidResetError(limit, perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
+    if (tcp !== undefined) setTimeout(() => tcp.destroy(), LET_GO_AFTER_MS).unref();
     o.onClosed?.(limit);
     warn[limit](peer);
   };
+}
+
+// The TCP socket of a session over TLS: its TLS socket's _parent, read through the session's socket (a proxy that
+// forwards property reads). Undefined over h2c, whose session's socket is the TCP socket.
+function tcpUnderTls(session: Http2Session): Socket | undefined {
+  return (session.socket as Socket & { _parent?: Socket | null })._parent ?? undefined; // a TCP socket's is null
+}
+
+// The client's address as its TCP socket read it when it was accepted (the acceptor asked, and the socket keeps the
+// answer). A TLS socket asks the kernel again, and for a client that sent its streams and reset the connection at
+// once got none: every such session shared a bucket of its own, whose bar refused nobody, and the address's new
+// connections were served.
+function peerAddress(session: Http2Session): string {
+  return (tcpUnderTls(session) ?? session.socket).remoteAddress ?? "";
 }
 
 /** An address's shared bucket, as a session of it sees it. */
@@ -169,7 +196,7 @@ function addressBuckets(perSecond: number) {
     return e;
   };
   const enter = (session: Http2Session): SharedBucket => {
-    const address = addressBucket(session.socket?.remoteAddress ?? "");
+    const address = addressBucket(peerAddress(session));
     const e = entry(address);
     e.sessions++;
     session.once("close", () => {
