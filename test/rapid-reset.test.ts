@@ -325,9 +325,12 @@ describe("HTTP/2 rapid reset", () => {
   it(
     "closes connections that each stay under their limit but together reset too many from one address, and refuses its new connections for 2 s",
     async () => {
-      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {
+      const lines: string[] = [];
+      const logger = configureLogging({ write: (line) => lines.push(line) });
+      running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, { logger }, {
         h2MaxResetsPerSecond: 100, // bursts of 200 per connection
         h2MaxResetsPerSecondPerAddress: 50, // bursts of 100 from loopback
+        logger,
       });
       const { url } = running;
       const conns = await Promise.all([0, 1, 2, 3].map(() => rawConnect(url, PREFACE)));
@@ -353,6 +356,11 @@ describe("HTTP/2 rapid reset", () => {
       // The connections it closed, then the one it refused.
       const perAddress = Number(/limit="h2_max_resets_per_second_per_address"\} (\d+)/.exec(counted)?.[1]);
       expect(perAddress).toBe(closed.filter(Boolean).length + 1);
+      const said = lines.join("\n");
+      expect(said).toMatch(
+        /closed \d+ HTTP\/2 connection\(s\).*--h2-max-resets-per-second-per-address.*from 127\.0\.0\.1/,
+      );
+      expect(said).toMatch(/refused 1 new connection\(s\).*--h2-max-resets-per-second-per-address.*from 127\.0\.0\.1/);
     },
     30_000,
   );

@@ -46,6 +46,8 @@ export interface ResetGuardOptions {
   readonly perAddressPerSecond: number;
   /** Told of each session closed, with the limit it went past (for /metrics). */
   readonly onClosed?: (limit: ResetLimit) => void;
+  /** Told of each new connection refused while its address is barred (for /metrics). */
+  readonly onRefused?: () => void;
   /** Where the warnings go; default taskwireLogger(). */
   readonly logger?: Logger;
 }
@@ -55,10 +57,11 @@ export interface ResetGuard {
   /** Whether `session` had a stream reset within the last second: its new requests are then paced. */
   resetRecently(session: object): boolean;
   /**
-   * Whether new connections from an address bucket (addressBucket) are to be refused as they are accepted:
-   * its connections went past the limit per address, and its bucket has not had time to fill up again.
+   * Whether a new connection from `address` (its TCP socket's remote address) is to be refused: the connections
+   * from its address bucket went past the limit per address, and its bucket has not had time to fill up again.
+   * A refusal is counted (onRefused) and said in the log at most every 10 s.
    */
-  barred(bucket: string): boolean;
+  refuses(address: string): boolean;
 }
 
 /** How long after a reset a session's new requests are paced. */
@@ -114,7 +117,7 @@ export function guardResets(server: Http2Server | Http2SecureServer, o: ResetGua
   });
   return {
     resetRecently: (session) => performance.now() - (lastReset.get(session) ?? -Infinity) < PACED_AFTER_RESET_MS,
-    barred: (bucket) => addresses.barred(bucket),
+    refuses: refusals(addresses.barred, o),
   };
 }
 
@@ -145,6 +148,21 @@ function closeSessions(o: ResetGuardOptions): (session: Http2Session, limit: Res
     if (tcp !== undefined) setTimeout(() => tcp.destroy(), LET_GO_AFTER_MS).unref();
     o.onClosed?.(limit);
     warn[limit](peer);
+  };
+}
+
+// ResetGuard.refuses: checks, counts and warns.
+function refusals(barred: (bucket: string) => boolean, o: ResetGuardOptions): (address: string) => boolean {
+  const warn = rateLimitedWarning(
+    o.logger ?? taskwireLogger(),
+    (n, peer) =>
+      `refused ${n} new connection(s) from addresses whose connections reset more than ${o.perAddressPerSecond} HTTP/2 streams a second together, the limit (--h2-max-resets-per-second-per-address), the last from ${peer}; such an address's new connections are refused for 2 s`,
+  );
+  return (address) => {
+    if (!barred(addressBucket(address))) return false;
+    o.onRefused?.();
+    warn(address);
+    return true;
   };
 }
 

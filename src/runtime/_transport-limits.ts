@@ -278,8 +278,9 @@ export function connectionBudget(
  * address bucket (an IPv4 address, an IPv6 /64; loopback not counted: a proxy on the host must cap its own
  * clients). Both are checked before either counts, so a connection one refuses takes no place in the other
  * (a refused socket's "close" comes a turn later: counted meanwhile, a burst from one address refused by its
- * cap filled the global one and shut everyone else out). An address `barred` (by the HTTP/2 reset guard) is
- * refused before either. Says (at most every 10 s) when it refuses some.
+ * cap filled the global one and shut everyone else out). A connection another limit `refuses` (the HTTP/2 reset
+ * guard's, which counts and says so itself) is refused before either. Says (at most every 10 s) when it refuses
+ * some.
  */
 export function createConnectionCaps(
   o: {
@@ -287,8 +288,8 @@ export function createConnectionCaps(
     perAddress: number;
     /** Told of each refusal, with the cap's flag (for /metrics). */
     onRefused?: (limit: ConnectionLimit) => void;
-    /** Whether an address bucket's new connections are refused for now (its HTTP/2 resets, _reset-guard.ts). */
-    barred?: (bucket: string) => boolean;
+    /** Whether another limit refuses the connection (the HTTP/2 reset guard's, _reset-guard.ts). */
+    refuses?: (socket: Socket) => boolean;
   },
   logger: Logger = taskwireLogger(),
 ): (socket: Socket) => boolean {
@@ -304,11 +305,6 @@ export function createConnectionCaps(
     (n, bucket) =>
       `refused ${n} connection(s) from addresses with ${o.perAddress} open, the limit per address (--max-connections-per-address), the last from ${bucket}; raise it if one host (or a NAT in front of many) needs more`,
   );
-  const refusedBarred = rateLimitedWarning(
-    logger,
-    (n, bucket) =>
-      `refused ${n} connection(s) from an address whose connections reset HTTP/2 streams faster than --h2-max-resets-per-second-per-address allows, the last from ${bucket}; its connections are refused for 2 s after that`,
-  );
   const release = (bucket: string | undefined): void => {
     open--;
     if (bucket === undefined) return;
@@ -322,12 +318,8 @@ export function createConnectionCaps(
       refusedAll("");
       return false;
     }
+    if (o.refuses?.(socket) === true) return false;
     const address = addressBucket(socket.remoteAddress ?? "");
-    if (o.barred?.(address) === true) {
-      o.onRefused?.("h2-max-resets-per-second-per-address");
-      refusedBarred(address);
-      return false;
-    }
     const bucket = address === "loopback" ? undefined : address;
     const n = bucket === undefined ? 0 : byAddress.get(bucket) ?? 0;
     if (n >= o.perAddress) {

@@ -14,7 +14,6 @@ import type { Logger } from "@logtape/logtape";
 import { logText, taskwireLogger } from "../log/logger.ts";
 import { logUnexpected } from "../log/error-log.ts";
 import { clip } from "../core/errors.ts";
-import { addressBucket } from "../core/admission.ts";
 import { methodPaths } from "../rpc/universal.ts";
 import { internalError, isGrpc, plainText } from "../server/app.ts";
 import type { TaskwireServer } from "../server/server.ts";
@@ -155,13 +154,10 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       perSecond: limits.h2MaxResetsPerSecond,
       perAddressPerSecond: limits.h2MaxResetsPerSecondPerAddress,
       onClosed: (limit) => server.refusedConnection(limit),
+      onRefused: () => server.refusedConnection("h2-max-resets-per-second-per-address"),
       logger,
     });
-    return (socket: Socket): boolean => {
-      if (!guard.barred(addressBucket(socket.remoteAddress ?? ""))) return false;
-      server.refusedConnection("h2-max-resets-per-second-per-address");
-      return true;
-    };
+    return (socket: Socket): boolean => guard.refuses(socket.remoteAddress ?? "");
   };
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
@@ -217,7 +213,15 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       track(raw, accepted);
       start.start(raw);
     },
-    { server, copies, maxConnections, limits, sys, logger, barred: (bucket) => resets?.barred(bucket) === true },
+    {
+      server,
+      copies,
+      maxConnections,
+      limits,
+      sys,
+      logger,
+      refuses: (socket) => resets?.refuses(socket.remoteAddress ?? "") === true,
+    },
     (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER),
   );
   // The accept queue holds a whole storm: at Node's default of 511, a burst of connections arriving
@@ -288,8 +292,8 @@ function front(
     limits: TransportLimits;
     sys: Syscalls | undefined;
     logger: Logger;
-    /** Whether an address's new connections are refused for now (the HTTP/2 reset guard's `barred`). */
-    barred: (bucket: string) => boolean;
+    /** Whether a new connection is refused for now (the HTTP/2 reset guard's `refuses`). */
+    refuses: (socket: Socket) => boolean;
   },
   capSendBuffer: (s: Socket) => void,
 ): Acceptors {
@@ -300,7 +304,7 @@ function front(
     max: o.maxConnections,
     perAddress: o.limits.maxConnectionsPerAddress,
     onRefused: (limit) => o.server.refusedConnection(limit),
-    barred: o.barred,
+    refuses: o.refuses,
   }, o.logger);
   return createAcceptors((raw) => {
     raw.on("error", () => raw.destroy());
