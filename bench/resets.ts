@@ -3,7 +3,8 @@
  * exits/s), a kept-alive HTTP/1.1 connection asking /healthz every 20 ms for 6 s, and an attacker process
  * flooding it from loopback (bench/_reset-flood.ts) 0.3 s into those 6 s, for 5 s. The first row has no attacker:
  * the baseline the others are read against, in the same run. The server's own figures come from /metrics 2.5 s
- * after the flood (an address past its reset limit has its new connections refused for 2 s).
+ * after the flood (an address past its reset limit has its new connections refused for 2 s). BENCH_RESETS_BIN runs
+ * another build's server instead, for a before-and-after in the same hour.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { Agent, get } from "node:http";
@@ -39,7 +40,8 @@ function freePort(): Promise<number> {
 }
 
 async function startServer(port: number): Promise<ChildProcess> {
-  const bin = fileURLToPath(new URL("../../bin/taskwire.js", import.meta.url));
+  // BENCH_RESETS_BIN: another build's bin/taskwire.js, to measure it with the same attacks (before and after).
+  const bin = process.env["BENCH_RESETS_BIN"] ?? fileURLToPath(new URL("../../bin/taskwire.js", import.meta.url));
   const args = [bin, "serve", "--source", "sim", "--sim-exit-rate", "2000", "--port", String(port)];
   const child = spawn(process.execPath, args, { stdio: "ignore" });
   for (let i = 0; i < 100; i++) {
