@@ -8,34 +8,9 @@
  *   server-side), opened again as soon as they are closed.
  */
 import { connect, type Socket } from "node:net";
+import { getInfoStreams, H2_PREFACE } from "./_h2-frames.ts";
 
 const [port = "0", mode = "steady", clients = "200", streams = "90", seconds = "5"] = process.argv.slice(2);
-
-function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(id, 5);
-  return Buffer.concat([head, payload]);
-}
-const literal = (name: string, value: string): Buffer =>
-  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-const BLOCK = Buffer.concat([
-  Buffer.from([0x83, 0x86]), // :method POST, :scheme http (HPACK static table)
-  literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
-  literal(":authority", "localhost"),
-  literal("content-type", "application/json"),
-]);
-const CANCEL = Buffer.from([0, 0, 0, 8]);
-const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
-
-// `n` pairs from stream id `first` on.
-function pairs(first: number, n: number): Buffer {
-  const out: Buffer[] = [];
-  for (let i = 0, id = first; i < n; i++, id += 2) out.push(frame(1, 5, id, BLOCK), frame(3, 0, id, CANCEL));
-  return Buffer.concat(out);
-}
 
 let sent = 0;
 let connections = 0;
@@ -48,14 +23,14 @@ function open(): void {
   let timer: NodeJS.Timeout | undefined;
   const socket: Socket = connect(Number(port), "127.0.0.1", () => {
     if (mode === "first-read") {
-      socket.write(Buffer.concat([PREFACE, pairs(1, Number(streams))]));
+      socket.write(Buffer.concat([H2_PREFACE, getInfoStreams(Number(streams), { reset: true })]));
       sent += Number(streams);
       return;
     }
-    socket.write(PREFACE);
+    socket.write(H2_PREFACE);
     const perTick = Math.max(1, Math.round(Number(streams) / 10));
     timer = setInterval(() => {
-      socket.write(pairs(id, perTick));
+      socket.write(getInfoStreams(perTick, { first: id, reset: true }));
       id += 2 * perTick;
       sent += perTick;
     }, 100);

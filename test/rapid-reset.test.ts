@@ -14,6 +14,7 @@ import https from "node:https";
 import net from "node:net";
 import tls from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
+import { getInfoStreams, H2_PREFACE } from "../bench/_h2-frames.ts";
 import { createTaskwireClient, watchExits } from "@taskwire/client";
 import { configureLogging } from "../src/log/logger.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
@@ -88,37 +89,10 @@ function healthz(url: string, agent: http.Agent): Promise<number> {
   });
 }
 
-// Raw HTTP/2 frames: GetInfo HEADERS (END_STREAM) each followed by its RST_STREAM (CANCEL), as a flooder writes them.
-function frame(type: number, flags: number, id: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(id, 5);
-  return Buffer.concat([head, payload]);
-}
-const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(4, 0, 0, Buffer.alloc(0))]);
-const literal = (name: string, value: string) =>
-  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-const GET_INFO = Buffer.concat([
-  Buffer.from([0x83, 0x86]), // :method POST, :scheme http
-  literal(":path", "/taskwire.v1.TaskStats/GetInfo"),
-  literal(":authority", "localhost"),
-  literal("content-type", "application/json"),
-]);
-function resets(n: number): Buffer {
-  const cancel = Buffer.from([0, 0, 0, 8]);
-  const frames: Buffer[] = [];
-  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, GET_INFO), frame(3, 0, id, cancel));
-  return Buffer.concat(frames);
-}
-
+const PREFACE = H2_PREFACE;
+const resets = (n: number): Buffer => getInfoStreams(n, { reset: true });
 // `n` GetInfo HEADERS (END_STREAM), none reset: past the connection's 100 streams, nghttp2 refuses them itself.
-function calls(n: number): Buffer {
-  const frames: Buffer[] = [];
-  for (let i = 0, id = 1; i < n; i++, id += 2) frames.push(frame(1, 5, id, GET_INFO));
-  return Buffer.concat(frames);
-}
+const calls = (n: number): Buffer => getInfoStreams(n, { reset: false });
 
 /** What a raw connection saw: the server's bytes, its GOAWAY code if any, whether it was closed. */
 interface RawConnection {

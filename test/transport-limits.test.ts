@@ -33,6 +33,7 @@ import { connectionBudget, createConnectionCaps, descriptors } from "../src/runt
 import { createServer } from "../src/server/server.ts";
 import { createSimSource } from "../src/sources/sim/sim-source.ts";
 import { loopbackCertificate, sleep } from "./helpers.ts";
+import { h2Frame, hpackLiterals } from "../bench/_h2-frames.ts";
 
 const MiB = 1024 * 1024;
 const LIMITS = { headerTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 500, h2MaxStreams: 4 } as const;
@@ -466,28 +467,9 @@ function open(url: string): Promise<Socket> {
   });
 }
 
-/** One HTTP/2 frame. */
-function h2frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
-
-/** An HPACK header block of literal fields without indexing (names and values under 127 bytes). */
 // Enough of a socket for the connection caps: its address, and "close" to emit.
 function fakeSocket(remoteAddress: string): Socket {
   return Object.assign(new EventEmitter(), { remoteAddress }) as never as Socket;
-}
-
-function hpack(headers: Record<string, string>): Buffer {
-  return Buffer.concat(
-    Object.entries(headers).map(([name, value]) =>
-      Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)])
-    ),
-  );
 }
 
 // Clients that connect over TLS with ALPN h2, send the preface and SETTINGS, and reset (or close), `threads` at a
@@ -746,23 +728,23 @@ describe("connection and stream caps", () => {
         const len = pending.readUIntBE(0, 3);
         const [type, flags, stream] = [pending[3]!, pending[4]!, pending.readUInt32BE(5) & 0x7fff_ffff];
         const code = type === 3 ? pending.readUInt32BE(9) : type === 7 ? pending.readUInt32BE(13) : 0;
-        if (type === 4 && (flags & 1) === 0) socket.write(h2frame(4, 1, 0)); // acknowledge the server's SETTINGS
+        if (type === 4 && (flags & 1) === 0) socket.write(h2Frame(4, 1, 0)); // acknowledge the server's SETTINGS
         got.push({ type, stream, code });
         pending = pending.subarray(9 + len);
       }
     });
     const closed = new Promise((r) => socket.once("close", r));
     socket.write(PREFACE);
-    socket.write(h2frame(4, 0, 0));
+    socket.write(h2Frame(4, 0, 0));
     await sleep(100); // the server's SETTINGS (max 4 streams) are in, and acknowledged
-    const block = hpack({
+    const block = hpackLiterals({
       ":method": "POST",
       ":scheme": "http",
       ":path": "/taskwire.v1.TaskStats/SubscribeExits",
       ":authority": "127.0.0.1",
       "content-type": "application/connect+proto",
     });
-    for (let i = 0; i < LIMITS.h2MaxStreams + 3; i++) socket.write(h2frame(1, 4, 1 + 2 * i, block)); // HEADERS, END_HEADERS
+    for (let i = 0; i < LIMITS.h2MaxStreams + 3; i++) socket.write(h2Frame(1, 4, 1 + 2 * i, block)); // HEADERS, END_HEADERS
     await Promise.race([closed, sleep(2_000)]);
     expect(socket.destroyed || socket.readableEnded).toBe(true);
     expect(got.some((f) => f.type === 7)).toBe(true); // GOAWAY
