@@ -1,6 +1,10 @@
-import { describe, expect, it } from "vitest";
+import http2 from "node:http2";
+import net from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
 import { configureLogging } from "../src/log/logger.ts";
-import { createPacer } from "../src/runtime/_pacer.ts";
+import { createPacer, createTurnBudget } from "../src/runtime/_pacer.ts";
+import { createSimSource } from "../src/sources/sim/sim-source.ts";
+import { type Running, startServerListening } from "./helpers.ts";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -78,5 +82,69 @@ describe("the pacer of new connections' first requests", () => {
     }
     expect(turns).toBe(6);
     expect(ran).toEqual(Array.from({ length: 5500 }, (_, i) => i));
+  });
+});
+
+describe("the budget of requests served at once per turn on open connections", () => {
+  it("says yes perTurn times in a turn, then no until the next turn; refuses a budget below 1", async () => {
+    const budget = createTurnBudget(3);
+    expect([1, 2, 3, 4, 5].map(() => budget.take())).toEqual([true, true, true, false, false]);
+    await turn();
+    expect([1, 2, 3, 4].map(() => budget.take())).toEqual([true, true, true, false]);
+    expect(() => createTurnBudget(0)).toThrow(RangeError);
+  });
+});
+
+let running: Running | undefined;
+afterEach(async () => {
+  await running?.close();
+  running = undefined;
+});
+
+// An h2c session from `localAddress` (another loopback address is another caller), past its first request.
+async function servingSession(url: string, localAddress: string): Promise<http2.ClientHttp2Session> {
+  const { hostname, port } = new URL(url);
+  const session = http2.connect(url, {
+    createConnection: () => net.connect({ host: hostname, port: +port, localAddress }),
+  });
+  session.on("error", () => {});
+  await getInfo(session);
+  return session;
+}
+
+// One GetInfo; resolves when its response's head arrives.
+function getInfo(session: http2.ClientHttp2Session): Promise<void> {
+  const s = session.request({
+    ":method": "POST",
+    ":path": "/taskwire.v1.TaskStats/GetInfo",
+    "content-type": "application/json",
+  });
+  s.on("error", () => {});
+  s.resume();
+  s.end("{}");
+  return new Promise((resolve) => s.once("response", () => resolve()));
+}
+
+describe("a burst on connections already serving", () => {
+  it("is served over several turns, and another caller's request on its open connection within a few", async () => {
+    running = await startServerListening(createSimSource({ cpus: 1, exitRate: 10, seed: 3 }), {}, {}, {});
+    const mallory = await Promise.all([1, 2, 3, 4].map(() => servingSession(running!.url, "127.0.0.1")));
+    const alice = await servingSession(running.url, "127.0.0.2");
+    let now = 0; // event-loop turns since the burst was sent (server and clients share this process)
+    let ticking = true;
+    const tick = (): void => {
+      now++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const burst = mallory.flatMap((s) => Array.from({ length: 100 }, () => getInfo(s).then(() => now)));
+    const alices = getInfo(alice).then(() => now);
+    const turns = await Promise.all(burst);
+    const alicesTurn = await alices;
+    ticking = false;
+    for (const s of [...mallory, alice]) s.close();
+    // 400 requests at 64 a turn (--accepts-per-turn 8) take 7 turns; served in one turn, they came back in 1-2.
+    expect(new Set(turns).size).toBeGreaterThanOrEqual(5);
+    expect(alicesTurn).toBeLessThan(Math.max(...turns));
   });
 });
