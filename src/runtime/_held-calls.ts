@@ -11,6 +11,7 @@ import type { TLSSocket } from "node:tls";
 import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
 import type { Caller, TaskwireServer } from "../server/server.ts";
+import { remoteAddressOf } from "./_tcp-socket.ts";
 
 /** A request as either of Node's HTTP servers hands it over. */
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -30,7 +31,9 @@ export function peerOf(req: NodeRequest): Peer {
   const socket = req.socket as TLSSocket;
   const known = peers.get(socket);
   if (known !== undefined) return known;
-  const address = socket.remoteAddress ?? "";
+  // The TCP socket's: a TLS socket whose client has reset the connection has none, and every such request was
+  // one caller, "anonymous@".
+  const address = remoteAddressOf(socket);
   let peer: Peer = { address };
   if (typeof socket.getPeerCertificate === "function") {
     const cert = socket.getPeerCertificate();

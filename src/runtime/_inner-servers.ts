@@ -13,6 +13,7 @@ import {
 } from "node:http2";
 import type { Socket } from "node:net";
 import type { NodeRequest, NodeResponse } from "./_held-calls.ts";
+import { tcpUnderTls } from "./_tcp-socket.ts";
 import {
   applyHttp1Limits,
   http1Options,
@@ -110,8 +111,8 @@ export function tlsStart(
 function sweepVanishedTls(server: ReturnType<typeof createSecureServer>): () => void {
   const tcps = new Set<Socket>();
   server.on("secureConnection", (tls: Socket) => {
-    const tcp = (tls as Socket & { _parent?: Socket | null })._parent;
-    if (tcp === undefined || tcp === null) return;
+    const tcp = tcpUnderTls(tls);
+    if (tcp === undefined) return;
     tcps.add(tcp);
     tcp.once("close", () => tcps.delete(tcp));
   });

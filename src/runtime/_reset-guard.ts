@@ -17,11 +17,11 @@
  * would be full again, so closing them all and reconnecting earns nothing.
  */
 import { constants as h2, type Http2SecureServer, type Http2Server, type Http2Session } from "node:http2";
-import type { Socket } from "node:net";
 import type { Logger } from "@logtape/logtape";
 import { taskwireLogger } from "../log/logger.ts";
 import { addressBucket } from "../core/admission.ts";
 import { rateLimitedWarning } from "./_transport-limits.ts";
+import { remoteAddressOf, tcpUnderTls } from "./_tcp-socket.ts";
 
 /** Why a session was destroyed (its "error", which the HTTP/2 server passes on as "sessionError"). */
 export class RapidResetError extends Error {
@@ -142,7 +142,7 @@ function closeSessions(o: ResetGuardOptions): (session: Http2Session, limit: Res
     if (session.destroyed) return;
     // Read now: a destroyed session's socket is gone (reading through it then throws).
     const peer = peerAddress(session);
-    const tcp = tcpUnderTls(session);
+    const tcp = tcpUnderTls(session.socket);
     const perSecond = limit === "h2-max-resets-per-second" ? o.perSecond : o.perAddressPerSecond;
     session.destroy(new RapidResetError(limit, perSecond), h2.NGHTTP2_ENHANCE_YOUR_CALM);
     if (tcp !== undefined) setTimeout(() => tcp.destroy(), LET_GO_AFTER_MS).unref();
@@ -166,18 +166,11 @@ function refusals(barred: (bucket: string) => boolean, o: ResetGuardOptions): (a
   };
 }
 
-// The TCP socket of a session over TLS: its TLS socket's _parent, read through the session's socket (a proxy that
-// forwards property reads). Undefined over h2c, whose session's socket is the TCP socket.
-function tcpUnderTls(session: Http2Session): Socket | undefined {
-  return (session.socket as Socket & { _parent?: Socket | null })._parent ?? undefined; // a TCP socket's is null
-}
-
-// The client's address as its TCP socket read it when it was accepted (the acceptor asked, and the socket keeps the
-// answer). A TLS socket asks the kernel again, and for a client that sent its streams and reset the connection at
-// once got none: every such session shared a bucket of its own, whose bar refused nobody, and the address's new
-// connections were served.
+// The client's address as its TCP socket read it when it was accepted. Asked of the TLS socket, a client that sent
+// its streams and reset the connection at once had none: every such session shared a bucket of its own, whose bar
+// refused nobody, and the address's new connections were served.
 function peerAddress(session: Http2Session): string {
-  return (tcpUnderTls(session) ?? session.socket).remoteAddress ?? "";
+  return remoteAddressOf(session.socket);
 }
 
 /** An address's shared bucket, as a session of it sees it. */

@@ -21,6 +21,7 @@
  * Streams that have graduated are never held back.
  */
 import type { Socket } from "node:net";
+import { tcpSocketOf } from "./_tcp-socket.ts";
 
 /** The part of a Node response this paces (ServerResponse and Http2ServerResponse alike). */
 export interface PacedResponse {
@@ -76,7 +77,7 @@ export function createYoungStreams(o: YoungStreamOptions): YoungStreams {
     setImmediate(turn);
   };
   const graduate = (res: PacedResponse): void => {
-    const socket = rawSocket(res.socket);
+    const socket = tcpSocketOrNone(res.socket);
     if (socket === undefined || graduated.has(socket)) return;
     graduated.add(socket);
     o.graduate?.(socket);
@@ -106,14 +107,6 @@ export function createYoungStreams(o: YoungStreamOptions): YoungStreams {
 function byteLength(chunk: unknown): number {
   if (typeof chunk === "string") return Buffer.byteLength(chunk);
   return (chunk as { byteLength?: number } | null)?.byteLength ?? 0;
-}
-
-// The TCP socket under a response's socket: a TLS socket wraps it (_parent); an HTTP/2 response's socket is a
-// proxy of its session's socket, which forwards property reads.
-function rawSocket(socket: Socket | null): Socket | undefined {
-  let s = socket as (Socket & { _parent?: Socket }) | null;
-  while (s?._parent) s = s._parent as Socket & { _parent?: Socket };
-  return s ?? undefined;
 }
 
 // A binary heap of waiters, the lowest seq (the oldest stream) on top.
@@ -146,4 +139,8 @@ function createOldestFirst(): { push(w: Waiter): void; pop(): Waiter | undefined
       return top;
     },
   };
+}
+
+function tcpSocketOrNone(socket: Socket | null): Socket | undefined {
+  return socket === null ? undefined : tcpSocketOf(socket);
 }
