@@ -49,9 +49,7 @@ const DROPS_PER_TURN = 4096;
 
 /** Runs at most `perTurn` queued tasks per event-loop turn, round-robin between callers. */
 export function createPacer(perTurn: number, logger: Logger = taskwireLogger()): Pacer {
-  if (!Number.isInteger(perTurn) || perTurn < 1) {
-    throw new RangeError(`perTurn must be a whole number >= 1, got ${perTurn}`);
-  }
+  checkPerTurn(perTurn);
   // In round-robin order: a caller served goes to the back (Map keeps insertion order).
   const queues = new Map<string, Fifo<Queued>>();
   let waiting = 0;
@@ -137,9 +135,7 @@ export interface TurnBudget {
  * phase that spent it (a setImmediate scheduled by the first take), so normal traffic never waits.
  */
 export function createTurnBudget(perTurn: number): TurnBudget {
-  if (!Number.isInteger(perTurn) || perTurn < 1) {
-    throw new RangeError(`perTurn must be a whole number >= 1, got ${perTurn}`);
-  }
+  checkPerTurn(perTurn);
   let taken = 0;
   const restart = (): void => {
     taken = 0;
@@ -152,4 +148,10 @@ export function createTurnBudget(perTurn: number): TurnBudget {
       return true;
     },
   };
+}
+
+function checkPerTurn(perTurn: number): void {
+  if (!Number.isInteger(perTurn) || perTurn < 1) {
+    throw new RangeError(`perTurn must be a whole number >= 1, got ${perTurn}`);
+  }
 }

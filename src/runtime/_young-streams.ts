@@ -77,7 +77,7 @@ export function createYoungStreams(o: YoungStreamOptions): YoungStreams {
     setImmediate(turn);
   };
   const graduate = (res: PacedResponse): void => {
-    const socket = tcpSocketOrNone(res.socket);
+    const socket = res.socket === null ? undefined : tcpSocketOf(res.socket);
     if (socket === undefined || graduated.has(socket)) return;
     graduated.add(socket);
     o.graduate?.(socket);
@@ -139,8 +139,4 @@ function createOldestFirst(): { push(w: Waiter): void; pop(): Waiter | undefined
       return top;
     },
   };
-}
-
-function tcpSocketOrNone(socket: Socket | null): Socket | undefined {
-  return socket === null ? undefined : tcpSocketOf(socket);
 }

@@ -153,15 +153,17 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
   const hold = holdCalls(server, holds);
   // The one HTTP/2 server's (plaintext or TLS), once start() has made it.
   let resets: ResetGuard | undefined;
+  // Asked at accept and again by the h2c sniffer (_inner-servers.ts): the guard counts and logs a refusal itself.
+  const refuses = (socket: Socket): boolean => resets?.refuses(socket.remoteAddress ?? "") === true;
   const watch = (h2: Http2Server | Http2SecureServer) => {
-    const guard = resets = guardResets(h2, {
+    resets = guardResets(h2, {
       perSecond: limits.h2MaxResetsPerSecond,
       perAddressPerSecond: limits.h2MaxResetsPerSecondPerAddress,
       onClosed: (limit) => server.refusedConnection(limit),
       onRefused: () => server.refusedConnection("h2-max-resets-per-second-per-address"),
       logger,
     });
-    return (socket: Socket): boolean => guard.refuses(socket.remoteAddress ?? "");
+    return refuses;
   };
   const dispatch = (req: NodeRequest, res: NodeResponse): void => {
     responses.add(res);
@@ -227,7 +229,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
       limits,
       sys,
       logger,
-      refuses: (socket) => resets?.refuses(socket.remoteAddress ?? "") === true,
+      refuses,
     },
     (raw) => capSendBuffer(raw, YOUNG_SEND_BUFFER),
   );
