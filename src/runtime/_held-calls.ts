@@ -12,6 +12,7 @@ import type { Peer } from "../auth/authenticator.ts";
 import { type CallHold, REFUSED_CALL_HEADERS } from "../rpc/held-call.ts";
 import type { Caller, TaskwireServer } from "../server/server.ts";
 import { remoteAddressOf } from "./_tcp-socket.ts";
+import { refuseStream } from "./_h2-end.ts";
 
 /** A request as either of Node's HTTP servers hands it over. */
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -93,7 +94,7 @@ export function holdCalls(
     const held = server.holdCall(caller);
     whenOver(req, res, held.release);
     if (held.flooding) {
-      if ("stream" in req) req.stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+      if ("stream" in req) refuseStream(req.stream, h2constants.NGHTTP2_REFUSED_STREAM);
       else req.socket.destroy();
       return false;
     }
@@ -117,9 +118,10 @@ export function holdCalls(
 
 // Drops a response its client takes nothing of: its HTTP/2 stream reset with ENHANCE_YOUR_CALM (the gRPC spec maps it
 // to RESOURCE_EXHAUSTED; connect-node's clients report INTERNAL), or its HTTP/1.1 connection closed. Both
-// let go of what the response held at once, whatever the peer does; the response's "close" follows.
+// let go of what the response held, whatever the peer does (the stream a turn later, outside nghttp2's read:
+// _h2-end.ts); the response's "close" follows.
 function resetResponse(req: NodeRequest): void {
-  if ("stream" in req) req.stream.close(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  if ("stream" in req) refuseStream(req.stream, h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
   else req.socket.destroy();
 }
 

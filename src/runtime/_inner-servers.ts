@@ -14,6 +14,7 @@ import {
 import type { Socket } from "node:net";
 import type { NodeRequest, NodeResponse } from "./_held-calls.ts";
 import { tcpUnderTls } from "./_tcp-socket.ts";
+import { type EndSession, endSessions } from "./_h2-end.ts";
 import {
   applyHttp1Limits,
   http1Options,
@@ -45,9 +46,11 @@ export type StartConnection = (socket: Socket) => void;
 // gives whether a connection is to be refused before the HTTP/2 server reads its first bytes (and counts it).
 export type WatchSessions = (server: Http2Server | Http2SecureServer) => (socket: Socket) => boolean;
 
-// How the front's connections are served (plaintext or TLS), and what stops that server's timers on close.
+// How the front's connections are served (plaintext or TLS), what ends an HTTP/2 session of it (never
+// session.close(), _h2-end.ts), and what stops that server's timers on close.
 export interface Inner {
   readonly start: StartConnection;
+  readonly endSession: EndSession;
   readonly close: () => void;
 }
 
@@ -60,13 +63,15 @@ export function plaintextStart(
 ): Inner {
   const h1 = createHttp1Server(http1Options(limits), dispatch);
   const h2 = createHttp2Server(http2Options(limits), dispatch);
-  limitHttp2Sessions(h2, limits);
+  const endSession = endSessions(h2);
+  limitHttp2Sessions(h2, limits, endSession);
   const refuses = watch(h2);
   return {
     start: (socket) => {
       track(socket);
       sniff(socket, { h1, h2, firstBytesMs: limits.headerTimeoutMs, refuses });
     },
+    endSession,
     close: trackHttp1Deadlines(h1),
   };
 }
@@ -87,13 +92,15 @@ export function tlsStart(
     handshakeTimeout: limits.headerTimeoutMs,
   }, dispatch);
   applyHttp1Limits(server, limits);
-  limitHttp2Sessions(server, limits, endIdleTlsSessions(server));
+  const endSession = endSessions(server);
+  limitHttp2Sessions(server, limits, endIdleTlsSessions(server, endSession));
   watch(server);
   server.on("secureConnection", track);
   const stopSweep = sweepVanishedTls(server);
   const stopDeadlines = trackHttp1Deadlines(server);
   return {
     start: (socket) => server.emit("connection", socket),
+    endSession,
     close: () => {
       stopSweep();
       stopDeadlines();
@@ -133,10 +140,13 @@ function peerGone(tcp: Socket): boolean {
 // a few at a time, 24-37 of 240 sessions never saw it (their TLS socket still reading, not ended), and closing
 // such a session on the idle timeout never finished (neither did destroy()): their sockets (90-209 after the
 // test's storms) kept their descriptors and places in the connection caps for good, until none were left. So
-// an idle session is closed, and if it has not finished closing after a grace, its TLS socket is destroyed.
+// an idle session is ended (`end`), and if it has not finished closing after a grace, its TLS socket is destroyed.
 // Node creates the session (and emits "session") in its own "secureConnection" listener, registered before
 // the one here that pairs them.
-function endIdleTlsSessions(server: ReturnType<typeof createSecureServer>): (session: Http2Session) => void {
+function endIdleTlsSessions(
+  server: ReturnType<typeof createSecureServer>,
+  end: EndSession,
+): (session: Http2Session) => void {
   const sockets = new WeakMap<Http2Session, Socket>();
   let latest: Http2Session | undefined;
   server.on("session", (session: Http2Session) => void (latest = session));
@@ -145,7 +155,7 @@ function endIdleTlsSessions(server: ReturnType<typeof createSecureServer>): (ses
     latest = undefined;
   });
   return (session) => {
-    session.close();
+    end(session);
     setTimeout(() => {
       if (!session.destroyed) sockets.get(session)?.destroy();
     }, IDLE_CLOSE_GRACE_MS).unref();

@@ -187,8 +187,8 @@ export function http2Options(
 const requestDeadlines = new WeakMap<ServerHttp2Stream, NodeJS.Timeout>();
 
 /**
- * Closes HTTP/2 sessions with no open stream after idleTimeoutMs (a GOAWAY,
- * then the socket), and resets a stream whose request has not arrived whole
+ * Ends HTTP/2 sessions with no open stream after idleTimeoutMs (`endIdle`:
+ * _h2-end.ts, a GOAWAY, then the socket), and resets a stream whose request has not arrived whole
  * within requestTimeoutMs, unless its routing lifted that deadline first
  * (allowLongRequest: client and bidi streams, which legitimately keep
  * sending).
@@ -196,7 +196,7 @@ const requestDeadlines = new WeakMap<ServerHttp2Stream, NodeJS.Timeout>();
 export function limitHttp2Sessions(
   server: Http2Server | Http2SecureServer,
   l: TransportLimits,
-  endIdle: (session: Http2Session) => void = (session) => session.close(),
+  endIdle: (session: Http2Session) => void,
 ): void {
   server.on("session", (session: Http2Session) => {
     let open = 0;

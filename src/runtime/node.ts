@@ -36,6 +36,7 @@ import type { Syscalls } from "../sys/syscalls.ts";
 import { createYoungStreams } from "./_young-streams.ts";
 import { guardResets, type ResetGuard } from "./_reset-guard.ts";
 import { plaintextStart, type StartConnection, type TlsFiles, tlsStart } from "./_inner-servers.ts";
+import type { EndSession } from "./_h2-end.ts";
 import {
   allowLongRequest,
   connectionBudget,
@@ -183,7 +184,7 @@ export async function listenNode(server: TaskwireServer, options: ListenOptions 
     });
     const connection = "stream" in req ? req.stream.session ?? req.socket : req.socket;
     const caller = server.caller(peerOf(req), authorizationOf(req));
-    if (!caller.credentialed) closeAfter(req, res, limits.requestTimeoutMs);
+    if (!caller.credentialed) closeAfter(req, res, { deadlineMs: limits.requestTimeoutMs, end: start.endSession });
     if (!hold(caller, req, res)) return;
     // A session that has just reset a stream is paced like a new connection (rapid reset, _reset-guard.ts): its
     // streams are served a batch per turn, and those it resets while they wait are dropped unrouted.
@@ -266,17 +267,19 @@ function unbuiltRequest(err: unknown): Response {
 // so requests that need none (/healthz, /ui, a refusal) cannot hold connections open for nothing and lock others out.
 // A response the client does not read (an HTTP/2 window of 0, an HTTP/1.1 socket never read) is never done: past
 // `deadlineMs` its stream is cancelled, or its HTTP/1.1 connection closed.
-function closeAfter(req: NodeRequest, res: NodeResponse, deadlineMs: number): void {
+// HTTP/2 sessions are ended by `end` (_h2-end.ts), never session.close(): a client's streams read after that crashed
+// Node 20.
+function closeAfter(req: NodeRequest, res: NodeResponse, o: { deadlineMs: number; end: EndSession }): void {
   const cut = setTimeout(() => {
     if ("stream" in req) req.stream.close(h2constants.NGHTTP2_CANCEL);
     else req.socket.destroy();
-  }, deadlineMs);
+  }, o.deadlineMs);
   cut.unref();
   // The stream's session is taken now: a stream that has ended no longer names it.
   const session = "stream" in req ? req.stream.session : undefined;
   whenOver(req, res, () => {
     clearTimeout(cut);
-    session?.close();
+    if (session !== undefined) o.end(session);
   });
   if (!("stream" in req)) (res as ServerResponse).shouldKeepAlive = false;
 }

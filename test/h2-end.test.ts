@@ -1,0 +1,193 @@
+/**
+ * HTTP/2 sessions ended and streams refused without Node 20's use-after-free (runtime/_h2-end.ts): a GOAWAY queued
+ * while a client's HEADERS were read, and a stream reset from inside that read, made nghttp2 go on over a freed
+ * stream. Clients sending GetInfo requests fast enough to be refused (past the calls a caller may have under way),
+ * or without credentials (each session closed after its answer), crashed `taskwire serve` in most runs of 5 s
+ * ("malloc(): mismatching next->prev_size", or SIGSEGV). The servers here are processes of their own, so that a crash
+ * is an exit code, not the test runner's death.
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { GET_INFO_HEADERS, H2_PREFACE, h2Frame } from "../bench/_h2-frames.ts";
+import { endSessions } from "../src/runtime/_h2-end.ts";
+import { sleep, spawnServer } from "./helpers.ts";
+
+// `clients` h2c connections, each writing `perTick` GetInfo HEADERS (END_STREAM, never reset) every 50 ms for
+// `ms`, reading and dropping what comes back, opened again when closed; prints how many it sent.
+const REQUESTER = `
+import net from "node:net";
+const [port, clients, perTick, ms, preface, headers] = process.argv.slice(1);
+const PREFACE = Buffer.from(preface, "hex"), BLOCK = Buffer.from(headers, "hex");
+let sent = 0, over = false;
+const frame = (id) => {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(BLOCK.length, 0, 3); head[3] = 1; head[4] = 5; head.writeUInt32BE(id, 5);
+  return Buffer.concat([head, BLOCK]);
+};
+const open = () => {
+  if (over) return;
+  let id = 1, timer;
+  const s = net.connect(Number(port), "127.0.0.1", () => {
+    s.write(PREFACE);
+    timer = setInterval(() => {
+      const frames = [];
+      for (let i = 0; i < Number(perTick); i++, id += 2) frames.push(frame(id));
+      s.write(Buffer.concat(frames));
+      sent += frames.length;
+    }, 50);
+  });
+  s.on("error", () => {});
+  s.resume();
+  s.on("close", () => { clearInterval(timer); setImmediate(open); });
+};
+for (let i = 0; i < Number(clients); i++) open();
+setTimeout(() => { over = true; console.log(JSON.stringify({ sent })); process.exit(0); }, Number(ms));
+`;
+
+async function request(url: string, o: { clients: number; perTick: number; ms: number }): Promise<number> {
+  const port = new URL(url).port;
+  const args = [port, o.clients, o.perTick, o.ms, H2_PREFACE.toString("hex"), GET_INFO_HEADERS.toString("hex")];
+  const child = spawn(process.execPath, ["--input-type=module", "-e", REQUESTER, ...args.map(String)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d));
+  await new Promise((r) => child.once("exit", r));
+  return (JSON.parse(out) as { sent: number }).sent;
+}
+
+function serve(extra: string[]) {
+  const args = ["bin/taskwire.js", "serve", "--source", "sim", "--sim-exit-rate", "2000", "--port", "0", ...extra];
+  return spawnServer(process.execPath, args, process.cwd());
+}
+
+async function healthz(url: string): Promise<number> {
+  const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(10_000) });
+  await res.body?.cancel();
+  return res.status;
+}
+
+describe("ending HTTP/2 sessions and refusing streams (Node 20's use-after-free)", () => {
+  it(
+    "survives clients refused for the calls they have under way, and clients whose sessions are closed after each answer",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "taskwire-h2-end-"));
+      // A principal with a token nobody sends: every request comes without credentials (closeAfter ends its session).
+      const tokenFile = join(dir, "auth.json");
+      writeFileSync(
+        tokenFile,
+        JSON.stringify({ principals: { alice: { roles: ["read"] } }, tokens: { ["0".repeat(64)]: "alice" } }),
+      );
+      // Without authentication, and no address ever barred: the refusals alone (REFUSED_STREAM) and the resets
+      // they count towards each connection's limit.
+      const servers = await Promise.all([
+        serve(["--h2-max-resets-per-second-per-address", "2147483647"]),
+        serve(["--token-file", tokenFile]),
+      ]);
+      try {
+        const sent = await Promise.all([
+          request(servers[0]!.url, { clients: 200, perTick: 10, ms: 4000 }),
+          request(servers[1]!.url, { clients: 50, perTick: 5, ms: 4000 }),
+        ]);
+        for (const n of sent) expect(n).toBeGreaterThan(1000);
+        await sleep(1000);
+        for (const s of servers) {
+          expect(s.child.exitCode, "the server process exited (crashed)").toBeNull();
+          expect(s.child.signalCode, "the server process was killed by a signal (crashed)").toBeNull();
+          expect(await healthz(s.url)).toBe(200);
+        }
+      } finally {
+        for (const s of servers) s.child.kill("SIGKILL");
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
+
+  it(
+    "survives clients that send GOAWAY then more HEADERS in one write (Node closes the session from inside that read)",
+    async () => {
+      const server = await serve([]);
+      try {
+        const port = Number(new URL(server.url).port);
+        const goaway = Buffer.alloc(8); // last stream id 0, NO_ERROR
+        const streams = (first: number, n: number) =>
+          Buffer.concat(Array.from({ length: n }, (_, i) => h2Frame(1, 5, first + 2 * i, GET_INFO_HEADERS)));
+        const bytes = Buffer.concat([H2_PREFACE, streams(1, 5), h2Frame(7, 0, 0, goaway), streams(11, 50)]);
+        // A bare Node 20 HTTP/2 server died within 23-39 such connections, taskwire before the fix within 23.
+        for (let i = 0; i < 200 && server.child.exitCode === null && server.child.signalCode === null; i++) {
+          await writeAndDrop(port, bytes);
+        }
+        await sleep(500);
+        expect(server.child.signalCode, "the server process was killed by a signal (crashed)").toBeNull();
+        expect(server.child.exitCode, "the server process exited (crashed)").toBeNull();
+        expect(await healthz(server.url)).toBe(200);
+      } finally {
+        server.child.kill("SIGKILL");
+      }
+    },
+    60_000,
+  );
+
+  it("ends a session with a GOAWAY alone, lets its open streams finish, then closes it (never session.close())", async () => {
+    const server = http2.createServer();
+    const end = endSessions(server);
+    let closedWhileEnding: boolean | undefined;
+    server.on("stream", (stream, headers) => {
+      if (headers[":path"] !== "/slow") {
+        stream.respond({ ":status": 200 });
+        stream.end("ended");
+        return end(stream.session!);
+      }
+      setTimeout(() => {
+        closedWhileEnding = stream.session!.closed; // Node's refusal of new streams comes with `closed`
+        stream.respond({ ":status": 200 });
+        stream.end("slow");
+      }, 300);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const session = http2.connect(`http://127.0.0.1:${(server.address() as { port: number }).port}`);
+      session.on("error", () => {});
+      const goaway = new Promise<[number, number]>((r) => session.once("goaway", (code, last) => r([code, last])));
+      const closed = new Promise<void>((r) => session.once("close", () => r()));
+      const slow = get(session, "/slow");
+      await sleep(50);
+      expect(await get(session, "/end")).toEqual([200, "ended"]);
+      expect(await goaway).toEqual([http2.constants.NGHTTP2_NO_ERROR, 3]);
+      expect(await slow).toEqual([200, "slow"]);
+      expect(closedWhileEnding).toBe(false);
+      await Promise.race([closed, sleep(5000).then(() => Promise.reject(new Error("the session was never closed")))]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+function get(session: http2.ClientHttp2Session, path: string): Promise<[number, string]> {
+  return new Promise((resolve, reject) => {
+    const s = session.request({ ":method": "GET", ":path": path });
+    let status = 0;
+    let body = "";
+    s.on("response", (h) => (status = Number(h[":status"])));
+    s.on("error", reject);
+    s.on("data", (d: Buffer) => (body += d));
+    s.on("end", () => resolve([status, body]));
+  });
+}
+
+// Connects, writes `bytes`, reads and drops the answer for 100 ms, then resets the connection.
+function writeAndDrop(port: number, bytes: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    s.on("error", () => {});
+    s.resume();
+    s.on("close", () => resolve());
+    setTimeout(() => s.destroy(), 100);
+  });
+}
