@@ -6,6 +6,8 @@
  * - `reconnect`: the same, each connection opened again as soon as it is closed.
  * - `first-read`: `clients` connections, each writing the preface and `streams` pairs in one write (one read
  *   server-side), opened again as soon as they are closed.
+ * - `requests`: as `steady`, without the resets (requests that stay open until answered).
+ * - `headers`: as `first-read` without the resets: `streams` GetInfo requests in each connection's first write.
  */
 import { connect, type Socket } from "node:net";
 import { getInfoStreams, H2_PREFACE } from "./_h2-frames.ts";
@@ -22,15 +24,15 @@ function open(): void {
   let id = 1;
   let timer: NodeJS.Timeout | undefined;
   const socket: Socket = connect(Number(port), "127.0.0.1", () => {
-    if (mode === "first-read") {
-      socket.write(Buffer.concat([H2_PREFACE, getInfoStreams(Number(streams), { reset: true })]));
+    if (mode === "first-read" || mode === "headers") {
+      socket.write(Buffer.concat([H2_PREFACE, getInfoStreams(Number(streams), { reset: mode === "first-read" })]));
       sent += Number(streams);
       return;
     }
     socket.write(H2_PREFACE);
     const perTick = Math.max(1, Math.round(Number(streams) / 10));
     timer = setInterval(() => {
-      socket.write(getInfoStreams(perTick, { first: id, reset: true }));
+      socket.write(getInfoStreams(perTick, { first: id, reset: mode !== "requests" }));
       id += 2 * perTick;
       sent += perTick;
     }, 100);
@@ -39,7 +41,7 @@ function open(): void {
   socket.resume(); // read (and drop) what the server sends, or its close is never seen
   socket.on("close", () => {
     clearInterval(timer);
-    if (mode !== "steady") setImmediate(open);
+    if (mode !== "steady" && mode !== "requests") setImmediate(open);
   });
 }
 
