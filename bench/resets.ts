@@ -120,12 +120,21 @@ async function runRow(row: Row): Promise<string[]> {
     const attack = flood ? await flood.finish<{ sent: number; connections: number }>() : undefined;
     const seen = await probing;
     await sleep(2500);
+    const answers = seen.failed === 0
+      ? String(seen.answers)
+      : `${seen.answers}, ${seen.failed} failed (first: ${seen.error})`;
+    const sent = attack ? `${attack.sent.toLocaleString("en")} / ${attack.connections.toLocaleString("en")}` : "-";
+    // A server that died under the attack (another build's, BENCH_RESETS_BIN) is a row of its own, not the end of the run.
+    const died = server.signalCode ?? server.exitCode;
+    if (died !== null) {
+      return [row.label, sent, answers, seen.slowestMs.toFixed(0), `the server died (${died})`, "", "", ""];
+    }
     const m = await metrics(port);
     const closed = (limit: string) => metric(m, `taskwire_connections_refused_total{limit="${limit}"}`);
     return [
       row.label,
-      attack ? `${attack.sent.toLocaleString("en")} / ${attack.connections.toLocaleString("en")}` : "-",
-      seen.failed === 0 ? String(seen.answers) : `${seen.answers}, ${seen.failed} failed (first: ${seen.error})`,
+      sent,
+      answers,
       seen.slowestMs.toFixed(0),
       (metric(m, "nodejs_eventloop_lag_max_seconds") * 1000).toFixed(0),
       String(closed("h2_max_resets_per_second")),
