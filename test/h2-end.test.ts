@@ -7,13 +7,13 @@
  * is an exit code, not the test runner's death.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { GET_INFO_HEADERS, H2_PREFACE, h2Frame } from "../bench/_h2-frames.ts";
+import { GET_INFO_HEADERS, getInfoStreams, H2_PREFACE, h2Frame } from "../bench/_h2-frames.ts";
 import { endSessions } from "../src/runtime/_h2-end.ts";
 import { sleep, spawnServer } from "./helpers.ts";
 
@@ -134,6 +134,32 @@ describe("ending HTTP/2 sessions and refusing streams (Node 20's use-after-free)
     60_000,
   );
 
+  it(
+    "lets go of sessions nghttp2 ended for a protocol error with streams unanswered: their sockets and calls (PING)",
+    async () => {
+      const server = await serve(["--idle-timeout-ms", "1000"]);
+      try {
+        const port = Number(new URL(server.url).port);
+        // DATA on stream 3, closed by its END_STREAM: nghttp2's GOAWAY STREAM_CLOSED, its 60 streams still waiting.
+        const bytes = Buffer.concat([
+          H2_PREFACE,
+          getInfoStreams(60, { reset: false }),
+          h2Frame(0, 0, 3, Buffer.from("x")),
+        ]);
+        const before = sockets(server.child.pid!);
+        for (let i = 0; i < 10; i++) await writeAndDrop(port, bytes);
+        // A PING after 1 s, its grace (5 s): before, each socket was held for good, and its streams counted as
+        // calls under way (600, past the 512 a principal may have: /healthz was refused, 429).
+        await sleep(8000);
+        expect(sockets(server.child.pid!)).toBeLessThanOrEqual(before);
+        expect(await healthz(server.url)).toBe(200);
+      } finally {
+        server.child.kill("SIGKILL");
+      }
+    },
+    30_000,
+  );
+
   it("ends a session with a GOAWAY alone, lets its open streams finish, then closes it (never session.close())", async () => {
     const server = http2.createServer();
     const end = endSessions(server);
@@ -179,6 +205,18 @@ function get(session: http2.ClientHttp2Session, path: string): Promise<[number, 
     s.on("data", (d: Buffer) => (body += d));
     s.on("end", () => resolve([status, body]));
   });
+}
+
+// The sockets `pid` has open (its descriptors that are sockets).
+function sockets(pid: number): number {
+  const dir = `/proc/${pid}/fd`;
+  return readdirSync(dir).filter((fd) => {
+    try {
+      return readlinkSync(join(dir, fd)).startsWith("socket:");
+    } catch {
+      return false;
+    }
+  }).length;
 }
 
 // Connects, writes `bytes`, reads and drops the answer for 100 ms, then resets the connection.
