@@ -173,7 +173,7 @@ export function addServeCommand(program: Command): Command {
     )
     .option(
       "--idle-timeout-ms <ms>",
-      "an HTTP/1.1 connection between requests (plus Node's 1 s grace), or an HTTP/2 one with no stream, is closed after this",
+      "an HTTP/1.1 connection between requests (plus Node's 1 s grace), or an HTTP/2 one with no stream, is closed after this; an HTTP/2 one with streams is pinged this often and closed if it does not answer within as long (Node)",
       int(1, 2 ** 31 - 1),
       TRANSPORT.idleTimeoutMs,
     )
