@@ -7,59 +7,26 @@
  * write. Sessions nghttp2 ends for a protocol error while streams wait are let go by a PING (_transport-limits.ts).
  * The servers here are processes of their own, so that a crash is an exit code, not the test runner's death.
  */
-import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { GET_INFO_HEADERS, getInfoStreams, H2_PREFACE, h2Frame } from "../bench/_h2-frames.ts";
+import { startChild } from "../bench/_child.ts";
 import { endSessions } from "../src/runtime/_h2-end.ts";
 import { sleep, spawnServer } from "./helpers.ts";
 
-// `clients` h2c connections, each writing `perTick` GetInfo HEADERS (END_STREAM, never reset) every 50 ms for
-// `ms`, reading and dropping what comes back, opened again when closed; prints how many it sent.
-const REQUESTER = `
-import net from "node:net";
-const [port, clients, perTick, ms, preface, headers] = process.argv.slice(1);
-const PREFACE = Buffer.from(preface, "hex"), BLOCK = Buffer.from(headers, "hex");
-let sent = 0, over = false;
-const frame = (id) => {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(BLOCK.length, 0, 3); head[3] = 1; head[4] = 5; head.writeUInt32BE(id, 5);
-  return Buffer.concat([head, BLOCK]);
-};
-const open = () => {
-  if (over) return;
-  let id = 1, timer;
-  const s = net.connect(Number(port), "127.0.0.1", () => {
-    s.write(PREFACE);
-    timer = setInterval(() => {
-      const frames = [];
-      for (let i = 0; i < Number(perTick); i++, id += 2) frames.push(frame(id));
-      s.write(Buffer.concat(frames));
-      sent += frames.length;
-    }, 50);
-  });
-  s.on("error", () => {});
-  s.resume();
-  s.on("close", () => { clearInterval(timer); setImmediate(open); });
-};
-for (let i = 0; i < Number(clients); i++) open();
-setTimeout(() => { over = true; console.log(JSON.stringify({ sent })); process.exit(0); }, Number(ms));
-`;
+const root = new URL("..", import.meta.url).pathname;
 
-async function request(url: string, o: { clients: number; perTick: number; ms: number }): Promise<number> {
-  const port = new URL(url).port;
-  const args = [port, o.clients, o.perTick, o.ms, H2_PREFACE.toString("hex"), GET_INFO_HEADERS.toString("hex")];
-  const child = spawn(process.execPath, ["--input-type=module", "-e", REQUESTER, ...args.map(String)], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d));
-  await new Promise((r) => child.once("exit", r));
-  return (JSON.parse(out) as { sent: number }).sent;
+// `clients` h2c connections from another process (bench/_reset-flood.ts), each writing `perSecond` GetInfo HEADERS a
+// second (END_STREAM, never reset) for `seconds`, opened again when closed; how many it sent.
+async function request(url: string, o: { clients: number; perSecond: number; seconds: number }): Promise<number> {
+  const flooder = `${root}dist/bench/_reset-flood.js`;
+  if (!existsSync(flooder)) throw new Error("dist/ is missing: run `npm run build` (npm test does it first)");
+  const args = [new URL(url).port, "requests-reconnect", o.clients, o.perSecond, o.seconds].map(String);
+  return (await (await startChild(new URL(`file://${flooder}`), args)).finish<{ sent: number }>()).sent;
 }
 
 function serve(extra: string[]) {
@@ -104,8 +71,8 @@ describe("ending HTTP/2 sessions and refusing streams (Node 20's use-after-free)
       ]);
       try {
         const sent = await Promise.all([
-          request(servers[0]!.url, { clients: 200, perTick: 10, ms: 4000 }),
-          request(servers[1]!.url, { clients: 50, perTick: 5, ms: 4000 }),
+          request(servers[0]!.url, { clients: 200, perSecond: 200, seconds: 4 }),
+          request(servers[1]!.url, { clients: 50, perSecond: 200, seconds: 4 }),
         ]);
         for (const n of sent) expect(n).toBeGreaterThan(1000);
         await sleep(1000);
