@@ -45,11 +45,13 @@ function writeVarint8(buf: Uint8Array, at: number, v: number): void {
 }
 
 /** n events in one message: one-event responses concatenated are one response with n events (repeated field). */
-function message(templates: Template[], first: number, n: number): Uint8Array {
+function message(templates: Template[], first: number, n: number, probe?: (us: number) => void): Uint8Array {
   const parts: Uint8Array[] = [];
   for (let i = 0; i < n; i++) {
     const t = templates[(first + i) % templates.length]!;
-    writeVarint8(t.bytes, t.at, nowUs());
+    const us = nowUs();
+    writeVarint8(t.bytes, t.at, us);
+    probe?.(us);
     parts.push(t.bytes.slice());
   }
   const body = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
@@ -69,8 +71,16 @@ export interface BareConnect {
   close(): Promise<void>;
 }
 
-/** Starts the server over `records`; each stream gets `perSecond` events a second (while producing) until closed. */
-export async function startBareConnect(records: ExitRecord[], perSecond: number): Promise<BareConnect> {
+/**
+ * Starts the server over `records`; each stream gets `perSecond` events a
+ * second (while producing) until closed. `probe`, if given, is told each
+ * event's stamp.
+ */
+export async function startBareConnect(
+  records: ExitRecord[],
+  perSecond: number,
+  probe?: (us: number) => void,
+): Promise<BareConnect> {
   const templates = records.map(template);
   const opening = envelope(
     toBinary(
@@ -86,7 +96,7 @@ export async function startBareConnect(records: ExitRecord[], perSecond: number)
     let k = 0;
     const stop = everyTick(perSecond, (n) => {
       if (!bare.producing) return;
-      res.write(message(templates, k, n));
+      res.write(message(templates, k, n, probe));
       k += n;
     });
     streams.add(stop);

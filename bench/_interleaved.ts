@@ -10,7 +10,10 @@
  * other rows. Each round starts its processes anew and warms them up (code
  * optimized, heap at its steady size, as a server runs in production), so
  * that no process's luck lasts through every round; their heaps are kept as
- * `taskwire serve` keeps its own.
+ * `taskwire serve` keeps its own. After the warm-up each process makes a
+ * full collection, as the rows one after the other do before each window:
+ * a new process's first old-space collection, of what starting it left,
+ * came 4-5 s into its producing, inside the window.
  */
 import { seeded } from "./_bootstrap.ts";
 import { type LineChild, startLineChild } from "./_child.ts";
@@ -105,8 +108,11 @@ async function freshRound(
         if (over) return started.kill(), undefined as never; // started after the deadline: nobody reads it
         running.push(started);
       }
-      // Warm-up: every process's code optimized and its heap grown to its working size before the window.
+      // Warm-up: every process's code optimized and its heap grown to its working size before the window; then
+      // what starting it left collected, and a turn each again after the collection.
       await takeTurns(running, WARM_UP_MS * kinds.length);
+      await Promise.all(running.map((s) => s.server.ask("collect")));
+      await takeTurns(running, SLICE_MS * kinds.length);
       return await round(running, o.windowMs, o.seed);
     };
     // Its deadline: three times what it should take, plus each process's start.

@@ -4,11 +4,12 @@
  * _latency-server-process.js <kind> <perSecond>` prints "url <url>", then
  * answers each line with a JSON line (bench/_child.ts startLineChild): "on"
  * and "off" (producing or not) with whether it produces, "gc" with its
- * collections since the last "gc". Its heap is kept as `taskwire serve`
- * keeps its own. It exits when stdin closes.
+ * collections since the last "gc", "collect" after a full collection. Its
+ * heap is kept as `taskwire serve` keeps its own. It exits when stdin
+ * closes.
  */
 import { createInterface } from "node:readline";
-import { keepBenchHeapHeadroom, watchGc } from "./_heap.ts";
+import { collectGarbage, keepBenchHeapHeadroom, watchGc } from "./_heap.ts";
 import { LATENCY_SERVER_KINDS, type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { sampleRecords } from "./_shared.ts";
 
@@ -30,6 +31,7 @@ const commands: Record<string, () => object> = {
     gcs = watchGc();
     return tally;
   },
+  collect: () => (collectGarbage(), { collected: true }),
 };
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {

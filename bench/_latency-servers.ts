@@ -29,20 +29,27 @@ export interface LatencyServer {
   close(): Promise<void>;
 }
 
-/** Starts a server of `kind` at `perSecond` (the records are the bare server's and the prebuilt one's). */
+/** Told each clock value (µs) an event is stamped with, as it is stamped (bench/server-path.ts). */
+export type StampProbe = (us: number) => void;
+
+/**
+ * Starts a server of `kind` at `perSecond` (the records are the bare server's
+ * and the prebuilt one's); `probe`, if given, is told each stamp.
+ */
 export async function startLatencyServer(
   kind: LatencyServerKind,
   perSecond: number,
   records: ExitRecord[],
+  probe?: StampProbe,
 ): Promise<LatencyServer> {
   if (kind === "bare-connect") {
-    const bare = await startBareConnect(records, perSecond);
+    const bare = await startBareConnect(records, perSecond, probe);
     bare.producing = false;
     return bare;
   }
   const source = createSimSource({ cpus: 8, exitRate: 0, seed: 9 }) as SimSource;
   const listening = await listenNode(createServer({ source, ...OBSERVABILITY }), { port: 0 });
-  const produce = kind === "taskwire" ? simProducer(source) : prebuiltProducer(source, records);
+  const produce = kind === "taskwire" ? simProducer(source, probe) : prebuiltProducer(source, records, probe);
   const server: LatencyServer = {
     url: listening.url,
     producing: false,
@@ -57,29 +64,43 @@ export async function startLatencyServer(
 
 // The sim makes each record in the server's process, stamped with the producer's clock (µs) in ac_btime64 as it
 // enters the listener table (in its stats vector: the sim's records are encoded from that).
-function simProducer(source: SimSource): (n: number) => void {
+function simProducer(source: SimSource, probe: StampProbe | undefined): (n: number) => void {
   const deliver = source.kernel.onRecord!;
   source.kernel.onRecord = (r) => {
-    if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = nowUs();
-    else r.pidStats.acBtime64 = BigInt(nowUs());
+    const us = nowUs();
+    if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = us;
+    else r.pidStats.acBtime64 = BigInt(us);
+    probe?.(us);
     deliver(r);
   };
   return (n) => source.kernel.exitNow(n);
 }
 
 // Copies of records made ahead, stamped as they enter: the work of making each record, which the kernel does in
-// production, is not in the server's process.
-function prebuiltProducer(source: SimSource, records: ExitRecord[]): (n: number) => void {
+// production, is not in the server's process. A tick's copies are all made before the first enters, as the sim's
+// exits are (sim-kernel.ts HANDOFF_RECORDS) and the netlink source's records come: no record waits while the next
+// ones are copied.
+function prebuiltProducer(
+  source: SimSource,
+  records: ExitRecord[],
+  probe: StampProbe | undefined,
+): (n: number) => void {
   let k = 0;
   return (n) => {
     const deliver = source.kernel.onRecord!; // the listener table's, once a stream's listener watches its CPUs
-    for (let i = 0; i < n; i++) deliver(stamped(records[k++ % records.length]!));
+    const made: ExitRecord[] = [];
+    for (let i = 0; i < n; i++) made.push(copied(records[k++ % records.length]!));
+    for (const r of made) {
+      const us = nowUs();
+      r.pidVector!.values[SLOT.acBtime64] = us;
+      probe?.(us);
+      deliver(r);
+    }
   };
 }
 
-function stamped(r: ExitRecord): ExitRecord {
+function copied(r: ExitRecord): ExitRecord {
   const pidVector = copyStatsVector(r.pidVector!);
-  pidVector.values[SLOT.acBtime64] = nowUs();
   const tgidVector = r.tgidVector === undefined ? undefined : copyStatsVector(r.tgidVector);
   return vectorRecord({ ...r, receivedAtMs: Date.now(), pidVector, tgidVector });
 }

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [name]`: prints each benchmark's tables (names: dispatch,
- * e2e, latency, netlink, auth, observability, fleet, accounting, resets). Figures are measured in one run beside their baselines,
+ * e2e, latency, server-path, netlink, auth, observability, fleet, accounting, resets). Figures are measured in one run beside their baselines,
  * since absolute times wander on shared machines.
  */
 import { benchAccounting, benchSettle } from "./accounting.ts";
@@ -13,6 +13,7 @@ import { benchNetlinkIngest } from "./netlink-ingest.ts";
 import { benchNetlinkSteady } from "./netlink-steady.ts";
 import { benchObservability } from "./observability.ts";
 import { benchResets } from "./resets.ts";
+import { benchServerPath } from "./server-path.ts";
 import { keepBenchHeapHeadroom } from "./_heap.ts";
 
 type Tables = [title: string, rows: string[][]][];
@@ -37,6 +38,17 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
       await benchLatency({
         rounds: Number(process.env["BENCH_ROUNDS"] ?? 3),
         windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 2000),
+      }),
+    ]],
+  ],
+  [
+    "server-path",
+    async () => [[
+      "server path: a write's earliest stamp -> the write on the client's socket, inside the server's process",
+      await benchServerPath({
+        rounds: Number(process.env["BENCH_ROUNDS"] ?? 4),
+        windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 3000),
+        perSecond: Number(process.env["BENCH_RATE"] ?? 10_000),
       }),
     ]],
   ],

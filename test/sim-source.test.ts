@@ -5,7 +5,7 @@ import type { TaskStats } from "../src/gen/taskwire/kernel/v1/taskstats_pb.ts";
 import { AcFlag } from "../src/kernel/taskstats.ts";
 import { PidTable } from "../src/sources/sim/_pid-table.ts";
 import { createPrng } from "../src/sources/sim/_prng.ts";
-import { createSimKernel, type SimKernel } from "../src/sources/sim/sim-kernel.ts";
+import { createSimKernel, HANDOFF_RECORDS, type SimKernel } from "../src/sources/sim/sim-kernel.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { eventually } from "./helpers.ts";
 import { sourceContract } from "./source-contract.ts";
@@ -168,6 +168,51 @@ describe("sim kernel", () => {
         expect(/-w\d+$/.test(r.pidStats.acComm ?? "")).toBe(r.pid !== r.tgid);
       }
     }
+  });
+
+  it("hands a call's records on once its exits are made, at most HANDOFF_RECORDS at a time, in order", () => {
+    const k = createSimKernel({ cpus: 2, exitRate: 0, seed: 13 });
+    const madeAtEach: number[] = [];
+    const rs: ExitRecord[] = [];
+    k.onRecord = (r) => (madeAtEach.push(k.records), rs.push(r));
+    k.watch([0, 1], true);
+    k.exitNow(10);
+    // The netlink source's records reach the listener table already made, a batch at a time: so do these.
+    expect(madeAtEach).toEqual(Array(10).fill(10));
+    madeAtEach.length = 0;
+    k.exitNow(HANDOFF_RECORDS + 5);
+    expect(madeAtEach.slice(0, HANDOFF_RECORDS)).toEqual(Array(HANDOFF_RECORDS).fill(10 + HANDOFF_RECORDS));
+    expect(madeAtEach.slice(HANDOFF_RECORDS)).toEqual(Array(5).fill(10 + HANDOFF_RECORDS + 5));
+    for (const cpu of [0, 1]) {
+      const seqs = rs.filter((r) => r.cpu === cpu).map((r) => r.cpuSeq);
+      expect(seqs).toEqual([...seqs.keys()]);
+    }
+  });
+
+  it("hands on every record past one onRecord throws for, and throws the first error after", () => {
+    const k = createSimKernel({ cpus: 1, exitRate: 0, seed: 14 });
+    const rs: ExitRecord[] = [];
+    k.onRecord = (r) => {
+      rs.push(r);
+      if (rs.length === 3 || rs.length === 5) throw new Error(`sink failed at ${rs.length}`);
+    };
+    k.watch([0], true);
+    expect(() => k.exitNow(8)).toThrow("sink failed at 3");
+    expect(rs.map((r) => r.cpuSeq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    k.exitNow(2); // nothing was left behind to hand on twice
+    expect(rs.map((r) => r.cpuSeq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it("hands on the exits a call from inside onRecord makes behind the ones before them", () => {
+    const k = createSimKernel({ cpus: 1, exitRate: 0, seed: 15 });
+    const rs: ExitRecord[] = [];
+    k.onRecord = (r) => {
+      rs.push(r);
+      if (rs.length === 2) k.exitNow(3);
+    };
+    k.watch([0], true);
+    k.exitNow(4);
+    expect(rs.map((r) => r.cpuSeq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
   });
 
   it("an exited task is gone", () => {

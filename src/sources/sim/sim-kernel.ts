@@ -63,7 +63,11 @@ export interface SimKernel {
    * advance). Undefined: virtual time moves only through advanceTo().
    */
   clockNs: (() => number) | undefined;
-  /** Where records for watched CPUs go. */
+  /**
+   * Where records for watched CPUs go: those of one advanceTo() or exitNow()
+   * once all its exits are made (HANDOFF_RECORDS at a time at most), in the
+   * order they were made.
+   */
   onRecord: ((record: ExitRecord) => void) | undefined;
   /** Marks CPUs as having listeners; only they get records built. */
   watch(cpus: readonly number[], on: boolean): void;
@@ -85,6 +89,18 @@ const MAX_POPULATION = 1_048_576;
  * still answered; at 10^8 it never got as far as listening.
  */
 export const MAX_SIM_EXIT_RATE = 1_000_000;
+
+/**
+ * Most records made before they are handed to onRecord. The kernel builds
+ * each record in the exiting task's context (taskstats_exit()) and queues it
+ * on the listener's socket, and the netlink source hands what its reader
+ * took to the listener table in batches: no record waits there while the
+ * next ones are made. Handing each one on as it was made put the making of
+ * the rest of a tick's exits between a record's arrival and its stream's
+ * write. Bounded, so that a stalled loop catching up at a high rate does not
+ * hold its whole backlog at once.
+ */
+export const HANDOFF_RECORDS = 256;
 
 /** Creates a simulated kernel. */
 export function createSimKernel(options: SimKernelOptions): SimKernel {
@@ -128,6 +144,9 @@ class _SimKernel implements SimKernel {
   readonly #freeProcs: Process[] = [];
   /** Worker threads' comms by process comm and number, made once (a process comm is one of COMMS). */
   readonly #threadComms = new Map<string, string[]>();
+  /** Records made and not yet handed to onRecord. */
+  readonly #made: ExitRecord[] = [];
+  #handingOff = false;
 
   constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
     this.cpus = o.cpus;
@@ -156,6 +175,7 @@ class _SimKernel implements SimKernel {
       this.#exitOne();
       this.#nextExit += this.#rng.exp(this.#meanGapNs);
     }
+    this.#handOff();
     this.#setNow(Math.max(this.#ctx.nowNs, ns));
   }
 
@@ -170,6 +190,7 @@ class _SimKernel implements SimKernel {
       this.#setNow(this.#ctx.nowNs + 1000);
       this.#exitOne();
     }
+    this.#handOff();
     if (this.#nextExit < this.#ctx.nowNs) this.#nextExit = this.#ctx.nowNs + this.#rng.exp(this.#meanGapNs);
   }
 
@@ -240,7 +261,30 @@ class _SimKernel implements SimKernel {
     const tgidVector = groupDead && t.proc.stats !== undefined ? copyStatsVector(t.proc.stats) : undefined;
     this.records++;
     const receivedAtMs = this.#ctx.epochMs + this.#ctx.nowNs / 1e6; // the exit's virtual time, as ac_btime is
-    this.onRecord?.(vectorRecord({ cpu, cpuSeq, receivedAtMs, pid: t.pid, tgid: t.proc.tgid, pidVector, tgidVector }));
+    this.#made.push(vectorRecord({ cpu, cpuSeq, receivedAtMs, pid: t.pid, tgid: t.proc.tgid, pidVector, tgidVector }));
+    if (this.#made.length >= HANDOFF_RECORDS) this.#handOff();
+  }
+
+  // Every record made goes to onRecord, in order, even past one that throws (the first error is thrown after). A
+  // record made by a call from inside onRecord joins the list being handed off, behind the ones before it.
+  #handOff(): void {
+    if (this.#handingOff) return;
+    this.#handingOff = true;
+    const made = this.#made;
+    let failed: { error: unknown } | undefined;
+    try {
+      for (let i = 0; i < made.length; i++) {
+        try {
+          this.onRecord?.(made[i]!);
+        } catch (error) {
+          failed ??= { error };
+        }
+      }
+    } finally {
+      made.length = 0;
+      this.#handingOff = false;
+    }
+    if (failed !== undefined) throw failed.error;
   }
 
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).
