@@ -215,6 +215,57 @@ describe("sim kernel", () => {
     expect(rs.map((r) => r.cpuSeq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
   });
 
+  it("a throwing onRecord stops neither the call's exits nor its bookkeeping", () => {
+    const n = 2 * HANDOFF_RECORDS + 10;
+    const k = createSimKernel({ cpus: 1, exitRate: 1_000_000, seed: 16 });
+    const rs: ExitRecord[] = [];
+    k.onRecord = (r) => {
+      rs.push(r);
+      if (rs.length === 1 || rs.length === HANDOFF_RECORDS) throw new Error(`sink failed at ${rs.length}`);
+    };
+    k.watch([0], true);
+    expect(() => k.exitNow(n)).toThrow("sink failed at 1");
+    expect([k.records, rs.length]).toEqual([n, n]); // not cut short at the first hand-off
+    // Virtual time did not go back: nextExit was moved past the exits exitNow() made before the throw came out.
+    k.advanceTo(k.nowNs + 1e6);
+    expect(rs.length).toBeGreaterThan(n);
+    const times = rs.map((r) => r.receivedAtMs);
+    expect(times.filter((t, i) => i > 0 && t < times[i - 1]!)).toEqual([]);
+  });
+
+  it("hands records on between exits, never from inside one (its replacement not yet forked)", () => {
+    const k = createSimKernel({ cpus: 1, exitRate: 1_000_000, seed: 16, population: 64 });
+    const live: number[] = [];
+    k.onRecord = () => live.push(k.liveThreads);
+    k.watch([0], true);
+    k.exitNow(2 * HANDOFF_RECORDS + 10);
+    k.advanceTo(k.nowNs + 2e6);
+    expect(live.length).toBeGreaterThan(4 * HANDOFF_RECORDS);
+    expect(Math.min(...live)).toBe(64);
+  });
+
+  it("a throwing onRecord changes nothing the kernel does: the same seed makes the same exits", () => {
+    const [quiet, failing] = [
+      createSimKernel({ cpus: 2, exitRate: 100_000, seed: 17 }),
+      createSimKernel({ cpus: 2, exitRate: 100_000, seed: 17 }),
+    ];
+    const want = collect(quiet);
+    const got: ExitRecord[] = [];
+    failing.onRecord = (r) => {
+      got.push(r);
+      if (got.length % 100 === 0) throw new Error("sink failed");
+    };
+    failing.watch([0, 1], true);
+    for (const ns of [5e6, 1e7, 2e7]) {
+      quiet.advanceTo(ns);
+      expect(() => failing.advanceTo(ns)).toThrow("sink failed");
+      expect(failing.nowNs).toBe(ns);
+    }
+    expect(got.length).toBeGreaterThan(2 * HANDOFF_RECORDS);
+    expect(strip(got)).toEqual(strip(want));
+    expect(failing.livePids()).toEqual(quiet.livePids());
+  });
+
   it("an exited task is gone", () => {
     const k = createSimKernel({ cpus: 2, exitRate: 0, seed: 9 });
     const rs = collect(k);

@@ -64,9 +64,13 @@ export interface SimKernel {
    */
   clockNs: (() => number) | undefined;
   /**
-   * Where records for watched CPUs go: those of one advanceTo() or exitNow()
-   * once all its exits are made (HANDOFF_RECORDS at a time at most), in the
-   * order they were made.
+   * Where records for watched CPUs go: those of one call (advanceTo(),
+   * exitNow(), or the catch-up of getPid() and getTgid()) once its exits are
+   * made, HANDOFF_RECORDS at a time at most, in the order they were made. A
+   * throw stops neither the call's other exits nor their hand-off: the call
+   * throws the first error at its end. A call made from inside onRecord
+   * returns before its records are handed on: they follow the ones being
+   * handed on, all of them held until then.
    */
   onRecord: ((record: ExitRecord) => void) | undefined;
   /** Marks CPUs as having listeners; only they get records built. */
@@ -94,11 +98,13 @@ export const MAX_SIM_EXIT_RATE = 1_000_000;
  * Most records made before they are handed to onRecord. The kernel builds
  * each record in the exiting task's context (taskstats_exit()) and queues it
  * on the listener's socket, and the netlink source hands what its reader
- * took to the listener table in batches: no record waits there while the
- * next ones are made. Handing each one on as it was made put the making of
- * the rest of a tick's exits between a record's arrival and its stream's
- * write. Bounded, so that a stalled loop catching up at a high rate does not
- * hold its whole backlog at once.
+ * took to the listener table in batches: a record arrives already made, and
+ * the making of the ones after it is not the server's work. Handing each one
+ * on as it was made put the making of the rest of a wake's exits after a
+ * record's arrival (where the latency benches stamp it). Streams write once
+ * the wake is over either way: the time from an exit falling due to its
+ * write is the same. Bounded, so that a stalled loop catching up at a high
+ * rate does not hold its whole backlog at once.
  */
 export const HANDOFF_RECORDS = 256;
 
@@ -147,6 +153,8 @@ class _SimKernel implements SimKernel {
   /** Records made and not yet handed to onRecord. */
   readonly #made: ExitRecord[] = [];
   #handingOff = false;
+  /** The first error onRecord threw in the call under way. */
+  #failed: { error: unknown } | undefined;
 
   constructor(o: Required<Pick<SimKernelOptions, "population">> & SimKernelOptions) {
     this.cpus = o.cpus;
@@ -170,12 +178,18 @@ class _SimKernel implements SimKernel {
   }
 
   advanceTo(ns: number): void {
+    this.#advance(ns);
+    this.#handOff();
+    this.#throwFailed();
+  }
+
+  #advance(ns: number): void {
     while (this.#nextExit <= ns) {
       this.#setNow(this.#nextExit);
       this.#exitOne();
       this.#nextExit += this.#rng.exp(this.#meanGapNs);
+      this.#handOffFull();
     }
-    this.#handOff();
     this.#setNow(Math.max(this.#ctx.nowNs, ns));
   }
 
@@ -185,13 +199,15 @@ class _SimKernel implements SimKernel {
   }
 
   exitNow(n: number): void {
-    this.#catchUp();
+    if (this.clockNs !== undefined) this.#advance(this.clockNs());
     for (let i = 0; i < n; i++) {
       this.#setNow(this.#ctx.nowNs + 1000);
       this.#exitOne();
+      this.#handOffFull();
     }
-    this.#handOff();
     if (this.#nextExit < this.#ctx.nowNs) this.#nextExit = this.#ctx.nowNs + this.#rng.exp(this.#meanGapNs);
+    this.#handOff();
+    this.#throwFailed();
   }
 
   watch(cpus: readonly number[], on: boolean): void {
@@ -262,29 +278,38 @@ class _SimKernel implements SimKernel {
     this.records++;
     const receivedAtMs = this.#ctx.epochMs + this.#ctx.nowNs / 1e6; // the exit's virtual time, as ac_btime is
     this.#made.push(vectorRecord({ cpu, cpuSeq, receivedAtMs, pid: t.pid, tgid: t.proc.tgid, pidVector, tgidVector }));
+  }
+
+  // Between exits, never inside one: onRecord then sees a whole kernel (the exiting task's replacement forked).
+  #handOffFull(): void {
     if (this.#made.length >= HANDOFF_RECORDS) this.#handOff();
   }
 
-  // Every record made goes to onRecord, in order, even past one that throws (the first error is thrown after). A
-  // record made by a call from inside onRecord joins the list being handed off, behind the ones before it.
+  // Every record made goes to onRecord, in order, even past one that throws: the first error is kept for the end of
+  // the call (#throwFailed), so that a throw stops neither the call's other exits nor its bookkeeping (a throw out of
+  // exitNow() before it moved nextExit past nowNs took virtual time backwards on the next advanceTo()). A record made
+  // by a call from inside onRecord joins the list being handed off, behind the ones before it.
   #handOff(): void {
     if (this.#handingOff) return;
     this.#handingOff = true;
     const made = this.#made;
-    let failed: { error: unknown } | undefined;
-    try {
-      for (let i = 0; i < made.length; i++) {
-        try {
-          this.onRecord?.(made[i]!);
-        } catch (error) {
-          failed ??= { error };
-        }
+    for (let i = 0; i < made.length; i++) {
+      try {
+        this.onRecord?.(made[i]!);
+      } catch (error) {
+        this.#failed ??= { error };
       }
-    } finally {
-      made.length = 0;
-      this.#handingOff = false;
     }
-    if (failed !== undefined) throw failed.error;
+    made.length = 0;
+    this.#handingOff = false;
+  }
+
+  // The first error onRecord threw during the call now ending; a call from inside onRecord leaves it to the outer one.
+  #throwFailed(): void {
+    const failed = this.#failed;
+    if (failed === undefined || this.#handingOff) return;
+    this.#failed = undefined;
+    throw failed.error;
   }
 
   // A group leader outlives its other threads here (the kernel keeps it as a zombie until they go).
