@@ -8,14 +8,16 @@
  * the part that is the server's own, without the client's variance, so that
  * a change on taskwire's path shows here in one run. The servers take turns
  * in rounds (each with a full collection first, and a one-second warm-up
- * that is not counted), each read by an SDK client in a process of its own.
+ * that is not counted), each read by an SDK client in a process of its own
+ * over the SDK's default transport (Connect over HTTP/1.1, whose writes reach
+ * the socket's _write/_writev; the stream is the connection's only traffic).
  */
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import type { Socket } from "node:net";
 import { nowUs } from "./_clock.ts";
 import { collectGarbage } from "./_heap.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
-import { realtimeSelf, sampleRecords, sleep, startCounter, within } from "./_shared.ts";
+import { type Counter, realtimeSelf, sampleRecords, sleep, startCounter, within } from "./_shared.ts";
 
 /** How the rounds run. */
 export interface ServerPathOptions {
@@ -82,8 +84,9 @@ async function oneWindow(
     if (socket.localPort === port) timeWrites(socket, written);
   };
   subscribe("net.server.socket", onSocket);
-  const client = await startCounter(server.url, 1, "read", realtime ? { realtime: REALTIME } : {});
+  let client: Counter | undefined;
   try {
+    client = await startCounter(server.url, 1, "read", realtime ? { realtime: REALTIME } : {});
     server.producing = true;
     await sleep(1000);
     measuring = true;
@@ -92,7 +95,7 @@ async function oneWindow(
     return out;
   } finally {
     server.producing = false;
-    client.stop();
+    client?.stop();
     unsubscribe("net.server.socket", onSocket);
     await server.close();
   }
