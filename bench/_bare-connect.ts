@@ -12,7 +12,7 @@ import { SubscribeExitsResponseSchema } from "../src/gen/taskwire/v1/taskstats_p
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { toExitEvent } from "../src/rpc/convert.ts";
 import { envelope } from "./_ceiling.ts";
-import { everyTick, nowUs } from "./_clock.ts";
+import { everyTick, nowUs, type StampProbe } from "./_clock.ts";
 
 /** One event as a whole one-event response, and where its ac_btime64 varint starts. */
 interface Template {
@@ -45,7 +45,7 @@ function writeVarint8(buf: Uint8Array, at: number, v: number): void {
 }
 
 /** n events in one message: one-event responses concatenated are one response with n events (repeated field). */
-function message(templates: Template[], first: number, n: number, probe?: (us: number) => void): Uint8Array {
+function message(templates: Template[], first: number, n: number, probe?: StampProbe): Uint8Array {
   const parts: Uint8Array[] = [];
   for (let i = 0; i < n; i++) {
     const t = templates[(first + i) % templates.length]!;
@@ -79,7 +79,7 @@ export interface BareConnect {
 export async function startBareConnect(
   records: ExitRecord[],
   perSecond: number,
-  probe?: (us: number) => void,
+  probe?: StampProbe,
 ): Promise<BareConnect> {
   const templates = records.map(template);
   const opening = envelope(

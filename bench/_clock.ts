@@ -4,6 +4,9 @@
  * paces events the same way.
  */
 
+/** Told each clock value (µs) an event is stamped with, as it is stamped (bench/server-path.ts). */
+export type StampProbe = (us: number) => void;
+
 /** Wall-clock microseconds, comparable across processes on one machine. */
 export function nowUs(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000);

@@ -12,7 +12,7 @@ import { listenNode } from "../src/runtime/node.ts";
 import { createServer } from "../src/server/server.ts";
 import { createSimSource, type SimSource } from "../src/sources/sim/sim-source.ts";
 import { startBareConnect } from "./_bare-connect.ts";
-import { everyTick, nowUs } from "./_clock.ts";
+import { everyTick, nowUs, type StampProbe } from "./_clock.ts";
 import { OBSERVABILITY } from "./_shared.ts";
 
 /** Which server: the bare Connect baseline, taskwire (sim in its process), or taskwire fed records made ahead. */
@@ -28,9 +28,6 @@ export interface LatencyServer {
   producing: boolean;
   close(): Promise<void>;
 }
-
-/** Told each clock value (µs) an event is stamped with, as it is stamped (bench/server-path.ts). */
-export type StampProbe = (us: number) => void;
 
 /**
  * Starts a server of `kind` at `perSecond` (the records are the bare server's
@@ -67,10 +64,7 @@ export async function startLatencyServer(
 function simProducer(source: SimSource, probe: StampProbe | undefined): (n: number) => void {
   const deliver = source.kernel.onRecord!;
   source.kernel.onRecord = (r) => {
-    const us = nowUs();
-    if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = us;
-    else r.pidStats.acBtime64 = BigInt(us);
-    probe?.(us);
+    stamp(r, probe);
     deliver(r);
   };
   return (n) => source.kernel.exitNow(n);
@@ -91,12 +85,18 @@ function prebuiltProducer(
     const made: ExitRecord[] = [];
     for (let i = 0; i < n; i++) made.push(copied(records[k++ % records.length]!));
     for (const r of made) {
-      const us = nowUs();
-      r.pidVector!.values[SLOT.acBtime64] = us;
-      probe?.(us);
+      stamp(r, probe);
       deliver(r);
     }
   };
+}
+
+// The clock now (µs) in the record's ac_btime64 (its stats vector's, where it has one: records are encoded from that).
+function stamp(r: ExitRecord, probe: StampProbe | undefined): void {
+  const us = nowUs();
+  if (r.pidVector !== undefined) r.pidVector.values[SLOT.acBtime64] = us;
+  else r.pidStats.acBtime64 = BigInt(us);
+  probe?.(us);
 }
 
 function copied(r: ExitRecord): ExitRecord {

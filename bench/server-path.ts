@@ -14,6 +14,7 @@
  */
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import type { Socket } from "node:net";
+import { quantileOf } from "./_bootstrap.ts";
 import { nowUs } from "./_clock.ts";
 import { collectGarbage } from "./_heap.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
@@ -53,7 +54,7 @@ export async function benchServerPath(o: ServerPathOptions): Promise<string[][]>
           `server-path ${kind}`,
         );
         samples.get(kind)!.push(...got);
-        roundP99.get(kind)!.push(quantile(got, 0.99));
+        roundP99.get(kind)!.push(quantileOf(sorted(got), 0.99));
       }
     }
   } finally {
@@ -116,11 +117,7 @@ function timeWrites(socket: Socket, written: () => void): void {
   };
 }
 
-function quantile(xs: number[], q: number): number {
-  if (xs.length === 0) return NaN;
-  const sorted = Float64Array.from(xs).sort();
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
+const sorted = (xs: number[]): Float64Array => Float64Array.from(xs).sort();
 
 function table(
   samples: Map<LatencyServerKind, number[]>,
@@ -128,8 +125,8 @@ function table(
   realtime: boolean,
   o: ServerPathOptions,
 ): string[][] {
-  const base = samples.get("bare-connect")!;
-  const [b50, b99] = [quantile(base, 0.5), quantile(base, 0.99)];
+  const base = sorted(samples.get("bare-connect")!);
+  const [b50, b99] = [quantileOf(base, 0.5), quantileOf(base, 0.99)];
   const rows = [[
     "server",
     "writes",
@@ -141,15 +138,15 @@ function table(
     "p50 / p99 vs the baseline (excess, us)",
   ]];
   for (const [kind, what] of KINDS) {
-    const xs = samples.get(kind)!, p99s = roundP99.get(kind)!;
-    const [p50, p99] = [quantile(xs, 0.5), quantile(xs, 0.99)];
+    const xs = sorted(samples.get(kind)!), p99s = roundP99.get(kind)!;
+    const [p50, p99] = [quantileOf(xs, 0.5), quantileOf(xs, 0.99)];
     rows.push([
       what,
       String(xs.length),
       p50.toFixed(0),
-      quantile(xs, 0.9).toFixed(0),
+      quantileOf(xs, 0.9).toFixed(0),
       p99.toFixed(0),
-      quantile(xs, 0.999).toFixed(0),
+      quantileOf(xs, 0.999).toFixed(0),
       `${Math.min(...p99s).toFixed(0)}-${Math.max(...p99s).toFixed(0)}`,
       kind === "bare-connect"
         ? ""
