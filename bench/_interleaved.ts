@@ -34,8 +34,15 @@ import {
 /** A turn: one server produces, the others are quiet. */
 export const SLICE_MS = 100;
 
-/** Each server's production before the first round. */
-const WARM_UP_MS = 3000;
+/**
+ * Each server's production before the first round, and before each window
+ * of the rows one after the other (latency.ts): long enough for V8 to have
+ * optimized the servers' code. With 1 s there, as until the fortieth
+ * session, TurboFan still compiled 15-25 functions of the servers' path in
+ * each of taskwire's 2 s windows (node --trace-opt), 2-26 ms each on V8's
+ * helper threads; after 3 s, 1 or none from the second round on.
+ */
+export const WARM_UP_MS = 3000;
 
 /** One server's events over a round, the host's steal over the round (%), and the server process's collections. */
 export interface ServerWindow {

@@ -6,6 +6,7 @@
  */
 import { cutBlocks, mergeBlocks, quantileOf, ratioInterval } from "./_bootstrap.ts";
 import type { GcTally } from "./_heap.ts";
+import type { TracedWindow } from "./_sched-trace.ts";
 import { SLICE_MS } from "./_interleaved.ts";
 
 /** The streams issue's absolute target: p99 under this many ms. */
@@ -19,6 +20,8 @@ export interface Window {
   latencies: number[];
   steal: number | undefined;
   gc: GcTally;
+  /** The window's sched trace and events, when traced (BENCH_SCHED_TRACE=1). */
+  traced?: TracedWindow;
 }
 
 /** The `p`th percentile of `sorted` (nearest rank). */

@@ -37,7 +37,14 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 
 /** A client process, answering "mark" with what it has counted (and its latencies since the last mark). */
 export interface Counter {
-  mark(): Promise<{ events: number; cpuUs: number; latencies: number[] }>;
+  /** Its process id (taskset, nice, chrt and prlimit exec it: node's own). */
+  readonly pid: number;
+  /**
+   * Its count, CPU time and, in latency mode, each event's latency since the
+   * last mark (µs), with each event's arrival (nowUs()) when started with
+   * BENCH_ARRIVALS=1.
+   */
+  mark(): Promise<{ events: number; cpuUs: number; latencies: number[]; arrivals?: number[] }>;
   stop(): void;
   /** Ends it at once (SIGKILL): for a round that failed, whose processes may not be listening. */
   kill(): void;
@@ -98,7 +105,12 @@ export async function startCounter(
     const refused = /: failed (.*)$/.exec((err as Error).message)?.[1];
     throw refused === undefined ? err : new Error(`a ${mode} stream was refused: ${refused}`);
   }
-  return { mark: () => child.ask("mark"), stop: () => void child.end(), kill: () => void child.proc.kill("SIGKILL") };
+  return {
+    pid: child.proc.pid!,
+    mark: () => child.ask("mark"),
+    stop: () => void child.end(),
+    kill: () => void child.proc.kill("SIGKILL"),
+  };
 }
 
 /**

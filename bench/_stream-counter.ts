@@ -25,6 +25,8 @@ const ctl = new AbortController();
 let events = 0;
 let opened = 0;
 const latencies: number[] = [];
+// BENCH_ARRIVALS=1: each event's arrival too, so that a trace can place it (latency.ts, BENCH_SCHED_TRACE).
+const arrivals: number[] | undefined = process.env["BENCH_ARRIVALS"] === "1" ? [] : undefined;
 
 async function one(): Promise<void> {
   const it = client.subscribeExits({ cpumask, buffer: Number(process.env["BENCH_BUFFER"] ?? 0) }, {
@@ -39,7 +41,9 @@ async function one(): Promise<void> {
     if (mode === "latency") {
       const now = nowUs();
       for (const e of r.value.events) {
-        if (e.event.case === "exit") latencies.push(now - Number(e.event.value.pidStats!.acBtime64));
+        if (e.event.case !== "exit") continue;
+        latencies.push(now - Number(e.event.value.pidStats!.acBtime64));
+        arrivals?.push(now);
       }
     }
   }
@@ -59,7 +63,14 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "mark") {
     const cpu = process.cpuUsage();
     process.stdout.write(
-      `${JSON.stringify({ events, cpuUs: cpu.user + cpu.system, latencies: latencies.splice(0) })}\n`,
+      `${
+        JSON.stringify({
+          events,
+          cpuUs: cpu.user + cpu.system,
+          latencies: latencies.splice(0),
+          arrivals: arrivals?.splice(0),
+        })
+      }\n`,
     );
   }
 }).on("close", () => {

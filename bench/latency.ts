@@ -40,7 +40,8 @@
  */
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { collectGarbage, watchGc } from "./_heap.ts";
-import { interleavedRounds, SLICE_MS } from "./_interleaved.ts";
+import { indexTrace, type PathSplit, splitPath, startSchedTrace, type TracedWindow } from "./_sched-trace.ts";
+import { interleavedRounds, SLICE_MS, WARM_UP_MS } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
 import {
@@ -71,24 +72,47 @@ import {
 export interface LatencyOptions {
   /** Rounds per row group (each: one window of every layer). */
   rounds: number;
-  /** Window per round, ms (after a 1 s warm-up that is not counted). */
+  /** Window per round, ms (after a warm-up of WARM_UP_MS that is not counted). */
   windowMs: number;
+  /**
+   * Whether the rows one after the other are traced (the scheduler's
+   * switches and wake-ups, root only) and each event's time split, in a
+   * table of their own (_sched-trace.ts).
+   */
+  schedTrace?: boolean;
 }
 
-// Steady state: the first second (both processes' code still being optimized) is not counted.
-async function steadyWindow(c: Counter, ms: number, stop: () => void): Promise<Window> {
-  await sleep(1000);
-  await c.mark();
-  const before = cpuTimes();
-  const gcs = watchGc();
-  await sleep(ms);
-  const gc = gcs();
-  const steal = stealSince(before);
-  stop();
-  await sleep(200);
-  const { latencies } = await c.mark();
+// Steady state: the first WARM_UP_MS (both processes' code still being optimized) are not counted. A traced window is
+// traced from just before its first mark to its last (its events are those read between them).
+async function steadyWindow(c: Counter, ms: number, stop: () => void, traced: boolean): Promise<Window> {
+  await sleep(WARM_UP_MS);
+  const trace = traced ? startSchedTrace() : undefined; // before the mark: every event read after it is in the trace
+  let marked: Awaited<ReturnType<Counter["mark"]>>, text: string | undefined, steal, gc;
+  try {
+    await c.mark();
+    const before = cpuTimes();
+    const gcs = watchGc();
+    await sleep(ms);
+    gc = gcs();
+    steal = stealSince(before);
+    stop();
+    await sleep(200);
+    marked = await c.mark();
+  } finally {
+    text = trace?.stop(); // tracefs put back even when the round fails
+  }
   c.stop();
-  return { latencies, steal, gc };
+  const { latencies, arrivals } = marked;
+  if (text === undefined || arrivals === undefined) return { latencies, steal, gc };
+  // The latencies copied: summarize() sorts a window's own in place, and the trace pairs each with its arrival.
+  const path = {
+    index: indexTrace(text),
+    serverPid: process.pid,
+    clientPid: c.pid,
+    latencies: [...latencies],
+    arrivals,
+  };
+  return { latencies, steal, gc, traced: path };
 }
 
 // One server of `kind` in this process, read by one client, for one window.
@@ -98,6 +122,7 @@ async function serverRound(
   perSecond: number,
   ms: number,
   client: CounterOptions,
+  traced = false,
 ): Promise<Window> {
   const server = await startLatencyServer(kind, perSecond, records);
   try {
@@ -106,6 +131,7 @@ async function serverRound(
       ms,
       client,
       () => (server.producing = true, () => (server.producing = false)),
+      traced,
     );
   } finally {
     server.producing = false;
@@ -116,7 +142,7 @@ async function serverRound(
 async function bareRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
   const bare = await startBareServer(perSecond);
   try {
-    return await clientWindow(bare.url, ms, { ...client, script: "_bare-latency.js" }, () => () => {});
+    return await clientWindow(bare.url, ms, { ...client, script: "_bare-latency.js" }, () => () => {}, false);
   } finally {
     await bare.close();
   }
@@ -124,10 +150,21 @@ async function bareRound(perSecond: number, ms: number, client: CounterOptions):
 
 // A client's steady window of a server in this process (`start` starts production and returns what stops it), under
 // a deadline: a client that hangs (a livelock at real-time priority) fails the round and is killed.
-async function clientWindow(url: string, ms: number, client: CounterOptions, start: () => () => void) {
-  const c = await startCounter(url, 1, "latency", client);
+async function clientWindow(
+  url: string,
+  ms: number,
+  client: CounterOptions,
+  start: () => () => void,
+  traced: boolean,
+) {
+  const c = await startCounter(
+    url,
+    1,
+    "latency",
+    traced ? { ...client, env: { ...client.env, BENCH_ARRIVALS: "1" } } : client,
+  );
   try {
-    return await within(steadyWindow(c, ms, start()), 3 * (ms + 1200) + 10_000, "a latency round");
+    return await within(steadyWindow(c, ms, start(), traced), 3 * (ms + 1200) + 10_000, "a latency round");
   } catch (err) {
     c.kill();
     throw err;
@@ -139,7 +176,8 @@ interface Layer {
   readonly what: string;
   /** Compared with the bare Connect server's rounds (the same SDK client): taskwire's row. */
   readonly vsBareConnect?: boolean;
-  round(perSecond: number, ms: number, client: CounterOptions): Promise<Window>;
+  /** A round; `traced`: its window traced, for layers whose client reports arrivals (the SDK's). */
+  round(perSecond: number, ms: number, client: CounterOptions, traced: boolean): Promise<Window>;
 }
 
 // The layers that run as servers of _latency-servers.ts, by kind.
@@ -154,16 +192,16 @@ function layers(records: ExitRecord[]): Layer[] {
     { what: "1. baseline: bare node:http server and client, one chunk per event", round: bareRound },
     {
       what: LAYER_WHAT["bare-connect"],
-      round: (r, ms, c) => serverRound("bare-connect", records, r, ms, c),
+      round: (r, ms, c, t) => serverRound("bare-connect", records, r, ms, c, t),
     },
     {
       what: LAYER_WHAT.taskwire,
-      round: (r, ms, c) => serverRound("taskwire", records, r, ms, c),
+      round: (r, ms, c, t) => serverRound("taskwire", records, r, ms, c, t),
       vsBareConnect: true,
     },
     {
       what: LAYER_WHAT.prebuilt,
-      round: (r, ms, c) => serverRound("prebuilt", records, r, ms, c),
+      round: (r, ms, c, t) => serverRound("prebuilt", records, r, ms, c, t),
       vsBareConnect: true,
     },
     {
@@ -238,16 +276,27 @@ async function placed(perSecond: number, placement: Placement, rows: () => Promi
 }
 
 // The layers one after another in this process, each round.
-async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placement): Promise<string[][]> {
+async function rowGroup(
+  perSecond: number,
+  o: LatencyOptions,
+  placement: Placement,
+  paths: string[][],
+): Promise<string[][]> {
   // BENCH_LATENCY_LAYERS=2,3,3b: only those layers (for A/B runs; taskwire's ratio needs layer 2).
   const only = process.env["BENCH_LATENCY_LAYERS"]?.split(",");
   const all = layers(sampleRecords(256)).filter((l) => only === undefined || only.includes(l.what.split(".")[0]!));
   const rounds: Round[][] = all.map(() => []);
+  const traced: TracedWindow[][] = [];
   for (let i = 0; i < o.rounds; i++) {
     for (const [k, layer] of all.entries()) {
       collectGarbage(); // the layer before's garbage is not collected in this layer's window
-      rounds[k]!.push(summarize(await layer.round(perSecond, o.windowMs, placement.client), o.windowMs));
+      const window = await layer.round(perSecond, o.windowMs, placement.client, o.schedTrace === true);
+      if (window.traced !== undefined) (traced[k] ??= []).push(window.traced);
+      rounds[k]!.push(summarize(window, o.windowMs));
     }
+  }
+  for (const [k, windows] of traced.entries()) {
+    if (windows !== undefined) paths.push(pathRow(all[k]!.what, placement.label, splitPath(windows)));
   }
   // The bare Connect server (layer 2) runs just before taskwire in every round.
   const bareConnect = rounds[all.findIndex((l) => l.what.startsWith("2."))];
@@ -262,6 +311,32 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
   );
 }
 
+/** The header of the table of where the traced rows' time went (_sched-trace.ts). */
+const PATH_HEADER = [
+  "stream",
+  "placement",
+  "events (came while the client was awake)",
+  "median us: server (stamp -> client woken) / wait (woken -> on a CPU) / client (-> read)",
+  "slowest 1%: events split (awake)",
+  "slowest 1%, mean us: server / wait / client",
+  "slowest 1%'s wait, us per event: a CPU idle (the host) / server main / server helpers / client helpers / other",
+];
+
+// One traced row of that table.
+function pathRow(what: string, placement: string, p: PathSplit): string[] {
+  const us = (...xs: number[]) => xs.map((x) => x.toFixed(0)).join(" / ");
+  const w = p.slowWait;
+  return [
+    what,
+    placement,
+    `${p.events} (${p.awake})`,
+    us(p.median.server, p.median.wait, p.median.client),
+    `${p.slow.events} (${p.slow.awake})`,
+    us(p.slow.server, p.slow.wait, p.slow.client),
+    us(w.idle, w["server main"], w["server helpers"], w["client helpers"], w.other),
+  ];
+}
+
 /**
  * The interleaved rows' control: the bare Connect server a second time, in a
  * process of its own. Its p99 over the first one's, in the same rounds, is
@@ -271,7 +346,11 @@ async function rowGroup(perSecond: number, o: LatencyOptions, placement: Placeme
 const CONTROL_WHAT = "2c. control: a second bare Connect server, the same as 2 (its ratio: the noise)";
 
 // The bare Connect server, taskwire's layers 3 and 3b, and the control in turns through each round (_interleaved.ts).
-async function interleavedGroup(perSecond: number, o: LatencyOptions, placement: Placement): Promise<string[][]> {
+async function interleavedGroup(
+  perSecond: number,
+  o: LatencyOptions,
+  placement: Placement,
+): Promise<string[][]> {
   const kinds: LatencyServerKind[] = ["bare-connect", "taskwire", "prebuilt", "bare-connect"];
   const rounds = await interleavedRounds(kinds, perSecond, { ...placement, ...o });
   const byKind = kinds.map((_, k) => rounds.map((r) => summarize(r[k]!, o.windowMs)));
@@ -293,8 +372,13 @@ async function interleavedGroup(perSecond: number, o: LatencyOptions, placement:
 
 const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
 
-/** The latency table. */
-export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
+/**
+ * The latency table, and with `o.schedTrace` the table of where the traced
+ * rows' time went.
+ */
+export async function benchLatency(o: LatencyOptions): Promise<{ rows: string[][]; paths?: string[][] }> {
+  if (o.schedTrace === true) startSchedTrace().stop(); // root and tracefs, or a message saying which is missing
+  const paths = [PATH_HEADER];
   const rows = [[
     "stream",
     "rate",
@@ -327,12 +411,14 @@ export async function benchLatency(o: LatencyOptions): Promise<string[][]> {
     if (how !== undefined && how !== "interleaved") {
       throw new RangeError(`BENCH_LATENCY_GROUPS: ${quoteName(g)}: the third part can only be "interleaved"`);
     }
-    const group = how === undefined ? rowGroup : interleavedGroup;
-    const done = await placed(Number(rate), placement, () => group(Number(rate), o, placement));
+    const group = how === undefined
+      ? () => rowGroup(Number(rate), o, placement, paths)
+      : () => interleavedGroup(Number(rate), o, placement);
+    const done = await placed(Number(rate), placement, group);
     // On stderr as each group ends: the table is printed at the end, and a livelock in this process (its real-time
     // rows run their servers here) ends it by the watchdog's SIGXCPU, with no catch or finally run.
     for (const r of done) process.stderr.write(`latency row: ${r.join(" | ")}\n`);
     rows.push(...done);
   }
-  return rows;
+  return o.schedTrace === true ? { rows, paths } : { rows };
 }
