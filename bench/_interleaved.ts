@@ -19,6 +19,7 @@ import { seeded } from "./_bootstrap.ts";
 import { type LineChild, startLineChild } from "./_child.ts";
 import type { GcTally } from "./_heap.ts";
 import type { LatencyServerKind } from "./_latency-servers.ts";
+import { indexTrace, startSchedTrace, type TracedWindow } from "./_sched-trace.ts";
 import {
   childCommand,
   type ChildPlacement,
@@ -49,6 +50,8 @@ export interface ServerWindow {
   latencies: number[];
   steal: number | undefined;
   gc: GcTally;
+  /** Its events and the round's sched trace, when traced. */
+  traced?: TracedWindow;
 }
 
 /** A server process, its client, and the commands that drive it. */
@@ -63,6 +66,8 @@ interface Running {
 export interface InterleavedPlacement {
   readonly server: ChildPlacement;
   readonly client: CounterOptions;
+  /** Whether each round is traced (_sched-trace.ts; root only), its clients reporting each event's arrival. */
+  readonly schedTrace?: boolean;
 }
 
 async function startServerProcess(
@@ -75,7 +80,8 @@ async function startServerProcess(
   const [server, ready] = await startLineChild(cmd, argv, (l) => l.startsWith("url "));
   let counter: Counter;
   try {
-    counter = await startCounter(ready.slice(4), 1, "latency", o.client);
+    const client = o.schedTrace === true ? { ...o.client, env: { ...o.client.env, BENCH_ARRIVALS: "1" } } : o.client;
+    counter = await startCounter(ready.slice(4), 1, "latency", client);
   } catch (err) {
     void server.end(); // not yet in the round's list, which closes the rest
     throw err;
@@ -120,7 +126,7 @@ async function freshRound(
       await takeTurns(running, WARM_UP_MS * kinds.length);
       await Promise.all(running.map((s) => s.server.ask("collect")));
       await takeTurns(running, SLICE_MS * kinds.length);
-      return await round(running, o.windowMs, o.seed);
+      return await round(running, o);
     };
     // Its deadline: three times what it should take, plus each process's start.
     const expected = (WARM_UP_MS + o.windowMs) * kinds.length;
@@ -136,16 +142,33 @@ async function freshRound(
 // One round: each server produces for windowMs in all, in turns, in an order of its own (seeded by the round's
 // number): in a fixed cycle each server would always follow the same one, and what a turn leaves behind (its
 // client still reading, a collection) would always fall on the same server.
-async function round(running: Running[], windowMs: number, seed: number): Promise<ServerWindow[]> {
-  await Promise.all(running.map((s) => s.counter.mark()));
-  await Promise.all(running.map((s) => s.server.ask("gc")));
-  const before = cpuTimes();
-  await takeTurns(shuffled(running, seed), windowMs * running.length);
-  const steal = stealSince(before);
-  const gcs = await Promise.all(running.map((s) => s.server.ask<GcTally>("gc")));
-  await sleep(200); // the last turn's events arrive
-  const marks = await Promise.all(running.map((s) => s.counter.mark()));
-  return marks.map((m, k) => ({ latencies: m.latencies, steal, gc: gcs[k]! }));
+// A traced round is traced from just before its first marks to its last.
+async function round(
+  running: Running[],
+  o: { windowMs: number; seed: number; schedTrace?: boolean },
+): Promise<ServerWindow[]> {
+  const trace = o.schedTrace === true ? startSchedTrace() : undefined;
+  let marks: Awaited<ReturnType<Counter["mark"]>>[], text: string | undefined, steal, gcs: GcTally[];
+  try {
+    await Promise.all(running.map((s) => s.counter.mark()));
+    await Promise.all(running.map((s) => s.server.ask("gc")));
+    const before = cpuTimes();
+    await takeTurns(shuffled(running, o.seed), o.windowMs * running.length);
+    steal = stealSince(before);
+    gcs = await Promise.all(running.map((s) => s.server.ask<GcTally>("gc")));
+    await sleep(200); // the last turn's events arrive
+    marks = await Promise.all(running.map((s) => s.counter.mark()));
+  } finally {
+    text = trace?.stop();
+  }
+  const index = text === undefined ? undefined : indexTrace(text);
+  return marks.map(({ latencies, arrivals }, k) => {
+    const window: ServerWindow = { latencies, steal, gc: gcs[k]! };
+    if (index === undefined || arrivals === undefined) return window;
+    // The latencies copied: summarize() sorts a window's own in place.
+    const [serverPid, clientPid] = [running[k]!.server.proc.pid!, running[k]!.counter.pid];
+    return { ...window, traced: { index, serverPid, clientPid, latencies: [...latencies], arrivals } };
+  });
 }
 
 // A copy of `xs` in an order drawn from `seed` (Fisher-Yates: the same round, the same order).

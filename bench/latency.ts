@@ -75,9 +75,9 @@ export interface LatencyOptions {
   /** Window per round, ms (after a warm-up of WARM_UP_MS that is not counted). */
   windowMs: number;
   /**
-   * Whether the rows one after the other are traced (the scheduler's
-   * switches and wake-ups, root only) and each event's time split, in a
-   * table of their own (_sched-trace.ts).
+   * Whether the rows of taskwire and the bare Connect server are traced (the
+   * scheduler's switches and wake-ups, root only) and each event's time
+   * split, in a table of their own (_sched-trace.ts).
    */
   schedTrace?: boolean;
 }
@@ -350,11 +350,17 @@ async function interleavedGroup(
   perSecond: number,
   o: LatencyOptions,
   placement: Placement,
+  paths: string[][],
 ): Promise<string[][]> {
   const kinds: LatencyServerKind[] = ["bare-connect", "taskwire", "prebuilt", "bare-connect"];
   const rounds = await interleavedRounds(kinds, perSecond, { ...placement, ...o });
-  const byKind = kinds.map((_, k) => rounds.map((r) => summarize(r[k]!, o.windowMs)));
   const label = `${placement.label}; interleaved: each server in its own process, ${SLICE_MS} ms turns`;
+  for (const [k, kind] of kinds.entries()) {
+    const traced = rounds.flatMap((r) => r[k]!.traced ?? []);
+    const what = k === kinds.length - 1 ? CONTROL_WHAT : LAYER_WHAT[kind];
+    if (traced.length > 0) paths.push(pathRow(what, label, splitPath(traced)));
+  }
+  const byKind = kinds.map((_, k) => rounds.map((r) => summarize(r[k]!, o.windowMs)));
   const control = kinds.length - 1;
   // taskwire's rows are judged against both bare servers' events (less noise in the baseline); the control, the
   // second bare server, against the first alone.
@@ -413,7 +419,7 @@ export async function benchLatency(o: LatencyOptions): Promise<{ rows: string[][
     }
     const group = how === undefined
       ? () => rowGroup(Number(rate), o, placement, paths)
-      : () => interleavedGroup(Number(rate), o, placement);
+      : () => interleavedGroup(Number(rate), o, placement, paths);
     const done = await placed(Number(rate), placement, group);
     // On stderr as each group ends: the table is printed at the end, and a livelock in this process (its real-time
     // rows run their servers here) ends it by the watchdog's SIGXCPU, with no catch or finally run.

@@ -37,13 +37,13 @@ const benches: [name: string, run: () => Promise<Tables>][] = [
       const { rows, paths } = await benchLatency({
         rounds: Number(process.env["BENCH_ROUNDS"] ?? 3),
         windowMs: Number(process.env["BENCH_WINDOW_MS"] ?? 2000),
-        // BENCH_SCHED_TRACE=1 (root): the rows one after the other traced, and where their time went.
+        // BENCH_SCHED_TRACE=1 (root): taskwire's and the bare Connect server's rows traced, and where their time went.
         schedTrace: process.env["BENCH_SCHED_TRACE"] === "1",
       });
       const tables: Tables = [["latency: produced -> received by a client process (same clock)", rows]];
       if (paths !== undefined) {
         tables.push([
-          "latency, traced: where each event's time went (the scheduler's trace, rows one after the other)",
+          "latency, traced: where each event's time went (the scheduler's trace)",
           paths,
         ]);
       }
