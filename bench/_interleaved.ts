@@ -1,7 +1,7 @@
 /**
  * The latency bench's interleaved rounds: the servers compared (the bare
  * Connect baseline and taskwire) each run in a process of their own, each
- * read by its own client, and take turns producing in 100 ms slices through
+ * read by its own client, and take turns producing in 500 ms slices through
  * the window. Every server's events then sample the same seconds of the
  * host: the host's steal comes in bursts lasting seconds and varies 0-22%
  * between rounds minutes apart, and a row measured after another compares
@@ -32,8 +32,36 @@ import {
   within,
 } from "./_shared.ts";
 
-/** A turn: one server produces, the others are quiet. */
-export const SLICE_MS = 100;
+/**
+ * A turn: one server produces, the others are quiet. A turn's first message
+ * comes after the other servers' turns, its server and client cold (caches
+ * and branch predictors holding the others' work): it is slower than the
+ * rest for every server. With 100 ms turns, as until the fortieth session,
+ * those messages were 1.0% of a server's events, right at the p99 (a
+ * turn's first message's median 430-600 µs against 210-350 for the rest), so
+ * the p99 in turns was the first message's latency, not the tail the other
+ * rows measure. At 500 ms they are 0.2%; latency.ts reports them in a column
+ * of their own (firstMessages).
+ */
+export const SLICE_MS = 500;
+
+/**
+ * The latencies of each turn's first message in a window's events, in the
+ * order read: a turn starts at the first event and wherever the gap since
+ * the previous read is over half a turn (the other servers' turns lie
+ * between a server's), and its first message's events are those read at the
+ * turn's first instant (a message is read at one `now`).
+ */
+export function firstMessages(latencies: readonly number[], arrivals: readonly number[]): number[] {
+  const out: number[] = [];
+  let turnStart: number | undefined, previous: number | undefined;
+  for (const [i, read] of arrivals.entries()) {
+    if (previous === undefined || read - previous > (SLICE_MS / 2) * 1000) turnStart = read;
+    if (read === turnStart) out.push(latencies[i]!);
+    previous = read;
+  }
+  return out;
+}
 
 /**
  * Each server's production before the first round, and before each window
@@ -50,6 +78,8 @@ export interface ServerWindow {
   latencies: number[];
   steal: number | undefined;
   gc: GcTally;
+  /** Its turns' first messages' latencies (firstMessages). */
+  firstOfTurns: number[];
   /** Its events and the round's sched trace, when traced. */
   traced?: TracedWindow;
 }
@@ -80,8 +110,11 @@ async function startServerProcess(
   const [server, ready] = await startLineChild(cmd, argv, (l) => l.startsWith("url "));
   let counter: Counter;
   try {
-    const client = o.schedTrace === true ? { ...o.client, env: { ...o.client.env, BENCH_ARRIVALS: "1" } } : o.client;
-    counter = await startCounter(ready.slice(4), 1, "latency", client);
+    // Each event's arrival: where each turn starts (firstMessages), and a traced event's place in the trace.
+    counter = await startCounter(ready.slice(4), 1, "latency", {
+      ...o.client,
+      env: { ...o.client.env, BENCH_ARRIVALS: "1" },
+    });
   } catch (err) {
     void server.end(); // not yet in the round's list, which closes the rest
     throw err;
@@ -162,9 +195,9 @@ async function round(
     text = trace?.stop();
   }
   const index = text === undefined ? undefined : indexTrace(text);
-  return marks.map(({ latencies, arrivals }, k) => {
-    const window: ServerWindow = { latencies, steal, gc: gcs[k]! };
-    if (index === undefined || arrivals === undefined) return window;
+  return marks.map(({ latencies, arrivals = [] }, k) => {
+    const window: ServerWindow = { latencies, steal, gc: gcs[k]!, firstOfTurns: firstMessages(latencies, arrivals) };
+    if (index === undefined) return window;
     // The latencies copied: summarize() sorts a window's own in place.
     const [serverPid, clientPid] = [running[k]!.server.proc.pid!, running[k]!.counter.pid];
     return { ...window, traced: { index, serverPid, clientPid, latencies: [...latencies], arrivals } };

@@ -7,7 +7,6 @@
 import { cutBlocks, mergeBlocks, quantileOf, ratioInterval } from "./_bootstrap.ts";
 import type { GcTally } from "./_heap.ts";
 import type { TracedWindow } from "./_sched-trace.ts";
-import { SLICE_MS } from "./_interleaved.ts";
 
 /** The streams issue's absolute target: p99 under this many ms. */
 export const TARGET_MS = 2;
@@ -37,13 +36,20 @@ export interface Round {
   max: number;
   steal: number | undefined;
   gc: GcTally;
-  /** The window's events in blocks of consecutive events, a turn's worth each (for the ratio's interval). */
+  /** The window's events in blocks of consecutive events, BLOCK_MS's worth each (for the ratio's interval). */
   blocks: Float64Array[];
 }
 
-/** A window as a round; its events also in blocks of a turn's worth (SLICE_MS), which the ratio's bootstrap draws. */
+/**
+ * The ratio's bootstrap draws blocks of this many ms of consecutive events
+ * (a turn's worth while turns were 100 ms): short enough for a 2 s window to
+ * give 20, long enough to keep a burst of the host's steal inside one.
+ */
+export const BLOCK_MS = 100;
+
+/** A window as a round; its events also in blocks of BLOCK_MS, which the ratio's bootstrap draws. */
 export function summarize({ latencies, steal, gc }: Window, windowMs: number): Round {
-  const blocks = cutBlocks(latencies, Math.max(1, Math.round(windowMs / SLICE_MS)));
+  const blocks = cutBlocks(latencies, Math.max(1, Math.round(windowMs / BLOCK_MS)));
   const s = latencies.sort((a, b) => a - b);
   return {
     blocks,

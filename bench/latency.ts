@@ -33,12 +33,14 @@
  * collection before each layer's round keeps one layer's garbage out of the
  * next one's window, and a column counts the collections in each window.
  * The interleaved row groups (_interleaved.ts) measure layers 2, 3 and 3b
- * again with each server in a process of its own, taking 100 ms turns
+ * again with each server in a process of its own, taking 500 ms turns
  * through each round, so that all of them sample the same seconds of the
  * host; with them, a second bare Connect server as a control, whose ratio
- * to the first is what two identical servers read apart.
+ * to the first is what two identical servers read apart, and a column for
+ * each turn's first message, which comes cold, after the others' turns.
  */
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
+import { quantileOf } from "./_bootstrap.ts";
 import { collectGarbage, watchGc } from "./_heap.ts";
 import { indexTrace, type PathSplit, splitPath, startSchedTrace, type TracedWindow } from "./_sched-trace.ts";
 import { interleavedRounds, SLICE_MS, WARM_UP_MS } from "./_interleaved.ts";
@@ -257,7 +259,7 @@ const PLACEMENTS: Record<"shared" | "priority" | "apart" | "realtime", Placement
 // A row group's rows under its placement's setup, or one row saying why the placement cannot be set up.
 async function placed(perSecond: number, placement: Placement, rows: () => Promise<string[][]>) {
   // The group's one row when it has no figures: the placement, what happened, the rate, the other columns empty.
-  const said = (what: string) => [[`${placement.label}: ${what}`, `${perSecond}/s`, ...Array<string>(11).fill("")]];
+  const said = (what: string) => [[`${placement.label}: ${what}`, `${perSecond}/s`, ...Array<string>(12).fill("")]];
   let undo: () => void;
   try {
     undo = placement.setup?.() ?? (() => {});
@@ -307,7 +309,7 @@ async function rowGroup(
       placement.label,
       rounds[k]!,
       layer.vsBareConnect && bareConnect !== undefined ? { baseline: bareConnect } : undefined,
-    )
+    ).concat("") // no turns
   );
 }
 
@@ -365,15 +367,24 @@ async function interleavedGroup(
   // taskwire's rows are judged against both bare servers' events (less noise in the baseline); the control, the
   // second bare server, against the first alone.
   const bothBare = byKind[0]!.map((r, i) => mergedRound(r, byKind[control]![i]!));
-  return kinds.map((kind, k) =>
-    row(
+  const firsts = kinds.map((_, k) => rounds.flatMap((r) => r[k]!.firstOfTurns));
+  return kinds.map((kind, k) => [
+    ...row(
       k === control ? CONTROL_WHAT : LAYER_WHAT[kind],
       perSecond,
       label,
       byKind[k]!,
       k === 0 ? undefined : k === control ? { baseline: byKind[0]!, control: true } : { baseline: bothBare },
-    )
-  );
+    ),
+    firstsCell(firsts[k]!, k === 0 ? undefined : k === control ? firsts[0]! : [...firsts[0]!, ...firsts[control]!]),
+  ]);
+}
+
+// The turns' first messages' events: their median latency, and its ratio to the baseline's (the bare servers').
+function firstsCell(firsts: number[], baseline: number[] | undefined): string {
+  const med = (xs: number[]) => quantileOf(Float64Array.from(xs).sort(), 0.5);
+  const cell = `${(med(firsts) / 1000).toFixed(2)} ms (${firsts.length} events)`;
+  return baseline === undefined ? cell : `${cell}; ${(med(firsts) / med(baseline)).toFixed(2)}x`;
 }
 
 const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
@@ -400,6 +411,7 @@ export async function benchLatency(o: LatencyOptions): Promise<{ rows: string[][
     "host steal (rounds)",
     `p99 (median) in rounds with steal < ${QUIET_STEAL}%`,
     "server process GCs per window: minor / major (pauses), median",
+    "interleaved: each turn's first message, after the other servers' turns: median; vs the bare servers'",
   ]];
   // BENCH_LATENCY_GROUPS=10000:shared,10000:apart:interleaved: only those row groups (rate:placement[:interleaved]).
   const groups = process.env["BENCH_LATENCY_GROUPS"]?.split(",") ?? [
