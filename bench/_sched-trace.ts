@@ -4,155 +4,47 @@
  * nowUs()'s, so a stamp and a trace line compare directly). Root only.
  *
  * Each event's stamp -> read is split in three:
- *  - server: the stamp to the write that wakes the client's main thread
- *    (sched_waking of it), all of the server's own path;
- *  - wait: woken to on a CPU (sched_switch to it);
- *  - client: on a CPU to the event read (its SDK's decoding and iterator).
- * An event that came while the client was awake (no wake-up between its stamp
- * and its read) is counted apart. For the slowest 1% the wait is split again,
- * instant by instant: while a CPU is idle the wait is the host's (on a VM a
- * woken vCPU that had halted runs when the host schedules it), and while both
- * CPUs are busy it is charged half to each CPU's thread: the server's main
- * thread, its helpers (V8's GC and compiler threads, libuv's), the client's
- * helpers, or another process.
+ *  - server: the stamp to the client's main thread's last wake-up before
+ *    the read (the server's write, or the wake-up after which the client
+ *    found the data; a wake-up of the thread while on a CPU ends no wait and
+ *    is skipped);
+ *  - wait: from that wake-up to the read, the time the client was off every
+ *    CPU (woken and not yet run, or preempted);
+ *  - client: from that wake-up to the read, its time on a CPU (its SDK's
+ *    decoding and iterator).
+ * An event whose stamp came after the client's last wake-up before its read
+ * came while the client was awake, and is counted apart; so is one the trace
+ * cannot place (its span crosses events the kernel dropped, or the client is
+ * not on a CPU at its read). For the slowest 1% the wait is split again by
+ * who held the CPU the client then ran on, while it waited there: the idle
+ * task (the host: on a VM a woken vCPU that had halted runs when the host
+ * schedules it), the server's main thread, its helpers (V8's GC and compiler
+ * threads, libuv's), the client's helpers, or another process. The other
+ * CPUs are not looked at: a client pinned to one CPU cannot use an idle one
+ * beside it.
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { CLOCK_BASE_US } from "./_clock.ts";
+import { indexTrace, type TraceIndex } from "./_sched-trace-index.ts";
 
-const TRACEFS = "/sys/kernel/tracing";
-
-// What startSchedTrace sets, and to what; each file's earlier value is put back by stop().
-const SETTINGS: [file: string, value: string][] = [
-  ["tracing_on", "0"],
-  ["trace_clock", "mono"],
-  ["buffer_size_kb", "16384"],
-  ["options/record-tgid", "1"],
-  ["events/sched/sched_switch/enable", "1"],
-  ["events/sched/sched_waking/enable", "1"],
-];
-
-/** A scheduler trace being recorded. */
-export interface SchedTrace {
-  /** Stops it, puts tracefs back as it was, and returns the trace's text. */
-  stop(): string;
-}
-
-// A tracefs file's current value: trace_clock lists every clock with the one in use in brackets.
-function current(file: string): string {
-  const text = readFileSync(`${TRACEFS}/${file}`, "utf8").trim();
-  return /\[(\S+)\]/.exec(text)?.[1] ?? text;
-}
-
-/**
- * Starts recording sched_switch and sched_waking for every CPU, tracefs's
- * earlier settings kept to be put back; mounts tracefs at
- * /sys/kernel/tracing if it is not there. Throws, saying what is missing,
- * without root or tracefs.
- */
-export function startSchedTrace(): SchedTrace {
-  if (process.getuid?.() !== 0) throw new Error("a sched trace needs root");
-  let before: [string, string][];
-  try {
-    // Not mounted on a fresh machine (the kernel has it; debugfs's tracing/ mounts it too): mounted here, and left.
-    if (!existsSync(`${TRACEFS}/trace`)) execFileSync("mount", ["-t", "tracefs", "nodev", TRACEFS], { stdio: "pipe" });
-    before = SETTINGS.map(([file]) => [file, current(file)]);
-  } catch (err) {
-    throw new Error(`a sched trace needs tracefs at ${TRACEFS} (${(err as Error).message.split("\n")[0]})`);
-  }
-  const put = (file: string, value: string) => writeFileSync(`${TRACEFS}/${file}`, value);
-  const restore = () => {
-    put("tracing_on", "0");
-    for (const [file, value] of before.slice(1).reverse()) put(file, value);
-    put("tracing_on", before[0]![1]);
-  };
-  try {
-    for (const [file, value] of SETTINGS) put(file, value);
-    put("trace", ""); // emptied
-    put("tracing_on", "1");
-  } catch (err) {
-    restore();
-    throw err;
-  }
-  return {
-    stop() {
-      put("tracing_on", "0");
-      const text = readFileSync(`${TRACEFS}/trace`, "utf8");
-      restore();
-      return text;
-    },
-  };
-}
+export { savedValue, type SchedTrace, startSchedTrace } from "./_tracefs.ts";
+export { indexTrace, type TraceIndex };
 
 /** Who held a CPU at some instant. */
 type Holder = "idle" | "server main" | "server helpers" | "client helpers" | "other";
-
-/** A trace, indexed: who ran where and when, and each thread's wake-ups and switch-ins (µs of CLOCK_MONOTONIC). */
-export interface TraceIndex {
-  /** Each CPU's runs, in order: [start, end, thread id]. */
-  runs: [start: number, end: number, tid: number][][];
-  /** Each thread's process (its thread group). */
-  tgid: Map<number, number>;
-  wakings: Map<number, number[]>;
-  switchIns: Map<number, number[]>;
-}
-
-const LINE = /^\s*.*?-(\d+)\s+\(\s*([\d-]+)\)\s+\[(\d+)\]\s+\S+\s+(\d+\.\d+):\s+(sched_switch|sched_waking):\s+(.*)$/;
-const SWITCH = /prev_pid=\d+ prev_prio=\d+ prev_state=\S+ ==> next_comm=.* next_pid=(\d+) next_prio=\d+$/;
-const WAKING = / pid=(\d+) prio=\d+ target_cpu=\d+$/;
-
-const pushTo = (m: Map<number, number[]>, k: number, v: number) => {
-  const a = m.get(k);
-  if (a === undefined) m.set(k, [v]);
-  else a.push(v);
-};
-
-/** Indexes a trace's text (tracefs's `trace` file with record-tgid on). */
-export function indexTrace(text: string): TraceIndex {
-  const index: TraceIndex = { runs: [], tgid: new Map(), wakings: new Map(), switchIns: new Map() };
-  const running: { tid: number; since: number }[] = [];
-  for (const line of text.split("\n")) {
-    const m = LINE.exec(line);
-    if (m === null) continue;
-    const [, tid, tgid, cpuText, seconds, event, rest] = m;
-    const cpu = Number(cpuText), at = Math.round(Number(seconds) * 1e6);
-    if (/^\d+$/.test(tgid!)) index.tgid.set(Number(tid), Number(tgid));
-    if (event === "sched_waking") {
-      const woken = WAKING.exec(rest!);
-      if (woken !== null) pushTo(index.wakings, Number(woken[1]), at);
-      continue;
-    }
-    const next = SWITCH.exec(rest!);
-    if (next === null) continue;
-    const was = running[cpu];
-    if (was !== undefined) (index.runs[cpu] ??= []).push([was.since, at, was.tid]);
-    running[cpu] = { tid: Number(next[1]), since: at };
-    pushTo(index.switchIns, Number(next[1]), at);
-  }
-  return index;
-}
-
-// The first of `sorted` at or after `t`, or undefined.
-function firstFrom(sorted: number[] | undefined, t: number): number | undefined {
-  if (sorted === undefined) return undefined;
-  let lo = 0, hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (sorted[mid]! < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return sorted[lo];
-}
 
 /** One row's split (µs): medians over its events, means over its slowest 1%. */
 export interface PathSplit {
   events: number;
   /** Events that came while the client was awake (not split). */
   awake: number;
+  /** Events the trace cannot place (not split). */
+  unplaced: number;
+  /** Events the kernel dropped from the row's traces (the trace is incomplete where it did). */
+  lost: number;
   median: { server: number; wait: number; client: number };
-  /** The slowest 1% (at or over the pooled p99): those split (means), and those that came while the client was awake. */
-  slow: { events: number; awake: number; server: number; wait: number; client: number };
-  /** The slowest 1%'s wait, µs per event, by who held the CPUs. */
+  /** The slowest 1% (at or over the pooled p99): those split (means), and those not. */
+  slow: { events: number; awake: number; unplaced: number; server: number; wait: number; client: number };
+  /** The slowest 1%'s wait, µs per event, by who held the CPU the client then ran on. */
   slowWait: Record<Holder, number>;
 }
 
@@ -171,45 +63,61 @@ interface Split {
   wait: number;
   client: number;
   woken: number;
+  /** The spans it waited off a CPU, each with the CPU it then ran on. */
+  waits: [from: number, to: number, cpu: number][];
 }
 
-// Each event's split in its window, or undefined for one that came while its client was awake.
-function splits(w: TracedWindow): (Split | undefined)[] {
-  const wakings = w.index.wakings.get(w.clientPid), ins = w.index.switchIns.get(w.clientPid);
-  return w.latencies.map((latency, i) => {
-    const read = w.arrivals[i]! - CLOCK_BASE_US, stamp = read - latency;
-    const woken = firstFrom(wakings, stamp);
-    if (woken === undefined || woken > read) return undefined;
-    const ran = Math.min(firstFrom(ins, woken) ?? read, read);
-    return { latency, server: woken - stamp, wait: ran - woken, client: read - ran, woken };
-  });
-}
-
-// Who held `cpu` at `t`.
-function holder(w: TracedWindow, cpu: number, t: number): Holder {
-  const runs = w.index.runs[cpu] ?? [];
-  let lo = 0, hi = runs.length;
+// The index of the first of `sorted` at or after `t` (by `key`), or its length.
+function firstFrom<T>(sorted: T[], t: number, key: (x: T) => number): number {
+  let lo = 0, hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (runs[mid]![0] <= t) lo = mid + 1;
+    if (key(sorted[mid]!) < t) lo = mid + 1;
     else hi = mid;
   }
-  const run = runs[lo - 1];
-  if (run === undefined || run[1] <= t || run[2] === 0) return "idle";
-  const tid = run[2], tgid = w.index.tgid.get(tid);
+  return lo;
+}
+
+// An event's split, or why it has none.
+function splitOf(w: TracedWindow, latency: number, arrival: number): Split | "awake" | "unplaced" {
+  const read = arrival - CLOCK_BASE_US, stamp = read - latency;
+  if (w.index.gaps.some(([from, to]) => from <= read && to >= stamp)) return "unplaced";
+  const wakings = w.index.wakings.get(w.clientPid) ?? [];
+  const woken = wakings[firstFrom(wakings, read + 1, (t) => t) - 1];
+  if (woken === undefined || woken < stamp) return "awake";
+  const runs = w.index.onCpu.get(w.clientPid) ?? [];
+  const waits: Split["waits"] = [];
+  let t = woken, client = 0;
+  for (let i = firstFrom(runs, woken + 1, ([, end]) => end); i < runs.length && runs[i]![0] <= read; i++) {
+    const [start, end, cpu] = runs[i]!;
+    if (start > t) waits.push([t, start, cpu]);
+    client += Math.min(end, read) - Math.max(start, t);
+    t = end;
+  }
+  if (t < read) return "unplaced"; // not on a CPU at its read: the trace and the stamps disagree
+  return { latency, server: woken - stamp, wait: read - woken - client, client, woken, waits };
+}
+
+// Whose thread `tid` is.
+function whose(w: TracedWindow, tid: number): Holder {
+  if (tid === 0) return "idle";
+  const tgid = w.index.tgid.get(tid);
   if (tgid === w.serverPid) return tid === tgid ? "server main" : "server helpers";
   if (tgid === w.clientPid && tid !== tgid) return "client helpers";
   return "other";
 }
 
-// The wait from `from` to `to`, µs by holder, sampled each µs.
-function waitBy(w: TracedWindow, from: number, to: number, into: Record<Holder, number>): void {
-  const cpus = w.index.runs.length;
-  for (let t = from; t < to; t++) {
-    const held = Array.from({ length: cpus }, (_, c) => holder(w, c, t));
-    if (held.includes("idle")) into.idle++;
-    else for (const h of held) into[h] += 1 / cpus;
+// An event's wait, µs by who held the CPU it waited for.
+function waitBy(w: TracedWindow, s: Split): Record<Holder, number> {
+  const into = noWait();
+  for (const [from, to, cpu] of s.waits) {
+    const runs = w.index.runs[cpu] ?? [];
+    for (let i = firstFrom(runs, from + 1, ([, end]) => end); i < runs.length && runs[i]![0] < to; i++) {
+      const [start, end, tid] = runs[i]!;
+      into[whose(w, tid)] += Math.min(end, to) - Math.max(start, from);
+    }
   }
+  return into;
 }
 
 const noWait = (): Record<Holder, number> => ({
@@ -224,41 +132,40 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** The split of a row's windows (its rounds), pooled. */
 export function splitPath(windows: TracedWindow[]): PathSplit {
-  const all = windows.flatMap((w) => splits(w).map((s) => ({ s, w })));
-  const split = all.flatMap(({ s }) => s === undefined ? [] : [s]);
-  const pooled = windows.flatMap((w) => w.latencies).sort((a, b) => a - b);
-  const p99 = pooled[Math.floor(0.99 * pooled.length)]!;
-  const slow = all.filter(({ s }) => s !== undefined && s.latency >= p99) as { s: Split; w: TracedWindow }[];
+  const all = windows.flatMap((w) => w.latencies.map((l, i) => ({ s: splitOf(w, l, w.arrivals[i]!), w, l })));
+  const done = (xs: typeof all) => xs.flatMap(({ s, w }) => typeof s === "string" ? [] : [{ s, w }]);
+  const count = (xs: typeof all, what: string) => xs.filter(({ s }) => s === what).length;
+  const pooled = all.map(({ l }) => l).sort((a, b) => a - b);
+  const p99 = pooled[Math.floor(0.99 * pooled.length)] ?? Infinity;
+  const slowAll = all.filter(({ l }) => l >= p99), slow = done(slowAll), splits = done(all).map(({ s }) => s);
   const slowWait = noWait();
-  // One message's events share their wake-up: its wait is sampled once and charged to each of its events.
-  const byWake = new Map<string, number>();
+  // One message's events share their wake-up: its wait is split once.
+  const byWake = new Map<string, Record<Holder, number>>();
   for (const { s, w } of slow) {
     const key = `${w.clientPid}:${s.woken}`;
-    byWake.set(key, (byWake.get(key) ?? 0) + 1);
+    const one = byWake.get(key) ?? waitBy(w, s);
+    byWake.set(key, one);
+    for (const h of Object.keys(one) as Holder[]) slowWait[h] += one[h] / slow.length;
   }
-  for (const { s, w } of slow) {
-    const key = `${w.clientPid}:${s.woken}`;
-    const n = byWake.get(key);
-    if (n === undefined) continue;
-    byWake.delete(key);
-    const one = noWait();
-    waitBy(w, s.woken, s.woken + s.wait, one);
-    for (const h of Object.keys(one) as Holder[]) slowWait[h] += (one[h] * n) / slow.length;
-  }
+  const of = (xs: Split[], k: "server" | "wait" | "client", f: (xs: number[]) => number) => f(xs.map((s) => s[k]));
+  const slowSplit = slow.map(({ s }) => s);
   return {
     events: all.length,
-    awake: all.length - split.length,
+    awake: count(all, "awake"),
+    unplaced: count(all, "unplaced"),
+    lost: [...new Set(windows.map((w) => w.index))].reduce((n, index) => n + index.lost, 0),
     median: {
-      server: median(split.map((s) => s.server)),
-      wait: median(split.map((s) => s.wait)),
-      client: median(split.map((s) => s.client)),
+      server: of(splits, "server", median),
+      wait: of(splits, "wait", median),
+      client: of(splits, "client", median),
     },
     slow: {
       events: slow.length,
-      awake: pooled.length - pooled.findIndex((l) => l >= p99) - slow.length,
-      server: mean(slow.map(({ s }) => s.server)),
-      wait: mean(slow.map(({ s }) => s.wait)),
-      client: mean(slow.map(({ s }) => s.client)),
+      awake: count(slowAll, "awake"),
+      unplaced: count(slowAll, "unplaced"),
+      server: of(slowSplit, "server", mean),
+      wait: of(slowSplit, "wait", mean),
+      client: of(slowSplit, "client", mean),
     },
     slowWait,
   };

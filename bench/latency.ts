@@ -317,11 +317,11 @@ async function rowGroup(
 const PATH_HEADER = [
   "stream",
   "placement",
-  "events (came while the client was awake)",
-  "median us: server (stamp -> client woken) / wait (woken -> on a CPU) / client (-> read)",
-  "slowest 1%: events split (awake)",
+  "events (came while the client was awake / the trace cannot place; events the kernel dropped)",
+  "median us: server (stamp -> client's last wake-up) / wait (off a CPU since) / client (on a CPU since, -> read)",
+  "slowest 1%: events split (awake / not placed)",
   "slowest 1%, mean us: server / wait / client",
-  "slowest 1%'s wait, us per event: a CPU idle (the host) / server main / server helpers / client helpers / other",
+  "slowest 1%'s wait, us per event, by who held the client's next CPU: idle (the host) / server main / server helpers / client helpers / other",
 ];
 
 // One traced row of that table.
@@ -331,9 +331,9 @@ function pathRow(what: string, placement: string, p: PathSplit): string[] {
   return [
     what,
     placement,
-    `${p.events} (${p.awake})`,
+    `${p.events} (${p.awake} / ${p.unplaced}; ${p.lost})`,
     us(p.median.server, p.median.wait, p.median.client),
-    `${p.slow.events} (${p.slow.awake})`,
+    `${p.slow.events} (${p.slow.awake} / ${p.slow.unplaced})`,
     us(p.slow.server, p.slow.wait, p.slow.client),
     us(w.idle, w["server main"], w["server helpers"], w["client helpers"], w.other),
   ];
