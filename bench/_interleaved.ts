@@ -19,7 +19,7 @@ import { seeded } from "./_bootstrap.ts";
 import { type LineChild, startLineChild } from "./_child.ts";
 import type { GcTally } from "./_heap.ts";
 import type { LatencyServerKind } from "./_latency-servers.ts";
-import { indexTrace, startSchedTrace, type TracedWindow } from "./_sched-trace.ts";
+import { indexTrace, startSchedTrace, type TracedWindow, tracedWindow } from "./_sched-trace.ts";
 import {
   childCommand,
   type ChildPlacement,
@@ -29,6 +29,7 @@ import {
   sleep,
   startCounter,
   stealSince,
+  withArrivals,
   within,
 } from "./_shared.ts";
 
@@ -111,10 +112,7 @@ async function startServerProcess(
   let counter: Counter;
   try {
     // Each event's arrival: where each turn starts (firstMessages), and a traced event's place in the trace.
-    counter = await startCounter(ready.slice(4), 1, "latency", {
-      ...o.client,
-      env: { ...o.client.env, BENCH_ARRIVALS: "1" },
-    });
+    counter = await startCounter(ready.slice(4), 1, "latency", withArrivals(o.client));
   } catch (err) {
     void server.end(); // not yet in the round's list, which closes the rest
     throw err;
@@ -198,9 +196,8 @@ async function round(
   return marks.map(({ latencies, arrivals = [] }, k) => {
     const window: ServerWindow = { latencies, steal, gc: gcs[k]!, firstOfTurns: firstMessages(latencies, arrivals) };
     if (index === undefined) return window;
-    // The latencies copied: summarize() sorts a window's own in place.
-    const [serverPid, clientPid] = [running[k]!.server.proc.pid!, running[k]!.counter.pid];
-    return { ...window, traced: { index, serverPid, clientPid, latencies: [...latencies], arrivals } };
+    const pids = { serverPid: running[k]!.server.proc.pid!, clientPid: running[k]!.counter.pid };
+    return { ...window, traced: tracedWindow(index, pids, latencies, arrivals) };
   });
 }
 

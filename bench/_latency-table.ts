@@ -62,7 +62,8 @@ export function summarize({ latencies, steal, gc }: Window, windowMs: number): R
   };
 }
 
-const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+/** The median of `xs` (nearest rank, as percentile()). */
+export const median = (xs: number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 
 // Rounds in which the host took under 1% of this machine's CPU time: what the code does when the host lets it run.

@@ -57,6 +57,20 @@ export interface TracedWindow {
   arrivals: number[];
 }
 
+/**
+ * A window's events placed in its trace. The latencies are copied: the
+ * latency table's summarize() sorts a window's own in place, and each must
+ * stay beside its arrival.
+ */
+export function tracedWindow(
+  index: TraceIndex,
+  pids: { serverPid: number; clientPid: number },
+  latencies: readonly number[],
+  arrivals: number[],
+): TracedWindow {
+  return { index, ...pids, latencies: [...latencies], arrivals };
+}
+
 interface Split {
   latency: number;
   server: number;

@@ -64,6 +64,11 @@ export interface CounterOptions {
   cpu?: number;
 }
 
+/** `o` with the client asked for each event's arrival too (BENCH_ARRIVALS=1, _stream-counter.ts). */
+export function withArrivals(o: CounterOptions): CounterOptions {
+  return { ...o, env: { ...o.env, BENCH_ARRIVALS: "1" } };
+}
+
 /** Where a bench child process runs: its CPU, niceness and real-time priority. */
 export type ChildPlacement = Pick<CounterOptions, "cpu" | "nice" | "realtime">;
 

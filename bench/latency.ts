@@ -40,13 +40,20 @@
  * each turn's first message, which comes cold, after the others' turns.
  */
 import type { ExitRecord } from "../src/kernel/exit-record.ts";
-import { quantileOf } from "./_bootstrap.ts";
 import { collectGarbage, watchGc } from "./_heap.ts";
-import { indexTrace, type PathSplit, splitPath, startSchedTrace, type TracedWindow } from "./_sched-trace.ts";
+import {
+  indexTrace,
+  type PathSplit,
+  splitPath,
+  startSchedTrace,
+  type TracedWindow,
+  tracedWindow,
+} from "./_sched-trace.ts";
 import { interleavedRounds, SLICE_MS, WARM_UP_MS } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
 import {
+  median,
   mergedRound,
   QUIET_STEAL,
   type Round,
@@ -67,6 +74,7 @@ import {
   sleep,
   startCounter,
   stealSince,
+  withArrivals,
   within,
 } from "./_shared.ts";
 
@@ -106,15 +114,8 @@ async function steadyWindow(c: Counter, ms: number, stop: () => void, traced: bo
   c.stop();
   const { latencies, arrivals } = marked;
   if (text === undefined || arrivals === undefined) return { latencies, steal, gc };
-  // The latencies copied: summarize() sorts a window's own in place, and the trace pairs each with its arrival.
-  const path = {
-    index: indexTrace(text),
-    serverPid: process.pid,
-    clientPid: c.pid,
-    latencies: [...latencies],
-    arrivals,
-  };
-  return { latencies, steal, gc, traced: path };
+  const pids = { serverPid: process.pid, clientPid: c.pid };
+  return { latencies, steal, gc, traced: tracedWindow(indexTrace(text), pids, latencies, arrivals) };
 }
 
 // One server of `kind` in this process, read by one client, for one window.
@@ -159,12 +160,7 @@ async function clientWindow(
   start: () => () => void,
   traced: boolean,
 ) {
-  const c = await startCounter(
-    url,
-    1,
-    "latency",
-    traced ? { ...client, env: { ...client.env, BENCH_ARRIVALS: "1" } } : client,
-  );
+  const c = await startCounter(url, 1, "latency", traced ? withArrivals(client) : client);
   try {
     return await within(steadyWindow(c, ms, start(), traced), 3 * (ms + 1200) + 10_000, "a latency round");
   } catch (err) {
@@ -357,20 +353,20 @@ async function interleavedGroup(
   const kinds: LatencyServerKind[] = ["bare-connect", "taskwire", "prebuilt", "bare-connect"];
   const rounds = await interleavedRounds(kinds, perSecond, { ...placement, ...o });
   const label = `${placement.label}; interleaved: each server in its own process, ${SLICE_MS} ms turns`;
-  for (const [k, kind] of kinds.entries()) {
+  const control = kinds.length - 1;
+  const whats = kinds.map((kind, k) => k === control ? CONTROL_WHAT : LAYER_WHAT[kind]);
+  for (const k of kinds.keys()) {
     const traced = rounds.flatMap((r) => r[k]!.traced ?? []);
-    const what = k === kinds.length - 1 ? CONTROL_WHAT : LAYER_WHAT[kind];
-    if (traced.length > 0) paths.push(pathRow(what, label, splitPath(traced)));
+    if (traced.length > 0) paths.push(pathRow(whats[k]!, label, splitPath(traced)));
   }
   const byKind = kinds.map((_, k) => rounds.map((r) => summarize(r[k]!, o.windowMs)));
-  const control = kinds.length - 1;
   // taskwire's rows are judged against both bare servers' events (less noise in the baseline); the control, the
   // second bare server, against the first alone.
   const bothBare = byKind[0]!.map((r, i) => mergedRound(r, byKind[control]![i]!));
   const firsts = kinds.map((_, k) => rounds.flatMap((r) => r[k]!.firstOfTurns));
-  return kinds.map((kind, k) => [
+  return kinds.map((_, k) => [
     ...row(
-      k === control ? CONTROL_WHAT : LAYER_WHAT[kind],
+      whats[k]!,
       perSecond,
       label,
       byKind[k]!,
@@ -382,9 +378,8 @@ async function interleavedGroup(
 
 // The turns' first messages' events: their median latency, and its ratio to the baseline's (the bare servers').
 function firstsCell(firsts: number[], baseline: number[] | undefined): string {
-  const med = (xs: number[]) => quantileOf(Float64Array.from(xs).sort(), 0.5);
-  const cell = `${(med(firsts) / 1000).toFixed(2)} ms (${firsts.length} events)`;
-  return baseline === undefined ? cell : `${cell}; ${(med(firsts) / med(baseline)).toFixed(2)}x`;
+  const cell = `${(median(firsts) / 1000).toFixed(2)} ms (${firsts.length} events)`;
+  return baseline === undefined ? cell : `${cell}; ${(median(firsts) / median(baseline)).toFixed(2)}x`;
 }
 
 const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
