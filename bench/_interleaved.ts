@@ -101,13 +101,30 @@ export interface InterleavedPlacement {
   readonly schedTrace?: boolean;
 }
 
+/**
+ * Server processes run without V8's memory reducer. A full collection that
+ * gives back memory (or finds the heap fragmented) arms it (8 s, V8's
+ * memory-reducer.cc NotifyMarkCompact), and when it fires in a process that
+ * allocates little, as an idle server in another's turn does, it collects
+ * twice about 600 ms apart (V8's callback flag "collect all external memory",
+ * 2-10 ms each, incremental marking before). The round's collection after the
+ * warm-up armed it in every server at once, so 8 s later, inside the window,
+ * idle servers collected on the CPUs the producing server and its client ran
+ * on. A log of every collection (forty-first session) found 11 such in 3
+ * rounds, 8.1-8.2 s after the round's collection, in the bare servers' and
+ * the made-ahead server's processes; with the reducer off, none in 5 rounds.
+ * A server idle while another is measured is the bench's doing, not any
+ * server's.
+ */
+const NO_MEMORY_REDUCER = "--no-memory-reducer";
+
 async function startServerProcess(
   kind: LatencyServerKind,
   perSecond: number,
   o: InterleavedPlacement,
 ): Promise<Running> {
   const script = new URL("./_latency-server-process.js", import.meta.url).pathname;
-  const [cmd, argv] = childCommand([script, kind, String(perSecond)], o.server);
+  const [cmd, argv] = childCommand([NO_MEMORY_REDUCER, script, kind, String(perSecond)], o.server);
   const [server, ready] = await startLineChild(cmd, argv, (l) => l.startsWith("url "));
   let counter: Counter;
   try {
