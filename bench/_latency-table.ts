@@ -144,3 +144,9 @@ export function mergedRound(a: Round, b: Round): Round {
     blocks,
   };
 }
+
+/** The turns' first messages' events (_interleaved.ts firstMessages): their median latency, and its ratio to the baseline's (the bare servers'). */
+export function firstsCell(firsts: number[], baseline: number[] | undefined): string {
+  const cell = `${(median(firsts) / 1000).toFixed(2)} ms (${firsts.length} events)`;
+  return baseline === undefined ? cell : `${cell}; ${(median(firsts) / median(baseline)).toFixed(2)}x`;
+}

@@ -184,3 +184,29 @@ export function splitPath(windows: TracedWindow[]): PathSplit {
     slowWait,
   };
 }
+
+/** The header of the table of where the traced rows' time went (_sched-trace.ts). */
+export const PATH_HEADER = [
+  "stream",
+  "placement",
+  "events (came while the client was awake / the trace cannot place; events the kernel dropped)",
+  "median us: server (stamp -> client's last wake-up) / wait (off a CPU since) / client (on a CPU since, -> read)",
+  "slowest 1%: events split (awake / not placed)",
+  "slowest 1%, mean us: server / wait / client",
+  "slowest 1%'s wait, us per event, by who held the client's next CPU: idle (the host) / server main / server helpers / client helpers / other",
+];
+
+/** One traced row of that table. */
+export function pathRow(what: string, placement: string, p: PathSplit): string[] {
+  const us = (...xs: number[]) => xs.map((x) => x.toFixed(0)).join(" / ");
+  const w = p.slowWait;
+  return [
+    what,
+    placement,
+    `${p.events} (${p.awake} / ${p.unplaced}; ${p.lost})`,
+    us(p.median.server, p.median.wait, p.median.client),
+    `${p.slow.events} (${p.slow.awake} / ${p.slow.unplaced})`,
+    us(p.slow.server, p.slow.wait, p.slow.client),
+    us(w.idle, w["server main"], w["server helpers"], w["client helpers"], w.other),
+  ];
+}

@@ -43,7 +43,8 @@ import type { ExitRecord } from "../src/kernel/exit-record.ts";
 import { collectGarbage, watchGc } from "./_heap.ts";
 import {
   indexTrace,
-  type PathSplit,
+  PATH_HEADER,
+  pathRow,
   splitPath,
   startSchedTrace,
   type TracedWindow,
@@ -53,7 +54,7 @@ import { interleavedRounds, SLICE_MS, WARM_UP_MS } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
 import {
-  median,
+  firstsCell,
   mergedRound,
   QUIET_STEAL,
   type Round,
@@ -162,7 +163,9 @@ async function clientWindow(
 ) {
   const c = await startCounter(url, 1, "latency", traced ? withArrivals(client) : client);
   try {
-    return await within(steadyWindow(c, ms, start(), traced), 3 * (ms + 1200) + 10_000, "a latency round");
+    // Three times what the window takes (its warm-up, its events, their last 200 ms), plus the client's start.
+    const expected = WARM_UP_MS + ms + 200;
+    return await within(steadyWindow(c, ms, start(), traced), 3 * expected + 10_000, "a latency round");
   } catch (err) {
     c.kill();
     throw err;
@@ -309,32 +312,6 @@ async function rowGroup(
   );
 }
 
-/** The header of the table of where the traced rows' time went (_sched-trace.ts). */
-const PATH_HEADER = [
-  "stream",
-  "placement",
-  "events (came while the client was awake / the trace cannot place; events the kernel dropped)",
-  "median us: server (stamp -> client's last wake-up) / wait (off a CPU since) / client (on a CPU since, -> read)",
-  "slowest 1%: events split (awake / not placed)",
-  "slowest 1%, mean us: server / wait / client",
-  "slowest 1%'s wait, us per event, by who held the client's next CPU: idle (the host) / server main / server helpers / client helpers / other",
-];
-
-// One traced row of that table.
-function pathRow(what: string, placement: string, p: PathSplit): string[] {
-  const us = (...xs: number[]) => xs.map((x) => x.toFixed(0)).join(" / ");
-  const w = p.slowWait;
-  return [
-    what,
-    placement,
-    `${p.events} (${p.awake} / ${p.unplaced}; ${p.lost})`,
-    us(p.median.server, p.median.wait, p.median.client),
-    `${p.slow.events} (${p.slow.awake} / ${p.slow.unplaced})`,
-    us(p.slow.server, p.slow.wait, p.slow.client),
-    us(w.idle, w["server main"], w["server helpers"], w["client helpers"], w.other),
-  ];
-}
-
 /**
  * The interleaved rows' control: the bare Connect server a second time, in a
  * process of its own. Its p99 over the first one's, in the same rounds, is
@@ -374,12 +351,6 @@ async function interleavedGroup(
     ),
     firstsCell(firsts[k]!, k === 0 ? undefined : k === control ? firsts[0]! : [...firsts[0]!, ...firsts[control]!]),
   ]);
-}
-
-// The turns' first messages' events: their median latency, and its ratio to the baseline's (the bare servers').
-function firstsCell(firsts: number[], baseline: number[] | undefined): string {
-  const cell = `${(median(firsts) / 1000).toFixed(2)} ms (${firsts.length} events)`;
-  return baseline === undefined ? cell : `${cell}; ${(median(firsts) / median(baseline)).toFixed(2)}x`;
 }
 
 const quoteName = (name: string | undefined) => JSON.stringify(name ?? "");
