@@ -106,13 +106,14 @@ export interface InterleavedPlacement {
  * gives back memory (or finds the heap fragmented) arms it (8 s, V8's
  * memory-reducer.cc NotifyMarkCompact), and when it fires in a process that
  * allocates little, as an idle server in another's turn does, it collects
- * twice about 600 ms apart (V8's callback flag "collect all external memory",
- * 2-10 ms each, incremental marking before). The round's collection after the
+ * once or twice, 600 ms apart (V8's callback flag "collect all external memory",
+ * 2-12 ms each, incremental marking before). The round's collection after the
  * warm-up armed it in every server at once, so 8 s later, inside the window,
  * idle servers collected on the CPUs the producing server and its client ran
- * on. A log of every collection (forty-first session) found 11 such in 3
- * rounds, 8.1-8.2 s after the round's collection, in the bare servers' and
- * the made-ahead server's processes; with the reducer off, none in 5 rounds.
+ * on. A log of every collection (forty-first session) found 10 such in 5
+ * rounds (20 server processes), 8.1-8.9 s after the round's collection, in
+ * the bare servers' and the made-ahead server's processes; with the reducer
+ * off, none in 5 rounds.
  * A server idle while another is measured is the bench's doing, not any
  * server's.
  */
