@@ -185,7 +185,7 @@ export function splitPath(windows: TracedWindow[]): PathSplit {
   };
 }
 
-/** The header of the table of where the traced rows' time went (_sched-trace.ts). */
+/** The header of the table of where the traced rows' time went, one row a splitPath(). */
 export const PATH_HEADER = [
   "stream",
   "placement",
