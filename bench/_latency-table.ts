@@ -62,8 +62,8 @@ export function summarize({ latencies, steal, gc }: Window, windowMs: number): R
   };
 }
 
-/** The median of `xs` (nearest rank, as percentile()). */
-export const median = (xs: number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
+// The median of `xs` (nearest rank, as percentile()).
+const median = (xs: number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 
 // Rounds in which the host took under 1% of this machine's CPU time: what the code does when the host lets it run.
@@ -147,6 +147,7 @@ export function mergedRound(a: Round, b: Round): Round {
 
 /** The turns' first messages' events (_interleaved.ts firstMessages): their median latency, and its ratio to the baseline's (the bare servers'). */
 export function firstsCell(firsts: number[], baseline: number[] | undefined): string {
-  const cell = `${(median(firsts) / 1000).toFixed(2)} ms (${firsts.length} events)`;
-  return baseline === undefined ? cell : `${cell}; ${(median(firsts) / median(baseline)).toFixed(2)}x`;
+  const m = median(firsts);
+  const cell = `${(m / 1000).toFixed(2)} ms (${firsts.length} events)`;
+  return baseline === undefined ? cell : `${cell}; ${(m / median(baseline)).toFixed(2)}x`;
 }
