@@ -66,13 +66,36 @@ export function firstMessages(latencies: readonly number[], arrivals: readonly n
 
 /**
  * Each server's production before the first round, and before each window
- * of the rows one after the other (latency.ts): long enough for V8 to have
- * optimized the servers' code. With 1 s there, as until the fortieth
- * session, TurboFan still compiled 15-25 functions of the servers' path in
- * each of taskwire's 2 s windows (node --trace-opt), 2-26 ms each on V8's
- * helper threads; after 3 s, 1 or none from the second round on.
+ * of the rows one after the other (latency.ts), at 10,000 events a second:
+ * long enough for V8 to have optimized the servers' code. With 1 s there, as
+ * until the fortieth session, TurboFan still compiled 15-25 functions of the
+ * servers' path in each of taskwire's 2 s windows (node --trace-opt), 2-26 ms
+ * each on V8's helper threads; after 3 s, 1 or none from the second round on.
+ * At a lower rate a row warms up on as many events (warmUpMs).
  */
 export const WARM_UP_MS = 3000;
+
+/**
+ * The events a row warms up on, at any rate: WARM_UP_MS at 10,000/s. V8
+ * optimizes a function once it has run enough times, so a warm-up counted
+ * in time warms a tenth as much at a tenth of the rate. At 1,000/s with 3 s,
+ * V8's helper threads spent 20-33 ms of each of taskwire's 2 s windows in
+ * TurboFan (perf, forty-second session), and its slowest 1% waited 300-720
+ * µs an event behind them; with 30 s, none and 0 µs. Each row starts a new
+ * server, and what the rows before optimized does not all carry over: in
+ * each of taskwire's 3 s-warmed windows some of its functions were optimized
+ * again (`node --trace-opt`: the sim's `#pickVictim`, whose code a collection
+ * had dropped with the server before; the young streams' write wrapper,
+ * deoptimized when its stream graduated in the window, 1 MiB in). A taskwire
+ * server left running at 1,000/s compiled 171 functions in its first 10 s
+ * and 22 more in the next 30.
+ */
+export const WARM_UP_EVENTS = 30_000;
+
+/** The warm-up of a row at `perSecond`: WARM_UP_EVENTS, and at least WARM_UP_MS. */
+export function warmUpMs(perSecond: number): number {
+  return Math.max(WARM_UP_MS, Math.ceil((WARM_UP_EVENTS / perSecond) * 1000));
+}
 
 /** One server's events over a round, the host's steal over the round (%), and the server process's collections. */
 export interface ServerWindow {
@@ -172,13 +195,13 @@ async function freshRound(
       }
       // Warm-up: every process's code optimized and its heap grown to its working size before the window; then
       // what starting it left collected, and a turn each again after the collection.
-      await takeTurns(running, WARM_UP_MS * kinds.length);
+      await takeTurns(running, warmUpMs(perSecond) * kinds.length);
       await Promise.all(running.map((s) => s.server.ask("collect")));
       await takeTurns(running, SLICE_MS * kinds.length);
       return await round(running, o);
     };
     // Its deadline: three times what it should take, plus each process's start.
-    const expected = (WARM_UP_MS + o.windowMs) * kinds.length;
+    const expected = (warmUpMs(perSecond) + o.windowMs) * kinds.length;
     const result = await within(work(), 3 * expected + 10_000 * kinds.length, `interleaved round ${o.seed + 1}`);
     failed = false;
     return result;

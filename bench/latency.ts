@@ -50,7 +50,7 @@ import {
   type TracedWindow,
   tracedWindow,
 } from "./_sched-trace.ts";
-import { interleavedRounds, SLICE_MS, WARM_UP_MS } from "./_interleaved.ts";
+import { interleavedRounds, SLICE_MS, warmUpMs } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { startBareServer } from "./_bare-latency.ts";
 import {
@@ -83,7 +83,7 @@ import {
 export interface LatencyOptions {
   /** Rounds per row group (each: one window of every layer). */
   rounds: number;
-  /** Window per round, ms (after a warm-up of WARM_UP_MS that is not counted). */
+  /** Window per round, ms (after a warm-up that is not counted: warmUpMs, _interleaved.ts). */
   windowMs: number;
   /**
    * Whether the rows of taskwire and the bare Connect server are traced (the
@@ -93,10 +93,19 @@ export interface LatencyOptions {
   schedTrace?: boolean;
 }
 
-// Steady state: the first WARM_UP_MS (both processes' code still being optimized) are not counted. A traced window is
-// traced from just before its first mark to its last (its events are those read between them).
-async function steadyWindow(c: Counter, ms: number, stop: () => void, traced: boolean): Promise<Window> {
-  await sleep(WARM_UP_MS);
+/** One client's window of a server: the rate (its warm-up is warmUpMs of it), the window, the client, traced or not. */
+interface WindowOptions {
+  readonly perSecond: number;
+  readonly ms: number;
+  readonly client: CounterOptions;
+  readonly traced: boolean;
+}
+
+// Steady state: the warm-up (both processes' code still being optimized) is not counted. A traced window is traced
+// from just before its first mark to its last (its events are those read between them).
+async function steadyWindow(c: Counter, o: WindowOptions, stop: () => void): Promise<Window> {
+  const { ms, traced } = o;
+  await sleep(warmUpMs(o.perSecond));
   const trace = traced ? startSchedTrace() : undefined; // before the mark: every event read after it is in the trace
   let marked: Awaited<ReturnType<Counter["mark"]>>, text: string | undefined, steal, gc;
   try {
@@ -132,10 +141,8 @@ async function serverRound(
   try {
     return await clientWindow(
       server.url,
-      ms,
-      client,
+      { perSecond, ms, client, traced },
       () => (server.producing = true, () => (server.producing = false)),
-      traced,
     );
   } finally {
     server.producing = false;
@@ -146,7 +153,8 @@ async function serverRound(
 async function bareRound(perSecond: number, ms: number, client: CounterOptions): Promise<Window> {
   const bare = await startBareServer(perSecond);
   try {
-    return await clientWindow(bare.url, ms, { ...client, script: "_bare-latency.js" }, () => () => {}, false);
+    const o = { perSecond, ms, client: { ...client, script: "_bare-latency.js" }, traced: false };
+    return await clientWindow(bare.url, o, () => () => {});
   } finally {
     await bare.close();
   }
@@ -154,18 +162,12 @@ async function bareRound(perSecond: number, ms: number, client: CounterOptions):
 
 // A client's steady window of a server in this process (`start` starts production and returns what stops it), under
 // a deadline: a client that hangs (a livelock at real-time priority) fails the round and is killed.
-async function clientWindow(
-  url: string,
-  ms: number,
-  client: CounterOptions,
-  start: () => () => void,
-  traced: boolean,
-) {
-  const c = await startCounter(url, 1, "latency", traced ? withArrivals(client) : client);
+async function clientWindow(url: string, o: WindowOptions, start: () => () => void) {
+  const c = await startCounter(url, 1, "latency", o.traced ? withArrivals(o.client) : o.client);
   try {
     // Three times what the window takes (its warm-up, its events, their last 200 ms), plus the client's start.
-    const expected = WARM_UP_MS + ms + 200;
-    return await within(steadyWindow(c, ms, start(), traced), 3 * expected + 10_000, "a latency round");
+    const expected = warmUpMs(o.perSecond) + o.ms + 200;
+    return await within(steadyWindow(c, o, start()), 3 * expected + 10_000, "a latency round");
   } catch (err) {
     c.kill();
     throw err;

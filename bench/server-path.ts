@@ -7,8 +7,9 @@
  * (loopback, the client's scheduling, its SDK) and the host's noise; this is
  * the part that is the server's own, without the client's variance, so that
  * a change on taskwire's path shows here in one run. The servers take turns
- * in rounds (each with a full collection first, and a warm-up of
- * WARM_UP_MS, as the latency bench's, that is not counted), each read by an SDK client in a process of its own
+ * in rounds (each with a full collection first, and a warm-up that is not
+ * counted, warmUpMs as the latency bench's), each read by an SDK client in a
+ * process of its own
  * over the SDK's default transport (Connect over HTTP/1.1, whose writes reach
  * the socket's _write/_writev; the stream is the connection's only traffic).
  */
@@ -17,7 +18,7 @@ import type { Socket } from "node:net";
 import { quantileOf } from "./_bootstrap.ts";
 import { nowUs } from "./_clock.ts";
 import { collectGarbage } from "./_heap.ts";
-import { WARM_UP_MS } from "./_interleaved.ts";
+import { warmUpMs } from "./_interleaved.ts";
 import { type LatencyServerKind, startLatencyServer } from "./_latency-servers.ts";
 import { type Counter, realtimeSelf, sampleRecords, sleep, startCounter, within } from "./_shared.ts";
 
@@ -51,7 +52,7 @@ export async function benchServerPath(o: ServerPathOptions): Promise<string[][]>
         const [kind] = KINDS[(r + i) % KINDS.length]!;
         const got = await within(
           oneWindow(kind, records, o, realtime),
-          3 * (o.windowMs + WARM_UP_MS) + 10_000,
+          3 * (o.windowMs + warmUpMs(o.perSecond)) + 10_000,
           `server-path ${kind}`,
         );
         samples.get(kind)!.push(...got);
@@ -90,7 +91,7 @@ async function oneWindow(
   try {
     client = await startCounter(server.url, 1, "read", realtime ? { realtime: REALTIME } : {});
     server.producing = true;
-    await sleep(WARM_UP_MS);
+    await sleep(warmUpMs(o.perSecond));
     measuring = true;
     await sleep(o.windowMs);
     measuring = false;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { firstMessages, SLICE_MS } from "../bench/_interleaved.ts";
+import { firstMessages, SLICE_MS, WARM_UP_EVENTS, WARM_UP_MS, warmUpMs } from "../bench/_interleaved.ts";
 
 describe("the latency bench's turns", () => {
   it("finds each turn's first message: the events read at a turn's first instant", () => {
@@ -15,5 +15,14 @@ describe("the latency bench's turns", () => {
     expect(firstMessages([1, 2, 3], [0, step, 2 * step])).toEqual([1]);
     expect(firstMessages([1, 2], [0, step + 1])).toEqual([1, 2]);
     expect(firstMessages([], [])).toEqual([]);
+  });
+
+  it("warms a row up on as many events at any rate, never for less than WARM_UP_MS", () => {
+    expect(warmUpMs(10_000)).toBe(WARM_UP_MS); // 30,000 events in 3 s
+    expect(warmUpMs(1_000)).toBe((WARM_UP_EVENTS / 1_000) * 1000); // 30 s
+    expect(warmUpMs(1_000)).toBeGreaterThan(WARM_UP_MS);
+    expect(warmUpMs(3_000)).toBe(10_000); // rounded up to whole ms
+    expect(warmUpMs(7)).toBe(Math.ceil((WARM_UP_EVENTS / 7) * 1000));
+    expect(warmUpMs(1_000_000)).toBe(WARM_UP_MS); // a fast row still warms up 3 s
   });
 });
