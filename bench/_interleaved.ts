@@ -80,7 +80,7 @@ export const WARM_UP_MS = 3000;
  * optimizes a function once it has run enough times, so a warm-up counted
  * in time warms a tenth as much at a tenth of the rate. At 1,000/s with 3 s,
  * V8's helper threads spent 20-33 ms of each of taskwire's 2 s windows in
- * TurboFan (perf, forty-second session), and its slowest 1% waited 300-720
+ * TurboFan (perf, forty-second session), and its slowest 1% waited 335-721
  * µs an event behind them; with 30 s, none and 0 µs. Each row starts a new
  * server, and what the rows before optimized does not all carry over: in
  * each of taskwire's 3 s-warmed windows some of its functions were optimized
