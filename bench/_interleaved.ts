@@ -79,16 +79,16 @@ export const WARM_UP_MS = 3000;
  * The events a row warms up on, at any rate: WARM_UP_MS at 10,000/s. V8
  * optimizes a function once it has run enough times, so a warm-up counted
  * in time warms a tenth as much at a tenth of the rate. At 1,000/s with 3 s,
- * V8's helper threads spent 20-33 ms of each of taskwire's 2 s windows in
- * TurboFan (perf, forty-second session), and its slowest 1% waited 335-721
+ * V8's helper threads spent 8-30 ms of each of taskwire's 2 s windows in
+ * TurboFan (perf, forty-second session), and its slowest 1% waited 151-721
  * µs an event behind them; with 30 s, none and 0 µs. Each row starts a new
- * server, and what the rows before optimized does not all carry over: in
- * each of taskwire's 3 s-warmed windows some of its functions were optimized
- * again (`node --trace-opt`: the sim's `#pickVictim`, whose code a collection
- * had dropped with the server before; the young streams' write wrapper,
- * deoptimized when its stream graduated in the window, 1 MiB in). A taskwire
- * server left running at 1,000/s compiled 171 functions in its first 10 s
- * and 22 more in the next 30.
+ * server, and what the rows before optimized does not all carry over
+ * (`node --trace-opt`): in each of taskwire's 3 s-warmed windows the young
+ * streams' write wrapper was deoptimized when its stream graduated (1 MiB
+ * written), and in round 2 the sim's `#pickVictim` was optimized again, its
+ * code dropped by the collection with the server before. A taskwire server
+ * left running at 1,000/s compiled 171 functions in its first 10 s and 22
+ * more in the next 30.
  */
 export const WARM_UP_EVENTS = 30_000;
 
