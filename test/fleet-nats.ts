@@ -38,8 +38,11 @@ export interface NatsServer {
   restart(): Promise<void>;
   /** Kills it and removes the store. */
   close(): Promise<void>;
-  /** Has it reread its configuration file (SIGHUP; permissions change for connected clients too). */
-  reload(): void;
+  /**
+   * Has it reread its configuration file (SIGHUP; permissions change for connected clients too), resolving once it
+   * logs "Reloaded server configuration": until then a client connecting may be refused mid-reload.
+   */
+  reload(): Promise<void>;
 }
 
 /** Starts nats-server -js on a free loopback port; `args` adds flags (e.g. --auth TOKEN, -c FILE). */
@@ -50,6 +53,7 @@ export async function startNats(
   const storeDir = mkdtempSync(join(tmpdir(), "taskwire-nats-"));
   const port = await freePort();
   let child: ChildProcess | undefined;
+  let log = ""; // its stderr (read, so that a full pipe never stalls it), for reload() to wait on
   const start = async () => {
     // confNamesStore: the configuration file (-c) names the store itself, as jetstream { store_dir: $NATS_STORE_DIR }:
     // with -sd too, nats-server refuses to reload it ("config reload not supported for jetstream storage dir").
@@ -57,6 +61,9 @@ export async function startNats(
     child = spawn(NATS_SERVER, [...js, "-a", "127.0.0.1", "-p", String(port), ...args], {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, NATS_STORE_DIR: storeDir },
+    });
+    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+      if (log.length < 1 << 20) log += chunk; // a few KB in these tests; past 1 MiB only drained
     });
     await waitForPort(port, 10_000);
   };
@@ -75,7 +82,15 @@ export async function startNats(
     storeDir,
     kill,
     restart: start,
-    reload: () => void child?.kill("SIGHUP"),
+    reload: async () => {
+      const reloads = () => log.split("Reloaded server configuration").length;
+      const before = reloads();
+      child?.kill("SIGHUP");
+      await eventually(() => {
+        if (/\[(ERR|FTL)\][^\n]*reload/i.test(log)) throw new Error(`nats-server did not reload: ${log.slice(-500)}`);
+        return reloads() > before;
+      }, 10_000);
+    },
     close: async () => {
       await kill();
       rmSync(storeDir, { recursive: true, force: true });
