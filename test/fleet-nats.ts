@@ -53,7 +53,8 @@ export async function startNats(
   const storeDir = mkdtempSync(join(tmpdir(), "taskwire-nats-"));
   const port = await freePort();
   let child: ChildProcess | undefined;
-  let log = ""; // its stderr (read, so that a full pipe never stalls it), for reload() to wait on
+  // Its stderr, read line by line (so that a full pipe never stalls it): the reloads it has logged, for reload().
+  let partial = "", reloaded = 0, reloadError: string | undefined;
   const start = async () => {
     // confNamesStore: the configuration file (-c) names the store itself, as jetstream { store_dir: $NATS_STORE_DIR }:
     // with -sd too, nats-server refuses to reload it ("config reload not supported for jetstream storage dir").
@@ -63,7 +64,12 @@ export async function startNats(
       env: { ...process.env, NATS_STORE_DIR: storeDir },
     });
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-      if (log.length < 1 << 20) log += chunk; // a few KB in these tests; past 1 MiB only drained
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop()!;
+      for (const line of lines) {
+        if (line.includes("Reloaded server configuration")) reloaded++;
+        else if (/\[(ERR|FTL)\].*reload/i.test(line)) reloadError = line;
+      }
     });
     await waitForPort(port, 10_000);
   };
@@ -83,12 +89,12 @@ export async function startNats(
     kill,
     restart: start,
     reload: async () => {
-      const reloads = () => log.split("Reloaded server configuration").length;
-      const before = reloads();
+      const before = reloaded;
+      reloadError = undefined;
       child?.kill("SIGHUP");
       await eventually(() => {
-        if (/\[(ERR|FTL)\][^\n]*reload/i.test(log)) throw new Error(`nats-server did not reload: ${log.slice(-500)}`);
-        return reloads() > before;
+        if (reloadError !== undefined) throw new Error(`nats-server did not reload: ${reloadError}`);
+        return reloaded > before;
       }, 10_000);
     },
     close: async () => {
